@@ -1,0 +1,303 @@
+//! Data that crosses the bus, and its JSON form (the `--json` contract of DESIGN.md §6).
+//!
+//! D-Bus has no optional values, so "absent" is a documented sentinel on the wire (`0`, `-1`,
+//! empty string) and becomes `null` in JSON, in one place: [`AppStatus::to_json`].
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use zbus::zvariant::Type;
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire and JSON spelling.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} '{other}' (expected one of: {})",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Lifecycle state of an app instance.
+    AppState {
+        /// Spawned, not yet confirmed running.
+        Starting => "starting",
+        /// Running.
+        Online => "online",
+        /// Asked to stop, waiting for the process group to exit.
+        Stopping => "stopping",
+        /// Not running, and not going to run until asked.
+        Stopped => "stopped",
+        /// Exited; waiting for the restart delay before the next attempt.
+        Backoff => "backoff",
+        /// Gave up restarting (crash loop, too many restarts, or the command cannot start).
+        Errored => "errored",
+    }
+}
+
+wire_enum! {
+    /// Why a process ended.
+    ExitReason {
+        /// Exited on its own with a status code.
+        Exit => "exit",
+        /// Killed by a signal nobody in TurboProcess asked for.
+        Signal => "signal",
+        /// Chosen by the kernel's OOM killer.
+        OomKill => "oom_kill",
+        /// Restarted by TurboProcess for crossing `max_memory`.
+        MemoryLimit => "memory_limit",
+        /// Restarted because its health check kept failing.
+        Health => "health",
+        /// Restarted because a watched file changed.
+        Watch => "watch",
+        /// Stopped or restarted on request.
+        Manual => "manual",
+    }
+}
+
+wire_enum! {
+    /// Result of the app's health check.
+    Health {
+        /// A check is configured but has no result yet.
+        Unknown => "unknown",
+        /// The last check passed.
+        Healthy => "healthy",
+        /// The check is failing.
+        Unhealthy => "unhealthy",
+        /// No health check is configured.
+        None => "none",
+    }
+}
+
+/// How a process ended. On the wire `code` is `-1` and `signal` `0` when they do not apply, and an
+/// empty `reason` means "never exited".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct ExitInfo {
+    /// Exit status (0–255), or -1 when killed by a signal.
+    pub code: i32,
+    /// Killing signal number, or 0.
+    pub signal: i32,
+    /// One of [`ExitReason`], or empty when there was no exit yet.
+    pub reason: String,
+    /// Unix time of the exit in milliseconds.
+    pub at_ms: u64,
+    /// Which event source reported the exit first: `ebpf` or `procfs`.
+    pub source: String,
+}
+
+impl ExitInfo {
+    /// `null`, or `{code, signal, reason, at, source}` with `at` in RFC 3339.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        if self.reason.is_empty() {
+            return Json::Null;
+        }
+        json!({
+            "code": (self.code >= 0).then_some(self.code),
+            "signal": (self.signal > 0).then_some(self.signal),
+            "reason": self.reason,
+            "at": rfc3339_ms(self.at_ms),
+            "source": self.source,
+        })
+    }
+}
+
+/// A snapshot of one app instance, as `ListApps` returns it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct AppStatus {
+    /// Stable numeric id, unique per daemon state.
+    pub id: u32,
+    /// App name.
+    pub name: String,
+    /// Instance number (0 for single-instance apps).
+    pub instance: u32,
+    /// One of [`AppState`].
+    pub state: String,
+    /// Main process id, 0 when not running.
+    pub pid: u32,
+    /// Automatic restarts so far.
+    pub restarts: u32,
+    /// Milliseconds since the current process started, 0 when not running.
+    pub uptime_ms: u64,
+    /// CPU use in percent of one core, negative when unknown.
+    pub cpu_percent: f64,
+    /// Resident memory in bytes, 0 when unknown or not running.
+    pub memory_bytes: u64,
+    /// `max_memory` in bytes, 0 when none.
+    pub memory_limit_bytes: u64,
+    /// One of [`Health`].
+    pub health: String,
+    /// Milliseconds until the next restart attempt while in `backoff`, else 0.
+    pub next_restart_in_ms: u64,
+    /// The command line that runs.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Log file of stdout.
+    pub out_log: String,
+    /// Log file of stderr.
+    pub err_log: String,
+    /// The last exit, if any.
+    pub last_exit: ExitInfo,
+}
+
+impl AppStatus {
+    /// The JSON object of the `turbo status --json` contract; absent values are `null`.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        let running = self.pid != 0;
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "instance": self.instance,
+            "state": self.state,
+            "pid": running.then_some(self.pid),
+            "restarts": self.restarts,
+            "uptime_ms": running.then_some(self.uptime_ms),
+            "cpu_percent": (running && self.cpu_percent >= 0.0).then_some(self.cpu_percent),
+            "memory_bytes": (running && self.memory_bytes > 0).then_some(self.memory_bytes),
+            "memory_limit_bytes": (self.memory_limit_bytes > 0).then_some(self.memory_limit_bytes),
+            "health": self.health,
+            "next_restart_in_ms": (self.next_restart_in_ms > 0).then_some(self.next_restart_in_ms),
+            "argv": self.argv,
+            "cwd": self.cwd,
+            "out_log": self.out_log,
+            "err_log": self.err_log,
+            "last_exit": self.last_exit.to_json(),
+        })
+    }
+}
+
+/// What `Info` returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct DaemonInfo {
+    /// Daemon version.
+    pub version: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// `user` or `system`.
+    pub mode: String,
+    /// Address clients use to reach the daemon.
+    pub bus_address: String,
+    /// Home directory (user mode) or `/var/lib/turbo` (system mode).
+    pub home: String,
+    /// Directory of the app log files.
+    pub log_dir: String,
+    /// The requested event source selection: `auto`, `require` or `off`.
+    pub ebpf_setting: String,
+    /// The active event source: `ebpf` or `procfs`.
+    pub event_source: String,
+    /// Why that source is active (for `procfs`: why eBPF is not).
+    pub event_source_reason: String,
+    /// eBPF programs loaded and attached.
+    pub ebpf_programs: Vec<String>,
+    /// Exit events received from eBPF.
+    pub ebpf_exit_events: u64,
+    /// Events lost between the kernel and the daemon.
+    pub events_lost: u64,
+    /// Daemon uptime in milliseconds.
+    pub uptime_ms: u64,
+    /// Number of apps managed.
+    pub apps: u32,
+}
+
+impl DaemonInfo {
+    /// The JSON form of `turbo info --json`.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        serde_json::to_value(self).unwrap_or(Json::Null)
+    }
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision, without a date crate.
+#[must_use]
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let ms = unix_ms % 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // civil-from-days (Howard Hinnant's algorithm), valid for the whole u64 range we care about
+    let z = i64::try_from(days).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn enums_round_trip() {
+        for s in AppState::ALL {
+            assert_eq!(s.as_str().parse::<AppState>(), Ok(*s));
+        }
+        assert!("bogus".parse::<ExitReason>().unwrap_err().contains("oom_kill"));
+    }
+
+    #[test]
+    fn status_json_has_every_contract_field_with_nulls() {
+        let st = AppStatus { name: "a".into(), state: "stopped".into(), health: "none".into(), ..Default::default() };
+        let j = st.to_json();
+        for key in ["id", "name", "instance", "state", "pid", "restarts", "uptime_ms", "cpu_percent",
+                    "memory_bytes", "memory_limit_bytes", "health", "last_exit"] {
+            assert!(j.get(key).is_some(), "missing {key}");
+        }
+        assert!(j["pid"].is_null());
+        assert!(j["last_exit"].is_null());
+        let st = AppStatus {
+            pid: 7,
+            last_exit: ExitInfo { code: -1, signal: 9, reason: "signal".into(), at_ms: 1000, source: "ebpf".into() },
+            ..st
+        };
+        let j = st.to_json();
+        assert_eq!(j["pid"], 7);
+        assert_eq!(j["last_exit"]["signal"], 9);
+        assert!(j["last_exit"]["code"].is_null());
+    }
+}

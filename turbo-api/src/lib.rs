@@ -1,0 +1,145 @@
+//! The daemon <-> client contract of TurboProcess, over D-Bus.
+//!
+//! Bus name, object paths, interface and error names, the data types that cross the bus, and a
+//! hand-written [`ManagerProxy`] used by the `turbo` CLI and the tests. Both the daemon's
+//! interface and the proxy are written against this crate, so they cannot drift apart silently
+//! (a contract test in `tests/` calls every method). This crate must not contain daemon logic or
+//! I/O beyond what zbus does for a proxy.
+#![deny(missing_docs)]
+
+mod dto;
+mod names;
+
+pub use dto::{AppState, AppStatus, DaemonInfo, ExitInfo, ExitReason, Health, rfc3339_ms};
+pub use names::{app_path, escape_path_component, validate_app_name};
+
+/// Well-known bus name of the daemon.
+pub const BUS_NAME: &str = "org.turboprocess.Turbo1";
+/// Path of the `org.freedesktop.DBus.ObjectManager`.
+pub const ROOT_PATH: &str = "/org/turboprocess/Turbo1";
+/// Path of the manager object.
+pub const MANAGER_PATH: &str = "/org/turboprocess/Turbo1/Manager";
+/// Interface of the manager object.
+pub const MANAGER_INTERFACE: &str = "org.turboprocess.Turbo1.Manager";
+/// Interface of every app object.
+pub const APP_INTERFACE: &str = "org.turboprocess.Turbo1.App";
+/// Parent path of the app objects: `<APP_PATH_PREFIX>/<escaped name>`.
+pub const APP_PATH_PREFIX: &str = "/org/turboprocess/Turbo1/app";
+/// Prefix of every error name the daemon replies with.
+pub const ERROR_PREFIX: &str = "org.turboprocess.Turbo1.Error";
+/// Name of the private bus socket inside `TURBO_HOME` in user mode.
+pub const BUS_SOCKET: &str = "bus.sock";
+
+/// Keys understood in the `options` argument of `StartApp` (a D-Bus `a{sv}`), so that new options
+/// can be added without changing the method signature.
+pub mod option {
+    /// `s`: working directory (absolute). Default: the daemon's home directory.
+    pub const CWD: &str = "cwd";
+    /// `a{ss}`: extra environment variables.
+    pub const ENV: &str = "env";
+    /// `s`: `always` | `on-failure` | `never`.
+    pub const AUTORESTART: &str = "autorestart";
+}
+
+/// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.turboprocess.Turbo1.Error")]
+pub enum Error {
+    /// A transport or protocol error, not a reply of the daemon.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// No app matches the given name or id.
+    NotFound(String),
+    /// An app with that name already exists.
+    AlreadyExists(String),
+    /// An argument is malformed (bad name, unknown option, wrong type).
+    InvalidArgument(String),
+    /// The configuration file is invalid; the message lists every problem.
+    InvalidConfig(String),
+    /// The command could not be started (missing script, not executable, ...).
+    SpawnFailed(String),
+    /// The caller is not allowed to do this.
+    AccessDenied(String),
+    /// Anything else; the message says what.
+    Failed(String),
+}
+
+/// The message a user should see for a failed call: the daemon's own text for its errors, the
+/// transport error otherwise.
+#[must_use]
+pub fn error_message(err: &zbus::Error) -> String {
+    match err {
+        zbus::Error::MethodError(_, Some(msg), _) => msg.clone(),
+        zbus::Error::MethodError(name, None, _) => name.to_string(),
+        zbus::Error::FDO(fdo) => fdo_message(fdo),
+        other => other.to_string(),
+    }
+}
+
+fn fdo_message(err: &zbus::fdo::Error) -> String {
+    let text = err.to_string();
+    // fdo errors print as "org.freedesktop.DBus.Error.X: message"; the message is what matters
+    text.split_once(": ")
+        .map_or(text.clone(), |(_, msg)| msg.to_owned())
+}
+
+pub use proxy::{ManagerProxy, AppStateChanged, AppStateChangedArgs, AppStateChangedStream};
+
+mod proxy {
+    #![allow(missing_docs, reason = "zbus::proxy generates undocumented items")]
+    use std::collections::HashMap;
+
+    use zbus::zvariant::Value;
+        
+    use crate::{AppStatus, DaemonInfo};
+
+    /// Client side of `org.turboprocess.Turbo1.Manager`.
+    #[zbus::proxy(
+        interface = "org.turboprocess.Turbo1.Manager",
+        default_service = "org.turboprocess.Turbo1",
+        default_path = "/org/turboprocess/Turbo1/Manager"
+    )]
+    pub trait Manager {
+        /// Returns the daemon's version; a cheap liveness check.
+        fn ping(&self) -> zbus::Result<String>;
+
+        /// Describes the daemon: version, mode, paths, active event source and why.
+        fn info(&self) -> zbus::Result<DaemonInfo>;
+
+        /// Starts one app running `argv` (argv[0] is a script or a command; see [`option`]).
+        fn start_app(
+            &self,
+            name: &str,
+            argv: &[&str],
+            options: HashMap<&str, Value<'_>>,
+        ) -> zbus::Result<AppStatus>;
+
+        /// Validates a `turbo.yml` document and starts (or restarts) every app in it. `origin` names
+        /// the file in error messages; relative paths in it resolve against `base_dir`.
+        fn start_config(
+            &self,
+            content: &str,
+            origin: &str,
+            base_dir: &str,
+        ) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Stops the apps matching `target` (name, id or `all`); returns once they have exited.
+        fn stop_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Restarts (or starts, if stopped) the apps matching `target`.
+        fn restart_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Stops and forgets the apps matching `target`; returns the names deleted.
+        fn delete_app(&self, target: &str) -> zbus::Result<Vec<String>>;
+
+        /// Every app, ordered by id.
+        fn list_apps(&self) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Stops every app, then the daemon.
+        fn shutdown(&self) -> zbus::Result<()>;
+
+        /// Emitted on every state change of an app.
+        #[zbus(signal)]
+        fn app_state_changed(&self, name: &str, state: &str, pid: u32) -> zbus::Result<()>;
+    }
+}

@@ -1,0 +1,98 @@
+//! App names and the object paths derived from them.
+
+use zbus::zvariant::OwnedObjectPath;
+
+use crate::APP_PATH_PREFIX;
+
+/// Longest accepted app name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks an app name: 1–64 characters of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+///
+/// Names become file names (logs, state) and object paths, so anything that could climb out of a
+/// directory or be read as an option is refused.
+///
+/// # Errors
+/// A one-line message naming the problem and what is allowed.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    let allowed = "use 1-64 characters of letters, digits, '.', '_' and '-', not starting with '.' or '-'";
+    if name.is_empty() {
+        return Err(format!("app name is empty: {allowed}"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("app name '{name}' is too long: {allowed}"));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!("app name '{name}' is not allowed: {allowed}"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "app name '{name}' contains {bad:?}: {allowed}"
+        ));
+    }
+    if name == "all" {
+        return Err("app name 'all' is reserved: it means every app on the command line".into());
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "app name '{name}' is all digits, which would be read as an app id: add a letter"
+        ));
+    }
+    Ok(())
+}
+
+/// Escapes one object-path component the way systemd does: `[A-Za-z0-9]` stay, every other byte
+/// becomes `_xx` (lower-case hex), and a leading digit is escaped too.
+#[must_use]
+pub fn escape_path_component(s: &str) -> String {
+    use std::fmt::Write as _;
+    if s.is_empty() {
+        return "_".into();
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "_{b:02x}");
+        }
+    }
+    out
+}
+
+/// Object path of the app called `name`.
+///
+/// # Panics
+/// Never: the escaped component is always a valid path element.
+#[must_use]
+pub fn app_path(name: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("{APP_PATH_PREFIX}/{}", escape_path_component(name)))
+        .expect("escaped component is a valid object path element")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["api", "web-1", "a.b_c", "A9", "x1"] {
+            assert_eq!(validate_app_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "../etc", "a/b", "a b", "all", "42", "é"] {
+            assert!(validate_app_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_app_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_path_component("web-1"), "web_2d1");
+        assert_eq!(escape_path_component("1a"), "_31a");
+        assert_eq!(escape_path_component("a.b_c"), "a_2eb_5fc");
+        assert_eq!(app_path("api").as_str(), "/org/turboprocess/Turbo1/app/api");
+    }
+}
