@@ -1,1 +1,172 @@
-//! placeholder
+//! # turbo-daemon
+//!
+//! The TurboProcess daemon as a library, so tests and the thin `main.rs` start it the same way.
+//!
+//! ## Architecture
+//!
+//! ```text
+//!  kernel tracepoints ─► turbo-ebpf ─► ring buffer ─┐
+//!  pidfd of each child (reaping) ───────────────────┤
+//!  timers (restart delay, kill timeout) ────────────┼─► runtime ─► Supervisor::handle(input, now) ─► actions
+//!  D-Bus method calls (dbus) ─► Request ────────────┤                 (pure: no I/O, no clock)         │
+//!  SIGTERM / SIGINT ────────────────────────────────┘                                                  ▼
+//!                 runtime executes: spawn (runtime::sys), signal, timers, replies, notices ─► dbus objects/signals
+//! ```
+//!
+//! * [`supervisor`]: every lifecycle decision, sans-IO, unit-tested with a fake clock.
+//! * [`events`]: eBPF or procfs observations as one `ProcEvent` type; source selection.
+//! * [`runtime`]: the single loop that owns the supervisor; [`runtime::sys`] is the only place
+//!   that makes process syscalls.
+//! * [`dbus`]: thin adapter; [`config`]: `turbo.yml` and option validation; [`logs`]: capture.
+
+pub mod config;
+pub mod dbus;
+pub mod events;
+pub mod logs;
+pub mod runtime;
+pub mod supervisor;
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use events::EbpfSetting;
+use tokio::sync::mpsc;
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `TURBO_HOME`: state, logs, the bus socket.
+    pub home: PathBuf,
+    /// Event source selection.
+    pub ebpf: EbpfSetting,
+}
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Another daemon owns this home.
+    #[error("another turbo-daemon is already running for {home} (pid {pid}); `turbo kill` stops it")]
+    AlreadyRunning {
+        /// The home directory.
+        home: String,
+        /// Its pid, as written in `daemon.pid`.
+        pid: String,
+    },
+    /// A file-system or process error, with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bus could not be joined or the name not acquired.
+    #[error("D-Bus: {0}")]
+    Bus(#[from] zbus::Error),
+    /// The event source could not be set up as required.
+    #[error("{0}")]
+    EventSource(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// Runs the daemon in user mode until a shutdown request or SIGTERM/SIGINT has stopped every
+/// app. Must be called inside a tokio runtime (current-thread is enough).
+///
+/// # Errors
+/// A [`DaemonError`] when start-up fails; the message says what to do.
+pub async fn run(opts: Options) -> Result<(), DaemonError> {
+    let home = &opts.home;
+    let log_dir = home.join("logs");
+    create_private_dir(home)?;
+    create_private_dir(&log_dir)?;
+    let lock = runtime::sys::lock_file(&home.join("daemon.lock")).map_err(|e| {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            DaemonError::AlreadyRunning {
+                home: home.display().to_string(),
+                pid: std::fs::read_to_string(home.join("daemon.pid"))
+                    .map_or_else(|_| "unknown".into(), |p| p.trim().to_owned()),
+            }
+        } else {
+            DaemonError::Io {
+                what: format!("cannot lock {}", home.join("daemon.lock").display()),
+                source: e,
+            }
+        }
+    })?;
+    std::fs::write(home.join("daemon.pid"), format!("{}\n", std::process::id()))
+        .map_err(io_err("cannot write daemon.pid"))?;
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let source = events::select(opts.ebpf, events_tx).map_err(DaemonError::EventSource)?;
+    tracing::info!(source = source.kind.as_str(), "event source: {}", source.reason);
+
+    let socket = home.join(turbo_api::BUS_SOCKET);
+    let bus = runtime::bus::start(home, &socket).map_err(io_err("cannot start the private bus"))?;
+    // clients get a plain path address: the guid dbus-daemon prints changes on every start
+    let address = format!("unix:path={}", socket.display());
+
+    let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+    let (notices_tx, notices_rx) = mpsc::unbounded_channel();
+    let conn = zbus::connection::Builder::address(address.as_str())?
+        .serve_at(turbo_api::MANAGER_PATH, dbus::ManagerIface::new(requests_tx))?
+        .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
+        .name(turbo_api::BUS_NAME)?
+        .build()
+        .await?;
+    tokio::spawn(dbus::publish(conn.clone(), notices_rx));
+    runtime::sys::trim_heap();
+    tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
+
+    let rt = runtime::Runtime::new(
+        runtime::Paths {
+            home: home.clone(),
+            log_dir,
+        },
+        runtime::DaemonFacts {
+            bus_address: address,
+            mode: "user",
+            ebpf_setting: opts.ebpf.as_str().into(),
+        },
+        source,
+        events_rx,
+        requests_rx,
+        notices_tx,
+    );
+    rt.run().await.map_err(io_err("the main loop failed"))?;
+    // let the reply to a Shutdown call leave before the bus goes away
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(conn);
+    drop(bus);
+    let _ = std::fs::remove_file(home.join("daemon.pid"));
+    drop(lock);
+    tracing::info!("turbo-daemon stopped");
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(format!("cannot create {}", dir.display())))
+}
+
+/// The user-mode home: `TURBO_HOME`, else `~/.turbo`.
+#[must_use]
+pub fn default_home() -> PathBuf {
+    std::env::var_os("TURBO_HOME").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".turbo")
+        },
+        PathBuf::from,
+    )
+}

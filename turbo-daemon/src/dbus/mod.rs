@@ -1,0 +1,266 @@
+//! The D-Bus adapter: `org.turboprocess.Turbo1.Manager`, one `org.turboprocess.Turbo1.App`
+//! object per app, and the standard ObjectManager at the root.
+//!
+//! It is thin on purpose: methods turn their arguments into a runtime [`Request`] and await the
+//! answer; app objects are caches refreshed from runtime [`Notice`]s, never read back by the
+//! runtime. It must not hold or decide supervision state.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use turbo_api::{AppStatus, DaemonInfo, Error, MANAGER_PATH, app_path};
+use zbus::{interface, object_server::SignalEmitter, zvariant::OwnedValue};
+
+use crate::runtime::{Notice, Op, Request, Response};
+
+/// The manager object.
+pub struct ManagerIface {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl ManagerIface {
+    /// An adapter that forwards to the runtime through `requests`.
+    #[must_use]
+    pub const fn new(requests: mpsc::UnboundedSender<Request>) -> Self {
+        Self { requests }
+    }
+
+    async fn call(&self, op: Op) -> Result<Response, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request { op, reply })
+            .map_err(|_| Error::Failed("the daemon is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::Failed("the daemon dropped the request while shutting down".into()))?
+    }
+
+    async fn apps(&self, op: Op) -> Result<Vec<AppStatus>, Error> {
+        match self.call(op).await? {
+            Response::Apps(apps) => Ok(apps),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(r: &Response) -> Error {
+    Error::Failed(format!("internal error: unexpected runtime response {r:?}"))
+}
+
+#[interface(name = "org.turboprocess.Turbo1.Manager")]
+impl ManagerIface {
+    /// Returns the daemon version.
+    async fn ping(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// Describes the daemon.
+    async fn info(&self) -> Result<DaemonInfo, Error> {
+        match self.call(Op::Info).await? {
+            Response::Info(info) => Ok(*info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts one app.
+    async fn start_app(
+        &self,
+        name: String,
+        argv: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<AppStatus, Error> {
+        let mut apps = self
+            .apps(Op::Start {
+                name,
+                argv,
+                options,
+            })
+            .await?;
+        apps.pop()
+            .ok_or_else(|| Error::Failed("internal error: start returned no app".into()))
+    }
+
+    /// Starts every app of a `turbo.yml` document.
+    async fn start_config(
+        &self,
+        content: String,
+        origin: String,
+        base_dir: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        self.apps(Op::StartConfig {
+            content,
+            origin,
+            base_dir,
+        })
+        .await
+    }
+
+    /// Stops apps (name, id or `all`) and returns once they have exited.
+    async fn stop_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
+        self.apps(Op::Stop(target)).await
+    }
+
+    /// Restarts apps (name, id or `all`).
+    async fn restart_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
+        self.apps(Op::Restart(target)).await
+    }
+
+    /// Stops and forgets apps (name, id or `all`).
+    async fn delete_app(&self, target: String) -> Result<Vec<String>, Error> {
+        match self.call(Op::Delete(target)).await? {
+            Response::Deleted(names) => Ok(names),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every app.
+    async fn list_apps(&self) -> Result<Vec<AppStatus>, Error> {
+        self.apps(Op::List).await
+    }
+
+    /// Stops every app, then the daemon.
+    async fn shutdown(&self) -> Result<(), Error> {
+        self.call(Op::Shutdown).await.map(|_| ())
+    }
+
+    /// Emitted on every state change of an app.
+    #[zbus(signal)]
+    async fn app_state_changed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        state: &str,
+        pid: u32,
+    ) -> zbus::Result<()>;
+}
+
+/// One app's object: read-only properties, refreshed on every state change.
+pub struct AppIface {
+    status: AppStatus,
+}
+
+#[interface(name = "org.turboprocess.Turbo1.App")]
+impl AppIface {
+    /// Numeric id.
+    #[zbus(property)]
+    fn id(&self) -> u32 {
+        self.status.id
+    }
+
+    /// Name.
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.status.name.clone()
+    }
+
+    /// `starting|online|stopping|stopped|backoff|errored`.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.status.state.clone()
+    }
+
+    /// Main process id, 0 when not running.
+    #[zbus(property)]
+    fn pid(&self) -> u32 {
+        self.status.pid
+    }
+
+    /// Restarts so far.
+    #[zbus(property)]
+    fn restarts(&self) -> u32 {
+        self.status.restarts
+    }
+
+    /// Command line.
+    #[zbus(property)]
+    fn argv(&self) -> Vec<String> {
+        self.status.argv.clone()
+    }
+
+    /// Working directory.
+    #[zbus(property)]
+    fn cwd(&self) -> String {
+        self.status.cwd.clone()
+    }
+
+    /// Why the last process ended (`exit|signal|...|manual`), empty if none yet.
+    #[zbus(property)]
+    fn last_exit_reason(&self) -> String {
+        self.status.last_exit.reason.clone()
+    }
+
+    /// Exit status of the last process, -1 if it was killed by a signal or none exited yet.
+    #[zbus(property)]
+    fn last_exit_code(&self) -> i32 {
+        self.status.last_exit.code
+    }
+
+    /// Signal that killed the last process, 0 if none.
+    #[zbus(property)]
+    fn last_exit_signal(&self) -> i32 {
+        self.status.last_exit.signal
+    }
+
+    /// The full snapshot (CPU and memory are not sampled here; use `ListApps` for those).
+    fn status(&self) -> AppStatus {
+        self.status.clone()
+    }
+}
+
+/// Mirrors runtime notices onto the bus until the runtime goes away.
+pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceiver<Notice>) {
+    let server = conn.object_server();
+    let manager_emitter = match SignalEmitter::new(&conn, MANAGER_PATH) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("cannot emit manager signals: {e}");
+            return;
+        }
+    };
+    while let Some(notice) = notices.recv().await {
+        let result = match notice {
+            Notice::Added(status) => server
+                .at(app_path(&status.name), AppIface { status })
+                .await
+                .map(drop),
+            Notice::Changed(status) => {
+                let _ = ManagerIface::app_state_changed(
+                    &manager_emitter,
+                    &status.name,
+                    &status.state,
+                    status.pid,
+                )
+                .await;
+                refresh(server, status).await
+            }
+            Notice::Removed(name) => server.remove::<AppIface, _>(app_path(&name)).await.map(drop),
+        };
+        if let Err(e) = result {
+            tracing::warn!("updating D-Bus objects failed: {e}");
+        }
+    }
+}
+
+async fn refresh(server: &zbus::ObjectServer, status: AppStatus) -> zbus::Result<()> {
+    let iface = server.interface::<_, AppIface>(app_path(&status.name)).await?;
+    let old = std::mem::replace(&mut iface.get_mut().await.status, status);
+    let guard = iface.get().await;
+    let new = &guard.status;
+    let emitter = iface.signal_emitter();
+    if old.state != new.state {
+        guard.state_changed(emitter).await?;
+    }
+    if old.pid != new.pid {
+        guard.pid_changed(emitter).await?;
+    }
+    if old.restarts != new.restarts {
+        guard.restarts_changed(emitter).await?;
+    }
+    if old.argv != new.argv {
+        guard.argv_changed(emitter).await?;
+    }
+    if old.last_exit != new.last_exit {
+        guard.last_exit_reason_changed(emitter).await?;
+        guard.last_exit_code_changed(emitter).await?;
+        guard.last_exit_signal_changed(emitter).await?;
+    }
+    Ok(())
+}
