@@ -1,1 +1,253 @@
-fn main() {}
+//! `cargo xtask setup | run | test`: the orchestration around cargo for TurboProcess.
+//!
+//! * `setup` installs what a fresh machine of the project image lacks (nightly `rust-src`,
+//!   bpf-linker linked to the nightly's LLVM, apt packages the tests use), idempotently.
+//! * `run [config]` builds release binaries and starts a config with the real daemon.
+//! * `test` runs fmt, clippy, a debug build of the binaries and the whole test suite; as root
+//!   the eBPF tests are required to run.
+
+mod setup;
+mod util;
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::util::{Ctx, human, run};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "TurboProcess build, run and test orchestration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly rust-src, bpf-linker 0.13.0, apt packages (idempotent).
+    Setup,
+    /// Setup, build release binaries, start a config with the daemon and show the status.
+    Run {
+        /// The turbo.yml to start [default: examples/turbo.yml in the repository].
+        config: Option<PathBuf>,
+    },
+    /// Setup, then fmt + clippy, build the binaries and run the whole test suite.
+    ///
+    /// As root the eBPF tests must run (TURBO_TEST_EBPF=1). Arguments after `--` go to
+    /// `cargo test`, e.g. `cargo xtask test -- e2e::status` or `-- -p turbo-api`.
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Passed to `cargo test`.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CARGO_TEST_ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = Ctx::new().and_then(|ctx| match cli.command {
+        Cmd::Setup => setup::setup(&ctx),
+        Cmd::Run { config } => run_config(&ctx, config),
+        Cmd::Test { no_lint, args } => test(&ctx, no_lint, &args),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `path` made absolute against the directory `cargo xtask` was started from.
+fn absolute_from_cwd(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(env::current_dir()
+        .context("the current directory is not readable")?
+        .join(path))
+}
+
+/// Where cargo puts its output: `CARGO_TARGET_DIR` (relative to the repository, which is where
+/// we run cargo) or `<repo>/target`.
+fn target_dir(ctx: &Ctx) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => ctx.root.join(dir),
+        _ => ctx.root.join("target"),
+    }
+}
+
+fn run_config(ctx: &Ctx, config: Option<PathBuf>) -> Result<()> {
+    // an app to name in the hints: the examples have a `ticker`
+    let (config, app) = match config {
+        Some(path) => (absolute_from_cwd(&path)?, "<name>"),
+        None => (ctx.root.join("examples/turbo.yml"), "ticker"),
+    };
+    if !config.is_file() {
+        bail!("config {} does not exist", config.display());
+    }
+    let home = match env::var_os("TURBO_HOME") {
+        Some(home) if !home.is_empty() => absolute_from_cwd(Path::new(&home))?,
+        _ => ctx.root.join(".turbo-run"),
+    };
+
+    setup::setup(ctx)?;
+    let started = Instant::now();
+    run(ctx.cargo().args(["build", "--release"])).context("release build failed")?;
+    println!("built in {}", human(started.elapsed()));
+
+    let turbo = target_dir(ctx).join("release/turbo");
+    if !turbo.is_file() {
+        bail!("{} was not built", turbo.display());
+    }
+    fs::create_dir_all(&home).with_context(|| format!("creating TURBO_HOME {}", home.display()))?;
+    println!("TURBO_HOME={}", home.display());
+    if env::var_os("TURBO_BUS_ADDRESS").is_some() {
+        println!("note: TURBO_BUS_ADDRESS is set; the CLI will use that daemon, not TURBO_HOME's");
+    }
+    let turbo_cmd = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = ctx.cmd(&turbo);
+        cmd.args(args).env("TURBO_HOME", &home);
+        cmd
+    };
+    run(&mut turbo_cmd(&["start".as_ref(), config.as_os_str()]))?;
+    run(&mut turbo_cmd(&["status".as_ref()]))?;
+
+    let bin_dir = turbo.parent().unwrap_or(Path::new("."));
+    println!(
+        "\nThe daemon keeps running in the background. To use it from this shell:\n\
+         \x20 export TURBO_HOME={home} PATH={bin}:$PATH\n\
+         \x20 turbo status                      # or --json\n\
+         \x20 turbo logs {app} --lines 20      # one app's logs; add --follow to stream\n\
+         \x20 turbo stop all                    # stop the apps (turbo delete all forgets them)\n\
+         \x20 turbo kill                        # stop the daemon\n\
+         \x20 busctl --address=unix:path=$TURBO_HOME/bus.sock tree org.turboprocess.Turbo1",
+        home = home.display(),
+        bin = bin_dir.display(),
+    );
+    Ok(())
+}
+
+fn test(ctx: &Ctx, no_lint: bool, args: &[OsString]) -> Result<()> {
+    let started = Instant::now();
+    let result = test_steps(ctx, no_lint, args);
+    match &result {
+        Ok(()) => println!("\ntest: all steps passed in {}", human(started.elapsed())),
+        Err(_) => eprintln!("\ntest: FAILED after {}", human(started.elapsed())),
+    }
+    result
+}
+
+fn test_steps(ctx: &Ctx, no_lint: bool, args: &[OsString]) -> Result<()> {
+    step("setup", || setup::setup(ctx))?;
+    if no_lint {
+        println!("skipping fmt and clippy (--no-lint)");
+    } else {
+        step("fmt", || {
+            run(ctx.cargo().args(["fmt", "--all", "--check"]))
+                .context("formatting differs; run `cargo fmt --all`")
+        })?;
+        step("clippy", || {
+            run(ctx
+                .cargo()
+                .args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+            .context("clippy found problems (warnings are errors)")
+        })?;
+    }
+    step("build", || {
+        run(ctx.cargo().args(["build", "--bins"])).context("debug build of the binaries failed")
+    })?;
+    step("test", || {
+        let mut cmd = ctx.cargo();
+        cmd.arg("test").args(args);
+        match env::var_os("TURBO_TEST_EBPF") {
+            Some(v) => println!(
+                "TURBO_TEST_EBPF={} (from the environment)",
+                v.to_string_lossy()
+            ),
+            None if ctx.is_root() => {
+                println!(
+                    "TURBO_TEST_EBPF=1: running as root, the eBPF tests must run and use eBPF"
+                );
+                cmd.env("TURBO_TEST_EBPF", "1");
+            }
+            None => println!(
+                "not root: the eBPF tests will say they are skipped (run as root to include them)"
+            ),
+        }
+        run(&mut cmd).context("tests failed")
+    })
+}
+
+/// Runs one named step, printing a header and how long it took.
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    let result = f().with_context(|| format!("step `{name}` failed"));
+    if result.is_ok() {
+        println!("==> {name}: ok ({})", human(started.elapsed()));
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn test_args(argv: &[&str]) -> (bool, Vec<OsString>) {
+        match Cli::try_parse_from(argv).unwrap().command {
+            Cmd::Test { no_lint, args } => (no_lint, args),
+            _ => panic!("not the test command"),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_passes_arguments_through() {
+        assert_eq!(test_args(&["xtask", "test"]), (false, vec![]));
+        assert_eq!(
+            test_args(&["xtask", "test", "--no-lint", "--", "e2e::status"]),
+            (true, vec!["e2e::status".into()])
+        );
+        assert_eq!(
+            test_args(&[
+                "xtask",
+                "test",
+                "--",
+                "-p",
+                "turbo-api",
+                "--",
+                "--nocapture"
+            ]),
+            (
+                false,
+                ["-p", "turbo-api", "--", "--nocapture"]
+                    .map(OsString::from)
+                    .to_vec()
+            )
+        );
+    }
+}
