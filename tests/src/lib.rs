@@ -1,1 +1,254 @@
-//! placeholder
+//! Test harness for the end-to-end suite: starts the real `turbo-daemon` on a private
+//! `TURBO_HOME`, runs the real `turbo` CLI against it, and talks D-Bus to it with the
+//! `turbo-api` proxy. Every wait is bounded; every daemon and app is stopped on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Directory holding the built binaries (`target/debug`), or `TURBO_BIN_DIR`.
+///
+/// # Panics
+/// When the binaries are missing, with the command that builds them.
+#[must_use]
+pub fn bin_dir() -> PathBuf {
+    let dir = std::env::var_os("TURBO_BIN_DIR").map_or_else(
+        || {
+            // target/debug/deps/e2e-<hash> -> target/debug
+            let exe = std::env::current_exe().expect("current_exe");
+            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+        },
+        PathBuf::from,
+    );
+    for bin in ["turbo", "turbo-daemon"] {
+        assert!(
+            dir.join(bin).is_file(),
+            "{} is missing: run `cargo build --bins` first (`cargo xtask test` does)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// Whether the tests run as root (eBPF tests need it).
+#[must_use]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+#[must_use]
+pub fn pid_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A daemon on a private home, stopped (and its apps with it) on drop.
+pub struct TestDaemon {
+    /// The temporary `TURBO_HOME`.
+    pub home: tempfile::TempDir,
+    daemon: Option<Child>,
+    bins: PathBuf,
+}
+
+impl TestDaemon {
+    /// Starts `turbo-daemon` with `TURBO_EBPF=ebpf` and waits until it answers on its bus.
+    #[must_use]
+    pub fn start(ebpf: &str) -> Self {
+        let bins = bin_dir();
+        let home = tempfile::Builder::new().prefix("turbo-e2e-").tempdir().expect("tempdir");
+        let log = std::fs::File::create(home.path().join("daemon.log")).expect("daemon.log");
+        let daemon = Command::new(bins.join("turbo-daemon"))
+            .env("TURBO_HOME", home.path())
+            .env("TURBO_EBPF", ebpf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn turbo-daemon");
+        let mut d = Self {
+            home,
+            daemon: Some(daemon),
+            bins,
+        };
+        wait_for("the daemon to answer ping", Duration::from_secs(15), || {
+            if let Some(status) = d.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("turbo-daemon exited early ({status}):\n{}", d.daemon_log());
+            }
+            d.turbo(&["ping"]).status.success().then_some(())
+        });
+        d
+    }
+
+    /// Adopts a daemon the CLI started by itself in `home` (for auto-start tests).
+    #[must_use]
+    pub fn adopt(home: tempfile::TempDir) -> Self {
+        Self {
+            home,
+            daemon: None,
+            bins: bin_dir(),
+        }
+    }
+
+    /// `TURBO_HOME`.
+    #[must_use]
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// The bus address.
+    #[must_use]
+    pub fn address(&self) -> String {
+        format!("unix:path={}", self.home().join("bus.sock").display())
+    }
+
+    /// What the daemon logged so far.
+    #[must_use]
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.home().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs the real `turbo` CLI against this daemon.
+    #[must_use]
+    pub fn turbo(&self, args: &[&str]) -> Output {
+        self.turbo_in(args, self.home())
+    }
+
+    /// Runs `turbo` with `cwd` as working directory.
+    #[must_use]
+    pub fn turbo_in(&self, args: &[&str], cwd: &Path) -> Output {
+        Command::new(self.bins.join("turbo"))
+            .args(args)
+            .current_dir(cwd)
+            .env("TURBO_HOME", self.home())
+            .env_remove("TURBO_BUS_ADDRESS")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run turbo")
+    }
+
+    /// Runs `turbo` and returns stdout, panicking with stderr on failure.
+    pub fn turbo_ok(&self, args: &[&str]) -> String {
+        let out = self.turbo(args);
+        assert!(
+            out.status.success(),
+            "turbo {args:?} failed ({}): {}\n--- daemon log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// `turbo status --json`.
+    #[must_use]
+    pub fn status(&self) -> Vec<Value> {
+        let text = self.turbo_ok(&["status", "--json"]);
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(apps)) => apps,
+            other => panic!("status --json is not an array: {other:?}\n{text}"),
+        }
+    }
+
+    /// The status object of app `name`.
+    ///
+    /// # Panics
+    /// If there is no such app.
+    #[must_use]
+    pub fn app(&self, name: &str) -> Value {
+        self.status()
+            .into_iter()
+            .find(|a| a["name"] == name)
+            .unwrap_or_else(|| panic!("no app {name} in status"))
+    }
+
+    /// Waits until `pred` holds for app `name`'s status and returns it.
+    pub fn wait_app(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, Duration::from_secs(10), || {
+            let app = self.app(name);
+            pred(&app).then_some(app)
+        })
+    }
+
+    /// A D-Bus connection to the daemon's private bus.
+    ///
+    /// # Panics
+    /// If the bus cannot be reached.
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address().as_str())
+            .expect("address")
+            .build()
+            .await
+            .expect("connect to the private bus")
+    }
+
+    /// Writes an executable script into the home and returns its path.
+    #[must_use]
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.home().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        // the graceful path first: it stops the apps; then make sure nothing is left
+        let _ = self.turbo(&["kill"]);
+        if let Some(mut child) = self.daemon.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ({}) ---\n{}", self.home().display(), self.daemon_log());
+        }
+    }
+}
+
+/// Parses a JSON document printed by the CLI.
+///
+/// # Panics
+/// If it is not JSON.
+#[must_use]
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The one line the CLI printed on stderr, checked to be a single `error: ...` line.
+///
+/// # Panics
+/// If the command succeeded or printed more than one line.
+#[must_use]
+pub fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got:\n{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
