@@ -1,0 +1,155 @@
+//! The command line grammar (clap derive), per DESIGN §6.
+//!
+//! Only the shape of the arguments lives here; what they mean (defaults that need the current
+//! directory, `K=V` parsing, yml detection) is decided by the commands, where it is unit-tested.
+
+use clap::{Args, Parser, Subcommand};
+
+/// TurboProcess: keeps your apps running and tells you why they died.
+#[derive(Debug, Parser)]
+#[command(name = "turbo", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Start a script, a command, or every app of a turbo.yml.
+    Start(StartArgs),
+    /// Stop apps (they stay listed).
+    Stop(TargetArg),
+    /// Restart apps (or start them, if stopped).
+    Restart(TargetArg),
+    /// Stop apps and forget them.
+    Delete(TargetArg),
+    /// Show the apps and their state.
+    #[command(visible_alias = "ls", alias = "list")]
+    Status(JsonArg),
+    /// Show the daemon: version, mode, event source, bus address, paths.
+    Info(JsonArg),
+    /// Print the last lines of the apps' logs, and optionally follow them.
+    Logs(LogsArgs),
+    /// Check that the daemon answers.
+    Ping,
+    /// Stop every app, then the daemon.
+    Kill,
+}
+
+/// `turbo start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// A script (`app.py`), a command (`/bin/sleep`), or a config file (`*.yml`, `*.yaml`).
+    #[arg(value_name = "SCRIPT|CMD|FILE.yml")]
+    pub target: String,
+    /// App name (default: the script's file name without extension).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Working directory (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Extra environment variable; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Do not restart the app when it exits.
+    #[arg(long)]
+    pub no_autorestart: bool,
+    /// Arguments passed to the script or command.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// An app selector for stop/restart/delete.
+#[derive(Debug, Args)]
+pub struct TargetArg {
+    /// App name, app id, or `all`.
+    #[arg(value_name = "NAME|ID|all")]
+    pub target: String,
+}
+
+/// A `--json` switch.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of a human view.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turbo logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// App name or id (default: every app).
+    pub name: Option<String>,
+    /// How many of the last lines to print from each log.
+    #[arg(long, short = 'n', default_value_t = 15, value_name = "N")]
+    pub lines: usize,
+    /// Only stderr.
+    #[arg(long, conflicts_with = "out")]
+    pub err: bool,
+    /// Only stdout.
+    #[arg(long)]
+    pub out: bool,
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("turbo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn start_with_options_and_trailing_args() {
+        let cli = parse(&[
+            "start",
+            "/bin/sleep",
+            "--name",
+            "s",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2",
+            "--",
+            "100",
+            "--not-ours",
+        ])
+        .unwrap();
+        let Cmd::Start(start) = cli.command else {
+            panic!("not start: {cli:?}");
+        };
+        assert_eq!(start.target, "/bin/sleep");
+        assert_eq!(start.name.as_deref(), Some("s"));
+        assert_eq!(start.env, ["A=1", "B=2"]);
+        assert_eq!(start.args, ["100", "--not-ours"]);
+        assert!(!start.no_autorestart);
+    }
+
+    #[test]
+    fn aliases_and_conflicts() {
+        for alias in ["status", "ls", "list"] {
+            assert!(matches!(
+                parse(&[alias, "--json"]).unwrap().command,
+                Cmd::Status(JsonArg { json: true })
+            ));
+        }
+        assert!(parse(&["logs", "--err", "--out"]).is_err());
+        let Cmd::Logs(logs) = parse(&["logs", "api"]).unwrap().command else {
+            panic!("not logs");
+        };
+        assert_eq!((logs.lines, logs.name.as_deref()), (15, Some("api")));
+        assert!(parse(&["stop"]).is_err(), "a target is required");
+    }
+}

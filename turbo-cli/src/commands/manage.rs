@@ -1,0 +1,53 @@
+//! `turbo stop|restart|delete <name|id|all>`: one call each, then show what changed.
+//!
+//! Matching the target (name, id, `all`) is the daemon's job, so the CLI and busctl users see
+//! the same rules and the same "not found" message.
+
+use anyhow::Result;
+
+use super::{daemon, print_table};
+use crate::{connect::call_error, term};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Verb {
+    Stop,
+    Restart,
+    Delete,
+}
+
+pub async fn run(verb: Verb, target: &str) -> Result<()> {
+    let daemon = daemon().await?;
+    let proxy = &daemon.proxy;
+    match verb {
+        Verb::Stop => print_table(&proxy.stop_app(target).await.map_err(|e| call_error(&e))?),
+        Verb::Restart => print_table(
+            &proxy
+                .restart_app(target)
+                .await
+                .map_err(|e| call_error(&e))?,
+        ),
+        Verb::Delete => {
+            let names = proxy.delete_app(target).await.map_err(|e| call_error(&e))?;
+            term::emit(&deleted_line(&names))
+        }
+    }
+}
+
+fn deleted_line(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing to delete".to_owned()
+    } else {
+        format!("deleted {}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deleted() {
+        assert_eq!(deleted_line(&["a".into(), "b".into()]), "deleted a, b");
+        assert_eq!(deleted_line(&[]), "nothing to delete");
+    }
+}

@@ -1,0 +1,355 @@
+//! `turbo start`: one script or command (`StartApp`), or a whole turbo.yml (`StartConfig`).
+//!
+//! The request is planned by a pure function of the arguments and the current directory, so the
+//! defaults (name from the script, absolute cwd, `K=V` parsing, yml detection) are unit-tested.
+//! Validation of the config file itself is the daemon's: it reports every problem at once.
+
+use std::{
+    collections::HashMap,
+    env, fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use turbo_api::{option, validate_app_name};
+use zbus::zvariant::Value;
+
+use super::{daemon, print_table};
+use crate::{cli::StartArgs, connect::call_error, paths::absolutize};
+
+/// What `turbo start` will ask the daemon.
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    /// `StartConfig(content of file, origin, base_dir)`.
+    Config {
+        file: PathBuf,
+        origin: String,
+        base_dir: String,
+    },
+    /// `StartApp(name, argv, options)`.
+    App {
+        name: String,
+        argv: Vec<String>,
+        cwd: String,
+        env: HashMap<String, String>,
+        autorestart: Option<&'static str>,
+    },
+}
+
+pub async fn run(args: &StartArgs) -> Result<()> {
+    let cwd = env::current_dir().context("cannot determine the current directory")?;
+    let plan = plan(args, &cwd)?;
+    // read the file before connecting: a typo in the path must not start a daemon
+    let content = match &plan {
+        Plan::Config { file, .. } => Some(
+            fs::read_to_string(file)
+                .map_err(|err| anyhow!("cannot read {}: {err}", file.display()))?,
+        ),
+        Plan::App { .. } => None,
+    };
+    let daemon = daemon().await?;
+    let apps = match plan {
+        Plan::Config {
+            origin, base_dir, ..
+        } => daemon
+            .proxy
+            .start_config(content.as_deref().unwrap_or_default(), &origin, &base_dir)
+            .await
+            .map_err(|e| call_error(&e))?,
+        Plan::App {
+            name,
+            argv,
+            cwd,
+            env,
+            autorestart,
+        } => {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let mut options: HashMap<&str, Value<'_>> = HashMap::new();
+            options.insert(option::CWD, Value::from(cwd));
+            if !env.is_empty() {
+                options.insert(option::ENV, Value::from(env));
+            }
+            if let Some(policy) = autorestart {
+                options.insert(option::AUTORESTART, Value::from(policy));
+            }
+            let status = daemon
+                .proxy
+                .start_app(&name, &argv, options)
+                .await
+                .map_err(|e| call_error(&e))?;
+            vec![status]
+        }
+    };
+    print_table(&apps)
+}
+
+fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
+    if is_config_file(&args.target) {
+        let mut ignored = Vec::new();
+        if args.name.is_some() {
+            ignored.push("--name");
+        }
+        if args.cwd.is_some() {
+            ignored.push("--cwd");
+        }
+        if !args.env.is_empty() {
+            ignored.push("--env");
+        }
+        if args.no_autorestart {
+            ignored.push("--no-autorestart");
+        }
+        if !args.args.is_empty() {
+            ignored.push("ARGS after --");
+        }
+        if !ignored.is_empty() {
+            let pronoun = if ignored.len() == 1 { "it" } else { "them" };
+            bail!(
+                "{} cannot be combined with a config file; set {pronoun} in {}",
+                ignored.join(", "),
+                args.target
+            );
+        }
+        let file = absolutize(cwd, Path::new(&args.target));
+        let base_dir = file.parent().unwrap_or(cwd);
+        return Ok(Plan::Config {
+            origin: args.target.clone(),
+            base_dir: utf8(base_dir)?,
+            file: PathBuf::from(&args.target),
+        });
+    }
+
+    let name = match &args.name {
+        Some(name) => {
+            validate_app_name(name).map_err(|msg| anyhow!(msg))?;
+            name.clone()
+        }
+        None => default_name(&args.target),
+    };
+    let cwd = match &args.cwd {
+        Some(dir) => utf8(&absolutize(cwd, Path::new(dir)))?,
+        None => utf8(cwd)?,
+    };
+    let env = parse_env(&args.env)?;
+    let argv = std::iter::once(args.target.clone())
+        .chain(args.args.iter().cloned())
+        .collect();
+    Ok(Plan::App {
+        name,
+        argv,
+        cwd,
+        env,
+        autorestart: args.no_autorestart.then_some("never"),
+    })
+}
+
+/// `*.yml` / `*.yaml` (any case) is a config file; anything else is run.
+fn is_config_file(target: &str) -> bool {
+    Path::new(target)
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"))
+}
+
+/// The file stem of the script, reduced to the app-name charset: `ticker.py` → `ticker`,
+/// `/bin/sleep` → `sleep`, `my app.js` → `my-app`.
+fn default_name(target: &str) -> String {
+    let stem = Path::new(target)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name = String::with_capacity(stem.len());
+    for c in stem.chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            c
+        } else {
+            '-'
+        };
+        // collapse runs of replaced characters into one dash
+        if !(c == '-' && name.ends_with('-')) {
+            name.push(c);
+        }
+    }
+    let name = name.trim_start_matches(['.', '-']).trim_end_matches('-');
+    let mut name: String = name.chars().take(MAX_DEFAULT_NAME).collect();
+    // names that would be read as an id or as "every app" get a suffix instead of an error
+    if name.is_empty() {
+        name = "app".to_owned();
+    } else if name == "all" || name.bytes().all(|b| b.is_ascii_digit()) {
+        name.push_str("-app");
+    }
+    name
+}
+
+/// turbo-api allows 64 characters; leave room for the "-app" suffix so a default always validates.
+const MAX_DEFAULT_NAME: usize = 60;
+
+/// `--env K=V` pairs; the value may contain `=`, the key may not be empty.
+fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => Err(anyhow!("--env expects KEY=VALUE, got '{pair}'")),
+        })
+        .collect()
+}
+
+/// The daemon takes paths as D-Bus strings, which must be UTF-8.
+fn utf8(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("path {} is not valid UTF-8", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(target: &str) -> StartArgs {
+        StartArgs {
+            target: target.into(),
+            name: None,
+            cwd: None,
+            env: vec![],
+            no_autorestart: false,
+            args: vec![],
+        }
+    }
+
+    const CWD: &str = "/home/u/proj";
+
+    #[test]
+    fn script_defaults() {
+        let plan = plan(
+            &StartArgs {
+                args: vec!["100".into()],
+                ..args("/bin/sleep")
+            },
+            Path::new(CWD),
+        )
+        .unwrap();
+        assert_eq!(
+            plan,
+            Plan::App {
+                name: "sleep".into(),
+                argv: vec!["/bin/sleep".into(), "100".into()],
+                cwd: CWD.into(),
+                env: HashMap::new(),
+                autorestart: None,
+            }
+        );
+    }
+
+    #[test]
+    fn options_become_request_fields() {
+        let plan = plan(
+            &StartArgs {
+                name: Some("tick".into()),
+                cwd: Some("../other/./dir".into()),
+                env: vec!["A=1".into(), "URL=http://x/?a=b".into(), "EMPTY=".into()],
+                no_autorestart: true,
+                ..args("ticker.py")
+            },
+            Path::new(CWD),
+        )
+        .unwrap();
+        let Plan::App {
+            name,
+            argv,
+            cwd,
+            env,
+            autorestart,
+        } = plan
+        else {
+            panic!("not an app: {plan:?}");
+        };
+        assert_eq!(name, "tick");
+        assert_eq!(argv, ["ticker.py"]);
+        assert_eq!(cwd, "/home/u/proj/../other/dir");
+        assert_eq!(env["A"], "1");
+        assert_eq!(env["URL"], "http://x/?a=b");
+        assert_eq!(env["EMPTY"], "");
+        assert_eq!(autorestart, Some("never"));
+    }
+
+    #[test]
+    fn bad_env_and_names_are_one_line_errors() {
+        for bad in ["NOEQUALS", "=value"] {
+            let err = plan(
+                &StartArgs {
+                    env: vec![bad.into()],
+                    ..args("a.sh")
+                },
+                Path::new(CWD),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("KEY=VALUE") && err.contains(bad), "{err}");
+            assert!(!err.contains('\n'));
+        }
+        let err = plan(
+            &StartArgs {
+                name: Some("../x".into()),
+                ..args("a.sh")
+            },
+            Path::new(CWD),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("'../x'"), "{err}");
+    }
+
+    #[test]
+    fn config_files() {
+        for yes in ["turbo.yml", "x/app.YAML", "/etc/t.yaml"] {
+            assert!(is_config_file(yes), "{yes}");
+        }
+        for no in ["app.py", "yml", "/bin/sleep", "x.yml.bak"] {
+            assert!(!is_config_file(no), "{no}");
+        }
+        let plan = plan(&args("deploy/./turbo.yml"), Path::new(CWD)).unwrap();
+        assert_eq!(
+            plan,
+            Plan::Config {
+                file: "deploy/./turbo.yml".into(),
+                origin: "deploy/./turbo.yml".into(),
+                base_dir: "/home/u/proj/deploy".into(),
+            }
+        );
+        let err = super::plan(
+            &StartArgs {
+                name: Some("x".into()),
+                args: vec!["1".into()],
+                ..args("turbo.yml")
+            },
+            Path::new(CWD),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--name") && err.contains("ARGS") && err.contains("turbo.yml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_names() {
+        for (target, name) in [
+            ("ticker.py", "ticker"),
+            ("/bin/sleep", "sleep"),
+            ("./server.js", "server"),
+            ("my app (v2).js", "my-app-v2"),
+            ("python3 app.py", "python3-app"),
+            ("ünïcode.sh", "n-code"),
+            (".hidden.sh", "hidden"),
+            ("42.sh", "42-app"),
+            ("all", "all-app"),
+            ("", "app"),
+            ("/", "app"),
+        ] {
+            assert_eq!(default_name(target), name, "{target}");
+            assert_eq!(validate_app_name(&default_name(target)), Ok(()), "{target}");
+        }
+        let long = default_name(&"x".repeat(100));
+        assert_eq!(validate_app_name(&long), Ok(()));
+    }
+}

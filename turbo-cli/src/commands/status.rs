@@ -1,0 +1,18 @@
+//! `turbo status|ls|list [--json]`: every app, as a table or as the JSON array of DESIGN §6.
+
+use anyhow::Result;
+use serde_json::Value as Json;
+
+use super::{daemon, print_table};
+use crate::{connect::call_error, term};
+
+pub async fn run(json: bool) -> Result<()> {
+    let daemon = daemon().await?;
+    let apps = daemon.proxy.list_apps().await.map_err(|e| call_error(&e))?;
+    if json {
+        let array = Json::Array(apps.iter().map(turbo_api::AppStatus::to_json).collect());
+        term::emit(&serde_json::to_string_pretty(&array)?)
+    } else {
+        print_table(&apps)
+    }
+}

@@ -1,0 +1,624 @@
+//! Pure rendering of what the daemon returns: the status table, the `info` page, and the human
+//! forms of sizes, durations and exits.
+//!
+//! Everything here is a function of its arguments: no environment, no terminal queries, no
+//! clock. Whether to colour and how wide the terminal is are decided by `term` and passed in as
+//! [`RenderOpts`], so the output can be unit-tested byte for byte with colour off.
+
+use tabled::{
+    Table,
+    builder::Builder,
+    settings::{Alignment, Modify, Padding, Style, object::Columns},
+};
+use turbo_api::{AppState, AppStatus, DaemonInfo, ExitInfo, ExitReason};
+
+/// How to render: decided once per command from the terminal, then passed down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenderOpts {
+    /// Emit ANSI colours.
+    pub color: bool,
+    /// Terminal width in columns; `None` means unlimited (not a terminal, width unknown).
+    pub width: Option<usize>,
+}
+
+/// The ANSI attributes this CLI uses; one place so the palette stays small and consistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tone {
+    Bold,
+    Dim,
+    Red,
+    Green,
+    Yellow,
+    Cyan,
+}
+
+impl Tone {
+    const fn sgr(self) -> &'static str {
+        match self {
+            Tone::Bold => "1",
+            Tone::Dim => "2",
+            Tone::Red => "31",
+            Tone::Green => "32",
+            Tone::Yellow => "33",
+            Tone::Cyan => "36",
+        }
+    }
+}
+
+/// Wraps `text` in the escape codes of `tone` when `color` is on.
+#[must_use]
+pub fn paint(color: bool, tone: Tone, text: &str) -> String {
+    if color {
+        format!("\x1b[{}m{text}\x1b[0m", tone.sgr())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The line shown instead of an empty table.
+pub const NO_APPS: &str = "no apps; start one with `turbo start <script> --name <name>`";
+
+/// Columns of the status table, in display order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Col {
+    Id,
+    Name,
+    State,
+    Pid,
+    Restarts,
+    Cpu,
+    Memory,
+    Uptime,
+    LastExit,
+}
+
+impl Col {
+    const ALL: [Col; 9] = [
+        Col::Id,
+        Col::Name,
+        Col::State,
+        Col::Pid,
+        Col::Restarts,
+        Col::Cpu,
+        Col::Memory,
+        Col::Uptime,
+        Col::LastExit,
+    ];
+    /// Dropped first to last when the table does not fit: the least useful at a glance first.
+    const DROP_ORDER: [Col; 2] = [Col::LastExit, Col::Cpu];
+
+    const fn header(self) -> &'static str {
+        match self {
+            Col::Id => "id",
+            Col::Name => "name",
+            Col::State => "state",
+            Col::Pid => "pid",
+            Col::Restarts => "↺",
+            Col::Cpu => "cpu",
+            Col::Memory => "memory",
+            Col::Uptime => "uptime",
+            Col::LastExit => "last exit",
+        }
+    }
+
+    const fn numeric(self) -> bool {
+        matches!(
+            self,
+            Col::Id | Col::Pid | Col::Restarts | Col::Cpu | Col::Memory | Col::Uptime
+        )
+    }
+
+    fn cell(self, app: &AppStatus, color: bool) -> String {
+        let running = app.pid != 0;
+        match self {
+            Col::Id => app.id.to_string(),
+            Col::Name => app.name.clone(),
+            Col::State => state_cell(app, color),
+            Col::Pid => dash_unless(running, || app.pid.to_string()),
+            Col::Restarts => app.restarts.to_string(),
+            Col::Cpu => dash_unless(running && app.cpu_percent >= 0.0, || {
+                format!("{:.1}%", app.cpu_percent)
+            }),
+            Col::Memory => dash_unless(running && app.memory_bytes > 0, || {
+                if app.memory_limit_bytes > 0 {
+                    format!(
+                        "{} / {}",
+                        human_bytes(app.memory_bytes),
+                        human_bytes(app.memory_limit_bytes)
+                    )
+                } else {
+                    human_bytes(app.memory_bytes)
+                }
+            }),
+            Col::Uptime => dash_unless(running, || human_duration_ms(app.uptime_ms)),
+            Col::LastExit => last_exit_cell(&app.last_exit, color),
+        }
+    }
+}
+
+fn dash_unless(cond: bool, value: impl FnOnce() -> String) -> String {
+    if cond { value() } else { "-".to_owned() }
+}
+
+/// The status table of `apps`, without a trailing newline. Columns that do not fit in
+/// `opts.width` are dropped (last exit first, then cpu) rather than wrapping rows, because a
+/// wrapped table is unreadable and the remaining columns are the ones people scan for.
+#[must_use]
+pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
+    if apps.is_empty() {
+        return NO_APPS.to_owned();
+    }
+    let mut cols: Vec<Col> = Col::ALL.to_vec();
+    let mut table = status_table(apps, &cols, opts.color);
+    if let Some(width) = opts.width {
+        for drop in Col::DROP_ORDER {
+            if table.total_width() <= width {
+                break;
+            }
+            cols.retain(|c| *c != drop);
+            table = status_table(apps, &cols, opts.color);
+        }
+    }
+    trim_lines(&table.to_string())
+}
+
+fn status_table(apps: &[AppStatus], cols: &[Col], color: bool) -> Table {
+    let mut builder = Builder::with_capacity(apps.len() + 1, cols.len());
+    builder.push_record(cols.iter().map(|c| paint(color, Tone::Bold, c.header())));
+    for app in apps {
+        builder.push_record(cols.iter().map(|c| c.cell(app, color)));
+    }
+    let mut table = builder.build();
+    // docker/kubectl-like: no borders, two spaces between columns, so it greps and fits well
+    table
+        .with(Style::empty())
+        .with(Padding::new(0, 2, 0, 0))
+        .with(Modify::new(Columns::last()).with(Padding::zero()));
+    for (i, col) in cols.iter().enumerate() {
+        if col.numeric() {
+            table.with(Modify::new(Columns::one(i)).with(Alignment::right()));
+        }
+    }
+    table
+}
+
+/// Strips the padding tabled leaves after the last column.
+fn trim_lines(text: &str) -> String {
+    text.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn state_cell(app: &AppStatus, color: bool) -> String {
+    let Ok(state) = app.state.parse::<AppState>() else {
+        return format!("? {}", app.state);
+    };
+    let (symbol, tone) = match state {
+        AppState::Online => ("●", Tone::Green),
+        AppState::Stopped => ("○", Tone::Dim),
+        AppState::Backoff => ("↻", Tone::Yellow),
+        AppState::Errored => ("✖", Tone::Red),
+        AppState::Starting | AppState::Stopping => ("…", Tone::Cyan),
+    };
+    let mut text = format!("{symbol} {state}");
+    if state == AppState::Backoff && app.next_restart_in_ms > 0 {
+        text.push_str(" in ");
+        text.push_str(&human_delay_ms(app.next_restart_in_ms));
+    }
+    let mut cell = paint(color, tone, &text);
+    if app.health == "unhealthy" {
+        cell.push(' ');
+        cell.push_str(&paint(color, Tone::Yellow, "(unhealthy)"));
+    }
+    cell
+}
+
+/// "exit 1", "signal 9 (ebpf)", "oom kill (ebpf)", ... or "-" when the app never exited.
+/// The event source is shown for kernel-initiated deaths, where who noticed first matters.
+#[must_use]
+pub fn last_exit_text(exit: &ExitInfo) -> String {
+    if exit.reason.is_empty() {
+        return "-".to_owned();
+    }
+    let source = if exit.source.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", exit.source)
+    };
+    match exit.reason.parse::<ExitReason>() {
+        Ok(ExitReason::Exit) => format!("exit {}", exit.code),
+        Ok(ExitReason::Signal) => format!("signal {}{source}", exit.signal),
+        Ok(ExitReason::OomKill) => format!("oom kill{source}"),
+        Ok(ExitReason::MemoryLimit) => "memory limit".to_owned(),
+        Ok(ExitReason::Health) => "health check".to_owned(),
+        Ok(ExitReason::Watch) => "file change".to_owned(),
+        Ok(ExitReason::Manual) => "manual".to_owned(),
+        Err(_) => exit.reason.clone(),
+    }
+}
+
+fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
+    let text = last_exit_text(exit);
+    let tone = match exit.reason.parse::<ExitReason>() {
+        Ok(ExitReason::Exit) if exit.code == 0 => None,
+        Ok(ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill) => Some(Tone::Red),
+        Ok(ExitReason::MemoryLimit | ExitReason::Health) => Some(Tone::Yellow),
+        Ok(ExitReason::Watch | ExitReason::Manual) => Some(Tone::Dim),
+        Err(_) => None,
+    };
+    match tone {
+        Some(tone) if text != "-" => paint(color, tone, &text),
+        _ => text,
+    }
+}
+
+/// The `turbo info` page: aligned `key: value` lines, without a trailing newline.
+#[must_use]
+pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
+    let source_tone = if info.event_source == "ebpf" {
+        Tone::Green
+    } else {
+        Tone::Yellow
+    };
+    let mut source = paint(opts.color, source_tone, &info.event_source);
+    if !info.event_source_reason.is_empty() {
+        source.push_str(" — ");
+        source.push_str(&info.event_source_reason);
+    }
+    let programs = if info.ebpf_programs.is_empty() {
+        "-".to_owned()
+    } else {
+        info.ebpf_programs.join(", ")
+    };
+    let rows: [(&str, String); 13] = [
+        ("version", info.version.clone()),
+        ("pid", info.pid.to_string()),
+        ("mode", info.mode.clone()),
+        ("bus", info.bus_address.clone()),
+        ("home", info.home.clone()),
+        ("logs", info.log_dir.clone()),
+        ("event source", source),
+        ("ebpf setting", info.ebpf_setting.clone()),
+        ("ebpf programs", programs),
+        ("ebpf exit events", info.ebpf_exit_events.to_string()),
+        ("lost events", info.events_lost.to_string()),
+        ("uptime", human_duration_ms(info.uptime_ms)),
+        ("apps", info.apps.to_string()),
+    ];
+    let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    rows.iter()
+        .map(|(k, v)| {
+            let key = format!("{k}:");
+            let key = format!("{key:<key_width$}");
+            let value = if v.is_empty() { "-" } else { v.as_str() };
+            format!("{} {value}", paint(opts.color, Tone::Dim, &key))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Sizes in binary units (like `max_memory: 512mb` in turbo.yml): "512 B", "12.4 MB", "1.5 GB".
+#[must_use]
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    // f64 is exact enough for display: we print at most 3 significant digits
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "display only, 3 significant digits"
+    )]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value >= 99.95 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Coarse durations for uptimes: "3s", "5m", "2h 3m", "4d". Precision drops as the number
+/// grows because nobody cares about the seconds of a four-day uptime.
+#[must_use]
+pub fn human_duration_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
+    if secs < 60 {
+        format!("{secs}s")
+    } else if mins < 60 {
+        format!("{mins}m")
+    } else if hours < 24 {
+        match mins % 60 {
+            0 => format!("{hours}h"),
+            m => format!("{hours}h {m}m"),
+        }
+    } else {
+        format!("{days}d")
+    }
+}
+
+/// Short delays (restart backoff) keep a decimal below ten seconds: "0.8s", "2.5s", "12s".
+#[must_use]
+pub fn human_delay_ms(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{}.{}s", ms / 1000, (ms % 1000) / 100)
+    } else {
+        human_duration_ms(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: RenderOpts = RenderOpts {
+        color: false,
+        width: None,
+    };
+
+    fn app(id: u32, name: &str, state: &str) -> AppStatus {
+        AppStatus {
+            id,
+            name: name.into(),
+            state: state.into(),
+            health: "none".into(),
+            cpu_percent: -1.0,
+            ..AppStatus::default()
+        }
+    }
+
+    fn online(id: u32, name: &str) -> AppStatus {
+        AppStatus {
+            pid: 4242,
+            uptime_ms: 125_000,
+            cpu_percent: 0.34,
+            memory_bytes: 13_002_342,
+            ..app(id, name, "online")
+        }
+    }
+
+    fn sample() -> Vec<AppStatus> {
+        vec![
+            online(0, "api"),
+            AppStatus {
+                restarts: 3,
+                next_restart_in_ms: 800,
+                last_exit: ExitInfo {
+                    code: -1,
+                    signal: 9,
+                    reason: "signal".into(),
+                    at_ms: 1,
+                    source: "ebpf".into(),
+                },
+                ..app(1, "worker", "backoff")
+            },
+            AppStatus {
+                last_exit: ExitInfo {
+                    code: 1,
+                    signal: 0,
+                    reason: "exit".into(),
+                    at_ms: 1,
+                    source: "procfs".into(),
+                },
+                ..app(2, "cron", "errored")
+            },
+            app(3, "idle", "stopped"),
+            app(4, "boot", "starting"),
+        ]
+    }
+
+    fn row<'a>(text: &'a str, name: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{text}"))
+    }
+
+    #[test]
+    fn table_shows_symbols_values_and_placeholders() {
+        let text = render_status(&sample(), &PLAIN);
+        let header = text.lines().next().unwrap();
+        for h in [
+            "id",
+            "name",
+            "state",
+            "pid",
+            "↺",
+            "cpu",
+            "memory",
+            "uptime",
+            "last exit",
+        ] {
+            assert!(header.contains(h), "{header}");
+        }
+        let api = row(&text, "api");
+        assert!(api.contains("● online"), "{api}");
+        assert!(api.contains("4242") && api.contains("0.3%") && api.contains("12.4 MB"));
+        assert!(api.contains("2m"), "{api}");
+        assert!(api.trim_end().ends_with('-'), "never exited: {api}");
+
+        let worker = row(&text, "worker");
+        assert!(worker.contains("↻ backoff in 0.8s"), "{worker}");
+        assert!(worker.contains("signal 9 (ebpf)"), "{worker}");
+        // not running: pid, cpu, memory and uptime are all placeholders
+        assert_eq!(worker.matches(" - ").count(), 4, "{worker}");
+
+        assert!(row(&text, "cron").contains("✖ errored"));
+        assert!(row(&text, "cron").contains("exit 1"));
+        assert!(row(&text, "idle").contains("○ stopped"));
+        assert!(row(&text, "boot").contains("… starting"));
+        assert!(!text.contains('\x1b'), "no colour when off");
+        assert!(
+            text.lines().all(|l| l == l.trim_end()),
+            "no trailing blanks"
+        );
+    }
+
+    #[test]
+    fn narrow_terminals_drop_last_exit_then_cpu() {
+        let apps = sample();
+        let full = render_status(&apps, &PLAIN);
+        let full_width = full.lines().map(|l| l.chars().count()).max().unwrap();
+        let fits = |text: &str, width: usize| text.lines().all(|l| l.chars().count() <= width);
+
+        let same = render_status(
+            &apps,
+            &RenderOpts {
+                width: Some(full_width),
+                ..PLAIN
+            },
+        );
+        assert_eq!(same, full);
+
+        let narrower = render_status(
+            &apps,
+            &RenderOpts {
+                width: Some(full_width - 1),
+                ..PLAIN
+            },
+        );
+        let header = narrower.lines().next().unwrap();
+        assert!(
+            !header.contains("last exit") && header.contains("cpu"),
+            "{header}"
+        );
+        assert!(fits(&narrower, full_width - 1));
+
+        let narrow = render_status(
+            &apps,
+            &RenderOpts {
+                width: Some(50),
+                ..PLAIN
+            },
+        );
+        let header = narrow.lines().next().unwrap();
+        assert!(
+            !header.contains("last exit") && !header.contains("cpu"),
+            "{header}"
+        );
+        assert!(
+            header.contains("memory") && header.contains("uptime"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn colour_wraps_state_and_header() {
+        let text = render_status(
+            &[online(0, "api")],
+            &RenderOpts {
+                color: true,
+                width: None,
+            },
+        );
+        assert!(text.contains("\x1b[32m● online\x1b[0m"), "{text:?}");
+        assert!(text.contains("\x1b[1mname\x1b[0m"), "{text:?}");
+    }
+
+    #[test]
+    fn empty_list_is_a_friendly_line() {
+        assert_eq!(render_status(&[], &PLAIN), NO_APPS);
+    }
+
+    #[test]
+    fn memory_shows_the_limit_when_set() {
+        let a = AppStatus {
+            memory_limit_bytes: 512 * 1024 * 1024,
+            ..online(0, "api")
+        };
+        assert!(render_status(&[a], &PLAIN).contains("12.4 MB / 512 MB"));
+    }
+
+    #[test]
+    fn exits() {
+        let exit = |code, signal, reason: &str, source: &str| ExitInfo {
+            code,
+            signal,
+            reason: reason.into(),
+            at_ms: 0,
+            source: source.into(),
+        };
+        assert_eq!(last_exit_text(&ExitInfo::default()), "-");
+        assert_eq!(
+            last_exit_text(&exit(-1, 9, "signal", "ebpf")),
+            "signal 9 (ebpf)"
+        );
+        assert_eq!(last_exit_text(&exit(1, 0, "exit", "ebpf")), "exit 1");
+        assert_eq!(
+            last_exit_text(&exit(-1, 9, "oom_kill", "ebpf")),
+            "oom kill (ebpf)"
+        );
+        assert_eq!(last_exit_text(&exit(-1, 15, "manual", "")), "manual");
+        assert_eq!(
+            last_exit_text(&exit(0, 0, "future_reason", "")),
+            "future_reason"
+        );
+    }
+
+    #[test]
+    fn unknown_state_is_shown_not_hidden() {
+        assert!(render_status(&[app(0, "x", "paused")], &PLAIN).contains("? paused"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KB");
+        assert_eq!(human_bytes(13_002_342), "12.4 MB");
+        assert_eq!(human_bytes(512 * 1024 * 1024), "512 MB");
+        assert_eq!(human_bytes(1536 * 1024 * 1024), "1.5 GB");
+        assert_eq!(human_bytes(u64::MAX), "16384 PB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(human_duration_ms(0), "0s");
+        assert_eq!(human_duration_ms(3_999), "3s");
+        assert_eq!(human_duration_ms(300_000), "5m");
+        assert_eq!(human_duration_ms(7_380_000), "2h 3m");
+        assert_eq!(human_duration_ms(7_200_000), "2h");
+        assert_eq!(human_duration_ms(4 * 86_400_000 + 1), "4d");
+        assert_eq!(human_delay_ms(800), "0.8s");
+        assert_eq!(human_delay_ms(2_550), "2.5s");
+        assert_eq!(human_delay_ms(12_000), "12s");
+    }
+
+    #[test]
+    fn info_page() {
+        let info = DaemonInfo {
+            version: "0.1.0".into(),
+            pid: 7,
+            mode: "user".into(),
+            event_source: "procfs".into(),
+            event_source_reason: "eBPF disabled by TURBO_EBPF=off".into(),
+            uptime_ms: 65_000,
+            apps: 2,
+            ..DaemonInfo::default()
+        };
+        let text = render_info(&info, &PLAIN);
+        let line = |key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{key}:")))
+                .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+                .to_owned()
+        };
+        assert!(line("version").ends_with(" 0.1.0"));
+        assert!(line("event source").ends_with("procfs — eBPF disabled by TURBO_EBPF=off"));
+        assert!(line("ebpf programs").ends_with(" -"));
+        assert!(line("uptime").ends_with(" 1m"));
+        assert!(line("apps").ends_with(" 2"));
+        // values line up in one column, after the longest key
+        let column = "ebpf exit events: ".len();
+        for l in text.lines() {
+            assert_eq!(&l[column - 1..column], " ", "{l}");
+            assert_ne!(&l[column..=column], " ", "{l}");
+        }
+        assert!(!text.ends_with('\n'));
+    }
+}
