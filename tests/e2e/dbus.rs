@@ -132,3 +132,54 @@ fn busctl_sees_the_interface_and_can_call_it() {
     let state = busctl(&["get-property", BUS_NAME, app_path("viabusctl").as_str(), APP_INTERFACE, "State"]);
     assert_eq!(state.trim(), "s \"online\"");
 }
+
+/// The interface XML shipped in `deploy/` is what the daemon serves. Regenerate it with
+/// `TURBO_BLESS=1 cargo test -p turbo-tests --test e2e shipped_interface_xml`.
+#[test]
+fn shipped_interface_xml_matches_the_live_daemon() {
+    let d = TestDaemon::start("off");
+    d.turbo_ok(&["start", "sleep", "--name", "x", "--", "1000"]);
+    let live = rt().block_on(async {
+        let conn = d.connect().await;
+        let mut blocks = Vec::new();
+        for (path, iface) in [
+            (MANAGER_PATH.to_owned(), "org.turboprocess.Turbo1.Manager"),
+            (app_path("x").to_string(), APP_INTERFACE),
+        ] {
+            let p = zbus::fdo::IntrospectableProxy::builder(&conn)
+                .destination(BUS_NAME)
+                .unwrap()
+                .path(path)
+                .unwrap()
+                .build()
+                .await
+                .unwrap();
+            let xml = p.introspect().await.unwrap();
+            blocks.push(interface_block(&xml, iface));
+        }
+        blocks
+    });
+    let generated = format!(
+        "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<!-- The D-Bus API of turbo-daemon. Generated from the live daemon by the e2e test\n     shipped_interface_xml_matches_the_live_daemon (TURBO_BLESS=1 rewrites it). -->\n<node>\n{}\n</node>\n",
+        live.join("\n")
+    );
+    let shipped_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/org.turboprocess.Turbo1.xml");
+    if std::env::var_os("TURBO_BLESS").is_some() {
+        std::fs::write(&shipped_path, &generated).unwrap();
+    }
+    let shipped = std::fs::read_to_string(&shipped_path).unwrap_or_default();
+    assert_eq!(
+        shipped, generated,
+        "deploy/org.turboprocess.Turbo1.xml is out of date: rerun with TURBO_BLESS=1"
+    );
+}
+
+/// The `<interface name="...">...</interface>` element of `iface` in an introspection document.
+fn interface_block(xml: &str, iface: &str) -> String {
+    let start = xml
+        .find(&format!("<interface name=\"{iface}\">"))
+        .unwrap_or_else(|| panic!("{iface} not in introspection:\n{xml}"));
+    let end = xml[start..].find("</interface>").unwrap() + start + "</interface>".len();
+    xml[start..end].to_owned()
+}

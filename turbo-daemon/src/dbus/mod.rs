@@ -49,11 +49,13 @@ fn unexpected(r: &Response) -> Error {
 #[interface(name = "org.turboprocess.Turbo1.Manager")]
 impl ManagerIface {
     /// Returns the daemon version.
+    #[zbus(out_args("version"))]
     async fn ping(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
     }
 
     /// Describes the daemon.
+    #[zbus(out_args("info"))]
     async fn info(&self) -> Result<DaemonInfo, Error> {
         match self.call(Op::Info).await? {
             Response::Info(info) => Ok(*info),
@@ -62,6 +64,7 @@ impl ManagerIface {
     }
 
     /// Starts one app.
+    #[zbus(out_args("app"))]
     async fn start_app(
         &self,
         name: String,
@@ -80,6 +83,7 @@ impl ManagerIface {
     }
 
     /// Starts every app of a `turbo.yml` document.
+    #[zbus(out_args("apps"))]
     async fn start_config(
         &self,
         content: String,
@@ -95,16 +99,19 @@ impl ManagerIface {
     }
 
     /// Stops apps (name, id or `all`) and returns once they have exited.
+    #[zbus(out_args("apps"))]
     async fn stop_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
         self.apps(Op::Stop(target)).await
     }
 
     /// Restarts apps (name, id or `all`).
+    #[zbus(out_args("apps"))]
     async fn restart_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
         self.apps(Op::Restart(target)).await
     }
 
     /// Stops and forgets apps (name, id or `all`).
+    #[zbus(out_args("deleted"))]
     async fn delete_app(&self, target: String) -> Result<Vec<String>, Error> {
         match self.call(Op::Delete(target)).await? {
             Response::Deleted(names) => Ok(names),
@@ -113,6 +120,7 @@ impl ManagerIface {
     }
 
     /// Every app.
+    #[zbus(out_args("apps"))]
     async fn list_apps(&self) -> Result<Vec<AppStatus>, Error> {
         self.apps(Op::List).await
     }
@@ -200,6 +208,7 @@ impl AppIface {
     }
 
     /// The full snapshot (CPU and memory are not sampled here; use `ListApps` for those).
+    #[zbus(out_args("status"))]
     fn status(&self) -> AppStatus {
         self.status.clone()
     }
