@@ -15,7 +15,10 @@ fn each_mistake_is_one_line_and_disturbs_nothing() {
     let err = one_line_error(&d.turbo(&["start", "sleep", "--name", "keep", "--", "5"]));
     assert!(err.contains("already exists"), "{err}");
     let err = one_line_error(&d.turbo(&["start", "./missing-script.py", "--name", "m"]));
-    assert!(err.contains("missing-script.py") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("missing-script.py") && err.contains("not found"),
+        "{err}"
+    );
     let noexec = d.home().join("noexec");
     std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
     let err = one_line_error(&d.turbo(&["start", noexec.to_str().unwrap(), "--name", "n"]));
@@ -27,15 +30,29 @@ fn each_mistake_is_one_line_and_disturbs_nothing() {
 
     // an invalid config starts nothing, and names every problem
     let yml = d.home().join("bad.yml");
-    std::fs::write(&yml, "apps:\n  - name: fine\n    cmd: [sleep, '5']\n  - name: broken\n    script: nope.js\n").unwrap();
+    std::fs::write(
+        &yml,
+        "apps:\n  - name: fine\n    cmd: [sleep, '5']\n  - name: broken\n    script: nope.js\n",
+    )
+    .unwrap();
     let out = d.turbo(&["start", yml.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yml") && err.contains("broken") && err.contains("nope.js"), "{err}");
+    assert!(
+        err.contains("bad.yml") && err.contains("broken") && err.contains("nope.js"),
+        "{err}"
+    );
     let yml2 = d.home().join("syntax.yml");
-    std::fs::write(&yml2, "apps:\n  - name: a\n    cmd: [sleep]\n    colour: red\n").unwrap();
+    std::fs::write(
+        &yml2,
+        "apps:\n  - name: a\n    cmd: [sleep]\n    colour: red\n",
+    )
+    .unwrap();
     let err = one_line_error(&d.turbo(&["start", yml2.to_str().unwrap()]));
-    assert!(err.contains("syntax.yml:4") && err.contains("colour"), "{err}");
+    assert!(
+        err.contains("syntax.yml:4") && err.contains("colour"),
+        "{err}"
+    );
 
     // nothing else changed
     let names: Vec<_> = d.status().iter().map(|a| a["name"].clone()).collect();
@@ -56,5 +73,8 @@ fn an_unreachable_daemon_is_one_line() {
         .output()
         .unwrap();
     let err = one_line_error(&out);
-    assert!(err.contains("/nonexistent/turbo/bus.sock") || err.contains("daemon"), "{err}");
+    assert!(
+        err.contains("/nonexistent/turbo/bus.sock") || err.contains("daemon"),
+        "{err}"
+    );
 }

@@ -7,7 +7,10 @@ use turbo_tests::TestDaemon;
 use zbus::zvariant::Value;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The D-Bus error name of a failed call.
@@ -33,10 +36,16 @@ fn manager_methods_app_objects_and_errors() {
         assert_eq!(st.state, "online");
         assert!(st.pid > 0);
         assert_eq!(st.cwd, "/tmp");
-        assert!(st.argv[0].ends_with("/sleep"), "argv[0] resolved to a path: {:?}", st.argv);
+        assert!(
+            st.argv[0].ends_with("/sleep"),
+            "argv[0] resolved to a path: {:?}",
+            st.argv
+        );
 
         // the app object exists, with properties
-        let app = zbus::Proxy::new(&conn, BUS_NAME, app_path("api"), APP_INTERFACE).await.unwrap();
+        let app = zbus::Proxy::new(&conn, BUS_NAME, app_path("api"), APP_INTERFACE)
+            .await
+            .unwrap();
         let state: String = app.get_property("State").await.unwrap();
         assert_eq!(state, "online");
         let pid: u32 = app.get_property("Pid").await.unwrap();
@@ -53,18 +62,35 @@ fn manager_methods_app_objects_and_errors() {
             .unwrap();
         let objects = om.get_managed_objects().await.unwrap();
         assert!(
-            objects.keys().any(|p| p.as_str() == app_path("api").as_str()),
+            objects
+                .keys()
+                .any(|p| p.as_str() == app_path("api").as_str()),
             "{:?}",
             objects.keys().collect::<Vec<_>>()
         );
 
         // errors carry their names
-        let dup = m.start_app("api", &["sleep", "1"], HashMap::new()).await.unwrap_err();
-        assert_eq!(error_name(&dup), "org.turboprocess.Turbo1.Error.AlreadyExists");
+        let dup = m
+            .start_app("api", &["sleep", "1"], HashMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error_name(&dup),
+            "org.turboprocess.Turbo1.Error.AlreadyExists"
+        );
         let missing = m.stop_app("nope").await.unwrap_err();
-        assert_eq!(error_name(&missing), "org.turboprocess.Turbo1.Error.NotFound");
-        let bad = m.start_app("../x", &["sleep", "1"], HashMap::new()).await.unwrap_err();
-        assert_eq!(error_name(&bad), "org.turboprocess.Turbo1.Error.InvalidArgument");
+        assert_eq!(
+            error_name(&missing),
+            "org.turboprocess.Turbo1.Error.NotFound"
+        );
+        let bad = m
+            .start_app("../x", &["sleep", "1"], HashMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error_name(&bad),
+            "org.turboprocess.Turbo1.Error.InvalidArgument"
+        );
 
         // restart by id, then stop and delete
         let restarted = m.restart_app(&st.id.to_string()).await.unwrap();
@@ -90,7 +116,9 @@ fn state_changes_are_signalled() {
         let conn = d.connect().await;
         let m = ManagerProxy::new(&conn).await.unwrap();
         let mut changes = m.receive_app_state_changed().await.unwrap();
-        m.start_app("sig", &["sleep", "1000"], HashMap::new()).await.unwrap();
+        m.start_app("sig", &["sleep", "1000"], HashMap::new())
+            .await
+            .unwrap();
         let mut seen = Vec::new();
         while !seen.contains(&"online".to_owned()) {
             let ev = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next())
@@ -115,21 +143,54 @@ fn busctl_sees_the_interface_and_can_call_it() {
             .args(args)
             .output()
             .expect("busctl is installed (cargo xtask setup installs it)");
-        assert!(out.status.success(), "busctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "busctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let intro = busctl(&["introspect", BUS_NAME, MANAGER_PATH]);
     for member in [
-        ".StartApp", ".StartConfig", ".StopApp", ".RestartApp", ".DeleteApp", ".ListApps",
-        ".Info", ".Ping", ".Shutdown", ".AppStateChanged",
+        ".StartApp",
+        ".StartConfig",
+        ".StopApp",
+        ".RestartApp",
+        ".DeleteApp",
+        ".ListApps",
+        ".Info",
+        ".Ping",
+        ".Shutdown",
+        ".AppStateChanged",
     ] {
-        assert!(intro.contains(member), "introspection lacks {member}:\n{intro}");
+        assert!(
+            intro.contains(member),
+            "introspection lacks {member}:\n{intro}"
+        );
     }
-    let list = busctl(&["call", BUS_NAME, MANAGER_PATH, "org.turboprocess.Turbo1.Manager", "ListApps"]);
-    assert!(list.contains("\"viabusctl\"") && list.contains("\"online\""), "{list}");
+    let list = busctl(&[
+        "call",
+        BUS_NAME,
+        MANAGER_PATH,
+        "org.turboprocess.Turbo1.Manager",
+        "ListApps",
+    ]);
+    assert!(
+        list.contains("\"viabusctl\"") && list.contains("\"online\""),
+        "{list}"
+    );
     let tree = busctl(&["tree", BUS_NAME]);
-    assert!(tree.contains("/org/turboprocess/Turbo1/app/viabusctl"), "{tree}");
-    let state = busctl(&["get-property", BUS_NAME, app_path("viabusctl").as_str(), APP_INTERFACE, "State"]);
+    assert!(
+        tree.contains("/org/turboprocess/Turbo1/app/viabusctl"),
+        "{tree}"
+    );
+    let state = busctl(&[
+        "get-property",
+        BUS_NAME,
+        app_path("viabusctl").as_str(),
+        APP_INTERFACE,
+        "State",
+    ]);
     assert_eq!(state.trim(), "s \"online\"");
 }
 

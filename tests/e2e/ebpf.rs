@@ -4,7 +4,10 @@ use turbo_tests::{TestDaemon, is_root, json};
 
 fn kill9(pid: u64) {
     // SAFETY: plain kill(2).
-    assert_eq!(unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) },
+        0
+    );
 }
 
 #[test]
@@ -14,7 +17,9 @@ fn ebpf_reports_the_kill_9_exit() {
             std::env::var_os("TURBO_TEST_EBPF").is_none(),
             "TURBO_TEST_EBPF is set but the tests do not run as root: eBPF needs CAP_BPF+CAP_PERFMON"
         );
-        eprintln!("\n*** SKIPPED ebpf_reports_the_kill_9_exit: not root, eBPF cannot load. Run `cargo xtask test` as root (CI does). ***\n");
+        eprintln!(
+            "\n*** SKIPPED ebpf_reports_the_kill_9_exit: not root, eBPF cannot load. Run `cargo xtask test` as root (CI does). ***\n"
+        );
         return;
     }
     // require: start-up fails instead of silently falling back
@@ -22,7 +27,11 @@ fn ebpf_reports_the_kill_9_exit() {
     let info = json(&d.turbo_ok(&["info", "--json"]));
     assert_eq!(info["event_source"], "ebpf", "{info}");
     assert!(
-        info["ebpf_programs"].as_array().unwrap().iter().any(|p| p == "sched_process_exit"),
+        info["ebpf_programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "sched_process_exit"),
         "{info}"
     );
 
@@ -33,7 +42,10 @@ fn ebpf_reports_the_kill_9_exit() {
         a["state"] == "online" && a["pid"].as_u64() != Some(pid)
     });
     assert_eq!(app["last_exit"]["signal"], 9);
-    assert_eq!(app["last_exit"]["source"], "ebpf", "eBPF, not the pidfd, reported the exit: {app}");
+    assert_eq!(
+        app["last_exit"]["source"], "ebpf",
+        "eBPF, not the pidfd, reported the exit: {app}"
+    );
     let info = json(&d.turbo_ok(&["info", "--json"]));
     assert!(info["ebpf_exit_events"].as_u64().unwrap() >= 1, "{info}");
 }
@@ -43,7 +55,13 @@ fn procfs_fallback_when_ebpf_is_off() {
     let d = TestDaemon::start("off");
     let info = json(&d.turbo_ok(&["info", "--json"]));
     assert_eq!(info["event_source"], "procfs");
-    assert!(info["event_source_reason"].as_str().unwrap().contains("off"), "{info}");
+    assert!(
+        info["event_source_reason"]
+            .as_str()
+            .unwrap()
+            .contains("off"),
+        "{info}"
+    );
     d.turbo_ok(&["start", "sleep", "--name", "victim", "--", "1000"]);
     let pid = d.app("victim")["pid"].as_u64().unwrap();
     kill9(pid);

@@ -16,10 +16,16 @@ fn start_status_crash_restart_stop_delete() {
     assert!(pid_alive(pid), "pid {pid} is a live process");
     assert_eq!(app["restarts"], 0);
     assert!(app["last_exit"].is_null());
-    assert!(app["memory_bytes"].as_u64().unwrap_or(0) > 0, "memory is measured: {app}");
+    assert!(
+        app["memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "memory is measured: {app}"
+    );
 
     // SAFETY: plain kill(2) on the app's pid.
-    assert_eq!(unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) },
+        0
+    );
     let app = d.wait_app("sl", "a new pid after kill -9", |a| {
         a["state"] == "online" && a["pid"].as_u64().is_some_and(|p| p != pid)
     });
@@ -36,7 +42,10 @@ fn start_status_crash_restart_stop_delete() {
     let app = d.app("sl");
     assert_eq!(app["state"], "stopped");
     assert!(app["pid"].is_null());
-    assert!(!pid_alive(new_pid), "stop returned before pid {new_pid} exited");
+    assert!(
+        !pid_alive(new_pid),
+        "stop returned before pid {new_pid} exited"
+    );
     assert_eq!(app["last_exit"]["reason"], "manual");
     assert_eq!(app["last_exit"]["signal"], 15);
 
@@ -48,7 +57,13 @@ fn start_status_crash_restart_stop_delete() {
 fn exit_code_is_recorded_and_on_failure_policy_respected() {
     let d = TestDaemon::start("auto");
     let script = d.script("three.sh", "sleep 0.3; exit 3");
-    d.turbo_ok(&["start", script.to_str().unwrap(), "--name", "three", "--no-autorestart"]);
+    d.turbo_ok(&[
+        "start",
+        script.to_str().unwrap(),
+        "--name",
+        "three",
+        "--no-autorestart",
+    ]);
     let app = d.wait_app("three", "exit with code 3", |a| a["state"] == "stopped");
     assert_eq!(app["last_exit"]["code"], 3);
     assert!(app["last_exit"]["signal"].is_null());
@@ -73,7 +88,10 @@ fn stop_escalates_to_sigkill_after_the_kill_timeout() {
     d.turbo_ok(&["stop", "stubborn"]);
     let app = d.app("stubborn");
     assert_eq!(app["state"], "stopped");
-    assert_eq!(app["last_exit"]["signal"], 9, "ignored SIGTERM, so SIGKILL: {app}");
+    assert_eq!(
+        app["last_exit"]["signal"], 9,
+        "ignored SIGTERM, so SIGKILL: {app}"
+    );
     assert!(!pid_alive(pid));
 }
 
@@ -82,7 +100,11 @@ fn config_file_starts_every_app_and_is_idempotent() {
     let d = TestDaemon::start("auto");
     let dir = d.home().join("proj");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("hello.sh"), "echo hello from $GREETING\nexec sleep 1000\n").unwrap();
+    std::fs::write(
+        dir.join("hello.sh"),
+        "echo hello from $GREETING\nexec sleep 1000\n",
+    )
+    .unwrap();
     let yml = dir.join("turbo.yml");
     std::fs::write(
         &yml,
@@ -95,20 +117,32 @@ fn config_file_starts_every_app_and_is_idempotent() {
     assert!(apps.iter().all(|a| a["state"] == "online"), "{apps:?}");
     let pids: Vec<_> = apps.iter().map(|a| a["pid"].clone()).collect();
     let one = &apps[0];
-    assert_eq!(one["cwd"], dir.to_str().unwrap(), "cwd defaults to the file's directory");
+    assert_eq!(
+        one["cwd"],
+        dir.to_str().unwrap(),
+        "cwd defaults to the file's directory"
+    );
 
     // the same file again changes nothing
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
     let again: Vec<_> = d.status().iter().map(|a| a["pid"].clone()).collect();
-    assert_eq!(pids, again, "starting an unchanged config must not restart apps");
+    assert_eq!(
+        pids, again,
+        "starting an unchanged config must not restart apps"
+    );
 
     // the log got the line, with a timestamp, and `turbo logs` shows it
     let out_log = one["out_log"].as_str().unwrap().to_owned();
     let line = wait_for("the app's line in its log", Duration::from_secs(5), || {
-        std::fs::read_to_string(&out_log).ok().filter(|s| s.contains("hello from yml"))
+        std::fs::read_to_string(&out_log)
+            .ok()
+            .filter(|s| s.contains("hello from yml"))
     });
     let (stamp, text) = line.lines().next().unwrap().split_once(' ').unwrap();
-    assert!(stamp.ends_with('Z') && stamp.contains('T'), "timestamp: {stamp}");
+    assert!(
+        stamp.ends_with('Z') && stamp.contains('T'),
+        "timestamp: {stamp}"
+    );
     assert_eq!(text, "hello from yml");
     let logs = d.turbo_ok(&["logs", "one", "--lines", "5"]);
     assert!(logs.contains("hello from yml"), "turbo logs: {logs}");
@@ -122,8 +156,18 @@ fn status_json_contract() {
     let apps = json(&text);
     let app = &apps[0];
     for key in [
-        "id", "name", "instance", "state", "pid", "restarts", "uptime_ms", "cpu_percent",
-        "memory_bytes", "memory_limit_bytes", "health", "last_exit",
+        "id",
+        "name",
+        "instance",
+        "state",
+        "pid",
+        "restarts",
+        "uptime_ms",
+        "cpu_percent",
+        "memory_bytes",
+        "memory_limit_bytes",
+        "health",
+        "last_exit",
     ] {
         assert!(app.get(key).is_some(), "status --json lacks {key}: {app}");
     }
@@ -137,7 +181,10 @@ fn status_json_contract() {
 
 #[test]
 fn cli_autostarts_the_daemon_and_kill_stops_it() {
-    let home = tempfile::Builder::new().prefix("turbo-auto-").tempdir().unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("turbo-auto-")
+        .tempdir()
+        .unwrap();
     let d = TestDaemon::adopt(home);
     let out = d.turbo_ok(&["ping"]);
     assert!(out.contains("pong"), "{out}");
@@ -149,7 +196,10 @@ fn cli_autostarts_the_daemon_and_kill_stops_it() {
     d.turbo_ok(&["start", "sleep", "--name", "s", "--", "1000"]);
     let app_pid = d.app("s")["pid"].as_u64().unwrap();
     d.turbo_ok(&["kill"]);
-    assert!(!pid_alive(u64::try_from(pid).unwrap()), "daemon {pid} still running after kill");
+    assert!(
+        !pid_alive(u64::try_from(pid).unwrap()),
+        "daemon {pid} still running after kill"
+    );
     assert!(!pid_alive(app_pid), "kill stops the apps too");
     // and kill does not start a daemon just to stop it
     let out = d.turbo_ok(&["kill"]);

@@ -20,7 +20,10 @@ pub fn bin_dir() -> PathBuf {
         || {
             // target/debug/deps/e2e-<hash> -> target/debug
             let exe = std::env::current_exe().expect("current_exe");
-            exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
         },
         PathBuf::from,
     );
@@ -48,7 +51,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -75,7 +81,10 @@ impl TestDaemon {
     #[must_use]
     pub fn start(ebpf: &str) -> Self {
         let bins = bin_dir();
-        let home = tempfile::Builder::new().prefix("turbo-e2e-").tempdir().expect("tempdir");
+        let home = tempfile::Builder::new()
+            .prefix("turbo-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let log = std::fs::File::create(home.path().join("daemon.log")).expect("daemon.log");
         let daemon = Command::new(bins.join("turbo-daemon"))
             .env("TURBO_HOME", home.path())
@@ -226,7 +235,11 @@ impl Drop for TestDaemon {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- daemon log ({}) ---\n{}", self.home().display(), self.daemon_log());
+            eprintln!(
+                "--- daemon log ({}) ---\n{}",
+                self.home().display(),
+                self.daemon_log()
+            );
         }
     }
 }
@@ -246,9 +259,17 @@ pub fn json(text: &str) -> Value {
 /// If the command succeeded or printed more than one line.
 #[must_use]
 pub fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
-    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got:\n{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "expected one line on stderr, got:\n{err}"
+    );
     assert!(err.starts_with("error: "), "{err}");
     err
 }

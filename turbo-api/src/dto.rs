@@ -277,22 +277,50 @@ mod tests {
         for s in AppState::ALL {
             assert_eq!(s.as_str().parse::<AppState>(), Ok(*s));
         }
-        assert!("bogus".parse::<ExitReason>().unwrap_err().contains("oom_kill"));
+        assert!(
+            "bogus"
+                .parse::<ExitReason>()
+                .unwrap_err()
+                .contains("oom_kill")
+        );
     }
 
     #[test]
     fn status_json_has_every_contract_field_with_nulls() {
-        let st = AppStatus { name: "a".into(), state: "stopped".into(), health: "none".into(), ..Default::default() };
+        let st = AppStatus {
+            name: "a".into(),
+            state: "stopped".into(),
+            health: "none".into(),
+            ..Default::default()
+        };
         let j = st.to_json();
-        for key in ["id", "name", "instance", "state", "pid", "restarts", "uptime_ms", "cpu_percent",
-                    "memory_bytes", "memory_limit_bytes", "health", "last_exit"] {
+        for key in [
+            "id",
+            "name",
+            "instance",
+            "state",
+            "pid",
+            "restarts",
+            "uptime_ms",
+            "cpu_percent",
+            "memory_bytes",
+            "memory_limit_bytes",
+            "health",
+            "last_exit",
+        ] {
             assert!(j.get(key).is_some(), "missing {key}");
         }
         assert!(j["pid"].is_null());
         assert!(j["last_exit"].is_null());
         let st = AppStatus {
             pid: 7,
-            last_exit: ExitInfo { code: -1, signal: 9, reason: "signal".into(), at_ms: 1000, source: "ebpf".into() },
+            last_exit: ExitInfo {
+                code: -1,
+                signal: 9,
+                reason: "signal".into(),
+                at_ms: 1000,
+                source: "ebpf".into(),
+            },
             ..st
         };
         let j = st.to_json();

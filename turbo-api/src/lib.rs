@@ -83,14 +83,14 @@ fn fdo_message(err: &zbus::fdo::Error) -> String {
         .map_or(text.clone(), |(_, msg)| msg.to_owned())
 }
 
-pub use proxy::{ManagerProxy, AppStateChanged, AppStateChangedArgs, AppStateChangedStream};
+pub use proxy::{AppStateChanged, AppStateChangedArgs, AppStateChangedStream, ManagerProxy};
 
 mod proxy {
     #![allow(missing_docs, reason = "zbus::proxy generates undocumented items")]
     use std::collections::HashMap;
 
     use zbus::zvariant::Value;
-        
+
     use crate::{AppStatus, DaemonInfo};
 
     /// Client side of `org.turboprocess.Turbo1.Manager`.

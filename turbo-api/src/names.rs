@@ -15,7 +15,8 @@ pub const MAX_NAME_LEN: usize = 64;
 /// # Errors
 /// A one-line message naming the problem and what is allowed.
 pub fn validate_app_name(name: &str) -> Result<(), String> {
-    let allowed = "use 1-64 characters of letters, digits, '.', '_' and '-', not starting with '.' or '-'";
+    let allowed =
+        "use 1-64 characters of letters, digits, '.', '_' and '-', not starting with '.' or '-'";
     if name.is_empty() {
         return Err(format!("app name is empty: {allowed}"));
     }
@@ -29,9 +30,7 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "app name '{name}' contains {bad:?}: {allowed}"
-        ));
+        return Err(format!("app name '{name}' contains {bad:?}: {allowed}"));
     }
     if name == "all" {
         return Err("app name 'all' is reserved: it means every app on the command line".into());
@@ -82,7 +81,9 @@ mod tests {
         for ok in ["api", "web-1", "a.b_c", "A9", "x1"] {
             assert_eq!(validate_app_name(ok), Ok(()), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "../etc", "a/b", "a b", "all", "42", "é"] {
+        for bad in [
+            "", ".hidden", "-x", "../etc", "a/b", "a b", "all", "42", "é",
+        ] {
             assert!(validate_app_name(bad).is_err(), "{bad}");
         }
         assert!(validate_app_name(&"a".repeat(65)).is_err());

@@ -120,7 +120,11 @@ pub fn from_options(
             )),
         }
     }
-    if app.cwd.as_deref().is_some_and(|c| !Path::new(c).is_absolute()) {
+    if app
+        .cwd
+        .as_deref()
+        .is_some_and(|c| !Path::new(c).is_absolute())
+    {
         errors.push("option 'cwd' must be an absolute path".to_owned());
     }
     if !errors.is_empty() {
@@ -139,7 +143,10 @@ fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, 
         .as_deref()
         .map_or_else(|| base_dir.to_path_buf(), |c| base_dir.join(c));
     if !cwd.is_dir() {
-        errors.push(format!("working directory {} does not exist", cwd.display()));
+        errors.push(format!(
+            "working directory {} does not exist",
+            cwd.display()
+        ));
     }
     let is_script = app.script.is_some();
     let argv: Vec<String> = match (app.script, app.cmd) {
@@ -236,7 +243,10 @@ pub fn resolve_command(
             ));
         }
         if as_file.is_dir() {
-            return Err(format!("{} is a directory, not a script", as_file.display()));
+            return Err(format!(
+                "{} is a directory, not a script",
+                as_file.display()
+            ));
         }
         let script = as_file.to_string_lossy().into_owned();
         let ext = as_file.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -254,10 +264,15 @@ pub fn resolve_command(
                 "{script} is not executable: `chmod +x` it or name an interpreter (cmd: [python3, {first}])"
             ));
         }
-        return Ok(std::iter::once(script).chain(rest.iter().cloned()).collect());
+        return Ok(std::iter::once(script)
+            .chain(rest.iter().cloned())
+            .collect());
     }
     let found = find_in_path(first, path_env).ok_or_else(|| {
-        format!("command '{first}' not found: not a file in {} and not in PATH", cwd.display())
+        format!(
+            "command '{first}' not found: not a file in {} and not in PATH",
+            cwd.display()
+        )
     })?;
     Ok(std::iter::once(found).chain(rest.iter().cloned()).collect())
 }
@@ -345,7 +360,10 @@ mod tests {
         assert_eq!(argv[1], cwd.join("app.py").to_string_lossy());
         std::fs::write(cwd.join("tool"), "#!/bin/sh\n").unwrap();
         let err = resolve_command(&["./tool".into()], cwd, PATH, false).unwrap_err();
-        assert!(err.contains("not executable") && err.contains("chmod +x"), "{err}");
+        assert!(
+            err.contains("not executable") && err.contains("chmod +x"),
+            "{err}"
+        );
         let err = resolve_command(&["./missing.js".into()], cwd, PATH, false).unwrap_err();
         assert!(err.contains("not found"), "{err}");
         let err = resolve_command(&["no-such-cmd-xyz".into()], cwd, PATH, false).unwrap_err();
@@ -367,8 +385,13 @@ mod tests {
 
     #[test]
     fn config_syntax_errors_carry_line_and_column() {
-        let err = parse_config("apps:\n  - name: a\n    colour: red\n", "t.yml", Path::new("/"), PATH)
-            .unwrap_err();
+        let err = parse_config(
+            "apps:\n  - name: a\n    colour: red\n",
+            "t.yml",
+            Path::new("/"),
+            PATH,
+        )
+        .unwrap_err();
         assert!(err.starts_with("t.yml:3:"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }

@@ -47,7 +47,9 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// Another daemon owns this home.
-    #[error("another turbo-daemon is already running for {home} (pid {pid}); `turbo kill` stops it")]
+    #[error(
+        "another turbo-daemon is already running for {home} (pid {pid}); `turbo kill` stops it"
+    )]
     AlreadyRunning {
         /// The home directory.
         home: String,
@@ -105,7 +107,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let source = events::select(opts.ebpf, events_tx).map_err(DaemonError::EventSource)?;
-    tracing::info!(source = source.kind.as_str(), "event source: {}", source.reason);
+    tracing::info!(
+        source = source.kind.as_str(),
+        "event source: {}",
+        source.reason
+    );
 
     let socket = home.join(turbo_api::BUS_SOCKET);
     let bus = runtime::bus::start(home, &socket).map_err(io_err("cannot start the private bus"))?;
@@ -115,7 +121,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let conn = zbus::connection::Builder::address(address.as_str())?
-        .serve_at(turbo_api::MANAGER_PATH, dbus::ManagerIface::new(requests_tx))?
+        .serve_at(
+            turbo_api::MANAGER_PATH,
+            dbus::ManagerIface::new(requests_tx),
+        )?
         .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
         .name(turbo_api::BUS_NAME)?
         .build()
@@ -163,10 +172,7 @@ fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
 #[must_use]
 pub fn default_home() -> PathBuf {
     std::env::var_os("TURBO_HOME").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".turbo")
-        },
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".turbo"),
         PathBuf::from,
     )
 }

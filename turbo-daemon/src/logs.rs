@@ -119,7 +119,10 @@ mod tests {
         let path = dir.path().join("x.log");
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills two fds we then own.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
         // SAFETY: fresh fds from pipe2.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let task = tokio::spawn(capture(r, open(&path).unwrap()));

@@ -31,7 +31,10 @@ fn main() -> ExitCode {
         home: args.home.unwrap_or_else(turbo_daemon::default_home),
         ebpf: args.ebpf,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("turbo-daemon: cannot start the async runtime: {e}");

@@ -30,8 +30,9 @@ impl ManagerIface {
         self.requests
             .send(Request { op, reply })
             .map_err(|_| Error::Failed("the daemon is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Failed("the daemon dropped the request while shutting down".into()))?
+        rx.await.map_err(|_| {
+            Error::Failed("the daemon dropped the request while shutting down".into())
+        })?
     }
 
     async fn apps(&self, op: Op) -> Result<Vec<AppStatus>, Error> {
@@ -240,7 +241,10 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
                 .await;
                 refresh(server, status).await
             }
-            Notice::Removed(name) => server.remove::<AppIface, _>(app_path(&name)).await.map(drop),
+            Notice::Removed(name) => server
+                .remove::<AppIface, _>(app_path(&name))
+                .await
+                .map(drop),
         };
         if let Err(e) = result {
             tracing::warn!("updating D-Bus objects failed: {e}");
@@ -249,7 +253,9 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
 }
 
 async fn refresh(server: &zbus::ObjectServer, status: AppStatus) -> zbus::Result<()> {
-    let iface = server.interface::<_, AppIface>(app_path(&status.name)).await?;
+    let iface = server
+        .interface::<_, AppIface>(app_path(&status.name))
+        .await?;
     let old = std::mem::replace(&mut iface.get_mut().await.status, status);
     let guard = iface.get().await;
     let new = &guard.status;

@@ -27,8 +27,8 @@ use crate::{
     events::{ProcEvent, SelectedSource, SourceKind},
     logs,
     supervisor::{
-        Action, App, Command, CommandError, Input, Notification, Reply, State, Supervisor,
-        Target, Ticket,
+        Action, App, Command, CommandError, Input, Notification, Reply, State, Supervisor, Target,
+        Ticket,
     },
 };
 
@@ -177,7 +177,8 @@ impl Runtime {
             shutting_down: false,
             started: (Instant::now(), SystemTime::now()),
             cpu_seen: std::cell::RefCell::default(),
-            path_env: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            path_env: std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         }
     }
 
@@ -223,11 +224,19 @@ impl Runtime {
 
     fn on_event(&mut self, ev: ProcEvent) {
         match ev {
-            ProcEvent::Exited { pid, status, source } => {
+            ProcEvent::Exited {
+                pid,
+                status,
+                source,
+            } => {
                 if source == SourceKind::Ebpf {
                     self.ebpf_exit_events += 1;
                 }
-                self.feed(Input::Exited { pid, status, source });
+                self.feed(Input::Exited {
+                    pid,
+                    status,
+                    source,
+                });
             }
         }
     }
@@ -239,7 +248,11 @@ impl Runtime {
         while let Some(input) = queue.pop_front() {
             let now = self.now();
             let exit = match input {
-                Input::Exited { pid, status, source } => Some((pid, status, source)),
+                Input::Exited {
+                    pid,
+                    status,
+                    source,
+                } => Some((pid, status, source)),
                 _ => None,
             };
             let actions = self.sup.handle(input, now);
@@ -319,10 +332,14 @@ impl Runtime {
 
     fn notify(&mut self, n: Notification) {
         let notice = match n {
-            Notification::Added(id) => self.sup.app(id).map(|a| Notice::Added(self.status(a, false))),
-            Notification::StateChanged(id) => {
-                self.sup.app(id).map(|a| Notice::Changed(self.status(a, false)))
-            }
+            Notification::Added(id) => self
+                .sup
+                .app(id)
+                .map(|a| Notice::Added(self.status(a, false))),
+            Notification::StateChanged(id) => self
+                .sup
+                .app(id)
+                .map(|a| Notice::Changed(self.status(a, false))),
             Notification::Removed { name, .. } => Some(Notice::Removed(name)),
         };
         if let Some(notice) = notice {
@@ -471,16 +488,18 @@ impl Runtime {
             state: app.state.public().as_str().into(),
             pid,
             restarts: app.restarts,
-            uptime_ms: app
-                .since()
-                .map_or(0, |s| u64::try_from(now.duration_since(s).as_millis()).unwrap_or(0)),
+            uptime_ms: app.since().map_or(0, |s| {
+                u64::try_from(now.duration_since(s).as_millis()).unwrap_or(0)
+            }),
             cpu_percent: -1.0,
             memory_bytes: 0,
             memory_limit_bytes: 0,
             health: Health::None.as_str().into(),
             next_restart_in_ms: match app.state {
                 State::Backoff { until } => {
-                    u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(0).max(1)
+                    u64::try_from(until.saturating_duration_since(now).as_millis())
+                        .unwrap_or(0)
+                        .max(1)
                 }
                 _ => 0,
             },
@@ -488,13 +507,16 @@ impl Runtime {
             cwd: app.spec.cwd.display().to_string(),
             out_log: out_log.display().to_string(),
             err_log: err_log.display().to_string(),
-            last_exit: app.last_exit.as_ref().map_or_else(ExitInfo::default, |e| ExitInfo {
-                code: e.status.code().unwrap_or(-1),
-                signal: e.status.signal().unwrap_or(0),
-                reason: e.reason.as_str().into(),
-                at_ms: self.wall_ms(e.at),
-                source: e.source.as_str().into(),
-            }),
+            last_exit: app
+                .last_exit
+                .as_ref()
+                .map_or_else(ExitInfo::default, |e| ExitInfo {
+                    code: e.status.code().unwrap_or(-1),
+                    signal: e.status.signal().unwrap_or(0),
+                    reason: e.reason.as_str().into(),
+                    at_ms: self.wall_ms(e.at),
+                    source: e.source.as_str().into(),
+                }),
         };
         if measure
             && pid != 0
@@ -512,9 +534,10 @@ impl Runtime {
         let mut seen = self.cpu_seen.borrow_mut();
         let previous = seen.insert(pid, (ticks, now));
         let (d_ticks, d_secs) = match previous {
-            Some((t0, at)) if now.duration_since(at) >= Duration::from_millis(200) => {
-                (ticks.saturating_sub(t0), now.duration_since(at).as_secs_f64())
-            }
+            Some((t0, at)) if now.duration_since(at) >= Duration::from_millis(200) => (
+                ticks.saturating_sub(t0),
+                now.duration_since(at).as_secs_f64(),
+            ),
             Some(kept) if now.duration_since(kept.1) < Duration::from_millis(200) => {
                 // too close to the last look for a meaningful delta: keep the older baseline
                 seen.insert(pid, kept);
@@ -531,7 +554,8 @@ impl Runtime {
 
 async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: mpsc::UnboundedSender<Input>) {
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
-    let afd = match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) } {
+    let afd = match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("cannot watch pid {pid}: {e}");

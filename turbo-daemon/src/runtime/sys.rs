@@ -92,7 +92,9 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl on an fd we own.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -231,7 +233,11 @@ mod tests {
 
     #[test]
     fn spawn_reap_and_sample_a_real_process() {
-        let spec = AppSpec::new("t", vec!["/bin/sh".into(), "-c".into(), "exit 7".into()], "/".into());
+        let spec = AppSpec::new(
+            "t",
+            vec!["/bin/sh".into(), "-c".into(), "exit 7".into()],
+            "/".into(),
+        );
         let child = spawn(&spec).unwrap();
         let status = loop {
             match reap(&child.pidfd) {

@@ -261,7 +261,11 @@ impl Supervisor {
                     out.push(Action::Notify(Notification::StateChanged(app)));
                 }
             }
-            Input::Exited { pid, status, source } => self.exited(pid, status, source, now, &mut out),
+            Input::Exited {
+                pid,
+                status,
+                source,
+            } => self.exited(pid, status, source, now, &mut out),
             Input::Timer { app, generation } => self.timer(app, generation, now, &mut out),
         }
         self.settle(&mut out);
@@ -271,7 +275,12 @@ impl Supervisor {
     fn resolve(&self, target: &Target) -> Result<Vec<AppId>, CommandError> {
         let ids: Vec<AppId> = match target {
             Target::All => self.apps.keys().copied().collect(),
-            Target::Id(id) => self.apps.contains_key(id).then_some(*id).into_iter().collect(),
+            Target::Id(id) => self
+                .apps
+                .contains_key(id)
+                .then_some(*id)
+                .into_iter()
+                .collect(),
             Target::Name(name) => self
                 .apps
                 .values()
@@ -306,7 +315,10 @@ impl Supervisor {
                 (ids.clone(), Reply::Apps(ids), false)
             }),
             Command::Delete(target) => self.resolve(&target).map(|ids| {
-                let names = ids.iter().map(|id| self.apps[id].spec.name.clone()).collect();
+                let names = ids
+                    .iter()
+                    .map(|id| self.apps[id].spec.name.clone())
+                    .collect();
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Forget, now, out);
                 }
@@ -374,7 +386,10 @@ impl Supervisor {
     }
 
     fn find(&self, name: &str) -> Option<AppId> {
-        self.apps.values().find(|a| a.spec.name == name).map(|a| a.id)
+        self.apps
+            .values()
+            .find(|a| a.spec.name == name)
+            .map(|a| a.id)
     }
 
     /// Moves an app to `starting` and asks for a spawn.

@@ -104,7 +104,11 @@ fn start_replies_once_the_process_is_spawned() {
     });
     let id = spawn_of(&actions).expect("spawn");
     assert_eq!(h.state(id), AppState::Starting);
-    assert_eq!(reply_of(&actions, t), None, "no reply before the spawn is reported");
+    assert_eq!(
+        reply_of(&actions, t),
+        None,
+        "no reply before the spawn is reported"
+    );
     let actions = h.input(Input::Spawned { app: id, pid: 100 });
     assert_eq!(h.state(id), AppState::Online);
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
@@ -153,9 +157,15 @@ fn crash_restarts_after_the_fixed_delay() {
         source: SourceKind::Procfs,
     });
     assert!(dup.is_empty(), "{dup:?}");
-    assert_eq!(h.sup.app(id).unwrap().last_exit.as_ref().unwrap().source, SourceKind::Ebpf);
+    assert_eq!(
+        h.sup.app(id).unwrap().last_exit.as_ref().unwrap().source,
+        SourceKind::Ebpf
+    );
 
-    let actions = h.at(11).input(Input::Timer { app: id, generation });
+    let actions = h.at(11).input(Input::Timer {
+        app: id,
+        generation,
+    });
     assert_eq!(spawn_of(&actions), Some(id));
     h.input(Input::Spawned { app: id, pid: 101 });
     assert_eq!(h.state(id), AppState::Online);
@@ -167,11 +177,31 @@ fn crash_restarts_after_the_fixed_delay() {
 fn autorestart_policies() {
     // (policy, exit status, expected state after the exit)
     let table = [
-        (Autorestart::Always, WaitStatus::exited(0), AppState::Backoff),
-        (Autorestart::Always, WaitStatus::exited(3), AppState::Backoff),
-        (Autorestart::OnFailure, WaitStatus::exited(0), AppState::Stopped),
-        (Autorestart::OnFailure, WaitStatus::exited(3), AppState::Backoff),
-        (Autorestart::OnFailure, WaitStatus::signaled(15), AppState::Backoff),
+        (
+            Autorestart::Always,
+            WaitStatus::exited(0),
+            AppState::Backoff,
+        ),
+        (
+            Autorestart::Always,
+            WaitStatus::exited(3),
+            AppState::Backoff,
+        ),
+        (
+            Autorestart::OnFailure,
+            WaitStatus::exited(0),
+            AppState::Stopped,
+        ),
+        (
+            Autorestart::OnFailure,
+            WaitStatus::exited(3),
+            AppState::Backoff,
+        ),
+        (
+            Autorestart::OnFailure,
+            WaitStatus::signaled(15),
+            AppState::Backoff,
+        ),
         (Autorestart::Never, WaitStatus::exited(3), AppState::Stopped),
     ];
     for (policy, status, expected) in table {
@@ -200,14 +230,27 @@ fn stop_waits_for_the_exit_and_escalates_to_sigkill() {
     let (t, actions) = h.at(5).cmd(Command::Stop(Target::Name("api".into())));
     assert_eq!(signals(&actions), vec![(100, signal::TERM)]);
     assert_eq!(h.state(id), AppState::Stopping);
-    assert_eq!(reply_of(&actions, t), None, "stop replies only when the process is gone");
+    assert_eq!(
+        reply_of(&actions, t),
+        None,
+        "stop replies only when the process is gone"
+    );
     let (generation, at) = timer_of(&actions).unwrap();
     assert_eq!(at, h.t0 + secs(10), "kill_timeout defaults to 5 s");
 
-    let actions = h.at(10).input(Input::Timer { app: id, generation });
+    let actions = h.at(10).input(Input::Timer {
+        app: id,
+        generation,
+    });
     assert_eq!(signals(&actions), vec![(100, signal::KILL)]);
     // a second firing of the same timer does not kill twice
-    assert!(signals(&h.input(Input::Timer { app: id, generation })).is_empty());
+    assert!(
+        signals(&h.input(Input::Timer {
+            app: id,
+            generation
+        }))
+        .is_empty()
+    );
 
     let actions = h.input(Input::Exited {
         pid: 100,
@@ -218,7 +261,11 @@ fn stop_waits_for_the_exit_and_escalates_to_sigkill() {
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
     let exit = h.sup.app(id).unwrap().last_exit.clone().unwrap();
     assert_eq!(exit.reason, ExitReason::Manual);
-    assert_eq!(exit.status.signal(), Some(9), "the reply shows it took SIGKILL");
+    assert_eq!(
+        exit.status.signal(),
+        Some(9),
+        "the reply shows it took SIGKILL"
+    );
 }
 
 #[test]
@@ -233,7 +280,13 @@ fn stop_during_backoff_cancels_the_restart() {
     let (generation, _) = timer_of(&actions).unwrap();
     let (t, actions) = h.cmd(Command::Stop(Target::All));
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
-    assert!(spawn_of(&h.at(2).input(Input::Timer { app: id, generation })).is_none());
+    assert!(
+        spawn_of(&h.at(2).input(Input::Timer {
+            app: id,
+            generation
+        }))
+        .is_none()
+    );
     assert_eq!(h.state(id), AppState::Stopped);
 }
 
@@ -271,7 +324,10 @@ fn delete_forgets_after_the_exit() {
         app: id,
         name: "api".into()
     })));
-    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Deleted(vec!["api".into()]))));
+    assert_eq!(
+        reply_of(&actions, t),
+        Some(Ok(Reply::Deleted(vec!["api".into()])))
+    );
 }
 
 #[test]
@@ -284,19 +340,28 @@ fn bad_targets_and_names_are_refused_without_side_effects() {
         Command::Delete(Target::Name("nope".into())),
     ] {
         let (t, actions) = h.cmd(cmd);
-        assert!(matches!(reply_of(&actions, t), Some(Err(CommandError::NotFound(_)))));
+        assert!(matches!(
+            reply_of(&actions, t),
+            Some(Err(CommandError::NotFound(_)))
+        ));
         assert_eq!(actions.len(), 1, "only the reply: {actions:?}");
     }
     let (t, actions) = h.cmd(Command::Start {
         specs: vec![spec("api")],
         exclusive: true,
     });
-    assert_eq!(reply_of(&actions, t), Some(Err(CommandError::AlreadyExists("api".into()))));
+    assert_eq!(
+        reply_of(&actions, t),
+        Some(Err(CommandError::AlreadyExists("api".into())))
+    );
     let (t, actions) = h.cmd(Command::Start {
         specs: vec![spec("x"), spec("x")],
         exclusive: false,
     });
-    assert_eq!(reply_of(&actions, t), Some(Err(CommandError::Duplicate("x".into()))));
+    assert_eq!(
+        reply_of(&actions, t),
+        Some(Err(CommandError::Duplicate("x".into())))
+    );
     assert_eq!(h.sup.apps().count(), 1);
     assert_eq!(h.state(id), AppState::Online);
 }
@@ -325,7 +390,10 @@ fn config_start_is_idempotent_and_applies_changed_specs() {
         status: WaitStatus::signaled(15),
         source: SourceKind::Procfs,
     });
-    assert!(actions.contains(&Action::Spawn { app: id, spec: changed }));
+    assert!(actions.contains(&Action::Spawn {
+        app: id,
+        spec: changed
+    }));
 }
 
 #[test]
