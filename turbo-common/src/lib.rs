@@ -10,6 +10,8 @@
 pub const MAP_EVENTS: &str = "EVENTS";
 /// `HashMap<u32 tgid, u8>` of supervised thread-group ids; written by the daemon.
 pub const MAP_WATCHED: &str = "WATCHED";
+/// `PerCpuArray<u64>` with one slot: events dropped because [`MAP_EVENTS`] was full.
+pub const MAP_LOST: &str = "LOST";
 
 /// Program names in the object (the Rust function names in `turbo-ebpf`).
 pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";

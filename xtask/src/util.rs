@@ -60,7 +60,13 @@ impl Ctx {
 
     /// `cargo` through `PATH` (the rustup proxy), so rustup picks the toolchain as usual.
     pub fn cargo(&self) -> Command {
-        self.cmd("cargo")
+        let mut cmd = self.cmd("cargo");
+        // setup has just made sure the BPF toolchain is there, so a build without the eBPF
+        // object would be a bug to report, not a fallback to take silently
+        if env::var_os("TURBO_BUILD_EBPF").is_none() {
+            cmd.env("TURBO_BUILD_EBPF", "1");
+        }
+        cmd
     }
 
     /// First executable called `name` in our `PATH`.

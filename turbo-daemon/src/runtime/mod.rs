@@ -256,6 +256,13 @@ impl Runtime {
                 _ => None,
             };
             let actions = self.sup.handle(input, now);
+            if let Some((pid, _, SourceKind::Procfs)) = exit
+                && let Some(ebpf) = self.source.ebpf.as_mut()
+            {
+                // the program forgets a tgid when it reports it; one it never reported (it exited
+                // before being watched) must be forgotten here, or a reused pid would be watched
+                ebpf.unwatch(pid);
+            }
             if let Some((pid, status, source)) = exit
                 && !actions.is_empty()
             {
@@ -470,7 +477,11 @@ impl Runtime {
                 .map(crate::events::ebpf::Ebpf::programs)
                 .unwrap_or_default(),
             ebpf_exit_events: self.ebpf_exit_events,
-            events_lost: 0,
+            events_lost: self
+                .source
+                .ebpf
+                .as_ref()
+                .map_or(0, crate::events::ebpf::Ebpf::lost_events),
             uptime_ms: u64::try_from(self.started.0.elapsed().as_millis()).unwrap_or(u64::MAX),
             apps: u32::try_from(self.sup.apps().count()).unwrap_or(u32::MAX),
         }
