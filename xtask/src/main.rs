@@ -147,15 +147,29 @@ fn run_config(ctx: &Ctx, config: Option<PathBuf>) -> Result<()> {
 
 fn test(ctx: &Ctx, no_lint: bool, args: &[OsString]) -> Result<()> {
     let started = Instant::now();
-    let result = test_steps(ctx, no_lint, args);
+    let mut totals = None;
+    let result = test_steps(ctx, no_lint, args, &mut totals);
     match &result {
         Ok(()) => println!("\ntest: all steps passed in {}", human(started.elapsed())),
         Err(_) => eprintln!("\ntest: FAILED after {}", human(started.elapsed())),
     }
+    if let Some(t) = totals {
+        // the plain closing line, last on purpose: cargo's own last line is often a doc-test
+        // run of a crate that has none ("0 passed"), which says nothing about the suite
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            t.passed, t.failed, t.ignored
+        );
+    }
     result
 }
 
-fn test_steps(ctx: &Ctx, no_lint: bool, args: &[OsString]) -> Result<()> {
+fn test_steps(
+    ctx: &Ctx,
+    no_lint: bool,
+    args: &[OsString],
+    totals_out: &mut Option<Totals>,
+) -> Result<()> {
     step("setup", || setup::setup(ctx))?;
     if no_lint {
         println!("skipping fmt and clippy (--no-lint)");
@@ -192,8 +206,87 @@ fn test_steps(ctx: &Ctx, no_lint: bool, args: &[OsString]) -> Result<()> {
                 "not root: the eBPF tests will say they are skipped (run as root to include them)"
             ),
         }
-        run(&mut cmd).context("tests failed")
+        let result = run_tests(&mut cmd);
+        let totals = match result {
+            Ok(t) => t,
+            Err((t, e)) => {
+                *totals_out = Some(t);
+                return Err(e);
+            }
+        };
+        let (failed, passed) = (totals.failed, totals.passed);
+        *totals_out = Some(totals);
+        if failed > 0 {
+            bail!("{failed} tests failed");
+        }
+        if passed == 0 {
+            bail!("no test ran");
+        }
+        Ok(())
     })
+}
+
+/// Counts summed over every `test result:` line of a `cargo test` run.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds the counts of one `test result: ok. 5 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its output as it comes, and sums the results.
+fn run_tests(cmd: &mut std::process::Command) -> Result<Totals, (Totals, anyhow::Error)> {
+    let mut totals = Totals::default();
+    match run_tests_into(cmd, &mut totals) {
+        Ok(()) => Ok(totals),
+        Err(e) => {
+            // a crash or a failed build counts as a failure even if no result line said so
+            totals.failed = totals.failed.max(1);
+            Err((totals, e))
+        }
+    }
+}
+
+fn run_tests_into(cmd: &mut std::process::Command, totals: &mut Totals) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    println!("$ {}", util::display(cmd));
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    for line in BufReader::new(child.stdout.take().context("piped stdout")?).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
 
 /// Runs one named step, printing a header and how long it took.
@@ -223,6 +316,24 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn totals_sum_every_result_line() {
+        let mut t = Totals::default();
+        t.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add_line(
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 4 tests");
+        assert_eq!(
+            t,
+            Totals {
+                passed: 7,
+                failed: 3,
+                ignored: 1
+            }
+        );
     }
 
     #[test]
