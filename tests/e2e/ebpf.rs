@@ -1,15 +1,6 @@
 //! The event source: eBPF for real when root (CI is), and the procfs + pidfd fallback.
 
 use turbo_tests::{TestDaemon, is_root, json};
-
-fn kill9(pid: u64) {
-    // SAFETY: plain kill(2).
-    assert_eq!(
-        unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) },
-        0
-    );
-}
-
 #[test]
 fn ebpf_reports_the_kill_9_exit() {
     if !is_root() {
@@ -36,11 +27,7 @@ fn ebpf_reports_the_kill_9_exit() {
     );
 
     d.turbo_ok(&["start", "sleep", "--name", "victim", "--", "1000"]);
-    let pid = d.app("victim")["pid"].as_u64().unwrap();
-    kill9(pid);
-    let app = d.wait_app("victim", "restart after kill -9", |a| {
-        a["state"] == "online" && a["pid"].as_u64() != Some(pid)
-    });
+    let (_, app) = d.kill9_and_wait_restart("victim");
     assert_eq!(app["last_exit"]["signal"], 9);
     assert_eq!(
         app["last_exit"]["source"], "ebpf",
@@ -63,11 +50,7 @@ fn procfs_fallback_when_ebpf_is_off() {
         "{info}"
     );
     d.turbo_ok(&["start", "sleep", "--name", "victim", "--", "1000"]);
-    let pid = d.app("victim")["pid"].as_u64().unwrap();
-    kill9(pid);
-    let app = d.wait_app("victim", "restart after kill -9", |a| {
-        a["state"] == "online" && a["pid"].as_u64() != Some(pid)
-    });
+    let (_, app) = d.kill9_and_wait_restart("victim");
     assert_eq!(app["last_exit"]["signal"], 9);
     assert_eq!(app["last_exit"]["source"], "procfs");
 }

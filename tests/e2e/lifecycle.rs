@@ -21,14 +21,8 @@ fn start_status_crash_restart_stop_delete() {
         "memory is measured: {app}"
     );
 
-    // SAFETY: plain kill(2) on the app's pid.
-    assert_eq!(
-        unsafe { libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL) },
-        0
-    );
-    let app = d.wait_app("sl", "a new pid after kill -9", |a| {
-        a["state"] == "online" && a["pid"].as_u64().is_some_and(|p| p != pid)
-    });
+    let (killed, app) = d.kill9_and_wait_restart("sl");
+    assert_eq!(killed, pid);
     let new_pid = app["pid"].as_u64().unwrap();
     assert!(pid_alive(new_pid));
     assert!(!pid_alive(pid), "the killed process is gone (reaped)");

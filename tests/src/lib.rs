@@ -199,6 +199,19 @@ impl TestDaemon {
         })
     }
 
+    /// Sends SIGKILL to app `name`'s process and waits until the daemon has restarted it with
+    /// another pid; returns the old pid and the app's status then.
+    pub fn kill9_and_wait_restart(&self, name: &str) -> (u64, Value) {
+        let pid = self.app(name)["pid"].as_u64().expect("the app runs");
+        // SAFETY: plain kill(2).
+        let rc = unsafe { libc::kill(i32::try_from(pid).expect("pid fits"), libc::SIGKILL) };
+        assert_eq!(rc, 0, "kill -9 {pid}");
+        let app = self.wait_app(name, "a restart with a new pid after kill -9", |a| {
+            a["state"] == "online" && a["pid"].as_u64().is_some_and(|p| p != pid)
+        });
+        (pid, app)
+    }
+
     /// A D-Bus connection to the daemon's private bus.
     ///
     /// # Panics

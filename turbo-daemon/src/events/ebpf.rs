@@ -563,6 +563,14 @@ mod tests {
         true
     }
 
+    /// Loads the programs (they must load: these tests run as root) and starts the reader.
+    fn load_and_read() -> (Ebpf, UnboundedReceiver<ProcEvent>) {
+        let (ebpf, ring) = Ebpf::load().unwrap_or_else(|e| panic!("eBPF must load as root: {e}"));
+        let (tx, rx) = unbounded_channel();
+        tokio::spawn(ring.run(tx));
+        (ebpf, rx)
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -712,10 +720,7 @@ mod tests {
             return;
         }
         runtime().block_on(async {
-            let (mut ebpf, ring) =
-                Ebpf::load().unwrap_or_else(|e| panic!("eBPF must load as root: {e}"));
-            let (tx, mut rx) = unbounded_channel();
-            tokio::spawn(ring.run(tx));
+            let (mut ebpf, mut rx) = load_and_read();
 
             let mut child = Command::new("sh")
                 .args(["-c", "read x; exit 3"])
@@ -745,10 +750,7 @@ mod tests {
             return;
         }
         runtime().block_on(async {
-            let (mut ebpf, ring) =
-                Ebpf::load().unwrap_or_else(|e| panic!("eBPF must load as root: {e}"));
-            let (tx, mut rx) = unbounded_channel();
-            tokio::spawn(ring.run(tx));
+            let (mut ebpf, mut rx) = load_and_read();
 
             let quiet = Command::new("true").status().expect("run true");
             assert!(quiet.success());
