@@ -33,7 +33,7 @@ pub const BUS_SOCKET: &str = "bus.sock";
 /// Keys understood in the `options` argument of `StartApp` (a D-Bus `a{sv}`), so that new options
 /// can be added without changing the method signature.
 pub mod option {
-    /// `s`: working directory (absolute). Default: the daemon's home directory.
+    /// `s`: working directory (absolute). Default: the daemon's home directory (`TURBO_HOME`).
     pub const CWD: &str = "cwd";
     /// `a{ss}`: extra environment variables.
     pub const ENV: &str = "env";

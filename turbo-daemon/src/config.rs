@@ -85,7 +85,8 @@ pub fn parse_config(
     }
 }
 
-/// Builds a spec from `StartApp(name, argv, options)`.
+/// Builds a spec from `StartApp(name, argv, options)`; without a `cwd` option the app runs in
+/// `default_cwd`.
 ///
 /// # Errors
 /// Every problem found, one per line.
@@ -94,6 +95,7 @@ pub fn from_options(
     argv: &[String],
     options: &HashMap<String, OwnedValue>,
     path_env: &str,
+    default_cwd: &Path,
 ) -> Result<AppSpec, String> {
     let mut app = AppConfig {
         name: name.to_owned(),
@@ -130,7 +132,7 @@ pub fn from_options(
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
-    validate(app, Path::new("/"), path_env).map_err(|e| e.join("\n"))
+    validate(app, default_cwd, path_env).map_err(|e| e.join("\n"))
 }
 
 fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, Vec<String>> {
@@ -400,9 +402,16 @@ mod tests {
     fn options_are_checked() {
         let mut opts = HashMap::new();
         opts.insert("colour".to_owned(), OwnedValue::from(1u32));
-        let err = from_options("a", &["sleep".into()], &opts, PATH).unwrap_err();
+        let err = from_options("a", &["sleep".into()], &opts, PATH, Path::new("/")).unwrap_err();
         assert!(err.contains("unknown option 'colour'"), "{err}");
-        let spec = from_options("a", &["sleep".into(), "1".into()], &HashMap::new(), PATH).unwrap();
+        let spec = from_options(
+            "a",
+            &["sleep".into(), "1".into()],
+            &HashMap::new(),
+            PATH,
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(spec.autorestart, Autorestart::Always);
     }
 }

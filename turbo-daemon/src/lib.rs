@@ -153,6 +153,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     drop(conn);
     drop(bus);
+    // the socket would only make the next client wait for a refused connection
+    let _ = std::fs::remove_file(home.join(turbo_api::BUS_SOCKET));
     let _ = std::fs::remove_file(home.join("daemon.pid"));
     drop(lock);
     tracing::info!("turbo-daemon stopped");

@@ -402,16 +402,19 @@ impl Runtime {
                 name,
                 argv,
                 options,
-            } => match config::from_options(&name, &argv, &options, &self.path_env) {
-                Ok(spec) => Command::Start {
-                    specs: vec![spec],
-                    exclusive: true,
-                },
-                Err(e) => {
-                    let _ = reply.send(Err(turbo_api::Error::InvalidArgument(e)));
-                    return;
+            } => {
+                match config::from_options(&name, &argv, &options, &self.path_env, &self.paths.home)
+                {
+                    Ok(spec) => Command::Start {
+                        specs: vec![spec],
+                        exclusive: true,
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(turbo_api::Error::InvalidArgument(e)));
+                        return;
+                    }
                 }
-            },
+            }
             Op::StartConfig {
                 content,
                 origin,

@@ -241,12 +241,6 @@ impl Supervisor {
         self.apps.get(&id)
     }
 
-    /// Whether no command is waiting for a reply.
-    #[must_use]
-    pub fn idle(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     /// Reacts to one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
