@@ -199,6 +199,172 @@ impl AppStatus {
     }
 }
 
+/// One exit nobody asked for, as `turbo crashes` shows it. Sentinels as in [`ExitInfo`];
+/// `signal_sender_pid` 0 means unknown, `memory_bytes` 0 means not measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct CrashRecord {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// Exit status, -1 when killed by a signal.
+    pub code: i32,
+    /// Killing signal, 0 if none.
+    pub signal: i32,
+    /// One of [`ExitReason`].
+    pub reason: String,
+    /// How long the process had run, in milliseconds.
+    pub uptime_ms: u64,
+    /// How many restarts the app had before this crash.
+    pub restart_number: u32,
+    /// Resident memory last seen before the exit, 0 if unknown.
+    pub memory_bytes: u64,
+    /// Pid of the process that sent the fatal signal, 0 if unknown.
+    pub signal_sender_pid: u32,
+    /// Command name of that process.
+    pub signal_sender_comm: String,
+    /// The last lines the process wrote to stderr.
+    pub stderr_tail: Vec<String>,
+    /// Which event source reported the exit.
+    pub source: String,
+}
+
+impl CrashRecord {
+    /// The JSON object of the `turbo crashes --json` contract.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        json!({
+            "at": rfc3339_ms(self.at_ms),
+            "code": (self.code >= 0).then_some(self.code),
+            "signal": (self.signal > 0).then_some(self.signal),
+            "reason": self.reason,
+            "uptime_ms": self.uptime_ms,
+            "restart_number": self.restart_number,
+            "signal_sender": (self.signal_sender_pid > 0)
+                .then(|| json!({"pid": self.signal_sender_pid, "comm": self.signal_sender_comm})),
+            "memory_bytes": (self.memory_bytes > 0).then_some(self.memory_bytes),
+            "stderr_tail": self.stderr_tail,
+            "source": self.source,
+        })
+    }
+}
+
+/// Aggregates over an app's crashes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct CrashStats {
+    /// Crashes since the app was created (not only the kept records).
+    pub total: u32,
+    /// Crashes in the last hour.
+    pub last_hour: u32,
+    /// Crashes in the last 24 hours.
+    pub last_day: u32,
+    /// Mean time between the kept crashes in milliseconds, 0 with fewer than two.
+    pub mtbf_ms: u64,
+    /// The most frequent reason among the kept records, empty if none.
+    pub most_common_reason: String,
+}
+
+impl CrashStats {
+    /// Computes the stats of `records` (any order) at `now_ms`; `total` counts every crash ever.
+    #[must_use]
+    pub fn compute(records: &[CrashRecord], total: u32, now_ms: u64) -> Self {
+        let within = |ms: u64| {
+            let n = records
+                .iter()
+                .filter(|r| now_ms.saturating_sub(r.at_ms) <= ms)
+                .count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        let (first, last) = records.iter().fold((u64::MAX, 0), |(lo, hi), r| {
+            (lo.min(r.at_ms), hi.max(r.at_ms))
+        });
+        let mtbf_ms = if records.len() >= 2 {
+            (last - first) / (records.len() as u64 - 1)
+        } else {
+            0
+        };
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for r in records {
+            match counts.iter_mut().find(|(reason, _)| *reason == r.reason) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((&r.reason, 1)),
+            }
+        }
+        // ties go to the reason seen first, so the answer does not depend on hashing
+        let most_common_reason = counts
+            .iter()
+            .fold(None::<(&str, usize)>, |best, &(reason, n)| match best {
+                Some((_, m)) if m >= n => best,
+                _ => Some((reason, n)),
+            })
+            .map(|(r, _)| r.to_owned())
+            .unwrap_or_default();
+        Self {
+            total,
+            last_hour: within(3_600_000),
+            last_day: within(86_400_000),
+            mtbf_ms,
+            most_common_reason,
+        }
+    }
+
+    /// The JSON form.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        json!({
+            "total": self.total,
+            "last_hour": self.last_hour,
+            "last_24h": self.last_day,
+            "mtbf_ms": (self.mtbf_ms > 0).then_some(self.mtbf_ms),
+            "most_common_reason": (!self.most_common_reason.is_empty()).then_some(&self.most_common_reason),
+        })
+    }
+}
+
+/// The configuration of an app as `turbo describe` shows it. Environment values are never sent,
+/// only their names (they often hold secrets).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct AppConfigInfo {
+    /// `always`, `on-failure` or `never`.
+    pub autorestart: String,
+    /// First restart delay (ms).
+    pub restart_delay_ms: u64,
+    /// Backoff factor.
+    pub restart_factor: f64,
+    /// Backoff cap (ms).
+    pub restart_max_delay_ms: u64,
+    /// Stable uptime that resets the backoff (ms).
+    pub restart_reset_after_ms: u64,
+    /// Crashes within the window that mean a crash loop (0 = off).
+    pub crash_loop_max: u32,
+    /// Crash-loop window (ms).
+    pub crash_loop_window_ms: u64,
+    /// Automatic restarts allowed (0 = unlimited).
+    pub max_restarts: u32,
+    /// Exit codes that mean "stopped on purpose".
+    pub stop_exit_codes: Vec<i32>,
+    /// Stop signal number.
+    pub stop_signal: i32,
+    /// Grace period before SIGKILL (ms).
+    pub kill_timeout_ms: u64,
+    /// Names of the extra environment variables.
+    pub env_names: Vec<String>,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Rotation size in bytes.
+    pub log_max_size: u64,
+    /// Rotated files kept.
+    pub log_keep: u32,
+    /// `running` or `stopped`: what the daemon restores after a restart.
+    pub desired: String,
+}
+
+impl AppConfigInfo {
+    /// The JSON form (durations in ms).
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        serde_json::to_value(self).unwrap_or(Json::Null)
+    }
+}
+
 /// What `Info` returns.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
 pub struct DaemonInfo {

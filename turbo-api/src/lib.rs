@@ -10,7 +10,10 @@
 mod dto;
 mod names;
 
-pub use dto::{AppState, AppStatus, DaemonInfo, ExitInfo, ExitReason, Health, rfc3339_ms};
+pub use dto::{
+    AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
+    Health, rfc3339_ms,
+};
 pub use names::{app_path, escape_path_component, validate_app_name};
 
 /// Well-known bus name of the daemon.
@@ -91,7 +94,7 @@ mod proxy {
 
     use zbus::zvariant::Value;
 
-    use crate::{AppStatus, DaemonInfo};
+    use crate::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo};
 
     /// Client side of `org.turboprocess.Turbo1.Manager`.
     #[zbus::proxy(
@@ -137,6 +140,32 @@ mod proxy {
 
         /// Stops every app, then the daemon.
         fn shutdown(&self) -> zbus::Result<()>;
+
+        /// Clears restart counters and the crash-loop state of the matching apps; an `errored`
+        /// app starts again.
+        fn reset_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
+
+        /// The app's status, configuration and its kept crash records (newest first).
+        fn describe_app(
+            &self,
+            target: &str,
+        ) -> zbus::Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>)>;
+
+        /// Crash statistics and records (newest first) of one app.
+        fn get_crashes(&self, target: &str) -> zbus::Result<(CrashStats, Vec<CrashRecord>)>;
+
+        /// Empties the log files (current and rotated) of the matching apps; returns their names.
+        fn flush_logs(&self, target: &str) -> zbus::Result<Vec<String>>;
+
+        /// Writes the app list to the dump file (`turbo resurrect` reads it back); returns its path.
+        fn save(&self) -> zbus::Result<String>;
+
+        /// Starts the apps of the dump file that are not already managed; returns them.
+        fn resurrect(&self) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Emitted for every crash, once its record is complete (stderr tail included).
+        #[zbus(signal)]
+        fn app_crashed(&self, name: &str, crash: CrashRecord) -> zbus::Result<()>;
 
         /// Emitted on every state change of an app.
         #[zbus(signal)]

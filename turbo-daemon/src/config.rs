@@ -14,7 +14,7 @@ use std::{
 use serde::Deserialize;
 use zbus::zvariant::OwnedValue;
 
-use crate::supervisor::{AppSpec, Autorestart};
+use crate::supervisor::{AppSpec, Autorestart, LogFormat};
 
 /// A `turbo.yml` document.
 #[derive(Debug, Deserialize)]
@@ -35,9 +35,85 @@ struct AppConfig {
     cwd: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    env_file: Option<String>,
     autorestart: Option<String>,
+    #[serde(default)]
+    restart: RestartConfig,
+    #[serde(default)]
+    stop_exit_codes: Vec<i32>,
     stop_signal: Option<String>,
-    kill_timeout: Option<String>,
+    kill_timeout: Option<Scalar>,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// `restart:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartConfig {
+    delay: Option<Scalar>,
+    max_delay: Option<Scalar>,
+    factor: Option<f64>,
+    reset_after: Option<Scalar>,
+    crash_loop: Option<CrashLoopConfig>,
+    max_restarts: Option<i64>,
+}
+
+/// `restart.crash_loop:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrashLoopConfig {
+    max: Option<i64>,
+    window: Option<Scalar>,
+}
+
+/// `log:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogConfig {
+    format: Option<String>,
+    max_size: Option<Scalar>,
+    keep: Option<i64>,
+}
+
+/// A duration or size: a bare number (seconds, bytes) or text with a unit (`500ms`, `10mb`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Number(f64),
+    Text(String),
+}
+
+impl Scalar {
+    fn duration(&self, what: &str) -> Result<Duration, String> {
+        let hint = "like 500ms, 5s, 1m or 2h";
+        match self {
+            Self::Number(n) if *n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(*n)),
+            Self::Number(n) => Err(format!("{what} {n} is negative: use a duration {hint}")),
+            Self::Text(t) if t.trim_start().starts_with('-') => {
+                Err(format!("{what} '{t}' is negative: use a duration {hint}"))
+            }
+            Self::Text(t) => {
+                parse_duration(t).ok_or_else(|| format!("{what} '{t}' is not a duration {hint}"))
+            }
+        }
+    }
+
+    fn size(&self, what: &str) -> Result<u64, String> {
+        let hint = "like 100k, 10mb or 1gb";
+        match self {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "checked non-negative and finite; sizes are whole bytes"
+            )]
+            Self::Number(n) if *n >= 0.0 && n.is_finite() => Ok(*n as u64),
+            Self::Number(n) => Err(format!("{what} {n} is negative: use a size {hint}")),
+            Self::Text(t) => {
+                parse_size(t).ok_or_else(|| format!("{what} '{t}' is not a size {hint}"))
+            }
+        }
+    }
 }
 
 /// Parses and validates a `turbo.yml`. `origin` names the file in messages; relative paths
@@ -176,7 +252,28 @@ fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, 
         })
     };
     let mut spec = AppSpec::new(app.name, argv, cwd);
-    spec.env = app.env.into_iter().collect();
+    let mut env = BTreeMap::new();
+    if let Some(file) = &app.env_file {
+        let path = spec.cwd.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_env_file(&text) {
+                Ok(vars) => env.extend(vars),
+                Err(e) => errors.push(format!("env_file {}: {e}", path.display())),
+            },
+            Err(e) => errors.push(format!("env_file {} cannot be read: {e}", path.display())),
+        }
+    }
+    // `env:` wins over `env_file:`, as in docker compose
+    env.extend(app.env);
+    spec.env = env.into_iter().collect();
+    apply_restart(&app.restart, &mut spec, &mut errors);
+    apply_log(&app.log, &mut spec, &mut errors);
+    if let Some(bad) = app.stop_exit_codes.iter().find(|c| !(0..=255).contains(*c)) {
+        errors.push(format!(
+            "stop_exit_codes: {bad} is not an exit status (0-255)"
+        ));
+    }
+    spec.stop_exit_codes = app.stop_exit_codes;
     if let Some(a) = app.autorestart {
         match a.parse::<Autorestart>() {
             Ok(a) => spec.autorestart = a,
@@ -192,11 +289,9 @@ fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, 
         }
     }
     if let Some(d) = app.kill_timeout {
-        match parse_duration(&d) {
-            Some(d) => spec.kill_timeout = d,
-            None => errors.push(format!(
-                "kill_timeout '{d}' is not a duration like 500ms, 5s or 1m"
-            )),
+        match d.duration("kill_timeout") {
+            Ok(d) => spec.kill_timeout = d,
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
@@ -204,6 +299,134 @@ fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, 
     } else {
         Err(errors)
     }
+}
+
+fn apply_restart(cfg: &RestartConfig, spec: &mut AppSpec, errors: &mut Vec<String>) {
+    let r = &mut spec.restart;
+    let mut set = |value: &Option<Scalar>, what: &str, field: &mut Duration| {
+        if let Some(v) = value {
+            match v.duration(what) {
+                Ok(d) => *field = d,
+                Err(e) => errors.push(e),
+            }
+        }
+    };
+    set(&cfg.delay, "restart.delay", &mut r.delay);
+    set(&cfg.max_delay, "restart.max_delay", &mut r.max_delay);
+    set(&cfg.reset_after, "restart.reset_after", &mut r.reset_after);
+    if let Some(cl) = &cfg.crash_loop {
+        set(
+            &cl.window,
+            "restart.crash_loop.window",
+            &mut r.crash_loop_window,
+        );
+        match cl.max.map(u32::try_from) {
+            Some(Ok(n)) => r.crash_loop_max = n,
+            Some(Err(_)) => {
+                errors.push("restart.crash_loop.max must be 0 (off) or a positive count".to_owned())
+            }
+            None => {}
+        }
+    }
+    if let Some(f) = cfg.factor {
+        if f.is_finite() && f >= 1.0 {
+            r.factor = f;
+        } else {
+            errors.push(format!(
+                "restart.factor {f} must be at least 1 (1 keeps the delay constant)"
+            ));
+        }
+    }
+    match cfg.max_restarts.map(u32::try_from) {
+        Some(Ok(n)) => r.max_restarts = n,
+        Some(Err(_)) => {
+            errors
+                .push("restart.max_restarts must be 0 (unlimited) or a positive count".to_owned());
+        }
+        None => {}
+    }
+    if r.max_delay < r.delay {
+        errors.push(format!(
+            "restart.max_delay ({:?}) is shorter than restart.delay ({:?}): raise max_delay or lower delay",
+            r.max_delay, r.delay
+        ));
+    }
+}
+
+fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<String>) {
+    let l = &mut spec.log;
+    match cfg.format.as_deref() {
+        None | Some("text") => {}
+        Some("json") => l.format = LogFormat::Json,
+        Some(other) => errors.push(format!("log.format '{other}' is not one of: text, json")),
+    }
+    if let Some(v) = &cfg.max_size {
+        match v.size("log.max_size") {
+            Ok(n) if n >= 1024 => l.max_size = n,
+            Ok(n) => errors.push(format!("log.max_size {n} is too small: use at least 1k")),
+            Err(e) => errors.push(e),
+        }
+    }
+    match cfg.keep.map(u32::try_from) {
+        Some(Ok(n)) if n >= 1 => l.keep = n,
+        Some(_) => errors.push("log.keep must be at least 1 rotated file".to_owned()),
+        None => {}
+    }
+}
+
+/// Parses a `.env` file: `KEY=VALUE` lines, `#` comments, blank lines, an optional `export `
+/// prefix and optional single or double quotes around the value.
+///
+/// # Errors
+/// The first malformed line, with its number.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut vars = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected KEY=VALUE, got '{raw}'", i + 1))?;
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("line {}: '{key}' is not a variable name", i + 1));
+        }
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(vars)
+}
+
+/// `512mb`, `1gb`, `100k`, `4096` (bytes); units are powers of 1024.
+#[must_use]
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a parsed non-negative size; fractions of a byte are dropped"
+    )]
+    Some((n * mult as f64) as u64)
 }
 
 /// Interpreters chosen by a script's extension, as PM2 does.

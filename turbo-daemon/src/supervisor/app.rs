@@ -2,13 +2,15 @@
 
 use std::{path::PathBuf, time::Duration, time::Instant};
 
+use serde::{Deserialize, Serialize};
 use turbo_api::{AppState, ExitReason};
 
 use super::{AfterStop, AppId};
 use crate::events::{SourceKind, WaitStatus};
 
 /// When an app that exited on its own is started again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Autorestart {
     /// After every exit.
     #[default]
@@ -33,8 +35,109 @@ impl std::str::FromStr for Autorestart {
     }
 }
 
+/// When and how fast to restart after an exit nobody asked for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RestartPolicy {
+    /// Delay before the first restart after a stable run.
+    #[serde(with = "millis")]
+    pub delay: Duration,
+    /// Each consecutive quick crash multiplies the delay by this (>= 1).
+    pub factor: f64,
+    /// Cap of the delay.
+    #[serde(with = "millis")]
+    pub max_delay: Duration,
+    /// A run at least this long resets the delay to `delay`.
+    #[serde(with = "millis")]
+    pub reset_after: Duration,
+    /// This many crashes within `crash_loop_window` put the app in `errored`; 0 disables.
+    pub crash_loop_max: u32,
+    /// Window of the crash-loop count.
+    #[serde(with = "millis")]
+    pub crash_loop_window: Duration,
+    /// Automatic restarts allowed before `errored`; 0 means unlimited.
+    pub max_restarts: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_secs(1),
+            factor: 2.0,
+            max_delay: Duration::from_secs(30),
+            reset_after: Duration::from_secs(30),
+            crash_loop_max: 5,
+            crash_loop_window: Duration::from_secs(60),
+            max_restarts: 0,
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The delay before restart number `attempt` of a streak of quick crashes (1-based):
+    /// `delay * factor^(attempt-1)`, capped at `max_delay`.
+    #[must_use]
+    pub fn delay_for(&self, attempt: u32) -> Duration {
+        let exp = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let secs = self.delay.as_secs_f64() * self.factor.powi(exp);
+        if !secs.is_finite() || secs >= self.max_delay.as_secs_f64() {
+            self.max_delay
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+}
+
+/// How an app's output is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `<RFC 3339 time> <line>`.
+    #[default]
+    Text,
+    /// One JSON object per line: `{"at": .., "app": .., "stream": .., "line": ..}`.
+    Json,
+}
+
+/// Log files of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogPolicy {
+    /// Line format.
+    pub format: LogFormat,
+    /// Rotate a file when it would grow past this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept per stream (`<file>.1` is the newest).
+    pub keep: u32,
+}
+
+impl Default for LogPolicy {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            max_size: 10 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+/// Durations as integer milliseconds in the state file.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
 /// What to run and how, validated and resolved (absolute paths, interpreter chosen).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppSpec {
     /// Unique name.
     pub name: String,
@@ -46,12 +149,20 @@ pub struct AppSpec {
     pub env: Vec<(String, String)>,
     /// Restart policy.
     pub autorestart: Autorestart,
-    /// Delay before an automatic restart.
-    pub restart_delay: Duration,
+    /// Restart timing and limits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Exit codes that mean "stopped on purpose": no restart, whatever `autorestart` says.
+    #[serde(default)]
+    pub stop_exit_codes: Vec<i32>,
     /// Signal that asks the app to stop.
     pub stop_signal: i32,
     /// How long to wait after `stop_signal` before SIGKILL to the whole group.
+    #[serde(with = "millis")]
     pub kill_timeout: Duration,
+    /// Log files.
+    #[serde(default)]
+    pub log: LogPolicy,
 }
 
 impl AppSpec {
@@ -64,9 +175,11 @@ impl AppSpec {
             cwd,
             env: Vec::new(),
             autorestart: Autorestart::Always,
-            restart_delay: Duration::from_secs(1),
+            restart: RestartPolicy::default(),
+            stop_exit_codes: Vec::new(),
             stop_signal: super::signal::TERM,
             kill_timeout: Duration::from_secs(5),
+            log: LogPolicy::default(),
         }
     }
 }

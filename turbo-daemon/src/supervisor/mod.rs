@@ -23,7 +23,7 @@ mod tests;
 
 use std::{collections::BTreeMap, time::Instant};
 
-pub use app::{App, AppSpec, Autorestart, Exit, State};
+pub use app::{App, AppSpec, Autorestart, Exit, LogFormat, LogPolicy, RestartPolicy, State};
 use turbo_api::ExitReason;
 
 use crate::events::{SourceKind, WaitStatus};
@@ -504,7 +504,7 @@ impl Supervisor {
                 };
                 app.generation += 1;
                 if restart {
-                    let until = now + app.spec.restart_delay;
+                    let until = now + app.spec.restart.delay;
                     app.state = State::Backoff { until };
                     out.push(Action::SetTimer {
                         app: id,
