@@ -1,0 +1,990 @@
+//! App configuration: `turbo.yml` documents and `StartApp` options, validated into [`AppSpec`]s.
+//!
+//! Validation reports every problem at once, one per line, each naming the file, the line and
+//! column of the value at fault, the app, what is wrong and what to do:
+//! `turbo.yml:5:12: apps[0] (web): restart.delay -1 is negative: use a duration like 5s`.
+//! Positions come from [`locate`], a second, mark-keeping read of the same text. The only OS
+//! access here is read-only: checking that scripts, interpreters, directories and env files
+//! exist. Nothing here starts, stops or remembers anything.
+
+mod locate;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use zbus::zvariant::OwnedValue;
+
+use self::locate::Locations;
+use crate::supervisor::{AppSpec, Autorestart, LogFormat};
+
+/// A `turbo.yml` document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    apps: Vec<AppConfig>,
+}
+
+/// One app as written by a user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppConfig {
+    name: String,
+    script: Option<String>,
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    env_file: Option<String>,
+    autorestart: Option<String>,
+    #[serde(default)]
+    restart: RestartConfig,
+    #[serde(default)]
+    stop_exit_codes: Vec<i32>,
+    stop_signal: Option<String>,
+    kill_timeout: Option<Scalar>,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// `restart:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartConfig {
+    delay: Option<Scalar>,
+    max_delay: Option<Scalar>,
+    factor: Option<f64>,
+    reset_after: Option<Scalar>,
+    crash_loop: Option<CrashLoopConfig>,
+    max_restarts: Option<i64>,
+}
+
+/// `restart.crash_loop:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrashLoopConfig {
+    max: Option<i64>,
+    window: Option<Scalar>,
+}
+
+/// `log:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogConfig {
+    format: Option<String>,
+    max_size: Option<Scalar>,
+    keep: Option<i64>,
+}
+
+/// A duration or size: a bare number (seconds, bytes) or text with a unit (`500ms`, `10mb`).
+#[derive(Debug, Clone)]
+enum Scalar {
+    Number(f64),
+    Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose only message is "data did not match any
+/// variant": this one says what was found and what is expected, at the value's position.
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or text with a unit, like 500ms, 5s, 2m or 10mb")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+impl Scalar {
+    fn duration(&self, what: &str) -> Result<Duration, String> {
+        let hint = "like 500ms, 5s, 1m or 2h";
+        match self {
+            Self::Number(n) if *n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(*n)),
+            Self::Number(n) if *n < 0.0 => {
+                Err(format!("{what} {n} is negative: use a duration {hint}"))
+            }
+            Self::Number(n) => Err(format!("{what} {n} is not a duration: use one {hint}")),
+            Self::Text(t) if t.trim_start().starts_with('-') => {
+                Err(format!("{what} '{t}' is negative: use a duration {hint}"))
+            }
+            Self::Text(t) => parse_duration(t)
+                .ok_or_else(|| format!("{what} '{t}' is not a duration: use one {hint}")),
+        }
+    }
+
+    fn size(&self, what: &str) -> Result<u64, String> {
+        let hint = "like 100k, 10mb or 1gb";
+        match self {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "checked non-negative and finite; sizes are whole bytes"
+            )]
+            Self::Number(n) if *n >= 0.0 && n.is_finite() => Ok(*n as u64),
+            Self::Number(n) if *n < 0.0 => {
+                Err(format!("{what} {n} is negative: use a size {hint}"))
+            }
+            Self::Number(n) => Err(format!("{what} {n} is not a size: use one {hint}")),
+            Self::Text(t) => {
+                parse_size(t).ok_or_else(|| format!("{what} '{t}' is not a size: use one {hint}"))
+            }
+        }
+    }
+}
+
+/// One problem with an app: what is wrong and what to do, and where.
+#[derive(Debug)]
+struct Problem {
+    /// Key path of the value at fault, relative to the app (`restart.delay`, `cmd[0]`); empty
+    /// for the app as a whole (a missing key).
+    at: String,
+    what: String,
+}
+
+impl Problem {
+    fn new(at: impl Into<String>, what: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            what: what.into(),
+        }
+    }
+}
+
+/// Parses and validates a `turbo.yml`. `origin` names the file in messages; relative paths
+/// resolve against `base_dir`; `path_env` is the `PATH` used to find commands.
+///
+/// # Errors
+/// Every problem found, one per line, as `origin:line:col: apps[i] (name): problem: hint`.
+pub fn parse_config(
+    content: &str,
+    origin: &str,
+    base_dir: &Path,
+    path_env: &str,
+) -> Result<Vec<AppSpec>, String> {
+    let file: ConfigFile =
+        serde_yaml_ng::from_str(content).map_err(|e| describe_yaml_error(&e, origin))?;
+    // (key path of the value at fault, message without the position)
+    let mut found: Vec<(String, String)> = Vec::new();
+    if file.apps.is_empty() {
+        found.push((
+            "apps".to_owned(),
+            "`apps` is empty: add at least one app, like `- {name: web, cmd: [node, server.js]}`"
+                .to_owned(),
+        ));
+    }
+    let mut first_with_name: HashMap<String, usize> = HashMap::new();
+    let mut specs = Vec::new();
+    for (i, app) in file.apps.into_iter().enumerate() {
+        let path = |at: &str| {
+            if at.is_empty() {
+                format!("apps[{i}]")
+            } else {
+                format!("apps[{i}].{at}")
+            }
+        };
+        let label = if app.name.is_empty() {
+            format!("apps[{i}]")
+        } else {
+            format!("apps[{i}] ({})", app.name)
+        };
+        let twin = if app.name.is_empty() {
+            None
+        } else {
+            first_with_name.get(&app.name).copied()
+        };
+        match twin {
+            Some(first) => found.push((
+                path("name"),
+                format!(
+                    "{label}: name '{}' is used twice (apps[{first}] has it too): give each app its own name",
+                    app.name
+                ),
+            )),
+            None => {
+                first_with_name.insert(app.name.clone(), i);
+            }
+        }
+        // a twin is still checked, so that its other problems show up now rather than later
+        match validate(app, base_dir, path_env) {
+            Ok(spec) if twin.is_none() => specs.push(spec),
+            Ok(_) => {}
+            Err(problems) => found.extend(
+                problems
+                    .into_iter()
+                    .map(|p| (path(&p.at), format!("{label}: {}", p.what))),
+            ),
+        }
+    }
+    if found.is_empty() {
+        return Ok(specs);
+    }
+    let locations = Locations::parse(content);
+    let lines: Vec<String> = found
+        .into_iter()
+        .map(|(path, message)| {
+            let at = locations
+                .find(&path)
+                .map(|p| format!(":{}:{}", p.line, p.col))
+                .unwrap_or_default();
+            one_line(&format!("{origin}{at}: {message}"))
+        })
+        .collect();
+    Err(lines.join("\n"))
+}
+
+/// `origin:line:col: problem: hint` for a document serde_yaml_ng refused (bad YAML, an unknown
+/// key, a wrong type, a missing key).
+fn describe_yaml_error(e: &serde_yaml_ng::Error, origin: &str) -> String {
+    let mut message = e.to_string();
+    let mut at = String::new();
+    if let Some(l) = e.location() {
+        at = format!(":{}:{}", l.line(), l.column());
+        // the position leads the line: no need to repeat it
+        message = message.replacen(
+            &format!(" at line {} column {}", l.line(), l.column()),
+            "",
+            1,
+        );
+    }
+    // libyaml's own errors (syntax, encoding) are the only ones whose Debug form is a struct
+    let syntax = format!("{e:?}").starts_with("Error {");
+    let hint = if syntax {
+        ": invalid YAML; check the indentation (spaces, not tabs), the `key: value` colons and \
+         that quotes and brackets are closed, here or on the line before"
+    } else if message.contains("missing field `apps`") {
+        ": a turbo.yml is a mapping with an `apps:` list, like `apps: [{name: web, cmd: [node, server.js]}]`"
+    } else if message.contains("missing field `name`") {
+        ": give every app a `name:`"
+    } else if message.contains("more than one document") {
+        ": put every app in one `apps:` list, without `---` between documents"
+    } else if message.contains("unknown field") {
+        " (check the spelling and the indentation)"
+    } else {
+        ""
+    };
+    one_line(&format!("{origin}{at}: {message}{hint}"))
+}
+
+/// Escapes line breaks (in a name or a value quoted in a message) so one problem stays one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\n' | '\r') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Builds a spec from `StartApp(name, argv, options)`; without a `cwd` option the app runs in
+/// `default_cwd`.
+///
+/// # Errors
+/// Every problem found, one per line.
+pub fn from_options(
+    name: &str,
+    argv: &[String],
+    options: &HashMap<String, OwnedValue>,
+    path_env: &str,
+    default_cwd: &Path,
+) -> Result<AppSpec, String> {
+    let mut app = AppConfig {
+        name: name.to_owned(),
+        cmd: Some(argv.to_vec()),
+        ..AppConfig::default()
+    };
+    let mut errors = Vec::new();
+    for (key, value) in options {
+        match key.as_str() {
+            turbo_api::option::CWD => match String::try_from(value.clone()) {
+                Ok(cwd) => app.cwd = Some(cwd),
+                Err(_) => errors.push("option 'cwd' must be a string".to_owned()),
+            },
+            turbo_api::option::ENV => match HashMap::<String, String>::try_from(value.clone()) {
+                Ok(env) => app.env = env.into_iter().collect(),
+                Err(_) => errors.push("option 'env' must be a{ss}".to_owned()),
+            },
+            turbo_api::option::AUTORESTART => match String::try_from(value.clone()) {
+                Ok(s) => app.autorestart = Some(s),
+                Err(_) => errors.push("option 'autorestart' must be a string".to_owned()),
+            },
+            other => errors.push(format!(
+                "unknown option '{other}' (known: cwd, env, autorestart)"
+            )),
+        }
+    }
+    if app
+        .cwd
+        .as_deref()
+        .is_some_and(|c| !Path::new(c).is_absolute())
+    {
+        errors.push("option 'cwd' must be an absolute path".to_owned());
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    validate(app, default_cwd, path_env).map_err(|problems| {
+        let lines: Vec<String> = problems.into_iter().map(|p| one_line(&p.what)).collect();
+        lines.join("\n")
+    })
+}
+
+fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, Vec<Problem>> {
+    let mut errors = Vec::new();
+    if let Err(e) = turbo_api::validate_app_name(&app.name) {
+        errors.push(Problem::new("name", e));
+    }
+    let cwd = app
+        .cwd
+        .as_deref()
+        .map_or_else(|| base_dir.to_path_buf(), |c| base_dir.join(c));
+    if !cwd.is_dir() {
+        errors.push(Problem::new(
+            "cwd",
+            format!(
+                "working directory {} does not exist: create it or fix `cwd`",
+                cwd.display()
+            ),
+        ));
+    }
+    let is_script = app.script.is_some();
+    let argv: Vec<String> = match (app.script, app.cmd) {
+        (Some(script), None) => std::iter::once(script).chain(app.args).collect(),
+        (None, Some(cmd)) if !cmd.is_empty() => cmd.into_iter().chain(app.args).collect(),
+        (None, Some(_)) => {
+            errors.push(Problem::new(
+                "cmd",
+                "`cmd` is empty: give the program and its arguments",
+            ));
+            Vec::new()
+        }
+        (Some(_), Some(_)) => {
+            errors.push(Problem::new(
+                "cmd",
+                "give either `script` or `cmd`, not both",
+            ));
+            Vec::new()
+        }
+        (None, None) => {
+            errors.push(Problem::new(
+                "",
+                "missing `script` (a file to run) or `cmd` (a command line)",
+            ));
+            Vec::new()
+        }
+    };
+    let argv = if argv.is_empty() || !cwd.is_dir() {
+        argv
+    } else {
+        resolve_command(&argv, &cwd, path_env, is_script).unwrap_or_else(|e| {
+            errors.push(Problem::new(if is_script { "script" } else { "cmd[0]" }, e));
+            Vec::new()
+        })
+    };
+    let mut spec = AppSpec::new(app.name, argv, cwd);
+    let mut env = BTreeMap::new();
+    if let Some(file) = &app.env_file {
+        let path = spec.cwd.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_env_file(&text) {
+                Ok(vars) => env.extend(vars),
+                Err(e) => errors.push(Problem::new(
+                    "env_file",
+                    format!("env_file {}: {e}", path.display()),
+                )),
+            },
+            Err(e) => errors.push(Problem::new(
+                "env_file",
+                format!(
+                    "env_file {} cannot be read ({e}): fix the path (relative to the app's cwd) or remove `env_file`",
+                    path.display()
+                ),
+            )),
+        }
+    }
+    // `env:` wins over `env_file:`, as in docker compose
+    env.extend(app.env);
+    spec.env = env.into_iter().collect();
+    apply_restart(&app.restart, &mut spec, &mut errors);
+    apply_log(&app.log, &mut spec, &mut errors);
+    if let Some((k, bad)) = app
+        .stop_exit_codes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !(0..=255).contains(*c))
+    {
+        errors.push(Problem::new(
+            format!("stop_exit_codes[{k}]"),
+            format!("stop_exit_codes: {bad} is not an exit status (0-255)"),
+        ));
+    }
+    spec.stop_exit_codes = app.stop_exit_codes;
+    if let Some(a) = app.autorestart {
+        match a.parse::<Autorestart>() {
+            Ok(a) => spec.autorestart = a,
+            Err(e) => errors.push(Problem::new("autorestart", e)),
+        }
+    }
+    if let Some(s) = app.stop_signal {
+        match parse_signal(&s) {
+            Some(sig) => spec.stop_signal = sig,
+            None => errors.push(Problem::new(
+                "stop_signal",
+                format!(
+                    "stop_signal '{s}' is not a signal name like SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1"
+                ),
+            )),
+        }
+    }
+    if let Some(d) = app.kill_timeout {
+        match d.duration("kill_timeout") {
+            Ok(d) => spec.kill_timeout = d,
+            Err(e) => errors.push(Problem::new("kill_timeout", e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(errors)
+    }
+}
+
+fn apply_restart(cfg: &RestartConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+    let r = &mut spec.restart;
+    // `what` is also the key path of the value
+    let mut set = |value: &Option<Scalar>, what: &str, field: &mut Duration| {
+        if let Some(v) = value {
+            match v.duration(what) {
+                Ok(d) => *field = d,
+                Err(e) => errors.push(Problem::new(what, e)),
+            }
+        }
+    };
+    set(&cfg.delay, "restart.delay", &mut r.delay);
+    set(&cfg.max_delay, "restart.max_delay", &mut r.max_delay);
+    set(&cfg.reset_after, "restart.reset_after", &mut r.reset_after);
+    if let Some(cl) = &cfg.crash_loop {
+        set(
+            &cl.window,
+            "restart.crash_loop.window",
+            &mut r.crash_loop_window,
+        );
+        match cl.max.map(u32::try_from) {
+            Some(Ok(n)) => r.crash_loop_max = n,
+            Some(Err(_)) => errors.push(Problem::new(
+                "restart.crash_loop.max",
+                format!(
+                    "restart.crash_loop.max {} must be 0 (off) or a positive count",
+                    cl.max.unwrap_or_default()
+                ),
+            )),
+            None => {}
+        }
+    }
+    if let Some(f) = cfg.factor {
+        if f.is_finite() && f >= 1.0 {
+            r.factor = f;
+        } else {
+            errors.push(Problem::new(
+                "restart.factor",
+                format!("restart.factor {f} must be at least 1 (1 keeps the delay constant)"),
+            ));
+        }
+    }
+    match cfg.max_restarts.map(u32::try_from) {
+        Some(Ok(n)) => r.max_restarts = n,
+        Some(Err(_)) => errors.push(Problem::new(
+            "restart.max_restarts",
+            format!(
+                "restart.max_restarts {} must be 0 (unlimited) or a positive count",
+                cfg.max_restarts.unwrap_or_default()
+            ),
+        )),
+        None => {}
+    }
+    if r.max_delay < r.delay {
+        // point at whichever of the two was written, max_delay first
+        let at = if cfg.max_delay.is_some() || cfg.delay.is_none() {
+            "restart.max_delay"
+        } else {
+            "restart.delay"
+        };
+        errors.push(Problem::new(
+            at,
+            format!(
+                "restart.max_delay ({:?}) is shorter than restart.delay ({:?}): raise max_delay or lower delay",
+                r.max_delay, r.delay
+            ),
+        ));
+    }
+}
+
+fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+    let l = &mut spec.log;
+    match cfg.format.as_deref() {
+        None | Some("text") => {}
+        Some("json") => l.format = LogFormat::Json,
+        Some(other) => errors.push(Problem::new(
+            "log.format",
+            format!("log.format '{other}' is not one of: text, json"),
+        )),
+    }
+    if let Some(v) = &cfg.max_size {
+        match v.size("log.max_size") {
+            Ok(n) if n >= 1024 => l.max_size = n,
+            Ok(n) => errors.push(Problem::new(
+                "log.max_size",
+                format!("log.max_size {n} is too small: use at least 1k"),
+            )),
+            Err(e) => errors.push(Problem::new("log.max_size", e)),
+        }
+    }
+    match cfg.keep.map(u32::try_from) {
+        Some(Ok(n)) if n >= 1 => l.keep = n,
+        Some(_) => errors.push(Problem::new(
+            "log.keep",
+            format!(
+                "log.keep {} must be at least 1: it is how many rotated files to keep",
+                cfg.keep.unwrap_or_default()
+            ),
+        )),
+        None => {}
+    }
+}
+
+/// Parses a `.env` file: `KEY=VALUE` lines, `#` comments, blank lines, an optional `export `
+/// prefix and optional single or double quotes around the value.
+///
+/// # Errors
+/// The first malformed line, with its number.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut vars = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected KEY=VALUE, got '{raw}'", i + 1))?;
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("line {}: '{key}' is not a variable name", i + 1));
+        }
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(vars)
+}
+
+/// `512mb`, `1gb`, `100k`, `4096` (bytes); units are powers of 1024.
+#[must_use]
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a parsed non-negative size; fractions of a byte are dropped"
+    )]
+    Some((n * mult as f64) as u64)
+}
+
+/// Interpreters chosen by a script's extension, as PM2 does.
+const INTERPRETERS: &[(&str, &str)] = &[
+    ("py", "python3"),
+    ("js", "node"),
+    ("mjs", "node"),
+    ("cjs", "node"),
+    ("ts", "ts-node"),
+    ("sh", "sh"),
+    ("bash", "bash"),
+    ("rb", "ruby"),
+    ("pl", "perl"),
+    ("php", "php"),
+];
+
+/// Turns `argv` into something `execve` can run: `argv[0]` becomes an absolute path, and scripts
+/// with a known extension get their interpreter in front.
+///
+/// `is_script` (the `script:` key) means `argv[0]` is always a file, never looked up in `PATH`.
+///
+/// # Errors
+/// A one-line message: what was not found or not executable, and what to do.
+pub fn resolve_command(
+    argv: &[String],
+    cwd: &Path,
+    path_env: &str,
+    is_script: bool,
+) -> Result<Vec<String>, String> {
+    let first = argv.first().ok_or("empty command")?;
+    let rest = &argv[1..];
+    let as_file = cwd.join(first);
+    if is_script || first.contains('/') || as_file.is_file() {
+        if !as_file.exists() {
+            return Err(format!(
+                "script {} not found (relative paths resolve against {})",
+                as_file.display(),
+                cwd.display()
+            ));
+        }
+        if as_file.is_dir() {
+            return Err(format!(
+                "{} is a directory, not a script: name the file to run",
+                as_file.display()
+            ));
+        }
+        let script = as_file.to_string_lossy().into_owned();
+        let ext = as_file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if let Some((_, interp)) = INTERPRETERS.iter().find(|(e, _)| *e == ext) {
+            let interp_path = find_in_path(interp, path_env).ok_or_else(|| {
+                format!("{script} needs `{interp}`, which is not in PATH: install it or use `cmd:`")
+            })?;
+            return Ok([interp_path, script]
+                .into_iter()
+                .chain(rest.iter().cloned())
+                .collect());
+        }
+        if !is_executable(&as_file) {
+            return Err(format!(
+                "{script} is not executable: `chmod +x` it or name an interpreter (cmd: [python3, {first}])"
+            ));
+        }
+        return Ok(std::iter::once(script)
+            .chain(rest.iter().cloned())
+            .collect());
+    }
+    let found = find_in_path(first, path_env).ok_or_else(|| {
+        format!(
+            "command '{first}' not found: not a file in {} and not in PATH",
+            cwd.display()
+        )
+    })?;
+    Ok(std::iter::once(found).chain(rest.iter().cloned()).collect())
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn find_in_path(program: &str, path_env: &str) -> Option<String> {
+    path_env
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join(program))
+        .find(|p| is_executable(p))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// `500ms`, `5s`, `1m`, `2h`; a bare number is seconds.
+#[must_use]
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// `SIGTERM`, `TERM` or a number.
+#[must_use]
+pub fn parse_signal(s: &str) -> Option<i32> {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("TERM", libc::SIGTERM),
+        ("WINCH", libc::SIGWINCH),
+    ];
+    let upper = s.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == bare)
+        .map(|(_, v)| *v)
+        .or_else(|| bare.parse().ok().filter(|n| (1..=64).contains(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+    #[test]
+    fn durations_and_signals() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_duration("5 parsecs"), None);
+        assert_eq!(parse_signal("SIGINT"), Some(2));
+        assert_eq!(parse_signal("term"), Some(15));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+    }
+
+    #[test]
+    fn resolves_commands_scripts_and_interpreters() {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        let argv = resolve_command(&["sleep".into(), "5".into()], cwd, PATH, false).unwrap();
+        assert!(argv[0].ends_with("/sleep") && argv[1] == "5", "{argv:?}");
+        std::fs::write(cwd.join("app.py"), "print(1)").unwrap();
+        let argv = resolve_command(&["app.py".into()], cwd, PATH, false).unwrap();
+        assert!(argv[0].ends_with("python3"), "{argv:?}");
+        assert_eq!(argv[1], cwd.join("app.py").to_string_lossy());
+        std::fs::write(cwd.join("tool"), "#!/bin/sh\n").unwrap();
+        let err = resolve_command(&["./tool".into()], cwd, PATH, false).unwrap_err();
+        assert!(
+            err.contains("not executable") && err.contains("chmod +x"),
+            "{err}"
+        );
+        let err = resolve_command(&["./missing.js".into()], cwd, PATH, false).unwrap_err();
+        assert!(err.contains("not found"), "{err}");
+        let err = resolve_command(&["no-such-cmd-xyz".into()], cwd, PATH, false).unwrap_err();
+        assert!(err.contains("not in PATH"), "{err}");
+    }
+
+    #[test]
+    fn config_reports_every_problem_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let yml = "apps:\n  - name: ok\n    cmd: [sleep, '100']\n  - name: bad/name\n    script: nope.py\n  - name: ok\n    cmd: [sleep]\n  - name: x\n    cmd: [sleep]\n    autorestart: sometimes\n";
+        let err = parse_config(yml, "turbo.yml", dir.path(), PATH).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 4, "{err}");
+        assert!(
+            lines[0].starts_with("turbo.yml:4:11: apps[1] (bad/name): ")
+                && lines[0].contains("'/'"),
+            "{err}"
+        );
+        assert!(
+            lines[1].starts_with("turbo.yml:5:13: apps[1] (bad/name): ")
+                && lines[1].contains("nope.py not found"),
+            "{err}"
+        );
+        assert!(
+            lines[2].starts_with("turbo.yml:6:11: apps[2] (ok): name 'ok' is used twice")
+                && lines[2].contains("apps[0]"),
+            "{err}"
+        );
+        assert!(
+            lines[3].starts_with("turbo.yml:10:18: apps[3] (x): autorestart 'sometimes'"),
+            "{err}"
+        );
+    }
+
+    /// The whole message for `yml`, checked in a directory holding `run.sh` (executable).
+    fn config_error(yml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        parse_config(yml, "t.yml", dir.path(), PATH).unwrap_err()
+    }
+
+    #[test]
+    fn each_problem_points_at_its_value_with_a_hint() {
+        // (document, start of the message, a hint it must give)
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  restart:\n    delay: -1\n",
+                "t.yml:5:12: apps[0] (a): restart.delay -1 is negative",
+                "use a duration like 500ms",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  restart: {delay: 10s, max_delay: 1s}\n",
+                "t.yml:4:36: apps[0] (a): restart.max_delay (1s) is shorter than restart.delay (10s)",
+                "raise max_delay or lower delay",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  restart:\n    delay: 10m\n",
+                "t.yml:5:12: apps[0] (a): restart.max_delay",
+                "raise max_delay",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  restart:\n    factor: 0.5\n",
+                "t.yml:5:13: apps[0] (a): restart.factor 0.5 must be at least 1",
+                "1 keeps the delay constant",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  log:\n    keep: 0\n",
+                "t.yml:5:11: apps[0] (a): log.keep 0 must be at least 1",
+                "rotated files",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  log: {format: xml}\n",
+                "t.yml:4:17: apps[0] (a): log.format 'xml'",
+                "one of: text, json",
+            ),
+            (
+                "apps:\n- name: a\n  cwd: .\n",
+                "t.yml:2:3: apps[0] (a): missing `script`",
+                "`cmd` (a command line)",
+            ),
+            (
+                "apps:\n- name: a\n  script: nope.sh\n",
+                "t.yml:3:11: apps[0] (a): script ",
+                "relative paths resolve against",
+            ),
+            (
+                "apps:\n- name: a\n  script: run.sh\n  env_file: missing.env\n",
+                "t.yml:4:13: apps[0] (a): env_file ",
+                "cannot be read (No such file or directory",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  stop_exit_codes: [0, 300]\n",
+                "t.yml:4:24: apps[0] (a): stop_exit_codes: 300",
+                "(0-255)",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  kill_timeout: 5 parsecs\n",
+                "t.yml:4:17: apps[0] (a): kill_timeout '5 parsecs' is not a duration",
+                "like 500ms",
+            ),
+            (
+                "apps:\n- name: a\n  cmd: [sleep]\n  kill_timeout:\n  cwd: nowhere\n",
+                "t.yml:5:8: apps[0] (a): working directory ",
+                "create it or fix `cwd`",
+            ),
+            (
+                "apps: []\n",
+                "t.yml:1:7: `apps` is empty",
+                "add at least one app",
+            ),
+            (
+                "apps:\n",
+                "t.yml:1:1: `apps` is empty",
+                "add at least one app",
+            ),
+            // refused by serde_yaml_ng: its own position, plus a hint
+            (
+                "apps:\n- name: a\n  kill_timeout: [1]\n",
+                "t.yml:3:17: apps[0].kill_timeout: invalid type: sequence",
+                "expected a number or text with a unit, like 500ms",
+            ),
+            (
+                "apps:\n- name: a\n  restart: {factor: fast}\n",
+                "t.yml:3:21: apps[0].restart.factor: invalid type: string \"fast\"",
+                "expected f64",
+            ),
+            (
+                "apps:\n  - name: a\n    colour: red\n",
+                "t.yml:3:5: apps[0]: unknown field `colour`",
+                "expected one of `name`",
+            ),
+            (
+                "apps:\n  - name: a\n   cmd: [sleep]\n",
+                "t.yml:3:4: did not find expected '-' indicator",
+                "invalid YAML; check the indentation",
+            ),
+            ("apps:\n  - name: 'a\n", "t.yml:", "invalid YAML"),
+            (
+                "",
+                "t.yml:",
+                "missing field `apps`: a turbo.yml is a mapping",
+            ),
+            (
+                "apps:\n  - cmd: [sleep]\n",
+                "t.yml:2:5: apps[0]: missing field `name`",
+                "give every app a `name:`",
+            ),
+        ];
+        for (yml, start, hint) in cases {
+            let err = config_error(yml);
+            assert_eq!(err.lines().count(), 1, "{yml:?} gave {err}");
+            assert!(err.starts_with(start), "{yml:?} gave {err}\nwanted {start}");
+            assert!(err.contains(hint), "{yml:?} gave {err}\nwanted {hint}");
+        }
+    }
+
+    #[test]
+    fn several_problems_in_one_app_each_get_a_line_and_a_position() {
+        let err = config_error(
+            "apps:\n  - {name: a, script: run.sh, restart: {delay: -1s, factor: 0}}\n  - name: \"b\\nc\"\n    cmd: [sleep]\n",
+        );
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(
+            lines[0].starts_with("t.yml:2:48: apps[0] (a): restart.delay '-1s' is negative"),
+            "{err}"
+        );
+        assert!(
+            lines[1].starts_with("t.yml:2:61: apps[0] (a): restart.factor 0 "),
+            "{err}"
+        );
+        // a line break in a name cannot split a message
+        assert!(
+            lines[2].starts_with("t.yml:3:11: apps[1] (b\\nc): app name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let mut opts = HashMap::new();
+        opts.insert("colour".to_owned(), OwnedValue::from(1u32));
+        let err = from_options("a", &["sleep".into()], &opts, PATH, Path::new("/")).unwrap_err();
+        assert!(err.contains("unknown option 'colour'"), "{err}");
+        let spec = from_options(
+            "a",
+            &["sleep".into(), "1".into()],
+            &HashMap::new(),
+            PATH,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(spec.autorestart, Autorestart::Always);
+    }
+}
