@@ -1,19 +1,35 @@
-//! `turbo logs [name] [--lines N] [--err|--out] [--follow]`: tails the apps' log files.
+//! `turbo logs [name] [--lines N] [--err|--out] [--follow] [--json]`: tails the apps' log files.
 //!
 //! The daemon only tells us where the files are (`out_log`/`err_log` of `ListApps`); the CLI reads
 //! them directly, so tailing costs the daemon nothing. This module must not write to, rotate or
-//! truncate the files: the daemon owns them. Following polls (every 200 ms) rather than using
-//! inotify because it must survive the daemon's rotation (rename) and truncation either way.
+//! truncate the files: the daemon owns them.
+//!
+//! Formats: the daemon writes `text` (`<RFC 3339 stamp> <raw line>`) or `json` records
+//! (`{"at","app","stream","line"}`, plus `"line_b64"` with the raw bytes when they are not UTF-8),
+//! and a policy change can switch format in the middle of a file, so each line is recognised on
+//! its own. Humans see `<stamp> <line>` either way; `--json` prints one object per line,
+//! `{"app","stream","at","line"}` (`at` null when the line has no stamp), with `"line_b64"` under
+//! the same rule as the daemon's, so the output is lossless for both formats.
+//!
+//! Following polls (every 200 ms) rather than using inotify because it must survive the daemon's
+//! rotation and truncation either way. Rotation renames `<f>` to `<f>.1` and opens a new `<f>`:
+//! the follower keeps the file it reads open and reads it to its end before moving to the new
+//! `<f>`, so lines written just before a rotation are not skipped. Truncation (`turbo flush`) is
+//! noticed when the file becomes shorter than what was read; lines written after a flush and
+//! before the next poll that make the file longer again than that are missed (a flush erases
+//! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer.
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io::{self, Read as _, Seek as _, SeekFrom},
+    mem,
     os::unix::fs::{FileExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
 use turbo_api::AppStatus;
 
 use super::daemon;
@@ -32,6 +48,8 @@ const MAX_TAIL_BYTES: u64 = 8 << 20;
 /// Most bytes read from one file per poll, so one chatty app cannot starve the others.
 const MAX_READ_PER_POLL: u64 = 4 << 20;
 const CHUNK: u64 = 64 << 10;
+/// Rotated files looked at for `--lines` (the daemon keeps far fewer).
+const MAX_ROTATED: u32 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stream {
@@ -39,10 +57,42 @@ enum Stream {
     Err,
 }
 
-/// One log file being shown, with the prefix of its lines.
-struct Source {
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::Err => "err",
+        }
+    }
+}
+
+/// How the lines of one log file are shown.
+#[derive(Debug)]
+struct Shown {
+    /// `name out | ` before each line (human output).
     prefix: String,
-    path: PathBuf,
+    app: String,
+    stream: Stream,
+    json: bool,
+}
+
+impl Shown {
+    fn render(&self, raw: &[u8]) -> String {
+        let record = Record::parse(raw);
+        if self.json {
+            record.to_json(&self.app, self.stream)
+        } else {
+            format!("{}{}", self.prefix, record.human(raw))
+        }
+    }
+
+    fn print(&self, lines: &[Vec<u8>]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let text: Vec<String> = lines.iter().map(|l| self.render(l)).collect();
+        term::emit(&text.join("\n"))
+    }
 }
 
 pub async fn run(args: &LogsArgs) -> Result<()> {
@@ -53,39 +103,54 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
     };
     let selected = select(&apps, args.name.as_deref())?;
     if selected.is_empty() {
-        return term::emit(NO_APPS);
+        return if args.json {
+            Ok(())
+        } else {
+            term::emit(NO_APPS)
+        };
     }
     let streams: &[Stream] = match (args.out, args.err) {
         (true, false) => &[Stream::Out],
         (false, true) => &[Stream::Err],
         _ => &[Stream::Out, Stream::Err],
     };
-    let color = term::stdout_opts().color;
+    let color = !args.json && term::stdout_opts().color;
     let labels = labels(&selected);
     let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
 
     let mut followers = Vec::new();
     for (app, label) in selected.iter().zip(&labels) {
         for &stream in streams {
-            let source = Source {
+            let shown = Shown {
                 prefix: prefix(label, width, stream, color),
-                path: PathBuf::from(match stream {
-                    Stream::Out => &app.out_log,
-                    Stream::Err => &app.err_log,
-                }),
+                app: app.name.clone(),
+                stream,
+                json: args.json,
             };
-            let tail = read_tail(&source.path, args.lines)
-                .with_context(|| format!("cannot read {}", source.path.display()))?;
-            let mut lines = tail.lines;
+            let path = PathBuf::from(match stream {
+                Stream::Out => &app.out_log,
+                Stream::Err => &app.err_log,
+            });
+            let context = || format!("cannot read {}", path.display());
+            let file = open_log(&path).with_context(context)?;
+            let tail = match &file {
+                Some(file) => read_tail(file, args.lines).with_context(context)?,
+                None => Tail::default(),
+            };
+            let need = args.lines.saturating_sub(tail.lines.len());
+            let mut lines = older_lines(&path, tail.inode, need).with_context(context)?;
+            lines.extend(tail.lines);
             // without --follow an unfinished last line is still the latest thing the app said
             if !args.follow && !tail.partial.is_empty() {
                 lines.push(tail.partial);
             }
-            print_lines(&source.prefix, &lines)?;
+            shown.print(&lines)?;
             followers.push(Follower {
-                source,
-                offset: tail.resume_at,
+                shown,
+                path,
+                file,
                 inode: tail.inode,
+                offset: tail.resume_at,
                 pending: Vec::new(),
             });
         }
@@ -107,8 +172,8 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         for follower in &mut followers {
             let lines = follower
                 .poll()
-                .with_context(|| format!("cannot read {}", follower.source.path.display()))?;
-            print_lines(&follower.source.prefix, &lines)?;
+                .with_context(|| format!("cannot read {}", follower.path.display()))?;
+            follower.shown.print(&lines)?;
         }
     }
 }
@@ -150,35 +215,182 @@ fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {
     format!("{} ", paint(color, tone, &text))
 }
 
-fn print_lines(prefix: &str, lines: &[String]) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
+/// One log line, in whichever format the daemon wrote it.
+#[derive(Debug, PartialEq, Eq)]
+enum Record<'a> {
+    /// `<stamp> <line>`; `at` is `None` for a line without a stamp.
+    Text { at: Option<&'a str>, line: &'a [u8] },
+    /// A json record; fields it lacks are `None` (`line` empty).
+    Json {
+        at: Option<String>,
+        app: Option<String>,
+        stream: Option<String>,
+        line: String,
+        line_b64: Option<String>,
+    },
+}
+
+impl<'a> Record<'a> {
+    fn parse(raw: &'a [u8]) -> Record<'a> {
+        if raw.first() == Some(&b'{')
+            && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(raw)
+            && map.get("line").is_some_and(Value::is_string)
+        {
+            let field = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+            return Record::Json {
+                at: field("at"),
+                app: field("app"),
+                stream: field("stream"),
+                line: field("line").unwrap_or_default(),
+                line_b64: field("line_b64"),
+            };
+        }
+        match split_stamp(raw) {
+            Some((at, line)) => Record::Text { at: Some(at), line },
+            None => Record::Text {
+                at: None,
+                line: raw,
+            },
+        }
     }
-    let text: Vec<String> = lines.iter().map(|l| format!("{prefix}{l}")).collect();
-    term::emit(&text.join("\n"))
+
+    /// The line for a human: text lines as they are in the file, json ones as `<at> <line>`.
+    fn human(&self, raw: &[u8]) -> String {
+        match self {
+            Record::Text { .. } => String::from_utf8_lossy(raw).into_owned(),
+            Record::Json {
+                at: Some(at), line, ..
+            } => format!("{at} {line}"),
+            Record::Json { at: None, line, .. } => line.clone(),
+        }
+    }
+
+    /// `{"app","stream","at","line"}` (+ `"line_b64"`), one line of `--json` output.
+    fn to_json(&self, app: &str, stream: Stream) -> String {
+        let string = |s: &str| Value::from(s).to_string();
+        let (app, stream, at, line, line_b64) = match self {
+            Record::Text { at, line } => (
+                string(app),
+                string(stream.as_str()),
+                at.map_or_else(|| "null".to_owned(), string),
+                string(&String::from_utf8_lossy(line)),
+                std::str::from_utf8(line).is_err().then(|| base64(line)),
+            ),
+            Record::Json {
+                at,
+                app: record_app,
+                stream: record_stream,
+                line,
+                line_b64,
+            } => (
+                string(record_app.as_deref().unwrap_or(app)),
+                string(record_stream.as_deref().unwrap_or(stream.as_str())),
+                at.as_deref().map_or_else(|| "null".to_owned(), string),
+                string(line),
+                line_b64.clone(),
+            ),
+        };
+        let b64 = line_b64.map_or_else(String::new, |b| format!(",\"line_b64\":{}", string(&b)));
+        format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
+    }
+}
+
+/// `<stamp> <rest>` when `raw` starts with the daemon's stamp (`2026-01-02T03:04:05.678Z`).
+fn split_stamp(raw: &[u8]) -> Option<(&str, &[u8])> {
+    const SHAPE: &[u8; 24] = b"dddd-dd-ddTdd:dd:dd.dddZ";
+    let stamp = raw.get(..24)?;
+    let fits = stamp.iter().zip(SHAPE).all(|(&b, &s)| {
+        if s == b'd' {
+            b.is_ascii_digit()
+        } else {
+            b == s
+        }
+    });
+    if !fits || raw.get(24) != Some(&b' ') {
+        return None;
+    }
+    Some((std::str::from_utf8(stamp).ok()?, &raw[25..]))
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as the daemon writes `line_b64`.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+/// Opens a log file; `None` when it does not exist (yet).
+fn open_log(path: &Path) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// `<path>.<n>`, the daemon's name for a rotated file.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// Up to `need` lines that came before the current file, from its rotated files (newest is
+/// `.1`), oldest first. `current` is the inode of the current file as read: if a rotation
+/// happened since, it is `.1` now and is skipped rather than shown twice.
+fn older_lines(path: &Path, current: Option<u64>, need: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut older: Vec<Vec<u8>> = Vec::new();
+    for n in 1..=MAX_ROTATED {
+        if older.len() >= need {
+            break;
+        }
+        let Some(file) = open_log(&numbered(path, n))? else {
+            break;
+        };
+        if current.is_some() && current == Some(file.metadata()?.ino()) {
+            continue;
+        }
+        let tail = read_tail(&file, need - older.len())?;
+        let mut lines = tail.lines;
+        if !tail.partial.is_empty() {
+            lines.push(tail.partial);
+        }
+        lines.append(&mut older);
+        older = lines;
+    }
+    let extra = older.len().saturating_sub(need);
+    older.drain(..extra);
+    Ok(older)
 }
 
 /// The end of a log file.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Tail {
-    /// The last complete lines, oldest first.
-    lines: Vec<String>,
+    /// The last complete lines, oldest first, newline excluded.
+    lines: Vec<Vec<u8>>,
     /// Bytes after the last newline (a line still being written).
-    partial: String,
+    partial: Vec<u8>,
     /// Where following continues: the start of `partial`.
     resume_at: u64,
     /// Identity of the file read, to notice rotation.
     inode: Option<u64>,
 }
 
-/// The last `n` complete lines of `path`, reading backwards in chunks; a missing file is empty
-/// (the app may not have written anything yet).
-fn read_tail(path: &Path, n: usize) -> io::Result<Tail> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Tail::default()),
-        Err(err) => return Err(err),
-    };
+/// The last `n` complete lines of `file`, reading backwards in chunks.
+fn read_tail(file: &File, n: usize) -> io::Result<Tail> {
     let meta = file.metadata()?;
     let len = meta.len();
     let mut start = len;
@@ -203,7 +415,7 @@ fn read_tail(path: &Path, n: usize) -> io::Result<Tail> {
         buf = chunk;
     }
     let complete_end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let partial = String::from_utf8_lossy(&buf[complete_end..]).into_owned();
+    let partial = buf[complete_end..].to_vec();
     let mut lines: Vec<&[u8]> = buf[..complete_end].split(|&b| b == b'\n').collect();
     lines.pop(); // the empty piece after the final newline
     if start > 0 && !lines.is_empty() {
@@ -211,11 +423,8 @@ fn read_tail(path: &Path, n: usize) -> io::Result<Tail> {
     }
     let skip = lines.len().saturating_sub(n);
     Ok(Tail {
-        lines: lines[skip..]
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect(),
-        resume_at: len - (buf.len() - complete_end) as u64,
+        lines: lines[skip..].iter().map(|l| l.to_vec()).collect(),
+        resume_at: len - partial.len() as u64,
         partial,
         inode: Some(meta.ino()),
     })
@@ -225,54 +434,172 @@ fn count_newlines(buf: &[u8]) -> usize {
     buf.iter().filter(|&&b| b == b'\n').count()
 }
 
-/// Follows one file across appends, truncation and rotation.
+/// Follows one log file across appends, truncation and rotation.
 struct Follower {
-    source: Source,
-    offset: u64,
+    shown: Shown,
+    path: PathBuf,
+    /// The file being read, kept open: after a rotation has renamed (or deleted) it, what was
+    /// written to it since the last poll is still read from here before moving on.
+    file: Option<File>,
     inode: Option<u64>,
+    offset: u64,
     /// Bytes of a line whose newline has not arrived yet.
     pending: Vec<u8>,
 }
 
 impl Follower {
-    /// The complete lines appended since the last poll.
-    fn poll(&mut self) -> io::Result<Vec<String>> {
-        let meta = match fs::metadata(&self.source.path) {
-            Ok(meta) => meta,
-            // between a rotation's rename and the daemon reopening the file
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
-            // rotated (a new file) or truncated: what is there now is all new
-            self.inode = Some(meta.ino());
-            self.offset = 0;
-            self.pending.clear();
+    /// The complete lines appended since the last poll, oldest first.
+    fn poll(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let mut lines = Vec::new();
+        // one turn per file: a fast app can rotate several times between two polls
+        for _ in 0..=MAX_ROTATED {
+            // Where the path points is looked at before the open file is drained: the daemon
+            // writes its last bytes to a file before it renames it, so once the path shows
+            // another file everything of the one we hold is there to be read.
+            let now = inode(&self.path)?;
+            let Some(file) = &self.file else {
+                // nothing written yet when we started
+                if now.is_none() || !self.open(&self.path.clone())? {
+                    break;
+                }
+                continue;
+            };
+            let at_end = read_new(file, &mut self.offset, &mut self.pending, &mut lines)?;
+            // between a rename and the daemon opening the new file the path is missing
+            if !at_end || now.is_none() || now == self.inode {
+                break;
+            }
+            // rotated away and finished; the daemon ends files with a newline, but keep the rest
+            if !self.pending.is_empty() {
+                lines.push(mem::take(&mut self.pending));
+            }
+            if !self.open_successor()? {
+                break;
+            }
         }
-        if meta.len() == self.offset {
-            return Ok(Vec::new());
-        }
-        let mut file = File::open(&self.source.path)?;
-        file.seek(SeekFrom::Start(self.offset))?;
-        let read = file
-            .take(MAX_READ_PER_POLL)
-            .read_to_end(&mut self.pending)?;
-        self.offset += read as u64;
-        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
-            return Ok(Vec::new());
-        };
-        let rest = self.pending.split_off(end + 1);
-        let complete = std::mem::replace(&mut self.pending, rest);
-        Ok(complete[..end]
-            .split(|&b| b == b'\n')
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect())
+        Ok(lines)
     }
+
+    /// Switches to the file written after the one held, which a rotation has renamed to
+    /// `<f>.k` (its successor is `<f>.k-1`, or `<f>` for k = 1) or deleted. Returns false when
+    /// that file is not there (yet): the held one stays, and the next poll looks again.
+    fn open_successor(&mut self) -> io::Result<bool> {
+        for _ in 0..10 {
+            let mut found = None;
+            let mut rotated = 0;
+            for n in 1..=MAX_ROTATED {
+                match inode(&numbered(&self.path, n))? {
+                    Some(ino) if Some(ino) == self.inode => {
+                        found = Some(n);
+                        break;
+                    }
+                    Some(_) => rotated = n,
+                    None => break,
+                }
+            }
+            let Some(k) = found else {
+                let next = self.first_after_deleted(rotated)?;
+                return self.open(&next);
+            };
+            let next = if k == 1 {
+                self.path.clone()
+            } else {
+                numbered(&self.path, k - 1)
+            };
+            let Some(file) = open_log(&next)? else {
+                return Ok(false);
+            };
+            // The daemon renames the highest numbers first, so while the held file is still at
+            // `.k` its successor has not moved: what was opened is the right file. Otherwise a
+            // rotation came in between; look again.
+            if inode(&numbered(&self.path, k))? == self.inode {
+                self.start(file)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The file to read after the held one was deleted. When the daemon deleted it (more
+    /// rotations than `keep` since the last poll) every rotated file left is newer and unread:
+    /// the oldest of them comes next. When someone else deleted it, the rotated files are older
+    /// than it and were shown already: the current file comes next. Their last write tells
+    /// which (a successor was written after the held file's last write).
+    fn first_after_deleted(&self, rotated: u32) -> io::Result<PathBuf> {
+        let Some(held) = &self.file else {
+            return Ok(self.path.clone());
+        };
+        let last_write = held.metadata()?.modified()?;
+        for n in (1..=rotated).rev() {
+            let path = numbered(&self.path, n);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.modified()? >= last_write => return Ok(path),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(self.path.clone())
+    }
+
+    /// Starts reading `path` from its beginning; false when it does not exist.
+    fn open(&mut self, path: &Path) -> io::Result<bool> {
+        let Some(file) = open_log(path)? else {
+            return Ok(false);
+        };
+        self.start(file)?;
+        Ok(true)
+    }
+
+    fn start(&mut self, file: File) -> io::Result<()> {
+        self.inode = Some(file.metadata()?.ino());
+        self.file = Some(file);
+        self.offset = 0;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The inode `path` names now; `None` when it does not exist.
+fn inode(path: &Path) -> io::Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta.ino())),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Appends to `lines` the complete lines of `file` after `offset` (at most
+/// [`MAX_READ_PER_POLL`] bytes of them); returns whether it read to the end of the file.
+fn read_new(
+    mut file: &File,
+    offset: &mut u64,
+    pending: &mut Vec<u8>,
+    lines: &mut Vec<Vec<u8>>,
+) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    if len < *offset {
+        // truncated (turbo flush): what is there now is all new
+        *offset = 0;
+        pending.clear();
+    }
+    if len == *offset {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::Start(*offset))?;
+    let read = file.take(MAX_READ_PER_POLL).read_to_end(pending)? as u64;
+    *offset += read;
+    if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+        let rest = pending.split_off(end + 1);
+        let complete = mem::replace(pending, rest);
+        lines.extend(complete[..end].split(|&b| b == b'\n').map(<[u8]>::to_vec));
+    }
+    Ok(read < MAX_READ_PER_POLL)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
+    use std::{fs, io::Write as _};
 
     use super::*;
 
@@ -301,35 +628,99 @@ mod tests {
         fs::write(path, text).unwrap();
     }
 
+    fn strings(lines: &[Vec<u8>]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    fn tail_of(path: &Path, n: usize) -> Tail {
+        read_tail(&File::open(path).unwrap(), n).unwrap()
+    }
+
     #[test]
     fn tails() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
-        assert_eq!(
-            read_tail(&path, 5).unwrap(),
-            Tail::default(),
-            "missing is empty"
-        );
+        assert!(open_log(&path).unwrap().is_none(), "missing is no file");
 
         write(&path, "one\ntwo\nthree\nfour\npart");
-        let tail = read_tail(&path, 2).unwrap();
-        assert_eq!(tail.lines, ["three", "four"]);
-        assert_eq!(tail.partial, "part");
+        let tail = tail_of(&path, 2);
+        assert_eq!(strings(&tail.lines), ["three", "four"]);
+        assert_eq!(tail.partial, b"part");
         assert_eq!(tail.resume_at, 19);
         assert_eq!(
-            read_tail(&path, 10).unwrap().lines,
+            strings(&tail_of(&path, 10).lines),
             ["one", "two", "three", "four"]
         );
-        assert!(read_tail(&path, 0).unwrap().lines.is_empty());
-        assert_eq!(read_tail(&path, 0).unwrap().resume_at, 19);
+        assert!(tail_of(&path, 0).lines.is_empty());
+        assert_eq!(tail_of(&path, 0).resume_at, 19);
 
         // longer than one chunk, so the backwards reading has to stitch chunks together
         let long: String = (0..30_000).map(|i| format!("line {i}\n")).collect();
         write(&path, &long);
-        let tail = read_tail(&path, 3).unwrap();
-        assert_eq!(tail.lines, ["line 29997", "line 29998", "line 29999"]);
+        let tail = tail_of(&path, 3);
+        assert_eq!(
+            strings(&tail.lines),
+            ["line 29997", "line 29998", "line 29999"]
+        );
         assert_eq!(tail.resume_at, long.len() as u64);
-        assert_eq!(read_tail(&path, 20_000).unwrap().lines[0], "line 10000");
+        assert_eq!(tail_of(&path, 20_000).lines[0], b"line 10000");
+    }
+
+    #[test]
+    fn older_lines_come_from_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        write(&numbered(&path, 2), "1\n2\n");
+        write(&numbered(&path, 1), "3\n4\n");
+        write(&path, "5\n");
+        let current = File::open(&path).unwrap().metadata().unwrap().ino();
+        assert_eq!(
+            strings(&older_lines(&path, Some(current), 3).unwrap()),
+            ["2", "3", "4"]
+        );
+        assert_eq!(
+            strings(&older_lines(&path, Some(current), 10).unwrap()),
+            ["1", "2", "3", "4"]
+        );
+        assert!(older_lines(&path, Some(current), 0).unwrap().is_empty());
+        // rotated between reading the current file and its predecessors: the file we read is
+        // `.1` now, and is not shown twice
+        let read = File::open(&path).unwrap().metadata().unwrap().ino();
+        fs::rename(numbered(&path, 2), numbered(&path, 3)).unwrap();
+        fs::rename(numbered(&path, 1), numbered(&path, 2)).unwrap();
+        fs::rename(&path, numbered(&path, 1)).unwrap();
+        assert_eq!(
+            strings(&older_lines(&path, Some(read), 3).unwrap()),
+            ["2", "3", "4"]
+        );
+    }
+
+    fn follower(path: &Path) -> Follower {
+        let file = open_log(path).unwrap();
+        let tail = file
+            .as_ref()
+            .map(|f| read_tail(f, 1).unwrap())
+            .unwrap_or_default();
+        Follower {
+            shown: Shown {
+                prefix: String::new(),
+                app: "a".into(),
+                stream: Stream::Out,
+                json: false,
+            },
+            path: path.to_owned(),
+            file,
+            inode: tail.inode,
+            offset: tail.resume_at,
+            pending: Vec::new(),
+        }
+    }
+
+    fn poll(f: &mut Follower) -> Vec<String> {
+        strings(&f.poll().unwrap())
     }
 
     #[test]
@@ -337,45 +728,238 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         write(&path, "old\n");
-        let tail = read_tail(&path, 1).unwrap();
-        let mut f = Follower {
-            source: Source {
-                prefix: String::new(),
-                path: path.clone(),
-            },
-            offset: tail.resume_at,
-            inode: tail.inode,
-            pending: Vec::new(),
-        };
-        assert!(f.poll().unwrap().is_empty());
+        let mut f = follower(&path);
+        assert!(poll(&mut f).is_empty());
 
         let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(b"new 1\nnew").unwrap();
-        assert_eq!(f.poll().unwrap(), ["new 1"]);
+        assert_eq!(poll(&mut f), ["new 1"]);
         file.write_all(b" 2\n").unwrap();
-        assert_eq!(f.poll().unwrap(), ["new 2"]);
+        assert_eq!(poll(&mut f), ["new 2"]);
 
         // truncation: everything now in the file is new
         file.set_len(0).unwrap();
         file.write_all(b"after truncate\n").unwrap();
-        assert_eq!(f.poll().unwrap(), ["after truncate"]);
+        assert_eq!(poll(&mut f), ["after truncate"]);
 
-        // rotation: renamed away, a new file appears; even if already longer than our offset
+        // rotation: lines written just before the rename are read from the renamed file first
+        file.write_all(b"last of the old file\n").unwrap();
         fs::rename(&path, dir.path().join("a.log.1")).unwrap();
-        assert!(
-            f.poll().unwrap().is_empty(),
+        assert_eq!(
+            poll(&mut f),
+            ["last of the old file"],
             "gap between rename and reopen"
         );
+        file.write_all(b"late\n").unwrap(); // cannot happen with the daemon, but is not lost
         write(
             &path,
             "rotated 1\nrotated 2 is long enough to pass the old offset\n",
         );
         assert_eq!(
-            f.poll().unwrap(),
+            poll(&mut f),
             [
+                "late",
                 "rotated 1",
                 "rotated 2 is long enough to pass the old offset"
             ]
         );
+        assert!(poll(&mut f).is_empty());
+
+        // rename and reopen both between two polls, the old file then deleted (keep = 0)
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"before\n").unwrap();
+        fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        fs::remove_file(dir.path().join("a.log.1")).unwrap();
+        write(&path, "after\n");
+        assert_eq!(poll(&mut f), ["before", "after"]);
+    }
+
+    /// What the daemon does: `.n` to `.n+1` (the highest first, dropping those past `keep`),
+    /// `<f>` to `.1`, a new `<f>`.
+    fn rotate(path: &Path, keep: u32) {
+        for n in (1..=keep + 5).rev() {
+            let old = numbered(path, n);
+            if n >= keep {
+                let _ = fs::remove_file(&old);
+            } else if old.exists() {
+                fs::rename(&old, numbered(path, n + 1)).unwrap();
+            }
+        }
+        let _ = fs::rename(path, numbered(path, 1));
+        File::create(path).unwrap();
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn following_through_several_rotations_between_two_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        write(&path, "seen\n");
+        let mut f = follower(&path);
+        append(&path, "1\n");
+        for i in 2..=4 {
+            rotate(&path, 5);
+            append(&path, &format!("{i}\n"));
+        }
+        append(&path, "5 unfinished");
+        assert_eq!(poll(&mut f), ["1", "2", "3", "4"]);
+        append(&path, "\n");
+        assert_eq!(poll(&mut f), ["5 unfinished"]);
+
+        // more rotations than `keep`: the file being read is deleted, the oldest one left is next
+        append(&path, "6\n");
+        for i in 7..=10 {
+            rotate(&path, 2);
+            append(&path, &format!("{i}\n"));
+        }
+        assert_eq!(
+            poll(&mut f),
+            ["6", "8", "9", "10"],
+            "7 was rotated away unread"
+        );
+    }
+
+    #[test]
+    fn following_after_someone_deletes_the_current_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        write(&numbered(&path, 1), "old, shown before\n");
+        std::thread::sleep(Duration::from_millis(50)); // file times are coarse
+        write(&path, "current\n");
+        let mut f = follower(&path);
+        let mut daemon = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        daemon.write_all(b"into the deleted file\n").unwrap();
+        assert_eq!(poll(&mut f), ["into the deleted file"]);
+        rotate(&path, 5); // the daemon's next rotation finds no <f> and opens a new one
+        append(&path, "new file\n");
+        assert_eq!(poll(&mut f), ["new file"]);
+    }
+
+    #[test]
+    fn following_a_file_that_does_not_exist_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let mut f = follower(&path);
+        assert!(poll(&mut f).is_empty());
+        write(&path, "first\n");
+        assert_eq!(poll(&mut f), ["first"]);
+    }
+
+    #[test]
+    fn records_of_both_formats() {
+        let text = b"2026-01-02T03:04:05.678Z hello world";
+        assert_eq!(
+            Record::parse(text),
+            Record::Text {
+                at: Some("2026-01-02T03:04:05.678Z"),
+                line: b"hello world"
+            }
+        );
+        assert_eq!(
+            Record::parse(b"2026-01-02T03:04:05.678Z "),
+            Record::Text {
+                at: Some("2026-01-02T03:04:05.678Z"),
+                line: b""
+            }
+        );
+        for unstamped in [
+            &b"no stamp here"[..],
+            b"2026-01-02 03:04:05 x",
+            b"{not json",
+        ] {
+            assert_eq!(
+                Record::parse(unstamped),
+                Record::Text {
+                    at: None,
+                    line: unstamped
+                }
+            );
+        }
+        let json =
+            br#"{"at":"2026-01-02T03:04:05.678Z","app":"api","stream":"err","line":"boom \"x\""}"#;
+        assert_eq!(
+            Record::parse(json),
+            Record::Json {
+                at: Some("2026-01-02T03:04:05.678Z".into()),
+                app: Some("api".into()),
+                stream: Some("err".into()),
+                line: "boom \"x\"".into(),
+                line_b64: None
+            }
+        );
+    }
+
+    fn shown(json: bool) -> Shown {
+        Shown {
+            prefix: "api out | ".into(),
+            app: "api".into(),
+            stream: Stream::Out,
+            json,
+        }
+    }
+
+    #[test]
+    fn human_output_looks_the_same_for_both_formats() {
+        let text = b"2026-01-02T03:04:05.678Z hi";
+        let json = br#"{"at":"2026-01-02T03:04:05.678Z","app":"api","stream":"out","line":"hi"}"#;
+        assert_eq!(
+            shown(false).render(text),
+            "api out | 2026-01-02T03:04:05.678Z hi"
+        );
+        assert_eq!(shown(false).render(json), shown(false).render(text));
+        assert_eq!(shown(false).render(b"\xffraw"), "api out | \u{FFFD}raw");
+    }
+
+    #[test]
+    fn json_output_of_both_formats() {
+        let parse =
+            |raw: &[u8]| -> Value { serde_json::from_str(&shown(true).render(raw)).unwrap() };
+        let text = parse(b"2026-01-02T03:04:05.678Z say \"hi\"\t");
+        assert_eq!(
+            text,
+            serde_json::json!({"app": "api", "stream": "out", "at": "2026-01-02T03:04:05.678Z", "line": "say \"hi\"\t"})
+        );
+        assert_eq!(
+            shown(true).render(b"2026-01-02T03:04:05.678Z x"),
+            r#"{"app":"api","stream":"out","at":"2026-01-02T03:04:05.678Z","line":"x"}"#,
+            "fields in the documented order"
+        );
+        let bare = parse(b"no stamp");
+        assert_eq!(
+            (&bare["at"], &bare["line"]),
+            (&Value::Null, &"no stamp".into())
+        );
+        // not UTF-8: lossy line plus the raw bytes
+        let binary = parse(b"2026-01-02T03:04:05.678Z \xff\x00ok");
+        assert_eq!(binary["line"], "\u{FFFD}\u{0}ok");
+        assert_eq!(binary["line_b64"], "/wBvaw==");
+        // json records pass through, line_b64 included
+        let json = parse(
+            br#"{"at":"2026-01-02T03:04:05.678Z","app":"other","stream":"err","line":"\ufffd","line_b64":"/w=="}"#,
+        );
+        assert_eq!(
+            json,
+            serde_json::json!({"app": "other", "stream": "err", "at": "2026-01-02T03:04:05.678Z", "line": "\u{FFFD}", "line_b64": "/w=="})
+        );
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
     }
 }

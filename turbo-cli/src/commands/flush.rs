@@ -1,0 +1,39 @@
+//! `turbo flush [name|id|all]`: empties the apps' log files, current and rotated.
+//!
+//! The daemon does it (`FlushLogs`), because it owns the files and has them open: truncating them
+//! from here would race with its writes and its rotation. Matching the target is the daemon's job
+//! too, as for stop/restart/delete.
+
+use anyhow::Result;
+
+use super::daemon;
+use crate::{connect::call_error, term};
+
+pub async fn run(target: &str) -> Result<()> {
+    let daemon = daemon().await?;
+    let names = daemon
+        .proxy
+        .flush_logs(target)
+        .await
+        .map_err(|e| call_error(&e))?;
+    term::emit(&flushed_line(&names))
+}
+
+fn flushed_line(names: &[String]) -> String {
+    if names.is_empty() {
+        "no logs to flush".to_owned()
+    } else {
+        format!("flushed {}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flushed() {
+        assert_eq!(flushed_line(&["a".into(), "b".into()]), "flushed a, b");
+        assert_eq!(flushed_line(&[]), "no logs to flush");
+    }
+}
