@@ -78,3 +78,31 @@ fn an_unreachable_daemon_is_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn config_errors_name_file_line_column_and_a_hint_and_change_nothing() {
+    let d = TestDaemon::start("off");
+    d.turbo_ok(&["start", "sleep", "--name", "keep", "--", "1000"]);
+    let yml = d.config(
+        "bad",
+        "apps:\n  - name: web\n    cmd: [sleep, '100']\n    restart:\n      delay: -1s\n      max_delay: 5s\n  - name: web\n    cmd: [sleep, '100']\n    restart: { delay: 10s, max_delay: 1s, factor: 0.5 }\n    log: { keep: 0 }\n",
+    );
+    let out = d.turbo(&["start", yml.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let origin = yml.to_str().unwrap();
+    for (pos, what) in [
+        ("5:14", "negative"),
+        ("7:11", "used twice"),
+        ("9:51", "factor"),
+        ("9:39", "shorter than restart.delay"),
+        ("10:18", "keep"),
+    ] {
+        assert!(
+            err.contains(&format!("{origin}:{pos}:")) && err.contains(what),
+            "expected {what} at {pos} in:\n{err}"
+        );
+    }
+    let names: Vec<_> = d.status().iter().map(|a| a["name"].clone()).collect();
+    assert_eq!(names, ["keep"], "an invalid file starts nothing");
+}

@@ -103,7 +103,10 @@ fn manager_methods_app_objects_and_errors() {
         assert_eq!(m.delete_app("api").await.unwrap(), vec!["api".to_owned()]);
         assert!(m.list_apps().await.unwrap().is_empty());
         // without a cwd option an app runs in TURBO_HOME
-        let st = m.start_app("nocwd", &["sleep", "1000"], HashMap::new()).await.unwrap();
+        let st = m
+            .start_app("nocwd", &["sleep", "1000"], HashMap::new())
+            .await
+            .unwrap();
         assert_eq!(std::path::Path::new(&st.cwd), d.home());
         let info = m.info().await.unwrap();
         assert_eq!(info.mode, "user");

@@ -5,3 +5,5 @@ mod bad_input;
 mod dbus;
 mod ebpf;
 mod lifecycle;
+mod logs;
+mod supervision;

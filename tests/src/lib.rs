@@ -74,38 +74,81 @@ pub struct TestDaemon {
     pub home: tempfile::TempDir,
     daemon: Option<Child>,
     bins: PathBuf,
+    ebpf: String,
 }
 
 impl TestDaemon {
     /// Starts `turbo-daemon` with `TURBO_EBPF=ebpf` and waits until it answers on its bus.
     #[must_use]
     pub fn start(ebpf: &str) -> Self {
-        let bins = bin_dir();
         let home = tempfile::Builder::new()
             .prefix("turbo-e2e-")
             .tempdir()
             .expect("tempdir");
-        let log = std::fs::File::create(home.path().join("daemon.log")).expect("daemon.log");
-        let daemon = Command::new(bins.join("turbo-daemon"))
-            .env("TURBO_HOME", home.path())
-            .env("TURBO_EBPF", ebpf)
+        let mut d = Self {
+            home,
+            daemon: None,
+            bins: bin_dir(),
+            ebpf: ebpf.to_owned(),
+        };
+        d.launch();
+        d
+    }
+
+    /// Starts a daemon process on this home and waits until it answers.
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home().join("daemon.log"))
+            .expect("daemon.log");
+        let daemon = Command::new(self.bins.join("turbo-daemon"))
+            .env("TURBO_HOME", self.home())
+            .env("TURBO_EBPF", &self.ebpf)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()
             .expect("spawn turbo-daemon");
-        let mut d = Self {
-            home,
-            daemon: Some(daemon),
-            bins,
-        };
+        self.daemon = Some(daemon);
         wait_for("the daemon to answer ping", Duration::from_secs(15), || {
-            if let Some(status) = d.daemon.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("turbo-daemon exited early ({status}):\n{}", d.daemon_log());
+            if let Some(status) = self
+                .daemon
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "turbo-daemon exited early ({status}):\n{}",
+                    self.daemon_log()
+                );
             }
-            d.turbo(&["ping"]).status.success().then_some(())
+            self.turbo(&["ping"]).status.success().then_some(())
         });
-        d
+    }
+
+    /// SIGKILLs the daemon (its apps live on) and waits until it is gone.
+    pub fn kill9_daemon(&mut self) {
+        let mut child = self
+            .daemon
+            .take()
+            .expect("a daemon started by this harness");
+        child.kill().expect("kill -9 the daemon");
+        child.wait().expect("reap the daemon");
+        // its private bus follows it (parent-death signal): wait until the socket refuses
+        wait_for("the old bus to go away", Duration::from_secs(5), || {
+            std::os::unix::net::UnixStream::connect(self.home().join("bus.sock"))
+                .is_err()
+                .then_some(())
+        });
+    }
+
+    /// Starts a new daemon on the same home (after [`Self::kill9_daemon`] or `turbo kill`).
+    pub fn restart_daemon(&mut self) {
+        if let Some(mut old) = self.daemon.take() {
+            // `turbo kill` stopped it: collect its exit status
+            let _ = old.wait();
+        }
+        self.launch();
     }
 
     /// Adopts a daemon the CLI started by itself in `home` (for auto-start tests).
@@ -115,6 +158,7 @@ impl TestDaemon {
             home,
             daemon: None,
             bins: bin_dir(),
+            ebpf: "auto".to_owned(),
         }
     }
 
@@ -202,7 +246,9 @@ impl TestDaemon {
     /// Sends SIGKILL to app `name`'s process and waits until the daemon has restarted it with
     /// another pid; returns the old pid and the app's status then.
     pub fn kill9_and_wait_restart(&self, name: &str) -> (u64, Value) {
-        let pid = self.app(name)["pid"].as_u64().expect("the app runs");
+        let pid = self.wait_app(name, "the app to run", |a| a["state"] == "online")["pid"]
+            .as_u64()
+            .expect("an online app has a pid");
         // SAFETY: plain kill(2).
         let rc = unsafe { libc::kill(i32::try_from(pid).expect("pid fits"), libc::SIGKILL) };
         assert_eq!(rc, 0, "kill -9 {pid}");
@@ -222,6 +268,24 @@ impl TestDaemon {
             .build()
             .await
             .expect("connect to the private bus")
+    }
+
+    /// Writes `turbo.yml` content into a fresh directory of the home and returns its path.
+    #[must_use]
+    pub fn config(&self, dir: &str, yml: &str) -> PathBuf {
+        let dir = self.home().join(dir);
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let path = dir.join("turbo.yml");
+        std::fs::write(&path, yml).expect("write turbo.yml");
+        path
+    }
+
+    /// `turbo <args> --json`, parsed.
+    #[must_use]
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        json(&self.turbo_ok(&all))
     }
 
     /// Writes an executable script into the home and returns its path.

@@ -32,6 +32,18 @@ pub enum Cmd {
     Info(JsonArg),
     /// Print the last lines of the apps' logs, and optionally follow them.
     Logs(LogsArgs),
+    /// Empty the apps' log files (current and rotated).
+    Flush(FlushArg),
+    /// Clear restart counters and crash-loop state; an errored app starts again.
+    Reset(TargetArg),
+    /// Show an app's crash timeline: when, how, and its last stderr lines.
+    Crashes(NameJson),
+    /// Show everything about one app: state, command, restart policy, logs, last crash.
+    Describe(NameJson),
+    /// Write the app list to a dump file (`turbo resurrect` reads it back).
+    Save,
+    /// Start the apps of the dump file that are not running.
+    Resurrect,
     /// Check that the daemon answers.
     Ping,
     /// Stop every app, then the daemon.
@@ -69,6 +81,17 @@ pub struct TargetArg {
     pub target: String,
 }
 
+/// One app, and `--json`.
+#[derive(Debug, Args)]
+pub struct NameJson {
+    /// App name or id.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    /// Print JSON instead of a human view.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// A `--json` switch.
 #[derive(Debug, Args)]
 pub struct JsonArg {
@@ -94,6 +117,17 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// One JSON object per line: {"app","stream","at","line"} (+ "line_b64" for non-UTF-8 bytes).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turbo flush`.
+#[derive(Debug, Args)]
+pub struct FlushArg {
+    /// App name, app id, or `all`.
+    #[arg(value_name = "NAME|ID|all", default_value = "all")]
+    pub target: String,
 }
 
 #[cfg(test)]
@@ -151,5 +185,15 @@ mod tests {
         };
         assert_eq!((logs.lines, logs.name.as_deref()), (15, Some("api")));
         assert!(parse(&["stop"]).is_err(), "a target is required");
+        let Cmd::Logs(logs) = parse(&["logs", "--json", "-f"]).unwrap().command else {
+            panic!("not logs");
+        };
+        assert!(logs.json && logs.follow && logs.name.is_none());
+        for (args, target) in [(&["flush"][..], "all"), (&["flush", "api"], "api")] {
+            let Cmd::Flush(flush) = parse(args).unwrap().command else {
+                panic!("not flush");
+            };
+            assert_eq!(flush.target, target);
+        }
     }
 }

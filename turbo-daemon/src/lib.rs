@@ -24,6 +24,7 @@ pub mod dbus;
 pub mod events;
 pub mod logs;
 pub mod runtime;
+pub mod storage;
 pub mod supervisor;
 
 use std::{
@@ -133,7 +134,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     runtime::sys::trim_heap();
     tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
 
-    let rt = runtime::Runtime::new(
+    let mut rt = runtime::Runtime::new(
         runtime::Paths {
             home: home.clone(),
             log_dir,
@@ -148,6 +149,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         requests_rx,
         notices_tx,
     );
+    rt.restore().map_err(io_err(
+        "cannot restore the saved state (running apps were not touched)",
+    ))?;
     rt.run().await.map_err(io_err("the main loop failed"))?;
     // let the reply to a Shutdown call leave before the bus goes away
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

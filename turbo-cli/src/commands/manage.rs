@@ -1,4 +1,4 @@
-//! `turbo stop|restart|delete <name|id|all>`: one call each, then show what changed.
+//! `turbo stop|restart|delete|reset <name|id|all>`: one call each, then show what changed.
 //!
 //! Matching the target (name, id, `all`) is the daemon's job, so the CLI and busctl users see
 //! the same rules and the same "not found" message.
@@ -13,6 +13,7 @@ pub enum Verb {
     Stop,
     Restart,
     Delete,
+    Reset,
 }
 
 pub async fn run(verb: Verb, target: &str) -> Result<()> {
@@ -26,6 +27,7 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
                 .await
                 .map_err(|e| call_error(&e))?,
         ),
+        Verb::Reset => print_table(&proxy.reset_app(target).await.map_err(|e| call_error(&e))?),
         Verb::Delete => {
             let names = proxy.delete_app(target).await.map_err(|e| call_error(&e))?;
             term::emit(&deleted_line(&names))

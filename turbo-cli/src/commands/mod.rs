@@ -3,10 +3,13 @@
 //! Commands turn arguments into D-Bus calls and print the result through `render` and `term`.
 //! They must not decide where the daemon is (that is `connect`) nor format tables themselves.
 
+mod crashes;
 mod daemon;
+mod flush;
 mod info;
 mod logs;
 mod manage;
+mod persist;
 mod start;
 mod status;
 
@@ -31,6 +34,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Status(j) => status::run(j.json).await,
         Cmd::Info(j) => info::run(j.json).await,
         Cmd::Logs(args) => logs::run(&args).await,
+        Cmd::Flush(t) => flush::run(&t.target).await,
+        Cmd::Reset(t) => manage::run(manage::Verb::Reset, &t.target).await,
+        Cmd::Crashes(a) => crashes::crashes(&a.name, a.json).await,
+        Cmd::Describe(a) => crashes::describe(&a.name, a.json).await,
+        Cmd::Save => persist::save().await,
+        Cmd::Resurrect => persist::resurrect().await,
         Cmd::Ping => daemon::ping().await,
         Cmd::Kill => daemon::kill().await,
     }

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
-use turbo_api::{AppStatus, DaemonInfo, Error, MANAGER_PATH, app_path};
+use turbo_api::{
+    AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH, app_path,
+};
 use zbus::{interface, object_server::SignalEmitter, zvariant::OwnedValue};
 
 use crate::runtime::{Notice, Op, Request, Response};
@@ -33,6 +35,13 @@ impl ManagerIface {
         rx.await.map_err(|_| {
             Error::Failed("the daemon dropped the request while shutting down".into())
         })?
+    }
+
+    async fn names(&self, op: Op) -> Result<Vec<String>, Error> {
+        match self.call(op).await? {
+            Response::Names(names) => Ok(names),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn apps(&self, op: Op) -> Result<Vec<AppStatus>, Error> {
@@ -114,10 +123,7 @@ impl ManagerIface {
     /// Stops and forgets apps (name, id or `all`).
     #[zbus(out_args("deleted"))]
     async fn delete_app(&self, target: String) -> Result<Vec<String>, Error> {
-        match self.call(Op::Delete(target)).await? {
-            Response::Deleted(names) => Ok(names),
-            other => Err(unexpected(&other)),
-        }
+        self.names(Op::Delete(target)).await
     }
 
     /// Every app.
@@ -130,6 +136,62 @@ impl ManagerIface {
     async fn shutdown(&self) -> Result<(), Error> {
         self.call(Op::Shutdown).await.map(|_| ())
     }
+
+    /// Clears restart counters and crash-loop state (name, id or `all`); `errored` apps start.
+    #[zbus(out_args("apps"))]
+    async fn reset_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
+        self.apps(Op::Reset(target)).await
+    }
+
+    /// Status, configuration (environment names only) and crash records of one app.
+    #[zbus(out_args("status", "config", "crashes"))]
+    async fn describe_app(
+        &self,
+        target: String,
+    ) -> Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>), Error> {
+        match self.call(Op::Describe(target)).await? {
+            Response::Describe(d) => Ok(*d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Crash statistics and the kept records, newest first.
+    #[zbus(out_args("stats", "crashes"))]
+    async fn get_crashes(&self, target: String) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
+        match self.call(Op::Crashes(target)).await? {
+            Response::Crashes(c) => Ok(*c),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Empties the log files of the matching apps (name, id or `all`).
+    #[zbus(out_args("flushed"))]
+    async fn flush_logs(&self, target: String) -> Result<Vec<String>, Error> {
+        self.names(Op::Flush(target)).await
+    }
+
+    /// Writes the app list to the dump file; returns its path.
+    #[zbus(out_args("path"))]
+    async fn save(&self) -> Result<String, Error> {
+        match self.call(Op::Save).await? {
+            Response::Path(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts the apps of the dump file that are not managed now.
+    #[zbus(out_args("apps"))]
+    async fn resurrect(&self) -> Result<Vec<AppStatus>, Error> {
+        self.apps(Op::Resurrect).await
+    }
+
+    /// Emitted for every crash, once its record is complete.
+    #[zbus(signal)]
+    async fn app_crashed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        crash: CrashRecord,
+    ) -> zbus::Result<()>;
 
     /// Emitted on every state change of an app.
     #[zbus(signal)]
@@ -240,6 +302,9 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
                 )
                 .await;
                 refresh(server, status).await
+            }
+            Notice::Crashed(name, record) => {
+                ManagerIface::app_crashed(&manager_emitter, &name, record).await
             }
             Notice::Removed(name) => server
                 .remove::<AppIface, _>(app_path(&name))

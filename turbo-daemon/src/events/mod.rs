@@ -40,6 +40,10 @@ impl fmt::Display for SourceKind {
 pub struct WaitStatus(pub u32);
 
 impl WaitStatus {
+    /// The status of a process that was not our child: it ended, but nobody can tell how
+    /// (only eBPF sees the exit code of a process the daemon adopted).
+    pub const UNKNOWN: Self = Self(u32::MAX);
+
     /// Builds the status of a normal exit.
     #[must_use]
     pub const fn exited(code: u8) -> Self {
@@ -55,6 +59,9 @@ impl WaitStatus {
     /// The killing signal, if the process died of one.
     #[must_use]
     pub const fn signal(self) -> Option<i32> {
+        if self.0 == Self::UNKNOWN.0 {
+            return None;
+        }
         let sig = (self.0 & 0x7f) as i32;
         if sig == 0 { None } else { Some(sig) }
     }
@@ -62,7 +69,7 @@ impl WaitStatus {
     /// The exit status, if the process exited normally.
     #[must_use]
     pub const fn code(self) -> Option<i32> {
-        if self.signal().is_some() {
+        if self.0 == Self::UNKNOWN.0 || self.signal().is_some() {
             None
         } else {
             Some(((self.0 >> 8) & 0xff) as i32)
@@ -72,7 +79,7 @@ impl WaitStatus {
     /// Whether a core dump was written.
     #[must_use]
     pub const fn core_dumped(self) -> bool {
-        self.0 & 0x80 != 0
+        self.0 != Self::UNKNOWN.0 && self.0 & 0x80 != 0
     }
 }
 
@@ -110,6 +117,11 @@ mod tests {
         }
         assert_eq!(WaitStatus::exited(3), WaitStatus(0x300));
         assert_eq!(WaitStatus::signaled(9).signal(), Some(9));
+        let unknown = WaitStatus::UNKNOWN;
+        assert_eq!(
+            (unknown.code(), unknown.signal(), unknown.core_dumped()),
+            (None, None, false)
+        );
     }
 }
 

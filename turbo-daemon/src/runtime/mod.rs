@@ -3,13 +3,17 @@
 //! Inputs arrive on channels (D-Bus requests, process events from the active source, reaped
 //! exits, timers, termination signals); each becomes a supervisor [`Input`]; the returned
 //! [`Action`]s are executed here through [`sys`]. Replies and notifications go back out on
-//! channels, so the D-Bus adapter never touches supervisor state. This module must not make
-//! lifecycle decisions: if it needs an `if` about an app's state, that belongs in the supervisor.
+//! channels, so the D-Bus adapter never touches supervisor state. The runtime also keeps what is
+//! not a decision: log writers, crash records (see [`crashes`]) and the state file. This module
+//! must not make lifecycle decisions: if it needs an `if` about an app's state, that belongs in
+//! the supervisor.
 
 pub mod bus;
+pub mod crashes;
 pub mod sys;
 
 use std::{
+    cell::RefCell,
     collections::{HashMap, VecDeque},
     os::fd::OwnedFd,
     path::PathBuf,
@@ -20,15 +24,16 @@ use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, oneshot},
 };
-use turbo_api::{AppStatus, DaemonInfo, ExitInfo, Health};
+use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, DaemonInfo, ExitInfo, Health};
 
 use crate::{
     config,
-    events::{ProcEvent, SelectedSource, SourceKind},
+    events::{ProcEvent, SelectedSource, SourceKind, WaitStatus},
     logs,
+    storage::{self, SavedApp, SavedCrash, SavedProcess, SavedState, StateFile},
     supervisor::{
-        Action, App, Command, CommandError, Input, Notification, Reply, State, Supervisor, Target,
-        Ticket,
+        Action, App, AppId, AppSpec, Command, CommandError, Desired, Exit, Input, Notification,
+        Reply, Restored, State, Supervisor, Target, Ticket,
     },
 };
 
@@ -63,6 +68,18 @@ pub enum Op {
     Restart(String),
     /// `DeleteApp`.
     Delete(String),
+    /// `ResetApp`.
+    Reset(String),
+    /// `DescribeApp`.
+    Describe(String),
+    /// `GetCrashes`.
+    Crashes(String),
+    /// `FlushLogs`.
+    Flush(String),
+    /// `Save`.
+    Save,
+    /// `Resurrect`.
+    Resurrect,
     /// Stop everything and exit.
     Shutdown,
 }
@@ -74,8 +91,14 @@ pub enum Response {
     Info(Box<DaemonInfo>),
     /// App snapshots.
     Apps(Vec<AppStatus>),
-    /// Deleted names.
-    Deleted(Vec<String>),
+    /// Names (deleted, flushed).
+    Names(Vec<String>),
+    /// For `DescribeApp`.
+    Describe(Box<(AppStatus, AppConfigInfo, Vec<CrashRecord>)>),
+    /// For `GetCrashes`.
+    Crashes(Box<(turbo_api::CrashStats, Vec<CrashRecord>)>),
+    /// A path (the dump file).
+    Path(String),
     /// Nothing to say.
     Done,
 }
@@ -96,6 +119,8 @@ pub enum Notice {
     Added(AppStatus),
     /// An app's state changed.
     Changed(AppStatus),
+    /// An app crashed; the record is complete.
+    Crashed(String, CrashRecord),
     /// An app is gone.
     Removed(String),
 }
@@ -107,6 +132,16 @@ pub struct Paths {
     pub home: PathBuf,
     /// App log files.
     pub log_dir: PathBuf,
+}
+
+impl Paths {
+    fn state_file(&self) -> PathBuf {
+        self.home.join("state.json")
+    }
+
+    fn dump_file(&self) -> PathBuf {
+        self.home.join("dump.json")
+    }
 }
 
 /// Static facts for `Info`.
@@ -124,9 +159,30 @@ pub struct DaemonFacts {
 enum Waiter {
     Apps(oneshot::Sender<Result<Response, turbo_api::Error>>),
     Shutdown(oneshot::Sender<Result<Response, turbo_api::Error>>),
-    /// Shutdown started by a signal: nobody to answer.
+    /// Nobody to answer (shutdown by signal, restore at start-up).
     Silent,
 }
+
+/// Events the loop sends itself.
+enum Internal {
+    /// For the supervisor.
+    Input(Input),
+    /// A crash record is complete (its process's stderr was read to the end, or timed out).
+    CrashReady(AppId, CrashRecord),
+    /// The debounce delay of the state file passed.
+    SaveDue,
+}
+
+/// The output streams of one running process.
+struct ProcIo {
+    tail: logs::StderrTail,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// How long a crash record waits for the last stderr lines of its process.
+const STDERR_GRACE: Duration = Duration::from_millis(500);
+/// At most one state-file write per this interval.
+const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The loop's state. See the module docs.
 pub struct Runtime {
@@ -135,8 +191,8 @@ pub struct Runtime {
     facts: DaemonFacts,
     source: SelectedSource,
     ebpf_exit_events: u64,
-    inputs_tx: mpsc::UnboundedSender<Input>,
-    inputs_rx: mpsc::UnboundedReceiver<Input>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    internal_rx: mpsc::UnboundedReceiver<Internal>,
     events_rx: mpsc::UnboundedReceiver<ProcEvent>,
     requests_rx: mpsc::UnboundedReceiver<Request>,
     notices: mpsc::UnboundedSender<Notice>,
@@ -145,8 +201,19 @@ pub struct Runtime {
     shutting_down: bool,
     started: (Instant, SystemTime),
     /// Last CPU reading per pid; a cache, so reads through `&self` may update it.
-    cpu_seen: std::cell::RefCell<HashMap<u32, (u64, Instant)>>,
+    cpu_seen: RefCell<HashMap<u32, (u64, Instant)>>,
+    /// Last resident memory seen per pid, for crash records of processes already gone.
+    rss_seen: RefCell<HashMap<u32, u64>>,
     path_env: String,
+    /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
+    /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
+    logs: HashMap<String, logs::AppLogs>,
+    procs: HashMap<u32, ProcIo>,
+    crashes: crashes::CrashStore,
+    state_file: StateFile,
+    dirty: bool,
+    save_scheduled: bool,
+    last_save: Option<Instant>,
 }
 
 impl Runtime {
@@ -160,15 +227,16 @@ impl Runtime {
         requests_rx: mpsc::UnboundedReceiver<Request>,
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Self {
-        let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         Self {
             sup: Supervisor::new(),
+            state_file: StateFile::new(paths.state_file()),
             paths,
             facts,
             source,
             ebpf_exit_events: 0,
-            inputs_tx,
-            inputs_rx,
+            internal_tx,
+            internal_rx,
             events_rx,
             requests_rx,
             notices,
@@ -176,10 +244,73 @@ impl Runtime {
             next_ticket: 1,
             shutting_down: false,
             started: (Instant::now(), SystemTime::now()),
-            cpu_seen: std::cell::RefCell::default(),
+            cpu_seen: RefCell::default(),
+            rss_seen: RefCell::default(),
             path_env: std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            logs: HashMap::new(),
+            procs: HashMap::new(),
+            crashes: crashes::CrashStore::default(),
+            dirty: false,
+            save_scheduled: false,
+            last_save: None,
         }
+    }
+
+    /// Loads the state file and restores its apps: adopts processes still running from before
+    /// (same pid and start time), starts the others that should run.
+    ///
+    /// # Errors
+    /// When the state file exists but cannot be read (not when it is corrupt: then the backup is
+    /// used and a warning logged).
+    pub fn restore(&mut self) -> std::io::Result<()> {
+        let loaded = self.state_file.load()?;
+        if let Some(w) = &loaded.warning {
+            tracing::warn!("{w}");
+        }
+        let restored = self.restored_apps(loaded.state);
+        if !restored.is_empty() {
+            tracing::info!(
+                "restoring {} apps from {}",
+                restored.len(),
+                self.state_file.path().display()
+            );
+            self.submit(Command::Restore(restored), Waiter::Silent);
+        }
+        Ok(())
+    }
+
+    fn restored_apps(&mut self, state: SavedState) -> Vec<Restored> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for app in state.apps {
+            let running = app.process.and_then(|p| {
+                let age = sys::process_age(p.pid, p.start_ticks)?;
+                // adopt: exits are still seen (pidfd works for non-children; eBPF gives the
+                // status), but its output pipes died with the previous daemon
+                if let Err(e) = self.watch_process(app.id, p.pid, None) {
+                    tracing::warn!(app = %app.spec.name, "cannot adopt pid {}: {e}", p.pid);
+                    return None;
+                }
+                tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
+                Some((p.pid, now.checked_sub(age).unwrap_or(now)))
+            });
+            self.crashes.restore(
+                app.id,
+                crashes::CrashBook {
+                    total: app.total_crashes,
+                    records: app.crashes.into_iter().map(CrashRecord::from).collect(),
+                },
+            );
+            out.push(Restored {
+                id: app.id,
+                spec: app.spec,
+                desired: app.desired,
+                restarts: app.restarts,
+                running,
+            });
+        }
+        out
     }
 
     /// Runs until a shutdown (request or SIGTERM/SIGINT) has stopped every app.
@@ -196,19 +327,17 @@ impl Runtime {
                 // earlier notice should win so `last_exit.source` tells the truth
                 biased;
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
-                Some(input) = self.inputs_rx.recv() => self.feed(input),
+                Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
                 Some(req) = self.requests_rx.recv() => self.on_request(req),
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
             }
             if self.shutting_down && self.waiters.is_empty() {
+                // the last change must reach the disk, debounce or not
+                self.save_now();
                 return Ok(());
             }
         }
-    }
-
-    fn now(&self) -> Instant {
-        Instant::now()
     }
 
     fn wall_ms(&self, at: Instant) -> u64 {
@@ -241,12 +370,36 @@ impl Runtime {
         }
     }
 
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Input(input) => self.feed(input),
+            Internal::CrashReady(app, record) => {
+                let Some(name) = self.sup.app(app).map(|a| a.spec.name.clone()) else {
+                    return; // deleted meanwhile
+                };
+                tracing::warn!(
+                    app = %name,
+                    "crashed: {} after {} ms (restart #{})",
+                    describe_exit(record.code, record.signal),
+                    record.uptime_ms,
+                    record.restart_number
+                );
+                self.crashes.push(app, record.clone());
+                let _ = self.notices.send(Notice::Crashed(name, record));
+                self.mark_dirty();
+            }
+            Internal::SaveDue => {
+                self.save_scheduled = false;
+                self.save_now();
+            }
+        }
+    }
+
     /// Hands one input to the supervisor and executes what it asks, including the inputs that
     /// executing produces (a spawn reports back at once), until nothing is left.
     fn feed(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
-            let now = self.now();
             let exit = match input {
                 Input::Exited {
                     pid,
@@ -255,7 +408,7 @@ impl Runtime {
                 } => Some((pid, status, source)),
                 _ => None,
             };
-            let actions = self.sup.handle(input, now);
+            let actions = self.sup.handle(input, Instant::now());
             if let Some((pid, _, SourceKind::Procfs)) = exit
                 && let Some(ebpf) = self.source.ebpf.as_mut()
             {
@@ -267,23 +420,29 @@ impl Runtime {
                 && !actions.is_empty()
             {
                 // an exit the supervisor acted on (duplicates from the second source produce nothing)
-                let how = status.signal().map_or_else(
-                    || format!("exit code {}", status.code().unwrap_or(-1)),
-                    |s| format!("signal {s}"),
+                tracing::info!(
+                    pid,
+                    "process exited: {} (reported by {source})",
+                    describe_exit(status.code().unwrap_or(-1), status.signal().unwrap_or(0))
                 );
-                tracing::info!(pid, "process exited: {how} (reported by {source})");
             }
             for action in actions {
                 if let Some(next) = self.execute(action) {
                     queue.push_back(next);
                 }
             }
+            if let Some((pid, ..)) = exit {
+                // not a crash (those took their entry): the output tasks end on their own
+                self.procs.remove(&pid);
+                self.cpu_seen.borrow_mut().remove(&pid);
+                self.rss_seen.borrow_mut().remove(&pid);
+            }
         }
     }
 
     fn execute(&mut self, action: Action) -> Option<Input> {
         match action {
-            Action::Spawn { app, spec } => Some(match self.spawn(&spec) {
+            Action::Spawn { app, spec } => Some(match self.spawn(app, &spec) {
                 Ok(pid) => Input::Spawned { app, pid },
                 Err(error) => Input::SpawnFailed { app, error },
             }),
@@ -293,15 +452,31 @@ impl Runtime {
                 }
                 None
             }
+            Action::AwaitGroupGone { app, pgid } => {
+                if !sys::group_alive(pgid) {
+                    return Some(Input::GroupGone { app, pgid });
+                }
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    // short at first: usually only the not yet reaped leader is left
+                    let mut pause = Duration::from_millis(2);
+                    while sys::group_alive(pgid) {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                    }
+                    let _ = tx.send(Internal::Input(Input::GroupGone { app, pgid }));
+                });
+                None
+            }
             Action::SetTimer {
                 app,
                 generation,
                 at,
             } => {
-                let tx = self.inputs_tx.clone();
+                let tx = self.internal_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(at.into()).await;
-                    let _ = tx.send(Input::Timer { app, generation });
+                    let _ = tx.send(Internal::Input(Input::Timer { app, generation }));
                 });
                 None
             }
@@ -316,41 +491,180 @@ impl Runtime {
         }
     }
 
-    fn spawn(&mut self, spec: &crate::supervisor::AppSpec) -> Result<u32, String> {
-        let (out_path, err_path) = logs::paths(&self.paths.log_dir, &spec.name);
-        let open = |p: &std::path::Path| {
-            logs::open(p).map_err(|e| format!("cannot open log file {}: {e}", p.display()))
+    fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
+        let app_logs = match self.logs.get(&spec.name) {
+            Some(l) => {
+                l.set_policy(&spec.log);
+                l.clone()
+            }
+            None => {
+                let l = logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)
+                    .map_err(|e| e.to_string())?;
+                self.logs.insert(spec.name.clone(), l.clone());
+                l
+            }
         };
-        let (out_file, err_file) = (open(&out_path)?, open(&err_path)?);
         let child = sys::spawn(spec).map_err(|e| e.to_string())?;
         let pid = child.pid;
+        let capture = app_logs.capture(child.stdout, child.stderr);
+        self.procs.insert(
+            pid,
+            ProcIo {
+                tail: capture.stderr_tail,
+                done: capture.done,
+            },
+        );
+        if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
+            tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
+        }
+        tracing::info!(app = %spec.name, pid, "started {}", spec.argv.join(" "));
+        Ok(pid)
+    }
+
+    /// Arranges to hear about the exit of `pid`: the eBPF watch list when eBPF is active, and a
+    /// pidfd (opened here for adopted processes) that a task reaps or waits on.
+    fn watch_process(
+        &mut self,
+        app: AppId,
+        pid: u32,
+        pidfd: Option<OwnedFd>,
+    ) -> std::io::Result<()> {
         if let Some(ebpf) = self.source.ebpf.as_mut()
             && let Err(e) = ebpf.watch(pid)
         {
             // the pidfd still reports this exit; only the early notice is lost
             tracing::warn!("eBPF cannot watch pid {pid}: {e}");
         }
-        tokio::spawn(logs::capture(child.stdout, out_file));
-        tokio::spawn(logs::capture(child.stderr, err_file));
-        tokio::spawn(reap_when_exited(pid, child.pidfd, self.inputs_tx.clone()));
-        tracing::info!(app = %spec.name, pid, "started {}", spec.argv.join(" "));
-        Ok(pid)
+        let pidfd = match pidfd {
+            Some(fd) => fd,
+            None => sys::pidfd_open(pid)?,
+        };
+        tokio::spawn(reap_when_exited(app, pid, pidfd, self.internal_tx.clone()));
+        Ok(())
     }
 
     fn notify(&mut self, n: Notification) {
-        let notice = match n {
-            Notification::Added(id) => self
-                .sup
-                .app(id)
-                .map(|a| Notice::Added(self.status(a, false))),
-            Notification::StateChanged(id) => self
-                .sup
-                .app(id)
-                .map(|a| Notice::Changed(self.status(a, false))),
-            Notification::Removed { name, .. } => Some(Notice::Removed(name)),
+        match n {
+            Notification::Added(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    let _ = self.notices.send(Notice::Added(self.status(a, false)));
+                }
+                self.mark_dirty();
+            }
+            Notification::StateChanged(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    let _ = self.notices.send(Notice::Changed(self.status(a, false)));
+                }
+                // the pid and restart count are part of the saved state
+                self.mark_dirty();
+            }
+            Notification::Crashed {
+                app,
+                pid,
+                exit,
+                restart_number,
+            } => self.record_crash(app, pid, &exit, restart_number),
+            Notification::Persist => self.mark_dirty(),
+            Notification::Removed { app, name } => {
+                self.crashes.remove(app);
+                let _ = self.notices.send(Notice::Removed(name));
+                self.mark_dirty();
+            }
+        }
+    }
+
+    /// Starts a crash record; it is completed (stderr tail) once the process's output has been
+    /// read to the end, so the lines written just before dying are in it.
+    fn record_crash(&mut self, app: AppId, pid: u32, exit: &Exit, restart_number: u32) {
+        // eBPF reports the exit before the kernel frees the memory, so /proc may still answer
+        let memory = sys::sample(pid)
+            .map(|s| s.rss_bytes)
+            .filter(|&m| m > 0)
+            .or_else(|| self.rss_seen.borrow().get(&pid).copied())
+            .unwrap_or(0);
+        let mut record = CrashRecord {
+            at_ms: self.wall_ms(exit.at),
+            code: exit.status.code().unwrap_or(-1),
+            signal: exit.status.signal().unwrap_or(0),
+            reason: exit.reason.as_str().into(),
+            uptime_ms: u64::try_from(exit.uptime.as_millis()).unwrap_or(u64::MAX),
+            restart_number,
+            memory_bytes: memory,
+            signal_sender_pid: 0,
+            signal_sender_comm: String::new(),
+            stderr_tail: Vec::new(),
+            source: exit.source.as_str().into(),
         };
-        if let Some(notice) = notice {
-            let _ = self.notices.send(notice);
+        let tx = self.internal_tx.clone();
+        match self.procs.remove(&pid) {
+            Some(io) => {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(STDERR_GRACE, io.done).await;
+                    record.stderr_tail = io.tail.lines();
+                    let _ = tx.send(Internal::CrashReady(app, record));
+                });
+            }
+            None => {
+                let _ = tx.send(Internal::CrashReady(app, record));
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self) {
+        self.dirty = true;
+        if self.save_scheduled {
+            return;
+        }
+        self.save_scheduled = true;
+        let at = self
+            .last_save
+            .map_or_else(Instant::now, |t| t + SAVE_INTERVAL)
+            .max(Instant::now());
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = tx.send(Internal::SaveDue);
+        });
+    }
+
+    fn save_now(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let state = self.snapshot();
+        match self.state_file.save(&state) {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_save = Some(Instant::now());
+            }
+            // apps keep running; the next change retries
+            Err(e) => tracing::error!("cannot write {}: {e}", self.state_file.path().display()),
+        }
+    }
+
+    fn snapshot(&self) -> SavedState {
+        SavedState {
+            schema_version: storage::SCHEMA_VERSION,
+            saved_at_ms: self.wall_ms(Instant::now()),
+            apps: self
+                .sup
+                .apps()
+                .map(|a| {
+                    let book = self.crashes.book(a.id);
+                    SavedApp {
+                        id: a.id,
+                        spec: a.spec.clone(),
+                        desired: a.desired,
+                        restarts: a.restarts,
+                        process: a.pid().and_then(|pid| {
+                            sys::start_ticks(pid)
+                                .map(|start_ticks| SavedProcess { pid, start_ticks })
+                        }),
+                        total_crashes: book.total,
+                        crashes: book.records.iter().map(SavedCrash::from).collect(),
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -365,7 +679,7 @@ impl Runtime {
                     .map(|a| self.status(a, false))
                     .collect::<Vec<_>>(),
             ),
-            Reply::Deleted(names) => Response::Deleted(names),
+            Reply::Deleted(names) => Response::Names(names),
         });
         match waiter {
             Waiter::Apps(tx) => {
@@ -380,65 +694,188 @@ impl Runtime {
 
     fn on_request(&mut self, req: Request) {
         let Request { op, reply } = req;
-        if self.shutting_down && !matches!(op, Op::Info | Op::List) {
+        let read_only = matches!(op, Op::Info | Op::List | Op::Describe(_) | Op::Crashes(_));
+        if self.shutting_down && !read_only {
             let _ = reply.send(Err(turbo_api::Error::Failed(
                 "the daemon is shutting down".into(),
             )));
             return;
         }
+        if matches!(op, Op::Shutdown) {
+            return self.begin_shutdown(Waiter::Shutdown(reply));
+        }
+        match self.command_for(op) {
+            Ok(command) => self.submit(command, Waiter::Apps(reply)),
+            Err(answer) => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// The supervisor command for `op`, or the answer when `op` needs none.
+    fn command_for(&self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
         let command = match op {
-            Op::Info => {
-                let _ = reply.send(Ok(Response::Info(Box::new(self.info()))));
-                return;
-            }
+            Op::Info => return Err(Ok(Response::Info(Box::new(self.info())))),
             Op::List => {
-                let apps: Vec<&App> = self.sup.apps().collect();
-                let list = apps.iter().map(|a| self.status(a, true)).collect();
-                let _ = reply.send(Ok(Response::Apps(list)));
-                return;
+                let list = self.sup.apps().map(|a| self.status(a, true)).collect();
+                return Err(Ok(Response::Apps(list)));
             }
-            Op::Shutdown => return self.begin_shutdown(Waiter::Shutdown(reply)),
+            Op::Describe(t) => return Err(self.describe(&t)),
+            Op::Crashes(t) => return Err(self.crash_report(&t)),
+            Op::Flush(t) => return Err(self.flush(&t)),
+            Op::Save => return Err(self.save_dump()),
+            Op::Shutdown => unreachable!("handled by the caller"),
+            Op::Resurrect => Command::Start {
+                specs: self.resurrect_specs().map_err(Err)?,
+                exclusive: false,
+            },
             Op::Start {
                 name,
                 argv,
                 options,
-            } => {
-                match config::from_options(&name, &argv, &options, &self.path_env, &self.paths.home)
-                {
-                    Ok(spec) => Command::Start {
-                        specs: vec![spec],
-                        exclusive: true,
-                    },
-                    Err(e) => {
-                        let _ = reply.send(Err(turbo_api::Error::InvalidArgument(e)));
-                        return;
-                    }
-                }
-            }
+            } => Command::Start {
+                specs: vec![
+                    config::from_options(&name, &argv, &options, &self.path_env, &self.paths.home)
+                        .map_err(|e| Err(turbo_api::Error::InvalidArgument(e)))?,
+                ],
+                exclusive: true,
+            },
             Op::StartConfig {
                 content,
                 origin,
                 base_dir,
-            } => match config::parse_config(
-                &content,
-                &origin,
-                std::path::Path::new(&base_dir),
-                &self.path_env,
-            ) {
-                Ok(specs) => Command::Start {
-                    specs,
-                    exclusive: false,
-                },
-                Err(e) => {
-                    let _ = reply.send(Err(turbo_api::Error::InvalidConfig(e)));
-                    return;
-                }
+            } => Command::Start {
+                specs: config::parse_config(
+                    &content,
+                    &origin,
+                    std::path::Path::new(&base_dir),
+                    &self.path_env,
+                )
+                .map_err(|e| Err(turbo_api::Error::InvalidConfig(e)))?,
+                exclusive: false,
             },
             Op::Stop(t) => Command::Stop(Target::parse(&t)),
             Op::Restart(t) => Command::Restart(Target::parse(&t)),
             Op::Delete(t) => Command::Delete(Target::parse(&t)),
+            Op::Reset(t) => Command::Reset(Target::parse(&t)),
         };
-        self.submit(command, Waiter::Apps(reply));
+        Ok(command)
+    }
+
+    fn one_app(&self, target: &str) -> Result<&App, turbo_api::Error> {
+        let ids = self
+            .sup
+            .resolve(&Target::parse(target))
+            .map_err(to_api_error)?;
+        match ids.as_slice() {
+            [id] => Ok(self.sup.app(*id).expect("resolved")),
+            [] => Err(turbo_api::Error::NotFound("no apps".into())),
+            _ => Err(turbo_api::Error::InvalidArgument(format!(
+                "'{target}' matches {} apps: name one",
+                ids.len()
+            ))),
+        }
+    }
+
+    fn describe(&self, target: &str) -> Result<Response, turbo_api::Error> {
+        let app = self.one_app(target)?;
+        let spec = &app.spec;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = AppConfigInfo {
+            autorestart: match spec.autorestart {
+                crate::supervisor::Autorestart::Always => "always",
+                crate::supervisor::Autorestart::OnFailure => "on-failure",
+                crate::supervisor::Autorestart::Never => "never",
+            }
+            .into(),
+            restart_delay_ms: ms(spec.restart.delay),
+            restart_factor: spec.restart.factor,
+            restart_max_delay_ms: ms(spec.restart.max_delay),
+            restart_reset_after_ms: ms(spec.restart.reset_after),
+            crash_loop_max: spec.restart.crash_loop_max,
+            crash_loop_window_ms: ms(spec.restart.crash_loop_window),
+            max_restarts: spec.restart.max_restarts,
+            stop_exit_codes: spec.stop_exit_codes.clone(),
+            stop_signal: spec.stop_signal,
+            kill_timeout_ms: ms(spec.kill_timeout),
+            env_names: spec.env.iter().map(|(k, _)| k.clone()).collect(),
+            log_format: match spec.log.format {
+                crate::supervisor::LogFormat::Text => "text",
+                crate::supervisor::LogFormat::Json => "json",
+            }
+            .into(),
+            log_max_size: spec.log.max_size,
+            log_keep: spec.log.keep,
+            desired: app.desired.as_str().into(),
+        };
+        let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
+        Ok(Response::Describe(Box::new((
+            self.status(app, true),
+            config,
+            records,
+        ))))
+    }
+
+    fn crash_report(&self, target: &str) -> Result<Response, turbo_api::Error> {
+        let app = self.one_app(target)?;
+        let report = self.crashes.report(app.id, self.wall_ms(Instant::now()));
+        Ok(Response::Crashes(Box::new(report)))
+    }
+
+    fn flush(&self, target: &str) -> Result<Response, turbo_api::Error> {
+        let ids = self
+            .sup
+            .resolve(&Target::parse(target))
+            .map_err(to_api_error)?;
+        let mut names = Vec::new();
+        for id in ids {
+            let app = self.sup.app(id).expect("resolved");
+            let result = match self.logs.get(&app.spec.name) {
+                Some(l) => l.flush(),
+                // never started by this daemon: its files may still exist
+                None => logs::AppLogs::open(&self.paths.log_dir, &app.spec.name, &app.spec.log)
+                    .and_then(|l| l.flush()),
+            };
+            result.map_err(|e| {
+                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", app.spec.name))
+            })?;
+            names.push(app.spec.name.clone());
+        }
+        Ok(Response::Names(names))
+    }
+
+    fn save_dump(&self) -> Result<Response, turbo_api::Error> {
+        let path = self.paths.dump_file();
+        let backup = self.paths.home.join("dump.json.bak");
+        storage::write_atomic(&path, &backup, &self.snapshot()).map_err(|e| {
+            turbo_api::Error::Failed(format!("cannot write {}: {e}", path.display()))
+        })?;
+        Ok(Response::Path(path.display().to_string()))
+    }
+
+    /// The specs of the dump file's apps that should run and are not managed now.
+    fn resurrect_specs(&self) -> Result<Vec<AppSpec>, turbo_api::Error> {
+        let file = StateFile::new(self.paths.dump_file());
+        let loaded = file
+            .load()
+            .map_err(|e| turbo_api::Error::Failed(e.to_string()))?;
+        if let Some(w) = loaded.warning {
+            return Err(turbo_api::Error::Failed(w));
+        }
+        if loaded.state.apps.is_empty() && !self.paths.dump_file().exists() {
+            return Err(turbo_api::Error::NotFound(format!(
+                "no dump file at {}: `turbo save` writes one",
+                self.paths.dump_file().display()
+            )));
+        }
+        let managed: Vec<&str> = self.sup.apps().map(|a| a.spec.name.as_str()).collect();
+        Ok(loaded
+            .state
+            .apps
+            .into_iter()
+            .filter(|a| a.desired == Desired::Running && !managed.contains(&a.spec.name.as_str()))
+            .map(|a| a.spec)
+            .collect())
     }
 
     fn submit(&mut self, command: Command, waiter: Waiter) {
@@ -459,7 +896,7 @@ impl Runtime {
         }
         tracing::info!("shutting down: stopping every app");
         self.shutting_down = true;
-        self.submit(Command::Stop(Target::All), waiter);
+        self.submit(Command::StopForShutdown, waiter);
     }
 
     fn info(&self) -> DaemonInfo {
@@ -492,7 +929,7 @@ impl Runtime {
 
     /// Builds the public snapshot of `app`. `measure` reads CPU and memory from `/proc`.
     fn status(&self, app: &App, measure: bool) -> AppStatus {
-        let now = self.now();
+        let now = Instant::now();
         let (out_log, err_log) = logs::paths(&self.paths.log_dir, &app.spec.name);
         let pid = app.pid().unwrap_or(0);
         let mut st = AppStatus {
@@ -537,6 +974,7 @@ impl Runtime {
             && let Some(sample) = sys::sample(pid)
         {
             st.memory_bytes = sample.rss_bytes;
+            self.rss_seen.borrow_mut().insert(pid, sample.rss_bytes);
             st.cpu_percent = self.cpu_percent(pid, sample.cpu_ticks, st.uptime_ms, now);
         }
         st
@@ -566,7 +1004,22 @@ impl Runtime {
     }
 }
 
-async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: mpsc::UnboundedSender<Input>) {
+fn describe_exit(code: i32, signal: i32) -> String {
+    match (code, signal) {
+        (_, s) if s > 0 => format!("signal {s}"),
+        (c, _) if c >= 0 => format!("exit code {c}"),
+        _ => "an unknown status (not our child)".into(),
+    }
+}
+
+/// Waits for `pid` to exit, reaps it if it is our child, and reports the exit and, when its
+/// process group is empty, that too (saving the group watcher a poll).
+async fn reap_when_exited(
+    app: AppId,
+    pid: u32,
+    pidfd: OwnedFd,
+    tx: mpsc::UnboundedSender<Internal>,
+) {
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
     let afd = match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
     {
@@ -580,21 +1033,28 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: mpsc::UnboundedSender<In
         let Ok(mut guard) = afd.readable().await else {
             return;
         };
-        match sys::reap(afd.get_ref()) {
-            Ok(status) => {
-                let _ = tx.send(Input::Exited {
-                    pid,
-                    status,
-                    source: SourceKind::Procfs,
-                });
-                return;
+        let status = match sys::reap(afd.get_ref()) {
+            Ok(status) => status,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                guard.clear_ready();
+                continue;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+            // not our child (adopted after a daemon restart): it is gone, how is unknown here
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => WaitStatus::UNKNOWN,
             Err(e) => {
                 tracing::error!("reaping pid {pid} failed: {e}");
                 return;
             }
+        };
+        let _ = tx.send(Internal::Input(Input::Exited {
+            pid,
+            status,
+            source: SourceKind::Procfs,
+        }));
+        if !sys::group_alive(pid) {
+            let _ = tx.send(Internal::Input(Input::GroupGone { app, pgid: pid }));
         }
+        return;
     }
 }
 

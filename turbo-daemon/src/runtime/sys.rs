@@ -77,7 +77,11 @@ pub fn spawn(spec: &AppSpec) -> io::Result<Child> {
     })
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+/// Opens a pidfd for `pid` (child or not): it becomes readable when the process exits.
+///
+/// # Errors
+/// `ESRCH` when the process does not exist.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -148,6 +152,56 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether process group `pgid` still has a member (zombies count until they are reaped).
+#[must_use]
+pub fn group_alive(pgid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(-pgid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`); with
+/// the pid it identifies a process even after the pid is reused.
+#[must_use]
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// How long process `pid` has run, if it is the one that started at `start_ticks`.
+#[must_use]
+pub fn process_age(pid: u32, expected_start_ticks: u64) -> Option<std::time::Duration> {
+    let fields = stat_fields(pid)?;
+    if fields.first().is_some_and(|s| s.as_str() == "Z") {
+        return None;
+    }
+    let start: u64 = fields.get(19)?.parse().ok()?;
+    if start != expected_start_ticks {
+        return None; // the pid was reused
+    }
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    #[expect(clippy::cast_precision_loss, reason = "tick counts far below 2^52")]
+    let started = start as f64 / clock_ticks() as f64;
+    Some(std::time::Duration::from_secs_f64(
+        (uptime - started).max(0.0),
+    ))
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name: `fields[0]` is field 3 (state).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name may contain spaces and parentheses: fields start after the last ')'
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split(' ').map(str::to_owned).collect())
+}
+
 /// CPU time (user + system, in clock ticks) and resident memory (bytes) of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcSample {
@@ -160,9 +214,7 @@ pub struct ProcSample {
 /// Reads `/proc/<pid>/stat`. `None` if the process is gone.
 #[must_use]
 pub fn sample(pid: u32) -> Option<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // the command name may contain spaces and parentheses: fields start after the last ')'
-    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let fields = stat_fields(pid)?;
     // field 3 (state) is fields[0], so field N is fields[N - 3]
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;

@@ -1,6 +1,10 @@
 //! One supervised app: its spec (what to run), its state and its history.
 
-use std::{path::PathBuf, time::Duration, time::Instant};
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 use turbo_api::{AppState, ExitReason};
@@ -206,6 +210,8 @@ pub enum State {
         deadline: Instant,
         /// Whether SIGKILL was sent.
         killed: bool,
+        /// Whether the main process has exited (the group may still have members).
+        exited: bool,
         /// What happens once it is gone.
         then: AfterStop,
     },
@@ -259,6 +265,28 @@ pub struct Exit {
     pub uptime: Duration,
 }
 
+/// Whether an app should run; what a restarted daemon restores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    /// Keep it running.
+    #[default]
+    Running,
+    /// Leave it stopped.
+    Stopped,
+}
+
+impl Desired {
+    /// The spelling in `turbo describe` and the state file.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
 /// An app in the table.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -274,6 +302,16 @@ pub struct App {
     pub last_exit: Option<Exit>,
     /// Bumped on every transition that invalidates armed timers.
     pub generation: u64,
+    /// Whether it should run.
+    pub desired: Desired,
+    /// A process group whose leader exited and which may still have members.
+    pub lingering: Option<u32>,
+    /// Automatic restarts since the last start by hand (for `max_restarts`).
+    pub auto_restarts: u32,
+    /// Length of the current streak of quick crashes (drives the backoff).
+    pub streak: u32,
+    /// Times of recent crashes, for crash-loop detection (only those inside the window).
+    pub recent_crashes: VecDeque<Instant>,
 }
 
 impl App {
@@ -285,6 +323,71 @@ impl App {
             restarts: 0,
             last_exit: None,
             generation: 0,
+            desired: Desired::Running,
+            lingering: None,
+            auto_restarts: 0,
+            streak: 0,
+            recent_crashes: VecDeque::new(),
+        }
+    }
+
+    /// Forgets the crash streak, the crash-loop window and the automatic restart count: what a
+    /// start or restart by hand, or `turbo reset`, means.
+    pub fn clear_history(&mut self) {
+        self.streak = 0;
+        self.auto_restarts = 0;
+        self.recent_crashes.clear();
+    }
+
+    /// The state after a crash (an exit nobody asked for) at `now` after `uptime` of running:
+    /// `stopped` when policy says not to restart, `errored` on a crash loop or too many restarts,
+    /// else `backoff` until the next attempt. Updates the streak and the crash window.
+    pub fn after_crash(&mut self, status: WaitStatus, uptime: Duration, now: Instant) -> State {
+        let policy = &self.spec.restart;
+        let code = status.code();
+        let on_purpose = code.is_some_and(|c| self.spec.stop_exit_codes.contains(&c));
+        let restart = !on_purpose
+            && match self.spec.autorestart {
+                Autorestart::Always => true,
+                Autorestart::OnFailure => code != Some(0),
+                Autorestart::Never => false,
+            };
+        if !restart {
+            return State::Stopped;
+        }
+        if uptime >= policy.reset_after {
+            self.streak = 0;
+        }
+        self.recent_crashes.push_back(now);
+        while self
+            .recent_crashes
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > policy.crash_loop_window)
+        {
+            self.recent_crashes.pop_front();
+        }
+        let crashes = u32::try_from(self.recent_crashes.len()).unwrap_or(u32::MAX);
+        if policy.crash_loop_max > 0 && crashes >= policy.crash_loop_max {
+            return State::Errored {
+                reason: format!(
+                    "crash loop: {crashes} crashes within {}s; fix it, then `turbo restart {}` (or `turbo reset {}`)",
+                    policy.crash_loop_window.as_secs(),
+                    self.spec.name,
+                    self.spec.name
+                ),
+            };
+        }
+        if policy.max_restarts > 0 && self.auto_restarts >= policy.max_restarts {
+            return State::Errored {
+                reason: format!(
+                    "gave up after {} automatic restarts (max_restarts); `turbo restart {}` tries again",
+                    self.auto_restarts, self.spec.name
+                ),
+            };
+        }
+        self.streak += 1;
+        State::Backoff {
+            until: now + policy.delay_for(self.streak),
         }
     }
 
@@ -292,7 +395,10 @@ impl App {
     #[must_use]
     pub const fn pid(&self) -> Option<u32> {
         match self.state {
-            State::Online { pid, .. } | State::Stopping { pid, .. } => Some(pid),
+            State::Online { pid, .. }
+            | State::Stopping {
+                pid, exited: false, ..
+            } => Some(pid),
             _ => None,
         }
     }

@@ -8,11 +8,21 @@
 //! Lifecycle of one app:
 //!
 //! ```text
-//!   Start ─► starting ─(Spawned)─► online ─(Exited, autorestart)─► backoff ─(Timer)─► starting
-//!                │                   │  └─(Exited, no restart)─► stopped
+//!   Start ─► starting ─(Spawned)─► online ─(Exited, restart)─► backoff ─(Timer, group gone)─► starting
+//!                │                   │  ├─(Exited, no restart)─► stopped
+//!                │                   │  └─(Exited, crash loop / max_restarts)─► errored
 //!                └─(SpawnFailed)─► errored
-//!   Stop on online ─► stopping ─(Exited)─► stopped      (Timer at kill_timeout ─► SIGKILL to the group)
+//!   Stop on online ─► stopping ─(Exited, GroupGone)─► stopped   (Timer at kill_timeout ─► SIGKILL to the group)
 //! ```
+//!
+//! Restart timing is exponential backoff (`delay * factor^(n-1)`, capped at `max_delay`) over a
+//! streak of quick crashes; a run longer than `reset_after` ends the streak. `crash_loop_max`
+//! crashes within `crash_loop_window`, or more than `max_restarts` automatic restarts, put the app
+//! in `errored` until a user restarts or resets it.
+//!
+//! A process group is "gone" only when its last member has exited, which the runtime reports as
+//! [`Input::GroupGone`]: a stop completes, and a restart spawns, only after that, so an old
+//! instance never overlaps a new one.
 //!
 //! Replies to commands are deferred until every app they touch has *settled* (is neither
 //! starting nor stopping), so `turbo stop` returns when the process is really gone.
@@ -23,7 +33,9 @@ mod tests;
 
 use std::{collections::BTreeMap, time::Instant};
 
-pub use app::{App, AppSpec, Autorestart, Exit, LogFormat, LogPolicy, RestartPolicy, State};
+pub use app::{
+    App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, RestartPolicy, State,
+};
 use turbo_api::ExitReason;
 
 use crate::events::{SourceKind, WaitStatus};
@@ -70,12 +82,35 @@ pub enum Command {
         /// Refuse names that already exist.
         exclusive: bool,
     },
-    /// Stop apps and keep them.
+    /// Stop apps and keep them; they stay stopped across daemon restarts.
     Stop(Target),
+    /// Stop every app because the daemon is shutting down: their desired state is kept, so the
+    /// next daemon starts again what was running.
+    StopForShutdown,
     /// Stop (if running) and start again.
     Restart(Target),
     /// Stop (if running) and forget.
     Delete(Target),
+    /// Clear restart counters and crash-loop state; start `errored` apps again.
+    Reset(Target),
+    /// Re-create apps from saved state (daemon start-up). Apps whose process still runs are
+    /// adopted as they are; the others go to their desired state.
+    Restore(Vec<Restored>),
+}
+
+/// One app as saved, with what the runtime found out about its process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restored {
+    /// Its id before the daemon restarted.
+    pub id: AppId,
+    /// Its spec.
+    pub spec: AppSpec,
+    /// Whether it should run.
+    pub desired: Desired,
+    /// Its restart count.
+    pub restarts: u32,
+    /// `(pid, started)` when its process is verified to be still running (pid and start time).
+    pub running: Option<(u32, Instant)>,
 }
 
 /// Why a command was refused.
@@ -132,6 +167,13 @@ pub enum Input {
         /// Which source noticed first.
         source: SourceKind,
     },
+    /// The process group `pgid` of `app` has no members left.
+    GroupGone {
+        /// App.
+        app: AppId,
+        /// The group (= the pid of its first leader).
+        pgid: u32,
+    },
     /// A timer armed by [`Action::SetTimer`] fired.
     Timer {
         /// App.
@@ -156,6 +198,20 @@ pub enum Notification {
     Added(AppId),
     /// An app changed state.
     StateChanged(AppId),
+    /// A process of `app` ended without being asked to; the runtime turns this into a crash
+    /// record (adding wall time, memory and the stderr tail) and the `AppCrashed` signal.
+    Crashed {
+        /// App.
+        app: AppId,
+        /// The process that ended.
+        pid: u32,
+        /// The exit.
+        exit: Exit,
+        /// Restarts the app had had before this crash.
+        restart_number: u32,
+    },
+    /// Something worth saving changed (spec, desired state, restart count).
+    Persist,
     /// An app was forgotten.
     Removed {
         /// Its id.
@@ -184,6 +240,14 @@ pub enum Action {
         pid: u32,
         /// Signal number.
         signal: i32,
+    },
+    /// Report [`Input::GroupGone`] once process group `pgid` has no members (at once if it has
+    /// none already).
+    AwaitGroupGone {
+        /// App.
+        app: AppId,
+        /// Process group.
+        pgid: u32,
     },
     /// Deliver [`Input::Timer`] at `at`.
     SetTimer {
@@ -241,6 +305,33 @@ impl Supervisor {
         self.apps.get(&id)
     }
 
+    /// Resolves a target to app ids (in id order).
+    ///
+    /// # Errors
+    /// [`CommandError::NotFound`] when a name or id matches nothing.
+    pub fn resolve(&self, target: &Target) -> Result<Vec<AppId>, CommandError> {
+        let ids: Vec<AppId> = match target {
+            Target::All => self.apps.keys().copied().collect(),
+            Target::Id(id) => self
+                .apps
+                .contains_key(id)
+                .then_some(*id)
+                .into_iter()
+                .collect(),
+            Target::Name(name) => self
+                .apps
+                .values()
+                .filter(|a| a.spec.name == *name)
+                .map(|a| a.id)
+                .collect(),
+        };
+        match target {
+            Target::Id(id) if ids.is_empty() => Err(CommandError::NotFound(id.to_string())),
+            Target::Name(n) if ids.is_empty() => Err(CommandError::NotFound(n.clone())),
+            _ => Ok(ids),
+        }
+    }
+
     /// Reacts to one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
@@ -260,48 +351,31 @@ impl Supervisor {
                 status,
                 source,
             } => self.exited(pid, status, source, now, &mut out),
+            Input::GroupGone { app, pgid } => self.group_gone(app, pgid, now, &mut out),
             Input::Timer { app, generation } => self.timer(app, generation, now, &mut out),
         }
         self.settle(&mut out);
         out
     }
 
-    fn resolve(&self, target: &Target) -> Result<Vec<AppId>, CommandError> {
-        let ids: Vec<AppId> = match target {
-            Target::All => self.apps.keys().copied().collect(),
-            Target::Id(id) => self
-                .apps
-                .contains_key(id)
-                .then_some(*id)
-                .into_iter()
-                .collect(),
-            Target::Name(name) => self
-                .apps
-                .values()
-                .filter(|a| a.spec.name == *name)
-                .map(|a| a.id)
-                .collect(),
-        };
-        if ids.is_empty() && *target != Target::All {
-            let shown = match target {
-                Target::Id(id) => id.to_string(),
-                Target::Name(n) => n.clone(),
-                Target::All => unreachable!("checked above"),
-            };
-            return Err(CommandError::NotFound(shown));
-        }
-        Ok(ids)
-    }
-
     fn command(&mut self, ticket: Ticket, cmd: Command, now: Instant, out: &mut Vec<Action>) {
         let result = match cmd {
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
+            Command::Restore(apps) => Ok(self.restore(apps, out)),
             Command::Stop(target) => self.resolve(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
+                    self.apps.get_mut(&id).expect("resolved").desired = Desired::Stopped;
                 }
                 (ids.clone(), Reply::Apps(ids), false)
             }),
+            Command::StopForShutdown => {
+                let ids: Vec<AppId> = self.apps.keys().copied().collect();
+                for &id in &ids {
+                    self.stop_one(id, AfterStop::Stay, now, out);
+                }
+                Ok((ids.clone(), Reply::Apps(ids), false))
+            }
             Command::Restart(target) => self.resolve(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Start, now, out);
@@ -317,6 +391,20 @@ impl Supervisor {
                     self.stop_one(id, AfterStop::Forget, now, out);
                 }
                 (ids, Reply::Deleted(names), false)
+            }),
+            Command::Reset(target) => self.resolve(&target).map(|ids| {
+                for &id in &ids {
+                    let app = self.apps.get_mut(&id).expect("resolved");
+                    app.clear_history();
+                    app.restarts = 0;
+                    if matches!(app.state, State::Errored { .. }) {
+                        app.desired = Desired::Running;
+                        self.begin_start(id, out);
+                    }
+                    out.push(Action::Notify(Notification::StateChanged(id)));
+                }
+                out.push(Action::Notify(Notification::Persist));
+                (ids.clone(), Reply::Apps(ids), false)
             }),
         };
         match result {
@@ -355,8 +443,10 @@ impl Supervisor {
                 let app = self.apps.get_mut(&id).expect("found above");
                 let changed = app.spec != spec;
                 app.spec = spec;
+                app.desired = Desired::Running;
                 match app.state {
                     State::Stopped | State::Errored { .. } | State::Backoff { .. } => {
+                        app.clear_history();
                         self.begin_start(id, out);
                     }
                     State::Online { .. } if changed => {
@@ -376,7 +466,34 @@ impl Supervisor {
             };
             ids.push(id);
         }
+        out.push(Action::Notify(Notification::Persist));
         Ok((ids.clone(), Reply::Apps(ids), true))
+    }
+
+    fn restore(&mut self, apps: Vec<Restored>, out: &mut Vec<Action>) -> (Vec<AppId>, Reply, bool) {
+        let mut ids = Vec::new();
+        for r in apps {
+            if self.apps.contains_key(&r.id) || self.find(&r.spec.name).is_some() {
+                continue; // already managed (resurrect of a running app)
+            }
+            let mut app = App::new(r.id, r.spec);
+            app.restarts = r.restarts;
+            app.desired = r.desired;
+            let id = r.id;
+            self.next_id = self.next_id.max(id + 1);
+            let adopted = r.running.map(|(pid, since)| State::Online { pid, since });
+            let run = adopted.is_none() && r.desired == Desired::Running;
+            if let Some(state) = adopted {
+                app.state = state;
+            }
+            self.apps.insert(id, app);
+            out.push(Action::Notify(Notification::Added(id)));
+            if run {
+                self.begin_start(id, out);
+            }
+            ids.push(id);
+        }
+        (ids.clone(), Reply::Apps(ids), false)
     }
 
     fn find(&self, name: &str) -> Option<AppId> {
@@ -400,6 +517,11 @@ impl Supervisor {
 
     fn stop_one(&mut self, id: AppId, then: AfterStop, now: Instant, out: &mut Vec<Action>) {
         let app = self.apps.get_mut(&id).expect("caller resolved the id");
+        if then == AfterStop::Start {
+            // a restart by hand is a fresh start: crash-loop and backoff begin again
+            app.clear_history();
+            app.desired = Desired::Running;
+        }
         match app.state {
             State::Online { pid, since } => {
                 app.generation += 1;
@@ -409,6 +531,7 @@ impl Supervisor {
                     since,
                     deadline,
                     killed: false,
+                    exited: false,
                     then,
                 };
                 out.push(Action::SignalGroup {
@@ -427,6 +550,31 @@ impl Supervisor {
                 then: ref mut current,
                 ..
             } => *current = then,
+            State::Backoff { .. } if app.lingering.is_some() => {
+                // the crashed instance left members in its group: stop them like a running app
+                let pgid = app.lingering.expect("checked");
+                app.generation += 1;
+                let deadline = now + app.spec.kill_timeout;
+                app.state = State::Stopping {
+                    pid: pgid,
+                    since: now,
+                    deadline,
+                    killed: false,
+                    exited: true,
+                    then,
+                };
+                out.push(Action::SignalGroup {
+                    app: id,
+                    pid: pgid,
+                    signal: app.spec.stop_signal,
+                });
+                out.push(Action::SetTimer {
+                    app: id,
+                    generation: app.generation,
+                    at: deadline,
+                });
+                out.push(Action::Notify(Notification::StateChanged(id)));
+            }
             // `starting` lasts only until the runtime reports the spawn, which it does before
             // taking the next input; treat it like a stopped app whose spawn is superseded
             State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {
@@ -435,6 +583,7 @@ impl Supervisor {
                 self.after_stop(id, then, out);
             }
         }
+        out.push(Action::Notify(Notification::Persist));
     }
 
     fn after_stop(&mut self, id: AppId, then: AfterStop, out: &mut Vec<Action>) {
@@ -458,6 +607,7 @@ impl Supervisor {
         match self.apps.get_mut(&id) {
             Some(app) if matches!(app.state, State::Starting) => {
                 app.state = State::Online { pid, since: now };
+                app.lingering = None;
                 out.push(Action::Notify(Notification::StateChanged(id)));
             }
             // the app was stopped or deleted while its spawn was in flight: nobody owns this
@@ -482,6 +632,9 @@ impl Supervisor {
             return; // already handled (the other source was first) or not ours
         };
         let id = app.id;
+        // the leader is gone; its group may not be
+        app.lingering = Some(pid);
+        out.push(Action::AwaitGroupGone { app: id, pgid: pid });
         match app.state {
             State::Online { since, .. } => {
                 let reason = if status.signal().is_some() {
@@ -489,34 +642,49 @@ impl Supervisor {
                 } else {
                     ExitReason::Exit
                 };
-                app.last_exit = Some(Exit {
+                let uptime = now.saturating_duration_since(since);
+                let exit = Exit {
                     status,
                     reason,
                     source,
                     at: now,
-                    uptime: now.saturating_duration_since(since),
-                });
-                let clean = status.code() == Some(0);
-                let restart = match app.spec.autorestart {
-                    Autorestart::Always => true,
-                    Autorestart::OnFailure => !clean,
-                    Autorestart::Never => false,
+                    uptime,
                 };
+                app.last_exit = Some(exit.clone());
+                out.push(Action::Notify(Notification::Crashed {
+                    app: id,
+                    pid,
+                    exit,
+                    restart_number: app.restarts,
+                }));
+                // leftovers of a crashed instance get the stop signal now (as systemd's
+                // KillMode=control-group does) and SIGKILL before the next start
+                out.push(Action::SignalGroup {
+                    app: id,
+                    pid,
+                    signal: app.spec.stop_signal,
+                });
                 app.generation += 1;
-                if restart {
-                    let until = now + app.spec.restart.delay;
-                    app.state = State::Backoff { until };
+                app.state = app.after_crash(status, uptime, now);
+                if let State::Backoff { until } = app.state {
                     out.push(Action::SetTimer {
                         app: id,
                         generation: app.generation,
                         at: until,
                     });
-                } else {
-                    app.state = State::Stopped;
+                }
+                if matches!(app.state, State::Stopped) {
+                    app.desired = Desired::Stopped;
                 }
                 out.push(Action::Notify(Notification::StateChanged(id)));
+                out.push(Action::Notify(Notification::Persist));
             }
-            State::Stopping { since, then, .. } => {
+            State::Stopping {
+                since,
+                ref mut exited,
+                ..
+            } => {
+                *exited = true;
                 app.last_exit = Some(Exit {
                     status,
                     reason: ExitReason::Manual,
@@ -524,12 +692,32 @@ impl Supervisor {
                     at: now,
                     uptime: now.saturating_duration_since(since),
                 });
+                // completes on GroupGone
+            }
+            // only online and stopping apps have a pid
+            State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {}
+        }
+    }
+
+    fn group_gone(&mut self, id: AppId, pgid: u32, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        if app.lingering != Some(pgid) {
+            return;
+        }
+        app.lingering = None;
+        match app.state {
+            State::Stopping {
+                exited: true, then, ..
+            } => {
                 app.generation += 1; // the kill timer is moot
                 app.state = State::Stopped;
                 self.after_stop(id, then, out);
             }
-            // only online and stopping apps have a pid
-            State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {}
+            // the backoff delay already passed while the old group was being killed
+            State::Backoff { until } if until <= now => self.restart_now(id, out),
+            _ => {}
         }
     }
 
@@ -541,10 +729,16 @@ impl Supervisor {
             return; // superseded by a later transition
         }
         match app.state {
-            State::Backoff { .. } => {
-                app.restarts += 1;
-                self.begin_start(id, out);
-            }
+            State::Backoff { .. } => match app.lingering {
+                // members of the old group survived the stop signal: they must go before the
+                // new instance starts (a port or lock they hold would make it fail)
+                Some(pgid) => out.push(Action::SignalGroup {
+                    app: id,
+                    pid: pgid,
+                    signal: signal::KILL,
+                }),
+                None => self.restart_now(id, out),
+            },
             State::Stopping {
                 pid, killed: false, ..
             } => {
@@ -559,6 +753,14 @@ impl Supervisor {
             }
             _ => {}
         }
+    }
+
+    fn restart_now(&mut self, id: AppId, out: &mut Vec<Action>) {
+        let app = self.apps.get_mut(&id).expect("caller checked");
+        app.restarts += 1;
+        app.auto_restarts += 1;
+        self.begin_start(id, out);
+        out.push(Action::Notify(Notification::Persist));
     }
 
     /// Emits the replies whose apps have all settled.

@@ -10,6 +10,10 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
 fn spec(name: &str) -> AppSpec {
     AppSpec::new(name, vec!["/bin/true".into()], "/".into())
 }
@@ -20,6 +24,7 @@ struct Harness {
     t0: Instant,
     now: Instant,
     ticket: Ticket,
+    next_pid: u32,
 }
 
 impl Harness {
@@ -30,11 +35,12 @@ impl Harness {
             t0,
             now: t0,
             ticket: 0,
+            next_pid: 100,
         }
     }
 
-    fn at(&mut self, s: u64) -> &mut Self {
-        self.now = self.t0 + secs(s);
+    fn at(&mut self, d: Duration) -> &mut Self {
+        self.now = self.t0 + d;
         self
     }
 
@@ -48,19 +54,59 @@ impl Harness {
         (t, self.input(Input::Command(t, cmd)))
     }
 
-    /// Starts `name` and reports it spawned as `pid`; returns its id.
-    fn start_online(&mut self, name: &str, pid: u32) -> AppId {
+    /// Starts `spec` and reports it spawned; returns its id.
+    fn start_spec(&mut self, spec: AppSpec) -> AppId {
         let (_, actions) = self.cmd(Command::Start {
-            specs: vec![spec(name)],
+            specs: vec![spec],
             exclusive: true,
         });
         let id = spawn_of(&actions).expect("start spawns");
-        self.input(Input::Spawned { app: id, pid });
+        self.spawned(id);
         id
+    }
+
+    fn start_online(&mut self, name: &str) -> AppId {
+        self.start_spec(spec(name))
+    }
+
+    fn spawned(&mut self, id: AppId) -> Vec<Action> {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        self.input(Input::Spawned { app: id, pid })
+    }
+
+    fn pid(&self, id: AppId) -> u32 {
+        self.sup.app(id).unwrap().pid().expect("running")
+    }
+
+    /// The main process of `id` exits and its group empties, as the runtime reports it.
+    fn exit(&mut self, id: AppId, status: WaitStatus) -> Vec<Action> {
+        let pid = self.pid(id);
+        let mut actions = self.input(Input::Exited {
+            pid,
+            status,
+            source: SourceKind::Procfs,
+        });
+        assert!(
+            actions.contains(&Action::AwaitGroupGone { app: id, pgid: pid }),
+            "every exit asks about the group: {actions:?}"
+        );
+        actions.extend(self.input(Input::GroupGone { app: id, pgid: pid }));
+        actions
     }
 
     fn state(&self, id: AppId) -> AppState {
         self.sup.app(id).expect("app exists").state.public()
+    }
+
+    /// Fires the timer armed in `actions` at its time; returns what that did.
+    fn fire(&mut self, id: AppId, actions: &[Action]) -> Vec<Action> {
+        let (generation, at) = timer_of(actions).expect("a timer was armed");
+        self.now = at;
+        self.input(Input::Timer {
+            app: id,
+            generation,
+        })
     }
 }
 
@@ -95,6 +141,12 @@ fn signals(actions: &[Action]) -> Vec<(u32, i32)> {
         .collect()
 }
 
+fn crashed(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Notify(Notification::Crashed { .. })))
+}
+
 #[test]
 fn start_replies_once_the_process_is_spawned() {
     let mut h = Harness::new();
@@ -109,7 +161,7 @@ fn start_replies_once_the_process_is_spawned() {
         None,
         "no reply before the spawn is reported"
     );
-    let actions = h.input(Input::Spawned { app: id, pid: 100 });
+    let actions = h.spawned(id);
     assert_eq!(h.state(id), AppState::Online);
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
 }
@@ -134,131 +186,242 @@ fn failed_first_spawn_is_an_error_reply_and_errored_state() {
 }
 
 #[test]
-fn crash_restarts_after_the_fixed_delay() {
+fn a_crash_is_recorded_and_restarted_after_the_delay() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
-    let actions = h.at(10).input(Input::Exited {
-        pid: 100,
-        status: WaitStatus::signaled(9),
-        source: SourceKind::Ebpf,
-    });
+    let id = h.start_online("api");
+    let pid = h.pid(id);
+    h.at(secs(10));
+    let actions = h.exit(id, WaitStatus::signaled(9));
+    assert!(crashed(&actions));
     assert_eq!(h.state(id), AppState::Backoff);
-    let (generation, at) = timer_of(&actions).expect("restart timer");
-    assert_eq!(at, h.t0 + secs(11));
+    assert_eq!(timer_of(&actions).unwrap().1, h.t0 + secs(11));
+    assert!(
+        signals(&actions).contains(&(pid, signal::TERM)),
+        "leftovers of the group get the stop signal"
+    );
     let exit = h.sup.app(id).unwrap().last_exit.clone().unwrap();
     assert_eq!(exit.reason, ExitReason::Signal);
-    assert_eq!(exit.source, SourceKind::Ebpf);
     assert_eq!(exit.uptime, secs(10));
 
     // the second source reporting the same exit changes nothing
     let dup = h.input(Input::Exited {
-        pid: 100,
+        pid,
         status: WaitStatus::signaled(9),
-        source: SourceKind::Procfs,
+        source: SourceKind::Ebpf,
     });
     assert!(dup.is_empty(), "{dup:?}");
-    assert_eq!(
-        h.sup.app(id).unwrap().last_exit.as_ref().unwrap().source,
-        SourceKind::Ebpf
-    );
 
-    let actions = h.at(11).input(Input::Timer {
-        app: id,
-        generation,
-    });
-    assert_eq!(spawn_of(&actions), Some(id));
-    h.input(Input::Spawned { app: id, pid: 101 });
+    let restart = h.fire(id, &actions);
+    assert_eq!(spawn_of(&restart), Some(id));
+    h.spawned(id);
     assert_eq!(h.state(id), AppState::Online);
     assert_eq!(h.sup.app(id).unwrap().restarts, 1);
-    assert_eq!(h.sup.app(id).unwrap().pid(), Some(101));
 }
 
 #[test]
-fn autorestart_policies() {
-    // (policy, exit status, expected state after the exit)
+fn backoff_doubles_up_to_the_cap_and_resets_after_a_stable_run() {
+    let mut h = Harness::new();
+    let mut s = spec("flappy");
+    s.restart.crash_loop_max = 0; // only the backoff is under test
+    let id = h.start_spec(s);
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        let crash_at = h.now;
+        let actions = h.exit(id, WaitStatus::exited(1));
+        let (_, at) = timer_of(&actions).unwrap();
+        delays.push(at - crash_at);
+        h.fire(id, &actions);
+        h.spawned(id);
+    }
+    assert_eq!(
+        delays,
+        [1, 2, 4, 8, 16, 30, 30, 30].map(secs),
+        "1 s doubling, capped at 30 s"
+    );
+    // a run of reset_after (30 s) ends the streak
+    let t = h.now + secs(30);
+    h.now = t;
+    let actions = h.exit(id, WaitStatus::exited(1));
+    assert_eq!(timer_of(&actions).unwrap().1 - t, secs(1));
+}
+
+#[test]
+fn a_crash_loop_errors_and_only_a_restart_or_reset_revives_it() {
+    let mut h = Harness::new();
+    let id = h.start_online("loop");
+    let mut last = Vec::new();
+    for i in 0..5 {
+        last = h.exit(id, WaitStatus::exited(1));
+        if i < 4 {
+            assert_eq!(h.state(id), AppState::Backoff, "crash {}", i + 1);
+            h.fire(id, &last);
+            h.spawned(id);
+        }
+    }
+    assert_eq!(h.state(id), AppState::Errored, "5 crashes within 60 s");
+    assert!(timer_of(&last).is_none(), "no more restarts");
+    match &h.sup.app(id).unwrap().state {
+        State::Errored { reason } => assert!(reason.contains("crash loop"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // reset revives it with a clean slate
+    let (t, actions) = h.cmd(Command::Reset(Target::Name("loop".into())));
+    assert_eq!(spawn_of(&actions), Some(id));
+    let actions = h.spawned(id);
+    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
+    assert_eq!(h.sup.app(id).unwrap().restarts, 0);
+    let actions = h.exit(id, WaitStatus::exited(1));
+    assert_eq!(h.state(id), AppState::Backoff, "the window starts over");
+    assert_eq!(timer_of(&actions).unwrap().1 - h.now, secs(1));
+}
+
+#[test]
+fn crashes_spread_beyond_the_window_are_not_a_loop() {
+    let mut h = Harness::new();
+    let id = h.start_online("slow");
+    for _ in 0..10 {
+        h.now += secs(20); // 20 s runs: at most 3 crashes in any 60 s
+        let actions = h.exit(id, WaitStatus::exited(1));
+        assert_eq!(h.state(id), AppState::Backoff);
+        h.fire(id, &actions);
+        h.spawned(id);
+    }
+}
+
+#[test]
+fn max_restarts_gives_up() {
+    let mut h = Harness::new();
+    let mut s = spec("limited");
+    s.restart.max_restarts = 2;
+    s.restart.crash_loop_max = 0;
+    let id = h.start_spec(s);
+    for _ in 0..2 {
+        let actions = h.exit(id, WaitStatus::exited(1));
+        h.fire(id, &actions);
+        h.spawned(id);
+    }
+    h.exit(id, WaitStatus::exited(1));
+    assert_eq!(h.state(id), AppState::Errored);
+}
+
+#[test]
+fn restart_policies_and_stop_exit_codes() {
+    // (policy, stop_exit_codes, exit status, expected state after the exit)
     let table = [
         (
             Autorestart::Always,
+            vec![],
             WaitStatus::exited(0),
             AppState::Backoff,
         ),
         (
             Autorestart::Always,
+            vec![],
             WaitStatus::exited(3),
             AppState::Backoff,
         ),
         (
+            Autorestart::Always,
+            vec![3],
+            WaitStatus::exited(3),
+            AppState::Stopped,
+        ),
+        (
             Autorestart::OnFailure,
+            vec![],
             WaitStatus::exited(0),
             AppState::Stopped,
         ),
         (
             Autorestart::OnFailure,
+            vec![],
             WaitStatus::exited(3),
             AppState::Backoff,
         ),
         (
             Autorestart::OnFailure,
+            vec![3],
+            WaitStatus::exited(3),
+            AppState::Stopped,
+        ),
+        (
+            Autorestart::OnFailure,
+            vec![],
             WaitStatus::signaled(15),
             AppState::Backoff,
         ),
-        (Autorestart::Never, WaitStatus::exited(3), AppState::Stopped),
+        (
+            Autorestart::Never,
+            vec![],
+            WaitStatus::exited(3),
+            AppState::Stopped,
+        ),
     ];
-    for (policy, status, expected) in table {
+    for (policy, codes, status, expected) in table {
         let mut h = Harness::new();
         let mut s = spec("a");
         s.autorestart = policy;
-        let (_, actions) = h.cmd(Command::Start {
-            specs: vec![s],
-            exclusive: true,
-        });
-        let id = spawn_of(&actions).unwrap();
-        h.input(Input::Spawned { app: id, pid: 5 });
-        h.at(1).input(Input::Exited {
-            pid: 5,
-            status,
-            source: SourceKind::Procfs,
-        });
-        assert_eq!(h.state(id), expected, "{policy:?} {status:?}");
+        s.stop_exit_codes = codes.clone();
+        let id = h.start_spec(s);
+        h.at(secs(1));
+        let actions = h.exit(id, status);
+        assert_eq!(h.state(id), expected, "{policy:?} {codes:?} {status:?}");
+        assert!(
+            crashed(&actions),
+            "every exit nobody asked for is a crash record"
+        );
+        if expected == AppState::Stopped {
+            assert_eq!(h.sup.app(id).unwrap().desired, Desired::Stopped);
+        }
     }
 }
 
 #[test]
-fn stop_waits_for_the_exit_and_escalates_to_sigkill() {
+fn stop_waits_for_the_group_and_escalates_to_sigkill() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
-    let (t, actions) = h.at(5).cmd(Command::Stop(Target::Name("api".into())));
-    assert_eq!(signals(&actions), vec![(100, signal::TERM)]);
+    let id = h.start_online("api");
+    let pid = h.pid(id);
+    let (t, actions) = h.at(secs(5)).cmd(Command::Stop(Target::Name("api".into())));
+    assert_eq!(signals(&actions), vec![(pid, signal::TERM)]);
     assert_eq!(h.state(id), AppState::Stopping);
     assert_eq!(
         reply_of(&actions, t),
         None,
         "stop replies only when the process is gone"
     );
-    let (generation, at) = timer_of(&actions).unwrap();
-    assert_eq!(at, h.t0 + secs(10), "kill_timeout defaults to 5 s");
+    assert_eq!(
+        timer_of(&actions).unwrap().1,
+        h.t0 + secs(10),
+        "kill_timeout defaults to 5 s"
+    );
 
-    let actions = h.at(10).input(Input::Timer {
-        app: id,
-        generation,
-    });
-    assert_eq!(signals(&actions), vec![(100, signal::KILL)]);
-    // a second firing of the same timer does not kill twice
+    let kill = h.fire(id, &actions);
+    assert_eq!(signals(&kill), vec![(pid, signal::KILL)]);
+    let (generation, _) = timer_of(&actions).unwrap();
     assert!(
         signals(&h.input(Input::Timer {
             app: id,
             generation
         }))
-        .is_empty()
+        .is_empty(),
+        "a second firing of the same timer does not kill twice"
     );
 
-    let actions = h.input(Input::Exited {
-        pid: 100,
+    let exited = h.input(Input::Exited {
+        pid,
         status: WaitStatus::signaled(9),
         source: SourceKind::Procfs,
     });
+    assert!(!crashed(&exited), "a requested stop is not a crash");
+    assert_eq!(
+        h.state(id),
+        AppState::Stopping,
+        "its group may still have members"
+    );
+    assert_eq!(reply_of(&exited, t), None);
+    let gone = h.input(Input::GroupGone { app: id, pgid: pid });
     assert_eq!(h.state(id), AppState::Stopped);
-    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
+    assert_eq!(reply_of(&gone, t), Some(Ok(Reply::Apps(vec![id]))));
     let exit = h.sup.app(id).unwrap().last_exit.clone().unwrap();
     assert_eq!(exit.reason, ExitReason::Manual);
     assert_eq!(
@@ -266,44 +429,53 @@ fn stop_waits_for_the_exit_and_escalates_to_sigkill() {
         Some(9),
         "the reply shows it took SIGKILL"
     );
+    assert_eq!(h.sup.app(id).unwrap().desired, Desired::Stopped);
+}
+
+#[test]
+fn a_restart_waits_until_the_old_group_is_gone() {
+    let mut h = Harness::new();
+    let id = h.start_online("api");
+    let pid = h.pid(id);
+    let crash = h.input(Input::Exited {
+        pid,
+        status: WaitStatus::exited(1),
+        source: SourceKind::Ebpf,
+    });
+    // the delay passes while a member of the old group lives on
+    let at_delay = h.fire(id, &crash);
+    assert_eq!(
+        spawn_of(&at_delay),
+        None,
+        "no overlap with the old instance"
+    );
+    assert_eq!(signals(&at_delay), vec![(pid, signal::KILL)]);
+    let gone = h.input(Input::GroupGone { app: id, pgid: pid });
+    assert_eq!(spawn_of(&gone), Some(id));
 }
 
 #[test]
 fn stop_during_backoff_cancels_the_restart() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
-    let actions = h.at(1).input(Input::Exited {
-        pid: 100,
-        status: WaitStatus::exited(1),
-        source: SourceKind::Procfs,
-    });
-    let (generation, _) = timer_of(&actions).unwrap();
-    let (t, actions) = h.cmd(Command::Stop(Target::All));
-    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
-    assert!(
-        spawn_of(&h.at(2).input(Input::Timer {
-            app: id,
-            generation
-        }))
-        .is_none()
-    );
+    let id = h.start_online("api");
+    let actions = h.at(secs(1)).exit(id, WaitStatus::exited(1));
+    let (t, stop) = h.cmd(Command::Stop(Target::All));
+    assert_eq!(reply_of(&stop, t), Some(Ok(Reply::Apps(vec![id]))));
+    assert!(spawn_of(&h.fire(id, &actions)).is_none());
     assert_eq!(h.state(id), AppState::Stopped);
 }
 
 #[test]
 fn restart_stops_then_spawns_and_counts() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
+    let id = h.start_online("api");
+    let pid = h.pid(id);
     let (t, actions) = h.cmd(Command::Restart(Target::Id(id)));
-    assert_eq!(signals(&actions), vec![(100, signal::TERM)]);
-    let actions = h.input(Input::Exited {
-        pid: 100,
-        status: WaitStatus::signaled(15),
-        source: SourceKind::Procfs,
-    });
+    assert_eq!(signals(&actions), vec![(pid, signal::TERM)]);
+    let actions = h.exit(id, WaitStatus::signaled(15));
     assert_eq!(spawn_of(&actions), Some(id));
     assert_eq!(reply_of(&actions, t), None, "waits for the new process");
-    let actions = h.input(Input::Spawned { app: id, pid: 200 });
+    let actions = h.spawned(id);
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
     assert_eq!(h.sup.app(id).unwrap().restarts, 1);
 }
@@ -311,14 +483,10 @@ fn restart_stops_then_spawns_and_counts() {
 #[test]
 fn delete_forgets_after_the_exit() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
+    let id = h.start_online("api");
     let (t, _) = h.cmd(Command::Delete(Target::Name("api".into())));
     assert!(h.sup.app(id).is_some(), "kept until its process is gone");
-    let actions = h.input(Input::Exited {
-        pid: 100,
-        status: WaitStatus::signaled(15),
-        source: SourceKind::Procfs,
-    });
+    let actions = h.exit(id, WaitStatus::signaled(15));
     assert!(h.sup.app(id).is_none());
     assert!(actions.contains(&Action::Notify(Notification::Removed {
         app: id,
@@ -331,13 +499,75 @@ fn delete_forgets_after_the_exit() {
 }
 
 #[test]
+fn shutdown_stops_everything_but_keeps_the_desired_state() {
+    let mut h = Harness::new();
+    let a = h.start_online("a");
+    let b = h.start_online("b");
+    h.cmd(Command::Stop(Target::Id(b)));
+    h.exit(b, WaitStatus::signaled(15));
+    let (t, _) = h.cmd(Command::StopForShutdown);
+    let actions = h.exit(a, WaitStatus::signaled(15));
+    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![a, b]))));
+    assert_eq!(h.sup.app(a).unwrap().desired, Desired::Running);
+    assert_eq!(h.sup.app(b).unwrap().desired, Desired::Stopped);
+}
+
+#[test]
+fn restore_adopts_running_processes_and_starts_the_rest() {
+    let mut h = Harness::new();
+    let restored = vec![
+        Restored {
+            id: 4,
+            spec: spec("adopted"),
+            desired: Desired::Running,
+            restarts: 7,
+            running: Some((555, h.t0)),
+        },
+        Restored {
+            id: 9,
+            spec: spec("dead"),
+            desired: Desired::Running,
+            restarts: 0,
+            running: None,
+        },
+        Restored {
+            id: 2,
+            spec: spec("off"),
+            desired: Desired::Stopped,
+            restarts: 0,
+            running: None,
+        },
+    ];
+    let (_, actions) = h.cmd(Command::Restore(restored));
+    let spawns: Vec<AppId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { app, .. } => Some(*app),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawns, [9], "only the dead app that should run is started");
+    assert_eq!(h.state(4), AppState::Online);
+    assert_eq!(h.sup.app(4).unwrap().pid(), Some(555));
+    assert_eq!(h.sup.app(4).unwrap().restarts, 7);
+    assert_eq!(h.state(2), AppState::Stopped);
+    // new apps get fresh ids
+    let id = h.start_online("new");
+    assert_eq!(id, 10);
+    // the adopted process is supervised like any other
+    h.exit(4, WaitStatus::UNKNOWN);
+    assert_eq!(h.state(4), AppState::Backoff);
+}
+
+#[test]
 fn bad_targets_and_names_are_refused_without_side_effects() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
+    let id = h.start_online("api");
     for cmd in [
         Command::Stop(Target::Name("nope".into())),
         Command::Restart(Target::Id(99)),
         Command::Delete(Target::Name("nope".into())),
+        Command::Reset(Target::Name("nope".into())),
     ] {
         let (t, actions) = h.cmd(cmd);
         assert!(matches!(
@@ -369,7 +599,7 @@ fn bad_targets_and_names_are_refused_without_side_effects() {
 #[test]
 fn config_start_is_idempotent_and_applies_changed_specs() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
+    let id = h.start_online("api");
     // same spec, not exclusive: nothing happens, immediate reply
     let (t, actions) = h.cmd(Command::Start {
         specs: vec![spec("api")],
@@ -380,16 +610,13 @@ fn config_start_is_idempotent_and_applies_changed_specs() {
     // changed spec: restart with it
     let mut changed = spec("api");
     changed.argv.push("--flag".into());
+    let pid = h.pid(id);
     let (_, actions) = h.cmd(Command::Start {
         specs: vec![changed.clone()],
         exclusive: false,
     });
-    assert_eq!(signals(&actions), vec![(100, signal::TERM)]);
-    let actions = h.input(Input::Exited {
-        pid: 100,
-        status: WaitStatus::signaled(15),
-        source: SourceKind::Procfs,
-    });
+    assert_eq!(signals(&actions), vec![(pid, signal::TERM)]);
+    let actions = h.exit(id, WaitStatus::signaled(15));
     assert!(actions.contains(&Action::Spawn {
         app: id,
         spec: changed
@@ -406,7 +633,7 @@ fn a_spawn_that_lost_its_app_is_killed() {
 #[test]
 fn exits_of_unknown_pids_are_ignored() {
     let mut h = Harness::new();
-    let id = h.start_online("api", 100);
+    let id = h.start_online("api");
     let actions = h.input(Input::Exited {
         pid: 4242,
         status: WaitStatus::exited(0),
@@ -414,4 +641,23 @@ fn exits_of_unknown_pids_are_ignored() {
     });
     assert!(actions.is_empty());
     assert_eq!(h.state(id), AppState::Online);
+}
+
+#[test]
+fn delay_for_is_capped_and_handles_huge_attempts() {
+    let p = RestartPolicy::default();
+    assert_eq!(p.delay_for(1), secs(1));
+    assert_eq!(p.delay_for(3), secs(4));
+    assert_eq!(p.delay_for(1000), secs(30));
+    let zero = RestartPolicy {
+        delay: Duration::ZERO,
+        ..RestartPolicy::default()
+    };
+    assert_eq!(zero.delay_for(5), Duration::ZERO, "delay 0 stays 0");
+    let flat = RestartPolicy {
+        factor: 1.0,
+        delay: ms(500),
+        ..RestartPolicy::default()
+    };
+    assert_eq!(flat.delay_for(9), ms(500));
 }

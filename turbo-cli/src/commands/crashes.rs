@@ -1,0 +1,371 @@
+//! `turbo crashes <name>` and `turbo describe <name>`: why an app died, and everything about it.
+//!
+//! The daemon keeps the records and computes the stats; this module only asks and renders
+//! (rendering is pure and unit-tested).
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde_json::json;
+use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, rfc3339_ms};
+
+use super::daemon;
+use crate::{
+    connect::call_error,
+    render::{self, RenderOpts, Tone, paint},
+    term,
+};
+
+/// `turbo crashes`.
+pub async fn crashes(target: &str, as_json: bool) -> Result<()> {
+    let d = daemon().await?;
+    let (stats, records) = d
+        .proxy
+        .get_crashes(target)
+        .await
+        .map_err(|e| call_error(&e))?;
+    if as_json {
+        let doc = json!({
+            "stats": stats.to_json(),
+            "crashes": records.iter().map(CrashRecord::to_json).collect::<Vec<_>>(),
+        });
+        return term::emit(&serde_json::to_string_pretty(&doc)?);
+    }
+    term::emit(&render_crashes(
+        target,
+        &stats,
+        &records,
+        &term::stdout_opts(),
+    ))
+}
+
+/// `turbo describe`.
+pub async fn describe(target: &str, as_json: bool) -> Result<()> {
+    let d = daemon().await?;
+    let (status, config, records) = d
+        .proxy
+        .describe_app(target)
+        .await
+        .map_err(|e| call_error(&e))?;
+    if as_json {
+        let doc = json!({
+            "status": status.to_json(),
+            "config": config.to_json(),
+            "crashes": records.iter().map(CrashRecord::to_json).collect::<Vec<_>>(),
+        });
+        return term::emit(&serde_json::to_string_pretty(&doc)?);
+    }
+    term::emit(&render_describe(
+        &status,
+        &config,
+        &records,
+        &term::stdout_opts(),
+    ))
+}
+
+/// The crash timeline: stats, then one block per crash, newest first.
+#[must_use]
+pub fn render_crashes(
+    name: &str,
+    stats: &CrashStats,
+    records: &[CrashRecord],
+    opts: &RenderOpts,
+) -> String {
+    let mut out = String::new();
+    if records.is_empty() {
+        let _ = writeln!(out, "{name} has not crashed");
+        return out.trim_end().to_owned();
+    }
+    let mtbf = if stats.mtbf_ms > 0 {
+        render::human_duration_ms(stats.mtbf_ms)
+    } else {
+        "-".into()
+    };
+    let _ = writeln!(
+        out,
+        "{}  total {}  last hour {}  last 24h {}  mean time between failures {}  most common: {}",
+        paint(opts.color, Tone::Bold, name),
+        stats.total,
+        stats.last_hour,
+        stats.last_day,
+        mtbf,
+        stats.most_common_reason
+    );
+    for r in records {
+        out.push('\n');
+        let how = match (r.code, r.signal) {
+            (_, s) if s > 0 => format!("signal {s}"),
+            (c, _) if c >= 0 => format!("exit {c}"),
+            _ => "exit (status unknown)".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {}  after {}  restart #{}{}{}",
+            paint(opts.color, Tone::Dim, &rfc3339_ms(r.at_ms)),
+            paint(opts.color, Tone::Red, &how),
+            r.reason,
+            render::human_duration_ms(r.uptime_ms),
+            r.restart_number,
+            if r.memory_bytes > 0 {
+                format!("  mem {}", render::human_bytes(r.memory_bytes))
+            } else {
+                String::new()
+            },
+            if r.signal_sender_pid > 0 {
+                format!(
+                    "  sent by {} ({})",
+                    r.signal_sender_comm, r.signal_sender_pid
+                )
+            } else {
+                String::new()
+            },
+        );
+        for line in &r.stderr_tail {
+            let _ = writeln!(out, "    {} {line}", paint(opts.color, Tone::Dim, "│"));
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+/// `describe`: sections for state, config, and the last crash.
+#[must_use]
+pub fn render_describe(
+    status: &AppStatus,
+    config: &AppConfigInfo,
+    records: &[CrashRecord],
+    opts: &RenderOpts,
+) -> String {
+    let mut out = String::new();
+    let head = |out: &mut String, title: &str| {
+        let _ = writeln!(out, "\n{}", paint(opts.color, Tone::Bold, title));
+    };
+    let row = |out: &mut String, k: &str, v: &str| {
+        let _ = writeln!(out, "  {k:<16}{v}");
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        paint(
+            opts.color,
+            Tone::Bold,
+            &format!("{} (id {})", status.name, status.id)
+        )
+    );
+    head(&mut out, "State");
+    row(&mut out, "state", &status.state);
+    row(&mut out, "desired", &config.desired);
+    row(
+        &mut out,
+        "pid",
+        &if status.pid > 0 {
+            status.pid.to_string()
+        } else {
+            "-".into()
+        },
+    );
+    row(
+        &mut out,
+        "uptime",
+        &if status.pid > 0 {
+            render::human_duration_ms(status.uptime_ms)
+        } else {
+            "-".into()
+        },
+    );
+    row(&mut out, "restarts", &status.restarts.to_string());
+    if status.next_restart_in_ms > 0 {
+        row(
+            &mut out,
+            "next restart",
+            &format!("in {}", render::human_delay_ms(status.next_restart_in_ms)),
+        );
+    }
+    row(
+        &mut out,
+        "memory",
+        &if status.memory_bytes > 0 {
+            render::human_bytes(status.memory_bytes)
+        } else {
+            "-".into()
+        },
+    );
+    row(
+        &mut out,
+        "last exit",
+        &render::last_exit_text(&status.last_exit),
+    );
+    head(&mut out, "Command");
+    row(&mut out, "argv", &status.argv.join(" "));
+    row(&mut out, "cwd", &status.cwd);
+    row(
+        &mut out,
+        "env",
+        &if config.env_names.is_empty() {
+            "-".into()
+        } else {
+            format!("{} (values hidden)", config.env_names.join(", "))
+        },
+    );
+    head(&mut out, "Restart policy");
+    row(&mut out, "autorestart", &config.autorestart);
+    row(
+        &mut out,
+        "backoff",
+        &format!(
+            "{} × {} up to {}, reset after {} up",
+            render::human_delay_ms(config.restart_delay_ms),
+            config.restart_factor,
+            render::human_delay_ms(config.restart_max_delay_ms),
+            render::human_delay_ms(config.restart_reset_after_ms)
+        ),
+    );
+    row(
+        &mut out,
+        "crash loop",
+        &if config.crash_loop_max == 0 {
+            "off".into()
+        } else {
+            format!(
+                "{} crashes in {}",
+                config.crash_loop_max,
+                render::human_delay_ms(config.crash_loop_window_ms)
+            )
+        },
+    );
+    row(
+        &mut out,
+        "max restarts",
+        &if config.max_restarts == 0 {
+            "unlimited".into()
+        } else {
+            config.max_restarts.to_string()
+        },
+    );
+    if !config.stop_exit_codes.is_empty() {
+        let codes: Vec<String> = config
+            .stop_exit_codes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        row(&mut out, "stop exit codes", &codes.join(", "));
+    }
+    row(
+        &mut out,
+        "stop",
+        &format!(
+            "signal {}, SIGKILL after {}",
+            config.stop_signal,
+            render::human_delay_ms(config.kill_timeout_ms)
+        ),
+    );
+    head(&mut out, "Logs");
+    row(&mut out, "stdout", &status.out_log);
+    row(&mut out, "stderr", &status.err_log);
+    row(
+        &mut out,
+        "format",
+        &format!(
+            "{}, rotate at {}, keep {}",
+            config.log_format,
+            render::human_bytes(config.log_max_size),
+            config.log_keep
+        ),
+    );
+    head(&mut out, "Last crash");
+    match records.first() {
+        None => out.push_str("  none\n"),
+        Some(r) => {
+            let mut one = render_crashes(
+                &status.name,
+                &CrashStats::compute(std::slice::from_ref(r), 1, r.at_ms),
+                std::slice::from_ref(r),
+                opts,
+            );
+            // drop the stats line: describe has its own header
+            if let Some(pos) = one.find('\n') {
+                one = one[pos..].trim_start_matches('\n').to_owned();
+            }
+            for line in one.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+            if records.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "  ({} more: `turbo crashes {}`)",
+                    records.len() - 1,
+                    status.name
+                );
+            }
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> RenderOpts {
+        RenderOpts {
+            color: false,
+            width: None,
+        }
+    }
+
+    fn record(at_ms: u64, code: i32, signal: i32) -> CrashRecord {
+        CrashRecord {
+            at_ms,
+            code,
+            signal,
+            reason: if signal > 0 { "signal" } else { "exit" }.into(),
+            uptime_ms: 1500,
+            restart_number: 2,
+            memory_bytes: 3 << 20,
+            stderr_tail: vec!["boom".into()],
+            source: "ebpf".into(),
+            ..CrashRecord::default()
+        }
+    }
+
+    #[test]
+    fn timeline() {
+        let records = [record(2000, -1, 9), record(1000, 3, 0)];
+        let stats = CrashStats::compute(&records, 7, 3000);
+        let text = render_crashes("api", &stats, &records, &plain());
+        assert!(text.starts_with("api  total 7"), "{text}");
+        assert!(
+            text.contains("signal 9  signal  after 1s  restart #2  mem 3.0 MB"),
+            "{text}"
+        );
+        assert!(text.contains("exit 3  exit"), "{text}");
+        assert!(text.contains("│ boom"), "{text}");
+        assert_eq!(
+            render_crashes("x", &CrashStats::default(), &[], &plain()),
+            "x has not crashed"
+        );
+    }
+
+    #[test]
+    fn describe_sections() {
+        let status = AppStatus {
+            name: "api".into(),
+            state: "online".into(),
+            pid: 42,
+            argv: vec!["/bin/sleep".into(), "9".into()],
+            ..AppStatus::default()
+        };
+        let config = AppConfigInfo {
+            autorestart: "always".into(),
+            env_names: vec!["TOKEN".into()],
+            restart_factor: 2.0,
+            crash_loop_max: 5,
+            ..AppConfigInfo::default()
+        };
+        let text = render_describe(&status, &config, &[record(5, 1, 0)], &plain());
+        for section in ["State", "Command", "Restart policy", "Logs", "Last crash"] {
+            assert!(text.contains(section), "{section} missing:\n{text}");
+        }
+        assert!(text.contains("TOKEN (values hidden)"), "{text}");
+        assert!(text.contains("exit 1"), "{text}");
+    }
+}
