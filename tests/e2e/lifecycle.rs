@@ -79,7 +79,13 @@ fn stop_escalates_to_sigkill_after_the_kill_timeout() {
     let pid = d.wait_app("stubborn", "online", |a| a["state"] == "online")["pid"]
         .as_u64()
         .unwrap();
-    d.turbo_ok(&["stop", "stubborn"]);
+    let out = d.turbo(&["stop", "stubborn"]);
+    assert!(out.status.success());
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("killed with SIGKILL"),
+        "stop reports the escalation: {note}"
+    );
     let app = d.app("stubborn");
     assert_eq!(app["state"], "stopped");
     assert_eq!(

@@ -227,12 +227,15 @@ pub fn last_exit_text(exit: &ExitInfo) -> String {
         format!(" ({})", exit.source)
     };
     match exit.reason.parse::<ExitReason>() {
+        Ok(ExitReason::Exit) if exit.code < 0 => "exit (status unknown)".to_owned(),
         Ok(ExitReason::Exit) => format!("exit {}", exit.code),
         Ok(ExitReason::Signal) => format!("signal {}{source}", exit.signal),
         Ok(ExitReason::OomKill) => format!("oom kill{source}"),
         Ok(ExitReason::MemoryLimit) => "memory limit".to_owned(),
         Ok(ExitReason::Health) => "health check".to_owned(),
         Ok(ExitReason::Watch) => "file change".to_owned(),
+        // a stop that had to escalate says so: the app ignored its stop signal
+        Ok(ExitReason::Manual) if exit.signal == 9 => "manual (SIGKILL)".to_owned(),
         Ok(ExitReason::Manual) => "manual".to_owned(),
         Err(_) => exit.reason.clone(),
     }

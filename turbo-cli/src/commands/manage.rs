@@ -20,7 +20,16 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
     let daemon = daemon().await?;
     let proxy = &daemon.proxy;
     match verb {
-        Verb::Stop => print_table(&proxy.stop_app(target).await.map_err(|e| call_error(&e))?),
+        Verb::Stop => {
+            let apps = proxy.stop_app(target).await.map_err(|e| call_error(&e))?;
+            for app in apps.iter().filter(|a| killed_on_stop(a)) {
+                eprintln!(
+                    "note: {} did not exit on its stop signal within kill_timeout: it was killed with SIGKILL",
+                    app.name
+                );
+            }
+            print_table(&apps)
+        }
         Verb::Restart => print_table(
             &proxy
                 .restart_app(target)
@@ -33,6 +42,11 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
             term::emit(&deleted_line(&names))
         }
     }
+}
+
+/// Whether the stop had to escalate to SIGKILL.
+fn killed_on_stop(app: &turbo_api::AppStatus) -> bool {
+    app.last_exit.reason == turbo_api::ExitReason::Manual.as_str() && app.last_exit.signal == 9
 }
 
 fn deleted_line(names: &[String]) -> String {
