@@ -5,7 +5,9 @@
 //! * `run [config]` builds release binaries and starts a config with the real daemon.
 //! * `test` runs fmt, clippy, a debug build of the binaries and the whole test suite; as root
 //!   the eBPF tests are required to run.
+//! * `bench [--quick]` measures TurboProcess against PM2 and supervisord (see `bench.rs`).
 
+mod bench;
 mod setup;
 mod util;
 
@@ -57,6 +59,16 @@ enum Cmd {
         )]
         args: Vec<OsString>,
     },
+    /// Install PM2 and supervisord privately, build release binaries, and measure TurboProcess
+    /// against both in one run; writes BENCHMARKS.md and target/bench/results.json.
+    Bench {
+        /// Fewer iterations and lines; writes target/bench/BENCHMARKS.md instead.
+        #[arg(long)]
+        quick: bool,
+        /// Run only these metrics (e.g. `restart,logs`); also writes to target/bench/.
+        #[arg(long, value_delimiter = ',', value_name = "METRIC")]
+        only: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +77,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(&ctx),
         Cmd::Run { config } => run_config(&ctx, config),
         Cmd::Test { no_lint, args } => test(&ctx, no_lint, &args),
+        Cmd::Bench { quick, only } => bench::bench(&ctx, quick, &only),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,12 @@ const APT: &[(&str, &str)] = &[
     ("busctl", "systemd"),
     ("tmux", "tmux"),
     ("python3", "python3"),
+    // the e2e tests validate the shipped D-Bus and polkit XML with it
+    ("xmllint", "libxml2-utils"),
+    // system-mode access tests run the CLI as another user
+    ("setpriv", "util-linux"),
+    // the unit file is checked with `systemd-analyze verify`
+    ("systemd-analyze", "systemd"),
 ];
 
 pub fn setup(ctx: &Ctx) -> Result<()> {

@@ -1,0 +1,42 @@
+/*
+ * Restart-latency probe for `cargo xtask bench`.
+ *
+ *   stamp FILE
+ *
+ * First thing on start, reads CLOCK_MONOTONIC (one system-wide clock on Linux, the same one the
+ * harness reads just before it sends SIGKILL), then writes "<pid> <monotonic ns>\n" to FILE
+ * atomically (a temporary file renamed over it) and sleeps until it is killed. After 10 minutes
+ * it exits on its own, so a leftover can never live for long.
+ *
+ * C rather than Python so that the measured latency is the process manager's, not an
+ * interpreter's start-up (python3 takes 15-30 ms to reach its first line).
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (argc != 2) {
+        fprintf(stderr, "usage: stamp FILE\n");
+        return 2;
+    }
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", argv[1], (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        perror(tmp);
+        return 1;
+    }
+    fprintf(f, "%d %lld\n", (int)getpid(), (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+    if (fclose(f) != 0 || rename(tmp, argv[1]) != 0) {
+        perror(argv[1]);
+        return 1;
+    }
+    for (int i = 0; i < 600; i++) {
+        sleep(1);
+    }
+    return 0;
+}
