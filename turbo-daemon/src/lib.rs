@@ -23,6 +23,7 @@ pub mod config;
 pub mod dbus;
 pub mod events;
 pub mod logs;
+pub mod notify;
 pub mod runtime;
 pub mod storage;
 pub mod supervisor;
@@ -42,6 +43,23 @@ pub struct Options {
     pub home: PathBuf,
     /// Event source selection.
     pub ebpf: EbpfSetting,
+    /// Which bus to serve on.
+    pub bus: BusMode,
+    /// App log directory (default `<home>/logs`).
+    pub log_dir: Option<PathBuf>,
+    /// Members of this group may manage apps over the bus (besides root and the daemon's user).
+    pub admin_group: String,
+}
+
+/// Where the daemon serves its D-Bus API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusMode {
+    /// User mode: a private `dbus-daemon` on `<home>/bus.sock` that only the owner can reach.
+    Private,
+    /// System mode: the system bus; callers are authorised per call.
+    System,
+    /// System mode on the bus at this address (a system-like bus, e.g. in tests).
+    Address(String),
 }
 
 /// Why the daemon could not start or run.
@@ -86,7 +104,12 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> DaemonError {
 /// A [`DaemonError`] when start-up fails; the message says what to do.
 pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let home = &opts.home;
-    let log_dir = home.join("logs");
+    // sd_notify: every call is a no-op unless systemd (or a test) passed NOTIFY_SOCKET
+    notify::init_from_env();
+    let heartbeat = notify::Heartbeat::default();
+    // the runtime loop beats `heartbeat`; the watchdog pings systemd only while it does
+    let beat_interval = notify::spawn_watchdog(&heartbeat).map(|w| w.beat_interval());
+    let log_dir = opts.log_dir.clone().unwrap_or_else(|| home.join("logs"));
     create_private_dir(home)?;
     create_private_dir(&log_dir)?;
     let lock = runtime::sys::lock_file(&home.join("daemon.lock")).map_err(|e| {
@@ -113,18 +136,35 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         "event source: {}",
         source.reason
     );
+    notify::status(&format!(
+        "starting: event source {} ({})",
+        source.kind.as_str(),
+        source.reason
+    ));
 
-    let socket = home.join(turbo_api::BUS_SOCKET);
-    let bus = runtime::bus::start(home, &socket).map_err(io_err("cannot start the private bus"))?;
-    // clients get a plain path address: the guid dbus-daemon prints changes on every start
-    let address = format!("unix:path={}", socket.display());
+    let (bus, address, mode) = match &opts.bus {
+        BusMode::Private => {
+            let socket = home.join(turbo_api::BUS_SOCKET);
+            let bus = runtime::bus::start(home, &socket)
+                .map_err(io_err("cannot start the private bus"))?;
+            // clients get a plain path address: the guid dbus-daemon prints changes on every start
+            (Some(bus), format!("unix:path={}", socket.display()), "user")
+        }
+        BusMode::System => (None, "system".to_owned(), "system"),
+        BusMode::Address(a) => (None, a.clone(), "system"),
+    };
+    let builder = match &opts.bus {
+        BusMode::System => zbus::connection::Builder::system()?,
+        _ => zbus::connection::Builder::address(address.as_str())?,
+    };
 
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
-    let conn = zbus::connection::Builder::address(address.as_str())?
+    let policy = dbus::auth::Policy::new(&opts.admin_group);
+    let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
-            dbus::ManagerIface::new(requests_tx),
+            dbus::ManagerIface::new(requests_tx, policy),
         )?
         .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
         .name(turbo_api::BUS_NAME)?
@@ -133,6 +173,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     tokio::spawn(dbus::publish(conn.clone(), notices_rx));
     runtime::sys::trim_heap();
     tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
+    let ready_status = format!(
+        "running: {mode} mode, event source {}, bus {address}",
+        source.kind.as_str()
+    );
 
     let mut rt = runtime::Runtime::new(
         runtime::Paths {
@@ -141,7 +185,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         },
         runtime::DaemonFacts {
             bus_address: address,
-            mode: "user",
+            mode,
             ebpf_setting: opts.ebpf.as_str().into(),
         },
         source,
@@ -149,16 +193,25 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         requests_rx,
         notices_tx,
     );
+    if let Some(interval) = beat_interval {
+        rt.beat_into(heartbeat, interval);
+    }
     rt.restore().map_err(io_err(
         "cannot restore the saved state (running apps were not touched)",
     ))?;
+    // the bus name is owned and the saved state loaded: calls are answered from here on
+    notify::ready(&ready_status);
     rt.run().await.map_err(io_err("the main loop failed"))?;
+    notify::stopping();
+    notify::status("stopping: every app has stopped, exiting");
     // let the reply to a Shutdown call leave before the bus goes away
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     drop(conn);
-    drop(bus);
-    // the socket would only make the next client wait for a refused connection
-    let _ = std::fs::remove_file(home.join(turbo_api::BUS_SOCKET));
+    if let Some(bus) = bus {
+        drop(bus);
+        // the socket would only make the next client wait for a refused connection
+        let _ = std::fs::remove_file(home.join(turbo_api::BUS_SOCKET));
+    }
     let _ = std::fs::remove_file(home.join("daemon.pid"));
     drop(lock);
     tracing::info!("turbo-daemon stopped");

@@ -15,16 +15,21 @@ use zbus::{interface, object_server::SignalEmitter, zvariant::OwnedValue};
 
 use crate::runtime::{Notice, Op, Request, Response};
 
+pub mod auth;
+
+use zbus::message::Header;
+
 /// The manager object.
 pub struct ManagerIface {
     requests: mpsc::UnboundedSender<Request>,
+    policy: auth::Policy,
 }
 
 impl ManagerIface {
     /// An adapter that forwards to the runtime through `requests`.
     #[must_use]
-    pub const fn new(requests: mpsc::UnboundedSender<Request>) -> Self {
-        Self { requests }
+    pub const fn new(requests: mpsc::UnboundedSender<Request>, policy: auth::Policy) -> Self {
+        Self { requests, policy }
     }
 
     async fn call(&self, op: Op) -> Result<Response, Error> {
@@ -77,10 +82,13 @@ impl ManagerIface {
     #[zbus(out_args("app"))]
     async fn start_app(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         name: String,
         argv: Vec<String>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<AppStatus, Error> {
+        self.policy.authorize(conn, &hdr, "start", &name).await?;
         let mut apps = self
             .apps(Op::Start {
                 name,
@@ -96,10 +104,13 @@ impl ManagerIface {
     #[zbus(out_args("apps"))]
     async fn start_config(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         content: String,
         origin: String,
         base_dir: String,
     ) -> Result<Vec<AppStatus>, Error> {
+        self.policy.authorize(conn, &hdr, "start", "config").await?;
         self.apps(Op::StartConfig {
             content,
             origin,
@@ -110,19 +121,39 @@ impl ManagerIface {
 
     /// Stops apps (name, id or `all`) and returns once they have exited.
     #[zbus(out_args("apps"))]
-    async fn stop_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
+    async fn stop_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        self.policy.authorize(conn, &hdr, "stop", &target).await?;
         self.apps(Op::Stop(target)).await
     }
 
     /// Restarts apps (name, id or `all`).
     #[zbus(out_args("apps"))]
-    async fn restart_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
+    async fn restart_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        self.policy
+            .authorize(conn, &hdr, "restart", &target)
+            .await?;
         self.apps(Op::Restart(target)).await
     }
 
     /// Stops and forgets apps (name, id or `all`).
     #[zbus(out_args("deleted"))]
-    async fn delete_app(&self, target: String) -> Result<Vec<String>, Error> {
+    async fn delete_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<String>, Error> {
+        self.policy.authorize(conn, &hdr, "delete", &target).await?;
         self.names(Op::Delete(target)).await
     }
 
@@ -133,13 +164,26 @@ impl ManagerIface {
     }
 
     /// Stops every app, then the daemon.
-    async fn shutdown(&self) -> Result<(), Error> {
+    async fn shutdown(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), Error> {
+        self.policy
+            .authorize(conn, &hdr, "shutdown", "the daemon")
+            .await?;
         self.call(Op::Shutdown).await.map(|_| ())
     }
 
     /// Clears restart counters and crash-loop state (name, id or `all`); `errored` apps start.
     #[zbus(out_args("apps"))]
-    async fn reset_app(&self, target: String) -> Result<Vec<AppStatus>, Error> {
+    async fn reset_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        self.policy.authorize(conn, &hdr, "reset", &target).await?;
         self.apps(Op::Reset(target)).await
     }
 
@@ -166,13 +210,24 @@ impl ManagerIface {
 
     /// Empties the log files of the matching apps (name, id or `all`).
     #[zbus(out_args("flushed"))]
-    async fn flush_logs(&self, target: String) -> Result<Vec<String>, Error> {
+    async fn flush_logs(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<String>, Error> {
+        self.policy.authorize(conn, &hdr, "flush", &target).await?;
         self.names(Op::Flush(target)).await
     }
 
     /// Writes the app list to the dump file; returns its path.
     #[zbus(out_args("path"))]
-    async fn save(&self) -> Result<String, Error> {
+    async fn save(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<String, Error> {
+        self.policy.authorize(conn, &hdr, "save", "all").await?;
         match self.call(Op::Save).await? {
             Response::Path(p) => Ok(p),
             other => Err(unexpected(&other)),
@@ -181,7 +236,14 @@ impl ManagerIface {
 
     /// Starts the apps of the dump file that are not managed now.
     #[zbus(out_args("apps"))]
-    async fn resurrect(&self) -> Result<Vec<AppStatus>, Error> {
+    async fn resurrect(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<Vec<AppStatus>, Error> {
+        self.policy
+            .authorize(conn, &hdr, "start", "saved apps")
+            .await?;
         self.apps(Op::Resurrect).await
     }
 

@@ -49,6 +49,8 @@ pub fn start(home: &Path, socket: &Path) -> io::Result<PrivateBus> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(bus_log);
+    // the bus is not the service: it must not answer systemd's notify socket as if it were
+    crate::notify::strip_service_env(&mut cmd);
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         cmd.pre_exec(sys::die_with_parent);

@@ -1,0 +1,154 @@
+//! Who may change things: the *caller* of a mutating D-Bus method, identified by the bus.
+//!
+//! The bus tells us the caller's uid and groups (`GetConnectionCredentials`, from the kernel's
+//! `SO_PEERCRED`/`SO_PEERGROUPS`, so they cannot be forged by the caller). Allowed: root, the
+//! daemon's own user (user mode), members of the admin group (`turbo` by default), and anyone
+//! polkit authorises for the action when a polkit authority is on the bus. Reads are open to
+//! everyone who can reach the bus. This module decides nothing else and holds no state.
+
+use std::collections::HashMap;
+
+use turbo_api::Error;
+use zbus::{message::Header, names::BusName, zvariant::Value};
+
+/// The polkit action prefix; actions are `org.turboprocess.turbo1.<verb>`.
+pub const POLKIT_ACTION_PREFIX: &str = "org.turboprocess.turbo1";
+
+/// Who is allowed besides root.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The daemon's effective uid: its own user may always manage it.
+    pub owner_uid: u32,
+    /// Members of this group may manage apps.
+    pub admin_group: Option<(String, u32)>,
+}
+
+impl Policy {
+    /// The daemon's euid, and the group named `group` if it exists.
+    #[must_use]
+    pub fn new(group: &str) -> Self {
+        // SAFETY: geteuid has no preconditions.
+        let owner_uid = unsafe { libc::geteuid() };
+        Self {
+            owner_uid,
+            admin_group: group_id(group).map(|gid| (group.to_owned(), gid)),
+        }
+    }
+
+    /// Allows or refuses `verb` on `detail` (an app name or target) for the caller of `hdr`.
+    ///
+    /// # Errors
+    /// [`Error::AccessDenied`] with what the caller can do about it.
+    pub async fn authorize(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        verb: &str,
+        detail: &str,
+    ) -> Result<(), Error> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| Error::AccessDenied("the call has no sender".into()))?;
+        let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+        let creds = dbus
+            .get_connection_credentials(BusName::Unique(sender.clone()))
+            .await
+            .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
+        let uid = creds
+            .unix_user_id()
+            .ok_or_else(|| Error::AccessDenied("the bus did not say who the caller is".into()))?;
+        if uid == 0 || uid == self.owner_uid {
+            return Ok(());
+        }
+        if let Some((_, gid)) = &self.admin_group
+            && creds.unix_group_ids().is_some_and(|g| g.contains(gid))
+        {
+            return Ok(());
+        }
+        if polkit_allows(conn, sender.as_str(), verb, detail).await {
+            return Ok(());
+        }
+        let group_hint = self.admin_group.as_ref().map_or_else(
+            || "create the `turbo` group and join it".to_owned(),
+            |(name, _)| format!("join the `{name}` group"),
+        );
+        Err(Error::AccessDenied(format!(
+            "uid {uid} may not {verb} {detail}: run it as root, {group_hint}, or allow `{POLKIT_ACTION_PREFIX}.{verb}` in polkit"
+        )))
+    }
+}
+
+/// Asks polkit, when an authority is on this bus; false if there is none or it says no.
+async fn polkit_allows(conn: &zbus::Connection, sender: &str, verb: &str, detail: &str) -> bool {
+    const AUTHORITY: &str = "org.freedesktop.PolicyKit1";
+    let Ok(dbus) = zbus::fdo::DBusProxy::new(conn).await else {
+        return false;
+    };
+    let Ok(name) = zbus::names::BusName::try_from(AUTHORITY) else {
+        return false;
+    };
+    if !dbus.name_has_owner(name).await.unwrap_or(false) {
+        return false;
+    }
+    let Ok(proxy) = zbus::Proxy::new(
+        conn,
+        AUTHORITY,
+        "/org/freedesktop/PolicyKit1/Authority",
+        "org.freedesktop.PolicyKit1.Authority",
+    )
+    .await
+    else {
+        return false;
+    };
+    let mut subject_details: HashMap<&str, Value<'_>> = HashMap::new();
+    subject_details.insert("name", Value::from(sender));
+    let subject = ("system-bus-name", subject_details);
+    let mut details: HashMap<&str, &str> = HashMap::new();
+    details.insert("app", detail);
+    let action = format!("{POLKIT_ACTION_PREFIX}.{verb}");
+    // flags 0: no interactive authentication; the CLI cannot answer a prompt through us
+    let reply: zbus::Result<(bool, bool, HashMap<String, String>)> = proxy
+        .call(
+            "CheckAuthorization",
+            &(subject, action.as_str(), details, 0u32, ""),
+        )
+        .await;
+    matches!(reply, Ok((true, _, _)))
+}
+
+/// Gid of group `name`, if it exists.
+fn group_id(name: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut grp: libc::group = unsafe_zeroed();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the sizes given; getgrnam_r is thread-safe.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c_name.as_ptr(),
+            &raw mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &raw mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
+}
+
+fn unsafe_zeroed() -> libc::group {
+    // SAFETY: libc::group is a plain C struct for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_resolve() {
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-xyz"), None);
+        let p = Policy::new("root");
+        assert_eq!(p.admin_group, Some(("root".into(), 0)));
+    }
+}
