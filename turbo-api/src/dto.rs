@@ -320,8 +320,9 @@ impl CrashStats {
 }
 
 /// The configuration of an app as `turbo describe` shows it. Environment values are never sent,
-/// only their names (they often hold secrets).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+/// only their names (they often hold secrets). The default has every privilege field
+/// inherited from the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Type)]
 pub struct AppConfigInfo {
     /// `always`, `on-failure` or `never`.
     pub autorestart: String,
@@ -355,13 +356,126 @@ pub struct AppConfigInfo {
     pub log_keep: u32,
     /// `running` or `stopped`: what the daemon restores after a restart.
     pub desired: String,
+    /// User the app runs as; empty: the daemon's own user.
+    pub user: String,
+    /// Its uid; meaningful only when `user` is not empty.
+    pub uid: u32,
+    /// Primary group; empty: the daemon's own group.
+    pub group: String,
+    /// Its gid; meaningful only when `group` is not empty.
+    pub gid: u32,
+    /// Supplementary groups as `(name, gid)`; meaningful only when `user` is not empty
+    /// (otherwise the app has the daemon's groups).
+    pub groups: Vec<(String, u32)>,
+    /// umask as four octal digits (`0027`); empty: inherited from the daemon.
+    pub umask: String,
+    /// Resource limits set for the app, as `(name, soft, hard)` (`nofile`, `nproc`, `core`);
+    /// [`AppConfigInfo::UNLIMITED`] means no limit. The others are inherited from the daemon.
+    pub rlimits: Vec<(String, u64, u64)>,
+    /// Niceness; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
+    pub nice: i32,
+    /// `oom_score_adj`; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
+    pub oom_score_adj: i32,
+}
+
+impl Default for AppConfigInfo {
+    fn default() -> Self {
+        Self {
+            autorestart: String::new(),
+            restart_delay_ms: 0,
+            restart_factor: 0.0,
+            restart_max_delay_ms: 0,
+            restart_reset_after_ms: 0,
+            crash_loop_max: 0,
+            crash_loop_window_ms: 0,
+            max_restarts: 0,
+            stop_exit_codes: Vec::new(),
+            stop_signal: 0,
+            kill_timeout_ms: 0,
+            env_names: Vec::new(),
+            log_format: String::new(),
+            log_max_size: 0,
+            log_keep: 0,
+            desired: String::new(),
+            user: String::new(),
+            uid: 0,
+            group: String::new(),
+            gid: 0,
+            groups: Vec::new(),
+            umask: String::new(),
+            rlimits: Vec::new(),
+            nice: Self::INHERITED,
+            oom_score_adj: Self::INHERITED,
+        }
+    }
 }
 
 impl AppConfigInfo {
-    /// The JSON form (durations in ms).
+    /// `nice` and `oom_score_adj` on the wire when the app inherits the daemon's.
+    pub const INHERITED: i32 = i32::MIN;
+    /// An rlimit without a limit (`RLIM_INFINITY`).
+    pub const UNLIMITED: u64 = u64::MAX;
+
+    /// The JSON form (durations in ms). The privilege fields use `null` for "inherited from
+    /// the daemon", `"unlimited"` for no limit, and nest: `"groups": [{"name", "gid"}]`,
+    /// `"rlimits": {"nofile": {"soft", "hard"}}`.
     #[must_use]
     pub fn to_json(&self) -> Json {
-        serde_json::to_value(self).unwrap_or(Json::Null)
+        let mut doc = serde_json::to_value(self).unwrap_or(Json::Null);
+        let Some(map) = doc.as_object_mut() else {
+            return doc;
+        };
+        let has_user = !self.user.is_empty();
+        let limit = |v: u64| {
+            if v == Self::UNLIMITED {
+                json!("unlimited")
+            } else {
+                json!(v)
+            }
+        };
+        let set = |v: i32| (v != Self::INHERITED).then_some(v);
+        let fields = [
+            ("user", json!(has_user.then_some(&self.user))),
+            ("uid", json!(has_user.then_some(self.uid))),
+            (
+                "group",
+                json!((!self.group.is_empty()).then_some(&self.group)),
+            ),
+            ("gid", json!((!self.group.is_empty()).then_some(self.gid))),
+            (
+                "groups",
+                json!(has_user.then(|| {
+                    self.groups
+                        .iter()
+                        .map(|(name, gid)| json!({"name": name, "gid": gid}))
+                        .collect::<Vec<_>>()
+                })),
+            ),
+            (
+                "umask",
+                json!((!self.umask.is_empty()).then_some(&self.umask)),
+            ),
+            (
+                "rlimits",
+                Json::Object(
+                    self.rlimits
+                        .iter()
+                        .map(|(name, soft, hard)| {
+                            (
+                                name.clone(),
+                                json!({"soft": limit(*soft), "hard": limit(*hard)}),
+                            )
+                        })
+                        .collect(),
+                ),
+            ),
+            ("nice", json!(set(self.nice))),
+            ("oom_score_adj", json!(set(self.oom_score_adj))),
+        ];
+        for (key, value) in fields {
+            map.insert(key.to_owned(), value);
+        }
+        doc
     }
 }
 
@@ -448,6 +562,59 @@ mod tests {
                 .parse::<ExitReason>()
                 .unwrap_err()
                 .contains("oom_kill")
+        );
+    }
+
+    #[test]
+    fn config_json_nulls_for_inherited_privileges() {
+        let inherited = AppConfigInfo {
+            env_names: vec!["TOKEN".into()],
+            ..AppConfigInfo::default()
+        };
+        let j = inherited.to_json();
+        for key in [
+            "user",
+            "uid",
+            "group",
+            "gid",
+            "groups",
+            "umask",
+            "nice",
+            "oom_score_adj",
+        ] {
+            assert!(j[key].is_null(), "{key} in {j}");
+        }
+        assert_eq!(j["rlimits"], json!({}));
+        assert_eq!(j["env_names"], json!(["TOKEN"]));
+        let set = AppConfigInfo {
+            user: "nobody".into(),
+            uid: 65534,
+            group: "nogroup".into(),
+            gid: 65534,
+            groups: vec![("nogroup".into(), 65534)],
+            umask: "0027".into(),
+            rlimits: vec![
+                ("nofile".into(), 256, 512),
+                (
+                    "core".into(),
+                    AppConfigInfo::UNLIMITED,
+                    AppConfigInfo::UNLIMITED,
+                ),
+            ],
+            nice: 5,
+            oom_score_adj: -100,
+            ..inherited
+        };
+        let j = set.to_json();
+        assert_eq!(j["user"], "nobody");
+        assert_eq!(j["uid"], 65534);
+        assert_eq!(j["groups"], json!([{"name": "nogroup", "gid": 65534}]));
+        assert_eq!(j["umask"], "0027");
+        assert_eq!(j["rlimits"]["nofile"], json!({"soft": 256, "hard": 512}));
+        assert_eq!(j["rlimits"]["core"]["hard"], "unlimited");
+        assert_eq!(
+            (j["nice"].clone(), j["oom_score_adj"].clone()),
+            (json!(5), json!(-100))
         );
     }
 

@@ -206,6 +206,10 @@ pub fn render_describe(
             format!("{} (values hidden)", config.env_names.join(", "))
         },
     );
+    head(&mut out, "Privileges");
+    for (key, value) in privilege_rows(config) {
+        row(&mut out, key, &value);
+    }
     head(&mut out, "Restart policy");
     row(&mut out, "autorestart", &config.autorestart);
     row(
@@ -301,6 +305,82 @@ pub fn render_describe(
     out.trim_end().to_owned()
 }
 
+/// The `Privileges` rows of `describe`: who the app runs as and its limits, each either the
+/// app's own or "inherited" from the daemon.
+fn privilege_rows(config: &AppConfigInfo) -> Vec<(&'static str, String)> {
+    const INHERITED: &str = "inherited from the daemon";
+    let mut rows = Vec::new();
+    if config.user.is_empty() {
+        rows.push(("user", "the daemon's own".to_owned()));
+    } else {
+        rows.push(("user", format!("{} (uid {})", config.user, config.uid)));
+        rows.push(("group", format!("{} (gid {})", config.group, config.gid)));
+        let groups: Vec<String> = config
+            .groups
+            .iter()
+            .map(|(name, gid)| {
+                if *name == gid.to_string() {
+                    name.clone()
+                } else {
+                    format!("{name} ({gid})")
+                }
+            })
+            .collect();
+        rows.push((
+            "groups",
+            if groups.is_empty() {
+                "none".into()
+            } else {
+                groups.join(", ")
+            },
+        ));
+    }
+    rows.push((
+        "umask",
+        if config.umask.is_empty() {
+            INHERITED.into()
+        } else {
+            config.umask.clone()
+        },
+    ));
+    let limit = |v: u64| {
+        if v == AppConfigInfo::UNLIMITED {
+            "unlimited".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let limits: Vec<String> = config
+        .rlimits
+        .iter()
+        .map(|(name, soft, hard)| {
+            if soft == hard {
+                format!("{name} {}", limit(*soft))
+            } else {
+                format!("{name} {} (hard {})", limit(*soft), limit(*hard))
+            }
+        })
+        .collect();
+    rows.push((
+        "rlimits",
+        if limits.is_empty() {
+            INHERITED.into()
+        } else {
+            limits.join(", ")
+        },
+    ));
+    let set = |v: i32| {
+        if v == AppConfigInfo::INHERITED {
+            INHERITED.to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    rows.push(("nice", set(config.nice)));
+    rows.push(("oom_score_adj", set(config.oom_score_adj)));
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,5 +447,46 @@ mod tests {
         }
         assert!(text.contains("TOKEN (values hidden)"), "{text}");
         assert!(text.contains("exit 1"), "{text}");
+        assert!(text.contains("Privileges"), "{text}");
+        assert!(text.contains("user            the daemon's own"), "{text}");
+        assert!(
+            text.contains("nice            inherited from the daemon"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn describe_privileges() {
+        let config = AppConfigInfo {
+            user: "www".into(),
+            uid: 33,
+            group: "www".into(),
+            gid: 33,
+            groups: vec![("www".into(), 33), ("4000".into(), 4000)],
+            umask: "0027".into(),
+            rlimits: vec![
+                ("nofile".into(), 1024, 4096),
+                (
+                    "core".into(),
+                    AppConfigInfo::UNLIMITED,
+                    AppConfigInfo::UNLIMITED,
+                ),
+            ],
+            nice: 5,
+            oom_score_adj: -100,
+            ..AppConfigInfo::default()
+        };
+        let text = render_describe(&AppStatus::default(), &config, &[], &plain());
+        for line in [
+            "user            www (uid 33)",
+            "group           www (gid 33)",
+            "groups          www (33), 4000",
+            "umask           0027",
+            "rlimits         nofile 1024 (hard 4096), core unlimited",
+            "nice            5",
+            "oom_score_adj   -100",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

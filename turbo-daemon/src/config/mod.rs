@@ -5,9 +5,14 @@
 //! `turbo.yml:5:12: apps[0] (web): restart.delay -1 is negative: use a duration like 5s`.
 //! Positions come from [`locate`], a second, mark-keeping read of the same text. The only OS
 //! access here is read-only: checking that scripts, interpreters, directories and env files
-//! exist. Nothing here starts, stops or remembers anything.
+//! exist, looking users and groups up ([`users`]) and reading the daemon's own limits
+//! ([`Powers`]). Nothing here starts, stops or remembers anything. [`privileges`] checks the
+//! least-privilege keys; [`environment`] decides what an app's environment is made of.
 
+pub mod environment;
 mod locate;
+mod privileges;
+pub mod users;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,7 +25,11 @@ use std::{
 use serde::Deserialize;
 use zbus::zvariant::OwnedValue;
 
-use self::locate::Locations;
+pub use self::privileges::{Powers, Privileges, ProcessLimits, Rlimit, RunAs};
+use self::{
+    locate::Locations,
+    privileges::{NameOrId, RlimitsConfig, UmaskValue},
+};
 use crate::supervisor::{AppSpec, Autorestart, LogFormat};
 
 /// A `turbo.yml` document.
@@ -52,6 +61,17 @@ struct AppConfig {
     kill_timeout: Option<Scalar>,
     #[serde(default)]
     log: LogConfig,
+    /// Run as this user (name or uid); only root may name another user than itself.
+    user: Option<NameOrId>,
+    /// Primary group (name or gid); default: the user's.
+    group: Option<NameOrId>,
+    /// Supplementary groups, exactly; default: the user's groups in the group database.
+    groups: Option<Vec<NameOrId>>,
+    umask: Option<UmaskValue>,
+    #[serde(default)]
+    rlimits: RlimitsConfig,
+    nice: Option<i64>,
+    oom_score_adj: Option<i64>,
 }
 
 /// `restart:` as written.
@@ -183,6 +203,20 @@ pub fn parse_config(
     base_dir: &Path,
     path_env: &str,
 ) -> Result<Vec<AppSpec>, String> {
+    parse_config_with(content, origin, base_dir, path_env, &Powers::current())
+}
+
+/// [`parse_config`] for a daemon with `powers` (tests pretend to be another user with it).
+///
+/// # Errors
+/// As [`parse_config`].
+pub fn parse_config_with(
+    content: &str,
+    origin: &str,
+    base_dir: &Path,
+    path_env: &str,
+    powers: &Powers,
+) -> Result<Vec<AppSpec>, String> {
     let file: ConfigFile =
         serde_yaml_ng::from_str(content).map_err(|e| describe_yaml_error(&e, origin))?;
     // (key path of the value at fault, message without the position)
@@ -227,7 +261,7 @@ pub fn parse_config(
             }
         }
         // a twin is still checked, so that its other problems show up now rather than later
-        match validate(app, base_dir, path_env) {
+        match validate(app, base_dir, path_env, powers) {
             Ok(spec) if twin.is_none() => specs.push(spec),
             Ok(_) => {}
             Err(problems) => found.extend(
@@ -347,14 +381,28 @@ pub fn from_options(
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
-    validate(app, default_cwd, path_env).map_err(|problems| {
+    validate(app, default_cwd, path_env, &Powers::current()).map_err(|problems| {
         let lines: Vec<String> = problems.into_iter().map(|p| one_line(&p.what)).collect();
         lines.join("\n")
     })
 }
 
-fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, Vec<Problem>> {
+fn validate(
+    app: AppConfig,
+    base_dir: &Path,
+    path_env: &str,
+    powers: &Powers,
+) -> Result<AppSpec, Vec<Problem>> {
     let mut errors = Vec::new();
+    let keys = privileges::Keys {
+        user: app.user,
+        group: app.group,
+        groups: app.groups,
+        umask: app.umask,
+        rlimits: app.rlimits,
+        nice: app.nice,
+        oom_score_adj: app.oom_score_adj,
+    };
     if let Err(e) = turbo_api::validate_app_name(&app.name) {
         errors.push(Problem::new("name", e));
     }
@@ -466,6 +514,9 @@ fn validate(app: AppConfig, base_dir: &Path, path_env: &str) -> Result<AppSpec, 
             Err(e) => errors.push(Problem::new("kill_timeout", e)),
         }
     }
+    // last, as these keys usually come last in an app
+    let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
+    spec.privileges = Box::new(Privileges { run_as, limits });
     if errors.is_empty() {
         Ok(spec)
     } else {

@@ -1,21 +1,31 @@
-//! The narrow door to the operating system: spawning in a new session, pidfds, reaping,
-//! signalling process groups, reading `/proc`, locking files.
+//! The narrow door to the operating system: spawning in a new session (as the user, with the
+//! limits and the environment an app asks for), pidfds, reaping, signalling process groups,
+//! reading `/proc`, locking files.
 //!
 //! Every syscall the runtime makes goes through here, so the rest of the runtime reads as
 //! policy-free plumbing. Nothing here decides *when* to do anything.
 
 use std::{
+    ffi::CString,
     fs::File,
     io,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::process::CommandExt,
+        unix::{ffi::OsStrExt, process::CommandExt},
     },
     path::Path,
     process::{Command, Stdio},
+    sync::OnceLock,
 };
 
-use crate::{events::WaitStatus, supervisor::AppSpec};
+use crate::{
+    config::{
+        environment::{self, Identity},
+        users,
+    },
+    events::WaitStatus,
+    supervisor::AppSpec,
+};
 
 /// A freshly started process and the fds the runtime keeps for it.
 #[derive(Debug)]
@@ -31,34 +41,67 @@ pub struct Child {
 }
 
 /// Starts `spec` in its own session (so it leads its own process group and has no controlling
-/// terminal), stdin from /dev/null, stdout and stderr into pipes.
+/// terminal), stdin from /dev/null, stdout and stderr into pipes, with the environment of
+/// [`environment::child_env`] and the identity and limits of `spec.privileges`.
+///
+/// Between fork and exec the child, in this order: becomes a session leader; sets its rlimits,
+/// nice and `oom_score_adj` (while it still has the daemon's privileges: raising a hard limit,
+/// lowering nice or `oom_score_adj` need them); sets its umask; then drops privileges with
+/// `setgroups`, `setgid` and `setuid`, last, so nothing after can regain them; and only then,
+/// with a changed user, enters the working directory, so an app cannot get a directory its
+/// user may not enter.
 ///
 /// # Errors
-/// The spawn error with the program named.
+/// The spawn error with the program named (and the user, with a hint, when it runs as one).
 pub fn spawn(spec: &AppSpec) -> io::Result<Child> {
     let (program, args) = spec
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let setup = ChildSetup::new(spec)?;
+    let own = own_user();
+    let identity = match (&spec.privileges.run_as, own) {
+        (Some(r), _) => Some(Identity {
+            user: &r.user,
+            home: &r.home,
+            shell: &r.shell,
+        }),
+        (None, Some(u)) => Some(Identity {
+            user: &u.name,
+            home: &u.home,
+            shell: &u.shell,
+        }),
+        (None, None) => None,
+    };
+    let env = environment::child_env(std::env::vars_os(), identity, &spec.cwd, &spec.env);
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env_clear()
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if setup.chdir.is_none() {
+        cmd.current_dir(&spec.cwd);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program}: {e}")))?;
+    // SAFETY: `ChildSetup::apply` makes only async-signal-safe system calls and neither
+    // allocates nor takes locks: everything it needs was prepared above, before the fork.
+    unsafe {
+        cmd.pre_exec(move || setup.apply());
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        let message = match &spec.privileges.run_as {
+            Some(r) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => format!(
+                "cannot start {program} as user {}: {e} (may {} enter {} and run {program}?)",
+                r.user,
+                r.user,
+                spec.cwd.display()
+            ),
+            Some(r) => format!("cannot start {program} as user {}: {e}", r.user),
+            None => format!("cannot start {program}: {e}"),
+        };
+        io::Error::new(e.kind(), message)
+    })?;
     let pid = child.id();
     // The child has not been waited for, so its pid cannot have been reused: pidfd_open is
     // race-free here even if it already exited (it is a zombie until we reap it).
@@ -75,6 +118,174 @@ pub fn spawn(spec: &AppSpec) -> io::Result<Child> {
         stdout,
         stderr,
     })
+}
+
+/// The daemon's own passwd entry, looked up once: `HOME`, `USER`, `LOGNAME`, `SHELL` of apps
+/// without `user:`. `None` when the daemon's uid has no entry (then the daemon's own variables
+/// are passed on).
+fn own_user() -> Option<&'static users::User> {
+    static OWN: OnceLock<Option<users::User>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        users::user_by_uid(unsafe { libc::geteuid() })
+            .ok()
+            .flatten()
+    })
+    .as_ref()
+}
+
+/// What the child does to itself between fork and exec, prepared by the parent: every
+/// allocation, lookup and formatting happens here, so that [`ChildSetup::apply`] only makes
+/// system calls (after `fork` in a multi-threaded process, only async-signal-safe calls are
+/// allowed: another thread may have held the allocator's lock).
+struct ChildSetup {
+    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    nice: Option<i32>,
+    /// The decimal text written to `/proc/self/oom_score_adj`, and its length.
+    oom_score_adj: Option<([u8; 12], usize)>,
+    umask: Option<libc::mode_t>,
+    credentials: Option<Credentials>,
+    /// The working directory, entered after the credentials change.
+    chdir: Option<CString>,
+}
+
+/// `setgroups` (when allowed), `setgid`, `setuid`.
+struct Credentials {
+    /// `None` for a non-root daemon: setgroups needs CAP_SETGID, and validation made sure the
+    /// app keeps the daemon's groups.
+    groups: Option<Vec<libc::gid_t>>,
+    gid: libc::gid_t,
+    uid: libc::uid_t,
+}
+
+impl ChildSetup {
+    fn new(spec: &AppSpec) -> io::Result<Self> {
+        let limits = &spec.privileges.limits;
+        let rlimits = [
+            (libc::RLIMIT_NOFILE, limits.nofile),
+            (libc::RLIMIT_NPROC, limits.nproc),
+            (libc::RLIMIT_CORE, limits.core),
+        ]
+        .into_iter()
+        .filter_map(|(resource, l)| {
+            l.map(|l| {
+                (
+                    resource,
+                    libc::rlimit {
+                        rlim_cur: l.soft,
+                        rlim_max: l.hard,
+                    },
+                )
+            })
+        })
+        .collect();
+        // SAFETY: these getters have no preconditions.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let credentials = spec.privileges.run_as.as_ref().and_then(|r| {
+            if euid == 0 {
+                Some(Credentials {
+                    groups: Some(r.groups.iter().map(|(_, gid)| *gid).collect()),
+                    gid: r.gid,
+                    uid: r.uid,
+                })
+            } else if (r.uid, r.gid) == (euid, egid) {
+                // validated to be the daemon's own identity: nothing to change
+                None
+            } else {
+                // not validated by this daemon (a state file of another one): try, and let
+                // the kernel refuse
+                Some(Credentials {
+                    groups: None,
+                    gid: r.gid,
+                    uid: r.uid,
+                })
+            }
+        });
+        let chdir = match &credentials {
+            Some(_) => Some(
+                CString::new(spec.cwd.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in cwd"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            rlimits,
+            nice: limits.nice,
+            oom_score_adj: limits.oom_score_adj.map(decimal),
+            umask: limits.umask,
+            credentials,
+            chdir,
+        })
+    }
+
+    /// Runs in the child between fork and exec: system calls only.
+    fn apply(&self) -> io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain system calls on memory owned by `self`, prepared before the fork.
+        unsafe {
+            check(libc::setsid())?;
+            for (resource, limit) in &self.rlimits {
+                check(libc::setrlimit(*resource, limit))?;
+            }
+            if let Some(nice) = self.nice {
+                check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;
+            }
+            if let Some((text, len)) = &self.oom_score_adj {
+                let fd = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                check(fd)?;
+                let written = libc::write(fd, text.as_ptr().cast(), *len);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if usize::try_from(written).ok() != Some(*len) {
+                    return Err(error);
+                }
+            }
+            if let Some(mask) = self.umask {
+                libc::umask(mask);
+            }
+            if let Some(c) = &self.credentials {
+                if let Some(groups) = &c.groups {
+                    check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                }
+                check(libc::setgid(c.gid))?;
+                check(libc::setuid(c.uid))?;
+            }
+            if let Some(dir) = &self.chdir {
+                check(libc::chdir(dir.as_ptr()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `n` as decimal ASCII in a fixed buffer, and its length.
+fn decimal(n: i32) -> ([u8; 12], usize) {
+    let mut digits = [0u8; 12];
+    let mut len = 0;
+    let mut rest = n.unsigned_abs();
+    loop {
+        digits[len] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        digits[len] = b'-';
+        len += 1;
+    }
+    digits[..len].reverse();
+    (digits, len)
 }
 
 /// Opens a pidfd for `pid` (child or not): it becomes readable when the process exits.
@@ -303,5 +514,84 @@ mod tests {
         assert_eq!(status.code(), Some(7));
         assert!(sample(std::process::id()).unwrap().rss_bytes > 0);
         assert!(sample(child.pid).is_none(), "reaped processes leave /proc");
+    }
+
+    fn wait_reaped(child: &Child) -> WaitStatus {
+        loop {
+            match reap(&child.pidfd) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// What an unprivileged daemon may set too, so this runs as any user; switching users is
+    /// covered by the e2e tests (as root).
+    #[test]
+    fn spawn_applies_limits_and_builds_the_environment() {
+        use crate::config::Rlimit;
+        // SAFETY: getpriority; -1 is a valid answer, which is fine for this test.
+        let own_nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let own_oom: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut spec = AppSpec::new("t", vec!["/bin/sleep".into(), "30".into()], "/".into());
+        spec.env = vec![("APP_VAR".into(), "1".into())];
+        let l = &mut spec.privileges.limits;
+        l.umask = Some(0o077);
+        l.nofile = Some(Rlimit {
+            soft: 64,
+            hard: 128,
+        });
+        l.core = Some(Rlimit { soft: 0, hard: 0 });
+        l.nice = Some((own_nice + 2).min(19));
+        l.oom_score_adj = Some(own_oom.max(500));
+        let child = spawn(&spec).unwrap();
+        let pid = child.pid;
+        let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).unwrap();
+        let status = read("status");
+        let limits = read("limits");
+        let oom = read("oom_score_adj");
+        let nice = stat_fields(pid).unwrap()[16].clone();
+        let environ = read("environ");
+        signal_group(pid, libc::SIGKILL).unwrap();
+        assert_eq!(wait_reaped(&child).signal(), Some(libc::SIGKILL));
+
+        assert!(status.contains("Umask:\t0077"), "{status}");
+        let row = |name: &str| {
+            limits
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(row("Max open files"), "64 128");
+        assert_eq!(row("Max core file size"), "0 0");
+        assert_eq!(nice, (own_nice + 2).min(19).to_string());
+        assert_eq!(oom.trim(), own_oom.max(500).to_string());
+        let vars: Vec<&str> = environ.split('\0').filter(|v| !v.is_empty()).collect();
+        assert!(
+            vars.contains(&"APP_VAR=1") && vars.contains(&"PWD=/"),
+            "{vars:?}"
+        );
+        assert!(vars.iter().any(|v| v.starts_with("PATH=")), "{vars:?}");
+        // cargo sets CARGO_* for this test process: not on the allow-list
+        assert!(!vars.iter().any(|v| v.starts_with("CARGO_")), "{vars:?}");
+    }
+
+    #[test]
+    fn decimal_text_without_allocating() {
+        for n in [0, 7, -7, 500, -1000, i32::MAX, i32::MIN] {
+            let (buf, len) = decimal(n);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), n.to_string());
+        }
     }
 }

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use turbo_api::{AppState, ExitReason};
 
 use super::{AfterStop, AppId};
-use crate::events::{SourceKind, WaitStatus};
+use crate::{
+    config::Privileges,
+    events::{SourceKind, WaitStatus},
+};
 
 /// When an app that exited on its own is started again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -167,6 +170,11 @@ pub struct AppSpec {
     /// Log files.
     #[serde(default)]
     pub log: LogPolicy,
+    /// Who the app runs as and under which limits (`user`, `group`, `groups`, `umask`,
+    /// `rlimits`, `nice`, `oom_score_adj`). Boxed: `AppSpec` travels by value in supervisor
+    /// actions, and the default (everything inherited from the daemon) is the common case.
+    #[serde(default)]
+    pub privileges: Box<Privileges>,
 }
 
 impl AppSpec {
@@ -184,6 +192,7 @@ impl AppSpec {
             stop_signal: super::signal::TERM,
             kill_timeout: Duration::from_secs(5),
             log: LogPolicy::default(),
+            privileges: Box::default(),
         }
     }
 }
