@@ -1,23 +1,50 @@
 //! The ABI between the eBPF programs (`turbo-ebpf`) and the daemon (`turbo-daemon`).
 //!
-//! Everything both sides must agree on lives here and nowhere else: event layouts, map names,
-//! the names of load-time globals. Only fixed-width integers (no `bool`, no enums) so the layout
-//! is the same for `bpfel-unknown-none` and x86_64, with explicit padding and size assertions.
-//! This crate must not contain logic: decoding lives in the daemon's event source.
+//! Everything both sides must agree on lives here and nowhere else: event layouts, map names and
+//! value layouts, program names, the names of load-time globals. Only fixed-width integers and
+//! byte arrays (no `bool`, no enums) so the layout is the same for `bpfel-unknown-none` and
+//! x86_64, with explicit padding and size assertions.
+//!
+//! This crate must not contain logic beyond the two pure helpers both sides must compute the
+//! same way ([`ExitEvent::wait_status`], [`rss_is_under`]): decoding lives in the daemon's event
+//! source, filtering in the programs.
+//!
+//! # Events
+//!
+//! Every ring-buffer record starts with an [`EventHeader`]; its `kind` (one of the `EVENT_*`
+//! constants) says which struct the whole record is. Records have different sizes, so a reader
+//! checks the length against the kind's struct before reading it. Memory figures are in **pages**
+//! (the kernel's unit); the daemon converts them with its page size.
 #![no_std]
 
-/// Ring buffer all programs write [`RawEvent`]s into.
+/// Ring buffer all programs write events into.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// `HashMap<u32 tgid, u8>` of supervised thread-group ids; written by the daemon.
+/// `HashMap<u32 tgid, u32 key>` of supervised thread groups and the app key each belongs to.
+/// Written by the daemon for the processes it starts; the fork program adds new child processes
+/// of watched ones with the parent's key; the exit program removes dead ones.
 pub const MAP_WATCHED: &str = "WATCHED";
 /// `PerCpuArray<u64>` with one slot: events dropped because [`MAP_EVENTS`] was full.
 pub const MAP_LOST: &str = "LOST";
+/// `HashMap<u32 tgid, RssLimit>`: resident-memory limits, written by the daemon, crossing state
+/// kept by the `rss_stat` program, entries removed by the exit program.
+pub const MAP_RSS_LIMITS: &str = "RSS_LIMITS";
 
-/// Program names in the object (the Rust function names in `turbo-ebpf`).
+/// Program names in the object (the Rust function names in `turbo-ebpf`); each attaches to the
+/// BTF tracepoint of the same name.
 pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+/// `tp_btf/sched_process_fork`.
+pub const PROG_SCHED_PROCESS_FORK: &str = "sched_process_fork";
+/// `tp_btf/sched_process_exec`.
+pub const PROG_SCHED_PROCESS_EXEC: &str = "sched_process_exec";
+/// `tp_btf/mark_victim` (the OOM killer chose a victim).
+pub const PROG_MARK_VICTIM: &str = "mark_victim";
+/// `tp_btf/signal_generate`.
+pub const PROG_SIGNAL_GENERATE: &str = "signal_generate";
+/// `tp_btf/rss_stat` (fires on every RSS counter update: attached only while a limit is set).
+pub const PROG_RSS_STAT: &str = "rss_stat";
 
 /// Load-time globals: kernel struct field offsets read from `/sys/kernel/btf/vmlinux`, because
-/// aya-ebpf has no CO-RE relocations.
+/// aya-ebpf has no CO-RE relocations. Zero means "not available": the code needing it is skipped.
 pub const GLOBAL_OFF_TASK_EXIT_CODE: &str = "OFF_TASK_EXIT_CODE";
 /// `task_struct.tgid`.
 pub const GLOBAL_OFF_TASK_TGID: &str = "OFF_TASK_TGID";
@@ -25,40 +52,237 @@ pub const GLOBAL_OFF_TASK_TGID: &str = "OFF_TASK_TGID";
 pub const GLOBAL_OFF_TASK_PID: &str = "OFF_TASK_PID";
 /// `task_struct.signal`.
 pub const GLOBAL_OFF_TASK_SIGNAL: &str = "OFF_TASK_SIGNAL";
+/// `task_struct.mm`.
+pub const GLOBAL_OFF_TASK_MM: &str = "OFF_TASK_MM";
+/// `task_struct.comm`.
+pub const GLOBAL_OFF_TASK_COMM: &str = "OFF_TASK_COMM";
 /// `signal_struct.group_exit_code`.
 pub const GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE: &str = "OFF_SIGNAL_GROUP_EXIT_CODE";
+/// `signal_struct.oom_score_adj`.
+pub const GLOBAL_OFF_SIGNAL_OOM_SCORE_ADJ: &str = "OFF_SIGNAL_OOM_SCORE_ADJ";
+/// `mm_struct.owner` (`CONFIG_MEMCG`).
+pub const GLOBAL_OFF_MM_OWNER: &str = "OFF_MM_OWNER";
+/// `mm_struct.rss_stat` (an array of `struct percpu_counter`, indexed by the `MM_*` counters).
+pub const GLOBAL_OFF_MM_RSS_STAT: &str = "OFF_MM_RSS_STAT";
+/// `mm_struct.total_vm` (pages).
+pub const GLOBAL_OFF_MM_TOTAL_VM: &str = "OFF_MM_TOTAL_VM";
+/// `sizeof(struct percpu_counter)`: the stride of `mm_struct.rss_stat`.
+pub const GLOBAL_SIZE_PERCPU_COUNTER: &str = "SIZE_PERCPU_COUNTER";
+/// `percpu_counter.count` (an `s64`).
+pub const GLOBAL_OFF_PERCPU_COUNTER_COUNT: &str = "OFF_PERCPU_COUNTER_COUNT";
+/// `linux_binprm.filename`.
+pub const GLOBAL_OFF_BINPRM_FILENAME: &str = "OFF_BINPRM_FILENAME";
+/// `kernel_siginfo.si_code`.
+pub const GLOBAL_OFF_SIGINFO_CODE: &str = "OFF_SIGINFO_CODE";
+/// Bit `n` set: signal `n` is reported by `signal_generate` (see [`DEFAULT_FATAL_SIGNALS`]).
+pub const GLOBAL_SIGNAL_MASK: &str = "SIGNAL_MASK";
 
-/// [`RawEvent::kind`]: a thread group's last thread exited (`group_dead`).
+/// Indices into `mm_struct.rss_stat` (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS,
+/// MM_SHMEMPAGES, NR_MM_COUNTERS }`, unchanged since Linux 4.5). The loader checks that the
+/// array has [`NR_MM_COUNTERS`] elements before it enables code that indexes it.
+pub const MM_FILEPAGES: u64 = 0;
+/// Anonymous pages.
+pub const MM_ANONPAGES: u64 = 1;
+/// Swap entries (not resident).
+pub const MM_SWAPENTS: u64 = 2;
+/// Shared-memory pages.
+pub const MM_SHMEMPAGES: u64 = 3;
+/// Length of `mm_struct.rss_stat`.
+pub const NR_MM_COUNTERS: u64 = 4;
+
+/// Signals that end a process unless handled: SIGHUP 1, SIGINT 2, SIGQUIT 3, SIGILL 4, SIGABRT 6,
+/// SIGBUS 7, SIGFPE 8, SIGKILL 9, SIGSEGV 11, SIGTERM 15.
+pub const DEFAULT_FATAL_SIGNALS: u64 = (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 11)
+    | (1 << 15);
+
+/// `trace_signal_generate`'s `result`: the signal was ignored (never fatal, not reported).
+pub const TRACE_SIGNAL_IGNORED: i32 = 1;
+/// `trace_signal_generate`'s `result`: the same signal was already pending (not reported again).
+pub const TRACE_SIGNAL_ALREADY_PENDING: i32 = 2;
+
+/// [`EventHeader::kind`]: a watched thread group's last thread exited ([`ExitEvent`]).
 pub const EVENT_EXIT: u32 = 1;
+/// A watched process forked a new process, which is now watched too ([`ForkEvent`]).
+pub const EVENT_FORK: u32 = 2;
+/// A watched process called execve ([`ExecEvent`]).
+pub const EVENT_EXEC: u32 = 3;
+/// The OOM killer chose a watched process as its victim ([`OomEvent`]).
+pub const EVENT_OOM_VICTIM: u32 = 4;
+/// A fatal signal was generated for a watched process ([`SignalEvent`]).
+pub const EVENT_SIGNAL: u32 = 5;
+/// A limited process's resident memory reached its limit ([`RssEvent`]).
+pub const EVENT_RSS_OVER: u32 = 6;
+/// A limited process's resident memory fell below 7/8 of its limit after being over ([`RssEvent`]).
+pub const EVENT_RSS_UNDER: u32 = 7;
 
-/// One event in the ring buffer.
+/// [`ForkEvent::flags`]: the child could not be added to [`MAP_WATCHED`] (map full), so its own
+/// children, exit and signals will not be reported.
+pub const FORK_UNTRACKED: u32 = 1;
+
+/// Bytes of the exec filename kept (including the terminating NUL); longer names are cut.
+pub const EXEC_FILENAME_LEN: usize = 256;
+/// `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// The start of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawEvent {
+pub struct EventHeader {
     /// One of the `EVENT_*` constants.
     pub kind: u32,
-    /// Thread-group id (the "pid" users see).
+    /// Thread-group id (the "pid" users see) the event is about.
     pub tgid: u32,
-    /// Id of the thread that produced the event.
+    /// Id of the thread the event is about (for exit: the last thread).
     pub pid: u32,
+    /// The app key from [`MAP_WATCHED`] (0 when the tgid is not watched, e.g. an RSS event of a
+    /// process limited but not watched).
+    pub key: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the hook fired.
+    pub ktime_ns: u64,
+}
+
+/// [`EVENT_EXIT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    /// Common fields.
+    pub hdr: EventHeader,
     /// `task->exit_code` in wait-status encoding (`signal = code & 0x7f`, `status = code >> 8`).
     pub exit_code: u32,
     /// `task->signal->group_exit_code`, preferred when non-zero (set by exit_group and fatal signals).
     pub group_exit_code: u32,
-    /// Explicit padding so the layout has no implicit holes.
-    pub _pad: u32,
-    /// `bpf_ktime_get_ns()` when the hook fired.
-    pub ktime_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<RawEvent>() == 32);
+/// [`EVENT_FORK`]: `hdr.tgid`/`hdr.pid` are the child's (equal: threads are not reported).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForkEvent {
+    /// Common fields (the child, with the parent's key).
+    pub hdr: EventHeader,
+    /// Thread-group id of the forking process.
+    pub parent_tgid: u32,
+    /// [`FORK_UNTRACKED`] or 0.
+    pub flags: u32,
+}
+
+/// [`EVENT_EXEC`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// Common fields.
+    pub hdr: EventHeader,
+    /// The id of the thread that called execve (it became the leader; differs from the tgid
+    /// only when a non-leader thread exec'd).
+    pub old_pid: u32,
+    /// Bytes of `filename` before the NUL (0 when it could not be read).
+    pub filename_len: u32,
+    /// `bprm->filename` as passed to execve, NUL-terminated, cut to [`EXEC_FILENAME_LEN`].
+    pub filename: [u8; EXEC_FILENAME_LEN],
+}
+
+/// [`EVENT_OOM_VICTIM`]: figures from the victim's `mm` (0 when unreadable).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomEvent {
+    /// Common fields.
+    pub hdr: EventHeader,
+    /// `mm->total_vm` (pages).
+    pub total_vm_pages: u64,
+    /// Resident anonymous pages.
+    pub anon_pages: u64,
+    /// Resident file pages.
+    pub file_pages: u64,
+    /// Resident shared-memory pages.
+    pub shmem_pages: u64,
+    /// `signal->oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// The victim's uid (tracepoint argument).
+    pub uid: u32,
+    /// The victim's `comm`, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// [`EVENT_SIGNAL`]: `hdr` is the target; the sender is the task that generated the signal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalEvent {
+    /// Common fields (the target).
+    pub hdr: EventHeader,
+    /// Signal number.
+    pub sig: u32,
+    /// `si_code`: <= 0 when a process sent it (`SI_USER` 0, `SI_QUEUE` -1, `SI_TKILL` -6), > 0
+    /// when the kernel did (`SI_KERNEL` 0x80 e.g. the OOM killer, fault codes for SIGSEGV...).
+    pub code: i32,
+    /// Thread-group id of `current` when the signal was generated.
+    pub sender_tgid: u32,
+    /// Thread id of `current`.
+    pub sender_pid: u32,
+    /// The `TRACE_SIGNAL_*` result (0 delivered, 3 overflow, 4 info lost).
+    pub result: i32,
+    /// Non-zero when sent to the whole thread group.
+    pub group: u32,
+    /// `current->comm`, NUL-padded.
+    pub sender_comm: [u8; COMM_LEN],
+}
+
+/// [`EVENT_RSS_OVER`] / [`EVENT_RSS_UNDER`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssEvent {
+    /// Common fields.
+    pub hdr: EventHeader,
+    /// Resident pages (file + anon + shmem) at the crossing.
+    pub rss_pages: u64,
+    /// The limit (pages).
+    pub limit_pages: u64,
+}
+
+/// Value of [`MAP_RSS_LIMITS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssLimit {
+    /// Limit in pages; reaching it is "over", falling below 7/8 of it is "under" again.
+    pub limit_pages: u64,
+    /// 1 while over. The daemon seeds it from `/proc/<pid>/statm` when it sets the limit.
+    pub over: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<EventHeader>() == 24);
+    assert!(core::mem::size_of::<ExitEvent>() == 32);
+    assert!(core::mem::size_of::<ForkEvent>() == 32);
+    assert!(core::mem::size_of::<ExecEvent>() == 32 + EXEC_FILENAME_LEN);
+    assert!(core::mem::size_of::<OomEvent>() == 80);
+    assert!(core::mem::size_of::<SignalEvent>() == 64);
+    assert!(core::mem::size_of::<RssEvent>() == 40);
+    assert!(core::mem::size_of::<RssLimit>() == 16);
+};
 
 #[cfg(feature = "user")]
-// SAFETY: RawEvent is repr(C), made only of integers, with no implicit padding (asserted above),
-// so every bit pattern is a valid value.
-unsafe impl aya::Pod for RawEvent {}
+mod pod {
+    // SAFETY (all): repr(C), made only of integers and byte arrays, with no implicit padding
+    // (sizes asserted above), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::ExitEvent {}
+    unsafe impl aya::Pod for super::ForkEvent {}
+    unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::OomEvent {}
+    unsafe impl aya::Pod for super::SignalEvent {}
+    unsafe impl aya::Pod for super::RssEvent {}
+    unsafe impl aya::Pod for super::RssLimit {}
+}
 
-impl RawEvent {
+impl ExitEvent {
     /// The status that decides how the process ended: `group_exit_code` when set, else `exit_code`.
     #[must_use]
     pub const fn wait_status(&self) -> u32 {
@@ -68,6 +292,14 @@ impl RawEvent {
             self.exit_code
         }
     }
+}
+
+/// Whether `rss` (pages) has fallen far enough below `limit` to end an "over" state: below 7/8
+/// of the limit. Shared so the kernel and the procfs fallback use the same hysteresis.
+#[must_use]
+#[inline(always)]
+pub const fn rss_is_under(rss: u64, limit: u64) -> bool {
+    rss < limit - limit / 8
 }
 
 #[cfg(test)]
@@ -80,15 +312,35 @@ mod tests {
         bytes[0..4].copy_from_slice(&EVENT_EXIT.to_ne_bytes());
         bytes[4..8].copy_from_slice(&4242u32.to_ne_bytes());
         bytes[8..12].copy_from_slice(&4243u32.to_ne_bytes());
-        bytes[12..16].copy_from_slice(&0x300u32.to_ne_bytes());
-        bytes[16..20].copy_from_slice(&9u32.to_ne_bytes());
-        bytes[24..32].copy_from_slice(&77u64.to_ne_bytes());
-        // SAFETY: the buffer has the size of RawEvent and any bit pattern is valid.
-        let ev: RawEvent = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        assert_eq!(ev.kind, EVENT_EXIT);
-        assert_eq!(ev.tgid, 4242);
-        assert_eq!(ev.pid, 4243);
-        assert_eq!(ev.ktime_ns, 77);
+        bytes[12..16].copy_from_slice(&7u32.to_ne_bytes());
+        bytes[16..24].copy_from_slice(&77u64.to_ne_bytes());
+        bytes[24..28].copy_from_slice(&0x300u32.to_ne_bytes());
+        bytes[28..32].copy_from_slice(&9u32.to_ne_bytes());
+        // SAFETY: the buffer has the size of ExitEvent and any bit pattern is valid.
+        let ev: ExitEvent = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        assert_eq!(ev.hdr.kind, EVENT_EXIT);
+        assert_eq!(ev.hdr.tgid, 4242);
+        assert_eq!(ev.hdr.pid, 4243);
+        assert_eq!(ev.hdr.key, 7);
+        assert_eq!(ev.hdr.ktime_ns, 77);
         assert_eq!(ev.wait_status(), 9, "group_exit_code wins when set");
+    }
+
+    #[test]
+    fn hysteresis_is_seven_eighths() {
+        assert!(!rss_is_under(800, 800));
+        assert!(!rss_is_under(700, 800));
+        assert!(rss_is_under(699, 800));
+        assert!(!rss_is_under(0, 0));
+    }
+
+    #[test]
+    fn fatal_signal_mask() {
+        for sig in [1, 2, 3, 4, 6, 7, 8, 9, 11, 15] {
+            assert_ne!(DEFAULT_FATAL_SIGNALS & (1 << sig), 0, "{sig}");
+        }
+        for sig in [5, 10, 12, 13, 14, 17, 28] {
+            assert_eq!(DEFAULT_FATAL_SIGNALS & (1 << sig), 0, "{sig}");
+        }
     }
 }

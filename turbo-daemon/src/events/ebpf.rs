@@ -1,31 +1,44 @@
 //! The eBPF event source: loads the `turbo-ebpf` object embedded at build time, attaches its
-//! BTF tracepoints and turns ring-buffer records into [`ProcEvent`]s.
+//! BTF tracepoints and turns ring-buffer records into [`Event`]s.
 //!
 //! * [`Ebpf::load`] reads kernel struct field offsets from `/sys/kernel/btf/vmlinux` (btf-rs,
-//!   mmap backend), patches them into the object's read-only globals, creates the maps, loads and
-//!   attaches `tp_btf/sched_process_exit`, and returns the owner of the programs and the
-//!   `WATCHED` map ([`Ebpf`]) plus the ring-buffer reader ([`RingReader`]). Every failure is an
+//!   mmap backend), patches them into the object's read-only globals, creates the maps, loads
+//!   every program and attaches all but `rss_stat`, and returns the owner of the programs and
+//!   maps ([`Ebpf`]) plus the ring-buffer reader ([`RingReader`]). Every failure is an
 //!   [`EbpfError`] whose `Display` is one line a user can act on; nothing here panics.
-//! * The kernel side only reports thread groups that were [`Ebpf::watch`]ed, and forgets a tgid
-//!   by itself when it reports its exit. A tgid watched after it already died is never
-//!   reported: the caller still reaps its direct children through pidfd/waitpid, and should
-//!   [`Ebpf::unwatch`] a pid whose exit it learnt about elsewhere (pids are reused).
+//! * Only `sched_process_exit` is essential: if it cannot be used the whole source fails (and the
+//!   daemon falls back to procfs). Any other program whose BTF fields, tracepoint or verifier
+//!   check is missing is left out and listed in [`Ebpf::fallbacks`] with the reason.
+//! * `rss_stat` fires on every page fault in the system, so it is loaded at start-up (to find
+//!   problems early) but attached only while at least one memory limit is set
+//!   ([`Ebpf::set_memory_limit`]), and detached when the last one is cleared.
+//! * The kernel side only reports thread groups in the `WATCHED` map, adds new child processes
+//!   of watched ones itself (same key), and forgets a tgid by itself when it reports its exit. A
+//!   tgid watched after it already died is never reported: the caller still reaps its direct
+//!   children through pidfd/waitpid, and should [`Ebpf::unwatch`] a pid whose exit it learnt
+//!   about elsewhere (pids are reused).
 //! * Needs Linux 5.8+ with BTF, and CAP_BPF + CAP_PERFMON (or root). No tracefs.
+//!
+//! This module must not make supervision decisions or act on processes.
 
-use std::{fmt, io, time::Instant};
+use std::{
+    collections::HashSet,
+    fmt, io,
+    time::{Duration, Instant},
+};
 
 use aya::{
     Btf, EbpfLoader,
     maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, ProgramError},
+    programs::{BtfTracePoint, ProgramError, tp_btf::BtfTracePointLinkId},
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc::UnboundedSender,
 };
-use turbo_common::{self as abi, RawEvent};
+use turbo_common::{self as abi, RssLimit};
 
-use super::{ProcEvent, SourceKind, WaitStatus};
+use super::{Event, MemoryLimitChange, OomMemory, Sender, SourceKind, WaitStatus, next_over};
 
 /// The object built by `build.rs` (empty when the BPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/turbo-ebpf"));
@@ -33,9 +46,6 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tu
 const BUILD_NOTE: &str = env!("TURBO_EBPF_BUILD_NOTE");
 /// Kernel BTF, the source of the field offsets and of the tracepoint type ids.
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-/// The `tp_btf` programs in the object and the kernel tracepoint each one attaches to.
-const TP_BTF_PROGRAMS: &[(&str, &str)] = &[(abi::PROG_SCHED_PROCESS_EXIT, "sched_process_exit")];
 
 /// Why eBPF could not be used. `Display` is a one-line human reason.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +62,7 @@ pub enum EbpfError {
         /// The parser's error.
         reason: String,
     },
-    /// A struct field the programs read is not in this kernel's BTF.
+    /// A struct field the essential programs read is not in this kernel's BTF.
     #[error("kernel BTF has no field {ty}.{field}; this kernel is not supported")]
     MissingField {
         /// The struct.
@@ -95,25 +105,50 @@ pub enum EbpfError {
         /// Cause.
         reason: String,
     },
+    /// Setting a memory limit failed (no such process, map full, `rss_stat` unavailable...).
+    #[error("cannot set a memory limit on pid {tgid}: {reason}")]
+    Limit {
+        /// The thread-group id.
+        tgid: u32,
+        /// Cause.
+        reason: String,
+    },
     /// The ring buffer could not be registered with the tokio reactor.
     #[error("cannot poll the eBPF ring buffer: {0}")]
     Ring(#[source] io::Error),
 }
 
-/// The loaded, attached programs and the maps the daemon writes.
+/// The loaded programs and the maps the daemon writes.
 ///
 /// Dropping it detaches the programs (their links live in the inner `aya::Ebpf`).
 pub struct Ebpf {
-    /// Owns the programs and their links (never read: dropping it detaches them).
-    _bpf: aya::Ebpf,
-    watched: HashMap<MapData, u32, u8>,
+    /// Owns the programs and their links.
+    bpf: aya::Ebpf,
+    watched: HashMap<MapData, u32, u32>,
+    limits: HashMap<MapData, u32, RssLimit>,
     lost: PerCpuArray<MapData, u64>,
+    /// Programs in use: attached, or (`rss_stat`) attached on demand.
     programs: Vec<String>,
+    /// `program: why it is not used / what is degraded`.
+    fallbacks: Vec<String>,
+    rss: RssStat,
+    page_size: u64,
+    load_time: Duration,
+}
+
+/// The on-demand `rss_stat` program.
+struct RssStat {
+    /// Loaded (verified) and ready to attach.
+    ready: bool,
+    link: Option<BtfTracePointLinkId>,
+    /// Tgids with a limit set by us (the kernel also removes entries on exit: pruned lazily).
+    limited: HashSet<u32>,
 }
 
 /// Reads the ring buffer the programs write into; see [`RingReader::run`].
 pub struct RingReader {
     ring: Ring,
+    page_size: u64,
 }
 
 enum Ring {
@@ -127,6 +162,8 @@ impl fmt::Debug for Ebpf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ebpf")
             .field("programs", &self.programs)
+            .field("fallbacks", &self.fallbacks)
+            .field("rss_stat_attached", &self.rss.link.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -138,7 +175,8 @@ impl fmt::Debug for RingReader {
 }
 
 impl Ebpf {
-    /// Loads and attaches all programs. Must not panic; every failure is an [`EbpfError`].
+    /// Loads all programs and attaches all but `rss_stat`. Must not panic; every failure is an
+    /// [`EbpfError`].
     ///
     /// Call it inside the tokio runtime that will poll [`RingReader::run`] (IO enabled) so the
     /// ring buffer is registered right away; outside a runtime, registration waits for `run`.
@@ -153,28 +191,74 @@ impl Ebpf {
         !OBJECT.is_empty()
     }
 
-    /// Names of the attached programs (for `turbo info`).
+    /// Size of the embedded object in bytes (0 when not built).
+    #[must_use]
+    pub fn object_size() -> usize {
+        OBJECT.len()
+    }
+
+    /// Names of the programs in use (for `turbo info`): attached ones, plus `rss_stat` when it is
+    /// ready to be attached on demand. See [`Ebpf::attached`] for what is attached right now.
     pub fn programs(&self) -> Vec<String> {
         self.programs.clone()
     }
 
-    /// Starts reporting the exit of this tgid.
+    /// Names of the programs attached right now.
+    #[must_use]
+    pub fn attached(&self) -> Vec<String> {
+        self.programs
+            .iter()
+            .filter(|p| p.as_str() != abi::PROG_RSS_STAT || self.rss.link.is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// What is not used or degraded and why, one line each (`"rss_stat: kernel BTF has no
+    /// field mm_struct.owner"`). Empty when everything works.
+    #[must_use]
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.fallbacks.clone()
+    }
+
+    /// How long [`Ebpf::load`] took (BTF parsing, map creation, load and attach).
+    #[must_use]
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// Whether [`Ebpf::set_memory_limit`] works (the `rss_stat` program loaded).
+    #[must_use]
+    pub fn memory_limits_supported(&self) -> bool {
+        self.rss.ready
+    }
+
+    /// Compatibility for the current runtime: [`Ebpf::watch_app`] with key 0.
     pub fn watch(&mut self, tgid: u32) -> Result<(), EbpfError> {
+        self.watch_app(tgid, 0)
+    }
+
+    /// Starts reporting this thread group and, from now on, every process it forks (with the
+    /// same `key`, which comes back in every event about them).
+    pub fn watch_app(&mut self, tgid: u32, key: u32) -> Result<(), EbpfError> {
         self.watched
-            .insert(tgid, 1, 0)
+            .insert(tgid, key, 0)
             .map_err(|e| EbpfError::Watch {
                 tgid,
                 reason: error_chain(&e),
             })
     }
 
-    /// Stops reporting it (ignore "not found").
+    /// The key a tgid is watched with, if it is watched (descendants added by the kernel too).
+    #[must_use]
+    pub fn watched_key(&self, tgid: u32) -> Option<u32> {
+        self.watched.get(&tgid, 0).ok()
+    }
+
+    /// Stops reporting it, and clears its memory limit (ignores "not found").
     pub fn unwatch(&mut self, tgid: u32) {
-        match self.watched.remove(&tgid) {
-            Ok(()) => {}
-            Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => tracing::warn!(tgid, error = %error_chain(&e), "eBPF unwatch failed"),
+        remove_quietly(&mut self.watched, tgid, "unwatch");
+        if self.rss.limited.contains(&tgid) {
+            self.clear_memory_limit(tgid);
         }
     }
 
@@ -186,12 +270,126 @@ impl Ebpf {
             .map(|per_cpu| per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
             .unwrap_or(0)
     }
+
+    /// Sets (or changes) the resident-memory limit of `tgid`, attaching `rss_stat` if it is the
+    /// first limit. The "over" state is seeded from `/proc/<tgid>/statm`, so a process already
+    /// over the limit is reported by the caller (see [`MemoryLimitChange`]) rather than never.
+    pub fn set_memory_limit(
+        &mut self,
+        tgid: u32,
+        bytes: u64,
+    ) -> Result<MemoryLimitChange, EbpfError> {
+        let fail = |reason: String| EbpfError::Limit { tgid, reason };
+        if !self.rss.ready {
+            return Err(fail("the rss_stat program is not available".into()));
+        }
+        let limit_pages = bytes.div_ceil(self.page_size).max(1);
+        let rss_pages = super::procfs::resident_pages(tgid).map_err(|e| fail(e.to_string()))?;
+        let was_over = self
+            .limits
+            .get(&tgid, 0)
+            .map(|l| l.over != 0)
+            .unwrap_or(false);
+        let over = next_over(was_over, rss_pages, limit_pages);
+        let value = RssLimit {
+            limit_pages,
+            over: u32::from(over),
+            _pad: 0,
+        };
+        self.limits
+            .insert(tgid, value, 0)
+            .map_err(|e| fail(error_chain(&e)))?;
+        self.rss.limited.insert(tgid);
+        if let Err(e) = self.attach_rss_stat() {
+            self.rss.limited.remove(&tgid);
+            remove_quietly(&mut self.limits, tgid, "limit");
+            return Err(e);
+        }
+        Ok(MemoryLimitChange {
+            rss_bytes: rss_pages * self.page_size,
+            limit_bytes: limit_pages * self.page_size,
+            was_over,
+            over,
+        })
+    }
+
+    /// Removes the limit of `tgid`; detaches `rss_stat` when no limit is left.
+    pub fn clear_memory_limit(&mut self, tgid: u32) {
+        remove_quietly(&mut self.limits, tgid, "limit");
+        self.rss.limited.remove(&tgid);
+        self.prune_limits();
+        if self.rss.limited.is_empty() {
+            self.detach_rss_stat();
+        }
+    }
+
+    /// Whether `rss_stat` is attached right now.
+    #[must_use]
+    pub fn rss_stat_attached(&self) -> bool {
+        self.rss.link.is_some()
+    }
+
+    /// Forgets limits the kernel removed itself when their process exited.
+    fn prune_limits(&mut self) {
+        let limits = &self.limits;
+        self.rss.limited.retain(|tgid| limits.get(tgid, 0).is_ok());
+    }
+
+    fn rss_program(&mut self) -> Result<&mut BtfTracePoint, EbpfError> {
+        self.bpf
+            .program_mut(abi::PROG_RSS_STAT)
+            .ok_or_else(|| EbpfError::Load("rss_stat is missing from the object".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| EbpfError::Load(error_chain(&e)))
+    }
+
+    fn attach_rss_stat(&mut self) -> Result<(), EbpfError> {
+        if self.rss.link.is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let link = self
+            .rss_program()?
+            .attach()
+            .map_err(|e| EbpfError::Attach {
+                program: abi::PROG_RSS_STAT.into(),
+                reason: error_chain(&e),
+            })?;
+        self.rss.link = Some(link);
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros(),
+            "rss_stat attached (a memory limit is set)"
+        );
+        Ok(())
+    }
+
+    fn detach_rss_stat(&mut self) {
+        let Some(link) = self.rss.link.take() else {
+            return;
+        };
+        match self
+            .rss_program()
+            .and_then(|p| p.detach(link).map_err(|e| EbpfError::Load(error_chain(&e))))
+        {
+            Ok(()) => tracing::debug!("rss_stat detached (no memory limit left)"),
+            Err(e) => tracing::warn!(error = %e, "cannot detach rss_stat"),
+        }
+    }
+}
+
+fn remove_quietly<V: aya::Pod>(map: &mut HashMap<MapData, u32, V>, tgid: u32, what: &str) {
+    match map.remove(&tgid) {
+        Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => tracing::warn!(tgid, error = %error_chain(&e), "eBPF {what} removal failed"),
+    }
 }
 
 impl RingReader {
-    /// Reads events forever, sending `ProcEvent::Exited { pid: tgid, status, source: Ebpf }`
-    /// for each exit. Returns when `tx` is closed (or, logged, if polling the ring fails).
-    pub async fn run(self, tx: UnboundedSender<ProcEvent>) {
+    /// Reads events until `tx` is closed (or, logged, polling the ring fails), sending one
+    /// [`Event`] per record.
+    pub async fn run(self, tx: UnboundedSender<Event>) {
+        let page_size = self.page_size;
         let mut fd = match self.ring {
             Ring::Registered(fd) => fd,
             Ring::Unregistered(ring) => match register(ring) {
@@ -215,7 +413,7 @@ impl RingReader {
             };
             let ring = guard.get_inner_mut();
             while let Some(item) = ring.next() {
-                let Some(event) = decode(&item) else {
+                let Some(event) = decode(&item, page_size) else {
                     continue;
                 };
                 if tx.send(event).is_err() {
@@ -227,21 +425,113 @@ impl RingReader {
     }
 }
 
-/// One ring-buffer record to a [`ProcEvent`]; `None` for short records and unknown kinds.
-fn decode(bytes: &[u8]) -> Option<ProcEvent> {
-    if bytes.len() < size_of::<RawEvent>() {
+/// Reads a `T` from the start of `bytes` if it is long enough.
+fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
         return None;
     }
-    // SAFETY: the length was checked, and RawEvent is plain integers (any bit pattern is valid).
-    let raw: RawEvent = unsafe { bytes.as_ptr().cast::<RawEvent>().read_unaligned() };
-    match raw.kind {
-        abi::EVENT_EXIT => Some(ProcEvent::Exited {
-            pid: raw.tgid,
-            status: WaitStatus(raw.wait_status()),
-            source: SourceKind::Ebpf,
-        }),
-        _ => None,
-    }
+    // SAFETY: the length was checked, and T is Pod (any bit pattern is valid).
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// A NUL-padded kernel string.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// One ring-buffer record to an [`Event`]; `None` for short records and unknown kinds.
+fn decode(bytes: &[u8], page_size: u64) -> Option<Event> {
+    let hdr: abi::EventHeader = read_record(bytes)?;
+    let source = SourceKind::Ebpf;
+    let (pid, key) = (hdr.tgid, hdr.key);
+    Some(match hdr.kind {
+        abi::EVENT_EXIT => {
+            let ev: abi::ExitEvent = read_record(bytes)?;
+            Event::Exited {
+                pid,
+                key,
+                status: WaitStatus(ev.wait_status()),
+                source,
+            }
+        }
+        abi::EVENT_FORK => {
+            let ev: abi::ForkEvent = read_record(bytes)?;
+            Event::Forked {
+                parent: ev.parent_tgid,
+                child: pid,
+                key,
+                tracked: ev.flags & abi::FORK_UNTRACKED == 0,
+                source,
+            }
+        }
+        abi::EVENT_EXEC => {
+            let ev: abi::ExecEvent = read_record(bytes)?;
+            let len = (ev.filename_len as usize).min(ev.filename.len());
+            Event::Exec {
+                pid,
+                key,
+                filename: String::from_utf8_lossy(&ev.filename[..len]).into_owned(),
+                source,
+            }
+        }
+        abi::EVENT_OOM_VICTIM => {
+            let ev: abi::OomEvent = read_record(bytes)?;
+            Event::OomKilled {
+                pid,
+                key,
+                memory: OomMemory {
+                    total_vm_bytes: ev.total_vm_pages * page_size,
+                    anon_rss_bytes: ev.anon_pages * page_size,
+                    file_rss_bytes: ev.file_pages * page_size,
+                    shmem_rss_bytes: ev.shmem_pages * page_size,
+                    oom_score_adj: ev.oom_score_adj,
+                    comm: c_string(&ev.comm),
+                },
+                source,
+            }
+        }
+        abi::EVENT_SIGNAL => {
+            let ev: abi::SignalEvent = read_record(bytes)?;
+            // si_code <= 0: a process sent it (kill, tkill, sigqueue), and `current` is that
+            // process. > 0: the kernel generated it (OOM killer, faults); `current` is then just
+            // whatever task was running and is not reported as a sender.
+            let sender = (ev.code <= 0).then(|| Sender {
+                pid: ev.sender_tgid,
+                comm: c_string(&ev.sender_comm),
+            });
+            Event::Signaled {
+                pid,
+                key,
+                signal: i32::try_from(ev.sig).unwrap_or(0),
+                code: ev.code,
+                sender,
+                source,
+            }
+        }
+        abi::EVENT_RSS_OVER | abi::EVENT_RSS_UNDER => {
+            let ev: abi::RssEvent = read_record(bytes)?;
+            let (rss, limit) = (ev.rss_pages * page_size, ev.limit_pages * page_size);
+            if hdr.kind == abi::EVENT_RSS_OVER {
+                Event::MemoryOver {
+                    pid,
+                    key,
+                    rss,
+                    limit,
+                    source,
+                }
+            } else {
+                Event::MemoryUnder {
+                    pid,
+                    key,
+                    rss,
+                    limit,
+                    source,
+                }
+            }
+        }
+        _ => return None,
+    })
 }
 
 fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, EbpfError> {
@@ -251,38 +541,140 @@ fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, EbpfErr
         .map_err(|e| EbpfError::Ring(e.into()))
 }
 
-/// Kernel struct field offsets (bytes) the programs need, read from kernel BTF.
+/// A kernel struct field (or size) the programs use, its load-time global, and its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Offsets {
-    pub(crate) task_exit_code: u64,
-    pub(crate) task_pid: u64,
-    pub(crate) task_tgid: u64,
-    pub(crate) task_signal: u64,
-    pub(crate) signal_group_exit_code: u64,
+pub(crate) struct Field {
+    /// The struct.
+    pub(crate) ty: &'static str,
+    /// The field (`"sizeof"` for the struct's size).
+    pub(crate) field: &'static str,
+    /// The global in the object.
+    pub(crate) global: &'static str,
+    /// Byte offset (or size); `None` when missing from BTF.
+    pub(crate) value: Option<u64>,
 }
 
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field == "sizeof" {
+            write!(f, "sizeof(struct {})", self.ty)
+        } else {
+            write!(f, "{}.{}", self.ty, self.field)
+        }
+    }
+}
+
+/// Kernel struct field offsets (bytes) the programs need, read from kernel BTF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Offsets {
+    pub(crate) fields: Vec<Field>,
+}
+
+/// What each field is called, and which global carries it.
+const FIELDS: &[(&str, &str, &str)] = &[
+    ("task_struct", "exit_code", abi::GLOBAL_OFF_TASK_EXIT_CODE),
+    ("task_struct", "pid", abi::GLOBAL_OFF_TASK_PID),
+    ("task_struct", "tgid", abi::GLOBAL_OFF_TASK_TGID),
+    ("task_struct", "signal", abi::GLOBAL_OFF_TASK_SIGNAL),
+    ("task_struct", "mm", abi::GLOBAL_OFF_TASK_MM),
+    ("task_struct", "comm", abi::GLOBAL_OFF_TASK_COMM),
+    (
+        "signal_struct",
+        "group_exit_code",
+        abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
+    ),
+    (
+        "signal_struct",
+        "oom_score_adj",
+        abi::GLOBAL_OFF_SIGNAL_OOM_SCORE_ADJ,
+    ),
+    ("mm_struct", "owner", abi::GLOBAL_OFF_MM_OWNER),
+    ("mm_struct", "rss_stat", abi::GLOBAL_OFF_MM_RSS_STAT),
+    ("mm_struct", "total_vm", abi::GLOBAL_OFF_MM_TOTAL_VM),
+    (
+        "percpu_counter",
+        "count",
+        abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
+    ),
+    ("linux_binprm", "filename", abi::GLOBAL_OFF_BINPRM_FILENAME),
+    ("kernel_siginfo", "si_code", abi::GLOBAL_OFF_SIGINFO_CODE),
+];
+
 impl Offsets {
+    /// Reads every field; a missing one is `None` (what needs it is disabled later). Fails only
+    /// when BTF cannot be read at all.
     pub(crate) fn from_kernel() -> Result<Self, EbpfError> {
         let btf = btf_rs::Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap).map_err(
             |e| EbpfError::Btf {
                 reason: error_chain(&e),
             },
         )?;
-        let off = |ty: &'static str, field: &'static str| {
-            member_offset(&btf, ty, field).ok_or(EbpfError::MissingField { ty, field })
-        };
-        Ok(Self {
-            task_exit_code: off("task_struct", "exit_code")?,
-            task_pid: off("task_struct", "pid")?,
-            task_tgid: off("task_struct", "tgid")?,
-            task_signal: off("task_struct", "signal")?,
-            signal_group_exit_code: off("signal_struct", "group_exit_code")?,
+        let mut fields: Vec<Field> = FIELDS
+            .iter()
+            .map(|&(ty, field, global)| Field {
+                ty,
+                field,
+                global,
+                // 0 means "missing" to the programs; none of these fields is first in its
+                // struct on a real kernel, so a 0 would be a bogus layout anyway.
+                value: member(&btf, ty, field)
+                    .map(|(off, _)| off)
+                    .filter(|off| *off != 0),
+            })
+            .collect();
+        // rss_stat is indexed by MM_* constants: only trust it when it is an array of exactly
+        // NR_MM_COUNTERS counters, as the programs assume.
+        let rss_len = member(&btf, "mm_struct", "rss_stat").and_then(|(_, t)| match t {
+            btf_rs::Type::Array(a) => Some(a.len() as u64),
+            _ => None,
+        });
+        if rss_len != Some(abi::NR_MM_COUNTERS) {
+            for f in &mut fields {
+                if f.global == abi::GLOBAL_OFF_MM_RSS_STAT {
+                    f.value = None;
+                }
+            }
+        }
+        let size = btf
+            .resolve_types_by_name("percpu_counter")
+            .ok()
+            .and_then(|types| {
+                types.into_iter().find_map(|t| match t {
+                    btf_rs::Type::Struct(s) => Some(s.size() as u64),
+                    _ => None,
+                })
+            })
+            .filter(|s| *s != 0);
+        fields.push(Field {
+            ty: "percpu_counter",
+            field: "sizeof",
+            global: abi::GLOBAL_SIZE_PERCPU_COUNTER,
+            value: size,
+        });
+        Ok(Self { fields })
+    }
+
+    /// The value for a global (`None` when missing).
+    pub(crate) fn get(&self, global: &str) -> Option<u64> {
+        self.fields
+            .iter()
+            .find(|f| f.global == global)
+            .and_then(|f| f.value)
+    }
+
+    /// The first missing field among `globals`.
+    fn first_missing(&self, globals: &[&str]) -> Option<Field> {
+        globals.iter().find_map(|g| {
+            self.fields
+                .iter()
+                .find(|f| f.global == *g && f.value.is_none())
+                .copied()
         })
     }
 }
 
-/// Byte offset of `field` in `struct ty`, looking into anonymous struct/union members.
-fn member_offset(btf: &btf_rs::Btf, ty: &str, field: &str) -> Option<u64> {
+/// Byte offset and type of `field` in `struct ty`, looking into anonymous struct/union members.
+fn member(btf: &btf_rs::Btf, ty: &str, field: &str) -> Option<(u64, btf_rs::Type)> {
     btf.resolve_types_by_name(ty)
         .ok()?
         .iter()
@@ -298,7 +690,7 @@ fn find_member(
     field: &str,
     base_bits: u64,
     depth: u32,
-) -> Option<u64> {
+) -> Option<(u64, btf_rs::Type)> {
     if depth > 8 {
         return None;
     }
@@ -307,8 +699,10 @@ fn find_member(
         let name = btf.resolve_name(m).unwrap_or_default();
         if name == field {
             // Bitfields and sub-byte offsets cannot be read with a byte offset.
-            return (m.bitfield_size().unwrap_or(0) == 0 && bits.is_multiple_of(8))
-                .then_some(bits / 8);
+            if m.bitfield_size().unwrap_or(0) != 0 || !bits.is_multiple_of(8) {
+                return None;
+            }
+            return Some((bits / 8, btf.resolve_chained_type(m).ok()?));
         }
         if !name.is_empty() {
             continue;
@@ -318,8 +712,8 @@ fn find_member(
         for _ in 0..8 {
             t = match &t {
                 btf_rs::Type::Struct(inner) | btf_rs::Type::Union(inner) => {
-                    if let Some(off) = find_member(btf, inner, field, bits, depth + 1) {
-                        return Some(off);
+                    if let Some(found) = find_member(btf, inner, field, bits, depth + 1) {
+                        return Some(found);
                     }
                     break;
                 }
@@ -335,6 +729,96 @@ fn find_member(
     None
 }
 
+/// One program: its name (= tracepoint), the globals it cannot work without, the ones that only
+/// degrade it (with what is lost), and whether the source is useless without it.
+struct ProgramSpec {
+    name: &'static str,
+    required: &'static [&'static str],
+    optional: &'static [(&'static str, &'static str)],
+    essential: bool,
+    attach_at_load: bool,
+}
+
+const PROGRAMS: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: abi::PROG_SCHED_PROCESS_EXIT,
+        required: &[
+            abi::GLOBAL_OFF_TASK_TGID,
+            abi::GLOBAL_OFF_TASK_PID,
+            abi::GLOBAL_OFF_TASK_EXIT_CODE,
+            abi::GLOBAL_OFF_TASK_SIGNAL,
+            abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
+        ],
+        optional: &[],
+        essential: true,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_SCHED_PROCESS_FORK,
+        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
+        optional: &[],
+        essential: false,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_SCHED_PROCESS_EXEC,
+        required: &[abi::GLOBAL_OFF_TASK_TGID],
+        optional: &[(abi::GLOBAL_OFF_BINPRM_FILENAME, "exec filenames are empty")],
+        essential: false,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_MARK_VICTIM,
+        required: &[abi::GLOBAL_OFF_TASK_TGID],
+        optional: &[
+            (
+                abi::GLOBAL_OFF_TASK_MM,
+                "OOM victims have no memory figures",
+            ),
+            (
+                abi::GLOBAL_OFF_MM_RSS_STAT,
+                "OOM victims have no rss figures",
+            ),
+            (
+                abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
+                "OOM victims have no rss figures",
+            ),
+            (abi::GLOBAL_OFF_MM_TOTAL_VM, "OOM victims have no total_vm"),
+            (
+                abi::GLOBAL_OFF_SIGNAL_OOM_SCORE_ADJ,
+                "OOM victims have no oom_score_adj",
+            ),
+            (abi::GLOBAL_OFF_TASK_COMM, "OOM victims have no comm"),
+        ],
+        essential: false,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_SIGNAL_GENERATE,
+        required: &[abi::GLOBAL_OFF_TASK_TGID],
+        optional: &[(
+            abi::GLOBAL_OFF_SIGINFO_CODE,
+            "si_code reads as 0, so kernel-generated signals look user-sent",
+        )],
+        essential: false,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_RSS_STAT,
+        required: &[
+            abi::GLOBAL_OFF_TASK_TGID,
+            abi::GLOBAL_OFF_MM_OWNER,
+            abi::GLOBAL_OFF_MM_RSS_STAT,
+            abi::GLOBAL_SIZE_PERCPU_COUNTER,
+            abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
+        ],
+        optional: &[],
+        essential: false,
+        // Every page fault in the system runs it: attached only while a limit is set.
+        attach_at_load: false,
+    },
+];
+
 fn load_object(object: &[u8], build_note: &str) -> Result<(Ebpf, RingReader), EbpfError> {
     if object.is_empty() {
         let reason = if build_note.is_empty() {
@@ -348,37 +832,72 @@ fn load_object(object: &[u8], build_note: &str) -> Result<(Ebpf, RingReader), Eb
     }
     let started = Instant::now();
     let offsets = Offsets::from_kernel()?;
+    load_with(object, &offsets, started)
+}
+
+/// Loads with the given offsets (a missing one disables what needs it; tests remove some).
+fn load_with(
+    object: &[u8],
+    offsets: &Offsets,
+    started: Instant,
+) -> Result<(Ebpf, RingReader), EbpfError> {
     // One parse of kernel BTF for the loader and every tp_btf program.
     let kernel_btf = Btf::from_sys_fs().map_err(|e| EbpfError::Btf {
         reason: error_chain(&e),
     })?;
 
-    let mut bpf = EbpfLoader::new()
-        .btf(Some(&kernel_btf))
-        .override_global(
-            abi::GLOBAL_OFF_TASK_EXIT_CODE,
-            &offsets.task_exit_code,
-            true,
-        )
-        .override_global(abi::GLOBAL_OFF_TASK_PID, &offsets.task_pid, true)
-        .override_global(abi::GLOBAL_OFF_TASK_TGID, &offsets.task_tgid, true)
-        .override_global(abi::GLOBAL_OFF_TASK_SIGNAL, &offsets.task_signal, true)
-        .override_global(
-            abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
-            &offsets.signal_group_exit_code,
-            true,
-        )
-        .load(object)
-        .map_err(loader_error)?;
+    let values: Vec<(&'static str, u64)> = offsets
+        .fields
+        .iter()
+        .map(|f| (f.global, f.value.unwrap_or(0)))
+        .collect();
+    let signal_mask = abi::DEFAULT_FATAL_SIGNALS;
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&kernel_btf));
+    for (global, value) in &values {
+        loader.override_global(global, value, true);
+    }
+    loader.override_global(abi::GLOBAL_SIGNAL_MASK, &signal_mask, true);
+    let mut bpf = loader.load(object).map_err(loader_error)?;
 
     let mut programs = Vec::new();
-    for &(program, tracepoint) in TP_BTF_PROGRAMS {
-        attach_tp_btf(&mut bpf, &kernel_btf, program, tracepoint)?;
-        programs.push(program.to_owned());
+    let mut fallbacks = Vec::new();
+    let mut rss_ready = false;
+    for spec in PROGRAMS {
+        if let Some(missing) = offsets.first_missing(spec.required) {
+            if spec.essential {
+                return Err(EbpfError::MissingField {
+                    ty: missing.ty,
+                    field: missing.field,
+                });
+            }
+            fallbacks.push(format!("{}: kernel BTF has no {missing}", spec.name));
+            continue;
+        }
+        match load_tp_btf(&mut bpf, &kernel_btf, spec.name, spec.attach_at_load) {
+            Ok(()) => {
+                programs.push(spec.name.to_owned());
+                if spec.name == abi::PROG_RSS_STAT {
+                    rss_ready = true;
+                }
+                let mut lost: Vec<&str> = Vec::new();
+                for (global, what) in spec.optional {
+                    if offsets.get(global).is_none() && !lost.contains(what) {
+                        lost.push(what);
+                    }
+                }
+                for what in lost {
+                    fallbacks.push(format!("{}: {what} (field missing from BTF)", spec.name));
+                }
+            }
+            Err(e) if spec.essential => return Err(e),
+            Err(e) => fallbacks.push(format!("{}: {e}", spec.name)),
+        }
     }
 
     let events = RingBuf::try_from(take_map(&mut bpf, abi::MAP_EVENTS)?).map_err(map_error)?;
     let watched = HashMap::try_from(take_map(&mut bpf, abi::MAP_WATCHED)?).map_err(map_error)?;
+    let limits = HashMap::try_from(take_map(&mut bpf, abi::MAP_RSS_LIMITS)?).map_err(map_error)?;
     let lost = PerCpuArray::try_from(take_map(&mut bpf, abi::MAP_LOST)?).map_err(map_error)?;
 
     let ring = if tokio::runtime::Handle::try_current().is_ok() {
@@ -389,39 +908,53 @@ fn load_object(object: &[u8], build_note: &str) -> Result<(Ebpf, RingReader), Eb
 
     drop(kernel_btf);
     trim_heap();
+    let load_time = started.elapsed();
     tracing::debug!(
-        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-        ?offsets,
-        "eBPF programs attached"
+        elapsed_ms = load_time.as_secs_f64() * 1e3,
+        ?programs,
+        ?fallbacks,
+        "eBPF programs loaded"
     );
+    let page_size = super::procfs::page_size();
     Ok((
         Ebpf {
-            _bpf: bpf,
+            bpf,
             watched,
+            limits,
             lost,
             programs,
+            fallbacks,
+            rss: RssStat {
+                ready: rss_ready,
+                link: None,
+                limited: HashSet::new(),
+            },
+            page_size,
+            load_time,
         },
-        RingReader { ring },
+        RingReader { ring, page_size },
     ))
 }
 
-fn attach_tp_btf(
+fn load_tp_btf(
     bpf: &mut aya::Ebpf,
     btf: &Btf,
     program: &str,
-    tracepoint: &str,
+    attach: bool,
 ) -> Result<(), EbpfError> {
     let prog: &mut BtfTracePoint = bpf
         .program_mut(program)
         .ok_or_else(|| EbpfError::Load(format!("program {program} is missing from the object")))?
         .try_into()
         .map_err(|e: ProgramError| EbpfError::Load(format!("{program}: {}", error_chain(&e))))?;
-    prog.load(tracepoint, btf)
+    prog.load(program, btf)
         .map_err(|e| program_error(program, e))?;
-    prog.attach().map_err(|e| EbpfError::Attach {
-        program: program.to_owned(),
-        reason: error_chain(&e),
-    })?;
+    if attach {
+        prog.attach().map_err(|e| EbpfError::Attach {
+            program: program.to_owned(),
+            reason: error_chain(&e),
+        })?;
+    }
     Ok(())
 }
 
@@ -528,249 +1061,4 @@ fn trim_heap() {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        process::{Command, Stdio},
-        time::Duration,
-    };
-
-    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
-
-    use super::*;
-
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
-
-    /// Whether a real eBPF test can run; prints why not. Under CI a missing object fails.
-    fn can_run_ebpf(test: &str) -> bool {
-        if !is_root() {
-            eprintln!(
-                "SKIPPED: {test} needs root (CAP_BPF+CAP_PERFMON) to load eBPF; \
-                 it did NOT run"
-            );
-            return false;
-        }
-        if !Ebpf::object_built() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must build the eBPF object, but: {BUILD_NOTE}"
-            );
-            eprintln!("SKIPPED: {test}: eBPF object not built ({BUILD_NOTE}); it did NOT run");
-            return false;
-        }
-        true
-    }
-
-    /// Loads the programs (they must load: these tests run as root) and starts the reader.
-    fn load_and_read() -> (Ebpf, UnboundedReceiver<ProcEvent>) {
-        let (ebpf, ring) = Ebpf::load().unwrap_or_else(|e| panic!("eBPF must load as root: {e}"));
-        let (tx, rx) = unbounded_channel();
-        tokio::spawn(ring.run(tx));
-        (ebpf, rx)
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    }
-
-    async fn next_exit_of(rx: &mut UnboundedReceiver<ProcEvent>, pid: u32) -> ProcEvent {
-        let wait = async {
-            loop {
-                match rx.recv().await {
-                    Some(ev @ ProcEvent::Exited { pid: p, .. }) if p == pid => return ev,
-                    Some(_) => {}
-                    None => panic!("ring reader stopped before pid {pid} exited"),
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(2), wait)
-            .await
-            .unwrap_or_else(|_| panic!("no eBPF exit event for pid {pid} within 2 s"))
-    }
-
-    #[test]
-    fn btf_offsets_are_non_zero() {
-        if !std::path::Path::new(VMLINUX_BTF).exists() {
-            eprintln!("SKIPPED: btf_offsets_are_non_zero: no {VMLINUX_BTF} on this kernel");
-            return;
-        }
-        let off = Offsets::from_kernel().expect("offsets from kernel BTF");
-        eprintln!("{off:?}");
-        for (name, v) in [
-            ("task_struct.exit_code", off.task_exit_code),
-            ("task_struct.pid", off.task_pid),
-            ("task_struct.tgid", off.task_tgid),
-            ("task_struct.signal", off.task_signal),
-            ("signal_struct.group_exit_code", off.signal_group_exit_code),
-        ] {
-            assert_ne!(v, 0, "{name}");
-        }
-        // `pid_t pid; pid_t tgid;` are adjacent in every kernel.
-        assert_eq!(off.task_tgid, off.task_pid + 4);
-    }
-
-    #[test]
-    fn empty_object_is_an_error_not_a_panic() {
-        let err = load_object(&[], "bpf-linker was missing at build time")
-            .expect_err("an empty object cannot load");
-        assert!(matches!(err, EbpfError::NotBuilt { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            "eBPF object not built: bpf-linker was missing at build time"
-        );
-        let err = load_object(b"not an ELF file", "").expect_err("garbage cannot load");
-        assert!(!err.to_string().is_empty());
-    }
-
-    #[test]
-    fn decode_maps_raw_events() {
-        let raw = RawEvent {
-            kind: abi::EVENT_EXIT,
-            tgid: 42,
-            pid: 43,
-            exit_code: 0x300,
-            group_exit_code: 0x300,
-            _pad: 0,
-            ktime_ns: 1,
-        };
-        // SAFETY: RawEvent is plain integers without padding.
-        let bytes: [u8; 32] = unsafe { std::mem::transmute(raw) };
-        assert_eq!(
-            decode(&bytes),
-            Some(ProcEvent::Exited {
-                pid: 42,
-                status: WaitStatus::exited(3),
-                source: SourceKind::Ebpf
-            })
-        );
-        assert_eq!(decode(&bytes[..16]), None);
-        let mut other = raw;
-        other.kind = 999;
-        // SAFETY: as above.
-        let bytes: [u8; 32] = unsafe { std::mem::transmute(other) };
-        assert_eq!(decode(&bytes), None);
-    }
-
-    #[test]
-    fn handles_and_reader_future_are_send() {
-        fn is_send<T: Send>(_: &T) {}
-        // Type-checked, never called: the daemon may move these into spawned tasks.
-        let _check = |ebpf: Ebpf, ring: RingReader, tx: UnboundedSender<ProcEvent>| {
-            is_send(&ebpf);
-            is_send(&ring.run(tx));
-        };
-    }
-
-    #[test]
-    fn verifier_log_summary_is_one_short_line() {
-        let log = "0: (79) r1 = *(u64 *)(r1 +0)\n; foo\n1: R1 invalid mem access 'scalar'\n\
-                   processed 12 insns (limit 1000000)\n";
-        assert_eq!(
-            summarize_verifier_log(log),
-            "; foo / 1: R1 invalid mem access 'scalar'"
-        );
-    }
-
-    #[test]
-    fn ebpf_reports_sigkill() {
-        if !can_run_ebpf("ebpf_reports_sigkill") {
-            return;
-        }
-        runtime().block_on(async {
-            let (mut ebpf, ring) =
-                Ebpf::load().unwrap_or_else(|e| panic!("eBPF must load as root: {e}"));
-            assert_eq!(ebpf.programs(), [abi::PROG_SCHED_PROCESS_EXIT]);
-            let (tx, mut rx) = unbounded_channel();
-            let reader = tokio::spawn(ring.run(tx));
-
-            let mut child = Command::new("sleep")
-                .arg("1000")
-                .spawn()
-                .expect("spawn sleep");
-            let pid = child.id();
-            ebpf.watch(pid).expect("watch");
-            let killed = Instant::now();
-            child.kill().expect("SIGKILL");
-            let ev = next_exit_of(&mut rx, pid).await;
-            eprintln!("eBPF event after {:?}: {ev:?}", killed.elapsed());
-            let _ = child.wait();
-            let ProcEvent::Exited { status, source, .. } = ev;
-            assert_eq!(source, SourceKind::Ebpf);
-            assert_eq!(status.signal(), Some(9), "{status:?}");
-            assert_eq!(ebpf.lost_events(), 0);
-            // The kernel forgot the tgid itself; unwatching again is harmless.
-            ebpf.unwatch(pid);
-
-            drop(rx);
-            tokio::time::timeout(Duration::from_secs(2), reader)
-                .await
-                .expect("run returns once the receiver is gone")
-                .expect("reader task");
-        });
-    }
-
-    #[test]
-    fn ebpf_reports_exit_code() {
-        if !can_run_ebpf("ebpf_reports_exit_code") {
-            return;
-        }
-        runtime().block_on(async {
-            let (mut ebpf, mut rx) = load_and_read();
-
-            let mut child = Command::new("sh")
-                .args(["-c", "read x; exit 3"])
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("spawn sh");
-            let pid = child.id();
-            ebpf.watch(pid).expect("watch");
-            drop(child.stdin.take()); // EOF: `read` returns, the shell exits 3
-            let ev = next_exit_of(&mut rx, pid).await;
-            eprintln!("eBPF event: {ev:?}");
-            let _ = child.wait();
-            assert_eq!(
-                ev,
-                ProcEvent::Exited {
-                    pid,
-                    status: WaitStatus::exited(3),
-                    source: SourceKind::Ebpf
-                }
-            );
-        });
-    }
-
-    #[test]
-    fn unwatched_exits_are_not_reported() {
-        if !can_run_ebpf("unwatched_exits_are_not_reported") {
-            return;
-        }
-        runtime().block_on(async {
-            let (mut ebpf, mut rx) = load_and_read();
-
-            let quiet = Command::new("true").status().expect("run true");
-            assert!(quiet.success());
-            let mut child = Command::new("sleep")
-                .arg("1000")
-                .spawn()
-                .expect("spawn sleep");
-            let pid = child.id();
-            ebpf.watch(pid).expect("watch");
-            child.kill().expect("SIGKILL");
-            // The first event is the watched one: `true` (and the rest of the system) is filtered.
-            let first = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-                .await
-                .expect("an event within 2 s")
-                .expect("reader alive");
-            let _ = child.wait();
-            assert!(
-                matches!(first, ProcEvent::Exited { pid: p, .. } if p == pid),
-                "{first:?}"
-            );
-        });
-    }
-}
+mod tests;

@@ -1,12 +1,29 @@
-//! Event sources: turn kernel (eBPF) or `/proc` + pidfd observations into one [`ProcEvent`] type.
+//! Event sources: turn kernel (eBPF) or `/proc` observations into one stream of [`Event`]s.
 //!
 //! The supervisor cannot tell which source produced an event; it only sees the `source` tag,
 //! which is kept for reporting (`turbo info`, `last_exit.source`). This module decides which
-//! source is active (`TURBO_EBPF=auto|require|off`) and must not make supervision decisions.
+//! source is active (`TURBO_EBPF=auto|require|off`), and offers one handle, [`EventSource`], to
+//! say which processes to watch (with an app key that comes back in every event, also for their
+//! descendants) and which memory limits to watch for. It must not make supervision decisions,
+//! and it never acts on processes (no signals, no reaping: the runtime reaps its children).
+//!
+//! * [`ebpf`]: the kernel programs; exact and immediate.
+//! * [`procfs`]: scanning `/proc` every `scan_interval`; the same events where it can see them
+//!   (no OOM-victim or signal events; short-lived processes between two scans are missed; exit
+//!   statuses of descendants only when caught as zombies), and nothing at all while idle.
+//!
+//! [`select`], [`SelectedSource`] and [`ProcEvent`] are the first slice's exit-only interface,
+//! kept until the runtime switches to [`start`] / [`EventSource`] / [`Event`].
 
 pub mod ebpf;
+pub mod procfs;
 
-use std::fmt;
+#[cfg(test)]
+mod tests;
+
+use std::{fmt, time::Duration};
+
+use tokio::sync::mpsc::UnboundedSender;
 
 /// Which source delivered an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,7 +100,8 @@ impl WaitStatus {
     }
 }
 
-/// One observation about a supervised process.
+/// The first slice's exit-only event, still used by the runtime through [`select`]. New code
+/// uses [`Event`], whose `Exited` carries the same fields plus the app key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcEvent {
     /// The thread group `pid` is gone (its last thread exited).
@@ -97,8 +115,229 @@ pub enum ProcEvent {
     },
 }
 
+/// One observation about a supervised process tree. Every variant carries the app `key` given
+/// to [`EventSource::watch`] (inherited by descendants) and the `source` that saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The thread group `pid` is gone (its last thread exited).
+    ///
+    /// eBPF reports every watched process, with the real status, before the parent can reap it.
+    /// procfs reports only *descendants* (never the pids given to `watch`, which the runtime
+    /// reaps itself), with the status when it caught the zombie, else [`WaitStatus::UNKNOWN`].
+    Exited {
+        /// Thread-group id.
+        pid: u32,
+        /// App key.
+        key: u32,
+        /// How it ended.
+        status: WaitStatus,
+        /// Who told us.
+        source: SourceKind,
+    },
+    /// A watched process created a new process (not a thread), which is now watched too.
+    Forked {
+        /// The forking process (thread-group id).
+        parent: u32,
+        /// The new process.
+        child: u32,
+        /// App key (the parent's).
+        key: u32,
+        /// False when the kernel's watch map was full: the child's own events will be missing.
+        tracked: bool,
+        /// Who told us.
+        source: SourceKind,
+    },
+    /// A watched process exec'd a new program.
+    Exec {
+        /// Thread-group id.
+        pid: u32,
+        /// App key.
+        key: u32,
+        /// eBPF: the path as given to execve (cut to 255 bytes). procfs: `/proc/<pid>/exe`, or
+        /// the new `comm` when that is unreadable. A process watched right after `spawn` may
+        /// report its own first exec: `spawn` returns while the kernel is still finishing it.
+        filename: String,
+        /// Who told us.
+        source: SourceKind,
+    },
+    /// The kernel OOM killer chose this process as its victim; a SIGKILL ([`Event::Signaled`]
+    /// with `code` 0x80) and the exit (signal 9) follow. eBPF only.
+    OomKilled {
+        /// Thread-group id.
+        pid: u32,
+        /// App key.
+        key: u32,
+        /// The victim's memory when chosen.
+        memory: OomMemory,
+        /// Who told us.
+        source: SourceKind,
+    },
+    /// A fatal signal (SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGKILL, SIGSEGV,
+    /// SIGTERM) was generated for this process. It may still handle it; the exit, if any, is a
+    /// separate event. Ignored signals and duplicates of a pending one are not reported. eBPF only.
+    Signaled {
+        /// Thread-group id of the target.
+        pid: u32,
+        /// App key.
+        key: u32,
+        /// Signal number.
+        signal: i32,
+        /// `si_code`: 0 `kill`, -1 `sigqueue`, -6 `tkill`, 0x80 the kernel (OOM killer), > 0 a
+        /// fault (e.g. SEGV_MAPERR 1).
+        code: i32,
+        /// The process that sent it, when a process did (`code <= 0`); `None` when the kernel
+        /// generated it.
+        sender: Option<Sender>,
+        /// Who told us.
+        source: SourceKind,
+    },
+    /// Resident memory reached the limit set with [`EventSource::set_memory_limit`] (also sent
+    /// at once when the limit is set below the current usage).
+    MemoryOver {
+        /// Thread-group id.
+        pid: u32,
+        /// App key (0 if the pid is not watched).
+        key: u32,
+        /// Resident bytes (file + anon + shmem) at the crossing.
+        rss: u64,
+        /// The limit in bytes (rounded up to whole pages).
+        limit: u64,
+        /// Who told us.
+        source: SourceKind,
+    },
+    /// Resident memory fell below 7/8 of the limit after a [`Event::MemoryOver`].
+    MemoryUnder {
+        /// Thread-group id.
+        pid: u32,
+        /// App key (0 if the pid is not watched).
+        key: u32,
+        /// Resident bytes at the crossing.
+        rss: u64,
+        /// The limit in bytes.
+        limit: u64,
+        /// Who told us.
+        source: SourceKind,
+    },
+}
+
+impl Event {
+    /// The process the event is about (the child for [`Event::Forked`]).
+    #[must_use]
+    pub const fn pid(&self) -> u32 {
+        match *self {
+            Self::Exited { pid, .. }
+            | Self::Exec { pid, .. }
+            | Self::OomKilled { pid, .. }
+            | Self::Signaled { pid, .. }
+            | Self::MemoryOver { pid, .. }
+            | Self::MemoryUnder { pid, .. } => pid,
+            Self::Forked { child, .. } => child,
+        }
+    }
+
+    /// The app key.
+    #[must_use]
+    pub const fn key(&self) -> u32 {
+        match *self {
+            Self::Exited { key, .. }
+            | Self::Forked { key, .. }
+            | Self::Exec { key, .. }
+            | Self::OomKilled { key, .. }
+            | Self::Signaled { key, .. }
+            | Self::MemoryOver { key, .. }
+            | Self::MemoryUnder { key, .. } => key,
+        }
+    }
+
+    /// Which source saw it.
+    #[must_use]
+    pub const fn source(&self) -> SourceKind {
+        match *self {
+            Self::Exited { source, .. }
+            | Self::Forked { source, .. }
+            | Self::Exec { source, .. }
+            | Self::OomKilled { source, .. }
+            | Self::Signaled { source, .. }
+            | Self::MemoryOver { source, .. }
+            | Self::MemoryUnder { source, .. } => source,
+        }
+    }
+
+    /// A short name of the variant, for logs and metrics labels.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Exited { .. } => "exited",
+            Self::Forked { .. } => "forked",
+            Self::Exec { .. } => "exec",
+            Self::OomKilled { .. } => "oom_killed",
+            Self::Signaled { .. } => "signaled",
+            Self::MemoryOver { .. } => "memory_over",
+            Self::MemoryUnder { .. } => "memory_under",
+        }
+    }
+}
+
+/// Who sent a signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sender {
+    /// Thread-group id of the sender.
+    pub pid: u32,
+    /// Its `comm` (the kernel's 15-byte command name).
+    pub comm: String,
+}
+
+/// An OOM victim's memory when the OOM killer chose it (0 where the kernel's BTF lacked a field).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OomMemory {
+    /// Virtual size.
+    pub total_vm_bytes: u64,
+    /// Resident anonymous memory.
+    pub anon_rss_bytes: u64,
+    /// Resident file-backed memory.
+    pub file_rss_bytes: u64,
+    /// Resident shared memory.
+    pub shmem_rss_bytes: u64,
+    /// Its `oom_score_adj`.
+    pub oom_score_adj: i32,
+    /// Its `comm`.
+    pub comm: String,
+}
+
+impl OomMemory {
+    /// Resident bytes (anon + file + shmem).
+    #[must_use]
+    pub const fn rss_bytes(&self) -> u64 {
+        self.anon_rss_bytes + self.file_rss_bytes + self.shmem_rss_bytes
+    }
+}
+
+/// What setting a memory limit found (returned by the source-specific setters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimitChange {
+    /// Resident bytes now.
+    pub rss_bytes: u64,
+    /// The limit as applied (whole pages).
+    pub limit_bytes: u64,
+    /// Over before (a previous limit).
+    pub was_over: bool,
+    /// Over now.
+    pub over: bool,
+}
+
+/// The hysteresis both sources use: over once `rss >= limit`, and over until `rss` falls below
+/// 7/8 of the limit.
+#[must_use]
+pub const fn next_over(was_over: bool, rss: u64, limit: u64) -> bool {
+    if was_over {
+        !turbo_common::rss_is_under(rss, limit)
+    } else {
+        rss >= limit
+    }
+}
+
 #[cfg(test)]
-mod tests {
+mod status_tests {
     use super::*;
 
     #[test]
@@ -149,7 +388,251 @@ impl EbpfSetting {
     }
 }
 
-/// The source chosen at start-up and why.
+/// Error from [`EventSource`] calls.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The eBPF maps refused the change.
+    #[error(transparent)]
+    Ebpf(#[from] ebpf::EbpfError),
+    /// The process is not there (or `/proc` cannot be read).
+    #[error("pid {pid}: {reason}")]
+    Process {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Settings of the event sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// How often the procfs source scans `/proc` (and samples memory against limits) while it
+    /// watches something. It does nothing while idle.
+    pub scan_interval: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            scan_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The active event source: the one handle the runtime talks to.
+///
+/// With eBPF active, memory limits fall back to procfs sampling when the `rss_stat` program is
+/// unavailable (listed in [`EventSource::fallbacks`]). Dropping it stops the source (programs
+/// detached, scanner ended); the event channel then closes.
+#[derive(Debug)]
+pub struct EventSource {
+    kind: SourceKind,
+    reason: String,
+    ebpf: Option<ebpf::Ebpf>,
+    /// The whole source (procfs), or only the memory sampler (eBPF without `rss_stat`).
+    procfs: Option<procfs::Procfs>,
+    fallbacks: Vec<String>,
+    tx: UnboundedSender<Event>,
+}
+
+/// Picks the event source and starts it; its events go to `tx`. Call inside the tokio runtime
+/// that will run the daemon (IO and time enabled).
+///
+/// # Errors
+/// With [`EbpfSetting::Require`], the loader's error when eBPF cannot be used.
+pub fn start(
+    setting: EbpfSetting,
+    options: SourceOptions,
+    tx: UnboundedSender<Event>,
+) -> Result<EventSource, String> {
+    let procfs_source = |reason: String| {
+        let procfs = procfs::Procfs::start(
+            procfs::ProcfsOptions {
+                interval: options.scan_interval,
+                track_trees: true,
+            },
+            tx.clone(),
+        );
+        EventSource {
+            kind: SourceKind::Procfs,
+            reason,
+            ebpf: None,
+            procfs: Some(procfs),
+            fallbacks: Vec::new(),
+            tx: tx.clone(),
+        }
+    };
+    if setting == EbpfSetting::Off {
+        return Ok(procfs_source("eBPF disabled (TURBO_EBPF=off)".into()));
+    }
+    match ebpf::Ebpf::load() {
+        Ok((loaded, reader)) => {
+            tokio::spawn(reader.run(tx.clone()));
+            let mut fallbacks = loaded.fallbacks();
+            let procfs = if loaded.memory_limits_supported() {
+                None
+            } else {
+                fallbacks.push(format!(
+                    "memory limits: sampled from /proc every {:?} (rss_stat unavailable)",
+                    options.scan_interval
+                ));
+                Some(procfs::Procfs::start(
+                    procfs::ProcfsOptions {
+                        interval: options.scan_interval,
+                        track_trees: false,
+                    },
+                    tx.clone(),
+                ))
+            };
+            Ok(EventSource {
+                kind: SourceKind::Ebpf,
+                reason: format!("eBPF programs loaded: {}", loaded.programs().join(", ")),
+                ebpf: Some(loaded),
+                procfs,
+                fallbacks,
+                tx,
+            })
+        }
+        Err(e) if setting == EbpfSetting::Require => Err(format!(
+            "eBPF is required (TURBO_EBPF=require) but cannot be used: {e}"
+        )),
+        Err(e) => {
+            tracing::warn!("eBPF unavailable, falling back to procfs: {e}");
+            Ok(procfs_source(format!("eBPF unavailable: {e}")))
+        }
+    }
+}
+
+impl EventSource {
+    /// Which source is active.
+    #[must_use]
+    pub const fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    /// Why this source (for procfs: why not eBPF).
+    #[must_use]
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The eBPF programs in use (empty for procfs); `rss_stat` is listed when ready to attach.
+    #[must_use]
+    pub fn programs(&self) -> Vec<String> {
+        self.ebpf
+            .as_ref()
+            .map(ebpf::Ebpf::programs)
+            .unwrap_or_default()
+    }
+
+    /// What fell back or is degraded, and why, one line each (empty when nothing did).
+    #[must_use]
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.fallbacks.clone()
+    }
+
+    /// Events the kernel dropped because the ring buffer was full.
+    #[must_use]
+    pub fn lost_events(&self) -> u64 {
+        self.ebpf.as_ref().map_or(0, ebpf::Ebpf::lost_events)
+    }
+
+    /// The eBPF handle, when eBPF is active (load time, attached programs, watched keys).
+    #[must_use]
+    pub const fn ebpf(&self) -> Option<&ebpf::Ebpf> {
+        self.ebpf.as_ref()
+    }
+
+    /// Starts watching `pid` and every process it forks from now on, reporting them with `key`.
+    /// Call it right after spawning (or adopting) the process.
+    ///
+    /// # Errors
+    /// When the pid cannot be watched (eBPF map full; procfs: no such process). Its exit is then
+    /// still seen by the runtime's pidfd; only the extra events are lost.
+    pub fn watch(&mut self, pid: u32, key: u32) -> Result<(), SourceError> {
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            ebpf.watch_app(pid, key)?;
+        }
+        if let Some(procfs) = &self.procfs {
+            let watched = procfs.watch(pid, key);
+            // Next to eBPF the sampler only needs the key for memory events: not fatal.
+            if self.ebpf.is_none() {
+                watched?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops watching `pid` (not its descendants, which end by themselves) and clears its
+    /// memory limit. Call it once the runtime has reaped the process (pids are reused).
+    pub fn unwatch(&mut self, pid: u32) {
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            ebpf.unwatch(pid);
+        }
+        if let Some(procfs) = &self.procfs {
+            procfs.unwatch(pid);
+        }
+    }
+
+    /// Reports [`Event::MemoryOver`] when `pid`'s resident memory reaches `bytes`, and
+    /// [`Event::MemoryUnder`] when it falls below 7/8 of it. If it is over already, `MemoryOver`
+    /// is sent at once. Setting it again changes the limit; the limit ends with the process.
+    ///
+    /// # Errors
+    /// No such process, or the kernel map refused it.
+    pub fn set_memory_limit(&mut self, pid: u32, bytes: u64) -> Result<(), SourceError> {
+        if let Some(ebpf) = self.ebpf.as_mut()
+            && ebpf.memory_limits_supported()
+        {
+            let change = ebpf.set_memory_limit(pid, bytes)?;
+            let key = ebpf.watched_key(pid).unwrap_or(0);
+            let (rss, limit, source) = (change.rss_bytes, change.limit_bytes, SourceKind::Ebpf);
+            let event = match (change.was_over, change.over) {
+                (false, true) => Some(Event::MemoryOver {
+                    pid,
+                    key,
+                    rss,
+                    limit,
+                    source,
+                }),
+                (true, false) => Some(Event::MemoryUnder {
+                    pid,
+                    key,
+                    rss,
+                    limit,
+                    source,
+                }),
+                _ => None,
+            };
+            if let Some(event) = event {
+                let _ = self.tx.send(event);
+            }
+            return Ok(());
+        }
+        match &self.procfs {
+            Some(procfs) => procfs.set_memory_limit(pid, bytes),
+            None => Err(SourceError::Process {
+                pid,
+                reason: "no memory source".into(),
+            }),
+        }
+    }
+
+    /// Stops reporting memory crossings for `pid` (no event is sent).
+    pub fn clear_memory_limit(&mut self, pid: u32) {
+        if let Some(ebpf) = self.ebpf.as_mut()
+            && ebpf.memory_limits_supported()
+        {
+            ebpf.clear_memory_limit(pid);
+        }
+        if let Some(procfs) = &self.procfs {
+            procfs.clear_memory_limit(pid);
+        }
+    }
+}
+
+/// The source chosen at start-up by [`select`] (the first slice's interface).
 pub struct SelectedSource {
     /// Which one.
     pub kind: SourceKind,
@@ -159,16 +642,17 @@ pub struct SelectedSource {
     pub ebpf: Option<ebpf::Ebpf>,
 }
 
-/// Picks the event source and starts its reader, which sends into `tx`.
-///
-/// The procfs source needs no reader of its own in this version: every supervised process is a
-/// direct child, and the runtime reaps each one through its pidfd.
+/// The first slice's interface, kept until the runtime uses [`start`]: picks the source and
+/// forwards only exits, as [`ProcEvent`]s, into `tx`. The procfs side needs no task here: the
+/// runtime reaps each (direct child) process through its pidfd. With eBPF, descendants of
+/// watched processes are watched too now, so exits of pids the runtime does not know arrive;
+/// the supervisor ignores those.
 ///
 /// # Errors
 /// With [`EbpfSetting::Require`], the loader's error when eBPF cannot be used.
 pub fn select(
     setting: EbpfSetting,
-    tx: tokio::sync::mpsc::UnboundedSender<ProcEvent>,
+    tx: UnboundedSender<ProcEvent>,
 ) -> Result<SelectedSource, String> {
     if setting == EbpfSetting::Off {
         return Ok(SelectedSource {
@@ -179,7 +663,35 @@ pub fn select(
     }
     match ebpf::Ebpf::load() {
         Ok((loaded, reader)) => {
-            tokio::spawn(reader.run(tx));
+            let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(reader.run(events_tx));
+            tokio::spawn(async move {
+                loop {
+                    let event = tokio::select! {
+                        event = events_rx.recv() => event,
+                        () = tx.closed() => None,
+                    };
+                    let Some(event) = event else {
+                        return; // dropping events_rx ends the reader too
+                    };
+                    if let Event::Exited {
+                        pid,
+                        status,
+                        source,
+                        ..
+                    } = event
+                        && tx
+                            .send(ProcEvent::Exited {
+                                pid,
+                                status,
+                                source,
+                            })
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
             Ok(SelectedSource {
                 kind: SourceKind::Ebpf,
                 reason: format!("eBPF programs attached: {}", loaded.programs().join(", ")),
