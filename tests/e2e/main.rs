@@ -1,9 +1,13 @@
 //! End-to-end tests: the real `turbo-daemon` and `turbo` binaries, real processes, a real
 //! private D-Bus. One binary (`cargo test -p turbo-tests`), one module per area.
 
+mod access;
 mod bad_input;
 mod dbus;
 mod ebpf;
 mod lifecycle;
 mod logs;
+mod privileges;
+mod probes;
 mod supervision;
+mod systemd;

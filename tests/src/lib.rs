@@ -75,6 +75,8 @@ pub struct TestDaemon {
     daemon: Option<Child>,
     bins: PathBuf,
     ebpf: String,
+    /// Extra environment of every daemon this harness starts (e.g. `NOTIFY_SOCKET`).
+    env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -90,13 +92,49 @@ impl TestDaemon {
             daemon: None,
             bins: bin_dir(),
             ebpf: ebpf.to_owned(),
+            env: Vec::new(),
         };
         d.launch();
         d
     }
 
+    /// Starts `turbo-daemon` with `TURBO_EBPF=ebpf` and the extra environment `env`, and returns
+    /// at once, without waiting for it to answer (for tests of its start-up; then
+    /// [`Self::wait_answering`]). Daemons started later by [`Self::restart_daemon`] get `env` too.
+    #[must_use]
+    pub fn spawn_with_env(ebpf: &str, env: &[(&str, &str)]) -> Self {
+        let home = tempfile::Builder::new()
+            .prefix("turbo-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let mut d = Self {
+            home,
+            daemon: None,
+            bins: bin_dir(),
+            ebpf: ebpf.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        d.spawn_daemon();
+        d
+    }
+
+    /// The pid of the daemon process this harness started, if it still has one.
+    #[must_use]
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     /// Starts a daemon process on this home and waits until it answers.
     fn launch(&mut self) {
+        self.spawn_daemon();
+        self.wait_answering();
+    }
+
+    /// Starts a daemon process on this home.
+    fn spawn_daemon(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,12 +143,17 @@ impl TestDaemon {
         let daemon = Command::new(self.bins.join("turbo-daemon"))
             .env("TURBO_HOME", self.home())
             .env("TURBO_EBPF", &self.ebpf)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
             .spawn()
             .expect("spawn turbo-daemon");
         self.daemon = Some(daemon);
+    }
+
+    /// Waits until the daemon answers `turbo ping`; panics with its log if it exits first.
+    pub fn wait_answering(&mut self) {
         wait_for("the daemon to answer ping", Duration::from_secs(15), || {
             if let Some(status) = self
                 .daemon
@@ -159,6 +202,7 @@ impl TestDaemon {
             daemon: None,
             bins: bin_dir(),
             ebpf: "auto".to_owned(),
+            env: Vec::new(),
         }
     }
 

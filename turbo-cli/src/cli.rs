@@ -48,6 +48,32 @@ pub enum Cmd {
     Ping,
     /// Stop every app, then the daemon.
     Kill,
+    /// Install the systemd unit of system mode (with its bus and polkit policy) and enable it.
+    Startup(StartupArgs),
+    /// Disable the systemd unit and remove what `turbo startup` installed.
+    Unstartup(UnstartupArgs),
+}
+
+/// `turbo startup`.
+#[derive(Debug, Args)]
+pub struct StartupArgs {
+    /// Print the unit that would be installed, and do nothing else.
+    #[arg(long)]
+    pub print: bool,
+    /// Write under DIR instead of / and do not run systemctl (packaging, tests).
+    #[arg(long, value_name = "DIR", env = "TURBO_STARTUP_ROOT")]
+    pub root: Option<std::path::PathBuf>,
+}
+
+/// `turbo unstartup`.
+#[derive(Debug, Args)]
+pub struct UnstartupArgs {
+    /// Also stop the service now (the daemon stops its apps first).
+    #[arg(long)]
+    pub now: bool,
+    /// Remove from under DIR instead of / and do not run systemctl.
+    #[arg(long, value_name = "DIR", env = "TURBO_STARTUP_ROOT")]
+    pub root: Option<std::path::PathBuf>,
 }
 
 /// `turbo start`.

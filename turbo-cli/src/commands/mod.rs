@@ -11,6 +11,7 @@ mod logs;
 mod manage;
 mod persist;
 mod start;
+mod startup;
 mod status;
 
 use anyhow::Result;
@@ -42,6 +43,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Resurrect => persist::resurrect().await,
         Cmd::Ping => daemon::ping().await,
         Cmd::Kill => daemon::kill().await,
+        Cmd::Startup(args) => startup::startup(&args),
+        Cmd::Unstartup(args) => startup::unstartup(&args),
     }
 }
 

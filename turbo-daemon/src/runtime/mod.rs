@@ -214,6 +214,8 @@ pub struct Runtime {
     dirty: bool,
     save_scheduled: bool,
     last_save: Option<Instant>,
+    /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
+    heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
 }
 
 impl Runtime {
@@ -254,7 +256,13 @@ impl Runtime {
             dirty: false,
             save_scheduled: false,
             last_save: None,
+            heartbeat: None,
         }
+    }
+
+    /// Makes the loop beat `heartbeat` at least every `interval` (for the systemd watchdog).
+    pub fn beat_into(&mut self, heartbeat: crate::notify::Heartbeat, interval: Duration) {
+        self.heartbeat = Some((heartbeat, interval));
     }
 
     /// Loads the state file and restores its apps: adopts processes still running from before
@@ -321,7 +329,16 @@ impl Runtime {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        // an idle loop still passes here every beat interval, proving it is not stuck
+        let beat_every = self
+            .heartbeat
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |(_, i)| *i);
+        let mut beat_tick = tokio::time::interval(beat_every);
         loop {
+            if let Some((hb, _)) = &self.heartbeat {
+                hb.beat();
+            }
             tokio::select! {
                 // kernel events first: when an eBPF exit and the pidfd are ready together, the
                 // earlier notice should win so `last_exit.source` tells the truth
@@ -331,6 +348,7 @@ impl Runtime {
                 Some(req) = self.requests_rx.recv() => self.on_request(req),
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
+                _ = beat_tick.tick() => {}
             }
             if self.shutting_down && self.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
@@ -781,6 +799,7 @@ impl Runtime {
         let app = self.one_app(target)?;
         let spec = &app.spec;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (run_as, limits) = (spec.privileges.run_as.as_ref(), &spec.privileges.limits);
         let config = AppConfigInfo {
             autorestart: match spec.autorestart {
                 crate::supervisor::Autorestart::Always => "always",
@@ -807,6 +826,19 @@ impl Runtime {
             log_max_size: spec.log.max_size,
             log_keep: spec.log.keep,
             desired: app.desired.as_str().into(),
+            user: run_as.map(|r| r.user.clone()).unwrap_or_default(),
+            uid: run_as.map_or(0, |r| r.uid),
+            group: run_as.map(|r| r.group.clone()).unwrap_or_default(),
+            gid: run_as.map_or(0, |r| r.gid),
+            groups: run_as.map(|r| r.groups.clone()).unwrap_or_default(),
+            umask: limits.umask.map(|m| format!("{m:04o}")).unwrap_or_default(),
+            rlimits: limits
+                .rlimits()
+                .into_iter()
+                .map(|(name, l)| (name.to_owned(), l.soft, l.hard))
+                .collect(),
+            nice: limits.nice.unwrap_or(AppConfigInfo::INHERITED),
+            oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((
@@ -895,6 +927,8 @@ impl Runtime {
             return;
         }
         tracing::info!("shutting down: stopping every app");
+        crate::notify::stopping();
+        crate::notify::status(&format!("stopping {} apps", self.sup.apps().count()));
         self.shutting_down = true;
         self.submit(Command::StopForShutdown, waiter);
     }
