@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod dbus;
 mod ebpf;
+mod kernel_truth;
 mod lifecycle;
 mod logs;
 mod privileges;

@@ -502,6 +502,9 @@ pub struct DaemonInfo {
     pub event_source_reason: String,
     /// eBPF programs loaded and attached.
     pub ebpf_programs: Vec<String>,
+    /// What fell back to another mechanism and why (a program that did not load, memory
+    /// limits sampled from /proc, ...).
+    pub event_fallbacks: Vec<String>,
     /// Exit events received from eBPF.
     pub ebpf_exit_events: u64,
     /// Events lost between the kernel and the daemon.

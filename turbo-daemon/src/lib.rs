@@ -14,7 +14,7 @@
 //! ```
 //!
 //! * [`supervisor`]: every lifecycle decision, sans-IO, unit-tested with a fake clock.
-//! * [`events`]: eBPF or procfs observations as one `ProcEvent` type; source selection.
+//! * [`events`]: eBPF or procfs observations as one `Event` stream; source selection.
 //! * [`runtime`]: the single loop that owns the supervisor; [`runtime::sys`] is the only place
 //!   that makes process syscalls.
 //! * [`dbus`]: thin adapter; [`config`]: `turbo.yml` and option validation; [`logs`]: capture.
@@ -130,16 +130,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .map_err(io_err("cannot write daemon.pid"))?;
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let source = events::select(opts.ebpf, events_tx).map_err(DaemonError::EventSource)?;
+    let source = events::start(opts.ebpf, events::SourceOptions::default(), events_tx)
+        .map_err(DaemonError::EventSource)?;
     tracing::info!(
-        source = source.kind.as_str(),
+        source = source.kind().as_str(),
         "event source: {}",
-        source.reason
+        source.reason()
     );
     notify::status(&format!(
         "starting: event source {} ({})",
-        source.kind.as_str(),
-        source.reason
+        source.kind().as_str(),
+        source.reason()
     ));
 
     let (bus, address, mode) = match &opts.bus {
@@ -175,7 +176,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
     let ready_status = format!(
         "running: {mode} mode, event source {}, bus {address}",
-        source.kind.as_str()
+        source.kind().as_str()
     );
 
     let mut rt = runtime::Runtime::new(

@@ -232,11 +232,6 @@ impl Ebpf {
         self.rss.ready
     }
 
-    /// Compatibility for the current runtime: [`Ebpf::watch_app`] with key 0.
-    pub fn watch(&mut self, tgid: u32) -> Result<(), EbpfError> {
-        self.watch_app(tgid, 0)
-    }
-
     /// Starts reporting this thread group and, from now on, every process it forks (with the
     /// same `key`, which comes back in every event about them).
     pub fn watch_app(&mut self, tgid: u32, key: u32) -> Result<(), EbpfError> {

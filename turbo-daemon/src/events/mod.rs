@@ -11,9 +11,6 @@
 //! * [`procfs`]: scanning `/proc` every `scan_interval`; the same events where it can see them
 //!   (no OOM-victim or signal events; short-lived processes between two scans are missed; exit
 //!   statuses of descendants only when caught as zombies), and nothing at all while idle.
-//!
-//! [`select`], [`SelectedSource`] and [`ProcEvent`] are the first slice's exit-only interface,
-//! kept until the runtime switches to [`start`] / [`EventSource`] / [`Event`].
 
 pub mod ebpf;
 pub mod procfs;
@@ -98,21 +95,6 @@ impl WaitStatus {
     pub const fn core_dumped(self) -> bool {
         self.0 != Self::UNKNOWN.0 && self.0 & 0x80 != 0
     }
-}
-
-/// The first slice's exit-only event, still used by the runtime through [`select`]. New code
-/// uses [`Event`], whose `Exited` carries the same fields plus the app key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProcEvent {
-    /// The thread group `pid` is gone (its last thread exited).
-    Exited {
-        /// Thread-group id.
-        pid: u32,
-        /// How it ended.
-        status: WaitStatus,
-        /// Who told us.
-        source: SourceKind,
-    },
 }
 
 /// One observation about a supervised process tree. Every variant carries the app `key` given
@@ -628,86 +610,6 @@ impl EventSource {
         }
         if let Some(procfs) = &self.procfs {
             procfs.clear_memory_limit(pid);
-        }
-    }
-}
-
-/// The source chosen at start-up by [`select`] (the first slice's interface).
-pub struct SelectedSource {
-    /// Which one.
-    pub kind: SourceKind,
-    /// Why (for procfs: why not eBPF).
-    pub reason: String,
-    /// The loaded programs, when eBPF is active.
-    pub ebpf: Option<ebpf::Ebpf>,
-}
-
-/// The first slice's interface, kept until the runtime uses [`start`]: picks the source and
-/// forwards only exits, as [`ProcEvent`]s, into `tx`. The procfs side needs no task here: the
-/// runtime reaps each (direct child) process through its pidfd. With eBPF, descendants of
-/// watched processes are watched too now, so exits of pids the runtime does not know arrive;
-/// the supervisor ignores those.
-///
-/// # Errors
-/// With [`EbpfSetting::Require`], the loader's error when eBPF cannot be used.
-pub fn select(
-    setting: EbpfSetting,
-    tx: UnboundedSender<ProcEvent>,
-) -> Result<SelectedSource, String> {
-    if setting == EbpfSetting::Off {
-        return Ok(SelectedSource {
-            kind: SourceKind::Procfs,
-            reason: "eBPF disabled (TURBO_EBPF=off)".into(),
-            ebpf: None,
-        });
-    }
-    match ebpf::Ebpf::load() {
-        Ok((loaded, reader)) => {
-            let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
-            tokio::spawn(reader.run(events_tx));
-            tokio::spawn(async move {
-                loop {
-                    let event = tokio::select! {
-                        event = events_rx.recv() => event,
-                        () = tx.closed() => None,
-                    };
-                    let Some(event) = event else {
-                        return; // dropping events_rx ends the reader too
-                    };
-                    if let Event::Exited {
-                        pid,
-                        status,
-                        source,
-                        ..
-                    } = event
-                        && tx
-                            .send(ProcEvent::Exited {
-                                pid,
-                                status,
-                                source,
-                            })
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-            Ok(SelectedSource {
-                kind: SourceKind::Ebpf,
-                reason: format!("eBPF programs attached: {}", loaded.programs().join(", ")),
-                ebpf: Some(loaded),
-            })
-        }
-        Err(e) if setting == EbpfSetting::Require => Err(format!(
-            "eBPF is required (TURBO_EBPF=require) but cannot be used: {e}"
-        )),
-        Err(e) => {
-            tracing::warn!("eBPF unavailable, falling back to procfs + pidfd: {e}");
-            Ok(SelectedSource {
-                kind: SourceKind::Procfs,
-                reason: format!("eBPF unavailable: {e}"),
-                ebpf: None,
-            })
         }
     }
 }

@@ -28,7 +28,7 @@ use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, DaemonInfo, ExitInfo, Hea
 
 use crate::{
     config,
-    events::{ProcEvent, SelectedSource, SourceKind, WaitStatus},
+    events::{Event, EventSource, Sender, SourceKind, WaitStatus},
     logs,
     storage::{self, SavedApp, SavedCrash, SavedProcess, SavedState, StateFile},
     supervisor::{
@@ -171,6 +171,8 @@ enum Internal {
     CrashReady(AppId, CrashRecord),
     /// The debounce delay of the state file passed.
     SaveDue,
+    /// A process was reaped: some awaited process group may be empty now.
+    CheckGroups,
 }
 
 /// The output streams of one running process.
@@ -189,11 +191,11 @@ pub struct Runtime {
     sup: Supervisor,
     paths: Paths,
     facts: DaemonFacts,
-    source: SelectedSource,
+    source: EventSource,
     ebpf_exit_events: u64,
     internal_tx: mpsc::UnboundedSender<Internal>,
     internal_rx: mpsc::UnboundedReceiver<Internal>,
-    events_rx: mpsc::UnboundedReceiver<ProcEvent>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
     requests_rx: mpsc::UnboundedReceiver<Request>,
     notices: mpsc::UnboundedSender<Notice>,
     waiters: HashMap<Ticket, Waiter>,
@@ -214,6 +216,15 @@ pub struct Runtime {
     dirty: bool,
     save_scheduled: bool,
     last_save: Option<Instant>,
+    /// Descendants of each app's main process (forks reported by the event source), which a
+    /// stop must reach even when they left the process group.
+    tree: HashMap<AppId, std::collections::HashSet<u32>>,
+    /// Process groups (with their apps' descendants) whose end the supervisor waits for.
+    group_waits: HashMap<AppId, u32>,
+    /// The last fatal signal each watched process got, and who sent it.
+    fatal_signals: HashMap<u32, (i32, Option<Sender>)>,
+    /// Resident memory of OOM victims when the kernel chose them.
+    oom_memory: HashMap<u32, u64>,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
 }
@@ -224,8 +235,8 @@ impl Runtime {
     pub fn new(
         paths: Paths,
         facts: DaemonFacts,
-        source: SelectedSource,
-        events_rx: mpsc::UnboundedReceiver<ProcEvent>,
+        source: EventSource,
+        events_rx: mpsc::UnboundedReceiver<Event>,
         requests_rx: mpsc::UnboundedReceiver<Request>,
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Self {
@@ -257,6 +268,10 @@ impl Runtime {
             save_scheduled: false,
             last_save: None,
             heartbeat: None,
+            tree: HashMap::new(),
+            group_waits: HashMap::new(),
+            fatal_signals: HashMap::new(),
+            oom_memory: HashMap::new(),
         }
     }
 
@@ -369,22 +384,89 @@ impl Runtime {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 
-    fn on_event(&mut self, ev: ProcEvent) {
+    fn on_event(&mut self, ev: Event) {
         match ev {
-            ProcEvent::Exited {
+            Event::Exited {
                 pid,
+                key,
                 status,
                 source,
             } => {
-                if source == SourceKind::Ebpf {
-                    self.ebpf_exit_events += 1;
+                let main = self.sup.apps().any(|a| a.pid() == Some(pid));
+                if main {
+                    if source == SourceKind::Ebpf {
+                        self.ebpf_exit_events += 1;
+                    }
+                    self.feed(Input::Exited {
+                        pid,
+                        status,
+                        source,
+                    });
+                } else if let Some(tree) = self.tree.get_mut(&key) {
+                    tree.remove(&pid);
+                    self.fatal_signals.remove(&pid);
+                    self.check_group_waits();
                 }
-                self.feed(Input::Exited {
-                    pid,
-                    status,
-                    source,
-                });
             }
+            Event::Forked { child, key, .. } => {
+                if self.sup.app(key).is_some() {
+                    self.tree.entry(key).or_default().insert(child);
+                }
+            }
+            Event::Exec { pid, filename, .. } => {
+                tracing::debug!(pid, "exec {filename}");
+            }
+            Event::OomKilled { pid, memory, .. } => {
+                tracing::warn!(
+                    pid,
+                    "the kernel OOM killer chose pid {pid} ({}, resident {} bytes)",
+                    memory.comm,
+                    memory.rss_bytes()
+                );
+                self.oom_memory.insert(pid, memory.rss_bytes());
+                self.feed(Input::OomKilled { pid });
+            }
+            Event::Signaled {
+                pid,
+                signal,
+                sender,
+                ..
+            } => {
+                self.fatal_signals.insert(pid, (signal, sender));
+            }
+            Event::MemoryOver {
+                pid, rss, limit, ..
+            } => {
+                tracing::info!(pid, "resident memory {rss} crossed the limit {limit}");
+            }
+            Event::MemoryUnder {
+                pid, rss, limit, ..
+            } => {
+                tracing::info!(pid, "resident memory {rss} back under the limit {limit}");
+            }
+        }
+    }
+
+    /// Whether process group `pgid`, or any known descendant of `app`, still lives.
+    fn tree_alive(&self, app: AppId, pgid: u32) -> bool {
+        sys::group_alive(pgid)
+            || self
+                .tree
+                .get(&app)
+                .is_some_and(|t| t.iter().any(|&p| sys::pid_alive(p)))
+    }
+
+    /// Reports the waited-for groups (and their apps' descendants) that are gone now.
+    fn check_group_waits(&mut self) {
+        let done: Vec<(AppId, u32)> = self
+            .group_waits
+            .iter()
+            .map(|(&a, &g)| (a, g))
+            .filter(|&(a, g)| !self.tree_alive(a, g))
+            .collect();
+        for (app, pgid) in done {
+            self.group_waits.remove(&app);
+            self.feed(Input::GroupGone { app, pgid });
         }
     }
 
@@ -410,6 +492,7 @@ impl Runtime {
                 self.save_scheduled = false;
                 self.save_now();
             }
+            Internal::CheckGroups => self.check_group_waits(),
         }
     }
 
@@ -427,12 +510,10 @@ impl Runtime {
                 _ => None,
             };
             let actions = self.sup.handle(input, Instant::now());
-            if let Some((pid, _, SourceKind::Procfs)) = exit
-                && let Some(ebpf) = self.source.ebpf.as_mut()
-            {
-                // the program forgets a tgid when it reports it; one it never reported (it exited
-                // before being watched) must be forgotten here, or a reused pid would be watched
-                ebpf.unwatch(pid);
+            if let Some((pid, ..)) = exit {
+                // forget the pid (and its memory limit) in the source: a reused pid must not
+                // inherit the watch
+                self.source.unwatch(pid);
             }
             if let Some((pid, status, source)) = exit
                 && !actions.is_empty()
@@ -464,25 +545,32 @@ impl Runtime {
                 Ok(pid) => Input::Spawned { app, pid },
                 Err(error) => Input::SpawnFailed { app, error },
             }),
-            Action::SignalGroup { pid, signal, .. } => {
+            Action::SignalGroup { app, pid, signal } => {
                 if let Err(e) = sys::signal_group(pid, signal) {
                     tracing::warn!("signal {signal} to process group {pid} failed: {e}");
+                }
+                // descendants that left the group (setsid, double fork) get it too
+                for &d in self.tree.get(&app).into_iter().flatten() {
+                    let _ = sys::signal_pid(d, signal);
                 }
                 None
             }
             Action::AwaitGroupGone { app, pgid } => {
-                if !sys::group_alive(pgid) {
+                if !self.tree_alive(app, pgid) {
                     return Some(Input::GroupGone { app, pgid });
                 }
+                self.group_waits.insert(app, pgid);
+                let descendants: Vec<u32> =
+                    self.tree.get(&app).into_iter().flatten().copied().collect();
                 let tx = self.internal_tx.clone();
                 tokio::spawn(async move {
                     // short at first: usually only the not yet reaped leader is left
                     let mut pause = Duration::from_millis(2);
-                    while sys::group_alive(pgid) {
+                    while sys::group_alive(pgid) || descendants.iter().any(|&p| sys::pid_alive(p)) {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(100));
                     }
-                    let _ = tx.send(Internal::Input(Input::GroupGone { app, pgid }));
+                    let _ = tx.send(Internal::CheckGroups);
                 });
                 None
             }
@@ -547,17 +635,15 @@ impl Runtime {
         pid: u32,
         pidfd: Option<OwnedFd>,
     ) -> std::io::Result<()> {
-        if let Some(ebpf) = self.source.ebpf.as_mut()
-            && let Err(e) = ebpf.watch(pid)
-        {
+        if let Err(e) = self.source.watch(pid, app) {
             // the pidfd still reports this exit; only the early notice is lost
-            tracing::warn!("eBPF cannot watch pid {pid}: {e}");
+            tracing::warn!("the event source cannot watch pid {pid}: {e}");
         }
         let pidfd = match pidfd {
             Some(fd) => fd,
             None => sys::pidfd_open(pid)?,
         };
-        tokio::spawn(reap_when_exited(app, pid, pidfd, self.internal_tx.clone()));
+        tokio::spawn(reap_when_exited(pid, pidfd, self.internal_tx.clone()));
         Ok(())
     }
 
@@ -585,6 +671,7 @@ impl Runtime {
             Notification::Persist => self.mark_dirty(),
             Notification::Removed { app, name } => {
                 self.crashes.remove(app);
+                self.tree.remove(&app);
                 let _ = self.notices.send(Notice::Removed(name));
                 self.mark_dirty();
             }
@@ -594,10 +681,18 @@ impl Runtime {
     /// Starts a crash record; it is completed (stderr tail) once the process's output has been
     /// read to the end, so the lines written just before dying are in it.
     fn record_crash(&mut self, app: AppId, pid: u32, exit: &Exit, restart_number: u32) {
+        let (sender_pid, sender_comm) = match self.fatal_signals.remove(&pid) {
+            Some((sig, Some(sender))) if exit.status.signal() == Some(sig) => {
+                (sender.pid, sender.comm)
+            }
+            _ => (0, String::new()),
+        };
         // eBPF reports the exit before the kernel frees the memory, so /proc may still answer
-        let memory = sys::sample(pid)
-            .map(|s| s.rss_bytes)
+        let memory = self
+            .oom_memory
+            .remove(&pid)
             .filter(|&m| m > 0)
+            .or_else(|| sys::sample(pid).map(|s| s.rss_bytes).filter(|&m| m > 0))
             .or_else(|| self.rss_seen.borrow().get(&pid).copied())
             .unwrap_or(0);
         let mut record = CrashRecord {
@@ -608,8 +703,8 @@ impl Runtime {
             uptime_ms: u64::try_from(exit.uptime.as_millis()).unwrap_or(u64::MAX),
             restart_number,
             memory_bytes: memory,
-            signal_sender_pid: 0,
-            signal_sender_comm: String::new(),
+            signal_sender_pid: sender_pid,
+            signal_sender_comm: sender_comm,
             stderr_tail: Vec::new(),
             source: exit.source.as_str().into(),
         };
@@ -942,20 +1037,12 @@ impl Runtime {
             home: self.paths.home.display().to_string(),
             log_dir: self.paths.log_dir.display().to_string(),
             ebpf_setting: self.facts.ebpf_setting.clone(),
-            event_source: self.source.kind.as_str().into(),
-            event_source_reason: self.source.reason.clone(),
-            ebpf_programs: self
-                .source
-                .ebpf
-                .as_ref()
-                .map(crate::events::ebpf::Ebpf::programs)
-                .unwrap_or_default(),
+            event_source: self.source.kind().as_str().into(),
+            event_source_reason: self.source.reason().to_owned(),
+            event_fallbacks: self.source.fallbacks(),
+            ebpf_programs: self.source.programs(),
             ebpf_exit_events: self.ebpf_exit_events,
-            events_lost: self
-                .source
-                .ebpf
-                .as_ref()
-                .map_or(0, crate::events::ebpf::Ebpf::lost_events),
+            events_lost: self.source.lost_events(),
             uptime_ms: u64::try_from(self.started.0.elapsed().as_millis()).unwrap_or(u64::MAX),
             apps: u32::try_from(self.sup.apps().count()).unwrap_or(u32::MAX),
         }
@@ -1048,12 +1135,7 @@ fn describe_exit(code: i32, signal: i32) -> String {
 
 /// Waits for `pid` to exit, reaps it if it is our child, and reports the exit and, when its
 /// process group is empty, that too (saving the group watcher a poll).
-async fn reap_when_exited(
-    app: AppId,
-    pid: u32,
-    pidfd: OwnedFd,
-    tx: mpsc::UnboundedSender<Internal>,
-) {
+async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: mpsc::UnboundedSender<Internal>) {
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
     let afd = match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
     {
@@ -1085,9 +1167,8 @@ async fn reap_when_exited(
             status,
             source: SourceKind::Procfs,
         }));
-        if !sys::group_alive(pid) {
-            let _ = tx.send(Internal::Input(Input::GroupGone { app, pgid: pid }));
-        }
+        // the group may be empty now; the loop knows the descendants too
+        let _ = tx.send(Internal::CheckGroups);
         return;
     }
 }

@@ -363,6 +363,28 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends `signal` to one process. A process that is already gone is not an error.
+///
+/// # Errors
+/// Any other `kill(2)` failure.
+pub fn signal_pid(pid: u32, signal: i32) -> io::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: plain syscall.
+    if unsafe { libc::kill(pid, signal) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Whether process `pid` exists and is not a zombie.
+#[must_use]
+pub fn pid_alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s.as_str() != "Z"))
+}
+
 /// Whether process group `pgid` still has a member (zombies count until they are reaped).
 #[must_use]
 pub fn group_alive(pgid: u32) -> bool {

@@ -321,6 +321,8 @@ pub struct App {
     pub streak: u32,
     /// Times of recent crashes, for crash-loop detection (only those inside the window).
     pub recent_crashes: VecDeque<Instant>,
+    /// The main process the kernel's OOM killer chose, until its exit is classified.
+    pub oom_victim: Option<u32>,
 }
 
 impl App {
@@ -337,6 +339,7 @@ impl App {
             auto_restarts: 0,
             streak: 0,
             recent_crashes: VecDeque::new(),
+            oom_victim: None,
         }
     }
 

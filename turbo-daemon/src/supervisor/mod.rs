@@ -167,6 +167,11 @@ pub enum Input {
         /// Which source noticed first.
         source: SourceKind,
     },
+    /// The kernel's OOM killer chose process `pid` (its exit follows).
+    OomKilled {
+        /// The victim.
+        pid: u32,
+    },
     /// The process group `pgid` of `app` has no members left.
     GroupGone {
         /// App.
@@ -352,6 +357,11 @@ impl Supervisor {
                 source,
             } => self.exited(pid, status, source, now, &mut out),
             Input::GroupGone { app, pgid } => self.group_gone(app, pgid, now, &mut out),
+            Input::OomKilled { pid } => {
+                if let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) {
+                    app.oom_victim = Some(pid);
+                }
+            }
             Input::Timer { app, generation } => self.timer(app, generation, now, &mut out),
         }
         self.settle(&mut out);
@@ -637,11 +647,12 @@ impl Supervisor {
         out.push(Action::AwaitGroupGone { app: id, pgid: pid });
         match app.state {
             State::Online { since, .. } => {
-                let reason = if status.signal().is_some() {
-                    ExitReason::Signal
-                } else {
-                    ExitReason::Exit
+                let reason = match status.signal() {
+                    Some(signal::KILL) if app.oom_victim == Some(pid) => ExitReason::OomKill,
+                    Some(_) => ExitReason::Signal,
+                    None => ExitReason::Exit,
                 };
+                app.oom_victim = None;
                 let uptime = now.saturating_duration_since(since);
                 let exit = Exit {
                     status,

@@ -661,3 +661,24 @@ fn delay_for_is_capped_and_handles_huge_attempts() {
     };
     assert_eq!(flat.delay_for(9), ms(500));
 }
+
+#[test]
+fn an_oom_victim_exit_is_classified_oom_kill() {
+    let mut h = Harness::new();
+    let id = h.start_online("hog");
+    let pid = h.pid(id);
+    h.input(Input::OomKilled { pid });
+    h.exit(id, WaitStatus::signaled(9));
+    let exit = h.sup.app(id).unwrap().last_exit.clone().unwrap();
+    assert_eq!(exit.reason, ExitReason::OomKill);
+    // the mark is spent: the next SIGKILL of the restarted process is an ordinary signal
+    let restart = h.input(Input::Timer {
+        app: id,
+        generation: h.sup.app(id).unwrap().generation,
+    });
+    assert_eq!(spawn_of(&restart), Some(id));
+    h.spawned(id);
+    h.exit(id, WaitStatus::signaled(9));
+    let exit = h.sup.app(id).unwrap().last_exit.clone().unwrap();
+    assert_eq!(exit.reason, ExitReason::Signal);
+}

@@ -371,7 +371,7 @@ fn ebpf_reports_exit_code() {
             .spawn()
             .expect("spawn sh");
         let pid = child.id();
-        ebpf.watch(pid).expect("watch (compatibility form, key 0)");
+        ebpf.watch_app(pid, 0).expect("watch");
         drop(child.stdin.take()); // EOF: `read` returns, the shell exits 3
         let ev = next_exit_of(&mut rx, pid).await;
         eprintln!("eBPF event: {ev:?}");

@@ -1,0 +1,158 @@
+//! What only the kernel can tell, through the real binaries (eBPF, so root: CI is root): an OOM
+//! kill recorded as such, the sender of a `kill -9`, and a stop that reaches descendants which
+//! left the process group.
+
+use std::time::Duration;
+
+use turbo_tests::{TestDaemon, is_root, pid_alive, wait_for};
+
+fn skip(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("TURBO_TEST_EBPF").is_none(),
+        "{test}: TURBO_TEST_EBPF is set but the tests do not run as root"
+    );
+    eprintln!("\n*** SKIPPED {test}: needs root for eBPF (CI runs as root) ***\n");
+    true
+}
+
+/// A cgroup v1 memory cgroup, removed on drop.
+struct MemoryCgroup(std::path::PathBuf);
+
+impl MemoryCgroup {
+    fn new(limit: &str) -> Self {
+        let root = std::path::Path::new("/sys/fs/cgroup/memory");
+        assert!(
+            root.join("memory.limit_in_bytes").exists(),
+            "this test needs the cgroup v1 memory controller at {} (research/ebpf-spike.md §1)",
+            root.display()
+        );
+        let dir = root.join(format!("turbo-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the memory cgroup");
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit).expect("set the limit");
+        Self(dir)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // the cgroup can only go once its processes have
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn an_oom_kill_is_recorded_as_oom_kill() {
+    if skip("an_oom_kill_is_recorded_as_oom_kill") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    let cg = MemoryCgroup::new("64M");
+    let yml = d.config(
+        "oom",
+        &format!(
+            "apps:\n  - name: hog\n    cmd: [sh, -c, 'echo $$ > {}/cgroup.procs && exec python3 -c \"b = bytearray(200 * 1024 * 1024); import time; time.sleep(60)\"']\n    autorestart: never\n",
+            cg.0.display()
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let report = wait_for(
+        "a crash record of the OOM kill",
+        Duration::from_secs(20),
+        || {
+            let r = d.json(&["crashes", "hog"]);
+            (r["stats"]["total"] == 1).then_some(r)
+        },
+    );
+    let crash = &report["crashes"][0];
+    assert_eq!(crash["reason"], "oom_kill", "{crash}");
+    assert_eq!(crash["signal"], 9);
+    assert!(
+        crash["signal_sender"].is_null(),
+        "the kernel, not a process, sent it: {crash}"
+    );
+    assert!(
+        crash["memory_bytes"].as_u64().unwrap_or(0) > 32 << 20,
+        "the victim's memory when chosen: {crash}"
+    );
+    assert_eq!(d.app("hog")["last_exit"]["reason"], "oom_kill");
+}
+
+#[test]
+fn a_kill_9_names_its_sender() {
+    if skip("a_kill_9_names_its_sender") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    d.turbo_ok(&["start", "sleep", "--name", "target", "--", "1000"]);
+    let pid = d.app("target")["pid"].as_u64().unwrap();
+    let killer = std::process::Command::new("/bin/kill")
+        .args(["-9", &pid.to_string()])
+        .spawn()
+        .unwrap();
+    let killer_pid = killer.id();
+    let _ = killer.wait_with_output();
+    let report = wait_for("the crash record", Duration::from_secs(10), || {
+        let r = d.json(&["crashes", "target"]);
+        (r["stats"]["total"] == 1).then_some(r)
+    });
+    let crash = &report["crashes"][0];
+    assert_eq!(crash["signal"], 9);
+    assert_eq!(crash["reason"], "signal");
+    assert_eq!(crash["signal_sender"]["pid"], killer_pid, "{crash}");
+    assert_eq!(crash["signal_sender"]["comm"], "kill", "{crash}");
+}
+
+#[test]
+fn stop_reaches_a_descendant_that_left_the_group() {
+    if skip("stop_reaches_a_descendant_that_left_the_group") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    let script = d.home().join("escape.py");
+    std::fs::write(
+        &script,
+        "import os, sys, time\n\
+         if os.fork() == 0:\n\
+         \x20   os.setsid()\n\
+         \x20   if os.fork() == 0:\n\
+         \x20       open(sys.argv[1], 'w').write(str(os.getpid()))\n\
+         \x20       time.sleep(1000)\n\
+         \x20   os._exit(0)\n\
+         time.sleep(1000)\n",
+    )
+    .unwrap();
+    let pid_file = d.home().join("escaped.pid");
+    d.turbo_ok(&[
+        "start",
+        script.to_str().unwrap(),
+        "--name",
+        "escaper",
+        "--",
+        pid_file.to_str().unwrap(),
+    ]);
+    let escaped: u64 = wait_for("the escaped grandchild", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    let main = d.app("escaper")["pid"].as_u64().unwrap();
+    assert!(pid_alive(escaped));
+    let pgid = std::fs::read_to_string(format!("/proc/{escaped}/stat")).unwrap();
+    let fields: Vec<&str> = pgid.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_ne!(
+        fields[2],
+        main.to_string(),
+        "the grandchild is in a group of its own"
+    );
+    d.turbo_ok(&["stop", "escaper"]);
+    assert!(
+        !pid_alive(escaped),
+        "turbo stop returned while the setsid'd grandchild {escaped} lived"
+    );
+}
