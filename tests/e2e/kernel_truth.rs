@@ -156,3 +156,66 @@ fn stop_reaches_a_descendant_that_left_the_group() {
         "turbo stop returned while the setsid'd grandchild {escaped} lived"
     );
 }
+
+#[test]
+fn max_memory_warns_then_restarts_close_to_the_limit() {
+    use futures_util::StreamExt;
+    if skip("max_memory_warns_then_restarts_close_to_the_limit") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    // grows 8 MiB every 20 ms; touches every page so the memory is resident
+    let script = d.home().join("grow.py");
+    std::fs::write(
+        &script,
+        "import time\nchunks = []\nwhile True:\n    chunks.append(bytearray(8 << 20))\n    time.sleep(0.02)\n",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = d.connect().await;
+        let m = turbo_api::ManagerProxy::new(&conn).await.unwrap();
+        let mut warnings = m.receive_memory_warning().await.unwrap();
+        let mut opts = std::collections::HashMap::new();
+        opts.insert(
+            turbo_api::option::MAX_MEMORY,
+            zbus::zvariant::Value::from(200u64 << 20),
+        );
+        m.start_app("grower", &[script.to_str().unwrap()], opts)
+            .await
+            .unwrap();
+        let warning = tokio::time::timeout(Duration::from_secs(10), warnings.next())
+            .await
+            .expect("a MemoryWarning within 10 s")
+            .unwrap();
+        let args = warning.args().unwrap();
+        assert_eq!(args.name, "grower");
+        assert!(
+            args.rss_bytes >= 160 << 20,
+            "warned at 80% of 200 MiB: {}",
+            args.rss_bytes
+        );
+        assert_eq!(args.max_memory_bytes, 200 << 20);
+    });
+    let report = wait_for(
+        "a memory_limit crash record",
+        Duration::from_secs(10),
+        || {
+            let r = d.json(&["crashes", "grower"]);
+            (r["stats"]["total"].as_u64() >= Some(1)).then_some(r)
+        },
+    );
+    let crash = &report["crashes"][report["crashes"].as_array().unwrap().len() - 1];
+    assert_eq!(crash["reason"], "memory_limit", "{crash}");
+    let peak = crash["memory_bytes"].as_u64().unwrap();
+    assert!(
+        ((200 << 20)..(220 << 20)).contains(&peak),
+        "restarted within 20 MB of the limit (measured {} MiB)",
+        peak >> 20
+    );
+    let app = d.wait_app("grower", "restarted", |a| a["restarts"].as_u64() >= Some(1));
+    assert_eq!(app["memory_limit_bytes"], 200u64 << 20);
+}

@@ -165,7 +165,16 @@ impl TestDaemon {
                     self.daemon_log()
                 );
             }
-            self.turbo(&["ping"]).status.success().then_some(())
+            // an explicit bus address: a `turbo` that finds no daemon yet must not start one
+            Command::new(self.bins.join("turbo"))
+                .arg("ping")
+                .env("TURBO_BUS_ADDRESS", self.address())
+                .stdin(Stdio::null())
+                .output()
+                .expect("run turbo ping")
+                .status
+                .success()
+                .then_some(())
         });
     }
 

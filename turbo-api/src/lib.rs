@@ -42,6 +42,8 @@ pub mod option {
     pub const ENV: &str = "env";
     /// `s`: `always` | `on-failure` | `never`.
     pub const AUTORESTART: &str = "autorestart";
+    /// `t`: restart the app when its resident memory reaches this many bytes.
+    pub const MAX_MEMORY: &str = "max_memory";
 }
 
 /// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.
@@ -162,6 +164,15 @@ mod proxy {
 
         /// Starts the apps of the dump file that are not already managed; returns them.
         fn resurrect(&self) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Emitted when an app's resident memory crosses its warning level (once per crossing).
+        #[zbus(signal)]
+        fn memory_warning(
+            &self,
+            name: &str,
+            rss_bytes: u64,
+            max_memory_bytes: u64,
+        ) -> zbus::Result<()>;
 
         /// Emitted for every crash, once its record is complete (stderr tail included).
         #[zbus(signal)]

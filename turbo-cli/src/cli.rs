@@ -94,6 +94,9 @@ pub struct StartArgs {
     /// Do not restart the app when it exits.
     #[arg(long)]
     pub no_autorestart: bool,
+    /// Restart the app when its resident memory reaches this size (e.g. 512mb).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// Arguments passed to the script or command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

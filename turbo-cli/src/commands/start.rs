@@ -33,6 +33,7 @@ enum Plan {
         cwd: String,
         env: HashMap<String, String>,
         autorestart: Option<&'static str>,
+        max_memory: Option<u64>,
     },
 }
 
@@ -62,6 +63,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             cwd,
             env,
             autorestart,
+            max_memory,
         } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let mut options: HashMap<&str, Value<'_>> = HashMap::new();
@@ -71,6 +73,9 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             }
             if let Some(policy) = autorestart {
                 options.insert(option::AUTORESTART, Value::from(policy));
+            }
+            if let Some(bytes) = max_memory {
+                options.insert(option::MAX_MEMORY, Value::from(bytes));
             }
             let status = daemon
                 .proxy
@@ -97,6 +102,9 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         }
         if args.no_autorestart {
             ignored.push("--no-autorestart");
+        }
+        if args.max_memory.is_some() {
+            ignored.push("--max-memory");
         }
         if !args.args.is_empty() {
             ignored.push("ARGS after --");
@@ -133,13 +141,46 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
     let argv = std::iter::once(args.target.clone())
         .chain(args.args.iter().cloned())
         .collect();
+    let max_memory = args
+        .max_memory
+        .as_deref()
+        .map(|s| {
+            parse_size(s).ok_or_else(|| {
+                anyhow!("--max-memory '{s}' is not a size: use e.g. 512mb, 1gb or 100k")
+            })
+        })
+        .transpose()?;
     Ok(Plan::App {
         name,
         argv,
         cwd,
         env,
         autorestart: args.no_autorestart.then_some("never"),
+        max_memory,
     })
+}
+
+/// `512mb`, `1gb`, `100k`, `4096`: powers of 1024, as in turbo.yml.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a parsed non-negative size; fractions of a byte are dropped"
+    )]
+    Some((n * mult) as u64)
 }
 
 /// `*.yml` / `*.yaml` (any case) is a config file; anything else is run.
@@ -212,6 +253,7 @@ mod tests {
             cwd: None,
             env: vec![],
             no_autorestart: false,
+            max_memory: None,
             args: vec![],
         }
     }
@@ -236,6 +278,7 @@ mod tests {
                 cwd: CWD.into(),
                 env: HashMap::new(),
                 autorestart: None,
+                max_memory: None,
             }
         );
     }
@@ -248,6 +291,7 @@ mod tests {
                 cwd: Some("../other/./dir".into()),
                 env: vec!["A=1".into(), "URL=http://x/?a=b".into(), "EMPTY=".into()],
                 no_autorestart: true,
+                max_memory: Some("1.5mb".into()),
                 ..args("ticker.py")
             },
             Path::new(CWD),
@@ -259,11 +303,13 @@ mod tests {
             cwd,
             env,
             autorestart,
+            max_memory,
         } = plan
         else {
             panic!("not an app: {plan:?}");
         };
         assert_eq!(name, "tick");
+        assert_eq!(max_memory, Some(1_572_864));
         assert_eq!(argv, ["ticker.py"]);
         assert_eq!(cwd, "/home/u/proj/../other/dir");
         assert_eq!(env["A"], "1");

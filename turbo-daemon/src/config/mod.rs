@@ -61,6 +61,10 @@ struct AppConfig {
     kill_timeout: Option<Scalar>,
     #[serde(default)]
     log: LogConfig,
+    /// Restart at this resident memory (`512mb`).
+    max_memory: Option<Scalar>,
+    /// Warn at this share of `max_memory` (`80%` or `80`).
+    memory_warning: Option<Scalar>,
     /// Run as this user (name or uid); only root may name another user than itself.
     user: Option<NameOrId>,
     /// Primary group (name or gid); default: the user's.
@@ -366,8 +370,13 @@ pub fn from_options(
                 Ok(s) => app.autorestart = Some(s),
                 Err(_) => errors.push("option 'autorestart' must be a string".to_owned()),
             },
+            turbo_api::option::MAX_MEMORY => match u64::try_from(value.clone()) {
+                #[expect(clippy::cast_precision_loss, reason = "a byte count far below 2^52")]
+                Ok(n) => app.max_memory = Some(Scalar::Number(n as f64)),
+                Err(_) => errors.push("option 'max_memory' must be a byte count (t)".to_owned()),
+            },
             other => errors.push(format!(
-                "unknown option '{other}' (known: cwd, env, autorestart)"
+                "unknown option '{other}' (known: cwd, env, autorestart, max_memory)"
             )),
         }
     }
@@ -479,6 +488,12 @@ fn validate(
     spec.env = env.into_iter().collect();
     apply_restart(&app.restart, &mut spec, &mut errors);
     apply_log(&app.log, &mut spec, &mut errors);
+    apply_memory(
+        app.max_memory.as_ref(),
+        app.memory_warning.as_ref(),
+        &mut spec,
+        &mut errors,
+    );
     if let Some((k, bad)) = app
         .stop_exit_codes
         .iter()
@@ -591,6 +606,51 @@ fn apply_restart(cfg: &RestartConfig, spec: &mut AppSpec, errors: &mut Vec<Probl
                 r.max_delay, r.delay
             ),
         ));
+    }
+}
+
+fn apply_memory(
+    max: Option<&Scalar>,
+    warning: Option<&Scalar>,
+    spec: &mut AppSpec,
+    errors: &mut Vec<Problem>,
+) {
+    if let Some(v) = max {
+        match v.size("max_memory") {
+            Ok(n) if n >= 1 << 20 => spec.memory.max = Some(n),
+            Ok(n) => errors.push(Problem::new(
+                "max_memory",
+                format!(
+                    "max_memory {n} bytes is below 1mb: no program runs in that; use e.g. 512mb"
+                ),
+            )),
+            Err(e) => errors.push(Problem::new("max_memory", e)),
+        }
+    }
+    if let Some(v) = warning {
+        let pct = match v {
+            Scalar::Number(n) => Some(*n),
+            Scalar::Text(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
+        };
+        match pct {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "checked 1..=100"
+            )]
+            Some(p) if (1.0..=100.0).contains(&p) => spec.memory.warning_percent = p.round() as u8,
+            _ => errors.push(Problem::new(
+                "memory_warning",
+                "memory_warning must be a percentage of max_memory between 1% and 100%, like 80%"
+                    .to_owned(),
+            )),
+        }
+        if max.is_none() {
+            errors.push(Problem::new(
+                "memory_warning",
+                "memory_warning needs max_memory: it is a share of it".to_owned(),
+            ));
+        }
     }
 }
 

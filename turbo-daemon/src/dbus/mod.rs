@@ -247,6 +247,15 @@ impl ManagerIface {
         self.apps(Op::Resurrect).await
     }
 
+    /// Emitted when an app's resident memory crosses its warning level (once per crossing).
+    #[zbus(signal)]
+    async fn memory_warning(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        rss_bytes: u64,
+        max_memory_bytes: u64,
+    ) -> zbus::Result<()>;
+
     /// Emitted for every crash, once its record is complete.
     #[zbus(signal)]
     async fn app_crashed(
@@ -364,6 +373,9 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
                 )
                 .await;
                 refresh(server, status).await
+            }
+            Notice::MemoryWarning(name, rss, max) => {
+                ManagerIface::memory_warning(&manager_emitter, &name, rss, max).await
             }
             Notice::Crashed(name, record) => {
                 ManagerIface::app_crashed(&manager_emitter, &name, record).await

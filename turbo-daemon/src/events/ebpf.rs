@@ -38,7 +38,7 @@ use tokio::{
 };
 use turbo_common::{self as abi, RssLimit};
 
-use super::{Event, MemoryLimitChange, OomMemory, Sender, SourceKind, WaitStatus, next_over};
+use super::{Event, MemoryLimitChange, OomMemory, Sender, SourceKind, WaitStatus};
 
 /// The object built by `build.rs` (empty when the BPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/turbo-ebpf"));
@@ -285,7 +285,9 @@ impl Ebpf {
             .get(&tgid, 0)
             .map(|l| l.over != 0)
             .unwrap_or(false);
-        let over = next_over(was_over, rss_pages, limit_pages);
+        // a new threshold starts fresh: only "already over it" matters, so that moving a
+        // process from one threshold to another is never mistaken for a fall under the old one
+        let over = rss_pages >= limit_pages;
         let value = RssLimit {
             limit_pages,
             over: u32::from(over),

@@ -570,25 +570,15 @@ impl EventSource {
             let change = ebpf.set_memory_limit(pid, bytes)?;
             let key = ebpf.watched_key(pid).unwrap_or(0);
             let (rss, limit, source) = (change.rss_bytes, change.limit_bytes, SourceKind::Ebpf);
-            let event = match (change.was_over, change.over) {
-                (false, true) => Some(Event::MemoryOver {
+            // a new threshold starts fresh: report at once only a process already over it
+            if change.over {
+                let _ = self.tx.send(Event::MemoryOver {
                     pid,
                     key,
                     rss,
                     limit,
                     source,
-                }),
-                (true, false) => Some(Event::MemoryUnder {
-                    pid,
-                    key,
-                    rss,
-                    limit,
-                    source,
-                }),
-                _ => None,
-            };
-            if let Some(event) = event {
-                let _ = self.tx.send(event);
+                });
             }
             return Ok(());
         }

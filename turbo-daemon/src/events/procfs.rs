@@ -301,14 +301,8 @@ impl Scanner {
                 Vec::new()
             }
             Command::SetLimit { pid, pages } => {
-                let was_over = self.limits.get(&pid).is_some_and(|l| l.over);
-                self.limits.insert(
-                    pid,
-                    Limit {
-                        pages,
-                        over: was_over,
-                    },
-                );
+                // a new threshold starts fresh (see EventSource::set_memory_limit)
+                self.limits.insert(pid, Limit { pages, over: false });
                 let mut events = Vec::new();
                 self.sample(pid, &mut events);
                 events

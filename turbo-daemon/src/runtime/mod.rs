@@ -121,6 +121,8 @@ pub enum Notice {
     Changed(AppStatus),
     /// An app crashed; the record is complete.
     Crashed(String, CrashRecord),
+    /// An app's memory crossed its warning level: name, resident bytes, `max_memory`.
+    MemoryWarning(String, u64, u64),
     /// An app is gone.
     Removed(String),
 }
@@ -437,12 +439,14 @@ impl Runtime {
             Event::MemoryOver {
                 pid, rss, limit, ..
             } => {
-                tracing::info!(pid, "resident memory {rss} crossed the limit {limit}");
+                self.rss_seen.borrow_mut().insert(pid, rss);
+                self.feed(Input::MemoryOver { pid, rss, limit });
             }
             Event::MemoryUnder {
                 pid, rss, limit, ..
             } => {
-                tracing::info!(pid, "resident memory {rss} back under the limit {limit}");
+                self.rss_seen.borrow_mut().insert(pid, rss);
+                self.feed(Input::MemoryUnder { pid, limit });
             }
         }
     }
@@ -552,6 +556,12 @@ impl Runtime {
                 // descendants that left the group (setsid, double fork) get it too
                 for &d in self.tree.get(&app).into_iter().flatten() {
                     let _ = sys::signal_pid(d, signal);
+                }
+                None
+            }
+            Action::SetMemoryLimit { app, pid, bytes } => {
+                if let Err(e) = self.source.set_memory_limit(pid, bytes) {
+                    tracing::warn!(app, "cannot watch the memory of pid {pid}: {e}");
                 }
                 None
             }
@@ -668,6 +678,17 @@ impl Runtime {
                 exit,
                 restart_number,
             } => self.record_crash(app, pid, &exit, restart_number),
+            Notification::MemoryWarning { app, rss, max } => {
+                if let Some(a) = self.sup.app(app) {
+                    let name = a.spec.name.clone();
+                    tracing::warn!(
+                        app = %name,
+                        "memory warning: {rss} bytes resident, {}% of max_memory {max}",
+                        rss.saturating_mul(100) / max.max(1)
+                    );
+                    let _ = self.notices.send(Notice::MemoryWarning(name, rss, max));
+                }
+            }
             Notification::Persist => self.mark_dirty(),
             Notification::Removed { app, name } => {
                 self.crashes.remove(app);
@@ -1065,7 +1086,7 @@ impl Runtime {
             }),
             cpu_percent: -1.0,
             memory_bytes: 0,
-            memory_limit_bytes: 0,
+            memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
             health: Health::None.as_str().into(),
             next_restart_in_ms: match app.state {
                 State::Backoff { until } => {

@@ -128,6 +128,36 @@ impl Default for LogPolicy {
     }
 }
 
+/// Memory limit of an app's main process (resident set size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryPolicy {
+    /// Restart the app when its resident memory reaches this many bytes.
+    pub max: Option<u64>,
+    /// Warn (once per crossing) at this percentage of `max`.
+    pub warning_percent: u8,
+}
+
+impl Default for MemoryPolicy {
+    fn default() -> Self {
+        Self {
+            max: None,
+            warning_percent: 80,
+        }
+    }
+}
+
+impl MemoryPolicy {
+    /// The warning threshold in bytes, when a limit is set.
+    #[must_use]
+    pub fn warning(&self) -> Option<u64> {
+        self.max.map(|max| {
+            let warn = u128::from(max) * u128::from(self.warning_percent) / 100;
+            u64::try_from(warn).unwrap_or(max)
+        })
+    }
+}
+
 /// Durations as integer milliseconds in the state file.
 mod millis {
     use std::time::Duration;
@@ -170,6 +200,9 @@ pub struct AppSpec {
     /// Log files.
     #[serde(default)]
     pub log: LogPolicy,
+    /// Memory limit.
+    #[serde(default)]
+    pub memory: MemoryPolicy,
     /// Who the app runs as and under which limits (`user`, `group`, `groups`, `umask`,
     /// `rlimits`, `nice`, `oom_score_adj`). Boxed: `AppSpec` travels by value in supervisor
     /// actions, and the default (everything inherited from the daemon) is the common case.
@@ -192,6 +225,7 @@ impl AppSpec {
             stop_signal: super::signal::TERM,
             kill_timeout: Duration::from_secs(5),
             log: LogPolicy::default(),
+            memory: MemoryPolicy::default(),
             privileges: Box::default(),
         }
     }
@@ -221,6 +255,8 @@ pub enum State {
         killed: bool,
         /// Whether the main process has exited (the group may still have members).
         exited: bool,
+        /// Why it is being stopped: `manual` on request, `memory_limit` when over `max_memory`.
+        cause: ExitReason,
         /// What happens once it is gone.
         then: AfterStop,
     },
@@ -323,6 +359,9 @@ pub struct App {
     pub recent_crashes: VecDeque<Instant>,
     /// The main process the kernel's OOM killer chose, until its exit is classified.
     pub oom_victim: Option<u32>,
+    /// Whether the memory warning was given for the current crossing (cleared when memory falls
+    /// back under the warning level).
+    pub memory_warned: bool,
 }
 
 impl App {
@@ -340,6 +379,7 @@ impl App {
             streak: 0,
             recent_crashes: VecDeque::new(),
             oom_victim: None,
+            memory_warned: false,
         }
     }
 

@@ -34,7 +34,8 @@ mod tests;
 use std::{collections::BTreeMap, time::Instant};
 
 pub use app::{
-    App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, RestartPolicy, State,
+    App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryPolicy, RestartPolicy,
+    State,
 };
 use turbo_api::ExitReason;
 
@@ -172,6 +173,23 @@ pub enum Input {
         /// The victim.
         pid: u32,
     },
+    /// Process `pid`'s resident memory rose to `limit` or above (the threshold set with
+    /// [`Action::SetMemoryLimit`]).
+    MemoryOver {
+        /// Process.
+        pid: u32,
+        /// Resident bytes.
+        rss: u64,
+        /// The threshold crossed.
+        limit: u64,
+    },
+    /// Process `pid`'s resident memory fell back under 7/8 of `limit`.
+    MemoryUnder {
+        /// Process.
+        pid: u32,
+        /// The threshold.
+        limit: u64,
+    },
     /// The process group `pgid` of `app` has no members left.
     GroupGone {
         /// App.
@@ -215,6 +233,15 @@ pub enum Notification {
         /// Restarts the app had had before this crash.
         restart_number: u32,
     },
+    /// An app's memory crossed its warning level (`memory_warning` of `max_memory`).
+    MemoryWarning {
+        /// App.
+        app: AppId,
+        /// Resident bytes.
+        rss: u64,
+        /// Its `max_memory`.
+        max: u64,
+    },
     /// Something worth saving changed (spec, desired state, restart count).
     Persist,
     /// An app was forgotten.
@@ -234,8 +261,8 @@ pub enum Action {
     Spawn {
         /// App.
         app: AppId,
-        /// What to run.
-        spec: AppSpec,
+        /// What to run (boxed: it is much larger than every other action).
+        spec: Box<AppSpec>,
     },
     /// Send `signal` to the process group led by `pid`.
     SignalGroup {
@@ -245,6 +272,15 @@ pub enum Action {
         pid: u32,
         /// Signal number.
         signal: i32,
+    },
+    /// Watch process `pid` against this memory threshold (replacing the previous one).
+    SetMemoryLimit {
+        /// App.
+        app: AppId,
+        /// Its main process.
+        pid: u32,
+        /// Threshold in bytes.
+        bytes: u64,
     },
     /// Report [`Input::GroupGone`] once process group `pgid` has no members (at once if it has
     /// none already).
@@ -357,6 +393,10 @@ impl Supervisor {
                 source,
             } => self.exited(pid, status, source, now, &mut out),
             Input::GroupGone { app, pgid } => self.group_gone(app, pgid, now, &mut out),
+            Input::MemoryOver { pid, rss, limit } => {
+                self.memory_over(pid, rss, limit, now, &mut out)
+            }
+            Input::MemoryUnder { pid, limit } => self.memory_under(pid, limit, &mut out),
             Input::OomKilled { pid } => {
                 if let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) {
                     app.oom_victim = Some(pid);
@@ -521,7 +561,7 @@ impl Supervisor {
         out.push(Action::Notify(Notification::StateChanged(id)));
         out.push(Action::Spawn {
             app: id,
-            spec: app.spec.clone(),
+            spec: Box::new(app.spec.clone()),
         });
     }
 
@@ -542,6 +582,7 @@ impl Supervisor {
                     deadline,
                     killed: false,
                     exited: false,
+                    cause: ExitReason::Manual,
                     then,
                 };
                 out.push(Action::SignalGroup {
@@ -571,6 +612,7 @@ impl Supervisor {
                     deadline,
                     killed: false,
                     exited: true,
+                    cause: ExitReason::Manual,
                     then,
                 };
                 out.push(Action::SignalGroup {
@@ -618,6 +660,14 @@ impl Supervisor {
             Some(app) if matches!(app.state, State::Starting) => {
                 app.state = State::Online { pid, since: now };
                 app.lingering = None;
+                app.memory_warned = false;
+                if let Some(bytes) = app.spec.memory.warning() {
+                    out.push(Action::SetMemoryLimit {
+                        app: id,
+                        pid,
+                        bytes,
+                    });
+                }
                 out.push(Action::Notify(Notification::StateChanged(id)));
             }
             // the app was stopped or deleted while its spawn was in flight: nobody owns this
@@ -693,20 +743,109 @@ impl Supervisor {
             State::Stopping {
                 since,
                 ref mut exited,
+                cause,
                 ..
             } => {
                 *exited = true;
-                app.last_exit = Some(Exit {
+                let exit = Exit {
                     status,
-                    reason: ExitReason::Manual,
+                    reason: cause,
                     source,
                     at: now,
                     uptime: now.saturating_duration_since(since),
-                });
+                };
+                if cause != ExitReason::Manual {
+                    // a restart the daemon decided (memory limit) is a crash to the user
+                    out.push(Action::Notify(Notification::Crashed {
+                        app: id,
+                        pid,
+                        exit: exit.clone(),
+                        restart_number: app.restarts,
+                    }));
+                }
+                app.last_exit = Some(exit);
                 // completes on GroupGone
             }
             // only online and stopping apps have a pid
             State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {}
+        }
+    }
+
+    fn memory_over(&mut self, pid: u32, rss: u64, limit: u64, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) else {
+            return;
+        };
+        let (id, memory) = (app.id, app.spec.memory.clone());
+        let Some(max) = memory.max else {
+            return;
+        };
+        if !matches!(app.state, State::Online { .. }) {
+            return;
+        }
+        if limit >= max || rss >= max {
+            // over max_memory: restart it now, gracefully (stop signal, then SIGKILL at the
+            // kill timeout), and record it as a crash with reason memory_limit
+            let State::Online { since, .. } = app.state else {
+                unreachable!("checked online")
+            };
+            app.generation += 1;
+            let deadline = now + app.spec.kill_timeout;
+            app.state = State::Stopping {
+                pid,
+                since,
+                deadline,
+                killed: false,
+                exited: false,
+                cause: ExitReason::MemoryLimit,
+                then: AfterStop::Start,
+            };
+            out.push(Action::SignalGroup {
+                app: id,
+                pid,
+                signal: app.spec.stop_signal,
+            });
+            out.push(Action::SetTimer {
+                app: id,
+                generation: app.generation,
+                at: deadline,
+            });
+            out.push(Action::Notify(Notification::StateChanged(id)));
+            return;
+        }
+        if !app.memory_warned {
+            app.memory_warned = true;
+            out.push(Action::Notify(Notification::MemoryWarning {
+                app: id,
+                rss,
+                max,
+            }));
+        }
+        // next: the limit itself
+        out.push(Action::SetMemoryLimit {
+            app: id,
+            pid,
+            bytes: max,
+        });
+    }
+
+    fn memory_under(&mut self, pid: u32, limit: u64, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) else {
+            return;
+        };
+        let (Some(max), Some(warning)) = (app.spec.memory.max, app.spec.memory.warning()) else {
+            return;
+        };
+        if limit >= max && warning < max {
+            // back under the limit: watch the warning level again (if memory is still above
+            // it, the source says so at once and the limit is armed again, without a new warning)
+            out.push(Action::SetMemoryLimit {
+                app: app.id,
+                pid,
+                bytes: warning,
+            });
+        } else {
+            // under the warning level: the next crossing deserves a new warning
+            app.memory_warned = false;
         }
     }
 

@@ -619,7 +619,7 @@ fn config_start_is_idempotent_and_applies_changed_specs() {
     let actions = h.exit(id, WaitStatus::signaled(15));
     assert!(actions.contains(&Action::Spawn {
         app: id,
-        spec: changed
+        spec: Box::new(changed)
     }));
 }
 
@@ -681,4 +681,90 @@ fn an_oom_victim_exit_is_classified_oom_kill() {
     h.exit(id, WaitStatus::signaled(9));
     let exit = h.sup.app(id).unwrap().last_exit.clone().unwrap();
     assert_eq!(exit.reason, ExitReason::Signal);
+}
+
+#[test]
+fn memory_warning_once_per_crossing_then_restart_at_the_limit() {
+    let mut h = Harness::new();
+    let mut s = spec("hog");
+    s.memory.max = Some(1000);
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    let spawned = h.spawned(id);
+    let pid = h.pid(id);
+    assert!(
+        spawned.contains(&Action::SetMemoryLimit {
+            app: id,
+            pid,
+            bytes: 800
+        }),
+        "the warning level (80%) is watched first: {spawned:?}"
+    );
+    let warned = h.input(Input::MemoryOver {
+        pid,
+        rss: 810,
+        limit: 800,
+    });
+    assert!(
+        warned.contains(&Action::Notify(Notification::MemoryWarning {
+            app: id,
+            rss: 810,
+            max: 1000
+        }))
+    );
+    assert!(warned.contains(&Action::SetMemoryLimit {
+        app: id,
+        pid,
+        bytes: 1000
+    }));
+    // back under the limit but still above the warning level: re-armed, no second warning
+    let under = h.input(Input::MemoryUnder { pid, limit: 1000 });
+    assert!(under.contains(&Action::SetMemoryLimit {
+        app: id,
+        pid,
+        bytes: 800
+    }));
+    let again = h.input(Input::MemoryOver {
+        pid,
+        rss: 850,
+        limit: 800,
+    });
+    assert!(
+        !again
+            .iter()
+            .any(|a| matches!(a, Action::Notify(Notification::MemoryWarning { .. })))
+    );
+    // under the warning level: the next crossing warns again
+    h.input(Input::MemoryUnder { pid, limit: 800 });
+    let third = h.input(Input::MemoryOver {
+        pid,
+        rss: 801,
+        limit: 800,
+    });
+    assert!(
+        third
+            .iter()
+            .any(|a| matches!(a, Action::Notify(Notification::MemoryWarning { .. })))
+    );
+
+    // over the limit: a graceful restart, recorded as a memory_limit crash
+    let over = h.at(secs(3)).input(Input::MemoryOver {
+        pid,
+        rss: 1001,
+        limit: 1000,
+    });
+    assert_eq!(signals(&over), vec![(pid, signal::TERM)]);
+    assert_eq!(h.state(id), AppState::Stopping);
+    let exited = h.exit(id, WaitStatus::signaled(15));
+    assert!(crashed(&exited), "a memory-limit restart is a crash record");
+    assert_eq!(
+        h.sup.app(id).unwrap().last_exit.as_ref().unwrap().reason,
+        ExitReason::MemoryLimit
+    );
+    assert_eq!(spawn_of(&exited), Some(id), "restarted at once");
+    h.spawned(id);
+    assert_eq!(h.sup.app(id).unwrap().restarts, 1);
 }
