@@ -574,28 +574,7 @@ impl Supervisor {
         }
         match app.state {
             State::Online { pid, since } => {
-                app.generation += 1;
-                let deadline = now + app.spec.kill_timeout;
-                app.state = State::Stopping {
-                    pid,
-                    since,
-                    deadline,
-                    killed: false,
-                    exited: false,
-                    cause: ExitReason::Manual,
-                    then,
-                };
-                out.push(Action::SignalGroup {
-                    app: id,
-                    pid,
-                    signal: app.spec.stop_signal,
-                });
-                out.push(Action::SetTimer {
-                    app: id,
-                    generation: app.generation,
-                    at: deadline,
-                });
-                out.push(Action::Notify(Notification::StateChanged(id)));
+                begin_stopping(app, pid, since, false, ExitReason::Manual, then, now, out);
             }
             State::Stopping {
                 then: ref mut current,
@@ -604,28 +583,7 @@ impl Supervisor {
             State::Backoff { .. } if app.lingering.is_some() => {
                 // the crashed instance left members in its group: stop them like a running app
                 let pgid = app.lingering.expect("checked");
-                app.generation += 1;
-                let deadline = now + app.spec.kill_timeout;
-                app.state = State::Stopping {
-                    pid: pgid,
-                    since: now,
-                    deadline,
-                    killed: false,
-                    exited: true,
-                    cause: ExitReason::Manual,
-                    then,
-                };
-                out.push(Action::SignalGroup {
-                    app: id,
-                    pid: pgid,
-                    signal: app.spec.stop_signal,
-                });
-                out.push(Action::SetTimer {
-                    app: id,
-                    generation: app.generation,
-                    at: deadline,
-                });
-                out.push(Action::Notify(Notification::StateChanged(id)));
+                begin_stopping(app, pgid, now, true, ExitReason::Manual, then, now, out);
             }
             // `starting` lasts only until the runtime reports the spawn, which it does before
             // taking the next input; treat it like a stopped app whose spawn is superseded
@@ -788,28 +746,16 @@ impl Supervisor {
             let State::Online { since, .. } = app.state else {
                 unreachable!("checked online")
             };
-            app.generation += 1;
-            let deadline = now + app.spec.kill_timeout;
-            app.state = State::Stopping {
+            begin_stopping(
+                app,
                 pid,
                 since,
-                deadline,
-                killed: false,
-                exited: false,
-                cause: ExitReason::MemoryLimit,
-                then: AfterStop::Start,
-            };
-            out.push(Action::SignalGroup {
-                app: id,
-                pid,
-                signal: app.spec.stop_signal,
-            });
-            out.push(Action::SetTimer {
-                app: id,
-                generation: app.generation,
-                at: deadline,
-            });
-            out.push(Action::Notify(Notification::StateChanged(id)));
+                false,
+                ExitReason::MemoryLimit,
+                AfterStop::Start,
+                now,
+                out,
+            );
             return;
         }
         if !app.memory_warned {
@@ -940,6 +886,46 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Moves `app` to `stopping`: the stop signal to its group now, SIGKILL at the kill timeout.
+/// `exited` says whether the main process is already gone (only its group is left).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one transition, spelled out at each call site"
+)]
+fn begin_stopping(
+    app: &mut App,
+    pid: u32,
+    since: Instant,
+    exited: bool,
+    cause: ExitReason,
+    then: AfterStop,
+    now: Instant,
+    out: &mut Vec<Action>,
+) {
+    app.generation += 1;
+    let deadline = now + app.spec.kill_timeout;
+    app.state = State::Stopping {
+        pid,
+        since,
+        deadline,
+        killed: false,
+        exited,
+        cause,
+        then,
+    };
+    out.push(Action::SignalGroup {
+        app: app.id,
+        pid,
+        signal: app.spec.stop_signal,
+    });
+    out.push(Action::SetTimer {
+        app: app.id,
+        generation: app.generation,
+        at: deadline,
+    });
+    out.push(Action::Notify(Notification::StateChanged(app.id)));
 }
 
 /// What a stopping app does once its process is gone.
