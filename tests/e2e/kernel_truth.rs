@@ -219,3 +219,30 @@ fn max_memory_warns_then_restarts_close_to_the_limit() {
     let app = d.wait_app("grower", "restarted", |a| a["restarts"].as_u64() >= Some(1));
     assert_eq!(app["memory_limit_bytes"], 200u64 << 20);
 }
+
+#[test]
+fn stop_reaches_children_forked_before_the_watch_was_set() {
+    if skip("stop_reaches_children_forked_before_the_watch_was_set") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    let pid_file = d.home().join("early.pid");
+    // the shell forks at once, before the daemon can have watched it; the child leaves the group
+    let yml = d.config(
+        "early",
+        &format!(
+            "apps:\n  - name: early\n    cmd: [sh, -c, 'setsid sleep 1000 & echo $! > {}; wait']\n",
+            pid_file.display()
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let early: u64 = wait_for("the early child", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    assert!(pid_alive(early));
+    d.turbo_ok(&["stop", "early"]);
+    assert!(
+        !pid_alive(early),
+        "stop left the early, setsid'd child {early} running"
+    );
+}

@@ -3,11 +3,14 @@
 
 mod access;
 mod bad_input;
+mod cli_tour;
 mod dbus;
 mod ebpf;
+mod hardening;
 mod kernel_truth;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod privileges;
 mod probes;
 mod supervision;

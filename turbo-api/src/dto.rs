@@ -150,12 +150,21 @@ pub struct AppStatus {
     pub restarts: u32,
     /// Milliseconds since the current process started, 0 when not running.
     pub uptime_ms: u64,
-    /// CPU use in percent of one core, negative when unknown.
+    /// CPU use of the app's whole process tree, in percent of one core, averaged over the
+    /// daemon's CPU window; negative when unknown.
     pub cpu_percent: f64,
-    /// Resident memory in bytes, 0 when unknown or not running.
+    /// Resident memory of the app's whole process tree in bytes, 0 when unknown or not running.
     pub memory_bytes: u64,
+    /// Proportional set size of the tree in bytes (shared pages split between their users), 0
+    /// when not measured (only `DescribeApp` reads it) or unreadable.
+    pub memory_pss_bytes: u64,
     /// `max_memory` in bytes, 0 when none.
     pub memory_limit_bytes: u64,
+    /// Whether the current process's memory grows in a sustained way (see docs/metrics.md).
+    pub leak_suspected: bool,
+    /// Robust growth rate of the tree's resident memory over the leak window, bytes per hour
+    /// (negative when shrinking); [`AppStatus::GROWTH_UNKNOWN`] until enough was observed.
+    pub memory_growth_bytes_per_hour: i64,
     /// One of [`Health`].
     pub health: String,
     /// Milliseconds until the next restart attempt while in `backoff`, else 0.
@@ -173,6 +182,9 @@ pub struct AppStatus {
 }
 
 impl AppStatus {
+    /// `memory_growth_bytes_per_hour` on the wire when it is not known yet.
+    pub const GROWTH_UNKNOWN: i64 = i64::MIN;
+
     /// The JSON object of the `turbo status --json` contract; absent values are `null`.
     #[must_use]
     pub fn to_json(&self) -> Json {
@@ -187,7 +199,12 @@ impl AppStatus {
             "uptime_ms": running.then_some(self.uptime_ms),
             "cpu_percent": (running && self.cpu_percent >= 0.0).then_some(self.cpu_percent),
             "memory_bytes": (running && self.memory_bytes > 0).then_some(self.memory_bytes),
+            "memory_pss_bytes": (running && self.memory_pss_bytes > 0).then_some(self.memory_pss_bytes),
             "memory_limit_bytes": (self.memory_limit_bytes > 0).then_some(self.memory_limit_bytes),
+            "leak_suspected": running.then_some(self.leak_suspected),
+            "memory_growth_bytes_per_hour": (running
+                && self.memory_growth_bytes_per_hour != Self::GROWTH_UNKNOWN)
+                .then_some(self.memory_growth_bytes_per_hour),
             "health": self.health,
             "next_restart_in_ms": (self.next_restart_in_ms > 0).then_some(self.next_restart_in_ms),
             "argv": self.argv,
@@ -640,7 +657,10 @@ mod tests {
             "uptime_ms",
             "cpu_percent",
             "memory_bytes",
+            "memory_pss_bytes",
             "memory_limit_bytes",
+            "leak_suspected",
+            "memory_growth_bytes_per_hour",
             "health",
             "last_exit",
         ] {
@@ -648,6 +668,7 @@ mod tests {
         }
         assert!(j["pid"].is_null());
         assert!(j["last_exit"].is_null());
+        assert!(j["leak_suspected"].is_null() && j["memory_growth_bytes_per_hour"].is_null());
         let st = AppStatus {
             pid: 7,
             last_exit: ExitInfo {
@@ -661,6 +682,25 @@ mod tests {
         };
         let j = st.to_json();
         assert_eq!(j["pid"], 7);
+        assert_eq!(j["leak_suspected"], false);
+        let growing = AppStatus {
+            memory_growth_bytes_per_hour: 3_600_000,
+            leak_suspected: true,
+            ..st.clone()
+        };
+        let g = growing.to_json();
+        assert_eq!(
+            (
+                g["memory_growth_bytes_per_hour"].clone(),
+                g["leak_suspected"].clone()
+            ),
+            (json!(3_600_000), json!(true))
+        );
+        let unknown = AppStatus {
+            memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
+            ..st.clone()
+        };
+        assert!(unknown.to_json()["memory_growth_bytes_per_hour"].is_null());
         assert_eq!(j["last_exit"]["signal"], 9);
         assert!(j["last_exit"]["code"].is_null());
     }

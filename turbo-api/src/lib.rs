@@ -14,7 +14,7 @@ pub use dto::{
     AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
     Health, rfc3339_ms,
 };
-pub use names::{app_path, escape_path_component, validate_app_name};
+pub use names::{MAX_NAME_LEN, app_path, escape_path_component, validate_app_name};
 
 /// Well-known bus name of the daemon.
 pub const BUS_NAME: &str = "org.turboprocess.Turbo1";
@@ -152,6 +152,10 @@ mod proxy {
             &self,
             target: &str,
         ) -> zbus::Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>)>;
+
+        /// The app's environment variables (`env:` and `env_file:`) with their values, sorted by
+        /// name. Root only (and the daemon's own user in user mode): values are secrets.
+        fn describe_env(&self, target: &str) -> zbus::Result<Vec<(String, String)>>;
 
         /// Crash statistics and records (newest first) of one app.
         fn get_crashes(&self, target: &str) -> zbus::Result<(CrashStats, Vec<CrashRecord>)>;

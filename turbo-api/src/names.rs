@@ -21,7 +21,12 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
         return Err(format!("app name is empty: {allowed}"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("app name '{name}' is too long: {allowed}"));
+        // the name came from a caller and may be megabytes long: quote only its start
+        let start: String = name.chars().take(MAX_NAME_LEN).collect();
+        return Err(format!(
+            "app name '{start}…' is too long ({} bytes): {allowed}",
+            name.len()
+        ));
     }
     if name.starts_with('.') || name.starts_with('-') {
         return Err(format!("app name '{name}' is not allowed: {allowed}"));
@@ -87,6 +92,8 @@ mod tests {
             assert!(validate_app_name(bad).is_err(), "{bad}");
         }
         assert!(validate_app_name(&"a".repeat(65)).is_err());
+        let e = validate_app_name(&"b".repeat(1 << 20)).unwrap_err();
+        assert!(e.len() < 300 && e.contains("1048576 bytes"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,16 @@ use clap::{Args, Parser, Subcommand};
 
 /// TurboProcess: keeps your apps running and tells you why they died.
 #[derive(Debug, Parser)]
-#[command(name = "turbo", version, propagate_version = true)]
+#[command(
+    name = "turbo",
+    version,
+    propagate_version = true,
+    long_about = "TurboProcess: keeps your apps running and tells you why they died.\n\n\
+        `turbo` is the command line client of turbo-daemon, a process manager for Linux servers \
+        (a PM2 / supervisord alternative). It starts apps, restarts them when they die, records \
+        how they died and keeps their logs. Every command talks to the daemon over D-Bus; a \
+        command that needs a daemon starts one in user mode when none answers."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -39,7 +48,7 @@ pub enum Cmd {
     /// Show an app's crash timeline: when, how, and its last stderr lines.
     Crashes(NameJson),
     /// Show everything about one app: state, command, restart policy, logs, last crash.
-    Describe(NameJson),
+    Describe(DescribeArgs),
     /// Write the app list to a dump file (`turbo resurrect` reads it back).
     Save,
     /// Start the apps of the dump file that are not running.
@@ -52,6 +61,72 @@ pub enum Cmd {
     Startup(StartupArgs),
     /// Disable the systemd unit and remove what `turbo startup` installed.
     Unstartup(UnstartupArgs),
+    /// Live dashboard: state, CPU and memory over time, logs and crashes of the selected app.
+    Monit,
+    /// Print a completion script for a shell (app names are completed from the daemon).
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per command into a directory.
+    Man(ManArgs),
+    /// Convert another process manager's configuration into a turbo.yml.
+    #[command(subcommand)]
+    Import(ImportFrom),
+    /// Print the names of the apps, one per line, for completion scripts; never starts a daemon.
+    #[command(name = "__complete-apps", hide = true)]
+    CompleteApps,
+}
+
+/// `turbo completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `turbo completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// Bash (with the bash-completion package).
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
+/// `turbo man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write turbo.1 and one turbo-<command>.1 per command into DIR instead of printing turbo.1.
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    pub out_dir: Option<std::path::PathBuf>,
+}
+
+/// `turbo import <from>`.
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// A PM2 ecosystem file (JSON or YAML) or a PM2 dump (`pm2 save`'s dump.pm2).
+    ///
+    /// Every option with an equivalent in turbo.yml is converted; those without one are listed
+    /// on stderr. The result goes to stdout unless -o names a file.
+    Pm2(ImportPm2Args),
+}
+
+/// `turbo import pm2`.
+#[derive(Debug, Args)]
+pub struct ImportPm2Args {
+    /// ecosystem.json, ecosystem.yml, or ~/.pm2/dump.pm2.
+    #[arg(value_name = "ECOSYSTEM.json|dump.pm2", value_hint = clap::ValueHint::FilePath)]
+    pub file: std::path::PathBuf,
+    /// Write the turbo.yml here instead of stdout.
+    #[arg(short, long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub output: Option<std::path::PathBuf>,
+    /// Also apply the ecosystem's `env_<NAME>` blocks, like `pm2 start --env NAME`.
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `turbo startup`.
@@ -119,6 +194,20 @@ pub struct NameJson {
     /// Print JSON instead of a human view.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `turbo describe`.
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// App name or id.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    /// Print JSON instead of a human view.
+    #[arg(long)]
+    pub json: bool,
+    /// Also show the values of the app's environment variables (root only: they are secrets).
+    #[arg(long)]
+    pub show_env: bool,
 }
 
 /// A `--json` switch.

@@ -26,6 +26,7 @@ use turbo_api::{BUS_NAME, BUS_SOCKET, ManagerProxy, error_message};
 use zbus::{connection::Builder, proxy::CacheProperties};
 
 use crate::{
+    hint::Hinted,
     render::{Tone, paint},
     term,
 };
@@ -108,8 +109,20 @@ pub async fn connect(autostart: bool) -> Result<Daemon> {
     };
     match &endpoint {
         Endpoint::User { home, .. } if autostart => start_daemon(home, &endpoint).await,
+        Endpoint::Explicit(_) => Err(Hinted::wrap(
+            anyhow!("no daemon answers at {}: {reason}", endpoint.describe()),
+            "check that turbo-daemon runs at that address, or unset TURBO_BUS_ADDRESS to use \
+             the daemon of TURBO_HOME (~/.turbo by default)",
+        )),
         _ => bail!("no daemon answers at {}: {reason}", endpoint.describe()),
     }
+}
+
+/// Whether the daemon refused a call because no app matches the target.
+#[must_use]
+pub fn is_not_found(err: &zbus::Error) -> bool {
+    matches!(err, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == format!("{}.NotFound", turbo_api::ERROR_PREFIX))
 }
 
 /// The daemon if one answers, without ever starting one (for `turbo kill`).
@@ -337,10 +350,12 @@ async fn start_daemon(home: &Path, endpoint: &Endpoint) -> Result<Daemon> {
         if let Some((at, status)) = exited
             && now.duration_since(at) >= EXITED_GRACE
         {
-            bail!(
-                "turbo-daemon exited ({status}) before answering; see {}",
-                log.display()
-            );
+            // its last words are usually the reason (a bad TURBO_EBPF, a busy socket...)
+            let said = last_line(&log).map_or_else(String::new, |l| format!(": {l}"));
+            return Err(Hinted::wrap(
+                anyhow!("turbo-daemon exited ({status}) before answering{said}"),
+                format!("the whole start-up log is {}", log.display()),
+            ));
         }
         if now >= deadline {
             bail!(
@@ -407,8 +422,28 @@ fn daemon_binary() -> Result<PathBuf> {
         .map(|dir| dir.join(NAME))
         .find(|p| is_executable(p))
         .ok_or_else(|| {
-            anyhow!("cannot find {NAME} next to the turbo executable or in PATH to start it")
+            Hinted::wrap(
+                anyhow!("cannot find {NAME} next to the turbo executable or in PATH to start it"),
+                "install both binaries with `cargo xtask install`, or put the directory that \
+                 holds turbo-daemon on PATH",
+            )
         })
+}
+
+/// The last non-empty line of a (log) file, from its last 4 KiB at most.
+fn last_line(path: &Path) -> Option<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -440,6 +475,18 @@ mod tests {
         };
         assert_eq!(address, "unix:path=/x/.turbo/bus.sock");
         assert_eq!(home, Path::new("/x/.turbo"));
+    }
+
+    #[test]
+    fn last_line_of_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        assert_eq!(last_line(&log), None);
+        std::fs::write(&log, "starting\nerror: TURBO_EBPF=require: no BTF\n\n").unwrap();
+        assert_eq!(
+            last_line(&log).as_deref(),
+            Some("error: TURBO_EBPF=require: no BTF")
+        );
     }
 
     #[test]

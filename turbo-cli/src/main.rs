@@ -1,12 +1,14 @@
 //! `turbo`: the command line client of TurboProcess.
 //!
 //! It talks to `turbo-daemon` over D-Bus through `turbo_api::ManagerProxy` only, and never links
-//! the daemon's code. Errors are one line on stderr (`error: <message>`) with exit status 1; a
-//! closed stdout (`turbo status | head -1`) is not an error.
+//! the daemon's code. Errors are one line on stderr (`error: <message>`, with `; help: <hint>`
+//! when there is something to try) with exit status 1; on a terminal the hint goes on a line of
+//! its own, cargo-style (see `hint`). A closed stdout (`turbo status | head -1`) is not an error.
 
 mod cli;
 mod commands;
 mod connect;
+mod hint;
 mod paths;
 mod render;
 mod term;
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+        Err(err) => return fail(&format!("cannot start the async runtime: {err}"), None),
     };
     let result = runtime.block_on(commands::run(cli));
     // do not wait for zbus's background tasks; everything we needed has been awaited
@@ -30,12 +32,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.chain().any(|e| e.is::<term::StdoutClosed>()) => ExitCode::SUCCESS,
-        Err(err) => fail(&format!("{err:#}")),
+        Err(err) => fail(&format!("{err:#}"), hint::help_of(&err)),
     }
 }
 
-fn fail(message: &str) -> ExitCode {
-    eprintln!("error: {}", one_line(message));
+fn fail(message: &str, help: Option<&str>) -> ExitCode {
+    let help = help.map(one_line);
+    eprintln!(
+        "{}",
+        hint::format_error(
+            &one_line(message),
+            help.as_deref(),
+            term::stderr_is_terminal(),
+            term::stderr_color()
+        )
+    );
     ExitCode::FAILURE
 }
 

@@ -10,7 +10,7 @@ use tabled::{
     builder::Builder,
     settings::{Alignment, Modify, Padding, Style, object::Columns},
 };
-use turbo_api::{AppState, AppStatus, DaemonInfo, ExitInfo, ExitReason};
+use turbo_api::{AppState, AppStatus, DaemonInfo, ExitInfo, ExitReason, Health};
 
 /// How to render: decided once per command from the terminal, then passed down.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,11 +69,12 @@ enum Col {
     Cpu,
     Memory,
     Uptime,
+    Health,
     LastExit,
 }
 
 impl Col {
-    const ALL: [Col; 9] = [
+    const ALL: [Col; 10] = [
         Col::Id,
         Col::Name,
         Col::State,
@@ -82,10 +83,11 @@ impl Col {
         Col::Cpu,
         Col::Memory,
         Col::Uptime,
+        Col::Health,
         Col::LastExit,
     ];
     /// Dropped first to last when the table does not fit: the least useful at a glance first.
-    const DROP_ORDER: [Col; 2] = [Col::LastExit, Col::Cpu];
+    const DROP_ORDER: [Col; 4] = [Col::LastExit, Col::Health, Col::Cpu, Col::Pid];
 
     const fn header(self) -> &'static str {
         match self {
@@ -97,6 +99,7 @@ impl Col {
             Col::Cpu => "cpu",
             Col::Memory => "memory",
             Col::Uptime => "uptime",
+            Col::Health => "health",
             Col::LastExit => "last exit",
         }
     }
@@ -131,6 +134,7 @@ impl Col {
                 }
             }),
             Col::Uptime => dash_unless(running, || human_duration_ms(app.uptime_ms)),
+            Col::Health => health_cell(&app.health, color),
             Col::LastExit => last_exit_cell(&app.last_exit, color),
         }
     }
@@ -158,8 +162,39 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
             cols.retain(|c| *c != drop);
             table = status_table(apps, &cols, opts.color);
         }
+        // still too wide: long names are cut (with "…"), down to MIN_NAME characters
+        let longest = apps
+            .iter()
+            .map(|a| a.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let excess = table.total_width().saturating_sub(width);
+        if excess > 0 && longest > MIN_NAME {
+            let keep = longest.saturating_sub(excess).max(MIN_NAME);
+            let cut: Vec<AppStatus> = apps
+                .iter()
+                .map(|a| AppStatus {
+                    name: ellipsize(&a.name, keep),
+                    ..a.clone()
+                })
+                .collect();
+            table = status_table(&cut, &cols, opts.color);
+        }
     }
     trim_lines(&table.to_string())
+}
+
+/// Names are never cut shorter than this, even if the table then overflows.
+const MIN_NAME: usize = 8;
+
+/// `text` cut to `max` characters, the last one being "…" when something was cut.
+fn ellipsize(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn status_table(apps: &[AppStatus], cols: &[Col], color: bool) -> Table {
@@ -206,12 +241,18 @@ fn state_cell(app: &AppStatus, color: bool) -> String {
         text.push_str(" in ");
         text.push_str(&human_delay_ms(app.next_restart_in_ms));
     }
-    let mut cell = paint(color, tone, &text);
-    if app.health == "unhealthy" {
-        cell.push(' ');
-        cell.push_str(&paint(color, Tone::Yellow, "(unhealthy)"));
+    paint(color, tone, &text)
+}
+
+/// "-" without a health check; otherwise a symbol and the result.
+fn health_cell(health: &str, color: bool) -> String {
+    match health.parse::<Health>() {
+        Ok(Health::None) => "-".to_owned(),
+        Ok(Health::Healthy) => paint(color, Tone::Green, "✓ healthy"),
+        Ok(Health::Unhealthy) => paint(color, Tone::Red, "✗ unhealthy"),
+        Ok(Health::Unknown) => paint(color, Tone::Dim, "? unknown"),
+        Err(_) => health.to_owned(),
     }
-    cell
 }
 
 /// "exit 1", "signal 9 (ebpf)", "oom kill (ebpf)", ... or "-" when the app never exited.
@@ -448,8 +489,8 @@ mod tests {
         let worker = row(&text, "worker");
         assert!(worker.contains("↻ backoff in 0.8s"), "{worker}");
         assert!(worker.contains("signal 9 (ebpf)"), "{worker}");
-        // not running: pid, cpu, memory and uptime are all placeholders
-        assert_eq!(worker.matches(" - ").count(), 4, "{worker}");
+        // not running: pid, cpu, memory and uptime are all placeholders, and no health check
+        assert_eq!(worker.matches(" - ").count(), 5, "{worker}");
 
         assert!(row(&text, "cron").contains("✖ errored"));
         assert!(row(&text, "cron").contains("exit 1"));
@@ -508,6 +549,38 @@ mod tests {
             header.contains("memory") && header.contains("uptime"),
             "{header}"
         );
+    }
+
+    #[test]
+    fn health_column() {
+        let mut a = online(0, "api");
+        let text = render_status(std::slice::from_ref(&a), &PLAIN);
+        assert!(text.lines().next().unwrap().contains("health"), "{text}");
+        assert!(
+            row(&text, "api").contains("2m  -"),
+            "no check: a dash: {text}"
+        );
+        a.health = "unhealthy".into();
+        assert!(render_status(std::slice::from_ref(&a), &PLAIN).contains("✗ unhealthy"));
+        a.health = "healthy".into();
+        assert!(render_status(&[a], &PLAIN).contains("✓ healthy"));
+    }
+
+    #[test]
+    fn very_narrow_terminals_cut_long_names() {
+        let apps = [online(0, "a-rather-long-application-name"), online(1, "db")];
+        let text = render_status(
+            &apps,
+            &RenderOpts {
+                width: Some(50),
+                ..PLAIN
+            },
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 50), "{text}");
+        assert!(text.contains("a-rather-long-a…"), "{text}");
+        assert!(row(&text, "db").contains("● online"), "{text}");
+        assert_eq!(ellipsize("abcdef", 4), "abc…");
+        assert_eq!(ellipsize("abc", 4), "abc");
     }
 
     #[test]

@@ -18,11 +18,14 @@
 //! * [`runtime`]: the single loop that owns the supervisor; [`runtime::sys`] is the only place
 //!   that makes process syscalls.
 //! * [`dbus`]: thin adapter; [`config`]: `turbo.yml` and option validation; [`logs`]: capture.
+//! * [`metrics`]: thin adapter too: the Prometheus exporter, which asks the runtime for a
+//!   snapshot on every scrape.
 
 pub mod config;
 pub mod dbus;
 pub mod events;
 pub mod logs;
+pub mod metrics;
 pub mod notify;
 pub mod runtime;
 pub mod storage;
@@ -49,6 +52,10 @@ pub struct Options {
     pub log_dir: Option<PathBuf>,
     /// Members of this group may manage apps over the bus (besides root and the daemon's user).
     pub admin_group: String,
+    /// Where the Prometheus exporter listens; `None` turns it off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Resource sampling and leak detection.
+    pub monitor: runtime::MonitorSettings,
 }
 
 /// Where the daemon serves its D-Bus API.
@@ -160,6 +167,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     };
 
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+    // the exporter is optional: a port in use must not keep the apps from being supervised
+    match opts.metrics_listen {
+        Some(addr) => match metrics::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!("{}", metrics::describe_listen(&addr));
+                tokio::spawn(metrics::serve(listener, requests_tx.clone()));
+            }
+            Err(e) => tracing::warn!(
+                "metrics: cannot listen on {addr}: {e}; the exporter is off \
+                 (choose another address with --metrics-listen, or `off`)"
+            ),
+        },
+        None => tracing::info!("metrics: exporter off (--metrics-listen off)"),
+    }
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let policy = dbus::auth::Policy::new(&opts.admin_group);
     let conn = builder
@@ -197,6 +218,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     if let Some(interval) = beat_interval {
         rt.beat_into(heartbeat, interval);
     }
+    rt.monitor(opts.monitor);
     rt.restore().map_err(io_err(
         "cannot restore the saved state (running apps were not touched)",
     ))?;

@@ -6,7 +6,9 @@
 //! through that one owner under one lock, so a rotation is decided and done in one place and never
 //! races with another writer. [`AppLogs::capture`] starts one task per process that reads both
 //! pipes; it turns whatever a pipe holds into records and appends them with a single `write(2)`,
-//! so a chatty app costs one syscall per read, not per line.
+//! so a chatty app costs one syscall per read, not per line. A pipe found full is enlarged to
+//! 1 MiB and read in bigger pieces (see [`pump`]), so a flooding app and the daemon take turns
+//! about 16 times less often; lines are found with the C library's `memchr`.
 //!
 //! Record formats (the app's [`LogPolicy`]; a change applies from the next read on):
 //! * `text`: `<RFC 3339 UTC, ms> <raw line bytes>\n`, the bytes exactly as the app wrote them.
@@ -37,11 +39,14 @@ use std::{
     io::{self, Write},
     ops::Range,
     os::{
-        fd::OwnedFd,
+        fd::{AsRawFd as _, OwnedFd},
         unix::{ffi::OsStrExt as _, fs::OpenOptionsExt},
     },
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -56,8 +61,16 @@ pub const TAIL_LINES: usize = 20;
 /// Longest line kept in a [`StderrTail`] (bytes, then `…`): the tail goes into crash records and
 /// D-Bus replies, where 20 × 64 KiB would be too much.
 const TAIL_LINE_MAX: usize = 4096;
-/// Bytes asked of a pipe per read (a pipe holds 64 KiB by default).
+/// Bytes asked of a pipe per read at first (a pipe holds 64 KiB by default).
 const READ_SIZE: usize = 64 * 1024;
+/// The size a pipe is given once it was found full (`F_SETPIPE_SZ`; 1 MiB is also the default
+/// `/proc/sys/fs/pipe-max-size`), and so the most one read asks for. Only pipes seen full get it:
+/// the kernel counts pipe buffers per user, and once a user's pipes hold more than
+/// `pipe-user-pages-soft` (64 MiB by default), every new pipe of that user gets 8 KiB, so
+/// enlarging every app's pipes up front would shrink all the others of a daemon with many apps.
+const BIG_PIPE: usize = 1024 * 1024;
+/// A read or format buffer above this capacity, after a burst, is given back.
+const SHRINK_ABOVE: usize = 4 * READ_SIZE;
 
 /// The two log files of an app.
 #[must_use]
@@ -68,12 +81,15 @@ pub fn paths(log_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Opens (creating 0640) a log file for appending.
+/// Opens (creating 0640) a log file for appending. `O_NOFOLLOW`: a symlink planted in the log
+/// directory is refused (`ELOOP`) rather than written through (the directory is also checked
+/// to be the daemon's own at start-up: `storage::check_private_dir`).
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
 }
 
@@ -213,6 +229,10 @@ impl AppLogs {
             Stream::Err => &mut files.err,
         };
         sink.write_records(records, &files.policy);
+        if records.buf.len() <= READ_SIZE {
+            give_back(&mut records.buf, 2 * READ_SIZE);
+            give_back(&mut records.ends, 0);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Files> {
@@ -272,6 +292,12 @@ fn tail_text(line: &[u8]) -> String {
 
 /// Reads `fd` to its end, handing each batch of records (ranges of the buffer, newline excluded)
 /// to `on_batch`.
+///
+/// A read asks for [`READ_SIZE`] bytes at first. When one takes everything it asked for, the app
+/// writes faster than the daemon wakes up: the pipe is enlarged once to [`BIG_PIPE`] (so the app
+/// blocks less and each wake-up finds more) and reads ask for twice as much, up to the pipe's
+/// size; when reads come back half empty they ask for less again, and buffers grown by a burst
+/// are given back.
 async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&[u8], &[Range<usize>])) {
     let mut rx = match pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
@@ -284,22 +310,37 @@ async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&[u8], &[Range<usize>])) {
     // copied before they are formatted
     let mut buf: Vec<u8> = Vec::with_capacity(2 * READ_SIZE);
     let mut lines: Vec<Range<usize>> = Vec::new();
+    let mut want = READ_SIZE;
+    let mut pipe_size: Option<usize> = None;
+    let mut big_pipe = BigPipe(false);
     loop {
-        buf.reserve(READ_SIZE);
-        match rx.read_buf(&mut buf).await {
+        buf.reserve(want);
+        let n = match rx.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!("reading an app's output failed: {e}");
                 break;
             }
+        };
+        // nearly all that was asked: the pipe was (close to) full, as a 64 KiB pipe holding a
+        // writer's 65,500-byte write is
+        if n >= want / 4 * 3 {
+            let size = *pipe_size.get_or_insert_with(|| big_pipe.enlarge(&rx));
+            want = (want * 2).min(size.max(READ_SIZE));
+        } else if n < want / 4 {
+            want = (want / 2).max(READ_SIZE);
         }
         let used = split_lines(&buf, false, &mut lines);
         if !lines.is_empty() {
             on_batch(&buf, &lines);
         }
         buf.drain(..used);
+        if want == READ_SIZE && buf.len() <= READ_SIZE {
+            give_back(&mut buf, 2 * READ_SIZE);
+            give_back(&mut lines, 0);
+        }
     }
     split_lines(&buf, true, &mut lines);
     if !lines.is_empty() {
@@ -313,7 +354,7 @@ async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&[u8], &[Range<usize>])) {
 fn split_lines(buf: &[u8], eof: bool, lines: &mut Vec<Range<usize>>) -> usize {
     lines.clear();
     let mut start = 0;
-    while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+    while let Some(pos) = find_newline(&buf[start..]) {
         let last = cut_pieces(buf, start..start + pos, lines);
         lines.push(last); // even when empty: an empty line is a record
         start += pos + 1;
@@ -325,6 +366,94 @@ fn split_lines(buf: &[u8], eof: bool, lines: &mut Vec<Range<usize>>) -> usize {
         return rest.end;
     }
     rest.start
+}
+
+/// Shrinks `v` to `keep` elements of room when a burst left it holding more than [`SHRINK_ABOVE`]
+/// bytes of capacity.
+fn give_back<T>(v: &mut Vec<T>, keep: usize) {
+    if v.capacity() * size_of::<T>() > SHRINK_ABOVE {
+        v.shrink_to(keep);
+    }
+}
+
+/// How many pipes are enlarged to [`BIG_PIPE`] right now, for [`big_pipe_budget`].
+static BIG_PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pipes may be enlarged at once: a quarter of `pipe-user-pages-soft`, so this daemon
+/// alone never brings its user near the limit that would shrink every new pipe of that user.
+fn big_pipe_budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let soft_pages = fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .unwrap_or(16_384);
+        if soft_pages == 0 {
+            return usize::MAX; // no soft limit
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        soft_pages / 4 / (BIG_PIPE / page).max(1)
+    })
+}
+
+/// One capture's share of [`BIG_PIPES`], given back when the capture (and so the pipe) ends.
+struct BigPipe(bool);
+
+impl BigPipe {
+    /// Enlarges the pipe behind `rx` to [`BIG_PIPE`] if the budget allows, and returns its size
+    /// afterwards. A refusal (budget, per-user limits, a lower `pipe-max-size`) is not an error:
+    /// the pipe keeps its size, which is returned.
+    fn enlarge(&mut self, rx: &pipe::Receiver) -> usize {
+        let fd = rx.as_raw_fd();
+        let taken = BIG_PIPES
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < big_pipe_budget()).then_some(n + 1)
+            })
+            .is_ok();
+        let mut size = -1;
+        if taken {
+            let want = libc::c_int::try_from(BIG_PIPE).unwrap_or(libc::c_int::MAX);
+            // SAFETY: fcntl on a pipe fd that `rx` keeps open.
+            size = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, want) };
+            if size < 0 {
+                tracing::debug!(
+                    "cannot enlarge an output pipe: {}",
+                    io::Error::last_os_error()
+                );
+                BIG_PIPES.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.0 = true;
+            }
+        }
+        if size < 0 {
+            // SAFETY: as above.
+            size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+        }
+        usize::try_from(size).unwrap_or(READ_SIZE)
+    }
+}
+
+impl Drop for BigPipe {
+    fn drop(&mut self) {
+        if self.0 {
+            BIG_PIPES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The position of the first `\n` in `bytes`: the C library's `memchr`, which looks at 16 to 64
+/// bytes per instruction where a plain byte loop looks at one (that loop was the daemon's biggest
+/// cost under a log flood).
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    // SAFETY: memchr reads at most `bytes.len()` bytes from the start of a live slice.
+    let found = unsafe { libc::memchr(bytes.as_ptr().cast(), i32::from(b'\n'), bytes.len()) };
+    if found.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null result points into `bytes`, so both pointers are in one allocation.
+    let offset = unsafe { found.cast::<u8>().cast_const().offset_from(bytes.as_ptr()) };
+    usize::try_from(offset).ok()
 }
 
 /// Pushes the leading pieces of `range` while more than [`MAX_LINE`] is left; returns the rest
@@ -367,6 +496,10 @@ impl Records {
     ) {
         self.buf.clear();
         self.ends.clear();
+        // enough for text records (lines come from `data`), so the loop never reallocates
+        self.buf
+            .reserve(data.len() + lines.len() * (stamp.len() + 2));
+        self.ends.reserve(lines.len());
         for range in lines {
             let line = &data[range.clone()];
             match format {
@@ -641,7 +774,7 @@ fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use std::{
-        os::fd::{FromRawFd, OwnedFd},
+        os::fd::{AsRawFd as _, FromRawFd, OwnedFd},
         thread,
         time::Duration,
     };
@@ -825,6 +958,72 @@ mod tests {
                 end: MAX_LINE - 1
             }]
         );
+    }
+
+    #[test]
+    fn newlines_are_found_anywhere_or_not_at_all() {
+        assert_eq!(find_newline(b""), None);
+        assert_eq!(find_newline(b"\n"), Some(0));
+        assert_eq!(find_newline(b"abc"), None);
+        assert_eq!(find_newline(b"ab\ncd\n"), Some(2));
+        let mut long = vec![b'x'; 100_001];
+        assert_eq!(find_newline(&long), None);
+        long[100_000] = b'\n';
+        assert_eq!(find_newline(&long), Some(100_000));
+        assert_eq!(find_newline(&long[1..]), Some(99_999));
+    }
+
+    #[test]
+    fn buffers_grown_by_a_burst_are_given_back() {
+        let mut small: Vec<u8> = Vec::with_capacity(2 * READ_SIZE);
+        give_back(&mut small, 0);
+        assert!(small.capacity() >= 2 * READ_SIZE, "not above the threshold");
+        let mut big: Vec<u8> = Vec::with_capacity(BIG_PIPE);
+        big.extend_from_slice(b"kept");
+        give_back(&mut big, 2 * READ_SIZE);
+        assert!(big.capacity() < SHRINK_ABOVE);
+        assert_eq!(big, b"kept");
+        let mut ranges: Vec<Range<usize>> = Vec::with_capacity(100_000);
+        give_back(&mut ranges, 0);
+        assert!(ranges.capacity() * size_of::<Range<usize>>() <= SHRINK_ABOVE);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flooding_app_gets_a_bigger_pipe_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = AppLogs::open(dir.path(), "flood", &LogPolicy::default()).unwrap();
+        let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
+        let capture = logs.capture(out_r, err_r);
+        drop(err_w);
+        let lines = 40_000;
+        let text: String = (0..lines)
+            .map(|i| format!("{i:010} {}\n", "x".repeat(88)))
+            .collect();
+        // a writer like the bench's: 65,500 bytes a write, so a full default pipe reads as less
+        // than 64 KiB
+        let writer = thread::spawn(move || {
+            for piece in text.as_bytes().chunks(65_500) {
+                out_w.write_all(piece).unwrap();
+            }
+            // SAFETY: F_GETPIPE_SZ on a pipe fd we own.
+            let size = unsafe { libc::fcntl(out_w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+            usize::try_from(size).unwrap()
+        });
+        tokio::time::timeout(Duration::from_secs(20), capture.done)
+            .await
+            .expect("capture ends after EOF")
+            .unwrap();
+        let size = writer.join().unwrap();
+        assert!(
+            size == BIG_PIPE || big_pipe_budget() == 0,
+            "pipe of {size} bytes"
+        );
+        let records = text_records(&read(&logs.paths().0));
+        assert_eq!(records.len(), lines);
+        for (i, rec) in records.iter().enumerate() {
+            assert_eq!(rec.len(), 99);
+            assert_eq!(&rec[..10], format!("{i:010}").as_bytes());
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -1,6 +1,6 @@
 //! `turbo-daemon`: parses flags, sets up logging, runs [`turbo_daemon::run`]. Nothing else.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use turbo_daemon::events::EbpfSetting;
@@ -25,6 +25,59 @@ struct Args {
     /// Members of this group may manage apps over the bus, besides root and the daemon's user
     #[arg(long, env = "TURBO_ADMIN_GROUP", default_value = "turbo")]
     admin_group: String,
+    /// Prometheus exporter address (`GET /metrics`), or `off`. Loopback by default: anything
+    /// else exposes app names and figures to the network
+    #[arg(long, env = "TURBO_METRICS_LISTEN", value_name = "ADDR|off",
+          default_value = turbo_daemon::metrics::DEFAULT_LISTEN, value_parser = parse_listen)]
+    metrics_listen: Listen,
+    /// Interval of the resource sampler (CPU window and leak detection; e.g. 5s, 500ms)
+    /// [default: 5s with the procfs fallback, 30s with eBPF]
+    #[arg(long, env = "TURBO_SAMPLE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    sample_interval: Option<Duration>,
+    /// CPU percent is averaged over this window
+    #[arg(long, env = "TURBO_CPU_WINDOW", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    cpu_window: Duration,
+    /// Leak detection looks at this much memory history; a verdict needs a quarter of it
+    #[arg(long, env = "TURBO_LEAK_WINDOW", value_name = "DURATION", default_value = "1h",
+          value_parser = parse_duration)]
+    leak_window: Duration,
+}
+
+/// `--metrics-listen`: an address, or off.
+#[derive(Clone, Copy, Debug)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("'{s}' is not an address like 127.0.0.1:9464 or [::1]:9464, or `off`"))
+}
+
+/// A duration: a number with `ms`, `s`, `m` or `h` (plain numbers are seconds); at least 10 ms.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, unit) = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((t, "s"), |i| t.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("'{s}' is not a duration like 500ms, 5s, 2m or 1h")),
+    };
+    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("'{s}' is too short (at least 10ms)"));
+    }
+    Ok(d)
 }
 
 fn main() -> ExitCode {
@@ -57,6 +110,15 @@ fn main() -> ExitCode {
         bus,
         log_dir,
         admin_group: args.admin_group,
+        metrics_listen: args.metrics_listen.0,
+        monitor: turbo_daemon::runtime::MonitorSettings {
+            cpu_window: args.cpu_window,
+            sample_interval: args.sample_interval,
+            leak: turbo_daemon::supervisor::leak::LeakPolicy {
+                window: args.leak_window,
+                ..turbo_daemon::supervisor::leak::LeakPolicy::default()
+            },
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

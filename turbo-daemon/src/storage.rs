@@ -7,11 +7,17 @@
 //! instant there is a complete current file or a complete backup. A file that does not parse is
 //! moved aside for inspection and the backup is loaded instead. This module knows nothing about
 //! supervision; it stores and loads [`SavedState`].
+//!
+//! The daemon is usually root, writing into its home: a symlink planted there by another user
+//! (`state.tmp -> /etc/shadow`) would make it overwrite any file. So the directory must be the
+//! daemon's own and closed to others ([`check_private_dir`], checked before the state is loaded,
+//! so a daemon refuses to start in one that is not), and files are opened with `O_NOFOLLOW`
+//! all the same; the temporary file is created afresh (`O_EXCL`), never reused.
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Write},
-    os::unix::fs::OpenOptionsExt,
+    io::{self, Read as _, Write},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -171,6 +177,7 @@ impl StateFile {
     /// Only when neither file can be read for a reason other than absence or corruption (e.g.
     /// permissions): then the daemon must not start and overwrite what it cannot read.
     pub fn load(&self) -> io::Result<Loaded> {
+        check_private_dir(self.path.parent().unwrap_or(Path::new(".")))?;
         match read(&self.path) {
             Ok(Some(state)) => Ok(Loaded {
                 state,
@@ -222,25 +229,98 @@ enum Failure {
 }
 
 fn read(path: &Path) -> Result<Option<SavedState>, Failure> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
+    let mut bytes = Vec::new();
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match opened.and_then(|mut f| f.read_to_end(&mut bytes)) {
+        Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Failure::Io(io::Error::new(
+                e.kind(),
+                "it is a symbolic link, which the daemon does not follow: remove it",
+            )));
+        }
         Err(e) => return Err(Failure::Io(e)),
-    };
+    }
+    match decode(&bytes) {
+        Ok(state) => Ok(Some(state)),
+        Err(Decoded::Corrupt(why)) => Err(Failure::Corrupt(why)),
+        Err(Decoded::Newer(version)) => {
+            // a newer daemon wrote it: moving it aside would lose data on a downgrade
+            Err(Failure::Io(io::Error::other(format!(
+                "it was written by a newer turbo-daemon (schema {version}, this one reads up to {SCHEMA_VERSION}): \
+                 upgrade turbo-daemon, or move the file away to start empty"
+            ))))
+        }
+    }
+}
+
+/// Why bytes are not a state this daemon can use.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Not a state document (truncated, garbage, no schema version).
+    Corrupt(String),
+    /// Written by a newer daemon (its schema version).
+    Newer(u32),
+}
+
+/// Decodes a state or dump file. Pure, for the loader and the fuzz target.
+///
+/// # Errors
+/// [`Decoded`]: what is wrong with it.
+pub fn decode(bytes: &[u8]) -> Result<SavedState, Decoded> {
     let state: SavedState =
-        serde_json::from_slice(&bytes).map_err(|e| Failure::Corrupt(e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| Decoded::Corrupt(e.to_string()))?;
     if state.schema_version > SCHEMA_VERSION {
-        // a newer daemon wrote it: moving it aside would lose data on a downgrade
-        return Err(Failure::Io(io::Error::other(format!(
-            "it was written by a newer turbo-daemon (schema {}, this one reads up to {SCHEMA_VERSION}): \
-             upgrade turbo-daemon, or move the file away to start empty",
-            state.schema_version
-        ))));
+        return Err(Decoded::Newer(state.schema_version));
     }
     if state.schema_version == 0 {
-        return Err(Failure::Corrupt("no schema_version".into()));
+        return Err(Decoded::Corrupt("no schema_version".into()));
     }
-    Ok(Some(state))
+    Ok(state)
+}
+
+/// Checks that `dir` is a directory owned by the daemon's user and not writable by its group or
+/// others, so that nobody else can plant files or symbolic links where the daemon writes (state,
+/// dumps, logs). A daemon refuses to start otherwise.
+///
+/// # Errors
+/// One line: what is wrong with `dir` and the command that fixes it.
+pub fn check_private_dir(dir: &Path) -> io::Result<()> {
+    let meta = fs::metadata(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot inspect {}: {e}", dir.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} {why}, so other users could plant files or symbolic links the daemon would write through; refusing to use it",
+                dir.display()
+            ),
+        ))
+    };
+    if !meta.is_dir() {
+        return refuse("is not a directory".into());
+    }
+    if meta.uid() != me {
+        return refuse(format!(
+            "is owned by uid {}, not by the daemon's uid {me} (fix: chown {me} {})",
+            meta.uid(),
+            dir.display()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(format!(
+            "is writable by its group or others (mode {mode:04o}; fix: chmod go-w {})",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Writes `state` to `path` atomically; the file it replaces becomes `backup`.
@@ -253,11 +333,17 @@ pub fn write_atomic(path: &Path, backup: &Path, state: &SavedState) -> io::Resul
     let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     bytes.push(b'\n');
     {
+        // a leftover of a crashed write (or anything planted there) is removed, not opened:
+        // unlink does not follow a symlink, and O_EXCL creates a new file or fails
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
@@ -353,6 +439,60 @@ mod tests {
         let loaded = f.load().unwrap();
         assert!(loaded.state.apps.is_empty());
         assert!(loaded.warning.unwrap().contains("no usable backup"));
+    }
+
+    #[test]
+    fn planted_symlinks_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let f = StateFile::new(dir.path().join("state.json"));
+        // a symlink where the temporary file goes is replaced, the victim untouched
+        std::os::unix::fs::symlink(&victim, dir.path().join("state.tmp")).unwrap();
+        f.save(&sample()).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!fs::symlink_metadata(f.path()).unwrap().is_symlink());
+        // a symlinked state file is refused, not read
+        fs::remove_file(f.path()).unwrap();
+        std::os::unix::fs::symlink(&victim, f.path()).unwrap();
+        let err = f.load().unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_others_can_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        check_private_dir(dir.path()).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o775)).unwrap();
+        let f = StateFile::new(dir.path().join("state.json"));
+        let err = f.load().unwrap_err().to_string();
+        assert!(
+            err.contains("writable by its group or others (mode 0775")
+                && err.contains("chmod go-w"),
+            "{err}"
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_private_dir(dir.path()).is_err(), "sticky or not");
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        let err = check_private_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn decode_reports_what_is_wrong() {
+        assert!(matches!(decode(b""), Err(Decoded::Corrupt(_))));
+        assert!(matches!(
+            decode(br#"{"schema_version":0,"saved_at_ms":0,"apps":[]}"#),
+            Err(Decoded::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode(br#"{"schema_version":99,"saved_at_ms":0,"apps":[]}"#),
+            Err(Decoded::Newer(99))
+        ));
+        let s = sample();
+        assert_eq!(decode(&serde_json::to_vec(&s).unwrap()).unwrap(), s);
     }
 
     #[test]

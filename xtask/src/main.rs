@@ -6,8 +6,12 @@
 //! * `test` runs fmt, clippy, a debug build of the binaries and the whole test suite; as root
 //!   the eBPF tests are required to run.
 //! * `bench [--quick]` measures TurboProcess against PM2 and supervisord (see `bench.rs`).
+//! * `fuzz [--seconds N] [TARGET...]` runs the cargo-fuzz targets for a bounded time (`fuzz.rs`).
+//! * `install [--prefix DIR]` installs the binaries, completions and man pages (`install.rs`).
 
 mod bench;
+mod fuzz;
+mod install;
 mod setup;
 mod util;
 
@@ -59,6 +63,26 @@ enum Cmd {
         )]
         args: Vec<OsString>,
     },
+    /// Build release binaries and install them with shell completions and man pages.
+    Install {
+        /// Installation prefix: binaries go to PREFIX/bin, completions and man pages to
+        /// PREFIX/share.
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Install the binaries already built in DIR (e.g. target/debug) instead of building.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Run the cargo-fuzz targets (config, state, start_options, dto) for a bounded time each;
+    /// fails on a crash. Installs cargo-fuzz first if needed (nightly is required).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::CI_SECONDS)]
+        seconds: u64,
+        /// Only these targets [default: all].
+        #[arg(value_name = "TARGET")]
+        targets: Vec<String>,
+    },
     /// Install PM2 and supervisord privately, build release binaries, and measure TurboProcess
     /// against both in one run; writes BENCHMARKS.md and target/bench/results.json.
     Bench {
@@ -77,7 +101,9 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(&ctx),
         Cmd::Run { config } => run_config(&ctx, config),
         Cmd::Test { no_lint, args } => test(&ctx, no_lint, &args),
+        Cmd::Install { prefix, bin_dir } => install::install(&ctx, &prefix, bin_dir.as_deref()),
         Cmd::Bench { quick, only } => bench::bench(&ctx, quick, &only),
+        Cmd::Fuzz { seconds, targets } => fuzz::fuzz(&ctx, seconds, &targets),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -236,7 +262,8 @@ fn test_steps(
             bail!("no test ran");
         }
         Ok(())
-    })
+    })?;
+    fuzz::after_tests(ctx, args)
 }
 
 /// Counts summed over every `test result:` line of a `cargo test` run.

@@ -21,12 +21,19 @@ const APT: &[(&str, &str)] = &[
     ("busctl", "systemd"),
     ("tmux", "tmux"),
     ("python3", "python3"),
+    // the completion scripts are syntax-checked by the shells they are for
+    ("zsh", "zsh"),
+    ("fish", "fish"),
     // the e2e tests validate the shipped D-Bus and polkit XML with it
     ("xmllint", "libxml2-utils"),
     // system-mode access tests run the CLI as another user
     ("setpriv", "util-linux"),
     // the unit file is checked with `systemd-analyze verify`
     ("systemd-analyze", "systemd"),
+    // the metrics tests scrape the daemon with a real Prometheus and check the alert rules
+    // (`promtool check rules`, `promtool test rules`) and the exposition (`promtool check metrics`)
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 pub fn setup(ctx: &Ctx) -> Result<()> {
@@ -295,4 +302,59 @@ fn ensure_apt(ctx: &Ctx) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// cargo-fuzz release `cargo xtask fuzz` uses (installed from crates.io with `--locked`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// What `cargo xtask fuzz` needs on top of `setup`, installed only when fuzzing: cargo-fuzz,
+/// and a C++ compiler (libfuzzer-sys compiles libFuzzer with it). The nightly toolchain the
+/// sanitizer build needs is the one `setup` checks for the eBPF build.
+pub fn ensure_fuzz_tools(ctx: &Ctx) -> Result<()> {
+    let version = ctx
+        .which("cargo-fuzz")
+        .and_then(|bin| output(ctx.cmd(bin).arg("--version")).ok());
+    match version {
+        Some(v) if v.trim() == format!("cargo-fuzz {CARGO_FUZZ_VERSION}") => {
+            println!("ok: {}", v.trim());
+        }
+        found => {
+            println!(
+                "installing: cargo-fuzz {CARGO_FUZZ_VERSION} (~1 min) because {}",
+                found.map_or_else(
+                    || "it is not installed".into(),
+                    |v| format!("{} is", v.trim())
+                )
+            );
+            let mut cmd = ctx.cmd("cargo");
+            cmd.args(["install", "--locked", "--force"])
+                .arg(format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"))
+                // outside the workspace: its .cargo/config.toml has no business here
+                .current_dir(std::env::temp_dir());
+            run(&mut cmd)?;
+        }
+    }
+    if ctx.which_system("c++").is_some() {
+        println!("ok: c++ (for libFuzzer)");
+        return Ok(());
+    }
+    if !ctx.is_root() {
+        bail!(
+            "missing c++ (libfuzzer-sys compiles libFuzzer with it): sudo apt-get install -y g++"
+        );
+    }
+    println!("installing: g++ (apt, for libFuzzer)");
+    let apt = |args: &[&str]| {
+        let mut cmd = ctx.cmd("apt-get");
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    run(&mut apt(&["update", "-q"]))?;
+    run(&mut apt(&[
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "g++",
+    ]))
 }

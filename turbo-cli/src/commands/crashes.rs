@@ -9,7 +9,7 @@ use anyhow::Result;
 use serde_json::json;
 use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, rfc3339_ms};
 
-use super::daemon;
+use super::{daemon, target_error};
 use crate::{
     connect::call_error,
     render::{self, RenderOpts, Tone, paint},
@@ -19,11 +19,10 @@ use crate::{
 /// `turbo crashes`.
 pub async fn crashes(target: &str, as_json: bool) -> Result<()> {
     let d = daemon().await?;
-    let (stats, records) = d
-        .proxy
-        .get_crashes(target)
-        .await
-        .map_err(|e| call_error(&e))?;
+    let (stats, records) = match d.proxy.get_crashes(target).await {
+        Ok(found) => found,
+        Err(e) => return Err(target_error(&d, target, &e).await),
+    };
     if as_json {
         let doc = json!({
             "stats": stats.to_json(),
@@ -31,39 +30,57 @@ pub async fn crashes(target: &str, as_json: bool) -> Result<()> {
         });
         return term::emit(&serde_json::to_string_pretty(&doc)?);
     }
-    term::emit(&render_crashes(
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    term::emit(&render_timeline(
         target,
         &stats,
         &records,
+        Some(now),
         &term::stdout_opts(),
     ))
 }
 
-/// `turbo describe`.
-pub async fn describe(target: &str, as_json: bool) -> Result<()> {
+/// `turbo describe`; `show_env` also asks for the environment values (root only).
+pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()> {
     let d = daemon().await?;
-    let (status, config, records) = d
-        .proxy
-        .describe_app(target)
-        .await
-        .map_err(|e| call_error(&e))?;
+    let (status, config, records) = match d.proxy.describe_app(target).await {
+        Ok(found) => found,
+        Err(e) => return Err(target_error(&d, target, &e).await),
+    };
+    let env = if show_env {
+        Some(
+            d.proxy
+                .describe_env(target)
+                .await
+                .map_err(|e| call_error(&e))?,
+        )
+    } else {
+        None
+    };
     if as_json {
-        let doc = json!({
+        let mut doc = json!({
             "status": status.to_json(),
             "config": config.to_json(),
             "crashes": records.iter().map(CrashRecord::to_json).collect::<Vec<_>>(),
         });
+        if let Some(env) = &env {
+            doc["env"] = env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        }
         return term::emit(&serde_json::to_string_pretty(&doc)?);
     }
-    term::emit(&render_describe(
-        &status,
-        &config,
-        &records,
-        &term::stdout_opts(),
-    ))
+    let mut text = render_describe(&status, &config, &records, &term::stdout_opts());
+    if let Some(env) = &env {
+        text.push_str("\n\nEnvironment (values)\n");
+        for (k, v) in env {
+            let _ = writeln!(text, "  {k}={v}");
+        }
+    }
+    term::emit(text.trim_end())
 }
 
-/// The crash timeline: stats, then one block per crash, newest first.
+/// The crash timeline: stats, then one block per crash, newest first (without "ago").
 #[must_use]
 pub fn render_crashes(
     name: &str,
@@ -71,60 +88,113 @@ pub fn render_crashes(
     records: &[CrashRecord],
     opts: &RenderOpts,
 ) -> String {
+    render_timeline(name, stats, records, None, opts)
+}
+
+/// The crash timeline drawn as one: a `●` per crash on a line that carries its last stderr
+/// lines; with `now_ms`, each stamp also says how long ago it was.
+#[must_use]
+pub fn render_timeline(
+    name: &str,
+    stats: &CrashStats,
+    records: &[CrashRecord],
+    now_ms: Option<u64>,
+    opts: &RenderOpts,
+) -> String {
     let mut out = String::new();
     if records.is_empty() {
         let _ = writeln!(out, "{name} has not crashed");
         return out.trim_end().to_owned();
     }
-    let mtbf = if stats.mtbf_ms > 0 {
-        render::human_duration_ms(stats.mtbf_ms)
-    } else {
-        "-".into()
-    };
-    let _ = writeln!(
-        out,
-        "{}  total {}  last hour {}  last 24h {}  mean time between failures {}  most common: {}",
+    let crashes = if stats.total == 1 { "crash" } else { "crashes" };
+    let mut head = format!(
+        "{}: {} {crashes} in all, {} in the last hour, {} in 24 h",
         paint(opts.color, Tone::Bold, name),
         stats.total,
         stats.last_hour,
         stats.last_day,
-        mtbf,
-        stats.most_common_reason
     );
-    for r in records {
-        out.push('\n');
+    if stats.mtbf_ms > 0 {
+        head.push_str(&format!(
+            "; one every {} on average",
+            render::human_duration_ms(stats.mtbf_ms)
+        ));
+    }
+    if !stats.most_common_reason.is_empty() {
+        head.push_str(&format!("; most often: {}", stats.most_common_reason));
+    }
+    let _ = writeln!(out, "{head}\n");
+    let rail = paint(opts.color, Tone::Dim, "│");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            let _ = writeln!(out, "{rail}");
+        }
         let how = match (r.code, r.signal) {
-            (_, s) if s > 0 => format!("signal {s}"),
+            (_, s) if s > 0 => match signal_name(s) {
+                Some(n) => format!("signal {s} ({n})"),
+                None => format!("signal {s}"),
+            },
             (c, _) if c >= 0 => format!("exit {c}"),
             _ => "exit (status unknown)".into(),
         };
-        let _ = writeln!(
-            out,
-            "{}  {}  {}  after {}  restart #{}{}{}",
-            paint(opts.color, Tone::Dim, &rfc3339_ms(r.at_ms)),
-            paint(opts.color, Tone::Red, &how),
-            r.reason,
-            render::human_duration_ms(r.uptime_ms),
-            r.restart_number,
-            if r.memory_bytes > 0 {
-                format!("  mem {}", render::human_bytes(r.memory_bytes))
-            } else {
-                String::new()
-            },
-            if r.signal_sender_pid > 0 {
-                format!(
-                    "  sent by {} ({})",
-                    r.signal_sender_comm, r.signal_sender_pid
-                )
-            } else {
-                String::new()
-            },
+        let mut line = format!(
+            "{} {}",
+            paint(opts.color, Tone::Red, "●"),
+            paint(opts.color, Tone::Dim, &rfc3339_ms(r.at_ms))
         );
-        for line in &r.stderr_tail {
-            let _ = writeln!(out, "    {} {line}", paint(opts.color, Tone::Dim, "│"));
+        if let Some(now) = now_ms {
+            let ago = format!(
+                "{} ago",
+                render::human_duration_ms(now.saturating_sub(r.at_ms))
+            );
+            line.push_str(&format!("  {}", paint(opts.color, Tone::Dim, &ago)));
+        }
+        line.push_str(&format!("  {}", paint(opts.color, Tone::Red, &how)));
+        // "exit 1  exit" says nothing twice; oom_kill, memory_limit... are worth saying
+        if r.reason != "exit" && r.reason != "signal" {
+            line.push_str(&format!("  {}", paint(opts.color, Tone::Yellow, &r.reason)));
+        }
+        line.push_str(&format!(
+            "  after {}  restart #{}",
+            render::human_duration_ms(r.uptime_ms),
+            r.restart_number
+        ));
+        if r.memory_bytes > 0 {
+            line.push_str(&format!("  mem {}", render::human_bytes(r.memory_bytes)));
+        }
+        if r.signal_sender_pid > 0 {
+            line.push_str(&format!(
+                "  sent by {} ({})",
+                r.signal_sender_comm, r.signal_sender_pid
+            ));
+        }
+        let _ = writeln!(out, "{line}");
+        for l in &r.stderr_tail {
+            let _ = writeln!(out, "{rail} {l}");
         }
     }
     out.trim_end().to_owned()
+}
+
+/// Names of the signals that usually end a process.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return None,
+    })
 }
 
 /// `describe`: sections for state, config, and the last crash.
@@ -412,13 +482,32 @@ mod tests {
         let records = [record(2000, -1, 9), record(1000, 3, 0)];
         let stats = CrashStats::compute(&records, 7, 3000);
         let text = render_crashes("api", &stats, &records, &plain());
-        assert!(text.starts_with("api  total 7"), "{text}");
         assert!(
-            text.contains("signal 9  signal  after 1s  restart #2  mem 3.0 MB"),
+            text.starts_with(
+                "api: 7 crashes in all, 2 in the last hour, 2 in 24 h; one every 1s on average; most often: signal\n\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("exit 3  exit"), "{text}");
-        assert!(text.contains("│ boom"), "{text}");
+        assert!(
+            text.contains(
+                "● 1970-01-01T00:00:02.000Z  signal 9 (SIGKILL)  after 1s  restart #2  mem 3.0 MB\n│ boom\n│\n● "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("exit 3  after 1s"),
+            "reason not repeated: {text}"
+        );
+        let later = render_timeline("api", &stats, &records, Some(302_000), &plain());
+        assert!(later.contains(".000Z  5m ago  signal 9"), "{later}");
+        let oom = CrashRecord {
+            reason: "oom_kill".into(),
+            ..record(5, -1, 9)
+        };
+        assert!(
+            render_crashes("api", &stats, &[oom], &plain()).contains("(SIGKILL)  oom_kill  after"),
+            "a reason that adds something is shown"
+        );
         assert_eq!(
             render_crashes("x", &CrashStats::default(), &[], &plain()),
             "x has not crashed"

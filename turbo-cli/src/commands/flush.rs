@@ -6,17 +6,15 @@
 
 use anyhow::Result;
 
-use super::daemon;
-use crate::{connect::call_error, term};
+use super::{daemon, target_error};
+use crate::term;
 
 pub async fn run(target: &str) -> Result<()> {
     let daemon = daemon().await?;
-    let names = daemon
-        .proxy
-        .flush_logs(target)
-        .await
-        .map_err(|e| call_error(&e))?;
-    term::emit(&flushed_line(&names))
+    match daemon.proxy.flush_logs(target).await {
+        Ok(names) => term::emit(&flushed_line(&names)),
+        Err(e) => Err(target_error(&daemon, target, &e).await),
+    }
 }
 
 fn flushed_line(names: &[String]) -> String {

@@ -18,6 +18,9 @@
 //! noticed when the file becomes shorter than what was read; lines written after a flush and
 //! before the next poll that make the file longer again than that are missed (a flush erases
 //! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer.
+//!
+//! `turbo monit` follows the selected app's logs with the same [`Follower`], and reads lines with
+//! [`stamp_and_text`].
 
 use std::{
     fs::File,
@@ -28,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
 use turbo_api::AppStatus;
 
@@ -36,6 +39,7 @@ use super::daemon;
 use crate::{
     cli::LogsArgs,
     connect::call_error,
+    hint::Hinted,
     render::{NO_APPS, Tone, paint},
     term,
 };
@@ -131,28 +135,14 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
                 Stream::Out => &app.out_log,
                 Stream::Err => &app.err_log,
             });
-            let context = || format!("cannot read {}", path.display());
-            let file = open_log(&path).with_context(context)?;
-            let tail = match &file {
-                Some(file) => read_tail(file, args.lines).with_context(context)?,
-                None => Tail::default(),
-            };
-            let need = args.lines.saturating_sub(tail.lines.len());
-            let mut lines = older_lines(&path, tail.inode, need).with_context(context)?;
-            lines.extend(tail.lines);
+            let (mut lines, partial, follower) = Follower::from_tail(&path, args.lines)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             // without --follow an unfinished last line is still the latest thing the app said
-            if !args.follow && !tail.partial.is_empty() {
-                lines.push(tail.partial);
+            if !args.follow && !partial.is_empty() {
+                lines.push(partial);
             }
             shown.print(&lines)?;
-            followers.push(Follower {
-                shown,
-                path,
-                file,
-                inode: tail.inode,
-                offset: tail.resume_at,
-                pending: Vec::new(),
-            });
+            followers.push((shown, follower));
         }
     }
     if !args.follow {
@@ -169,11 +159,11 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             }
             () = tokio::time::sleep(POLL) => {}
         }
-        for follower in &mut followers {
+        for (shown, follower) in &mut followers {
             let lines = follower
                 .poll()
                 .with_context(|| format!("cannot read {}", follower.path.display()))?;
-            follower.shown.print(&lines)?;
+            shown.print(&lines)?;
         }
     }
 }
@@ -189,7 +179,11 @@ fn select(apps: &[AppStatus], name: Option<&str>) -> Result<Vec<AppStatus>> {
         .cloned()
         .collect();
     if matching.is_empty() {
-        bail!("no app named {name}");
+        let names: Vec<String> = apps.iter().map(|a| a.name.clone()).collect();
+        return Err(Hinted::wrap(
+            anyhow!("no app matches '{name}'"),
+            super::not_found_help(name, &names),
+        ));
     }
     Ok(matching)
 }
@@ -292,6 +286,18 @@ impl<'a> Record<'a> {
         };
         let b64 = line_b64.map_or_else(String::new, |b| format!(",\"line_b64\":{}", string(&b)));
         format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
+    }
+}
+
+/// One line of a log as `(stamp, text)`, whichever format the daemon wrote it in: for `monit`,
+/// which lays lines out itself.
+pub(super) fn stamp_and_text(raw: &[u8]) -> (Option<String>, String) {
+    match Record::parse(raw) {
+        Record::Text { at, line } => (
+            at.map(str::to_owned),
+            String::from_utf8_lossy(line).into_owned(),
+        ),
+        Record::Json { at, line, .. } => (at, line),
     }
 }
 
@@ -435,8 +441,7 @@ fn count_newlines(buf: &[u8]) -> usize {
 }
 
 /// Follows one log file across appends, truncation and rotation.
-struct Follower {
-    shown: Shown,
+pub(super) struct Follower {
     path: PathBuf,
     /// The file being read, kept open: after a rotation has renamed (or deleted) it, what was
     /// written to it since the last poll is still read from here before moving on.
@@ -448,8 +453,33 @@ struct Follower {
 }
 
 impl Follower {
+    /// The last `n` complete lines of the log at `path` (from its rotated files too when it has
+    /// fewer), the unfinished line after them, and a follower that returns what comes next
+    /// (the unfinished line included, once it is complete).
+    pub(super) fn from_tail(
+        path: &Path,
+        n: usize,
+    ) -> io::Result<(Vec<Vec<u8>>, Vec<u8>, Follower)> {
+        let file = open_log(path)?;
+        let tail = match &file {
+            Some(file) => read_tail(file, n)?,
+            None => Tail::default(),
+        };
+        let need = n.saturating_sub(tail.lines.len());
+        let mut lines = older_lines(path, tail.inode, need)?;
+        lines.extend(tail.lines);
+        let follower = Follower {
+            path: path.to_owned(),
+            file,
+            inode: tail.inode,
+            offset: tail.resume_at,
+            pending: Vec::new(),
+        };
+        Ok((lines, tail.partial, follower))
+    }
+
     /// The complete lines appended since the last poll, oldest first.
-    fn poll(&mut self) -> io::Result<Vec<Vec<u8>>> {
+    pub(super) fn poll(&mut self) -> io::Result<Vec<Vec<u8>>> {
         let mut lines = Vec::new();
         // one turn per file: a fast app can rotate several times between two polls
         for _ in 0..=MAX_ROTATED {
@@ -618,8 +648,9 @@ mod tests {
         assert_eq!(select(&apps, None).unwrap().len(), 3);
         assert_eq!(select(&apps, Some("api")).unwrap().len(), 2);
         assert_eq!(select(&apps, Some("2")).unwrap()[0].name, "worker");
-        let err = select(&apps, Some("nope")).unwrap_err().to_string();
-        assert_eq!(err, "no app named nope");
+        let err = select(&apps, Some("wroker")).unwrap_err();
+        assert_eq!(err.to_string(), "no app matches 'wroker'");
+        assert_eq!(crate::hint::help_of(&err), Some("did you mean `worker`?"));
         assert_eq!(labels(&apps), ["api:0", "api:1", "worker"]);
         assert_eq!(prefix("api", 6, Stream::Err, false), "api    err | ");
     }
@@ -705,12 +736,6 @@ mod tests {
             .map(|f| read_tail(f, 1).unwrap())
             .unwrap_or_default();
         Follower {
-            shown: Shown {
-                prefix: String::new(),
-                app: "a".into(),
-                stream: Stream::Out,
-                json: false,
-            },
             path: path.to_owned(),
             file,
             inode: tail.inode,

@@ -5,8 +5,8 @@
 
 use anyhow::Result;
 
-use super::{daemon, print_table};
-use crate::{connect::call_error, term};
+use super::{daemon, print_table, target_error};
+use crate::term;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Verb {
@@ -19,9 +19,14 @@ pub enum Verb {
 pub async fn run(verb: Verb, target: &str) -> Result<()> {
     let daemon = daemon().await?;
     let proxy = &daemon.proxy;
+    let daemon = &daemon;
+    let refused = |e: zbus::Error| async move { Err(target_error(daemon, target, &e).await) };
     match verb {
         Verb::Stop => {
-            let apps = proxy.stop_app(target).await.map_err(|e| call_error(&e))?;
+            let apps = match proxy.stop_app(target).await {
+                Ok(apps) => apps,
+                Err(e) => return refused(e).await,
+            };
             for app in apps.iter().filter(|a| killed_on_stop(a)) {
                 eprintln!(
                     "note: {} did not exit on its stop signal within kill_timeout: it was killed with SIGKILL",
@@ -30,17 +35,18 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
             }
             print_table(&apps)
         }
-        Verb::Restart => print_table(
-            &proxy
-                .restart_app(target)
-                .await
-                .map_err(|e| call_error(&e))?,
-        ),
-        Verb::Reset => print_table(&proxy.reset_app(target).await.map_err(|e| call_error(&e))?),
-        Verb::Delete => {
-            let names = proxy.delete_app(target).await.map_err(|e| call_error(&e))?;
-            term::emit(&deleted_line(&names))
-        }
+        Verb::Restart => match proxy.restart_app(target).await {
+            Ok(apps) => print_table(&apps),
+            Err(e) => refused(e).await,
+        },
+        Verb::Reset => match proxy.reset_app(target).await {
+            Ok(apps) => print_table(&apps),
+            Err(e) => refused(e).await,
+        },
+        Verb::Delete => match proxy.delete_app(target).await {
+            Ok(names) => term::emit(&deleted_line(&names)),
+            Err(e) => refused(e).await,
+        },
     }
 }
 

@@ -3,12 +3,15 @@
 //! Commands turn arguments into D-Bus calls and print the result through `render` and `term`.
 //! They must not decide where the daemon is (that is `connect`) nor format tables themselves.
 
+mod completions;
 mod crashes;
 mod daemon;
 mod flush;
+mod import;
 mod info;
 mod logs;
 mod manage;
+mod monit;
 mod persist;
 mod start;
 mod startup;
@@ -18,8 +21,10 @@ use anyhow::Result;
 use turbo_api::AppStatus;
 
 use crate::{
-    cli::{Cli, Cmd},
-    connect, render, term,
+    cli::{Cli, Cmd, ImportFrom},
+    connect,
+    hint::{self, Hinted},
+    render, term,
 };
 
 /// Runs the parsed command line.
@@ -38,13 +43,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Flush(t) => flush::run(&t.target).await,
         Cmd::Reset(t) => manage::run(manage::Verb::Reset, &t.target).await,
         Cmd::Crashes(a) => crashes::crashes(&a.name, a.json).await,
-        Cmd::Describe(a) => crashes::describe(&a.name, a.json).await,
+        Cmd::Describe(a) => crashes::describe(&a.name, a.json, a.show_env).await,
         Cmd::Save => persist::save().await,
         Cmd::Resurrect => persist::resurrect().await,
         Cmd::Ping => daemon::ping().await,
         Cmd::Kill => daemon::kill().await,
         Cmd::Startup(args) => startup::startup(&args),
         Cmd::Unstartup(args) => startup::unstartup(&args),
+        Cmd::Monit => monit::run().await,
+        Cmd::Completions(args) => completions::completions(args.shell),
+        Cmd::Man(args) => completions::man(args.out_dir.as_deref()),
+        Cmd::Import(ImportFrom::Pm2(args)) => import::pm2(&args),
+        Cmd::CompleteApps => completions::complete_apps().await,
     }
 }
 
@@ -53,7 +63,53 @@ async fn daemon() -> Result<connect::Daemon> {
     connect::connect(true).await
 }
 
+/// The daemon's refusal of a call about `target`; when no app matches it, with what to try: the
+/// closest name (a likely typo), or the names there are.
+async fn target_error(daemon: &connect::Daemon, target: &str, err: &zbus::Error) -> anyhow::Error {
+    let error = connect::call_error(err);
+    if !connect::is_not_found(err) {
+        return error;
+    }
+    let names: Vec<String> = match daemon.proxy.list_apps().await {
+        Ok(apps) => apps.into_iter().map(|a| a.name).collect(),
+        Err(_) => return error,
+    };
+    Hinted::wrap(error, not_found_help(target, &names))
+}
+
+/// What to try when no app is called `target`.
+fn not_found_help(target: &str, names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    if let Some(close) = hint::did_you_mean(target, names) {
+        return format!("did you mean `{close}`?");
+    }
+    match names.len() {
+        0 => "no app is managed yet; `turbo start <script>` starts one".to_owned(),
+        n if n <= SHOWN => format!("the apps are: {}", names.join(", ")),
+        n => format!(
+            "the apps include {} and {} more; `turbo status` lists them",
+            names[..SHOWN].join(", "),
+            n - SHOWN
+        ),
+    }
+}
+
 /// Prints the status table of `apps` to stdout.
 fn print_table(apps: &[AppStatus]) -> Result<()> {
     term::emit(&render::render_status(apps, &term::stdout_opts()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_hints() {
+        let names: Vec<String> = ["web", "worker"].iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(not_found_help("wbe", &names), "did you mean `web`?");
+        assert_eq!(not_found_help("db", &names), "the apps are: web, worker");
+        assert!(not_found_help("x", &[]).contains("turbo start"));
+        let many: Vec<String> = (0..10).map(|i| format!("app{i}x")).collect();
+        assert!(not_found_help("zzzzzz", &many).contains("and 2 more"));
+    }
 }

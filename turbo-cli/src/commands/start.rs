@@ -15,7 +15,7 @@ use turbo_api::{option, validate_app_name};
 use zbus::zvariant::Value;
 
 use super::{daemon, print_table};
-use crate::{cli::StartArgs, connect::call_error, paths::absolutize};
+use crate::{cli::StartArgs, connect::call_error, hint::Hinted, paths::absolutize};
 
 /// What `turbo start` will ask the daemon.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,6 +89,16 @@ pub async fn run(args: &StartArgs) -> Result<()> {
 }
 
 fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
+    if is_pm2_file(&args.target) {
+        return Err(Hinted::new(
+            format!("{} is a PM2 file, not an app to run", args.target),
+            format!(
+                "convert it with `turbo import pm2 {} -o turbo.yml`, then `turbo start turbo.yml`",
+                args.target
+            ),
+        )
+        .into());
+    }
     if is_config_file(&args.target) {
         let mut ignored = Vec::new();
         if args.name.is_some() {
@@ -183,6 +193,20 @@ fn parse_size(s: &str) -> Option<u64> {
     Some((n * mult) as u64)
 }
 
+/// PM2's ecosystem files (`ecosystem.config.js`, `ecosystem.json`) and its dump: starting one
+/// as a script would run node on a file that only exports settings.
+fn is_pm2_file(target: &str) -> bool {
+    let Some(name) = Path::new(target).file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    name == "dump.pm2"
+        || (name.starts_with("ecosystem")
+            && [".json", ".js", ".cjs", ".mjs"]
+                .iter()
+                .any(|ext| name.ends_with(ext)))
+}
+
 /// `*.yml` / `*.yaml` (any case) is a config file; anything else is run.
 fn is_config_file(target: &str) -> bool {
     Path::new(target)
@@ -198,8 +222,14 @@ fn default_name(target: &str) -> String {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut name = String::with_capacity(stem.len());
-    for c in stem.chars() {
+    sanitize_name(&stem)
+}
+
+/// `raw` reduced to a valid app name: other characters become `-` (one per run), a leading
+/// `.`/`-` goes, and a name that would be read as an id or as `all` gets `-app`.
+pub(super) fn sanitize_name(raw: &str) -> String {
+    let mut name = String::with_capacity(raw.len());
+    for c in raw.chars() {
         let c = if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
             c
         } else {
@@ -375,6 +405,28 @@ mod tests {
             err.contains("--name") && err.contains("ARGS") && err.contains("turbo.yml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pm2_files_are_not_run() {
+        for pm2 in [
+            "ecosystem.config.js",
+            "deploy/ecosystem.json",
+            "/root/.pm2/dump.pm2",
+        ] {
+            let err = plan(&args(pm2), Path::new(CWD)).unwrap_err();
+            assert_eq!(
+                crate::hint::help_of(&err),
+                Some(
+                    format!(
+                        "convert it with `turbo import pm2 {pm2} -o turbo.yml`, then `turbo start turbo.yml`"
+                    )
+                    .as_str()
+                ),
+                "{pm2}"
+            );
+        }
+        assert!(plan(&args("server.js"), Path::new(CWD)).is_ok());
     }
 
     #[test]

@@ -8,8 +8,14 @@
 //! exist, looking users and groups up ([`users`]) and reading the daemon's own limits
 //! ([`Powers`]). Nothing here starts, stops or remembers anything. [`privileges`] checks the
 //! least-privilege keys; [`environment`] decides what an app's environment is made of.
+//!
+//! A start call is validated for its *caller* ([`Caller`]): with the caller's powers, and, for a
+//! non-root caller of a root daemon, with the caller's file access rights ([`credentials`]).
+//! [`input`] bounds the sizes of everything a caller hands in.
 
+mod credentials;
 pub mod environment;
+pub mod input;
 mod locate;
 mod privileges;
 pub mod users;
@@ -25,7 +31,10 @@ use std::{
 use serde::Deserialize;
 use zbus::zvariant::OwnedValue;
 
-pub use self::privileges::{Powers, Privileges, ProcessLimits, Rlimit, RunAs};
+pub use self::{
+    credentials::as_caller,
+    privileges::{Caller, Powers, Privileges, ProcessLimits, Rlimit, RunAs},
+};
 use self::{
     locate::Locations,
     privileges::{NameOrId, RlimitsConfig, UmaskValue},
@@ -210,6 +219,24 @@ pub fn parse_config(
     parse_config_with(content, origin, base_dir, path_env, &Powers::current())
 }
 
+/// [`parse_config`] on behalf of `caller`: with the caller's powers and file access rights
+/// ([`as_caller`]), so that a non-root caller's apps run as the caller and its `env_file` is
+/// read only if the caller may read it.
+///
+/// # Errors
+/// As [`parse_config`], or why the caller cannot be given apps (one line, no position).
+pub fn parse_config_as(
+    content: &str,
+    origin: &str,
+    base_dir: &Path,
+    path_env: &str,
+    caller: Caller,
+) -> Result<Vec<AppSpec>, String> {
+    as_caller(caller, |powers| {
+        parse_config_with(content, origin, base_dir, path_env, powers)
+    })
+}
+
 /// [`parse_config`] for a daemon with `powers` (tests pretend to be another user with it).
 ///
 /// # Errors
@@ -338,8 +365,8 @@ fn one_line(text: &str) -> String {
     out
 }
 
-/// Builds a spec from `StartApp(name, argv, options)`; without a `cwd` option the app runs in
-/// `default_cwd`.
+/// Builds a spec from `StartApp(name, argv, options)` for an app that `powers` may grant (see
+/// [`as_caller`] for a caller's); without a `cwd` option the app runs in `default_cwd`.
 ///
 /// # Errors
 /// Every problem found, one per line.
@@ -349,6 +376,7 @@ pub fn from_options(
     options: &HashMap<String, OwnedValue>,
     path_env: &str,
     default_cwd: &Path,
+    powers: &Powers,
 ) -> Result<AppSpec, String> {
     let mut app = AppConfig {
         name: name.to_owned(),
@@ -376,21 +404,27 @@ pub fn from_options(
                 Err(_) => errors.push("option 'max_memory' must be a byte count (t)".to_owned()),
             },
             other => errors.push(format!(
-                "unknown option '{other}' (known: cwd, env, autorestart, max_memory)"
+                "unknown option '{}' (known: cwd, env, autorestart, max_memory)",
+                input::shorten(&other.escape_default().to_string())
             )),
         }
     }
-    if app
-        .cwd
-        .as_deref()
-        .is_some_and(|c| !Path::new(c).is_absolute())
+    if options.len() > input::MAX_OPTIONS {
+        errors.push(format!(
+            "{} options: at most {} are accepted",
+            options.len(),
+            input::MAX_OPTIONS
+        ));
+    }
+    if let Some(cwd) = app.cwd.as_deref()
+        && let Err(e) = input::check_dir_path("option 'cwd'", cwd)
     {
-        errors.push("option 'cwd' must be an absolute path".to_owned());
+        errors.push(e);
     }
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
-    validate(app, default_cwd, path_env, &Powers::current()).map_err(|problems| {
+    validate(app, default_cwd, path_env, powers).map_err(|problems| {
         let lines: Vec<String> = problems.into_iter().map(|p| one_line(&p.what)).collect();
         lines.join("\n")
     })
@@ -462,11 +496,14 @@ fn validate(
             Vec::new()
         })
     };
+    if let Err(e) = input::check_argv(&argv) {
+        errors.push(Problem::new(if is_script { "script" } else { "cmd" }, e));
+    }
     let mut spec = AppSpec::new(app.name, argv, cwd);
     let mut env = BTreeMap::new();
     if let Some(file) = &app.env_file {
         let path = spec.cwd.join(file);
-        match std::fs::read_to_string(&path) {
+        match read_env_file(&path) {
             Ok(text) => match parse_env_file(&text) {
                 Ok(vars) => env.extend(vars),
                 Err(e) => errors.push(Problem::new(
@@ -485,6 +522,9 @@ fn validate(
     }
     // `env:` wins over `env_file:`, as in docker compose
     env.extend(app.env);
+    if let Err(e) = input::check_env(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        errors.push(Problem::new("env", e));
+    }
     spec.env = env.into_iter().collect();
     apply_restart(&app.restart, &mut spec, &mut errors);
     apply_log(&app.log, &mut spec, &mut errors);
@@ -685,6 +725,41 @@ fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
         )),
         None => {}
     }
+}
+
+/// Reads an `env_file`: a regular file of at most [`input::MAX_ENV_FILE_BYTES`]. Opened
+/// non-blocking, so that a FIFO cannot hang the daemon before it is found not to be a file.
+fn read_env_file(path: &Path) -> std::io::Result<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("larger than {} bytes", input::MAX_ENV_FILE_BYTES),
+        )
+    };
+    if meta.len() > input::MAX_ENV_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // bounded again: the file may grow between the fstat and the read
+    file.take(input::MAX_ENV_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > input::MAX_ENV_FILE_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
 /// Parses a `.env` file: `KEY=VALUE` lines, `#` comments, blank lines, an optional `export `
@@ -1086,7 +1161,9 @@ mod tests {
     fn options_are_checked() {
         let mut opts = HashMap::new();
         opts.insert("colour".to_owned(), OwnedValue::from(1u32));
-        let err = from_options("a", &["sleep".into()], &opts, PATH, Path::new("/")).unwrap_err();
+        let me = Powers::current();
+        let err =
+            from_options("a", &["sleep".into()], &opts, PATH, Path::new("/"), &me).unwrap_err();
         assert!(err.contains("unknown option 'colour'"), "{err}");
         let spec = from_options(
             "a",
@@ -1094,8 +1171,59 @@ mod tests {
             &HashMap::new(),
             PATH,
             Path::new("/"),
+            &me,
         )
         .unwrap();
         assert_eq!(spec.autorestart, Autorestart::Always);
+        // wrong types, a relative cwd, bad environment names: all refused with the reason
+        let mut opts = HashMap::new();
+        opts.insert("cwd".to_owned(), OwnedValue::from(7u32));
+        opts.insert("max_memory".to_owned(), OwnedValue::from(true));
+        let err =
+            from_options("a", &["sleep".into()], &opts, PATH, Path::new("/"), &me).unwrap_err();
+        assert!(
+            err.contains("'cwd' must be a string") && err.contains("'max_memory' must be"),
+            "{err}"
+        );
+        let mut opts = HashMap::new();
+        opts.insert(
+            "cwd".to_owned(),
+            OwnedValue::try_from(zbus::zvariant::Value::from("tmp")).unwrap(),
+        );
+        let err =
+            from_options("a", &["sleep".into()], &opts, PATH, Path::new("/"), &me).unwrap_err();
+        assert!(err.contains("must be an absolute path"), "{err}");
+        let mut opts = HashMap::new();
+        let env: HashMap<String, String> = [("A=B".to_owned(), "1".to_owned())].into();
+        opts.insert(
+            "env".to_owned(),
+            OwnedValue::try_from(zbus::zvariant::Value::from(env)).unwrap(),
+        );
+        let err =
+            from_options("a", &["sleep".into()], &opts, PATH, Path::new("/"), &me).unwrap_err();
+        assert!(err.contains("'A=B' is not allowed"), "{err}");
+    }
+
+    #[test]
+    fn env_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let yml = |file: &str| {
+            format!("apps:\n  - name: a\n    cmd: [sleep, '1']\n    env_file: {file}\n")
+        };
+        let e = parse_config(&yml("/dev/zero"), "t.yml", dir.path(), PATH).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = parse_config(&yml("fifo"), "t.yml", dir.path(), PATH).unwrap_err();
+        assert!(
+            e.contains("not a regular file"),
+            "a FIFO must not block: {e}"
+        );
+        let big = dir.path().join("big.env");
+        std::fs::write(&big, "A=".to_owned() + &"x".repeat(2 << 20)).unwrap();
+        let e = parse_config(&yml("big.env"), "t.yml", dir.path(), PATH).unwrap_err();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
 }

@@ -8,6 +8,12 @@
 //! or `oom_score_adj` below its own. Without these checks a non-root daemon would accept the
 //! config and then fail every spawn with a bare `EPERM`. `runtime::sys::spawn` applies the
 //! result between fork and exec.
+//!
+//! In system mode the daemon is root, but the *caller* of a start call may not be: a member of
+//! the admin group or a user polkit authorised. Such a caller's config is checked against the
+//! caller's powers ([`Powers::for_caller`]), not the daemon's: an app without `user:` runs as
+//! the caller, and naming another user, another group or supplementary groups is refused.
+//! Without this, whoever may start apps could run any command as root.
 
 use std::fmt;
 
@@ -225,6 +231,38 @@ pub struct Powers {
     pub hard: [u64; 3],
     /// `/proc/sys/fs/nr_open`: no process, not even root's, may have a higher `nofile`.
     pub nr_open: u64,
+    /// `Some(name)` when these are the powers of a non-root *caller* of a root daemon (see the
+    /// module docs): apps without `user:` then run as that caller. `None`: the daemon's own.
+    pub caller: Option<String>,
+}
+
+/// Who a start call acts for: the caller's uid as the bus reported it (from the kernel, so it
+/// cannot be forged). The gid is not part of it: the bus reports no primary group, so a
+/// caller's apps get the primary group and the groups of the caller's passwd and group entries,
+/// exactly as `user: <caller>` would give them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The caller's uid.
+    pub uid: u32,
+}
+
+impl Caller {
+    /// The daemon itself acting on its own behalf (restoring state, tests, fuzzing).
+    #[must_use]
+    pub fn daemon() -> Self {
+        // SAFETY: geteuid has no preconditions.
+        Self {
+            uid: unsafe { libc::geteuid() },
+        }
+    }
+
+    /// Whether this caller's apps are limited to the caller's own identity: anyone but root
+    /// and the daemon's own user.
+    #[must_use]
+    pub fn is_scoped(self) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        self.uid != 0 && self.uid != unsafe { libc::geteuid() }
+    }
 }
 
 impl Powers {
@@ -252,11 +290,75 @@ impl Powers {
             nr_open: read_number("/proc/sys/fs/nr_open")
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(1 << 20),
+            caller: None,
         }
+    }
+
+    /// What `caller` may grant its apps: the daemon's own powers for root and the daemon's own
+    /// user; for anyone else, the caller's identity (its passwd entry, its groups in the group
+    /// database) and no more of the limits than a non-root daemon could grant (no hard limit
+    /// above the daemon's, no nice or `oom_score_adj` below it).
+    ///
+    /// # Errors
+    /// A one-line message when the caller cannot be given apps: a daemon that is not root cannot
+    /// run apps as another user, and a caller without a passwd entry has no identity to run them
+    /// with.
+    pub fn for_caller(caller: Caller) -> Result<Self, String> {
+        let daemon = Self::current();
+        if caller.uid == 0 || caller.uid == daemon.euid {
+            return Ok(daemon);
+        }
+        if !daemon.is_root() {
+            return Err(format!(
+                "uid {}: this daemon runs as uid {} and can run apps only as itself, so it starts apps only for root and uid {}",
+                caller.uid, daemon.euid, daemon.euid
+            ));
+        }
+        let user = match users::user_by_uid(caller.uid) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                return Err(format!(
+                    "uid {} has no passwd entry: apps started by a non-root caller run as the caller, which needs one; ask root to start them",
+                    caller.uid
+                ));
+            }
+            Err(e) => return Err(format!("cannot look up uid {}: {e}", caller.uid)),
+        };
+        let groups = users::group_list(&user.name, user.gid).unwrap_or_else(|_| vec![user.gid]);
+        Ok(Self {
+            euid: user.uid,
+            egid: user.gid,
+            groups,
+            caller: Some(user.name),
+            ..daemon
+        })
     }
 
     const fn is_root(&self) -> bool {
         self.euid == 0
+    }
+
+    /// Who holds these powers, for messages: `the daemon runs as nobody` or `you are alice`.
+    fn holder(&self) -> String {
+        match &self.caller {
+            Some(name) => format!("you are {name} (uid {})", self.euid),
+            None => {
+                let me = users::user_by_uid(self.euid).ok().flatten().map_or_else(
+                    || format!("uid {}", self.euid),
+                    |u| format!("{} (uid {})", u.name, u.uid),
+                );
+                format!("the daemon runs as {me}")
+            }
+        }
+    }
+
+    /// What to do about something only root may grant.
+    const fn root_hint(&self) -> &'static str {
+        if self.caller.is_some() {
+            "ask root to start it"
+        } else {
+            "run the daemon as root"
+        }
     }
 }
 
@@ -336,9 +438,10 @@ pub(super) fn resolve(
                 errors.push(Problem::new(
                     "nice",
                     format!(
-                        "nice {n} is below the daemon's own ({}): only root may lower it; use {} or more, or run the daemon as root",
+                        "nice {n} is below the daemon's own ({}): only root may lower it; use {} or more, or {}",
                         powers.nice,
-                        powers.nice.min(powers.nice_floor)
+                        powers.nice.min(powers.nice_floor),
+                        powers.root_hint()
                     ),
                 ));
             }
@@ -357,8 +460,10 @@ pub(super) fn resolve(
                 errors.push(Problem::new(
                     "oom_score_adj",
                     format!(
-                        "oom_score_adj {n} is below the daemon's own ({}): only root may lower it; use {} or more, or run the daemon as root",
-                        powers.oom_score_adj, powers.oom_score_adj
+                        "oom_score_adj {n} is below the daemon's own ({}): only root may lower it; use {} or more, or {}",
+                        powers.oom_score_adj,
+                        powers.oom_score_adj,
+                        powers.root_hint()
                     ),
                 ));
             }
@@ -368,27 +473,32 @@ pub(super) fn resolve(
     (run_as, limits)
 }
 
-/// `user`/`group`/`groups` as an identity, or `None` when none of them is given.
+/// `user`/`group`/`groups` as an identity, or `None` when none of them is given (the daemon's
+/// own identity). For a non-root caller there is always one: the caller's, unless refused.
 fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Option<RunAs> {
-    if app.user.is_none() && app.group.is_none() && app.groups.is_none() {
+    let nothing_asked = app.user.is_none() && app.group.is_none() && app.groups.is_none();
+    if nothing_asked && powers.caller.is_none() {
         return None;
     }
     let user = match &app.user {
         Some(u) => lookup_user(u).map_err(|e| errors.push(Problem::new("user", e))),
-        // `group:` or `groups:` alone: the daemon's own user with other groups
+        // `group:` or `groups:` alone: the daemon's own user (or the caller) with other groups
         None => match users::user_by_uid(powers.euid) {
             Ok(Some(u)) => Ok(u),
             Ok(None) => {
                 let at = if app.group.is_some() {
                     "group"
-                } else {
+                } else if app.groups.is_some() {
                     "groups"
+                } else {
+                    ""
                 };
                 errors.push(Problem::new(
                     at,
                     format!(
-                        "the daemon's uid {} has no passwd entry: add `user:` with a user that has one",
-                        powers.euid
+                        "uid {} has no passwd entry ({}): add `user:` with a user that has one",
+                        powers.euid,
+                        powers.holder()
                     ),
                 ));
                 Err(())
@@ -405,15 +515,14 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
     let user = user.ok()?;
     let other_user = !powers.is_root() && user.uid != powers.euid;
     if other_user {
-        let me = users::user_by_uid(powers.euid).ok().flatten().map_or_else(
-            || format!("uid {}", powers.euid),
-            |u| format!("{} (uid {})", u.name, u.uid),
-        );
         errors.push(Problem::new(
             "user",
             format!(
-                "user {} (uid {}): only root may run apps as another user, and the daemon runs as {me}: remove `user:` or run the daemon as root",
-                user.name, user.uid
+                "user {} (uid {}): only root may run apps as another user, and {}: remove `user:` or {}",
+                user.name,
+                user.uid,
+                powers.holder(),
+                powers.root_hint()
             ),
         ));
     }
@@ -432,8 +541,12 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
         errors.push(Problem::new(
             "group",
             format!(
-                "group {} (gid {}): only root may run apps with another group, and the daemon's group is gid {}: remove `group:` or run the daemon as root",
-                group.name, group.gid, powers.egid
+                "group {} (gid {}): only root may run apps with another group, and {} with group gid {}: remove `group:` or {}",
+                group.name,
+                group.gid,
+                powers.holder(),
+                powers.egid,
+                powers.root_hint()
             ),
         ));
     }
@@ -442,7 +555,11 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
             if !powers.is_root() {
                 errors.push(Problem::new(
                     "groups",
-                    "only root may set supplementary groups (setgroups needs CAP_SETGID): remove `groups:` or run the daemon as root",
+                    format!(
+                        "only root may set supplementary groups (setgroups needs CAP_SETGID), and {}: remove `groups:` or {}",
+                        powers.holder(),
+                        powers.root_hint()
+                    ),
                 ));
             }
             let mut groups = Vec::new();
@@ -455,7 +572,8 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
             }
             groups
         }
-        // a non-root daemon cannot change its groups: the app keeps the daemon's
+        // a non-root daemon cannot change its groups: the app keeps the daemon's (or, for a
+        // non-root caller, the caller's groups in the group database)
         None if !powers.is_root() => powers
             .groups
             .iter()
@@ -709,6 +827,7 @@ mod tests {
             oom_score_adj: 0,
             hard: [4096, 1000, 0],
             nr_open: 1 << 20,
+            caller: None,
         }
     }
 
@@ -995,5 +1114,97 @@ mod tests {
         // every problem at once, one line each
         let e = err("    user: root\n    nice: -1\n    oom_score_adj: -5\n", &me);
         assert_eq!(e.lines().count(), 3, "{e}");
+    }
+
+    /// A non-root caller of a root daemon: what `Powers::for_caller` gives for uid 65534.
+    fn nobody_caller() -> Powers {
+        let n = nobody();
+        Powers {
+            euid: n.uid,
+            egid: n.gid,
+            groups: users::group_list(&n.name, n.gid).unwrap(),
+            nice_floor: 20,
+            caller: Some(n.name),
+            ..root()
+        }
+    }
+
+    /// The security finding this closes: an app without `user:` started by a non-root caller
+    /// ran as the daemon, root. Now it runs as the caller, and naming anyone else is refused.
+    #[test]
+    fn a_non_root_callers_apps_run_as_the_caller() {
+        let me = nobody_caller();
+        let n = nobody();
+        let spec = app("", &me).unwrap();
+        let r = spec
+            .privileges
+            .run_as
+            .expect("an explicit identity, not the daemon's");
+        assert_eq!((r.user.as_str(), r.uid, r.gid), ("nobody", n.uid, n.gid));
+        assert_eq!(
+            r.groups.iter().map(|(_, g)| *g).collect::<Vec<_>>(),
+            me.groups,
+            "the caller's groups in the group database"
+        );
+        assert_eq!(r.home, n.home);
+        // naming oneself is fine
+        app("    user: nobody\n", &me).unwrap();
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "    user: root\n",
+                "t.yml:4:11: apps[0] (a): user root (uid 0): only root may run apps as another user, and you are nobody",
+                "remove `user:` or ask root to start it",
+            ),
+            (
+                "    group: root\n",
+                "t.yml:4:12: apps[0] (a): group root (gid 0): only root may run apps with another group, and you are nobody",
+                "ask root to start it",
+            ),
+            (
+                "    groups: [root]\n",
+                "t.yml:4:13: apps[0] (a): only root may set supplementary groups",
+                "ask root to start it",
+            ),
+            (
+                "    nice: -5\n",
+                "t.yml:4:11: apps[0] (a): nice -5 is below the daemon's own (0)",
+                "ask root to start it",
+            ),
+            (
+                "    rlimits: { nofile: 8192 }\n",
+                "t.yml:4:24: apps[0] (a): rlimits.nofile: the hard limit 8192 is above the daemon's own (4096)",
+                "use at most 4096",
+            ),
+        ];
+        for (keys, start, hint) in cases {
+            let e = err(keys, &me);
+            assert_eq!(e.lines().count(), 1, "{keys:?} gave {e}");
+            assert!(e.starts_with(start), "{keys:?} gave {e}\nwanted {start}");
+            assert!(e.contains(hint), "{keys:?} gave {e}\nwanted {hint}");
+        }
+    }
+
+    #[test]
+    fn root_and_the_daemons_own_user_keep_the_daemons_powers() {
+        let own = Powers::current();
+        for uid in [0, own.euid] {
+            let p = Powers::for_caller(Caller { uid }).unwrap();
+            assert!(p.caller.is_none(), "uid {uid}");
+            assert_eq!(p.euid, own.euid);
+            assert!(!Caller { uid }.is_scoped());
+        }
+        let n = nobody();
+        if own.euid == 0 {
+            let p = Powers::for_caller(Caller { uid: n.uid }).unwrap();
+            assert_eq!((p.euid, p.egid), (n.uid, n.gid));
+            assert_eq!(p.caller.as_deref(), Some("nobody"));
+            assert!(Caller { uid: n.uid }.is_scoped());
+            let e = Powers::for_caller(Caller { uid: 4_000_000_000 }).unwrap_err();
+            assert!(e.contains("has no passwd entry"), "{e}");
+        } else if n.uid != own.euid {
+            // a non-root daemon cannot run apps as anyone else
+            let e = Powers::for_caller(Caller { uid: n.uid }).unwrap_err();
+            assert!(e.contains("can run apps only as itself"), "{e}");
+        }
     }
 }

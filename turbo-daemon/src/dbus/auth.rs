@@ -4,12 +4,20 @@
 //! `SO_PEERCRED`/`SO_PEERGROUPS`, so they cannot be forged by the caller). Allowed: root, the
 //! daemon's own user (user mode), members of the admin group (`turbo` by default), and anyone
 //! polkit authorises for the action when a polkit authority is on the bus. Reads are open to
-//! everyone who can reach the bus. This module decides nothing else and holds no state.
+//! everyone who can reach the bus, except the values of apps' environment variables
+//! ([`Policy::authorize_owner`]: root and the daemon's own user only).
+//!
+//! Being allowed is not the whole answer: the caller's uid goes on with the call
+//! ([`Caller`]), because what a start call may ask for depends on who asks. A non-root caller's
+//! apps run as that caller (see `config::privileges`). This module decides nothing else and
+//! holds no state.
 
 use std::collections::HashMap;
 
 use turbo_api::Error;
 use zbus::{message::Header, names::BusName, zvariant::Value};
+
+use crate::config::Caller;
 
 /// The polkit action prefix; actions are `org.turboprocess.turbo1.<verb>`.
 pub const POLKIT_ACTION_PREFIX: &str = "org.turboprocess.turbo1";
@@ -35,7 +43,8 @@ impl Policy {
         }
     }
 
-    /// Allows or refuses `verb` on `detail` (an app name or target) for the caller of `hdr`.
+    /// Allows or refuses `verb` on `detail` (an app name or target) for the caller of `hdr`,
+    /// and says who the caller is.
     ///
     /// # Errors
     /// [`Error::AccessDenied`] with what the caller can do about it.
@@ -45,28 +54,22 @@ impl Policy {
         hdr: &Header<'_>,
         verb: &str,
         detail: &str,
-    ) -> Result<(), Error> {
-        let sender = hdr
-            .sender()
-            .ok_or_else(|| Error::AccessDenied("the call has no sender".into()))?;
-        let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-        let creds = dbus
-            .get_connection_credentials(BusName::Unique(sender.clone()))
-            .await
-            .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
+    ) -> Result<Caller, Error> {
+        let (sender, creds) = credentials(conn, hdr).await?;
         let uid = creds
             .unix_user_id()
             .ok_or_else(|| Error::AccessDenied("the bus did not say who the caller is".into()))?;
+        let caller = Caller { uid };
         if uid == 0 || uid == self.owner_uid {
-            return Ok(());
+            return Ok(caller);
         }
         if let Some((_, gid)) = &self.admin_group
             && creds.unix_group_ids().is_some_and(|g| g.contains(gid))
         {
-            return Ok(());
+            return Ok(caller);
         }
         if polkit_allows(conn, sender.as_str(), verb, detail).await {
-            return Ok(());
+            return Ok(caller);
         }
         let group_hint = self.admin_group.as_ref().map_or_else(
             || "create the `turbo` group and join it".to_owned(),
@@ -76,6 +79,60 @@ impl Policy {
             "uid {uid} may not {verb} {detail}: run it as root, {group_hint}, or allow `{POLKIT_ACTION_PREFIX}.{verb}` in polkit"
         )))
     }
+}
+
+impl Policy {
+    /// Allows only root and the daemon's own user (in system mode both are root): for what
+    /// would give away secrets, the values of apps' environment variables. Neither the admin
+    /// group nor polkit can grant it: `describe` shows the variable names to everyone anyway.
+    ///
+    /// # Errors
+    /// [`Error::AccessDenied`].
+    pub async fn authorize_owner(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        what: &str,
+    ) -> Result<Caller, Error> {
+        let (_, creds) = credentials(conn, hdr).await?;
+        let uid = creds
+            .unix_user_id()
+            .ok_or_else(|| Error::AccessDenied("the bus did not say who the caller is".into()))?;
+        if uid == 0 || uid == self.owner_uid {
+            return Ok(Caller { uid });
+        }
+        let who = if self.owner_uid == 0 {
+            "root".to_owned()
+        } else {
+            format!("root and uid {}", self.owner_uid)
+        };
+        Err(Error::AccessDenied(format!(
+            "uid {uid} may not {what}: only {who} may (run it with sudo)"
+        )))
+    }
+}
+
+/// The unique name of the caller of `hdr` and its credentials, from the bus.
+async fn credentials(
+    conn: &zbus::Connection,
+    hdr: &Header<'_>,
+) -> Result<
+    (
+        zbus::names::UniqueName<'static>,
+        zbus::fdo::ConnectionCredentials,
+    ),
+    Error,
+> {
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| Error::AccessDenied("the call has no sender".into()))?
+        .to_owned();
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    let creds = dbus
+        .get_connection_credentials(BusName::Unique(sender.clone()))
+        .await
+        .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
+    Ok((sender, creds))
 }
 
 /// Asks polkit, when an authority is on this bus; false if there is none or it says no.

@@ -4,6 +4,10 @@
 //! It is thin on purpose: methods turn their arguments into a runtime [`Request`] and await the
 //! answer; app objects are caches refreshed from runtime [`Notice`]s, never read back by the
 //! runtime. It must not hold or decide supervision state.
+//!
+//! It is also the edge where callers' input arrives, so every argument is checked here before
+//! it goes anywhere (`config::input`: sizes, names, paths, targets), mutating calls are
+//! authorised ([`auth`]), and the caller's identity goes on with start calls.
 
 use std::collections::HashMap;
 
@@ -13,7 +17,10 @@ use turbo_api::{
 };
 use zbus::{interface, object_server::SignalEmitter, zvariant::OwnedValue};
 
-use crate::runtime::{Notice, Op, Request, Response};
+use crate::{
+    config::input,
+    runtime::{Notice, Op, Request, Response},
+};
 
 pub mod auth;
 
@@ -61,6 +68,16 @@ fn unexpected(r: &Response) -> Error {
     Error::Failed(format!("internal error: unexpected runtime response {r:?}"))
 }
 
+/// An `InvalidArgument` reply for a check of `config::input` that failed.
+fn invalid(result: Result<(), String>) -> Result<(), Error> {
+    result.map_err(Error::InvalidArgument)
+}
+
+/// Checks a target argument (stop, restart, delete, reset, flush, describe, crashes).
+fn target_ok(target: &str) -> Result<(), Error> {
+    invalid(input::check_target(target))
+}
+
 #[interface(name = "org.turboprocess.Turbo1.Manager")]
 impl ManagerIface {
     /// Returns the daemon version.
@@ -88,12 +105,16 @@ impl ManagerIface {
         argv: Vec<String>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<AppStatus, Error> {
-        self.policy.authorize(conn, &hdr, "start", &name).await?;
+        // checked before polkit sees the name as a detail
+        invalid(turbo_api::validate_app_name(&name))?;
+        invalid(input::check_argv(&argv))?;
+        let caller = self.policy.authorize(conn, &hdr, "start", &name).await?;
         let mut apps = self
             .apps(Op::Start {
                 name,
                 argv,
                 options,
+                caller,
             })
             .await?;
         apps.pop()
@@ -110,11 +131,13 @@ impl ManagerIface {
         origin: String,
         base_dir: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        self.policy.authorize(conn, &hdr, "start", "config").await?;
+        input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
+        let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
         self.apps(Op::StartConfig {
             content,
             origin,
             base_dir,
+            caller,
         })
         .await
     }
@@ -127,6 +150,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
+        target_ok(&target)?;
         self.policy.authorize(conn, &hdr, "stop", &target).await?;
         self.apps(Op::Stop(target)).await
     }
@@ -139,6 +163,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
+        target_ok(&target)?;
         self.policy
             .authorize(conn, &hdr, "restart", &target)
             .await?;
@@ -153,6 +178,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<String>, Error> {
+        target_ok(&target)?;
         self.policy.authorize(conn, &hdr, "delete", &target).await?;
         self.names(Op::Delete(target)).await
     }
@@ -183,6 +209,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
+        target_ok(&target)?;
         self.policy.authorize(conn, &hdr, "reset", &target).await?;
         self.apps(Op::Reset(target)).await
     }
@@ -193,8 +220,28 @@ impl ManagerIface {
         &self,
         target: String,
     ) -> Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>), Error> {
+        target_ok(&target)?;
         match self.call(Op::Describe(target)).await? {
             Response::Describe(d) => Ok(*d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The environment variables of one app (`env:` and `env_file:`) with their values: secrets,
+    /// so for root (and the daemon's own user) only, whatever the admin group or polkit say.
+    #[zbus(out_args("env"))]
+    async fn describe_env(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<(String, String)>, Error> {
+        target_ok(&target)?;
+        self.policy
+            .authorize_owner(conn, &hdr, "read the environment values of apps")
+            .await?;
+        match self.call(Op::DescribeEnv(target)).await? {
+            Response::Env(env) => Ok(env),
             other => Err(unexpected(&other)),
         }
     }
@@ -202,6 +249,7 @@ impl ManagerIface {
     /// Crash statistics and the kept records, newest first.
     #[zbus(out_args("stats", "crashes"))]
     async fn get_crashes(&self, target: String) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
+        target_ok(&target)?;
         match self.call(Op::Crashes(target)).await? {
             Response::Crashes(c) => Ok(*c),
             other => Err(unexpected(&other)),
@@ -216,6 +264,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<String>, Error> {
+        target_ok(&target)?;
         self.policy.authorize(conn, &hdr, "flush", &target).await?;
         self.names(Op::Flush(target)).await
     }
@@ -241,10 +290,11 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<Vec<AppStatus>, Error> {
-        self.policy
+        let caller = self
+            .policy
             .authorize(conn, &hdr, "start", "saved apps")
             .await?;
-        self.apps(Op::Resurrect).await
+        self.apps(Op::Resurrect(caller)).await
     }
 
     /// Emitted when an app's resident memory crosses its warning level (once per crossing).

@@ -402,6 +402,24 @@ impl Default for SourceOptions {
     }
 }
 
+/// The child processes of `pid` right now (`/proc/<pid>/task/*/children`); empty if it is gone.
+fn existing_children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut children: Vec<u32> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_ascii_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    children.sort_unstable();
+    children.dedup();
+    children
+}
+
 /// The active event source: the one handle the runtime talks to.
 ///
 /// With eBPF active, memory limits fall back to procfs sampling when the `rss_stat` program is
@@ -535,6 +553,26 @@ impl EventSource {
     pub fn watch(&mut self, pid: u32, key: u32) -> Result<(), SourceError> {
         if let Some(ebpf) = self.ebpf.as_mut() {
             ebpf.watch_app(pid, key)?;
+            // the kernel only sees forks from now on: children forked between the exec and this
+            // watch (`sh -c 'a & b & wait'`) are adopted into the tree here, with their own
+            // descendants, and reported like a fork
+            let mut stack = vec![pid];
+            while let Some(parent) = stack.pop() {
+                for child in existing_children(parent) {
+                    if ebpf.watched_key(child).is_some() {
+                        continue;
+                    }
+                    let tracked = ebpf.watch_app(child, key).is_ok();
+                    let _ = self.tx.send(Event::Forked {
+                        parent,
+                        child,
+                        key,
+                        tracked,
+                        source: SourceKind::Ebpf,
+                    });
+                    stack.push(child);
+                }
+            }
         }
         if let Some(procfs) = &self.procfs {
             let watched = procfs.watch(pid, key);

@@ -7,6 +7,14 @@
 //! not a decision: log writers, crash records (see [`crashes`]) and the state file. This module
 //! must not make lifecycle decisions: if it needs an `if` about an app's state, that belongs in
 //! the supervisor.
+//!
+//! Resource figures are read on demand: `status`, `describe` and each metrics scrape
+//! ([`Op::Metrics`]) read the app's whole process tree (the main process, the descendants the
+//! event source reported, and their children in `/proc`) when asked. The one periodic reader
+//! is the sampler ([`MonitorSettings::sample_interval`]): a `stat` and a `children` read per
+//! process of every running app, feeding the CPU window and the leak detector
+//! ([`crate::supervisor::leak`]); about 20 µs per process, and never `smaps` (PSS), which only
+//! `describe` and scrapes read (see docs/metrics.md).
 
 pub mod bus;
 pub mod crashes;
@@ -34,6 +42,7 @@ use crate::{
     supervisor::{
         Action, App, AppId, AppSpec, Command, CommandError, Desired, Exit, Input, Notification,
         Reply, Restored, State, Supervisor, Target, Ticket,
+        leak::{LeakPolicy, LeakVerdict},
     },
 };
 
@@ -42,6 +51,8 @@ use crate::{
 pub enum Op {
     /// Daemon description.
     Info,
+    /// Everything a metrics scrape reports, measured now.
+    Metrics,
     /// All apps.
     List,
     /// `StartApp`.
@@ -52,6 +63,8 @@ pub enum Op {
         argv: Vec<String>,
         /// Options (`a{sv}`).
         options: HashMap<String, zbus::zvariant::OwnedValue>,
+        /// Who asked: the app is validated with the caller's powers.
+        caller: config::Caller,
     },
     /// `StartConfig`.
     StartConfig {
@@ -61,6 +74,8 @@ pub enum Op {
         origin: String,
         /// Directory relative paths resolve against.
         base_dir: String,
+        /// Who asked: the apps are validated with the caller's powers.
+        caller: config::Caller,
     },
     /// `StopApp`.
     Stop(String),
@@ -78,8 +93,10 @@ pub enum Op {
     Flush(String),
     /// `Save`.
     Save,
-    /// `Resurrect`.
-    Resurrect,
+    /// `Resurrect`, for this caller: a non-root caller may only bring back its own apps.
+    Resurrect(config::Caller),
+    /// `DescribeEnv`: the environment values of one app (authorised for root only).
+    DescribeEnv(String),
     /// Stop everything and exit.
     Shutdown,
 }
@@ -89,6 +106,8 @@ pub enum Op {
 pub enum Response {
     /// For `Info`.
     Info(Box<DaemonInfo>),
+    /// For `Metrics`.
+    Metrics(Box<MetricsSnapshot>),
     /// App snapshots.
     Apps(Vec<AppStatus>),
     /// Names (deleted, flushed).
@@ -99,6 +118,8 @@ pub enum Response {
     Crashes(Box<(turbo_api::CrashStats, Vec<CrashRecord>)>),
     /// A path (the dump file).
     Path(String),
+    /// For `DescribeEnv`: `(name, value)` pairs.
+    Env(Vec<(String, String)>),
     /// Nothing to say.
     Done,
 }
@@ -157,6 +178,145 @@ pub struct DaemonFacts {
     pub ebpf_setting: String,
 }
 
+/// Settings of the resource monitor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MonitorSettings {
+    /// CPU percent is the average over this window (`--cpu-window`).
+    pub cpu_window: Duration,
+    /// Interval of the sampler (`--sample-interval`); `None`: [`Self::FALLBACK_SAMPLE`] with
+    /// the procfs source, [`Self::EBPF_SAMPLE`] with eBPF (whose memory limits need no
+    /// sampling: the sampler only feeds the leak detector and the CPU window then).
+    pub sample_interval: Option<Duration>,
+    /// How leaks are judged (`--leak-window`).
+    pub leak: LeakPolicy,
+}
+
+impl MonitorSettings {
+    /// The sampler interval in fallback (procfs) mode by default.
+    pub const FALLBACK_SAMPLE: Duration = Duration::from_secs(5);
+    /// The sampler interval with eBPF by default.
+    pub const EBPF_SAMPLE: Duration = Duration::from_secs(30);
+    /// The CPU window by default.
+    pub const CPU_WINDOW: Duration = Duration::from_secs(10);
+
+    /// The sampler interval with `source` active.
+    #[must_use]
+    pub fn sample_interval_for(&self, source: SourceKind) -> Duration {
+        self.sample_interval.unwrap_or(match source {
+            SourceKind::Ebpf => Self::EBPF_SAMPLE,
+            SourceKind::Procfs => Self::FALLBACK_SAMPLE,
+        })
+    }
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            cpu_window: Self::CPU_WINDOW,
+            sample_interval: None,
+            leak: LeakPolicy::default(),
+        }
+    }
+}
+
+/// Restart reasons every app reports in metrics, at 0 until one happens (so `increase()` sees
+/// the first one).
+pub const RESTART_REASONS: &[&str] = &[
+    "crash",
+    "oom_kill",
+    "memory_limit",
+    "health",
+    "watch",
+    "manual",
+];
+
+/// Exit reasons every app reports in metrics (exits nobody asked for), at 0 until one happens.
+pub const EXIT_REASONS: &[&str] = &["exit", "signal", "oom_kill", "memory_limit"];
+
+/// What one metrics scrape reports, measured when it asked ([`Op::Metrics`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Daemon version.
+    pub version: &'static str,
+    /// `ebpf` or `procfs`.
+    pub event_source: &'static str,
+    /// Events the kernel dropped.
+    pub events_lost: u64,
+    /// The daemon's own process figures (`process_*`), when `/proc/self` could be read.
+    pub daemon: Option<ProcessStats>,
+    /// Every app.
+    pub apps: Vec<AppMetrics>,
+}
+
+/// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
+/// process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppMetrics {
+    /// Name.
+    pub name: String,
+    /// Instance number.
+    pub instance: u32,
+    /// Lifecycle state.
+    pub state: turbo_api::AppState,
+    /// Health-check status.
+    pub health: Health,
+    /// Restarts since the daemon started, by reason (every one of [`RESTART_REASONS`]).
+    pub restarts: Vec<(&'static str, u64)>,
+    /// Exits nobody asked for since the daemon started, by reason (every one of
+    /// [`EXIT_REASONS`], and any other seen).
+    pub exits: Vec<(&'static str, u64)>,
+    /// OOM kills of its main process since the daemon started.
+    pub oom_kills: u64,
+    /// User and system CPU seconds of the tree.
+    pub cpu_seconds: Option<(f64, f64)>,
+    /// Resident bytes of the tree.
+    pub rss_bytes: Option<u64>,
+    /// PSS of the tree, where readable.
+    pub pss_bytes: Option<u64>,
+    /// Live processes in the tree.
+    pub processes: Option<u32>,
+    /// `max_memory`.
+    pub memory_limit_bytes: Option<u64>,
+    /// Start of the current main process, Unix seconds.
+    pub start_time_seconds: Option<f64>,
+    /// Leak detection on the current process.
+    pub leak: LeakVerdict,
+}
+
+/// The daemon's own figures, for the standard `process_*` metrics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProcessStats {
+    /// User + system CPU seconds (its own, not the apps it reaped).
+    pub cpu_seconds: f64,
+    /// Resident bytes.
+    pub resident_bytes: u64,
+    /// Virtual size.
+    pub virtual_bytes: u64,
+    /// `RLIMIT_AS` (`u64::MAX` when unlimited).
+    pub virtual_max_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// `RLIMIT_NOFILE` soft limit.
+    pub max_fds: u64,
+    /// Start time, Unix seconds.
+    pub start_time_seconds: f64,
+    /// Threads.
+    pub threads: u64,
+}
+
+/// How to read an app's process tree.
+#[derive(Clone, Copy, Debug)]
+enum Reading {
+    /// `stat` (CPU, RSS) only: status lists and the sampler.
+    Cheap,
+    /// Also PSS, unless a PSS reading of the same process at most this old exists (PSS costs
+    /// ~60 µs per process, five times a `stat`).
+    WithPss(Duration),
+}
+
+/// Scrapes reuse a PSS reading up to this old (`describe` always reads it afresh).
+const PSS_MAX_AGE: Duration = Duration::from_secs(30);
+
 /// What the loop answers to a command once the supervisor replies.
 enum Waiter {
     Apps(oneshot::Sender<Result<Response, turbo_api::Error>>),
@@ -204,8 +364,13 @@ pub struct Runtime {
     next_ticket: Ticket,
     shutting_down: bool,
     started: (Instant, SystemTime),
-    /// Last CPU reading per pid; a cache, so reads through `&self` may update it.
-    cpu_seen: RefCell<HashMap<u32, (u64, Instant)>>,
+    /// Resource books per app (CPU window, CPU counter, leak samples); updated by readings
+    /// taken through `&self` (status, scrapes), hence the cell.
+    usage: RefCell<HashMap<AppId, usage::AppUsage>>,
+    /// Restart and exit counters by reason, per app, since the daemon started (for metrics;
+    /// counters start from zero with the exporter, as Prometheus expects).
+    counts: HashMap<AppId, usage::Counts>,
+    monitor: MonitorSettings,
     /// Last resident memory seen per pid, for crash records of processes already gone.
     rss_seen: RefCell<HashMap<u32, u64>>,
     path_env: String,
@@ -259,7 +424,9 @@ impl Runtime {
             next_ticket: 1,
             shutting_down: false,
             started: (Instant::now(), SystemTime::now()),
-            cpu_seen: RefCell::default(),
+            usage: RefCell::default(),
+            counts: HashMap::new(),
+            monitor: MonitorSettings::default(),
             rss_seen: RefCell::default(),
             path_env: std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
@@ -282,13 +449,20 @@ impl Runtime {
         self.heartbeat = Some((heartbeat, interval));
     }
 
+    /// Sets how resources are sampled and judged (the defaults otherwise).
+    pub const fn monitor(&mut self, settings: MonitorSettings) {
+        self.monitor = settings;
+    }
+
     /// Loads the state file and restores its apps: adopts processes still running from before
     /// (same pid and start time), starts the others that should run.
     ///
     /// # Errors
     /// When the state file exists but cannot be read (not when it is corrupt: then the backup is
-    /// used and a warning logged).
+    /// used and a warning logged), or when the log or state directory is not private to the
+    /// daemon's user (others could plant files there: `storage::check_private_dir`).
     pub fn restore(&mut self) -> std::io::Result<()> {
+        storage::check_private_dir(&self.paths.log_dir)?;
         let loaded = self.state_file.load()?;
         if let Some(w) = &loaded.warning {
             tracing::warn!("{w}");
@@ -352,6 +526,10 @@ impl Runtime {
             .as_ref()
             .map_or(Duration::from_secs(3600), |(_, i)| *i);
         let mut beat_tick = tokio::time::interval(beat_every);
+        let mut sample_tick =
+            tokio::time::interval(self.monitor.sample_interval_for(self.source.kind()));
+        // a loop busy for a while samples once, late, rather than in a burst
+        sample_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some((hb, _)) = &self.heartbeat {
                 hb.beat();
@@ -366,6 +544,7 @@ impl Runtime {
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = beat_tick.tick() => {}
+                _ = sample_tick.tick() => self.sample_all(),
             }
             if self.shutting_down && self.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
@@ -440,12 +619,14 @@ impl Runtime {
                 pid, rss, limit, ..
             } => {
                 self.rss_seen.borrow_mut().insert(pid, rss);
+                self.memory_reading(pid, rss);
                 self.feed(Input::MemoryOver { pid, rss, limit });
             }
             Event::MemoryUnder {
                 pid, rss, limit, ..
             } => {
                 self.rss_seen.borrow_mut().insert(pid, rss);
+                self.memory_reading(pid, rss);
                 self.feed(Input::MemoryUnder { pid, limit });
             }
         }
@@ -537,7 +718,6 @@ impl Runtime {
             if let Some((pid, ..)) = exit {
                 // not a crash (those took their entry): the output tasks end on their own
                 self.procs.remove(&pid);
-                self.cpu_seen.borrow_mut().remove(&pid);
                 self.rss_seen.borrow_mut().remove(&pid);
             }
         }
@@ -663,12 +843,14 @@ impl Runtime {
                 if let Some(a) = self.sup.app(id) {
                     let _ = self.notices.send(Notice::Added(self.status(a, false)));
                 }
+                self.count_state(id);
                 self.mark_dirty();
             }
             Notification::StateChanged(id) => {
                 if let Some(a) = self.sup.app(id) {
                     let _ = self.notices.send(Notice::Changed(self.status(a, false)));
                 }
+                self.count_state(id);
                 // the pid and restart count are part of the saved state
                 self.mark_dirty();
             }
@@ -677,7 +859,10 @@ impl Runtime {
                 pid,
                 exit,
                 restart_number,
-            } => self.record_crash(app, pid, &exit, restart_number),
+            } => {
+                self.counts.entry(app).or_default().exited(exit.reason);
+                self.record_crash(app, pid, &exit, restart_number);
+            }
             Notification::MemoryWarning { app, rss, max } => {
                 if let Some(a) = self.sup.app(app) {
                     let name = a.spec.name.clone();
@@ -693,6 +878,8 @@ impl Runtime {
             Notification::Removed { app, name } => {
                 self.crashes.remove(app);
                 self.tree.remove(&app);
+                self.counts.remove(&app);
+                self.usage.borrow_mut().remove(&app);
                 let _ = self.notices.send(Notice::Removed(name));
                 self.mark_dirty();
             }
@@ -828,7 +1015,10 @@ impl Runtime {
 
     fn on_request(&mut self, req: Request) {
         let Request { op, reply } = req;
-        let read_only = matches!(op, Op::Info | Op::List | Op::Describe(_) | Op::Crashes(_));
+        let read_only = matches!(
+            op,
+            Op::Info | Op::Metrics | Op::List | Op::Describe(_) | Op::Crashes(_)
+        );
         if self.shutting_down && !read_only {
             let _ = reply.send(Err(turbo_api::Error::Failed(
                 "the daemon is shutting down".into(),
@@ -850,6 +1040,7 @@ impl Runtime {
     fn command_for(&self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
         let command = match op {
             Op::Info => return Err(Ok(Response::Info(Box::new(self.info())))),
+            Op::Metrics => return Err(Ok(Response::Metrics(Box::new(self.metrics_snapshot())))),
             Op::List => {
                 let list = self.sup.apps().map(|a| self.status(a, true)).collect();
                 return Err(Ok(Response::Apps(list)));
@@ -858,32 +1049,44 @@ impl Runtime {
             Op::Crashes(t) => return Err(self.crash_report(&t)),
             Op::Flush(t) => return Err(self.flush(&t)),
             Op::Save => return Err(self.save_dump()),
+            Op::DescribeEnv(t) => return Err(self.describe_env(&t)),
             Op::Shutdown => unreachable!("handled by the caller"),
-            Op::Resurrect => Command::Start {
-                specs: self.resurrect_specs().map_err(Err)?,
+            Op::Resurrect(caller) => Command::Start {
+                specs: self
+                    .resurrect_specs()
+                    .and_then(|specs| owned_by(caller, specs))
+                    .map_err(Err)?,
                 exclusive: false,
             },
             Op::Start {
                 name,
                 argv,
                 options,
-            } => Command::Start {
-                specs: vec![
-                    config::from_options(&name, &argv, &options, &self.path_env, &self.paths.home)
-                        .map_err(|e| Err(turbo_api::Error::InvalidArgument(e)))?,
-                ],
-                exclusive: true,
-            },
+                caller,
+            } => {
+                // the check may run on another thread (with the caller's file access rights)
+                let (path_env, home) = (&self.path_env, &self.paths.home);
+                let spec = config::as_caller(caller, |powers| {
+                    config::from_options(&name, &argv, &options, path_env, home, powers)
+                })
+                .map_err(|e| Err(turbo_api::Error::InvalidArgument(e)))?;
+                Command::Start {
+                    specs: vec![spec],
+                    exclusive: true,
+                }
+            }
             Op::StartConfig {
                 content,
                 origin,
                 base_dir,
+                caller,
             } => Command::Start {
-                specs: config::parse_config(
+                specs: config::parse_config_as(
                     &content,
                     &origin,
                     std::path::Path::new(&base_dir),
                     &self.path_env,
+                    caller,
                 )
                 .map_err(|e| Err(turbo_api::Error::InvalidConfig(e)))?,
                 exclusive: false,
@@ -958,10 +1161,16 @@ impl Runtime {
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((
-            self.status(app, true),
+            // describe is about one app: worth the PSS reading
+            self.status_read(app, Some(Reading::WithPss(Duration::ZERO))),
             config,
             records,
         ))))
+    }
+
+    /// The `env:`/`env_file:` variables of one app with their values (`DescribeEnv`).
+    fn describe_env(&self, target: &str) -> Result<Response, turbo_api::Error> {
+        Ok(Response::Env(self.one_app(target)?.spec.env.clone()))
     }
 
     fn crash_report(&self, target: &str) -> Result<Response, turbo_api::Error> {
@@ -1071,6 +1280,12 @@ impl Runtime {
 
     /// Builds the public snapshot of `app`. `measure` reads CPU and memory from `/proc`.
     fn status(&self, app: &App, measure: bool) -> AppStatus {
+        self.status_read(app, measure.then_some(Reading::Cheap))
+    }
+
+    /// Builds the public snapshot of `app`; `reading`: `None` reads nothing (the last leak
+    /// verdict is still reported), else how to read the process tree.
+    fn status_read(&self, app: &App, reading: Option<Reading>) -> AppStatus {
         let now = Instant::now();
         let (out_log, err_log) = logs::paths(&self.paths.log_dir, &app.spec.name);
         let pid = app.pid().unwrap_or(0);
@@ -1086,7 +1301,10 @@ impl Runtime {
             }),
             cpu_percent: -1.0,
             memory_bytes: 0,
+            memory_pss_bytes: 0,
             memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
+            leak_suspected: false,
+            memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
             health: Health::None.as_str().into(),
             next_restart_in_ms: match app.state {
                 State::Backoff { until } => {
@@ -1111,38 +1329,162 @@ impl Runtime {
                     source: e.source.as_str().into(),
                 }),
         };
-        if measure
-            && pid != 0
-            && let Some(sample) = sys::sample(pid)
+        if let Some(how) = reading
+            && let Some(m) = self.measure(app, now, how)
         {
-            st.memory_bytes = sample.rss_bytes;
-            self.rss_seen.borrow_mut().insert(pid, sample.rss_bytes);
-            st.cpu_percent = self.cpu_percent(pid, sample.cpu_ticks, st.uptime_ms, now);
+            st.memory_bytes = m.rss_bytes;
+            st.memory_pss_bytes = m.pss_bytes.unwrap_or(0);
+            st.cpu_percent = m.cpu_percent;
+        }
+        let verdict = self.leak_verdict(app);
+        st.leak_suspected = verdict.suspected;
+        if let Some(rate) = verdict.bytes_per_hour {
+            #[expect(clippy::cast_possible_truncation, reason = "bytes per hour fit an i64")]
+            let rate = rate.round() as i64;
+            st.memory_growth_bytes_per_hour = rate.max(AppStatus::GROWTH_UNKNOWN + 1);
         }
         st
     }
 
-    /// CPU use since the previous look at this pid, or over its lifetime on the first look.
-    fn cpu_percent(&self, pid: u32, ticks: u64, uptime_ms: u64, now: Instant) -> f64 {
-        let hz = sys::clock_ticks() as f64;
-        let mut seen = self.cpu_seen.borrow_mut();
-        let previous = seen.insert(pid, (ticks, now));
-        let (d_ticks, d_secs) = match previous {
-            Some((t0, at)) if now.duration_since(at) >= Duration::from_millis(200) => (
-                ticks.saturating_sub(t0),
-                now.duration_since(at).as_secs_f64(),
-            ),
-            Some(kept) if now.duration_since(kept.1) < Duration::from_millis(200) => {
-                // too close to the last look for a meaningful delta: keep the older baseline
-                seen.insert(pid, kept);
-                (ticks, uptime_ms as f64 / 1000.0)
-            }
-            _ => (ticks, uptime_ms as f64 / 1000.0),
+    /// Reads the whole process tree of `app` now and books it (CPU window, CPU counter, leak
+    /// samples); `None` while it has no process.
+    fn measure(&self, app: &App, now: Instant, how: Reading) -> Option<usage::Measured> {
+        let pid = app.pid()?;
+        let cached_pss = match how {
+            Reading::Cheap => None,
+            Reading::WithPss(max_age) => self
+                .usage
+                .borrow()
+                .get(&app.id)
+                .and_then(|u| u.pss_within(pid, now, max_age)),
         };
-        if d_secs <= 0.0 {
-            return 0.0;
+        let deep = matches!(how, Reading::WithPss(_)) && cached_pss.is_none();
+        let descendants = self.tree.get(&app.id).into_iter().flatten().copied();
+        let sample = usage::sample_tree(pid, descendants, deep)?;
+        // crash records keep the main process's own figure (what the kernel limits act on)
+        self.rss_seen
+            .borrow_mut()
+            .insert(pid, sample.main_rss_bytes);
+        let uptime = app
+            .since()
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        let mut books = self.usage.borrow_mut();
+        let book = books
+            .entry(app.id)
+            .or_insert_with(|| usage::AppUsage::new(pid, self.monitor.leak));
+        let mut m = book.observe(pid, now, uptime, &sample, self.monitor.cpu_window, deep);
+        if !deep {
+            m.pss_bytes = cached_pss;
         }
-        (d_ticks as f64 / hz / d_secs * 100.0 * 10.0).round() / 10.0
+        Some(m)
+    }
+
+    /// The leak verdict on `app`'s current process.
+    fn leak_verdict(&self, app: &App) -> LeakVerdict {
+        app.pid().map_or(LeakVerdict::UNKNOWN, |pid| {
+            self.usage
+                .borrow()
+                .get(&app.id)
+                .map_or(LeakVerdict::UNKNOWN, |u| u.verdict(pid))
+        })
+    }
+
+    /// The sampler: one cheap reading (no PSS) of every running app's tree.
+    fn sample_all(&self) {
+        let now = Instant::now();
+        for app in self.sup.apps() {
+            let _ = self.measure(app, now, Reading::Cheap);
+        }
+    }
+
+    /// A resident-memory figure from the event source (a threshold crossing): a free leak
+    /// sample, when it covers the whole tree (the app has no known descendants).
+    fn memory_reading(&self, pid: u32, rss: u64) {
+        let Some(app) = self.sup.apps().find(|a| a.pid() == Some(pid)) else {
+            return;
+        };
+        if self.tree.get(&app.id).is_some_and(|t| !t.is_empty()) {
+            return;
+        }
+        self.usage
+            .borrow_mut()
+            .entry(app.id)
+            .or_insert_with(|| usage::AppUsage::new(pid, self.monitor.leak))
+            .memory(pid, Instant::now(), rss);
+    }
+
+    /// Books the state `id` is in now (restart counting).
+    fn count_state(&mut self, id: AppId) {
+        if let Some(a) = self.sup.app(id) {
+            self.counts.entry(id).or_default().state_changed(
+                &a.state,
+                a.restarts,
+                a.last_exit.as_ref().map(|e| e.reason),
+                Instant::now(),
+            );
+        }
+    }
+
+    /// What a scrape reports, measured now (PSS included).
+    fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let now = Instant::now();
+        let apps = self
+            .sup
+            .apps()
+            .map(|app| {
+                let m = self.measure(app, now, Reading::WithPss(PSS_MAX_AGE));
+                let counts = self.counts.get(&app.id);
+                let restarts = RESTART_REASONS
+                    .iter()
+                    .map(|r| {
+                        (
+                            *r,
+                            counts.and_then(|c| c.restarts.get(r)).copied().unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                let mut exits: Vec<(&'static str, u64)> = EXIT_REASONS
+                    .iter()
+                    .map(|r| {
+                        (
+                            *r,
+                            counts.and_then(|c| c.exits.get(r)).copied().unwrap_or(0),
+                        )
+                    })
+                    .collect();
+                for (reason, n) in counts.into_iter().flat_map(|c| &c.exits) {
+                    if !EXIT_REASONS.contains(reason) {
+                        exits.push((reason, *n));
+                    }
+                }
+                AppMetrics {
+                    name: app.spec.name.clone(),
+                    instance: 0,
+                    state: app.state.public(),
+                    health: Health::None,
+                    restarts,
+                    oom_kills: counts
+                        .and_then(|c| c.exits.get(turbo_api::ExitReason::OomKill.as_str()))
+                        .copied()
+                        .unwrap_or(0),
+                    exits,
+                    cpu_seconds: m.map(|m| (m.user_seconds, m.system_seconds)),
+                    rss_bytes: m.map(|m| m.rss_bytes),
+                    pss_bytes: m.and_then(|m| m.pss_bytes),
+                    processes: m.map(|m| m.processes),
+                    memory_limit_bytes: app.spec.memory.max,
+                    start_time_seconds: app.since().map(|s| self.wall_ms(s) as f64 / 1000.0),
+                    leak: self.leak_verdict(app),
+                }
+            })
+            .collect();
+        MetricsSnapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            event_source: self.source.kind().as_str(),
+            events_lost: self.source.lost_events(),
+            daemon: usage::daemon_stats(),
+            apps,
+        }
     }
 }
 
@@ -1194,6 +1536,35 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: mpsc::UnboundedSender<In
     }
 }
 
+/// `specs` if a resurrect by `caller` may start them all: root and the daemon's own user may
+/// start any; anyone else only apps that run as themselves (bringing back another user's
+/// deleted app would be starting it on that user's behalf).
+fn owned_by(caller: config::Caller, specs: Vec<AppSpec>) -> Result<Vec<AppSpec>, turbo_api::Error> {
+    if !caller.is_scoped() {
+        return Ok(specs);
+    }
+    let daemon_uid = config::Caller::daemon().uid;
+    let others: Vec<String> = specs
+        .iter()
+        .filter_map(|s| {
+            let run_as = s.privileges.run_as.as_ref();
+            let uid = run_as.map_or(daemon_uid, |r| r.uid);
+            (uid != caller.uid).then(|| {
+                let user = run_as.map_or_else(|| format!("uid {uid}"), |r| r.user.clone());
+                format!("{} (as {user})", s.name)
+            })
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(specs);
+    }
+    Err(turbo_api::Error::AccessDenied(format!(
+        "uid {} may not resurrect apps that run as other users: {}; ask root to resurrect them",
+        caller.uid,
+        others.join(", ")
+    )))
+}
+
 fn to_api_error(e: CommandError) -> turbo_api::Error {
     let msg = e.to_string();
     match e {
@@ -1201,5 +1572,548 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
         CommandError::AlreadyExists(_) => turbo_api::Error::AlreadyExists(msg),
         CommandError::Duplicate(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => turbo_api::Error::SpawnFailed(msg),
+    }
+}
+
+/// Resource usage of app process trees, read from `/proc` when asked, and the books the runtime
+/// keeps between two readings: CPU samples for the rolling window, the monotonic CPU counter,
+/// the leak detector's samples, and the restart and exit counters by reason.
+///
+/// Readers and bookkeeping only: no decisions (the leak detector judges, the runtime reports).
+/// The `/proc` readers belong with the other ones in [`sys`] and can move there; they are here
+/// only because that file was being changed by another piece of work at the same time.
+mod usage {
+    use std::{
+        collections::{BTreeMap, VecDeque},
+        time::{Duration, Instant},
+    };
+
+    use turbo_api::ExitReason;
+
+    use super::{ProcessStats, sys};
+    use crate::supervisor::{
+        State,
+        leak::{LeakDetector, LeakPolicy, LeakVerdict},
+    };
+
+    /// What `/proc/<pid>/stat` says about one process (times in clock ticks).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ProcStat {
+        /// `utime`.
+        pub utime: u64,
+        /// `stime`.
+        pub stime: u64,
+        /// `cutime`: user time of the children it waited for (and theirs).
+        pub cutime: u64,
+        /// `cstime`.
+        pub cstime: u64,
+        /// Resident bytes.
+        pub rss_bytes: u64,
+        /// Start time in ticks since boot.
+        pub start_ticks: u64,
+        /// Virtual size in bytes.
+        pub vsize: u64,
+        /// Threads.
+        pub threads: u64,
+        /// A zombie (exited, not yet reaped).
+        pub zombie: bool,
+    }
+
+    /// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+    pub fn read_stat(pid: u32) -> Option<ProcStat> {
+        parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    fn parse_stat(text: &str) -> Option<ProcStat> {
+        // the command name may hold spaces and parentheses: fields start after the last ')'
+        let f: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split(' ').collect();
+        // field N (1-based, as proc(5) numbers them) is f[N - 3]
+        let n = |field: usize| f.get(field - 3).and_then(|v| v.trim().parse::<u64>().ok());
+        Some(ProcStat {
+            zombie: f.first().is_some_and(|s| *s == "Z"),
+            utime: n(14)?,
+            stime: n(15)?,
+            cutime: n(16).unwrap_or(0),
+            cstime: n(17).unwrap_or(0),
+            threads: n(20).unwrap_or(0),
+            start_ticks: n(22)?,
+            vsize: n(23).unwrap_or(0),
+            rss_bytes: n(24)? * crate::events::procfs::page_size(),
+        })
+    }
+
+    /// Proportional set size of `pid` from `/proc/<pid>/smaps_rollup` (readable by the
+    /// process's own user or with `CAP_SYS_PTRACE`); `None` when unreadable.
+    pub fn read_pss(pid: u32) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let kib: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Pss:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
+    /// One reading of an app's process tree.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TreeSample {
+        /// User ticks of the live processes and of the children they reaped.
+        pub user: u64,
+        /// System ticks, likewise.
+        pub system: u64,
+        /// Resident bytes summed over the live processes.
+        pub rss_bytes: u64,
+        /// Resident bytes of the main process alone.
+        pub main_rss_bytes: u64,
+        /// PSS summed, when asked for and readable for every process.
+        pub pss_bytes: Option<u64>,
+        /// Live (not zombie) processes counted.
+        pub processes: u32,
+    }
+
+    /// The children of `pid` forked by its main thread (`/proc/<pid>/task/<pid>/children`;
+    /// children forked by other threads are listed under those threads and not read here).
+    fn children(pid: u32) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .map(|s| {
+                s.split_whitespace()
+                    .filter_map(|c| c.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sums the tree of `main`: `main`, those of `descendants` (the event source's) still alive,
+    /// and the children of each of them found in `/proc` (descendants forked before the event
+    /// source watched `main`, which eBPF cannot have seen). Processes that started earlier than
+    /// `main` are skipped (an older process behind a reused pid is not ours). `None` when
+    /// `main` is gone. `deep` adds PSS, which makes the kernel walk page tables, so it is read
+    /// only for `describe` and scrapes, never by the sampler.
+    ///
+    /// CPU counts `utime + cutime` (and the system pair) of every process: the time of a
+    /// descendant that exited and was reaped inside the tree moves into its parent's `cutime`,
+    /// so it is neither lost nor counted twice.
+    pub fn sample_tree(
+        main: u32,
+        descendants: impl IntoIterator<Item = u32>,
+        deep: bool,
+    ) -> Option<TreeSample> {
+        let first = read_stat(main)?;
+        let mut sample = TreeSample {
+            user: first.utime + first.cutime,
+            system: first.stime + first.cstime,
+            rss_bytes: first.rss_bytes,
+            main_rss_bytes: first.rss_bytes,
+            pss_bytes: None,
+            processes: u32::from(!first.zombie),
+        };
+        let mut pss = if deep { read_pss(main) } else { None };
+        let mut seen = std::collections::HashSet::from([main]);
+        let mut todo: Vec<u32> = children(main);
+        todo.extend(descendants);
+        while let Some(pid) = todo.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            let Some(st) = read_stat(pid) else { continue };
+            if st.start_ticks < first.start_ticks {
+                continue;
+            }
+            sample.user += st.utime + st.cutime;
+            sample.system += st.stime + st.cstime;
+            sample.rss_bytes += st.rss_bytes;
+            if !st.zombie {
+                sample.processes += 1;
+                if deep {
+                    pss = pss.zip(read_pss(pid)).map(|(a, b)| a + b);
+                }
+                todo.extend(children(pid));
+            }
+        }
+        sample.pss_bytes = pss;
+        Some(sample)
+    }
+
+    /// The daemon's own `process_*` figures (its own CPU only: the apps it reaped are in its
+    /// `cutime`, and they are not the daemon's cost).
+    pub fn daemon_stats() -> Option<ProcessStats> {
+        let st = read_stat(std::process::id())?;
+        let hz = sys::clock_ticks() as f64;
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })?;
+        let limit = |resource| {
+            let mut rl = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we own.
+            (unsafe { libc::getrlimit(resource, &raw mut rl) } == 0).then_some(rl.rlim_cur)
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        Some(ProcessStats {
+            cpu_seconds: (st.utime + st.stime) as f64 / hz,
+            resident_bytes: st.rss_bytes,
+            virtual_bytes: st.vsize,
+            virtual_max_bytes: limit(libc::RLIMIT_AS).unwrap_or(u64::MAX),
+            open_fds,
+            max_fds: limit(libc::RLIMIT_NOFILE).unwrap_or(0),
+            start_time_seconds: boot as f64 + st.start_ticks as f64 / hz,
+            threads: st.threads,
+        })
+    }
+
+    /// A reading with what the books made of it.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct Measured {
+        /// CPU use over the rolling window, percent of one core.
+        pub cpu_percent: f64,
+        /// The tree's user CPU seconds (monotonic while the main process lives).
+        pub user_seconds: f64,
+        /// The tree's system CPU seconds, likewise.
+        pub system_seconds: f64,
+        /// Resident bytes of the tree.
+        pub rss_bytes: u64,
+        /// PSS of the tree, when read.
+        pub pss_bytes: Option<u64>,
+        /// Live processes in the tree.
+        pub processes: u32,
+    }
+
+    /// The books of one app's current main process; a new process starts new books.
+    #[derive(Debug)]
+    pub struct AppUsage {
+        pid: u32,
+        /// `(when, total ticks)`, oldest first: at most one sample older than the window, and
+        /// about ten inside it.
+        cpu: VecDeque<(Instant, u64)>,
+        /// The highest user and system ticks reported so far: the counter must never go back,
+        /// and it would when a descendant that left the tree (an orphan reaped by init) exits.
+        high: (u64, u64),
+        leak: LeakDetector,
+        /// The last PSS reading and when it was taken.
+        pss: Option<(Instant, u64)>,
+    }
+
+    impl AppUsage {
+        /// Empty books for process `pid`.
+        pub const fn new(pid: u32, policy: LeakPolicy) -> Self {
+            Self {
+                pid,
+                cpu: VecDeque::new(),
+                high: (0, 0),
+                leak: LeakDetector::new(policy),
+                pss: None,
+            }
+        }
+
+        fn for_pid(&mut self, pid: u32) {
+            if self.pid != pid {
+                self.pid = pid;
+                self.cpu.clear();
+                self.high = (0, 0);
+                self.leak.reset();
+                self.pss = None;
+            }
+        }
+
+        /// The last PSS reading of process `pid`, if taken at most `max_age` before `now`.
+        pub fn pss_within(&self, pid: u32, now: Instant, max_age: Duration) -> Option<u64> {
+            self.pss
+                .filter(|&(at, _)| pid == self.pid && now.saturating_duration_since(at) <= max_age)
+                .map(|(_, v)| v)
+        }
+
+        /// Books a reading of the tree of `pid` (running for `uptime`) taken at `now`; `deep`:
+        /// the reading tried PSS (its `pss_bytes` replaces the last one).
+        pub fn observe(
+            &mut self,
+            pid: u32,
+            now: Instant,
+            uptime: Duration,
+            sample: &TreeSample,
+            window: Duration,
+            deep: bool,
+        ) -> Measured {
+            self.for_pid(pid);
+            if deep {
+                self.pss = sample.pss_bytes.map(|v| (now, v));
+            }
+            self.high = (self.high.0.max(sample.user), self.high.1.max(sample.system));
+            let hz = sys::clock_ticks() as f64;
+            let cpu_percent = self.cpu_percent(now, self.high.0 + self.high.1, uptime, window, hz);
+            self.leak.record(now, sample.rss_bytes);
+            Measured {
+                cpu_percent,
+                user_seconds: self.high.0 as f64 / hz,
+                system_seconds: self.high.1 as f64 / hz,
+                rss_bytes: sample.rss_bytes,
+                pss_bytes: sample.pss_bytes,
+                processes: sample.processes,
+            }
+        }
+
+        /// A memory reading from elsewhere (a threshold crossing) for the leak detector.
+        pub fn memory(&mut self, pid: u32, now: Instant, bytes: u64) {
+            self.for_pid(pid);
+            self.leak.record(now, bytes);
+        }
+
+        /// The leak verdict on process `pid`.
+        pub fn verdict(&self, pid: u32) -> LeakVerdict {
+            if pid == self.pid {
+                self.leak.verdict()
+            } else {
+                LeakVerdict::UNKNOWN
+            }
+        }
+
+        /// CPU percent of one core between the newest sample at least `window` old (or the
+        /// oldest one) and now; over the process's lifetime when no sample is at least 200 ms
+        /// old (the first look: a shorter delta would be mostly rounding).
+        fn cpu_percent(
+            &mut self,
+            now: Instant,
+            ticks: u64,
+            uptime: Duration,
+            window: Duration,
+            hz: f64,
+        ) -> f64 {
+            while self.cpu.len() >= 2 && now.saturating_duration_since(self.cpu[1].0) >= window {
+                self.cpu.pop_front();
+            }
+            let (d_ticks, d_secs) = match self.cpu.front() {
+                Some(&(at, t0)) if now.saturating_duration_since(at) >= MIN_CPU_SPAN => (
+                    ticks.saturating_sub(t0),
+                    now.saturating_duration_since(at).as_secs_f64(),
+                ),
+                _ => (ticks, uptime.as_secs_f64()),
+            };
+            if self
+                .cpu
+                .back()
+                .is_none_or(|&(at, _)| now.saturating_duration_since(at) >= window / 10)
+            {
+                self.cpu.push_back((now, ticks));
+            }
+            if d_secs <= 0.0 {
+                return 0.0;
+            }
+            (d_ticks as f64 / hz / d_secs * 1000.0).round() / 10.0
+        }
+    }
+
+    /// Deltas over less than this are too coarse (ticks are 10 ms) to be a percentage.
+    const MIN_CPU_SPAN: Duration = Duration::from_millis(200);
+
+    /// The restart reason a previous exit stands for (`turbo_app_restarts_total{reason}`).
+    pub const fn restart_reason(exit: ExitReason) -> &'static str {
+        match exit {
+            ExitReason::Exit | ExitReason::Signal => "crash",
+            ExitReason::OomKill => "oom_kill",
+            ExitReason::MemoryLimit => "memory_limit",
+            ExitReason::Health => "health",
+            ExitReason::Watch => "watch",
+            ExitReason::Manual => "manual",
+        }
+    }
+
+    /// Counters by reason of one app since the daemon started, and the state it was last seen
+    /// in (to tell why the next restart happened). A consumer of state-change notifications, like
+    /// the crash store: it decides nothing.
+    #[derive(Debug, Default)]
+    pub struct Counts {
+        /// Restarts by reason (see [`restart_reason`]).
+        pub restarts: BTreeMap<&'static str, u64>,
+        /// Exits nobody asked for, by [`ExitReason`].
+        pub exits: BTreeMap<&'static str, u64>,
+        restarts_seen: Option<u32>,
+        last_state: Option<State>,
+    }
+
+    impl Counts {
+        /// Books the app's state after a change at `now`. A grown restart count is a restart,
+        /// whose reason the state before tells: `backoff` whose delay passed, an automatic
+        /// restart after the last exit; `stopping` for `max_memory`, a memory-limit restart;
+        /// anything else (a stopping by request, a restart out of `backoff`, `errored` or
+        /// `stopped`), a restart by hand.
+        pub fn state_changed(
+            &mut self,
+            state: &State,
+            restarts: u32,
+            last_exit: Option<ExitReason>,
+            now: Instant,
+        ) {
+            if let Some(seen) = self.restarts_seen
+                && restarts > seen
+            {
+                let reason = match &self.last_state {
+                    Some(State::Backoff { until }) if now >= *until => {
+                        last_exit.map_or("crash", restart_reason)
+                    }
+                    Some(State::Stopping { cause, .. }) => restart_reason(*cause),
+                    _ => "manual",
+                };
+                *self.restarts.entry(reason).or_default() += u64::from(restarts - seen);
+            }
+            self.restarts_seen = Some(restarts);
+            self.last_state = Some(state.clone());
+        }
+
+        /// Books an exit nobody asked for.
+        pub fn exited(&mut self, reason: ExitReason) {
+            *self.exits.entry(reason.as_str()).or_default() += 1;
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn stat_fields_with_a_hostile_command_name() {
+            let text = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 3 0 \
+                        12345 1000000 256 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+            let st = parse_stat(text).unwrap();
+            assert_eq!(
+                (st.utime, st.stime, st.cutime, st.cstime),
+                (250, 50, 30, 20)
+            );
+            assert_eq!(
+                (st.threads, st.start_ticks, st.vsize),
+                (3, 12345, 1_000_000)
+            );
+            assert_eq!(st.rss_bytes, 256 * crate::events::procfs::page_size());
+            assert!(!st.zombie);
+            assert!(parse_stat("garbage").is_none());
+        }
+
+        #[test]
+        fn own_tree_and_daemon_stats_read() {
+            let me = std::process::id();
+            let s = sample_tree(me, [me, u32::MAX - 1], true).unwrap();
+            assert_eq!(s.processes, 1);
+            assert!(s.rss_bytes > 0 && s.rss_bytes == s.main_rss_bytes);
+            assert!(s.pss_bytes.is_some_and(|p| p > 0), "{s:?}");
+            let d = daemon_stats().unwrap();
+            assert!(d.open_fds > 0 && d.max_fds > 0 && d.threads > 0, "{d:?}");
+            assert!(d.start_time_seconds > 1.6e9, "{d:?}");
+        }
+
+        #[test]
+        fn cpu_window_and_monotonic_counter() {
+            let t0 = Instant::now();
+            let mut u = AppUsage::new(7, LeakPolicy::default());
+            let window = Duration::from_secs(10);
+            let hz = sys::clock_ticks() as f64;
+            let ticks = |secs: f64| (secs * hz) as u64;
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            let sample = |user: u64| TreeSample {
+                user,
+                rss_bytes: 1,
+                processes: 1,
+                ..TreeSample::default()
+            };
+            // first look: the lifetime average (2 s of CPU in 4 s)
+            let m = u.observe(
+                7,
+                at(0),
+                Duration::from_secs(4),
+                &sample(ticks(2.0)),
+                window,
+                false,
+            );
+            assert!((m.cpu_percent - 50.0).abs() < 0.2, "{m:?}");
+            // 5 s later, 5 s more CPU: one core busy
+            let m = u.observe(
+                7,
+                at(5),
+                Duration::from_secs(9),
+                &sample(ticks(7.0)),
+                window,
+                false,
+            );
+            assert!((m.cpu_percent - 100.0).abs() < 0.2, "{m:?}");
+            // a descendant's time left the tree: the counter holds, the rate is 0
+            let m = u.observe(
+                7,
+                at(20),
+                Duration::from_secs(24),
+                &sample(ticks(6.0)),
+                window,
+                false,
+            );
+            assert!((m.user_seconds - 7.0).abs() < 0.02, "{m:?}");
+            // idle for a window: 0%, measured over the window only
+            let m = u.observe(
+                7,
+                at(31),
+                Duration::from_secs(35),
+                &sample(ticks(7.0)),
+                window,
+                false,
+            );
+            assert!(m.cpu_percent < 0.1, "{m:?}");
+            assert!(u.cpu.len() <= 12);
+            // PSS readings are kept for reuse, per process
+            let with_pss = TreeSample {
+                pss_bytes: Some(5),
+                ..sample(ticks(7.0))
+            };
+            u.observe(7, at(32), Duration::from_secs(36), &with_pss, window, true);
+            assert_eq!(u.pss_within(7, at(40), Duration::from_secs(30)), Some(5));
+            assert_eq!(u.pss_within(7, at(63), Duration::from_secs(30)), None);
+            assert_eq!(u.pss_within(8, at(40), Duration::from_secs(30)), None);
+            // a new process: new books
+            let m = u.observe(
+                8,
+                at(32),
+                Duration::from_secs(1),
+                &sample(ticks(0.5)),
+                window,
+                false,
+            );
+            assert!((m.user_seconds - 0.5).abs() < 0.02, "{m:?}");
+            assert!((m.cpu_percent - 50.0).abs() < 0.2, "{m:?}");
+        }
+
+        #[test]
+        fn restarts_by_reason() {
+            let t0 = Instant::now();
+            let mut c = Counts::default();
+            let online = State::Online { pid: 1, since: t0 };
+            c.state_changed(&online, 4, None, t0); // restored with 4: not counted
+            let backoff = State::Backoff {
+                until: t0 + Duration::from_secs(1),
+            };
+            c.state_changed(&backoff, 4, Some(ExitReason::Signal), t0);
+            let later = t0 + Duration::from_secs(1);
+            c.state_changed(&State::Starting, 5, Some(ExitReason::Signal), later);
+            c.state_changed(&online, 5, Some(ExitReason::Signal), later);
+            let stopping = |cause| State::Stopping {
+                pid: 1,
+                since: t0,
+                deadline: later,
+                killed: false,
+                exited: false,
+                cause,
+                then: crate::supervisor::AfterStop::Start,
+            };
+            c.state_changed(&stopping(ExitReason::MemoryLimit), 5, None, later);
+            c.state_changed(&State::Starting, 6, Some(ExitReason::MemoryLimit), later);
+            c.state_changed(&stopping(ExitReason::Manual), 6, None, later);
+            c.state_changed(&State::Starting, 7, Some(ExitReason::Manual), later);
+            // restarted by hand while waiting in backoff
+            c.state_changed(&backoff, 7, Some(ExitReason::Exit), t0);
+            c.state_changed(&State::Starting, 8, Some(ExitReason::Exit), t0);
+            let got: Vec<_> = c.restarts.iter().map(|(k, v)| (*k, *v)).collect();
+            assert_eq!(got, [("crash", 1), ("manual", 2), ("memory_limit", 1)]);
+            c.exited(ExitReason::OomKill);
+            assert_eq!(c.exits.get("oom_kill"), Some(&1));
+        }
     }
 }

@@ -44,7 +44,8 @@ pub struct Child {
 /// terminal), stdin from /dev/null, stdout and stderr into pipes, with the environment of
 /// [`environment::child_env`] and the identity and limits of `spec.privileges`.
 ///
-/// Between fork and exec the child, in this order: becomes a session leader; sets its rlimits,
+/// Between fork and exec the child, in this order: marks every fd above 2 close-on-exec
+/// ([`close_inherited_fds_on_exec`]); becomes a session leader; sets its rlimits,
 /// nice and `oom_score_adj` (while it still has the daemon's privileges: raising a hard limit,
 /// lowering nice or `oom_score_adj` need them); sets its umask; then drops privileges with
 /// `setgroups`, `setgid` and `setuid`, last, so nothing after can regain them; and only then,
@@ -229,6 +230,7 @@ impl ChildSetup {
         };
         // SAFETY: plain system calls on memory owned by `self`, prepared before the fork.
         unsafe {
+            close_inherited_fds_on_exec();
             check(libc::setsid())?;
             for (resource, limit) in &self.rlimits {
                 check(libc::setrlimit(*resource, limit))?;
@@ -264,6 +266,43 @@ impl ChildSetup {
             }
         }
         Ok(())
+    }
+}
+
+/// Marks every fd above stderr close-on-exec, in the child between fork and exec, so the app
+/// gets only stdin, stdout and stderr. The daemon's own fds are close-on-exec already, but fds
+/// it *inherited* without the flag (a shell that started a user-mode daemon with fds 10 and 251
+/// open, a socket-activating parent) would otherwise reach every app.
+///
+/// `CLOSE_RANGE_CLOEXEC` (Linux 5.11) rather than closing them now: the standard library
+/// reports a failed `exec` to the daemon through a close-on-exec pipe among these fds, and
+/// closing it would turn every failed spawn into a silent success. Older kernels get the same
+/// through `fcntl` on every fd below the `nofile` limit. Only system calls: async-signal-safe.
+fn close_inherited_fds_on_exec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with integer arguments; it only sets flags.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a struct we own.
+    let top = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20)
+    } else {
+        1024
+    };
+    for fd in 3..libc::c_int::try_from(top).unwrap_or(1024) {
+        // SAFETY: fcntl on any fd number; an unused one fails with EBADF and is skipped.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 

@@ -28,6 +28,7 @@
 //! starting nor stopping), so `turbo stop` returns when the process is really gone.
 
 mod app;
+pub mod leak;
 #[cfg(test)]
 mod tests;
 

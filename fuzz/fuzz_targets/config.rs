@@ -1,0 +1,29 @@
+//! `turbo.yml` on arbitrary bytes: YAML parsing (serde_yaml_ng), validation, and the position
+//! finder (saphyr-parser) that runs on every invalid document. Must never panic, hang or
+//! exhaust memory: a root daemon parses documents sent by callers.
+#![no_main]
+
+use std::{path::Path, sync::OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use turbo_daemon::config::{Powers, parse_config_with};
+
+fuzz_target!(|data: &[u8]| {
+    static POWERS: OnceLock<Powers> = OnceLock::new();
+    let powers = POWERS.get_or_init(Powers::current);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // a base directory that does not exist: relative paths resolve nowhere, so the target does
+    // not depend on the files of the machine it runs on (absolute ones are only read)
+    let result = parse_config_with(
+        text,
+        "fuzz.yml",
+        Path::new("/nonexistent/turbo-fuzz"),
+        "/usr/bin:/bin",
+        powers,
+    );
+    if let Err(message) = result {
+        assert!(!message.is_empty(), "an error says what is wrong");
+    }
+});

@@ -1,0 +1,821 @@
+//! The resource monitor and the Prometheus exporter through the real daemon: CPU and memory of
+//! whole process trees (eBPF and procfs), leak detection in status, D-Bus and metrics, the
+//! exposition checked by `promtool`, the alert rules' unit tests, the Grafana dashboard's
+//! queries against what the exporter really exposes, and a real Prometheus scraping the daemon.
+//!
+//! `promtool` and `prometheus` come from the Debian package `prometheus` (`cargo xtask setup`
+//! installs it); these tests fail, not skip, without them.
+
+use std::{
+    collections::BTreeSet,
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use turbo_tests::{TestDaemon, wait_for};
+
+/// The repository root (`tests/..`).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// A command from the `prometheus` package, or a loud failure saying how to get it.
+fn prometheus_tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed: it comes with the Debian package `prometheus` \
+                 (`cargo xtask setup` installs it, or `apt-get install prometheus`)"
+            )
+        })
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind :0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// A daemon whose exporter listens on a free loopback port, with `env` on top; returns the
+/// exporter's `host:port`.
+fn daemon_with_metrics(ebpf: &str, env: &[(&str, &str)]) -> (TestDaemon, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut all = vec![("TURBO_METRICS_LISTEN", addr.as_str())];
+    all.extend_from_slice(env);
+    let mut d = TestDaemon::spawn_with_env(ebpf, &all);
+    d.wait_answering();
+    (d, addr)
+}
+
+/// `GET path` over HTTP/1.0 (so the answer is never chunked); status, headers and body.
+fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read answer");
+    let text = String::from_utf8(raw).expect("utf-8 answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// One scrape of the exporter.
+fn scrape(addr: &str) -> String {
+    let (status, _, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The value of the series `name{labels…}` (labels given must match, others are ignored).
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, v) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if n != name {
+            return None;
+        }
+        let have = rest.trim_end_matches('}');
+        labels
+            .iter()
+            .all(|(k, v)| have.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+            .then(|| v.parse().ok())?
+    })
+}
+
+/// Metric family names (`# TYPE` lines) of an exposition.
+fn families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Label names used by the samples of an exposition.
+fn label_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| Some(l.split_once('{')?.1.rsplit_once('}')?.0.to_owned()))
+        .flat_map(|labels| {
+            // values in these tests hold no commas or equals signs
+            labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Runs `promtool` with `args` in `dir`; panics with its output unless it succeeds.
+fn promtool(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(prometheus_tool("promtool"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("feed promtool");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("promtool output");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{said}");
+    said
+}
+
+/// The metric names an expression (PromQL or a Grafana `label_values(...)`) refers to: every
+/// identifier starting with `turbo_` or `process_`.
+fn metric_names_in(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if starts_word && (expr[i..].starts_with("turbo_") || expr[i..].starts_with("process_")) {
+            let end = expr[i..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .map_or(expr.len(), |e| i + e);
+            names.insert(expr[i..end].to_owned());
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// Every query string of the dashboard: panel target `expr`s and template variable queries.
+fn dashboard_queries(dash: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", Value::String(s)) => out.push(s.clone()),
+                        ("query", Value::String(s)) if s.contains('(') => out.push(s.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(dash, &mut out);
+    out
+}
+
+fn load_dashboard() -> Value {
+    let path = repo().join("deploy/grafana/turbo-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("read the dashboard");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The Python interpreter itself (not a wrapper such as a pyenv shim, whose own short-lived
+/// processes would blur the figures of an app's tree).
+fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 (cargo xtask setup installs it)");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// An executable Python script in the daemon's home (`time` imported).
+fn python_app(d: &TestDaemon, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = d.home().join(name);
+    std::fs::write(&path, format!("#!{}\nimport time\n{body}", python())).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A shell app whose main process at once starts a child that holds 20 MiB and burns CPU, and
+/// a sleeping one: a tree of 3 (forked before the event source may have watched the shell).
+fn start_burner(d: &TestDaemon, name: &str) {
+    let script = d.script(
+        &format!("{name}.sh"),
+        &format!(
+            "{} -c 'b = b\"x\" * (20 << 20)\nwhile 1: pass' &\nsleep 1000 &\nwait",
+            python()
+        ),
+    );
+    d.turbo_ok(&["start", script.to_str().unwrap(), "--name", name]);
+}
+
+/// The tree of a CPU-burning app is measured as a whole: CPU of a child, memory summed over
+/// three processes, PSS in describe, and the same in the metrics.
+fn tree_usage_is_summed(ebpf: &str) {
+    let (d, addr) = daemon_with_metrics(ebpf, &[("TURBO_CPU_WINDOW", "2s")]);
+    start_burner(&d, "burn");
+    let app = d.wait_app("burn", "the burner to run", |a| a["state"] == "online");
+    let main_pid = app["pid"].as_u64().unwrap();
+    let main_rss = std::fs::read_to_string(format!("/proc/{main_pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .expect("main process statm")
+        * 4096;
+    // python needs a moment to load and fill its 20 MiB after its fork shows up
+    let text = wait_for(
+        "the three processes of the tree in the metrics, python loaded",
+        Duration::from_secs(15),
+        || {
+            let text = scrape(&addr);
+            let rss = value(
+                &text,
+                "turbo_app_memory_bytes",
+                &[("app", "burn"), ("type", "rss")],
+            )?;
+            (value(&text, "turbo_app_processes", &[("app", "burn")]) == Some(3.0)
+                && rss > (main_rss + (20 << 20)) as f64)
+                .then_some(text)
+        },
+    );
+    assert!(
+        value(
+            &text,
+            "turbo_app_memory_bytes",
+            &[("app", "burn"), ("type", "pss")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    // the CPU is the child's: the shell itself only waits
+    let busy = wait_for(
+        "CPU of the child in the app's figure",
+        Duration::from_secs(10),
+        || {
+            let app = d.app("burn");
+            (app["cpu_percent"].as_f64()? > 20.0).then_some(app)
+        },
+    );
+    assert!(
+        busy["memory_bytes"].as_u64().unwrap() > main_rss + (20 << 20),
+        "the tree, not the shell alone ({main_rss} B): {busy}"
+    );
+    let described = d.json(&["describe", "burn"]);
+    assert!(
+        described["status"]["memory_pss_bytes"].as_u64() > Some(0),
+        "{described}"
+    );
+    let user = |text: &str| {
+        value(
+            text,
+            "turbo_app_cpu_seconds_total",
+            &[("app", "burn"), ("mode", "user")],
+        )
+        .unwrap()
+    };
+    let first = user(&scrape(&addr));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(user(&scrape(&addr)) > first, "the CPU counter moves");
+    d.turbo_ok(&["delete", "burn"]);
+}
+
+#[test]
+fn tree_cpu_and_memory_with_ebpf_or_its_fallback() {
+    tree_usage_is_summed("auto");
+}
+
+#[test]
+fn tree_cpu_and_memory_with_the_procfs_source() {
+    tree_usage_is_summed("off");
+}
+
+/// The metric set of DESIGN.md §8 (less `turbo_log_bytes_total`, see docs/metrics.md), counters
+/// by reason that move, bounded labels, and a clean `promtool check metrics`.
+#[test]
+fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
+    let (d, addr) = daemon_with_metrics("auto", &[]);
+    d.turbo_ok(&[
+        "start",
+        "sleep",
+        "--name",
+        "capped",
+        "--max-memory",
+        "100M",
+        "--",
+        "1000",
+    ]);
+    d.turbo_ok(&["start", "sleep", "--name", "sleepy", "--", "1000"]);
+    d.kill9_and_wait_restart("capped");
+    d.turbo_ok(&["restart", "sleepy"]);
+    let text = scrape(&addr);
+    let have = families(&text);
+    for name in [
+        "turbo_build_info",
+        "turbo_app_up",
+        "turbo_app_state",
+        "turbo_app_restarts_total",
+        "turbo_app_exits_total",
+        "turbo_app_oom_kills_total",
+        "turbo_app_cpu_seconds_total",
+        "turbo_app_memory_bytes",
+        "turbo_app_memory_limit_bytes",
+        "turbo_app_start_time_seconds",
+        "turbo_app_health_status",
+        "turbo_app_processes",
+        "turbo_app_leak_suspected",
+        "turbo_event_source_info",
+        "turbo_events_lost_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_virtual_memory_max_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(have.contains(name), "missing {name} in:\n{text}");
+    }
+    let capped = [("app", "capped")];
+    let of =
+        |name: &str, reason: &str| value(&text, name, &[("app", "capped"), ("reason", reason)]);
+    assert_eq!(of("turbo_app_restarts_total", "crash"), Some(1.0), "{text}");
+    assert_eq!(of("turbo_app_restarts_total", "oom_kill"), Some(0.0));
+    assert_eq!(of("turbo_app_exits_total", "signal"), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            "turbo_app_restarts_total",
+            &[("app", "sleepy"), ("reason", "manual")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&text, "turbo_app_up", &capped), Some(1.0));
+    assert_eq!(
+        value(
+            &text,
+            "turbo_app_state",
+            &[("app", "capped"), ("state", "online")]
+        ),
+        Some(1.0)
+    );
+    let limit = d.app("capped")["memory_limit_bytes"].as_f64().unwrap();
+    assert_eq!(
+        value(&text, "turbo_app_memory_limit_bytes", &capped),
+        Some(limit)
+    );
+    assert!(value(&text, "turbo_app_memory_limit_bytes", &[("app", "sleepy")]).is_none());
+    let started = value(&text, "turbo_app_start_time_seconds", &capped).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&started),
+        "{started} vs {now}"
+    );
+    let labels = label_names(&text);
+    let allowed: BTreeSet<String> = [
+        "app",
+        "app_instance",
+        "reason",
+        "state",
+        "status",
+        "type",
+        "mode",
+        "source",
+        "version",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert!(labels.is_subset(&allowed), "unexpected labels {labels:?}");
+    let lint = promtool(&repo(), &["check", "metrics"], Some(&text));
+    assert!(lint.trim().is_empty(), "promtool lint:\n{lint}\n{text}");
+
+    // the HTTP side: content type, other paths
+    let (status, head, _) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+
+    // a deleted app leaves the next scrape: the exporter keeps nothing
+    d.turbo_ok(&["delete", "sleepy"]);
+    assert!(value(&scrape(&addr), "turbo_app_up", &[("app", "sleepy")]).is_none());
+}
+
+#[test]
+fn exporter_can_be_turned_off_and_a_busy_port_does_not_stop_the_daemon() {
+    let mut d = TestDaemon::spawn_with_env("off", &[("TURBO_METRICS_LISTEN", "off")]);
+    d.wait_answering();
+    assert!(
+        d.daemon_log().contains("exporter off"),
+        "{}",
+        d.daemon_log()
+    );
+    d.turbo_ok(&["start", "sleep", "--name", "still", "--", "1000"]);
+
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().unwrap().to_string();
+    let mut d = TestDaemon::spawn_with_env("off", &[("TURBO_METRICS_LISTEN", addr.as_str())]);
+    d.wait_answering();
+    d.turbo_ok(&["start", "sleep", "--name", "still", "--", "1000"]);
+    assert!(
+        d.daemon_log().contains(&format!("cannot listen on {addr}")),
+        "{}",
+        d.daemon_log()
+    );
+    let bad = Command::new(turbo_tests::bin_dir().join("turbo-daemon"))
+        .args(["--metrics-listen", "nowhere"])
+        .env("TURBO_HOME", d.home())
+        .output()
+        .expect("run turbo-daemon");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`off`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// A process that allocates steadily is flagged; one that allocated once and plateaus is not;
+/// the verdict is in `status --json`, on D-Bus and in the metrics.
+#[test]
+fn leak_is_flagged_in_status_dbus_and_metrics() {
+    let (d, addr) = daemon_with_metrics(
+        "auto",
+        &[
+            ("TURBO_LEAK_WINDOW", "12s"),
+            ("TURBO_SAMPLE_INTERVAL", "200ms"),
+        ],
+    );
+    // 1 MiB every 100 ms, written (so resident), up to 200 MiB
+    let grower = python_app(
+        &d,
+        "grower.py",
+        "b = []\nwhile True:\n    if len(b) < 200:\n        b.append(b'x' * (1 << 20))\n    \
+         time.sleep(0.1)\n",
+    );
+    // 40 MiB at once, then nothing
+    let plateau = python_app(
+        &d,
+        "plateau.py",
+        "b = b'x' * (40 << 20)\ntime.sleep(1000)\n",
+    );
+    d.turbo_ok(&["start", plateau.to_str().unwrap(), "--name", "plateau"]);
+    d.turbo_ok(&["start", grower.to_str().unwrap(), "--name", "grower"]);
+    let flagged = wait_for(
+        "the grower to be flagged in status --json",
+        Duration::from_secs(20),
+        || {
+            let app = d.app("grower");
+            (app["leak_suspected"] == true).then_some(app)
+        },
+    );
+    let rate = flagged["memory_growth_bytes_per_hour"].as_i64().unwrap();
+    // 10 MiB/s is 36 GiB/h; sampling and the interpreter's own allocations blur it
+    assert!(
+        ((10_i64 << 30)..(80_i64 << 30)).contains(&rate),
+        "rate {rate} B/h"
+    );
+    let calm = d.app("plateau");
+    assert_eq!(calm["leak_suspected"], false, "{calm}");
+    assert!(
+        calm["memory_growth_bytes_per_hour"]
+            .as_i64()
+            .is_some_and(|r| r.abs() < rate / 20),
+        "{calm}"
+    );
+
+    let text = scrape(&addr);
+    assert_eq!(
+        value(&text, "turbo_app_leak_suspected", &[("app", "grower")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "turbo_app_memory_growth_bytes_per_hour",
+            &[("app", "grower")]
+        )
+        .unwrap()
+            > (10u64 << 30) as f64
+    );
+    assert_eq!(
+        value(&text, "turbo_app_leak_suspected", &[("app", "plateau")]),
+        Some(0.0)
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = d.connect().await;
+        let m = turbo_api::ManagerProxy::new(&conn).await.unwrap();
+        let apps = m.list_apps().await.unwrap();
+        let grower = apps.iter().find(|a| a.name == "grower").unwrap();
+        assert!(grower.leak_suspected, "{grower:?}");
+        assert!(grower.memory_growth_bytes_per_hour > 10 << 30, "{grower:?}");
+        let plateau = apps.iter().find(|a| a.name == "plateau").unwrap();
+        assert!(!plateau.leak_suspected, "{plateau:?}");
+    });
+    d.turbo_ok(&["delete", "grower"]);
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_unit_tests() {
+    let dir = repo().join("deploy/prometheus");
+    let checked = promtool(&dir, &["check", "rules", "turbo-alerts.yml"], None);
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    let tested = promtool(&dir, &["test", "rules", "turbo-alerts.test.yml"], None);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+    promtool(&dir, &["check", "config", "prometheus.yml"], None);
+    // every alert has a unit test
+    let rules = std::fs::read_to_string(dir.join("turbo-alerts.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("turbo-alerts.test.yml")).unwrap();
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{alert} has no unit test"
+        );
+    }
+}
+
+/// Every metric the dashboard and the alert rules query is one the exporter really exposes
+/// (scraped from a daemon that has every kind of series: a limit, a leak verdict, a tree).
+#[test]
+fn dashboard_and_rules_only_use_exported_metrics() {
+    let dash = load_dashboard();
+    assert!(dash["title"].is_string() && dash["uid"].is_string());
+    assert!(dash["schemaVersion"].as_u64() >= Some(30));
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    for p in panels {
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "duplicate id {p}"
+        );
+        if p["type"] != "row" {
+            assert!(
+                p["targets"].as_array().is_some_and(|t| !t.is_empty()),
+                "panel without queries: {p}"
+            );
+        }
+    }
+    let (d, addr) = daemon_with_metrics(
+        "auto",
+        &[
+            ("TURBO_LEAK_WINDOW", "4s"),
+            ("TURBO_SAMPLE_INTERVAL", "100ms"),
+        ],
+    );
+    d.turbo_ok(&[
+        "start",
+        "sleep",
+        "--name",
+        "capped",
+        "--max-memory",
+        "100M",
+        "--",
+        "1000",
+    ]);
+    let text = wait_for("a known growth rate", Duration::from_secs(10), || {
+        let text = scrape(&addr);
+        value(
+            &text,
+            "turbo_app_memory_growth_bytes_per_hour",
+            &[("app", "capped")],
+        )
+        .map(|_| text)
+    });
+    let exposed = families(&text);
+
+    let queries = dashboard_queries(&dash);
+    assert!(queries.len() >= 15, "{queries:?}");
+    let mut used = BTreeSet::new();
+    for q in &queries {
+        let names = metric_names_in(q);
+        assert!(!names.is_empty(), "a query without a turbo metric: {q}");
+        used.extend(names);
+    }
+    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/turbo-alerts.yml")).unwrap();
+    used.extend(metric_names_in(&rules));
+    let unknown: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(
+        unknown.is_empty(),
+        "queried but not exposed: {unknown:?}\nexposed: {exposed:?}"
+    );
+    for wanted in [
+        "turbo_app_up",
+        "turbo_app_state",
+        "turbo_app_restarts_total",
+        "turbo_app_cpu_seconds_total",
+        "turbo_app_memory_bytes",
+        "turbo_app_memory_limit_bytes",
+        "turbo_app_oom_kills_total",
+    ] {
+        assert!(
+            used.contains(wanted),
+            "the dashboard does not show {wanted}"
+        );
+    }
+}
+
+/// A Prometheus server, killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts `prometheus` on a free loopback port, scraping `target` every second as job
+    /// `turbo`, with the shipped alert rules loaded; waits until it is ready.
+    fn start(target: &str) -> Self {
+        let bin = prometheus_tool("prometheus");
+        let dir = tempfile::Builder::new()
+            .prefix("turbo-prom-")
+            .tempdir()
+            .unwrap();
+        let rules = repo().join("deploy/prometheus/turbo-alerts.yml");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: turbo\n    static_configs:\n      - targets: ['{target}']\n",
+            rules.display()
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let mut p = Self { child, addr, dir };
+        wait_for("prometheus to be ready", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", p.log());
+            }
+            TcpStream::connect(&p.addr)
+                .ok()
+                .and_then(|_| (http_get(&p.addr, "/-/ready").0 == 200).then_some(()))
+        });
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query through the HTTP API; the `data.result` array.
+    fn query(&self, promql: &str) -> Vec<Value> {
+        let (status, _, body) = http_get(
+            &self.addr,
+            &format!("/api/v1/query?query={}", encode(promql)),
+        );
+        let doc: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert!(
+            status == 200 && doc["status"] == "success",
+            "query {promql} failed: {body}"
+        );
+        doc["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The single value of an instant query, if it has exactly one series.
+    fn scalar(&self, promql: &str) -> Option<f64> {
+        match self.query(promql).as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- prometheus log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Percent-encoding of a query parameter.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A real Prometheus scrapes the daemon every second: it sees the app up, the restart counter
+/// move after a `kill -9`, the alert rules loaded, and every dashboard query evaluates.
+#[test]
+fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
+    let (d, addr) = daemon_with_metrics("auto", &[]);
+    d.turbo_ok(&["start", "sleep", "--name", "web", "--", "1000"]);
+    let prom = Prometheus::start(&addr);
+    let up = r#"turbo_app_up{job="turbo",app="web"}"#;
+    wait_for("prometheus to see web up", Duration::from_secs(30), || {
+        (prom.scalar(up) == Some(1.0)).then_some(())
+    });
+    let restarts = r#"turbo_app_restarts_total{job="turbo",app="web",reason="crash"}"#;
+    assert_eq!(prom.scalar(restarts), Some(0.0));
+    d.kill9_and_wait_restart("web");
+    wait_for(
+        "prometheus to see the restart counter move",
+        Duration::from_secs(30),
+        || (prom.scalar(restarts) == Some(1.0)).then_some(()),
+    );
+    wait_for("the restart in increase()", Duration::from_secs(10), || {
+        let inc = prom.scalar(&format!("increase({restarts}[1m])"))?;
+        (inc > 0.0).then_some(())
+    });
+    assert_eq!(
+        prom.scalar(r#"turbo_app_exits_total{job="turbo",app="web",reason="signal"}"#),
+        Some(1.0)
+    );
+    assert_eq!(prom.scalar(r#"up{job="turbo"}"#), Some(1.0));
+    // the shipped rules load and evaluate
+    let (_, _, rules) = http_get(&prom.addr, "/api/v1/rules");
+    let rules: Value = serde_json::from_str(&rules).unwrap();
+    let groups = rules["data"]["groups"].as_array().unwrap();
+    assert!(
+        groups.iter().any(|g| g["name"] == "turbo"
+            && g["rules"]
+                .as_array()
+                .is_some_and(|r| r.len() == 7 && r.iter().all(|r| r["health"] != "err"))),
+        "{rules}"
+    );
+    // every dashboard query is valid PromQL that this Prometheus evaluates
+    for q in dashboard_queries(&load_dashboard()) {
+        let promql = q
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$job", ".*")
+            .replace("$app", ".*");
+        let promql = match promql.strip_prefix("label_values(") {
+            // label_values(<selector>, <label>) is Grafana's: query its selector
+            Some(rest) => rest
+                .rsplit_once(',')
+                .map_or(rest.to_owned(), |(sel, _)| sel.to_owned()),
+            None => promql,
+        };
+        prom.query(&promql);
+    }
+    // the tree figures reached it too
+    assert!(
+        prom.scalar(r#"turbo_app_memory_bytes{job="turbo",app="web",type="rss"}"#)
+            .is_some_and(|v| v > 0.0)
+    );
+}

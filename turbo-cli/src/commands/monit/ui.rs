@@ -1,0 +1,885 @@
+//! Drawing `turbo monit`: a pure function of the [`Model`] and the frame size.
+//!
+//! Top to bottom: a header line; the app table (state with symbol and colour, restarts, CPU and
+//! memory with sparklines of their history, memory against `max_memory`, uptime); the selected
+//! app's details (memory gauge, larger sparklines) beside its crash timeline; its log lines; a
+//! line of keys and the status message. Narrow or short terminals lose the least useful parts
+//! first (sparkline columns, then the details row) instead of wrapping, so any size draws
+//! cleanly. Nothing here does I/O; [`draw`] only records the log pane's height in the model, for
+//! PgUp/PgDn. Tests draw into ratatui's `TestBackend` and read the buffer.
+
+use ratatui::{
+    Frame,
+    layout::{Alignment, Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span, Text},
+    widgets::{Block, Cell, LineGauge, Paragraph, Row, Sparkline, Table, TableState},
+};
+use turbo_api::{AppState, AppStatus};
+
+use super::model::{LogLine, Model, Mood, Sample, Stream};
+use crate::render::{NO_APPS, human_bytes, human_delay_ms, human_duration_ms, last_exit_text};
+
+/// Colours on or off (`NO_COLOR`, `TERM=dumb`); without them selection and emphasis still show
+/// through bold and reverse video.
+#[derive(Clone, Copy, Debug)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    fn fg(self, color: Color) -> Style {
+        if self.color {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    }
+
+    fn dim(self) -> Style {
+        if self.color {
+            Style::new().fg(Color::DarkGray)
+        } else {
+            Style::new()
+        }
+    }
+}
+
+/// The keys, as the footer lists them.
+pub const KEYS: &str =
+    "↑↓ select  r restart  s stop  S start  l logs  / filter  PgUp/PgDn scroll  q quit";
+/// The same for narrow terminals.
+const KEYS_SHORT: &str = "↑↓ r restart s stop S start l logs / filter q quit";
+
+/// Below this width the table loses its sparkline columns.
+const WIDE: u16 = 100;
+/// Below this height the details row goes.
+const TALL: u16 = 24;
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, model: &mut Model, theme: Theme) {
+    let area = frame.area();
+    let visible_rows = u16::try_from(model.visible().len().max(1)).unwrap_or(u16::MAX);
+    // the table takes what its rows need, up to 40% of the screen
+    let table_height = (visible_rows + 3).min((area.height * 2 / 5).max(4));
+    let details_height = if area.height >= TALL { 7 } else { 0 };
+    let [header, table, details, logs, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(table_height),
+        Constraint::Length(details_height),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, header, model, theme);
+    draw_table(frame, table, model, theme);
+    if details_height > 0 {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+                .areas(details);
+        draw_details(frame, left, model, theme);
+        draw_crashes(frame, right, model, theme);
+    }
+    draw_logs(frame, logs, model, theme);
+    draw_footer(frame, footer, model, theme);
+}
+
+fn draw_header(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
+    let mut spans = vec![Span::styled(
+        " TurboProcess monit ",
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    let n = model.apps.len();
+    spans.push(Span::raw(format!(
+        " {n} {} ",
+        if n == 1 { "app" } else { "apps" }
+    )));
+    for state in AppState::ALL {
+        let count = model
+            .apps
+            .iter()
+            .filter(|a| a.state == state.as_str())
+            .count();
+        if count > 0 {
+            let (symbol, color) = state_look(*state);
+            spans.push(Span::styled(
+                format!(" {count} {symbol} {state} "),
+                theme.fg(color),
+            ));
+        }
+    }
+    let left = Line::from(spans);
+    let right = Line::from(Span::styled(format!("{} ", model.daemon), theme.dim()))
+        .alignment(Alignment::Right);
+    frame.render_widget(Paragraph::new(left), area);
+    frame.render_widget(Paragraph::new(right), area);
+}
+
+/// Symbol and colour of a state: the same symbols as `turbo status`.
+fn state_look(state: AppState) -> (&'static str, Color) {
+    match state {
+        AppState::Online => ("●", Color::Green),
+        AppState::Stopped => ("○", Color::DarkGray),
+        AppState::Backoff => ("↻", Color::Yellow),
+        AppState::Errored => ("✖", Color::Red),
+        AppState::Starting | AppState::Stopping => ("…", Color::Cyan),
+    }
+}
+
+fn state_cell(app: &AppStatus, theme: Theme) -> Cell<'static> {
+    let Ok(state) = app.state.parse::<AppState>() else {
+        return Cell::from(format!("? {}", app.state));
+    };
+    let (symbol, color) = state_look(state);
+    let mut text = format!("{symbol} {state}");
+    if state == AppState::Backoff && app.next_restart_in_ms > 0 {
+        text.push(' ');
+        text.push_str(&human_delay_ms(app.next_restart_in_ms));
+    }
+    Cell::from(text).style(theme.fg(color))
+}
+
+/// Eight levels of block characters; a gap where there is no value.
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// How a sparkline maps values to bar heights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// CPU (tenths of a percent): from 0 to the peak, but at least to 10%, so that an idle app
+    /// at 0.1% draws a flat line instead of full bars.
+    Cpu,
+    /// Memory (bytes): the values' range when it is wide (a leak, a spike); values that vary by
+    /// less than a tenth of their maximum sit in a band of that tenth around their middle, so a
+    /// steady curve is a level line with small wiggles and noise is not blown up to full height.
+    Memory,
+}
+
+impl Scale {
+    /// The `(floor, range)` the bars of `values` span; `range` is never 0.
+    fn of(self, values: &[Option<u64>]) -> (u64, u64) {
+        let max = values.iter().flatten().copied().max().unwrap_or(0);
+        let min = values.iter().flatten().copied().min().unwrap_or(0);
+        match self {
+            Scale::Cpu => (0, max.max(100)),
+            Scale::Memory if max - min >= (max / 10).max(1) => (min, max - min),
+            Scale::Memory => {
+                let band = (max / 10).max(2);
+                (min.midpoint(max).saturating_sub(band / 2), band)
+            }
+        }
+    }
+}
+
+/// A one-line sparkline of the last `width` values, right-aligned so that the newest value is
+/// always at the right edge; a gap where a value is missing (the app was not running).
+#[must_use]
+pub fn spark_text(values: &[Option<u64>], width: usize, scale: Scale) -> String {
+    let shown = &values[values.len().saturating_sub(width)..];
+    let (floor, range) = scale.of(shown);
+    let mut out = " ".repeat(width - shown.len());
+    for v in shown {
+        out.push(match v {
+            None => ' ',
+            Some(v) => {
+                let level = u128::from(v.saturating_sub(floor).min(range)) * 7 / u128::from(range);
+                BARS[usize::try_from(level).unwrap_or(7).min(7)]
+            }
+        });
+    }
+    out
+}
+
+fn cpu_points(samples: &[Sample]) -> Vec<Option<u64>> {
+    samples
+        .iter()
+        .map(|s| {
+            s.cpu.map(|c| {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "a non-negative percentage in tenths, far below u64::MAX"
+                )]
+                let tenths = (c * 10.0).round().max(0.0) as u64;
+                tenths
+            })
+        })
+        .collect()
+}
+
+fn memory_points(samples: &[Sample]) -> Vec<Option<u64>> {
+    samples
+        .iter()
+        .map(|s| (s.memory > 0).then_some(s.memory))
+        .collect()
+}
+
+fn cpu_text(app: &AppStatus) -> String {
+    if app.pid != 0 && app.cpu_percent >= 0.0 {
+        format!("{:.1}%", app.cpu_percent)
+    } else {
+        "-".to_owned()
+    }
+}
+
+fn memory_text(app: &AppStatus) -> String {
+    if app.pid != 0 && app.memory_bytes > 0 {
+        human_bytes(app.memory_bytes)
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// Memory as a share of `max_memory`, when there is one and a measurement.
+fn memory_ratio(app: &AppStatus) -> Option<f64> {
+    if app.memory_limit_bytes == 0 || app.pid == 0 {
+        return None;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a display ratio")]
+    let ratio = app.memory_bytes as f64 / app.memory_limit_bytes as f64;
+    Some(ratio.clamp(0.0, 1.0))
+}
+
+fn ratio_color(ratio: f64) -> Color {
+    if ratio >= 0.9 {
+        Color::Red
+    } else if ratio >= 0.7 {
+        Color::Yellow
+    } else {
+        Color::Green
+    }
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one table, its columns decided together"
+)]
+fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
+    let visible = model.visible();
+    let title = if model.filter.is_empty() {
+        " Apps ".to_owned()
+    } else {
+        format!(" Apps matching /{}/ ", model.filter)
+    };
+    let block = Block::bordered().title(title);
+    if visible.is_empty() {
+        let text = if model.apps.is_empty() {
+            NO_APPS.to_owned()
+        } else {
+            format!("no app matches /{}/ (Esc clears the filter)", model.filter)
+        };
+        frame.render_widget(
+            Paragraph::new(Span::styled(text, theme.dim())).block(block),
+            area,
+        );
+        return;
+    }
+    let with_limits = visible.iter().any(|a| a.memory_limit_bytes > 0);
+    let name_width = visible
+        .iter()
+        .map(|a| a.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 24);
+    let wide = area.width >= WIDE;
+    // fixed columns, then what is left for the two sparklines
+    let mut fixed: u16 = 2 + 3 + 16 + 4 + 7 + 9 + 7; // marker, id, state, ↺, cpu, memory, uptime
+    fixed += u16::try_from(name_width).unwrap_or(24);
+    if with_limits {
+        fixed += 9;
+    }
+    let columns: u16 = if with_limits { 10 } else { 9 };
+    let spark = if wide {
+        area.width.saturating_sub(fixed + columns + 2) / 2
+    } else {
+        0
+    };
+    let spark = usize::from(spark.min(60));
+
+    let mut header = vec!["id", "name", "state", "↺", "cpu"];
+    if spark > 0 {
+        header.push("cpu history");
+    }
+    header.push("memory");
+    if spark > 0 {
+        header.push("memory history");
+    }
+    if with_limits {
+        header.push("of limit");
+    }
+    header.push("uptime");
+    let numeric = ["id", "↺", "cpu", "memory", "of limit", "uptime"];
+    let header = Row::new(header.into_iter().map(|h| {
+        let line = Line::from(h);
+        let line = if numeric.contains(&h) {
+            line.alignment(Alignment::Right)
+        } else {
+            line
+        };
+        Cell::from(line).style(Style::new().add_modifier(Modifier::BOLD))
+    }));
+
+    let rows: Vec<Row<'_>> = visible
+        .iter()
+        .map(|app| {
+            let samples = model.samples(&app.name);
+            let mut cells = vec![
+                Cell::from(Line::from(app.id.to_string()).alignment(Alignment::Right)),
+                Cell::from(app.name.clone()),
+                state_cell(app, theme),
+                Cell::from(Line::from(app.restarts.to_string()).alignment(Alignment::Right)),
+                Cell::from(Line::from(cpu_text(app)).alignment(Alignment::Right)),
+            ];
+            if spark > 0 {
+                cells.push(
+                    Cell::from(spark_text(&cpu_points(&samples), spark, Scale::Cpu))
+                        .style(theme.fg(Color::Cyan)),
+                );
+            }
+            cells.push(Cell::from(
+                Line::from(memory_text(app)).alignment(Alignment::Right),
+            ));
+            if spark > 0 {
+                cells.push(
+                    Cell::from(spark_text(&memory_points(&samples), spark, Scale::Memory))
+                        .style(theme.fg(Color::Magenta)),
+                );
+            }
+            if with_limits {
+                let cell = match memory_ratio(app) {
+                    Some(r) => Cell::from(
+                        Line::from(format!("{:.0}%", r * 100.0)).alignment(Alignment::Right),
+                    )
+                    .style(theme.fg(ratio_color(r))),
+                    None if app.memory_limit_bytes > 0 => {
+                        Cell::from(Line::from("-").alignment(Alignment::Right))
+                    }
+                    None => Cell::from(Line::from("no limit").alignment(Alignment::Right))
+                        .style(theme.dim()),
+                };
+                cells.push(cell);
+            }
+            let uptime = if app.pid != 0 {
+                human_duration_ms(app.uptime_ms)
+            } else {
+                "-".to_owned()
+            };
+            cells.push(Cell::from(Line::from(uptime).alignment(Alignment::Right)));
+            Row::new(cells)
+        })
+        .collect();
+
+    let mut widths = vec![
+        Constraint::Length(3),
+        Constraint::Length(u16::try_from(name_width).unwrap_or(24)),
+        Constraint::Length(16),
+        Constraint::Length(4),
+        Constraint::Length(7),
+    ];
+    if spark > 0 {
+        widths.push(Constraint::Length(u16::try_from(spark).unwrap_or(0)));
+    }
+    widths.push(Constraint::Length(9));
+    if spark > 0 {
+        widths.push(Constraint::Length(u16::try_from(spark).unwrap_or(0)));
+    }
+    if with_limits {
+        widths.push(Constraint::Length(9));
+    }
+    widths.push(Constraint::Length(7));
+
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .column_spacing(1)
+        .highlight_symbol("▶ ")
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default();
+    state.select(
+        model
+            .selected
+            .as_deref()
+            .and_then(|name| visible.iter().position(|a| a.name == name)),
+    );
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
+    let Some(app) = model.selected_app() else {
+        frame.render_widget(Block::bordered().title(" - "), area);
+        return;
+    };
+    let mut title = format!(" {} ", app.name);
+    if app.pid != 0 {
+        title.push_str(&format!(
+            "· pid {} · up {} ",
+            app.pid,
+            human_duration_ms(app.uptime_ms)
+        ));
+    } else {
+        title.push_str(&format!("· {} ", last_exit_text(&app.last_exit)));
+    }
+    let block = Block::bordered().title(title);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [gauge, memory, cpu] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Length(2),
+    ])
+    .areas(inner);
+
+    match memory_ratio(app) {
+        Some(ratio) => {
+            let label = format!(
+                "{} / {} {:>3.0}% ",
+                human_bytes(app.memory_bytes),
+                human_bytes(app.memory_limit_bytes),
+                ratio * 100.0
+            );
+            // distinct symbols for used and free, so the gauge reads without colour too
+            frame.render_widget(
+                LineGauge::default()
+                    .ratio(ratio)
+                    .label(label)
+                    .filled_symbol("█")
+                    .unfilled_symbol("░")
+                    .filled_style(theme.fg(ratio_color(ratio)))
+                    .unfilled_style(theme.dim()),
+                gauge,
+            );
+        }
+        None => {
+            let text = if app.memory_limit_bytes > 0 {
+                format!(
+                    "max_memory {} (not running)",
+                    human_bytes(app.memory_limit_bytes)
+                )
+            } else {
+                "no max_memory set".to_owned()
+            };
+            frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), gauge);
+        }
+    }
+
+    let samples = model.samples(&app.name);
+    let minutes = human_duration_ms(samples.len() as u64 * 1000);
+    let labelled = |frame: &mut Frame<'_>,
+                    area: Rect,
+                    label: String,
+                    points: Vec<Option<u64>>,
+                    scale: Scale,
+                    color: Color| {
+        let [text, chart] =
+            Layout::horizontal([Constraint::Length(16), Constraint::Min(1)]).areas(area);
+        frame.render_widget(Paragraph::new(label), text);
+        let width = usize::from(chart.width);
+        let recent = &points[points.len().saturating_sub(width)..];
+        // the same scale as the table's sparklines
+        let (floor, range) = scale.of(recent);
+        let bars: Vec<Option<u64>> = recent
+            .iter()
+            .map(|p| p.map(|v| v.saturating_sub(floor).min(range)))
+            .collect();
+        frame.render_widget(
+            Sparkline::default()
+                .data(bars)
+                .max(range)
+                .style(theme.fg(color)),
+            chart,
+        );
+    };
+    let peak = match samples.iter().map(|s| s.memory).max().unwrap_or(0) {
+        0 => "-".to_owned(),
+        bytes => human_bytes(bytes),
+    };
+    labelled(
+        frame,
+        memory,
+        format!("mem {:>8}\npeak {peak:>7}", memory_text(app)),
+        memory_points(&samples),
+        Scale::Memory,
+        Color::Magenta,
+    );
+    labelled(
+        frame,
+        cpu,
+        format!("cpu {:>8}\nover {minutes:>7}", cpu_text(app)),
+        cpu_points(&samples),
+        Scale::Cpu,
+        Color::Cyan,
+    );
+}
+
+fn draw_crashes(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
+    let Some((stats, records)) = &model.crashes else {
+        frame.render_widget(Block::bordered().title(" Crashes "), area);
+        return;
+    };
+    let mut title = format!(" Crashes: {} total", stats.total);
+    if stats.total > 0 {
+        title.push_str(&format!(" · {} in the last hour", stats.last_hour));
+        if stats.mtbf_ms > 0 {
+            title.push_str(&format!(" · every {}", human_duration_ms(stats.mtbf_ms)));
+        }
+    }
+    title.push(' ');
+    let block = Block::bordered().title(title);
+    if records.is_empty() {
+        frame.render_widget(
+            Paragraph::new(Span::styled("no crashes", theme.dim())).block(block),
+            area,
+        );
+        return;
+    }
+    let lines: Vec<Line<'_>> = records
+        .iter()
+        .map(|r| {
+            let ago = format!(
+                "{:>4} ago",
+                human_duration_ms(model.now_ms.saturating_sub(r.at_ms))
+            );
+            let how = if r.signal > 0 {
+                format!("signal {}", r.signal)
+            } else if r.code >= 0 {
+                format!("exit {}", r.code)
+            } else {
+                "exit ?".to_owned()
+            };
+            let mut spans = vec![
+                Span::styled(ago, theme.dim()),
+                Span::raw("  "),
+                Span::styled(format!("{how:<9}"), theme.fg(Color::Red)),
+            ];
+            if r.reason != "exit" && r.reason != "signal" {
+                spans.push(Span::styled(
+                    format!("{} ", r.reason),
+                    theme.fg(Color::Yellow),
+                ));
+            }
+            spans.push(Span::raw(format!(
+                "after {} · restart #{}",
+                human_duration_ms(r.uptime_ms),
+                r.restart_number
+            )));
+            if let Some(last) = r.stderr_tail.last() {
+                spans.push(Span::styled(format!("  │ {last}"), theme.dim()));
+            }
+            Line::from(spans)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// `03:04:05` out of the daemon's `2026-01-02T03:04:05.678Z`.
+fn clock(at: Option<&str>) -> &str {
+    at.and_then(|a| a.get(11..19)).unwrap_or("        ")
+}
+
+fn draw_logs(frame: &mut Frame<'_>, area: Rect, model: &mut Model, theme: Theme) {
+    let name = model.selected.clone().unwrap_or_else(|| "-".to_owned());
+    let how = if !model.log_stream {
+        "paused (l resumes)".to_owned()
+    } else if model.scroll > 0 {
+        format!("{} lines up (PgDn follows)", model.scroll)
+    } else {
+        "following".to_owned()
+    };
+    let block = Block::bordered().title(format!(" Logs: {name} · {how} · times in UTC "));
+    let inner = block.inner(area);
+    let height = usize::from(inner.height);
+    model.log_page = height.max(1);
+    let end = model.logs.len().saturating_sub(model.scroll);
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line<'_>> = model
+        .logs
+        .range(start..end)
+        .map(|l: &LogLine| {
+            let text_style = match l.stream {
+                Stream::Out => Style::new(),
+                Stream::Err => theme.fg(Color::Red),
+            };
+            Line::from(vec![
+                Span::styled(clock(l.at.as_deref()).to_owned(), theme.dim()),
+                Span::styled(
+                    if l.stream == Stream::Err {
+                        " err "
+                    } else {
+                        "     "
+                    },
+                    theme.fg(Color::Red),
+                ),
+                Span::styled(l.text.clone(), text_style),
+            ])
+        })
+        .collect();
+    let body = if lines.is_empty() {
+        Text::from(Span::styled(
+            if model.log_stream {
+                "no log lines yet"
+            } else {
+                "the log stream is paused"
+            },
+            theme.dim(),
+        ))
+    } else {
+        Text::from(lines)
+    };
+    frame.render_widget(Paragraph::new(body).block(block), area);
+}
+
+fn draw_footer(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
+    if model.editing_filter {
+        let line = Line::from(vec![
+            Span::styled(" / ", Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(format!("{}▏", model.filter)),
+            Span::styled("  Enter keeps the filter, Esc clears it", theme.dim()),
+        ]);
+        frame.render_widget(Paragraph::new(line), area);
+        return;
+    }
+    let keys = if usize::from(area.width) > KEYS.chars().count() + 1 {
+        KEYS
+    } else {
+        KEYS_SHORT
+    };
+    frame.render_widget(
+        Paragraph::new(Span::styled(format!(" {keys}"), theme.dim())),
+        area,
+    );
+    if let Some((text, mood)) = &model.message {
+        let style = match mood {
+            Mood::Info => Style::new(),
+            Mood::Good => theme.fg(Color::Green),
+            Mood::Bad => theme.fg(Color::Red).add_modifier(Modifier::BOLD),
+        };
+        let keys_width = u16::try_from(keys.chars().count() + 3).unwrap_or(u16::MAX);
+        if area.width > keys_width {
+            let [_, right] =
+                Layout::horizontal([Constraint::Length(keys_width), Constraint::Min(1)])
+                    .areas(area);
+            frame.render_widget(
+                Paragraph::new(Line::from(Span::styled(format!("{text} "), style)))
+                    .alignment(Alignment::Right),
+                right,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{Terminal, backend::TestBackend};
+    use turbo_api::{CrashRecord, CrashStats};
+
+    use super::*;
+    use crate::commands::monit::model::Key;
+
+    fn app(id: u32, name: &str, state: &str) -> AppStatus {
+        let running = state == "online";
+        AppStatus {
+            id,
+            name: name.into(),
+            state: state.into(),
+            pid: if running { 4000 + id } else { 0 },
+            restarts: id,
+            cpu_percent: if running { 2.5 } else { -1.0 },
+            memory_bytes: if running { 30 << 20 } else { 0 },
+            uptime_ms: 125_000,
+            health: "none".into(),
+            ..AppStatus::default()
+        }
+    }
+
+    fn model() -> Model {
+        let mut m = Model::new("turbo-daemon 0.1.0 (user)".into());
+        let mut web = app(1, "web", "online");
+        web.memory_limit_bytes = 40 << 20;
+        for t in 0..30u64 {
+            let mut ticker = app(0, "ticker", "online");
+            ticker.memory_bytes = (10 + t) << 20;
+            m.set_apps(
+                vec![ticker, web.clone(), app(2, "flaky", "errored")],
+                true,
+                1_000_000,
+            );
+        }
+        m.push_logs([
+            LogLine {
+                stream: Stream::Out,
+                at: Some("2026-01-02T03:04:05.678Z".into()),
+                text: "tick 1".into(),
+            },
+            LogLine {
+                stream: Stream::Err,
+                at: Some("2026-01-02T03:04:06.000Z".into()),
+                text: "oops".into(),
+            },
+        ]);
+        m.crashes = Some((
+            CrashStats {
+                total: 2,
+                last_hour: 2,
+                mtbf_ms: 4000,
+                ..CrashStats::default()
+            },
+            vec![CrashRecord {
+                at_ms: 1_000_000 - 300_000,
+                code: 1,
+                reason: "exit".into(),
+                uptime_ms: 3000,
+                restart_number: 2,
+                stderr_tail: vec!["boom".into()],
+                ..CrashRecord::default()
+            }],
+        ));
+        m
+    }
+
+    fn screen(model: &mut Model, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal
+            .draw(|f| draw(f, model, Theme { color: false }))
+            .unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        let mut out = String::new();
+        for y in 0..buffer.area.height {
+            for x in 0..buffer.area.width {
+                out.push_str(buffer[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn line_with<'a>(screen: &'a str, needle: &str) -> &'a str {
+        screen
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{screen}"))
+    }
+
+    #[test]
+    fn full_screen_shows_every_part() {
+        let mut m = model();
+        let s = screen(&mut m, 120, 40);
+        assert!(s.contains("TurboProcess monit"), "{s}");
+        assert!(s.contains("3 apps"), "{s}");
+        let ticker = line_with(&s, "ticker");
+        assert!(ticker.contains("▶"), "first app selected: {ticker}");
+        assert!(
+            ticker.contains("● online") && ticker.contains("2.5%"),
+            "{ticker}"
+        );
+        assert!(ticker.contains("39.0 MB"), "latest memory: {ticker}");
+        assert!(
+            ticker.contains('▁') && ticker.contains('█'),
+            "sparkline: {ticker}"
+        );
+        let web = line_with(&s, " web ");
+        assert!(web.contains("75%"), "memory against the limit: {web}");
+        let flaky = line_with(&s, "flaky");
+        assert!(
+            flaky.contains("✖ errored") && flaky.contains(" - "),
+            "{flaky}"
+        );
+        assert!(s.contains("peak"), "details pane: {s}");
+        assert!(
+            s.contains("Crashes: 2 total · 2 in the last hour · every 4s"),
+            "{s}"
+        );
+        assert!(
+            line_with(&s, "5m ago").contains("exit 1") && s.contains("│ boom"),
+            "{s}"
+        );
+        assert!(s.contains("Logs: ticker · following"), "{s}");
+        assert!(line_with(&s, "tick 1").contains("03:04:05"), "{s}");
+        assert!(line_with(&s, "oops").contains("err"), "{s}");
+        assert!(s.contains("r restart"), "footer: {s}");
+    }
+
+    #[test]
+    fn gauge_for_an_app_with_a_limit() {
+        let mut m = model();
+        m.on_key(Key::Down);
+        let s = screen(&mut m, 120, 40);
+        let gauge = line_with(&s, "30.0 MB / 40.0 MB  75%");
+        assert!(gauge.contains("█░"), "used then free: {gauge}");
+    }
+
+    #[test]
+    fn small_terminals_degrade_without_panicking() {
+        for (w, h) in [
+            (120, 40),
+            (80, 24),
+            (60, 15),
+            (30, 8),
+            (10, 3),
+            (1, 1),
+            (0, 0),
+        ] {
+            let mut m = model();
+            let s = screen(&mut m, w, h);
+            if w >= 80 && h >= 15 {
+                assert!(s.contains("ticker"), "{w}x{h}:\n{s}");
+            }
+        }
+        let mut m = model();
+        let s = screen(&mut m, 80, 24);
+        assert!(
+            !line_with(&s, "ticker").contains('█'),
+            "no sparklines when narrow:\n{s}"
+        );
+        assert!(s.contains("peak"), "details still there at 24 rows:\n{s}");
+        let s = screen(&mut m, 80, 20);
+        assert!(!s.contains("peak"), "details go on short screens:\n{s}");
+    }
+
+    #[test]
+    fn filter_prompt_and_messages() {
+        let mut m = model();
+        m.on_key(Key::Char('/'));
+        m.on_key(Key::Char('f'));
+        let s = screen(&mut m, 120, 40);
+        assert!(s.contains("/ f▏"), "{s}");
+        assert!(s.contains("Apps matching /f/"), "{s}");
+        assert!(!s.contains("ticker "), "filtered out:\n{s}");
+        m.on_key(Key::Enter);
+        m.message = Some(("restarted flaky".into(), Mood::Good));
+        let s = screen(&mut m, 120, 40);
+        assert!(line_with(&s, "q quit").contains("restarted flaky"), "{s}");
+    }
+
+    #[test]
+    fn empty_and_paused() {
+        let mut m = Model::new(String::new());
+        m.log_stream = false;
+        let s = screen(&mut m, 100, 30);
+        assert!(s.contains("no apps; start one"), "{s}");
+        assert!(s.contains("paused"), "{s}");
+    }
+
+    #[test]
+    fn sparkline_text() {
+        let m = Scale::Memory;
+        assert_eq!(spark_text(&[Some(0), Some(7), Some(14)], 3, m), "▁▄█");
+        assert_eq!(
+            spark_text(&[Some(5), None, Some(5)], 5, m),
+            "  ▄ ▄",
+            "steady: a level line, gaps where not running"
+        );
+        assert_eq!(
+            spark_text(&[Some(1), Some(2), Some(3), Some(4)], 2, m),
+            "▁█"
+        );
+        assert_eq!(spark_text(&[Some(0), Some(0)], 2, m), "▁▁");
+        assert_eq!(spark_text(&[], 2, m), "  ");
+        // small wobbles on a large value stay small; a real rise shows
+        assert_eq!(spark_text(&[Some(200), Some(205), Some(210)], 3, m), "▂▄▆");
+        assert_eq!(spark_text(&[Some(200), Some(230), Some(260)], 3, m), "▁▄█");
+        // CPU is absolute from 0, at least up to 10%: idle stays flat, load shows
+        let c = Scale::Cpu;
+        assert_eq!(spark_text(&[Some(0), Some(1), Some(0)], 3, c), "▁▁▁");
+        assert_eq!(spark_text(&[Some(0), Some(50), Some(100)], 3, c), "▁▄█");
+        assert_eq!(spark_text(&[Some(0), Some(500), Some(1000)], 3, c), "▁▄█");
+    }
+}

@@ -1,0 +1,495 @@
+//! The Prometheus exporter: `GET /metrics` on a TCP address (loopback by default), in the text
+//! exposition format.
+//!
+//! A thin adapter, like `dbus`: every scrape sends one [`Op::Metrics`] request to the runtime,
+//! which measures what it reports *then* (process trees read from `/proc` on demand, counters
+//! from its books), and this module only turns that [`MetricsSnapshot`] into text. It must not
+//! own or cache state: nothing is kept between two scrapes, so a deleted app disappears from
+//! the next scrape and nothing here can drift from what `turbo status` says.
+//!
+//! Rendering uses the `metrics` facade recording into a **fresh**
+//! `metrics_exporter_prometheus` recorder per scrape (installed only for the duration of the
+//! render with `metrics::with_local_recorder`, never globally), so the exposition format,
+//! escaping and `# HELP`/`# TYPE` lines come from that crate. One exception: `metrics` counters
+//! are integers, and CPU time is a fractional counter in seconds (Prometheus base unit), so the
+//! two CPU counters are written with the same crate's `formatting` helpers instead of being
+//! truncated to whole seconds.
+//!
+//! The crate's own HTTP listener is not used: it renders a global recorder on its own, with no
+//! way to ask the runtime first. The server here is hyper's HTTP/1 connection driver on a tokio
+//! listener, with a header timeout so an idle client cannot hold a connection forever.
+//!
+//! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
+//! `app_instance`, `reason`, `state`, `source`, `mode`, `type`, `status`, `version`; never a
+//! pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
+//! (and `job`) to every scraped series itself and would rename ours to `exported_instance`.
+
+use std::{convert::Infallible, fmt::Write as _, net::SocketAddr, time::Duration};
+
+use http_body_util::Full;
+use hyper::{Method, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::{Label, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{LabelSet, PrometheusBuilder, formatting};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+use turbo_api::AppState;
+
+use crate::runtime::{AppMetrics, MetricsSnapshot, Op, Request, Response};
+
+/// `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The default listen address (`--metrics-listen`): loopback only, so nothing is exposed to the
+/// network unless the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// Binds the exporter's listener.
+///
+/// # Errors
+/// When the address cannot be bound (in use, not local, no permission).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves scrapes on `listener` until the process ends; each scrape asks the runtime through
+/// `requests`.
+pub async fn serve(listener: TcpListener, requests: mpsc::UnboundedSender<Request>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // out of fds, usually: wait instead of spinning on the error
+                tracing::warn!("metrics: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(req, requests.clone()));
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!("metrics: connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    requests: mpsc::UnboundedSender<Request>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+            resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        resp
+    };
+    let text = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            text,
+            "only GET\n".into(),
+        ));
+    }
+    match req.uri().path() {
+        "/metrics" => {}
+        "/" => {
+            return Ok(reply(
+                StatusCode::OK,
+                text,
+                "turbo-daemon: metrics are at /metrics\n".into(),
+            ));
+        }
+        _ => return Ok(reply(StatusCode::NOT_FOUND, text, "not found\n".into())),
+    }
+    let asked_at = std::time::Instant::now();
+    let (tx, rx) = oneshot::channel();
+    let asked = requests.send(Request {
+        op: Op::Metrics,
+        reply: tx,
+    });
+    let snapshot = match (asked, rx.await) {
+        (Ok(()), Ok(Ok(Response::Metrics(s)))) => s,
+        (Ok(()), Ok(Err(e))) => {
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                format!("{e}\n"),
+            ));
+        }
+        _ => {
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                "the daemon is shutting down\n".into(),
+            ));
+        }
+    };
+    let measured_at = std::time::Instant::now();
+    let apps = snapshot.apps.len();
+    // rendering thousands of series takes tens of milliseconds: not on the daemon's loop thread
+    let Ok(text) = tokio::task::spawn_blocking(move || render(&snapshot)).await else {
+        return Ok(reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            text,
+            "rendering the metrics failed\n".into(),
+        ));
+    };
+    tracing::debug!(
+        apps,
+        bytes = text.len(),
+        "metrics: scrape measured in {:?}, rendered in {:?}",
+        measured_at - asked_at,
+        measured_at.elapsed()
+    );
+    Ok(reply(StatusCode::OK, CONTENT_TYPE, text))
+}
+
+/// Restart reasons every app reports (at 0 until one happens, so `increase()` sees the first).
+pub const RESTART_REASONS: &[&str] = &[
+    "crash",
+    "oom_kill",
+    "memory_limit",
+    "health",
+    "watch",
+    "manual",
+];
+
+/// The exposition text of one snapshot.
+#[must_use]
+pub fn render(s: &MetricsSnapshot) -> String {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        gauge!("turbo_build_info", "version" => s.version).set(1.0);
+        gauge!("turbo_event_source_info", "source" => s.event_source).set(1.0);
+        counter!("turbo_events_lost_total", "source" => s.event_source).absolute(s.events_lost);
+        for app in &s.apps {
+            record_app(app);
+        }
+        if let Some(p) = &s.daemon {
+            gauge!("process_resident_memory_bytes").set(p.resident_bytes as f64);
+            gauge!("process_virtual_memory_bytes").set(p.virtual_bytes as f64);
+            gauge!("process_virtual_memory_max_bytes").set(p.virtual_max_bytes as f64);
+            gauge!("process_open_fds").set(p.open_fds as f64);
+            gauge!("process_max_fds").set(p.max_fds as f64);
+            gauge!("process_start_time_seconds").set(p.start_time_seconds);
+            gauge!("process_threads").set(p.threads as f64);
+        }
+    });
+    let mut out = recorder.handle().render();
+    // the fractional counters (see the module docs)
+    let mut cpu_rows = Vec::new();
+    for app in &s.apps {
+        if let Some((user, system)) = app.cpu_seconds {
+            for (mode, v) in [("user", user), ("system", system)] {
+                cpu_rows.push((
+                    vec![
+                        ("app", app.name.clone()),
+                        ("app_instance", app.instance.to_string()),
+                        ("mode", mode.to_owned()),
+                    ],
+                    v,
+                ));
+            }
+        }
+    }
+    float_counter(
+        &mut out,
+        "turbo_app_cpu_seconds_total",
+        "CPU time used by the app's whole process tree (live processes and the children they \
+         reaped), by mode; resets when the app's main process changes",
+        &cpu_rows,
+    );
+    if let Some(p) = &s.daemon {
+        float_counter(
+            &mut out,
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent by turbo-daemon in seconds",
+            &[(Vec::new(), p.cpu_seconds)],
+        );
+    }
+    out
+}
+
+fn record_app(app: &AppMetrics) {
+    let base = vec![
+        Label::new("app", app.name.clone()),
+        Label::new("app_instance", app.instance.to_string()),
+    ];
+    let with = |key: &'static str, value: &'static str| {
+        let mut labels = base.clone();
+        labels.push(Label::new(key, value));
+        labels
+    };
+    let up = app.state == AppState::Online;
+    gauge!("turbo_app_up", base.clone()).set(if up { 1.0 } else { 0.0 });
+    for state in AppState::ALL {
+        let v = if *state == app.state { 1.0 } else { 0.0 };
+        gauge!("turbo_app_state", with("state", state.as_str())).set(v);
+    }
+    for status in turbo_api::Health::ALL {
+        let v = if *status == app.health { 1.0 } else { 0.0 };
+        gauge!("turbo_app_health_status", with("status", status.as_str())).set(v);
+    }
+    for (reason, n) in &app.restarts {
+        counter!("turbo_app_restarts_total", with("reason", reason)).absolute(*n);
+    }
+    for (reason, n) in &app.exits {
+        counter!("turbo_app_exits_total", with("reason", reason)).absolute(*n);
+    }
+    counter!("turbo_app_oom_kills_total", base.clone()).absolute(app.oom_kills);
+    if let Some(limit) = app.memory_limit_bytes {
+        gauge!("turbo_app_memory_limit_bytes", base.clone()).set(limit as f64);
+    }
+    if let Some(start) = app.start_time_seconds {
+        gauge!("turbo_app_start_time_seconds", base.clone()).set(start);
+    }
+    if let Some(rss) = app.rss_bytes {
+        gauge!("turbo_app_memory_bytes", with("type", "rss")).set(rss as f64);
+    }
+    if let Some(pss) = app.pss_bytes {
+        gauge!("turbo_app_memory_bytes", with("type", "pss")).set(pss as f64);
+    }
+    if let Some(n) = app.processes {
+        gauge!("turbo_app_processes", base.clone()).set(f64::from(n));
+    }
+    if up {
+        let suspected = if app.leak.suspected { 1.0 } else { 0.0 };
+        gauge!("turbo_app_leak_suspected", base.clone()).set(suspected);
+    }
+    if let Some(rate) = app.leak.bytes_per_hour {
+        gauge!("turbo_app_memory_growth_bytes_per_hour", base).set(rate);
+    }
+}
+
+/// `# HELP` of every metric (the `metrics` way: descriptions are registered with the recorder).
+fn describe() {
+    describe_gauge!(
+        "turbo_build_info",
+        "A metric with a constant '1' value labelled by the turbo-daemon version"
+    );
+    describe_gauge!(
+        "turbo_event_source_info",
+        "Which source reports process events: 'ebpf' or 'procfs' (value 1)"
+    );
+    describe_counter!(
+        "turbo_events_lost_total",
+        "Process events the kernel dropped because the eBPF ring buffer was full"
+    );
+    describe_gauge!("turbo_app_up", "1 when the app is online, else 0");
+    describe_gauge!(
+        "turbo_app_state",
+        "The app's lifecycle state: 1 for the current state, 0 for the others"
+    );
+    describe_gauge!(
+        "turbo_app_health_status",
+        "The app's health-check status: 1 for the current status ('none' when no check is configured)"
+    );
+    describe_counter!(
+        "turbo_app_restarts_total",
+        "Restarts of the app since the daemon started, by reason"
+    );
+    describe_counter!(
+        "turbo_app_exits_total",
+        "Exits of the app nobody asked for (crash records) since the daemon started, by reason"
+    );
+    describe_counter!(
+        "turbo_app_oom_kills_total",
+        "Times the kernel OOM killer killed the app's main process since the daemon started"
+    );
+    describe_gauge!(
+        "turbo_app_memory_bytes",
+        "Memory of the app's whole process tree: type 'rss' (resident, shared pages counted per process) or 'pss' (proportional share, where readable)"
+    );
+    describe_gauge!(
+        "turbo_app_memory_limit_bytes",
+        "The app's max_memory (only for apps that have one)"
+    );
+    describe_gauge!(
+        "turbo_app_start_time_seconds",
+        "Start time of the app's current main process since the Unix epoch"
+    );
+    describe_gauge!(
+        "turbo_app_processes",
+        "Processes in the app's tree (the main process and its known descendants)"
+    );
+    describe_gauge!(
+        "turbo_app_leak_suspected",
+        "1 when the app's memory grows in a sustained way (robust slope over the leak window)"
+    );
+    describe_gauge!(
+        "turbo_app_memory_growth_bytes_per_hour",
+        "Robust (Theil-Sen) growth rate of the app's resident memory over the leak window"
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        "Resident memory size of turbo-daemon in bytes"
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        "Virtual memory size of turbo-daemon in bytes"
+    );
+    describe_gauge!(
+        "process_virtual_memory_max_bytes",
+        "Maximum amount of virtual memory available to turbo-daemon in bytes"
+    );
+    describe_gauge!(
+        "process_open_fds",
+        "Number of open file descriptors of turbo-daemon"
+    );
+    describe_gauge!(
+        "process_max_fds",
+        "Maximum number of open file descriptors of turbo-daemon"
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        "Start time of turbo-daemon since the Unix epoch in seconds"
+    );
+    describe_gauge!("process_threads", "Number of OS threads of turbo-daemon");
+}
+
+/// Appends one counter family with fractional values, formatted by the exporter crate.
+fn float_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&'static str, String)>, f64)],
+) {
+    if rows.is_empty() {
+        return;
+    }
+    formatting::write_help_line(out, name, None, None, help);
+    formatting::write_type_line(out, name, None, None, "counter");
+    let global = indexmap::IndexMap::new();
+    for (labels, value) in rows {
+        let key = metrics::Key::from_parts(
+            name.to_owned(),
+            labels
+                .iter()
+                .map(|(k, v)| Label::new(*k, v.clone()))
+                .collect::<Vec<_>>(),
+        );
+        let set = LabelSet::from_key_and_global(&key, &global);
+        formatting::write_metric_line::<&str, f64>(out, name, None, &set, None, *value, None);
+    }
+}
+
+/// The names of the metric families in an exposition text (for tests and docs checks).
+#[must_use]
+pub fn family_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A one-line description of where the exporter listens, for the daemon log.
+#[must_use]
+pub fn describe_listen(addr: &SocketAddr) -> String {
+    let mut s = format!("metrics: serving Prometheus metrics on http://{addr}/metrics");
+    if !addr.ip().is_loopback() {
+        let _ = write!(s, " (not loopback: reachable from the network)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ProcessStats;
+    use crate::supervisor::leak::LeakVerdict;
+
+    fn app(name: &str, state: AppState) -> AppMetrics {
+        AppMetrics {
+            name: name.into(),
+            instance: 0,
+            state,
+            health: turbo_api::Health::None,
+            restarts: RESTART_REASONS.iter().map(|r| (*r, 0)).collect(),
+            exits: vec![("exit", 0), ("signal", 2)],
+            oom_kills: 0,
+            cpu_seconds: None,
+            rss_bytes: None,
+            pss_bytes: None,
+            processes: None,
+            memory_limit_bytes: None,
+            start_time_seconds: None,
+            leak: LeakVerdict::UNKNOWN,
+        }
+    }
+
+    #[test]
+    fn renders_every_family_with_bounded_labels() {
+        let online = AppMetrics {
+            cpu_seconds: Some((1.25, 0.5)),
+            rss_bytes: Some(10 << 20),
+            pss_bytes: Some(8 << 20),
+            processes: Some(3),
+            memory_limit_bytes: Some(200 << 20),
+            start_time_seconds: Some(1.7e9),
+            leak: LeakVerdict {
+                bytes_per_hour: Some(1e6),
+                suspected: true,
+            },
+            ..app("api \"quoted\"", AppState::Online)
+        };
+        let snapshot = MetricsSnapshot {
+            version: "0.1.0",
+            event_source: "ebpf",
+            events_lost: 0,
+            daemon: Some(ProcessStats {
+                cpu_seconds: 0.75,
+                resident_bytes: 1,
+                virtual_bytes: 2,
+                virtual_max_bytes: u64::MAX,
+                open_fds: 3,
+                max_fds: 4,
+                start_time_seconds: 5.0,
+                threads: 1,
+            }),
+            apps: vec![online, app("worker", AppState::Backoff)],
+        };
+        let text = render(&snapshot);
+        for needle in [
+            "# TYPE turbo_app_cpu_seconds_total counter",
+            "turbo_app_cpu_seconds_total{app=\"api \\\"quoted\\\"\",app_instance=\"0\",mode=\"user\"} 1.25",
+            "process_cpu_seconds_total 0.75",
+            "# TYPE turbo_app_restarts_total counter",
+            "turbo_app_state{app=\"worker\",app_instance=\"0\",state=\"backoff\"} 1",
+            "turbo_app_up{app=\"worker\",app_instance=\"0\"} 0",
+            "turbo_app_leak_suspected{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 1",
+            "turbo_build_info{version=\"0.1.0\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+        assert!(!text.contains("pid="), "{text}");
+        let names = family_names(&text);
+        assert!(
+            names.contains(&"turbo_app_memory_bytes".to_owned()),
+            "{names:?}"
+        );
+        // a stopped app has no CPU, memory or leak series, but its counters and state
+        assert!(!text.contains("turbo_app_leak_suspected{app=\"worker\""));
+        assert!(text.contains(
+            "turbo_app_exits_total{app=\"worker\",app_instance=\"0\",reason=\"signal\"} 2"
+        ));
+    }
+}
