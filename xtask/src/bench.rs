@@ -9,9 +9,12 @@
 //! removed: the managers shut down when dropped, stray workload processes are killed by pid,
 //! and Ctrl-C is turned into an error that unwinds through the same path.
 
+mod exitsource;
+mod idle;
 mod json;
 mod logs;
 mod managers;
+mod probes;
 mod process;
 mod report;
 mod restart;
@@ -42,7 +45,13 @@ pub struct Metric {
 }
 
 /// Every metric, in report order.
-const METRICS: &[Metric] = &[restart::METRIC, logs::METRIC];
+const METRICS: &[Metric] = &[
+    restart::METRIC,
+    logs::METRIC,
+    probes::METRIC,
+    idle::METRIC,
+    exitsource::METRIC,
+];
 
 /// The unit of a metric's samples.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,8 +151,20 @@ impl Env<'_> {
 
     /// Starts a manager's daemon with a private home under the metric's directory.
     pub fn launch(&mut self, kind: Kind, metric: &str) -> Result<Box<dyn Manager>> {
-        let home = self.dir(metric, kind.key())?.join("home");
-        let mut m = managers::launch(kind, self.tools, &home, &self.subst)?;
+        self.launch_with(kind, metric, kind.key(), &[])
+    }
+
+    /// Like [`Env::launch`], with the home in `<metric>/<name>` (several daemons of one kind in
+    /// one metric) and `env` set for the daemon (TurboProcess only, e.g. `TURBO_EBPF=off`).
+    pub fn launch_with(
+        &mut self,
+        kind: Kind,
+        metric: &str,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Box<dyn Manager>> {
+        let home = self.dir(metric, name)?.join("home");
+        let mut m = managers::launch(kind, self.tools, &home, &self.subst, env)?;
         for fact in m.facts() {
             if !self.facts.iter().any(|(k, _)| *k == fact.0) {
                 self.facts.push(fact);

@@ -70,20 +70,52 @@ pub struct App {
     /// Absolute program path and its arguments (no shell, no interpreter).
     pub argv: Vec<String>,
     pub restart: Restart,
+    /// A resident-memory limit in the manager's size syntax (e.g. `1gb`), if any: TurboProcess
+    /// `max_memory`, PM2 `max_memory_restart`; supervisord has none.
+    pub max_memory: Option<String>,
+}
+
+impl App {
+    /// An app without a memory limit.
+    pub fn new(name: &str, argv: Vec<String>, restart: Restart) -> Self {
+        Self {
+            name: name.to_owned(),
+            argv,
+            restart,
+            max_memory: None,
+        }
+    }
 }
 
 /// A running process manager with a private home.
 pub trait Manager {
     fn kind(&self) -> Kind;
+    /// Writes one configuration file named after `file` with all `apps` and returns the
+    /// command that starts them, not yet run.
+    fn start_all_command(&mut self, file: &str, apps: &[App]) -> Result<Command>;
     /// Writes the app's configuration and returns the command that starts it, not yet run
     /// (a metric may want to watch something while it runs).
-    fn start_command(&mut self, app: &App) -> Result<Command>;
+    fn start_command(&mut self, app: &App) -> Result<Command> {
+        let file = app.name.clone();
+        self.start_all_command(&file, std::slice::from_ref(app))
+    }
     /// Starts the app and waits for the manager's answer.
     fn start(&mut self, app: &App) -> Result<()> {
         let mut cmd = self.start_command(app)?;
         exec(&mut cmd, CLI_LIMIT)?;
         Ok(())
     }
+    /// Starts all `apps` from one configuration file and waits for the manager's answer.
+    fn start_all(&mut self, file: &str, apps: &[App]) -> Result<()> {
+        let mut cmd = self.start_all_command(file, apps)?;
+        exec(&mut cmd, CLI_LIMIT)?;
+        Ok(())
+    }
+    /// The pids of the apps the manager reports running.
+    fn app_pids(&mut self) -> Result<Vec<u32>>;
+    /// The manager's own processes (the daemon, and helpers such as TurboProcess's private
+    /// bus), as (what, pid); empty when they are gone.
+    fn processes(&self) -> Vec<(String, u32)>;
     /// Stops the app and forgets it.
     fn remove(&mut self, name: &str) -> Result<()>;
     /// The pid the manager reports for the app (`None` when not running).
@@ -103,12 +135,22 @@ pub trait Manager {
 }
 
 /// Starts `kind`'s daemon with its home in `home` (created).
-pub fn launch(kind: Kind, tools: &Tools, home: &Path, subst: &Subst) -> Result<Box<dyn Manager>> {
+/// `env` is set for the TurboProcess daemon (e.g. `TURBO_EBPF=off`); the others take none.
+pub fn launch(
+    kind: Kind,
+    tools: &Tools,
+    home: &Path,
+    subst: &Subst,
+    env: &[(&str, &str)],
+) -> Result<Box<dyn Manager>> {
     fs::create_dir_all(home).with_context(|| format!("creating {}", home.display()))?;
+    if kind != Kind::Turbo && !env.is_empty() {
+        bail!("only the TurboProcess daemon takes environment settings here");
+    }
     let home = home.to_path_buf();
     let started = Instant::now();
     let m: Box<dyn Manager> = match kind {
-        Kind::Turbo => Box::new(Turbo::launch(tools, home, subst.clone())?),
+        Kind::Turbo => Box::new(Turbo::launch(tools, home, subst.clone(), env)?),
         Kind::Pm2 => Box::new(Pm2::launch(tools, home, subst.clone())?),
         Kind::Supervisord => Box::new(Supervisord::launch(tools, home, subst.clone())?),
     };
@@ -229,14 +271,20 @@ struct Turbo {
 }
 
 impl Turbo {
-    fn launch(tools: &Tools, home: PathBuf, subst: Subst) -> Result<Self> {
+    fn launch(tools: &Tools, home: PathBuf, subst: Subst, env: &[(&str, &str)]) -> Result<Self> {
         let mut transcript = Transcript::new(subst);
         let mut cmd = Command::new(&tools.turbo_daemon);
         cmd.arg("--home")
             .arg(&home)
             .env("TURBO_HOME", &home)
-            .env_remove("TURBO_BUS_ADDRESS");
-        transcript.cmd("", &cmd);
+            .env_remove("TURBO_BUS_ADDRESS")
+            .env_remove("TURBO_EBPF");
+        let mut shown = Vec::new();
+        for (k, v) in env {
+            cmd.env(k, v);
+            shown.push(format!("{k}={v}"));
+        }
+        transcript.cmd(&shown.join(" "), &cmd);
         let log = home.join("daemon.log");
         let child = spawn_daemon(&mut cmd, &log)?;
         let mut me = Self {
@@ -311,24 +359,29 @@ impl Manager for Turbo {
         Kind::Turbo
     }
 
-    fn start_command(&mut self, app: &App) -> Result<Command> {
+    fn start_all_command(&mut self, file: &str, apps: &[App]) -> Result<Command> {
         let mut yml = String::from("apps:\n");
-        let argv: Vec<String> = app.argv.iter().map(|a| quoted(a)).collect();
-        let _ = writeln!(yml, "  - name: {}", app.name);
-        let _ = writeln!(yml, "    cmd: [{}]", argv.join(", "));
-        match app.restart {
-            Restart::Immediately => {
-                yml.push_str("    autorestart: always\n");
-                // no delay, no growth, no crash-loop stop: every kill -9 is restarted at once
-                yml.push_str("    restart: { delay: 0, factor: 1, crash_loop: { max: 0 } }\n");
+        for app in apps {
+            let argv: Vec<String> = app.argv.iter().map(|a| quoted(a)).collect();
+            let _ = writeln!(yml, "  - name: {}", app.name);
+            let _ = writeln!(yml, "    cmd: [{}]", argv.join(", "));
+            match app.restart {
+                Restart::Immediately => {
+                    yml.push_str("    autorestart: always\n");
+                    // no delay, no growth, no crash-loop stop: every kill -9 is restarted at once
+                    yml.push_str("    restart: { delay: 0, factor: 1, crash_loop: { max: 0 } }\n");
+                }
+                Restart::Never => {
+                    yml.push_str("    autorestart: never\n");
+                    // one file for the whole run: no rotation while the bench reads it
+                    yml.push_str("    log: { format: text, max_size: 4gb }\n");
+                }
             }
-            Restart::Never => {
-                yml.push_str("    autorestart: never\n");
-                // one file for the whole run: no rotation while the bench reads it
-                yml.push_str("    log: { format: text, max_size: 4gb }\n");
+            if let Some(limit) = &app.max_memory {
+                let _ = writeln!(yml, "    max_memory: {limit}");
             }
         }
-        let path = self.home.join(format!("{}.yml", app.name));
+        let path = self.home.join(format!("{file}.yml"));
         self.transcript.file(&path, &yml)?;
         let mut cmd = self.cli();
         cmd.arg("start").arg(&path);
@@ -354,6 +407,35 @@ impl Manager for Turbo {
 
     fn daemon_log(&self) -> PathBuf {
         self.home.join("daemon.log")
+    }
+
+    fn app_pids(&mut self) -> Result<Vec<u32>> {
+        let text = self.run(&["status", "--json"])?;
+        let all = Json::parse(&text).context("`turbo status --json` printed invalid JSON")?;
+        Ok(all
+            .as_array()
+            .context("`turbo status --json` did not print an array")?
+            .iter()
+            .filter_map(|a| a.get("pid").and_then(Json::as_u32))
+            .filter(|&p| p != 0)
+            .collect())
+    }
+
+    fn processes(&self) -> Vec<(String, u32)> {
+        let Some(daemon) = self.daemon.as_ref().map(Child::id) else {
+            return Vec::new();
+        };
+        if sys::cmdline(daemon).is_none() {
+            return Vec::new();
+        }
+        let mut all = vec![("turbo-daemon".to_owned(), daemon)];
+        all.extend(
+            sys::children(daemon)
+                .into_iter()
+                .filter(|&pid| sys::comm(pid).as_deref() == Some("dbus-daemon"))
+                .map(|pid| ("dbus-daemon (its private bus)".to_owned(), pid)),
+        );
+        all
     }
 
     fn facts(&mut self) -> Vec<(String, String)> {
@@ -433,26 +515,8 @@ impl Pm2 {
         exec(&mut cmd, CLI_LIMIT)
     }
 
-    /// The daemon's pid from `$PM2_HOME/pm2.pid`, if that process is still PM2's.
-    fn daemon_pid(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.home.join("pm2.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let argv = sys::cmdline(pid)?;
-        argv.iter()
-            .any(|a| a.contains("PM2") || a.contains("God"))
-            .then_some(pid)
-    }
-}
-
-impl Manager for Pm2 {
-    fn kind(&self) -> Kind {
-        Kind::Pm2
-    }
-
-    fn start_command(&mut self, app: &App) -> Result<Command> {
+    /// One app of an ecosystem file.
+    fn app_json(&self, app: &App) -> Result<Json> {
         let (program, args) = app.argv.split_first().context("empty argv")?;
         let logs = self.home.join("logs");
         let mut fields = vec![
@@ -491,8 +555,47 @@ impl Manager for Pm2 {
             }
             Restart::Never => fields.push(("autorestart", false.into())),
         }
-        let eco = obj([("apps", Json::Arr(vec![obj(fields)]))]);
-        let path = self.home.join(format!("{}.json", app.name));
+        if let Some(limit) = &app.max_memory {
+            fields.push(("max_memory_restart", limit.as_str().into()));
+        }
+        Ok(obj(fields))
+    }
+
+    fn jlist(&mut self) -> Result<Vec<Json>> {
+        let text = self.run(&["jlist"])?;
+        let all = Json::parse(text.trim()).context("`pm2 jlist` printed invalid JSON")?;
+        Ok(all
+            .as_array()
+            .context("`pm2 jlist` did not print an array")?
+            .to_vec())
+    }
+
+    /// The daemon's pid from `$PM2_HOME/pm2.pid`, if that process is still PM2's.
+    fn daemon_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.home.join("pm2.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let argv = sys::cmdline(pid)?;
+        argv.iter()
+            .any(|a| a.contains("PM2") || a.contains("God"))
+            .then_some(pid)
+    }
+}
+
+impl Manager for Pm2 {
+    fn kind(&self) -> Kind {
+        Kind::Pm2
+    }
+
+    fn start_all_command(&mut self, file: &str, apps: &[App]) -> Result<Command> {
+        let entries = apps
+            .iter()
+            .map(|app| self.app_json(app))
+            .collect::<Result<Vec<_>>>()?;
+        let eco = obj([("apps", Json::Arr(entries))]);
+        let path = self.home.join(format!("{file}.json"));
         self.transcript
             .file(&path, &format!("{}\n", eco.pretty()))?;
         let mut cmd = self.cli();
@@ -507,17 +610,28 @@ impl Manager for Pm2 {
     }
 
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {
-        let text = self.run(&["jlist"])?;
-        let all = Json::parse(text.trim()).context("`pm2 jlist` printed invalid JSON")?;
-        Ok(all
-            .as_array()
-            .context("`pm2 jlist` did not print an array")?
+        Ok(self
+            .jlist()?
             .iter()
             .find(|a| a.get("name").and_then(Json::as_str) == Some(name))
             .and_then(|a| a.get("pid").and_then(Json::as_u32))
             .filter(|&p| p != 0))
     }
 
+    fn app_pids(&mut self) -> Result<Vec<u32>> {
+        Ok(self
+            .jlist()?
+            .iter()
+            .filter_map(|a| a.get("pid").and_then(Json::as_u32))
+            .filter(|&p| p != 0)
+            .collect())
+    }
+
+    fn processes(&self) -> Vec<(String, u32)> {
+        self.daemon_pid()
+            .map(|pid| vec![("PM2 God daemon (node)".to_owned(), pid)])
+            .unwrap_or_default()
+    }
     fn out_log(&self, name: &str) -> PathBuf {
         self.home.join("logs").join(format!("{name}-out.log"))
     }
@@ -657,26 +771,20 @@ impl Supervisord {
         Ok(out.stdout)
     }
 
-    fn program_file(&self, name: &str) -> PathBuf {
-        self.home.join("conf.d").join(format!("{name}.ini"))
-    }
-}
-
-impl Manager for Supervisord {
-    fn kind(&self) -> Kind {
-        Kind::Supervisord
-    }
-
-    fn start_command(&mut self, app: &App) -> Result<Command> {
+    /// The `[program:x]` section of one app.
+    fn program_ini(&self, app: &App) -> Result<String> {
         if app.argv.iter().any(|a| a.contains([' ', '%', '"', '\''])) {
             bail!("supervisord command lines are space-separated: keep argv plain");
+        }
+        if app.max_memory.is_some() {
+            bail!("supervisord has no memory limit");
         }
         let logs = self.home.join("logs");
         let autorestart = match app.restart {
             Restart::Immediately => "true",
             Restart::Never => "false",
         };
-        let ini = format!(
+        Ok(format!(
             "[program:{name}]\n\
              command={command}\n\
              autostart=true\n\
@@ -690,8 +798,28 @@ impl Manager for Supervisord {
             command = app.argv.join(" "),
             out = logs.join(format!("{}-out.log", app.name)).display(),
             err = logs.join(format!("{}-err.log", app.name)).display(),
-        );
-        let path = self.program_file(&app.name);
+        ))
+    }
+
+    fn program_file(&self, name: &str) -> PathBuf {
+        self.home.join("conf.d").join(format!("{name}.ini"))
+    }
+}
+
+impl Manager for Supervisord {
+    fn kind(&self) -> Kind {
+        Kind::Supervisord
+    }
+
+    fn start_all_command(&mut self, file: &str, apps: &[App]) -> Result<Command> {
+        let mut ini = String::new();
+        for app in apps {
+            if !ini.is_empty() {
+                ini.push('\n');
+            }
+            ini.push_str(&self.program_ini(app)?);
+        }
+        let path = self.program_file(file);
         self.transcript.file(&path, &ini)?;
         let mut cmd = self.ctl();
         cmd.arg("update");
@@ -720,6 +848,33 @@ impl Manager for Supervisord {
 
     fn daemon_log(&self) -> PathBuf {
         self.home.join("supervisord.log")
+    }
+
+    fn app_pids(&mut self) -> Result<Vec<u32>> {
+        let mut cmd = self.ctl();
+        cmd.arg("status");
+        self.transcript.cmd("", &cmd);
+        // non-zero when any program is not running: read the lines instead
+        // (`name  RUNNING   pid 1234, uptime 0:00:05`)
+        let out = exec_any(&mut cmd, CLI_LIMIT)?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("RUNNING"))
+            .filter_map(|l| {
+                let rest = l.split_once(" pid ")?.1;
+                rest.split(',').next()?.trim().parse().ok()
+            })
+            .collect())
+    }
+
+    fn processes(&self) -> Vec<(String, u32)> {
+        self.daemon
+            .as_ref()
+            .map(Child::id)
+            .filter(|&pid| sys::cmdline(pid).is_some())
+            .map(|pid| vec![("supervisord (python)".to_owned(), pid)])
+            .unwrap_or_default()
     }
 
     fn transcript(&self) -> &[String] {

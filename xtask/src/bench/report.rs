@@ -19,6 +19,10 @@ fn value(v: f64, unit: Unit) -> String {
 
 /// A ratio with two significant digits at least.
 fn ratio(r: f64) -> String {
+    if r == 0.0 || !r.is_finite() {
+        // e.g. no CPU time at all over an idle window
+        return format!("{r}");
+    }
     if r >= 0.1 {
         format!("{r:.2}")
     } else {
@@ -172,8 +176,13 @@ pub fn markdown(info: &RunInfo, measured: &[Measured]) -> String {
          (`turbo kill`, `pm2 kill`, `supervisorctl shutdown`). `--quick` runs fewer iterations \
          and `--only restart,logs` some metrics; both write `target/bench/BENCHMARKS.md` \
          instead of this file. Raw samples: \
-         `target/bench/results.json`.\n",
+         `target/bench/results.json`.",
     );
+    let ids: Vec<String> = crate::bench::METRICS
+        .iter()
+        .map(|m| format!("`{}`", m.id))
+        .collect();
+    let _ = writeln!(out, " Metric names for `--only`: {}.", ids.join(", "));
     out
 }
 
@@ -381,5 +390,6 @@ mod tests {
         assert_eq!(ratio(0.2345), "0.23");
         assert_eq!(ratio(1.5), "1.50");
         assert_eq!(ratio(0.001_52), "0.0015");
+        assert_eq!(ratio(0.0), "0");
     }
 }

@@ -24,11 +24,11 @@ pub const METRIC: Metric = Metric {
 };
 
 /// Kills before the measured ones (caches, lazy initialisation in the managers).
-const WARMUP: usize = 2;
+pub(super) const WARMUP: usize = 2;
 /// Pause between a restart and the next kill, so the manager has finished its bookkeeping.
-const SETTLE: Duration = Duration::from_millis(300);
+pub(super) const SETTLE: Duration = Duration::from_millis(300);
 /// Longest wait for one restart (supervisord needs about 1 s by design).
-const PER_KILL: Duration = Duration::from_secs(5);
+pub(super) const PER_KILL: Duration = Duration::from_secs(5);
 /// Longest wait for the first start.
 const FIRST_START: Duration = Duration::from_secs(15);
 /// The target: TurboProcess's median at most this fraction of PM2's.
@@ -36,38 +36,49 @@ const VS_PM2: f64 = 1.0 / 3.0;
 
 fn run(env: &mut Env<'_>) -> Result<Outcome> {
     let iterations = if env.quick { 10 } else { 30 };
+    let mut subjects: Vec<Subject> = Kind::ALL
+        .iter()
+        .map(|&kind| Subject {
+            kind,
+            mgr: None,
+            pid: 0,
+            timeouts: 0,
+            restarts: 0,
+            row: Row {
+                subject: kind.label().to_owned(),
+                samples: Vec::new(),
+                extra: vec![Json::from(0_usize), Json::from(0_u64)],
+                error: None,
+            },
+        })
+        .collect();
+    println!("restart latency: {iterations} kills per manager, in rounds");
+    let stamp = env.tools.stamp.clone();
+    let result = rounds(env, &stamp, iterations, &mut subjects);
     let mut rows = Vec::new();
     let mut transcripts = Vec::new();
-    for kind in Kind::ALL {
-        println!(
-            "restart latency under {} ({iterations} kills)",
-            kind.label()
-        );
-        let mut row = Row {
-            subject: kind.label().to_owned(),
-            samples: Vec::new(),
-            extra: vec![Json::from(0_usize), Json::from(0_u64)],
-            error: None,
-        };
-        let mut transcript = Vec::new();
-        if let Err(e) = measure(env, kind, iterations, &mut row, &mut transcript) {
-            eprintln!("  {}: {e:#}", kind.label());
-            row.error = Some(format!("{e:#}"));
+    for mut s in subjects {
+        if let Some(mut m) = s.mgr.take() {
+            let removed = m.remove("stamp");
+            let down = m.shutdown();
+            if let Err(e) = removed.and(down) {
+                s.row.error.get_or_insert(format!("{e:#}"));
+            }
+            transcripts.push((s.kind.label().to_owned(), m.transcript().to_vec()));
         }
-        sys::check_interrupted()?;
-        if let Some(s) = crate::bench::stats::Summary::of(&row.samples) {
+        if let Some(x) = crate::bench::stats::Summary::of(&s.row.samples) {
             println!(
                 "  {}: median {:.2} ms, min {:.2} ms, p90 {:.2} ms (n={})",
-                kind.label(),
-                s.median,
-                s.min,
-                s.p90,
-                s.n
+                s.kind.label(),
+                x.median,
+                x.min,
+                x.p90,
+                x.n
             );
         }
-        rows.push(row);
-        transcripts.push((kind.label().to_owned(), transcript));
+        rows.push(s.row);
     }
+    result?;
     let mut outcome = Outcome {
         unit: Unit::Millis,
         method: vec![
@@ -81,12 +92,14 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
              differences."
                 .to_owned(),
             format!(
-                "Per manager: one fresh daemon, one app, {WARMUP} warm-up kills (not counted), \
-                 then the measured kills, each {} ms after the previous restart; a restart not \
-                 seen within {} s counts as a time-out. Before each kill the pid is checked to \
-                 be the stamp program; after the loop the manager's own view of the pid \
-                 (`turbo status --json`, `pm2 jlist`, `supervisorctl pid`) must match the last \
-                 stamp.",
+                "Each manager gets a fresh daemon and one app; the three run side by side. \
+                 {WARMUP} warm-up rounds (not counted), then the measured ones: each round \
+                 kills every manager's app once, starting with a different manager each round \
+                 (so that a slow spell of the shared machine does not fall on one manager's \
+                 kills only), each kill {} ms after the previous restart; a restart not seen \
+                 within {} s counts as a time-out. Before each kill the pid is checked to be \
+                 the stamp program; after the loop the manager's own view of the pid (`turbo \
+                 status --json`, `pm2 jlist`, `supervisorctl pid`) must match the last stamp.",
                 SETTLE.as_millis(),
                 PER_KILL.as_secs()
             ),
@@ -141,106 +154,182 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// Kills and restarts under one manager, filling `row`; `transcript` gets the commands used.
-fn measure(
-    env: &mut Env<'_>,
+/// One manager under measurement.
+struct Subject {
     kind: Kind,
-    iterations: usize,
-    row: &mut Row,
-    transcript: &mut Vec<String>,
-) -> Result<()> {
-    let dir = env.dir("restart", kind.key())?;
-    let stamp_file = dir.join("stamp.txt");
-    let stamp = env.tools.stamp.clone();
-    let mut mgr = env.launch(kind, "restart")?;
-    let result = kill_loop(env, mgr.as_mut(), &stamp, &stamp_file, iterations, row);
-    let removed = mgr.remove("stamp");
-    let down = mgr.shutdown();
-    *transcript = mgr.transcript().to_vec();
-    result?;
-    removed?;
-    down
+    mgr: Option<Box<dyn Manager>>,
+    /// The stamp program's current pid.
+    pid: u32,
+    timeouts: usize,
+    restarts: u64,
+    row: Row,
 }
 
-fn kill_loop(
+/// Starts every manager with the stamp app, then kills in rounds; a manager that fails is
+/// left out from then on, with its error in its row.
+fn rounds(
     env: &mut Env<'_>,
-    mgr: &mut dyn Manager,
+    stamp: &Path,
+    iterations: usize,
+    subjects: &mut [Subject],
+) -> Result<()> {
+    for s in subjects.iter_mut() {
+        let dir = env.dir("restart", s.kind.key())?;
+        let stamp_file = dir.join("stamp.txt");
+        let started = env.launch(s.kind, "restart").and_then(|mut m| {
+            let app = stamp_app("stamp", stamp, &stamp_file, None);
+            m.start(&app)?;
+            Ok(m)
+        });
+        match started {
+            Ok(m) => s.mgr = Some(m),
+            Err(e) => {
+                eprintln!("  {}: {e:#}", s.kind.label());
+                s.row.error = Some(format!("{e:#}"));
+                continue;
+            }
+        }
+        let first = first_stamp(env, stamp, &stamp_file).and_then(|pid| {
+            let m = s.mgr.as_mut().map(|m| m.as_mut());
+            check_pid(m.context("no manager")?, "stamp", pid)?;
+            Ok(pid)
+        });
+        match first {
+            Ok(pid) => s.pid = pid,
+            Err(e) => s.row.error = Some(format!("{e:#}")),
+        }
+    }
+    let n = subjects.len();
+    for i in 0..WARMUP + iterations {
+        for j in 0..n {
+            let s = &mut subjects[(i + j) % n];
+            if s.row.error.is_some() || s.mgr.is_none() {
+                continue;
+            }
+            thread::sleep(SETTLE);
+            sys::check_interrupted()?;
+            let stamp_file = env.dir("restart", s.kind.key())?.join("stamp.txt");
+            match kill_once(env, stamp, &stamp_file, s.pid) {
+                Ok(r) => {
+                    s.restarts += 1;
+                    s.timeouts += usize::from(r.timed_out);
+                    if i >= WARMUP && !r.timed_out {
+                        s.row.samples.push(r.ms);
+                    }
+                    s.pid = r.pid;
+                    s.row.extra = vec![Json::from(s.timeouts), Json::from(s.restarts)];
+                }
+                Err(e) => {
+                    eprintln!("  {}: kill {}: {e:#}", s.kind.label(), i + 1);
+                    s.row.error = Some(format!("kill {}: {e:#}", i + 1));
+                }
+            }
+        }
+    }
+    thread::sleep(SETTLE);
+    for s in subjects.iter_mut() {
+        if s.row.error.is_some() {
+            continue;
+        }
+        if let Some(m) = s.mgr.as_mut()
+            && let Err(e) = check_pid(m.as_mut(), "stamp", s.pid)
+        {
+            s.row.error = Some(format!("{e:#}"));
+        }
+    }
+    Ok(())
+}
+
+/// The stamp program as an app restarted at once; with `megabytes`, it holds that much memory.
+pub(super) fn stamp_app(
+    name: &str,
     stamp: &Path,
     stamp_file: &Path,
-    iterations: usize,
-    row: &mut Row,
-) -> Result<()> {
-    let app = App {
-        name: "stamp".to_owned(),
-        argv: vec![
-            stamp.display().to_string(),
-            stamp_file.display().to_string(),
-        ],
-        restart: Restart::Immediately,
-    };
-    mgr.start(&app)?;
-    let Some((mut pid, _)) = wait_stamp(stamp_file, None, FIRST_START)? else {
+    megabytes: Option<u32>,
+) -> App {
+    let mut argv = vec![
+        stamp.display().to_string(),
+        stamp_file.display().to_string(),
+    ];
+    argv.extend(megabytes.map(|mb| mb.to_string()));
+    App::new(name, argv, Restart::Immediately)
+}
+
+/// Waits for the first stamp after a start and returns its pid.
+pub(super) fn first_stamp(env: &mut Env<'_>, stamp: &Path, stamp_file: &Path) -> Result<u32> {
+    let Some((pid, _)) = wait_stamp(stamp_file, None, FIRST_START)? else {
         bail!("the app did not start within {FIRST_START:?}");
     };
     env.watch_pid(pid, stamp);
-    check_pid(mgr, pid)?;
-    let mut timeouts = 0_usize;
-    let mut restarts = 0_u64;
-    for i in 0..WARMUP + iterations {
-        thread::sleep(SETTLE);
-        sys::check_interrupted()?;
-        if !sys::runs(pid, stamp) {
-            bail!("pid {pid} is no longer the stamp program; something else restarted it");
-        }
-        let t0 = sys::mono_ns();
-        sys::send_signal(pid, sys::SIGKILL)?;
-        let found = match wait_stamp(stamp_file, Some(pid), PER_KILL)? {
-            Some(found) => Some(found),
-            None => {
-                timeouts += 1;
-                // late is still useful to know; give it one more chance to come back
-                wait_stamp(stamp_file, Some(pid), PER_KILL)?
-            }
-        };
-        let Some((new_pid, ns)) = found else {
-            bail!(
-                "no restart within {:?} after kill {} (pid {pid})",
-                PER_KILL * 2,
-                i + 1
-            );
-        };
-        restarts += 1;
-        env.watch_pid(new_pid, stamp);
-        if ns < t0 {
-            bail!("the new process's stamp ({ns}) is older than the kill ({t0})");
-        }
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "nanosecond differences far below 2^53"
-        )]
-        let ms = (ns - t0) as f64 / 1e6;
-        if i >= WARMUP && ms <= PER_KILL.as_secs_f64() * 1e3 {
-            row.samples.push(ms);
-        }
-        pid = new_pid;
-        row.extra = vec![Json::from(timeouts), Json::from(restarts)];
+    Ok(pid)
+}
+
+/// One restart as measured.
+pub(super) struct Restarted {
+    /// The new process.
+    pub pid: u32,
+    /// From just before the kill to the new process's stamp.
+    pub ms: f64,
+    /// It took longer than [`PER_KILL`] (then `ms` is not a sample).
+    pub timed_out: bool,
+}
+
+/// Sends SIGKILL to `pid` (checked to be the stamp program first) and waits for the stamp of
+/// its replacement.
+pub(super) fn kill_once(
+    env: &mut Env<'_>,
+    stamp: &Path,
+    stamp_file: &Path,
+    pid: u32,
+) -> Result<Restarted> {
+    if !sys::runs(pid, stamp) {
+        bail!("pid {pid} is no longer the stamp program; something else restarted it");
     }
-    thread::sleep(SETTLE);
-    check_pid(mgr, pid)
+    let t0 = sys::mono_ns();
+    sys::send_signal(pid, sys::SIGKILL)?;
+    let mut timed_out = false;
+    let found = match wait_stamp(stamp_file, Some(pid), PER_KILL)? {
+        Some(found) => Some(found),
+        None => {
+            timed_out = true;
+            // late is still useful to know; give it one more chance to come back
+            wait_stamp(stamp_file, Some(pid), PER_KILL)?
+        }
+    };
+    let Some((new_pid, ns)) = found else {
+        bail!(
+            "no restart within {:?} after killing pid {pid}",
+            PER_KILL * 2
+        );
+    };
+    env.watch_pid(new_pid, stamp);
+    if ns < t0 {
+        bail!("the new process's stamp ({ns}) is older than the kill ({t0})");
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "nanosecond differences far below 2^53"
+    )]
+    let ms = (ns - t0) as f64 / 1e6;
+    Ok(Restarted {
+        pid: new_pid,
+        ms,
+        timed_out: timed_out || ms > PER_KILL.as_secs_f64() * 1e3,
+    })
 }
 
 /// The manager must report `pid` for the app: proof that the stamps are its processes.
-fn check_pid(mgr: &mut dyn Manager, pid: u32) -> Result<()> {
+pub(super) fn check_pid(mgr: &mut dyn Manager, name: &str, pid: u32) -> Result<()> {
     let mut last = None;
     for _ in 0..20 {
-        last = mgr.pid("stamp")?;
+        last = mgr.pid(name)?;
         if last == Some(pid) {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(100));
     }
     bail!(
-        "{} reports pid {last:?} for the app, but the stamp file says {pid}",
+        "{} reports pid {last:?} for `{name}`, but the stamp file says {pid}",
         mgr.kind().label()
     )
 }

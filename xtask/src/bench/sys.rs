@@ -106,3 +106,132 @@ pub fn check_interrupted() -> Result<()> {
     }
     Ok(())
 }
+
+/// The fields of `/proc/<pid>/stat` after the command name: `fields[0]` is field 3 (state).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name may hold spaces and parentheses: the fields start after the last ')'
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split(' ').map(str::to_owned).collect())
+}
+
+/// The command name (`/proc/<pid>/comm`), or `None` when the process is gone.
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+}
+
+/// The pids whose parent is `ppid`.
+pub fn children(ppid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            stat_fields(pid)
+                .and_then(|f| f.get(1)?.parse::<u32>().ok())
+                .is_some_and(|parent| parent == ppid)
+        })
+        .collect()
+}
+
+/// User + system CPU time of the whole process (`/proc/<pid>/stat` utime + stime, dead threads
+/// included) in clock ticks of `USER_HZ` (100 per second on Linux).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// `USER_HZ`: the unit of [`cpu_ticks`]; fixed at 100 in the kernel's ABI.
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Nanoseconds on CPU of each live thread of `pid` (`/proc/<pid>/task/<tid>/schedstat`, first
+/// field: exact, unlike the 10 ms ticks of [`cpu_ticks`], but a thread that has exited is not
+/// there any more).
+pub fn thread_cpu_ns(pid: u32) -> Vec<(u32, u64)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let tid = e.ok()?.file_name().to_str()?.parse::<u32>().ok()?;
+        let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+        Some((tid, text.split_whitespace().next()?.parse().ok()?))
+    })
+    .collect()
+}
+
+/// CPU nanoseconds between two [`thread_cpu_ns`] readings: the growth of threads present in
+/// both, plus all of threads that appeared in between.
+pub fn cpu_ns_between(before: &[(u32, u64)], after: &[(u32, u64)]) -> u64 {
+    after
+        .iter()
+        .map(|&(tid, ns)| {
+            let old = before
+                .iter()
+                .find(|(t, _)| *t == tid)
+                .map_or(0, |&(_, n)| n);
+            ns.saturating_sub(old)
+        })
+        .sum()
+}
+
+/// Anonymous resident memory in bytes (`Anonymous` of `/proc/<pid>/smaps_rollup`: heap,
+/// stacks; the rest of the RSS is file-backed, the program and its libraries).
+pub fn anon(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("Anonymous:")?;
+        Some(
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()?
+                * 1024,
+        )
+    })
+}
+
+/// Resident and proportional set size in bytes (`/proc/<pid>/smaps_rollup`: `Rss`, `Pss`).
+pub fn rss_pss(pid: u32) -> Option<(u64, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |key: &str| -> Option<u64> {
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some((field("Rss")? * 1024, field("Pss")? * 1024))
+}
+
+/// Resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
+pub fn vm_rss(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("VmRSS:")?;
+        Some(
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()?
+                * 1024,
+        )
+    })
+}
+
+/// How many BPF links `pid` holds open (`link_type:` in `/proc/<pid>/fdinfo/*`): one per
+/// attached program of TurboProcess's event source.
+pub fn bpf_links(pid: u32) -> usize {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    dir.filter_map(|e| fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|t| t.lines().any(|l| l.starts_with("link_type:")))
+        .count()
+}

@@ -20,7 +20,12 @@ pub const PM2_VERSION: &str = "7.0.4";
 /// supervisor release the bench installs (PyPI).
 pub const SUPERVISOR_VERSION: &str = "4.3.0";
 /// Workload programs: (binary name, source under `examples/bench/`).
-const WORKLOADS: &[(&str, &str)] = &[("stamp", "stamp.c"), ("logflood", "logflood.c")];
+const WORKLOADS: &[(&str, &str)] = &[
+    ("stamp", "stamp.c"),
+    ("logflood", "logflood.c"),
+    ("forkexec", "forkexec.c"),
+    ("pagefault", "pagefault.c"),
+];
 
 /// Paths of everything a metric may run.
 pub struct Tools {
@@ -33,7 +38,15 @@ pub struct Tools {
     pub stamp: PathBuf,
     /// `examples/bench/logflood.c`, compiled.
     pub logflood: PathBuf,
+    /// `examples/bench/forkexec.c`, compiled.
+    pub forkexec: PathBuf,
+    /// `examples/bench/pagefault.c`, compiled.
+    pub pagefault: PathBuf,
     pub cat: PathBuf,
+    /// `true(1)`, the program the fork/exec workload starts.
+    pub true_: PathBuf,
+    /// `sleep(1)`, the idle app.
+    pub sleep: PathBuf,
     /// `target/bench-tools`.
     pub dir: PathBuf,
     venv_python: PathBuf,
@@ -101,7 +114,11 @@ pub fn prepare(ctx: &Ctx, target: &Path, timings: &mut Timings) -> Result<Tools>
         supervisorctl: venv.join("bin/supervisorctl"),
         stamp: bin.join("stamp"),
         logflood: bin.join("logflood"),
+        forkexec: bin.join("forkexec"),
+        pagefault: bin.join("pagefault"),
         cat: ctx.which_system("cat").context("no `cat` in PATH")?,
+        true_: ctx.which_system("true").context("no `true` in PATH")?,
+        sleep: ctx.which_system("sleep").context("no `sleep` in PATH")?,
         dir,
         venv_python: venv.join("bin/python"),
         pm2_package: pm2_dir.join("node_modules/pm2/package.json"),
