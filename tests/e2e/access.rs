@@ -2,94 +2,12 @@
 //! authorises every mutating call by the caller's credentials.
 
 use std::{
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output},
     time::Duration,
 };
 
-use turbo_tests::{bin_dir, is_root, wait_for};
-
-/// A `dbus-daemon` configured like the system bus, with the shipped policy included.
-struct SystemBus {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl SystemBus {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("turbo-sysbus-")
-            .tempdir()
-            .unwrap();
-        // other users must reach the socket and the copied CLI
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let policy =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/org.turboprocess.Turbo1.conf");
-        assert!(
-            policy.is_file(),
-            "the shipped bus policy {} is missing",
-            policy.display()
-        );
-        let conf = dir.path().join("system.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                sock = dir.path().join("system_bus_socket").display(),
-                policy = policy.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--nopidfile"])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (cargo xtask setup installs it)");
-        let sock = dir.path().join("system_bus_socket");
-        wait_for("the system-like bus socket", Duration::from_secs(5), || {
-            std::os::unix::net::UnixStream::connect(&sock).ok()
-        });
-        Self { dir, child }
-    }
-
-    fn address(&self) -> String {
-        format!(
-            "unix:path={}",
-            self.dir.path().join("system_bus_socket").display()
-        )
-    }
-}
-
-impl Drop for SystemBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use turbo_tests::{SystemBus, bin_dir, is_root, wait_for};
 
 /// Runs the CLI as uid/gid 65534 (nobody), with `groups` as supplementary groups.
 fn turbo_as_nobody(cli: &Path, address: &str, groups: &str, args: &[&str]) -> Output {
@@ -118,15 +36,15 @@ fn readers_read_and_only_authorised_callers_change_things() {
         );
         return;
     }
-    let bus = SystemBus::start();
+    let bus = SystemBus::start("turbo-sysbus-");
     let home = tempfile::Builder::new()
         .prefix("turbo-sys-home-")
         .tempdir()
         .unwrap();
     let bins = bin_dir();
     // the CLI copied where uid 65534 can run it (the build tree may be under a private home)
-    let cli: PathBuf = bus.dir.path().join("turbo");
-    std::fs::copy(bins.join("turbo"), &cli).unwrap();
+    let cli: PathBuf = bus.cli();
+
     let log = std::fs::File::create(home.path().join("daemon.log")).unwrap();
     let mut daemon = Command::new(bins.join("turbo-daemon"))
         .args(["--bus-address", &bus.address(), "--home"])

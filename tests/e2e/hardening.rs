@@ -12,7 +12,7 @@ use std::{
 };
 
 use turbo_api::ManagerProxy;
-use turbo_tests::{TestDaemon, bin_dir, is_root, json, wait_for};
+use turbo_tests::{SystemBus, TestDaemon, bin_dir, is_root, json, wait_for};
 use zbus::zvariant::Value;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -33,8 +33,7 @@ fn skip_unless_root(test: &str) -> bool {
 /// A `dbus-daemon` configured like the system bus with the shipped policy (as in `access.rs`),
 /// and a root daemon on it whose admin group is `adm` (gid 4).
 struct SystemLike {
-    dir: tempfile::TempDir,
-    bus: Child,
+    bus: SystemBus,
     daemon: Child,
     home: tempfile::TempDir,
     cli: PathBuf,
@@ -42,57 +41,10 @@ struct SystemLike {
 
 impl SystemLike {
     fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("turbo-harden-")
-            .tempdir()
-            .unwrap();
-        // uid 65534 must reach the socket, the copied CLI and the configs written here
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let policy =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/org.turboprocess.Turbo1.conf");
-        let conf = dir.path().join("system.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                sock = dir.path().join("bus.sock").display(),
-                policy = policy.display()
-            ),
-        )
-        .unwrap();
-        let bus = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .args(["--nofork", "--nopidfile"])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (cargo xtask setup installs it)");
-        let sock = dir.path().join("bus.sock");
-        wait_for("the system-like bus socket", Duration::from_secs(5), || {
-            std::os::unix::net::UnixStream::connect(&sock).ok()
-        });
-        let cli = dir.path().join("turbo");
-        std::fs::copy(bin_dir().join("turbo"), &cli).unwrap();
+        let bus = SystemBus::start("turbo-harden-");
+        let sock = bus.dir.path().join("system_bus_socket");
+        let cli = bus.cli();
+
         let home = tempfile::Builder::new()
             .prefix("turbo-harden-home-")
             .tempdir()
@@ -108,7 +60,6 @@ impl SystemLike {
             .spawn()
             .unwrap();
         let s = Self {
-            dir,
             bus,
             daemon,
             home,
@@ -123,14 +74,14 @@ impl SystemLike {
     }
 
     fn address(&self) -> String {
-        format!("unix:path={}", self.dir.path().join("bus.sock").display())
+        self.bus.address()
     }
 
     /// `turbo` as root.
     fn root(&self, args: &[&str]) -> Output {
         Command::new(&self.cli)
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(self.bus.dir.path())
             .env("TURBO_BUS_ADDRESS", self.address())
             .env("NO_COLOR", "1")
             .output()
@@ -143,7 +94,7 @@ impl SystemLike {
             .args(["--reuid=65534", "--regid=65534", "--groups=4", "--"])
             .arg(&self.cli)
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(self.bus.dir.path())
             .env("TURBO_BUS_ADDRESS", self.address())
             .env("HOME", "/nonexistent")
             .env("NO_COLOR", "1")
@@ -153,7 +104,7 @@ impl SystemLike {
 
     /// A file in the shared directory, readable by everyone (configs the CLI reads as 65534).
     fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
-        let path = self.dir.path().join(name);
+        let path = self.bus.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         path
@@ -170,8 +121,6 @@ impl Drop for SystemLike {
         let _ = wait_for_exit(&mut self.daemon, Duration::from_secs(10));
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
-        let _ = self.bus.kill();
-        let _ = self.bus.wait();
     }
 }
 

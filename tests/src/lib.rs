@@ -403,3 +403,120 @@ pub fn one_line_error(out: &Output) -> String {
     assert!(err.starts_with("error: "), "{err}");
     err
 }
+
+/// A `dbus-daemon` configured like the system bus, with the shipped
+/// `deploy/org.turboprocess.Turbo1.conf` included: anyone may connect, only root may own the
+/// daemon's name. Its directory is world-readable so other users (setpriv) reach the socket and
+/// whatever a test copies there.
+pub struct SystemBus {
+    /// The bus directory (socket, config, and room for the test's files).
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SystemBus {
+    /// Starts the bus and waits until its socket accepts connections.
+    ///
+    /// # Panics
+    /// When the shipped policy is missing or `dbus-daemon` cannot start.
+    #[must_use]
+    pub fn start(prefix: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the bus directory");
+        let policy =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/org.turboprocess.Turbo1.conf");
+        assert!(
+            policy.is_file(),
+            "the shipped bus policy {} is missing",
+            policy.display()
+        );
+        let conf = dir.path().join("system.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+                sock = dir.path().join("system_bus_socket").display(),
+                policy = policy.display()
+            ),
+        )
+        .expect("write the bus config");
+        let child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--nopidfile"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (cargo xtask setup installs it)");
+        let sock = dir.path().join("system_bus_socket");
+        wait_for("the system-like bus socket", Duration::from_secs(5), || {
+            std::os::unix::net::UnixStream::connect(&sock).ok()
+        });
+        Self { dir, child }
+    }
+
+    /// Makes the `turbo` CLI runnable by other users from the bus directory (the build tree may
+    /// be under a private home) and returns its path.
+    ///
+    /// A hard link when possible: a copy is written through a file descriptor that a test
+    /// thread forking at the same moment can inherit, and executing a file that some process
+    /// still has open for writing fails with "Text file busy".
+    ///
+    /// # Panics
+    /// When neither a link nor a copy can be made.
+    #[must_use]
+    pub fn cli(&self) -> PathBuf {
+        let cli = self.dir.path().join("turbo");
+        if std::fs::hard_link(bin_dir().join("turbo"), &cli).is_err() {
+            std::fs::copy(bin_dir().join("turbo"), &cli).expect("copy the turbo CLI");
+            // another thread's fork may still hold the copy's write descriptor until its exec
+            wait_for(
+                "the copied CLI to be runnable",
+                Duration::from_secs(5),
+                || Command::new(&cli).arg("--version").output().ok(),
+            );
+        }
+        cli
+    }
+
+    /// Its D-Bus address.
+    #[must_use]
+    pub fn address(&self) -> String {
+        format!(
+            "unix:path={}",
+            self.dir.path().join("system_bus_socket").display()
+        )
+    }
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
