@@ -77,6 +77,32 @@ pub fn app_path(name: &str) -> OwnedObjectPath {
         .expect("escaped component is a valid object path element")
 }
 
+/// `512mb`, `1gb`, `100k`, `4096` (bytes); units are powers of 1024. The one size syntax of
+/// `turbo.yml` and the CLI (`--max-memory`).
+#[must_use]
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a parsed non-negative size; fractions of a byte are dropped"
+    )]
+    Some((n * mult as f64) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +120,15 @@ mod tests {
         assert!(validate_app_name(&"a".repeat(65)).is_err());
         let e = validate_app_name(&"b".repeat(1 << 20)).unwrap_err();
         assert!(e.len() < 300 && e.contains("1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512mb"), Some(512 << 20));
+        assert_eq!(parse_size("1.5MB"), Some(1_572_864));
+        assert_eq!(parse_size("100k"), Some(100 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12 parsecs"), None);
     }
 
     #[test]

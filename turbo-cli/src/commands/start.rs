@@ -155,7 +155,7 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         .max_memory
         .as_deref()
         .map(|s| {
-            parse_size(s).ok_or_else(|| {
+            turbo_api::parse_size(s).ok_or_else(|| {
                 anyhow!("--max-memory '{s}' is not a size: use e.g. 512mb, 1gb or 100k")
             })
         })
@@ -168,29 +168,6 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         autorestart: args.no_autorestart.then_some("never"),
         max_memory,
     })
-}
-
-/// `512mb`, `1gb`, `100k`, `4096`: powers of 1024, as in turbo.yml.
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "a parsed non-negative size; fractions of a byte are dropped"
-    )]
-    Some((n * mult) as u64)
 }
 
 /// PM2's ecosystem files (`ecosystem.config.js`, `ecosystem.json`) and its dump: starting one

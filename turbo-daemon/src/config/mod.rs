@@ -792,30 +792,8 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(vars)
 }
 
-/// `512mb`, `1gb`, `100k`, `4096` (bytes); units are powers of 1024.
-#[must_use]
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "a parsed non-negative size; fractions of a byte are dropped"
-    )]
-    Some((n * mult as f64) as u64)
-}
+/// Sizes are parsed as the CLI parses them (one definition, in the contract crate).
+pub use turbo_api::parse_size;
 
 /// Interpreters chosen by a script's extension, as PM2 does.
 const INTERPRETERS: &[(&str, &str)] = &[
