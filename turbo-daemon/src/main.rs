@@ -31,7 +31,8 @@ struct Args {
           default_value = turbo_daemon::metrics::DEFAULT_LISTEN, value_parser = parse_listen)]
     metrics_listen: Listen,
     /// Interval of the resource sampler (CPU window and leak detection; e.g. 5s, 500ms)
-    /// [default: 5s with the procfs fallback, 30s with eBPF]
+    /// [default: 5s with the procfs fallback; with eBPF, which only needs it for leak
+    /// detection, the leak window / 48 (75s)]
     #[arg(long, env = "TURBO_SAMPLE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     sample_interval: Option<Duration>,
     /// CPU percent is averaged over this window

@@ -11,10 +11,13 @@
 //! Resource figures are read on demand: `status`, `describe` and each metrics scrape
 //! ([`Op::Metrics`]) read the app's whole process tree (the main process, the descendants the
 //! event source reported, and their children in `/proc`) when asked. The one periodic reader
-//! is the sampler ([`MonitorSettings::sample_interval`]): a `stat` and a `children` read per
-//! process of every running app, feeding the CPU window and the leak detector
-//! ([`crate::supervisor::leak`]); about 20 µs per process, and never `smaps` (PSS), which only
-//! `describe` and scrapes read (see docs/metrics.md).
+//! is the sampler ([`MonitorSettings::sample_interval_for`]). With the procfs fallback it reads
+//! every running app's tree (`stat` and `children` per process) every 5 s, feeding the CPU
+//! window and the leak detector ([`crate::supervisor::leak`]). With eBPF it only feeds the leak
+//! detector, so it wakes once per `leak window / 48` (75 s by default, the slowest schedule
+//! that still reaches a verdict after a quarter of the window) and reads one `statm` per app
+//! (the tree only for apps with descendants): an idle daemon's cost per minute is a few µs per
+//! app. Never `smaps` (PSS), which only `describe` and scrapes read (see docs/metrics.md).
 
 pub mod bus;
 pub mod crashes;
@@ -184,8 +187,8 @@ pub struct MonitorSettings {
     /// CPU percent is the average over this window (`--cpu-window`).
     pub cpu_window: Duration,
     /// Interval of the sampler (`--sample-interval`); `None`: [`Self::FALLBACK_SAMPLE`] with
-    /// the procfs source, [`Self::EBPF_SAMPLE`] with eBPF (whose memory limits need no
-    /// sampling: the sampler only feeds the leak detector and the CPU window then).
+    /// the procfs source, the leak window / [`Self::LEAK_SAMPLES_PER_WINDOW`] with eBPF (whose
+    /// memory limits need no sampling: the sampler only feeds the leak detector then).
     pub sample_interval: Option<Duration>,
     /// How leaks are judged (`--leak-window`).
     pub leak: LeakPolicy,
@@ -194,8 +197,11 @@ pub struct MonitorSettings {
 impl MonitorSettings {
     /// The sampler interval in fallback (procfs) mode by default.
     pub const FALLBACK_SAMPLE: Duration = Duration::from_secs(5);
-    /// The sampler interval with eBPF by default.
-    pub const EBPF_SAMPLE: Duration = Duration::from_secs(30);
+    /// With eBPF, the sampler takes this many leak samples per leak window by default: the
+    /// detector wants [`crate::supervisor::leak::MIN_POINTS`] (12) samples within a quarter of
+    /// the window before it judges, so 48 is the slowest schedule that judges as early as it
+    /// can (every 75 s for the default hour).
+    pub const LEAK_SAMPLES_PER_WINDOW: u32 = 48;
     /// The CPU window by default.
     pub const CPU_WINDOW: Duration = Duration::from_secs(10);
 
@@ -203,7 +209,9 @@ impl MonitorSettings {
     #[must_use]
     pub fn sample_interval_for(&self, source: SourceKind) -> Duration {
         self.sample_interval.unwrap_or(match source {
-            SourceKind::Ebpf => Self::EBPF_SAMPLE,
+            SourceKind::Ebpf => {
+                (self.leak.window / Self::LEAK_SAMPLES_PER_WINDOW).max(Duration::from_millis(10))
+            }
             SourceKind::Procfs => Self::FALLBACK_SAMPLE,
         })
     }
@@ -544,7 +552,10 @@ impl Runtime {
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = beat_tick.tick() => {}
-                _ = sample_tick.tick() => self.sample_all(),
+                _ = sample_tick.tick() => match self.source.kind() {
+                    SourceKind::Procfs => self.sample_all(),
+                    SourceKind::Ebpf => self.sample_leaks(),
+                },
             }
             if self.shutting_down && self.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
@@ -900,7 +911,7 @@ impl Runtime {
             .oom_memory
             .remove(&pid)
             .filter(|&m| m > 0)
-            .or_else(|| sys::sample(pid).map(|s| s.rss_bytes).filter(|&m| m > 0))
+            .or_else(|| sys::read_stat(pid).map(|s| s.rss_bytes).filter(|&m| m > 0))
             .or_else(|| self.rss_seen.borrow().get(&pid).copied())
             .unwrap_or(0);
         let mut record = CrashRecord {
@@ -1360,7 +1371,7 @@ impl Runtime {
         };
         let deep = matches!(how, Reading::WithPss(_)) && cached_pss.is_none();
         let descendants = self.tree.get(&app.id).into_iter().flatten().copied();
-        let sample = usage::sample_tree(pid, descendants, deep)?;
+        let sample = sys::sample_tree(pid, descendants, deep)?;
         // crash records keep the main process's own figure (what the kernel limits act on)
         self.rss_seen
             .borrow_mut()
@@ -1397,6 +1408,31 @@ impl Runtime {
         }
     }
 
+    /// The sampler with eBPF: one leak sample of every running app, as cheaply as it can be
+    /// read (the main process's `statm` when the event source knows of no descendants, the
+    /// cheap tree reading otherwise). All apps in one wake-up rather than spread out: the
+    /// reads cost the same either way, and one wake-up per interval is the cheapest schedule.
+    fn sample_leaks(&self) {
+        let now = Instant::now();
+        for app in self.sup.apps() {
+            let Some(pid) = app.pid() else { continue };
+            if self.tree.get(&app.id).is_some_and(|t| !t.is_empty()) {
+                let _ = self.measure(app, now, Reading::Cheap);
+            } else if let Some(rss) = sys::resident_bytes(pid) {
+                self.book_memory(app.id, pid, now, rss);
+            }
+        }
+    }
+
+    /// Books a resident-memory figure of `pid` (the whole tree of app `id`) as a leak sample.
+    fn book_memory(&self, id: AppId, pid: u32, now: Instant, rss: u64) {
+        self.usage
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| usage::AppUsage::new(pid, self.monitor.leak))
+            .memory(pid, now, rss);
+    }
+
     /// A resident-memory figure from the event source (a threshold crossing): a free leak
     /// sample, when it covers the whole tree (the app has no known descendants).
     fn memory_reading(&self, pid: u32, rss: u64) {
@@ -1406,11 +1442,7 @@ impl Runtime {
         if self.tree.get(&app.id).is_some_and(|t| !t.is_empty()) {
             return;
         }
-        self.usage
-            .borrow_mut()
-            .entry(app.id)
-            .or_insert_with(|| usage::AppUsage::new(pid, self.monitor.leak))
-            .memory(pid, Instant::now(), rss);
+        self.book_memory(app.id, pid, Instant::now(), rss);
     }
 
     /// Books the state `id` is in now (restart counting).
@@ -1482,7 +1514,7 @@ impl Runtime {
             version: env!("CARGO_PKG_VERSION"),
             event_source: self.source.kind().as_str(),
             events_lost: self.source.lost_events(),
-            daemon: usage::daemon_stats(),
+            daemon: sys::daemon_stats(),
             apps,
         }
     }
@@ -1579,9 +1611,8 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
 /// keeps between two readings: CPU samples for the rolling window, the monotonic CPU counter,
 /// the leak detector's samples, and the restart and exit counters by reason.
 ///
-/// Readers and bookkeeping only: no decisions (the leak detector judges, the runtime reports).
-/// The `/proc` readers belong with the other ones in [`sys`] and can move there; they are here
-/// only because that file was being changed by another piece of work at the same time.
+/// Bookkeeping only: no decisions (the leak detector judges, the runtime reports) and no OS
+/// access (the `/proc` readers are in [`sys`]).
 mod usage {
     use std::{
         collections::{BTreeMap, VecDeque},
@@ -1590,182 +1621,11 @@ mod usage {
 
     use turbo_api::ExitReason;
 
-    use super::{ProcessStats, sys};
+    use super::sys::{self, TreeSample};
     use crate::supervisor::{
         State,
         leak::{LeakDetector, LeakPolicy, LeakVerdict},
     };
-
-    /// What `/proc/<pid>/stat` says about one process (times in clock ticks).
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct ProcStat {
-        /// `utime`.
-        pub utime: u64,
-        /// `stime`.
-        pub stime: u64,
-        /// `cutime`: user time of the children it waited for (and theirs).
-        pub cutime: u64,
-        /// `cstime`.
-        pub cstime: u64,
-        /// Resident bytes.
-        pub rss_bytes: u64,
-        /// Start time in ticks since boot.
-        pub start_ticks: u64,
-        /// Virtual size in bytes.
-        pub vsize: u64,
-        /// Threads.
-        pub threads: u64,
-        /// A zombie (exited, not yet reaped).
-        pub zombie: bool,
-    }
-
-    /// Reads `/proc/<pid>/stat`; `None` when the process is gone.
-    pub fn read_stat(pid: u32) -> Option<ProcStat> {
-        parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-    }
-
-    fn parse_stat(text: &str) -> Option<ProcStat> {
-        // the command name may hold spaces and parentheses: fields start after the last ')'
-        let f: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split(' ').collect();
-        // field N (1-based, as proc(5) numbers them) is f[N - 3]
-        let n = |field: usize| f.get(field - 3).and_then(|v| v.trim().parse::<u64>().ok());
-        Some(ProcStat {
-            zombie: f.first().is_some_and(|s| *s == "Z"),
-            utime: n(14)?,
-            stime: n(15)?,
-            cutime: n(16).unwrap_or(0),
-            cstime: n(17).unwrap_or(0),
-            threads: n(20).unwrap_or(0),
-            start_ticks: n(22)?,
-            vsize: n(23).unwrap_or(0),
-            rss_bytes: n(24)? * crate::events::procfs::page_size(),
-        })
-    }
-
-    /// Proportional set size of `pid` from `/proc/<pid>/smaps_rollup` (readable by the
-    /// process's own user or with `CAP_SYS_PTRACE`); `None` when unreadable.
-    pub fn read_pss(pid: u32) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-        let kib: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Pss:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
-    }
-
-    /// One reading of an app's process tree.
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-    pub struct TreeSample {
-        /// User ticks of the live processes and of the children they reaped.
-        pub user: u64,
-        /// System ticks, likewise.
-        pub system: u64,
-        /// Resident bytes summed over the live processes.
-        pub rss_bytes: u64,
-        /// Resident bytes of the main process alone.
-        pub main_rss_bytes: u64,
-        /// PSS summed, when asked for and readable for every process.
-        pub pss_bytes: Option<u64>,
-        /// Live (not zombie) processes counted.
-        pub processes: u32,
-    }
-
-    /// The children of `pid` forked by its main thread (`/proc/<pid>/task/<pid>/children`;
-    /// children forked by other threads are listed under those threads and not read here).
-    fn children(pid: u32) -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .map(|s| {
-                s.split_whitespace()
-                    .filter_map(|c| c.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Sums the tree of `main`: `main`, those of `descendants` (the event source's) still alive,
-    /// and the children of each of them found in `/proc` (descendants forked before the event
-    /// source watched `main`, which eBPF cannot have seen). Processes that started earlier than
-    /// `main` are skipped (an older process behind a reused pid is not ours). `None` when
-    /// `main` is gone. `deep` adds PSS, which makes the kernel walk page tables, so it is read
-    /// only for `describe` and scrapes, never by the sampler.
-    ///
-    /// CPU counts `utime + cutime` (and the system pair) of every process: the time of a
-    /// descendant that exited and was reaped inside the tree moves into its parent's `cutime`,
-    /// so it is neither lost nor counted twice.
-    pub fn sample_tree(
-        main: u32,
-        descendants: impl IntoIterator<Item = u32>,
-        deep: bool,
-    ) -> Option<TreeSample> {
-        let first = read_stat(main)?;
-        let mut sample = TreeSample {
-            user: first.utime + first.cutime,
-            system: first.stime + first.cstime,
-            rss_bytes: first.rss_bytes,
-            main_rss_bytes: first.rss_bytes,
-            pss_bytes: None,
-            processes: u32::from(!first.zombie),
-        };
-        let mut pss = if deep { read_pss(main) } else { None };
-        let mut seen = std::collections::HashSet::from([main]);
-        let mut todo: Vec<u32> = children(main);
-        todo.extend(descendants);
-        while let Some(pid) = todo.pop() {
-            if !seen.insert(pid) {
-                continue;
-            }
-            let Some(st) = read_stat(pid) else { continue };
-            if st.start_ticks < first.start_ticks {
-                continue;
-            }
-            sample.user += st.utime + st.cutime;
-            sample.system += st.stime + st.cstime;
-            sample.rss_bytes += st.rss_bytes;
-            if !st.zombie {
-                sample.processes += 1;
-                if deep {
-                    pss = pss.zip(read_pss(pid)).map(|(a, b)| a + b);
-                }
-                todo.extend(children(pid));
-            }
-        }
-        sample.pss_bytes = pss;
-        Some(sample)
-    }
-
-    /// The daemon's own `process_*` figures (its own CPU only: the apps it reaped are in its
-    /// `cutime`, and they are not the daemon's cost).
-    pub fn daemon_stats() -> Option<ProcessStats> {
-        let st = read_stat(std::process::id())?;
-        let hz = sys::clock_ticks() as f64;
-        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })?;
-        let limit = |resource| {
-            let mut rl = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit writes into the struct we own.
-            (unsafe { libc::getrlimit(resource, &raw mut rl) } == 0).then_some(rl.rlim_cur)
-        };
-        let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-        Some(ProcessStats {
-            cpu_seconds: (st.utime + st.stime) as f64 / hz,
-            resident_bytes: st.rss_bytes,
-            virtual_bytes: st.vsize,
-            virtual_max_bytes: limit(libc::RLIMIT_AS).unwrap_or(u64::MAX),
-            open_fds,
-            max_fds: limit(libc::RLIMIT_NOFILE).unwrap_or(0),
-            start_time_seconds: boot as f64 + st.start_ticks as f64 / hz,
-            threads: st.threads,
-        })
-    }
 
     /// A reading with what the books made of it.
     #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1975,33 +1835,36 @@ mod usage {
         use super::*;
 
         #[test]
-        fn stat_fields_with_a_hostile_command_name() {
-            let text = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 3 0 \
-                        12345 1000000 256 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
-            let st = parse_stat(text).unwrap();
+        fn sampler_schedule_by_source() {
+            use super::super::{MonitorSettings, SourceKind};
+            let m = MonitorSettings::default();
             assert_eq!(
-                (st.utime, st.stime, st.cutime, st.cstime),
-                (250, 50, 30, 20)
+                m.sample_interval_for(SourceKind::Procfs),
+                Duration::from_secs(5)
             );
+            // eBPF: leak samples only, 12 of them within the first quarter of the window
+            let ebpf = m.sample_interval_for(SourceKind::Ebpf);
+            assert_eq!(ebpf, Duration::from_secs(75));
+            assert!(ebpf * crate::supervisor::leak::MIN_POINTS as u32 <= m.leak.window / 4);
+            let short = MonitorSettings {
+                leak: LeakPolicy {
+                    window: Duration::from_secs(12),
+                    ..LeakPolicy::default()
+                },
+                ..m
+            };
             assert_eq!(
-                (st.threads, st.start_ticks, st.vsize),
-                (3, 12345, 1_000_000)
+                short.sample_interval_for(SourceKind::Ebpf),
+                Duration::from_millis(250)
             );
-            assert_eq!(st.rss_bytes, 256 * crate::events::procfs::page_size());
-            assert!(!st.zombie);
-            assert!(parse_stat("garbage").is_none());
-        }
-
-        #[test]
-        fn own_tree_and_daemon_stats_read() {
-            let me = std::process::id();
-            let s = sample_tree(me, [me, u32::MAX - 1], true).unwrap();
-            assert_eq!(s.processes, 1);
-            assert!(s.rss_bytes > 0 && s.rss_bytes == s.main_rss_bytes);
-            assert!(s.pss_bytes.is_some_and(|p| p > 0), "{s:?}");
-            let d = daemon_stats().unwrap();
-            assert!(d.open_fds > 0 && d.max_fds > 0 && d.threads > 0, "{d:?}");
-            assert!(d.start_time_seconds > 1.6e9, "{d:?}");
+            let set = MonitorSettings {
+                sample_interval: Some(Duration::from_millis(200)),
+                ..m
+            };
+            assert_eq!(
+                set.sample_interval_for(SourceKind::Ebpf),
+                Duration::from_millis(200)
+            );
         }
 
         #[test]

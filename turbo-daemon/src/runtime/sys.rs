@@ -24,6 +24,7 @@ use crate::{
         users,
     },
     events::WaitStatus,
+    runtime::ProcessStats,
     supervisor::AppSpec,
 };
 
@@ -421,7 +422,7 @@ pub fn signal_pid(pid: u32, signal: i32) -> io::Result<()> {
 /// Whether process `pid` exists and is not a zombie.
 #[must_use]
 pub fn pid_alive(pid: u32) -> bool {
-    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s.as_str() != "Z"))
+    read_stat(pid).is_some_and(|st| !st.zombie)
 }
 
 /// Whether process group `pgid` still has a member (zombies count until they are reaped).
@@ -439,19 +440,15 @@ pub fn group_alive(pgid: u32) -> bool {
 /// the pid it identifies a process even after the pid is reused.
 #[must_use]
 pub fn start_ticks(pid: u32) -> Option<u64> {
-    stat_fields(pid)?.get(19)?.parse().ok()
+    read_stat(pid).map(|st| st.start_ticks)
 }
 
 /// How long process `pid` has run, if it is the one that started at `start_ticks`.
 #[must_use]
 pub fn process_age(pid: u32, expected_start_ticks: u64) -> Option<std::time::Duration> {
-    let fields = stat_fields(pid)?;
-    if fields.first().is_some_and(|s| s.as_str() == "Z") {
-        return None;
-    }
-    let start: u64 = fields.get(19)?.parse().ok()?;
-    if start != expected_start_ticks {
-        return None; // the pid was reused
+    let st = read_stat(pid)?;
+    if st.zombie || st.start_ticks != expected_start_ticks {
+        return None; // gone, or the pid was reused
     }
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
@@ -460,41 +457,193 @@ pub fn process_age(pid: u32, expected_start_ticks: u64) -> Option<std::time::Dur
         .parse()
         .ok()?;
     #[expect(clippy::cast_precision_loss, reason = "tick counts far below 2^52")]
-    let started = start as f64 / clock_ticks() as f64;
+    let started = st.start_ticks as f64 / clock_ticks() as f64;
     Some(std::time::Duration::from_secs_f64(
         (uptime - started).max(0.0),
     ))
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name: `fields[0]` is field 3 (state).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // the command name may contain spaces and parentheses: fields start after the last ')'
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    Some(rest.split(' ').map(str::to_owned).collect())
-}
+// --- resource readings of app process trees (status, describe, scrapes, the sampler) ---
 
-/// CPU time (user + system, in clock ticks) and resident memory (bytes) of a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcSample {
-    /// utime + stime in clock ticks.
-    pub cpu_ticks: u64,
-    /// Resident set size in bytes.
+/// What `/proc/<pid>/stat` says about one process (times in clock ticks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `utime`.
+    pub utime: u64,
+    /// `stime`.
+    pub stime: u64,
+    /// `cutime`: user time of the children it waited for (and theirs).
+    pub cutime: u64,
+    /// `cstime`.
+    pub cstime: u64,
+    /// Resident bytes.
     pub rss_bytes: u64,
+    /// Start time in ticks since boot.
+    pub start_ticks: u64,
+    /// Virtual size in bytes.
+    pub vsize: u64,
+    /// Threads.
+    pub threads: u64,
+    /// A zombie (exited, not yet reaped).
+    pub zombie: bool,
 }
 
-/// Reads `/proc/<pid>/stat`. `None` if the process is gone.
-#[must_use]
-pub fn sample(pid: u32) -> Option<ProcSample> {
-    let fields = stat_fields(pid)?;
-    // field 3 (state) is fields[0], so field N is fields[N - 3]
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
-    Some(ProcSample {
-        cpu_ticks: utime + stime,
-        rss_bytes: rss_pages * page_size(),
+/// Reads `/proc/<pid>/stat`; `None` when the process is gone.
+pub fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    // the command name may hold spaces and parentheses: fields start after the last ')'
+    let f: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split(' ').collect();
+    // field N (1-based, as proc(5) numbers them) is f[N - 3]
+    let n = |field: usize| f.get(field - 3).and_then(|v| v.trim().parse::<u64>().ok());
+    Some(ProcStat {
+        zombie: f.first().is_some_and(|s| *s == "Z"),
+        utime: n(14)?,
+        stime: n(15)?,
+        cutime: n(16).unwrap_or(0),
+        cstime: n(17).unwrap_or(0),
+        threads: n(20).unwrap_or(0),
+        start_ticks: n(22)?,
+        vsize: n(23).unwrap_or(0),
+        rss_bytes: n(24)? * page_size(),
     })
+}
+
+/// Proportional set size of `pid` from `/proc/<pid>/smaps_rollup` (readable by the
+/// process's own user or with `CAP_SYS_PTRACE`); `None` when unreadable.
+pub fn read_pss(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// One reading of an app's process tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeSample {
+    /// User ticks of the live processes and of the children they reaped.
+    pub user: u64,
+    /// System ticks, likewise.
+    pub system: u64,
+    /// Resident bytes summed over the live processes.
+    pub rss_bytes: u64,
+    /// Resident bytes of the main process alone.
+    pub main_rss_bytes: u64,
+    /// PSS summed, when asked for and readable for every process.
+    pub pss_bytes: Option<u64>,
+    /// Live (not zombie) processes counted.
+    pub processes: u32,
+}
+
+/// The children of `pid` forked by its main thread (`/proc/<pid>/task/<pid>/children`;
+/// children forked by other threads are listed under those threads and not read here).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sums the tree of `main`: `main`, those of `descendants` (the event source's) still alive,
+/// and the children of each of them found in `/proc` (descendants forked before the event
+/// source watched `main`, which eBPF cannot have seen). Processes that started earlier than
+/// `main` are skipped (an older process behind a reused pid is not ours). `None` when
+/// `main` is gone. `deep` adds PSS, which makes the kernel walk page tables, so it is read
+/// only for `describe` and scrapes, never by the sampler.
+///
+/// CPU counts `utime + cutime` (and the system pair) of every process: the time of a
+/// descendant that exited and was reaped inside the tree moves into its parent's `cutime`,
+/// so it is neither lost nor counted twice.
+pub fn sample_tree(
+    main: u32,
+    descendants: impl IntoIterator<Item = u32>,
+    deep: bool,
+) -> Option<TreeSample> {
+    let first = read_stat(main)?;
+    let mut sample = TreeSample {
+        user: first.utime + first.cutime,
+        system: first.stime + first.cstime,
+        rss_bytes: first.rss_bytes,
+        main_rss_bytes: first.rss_bytes,
+        pss_bytes: None,
+        processes: u32::from(!first.zombie),
+    };
+    let mut pss = if deep { read_pss(main) } else { None };
+    let mut seen = std::collections::HashSet::from([main]);
+    let mut todo: Vec<u32> = children(main);
+    todo.extend(descendants);
+    while let Some(pid) = todo.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        let Some(st) = read_stat(pid) else { continue };
+        if st.start_ticks < first.start_ticks {
+            continue;
+        }
+        sample.user += st.utime + st.cutime;
+        sample.system += st.stime + st.cstime;
+        sample.rss_bytes += st.rss_bytes;
+        if !st.zombie {
+            sample.processes += 1;
+            if deep {
+                pss = pss.zip(read_pss(pid)).map(|(a, b)| a + b);
+            }
+            todo.extend(children(pid));
+        }
+    }
+    sample.pss_bytes = pss;
+    Some(sample)
+}
+
+/// The daemon's own `process_*` figures (its own CPU only: the apps it reaped are in its
+/// `cutime`, and they are not the daemon's cost).
+pub fn daemon_stats() -> Option<ProcessStats> {
+    let st = read_stat(std::process::id())?;
+    let hz = clock_ticks() as f64;
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    })?;
+    let limit = |resource| {
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        (unsafe { libc::getrlimit(resource, &raw mut rl) } == 0).then_some(rl.rlim_cur)
+    };
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    Some(ProcessStats {
+        cpu_seconds: (st.utime + st.stime) as f64 / hz,
+        resident_bytes: st.rss_bytes,
+        virtual_bytes: st.vsize,
+        virtual_max_bytes: limit(libc::RLIMIT_AS).unwrap_or(u64::MAX),
+        open_fds,
+        max_fds: limit(libc::RLIMIT_NOFILE).unwrap_or(0),
+        start_time_seconds: boot as f64 + st.start_ticks as f64 / hz,
+        threads: st.threads,
+    })
+}
+
+/// Resident bytes of process `pid` alone, from `/proc/<pid>/statm` (the same figure as `stat`'s,
+/// at about half the kernel's cost: no CPU times to gather); the leak sampler's reading.
+/// `None` when the process is gone.
+#[must_use]
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = text.split(' ').nth(1)?.trim().parse().ok()?;
+    Some(pages * page_size())
 }
 
 /// Clock ticks per second (`_SC_CLK_TCK`).
@@ -504,7 +653,9 @@ pub fn clock_ticks() -> u64 {
     u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100)
 }
 
-fn page_size() -> u64 {
+/// Bytes per page (`_SC_PAGESIZE`).
+#[must_use]
+pub fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
@@ -573,8 +724,14 @@ mod tests {
             }
         };
         assert_eq!(status.code(), Some(7));
-        assert!(sample(std::process::id()).unwrap().rss_bytes > 0);
-        assert!(sample(child.pid).is_none(), "reaped processes leave /proc");
+        let me = std::process::id();
+        assert!(read_stat(me).unwrap().rss_bytes > 0);
+        assert!(resident_bytes(me).unwrap() > 0);
+        assert!(
+            read_stat(child.pid).is_none(),
+            "reaped processes leave /proc"
+        );
+        assert!(resident_bytes(child.pid).is_none());
     }
 
     fn wait_reaped(child: &Child) -> WaitStatus {
@@ -618,7 +775,13 @@ mod tests {
         let status = read("status");
         let limits = read("limits");
         let oom = read("oom_score_adj");
-        let nice = stat_fields(pid).unwrap()[16].clone();
+        let stat = read("stat");
+        // field 19 (nice), counted after the command name like `parse_stat` does
+        let nice = stat[stat.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .to_owned();
         let environ = read("environ");
         signal_group(pid, libc::SIGKILL).unwrap();
         assert_eq!(wait_reaped(&child).signal(), Some(libc::SIGKILL));
@@ -646,6 +809,36 @@ mod tests {
         assert!(vars.iter().any(|v| v.starts_with("PATH=")), "{vars:?}");
         // cargo sets CARGO_* for this test process: not on the allow-list
         assert!(!vars.iter().any(|v| v.starts_with("CARGO_")), "{vars:?}");
+    }
+
+    #[test]
+    fn stat_fields_with_a_hostile_command_name() {
+        let text = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 30 20 20 0 3 0 \
+                12345 1000000 256 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        let st = parse_stat(text).unwrap();
+        assert_eq!(
+            (st.utime, st.stime, st.cutime, st.cstime),
+            (250, 50, 30, 20)
+        );
+        assert_eq!(
+            (st.threads, st.start_ticks, st.vsize),
+            (3, 12345, 1_000_000)
+        );
+        assert_eq!(st.rss_bytes, 256 * page_size());
+        assert!(!st.zombie);
+        assert!(parse_stat("garbage").is_none());
+    }
+
+    #[test]
+    fn own_tree_and_daemon_stats_read() {
+        let me = std::process::id();
+        let s = sample_tree(me, [me, u32::MAX - 1], true).unwrap();
+        assert_eq!(s.processes, 1);
+        assert!(s.rss_bytes > 0 && s.rss_bytes == s.main_rss_bytes);
+        assert!(s.pss_bytes.is_some_and(|p| p > 0), "{s:?}");
+        let d = daemon_stats().unwrap();
+        assert!(d.open_fds > 0 && d.max_fds > 0 && d.threads > 0, "{d:?}");
+        assert!(d.start_time_seconds > 1.6e9, "{d:?}");
     }
 
     #[test]
