@@ -85,6 +85,73 @@ fn an_oom_kill_is_recorded_as_oom_kill() {
     assert_eq!(d.app("hog")["last_exit"]["reason"], "oom_kill");
 }
 
+/// `memory_enforce: cgroup`: the daemon puts the app in its own memory cgroup limited to
+/// `max_memory` (v2 where the memory controller is enabled, else v1), the kernel's OOM killer
+/// ends it there, the exit is recorded as `oom_kill`, `describe` shows the enforcement, and the
+/// cgroup goes with the app. `ebpf`: the event source; with `off` the OOM kill is known from
+/// the cgroup's own counter alone.
+fn memory_enforce_cgroup(ebpf: &str) {
+    let d = TestDaemon::start(ebpf);
+    let yml = d.config(
+        "enforce",
+        "apps:\n  - name: hog\n    cmd: [python3, -c, 'b = bytearray(300 * 1024 * 1024); import time; time.sleep(60)']\n    autorestart: never\n    max_memory: 64mb\n    memory_enforce: cgroup\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let report = wait_for(
+        "a crash record of the OOM kill in the app's cgroup",
+        Duration::from_secs(20),
+        || {
+            let r = d.json(&["crashes", "hog"]);
+            (r["stats"]["total"] == 1).then_some(r)
+        },
+    );
+    let crash = &report["crashes"][0];
+    assert_eq!(crash["reason"], "oom_kill", "{crash}");
+    assert_eq!(crash["signal"], 9, "{crash}");
+    assert!(crash["signal_sender"].is_null(), "{crash}");
+
+    let described = d.json(&["describe", "hog"]);
+    let config = &described["config"];
+    assert_eq!(config["memory_enforce"], "cgroup", "{config}");
+    let cgroup = config["memory_cgroup"].as_str().expect("a memory cgroup");
+    let (version, dir) = cgroup.split_once(' ').unwrap();
+    let dir = std::path::PathBuf::from(dir);
+    let limit = match version {
+        "v2" => std::fs::read_to_string(dir.join("memory.max")),
+        "v1" => std::fs::read_to_string(dir.join("memory.limit_in_bytes")),
+        other => panic!("cgroup version {other} in {config}"),
+    }
+    .expect("the cgroup's limit");
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let text = d.turbo_ok(&["describe", "hog"]);
+    assert!(
+        text.contains("64.0 MB, enforced by the kernel (memory cgroup"),
+        "{text}"
+    );
+    assert_eq!(d.app("hog")["last_exit"]["reason"], "oom_kill");
+
+    d.turbo_ok(&["delete", "hog"]);
+    wait_for("the app's cgroup removed", Duration::from_secs(5), || {
+        (!dir.exists()).then_some(())
+    });
+}
+
+#[test]
+fn memory_enforce_cgroup_oom_kill_with_ebpf() {
+    if skip("memory_enforce_cgroup_oom_kill_with_ebpf") {
+        return;
+    }
+    memory_enforce_cgroup("require");
+}
+
+#[test]
+fn memory_enforce_cgroup_oom_kill_with_the_procfs_fallback() {
+    if skip("memory_enforce_cgroup_oom_kill_with_the_procfs_fallback") {
+        return;
+    }
+    memory_enforce_cgroup("off");
+}
+
 #[test]
 fn a_kill_9_names_its_sender() {
     if skip("a_kill_9_names_its_sender") {

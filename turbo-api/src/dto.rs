@@ -393,6 +393,12 @@ pub struct AppConfigInfo {
     pub nice: i32,
     /// `oom_score_adj`; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
     pub oom_score_adj: i32,
+    /// Who acts at `max_memory`: `restart` (the daemon) or `cgroup` (the kernel); empty
+    /// without `max_memory`.
+    pub memory_enforce: String,
+    /// The app's memory cgroup (`memory_enforce: cgroup`) as `v1 <dir>` or `v2 <dir>`; empty
+    /// until the daemon made one.
+    pub memory_cgroup: String,
 }
 
 impl Default for AppConfigInfo {
@@ -423,6 +429,8 @@ impl Default for AppConfigInfo {
             rlimits: Vec::new(),
             nice: Self::INHERITED,
             oom_score_adj: Self::INHERITED,
+            memory_enforce: String::new(),
+            memory_cgroup: String::new(),
         }
     }
 }
@@ -488,6 +496,14 @@ impl AppConfigInfo {
             ),
             ("nice", json!(set(self.nice))),
             ("oom_score_adj", json!(set(self.oom_score_adj))),
+            (
+                "memory_enforce",
+                json!((!self.memory_enforce.is_empty()).then_some(&self.memory_enforce)),
+            ),
+            (
+                "memory_cgroup",
+                json!((!self.memory_cgroup.is_empty()).then_some(&self.memory_cgroup)),
+            ),
         ];
         for (key, value) in fields {
             map.insert(key.to_owned(), value);

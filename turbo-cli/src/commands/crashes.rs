@@ -259,6 +259,23 @@ pub fn render_describe(
             "-".into()
         },
     );
+    if status.memory_limit_bytes > 0 {
+        let limit = render::human_bytes(status.memory_limit_bytes);
+        row(
+            &mut out,
+            "memory limit",
+            &match (
+                config.memory_enforce.as_str(),
+                config.memory_cgroup.as_str(),
+            ) {
+                ("cgroup", "") => format!("{limit}, enforced by the kernel (memory cgroup)"),
+                ("cgroup", cg) => {
+                    format!("{limit}, enforced by the kernel (memory cgroup {cg})")
+                }
+                _ => format!("{limit}, restarted by the daemon at the limit"),
+            },
+        );
+    }
     row(
         &mut out,
         "last exit",

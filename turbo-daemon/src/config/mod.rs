@@ -39,7 +39,7 @@ use self::{
     locate::Locations,
     privileges::{NameOrId, RlimitsConfig, UmaskValue},
 };
-use crate::supervisor::{AppSpec, Autorestart, LogFormat};
+use crate::supervisor::{AppSpec, Autorestart, LogFormat, MemoryEnforce};
 
 /// A `turbo.yml` document.
 #[derive(Debug, Deserialize)]
@@ -74,6 +74,8 @@ struct AppConfig {
     max_memory: Option<Scalar>,
     /// Warn at this share of `max_memory` (`80%` or `80`).
     memory_warning: Option<Scalar>,
+    /// Who acts at `max_memory`: `restart` (the daemon) or `cgroup` (the kernel).
+    memory_enforce: Option<String>,
     /// Run as this user (name or uid); only root may name another user than itself.
     user: Option<NameOrId>,
     /// Primary group (name or gid); default: the user's.
@@ -534,6 +536,12 @@ fn validate(
         &mut spec,
         &mut errors,
     );
+    apply_memory_enforce(
+        app.memory_enforce.as_deref(),
+        app.max_memory.is_some(),
+        &mut spec,
+        &mut errors,
+    );
     if let Some((k, bad)) = app
         .stop_exit_codes
         .iter()
@@ -691,6 +699,27 @@ fn apply_memory(
                 "memory_warning needs max_memory: it is a share of it".to_owned(),
             ));
         }
+    }
+}
+
+fn apply_memory_enforce(
+    enforce: Option<&str>,
+    has_max: bool,
+    spec: &mut AppSpec,
+    errors: &mut Vec<Problem>,
+) {
+    let Some(value) = enforce else { return };
+    match value.parse::<MemoryEnforce>() {
+        Ok(e) => spec.memory.enforce = e,
+        Err(e) => errors.push(Problem::new("memory_enforce", e)),
+    }
+    if !has_max {
+        errors.push(Problem::new(
+            "memory_enforce",
+            "memory_enforce needs max_memory: it says who enforces that limit; add e.g. \
+             `max_memory: 512mb`"
+                .to_owned(),
+        ));
     }
 }
 
@@ -985,6 +1014,33 @@ mod tests {
         );
         assert!(
             lines[3].starts_with("turbo.yml:10:18: apps[3] (x): autorestart 'sometimes'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memory_enforce_values_and_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    max_memory: 64mb\n    memory_enforce: cgroup\n";
+        let specs = parse_config(ok, "t.yml", dir.path(), PATH).unwrap();
+        assert_eq!(
+            specs[0].memory.enforce,
+            crate::supervisor::MemoryEnforce::Cgroup
+        );
+        let err = config_error(
+            "apps:\n  - name: a\n    cmd: [sleep, '1']\n    max_memory: 64mb\n    memory_enforce: kernel\n",
+        );
+        assert!(
+            err.starts_with(
+                "t.yml:5:21: apps[0] (a): memory_enforce 'kernel' is not one of: restart"
+            ) && err.contains("cgroup"),
+            "{err}"
+        );
+        let err =
+            config_error("apps:\n  - name: a\n    cmd: [sleep, '1']\n    memory_enforce: cgroup\n");
+        assert!(
+            err.starts_with("t.yml:4:21: apps[0] (a): memory_enforce needs max_memory")
+                && err.contains("max_memory: 512mb"),
             "{err}"
         );
     }

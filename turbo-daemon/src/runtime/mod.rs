@@ -402,6 +402,9 @@ pub struct Runtime {
     oom_memory: HashMap<u32, u64>,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
+    /// Memory cgroups of apps with `memory_enforce: cgroup`, and the OOM kills counted in each
+    /// when last looked at.
+    cgroups: HashMap<AppId, (sys::MemoryCgroup, u64)>,
 }
 
 impl Runtime {
@@ -449,6 +452,7 @@ impl Runtime {
             group_waits: HashMap::new(),
             fatal_signals: HashMap::new(),
             oom_memory: HashMap::new(),
+            cgroups: HashMap::new(),
         }
     }
 
@@ -705,6 +709,14 @@ impl Runtime {
                 } => Some((pid, status, source)),
                 _ => None,
             };
+            if let Some((pid, status, _)) = exit
+                && status.signal() == Some(libc::SIGKILL)
+                && self.cgroup_oom_kill(pid)
+            {
+                // the kernel may have told already (eBPF `mark_victim`); the cgroup's counter
+                // tells with any event source
+                let _ = self.sup.handle(Input::OomKilled { pid }, Instant::now());
+            }
             let actions = self.sup.handle(input, Instant::now());
             if let Some((pid, ..)) = exit {
                 // forget the pid (and its memory limit) in the source: a reused pid must not
@@ -798,6 +810,50 @@ impl Runtime {
         }
     }
 
+    /// Whether the memory cgroup of the app whose main process is `pid` counted a new OOM
+    /// kill since last asked.
+    fn cgroup_oom_kill(&mut self, pid: u32) -> bool {
+        let Some(app) = self.sup.apps().find(|a| a.pid() == Some(pid)) else {
+            return false;
+        };
+        let Some((cgroup, seen)) = self.cgroups.get_mut(&app.id) else {
+            return false;
+        };
+        let now = cgroup.oom_kills().unwrap_or(*seen);
+        std::mem::replace(seen, now) < now
+    }
+
+    /// The memory cgroup `spec` asks for (`memory_enforce: cgroup`), created on first use below
+    /// the daemon's own and set to its `max_memory` on every start (the spec may have changed);
+    /// `None` when the app wants none.
+    fn memory_cgroup(&mut self, app: AppId, spec: &AppSpec) -> Result<Option<OwnedFd>, String> {
+        let (crate::supervisor::MemoryEnforce::Cgroup, Some(max)) =
+            (spec.memory.enforce, spec.memory.max)
+        else {
+            return Ok(None);
+        };
+        let fail = |e: std::io::Error| {
+            format!(
+                "memory_enforce: cgroup: cannot put the app in a memory cgroup ({e}); use \
+                 `memory_enforce: restart` (the default) where the daemon may not create cgroups"
+            )
+        };
+        let (base, version) = sys::own_memory_cgroup().map_err(fail)?;
+        // one directory per daemon home: daemons of other users or homes never share one
+        let group = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.paths.home.hash(&mut h);
+            format!("turbo-{:016x}", h.finish())
+        };
+        let cgroup =
+            sys::create_memory_cgroup(&base, version, &group, &spec.name, max).map_err(fail)?;
+        let procs = cgroup.procs().map_err(fail)?;
+        let seen = cgroup.oom_kills().unwrap_or(0);
+        self.cgroups.insert(app, (cgroup, seen));
+        Ok(Some(procs))
+    }
+
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
         let app_logs = match self.logs.get(&spec.name) {
             Some(l) => {
@@ -811,7 +867,8 @@ impl Runtime {
                 l
             }
         };
-        let child = sys::spawn(spec).map_err(|e| e.to_string())?;
+        let cgroup = self.memory_cgroup(app, spec)?;
+        let child = sys::spawn_into(spec, cgroup).map_err(|e| e.to_string())?;
         let pid = child.pid;
         let capture = app_logs.capture(child.stdout, child.stderr);
         self.procs.insert(
@@ -891,6 +948,11 @@ impl Runtime {
                 self.tree.remove(&app);
                 self.counts.remove(&app);
                 self.usage.borrow_mut().remove(&app);
+                if let Some((cgroup, _)) = self.cgroups.remove(&app)
+                    && let Err(e) = cgroup.remove()
+                {
+                    tracing::warn!(app = %name, "cannot remove {}: {e}", cgroup.path.display());
+                }
                 let _ = self.notices.send(Notice::Removed(name));
                 self.mark_dirty();
             }
@@ -1169,6 +1231,16 @@ impl Runtime {
                 .collect(),
             nice: limits.nice.unwrap_or(AppConfigInfo::INHERITED),
             oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
+            memory_enforce: spec
+                .memory
+                .max
+                .map(|_| spec.memory.enforce.as_str().to_owned())
+                .unwrap_or_default(),
+            memory_cgroup: self
+                .cgroups
+                .get(&app.id)
+                .map(|(c, _)| format!("{} {}", c.version.as_str(), c.path.display()))
+                .unwrap_or_default(),
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((

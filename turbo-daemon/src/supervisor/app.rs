@@ -136,6 +136,8 @@ pub struct MemoryPolicy {
     pub max: Option<u64>,
     /// Warn (once per crossing) at this percentage of `max`.
     pub warning_percent: u8,
+    /// Who acts at `max` (`memory_enforce`).
+    pub enforce: MemoryEnforce,
 }
 
 impl Default for MemoryPolicy {
@@ -143,6 +145,45 @@ impl Default for MemoryPolicy {
         Self {
             max: None,
             warning_percent: 80,
+            enforce: MemoryEnforce::Restart,
+        }
+    }
+}
+
+/// Who acts when an app reaches `max_memory` (`memory_enforce:` in turbo.yml).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryEnforce {
+    /// The supervisor restarts the app (reason `memory_limit`) when its resident memory
+    /// crosses the limit.
+    #[default]
+    Restart,
+    /// The kernel: the app runs in its own memory cgroup limited to `max_memory`, and an OOM
+    /// kill (reason `oom_kill`) is the expected outcome; the supervisor only warns.
+    Cgroup,
+}
+
+impl MemoryEnforce {
+    /// The `memory_enforce:` value.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::Cgroup => "cgroup",
+        }
+    }
+}
+
+impl std::str::FromStr for MemoryEnforce {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "restart" => Ok(Self::Restart),
+            "cgroup" => Ok(Self::Cgroup),
+            other => Err(format!(
+                "memory_enforce '{other}' is not one of: restart (the daemon restarts the app \
+                 at max_memory, the default), cgroup (the kernel limits it in a memory cgroup)"
+            )),
         }
     }
 }

@@ -35,8 +35,8 @@ mod tests;
 use std::{collections::BTreeMap, time::Instant};
 
 pub use app::{
-    App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryPolicy, RestartPolicy,
-    State,
+    App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy,
+    RestartPolicy, State,
 };
 use turbo_api::ExitReason;
 
@@ -741,7 +741,12 @@ impl Supervisor {
         if !matches!(app.state, State::Online { .. }) {
             return;
         }
+        let kernel_enforces = memory.enforce == MemoryEnforce::Cgroup;
         if limit >= max || rss >= max {
+            if kernel_enforces {
+                // the cgroup limit acts (an OOM kill), not the supervisor
+                return;
+            }
             // over max_memory: restart it now, gracefully (stop signal, then SIGKILL at the
             // kill timeout), and record it as a crash with reason memory_limit
             let State::Online { since, .. } = app.state else {
@@ -766,6 +771,11 @@ impl Supervisor {
                 rss,
                 max,
             }));
+        }
+        if kernel_enforces {
+            // nothing more to watch: the kernel enforces the limit; the warning level stays
+            // armed, and falling under it re-arms the warning
+            return;
         }
         // next: the limit itself
         out.push(Action::SetMemoryLimit {

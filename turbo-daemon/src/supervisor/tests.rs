@@ -768,3 +768,49 @@ fn memory_warning_once_per_crossing_then_restart_at_the_limit() {
     h.spawned(id);
     assert_eq!(h.sup.app(id).unwrap().restarts, 1);
 }
+
+#[test]
+fn with_cgroup_enforcement_the_supervisor_only_warns_and_the_kernel_kills() {
+    let mut h = Harness::new();
+    let mut s = spec("hog");
+    s.memory.max = Some(1000);
+    s.memory.enforce = crate::supervisor::MemoryEnforce::Cgroup;
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    h.spawned(id);
+    let pid = h.pid(id);
+    let warned = h.input(Input::MemoryOver {
+        pid,
+        rss: 810,
+        limit: 800,
+    });
+    assert!(
+        warned
+            .iter()
+            .any(|a| matches!(a, Action::Notify(Notification::MemoryWarning { .. })))
+    );
+    assert!(
+        !warned
+            .iter()
+            .any(|a| matches!(a, Action::SetMemoryLimit { .. })),
+        "the limit itself is the kernel's: not watched ({warned:?})"
+    );
+    // a crossing reported anyway (a limit set before) does not restart the app
+    let over = h.input(Input::MemoryOver {
+        pid,
+        rss: 1001,
+        limit: 1000,
+    });
+    assert!(signals(&over).is_empty(), "{over:?}");
+    assert_eq!(h.state(id), AppState::Online);
+    // the kernel's OOM kill is what ends it
+    h.input(Input::OomKilled { pid });
+    h.exit(id, WaitStatus::signaled(9));
+    assert_eq!(
+        h.sup.app(id).unwrap().last_exit.as_ref().unwrap().reason,
+        ExitReason::OomKill
+    );
+}
