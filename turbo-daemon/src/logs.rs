@@ -307,13 +307,21 @@ async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&[u8], &[Range<usize>])) {
         }
     };
     // the unfinished line stays at the front; each read appends after it, so lines are never
-    // copied before they are formatted
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ_SIZE);
+    // copied before they are formatted. No room is taken before the first output: an app that
+    // never writes (many daemons log elsewhere) costs its two pipes no buffer.
+    let mut buf: Vec<u8> = Vec::new();
     let mut lines: Vec<Range<usize>> = Vec::new();
     let mut want = READ_SIZE;
     let mut pipe_size: Option<usize> = None;
     let mut big_pipe = BigPipe(false);
     loop {
+        if buf.capacity() == 0 {
+            if let Err(e) = rx.readable().await {
+                tracing::warn!("reading an app's output failed: {e}");
+                break;
+            }
+            buf.reserve_exact(2 * READ_SIZE);
+        }
         buf.reserve(want);
         let n = match rx.read_buf(&mut buf).await {
             Ok(0) => break,

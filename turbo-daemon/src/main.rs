@@ -3,6 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
+use tracing::Level;
+use tracing_subscriber::{
+    filter::Targets, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 use turbo_daemon::events::EbpfSetting;
 
 /// The TurboProcess daemon. Usually started by the `turbo` CLI or by systemd.
@@ -83,14 +87,30 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TURBO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // TURBO_LOG: `debug`, or per target like `info,turbo_daemon=debug`. Parsed as plain
+    // `Targets`, not `EnvFilter`, whose regular expressions would be a few hundred KiB of code
+    // in a daemon that is resident on every host.
+    let (filter, bad) = match std::env::var("TURBO_LOG") {
+        Ok(text) if !text.trim().is_empty() => match text.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (Targets::new().with_default(Level::INFO), Some((text, e))),
+        },
+        _ => (Targets::new().with_default(Level::INFO), None),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with(filter)
         .init();
+    if let Some((text, e)) = bad {
+        tracing::warn!(
+            "TURBO_LOG '{text}' is not a level or a list like `info,turbo_daemon=debug` ({e}); \
+             logging at info"
+        );
+    }
     let system = args.system || args.bus_address.is_some();
     let (home, log_dir) = match args.home {
         Some(home) => (home, None),

@@ -73,9 +73,12 @@ use turbo_common::{
     rss_is_under,
 };
 
-/// Ring buffer read by the daemon (1 MiB: ~32k exit events, ~3.6k exec events).
+/// Ring buffer read by the daemon (256 KiB: ~6.5k exit or fork events, ~880 exec events, in
+/// flight at once). The daemon drains it on every wake-up, so it only has to hold what
+/// happens while the daemon is not scheduled; its data pages are mapped twice into the daemon
+/// (for wrap-around), so every KiB here is two KiB of the daemon's resident memory.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 << 10, 0);
 
 /// Supervised thread-group ids and their app keys; see `turbo_common::MAP_WATCHED`.
 #[map]
