@@ -1,4 +1,5 @@
-//! `turbo-daemon`: parses flags, sets up logging, runs [`turbo_daemon::run`]. Nothing else.
+//! `turbo-daemon`: tunes the allocator, parses flags, sets up logging, runs [`turbo_daemon::run`].
+//! Nothing else.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -86,6 +87,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    turbo_daemon::runtime::sys::settle_allocator();
     let args = Args::parse();
     // TURBO_LOG: `debug`, or per target like `info,turbo_daemon=debug`. Parsed as plain
     // `Targets`, not `EnvFilter`, whose regular expressions would be a few hundred KiB of code

@@ -495,10 +495,11 @@ fn outcome(
     {
         notes.push(format!(
             "What the RSS with 100 apps is made of: TurboProcess's daemon {:.1} MB, of which \
-             {:.1} MB anonymous (heap and stacks; its eBPF maps and ring buffer are kernel \
-             memory and not in it) and {:.1} MB file-backed (its own binary, which embeds the \
-             eBPF object, and the shared libraries); supervisord {:.1} MB, of which {:.1} MB \
-             anonymous. A third of supervisord's RSS would be {:.1} MB.",
+             {:.1} MB anonymous (heap and stacks) and {:.1} MB mapped from files and the \
+             kernel (its own binary, whose code is resident nearly whole because the kernel \
+             maps the neighbours of every page touched; the shared libraries; and the eBPF \
+             ring buffer, whose 256 KiB of data are mapped twice); supervisord {:.1} MB, of \
+             which {:.1} MB anonymous. A third of supervisord's RSS would be {:.1} MB.",
             mb(t_rss),
             mb(t_anon),
             mb(t_rss.saturating_sub(t_anon)),
