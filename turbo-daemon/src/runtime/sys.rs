@@ -660,7 +660,16 @@ pub fn daemon_stats() -> Option<ProcessStats> {
 /// `None` when the process is gone.
 #[must_use]
 pub fn resident_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    use std::io::Read as _;
+    // one read into the stack: the line is seven numbers, and `read_to_string` would add a
+    // `statx` for the size and a second read for the end of file (the sampler does this for
+    // every app)
+    let mut buf = [0u8; 160];
+    let n = File::open(format!("/proc/{pid}/statm"))
+        .ok()?
+        .read(&mut buf)
+        .ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
     let pages: u64 = text.split(' ').nth(1)?.trim().parse().ok()?;
     Some(pages * page_size())
 }
