@@ -9,6 +9,7 @@ mod ebpf;
 mod hardening;
 mod kernel_truth;
 mod lifecycle;
+mod load;
 mod logs;
 mod metrics;
 mod privileges;

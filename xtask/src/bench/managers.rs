@@ -118,8 +118,6 @@ pub trait Manager {
     fn processes(&self) -> Vec<(String, u32)>;
     /// Stops the app and forgets it.
     fn remove(&mut self, name: &str) -> Result<()>;
-    /// Stops and forgets every app started with [`Manager::start_all`] from `file`.
-    fn remove_all(&mut self, file: &str) -> Result<()>;
     /// The manager's commands that list every app with its state, as (what to call it, the
     /// command, not yet run), for timing them.
     fn status_commands(&mut self) -> Vec<(String, Command)>;
@@ -399,10 +397,6 @@ impl Manager for Turbo {
         self.run(&["delete", name]).map(drop)
     }
 
-    fn remove_all(&mut self, _file: &str) -> Result<()> {
-        self.run(&["delete", "all"]).map(drop)
-    }
-
     fn status_commands(&mut self) -> Vec<(String, Command)> {
         let env = self.env_line();
         [&["status"][..], &["status", "--json"]]
@@ -629,10 +623,6 @@ impl Manager for Pm2 {
 
     fn remove(&mut self, name: &str) -> Result<()> {
         self.run(&["delete", name]).map(drop)
-    }
-
-    fn remove_all(&mut self, _file: &str) -> Result<()> {
-        self.run(&["delete", "all"]).map(drop)
     }
 
     fn status_commands(&mut self) -> Vec<(String, Command)> {
@@ -871,11 +861,6 @@ impl Manager for Supervisord {
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         self.transcript.push(format!("rm {}", path.display()));
         self.run(&["update"]).map(drop)
-    }
-
-    fn remove_all(&mut self, file: &str) -> Result<()> {
-        // one `[include]`d file per start_all: removing it and updating removes its programs
-        self.remove(file)
     }
 
     fn status_commands(&mut self) -> Vec<(String, Command)> {

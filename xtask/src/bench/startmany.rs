@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use crate::bench::json::Json;
-use crate::bench::managers::{App, CLI_LIMIT, Kind, Manager, Restart};
+use crate::bench::managers::{App, CLI_LIMIT, Kind, Restart};
 use crate::bench::process::exec;
 use crate::bench::restart::parse_stamp;
 use crate::bench::stats::Summary;
@@ -44,7 +44,8 @@ const FILE: &str = "many";
 /// One subject: a manager, or the reference (`kind` None).
 struct Subject {
     kind: Option<Kind>,
-    mgr: Option<Box<dyn Manager>>,
+    /// The commands and files of its last start.
+    transcript: Vec<String>,
     row: Row,
     /// When the start command returned, per measured start, in ms after the start.
     returned: Vec<f64>,
@@ -56,7 +57,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         .chain(Kind::ALL.map(Some))
         .map(|kind| Subject {
             kind,
-            mgr: None,
+            transcript: Vec::new(),
             row: Row {
                 subject: kind.map_or(REFERENCE, Kind::label).to_owned(),
                 samples: Vec::new(),
@@ -71,11 +72,8 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     let mut rows = Vec::new();
     let mut transcripts = Vec::new();
     for mut s in subjects {
-        if let Some(mut m) = s.mgr.take() {
-            if let Err(e) = m.shutdown() {
-                s.row.error.get_or_insert(format!("{e:#}"));
-            }
-            transcripts.push((m.kind().label().to_owned(), m.transcript().to_vec()));
+        if let Some(kind) = s.kind {
+            transcripts.push((kind.label().to_owned(), std::mem::take(&mut s.transcript)));
         }
         s.row.extra = vec![Summary::of(&s.returned).map(|x| round1(x.median)).into()];
         if let Some(x) = Summary::of(&s.row.samples) {
@@ -98,9 +96,11 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
                  stamps; one sample is the latest stamp minus the time read before the command, \
                  so from asking to the last app running its first instruction (not until the \
                  command returns, which is shown apart). Then the manager's own view must list \
-                 {APPS} running apps, every app is removed (`turbo delete all`, `pm2 delete \
-                 all`, the programs' file removed and `supervisorctl update`) and the harness \
-                 waits until the {APPS} processes are gone."
+                 {APPS} running apps, the daemon is shut down (`turbo kill`, `pm2 kill`, \
+                 `supervisorctl shutdown`) and the harness waits until the {APPS} processes are \
+                 gone. Each start gets a fresh daemon (its start-up is not timed): removing 100 \
+                 programs from a running supervisord takes minutes, one pass of its main loop \
+                 per program."
             ),
             format!(
                 "TurboProcess: `turbo start many.yml` (one file with the {APPS} apps, \
@@ -147,17 +147,8 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-/// Starts every daemon, then runs the rounds; a subject that fails is left out from then on,
-/// with its error in its row.
+/// Runs the rounds; a subject that fails is left out from then on, with its error in its row.
 fn rounds(env: &mut Env<'_>, starts: usize, subjects: &mut [Subject]) -> Result<()> {
-    for s in subjects.iter_mut() {
-        if let Some(kind) = s.kind {
-            match env.launch(kind, "start-100") {
-                Ok(m) => s.mgr = Some(m),
-                Err(e) => s.row.error = Some(format!("{e:#}")),
-            }
-        }
-    }
     let n = subjects.len();
     for round in 0..WARMUP + starts {
         for j in 0..n {
@@ -166,11 +157,8 @@ fn rounds(env: &mut Env<'_>, starts: usize, subjects: &mut [Subject]) -> Result<
             if s.row.error.is_some() {
                 continue;
             }
-            let dir = env.dir(
-                "start-100",
-                &format!("{}-{round}", s.kind.map_or("reference", Kind::key)),
-            )?;
-            match start_once(env, s, &dir) {
+            let name = format!("{}-{round}", s.kind.map_or("reference", Kind::key));
+            match start_once(env, s, &name) {
                 Ok((ms, returned)) if round >= WARMUP => {
                     s.row.samples.push(ms);
                     s.returned.push(returned);
@@ -193,11 +181,18 @@ fn stamp_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// One start of all apps, measured, then everything removed again. Returns the sample and
-/// when the start command returned (both in ms after the start).
-fn start_once(env: &mut Env<'_>, s: &mut Subject, dir: &Path) -> Result<(f64, f64)> {
+/// One start of all apps, measured, then everything stopped again: a fresh daemon each time,
+/// shut down afterwards (removing 100 programs from supervisord one main-loop pass at a time
+/// takes minutes; a shutdown stops them all at once). Returns the sample and when the start
+/// command returned (both in ms after the start).
+fn start_once(env: &mut Env<'_>, s: &mut Subject, name: &str) -> Result<(f64, f64)> {
     let stamp = env.tools.stamp.clone();
-    let files = stamp_files(dir);
+    let dir = env.dir("start-100", name)?;
+    let files = stamp_files(&dir);
+    let mut mgr = match s.kind {
+        Some(kind) => Some(env.launch_with(kind, "start-100", name, &[])?),
+        None => None,
+    };
     let apps: Vec<App> = files
         .iter()
         .enumerate()
@@ -210,7 +205,7 @@ fn start_once(env: &mut Env<'_>, s: &mut Subject, dir: &Path) -> Result<(f64, f6
         })
         .collect();
     let mut children: Vec<Child> = Vec::new();
-    let (t0, returned_ns) = match s.mgr.as_mut() {
+    let (t0, returned_ns) = match mgr.as_mut() {
         Some(m) => {
             let mut cmd = m.start_all_command(FILE, &apps)?;
             let t0 = sys::mono_ns();
@@ -241,10 +236,11 @@ fn start_once(env: &mut Env<'_>, s: &mut Subject, dir: &Path) -> Result<(f64, f6
         env.watch_pid(pid, &stamp);
     }
     // clean up whatever happened, then judge
-    let listed = match s.mgr.as_mut() {
+    let listed = match mgr.as_mut() {
         Some(m) => {
             let listed = m.app_pids().map(|p| p.len());
-            m.remove_all(FILE)?;
+            m.shutdown()?;
+            s.transcript = m.transcript().to_vec();
             listed
         }
         None => {

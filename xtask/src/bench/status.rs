@@ -54,7 +54,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         let mut subjects = Vec::new();
         let measured = size(env, apps, calls, &mut mgrs, &mut subjects);
         for m in &mut mgrs {
-            if let Err(e) = m.remove_all("status").and(m.shutdown()) {
+            if let Err(e) = m.shutdown() {
                 eprintln!("  {}: {e:#}", m.kind().label());
             }
             if apps == SIZES[SIZES.len() - 1] {
