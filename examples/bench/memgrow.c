@@ -5,14 +5,18 @@
  *
  * First thing on start, appends "start <pid> <ns>\n" to EVENTS (CLOCK_MONOTONIC, the clock the
  * harness and the other workloads use). Then every INTERVAL_MS it maps STEP_MB more anonymous
- * memory and writes to every page (so it is resident), 1 MB at a time; after each megabyte it
- * reads its own resident size (/proc/self/statm) and:
+ * memory and writes to every page (so it is resident); after every 16 pages (64 KiB on x86-64)
+ * it reads its own resident size (/proc/self/statm) and:
  *   - keeps the largest value seen in "EVENTS.peak.<pid>" (rewritten in place, so whatever
- *     kills the process, the file holds its peak to within 1 MB);
+ *     kills the process, the file holds its peak to within 64 KiB);
  *   - the first time the resident size reaches LIMIT_MB, appends "cross <pid> <ns> <bytes>\n"
  *     to EVENTS: the moment the limit was crossed, as the process itself saw it.
  * At CAP_MB it stops growing and holds its memory (a bound for a manager that reacts late or
  * never); after 10 minutes it exits on its own, so a leftover can never live for long.
+ *
+ * A manager acting on the kernel's own counter kills the process within microseconds of its
+ * crossing at the earliest (an event, a wake-up, a kill(2)), while 16 pages take a few
+ * microseconds to touch: the process sees its crossing before any manager can react.
  *
  * Appends of one short line with O_APPEND are atomic, so the lines of successive processes
  * (the restarts) never mix.
@@ -105,9 +109,12 @@ int main(int argc, char **argv) {
             perror("memgrow: mmap");
             return 1;
         }
-        for (long m = 0; m < mb; m++) {
-            for (size_t off = 0; off < (1u << 20); off += (size_t)page) {
-                p[((size_t)m << 20) + off] = 1;
+        size_t len = (size_t)mb << 20;
+        size_t check = 16 * (size_t)page;
+        for (size_t off = 0; off < len; off += (size_t)page) {
+            p[off] = 1;
+            if ((off + (size_t)page) % check != 0 && off + (size_t)page < len) {
+                continue;
             }
             long long rss = resident(statm, page);
             if (rss > peak) {

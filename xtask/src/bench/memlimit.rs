@@ -5,7 +5,7 @@
 //!
 //! The app is `examples/bench/memgrow.c`: it appends `start <pid> <ns>` to an events file on
 //! start and `cross <pid> <ns> <bytes>` the moment its own resident size reaches the limit (it
-//! checks after every megabyte it touches), and keeps its peak resident size in a file of its
+//! checks after every 16 pages it touches), and keeps its peak resident size in a file of its
 //! own. One sample is the next `start` after a `cross` minus that `cross`: the manager noticing,
 //! stopping the process and starting a new one, all read off the workload's clock.
 
@@ -362,12 +362,12 @@ fn outcome(
             format!(
                 "The app is `examples/bench/memgrow.c` (`{memgrow} EVENTS {LIMIT_MB} {STEP_MB} \
                  {INTERVAL_MS} {CAP_MB}`): every {INTERVAL_MS} ms it maps {STEP_MB} MB more and \
-                 writes to every page, 1 MB at a time, reading its own resident size \
-                 (`/proc/self/statm`) after each megabyte. It appends `start <pid> <ns>` \
+                 writes to every page, reading its own resident size (`/proc/self/statm`) \
+                 after every 16 pages (64 KiB). It appends `start <pid> <ns>` \
                  (`CLOCK_MONOTONIC`) to an events file first thing on start, `cross <pid> <ns>` \
                  the first time its resident size reaches {LIMIT_MB} MB, and keeps its peak \
                  resident size in a file of its own, so whatever kills it, the peak is known to \
-                 within 1 MB. One sample is the next `start` after a `cross` minus that \
+                 within 64 KiB. One sample is the next `start` after a `cross` minus that \
                  `cross`: noticing, stopping the process and starting the next one. At \
                  {CAP_MB} MB the app stops growing and holds its memory (the bound for a \
                  manager that reacts late)."
@@ -417,7 +417,10 @@ fn outcome(
              that, here up to the {CAP_MB} MB where the workload stops. The procfs fallback of \
              TurboProcess samples every second, so its reaction is up to a second and its peak \
              up to a second's growth over the limit; eBPF acts on the kernel event of the page \
-             fault that crossed the limit."
+             fault that crossed the limit. A sample ends when the replacement starts, which \
+             is after the old process has exited, and a process holding {LIMIT_MB} MB needs \
+             tens of milliseconds to exit while the kernel frees its memory (the exit-source \
+             metric shows it for 256 MB)."
         )],
     }
 }
