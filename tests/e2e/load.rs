@@ -659,9 +659,9 @@ fn a_full_log_disk_blocks_no_app_and_logging_resumes() {
     }
     let last_gap_end = got
         .windows(2)
-        .filter(|w| w[1] != w[0] + 1)
-        .map(|w| w[1])
-        .last();
+        .rev()
+        .find(|w| w[1] != w[0] + 1)
+        .map(|w| w[1]);
     if let Some(end) = last_gap_end {
         assert!(
             end <= freed_at + slack,
