@@ -242,6 +242,9 @@ pub struct CrashRecord {
     pub stderr_tail: Vec<String>,
     /// Which event source reported the exit.
     pub source: String,
+    /// Why the daemon ended the process, when it did (the failing health check's message);
+    /// empty otherwise.
+    pub detail: String,
 }
 
 impl CrashRecord {
@@ -260,6 +263,7 @@ impl CrashRecord {
             "memory_bytes": (self.memory_bytes > 0).then_some(self.memory_bytes),
             "stderr_tail": self.stderr_tail,
             "source": self.source,
+            "detail": (!self.detail.is_empty()).then_some(&self.detail),
         })
     }
 }

@@ -18,7 +18,9 @@
 
 pub mod bus;
 pub mod crashes;
+pub mod probe;
 pub mod sys;
+pub mod watch;
 
 use std::{
     cell::RefCell,
@@ -85,6 +87,13 @@ pub enum Op {
     Delete(String),
     /// `ResetApp`.
     Reset(String),
+    /// `WaitReady`: answer once the apps are ready (or fail).
+    WaitReady {
+        /// Name, id or `all`.
+        target: String,
+        /// How long to wait.
+        timeout: Duration,
+    },
     /// `DescribeApp`.
     Describe(String),
     /// `GetCrashes`.
@@ -335,6 +344,8 @@ enum Internal {
     SaveDue,
     /// A process was reaped: some awaited process group may be empty now.
     CheckGroups,
+    /// Watched files of an app changed.
+    FilesChanged(AppId, watch::Change),
 }
 
 /// The output streams of one running process.
@@ -394,6 +405,8 @@ pub struct Runtime {
     oom_memory: HashMap<u32, u64>,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
+    /// File watchers of the apps with `watch:`.
+    watchers: HashMap<AppId, watch::AppWatcher>,
 }
 
 impl Runtime {
@@ -441,6 +454,7 @@ impl Runtime {
             group_waits: HashMap::new(),
             fatal_signals: HashMap::new(),
             oom_memory: HashMap::new(),
+            watchers: HashMap::new(),
         }
     }
 
@@ -678,6 +692,45 @@ impl Runtime {
                 self.save_now();
             }
             Internal::CheckGroups => self.check_group_waits(),
+            Internal::FilesChanged(app, change) => {
+                if let Some(w) = self.watchers.get_mut(&app) {
+                    for dir in change.new_dirs {
+                        if let Err(e) = w.add_tree(&dir) {
+                            tracing::warn!(app, "cannot watch {}: {e}", dir.display());
+                        }
+                    }
+                }
+                self.feed(Input::FilesChanged { app });
+            }
+        }
+    }
+
+    /// Starts, replaces or drops the file watcher of `id` to match its spec.
+    fn sync_watcher(&mut self, id: AppId) {
+        let Some(app) = self.sup.app(id) else {
+            self.watchers.remove(&id);
+            return;
+        };
+        let Some(spec) = app.spec.watch.clone() else {
+            self.watchers.remove(&id);
+            return;
+        };
+        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec) {
+            return;
+        }
+        self.watchers.remove(&id);
+        // the daemon's own files change all the time: never a reason to restart
+        let skip = vec![self.paths.home.clone(), self.paths.log_dir.clone()];
+        let tx = self.internal_tx.clone();
+        let name = app.spec.name.clone();
+        match watch::AppWatcher::start(&spec, skip, move |change| {
+            let _ = tx.send(Internal::FilesChanged(id, change));
+        }) {
+            Ok(w) => {
+                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
+                self.watchers.insert(id, w);
+            }
+            Err(e) => tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}"),
         }
     }
 
@@ -776,6 +829,44 @@ impl Runtime {
                 });
                 None
             }
+            Action::Wake {
+                app,
+                kind,
+                token,
+                at,
+            } => {
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Internal::Input(Input::Wake { app, kind, token }));
+                });
+                None
+            }
+            Action::ExpireWait { ticket, at } => {
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Internal::Input(Input::WaitExpired(ticket)));
+                });
+                None
+            }
+            Action::Probe {
+                app,
+                generation,
+                check,
+            } => {
+                let spec = self.sup.app(app)?.spec.clone();
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let result = probe::run(&check, &spec).await;
+                    let _ = tx.send(Internal::Input(Input::ProbeResult {
+                        app,
+                        generation,
+                        result,
+                    }));
+                });
+                None
+            }
             Action::Reply { ticket, result } => {
                 self.reply(ticket, result);
                 None
@@ -800,6 +891,7 @@ impl Runtime {
                 l
             }
         };
+        self.sync_watcher(app);
         let child = sys::spawn(spec).map_err(|e| e.to_string())?;
         let pid = child.pid;
         let capture = app_logs.capture(child.stdout, child.stderr);
@@ -844,7 +936,25 @@ impl Runtime {
                     let _ = self.notices.send(Notice::Added(self.status(a, false)));
                 }
                 self.count_state(id);
+                self.sync_watcher(id);
                 self.mark_dirty();
+            }
+            Notification::HealthChanged(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    let health = a.health.public(a.spec.health.is_some());
+                    match &a.health.last_error {
+                        Some(e) if health == Health::Unhealthy => {
+                            tracing::warn!(app = %a.spec.name, "unhealthy: {e}");
+                        }
+                        _ => tracing::info!(app = %a.spec.name, "{health}"),
+                    }
+                    let _ = self.notices.send(Notice::Changed(self.status(a, false)));
+                }
+            }
+            Notification::Ready(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    tracing::info!(app = %a.spec.name, pid = a.pid().unwrap_or(0), "ready");
+                }
             }
             Notification::StateChanged(id) => {
                 if let Some(a) = self.sup.app(id) {
@@ -876,6 +986,7 @@ impl Runtime {
             }
             Notification::Persist => self.mark_dirty(),
             Notification::Removed { app, name } => {
+                self.watchers.remove(&app);
                 self.crashes.remove(app);
                 self.tree.remove(&app);
                 self.counts.remove(&app);
@@ -915,6 +1026,7 @@ impl Runtime {
             signal_sender_comm: sender_comm,
             stderr_tail: Vec::new(),
             source: exit.source.as_str().into(),
+            detail: exit.detail.clone().unwrap_or_default(),
         };
         let tx = self.internal_tx.clone();
         match self.procs.remove(&pid) {
@@ -1095,6 +1207,10 @@ impl Runtime {
             Op::Restart(t) => Command::Restart(Target::parse(&t)),
             Op::Delete(t) => Command::Delete(Target::parse(&t)),
             Op::Reset(t) => Command::Reset(Target::parse(&t)),
+            Op::WaitReady { target, timeout } => Command::WaitReady {
+                target: Target::parse(&target),
+                timeout,
+            },
         };
         Ok(command)
     }
@@ -1305,7 +1421,7 @@ impl Runtime {
             memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
             leak_suspected: false,
             memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
-            health: Health::None.as_str().into(),
+            health: app.health.public(app.spec.health.is_some()).as_str().into(),
             next_restart_in_ms: match app.state {
                 State::Backoff { until } => {
                     u64::try_from(until.saturating_duration_since(now).as_millis())
@@ -1461,7 +1577,7 @@ impl Runtime {
                     name: app.spec.name.clone(),
                     instance: 0,
                     state: app.state.public(),
-                    health: Health::None,
+                    health: app.health.public(app.spec.health.is_some()),
                     restarts,
                     oom_kills: counts
                         .and_then(|c| c.exits.get(turbo_api::ExitReason::OomKill.as_str()))
@@ -1572,6 +1688,7 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
         CommandError::AlreadyExists(_) => turbo_api::Error::AlreadyExists(msg),
         CommandError::Duplicate(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => turbo_api::Error::SpawnFailed(msg),
+        CommandError::NotReady(_) => turbo_api::Error::Failed(msg),
     }
 }
 
