@@ -18,6 +18,7 @@ pub(super) struct HealthConfig {
     timeout: Option<Scalar>,
     retries: Option<i64>,
     retry_delay: Option<Scalar>,
+    start_period: Option<Scalar>,
     status: Option<Scalar>,
 }
 
@@ -178,6 +179,12 @@ pub(super) fn apply_health(
     set(&cfg.interval, "interval", &mut check.interval);
     set(&cfg.timeout, "timeout", &mut check.timeout);
     set(&cfg.retry_delay, "retry_delay", &mut check.retry_delay);
+    if let Some(v) = &cfg.start_period {
+        match v.duration("health.start_period") {
+            Ok(d) => check.start_period = d,
+            Err(e) => errors.push(Problem::new("health.start_period", e)),
+        }
+    }
     match cfg.retries.map(u32::try_from) {
         Some(Ok(n)) if n >= 1 => check.retries = n,
         Some(_) => errors.push(Problem::new(

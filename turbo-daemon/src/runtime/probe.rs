@@ -26,9 +26,13 @@ pub async fn run(check: &HealthSpec, app: &AppSpec) -> Result<(), String> {
                 .await
                 .map(drop)
                 .map_err(|e| format!("tcp {addr}: {e}")),
+            // bounds itself, as it must kill what it started
             HealthProbe::Cmd { argv } => command(argv, app, timeout).await,
         }
     };
+    if matches!(check.probe, HealthProbe::Cmd { .. }) {
+        return probe.await;
+    }
     match tokio::time::timeout(timeout, probe).await {
         Ok(result) => result,
         Err(_) => Err(format!(

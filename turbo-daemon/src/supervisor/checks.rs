@@ -65,6 +65,10 @@ pub struct HealthSpec {
     /// Between a failed check and the next one.
     #[serde(with = "super::app::millis")]
     pub retry_delay: Duration,
+    /// After a spawn, failures count only once this has passed or a check has passed (an app
+    /// that loads for a while before it listens is not unhealthy, only not ready yet).
+    #[serde(with = "super::app::millis", default)]
+    pub start_period: Duration,
 }
 
 impl HealthSpec {
@@ -77,6 +81,7 @@ impl HealthSpec {
             timeout: Duration::from_secs(5),
             retries: 3,
             retry_delay: Duration::from_secs(2),
+            start_period: Duration::ZERO,
         }
     }
 
@@ -95,7 +100,7 @@ pub struct HealthState {
     pub failures: u32,
     /// The last check passed.
     pub passing: Option<bool>,
-    /// A check passed at least once since the spawn.
+    /// A check passed at least once since the spawn (the start period is over then).
     pub ever_healthy: bool,
     /// The message of the last failed check (kept after a restart, for `--wait` and describe).
     pub last_error: Option<String>,
@@ -175,6 +180,8 @@ fn is_log_file(name: &str) -> bool {
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     match pattern {
         [] => text.is_empty(),
+        // `dir/**` also matches `dir` itself: ignoring a tree ignores its creation
+        [b'/', b'*', b'*'] => text.is_empty() || text.first() == Some(&b'/'),
         [b'*', b'*', rest @ ..] => {
             let rest = rest.strip_prefix(b"/").unwrap_or(rest);
             (0..=text.len()).any(|i| glob_match(rest, &text[i..]))
@@ -306,6 +313,7 @@ mod tests {
             "/srv/app/.turbo/state.json",
             "/srv/app/src/a.tmp",
             "/srv/app/cache/x/y.js",
+            "/srv/app/cache",
             "/srv/app/data1.db",
         ];
         let no = [

@@ -1046,6 +1046,11 @@ impl Supervisor {
                 app.health.ever_healthy = true;
                 now + check.interval
             }
+            Err(e) if !app.health.ever_healthy && now < since + check.start_period => {
+                // still starting: not unhealthy, only not ready yet (`--wait` shows the error)
+                app.health.last_error = Some(e);
+                now + check.retry_delay
+            }
             Err(e) => {
                 app.health.failures += 1;
                 app.health.passing = Some(false);
@@ -1289,6 +1294,18 @@ fn announce_ready(app: &mut App, out: &mut Vec<Action>) {
 fn not_ready_detail(app: &App) -> String {
     if let State::Errored { reason } = &app.state {
         return reason.clone();
+    }
+    let crashed = matches!(app.state, State::Backoff { .. } | State::Stopped);
+    if let Some(e) = app
+        .last_exit
+        .as_ref()
+        .filter(|e| crashed && e.reason != ExitReason::Health)
+    {
+        return match (e.status.code(), e.status.signal()) {
+            (Some(code), _) => format!("its process exited with code {code}"),
+            (_, Some(signal)) => format!("its process was killed by signal {signal}"),
+            _ => format!("its process ended ({})", e.reason),
+        };
     }
     if let Some(e) = &app.health.last_error {
         return format!("health check failed: {e}");

@@ -300,3 +300,42 @@ fn wait_ready_answers_when_ready_fails_on_crash_and_times_out() {
         "{why}"
     );
 }
+
+#[test]
+fn failures_within_the_start_period_do_not_count() {
+    let mut h = Harness::new();
+    let mut s = http_spec("slow");
+    s.health.as_mut().unwrap().start_period = secs(10);
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    let mut actions = h.spawned(id);
+    for _ in 0..4 {
+        actions = h.check(id, &actions, Err("connection refused"));
+        assert_eq!(h.state(id), AppState::Online);
+        assert_eq!(
+            h.health(id),
+            turbo_api::Health::Unknown,
+            "starting, not unhealthy"
+        );
+    }
+    assert_eq!(
+        h.sup.app(id).unwrap().health.last_error.as_deref(),
+        Some("connection refused"),
+        "kept for --wait"
+    );
+    // past the start period, failures count again: three in a row restart it
+    h.at(secs(11));
+    actions = vec![Action::Wake {
+        app: id,
+        kind: WakeKind::Health,
+        token: h.sup.app(id).unwrap().generation,
+        at: h.t0 + secs(11),
+    }];
+    for _ in 0..3 {
+        actions = h.check(id, &actions, Err("connection refused"));
+    }
+    assert_eq!(h.state(id), AppState::Stopping);
+}
