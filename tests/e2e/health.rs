@@ -88,6 +88,17 @@ fn an_app_that_turns_unhealthy_is_restarted_and_wait_waits_for_healthy() {
         "the crash record says what failed: {crashes}"
     );
 
+    let human = d.turbo_ok(&["describe", "sick"]);
+    assert!(
+        human.contains("health check") && human.contains("status 503, expected 200-399"),
+        "describe shows the check and its last failure:\n{human}"
+    );
+    let human = d.turbo_ok(&["crashes", "sick"]);
+    assert!(
+        human.contains("status 503"),
+        "crashes shows the failure:\n{human}"
+    );
+
     // while it stays sick, restart --wait fails with the last health error, on one line
     let out = d.turbo(&["restart", "sick", "--wait", "--wait-timeout", "20s"]);
     let err = one_line_error(&out);

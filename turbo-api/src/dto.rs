@@ -397,6 +397,17 @@ pub struct AppConfigInfo {
     pub nice: i32,
     /// `oom_score_adj`; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
     pub oom_score_adj: i32,
+    /// The health check in one line (`http http://127.0.0.1:3000/health (status 200-399)
+    /// every 10s, ...`); empty without one.
+    pub health_check: String,
+    /// The message of the last failed health check; empty if none failed.
+    pub health_last_error: String,
+    /// Watched paths (watch mode); empty when off.
+    pub watch_paths: Vec<String>,
+    /// `ignore_watch` globs.
+    pub watch_ignore: Vec<String>,
+    /// Debounce delay of watch mode in ms, 0 when off.
+    pub watch_delay_ms: u64,
 }
 
 impl Default for AppConfigInfo {
@@ -427,6 +438,11 @@ impl Default for AppConfigInfo {
             rlimits: Vec::new(),
             nice: Self::INHERITED,
             oom_score_adj: Self::INHERITED,
+            health_check: String::new(),
+            health_last_error: String::new(),
+            watch_paths: Vec::new(),
+            watch_ignore: Vec::new(),
+            watch_delay_ms: 0,
         }
     }
 }

@@ -169,6 +169,9 @@ pub fn render_timeline(
             ));
         }
         let _ = writeln!(out, "{line}");
+        if !r.detail.is_empty() {
+            let _ = writeln!(out, "{rail} {}", paint(opts.color, Tone::Yellow, &r.detail));
+        }
         for l in &r.stderr_tail {
             let _ = writeln!(out, "{rail} {l}");
         }
@@ -279,6 +282,27 @@ pub fn render_describe(
     head(&mut out, "Privileges");
     for (key, value) in privilege_rows(config) {
         row(&mut out, key, &value);
+    }
+    if !config.health_check.is_empty() || !config.watch_paths.is_empty() {
+        head(&mut out, "Health and watch");
+        if !config.health_check.is_empty() {
+            row(&mut out, "health check", &config.health_check);
+            row(&mut out, "health", &status.health);
+            if !config.health_last_error.is_empty() {
+                row(&mut out, "last failure", &config.health_last_error);
+            }
+        }
+        if !config.watch_paths.is_empty() {
+            row(&mut out, "watch", &config.watch_paths.join(", "));
+            if !config.watch_ignore.is_empty() {
+                row(&mut out, "ignore", &config.watch_ignore.join(", "));
+            }
+            row(
+                &mut out,
+                "watch delay",
+                &render::human_delay_ms(config.watch_delay_ms),
+            );
+        }
     }
     head(&mut out, "Restart policy");
     row(&mut out, "autorestart", &config.autorestart);

@@ -1274,6 +1274,20 @@ impl Runtime {
                 .collect(),
             nice: limits.nice.unwrap_or(AppConfigInfo::INHERITED),
             oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
+            health_check: spec.health.as_ref().map(describe_check).unwrap_or_default(),
+            health_last_error: app.health.last_error.clone().unwrap_or_default(),
+            watch_paths: spec
+                .watch
+                .iter()
+                .flat_map(|w| &w.paths)
+                .map(|p| p.display().to_string())
+                .collect(),
+            watch_ignore: spec
+                .watch
+                .as_ref()
+                .map(|w| w.ignore.clone())
+                .unwrap_or_default(),
+            watch_delay_ms: spec.watch.as_ref().map_or(0, |w| ms(w.delay)),
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((
@@ -1602,6 +1616,23 @@ impl Runtime {
             apps,
         }
     }
+}
+
+/// One line about a health check for `describe`.
+fn describe_check(check: &crate::supervisor::HealthSpec) -> String {
+    let ms = |d: Duration| d.as_millis();
+    let mut line = format!(
+        "{} every {}ms, timeout {}ms, restart after {} failures {}ms apart",
+        check.probe.describe(),
+        ms(check.interval),
+        ms(check.timeout),
+        check.retries,
+        ms(check.retry_delay)
+    );
+    if !check.start_period.is_zero() {
+        line.push_str(&format!(", start period {}ms", ms(check.start_period)));
+    }
+    line
 }
 
 fn describe_exit(code: i32, signal: i32) -> String {
