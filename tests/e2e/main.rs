@@ -14,6 +14,7 @@ mod logs;
 mod metrics;
 mod privileges;
 mod probes;
+mod readiness;
 mod supervision;
 mod systemd;
 mod watch;

@@ -179,6 +179,8 @@ pub struct AppStatus {
     pub err_log: String,
     /// The last exit, if any.
     pub last_exit: ExitInfo,
+    /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
+    pub status_text: String,
 }
 
 impl AppStatus {
@@ -212,6 +214,7 @@ impl AppStatus {
             "out_log": self.out_log,
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
+            "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
         })
     }
 }
@@ -408,6 +411,12 @@ pub struct AppConfigInfo {
     pub watch_ignore: Vec<String>,
     /// Debounce delay of watch mode in ms, 0 when off.
     pub watch_delay_ms: u64,
+    /// `spawn` or `notify`.
+    pub ready: String,
+    /// With `ready: notify`: how long the app has to send `READY=1`, in ms.
+    pub ready_timeout_ms: u64,
+    /// Watchdog period in ms, 0 without one.
+    pub watchdog_ms: u64,
 }
 
 impl Default for AppConfigInfo {
@@ -443,6 +452,9 @@ impl Default for AppConfigInfo {
             watch_paths: Vec::new(),
             watch_ignore: Vec::new(),
             watch_delay_ms: 0,
+            ready: String::new(),
+            ready_timeout_ms: 0,
+            watchdog_ms: 0,
         }
     }
 }

@@ -246,6 +246,9 @@ pub fn render_describe(
         },
     );
     row(&mut out, "restarts", &status.restarts.to_string());
+    if !status.status_text.is_empty() {
+        row(&mut out, "status text", &status.status_text);
+    }
     if status.next_restart_in_ms > 0 {
         row(
             &mut out,
@@ -283,8 +286,29 @@ pub fn render_describe(
     for (key, value) in privilege_rows(config) {
         row(&mut out, key, &value);
     }
-    if !config.health_check.is_empty() || !config.watch_paths.is_empty() {
-        head(&mut out, "Health and watch");
+    let notify = config.ready == "notify" || config.watchdog_ms > 0;
+    if notify || !config.health_check.is_empty() || !config.watch_paths.is_empty() {
+        head(&mut out, "Readiness, health and watch");
+        if notify {
+            let mut ready = config.ready.clone();
+            if config.ready == "notify" {
+                ready.push_str(&format!(
+                    " (READY=1 within {})",
+                    render::human_delay_ms(config.ready_timeout_ms)
+                ));
+            }
+            row(&mut out, "ready", &ready);
+        }
+        if config.watchdog_ms > 0 {
+            row(
+                &mut out,
+                "watchdog",
+                &format!(
+                    "WATCHDOG=1 every {}",
+                    render::human_delay_ms(config.watchdog_ms)
+                ),
+            );
+        }
         if !config.health_check.is_empty() {
             row(&mut out, "health check", &config.health_check);
             row(&mut out, "health", &status.health);

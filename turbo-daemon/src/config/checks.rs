@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{Problem, Scalar, resolve_command};
-use crate::supervisor::{AppSpec, HealthProbe, HealthSpec, WatchSpec};
+use crate::supervisor::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
 
 /// `health:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +197,50 @@ pub(super) fn apply_health(
         None => {}
     }
     spec.health = Some(check);
+}
+
+/// Sets `spec.readiness` from `ready`, `ready_timeout` and `watchdog`.
+pub(super) fn apply_readiness(
+    ready: Option<&str>,
+    timeout: Option<&Scalar>,
+    watchdog: Option<&Scalar>,
+    spec: &mut AppSpec,
+    errors: &mut Vec<Problem>,
+) {
+    let r = &mut spec.readiness;
+    if let Some(mode) = ready {
+        match mode.parse::<ReadyMode>() {
+            Ok(m) => r.mode = m,
+            Err(e) => errors.push(Problem::new("ready", e)),
+        }
+    }
+    if let Some(t) = timeout {
+        match t.duration("ready_timeout") {
+            Ok(d) if d.is_zero() => errors.push(Problem::new(
+                "ready_timeout",
+                "ready_timeout must be longer than 0, like 60s",
+            )),
+            Ok(d) => r.timeout = d,
+            Err(e) => errors.push(Problem::new("ready_timeout", e)),
+        }
+        if r.mode != ReadyMode::Notify {
+            errors.push(Problem::new(
+                "ready_timeout",
+                "ready_timeout applies to `ready: notify` only: add it or remove ready_timeout",
+            ));
+        }
+    }
+    if let Some(w) = watchdog {
+        match w.duration("watchdog") {
+            // sd_notify clients ping every half period: under 100 ms is a busy loop
+            Ok(d) if d < std::time::Duration::from_millis(100) => errors.push(Problem::new(
+                "watchdog",
+                "watchdog must be at least 100ms (apps ping every half period), like 10s",
+            )),
+            Ok(d) => r.watchdog_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            Err(e) => errors.push(Problem::new("watchdog", e)),
+        }
+    }
 }
 
 /// `http://host[:port][/path]`; no TLS (checks talk to the app on this machine).

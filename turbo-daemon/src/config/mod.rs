@@ -96,6 +96,12 @@ struct AppConfig {
     watch_delay: Option<Scalar>,
     /// Health check.
     health: Option<checks::HealthConfig>,
+    /// `spawn` or `notify` (the systemd protocol).
+    ready: Option<String>,
+    /// With `ready: notify`: restart an app that sends no `READY=1` this long after its start.
+    ready_timeout: Option<Scalar>,
+    /// Restart an app that sends no `WATCHDOG=1` for this long.
+    watchdog: Option<Scalar>,
 }
 
 /// `restart:` as written.
@@ -594,6 +600,13 @@ fn validate(
         &mut errors,
     );
     checks::apply_health(app.health, path_env, &mut spec, &mut errors);
+    checks::apply_readiness(
+        app.ready.as_deref(),
+        app.ready_timeout.as_ref(),
+        app.watchdog.as_ref(),
+        &mut spec,
+        &mut errors,
+    );
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });

@@ -346,6 +346,8 @@ enum Internal {
     CheckGroups,
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
+    /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid.
+    Notified(u32, Vec<u8>),
 }
 
 /// The output streams of one running process.
@@ -407,6 +409,9 @@ pub struct Runtime {
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
     /// File watchers of the apps with `watch:`.
     watchers: HashMap<AppId, watch::AppWatcher>,
+    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog`, bound when the first
+    /// such app starts.
+    notify_socket: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -455,6 +460,7 @@ impl Runtime {
             fatal_signals: HashMap::new(),
             oom_memory: HashMap::new(),
             watchers: HashMap::new(),
+            notify_socket: None,
         }
     }
 
@@ -702,7 +708,65 @@ impl Runtime {
                 }
                 self.feed(Input::FilesChanged { app });
             }
+            Internal::Notified(pid, datagram) => match self.app_of_pid(pid) {
+                Some(app) => {
+                    let message = crate::supervisor::NotifyMessage::parse(&datagram);
+                    self.feed(Input::Notified { app, message });
+                }
+                None => tracing::debug!(pid, "notification from a process of no app: ignored"),
+            },
         }
+    }
+
+    /// The app whose process tree `pid` is in: its main process, a descendant the event source
+    /// reported, or (walking the parents in `/proc`) a child of one of those.
+    fn app_of_pid(&self, pid: u32) -> Option<AppId> {
+        let mut p = pid;
+        for _ in 0..64 {
+            if let Some(a) = self.sup.apps().find(|a| a.pid() == Some(p)) {
+                return Some(a.id);
+            }
+            if let Some((&app, _)) = self.tree.iter().find(|(_, t)| t.contains(&p)) {
+                return Some(app);
+            }
+            p = sys::parent_pid(p).filter(|&pp| pp > 1)?;
+        }
+        None
+    }
+
+    /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader) first.
+    fn notify_socket(&mut self) -> Result<PathBuf, String> {
+        if let Some(p) = &self.notify_socket {
+            return Ok(p.clone());
+        }
+        let path = self.paths.home.join("notify.sock");
+        let sock = sys::bind_notify_socket(&path)
+            .map_err(|e| format!("cannot bind the NOTIFY_SOCKET {}: {e}", path.display()))?;
+        // SAFETY: the AsyncFd owns the socket, so the fd stays open and the same while registered.
+        let afd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.to_string())?;
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                match sys::recv_with_pid(afd.get_ref(), &mut buf) {
+                    Ok((n, Some(pid))) => {
+                        let _ = tx.send(Internal::Notified(pid, buf[..n].to_vec()));
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+                    Err(e) => {
+                        tracing::error!("NOTIFY_SOCKET: {e}; readiness notifications stop");
+                        return;
+                    }
+                }
+            }
+        });
+        tracing::info!("apps' NOTIFY_SOCKET at {}", path.display());
+        self.notify_socket = Some(path.clone());
+        Ok(path)
     }
 
     /// Starts, replaces or drops the file watcher of `id` to match its spec.
@@ -892,6 +956,23 @@ impl Runtime {
             }
         };
         self.sync_watcher(app);
+        let mut with_socket;
+        let spec = if spec.readiness.wants_socket() {
+            // the systemd protocol: where to send READY=1 / WATCHDOG=1, and how often to ping
+            with_socket = spec.clone();
+            let socket = self.notify_socket()?;
+            with_socket
+                .env
+                .push(("NOTIFY_SOCKET".into(), socket.display().to_string()));
+            if let Some(period) = spec.readiness.watchdog() {
+                with_socket
+                    .env
+                    .push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
+            }
+            &with_socket
+        } else {
+            spec
+        };
         let child = sys::spawn(spec).map_err(|e| e.to_string())?;
         let pid = child.pid;
         let capture = app_logs.capture(child.stdout, child.stderr);
@@ -948,6 +1029,11 @@ impl Runtime {
                         }
                         _ => tracing::info!(app = %a.spec.name, "{health}"),
                     }
+                    let _ = self.notices.send(Notice::Changed(self.status(a, false)));
+                }
+            }
+            Notification::StatusText(id) => {
+                if let Some(a) = self.sup.app(id) {
                     let _ = self.notices.send(Notice::Changed(self.status(a, false)));
                 }
             }
@@ -1288,6 +1374,13 @@ impl Runtime {
                 .map(|w| w.ignore.clone())
                 .unwrap_or_default(),
             watch_delay_ms: spec.watch.as_ref().map_or(0, |w| ms(w.delay)),
+            ready: match spec.readiness.mode {
+                crate::supervisor::ReadyMode::Spawn => "spawn",
+                crate::supervisor::ReadyMode::Notify => "notify",
+            }
+            .into(),
+            ready_timeout_ms: ms(spec.readiness.timeout),
+            watchdog_ms: spec.readiness.watchdog_ms.unwrap_or(0),
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((
@@ -1448,6 +1541,7 @@ impl Runtime {
             cwd: app.spec.cwd.display().to_string(),
             out_log: out_log.display().to_string(),
             err_log: err_log.display().to_string(),
+            status_text: app.notify.status.clone().unwrap_or_default(),
             last_exit: app
                 .last_exit
                 .as_ref()

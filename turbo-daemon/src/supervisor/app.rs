@@ -11,7 +11,7 @@ use turbo_api::{AppState, ExitReason};
 
 use super::{
     AfterStop, AppId,
-    checks::{Debounce, HealthSpec, HealthState, WatchSpec},
+    checks::{Debounce, HealthSpec, HealthState, NotifyState, Readiness, ReadyMode, WatchSpec},
 };
 use crate::{
     config::Privileges,
@@ -218,6 +218,9 @@ pub struct AppSpec {
     /// Health check (`health:`).
     #[serde(default)]
     pub health: Option<HealthSpec>,
+    /// `ready`, `ready_timeout`, `watchdog`.
+    #[serde(default)]
+    pub readiness: Readiness,
 }
 
 impl AppSpec {
@@ -239,6 +242,7 @@ impl AppSpec {
             privileges: Box::default(),
             watch: None,
             health: None,
+            readiness: Readiness::default(),
         }
     }
 }
@@ -384,6 +388,8 @@ pub struct App {
     /// Whether [`Notification::Ready`](super::Notification::Ready) was given for the current
     /// process.
     pub announced_ready: bool,
+    /// What the current process said over `NOTIFY_SOCKET`.
+    pub notify: NotifyState,
 }
 
 impl App {
@@ -405,15 +411,18 @@ impl App {
             health: HealthState::default(),
             debounce: Debounce::default(),
             announced_ready: false,
+            notify: NotifyState::default(),
         }
     }
 
-    /// Whether the app can take work: online and, with a health check, healthy at least once
-    /// since its spawn. `--wait` and rolling reloads wait for this.
+    /// Whether the app can take work: online and, with `ready: notify`, `READY=1` received
+    /// since its spawn and, with a health check, healthy at least once since its spawn.
+    /// `--wait` and rolling reloads wait for this.
     #[must_use]
     pub const fn is_ready(&self) -> bool {
         matches!(self.state, State::Online { .. })
             && (self.spec.health.is_none() || self.health.ever_healthy)
+            && (matches!(self.spec.readiness.mode, ReadyMode::Spawn) || self.notify.ready)
     }
 
     /// Forgets the crash streak, the crash-loop window and the automatic restart count: what a

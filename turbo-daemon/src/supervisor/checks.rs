@@ -126,6 +126,119 @@ impl HealthState {
     }
 }
 
+/// How an app says it is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyMode {
+    /// Ready once spawned (and healthy, with a health check).
+    #[default]
+    Spawn,
+    /// Ready once it sends `READY=1` on `NOTIFY_SOCKET` (the systemd protocol).
+    Notify,
+}
+
+impl std::str::FromStr for ReadyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spawn" => Ok(Self::Spawn),
+            "notify" => Ok(Self::Notify),
+            other => Err(format!(
+                "ready '{other}' is not one of: spawn (ready once started), notify (ready on READY=1, the systemd protocol)"
+            )),
+        }
+    }
+}
+
+/// `ready`, `ready_timeout` and `watchdog` of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Readiness {
+    /// How it says it is ready.
+    pub mode: ReadyMode,
+    /// With `notify`: an app that sends no `READY=1` this long after its spawn is restarted.
+    #[serde(with = "super::app::millis")]
+    pub timeout: Duration,
+    /// An app that sends no `WATCHDOG=1` for this long is hung and restarted.
+    pub watchdog_ms: Option<u64>,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            mode: ReadyMode::Spawn,
+            timeout: Duration::from_secs(60),
+            watchdog_ms: None,
+        }
+    }
+}
+
+impl Readiness {
+    /// The watchdog period.
+    #[must_use]
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog_ms.map(Duration::from_millis)
+    }
+
+    /// Whether the app gets a `NOTIFY_SOCKET`.
+    #[must_use]
+    pub const fn wants_socket(&self) -> bool {
+        matches!(self.mode, ReadyMode::Notify) || self.watchdog_ms.is_some()
+    }
+}
+
+/// One `sd_notify` datagram of an app, parsed: newline-separated `KEY=VALUE` assignments, of
+/// which `READY=1`, `STATUS=` and `WATCHDOG=1` mean something here (others are ignored, as
+/// systemd ignores what it does not know).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyMessage {
+    /// `READY=1`.
+    pub ready: bool,
+    /// `STATUS=<text>`, made one printable line of at most [`Self::STATUS_MAX`] characters.
+    pub status: Option<String>,
+    /// `WATCHDOG=1`.
+    pub watchdog: bool,
+}
+
+impl NotifyMessage {
+    /// Longest status text kept.
+    pub const STATUS_MAX: usize = 200;
+
+    /// Parses a datagram (invalid UTF-8 is replaced, not refused).
+    #[must_use]
+    pub fn parse(datagram: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(datagram);
+        let mut msg = Self::default();
+        for line in text.split('\n') {
+            match line.split_once('=') {
+                Some(("READY", "1")) => msg.ready = true,
+                Some(("WATCHDOG", "1")) => msg.watchdog = true,
+                Some(("STATUS", s)) => {
+                    msg.status = Some(
+                        s.chars()
+                            .filter(|c| !c.is_control())
+                            .take(Self::STATUS_MAX)
+                            .collect(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        msg
+    }
+}
+
+/// What an app said over `NOTIFY_SOCKET` since its spawn.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyState {
+    /// `READY=1` came.
+    pub ready: bool,
+    /// The last `STATUS=`.
+    pub status: Option<String>,
+    /// The last `WATCHDOG=1`.
+    pub last_ping: Option<Instant>,
+}
+
 /// `watch:` of an app, validated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchSpec {
@@ -329,6 +442,24 @@ mod tests {
         for p in no {
             assert!(!w.ignores(Path::new(p), &skip), "{p} should count");
         }
+    }
+
+    #[test]
+    fn notify_datagrams() {
+        let m = NotifyMessage::parse(b"READY=1\nSTATUS=listening on :3000\nMAINPID=4");
+        assert!(m.ready && !m.watchdog);
+        assert_eq!(m.status.as_deref(), Some("listening on :3000"));
+        let m = NotifyMessage::parse(b"WATCHDOG=1");
+        assert!(m.watchdog && !m.ready && m.status.is_none());
+        let m = NotifyMessage::parse(b"READY=0\nSTATUS=a\x1b[31mb\xff");
+        assert!(!m.ready);
+        assert_eq!(m.status.as_deref(), Some("a[31mb\u{fffd}"));
+        let long = format!("STATUS={}", "x".repeat(1000));
+        assert_eq!(
+            NotifyMessage::parse(long.as_bytes()).status.unwrap().len(),
+            200
+        );
+        assert!("notfy".parse::<ReadyMode>().unwrap_err().contains("spawn"));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub use app::{
     State,
 };
 use checks::Fire;
-pub use checks::{HealthProbe, HealthSpec, WatchSpec};
+pub use checks::{HealthProbe, HealthSpec, NotifyMessage, Readiness, ReadyMode, WatchSpec};
 use turbo_api::ExitReason;
 
 use crate::events::{SourceKind, WaitStatus};
@@ -244,6 +244,13 @@ pub enum Input {
     },
     /// The timeout of a [`Command::WaitReady`] passed.
     WaitExpired(Ticket),
+    /// A process of `app` sent an `sd_notify` datagram on its `NOTIFY_SOCKET`.
+    Notified {
+        /// App (the runtime attributed the sender's pid to it).
+        app: AppId,
+        /// What it said.
+        message: NotifyMessage,
+    },
 }
 
 /// Timers of watch mode and health checks; they run while an app is online, next to nothing
@@ -254,6 +261,10 @@ pub enum WakeKind {
     Health,
     /// The watch debounce delay may have passed (token: the debounce's).
     Watch,
+    /// `ready_timeout` after the spawn (token: the app's generation).
+    ReadyTimeout,
+    /// The watchdog period may have passed without a ping (token: the app's generation).
+    Watchdog,
 }
 
 /// Signal numbers the core needs to name (Linux x86_64 values).
@@ -273,6 +284,8 @@ pub enum Notification {
     StateChanged(AppId),
     /// An app's health verdict changed.
     HealthChanged(AppId),
+    /// An app sent a new `STATUS=` text.
+    StatusText(AppId),
     /// An app became ready ([`App::is_ready`]) for the first time since its spawn.
     Ready(AppId),
     /// A process of `app` ended without being asked to; the runtime turns this into a crash
@@ -501,6 +514,7 @@ impl Supervisor {
             } => self.probe_result(app, generation, result, now, &mut out),
             Input::FilesChanged { app } => self.files_changed(app, now, &mut out),
             Input::WaitExpired(ticket) => self.wait_expired(ticket, &mut out),
+            Input::Notified { app, message } => self.notified(app, message, now, &mut out),
         }
         self.settle(&mut out);
         self.settle_waits(&mut out);
@@ -740,6 +754,24 @@ impl Supervisor {
                 app.memory_warned = false;
                 app.health.reset();
                 app.announced_ready = false;
+                app.notify = checks::NotifyState::default();
+                let readiness = &app.spec.readiness;
+                if readiness.mode == ReadyMode::Notify {
+                    out.push(Action::Wake {
+                        app: id,
+                        kind: WakeKind::ReadyTimeout,
+                        token: app.generation,
+                        at: now + readiness.timeout,
+                    });
+                }
+                if let Some(period) = readiness.watchdog() {
+                    out.push(Action::Wake {
+                        app: id,
+                        kind: WakeKind::Watchdog,
+                        token: app.generation,
+                        at: now + period,
+                    });
+                }
                 if let Some(check) = &app.spec.health {
                     out.push(Action::Wake {
                         app: id,
@@ -1002,6 +1034,52 @@ impl Supervisor {
                     });
                 }
             }
+            WakeKind::ReadyTimeout | WakeKind::Watchdog => {
+                let State::Online { pid, since } = app.state else {
+                    return;
+                };
+                if app.generation != token {
+                    return;
+                }
+                let failure = if kind == WakeKind::ReadyTimeout {
+                    (!app.notify.ready).then(|| {
+                        format!(
+                            "no READY=1 within {} of the start (ready_timeout)",
+                            human_duration(app.spec.readiness.timeout)
+                        )
+                    })
+                } else {
+                    let period = app.spec.readiness.watchdog().unwrap_or_default();
+                    let due = app.notify.last_ping.unwrap_or(since) + period;
+                    if now < due {
+                        out.push(Action::Wake {
+                            app: id,
+                            kind,
+                            token,
+                            at: due,
+                        });
+                        return;
+                    }
+                    Some(format!(
+                        "watchdog timeout: no WATCHDOG=1 for {}",
+                        human_duration(period)
+                    ))
+                };
+                if let Some(failure) = failure {
+                    // hung, or never ready: restart it, recorded like a failing health check
+                    app.health.last_error = Some(failure);
+                    begin_stopping(
+                        app,
+                        pid,
+                        since,
+                        false,
+                        ExitReason::Health,
+                        AfterStop::Start,
+                        now,
+                        out,
+                    );
+                }
+            }
             WakeKind::Watch => {
                 let Some(delay) = app.spec.watch.as_ref().map(|w| w.delay) else {
                     return;
@@ -1082,6 +1160,28 @@ impl Supervisor {
             at: next,
         });
         announce_ready(app, out);
+    }
+
+    fn notified(&mut self, id: AppId, message: NotifyMessage, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        if !matches!(app.state, State::Online { .. }) {
+            return; // a stopping app's last words change nothing
+        }
+        if message.watchdog {
+            app.notify.last_ping = Some(now);
+        }
+        if let Some(status) = message.status
+            && app.notify.status.as_ref() != Some(&status)
+        {
+            app.notify.status = Some(status);
+            out.push(Action::Notify(Notification::StatusText(id)));
+        }
+        if message.ready {
+            app.notify.ready = true;
+            announce_ready(app, out);
+        }
     }
 
     fn files_changed(&mut self, id: AppId, now: Instant, out: &mut Vec<Action>) {
@@ -1312,6 +1412,9 @@ fn not_ready_detail(app: &App) -> String {
     }
     if app.spec.health.is_some() && matches!(app.state, State::Online { .. }) {
         return "the health check has not passed yet".to_owned();
+    }
+    if app.spec.readiness.mode == ReadyMode::Notify && matches!(app.state, State::Online { .. }) {
+        return "it has not sent READY=1 yet (ready: notify)".to_owned();
     }
     match &app.last_exit {
         Some(e) => format!("its last process ended ({})", e.reason),

@@ -339,3 +339,138 @@ fn failures_within_the_start_period_do_not_count() {
     }
     assert_eq!(h.state(id), AppState::Stopping);
 }
+
+fn notify_spec(name: &str, watchdog: Option<u64>) -> AppSpec {
+    let mut s = spec(name);
+    s.readiness = Readiness {
+        mode: ReadyMode::Notify,
+        timeout: secs(60),
+        watchdog_ms: watchdog,
+    };
+    s
+}
+
+fn said(ready: bool, status: Option<&str>, watchdog: bool) -> NotifyMessage {
+    NotifyMessage {
+        ready,
+        status: status.map(str::to_owned),
+        watchdog,
+    }
+}
+
+#[test]
+fn ready_notify_waits_for_ready_1_and_keeps_the_status_text() {
+    let mut h = Harness::new();
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![notify_spec("api", None)],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    let actions = h.spawned(id);
+    assert!(!ready(&actions));
+    assert_eq!(
+        wake_of(&actions, WakeKind::ReadyTimeout).unwrap().1,
+        h.t0 + secs(60)
+    );
+    let (t, _) = h.cmd(Command::WaitReady {
+        target: Target::Id(id),
+        timeout: secs(30),
+    });
+    let actions = h.input(Input::Notified {
+        app: id,
+        message: said(false, Some("loading"), false),
+    });
+    assert!(actions.contains(&Action::Notify(Notification::StatusText(id))));
+    assert_eq!(reply_of(&actions, t), None);
+    h.at(secs(2));
+    let actions = h.input(Input::Notified {
+        app: id,
+        message: said(true, Some("serving"), false),
+    });
+    assert!(ready(&actions));
+    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
+    assert_eq!(
+        h.sup.app(id).unwrap().notify.status.as_deref(),
+        Some("serving")
+    );
+}
+
+#[test]
+fn no_ready_1_within_ready_timeout_restarts_the_app() {
+    let mut h = Harness::new();
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![notify_spec("api", None)],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    let actions = h.spawned(id);
+    let (token, at) = wake_of(&actions, WakeKind::ReadyTimeout).unwrap();
+    h.now = at;
+    h.input(Input::Wake {
+        app: id,
+        kind: WakeKind::ReadyTimeout,
+        token,
+    });
+    assert_eq!(h.state(id), AppState::Stopping);
+    let actions = h.exit(id, WaitStatus::signaled(15));
+    let detail = actions.iter().find_map(|a| match a {
+        Action::Notify(Notification::Crashed { exit, .. }) => exit.detail.clone(),
+        _ => None,
+    });
+    assert_eq!(
+        detail.as_deref(),
+        Some("no READY=1 within 60s of the start (ready_timeout)")
+    );
+}
+
+#[test]
+fn a_missed_watchdog_restarts_the_hung_app_and_pings_keep_it() {
+    let mut h = Harness::new();
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![notify_spec("api", Some(2000))],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    let actions = h.spawned(id);
+    let (token, at) = wake_of(&actions, WakeKind::Watchdog).unwrap();
+    assert_eq!(at, h.t0 + secs(2));
+    h.input(Input::Notified {
+        app: id,
+        message: said(true, None, false),
+    });
+    // pings at 1 s and 2.5 s: the timer at 2 s re-arms for 1 s + 2 s
+    h.at(secs(1));
+    h.input(Input::Notified {
+        app: id,
+        message: said(false, None, true),
+    });
+    h.now = at;
+    let actions = h.input(Input::Wake {
+        app: id,
+        kind: WakeKind::Watchdog,
+        token,
+    });
+    assert_eq!(h.state(id), AppState::Online);
+    let (token, at) = wake_of(&actions, WakeKind::Watchdog).unwrap();
+    assert_eq!(at, h.t0 + secs(3));
+    // then it hangs: no ping by 3 s
+    h.now = at;
+    let actions = h.input(Input::Wake {
+        app: id,
+        kind: WakeKind::Watchdog,
+        token,
+    });
+    assert_eq!(h.state(id), AppState::Stopping);
+    assert!(!signals(&actions).is_empty());
+    let actions = h.exit(id, WaitStatus::signaled(15));
+    let exit = actions.iter().find_map(|a| match a {
+        Action::Notify(Notification::Crashed { exit, .. }) => Some(exit.clone()),
+        _ => None,
+    });
+    let exit = exit.expect("a watchdog restart is recorded");
+    assert_eq!(exit.reason, ExitReason::Health);
+    assert_eq!(
+        exit.detail.as_deref(),
+        Some("watchdog timeout: no WATCHDOG=1 for 2s")
+    );
+}
