@@ -156,7 +156,7 @@ fn command_checks_report_their_output_and_are_killed_at_the_timeout() {
         "apps:\n  - name: nope\n    cmd: [sleep, '1000']\n    \
          health: { cmd: [sh, -c, 'echo not yet >&2; exit 4'], interval: 300ms, retry_delay: 200ms, retries: 1000 }\n  \
          - name: slow\n    cmd: [sleep, '1000']\n    \
-         health: { cmd: [sleep, '30'], timeout: 300ms, interval: 300ms, retry_delay: 200ms, retries: 1000 }\n  \
+         health: { cmd: [sleep, '30.123'], timeout: 300ms, interval: 300ms, retry_delay: 200ms, retries: 1000 }\n  \
          - name: fine\n    cmd: [sleep, '1000']\n    health: { cmd: ['true'], interval: 300ms }\n",
     );
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
@@ -166,15 +166,17 @@ fn command_checks_report_their_output_and_are_killed_at_the_timeout() {
     assert!(err.contains("exited with 4: not yet"), "{err}");
     let err = one_line_error(&d.turbo(&["restart", "slow", "--wait", "--wait-timeout", "2s"]));
     assert!(err.contains("killed after the 300ms timeout"), "{err}");
-    // no check command is left behind
-    let leftovers = wait_for("killed checks to be gone", Duration::from_secs(5), || {
+    assert!(err.contains("/sleep 30.123"), "{err}");
+    // no check command is left behind (the daemon kills each at its timeout): with the app
+    // stopped no new one starts, and each would live 30 s if it were not killed
+    d.turbo_ok(&["stop", "slow"]);
+    wait_for("killed checks to be gone", Duration::from_secs(5), || {
         let out = std::process::Command::new("pgrep")
-            .args(["-f", "^sleep 30$"])
+            .args(["-f", "/sleep 30.123$"])
             .output()
             .expect("pgrep");
         out.stdout.is_empty().then_some(())
     });
-    let () = leftovers;
 }
 
 #[test]

@@ -1424,7 +1424,7 @@ fn not_ready_detail(app: &App) -> String {
 
 /// `60s`, `1.5s`, `500ms`.
 fn human_duration(d: std::time::Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else if d < std::time::Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
