@@ -20,8 +20,12 @@ def notify(message):
         return
     if path.startswith("@"):
         path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), path)
+    # like sd_notify(3): a manager that is away (restarting) is no reason to die
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode(), path)
+    except OSError:
+        pass
 
 
 def main():

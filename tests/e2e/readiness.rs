@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use turbo_tests::{TestDaemon, one_line_error};
+use turbo_tests::{TestDaemon, one_line_error, wait_for};
 
 fn notifier_py() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/notifier.py")
@@ -98,4 +98,36 @@ fn unknown_ready_modes_and_bad_watchdogs_are_config_errors() {
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
+}
+
+#[test]
+fn an_adopted_app_keeps_pinging_the_next_daemon() {
+    let mut d = TestDaemon::start("auto");
+    let yml = d.config(
+        "adopt",
+        &format!(
+            "apps:\n  - name: wd\n    cmd: [python3, {}]\n    env: {{ READY_AFTER: '0' }}\n    \
+             ready: notify\n    watchdog: 1s\n",
+            notifier_py().display()
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap(), "--wait"]);
+    let pid = d.app("wd")["pid"].as_u64().unwrap();
+    wait_for(
+        "the state file to name the pid",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(d.home().join("state.json"))
+                .ok()
+                .filter(|s| s.contains(&format!("\"pid\": {pid}")))
+        },
+    );
+    d.kill9_daemon();
+    d.restart_daemon();
+    // the new daemon binds the same NOTIFY_SOCKET: the pings reach it, no watchdog restart
+    std::thread::sleep(Duration::from_millis(3000));
+    let app = d.app("wd");
+    assert_eq!(app["pid"].as_u64(), Some(pid), "{app}");
+    assert_eq!(app["restarts"], 0, "{app}");
+    d.turbo_ok(&["restart", "wd", "--wait"]);
 }

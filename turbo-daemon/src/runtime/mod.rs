@@ -488,6 +488,13 @@ impl Runtime {
             tracing::warn!("{w}");
         }
         let restored = self.restored_apps(loaded.state);
+        let adopted_notify = restored
+            .iter()
+            .any(|r| r.running.is_some() && r.spec.readiness.wants_socket());
+        if adopted_notify && let Err(e) = self.notify_socket() {
+            // their watchdog pings will be missed: they get restarted, not lost
+            tracing::warn!("{e}");
+        }
         if !restored.is_empty() {
             tracing::info!(
                 "restoring {} apps from {}",

@@ -524,7 +524,7 @@ impl Supervisor {
     fn command(&mut self, ticket: Ticket, cmd: Command, now: Instant, out: &mut Vec<Action>) {
         let result = match cmd {
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
-            Command::Restore(apps) => Ok(self.restore(apps, out)),
+            Command::Restore(apps) => Ok(self.restore(apps, now, out)),
             Command::Stop(target) => self.resolve(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
@@ -653,7 +653,12 @@ impl Supervisor {
         Ok((ids.clone(), Reply::Apps(ids), true))
     }
 
-    fn restore(&mut self, apps: Vec<Restored>, out: &mut Vec<Action>) -> (Vec<AppId>, Reply, bool) {
+    fn restore(
+        &mut self,
+        apps: Vec<Restored>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> (Vec<AppId>, Reply, bool) {
         let mut ids = Vec::new();
         for r in apps {
             if self.apps.contains_key(&r.id) || self.find(&r.spec.name).is_some() {
@@ -668,6 +673,10 @@ impl Supervisor {
             let run = adopted.is_none() && r.desired == Desired::Running;
             if let Some(state) = adopted {
                 app.state = state;
+                // it ran before the daemon restarted: it said READY=1 to the previous daemon
+                // (and will not again), but its checks and watchdog go on from now
+                app.notify.ready = true;
+                arm_checks(&mut app, now, false, out);
             }
             self.apps.insert(id, app);
             out.push(Action::Notify(Notification::Added(id)));
@@ -755,31 +764,7 @@ impl Supervisor {
                 app.health.reset();
                 app.announced_ready = false;
                 app.notify = checks::NotifyState::default();
-                let readiness = &app.spec.readiness;
-                if readiness.mode == ReadyMode::Notify {
-                    out.push(Action::Wake {
-                        app: id,
-                        kind: WakeKind::ReadyTimeout,
-                        token: app.generation,
-                        at: now + readiness.timeout,
-                    });
-                }
-                if let Some(period) = readiness.watchdog() {
-                    out.push(Action::Wake {
-                        app: id,
-                        kind: WakeKind::Watchdog,
-                        token: app.generation,
-                        at: now + period,
-                    });
-                }
-                if let Some(check) = &app.spec.health {
-                    out.push(Action::Wake {
-                        app: id,
-                        kind: WakeKind::Health,
-                        token: app.generation,
-                        at: now + check.first_delay(),
-                    });
-                }
+                arm_checks(app, now, true, out);
                 if let Some(bytes) = app.spec.memory.warning() {
                     out.push(Action::SetMemoryLimit {
                         app: id,
@@ -1379,6 +1364,37 @@ fn begin_stopping(
         at: deadline,
     });
     out.push(Action::Notify(Notification::StateChanged(app.id)));
+}
+
+/// Arms the timers of a process that just came online: its first health check, its watchdog
+/// and, for a fresh spawn with `ready: notify`, its `ready_timeout`.
+fn arm_checks(app: &mut App, now: Instant, spawned: bool, out: &mut Vec<Action>) {
+    let (id, token, readiness) = (app.id, app.generation, &app.spec.readiness);
+    if spawned && readiness.mode == ReadyMode::Notify {
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::ReadyTimeout,
+            token,
+            at: now + readiness.timeout,
+        });
+    }
+    if let Some(period) = readiness.watchdog() {
+        app.notify.last_ping = Some(now);
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Watchdog,
+            token,
+            at: now + period,
+        });
+    }
+    if let Some(check) = &app.spec.health {
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Health,
+            token,
+            at: now + check.first_delay(),
+        });
+    }
 }
 
 /// Gives [`Notification::Ready`] once per process, when the app has become ready.

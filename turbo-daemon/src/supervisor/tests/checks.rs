@@ -474,3 +474,30 @@ fn a_missed_watchdog_restarts_the_hung_app_and_pings_keep_it() {
         Some("watchdog timeout: no WATCHDOG=1 for 2s")
     );
 }
+
+#[test]
+fn adopted_apps_keep_their_checks_and_watchdog() {
+    let mut h = Harness::new();
+    let mut s = notify_spec("api", Some(2000));
+    s.health = http_spec("api").health;
+    h.at(secs(100));
+    let (_, actions) = h.cmd(Command::Restore(vec![Restored {
+        id: 3,
+        spec: s,
+        desired: Desired::Running,
+        restarts: 0,
+        // started long before this daemon
+        running: Some((777, h.t0)),
+    }]));
+    let app = h.sup.app(3).unwrap();
+    assert!(app.notify.ready, "it said READY=1 to the previous daemon");
+    assert!(!app.is_ready(), "its health check has to pass first");
+    assert!(wake_of(&actions, WakeKind::ReadyTimeout).is_none());
+    assert_eq!(
+        wake_of(&actions, WakeKind::Watchdog).unwrap().1,
+        h.t0 + secs(102),
+        "the watchdog counts from the adoption, not from the old start"
+    );
+    let actions = h.check(3, &actions, Ok(()));
+    assert!(ready(&actions));
+}
