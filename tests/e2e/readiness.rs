@@ -32,6 +32,23 @@ fn ready_1_gates_wait_and_status_text_is_shown() {
     assert_eq!(app["status_text"], "serving", "{app}");
     let describe = d.turbo_ok(&["describe", "n"]);
     assert!(describe.contains("serving"), "{describe}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text: String = rt.block_on(async {
+        let conn = d.connect().await;
+        let app = zbus::Proxy::new(
+            &conn,
+            turbo_api::BUS_NAME,
+            turbo_api::app_path("n"),
+            turbo_api::APP_INTERFACE,
+        )
+        .await
+        .unwrap();
+        app.get_property("StatusText").await.unwrap()
+    });
+    assert_eq!(text, "serving", "the App object's StatusText");
 
     // an app that never says READY=1 times --wait out, saying so
     let yml = d.config(

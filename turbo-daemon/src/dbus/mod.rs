@@ -418,6 +418,12 @@ impl AppIface {
         self.status.health.clone()
     }
 
+    /// The last `STATUS=` the app sent over `NOTIFY_SOCKET`, empty if none.
+    #[zbus(property)]
+    fn status_text(&self) -> String {
+        self.status.status_text.clone()
+    }
+
     /// The full snapshot (CPU and memory are not sampled here; use `ListApps` for those).
     #[zbus(out_args("status"))]
     fn status(&self) -> AppStatus {
@@ -487,6 +493,9 @@ async fn refresh(server: &zbus::ObjectServer, status: AppStatus) -> zbus::Result
     }
     if old.health != new.health {
         guard.health_changed(emitter).await?;
+    }
+    if old.status_text != new.status_text {
+        guard.status_text_changed(emitter).await?;
     }
     if old.argv != new.argv {
         guard.argv_changed(emitter).await?;
