@@ -82,6 +82,9 @@ fn a_burst_restarts_once_ignored_paths_never_and_idle_costs_nothing() {
     let before = cpu_time(pid);
     std::thread::sleep(Duration::from_secs(3));
     let idle = cpu_time(pid) - before;
+    eprintln!(
+        "daemon CPU time over 3 s idle, watching 52 directories of a 10,000-file tree: {idle:?}"
+    );
     assert!(
         idle < Duration::from_millis(300),
         "the daemon used {idle:?} of CPU in 3 s of idling on a watched tree"

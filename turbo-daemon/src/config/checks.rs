@@ -32,6 +32,7 @@ pub(super) struct WatchKeys {
 /// Sets `spec.watch` from the watch keys (relative paths resolve against the app's cwd).
 pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
     use serde_yaml_ng::Value;
+    let written = keys.watch.is_some();
     let paths = match keys.watch {
         None | Some(Value::Bool(false) | Value::Null) => None,
         Some(Value::Bool(true)) => Some(vec![spec.cwd.clone()]),
@@ -82,7 +83,8 @@ pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<
             Err(e) => errors.push(Problem::new("watch_delay", e)),
         }
     }
-    if paths.is_none() && (keys.watch_delay.is_some() || !keys.ignore_watch.is_empty()) {
+    // (a `watch:` that was written but is wrong has its own message already)
+    if !written && (keys.watch_delay.is_some() || !keys.ignore_watch.is_empty()) {
         let at = if keys.ignore_watch.is_empty() {
             "watch_delay"
         } else {
@@ -303,5 +305,90 @@ fn status_range(v: &Scalar) -> Result<(u16, u16), String> {
         _ => Err(format!(
             "health.status '{text}' is not an HTTP status or range (100-599): use one {hint}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::parse_config;
+    use crate::supervisor::{HealthProbe, ReadyMode};
+
+    const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+    #[test]
+    fn health_watch_and_readiness_keys_become_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        let yml = "apps:\n\
+            - name: a\n  cmd: [sleep, '1']\n  watch: [src]\n  ignore_watch: ['*.tmp']\n  watch_delay: 1s\n  \
+              health: { cmd: [test, -e, /], interval: 3s, retries: 2, start_period: 30s }\n  \
+              ready: notify\n  ready_timeout: 2m\n  watchdog: 5s\n\
+            - name: b\n  cmd: [sleep, '1']\n  watch: true\n  health: { http: 'http://[::1]:8080/up', status: 204 }\n\
+            - name: c\n  cmd: [sleep, '1']\n  health: { tcp: 'localhost:5432' }\n";
+        let specs = parse_config(yml, "t.yml", dir.path(), PATH).expect("valid");
+        let w = specs[0].watch.as_ref().unwrap();
+        assert_eq!(w.paths, [dir.path().join("src")]);
+        assert_eq!(w.ignore, ["*.tmp"]);
+        assert_eq!(w.delay, Duration::from_secs(1));
+        let h = specs[0].health.as_ref().unwrap();
+        let HealthProbe::Cmd { argv } = &h.probe else {
+            panic!("{h:?}")
+        };
+        assert!(argv[0].ends_with("/test"), "resolved on PATH: {argv:?}");
+        assert_eq!(
+            (h.interval, h.retries, h.timeout, h.start_period),
+            (
+                Duration::from_secs(3),
+                2,
+                Duration::from_secs(5),
+                Duration::from_secs(30)
+            )
+        );
+        let r = &specs[0].readiness;
+        assert_eq!(r.mode, ReadyMode::Notify);
+        assert_eq!(r.timeout, Duration::from_secs(120));
+        assert_eq!(r.watchdog(), Some(Duration::from_secs(5)));
+        assert!(r.wants_socket());
+        assert_eq!(specs[1].watch.as_ref().unwrap().paths, [dir.path()]);
+        assert_eq!(
+            specs[1].health.as_ref().unwrap().probe,
+            HealthProbe::Http {
+                url: "http://[::1]:8080/up".into(),
+                status: (204, 204)
+            }
+        );
+        assert!(!specs[1].readiness.wants_socket());
+        assert_eq!(
+            specs[2].health.as_ref().unwrap().probe,
+            HealthProbe::Tcp {
+                addr: "localhost:5432".into()
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_of_the_new_keys_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let yml = "apps:\n\
+            - name: a\n  cmd: [sleep, '1']\n  health: { http: 'http://x/', tcp: 'x:1' }\n  watch: 3\n  ignore_watch: ['*.log']\n\
+            - name: b\n  cmd: [sleep, '1']\n  health: { http: 'ftp://x/', status: '500-200' }\n  ready_timeout: 1s\n\
+            - name: c\n  cmd: [sleep, '1']\n  health: { tcp: 'x:99999', status: 200 }\n  watch_delay: 1s\n";
+        let err = parse_config(yml, "t.yml", dir.path(), PATH).unwrap_err();
+        for expected in [
+            "t.yml:4:11: apps[0] (a): health needs exactly one of",
+            "t.yml:5:10: apps[0] (a): watch must be true, false or a list of paths",
+            "t.yml:9:19: apps[1] (b): health.http 'ftp://x/' is not an http:// URL",
+            "apps[1] (b): health.status '500-200' is not an HTTP status or range",
+            "t.yml:10:18: apps[1] (b): ready_timeout applies to `ready: notify` only",
+            "t.yml:13:18: apps[2] (c): health.tcp 'x:99999': '99999' is not a port",
+            "apps[2] (c): health.status applies to `http` checks only",
+            "t.yml:14:16: apps[2] (c): watch_delay has no effect without `watch`",
+        ] {
+            assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+        }
+        // `watch: 3` is the only watch problem of apps[0]: ignore_watch is not also blamed
+        assert_eq!(err.matches("apps[0] (a)").count(), 2, "{err}");
     }
 }
