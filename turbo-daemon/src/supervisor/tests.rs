@@ -769,6 +769,8 @@ fn memory_warning_once_per_crossing_then_restart_at_the_limit() {
     assert_eq!(h.sup.app(id).unwrap().restarts, 1);
 }
 
+/// Watch mode, health checks and readiness.
+mod checks;
 #[test]
 fn with_cgroup_enforcement_the_supervisor_only_warns_and_the_kernel_kills() {
     let mut h = Harness::new();
