@@ -533,6 +533,13 @@ impl Runtime {
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
                 Some((p.pid, now.checked_sub(age).unwrap_or(now)))
             });
+            if running.is_some() {
+                // an adopted process already runs in its memory cgroup (same home, same
+                // path): know it again, for `describe`, OOM counting and removal on delete
+                if let Err(e) = self.memory_cgroup(app.id, &app.spec) {
+                    tracing::warn!(app = %app.spec.name, "{e}");
+                }
+            }
             self.crashes.restore(
                 app.id,
                 crashes::CrashBook {
