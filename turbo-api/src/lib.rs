@@ -12,7 +12,7 @@ mod names;
 
 pub use dto::{
     AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
-    Health, rfc3339_ms,
+    Health, LogStream, rfc3339_ms,
 };
 pub use names::{MAX_NAME_LEN, app_path, escape_path_component, parse_size, validate_app_name};
 

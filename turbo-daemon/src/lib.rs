@@ -24,6 +24,7 @@
 pub mod config;
 pub mod dbus;
 pub mod events;
+pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
@@ -119,6 +120,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let log_dir = opts.log_dir.clone().unwrap_or_else(|| home.join("logs"));
     create_private_dir(home)?;
     create_private_dir(&log_dir)?;
+    // before anything is created in them (daemon.lock, daemon.pid, sockets): a directory
+    // others can write to could hold planted files or symlinks
+    for dir in [home, &log_dir] {
+        storage::check_private_dir(dir).map_err(io_err("refusing to start"))?;
+    }
     let lock = runtime::sys::lock_file(&home.join("daemon.lock")).map_err(|e| {
         if e.kind() == io::ErrorKind::WouldBlock {
             DaemonError::AlreadyRunning {
@@ -135,6 +141,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     })?;
     std::fs::write(home.join("daemon.pid"), format!("{}\n", std::process::id()))
         .map_err(io_err("cannot write daemon.pid"))?;
+
+    // the keeper outlives this daemon and reads the apps' output across its death or upgrade;
+    // a running one (from before a kill -9 or an upgrade) is reconnected to
+    let log_keeper = match keeper::Keeper::start(home, &log_dir) {
+        Ok(k) => {
+            tracing::info!(pid = k.pid(), "log keeper connected");
+            Some(k)
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot start the log keeper: {e}; the daemon reads app output itself, and a                  daemon crash will lose lines"
+            );
+            None
+        }
+    };
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let source = events::start(opts.ebpf, events::SourceOptions::default(), events_tx)
@@ -219,6 +240,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         rt.beat_into(heartbeat, interval);
     }
     rt.monitor(opts.monitor);
+    if let Some(k) = log_keeper {
+        rt.keep_logs_with(k);
+    }
     rt.restore().map_err(io_err(
         "cannot restore the saved state (running apps were not touched)",
     ))?;

@@ -55,20 +55,7 @@ const CHUNK: u64 = 64 << 10;
 /// Rotated files looked at for `--lines` (the daemon keeps far fewer).
 const MAX_ROTATED: u32 = 1000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stream {
-    Out,
-    Err,
-}
-
-impl Stream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Out => "out",
-            Self::Err => "err",
-        }
-    }
-}
+use turbo_api::LogStream as Stream;
 
 /// How the lines of one log file are shown.
 #[derive(Debug)]

@@ -18,6 +18,7 @@
 
 pub mod bus;
 pub mod crashes;
+mod output;
 pub mod sys;
 
 use std::{
@@ -246,6 +247,8 @@ pub struct MetricsSnapshot {
     pub daemon: Option<ProcessStats>,
     /// Every app.
     pub apps: Vec<AppMetrics>,
+    /// Log volume per app and stream (`turbo_log_bytes_total`, `turbo_log_dropped_bytes_total`).
+    pub logs: Vec<crate::keeper::AppCounters>,
 }
 
 /// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
@@ -337,12 +340,6 @@ enum Internal {
     CheckGroups,
 }
 
-/// The output streams of one running process.
-struct ProcIo {
-    tail: logs::StderrTail,
-    done: tokio::task::JoinHandle<()>,
-}
-
 /// How long a crash record waits for the last stderr lines of its process.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 /// At most one state-file write per this interval.
@@ -377,7 +374,10 @@ pub struct Runtime {
     /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
     /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
     logs: HashMap<String, logs::AppLogs>,
-    procs: HashMap<u32, ProcIo>,
+    /// The output of each running process (for its crash record's stderr tail).
+    procs: HashMap<u32, output::Output>,
+    /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
+    keeper: Option<crate::keeper::Keeper>,
     crashes: crashes::CrashStore,
     state_file: StateFile,
     dirty: bool,
@@ -432,6 +432,7 @@ impl Runtime {
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             logs: HashMap::new(),
             procs: HashMap::new(),
+            keeper: None,
             crashes: crashes::CrashStore::default(),
             dirty: false,
             save_scheduled: false,
@@ -447,6 +448,12 @@ impl Runtime {
     /// Makes the loop beat `heartbeat` at least every `interval` (for the systemd watchdog).
     pub fn beat_into(&mut self, heartbeat: crate::notify::Heartbeat, interval: Duration) {
         self.heartbeat = Some((heartbeat, interval));
+    }
+
+    /// Sends app output through `keeper` (else the daemon reads it itself, and loses what it
+    /// read but did not write when it is killed).
+    pub fn keep_logs_with(&mut self, keeper: crate::keeper::Keeper) {
+        self.keeper = Some(keeper);
     }
 
     /// Sets how resources are sampled and judged (the defaults otherwise).
@@ -467,7 +474,14 @@ impl Runtime {
         if let Some(w) = &loaded.warning {
             tracing::warn!("{w}");
         }
+        let kept = self.adopt_output();
         let restored = self.restored_apps(loaded.state);
+        // pipes of processes that are not adopted after all: the keeper reads them to the end
+        for pid in kept {
+            if !self.procs.contains_key(&pid) {
+                self.output_ended(pid);
+            }
+        }
         if !restored.is_empty() {
             tracing::info!(
                 "restoring {} apps from {}",
@@ -486,10 +500,13 @@ impl Runtime {
             let running = app.process.and_then(|p| {
                 let age = sys::process_age(p.pid, p.start_ticks)?;
                 // adopt: exits are still seen (pidfd works for non-children; eBPF gives the
-                // status), but its output pipes died with the previous daemon
+                // status); its output went on through the log keeper meanwhile
                 if let Err(e) = self.watch_process(app.id, p.pid, None) {
                     tracing::warn!(app = %app.spec.name, "cannot adopt pid {}: {e}", p.pid);
                     return None;
+                }
+                if let Some(out) = self.adopted_output(p.pid) {
+                    self.procs.insert(p.pid, out);
                 }
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
                 Some((p.pid, now.checked_sub(age).unwrap_or(now)))
@@ -545,10 +562,12 @@ impl Runtime {
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = beat_tick.tick() => {}
                 _ = sample_tick.tick() => self.sample_all(),
+                () = output::keeper_lost(self.keeper.as_ref()) => self.replace_keeper(),
             }
             if self.shutting_down && self.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
                 self.save_now();
+                self.release_keeper();
                 return Ok(());
             }
         }
@@ -718,6 +737,7 @@ impl Runtime {
             if let Some((pid, ..)) = exit {
                 // not a crash (those took their entry): the output tasks end on their own
                 self.procs.remove(&pid);
+                self.output_ended(pid);
                 self.rss_seen.borrow_mut().remove(&pid);
             }
         }
@@ -788,28 +808,15 @@ impl Runtime {
     }
 
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
-        let app_logs = match self.logs.get(&spec.name) {
-            Some(l) => {
-                l.set_policy(&spec.log);
-                l.clone()
-            }
-            None => {
-                let l = logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)
-                    .map_err(|e| e.to_string())?;
-                self.logs.insert(spec.name.clone(), l.clone());
-                l
-            }
-        };
         let child = sys::spawn(spec).map_err(|e| e.to_string())?;
         let pid = child.pid;
-        let capture = app_logs.capture(child.stdout, child.stderr);
-        self.procs.insert(
-            pid,
-            ProcIo {
-                tail: capture.stderr_tail,
-                done: capture.done,
-            },
-        );
+        match self.capture_output(pid, spec, child.stdout, child.stderr) {
+            Ok(out) => {
+                self.procs.insert(pid, out);
+            }
+            // the process runs; its output waits in the pipes' buffer, which it may fill
+            Err(e) => tracing::error!(app = %spec.name, "cannot capture the output of pid {pid}: {e}"),
+        }
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
             tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
         }
@@ -919,9 +926,9 @@ impl Runtime {
         let tx = self.internal_tx.clone();
         match self.procs.remove(&pid) {
             Some(io) => {
+                self.output_ended(pid);
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(STDERR_GRACE, io.done).await;
-                    record.stderr_tail = io.tail.lines();
+                    record.stderr_tail = io.last_lines(pid, STDERR_GRACE).await;
                     let _ = tx.send(Internal::CrashReady(app, record));
                 });
             }
@@ -1037,10 +1044,14 @@ impl Runtime {
     }
 
     /// The supervisor command for `op`, or the answer when `op` needs none.
-    fn command_for(&self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
+    fn command_for(&mut self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
         let command = match op {
             Op::Info => return Err(Ok(Response::Info(Box::new(self.info())))),
-            Op::Metrics => return Err(Ok(Response::Metrics(Box::new(self.metrics_snapshot())))),
+            Op::Metrics => {
+                let mut snapshot = self.metrics_snapshot();
+                snapshot.logs = self.log_counters();
+                return Err(Ok(Response::Metrics(Box::new(snapshot))));
+            }
             Op::List => {
                 let list = self.sup.apps().map(|a| self.status(a, true)).collect();
                 return Err(Ok(Response::Apps(list)));
@@ -1179,7 +1190,7 @@ impl Runtime {
         Ok(Response::Crashes(Box::new(report)))
     }
 
-    fn flush(&self, target: &str) -> Result<Response, turbo_api::Error> {
+    fn flush(&mut self, target: &str) -> Result<Response, turbo_api::Error> {
         let ids = self
             .sup
             .resolve(&Target::parse(target))
@@ -1187,16 +1198,11 @@ impl Runtime {
         let mut names = Vec::new();
         for id in ids {
             let app = self.sup.app(id).expect("resolved");
-            let result = match self.logs.get(&app.spec.name) {
-                Some(l) => l.flush(),
-                // never started by this daemon: its files may still exist
-                None => logs::AppLogs::open(&self.paths.log_dir, &app.spec.name, &app.spec.log)
-                    .and_then(|l| l.flush()),
-            };
-            result.map_err(|e| {
-                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", app.spec.name))
+            let spec = app.spec.clone();
+            self.flush_output(&spec).map_err(|e| {
+                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", spec.name))
             })?;
-            names.push(app.spec.name.clone());
+            names.push(spec.name);
         }
         Ok(Response::Names(names))
     }
@@ -1484,6 +1490,7 @@ impl Runtime {
             events_lost: self.source.lost_events(),
             daemon: usage::daemon_stats(),
             apps,
+            logs: Vec::new(),
         }
     }
 }
