@@ -143,6 +143,11 @@ mod proxy {
         /// Stops every app, then the daemon.
         fn shutdown(&self) -> zbus::Result<()>;
 
+        /// Saves the state and re-executes the daemon binary from its install path, in place
+        /// (same pid): apps keep running, the log keeper keeps their output, the new daemon
+        /// adopts them. Replies before the exec; the name is back once the new daemon is ready.
+        fn upgrade(&self) -> zbus::Result<()>;
+
         /// Clears restart counters and the crash-loop state of the matching apps; an `errored`
         /// app starts again.
         fn reset_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;

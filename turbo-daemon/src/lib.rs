@@ -57,6 +57,9 @@ pub struct Options {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Resource sampling and leak detection.
     pub monitor: runtime::MonitorSettings,
+    /// After `turbo daemon upgrade`: the private bus the previous image left running
+    /// (`runtime::bus::REEXEC_ENV`).
+    pub reexec_bus: Option<String>,
 }
 
 /// Where the daemon serves its D-Bus API.
@@ -174,8 +177,18 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (bus, address, mode) = match &opts.bus {
         BusMode::Private => {
             let socket = home.join(turbo_api::BUS_SOCKET);
-            let bus = runtime::bus::start(home, &socket)
-                .map_err(io_err("cannot start the private bus"))?;
+            let adopted = opts
+                .reexec_bus
+                .as_deref()
+                .and_then(|v| runtime::bus::PrivateBus::adopt(v, &socket));
+            let bus = match adopted {
+                Some(bus) => {
+                    tracing::info!("upgraded in place: kept the private bus");
+                    bus
+                }
+                None => runtime::bus::start(home, &socket)
+                    .map_err(io_err("cannot start the private bus"))?,
+            };
             // clients get a plain path address: the guid dbus-daemon prints changes on every start
             (Some(bus), format!("unix:path={}", socket.display()), "user")
         }
@@ -248,7 +261,20 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     ))?;
     // the bus name is owned and the saved state loaded: calls are answered from here on
     notify::ready(&ready_status);
-    rt.run().await.map_err(io_err("the main loop failed"))?;
+    let ending = rt.run().await.map_err(io_err("the main loop failed"))?;
+    if ending == runtime::Ending::Upgrade {
+        notify::reloading();
+        // let the reply leave before the connection (and with it the bus name) goes
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(conn);
+        let bus_env = bus.map(runtime::bus::PrivateBus::keep_across_exec);
+        let e = reexec(bus_env.as_deref());
+        // still here: the exec failed; the apps run on, unsupervised until a daemon starts
+        return Err(DaemonError::Io {
+            what: "cannot re-execute the daemon for the upgrade".into(),
+            source: e,
+        });
+    }
     notify::stopping();
     notify::status("stopping: every app has stopped, exiting");
     // let the reply to a Shutdown call leave before the bus goes away
@@ -263,6 +289,28 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     drop(lock);
     tracing::info!("turbo-daemon stopped");
     Ok(())
+}
+
+/// Replaces this process image with the daemon binary at its install path (the binary that was
+/// started, or the one that replaced it on disk since), with the same arguments and environment.
+/// Called on the main thread, which forked the private bus, so the bus's parent-death signal does
+/// not fire. Returns only on failure.
+fn reexec(bus_env: Option<&str>) -> io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let exe = match std::fs::read_link("/proc/self/exe") {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    // a binary replaced on disk leaves the old image's link as "<path> (deleted)"
+    let text = exe.to_string_lossy();
+    let exe = PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text).to_owned());
+    tracing::info!("upgrading: re-executing {}", exe.display());
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(std::env::args_os().skip(1));
+    if let Some(v) = bus_env {
+        cmd.env(runtime::bus::REEXEC_ENV, v);
+    }
+    cmd.exec()
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {

@@ -88,6 +88,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // set by the previous image of this process on `turbo daemon upgrade`; read and removed
+    // while the process has one thread (changing the environment is not thread-safe)
+    let reexec_bus = std::env::var(turbo_daemon::runtime::bus::REEXEC_ENV).ok();
+    // SAFETY: single-threaded here: no runtime, no other thread has started yet.
+    unsafe { std::env::remove_var(turbo_daemon::runtime::bus::REEXEC_ENV) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TURBO_LOG")
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
                 ..turbo_daemon::supervisor::leak::LeakPolicy::default()
             },
         },
+        reexec_bus,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

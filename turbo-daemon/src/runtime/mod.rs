@@ -100,6 +100,17 @@ pub enum Op {
     DescribeEnv(String),
     /// Stop everything and exit.
     Shutdown,
+    /// Save the state and end the loop for a re-exec; apps keep running.
+    Upgrade,
+}
+
+/// Why [`Runtime::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every app stopped; the daemon exits.
+    Shutdown,
+    /// The state is saved and the apps run on: the daemon re-executes itself.
+    Upgrade,
 }
 
 /// A successful answer.
@@ -378,6 +389,8 @@ pub struct Runtime {
     procs: HashMap<u32, output::Output>,
     /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
     keeper: Option<crate::keeper::Keeper>,
+    /// An upgrade was asked for: the reply, sent once the state is saved.
+    upgrade: Option<oneshot::Sender<Result<Response, turbo_api::Error>>>,
     crashes: crashes::CrashStore,
     state_file: StateFile,
     dirty: bool,
@@ -433,6 +446,7 @@ impl Runtime {
             logs: HashMap::new(),
             procs: HashMap::new(),
             keeper: None,
+            upgrade: None,
             crashes: crashes::CrashStore::default(),
             dirty: false,
             save_scheduled: false,
@@ -533,7 +547,7 @@ impl Runtime {
     ///
     /// # Errors
     /// Only if the termination signal handlers cannot be installed.
-    pub async fn run(mut self) -> std::io::Result<()> {
+    pub async fn run(mut self) -> std::io::Result<Ending> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
@@ -568,7 +582,21 @@ impl Runtime {
                 // the last change must reach the disk, debounce or not
                 self.save_now();
                 self.release_keeper();
-                return Ok(());
+                return Ok(Ending::Shutdown);
+            }
+            if let Some(reply) = self.upgrade.take() {
+                // the new daemon adopts from this file, so it is written now, changed or not
+                self.dirty = true;
+                self.save_now();
+                if self.dirty {
+                    let _ = reply.send(Err(turbo_api::Error::Failed(format!(
+                        "cannot write {}; not upgrading (see the daemon log)",
+                        self.state_file.path().display()
+                    ))));
+                } else {
+                    let _ = reply.send(Ok(Response::Done));
+                    return Ok(Ending::Upgrade);
+                }
             }
         }
     }
@@ -1035,6 +1063,11 @@ impl Runtime {
         if matches!(op, Op::Shutdown) {
             return self.begin_shutdown(Waiter::Shutdown(reply));
         }
+        if matches!(op, Op::Upgrade) {
+            // answered by `run` once the state is on disk
+            self.upgrade = Some(reply);
+            return;
+        }
         match self.command_for(op) {
             Ok(command) => self.submit(command, Waiter::Apps(reply)),
             Err(answer) => {
@@ -1061,7 +1094,7 @@ impl Runtime {
             Op::Flush(t) => return Err(self.flush(&t)),
             Op::Save => return Err(self.save_dump()),
             Op::DescribeEnv(t) => return Err(self.describe_env(&t)),
-            Op::Shutdown => unreachable!("handled by the caller"),
+            Op::Shutdown | Op::Upgrade => unreachable!("handled by the caller"),
             Op::Resurrect(caller) => Command::Start {
                 specs: self
                     .resurrect_specs()
