@@ -1,0 +1,218 @@
+//! Chaos: 50 apps write numbered lines without pause while the daemon is SIGKILLed 10 times at
+//! random moments (half of them during its start-up) and upgraded in place twice. At the end
+//! every app has its first pid, every log holds each number exactly once and in order (across
+//! rotations), and `turbo status` agrees with /proc. The seed is printed; `CHAOS_SEED=<n>`
+//! replays a run.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use turbo_tests::{TestDaemon, wait_for};
+
+const APPS: usize = 50;
+const KILLS: usize = 10;
+const UPGRADES: usize = 2;
+
+/// xorshift64*: enough randomness for timings, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+fn writer() -> &'static str {
+    env!("CARGO_BIN_EXE_numbered-lines")
+}
+
+/// Pids of running `numbered-lines` processes of this daemon home (their working directory).
+fn writers_in_proc(home: &Path) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok())
+        .filter(|p| {
+            std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == Path::new(writer()))
+                && std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+                && std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(home))
+        })
+        .collect()
+}
+
+/// The log file and its rotated files, oldest first.
+fn log_files(dir: &Path, app: &str) -> Vec<PathBuf> {
+    let current = dir.join(format!("{app}-out.log"));
+    let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n = name
+                .strip_prefix(&format!("{app}-out.log."))?
+                .parse()
+                .ok()?;
+            Some((n, dir.join(name)))
+        })
+        .collect();
+    rotated.sort_unstable();
+    rotated
+        .into_iter()
+        .rev()
+        .map(|(_, p)| p)
+        .chain([current])
+        .collect()
+}
+
+/// The records of an app's stdout log (stamp removed), oldest first.
+fn records(dir: &Path, app: &str) -> Vec<String> {
+    log_files(dir, app)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.split_once(' ').map_or("", |(_, r)| r).to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_apps_keep_their_pids_and_every_line_through_kills_and_upgrades() {
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("chaos: CHAOS_SEED={seed}");
+    let mut rng = Rng(seed);
+    let mut d = TestDaemon::start("auto");
+    let mut yml = String::from("apps:\n");
+    for i in 0..APPS {
+        // small files: rotation happens many times during the run
+        yml.push_str(&format!(
+            "  - name: w{i:02}\n    cmd: [\"{}\"]\n    autorestart: always\n    log: {{ max_size: 16k, keep: 1000 }}\n",
+            writer()
+        ));
+    }
+    let config = d.config("chaos", &yml);
+    d.turbo_ok(&["start", config.to_str().unwrap()]);
+    let first: Vec<(String, u64)> = wait_for("50 apps online", Duration::from_secs(30), || {
+        let apps = d.status();
+        (apps.len() == APPS && apps.iter().all(|a| a["state"] == "online")).then(|| {
+            apps.iter()
+                .map(|a| (a["name"].as_str().unwrap().to_owned(), a["pid"].as_u64().unwrap()))
+                .collect()
+        })
+    });
+    wait_for(
+        "the state file to name every pid",
+        Duration::from_secs(10),
+        || {
+            let state = std::fs::read_to_string(d.home().join("state.json")).ok()?;
+            first
+                .iter()
+                .all(|(_, pid)| state.contains(&format!("\"pid\": {pid}")))
+                .then_some(())
+        },
+    );
+
+    let started = Instant::now();
+    let (mut kills, mut upgrades) = (0, 0);
+    // upgrades between kills, at fixed turns; the moments of the kills are random
+    for turn in 0..KILLS + UPGRADES {
+        if turn == 3 || turn == 8 {
+            // the previous turn may have left a daemon still starting
+            d.wait_answering();
+            std::thread::sleep(Duration::from_millis(rng.below(500)));
+            let out = d.turbo_ok(&["daemon", "upgrade"]);
+            assert!(out.contains("same pid"), "{out}");
+            upgrades += 1;
+            continue;
+        }
+        if kills % 2 == 0 {
+            // while it runs
+            std::thread::sleep(Duration::from_millis(50 + rng.below(700)));
+        } else {
+            // during its start-up (restoring, adopting, connecting to the keeper), or just after
+            std::thread::sleep(Duration::from_millis(rng.below(1200)));
+        }
+        d.kill9_daemon();
+        kills += 1;
+        if kills % 2 == 1 {
+            d.respawn_daemon();
+        } else {
+            d.restart_daemon();
+        }
+    }
+    d.wait_answering();
+    let chaos_time = started.elapsed();
+
+    // status agrees with /proc, and no app was restarted or lost
+    let apps = d.status();
+    assert_eq!(apps.len(), APPS);
+    let mut in_proc = writers_in_proc(d.home());
+    in_proc.sort_unstable();
+    let mut in_status: Vec<u64> = apps.iter().map(|a| a["pid"].as_u64().unwrap()).collect();
+    in_status.sort_unstable();
+    assert_eq!(in_status, in_proc, "turbo status and /proc list the same processes");
+    for (name, pid) in &first {
+        let app = apps.iter().find(|a| a["name"] == name.as_str()).unwrap();
+        assert_eq!(app["state"], "online", "{name}: {app}");
+        assert_eq!(app["pid"].as_u64(), Some(*pid), "{name} kept its pid: {app}");
+        assert_eq!(app["restarts"], 0, "{name}: {app}");
+    }
+
+    // stop the writers (each then writes `end <count>`) and wait for the keeper to write it all
+    d.turbo_ok(&["stop", "all"]);
+    let log_dir = d.home().join("logs");
+    let mut lines_checked = 0u64;
+    let mut rotations = 0usize;
+    for (name, _) in &first {
+        let recs = wait_for(
+            &format!("the last line of {name}"),
+            Duration::from_secs(20),
+            || {
+                let recs = records(&log_dir, name);
+                recs.last().is_some_and(|l| l.starts_with("end ")).then_some(recs)
+            },
+        );
+        let (last, numbers) = recs.split_last().unwrap();
+        let count: u64 = last.strip_prefix("end ").unwrap().parse().unwrap();
+        let numbers: Vec<u64> = numbers
+            .iter()
+            .map(|l| l.parse().unwrap_or_else(|_| panic!("{name}: odd record {l:?}")))
+            .collect();
+        if numbers != (0..count).collect::<Vec<_>>() {
+            let missing: Vec<u64> = (0..count).filter(|n| !numbers.contains(n)).collect();
+            let mut seen = std::collections::HashSet::new();
+            let dup: Vec<u64> = numbers.iter().copied().filter(|n| !seen.insert(*n)).collect();
+            panic!(
+                "{name}: {count} lines written, {} logged; missing {:?}, duplicated {:?}",
+                numbers.len(),
+                &missing[..missing.len().min(20)],
+                &dup[..dup.len().min(20)]
+            );
+        }
+        lines_checked += count;
+        rotations += log_files(&log_dir, name).len() - 1;
+    }
+    assert!(rotations > 0, "the logs rotated during the run");
+    let summary = format!(
+        "chaos: {APPS} apps, {kills} kills, {upgrades} upgrades in {:.1} s; {lines_checked} lines \
+         checked (none missing or duplicated), {rotations} rotated files; every pid kept",
+        chaos_time.as_secs_f64()
+    );
+    eprintln!("{summary}");
+    assert_eq!((kills, upgrades), (KILLS, UPGRADES));
+}
