@@ -407,6 +407,7 @@ fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
         "mode",
         "source",
         "version",
+        "stream",
     ]
     .into_iter()
     .map(str::to_owned)

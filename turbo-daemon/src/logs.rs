@@ -1445,6 +1445,38 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
+        let data = b"one\ntwo\n";
+        let mut records = Records::default();
+        records.format(
+            LogFormat::Text,
+            "2026-01-02T03:04:05.678Z",
+            b"\"a\"",
+            Stream::Out,
+            data,
+            &[0..3, 4..7],
+        );
+        let batch = records.buf.len() as u64;
+        // /dev/full: every write fails with ENOSPC
+        let mut sink = Sink::open(PathBuf::from("/dev/full")).unwrap();
+        sink.write_records(&records, &LogPolicy::default());
+        sink.write_records(&records, &LogPolicy::default());
+        assert_eq!((sink.written, sink.dropped), (0, 2 * batch));
+        assert!(sink.failing, "reported once, quiet since");
+        // space again (the file under the sink is one with room): the next batch is written
+        let dir = tempfile::tempdir().unwrap();
+        sink.file = open_append(&dir.path().join("room.log")).unwrap();
+        sink.size = 0;
+        sink.write_records(&records, &LogPolicy::default());
+        assert_eq!((sink.written, sink.dropped), (batch, 2 * batch));
+        assert!(!sink.failing);
+        assert_eq!(
+            text_records(&read(&dir.path().join("room.log"))),
+            [b"one", b"two"]
+        );
+    }
+
+    #[test]
     fn open_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
