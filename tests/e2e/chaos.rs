@@ -38,8 +38,10 @@ fn writers_in_proc(home: &Path) -> Vec<u64> {
         .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok())
         .filter(|p| {
             std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == Path::new(writer()))
-                && std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+                && std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(") ")
+                        .is_some_and(|(_, r)| !r.starts_with('Z'))
+                })
                 && std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c.starts_with(home))
         })
         .collect()
@@ -111,7 +113,12 @@ fn fifty_apps_keep_their_pids_and_every_line_through_kills_and_upgrades() {
         let apps = d.status();
         (apps.len() == APPS && apps.iter().all(|a| a["state"] == "online")).then(|| {
             apps.iter()
-                .map(|a| (a["name"].as_str().unwrap().to_owned(), a["pid"].as_u64().unwrap()))
+                .map(|a| {
+                    (
+                        a["name"].as_str().unwrap().to_owned(),
+                        a["pid"].as_u64().unwrap(),
+                    )
+                })
                 .collect()
         })
     });
@@ -165,11 +172,18 @@ fn fifty_apps_keep_their_pids_and_every_line_through_kills_and_upgrades() {
     in_proc.sort_unstable();
     let mut in_status: Vec<u64> = apps.iter().map(|a| a["pid"].as_u64().unwrap()).collect();
     in_status.sort_unstable();
-    assert_eq!(in_status, in_proc, "turbo status and /proc list the same processes");
+    assert_eq!(
+        in_status, in_proc,
+        "turbo status and /proc list the same processes"
+    );
     for (name, pid) in &first {
         let app = apps.iter().find(|a| a["name"] == name.as_str()).unwrap();
         assert_eq!(app["state"], "online", "{name}: {app}");
-        assert_eq!(app["pid"].as_u64(), Some(*pid), "{name} kept its pid: {app}");
+        assert_eq!(
+            app["pid"].as_u64(),
+            Some(*pid),
+            "{name} kept its pid: {app}"
+        );
         assert_eq!(app["restarts"], 0, "{name}: {app}");
     }
 
@@ -184,19 +198,28 @@ fn fifty_apps_keep_their_pids_and_every_line_through_kills_and_upgrades() {
             Duration::from_secs(20),
             || {
                 let recs = records(&log_dir, name);
-                recs.last().is_some_and(|l| l.starts_with("end ")).then_some(recs)
+                recs.last()
+                    .is_some_and(|l| l.starts_with("end "))
+                    .then_some(recs)
             },
         );
         let (last, numbers) = recs.split_last().unwrap();
         let count: u64 = last.strip_prefix("end ").unwrap().parse().unwrap();
         let numbers: Vec<u64> = numbers
             .iter()
-            .map(|l| l.parse().unwrap_or_else(|_| panic!("{name}: odd record {l:?}")))
+            .map(|l| {
+                l.parse()
+                    .unwrap_or_else(|_| panic!("{name}: odd record {l:?}"))
+            })
             .collect();
         if numbers != (0..count).collect::<Vec<_>>() {
             let missing: Vec<u64> = (0..count).filter(|n| !numbers.contains(n)).collect();
             let mut seen = std::collections::HashSet::new();
-            let dup: Vec<u64> = numbers.iter().copied().filter(|n| !seen.insert(*n)).collect();
+            let dup: Vec<u64> = numbers
+                .iter()
+                .copied()
+                .filter(|n| !seen.insert(*n))
+                .collect();
             panic!(
                 "{name}: {count} lines written, {} logged; missing {:?}, duplicated {:?}",
                 numbers.len(),
@@ -246,14 +269,22 @@ fn a_killed_log_keeper_is_replaced_and_the_app_never_notices() {
         keeper_pid(d.home()).filter(|&p| p != keeper)
     });
     let before = std::fs::metadata(&log).unwrap().len();
-    wait_for("lines after the keeper's death", Duration::from_secs(10), || {
-        (std::fs::metadata(&log).unwrap().len() > before + 100).then_some(())
-    });
-    assert_eq!(d.app("steady")["pid"].as_u64(), Some(pid), "the app never saw EPIPE");
+    wait_for(
+        "lines after the keeper's death",
+        Duration::from_secs(10),
+        || (std::fs::metadata(&log).unwrap().len() > before + 100).then_some(()),
+    );
+    assert_eq!(
+        d.app("steady")["pid"].as_u64(),
+        Some(pid),
+        "the app never saw EPIPE"
+    );
     d.turbo_ok(&["stop", "steady"]);
     let recs = wait_for("the last line", Duration::from_secs(10), || {
         let recs = records(&d.home().join("logs"), "steady");
-        recs.last().is_some_and(|l| l.starts_with("end ")).then_some(recs)
+        recs.last()
+            .is_some_and(|l| l.starts_with("end "))
+            .then_some(recs)
     });
     let (_, numbers) = recs.split_last().unwrap();
     let numbers: Vec<u64> = numbers.iter().map(|l| l.parse().unwrap()).collect();
@@ -274,11 +305,15 @@ fn an_adopted_process_that_crashes_gets_its_stderr_tail() {
     );
     d.turbo_ok(&["start", script.to_str().unwrap(), "--name", "late"]);
     let pid = d.app("late")["pid"].as_u64().unwrap();
-    wait_for("the state file to name the pid", Duration::from_secs(5), || {
-        std::fs::read_to_string(d.home().join("state.json"))
-            .ok()
-            .filter(|s| s.contains(&format!("\"pid\": {pid}")))
-    });
+    wait_for(
+        "the state file to name the pid",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(d.home().join("state.json"))
+                .ok()
+                .filter(|s| s.contains(&format!("\"pid\": {pid}")))
+        },
+    );
     d.kill9_daemon();
     d.restart_daemon();
     assert_eq!(d.app("late")["pid"].as_u64(), Some(pid), "adopted");

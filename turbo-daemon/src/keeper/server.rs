@@ -22,7 +22,7 @@ use std::{
 };
 
 use super::{AppCounters, Reply, Request, SOCKET, wire};
-use crate::logs::{self, AppLogs, Pump, Records, Step, StderrTail, Stream};
+use crate::logs::{self, AppLogs, Pump, Records, StderrTail, Step, Stream};
 
 /// The keeper exits after being this long without a daemon and without open pipes.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
@@ -119,9 +119,7 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
     loop {
         let timeout = k.timeout(idle_since);
         // SAFETY: `events` is a live array of 64 entries.
-        let n = unsafe {
-            libc::epoll_wait(k.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout)
-        };
+        let n = unsafe { libc::epoll_wait(k.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -454,17 +452,29 @@ impl Keeper {
 
     /// Sends a copy of every open pipe, one message per process, then `end`.
     fn send_pipes(&mut self, client: RawFd) {
-        let list: Vec<(u32, String, Vec<(Stream, RawFd)>)> = self
+        let pids: Vec<u32> = self
             .procs
             .iter()
             .filter(|(_, p)| !p.open.is_empty())
-            .map(|(&pid, p)| (pid, p.app.clone(), p.open.clone()))
+            .map(|(&pid, _)| pid)
             .collect();
-        for (pid, app, open) in list {
-            let streams = open.iter().map(|&(s, _)| s).collect();
-            let fds: Vec<RawFd> = open.iter().map(|&(_, f)| f).collect();
-            self.reply(client, &Reply::Pipe { pid, app, streams }, &fds);
+        for pid in pids {
+            if !self.clients.contains_key(&client) {
+                return; // gone (a daemon killed while adopting): its descriptor number is closed
+            }
+            let Some(p) = self.procs.get(&pid) else {
+                continue;
+            };
+            let reply = Reply::Pipe {
+                pid,
+                app: p.app.clone(),
+                streams: p.open.iter().map(|&(s, _)| s).collect(),
+            };
+            let fds: Vec<RawFd> = p.open.iter().map(|&(_, f)| f).collect();
+            self.reply(client, &reply, &fds);
         }
-        self.reply(client, &Reply::End, &[]);
+        if self.clients.contains_key(&client) {
+            self.reply(client, &Reply::End, &[]);
+        }
     }
 }

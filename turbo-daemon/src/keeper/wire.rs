@@ -29,11 +29,7 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 fn socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2); the result is a new descriptor we own.
     let fd = check(unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-        )
+        libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
     })?;
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

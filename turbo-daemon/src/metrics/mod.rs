@@ -278,7 +278,11 @@ fn record_app(app: &AppMetrics) {
 
 /// Log volume of the managed apps (the keeper also counts files of deleted apps: left out).
 fn record_logs(s: &MetricsSnapshot) {
-    for c in s.logs.iter().filter(|c| s.apps.iter().any(|a| a.name == c.app)) {
+    for c in s
+        .logs
+        .iter()
+        .filter(|c| s.apps.iter().any(|a| a.name == c.app))
+    {
         let labels = vec![
             Label::new("app", c.app.clone()),
             Label::new("stream", c.stream.as_str()),

@@ -51,11 +51,10 @@ impl PrivateBus {
     /// Leaves the bus running for the daemon this process is about to become, and returns the
     /// value of [`REEXEC_ENV`] that lets it take the bus over.
     #[must_use]
-    pub fn keep_across_exec(mut self) -> String {
+    pub fn keep_across_exec(self) -> String {
         let value = format!("{} {}", self.pid, self.address);
-        // not killed on drop: the re-executed daemon owns it
-        self.child.take().map(std::mem::forget);
-        self.pid = 0;
+        // not killed on drop: the re-executed daemon owns it (forgetting leaks only the `Child`
+        // handle, which the exec discards anyway)
         std::mem::forget(self);
         value
     }

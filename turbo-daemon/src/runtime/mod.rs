@@ -843,7 +843,9 @@ impl Runtime {
                 self.procs.insert(pid, out);
             }
             // the process runs; its output waits in the pipes' buffer, which it may fill
-            Err(e) => tracing::error!(app = %spec.name, "cannot capture the output of pid {pid}: {e}"),
+            Err(e) => {
+                tracing::error!(app = %spec.name, "cannot capture the output of pid {pid}: {e}")
+            }
         }
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
             tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");

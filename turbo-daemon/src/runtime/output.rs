@@ -99,9 +99,7 @@ impl Runtime {
     /// The output of an adopted process, when the keeper still reads it.
     pub(super) fn adopted_output(&self, pid: u32) -> Option<Output> {
         let keeper = self.keeper.as_ref()?;
-        keeper
-            .holds(pid)
-            .then(|| Output::Kept(keeper.tail_asker()))
+        keeper.holds(pid).then(|| Output::Kept(keeper.tail_asker()))
     }
 
     /// The process is gone: drop the daemon's copy of its pipes (the keeper reads them to the end).
