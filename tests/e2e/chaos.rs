@@ -5,6 +5,7 @@
 //! replays a run.
 
 use std::{
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -327,4 +328,78 @@ fn an_adopted_process_that_crashes_gets_its_stderr_tail() {
         "{crashes}"
     );
     d.turbo_ok(&["stop", "late"]);
+}
+
+/// Stops the daemon of `home` (and its apps) when dropped, so a failed test leaves nothing.
+struct KillOnDrop<'a>(&'a Path);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(turbo_tests::bin_dir().join("turbo"))
+            .arg("kill")
+            .env("TURBO_HOME", self.0)
+            .output();
+    }
+}
+
+#[test]
+fn upgrade_runs_the_binary_that_replaced_the_old_one_on_disk() {
+    let dir = tempfile::Builder::new()
+        .prefix("turbo-e2e-upgrade-")
+        .tempdir()
+        .unwrap();
+    let home = dir.path().join("home");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let installed = bin.join("turbo-daemon");
+    std::fs::copy(turbo_tests::bin_dir().join("turbo-daemon"), &installed).unwrap();
+    let turbo = |args: &[&str]| {
+        let out = std::process::Command::new(turbo_tests::bin_dir().join("turbo"))
+            .args(args)
+            .env("TURBO_HOME", &home)
+            .env(
+                "TURBO_BUS_ADDRESS",
+                format!("unix:path={}", home.join("bus.sock").display()),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut daemon = std::process::Command::new(&installed)
+        .env("TURBO_HOME", &home)
+        .env("TURBO_EBPF", "off")
+        .args(["--metrics-listen", "off"])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _guard = KillOnDrop(&home);
+    wait_for("the daemon", Duration::from_secs(15), || {
+        turbo(&["ping"]).0.then_some(())
+    });
+    assert!(turbo(&["start", writer(), "--name", "w"]).0);
+    let exe = format!("/proc/{}/exe", daemon.id());
+    let old_inode = std::fs::metadata(&exe).unwrap().ino();
+
+    // a package upgrade: the new file is renamed over the old one
+    let staged = bin.join("turbo-daemon.new");
+    std::fs::copy(&installed, &staged).unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
+    let link = std::fs::read_link(&exe).unwrap();
+    assert!(link.to_string_lossy().ends_with(" (deleted)"), "{link:?}");
+
+    let (ok, out) = turbo(&["daemon", "upgrade"]);
+    assert!(ok && out.contains("same pid"), "{out}");
+    assert_eq!(
+        std::fs::read_link(&exe).unwrap(),
+        installed,
+        "runs the new file"
+    );
+    assert_ne!(std::fs::metadata(&exe).unwrap().ino(), old_inode);
+    assert!(daemon.try_wait().unwrap().is_none(), "the same process");
+    let (ok, status) = turbo(&["status", "--json"]);
+    assert!(ok && status.contains("\"online\""), "{status}");
 }

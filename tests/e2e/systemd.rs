@@ -570,7 +570,10 @@ fn upgrade_keeps_the_main_pid_and_the_bus_and_says_reloading_then_ready() {
             .filter(|n| n.pid == daemon_pid && has_line(n, "RELOADING=1"))
     });
     assert!(
-        reloading.text.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        reloading
+            .text
+            .lines()
+            .any(|l| l.starts_with("MONOTONIC_USEC=")),
         "{reloading:?}"
     );
     let ready = wait_for("READY=1 again", Duration::from_secs(15), || {
