@@ -549,3 +549,130 @@ fn unexpected(reply: &Reply) -> io::Error {
         other => io::Error::other(format!("unexpected reply from the log keeper: {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write as _,
+        os::fd::{AsRawFd as _, FromRawFd as _},
+    };
+
+    use super::*;
+
+    fn pipe() -> (OwnedFd, std::fs::File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two new descriptors we then own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both were just created and are owned by nobody else.
+        unsafe {
+            (
+                OwnedFd::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        }
+    }
+
+    #[test]
+    fn a_message_carries_its_descriptors() {
+        let mut sv = [0; 2];
+        // SAFETY: socketpair fills two new descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                sv.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: just created, owned here.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+        let (r, mut w) = pipe();
+        wire::send(a.as_raw_fd(), b"hello", &[r.as_raw_fd()]).unwrap();
+        drop(r);
+        let mut buf = [0; 64];
+        let (n, fds) = wire::recv(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], fds.len()), (&b"hello"[..], 1));
+        w.write_all(b"through the copy").unwrap();
+        let mut got = Vec::with_capacity(64);
+        crate::logs::read_into(fds[0].as_raw_fd(), &mut got).unwrap();
+        assert_eq!(got, b"through the copy");
+        drop(a);
+        assert_eq!(wire::recv(b.as_raw_fd(), &mut buf).unwrap().0, 0, "end");
+    }
+
+    /// The keeper process's loop, in a thread: registration, lines to the file, the stderr
+    /// tail once the output ended, counters, copies of open pipes, and its exit once idle.
+    #[test]
+    fn the_keeper_writes_tails_counts_and_exits_when_idle() {
+        let home = tempfile::tempdir().unwrap();
+        let logs = home.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let (h, l) = (home.path().to_owned(), logs.clone());
+        let keeper = std::thread::spawn(move || server::serve(&h, &l));
+        let socket = home.path().join(SOCKET);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let session = loop {
+            if let Ok(fd) = wire::connect(&socket, CALL_TIMEOUT) {
+                break fd;
+            }
+            assert!(Instant::now() < deadline, "the keeper listens");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let call = |req: &Request, fds: &[RawFd]| call_on(session.as_raw_fd(), req, fds).unwrap();
+        assert!(matches!(call(&Request::Hello, &[]), Reply::Hello { .. }));
+        let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
+        let register = Request::Register {
+            pid: 42,
+            app: "app".into(),
+            policy: LogPolicy::default(),
+        };
+        let reply = call(&register, &[out_r.as_raw_fd(), err_r.as_raw_fd()]);
+        assert!(matches!(reply, Reply::Ok), "{reply:?}");
+        out_w.write_all(b"one\ntwo\n").unwrap();
+        err_w.write_all(b"oops\n").unwrap();
+
+        // a second connection (a new daemon) gets copies of the open pipes
+        let other = wire::connect(&socket, CALL_TIMEOUT).unwrap();
+        wire::send(other.as_raw_fd(), &to_json(&Request::Pipes), &[]).unwrap();
+        let mut buf = vec![0; wire::MAX_MESSAGE];
+        let (n, fds) = wire::recv(other.as_raw_fd(), &mut buf).unwrap();
+        let pipe_reply: Reply = serde_json::from_slice(&buf[..n]).unwrap();
+        assert!(
+            matches!(&pipe_reply, Reply::Pipe { pid: 42, app, .. } if app == "app"),
+            "{pipe_reply:?}"
+        );
+        assert_eq!(fds.len(), 2);
+        drop((fds, other));
+
+        drop((out_w, err_w, out_r, err_r));
+        let tail = call(
+            &Request::Tail {
+                pid: 42,
+                wait_ms: 5000,
+            },
+            &[],
+        );
+        match tail {
+            Reply::Tail { lines, ended } => {
+                assert_eq!(lines, ["oops"]);
+                assert!(ended);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = std::fs::read_to_string(logs.join("app-out.log")).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+        assert_eq!(lines, ["one", "two"]);
+        match call(&Request::Stats, &[]) {
+            Reply::Stats { apps } => {
+                let out = apps.iter().find(|c| c.stream == Stream::Out).unwrap();
+                assert_eq!((out.written, out.dropped), (text.len() as u64, 0));
+            }
+            other => panic!("{other:?}"),
+        }
+        // no daemon, no pipes: it leaves, and removes its socket
+        drop(session);
+        keeper.join().unwrap().unwrap();
+        assert!(!socket.exists());
+    }
+}
