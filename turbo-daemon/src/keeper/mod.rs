@@ -383,10 +383,16 @@ impl Keeper {
         }
     }
 
-    /// Whether the keeper reads `pid`'s output.
-    #[must_use]
-    pub fn holds(&self, pid: u32) -> bool {
-        self.held.contains_key(&pid)
+    /// Whether the keeper reads `pid`'s output (a process adopted from a previous daemon);
+    /// `policy` is its app's, for a new keeper should this one die.
+    pub fn adopted(&mut self, pid: u32, policy: &LogPolicy) -> bool {
+        match self.held.get_mut(&pid) {
+            Some(h) => {
+                h.policy = policy.clone();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops the copy of `pid`'s pipes (its process is gone; the keeper reads them to the end).

@@ -519,7 +519,7 @@ impl Runtime {
                     tracing::warn!(app = %app.spec.name, "cannot adopt pid {}: {e}", p.pid);
                     return None;
                 }
-                if let Some(out) = self.adopted_output(p.pid) {
+                if let Some(out) = self.adopted_output(p.pid, &app.spec.log) {
                     self.procs.insert(p.pid, out);
                 }
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");

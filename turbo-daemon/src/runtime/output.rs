@@ -9,7 +9,7 @@ use super::Runtime;
 use crate::{
     keeper::{AppCounters, TailAsker},
     logs,
-    supervisor::AppSpec,
+    supervisor::{AppSpec, LogPolicy},
 };
 
 /// The output of one running process, for its crash record.
@@ -96,10 +96,13 @@ impl Runtime {
         }
     }
 
-    /// The output of an adopted process, when the keeper still reads it.
-    pub(super) fn adopted_output(&self, pid: u32) -> Option<Output> {
-        let keeper = self.keeper.as_ref()?;
-        keeper.holds(pid).then(|| Output::Kept(keeper.tail_asker()))
+    /// The output of an adopted process, when the keeper still reads it; `policy` is what a
+    /// new keeper gets should this one die.
+    pub(super) fn adopted_output(&mut self, pid: u32, policy: &LogPolicy) -> Option<Output> {
+        let keeper = self.keeper.as_mut()?;
+        keeper
+            .adopted(pid, policy)
+            .then(|| Output::Kept(keeper.tail_asker()))
     }
 
     /// The process is gone: drop the daemon's copy of its pipes (the keeper reads them to the end).
