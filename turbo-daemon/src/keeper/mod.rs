@@ -63,7 +63,7 @@ pub enum Request {
         /// Format and rotation.
         policy: LogPolicy,
     },
-    /// Use `policy` for `app` from now on.
+    /// Open `app`'s log files if they are not open yet, and use `policy` for them from now on.
     Policy {
         /// The app.
         app: String,
@@ -400,8 +400,13 @@ impl Keeper {
         self.held.remove(&pid);
     }
 
-    /// Updates the policy of `app` (and of the pipes held for it).
-    pub fn set_policy(&mut self, app: &str, policy: &LogPolicy) {
+    /// Opens `app`'s log files in the keeper (if they are not open yet) and sets their policy
+    /// (and that of the pipes held for it): done before an app's process is started, so a log
+    /// file that cannot be opened fails the start rather than losing the output.
+    ///
+    /// # Errors
+    /// The keeper's one-line reason (`cannot open log file <path>: ...`).
+    pub fn open_logs(&mut self, app: &str, policy: &LogPolicy) -> Result<(), String> {
         for h in self.held.values_mut().filter(|h| h.app == app) {
             h.policy = policy.clone();
         }
@@ -409,8 +414,11 @@ impl Keeper {
             app: app.to_owned(),
             policy: policy.clone(),
         };
-        if let Err(e) = self.call(&req, &[]) {
-            tracing::warn!("cannot change the log policy of {app}: {e}");
+        match self.call(&req, &[]) {
+            Ok(Reply::Ok) => Ok(()),
+            Ok(Reply::Failed { error }) => Err(error),
+            Ok(other) => Err(unexpected(&other).to_string()),
+            Err(e) => Err(format!("the log keeper does not answer: {e}")),
         }
     }
 

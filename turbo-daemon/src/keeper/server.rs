@@ -259,12 +259,12 @@ impl Keeper {
                 Reply::Ok
             }
             Request::Register { pid, app, policy } => self.register(pid, &app, &policy, fds),
-            Request::Policy { app, policy } => {
-                if let Some(logs) = self.apps.get(&app) {
-                    logs.set_policy(&policy);
-                }
-                Reply::Ok
-            }
+            Request::Policy { app, policy } => match self.logs_of(&app, &policy) {
+                Ok(_) => Reply::Ok,
+                Err(e) => Reply::Failed {
+                    error: e.to_string(),
+                },
+            },
             Request::Flush { app, policy } => match self.logs_of(&app, &policy) {
                 Ok(logs) => match logs.flush() {
                     Ok(()) => Reply::Ok,

@@ -836,6 +836,7 @@ impl Runtime {
     }
 
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
+        self.prepare_output(spec)?;
         let child = sys::spawn(spec).map_err(|e| e.to_string())?;
         let pid = child.pid;
         match self.capture_output(pid, spec, child.stdout, child.stderr) {

@@ -45,6 +45,15 @@ pub(super) async fn keeper_lost(keeper: Option<&crate::keeper::Keeper>) {
 }
 
 impl Runtime {
+    /// Opens `spec`'s log files before its process starts (in the keeper, or here without one),
+    /// so a file that cannot be opened (a planted symlink, a missing directory) fails the start.
+    pub(super) fn prepare_output(&mut self, spec: &AppSpec) -> Result<(), String> {
+        match &mut self.keeper {
+            Some(keeper) => keeper.open_logs(&spec.name, &spec.log),
+            None => self.local_logs(spec).map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
     /// Hands a new process's pipes to the keeper, or captures them here when there is none.
     pub(super) fn capture_output(
         &mut self,
