@@ -244,6 +244,8 @@ impl Keeper {
         };
         let reply = match request {
             Request::Hello => {
+                // a new daemon after a `bye`: it stays for this one
+                self.quit = false;
                 if let Some(c) = self.clients.get_mut(&fd) {
                     c.session = true;
                 }
