@@ -384,6 +384,13 @@ fn upgrade_runs_the_binary_that_replaced_the_old_one_on_disk() {
     let exe = format!("/proc/{}/exe", daemon.id());
     let old_inode = std::fs::metadata(&exe).unwrap().ino();
 
+    // nothing at the install path: refused, and the daemon stays
+    std::fs::remove_file(&installed).unwrap();
+    let (ok, _) = turbo(&["daemon", "upgrade"]);
+    assert!(!ok, "an upgrade without a binary must be refused");
+    assert!(turbo(&["ping"]).0, "the daemon still answers");
+    std::fs::copy(turbo_tests::bin_dir().join("turbo-daemon"), &installed).unwrap();
+
     // a package upgrade: the new file is renamed over the old one
     let staged = bin.join("turbo-daemon.new");
     std::fs::copy(&installed, &staged).unwrap();

@@ -297,13 +297,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 /// not fire. Returns only on failure.
 fn reexec(bus_env: Option<&str>) -> io::Error {
     use std::os::unix::process::CommandExt as _;
-    let exe = match std::fs::read_link("/proc/self/exe") {
+    let exe = match install_path() {
         Ok(p) => p,
         Err(e) => return e,
     };
-    // a binary replaced on disk leaves the old image's link as "<path> (deleted)"
-    let text = exe.to_string_lossy();
-    let exe = PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text).to_owned());
     tracing::info!("upgrading: re-executing {}", exe.display());
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(std::env::args_os().skip(1));
@@ -311,6 +308,32 @@ fn reexec(bus_env: Option<&str>) -> io::Error {
         cmd.env(runtime::bus::REEXEC_ENV, v);
     }
     cmd.exec()
+}
+
+/// The daemon binary at its install path: the file this process was started from, or the one
+/// that replaced it there since (a replaced file leaves the link as `<path> (deleted)`).
+///
+/// # Errors
+/// When `/proc/self/exe` cannot be read, or nothing executable is at that path now (the
+/// message names it).
+pub fn install_path() -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let bytes = exe.as_os_str().as_bytes();
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b" (deleted)").unwrap_or(bytes),
+    ));
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("the daemon's path holds a NUL byte"))?;
+    // SAFETY: access(2) on a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("no executable turbo-daemon at {} ({e})", path.display()),
+        ));
+    }
+    Ok(path)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {

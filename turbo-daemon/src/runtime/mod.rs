@@ -1067,6 +1067,13 @@ impl Runtime {
             return self.begin_shutdown(Waiter::Shutdown(reply));
         }
         if matches!(op, Op::Upgrade) {
+            // refused while the daemon can still say so: a failed exec would leave no daemon
+            if let Err(e) = crate::install_path() {
+                let _ = reply.send(Err(turbo_api::Error::Failed(format!(
+                    "cannot upgrade: {e}; the daemon keeps running"
+                ))));
+                return;
+            }
             // answered by `run` once the state is on disk
             self.upgrade = Some(reply);
             return;
