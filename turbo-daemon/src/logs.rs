@@ -1,14 +1,18 @@
 //! Log capture and rotation: copies each app's stdout and stderr pipes into its two log files,
 //! one timestamp per line, and rotates the files by size.
 //!
+//! This code runs in the log keeper (`crate::keeper::server`, a synchronous loop that outlives
+//! the daemon) and, only when no keeper can be started, in the daemon itself.
+//!
 //! [`AppLogs`] owns an app's files for as long as the app is managed, across restarts. Every
 //! process of the app, and any descendant of an old process that still holds its pipes, writes
 //! through that one owner under one lock, so a rotation is decided and done in one place and never
-//! races with another writer. [`AppLogs::capture`] starts one task per process that reads both
-//! pipes; it turns whatever a pipe holds into records and appends them with a single `write(2)`,
-//! so a chatty app costs one syscall per read, not per line. A pipe found full is enlarged to
-//! 1 MiB and read in bigger pieces (see [`pump`]), so a flooding app and the daemon take turns
-//! about 16 times less often; lines are found with the C library's `memchr`.
+//! races with another writer. A `Pump` reads one pipe: it turns whatever the pipe holds into
+//! records that are appended with a single `write(2)`, so a chatty app costs one syscall per
+//! read, not per line. The keeper drives pumps from `epoll`; [`AppLogs::capture`] drives them
+//! from tokio tasks. A pipe found full is enlarged to 1 MiB and read in bigger pieces, so a
+//! flooding app and its reader take turns about 16 times less often; lines are found with the C
+//! library's `memchr`. Bytes written and dropped are counted per file ([`AppLogs::counters`]).
 //!
 //! Record formats (the app's [`LogPolicy`]; a change applies from the next read on):
 //! * `text`: `<RFC 3339 UTC, ms> <raw line bytes>\n`, the bytes exactly as the app wrote them.
@@ -29,8 +33,9 @@
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
-//! supervisor's business. It must not lose output it could keep: a failed rotation keeps writing
-//! to the current file, and a failed write is logged once per run of failures, not retried.
+//! supervisor's business. It must not lose output it could keep, nor stop reading: a failed
+//! rotation keeps writing to the current file, and a failed write (a full disk) is logged once per
+//! run of failures and counted as dropped, not retried; the next batch tries again.
 
 use std::{
     collections::VecDeque,

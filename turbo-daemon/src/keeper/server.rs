@@ -5,10 +5,10 @@
 //! It outlives the daemon on purpose (own session, no parent-death signal): a daemon killed
 //! between reading a line and writing it would lose that line, the keeper holds it across the
 //! daemon's death, upgrade or restart. It exits by itself once no daemon is connected and no
-//! pipe is left open (after [`IDLE_EXIT`]), so it never lingers without work.
+//! pipe is left open (after `IDLE_EXIT`, 2 s), so it never lingers without work.
 //!
 //! What it must not do: decide anything about apps (it does not know their state), block on a
-//! client (replies give up after [`SEND_TIMEOUT`]), or stop reading a pipe because a file cannot
+//! client (replies give up after `SEND_TIMEOUT`), or stop reading a pipe because a file cannot
 //! be written (records are dropped and counted instead, see [`crate::logs`]): an app must never
 //! block on a full disk.
 
