@@ -31,7 +31,7 @@ pub enum Cmd {
     /// Stop apps (they stay listed).
     Stop(TargetArg),
     /// Restart apps (or start them, if stopped).
-    Restart(TargetArg),
+    Restart(RestartArgs),
     /// Stop apps and forget them.
     Delete(TargetArg),
     /// Show the apps and their state.
@@ -183,9 +183,41 @@ pub struct StartArgs {
     /// Restart the app when its resident memory reaches this size (e.g. 512mb).
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<String>,
+    /// Restart the app when files under its working directory change (watch mode).
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Arguments passed to the script or command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// `--wait` and `--wait-timeout` of start and restart.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WaitArgs {
+    /// Return once the apps are ready (online and, with a health check, healthy); fail with
+    /// the last health-check error if they are not in time or crash.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits (e.g. 90s, 2m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        requires = "wait"
+    )]
+    pub wait_timeout: String,
+}
+
+/// `turbo restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// App name, app id, or `all`.
+    #[arg(value_name = "NAME|ID|all")]
+    pub target: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// An app selector for stop/restart/delete.

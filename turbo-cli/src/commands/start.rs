@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use turbo_api::{option, validate_app_name};
 use zbus::zvariant::Value;
 
-use super::{daemon, print_table};
+use super::{daemon, print_table, wait};
 use crate::{cli::StartArgs, connect::call_error, hint::Hinted, paths::absolutize};
 
 /// What `turbo start` will ask the daemon.
@@ -34,12 +34,14 @@ enum Plan {
         env: HashMap<String, String>,
         autorestart: Option<&'static str>,
         max_memory: Option<u64>,
+        watch: bool,
     },
 }
 
 pub async fn run(args: &StartArgs) -> Result<()> {
     let cwd = env::current_dir().context("cannot determine the current directory")?;
     let plan = plan(args, &cwd)?;
+    let wait_for = wait::timeout(&args.wait)?;
     // read the file before connecting: a typo in the path must not start a daemon
     let content = match &plan {
         Plan::Config { file, .. } => Some(
@@ -64,6 +66,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             env,
             autorestart,
             max_memory,
+            watch,
         } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let mut options: HashMap<&str, Value<'_>> = HashMap::new();
@@ -77,6 +80,9 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             if let Some(bytes) = max_memory {
                 options.insert(option::MAX_MEMORY, Value::from(bytes));
             }
+            if watch {
+                options.insert(option::WATCH, Value::from(true));
+            }
             let status = daemon
                 .proxy
                 .start_app(&name, &argv, options)
@@ -85,7 +91,15 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             vec![status]
         }
     };
-    print_table(&apps)
+    let Some(timeout) = wait_for else {
+        return print_table(&apps);
+    };
+    // every app the start touched, one wait each, so a config file's apps all count
+    let mut ready = Vec::with_capacity(apps.len());
+    for app in &apps {
+        ready.extend(wait::ready(&daemon, &app.id.to_string(), timeout).await?);
+    }
+    print_table(&ready)
 }
 
 fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
@@ -115,6 +129,9 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         }
         if args.max_memory.is_some() {
             ignored.push("--max-memory");
+        }
+        if args.watch {
+            ignored.push("--watch");
         }
         if !args.args.is_empty() {
             ignored.push("ARGS after --");
@@ -167,6 +184,7 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         env,
         autorestart: args.no_autorestart.then_some("never"),
         max_memory,
+        watch: args.watch,
     })
 }
 
@@ -261,6 +279,8 @@ mod tests {
             env: vec![],
             no_autorestart: false,
             max_memory: None,
+            watch: false,
+            wait: crate::cli::WaitArgs::default(),
             args: vec![],
         }
     }
@@ -286,6 +306,7 @@ mod tests {
                 env: HashMap::new(),
                 autorestart: None,
                 max_memory: None,
+                watch: false,
             }
         );
     }
@@ -311,6 +332,7 @@ mod tests {
             env,
             autorestart,
             max_memory,
+            ..
         } = plan
         else {
             panic!("not an app: {plan:?}");

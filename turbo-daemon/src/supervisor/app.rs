@@ -9,7 +9,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use turbo_api::{AppState, ExitReason};
 
-use super::{AfterStop, AppId};
+use super::{
+    AfterStop, AppId,
+    checks::{Debounce, HealthSpec, HealthState, NotifyState, Readiness, ReadyMode, WatchSpec},
+};
 use crate::{
     config::Privileges,
     events::{SourceKind, WaitStatus},
@@ -159,7 +162,7 @@ impl MemoryPolicy {
 }
 
 /// Durations as integer milliseconds in the state file.
-mod millis {
+pub(super) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -208,6 +211,16 @@ pub struct AppSpec {
     /// actions, and the default (everything inherited from the daemon) is the common case.
     #[serde(default)]
     pub privileges: Box<Privileges>,
+    // ---- watch mode, health checks, readiness (issue #6 items 1-3): kept together ----
+    /// Restart when watched files change (`watch`, `ignore_watch`, `watch_delay`).
+    #[serde(default)]
+    pub watch: Option<WatchSpec>,
+    /// Health check (`health:`).
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// `ready`, `ready_timeout`, `watchdog`.
+    #[serde(default)]
+    pub readiness: Readiness,
 }
 
 impl AppSpec {
@@ -227,6 +240,9 @@ impl AppSpec {
             log: LogPolicy::default(),
             memory: MemoryPolicy::default(),
             privileges: Box::default(),
+            watch: None,
+            health: None,
+            readiness: Readiness::default(),
         }
     }
 }
@@ -308,6 +324,8 @@ pub struct Exit {
     pub at: Instant,
     /// How long the process had run.
     pub uptime: Duration,
+    /// What made the daemon end it, when it did (the failing health check's message).
+    pub detail: Option<String>,
 }
 
 /// Whether an app should run; what a restarted daemon restores.
@@ -362,6 +380,16 @@ pub struct App {
     /// Whether the memory warning was given for the current crossing (cleared when memory falls
     /// back under the warning level).
     pub memory_warned: bool,
+    // ---- watch mode, health checks, readiness (issue #6 items 1-3) ----
+    /// Health-check results of the current process.
+    pub health: HealthState,
+    /// File changes waiting for their restart (watch mode).
+    pub debounce: Debounce,
+    /// Whether [`Notification::Ready`](super::Notification::Ready) was given for the current
+    /// process.
+    pub announced_ready: bool,
+    /// What the current process said over `NOTIFY_SOCKET`.
+    pub notify: NotifyState,
 }
 
 impl App {
@@ -380,7 +408,21 @@ impl App {
             recent_crashes: VecDeque::new(),
             oom_victim: None,
             memory_warned: false,
+            health: HealthState::default(),
+            debounce: Debounce::default(),
+            announced_ready: false,
+            notify: NotifyState::default(),
         }
+    }
+
+    /// Whether the app can take work: online and, with `ready: notify`, `READY=1` received
+    /// since its spawn and, with a health check, healthy at least once since its spawn.
+    /// `--wait` and rolling reloads wait for this.
+    #[must_use]
+    pub const fn is_ready(&self) -> bool {
+        matches!(self.state, State::Online { .. })
+            && (self.spec.health.is_none() || self.health.ever_healthy)
+            && (matches!(self.spec.readiness.mode, ReadyMode::Spawn) || self.notify.ready)
     }
 
     /// Forgets the crash streak, the crash-loop window and the automatic restart count: what a

@@ -768,3 +768,6 @@ fn memory_warning_once_per_crossing_then_restart_at_the_limit() {
     h.spawned(id);
     assert_eq!(h.sup.app(id).unwrap().restarts, 1);
 }
+
+/// Watch mode, health checks and readiness.
+mod checks;
