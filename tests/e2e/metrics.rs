@@ -921,6 +921,7 @@ fn a_full_log_disk_never_blocks_the_app_and_writing_resumes_when_there_is_room()
         "{text}"
     );
     d.turbo_ok(&["stop", "full"]);
+}
 
 #[test]
 fn health_status_follows_the_check() {
