@@ -45,6 +45,9 @@ pub struct SavedState {
 pub struct SavedApp {
     /// Id.
     pub id: u32,
+    /// Instance number (files from before instances have none: 0).
+    #[serde(default)]
+    pub instance: u32,
     /// What to run.
     pub spec: AppSpec,
     /// Whether it should run.

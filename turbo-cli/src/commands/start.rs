@@ -34,6 +34,8 @@ enum Plan {
         env: HashMap<String, String>,
         autorestart: Option<&'static str>,
         max_memory: Option<u64>,
+        /// `--instances`: a count or `max`, checked by the daemon.
+        instances: Option<String>,
     },
 }
 
@@ -64,6 +66,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             env,
             autorestart,
             max_memory,
+            instances,
         } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let mut options: HashMap<&str, Value<'_>> = HashMap::new();
@@ -77,12 +80,24 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             if let Some(bytes) = max_memory {
                 options.insert(option::MAX_MEMORY, Value::from(bytes));
             }
+            let several = instances.is_some();
+            match instances.as_deref().map(str::parse::<u32>) {
+                Some(Ok(n)) => drop(options.insert(option::INSTANCES, Value::from(n))),
+                Some(Err(_)) => drop(options.insert(option::INSTANCES, Value::from("max"))),
+                None => {}
+            }
             let status = daemon
                 .proxy
                 .start_app(&name, &argv, options)
                 .await
                 .map_err(|e| call_error(&e))?;
-            vec![status]
+            if several {
+                // StartApp answers with one instance: show them all
+                let all = daemon.proxy.list_apps().await.map_err(|e| call_error(&e))?;
+                all.into_iter().filter(|a| a.name == status.name).collect()
+            } else {
+                vec![status]
+            }
         }
     };
     print_table(&apps)
@@ -115,6 +130,9 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         }
         if args.max_memory.is_some() {
             ignored.push("--max-memory");
+        }
+        if args.instances.is_some() {
+            ignored.push("--instances");
         }
         if !args.args.is_empty() {
             ignored.push("ARGS after --");
@@ -167,6 +185,11 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         env,
         autorestart: args.no_autorestart.then_some("never"),
         max_memory,
+        instances: match args.instances.as_deref() {
+            None => None,
+            Some(n) if n == "max" || n.parse::<u32>().is_ok() => Some(n.to_owned()),
+            Some(n) => bail!("--instances '{n}' is not a count: give a number like 4, or `max`"),
+        },
     })
 }
 

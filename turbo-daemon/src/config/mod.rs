@@ -85,6 +85,18 @@ struct AppConfig {
     rlimits: RlimitsConfig,
     nice: Option<i64>,
     oom_score_adj: Option<i64>,
+    /// `N` or `max` (one per online CPU).
+    instances: Option<Scalar>,
+    /// An address (`0.0.0.0:3000`) or a list of them: sockets the daemon binds and passes on.
+    listen: Option<OneOrMany>,
+}
+
+/// A value or a list of values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `restart:` as written.
@@ -398,13 +410,20 @@ pub fn from_options(
                 Ok(s) => app.autorestart = Some(s),
                 Err(_) => errors.push("option 'autorestart' must be a string".to_owned()),
             },
+            turbo_api::option::INSTANCES => {
+                match (u32::try_from(value.clone()), String::try_from(value.clone())) {
+                    (Ok(n), _) => app.instances = Some(Scalar::Number(f64::from(n))),
+                    (_, Ok(max)) if max == "max" => app.instances = Some(Scalar::Text(max)),
+                    _ => errors.push("option 'instances' must be a count (u) or \"max\"".to_owned()),
+                }
+            }
             turbo_api::option::MAX_MEMORY => match u64::try_from(value.clone()) {
                 #[expect(clippy::cast_precision_loss, reason = "a byte count far below 2^52")]
                 Ok(n) => app.max_memory = Some(Scalar::Number(n as f64)),
                 Err(_) => errors.push("option 'max_memory' must be a byte count (t)".to_owned()),
             },
             other => errors.push(format!(
-                "unknown option '{}' (known: cwd, env, autorestart, max_memory)",
+                "unknown option '{}' (known: cwd, env, autorestart, max_memory, instances)",
                 input::shorten(&other.escape_default().to_string())
             )),
         }
@@ -569,6 +588,32 @@ fn validate(
             Err(e) => errors.push(Problem::new("kill_timeout", e)),
         }
     }
+    if let Some(n) = &app.instances {
+        match instance_count(n) {
+            Ok(n) => spec.instances = n,
+            Err(e) => errors.push(Problem::new("instances", e)),
+        }
+    }
+    match app.listen {
+        None => {}
+        Some(OneOrMany::One(addr)) => match check_listen(&addr) {
+            Ok(()) => spec.listen = vec![addr],
+            Err(e) => errors.push(Problem::new("listen", e)),
+        },
+        Some(OneOrMany::Many(addrs)) => {
+            for (k, addr) in addrs.iter().enumerate() {
+                if let Err(e) = check_listen(addr) {
+                    errors.push(Problem::new(format!("listen[{k}]"), e));
+                } else if addrs[..k].contains(addr) {
+                    errors.push(Problem::new(
+                        format!("listen[{k}]"),
+                        format!("listen: {addr} is given twice"),
+                    ));
+                }
+            }
+            spec.listen = addrs;
+        }
+    }
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });
@@ -729,6 +774,55 @@ fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
 
 /// Reads an `env_file`: a regular file of at most [`input::MAX_ENV_FILE_BYTES`]. Opened
 /// non-blocking, so that a FIFO cannot hang the daemon before it is found not to be a file.
+/// `instances:`: a count from 1 to [`input::MAX_INSTANCES`], or `max` (the online CPUs).
+fn instance_count(value: &Scalar) -> Result<u32, String> {
+    let n = match value {
+        Scalar::Text(t) if t == "max" => online_cpus(),
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked to be a whole number in range first"
+        )]
+        Scalar::Number(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(n) => {
+            *n as u32
+        }
+        Scalar::Number(n) => {
+            return Err(format!(
+                "instances {n} is not a count: give a whole number like 4, or `max` for one per CPU"
+            ));
+        }
+        Scalar::Text(t) => {
+            return Err(format!(
+                "instances '{}' is not a count: give a whole number like 4, or `max` for one per CPU",
+                input::shorten(t)
+            ));
+        }
+    };
+    input::check_instances(n).map(|()| n)
+}
+
+/// The number of online CPUs (`max` instances).
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf with a constant name has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+}
+
+/// `listen:`: an IP address with a port. Whether the port is free is known only when the daemon
+/// binds it (at the first start), which reports `cannot listen on <addr>: <cause>`.
+fn check_listen(addr: &str) -> Result<(), String> {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err(format!(
+            "listen: {addr} has port 0: give the port the app serves on, like 0.0.0.0:3000"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "listen: '{}' is not an IP address with a port: write it like 0.0.0.0:3000 or [::]:3000",
+            input::shorten(addr)
+        )),
+    }
+}
+
 fn read_env_file(path: &Path) -> std::io::Result<String> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
     let file = std::fs::OpenOptions::new()

@@ -170,6 +170,39 @@ impl ManagerIface {
         self.apps(Op::Restart(target)).await
     }
 
+    /// Replaces the running instances of apps (name, `name:N`, id or `all`) one at a time,
+    /// each once its replacement is ready; returns the replacements when all are done, or fails
+    /// with the old instances still running. Authorised as a restart.
+    #[zbus(out_args("apps"))]
+    async fn reload_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        target_ok(&target)?;
+        self.policy
+            .authorize(conn, &hdr, "restart", &target)
+            .await?;
+        self.apps(Op::Reload(target)).await
+    }
+
+    /// Runs `count` instances of app `name`: new ones start, the highest-numbered stop
+    /// gracefully; returns the instances once they have started or stopped.
+    #[zbus(out_args("apps"))]
+    async fn scale_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+        count: u32,
+    ) -> Result<Vec<AppStatus>, Error> {
+        invalid(turbo_api::validate_app_name(&name))?;
+        invalid(input::check_instances(count))?;
+        self.policy.authorize(conn, &hdr, "scale", &name).await?;
+        self.apps(Op::Scale(name, count)).await
+    }
+
     /// Stops and forgets apps (name, id or `all`).
     #[zbus(out_args("deleted"))]
     async fn delete_app(

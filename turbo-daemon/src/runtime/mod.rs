@@ -18,6 +18,7 @@
 
 pub mod bus;
 pub mod crashes;
+pub mod listen;
 pub mod sys;
 
 use std::{
@@ -85,6 +86,10 @@ pub enum Op {
     Delete(String),
     /// `ResetApp`.
     Reset(String),
+    /// `ScaleApp`: name and instance count.
+    Scale(String, u32),
+    /// `ReloadApp`.
+    Reload(String),
     /// `DescribeApp`.
     Describe(String),
     /// `GetCrashes`.
@@ -392,6 +397,8 @@ pub struct Runtime {
     fatal_signals: HashMap<u32, (i32, Option<Sender>)>,
     /// Resident memory of OOM victims when the kernel chose them.
     oom_memory: HashMap<u32, u64>,
+    /// Listening sockets the daemon holds for apps with `listen:`.
+    listeners: listen::Listeners,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
 }
@@ -441,6 +448,7 @@ impl Runtime {
             group_waits: HashMap::new(),
             fatal_signals: HashMap::new(),
             oom_memory: HashMap::new(),
+            listeners: listen::Listeners::default(),
         }
     }
 
@@ -492,6 +500,12 @@ impl Runtime {
                     return None;
                 }
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
+                if !app.spec.listen.is_empty() {
+                    let taken = self.listeners.adopt(&app.spec.name, &app.spec.listen, p.pid);
+                    if !taken.is_empty() {
+                        tracing::info!(app = %app.spec.name, "took back the sockets of {}", taken.join(", "));
+                    }
+                }
                 Some((p.pid, now.checked_sub(age).unwrap_or(now)))
             });
             self.crashes.restore(
@@ -503,6 +517,7 @@ impl Runtime {
             );
             out.push(Restored {
                 id: app.id,
+                instance: app.instance,
                 spec: app.spec,
                 desired: app.desired,
                 restarts: app.restarts,
@@ -800,7 +815,22 @@ impl Runtime {
                 l
             }
         };
-        let child = sys::spawn(spec).map_err(|e| e.to_string())?;
+        let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        let listen = self.listeners.sockets(&spec.name, &spec.listen)?;
+        let extra = sys::Extra {
+            env: [
+                ("TURBO_INSTANCE", instance),
+                ("TURBO_INSTANCES", spec.instances),
+                // what PM2 sets, so apps written for it find their number
+                ("NODE_APP_INSTANCE", instance),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_string()))
+            .collect(),
+            listen,
+            listen_name: spec.name.clone(),
+        };
+        let child = sys::spawn_with(spec, &extra).map_err(|e| e.to_string())?;
         let pid = child.pid;
         let capture = app_logs.capture(child.stdout, child.stderr);
         self.procs.insert(
@@ -875,7 +905,17 @@ impl Runtime {
                 }
             }
             Notification::Persist => self.mark_dirty(),
+            Notification::Replaced { old, new } => {
+                self.crashes.hand_over(old, new);
+                let before = self.counts.remove(&old).unwrap_or_default();
+                self.counts.entry(new).or_default().take_over(before);
+                self.mark_dirty();
+            }
             Notification::Removed { app, name } => {
+                if !self.sup.apps().any(|a| a.spec.name == name) {
+                    // the last instance is gone: so is the port
+                    self.listeners.close(&name);
+                }
                 self.crashes.remove(app);
                 self.tree.remove(&app);
                 self.counts.remove(&app);
@@ -974,6 +1014,7 @@ impl Runtime {
                     let book = self.crashes.book(a.id);
                     SavedApp {
                         id: a.id,
+                        instance: a.instance,
                         spec: a.spec.clone(),
                         desired: a.desired,
                         restarts: a.restarts,
@@ -1095,6 +1136,8 @@ impl Runtime {
             Op::Restart(t) => Command::Restart(Target::parse(&t)),
             Op::Delete(t) => Command::Delete(Target::parse(&t)),
             Op::Reset(t) => Command::Reset(Target::parse(&t)),
+            Op::Scale(name, count) => Command::Scale { name, count },
+            Op::Reload(t) => Command::Reload(Target::parse(&t)),
         };
         Ok(command)
     }
@@ -1104,9 +1147,16 @@ impl Runtime {
             .sup
             .resolve(&Target::parse(target))
             .map_err(to_api_error)?;
-        match ids.as_slice() {
-            [id] => Ok(self.sup.app(*id).expect("resolved")),
+        let apps: Vec<&App> = ids.iter().filter_map(|id| self.sup.app(*id)).collect();
+        match apps.as_slice() {
+            [app] => Ok(app),
             [] => Err(turbo_api::Error::NotFound("no apps".into())),
+            // the instances of one app: the lowest-numbered stands for them (`name:N` names
+            // another)
+            [first, rest @ ..] if rest.iter().all(|a| a.spec.name == first.spec.name) => Ok(apps
+                .iter()
+                .min_by_key(|a| (a.instance, a.id))
+                .expect("not empty")),
             _ => Err(turbo_api::Error::InvalidArgument(format!(
                 "'{target}' matches {} apps: name one",
                 ids.len()
@@ -1232,7 +1282,13 @@ impl Runtime {
             .into_iter()
             .filter(|a| a.desired == Desired::Running && !managed.contains(&a.spec.name.as_str()))
             .map(|a| a.spec)
-            .collect())
+            // one entry per instance in the dump, one spec per app (it carries the count)
+            .fold(Vec::<AppSpec>::new(), |mut specs, spec| {
+                if !specs.iter().any(|s| s.name == spec.name) {
+                    specs.push(spec);
+                }
+                specs
+            }))
     }
 
     fn submit(&mut self, command: Command, waiter: Waiter) {
@@ -1292,7 +1348,7 @@ impl Runtime {
         let mut st = AppStatus {
             id: app.id,
             name: app.spec.name.clone(),
-            instance: 0,
+            instance: app.instance,
             state: app.state.public().as_str().into(),
             pid,
             restarts: app.restarts,
@@ -1428,9 +1484,13 @@ impl Runtime {
     /// What a scrape reports, measured now (PSS included).
     fn metrics_snapshot(&self) -> MetricsSnapshot {
         let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
         let apps = self
             .sup
             .apps()
+            // during a reload a replacement shares its name and instance number with the
+            // instance it replaces: one series per pair, the older app's, until it is gone
+            .filter(|app| seen.insert((app.spec.name.as_str(), app.instance)))
             .map(|app| {
                 let m = self.measure(app, now, Reading::WithPss(PSS_MAX_AGE));
                 let counts = self.counts.get(&app.id);
@@ -1459,7 +1519,7 @@ impl Runtime {
                 }
                 AppMetrics {
                     name: app.spec.name.clone(),
-                    instance: 0,
+                    instance: app.instance,
                     state: app.state.public(),
                     health: Health::None,
                     restarts,
@@ -1572,6 +1632,8 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
         CommandError::AlreadyExists(_) => turbo_api::Error::AlreadyExists(msg),
         CommandError::Duplicate(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => turbo_api::Error::SpawnFailed(msg),
+        CommandError::Busy(_) | CommandError::ReloadFailed(_) => turbo_api::Error::Failed(msg),
+        CommandError::Invalid(_) => turbo_api::Error::InvalidArgument(msg),
     }
 }
 
@@ -1962,6 +2024,18 @@ mod usage {
             }
             self.restarts_seen = Some(restarts);
             self.last_state = Some(state.clone());
+        }
+
+        /// Adds the counters of the instance a reload replaced, and that replacement, a restart
+        /// by hand.
+        pub fn take_over(&mut self, old: Self) {
+            for (reason, n) in old.restarts {
+                *self.restarts.entry(reason).or_default() += n;
+            }
+            for (reason, n) in old.exits {
+                *self.exits.entry(reason).or_default() += n;
+            }
+            *self.restarts.entry("manual").or_default() += 1;
         }
 
         /// Books an exit nobody asked for.

@@ -208,6 +208,18 @@ pub struct AppSpec {
     /// actions, and the default (everything inherited from the daemon) is the common case.
     #[serde(default)]
     pub privileges: Box<Privileges>,
+    /// How many instances run (`instances:`; `max` is resolved to the online CPUs when the
+    /// config is read). Each is its own [`App`] with the same name.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Addresses the daemon listens on for the app and passes to every instance with the
+    /// systemd socket-activation protocol (`listen:`), as written (`0.0.0.0:3000`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+}
+
+const fn one() -> u32 {
+    1
 }
 
 impl AppSpec {
@@ -227,6 +239,8 @@ impl AppSpec {
             log: LogPolicy::default(),
             memory: MemoryPolicy::default(),
             privileges: Box::default(),
+            instances: 1,
+            listen: Vec::new(),
         }
     }
 }
@@ -337,6 +351,9 @@ impl Desired {
 pub struct App {
     /// Id.
     pub id: AppId,
+    /// Instance number, `0..spec.instances` (`TURBO_INSTANCE`). During a reload the replacement
+    /// and the instance it replaces briefly share it.
+    pub instance: u32,
     /// Spec.
     pub spec: AppSpec,
     /// State.
@@ -368,6 +385,7 @@ impl App {
     pub(super) fn new(id: AppId, spec: AppSpec) -> Self {
         Self {
             id,
+            instance: 0,
             spec,
             state: State::Stopped,
             restarts: 0,
@@ -441,6 +459,14 @@ impl App {
         State::Backoff {
             until: now + policy.delay_for(self.streak),
         }
+    }
+
+    /// Whether the app is ready to take over from another instance (what a reload waits for).
+    ///
+    /// For now: online. Readiness (`READY=1` with `ready: notify`) and health checks refine it.
+    #[must_use]
+    pub const fn is_ready(&self) -> bool {
+        matches!(self.state, State::Online { .. })
     }
 
     /// The main process while one exists.

@@ -28,11 +28,18 @@
 //! starting nor stopping), so `turbo stop` returns when the process is really gone.
 
 mod app;
+mod instances;
 pub mod leak;
+mod reload;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
+
+pub use reload::{READY_TIMEOUT, SETTLE};
 
 pub use app::{
     App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryPolicy, RestartPolicy,
@@ -54,8 +61,10 @@ pub enum Target {
     All,
     /// By numeric id.
     Id(AppId),
-    /// By name.
+    /// By name: every instance.
     Name(String),
+    /// One instance of an app: `name:N` (app names cannot contain `:`).
+    Instance(String, u32),
 }
 
 impl Target {
@@ -66,6 +75,10 @@ impl Target {
             Self::All
         } else if let Ok(id) = s.parse() {
             Self::Id(id)
+        } else if let Some((name, n)) = s.rsplit_once(':')
+            && let Ok(n) = n.parse()
+        {
+            Self::Instance(name.to_owned(), n)
         } else {
             Self::Name(s.to_owned())
         }
@@ -98,6 +111,16 @@ pub enum Command {
     /// Re-create apps from saved state (daemon start-up). Apps whose process still runs are
     /// adopted as they are; the others go to their desired state.
     Restore(Vec<Restored>),
+    /// Run `count` instances of the app `name`: new ones start, the highest-numbered stop.
+    Scale {
+        /// App name.
+        name: String,
+        /// Instances wanted (at least 1).
+        count: u32,
+    },
+    /// Replace the running instances one at a time, each only once its replacement is ready
+    /// (see `reload.rs`).
+    Reload(Target),
 }
 
 /// One app as saved, with what the runtime found out about its process.
@@ -105,6 +128,8 @@ pub enum Command {
 pub struct Restored {
     /// Its id before the daemon restarted.
     pub id: AppId,
+    /// Its instance number.
+    pub instance: u32,
     /// Its spec.
     pub spec: AppSpec,
     /// Whether it should run.
@@ -130,6 +155,15 @@ pub enum CommandError {
     /// The first start of an app failed.
     #[error("{0}")]
     SpawnFailed(String),
+    /// The command cannot run while a reload of this app is under way.
+    #[error("a reload of '{0}' is under way: try again once it has finished")]
+    Busy(String),
+    /// A reload was given up; the old instances keep running.
+    #[error("{0}")]
+    ReloadFailed(String),
+    /// An argument makes no sense (scale to 0).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What a successful command produced.
@@ -245,6 +279,14 @@ pub enum Notification {
     },
     /// Something worth saving changed (spec, desired state, restart count).
     Persist,
+    /// A reload replaced app `old` by app `new` (same name and instance): the new one inherits
+    /// the crash records and counters of the old.
+    Replaced {
+        /// The app that is going away.
+        old: AppId,
+        /// Its replacement.
+        new: AppId,
+    },
     /// An app was forgotten.
     Removed {
         /// Its id.
@@ -327,6 +369,10 @@ pub struct Supervisor {
     apps: BTreeMap<AppId, App>,
     next_id: AppId,
     pending: Vec<Pending>,
+    /// Reloads under way, one step at a time each.
+    reloads: Vec<reload::Reload>,
+    /// Replacements of an aborted reload, being stopped and forgotten: commands leave them be.
+    retiring: BTreeSet<AppId>,
 }
 
 impl Supervisor {
@@ -366,10 +412,19 @@ impl Supervisor {
                 .filter(|a| a.spec.name == *name)
                 .map(|a| a.id)
                 .collect(),
+            Target::Instance(name, n) => self
+                .apps
+                .values()
+                .filter(|a| a.spec.name == *name && a.instance == *n)
+                .map(|a| a.id)
+                .collect(),
         };
         match target {
             Target::Id(id) if ids.is_empty() => Err(CommandError::NotFound(id.to_string())),
             Target::Name(n) if ids.is_empty() => Err(CommandError::NotFound(n.clone())),
+            Target::Instance(n, k) if ids.is_empty() => {
+                Err(CommandError::NotFound(format!("{n}:{k}")))
+            }
             _ => Ok(ids),
         }
     }
@@ -405,15 +460,29 @@ impl Supervisor {
             }
             Input::Timer { app, generation } => self.timer(app, generation, now, &mut out),
         }
+        self.advance_reloads(now, &mut out);
         self.settle(&mut out);
         out
     }
 
     fn command(&mut self, ticket: Ticket, cmd: Command, now: Instant, out: &mut Vec<Action>) {
+        // a command that changes what runs takes precedence over a reload of the same apps
+        self.interrupt_reloads(&cmd, now, out);
         let result = match cmd {
+            Command::Scale { name, count } => self.scale(&name, count, now, out),
+            Command::Reload(target) => {
+                // answered when the last step is done, not when the apps settle
+                if let Err(e) = self.reload(ticket, &target, now, out) {
+                    out.push(Action::Reply {
+                        ticket,
+                        result: Err(e),
+                    });
+                }
+                return;
+            }
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
             Command::Restore(apps) => Ok(self.restore(apps, out)),
-            Command::Stop(target) => self.resolve(&target).map(|ids| {
+            Command::Stop(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
                     self.apps.get_mut(&id).expect("resolved").desired = Desired::Stopped;
@@ -421,19 +490,19 @@ impl Supervisor {
                 (ids.clone(), Reply::Apps(ids), false)
             }),
             Command::StopForShutdown => {
-                let ids: Vec<AppId> = self.apps.keys().copied().collect();
+                let ids: Vec<AppId> = self.targets(&Target::All).unwrap_or_default();
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
                 }
                 Ok((ids.clone(), Reply::Apps(ids), false))
             }
-            Command::Restart(target) => self.resolve(&target).map(|ids| {
+            Command::Restart(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Start, now, out);
                 }
                 (ids.clone(), Reply::Apps(ids), false)
             }),
-            Command::Delete(target) => self.resolve(&target).map(|ids| {
+            Command::Delete(target) => self.targets(&target).map(|ids| {
                 let names = ids
                     .iter()
                     .map(|id| self.apps[id].spec.name.clone())
@@ -443,7 +512,7 @@ impl Supervisor {
                 }
                 (ids, Reply::Deleted(names), false)
             }),
-            Command::Reset(target) => self.resolve(&target).map(|ids| {
+            Command::Reset(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     let app = self.apps.get_mut(&id).expect("resolved");
                     app.clear_history();
@@ -490,10 +559,24 @@ impl Supervisor {
         }
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
-            let id = if let Some(id) = self.find(&spec.name) {
+            let existing = self.named(&spec.name);
+            if existing.is_empty() {
+                for instance in 0..spec.instances.max(1) {
+                    let id = self.add_instance(&spec, instance, out);
+                    self.begin_start(id, out);
+                    ids.push(id);
+                }
+                continue;
+            }
+            let (name, count) = (spec.name.clone(), spec.instances.max(1));
+            for id in existing {
                 let app = self.apps.get_mut(&id).expect("found above");
-                let changed = app.spec != spec;
-                app.spec = spec;
+                // a new instance count alone restarts nothing: scaling handles it below
+                let changed = app.spec != AppSpec {
+                    instances: app.spec.instances,
+                    ..spec.clone()
+                };
+                app.spec = spec.clone();
                 app.desired = Desired::Running;
                 match app.state {
                     State::Stopped | State::Errored { .. } | State::Backoff { .. } => {
@@ -506,16 +589,8 @@ impl Supervisor {
                     // running with the same spec, or already on its way: nothing to do
                     _ => {}
                 }
-                id
-            } else {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.apps.insert(id, App::new(id, spec));
-                out.push(Action::Notify(Notification::Added(id)));
-                self.begin_start(id, out);
-                id
-            };
-            ids.push(id);
+            }
+            ids.extend(self.scale_to(&name, count, now, out));
         }
         out.push(Action::Notify(Notification::Persist));
         Ok((ids.clone(), Reply::Apps(ids), true))
@@ -524,10 +599,18 @@ impl Supervisor {
     fn restore(&mut self, apps: Vec<Restored>, out: &mut Vec<Action>) -> (Vec<AppId>, Reply, bool) {
         let mut ids = Vec::new();
         for r in apps {
-            if self.apps.contains_key(&r.id) || self.find(&r.spec.name).is_some() {
-                continue; // already managed (resurrect of a running app)
+            if self.apps.contains_key(&r.id)
+                || self
+                    .apps
+                    .values()
+                    .any(|a| a.spec.name == r.spec.name && a.instance == r.instance)
+            {
+                // already managed, or a replacement saved in the middle of a reload (the
+                // instance it was to replace is restored, the replacement is not)
+                continue;
             }
             let mut app = App::new(r.id, r.spec);
+            app.instance = r.instance;
             app.restarts = r.restarts;
             app.desired = r.desired;
             let id = r.id;
