@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod cluster;
 mod cli_tour;
 mod dbus;
 mod ebpf;
