@@ -63,14 +63,16 @@ def main():
     # handler threads are joined on close: requests in flight finish before the exit
     server.daemon_threads = False
     server.block_on_close = True
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # The stop signals are blocked before any thread starts (threads inherit the mask) and
+    # taken synchronously by the main thread: a signal the kernel hands to a busy serving
+    # thread would otherwise sit unhandled while the main thread sleeps in a lock.
+    stops = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()
     print(f"cluster_web: instance {INSTANCE} (pid {os.getpid()}) serving on "
           f"{sock.getsockname()}", flush=True)
-    stop.wait()
+    signal.sigwait(stops)
     server.shutdown()  # no new accepts; returns once the accept loop is done
     server.server_close()  # waits for the requests in flight
     print(f"cluster_web: instance {INSTANCE} (pid {os.getpid()}) stopped", flush=True)

@@ -167,6 +167,9 @@ struct Load {
     failed: Vec<String>,
     /// The longest time one request took.
     longest: Duration,
+    /// The longest time without any answer, while the clients kept asking.
+    gap: Duration,
+    last_answer: Option<Instant>,
     /// Pids that answered.
     pids: BTreeSet<String>,
 }
@@ -206,6 +209,11 @@ fn under_load(port: u16, op: impl FnOnce()) -> Load {
                     l.longest = l.longest.max(took);
                     match result {
                         Ok(body) => {
+                            let now = Instant::now();
+                            if let Some(last) = l.last_answer {
+                                l.gap = l.gap.max(now - last);
+                            }
+                            l.last_answer = Some(now);
                             l.ok += 1;
                             if during.load(Ordering::Relaxed) {
                                 l.during += 1;
@@ -268,11 +276,12 @@ fn reload_under_load_fails_no_request_and_restart_shows_why_it_exists() {
     });
     let after = pids(&wait_online(&d, "web", 2));
     println!(
-        "reload: {} requests ({} while reloading), {} failed, longest {} ms, answered by pids {:?}",
+        "reload: {} requests ({} while reloading), {} failed, longest request {} ms, longest time without an answer {} ms, answered by pids {:?}",
         reload.ok,
         reload.during,
         reload.failed.len(),
         reload.longest.as_millis(),
+        reload.gap.as_millis(),
         reload.pids
     );
     assert!(reload.during > 0, "requests were served during the reload");
@@ -301,13 +310,14 @@ fn reload_under_load_fails_no_request_and_restart_shows_why_it_exists() {
     // what shows is the stall. Its length depends on the machine, so it is reported, not
     // asserted.
     println!(
-        "restart: {} requests ({} while restarting), {} failed {:?}, longest {} ms (reload: {} ms)",
+        "restart: {} requests ({} while restarting), {} failed {:?}, longest request {} ms, longest time without an answer {} ms (reload: {} ms)",
         restart.ok,
         restart.during,
         restart.failed.len(),
         restart.failed.iter().take(3).collect::<Vec<_>>(),
         restart.longest.as_millis(),
-        reload.longest.as_millis()
+        restart.gap.as_millis(),
+        reload.gap.as_millis()
     );
     assert!(restart.ok > 0, "requests were served around the restart");
 }
