@@ -378,6 +378,7 @@ mod tests {
             saved_at_ms: 1,
             apps: vec![SavedApp {
                 id: 3,
+                instance: 0,
                 spec: AppSpec::new("api", vec!["/bin/sleep".into(), "9".into()], "/".into()),
                 desired: Desired::Running,
                 restarts: 2,
