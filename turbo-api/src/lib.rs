@@ -14,7 +14,9 @@ pub use dto::{
     AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
     Health, rfc3339_ms,
 };
-pub use names::{MAX_NAME_LEN, app_path, escape_path_component, parse_size, validate_app_name};
+pub use names::{
+    MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_size, validate_app_name,
+};
 
 /// Well-known bus name of the daemon.
 pub const BUS_NAME: &str = "org.turboprocess.Turbo1";

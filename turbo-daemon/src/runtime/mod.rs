@@ -149,8 +149,8 @@ pub enum Notice {
     Crashed(String, CrashRecord),
     /// An app's memory crossed its warning level: name, resident bytes, `max_memory`.
     MemoryWarning(String, u64, u64),
-    /// An app is gone.
-    Removed(String),
+    /// An app is gone: its name, instance number and id.
+    Removed(String, u32, AppId),
 }
 
 /// Where things live.
@@ -911,7 +911,11 @@ impl Runtime {
                 self.counts.entry(new).or_default().take_over(before);
                 self.mark_dirty();
             }
-            Notification::Removed { app, name } => {
+            Notification::Removed {
+                app,
+                name,
+                instance,
+            } => {
                 if !self.sup.apps().any(|a| a.spec.name == name) {
                     // the last instance is gone: so is the port
                     self.listeners.close(&name);
@@ -920,7 +924,7 @@ impl Runtime {
                 self.tree.remove(&app);
                 self.counts.remove(&app);
                 self.usage.borrow_mut().remove(&app);
-                let _ = self.notices.send(Notice::Removed(name));
+                let _ = self.notices.send(Notice::Removed(name, instance, app));
                 self.mark_dirty();
             }
         }

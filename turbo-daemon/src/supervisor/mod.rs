@@ -293,6 +293,8 @@ pub enum Notification {
         app: AppId,
         /// Its name.
         name: String,
+        /// Its instance number.
+        instance: u32,
     },
 }
 
@@ -692,6 +694,7 @@ impl Supervisor {
                 out.push(Action::Notify(Notification::Removed {
                     app: id,
                     name: app.spec.name,
+                    instance: app.instance,
                 }));
             }
         }

@@ -490,7 +490,8 @@ fn delete_forgets_after_the_exit() {
     assert!(h.sup.app(id).is_none());
     assert!(actions.contains(&Action::Notify(Notification::Removed {
         app: id,
-        name: "api".into()
+        name: "api".into(),
+        instance: 0,
     })));
     assert_eq!(
         reply_of(&actions, t),
