@@ -284,6 +284,7 @@ mod tests {
             env: vec![],
             no_autorestart: false,
             max_memory: None,
+            instances: None,
             args: vec![],
         }
     }
@@ -309,6 +310,7 @@ mod tests {
                 env: HashMap::new(),
                 autorestart: None,
                 max_memory: None,
+                instances: None,
             }
         );
     }
@@ -322,6 +324,7 @@ mod tests {
                 env: vec!["A=1".into(), "URL=http://x/?a=b".into(), "EMPTY=".into()],
                 no_autorestart: true,
                 max_memory: Some("1.5mb".into()),
+                instances: Some("max".into()),
                 ..args("ticker.py")
             },
             Path::new(CWD),
@@ -334,11 +337,13 @@ mod tests {
             env,
             autorestart,
             max_memory,
+            instances,
         } = plan
         else {
             panic!("not an app: {plan:?}");
         };
         assert_eq!(name, "tick");
+        assert_eq!(instances.as_deref(), Some("max"));
         assert_eq!(max_memory, Some(1_572_864));
         assert_eq!(argv, ["ticker.py"]);
         assert_eq!(cwd, "/home/u/proj/../other/dir");
