@@ -608,7 +608,15 @@ impl Supervisor {
                     .any(|a| a.spec.name == r.spec.name && a.instance == r.instance)
             {
                 // already managed, or a replacement saved in the middle of a reload (the
-                // instance it was to replace is restored, the replacement is not)
+                // instance it was to replace is restored, the replacement is not): a process
+                // of it still running must not stay on unmanaged
+                if let Some((pid, _)) = r.running {
+                    out.push(Action::SignalGroup {
+                        app: r.id,
+                        pid,
+                        signal: r.spec.stop_signal,
+                    });
+                }
                 continue;
             }
             let mut app = App::new(r.id, r.spec);
