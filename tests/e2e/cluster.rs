@@ -18,7 +18,11 @@ use turbo_tests::{TestDaemon, one_line_error, pid_alive, wait_for};
 
 /// The instances of app `name`, by instance number.
 fn instances(d: &TestDaemon, name: &str) -> Vec<Value> {
-    let mut apps: Vec<Value> = d.status().into_iter().filter(|a| a["name"] == name).collect();
+    let mut apps: Vec<Value> = d
+        .status()
+        .into_iter()
+        .filter(|a| a["name"] == name)
+        .collect();
     apps.sort_by_key(|a| a["instance"].as_u64());
     apps
 }
@@ -36,7 +40,9 @@ fn wait_online(d: &TestDaemon, name: &str, n: usize) -> Vec<Value> {
 }
 
 fn pids(apps: &[Value]) -> Vec<u64> {
-    apps.iter().map(|a| a["pid"].as_u64().expect("online")).collect()
+    apps.iter()
+        .map(|a| a["pid"].as_u64().expect("online"))
+        .collect()
 }
 
 /// `NAME=value` from a process's environment.
@@ -64,7 +70,10 @@ fn instances_have_their_own_process_number_and_restarts_and_scale() {
         "distinct pids: {ps:?}"
     );
     assert_eq!(
-        apps.iter().map(|a| a["id"].as_u64().unwrap()).collect::<BTreeSet<_>>().len(),
+        apps.iter()
+            .map(|a| a["id"].as_u64().unwrap())
+            .collect::<BTreeSet<_>>()
+            .len(),
         3,
         "distinct ids"
     );
@@ -82,10 +91,8 @@ fn instances_have_their_own_process_number_and_restarts_and_scale() {
     unsafe { libc::kill(i32::try_from(ps[2]).unwrap(), libc::SIGKILL) };
     let apps = wait_for("instance 2 restarted", Duration::from_secs(10), || {
         let apps = instances(&d, "w");
-        (apps.len() == 3
-            && apps[2]["state"] == "online"
-            && apps[2]["pid"].as_u64() != Some(ps[2]))
-        .then_some(apps)
+        (apps.len() == 3 && apps[2]["state"] == "online" && apps[2]["pid"].as_u64() != Some(ps[2]))
+            .then_some(apps)
     });
     assert_eq!(apps[2]["restarts"], 1);
     assert_eq!(apps[0]["restarts"], 0);
@@ -106,13 +113,27 @@ fn instances_have_their_own_process_number_and_restarts_and_scale() {
     let out = d.turbo_ok(&["scale", "w", "4"]);
     assert!(out.contains("w:3"), "scale lists the instances: {out}");
     let apps = wait_online(&d, "w", 4);
-    assert_eq!(pids(&apps)[..3], ps[..], "scaling up touches no running instance");
-    assert_eq!(env_of(pids(&apps)[3], "TURBO_INSTANCE").as_deref(), Some("3"));
-    assert_eq!(env_of(pids(&apps)[3], "TURBO_INSTANCES").as_deref(), Some("4"));
+    assert_eq!(
+        pids(&apps)[..3],
+        ps[..],
+        "scaling up touches no running instance"
+    );
+    assert_eq!(
+        env_of(pids(&apps)[3], "TURBO_INSTANCE").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        env_of(pids(&apps)[3], "TURBO_INSTANCES").as_deref(),
+        Some("4")
+    );
     let gone = pids(&apps)[2..].to_vec();
     d.turbo_ok(&["scale", "w", "2"]);
     let apps = instances(&d, "w");
-    assert_eq!(apps.len(), 2, "scale returns once the extra instances are gone");
+    assert_eq!(
+        apps.len(),
+        2,
+        "scale returns once the extra instances are gone"
+    );
     assert_eq!(pids(&apps), ps[..2]);
     for pid in gone {
         assert!(!pid_alive(pid), "scaled-down pid {pid} stopped");
@@ -122,16 +143,20 @@ fn instances_have_their_own_process_number_and_restarts_and_scale() {
 
     // the daemon dies: the instances are adopted, numbers and all (once the debounced state
     // file names both pids and no other)
-    wait_for("the state file to have both instances", Duration::from_secs(5), || {
-        let state = std::fs::read_to_string(d.home().join("state.json")).ok()?;
-        let v: Value = serde_json::from_str(&state).ok()?;
-        let saved: Vec<u64> = v["apps"]
-            .as_array()?
-            .iter()
-            .filter_map(|a| a["process"]["pid"].as_u64())
-            .collect();
-        (saved == ps[..2]).then_some(())
-    });
+    wait_for(
+        "the state file to have both instances",
+        Duration::from_secs(5),
+        || {
+            let state = std::fs::read_to_string(d.home().join("state.json")).ok()?;
+            let v: Value = serde_json::from_str(&state).ok()?;
+            let saved: Vec<u64> = v["apps"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a["process"]["pid"].as_u64())
+                .collect();
+            (saved == ps[..2]).then_some(())
+        },
+    );
     d.kill9_daemon();
     d.restart_daemon();
     let apps = wait_online(&d, "w", 2);
@@ -146,7 +171,16 @@ fn instances_have_their_own_process_number_and_restarts_and_scale() {
     wait_online(&d, "w", 2);
 
     // `--instances` on the command line
-    d.turbo_ok(&["start", "sleep", "--name", "cli", "--instances", "2", "--", "1000"]);
+    d.turbo_ok(&[
+        "start",
+        "sleep",
+        "--name",
+        "cli",
+        "--instances",
+        "2",
+        "--",
+        "1000",
+    ]);
     wait_online(&d, "cli", 2);
 }
 
@@ -181,11 +215,16 @@ fn get(port: u16, path: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").map_err(|e| format!("write: {e}"))?;
     let mut reply = String::new();
-    s.read_to_string(&mut reply).map_err(|e| format!("read: {e}"))?;
+    s.read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
     if !reply.starts_with("HTTP/1.0 200") {
         return Err(format!("reply: {:?}", reply.lines().next()));
     }
-    Ok(reply.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+    Ok(reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// Runs `op` while 4 clients send requests (half of them taking 50 ms on the server, so some
@@ -200,7 +239,7 @@ fn under_load(port: u16, op: impl FnOnce()) -> Load {
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let path = if (n + c) % 2 == 0 { "/" } else { "/slow?ms=50" };
+                    let path = if (n + c).is_multiple_of(2) { "/" } else { "/slow?ms=50" };
                     n += 1;
                     let t = Instant::now();
                     let result = get(port, path);
@@ -244,7 +283,10 @@ fn under_load(port: u16, op: impl FnOnce()) -> Load {
 }
 
 fn cluster_web() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/apps/cluster_web.py");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/apps/cluster_web.py"
+    );
     std::fs::canonicalize(path)
         .expect("examples/apps/cluster_web.py")
         .display()
@@ -294,7 +336,10 @@ fn reload_under_load_fails_no_request_and_restart_shows_why_it_exists() {
         after.iter().all(|p| !before.contains(p)),
         "every instance was replaced: {before:?} -> {after:?}"
     );
-    assert!(before.iter().all(|p| !pid_alive(*p)), "old instances stopped");
+    assert!(
+        before.iter().all(|p| !pid_alive(*p)),
+        "old instances stopped"
+    );
     let apps = instances(&d, "web");
     assert!(
         apps.iter().all(|a| a["restarts"] == 1),
@@ -351,12 +396,19 @@ fn a_failing_replacement_aborts_the_reload_and_keeps_the_old_instances() {
         "says why: {err}"
     );
     // the failed replacement is stopped and forgotten; the old ones run on, same pids
-    let apps = wait_for("the replacement to be gone", Duration::from_secs(10), || {
-        let apps = instances(&d, "m");
-        (apps.len() == 2).then_some(apps)
-    });
+    let apps = wait_for(
+        "the replacement to be gone",
+        Duration::from_secs(10),
+        || {
+            let apps = instances(&d, "m");
+            (apps.len() == 2).then_some(apps)
+        },
+    );
     assert_eq!(pids(&apps), before);
-    assert!(apps.iter().all(|a| a["state"] == "online" && a["restarts"] == 0));
+    assert!(
+        apps.iter()
+            .all(|a| a["state"] == "online" && a["restarts"] == 0)
+    );
     assert!(before.iter().all(|p| pid_alive(*p)));
 
     std::fs::remove_file(&flag).unwrap();
@@ -375,9 +427,13 @@ fn bad_instances_and_listen_keys_are_reported_with_their_position() {
     let out = d.turbo(&["start", yml.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(err.contains("turbo.yml:4:16") && err.contains("0 instances"), "{err}");
     assert!(
-        err.contains("turbo.yml:5:14") && err.contains("'localhost' is not an IP address with a port"),
+        err.contains("turbo.yml:4:16") && err.contains("0 instances"),
+        "{err}"
+    );
+    assert!(
+        err.contains("turbo.yml:5:14")
+            && err.contains("'localhost' is not an IP address with a port"),
         "{err}"
     );
     assert!(err.contains("0.0.0.0:99999"), "{err}");

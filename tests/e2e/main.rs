@@ -3,8 +3,8 @@
 
 mod access;
 mod bad_input;
-mod cluster;
 mod cli_tour;
+mod cluster;
 mod dbus;
 mod ebpf;
 mod hardening;

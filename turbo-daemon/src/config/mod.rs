@@ -411,10 +411,15 @@ pub fn from_options(
                 Err(_) => errors.push("option 'autorestart' must be a string".to_owned()),
             },
             turbo_api::option::INSTANCES => {
-                match (u32::try_from(value.clone()), String::try_from(value.clone())) {
+                match (
+                    u32::try_from(value.clone()),
+                    String::try_from(value.clone()),
+                ) {
                     (Ok(n), _) => app.instances = Some(Scalar::Number(f64::from(n))),
                     (_, Ok(max)) if max == "max" => app.instances = Some(Scalar::Text(max)),
-                    _ => errors.push("option 'instances' must be a count (u) or \"max\"".to_owned()),
+                    _ => {
+                        errors.push("option 'instances' must be a count (u) or \"max\"".to_owned())
+                    }
                 }
             }
             turbo_api::option::MAX_MEMORY => match u64::try_from(value.clone()) {

@@ -32,7 +32,8 @@ impl Listeners {
         held.retain(|(a, _)| addrs.contains(a));
         for addr in addrs {
             if !held.iter().any(|(a, _)| a == addr) {
-                let fd = sys::listen_tcp(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                let fd =
+                    sys::listen_tcp(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
                 held.push((addr.clone(), fd));
             }
         }

@@ -295,7 +295,11 @@ impl SocketExec {
                     return io::Error::last_os_error();
                 }
             }
-            libc::execve(self.program.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
         }
         io::Error::last_os_error()
     }
@@ -310,7 +314,9 @@ impl Drop for SocketExec {
 
 impl std::fmt::Debug for SocketExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketExec").field("fds", &self.fds).finish_non_exhaustive()
+        f.debug_struct("SocketExec")
+            .field("fds", &self.fds)
+            .finish_non_exhaustive()
     }
 }
 

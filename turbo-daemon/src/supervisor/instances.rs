@@ -99,7 +99,10 @@ impl Supervisor {
             touched.push(id);
         }
         for instance in 0..count {
-            if ids.iter().any(|id| self.apps.get(id).is_some_and(|a| a.instance == instance)) {
+            if ids
+                .iter()
+                .any(|id| self.apps.get(id).is_some_and(|a| a.instance == instance))
+            {
                 continue;
             }
             let id = self.add_instance(&spec, instance, out);

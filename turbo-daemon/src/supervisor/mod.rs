@@ -574,10 +574,11 @@ impl Supervisor {
             for id in existing {
                 let app = self.apps.get_mut(&id).expect("found above");
                 // a new instance count alone restarts nothing: scaling handles it below
-                let changed = app.spec != AppSpec {
-                    instances: app.spec.instances,
-                    ..spec.clone()
-                };
+                let changed = app.spec
+                    != AppSpec {
+                        instances: app.spec.instances,
+                        ..spec.clone()
+                    };
                 app.spec = spec.clone();
                 app.desired = Desired::Running;
                 match app.state {

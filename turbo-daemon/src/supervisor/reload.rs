@@ -291,15 +291,23 @@ impl Supervisor {
                 let ids = self.resolve(t).unwrap_or_default();
                 (
                     verb,
-                    ids.iter().map(|id| self.apps[id].spec.name.clone()).collect(),
+                    ids.iter()
+                        .map(|id| self.apps[id].spec.name.clone())
+                        .collect(),
                 )
             }
-            Command::Start { specs, .. } => ("`turbo start`", specs.iter().map(|s| s.name.clone()).collect()),
+            Command::Start { specs, .. } => (
+                "`turbo start`",
+                specs.iter().map(|s| s.name.clone()).collect(),
+            ),
             Command::StopForShutdown => (
                 "the daemon's shutdown",
                 self.apps.values().map(|a| a.spec.name.clone()).collect(),
             ),
-            Command::Reset(_) | Command::Restore(_) | Command::Scale { .. } | Command::Reload(_) => {
+            Command::Reset(_)
+            | Command::Restore(_)
+            | Command::Scale { .. }
+            | Command::Reload(_) => {
                 return;
             }
         };

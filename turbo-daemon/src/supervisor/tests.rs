@@ -831,7 +831,10 @@ fn wake(h: &mut Harness, app: AppId, at: Instant) -> Vec<Action> {
 fn instances_are_apps_of_their_own_with_a_number() {
     let mut h = Harness::new();
     let ids = start_cluster(&mut h, "web", 3);
-    let numbers: Vec<u32> = ids.iter().map(|id| h.sup.app(*id).unwrap().instance).collect();
+    let numbers: Vec<u32> = ids
+        .iter()
+        .map(|id| h.sup.app(*id).unwrap().instance)
+        .collect();
     assert_eq!(numbers, [0, 1, 2]);
     // one crashes: only it backs off
     h.exit(ids[1], WaitStatus::signaled(9));
@@ -861,7 +864,10 @@ fn scale_starts_missing_numbers_and_stops_the_highest() {
     h.spawned(new[0]);
     let actions = h.spawned(new[1]);
     assert!(matches!(reply_of(&actions, t), Some(Ok(_))));
-    let numbers: Vec<u32> = new.iter().map(|id| h.sup.app(*id).unwrap().instance).collect();
+    let numbers: Vec<u32> = new
+        .iter()
+        .map(|id| h.sup.app(*id).unwrap().instance)
+        .collect();
     assert_eq!(numbers, [2, 3]);
     assert!(h.sup.apps().all(|a| a.spec.instances == 4));
 
@@ -914,7 +920,10 @@ fn reload_replaces_one_instance_at_a_time_once_ready() {
         old: old[0],
         new: new0
     })));
-    assert!(spawns(&actions).is_empty(), "the next waits for the old one to go");
+    assert!(
+        spawns(&actions).is_empty(),
+        "the next waits for the old one to go"
+    );
     let actions = h.exit(old[0], WaitStatus::signaled(15));
     assert!(h.sup.app(old[0]).is_none(), "the old instance is forgotten");
     let new1 = spawns(&actions);
@@ -925,7 +934,10 @@ fn reload_replaces_one_instance_at_a_time_once_ready() {
     let actions = wake(&mut h, new1, wake_at(&actions)[0]);
     assert_eq!(signals(&actions), [(old_pids[1], signal::TERM)]);
     let actions = h.exit(old[1], WaitStatus::signaled(15));
-    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![new0, new1]))));
+    assert_eq!(
+        reply_of(&actions, t),
+        Some(Ok(Reply::Apps(vec![new0, new1])))
+    );
     let restarts: Vec<u32> = h.sup.apps().map(|a| a.restarts).collect();
     assert_eq!(restarts, [1, 1], "a reload counts as a restart by hand");
     assert!(!crashed(&actions));
@@ -948,7 +960,11 @@ fn reload_aborts_when_the_replacement_crashes_and_keeps_the_old_ones() {
     }
     assert!(h.sup.app(new0).is_none(), "the replacement is forgotten");
     assert!(spawns(&actions).is_empty(), "it is not restarted");
-    assert_eq!([h.pid(old[0]), h.pid(old[1])], old_pids, "old ones untouched");
+    assert_eq!(
+        [h.pid(old[0]), h.pid(old[1])],
+        old_pids,
+        "old ones untouched"
+    );
 }
 
 #[test]
