@@ -239,7 +239,11 @@ fn under_load(port: u16, op: impl FnOnce()) -> Load {
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let path = if (n + c).is_multiple_of(2) { "/" } else { "/slow?ms=50" };
+                    let path = if (n + c).is_multiple_of(2) {
+                        "/"
+                    } else {
+                        "/slow?ms=50"
+                    };
                     n += 1;
                     let t = Instant::now();
                     let result = get(port, path);
