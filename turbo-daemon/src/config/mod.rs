@@ -1303,4 +1303,60 @@ mod tests {
         let e = parse_config(&yml("big.env"), "t.yml", dir.path(), PATH).unwrap_err();
         assert!(e.contains("larger than 1048576 bytes"), "{e}");
     }
+
+    #[test]
+    fn instances_and_listen() {
+        let ok = |yml: &str| parse_config(yml, "t.yml", Path::new("/"), PATH).unwrap();
+        let spec =
+            &ok("apps:\n- name: a\n  cmd: [sleep]\n  instances: 3\n  listen: 0.0.0.0:3000\n")[0];
+        assert_eq!(
+            (spec.instances, spec.listen.as_slice()),
+            (3, ["0.0.0.0:3000".to_owned()].as_slice())
+        );
+        let spec = &ok(
+            "apps:\n- name: a\n  cmd: [sleep]\n  instances: max\n  listen: [\"127.0.0.1:1\", \"[::1]:2\"]\n",
+        )[0];
+        assert_eq!(spec.instances, online_cpus());
+        assert_eq!(spec.listen, ["127.0.0.1:1", "[::1]:2"]);
+        assert_eq!(ok("apps:\n- name: a\n  cmd: [sleep]\n")[0].instances, 1);
+        for (yml, want) in [
+            (
+                "  instances: 0\n",
+                "t.yml:4:14: apps[0] (a): 0 instances: run at least 1",
+            ),
+            (
+                "  instances: 2.5\n",
+                "t.yml:4:14: apps[0] (a): instances 2.5 is not a count",
+            ),
+            (
+                "  instances: lots\n",
+                "t.yml:4:14: apps[0] (a): instances 'lots' is not a count",
+            ),
+            (
+                "  instances: 5000\n",
+                "t.yml:4:14: apps[0] (a): 5000 instances: at most 1024",
+            ),
+            (
+                "  listen: :3000\n",
+                "t.yml:4:11: apps[0] (a): listen: ':3000' is not an IP address",
+            ),
+            (
+                "  listen: 0.0.0.0:0\n",
+                "t.yml:4:11: apps[0] (a): listen: 0.0.0.0:0 has port 0",
+            ),
+            (
+                "  listen: [1.2.3.4:5, 1.2.3.4:5]\n",
+                "t.yml:4:23: apps[0] (a): listen: 1.2.3.4:5 is given twice",
+            ),
+        ] {
+            let e = parse_config(
+                &format!("apps:\n- name: a\n  cmd: [sleep]\n{yml}"),
+                "t.yml",
+                Path::new("/"),
+                PATH,
+            )
+            .unwrap_err();
+            assert!(e.starts_with(want), "{yml}: {e}");
+        }
+    }
 }
