@@ -393,6 +393,10 @@ pub struct AppConfigInfo {
     pub nice: i32,
     /// `oom_score_adj`; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
     pub oom_score_adj: i32,
+    /// How many instances the app runs (`instances:`).
+    pub instances: u32,
+    /// Addresses the daemon listens on for it (`listen:`), passed to every instance.
+    pub listen: Vec<String>,
 }
 
 impl Default for AppConfigInfo {
@@ -423,6 +427,8 @@ impl Default for AppConfigInfo {
             rlimits: Vec::new(),
             nice: Self::INHERITED,
             oom_score_adj: Self::INHERITED,
+            instances: 1,
+            listen: Vec::new(),
         }
     }
 }

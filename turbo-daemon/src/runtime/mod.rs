@@ -1212,6 +1212,8 @@ impl Runtime {
                 .collect(),
             nice: limits.nice.unwrap_or(AppConfigInfo::INHERITED),
             oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
+            instances: spec.instances,
+            listen: spec.listen.clone(),
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((
