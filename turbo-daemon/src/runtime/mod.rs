@@ -907,7 +907,9 @@ impl Runtime {
             Notification::Persist => self.mark_dirty(),
             Notification::Replaced { old, new } => {
                 self.crashes.hand_over(old, new);
-                let before = self.counts.remove(&old).unwrap_or_default();
+                // copied, not moved: the old instance's series stay as they are (a counter must
+                // not drop) until it is gone and the replacement's take over
+                let before = self.counts.get(&old).cloned().unwrap_or_default();
                 self.counts.entry(new).or_default().take_over(before);
                 self.mark_dirty();
             }
@@ -1993,7 +1995,7 @@ mod usage {
     /// Counters by reason of one app since the daemon started, and the state it was last seen
     /// in (to tell why the next restart happened). A consumer of state-change notifications, like
     /// the crash store: it decides nothing.
-    #[derive(Debug, Default)]
+    #[derive(Clone, Debug, Default)]
     pub struct Counts {
         /// Restarts by reason (see [`restart_reason`]).
         pub restarts: BTreeMap<&'static str, u64>,
