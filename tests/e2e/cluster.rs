@@ -299,7 +299,7 @@ fn cluster_web() -> String {
 
 #[test]
 fn reload_under_load_fails_no_request_and_restart_shows_why_it_exists() {
-    let d = TestDaemon::start("auto");
+    let mut d = TestDaemon::start("auto");
     let port = free_port();
     let yml = d.config(
         "web",
@@ -369,6 +369,40 @@ fn reload_under_load_fails_no_request_and_restart_shows_why_it_exists() {
         reload.gap.as_millis()
     );
     assert!(restart.ok > 0, "requests were served around the restart");
+
+    // the daemon dies and comes back: it takes the socket back from an adopted instance
+    // (binding it again would fail while the instances hold it), so a reload still works
+    let running = pids(&wait_online(&d, "web", 2));
+    wait_for(
+        "the state file to name the instances",
+        Duration::from_secs(5),
+        || {
+            let state = std::fs::read_to_string(d.home().join("state.json")).ok()?;
+            running
+                .iter()
+                .all(|p| state.contains(&format!("\"pid\": {p}")))
+                .then_some(())
+        },
+    );
+    d.kill9_daemon();
+    d.restart_daemon();
+    assert_eq!(pids(&wait_online(&d, "web", 2)), running, "adopted");
+    assert!(
+        d.daemon_log()
+            .contains("took back the sockets of 127.0.0.1:"),
+        "{}",
+        d.daemon_log()
+    );
+    let after_crash = under_load(port, || {
+        d.turbo_ok(&["reload", "web"]);
+    });
+    println!(
+        "reload after a daemon crash: {} requests, {} failed",
+        after_crash.ok,
+        after_crash.failed.len()
+    );
+    assert!(after_crash.during > 0);
+    assert!(after_crash.failed.is_empty(), "{:?}", after_crash.failed);
 }
 
 #[test]
