@@ -469,7 +469,7 @@ impl Supervisor {
 
     fn command(&mut self, ticket: Ticket, cmd: Command, now: Instant, out: &mut Vec<Action>) {
         // a command that changes what runs takes precedence over a reload of the same apps
-        self.interrupt_reloads(&cmd, now, out);
+        let retired = self.interrupt_reloads(&cmd, now, out);
         let result = match cmd {
             Command::Scale { name, count } => self.scale(&name, count, now, out),
             Command::Reload(target) => {
@@ -530,12 +530,16 @@ impl Supervisor {
             }),
         };
         match result {
-            Ok((waiting, reply, fail_on_spawn_error)) => self.pending.push(Pending {
-                ticket,
-                waiting,
-                reply,
-                fail_on_spawn_error,
-            }),
+            Ok((mut waiting, reply, fail_on_spawn_error)) => {
+                // an interrupted reload's replacement is gone too before the answer
+                waiting.extend(retired);
+                self.pending.push(Pending {
+                    ticket,
+                    waiting,
+                    reply,
+                    fail_on_spawn_error,
+                });
+            }
             Err(e) => out.push(Action::Reply {
                 ticket,
                 result: Err(e),

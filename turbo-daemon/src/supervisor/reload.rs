@@ -276,10 +276,16 @@ impl Supervisor {
     }
 
     /// Interrupts the reloads of the apps `cmd` is about to stop, restart, delete or start
-    /// again (see the module docs): each answers with an error.
-    pub(super) fn interrupt_reloads(&mut self, cmd: &Command, now: Instant, out: &mut Vec<Action>) {
+    /// again (see the module docs): each answers with an error. Returns the replacements now
+    /// on their way out, which the command's answer waits for too.
+    pub(super) fn interrupt_reloads(
+        &mut self,
+        cmd: &Command,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Vec<AppId> {
         if self.reloads.is_empty() {
-            return;
+            return Vec::new();
         }
         let (verb, names): (&str, Vec<String>) = match cmd {
             Command::Stop(t) | Command::Restart(t) | Command::Delete(t) => {
@@ -296,7 +302,11 @@ impl Supervisor {
                         .collect(),
                 )
             }
-            Command::Start { specs, .. } => (
+            // an exclusive start of an existing name is refused: it changes nothing
+            Command::Start {
+                specs,
+                exclusive: false,
+            } => (
                 "`turbo start`",
                 specs.iter().map(|s| s.name.clone()).collect(),
             ),
@@ -304,13 +314,15 @@ impl Supervisor {
                 "the daemon's shutdown",
                 self.apps.values().map(|a| a.spec.name.clone()).collect(),
             ),
-            Command::Reset(_)
+            Command::Start { .. }
+            | Command::Reset(_)
             | Command::Restore(_)
             | Command::Scale { .. }
             | Command::Reload(_) => {
-                return;
+                return Vec::new();
             }
         };
+        let before: Vec<AppId> = self.retiring.iter().copied().collect();
         let mut i = 0;
         while i < self.reloads.len() {
             if self.reloads[i].names.iter().any(|n| names.contains(n)) {
@@ -324,5 +336,10 @@ impl Supervisor {
                 i += 1;
             }
         }
+        self.retiring
+            .iter()
+            .copied()
+            .filter(|id| !before.contains(id))
+            .collect()
     }
 }

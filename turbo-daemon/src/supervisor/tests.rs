@@ -985,7 +985,7 @@ fn reload_aborts_when_the_replacement_is_never_ready() {
 }
 
 #[test]
-fn stop_interrupts_a_reload_and_scale_waits_for_it() {
+fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
     let mut h = Harness::new();
     let old = start_cluster(&mut h, "web", 2);
     let (t, new0, _) = reload_started(&mut h, "web");
@@ -1014,9 +1014,10 @@ fn stop_interrupts_a_reload_and_scale_waits_for_it() {
     // every process gets the stop signal, the replacement included, and the replacement is
     // not kept as an extra instance
     assert!(signals(&actions).contains(&(new_pid, signal::TERM)));
-    h.exit(new0, WaitStatus::signaled(15));
     h.exit(old[0], WaitStatus::signaled(15));
     let actions = h.exit(old[1], WaitStatus::signaled(15));
+    assert_eq!(reply_of(&actions, stop), None, "the replacement is not gone yet");
+    let actions = h.exit(new0, WaitStatus::signaled(15));
     assert!(matches!(reply_of(&actions, stop), Some(Ok(_))));
     assert_eq!(h.sup.apps().map(|a| a.id).collect::<Vec<_>>(), old);
     assert!(h.sup.apps().all(|a| a.state == State::Stopped));
