@@ -26,6 +26,9 @@
 //!
 //! Replies to commands are deferred until every app they touch has *settled* (is neither
 //! starting nor stopping), so `turbo stop` returns when the process is really gone.
+//!
+//! Cluster instances are apps of their own sharing a name (`instances.rs`: numbering, scale);
+//! a rolling reload is a small state machine beside the app table (`reload.rs`).
 
 mod app;
 mod instances;
