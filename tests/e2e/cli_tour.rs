@@ -546,7 +546,11 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
         stderr.contains("converted 2 apps from ecosystem.json to turbo.yml"),
         "{stderr}"
     );
-    for unmapped in ["api: watch", "api: exec_mode", "api: log_date_format"] {
+    assert!(
+        !stderr.contains("api: watch"),
+        "watch is converted: {stderr}"
+    );
+    for unmapped in ["api: exec_mode", "api: log_date_format"] {
         assert!(
             stderr.contains(unmapped),
             "{unmapped} not listed:\n{stderr}"
@@ -584,6 +588,11 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
     assert_eq!(config["restart_delay_ms"], 200);
     assert_eq!(config["restart_factor"], 1.5);
     assert_eq!(config["crash_loop_max"], 5);
+    assert_eq!(
+        config["watch_paths"][0],
+        dir.to_str().unwrap(),
+        "watch: true"
+    );
     let env: Vec<&str> = config["env_names"]
         .as_array()
         .unwrap()

@@ -887,3 +887,36 @@ fn instances_are_series_of_their_own_and_a_reload_counts_as_a_manual_restart() {
         );
     }
 }
+
+#[test]
+fn health_status_follows_the_check() {
+    let (d, addr) = daemon_with_metrics("auto", &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let yml = d.config(
+        "health-metric",
+        &format!(
+            "apps:\n  - name: hm\n    cmd: [sleep, '1000']\n    \
+             health: {{ tcp: '127.0.0.1:{port}', interval: 200ms, retry_delay: 200ms, retries: 1000 }}\n  \
+             - name: plain\n    cmd: [sleep, '1000']\n"
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap(), "--wait"]);
+    let health = |text: &str, app: &str, status: &str| {
+        value(
+            text,
+            "turbo_app_health_status",
+            &[("app", app), ("status", status)],
+        )
+    };
+    let text = scrape(&addr);
+    assert_eq!(health(&text, "hm", "healthy"), Some(1.0), "{text}");
+    assert_eq!(health(&text, "hm", "unhealthy"), Some(0.0));
+    assert_eq!(health(&text, "plain", "none"), Some(1.0));
+    drop(listener);
+    wait_for(
+        "the metric to say unhealthy",
+        Duration::from_secs(10),
+        || (health(&scrape(&addr), "hm", "unhealthy") == Some(1.0)).then_some(()),
+    );
+}

@@ -179,6 +179,8 @@ pub struct AppStatus {
     pub err_log: String,
     /// The last exit, if any.
     pub last_exit: ExitInfo,
+    /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
+    pub status_text: String,
 }
 
 impl AppStatus {
@@ -212,6 +214,7 @@ impl AppStatus {
             "out_log": self.out_log,
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
+            "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
         })
     }
 }
@@ -242,6 +245,9 @@ pub struct CrashRecord {
     pub stderr_tail: Vec<String>,
     /// Which event source reported the exit.
     pub source: String,
+    /// Why the daemon ended the process, when it did (the failing health check's message);
+    /// empty otherwise.
+    pub detail: String,
 }
 
 impl CrashRecord {
@@ -260,6 +266,7 @@ impl CrashRecord {
             "memory_bytes": (self.memory_bytes > 0).then_some(self.memory_bytes),
             "stderr_tail": self.stderr_tail,
             "source": self.source,
+            "detail": (!self.detail.is_empty()).then_some(&self.detail),
         })
     }
 }
@@ -397,6 +404,23 @@ pub struct AppConfigInfo {
     pub instances: u32,
     /// Addresses the daemon listens on for it (`listen:`), passed to every instance.
     pub listen: Vec<String>,
+    /// The health check in one line (`http http://127.0.0.1:3000/health (status 200-399)
+    /// every 10s, ...`); empty without one.
+    pub health_check: String,
+    /// The message of the last failed health check; empty if none failed.
+    pub health_last_error: String,
+    /// Watched paths (watch mode); empty when off.
+    pub watch_paths: Vec<String>,
+    /// `ignore_watch` globs.
+    pub watch_ignore: Vec<String>,
+    /// Debounce delay of watch mode in ms, 0 when off.
+    pub watch_delay_ms: u64,
+    /// `spawn` or `notify`.
+    pub ready: String,
+    /// With `ready: notify`: how long the app has to send `READY=1`, in ms.
+    pub ready_timeout_ms: u64,
+    /// Watchdog period in ms, 0 without one.
+    pub watchdog_ms: u64,
 }
 
 impl Default for AppConfigInfo {
@@ -429,6 +453,14 @@ impl Default for AppConfigInfo {
             oom_score_adj: Self::INHERITED,
             instances: 1,
             listen: Vec::new(),
+            health_check: String::new(),
+            health_last_error: String::new(),
+            watch_paths: Vec::new(),
+            watch_ignore: Vec::new(),
+            watch_delay_ms: 0,
+            ready: String::new(),
+            ready_timeout_ms: 0,
+            watchdog_ms: 0,
         }
     }
 }

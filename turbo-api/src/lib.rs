@@ -15,7 +15,8 @@ pub use dto::{
     Health, rfc3339_ms,
 };
 pub use names::{
-    MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_size, validate_app_name,
+    MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration, parse_size,
+    validate_app_name,
 };
 
 /// Well-known bus name of the daemon.
@@ -48,6 +49,8 @@ pub mod option {
     pub const MAX_MEMORY: &str = "max_memory";
     /// `u`: how many instances to run (default 1).
     pub const INSTANCES: &str = "instances";
+    /// `b`: restart the app when files under its cwd change (watch mode).
+    pub const WATCH: &str = "watch";
 }
 
 /// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.
@@ -179,6 +182,11 @@ mod proxy {
 
         /// Starts the apps of the dump file that are not already managed; returns them.
         fn resurrect(&self) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Returns once every app matching `target` is ready (online and, with a health check,
+        /// healthy since its start); fails with the reason (the last health-check error) when
+        /// one crashes, errors or stops first, or after `timeout_ms`.
+        fn wait_ready(&self, target: &str, timeout_ms: u64) -> zbus::Result<Vec<AppStatus>>;
 
         /// Emitted when an app's resident memory crosses its warning level (once per crossing).
         #[zbus(signal)]

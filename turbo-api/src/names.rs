@@ -88,6 +88,24 @@ pub fn instance_path(name: &str, instance: u32) -> OwnedObjectPath {
     }
 }
 
+/// `500ms`, `5s`, `1m`, `2h`; a bare number is seconds. The one duration syntax of `turbo.yml`
+/// and the CLI (`--wait-timeout`).
+#[must_use]
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// `512mb`, `1gb`, `100k`, `4096` (bytes); units are powers of 1024. The one size syntax of
 /// `turbo.yml` and the CLI (`--max-memory`).
 #[must_use]

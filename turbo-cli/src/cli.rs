@@ -31,7 +31,7 @@ pub enum Cmd {
     /// Stop apps (they stay listed).
     Stop(TargetArg),
     /// Restart apps (or start them, if stopped).
-    Restart(TargetArg),
+    Restart(RestartArgs),
     /// Stop apps and forget them.
     Delete(TargetArg),
     /// Replace running instances one at a time, each once its replacement is ready (no downtime
@@ -180,6 +180,11 @@ pub struct StartArgs {
     /// Run this many instances (`max`: one per online CPU); each gets TURBO_INSTANCE.
     #[arg(long, value_name = "N|max")]
     pub instances: Option<String>,
+    /// Restart the app when files under its working directory change (watch mode).
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
     /// Arguments passed to the script or command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -194,6 +199,33 @@ pub struct ScaleArgs {
     /// How many instances to run (at least 1).
     #[arg(value_name = "N")]
     pub count: u32,
+}
+
+/// `--wait` and `--wait-timeout` of start and restart.
+#[derive(Debug, Args, Default, Clone)]
+pub struct WaitArgs {
+    /// Return once the apps are ready (online and, with a health check, healthy); fail with
+    /// the last health-check error if they are not in time or crash.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits (e.g. 90s, 2m).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        requires = "wait"
+    )]
+    pub wait_timeout: String,
+}
+
+/// `turbo restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|all")]
+    pub target: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// An app selector for stop/restart/delete.

@@ -102,6 +102,9 @@ pub struct SavedCrash {
     pub stderr_tail: Vec<String>,
     /// Event source.
     pub source: String,
+    /// Why the daemon ended it (health check message), empty if it did not.
+    #[serde(default)]
+    pub detail: String,
 }
 
 impl From<&CrashRecord> for SavedCrash {
@@ -118,6 +121,7 @@ impl From<&CrashRecord> for SavedCrash {
             signal_sender_comm: r.signal_sender_comm.clone(),
             stderr_tail: r.stderr_tail.clone(),
             source: r.source.clone(),
+            detail: r.detail.clone(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl From<SavedCrash> for CrashRecord {
             signal_sender_comm: c.signal_sender_comm,
             stderr_tail: c.stderr_tail,
             source: c.source,
+            detail: c.detail,
         }
     }
 }

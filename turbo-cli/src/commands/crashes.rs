@@ -169,6 +169,9 @@ pub fn render_timeline(
             ));
         }
         let _ = writeln!(out, "{line}");
+        if !r.detail.is_empty() {
+            let _ = writeln!(out, "{rail} {}", paint(opts.color, Tone::Yellow, &r.detail));
+        }
         for l in &r.stderr_tail {
             let _ = writeln!(out, "{rail} {l}");
         }
@@ -243,6 +246,9 @@ pub fn render_describe(
         },
     );
     row(&mut out, "restarts", &status.restarts.to_string());
+    if !status.status_text.is_empty() {
+        row(&mut out, "status text", &status.status_text);
+    }
     if status.next_restart_in_ms > 0 {
         row(
             &mut out,
@@ -298,6 +304,48 @@ pub fn render_describe(
     head(&mut out, "Privileges");
     for (key, value) in privilege_rows(config) {
         row(&mut out, key, &value);
+    }
+    let notify = config.ready == "notify" || config.watchdog_ms > 0;
+    if notify || !config.health_check.is_empty() || !config.watch_paths.is_empty() {
+        head(&mut out, "Readiness, health and watch");
+        if notify {
+            let mut ready = config.ready.clone();
+            if config.ready == "notify" {
+                ready.push_str(&format!(
+                    " (READY=1 within {})",
+                    render::human_delay_ms(config.ready_timeout_ms)
+                ));
+            }
+            row(&mut out, "ready", &ready);
+        }
+        if config.watchdog_ms > 0 {
+            row(
+                &mut out,
+                "watchdog",
+                &format!(
+                    "WATCHDOG=1 every {}",
+                    render::human_delay_ms(config.watchdog_ms)
+                ),
+            );
+        }
+        if !config.health_check.is_empty() {
+            row(&mut out, "health check", &config.health_check);
+            row(&mut out, "health", &status.health);
+            if !config.health_last_error.is_empty() {
+                row(&mut out, "last failure", &config.health_last_error);
+            }
+        }
+        if !config.watch_paths.is_empty() {
+            row(&mut out, "watch", &config.watch_paths.join(", "));
+            if !config.watch_ignore.is_empty() {
+                row(&mut out, "ignore", &config.watch_ignore.join(", "));
+            }
+            row(
+                &mut out,
+                "watch delay",
+                &render::human_delay_ms(config.watch_delay_ms),
+            );
+        }
     }
     head(&mut out, "Restart policy");
     row(&mut out, "autorestart", &config.autorestart);

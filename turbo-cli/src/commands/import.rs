@@ -120,6 +120,12 @@ pub struct TurboApp {
     pub group: Option<NameOrId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Instances>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Watch>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignore_watch: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_delay: Option<String>,
 }
 
 /// `instances:`: a count, or `max` (one per CPU).
@@ -130,6 +136,14 @@ pub enum Instances {
     Count(u64),
     /// `max`.
     Max(&'static str),
+}
+
+/// `watch:`: `true` (the cwd) or paths.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Watch {
+    All(bool),
+    Paths(Vec<String>),
 }
 
 /// `restart:`.
@@ -237,19 +251,19 @@ const MAPPED: &[&str] = &[
     "port",
     "exec_mode",
     "instances",
+    "watch",
+    "ignore_watch",
+    "watch_delay",
 ];
 
 /// PM2 options without an equivalent, with PM2's default (a value equal to it needs no note)
 /// and why they are left out.
 const DROPPED: &[(&str, Option<&str>, &str)] = &[
     (
-        "watch",
-        Some("false"),
-        "watch mode is planned; restart by hand or from your deploy script",
+        "watch_options",
+        None,
+        "chokidar's options; turbo watches with inotify (`ignore_watch`, `watch_delay`)",
     ),
-    ("ignore_watch", None, "watch mode is planned"),
-    ("watch_delay", None, "watch mode is planned"),
-    ("watch_options", None, "watch mode is planned"),
     (
         "cron_restart",
         None,
@@ -1079,6 +1093,57 @@ fn convert_app(
         }
     }
 
+    // watch mode
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        match v {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+            _ => None,
+        }
+    };
+    match get(map, &["watch"]) {
+        None | Some(Value::Bool(false) | Value::Null) => {}
+        Some(Value::Bool(true)) => app.watch = Some(Watch::All(true)),
+        Some(v) => match strings(v) {
+            Some(paths) if !paths.is_empty() => app.watch = Some(Watch::Paths(paths)),
+            _ => note(
+                "watch",
+                NoteKind::Dropped,
+                format!("{v} is not true or paths"),
+            ),
+        },
+    }
+    if let Some(v) = get(map, &["ignore_watch"]) {
+        match strings(v) {
+            // PM2 (chokidar) also takes regular expressions; turbo takes globs, which the
+            // common entries (`node_modules`, `*.log`, `logs/**`) already are
+            Some(globs) => app.ignore_watch = globs,
+            None => note(
+                "ignore_watch",
+                NoteKind::Dropped,
+                format!("{v} is not a list of globs"),
+            ),
+        }
+    }
+    if let Some(v) = get(map, &["watch_delay"]) {
+        match v.as_u64() {
+            Some(ms) => app.watch_delay = Some(duration_text(ms)),
+            None => note(
+                "watch_delay",
+                NoteKind::Dropped,
+                format!("{v} is not milliseconds"),
+            ),
+        }
+    }
+    if app.watch.is_none() {
+        // without watch they would be config errors in turbo.yml
+        app.ignore_watch.clear();
+        app.watch_delay = None;
+    }
+
     // who
     let id_or_name = |v: &Value| match v {
         Value::Number(n) => n.as_u64().map(NameOrId::Id),
@@ -1271,7 +1336,8 @@ mod tests {
             "instances": 4,
             "exec_mode": "cluster",
             "watch": ["src"],
-            "ignore_watch": ["node_modules"],
+            "ignore_watch": ["node_modules", "*.log"],
+            "watch_delay": 1500,
             "log_date_format": "YYYY-MM-DD",
             "out_file": "/var/log/api.out",
             "colour": "blue",
@@ -1306,6 +1372,9 @@ mod tests {
         assert_eq!(app.group, Some(NameOrId::Id(33)));
         assert_eq!(app.stop_signal, Some("SIGINT"));
         assert_eq!(app.instances, Some(Instances::Count(4)));
+        assert_eq!(app.watch, Some(Watch::Paths(vec!["src".into()])));
+        assert_eq!(app.ignore_watch, ["node_modules", "*.log"]);
+        assert_eq!(app.watch_delay.as_deref(), Some("1500ms"));
         let mut dropped = keys(&c.notes);
         dropped.sort_unstable();
         assert_eq!(
@@ -1313,11 +1382,9 @@ mod tests {
             [
                 "colour",
                 "exec_mode",
-                "ignore_watch",
                 "log_date_format",
                 "max_restarts",
                 "out_file",
-                "watch"
             ]
         );
         let colour = c.notes.iter().find(|n| n.key == "colour").unwrap();
@@ -1539,10 +1606,7 @@ mod tests {
             text.starts_with("# Converted from ecosystem.json"),
             "{text}"
         );
-        assert!(
-            text.contains("#   api: watch: true (watch mode is planned"),
-            "{text}"
-        );
+        assert!(text.contains("\n  watch: true\n"), "{text}");
         assert!(text.ends_with('\n'));
         assert!(
             text.contains("apps:\n- name: api\n  script: s.js\n"),

@@ -6,8 +6,8 @@
 
 use anyhow::Result;
 
-use super::{daemon, print_table, target_error};
-use crate::term;
+use super::{daemon, print_table, target_error, wait};
+use crate::{cli::WaitArgs, term};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Verb {
@@ -63,6 +63,19 @@ pub async fn scale(name: &str, count: u32) -> Result<()> {
         Ok(apps) => print_table(&apps),
         Err(e) => Err(target_error(&daemon, name, &e).await),
     }
+}
+
+/// `turbo restart [--wait]`.
+pub async fn restart(target: &str, wait_args: &WaitArgs) -> Result<()> {
+    let Some(timeout) = wait::timeout(wait_args)? else {
+        return run(Verb::Restart, target).await;
+    };
+    let daemon = daemon().await?;
+    if let Err(e) = daemon.proxy.restart_app(target).await {
+        return Err(target_error(&daemon, target, &e).await);
+    }
+    let apps = wait::ready(&daemon, target, timeout).await?;
+    print_table(&apps)
 }
 
 /// Whether the stop had to escalate to SIGKILL.

@@ -16,6 +16,7 @@ mod persist;
 mod start;
 mod startup;
 mod status;
+mod wait;
 
 use anyhow::Result;
 use turbo_api::AppStatus;
@@ -35,7 +36,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Start(args) => start::run(&args).await,
         Cmd::Stop(t) => manage::run(manage::Verb::Stop, &t.target).await,
-        Cmd::Restart(t) => manage::run(manage::Verb::Restart, &t.target).await,
+        Cmd::Restart(r) => manage::restart(&r.target, &r.wait).await,
         Cmd::Delete(t) => manage::run(manage::Verb::Delete, &t.target).await,
         Cmd::Reload(t) => manage::run(manage::Verb::Reload, &t.target).await,
         Cmd::Scale(a) => manage::scale(&a.name, a.count).await,

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use turbo_api::{option, validate_app_name};
 use zbus::zvariant::Value;
 
-use super::{daemon, print_table};
+use super::{daemon, print_table, wait};
 use crate::{cli::StartArgs, connect::call_error, hint::Hinted, paths::absolutize};
 
 /// What `turbo start` will ask the daemon.
@@ -36,12 +36,14 @@ enum Plan {
         max_memory: Option<u64>,
         /// `--instances`: a count or `max`, checked by the daemon.
         instances: Option<String>,
+        watch: bool,
     },
 }
 
 pub async fn run(args: &StartArgs) -> Result<()> {
     let cwd = env::current_dir().context("cannot determine the current directory")?;
     let plan = plan(args, &cwd)?;
+    let wait_for = wait::timeout(&args.wait)?;
     // read the file before connecting: a typo in the path must not start a daemon
     let content = match &plan {
         Plan::Config { file, .. } => Some(
@@ -67,6 +69,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             autorestart,
             max_memory,
             instances,
+            watch,
         } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let mut options: HashMap<&str, Value<'_>> = HashMap::new();
@@ -86,6 +89,9 @@ pub async fn run(args: &StartArgs) -> Result<()> {
                 Some(Err(_)) => drop(options.insert(option::INSTANCES, Value::from("max"))),
                 None => {}
             }
+            if watch {
+                options.insert(option::WATCH, Value::from(true));
+            }
             let status = daemon
                 .proxy
                 .start_app(&name, &argv, options)
@@ -100,7 +106,15 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             }
         }
     };
-    print_table(&apps)
+    let Some(timeout) = wait_for else {
+        return print_table(&apps);
+    };
+    // every app the start touched, one wait each, so a config file's apps all count
+    let mut ready = Vec::with_capacity(apps.len());
+    for app in &apps {
+        ready.extend(wait::ready(&daemon, &app.id.to_string(), timeout).await?);
+    }
+    print_table(&ready)
 }
 
 fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
@@ -133,6 +147,9 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         }
         if args.instances.is_some() {
             ignored.push("--instances");
+        }
+        if args.watch {
+            ignored.push("--watch");
         }
         if !args.args.is_empty() {
             ignored.push("ARGS after --");
@@ -190,6 +207,7 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
             Some(n) if n == "max" || n.parse::<u32>().is_ok() => Some(n.to_owned()),
             Some(n) => bail!("--instances '{n}' is not a count: give a number like 4, or `max`"),
         },
+        watch: args.watch,
     })
 }
 
@@ -285,6 +303,8 @@ mod tests {
             no_autorestart: false,
             max_memory: None,
             instances: None,
+            watch: false,
+            wait: crate::cli::WaitArgs::default(),
             args: vec![],
         }
     }
@@ -311,6 +331,7 @@ mod tests {
                 autorestart: None,
                 max_memory: None,
                 instances: None,
+                watch: false,
             }
         );
     }
@@ -338,6 +359,7 @@ mod tests {
             autorestart,
             max_memory,
             instances,
+            ..
         } = plan
         else {
             panic!("not an app: {plan:?}");

@@ -13,6 +13,7 @@
 //! non-root caller of a root daemon, with the caller's file access rights ([`credentials`]).
 //! [`input`] bounds the sizes of everything a caller hands in.
 
+mod checks;
 mod credentials;
 pub mod environment;
 pub mod input;
@@ -89,6 +90,22 @@ struct AppConfig {
     instances: Option<Scalar>,
     /// An address (`0.0.0.0:3000`) or a list of them: sockets the daemon binds and passes on.
     listen: Option<OneOrMany>,
+    // ---- watch mode and health checks (issue #6) ----
+    /// `true` (the cwd), `false`, or a list of paths.
+    watch: Option<serde_yaml_ng::Value>,
+    /// Globs of paths whose changes do not restart.
+    #[serde(default)]
+    ignore_watch: Vec<String>,
+    /// Quiet time after the last change before the restart (`500ms`).
+    watch_delay: Option<Scalar>,
+    /// Health check.
+    health: Option<checks::HealthConfig>,
+    /// `spawn` or `notify` (the systemd protocol).
+    ready: Option<String>,
+    /// With `ready: notify`: restart an app that sends no `READY=1` this long after its start.
+    ready_timeout: Option<Scalar>,
+    /// Restart an app that sends no `WATCHDOG=1` for this long.
+    watchdog: Option<Scalar>,
 }
 
 /// A value or a list of values.
@@ -422,13 +439,17 @@ pub fn from_options(
                     }
                 }
             }
+            turbo_api::option::WATCH => match bool::try_from(value.clone()) {
+                Ok(w) => app.watch = Some(serde_yaml_ng::Value::Bool(w)),
+                Err(_) => errors.push("option 'watch' must be a boolean (b)".to_owned()),
+            },
             turbo_api::option::MAX_MEMORY => match u64::try_from(value.clone()) {
                 #[expect(clippy::cast_precision_loss, reason = "a byte count far below 2^52")]
                 Ok(n) => app.max_memory = Some(Scalar::Number(n as f64)),
                 Err(_) => errors.push("option 'max_memory' must be a byte count (t)".to_owned()),
             },
             other => errors.push(format!(
-                "unknown option '{}' (known: cwd, env, autorestart, max_memory, instances)",
+                "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch, instances)",
                 input::shorten(&other.escape_default().to_string())
             )),
         }
@@ -619,6 +640,23 @@ fn validate(
             spec.listen = addrs;
         }
     }
+    checks::apply_watch(
+        checks::WatchKeys {
+            watch: app.watch,
+            ignore_watch: app.ignore_watch,
+            watch_delay: app.watch_delay,
+        },
+        &mut spec,
+        &mut errors,
+    );
+    checks::apply_health(app.health, path_env, &mut spec, &mut errors);
+    checks::apply_readiness(
+        app.ready.as_deref(),
+        app.ready_timeout.as_ref(),
+        app.watchdog.as_ref(),
+        &mut spec,
+        &mut errors,
+    );
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });
@@ -981,22 +1019,7 @@ fn find_in_path(program: &str, path_env: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-/// `500ms`, `5s`, `1m`, `2h`; a bare number is seconds.
-#[must_use]
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit.trim() {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
-}
+pub use turbo_api::parse_duration;
 
 /// `SIGTERM`, `TERM` or a number.
 #[must_use]

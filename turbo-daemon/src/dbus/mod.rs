@@ -74,6 +74,9 @@ fn invalid(result: Result<(), String>) -> Result<(), Error> {
     result.map_err(Error::InvalidArgument)
 }
 
+/// The longest `WaitReady` timeout: a day (a caller cannot park a request for ever).
+const MAX_WAIT_MS: u64 = 86_400_000;
+
 /// Checks a target argument (stop, restart, delete, reset, flush, describe, crashes).
 fn target_ok(target: &str) -> Result<(), Error> {
     invalid(input::check_target(target))
@@ -331,6 +334,24 @@ impl ManagerIface {
         self.apps(Op::Resurrect(caller)).await
     }
 
+    /// Returns once every matching app is ready (online and, with a health check, healthy since
+    /// its start); fails with the reason (the last health-check error) when one crashes, errors
+    /// or stops first, or after `timeout_ms` (at most a day). Read-only: no authorisation.
+    #[zbus(out_args("apps"))]
+    async fn wait_ready(&self, target: String, timeout_ms: u64) -> Result<Vec<AppStatus>, Error> {
+        target_ok(&target)?;
+        if timeout_ms > MAX_WAIT_MS {
+            return Err(Error::InvalidArgument(format!(
+                "timeout_ms {timeout_ms} is more than a day: use at most {MAX_WAIT_MS}"
+            )));
+        }
+        self.apps(Op::WaitReady {
+            target,
+            timeout: std::time::Duration::from_millis(timeout_ms),
+        })
+        .await
+    }
+
     /// Emitted when an app's resident memory crosses its warning level (once per crossing).
     #[zbus(signal)]
     async fn memory_warning(
@@ -423,6 +444,18 @@ impl AppIface {
     #[zbus(property)]
     fn last_exit_signal(&self) -> i32 {
         self.status.last_exit.signal
+    }
+
+    /// `unknown|healthy|unhealthy|none`.
+    #[zbus(property)]
+    fn health(&self) -> String {
+        self.status.health.clone()
+    }
+
+    /// The last `STATUS=` the app sent over `NOTIFY_SOCKET`, empty if none.
+    #[zbus(property)]
+    fn status_text(&self) -> String {
+        self.status.status_text.clone()
     }
 
     /// The full snapshot (CPU and memory are not sampled here; use `ListApps` for those).
@@ -520,6 +553,12 @@ async fn refresh(server: &zbus::ObjectServer, status: AppStatus) -> zbus::Result
     }
     if old.restarts != new.restarts {
         guard.restarts_changed(emitter).await?;
+    }
+    if old.health != new.health {
+        guard.health_changed(emitter).await?;
+    }
+    if old.status_text != new.status_text {
+        guard.status_text_changed(emitter).await?;
     }
     if old.argv != new.argv {
         guard.argv_changed(emitter).await?;

@@ -19,7 +19,9 @@
 pub mod bus;
 pub mod crashes;
 pub mod listen;
+pub mod probe;
 pub mod sys;
+pub mod watch;
 
 use std::{
     cell::RefCell,
@@ -90,6 +92,13 @@ pub enum Op {
     Scale(String, u32),
     /// `ReloadApp`.
     Reload(String),
+    /// `WaitReady`: answer once the apps are ready (or fail).
+    WaitReady {
+        /// Name, id or `all`.
+        target: String,
+        /// How long to wait.
+        timeout: Duration,
+    },
     /// `DescribeApp`.
     Describe(String),
     /// `GetCrashes`.
@@ -340,6 +349,10 @@ enum Internal {
     SaveDue,
     /// A process was reaped: some awaited process group may be empty now.
     CheckGroups,
+    /// Watched files of an app changed.
+    FilesChanged(AppId, watch::Change),
+    /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid.
+    Notified(u32, Vec<u8>),
 }
 
 /// The output streams of one running process.
@@ -401,6 +414,11 @@ pub struct Runtime {
     listeners: listen::Listeners,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
+    /// File watchers of the apps with `watch:`.
+    watchers: HashMap<AppId, watch::AppWatcher>,
+    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog`, bound when the first
+    /// such app starts.
+    notify_socket: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -449,6 +467,8 @@ impl Runtime {
             fatal_signals: HashMap::new(),
             oom_memory: HashMap::new(),
             listeners: listen::Listeners::default(),
+            watchers: HashMap::new(),
+            notify_socket: None,
         }
     }
 
@@ -476,6 +496,13 @@ impl Runtime {
             tracing::warn!("{w}");
         }
         let restored = self.restored_apps(loaded.state);
+        let adopted_notify = restored
+            .iter()
+            .any(|r| r.running.is_some() && r.spec.readiness.wants_socket());
+        if adopted_notify && let Err(e) = self.notify_socket() {
+            // their watchdog pings will be missed: they get restarted, not lost
+            tracing::warn!("{e}");
+        }
         if !restored.is_empty() {
             tracing::info!(
                 "restoring {} apps from {}",
@@ -693,6 +720,103 @@ impl Runtime {
                 self.save_now();
             }
             Internal::CheckGroups => self.check_group_waits(),
+            Internal::FilesChanged(app, change) => {
+                if let Some(w) = self.watchers.get_mut(&app) {
+                    for dir in change.new_dirs {
+                        if let Err(e) = w.add_tree(&dir) {
+                            tracing::warn!(app, "cannot watch {}: {e}", dir.display());
+                        }
+                    }
+                }
+                self.feed(Input::FilesChanged { app });
+            }
+            Internal::Notified(pid, datagram) => match self.app_of_pid(pid) {
+                Some(app) => {
+                    let message = crate::supervisor::NotifyMessage::parse(&datagram);
+                    self.feed(Input::Notified { app, message });
+                }
+                None => tracing::debug!(pid, "notification from a process of no app: ignored"),
+            },
+        }
+    }
+
+    /// The app whose process tree `pid` is in: its main process, a descendant the event source
+    /// reported, or (walking the parents in `/proc`) a child of one of those.
+    fn app_of_pid(&self, pid: u32) -> Option<AppId> {
+        let mut p = pid;
+        for _ in 0..64 {
+            if let Some(a) = self.sup.apps().find(|a| a.pid() == Some(p)) {
+                return Some(a.id);
+            }
+            if let Some((&app, _)) = self.tree.iter().find(|(_, t)| t.contains(&p)) {
+                return Some(app);
+            }
+            p = sys::parent_pid(p).filter(|&pp| pp > 1)?;
+        }
+        None
+    }
+
+    /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader) first.
+    fn notify_socket(&mut self) -> Result<PathBuf, String> {
+        if let Some(p) = &self.notify_socket {
+            return Ok(p.clone());
+        }
+        let path = self.paths.home.join("notify.sock");
+        let sock = sys::bind_notify_socket(&path)
+            .map_err(|e| format!("cannot bind the NOTIFY_SOCKET {}: {e}", path.display()))?;
+        // SAFETY: the AsyncFd owns the socket, so the fd stays open and the same while registered.
+        let afd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.to_string())?;
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok(mut guard) = afd.readable().await else {
+                    return;
+                };
+                match sys::recv_with_pid(afd.get_ref(), &mut buf) {
+                    Ok((n, Some(pid))) => {
+                        let _ = tx.send(Internal::Notified(pid, buf[..n].to_vec()));
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+                    Err(e) => {
+                        tracing::error!("NOTIFY_SOCKET: {e}; readiness notifications stop");
+                        return;
+                    }
+                }
+            }
+        });
+        tracing::info!("apps' NOTIFY_SOCKET at {}", path.display());
+        self.notify_socket = Some(path.clone());
+        Ok(path)
+    }
+
+    /// Starts, replaces or drops the file watcher of `id` to match its spec.
+    fn sync_watcher(&mut self, id: AppId) {
+        let Some(app) = self.sup.app(id) else {
+            self.watchers.remove(&id);
+            return;
+        };
+        let Some(spec) = app.spec.watch.clone() else {
+            self.watchers.remove(&id);
+            return;
+        };
+        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec) {
+            return;
+        }
+        self.watchers.remove(&id);
+        // the daemon's own files change all the time: never a reason to restart
+        let skip = vec![self.paths.home.clone(), self.paths.log_dir.clone()];
+        let tx = self.internal_tx.clone();
+        let name = app.spec.name.clone();
+        match watch::AppWatcher::start(&spec, skip, move |change| {
+            let _ = tx.send(Internal::FilesChanged(id, change));
+        }) {
+            Ok(w) => {
+                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
+                self.watchers.insert(id, w);
+            }
+            Err(e) => tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}"),
         }
     }
 
@@ -791,6 +915,44 @@ impl Runtime {
                 });
                 None
             }
+            Action::Wake {
+                app,
+                kind,
+                token,
+                at,
+            } => {
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Internal::Input(Input::Wake { app, kind, token }));
+                });
+                None
+            }
+            Action::ExpireWait { ticket, at } => {
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Internal::Input(Input::WaitExpired(ticket)));
+                });
+                None
+            }
+            Action::Probe {
+                app,
+                generation,
+                check,
+            } => {
+                let spec = self.sup.app(app)?.spec.clone();
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let result = probe::run(&check, &spec).await;
+                    let _ = tx.send(Internal::Input(Input::ProbeResult {
+                        app,
+                        generation,
+                        result,
+                    }));
+                });
+                None
+            }
             Action::Reply { ticket, result } => {
                 self.reply(ticket, result);
                 None
@@ -814,6 +976,24 @@ impl Runtime {
                 self.logs.insert(spec.name.clone(), l.clone());
                 l
             }
+        };
+        self.sync_watcher(app);
+        let mut with_socket;
+        let spec = if spec.readiness.wants_socket() {
+            // the systemd protocol: where to send READY=1 / WATCHDOG=1, and how often to ping
+            with_socket = spec.clone();
+            let socket = self.notify_socket()?;
+            with_socket
+                .env
+                .push(("NOTIFY_SOCKET".into(), socket.display().to_string()));
+            if let Some(period) = spec.readiness.watchdog() {
+                with_socket
+                    .env
+                    .push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
+            }
+            &with_socket
+        } else {
+            spec
         };
         let instance = self.sup.app(app).map_or(0, |a| a.instance);
         let listen = self.listeners.sockets(&spec.name, &spec.listen)?;
@@ -874,7 +1054,30 @@ impl Runtime {
                     let _ = self.notices.send(Notice::Added(self.status(a, false)));
                 }
                 self.count_state(id);
+                self.sync_watcher(id);
                 self.mark_dirty();
+            }
+            Notification::HealthChanged(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    let health = a.health.public(a.spec.health.is_some());
+                    match &a.health.last_error {
+                        Some(e) if health == Health::Unhealthy => {
+                            tracing::warn!(app = %a.spec.name, "unhealthy: {e}");
+                        }
+                        _ => tracing::info!(app = %a.spec.name, "{health}"),
+                    }
+                    let _ = self.notices.send(Notice::Changed(self.status(a, false)));
+                }
+            }
+            Notification::StatusText(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    let _ = self.notices.send(Notice::Changed(self.status(a, false)));
+                }
+            }
+            Notification::Ready(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    tracing::info!(app = %a.spec.name, pid = a.pid().unwrap_or(0), "ready");
+                }
             }
             Notification::StateChanged(id) => {
                 if let Some(a) = self.sup.app(id) {
@@ -922,6 +1125,7 @@ impl Runtime {
                     // the last instance is gone: so is the port
                     self.listeners.close(&name);
                 }
+                self.watchers.remove(&app);
                 self.crashes.remove(app);
                 self.tree.remove(&app);
                 self.counts.remove(&app);
@@ -961,6 +1165,7 @@ impl Runtime {
             signal_sender_comm: sender_comm,
             stderr_tail: Vec::new(),
             source: exit.source.as_str().into(),
+            detail: exit.detail.clone().unwrap_or_default(),
         };
         let tx = self.internal_tx.clone();
         match self.procs.remove(&pid) {
@@ -1144,6 +1349,10 @@ impl Runtime {
             Op::Reset(t) => Command::Reset(Target::parse(&t)),
             Op::Scale(name, count) => Command::Scale { name, count },
             Op::Reload(t) => Command::Reload(Target::parse(&t)),
+            Op::WaitReady { target, timeout } => Command::WaitReady {
+                target: Target::parse(&target),
+                timeout,
+            },
         };
         Ok(command)
     }
@@ -1216,6 +1425,27 @@ impl Runtime {
             oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
             instances: spec.instances,
             listen: spec.listen.clone(),
+            health_check: spec.health.as_ref().map(describe_check).unwrap_or_default(),
+            health_last_error: app.health.last_error.clone().unwrap_or_default(),
+            watch_paths: spec
+                .watch
+                .iter()
+                .flat_map(|w| &w.paths)
+                .map(|p| p.display().to_string())
+                .collect(),
+            watch_ignore: spec
+                .watch
+                .as_ref()
+                .map(|w| w.ignore.clone())
+                .unwrap_or_default(),
+            watch_delay_ms: spec.watch.as_ref().map_or(0, |w| ms(w.delay)),
+            ready: match spec.readiness.mode {
+                crate::supervisor::ReadyMode::Spawn => "spawn",
+                crate::supervisor::ReadyMode::Notify => "notify",
+            }
+            .into(),
+            ready_timeout_ms: ms(spec.readiness.timeout),
+            watchdog_ms: spec.readiness.watchdog_ms.unwrap_or(0),
         };
         let (_, records) = self.crashes.report(app.id, self.wall_ms(Instant::now()));
         Ok(Response::Describe(Box::new((
@@ -1369,7 +1599,7 @@ impl Runtime {
             memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
             leak_suspected: false,
             memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
-            health: Health::None.as_str().into(),
+            health: app.health.public(app.spec.health.is_some()).as_str().into(),
             next_restart_in_ms: match app.state {
                 State::Backoff { until } => {
                     u64::try_from(until.saturating_duration_since(now).as_millis())
@@ -1382,6 +1612,7 @@ impl Runtime {
             cwd: app.spec.cwd.display().to_string(),
             out_log: out_log.display().to_string(),
             err_log: err_log.display().to_string(),
+            status_text: app.notify.status.clone().unwrap_or_default(),
             last_exit: app
                 .last_exit
                 .as_ref()
@@ -1529,7 +1760,7 @@ impl Runtime {
                     name: app.spec.name.clone(),
                     instance: app.instance,
                     state: app.state.public(),
-                    health: Health::None,
+                    health: app.health.public(app.spec.health.is_some()),
                     restarts,
                     oom_kills: counts
                         .and_then(|c| c.exits.get(turbo_api::ExitReason::OomKill.as_str()))
@@ -1554,6 +1785,23 @@ impl Runtime {
             apps,
         }
     }
+}
+
+/// One line about a health check for `describe`.
+fn describe_check(check: &crate::supervisor::HealthSpec) -> String {
+    let ms = |d: Duration| d.as_millis();
+    let mut line = format!(
+        "{} every {}ms, timeout {}ms, restart after {} failures {}ms apart",
+        check.probe.describe(),
+        ms(check.interval),
+        ms(check.timeout),
+        check.retries,
+        ms(check.retry_delay)
+    );
+    if !check.start_period.is_zero() {
+        line.push_str(&format!(", start period {}ms", ms(check.start_period)));
+    }
+    line
 }
 
 fn describe_exit(code: i32, signal: i32) -> String {
@@ -1642,6 +1890,7 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
         CommandError::SpawnFailed(_) => turbo_api::Error::SpawnFailed(msg),
         CommandError::Busy(_) | CommandError::ReloadFailed(_) => turbo_api::Error::Failed(msg),
         CommandError::Invalid(_) => turbo_api::Error::InvalidArgument(msg),
+        CommandError::NotReady(_) => turbo_api::Error::Failed(msg),
     }
 }
 

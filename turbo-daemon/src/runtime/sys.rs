@@ -666,6 +666,87 @@ pub fn group_alive(pgid: u32) -> bool {
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The parent of process `pid`, from `/proc/<pid>/stat`.
+#[must_use]
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Binds the datagram socket apps send `sd_notify` messages to, at `path` (a stale socket file
+/// is replaced), non-blocking and with `SO_PASSCRED`, so every datagram carries the sender's
+/// pid as the kernel knows it. Writable by everyone: the socket says nothing to whoever writes
+/// except through its checked pid, and apps may run as other users.
+///
+/// # Errors
+/// When the socket cannot be bound or configured.
+pub fn bind_notify_socket(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let sock = std::os::unix::net::UnixDatagram::bind(path)?;
+    sock.set_nonblocking(true)?;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(sock)
+}
+
+/// Receives one datagram from a socket with `SO_PASSCRED` into `buf`; returns its length and
+/// the sender's pid (`None` if the kernel attached no credentials).
+///
+/// # Errors
+/// `WouldBlock` when nothing is queued; other `recvmsg(2)` errors.
+pub fn recv_with_pid(
+    sock: &std::os::unix::net::UnixDatagram,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    // room for one SCM_CREDENTIALS message (the only kind this socket gets unasked)
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: recvmsg on a socket we own with buffers described by `msg`.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pid = None;
+    // SAFETY: the CMSG macros walk the control buffer recvmsg filled, within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+            {
+                let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                pid = u32::try_from(cred.pid).ok().filter(|&p| p > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+        }
+    }
+    Ok((usize::try_from(n).unwrap_or(0), pid))
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`); with
 /// the pid it identifies a process even after the pid is reused.
 #[must_use]

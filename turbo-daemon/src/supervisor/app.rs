@@ -9,7 +9,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use turbo_api::{AppState, ExitReason};
 
-use super::{AfterStop, AppId};
+use super::{
+    AfterStop, AppId,
+    checks::{Debounce, HealthSpec, HealthState, NotifyState, Readiness, ReadyMode, WatchSpec},
+};
 use crate::{
     config::Privileges,
     events::{SourceKind, WaitStatus},
@@ -159,7 +162,7 @@ impl MemoryPolicy {
 }
 
 /// Durations as integer milliseconds in the state file.
-mod millis {
+pub(super) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -216,6 +219,16 @@ pub struct AppSpec {
     /// systemd socket-activation protocol (`listen:`), as written (`0.0.0.0:3000`).
     #[serde(default)]
     pub listen: Vec<String>,
+    // ---- watch mode, health checks, readiness (issue #6 items 1-3): kept together ----
+    /// Restart when watched files change (`watch`, `ignore_watch`, `watch_delay`).
+    #[serde(default)]
+    pub watch: Option<WatchSpec>,
+    /// Health check (`health:`).
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// `ready`, `ready_timeout`, `watchdog`.
+    #[serde(default)]
+    pub readiness: Readiness,
 }
 
 const fn one() -> u32 {
@@ -241,6 +254,9 @@ impl AppSpec {
             privileges: Box::default(),
             instances: 1,
             listen: Vec::new(),
+            watch: None,
+            health: None,
+            readiness: Readiness::default(),
         }
     }
 }
@@ -322,6 +338,8 @@ pub struct Exit {
     pub at: Instant,
     /// How long the process had run.
     pub uptime: Duration,
+    /// What made the daemon end it, when it did (the failing health check's message).
+    pub detail: Option<String>,
 }
 
 /// Whether an app should run; what a restarted daemon restores.
@@ -379,6 +397,16 @@ pub struct App {
     /// Whether the memory warning was given for the current crossing (cleared when memory falls
     /// back under the warning level).
     pub memory_warned: bool,
+    // ---- watch mode, health checks, readiness (issue #6 items 1-3) ----
+    /// Health-check results of the current process.
+    pub health: HealthState,
+    /// File changes waiting for their restart (watch mode).
+    pub debounce: Debounce,
+    /// Whether [`Notification::Ready`](super::Notification::Ready) was given for the current
+    /// process.
+    pub announced_ready: bool,
+    /// What the current process said over `NOTIFY_SOCKET`.
+    pub notify: NotifyState,
 }
 
 impl App {
@@ -398,7 +426,21 @@ impl App {
             recent_crashes: VecDeque::new(),
             oom_victim: None,
             memory_warned: false,
+            health: HealthState::default(),
+            debounce: Debounce::default(),
+            announced_ready: false,
+            notify: NotifyState::default(),
         }
+    }
+
+    /// Whether the app can take work: online and, with `ready: notify`, `READY=1` received
+    /// since its spawn and, with a health check, healthy at least once since its spawn.
+    /// `--wait` and rolling reloads wait for this.
+    #[must_use]
+    pub const fn is_ready(&self) -> bool {
+        matches!(self.state, State::Online { .. })
+            && (self.spec.health.is_none() || self.health.ever_healthy)
+            && (matches!(self.spec.readiness.mode, ReadyMode::Spawn) || self.notify.ready)
     }
 
     /// Forgets the crash streak, the crash-loop window and the automatic restart count: what a
@@ -459,14 +501,6 @@ impl App {
         State::Backoff {
             until: now + policy.delay_for(self.streak),
         }
-    }
-
-    /// Whether the app is ready to take over from another instance (what a reload waits for).
-    ///
-    /// For now: online. Readiness (`READY=1` with `ready: notify`) and health checks refine it.
-    #[must_use]
-    pub const fn is_ready(&self) -> bool {
-        matches!(self.state, State::Online { .. })
     }
 
     /// The main process while one exists.

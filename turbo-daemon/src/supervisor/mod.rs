@@ -31,6 +31,7 @@
 //! a rolling reload is a small state machine beside the app table (`reload.rs`).
 
 mod app;
+pub mod checks;
 mod instances;
 pub mod leak;
 mod reload;
@@ -48,6 +49,8 @@ pub use app::{
     App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryPolicy, RestartPolicy,
     State,
 };
+use checks::Fire;
+pub use checks::{HealthProbe, HealthSpec, NotifyMessage, Readiness, ReadyMode, WatchSpec};
 use turbo_api::ExitReason;
 
 use crate::events::{SourceKind, WaitStatus};
@@ -124,6 +127,14 @@ pub enum Command {
     /// Replace the running instances one at a time, each only once its replacement is ready
     /// (see `reload.rs`).
     Reload(Target),
+    /// Reply once every target app [`App::is_ready`]; fail if one crashes, errors or stops
+    /// first, or when `timeout` passes (with the last health-check error).
+    WaitReady {
+        /// The apps.
+        target: Target,
+        /// How long to wait.
+        timeout: std::time::Duration,
+    },
 }
 
 /// One app as saved, with what the runtime found out about its process.
@@ -167,6 +178,9 @@ pub enum CommandError {
     /// An argument makes no sense (scale to 0).
     #[error("{0}")]
     Invalid(String),
+    /// A wait for readiness failed or timed out.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 /// What a successful command produced.
@@ -242,6 +256,52 @@ pub enum Input {
         /// The app's timer generation when armed; stale timers are ignored.
         generation: u64,
     },
+    /// A timer armed by [`Action::Wake`] fired.
+    Wake {
+        /// App.
+        app: AppId,
+        /// Which.
+        kind: WakeKind,
+        /// The token it was armed with; stale ones are ignored.
+        token: u64,
+    },
+    /// A health probe asked for with [`Action::Probe`] finished.
+    ProbeResult {
+        /// App.
+        app: AppId,
+        /// The generation it was asked with.
+        generation: u64,
+        /// `Err` with one line saying what failed.
+        result: Result<(), String>,
+    },
+    /// Files watched for `app` changed (paths already filtered by [`WatchSpec::ignores`]).
+    FilesChanged {
+        /// App.
+        app: AppId,
+    },
+    /// The timeout of a [`Command::WaitReady`] passed.
+    WaitExpired(Ticket),
+    /// A process of `app` sent an `sd_notify` datagram on its `NOTIFY_SOCKET`.
+    Notified {
+        /// App (the runtime attributed the sender's pid to it).
+        app: AppId,
+        /// What it said.
+        message: NotifyMessage,
+    },
+}
+
+/// Timers of watch mode and health checks; they run while an app is online, next to nothing
+/// else, so they have their own tokens rather than the lifecycle generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WakeKind {
+    /// Time for the next health check (token: the app's generation).
+    Health,
+    /// The watch debounce delay may have passed (token: the debounce's).
+    Watch,
+    /// `ready_timeout` after the spawn (token: the app's generation).
+    ReadyTimeout,
+    /// The watchdog period may have passed without a ping (token: the app's generation).
+    Watchdog,
 }
 
 /// Signal numbers the core needs to name (Linux x86_64 values).
@@ -259,6 +319,12 @@ pub enum Notification {
     Added(AppId),
     /// An app changed state.
     StateChanged(AppId),
+    /// An app's health verdict changed.
+    HealthChanged(AppId),
+    /// An app sent a new `STATUS=` text.
+    StatusText(AppId),
+    /// An app became ready ([`App::is_ready`]) for the first time since its spawn.
+    Ready(AppId),
     /// A process of `app` ended without being asked to; the runtime turns this into a crash
     /// record (adding wall time, memory and the stderr tail) and the `AppCrashed` signal.
     Crashed {
@@ -347,6 +413,33 @@ pub enum Action {
         /// When.
         at: Instant,
     },
+    /// Deliver [`Input::Wake`] at `at`.
+    Wake {
+        /// App.
+        app: AppId,
+        /// Which timer.
+        kind: WakeKind,
+        /// Token to echo back.
+        token: u64,
+        /// When.
+        at: Instant,
+    },
+    /// Run the app's health check once, then report [`Input::ProbeResult`].
+    Probe {
+        /// App.
+        app: AppId,
+        /// Generation to echo back.
+        generation: u64,
+        /// The check (boxed: it is larger than most actions).
+        check: Box<HealthSpec>,
+    },
+    /// Deliver [`Input::WaitExpired`] at `at`.
+    ExpireWait {
+        /// Ticket of the [`Command::WaitReady`].
+        ticket: Ticket,
+        /// When.
+        at: Instant,
+    },
     /// Answer the command with this ticket.
     Reply {
         /// Ticket of the command.
@@ -368,6 +461,14 @@ struct Pending {
     fail_on_spawn_error: bool,
 }
 
+/// A [`Command::WaitReady`] waiting.
+#[derive(Debug)]
+struct ReadyWait {
+    ticket: Ticket,
+    apps: Vec<AppId>,
+    timeout: std::time::Duration,
+}
+
 /// The app table and the pending replies. See the module docs.
 #[derive(Debug, Default)]
 pub struct Supervisor {
@@ -378,6 +479,7 @@ pub struct Supervisor {
     reloads: Vec<reload::Reload>,
     /// Replacements of an aborted reload, being stopped and forgotten: commands leave them be.
     retiring: BTreeSet<AppId>,
+    waits: Vec<ReadyWait>,
 }
 
 impl Supervisor {
@@ -464,9 +566,19 @@ impl Supervisor {
                 }
             }
             Input::Timer { app, generation } => self.timer(app, generation, now, &mut out),
+            Input::Wake { app, kind, token } => self.wake(app, kind, token, now, &mut out),
+            Input::ProbeResult {
+                app,
+                generation,
+                result,
+            } => self.probe_result(app, generation, result, now, &mut out),
+            Input::FilesChanged { app } => self.files_changed(app, now, &mut out),
+            Input::WaitExpired(ticket) => self.wait_expired(ticket, &mut out),
+            Input::Notified { app, message } => self.notified(app, message, now, &mut out),
         }
         self.advance_reloads(now, &mut out);
         self.settle(&mut out);
+        self.settle_waits(&mut out);
         out
     }
 
@@ -486,7 +598,7 @@ impl Supervisor {
                 return;
             }
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
-            Command::Restore(apps) => Ok(self.restore(apps, out)),
+            Command::Restore(apps) => Ok(self.restore(apps, now, out)),
             Command::Stop(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
@@ -517,6 +629,26 @@ impl Supervisor {
                 }
                 (ids, Reply::Deleted(names), false)
             }),
+            Command::WaitReady { target, timeout } => {
+                match self.resolve(&target) {
+                    Ok(apps) => {
+                        out.push(Action::ExpireWait {
+                            ticket,
+                            at: now + timeout,
+                        });
+                        self.waits.push(ReadyWait {
+                            ticket,
+                            apps,
+                            timeout,
+                        });
+                    }
+                    Err(e) => out.push(Action::Reply {
+                        ticket,
+                        result: Err(e),
+                    }),
+                }
+                return;
+            }
             Command::Reset(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     let app = self.apps.get_mut(&id).expect("resolved");
@@ -606,7 +738,12 @@ impl Supervisor {
         Ok((ids.clone(), Reply::Apps(ids), true))
     }
 
-    fn restore(&mut self, apps: Vec<Restored>, out: &mut Vec<Action>) -> (Vec<AppId>, Reply, bool) {
+    fn restore(
+        &mut self,
+        apps: Vec<Restored>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> (Vec<AppId>, Reply, bool) {
         let mut ids = Vec::new();
         for r in apps {
             if self.apps.contains_key(&r.id)
@@ -637,6 +774,10 @@ impl Supervisor {
             let run = adopted.is_none() && r.desired == Desired::Running;
             if let Some(state) = adopted {
                 app.state = state;
+                // it ran before the daemon restarted: it said READY=1 to the previous daemon
+                // (and will not again), but its checks and watchdog go on from now
+                app.notify.ready = true;
+                arm_checks(&mut app, now, false, out);
             }
             self.apps.insert(id, app);
             out.push(Action::Notify(Notification::Added(id)));
@@ -722,6 +863,10 @@ impl Supervisor {
                 app.state = State::Online { pid, since: now };
                 app.lingering = None;
                 app.memory_warned = false;
+                app.health.reset();
+                app.announced_ready = false;
+                app.notify = checks::NotifyState::default();
+                arm_checks(app, now, true, out);
                 if let Some(bytes) = app.spec.memory.warning() {
                     out.push(Action::SetMemoryLimit {
                         app: id,
@@ -730,6 +875,7 @@ impl Supervisor {
                     });
                 }
                 out.push(Action::Notify(Notification::StateChanged(id)));
+                announce_ready(app, out);
             }
             // the app was stopped or deleted while its spawn was in flight: nobody owns this
             // process any more, so it must not outlive the decision
@@ -771,6 +917,7 @@ impl Supervisor {
                     source,
                     at: now,
                     uptime,
+                    detail: None,
                 };
                 app.last_exit = Some(exit.clone());
                 out.push(Action::Notify(Notification::Crashed {
@@ -814,8 +961,11 @@ impl Supervisor {
                     source,
                     at: now,
                     uptime: now.saturating_duration_since(since),
+                    detail: (cause == ExitReason::Health)
+                        .then(|| app.health.last_error.clone())
+                        .flatten(),
                 };
-                if cause != ExitReason::Manual {
+                if !matches!(cause, ExitReason::Manual | ExitReason::Watch) {
                     // a restart the daemon decided (memory limit) is a crash to the user
                     out.push(Action::Notify(Notification::Crashed {
                         app: id,
@@ -954,6 +1104,293 @@ impl Supervisor {
         }
     }
 
+    fn wake(&mut self, id: AppId, kind: WakeKind, token: u64, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        match kind {
+            WakeKind::Health => {
+                if app.generation != token || !matches!(app.state, State::Online { .. }) {
+                    return;
+                }
+                if let Some(check) = &app.spec.health {
+                    out.push(Action::Probe {
+                        app: id,
+                        generation: token,
+                        check: Box::new(check.clone()),
+                    });
+                }
+            }
+            WakeKind::ReadyTimeout | WakeKind::Watchdog => {
+                let State::Online { pid, since } = app.state else {
+                    return;
+                };
+                if app.generation != token {
+                    return;
+                }
+                let failure = if kind == WakeKind::ReadyTimeout {
+                    (!app.notify.ready).then(|| {
+                        format!(
+                            "no READY=1 within {} of the start (ready_timeout)",
+                            human_duration(app.spec.readiness.timeout)
+                        )
+                    })
+                } else {
+                    let period = app.spec.readiness.watchdog().unwrap_or_default();
+                    let due = app.notify.last_ping.unwrap_or(since) + period;
+                    if now < due {
+                        out.push(Action::Wake {
+                            app: id,
+                            kind,
+                            token,
+                            at: due,
+                        });
+                        return;
+                    }
+                    Some(format!(
+                        "watchdog timeout: no WATCHDOG=1 for {}",
+                        human_duration(period)
+                    ))
+                };
+                if let Some(failure) = failure {
+                    // hung, or never ready: restart it, recorded like a failing health check
+                    app.health.last_error = Some(failure);
+                    begin_stopping(
+                        app,
+                        pid,
+                        since,
+                        false,
+                        ExitReason::Health,
+                        AfterStop::Start,
+                        now,
+                        out,
+                    );
+                }
+            }
+            WakeKind::Watch => {
+                let Some(delay) = app.spec.watch.as_ref().map(|w| w.delay) else {
+                    return;
+                };
+                match app.debounce.fire(token, now, delay) {
+                    Fire::Now => self.restart_for_watch(id, now, out),
+                    Fire::Later(at, token) => out.push(Action::Wake {
+                        app: id,
+                        kind: WakeKind::Watch,
+                        token,
+                        at,
+                    }),
+                    Fire::Nothing => {}
+                }
+            }
+        }
+    }
+
+    fn probe_result(
+        &mut self,
+        id: AppId,
+        generation: u64,
+        result: Result<(), String>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        let (State::Online { pid, since }, Some(check)) = (&app.state, &app.spec.health) else {
+            return;
+        };
+        if app.generation != generation {
+            return; // a probe of an earlier process
+        }
+        let (pid, since, check) = (*pid, *since, check.clone());
+        let was = app.health.passing;
+        let next = match result {
+            Ok(()) => {
+                app.health.failures = 0;
+                app.health.passing = Some(true);
+                app.health.ever_healthy = true;
+                now + check.interval
+            }
+            Err(e) if !app.health.ever_healthy && now < since + check.start_period => {
+                // still starting: not unhealthy, only not ready yet (`--wait` shows the error)
+                app.health.last_error = Some(e);
+                now + check.retry_delay
+            }
+            Err(e) => {
+                app.health.failures += 1;
+                app.health.passing = Some(false);
+                app.health.last_error = Some(e);
+                now + check.retry_delay
+            }
+        };
+        if was != app.health.passing {
+            out.push(Action::Notify(Notification::HealthChanged(id)));
+        }
+        if app.health.failures >= check.retries.max(1) {
+            // stays unhealthy: restart it gracefully, recorded as a crash with reason health
+            begin_stopping(
+                app,
+                pid,
+                since,
+                false,
+                ExitReason::Health,
+                AfterStop::Start,
+                now,
+                out,
+            );
+            return;
+        }
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Health,
+            token: generation,
+            at: next,
+        });
+        announce_ready(app, out);
+    }
+
+    fn notified(&mut self, id: AppId, message: NotifyMessage, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        if !matches!(app.state, State::Online { .. }) {
+            return; // a stopping app's last words change nothing
+        }
+        if message.watchdog {
+            app.notify.last_ping = Some(now);
+        }
+        if let Some(status) = message.status
+            && app.notify.status.as_ref() != Some(&status)
+        {
+            app.notify.status = Some(status);
+            out.push(Action::Notify(Notification::StatusText(id)));
+        }
+        if message.ready {
+            app.notify.ready = true;
+            announce_ready(app, out);
+        }
+    }
+
+    fn files_changed(&mut self, id: AppId, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        let Some(delay) = app.spec.watch.as_ref().map(|w| w.delay) else {
+            return;
+        };
+        if app.desired != Desired::Running {
+            return; // stopped by hand: edits do not start it
+        }
+        if let Some((at, token)) = app.debounce.change(now, delay) {
+            out.push(Action::Wake {
+                app: id,
+                kind: WakeKind::Watch,
+                token,
+                at,
+            });
+        }
+    }
+
+    /// The restart a quiet burst of file changes asks for.
+    fn restart_for_watch(&mut self, id: AppId, now: Instant, out: &mut Vec<Action>) {
+        let app = self.apps.get_mut(&id).expect("caller checked");
+        if app.desired != Desired::Running {
+            return;
+        }
+        match app.state {
+            State::Online { pid, since } => {
+                // a code change is a fresh start: the crash history was about the old code
+                app.clear_history();
+                begin_stopping(
+                    app,
+                    pid,
+                    since,
+                    false,
+                    ExitReason::Watch,
+                    AfterStop::Start,
+                    now,
+                    out,
+                );
+            }
+            // crashed (waiting or given up): the fix may be in, try it now
+            State::Backoff { .. } | State::Errored { .. } if app.lingering.is_none() => {
+                app.clear_history();
+                app.restarts += 1;
+                self.begin_start(id, out);
+                out.push(Action::Notify(Notification::Persist));
+            }
+            // already on its way, or its old group is still being killed (the backoff timer
+            // starts it once that is done)
+            _ => {}
+        }
+    }
+
+    fn wait_expired(&mut self, ticket: Ticket, out: &mut Vec<Action>) {
+        let Some(i) = self.waits.iter().position(|w| w.ticket == ticket) else {
+            return;
+        };
+        let w = self.waits.swap_remove(i);
+        let why = w
+            .apps
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .find(|a| !a.is_ready())
+            .map_or_else(
+                || "it went away".to_owned(),
+                |a| {
+                    format!(
+                        "'{}' is not ready after {}: {}",
+                        a.spec.name,
+                        human_duration(w.timeout),
+                        not_ready_detail(a)
+                    )
+                },
+            );
+        out.push(Action::Reply {
+            ticket,
+            result: Err(CommandError::NotReady(why)),
+        });
+    }
+
+    /// Answers the readiness waits that are decided: every app ready, or one failed.
+    fn settle_waits(&mut self, out: &mut Vec<Action>) {
+        let apps = &self.apps;
+        self.waits.retain(|w| {
+            let failed = w.apps.iter().find_map(|id| {
+                let Some(a) = apps.get(id) else {
+                    return Some(format!("app {id} was deleted while waiting for it"));
+                };
+                let gone = matches!(
+                    a.state,
+                    State::Stopped
+                        | State::Stopping { .. }
+                        | State::Backoff { .. }
+                        | State::Errored { .. }
+                );
+                gone.then(|| {
+                    format!(
+                        "'{}' is {} instead of ready: {}",
+                        a.spec.name,
+                        a.state.public(),
+                        not_ready_detail(a)
+                    )
+                })
+            });
+            let result = match failed {
+                Some(why) => Err(CommandError::NotReady(why)),
+                None if w.apps.iter().all(|id| apps[id].is_ready()) => {
+                    Ok(Reply::Apps(w.apps.clone()))
+                }
+                None => return true,
+            };
+            out.push(Action::Reply {
+                ticket: w.ticket,
+                result,
+            });
+            false
+        });
+    }
+
     fn restart_now(&mut self, id: AppId, out: &mut Vec<Action>) {
         let app = self.apps.get_mut(&id).expect("caller checked");
         app.restarts += 1;
@@ -1029,6 +1466,89 @@ fn begin_stopping(
         at: deadline,
     });
     out.push(Action::Notify(Notification::StateChanged(app.id)));
+}
+
+/// Arms the timers of a process that just came online: its first health check, its watchdog
+/// and, for a fresh spawn with `ready: notify`, its `ready_timeout`.
+fn arm_checks(app: &mut App, now: Instant, spawned: bool, out: &mut Vec<Action>) {
+    let (id, token, readiness) = (app.id, app.generation, &app.spec.readiness);
+    if spawned && readiness.mode == ReadyMode::Notify {
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::ReadyTimeout,
+            token,
+            at: now + readiness.timeout,
+        });
+    }
+    if let Some(period) = readiness.watchdog() {
+        app.notify.last_ping = Some(now);
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Watchdog,
+            token,
+            at: now + period,
+        });
+    }
+    if let Some(check) = &app.spec.health {
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Health,
+            token,
+            at: now + check.first_delay(),
+        });
+    }
+}
+
+/// Gives [`Notification::Ready`] once per process, when the app has become ready.
+fn announce_ready(app: &mut App, out: &mut Vec<Action>) {
+    if app.is_ready() && !app.announced_ready {
+        app.announced_ready = true;
+        out.push(Action::Notify(Notification::Ready(app.id)));
+    }
+}
+
+/// Why `app` is not ready, in a few words: the last health-check error, its errored reason or
+/// its last exit.
+fn not_ready_detail(app: &App) -> String {
+    if let State::Errored { reason } = &app.state {
+        return reason.clone();
+    }
+    let crashed = matches!(app.state, State::Backoff { .. } | State::Stopped);
+    if let Some(e) = app
+        .last_exit
+        .as_ref()
+        .filter(|e| crashed && e.reason != ExitReason::Health)
+    {
+        return match (e.status.code(), e.status.signal()) {
+            (Some(code), _) => format!("its process exited with code {code}"),
+            (_, Some(signal)) => format!("its process was killed by signal {signal}"),
+            _ => format!("its process ended ({})", e.reason),
+        };
+    }
+    if let Some(e) = &app.health.last_error {
+        return format!("health check failed: {e}");
+    }
+    if app.spec.health.is_some() && matches!(app.state, State::Online { .. }) {
+        return "the health check has not passed yet".to_owned();
+    }
+    if app.spec.readiness.mode == ReadyMode::Notify && matches!(app.state, State::Online { .. }) {
+        return "it has not sent READY=1 yet (ready: notify)".to_owned();
+    }
+    match &app.last_exit {
+        Some(e) => format!("its last process ended ({})", e.reason),
+        None => "it has not started".to_owned(),
+    }
+}
+
+/// `60s`, `1.5s`, `500ms`.
+fn human_duration(d: std::time::Duration) -> String {
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else if d < std::time::Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 /// What a stopping app does once its process is gone.

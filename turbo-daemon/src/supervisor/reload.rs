@@ -318,7 +318,8 @@ impl Supervisor {
             | Command::Reset(_)
             | Command::Restore(_)
             | Command::Scale { .. }
-            | Command::Reload(_) => {
+            | Command::Reload(_)
+            | Command::WaitReady { .. } => {
                 return Vec::new();
             }
         };

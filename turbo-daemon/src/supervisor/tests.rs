@@ -1016,9 +1016,15 @@ fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
     assert!(signals(&actions).contains(&(new_pid, signal::TERM)));
     h.exit(old[0], WaitStatus::signaled(15));
     let actions = h.exit(old[1], WaitStatus::signaled(15));
-    assert_eq!(reply_of(&actions, stop), None, "the replacement is not gone yet");
+    assert_eq!(
+        reply_of(&actions, stop),
+        None,
+        "the replacement is not gone yet"
+    );
     let actions = h.exit(new0, WaitStatus::signaled(15));
     assert!(matches!(reply_of(&actions, stop), Some(Ok(_))));
     assert_eq!(h.sup.apps().map(|a| a.id).collect::<Vec<_>>(), old);
     assert!(h.sup.apps().all(|a| a.state == State::Stopped));
 }
+/// Watch mode, health checks and readiness.
+mod checks;
