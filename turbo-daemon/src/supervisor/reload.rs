@@ -25,7 +25,8 @@ use super::{
     Supervisor, Target, Ticket,
 };
 
-/// How long a replacement may take to become ready before the reload is given up.
+/// How long a replacement may take to become ready before the reload is given up, at least
+/// (see [`ready_timeout`]).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replacement must stay ready before the old instance is stopped: a process that
 /// dies at once (a port it cannot bind, a config error) is caught before the old one goes.
@@ -63,6 +64,21 @@ enum Phase {
     Settling { until: Instant, deadline: Instant },
     /// The old instance is stopping; the step ends when it is forgotten.
     StoppingOld,
+}
+
+/// How long a replacement of `spec` may take to become ready: [`READY_TIMEOUT`], or longer when
+/// the app's own settings allow more (`ready_timeout` with `ready: notify`; a health check's
+/// `start_period` plus its first check).
+fn ready_timeout(spec: &super::AppSpec) -> Duration {
+    let notify = match spec.readiness.mode {
+        super::ReadyMode::Notify => spec.readiness.timeout,
+        super::ReadyMode::Spawn => Duration::ZERO,
+    };
+    let health = spec
+        .health
+        .as_ref()
+        .map_or(Duration::ZERO, |h| h.start_period + h.interval + h.timeout);
+    READY_TIMEOUT.max(notify).max(health)
 }
 
 impl Supervisor {
@@ -178,7 +194,8 @@ impl Supervisor {
                         // it was ready and is no longer (readiness or health lost)
                         Phase::Settling { .. } if !ready => Phase::Waiting { deadline },
                         _ if now >= deadline => {
-                            let why = format!("was not ready within {}s", READY_TIMEOUT.as_secs());
+                            let limit = ready_timeout(&self.apps[&new].spec);
+                            let why = format!("was not ready within {}s", limit.as_secs());
                             return Some(Err(self.abort(i, &why, now, out)));
                         }
                         _ => return None,
@@ -212,7 +229,7 @@ impl Supervisor {
         replacement.desired = Desired::Running;
         self.begin_start(new, out);
         out.push(Action::Notify(Notification::Persist));
-        let deadline = now + READY_TIMEOUT;
+        let deadline = now + ready_timeout(&spec);
         out.push(Action::SetTimer {
             app: new,
             generation: WAKE_ONLY,

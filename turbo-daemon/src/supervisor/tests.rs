@@ -1028,3 +1028,34 @@ fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
 }
 /// Watch mode, health checks and readiness.
 mod checks;
+
+#[test]
+fn reload_waits_for_ready_1_with_ready_notify() {
+    let mut h = Harness::new();
+    let mut s = spec("web");
+    s.readiness.mode = ReadyMode::Notify;
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: true,
+    });
+    let old = spawns(&actions)[0];
+    h.spawned(old);
+    let old_pid = h.pid(old);
+    let (t, new, _) = reload_started(&mut h, "web");
+    let actions = h.spawned(new);
+    assert!(
+        wake_at(&actions).is_empty(),
+        "online is not ready without READY=1"
+    );
+    h.at(secs(5));
+    let actions = h.input(Input::Notified {
+        app: new,
+        message: NotifyMessage::parse(b"READY=1"),
+    });
+    let settle = wake_at(&actions);
+    assert_eq!(settle, [h.t0 + secs(5) + SETTLE], "ready now: settling");
+    let actions = wake(&mut h, new, settle[0]);
+    assert_eq!(signals(&actions), [(old_pid, signal::TERM)]);
+    let actions = h.exit(old, WaitStatus::signaled(15));
+    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![new]))));
+}
