@@ -11,6 +11,7 @@ mod hardening;
 mod health;
 mod kernel_truth;
 mod lifecycle;
+mod load;
 mod logs;
 mod metrics;
 mod privileges;

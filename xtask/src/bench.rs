@@ -10,15 +10,20 @@
 //! and Ctrl-C is turned into an error that unwinds through the same path.
 
 mod exitsource;
+mod fleet;
 mod idle;
 mod json;
 mod logs;
 mod managers;
+mod memlimit;
 mod probes;
 mod process;
 mod report;
 mod restart;
+mod scrape;
+mod startmany;
 mod stats;
+mod status;
 mod sys;
 mod tools;
 
@@ -51,6 +56,10 @@ const METRICS: &[Metric] = &[
     probes::METRIC,
     idle::METRIC,
     exitsource::METRIC,
+    status::METRIC,
+    startmany::METRIC,
+    memlimit::METRIC,
+    scrape::METRIC,
 ];
 
 /// The unit of a metric's samples.

@@ -118,6 +118,9 @@ pub trait Manager {
     fn processes(&self) -> Vec<(String, u32)>;
     /// Stops the app and forgets it.
     fn remove(&mut self, name: &str) -> Result<()>;
+    /// The manager's commands that list every app with its state, as (what to call it, the
+    /// command, not yet run), for timing them.
+    fn status_commands(&mut self) -> Vec<(String, Command)>;
     /// The pid the manager reports for the app (`None` when not running).
     fn pid(&mut self, name: &str) -> Result<Option<u32>>;
     /// Where the app's stdout ends up; known before the app starts.
@@ -394,6 +397,19 @@ impl Manager for Turbo {
         self.run(&["delete", name]).map(drop)
     }
 
+    fn status_commands(&mut self) -> Vec<(String, Command)> {
+        let env = self.env_line();
+        [&["status"][..], &["status", "--json"]]
+            .into_iter()
+            .map(|args| {
+                let mut cmd = self.cli();
+                cmd.args(args);
+                self.transcript.cmd(&env, &cmd);
+                (format!("turbo {}", args.join(" ")), cmd)
+            })
+            .collect()
+    }
+
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {
         Ok(self
             .status(name)?
@@ -607,6 +623,19 @@ impl Manager for Pm2 {
 
     fn remove(&mut self, name: &str) -> Result<()> {
         self.run(&["delete", name]).map(drop)
+    }
+
+    fn status_commands(&mut self) -> Vec<(String, Command)> {
+        let env = format!("PM2_HOME={}", self.home.display());
+        ["jlist", "ls"]
+            .into_iter()
+            .map(|arg| {
+                let mut cmd = self.cli();
+                cmd.arg(arg);
+                self.transcript.cmd(&env, &cmd);
+                (format!("pm2 {arg}"), cmd)
+            })
+            .collect()
     }
 
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {
@@ -832,6 +861,13 @@ impl Manager for Supervisord {
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         self.transcript.push(format!("rm {}", path.display()));
         self.run(&["update"]).map(drop)
+    }
+
+    fn status_commands(&mut self) -> Vec<(String, Command)> {
+        let mut cmd = self.ctl();
+        cmd.arg("status");
+        self.transcript.cmd("", &cmd);
+        vec![("supervisorctl status".to_owned(), cmd)]
     }
 
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {

@@ -359,7 +359,7 @@ fn wait_stamp(path: &Path, old: Option<u32>, limit: Duration) -> Result<Option<(
 }
 
 /// `<pid> <ns>\n` as written by stamp.c.
-fn parse_stamp(text: &str) -> Result<(u32, i64)> {
+pub(super) fn parse_stamp(text: &str) -> Result<(u32, i64)> {
     let mut it = text.split_whitespace();
     let (Some(pid), Some(ns), None) = (it.next(), it.next(), it.next()) else {
         bail!("not `<pid> <ns>`");

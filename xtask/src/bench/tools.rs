@@ -25,6 +25,7 @@ const WORKLOADS: &[(&str, &str)] = &[
     ("logflood", "logflood.c"),
     ("forkexec", "forkexec.c"),
     ("pagefault", "pagefault.c"),
+    ("memgrow", "memgrow.c"),
 ];
 
 /// Paths of everything a metric may run.
@@ -42,6 +43,8 @@ pub struct Tools {
     pub forkexec: PathBuf,
     /// `examples/bench/pagefault.c`, compiled.
     pub pagefault: PathBuf,
+    /// `examples/bench/memgrow.c`, compiled.
+    pub memgrow: PathBuf,
     pub cat: PathBuf,
     /// `true(1)`, the program the fork/exec workload starts.
     pub true_: PathBuf,
@@ -116,6 +119,7 @@ pub fn prepare(ctx: &Ctx, target: &Path, timings: &mut Timings) -> Result<Tools>
         logflood: bin.join("logflood"),
         forkexec: bin.join("forkexec"),
         pagefault: bin.join("pagefault"),
+        memgrow: bin.join("memgrow"),
         cat: ctx.which_system("cat").context("no `cat` in PATH")?,
         true_: ctx.which_system("true").context("no `true` in PATH")?,
         sleep: ctx.which_system("sleep").context("no `sleep` in PATH")?,
