@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod chaos;
 mod cli_tour;
+mod cluster;
 mod dbus;
 mod ebpf;
 mod hardening;

@@ -924,6 +924,74 @@ fn a_full_log_disk_never_blocks_the_app_and_writing_resumes_when_there_is_room()
 }
 
 #[test]
+fn instances_are_series_of_their_own_and_a_reload_counts_as_a_manual_restart() {
+    let (d, addr) = daemon_with_metrics("off", &[]);
+    d.turbo_ok(&[
+        "start",
+        "sleep",
+        "--name",
+        "inst",
+        "--instances",
+        "2",
+        "--",
+        "1000",
+    ]);
+    let text = scrape(&addr);
+    for k in ["0", "1"] {
+        let up = [("app", "inst"), ("app_instance", k)];
+        assert_eq!(value(&text, "turbo_app_up", &up), Some(1.0), "{text}");
+    }
+    // while a reload runs, a replacement shares its instance number: still one series each
+    // (the scrape in the middle must lint), and afterwards each instance counts a manual restart
+    let reload = std::thread::spawn({
+        let home = d.home().to_path_buf();
+        let bin = turbo_tests::bin_dir().join("turbo");
+        move || {
+            Command::new(bin)
+                .args(["reload", "inst"])
+                .env("TURBO_HOME", home)
+                .env_remove("TURBO_BUS_ADDRESS")
+                .output()
+                .expect("turbo reload")
+        }
+    });
+    wait_for(
+        "a replacement next to instance 0",
+        Duration::from_secs(10),
+        || {
+            let zeros = d
+                .status()
+                .iter()
+                .filter(|a| a["name"] == "inst" && a["instance"] == 0)
+                .count();
+            (zeros == 2).then_some(())
+        },
+    );
+    let text = scrape(&addr);
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("turbo_app_up{app=\"inst\",app_instance=\"0\"}"))
+        .count();
+    assert_eq!(series, 1, "{text}");
+    promtool(&repo(), &["check", "metrics"], Some(&text));
+    let out = reload.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = scrape(&addr);
+    for k in ["0", "1"] {
+        let manual = [("app", "inst"), ("app_instance", k), ("reason", "manual")];
+        assert_eq!(
+            value(&text, "turbo_app_restarts_total", &manual),
+            Some(1.0),
+            "{text}"
+        );
+    }
+}
+
+#[test]
 fn health_status_follows_the_check() {
     let (d, addr) = daemon_with_metrics("auto", &[]);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -400,6 +400,10 @@ pub struct AppConfigInfo {
     pub nice: i32,
     /// `oom_score_adj`; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
     pub oom_score_adj: i32,
+    /// How many instances the app runs (`instances:`).
+    pub instances: u32,
+    /// Addresses the daemon listens on for it (`listen:`), passed to every instance.
+    pub listen: Vec<String>,
     /// The health check in one line (`http http://127.0.0.1:3000/health (status 200-399)
     /// every 10s, ...`); empty without one.
     pub health_check: String,
@@ -447,6 +451,8 @@ impl Default for AppConfigInfo {
             rlimits: Vec::new(),
             nice: Self::INHERITED,
             oom_score_adj: Self::INHERITED,
+            instances: 1,
+            listen: Vec::new(),
             health_check: String::new(),
             health_last_error: String::new(),
             watch_paths: Vec::new(),

@@ -175,15 +175,7 @@ fn select(apps: &[AppStatus], name: Option<&str>) -> Result<Vec<AppStatus>> {
 
 /// The name, with `:instance` when several instances share it.
 fn labels(apps: &[AppStatus]) -> Vec<String> {
-    apps.iter()
-        .map(|app| {
-            if apps.iter().filter(|a| a.name == app.name).count() > 1 {
-                format!("{}:{}", app.name, app.instance)
-            } else {
-                app.name.clone()
-            }
-        })
-        .collect()
+    crate::render::instance_labels(apps)
 }
 
 fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {

@@ -38,6 +38,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Stop(t) => manage::run(manage::Verb::Stop, &t.target).await,
         Cmd::Restart(r) => manage::restart(&r.target, &r.wait).await,
         Cmd::Delete(t) => manage::run(manage::Verb::Delete, &t.target).await,
+        Cmd::Reload(t) => manage::run(manage::Verb::Reload, &t.target).await,
+        Cmd::Scale(a) => manage::scale(&a.name, a.count).await,
         Cmd::Status(j) => status::run(j.json).await,
         Cmd::Info(j) => info::run(j.json).await,
         Cmd::Logs(args) => logs::run(&args).await,

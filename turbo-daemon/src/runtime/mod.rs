@@ -18,6 +18,7 @@
 
 pub mod bus;
 pub mod crashes;
+pub mod listen;
 mod output;
 pub mod probe;
 pub mod sys;
@@ -88,6 +89,10 @@ pub enum Op {
     Delete(String),
     /// `ResetApp`.
     Reset(String),
+    /// `ScaleApp`: name and instance count.
+    Scale(String, u32),
+    /// `ReloadApp`.
+    Reload(String),
     /// `WaitReady`: answer once the apps are ready (or fail).
     WaitReady {
         /// Name, id or `all`.
@@ -165,8 +170,8 @@ pub enum Notice {
     Crashed(String, CrashRecord),
     /// An app's memory crossed its warning level: name, resident bytes, `max_memory`.
     MemoryWarning(String, u64, u64),
-    /// An app is gone.
-    Removed(String),
+    /// An app is gone: its name, instance number and id.
+    Removed(String, u32, AppId),
 }
 
 /// Where things live.
@@ -418,6 +423,8 @@ pub struct Runtime {
     fatal_signals: HashMap<u32, (i32, Option<Sender>)>,
     /// Resident memory of OOM victims when the kernel chose them.
     oom_memory: HashMap<u32, u64>,
+    /// Listening sockets the daemon holds for apps with `listen:`.
+    listeners: listen::Listeners,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
     /// File watchers of the apps with `watch:`.
@@ -474,6 +481,7 @@ impl Runtime {
             group_waits: HashMap::new(),
             fatal_signals: HashMap::new(),
             oom_memory: HashMap::new(),
+            listeners: listen::Listeners::default(),
             watchers: HashMap::new(),
             notify_socket: None,
         }
@@ -550,6 +558,12 @@ impl Runtime {
                     self.procs.insert(p.pid, out);
                 }
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
+                if !app.spec.listen.is_empty() {
+                    let taken = self.listeners.adopt(&app.spec.name, &app.spec.listen, p.pid);
+                    if !taken.is_empty() {
+                        tracing::info!(app = %app.spec.name, "took back the sockets of {}", taken.join(", "));
+                    }
+                }
                 Some((p.pid, now.checked_sub(age).unwrap_or(now)))
             });
             self.crashes.restore(
@@ -561,6 +575,7 @@ impl Runtime {
             );
             out.push(Restored {
                 id: app.id,
+                instance: app.instance,
                 spec: app.spec,
                 desired: app.desired,
                 restarts: app.restarts,
@@ -1017,7 +1032,22 @@ impl Runtime {
         } else {
             spec
         };
-        let child = sys::spawn(spec).map_err(|e| e.to_string())?;
+        let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        let listen = self.listeners.sockets(&spec.name, &spec.listen)?;
+        let extra = sys::Extra {
+            env: [
+                ("TURBO_INSTANCE", instance),
+                ("TURBO_INSTANCES", spec.instances),
+                // what PM2 sets, so apps written for it find their number
+                ("NODE_APP_INSTANCE", instance),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_string()))
+            .collect(),
+            listen,
+            listen_name: spec.name.clone(),
+        };
+        let child = sys::spawn_with(spec, &extra).map_err(|e| e.to_string())?;
         let pid = child.pid;
         match self.capture_output(pid, spec, child.stdout, child.stderr) {
             Ok(out) => {
@@ -1116,13 +1146,29 @@ impl Runtime {
                 }
             }
             Notification::Persist => self.mark_dirty(),
-            Notification::Removed { app, name } => {
+            Notification::Replaced { old, new } => {
+                self.crashes.hand_over(old, new);
+                // copied, not moved: the old instance's series stay as they are (a counter must
+                // not drop) until it is gone and the replacement's take over
+                let before = self.counts.get(&old).cloned().unwrap_or_default();
+                self.counts.entry(new).or_default().take_over(before);
+                self.mark_dirty();
+            }
+            Notification::Removed {
+                app,
+                name,
+                instance,
+            } => {
+                if !self.sup.apps().any(|a| a.spec.name == name) {
+                    // the last instance is gone: so is the port
+                    self.listeners.close(&name);
+                }
                 self.watchers.remove(&app);
                 self.crashes.remove(app);
                 self.tree.remove(&app);
                 self.counts.remove(&app);
                 self.usage.borrow_mut().remove(&app);
-                let _ = self.notices.send(Notice::Removed(name));
+                let _ = self.notices.send(Notice::Removed(name, instance, app));
                 self.mark_dirty();
             }
         }
@@ -1217,6 +1263,7 @@ impl Runtime {
                     let book = self.crashes.book(a.id);
                     SavedApp {
                         id: a.id,
+                        instance: a.instance,
                         spec: a.spec.clone(),
                         desired: a.desired,
                         restarts: a.restarts,
@@ -1354,6 +1401,8 @@ impl Runtime {
             Op::Restart(t) => Command::Restart(Target::parse(&t)),
             Op::Delete(t) => Command::Delete(Target::parse(&t)),
             Op::Reset(t) => Command::Reset(Target::parse(&t)),
+            Op::Scale(name, count) => Command::Scale { name, count },
+            Op::Reload(t) => Command::Reload(Target::parse(&t)),
             Op::WaitReady { target, timeout } => Command::WaitReady {
                 target: Target::parse(&target),
                 timeout,
@@ -1367,9 +1416,16 @@ impl Runtime {
             .sup
             .resolve(&Target::parse(target))
             .map_err(to_api_error)?;
-        match ids.as_slice() {
-            [id] => Ok(self.sup.app(*id).expect("resolved")),
+        let apps: Vec<&App> = ids.iter().filter_map(|id| self.sup.app(*id)).collect();
+        match apps.as_slice() {
+            [app] => Ok(app),
             [] => Err(turbo_api::Error::NotFound("no apps".into())),
+            // the instances of one app: the lowest-numbered stands for them (`name:N` names
+            // another)
+            [first, rest @ ..] if rest.iter().all(|a| a.spec.name == first.spec.name) => Ok(apps
+                .iter()
+                .min_by_key(|a| (a.instance, a.id))
+                .expect("not empty")),
             _ => Err(turbo_api::Error::InvalidArgument(format!(
                 "'{target}' matches {} apps: name one",
                 ids.len()
@@ -1421,6 +1477,8 @@ impl Runtime {
                 .collect(),
             nice: limits.nice.unwrap_or(AppConfigInfo::INHERITED),
             oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
+            instances: spec.instances,
+            listen: spec.listen.clone(),
             health_check: spec.health.as_ref().map(describe_check).unwrap_or_default(),
             health_last_error: app.health.last_error.clone().unwrap_or_default(),
             watch_paths: spec
@@ -1511,7 +1569,13 @@ impl Runtime {
             .into_iter()
             .filter(|a| a.desired == Desired::Running && !managed.contains(&a.spec.name.as_str()))
             .map(|a| a.spec)
-            .collect())
+            // one entry per instance in the dump, one spec per app (it carries the count)
+            .fold(Vec::<AppSpec>::new(), |mut specs, spec| {
+                if !specs.iter().any(|s| s.name == spec.name) {
+                    specs.push(spec);
+                }
+                specs
+            }))
     }
 
     fn submit(&mut self, command: Command, waiter: Waiter) {
@@ -1571,7 +1635,7 @@ impl Runtime {
         let mut st = AppStatus {
             id: app.id,
             name: app.spec.name.clone(),
-            instance: 0,
+            instance: app.instance,
             state: app.state.public().as_str().into(),
             pid,
             restarts: app.restarts,
@@ -1708,9 +1772,13 @@ impl Runtime {
     /// What a scrape reports, measured now (PSS included).
     fn metrics_snapshot(&self) -> MetricsSnapshot {
         let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
         let apps = self
             .sup
             .apps()
+            // during a reload a replacement shares its name and instance number with the
+            // instance it replaces: one series per pair, the older app's, until it is gone
+            .filter(|app| seen.insert((app.spec.name.as_str(), app.instance)))
             .map(|app| {
                 let m = self.measure(app, now, Reading::WithPss(PSS_MAX_AGE));
                 let counts = self.counts.get(&app.id);
@@ -1739,7 +1807,7 @@ impl Runtime {
                 }
                 AppMetrics {
                     name: app.spec.name.clone(),
-                    instance: 0,
+                    instance: app.instance,
                     state: app.state.public(),
                     health: app.health.public(app.spec.health.is_some()),
                     restarts,
@@ -1870,6 +1938,8 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
         CommandError::AlreadyExists(_) => turbo_api::Error::AlreadyExists(msg),
         CommandError::Duplicate(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => turbo_api::Error::SpawnFailed(msg),
+        CommandError::Busy(_) | CommandError::ReloadFailed(_) => turbo_api::Error::Failed(msg),
+        CommandError::Invalid(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::NotReady(_) => turbo_api::Error::Failed(msg),
     }
 }
@@ -2224,7 +2294,7 @@ mod usage {
     /// Counters by reason of one app since the daemon started, and the state it was last seen
     /// in (to tell why the next restart happened). A consumer of state-change notifications, like
     /// the crash store: it decides nothing.
-    #[derive(Debug, Default)]
+    #[derive(Clone, Debug, Default)]
     pub struct Counts {
         /// Restarts by reason (see [`restart_reason`]).
         pub restarts: BTreeMap<&'static str, u64>,
@@ -2261,6 +2331,18 @@ mod usage {
             }
             self.restarts_seen = Some(restarts);
             self.last_state = Some(state.clone());
+        }
+
+        /// Adds the counters of the instance a reload replaced, and that replacement, a restart
+        /// by hand.
+        pub fn take_over(&mut self, old: Self) {
+            for (reason, n) in old.restarts {
+                *self.restarts.entry(reason).or_default() += n;
+            }
+            for (reason, n) in old.exits {
+                *self.exits.entry(reason).or_default() += n;
+            }
+            *self.restarts.entry("manual").or_default() += 1;
         }
 
         /// Books an exit nobody asked for.
