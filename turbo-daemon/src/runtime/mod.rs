@@ -407,6 +407,8 @@ pub struct Runtime {
     procs: HashMap<u32, output::Output>,
     /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
     keeper: Option<crate::keeper::Keeper>,
+    /// Pipes of processes spawned in this pass of `feed`, handed over at its end.
+    pending_output: Vec<output::Pending>,
     /// An upgrade was asked for: the reply, sent once the state is saved.
     upgrade: Option<oneshot::Sender<Result<Response, turbo_api::Error>>>,
     crashes: crashes::CrashStore,
@@ -471,6 +473,7 @@ impl Runtime {
             logs: HashMap::new(),
             procs: HashMap::new(),
             keeper: None,
+            pending_output: Vec::new(),
             upgrade: None,
             crashes: crashes::CrashStore::default(),
             dirty: false,
@@ -908,6 +911,7 @@ impl Runtime {
                 self.rss_seen.borrow_mut().remove(&pid);
             }
         }
+        self.hand_over_output();
     }
 
     fn execute(&mut self, action: Action) -> Option<Input> {
@@ -1049,15 +1053,9 @@ impl Runtime {
         };
         let child = sys::spawn_with(spec, &extra).map_err(|e| e.to_string())?;
         let pid = child.pid;
-        match self.capture_output(pid, spec, child.stdout, child.stderr) {
-            Ok(out) => {
-                self.procs.insert(pid, out);
-            }
-            // the process runs; its output waits in the pipes' buffer, which it may fill
-            Err(e) => {
-                tracing::error!(app = %spec.name, "cannot capture the output of pid {pid}: {e}")
-            }
-        }
+        // handed to the keeper once this pass of `feed` is done, so the round trip does not
+        // count in the process's uptime
+        self.queue_output(pid, spec, child.stdout, child.stderr);
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
             tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
         }

@@ -35,6 +35,14 @@ impl Output {
     }
 }
 
+/// A new process's pipes, waiting to be handed over.
+pub(super) struct Pending {
+    pid: u32,
+    spec: AppSpec,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
 /// Resolves when the keeper died (never without one). A free function, so the main loop can
 /// wait on it while its other branches borrow other fields.
 pub(super) async fn keeper_lost(keeper: Option<&crate::keeper::Keeper>) {
@@ -54,8 +62,41 @@ impl Runtime {
         }
     }
 
+    /// Keeps a new process's pipes until [`Self::hand_over_output`].
+    pub(super) fn queue_output(
+        &mut self,
+        pid: u32,
+        spec: &AppSpec,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) {
+        self.pending_output.push(Pending {
+            pid,
+            spec: spec.clone(),
+            stdout,
+            stderr,
+        });
+    }
+
+    /// Hands the queued pipes to the keeper (or captures them here).
+    pub(super) fn hand_over_output(&mut self) {
+        for p in std::mem::take(&mut self.pending_output) {
+            match self.capture_output(p.pid, &p.spec, p.stdout, p.stderr) {
+                Ok(out) => {
+                    self.procs.insert(p.pid, out);
+                }
+                // the process runs; its output waits in the pipes' buffer, which it may fill
+                Err(e) => tracing::error!(
+                    app = %p.spec.name,
+                    "cannot capture the output of pid {}: {e}",
+                    p.pid
+                ),
+            }
+        }
+    }
+
     /// Hands a new process's pipes to the keeper, or captures them here when there is none.
-    pub(super) fn capture_output(
+    fn capture_output(
         &mut self,
         pid: u32,
         spec: &AppSpec,
