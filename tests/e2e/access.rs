@@ -87,6 +87,8 @@ fn readers_read_and_only_authorised_callers_change_things() {
     for args in [
         &["stop", "svc"][..],
         &["delete", "svc"],
+        &["reload", "svc"],
+        &["scale", "svc", "3"],
         &["start", "sleep", "--name", "evil", "--", "1"],
         &["kill"],
     ] {

@@ -550,7 +550,7 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
         !stderr.contains("api: watch"),
         "watch is converted: {stderr}"
     );
-    for unmapped in ["api: instances", "api: exec_mode", "api: log_date_format"] {
+    for unmapped in ["api: exec_mode", "api: log_date_format"] {
         assert!(
             stderr.contains(unmapped),
             "{unmapped} not listed:\n{stderr}"
@@ -559,6 +559,7 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
     assert!(stderr.contains("worker-1"), "renamed: {stderr}");
     let yml = std::fs::read_to_string(dir.join("turbo.yml")).unwrap();
     assert!(yml.starts_with("# Converted from ecosystem.json"), "{yml}");
+    assert!(yml.contains("instances: 2"), "{yml}");
 
     // the daemon accepts it as it is
     let started = run_in(&d, &dir, &["start", "turbo.yml"]);
@@ -567,7 +568,18 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
         "{}\n--- turbo.yml ---\n{yml}",
         String::from_utf8_lossy(&started.stderr)
     );
-    d.wait_app("api", "api online", |a| a["state"] == "online");
+    wait_for(
+        "both instances of api online",
+        Duration::from_secs(10),
+        || {
+            let online = d
+                .status()
+                .iter()
+                .filter(|a| a["name"] == "api" && a["state"] == "online")
+                .count();
+            (online == 2).then_some(())
+        },
+    );
     let api = d.json(&["describe", "api"]);
     let config = &api["config"];
     assert_eq!(api["status"]["memory_limit_bytes"], 64 << 20);

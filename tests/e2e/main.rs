@@ -3,7 +3,9 @@
 
 mod access;
 mod bad_input;
+mod chaos;
 mod cli_tour;
+mod cluster;
 mod dbus;
 mod ebpf;
 mod hardening;

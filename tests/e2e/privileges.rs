@@ -273,7 +273,13 @@ fn an_app_runs_with_the_user_groups_umask_and_limits_it_asks_for() {
         "PATH is inherited"
     );
     assert!(!env.contains_key(CANARY.0), "{env:?}");
-    assert!(!env.keys().any(|k| k.starts_with("TURBO_")), "{env:?}");
+    // the daemon's own TURBO_* never; the instance number of the app itself, always
+    assert!(
+        !env.keys()
+            .any(|k| k.starts_with("TURBO_") && k != "TURBO_INSTANCE" && k != "TURBO_INSTANCES"),
+        "{env:?}"
+    );
+    assert_eq!(env.get("TURBO_INSTANCE").map(String::as_str), Some("0"));
 
     // explicit group and supplementary groups replace the user's
     let pid = online_pid(&d, "grouped");

@@ -400,6 +400,10 @@ pub struct AppConfigInfo {
     pub nice: i32,
     /// `oom_score_adj`; [`AppConfigInfo::INHERITED`] when inherited from the daemon.
     pub oom_score_adj: i32,
+    /// How many instances the app runs (`instances:`).
+    pub instances: u32,
+    /// Addresses the daemon listens on for it (`listen:`), passed to every instance.
+    pub listen: Vec<String>,
     /// The health check in one line (`http http://127.0.0.1:3000/health (status 200-399)
     /// every 10s, ...`); empty without one.
     pub health_check: String,
@@ -453,6 +457,8 @@ impl Default for AppConfigInfo {
             rlimits: Vec::new(),
             nice: Self::INHERITED,
             oom_score_adj: Self::INHERITED,
+            instances: 1,
+            listen: Vec::new(),
             health_check: String::new(),
             health_last_error: String::new(),
             watch_paths: Vec::new(),
@@ -751,5 +757,31 @@ mod tests {
         assert!(unknown.to_json()["memory_growth_bytes_per_hour"].is_null());
         assert_eq!(j["last_exit"]["signal"], 9);
         assert!(j["last_exit"]["code"].is_null());
+    }
+}
+
+/// Which output stream of an app a log record came from: the `stream` field of a json log
+/// record (`"out"` or `"err"`), shared by the daemon that writes the records and the CLI that
+/// reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output (`<app>-out.log`).
+    Out,
+    /// Standard error (`<app>-err.log`).
+    Err,
+}
+
+impl LogStream {
+    /// Both streams, stdout first.
+    pub const BOTH: [LogStream; 2] = [LogStream::Out, LogStream::Err];
+
+    /// `out` or `err`, as in json records and metric labels.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::Err => "err",
+        }
     }
 }

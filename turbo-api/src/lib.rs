@@ -12,10 +12,11 @@ mod names;
 
 pub use dto::{
     AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
-    Health, rfc3339_ms,
+    Health, LogStream, rfc3339_ms,
 };
 pub use names::{
-    MAX_NAME_LEN, app_path, escape_path_component, parse_duration, parse_size, validate_app_name,
+    MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration, parse_size,
+    validate_app_name,
 };
 
 /// Well-known bus name of the daemon.
@@ -46,6 +47,8 @@ pub mod option {
     pub const AUTORESTART: &str = "autorestart";
     /// `t`: restart the app when its resident memory reaches this many bytes.
     pub const MAX_MEMORY: &str = "max_memory";
+    /// `u`: how many instances to run (default 1).
+    pub const INSTANCES: &str = "instances";
     /// `b`: restart the app when files under its cwd change (watch mode).
     pub const WATCH: &str = "watch";
 }
@@ -138,6 +141,13 @@ mod proxy {
         /// Restarts (or starts, if stopped) the apps matching `target`.
         fn restart_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
 
+        /// Replaces the running instances of the apps matching `target` one at a time, each
+        /// once its replacement is ready (zero-downtime reload).
+        fn reload_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Runs `count` instances of app `name`.
+        fn scale_app(&self, name: &str, count: u32) -> zbus::Result<Vec<AppStatus>>;
+
         /// Stops and forgets the apps matching `target`; returns the names deleted.
         fn delete_app(&self, target: &str) -> zbus::Result<Vec<String>>;
 
@@ -146,6 +156,11 @@ mod proxy {
 
         /// Stops every app, then the daemon.
         fn shutdown(&self) -> zbus::Result<()>;
+
+        /// Saves the state and re-executes the daemon binary from its install path, in place
+        /// (same pid): apps keep running, the log keeper keeps their output, the new daemon
+        /// adopts them. Replies before the exec; the name is back once the new daemon is ready.
+        fn upgrade(&self) -> zbus::Result<()>;
 
         /// Clears restart counters and the crash-loop state of the matching apps; an `errored`
         /// app starts again.

@@ -77,6 +77,17 @@ pub fn app_path(name: &str) -> OwnedObjectPath {
         .expect("escaped component is a valid object path element")
 }
 
+/// Object path of instance `instance` of the app called `name`: the app's path for instance 0,
+/// the path of `name:N` (escaped) for the others.
+#[must_use]
+pub fn instance_path(name: &str, instance: u32) -> OwnedObjectPath {
+    if instance == 0 {
+        app_path(name)
+    } else {
+        app_path(&format!("{name}:{instance}"))
+    }
+}
+
 /// `500ms`, `5s`, `1m`, `2h`; a bare number is seconds. The one duration syntax of `turbo.yml`
 /// and the CLI (`--wait-timeout`).
 #[must_use]

@@ -34,6 +34,11 @@ pub enum Cmd {
     Restart(RestartArgs),
     /// Stop apps and forget them.
     Delete(TargetArg),
+    /// Replace running instances one at a time, each once its replacement is ready (no downtime
+    /// when the app serves from a `listen:` socket).
+    Reload(TargetArg),
+    /// Run N instances of an app: new ones start, the highest-numbered stop.
+    Scale(ScaleArgs),
     /// Show the apps and their state.
     #[command(visible_alias = "ls", alias = "list")]
     Status(JsonArg),
@@ -57,6 +62,9 @@ pub enum Cmd {
     Ping,
     /// Stop every app, then the daemon.
     Kill,
+    /// The daemon itself: `turbo daemon upgrade`.
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
     /// Install the systemd unit of system mode (with its bus and polkit policy) and enable it.
     Startup(StartupArgs),
     /// Disable the systemd unit and remove what `turbo startup` installed.
@@ -129,6 +137,14 @@ pub struct ImportPm2Args {
     pub force: bool,
 }
 
+/// `turbo daemon ...`.
+#[derive(Debug, Subcommand)]
+pub enum DaemonCmd {
+    /// Re-execute the daemon binary from its install path in place (after replacing it): apps
+    /// keep running with the same pids, no log line is lost, the new daemon adopts everything.
+    Upgrade,
+}
+
 /// `turbo startup`.
 #[derive(Debug, Args)]
 pub struct StartupArgs {
@@ -172,6 +188,9 @@ pub struct StartArgs {
     /// Restart the app when its resident memory reaches this size (e.g. 512mb).
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<String>,
+    /// Run this many instances (`max`: one per online CPU); each gets TURBO_INSTANCE.
+    #[arg(long, value_name = "N|max")]
+    pub instances: Option<String>,
     /// Restart the app when files under its working directory change (watch mode).
     #[arg(long)]
     pub watch: bool,
@@ -180,6 +199,17 @@ pub struct StartArgs {
     /// Arguments passed to the script or command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
+}
+
+/// `turbo scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// App name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// How many instances to run (at least 1).
+    #[arg(value_name = "N")]
+    pub count: u32,
 }
 
 /// `--wait` and `--wait-timeout` of start and restart.
@@ -202,8 +232,8 @@ pub struct WaitArgs {
 /// `turbo restart`.
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// App name, app id, or `all`.
-    #[arg(value_name = "NAME|ID|all")]
+    /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|all")]
     pub target: String,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -212,8 +242,8 @@ pub struct RestartArgs {
 /// An app selector for stop/restart/delete.
 #[derive(Debug, Args)]
 pub struct TargetArg {
-    /// App name, app id, or `all`.
-    #[arg(value_name = "NAME|ID|all")]
+    /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|all")]
     pub target: String,
 }
 

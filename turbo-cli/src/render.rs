@@ -152,6 +152,13 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
     if apps.is_empty() {
         return NO_APPS.to_owned();
     }
+    // instances of one app show as `name:N`
+    let labelled: Vec<AppStatus> = apps
+        .iter()
+        .zip(instance_labels(apps))
+        .map(|(a, name)| AppStatus { name, ..a.clone() })
+        .collect();
+    let apps = labelled.as_slice();
     let mut cols: Vec<Col> = Col::ALL.to_vec();
     let mut table = status_table(apps, &cols, opts.color);
     if let Some(width) = opts.width {
@@ -182,6 +189,21 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
         }
     }
     trim_lines(&table.to_string())
+}
+
+/// Each app's name, with `:instance` when several instances of it are listed (the target
+/// syntax that names one instance).
+#[must_use]
+pub fn instance_labels(apps: &[AppStatus]) -> Vec<String> {
+    apps.iter()
+        .map(|app| {
+            if apps.iter().filter(|a| a.name == app.name).count() > 1 {
+                format!("{}:{}", app.name, app.instance)
+            } else {
+                app.name.clone()
+            }
+        })
+        .collect()
 }
 
 /// Names are never cut shorter than this, even if the table then overflows.

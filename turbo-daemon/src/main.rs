@@ -1,5 +1,5 @@
-//! `turbo-daemon`: tunes the allocator, parses flags, sets up logging, runs [`turbo_daemon::run`].
-//! Nothing else.
+//! `turbo-daemon`: tunes the allocator, parses flags, sets up logging, runs
+//! [`turbo_daemon::run`] (or the log keeper). Nothing else.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -48,6 +48,12 @@ struct Args {
     #[arg(long, env = "TURBO_LEAK_WINDOW", value_name = "DURATION", default_value = "1h",
           value_parser = parse_duration)]
     leak_window: Duration,
+    /// Run as the log keeper of --home (started by the daemon itself; see docs/log-keeper.md)
+    #[arg(long, hide = true, requires = "home")]
+    log_keeper: bool,
+    /// The app log directory (with --log-keeper) [default: <home>/logs]
+    #[arg(long, hide = true, requires = "log_keeper")]
+    log_dir: Option<PathBuf>,
 }
 
 /// `--metrics-listen`: an address, or off.
@@ -89,6 +95,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     turbo_daemon::runtime::sys::settle_allocator();
     let args = Args::parse();
+    // set by the previous image of this process on `turbo daemon upgrade`; read and removed
+    // while the process has one thread (changing the environment is not thread-safe)
+    let reexec_bus = std::env::var(turbo_daemon::runtime::bus::REEXEC_ENV).ok();
+    // SAFETY: single-threaded here: no runtime, no other thread has started yet.
+    unsafe { std::env::remove_var(turbo_daemon::runtime::bus::REEXEC_ENV) };
     // TURBO_LOG: `debug`, or per target like `info,turbo_daemon=debug`. Parsed as plain
     // `Targets`, not `EnvFilter`, whose regular expressions would be a few hundred KiB of code
     // in a daemon that is resident on every host.
@@ -112,6 +123,18 @@ fn main() -> ExitCode {
             "TURBO_LOG '{text}' is not a level or a list like `info,turbo_daemon=debug` ({e}); \
              logging at info"
         );
+    }
+    if args.log_keeper {
+        // no tokio runtime: the keeper is a small synchronous loop (turbo_daemon::keeper)
+        let home = args.home.unwrap_or_default();
+        let log_dir = args.log_dir.unwrap_or_else(|| home.join("logs"));
+        return match turbo_daemon::keeper::server::serve(&home, &log_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("turbo-daemon --log-keeper: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let system = args.system || args.bus_address.is_some();
     let (home, log_dir) = match args.home {
@@ -142,6 +165,7 @@ fn main() -> ExitCode {
                 ..turbo_daemon::supervisor::leak::LeakPolicy::default()
             },
         },
+        reexec_bus,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

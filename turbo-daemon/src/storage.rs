@@ -45,6 +45,9 @@ pub struct SavedState {
 pub struct SavedApp {
     /// Id.
     pub id: u32,
+    /// Instance number (files from before instances have none: 0).
+    #[serde(default)]
+    pub instance: u32,
     /// What to run.
     pub spec: AppSpec,
     /// Whether it should run.
@@ -380,6 +383,7 @@ mod tests {
             saved_at_ms: 1,
             apps: vec![SavedApp {
                 id: 3,
+                instance: 0,
                 spec: AppSpec::new("api", vec!["/bin/sleep".into(), "9".into()], "/".into()),
                 desired: Desired::Running,
                 restarts: 2,

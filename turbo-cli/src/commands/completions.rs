@@ -28,9 +28,10 @@ use crate::{
 };
 
 /// Commands whose first positional argument is an app name, an app id, or `all`.
-pub const APP_OR_ALL_COMMANDS: [&str; 5] = ["stop", "restart", "delete", "reset", "flush"];
+pub const APP_OR_ALL_COMMANDS: [&str; 6] =
+    ["stop", "restart", "reload", "delete", "reset", "flush"];
 /// Commands whose first positional argument is one app (name or id).
-pub const APP_COMMANDS: [&str; 3] = ["logs", "crashes", "describe"];
+pub const APP_COMMANDS: [&str; 4] = ["logs", "crashes", "describe", "scale"];
 
 /// How long `__complete-apps` may take before giving up silently: a prompt must not hang.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -350,7 +351,7 @@ mod tests {
             !s.contains("complete -F _turbo "),
             "clap's own registration is replaced"
         );
-        assert!(s.contains("stop|restart|delete|reset|flush) extra=\"all\""));
+        assert!(s.contains("stop|restart|reload|delete|reset|flush) extra=\"all\""));
         assert!(s.contains("__complete-apps"));
     }
 
@@ -377,9 +378,9 @@ mod tests {
         let s = completion_script(CompletionShell::Fish);
         assert!(s.contains("function __fish_turbo_apps"));
         assert!(s.contains(
-            "complete -c turbo -n \"__fish_turbo_using_subcommand stop restart delete reset flush\" -f -a '(__fish_turbo_apps) all'"
+            "complete -c turbo -n \"__fish_turbo_using_subcommand stop restart reload delete reset flush\" -f -a '(__fish_turbo_apps) all'"
         ));
-        assert!(s.contains("__fish_turbo_using_subcommand logs crashes describe"));
+        assert!(s.contains("__fish_turbo_using_subcommand logs crashes describe scale"));
     }
 
     #[test]

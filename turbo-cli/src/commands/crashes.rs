@@ -287,8 +287,27 @@ pub fn render_describe(
         "last exit",
         &render::last_exit_text(&status.last_exit),
     );
+    if config.instances > 1 {
+        row(
+            &mut out,
+            "instance",
+            &format!(
+                "{} of 0..{} (`{}:N` names another)",
+                status.instance,
+                config.instances - 1,
+                status.name
+            ),
+        );
+    }
     head(&mut out, "Command");
     row(&mut out, "argv", &status.argv.join(" "));
+    if !config.listen.is_empty() {
+        row(
+            &mut out,
+            "listen",
+            &format!("{} (fds from 3, LISTEN_FDS)", config.listen.join(", ")),
+        );
+    }
     row(&mut out, "cwd", &status.cwd);
     row(
         &mut out,

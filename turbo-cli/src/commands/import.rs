@@ -119,11 +119,23 @@ pub struct TurboApp {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<NameOrId>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Instances>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<Watch>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ignore_watch: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_delay: Option<String>,
+}
+
+/// `instances:`: a count, or `max` (one per CPU).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Instances {
+    /// That many.
+    Count(u64),
+    /// `max`.
+    Max(&'static str),
 }
 
 /// `watch:`: `true` (the cwd) or paths.
@@ -324,9 +336,13 @@ const DROPPED: &[(&str, Option<&str>, &str)] = &[
     (
         "instance_var",
         Some("NODE_APP_INSTANCE"),
-        "one instance per app",
+        "turbo sets TURBO_INSTANCE and NODE_APP_INSTANCE",
     ),
-    ("increment_var", None, "one instance per app"),
+    (
+        "increment_var",
+        None,
+        "no per-instance increments: compute from TURBO_INSTANCE",
+    ),
     (
         "filter_env",
         Some("false"),
@@ -587,6 +603,10 @@ pub fn convert(doc: &Value, opts: &Options) -> Result<Conversion, String> {
         if let Some(n) = seen.get_mut(&app.name) {
             *n += 1;
             if source == Source::Dump {
+                let count = *n;
+                if let Some(first) = out.apps.iter_mut().find(|a| a.name == app.name) {
+                    first.instances = u64::try_from(count).ok().map(Instances::Count);
+                }
                 continue;
             }
             let renamed = format!("{}-{}", app.name, n);
@@ -604,20 +624,6 @@ pub fn convert(doc: &Value, opts: &Options) -> Result<Conversion, String> {
         }
         seen.insert(app.name.clone(), 1);
         out.apps.push(app);
-    }
-    if source == Source::Dump {
-        for (name, n) in &seen {
-            if *n > 1 {
-                out.notes.push(Note {
-                    app: name.clone(),
-                    key: "instances".into(),
-                    kind: NoteKind::Dropped,
-                    what: format!(
-                        "{n} processes in the dump; turbo runs one (instances are planned)"
-                    ),
-                });
-            }
-        }
     }
     if let Some(name) = &opts.env_name {
         let key = format!("env_{name}");
@@ -1150,15 +1156,27 @@ fn convert_app(
     app.user = get(map, &["uid", "user"]).and_then(id_or_name);
     app.group = get(map, &["gid"]).and_then(id_or_name);
 
-    // instances and mode
-    if let Some(v) = get(map, &["instances"]) {
-        let one = matches!(v.as_i64(), Some(1)) || v.as_str() == Some("1");
-        if !one {
-            note(
-                "instances",
-                NoteKind::Dropped,
-                format!("{v} (turbo runs one process per app; instances are planned)"),
-            );
+    // instances and mode (a dump has one entry per instance: counted by the caller)
+    if let Some(v) = get(map, &["instances"])
+        && source == Source::Ecosystem
+    {
+        let n = v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+        match (n, v.as_str()) {
+            (Some(1), _) => {}
+            (Some(n), _) if n > 1 => app.instances = u64::try_from(n).ok().map(Instances::Count),
+            // PM2: 0 and "max" mean one per CPU, -N all CPUs but N
+            (Some(0), _) | (_, Some("max")) => app.instances = Some(Instances::Max("max")),
+            (Some(n), _) if n < 0 => {
+                app.instances = Some(Instances::Max("max"));
+                note(
+                    "instances",
+                    NoteKind::Approximated,
+                    format!("{n} (all CPUs but {}): turbo runs one per CPU (`max`)", -n),
+                );
+            }
+            _ => note("instances", NoteKind::Dropped, format!("{v} (not a count)")),
         }
     }
     if let Some(mode) = get(map, &["exec_mode"]).and_then(text)
@@ -1166,8 +1184,10 @@ fn convert_app(
     {
         note(
             "exec_mode",
-            NoteKind::Dropped,
-            "cluster mode is Node's; turbo runs one process per app".to_owned(),
+            NoteKind::Approximated,
+            "cluster mode is Node's: turbo runs each instance as its own process; to share a port, \
+             give it in `listen:` and read the socket from fd 3 (docs/cluster.md)"
+                .to_owned(),
         );
     }
 
@@ -1351,6 +1371,7 @@ mod tests {
         assert_eq!(app.user, Some(NameOrId::Name("www-data".into())));
         assert_eq!(app.group, Some(NameOrId::Id(33)));
         assert_eq!(app.stop_signal, Some("SIGINT"));
+        assert_eq!(app.instances, Some(Instances::Count(4)));
         assert_eq!(app.watch, Some(Watch::Paths(vec!["src".into()])));
         assert_eq!(app.ignore_watch, ["node_modules", "*.log"]);
         assert_eq!(app.watch_delay.as_deref(), Some("1500ms"));
@@ -1361,7 +1382,6 @@ mod tests {
             [
                 "colour",
                 "exec_mode",
-                "instances",
                 "log_date_format",
                 "max_restarts",
                 "out_file",
@@ -1483,10 +1503,15 @@ mod tests {
         assert_eq!(app.cwd.as_deref(), Some("/srv/web"));
         assert_eq!(app.env.keys().collect::<Vec<_>>(), ["NODE_ENV"]);
         assert_eq!(app.max_memory.as_deref(), Some("512mb"));
+        assert_eq!(
+            app.instances,
+            Some(Instances::Count(2)),
+            "one entry per instance"
+        );
         let mut k = keys(&c.notes);
         k.sort_unstable();
         k.dedup();
-        assert_eq!(k, ["env", "instances", "name"], "{:?}", c.notes);
+        assert_eq!(k, ["env", "name"], "{:?}", c.notes);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `turbo stop|restart|delete|reset <name|id|all>`: one call each, then show what changed.
+//! `turbo stop|restart|reload|delete|reset <name|id|all>` and `turbo scale <name> <n>`: one call
+//! each, then show what changed.
 //!
 //! Matching the target (name, id, `all`) is the daemon's job, so the CLI and busctl users see
 //! the same rules and the same "not found" message.
@@ -14,6 +15,7 @@ pub enum Verb {
     Restart,
     Delete,
     Reset,
+    Reload,
 }
 
 pub async fn run(verb: Verb, target: &str) -> Result<()> {
@@ -39,6 +41,10 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
             Ok(apps) => print_table(&apps),
             Err(e) => refused(e).await,
         },
+        Verb::Reload => match proxy.reload_app(target).await {
+            Ok(apps) => print_table(&apps),
+            Err(e) => refused(e).await,
+        },
         Verb::Reset => match proxy.reset_app(target).await {
             Ok(apps) => print_table(&apps),
             Err(e) => refused(e).await,
@@ -47,6 +53,15 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
             Ok(names) => term::emit(&deleted_line(&names)),
             Err(e) => refused(e).await,
         },
+    }
+}
+
+/// `turbo scale <name> <n>`.
+pub async fn scale(name: &str, count: u32) -> Result<()> {
+    let daemon = daemon().await?;
+    match daemon.proxy.scale_app(name, count).await {
+        Ok(apps) => print_table(&apps),
+        Err(e) => Err(target_error(&daemon, name, &e).await),
     }
 }
 

@@ -34,6 +34,8 @@ enum Plan {
         env: HashMap<String, String>,
         autorestart: Option<&'static str>,
         max_memory: Option<u64>,
+        /// `--instances`: a count or `max`, checked by the daemon.
+        instances: Option<String>,
         watch: bool,
     },
 }
@@ -66,6 +68,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             env,
             autorestart,
             max_memory,
+            instances,
             watch,
         } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -80,6 +83,12 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             if let Some(bytes) = max_memory {
                 options.insert(option::MAX_MEMORY, Value::from(bytes));
             }
+            let several = instances.is_some();
+            match instances.as_deref().map(str::parse::<u32>) {
+                Some(Ok(n)) => drop(options.insert(option::INSTANCES, Value::from(n))),
+                Some(Err(_)) => drop(options.insert(option::INSTANCES, Value::from("max"))),
+                None => {}
+            }
             if watch {
                 options.insert(option::WATCH, Value::from(true));
             }
@@ -88,7 +97,13 @@ pub async fn run(args: &StartArgs) -> Result<()> {
                 .start_app(&name, &argv, options)
                 .await
                 .map_err(|e| call_error(&e))?;
-            vec![status]
+            if several {
+                // StartApp answers with one instance: show them all
+                let all = daemon.proxy.list_apps().await.map_err(|e| call_error(&e))?;
+                all.into_iter().filter(|a| a.name == status.name).collect()
+            } else {
+                vec![status]
+            }
         }
     };
     let Some(timeout) = wait_for else {
@@ -129,6 +144,9 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         }
         if args.max_memory.is_some() {
             ignored.push("--max-memory");
+        }
+        if args.instances.is_some() {
+            ignored.push("--instances");
         }
         if args.watch {
             ignored.push("--watch");
@@ -184,6 +202,11 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         env,
         autorestart: args.no_autorestart.then_some("never"),
         max_memory,
+        instances: match args.instances.as_deref() {
+            None => None,
+            Some(n) if n == "max" || n.parse::<u32>().is_ok() => Some(n.to_owned()),
+            Some(n) => bail!("--instances '{n}' is not a count: give a number like 4, or `max`"),
+        },
         watch: args.watch,
     })
 }
@@ -279,6 +302,7 @@ mod tests {
             env: vec![],
             no_autorestart: false,
             max_memory: None,
+            instances: None,
             watch: false,
             wait: crate::cli::WaitArgs::default(),
             args: vec![],
@@ -306,6 +330,7 @@ mod tests {
                 env: HashMap::new(),
                 autorestart: None,
                 max_memory: None,
+                instances: None,
                 watch: false,
             }
         );
@@ -320,6 +345,7 @@ mod tests {
                 env: vec!["A=1".into(), "URL=http://x/?a=b".into(), "EMPTY=".into()],
                 no_autorestart: true,
                 max_memory: Some("1.5mb".into()),
+                instances: Some("max".into()),
                 ..args("ticker.py")
             },
             Path::new(CWD),
@@ -332,12 +358,14 @@ mod tests {
             env,
             autorestart,
             max_memory,
+            instances,
             ..
         } = plan
         else {
             panic!("not an app: {plan:?}");
         };
         assert_eq!(name, "tick");
+        assert_eq!(instances.as_deref(), Some("max"));
         assert_eq!(max_memory, Some(1_572_864));
         assert_eq!(argv, ["ticker.py"]);
         assert_eq!(cwd, "/home/u/proj/../other/dir");

@@ -179,6 +179,26 @@ pub fn check_target(target: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Most instances one app may have: far beyond any CPU count, low enough that a typo cannot
+/// fork-bomb the machine.
+pub const MAX_INSTANCES: u32 = 1024;
+
+/// Checks an instance count (`instances:`, `--instances`, `turbo scale`).
+///
+/// # Errors
+/// 0 or more than [`MAX_INSTANCES`], with what to do instead.
+pub fn check_instances(count: u32) -> Result<(), String> {
+    if count == 0 {
+        return Err("0 instances: run at least 1 (`turbo stop` stops an app)".into());
+    }
+    if count > MAX_INSTANCES {
+        return Err(format!(
+            "{count} instances: at most {MAX_INSTANCES} (`max` means one per online CPU)"
+        ));
+    }
+    Ok(())
+}
+
 /// At most 64 characters of `text`, with `…` when cut: for quoting untrusted text in a message.
 #[must_use]
 pub fn shorten(text: &str) -> String {

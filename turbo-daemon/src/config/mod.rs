@@ -88,6 +88,10 @@ struct AppConfig {
     rlimits: RlimitsConfig,
     nice: Option<i64>,
     oom_score_adj: Option<i64>,
+    /// `N` or `max` (one per online CPU).
+    instances: Option<Scalar>,
+    /// An address (`0.0.0.0:3000`) or a list of them: sockets the daemon binds and passes on.
+    listen: Option<OneOrMany>,
     // ---- watch mode and health checks (issue #6) ----
     /// `true` (the cwd), `false`, or a list of paths.
     watch: Option<serde_yaml_ng::Value>,
@@ -104,6 +108,14 @@ struct AppConfig {
     ready_timeout: Option<Scalar>,
     /// Restart an app that sends no `WATCHDOG=1` for this long.
     watchdog: Option<Scalar>,
+}
+
+/// A value or a list of values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `restart:` as written.
@@ -417,6 +429,18 @@ pub fn from_options(
                 Ok(s) => app.autorestart = Some(s),
                 Err(_) => errors.push("option 'autorestart' must be a string".to_owned()),
             },
+            turbo_api::option::INSTANCES => {
+                match (
+                    u32::try_from(value.clone()),
+                    String::try_from(value.clone()),
+                ) {
+                    (Ok(n), _) => app.instances = Some(Scalar::Number(f64::from(n))),
+                    (_, Ok(max)) if max == "max" => app.instances = Some(Scalar::Text(max)),
+                    _ => {
+                        errors.push("option 'instances' must be a count (u) or \"max\"".to_owned())
+                    }
+                }
+            }
             turbo_api::option::WATCH => match bool::try_from(value.clone()) {
                 Ok(w) => app.watch = Some(serde_yaml_ng::Value::Bool(w)),
                 Err(_) => errors.push("option 'watch' must be a boolean (b)".to_owned()),
@@ -427,7 +451,7 @@ pub fn from_options(
                 Err(_) => errors.push("option 'max_memory' must be a byte count (t)".to_owned()),
             },
             other => errors.push(format!(
-                "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch)",
+                "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch, instances)",
                 input::shorten(&other.escape_default().to_string())
             )),
         }
@@ -596,6 +620,32 @@ fn validate(
         match d.duration("kill_timeout") {
             Ok(d) => spec.kill_timeout = d,
             Err(e) => errors.push(Problem::new("kill_timeout", e)),
+        }
+    }
+    if let Some(n) = &app.instances {
+        match instance_count(n) {
+            Ok(n) => spec.instances = n,
+            Err(e) => errors.push(Problem::new("instances", e)),
+        }
+    }
+    match app.listen {
+        None => {}
+        Some(OneOrMany::One(addr)) => match check_listen(&addr) {
+            Ok(()) => spec.listen = vec![addr],
+            Err(e) => errors.push(Problem::new("listen", e)),
+        },
+        Some(OneOrMany::Many(addrs)) => {
+            for (k, addr) in addrs.iter().enumerate() {
+                if let Err(e) = check_listen(addr) {
+                    errors.push(Problem::new(format!("listen[{k}]"), e));
+                } else if addrs[..k].contains(addr) {
+                    errors.push(Problem::new(
+                        format!("listen[{k}]"),
+                        format!("listen: {addr} is given twice"),
+                    ));
+                }
+            }
+            spec.listen = addrs;
         }
     }
     checks::apply_watch(
@@ -796,6 +846,55 @@ fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
 
 /// Reads an `env_file`: a regular file of at most [`input::MAX_ENV_FILE_BYTES`]. Opened
 /// non-blocking, so that a FIFO cannot hang the daemon before it is found not to be a file.
+/// `instances:`: a count from 1 to [`input::MAX_INSTANCES`], or `max` (the online CPUs).
+fn instance_count(value: &Scalar) -> Result<u32, String> {
+    let n = match value {
+        Scalar::Text(t) if t == "max" => online_cpus(),
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked to be a whole number in range first"
+        )]
+        Scalar::Number(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(n) => {
+            *n as u32
+        }
+        Scalar::Number(n) => {
+            return Err(format!(
+                "instances {n} is not a count: give a whole number like 4, or `max` for one per CPU"
+            ));
+        }
+        Scalar::Text(t) => {
+            return Err(format!(
+                "instances '{}' is not a count: give a whole number like 4, or `max` for one per CPU",
+                input::shorten(t)
+            ));
+        }
+    };
+    input::check_instances(n).map(|()| n)
+}
+
+/// The number of online CPUs (`max` instances).
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf with a constant name has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(1)
+}
+
+/// `listen:`: an IP address with a port. Whether the port is free is known only when the daemon
+/// binds it (at the first start), which reports `cannot listen on <addr>: <cause>`.
+fn check_listen(addr: &str) -> Result<(), String> {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err(format!(
+            "listen: {addr} has port 0: give the port the app serves on, like 0.0.0.0:3000"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "listen: '{}' is not an IP address with a port: write it like 0.0.0.0:3000 or [::]:3000",
+            input::shorten(addr)
+        )),
+    }
+}
+
 fn read_env_file(path: &Path) -> std::io::Result<String> {
     use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
     let file = std::fs::OpenOptions::new()
@@ -1282,5 +1381,61 @@ mod tests {
         std::fs::write(&big, "A=".to_owned() + &"x".repeat(2 << 20)).unwrap();
         let e = parse_config(&yml("big.env"), "t.yml", dir.path(), PATH).unwrap_err();
         assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn instances_and_listen() {
+        let ok = |yml: &str| parse_config(yml, "t.yml", Path::new("/"), PATH).unwrap();
+        let spec =
+            &ok("apps:\n- name: a\n  cmd: [sleep]\n  instances: 3\n  listen: 0.0.0.0:3000\n")[0];
+        assert_eq!(
+            (spec.instances, spec.listen.as_slice()),
+            (3, ["0.0.0.0:3000".to_owned()].as_slice())
+        );
+        let spec = &ok(
+            "apps:\n- name: a\n  cmd: [sleep]\n  instances: max\n  listen: [\"127.0.0.1:1\", \"[::1]:2\"]\n",
+        )[0];
+        assert_eq!(spec.instances, online_cpus());
+        assert_eq!(spec.listen, ["127.0.0.1:1", "[::1]:2"]);
+        assert_eq!(ok("apps:\n- name: a\n  cmd: [sleep]\n")[0].instances, 1);
+        for (yml, want) in [
+            (
+                "  instances: 0\n",
+                "t.yml:4:14: apps[0] (a): 0 instances: run at least 1",
+            ),
+            (
+                "  instances: 2.5\n",
+                "t.yml:4:14: apps[0] (a): instances 2.5 is not a count",
+            ),
+            (
+                "  instances: lots\n",
+                "t.yml:4:14: apps[0] (a): instances 'lots' is not a count",
+            ),
+            (
+                "  instances: 5000\n",
+                "t.yml:4:14: apps[0] (a): 5000 instances: at most 1024",
+            ),
+            (
+                "  listen: :3000\n",
+                "t.yml:4:11: apps[0] (a): listen: ':3000' is not an IP address",
+            ),
+            (
+                "  listen: 0.0.0.0:0\n",
+                "t.yml:4:11: apps[0] (a): listen: 0.0.0.0:0 has port 0",
+            ),
+            (
+                "  listen: [1.2.3.4:5, 1.2.3.4:5]\n",
+                "t.yml:4:23: apps[0] (a): listen: 1.2.3.4:5 is given twice",
+            ),
+        ] {
+            let e = parse_config(
+                &format!("apps:\n- name: a\n  cmd: [sleep]\n{yml}"),
+                "t.yml",
+                Path::new("/"),
+                PATH,
+            )
+            .unwrap_err();
+            assert!(e.starts_with(want), "{yml}: {e}");
+        }
     }
 }

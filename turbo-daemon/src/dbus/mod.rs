@@ -13,7 +13,8 @@ use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
-    AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH, app_path,
+    AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH,
+    instance_path,
 };
 use zbus::{interface, object_server::SignalEmitter, zvariant::OwnedValue};
 
@@ -173,6 +174,39 @@ impl ManagerIface {
         self.apps(Op::Restart(target)).await
     }
 
+    /// Replaces the running instances of apps (name, `name:N`, id or `all`) one at a time,
+    /// each once its replacement is ready; returns the replacements when all are done, or fails
+    /// with the old instances still running. Authorised as a restart.
+    #[zbus(out_args("apps"))]
+    async fn reload_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        target_ok(&target)?;
+        self.policy
+            .authorize(conn, &hdr, "restart", &target)
+            .await?;
+        self.apps(Op::Reload(target)).await
+    }
+
+    /// Runs `count` instances of app `name`: new ones start, the highest-numbered stop
+    /// gracefully; returns the instances once they have started or stopped.
+    #[zbus(out_args("apps"))]
+    async fn scale_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+        count: u32,
+    ) -> Result<Vec<AppStatus>, Error> {
+        invalid(turbo_api::validate_app_name(&name))?;
+        invalid(input::check_instances(count))?;
+        self.policy.authorize(conn, &hdr, "scale", &name).await?;
+        self.apps(Op::Scale(name, count)).await
+    }
+
     /// Stops and forgets apps (name, id or `all`).
     #[zbus(out_args("deleted"))]
     async fn delete_app(
@@ -202,6 +236,18 @@ impl ManagerIface {
             .authorize(conn, &hdr, "shutdown", "the daemon")
             .await?;
         self.call(Op::Shutdown).await.map(|_| ())
+    }
+
+    /// Re-executes the daemon binary in place; apps and their logs carry on.
+    async fn upgrade(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), Error> {
+        self.policy
+            .authorize(conn, &hdr, "upgrade", "the daemon")
+            .await?;
+        self.call(Op::Upgrade).await.map(|_| ())
     }
 
     /// Clears restart counters and crash-loop state (name, id or `all`); `errored` apps start.
@@ -432,6 +478,10 @@ impl AppIface {
 }
 
 /// Mirrors runtime notices onto the bus until the runtime goes away.
+///
+/// One object per instance ([`instance_path`]). During a reload a replacement and the instance
+/// it replaces share a path: the newest app owns it (`Added` takes it over), and only the owner's
+/// changes and removal touch it.
 pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceiver<Notice>) {
     let server = conn.object_server();
     let manager_emitter = match SignalEmitter::new(&conn, MANAGER_PATH) {
@@ -443,10 +493,16 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
     };
     while let Some(notice) = notices.recv().await {
         let result = match notice {
-            Notice::Added(status) => server
-                .at(app_path(&status.name), AppIface { status })
-                .await
-                .map(drop),
+            Notice::Added(status) => {
+                let path = instance_path(&status.name, status.instance);
+                match server.interface::<_, AppIface>(&path).await {
+                    Ok(iface) => {
+                        iface.get_mut().await.status = status.clone();
+                        refresh(server, status).await
+                    }
+                    Err(_) => server.at(path, AppIface { status }).await.map(drop),
+                }
+            }
             Notice::Changed(status) => {
                 let _ = ManagerIface::app_state_changed(
                     &manager_emitter,
@@ -463,10 +519,7 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
             Notice::Crashed(name, record) => {
                 ManagerIface::app_crashed(&manager_emitter, &name, record).await
             }
-            Notice::Removed(name) => server
-                .remove::<AppIface, _>(app_path(&name))
-                .await
-                .map(drop),
+            Notice::Removed(name, instance, id) => remove(server, &name, instance, id).await,
         };
         if let Err(e) = result {
             tracing::warn!("updating D-Bus objects failed: {e}");
@@ -474,10 +527,32 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
     }
 }
 
+/// Removes the object of instance `instance` of app `name` if app `id` still owns it (a
+/// reload's replacement may have taken the path over).
+async fn remove(
+    server: &zbus::ObjectServer,
+    name: &str,
+    instance: u32,
+    id: u32,
+) -> zbus::Result<()> {
+    let path = instance_path(name, instance);
+    let owner = match server.interface::<_, AppIface>(&path).await {
+        Ok(iface) => iface.get().await.status.id,
+        Err(_) => return Ok(()),
+    };
+    if owner == id {
+        server.remove::<AppIface, _>(&path).await?;
+    }
+    Ok(())
+}
+
 async fn refresh(server: &zbus::ObjectServer, status: AppStatus) -> zbus::Result<()> {
     let iface = server
-        .interface::<_, AppIface>(app_path(&status.name))
+        .interface::<_, AppIface>(instance_path(&status.name, status.instance))
         .await?;
+    if iface.get().await.status.id != status.id {
+        return Ok(()); // the path belongs to the replacement now
+    }
     let old = std::mem::replace(&mut iface.get_mut().await.status, status);
     let guard = iface.get().await;
     let new = &guard.status;

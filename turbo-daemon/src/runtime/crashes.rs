@@ -44,6 +44,13 @@ impl CrashStore {
         self.books.insert(app, book);
     }
 
+    /// Hands `from`'s records to `to` (a reload's replacement takes over its instance's).
+    pub fn hand_over(&mut self, from: AppId, to: AppId) {
+        if let Some(book) = self.books.remove(&from) {
+            self.books.insert(to, book);
+        }
+    }
+
     /// Forgets an app.
     pub fn remove(&mut self, app: AppId) {
         self.books.remove(&app);

@@ -21,6 +21,8 @@
 
 pub mod bus;
 pub mod crashes;
+pub mod listen;
+mod output;
 pub mod probe;
 pub mod sys;
 pub mod watch;
@@ -90,6 +92,10 @@ pub enum Op {
     Delete(String),
     /// `ResetApp`.
     Reset(String),
+    /// `ScaleApp`: name and instance count.
+    Scale(String, u32),
+    /// `ReloadApp`.
+    Reload(String),
     /// `WaitReady`: answer once the apps are ready (or fail).
     WaitReady {
         /// Name, id or `all`.
@@ -111,6 +117,17 @@ pub enum Op {
     DescribeEnv(String),
     /// Stop everything and exit.
     Shutdown,
+    /// Save the state and end the loop for a re-exec; apps keep running.
+    Upgrade,
+}
+
+/// Why [`Runtime::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every app stopped; the daemon exits.
+    Shutdown,
+    /// The state is saved and the apps run on: the daemon re-executes itself.
+    Upgrade,
 }
 
 /// A successful answer.
@@ -156,8 +173,8 @@ pub enum Notice {
     Crashed(String, CrashRecord),
     /// An app's memory crossed its warning level: name, resident bytes, `max_memory`.
     MemoryWarning(String, u64, u64),
-    /// An app is gone.
-    Removed(String),
+    /// An app is gone: its name, instance number and id.
+    Removed(String, u32, AppId),
 }
 
 /// Where things live.
@@ -263,6 +280,8 @@ pub struct MetricsSnapshot {
     pub daemon: Option<ProcessStats>,
     /// Every app.
     pub apps: Vec<AppMetrics>,
+    /// Log volume per app and stream (`turbo_log_bytes_total`, `turbo_log_dropped_bytes_total`).
+    pub logs: Vec<crate::keeper::AppCounters>,
 }
 
 /// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
@@ -354,15 +373,22 @@ enum Internal {
     CheckGroups,
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
-    /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid.
-    Notified(u32, Vec<u8>),
+    /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid; `retried` once it was put back
+    /// because its sender was not known yet.
+    Notified {
+        pid: u32,
+        datagram: Vec<u8>,
+        retried: bool,
+    },
 }
 
-/// The output streams of one running process.
-struct ProcIo {
-    tail: logs::StderrTail,
-    done: tokio::task::JoinHandle<()>,
-}
+/// How long a descendant that exited is still attributed to its app: a short-lived child may
+/// send `READY=1` and exit before its datagram is read (sd_notify from a forked helper).
+const DEPARTED_FOR: Duration = Duration::from_secs(10);
+/// Bound on remembered departed descendants (a fork bomb must not grow the daemon).
+const DEPARTED_MAX: usize = 4096;
+/// How long a datagram from an unknown pid waits for the event source to report its fork.
+const NOTIFY_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// How long a crash record waits for the last stderr lines of its process.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
@@ -398,7 +424,14 @@ pub struct Runtime {
     /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
     /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
     logs: HashMap<String, logs::AppLogs>,
-    procs: HashMap<u32, ProcIo>,
+    /// The output of each running process (for its crash record's stderr tail).
+    procs: HashMap<u32, output::Output>,
+    /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
+    keeper: Option<crate::keeper::Keeper>,
+    /// Pipes of processes spawned in this pass of `feed`, handed over at its end.
+    pending_output: Vec<output::Pending>,
+    /// An upgrade was asked for: the reply, sent once the state is saved.
+    upgrade: Option<oneshot::Sender<Result<Response, turbo_api::Error>>>,
     crashes: crashes::CrashStore,
     state_file: StateFile,
     dirty: bool,
@@ -411,8 +444,12 @@ pub struct Runtime {
     group_waits: HashMap<AppId, u32>,
     /// The last fatal signal each watched process got, and who sent it.
     fatal_signals: HashMap<u32, (i32, Option<Sender>)>,
+    /// Descendants that exited recently, for attributing their late notify datagrams.
+    departed: VecDeque<(u32, AppId, Instant)>,
     /// Resident memory of OOM victims when the kernel chose them.
     oom_memory: HashMap<u32, u64>,
+    /// Listening sockets the daemon holds for apps with `listen:`.
+    listeners: listen::Listeners,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::notify::Heartbeat, Duration)>,
     /// File watchers of the apps with `watch:`.
@@ -461,6 +498,9 @@ impl Runtime {
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             logs: HashMap::new(),
             procs: HashMap::new(),
+            keeper: None,
+            pending_output: Vec::new(),
+            upgrade: None,
             crashes: crashes::CrashStore::default(),
             dirty: false,
             save_scheduled: false,
@@ -469,7 +509,9 @@ impl Runtime {
             tree: HashMap::new(),
             group_waits: HashMap::new(),
             fatal_signals: HashMap::new(),
+            departed: VecDeque::new(),
             oom_memory: HashMap::new(),
+            listeners: listen::Listeners::default(),
             watchers: HashMap::new(),
             notify_socket: None,
             cgroups: HashMap::new(),
@@ -479,6 +521,12 @@ impl Runtime {
     /// Makes the loop beat `heartbeat` at least every `interval` (for the systemd watchdog).
     pub fn beat_into(&mut self, heartbeat: crate::notify::Heartbeat, interval: Duration) {
         self.heartbeat = Some((heartbeat, interval));
+    }
+
+    /// Sends app output through `keeper` (else the daemon reads it itself, and loses what it
+    /// read but did not write when it is killed).
+    pub fn keep_logs_with(&mut self, keeper: crate::keeper::Keeper) {
+        self.keeper = Some(keeper);
     }
 
     /// Sets how resources are sampled and judged (the defaults otherwise).
@@ -499,7 +547,14 @@ impl Runtime {
         if let Some(w) = &loaded.warning {
             tracing::warn!("{w}");
         }
+        let kept = self.adopt_output();
         let restored = self.restored_apps(loaded.state);
+        // pipes of processes that are not adopted after all: the keeper reads them to the end
+        for pid in kept {
+            if !self.procs.contains_key(&pid) {
+                self.output_ended(pid);
+            }
+        }
         let adopted_notify = restored
             .iter()
             .any(|r| r.running.is_some() && r.spec.readiness.wants_socket());
@@ -525,18 +580,27 @@ impl Runtime {
             let running = app.process.and_then(|p| {
                 let age = sys::process_age(p.pid, p.start_ticks)?;
                 // adopt: exits are still seen (pidfd works for non-children; eBPF gives the
-                // status), but its output pipes died with the previous daemon
+                // status); its output went on through the log keeper meanwhile
                 if let Err(e) = self.watch_process(app.id, p.pid, None) {
                     tracing::warn!(app = %app.spec.name, "cannot adopt pid {}: {e}", p.pid);
                     return None;
                 }
+                if let Some(out) = self.adopted_output(p.pid, &app.spec.log) {
+                    self.procs.insert(p.pid, out);
+                }
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
+                if !app.spec.listen.is_empty() {
+                    let taken = self.listeners.adopt(&app.spec.name, &app.spec.listen, p.pid);
+                    if !taken.is_empty() {
+                        tracing::info!(app = %app.spec.name, "took back the sockets of {}", taken.join(", "));
+                    }
+                }
                 Some((p.pid, now.checked_sub(age).unwrap_or(now)))
             });
             if running.is_some() {
                 // an adopted process already runs in its memory cgroup (same home, same
                 // path): know it again, for `describe`, OOM counting and removal on delete
-                if let Err(e) = self.memory_cgroup(app.id, &app.spec) {
+                if let Err(e) = self.memory_cgroup(app.id, app.instance, &app.spec) {
                     tracing::warn!(app = %app.spec.name, "{e}");
                 }
             }
@@ -549,6 +613,7 @@ impl Runtime {
             );
             out.push(Restored {
                 id: app.id,
+                instance: app.instance,
                 spec: app.spec,
                 desired: app.desired,
                 restarts: app.restarts,
@@ -562,7 +627,7 @@ impl Runtime {
     ///
     /// # Errors
     /// Only if the termination signal handlers cannot be installed.
-    pub async fn run(mut self) -> std::io::Result<()> {
+    pub async fn run(mut self) -> std::io::Result<Ending> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
@@ -594,11 +659,27 @@ impl Runtime {
                     SourceKind::Procfs => self.sample_all(),
                     SourceKind::Ebpf => self.sample_leaks(),
                 },
+                () = output::keeper_lost(self.keeper.as_ref()) => self.replace_keeper(),
             }
             if self.shutting_down && self.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
                 self.save_now();
-                return Ok(());
+                self.release_keeper();
+                return Ok(Ending::Shutdown);
+            }
+            if let Some(reply) = self.upgrade.take() {
+                // the new daemon adopts from this file, so it is written now, changed or not
+                self.dirty = true;
+                self.save_now();
+                if self.dirty {
+                    let _ = reply.send(Err(turbo_api::Error::Failed(format!(
+                        "cannot write {}; not upgrading (see the daemon log)",
+                        self.state_file.path().display()
+                    ))));
+                } else {
+                    let _ = reply.send(Ok(Response::Done));
+                    return Ok(Ending::Upgrade);
+                }
             }
         }
     }
@@ -633,7 +714,9 @@ impl Runtime {
                         source,
                     });
                 } else if let Some(tree) = self.tree.get_mut(&key) {
-                    tree.remove(&pid);
+                    if tree.remove(&pid) {
+                        self.remember_departed(pid, key);
+                    }
                     self.fatal_signals.remove(&pid);
                     self.check_group_waits();
                 }
@@ -737,10 +820,27 @@ impl Runtime {
                 }
                 self.feed(Input::FilesChanged { app });
             }
-            Internal::Notified(pid, datagram) => match self.app_of_pid(pid) {
+            Internal::Notified {
+                pid,
+                datagram,
+                retried,
+            } => match self.app_of_pid(pid) {
                 Some(app) => {
                     let message = crate::supervisor::NotifyMessage::parse(&datagram);
                     self.feed(Input::Notified { app, message });
+                }
+                None if !retried => {
+                    // The sender may be a new child whose fork event is still on its way (the
+                    // event source and the socket are read by different tasks): ask again later.
+                    let tx = self.internal_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(NOTIFY_RETRY_AFTER).await;
+                        let _ = tx.send(Internal::Notified {
+                            pid,
+                            datagram,
+                            retried: true,
+                        });
+                    });
                 }
                 None => tracing::debug!(pid, "notification from a process of no app: ignored"),
             },
@@ -758,9 +858,26 @@ impl Runtime {
             if let Some((&app, _)) = self.tree.iter().find(|(_, t)| t.contains(&p)) {
                 return Some(app);
             }
+            if let Some(&(_, app, _)) = self.departed.iter().find(|(d, ..)| *d == p) {
+                return Some(app);
+            }
             p = sys::parent_pid(p).filter(|&pp| pp > 1)?;
         }
         None
+    }
+
+    /// Remembers that `pid`, a descendant of `app`, exited (see [`DEPARTED_FOR`]).
+    fn remember_departed(&mut self, pid: u32, app: AppId) {
+        let now = Instant::now();
+        while self
+            .departed
+            .front()
+            .is_some_and(|&(_, _, at)| now.saturating_duration_since(at) > DEPARTED_FOR)
+            || self.departed.len() >= DEPARTED_MAX
+        {
+            self.departed.pop_front();
+        }
+        self.departed.push_back((pid, app, now));
     }
 
     /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader) first.
@@ -782,7 +899,11 @@ impl Runtime {
                 };
                 match sys::recv_with_pid(afd.get_ref(), &mut buf) {
                     Ok((n, Some(pid))) => {
-                        let _ = tx.send(Internal::Notified(pid, buf[..n].to_vec()));
+                        let _ = tx.send(Internal::Notified {
+                            pid,
+                            datagram: buf[..n].to_vec(),
+                            retried: false,
+                        });
                     }
                     Ok((_, None)) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
@@ -872,9 +993,11 @@ impl Runtime {
             if let Some((pid, ..)) = exit {
                 // not a crash (those took their entry): the output tasks end on their own
                 self.procs.remove(&pid);
+                self.output_ended(pid);
                 self.rss_seen.borrow_mut().remove(&pid);
             }
         }
+        self.hand_over_output();
     }
 
     fn execute(&mut self, action: Action) -> Option<Input> {
@@ -995,7 +1118,12 @@ impl Runtime {
     /// The memory cgroup `spec` asks for (`memory_enforce: cgroup`), created on first use below
     /// the daemon's own and set to its `max_memory` on every start (the spec may have changed);
     /// `None` when the app wants none.
-    fn memory_cgroup(&mut self, app: AppId, spec: &AppSpec) -> Result<Option<OwnedFd>, String> {
+    fn memory_cgroup(
+        &mut self,
+        app: AppId,
+        instance: u32,
+        spec: &AppSpec,
+    ) -> Result<Option<OwnedFd>, String> {
         let (crate::supervisor::MemoryEnforce::Cgroup, Some(max)) =
             (spec.memory.enforce, spec.memory.max)
         else {
@@ -1015,8 +1143,9 @@ impl Runtime {
             self.paths.home.hash(&mut h);
             format!("turbo-{:016x}", h.finish())
         };
-        let cgroup =
-            sys::create_memory_cgroup(&base, version, &group, &spec.name, max).map_err(fail)?;
+        // one cgroup per instance: the limit is per process, as max_memory is
+        let name = format!("{}.{instance}", spec.name);
+        let cgroup = sys::create_memory_cgroup(&base, version, &group, &name, max).map_err(fail)?;
         let procs = cgroup.procs().map_err(fail)?;
         let seen = cgroup.oom_kills().unwrap_or(0);
         self.cgroups.insert(app, (cgroup, seen));
@@ -1024,18 +1153,7 @@ impl Runtime {
     }
 
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
-        let app_logs = match self.logs.get(&spec.name) {
-            Some(l) => {
-                l.set_policy(&spec.log);
-                l.clone()
-            }
-            None => {
-                let l = logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)
-                    .map_err(|e| e.to_string())?;
-                self.logs.insert(spec.name.clone(), l.clone());
-                l
-            }
-        };
+        self.prepare_output(spec)?;
         self.sync_watcher(app);
         let mut with_socket;
         let spec = if spec.readiness.wants_socket() {
@@ -1054,17 +1172,28 @@ impl Runtime {
         } else {
             spec
         };
-        let cgroup = self.memory_cgroup(app, spec)?;
-        let child = sys::spawn_into(spec, cgroup).map_err(|e| e.to_string())?;
+        let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        let cgroup = self.memory_cgroup(app, instance, spec)?;
+        let listen = self.listeners.sockets(&spec.name, &spec.listen)?;
+        let extra = sys::Extra {
+            env: [
+                ("TURBO_INSTANCE", instance),
+                ("TURBO_INSTANCES", spec.instances),
+                // what PM2 sets, so apps written for it find their number
+                ("NODE_APP_INSTANCE", instance),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_string()))
+            .collect(),
+            listen,
+            listen_name: spec.name.clone(),
+            cgroup_procs: cgroup.as_ref().map(std::os::fd::AsFd::as_fd),
+        };
+        let child = sys::spawn_with(spec, &extra).map_err(|e| e.to_string())?;
         let pid = child.pid;
-        let capture = app_logs.capture(child.stdout, child.stderr);
-        self.procs.insert(
-            pid,
-            ProcIo {
-                tail: capture.stderr_tail,
-                done: capture.done,
-            },
-        );
+        // handed to the keeper once this pass of `feed` is done, so the round trip does not
+        // count in the process's uptime
+        self.queue_output(pid, spec, child.stdout, child.stderr);
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
             tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
         }
@@ -1153,10 +1282,27 @@ impl Runtime {
                 }
             }
             Notification::Persist => self.mark_dirty(),
-            Notification::Removed { app, name } => {
+            Notification::Replaced { old, new } => {
+                self.crashes.hand_over(old, new);
+                // copied, not moved: the old instance's series stay as they are (a counter must
+                // not drop) until it is gone and the replacement's take over
+                let before = self.counts.get(&old).cloned().unwrap_or_default();
+                self.counts.entry(new).or_default().take_over(before);
+                self.mark_dirty();
+            }
+            Notification::Removed {
+                app,
+                name,
+                instance,
+            } => {
+                if !self.sup.apps().any(|a| a.spec.name == name) {
+                    // the last instance is gone: so is the port
+                    self.listeners.close(&name);
+                }
                 self.watchers.remove(&app);
                 self.crashes.remove(app);
                 self.tree.remove(&app);
+                self.departed.retain(|&(_, a, _)| a != app);
                 self.counts.remove(&app);
                 self.usage.borrow_mut().remove(&app);
                 if let Some((cgroup, _)) = self.cgroups.remove(&app)
@@ -1164,7 +1310,7 @@ impl Runtime {
                 {
                     tracing::warn!(app = %name, "cannot remove {}: {e}", cgroup.path.display());
                 }
-                let _ = self.notices.send(Notice::Removed(name));
+                let _ = self.notices.send(Notice::Removed(name, instance, app));
                 self.mark_dirty();
             }
         }
@@ -1204,9 +1350,9 @@ impl Runtime {
         let tx = self.internal_tx.clone();
         match self.procs.remove(&pid) {
             Some(io) => {
+                self.output_ended(pid);
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(STDERR_GRACE, io.done).await;
-                    record.stderr_tail = io.tail.lines();
+                    record.stderr_tail = io.last_lines(pid, STDERR_GRACE).await;
                     let _ = tx.send(Internal::CrashReady(app, record));
                 });
             }
@@ -1259,6 +1405,7 @@ impl Runtime {
                     let book = self.crashes.book(a.id);
                     SavedApp {
                         id: a.id,
+                        instance: a.instance,
                         spec: a.spec.clone(),
                         desired: a.desired,
                         restarts: a.restarts,
@@ -1313,6 +1460,18 @@ impl Runtime {
         if matches!(op, Op::Shutdown) {
             return self.begin_shutdown(Waiter::Shutdown(reply));
         }
+        if matches!(op, Op::Upgrade) {
+            // refused while the daemon can still say so: a failed exec would leave no daemon
+            if let Err(e) = crate::install_path() {
+                let _ = reply.send(Err(turbo_api::Error::Failed(format!(
+                    "cannot upgrade: {e}; the daemon keeps running"
+                ))));
+                return;
+            }
+            // answered by `run` once the state is on disk
+            self.upgrade = Some(reply);
+            return;
+        }
         match self.command_for(op) {
             Ok(command) => self.submit(command, Waiter::Apps(reply)),
             Err(answer) => {
@@ -1322,10 +1481,14 @@ impl Runtime {
     }
 
     /// The supervisor command for `op`, or the answer when `op` needs none.
-    fn command_for(&self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
+    fn command_for(&mut self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
         let command = match op {
             Op::Info => return Err(Ok(Response::Info(Box::new(self.info())))),
-            Op::Metrics => return Err(Ok(Response::Metrics(Box::new(self.metrics_snapshot())))),
+            Op::Metrics => {
+                let mut snapshot = self.metrics_snapshot();
+                snapshot.logs = self.log_counters();
+                return Err(Ok(Response::Metrics(Box::new(snapshot))));
+            }
             Op::List => {
                 let list = self.sup.apps().map(|a| self.status(a, true)).collect();
                 return Err(Ok(Response::Apps(list)));
@@ -1335,7 +1498,7 @@ impl Runtime {
             Op::Flush(t) => return Err(self.flush(&t)),
             Op::Save => return Err(self.save_dump()),
             Op::DescribeEnv(t) => return Err(self.describe_env(&t)),
-            Op::Shutdown => unreachable!("handled by the caller"),
+            Op::Shutdown | Op::Upgrade => unreachable!("handled by the caller"),
             Op::Resurrect(caller) => Command::Start {
                 specs: self
                     .resurrect_specs()
@@ -1380,6 +1543,8 @@ impl Runtime {
             Op::Restart(t) => Command::Restart(Target::parse(&t)),
             Op::Delete(t) => Command::Delete(Target::parse(&t)),
             Op::Reset(t) => Command::Reset(Target::parse(&t)),
+            Op::Scale(name, count) => Command::Scale { name, count },
+            Op::Reload(t) => Command::Reload(Target::parse(&t)),
             Op::WaitReady { target, timeout } => Command::WaitReady {
                 target: Target::parse(&target),
                 timeout,
@@ -1393,9 +1558,16 @@ impl Runtime {
             .sup
             .resolve(&Target::parse(target))
             .map_err(to_api_error)?;
-        match ids.as_slice() {
-            [id] => Ok(self.sup.app(*id).expect("resolved")),
+        let apps: Vec<&App> = ids.iter().filter_map(|id| self.sup.app(*id)).collect();
+        match apps.as_slice() {
+            [app] => Ok(app),
             [] => Err(turbo_api::Error::NotFound("no apps".into())),
+            // the instances of one app: the lowest-numbered stands for them (`name:N` names
+            // another)
+            [first, rest @ ..] if rest.iter().all(|a| a.spec.name == first.spec.name) => Ok(apps
+                .iter()
+                .min_by_key(|a| (a.instance, a.id))
+                .expect("not empty")),
             _ => Err(turbo_api::Error::InvalidArgument(format!(
                 "'{target}' matches {} apps: name one",
                 ids.len()
@@ -1447,6 +1619,8 @@ impl Runtime {
                 .collect(),
             nice: limits.nice.unwrap_or(AppConfigInfo::INHERITED),
             oom_score_adj: limits.oom_score_adj.unwrap_or(AppConfigInfo::INHERITED),
+            instances: spec.instances,
+            listen: spec.listen.clone(),
             health_check: spec.health.as_ref().map(describe_check).unwrap_or_default(),
             health_last_error: app.health.last_error.clone().unwrap_or_default(),
             watch_paths: spec
@@ -1499,7 +1673,7 @@ impl Runtime {
         Ok(Response::Crashes(Box::new(report)))
     }
 
-    fn flush(&self, target: &str) -> Result<Response, turbo_api::Error> {
+    fn flush(&mut self, target: &str) -> Result<Response, turbo_api::Error> {
         let ids = self
             .sup
             .resolve(&Target::parse(target))
@@ -1507,16 +1681,11 @@ impl Runtime {
         let mut names = Vec::new();
         for id in ids {
             let app = self.sup.app(id).expect("resolved");
-            let result = match self.logs.get(&app.spec.name) {
-                Some(l) => l.flush(),
-                // never started by this daemon: its files may still exist
-                None => logs::AppLogs::open(&self.paths.log_dir, &app.spec.name, &app.spec.log)
-                    .and_then(|l| l.flush()),
-            };
-            result.map_err(|e| {
-                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", app.spec.name))
+            let spec = app.spec.clone();
+            self.flush_output(&spec).map_err(|e| {
+                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", spec.name))
             })?;
-            names.push(app.spec.name.clone());
+            names.push(spec.name);
         }
         Ok(Response::Names(names))
     }
@@ -1552,7 +1721,13 @@ impl Runtime {
             .into_iter()
             .filter(|a| a.desired == Desired::Running && !managed.contains(&a.spec.name.as_str()))
             .map(|a| a.spec)
-            .collect())
+            // one entry per instance in the dump, one spec per app (it carries the count)
+            .fold(Vec::<AppSpec>::new(), |mut specs, spec| {
+                if !specs.iter().any(|s| s.name == spec.name) {
+                    specs.push(spec);
+                }
+                specs
+            }))
     }
 
     fn submit(&mut self, command: Command, waiter: Waiter) {
@@ -1612,7 +1787,7 @@ impl Runtime {
         let mut st = AppStatus {
             id: app.id,
             name: app.spec.name.clone(),
-            instance: 0,
+            instance: app.instance,
             state: app.state.public().as_str().into(),
             pid,
             restarts: app.restarts,
@@ -1770,9 +1945,13 @@ impl Runtime {
     /// What a scrape reports, measured now (PSS included).
     fn metrics_snapshot(&self) -> MetricsSnapshot {
         let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
         let apps = self
             .sup
             .apps()
+            // during a reload a replacement shares its name and instance number with the
+            // instance it replaces: one series per pair, the older app's, until it is gone
+            .filter(|app| seen.insert((app.spec.name.as_str(), app.instance)))
             .map(|app| {
                 let m = self.measure(app, now, Reading::WithPss(PSS_MAX_AGE));
                 let counts = self.counts.get(&app.id);
@@ -1801,7 +1980,7 @@ impl Runtime {
                 }
                 AppMetrics {
                     name: app.spec.name.clone(),
-                    instance: 0,
+                    instance: app.instance,
                     state: app.state.public(),
                     health: app.health.public(app.spec.health.is_some()),
                     restarts,
@@ -1826,6 +2005,7 @@ impl Runtime {
             events_lost: self.source.lost_events(),
             daemon: sys::daemon_stats(),
             apps,
+            logs: Vec::new(),
         }
     }
 }
@@ -1931,6 +2111,8 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
         CommandError::AlreadyExists(_) => turbo_api::Error::AlreadyExists(msg),
         CommandError::Duplicate(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => turbo_api::Error::SpawnFailed(msg),
+        CommandError::Busy(_) | CommandError::ReloadFailed(_) => turbo_api::Error::Failed(msg),
+        CommandError::Invalid(_) => turbo_api::Error::InvalidArgument(msg),
         CommandError::NotReady(_) => turbo_api::Error::Failed(msg),
     }
 }
@@ -2113,7 +2295,7 @@ mod usage {
     /// Counters by reason of one app since the daemon started, and the state it was last seen
     /// in (to tell why the next restart happened). A consumer of state-change notifications, like
     /// the crash store: it decides nothing.
-    #[derive(Debug, Default)]
+    #[derive(Clone, Debug, Default)]
     pub struct Counts {
         /// Restarts by reason (see [`restart_reason`]).
         pub restarts: BTreeMap<&'static str, u64>,
@@ -2150,6 +2332,18 @@ mod usage {
             }
             self.restarts_seen = Some(restarts);
             self.last_state = Some(state.clone());
+        }
+
+        /// Adds the counters of the instance a reload replaced, and that replacement, a restart
+        /// by hand.
+        pub fn take_over(&mut self, old: Self) {
+            for (reason, n) in old.restarts {
+                *self.restarts.entry(reason).or_default() += n;
+            }
+            for (reason, n) in old.exits {
+                *self.exits.entry(reason).or_default() += n;
+            }
+            *self.restarts.entry("manual").or_default() += 1;
         }
 
         /// Books an exit nobody asked for.

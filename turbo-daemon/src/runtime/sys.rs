@@ -6,11 +6,11 @@
 //! policy-free plumbing. Nothing here decides *when* to do anything.
 
 use std::{
-    ffi::CString,
+    ffi::{CString, c_char},
     fs::File,
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
         unix::{ffi::OsStrExt, process::CommandExt},
     },
     path::Path,
@@ -41,6 +41,31 @@ pub struct Child {
     pub stderr: OwnedFd,
 }
 
+/// What one process of an app gets besides its spec: instance variables and the listening
+/// sockets the daemon holds for it.
+#[derive(Debug, Default)]
+pub struct Extra<'a> {
+    /// Variables set last (they win over `env:`).
+    pub env: Vec<(String, String)>,
+    /// Listening sockets, passed as fds 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
+    /// `LISTEN_FDNAMES` (the systemd socket-activation protocol).
+    pub listen: Vec<BorrowedFd<'a>>,
+    /// The name of every socket in `LISTEN_FDNAMES` (the app name, as systemd names the fds
+    /// of one socket unit after it).
+    pub listen_name: String,
+    /// `cgroup.procs` of the memory cgroup the child enters first thing after `setsid`, before
+    /// it drops privileges ([`MemoryCgroup::procs`], `memory_enforce: cgroup`).
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
+}
+
+/// [`spawn_with`] without extras.
+///
+/// # Errors
+/// As [`spawn_with`].
+pub fn spawn(spec: &AppSpec) -> io::Result<Child> {
+    spawn_with(spec, &Extra::default())
+}
+
 /// Starts `spec` in its own session (so it leads its own process group and has no controlling
 /// terminal), stdin from /dev/null, stdout and stderr into pipes, with the environment of
 /// [`environment::child_env`] and the identity and limits of `spec.privileges`.
@@ -53,24 +78,18 @@ pub struct Child {
 /// with a changed user, enters the working directory, so an app cannot get a directory its
 /// user may not enter.
 ///
-/// # Errors
-/// The spawn error with the program named (and the user, with a hint, when it runs as one).
-pub fn spawn(spec: &AppSpec) -> io::Result<Child> {
-    spawn_into(spec, None)
-}
-
-/// [`spawn`], with the child entering the cgroup whose `cgroup.procs` is `cgroup_procs` (see
-/// [`MemoryCgroup::procs`]) first thing after `setsid`, before it drops privileges.
+/// With sockets in `extra.listen` the child executes the program itself, last, with an
+/// environment built here and `LISTEN_PID` written into it after the fork (see [`SocketExec`]).
 ///
 /// # Errors
-/// As [`spawn`]; also when the child cannot enter the cgroup.
-pub fn spawn_into(spec: &AppSpec, cgroup_procs: Option<OwnedFd>) -> io::Result<Child> {
+/// The spawn error with the program named (and the user, with a hint, when it runs as one).
+pub fn spawn_with(spec: &AppSpec, extra: &Extra<'_>) -> io::Result<Child> {
     let (program, args) = spec
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
     let mut setup = ChildSetup::new(spec)?;
-    setup.cgroup_procs = cgroup_procs;
+    setup.cgroup_procs = extra.cgroup_procs.map(|fd| fd.as_raw_fd());
     let own = own_user();
     let identity = match (&spec.privileges.run_as, own) {
         (Some(r), _) => Some(Identity {
@@ -85,7 +104,16 @@ pub fn spawn_into(spec: &AppSpec, cgroup_procs: Option<OwnedFd>) -> io::Result<C
         }),
         (None, None) => None,
     };
-    let env = environment::child_env(std::env::vars_os(), identity, &spec.cwd, &spec.env);
+    let mut env = environment::child_env(std::env::vars_os(), identity, &spec.cwd, &spec.env);
+    env.extend(
+        extra
+            .env
+            .iter()
+            .map(|(k, v)| (std::ffi::OsString::from(k), std::ffi::OsString::from(v))),
+    );
+    if !extra.listen.is_empty() {
+        setup.sockets = Some(SocketExec::new(&spec.argv, &env, extra)?);
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -159,8 +187,145 @@ struct ChildSetup {
     credentials: Option<Credentials>,
     /// The working directory, entered after the credentials change.
     chdir: Option<CString>,
-    /// `cgroup.procs` of the cgroup to enter (`memory_enforce: cgroup`); close-on-exec.
-    cgroup_procs: Option<OwnedFd>,
+    /// `cgroup.procs` of the cgroup to enter (`memory_enforce: cgroup`), kept open by the
+    /// caller until the spawn returns.
+    cgroup_procs: Option<RawFd>,
+    /// Listening sockets to pass: then the child executes the program itself.
+    sockets: Option<SocketExec>,
+}
+
+/// An `execve` prepared before the fork for a child that gets listening sockets.
+///
+/// `LISTEN_PID` must be the child's own pid, known only after the fork, and the standard
+/// library builds the environment before it. So everything is built here, in the parent:
+/// the program, `argv`, and an `envp` whose `LISTEN_PID=` entry points into a fixed buffer
+/// with room for any pid. The child then only calls `getpid`, writes the digits into that
+/// buffer, moves the sockets to fds 3, 4, … and calls `execve`: system calls and writes
+/// into memory it owns, no allocation (async-signal-safe, as required after a fork in a
+/// multi-threaded process).
+struct SocketExec {
+    program: CString,
+    /// Owners of the strings `argv` and `envp` point into.
+    _strings: Vec<CString>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// `LISTEN_PID=` then room for the digits and the NUL; allocated with `Box::into_raw`,
+    /// freed on drop; `envp` holds a pointer to it.
+    pid_entry: *mut [u8; 32],
+    /// The daemon's sockets (close-on-exec in the daemon).
+    fds: Vec<RawFd>,
+    /// Scratch space for the copies made while moving them to 3, 4, …
+    moved: Vec<RawFd>,
+}
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+
+// SAFETY: the raw pointers point into strings and a buffer owned by the same value, which is
+// moved into the `pre_exec` closure and used only by the forked child (its own copy of memory).
+unsafe impl Send for SocketExec {}
+// SAFETY: as above; the parent never reads or writes through the pointers.
+unsafe impl Sync for SocketExec {}
+
+impl SocketExec {
+    fn new(
+        argv: &[String],
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
+        extra: &Extra<'_>,
+    ) -> io::Result<Self> {
+        let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argv or environment");
+        let mut strings = Vec::new();
+        let mut argv_ptrs = Vec::with_capacity(argv.len() + 1);
+        for a in argv {
+            let c = CString::new(a.as_bytes()).map_err(nul)?;
+            argv_ptrs.push(c.as_ptr());
+            strings.push(c);
+        }
+        argv_ptrs.push(std::ptr::null());
+        let n = extra.listen.len();
+        let names = vec![extra.listen_name.as_str(); n].join(":");
+        let mut envp = Vec::with_capacity(env.len() + 4);
+        let listen_vars = [
+            ("LISTEN_FDS".into(), n.to_string().into()),
+            ("LISTEN_FDNAMES".into(), names.into()),
+        ];
+        for (k, v) in env.iter().chain(&listen_vars) {
+            if k.as_bytes().starts_with(b"LISTEN_") && !listen_vars.iter().any(|(l, _)| l == k) {
+                continue; // the daemon's own are never passed on; ours are below
+            }
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            let c = CString::new(entry).map_err(nul)?;
+            envp.push(c.as_ptr());
+            strings.push(c);
+        }
+        let mut buf = [0u8; 32];
+        buf[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        let pid_entry = Box::into_raw(Box::new(buf));
+        envp.push(pid_entry.cast::<c_char>().cast_const());
+        envp.push(std::ptr::null());
+        Ok(Self {
+            program: CString::new(argv[0].as_bytes()).map_err(nul)?,
+            _strings: strings,
+            argv: argv_ptrs,
+            envp,
+            pid_entry,
+            fds: extra.listen.iter().map(AsRawFd::as_raw_fd).collect(),
+            moved: vec![-1; n],
+        })
+    }
+
+    /// In the child, last: writes `LISTEN_PID`, puts the sockets at 3, 4, … and executes the
+    /// program. Returns only on failure.
+    ///
+    /// # Safety
+    /// Only between fork and exec.
+    unsafe fn exec(&mut self) -> io::Error {
+        let n = libc::c_int::try_from(self.fds.len()).unwrap_or(0);
+        // SAFETY: system calls on fds and memory this value owns.
+        unsafe {
+            let (digits, len) = decimal(libc::getpid());
+            let entry = &mut *self.pid_entry;
+            entry[LISTEN_PID.len()..LISTEN_PID.len() + len].copy_from_slice(&digits[..len]);
+            entry[LISTEN_PID.len() + len] = 0;
+            // copies above the target range first, so that a socket already sitting at 3 or 4
+            // is not overwritten by another before it moved
+            for (i, &fd) in self.fds.iter().enumerate() {
+                let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + n);
+                if copy < 0 {
+                    return io::Error::last_os_error();
+                }
+                self.moved[i] = copy;
+            }
+            for (target, &copy) in (3..).zip(&self.moved) {
+                // dup2 clears close-on-exec on the target: these fds reach the app
+                if libc::dup2(copy, target) < 0 {
+                    return io::Error::last_os_error();
+                }
+            }
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
+        }
+        io::Error::last_os_error()
+    }
+}
+
+impl Drop for SocketExec {
+    fn drop(&mut self) {
+        // SAFETY: allocated with Box::into_raw in `new`, freed once here.
+        drop(unsafe { Box::from_raw(self.pid_entry) });
+    }
+}
+
+impl std::fmt::Debug for SocketExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketExec")
+            .field("fds", &self.fds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `setgroups` (when allowed), `setgid`, `setuid`.
@@ -230,11 +395,12 @@ impl ChildSetup {
             credentials,
             chdir,
             cgroup_procs: None,
+            sockets: None,
         })
     }
 
     /// Runs in the child between fork and exec: system calls only.
-    fn apply(&self) -> io::Result<()> {
+    fn apply(&mut self) -> io::Result<()> {
         let check = |rc: libc::c_int| {
             if rc < 0 {
                 Err(io::Error::last_os_error())
@@ -246,9 +412,9 @@ impl ChildSetup {
         unsafe {
             close_inherited_fds_on_exec();
             check(libc::setsid())?;
-            if let Some(procs) = &self.cgroup_procs {
+            if let Some(procs) = self.cgroup_procs {
                 // "0" is the writer itself, in v1 and v2 alike
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -283,6 +449,9 @@ impl ChildSetup {
             }
             if let Some(dir) = &self.chdir {
                 check(libc::chdir(dir.as_ptr()))?;
+            }
+            if let Some(sockets) = &mut self.sockets {
+                return Err(sockets.exec());
             }
         }
         Ok(())
@@ -345,6 +514,63 @@ fn decimal(n: i32) -> ([u8; 12], usize) {
     }
     digits[..len].reverse();
     (digits, len)
+}
+
+/// A TCP socket bound to `addr` (`0.0.0.0:3000`, `[::1]:8080`) and listening, close-on-exec,
+/// with `SO_REUSEADDR` (the standard library's choice), so that a port in `TIME_WAIT` after a
+/// daemon restart can be bound again.
+///
+/// # Errors
+/// A malformed address, or the bind or listen error (`Address already in use`).
+pub fn listen_tcp(addr: &str) -> io::Result<OwnedFd> {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an IP address with a port, like 0.0.0.0:3000",
+        )
+    })?;
+    Ok(OwnedFd::from(std::net::TcpListener::bind(addr)?))
+}
+
+/// A copy of fd `fd` of process `pid` (`pidfd_getfd`, Linux 5.6; needs the right to ptrace
+/// it, which the daemon has over its apps as root or as their user), if it is a TCP socket
+/// listening on `addr`.
+///
+/// # Errors
+/// The system call's error, or `InvalidData` when the fd is something else.
+pub fn take_listener(pid: u32, fd: RawFd, addr: &str) -> io::Result<OwnedFd> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: plain syscall with integer arguments; on success it returns a new fd we own.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let copy = RawFd::try_from(copy).map_err(|_| io::Error::other("fd out of range"))?;
+    // SAFETY: a fresh fd returned by the kernel, owned by nobody else (close-on-exec is set by
+    // pidfd_getfd).
+    let owned = unsafe { OwnedFd::from_raw_fd(copy) };
+    let mut listening: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: getsockopt fills an int we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            owned.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut listening).cast(),
+            &raw mut len,
+        )
+    };
+    let wanted: Option<std::net::SocketAddr> = addr.parse().ok();
+    let listener = std::net::TcpListener::from(owned);
+    let local = listener.local_addr().ok();
+    if rc != 0 || listening == 0 || local.is_none() || local != wanted {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a socket listening on {addr} (found {local:?})"),
+        ));
+    }
+    Ok(OwnedFd::from(listener))
 }
 
 /// Opens a pidfd for `pid` (child or not): it becomes readable when the process exits.
@@ -904,7 +1130,7 @@ pub fn create_memory_cgroup(
 }
 
 impl MemoryCgroup {
-    /// Opens the cgroup's `cgroup.procs` for [`spawn_into`]: the child writes `0` (itself)
+    /// Opens the cgroup's `cgroup.procs` for [`Extra::cgroup_procs`]: the child writes `0` (itself)
     /// into it before it execs, so all its memory is charged there from the first page.
     ///
     /// # Errors

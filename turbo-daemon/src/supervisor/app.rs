@@ -252,6 +252,14 @@ pub struct AppSpec {
     /// actions, and the default (everything inherited from the daemon) is the common case.
     #[serde(default)]
     pub privileges: Box<Privileges>,
+    /// How many instances run (`instances:`; `max` is resolved to the online CPUs when the
+    /// config is read). Each is its own [`App`] with the same name.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Addresses the daemon listens on for the app and passes to every instance with the
+    /// systemd socket-activation protocol (`listen:`), as written (`0.0.0.0:3000`).
+    #[serde(default)]
+    pub listen: Vec<String>,
     // ---- watch mode, health checks, readiness (issue #6 items 1-3): kept together ----
     /// Restart when watched files change (`watch`, `ignore_watch`, `watch_delay`).
     #[serde(default)]
@@ -262,6 +270,10 @@ pub struct AppSpec {
     /// `ready`, `ready_timeout`, `watchdog`.
     #[serde(default)]
     pub readiness: Readiness,
+}
+
+const fn one() -> u32 {
+    1
 }
 
 impl AppSpec {
@@ -281,6 +293,8 @@ impl AppSpec {
             log: LogPolicy::default(),
             memory: MemoryPolicy::default(),
             privileges: Box::default(),
+            instances: 1,
+            listen: Vec::new(),
             watch: None,
             health: None,
             readiness: Readiness::default(),
@@ -396,6 +410,9 @@ impl Desired {
 pub struct App {
     /// Id.
     pub id: AppId,
+    /// Instance number, `0..spec.instances` (`TURBO_INSTANCE`). During a reload the replacement
+    /// and the instance it replaces briefly share it.
+    pub instance: u32,
     /// Spec.
     pub spec: AppSpec,
     /// State.
@@ -437,6 +454,7 @@ impl App {
     pub(super) fn new(id: AppId, spec: AppSpec) -> Self {
         Self {
             id,
+            instance: 0,
             spec,
             state: State::Stopped,
             restarts: 0,

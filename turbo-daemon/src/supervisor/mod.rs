@@ -26,14 +26,24 @@
 //!
 //! Replies to commands are deferred until every app they touch has *settled* (is neither
 //! starting nor stopping), so `turbo stop` returns when the process is really gone.
+//!
+//! Cluster instances are apps of their own sharing a name (`instances.rs`: numbering, scale);
+//! a rolling reload is a small state machine beside the app table (`reload.rs`).
 
 mod app;
 pub mod checks;
+mod instances;
 pub mod leak;
+mod reload;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
+
+pub use reload::{READY_TIMEOUT, SETTLE};
 
 pub use app::{
     App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy,
@@ -57,8 +67,10 @@ pub enum Target {
     All,
     /// By numeric id.
     Id(AppId),
-    /// By name.
+    /// By name: every instance.
     Name(String),
+    /// One instance of an app: `name:N` (app names cannot contain `:`).
+    Instance(String, u32),
 }
 
 impl Target {
@@ -69,6 +81,10 @@ impl Target {
             Self::All
         } else if let Ok(id) = s.parse() {
             Self::Id(id)
+        } else if let Some((name, n)) = s.rsplit_once(':')
+            && let Ok(n) = n.parse()
+        {
+            Self::Instance(name.to_owned(), n)
         } else {
             Self::Name(s.to_owned())
         }
@@ -101,6 +117,16 @@ pub enum Command {
     /// Re-create apps from saved state (daemon start-up). Apps whose process still runs are
     /// adopted as they are; the others go to their desired state.
     Restore(Vec<Restored>),
+    /// Run `count` instances of the app `name`: new ones start, the highest-numbered stop.
+    Scale {
+        /// App name.
+        name: String,
+        /// Instances wanted (at least 1).
+        count: u32,
+    },
+    /// Replace the running instances one at a time, each only once its replacement is ready
+    /// (see `reload.rs`).
+    Reload(Target),
     /// Reply once every target app [`App::is_ready`]; fail if one crashes, errors or stops
     /// first, or when `timeout` passes (with the last health-check error).
     WaitReady {
@@ -116,6 +142,8 @@ pub enum Command {
 pub struct Restored {
     /// Its id before the daemon restarted.
     pub id: AppId,
+    /// Its instance number.
+    pub instance: u32,
     /// Its spec.
     pub spec: AppSpec,
     /// Whether it should run.
@@ -141,6 +169,15 @@ pub enum CommandError {
     /// The first start of an app failed.
     #[error("{0}")]
     SpawnFailed(String),
+    /// The command cannot run while a reload of this app is under way.
+    #[error("a reload of '{0}' is under way: try again once it has finished")]
+    Busy(String),
+    /// A reload was given up; the old instances keep running.
+    #[error("{0}")]
+    ReloadFailed(String),
+    /// An argument makes no sense (scale to 0).
+    #[error("{0}")]
+    Invalid(String),
     /// A wait for readiness failed or timed out.
     #[error("{0}")]
     NotReady(String),
@@ -311,12 +348,22 @@ pub enum Notification {
     },
     /// Something worth saving changed (spec, desired state, restart count).
     Persist,
+    /// A reload replaced app `old` by app `new` (same name and instance): the new one inherits
+    /// the crash records and counters of the old.
+    Replaced {
+        /// The app that is going away.
+        old: AppId,
+        /// Its replacement.
+        new: AppId,
+    },
     /// An app was forgotten.
     Removed {
         /// Its id.
         app: AppId,
         /// Its name.
         name: String,
+        /// Its instance number.
+        instance: u32,
     },
 }
 
@@ -428,6 +475,10 @@ pub struct Supervisor {
     apps: BTreeMap<AppId, App>,
     next_id: AppId,
     pending: Vec<Pending>,
+    /// Reloads under way, one step at a time each.
+    reloads: Vec<reload::Reload>,
+    /// Replacements of an aborted reload, being stopped and forgotten: commands leave them be.
+    retiring: BTreeSet<AppId>,
     waits: Vec<ReadyWait>,
 }
 
@@ -468,10 +519,19 @@ impl Supervisor {
                 .filter(|a| a.spec.name == *name)
                 .map(|a| a.id)
                 .collect(),
+            Target::Instance(name, n) => self
+                .apps
+                .values()
+                .filter(|a| a.spec.name == *name && a.instance == *n)
+                .map(|a| a.id)
+                .collect(),
         };
         match target {
             Target::Id(id) if ids.is_empty() => Err(CommandError::NotFound(id.to_string())),
             Target::Name(n) if ids.is_empty() => Err(CommandError::NotFound(n.clone())),
+            Target::Instance(n, k) if ids.is_empty() => {
+                Err(CommandError::NotFound(format!("{n}:{k}")))
+            }
             _ => Ok(ids),
         }
     }
@@ -516,16 +576,30 @@ impl Supervisor {
             Input::WaitExpired(ticket) => self.wait_expired(ticket, &mut out),
             Input::Notified { app, message } => self.notified(app, message, now, &mut out),
         }
+        self.advance_reloads(now, &mut out);
         self.settle(&mut out);
         self.settle_waits(&mut out);
         out
     }
 
     fn command(&mut self, ticket: Ticket, cmd: Command, now: Instant, out: &mut Vec<Action>) {
+        // a command that changes what runs takes precedence over a reload of the same apps
+        let retired = self.interrupt_reloads(&cmd, now, out);
         let result = match cmd {
+            Command::Scale { name, count } => self.scale(&name, count, now, out),
+            Command::Reload(target) => {
+                // answered when the last step is done, not when the apps settle
+                if let Err(e) = self.reload(ticket, &target, now, out) {
+                    out.push(Action::Reply {
+                        ticket,
+                        result: Err(e),
+                    });
+                }
+                return;
+            }
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
             Command::Restore(apps) => Ok(self.restore(apps, now, out)),
-            Command::Stop(target) => self.resolve(&target).map(|ids| {
+            Command::Stop(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
                     self.apps.get_mut(&id).expect("resolved").desired = Desired::Stopped;
@@ -533,19 +607,19 @@ impl Supervisor {
                 (ids.clone(), Reply::Apps(ids), false)
             }),
             Command::StopForShutdown => {
-                let ids: Vec<AppId> = self.apps.keys().copied().collect();
+                let ids: Vec<AppId> = self.targets(&Target::All).unwrap_or_default();
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
                 }
                 Ok((ids.clone(), Reply::Apps(ids), false))
             }
-            Command::Restart(target) => self.resolve(&target).map(|ids| {
+            Command::Restart(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Start, now, out);
                 }
                 (ids.clone(), Reply::Apps(ids), false)
             }),
-            Command::Delete(target) => self.resolve(&target).map(|ids| {
+            Command::Delete(target) => self.targets(&target).map(|ids| {
                 let names = ids
                     .iter()
                     .map(|id| self.apps[id].spec.name.clone())
@@ -575,7 +649,7 @@ impl Supervisor {
                 }
                 return;
             }
-            Command::Reset(target) => self.resolve(&target).map(|ids| {
+            Command::Reset(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     let app = self.apps.get_mut(&id).expect("resolved");
                     app.clear_history();
@@ -591,12 +665,16 @@ impl Supervisor {
             }),
         };
         match result {
-            Ok((waiting, reply, fail_on_spawn_error)) => self.pending.push(Pending {
-                ticket,
-                waiting,
-                reply,
-                fail_on_spawn_error,
-            }),
+            Ok((mut waiting, reply, fail_on_spawn_error)) => {
+                // an interrupted reload's replacement is gone too before the answer
+                waiting.extend(retired);
+                self.pending.push(Pending {
+                    ticket,
+                    waiting,
+                    reply,
+                    fail_on_spawn_error,
+                });
+            }
             Err(e) => out.push(Action::Reply {
                 ticket,
                 result: Err(e),
@@ -622,10 +700,25 @@ impl Supervisor {
         }
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
-            let id = if let Some(id) = self.find(&spec.name) {
+            let existing = self.named(&spec.name);
+            if existing.is_empty() {
+                for instance in 0..spec.instances.max(1) {
+                    let id = self.add_instance(&spec, instance, out);
+                    self.begin_start(id, out);
+                    ids.push(id);
+                }
+                continue;
+            }
+            let (name, count) = (spec.name.clone(), spec.instances.max(1));
+            for id in existing {
                 let app = self.apps.get_mut(&id).expect("found above");
-                let changed = app.spec != spec;
-                app.spec = spec;
+                // a new instance count alone restarts nothing: scaling handles it below
+                let changed = app.spec
+                    != AppSpec {
+                        instances: app.spec.instances,
+                        ..spec.clone()
+                    };
+                app.spec = spec.clone();
                 app.desired = Desired::Running;
                 match app.state {
                     State::Stopped | State::Errored { .. } | State::Backoff { .. } => {
@@ -638,16 +731,8 @@ impl Supervisor {
                     // running with the same spec, or already on its way: nothing to do
                     _ => {}
                 }
-                id
-            } else {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.apps.insert(id, App::new(id, spec));
-                out.push(Action::Notify(Notification::Added(id)));
-                self.begin_start(id, out);
-                id
-            };
-            ids.push(id);
+            }
+            ids.extend(self.scale_to(&name, count, now, out));
         }
         out.push(Action::Notify(Notification::Persist));
         Ok((ids.clone(), Reply::Apps(ids), true))
@@ -661,10 +746,26 @@ impl Supervisor {
     ) -> (Vec<AppId>, Reply, bool) {
         let mut ids = Vec::new();
         for r in apps {
-            if self.apps.contains_key(&r.id) || self.find(&r.spec.name).is_some() {
-                continue; // already managed (resurrect of a running app)
+            if self.apps.contains_key(&r.id)
+                || self
+                    .apps
+                    .values()
+                    .any(|a| a.spec.name == r.spec.name && a.instance == r.instance)
+            {
+                // already managed, or a replacement saved in the middle of a reload (the
+                // instance it was to replace is restored, the replacement is not): a process
+                // of it still running must not stay on unmanaged
+                if let Some((pid, _)) = r.running {
+                    out.push(Action::SignalGroup {
+                        app: r.id,
+                        pid,
+                        signal: r.spec.stop_signal,
+                    });
+                }
+                continue;
             }
             let mut app = App::new(r.id, r.spec);
+            app.instance = r.instance;
             app.restarts = r.restarts;
             app.desired = r.desired;
             let id = r.id;
@@ -750,6 +851,7 @@ impl Supervisor {
                 out.push(Action::Notify(Notification::Removed {
                     app: id,
                     name: app.spec.name,
+                    instance: app.instance,
                 }));
             }
         }

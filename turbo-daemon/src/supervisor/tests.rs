@@ -490,7 +490,8 @@ fn delete_forgets_after_the_exit() {
     assert!(h.sup.app(id).is_none());
     assert!(actions.contains(&Action::Notify(Notification::Removed {
         app: id,
-        name: "api".into()
+        name: "api".into(),
+        instance: 0,
     })));
     assert_eq!(
         reply_of(&actions, t),
@@ -518,6 +519,7 @@ fn restore_adopts_running_processes_and_starts_the_rest() {
     let restored = vec![
         Restored {
             id: 4,
+            instance: 0,
             spec: spec("adopted"),
             desired: Desired::Running,
             restarts: 7,
@@ -525,6 +527,7 @@ fn restore_adopts_running_processes_and_starts_the_rest() {
         },
         Restored {
             id: 9,
+            instance: 0,
             spec: spec("dead"),
             desired: Desired::Running,
             restarts: 0,
@@ -532,6 +535,7 @@ fn restore_adopts_running_processes_and_starts_the_rest() {
         },
         Restored {
             id: 2,
+            instance: 0,
             spec: spec("off"),
             desired: Desired::Stopped,
             restarts: 0,
@@ -769,8 +773,293 @@ fn memory_warning_once_per_crossing_then_restart_at_the_limit() {
     assert_eq!(h.sup.app(id).unwrap().restarts, 1);
 }
 
+// --- cluster instances, scale and reload ---
+
+/// Starts `n` instances of `name` and reports each spawned; returns their ids by instance.
+fn start_cluster(h: &mut Harness, name: &str, n: u32) -> Vec<AppId> {
+    let mut s = spec(name);
+    s.instances = n;
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: true,
+    });
+    let ids: Vec<AppId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { app, .. } => Some(*app),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), n as usize, "one spawn per instance");
+    for &id in &ids {
+        h.spawned(id);
+    }
+    ids
+}
+
+fn spawns(actions: &[Action]) -> Vec<AppId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { app, .. } => Some(*app),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The wake-up timers armed in `actions`.
+fn wake_at(actions: &[Action]) -> Vec<Instant> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetTimer { generation, at, .. } if *generation == u64::MAX => Some(*at),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fires a wake-up timer of `app` at `at`.
+fn wake(h: &mut Harness, app: AppId, at: Instant) -> Vec<Action> {
+    h.now = at;
+    h.input(Input::Timer {
+        app,
+        generation: u64::MAX,
+    })
+}
+
+#[test]
+fn instances_are_apps_of_their_own_with_a_number() {
+    let mut h = Harness::new();
+    let ids = start_cluster(&mut h, "web", 3);
+    let numbers: Vec<u32> = ids
+        .iter()
+        .map(|id| h.sup.app(*id).unwrap().instance)
+        .collect();
+    assert_eq!(numbers, [0, 1, 2]);
+    // one crashes: only it backs off
+    h.exit(ids[1], WaitStatus::signaled(9));
+    assert_eq!(h.state(ids[1]), AppState::Backoff);
+    assert_eq!(h.state(ids[0]), AppState::Online);
+    assert_eq!(h.state(ids[2]), AppState::Online);
+    // by name: all; by `name:N`: one
+    assert_eq!(h.sup.resolve(&Target::parse("web")).unwrap(), ids);
+    assert_eq!(h.sup.resolve(&Target::parse("web:2")).unwrap(), [ids[2]]);
+    assert_eq!(
+        h.sup.resolve(&Target::parse("web:7")),
+        Err(CommandError::NotFound("web:7".into()))
+    );
+}
+
+#[test]
+fn scale_starts_missing_numbers_and_stops_the_highest() {
+    let mut h = Harness::new();
+    let ids = start_cluster(&mut h, "web", 2);
+    let (t, actions) = h.cmd(Command::Scale {
+        name: "web".into(),
+        count: 4,
+    });
+    let new = spawns(&actions);
+    assert_eq!(new.len(), 2);
+    assert_eq!(reply_of(&actions, t), None, "answered once they run");
+    h.spawned(new[0]);
+    let actions = h.spawned(new[1]);
+    assert!(matches!(reply_of(&actions, t), Some(Ok(_))));
+    let numbers: Vec<u32> = new
+        .iter()
+        .map(|id| h.sup.app(*id).unwrap().instance)
+        .collect();
+    assert_eq!(numbers, [2, 3]);
+    assert!(h.sup.apps().all(|a| a.spec.instances == 4));
+
+    let (pid2, pid3) = (h.pid(new[0]), h.pid(new[1]));
+    let (t, actions) = h.cmd(Command::Scale {
+        name: "web".into(),
+        count: 2,
+    });
+    let sent = signals(&actions);
+    assert!(sent.contains(&(pid2, signal::TERM)) && sent.contains(&(pid3, signal::TERM)));
+    h.exit(new[0], WaitStatus::signaled(15));
+    let actions = h.exit(new[1], WaitStatus::signaled(15));
+    assert!(matches!(reply_of(&actions, t), Some(Ok(_))));
+    assert_eq!(h.sup.apps().map(|a| a.id).collect::<Vec<_>>(), ids);
+
+    let (t, actions) = h.cmd(Command::Scale {
+        name: "web".into(),
+        count: 0,
+    });
+    assert!(matches!(
+        reply_of(&actions, t),
+        Some(Err(CommandError::Invalid(_)))
+    ));
+}
+
+/// Reloads `name` up to the point where the replacement of the first instance runs.
+fn reload_started(h: &mut Harness, target: &str) -> (Ticket, AppId, Vec<Action>) {
+    let (t, actions) = h.cmd(Command::Reload(Target::parse(target)));
+    let new = spawns(&actions);
+    assert_eq!(new.len(), 1, "one replacement at a time: {actions:?}");
+    assert_eq!(reply_of(&actions, t), None);
+    (t, new[0], actions)
+}
+
+#[test]
+fn reload_replaces_one_instance_at_a_time_once_ready() {
+    let mut h = Harness::new();
+    let old = start_cluster(&mut h, "web", 2);
+    let old_pids = [h.pid(old[0]), h.pid(old[1])];
+    let (t, new0, _) = reload_started(&mut h, "web");
+    assert_eq!(h.sup.app(new0).unwrap().instance, 0);
+    let actions = h.spawned(new0);
+    // ready (online): it must stay so for SETTLE before the old one goes
+    assert!(signals(&actions).is_empty(), "nothing stops yet");
+    let settle = wake_at(&actions);
+    assert_eq!(settle, [h.now + SETTLE]);
+    let actions = wake(&mut h, new0, settle[0]);
+    assert_eq!(signals(&actions), [(old_pids[0], signal::TERM)]);
+    assert!(actions.contains(&Action::Notify(Notification::Replaced {
+        old: old[0],
+        new: new0
+    })));
+    assert!(
+        spawns(&actions).is_empty(),
+        "the next waits for the old one to go"
+    );
+    let actions = h.exit(old[0], WaitStatus::signaled(15));
+    assert!(h.sup.app(old[0]).is_none(), "the old instance is forgotten");
+    let new1 = spawns(&actions);
+    assert_eq!(new1.len(), 1, "then the next instance");
+    let new1 = new1[0];
+    assert_eq!(h.sup.app(new1).unwrap().instance, 1);
+    let actions = h.spawned(new1);
+    let actions = wake(&mut h, new1, wake_at(&actions)[0]);
+    assert_eq!(signals(&actions), [(old_pids[1], signal::TERM)]);
+    let actions = h.exit(old[1], WaitStatus::signaled(15));
+    assert_eq!(
+        reply_of(&actions, t),
+        Some(Ok(Reply::Apps(vec![new0, new1])))
+    );
+    let restarts: Vec<u32> = h.sup.apps().map(|a| a.restarts).collect();
+    assert_eq!(restarts, [1, 1], "a reload counts as a restart by hand");
+    assert!(!crashed(&actions));
+}
+
+#[test]
+fn reload_aborts_when_the_replacement_crashes_and_keeps_the_old_ones() {
+    let mut h = Harness::new();
+    let old = start_cluster(&mut h, "web", 2);
+    let old_pids = [h.pid(old[0]), h.pid(old[1])];
+    let (t, new0, _) = reload_started(&mut h, "web");
+    h.spawned(new0);
+    h.at(ms(200));
+    let actions = h.exit(new0, WaitStatus::exited(3));
+    match reply_of(&actions, t) {
+        Some(Err(CommandError::ReloadFailed(m))) => {
+            assert!(m.contains("exited with code 3"), "{m}");
+        }
+        other => panic!("the reload fails: {other:?}"),
+    }
+    assert!(h.sup.app(new0).is_none(), "the replacement is forgotten");
+    assert!(spawns(&actions).is_empty(), "it is not restarted");
+    assert_eq!(
+        [h.pid(old[0]), h.pid(old[1])],
+        old_pids,
+        "old ones untouched"
+    );
+}
+
+#[test]
+fn reload_aborts_when_the_replacement_is_never_ready() {
+    let mut h = Harness::new();
+    let old = start_cluster(&mut h, "web", 1);
+    let (t, new0, actions) = reload_started(&mut h, "web");
+    // the spawn never reports: the replacement stays `starting`
+    let deadline = wake_at(&actions);
+    assert_eq!(deadline, [h.t0 + READY_TIMEOUT]);
+    let actions = wake(&mut h, new0, deadline[0]);
+    match reply_of(&actions, t) {
+        Some(Err(CommandError::ReloadFailed(m))) => assert!(m.contains("not ready within"), "{m}"),
+        other => panic!("the reload fails: {other:?}"),
+    }
+    assert!(h.sup.app(new0).is_none());
+    assert_eq!(h.state(old[0]), AppState::Online);
+}
+
+#[test]
+fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
+    let mut h = Harness::new();
+    let old = start_cluster(&mut h, "web", 2);
+    let (t, new0, _) = reload_started(&mut h, "web");
+    h.spawned(new0);
+    let new_pid = h.pid(new0);
+
+    let (ts, actions) = h.cmd(Command::Scale {
+        name: "web".into(),
+        count: 3,
+    });
+    assert_eq!(
+        reply_of(&actions, ts),
+        Some(Err(CommandError::Busy("web".into())))
+    );
+    let (tr, actions) = h.cmd(Command::Reload(Target::parse("web")));
+    assert_eq!(
+        reply_of(&actions, tr),
+        Some(Err(CommandError::Busy("web".into())))
+    );
+
+    let (stop, actions) = h.cmd(Command::Stop(Target::parse("web")));
+    assert!(matches!(
+        reply_of(&actions, t),
+        Some(Err(CommandError::ReloadFailed(_)))
+    ));
+    // every process gets the stop signal, the replacement included, and the replacement is
+    // not kept as an extra instance
+    assert!(signals(&actions).contains(&(new_pid, signal::TERM)));
+    h.exit(old[0], WaitStatus::signaled(15));
+    let actions = h.exit(old[1], WaitStatus::signaled(15));
+    assert_eq!(
+        reply_of(&actions, stop),
+        None,
+        "the replacement is not gone yet"
+    );
+    let actions = h.exit(new0, WaitStatus::signaled(15));
+    assert!(matches!(reply_of(&actions, stop), Some(Ok(_))));
+    assert_eq!(h.sup.apps().map(|a| a.id).collect::<Vec<_>>(), old);
+    assert!(h.sup.apps().all(|a| a.state == State::Stopped));
+}
 /// Watch mode, health checks and readiness.
 mod checks;
+
+#[test]
+fn reload_waits_for_ready_1_with_ready_notify() {
+    let mut h = Harness::new();
+    let mut s = spec("web");
+    s.readiness.mode = ReadyMode::Notify;
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: true,
+    });
+    let old = spawns(&actions)[0];
+    h.spawned(old);
+    let old_pid = h.pid(old);
+    let (t, new, _) = reload_started(&mut h, "web");
+    let actions = h.spawned(new);
+    assert!(
+        wake_at(&actions).is_empty(),
+        "online is not ready without READY=1"
+    );
+    h.at(secs(5));
+    let actions = h.input(Input::Notified {
+        app: new,
+        message: NotifyMessage::parse(b"READY=1"),
+    });
+    let settle = wake_at(&actions);
+    assert_eq!(settle, [h.t0 + secs(5) + SETTLE], "ready now: settling");
+    let actions = wake(&mut h, new, settle[0]);
+    assert_eq!(signals(&actions), [(old_pid, signal::TERM)]);
+    let actions = h.exit(old, WaitStatus::signaled(15));
+    assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![new]))));
+}
+
 #[test]
 fn with_cgroup_enforcement_the_supervisor_only_warns_and_the_kernel_kills() {
     let mut h = Harness::new();

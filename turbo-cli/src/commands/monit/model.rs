@@ -54,12 +54,8 @@ pub struct Sample {
     pub memory: u64,
 }
 
-/// Which stream a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Out,
-    Err,
-}
+/// Which stream a log line came from (the one enum of the daemon, the keeper and the CLI).
+pub use turbo_api::LogStream as Stream;
 
 /// One log line of the selected app.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +139,13 @@ impl Model {
     /// selected app went away).
     pub fn set_apps(&mut self, apps: Vec<AppStatus>, sample: bool, now_ms: u64) -> Option<Action> {
         let old_index = self.selected_index();
-        self.apps = apps;
+        // instances of one app are rows of their own, named (and acted on) as `name:N`
+        let labels = crate::render::instance_labels(&apps);
+        self.apps = apps
+            .into_iter()
+            .zip(labels)
+            .map(|(app, name)| AppStatus { name, ..app })
+            .collect();
         self.now_ms = now_ms;
         if sample {
             for app in &self.apps {

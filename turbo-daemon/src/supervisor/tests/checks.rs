@@ -483,6 +483,7 @@ fn adopted_apps_keep_their_checks_and_watchdog() {
     h.at(secs(100));
     let (_, actions) = h.cmd(Command::Restore(vec![Restored {
         id: 3,
+        instance: 0,
         spec: s,
         desired: Desired::Running,
         restarts: 0,
