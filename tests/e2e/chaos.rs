@@ -306,15 +306,7 @@ fn an_adopted_process_that_crashes_gets_its_stderr_tail() {
     );
     d.turbo_ok(&["start", script.to_str().unwrap(), "--name", "late"]);
     let pid = d.app("late")["pid"].as_u64().unwrap();
-    wait_for(
-        "the state file to name the pid",
-        Duration::from_secs(5),
-        || {
-            std::fs::read_to_string(d.home().join("state.json"))
-                .ok()
-                .filter(|s| s.contains(&format!("\"pid\": {pid}")))
-        },
-    );
+    d.wait_saved_pid(pid);
     d.kill9_daemon();
     d.restart_daemon();
     assert_eq!(d.app("late")["pid"].as_u64(), Some(pid), "adopted");
