@@ -1,8 +1,9 @@
 //! The procfs event source: the fallback when eBPF is off or cannot load, and the memory sampler
 //! when eBPF lacks `rss_stat`. It produces the same [`Event`]s where `/proc` can show them.
 //!
-//! A scanner task wakes every `interval` while it watches something (and not at all while
-//! idle) and, in a blocking-pool thread so the daemon's loop never waits on `/proc`:
+//! A scanner task wakes every `interval` while it tracks trees, and whenever a memory reading is
+//! due (not at all while idle), and, in a blocking-pool thread so the daemon's loop never waits
+//! on `/proc`:
 //!
 //! * lists `/proc` and reads `/proc/<pid>/stat` of pids it has not seen before (all of them
 //!   once after each [`Procfs::watch`]); a new process whose parent is tracked becomes tracked
@@ -14,8 +15,12 @@
 //!   scan saw it; a zombie or a vanished pid is an exit ([`Event::Exited`], with the zombie's
 //!   status when caught, else [`WaitStatus::UNKNOWN`]), reported for descendants only, never
 //!   for the watched pids themselves, which the runtime reaps and reports with the real status;
-//! * reads `/proc/<pid>/statm` of every pid with a memory limit and reports crossings with the
-//!   same hysteresis as the kernel ([`Event::MemoryOver`] / [`Event::MemoryUnder`]).
+//! * reads `/proc/<pid>/statm` of every pid with a memory threshold (a limit or a warning
+//!   level; no other pid) and reports crossings with the same hysteresis as the kernel
+//!   ([`Event::MemoryOver`] / [`Event::MemoryUnder`]). Each such pid has its own schedule
+//!   ([`pace`]): read again sooner the closer it is to its threshold and the faster it grew since
+//!   the last reading, at most every [`pace::FLOOR`] and at least every `interval`, so a process
+//!   that holds still costs one read per `interval` and a fast grower is caught within a few MB.
 //!
 //! Limits of this source, by nature: a process that lives less than one interval is missed,
 //! and so is a grandchild whose parent exited before any scan saw it (its parent link is gone,
@@ -27,17 +32,20 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{Event, SourceError, SourceKind, WaitStatus, next_over};
 
+pub mod pace;
+
 /// Settings of [`Procfs::start`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcfsOptions {
-    /// Time between two scans while something is watched.
+    /// Time between two tree scans while something is tracked; the longest time between two
+    /// memory readings of a process with a threshold.
     pub interval: Duration,
     /// Follow process trees and exits (the fallback source). False: only sample memory limits
     /// (next to eBPF without `rss_stat`).
@@ -215,6 +223,21 @@ struct Tracked {
 struct Limit {
     pages: u64,
     over: bool,
+    pace: pace::Pace,
+    /// When to read this process's memory next.
+    due: Instant,
+}
+
+impl Limit {
+    /// The level whose crossing would be reported next: the limit, or once over it the level
+    /// it must fall under (see [`next_over`]).
+    const fn next_level(&self) -> u64 {
+        if self.over {
+            self.pages - self.pages / 8
+        } else {
+            self.pages
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -230,35 +253,42 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn idle(&self) -> bool {
-        self.limits.is_empty() && (!self.options.track_trees || self.tracked.is_empty())
+    /// Whether tree scans are due every `interval` (else only memory readings wake the task).
+    fn scans_trees(&self) -> bool {
+        self.options.track_trees && !self.tracked.is_empty()
+    }
+
+    /// When the earliest memory reading is due; none without thresholds.
+    fn next_reading(&self) -> Option<Instant> {
+        self.limits.values().map(|l| l.due).min()
     }
 
     async fn run(mut self, mut commands: UnboundedReceiver<Command>, tx: UnboundedSender<Event>) {
         let mut tick = tokio::time::interval(self.options.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let idle = self.idle();
-            let scan_due = tokio::select! {
+            let trees = self.scans_trees();
+            let reading = self.next_reading();
+            // (a deadline far off when nothing is due: the branch is disabled then anyway)
+            let reading_at = reading.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let scan_trees = tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     Some(command) => {
                         for event in self.apply(command) {
                             let _ = tx.send(event);
                         }
-                        false
+                        continue;
                     }
                     None => return,
                 },
                 () = tx.closed() => return,
-                _ = tick.tick(), if !idle => true,
+                _ = tick.tick(), if trees => true,
+                () = tokio::time::sleep_until(reading_at.into()), if reading.is_some() => false,
             };
-            if !scan_due {
-                continue;
-            }
             // /proc reads block; keep them off the daemon's (single-threaded) loop.
             let scanned = tokio::task::spawn_blocking(move || {
-                let events = self.scan();
+                let events = self.scan(scan_trees);
                 (self, events)
             })
             .await;
@@ -301,10 +331,25 @@ impl Scanner {
                 Vec::new()
             }
             Command::SetLimit { pid, pages } => {
-                // a new threshold starts fresh (see EventSource::set_memory_limit)
-                self.limits.insert(pid, Limit { pages, over: false });
+                // a new threshold starts fresh (see EventSource::set_memory_limit), but the
+                // process's schedule stays: how fast it grows does not change with the threshold
+                // (the limit follows the warning level in the middle of a fast growth)
+                let pace = self.limits.get(&pid).map_or_else(
+                    || pace::Pace::new(pace::FLOOR, self.options.interval),
+                    |l| l.pace,
+                );
+                let now = Instant::now();
+                self.limits.insert(
+                    pid,
+                    Limit {
+                        pages,
+                        over: false,
+                        pace,
+                        due: now,
+                    },
+                );
                 let mut events = Vec::new();
-                self.sample(pid, &mut events);
+                self.sample(pid, now, &mut events);
                 events
             }
             Command::ClearLimit(pid) => {
@@ -314,18 +359,25 @@ impl Scanner {
         }
     }
 
-    fn scan(&mut self) -> Vec<Event> {
+    /// Scans the trees if asked to, then reads the memory of the processes whose reading is due.
+    fn scan(&mut self, trees: bool) -> Vec<Event> {
         let mut events = Vec::new();
-        if self.options.track_trees && !self.tracked.is_empty() {
+        if trees && self.scans_trees() {
             match list_pids() {
                 Ok(now) => self.scan_trees(&now, &mut events),
                 Err(e) => tracing::warn!(error = %e, "cannot list /proc"),
             }
         }
-        let mut limited: Vec<u32> = self.limits.keys().copied().collect();
-        limited.sort_unstable();
-        for pid in limited {
-            self.sample(pid, &mut events);
+        let now = Instant::now();
+        let mut due: Vec<u32> = self
+            .limits
+            .iter()
+            .filter(|(_, l)| l.due <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        due.sort_unstable();
+        for pid in due {
+            self.sample(pid, now, &mut events);
         }
         events
     }
@@ -465,9 +517,9 @@ impl Scanner {
         self.rescan_all = false;
     }
 
-    /// Compares `pid`'s resident memory with its limit, reporting a crossing; forgets the limit
-    /// when the process is gone.
-    fn sample(&mut self, pid: u32, events: &mut Vec<Event>) {
+    /// Compares `pid`'s resident memory with its limit, reporting a crossing, and schedules the
+    /// next reading; forgets the limit when the process is gone.
+    fn sample(&mut self, pid: u32, now: Instant, events: &mut Vec<Event>) {
         let Some(limit) = self.limits.get_mut(&pid) else {
             return;
         };
@@ -476,10 +528,12 @@ impl Scanner {
             return;
         };
         let over = next_over(limit.over, rss, limit.pages);
-        if over == limit.over {
+        let crossed = over != limit.over;
+        limit.over = over;
+        limit.due = limit.pace.sampled(now, rss, limit.next_level());
+        if !crossed {
             return;
         }
-        limit.over = over;
         let key = self.tracked.get(&pid).map_or(0, |t| t.key);
         let (rss, limit, source) = (
             rss * self.page_size,
@@ -639,7 +693,8 @@ mod tests {
             let (tx, mut rx) = unbounded_channel();
             let procfs = Procfs::start(
                 ProcfsOptions {
-                    interval: Duration::from_millis(20),
+                    // the ceiling of the adaptive schedule (the daemon's default)
+                    interval: Duration::from_secs(1),
                     track_trees: false,
                 },
                 tx,
@@ -695,7 +750,7 @@ mod tests {
             known: HashSet::new(),
             rescan_all: true,
         };
-        assert!(scanner.idle());
+        assert!(!scanner.scans_trees() && scanner.next_reading().is_none());
         let memory_only = Scanner {
             options: ProcfsOptions {
                 interval: Duration::from_secs(1),
@@ -713,7 +768,7 @@ mod tests {
             ..scanner
         };
         assert!(
-            memory_only.idle(),
+            !memory_only.scans_trees() && memory_only.next_reading().is_none(),
             "watched pids alone need no memory samples"
         );
     }

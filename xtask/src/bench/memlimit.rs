@@ -378,7 +378,8 @@ fn outcome(
                  crash_loop: {{ max: 0 }} }}`, once with its defaults (eBPF: the kernel's \
                  `rss_stat` events, filtered in the kernel against the limit; checked: the \
                  daemon holds BPF links) and once with `TURBO_EBPF=off` (the procfs source \
-                 samples memory every second); PM2 `max_memory_restart: {LIMIT_MB}M` with \
+                 reads the app's memory on an adaptive schedule, 20 ms to 1 s, sooner the \
+                 nearer and faster it grows toward the limit); PM2 `max_memory_restart: {LIMIT_MB}M` with \
                  `autorestart`, `restart_delay: 0`, its default check interval (30 s). The three \
                  run side by side; each app is removed once its restarts are measured. The run \
                  is bounded to {}s, so PM2 contributes few samples, and each of its samples \
@@ -415,8 +416,10 @@ fn outcome(
             "PM2 reads its apps' memory in a worker that runs every 30 s (`PM2_WORKER_INTERVAL`); \
              an app growing {STEP_MB} MB per {INTERVAL_MS} ms goes far past the limit before \
              that, here up to the {CAP_MB} MB where the workload stops. The procfs fallback of \
-             TurboProcess samples every second, so its reaction is up to a second and its peak \
-             up to a second's growth over the limit; eBPF acts on the kernel event of the page \
+             TurboProcess reads the memory of an app with a limit between every 20 ms and every \
+             second, sooner the closer the app is to the limit and the faster it grew since \
+             the last reading, so a fast grower is read every few tens of milliseconds as it \
+             nears the limit; eBPF acts on the kernel event of the page \
              fault that crossed the limit. A sample ends when the replacement starts, which \
              is after the old process has exited, and a process holding {LIMIT_MB} MB needs \
              tens of milliseconds to exit while the kernel frees its memory (the exit-source \
