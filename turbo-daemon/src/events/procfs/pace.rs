@@ -7,7 +7,9 @@
 //! (a second by default, as before the sampling was adaptive), while one that grows by 100 MB/s
 //! is read every few tens of milliseconds once it nears the limit and is caught within a few MB
 //! of it. A short window that happens to see no growth (allocation in bursts) must not blind
-//! the source for a whole ceiling: the interval at most doubles from one sample to the next.
+//! the source for a whole ceiling: the rate used is the fastest seen recently (it halves every
+//! second the process does not match it), and the interval at most doubles from one sample to
+//! the next.
 //!
 //! Pure: the caller reads `/proc` and the clock and passes both in; nothing here does I/O.
 
@@ -18,12 +20,15 @@ pub const FLOOR: Duration = Duration::from_millis(20);
 
 /// The sampling schedule of one process under one threshold (kept across threshold changes:
 /// the growth rate is the process's, not the threshold's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Pace {
     floor: Duration,
     ceiling: Duration,
     /// The interval chosen at the last sample (the next one is at most twice it).
     interval: Duration,
+    /// The growth rate toward the level the schedule goes by, in pages per second: the one just
+    /// seen, or the recent fastest decayed (see the module docs).
+    rate: f64,
     last: Option<(Instant, u64)>,
 }
 
@@ -36,6 +41,7 @@ impl Pace {
             floor,
             ceiling: ceiling.max(floor),
             interval: floor,
+            rate: 0.0,
             last: None,
         }
     }
@@ -46,7 +52,7 @@ impl Pace {
         let rising = pages < level;
         let headroom = pages.abs_diff(level);
         // growth toward the level since the last reading, in pages per second
-        let rate = self.last.map_or(0.0, |(at, before)| {
+        self.rate = self.last.map_or(0.0, |(at, before)| {
             let toward = if rising {
                 pages.saturating_sub(before)
             } else {
@@ -57,12 +63,12 @@ impl Pace {
                 // page counts are far below 2^52: exact as f64
                 #[allow(clippy::cast_precision_loss)]
                 let toward = toward as f64;
-                toward / secs
+                (toward / secs).max(self.rate * 0.5_f64.powf(secs))
             } else {
-                0.0
+                self.rate
             }
         });
-        let wanted = interval(headroom, rate, self.floor, self.ceiling);
+        let wanted = interval(headroom, self.rate, self.floor, self.ceiling);
         self.interval = wanted.min(self.interval.saturating_mul(2));
         self.last = Some((now, pages));
         now + self.interval
@@ -166,9 +172,23 @@ mod tests {
         // 5000 pages in 100 ms, 5000 pages from the level: there in 100 ms, look in 50
         let at = p.sampled(t0 + 100 * MS, 5000, 10_000);
         assert_eq!(at - (t0 + 100 * MS), 50 * MS);
-        // nothing moved since: the ceiling is wanted, but only twice the last interval comes
+        // nothing moved since: the recent rate (decayed by 2^-0.05) still counts
         let after_quiet = p.sampled(at, 5000, 10_000);
-        assert_eq!(after_quiet - at, 100 * MS);
+        let gap = after_quiet - at;
+        assert!(gap > 50 * MS && gap < 55 * MS, "{gap:?}");
+        // a long stillness: the rate decays away (halving each second), the interval grows to
+        // the ceiling within a few seconds
+        let still_from = after_quiet;
+        let mut at = after_quiet;
+        let mut gaps = Vec::new();
+        while at - still_from < Duration::from_secs(8) {
+            let next = p.sampled(at, 5000, 10_000);
+            gaps.push(next - at);
+            at = next;
+        }
+        assert!(gaps.windows(2).all(|w| w[1] >= w[0]), "{gaps:?}");
+        assert_eq!(gaps.last(), Some(&Duration::from_secs(1)), "{gaps:?}");
+        assert!(gaps.len() < 80, "{} reads in 8 s of stillness", gaps.len());
     }
 
     #[test]
@@ -180,7 +200,8 @@ mod tests {
         let next = p.sampled(t0 + 40 * MS, 8000, 7000);
         // shrinking 1000 pages in 40 ms toward a level 1000 pages away: the floor
         assert_eq!(next - (t0 + 40 * MS), FLOOR);
-        // growing away from it: as slow as the doubling allows
+        // growing away from it, 2000 pages from the level: the recent rate (decayed) still
+        // counts, then the doubling allows no more than 40 ms
         let later = p.sampled(next, 9000, 7000);
         assert_eq!(later - next, 40 * MS);
     }
