@@ -60,8 +60,7 @@ impl Pace {
             };
             let secs = now.saturating_duration_since(at).as_secs_f64();
             if secs > 0.0 {
-                // page counts are far below 2^52: exact as f64
-                #[allow(clippy::cast_precision_loss)]
+                #[expect(clippy::cast_precision_loss, reason = "page counts far below 2^52")]
                 let toward = toward as f64;
                 (toward / secs).max(self.rate * 0.5_f64.powf(secs))
             } else {
@@ -82,7 +81,7 @@ pub fn interval(headroom: u64, rate: f64, floor: Duration, ceiling: Duration) ->
     if rate <= 0.0 || !rate.is_finite() {
         return ceiling;
     }
-    #[allow(clippy::cast_precision_loss)]
+    #[expect(clippy::cast_precision_loss, reason = "page counts far below 2^52")]
     let secs = headroom as f64 / rate / 2.0;
     Duration::try_from_secs_f64(secs).map_or(ceiling, |d| d.clamp(floor, ceiling))
 }
