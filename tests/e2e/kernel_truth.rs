@@ -226,11 +226,25 @@ fn stop_reaches_a_descendant_that_left_the_group() {
 
 #[test]
 fn max_memory_warns_then_restarts_close_to_the_limit() {
-    use futures_util::StreamExt;
     if skip("max_memory_warns_then_restarts_close_to_the_limit") {
         return;
     }
-    let d = TestDaemon::start("require");
+    max_memory_warns_then_restarts("require", true);
+}
+
+/// The procfs source's own readings (adaptive, 20 ms to 1 s) enforce the limit. How close to it
+/// they catch a fast grower depends on the machine's load: that is measured by the benchmark
+/// (`cargo xtask bench --only memory-limit`), not asserted here.
+#[test]
+fn max_memory_warns_then_restarts_with_the_procfs_fallback() {
+    max_memory_warns_then_restarts("off", false);
+}
+
+/// An app growing 8 MiB every 20 ms under `max_memory: 200M` is warned about at 80% and then
+/// restarted for `memory_limit`; with `close`, its recorded memory is within 20 MB of the limit.
+fn max_memory_warns_then_restarts(ebpf: &str, close: bool) {
+    use futures_util::StreamExt;
+    let d = TestDaemon::start(ebpf);
     // grows 8 MiB every 20 ms; touches every page so the memory is resident
     let script = d.home().join("grow.py");
     std::fs::write(
@@ -279,10 +293,17 @@ fn max_memory_warns_then_restarts_close_to_the_limit() {
     assert_eq!(crash["reason"], "memory_limit", "{crash}");
     let peak = crash["memory_bytes"].as_u64().unwrap();
     assert!(
-        ((200 << 20)..(220 << 20)).contains(&peak),
-        "restarted within 20 MB of the limit (measured {} MiB)",
+        peak >= 200 << 20,
+        "restarted for memory at {} MiB, under the limit",
         peak >> 20
     );
+    if close {
+        assert!(
+            peak < 220 << 20,
+            "restarted within 20 MB of the limit (measured {} MiB)",
+            peak >> 20
+        );
+    }
     let app = d.wait_app("grower", "restarted", |a| a["restarts"].as_u64() >= Some(1));
     assert_eq!(app["memory_limit_bytes"], 200u64 << 20);
 }
