@@ -1940,7 +1940,7 @@ mod usage {
 
     /// Reads `/proc/<pid>/stat`; `None` when the process is gone.
     pub fn read_stat(pid: u32) -> Option<ProcStat> {
-        parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        parse_stat(&sys::read_proc(&format!("/proc/{pid}/stat"))?)
     }
 
     fn parse_stat(text: &str) -> Option<ProcStat> {
@@ -1995,7 +1995,7 @@ mod usage {
     /// The children of `pid` forked by its main thread (`/proc/<pid>/task/<pid>/children`;
     /// children forked by other threads are listed under those threads and not read here).
     fn children(pid: u32) -> Vec<u32> {
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        sys::read_proc(&format!("/proc/{pid}/task/{pid}/children"))
             .map(|s| {
                 s.split_whitespace()
                     .filter_map(|c| c.parse().ok())
