@@ -351,9 +351,22 @@ enum Internal {
     CheckGroups,
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
-    /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid.
-    Notified(u32, Vec<u8>),
+    /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid; `retried` once it was put back
+    /// because its sender was not known yet.
+    Notified {
+        pid: u32,
+        datagram: Vec<u8>,
+        retried: bool,
+    },
 }
+
+/// How long a descendant that exited is still attributed to its app: a short-lived child may
+/// send `READY=1` and exit before its datagram is read (sd_notify from a forked helper).
+const DEPARTED_FOR: Duration = Duration::from_secs(10);
+/// Bound on remembered departed descendants (a fork bomb must not grow the daemon).
+const DEPARTED_MAX: usize = 4096;
+/// How long a datagram from an unknown pid waits for the event source to report its fork.
+const NOTIFY_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// The output streams of one running process.
 struct ProcIo {
@@ -408,6 +421,8 @@ pub struct Runtime {
     group_waits: HashMap<AppId, u32>,
     /// The last fatal signal each watched process got, and who sent it.
     fatal_signals: HashMap<u32, (i32, Option<Sender>)>,
+    /// Descendants that exited recently, for attributing their late notify datagrams.
+    departed: VecDeque<(u32, AppId, Instant)>,
     /// Resident memory of OOM victims when the kernel chose them.
     oom_memory: HashMap<u32, u64>,
     /// Listening sockets the daemon holds for apps with `listen:`.
@@ -465,6 +480,7 @@ impl Runtime {
             tree: HashMap::new(),
             group_waits: HashMap::new(),
             fatal_signals: HashMap::new(),
+            departed: VecDeque::new(),
             oom_memory: HashMap::new(),
             listeners: listen::Listeners::default(),
             watchers: HashMap::new(),
@@ -626,7 +642,9 @@ impl Runtime {
                         source,
                     });
                 } else if let Some(tree) = self.tree.get_mut(&key) {
-                    tree.remove(&pid);
+                    if tree.remove(&pid) {
+                        self.remember_departed(pid, key);
+                    }
                     self.fatal_signals.remove(&pid);
                     self.check_group_waits();
                 }
@@ -730,10 +748,27 @@ impl Runtime {
                 }
                 self.feed(Input::FilesChanged { app });
             }
-            Internal::Notified(pid, datagram) => match self.app_of_pid(pid) {
+            Internal::Notified {
+                pid,
+                datagram,
+                retried,
+            } => match self.app_of_pid(pid) {
                 Some(app) => {
                     let message = crate::supervisor::NotifyMessage::parse(&datagram);
                     self.feed(Input::Notified { app, message });
+                }
+                None if !retried => {
+                    // The sender may be a new child whose fork event is still on its way (the
+                    // event source and the socket are read by different tasks): ask again later.
+                    let tx = self.internal_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(NOTIFY_RETRY_AFTER).await;
+                        let _ = tx.send(Internal::Notified {
+                            pid,
+                            datagram,
+                            retried: true,
+                        });
+                    });
                 }
                 None => tracing::debug!(pid, "notification from a process of no app: ignored"),
             },
@@ -751,9 +786,26 @@ impl Runtime {
             if let Some((&app, _)) = self.tree.iter().find(|(_, t)| t.contains(&p)) {
                 return Some(app);
             }
+            if let Some(&(_, app, _)) = self.departed.iter().find(|(d, ..)| *d == p) {
+                return Some(app);
+            }
             p = sys::parent_pid(p).filter(|&pp| pp > 1)?;
         }
         None
+    }
+
+    /// Remembers that `pid`, a descendant of `app`, exited (see [`DEPARTED_FOR`]).
+    fn remember_departed(&mut self, pid: u32, app: AppId) {
+        let now = Instant::now();
+        while self
+            .departed
+            .front()
+            .is_some_and(|&(_, _, at)| now.saturating_duration_since(at) > DEPARTED_FOR)
+            || self.departed.len() >= DEPARTED_MAX
+        {
+            self.departed.pop_front();
+        }
+        self.departed.push_back((pid, app, now));
     }
 
     /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader) first.
@@ -775,7 +827,11 @@ impl Runtime {
                 };
                 match sys::recv_with_pid(afd.get_ref(), &mut buf) {
                     Ok((n, Some(pid))) => {
-                        let _ = tx.send(Internal::Notified(pid, buf[..n].to_vec()));
+                        let _ = tx.send(Internal::Notified {
+                            pid,
+                            datagram: buf[..n].to_vec(),
+                            retried: false,
+                        });
                     }
                     Ok((_, None)) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
@@ -1128,6 +1184,7 @@ impl Runtime {
                 self.watchers.remove(&app);
                 self.crashes.remove(app);
                 self.tree.remove(&app);
+                self.departed.retain(|&(_, a, _)| a != app);
                 self.counts.remove(&app);
                 self.usage.borrow_mut().remove(&app);
                 let _ = self.notices.send(Notice::Removed(name, instance, app));
