@@ -404,6 +404,8 @@ pub struct Runtime {
     monitor: MonitorSettings,
     /// Last resident memory seen per pid, for crash records of processes already gone.
     rss_seen: RefCell<HashMap<u32, u64>>,
+    /// The `/proc` files of the apps' main processes, kept open between readings.
+    main_files: RefCell<usage::MainFiles>,
     path_env: String,
     /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
     /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
@@ -468,6 +470,7 @@ impl Runtime {
             counts: HashMap::new(),
             monitor: MonitorSettings::default(),
             rss_seen: RefCell::default(),
+            main_files: RefCell::default(),
             path_env: std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             logs: HashMap::new(),
@@ -914,6 +917,7 @@ impl Runtime {
                 // not a crash (those took their entry): the output tasks end on their own
                 self.procs.remove(&pid);
                 self.rss_seen.borrow_mut().remove(&pid);
+                self.main_files.borrow_mut().forget(pid);
             }
         }
     }
@@ -1712,7 +1716,7 @@ impl Runtime {
         };
         let deep = matches!(how, Reading::WithPss(_)) && cached_pss.is_none();
         let descendants = self.tree.get(&app.id).into_iter().flatten().copied();
-        let sample = usage::sample_tree(pid, descendants, deep)?;
+        let sample = usage::sample_tree(pid, descendants, deep, &mut self.main_files.borrow_mut())?;
         // crash records keep the main process's own figure (what the kernel limits act on)
         self.rss_seen
             .borrow_mut()
@@ -1747,6 +1751,14 @@ impl Runtime {
         for app in self.sup.apps() {
             let _ = self.measure(app, now, Reading::Cheap);
         }
+        self.close_stale_files();
+    }
+
+    /// Closes the kept `/proc` files of processes that are no longer an app's main process
+    /// (those that exited are closed as they are reaped; this catches any other way out).
+    fn close_stale_files(&self) {
+        let mains = self.sup.apps().filter_map(App::pid).collect();
+        self.main_files.borrow_mut().keep_only(&mains);
     }
 
     /// A resident-memory figure from the event source (a threshold crossing): a free leak
@@ -1960,7 +1972,7 @@ fn to_api_error(e: CommandError) -> turbo_api::Error {
 /// only because that file was being changed by another piece of work at the same time.
 mod usage {
     use std::{
-        collections::{BTreeMap, VecDeque},
+        collections::{BTreeMap, HashMap, HashSet, VecDeque, hash_map::Entry},
         time::{Duration, Instant},
     };
 
@@ -2052,13 +2064,68 @@ mod usage {
     /// The children of `pid` forked by its main thread (`/proc/<pid>/task/<pid>/children`;
     /// children forked by other threads are listed under those threads and not read here).
     fn children(pid: u32) -> Vec<u32> {
-        sys::read_proc(&format!("/proc/{pid}/task/{pid}/children"))
-            .map(|s| {
-                s.split_whitespace()
-                    .filter_map(|c| c.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        parse_children(sys::read_proc(&format!("/proc/{pid}/task/{pid}/children")))
+    }
+
+    fn parse_children(text: Option<String>) -> Vec<u32> {
+        text.map(|s| {
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The open `stat` and `children` files of apps' main processes, so that reading an app
+    /// (every `ListApps`, every sampler pass) costs two `pread`s instead of two path lookups,
+    /// opens and closes: those were most of the daemon's time for `turbo status` with 100 apps.
+    /// Descendants come and go too often to be worth keeping open.
+    #[derive(Debug, Default)]
+    pub struct MainFiles {
+        open: HashMap<u32, (std::fs::File, Option<std::fs::File>)>,
+    }
+
+    impl MainFiles {
+        /// `/proc/<pid>/stat` of a main process, through its kept file (opened on first use).
+        /// A process gone takes its files with it.
+        fn stat(&mut self, pid: u32) -> Option<ProcStat> {
+            let stat = match self.open.entry(pid) {
+                Entry::Occupied(e) => {
+                    let text = sys::reread_proc(&e.get().0);
+                    if text.is_none() {
+                        e.remove();
+                    }
+                    text
+                }
+                Entry::Vacant(e) => {
+                    let stat = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+                    let text = sys::reread_proc(&stat)?;
+                    let children =
+                        std::fs::File::open(format!("/proc/{pid}/task/{pid}/children")).ok();
+                    e.insert((stat, children));
+                    Some(text)
+                }
+            };
+            parse_stat(&stat?)
+        }
+
+        /// The children of a main process whose `stat` was just read by [`Self::stat`].
+        fn children(&self, pid: u32) -> Vec<u32> {
+            match self.open.get(&pid) {
+                Some((_, Some(file))) => parse_children(sys::reread_proc(file)),
+                _ => children(pid),
+            }
+        }
+
+        /// Closes the files of processes that are no longer a main process of an app.
+        pub fn keep_only(&mut self, mains: &HashSet<u32>) {
+            self.open.retain(|pid, _| mains.contains(pid));
+        }
+
+        /// Closes the files of `pid` (it exited).
+        pub fn forget(&mut self, pid: u32) {
+            self.open.remove(&pid);
+        }
     }
 
     /// Sums the tree of `main`: `main`, those of `descendants` (the event source's) still alive,
@@ -2075,8 +2142,9 @@ mod usage {
         main: u32,
         descendants: impl IntoIterator<Item = u32>,
         deep: bool,
+        files: &mut MainFiles,
     ) -> Option<TreeSample> {
-        let first = read_stat(main)?;
+        let first = files.stat(main)?;
         let mut sample = TreeSample {
             user: first.utime + first.cutime,
             system: first.stime + first.cstime,
@@ -2087,7 +2155,7 @@ mod usage {
         };
         let mut pss = if deep { read_pss(main) } else { None };
         let mut seen = std::collections::HashSet::from([main]);
-        let mut todo: Vec<u32> = children(main);
+        let mut todo: Vec<u32> = files.children(main);
         todo.extend(descendants);
         while let Some(pid) = todo.pop() {
             if !seen.insert(pid) {
@@ -2383,7 +2451,7 @@ mod usage {
         #[test]
         fn own_tree_and_daemon_stats_read() {
             let me = std::process::id();
-            let s = sample_tree(me, [me, u32::MAX - 1], true).unwrap();
+            let s = sample_tree(me, [me, u32::MAX - 1], true, &mut MainFiles::default()).unwrap();
             assert_eq!(s.processes, 1);
             assert!(s.rss_bytes > 0 && s.rss_bytes == s.main_rss_bytes);
             assert!(s.pss_bytes.is_some_and(|p| p > 0), "{s:?}");

@@ -788,17 +788,24 @@ pub fn process_age(pid: u32, expected_start_ticks: u64) -> Option<std::time::Dur
 /// file and a second one sees the end: open, read, read, close.
 #[must_use]
 pub fn read_proc(path: &str) -> Option<String> {
-    use std::io::Read as _;
+    reread_proc(&File::open(path).ok()?)
+}
+
+/// Reads a `/proc` file opened earlier, from its start (`pread` at offset 0 makes the kernel
+/// produce the text afresh). An open `/proc/<pid>/…` file stays bound to that process: once it
+/// is reaped the read fails (`None`), never reading another process that reuses the pid.
+#[must_use]
+pub fn reread_proc(file: &File) -> Option<String> {
+    use std::os::unix::fs::FileExt as _;
     /// Room for a whole `stat` line (about 300 bytes) and most `children` lists.
     const FIRST_READ: usize = 1024;
-    let mut file = File::open(path).ok()?;
     let mut buf = vec![0_u8; FIRST_READ];
     let mut len = 0;
     loop {
         if len == buf.len() {
             buf.resize(len * 2, 0);
         }
-        match file.read(&mut buf[len..]) {
+        match file.read_at(&mut buf[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
