@@ -2449,6 +2449,42 @@ mod usage {
         }
 
         #[test]
+        fn kept_files_read_fresh_figures_and_go_with_their_process() {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "sleep 60 & wait"])
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            let mut files = MainFiles::default();
+            // the shell forks its sleep soon; the kept children file must show it when it does
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let grandchild = loop {
+                let first = files.stat(pid).expect("alive");
+                assert!(!first.zombie);
+                if let Some(&c) = files.children(pid).first() {
+                    break c;
+                }
+                assert!(Instant::now() < deadline, "sh never forked its sleep");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            assert_eq!(files.open.len(), 1);
+            let tree = sample_tree(pid, [], false, &mut files).unwrap();
+            assert_eq!(tree.processes, 2, "{tree:?}");
+            // SAFETY: plain kill(2) of the process we spawned (and of its sleep).
+            unsafe {
+                libc::kill(i32::try_from(grandchild).unwrap(), libc::SIGKILL);
+                libc::kill(i32::try_from(pid).unwrap(), libc::SIGKILL);
+            }
+            child.wait().unwrap();
+            // reaped: the kept file answers nothing and is closed, whoever gets the pid next
+            assert_eq!(files.stat(pid), None);
+            assert!(files.open.is_empty());
+            files.stat(std::process::id()).unwrap();
+            files.keep_only(&HashSet::new());
+            assert!(files.open.is_empty());
+        }
+
+        #[test]
         fn own_tree_and_daemon_stats_read() {
             let me = std::process::id();
             let s = sample_tree(me, [me, u32::MAX - 1], true, &mut MainFiles::default()).unwrap();
