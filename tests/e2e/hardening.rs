@@ -486,6 +486,13 @@ fn private_directories_are_required_and_planted_symlinks_refused() {
                 && err.contains("chmod go-w"),
             "{what}: {err}"
         );
+        // checked before anything is created in it
+        for file in ["daemon.lock", "daemon.pid", "keeper.sock", "bus.sock"] {
+            assert!(
+                !home.path().join(file).exists(),
+                "{what}: {file} was created"
+            );
+        }
     }
 
     // a planted symlink where a log file goes: the start fails, the target is untouched

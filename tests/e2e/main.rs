@@ -3,6 +3,7 @@
 
 mod access;
 mod bad_input;
+mod chaos;
 mod cli_tour;
 mod cluster;
 mod dbus;

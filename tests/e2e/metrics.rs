@@ -407,6 +407,7 @@ fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
         "mode",
         "source",
         "version",
+        "stream",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -818,6 +819,108 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
         prom.scalar(r#"turbo_app_memory_bytes{job="turbo",app="web",type="rss"}"#)
             .is_some_and(|v| v > 0.0)
     );
+}
+
+/// The numbers of the numbered-lines records in a text log file (`end N` excluded).
+fn logged_numbers(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ')?.1.parse().ok())
+        .collect()
+}
+
+/// Unmounts (lazily: the keeper keeps the files open) when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_log_disk_never_blocks_the_app_and_writing_resumes_when_there_is_room() {
+    let (d, addr) = daemon_with_metrics("off", &[]);
+    // a 64 KiB file system under the log directory, mounted after the daemon checked it
+    let logs = d.home().join("logs");
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+        .arg(&logs)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "cannot mount a 64 KiB tmpfs on {} (the e2e suite runs as root, as in CI): {}",
+        logs.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _mounted = Mounted(logs.clone());
+    let config = d.config(
+        "full",
+        &format!(
+            "apps:\n  - name: full\n    cmd: [\"{}\"]\n    env: {{ NUMBERED_LINES_MS: \"1\" }}\n",
+            env!("CARGO_BIN_EXE_numbered-lines")
+        ),
+    );
+    d.turbo_ok(&["start", config.to_str().unwrap()]);
+    let pid = d.app("full")["pid"].clone();
+    let dropped = |text: &str| {
+        value(
+            text,
+            "turbo_log_dropped_bytes_total",
+            &[("app", "full"), ("stream", "out")],
+        )
+        .unwrap_or(0.0)
+    };
+    let first = wait_for("bytes dropped", Duration::from_secs(20), || {
+        Some(dropped(&scrape(&addr))).filter(|&b| b > 0.0)
+    });
+    // the keeper keeps draining the pipe, so the app writes on and the count keeps growing: a
+    // reader that stopped (or an app blocked on a full pipe) would leave it flat
+    let mut last = first;
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = dropped(&scrape(&addr));
+        assert!(now > last, "dropped bytes stopped growing at {now}");
+        last = now;
+    }
+    let out_log = logs.join("full-out.log");
+    let before = *logged_numbers(&out_log)
+        .last()
+        .expect("lines before the disk filled");
+    assert_eq!(
+        d.app("full")["pid"],
+        pid,
+        "the app was never blocked or killed"
+    );
+
+    // room again: writing resumes by itself, with what the app writes now
+    d.turbo_ok(&["flush", "full"]);
+    let after = wait_for("lines after the flush", Duration::from_secs(10), || {
+        let n = logged_numbers(&out_log);
+        (n.len() > 50).then_some(n)
+    });
+    assert!(
+        after[0] > before,
+        "the app kept writing while the disk was full: {before} then {}",
+        after[0]
+    );
+    assert!(
+        after.windows(2).all(|w| w[1] == w[0] + 1),
+        "whole records again once there is room"
+    );
+    let text = scrape(&addr);
+    assert!(
+        value(
+            &text,
+            "turbo_log_bytes_total",
+            &[("app", "full"), ("stream", "out")]
+        )
+        .is_some_and(|b| b > 0.0),
+        "{text}"
+    );
+    d.turbo_ok(&["stop", "full"]);
 }
 
 #[test]

@@ -527,3 +527,65 @@ fn bus_policy_and_polkit_actions_are_valid() {
         );
     }
 }
+
+/// The pid of the private `dbus-daemon` of `home`, from /proc.
+fn private_bus_pid(home: &Path) -> Option<u32> {
+    let needle = format!("--config-file={}", home.join("bus.conf").display());
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+}
+
+#[test]
+fn upgrade_keeps_the_main_pid_and_the_bus_and_says_reloading_then_ready() {
+    let systemd = FakeSystemd::new();
+    let d = TestDaemon::spawn_with_env(
+        "off",
+        &[
+            ("NOTIFY_SOCKET", systemd.address()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let daemon_pid = i32::try_from(d.daemon_pid().unwrap()).unwrap();
+    wait_for("READY=1", Duration::from_secs(15), || {
+        systemd
+            .recv(Duration::from_millis(200))
+            .filter(|n| n.pid == daemon_pid && has_line(n, "READY=1"))
+    });
+    let bus = private_bus_pid(d.home()).expect("a private bus");
+    let out = turbo_at(&d.address(), &["daemon", "upgrade"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("pid {daemon_pid} (same pid)")),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reloading = wait_for("RELOADING=1", Duration::from_secs(10), || {
+        systemd
+            .recv(Duration::from_millis(200))
+            .filter(|n| n.pid == daemon_pid && has_line(n, "RELOADING=1"))
+    });
+    assert!(
+        reloading
+            .text
+            .lines()
+            .any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = wait_for("READY=1 again", Duration::from_secs(15), || {
+        systemd
+            .recv(Duration::from_millis(200))
+            .filter(|n| n.pid == daemon_pid && has_line(n, "READY=1"))
+    });
+    assert!(ready.at >= reloading.at);
+    assert_eq!(
+        private_bus_pid(d.home()),
+        Some(bus),
+        "the private bus survived the exec"
+    );
+    assert!(turbo_at(&d.address(), &["ping"]).status.success());
+}

@@ -194,6 +194,15 @@ impl TestDaemon {
         });
     }
 
+    /// Starts a new daemon on the same home without waiting for it to answer (to kill it at a
+    /// random moment of its start-up); [`Self::wait_answering`] waits.
+    pub fn respawn_daemon(&mut self) {
+        if let Some(mut old) = self.daemon.take() {
+            let _ = old.wait();
+        }
+        self.spawn_daemon();
+    }
+
     /// Starts a new daemon on the same home (after [`Self::kill9_daemon`] or `turbo kill`).
     pub fn restart_daemon(&mut self) {
         if let Some(mut old) = self.daemon.take() {

@@ -743,3 +743,29 @@ mod tests {
         assert!(j["last_exit"]["code"].is_null());
     }
 }
+
+/// Which output stream of an app a log record came from: the `stream` field of a json log
+/// record (`"out"` or `"err"`), shared by the daemon that writes the records and the CLI that
+/// reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output (`<app>-out.log`).
+    Out,
+    /// Standard error (`<app>-err.log`).
+    Err,
+}
+
+impl LogStream {
+    /// Both streams, stdout first.
+    pub const BOTH: [LogStream; 2] = [LogStream::Out, LogStream::Err];
+
+    /// `out` or `err`, as in json records and metric labels.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::Err => "err",
+        }
+    }
+}

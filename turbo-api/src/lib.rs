@@ -12,7 +12,7 @@ mod names;
 
 pub use dto::{
     AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
-    Health, rfc3339_ms,
+    Health, LogStream, rfc3339_ms,
 };
 pub use names::{
     MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration, parse_size,
@@ -156,6 +156,11 @@ mod proxy {
 
         /// Stops every app, then the daemon.
         fn shutdown(&self) -> zbus::Result<()>;
+
+        /// Saves the state and re-executes the daemon binary from its install path, in place
+        /// (same pid): apps keep running, the log keeper keeps their output, the new daemon
+        /// adopts them. Replies before the exec; the name is back once the new daemon is ready.
+        fn upgrade(&self) -> zbus::Result<()>;
 
         /// Clears restart counters and the crash-loop state of the matching apps; an `errored`
         /// app starts again.

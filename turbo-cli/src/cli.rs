@@ -62,6 +62,9 @@ pub enum Cmd {
     Ping,
     /// Stop every app, then the daemon.
     Kill,
+    /// The daemon itself: `turbo daemon upgrade`.
+    #[command(subcommand)]
+    Daemon(DaemonCmd),
     /// Install the systemd unit of system mode (with its bus and polkit policy) and enable it.
     Startup(StartupArgs),
     /// Disable the systemd unit and remove what `turbo startup` installed.
@@ -132,6 +135,14 @@ pub struct ImportPm2Args {
     /// Overwrite the output file if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `turbo daemon ...`.
+#[derive(Debug, Subcommand)]
+pub enum DaemonCmd {
+    /// Re-execute the daemon binary from its install path in place (after replacing it): apps
+    /// keep running with the same pids, no log line is lost, the new daemon adopts everything.
+    Upgrade,
 }
 
 /// `turbo startup`.

@@ -24,6 +24,7 @@
 pub mod config;
 pub mod dbus;
 pub mod events;
+pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
@@ -56,6 +57,9 @@ pub struct Options {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Resource sampling and leak detection.
     pub monitor: runtime::MonitorSettings,
+    /// After `turbo daemon upgrade`: the private bus the previous image left running
+    /// (`runtime::bus::REEXEC_ENV`).
+    pub reexec_bus: Option<String>,
 }
 
 /// Where the daemon serves its D-Bus API.
@@ -119,6 +123,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let log_dir = opts.log_dir.clone().unwrap_or_else(|| home.join("logs"));
     create_private_dir(home)?;
     create_private_dir(&log_dir)?;
+    // before anything is created in them (daemon.lock, daemon.pid, sockets): a directory
+    // others can write to could hold planted files or symlinks
+    for dir in [home, &log_dir] {
+        storage::check_private_dir(dir).map_err(io_err("refusing to start"))?;
+    }
     let lock = runtime::sys::lock_file(&home.join("daemon.lock")).map_err(|e| {
         if e.kind() == io::ErrorKind::WouldBlock {
             DaemonError::AlreadyRunning {
@@ -135,6 +144,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     })?;
     std::fs::write(home.join("daemon.pid"), format!("{}\n", std::process::id()))
         .map_err(io_err("cannot write daemon.pid"))?;
+
+    // the keeper outlives this daemon and reads the apps' output across its death or upgrade;
+    // a running one (from before a kill -9 or an upgrade) is reconnected to
+    let log_keeper = match keeper::Keeper::start(home, &log_dir) {
+        Ok(k) => {
+            tracing::info!(pid = k.pid(), "log keeper connected");
+            Some(k)
+        }
+        Err(e) => {
+            tracing::error!(
+                "cannot start the log keeper: {e}; the daemon reads app output itself, and a                  daemon crash will lose lines"
+            );
+            None
+        }
+    };
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let source = events::start(opts.ebpf, events::SourceOptions::default(), events_tx)
@@ -153,8 +177,18 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let (bus, address, mode) = match &opts.bus {
         BusMode::Private => {
             let socket = home.join(turbo_api::BUS_SOCKET);
-            let bus = runtime::bus::start(home, &socket)
-                .map_err(io_err("cannot start the private bus"))?;
+            let adopted = opts
+                .reexec_bus
+                .as_deref()
+                .and_then(|v| runtime::bus::PrivateBus::adopt(v, &socket));
+            let bus = match adopted {
+                Some(bus) => {
+                    tracing::info!("upgraded in place: kept the private bus");
+                    bus
+                }
+                None => runtime::bus::start(home, &socket)
+                    .map_err(io_err("cannot start the private bus"))?,
+            };
             // clients get a plain path address: the guid dbus-daemon prints changes on every start
             (Some(bus), format!("unix:path={}", socket.display()), "user")
         }
@@ -219,12 +253,28 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         rt.beat_into(heartbeat, interval);
     }
     rt.monitor(opts.monitor);
+    if let Some(k) = log_keeper {
+        rt.keep_logs_with(k);
+    }
     rt.restore().map_err(io_err(
         "cannot restore the saved state (running apps were not touched)",
     ))?;
     // the bus name is owned and the saved state loaded: calls are answered from here on
     notify::ready(&ready_status);
-    rt.run().await.map_err(io_err("the main loop failed"))?;
+    let ending = rt.run().await.map_err(io_err("the main loop failed"))?;
+    if ending == runtime::Ending::Upgrade {
+        notify::reloading();
+        // let the reply leave before the connection (and with it the bus name) goes
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(conn);
+        let bus_env = bus.map(runtime::bus::PrivateBus::keep_across_exec);
+        let e = reexec(bus_env.as_deref());
+        // still here: the exec failed; the apps run on, unsupervised until a daemon starts
+        return Err(DaemonError::Io {
+            what: "cannot re-execute the daemon for the upgrade".into(),
+            source: e,
+        });
+    }
     notify::stopping();
     notify::status("stopping: every app has stopped, exiting");
     // let the reply to a Shutdown call leave before the bus goes away
@@ -239,6 +289,51 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     drop(lock);
     tracing::info!("turbo-daemon stopped");
     Ok(())
+}
+
+/// Replaces this process image with the daemon binary at its install path (the binary that was
+/// started, or the one that replaced it on disk since), with the same arguments and environment.
+/// Called on the main thread, which forked the private bus, so the bus's parent-death signal does
+/// not fire. Returns only on failure.
+fn reexec(bus_env: Option<&str>) -> io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let exe = match install_path() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    tracing::info!("upgrading: re-executing {}", exe.display());
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(std::env::args_os().skip(1));
+    if let Some(v) = bus_env {
+        cmd.env(runtime::bus::REEXEC_ENV, v);
+    }
+    cmd.exec()
+}
+
+/// The daemon binary at its install path: the file this process was started from, or the one
+/// that replaced it there since (a replaced file leaves the link as `<path> (deleted)`).
+///
+/// # Errors
+/// When `/proc/self/exe` cannot be read, or nothing executable is at that path now (the
+/// message names it).
+pub fn install_path() -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let bytes = exe.as_os_str().as_bytes();
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b" (deleted)").unwrap_or(bytes),
+    ));
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("the daemon's path holds a NUL byte"))?;
+    // SAFETY: access(2) on a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("no executable turbo-daemon at {} ({e})", path.display()),
+        ));
+    }
+    Ok(path)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {

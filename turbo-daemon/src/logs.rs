@@ -1,14 +1,18 @@
 //! Log capture and rotation: copies each app's stdout and stderr pipes into its two log files,
 //! one timestamp per line, and rotates the files by size.
 //!
+//! This code runs in the log keeper (`crate::keeper::server`, a synchronous loop that outlives
+//! the daemon) and, only when no keeper can be started, in the daemon itself.
+//!
 //! [`AppLogs`] owns an app's files for as long as the app is managed, across restarts. Every
 //! process of the app, and any descendant of an old process that still holds its pipes, writes
 //! through that one owner under one lock, so a rotation is decided and done in one place and never
-//! races with another writer. [`AppLogs::capture`] starts one task per process that reads both
-//! pipes; it turns whatever a pipe holds into records and appends them with a single `write(2)`,
-//! so a chatty app costs one syscall per read, not per line. A pipe found full is enlarged to
-//! 1 MiB and read in bigger pieces (see [`pump`]), so a flooding app and the daemon take turns
-//! about 16 times less often; lines are found with the C library's `memchr`.
+//! races with another writer. A `Pump` reads one pipe: it turns whatever the pipe holds into
+//! records that are appended with a single `write(2)`, so a chatty app costs one syscall per
+//! read, not per line. The keeper drives pumps from `epoll`; [`AppLogs::capture`] drives them
+//! from tokio tasks. A pipe found full is enlarged to 1 MiB and read in bigger pieces, so a
+//! flooding app and its reader take turns about 16 times less often; lines are found with the C
+//! library's `memchr`. Bytes written and dropped are counted per file ([`AppLogs::counters`]).
 //!
 //! Record formats (the app's [`LogPolicy`]; a change applies from the next read on):
 //! * `text`: `<RFC 3339 UTC, ms> <raw line bytes>\n`, the bytes exactly as the app wrote them.
@@ -29,8 +33,9 @@
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
-//! supervisor's business. It must not lose output it could keep: a failed rotation keeps writing
-//! to the current file, and a failed write is logged once per run of failures, not retried.
+//! supervisor's business. It must not lose output it could keep, nor stop reading: a failed
+//! rotation keeps writing to the current file, and a failed write (a full disk) is logged once per
+//! run of failures and counted as dropped, not retried; the next batch tries again.
 
 use std::{
     collections::VecDeque,
@@ -39,7 +44,7 @@ use std::{
     io::{self, Write},
     ops::Range,
     os::{
-        fd::{AsRawFd as _, OwnedFd},
+        fd::{AsRawFd as _, OwnedFd, RawFd},
         unix::{ffi::OsStrExt as _, fs::OpenOptionsExt},
     },
     path::{Path, PathBuf},
@@ -50,7 +55,7 @@ use std::{
     time::SystemTime,
 };
 
-use tokio::{io::AsyncReadExt, net::unix::pipe, task::JoinHandle};
+use tokio::{net::unix::pipe, task::JoinHandle};
 
 use crate::supervisor::{LogFormat, LogPolicy};
 
@@ -93,21 +98,8 @@ fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Which pipe a record came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stream {
-    Out,
-    Err,
-}
-
-impl Stream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Out => "out",
-            Self::Err => "err",
-        }
-    }
-}
+/// Which pipe a record came from (one enum for the daemon, the keeper and the CLI).
+pub use turbo_api::LogStream as Stream;
 
 /// The log files of one app, shared by every capture of its processes. Cloning is cheap (one
 /// `Arc`); all clones write the same files.
@@ -210,9 +202,27 @@ impl AppLogs {
         (files.out.path.clone(), files.err.path.clone())
     }
 
+    /// Bytes appended to each file, and bytes of records that could not be written (a full
+    /// disk, an I/O error) and were dropped, since these files were opened: `(stream, written,
+    /// dropped)`, stdout first.
+    #[must_use]
+    pub fn counters(&self) -> [(Stream, u64, u64); 2] {
+        let files = self.lock();
+        [
+            (Stream::Out, files.out.written, files.out.dropped),
+            (Stream::Err, files.err.written, files.err.dropped),
+        ]
+    }
+
     /// Formats and appends one batch of records of `stream`. The lock is held across formatting
     /// and writing so the policy, the size count and a rotation all see the same state.
-    fn append(&self, stream: Stream, data: &[u8], lines: &[Range<usize>], records: &mut Records) {
+    pub(crate) fn append(
+        &self,
+        stream: Stream,
+        data: &[u8],
+        lines: &[Range<usize>],
+        records: &mut Records,
+    ) {
         let stamp = timestamp();
         let mut files = self.lock();
         let files = &mut *files;
@@ -263,7 +273,7 @@ impl StderrTail {
         self.lock().iter().cloned().collect()
     }
 
-    fn push(&self, data: &[u8], lines: &[Range<usize>]) {
+    pub(crate) fn push(&self, data: &[u8], lines: &[Range<usize>]) {
         let mut tail = self.lock();
         // only the batch's last lines can survive, so only they are converted
         for range in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
@@ -291,61 +301,155 @@ fn tail_text(line: &[u8]) -> String {
 }
 
 /// Reads `fd` to its end, handing each batch of records (ranges of the buffer, newline excluded)
-/// to `on_batch`.
-///
-/// A read asks for [`READ_SIZE`] bytes at first. When one takes everything it asked for, the app
-/// writes faster than the daemon wakes up: the pipe is enlarged once to [`BIG_PIPE`] (so the app
-/// blocks less and each wake-up finds more) and reads ask for twice as much, up to the pipe's
-/// size; when reads come back half empty they ask for less again, and buffers grown by a burst
-/// are given back.
+/// to `on_batch`: a [`Pump`] driven by tokio's readiness.
 async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&[u8], &[Range<usize>])) {
-    let mut rx = match pipe::Receiver::from_owned_fd(fd) {
+    let rx = match pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!("cannot watch an output pipe: {e}");
             return;
         }
     };
-    // the unfinished line stays at the front; each read appends after it, so lines are never
-    // copied before they are formatted
-    let mut buf: Vec<u8> = Vec::with_capacity(2 * READ_SIZE);
-    let mut lines: Vec<Range<usize>> = Vec::new();
-    let mut want = READ_SIZE;
-    let mut pipe_size: Option<usize> = None;
-    let mut big_pipe = BigPipe(false);
+    let mut pump = Pump::default();
+    let mut buf = Vec::new();
+    let mut lines = Vec::new();
     loop {
-        buf.reserve(want);
-        let n = match rx.read_buf(&mut buf).await {
-            Ok(0) => break,
+        if let Err(e) = rx.readable().await {
+            tracing::warn!("cannot watch an output pipe: {e}");
+            break;
+        }
+        // try_read_buf clears tokio's readiness on EAGAIN, so the next await really waits
+        let step = pump.step(
+            rx.as_raw_fd(),
+            &mut buf,
+            &mut lines,
+            |b| rx.try_read_buf(b),
+            &mut on_batch,
+        );
+        if step == Step::End {
+            break;
+        }
+    }
+}
+
+/// What one [`Pump::step`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Bytes were read (records may have been handed on).
+    Read,
+    /// Nothing to read now.
+    Empty,
+    /// The pipe reached its end (or failed); everything read was handed on.
+    End,
+}
+
+/// The reading state of one pipe: the unfinished last line and how much to ask for. The read
+/// and record buffers are the caller's, so the log keeper shares one pair among all its pipes
+/// and a quiet pipe costs only its unfinished line.
+///
+/// A read asks for [`READ_SIZE`] bytes at first. When one takes everything it asked for, the app
+/// writes faster than the reader wakes up: the pipe is enlarged once to [`BIG_PIPE`] (so the app
+/// blocks less and each wake-up finds more) and reads ask for twice as much, up to the pipe's
+/// size; when reads come back half empty they ask for less again, and buffers grown by a burst
+/// are given back.
+#[derive(Debug)]
+pub(crate) struct Pump {
+    /// The unfinished line, put back in front of the next read.
+    carry: Vec<u8>,
+    want: usize,
+    pipe_size: Option<usize>,
+    big_pipe: BigPipe,
+}
+
+impl Default for Pump {
+    fn default() -> Self {
+        Self {
+            carry: Vec::new(),
+            want: READ_SIZE,
+            pipe_size: None,
+            big_pipe: BigPipe(false),
+        }
+    }
+}
+
+impl Pump {
+    /// One read of `fd` through `read` (which appends to the buffer it is given, or fails with
+    /// `WouldBlock` when the pipe is empty), handing the complete records to `on_batch`; at the
+    /// end of the pipe, the unfinished rest too.
+    pub(crate) fn step(
+        &mut self,
+        fd: RawFd,
+        buf: &mut Vec<u8>,
+        lines: &mut Vec<Range<usize>>,
+        read: impl FnOnce(&mut Vec<u8>) -> io::Result<usize>,
+        on_batch: &mut impl FnMut(&[u8], &[Range<usize>]),
+    ) -> Step {
+        buf.clear();
+        buf.append(&mut self.carry);
+        buf.reserve(self.want);
+        let n = match read(buf) {
+            Ok(0) => return self.finish(buf, lines, on_batch),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.carry.extend_from_slice(buf);
+                return Step::Empty;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.carry.extend_from_slice(buf);
+                return Step::Read;
+            }
             Err(e) => {
                 tracing::warn!("reading an app's output failed: {e}");
-                break;
+                return self.finish(buf, lines, on_batch);
             }
         };
         // nearly all that was asked: the pipe was (close to) full, as a 64 KiB pipe holding a
         // writer's 65,500-byte write is
-        if n >= want / 4 * 3 {
-            let size = *pipe_size.get_or_insert_with(|| big_pipe.enlarge(&rx));
-            want = (want * 2).min(size.max(READ_SIZE));
-        } else if n < want / 4 {
-            want = (want / 2).max(READ_SIZE);
+        if n >= self.want / 4 * 3 {
+            let size = *self
+                .pipe_size
+                .get_or_insert_with(|| self.big_pipe.enlarge(fd));
+            self.want = (self.want * 2).min(size.max(READ_SIZE));
+        } else if n < self.want / 4 {
+            self.want = (self.want / 2).max(READ_SIZE);
         }
-        let used = split_lines(&buf, false, &mut lines);
+        let used = split_lines(buf, false, lines);
         if !lines.is_empty() {
-            on_batch(&buf, &lines);
+            on_batch(buf, lines);
         }
-        buf.drain(..used);
-        if want == READ_SIZE && buf.len() <= READ_SIZE {
-            give_back(&mut buf, 2 * READ_SIZE);
-            give_back(&mut lines, 0);
+        self.carry.extend_from_slice(&buf[used..]);
+        if self.want == READ_SIZE {
+            give_back(buf, 2 * READ_SIZE);
+            give_back(lines, 0);
+            give_back(&mut self.carry, 0);
         }
+        Step::Read
     }
-    split_lines(&buf, true, &mut lines);
-    if !lines.is_empty() {
-        on_batch(&buf, &lines);
+
+    fn finish(
+        &mut self,
+        buf: &[u8],
+        lines: &mut Vec<Range<usize>>,
+        on_batch: &mut impl FnMut(&[u8], &[Range<usize>]),
+    ) -> Step {
+        split_lines(buf, true, lines);
+        if !lines.is_empty() {
+            on_batch(buf, lines);
+        }
+        self.carry = Vec::new();
+        Step::End
     }
+}
+
+/// `read(2)` of a non-blocking `fd` into the spare capacity of `buf`.
+pub(crate) fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: reads at most `spare.len()` bytes into memory `buf` owns and has not initialised.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: the kernel initialised the first `n` spare bytes.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// Fills `lines` with the records of `buf`: each complete line (newline excluded), cut into
@@ -398,14 +502,14 @@ fn big_pipe_budget() -> usize {
 }
 
 /// One capture's share of [`BIG_PIPES`], given back when the capture (and so the pipe) ends.
+#[derive(Debug)]
 struct BigPipe(bool);
 
 impl BigPipe {
     /// Enlarges the pipe behind `rx` to [`BIG_PIPE`] if the budget allows, and returns its size
     /// afterwards. A refusal (budget, per-user limits, a lower `pipe-max-size`) is not an error:
     /// the pipe keeps its size, which is returned.
-    fn enlarge(&mut self, rx: &pipe::Receiver) -> usize {
-        let fd = rx.as_raw_fd();
+    fn enlarge(&mut self, fd: RawFd) -> usize {
         let taken = BIG_PIPES
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < big_pipe_budget()).then_some(n + 1)
@@ -479,7 +583,7 @@ fn char_start(buf: &[u8], at: usize, min: usize) -> usize {
 
 /// One batch of formatted records and where each ends.
 #[derive(Debug, Default)]
-struct Records {
+pub(crate) struct Records {
     buf: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -542,6 +646,10 @@ struct Sink {
     size: u64,
     /// A write failed and was logged; stay quiet until one succeeds.
     failing: bool,
+    /// Record bytes written since the file was opened (a metric: `turbo_log_bytes_total`).
+    written: u64,
+    /// Record bytes that could not be written and were dropped (`turbo_log_dropped_bytes_total`).
+    dropped: u64,
 }
 
 impl Sink {
@@ -559,6 +667,8 @@ impl Sink {
             file,
             size,
             failing: false,
+            written: 0,
+            dropped: 0,
         })
     }
 
@@ -593,6 +703,7 @@ impl Sink {
         match self.file.write_all(bytes) {
             Ok(()) => {
                 self.size += bytes.len() as u64;
+                self.written += bytes.len() as u64;
                 if self.failing {
                     self.failing = false;
                     tracing::info!("writing {} works again", self.path.display());
@@ -606,8 +717,13 @@ impl Sink {
                         self.path.display()
                     );
                 }
-                // part of it may have been written
-                self.size = self.file.metadata().map_or(self.size, |m| m.len());
+                // part of it may have been written; the rest is dropped, and the next batch tries
+                // again, so writing resumes by itself once there is room
+                let now = self.file.metadata().map_or(self.size, |m| m.len());
+                let part = now.saturating_sub(self.size).min(bytes.len() as u64);
+                self.written += part;
+                self.dropped += bytes.len() as u64 - part;
+                self.size = now;
             }
         }
     }
@@ -1331,6 +1447,38 @@ mod tests {
         let (text, json) = bytes.split_at(bytes.iter().position(|&b| b == b'\n').unwrap() + 1);
         assert_eq!(text_records(text), [b"as text"]);
         assert_eq!(json_records(json)[0]["line"], "as json");
+    }
+
+    #[test]
+    fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
+        let data = b"one\ntwo\n";
+        let mut records = Records::default();
+        records.format(
+            LogFormat::Text,
+            "2026-01-02T03:04:05.678Z",
+            b"\"a\"",
+            Stream::Out,
+            data,
+            &[0..3, 4..7],
+        );
+        let batch = records.buf.len() as u64;
+        // /dev/full: every write fails with ENOSPC
+        let mut sink = Sink::open(PathBuf::from("/dev/full")).unwrap();
+        sink.write_records(&records, &LogPolicy::default());
+        sink.write_records(&records, &LogPolicy::default());
+        assert_eq!((sink.written, sink.dropped), (0, 2 * batch));
+        assert!(sink.failing, "reported once, quiet since");
+        // space again (the file under the sink is one with room): the next batch is written
+        let dir = tempfile::tempdir().unwrap();
+        sink.file = open_append(&dir.path().join("room.log")).unwrap();
+        sink.size = 0;
+        sink.write_records(&records, &LogPolicy::default());
+        assert_eq!((sink.written, sink.dropped), (batch, 2 * batch));
+        assert!(!sink.failing);
+        assert_eq!(
+            text_records(&read(&dir.path().join("room.log"))),
+            [b"one", b"two"]
+        );
     }
 
     #[test]

@@ -42,6 +42,12 @@ struct Args {
     #[arg(long, env = "TURBO_LEAK_WINDOW", value_name = "DURATION", default_value = "1h",
           value_parser = parse_duration)]
     leak_window: Duration,
+    /// Run as the log keeper of --home (started by the daemon itself; see docs/log-keeper.md)
+    #[arg(long, hide = true, requires = "home")]
+    log_keeper: bool,
+    /// The app log directory (with --log-keeper) [default: <home>/logs]
+    #[arg(long, hide = true, requires = "log_keeper")]
+    log_dir: Option<PathBuf>,
 }
 
 /// `--metrics-listen`: an address, or off.
@@ -82,6 +88,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // set by the previous image of this process on `turbo daemon upgrade`; read and removed
+    // while the process has one thread (changing the environment is not thread-safe)
+    let reexec_bus = std::env::var(turbo_daemon::runtime::bus::REEXEC_ENV).ok();
+    // SAFETY: single-threaded here: no runtime, no other thread has started yet.
+    unsafe { std::env::remove_var(turbo_daemon::runtime::bus::REEXEC_ENV) };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TURBO_LOG")
@@ -90,6 +101,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if args.log_keeper {
+        // no tokio runtime: the keeper is a small synchronous loop (turbo_daemon::keeper)
+        let home = args.home.unwrap_or_default();
+        let log_dir = args.log_dir.unwrap_or_else(|| home.join("logs"));
+        return match turbo_daemon::keeper::server::serve(&home, &log_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("turbo-daemon --log-keeper: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let system = args.system || args.bus_address.is_some();
     let (home, log_dir) = match args.home {
         Some(home) => (home, None),
@@ -119,6 +142,7 @@ fn main() -> ExitCode {
                 ..turbo_daemon::supervisor::leak::LeakPolicy::default()
             },
         },
+        reexec_bus,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -216,6 +216,23 @@ pub fn status(text: &str) {
     with_global("STATUS", |n| n.status(text));
 }
 
+/// Sends `RELOADING=1` with `MONOTONIC_USEC` (the daemon is about to re-execute itself; the new
+/// image sends `READY=1`) if the daemon runs under a service manager.
+pub fn reloading() {
+    with_global("RELOADING", |n| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime fills a live timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+        let usec = i128::from(now.tv_sec) * 1_000_000 + i128::from(now.tv_nsec) / 1000;
+        n.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=upgrading: re-executing the daemon"
+        ))
+    });
+}
+
 /// Sends `STOPPING=1` (once) if the daemon runs under a service manager.
 pub fn stopping() {
     with_global("STOPPING", Notifier::stopping);

@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
-use turbo_api::AppStatus;
+use turbo_api::{AppStatus, LogStream as Stream};
 
 use super::daemon;
 use crate::{
@@ -54,21 +54,6 @@ const MAX_READ_PER_POLL: u64 = 4 << 20;
 const CHUNK: u64 = 64 << 10;
 /// Rotated files looked at for `--lines` (the daemon keeps far fewer).
 const MAX_ROTATED: u32 = 1000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stream {
-    Out,
-    Err,
-}
-
-impl Stream {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Out => "out",
-            Self::Err => "err",
-        }
-    }
-}
 
 /// How the lines of one log file are shown.
 #[derive(Debug)]

@@ -51,6 +51,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Resurrect => persist::resurrect().await,
         Cmd::Ping => daemon::ping().await,
         Cmd::Kill => daemon::kill().await,
+        Cmd::Daemon(crate::cli::DaemonCmd::Upgrade) => daemon::upgrade().await,
         Cmd::Startup(args) => startup::startup(&args),
         Cmd::Unstartup(args) => startup::unstartup(&args),
         Cmd::Monit => monit::run().await,

@@ -238,6 +238,18 @@ impl ManagerIface {
         self.call(Op::Shutdown).await.map(|_| ())
     }
 
+    /// Re-executes the daemon binary in place; apps and their logs carry on.
+    async fn upgrade(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> Result<(), Error> {
+        self.policy
+            .authorize(conn, &hdr, "upgrade", "the daemon")
+            .await?;
+        self.call(Op::Upgrade).await.map(|_| ())
+    }
+
     /// Clears restart counters and crash-loop state (name, id or `all`); `errored` apps start.
     #[zbus(out_args("apps"))]
     async fn reset_app(

@@ -20,8 +20,8 @@
 //! listener, with a header timeout so an idle client cannot hold a connection forever.
 //!
 //! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
-//! `app_instance`, `reason`, `state`, `source`, `mode`, `type`, `status`, `version`; never a
-//! pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
+//! `app_instance`, `reason`, `state`, `source`, `mode`, `type`, `status`, `version`, `stream`;
+//! never a pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
 //! (and `job`) to every scraped series itself and would rename ours to `exported_instance`.
 
 use std::{convert::Infallible, fmt::Write as _, net::SocketAddr, time::Duration};
@@ -179,6 +179,7 @@ pub fn render(s: &MetricsSnapshot) -> String {
         for app in &s.apps {
             record_app(app);
         }
+        record_logs(s);
         if let Some(p) = &s.daemon {
             gauge!("process_resident_memory_bytes").set(p.resident_bytes as f64);
             gauge!("process_virtual_memory_bytes").set(p.virtual_bytes as f64);
@@ -275,6 +276,22 @@ fn record_app(app: &AppMetrics) {
     }
 }
 
+/// Log volume of the managed apps (the keeper also counts files of deleted apps: left out).
+fn record_logs(s: &MetricsSnapshot) {
+    for c in s
+        .logs
+        .iter()
+        .filter(|c| s.apps.iter().any(|a| a.name == c.app))
+    {
+        let labels = vec![
+            Label::new("app", c.app.clone()),
+            Label::new("stream", c.stream.as_str()),
+        ];
+        counter!("turbo_log_bytes_total", labels.clone()).absolute(c.written);
+        counter!("turbo_log_dropped_bytes_total", labels).absolute(c.dropped);
+    }
+}
+
 /// `# HELP` of every metric (the `metrics` way: descriptions are registered with the recorder).
 fn describe() {
     describe_gauge!(
@@ -329,6 +346,14 @@ fn describe() {
     describe_gauge!(
         "turbo_app_leak_suspected",
         "1 when the app's memory grows in a sustained way (robust slope over the leak window)"
+    );
+    describe_counter!(
+        "turbo_log_bytes_total",
+        "Bytes written to the app's log file (records, with timestamps), by stream 'out' or 'err'; resets when the log keeper restarts"
+    );
+    describe_counter!(
+        "turbo_log_dropped_bytes_total",
+        "Bytes of the app's log records that could not be written (full disk, I/O error) and were dropped, by stream"
     );
     describe_gauge!(
         "turbo_app_memory_growth_bytes_per_hour",
@@ -466,6 +491,20 @@ mod tests {
                 threads: 1,
             }),
             apps: vec![online, app("worker", AppState::Backoff)],
+            logs: vec![
+                crate::keeper::AppCounters {
+                    app: "worker".into(),
+                    stream: crate::logs::Stream::Err,
+                    written: 120,
+                    dropped: 30,
+                },
+                crate::keeper::AppCounters {
+                    app: "deleted".into(),
+                    stream: crate::logs::Stream::Out,
+                    written: 1,
+                    dropped: 0,
+                },
+            ],
         };
         let text = render(&snapshot);
         for needle in [
@@ -477,10 +516,13 @@ mod tests {
             "turbo_app_up{app=\"worker\",app_instance=\"0\"} 0",
             "turbo_app_leak_suspected{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 1",
             "turbo_build_info{version=\"0.1.0\"} 1",
+            "turbo_log_bytes_total{app=\"worker\",stream=\"err\"} 120",
+            "turbo_log_dropped_bytes_total{app=\"worker\",stream=\"err\"} 30",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }
         assert!(!text.contains("pid="), "{text}");
+        assert!(!text.contains("deleted"), "only managed apps' logs: {text}");
         let names = family_names(&text);
         assert!(
             names.contains(&"turbo_app_memory_bytes".to_owned()),

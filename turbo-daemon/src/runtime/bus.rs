@@ -2,8 +2,12 @@
 //!
 //! A real bus (rather than peer-to-peer D-Bus) is what lets `busctl --address=...`, `gdbus` and
 //! any other stock client talk to the daemon. The bus process is the daemon's child and is told
-//! by the kernel to exit when the daemon dies, so a stale bus never outlives it. This module only
-//! starts and stops that process; it knows nothing about the API served on it.
+//! by the kernel to exit when the daemon dies, so a stale bus never outlives it. The parent-death
+//! signal fires when the *thread* that forked the bus exits, not on `execve`: the daemon forks it
+//! from its main thread and re-executes from that same thread (`turbo daemon upgrade`), so the
+//! bus survives an upgrade and the new daemon takes it over ([`PrivateBus::keep_across_exec`],
+//! [`PrivateBus::adopt`]). This module only starts and stops that process; it knows nothing about
+//! the API served on it.
 
 use std::{
     io::{self, BufRead, BufReader},
@@ -17,15 +21,56 @@ use super::sys;
 /// A running private bus; stopping it is dropping it.
 #[derive(Debug)]
 pub struct PrivateBus {
-    child: Child,
+    /// Started by this process image; `None` when taken over after an upgrade.
+    child: Option<Child>,
+    pid: u32,
     /// The address clients connect to (`unix:path=...,guid=...`).
     pub address: String,
 }
 
 impl Drop for PrivateBus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        } else if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+            // still our child (exec keeps the pid), so ours to reap
+            // SAFETY: kill and waitpid on a pid that is our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// The environment variable that hands the bus to the re-executed daemon: `<pid> <address>`.
+pub const REEXEC_ENV: &str = "TURBO_REEXEC_BUS";
+
+impl PrivateBus {
+    /// Leaves the bus running for the daemon this process is about to become, and returns the
+    /// value of [`REEXEC_ENV`] that lets it take the bus over.
+    #[must_use]
+    pub fn keep_across_exec(self) -> String {
+        let value = format!("{} {}", self.pid, self.address);
+        // not killed on drop: the re-executed daemon owns it (forgetting leaks only the `Child`
+        // handle, which the exec discards anyway)
+        std::mem::forget(self);
+        value
+    }
+
+    /// Takes over the bus a previous image of this process left running ([`REEXEC_ENV`]), if it
+    /// still answers on `socket`.
+    #[must_use]
+    pub fn adopt(value: &str, socket: &Path) -> Option<PrivateBus> {
+        let (pid, address) = value.split_once(' ')?;
+        let pid: u32 = pid.parse().ok()?;
+        std::os::unix::net::UnixStream::connect(socket).ok()?;
+        Some(PrivateBus {
+            child: None,
+            pid,
+            address: address.to_owned(),
+        })
     }
 }
 
@@ -75,7 +120,11 @@ pub fn start(home: &Path, socket: &Path) -> io::Result<PrivateBus> {
     }
     // only the owner may connect in user mode; dbus-daemon also checks the peer's uid
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    Ok(PrivateBus { child, address })
+    Ok(PrivateBus {
+        pid: child.id(),
+        child: Some(child),
+        address,
+    })
 }
 
 fn config(socket: &Path) -> String {

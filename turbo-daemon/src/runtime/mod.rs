@@ -19,6 +19,7 @@
 pub mod bus;
 pub mod crashes;
 pub mod listen;
+mod output;
 pub mod probe;
 pub mod sys;
 pub mod watch;
@@ -113,6 +114,17 @@ pub enum Op {
     DescribeEnv(String),
     /// Stop everything and exit.
     Shutdown,
+    /// Save the state and end the loop for a re-exec; apps keep running.
+    Upgrade,
+}
+
+/// Why [`Runtime::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every app stopped; the daemon exits.
+    Shutdown,
+    /// The state is saved and the apps run on: the daemon re-executes itself.
+    Upgrade,
 }
 
 /// A successful answer.
@@ -260,6 +272,8 @@ pub struct MetricsSnapshot {
     pub daemon: Option<ProcessStats>,
     /// Every app.
     pub apps: Vec<AppMetrics>,
+    /// Log volume per app and stream (`turbo_log_bytes_total`, `turbo_log_dropped_bytes_total`).
+    pub logs: Vec<crate::keeper::AppCounters>,
 }
 
 /// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
@@ -368,12 +382,6 @@ const DEPARTED_MAX: usize = 4096;
 /// How long a datagram from an unknown pid waits for the event source to report its fork.
 const NOTIFY_RETRY_AFTER: Duration = Duration::from_millis(100);
 
-/// The output streams of one running process.
-struct ProcIo {
-    tail: logs::StderrTail,
-    done: tokio::task::JoinHandle<()>,
-}
-
 /// How long a crash record waits for the last stderr lines of its process.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 /// At most one state-file write per this interval.
@@ -410,7 +418,14 @@ pub struct Runtime {
     /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
     /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
     logs: HashMap<String, logs::AppLogs>,
-    procs: HashMap<u32, ProcIo>,
+    /// The output of each running process (for its crash record's stderr tail).
+    procs: HashMap<u32, output::Output>,
+    /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
+    keeper: Option<crate::keeper::Keeper>,
+    /// Pipes of processes spawned in this pass of `feed`, handed over at its end.
+    pending_output: Vec<output::Pending>,
+    /// An upgrade was asked for: the reply, sent once the state is saved.
+    upgrade: Option<oneshot::Sender<Result<Response, turbo_api::Error>>>,
     crashes: crashes::CrashStore,
     state_file: StateFile,
     dirty: bool,
@@ -475,6 +490,9 @@ impl Runtime {
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             logs: HashMap::new(),
             procs: HashMap::new(),
+            keeper: None,
+            pending_output: Vec::new(),
+            upgrade: None,
             crashes: crashes::CrashStore::default(),
             dirty: false,
             save_scheduled: false,
@@ -496,6 +514,12 @@ impl Runtime {
         self.heartbeat = Some((heartbeat, interval));
     }
 
+    /// Sends app output through `keeper` (else the daemon reads it itself, and loses what it
+    /// read but did not write when it is killed).
+    pub fn keep_logs_with(&mut self, keeper: crate::keeper::Keeper) {
+        self.keeper = Some(keeper);
+    }
+
     /// Sets how resources are sampled and judged (the defaults otherwise).
     pub const fn monitor(&mut self, settings: MonitorSettings) {
         self.monitor = settings;
@@ -514,7 +538,14 @@ impl Runtime {
         if let Some(w) = &loaded.warning {
             tracing::warn!("{w}");
         }
+        let kept = self.adopt_output();
         let restored = self.restored_apps(loaded.state);
+        // pipes of processes that are not adopted after all: the keeper reads them to the end
+        for pid in kept {
+            if !self.procs.contains_key(&pid) {
+                self.output_ended(pid);
+            }
+        }
         let adopted_notify = restored
             .iter()
             .any(|r| r.running.is_some() && r.spec.readiness.wants_socket());
@@ -540,10 +571,13 @@ impl Runtime {
             let running = app.process.and_then(|p| {
                 let age = sys::process_age(p.pid, p.start_ticks)?;
                 // adopt: exits are still seen (pidfd works for non-children; eBPF gives the
-                // status), but its output pipes died with the previous daemon
+                // status); its output went on through the log keeper meanwhile
                 if let Err(e) = self.watch_process(app.id, p.pid, None) {
                     tracing::warn!(app = %app.spec.name, "cannot adopt pid {}: {e}", p.pid);
                     return None;
+                }
+                if let Some(out) = self.adopted_output(p.pid, &app.spec.log) {
+                    self.procs.insert(p.pid, out);
                 }
                 tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
                 if !app.spec.listen.is_empty() {
@@ -577,7 +611,7 @@ impl Runtime {
     ///
     /// # Errors
     /// Only if the termination signal handlers cannot be installed.
-    pub async fn run(mut self) -> std::io::Result<()> {
+    pub async fn run(mut self) -> std::io::Result<Ending> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
@@ -606,11 +640,27 @@ impl Runtime {
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = beat_tick.tick() => {}
                 _ = sample_tick.tick() => self.sample_all(),
+                () = output::keeper_lost(self.keeper.as_ref()) => self.replace_keeper(),
             }
             if self.shutting_down && self.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
                 self.save_now();
-                return Ok(());
+                self.release_keeper();
+                return Ok(Ending::Shutdown);
+            }
+            if let Some(reply) = self.upgrade.take() {
+                // the new daemon adopts from this file, so it is written now, changed or not
+                self.dirty = true;
+                self.save_now();
+                if self.dirty {
+                    let _ = reply.send(Err(turbo_api::Error::Failed(format!(
+                        "cannot write {}; not upgrading (see the daemon log)",
+                        self.state_file.path().display()
+                    ))));
+                } else {
+                    let _ = reply.send(Ok(Response::Done));
+                    return Ok(Ending::Upgrade);
+                }
             }
         }
     }
@@ -916,10 +966,12 @@ impl Runtime {
             if let Some((pid, ..)) = exit {
                 // not a crash (those took their entry): the output tasks end on their own
                 self.procs.remove(&pid);
+                self.output_ended(pid);
                 self.rss_seen.borrow_mut().remove(&pid);
                 self.main_files.borrow_mut().forget(pid);
             }
         }
+        self.hand_over_output();
     }
 
     fn execute(&mut self, action: Action) -> Option<Input> {
@@ -1025,18 +1077,7 @@ impl Runtime {
     }
 
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
-        let app_logs = match self.logs.get(&spec.name) {
-            Some(l) => {
-                l.set_policy(&spec.log);
-                l.clone()
-            }
-            None => {
-                let l = logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)
-                    .map_err(|e| e.to_string())?;
-                self.logs.insert(spec.name.clone(), l.clone());
-                l
-            }
-        };
+        self.prepare_output(spec)?;
         self.sync_watcher(app);
         let mut with_socket;
         let spec = if spec.readiness.wants_socket() {
@@ -1072,14 +1113,9 @@ impl Runtime {
         };
         let child = sys::spawn_with(spec, &extra).map_err(|e| e.to_string())?;
         let pid = child.pid;
-        let capture = app_logs.capture(child.stdout, child.stderr);
-        self.procs.insert(
-            pid,
-            ProcIo {
-                tail: capture.stderr_tail,
-                done: capture.done,
-            },
-        );
+        // handed to the keeper once this pass of `feed` is done, so the round trip does not
+        // count in the process's uptime
+        self.queue_output(pid, spec, child.stdout, child.stderr);
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
             tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
         }
@@ -1231,9 +1267,9 @@ impl Runtime {
         let tx = self.internal_tx.clone();
         match self.procs.remove(&pid) {
             Some(io) => {
+                self.output_ended(pid);
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(STDERR_GRACE, io.done).await;
-                    record.stderr_tail = io.tail.lines();
+                    record.stderr_tail = io.last_lines(pid, STDERR_GRACE).await;
                     let _ = tx.send(Internal::CrashReady(app, record));
                 });
             }
@@ -1341,6 +1377,18 @@ impl Runtime {
         if matches!(op, Op::Shutdown) {
             return self.begin_shutdown(Waiter::Shutdown(reply));
         }
+        if matches!(op, Op::Upgrade) {
+            // refused while the daemon can still say so: a failed exec would leave no daemon
+            if let Err(e) = crate::install_path() {
+                let _ = reply.send(Err(turbo_api::Error::Failed(format!(
+                    "cannot upgrade: {e}; the daemon keeps running"
+                ))));
+                return;
+            }
+            // answered by `run` once the state is on disk
+            self.upgrade = Some(reply);
+            return;
+        }
         match self.command_for(op) {
             Ok(command) => self.submit(command, Waiter::Apps(reply)),
             Err(answer) => {
@@ -1350,10 +1398,14 @@ impl Runtime {
     }
 
     /// The supervisor command for `op`, or the answer when `op` needs none.
-    fn command_for(&self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
+    fn command_for(&mut self, op: Op) -> Result<Command, Result<Response, turbo_api::Error>> {
         let command = match op {
             Op::Info => return Err(Ok(Response::Info(Box::new(self.info())))),
-            Op::Metrics => return Err(Ok(Response::Metrics(Box::new(self.metrics_snapshot())))),
+            Op::Metrics => {
+                let mut snapshot = self.metrics_snapshot();
+                snapshot.logs = self.log_counters();
+                return Err(Ok(Response::Metrics(Box::new(snapshot))));
+            }
             Op::List => {
                 let list = self.sup.apps().map(|a| self.status(a, true)).collect();
                 return Err(Ok(Response::Apps(list)));
@@ -1363,7 +1415,7 @@ impl Runtime {
             Op::Flush(t) => return Err(self.flush(&t)),
             Op::Save => return Err(self.save_dump()),
             Op::DescribeEnv(t) => return Err(self.describe_env(&t)),
-            Op::Shutdown => unreachable!("handled by the caller"),
+            Op::Shutdown | Op::Upgrade => unreachable!("handled by the caller"),
             Op::Resurrect(caller) => Command::Start {
                 specs: self
                     .resurrect_specs()
@@ -1528,7 +1580,7 @@ impl Runtime {
         Ok(Response::Crashes(Box::new(report)))
     }
 
-    fn flush(&self, target: &str) -> Result<Response, turbo_api::Error> {
+    fn flush(&mut self, target: &str) -> Result<Response, turbo_api::Error> {
         let ids = self
             .sup
             .resolve(&Target::parse(target))
@@ -1536,16 +1588,11 @@ impl Runtime {
         let mut names = Vec::new();
         for id in ids {
             let app = self.sup.app(id).expect("resolved");
-            let result = match self.logs.get(&app.spec.name) {
-                Some(l) => l.flush(),
-                // never started by this daemon: its files may still exist
-                None => logs::AppLogs::open(&self.paths.log_dir, &app.spec.name, &app.spec.log)
-                    .and_then(|l| l.flush()),
-            };
-            result.map_err(|e| {
-                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", app.spec.name))
+            let spec = app.spec.clone();
+            self.flush_output(&spec).map_err(|e| {
+                turbo_api::Error::Failed(format!("cannot flush the logs of {}: {e}", spec.name))
             })?;
-            names.push(app.spec.name.clone());
+            names.push(spec.name);
         }
         Ok(Response::Names(names))
     }
@@ -1852,6 +1899,7 @@ impl Runtime {
             events_lost: self.source.lost_events(),
             daemon: usage::daemon_stats(),
             apps,
+            logs: Vec::new(),
         }
     }
 }

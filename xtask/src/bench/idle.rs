@@ -67,7 +67,8 @@ struct Reading {
     daemon_cpu: Option<f64>,
     /// The same from the live threads' exact run times, in milliseconds.
     daemon_cpu_exact_ms: Option<f64>,
-    /// utime + stime of the helper processes (TurboProcess's dbus-daemon), in seconds.
+    /// utime + stime of the helper processes (TurboProcess's log keeper and dbus-daemon), in
+    /// seconds.
     helper_cpu: Option<f64>,
     daemon_mem: Option<(u64, u64)>,
     /// Anonymous part of the daemon's RSS.
@@ -433,8 +434,8 @@ fn outcome(
         .zip(sup.and_then(|s| s.daemon_mem).map(|(_, pss)| pss));
     #[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^53")]
     targets.push(Target {
-        what: "memory with 100 apps, PSS of every TurboProcess process (daemon and its \
-               dbus-daemon) / supervisord's PSS"
+        what: "memory with 100 apps, PSS of every TurboProcess process (daemon, its \
+               log keeper and its dbus-daemon) / supervisord's PSS"
             .to_owned(),
         value: pss_ratio.map(|(t, s)| t as f64 / s as f64),
         limit: 0.5,
@@ -543,8 +544,8 @@ fn outcome(
                  nothing is asked of them; resident (RSS) and proportional (PSS, shared pages \
                  split among the processes sharing them) memory come from \
                  `/proc/<pid>/smaps_rollup` at its end. The managers of one size idle side by \
-                 side in the same window. The processes: TurboProcess's `turbo-daemon` and the \
-                 `dbus-daemon` of its private bus (its helper); PM2's God daemon (Node.js); \
+                 side in the same window. The processes: TurboProcess's `turbo-daemon`, its log \
+                 keeper and the `dbus-daemon` of its private bus (its helpers); PM2's God daemon (Node.js); \
                  `supervisord` (Python). One sample per manager and size.",
             settle.as_secs()
         )],

@@ -445,12 +445,14 @@ impl Manager for Turbo {
             return Vec::new();
         }
         let mut all = vec![("turbo-daemon".to_owned(), daemon)];
-        all.extend(
-            sys::children(daemon)
-                .into_iter()
-                .filter(|&pid| sys::comm(pid).as_deref() == Some("dbus-daemon"))
-                .map(|pid| ("dbus-daemon (its private bus)".to_owned(), pid)),
-        );
+        all.extend(sys::children(daemon).into_iter().filter_map(|pid| {
+            match sys::comm(pid).as_deref() {
+                Some("dbus-daemon") => Some(("dbus-daemon (its private bus)".to_owned(), pid)),
+                // the log keeper: the same binary in `--log-keeper` mode (docs/log-keeper.md)
+                Some("turbo-daemon") => Some(("turbo-daemon --log-keeper".to_owned(), pid)),
+                _ => None,
+            }
+        }));
         all
     }
 

@@ -54,12 +54,8 @@ pub struct Sample {
     pub memory: u64,
 }
 
-/// Which stream a log line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Out,
-    Err,
-}
+/// Which stream a log line came from (the one enum of the daemon, the keeper and the CLI).
+pub use turbo_api::LogStream as Stream;
 
 /// One log line of the selected app.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,692 @@
+//! The log keeper: one process per daemon home that owns the read ends of every app's output
+//! pipes and writes the log files, so that no line is lost when the daemon is killed, crashes
+//! or re-executes itself for an upgrade (docs/log-keeper.md).
+//!
+//! * [`server`]: the keeper process itself (`turbo-daemon --log-keeper`), a synchronous epoll
+//!   loop on [`crate::logs`].
+//! * [`Keeper`]: the daemon's side. It starts the keeper or reconnects to the running one,
+//!   registers each new process's pipes, takes copies of the pipes of adopted processes, and
+//!   asks for stderr tails, flushes and counters.
+//! * [`wire`]: the socket (`<home>/keeper.sock`, `SOCK_SEQPACKET`, descriptors by `SCM_RIGHTS`).
+//!
+//! Who holds what: an app's pipe read ends are held by the keeper *and* by the daemon (a
+//! copy). The write ends are the app's alone. A pipe's reader side stays open as long as either
+//! process lives, so the death of one never gives an app `EPIPE`/`SIGPIPE`: when the daemon
+//! dies the keeper goes on reading; when the keeper dies the daemon starts a new one and hands
+//! it its copies; a new daemon takes copies from the running keeper. Only when both are gone at
+//! once do the pipes close (see the failure matrix in docs/log-keeper.md).
+//!
+//! This module must not decide anything about apps, and the daemon must never read from the
+//! pipes it holds: it keeps them only so they stay open.
+
+pub mod server;
+pub mod wire;
+
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    os::{
+        fd::{AsFd as _, AsRawFd, OwnedFd, RawFd},
+        unix::process::CommandExt as _,
+    },
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+use crate::{logs::Stream, supervisor::LogPolicy};
+
+/// The keeper's socket in the (private) daemon home.
+pub const SOCKET: &str = "keeper.sock";
+/// The keeper's own diagnostics, in the daemon home.
+pub const LOG_FILE: &str = "keeper.log";
+/// How long the daemon waits for a reply before it treats the keeper as gone.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request to the keeper (one JSON message).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// This connection is the daemon's: the keeper stays while it is open.
+    Hello,
+    /// The daemon stops for good: exit once the remaining pipes have ended.
+    Bye,
+    /// Read these pipes (stdout, stderr attached) of `pid` into `app`'s log files.
+    Register {
+        /// The process.
+        pid: u32,
+        /// Its app (the log file names).
+        app: String,
+        /// Format and rotation.
+        policy: LogPolicy,
+    },
+    /// Open `app`'s log files if they are not open yet, and use `policy` for them from now on.
+    Policy {
+        /// The app.
+        app: String,
+        /// Format and rotation.
+        policy: LogPolicy,
+    },
+    /// Empty `app`'s log files and delete the rotated ones.
+    Flush {
+        /// The app.
+        app: String,
+        /// Its policy, should the keeper not have its files open yet.
+        policy: LogPolicy,
+    },
+    /// The last stderr lines of `pid`, once its output has ended or after `wait_ms`.
+    Tail {
+        /// The process.
+        pid: u32,
+        /// Longest wait for the end of its output.
+        wait_ms: u64,
+    },
+    /// Byte counters of every app.
+    Stats,
+    /// A copy of every pipe still open (one `pipe` reply each, then `end`).
+    Pipes,
+}
+
+/// A reply of the keeper.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// To `hello`.
+    Hello {
+        /// The keeper's pid.
+        pid: u32,
+    },
+    /// Done.
+    Ok,
+    /// Not done, and why.
+    Failed {
+        /// One line.
+        error: String,
+    },
+    /// To `tail`.
+    Tail {
+        /// Oldest first.
+        lines: Vec<String>,
+        /// Whether the output had ended (else the wait ran out).
+        ended: bool,
+    },
+    /// To `stats`.
+    Stats {
+        /// Per app and stream.
+        apps: Vec<AppCounters>,
+    },
+    /// One process's pipes, attached in the order of `streams`.
+    Pipe {
+        /// The process.
+        pid: u32,
+        /// Its app.
+        app: String,
+        /// Which pipes are attached.
+        streams: Vec<Stream>,
+    },
+    /// The last of the `pipe` replies.
+    End,
+}
+
+/// Log volume of one app's stream since the keeper opened its file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppCounters {
+    /// The app.
+    pub app: String,
+    /// Which file.
+    pub stream: Stream,
+    /// Record bytes written.
+    pub written: u64,
+    /// Record bytes dropped (full disk, I/O errors).
+    pub dropped: u64,
+}
+
+/// The daemon's copy of one process's pipes, and what re-registering them needs.
+#[derive(Debug)]
+struct Held {
+    app: String,
+    policy: LogPolicy,
+    fds: Vec<OwnedFd>,
+}
+
+/// The daemon's side of the keeper. See the module docs.
+#[derive(Debug)]
+pub struct Keeper {
+    home: PathBuf,
+    log_dir: PathBuf,
+    session: Option<OwnedFd>,
+    /// A copy of the session, watched by tokio: readable means the keeper went away.
+    watch: Option<AsyncFd<OwnedFd>>,
+    /// The keeper this daemon started (reaped when it dies).
+    child: Option<Child>,
+    pid: u32,
+    held: HashMap<u32, Held>,
+}
+
+impl Keeper {
+    /// Connects to the keeper of `home`, starting one if none runs.
+    ///
+    /// # Errors
+    /// When no keeper runs and none can be started (`keeper.log` in the home says why).
+    pub fn start(home: &Path, log_dir: &Path) -> io::Result<Keeper> {
+        let mut k = Keeper {
+            home: home.to_owned(),
+            log_dir: log_dir.to_owned(),
+            session: None,
+            watch: None,
+            child: None,
+            pid: 0,
+            held: HashMap::new(),
+        };
+        k.connect()?;
+        Ok(k)
+    }
+
+    /// The keeper's pid.
+    #[must_use]
+    pub const fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.home.join(SOCKET)
+    }
+
+    /// Opens the session, starting a keeper when none answers, and hands it every pipe held.
+    fn connect(&mut self) -> io::Result<()> {
+        self.session = None;
+        self.watch = None;
+        if let Some(child) = &mut self.child
+            && child.try_wait().ok().flatten().is_some()
+        {
+            self.child = None;
+        }
+        let fd = match self.hello() {
+            Ok(fd) => fd,
+            Err(_) => {
+                self.spawn()?;
+                self.hello()?
+            }
+        };
+        let copy = fd.try_clone()?;
+        // SAFETY: `copy` is an OwnedFd the AsyncFd owns from here on, so it stays open and the
+        // same for the AsyncFd's whole life.
+        self.watch =
+            unsafe { AsyncFd::register_with_interest(copy, tokio::io::Interest::READABLE) }.ok();
+        self.session = Some(fd);
+        let held: Vec<u32> = self.held.keys().copied().collect();
+        for pid in held {
+            let h = &self.held[&pid];
+            let req = Request::Register {
+                pid,
+                app: h.app.clone(),
+                policy: h.policy.clone(),
+            };
+            let fds: Vec<RawFd> = h.fds.iter().map(AsRawFd::as_raw_fd).collect();
+            if let Err(e) = self.exchange(&req, &fds) {
+                tracing::warn!("cannot hand the output of pid {pid} to the log keeper: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn hello(&mut self) -> io::Result<OwnedFd> {
+        let fd = wire::connect(&self.socket(), CALL_TIMEOUT)?;
+        let reply = call_on(fd.as_raw_fd(), &Request::Hello, &[])?;
+        match reply {
+            Reply::Hello { pid } => {
+                self.pid = pid;
+                Ok(fd)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts `turbo-daemon --log-keeper` (this very binary, so its code pages are shared with
+    /// the daemon's) in a session of its own, and waits until it listens.
+    fn spawn(&mut self) -> io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.join(LOG_FILE))?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg("--log-keeper")
+            .arg("--home")
+            .arg(&self.home)
+            .arg("--log-dir")
+            .arg(&self.log_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // the keeper is not the service: it must not answer systemd's notify socket
+        crate::notify::strip_service_env(&mut cmd);
+        // SAFETY: setsid is async-signal-safe. A session of its own: a terminal's or the
+        // daemon's process-group signals must not reach it, and no parent-death signal is set.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wire::connect(&self.socket(), CALL_TIMEOUT).is_err() {
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "the log keeper exited at start ({status}); see {}",
+                    self.home.join(LOG_FILE).display()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other("the log keeper did not start listening"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::info!(pid = child.id(), "started the log keeper");
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn exchange(&self, req: &Request, fds: &[RawFd]) -> io::Result<Reply> {
+        let session = self
+            .session
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        call_on(session.as_raw_fd(), req, fds)
+    }
+
+    /// One request on the session; when the keeper is gone, a new one is started (and given
+    /// every pipe held) and the request is sent once more.
+    fn call(&mut self, req: &Request, fds: &[RawFd]) -> io::Result<Reply> {
+        match self.exchange(req, fds) {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                tracing::warn!("the log keeper did not answer ({e}); starting a new one");
+                self.connect()?;
+                self.exchange(req, fds)
+            }
+        }
+    }
+
+    /// Hands `pid`'s stdout and stderr to the keeper and keeps a copy. On failure the pipes
+    /// come back, for the daemon to read itself.
+    ///
+    /// # Errors
+    /// The keeper's error, with both pipes.
+    pub fn register(
+        &mut self,
+        pid: u32,
+        app: &str,
+        policy: &LogPolicy,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(), (io::Error, OwnedFd, OwnedFd)> {
+        let req = Request::Register {
+            pid,
+            app: app.to_owned(),
+            policy: policy.clone(),
+        };
+        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+        match self.call(&req, &fds) {
+            Ok(Reply::Ok) => {
+                self.held.insert(
+                    pid,
+                    Held {
+                        app: app.to_owned(),
+                        policy: policy.clone(),
+                        fds: vec![stdout, stderr],
+                    },
+                );
+                Ok(())
+            }
+            Ok(other) => Err((unexpected(&other), stdout, stderr)),
+            Err(e) => Err((e, stdout, stderr)),
+        }
+    }
+
+    /// Takes a copy of every pipe the keeper reads (after the previous daemon's death or an
+    /// upgrade) and returns their pids.
+    ///
+    /// # Errors
+    /// When the keeper does not answer.
+    pub fn adopt(&mut self) -> io::Result<HashSet<u32>> {
+        let session = self
+            .session
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?
+            .as_raw_fd();
+        wire::send(session, &to_json(&Request::Pipes), &[])?;
+        let mut buf = vec![0; wire::MAX_MESSAGE];
+        let mut pids = HashSet::new();
+        loop {
+            let (n, fds) = wire::recv(session, &mut buf)?;
+            match serde_json::from_slice::<Reply>(&buf[..n]).map_err(io::Error::other)? {
+                Reply::Pipe { pid, app, .. } => {
+                    pids.insert(pid);
+                    self.held.insert(
+                        pid,
+                        Held {
+                            app,
+                            policy: LogPolicy::default(),
+                            fds,
+                        },
+                    );
+                }
+                Reply::End => return Ok(pids),
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    /// Whether the keeper reads `pid`'s output (a process adopted from a previous daemon);
+    /// `policy` is its app's, for a new keeper should this one die.
+    pub fn adopted(&mut self, pid: u32, policy: &LogPolicy) -> bool {
+        match self.held.get_mut(&pid) {
+            Some(h) => {
+                h.policy = policy.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the copy of `pid`'s pipes (its process is gone; the keeper reads them to the end).
+    pub fn forget(&mut self, pid: u32) {
+        self.held.remove(&pid);
+    }
+
+    /// Opens `app`'s log files in the keeper (if they are not open yet) and sets their policy
+    /// (and that of the pipes held for it): done before an app's process is started, so a log
+    /// file that cannot be opened fails the start rather than losing the output.
+    ///
+    /// # Errors
+    /// The keeper's one-line reason (`cannot open log file <path>: ...`).
+    pub fn open_logs(&mut self, app: &str, policy: &LogPolicy) -> Result<(), String> {
+        for h in self.held.values_mut().filter(|h| h.app == app) {
+            h.policy = policy.clone();
+        }
+        let req = Request::Policy {
+            app: app.to_owned(),
+            policy: policy.clone(),
+        };
+        match self.call(&req, &[]) {
+            Ok(Reply::Ok) => Ok(()),
+            Ok(Reply::Failed { error }) => Err(error),
+            Ok(other) => Err(unexpected(&other).to_string()),
+            Err(e) => Err(format!("the log keeper does not answer: {e}")),
+        }
+    }
+
+    /// Empties `app`'s log files.
+    ///
+    /// # Errors
+    /// The keeper's one-line reason.
+    pub fn flush(&mut self, app: &str, policy: &LogPolicy) -> Result<(), String> {
+        let req = Request::Flush {
+            app: app.to_owned(),
+            policy: policy.clone(),
+        };
+        match self.call(&req, &[]) {
+            Ok(Reply::Ok) => Ok(()),
+            Ok(Reply::Failed { error }) => Err(error),
+            Ok(other) => Err(unexpected(&other).to_string()),
+            Err(e) => Err(format!("the log keeper does not answer: {e}")),
+        }
+    }
+
+    /// Byte counters of every app (empty when the keeper does not answer).
+    pub fn stats(&mut self) -> Vec<AppCounters> {
+        match self.call(&Request::Stats, &[]) {
+            Ok(Reply::Stats { apps }) => apps,
+            Ok(other) => {
+                tracing::warn!("log keeper: {}", unexpected(&other));
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!("log keeper: no counters: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// What a task needs to ask for a stderr tail off the main loop.
+    #[must_use]
+    pub fn tail_asker(&self) -> TailAsker {
+        TailAsker(self.socket())
+    }
+
+    /// Resolves when the keeper's end of the session closes (it died); never when there is
+    /// no session.
+    pub async fn lost(&self) {
+        let Some(watch) = &self.watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(mut guard) = watch.readable().await else {
+                return std::future::pending().await;
+            };
+            let mut byte = [0u8; 1];
+            // SAFETY: a one-byte peek into a live buffer, without waiting.
+            let n = unsafe {
+                libc::recv(
+                    guard.get_inner().as_fd().as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n == 0 {
+                return;
+            }
+            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+                return;
+            }
+            guard.clear_ready();
+        }
+    }
+
+    /// After [`Self::lost`]: starts a new keeper and hands it every pipe held.
+    ///
+    /// # Errors
+    /// When no keeper can be started.
+    pub fn reconnect(&mut self) -> io::Result<()> {
+        let old = self.pid;
+        self.connect()?;
+        tracing::warn!(
+            "the log keeper (pid {old}) went away; pid {} now reads the {} processes' output \
+             (lines the old one had read but not written are lost)",
+            self.pid,
+            self.held.len()
+        );
+        Ok(())
+    }
+
+    /// The daemon stops for good: the keeper exits once the remaining pipes have ended.
+    pub fn bye(&mut self) {
+        let _ = self.exchange(&Request::Bye, &[]);
+    }
+}
+
+/// Asks for a process's stderr tail on a connection of its own (off the main loop).
+#[derive(Clone, Debug)]
+pub struct TailAsker(PathBuf);
+
+impl TailAsker {
+    /// The last stderr lines of `pid`, waiting up to `wait` for its output to end. Blocking.
+    #[must_use]
+    pub fn tail(&self, pid: u32, wait: Duration) -> Vec<String> {
+        let req = Request::Tail {
+            pid,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let reply = wire::connect(&self.0, wait + CALL_TIMEOUT)
+            .and_then(|fd| call_on(fd.as_raw_fd(), &req, &[]));
+        match reply {
+            Ok(Reply::Tail { lines, .. }) => lines,
+            Ok(other) => {
+                tracing::warn!("log keeper: {}", unexpected(&other));
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!("no stderr tail for pid {pid}: the log keeper: {e}");
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn to_json(req: &Request) -> Vec<u8> {
+    serde_json::to_vec(req).unwrap_or_default()
+}
+
+fn call_on(fd: RawFd, req: &Request, fds: &[RawFd]) -> io::Result<Reply> {
+    wire::send(fd, &to_json(req), fds)?;
+    let mut buf = vec![0; wire::MAX_MESSAGE];
+    let (n, _) = wire::recv(fd, &mut buf)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "the log keeper closed the connection",
+        ));
+    }
+    serde_json::from_slice(&buf[..n]).map_err(io::Error::other)
+}
+
+fn unexpected(reply: &Reply) -> io::Error {
+    match reply {
+        Reply::Failed { error } => io::Error::other(error.clone()),
+        other => io::Error::other(format!("unexpected reply from the log keeper: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write as _,
+        os::fd::{AsRawFd as _, FromRawFd as _},
+    };
+
+    use super::*;
+
+    fn pipe() -> (OwnedFd, std::fs::File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two new descriptors we then own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both were just created and are owned by nobody else.
+        unsafe {
+            (
+                OwnedFd::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        }
+    }
+
+    #[test]
+    fn a_message_carries_its_descriptors() {
+        let mut sv = [0; 2];
+        // SAFETY: socketpair fills two new descriptors.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                sv.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: just created, owned here.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+        let (r, mut w) = pipe();
+        wire::send(a.as_raw_fd(), b"hello", &[r.as_raw_fd()]).unwrap();
+        drop(r);
+        let mut buf = [0; 64];
+        let (n, fds) = wire::recv(b.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!((&buf[..n], fds.len()), (&b"hello"[..], 1));
+        w.write_all(b"through the copy").unwrap();
+        let mut got = Vec::with_capacity(64);
+        crate::logs::read_into(fds[0].as_raw_fd(), &mut got).unwrap();
+        assert_eq!(got, b"through the copy");
+        drop(a);
+        assert_eq!(wire::recv(b.as_raw_fd(), &mut buf).unwrap().0, 0, "end");
+    }
+
+    /// The keeper process's loop, in a thread: registration, lines to the file, the stderr
+    /// tail once the output ended, counters, copies of open pipes, and its exit once idle.
+    #[test]
+    fn the_keeper_writes_tails_counts_and_exits_when_idle() {
+        let home = tempfile::tempdir().unwrap();
+        let logs = home.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let (h, l) = (home.path().to_owned(), logs.clone());
+        let keeper = std::thread::spawn(move || server::serve(&h, &l));
+        let socket = home.path().join(SOCKET);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let session = loop {
+            if let Ok(fd) = wire::connect(&socket, CALL_TIMEOUT) {
+                break fd;
+            }
+            assert!(Instant::now() < deadline, "the keeper listens");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let call = |req: &Request, fds: &[RawFd]| call_on(session.as_raw_fd(), req, fds).unwrap();
+        assert!(matches!(call(&Request::Hello, &[]), Reply::Hello { .. }));
+        let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
+        let register = Request::Register {
+            pid: 42,
+            app: "app".into(),
+            policy: LogPolicy::default(),
+        };
+        let reply = call(&register, &[out_r.as_raw_fd(), err_r.as_raw_fd()]);
+        assert!(matches!(reply, Reply::Ok), "{reply:?}");
+        out_w.write_all(b"one\ntwo\n").unwrap();
+        err_w.write_all(b"oops\n").unwrap();
+
+        // a second connection (a new daemon) gets copies of the open pipes
+        let other = wire::connect(&socket, CALL_TIMEOUT).unwrap();
+        wire::send(other.as_raw_fd(), &to_json(&Request::Pipes), &[]).unwrap();
+        let mut buf = vec![0; wire::MAX_MESSAGE];
+        let (n, fds) = wire::recv(other.as_raw_fd(), &mut buf).unwrap();
+        let pipe_reply: Reply = serde_json::from_slice(&buf[..n]).unwrap();
+        assert!(
+            matches!(&pipe_reply, Reply::Pipe { pid: 42, app, .. } if app == "app"),
+            "{pipe_reply:?}"
+        );
+        assert_eq!(fds.len(), 2);
+        drop((fds, other));
+
+        drop((out_w, err_w, out_r, err_r));
+        let tail = call(
+            &Request::Tail {
+                pid: 42,
+                wait_ms: 5000,
+            },
+            &[],
+        );
+        match tail {
+            Reply::Tail { lines, ended } => {
+                assert_eq!(lines, ["oops"]);
+                assert!(ended);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = std::fs::read_to_string(logs.join("app-out.log")).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+        assert_eq!(lines, ["one", "two"]);
+        match call(&Request::Stats, &[]) {
+            Reply::Stats { apps } => {
+                let out = apps.iter().find(|c| c.stream == Stream::Out).unwrap();
+                assert_eq!((out.written, out.dropped), (text.len() as u64, 0));
+            }
+            other => panic!("{other:?}"),
+        }
+        // no daemon, no pipes: it leaves, and removes its socket
+        drop(session);
+        keeper.join().unwrap().unwrap();
+        assert!(!socket.exists());
+    }
+}

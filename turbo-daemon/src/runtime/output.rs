@@ -1,0 +1,225 @@
+//! Where the runtime sends an app process's output: to the log keeper (crate::keeper), which
+//! outlives the daemon, or, when no keeper can be started, to an in-process capture
+//! (crate::logs), as a fallback that loses lines on a daemon crash. This module must not
+//! decide anything about apps; it only routes pipes, tails, flushes and counters.
+
+use std::{os::fd::OwnedFd, time::Duration};
+
+use super::Runtime;
+use crate::{
+    keeper::{AppCounters, TailAsker},
+    logs,
+    supervisor::{AppSpec, LogPolicy},
+};
+
+/// The output of one running process, for its crash record.
+pub(super) enum Output {
+    /// Read by this daemon (no keeper).
+    Local(logs::Capture),
+    /// Read by the keeper.
+    Kept(TailAsker),
+}
+
+impl Output {
+    /// The last stderr lines of `pid`, once its output has ended or `grace` has passed.
+    pub(super) async fn last_lines(self, pid: u32, grace: Duration) -> Vec<String> {
+        match self {
+            Self::Local(capture) => {
+                let _ = tokio::time::timeout(grace, capture.done).await;
+                capture.stderr_tail.lines()
+            }
+            Self::Kept(asker) => tokio::task::spawn_blocking(move || asker.tail(pid, grace))
+                .await
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A new process's pipes, waiting to be handed over.
+pub(super) struct Pending {
+    pid: u32,
+    spec: AppSpec,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// Resolves when the keeper died (never without one). A free function, so the main loop can
+/// wait on it while its other branches borrow other fields.
+pub(super) async fn keeper_lost(keeper: Option<&crate::keeper::Keeper>) {
+    match keeper {
+        Some(k) => k.lost().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Runtime {
+    /// Opens `spec`'s log files before its process starts (in the keeper, or here without one),
+    /// so a file that cannot be opened (a planted symlink, a missing directory) fails the start.
+    pub(super) fn prepare_output(&mut self, spec: &AppSpec) -> Result<(), String> {
+        match &mut self.keeper {
+            Some(keeper) => keeper.open_logs(&spec.name, &spec.log),
+            None => self.local_logs(spec).map(drop).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Keeps a new process's pipes until [`Self::hand_over_output`].
+    pub(super) fn queue_output(
+        &mut self,
+        pid: u32,
+        spec: &AppSpec,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) {
+        self.pending_output.push(Pending {
+            pid,
+            spec: spec.clone(),
+            stdout,
+            stderr,
+        });
+    }
+
+    /// Hands the queued pipes to the keeper (or captures them here).
+    pub(super) fn hand_over_output(&mut self) {
+        for p in std::mem::take(&mut self.pending_output) {
+            match self.capture_output(p.pid, &p.spec, p.stdout, p.stderr) {
+                Ok(out) => {
+                    self.procs.insert(p.pid, out);
+                }
+                // the process runs; its output waits in the pipes' buffer, which it may fill
+                Err(e) => tracing::error!(
+                    app = %p.spec.name,
+                    "cannot capture the output of pid {}: {e}",
+                    p.pid
+                ),
+            }
+        }
+    }
+
+    /// Hands a new process's pipes to the keeper, or captures them here when there is none.
+    fn capture_output(
+        &mut self,
+        pid: u32,
+        spec: &AppSpec,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<Output, String> {
+        let (stdout, stderr) = match &mut self.keeper {
+            Some(keeper) => match keeper.register(pid, &spec.name, &spec.log, stdout, stderr) {
+                Ok(()) => return Ok(Output::Kept(keeper.tail_asker())),
+                Err((e, out, err)) => {
+                    tracing::error!(
+                        app = %spec.name,
+                        "the log keeper cannot take the output of pid {pid} ({e}); the daemon \
+                         reads it itself, and a daemon crash will lose some of it"
+                    );
+                    (out, err)
+                }
+            },
+            None => (stdout, stderr),
+        };
+        let app_logs = self.local_logs(spec).map_err(|e| e.to_string())?;
+        Ok(Output::Local(app_logs.capture(stdout, stderr)))
+    }
+
+    fn local_logs(&mut self, spec: &AppSpec) -> std::io::Result<logs::AppLogs> {
+        if let Some(l) = self.logs.get(&spec.name) {
+            l.set_policy(&spec.log);
+            return Ok(l.clone());
+        }
+        let l = logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)?;
+        self.logs.insert(spec.name.clone(), l.clone());
+        Ok(l)
+    }
+
+    /// Takes copies of the pipes the keeper reads for processes of a previous daemon, so the
+    /// adopted ones get crash records with stderr tails again.
+    pub(super) fn adopt_output(&mut self) -> std::collections::HashSet<u32> {
+        let Some(keeper) = &mut self.keeper else {
+            return std::collections::HashSet::new();
+        };
+        match keeper.adopt() {
+            Ok(pids) => pids,
+            Err(e) => {
+                tracing::warn!("cannot take over the pipes the log keeper reads: {e}");
+                std::collections::HashSet::new()
+            }
+        }
+    }
+
+    /// The output of an adopted process, when the keeper still reads it; `policy` is what a
+    /// new keeper gets should this one die.
+    pub(super) fn adopted_output(&mut self, pid: u32, policy: &LogPolicy) -> Option<Output> {
+        let keeper = self.keeper.as_mut()?;
+        keeper
+            .adopted(pid, policy)
+            .then(|| Output::Kept(keeper.tail_asker()))
+    }
+
+    /// The process is gone: drop the daemon's copy of its pipes (the keeper reads them to the end).
+    pub(super) fn output_ended(&mut self, pid: u32) {
+        if let Some(keeper) = &mut self.keeper {
+            keeper.forget(pid);
+        }
+    }
+
+    /// Empties the log files of `spec`'s app (the keeper's writers, and this daemon's own).
+    pub(super) fn flush_output(&mut self, spec: &AppSpec) -> Result<(), String> {
+        if let Some(keeper) = &mut self.keeper {
+            keeper.flush(&spec.name, &spec.log)?;
+        }
+        match self.logs.get(&spec.name) {
+            Some(l) => l.flush().map_err(|e| e.to_string()),
+            None if self.keeper.is_none() => {
+                // never started by this daemon: its files may still exist
+                logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)
+                    .and_then(|l| l.flush())
+                    .map_err(|e| e.to_string())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Log volume per app and stream (keeper and local writers together).
+    pub(super) fn log_counters(&mut self) -> Vec<AppCounters> {
+        let mut all = self
+            .keeper
+            .as_mut()
+            .map(crate::keeper::Keeper::stats)
+            .unwrap_or_default();
+        for (app, l) in &self.logs {
+            for (stream, written, dropped) in l.counters() {
+                match all.iter_mut().find(|c| &c.app == app && c.stream == stream) {
+                    Some(c) => {
+                        c.written += written;
+                        c.dropped += dropped;
+                    }
+                    None => all.push(AppCounters {
+                        app: app.clone(),
+                        stream,
+                        written,
+                        dropped,
+                    }),
+                }
+            }
+        }
+        all
+    }
+
+    /// After [`Self::keeper_lost`]: a new keeper gets every pipe the daemon holds.
+    pub(super) fn replace_keeper(&mut self) {
+        if let Some(k) = &mut self.keeper
+            && let Err(e) = k.reconnect()
+        {
+            tracing::error!(
+                "the log keeper died and no new one starts: {e}; app output waits in the pipes"
+            );
+        }
+    }
+
+    /// The daemon stops for good: the keeper exits once the last pipes have ended.
+    pub(super) fn release_keeper(&mut self) {
+        if let Some(k) = &mut self.keeper {
+            k.bye();
+        }
+    }
+}
