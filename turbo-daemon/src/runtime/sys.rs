@@ -1096,11 +1096,10 @@ mod tests {
         // SAFETY: a copy of stdin at fd 100 or above, without close-on-exec; closed below.
         let stray = unsafe { libc::fcntl(0, libc::F_DUPFD, 100) };
         assert!(stray >= 100);
-        let script = format!(
-            "echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; echo cwd=$PWD; echo var=$ONLY; \
-             read line; echo stdin=$?; grep SigIgn /proc/$$/status; ls /proc/$$/fd; \
-             echo oops >&2"
-        );
+        let script = "echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; echo cwd=$PWD; \
+                      echo var=$ONLY; read line; echo stdin=$?; grep SigIgn /proc/$$/status; \
+                      ls /proc/$$/fd; echo oops >&2"
+            .to_owned();
         let mut spec = AppSpec::new(
             "t",
             vec!["/bin/sh".into(), "-c".into(), script],
