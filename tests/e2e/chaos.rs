@@ -306,15 +306,7 @@ fn an_adopted_process_that_crashes_gets_its_stderr_tail() {
     );
     d.turbo_ok(&["start", script.to_str().unwrap(), "--name", "late"]);
     let pid = d.app("late")["pid"].as_u64().unwrap();
-    wait_for(
-        "the state file to name the pid",
-        Duration::from_secs(5),
-        || {
-            std::fs::read_to_string(d.home().join("state.json"))
-                .ok()
-                .filter(|s| s.contains(&format!("\"pid\": {pid}")))
-        },
-    );
+    d.wait_saved_pid(pid);
     d.kill9_daemon();
     d.restart_daemon();
     assert_eq!(d.app("late")["pid"].as_u64(), Some(pid), "adopted");
@@ -409,4 +401,18 @@ fn upgrade_runs_the_binary_that_replaced_the_old_one_on_disk() {
     assert!(daemon.try_wait().unwrap().is_none(), "the same process");
     let (ok, status) = turbo(&["status", "--json"]);
     assert!(ok && status.contains("\"online\""), "{status}");
+
+    // the keeper the old image started is still this process's child: when it dies, the new
+    // image reaps it (no zombie) and starts another
+    let keeper = keeper_pid(&home).expect("a log keeper runs for the home");
+    // SAFETY: kill(2) of the keeper this test's daemon started.
+    assert_eq!(unsafe { libc::kill(keeper as i32, libc::SIGKILL) }, 0);
+    wait_for("a new keeper", Duration::from_secs(10), || {
+        keeper_pid(&home).filter(|&p| p != keeper)
+    });
+    wait_for(
+        "the old keeper to be reaped, not left a zombie",
+        Duration::from_secs(5),
+        || (!Path::new(&format!("/proc/{keeper}")).exists()).then_some(()),
+    );
 }

@@ -5,7 +5,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use turbo_tests::{TestDaemon, one_line_error, wait_for};
+use turbo_tests::{TestDaemon, one_line_error};
 
 fn notifier_py() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/notifier.py")
@@ -130,15 +130,7 @@ fn an_adopted_app_keeps_pinging_the_next_daemon() {
     );
     d.turbo_ok(&["start", yml.to_str().unwrap(), "--wait"]);
     let pid = d.app("wd")["pid"].as_u64().unwrap();
-    wait_for(
-        "the state file to name the pid",
-        Duration::from_secs(5),
-        || {
-            std::fs::read_to_string(d.home().join("state.json"))
-                .ok()
-                .filter(|s| s.contains(&format!("\"pid\": {pid}")))
-        },
-    );
+    d.wait_saved_pid(pid);
     d.kill9_daemon();
     d.restart_daemon();
     // the new daemon binds the same NOTIFY_SOCKET: the pings reach it, no watchdog restart

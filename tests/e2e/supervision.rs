@@ -184,16 +184,7 @@ fn a_new_daemon_adopts_running_apps_instead_of_starting_them_twice() {
     d.turbo_ok(&["start", "sleep", "--name", "survivor", "--", "1000"]);
     let before = d.app("survivor");
     let pid = before["pid"].as_u64().unwrap();
-    // give the debounced state write time to happen
-    wait_for(
-        "the state file to name the pid",
-        Duration::from_secs(5),
-        || {
-            std::fs::read_to_string(d.home().join("state.json"))
-                .ok()
-                .filter(|s| s.contains(&format!("\"pid\": {pid}")))
-        },
-    );
+    d.wait_saved_pid(pid);
     d.kill9_daemon();
     assert!(pid_alive(pid), "apps outlive the daemon");
     d.restart_daemon();

@@ -178,6 +178,21 @@ impl TestDaemon {
         });
     }
 
+    /// Waits until the (debounced) state file names `pid`: what a daemon killed from now on
+    /// leaves for the next one to adopt.
+    pub fn wait_saved_pid(&self, pid: u64) {
+        let needle = format!("\"pid\": {pid}");
+        wait_for(
+            "the state file to name the pid",
+            Duration::from_secs(5),
+            || {
+                std::fs::read_to_string(self.home().join("state.json"))
+                    .ok()
+                    .filter(|s| s.contains(&needle))
+            },
+        );
+    }
+
     /// SIGKILLs the daemon (its apps live on) and waits until it is gone.
     pub fn kill9_daemon(&mut self) {
         let mut child = self

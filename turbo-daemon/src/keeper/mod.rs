@@ -239,6 +239,9 @@ impl Keeper {
         match reply {
             Reply::Hello { pid } => {
                 self.pid = pid;
+                if self.child.is_none() {
+                    reap_if_our_child(pid);
+                }
                 Ok(fd)
             }
             other => Err(unexpected(&other)),
@@ -562,6 +565,31 @@ fn unexpected(reply: &Reply) -> io::Error {
         Reply::Failed { error } => io::Error::other(error.clone()),
         other => io::Error::other(format!("unexpected reply from the log keeper: {other:?}")),
     }
+}
+
+/// A keeper started by this process before a re-exec (`turbo daemon upgrade`) is still its
+/// child, but no `Child` handle survived the exec: reap it when it exits, or it stays a zombie.
+/// The pidfd is taken while the keeper answers and is known to be our child, so it cannot name a
+/// reused pid; a keeper whose daemon was killed is init's child and is left alone.
+fn reap_if_our_child(pid: u32) {
+    if crate::runtime::sys::parent_pid(pid) != Some(std::process::id()) {
+        return;
+    }
+    let Ok(pidfd) = crate::runtime::sys::pidfd_open(pid) else {
+        return;
+    };
+    // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
+    let Ok(pidfd) =
+        (unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) })
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        // a pidfd turns readable when its process has exited
+        if pidfd.readable().await.is_ok() {
+            let _ = crate::runtime::sys::reap(pidfd.get_ref());
+        }
+    });
 }
 
 #[cfg(test)]
