@@ -230,9 +230,14 @@ async fn probe(endpoint: &Endpoint) -> Result<Probe> {
                 None => return Ok(Probe::NoOwner),
             },
             Endpoint::Explicit(address) | Endpoint::User { address, .. } => {
-                let conn = match Builder::address(address.as_str()) {
-                    Ok(builder) => builder.build().await,
-                    Err(err) => Err(err),
+                let conn = match endpoint {
+                    Endpoint::User { home, .. } => {
+                        connect_socket(&home.join(BUS_SOCKET), address).await
+                    }
+                    _ => match Builder::address(address.as_str()) {
+                        Ok(builder) => builder.build().await,
+                        Err(err) => Err(err),
+                    },
                 };
                 match conn {
                     Ok(conn) => conn,
@@ -268,6 +273,25 @@ async fn probe(endpoint: &Endpoint) -> Result<Probe> {
             PROBE_TIMEOUT.as_secs()
         ),
     }
+}
+
+/// Connects to the private bus socket of a user-mode home.
+///
+/// zbus connects a `unix:path=` address on a blocking thread, which `turbo` would start just for
+/// that on every command; a non-blocking connect on our own runtime spares it. A failure is the
+/// same error zbus reports, so messages and [`is_absent`] do not change.
+async fn connect_socket(socket: &Path, address: &str) -> zbus::Result<zbus::Connection> {
+    let stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            let err = std::sync::Arc::new(err);
+            return Err(match zbus::Address::try_from(address) {
+                Ok(address) => zbus::Error::Connection(err, address),
+                Err(_) => zbus::Error::InputOutput(err),
+            });
+        }
+    };
+    Builder::unix_stream(stream).build().await
 }
 
 /// A system-bus connection if the bus is reachable and our name has an owner there. Any failure

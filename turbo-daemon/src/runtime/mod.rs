@@ -420,6 +420,8 @@ pub struct Runtime {
     monitor: MonitorSettings,
     /// Last resident memory seen per pid, for crash records of processes already gone.
     rss_seen: RefCell<HashMap<u32, u64>>,
+    /// The `/proc` files of the apps' main processes, kept open between readings.
+    main_files: RefCell<sys::MainFiles>,
     path_env: String,
     /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
     /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
@@ -494,6 +496,7 @@ impl Runtime {
             counts: HashMap::new(),
             monitor: MonitorSettings::default(),
             rss_seen: RefCell::default(),
+            main_files: RefCell::default(),
             path_env: std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             logs: HashMap::new(),
@@ -995,6 +998,7 @@ impl Runtime {
                 self.procs.remove(&pid);
                 self.output_ended(pid);
                 self.rss_seen.borrow_mut().remove(&pid);
+                self.main_files.borrow_mut().forget(pid);
             }
         }
         self.hand_over_output();
@@ -1856,7 +1860,7 @@ impl Runtime {
         };
         let deep = matches!(how, Reading::WithPss(_)) && cached_pss.is_none();
         let descendants = self.tree.get(&app.id).into_iter().flatten().copied();
-        let sample = sys::sample_tree(pid, descendants, deep)?;
+        let sample = sys::sample_tree(pid, descendants, deep, &mut self.main_files.borrow_mut())?;
         // crash records keep the main process's own figure (what the kernel limits act on)
         self.rss_seen
             .borrow_mut()
@@ -1891,6 +1895,14 @@ impl Runtime {
         for app in self.sup.apps() {
             let _ = self.measure(app, now, Reading::Cheap);
         }
+        self.close_stale_files();
+    }
+
+    /// Closes the kept `/proc` files of processes that are no longer an app's main process
+    /// (those that exited are closed as they are reaped; this catches any other way out).
+    fn close_stale_files(&self) {
+        let mains = self.sup.apps().filter_map(App::pid).collect();
+        self.main_files.borrow_mut().keep_only(&mains);
     }
 
     /// The sampler with eBPF: one leak sample of every running app, as cheaply as it can be
