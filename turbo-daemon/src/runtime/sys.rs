@@ -166,7 +166,7 @@ pub fn spawn_with(spec: &AppSpec, extra: &Extra<'_>) -> io::Result<Child> {
 }
 
 /// [`spawn_with`] for an app that needs nothing between fork and exec but its own session (no
-/// limits, nice, `oom_score_adj`, umask, user or sockets), through `posix_spawn`.
+/// limits, nice, `oom_score_adj`, umask, user, sockets or memory cgroup), through `posix_spawn`.
 ///
 /// glibc's `posix_spawn` starts the child with `CLONE_VM | CLONE_VFORK`: it borrows the
 /// daemon's memory until `exec` instead of copying its page tables, and the kernel does not
@@ -560,6 +560,7 @@ impl ChildSetup {
             && self.credentials.is_none()
             && self.chdir.is_none()
             && self.sockets.is_none()
+            && self.cgroup_procs.is_none()
     }
 
     fn apply(&mut self) -> io::Result<()> {
