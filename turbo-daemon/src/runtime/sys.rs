@@ -560,7 +560,6 @@ impl ChildSetup {
             && self.credentials.is_none()
             && self.chdir.is_none()
             && self.sockets.is_none()
-            // entering the memory cgroup is a write between fork and exec as well
             && self.cgroup_procs.is_none()
     }
 
