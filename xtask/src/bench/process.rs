@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::io::Read as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -71,17 +72,43 @@ pub fn exec(cmd: &mut Command, limit: Duration) -> Result<String> {
 /// one, and every wait is bounded anyway.
 pub fn wait_bounded(child: &mut Child, limit: Duration) -> Result<ExitStatus> {
     let deadline = Instant::now() + limit;
+    // Woken by the child's pidfd rather than by polling on a timer: a sleep between checks
+    // would round every measured command up to that period (with a 5 ms poll, `turbo status`
+    // measured a flat 5.3 ms whatever the number of apps).
+    let pidfd = pidfd_open(child.id());
     loop {
         if let Some(status) = child.try_wait().context("waiting for a child")? {
             return Ok(status);
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             bail!("still running after {limit:?}; killed it");
         }
-        thread::sleep(Duration::from_millis(5));
+        match &pidfd {
+            Some(fd) => {
+                let ms = i32::try_from((deadline - now).as_millis()).unwrap_or(i32::MAX);
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on one pollfd we own, for at most `ms`.
+                unsafe { libc::poll(&raw mut p, 1, ms.max(1)) };
+            }
+            None => thread::sleep(Duration::from_millis(1)),
+        }
     }
+}
+
+/// A pidfd of `pid` (readable once it has exited), or `None` where the kernel has none.
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The last `n` non-empty lines of `text`, joined with " | " (for one-line errors).
