@@ -654,7 +654,10 @@ impl Runtime {
                 biased;
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 Some(msg) = self.internal_rx.recv() => self.on_internal(msg),
-                Some(req) = self.requests_rx.recv() => self.on_request(req),
+                Some(req) = self.requests_rx.recv() => {
+                    self.catch_up_events().await;
+                    self.on_request(req);
+                }
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = beat_tick.tick() => {}
@@ -684,6 +687,17 @@ impl Runtime {
                     return Ok(Ending::Upgrade);
                 }
             }
+        }
+    }
+
+    /// Handles every kernel event that happened before now. A request must be judged against
+    /// them: a `turbo stop` handled before the fork event of a just-forked, setsid'd descendant
+    /// (still in the ring buffer, its reader task not yet run) would complete without it. The
+    /// yield lets the runtime poll its drivers and run the reader first.
+    async fn catch_up_events(&mut self) {
+        tokio::task::yield_now().await;
+        while let Ok(ev) = self.events_rx.try_recv() {
+            self.on_event(ev);
         }
     }
 
