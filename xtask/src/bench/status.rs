@@ -110,6 +110,14 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             "PM2's CLI is a Node.js program and supervisorctl a Python one: most of their time \
              is the interpreter starting, which a user pays on every call too."
                 .to_owned(),
+            "Where the time goes (the reason when a size misses): the fixed part of `turbo \
+             status` is the CLI process starting, the D-Bus handshake and the round trips \
+             through the private dbus-daemon; on top of it each app costs the daemon two \
+             `/proc` reads (`stat` and `children`, kept open and re-read with `pread`), a \
+             larger reply for zbus to serialise and the dbus-daemon to copy, and a table row \
+             for the CLI. Making `ListApps` cheaper per app (a smaller reply, fewer reads) is \
+             what is left to do."
+                .to_owned(),
         ],
     })
 }
