@@ -417,7 +417,12 @@ impl Keeper {
             app: app.to_owned(),
             policy: policy.clone(),
         };
-        match self.call(&req, &[]) {
+        self.call_ok(&req)
+    }
+
+    /// One request whose answer is `Ok` or a one-line failure.
+    fn call_ok(&mut self, req: &Request) -> Result<(), String> {
+        match self.call(req, &[]) {
             Ok(Reply::Ok) => Ok(()),
             Ok(Reply::Failed { error }) => Err(error),
             Ok(other) => Err(unexpected(&other).to_string()),
@@ -434,12 +439,7 @@ impl Keeper {
             app: app.to_owned(),
             policy: policy.clone(),
         };
-        match self.call(&req, &[]) {
-            Ok(Reply::Ok) => Ok(()),
-            Ok(Reply::Failed { error }) => Err(error),
-            Ok(other) => Err(unexpected(&other).to_string()),
-            Err(e) => Err(format!("the log keeper does not answer: {e}")),
-        }
+        self.call_ok(&req)
     }
 
     /// Byte counters of every app (empty when the keeper does not answer).

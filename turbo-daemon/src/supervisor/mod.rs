@@ -1165,16 +1165,7 @@ impl Supervisor {
                 if let Some(failure) = failure {
                     // hung, or never ready: restart it, recorded like a failing health check
                     app.health.last_error = Some(failure);
-                    begin_stopping(
-                        app,
-                        pid,
-                        since,
-                        false,
-                        ExitReason::Health,
-                        AfterStop::Start,
-                        now,
-                        out,
-                    );
+                    restart_unhealthy(app, pid, since, now, out);
                 }
             }
             WakeKind::Watch => {
@@ -1238,16 +1229,7 @@ impl Supervisor {
         }
         if app.health.failures >= check.retries.max(1) {
             // stays unhealthy: restart it gracefully, recorded as a crash with reason health
-            begin_stopping(
-                app,
-                pid,
-                since,
-                false,
-                ExitReason::Health,
-                AfterStop::Start,
-                now,
-                out,
-            );
+            restart_unhealthy(app, pid, since, now, out);
             return;
         }
         out.push(Action::Wake {
@@ -1436,6 +1418,21 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Restarts an app whose health check kept failing, or that hung (watchdog) or never said it was
+/// ready: gracefully, and recorded as a crash with reason `health`.
+fn restart_unhealthy(app: &mut App, pid: u32, since: Instant, now: Instant, out: &mut Vec<Action>) {
+    begin_stopping(
+        app,
+        pid,
+        since,
+        false,
+        ExitReason::Health,
+        AfterStop::Start,
+        now,
+        out,
+    );
 }
 
 /// Moves `app` to `stopping`: the stop signal to its group now, SIGKILL at the kill timeout.
