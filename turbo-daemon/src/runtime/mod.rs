@@ -767,17 +767,27 @@ impl Runtime {
             Event::MemoryOver {
                 pid, rss, limit, ..
             } => {
-                self.rss_seen.borrow_mut().insert(pid, rss);
+                self.saw_rss(pid, rss);
                 self.memory_reading(pid, rss);
                 self.feed(Input::MemoryOver { pid, rss, limit });
             }
             Event::MemoryUnder {
                 pid, rss, limit, ..
             } => {
-                self.rss_seen.borrow_mut().insert(pid, rss);
+                self.saw_rss(pid, rss);
                 self.memory_reading(pid, rss);
                 self.feed(Input::MemoryUnder { pid, limit });
             }
+        }
+    }
+
+    /// Keeps `rss` as the last figure of `pid` for its crash record. A process that is exiting
+    /// reads as 0 once the kernel has freed its memory (the fallback's sampler can catch it
+    /// between the stop signal and the reap): that is no figure, and must not replace the last
+    /// real one.
+    fn saw_rss(&self, pid: u32, rss: u64) {
+        if rss > 0 {
+            self.rss_seen.borrow_mut().insert(pid, rss);
         }
     }
 
@@ -1876,9 +1886,7 @@ impl Runtime {
         let descendants = self.tree.get(&app.id).into_iter().flatten().copied();
         let sample = sys::sample_tree(pid, descendants, deep, &mut self.main_files.borrow_mut())?;
         // crash records keep the main process's own figure (what the kernel limits act on)
-        self.rss_seen
-            .borrow_mut()
-            .insert(pid, sample.main_rss_bytes);
+        self.saw_rss(pid, sample.main_rss_bytes);
         let uptime = app
             .since()
             .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
