@@ -15,8 +15,8 @@ pub use dto::{
     Health, LogStream, rfc3339_ms,
 };
 pub use names::{
-    MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration, parse_size,
-    validate_app_name,
+    INTERPRETERS, MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration,
+    parse_size, validate_app_name,
 };
 
 /// Well-known bus name of the daemon.

@@ -106,6 +106,22 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_millis(ms))
 }
 
+/// Interpreters chosen by a script's extension (`script: app.py` runs `python3 app.py`), as
+/// PM2 does: the daemon resolves `script:` with it, and `turbo import pm2` keeps a `script:`
+/// whose interpreter is this one.
+pub const INTERPRETERS: &[(&str, &str)] = &[
+    ("py", "python3"),
+    ("js", "node"),
+    ("mjs", "node"),
+    ("cjs", "node"),
+    ("ts", "ts-node"),
+    ("sh", "sh"),
+    ("bash", "bash"),
+    ("rb", "ruby"),
+    ("pl", "perl"),
+    ("php", "php"),
+];
+
 /// `512mb`, `1gb`, `100k`, `4096` (bytes); units are powers of 1024. The one size syntax of
 /// `turbo.yml` and the CLI (`--max-memory`).
 #[must_use]

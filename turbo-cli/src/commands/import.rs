@@ -205,21 +205,6 @@ const PM2_INTERPRETERS: &[(&str, &str)] = &[
     ("tsx", "bun"),
 ];
 
-/// turbo's interpreters by extension (turbo-daemon `config::INTERPRETERS`): a script whose
-/// interpreter is this one can stay a `script:`.
-const TURBO_INTERPRETERS: &[(&str, &str)] = &[
-    ("py", "python3"),
-    ("js", "node"),
-    ("mjs", "node"),
-    ("cjs", "node"),
-    ("ts", "ts-node"),
-    ("sh", "sh"),
-    ("bash", "bash"),
-    ("rb", "ruby"),
-    ("pl", "perl"),
-    ("php", "php"),
-];
-
 /// Keys read by the conversion (with their PM2 aliases), so they are not reported as unknown.
 const MAPPED: &[&str] = &[
     "name",
@@ -885,7 +870,7 @@ fn convert_app(
         .iter()
         .find(|(e, _)| *e == ext)
         .map(|(_, i)| *i);
-    let turbo_default = TURBO_INTERPRETERS
+    let turbo_default = turbo_api::INTERPRETERS
         .iter()
         .find(|(e, _)| *e == ext)
         .map(|(_, i)| *i);

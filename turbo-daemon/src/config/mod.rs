@@ -961,19 +961,9 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
 /// Sizes are parsed as the CLI parses them (one definition, in the contract crate).
 pub use turbo_api::parse_size;
 
-/// Interpreters chosen by a script's extension, as PM2 does.
-const INTERPRETERS: &[(&str, &str)] = &[
-    ("py", "python3"),
-    ("js", "node"),
-    ("mjs", "node"),
-    ("cjs", "node"),
-    ("ts", "ts-node"),
-    ("sh", "sh"),
-    ("bash", "bash"),
-    ("rb", "ruby"),
-    ("pl", "perl"),
-    ("php", "php"),
-];
+/// Interpreters chosen by a script's extension, as PM2 does (one table, shared with
+/// `turbo import pm2`).
+use turbo_api::INTERPRETERS;
 
 /// Turns `argv` into something `execve` can run: `argv[0]` becomes an absolute path, and scripts
 /// with a known extension get their interpreter in front.
