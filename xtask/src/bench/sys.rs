@@ -176,53 +176,36 @@ pub fn cpu_ns_between(before: &[(u32, u64)], after: &[(u32, u64)]) -> u64 {
         .sum()
 }
 
+/// The `KEY:   123 kB` field of a `/proc` file, in bytes.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    })
+}
+
 /// Anonymous resident memory in bytes (`Anonymous` of `/proc/<pid>/smaps_rollup`: heap,
 /// stacks; the rest of the RSS is file-backed, the program and its libraries).
 pub fn anon(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix("Anonymous:")?;
-        Some(
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()?
-                * 1024,
-        )
-    })
+    kib_field(
+        &fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?,
+        "Anonymous",
+    )
 }
 
 /// Resident and proportional set size in bytes (`/proc/<pid>/smaps_rollup`: `Rss`, `Pss`).
 pub fn rss_pss(pid: u32) -> Option<(u64, u64)> {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |key: &str| -> Option<u64> {
-        text.lines().find_map(|l| {
-            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-    };
-    Some((field("Rss")? * 1024, field("Pss")? * 1024))
+    Some((kib_field(&text, "Rss")?, kib_field(&text, "Pss")?))
 }
 
 /// Resident memory of `pid` in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn vm_rss(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix("VmRSS:")?;
-        Some(
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()?
-                * 1024,
-        )
-    })
+    kib_field(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        "VmRSS",
+    )
 }
 
 /// How many BPF links `pid` holds open (`link_type:` in `/proc/<pid>/fdinfo/*`): one per
