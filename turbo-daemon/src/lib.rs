@@ -29,6 +29,7 @@ pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod runtime;
+pub mod spec;
 pub mod storage;
 pub mod supervisor;
 

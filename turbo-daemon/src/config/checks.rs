@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::{Problem, Scalar, resolve_command};
-use crate::supervisor::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
+use crate::spec::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
 
 /// `health:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -313,7 +313,7 @@ mod tests {
     use std::time::Duration;
 
     use super::super::parse_config;
-    use crate::supervisor::{HealthProbe, ReadyMode};
+    use crate::spec::{HealthProbe, ReadyMode};
 
     const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

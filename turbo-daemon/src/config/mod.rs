@@ -15,7 +15,6 @@
 
 mod checks;
 mod credentials;
-pub mod environment;
 pub mod input;
 mod locate;
 mod privileges;
@@ -34,13 +33,18 @@ use zbus::zvariant::OwnedValue;
 
 pub use self::{
     credentials::as_caller,
-    privileges::{Caller, Powers, Privileges, ProcessLimits, Rlimit, RunAs},
+    privileges::{Caller, Powers},
 };
+// Transitional: runtime/sys.rs names these by their old paths.
 use self::{
     locate::Locations,
     privileges::{NameOrId, RlimitsConfig, UmaskValue},
 };
-use crate::supervisor::{AppSpec, Autorestart, LogFormat, MemoryEnforce};
+use crate::spec::{
+    AppSpec, Autorestart, LogFormat, MemoryEnforce,
+    units::{self, Bounds, Written},
+};
+pub use crate::spec::{Privileges, ProcessLimits, Rlimit, RunAs, environment};
 
 /// A `turbo.yml` document.
 #[derive(Debug, Deserialize)]
@@ -182,39 +186,21 @@ impl<'de> Deserialize<'de> for Scalar {
 }
 
 impl Scalar {
-    fn duration(&self, what: &str) -> Result<Duration, String> {
-        let hint = "like 500ms, 5s, 1m or 2h";
+    const fn written(&self) -> Written<'_> {
         match self {
-            Self::Number(n) if *n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(*n)),
-            Self::Number(n) if *n < 0.0 => {
-                Err(format!("{what} {n} is negative: use a duration {hint}"))
-            }
-            Self::Number(n) => Err(format!("{what} {n} is not a duration: use one {hint}")),
-            Self::Text(t) if t.trim_start().starts_with('-') => {
-                Err(format!("{what} '{t}' is negative: use a duration {hint}"))
-            }
-            Self::Text(t) => parse_duration(t)
-                .ok_or_else(|| format!("{what} '{t}' is not a duration: use one {hint}")),
+            Self::Number(n) => Written::Number(*n),
+            Self::Text(t) => Written::Text(t.as_str()),
         }
     }
 
+    fn duration(&self, what: &str) -> Result<Duration, String> {
+        units::duration(self.written(), Bounds::ANY_DURATION)
+            .map_err(|e| format!("{what} {} {e}: {}", self.written(), e.hint()))
+    }
+
     fn size(&self, what: &str) -> Result<u64, String> {
-        let hint = "like 100k, 10mb or 1gb";
-        match self {
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "checked non-negative and finite; sizes are whole bytes"
-            )]
-            Self::Number(n) if *n >= 0.0 && n.is_finite() => Ok(*n as u64),
-            Self::Number(n) if *n < 0.0 => {
-                Err(format!("{what} {n} is negative: use a size {hint}"))
-            }
-            Self::Number(n) => Err(format!("{what} {n} is not a size: use one {hint}")),
-            Self::Text(t) => {
-                parse_size(t).ok_or_else(|| format!("{what} '{t}' is not a size: use one {hint}"))
-            }
-        }
+        units::size(self.written(), Bounds::ANY_SIZE)
+            .map_err(|e| format!("{what} {} {e}: {}", self.written(), e.hint()))
     }
 }
 
@@ -1064,7 +1050,10 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::{ffi::OsString, path::PathBuf};
+
     use super::*;
+    use crate::spec::environment::tests::{DAEMON_ENV, get, os};
 
     const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -1135,10 +1124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ok = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    max_memory: 64mb\n    memory_enforce: cgroup\n";
         let specs = parse_config(ok, "t.yml", dir.path(), PATH).unwrap();
-        assert_eq!(
-            specs[0].memory.enforce,
-            crate::supervisor::MemoryEnforce::Cgroup
-        );
+        assert_eq!(specs[0].memory.enforce, MemoryEnforce::Cgroup);
         let err = config_error(
             "apps:\n  - name: a\n    cmd: [sleep, '1']\n    max_memory: 64mb\n    memory_enforce: kernel\n",
         );
@@ -1371,6 +1357,51 @@ mod tests {
         std::fs::write(&big, "A=".to_owned() + &"x".repeat(2 << 20)).unwrap();
         let e = parse_config(&yml("big.env"), "t.yml", dir.path(), PATH).unwrap_err();
         assert!(e.contains("larger than 1048576 bytes"), "{e}");
+    }
+
+    /// The layers in order, from a spec built by the real config validation: daemon
+    /// allow-list < passwd identity < `env_file` < `env`.
+    #[test]
+    fn merge_order_daemon_then_identity_then_env_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "FROM_FILE=file\nOVERRIDDEN=file\nLANG=fr_FR.UTF-8\nUSER=file-user\n",
+        )
+        .unwrap();
+        let yml = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    env_file: .env\n    env: { OVERRIDDEN: env, TZ: UTC, HOME: /custom }\n";
+        let specs = parse_config(yml, "t.yml", dir.path(), "/usr/bin:/bin").unwrap();
+        let spec = &specs[0];
+        let identity = environment::Identity {
+            user: "www",
+            home: "/var/www",
+            shell: "/bin/false",
+        };
+        let env = environment::child_env(os(DAEMON_ENV), Some(identity), &spec.cwd, &spec.env);
+        let expect: &[(&str, &str)] = &[
+            ("PATH", "/usr/bin:/bin"),  // daemon
+            ("LC_TIME", "en_GB.UTF-8"), // daemon
+            ("LOGNAME", "www"),         // identity over nothing
+            ("SHELL", "/bin/false"),    // identity
+            ("LANG", "fr_FR.UTF-8"),    // env_file over daemon
+            ("USER", "file-user"),      // env_file over identity
+            ("FROM_FILE", "file"),      // env_file
+            ("OVERRIDDEN", "env"),      // env over env_file
+            ("TZ", "UTC"),              // env over daemon
+            ("HOME", "/custom"),        // env over identity
+        ];
+        for (name, value) in expect {
+            assert_eq!(get(&env, name), Some(*value), "{name} in {env:?}");
+        }
+        assert_eq!(
+            get(&env, "PWD").map(PathBuf::from),
+            Some(dir.path().to_path_buf())
+        );
+        assert_eq!(get(&env, "AWS_SECRET_ACCESS_KEY"), None);
+        assert_eq!(get(&env, "TERM"), None);
+        let mut names: Vec<&OsString> = env.iter().map(|(k, _)| k).collect();
+        names.dedup();
+        assert_eq!(names.len(), env.len(), "each name once");
     }
 
     #[test]

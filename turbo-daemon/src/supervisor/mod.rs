@@ -45,15 +45,18 @@ use std::{
 
 pub use reload::{READY_TIMEOUT, SETTLE};
 
-pub use app::{
-    App, AppSpec, Autorestart, Desired, Exit, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy,
-    RestartPolicy, State,
-};
+pub use app::{App, Desired, Exit, State};
 use checks::Fire;
-pub use checks::{HealthProbe, HealthSpec, NotifyMessage, Readiness, ReadyMode, WatchSpec};
+pub use checks::NotifyMessage;
 use turbo_api::ExitReason;
 
+// Transitional: code outside the supervisor (runtime, storage, keeper, logs) still names the spec
+// types by their old paths; new code imports them from `crate::spec`.
 use crate::events::{SourceKind, WaitStatus};
+pub use crate::spec::{
+    AppSpec, Autorestart, HealthProbe, HealthSpec, LogFormat, LogPolicy, MemoryEnforce,
+    MemoryPolicy, Readiness, ReadyMode, RestartPolicy, WatchSpec, signal,
+};
 
 /// Numeric app id, stable for the daemon's lifetime.
 pub type AppId = u32;
@@ -302,14 +305,6 @@ pub enum WakeKind {
     ReadyTimeout,
     /// The watchdog period may have passed without a ping (token: the app's generation).
     Watchdog,
-}
-
-/// Signal numbers the core needs to name (Linux x86_64 values).
-pub mod signal {
-    /// SIGKILL.
-    pub const KILL: i32 = 9;
-    /// SIGTERM.
-    pub const TERM: i32 = 15;
 }
 
 /// What happened to an app, for D-Bus signals and logs.
