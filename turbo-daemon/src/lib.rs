@@ -21,6 +21,7 @@
 //! * [`metrics`]: thin adapter too: the Prometheus exporter, which asks the runtime for a
 //!   snapshot on every scrape.
 
+pub mod access;
 pub mod config;
 pub mod dbus;
 pub mod events;
@@ -28,6 +29,7 @@ pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod os;
 pub mod runtime;
 pub mod spec;
 pub mod storage;

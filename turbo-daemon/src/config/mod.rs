@@ -14,11 +14,9 @@
 //! [`input`] bounds the sizes of everything a caller hands in.
 
 mod checks;
-mod credentials;
 pub mod input;
 mod locate;
 mod privileges;
-pub mod users;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -31,11 +29,6 @@ use std::{
 use serde::Deserialize;
 use zbus::zvariant::OwnedValue;
 
-pub use self::{
-    credentials::as_caller,
-    privileges::{Caller, Powers},
-};
-// Transitional: runtime/sys.rs names these by their old paths.
 use self::{
     locate::Locations,
     privileges::{NameOrId, RlimitsConfig, UmaskValue},
@@ -44,7 +37,12 @@ use crate::spec::{
     AppSpec, Autorestart, LogFormat, MemoryEnforce,
     units::{self, Bounds, Written},
 };
-pub use crate::spec::{Privileges, ProcessLimits, Rlimit, RunAs, environment};
+// Transitional: runtime/, dbus/auth.rs and the fuzz targets name these by their old paths.
+pub use crate::{
+    access::{Caller, Powers, as_caller},
+    os::users,
+    spec::{Privileges, ProcessLimits, Rlimit, RunAs, environment},
+};
 
 /// A `turbo.yml` document.
 #[derive(Debug, Deserialize)]

@@ -1,26 +1,29 @@
-//! Least privilege for apps: `user`, `group`, `groups`, `umask`, `rlimits`, `nice` and
-//! `oom_score_adj`, checked and resolved when a config is validated.
+//! Least privilege for apps: the `user`, `group`, `groups`, `umask`, `rlimits`, `nice` and
+//! `oom_score_adj` keys as written, checked and resolved into `spec::Privileges` when a config
+//! is validated.
 //!
 //! Names become ids here, once, so a typo is a config error with its position rather than a
 //! spawn failure at 3 a.m., and `describe` shows exactly what runs. Each value is also checked
-//! against what the daemon itself may grant ([`Powers`]): only root may run an app as another
-//! user or group, give it supplementary groups, raise a hard limit above its own, or lower nice
-//! or `oom_score_adj` below its own. Without these checks a non-root daemon would accept the
-//! config and then fail every spawn with a bare `EPERM`. `runtime::sys::spawn` applies the
-//! result between fork and exec.
-//!
-//! In system mode the daemon is root, but the *caller* of a start call may not be: a member of
-//! the admin group or a user polkit authorised. Such a caller's config is checked against the
-//! caller's powers ([`Powers::for_caller`]), not the daemon's: an app without `user:` runs as
-//! the caller, and naming another user, another group or supplementary groups is refused.
-//! Without this, whoever may start apps could run any command as root.
+//! against what the caller may grant (`access::Powers`, which decides; this module words the
+//! refusal): only root may run an app as another user or group, give it supplementary groups,
+//! raise a hard limit above its own, or lower nice or `oom_score_adj` below its own. Without
+//! these checks a non-root daemon would accept the config and then fail every spawn with a bare
+//! `EPERM`. For a non-root caller of a root daemon an app without `user:` runs as the caller.
+//! `runtime::sys::spawn` applies the result between fork and exec.
 
 use std::fmt;
 
 use serde::Deserialize;
 
-use super::{Problem, parse_size, users};
-use crate::spec::{ProcessLimits, Rlimit, RunAs, limit_text};
+use super::Problem;
+use crate::{
+    access::{LimitKind, Powers},
+    os::users,
+    spec::{
+        ProcessLimits, Rlimit, RunAs, limit_text,
+        units::{self, Bounds, Written},
+    },
+};
 
 /// A scalar that is either an integer or text, with a type error message of its own.
 macro_rules! int_or_text {
@@ -122,192 +125,6 @@ pub(super) struct RlimitsConfig {
     pub(super) core: Option<LimitConfig>,
 }
 
-/// What the daemon itself may grant an app, read when a config is validated. Root (euid 0)
-/// may grant anything the kernel allows; anyone else only what they have.
-#[derive(Clone, Debug)]
-pub struct Powers {
-    /// The daemon's effective uid.
-    pub euid: u32,
-    /// Its effective gid.
-    pub egid: u32,
-    /// Its supplementary groups.
-    pub groups: Vec<u32>,
-    /// Its niceness.
-    pub nice: i32,
-    /// The lowest nice `RLIMIT_NICE` lets it set without privilege (`20 - rlim_cur`).
-    pub nice_floor: i32,
-    /// Its `oom_score_adj`.
-    pub oom_score_adj: i32,
-    /// Its hard limits: nofile, nproc, core.
-    pub hard: [u64; 3],
-    /// `/proc/sys/fs/nr_open`: no process, not even root's, may have a higher `nofile`.
-    pub nr_open: u64,
-    /// `Some(name)` when these are the powers of a non-root *caller* of a root daemon (see the
-    /// module docs): apps without `user:` then run as that caller. `None`: the daemon's own.
-    pub caller: Option<String>,
-}
-
-/// Who a start call acts for: the caller's uid as the bus reported it (from the kernel, so it
-/// cannot be forged). The gid is not part of it: the bus reports no primary group, so a
-/// caller's apps get the primary group and the groups of the caller's passwd and group entries,
-/// exactly as `user: <caller>` would give them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caller {
-    /// The caller's uid.
-    pub uid: u32,
-}
-
-impl Caller {
-    /// The daemon itself acting on its own behalf (restoring state, tests, fuzzing).
-    #[must_use]
-    pub fn daemon() -> Self {
-        // SAFETY: geteuid has no preconditions.
-        Self {
-            uid: unsafe { libc::geteuid() },
-        }
-    }
-
-    /// Whether this caller's apps are limited to the caller's own identity: anyone but root
-    /// and the daemon's own user.
-    #[must_use]
-    pub fn is_scoped(self) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        self.uid != 0 && self.uid != unsafe { libc::geteuid() }
-    }
-}
-
-impl Powers {
-    /// The calling process's.
-    #[must_use]
-    pub fn current() -> Self {
-        // SAFETY: these getters have no preconditions.
-        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let hard = [libc::RLIMIT_NOFILE, libc::RLIMIT_NPROC, libc::RLIMIT_CORE]
-            .map(|r| get_rlimit(r).map_or(Rlimit::UNLIMITED, |l| l.hard));
-        let nice_rlimit = get_rlimit(libc::RLIMIT_NICE).map_or(0, |l| l.soft.min(40));
-        let nice_floor = 20 - i32::try_from(nice_rlimit).unwrap_or(0);
-        let read_number =
-            |path: &str| -> Option<i64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-        Self {
-            euid,
-            egid,
-            groups: current_groups(),
-            nice: current_nice(),
-            nice_floor,
-            oom_score_adj: read_number("/proc/self/oom_score_adj")
-                .and_then(|n| i32::try_from(n).ok())
-                .unwrap_or(0),
-            hard,
-            nr_open: read_number("/proc/sys/fs/nr_open")
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(1 << 20),
-            caller: None,
-        }
-    }
-
-    /// What `caller` may grant its apps: the daemon's own powers for root and the daemon's own
-    /// user; for anyone else, the caller's identity (its passwd entry, its groups in the group
-    /// database) and no more of the limits than a non-root daemon could grant (no hard limit
-    /// above the daemon's, no nice or `oom_score_adj` below it).
-    ///
-    /// # Errors
-    /// A one-line message when the caller cannot be given apps: a daemon that is not root cannot
-    /// run apps as another user, and a caller without a passwd entry has no identity to run them
-    /// with.
-    pub fn for_caller(caller: Caller) -> Result<Self, String> {
-        let daemon = Self::current();
-        if caller.uid == 0 || caller.uid == daemon.euid {
-            return Ok(daemon);
-        }
-        if !daemon.is_root() {
-            return Err(format!(
-                "uid {}: this daemon runs as uid {} and can run apps only as itself, so it starts apps only for root and uid {}",
-                caller.uid, daemon.euid, daemon.euid
-            ));
-        }
-        let user = match users::user_by_uid(caller.uid) {
-            Ok(Some(u)) => u,
-            Ok(None) => {
-                return Err(format!(
-                    "uid {} has no passwd entry: apps started by a non-root caller run as the caller, which needs one; ask root to start them",
-                    caller.uid
-                ));
-            }
-            Err(e) => return Err(format!("cannot look up uid {}: {e}", caller.uid)),
-        };
-        let groups = users::group_list(&user.name, user.gid).unwrap_or_else(|_| vec![user.gid]);
-        Ok(Self {
-            euid: user.uid,
-            egid: user.gid,
-            groups,
-            caller: Some(user.name),
-            ..daemon
-        })
-    }
-
-    const fn is_root(&self) -> bool {
-        self.euid == 0
-    }
-
-    /// Who holds these powers, for messages: `the daemon runs as nobody` or `you are alice`.
-    fn holder(&self) -> String {
-        match &self.caller {
-            Some(name) => format!("you are {name} (uid {})", self.euid),
-            None => {
-                let me = users::user_by_uid(self.euid).ok().flatten().map_or_else(
-                    || format!("uid {}", self.euid),
-                    |u| format!("{} (uid {})", u.name, u.uid),
-                );
-                format!("the daemon runs as {me}")
-            }
-        }
-    }
-
-    /// What to do about something only root may grant.
-    const fn root_hint(&self) -> &'static str {
-        if self.caller.is_some() {
-            "ask root to start it"
-        } else {
-            "run the daemon as root"
-        }
-    }
-}
-
-fn get_rlimit(resource: libc::__rlimit_resource_t) -> Option<Rlimit> {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we own.
-    (unsafe { libc::getrlimit(resource, &raw mut l) } == 0).then_some(Rlimit {
-        soft: l.rlim_cur,
-        hard: l.rlim_max,
-    })
-}
-
-fn current_nice() -> i32 {
-    // SAFETY: getpriority may legitimately return -1, so errno is cleared first and read after.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
-        if n == -1 && *libc::__errno_location() != 0 {
-            0
-        } else {
-            n
-        }
-    }
-}
-
-fn current_groups() -> Vec<u32> {
-    // SAFETY: a zero-sized query returns the count.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    let mut groups = vec![0; usize::try_from(n).unwrap_or(0)];
-    // SAFETY: `groups` has room for `n` gids.
-    let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-    groups.truncate(usize::try_from(got).unwrap_or(0));
-    groups
-}
-
 /// The privilege keys of one app, as written (moved out of its `AppConfig`).
 #[derive(Debug, Default)]
 pub(super) struct Keys {
@@ -336,22 +153,22 @@ pub(super) fn resolve(
         }
     }
     let r = &app.rlimits;
-    limits.nofile = rlimit("nofile", r.nofile.as_ref(), powers, errors);
-    limits.nproc = rlimit("nproc", r.nproc.as_ref(), powers, errors);
-    limits.core = rlimit("core", r.core.as_ref(), powers, errors);
+    limits.nofile = rlimit(LimitKind::Nofile, r.nofile.as_ref(), powers, errors);
+    limits.nproc = rlimit(LimitKind::Nproc, r.nproc.as_ref(), powers, errors);
+    limits.core = rlimit(LimitKind::Core, r.core.as_ref(), powers, errors);
     if let Some(n) = app.nice {
         match i32::try_from(n).ok().filter(|n| (-20..=19).contains(n)) {
             None => errors.push(Problem::new(
                 "nice",
                 format!("nice {n} is out of range: use -20 (most favoured) to 19 (background)"),
             )),
-            Some(n) if !powers.is_root() && n < powers.nice.min(powers.nice_floor) => {
+            Some(n) if n < powers.lowest_nice() => {
                 errors.push(Problem::new(
                     "nice",
                     format!(
                         "nice {n} is below the daemon's own ({}): only root may lower it; use {} or more, or {}",
                         powers.nice,
-                        powers.nice.min(powers.nice_floor),
+                        powers.lowest_nice(),
                         powers.root_hint()
                     ),
                 ));
@@ -367,7 +184,7 @@ pub(super) fn resolve(
                     "oom_score_adj {n} is out of range: use -1000 (never killed) to 1000 (killed first)"
                 ),
             )),
-            Some(n) if !powers.is_root() && n < powers.oom_score_adj => {
+            Some(n) if n < powers.lowest_oom_score_adj() => {
                 errors.push(Problem::new(
                     "oom_score_adj",
                     format!(
@@ -424,7 +241,7 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
         },
     };
     let user = user.ok()?;
-    let other_user = !powers.is_root() && user.uid != powers.euid;
+    let other_user = !powers.may_run_as_user(user.uid);
     if other_user {
         errors.push(Problem::new(
             "user",
@@ -448,7 +265,7 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
         None => Some(group_named(user.gid)),
     }?;
     // a defaulted group of a refused user is the same mistake: one message is enough
-    if !powers.is_root() && group.gid != powers.egid && (app.group.is_some() || !other_user) {
+    if !powers.may_run_with_group(group.gid) && (app.group.is_some() || !other_user) {
         errors.push(Problem::new(
             "group",
             format!(
@@ -463,7 +280,7 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
     }
     let groups = match &app.groups {
         Some(list) => {
-            if !powers.is_root() {
+            if !powers.may_set_groups() {
                 errors.push(Problem::new(
                     "groups",
                     format!(
@@ -485,7 +302,7 @@ fn resolve_run_as(app: &Keys, powers: &Powers, errors: &mut Vec<Problem>) -> Opt
         }
         // a non-root daemon cannot change its groups: the app keeps the daemon's (or, for a
         // non-root caller, the caller's groups in the group database)
-        None if !powers.is_root() => powers
+        None if !powers.may_set_groups() => powers
             .groups
             .iter()
             .map(|&gid| {
@@ -616,11 +433,12 @@ fn parse_umask(v: &UmaskValue) -> Result<u32, String> {
 }
 
 fn rlimit(
-    name: &str,
+    kind: LimitKind,
     cfg: Option<&LimitConfig>,
     powers: &Powers,
     errors: &mut Vec<Problem>,
 ) -> Option<Rlimit> {
+    let name = kind.name();
     let at = format!("rlimits.{name}");
     let limit = match cfg? {
         LimitConfig::Both(w) => match limit_value(name, w) {
@@ -662,7 +480,7 @@ fn rlimit(
             Rlimit { soft, hard }
         }
     };
-    if name == "nofile" && limit.hard > powers.nr_open {
+    if kind == LimitKind::Nofile && limit.hard > powers.nr_open {
         errors.push(Problem::new(
             at,
             format!(
@@ -673,13 +491,9 @@ fn rlimit(
         ));
         return None;
     }
-    let index = match name {
-        "nofile" => 0,
-        "nproc" => 1,
-        _ => 2,
-    };
-    let own = powers.hard[index];
-    if !powers.is_root() && limit.hard > own {
+    if let Some(own) = powers.highest_hard_limit(kind)
+        && limit.hard > own
+    {
         errors.push(Problem::new(
             at,
             format!(
@@ -708,7 +522,7 @@ fn limit_value(name: &str, w: &LimitWord) -> Result<u64, String> {
         LimitWord::Text(t) if matches!(t.trim(), "unlimited" | "infinity") => Ok(Rlimit::UNLIMITED),
         LimitWord::Text(t) => {
             let parsed = if name == "core" {
-                parse_size(t)
+                units::size(Written::Text(t), Bounds::ANY_SIZE).ok()
             } else {
                 t.trim().parse().ok()
             };
@@ -1095,30 +909,6 @@ mod tests {
             assert_eq!(e.lines().count(), 1, "{keys:?} gave {e}");
             assert!(e.starts_with(start), "{keys:?} gave {e}\nwanted {start}");
             assert!(e.contains(hint), "{keys:?} gave {e}\nwanted {hint}");
-        }
-    }
-
-    #[test]
-    fn root_and_the_daemons_own_user_keep_the_daemons_powers() {
-        let own = Powers::current();
-        for uid in [0, own.euid] {
-            let p = Powers::for_caller(Caller { uid }).unwrap();
-            assert!(p.caller.is_none(), "uid {uid}");
-            assert_eq!(p.euid, own.euid);
-            assert!(!Caller { uid }.is_scoped());
-        }
-        let n = nobody();
-        if own.euid == 0 {
-            let p = Powers::for_caller(Caller { uid: n.uid }).unwrap();
-            assert_eq!((p.euid, p.egid), (n.uid, n.gid));
-            assert_eq!(p.caller.as_deref(), Some("nobody"));
-            assert!(Caller { uid: n.uid }.is_scoped());
-            let e = Powers::for_caller(Caller { uid: 4_000_000_000 }).unwrap_err();
-            assert!(e.contains("has no passwd entry"), "{e}");
-        } else if n.uid != own.euid {
-            // a non-root daemon cannot run apps as anyone else
-            let e = Powers::for_caller(Caller { uid: n.uid }).unwrap_err();
-            assert!(e.contains("can run apps only as itself"), "{e}");
         }
     }
 }

@@ -1,0 +1,2 @@
+pub mod creds;
+pub mod users;
