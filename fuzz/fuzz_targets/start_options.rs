@@ -6,7 +6,10 @@
 use std::{collections::HashMap, path::Path, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use turbo_daemon::config::{Powers, from_options, input};
+use turbo_daemon::{
+    access::Powers,
+    config::{from_start_options, input},
+};
 use zbus::zvariant::{
     Endian, OwnedValue,
     serialized::{Context, Data},
@@ -33,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
     if turbo_api::validate_app_name(&name).is_err() || input::check_argv(&argv).is_err() {
         return;
     }
-    let _ = from_options(
+    let _ = from_start_options(
         &name,
         &argv,
         &options,

@@ -151,3 +151,58 @@ mod millis {
         u64::deserialize(d).map(Duration::from_millis)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec needs no config: built by hand it has the documented defaults, its policies answer
+    /// from it alone, and it goes through the state file's form unchanged.
+    #[test]
+    fn a_spec_is_built_by_hand() {
+        let mut spec = AppSpec::new("web", vec!["/bin/sleep".into(), "5".into()], "/srv".into());
+        assert_eq!(
+            (
+                spec.autorestart,
+                spec.stop_signal,
+                spec.kill_timeout,
+                spec.instances
+            ),
+            (Autorestart::Always, signal::TERM, Duration::from_secs(5), 1)
+        );
+        assert_eq!(*spec.privileges, Privileges::default());
+        assert_eq!(spec.restart.delay_for(1), Duration::from_secs(1));
+        assert_eq!(spec.restart.delay_for(3), Duration::from_secs(4));
+        assert_eq!(spec.restart.delay_for(10), spec.restart.max_delay);
+        assert_eq!(spec.memory.warning(), None);
+        spec.memory.max = Some(1000);
+        assert_eq!(spec.memory.warning(), Some(800));
+        spec.health = Some(HealthSpec::new(HealthProbe::Tcp {
+            addr: "127.0.0.1:5432".into(),
+        }));
+        spec.readiness.mode = ReadyMode::Notify;
+        spec.privileges.limits.nofile = Some(Rlimit {
+            soft: 64,
+            hard: Rlimit::UNLIMITED,
+        });
+        let saved = serde_json::to_string(&spec).expect("serialisable");
+        let back: AppSpec = serde_json::from_str(&saved).expect("readable");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn choices_name_what_is_accepted() {
+        assert_eq!("on-failure".parse(), Ok(Autorestart::OnFailure));
+        assert_eq!(
+            "sometimes".parse::<Autorestart>(),
+            Err("autorestart 'sometimes' is not one of: always, on-failure, never".to_owned())
+        );
+        assert_eq!("cgroup".parse(), Ok(MemoryEnforce::Cgroup));
+        assert!(
+            "kernel"
+                .parse::<MemoryEnforce>()
+                .unwrap_err()
+                .starts_with("memory_enforce 'kernel' is not one of: restart (")
+        );
+    }
+}
