@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use turbo_api::{AppState, ExitReason};
 
 use super::{
-    AfterStop, AppId,
+    AppId,
     checks::{Debounce, HealthState, NotifyState},
 };
 use crate::{
@@ -279,4 +279,15 @@ impl App {
             _ => None,
         }
     }
+}
+
+/// What a stopping app does once its process is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Stay stopped.
+    Stay,
+    /// Start again (restart).
+    Start,
+    /// Be removed (delete).
+    Forget,
 }

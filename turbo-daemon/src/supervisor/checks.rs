@@ -8,7 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use turbo_api::Health;
+use turbo_api::{ExitReason, Health};
+
+use super::{
+    Action, AfterStop, App, AppId, Desired, Notification, State, Supervisor, WakeKind,
+    process::begin_stopping, waits::human_duration,
+};
+use crate::spec::ReadyMode;
 
 /// What the health checks of the current process found so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -156,6 +162,284 @@ impl Debounce {
         self.next_token += 1;
         self.armed = Some(self.next_token);
         self.next_token
+    }
+}
+
+impl Supervisor {
+    pub(super) fn wake(
+        &mut self,
+        id: AppId,
+        kind: WakeKind,
+        token: u64,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        match kind {
+            WakeKind::Health => {
+                if app.generation != token || !matches!(app.state, State::Online { .. }) {
+                    return;
+                }
+                if let Some(check) = &app.spec.health {
+                    out.push(Action::Probe {
+                        app: id,
+                        generation: token,
+                        check: Box::new(check.clone()),
+                    });
+                }
+            }
+            WakeKind::ReadyTimeout | WakeKind::Watchdog => {
+                let State::Online { pid, since } = app.state else {
+                    return;
+                };
+                if app.generation != token {
+                    return;
+                }
+                let failure = if kind == WakeKind::ReadyTimeout {
+                    (!app.notify.ready).then(|| {
+                        format!(
+                            "no READY=1 within {} of the start (ready_timeout)",
+                            human_duration(app.spec.readiness.timeout)
+                        )
+                    })
+                } else {
+                    let period = app.spec.readiness.watchdog().unwrap_or_default();
+                    let due = app.notify.last_ping.unwrap_or(since) + period;
+                    if now < due {
+                        out.push(Action::Wake {
+                            app: id,
+                            kind,
+                            token,
+                            at: due,
+                        });
+                        return;
+                    }
+                    Some(format!(
+                        "watchdog timeout: no WATCHDOG=1 for {}",
+                        human_duration(period)
+                    ))
+                };
+                if let Some(failure) = failure {
+                    // hung, or never ready: restart it, recorded like a failing health check
+                    app.health.last_error = Some(failure);
+                    restart_unhealthy(app, pid, since, now, out);
+                }
+            }
+            WakeKind::Watch => {
+                let Some(delay) = app.spec.watch.as_ref().map(|w| w.delay) else {
+                    return;
+                };
+                match app.debounce.fire(token, now, delay) {
+                    Fire::Now => self.restart_for_watch(id, now, out),
+                    Fire::Later(at, token) => out.push(Action::Wake {
+                        app: id,
+                        kind: WakeKind::Watch,
+                        token,
+                        at,
+                    }),
+                    Fire::Nothing => {}
+                }
+            }
+        }
+    }
+
+    pub(super) fn probe_result(
+        &mut self,
+        id: AppId,
+        generation: u64,
+        result: Result<(), String>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        let (State::Online { pid, since }, Some(check)) = (&app.state, &app.spec.health) else {
+            return;
+        };
+        if app.generation != generation {
+            return; // a probe of an earlier process
+        }
+        let (pid, since, check) = (*pid, *since, check.clone());
+        let was = app.health.passing;
+        let next = match result {
+            Ok(()) => {
+                app.health.failures = 0;
+                app.health.passing = Some(true);
+                app.health.ever_healthy = true;
+                now + check.interval
+            }
+            Err(e) if !app.health.ever_healthy && now < since + check.start_period => {
+                // still starting: not unhealthy, only not ready yet (`--wait` shows the error)
+                app.health.last_error = Some(e);
+                now + check.retry_delay
+            }
+            Err(e) => {
+                app.health.failures += 1;
+                app.health.passing = Some(false);
+                app.health.last_error = Some(e);
+                now + check.retry_delay
+            }
+        };
+        if was != app.health.passing {
+            out.push(Action::Notify(Notification::HealthChanged(id)));
+        }
+        if app.health.failures >= check.retries.max(1) {
+            // stays unhealthy: restart it gracefully, recorded as a crash with reason health
+            restart_unhealthy(app, pid, since, now, out);
+            return;
+        }
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Health,
+            token: generation,
+            at: next,
+        });
+        announce_ready(app, out);
+    }
+
+    pub(super) fn notified(
+        &mut self,
+        id: AppId,
+        message: NotifyMessage,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        if !matches!(app.state, State::Online { .. }) {
+            return; // a stopping app's last words change nothing
+        }
+        if message.watchdog {
+            app.notify.last_ping = Some(now);
+        }
+        if let Some(status) = message.status
+            && app.notify.status.as_ref() != Some(&status)
+        {
+            app.notify.status = Some(status);
+            out.push(Action::Notify(Notification::StatusText(id)));
+        }
+        if message.ready {
+            app.notify.ready = true;
+            announce_ready(app, out);
+        }
+    }
+
+    pub(super) fn files_changed(&mut self, id: AppId, now: Instant, out: &mut Vec<Action>) {
+        let Some(app) = self.apps.get_mut(&id) else {
+            return;
+        };
+        let Some(delay) = app.spec.watch.as_ref().map(|w| w.delay) else {
+            return;
+        };
+        if app.desired != Desired::Running {
+            return; // stopped by hand: edits do not start it
+        }
+        if let Some((at, token)) = app.debounce.change(now, delay) {
+            out.push(Action::Wake {
+                app: id,
+                kind: WakeKind::Watch,
+                token,
+                at,
+            });
+        }
+    }
+
+    /// The restart a quiet burst of file changes asks for.
+    pub(super) fn restart_for_watch(&mut self, id: AppId, now: Instant, out: &mut Vec<Action>) {
+        let app = self.apps.get_mut(&id).expect("caller checked");
+        if app.desired != Desired::Running {
+            return;
+        }
+        match app.state {
+            State::Online { pid, since } => {
+                // a code change is a fresh start: the crash history was about the old code
+                app.clear_history();
+                begin_stopping(
+                    app,
+                    pid,
+                    since,
+                    false,
+                    ExitReason::Watch,
+                    AfterStop::Start,
+                    now,
+                    out,
+                );
+            }
+            // crashed (waiting or given up): the fix may be in, try it now
+            State::Backoff { .. } | State::Errored { .. } if app.lingering.is_none() => {
+                app.clear_history();
+                app.restarts += 1;
+                self.begin_start(id, out);
+                out.push(Action::Notify(Notification::Persist));
+            }
+            // already on its way, or its old group is still being killed (the backoff timer
+            // starts it once that is done)
+            _ => {}
+        }
+    }
+}
+
+/// Restarts an app whose health check kept failing, or that hung (watchdog) or never said it was
+/// ready: gracefully, and recorded as a crash with reason `health`.
+pub(super) fn restart_unhealthy(
+    app: &mut App,
+    pid: u32,
+    since: Instant,
+    now: Instant,
+    out: &mut Vec<Action>,
+) {
+    begin_stopping(
+        app,
+        pid,
+        since,
+        false,
+        ExitReason::Health,
+        AfterStop::Start,
+        now,
+        out,
+    );
+}
+
+/// Arms the timers of a process that just came online: its first health check, its watchdog
+/// and, for a fresh spawn with `ready: notify`, its `ready_timeout`.
+pub(super) fn arm_checks(app: &mut App, now: Instant, spawned: bool, out: &mut Vec<Action>) {
+    let (id, token, readiness) = (app.id, app.generation, &app.spec.readiness);
+    if spawned && readiness.mode == ReadyMode::Notify {
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::ReadyTimeout,
+            token,
+            at: now + readiness.timeout,
+        });
+    }
+    if let Some(period) = readiness.watchdog() {
+        app.notify.last_ping = Some(now);
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Watchdog,
+            token,
+            at: now + period,
+        });
+    }
+    if let Some(check) = &app.spec.health {
+        out.push(Action::Wake {
+            app: id,
+            kind: WakeKind::Health,
+            token,
+            at: now + check.first_delay(),
+        });
+    }
+}
+
+/// Gives [`Notification::Ready`] once per process, when the app has become ready.
+pub(super) fn announce_ready(app: &mut App, out: &mut Vec<Action>) {
+    if app.is_ready() && !app.announced_ready {
+        app.announced_ready = true;
+        out.push(Action::Notify(Notification::Ready(app.id)));
     }
 }
 

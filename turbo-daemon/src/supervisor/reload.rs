@@ -24,6 +24,7 @@ use super::{
     Action, AfterStop, AppId, Command, CommandError, Desired, Notification, Reply, State,
     Supervisor, Target, Ticket,
 };
+use crate::spec::{AppSpec, ReadyMode};
 
 /// How long a replacement may take to become ready before the reload is given up, at least
 /// (see [`ready_timeout`]).
@@ -69,10 +70,10 @@ enum Phase {
 /// How long a replacement of `spec` may take to become ready: [`READY_TIMEOUT`], or longer when
 /// the app's own settings allow more (`ready_timeout` with `ready: notify`; a health check's
 /// `start_period` plus its first check).
-fn ready_timeout(spec: &super::AppSpec) -> Duration {
+fn ready_timeout(spec: &AppSpec) -> Duration {
     let notify = match spec.readiness.mode {
-        super::ReadyMode::Notify => spec.readiness.timeout,
-        super::ReadyMode::Spawn => Duration::ZERO,
+        ReadyMode::Notify => spec.readiness.timeout,
+        ReadyMode::Spawn => Duration::ZERO,
     };
     let health = spec
         .health
