@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::Path, sync::OnceLock};
 use libfuzzer_sys::fuzz_target;
 use turbo_daemon::{
     access::Powers,
-    config::{from_start_options, input},
+    config::{StartCall, from_start_options, input},
 };
 use zbus::zvariant::{
     Endian, OwnedValue,
@@ -36,12 +36,12 @@ fuzz_target!(|data: &[u8]| {
     if turbo_api::validate_app_name(&name).is_err() || input::check_argv(&argv).is_err() {
         return;
     }
-    let _ = from_start_options(
-        &name,
-        &argv,
-        &options,
-        "/usr/bin:/bin",
-        Path::new("/nonexistent/turbo-fuzz"),
-        powers,
-    );
+    let call = StartCall {
+        name: &name,
+        argv: &argv,
+        options: &options,
+        path_env: "/usr/bin:/bin",
+        default_cwd: Path::new("/nonexistent/turbo-fuzz"),
+    };
+    let _ = from_start_options(&call, powers);
 });

@@ -5,8 +5,14 @@
 
 use serde::Deserialize;
 
-use super::{Problem, error::Fault, files::resolve_command, written::Scalar};
+use super::{Problem, Scalar, error::Fault, files::resolve_command, validate::Count};
 use crate::spec::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
+
+const HEALTH_RETRIES: Count = Count::new(
+    "health.retries",
+    1,
+    "at least 1: the failures in a row that restart the app",
+);
 
 /// `health:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -191,16 +197,8 @@ pub(super) fn apply_health(
             Err(e) => errors.push(e.at("health.start_period")),
         }
     }
-    match cfg.retries.map(u32::try_from) {
-        Some(Ok(n)) if n >= 1 => check.retries = n,
-        Some(_) => errors.push(Problem::new(
-            "health.retries",
-            format!(
-                "health.retries {} must be at least 1: the failures in a row that restart the app",
-                cfg.retries.unwrap_or_default()
-            ),
-        )),
-        None => {}
+    if let Some(n) = HEALTH_RETRIES.read(cfg.retries, errors) {
+        check.retries = n;
     }
     spec.health = Some(check);
 }

@@ -40,14 +40,7 @@ pub struct Problem {
 impl Problem {
     /// A problem with the value at `field`, without a place yet.
     pub(super) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            file: None,
-            pos: None,
-            app: None,
-            field: field.into(),
-            message: message.into(),
-            hint: None,
-        }
+        Fault::new(message).at(field)
     }
 
     /// With what to do about it.
@@ -83,8 +76,12 @@ impl Fault {
     /// The problem of the value at `field`.
     pub(super) fn at(self, field: impl Into<String>) -> Problem {
         Problem {
+            file: None,
+            pos: None,
+            app: None,
+            field: field.into(),
+            message: self.message,
             hint: self.hint,
-            ..Problem::new(field, self.message)
         }
     }
 

@@ -6,8 +6,9 @@
 //! `turbo.yml:5:12: apps[0] (web): restart.delay -1 is negative: use a duration like 5s`.
 //! Positions come from [`locate`], a second, mark-keeping read of the same text.
 //!
-//! The way from text to spec: [`written`] (the document as serde reads it), [`validate`] (one
-//! app, every key; [`checks`] for health, readiness and watch mode, [`privileges`] for the
+//! The way from text to spec: the document as serde reads it (`ConfigFile`, `AppConfig`: every
+//! value as written, so validation can say what was found, where), [`validate`] (one app, every
+//! key; [`checks`] for health, readiness and watch mode, [`privileges`] for the
 //! identity and limit keys), [`options`] (the D-Bus option map of a start call). The only OS
 //! access here is read-only: checking that scripts, interpreters, directories and env files
 //! exist and reading them ([`files`]), and looking users and groups up (`os::users`). Nothing
@@ -28,41 +29,69 @@ mod privileges;
 #[cfg(test)]
 mod tests;
 mod validate;
-mod written;
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    path::Path,
+    time::Duration,
+};
 
+use serde::Deserialize;
 use zbus::zvariant::OwnedValue;
 
+use self::{
+    error::Fault,
+    privileges::{NameOrId, RlimitsConfig, UmaskValue},
+    validate::validate,
+};
 pub use self::{
     error::{ConfigError, Problem},
     locate::Pos,
-    options::from_start_options,
+    options::{StartCall, from_start_options},
     validate::parse_signal,
 };
-use self::{validate::validate, written::ConfigFile};
 // Transitional: runtime/ and dbus/auth.rs name these by their old paths (`config::Caller`,
 // `config::as_caller`, `config::users`, `config::environment`, `config::Rlimit`, ...).
-use crate::{access, spec::AppSpec};
+use crate::{
+    access,
+    spec::{
+        AppSpec,
+        units::{self, Bounds, Written},
+    },
+};
 pub use crate::{
     access::{Caller, Powers, as_caller},
     os::users,
     spec::{Privileges, ProcessLimits, Rlimit, RunAs, environment},
 };
 
+/// A `turbo.yml` to read: its text, the name messages give it (`origin`), the directory its
+/// relative paths resolve against, and the `PATH` its commands are found on.
+#[derive(Clone, Copy, Debug)]
+pub struct Document<'a> {
+    /// The YAML text.
+    pub content: &'a str,
+    /// The file name messages give.
+    pub origin: &'a str,
+    /// Where relative paths resolve.
+    pub base_dir: &'a Path,
+    /// The `PATH` used to find commands and interpreters.
+    pub path_env: &'a str,
+}
+
 /// Parses and validates a `turbo.yml` for a daemon with `powers` (tests pretend to be another
-/// user with it). `origin` names the file in messages; relative paths resolve against
-/// `base_dir`; `path_env` is the `PATH` used to find commands.
+/// user with it).
 ///
 /// # Errors
 /// Every problem found, each at the position of its value.
-pub fn from_yaml(
-    content: &str,
-    origin: &str,
-    base_dir: &Path,
-    path_env: &str,
-    powers: &Powers,
-) -> Result<Vec<AppSpec>, ConfigError> {
+pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, ConfigError> {
+    let Document {
+        content,
+        origin,
+        base_dir,
+        path_env,
+    } = *doc;
     let file: ConfigFile =
         serde_yaml_ng::from_str(content).map_err(|e| ConfigError::from_yaml(&e, origin))?;
     let mut found: Vec<Problem> = Vec::new();
@@ -133,16 +162,8 @@ pub fn from_yaml(
 ///
 /// # Errors
 /// As [`from_yaml`], or why the caller cannot be given apps (one problem, no position).
-pub fn from_yaml_as(
-    content: &str,
-    origin: &str,
-    base_dir: &Path,
-    path_env: &str,
-    caller: Caller,
-) -> Result<Vec<AppSpec>, ConfigError> {
-    access::as_caller(caller, |powers| {
-        from_yaml(content, origin, base_dir, path_env, powers)
-    })
+pub fn from_yaml_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, ConfigError> {
+    access::as_caller(caller, |powers| from_yaml(doc, powers))
 }
 
 /// Transitional, for `runtime` (which replies with one line of text): [`from_yaml_as`] with
@@ -157,7 +178,13 @@ pub fn parse_config_as(
     path_env: &str,
     caller: Caller,
 ) -> Result<Vec<AppSpec>, String> {
-    from_yaml_as(content, origin, base_dir, path_env, caller).map_err(|e| e.to_string())
+    let doc = Document {
+        content,
+        origin,
+        base_dir,
+        path_env,
+    };
+    from_yaml_as(&doc, caller).map_err(|e| e.to_string())
 }
 
 /// Transitional, for `runtime`: [`from_start_options`] with the error displayed.
@@ -172,6 +199,176 @@ pub fn from_options(
     default_cwd: &Path,
     powers: &Powers,
 ) -> Result<AppSpec, String> {
-    from_start_options(name, argv, options, path_env, default_cwd, powers)
-        .map_err(|e| e.to_string())
+    let call = StartCall {
+        name,
+        argv,
+        options,
+        path_env,
+        default_cwd,
+    };
+    from_start_options(&call, powers).map_err(|e| e.to_string())
+}
+
+/// A `turbo.yml` document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    apps: Vec<AppConfig>,
+}
+
+/// One app as written by a user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppConfig {
+    name: String,
+    script: Option<String>,
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    args: Vec<String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    env_file: Option<String>,
+    autorestart: Option<String>,
+    #[serde(default)]
+    restart: RestartConfig,
+    #[serde(default)]
+    stop_exit_codes: Vec<i32>,
+    stop_signal: Option<String>,
+    kill_timeout: Option<Scalar>,
+    #[serde(default)]
+    log: LogConfig,
+    /// Restart at this resident memory (`512mb`).
+    max_memory: Option<Scalar>,
+    /// Warn at this share of `max_memory` (`80%` or `80`).
+    memory_warning: Option<Scalar>,
+    /// Who acts at `max_memory`: `restart` (the daemon) or `cgroup` (the kernel).
+    memory_enforce: Option<String>,
+    /// Run as this user (name or uid); only root may name another user than itself.
+    user: Option<NameOrId>,
+    /// Primary group (name or gid); default: the user's.
+    group: Option<NameOrId>,
+    /// Supplementary groups, exactly; default: the user's groups in the group database.
+    groups: Option<Vec<NameOrId>>,
+    umask: Option<UmaskValue>,
+    #[serde(default)]
+    rlimits: RlimitsConfig,
+    nice: Option<i64>,
+    oom_score_adj: Option<i64>,
+    /// `N` or `max` (one per online CPU).
+    instances: Option<Scalar>,
+    /// An address (`0.0.0.0:3000`) or a list of them: sockets the daemon binds and passes on.
+    listen: Option<OneOrMany>,
+    // ---- watch mode and health checks (issue #6) ----
+    /// `true` (the cwd), `false`, or a list of paths.
+    watch: Option<serde_yaml_ng::Value>,
+    /// Globs of paths whose changes do not restart.
+    #[serde(default)]
+    ignore_watch: Vec<String>,
+    /// Quiet time after the last change before the restart (`500ms`).
+    watch_delay: Option<Scalar>,
+    /// Health check.
+    health: Option<checks::HealthConfig>,
+    /// `spawn` or `notify` (the systemd protocol).
+    ready: Option<String>,
+    /// With `ready: notify`: restart an app that sends no `READY=1` this long after its start.
+    ready_timeout: Option<Scalar>,
+    /// Restart an app that sends no `WATCHDOG=1` for this long.
+    watchdog: Option<Scalar>,
+}
+
+/// A value or a list of values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `restart:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartConfig {
+    delay: Option<Scalar>,
+    max_delay: Option<Scalar>,
+    factor: Option<f64>,
+    reset_after: Option<Scalar>,
+    crash_loop: Option<CrashLoopConfig>,
+    max_restarts: Option<i64>,
+}
+
+/// `restart.crash_loop:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CrashLoopConfig {
+    max: Option<i64>,
+    window: Option<Scalar>,
+}
+
+/// `log:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogConfig {
+    format: Option<String>,
+    max_size: Option<Scalar>,
+    keep: Option<i64>,
+}
+
+/// A duration or size: a bare number (seconds, bytes) or text with a unit (`500ms`, `10mb`).
+#[derive(Debug, Clone)]
+enum Scalar {
+    Number(f64),
+    Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose only message is "data did not match any
+/// variant": this one says what was found and what is expected, at the value's position.
+/// By hand rather than `#[serde(untagged)]`, whose only message is "data did not match any
+/// variant": this one says what was found and what is expected, at the value's position.
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or text with a unit, like 500ms, 5s, 2m or 10mb")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Number(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+impl Scalar {
+    const fn written(&self) -> Written<'_> {
+        match self {
+            Self::Number(n) => Written::Number(*n),
+            Self::Text(t) => Written::Text(t.as_str()),
+        }
+    }
+
+    /// The duration of the key `what` (named in the message).
+    fn duration(&self, what: &str) -> Result<Duration, Fault> {
+        units::duration(self.written(), Bounds::ANY_DURATION).map_err(|e| self.refused(what, &e))
+    }
+
+    /// The size of the key `what`.
+    fn size(&self, what: &str) -> Result<u64, Fault> {
+        units::size(self.written(), Bounds::ANY_SIZE).map_err(|e| self.refused(what, &e))
+    }
+
+    fn refused(&self, what: &str, e: &units::UnitError) -> Fault {
+        Fault::new(format!("{what} {} {e}", self.written())).hint(e.hint())
+    }
 }

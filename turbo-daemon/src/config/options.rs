@@ -5,23 +5,39 @@ use std::{collections::HashMap, path::Path};
 
 use zbus::zvariant::OwnedValue;
 
-use super::{ConfigError, Problem, input, validate::validate, written::AppConfig, written::Scalar};
+use super::{AppConfig, ConfigError, Problem, Scalar, input, validate::validate};
 use crate::{access::Powers, spec::AppSpec};
 
-/// Builds a spec from `StartApp(name, argv, options)` for an app that `powers` may grant (see
-/// `access::as_caller` for a caller's); without a `cwd` option the app runs in `default_cwd`.
+/// A `StartApp(name, argv, options)` call to read, with the `PATH` its command is found on and
+/// the working directory of an app without a `cwd` option.
+#[derive(Clone, Copy, Debug)]
+pub struct StartCall<'a> {
+    /// The app's name.
+    pub name: &'a str,
+    /// The command line.
+    pub argv: &'a [String],
+    /// The options (`turbo_api::option`).
+    pub options: &'a HashMap<String, OwnedValue>,
+    /// The `PATH` used to find the command.
+    pub path_env: &'a str,
+    /// The working directory without a `cwd` option.
+    pub default_cwd: &'a Path,
+}
+
+/// Builds a spec from a start call for an app that `powers` may grant (see
+/// `access::as_caller` for a caller's).
 ///
 /// # Errors
 /// Every problem found, without positions (there is no document): first the options of the
 /// wrong type or unknown, else what validation found.
-pub fn from_start_options(
-    name: &str,
-    argv: &[String],
-    options: &HashMap<String, OwnedValue>,
-    path_env: &str,
-    default_cwd: &Path,
-    powers: &Powers,
-) -> Result<AppSpec, ConfigError> {
+pub fn from_start_options(call: &StartCall<'_>, powers: &Powers) -> Result<AppSpec, ConfigError> {
+    let StartCall {
+        name,
+        argv,
+        options,
+        path_env,
+        default_cwd,
+    } = *call;
     let mut app = AppConfig {
         name: name.to_owned(),
         cmd: Some(argv.to_vec()),

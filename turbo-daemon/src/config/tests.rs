@@ -13,14 +13,14 @@ use crate::spec::{
 
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// A `turbo.yml` checked with the daemon's own powers, the error as users read it.
+/// A `turbo.yml` checked by the daemon on its own behalf, the error as users read it.
 pub(super) fn parse_config(
     content: &str,
     origin: &str,
     base_dir: &Path,
     path_env: &str,
 ) -> Result<Vec<AppSpec>, String> {
-    from_yaml(content, origin, base_dir, path_env, &Powers::current()).map_err(|e| e.to_string())
+    parse_config_as(content, origin, base_dir, path_env, Caller::daemon())
 }
 
 #[test]
@@ -63,26 +63,27 @@ fn config_reports_every_problem_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let yml = "apps:\n  - name: ok\n    cmd: [sleep, '100']\n  - name: bad/name\n    script: nope.py\n  - name: ok\n    cmd: [sleep]\n  - name: x\n    cmd: [sleep]\n    autorestart: sometimes\n";
     let err = parse_config(yml, "turbo.yml", dir.path(), PATH).unwrap_err();
+    assert_lines(
+        &err,
+        &[
+            ("turbo.yml:4:11: apps[1] (bad/name): ", "'/'"),
+            ("turbo.yml:5:13: apps[1] (bad/name): ", "nope.py not found"),
+            (
+                "turbo.yml:6:11: apps[2] (ok): name 'ok' is used twice",
+                "apps[0]",
+            ),
+            ("turbo.yml:10:18: apps[3] (x): autorestart 'sometimes'", ""),
+        ],
+    );
+}
+
+/// `err` has one line per `(start, part)`, each starting with `start` and holding `part`.
+fn assert_lines(err: &str, want: &[(&str, &str)]) {
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 4, "{err}");
-    assert!(
-        lines[0].starts_with("turbo.yml:4:11: apps[1] (bad/name): ") && lines[0].contains("'/'"),
-        "{err}"
-    );
-    assert!(
-        lines[1].starts_with("turbo.yml:5:13: apps[1] (bad/name): ")
-            && lines[1].contains("nope.py not found"),
-        "{err}"
-    );
-    assert!(
-        lines[2].starts_with("turbo.yml:6:11: apps[2] (ok): name 'ok' is used twice")
-            && lines[2].contains("apps[0]"),
-        "{err}"
-    );
-    assert!(
-        lines[3].starts_with("turbo.yml:10:18: apps[3] (x): autorestart 'sometimes'"),
-        "{err}"
-    );
+    assert_eq!(lines.len(), want.len(), "{err}");
+    for (line, (start, part)) in lines.iter().zip(want) {
+        assert!(line.starts_with(start) && line.contains(part), "{err}");
+    }
 }
 
 #[test]
@@ -237,20 +238,17 @@ fn several_problems_in_one_app_each_get_a_line_and_a_position() {
     let err = config_error(
         "apps:\n  - {name: a, script: run.sh, restart: {delay: -1s, factor: 0}}\n  - name: \"b\\nc\"\n    cmd: [sleep]\n",
     );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 3, "{err}");
-    assert!(
-        lines[0].starts_with("t.yml:2:48: apps[0] (a): restart.delay '-1s' is negative"),
-        "{err}"
-    );
-    assert!(
-        lines[1].starts_with("t.yml:2:61: apps[0] (a): restart.factor 0 "),
-        "{err}"
-    );
-    // a line break in a name cannot split a message
-    assert!(
-        lines[2].starts_with("t.yml:3:11: apps[1] (b\\nc): app name"),
-        "{err}"
+    assert_lines(
+        &err,
+        &[
+            (
+                "t.yml:2:48: apps[0] (a): restart.delay '-1s' is negative",
+                "",
+            ),
+            ("t.yml:2:61: apps[0] (a): restart.factor 0 ", ""),
+            // a line break in a name cannot split a message
+            ("t.yml:3:11: apps[1] (b\\nc): app name", ""),
+        ],
     );
 }
 
@@ -417,13 +415,36 @@ fn instances_and_listen() {
     }
 }
 
+/// The typed error of `yml` (named `t.yml`, relative to `dir`), checked with the daemon's powers.
+fn document_error(yml: &str, dir: &Path) -> ConfigError {
+    let doc = Document {
+        content: yml,
+        origin: "t.yml",
+        base_dir: dir,
+        path_env: PATH,
+    };
+    from_yaml(&doc, &Powers::current()).expect_err("should be refused")
+}
+
+/// The typed error of a start call of `sleep` with `options`.
+fn options_error(options: &HashMap<String, OwnedValue>) -> ConfigError {
+    let call = StartCall {
+        name: "a",
+        argv: &["sleep".into()],
+        options,
+        path_env: PATH,
+        default_cwd: Path::new("/"),
+    };
+    from_start_options(&call, &Powers::current()).expect_err("should be refused")
+}
+
 /// The error as data: every problem with its file, position, app, key path, message and hint,
 /// and the one line each that users read.
 #[test]
 fn a_config_error_lists_every_problem_with_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let yml = "apps:\n  - name: web\n    cmd: [sleep]\n    restart: {delay: -1, factor: 0.5}\n  - name: web\n    cmd: [sleep]\n";
-    let err = from_yaml(yml, "t.yml", dir.path(), PATH, &Powers::current()).unwrap_err();
+    let err = document_error(yml, dir.path());
     let at = |line, col| Some(Pos { line, col });
     let problem = |pos, field: &str, message: &str, hint: Option<&str>| Problem {
         file: Some("t.yml".into()),
@@ -475,7 +496,7 @@ fn a_config_error_lists_every_problem_with_its_place() {
 fn a_document_serde_refuses_is_one_problem_at_serdes_position() {
     let dir = tempfile::tempdir().unwrap();
     let yml = "apps:\n- name: a\n  restart: {factor: fast}\n";
-    let err = from_yaml(yml, "t.yml", dir.path(), PATH, &Powers::current()).unwrap_err();
+    let err = document_error(yml, dir.path());
     let [p] = err.problems.as_slice() else {
         panic!("one problem: {err:?}")
     };
@@ -493,14 +514,7 @@ fn a_document_serde_refuses_is_one_problem_at_serdes_position() {
             .starts_with("apps[0].restart.factor: invalid type"),
         "{p:?}"
     );
-    let err = from_yaml(
-        "apps:\n  - name: 'a\n",
-        "t.yml",
-        dir.path(),
-        PATH,
-        &Powers::current(),
-    )
-    .unwrap_err();
+    let err = document_error("apps:\n  - name: 'a\n", dir.path());
     assert!(
         err.problems[0]
             .hint
@@ -516,15 +530,7 @@ fn start_option_problems_have_no_place_but_their_key() {
     let mut opts = HashMap::new();
     opts.insert("cwd".to_owned(), OwnedValue::from(7u32));
     opts.insert("colour".to_owned(), OwnedValue::from(1u32));
-    let err = from_start_options(
-        "a",
-        &["sleep".into()],
-        &opts,
-        PATH,
-        Path::new("/"),
-        &Powers::current(),
-    )
-    .unwrap_err();
+    let err = options_error(&opts);
     let mut got: Vec<(&str, &str)> = err
         .problems
         .iter()
@@ -550,15 +556,7 @@ fn start_option_problems_have_no_place_but_their_key() {
         "cwd".to_owned(),
         OwnedValue::try_from(zbus::zvariant::Value::from("/nonexistent/turbo")).unwrap(),
     );
-    let err = from_start_options(
-        "a",
-        &["sleep".into()],
-        &opts,
-        PATH,
-        Path::new("/"),
-        &Powers::current(),
-    )
-    .unwrap_err();
+    let err = options_error(&opts);
     assert_eq!(
         err.to_string(),
         "working directory /nonexistent/turbo does not exist: create it or fix `cwd`"

@@ -14,11 +14,10 @@ use nix::{
 };
 
 use super::{
-    Problem, checks,
+    AppConfig, LogConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
     error::Fault,
     files::{parse_env_file, read_env_file, resolve_command},
     input, privileges,
-    written::{AppConfig, LogConfig, OneOrMany, RestartConfig, Scalar},
 };
 use crate::{
     access::Powers,
@@ -235,16 +234,8 @@ fn apply_restart(cfg: &RestartConfig, spec: &mut AppSpec, errors: &mut Vec<Probl
             "restart.crash_loop.window",
             &mut r.crash_loop_window,
         );
-        match cl.max.map(u32::try_from) {
-            Some(Ok(n)) => r.crash_loop_max = n,
-            Some(Err(_)) => errors.push(Problem::new(
-                "restart.crash_loop.max",
-                format!(
-                    "restart.crash_loop.max {} must be 0 (off) or a positive count",
-                    cl.max.unwrap_or_default()
-                ),
-            )),
-            None => {}
+        if let Some(n) = CRASH_LOOP_MAX.read(cl.max, errors) {
+            r.crash_loop_max = n;
         }
     }
     if let Some(f) = cfg.factor {
@@ -257,16 +248,8 @@ fn apply_restart(cfg: &RestartConfig, spec: &mut AppSpec, errors: &mut Vec<Probl
             ));
         }
     }
-    match cfg.max_restarts.map(u32::try_from) {
-        Some(Ok(n)) => r.max_restarts = n,
-        Some(Err(_)) => errors.push(Problem::new(
-            "restart.max_restarts",
-            format!(
-                "restart.max_restarts {} must be 0 (unlimited) or a positive count",
-                cfg.max_restarts.unwrap_or_default()
-            ),
-        )),
-        None => {}
+    if let Some(n) = MAX_RESTARTS.read(cfg.max_restarts, errors) {
+        r.max_restarts = n;
     }
     if r.max_delay < r.delay {
         // point at whichever of the two was written, max_delay first
@@ -369,18 +352,50 @@ fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
             Err(e) => errors.push(e.at("log.max_size")),
         }
     }
-    match cfg.keep.map(u32::try_from) {
-        Some(Ok(n)) if n >= 1 => l.keep = n,
-        Some(_) => errors.push(Problem::new(
-            "log.keep",
-            format!(
-                "log.keep {} must be at least 1: it is how many rotated files to keep",
-                cfg.keep.unwrap_or_default()
-            ),
-        )),
-        None => {}
+    if let Some(n) = LOG_KEEP.read(cfg.keep, errors) {
+        l.keep = n;
     }
 }
+
+/// A key whose value is a count: its path, its smallest value, and what a refusal says it
+/// must be.
+pub(super) struct Count {
+    field: &'static str,
+    min: u32,
+    must: &'static str,
+}
+
+impl Count {
+    pub(super) const fn new(field: &'static str, min: u32, must: &'static str) -> Self {
+        Self { field, min, must }
+    }
+
+    /// The count written, or the problem `<field> <n> must be <must>`.
+    pub(super) fn read(&self, value: Option<i64>, errors: &mut Vec<Problem>) -> Option<u32> {
+        let n = value?;
+        match u32::try_from(n) {
+            Ok(c) if c >= self.min => Some(c),
+            _ => {
+                let Self { field, must, .. } = self;
+                errors.push(Problem::new(*field, format!("{field} {n} must be {must}")));
+                None
+            }
+        }
+    }
+}
+
+const CRASH_LOOP_MAX: Count =
+    Count::new("restart.crash_loop.max", 0, "0 (off) or a positive count");
+const MAX_RESTARTS: Count = Count::new(
+    "restart.max_restarts",
+    0,
+    "0 (unlimited) or a positive count",
+);
+const LOG_KEEP: Count = Count::new(
+    "log.keep",
+    1,
+    "at least 1: it is how many rotated files to keep",
+);
 
 /// `listen:`: one address or a list of them, each checked, none twice.
 fn apply_listen(listen: Option<OneOrMany>, spec: &mut AppSpec, errors: &mut Vec<Problem>) {

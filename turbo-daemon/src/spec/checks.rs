@@ -12,7 +12,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{choose, millis};
+use super::millis;
 
 /// What a health check probes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,17 +104,12 @@ pub enum ReadyMode {
     Notify,
 }
 
-impl std::str::FromStr for ReadyMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        choose(
-            "ready",
-            s,
-            &[("spawn", Self::Spawn), ("notify", Self::Notify)],
-            "spawn (ready once started), notify (ready on READY=1, the systemd protocol)",
-        )
-    }
-}
+from_words!(
+    ReadyMode,
+    "ready",
+    "spawn (ready once started), notify (ready on READY=1, the systemd protocol)",
+    { "spawn" => Spawn, "notify" => Notify }
+);
 
 /// `ready`, `ready_timeout` and `watchdog` of an app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

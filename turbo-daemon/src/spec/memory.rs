@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::choose;
-
 /// Memory limit of an app's main process (resident set size).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -61,15 +59,10 @@ impl MemoryEnforce {
     }
 }
 
-impl std::str::FromStr for MemoryEnforce {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        choose(
-            "memory_enforce",
-            s,
-            &[("restart", Self::Restart), ("cgroup", Self::Cgroup)],
-            "restart (the daemon restarts the app at max_memory, the default), cgroup (the \
-             kernel limits it in a memory cgroup)",
-        )
-    }
-}
+from_words!(
+    MemoryEnforce,
+    "memory_enforce",
+    "restart (the daemon restarts the app at max_memory, the default), cgroup (the kernel \
+     limits it in a memory cgroup)",
+    { "restart" => Restart, "cgroup" => Cgroup }
+);

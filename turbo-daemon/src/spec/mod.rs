@@ -9,6 +9,22 @@
 //! and a test can build one by hand ([`AppSpec::new`], then set fields). Nothing here reads a
 //! file, looks a user up, reads a clock or validates what a caller may ask for (`access` does).
 
+/// `FromStr` for a key whose value is one of a few words; any other is refused with
+/// `<key> '<value>' is not one of: <listed>`.
+macro_rules! from_words {
+    ($ty:ident, $key:literal, $listed:expr, { $($word:literal => $variant:ident),+ $(,)? }) => {
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    other => Err(format!("{} '{other}' is not one of: {}", $key, $listed)),
+                }
+            }
+        }
+    };
+}
+
 mod checks;
 pub mod environment;
 mod log;
@@ -120,21 +136,6 @@ impl AppSpec {
             readiness: Readiness::default(),
         }
     }
-}
-
-/// `value` as the one of `choices` (`(spelling, value)`) it spells, or
-/// `<key> '<value>' is not one of: <listed>`.
-fn choose<T: Copy>(
-    key: &str,
-    value: &str,
-    choices: &[(&str, T)],
-    listed: &str,
-) -> Result<T, String> {
-    choices
-        .iter()
-        .find(|(spelling, _)| *spelling == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| format!("{key} '{value}' is not one of: {listed}"))
 }
 
 /// Durations as integer milliseconds in the state file.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{choose, millis};
+use super::millis;
 
 /// When an app that exited on its own is started again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -20,21 +20,11 @@ pub enum Autorestart {
     Never,
 }
 
-impl std::str::FromStr for Autorestart {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        choose(
-            "autorestart",
-            s,
-            &[
-                ("always", Self::Always),
-                ("on-failure", Self::OnFailure),
-                ("never", Self::Never),
-            ],
-            "always, on-failure, never",
-        )
-    }
-}
+from_words!(Autorestart, "autorestart", "always, on-failure, never", {
+    "always" => Always,
+    "on-failure" => OnFailure,
+    "never" => Never,
+});
 
 /// When and how fast to restart after an exit nobody asked for.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -135,25 +135,12 @@ impl UnitError {
 /// Negative, malformed, or out of `bounds`.
 pub fn duration(written: Written<'_>, bounds: Bounds<Duration>) -> Result<Duration, UnitError> {
     let m = Measure::Duration;
-    let d = match written {
-        Written::Number(n) if n.is_nan() || n.is_infinite() => {
-            return Err(UnitError::Malformed(m));
-        }
-        Written::Number(n) if n < 0.0 => return Err(UnitError::Negative(m)),
+    let d = match non_negative(written, m)? {
         Written::Number(n) => Duration::try_from_secs_f64(n)
             .map_err(|_| UnitError::Above(duration_text(bounds.max)))?,
-        Written::Text(t) if t.trim_start().starts_with('-') => {
-            return Err(UnitError::Negative(m));
-        }
         Written::Text(t) => turbo_api::parse_duration(t).ok_or(UnitError::Malformed(m))?,
     };
-    if d < bounds.min {
-        return Err(UnitError::Below(duration_text(bounds.min)));
-    }
-    if d > bounds.max {
-        return Err(UnitError::Above(duration_text(bounds.max)));
-    }
-    Ok(d)
+    within(d, bounds, duration_text)
 }
 
 /// A size: text in the contract's syntax, or a bare number of bytes, within `bounds`.
@@ -162,29 +149,41 @@ pub fn duration(written: Written<'_>, bounds: Bounds<Duration>) -> Result<Durati
 /// Negative, malformed, or out of `bounds`.
 pub fn size(written: Written<'_>, bounds: Bounds<u64>) -> Result<u64, UnitError> {
     let m = Measure::Size;
-    let n = match written {
-        Written::Number(n) if n.is_nan() || n.is_infinite() => {
-            return Err(UnitError::Malformed(m));
-        }
-        Written::Number(n) if n < 0.0 => return Err(UnitError::Negative(m)),
+    let n = match non_negative(written, m)? {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             reason = "checked non-negative and finite; sizes are whole bytes (saturating)"
         )]
         Written::Number(n) => n as u64,
-        Written::Text(t) if t.trim_start().starts_with('-') => {
-            return Err(UnitError::Negative(m));
-        }
         Written::Text(t) => turbo_api::parse_size(t).ok_or(UnitError::Malformed(m))?,
     };
-    if n < bounds.min {
-        return Err(UnitError::Below(format!("{} bytes", bounds.min)));
+    within(n, bounds, |n| format!("{n} bytes"))
+}
+
+/// `written`, unless it is no finite number or below zero.
+fn non_negative(written: Written<'_>, m: Measure) -> Result<Written<'_>, UnitError> {
+    match written {
+        Written::Number(n) if !n.is_finite() => Err(UnitError::Malformed(m)),
+        Written::Number(n) if n < 0.0 => Err(UnitError::Negative(m)),
+        Written::Text(t) if t.trim_start().starts_with('-') => Err(UnitError::Negative(m)),
+        w => Ok(w),
     }
-    if n > bounds.max {
-        return Err(UnitError::Above(format!("{} bytes", bounds.max)));
+}
+
+/// `value` if it is within `bounds` (shown with `text` when it is not).
+fn within<T: PartialOrd + Copy>(
+    value: T,
+    bounds: Bounds<T>,
+    text: impl Fn(T) -> String,
+) -> Result<T, UnitError> {
+    if value < bounds.min {
+        Err(UnitError::Below(text(bounds.min)))
+    } else if value > bounds.max {
+        Err(UnitError::Above(text(bounds.max)))
+    } else {
+        Ok(value)
     }
-    Ok(n)
 }
 
 /// `10ms`, `5s`, `1500ms`: whole seconds when exact (and for [`Duration::MAX`], whose

@@ -17,7 +17,7 @@ impl Supervisor {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) else {
+        let Some(app) = self.running_as(pid) else {
             return;
         };
         let (id, memory) = (app.id, app.spec.memory.clone());
@@ -72,7 +72,7 @@ impl Supervisor {
     }
 
     pub(super) fn memory_under(&mut self, pid: u32, limit: u64, out: &mut Vec<Action>) {
-        let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) else {
+        let Some(app) = self.running_as(pid) else {
             return;
         };
         let (Some(max), Some(warning)) = (app.spec.memory.max, app.spec.memory.warning()) else {
@@ -94,7 +94,7 @@ impl Supervisor {
 
     /// The kernel's OOM killer chose `pid`: its exit, when it comes, is classified `oom_kill`.
     pub(super) fn oom_killed(&mut self, pid: u32) {
-        if let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) {
+        if let Some(app) = self.running_as(pid) {
             app.oom_victim = Some(pid);
         }
     }

@@ -141,6 +141,11 @@ impl Supervisor {
         }
     }
 
+    /// The app whose main process is `pid`.
+    fn running_as(&mut self, pid: u32) -> Option<&mut App> {
+        self.apps.values_mut().find(|a| a.pid() == Some(pid))
+    }
+
     /// Reacts to one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();

@@ -64,7 +64,7 @@ impl Supervisor {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let Some(app) = self.apps.values_mut().find(|a| a.pid() == Some(pid)) else {
+        let Some(app) = self.running_as(pid) else {
             return; // already handled (the other source was first) or not ours
         };
         let id = app.id;

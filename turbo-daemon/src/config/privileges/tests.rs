@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::*;
 use crate::{
-    config::from_yaml,
+    config::{Document, from_yaml},
     spec::{AppSpec, Privileges},
 };
 
@@ -46,13 +46,30 @@ fn nobody() -> users::User {
 /// The one app of `keys` (YAML lines at app level, each starting with 4 spaces).
 fn app(keys: &str, powers: &Powers) -> Result<AppSpec, String> {
     let yml = format!("apps:\n  - name: a\n    cmd: [sleep, '1']\n{keys}");
-    from_yaml(&yml, "t.yml", Path::new("/"), PATH, powers)
+    let doc = Document {
+        content: &yml,
+        origin: "t.yml",
+        base_dir: Path::new("/"),
+        path_env: PATH,
+    };
+    from_yaml(&doc, powers)
         .map(|mut s| s.remove(0))
         .map_err(|e| e.to_string())
 }
 
 fn err(keys: &str, powers: &Powers) -> String {
     app(keys, powers).expect_err("should be refused")
+}
+
+/// Each of `cases` (app keys, start of the message, a hint it must give) is refused for `powers`
+/// with one line.
+fn refused_with(cases: &[(&str, &str, &str)], powers: &Powers) {
+    for (keys, start, hint) in cases {
+        let e = err(keys, powers);
+        assert_eq!(e.lines().count(), 1, "{keys:?} gave {e}");
+        assert!(e.starts_with(start), "{keys:?} gave {e}\nwanted {start}");
+        assert!(e.contains(hint), "{keys:?} gave {e}\nwanted {hint}");
+    }
 }
 
 #[test]
@@ -236,12 +253,7 @@ fn each_problem_points_at_its_value_with_a_hint() {
             "expected a name or a numeric id",
         ),
     ];
-    for (keys, start, hint) in cases {
-        let e = err(keys, &root());
-        assert_eq!(e.lines().count(), 1, "{keys:?} gave {e}");
-        assert!(e.starts_with(start), "{keys:?} gave {e}\nwanted {start}");
-        assert!(e.contains(hint), "{keys:?} gave {e}\nwanted {hint}");
-    }
+    refused_with(cases, &root());
 }
 
 /// A non-root daemon may only give an app what it has itself: checked when the config is
@@ -301,12 +313,7 @@ fn a_non_root_daemon_refuses_what_only_root_may_grant() {
             "only root may lower it",
         ),
     ];
-    for (keys, start, hint) in cases {
-        let e = err(keys, &me);
-        assert_eq!(e.lines().count(), 1, "{keys:?} gave {e}");
-        assert!(e.starts_with(start), "{keys:?} gave {e}\nwanted {start}");
-        assert!(e.contains(hint), "{keys:?} gave {e}\nwanted {hint}");
-    }
+    refused_with(cases, &me);
     // every problem at once, one line each
     let e = err("    user: root\n    nice: -1\n    oom_score_adj: -5\n", &me);
     assert_eq!(e.lines().count(), 3, "{e}");
@@ -372,10 +379,5 @@ fn a_non_root_callers_apps_run_as_the_caller() {
             "use at most 4096",
         ),
     ];
-    for (keys, start, hint) in cases {
-        let e = err(keys, &me);
-        assert_eq!(e.lines().count(), 1, "{keys:?} gave {e}");
-        assert!(e.starts_with(start), "{keys:?} gave {e}\nwanted {start}");
-        assert!(e.contains(hint), "{keys:?} gave {e}\nwanted {hint}");
-    }
+    refused_with(cases, &me);
 }
