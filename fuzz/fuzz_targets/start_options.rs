@@ -1,6 +1,6 @@
 //! A `StartApp` call body (`(sasa{sv})`) decoded from arbitrary bytes as zbus decodes it, then
-//! the daemon's checks: the name, the command-line bounds and `from_options` (option keys and
-//! types, environment bounds, validation). The daemon does this for any caller on the bus.
+//! the daemon's checks: the name, the command-line bounds and `from_start_options` (option keys
+//! and types, environment bounds, validation). The daemon does this for any caller on the bus.
 #![no_main]
 
 use std::{collections::HashMap, path::Path, sync::OnceLock};
