@@ -1,17 +1,17 @@
 //! App configuration: `turbo.yml` documents and `StartApp` options turned into
-//! [`AppSpec`](crate::spec::AppSpec)s, or a [`ConfigError`] listing every problem found.
+//! [`AppSpec`]s, or a [`ConfigError`] listing every problem found.
 //!
 //! Each problem names the file, the line and column of the value at fault, the app, what is
 //! wrong and what to do; displayed, one line each:
 //! `turbo.yml:5:12: apps[0] (web): restart.delay -1 is negative: use a duration like 5s`.
-//! Positions come from [`locate`], a second, mark-keeping read of the same text.
+//! Positions come from `locate.rs`, a second, mark-keeping read of the same text.
 //!
 //! The way from text to spec: the document as serde reads it (`ConfigFile`, `AppConfig`: every
-//! value as written, so validation can say what was found, where), [`validate`] (one app, every
-//! key; [`checks`] for health, readiness and watch mode, [`privileges`] for the
-//! identity and limit keys), [`options`] (the D-Bus option map of a start call). The only OS
+//! value as written, so validation can say what was found, where), `validate.rs` (one app, every
+//! key; `checks.rs` for health, readiness and watch mode, `privileges.rs` for the
+//! identity and limit keys), `options.rs` (the D-Bus option map of a start call). The only OS
 //! access here is read-only: checking that scripts, interpreters, directories and env files
-//! exist and reading them ([`files`]), and looking users and groups up (`os::users`). Nothing
+//! exist and reading them (`files.rs`), and looking users and groups up (`os::users`). Nothing
 //! here starts, stops or remembers anything, and what a caller may grant is decided in
 //! `access`. [`input`] bounds the sizes of everything a caller hands in.
 //!
@@ -51,19 +51,19 @@ pub use self::{
     options::{StartCall, from_start_options},
     validate::parse_signal,
 };
-// Transitional: runtime/ and dbus/auth.rs name these by their old paths (`config::Caller`,
-// `config::as_caller`, `config::users`, `config::environment`, `config::Rlimit`, ...).
 use crate::{
-    access,
+    access::{self, Powers},
     spec::{
         AppSpec,
         units::{self, Bounds, Written},
     },
 };
+
+// Transitional: runtime/ and dbus/auth.rs still name these by their old paths.
 pub use crate::{
-    access::{Caller, Powers, as_caller},
+    access::{Caller, as_caller},
     os::users,
-    spec::{Privileges, ProcessLimits, Rlimit, RunAs, environment},
+    spec::{Rlimit, environment},
 };
 
 /// A `turbo.yml` to read: its text, the name messages give it (`origin`), the directory its

@@ -76,7 +76,7 @@ pub enum Command {
     /// Replace the running instances one at a time, each only once its replacement is ready
     /// (see `reload.rs`).
     Reload(Target),
-    /// Reply once every target app [`App::is_ready`]; fail if one crashes, errors or stops
+    /// Reply once every target app [`App::is_ready`](super::App::is_ready); fail if one crashes, errors or stops
     /// first, or when `timeout` passes (with the last health-check error).
     WaitReady {
         /// The apps.
@@ -106,7 +106,7 @@ pub struct Restored {
 /// Facts and commands the supervisor reacts to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
-    /// A user command; its reply comes back as [`Action::Reply`] with the same ticket.
+    /// A user command; its reply comes back as [`Action::Reply`](super::Action::Reply) with the same ticket.
     Command(Ticket, Command),
     /// The runtime started the process of `app` as `pid`.
     Spawned {
@@ -137,7 +137,7 @@ pub enum Input {
         pid: u32,
     },
     /// Process `pid`'s resident memory rose to `limit` or above (the threshold set with
-    /// [`Action::SetMemoryLimit`]).
+    /// [`Action::SetMemoryLimit`](super::Action::SetMemoryLimit)).
     MemoryOver {
         /// Process.
         pid: u32,
@@ -160,14 +160,14 @@ pub enum Input {
         /// The group (= the pid of its first leader).
         pgid: u32,
     },
-    /// A timer armed by [`Action::SetTimer`] fired.
+    /// A timer armed by [`Action::SetTimer`](super::Action::SetTimer) fired.
     Timer {
         /// App.
         app: AppId,
         /// The app's timer generation when armed; stale timers are ignored.
         generation: u64,
     },
-    /// A timer armed by [`Action::Wake`] fired.
+    /// A timer armed by [`Action::Wake`](super::Action::Wake) fired.
     Wake {
         /// App.
         app: AppId,
@@ -176,7 +176,7 @@ pub enum Input {
         /// The token it was armed with; stale ones are ignored.
         token: u64,
     },
-    /// A health probe asked for with [`Action::Probe`] finished.
+    /// A health probe asked for with [`Action::Probe`](super::Action::Probe) finished.
     ProbeResult {
         /// App.
         app: AppId,
@@ -185,7 +185,7 @@ pub enum Input {
         /// `Err` with one line saying what failed.
         result: Result<(), String>,
     },
-    /// Files watched for `app` changed (paths already filtered by [`WatchSpec::ignores`]).
+    /// Files watched for `app` changed (paths already filtered by [`WatchSpec::ignores`](crate::spec::WatchSpec::ignores)).
     FilesChanged {
         /// App.
         app: AppId,

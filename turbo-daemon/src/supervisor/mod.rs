@@ -62,6 +62,7 @@ pub use self::{
     reload::{READY_TIMEOUT, SETTLE},
 };
 use self::{commands::Pending, waits::ReadyWait};
+
 // Transitional: runtime/, storage.rs, keeper/ and logs.rs still name these spec types by their
 // old paths; new code imports them from `crate::spec`.
 pub use crate::spec::{

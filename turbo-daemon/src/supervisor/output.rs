@@ -55,7 +55,7 @@ pub enum Notification {
     HealthChanged(AppId),
     /// An app sent a new `STATUS=` text.
     StatusText(AppId),
-    /// An app became ready ([`App::is_ready`]) for the first time since its spawn.
+    /// An app became ready ([`App::is_ready`](super::App::is_ready)) for the first time since its spawn.
     Ready(AppId),
     /// A process of `app` ended without being asked to; the runtime turns this into a crash
     /// record (adding wall time, memory and the stderr tail) and the `AppCrashed` signal.
@@ -103,7 +103,7 @@ pub enum Notification {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Start the app's process (in its own session and process group), then report
-    /// [`Input::Spawned`] or [`Input::SpawnFailed`].
+    /// [`Input::Spawned`](super::Input::Spawned) or [`Input::SpawnFailed`](super::Input::SpawnFailed).
     Spawn {
         /// App.
         app: AppId,
@@ -128,7 +128,7 @@ pub enum Action {
         /// Threshold in bytes.
         bytes: u64,
     },
-    /// Report [`Input::GroupGone`] once process group `pgid` has no members (at once if it has
+    /// Report [`Input::GroupGone`](super::Input::GroupGone) once process group `pgid` has no members (at once if it has
     /// none already).
     AwaitGroupGone {
         /// App.
@@ -136,7 +136,7 @@ pub enum Action {
         /// Process group.
         pgid: u32,
     },
-    /// Deliver [`Input::Timer`] at `at`.
+    /// Deliver [`Input::Timer`](super::Input::Timer) at `at`.
     SetTimer {
         /// App.
         app: AppId,
@@ -145,7 +145,7 @@ pub enum Action {
         /// When.
         at: Instant,
     },
-    /// Deliver [`Input::Wake`] at `at`.
+    /// Deliver [`Input::Wake`](super::Input::Wake) at `at`.
     Wake {
         /// App.
         app: AppId,
@@ -156,7 +156,7 @@ pub enum Action {
         /// When.
         at: Instant,
     },
-    /// Run the app's health check once, then report [`Input::ProbeResult`].
+    /// Run the app's health check once, then report [`Input::ProbeResult`](super::Input::ProbeResult).
     Probe {
         /// App.
         app: AppId,
@@ -165,9 +165,9 @@ pub enum Action {
         /// The check (boxed: it is larger than most actions).
         check: Box<HealthSpec>,
     },
-    /// Deliver [`Input::WaitExpired`] at `at`.
+    /// Deliver [`Input::WaitExpired`](super::Input::WaitExpired) at `at`.
     ExpireWait {
-        /// Ticket of the [`Command::WaitReady`].
+        /// Ticket of the [`Command::WaitReady`](super::Command::WaitReady).
         ticket: Ticket,
         /// When.
         at: Instant,

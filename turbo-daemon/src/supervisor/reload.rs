@@ -1,7 +1,7 @@
 //! Zero-downtime reload: the running instances of the targeted apps are replaced one at a time.
 //!
 //! For each running instance: a replacement (a new app id with the same name, spec and instance
-//! number) starts; once it [`App::is_ready`] and has stayed so for [`SETTLE`], the old instance
+//! number) starts; once it [`App::is_ready`](super::App::is_ready) and has stayed so for [`SETTLE`], the old instance
 //! is stopped gracefully and forgotten, and the replacement takes over its restart count (plus
 //! one, as a restart by hand) and, through [`Notification::Replaced`], its crash records. Then
 //! the next instance. Instances that are not running are restarted in place.
@@ -27,7 +27,7 @@ use super::{
 use crate::spec::{AppSpec, ReadyMode};
 
 /// How long a replacement may take to become ready before the reload is given up, at least
-/// (see [`ready_timeout`]).
+/// (see `ready_timeout`).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replacement must stay ready before the old instance is stopped: a process that
 /// dies at once (a port it cannot bind, a config error) is caught before the old one goes.
