@@ -49,7 +49,6 @@ pub use self::{
     error::{ConfigError, Problem},
     locate::Pos,
     options::{StartCall, from_start_options},
-    validate::parse_signal,
 };
 use crate::{
     access::{self, Powers},

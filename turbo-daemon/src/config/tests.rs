@@ -2,7 +2,11 @@ use std::{collections::HashMap, ffi::OsString, os::unix::fs::PermissionsExt, pat
 
 use zbus::zvariant::OwnedValue;
 
-use super::{files::resolve_command, validate::online_cpus, *};
+use super::{
+    files::resolve_command,
+    validate::{online_cpus, parse_signal},
+    *,
+};
 use crate::spec::{
     Autorestart, MemoryEnforce,
     environment::{

@@ -472,8 +472,7 @@ fn check_listen(addr: &str) -> Result<(), Fault> {
 }
 
 /// `SIGTERM`, `TERM` or a number.
-#[must_use]
-pub fn parse_signal(s: &str) -> Option<i32> {
+pub(super) fn parse_signal(s: &str) -> Option<i32> {
     const NAMES: &[(&str, Signal)] = &[
         ("HUP", Signal::SIGHUP),
         ("INT", Signal::SIGINT),
