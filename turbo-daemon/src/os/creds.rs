@@ -114,19 +114,41 @@ pub fn switch_thread_fs_credentials(uid: u32, gid: u32, groups: &[u32]) -> io::R
 mod tests {
     use super::*;
 
+    /// What the calls read is what the kernel shows in `/proc` for this process.
     #[test]
-    fn the_process_reads_itself() {
-        let (soft, hard) = limit(Limit::Nofile);
-        assert!(soft <= hard && soft > 0, "{soft} {hard}");
-        assert!(nr_open().is_some_and(|n| n >= hard || hard == u64::MAX));
-        assert!((-1000..=1000).contains(&oom_score_adj().expect("readable")));
-        assert!((-20..=19).contains(&nice()));
-        let (egid, groups) = (effective_gid(), groups());
-        // root in a container may have no supplementary groups at all
-        assert!(
-            groups.is_empty() || groups.len() <= 65536,
-            "{groups:?} ({egid})"
-        );
+    fn the_process_reads_itself_as_proc_shows_it() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let numbers = |name: &str| -> Vec<u64> {
+            let line = status.lines().find_map(|l| l.strip_prefix(name)).unwrap();
+            line.split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect()
+        };
+        // Uid: real, effective, saved, fs
+        assert_eq!(u64::from(effective_uid()), numbers("Uid:")[1]);
+        assert_eq!(u64::from(effective_gid()), numbers("Gid:")[1]);
+        let mut mine: Vec<u64> = groups().into_iter().map(u64::from).collect();
+        let mut shown = numbers("Groups:");
+        mine.sort_unstable();
+        shown.sort_unstable();
+        assert_eq!(mine, shown);
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let open_files: Vec<u64> = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .map(|n| n.parse().unwrap_or(u64::MAX))
+            .collect();
+        assert_eq!(limit(Limit::Nofile), (open_files[0], open_files[1]));
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after_comm: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // field 19 (nice), counted from field 3 (state) after the command name
+        assert_eq!(nice().to_string(), after_comm[19 - 3]);
+        let adj = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        assert_eq!(oom_score_adj(), adj.trim().parse().ok());
+        assert!(nr_open().is_some_and(|n| n >= open_files[1]));
     }
 
     /// As root, on a thread of its own: the ids and groups change for that thread only.
