@@ -161,14 +161,15 @@ pub fn send(fd: RawFd, body: &[u8], fds: &[RawFd]) -> io::Result<()> {
         // SAFETY: CMSG_SPACE only computes a size.
         let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
         msg.msg_control = control.bytes.as_mut_ptr().cast();
-        msg.msg_controllen = space;
+        // size_t in glibc, socklen_t in musl (cmsg_len too)
+        msg.msg_controllen = space as _;
         // SAFETY: the control buffer holds `space` bytes, enough for one cmsghdr with `fds`;
         // CMSG_FIRSTHDR/CMSG_DATA point inside it.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
             (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as usize;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
             std::ptr::copy_nonoverlapping(
                 fds.as_ptr(),
                 libc::CMSG_DATA(cmsg).cast::<RawFd>(),
@@ -203,7 +204,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.bytes.as_mut_ptr().cast();
-    msg.msg_controllen = control.bytes.len();
+    msg.msg_controllen = control.bytes.len() as _;
     // SAFETY: `msg` points at live buffers for the duration of the call.
     let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
@@ -217,7 +218,8 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let count = ((*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                let count =
+                    ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
                 for i in 0..count {
                     fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
