@@ -70,13 +70,13 @@ pub fn dist(ctx: &Ctx, opts: &Options) -> Result<()> {
         setup::setup(ctx)?;
         let musl = musl_target(ctx)?;
         setup::ensure_rust_target(ctx, &musl)?;
-        let release = cargo_release(ctx, None)?;
+        let release = crate::build_release(ctx, None)?;
         let deb = build_deb(ctx, &release, opts, &out)?;
         if opts.lintian {
             lintian(ctx, &deb)?;
         }
         made.push(deb);
-        let static_release = cargo_release(ctx, Some(&musl))?;
+        let static_release = crate::build_release(ctx, Some(&musl))?;
         made.push(build_tarball(
             ctx,
             &static_release,
@@ -91,31 +91,6 @@ pub fn dist(ctx: &Ctx, opts: &Options) -> Result<()> {
         println!("  {} ({})", path.display(), mib(size));
     }
     Ok(())
-}
-
-/// Builds the release binaries (for `target`, or the host) and returns their directory.
-fn cargo_release(ctx: &Ctx, target: Option<&str>) -> Result<PathBuf> {
-    let started = Instant::now();
-    let mut cmd = ctx.cargo();
-    cmd.args([
-        "build",
-        "--release",
-        "-p",
-        "turbo-cli",
-        "-p",
-        "turbo-daemon",
-    ]);
-    if let Some(t) = target {
-        cmd.args(["--target", t]);
-    }
-    run(&mut cmd)
-        .with_context(|| format!("release build for {} failed", target.unwrap_or("the host")))?;
-    println!("built in {}", human(started.elapsed()));
-    let mut dir = crate::target_dir(ctx);
-    if let Some(t) = target {
-        dir.push(t);
-    }
-    Ok(dir.join("release"))
 }
 
 /// `x86_64-unknown-linux-musl` on an x86-64 host: the host's CPU, musl instead of glibc.

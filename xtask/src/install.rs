@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     setup,
-    util::{Ctx, output, run},
+    util::{Ctx, output},
 };
 
 /// The binaries installed into `bin/`.
@@ -70,16 +70,7 @@ pub fn install(ctx: &Ctx, prefix: &Path, bin_dir: Option<&Path>) -> Result<()> {
         Some(dir) => crate::absolute_from_cwd(dir)?,
         None => {
             setup::setup(ctx)?;
-            run(ctx.cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "turbo-cli",
-                "-p",
-                "turbo-daemon",
-            ]))
-            .context("release build failed")?;
-            crate::target_dir(ctx).join("release")
+            crate::build_release(ctx, None)?
         }
     };
     let installed = install_into(ctx, &prefix, &from, Layout::Local)?;

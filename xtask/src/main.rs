@@ -171,6 +171,32 @@ fn target_dir(ctx: &Ctx) -> PathBuf {
     }
 }
 
+/// `cargo build --release` of `turbo` and `turbo-daemon` (for `target`, or the host); returns
+/// the directory that holds them.
+fn build_release(ctx: &Ctx, target: Option<&str>) -> Result<PathBuf> {
+    let started = Instant::now();
+    let mut cmd = ctx.cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "turbo-cli",
+        "-p",
+        "turbo-daemon",
+    ]);
+    if let Some(t) = target {
+        cmd.args(["--target", t]);
+    }
+    run(&mut cmd)
+        .with_context(|| format!("release build for {} failed", target.unwrap_or("this host")))?;
+    println!("built in {}", human(started.elapsed()));
+    let mut dir = target_dir(ctx);
+    if let Some(t) = target {
+        dir.push(t);
+    }
+    Ok(dir.join("release"))
+}
+
 fn run_config(ctx: &Ctx, config: Option<PathBuf>) -> Result<()> {
     // an app to name in the hints: the examples have a `ticker`
     let (config, app) = match config {
