@@ -379,7 +379,13 @@ mod tests {
             b"cut \xe2\x82",
         ] {
             let mut out = Vec::new();
-            push_json_record(&mut out, "2026-01-02T03:04:05.678Z", &app, LogStream::Err, line);
+            push_json_record(
+                &mut out,
+                "2026-01-02T03:04:05.678Z",
+                &app,
+                LogStream::Err,
+                line,
+            );
             let raw = out.strip_suffix(b"\n").unwrap();
             let value: Value = serde_json::from_slice(raw).unwrap();
             assert_eq!(value["app"], "a\"pp");

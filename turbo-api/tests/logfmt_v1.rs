@@ -28,7 +28,12 @@ fn files_oldest_first(stream: LogStream) -> Vec<std::path::PathBuf> {
         assert_eq!(*path, logfmt::rotated_path(&current, *n));
     }
     // `.1` is the newest rotated file
-    rotated.into_iter().rev().map(|(_, p)| p).chain([current]).collect()
+    rotated
+        .into_iter()
+        .rev()
+        .map(|(_, p)| p)
+        .chain([current])
+        .collect()
 }
 
 #[test]
@@ -56,7 +61,10 @@ fn first_generation_log_files_read_in_order_with_exact_bytes() {
             assert_eq!(at.len(), logfmt::STAMP_LEN);
             let json = matches!(record, Record::Json { .. });
             if let Record::Json { app, stream, .. } = &record {
-                assert_eq!((app.as_deref(), stream.as_deref()), (Some(APP), Some("out")));
+                assert_eq!(
+                    (app.as_deref(), stream.as_deref()),
+                    (Some(APP), Some("out"))
+                );
             }
             let line = record.bytes();
             if json {
