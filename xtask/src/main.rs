@@ -92,6 +92,10 @@ enum Cmd {
         /// Run only these metrics (e.g. `restart,logs`); also writes to target/bench/.
         #[arg(long, value_delimiter = ',', value_name = "METRIC")]
         only: Vec<String>,
+        /// Measure nothing: print the commands and configuration files (turbo.yml, PM2
+        /// ecosystem files, supervisord.conf) of the last run, or of its `--only` metrics.
+        #[arg(long, conflicts_with = "quick")]
+        print_config: bool,
     },
 }
 
@@ -102,7 +106,12 @@ fn main() -> ExitCode {
         Cmd::Run { config } => run_config(&ctx, config),
         Cmd::Test { no_lint, args } => test(&ctx, no_lint, &args),
         Cmd::Install { prefix, bin_dir } => install::install(&ctx, &prefix, bin_dir.as_deref()),
-        Cmd::Bench { quick, only } => bench::bench(&ctx, quick, &only),
+        Cmd::Bench {
+            print_config: true,
+            only,
+            ..
+        } => bench::print_config(&ctx, &only),
+        Cmd::Bench { quick, only, .. } => bench::bench(&ctx, quick, &only),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(&ctx, seconds, &targets),
     });
     match result {
