@@ -173,7 +173,7 @@ pub fn markdown(info: &RunInfo, measured: &[Measured]) -> String {
     let setup: Vec<String> = info
         .timings
         .iter()
-        .map(|(step, took)| format!("{step} {}", human(*took)))
+        .map(|(step, took)| format!("{step}: {}", human(*took)))
         .collect();
     out.push_str(
         "## Reproducing\n\n\
@@ -193,7 +193,7 @@ pub fn markdown(info: &RunInfo, measured: &[Measured]) -> String {
         .collect();
     let _ = writeln!(out, " Metric names for `--only`: {}.", ids.join(", "));
     if !setup.is_empty() {
-        let _ = writeln!(out, "\nSet-up of this run: {}.", setup.join(", "));
+        let _ = writeln!(out, "\nSet-up of this run: {}.", setup.join("; "));
     }
     out
 }
