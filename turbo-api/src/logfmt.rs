@@ -21,7 +21,7 @@
 //! formats a whole pipe read in one go on its hot path. This module does no I/O.
 
 use std::{
-    ffi::OsStr,
+    ffi::{OsStr, OsString},
     path::{Path, PathBuf},
 };
 
@@ -58,6 +58,34 @@ pub fn rotation_number(log: &OsStr, candidate: &OsStr) -> Option<u32> {
         return None;
     }
     std::str::from_utf8(suffix).ok()?.parse().ok()
+}
+
+/// The rotated files of the log at `log`, found among `names` (the file names in its
+/// directory), with their numbers: `.1` (the newest) first.
+#[must_use]
+pub fn rotated_files(log: &Path, names: impl IntoIterator<Item = OsString>) -> Vec<(u32, PathBuf)> {
+    let Some(log_name) = log.file_name() else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, PathBuf)> = names
+        .into_iter()
+        .filter_map(|name| rotation_number(log_name, &name).map(|n| (n, log.with_file_name(name))))
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Every file of the log at `log` in the order they were written: its rotated files (found
+/// among `names`, the file names in its directory) oldest first, then `log` itself.
+#[must_use]
+pub fn oldest_first(log: &Path, names: impl IntoIterator<Item = OsString>) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = rotated_files(log, names)
+        .into_iter()
+        .rev()
+        .map(|(_, path)| path)
+        .collect();
+    files.push(log.to_owned());
+    files
 }
 
 /// The stamp of a record written at `unix_ms` (milliseconds since the Unix epoch).
@@ -406,6 +434,24 @@ mod tests {
         let n = |s: &str| rotation_number(OsStr::new("api-out.log"), OsStr::new(s));
         assert_eq!(n("api-out.log.1"), Some(1));
         assert_eq!(n("api-out.log.120"), Some(120));
+        let names = [
+            "api-out.log.10",
+            "api-out.log",
+            "api-out.log.2",
+            "x",
+            "api-out.log.1",
+        ]
+        .map(OsString::from);
+        assert_eq!(
+            oldest_first(log, names),
+            [
+                "/l/api-out.log.10",
+                "/l/api-out.log.2",
+                "/l/api-out.log.1",
+                "/l/api-out.log"
+            ]
+            .map(PathBuf::from)
+        );
         for not_ours in [
             "api-out.log",
             "api-out.log.",

@@ -15,25 +15,15 @@ const APP: &str = "web.api";
 /// The files of `stream`, oldest first, found the way a reader finds them.
 fn files_oldest_first(stream: LogStream) -> Vec<std::path::PathBuf> {
     let current = Path::new(DIR).join(logfmt::file_name(APP, stream));
-    let name = current.file_name().unwrap().to_owned();
-    let mut rotated: Vec<(u32, std::path::PathBuf)> = fs::read_dir(DIR)
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.unwrap();
-            logfmt::rotation_number(&name, &e.file_name()).map(|n| (n, e.path()))
-        })
-        .collect();
-    rotated.sort_unstable();
-    for (n, path) in &rotated {
-        assert_eq!(*path, logfmt::rotated_path(&current, *n));
-    }
-    // `.1` is the newest rotated file
-    rotated
+    let names = fs::read_dir(DIR).unwrap().map(|e| e.unwrap().file_name());
+    let files = logfmt::oldest_first(&current, names);
+    let want: Vec<_> = [3, 2, 1]
+        .map(|n| logfmt::rotated_path(&current, n))
         .into_iter()
-        .rev()
-        .map(|(_, p)| p)
         .chain([current])
-        .collect()
+        .collect();
+    assert_eq!(files, want, "`.1` is the newest rotated file");
+    files
 }
 
 #[test]

@@ -174,21 +174,17 @@ pub(super) fn rotated(path: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let Some(name) = path.file_name() else {
-        return Ok(Vec::new());
-    };
     let list_error =
         |e: io::Error| io::Error::new(e.kind(), format!("cannot list {}: {e}", dir.display()));
-    let mut found = Vec::new();
-    for entry in fs::read_dir(dir).map_err(list_error)? {
-        let entry = entry.map_err(list_error)?;
-        let file_name = entry.file_name();
-        if let Some(n) = logfmt::rotation_number(name, &file_name) {
-            found.push((n, dir.join(&file_name)));
-        }
-    }
-    found.sort_unstable();
-    Ok(found)
+    let names = fs::read_dir(dir)
+        .map_err(list_error)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(list_error)?;
+    Ok(logfmt::rotated_files(
+        &dir.join(path.file_name().unwrap_or_default()),
+        names,
+    ))
 }
 
 /// Deletes the rotated files of `path` numbered above `keep`.

@@ -10,19 +10,11 @@ use std::{
 
 use rustix::event::{Timespec, epoll};
 
-/// An `epoll` instance.
+/// An `epoll` instance (no `Debug`: rustix's events have none).
 pub struct Epoll {
     fd: OwnedFd,
     /// Room for one wait's events (64, as many as the loop handles per turn).
     events: Vec<epoll::Event>,
-}
-
-impl std::fmt::Debug for Epoll {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Epoll")
-            .field("fd", &self.fd)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Epoll {
