@@ -112,9 +112,11 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
     tracing::info!(pid = std::process::id(), "log keeper ready");
     crate::runtime::sys::trim_heap();
     let mut idle_since = Some(Instant::now());
+    let mut ready = Vec::with_capacity(64);
     loop {
         let timeout = k.timeout(idle_since);
-        for key in k.epoll.wait(timeout)? {
+        k.epoll.wait(timeout, &mut ready)?;
+        for &key in &ready {
             let fd = RawFd::try_from(key).unwrap_or(-1);
             if fd == k.listener.as_raw_fd() {
                 k.accept();
