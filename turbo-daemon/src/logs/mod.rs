@@ -9,16 +9,16 @@
 //! through that one owner under one lock, so a rotation is decided and done in one place and never
 //! races with another writer. Bytes written and dropped are counted per file
 //! ([`AppLogs::counters`]). The parts:
-//! * [`pump`]: reading one pipe into batches of lines (a chatty app costs one syscall per read,
+//! * `pump`: reading one pipe into batches of lines (a chatty app costs one syscall per read,
 //!   not per line); the keeper drives pumps from `epoll`, [`AppLogs::capture`] from tokio tasks.
-//! * [`format`]: a batch of lines into records of the app's [`LogPolicy`] format (`text` or
+//! * `format`: a batch of lines into records of the app's [`LogPolicy`] format (`text` or
 //!   `json`, a change applies from the next read on); the record layout is
 //!   [`turbo_api::logfmt`], shared with the CLI that reads the files.
-//! * [`sink`]: appending a batch with one `write(2)`, and rotation.
+//! * `sink`: appending a batch with one `write(2)`, and rotation.
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
-//! supervisor's business. It must not lose output it could keep, nor stop reading (see [`sink`]).
+//! supervisor's business. It must not lose output it could keep, nor stop reading (see `sink`).
 
 pub(crate) mod format;
 pub(crate) mod pump;
@@ -52,6 +52,7 @@ pub const TAIL_LINES: usize = 20;
 /// Longest line kept in a [`StderrTail`] (bytes, then `…`): the tail goes into crash records and
 /// D-Bus replies, where 20 × 64 KiB would be too much.
 const TAIL_LINE_MAX: usize = 4096;
+
 /// The two log files of an app.
 #[must_use]
 pub fn paths(log_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
