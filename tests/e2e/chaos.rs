@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use turbo_api::{LogStream, logfmt};
 use turbo_tests::{TestDaemon, wait_for};
 
 const APPS: usize = 50;
@@ -50,25 +51,11 @@ fn writers_in_proc(home: &Path) -> Vec<u64> {
 
 /// The log file and its rotated files, oldest first.
 fn log_files(dir: &Path, app: &str) -> Vec<PathBuf> {
-    let current = dir.join(format!("{app}-out.log"));
-    let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+    let current = dir.join(logfmt::file_name(app, LogStream::Out));
+    let names = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let n = name
-                .strip_prefix(&format!("{app}-out.log."))?
-                .parse()
-                .ok()?;
-            Some((n, dir.join(name)))
-        })
-        .collect();
-    rotated.sort_unstable();
-    rotated
-        .into_iter()
-        .rev()
-        .map(|(_, p)| p)
-        .chain([current])
-        .collect()
+        .filter_map(|e| Some(e.ok()?.file_name()));
+    logfmt::oldest_first(&current, names)
 }
 
 /// The records of an app's stdout log (stamp removed), oldest first.
