@@ -128,6 +128,8 @@ pub fn spawn_with(spec: &AppSpec, extra: &Extra<'_>) -> io::Result<Child> {
         };
         io::Error::new(e.kind(), message)
     };
+    // musl has no posix_spawn_file_actions_addclosefrom_np: the fork path below does the same
+    #[cfg(target_env = "gnu")]
     if setup.is_session_only() && Path::new(program).is_absolute() {
         return spawn_session(program, args, &env, &spec.cwd).map_err(fail);
     }
@@ -177,6 +179,7 @@ pub fn spawn_with(spec: &AppSpec, extra: &Extra<'_>) -> io::Result<Child> {
 /// directory; and as the standard library does, an empty signal mask and `SIGPIPE` back to
 /// its default (the daemon ignores it). `program` is an absolute path: `posix_spawn` does not
 /// search `PATH`.
+#[cfg(target_env = "gnu")]
 fn spawn_session(
     program: &str,
     args: &[String],
@@ -300,6 +303,7 @@ fn spawn_session(
 }
 
 /// A close-on-exec pipe: (read end, write end).
+#[cfg(target_env = "gnu")]
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array we own; we take ownership of both.
@@ -324,12 +328,18 @@ fn own_user() -> Option<&'static users::User> {
     .as_ref()
 }
 
+/// `setrlimit`'s resource type: glibc has one of its own, musl takes an `int`.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
 /// What the child does to itself between fork and exec, prepared by the parent: every
 /// allocation, lookup and formatting happens here, so that [`ChildSetup::apply`] only makes
 /// system calls (after `fork` in a multi-threaded process, only async-signal-safe calls are
 /// allowed: another thread may have held the allocator's lock).
 struct ChildSetup {
-    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    rlimits: Vec<(RlimitResource, libc::rlimit)>,
     nice: Option<i32>,
     /// The decimal text written to `/proc/self/oom_score_adj`, and its length.
     oom_score_adj: Option<([u8; 12], usize)>,
@@ -552,6 +562,10 @@ impl ChildSetup {
     /// Runs in the child between fork and exec: system calls only.
     /// Nothing to do but become a session leader (and close inherited fds): what
     /// [`spawn_session`] does without a fork.
+    #[cfg_attr(
+        not(target_env = "gnu"),
+        allow(dead_code, reason = "only glibc's posix_spawn path asks")
+    )]
     fn is_session_only(&self) -> bool {
         self.rlimits.is_empty()
             && self.nice.is_none()
@@ -903,7 +917,8 @@ pub fn recv_with_pid(
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
+    // size_t in glibc, socklen_t in musl
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: recvmsg on a socket we own with buffers described by `msg`.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
@@ -1497,6 +1512,7 @@ pub fn settle_allocator() {
 
 /// Frees heap the allocator keeps after start-up parsing (BTF, config).
 pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: glibc call with no preconditions.
     unsafe {
         libc::malloc_trim(0);
