@@ -165,7 +165,7 @@ impl Supervisor {
             }
             Input::MemoryUnder { pid, limit } => self.memory_under(pid, limit, &mut out),
             Input::OomKilled { pid } => self.oom_killed(pid),
-            Input::Timer { app, generation } => self.timer(app, generation, now, &mut out),
+            Input::Timer { app, generation } => self.timer(app, generation, &mut out),
             Input::Wake { app, kind, token } => self.wake(app, kind, token, now, &mut out),
             Input::ProbeResult {
                 app,

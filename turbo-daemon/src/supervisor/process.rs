@@ -173,13 +173,7 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn timer(
-        &mut self,
-        id: AppId,
-        generation: u64,
-        _now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn timer(&mut self, id: AppId, generation: u64, out: &mut Vec<Action>) {
         let Some(app) = self.apps.get_mut(&id) else {
             return;
         };
