@@ -300,6 +300,10 @@ pub struct LogsArgs {
     /// One JSON object per line: {"app","stream","at","line"} (+ "line_b64" for non-UTF-8 bytes).
     #[arg(long)]
     pub json: bool,
+    /// Print the lines as the apps wrote them, control characters included (by default they
+    /// are shown escaped, e.g. `\x1b[2J`, so an app cannot drive your terminal).
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
 }
 
 /// `turbo flush`.

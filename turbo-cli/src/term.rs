@@ -9,7 +9,7 @@ use std::{
     io::{self, IsTerminal as _, Write as _},
 };
 
-use crate::render::RenderOpts;
+use crate::render::{self, RenderOpts};
 
 /// Stdout was closed by the reader (`turbo status | head -1`): not a failure of the command.
 #[derive(Debug)]
@@ -28,8 +28,17 @@ impl std::error::Error for StdoutClosed {}
 /// # Errors
 /// [`StdoutClosed`] on a broken pipe, which `main` turns into success; other write errors as is.
 pub fn emit(text: &str) -> anyhow::Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+/// [`emit`] for bytes that need not be UTF-8 (`turbo logs --raw`).
+///
+/// # Errors
+/// As [`emit`].
+pub fn emit_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{text}")
+    out.write_all(bytes)
+        .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
         .map_err(|err| {
             if err.kind() == io::ErrorKind::BrokenPipe {
@@ -38,6 +47,14 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
                 anyhow::Error::new(err).context("cannot write to stdout")
             }
         })
+}
+
+/// Prints a JSON document (pretty) to stdout, made safe for a terminal by [`render::json_safe`].
+///
+/// # Errors
+/// As [`emit`].
+pub fn emit_json(doc: &serde_json::Value) -> anyhow::Result<()> {
+    emit(&render::json_safe(serde_json::to_string_pretty(doc)?))
 }
 
 /// Render options for stdout: colour and width only when it is a terminal.

@@ -17,6 +17,7 @@ mod model;
 mod ui;
 
 use std::{
+    borrow::Cow,
     io::{self, IsTerminal as _, Stdout},
     sync::{
         Arc, Once,
@@ -34,7 +35,10 @@ use ratatui::{
         cursor,
         event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
         execute,
-        terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+        terminal::{
+            Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode,
+            enable_raw_mode,
+        },
     },
 };
 use tokio::{
@@ -42,11 +46,11 @@ use tokio::{
     sync::mpsc,
     time::{MissedTickBehavior, interval, timeout},
 };
-use turbo_api::{AppStatus, ManagerProxy, error_message};
+use turbo_api::{AppStatus, CrashRecord, ManagerProxy, error_message};
 
 use self::model::{Action, Key, LogLine, Model, Mood, Stream};
 use super::logs::{Follower, stamp_and_text};
-use crate::{hint::Hinted, term};
+use crate::{hint::Hinted, render::escape_controls, term};
 
 /// How often the app list is sampled.
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -167,14 +171,21 @@ impl Screen {
         });
         enable_raw_mode()?;
         let screen = Self;
-        execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+        execute!(
+            io::stdout(),
+            EnterAlternateScreen,
+            cursor::Hide,
+            Clear(ClearType::All)
+        )?;
         Ok(screen)
     }
 
+    /// A full-screen terminal. Its size comes from the tty (TIOCGWINSZ); nothing here asks
+    /// the terminal where its cursor is (`Terminal::clear` would, with an `ESC [6n` that a
+    /// terminal behind `script -qc` or a serial console never answers: monit then failed
+    /// with "cursor position could not be read"). The screen was cleared on entering.
     fn terminal(&self) -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
-        let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-        terminal.clear()?;
-        Ok(terminal)
+        Terminal::new(CrosstermBackend::new(io::stdout()))
     }
 
     fn restore() {
@@ -441,13 +452,29 @@ impl Monit {
             self.model.crashes = None;
             return;
         };
-        if let Ok(Ok(found)) = timeout(CALL_TIMEOUT, self.proxy.get_crashes(&name)).await
+        if let Ok(Ok((stats, records))) = timeout(CALL_TIMEOUT, self.proxy.get_crashes(&name)).await
             && self.model.selected.as_deref() == Some(name.as_str())
         {
             self.model.now_ms = now_ms();
-            self.model.crashes = Some(found);
+            self.model.crashes = Some((stats, records.into_iter().map(escaped).collect()));
         }
     }
+}
+
+/// A crash record with what the app wrote (its stderr tail, its comm) escaped, as the log
+/// lines are: ratatui drops control characters, but the rest of an escape sequence would
+/// still show as garbage, and the escaped form says what the app sent.
+fn escaped(mut record: CrashRecord) -> CrashRecord {
+    let escape = |s: &mut String| {
+        if let Cow::Owned(safe) = escape_controls(s) {
+            *s = safe;
+        }
+    };
+    record.stderr_tail.iter_mut().for_each(escape);
+    escape(&mut record.detail);
+    escape(&mut record.reason);
+    escape(&mut record.signal_sender_comm);
+    record
 }
 
 /// The next item of an optional signal stream; never resolves when there is no stream, so the
