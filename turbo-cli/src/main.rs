@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod files;
 mod hint;
 mod paths;
 mod render;

@@ -113,6 +113,32 @@ pub fn json_safe(json: String) -> String {
     out
 }
 
+/// App names as a list for a sentence, each once, in the order first seen, with how many
+/// instances when there were several: `api, cw (3 instances)` for `[api, cw, cw, cw]` (the daemon
+/// names one entry per instance).
+#[must_use]
+pub fn fold_names(names: &[String]) -> String {
+    let mut counted: Vec<(&str, usize)> = Vec::new();
+    for name in names {
+        match counted.iter_mut().find(|(seen, _)| *seen == name.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((name, 1)),
+        }
+    }
+    counted
+        .iter()
+        .map(|&(name, n)| {
+            let name = escape_controls(name);
+            if n > 1 {
+                format!("{name} ({n} instances)")
+            } else {
+                name.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The line shown instead of an empty table.
 pub const NO_APPS: &str = "no apps; start one with `turbo start <script> --name <name>`";
 
@@ -750,6 +776,18 @@ mod tests {
         hostile.state = "\u{1b}[2Jonline".into();
         let table = render_status(&[hostile], &PLAIN);
         assert!(table.contains(r"? \x1b[2Jonline"), "{table}");
+    }
+
+    #[test]
+    fn names_are_folded() {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(fold_names(&names(&["cw", "cw", "cw"])), "cw (3 instances)");
+        assert_eq!(
+            fold_names(&names(&["a", "cw", "b", "cw"])),
+            "a, cw (2 instances), b"
+        );
+        assert_eq!(fold_names(&names(&["a"])), "a");
+        assert_eq!(fold_names(&[]), "");
     }
 
     #[test]

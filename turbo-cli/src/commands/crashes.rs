@@ -694,7 +694,12 @@ mod tests {
             signal_sender_comm: "k\u{1b}[31m".into(),
             ..record(5, -1, 9)
         };
-        let text = render_crashes("api", &CrashStats::default(), &[hostile.clone()], &plain());
+        let text = render_crashes(
+            "api",
+            &CrashStats::default(),
+            std::slice::from_ref(&hostile),
+            &plain(),
+        );
         assert!(
             !text.contains('\u{1b}') && !text.contains('\u{7}'),
             "{text:?}"

@@ -344,9 +344,10 @@ fn split_stamp(raw: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(stamp).ok()?, &raw[25..]))
 }
 
-/// Opens a log file; `None` when it does not exist (yet).
+/// Opens a log file; `None` when it does not exist (yet). Something else planted where a log
+/// goes (a FIFO) is an error, not a wait.
 fn open_log(path: &Path) -> io::Result<Option<File>> {
-    match File::open(path) {
+    match crate::files::open_regular(path) {
         Ok(file) => Ok(Some(file)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
