@@ -1,8 +1,9 @@
 //! The terminal side of output: whether stdout/stderr are terminals, whether colour is allowed,
 //! how wide the terminal is, and writing to stdout so that a closed pipe ends the command quietly.
 //!
-//! This is the only module that looks at `NO_COLOR`, `TERM`, `COLUMNS` and the tty ioctls; it must
-//! not format anything (that is `render`'s job).
+//! This is the only module that looks at `NO_COLOR`, `TERM`, `COLUMNS`, `LINES` and the tty
+//! ioctls (monit's own size comes from crossterm, which ratatui draws with); it must not format
+//! anything (that is `render`'s job).
 
 use std::{
     env, fmt,
@@ -84,6 +85,19 @@ fn colour_allowed() -> bool {
     let no_color = env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let dumb = env::var_os("TERM").is_some_and(|t| t == "dumb");
     !no_color && !dumb
+}
+
+/// A screen size for a tty that reports none: `COLUMNS` x `LINES`, else 80 x 24.
+#[must_use]
+pub fn fallback_size() -> (u16, u16) {
+    let dim = |name: &str, default: u16| {
+        env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&v: &u16| v > 0)
+            .unwrap_or(default)
+    };
+    (dim("COLUMNS", 80), dim("LINES", 24))
 }
 
 /// The width of the terminal on stdout; `COLUMNS` when the ioctl cannot tell (some CI ptys).

@@ -29,17 +29,18 @@ use std::{
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use ratatui::{
-    Terminal,
+    Terminal, TerminalOptions, Viewport,
     backend::CrosstermBackend,
     crossterm::{
         cursor,
         event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
         execute,
         terminal::{
-            Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode,
+            self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode,
             enable_raw_mode,
         },
     },
+    layout::Rect,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -183,9 +184,21 @@ impl Screen {
     /// A full-screen terminal. Its size comes from the tty (TIOCGWINSZ); nothing here asks
     /// the terminal where its cursor is (`Terminal::clear` would, with an `ESC [6n` that a
     /// terminal behind `script -qc` or a serial console never answers: monit then failed
-    /// with "cursor position could not be read"). The screen was cleared on entering.
+    /// with "cursor position could not be read"). The screen was cleared on entering. A tty
+    /// that reports no size (a pty nobody sized, as `script` makes when its input is a pipe)
+    /// gets a fixed screen of `COLUMNS` x `LINES`, else 80 x 24, instead of nothing drawn.
     fn terminal(&self) -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
-        Terminal::new(CrosstermBackend::new(io::stdout()))
+        let viewport = match terminal::size() {
+            Ok((width, height)) if width > 0 && height > 0 => Viewport::Fullscreen,
+            _ => {
+                let (width, height) = term::fallback_size();
+                Viewport::Fixed(Rect::new(0, 0, width, height))
+            }
+        };
+        Terminal::with_options(
+            CrosstermBackend::new(io::stdout()),
+            TerminalOptions { viewport },
+        )
     }
 
     fn restore() {
@@ -197,6 +210,17 @@ impl Screen {
 impl Drop for Screen {
     fn drop(&mut self) {
         Self::restore();
+    }
+}
+
+/// Follows a new terminal size; a fixed screen (see [`Screen::terminal`]) becomes the size the
+/// tty reports once it reports one.
+fn resize(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> io::Result<()> {
+    match terminal::size()? {
+        (width, height) if width > 0 && height > 0 => {
+            terminal.resize(Rect::new(0, 0, width, height))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -317,7 +341,7 @@ impl Monit {
                         }
                         self.act(action, &done_tx).await;
                     }
-                    Input::Resize => terminal.autoresize().context("cannot resize")?,
+                    Input::Resize => resize(&mut terminal).context("cannot resize")?,
                     Input::Failed(err) => return Err(err).context("cannot read the terminal"),
                 },
                 _ = sample.tick() => self.refresh(true).await,
