@@ -30,7 +30,7 @@ const WRITABLE_BY_OTHERS: u32 = 0o022;
 /// The effective uid of this process: who the daemon would act for.
 #[must_use]
 pub fn caller() -> u32 {
-    nix::unistd::geteuid().as_raw()
+    rustix::process::geteuid().as_raw()
 }
 
 /// What a home is called in messages: `TURBO_HOME /x` or `~/.turbo (/home/u/.turbo)`.

@@ -28,6 +28,7 @@ pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod os;
 pub mod runtime;
 pub mod storage;
 pub mod supervisor;

@@ -114,6 +114,10 @@ enum Cmd {
         /// Run only these metrics (e.g. `restart,logs`); also writes to target/bench/.
         #[arg(long, value_delimiter = ',', value_name = "METRIC")]
         only: Vec<String>,
+        /// Measure nothing: print the commands and configuration files (turbo.yml, PM2
+        /// ecosystem files, supervisord.conf) of the last run, or of its `--only` metrics.
+        #[arg(long, conflicts_with = "quick")]
+        print_config: bool,
     },
 }
 
@@ -140,7 +144,12 @@ fn main() -> ExitCode {
                 fast,
             },
         ),
-        Cmd::Bench { quick, only } => bench::bench(&ctx, quick, &only),
+        Cmd::Bench {
+            print_config: true,
+            only,
+            ..
+        } => bench::print_config(&ctx, &only),
+        Cmd::Bench { quick, only, .. } => bench::bench(&ctx, quick, &only),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(&ctx, seconds, &targets),
     });
     match result {
