@@ -279,7 +279,7 @@ impl Ebpf {
             return Err(fail("the rss_stat program is not available".into()));
         }
         let limit_pages = bytes.div_ceil(self.page_size).max(1);
-        let rss_pages = super::procfs::resident_pages(tgid).map_err(|e| fail(e.to_string()))?;
+        let rss_pages = crate::os::proc::resident_pages(tgid).map_err(|e| fail(e.to_string()))?;
         let was_over = self
             .limits
             .get(&tgid, 0)
@@ -377,7 +377,7 @@ impl Ebpf {
 fn remove_quietly<V: aya::Pod>(map: &mut HashMap<MapData, u32, V>, tgid: u32, what: &str) {
     match map.remove(&tgid) {
         Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(tgid, error = %error_chain(&e), "eBPF {what} removal failed"),
     }
 }
@@ -509,23 +509,14 @@ fn decode(bytes: &[u8], page_size: u64) -> Option<Event> {
         abi::EVENT_RSS_OVER | abi::EVENT_RSS_UNDER => {
             let ev: abi::RssEvent = read_record(bytes)?;
             let (rss, limit) = (ev.rss_pages * page_size, ev.limit_pages * page_size);
-            if hdr.kind == abi::EVENT_RSS_OVER {
-                Event::MemoryOver {
-                    pid,
-                    key,
-                    rss,
-                    limit,
-                    source,
-                }
-            } else {
-                Event::MemoryUnder {
-                    pid,
-                    key,
-                    rss,
-                    limit,
-                    source,
-                }
-            }
+            Event::memory(
+                hdr.kind == abi::EVENT_RSS_OVER,
+                pid,
+                key,
+                rss,
+                limit,
+                source,
+            )
         }
         _ => return None,
     })
@@ -904,7 +895,8 @@ fn load_with(
     };
 
     drop(kernel_btf);
-    trim_heap();
+    // give back the heap used while parsing BTF (~10-15 MB)
+    crate::os::alloc::trim_heap();
     let load_time = started.elapsed();
     tracing::debug!(
         elapsed_ms = load_time.as_secs_f64() * 1e3,
@@ -912,7 +904,7 @@ fn load_with(
         ?fallbacks,
         "eBPF programs loaded"
     );
-    let page_size = super::procfs::page_size();
+    let page_size = crate::os::proc::page_size();
     Ok((
         Ebpf {
             bpf,
@@ -964,8 +956,9 @@ fn map_error(e: MapError) -> EbpfError {
     EbpfError::Load(error_chain(&e))
 }
 
+/// EPERM or EACCES (the standard library maps both to `PermissionDenied`).
 fn is_permission(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+    e.kind() == io::ErrorKind::PermissionDenied
 }
 
 fn loader_error(e: aya::EbpfError) -> EbpfError {
@@ -1046,15 +1039,6 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     out
-}
-
-/// Give back the heap used while parsing BTF (~10-15 MB) to the OS.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; no pointers are invalidated.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 #[cfg(test)]
