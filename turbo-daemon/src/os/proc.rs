@@ -488,6 +488,28 @@ mod tests {
     }
 
     #[test]
+    fn a_process_is_known_by_its_start_time() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let ticks = start_ticks(pid).expect("running");
+        let age = process_age(pid, ticks).expect("the same process");
+        assert!(age < Duration::from_secs(10), "{age:?}");
+        assert_eq!(
+            process_age(pid, ticks + 1),
+            None,
+            "another process behind the pid"
+        );
+        assert!(pid_alive(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(process_age(pid, ticks), None, "gone");
+        assert!(!pid_alive(pid));
+    }
+
+    #[test]
     fn read_proc_reads_whole_files_of_any_size() {
         let stat = read_proc(&format!("/proc/{}/stat", std::process::id())).unwrap();
         assert!(
