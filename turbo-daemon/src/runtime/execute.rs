@@ -166,8 +166,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// The public snapshot of app `id`, unmeasured (for notices).
-    fn notice_status(&self, id: AppId) -> Option<turbo_api::AppStatus> {
+    /// The public snapshot of app `id`, unmeasured (for notices and command replies).
+    pub(super) fn notice_status(&self, id: AppId) -> Option<turbo_api::AppStatus> {
         let app = self.sup.app(id)?;
         Some(view::status(
             app,

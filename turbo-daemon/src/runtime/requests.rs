@@ -303,7 +303,7 @@ impl Runtime {
                 let statuses = result.map(|reply| match reply {
                     SupReply::Apps(ids) => ids
                         .into_iter()
-                        .filter_map(|id| self.notice_or_none(id))
+                        .filter_map(|id| self.notice_status(id))
                         .collect(),
                     SupReply::Deleted(_) => Vec::new(),
                 });
@@ -324,19 +324,6 @@ impl Runtime {
             }
             Waiter::Silent => {}
         }
-    }
-
-    /// The status of app `id` without a reading (what a command answers).
-    fn notice_or_none(&self, id: AppId) -> Option<AppStatus> {
-        let app = self.sup.app(id)?;
-        Some(view::status(
-            app,
-            Instant::now(),
-            &self.clock,
-            &self.paths.log_dir,
-            None,
-            self.usage.verdict(app),
-        ))
     }
 
     /// The one app `target` names: an id, a name (of one app, or the lowest-numbered of its
