@@ -1,4 +1,7 @@
-//! The operating system layer: every system call the daemon makes goes through here.
+//! The operating system layer: the daemon's system calls beyond plain file I/O (which uses
+//! `std::fs`) go through here: spawning, pidfds and reaping, signals, the one `/proc` parser,
+//! cgroups, sockets, locks, the allocator. (`config`'s user lookups, the log keeper and `logs`
+//! still make their own `libc` calls; they are moving here.)
 //!
 //! It takes and returns plain data (paths, fds, pids, prepared spawn plans defined here) and
 //! imports no domain module (no config, spec, supervisor, runtime or events types), so what it
