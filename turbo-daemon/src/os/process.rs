@@ -9,8 +9,7 @@ use std::{
 };
 
 use rustix::process::{
-    Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, kill_process, kill_process_group,
-    test_kill_process_group,
+    Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, kill_process, test_kill_process_group,
 };
 
 /// A raw wait status (`exit_code` of the kernel, `si_status`-style encoding of `waitpid`):
@@ -74,11 +73,6 @@ fn pid_of(pid: u32) -> io::Result<Pid> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no pid {pid}")))
 }
 
-fn signal_of(signal: i32) -> io::Result<Signal> {
-    Signal::from_named_raw(signal)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no signal {signal}")))
-}
-
 /// Opens a pidfd for `pid` (child or not): it becomes readable when the process exits.
 ///
 /// # Errors
@@ -123,7 +117,7 @@ pub fn is_not_our_child(e: &io::Error) -> bool {
 /// # Errors
 /// Any other `kill(2)` failure.
 pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
-    gone_is_fine(kill_process_group(pid_of(pgid)?, signal_of(signal)?))
+    kill(-pid_of(pgid)?.as_raw_nonzero().get(), signal)
 }
 
 /// Sends `signal` to one process. A process that is already gone is not an error.
@@ -131,14 +125,20 @@ pub fn signal_group(pgid: u32, signal: i32) -> io::Result<()> {
 /// # Errors
 /// Any other `kill(2)` failure.
 pub fn signal_pid(pid: u32, signal: i32) -> io::Result<()> {
-    gone_is_fine(kill_process(pid_of(pid)?, signal_of(signal)?))
+    kill(pid_of(pid)?.as_raw_nonzero().get(), signal)
 }
 
-fn gone_is_fine(result: rustix::io::Result<()>) -> io::Result<()> {
-    match result {
-        Err(rustix::io::Errno::SRCH) => Ok(()),
-        other => Ok(other?),
+/// `kill(2)`, a target already gone being no error. Not rustix's: its `Signal` admits only
+/// named signals, and `stop_signal` may be any number up to 64 (real-time ones included).
+fn kill(target: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes two integers and touches no memory of this process.
+    if unsafe { libc::kill(target, signal) } < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err);
+        }
     }
+    Ok(())
 }
 
 /// Whether process group `pgid` still has a member (zombies count until they are reaped).
@@ -252,6 +252,14 @@ mod tests {
             "reaped through the pidfd already"
         );
         signal_pid(pid, SIGTERM).expect("a process gone is not an error");
+        // a real-time signal (any `stop_signal` up to 64 may be sent)
+        let mut rt = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        signal_pid(rt.id(), 40).unwrap();
+        let killed = std::os::unix::process::ExitStatusExt::signal(&rt.wait().unwrap());
+        assert_eq!(killed, Some(40));
         assert!(pidfd_open(pid).is_err());
         assert_eq!(euid(), rustix::process::geteuid().as_raw());
     }
