@@ -435,14 +435,8 @@ impl Runtime {
                 self.usage.verdict(app),
             ));
         }
-        MetricsSnapshot {
-            version: env!("CARGO_PKG_VERSION"),
-            event_source: self.source.kind().as_str(),
-            events_lost: self.source.lost_events(),
-            daemon: crate::os::proc::own_stats(),
-            apps,
-            logs: self.output.counters(),
-        }
+        let logs = self.output.counters();
+        view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs)
     }
 }
 

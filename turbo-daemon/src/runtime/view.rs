@@ -354,6 +354,24 @@ pub struct AppMetrics {
     pub leak: LeakVerdict,
 }
 
+/// What a scrape reports: every app's metrics, the daemon's own figures, the log counters.
+#[must_use]
+pub fn metrics_snapshot(
+    source: &EventSource,
+    daemon: Option<ProcessStats>,
+    apps: Vec<AppMetrics>,
+    logs: Vec<crate::keeper::AppCounters>,
+) -> MetricsSnapshot {
+    MetricsSnapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        event_source: source.kind().as_str(),
+        events_lost: source.lost_events(),
+        daemon,
+        apps,
+        logs,
+    }
+}
+
 /// One app's metrics from a reading and its counters.
 #[must_use]
 pub fn app_metrics(
