@@ -123,6 +123,8 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
         };
         io::Error::new(e.kind(), message)
     };
+    // musl has no posix_spawn_file_actions_addclosefrom_np: the fork path below does the same
+    #[cfg(target_env = "gnu")]
     if setup.is_session_only() && Path::new(program).is_absolute() {
         return spawn_session(program, args, env, &plan.cwd).map_err(fail);
     }
@@ -172,6 +174,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
 /// directory; and as the standard library does, an empty signal mask and `SIGPIPE` back to
 /// its default (the daemon ignores it). `program` is an absolute path: `posix_spawn` does not
 /// search `PATH`.
+#[cfg(target_env = "gnu")]
 fn spawn_session(
     program: &str,
     args: &[String],
@@ -295,6 +298,7 @@ fn spawn_session(
 }
 
 /// A close-on-exec pipe: (read end, write end).
+#[cfg(target_env = "gnu")]
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
@@ -303,12 +307,18 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     Ok(rustix::io::ioctl_fionbio(fd, true)?)
 }
 
+/// `setrlimit`'s resource type: glibc has one of its own, musl takes an `int`.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
 /// What the child does to itself between fork and exec, prepared by the parent: every
 /// allocation, lookup and formatting happens here, so that [`ChildSetup::apply`] only makes
 /// system calls (after `fork` in a multi-threaded process, only async-signal-safe calls are
 /// allowed: another thread may have held the allocator's lock).
 struct ChildSetup {
-    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    rlimits: Vec<(RlimitResource, libc::rlimit)>,
     nice: Option<i32>,
     /// The decimal text written to `/proc/self/oom_score_adj`, and its length.
     oom_score_adj: Option<([u8; 12], usize)>,
@@ -528,9 +538,12 @@ impl ChildSetup {
         })
     }
 
-    /// Runs in the child between fork and exec: system calls only.
     /// Nothing to do but become a session leader (and close inherited fds): what
     /// [`spawn_session`] does without a fork.
+    #[cfg_attr(
+        not(target_env = "gnu"),
+        allow(dead_code, reason = "only glibc's posix_spawn path asks")
+    )]
     fn is_session_only(&self) -> bool {
         self.rlimits.is_empty()
             && self.nice.is_none()
@@ -542,6 +555,7 @@ impl ChildSetup {
             && self.cgroup_procs.is_none()
     }
 
+    /// Runs in the child between fork and exec: system calls only.
     fn apply(&mut self) -> io::Result<()> {
         let check = |rc: libc::c_int| {
             if rc < 0 {
