@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use turbo_api::{LogStream, logfmt};
 use turbo_tests::{TestDaemon, wait_for};
 
 const APPS: usize = 50;
@@ -50,25 +51,11 @@ fn writers_in_proc(home: &Path) -> Vec<u64> {
 
 /// The log file and its rotated files, oldest first.
 fn log_files(dir: &Path, app: &str) -> Vec<PathBuf> {
-    let current = dir.join(format!("{app}-out.log"));
-    let mut rotated: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+    let current = dir.join(logfmt::file_name(app, LogStream::Out));
+    let names = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let n = name
-                .strip_prefix(&format!("{app}-out.log."))?
-                .parse()
-                .ok()?;
-            Some((n, dir.join(name)))
-        })
-        .collect();
-    rotated.sort_unstable();
-    rotated
-        .into_iter()
-        .rev()
-        .map(|(_, p)| p)
-        .chain([current])
-        .collect()
+        .filter_map(|e| Some(e.ok()?.file_name()));
+    logfmt::oldest_first(&current, names)
 }
 
 /// The records of an app's stdout log (stamp removed), oldest first.
@@ -300,9 +287,16 @@ fn a_killed_log_keeper_is_replaced_and_the_app_never_notices() {
 #[test]
 fn an_adopted_process_that_crashes_gets_its_stderr_tail() {
     let mut d = TestDaemon::start("auto");
+    // the app dies only once the new daemon has adopted it (a file the test creates), not
+    // after a fixed sleep: a loaded machine can take seconds to restart the daemon
+    let go = d.home().join("go");
     let script = d.script(
         "late-crash.sh",
-        "echo before the daemon died >&2\nsleep 4\necho last words >&2\nexit 3\n",
+        &format!(
+            "echo before the daemon died >&2\nwhile [ ! -e '{}' ]; do sleep 0.05; done\n\
+             echo last words >&2\nexit 3\n",
+            go.display()
+        ),
     );
     d.turbo_ok(&["start", script.to_str().unwrap(), "--name", "late"]);
     let pid = d.app("late")["pid"].as_u64().unwrap();
@@ -310,6 +304,7 @@ fn an_adopted_process_that_crashes_gets_its_stderr_tail() {
     d.kill9_daemon();
     d.restart_daemon();
     assert_eq!(d.app("late")["pid"].as_u64(), Some(pid), "adopted");
+    std::fs::write(&go, b"").unwrap();
     let crashes = wait_for("the crash record", Duration::from_secs(15), || {
         let c = d.json(&["crashes", "late"]);
         (c["stats"]["total"] == 1).then_some(c)

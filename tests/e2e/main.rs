@@ -15,6 +15,7 @@ mod lifecycle;
 mod load;
 mod logs;
 mod metrics;
+mod package;
 mod privileges;
 mod probes;
 mod readiness;

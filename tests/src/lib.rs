@@ -460,35 +460,10 @@ impl SystemBus {
             policy.display()
         );
         let conf = dir.path().join("system.conf");
+        let sock = dir.path().join("system_bus_socket");
         std::fs::write(
             &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                sock = dir.path().join("system_bus_socket").display(),
-                policy = policy.display()
-            ),
+            system_bus_config(&sock, &format!("<include>{}</include>", policy.display())),
         )
         .expect("write the bus config");
         let child = Command::new("dbus-daemon")
@@ -497,7 +472,6 @@ impl SystemBus {
             .stderr(Stdio::null())
             .spawn()
             .expect("dbus-daemon (cargo xtask setup installs it)");
-        let sock = dir.path().join("system_bus_socket");
         wait_for("the system-like bus socket", Duration::from_secs(5), || {
             std::os::unix::net::UnixStream::connect(&sock).ok()
         });
@@ -536,6 +510,40 @@ impl SystemBus {
             self.dir.path().join("system_bus_socket").display()
         )
     }
+}
+
+/// The configuration of a `dbus-daemon` that behaves like the system bus (anyone may connect
+/// and call the bus itself; owning names and calling services is denied unless a policy
+/// allows it), listening on `socket`, with the service policies that `policies` pulls in (an
+/// `<include>` or `<includedir>` element).
+#[must_use]
+pub fn system_bus_config(socket: &Path, policies: &str) -> String {
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  {policies}
+</busconfig>
+"#,
+        socket = socket.display()
+    )
 }
 
 impl Drop for SystemBus {

@@ -3,11 +3,13 @@
 //! Bus name, object paths, interface and error names, the data types that cross the bus, and a
 //! hand-written [`ManagerProxy`] used by the `turbo` CLI and the tests. Both the daemon's
 //! interface and the proxy are written against this crate, so they cannot drift apart silently
-//! (a contract test in `tests/` calls every method). This crate must not contain daemon logic or
-//! I/O beyond what zbus does for a proxy.
+//! (a contract test in `tests/` calls every method). The other contract of daemon and CLI, the
+//! layout of the log files the daemon writes and the CLI reads, is [`logfmt`]. This crate must
+//! not contain daemon logic or I/O beyond what zbus does for a proxy.
 #![deny(missing_docs)]
 
 mod dto;
+pub mod logfmt;
 mod names;
 
 pub use dto::{

@@ -20,8 +20,8 @@
 //!   execute, spawner, process table, crashes, persistence, usage, view).
 //! * [`os`]: the daemon's system calls beyond plain file I/O (spawning, pidfds, signals, the
 //!   `/proc` parser, cgroups, sockets, locks), on plain data; it imports no domain module.
-//!   Modules outside it that still call `libc` (`config`'s user and credential lookups, the
-//!   log keeper, `logs`, `storage`) are being moved into it.
+//!   Modules outside it that still call `libc` (`config`'s user and credential lookups,
+//!   `storage`) are being moved into it.
 //! * [`host`]: the private `dbus-daemon`, `sd_notify` to systemd, the upgrade's re-exec.
 //! * [`dbus`] and [`metrics`]: thin adapters; [`config`]: `turbo.yml` and option validation;
 //!   [`logs`] and [`keeper`]: capturing app output; [`storage`]: the state file.

@@ -3,7 +3,8 @@
 //! One run installs what is missing (`tools`), builds the release binaries, then runs every
 //! metric of [`METRICS`] against the three managers (each in a private home under one temporary
 //! directory, talking over local sockets only), and writes `BENCHMARKS.md` plus
-//! `target/bench/results.json` (`report`). A metric is a plain function from [`Env`] to an
+//! `target/bench/results.json` and the exact commands and generated configuration files to
+//! `target/bench/commands.md` (`report`; `--print-config` prints the latter). A metric is a plain function from [`Env`] to an
 //! [`Outcome`]: samples per subject, ratios and targets; adding one is adding a module and a
 //! line to [`METRICS`]. Whatever happens, every daemon is stopped and the temporary directory
 //! removed: the managers shut down when dropped, stray workload processes are killed by pid,
@@ -263,6 +264,34 @@ fn selected(only: &[String]) -> Result<Vec<&'static Metric>> {
         .collect())
 }
 
+/// `--print-config`: the commands and configuration files of the last run (all metrics, or
+/// those of `only`), as that run wrote them to `target/bench/commands.md`.
+pub fn print_config(ctx: &Ctx, only: &[String]) -> Result<()> {
+    selected(only)?;
+    let path = crate::target_dir(ctx)
+        .join("bench")
+        .join(report::COMMANDS_FILE);
+    let file = match fs::read_to_string(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no run has written {} yet; `cargo xtask bench --quick` (or `--only METRIC`) writes it",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let shown = report::commands_of(&file, only);
+    if shown.is_empty() {
+        bail!(
+            "the last run (in {}) did not measure {}; run `cargo xtask bench --only {}`",
+            path.display(),
+            only.join(", "),
+            only.join(",")
+        );
+    }
+    print!("{shown}");
+    Ok(())
+}
+
 pub fn bench(ctx: &Ctx, quick: bool, only: &[String]) -> Result<()> {
     let metrics = selected(only)?;
     sys::trap_interrupts();
@@ -342,15 +371,19 @@ pub fn bench(ctx: &Ctx, quick: bool, only: &[String]) -> Result<()> {
         ctx.root.join("BENCHMARKS.md")
     };
     let json_path = out_dir.join("results.json");
+    let commands_path = out_dir.join(report::COMMANDS_FILE);
     fs::write(&md_path, report::markdown(&info, &measured))
         .with_context(|| format!("writing {}", md_path.display()))?;
+    fs::write(&commands_path, report::commands(&info, &measured))
+        .with_context(|| format!("writing {}", commands_path.display()))?;
     fs::write(&json_path, report::json(&info, &measured).pretty() + "\n")
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("\n{}", report::summary_text(&measured));
     println!(
-        "wrote {} and {} ({} in all)",
+        "wrote {}, {} and {} ({} in all)",
         md_path.display(),
         json_path.display(),
+        commands_path.display(),
         human(info.took)
     );
 

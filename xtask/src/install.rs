@@ -6,7 +6,8 @@
 //!   the build: packaging and tests install what is already built);
 //! * `share/bash-completion/completions/turbo`, `share/zsh/site-functions/_turbo`,
 //!   `share/fish/vendor_completions.d/turbo.fish`: the completion scripts, where each shell's
-//!   packaging conventions put them, so they load without editing a shell's rc file;
+//!   packaging conventions put them, so they load without editing a shell's rc file (the Debian
+//!   package, [`Layout::Debian`], puts zsh's in `share/zsh/vendor-completions`);
 //! * `share/man/man1/turbo.1` and one `turbo-<command>.1` per command.
 //!
 //! The scripts and pages are produced by the installed `turbo` itself (`turbo completions`,
@@ -25,19 +26,39 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     setup,
-    util::{Ctx, output, run},
+    util::{Ctx, output},
 };
 
 /// The binaries installed into `bin/`.
 const BINARIES: [&str; 2] = ["turbo", "turbo-daemon"];
 
-/// Where each shell's completion script goes, relative to the prefix, and the `turbo completions`
-/// argument that writes it.
-const COMPLETIONS: [(&str, &str); 3] = [
-    ("bash", "share/bash-completion/completions/turbo"),
-    ("zsh", "share/zsh/site-functions/_turbo"),
-    ("fish", "share/fish/vendor_completions.d/turbo.fish"),
-];
+/// Where the completion scripts go: the conventions differ between a local prefix and a
+/// distribution package for zsh only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `/usr/local`, `~/.local`, `/opt/...`: zsh's `site-functions` (in zsh's default `fpath`
+    /// under `/usr/local`).
+    Local,
+    /// `/usr` of a Debian package: Debian's zsh looks in `vendor-completions` and not in
+    /// `/usr/share/zsh/site-functions`.
+    Debian,
+}
+
+impl Layout {
+    /// Each shell's completion script, relative to the prefix, and the `turbo completions`
+    /// argument that writes it.
+    const fn completions(self) -> [(&'static str, &'static str); 3] {
+        let zsh = match self {
+            Self::Local => "share/zsh/site-functions/_turbo",
+            Self::Debian => "share/zsh/vendor-completions/_turbo",
+        };
+        [
+            ("bash", "share/bash-completion/completions/turbo"),
+            ("zsh", zsh),
+            ("fish", "share/fish/vendor_completions.d/turbo.fish"),
+        ]
+    }
+}
 
 /// Where the man pages go, relative to the prefix.
 const MAN_DIR: &str = "share/man/man1";
@@ -49,19 +70,10 @@ pub fn install(ctx: &Ctx, prefix: &Path, bin_dir: Option<&Path>) -> Result<()> {
         Some(dir) => crate::absolute_from_cwd(dir)?,
         None => {
             setup::setup(ctx)?;
-            run(ctx.cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "turbo-cli",
-                "-p",
-                "turbo-daemon",
-            ]))
-            .context("release build failed")?;
-            crate::target_dir(ctx).join("release")
+            crate::build_release(ctx, None)?
         }
     };
-    let installed = install_into(ctx, &prefix, &from)?;
+    let installed = install_into(ctx, &prefix, &from, Layout::Local)?;
     println!("\ninstalled into {}:", prefix.display());
     for path in &installed {
         println!("  {}", path.display());
@@ -87,7 +99,7 @@ pub fn install(ctx: &Ctx, prefix: &Path, bin_dir: Option<&Path>) -> Result<()> {
 ///
 /// # Errors
 /// A binary is missing in `from`, a directory cannot be created, or `turbo` fails to generate.
-pub fn install_into(ctx: &Ctx, prefix: &Path, from: &Path) -> Result<Vec<PathBuf>> {
+pub fn install_into(ctx: &Ctx, prefix: &Path, from: &Path, layout: Layout) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for name in BINARIES {
         let source = from.join(name);
@@ -104,7 +116,7 @@ pub fn install_into(ctx: &Ctx, prefix: &Path, from: &Path) -> Result<Vec<PathBuf
         written.push(target);
     }
     let turbo = prefix.join("bin/turbo");
-    for (shell, relative) in COMPLETIONS {
+    for (shell, relative) in layout.completions() {
         let script = output(
             ctx.cmd(&turbo)
                 .args(["completions", shell])
@@ -144,7 +156,7 @@ pub fn install_into(ctx: &Ctx, prefix: &Path, from: &Path) -> Result<Vec<PathBuf
 }
 
 /// Writes `bytes` to `target` through a temporary file in the same directory and a rename.
-fn place(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+pub fn place(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = target
         .parent()
         .with_context(|| format!("{} has no parent directory", target.display()))?;
@@ -186,9 +198,14 @@ mod tests {
     fn a_missing_binary_says_how_to_get_it() {
         let dir = tempfile_dir();
         let ctx = Ctx::new().unwrap();
-        let err = install_into(&ctx, &dir.join("prefix"), &dir.join("nothing-here"))
-            .unwrap_err()
-            .to_string();
+        let err = install_into(
+            &ctx,
+            &dir.join("prefix"),
+            &dir.join("nothing-here"),
+            Layout::Local,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("turbo is missing") && err.contains("--bin-dir"),
             "{err}"

@@ -8,8 +8,10 @@
 //! * `bench [--quick]` measures TurboProcess against PM2 and supervisord (see `bench.rs`).
 //! * `fuzz [--seconds N] [TARGET...]` runs the cargo-fuzz targets for a bounded time (`fuzz.rs`).
 //! * `install [--prefix DIR]` installs the binaries, completions and man pages (`install.rs`).
+//! * `dist` builds the Debian package and the static (musl) tarball (`dist.rs`).
 
 mod bench;
+mod dist;
 mod fuzz;
 mod install;
 mod setup;
@@ -73,6 +75,26 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
     },
+    /// Build what users install: the Debian package (checked with lintian) and a statically
+    /// linked (musl) tarball, from release binaries, into target/dist.
+    Dist {
+        /// Package the binaries already built in DIR (e.g. target/debug) instead of building
+        /// release ones; makes only the .deb.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+        /// The package version [default: what `turbo --version` says].
+        #[arg(long, value_name = "VERSION")]
+        version: Option<String>,
+        /// Where the artefacts go [default: target/dist].
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Do not run lintian on the .deb.
+        #[arg(long)]
+        no_lintian: bool,
+        /// Compress the .deb with gzip -1 instead of xz (quick, bigger: for tests).
+        #[arg(long)]
+        fast: bool,
+    },
     /// Run the cargo-fuzz targets (config, state, start_options, dto) for a bounded time each;
     /// fails on a crash. Installs cargo-fuzz first if needed (nightly is required).
     Fuzz {
@@ -92,6 +114,10 @@ enum Cmd {
         /// Run only these metrics (e.g. `restart,logs`); also writes to target/bench/.
         #[arg(long, value_delimiter = ',', value_name = "METRIC")]
         only: Vec<String>,
+        /// Measure nothing: print the commands and configuration files (turbo.yml, PM2
+        /// ecosystem files, supervisord.conf) of the last run, or of its `--only` metrics.
+        #[arg(long, conflicts_with = "quick")]
+        print_config: bool,
     },
 }
 
@@ -102,7 +128,28 @@ fn main() -> ExitCode {
         Cmd::Run { config } => run_config(&ctx, config),
         Cmd::Test { no_lint, args } => test(&ctx, no_lint, &args),
         Cmd::Install { prefix, bin_dir } => install::install(&ctx, &prefix, bin_dir.as_deref()),
-        Cmd::Bench { quick, only } => bench::bench(&ctx, quick, &only),
+        Cmd::Dist {
+            bin_dir,
+            version,
+            out_dir,
+            no_lintian,
+            fast,
+        } => dist::dist(
+            &ctx,
+            &dist::Options {
+                bin_dir,
+                version,
+                out_dir,
+                lintian: !no_lintian,
+                fast,
+            },
+        ),
+        Cmd::Bench {
+            print_config: true,
+            only,
+            ..
+        } => bench::print_config(&ctx, &only),
+        Cmd::Bench { quick, only, .. } => bench::bench(&ctx, quick, &only),
         Cmd::Fuzz { seconds, targets } => fuzz::fuzz(&ctx, seconds, &targets),
     });
     match result {
@@ -131,6 +178,32 @@ fn target_dir(ctx: &Ctx) -> PathBuf {
         Some(dir) if !dir.is_empty() => ctx.root.join(dir),
         _ => ctx.root.join("target"),
     }
+}
+
+/// `cargo build --release` of `turbo` and `turbo-daemon` (for `target`, or the host); returns
+/// the directory that holds them.
+fn build_release(ctx: &Ctx, target: Option<&str>) -> Result<PathBuf> {
+    let started = Instant::now();
+    let mut cmd = ctx.cargo();
+    cmd.args([
+        "build",
+        "--release",
+        "-p",
+        "turbo-cli",
+        "-p",
+        "turbo-daemon",
+    ]);
+    if let Some(t) = target {
+        cmd.args(["--target", t]);
+    }
+    run(&mut cmd)
+        .with_context(|| format!("release build for {} failed", target.unwrap_or("this host")))?;
+    println!("built in {}", human(started.elapsed()));
+    let mut dir = target_dir(ctx);
+    if let Some(t) = target {
+        dir.push(t);
+    }
+    Ok(dir.join("release"))
 }
 
 fn run_config(ctx: &Ctx, config: Option<PathBuf>) -> Result<()> {

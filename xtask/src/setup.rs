@@ -34,6 +34,14 @@ const APT: &[(&str, &str)] = &[
     // (`promtool check rules`, `promtool test rules`) and the exposition (`promtool check metrics`)
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    // `cargo xtask dist` builds, strips and checks the .deb with these, and the install test
+    // installs it into a throw-away root (an overlay of / in a mount namespace, then chroot)
+    ("dpkg-deb", "dpkg"),
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("strip", "binutils"),
+    ("lintian", "lintian"),
+    ("nsenter", "util-linux"),
+    ("mount", "mount"),
 ];
 
 pub fn setup(ctx: &Ctx) -> Result<()> {
@@ -357,4 +365,32 @@ pub fn ensure_fuzz_tools(ctx: &Ctx) -> Result<()> {
         "--no-install-recommends",
         "g++",
     ]))
+}
+
+/// Makes sure the default toolchain has the standard library for `triple` (the static musl
+/// build of `cargo xtask dist`); installs it with rustup when missing.
+pub fn ensure_rust_target(ctx: &Ctx, triple: &str) -> Result<()> {
+    let sysroot = output(ctx.cmd("rustc").args(["--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(triple)
+        .join("lib");
+    if lib.is_dir() {
+        println!("ok: Rust standard library for {triple}");
+        return Ok(());
+    }
+    println!("installing: Rust standard library for {triple} (rustup target add)");
+    run(ctx.cmd("rustup").args(["target", "add", triple])).with_context(|| {
+        format!(
+            "the static (musl) build needs the Rust standard library for {triple}, and rustup \
+             could not install it; the .deb does not need it"
+        )
+    })?;
+    if !lib.is_dir() {
+        bail!(
+            "rustup added {triple} but {} is still missing",
+            lib.display()
+        );
+    }
+    Ok(())
 }

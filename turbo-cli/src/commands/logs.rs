@@ -4,10 +4,9 @@
 //! them directly, so tailing costs the daemon nothing. This module must not write to, rotate or
 //! truncate the files: the daemon owns them.
 //!
-//! Formats: the daemon writes `text` (`<RFC 3339 stamp> <raw line>`) or `json` records
-//! (`{"at","app","stream","line"}`, plus `"line_b64"` with the raw bytes when they are not UTF-8),
-//! and a policy change can switch format in the middle of a file, so each line is recognised on
-//! its own. Humans see `<stamp> <line>` either way; `--json` prints one object per line,
+//! Formats: the records and the rotated files' names are those of [`turbo_api::logfmt`], the one
+//! definition the daemon writes with (`text` or `json`, possibly both in one file), so each line
+//! is recognised on its own with [`Record::parse`]. Humans see `<stamp> <line>` either way; `--json` prints one object per line,
 //! `{"app","stream","at","line"}` (`at` null when the line has no stamp), with `"line_b64"` under
 //! the same rule as the daemon's, so the output is lossless for both formats.
 //!
@@ -33,7 +32,10 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
-use turbo_api::{AppStatus, LogStream as Stream};
+use turbo_api::{
+    AppStatus, LogStream as Stream,
+    logfmt::{self, Record, rotated_path},
+};
 
 use super::daemon;
 use crate::{
@@ -69,9 +71,9 @@ impl Shown {
     fn render(&self, raw: &[u8]) -> String {
         let record = Record::parse(raw);
         if self.json {
-            record.to_json(&self.app, self.stream)
+            to_json(&record, &self.app, self.stream)
         } else {
-            format!("{}{}", self.prefix, record.human(raw))
+            format!("{}{}", self.prefix, human(&record, raw))
         }
     }
 
@@ -186,133 +188,53 @@ fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {
     format!("{} ", paint(color, tone, &text))
 }
 
-/// One log line, in whichever format the daemon wrote it.
-#[derive(Debug, PartialEq, Eq)]
-enum Record<'a> {
-    /// `<stamp> <line>`; `at` is `None` for a line without a stamp.
-    Text { at: Option<&'a str>, line: &'a [u8] },
-    /// A json record; fields it lacks are `None` (`line` empty).
-    Json {
-        at: Option<String>,
-        app: Option<String>,
-        stream: Option<String>,
-        line: String,
-        line_b64: Option<String>,
-    },
+/// The line for a human: text lines as they are in the file, json ones as `<at> <line>`.
+fn human(record: &Record<'_>, raw: &[u8]) -> String {
+    match record {
+        Record::Text { .. } => String::from_utf8_lossy(raw).into_owned(),
+        Record::Json {
+            at: Some(at), line, ..
+        } => format!("{at} {line}"),
+        Record::Json { at: None, line, .. } => line.clone(),
+    }
 }
 
-impl<'a> Record<'a> {
-    fn parse(raw: &'a [u8]) -> Record<'a> {
-        if raw.first() == Some(&b'{')
-            && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(raw)
-            && map.get("line").is_some_and(Value::is_string)
-        {
-            let field = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
-            return Record::Json {
-                at: field("at"),
-                app: field("app"),
-                stream: field("stream"),
-                line: field("line").unwrap_or_default(),
-                line_b64: field("line_b64"),
-            };
-        }
-        match split_stamp(raw) {
-            Some((at, line)) => Record::Text { at: Some(at), line },
-            None => Record::Text {
-                at: None,
-                line: raw,
-            },
-        }
-    }
-
-    /// The line for a human: text lines as they are in the file, json ones as `<at> <line>`.
-    fn human(&self, raw: &[u8]) -> String {
-        match self {
-            Record::Text { .. } => String::from_utf8_lossy(raw).into_owned(),
-            Record::Json {
-                at: Some(at), line, ..
-            } => format!("{at} {line}"),
-            Record::Json { at: None, line, .. } => line.clone(),
-        }
-    }
-
-    /// `{"app","stream","at","line"}` (+ `"line_b64"`), one line of `--json` output.
-    fn to_json(&self, app: &str, stream: Stream) -> String {
-        let string = |s: &str| Value::from(s).to_string();
-        let (app, stream, at, line, line_b64) = match self {
-            Record::Text { at, line } => (
-                string(app),
-                string(stream.as_str()),
-                at.map_or_else(|| "null".to_owned(), string),
-                string(&String::from_utf8_lossy(line)),
-                std::str::from_utf8(line).is_err().then(|| base64(line)),
-            ),
-            Record::Json {
-                at,
-                app: record_app,
-                stream: record_stream,
-                line,
-                line_b64,
-            } => (
-                string(record_app.as_deref().unwrap_or(app)),
-                string(record_stream.as_deref().unwrap_or(stream.as_str())),
-                at.as_deref().map_or_else(|| "null".to_owned(), string),
-                string(line),
-                line_b64.clone(),
-            ),
-        };
-        let b64 = line_b64.map_or_else(String::new, |b| format!(",\"line_b64\":{}", string(&b)));
-        format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
-    }
+/// `{"app","stream","at","line"}` (+ `"line_b64"`), one line of `--json` output.
+fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
+    let string = |s: &str| Value::from(s).to_string();
+    let (app, stream, at, line, line_b64) = match record {
+        Record::Text { at, line } => (
+            string(app),
+            string(stream.as_str()),
+            at.map_or_else(|| "null".to_owned(), string),
+            string(&String::from_utf8_lossy(line)),
+            std::str::from_utf8(line)
+                .is_err()
+                .then(|| logfmt::base64(line)),
+        ),
+        Record::Json {
+            at,
+            app: record_app,
+            stream: record_stream,
+            line,
+            line_b64,
+        } => (
+            string(record_app.as_deref().unwrap_or(app)),
+            string(record_stream.as_deref().unwrap_or(stream.as_str())),
+            at.as_deref().map_or_else(|| "null".to_owned(), string),
+            string(line),
+            line_b64.clone(),
+        ),
+    };
+    let b64 = line_b64.map_or_else(String::new, |b| format!(",\"line_b64\":{}", string(&b)));
+    format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
 }
 
 /// One line of a log as `(stamp, text)`, whichever format the daemon wrote it in: for `monit`,
 /// which lays lines out itself.
 pub(super) fn stamp_and_text(raw: &[u8]) -> (Option<String>, String) {
-    match Record::parse(raw) {
-        Record::Text { at, line } => (
-            at.map(str::to_owned),
-            String::from_utf8_lossy(line).into_owned(),
-        ),
-        Record::Json { at, line, .. } => (at, line),
-    }
-}
-
-/// `<stamp> <rest>` when `raw` starts with the daemon's stamp (`2026-01-02T03:04:05.678Z`).
-fn split_stamp(raw: &[u8]) -> Option<(&str, &[u8])> {
-    const SHAPE: &[u8; 24] = b"dddd-dd-ddTdd:dd:dd.dddZ";
-    let stamp = raw.get(..24)?;
-    let fits = stamp.iter().zip(SHAPE).all(|(&b, &s)| {
-        if s == b'd' {
-            b.is_ascii_digit()
-        } else {
-            b == s
-        }
-    });
-    if !fits || raw.get(24) != Some(&b' ') {
-        return None;
-    }
-    Some((std::str::from_utf8(stamp).ok()?, &raw[25..]))
-}
-
-/// Standard base64 with padding (RFC 4648 §4), as the daemon writes `line_b64`.
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize])
-            } else {
-                '='
-            });
-        }
-    }
-    out
+    let record = Record::parse(raw);
+    (record.at().map(str::to_owned), record.text())
 }
 
 /// Opens a log file; `None` when it does not exist (yet).
@@ -324,13 +246,6 @@ fn open_log(path: &Path) -> io::Result<Option<File>> {
     }
 }
 
-/// `<path>.<n>`, the daemon's name for a rotated file.
-fn numbered(path: &Path, n: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
 /// Up to `need` lines that came before the current file, from its rotated files (newest is
 /// `.1`), oldest first. `current` is the inode of the current file as read: if a rotation
 /// happened since, it is `.1` now and is skipped rather than shown twice.
@@ -340,7 +255,7 @@ fn older_lines(path: &Path, current: Option<u64>, need: usize) -> io::Result<Vec
         if older.len() >= need {
             break;
         }
-        let Some(file) = open_log(&numbered(path, n))? else {
+        let Some(file) = open_log(&rotated_path(path, n))? else {
             break;
         };
         if current.is_some() && current == Some(file.metadata()?.ino()) {
@@ -495,7 +410,7 @@ impl Follower {
             let mut found = None;
             let mut rotated = 0;
             for n in 1..=MAX_ROTATED {
-                match inode(&numbered(&self.path, n))? {
+                match inode(&rotated_path(&self.path, n))? {
                     Some(ino) if Some(ino) == self.inode => {
                         found = Some(n);
                         break;
@@ -511,7 +426,7 @@ impl Follower {
             let next = if k == 1 {
                 self.path.clone()
             } else {
-                numbered(&self.path, k - 1)
+                rotated_path(&self.path, k - 1)
             };
             let Some(file) = open_log(&next)? else {
                 return Ok(false);
@@ -519,7 +434,7 @@ impl Follower {
             // The daemon renames the highest numbers first, so while the held file is still at
             // `.k` its successor has not moved: what was opened is the right file. Otherwise a
             // rotation came in between; look again.
-            if inode(&numbered(&self.path, k))? == self.inode {
+            if inode(&rotated_path(&self.path, k))? == self.inode {
                 self.start(file)?;
                 return Ok(true);
             }
@@ -538,7 +453,7 @@ impl Follower {
         };
         let last_write = held.metadata()?.modified()?;
         for n in (1..=rotated).rev() {
-            let path = numbered(&self.path, n);
+            let path = rotated_path(&self.path, n);
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.modified()? >= last_write => return Ok(path),
                 Ok(_) => {}
@@ -681,8 +596,8 @@ mod tests {
     fn older_lines_come_from_rotated_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
-        write(&numbered(&path, 2), "1\n2\n");
-        write(&numbered(&path, 1), "3\n4\n");
+        write(&rotated_path(&path, 2), "1\n2\n");
+        write(&rotated_path(&path, 1), "3\n4\n");
         write(&path, "5\n");
         let current = File::open(&path).unwrap().metadata().unwrap().ino();
         assert_eq!(
@@ -697,9 +612,9 @@ mod tests {
         // rotated between reading the current file and its predecessors: the file we read is
         // `.1` now, and is not shown twice
         let read = File::open(&path).unwrap().metadata().unwrap().ino();
-        fs::rename(numbered(&path, 2), numbered(&path, 3)).unwrap();
-        fs::rename(numbered(&path, 1), numbered(&path, 2)).unwrap();
-        fs::rename(&path, numbered(&path, 1)).unwrap();
+        fs::rename(rotated_path(&path, 2), rotated_path(&path, 3)).unwrap();
+        fs::rename(rotated_path(&path, 1), rotated_path(&path, 2)).unwrap();
+        fs::rename(&path, rotated_path(&path, 1)).unwrap();
         assert_eq!(
             strings(&older_lines(&path, Some(read), 3).unwrap()),
             ["2", "3", "4"]
@@ -780,14 +695,14 @@ mod tests {
     /// `<f>` to `.1`, a new `<f>`.
     fn rotate(path: &Path, keep: u32) {
         for n in (1..=keep + 5).rev() {
-            let old = numbered(path, n);
+            let old = rotated_path(path, n);
             if n >= keep {
                 let _ = fs::remove_file(&old);
             } else if old.exists() {
-                fs::rename(&old, numbered(path, n + 1)).unwrap();
+                fs::rename(&old, rotated_path(path, n + 1)).unwrap();
             }
         }
-        let _ = fs::rename(path, numbered(path, 1));
+        let _ = fs::rename(path, rotated_path(path, 1));
         File::create(path).unwrap();
     }
 
@@ -829,7 +744,7 @@ mod tests {
     fn following_after_someone_deletes_the_current_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
-        write(&numbered(&path, 1), "old, shown before\n");
+        write(&rotated_path(&path, 1), "old, shown before\n");
         std::thread::sleep(Duration::from_millis(50)); // file times are coarse
         write(&path, "current\n");
         let mut f = follower(&path);
@@ -850,50 +765,6 @@ mod tests {
         assert!(poll(&mut f).is_empty());
         write(&path, "first\n");
         assert_eq!(poll(&mut f), ["first"]);
-    }
-
-    #[test]
-    fn records_of_both_formats() {
-        let text = b"2026-01-02T03:04:05.678Z hello world";
-        assert_eq!(
-            Record::parse(text),
-            Record::Text {
-                at: Some("2026-01-02T03:04:05.678Z"),
-                line: b"hello world"
-            }
-        );
-        assert_eq!(
-            Record::parse(b"2026-01-02T03:04:05.678Z "),
-            Record::Text {
-                at: Some("2026-01-02T03:04:05.678Z"),
-                line: b""
-            }
-        );
-        for unstamped in [
-            &b"no stamp here"[..],
-            b"2026-01-02 03:04:05 x",
-            b"{not json",
-        ] {
-            assert_eq!(
-                Record::parse(unstamped),
-                Record::Text {
-                    at: None,
-                    line: unstamped
-                }
-            );
-        }
-        let json =
-            br#"{"at":"2026-01-02T03:04:05.678Z","app":"api","stream":"err","line":"boom \"x\""}"#;
-        assert_eq!(
-            Record::parse(json),
-            Record::Json {
-                at: Some("2026-01-02T03:04:05.678Z".into()),
-                app: Some("api".into()),
-                stream: Some("err".into()),
-                line: "boom \"x\"".into(),
-                line_b64: None
-            }
-        );
     }
 
     fn shown(json: bool) -> Shown {
@@ -948,20 +819,5 @@ mod tests {
             json,
             serde_json::json!({"app": "other", "stream": "err", "at": "2026-01-02T03:04:05.678Z", "line": "\u{FFFD}", "line_b64": "/w=="})
         );
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
     }
 }

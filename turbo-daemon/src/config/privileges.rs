@@ -362,7 +362,13 @@ impl Powers {
     }
 }
 
-fn get_rlimit(resource: libc::__rlimit_resource_t) -> Option<Rlimit> {
+/// `getrlimit`'s resource type: glibc has one of its own, musl takes an `int`.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
+fn get_rlimit(resource: RlimitResource) -> Option<Rlimit> {
     let mut l = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

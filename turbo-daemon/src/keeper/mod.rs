@@ -7,7 +7,8 @@
 //! * [`Keeper`]: the daemon's side. It starts the keeper or reconnects to the running one,
 //!   registers each new process's pipes, takes copies of the pipes of adopted processes, and
 //!   asks for stderr tails, flushes and counters.
-//! * [`wire`]: the socket (`<home>/keeper.sock`, `SOCK_SEQPACKET`, descriptors by `SCM_RIGHTS`).
+//! * the socket: `<home>/keeper.sock`, one JSON message per request or reply, descriptors
+//!   attached by `SCM_RIGHTS` ([`crate::os::fdpass`]).
 //!
 //! Who holds what: an app's pipe read ends are held by the keeper *and* by the daemon (a
 //! copy). The write ends are the app's alone. A pipe's reader side stays open as long as either
@@ -20,15 +21,11 @@
 //! pipes it holds: it keeps them only so they stay open.
 
 pub mod server;
-pub mod wire;
 
 use std::{
     collections::{HashMap, HashSet},
     io,
-    os::{
-        fd::{AsFd as _, AsRawFd, OwnedFd, RawFd},
-        unix::process::CommandExt as _,
-    },
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -37,7 +34,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use crate::{logs::Stream, supervisor::LogPolicy};
+use crate::{
+    logs::Stream,
+    os::{detach, fdpass},
+    supervisor::LogPolicy,
+};
 
 /// The keeper's socket in the (private) daemon home.
 pub const SOCKET: &str = "keeper.sock";
@@ -45,6 +46,8 @@ pub const SOCKET: &str = "keeper.sock";
 pub const LOG_FILE: &str = "keeper.log";
 /// How long the daemon waits for a reply before it treats the keeper as gone.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest message (a reply with 20 stderr lines of 4 KiB, or the counters of many apps).
+pub const MAX_MESSAGE: usize = 256 * 1024;
 
 /// A request to the keeper (one JSON message).
 #[derive(Debug, Serialize, Deserialize)]
@@ -225,7 +228,7 @@ impl Keeper {
                 app: h.app.clone(),
                 policy: h.policy.clone(),
             };
-            let fds: Vec<RawFd> = h.fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let fds: Vec<BorrowedFd<'_>> = h.fds.iter().map(AsFd::as_fd).collect();
             if let Err(e) = self.exchange(&req, &fds) {
                 tracing::warn!("cannot hand the output of pid {pid} to the log keeper: {e}");
             }
@@ -234,8 +237,8 @@ impl Keeper {
     }
 
     fn hello(&mut self) -> io::Result<OwnedFd> {
-        let fd = wire::connect(&self.socket(), CALL_TIMEOUT)?;
-        let reply = call_on(fd.as_raw_fd(), &Request::Hello, &[])?;
+        let fd = fdpass::connect(&self.socket(), CALL_TIMEOUT)?;
+        let reply = call_on(fd.as_fd(), &Request::Hello, &[])?;
         match reply {
             Reply::Hello { pid } => {
                 self.pid = pid;
@@ -266,19 +269,12 @@ impl Keeper {
             .stderr(log);
         // the keeper is not the service: it must not answer systemd's notify socket
         crate::notify::strip_service_env(&mut cmd);
-        // SAFETY: setsid is async-signal-safe. A session of its own: a terminal's or the
-        // daemon's process-group signals must not reach it, and no parent-death signal is set.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // a session of its own: a terminal's or the daemon's process-group signals must not
+        // reach it, and no parent-death signal is set
+        detach::in_new_session(&mut cmd);
         let mut child = cmd.spawn()?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while wire::connect(&self.socket(), CALL_TIMEOUT).is_err() {
+        while fdpass::connect(&self.socket(), CALL_TIMEOUT).is_err() {
             if let Some(status) = child.try_wait()? {
                 return Err(io::Error::other(format!(
                     "the log keeper exited at start ({status}); see {}",
@@ -295,17 +291,20 @@ impl Keeper {
         Ok(())
     }
 
-    fn exchange(&self, req: &Request, fds: &[RawFd]) -> io::Result<Reply> {
-        let session = self
-            .session
+    fn session(&self) -> io::Result<BorrowedFd<'_>> {
+        self.session
             .as_ref()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        call_on(session.as_raw_fd(), req, fds)
+            .map(AsFd::as_fd)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    fn exchange(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
+        call_on(self.session()?, req, fds)
     }
 
     /// One request on the session; when the keeper is gone, a new one is started (and given
     /// every pipe held) and the request is sent once more.
-    fn call(&mut self, req: &Request, fds: &[RawFd]) -> io::Result<Reply> {
+    fn call(&mut self, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
         match self.exchange(req, fds) {
             Ok(reply) => Ok(reply),
             Err(e) => {
@@ -334,8 +333,8 @@ impl Keeper {
             app: app.to_owned(),
             policy: policy.clone(),
         };
-        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
-        match self.call(&req, &fds) {
+        let reply = self.call(&req, &[stdout.as_fd(), stderr.as_fd()]);
+        match reply {
             Ok(Reply::Ok) => {
                 self.held.insert(
                     pid,
@@ -358,16 +357,17 @@ impl Keeper {
     /// # Errors
     /// When the keeper does not answer.
     pub fn adopt(&mut self) -> io::Result<HashSet<u32>> {
+        // the field, not `self.session()`: `held` is filled while it is borrowed
         let session = self
             .session
             .as_ref()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?
-            .as_raw_fd();
-        wire::send(session, &to_json(&Request::Pipes), &[])?;
-        let mut buf = vec![0; wire::MAX_MESSAGE];
+            .as_fd();
+        fdpass::send(session, &to_json(&Request::Pipes), &[])?;
+        let mut buf = vec![0; MAX_MESSAGE];
         let mut pids = HashSet::new();
         loop {
-            let (n, fds) = wire::recv(session, &mut buf)?;
+            let (n, fds) = fdpass::recv(session, &mut buf)?;
             match serde_json::from_slice::<Reply>(&buf[..n]).map_err(io::Error::other)? {
                 Reply::Pipe { pid, app, .. } => {
                     pids.insert(pid);
@@ -473,20 +473,7 @@ impl Keeper {
             let Ok(mut guard) = watch.readable().await else {
                 return std::future::pending().await;
             };
-            let mut byte = [0u8; 1];
-            // SAFETY: a one-byte peek into a live buffer, without waiting.
-            let n = unsafe {
-                libc::recv(
-                    guard.get_inner().as_fd().as_raw_fd(),
-                    byte.as_mut_ptr().cast(),
-                    1,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            if n == 0 {
-                return;
-            }
-            if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock {
+            if fdpass::peer_closed(guard.get_inner()) {
                 return;
             }
             guard.clear_ready();
@@ -527,8 +514,8 @@ impl TailAsker {
             pid,
             wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         };
-        let reply = wire::connect(&self.0, wait + CALL_TIMEOUT)
-            .and_then(|fd| call_on(fd.as_raw_fd(), &req, &[]));
+        let reply = fdpass::connect(&self.0, wait + CALL_TIMEOUT)
+            .and_then(|fd| call_on(fd.as_fd(), &req, &[]));
         match reply {
             Ok(Reply::Tail { lines, .. }) => lines,
             Ok(other) => {
@@ -547,10 +534,10 @@ fn to_json(req: &Request) -> Vec<u8> {
     serde_json::to_vec(req).unwrap_or_default()
 }
 
-fn call_on(fd: RawFd, req: &Request, fds: &[RawFd]) -> io::Result<Reply> {
-    wire::send(fd, &to_json(req), fds)?;
-    let mut buf = vec![0; wire::MAX_MESSAGE];
-    let (n, _) = wire::recv(fd, &mut buf)?;
+fn call_on(fd: BorrowedFd<'_>, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
+    fdpass::send(fd, &to_json(req), fds)?;
+    let mut buf = vec![0; MAX_MESSAGE];
+    let (n, _) = fdpass::recv(fd, &mut buf)?;
     if n == 0 {
         return Err(io::Error::new(
             io::ErrorKind::ConnectionReset,
@@ -594,53 +581,13 @@ fn reap_if_our_child(pid: u32) {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::Write as _,
-        os::fd::{AsRawFd as _, FromRawFd as _},
-    };
+    use std::io::Write as _;
 
     use super::*;
 
-    fn pipe() -> (OwnedFd, std::fs::File) {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two new descriptors we then own.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: both were just created and are owned by nobody else.
-        unsafe {
-            (
-                OwnedFd::from_raw_fd(fds[0]),
-                std::fs::File::from_raw_fd(fds[1]),
-            )
-        }
-    }
-
-    #[test]
-    fn a_message_carries_its_descriptors() {
-        let mut sv = [0; 2];
-        // SAFETY: socketpair fills two new descriptors.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                sv.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: just created, owned here.
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
-        let (r, mut w) = pipe();
-        wire::send(a.as_raw_fd(), b"hello", &[r.as_raw_fd()]).unwrap();
-        drop(r);
-        let mut buf = [0; 64];
-        let (n, fds) = wire::recv(b.as_raw_fd(), &mut buf).unwrap();
-        assert_eq!((&buf[..n], fds.len()), (&b"hello"[..], 1));
-        w.write_all(b"through the copy").unwrap();
-        let mut got = Vec::with_capacity(64);
-        crate::logs::read_into(fds[0].as_raw_fd(), &mut got).unwrap();
-        assert_eq!(got, b"through the copy");
-        drop(a);
-        assert_eq!(wire::recv(b.as_raw_fd(), &mut buf).unwrap().0, 0, "end");
+    fn pipe() -> (OwnedFd, std::io::PipeWriter) {
+        let (r, w) = std::io::pipe().unwrap();
+        (r.into(), w)
     }
 
     /// The keeper process's loop, in a thread: registration, lines to the file, the stderr
@@ -655,13 +602,14 @@ mod tests {
         let socket = home.path().join(SOCKET);
         let deadline = Instant::now() + Duration::from_secs(10);
         let session = loop {
-            if let Ok(fd) = wire::connect(&socket, CALL_TIMEOUT) {
+            if let Ok(fd) = fdpass::connect(&socket, CALL_TIMEOUT) {
                 break fd;
             }
             assert!(Instant::now() < deadline, "the keeper listens");
             std::thread::sleep(Duration::from_millis(5));
         };
-        let call = |req: &Request, fds: &[RawFd]| call_on(session.as_raw_fd(), req, fds).unwrap();
+        let call =
+            |req: &Request, fds: &[BorrowedFd<'_>]| call_on(session.as_fd(), req, fds).unwrap();
         assert!(matches!(call(&Request::Hello, &[]), Reply::Hello { .. }));
         let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
         let register = Request::Register {
@@ -669,16 +617,16 @@ mod tests {
             app: "app".into(),
             policy: LogPolicy::default(),
         };
-        let reply = call(&register, &[out_r.as_raw_fd(), err_r.as_raw_fd()]);
+        let reply = call(&register, &[out_r.as_fd(), err_r.as_fd()]);
         assert!(matches!(reply, Reply::Ok), "{reply:?}");
         out_w.write_all(b"one\ntwo\n").unwrap();
         err_w.write_all(b"oops\n").unwrap();
 
         // a second connection (a new daemon) gets copies of the open pipes
-        let other = wire::connect(&socket, CALL_TIMEOUT).unwrap();
-        wire::send(other.as_raw_fd(), &to_json(&Request::Pipes), &[]).unwrap();
-        let mut buf = vec![0; wire::MAX_MESSAGE];
-        let (n, fds) = wire::recv(other.as_raw_fd(), &mut buf).unwrap();
+        let other = fdpass::connect(&socket, CALL_TIMEOUT).unwrap();
+        fdpass::send(other.as_fd(), &to_json(&Request::Pipes), &[]).unwrap();
+        let mut buf = vec![0; MAX_MESSAGE];
+        let (n, fds) = fdpass::recv(other.as_fd(), &mut buf).unwrap();
         let pipe_reply: Reply = serde_json::from_slice(&buf[..n]).unwrap();
         assert!(
             matches!(&pipe_reply, Reply::Pipe { pid: 42, app, .. } if app == "app"),

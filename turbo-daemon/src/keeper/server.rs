@@ -16,13 +16,16 @@ use std::{
     collections::{HashMap, VecDeque},
     io,
     ops::Range,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use super::{AppCounters, Reply, Request, SOCKET, wire};
-use crate::logs::{self, AppLogs, Pump, Records, StderrTail, Step, Stream};
+use super::{AppCounters, Reply, Request, SOCKET};
+use crate::{
+    logs::{AppLogs, Pump, Records, StderrTail, Step, Stream},
+    os::{epoll::Epoll, fdpass, pipe_io},
+};
 
 /// The keeper exits after being this long without a daemon and without open pipes.
 const IDLE_EXIT: Duration = Duration::from_secs(2);
@@ -34,7 +37,7 @@ const ENDED_KEPT: usize = 256;
 /// The reading side of one pipe.
 struct PipeReader {
     /// Kept open while read (its number is the key in `Keeper::pipes`).
-    _fd: OwnedFd,
+    fd: OwnedFd,
     pid: u32,
     stream: Stream,
     pump: Pump,
@@ -51,7 +54,7 @@ struct Proc {
 
 struct Client {
     /// Kept open while connected (its number is the key in `Keeper::clients`).
-    _fd: OwnedFd,
+    fd: OwnedFd,
     /// The daemon's own connection (`hello`): the keeper stays while one is open.
     session: bool,
 }
@@ -73,7 +76,7 @@ struct Scratch {
 }
 
 struct Keeper {
-    epoll: OwnedFd,
+    epoll: Epoll,
     listener: OwnedFd,
     log_dir: PathBuf,
     clients: HashMap<RawFd, Client>,
@@ -91,15 +94,9 @@ struct Keeper {
 /// # Errors
 /// When the socket cannot be created (the daemon then says so and captures logs itself).
 pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
-    let listener = wire::listen(&home.join(SOCKET))?;
-    // SAFETY: epoll_create1 returns a new descriptor we own.
-    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epoll < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let listener = fdpass::listen(&home.join(SOCKET))?;
     let mut k = Keeper {
-        // SAFETY: just created, owned by nobody else.
-        epoll: unsafe { OwnedFd::from_raw_fd(epoll) },
+        epoll: Epoll::new()?,
         listener,
         log_dir: log_dir.to_owned(),
         clients: HashMap::new(),
@@ -111,24 +108,16 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
         scratch: Scratch::default(),
         quit: false,
     };
-    k.watch(k.listener.as_raw_fd())?;
+    k.watch(k.listener.as_fd())?;
     tracing::info!(pid = std::process::id(), "log keeper ready");
     crate::runtime::sys::trim_heap();
     let mut idle_since = Some(Instant::now());
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let mut ready = Vec::with_capacity(64);
     loop {
         let timeout = k.timeout(idle_since);
-        // SAFETY: `events` is a live array of 64 entries.
-        let n = unsafe { libc::epoll_wait(k.epoll.as_raw_fd(), events.as_mut_ptr(), 64, timeout) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        for ev in &events[..usize::try_from(n).unwrap_or(0)] {
-            let fd = RawFd::try_from(ev.u64).unwrap_or(-1);
+        k.epoll.wait(timeout, &mut ready)?;
+        for &key in &ready {
+            let fd = RawFd::try_from(key).unwrap_or(-1);
             if fd == k.listener.as_raw_fd() {
                 k.accept();
             } else if k.pipes.contains_key(&fd) {
@@ -154,56 +143,29 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
 }
 
 impl Keeper {
-    /// Milliseconds epoll may sleep: until the next `tail` deadline or idle check.
-    fn timeout(&self, idle_since: Option<Instant>) -> i32 {
+    /// How long epoll may sleep: until the next `tail` deadline or idle check.
+    fn timeout(&self, idle_since: Option<Instant>) -> Option<Duration> {
         let now = Instant::now();
         let mut next = self.waits.iter().map(|w| w.until).min();
         if let Some(t) = idle_since {
             next = Some(next.map_or(t + IDLE_EXIT, |n| n.min(t + IDLE_EXIT)));
         }
-        next.map_or(-1, |t| {
-            i32::try_from(t.saturating_duration_since(now).as_millis() + 1).unwrap_or(i32::MAX)
-        })
+        // a millisecond more, so a deadline is past once the wait is over
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
-    fn watch(&self, fd: RawFd) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: u64::try_from(fd).unwrap_or(0),
-        };
-        // SAFETY: epoll_ctl with a live event struct.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) }
-            < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn unwatch(&self, fd: RawFd) {
-        // SAFETY: epoll_ctl DEL; the event argument may be null.
-        unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd,
-                std::ptr::null_mut(),
-            );
-        }
+    /// Watches `fd`, known by its number (the key of `pipes`, `clients` or the listener).
+    fn watch(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.epoll
+            .add(fd, u64::try_from(fd.as_raw_fd()).unwrap_or(u64::MAX))
     }
 
     fn accept(&mut self) {
-        match wire::accept(self.listener.as_raw_fd(), SEND_TIMEOUT) {
+        match fdpass::accept(self.listener.as_fd(), SEND_TIMEOUT) {
             Ok(fd) => {
-                let raw = fd.as_raw_fd();
-                if self.watch(raw).is_ok() {
-                    self.clients.insert(
-                        raw,
-                        Client {
-                            _fd: fd,
-                            session: false,
-                        },
-                    );
+                if self.watch(fd.as_fd()).is_ok() {
+                    self.clients
+                        .insert(fd.as_raw_fd(), Client { fd, session: false });
                 }
             }
             Err(e) => tracing::warn!("log keeper: cannot accept a connection: {e}"),
@@ -211,22 +173,39 @@ impl Keeper {
     }
 
     fn drop_client(&mut self, fd: RawFd) {
-        self.unwatch(fd);
-        self.clients.remove(&fd);
+        if let Some(client) = self.clients.remove(&fd) {
+            self.epoll.remove(&client.fd);
+        }
         self.waits.retain(|w| w.client != fd);
     }
 
-    fn reply(&mut self, client: RawFd, reply: &Reply, fds: &[RawFd]) {
+    /// Sends one reply with `fds` attached to `client`, if it is still connected.
+    fn send_to(&self, client: RawFd, reply: &Reply, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let Some(c) = self.clients.get(&client) else {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        };
         let body = serde_json::to_vec(reply).unwrap_or_default();
-        if let Err(e) = wire::send(client, &body, fds) {
-            tracing::debug!("log keeper: a client went away: {e}");
-            self.drop_client(client);
+        fdpass::send(c.fd.as_fd(), &body, fds)
+    }
+
+    /// After a failed send: the client is gone (or stopped reading), and is dropped.
+    fn gone(&mut self, client: RawFd, e: &io::Error) {
+        tracing::debug!("log keeper: a client went away: {e}");
+        self.drop_client(client);
+    }
+
+    fn reply(&mut self, client: RawFd, reply: &Reply) {
+        if let Err(e) = self.send_to(client, reply, &[]) {
+            self.gone(client, &e);
         }
     }
 
     fn serve_client(&mut self, fd: RawFd) {
+        let Some(client) = self.clients.get(&fd) else {
+            return;
+        };
         let mut buf = vec![0; 64 * 1024];
-        let (n, fds) = match wire::recv(fd, &mut buf) {
+        let (n, fds) = match fdpass::recv(client.fd.as_fd(), &mut buf) {
             Ok((0, fds)) if fds.is_empty() => return self.drop_client(fd),
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -239,7 +218,7 @@ impl Keeper {
             Ok(r) => r,
             Err(e) => {
                 let error = format!("not a keeper request: {e}");
-                return self.reply(fd, &Reply::Failed { error }, &[]);
+                return self.reply(fd, &Reply::Failed { error });
             }
         };
         let reply = match request {
@@ -291,7 +270,7 @@ impl Keeper {
                 return;
             }
         };
-        self.reply(fd, &reply, &[]);
+        self.reply(fd, &reply);
     }
 
     fn logs_of(&mut self, app: &str, policy: &crate::supervisor::LogPolicy) -> io::Result<AppLogs> {
@@ -329,13 +308,12 @@ impl Keeper {
         let mut open = Vec::new();
         for (stream, fd) in Stream::BOTH.into_iter().zip(fds) {
             let raw = fd.as_raw_fd();
-            // SAFETY: fcntl on a descriptor we own; O_NONBLOCK lives in the open file
-            // description the daemon's copy shares, and the daemon never reads from it.
-            unsafe {
-                let flags = libc::fcntl(raw, libc::F_GETFL);
-                libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            // O_NONBLOCK lives in the open file description the daemon's copy shares, which is
+            // harmless: the daemon never reads from it
+            if let Err(e) = pipe_io::set_nonblocking(&fd) {
+                tracing::warn!("log keeper: the output of pid {pid} stays blocking: {e}");
             }
-            if let Err(e) = self.watch(raw) {
+            if let Err(e) = self.watch(fd.as_fd()) {
                 return Reply::Failed {
                     error: format!("cannot watch the output of pid {pid}: {e}"),
                 };
@@ -344,7 +322,7 @@ impl Keeper {
             self.pipes.insert(
                 raw,
                 PipeReader {
-                    _fd: fd,
+                    fd,
                     pid,
                     stream,
                     pump: Pump::default(),
@@ -377,11 +355,12 @@ impl Keeper {
         let stream = pipe.stream;
         let logs = &pipe.logs;
         let records = if stream == Stream::Out { out } else { err };
+        let pipe_fd = pipe.fd.as_fd();
         let step = pipe.pump.step(
-            fd,
+            pipe_fd,
             buf,
             lines,
-            |b| logs::read_into(fd, b),
+            |b| pipe_io::read_into(pipe_fd, b),
             &mut |data, lines| {
                 logs.append(stream, data, lines, records);
                 if stream == Stream::Err
@@ -393,7 +372,7 @@ impl Keeper {
         );
         if step == Step::End {
             let pid = pipe.pid;
-            self.unwatch(fd);
+            self.epoll.remove(&pipe.fd);
             self.pipes.remove(&fd);
             if let Some(p) = self.procs.get_mut(&pid) {
                 p.open.retain(|&(_, f)| f != fd);
@@ -429,7 +408,7 @@ impl Keeper {
                 self.procs.remove(&w.pid);
                 self.ended.retain(|&p| p != w.pid);
             }
-            self.reply(w.client, &Reply::Tail { lines, ended }, &[]);
+            self.reply(w.client, &Reply::Tail { lines, ended });
         }
     }
 
@@ -472,11 +451,17 @@ impl Keeper {
                 app: p.app.clone(),
                 streams: p.open.iter().map(|&(s, _)| s).collect(),
             };
-            let fds: Vec<RawFd> = p.open.iter().map(|&(_, f)| f).collect();
-            self.reply(client, &reply, &fds);
+            let fds: Vec<BorrowedFd<'_>> = p
+                .open
+                .iter()
+                .filter_map(|(_, f)| self.pipes.get(f).map(|pipe| pipe.fd.as_fd()))
+                .collect();
+            if let Err(e) = self.send_to(client, &reply, &fds) {
+                self.gone(client, &e);
+            }
         }
         if self.clients.contains_key(&client) {
-            self.reply(client, &Reply::End, &[]);
+            self.reply(client, &Reply::End);
         }
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{Result, bail};
 
 use crate::bench::json::Json;
 use crate::bench::managers::{Kind, Manager};
-use crate::bench::restart::{SETTLE, WARMUP, check_pid, first_stamp, kill_once, stamp_app};
+use crate::bench::restart::{SETTLE, Tally, WARMUP, check_pid, first_stamp, kill_once, stamp_app};
 use crate::bench::stats::Summary;
 use crate::bench::{Env, Metric, Outcome, Row, Unit, sys};
 
@@ -50,8 +50,7 @@ struct Subject {
     stamp_file: PathBuf,
     pid: u32,
     row: Row,
-    timeouts: usize,
-    restarts: u64,
+    tally: Tally,
 }
 
 impl Subject {
@@ -136,8 +135,7 @@ fn measure(
                     extra: vec![Json::from(0_usize), Json::from(0_u64)],
                     error: None,
                 },
-                timeouts: 0,
-                restarts: 0,
+                tally: Tally::default(),
             });
         }
         daemons.push((source, Some(m)));
@@ -153,13 +151,8 @@ fn measure(
                 wait_filled(s.pid, &stamp, mb)?;
             }
             let r = kill_once(env, &stamp, &s.stamp_file, s.pid)?;
-            s.restarts += 1;
-            s.timeouts += usize::from(r.timed_out);
-            if k >= WARMUP && !r.timed_out {
-                s.row.samples.push(r.ms);
-            }
+            s.tally.record(&mut s.row, &r, k >= WARMUP);
             s.pid = r.pid;
-            s.row.extra = vec![Json::from(s.timeouts), Json::from(s.restarts)];
         }
         if k + 1 == WARMUP + kills || (k + 1) % 5 == 0 {
             println!(

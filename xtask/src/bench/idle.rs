@@ -424,47 +424,22 @@ fn outcome(
         .and_then(|t| t.daemon_mem)
         .zip(sup.and_then(|s| s.daemon_mem))
         .map(|((t, _), (s, _))| (t, s));
-    #[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^53")]
-    targets.push(Target {
-        what: "daemon memory with 100 apps, TurboProcess daemon RSS / supervisord's".to_owned(),
-        value: rss_ratio.map(|(t, s)| t as f64 / s as f64),
-        limit: 1.0 / 3.0,
-        shown: rss_ratio.map_or_else(
-            || "not measured".to_owned(),
-            |(t, s)| {
-                format!(
-                    "{:.2} ({:.1} MB / {:.1} MB)",
-                    t as f64 / s as f64,
-                    mb(t),
-                    mb(s)
-                )
-            },
-        ),
-        limit_shown: "≤ 1/3 (0.333)".to_owned(),
-    });
+    targets.push(memory_target(
+        "daemon memory with 100 apps, TurboProcess daemon RSS / supervisord's",
+        rss_ratio,
+        1.0 / 3.0,
+        "≤ 1/3 (0.333)",
+    ));
     let pss_ratio = turbo
         .and_then(all_pss)
         .zip(sup.and_then(|s| s.daemon_mem).map(|(_, pss)| pss));
-    #[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^53")]
-    targets.push(Target {
-        what: "memory with 100 apps, PSS of every TurboProcess process (daemon, its \
-               log keeper and its dbus-daemon) / supervisord's PSS"
-            .to_owned(),
-        value: pss_ratio.map(|(t, s)| t as f64 / s as f64),
-        limit: 0.5,
-        shown: pss_ratio.map_or_else(
-            || "not measured".to_owned(),
-            |(t, s)| {
-                format!(
-                    "{:.2} ({:.1} MB / {:.1} MB)",
-                    t as f64 / s as f64,
-                    mb(t),
-                    mb(s)
-                )
-            },
-        ),
-        limit_shown: "≤ 1/2".to_owned(),
-    });
+    targets.push(memory_target(
+        "memory with 100 apps, PSS of every TurboProcess process (daemon, its log keeper and \
+         its dbus-daemon) / supervisord's PSS",
+        pss_ratio,
+        0.5,
+        "≤ 1/2",
+    ));
     let mut notes = vec![
         "PM2 and supervisord are measured with 10 and 100 apps only: 1000 apps would take PM2 \
          minutes to start (one Node.js `child_process.spawn` bookkeeping round per app) and \
@@ -609,4 +584,20 @@ fn outcome(
 fn all_pss(r: &Reading) -> Option<u64> {
     let (_, d) = r.daemon_mem?;
     Some(d + r.helper_mem.map_or(0, |(_, h)| h))
+}
+
+/// A target on TurboProcess's memory over supervisord's, from `(turbo, supervisord)` bytes.
+#[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^53")]
+fn memory_target(what: &str, bytes: Option<(u64, u64)>, limit: f64, limit_shown: &str) -> Target {
+    let ratio = bytes.map(|(t, s)| t as f64 / s as f64);
+    Target {
+        what: what.to_owned(),
+        value: ratio,
+        limit,
+        shown: bytes.zip(ratio).map_or_else(
+            || "not measured".to_owned(),
+            |((t, s), r)| format!("{r:.2} ({:.1} MB / {:.1} MB)", mb(t), mb(s)),
+        ),
+        limit_shown: limit_shown.to_owned(),
+    }
 }

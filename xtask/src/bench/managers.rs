@@ -4,6 +4,7 @@
 //! directory, talks only over local sockets, and is shut down (then killed, if it will not go)
 //! when dropped, whatever happened before.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt as _;
@@ -124,7 +125,9 @@ pub trait Manager {
     /// The pid the manager reports for the app (`None` when not running).
     fn pid(&mut self, name: &str) -> Result<Option<u32>>;
     /// Where the app's stdout ends up; known before the app starts.
-    fn out_log(&self, name: &str) -> PathBuf;
+    fn out_log(&self, name: &str) -> PathBuf {
+        self.base().out_log(name)
+    }
     /// The daemon's own log file.
     fn daemon_log(&self) -> PathBuf;
     /// Facts worth reporting (e.g. TurboProcess's event source).
@@ -132,9 +135,25 @@ pub trait Manager {
         Vec::new()
     }
     /// Every command and config file used so far, in order, without repeats.
-    fn transcript(&self) -> &[String];
-    /// Stops the daemon and its apps; idempotent. Drop calls it too.
-    fn shutdown(&mut self) -> Result<()>;
+    fn transcript(&self) -> &[String] {
+        &self.base().transcript.lines
+    }
+    /// What every driver keeps.
+    fn base(&self) -> &Base;
+    fn base_mut(&mut self) -> &mut Base;
+    /// The manager's own way to stop its daemon and apps (`turbo kill`, ...), once.
+    fn stop(&mut self) -> Result<()>;
+    /// Stops the daemon and its apps, then waits for our daemon child (killing it if it will
+    /// not go); idempotent. Drop calls it too.
+    fn shutdown(&mut self) -> Result<()> {
+        if std::mem::replace(&mut self.base_mut().down, true) {
+            return Ok(());
+        }
+        let result = self.stop();
+        let what = self.kind().label();
+        reap(&mut self.base_mut().daemon, what);
+        result
+    }
 }
 
 /// Starts `kind`'s daemon with its home in `home` (created).
@@ -262,20 +281,136 @@ fn spawn_daemon(cmd: &mut Command, log: &Path) -> Result<Child> {
         .with_context(|| format!("could not start `{}`", display(cmd)))
 }
 
+/// Waits until `ready` says the daemon `child` answers; fails when it exits first or does not
+/// answer within [`DAEMON_LIMIT`], with the end of its output `log`.
+fn wait_up(
+    child: &mut Child,
+    log: &Path,
+    what: &str,
+    mut ready: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let up = poll(DAEMON_LIMIT, || {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{what} exited at start-up ({status}): {}",
+                file_tail(log, 5)
+            );
+        }
+        Ok(ready()?.then_some(()))
+    })?;
+    if up.is_none() {
+        bail!(
+            "{what} did not answer within {DAEMON_LIMIT:?}: {}",
+            file_tail(log, 5)
+        );
+    }
+    Ok(())
+}
+
+/// What every driver keeps: the manager's private home, the transcript, its daemon when that
+/// is our child (PM2's daemonizes itself), and whether it was shut down.
+#[derive(Debug)]
+pub struct Base {
+    home: PathBuf,
+    transcript: Transcript,
+    daemon: Option<Child>,
+    down: bool,
+}
+
+impl Base {
+    fn new(home: PathBuf, subst: Subst) -> Self {
+        Self {
+            home,
+            transcript: Transcript::new(subst),
+            daemon: None,
+            down: false,
+        }
+    }
+
+    /// `<home>/logs/<name>-out.log`: where each manager is told (or by default puts) an app's
+    /// stdout.
+    fn out_log(&self, name: &str) -> PathBuf {
+        self.home.join("logs").join(format!("{name}-out.log"))
+    }
+
+    fn err_log(&self, name: &str) -> PathBuf {
+        self.home.join("logs").join(format!("{name}-err.log"))
+    }
+}
+
+/// A manager's command-line tool: the program and the environment that points it at the
+/// private home (`shown`: the part of it the transcript shows).
+#[derive(Debug)]
+struct Cli {
+    program: PathBuf,
+    env: Vec<(&'static str, String)>,
+    shown: String,
+}
+
+impl Cli {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("NO_COLOR", "1");
+        cmd
+    }
+}
+
+impl Base {
+    /// `cli args`, recorded in the transcript; not yet run.
+    fn command<S: AsRef<OsStr>>(&mut self, cli: &Cli, args: &[S]) -> Command {
+        let mut cmd = cli.command();
+        cmd.args(args);
+        self.transcript.cmd(&cli.shown, &cmd);
+        cmd
+    }
+
+    /// Writes the config file `<home>/<name>` and returns `cli start <it>`, not yet run.
+    fn start_file(&mut self, cli: &Cli, name: &str, content: &str) -> Result<Command> {
+        let path = self.home.join(name);
+        self.transcript.file(&path, content)?;
+        Ok(self.command(cli, &[OsStr::new("start"), path.as_os_str()]))
+    }
+}
+
+/// The `Manager::base` and `base_mut` of a driver with a `base` field.
+macro_rules! base_access {
+    () => {
+        fn base(&self) -> &Base {
+            &self.base
+        }
+
+        fn base_mut(&mut self) -> &mut Base {
+            &mut self.base
+        }
+    };
+}
+
+/// A driver's `Drop`: shut the manager down if the metric has not, and say so when that fails
+/// (dropping must not fail).
+macro_rules! shut_down_on_drop {
+    ($driver:ty, $stop:literal) => {
+        impl Drop for $driver {
+            fn drop(&mut self) {
+                if let Err(e) = self.shutdown() {
+                    eprintln!(concat!("warning: ", $stop, ": {:#}"), e);
+                }
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// TurboProcess: `turbo-daemon --home H`, driven with the `turbo` CLI over its private bus.
 struct Turbo {
-    turbo: PathBuf,
-    home: PathBuf,
-    daemon: Option<Child>,
-    transcript: Transcript,
-    down: bool,
+    cli: Cli,
+    base: Base,
 }
 
 impl Turbo {
     fn launch(tools: &Tools, home: PathBuf, subst: Subst, env: &[(&str, &str)]) -> Result<Self> {
-        let mut transcript = Transcript::new(subst);
+        let mut base = Base::new(home.clone(), subst);
         let mut cmd = Command::new(&tools.turbo_daemon);
         cmd.arg("--home")
             .arg(&home)
@@ -287,73 +422,51 @@ impl Turbo {
             cmd.env(k, v);
             shown.push(format!("{k}={v}"));
         }
-        transcript.cmd(&shown.join(" "), &cmd);
+        base.transcript.cmd(&shown.join(" "), &cmd);
         let log = home.join("daemon.log");
-        let child = spawn_daemon(&mut cmd, &log)?;
+        let mut child = spawn_daemon(&mut cmd, &log)?;
+        let bus = format!("unix:path={}", home.join("bus.sock").display());
         let mut me = Self {
-            turbo: tools.turbo.clone(),
-            home,
-            daemon: Some(child),
-            transcript,
-            down: false,
+            cli: Cli {
+                program: tools.turbo.clone(),
+                shown: format!("TURBO_BUS_ADDRESS={bus}"),
+                env: vec![
+                    ("TURBO_BUS_ADDRESS", bus),
+                    ("TURBO_HOME", home.display().to_string()),
+                ],
+            },
+            base,
         };
-        let up = poll(DAEMON_LIMIT, || {
-            if let Some(c) = me.daemon.as_mut()
-                && let Some(status) = c.try_wait()?
-            {
-                bail!(
-                    "turbo-daemon exited at start-up ({status}): {}",
-                    file_tail(&log, 5)
-                );
-            }
-            let ok = me.home.join("bus.sock").exists()
-                && exec_any(me.cli().arg("ping"), CLI_LIMIT)?.status.success();
-            Ok(ok.then_some(()))
-        })?;
-        if up.is_none() {
-            bail!(
-                "turbo-daemon did not answer within {DAEMON_LIMIT:?}: {}",
-                file_tail(&log, 5)
-            );
-        }
-        Ok(me)
-    }
-
-    fn env_line(&self) -> String {
-        format!(
-            "TURBO_BUS_ADDRESS=unix:path={}/bus.sock",
-            self.home.display()
-        )
-    }
-
-    fn cli(&self) -> Command {
-        let mut cmd = Command::new(&self.turbo);
-        cmd.env(
-            "TURBO_BUS_ADDRESS",
-            format!("unix:path={}", self.home.join("bus.sock").display()),
-        )
-        .env("TURBO_HOME", &self.home)
-        .env("NO_COLOR", "1");
-        cmd
+        let up = wait_up(&mut child, &log, "turbo-daemon", || {
+            Ok(home.join("bus.sock").exists()
+                && exec_any(me.cli.command().arg("ping"), CLI_LIMIT)?
+                    .status
+                    .success())
+        });
+        // kept before failing, so that dropping `me` stops it
+        me.base.daemon = Some(child);
+        up.map(|()| me)
     }
 
     fn run(&mut self, args: &[&str]) -> Result<String> {
-        let mut cmd = self.cli();
-        cmd.args(args);
-        let env = self.env_line();
-        self.transcript.cmd(&env, &cmd);
-        exec(&mut cmd, CLI_LIMIT)
+        exec(&mut self.base.command(&self.cli, args), CLI_LIMIT)
     }
 
-    fn status(&mut self, name: &str) -> Result<Option<Json>> {
+    /// `turbo status --json`: one object per app instance.
+    fn statuses(&mut self) -> Result<Vec<Json>> {
         let text = self.run(&["status", "--json"])?;
         let all = Json::parse(&text).context("`turbo status --json` printed invalid JSON")?;
         Ok(all
             .as_array()
             .context("`turbo status --json` did not print an array")?
-            .iter()
-            .find(|a| a.get("name").and_then(Json::as_str) == Some(name))
-            .cloned())
+            .to_vec())
+    }
+
+    fn status(&mut self, name: &str) -> Result<Option<Json>> {
+        Ok(self
+            .statuses()?
+            .into_iter()
+            .find(|a| a.get("name").and_then(Json::as_str) == Some(name)))
     }
 }
 
@@ -384,13 +497,8 @@ impl Manager for Turbo {
                 let _ = writeln!(yml, "    max_memory: {limit}");
             }
         }
-        let path = self.home.join(format!("{file}.yml"));
-        self.transcript.file(&path, &yml)?;
-        let mut cmd = self.cli();
-        cmd.arg("start").arg(&path);
-        let env = self.env_line();
-        self.transcript.cmd(&env, &cmd);
-        Ok(cmd)
+        self.base
+            .start_file(&self.cli, &format!("{file}.yml"), &yml)
     }
 
     fn remove(&mut self, name: &str) -> Result<()> {
@@ -398,13 +506,10 @@ impl Manager for Turbo {
     }
 
     fn status_commands(&mut self) -> Vec<(String, Command)> {
-        let env = self.env_line();
         [&["status"][..], &["status", "--json"]]
             .into_iter()
             .map(|args| {
-                let mut cmd = self.cli();
-                cmd.args(args);
-                self.transcript.cmd(&env, &cmd);
+                let cmd = self.base.command(&self.cli, args);
                 (format!("turbo {}", args.join(" ")), cmd)
             })
             .collect()
@@ -417,20 +522,13 @@ impl Manager for Turbo {
             .filter(|&p| p != 0))
     }
 
-    fn out_log(&self, name: &str) -> PathBuf {
-        self.home.join("logs").join(format!("{name}-out.log"))
-    }
-
     fn daemon_log(&self) -> PathBuf {
-        self.home.join("daemon.log")
+        self.base.home.join("daemon.log")
     }
 
     fn app_pids(&mut self) -> Result<Vec<u32>> {
-        let text = self.run(&["status", "--json"])?;
-        let all = Json::parse(&text).context("`turbo status --json` printed invalid JSON")?;
-        Ok(all
-            .as_array()
-            .context("`turbo status --json` did not print an array")?
+        Ok(self
+            .statuses()?
             .iter()
             .filter_map(|a| a.get("pid").and_then(Json::as_u32))
             .filter(|&p| p != 0)
@@ -438,7 +536,7 @@ impl Manager for Turbo {
     }
 
     fn processes(&self) -> Vec<(String, u32)> {
-        let Some(daemon) = self.daemon.as_ref().map(Child::id) else {
+        let Some(daemon) = self.base.daemon.as_ref().map(Child::id) else {
             return Vec::new();
         };
         if sys::cmdline(daemon).is_none() {
@@ -473,70 +571,47 @@ impl Manager for Turbo {
         ]
     }
 
-    fn transcript(&self) -> &[String] {
-        &self.transcript.lines
-    }
+    base_access!();
 
-    fn shutdown(&mut self) -> Result<()> {
-        if std::mem::replace(&mut self.down, true) {
-            return Ok(());
-        }
-        let result = self.run(&["kill"]).map(drop);
-        reap(&mut self.daemon, "turbo-daemon");
-        result
+    fn stop(&mut self) -> Result<()> {
+        self.run(&["kill"]).map(drop)
     }
 }
 
-impl Drop for Turbo {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            eprintln!("warning: turbo kill: {e:#}");
-        }
-    }
-}
+shut_down_on_drop!(Turbo, "turbo kill");
 
 // ---------------------------------------------------------------------------------------------
 
 /// PM2: its God daemon (it daemonizes itself) under a private `PM2_HOME`.
 struct Pm2 {
-    pm2: PathBuf,
-    home: PathBuf,
-    transcript: Transcript,
-    down: bool,
+    cli: Cli,
+    base: Base,
 }
 
 impl Pm2 {
     fn launch(tools: &Tools, home: PathBuf, subst: Subst) -> Result<Self> {
+        let pm2_home = home.display().to_string();
         let mut me = Self {
-            pm2: tools.pm2.clone(),
-            home,
-            transcript: Transcript::new(subst),
-            down: false,
+            cli: Cli {
+                program: tools.pm2.clone(),
+                shown: format!("PM2_HOME={pm2_home}"),
+                env: vec![("PM2_HOME", pm2_home)],
+            },
+            base: Base::new(home, subst),
         };
-        fs::create_dir_all(me.home.join("logs"))?;
+        fs::create_dir_all(me.base.home.join("logs"))?;
         // `pm2 ping` starts the daemon when none runs
         me.run(&["ping"])?;
         Ok(me)
     }
 
-    fn cli(&self) -> Command {
-        let mut cmd = Command::new(&self.pm2);
-        cmd.env("PM2_HOME", &self.home).env("NO_COLOR", "1");
-        cmd
-    }
-
     fn run(&mut self, args: &[&str]) -> Result<String> {
-        let mut cmd = self.cli();
-        cmd.args(args);
-        let env = format!("PM2_HOME={}", self.home.display());
-        self.transcript.cmd(&env, &cmd);
-        exec(&mut cmd, CLI_LIMIT)
+        exec(&mut self.base.command(&self.cli, args), CLI_LIMIT)
     }
 
     /// One app of an ecosystem file.
     fn app_json(&self, app: &App) -> Result<Json> {
         let (program, args) = app.argv.split_first().context("empty argv")?;
-        let logs = self.home.join("logs");
         let mut fields = vec![
             ("name", Json::from(app.name.as_str())),
             ("script", Json::from(program.as_str())),
@@ -551,17 +626,11 @@ impl Pm2 {
             // PM2's default paths, spelled out so the bench knows them before the start
             (
                 "out_file",
-                logs.join(format!("{}-out.log", app.name))
-                    .display()
-                    .to_string()
-                    .into(),
+                self.base.out_log(&app.name).display().to_string().into(),
             ),
             (
                 "error_file",
-                logs.join(format!("{}-err.log", app.name))
-                    .display()
-                    .to_string()
-                    .into(),
+                self.base.err_log(&app.name).display().to_string().into(),
             ),
         ];
         match app.restart {
@@ -590,7 +659,7 @@ impl Pm2 {
 
     /// The daemon's pid from `$PM2_HOME/pm2.pid`, if that process is still PM2's.
     fn daemon_pid(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.home.join("pm2.pid"))
+        let pid: u32 = fs::read_to_string(self.base.home.join("pm2.pid"))
             .ok()?
             .trim()
             .parse()
@@ -613,14 +682,9 @@ impl Manager for Pm2 {
             .map(|app| self.app_json(app))
             .collect::<Result<Vec<_>>>()?;
         let eco = obj([("apps", Json::Arr(entries))]);
-        let path = self.home.join(format!("{file}.json"));
-        self.transcript
-            .file(&path, &format!("{}\n", eco.pretty()))?;
-        let mut cmd = self.cli();
-        cmd.arg("start").arg(&path);
-        let env = format!("PM2_HOME={}", self.home.display());
-        self.transcript.cmd(&env, &cmd);
-        Ok(cmd)
+        let eco = format!("{}\n", eco.pretty());
+        self.base
+            .start_file(&self.cli, &format!("{file}.json"), &eco)
     }
 
     fn remove(&mut self, name: &str) -> Result<()> {
@@ -628,15 +692,9 @@ impl Manager for Pm2 {
     }
 
     fn status_commands(&mut self) -> Vec<(String, Command)> {
-        let env = format!("PM2_HOME={}", self.home.display());
         ["jlist", "ls"]
             .into_iter()
-            .map(|arg| {
-                let mut cmd = self.cli();
-                cmd.arg(arg);
-                self.transcript.cmd(&env, &cmd);
-                (format!("pm2 {arg}"), cmd)
-            })
+            .map(|arg| (format!("pm2 {arg}"), self.base.command(&self.cli, &[arg])))
             .collect()
     }
 
@@ -663,22 +721,14 @@ impl Manager for Pm2 {
             .map(|pid| vec![("PM2 God daemon (node)".to_owned(), pid)])
             .unwrap_or_default()
     }
-    fn out_log(&self, name: &str) -> PathBuf {
-        self.home.join("logs").join(format!("{name}-out.log"))
-    }
 
     fn daemon_log(&self) -> PathBuf {
-        self.home.join("pm2.log")
+        self.base.home.join("pm2.log")
     }
 
-    fn transcript(&self) -> &[String] {
-        &self.transcript.lines
-    }
+    base_access!();
 
-    fn shutdown(&mut self) -> Result<()> {
-        if std::mem::replace(&mut self.down, true) {
-            return Ok(());
-        }
+    fn stop(&mut self) -> Result<()> {
         let daemon = self.daemon_pid();
         let result = self.run(&["kill"]).map(drop);
         if let Some(pid) = daemon {
@@ -695,13 +745,7 @@ impl Manager for Pm2 {
     }
 }
 
-impl Drop for Pm2 {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            eprintln!("warning: pm2 kill: {e:#}");
-        }
-    }
-}
+shut_down_on_drop!(Pm2, "pm2 kill");
 
 // ---------------------------------------------------------------------------------------------
 
@@ -709,21 +753,18 @@ impl Drop for Pm2 {
 /// files and `supervisorctl update`.
 struct Supervisord {
     ctl: PathBuf,
-    home: PathBuf,
     conf: PathBuf,
-    daemon: Option<Child>,
-    transcript: Transcript,
-    down: bool,
+    base: Base,
 }
 
 impl Supervisord {
     fn launch(tools: &Tools, home: PathBuf, subst: Subst) -> Result<Self> {
-        let mut transcript = Transcript::new(subst);
-        let h = home.display();
         let conf = home.join("supervisord.conf");
+        let mut base = Base::new(home.clone(), subst);
+        let h = home.display();
         fs::create_dir_all(home.join("conf.d"))?;
         fs::create_dir_all(home.join("logs"))?;
-        transcript.file(
+        base.transcript.file(
             &conf,
             &format!(
                 "[unix_http_server]\n\
@@ -746,36 +787,21 @@ impl Supervisord {
         )?;
         let mut cmd = Command::new(&tools.supervisord);
         cmd.arg("-n").arg("-c").arg(&conf);
-        transcript.cmd("", &cmd);
+        base.transcript.cmd("", &cmd);
         let log = home.join("supervisord.out");
-        let child = spawn_daemon(&mut cmd, &log)?;
+        let mut child = spawn_daemon(&mut cmd, &log)?;
         let mut me = Self {
             ctl: tools.supervisorctl.clone(),
-            home,
             conf,
-            daemon: Some(child),
-            transcript,
-            down: false,
+            base,
         };
-        let up = poll(DAEMON_LIMIT, || {
-            if let Some(c) = me.daemon.as_mut()
-                && let Some(status) = c.try_wait()?
-            {
-                bail!(
-                    "supervisord exited at start-up ({status}): {}",
-                    file_tail(&log, 5)
-                );
-            }
+        let up = wait_up(&mut child, &log, "supervisord", || {
             let out = exec_any(me.ctl().arg("pid"), CLI_LIMIT)?;
-            Ok(out.stdout.trim().parse::<u32>().ok().map(drop))
-        })?;
-        if up.is_none() {
-            bail!(
-                "supervisord did not answer within {DAEMON_LIMIT:?}: {}",
-                file_tail(&log, 5)
-            );
-        }
-        Ok(me)
+            Ok(out.stdout.trim().parse::<u32>().is_ok())
+        });
+        // kept before failing, so that dropping `me` stops it
+        me.base.daemon = Some(child);
+        up.map(|()| me)
     }
 
     fn ctl(&self) -> Command {
@@ -789,7 +815,7 @@ impl Supervisord {
     fn run(&mut self, args: &[&str]) -> Result<String> {
         let mut cmd = self.ctl();
         cmd.args(args);
-        self.transcript.cmd("", &cmd);
+        self.base.transcript.cmd("", &cmd);
         let out = exec_any(&mut cmd, CLI_LIMIT)?;
         if out.stdout.contains("ERROR") || out.stderr.contains("ERROR") {
             bail!(
@@ -810,7 +836,6 @@ impl Supervisord {
         if app.max_memory.is_some() {
             bail!("supervisord has no memory limit");
         }
-        let logs = self.home.join("logs");
         let autorestart = match app.restart {
             Restart::Immediately => "true",
             Restart::Never => "false",
@@ -827,13 +852,13 @@ impl Supervisord {
              stderr_logfile_maxbytes=0\n",
             name = app.name,
             command = app.argv.join(" "),
-            out = logs.join(format!("{}-out.log", app.name)).display(),
-            err = logs.join(format!("{}-err.log", app.name)).display(),
+            out = self.base.out_log(&app.name).display(),
+            err = self.base.err_log(&app.name).display(),
         ))
     }
 
     fn program_file(&self, name: &str) -> PathBuf {
-        self.home.join("conf.d").join(format!("{name}.ini"))
+        self.base.home.join("conf.d").join(format!("{name}.ini"))
     }
 }
 
@@ -851,47 +876,43 @@ impl Manager for Supervisord {
             ini.push_str(&self.program_ini(app)?);
         }
         let path = self.program_file(file);
-        self.transcript.file(&path, &ini)?;
+        self.base.transcript.file(&path, &ini)?;
         let mut cmd = self.ctl();
         cmd.arg("update");
-        self.transcript.cmd("", &cmd);
+        self.base.transcript.cmd("", &cmd);
         Ok(cmd)
     }
 
     fn remove(&mut self, name: &str) -> Result<()> {
         let path = self.program_file(name);
         fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        self.transcript.push(format!("rm {}", path.display()));
+        self.base.transcript.push(format!("rm {}", path.display()));
         self.run(&["update"]).map(drop)
     }
 
     fn status_commands(&mut self) -> Vec<(String, Command)> {
         let mut cmd = self.ctl();
         cmd.arg("status");
-        self.transcript.cmd("", &cmd);
+        self.base.transcript.cmd("", &cmd);
         vec![("supervisorctl status".to_owned(), cmd)]
     }
 
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {
         let mut cmd = self.ctl();
         cmd.args(["pid", name]);
-        self.transcript.cmd("", &cmd);
+        self.base.transcript.cmd("", &cmd);
         let out = exec_any(&mut cmd, CLI_LIMIT)?;
         Ok(out.stdout.trim().parse::<u32>().ok().filter(|&p| p != 0))
     }
 
-    fn out_log(&self, name: &str) -> PathBuf {
-        self.home.join("logs").join(format!("{name}-out.log"))
-    }
-
     fn daemon_log(&self) -> PathBuf {
-        self.home.join("supervisord.log")
+        self.base.home.join("supervisord.log")
     }
 
     fn app_pids(&mut self) -> Result<Vec<u32>> {
         let mut cmd = self.ctl();
         cmd.arg("status");
-        self.transcript.cmd("", &cmd);
+        self.base.transcript.cmd("", &cmd);
         // non-zero when any program is not running: read the lines instead
         // (`name  RUNNING   pid 1234, uptime 0:00:05`)
         let out = exec_any(&mut cmd, CLI_LIMIT)?;
@@ -907,7 +928,8 @@ impl Manager for Supervisord {
     }
 
     fn processes(&self) -> Vec<(String, u32)> {
-        self.daemon
+        self.base
+            .daemon
             .as_ref()
             .map(Child::id)
             .filter(|&pid| sys::cmdline(pid).is_some())
@@ -915,24 +937,11 @@ impl Manager for Supervisord {
             .unwrap_or_default()
     }
 
-    fn transcript(&self) -> &[String] {
-        &self.transcript.lines
-    }
+    base_access!();
 
-    fn shutdown(&mut self) -> Result<()> {
-        if std::mem::replace(&mut self.down, true) {
-            return Ok(());
-        }
-        let result = self.run(&["shutdown"]).map(drop);
-        reap(&mut self.daemon, "supervisord");
-        result
+    fn stop(&mut self) -> Result<()> {
+        self.run(&["shutdown"]).map(drop)
     }
 }
 
-impl Drop for Supervisord {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            eprintln!("warning: supervisorctl shutdown: {e:#}");
-        }
-    }
-}
+shut_down_on_drop!(Supervisord, "supervisorctl shutdown");

@@ -2,13 +2,14 @@
 
 use std::fs;
 use std::io::Read as _;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use rustix::event::{PollFd, PollFlags};
 
 use crate::util::display;
 
@@ -88,14 +89,11 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Result<ExitStatus> {
         }
         match &pidfd {
             Some(fd) => {
-                let ms = i32::try_from((deadline - now).as_millis()).unwrap_or(i32::MAX);
-                let mut p = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: poll on one pollfd we own, for at most `ms`.
-                unsafe { libc::poll(&raw mut p, 1, ms.max(1)) };
+                let wait = (deadline - now).max(Duration::from_millis(1));
+                let timeout = rustix::event::Timespec::try_from(wait).ok();
+                let mut fds = [PollFd::new(fd, PollFlags::IN)];
+                // a pidfd turns readable when the process exits; an error is a shorter wait
+                let _ = rustix::event::poll(&mut fds, timeout.as_ref());
             }
             None => thread::sleep(Duration::from_millis(1)),
         }
@@ -104,11 +102,8 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Result<ExitStatus> {
 
 /// A pidfd of `pid` (readable once it has exited), or `None` where the kernel has none.
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
 
 /// The last `n` non-empty lines of `text`, joined with " | " (for one-line errors).

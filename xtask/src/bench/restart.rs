@@ -42,8 +42,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             kind,
             mgr: None,
             pid: 0,
-            timeouts: 0,
-            restarts: 0,
+            tally: Tally::default(),
             row: Row {
                 subject: kind.label().to_owned(),
                 samples: Vec::new(),
@@ -160,8 +159,7 @@ struct Subject {
     mgr: Option<Box<dyn Manager>>,
     /// The stamp program's current pid.
     pid: u32,
-    timeouts: usize,
-    restarts: u64,
+    tally: Tally,
     row: Row,
 }
 
@@ -211,13 +209,8 @@ fn rounds(
             let stamp_file = env.dir("restart", s.kind.key())?.join("stamp.txt");
             match kill_once(env, stamp, &stamp_file, s.pid) {
                 Ok(r) => {
-                    s.restarts += 1;
-                    s.timeouts += usize::from(r.timed_out);
-                    if i >= WARMUP && !r.timed_out {
-                        s.row.samples.push(r.ms);
-                    }
+                    s.tally.record(&mut s.row, &r, i >= WARMUP);
                     s.pid = r.pid;
-                    s.row.extra = vec![Json::from(s.timeouts), Json::from(s.restarts)];
                 }
                 Err(e) => {
                     eprintln!("  {}: kill {}: {e:#}", s.kind.label(), i + 1);
@@ -262,6 +255,26 @@ pub(super) fn first_stamp(env: &mut Env<'_>, stamp: &Path, stamp_file: &Path) ->
     };
     env.watch_pid(pid, stamp);
     Ok(pid)
+}
+
+/// The time-outs and restarts seen of one subject: its rows' `time-outs` and `restarts seen`
+/// columns.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    timeouts: usize,
+    restarts: u64,
+}
+
+impl Tally {
+    /// Counts `r` into `row`: a sample when `measured` (not a warm-up) and in time.
+    pub(super) fn record(&mut self, row: &mut Row, r: &Restarted, measured: bool) {
+        self.restarts += 1;
+        self.timeouts += usize::from(r.timed_out);
+        if measured && !r.timed_out {
+            row.samples.push(r.ms);
+        }
+        row.extra = vec![Json::from(self.timeouts), Json::from(self.restarts)];
+    }
 }
 
 /// One restart as measured.

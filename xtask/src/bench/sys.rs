@@ -1,5 +1,6 @@
-//! The few C library calls the bench needs (a monotonic clock in nanoseconds, `kill`, a SIGINT
-//! flag), declared here because xtask has no libc dependency. Linux, 64-bit only.
+//! The few system calls the bench needs: a monotonic clock in nanoseconds and `kill` (through
+//! rustix), and a SIGINT flag (the C library's `signal`, which rustix does not offer safely).
+//! Linux, 64-bit only.
 
 use std::fs;
 use std::path::Path;
@@ -12,35 +13,19 @@ const _: () = assert!(
     "the bench assumes a 64-bit Linux (time_t and long are 64 bits)"
 );
 
-/// `struct timespec` on 64-bit Linux.
-#[repr(C)]
-struct Timespec {
-    tv_sec: i64,
-    tv_nsec: i64,
-}
-
-const CLOCK_MONOTONIC: i32 = 1;
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
 /// The signal the restart benchmark sends.
 pub const SIGKILL: i32 = 9;
 
 unsafe extern "C" {
-    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    fn kill(pid: i32, sig: i32) -> i32;
     fn signal(sig: i32, handler: extern "C" fn(i32)) -> usize;
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock the workload programs stamp with (it is one
 /// system-wide clock on Linux, so stamps from other processes compare with it).
 pub fn mono_ns() -> i64 {
-    let mut ts = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { clock_gettime(CLOCK_MONOTONIC, &raw mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
@@ -52,12 +37,14 @@ pub fn send_signal(pid: u32, sig: i32) -> Result<()> {
     if raw <= 0 {
         bail!("refusing to signal pid {pid}");
     }
-    // SAFETY: kill(2) with a positive pid touches no memory of ours.
-    if unsafe { kill(raw, sig) } != 0 {
-        bail!(
-            "kill({pid}, {sig}) failed: {}",
-            std::io::Error::last_os_error()
-        );
+    let (Some(target), Some(signal)) = (
+        rustix::process::Pid::from_raw(raw),
+        rustix::process::Signal::from_named_raw(sig),
+    ) else {
+        bail!("kill({pid}, {sig}): not a process id or not a signal");
+    };
+    if let Err(e) = rustix::process::kill_process(target, signal) {
+        bail!("kill({pid}, {sig}) failed: {}", std::io::Error::from(e));
     }
     Ok(())
 }

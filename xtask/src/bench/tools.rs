@@ -79,14 +79,7 @@ pub fn prepare(ctx: &Ctx, target: &Path, timings: &mut Timings) -> Result<Tools>
         ensure_commands(ctx)
     })?;
     timed(timings, "build TurboProcess (release)", || {
-        run(ctx.cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "turbo-cli",
-            "-p",
-            "turbo-daemon",
-        ]))
+        crate::build_release(ctx, None).map(drop)
     })?;
     let release = target.join("release");
     let (turbo, turbo_daemon) = (release.join("turbo"), release.join("turbo-daemon"));

@@ -1,0 +1,58 @@
+//! Turning a batch of lines into log records, in the app's format: the record layout itself is
+//! [`turbo_api::logfmt`], shared with the CLI that reads the files. A batch is formatted into
+//! one buffer so that it can be appended with a single `write(2)`.
+//!
+//! This module must not write or rotate files (that is `sink`).
+
+use std::{ops::Range, time::SystemTime};
+
+use turbo_api::logfmt;
+
+use super::Stream;
+use crate::supervisor::LogFormat;
+
+/// One batch of formatted records and where each ends.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    pub(super) buf: Vec<u8>,
+    pub(super) ends: Vec<usize>,
+}
+
+impl Records {
+    /// Formats `lines` (ranges of `data`) with one `stamp`; `app_json` is the app's name as
+    /// [`logfmt::push_app_json`] wrote it.
+    pub(super) fn format(
+        &mut self,
+        format: LogFormat,
+        stamp: &str,
+        app_json: &[u8],
+        stream: Stream,
+        data: &[u8],
+        lines: &[Range<usize>],
+    ) {
+        self.buf.clear();
+        self.ends.clear();
+        // enough for text records (lines come from `data`), so the loop never reallocates
+        self.buf
+            .reserve(data.len() + lines.len() * (stamp.len() + 2));
+        self.ends.reserve(lines.len());
+        for range in lines {
+            let line = &data[range.clone()];
+            match format {
+                LogFormat::Text => logfmt::push_text_record(&mut self.buf, stamp, line),
+                LogFormat::Json => {
+                    logfmt::push_json_record(&mut self.buf, stamp, app_json, stream, line);
+                }
+            }
+            self.ends.push(self.buf.len());
+        }
+    }
+}
+
+/// The stamp of records written now.
+pub(super) fn timestamp() -> String {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    logfmt::stamp(ms)
+}

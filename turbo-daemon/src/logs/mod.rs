@@ -1,0 +1,265 @@
+//! Log capture: copies each app's stdout and stderr pipes into its two log files, one
+//! timestamp per line, rotating the files by size.
+//!
+//! This code runs in the log keeper (`crate::keeper::server`, a synchronous loop that outlives
+//! the daemon) and, only when no keeper can be started, in the daemon itself.
+//!
+//! [`AppLogs`] owns an app's files for as long as the app is managed, across restarts. Every
+//! process of the app, and any descendant of an old process that still holds its pipes, writes
+//! through that one owner under one lock, so a rotation is decided and done in one place and never
+//! races with another writer. Bytes written and dropped are counted per file
+//! ([`AppLogs::counters`]). The parts:
+//! * `pump`: reading one pipe into batches of lines (a chatty app costs one syscall per read,
+//!   not per line); the keeper drives pumps from `epoll`, [`AppLogs::capture`] from tokio tasks.
+//! * `format`: a batch of lines into records of the app's [`LogPolicy`] format (`text` or
+//!   `json`, a change applies from the next read on); the record layout is
+//!   [`turbo_api::logfmt`], shared with the CLI that reads the files.
+//! * `sink`: appending a batch with one `write(2)`, and rotation.
+//!
+//! This module must not decide anything about the app: when the pipes close (the process and its
+//! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
+//! supervisor's business. It must not lose output it could keep, nor stop reading (see `sink`).
+
+pub(crate) mod format;
+pub(crate) mod pump;
+mod sink;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::VecDeque,
+    io,
+    ops::Range,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use tokio::task::JoinHandle;
+use turbo_api::logfmt;
+
+use self::sink::Sink;
+pub(crate) use self::{
+    format::Records,
+    pump::{Pump, Step},
+};
+use crate::supervisor::LogPolicy;
+
+/// Longest line written as one record; longer ones are cut, so memory stays bounded.
+pub const MAX_LINE: usize = 64 * 1024;
+/// How many stderr lines a [`StderrTail`] keeps.
+pub const TAIL_LINES: usize = 20;
+/// Longest line kept in a [`StderrTail`] (bytes, then `…`): the tail goes into crash records and
+/// D-Bus replies, where 20 × 64 KiB would be too much.
+const TAIL_LINE_MAX: usize = 4096;
+
+/// The two log files of an app.
+#[must_use]
+pub fn paths(log_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        log_dir.join(logfmt::file_name(name, Stream::Out)),
+        log_dir.join(logfmt::file_name(name, Stream::Err)),
+    )
+}
+
+/// Which pipe a record came from (one enum for the daemon, the keeper and the CLI).
+pub use turbo_api::LogStream as Stream;
+
+/// The log files of one app, shared by every capture of its processes. Cloning is cheap (one
+/// `Arc`); all clones write the same files.
+#[derive(Clone, Debug)]
+pub struct AppLogs(Arc<Mutex<Files>>);
+
+#[derive(Debug)]
+struct Files {
+    /// The app name as a JSON string, quotes included, ready to copy into json records.
+    app_json: Vec<u8>,
+    policy: LogPolicy,
+    out: Sink,
+    err: Sink,
+}
+
+impl AppLogs {
+    /// Opens (creating 0640, appending) `<dir>/<app>-out.log` and `<dir>/<app>-err.log`.
+    ///
+    /// # Errors
+    /// `cannot open log file <path>: <error>`.
+    pub fn open(dir: &Path, app: &str, policy: &LogPolicy) -> io::Result<AppLogs> {
+        let (out, err) = paths(dir, app);
+        let mut app_json = Vec::with_capacity(app.len() + 2);
+        logfmt::push_app_json(&mut app_json, app);
+        Ok(AppLogs(Arc::new(Mutex::new(Files {
+            app_json,
+            policy: policy.clone(),
+            out: Sink::open(out)?,
+            err: Sink::open(err)?,
+        }))))
+    }
+
+    /// Uses `policy` from the next write on. Fewer `keep` deletes the surplus rotated files now; a
+    /// smaller `max_size` rotates on the next write.
+    pub fn set_policy(&self, policy: &LogPolicy) {
+        let mut files = self.lock();
+        let files = &mut *files;
+        let fewer = policy.keep < files.policy.keep;
+        files.policy = policy.clone();
+        if fewer {
+            for sink in [&files.out, &files.err] {
+                if let Err(e) = sink::prune(&sink.path, policy.keep) {
+                    tracing::warn!(
+                        "cannot delete old rotated logs of {}: {e}",
+                        sink.path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts capturing one process's stdout and stderr into these files, in one task.
+    ///
+    /// Must be called inside the tokio runtime (it calls `tokio::spawn`).
+    #[must_use = "Capture::done tells when the process's output has ended"]
+    pub fn capture(&self, stdout: OwnedFd, stderr: OwnedFd) -> Capture {
+        let tail = StderrTail::default();
+        let logs = self.clone();
+        let err_tail = tail.clone();
+        let done = tokio::spawn(async move {
+            let logs = &logs;
+            let mut out_records = Records::default();
+            let mut err_records = Records::default();
+            let out = pump::pump(stdout, move |data, lines| {
+                logs.append(Stream::Out, data, lines, &mut out_records);
+            });
+            let err = pump::pump(stderr, move |data, lines| {
+                logs.append(Stream::Err, data, lines, &mut err_records);
+                err_tail.push(data, lines);
+            });
+            tokio::join!(out, err);
+        });
+        Capture {
+            stderr_tail: tail,
+            done,
+        }
+    }
+
+    /// Empties both current files and deletes their rotated files. Captures keep writing, from
+    /// the start of the emptied files.
+    ///
+    /// # Errors
+    /// The first failure (`cannot truncate|list|remove <path>: <error>`); the rest is still tried.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut files = self.lock();
+        let files = &mut *files;
+        let mut first = None;
+        for sink in [&mut files.out, &mut files.err] {
+            if let Err(e) = sink.flush() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The stdout and stderr log files.
+    #[must_use]
+    pub fn paths(&self) -> (PathBuf, PathBuf) {
+        let files = self.lock();
+        (files.out.path.clone(), files.err.path.clone())
+    }
+
+    /// Bytes appended to each file, and bytes of records that could not be written (a full
+    /// disk, an I/O error) and were dropped, since these files were opened: `(stream, written,
+    /// dropped)`, stdout first.
+    #[must_use]
+    pub fn counters(&self) -> [(Stream, u64, u64); 2] {
+        let files = self.lock();
+        [
+            (Stream::Out, files.out.written, files.out.dropped),
+            (Stream::Err, files.err.written, files.err.dropped),
+        ]
+    }
+
+    /// Formats and appends one batch of records of `stream`. The lock is held across formatting
+    /// and writing so the policy, the size count and a rotation all see the same state.
+    pub(crate) fn append(
+        &self,
+        stream: Stream,
+        data: &[u8],
+        lines: &[Range<usize>],
+        records: &mut Records,
+    ) {
+        let stamp = format::timestamp();
+        let mut files = self.lock();
+        let files = &mut *files;
+        records.format(
+            files.policy.format,
+            &stamp,
+            &files.app_json,
+            stream,
+            data,
+            lines,
+        );
+        let sink = match stream {
+            Stream::Out => &mut files.out,
+            Stream::Err => &mut files.err,
+        };
+        sink.write_records(records, &files.policy);
+        if records.buf.len() <= pump::READ_SIZE {
+            pump::give_back(&mut records.buf, 2 * pump::READ_SIZE);
+            pump::give_back(&mut records.ends, 0);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Files> {
+        // a panic while holding the lock leaves consistent enough state: at worst a size count off
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The output of one process being captured.
+#[derive(Debug)]
+pub struct Capture {
+    /// The last stderr lines of this process.
+    pub stderr_tail: StderrTail,
+    /// Resolves when both pipes have reached end of file and everything read is written.
+    pub done: JoinHandle<()>,
+}
+
+/// The last [`TAIL_LINES`] stderr lines of one process, oldest first: without timestamps, lossy
+/// UTF-8, a trailing `\r` removed, each cut to 4 KiB. The unfinished last line counts once the
+/// pipe has closed. Cloning shares the same tail.
+#[derive(Clone, Debug, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    /// A copy of the lines kept so far.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    pub(crate) fn push(&self, data: &[u8], lines: &[Range<usize>]) {
+        let mut tail = self.lock();
+        // only the batch's last lines can survive, so only they are converted
+        for range in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(tail_text(&data[range.clone()]));
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn tail_text(line: &[u8]) -> String {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() <= TAIL_LINE_MAX {
+        return String::from_utf8_lossy(line).into_owned();
+    }
+    let cut = pump::char_start(line, TAIL_LINE_MAX, 0);
+    let mut text = String::from_utf8_lossy(&line[..cut]).into_owned();
+    text.push('…');
+    text
+}

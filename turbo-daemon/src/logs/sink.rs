@@ -1,0 +1,204 @@
+//! Appending records to one log file, and rotating it by size.
+//!
+//! Rotation, before a write would make a file exceed `max_size`: `<f>.N` becomes `<f>.N+1`
+//! (those that would pass `keep` are deleted), `<f>` becomes `<f>.1`, and a new `<f>` is opened
+//! (names: [`turbo_api::logfmt::rotated_path`]). It happens between records, so a record never
+//! spans two files; a record bigger than `max_size` on its own goes alone into a fresh file
+//! (which then exceeds `max_size` by that record). `max_size == 0` disables rotation; `keep == 0`
+//! discards the full file instead of keeping it.
+//!
+//! This module must not stop the app's output: a failed rotation keeps writing to the current
+//! file, and a failed write (a full disk) is logged once per run of failures and counted as
+//! dropped, not retried; the next batch tries again.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use turbo_api::logfmt;
+
+use super::format::Records;
+use crate::supervisor::LogPolicy;
+
+/// Opens (creating 0640) a log file for appending. `O_NOFOLLOW`: a symlink planted in the log
+/// directory is refused (`ELOOP`) rather than written through (the directory is also checked
+/// to be the daemon's own at start-up: `storage::check_private_dir`).
+pub(super) fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(path)
+}
+
+/// One log file being appended to.
+#[derive(Debug)]
+pub(super) struct Sink {
+    pub(super) path: PathBuf,
+    pub(super) file: File,
+    /// Bytes in the file, counted rather than asked for on every write.
+    pub(super) size: u64,
+    /// A write failed and was logged; stay quiet until one succeeds.
+    pub(super) failing: bool,
+    /// Record bytes written since the file was opened (a metric: `turbo_log_bytes_total`).
+    pub(super) written: u64,
+    /// Record bytes that could not be written and were dropped (`turbo_log_dropped_bytes_total`).
+    pub(super) dropped: u64,
+}
+
+impl Sink {
+    pub(super) fn open(path: PathBuf) -> io::Result<Sink> {
+        let context = |e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open log file {}: {e}", path.display()),
+            )
+        };
+        let file = open_append(&path).map_err(context)?;
+        let size = file.metadata().map_err(context)?.len();
+        Ok(Sink {
+            path,
+            file,
+            size,
+            failing: false,
+            written: 0,
+            dropped: 0,
+        })
+    }
+
+    /// Appends whole records, rotating before one that would not fit: as many records per
+    /// `write(2)` as fit in the current file.
+    pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy) {
+        let limit = if policy.max_size == 0 {
+            u64::MAX
+        } else {
+            policy.max_size
+        };
+        let (mut start, mut i) = (0, 0);
+        while i < records.ends.len() {
+            let room = limit.saturating_sub(self.size);
+            let fit = records.ends[i..].partition_point(|&end| (end - start) as u64 <= room);
+            let take = match fit {
+                0 if self.size > 0 => {
+                    self.rotate(policy.keep);
+                    continue;
+                }
+                // a record bigger than a whole file: alone in a fresh file rather than cut
+                0 => 1,
+                n => n,
+            };
+            let end = records.ends[i + take - 1];
+            self.write(&records.buf[start..end]);
+            (start, i) = (end, i + take);
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match self.file.write_all(bytes) {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                self.written += bytes.len() as u64;
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!("writing {} works again", self.path.display());
+                }
+            }
+            Err(e) => {
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(
+                        "writing {} failed: {e}; output is dropped until a write succeeds",
+                        self.path.display()
+                    );
+                }
+                // part of it may have been written; the rest is dropped, and the next batch tries
+                // again, so writing resumes by itself once there is room
+                let now = self.file.metadata().map_or(self.size, |m| m.len());
+                let part = now.saturating_sub(self.size).min(bytes.len() as u64);
+                self.written += part;
+                self.dropped += bytes.len() as u64 - part;
+                self.size = now;
+            }
+        }
+    }
+
+    fn rotate(&mut self, keep: u32) {
+        if let Err(e) = self.try_rotate(keep) {
+            tracing::warn!("cannot rotate {}: {e}; writing on", self.path.display());
+        }
+        // also after a failure: the next attempt comes after another max_size bytes, not at once
+        self.size = 0;
+    }
+
+    fn try_rotate(&mut self, keep: u32) -> io::Result<()> {
+        // whatever would be shifted past `keep` goes first
+        prune(&self.path, keep.saturating_sub(1))?;
+        for (n, old) in rotated(&self.path)?.into_iter().rev() {
+            fs::rename(&old, logfmt::rotated_path(&self.path, n + 1))?;
+        }
+        let moved = if keep == 0 {
+            fs::remove_file(&self.path)
+        } else {
+            fs::rename(&self.path, logfmt::rotated_path(&self.path, 1))
+        };
+        match moved {
+            // deleted behind our back: reopening is all there is to do
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.file = open_append(&self.path)?;
+        Ok(())
+    }
+
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        let context = |what: &str, path: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+        };
+        let truncated = self
+            .file
+            .set_len(0)
+            .map_err(|e| context("truncate", &self.path, e));
+        self.size = 0;
+        truncated?;
+        prune(&self.path, 0)
+    }
+}
+
+/// The rotated files of `path` (`<path>.<n>`, n ≥ 1), by increasing `n`: newest first.
+pub(super) fn rotated(path: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let list_error =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot list {}: {e}", dir.display()));
+    let names = fs::read_dir(dir)
+        .map_err(list_error)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(list_error)?;
+    Ok(logfmt::rotated_files(
+        &dir.join(path.file_name().unwrap_or_default()),
+        names,
+    ))
+}
+
+/// Deletes the rotated files of `path` numbered above `keep`.
+pub(super) fn prune(path: &Path, keep: u32) -> io::Result<()> {
+    let mut first = None;
+    for (_, old) in rotated(path)?.into_iter().filter(|(n, _)| *n > keep) {
+        if let Err(e) = fs::remove_file(&old)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            first.get_or_insert(io::Error::new(
+                e.kind(),
+                format!("cannot remove {}: {e}", old.display()),
+            ));
+        }
+    }
+    first.map_or(Ok(()), Err)
+}

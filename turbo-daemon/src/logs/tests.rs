@@ -1,0 +1,551 @@
+//! Capture through real pipes: the parts of `logs` together, as the daemon and keeper use them.
+
+use std::{
+    fs,
+    io::{PipeWriter, Write as _},
+    os::fd::{AsFd as _, OwnedFd},
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use turbo_api::logfmt::{self, Record};
+
+use super::{
+    format::Records,
+    pump::{BIG_PIPE, READ_SIZE, SHRINK_ABOVE, big_pipe_budget, give_back, split_lines},
+    sink::{Sink, open_append, rotated},
+    *,
+};
+use crate::{os::pipe_io, supervisor::LogFormat};
+
+/// A pipe whose write end blocks (the writer is a thread), like an app's.
+fn pipe() -> (OwnedFd, PipeWriter) {
+    let (r, w) = std::io::pipe().unwrap();
+    (r.into(), w)
+}
+
+/// Writes each piece in turn from a thread, then closes the pipe.
+fn feed(mut w: PipeWriter, pieces: Vec<Vec<u8>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for piece in pieces {
+            w.write_all(&piece).unwrap();
+        }
+    })
+}
+
+fn policy(format: LogFormat, max_size: u64, keep: u32) -> LogPolicy {
+    LogPolicy {
+        format,
+        max_size,
+        keep,
+    }
+}
+
+/// Runs one process's worth of capture: `out` and `err` pieces, until both pipes close.
+async fn run(logs: &AppLogs, out: Vec<Vec<u8>>, err: Vec<Vec<u8>>) -> Vec<String> {
+    let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
+    let capture = logs.capture(out_r, err_r);
+    let writers = [feed(out_w, out), feed(err_w, err)];
+    tokio::time::timeout(Duration::from_secs(20), capture.done)
+        .await
+        .expect("capture ends after EOF")
+        .unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    capture.stderr_tail.lines()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    fs::read(path).unwrap_or_default()
+}
+
+/// Splits a text-format file into (stamp, line) pairs, checking every stamp.
+fn text_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "ends mid-record"
+    );
+    bytes
+        .split_inclusive(|&b| b == b'\n')
+        .map(|rec| {
+            let rec = &rec[..rec.len() - 1];
+            let stamp = std::str::from_utf8(&rec[..24]).unwrap();
+            assert!(
+                stamp.len() == 24
+                    && stamp.ends_with('Z')
+                    && stamp.as_bytes()[10] == b'T'
+                    && stamp.as_bytes()[19] == b'.',
+                "{stamp}"
+            );
+            assert_eq!(rec[24], b' ');
+            rec[25..].to_vec()
+        })
+        .collect()
+}
+
+fn json_records(bytes: &[u8]) -> Vec<Value> {
+    std::str::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The raw bytes of a json record's line.
+fn raw_line(rec: &Value) -> Vec<u8> {
+    Record::parse(rec.to_string().as_bytes()).bytes()
+}
+
+#[test]
+fn splitting_lines_keeps_unfinished_ones_and_cuts_long_ones() {
+    let mut lines = Vec::new();
+    let used = split_lines(b"a\n\nbc\nde", false, &mut lines);
+    assert_eq!((lines.clone(), used), (vec![0..1, 2..2, 3..5], 6));
+    assert_eq!(split_lines(b"de", true, &mut lines), 2);
+    assert_eq!(lines, [Range { start: 0, end: 2 }]);
+    assert_eq!(split_lines(b"", true, &mut lines), 0);
+    assert!(lines.is_empty());
+
+    // exactly MAX_LINE unfinished: wait, its newline may be next
+    let exact = vec![b'x'; MAX_LINE];
+    assert_eq!(split_lines(&exact, false, &mut lines), 0);
+    assert!(lines.is_empty());
+    let mut with_newline = exact.clone();
+    with_newline.push(b'\n');
+    assert_eq!(split_lines(&with_newline, false, &mut lines), MAX_LINE + 1);
+    assert_eq!(
+        lines,
+        [Range {
+            start: 0,
+            end: MAX_LINE
+        }]
+    );
+    // one more byte: cut, and the rest waits
+    let over = vec![b'x'; MAX_LINE + 1];
+    assert_eq!(split_lines(&over, false, &mut lines), MAX_LINE);
+    assert_eq!(
+        lines,
+        [Range {
+            start: 0,
+            end: MAX_LINE
+        }]
+    );
+    // a cut backs off to a character boundary: 'é' is 2 bytes, the cut would halve one
+    let mut accents = b"x".to_vec();
+    accents.extend("é".repeat(MAX_LINE / 2).as_bytes());
+    assert_eq!(split_lines(&accents, false, &mut lines), MAX_LINE - 1);
+    assert_eq!(
+        lines,
+        [Range {
+            start: 0,
+            end: MAX_LINE - 1
+        }]
+    );
+}
+
+#[test]
+fn buffers_grown_by_a_burst_are_given_back() {
+    let mut small: Vec<u8> = Vec::with_capacity(2 * READ_SIZE);
+    give_back(&mut small, 0);
+    assert!(small.capacity() >= 2 * READ_SIZE, "not above the threshold");
+    let mut big: Vec<u8> = Vec::with_capacity(BIG_PIPE);
+    big.extend_from_slice(b"kept");
+    give_back(&mut big, 2 * READ_SIZE);
+    assert!(big.capacity() < SHRINK_ABOVE);
+    assert_eq!(big, b"kept");
+    let mut ranges: Vec<Range<usize>> = Vec::with_capacity(100_000);
+    give_back(&mut ranges, 0);
+    assert!(ranges.capacity() * size_of::<Range<usize>>() <= SHRINK_ABOVE);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flooding_app_gets_a_bigger_pipe_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "flood", &LogPolicy::default()).unwrap();
+    let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
+    let capture = logs.capture(out_r, err_r);
+    drop(err_w);
+    let lines = 40_000;
+    let text: String = (0..lines)
+        .map(|i| format!("{i:010} {}\n", "x".repeat(88)))
+        .collect();
+    // a writer like the bench's: 65,500 bytes a write, so a full default pipe reads as less
+    // than 64 KiB
+    let writer = thread::spawn(move || {
+        for piece in text.as_bytes().chunks(65_500) {
+            out_w.write_all(piece).unwrap();
+        }
+        pipe_io::pipe_size(out_w.as_fd()).unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(20), capture.done)
+        .await
+        .expect("capture ends after EOF")
+        .unwrap();
+    let size = writer.join().unwrap();
+    assert!(
+        size == BIG_PIPE || big_pipe_budget() == 0,
+        "pipe of {size} bytes"
+    );
+    let records = text_records(&read(&logs.paths().0));
+    assert_eq!(records.len(), lines);
+    for (i, rec) in records.iter().enumerate() {
+        assert_eq!(rec.len(), 99);
+        assert_eq!(&rec[..10], format!("{i:010}").as_bytes());
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn text_lines_get_timestamps_and_partial_lines_wait_for_their_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "app", &LogPolicy::default()).unwrap();
+    let pieces = [&b"one\ntwo\nthr"[..], b"ee\n", b"\xff raw\r\n", b"four"];
+    run(
+        &logs,
+        pieces.map(<[u8]>::to_vec).to_vec(),
+        vec![b"e1\n".to_vec()],
+    )
+    .await;
+    let (out, err) = logs.paths();
+    assert_eq!(out, dir.path().join("app-out.log"));
+    let lines = text_records(&read(&out));
+    assert_eq!(
+        lines,
+        [&b"one"[..], b"two", b"three", b"\xff raw\r", b"four"],
+        "raw bytes, last line kept at EOF"
+    );
+    assert_eq!(text_records(&read(&err)), [b"e1"]);
+    for path in [out, err] {
+        let mode = fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o640
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_200_kib_line_is_cut_into_pieces_not_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "big", &LogPolicy::default()).unwrap();
+    let long: Vec<u8> = (0..200 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut data = b"before\n".to_vec();
+    data.extend(&long);
+    data.extend(b"\nafter\n");
+    // small writes, so the line arrives over many reads
+    run(
+        &logs,
+        data.chunks(5000).map(<[u8]>::to_vec).collect(),
+        vec![],
+    )
+    .await;
+    let lines = text_records(&read(&logs.paths().0));
+    assert_eq!(lines.len(), 6, "before, 4 pieces, after");
+    assert_eq!(
+        (&lines[0][..], &lines[5][..]),
+        (&b"before"[..], &b"after"[..])
+    );
+    assert!(lines[1..5].iter().all(|l| l.len() <= MAX_LINE));
+    assert_eq!(lines[1..5].concat(), long);
+
+    // json: pieces of a multi-byte text stay valid UTF-8 (no line_b64 needed)
+    logs.set_policy(&policy(LogFormat::Json, 10 << 20, 5));
+    logs.flush().unwrap();
+    let text = "é€".repeat(40_000);
+    run(&logs, vec![format!("{text}\n").into_bytes()], vec![]).await;
+    let recs = json_records(&read(&logs.paths().0));
+    assert!(recs.len() > 1);
+    assert!(recs.iter().all(|r| r.get("line_b64").is_none()));
+    let joined: String = recs.iter().map(|r| r["line"].as_str().unwrap()).collect();
+    assert_eq!(joined, text);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn json_records_round_trip_any_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "j.s-on", &policy(LogFormat::Json, 1 << 20, 2)).unwrap();
+    let lines: Vec<&[u8]> = vec![
+        b"plain",
+        b"",
+        b"quote \" backslash \\ tab \t ctrl \x01\x1f del \x7f cr \r",
+        "caf\u{e9} \u{2028} \u{1F600}".as_bytes(),
+        b"\xff\xfe\x00 binary \x80",
+        b"cut \xe2\x82",
+    ];
+    let mut data = lines.join(&b"\n"[..]);
+    data.push(b'\n');
+    run(&logs, vec![data], vec![b"on err".to_vec()]).await;
+    let recs = json_records(&read(&logs.paths().0));
+    assert_eq!(recs.len(), lines.len());
+    for (rec, want) in recs.iter().zip(&lines) {
+        assert_eq!(raw_line(rec), *want, "{rec}");
+        assert_eq!(
+            rec.get("line_b64").is_some(),
+            std::str::from_utf8(want).is_err(),
+            "base64 only when needed: {rec}"
+        );
+        assert_eq!(
+            (&rec["app"], &rec["stream"]),
+            (&"j.s-on".into(), &"out".into())
+        );
+        let at = rec["at"].as_str().unwrap();
+        assert!(at.len() == 24 && at.ends_with('Z'), "{at}");
+        let keys: Vec<&String> = rec.as_object().unwrap().keys().collect();
+        assert!(keys.len() <= 5, "{keys:?}");
+    }
+    assert_eq!(recs[4]["line"], "\u{FFFD}\u{FFFD}\u{0} binary \u{FFFD}");
+    let err = json_records(&read(&logs.paths().1));
+    assert_eq!(
+        (&err[0]["stream"], &err[0]["line"]),
+        (&"err".into(), &"on err".into())
+    );
+}
+
+/// The numbered lines found in `path`, `.1`, ... oldest first, checking each file's size.
+fn numbered_lines(path: &Path, max_size: u64) -> (Vec<u32>, usize) {
+    let rotated = rotated(path).unwrap();
+    let mut numbers = Vec::new();
+    for file in rotated.iter().rev().map(|(_, p)| p.as_path()).chain([path]) {
+        let bytes = read(file);
+        assert!(
+            bytes.len() as u64 <= max_size,
+            "{} is too big",
+            file.display()
+        );
+        assert!(!bytes.is_empty(), "{} is empty", file.display());
+        for line in text_records(&bytes) {
+            let line = String::from_utf8(line).unwrap();
+            numbers.push(line.strip_prefix("line ").unwrap().parse::<u32>().unwrap());
+        }
+    }
+    (numbers, rotated.len())
+}
+
+fn numbered_input(range: Range<u32>) -> Vec<Vec<u8>> {
+    let text: String = range.map(|i| format!("line {i:05}\n")).collect();
+    // uneven writes, so batches of many sizes meet the size limit
+    let mut pieces = Vec::new();
+    let mut rest = text.as_bytes();
+    for size in [1, 7, 300, 36, 35, 1000, 4096].iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at((*size).min(rest.len()));
+        pieces.push(piece.to_vec());
+        rest = tail;
+    }
+    pieces
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rotation_keeps_whole_lines_once_and_at_most_keep_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // 36 bytes a record: 1024 holds 28 of them
+    let logs = AppLogs::open(dir.path(), "rot", &policy(LogFormat::Text, 1024, 3)).unwrap();
+    let out = logs.paths().0;
+    run(&logs, numbered_input(0..2000), vec![]).await;
+    let (numbers, files) = numbered_lines(&out, 1024);
+    assert_eq!(files, 3, "exactly keep rotated files");
+    assert!(!logfmt::rotated_path(&out, 4).exists());
+    let first = numbers[0];
+    assert!(first > 0);
+    assert_eq!(
+        numbers,
+        (first..2000).collect::<Vec<_>>(),
+        "a suffix, in order, once"
+    );
+
+    // with room for everything, nothing is lost across 70-odd rotations
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "rot", &policy(LogFormat::Text, 1024, 500)).unwrap();
+    run(&logs, numbered_input(0..2000), vec![]).await;
+    let (numbers, files) = numbered_lines(&logs.paths().0, 1024);
+    assert!(files > 60, "{files}");
+    assert_eq!(numbers, (0..2000).collect::<Vec<_>>());
+
+    // fewer to keep: the surplus goes at once; more lines rotate on the same owner
+    logs.set_policy(&policy(LogFormat::Text, 1024, 2));
+    assert_eq!(rotated(&logs.paths().0).unwrap().len(), 2);
+    run(&logs, numbered_input(2000..2100), vec![]).await;
+    let (numbers, files) = numbered_lines(&logs.paths().0, 1024);
+    assert_eq!(files, 2);
+    assert_eq!(numbers.last(), Some(&2099));
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_record_bigger_than_max_size_goes_alone_into_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "huge", &policy(LogFormat::Text, 1024, 10)).unwrap();
+    let huge = "h".repeat(3000);
+    run(&logs, vec![format!("a\n{huge}\nb\n").into_bytes()], vec![]).await;
+    let out = logs.paths().0;
+    assert_eq!(text_records(&read(&logfmt::rotated_path(&out, 2))), [b"a"]);
+    assert_eq!(
+        text_records(&read(&logfmt::rotated_path(&out, 1))),
+        [huge.as_bytes()]
+    );
+    assert_eq!(text_records(&read(&out)), [b"b"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "two", &policy(LogFormat::Text, 2048, 1000)).unwrap();
+    let lines = |tag: &str| -> Vec<Vec<u8>> {
+        (0..3000)
+            .map(|i| format!("{tag} {i}\n").into_bytes())
+            .collect()
+    };
+    let ((a_r, a_w), (b_r, b_w), (e1_r, e1_w), (e2_r, e2_w)) = (pipe(), pipe(), pipe(), pipe());
+    let old = logs.capture(a_r, e1_r);
+    let new = logs.capture(b_r, e2_r);
+    let writers = [
+        feed(a_w, lines("old")),
+        feed(b_w, lines("new")),
+        feed(e1_w, vec![]),
+        feed(e2_w, vec![]),
+    ];
+    let (x, y) = tokio::join!(old.done, new.done);
+    x.unwrap();
+    y.unwrap();
+    writers.into_iter().for_each(|w| w.join().unwrap());
+    let out = logs.paths().0;
+    let mut seen = vec![Vec::new(), Vec::new()];
+    for file in rotated(&out)
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|(_, p)| p.clone())
+        .chain([out])
+    {
+        assert!(read(&file).len() <= 2048);
+        for line in text_records(&read(&file)) {
+            let line = String::from_utf8(line).unwrap();
+            let (tag, n) = line.split_once(' ').unwrap();
+            seen[usize::from(tag == "new")].push(n.parse::<u32>().unwrap());
+        }
+    }
+    for numbers in seen {
+        assert_eq!(numbers, (0..3000).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn flush_empties_current_files_and_deletes_rotated_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "fl", &policy(LogFormat::Text, 1024, 3)).unwrap();
+    run(&logs, numbered_input(0..200), numbered_input(0..200)).await;
+    let (out, err) = logs.paths();
+    assert_eq!(rotated(&out).unwrap().len(), 3);
+    assert_eq!(rotated(&err).unwrap().len(), 3);
+    fs::write(dir.path().join("fl-out.log.x"), "not ours").unwrap();
+    logs.flush().unwrap();
+    for path in [&out, &err] {
+        assert_eq!(fs::metadata(path).unwrap().len(), 0);
+        assert!(rotated(path).unwrap().is_empty());
+    }
+    assert!(dir.path().join("fl-out.log.x").exists());
+    // writing goes on from the start of the emptied file, and the size count restarted
+    run(&logs, numbered_input(200..210), vec![]).await;
+    assert_eq!(numbered_lines(&out, 1024), ((200..210).collect(), 0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_stderr_tail_holds_the_last_20_lines_of_this_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "tail", &LogPolicy::default()).unwrap();
+    let first = run(&logs, vec![], vec![b"old 1\nold 2\n".to_vec()]).await;
+    assert_eq!(first, ["old 1", "old 2"]);
+    let err: Vec<Vec<u8>> = (0..30)
+        .map(|i| format!("e{i}\r\n").into_bytes())
+        .chain([b"\xffunfinished".to_vec()])
+        .collect();
+    let tail = run(&logs, vec![b"stdout is not in it\n".to_vec()], err).await;
+    let want: Vec<String> = (11..30)
+        .map(|i| format!("e{i}"))
+        .chain(["\u{FFFD}unfinished".to_owned()])
+        .collect();
+    assert_eq!(tail, want, "only this process, newest last");
+    let long = run(&logs, vec![], vec![vec![b'x'; 10_000]]).await;
+    assert_eq!(long[0].len(), TAIL_LINE_MAX + '…'.len_utf8());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn done_resolves_only_when_both_streams_have_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "d", &LogPolicy::default()).unwrap();
+    let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
+    let capture = logs.capture(out_r, err_r);
+    out_w.write_all(b"last words").unwrap();
+    drop(out_w);
+    err_w.write_all(b"still here\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!capture.done.is_finished(), "stderr is still open");
+    assert_eq!(text_records(&read(&logs.paths().0)), [b"last words"]);
+    assert_eq!(capture.stderr_tail.lines(), ["still here"]);
+    drop(err_w);
+    tokio::time::timeout(Duration::from_secs(5), capture.done)
+        .await
+        .expect("done after both EOFs")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_format_change_applies_to_the_next_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = AppLogs::open(dir.path(), "f", &LogPolicy::default()).unwrap();
+    run(&logs, vec![b"as text\n".to_vec()], vec![]).await;
+    logs.set_policy(&policy(LogFormat::Json, 10 << 20, 5));
+    run(&logs, vec![b"as json\n".to_vec()], vec![]).await;
+    let bytes = read(&logs.paths().0);
+    let (text, json) = bytes.split_at(bytes.iter().position(|&b| b == b'\n').unwrap() + 1);
+    assert_eq!(text_records(text), [b"as text"]);
+    assert_eq!(json_records(json)[0]["line"], "as json");
+}
+
+#[test]
+fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
+    let data = b"one\ntwo\n";
+    let mut records = Records::default();
+    records.format(
+        LogFormat::Text,
+        "2026-01-02T03:04:05.678Z",
+        b"\"a\"",
+        Stream::Out,
+        data,
+        &[0..3, 4..7],
+    );
+    let batch = records.buf.len() as u64;
+    // /dev/full: every write fails with ENOSPC
+    let mut sink = Sink::open(PathBuf::from("/dev/full")).unwrap();
+    sink.write_records(&records, &LogPolicy::default());
+    sink.write_records(&records, &LogPolicy::default());
+    assert_eq!((sink.written, sink.dropped), (0, 2 * batch));
+    assert!(sink.failing, "reported once, quiet since");
+    // space again (the file under the sink is one with room): the next batch is written
+    let dir = tempfile::tempdir().unwrap();
+    sink.file = open_append(&dir.path().join("room.log")).unwrap();
+    sink.size = 0;
+    sink.write_records(&records, &LogPolicy::default());
+    assert_eq!((sink.written, sink.dropped), (batch, 2 * batch));
+    assert!(!sink.failing);
+    assert_eq!(
+        text_records(&read(&dir.path().join("room.log"))),
+        [b"one", b"two"]
+    );
+}
+
+#[test]
+fn open_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let err = AppLogs::open(&missing, "a", &LogPolicy::default()).unwrap_err();
+    let want = format!(
+        "cannot open log file {}",
+        missing.join("a-out.log").display()
+    );
+    assert!(err.to_string().starts_with(&want), "{err}");
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
