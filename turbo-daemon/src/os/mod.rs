@@ -1,11 +1,31 @@
-//! The daemon's system calls, behind safe functions; this layer imports no domain module.
+//! The operating system layer: the daemon's system calls beyond plain file I/O (which uses
+//! `std::fs`) go through here, behind safe functions where they fit (`rustix`): spawning,
+//! pidfds and reaping, signals, the one `/proc` parser, cgroups, sockets, locks, the allocator,
+//! the log keeper's socket, epoll loop and pipe reads. (`config`'s user lookups still make their
+//! own `libc` calls; they are moving here.)
 //!
+//! It takes and returns plain data (paths, fds, pids, prepared spawn plans defined here) and
+//! imports no domain module (no config, spec, supervisor, runtime or events types), so what it
+//! does can be read without knowing what an app is. It decides nothing: *when* to spawn, signal
+//! or read is the caller's business. The remaining `unsafe` (the fork and `posix_spawn` paths,
+//! the allocator) says why it is sound.
+//!
+//! * [`spawn`], [`process`], [`proc`], [`cgroup`], [`net`], [`lock`], [`alloc`], [`clock`]: the
+//!   runtime's (apps' processes, their `/proc` figures, `listen:` and notify sockets).
 //! * [`fdpass`]: the log keeper's socket (`SOCK_SEQPACKET`, descriptors by `SCM_RIGHTS`).
 //! * [`epoll`]: the log keeper's readiness loop.
 //! * [`pipe_io`]: reading app output pipes (non-blocking reads, pipe sizes).
 //! * [`detach`]: starting a process in a session of its own.
 
+pub mod alloc;
+pub mod cgroup;
+pub mod clock;
 pub mod detach;
 pub mod epoll;
 pub mod fdpass;
+pub mod lock;
+pub mod net;
 pub mod pipe_io;
+pub mod proc;
+pub mod process;
+pub mod spawn;
