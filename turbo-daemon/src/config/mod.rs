@@ -445,13 +445,17 @@ pub fn from_options(
                 Ok(w) => app.watch = Some(serde_yaml_ng::Value::Bool(w)),
                 Err(_) => errors.push("option 'watch' must be a boolean (b)".to_owned()),
             },
+            turbo_api::option::RESTART_DELAY => match String::try_from(value.clone()) {
+                Ok(delay) => app.restart.delay = Some(Scalar::Text(delay)),
+                Err(_) => errors.push("option 'restart_delay' must be a duration string (s)".to_owned()),
+            },
             turbo_api::option::MAX_MEMORY => match u64::try_from(value.clone()) {
                 #[expect(clippy::cast_precision_loss, reason = "a byte count far below 2^52")]
                 Ok(n) => app.max_memory = Some(Scalar::Number(n as f64)),
                 Err(_) => errors.push("option 'max_memory' must be a byte count (t)".to_owned()),
             },
             other => errors.push(format!(
-                "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch, instances)",
+                "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch, instances, restart_delay)",
                 input::shorten(&other.escape_default().to_string())
             )),
         }
