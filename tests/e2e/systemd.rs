@@ -240,8 +240,8 @@ fn sd_notify_ready_after_the_bus_answers_status_watchdog_stopping() {
 }
 
 /// Needs the daemon to strip its service variables from children: the app environment
-/// allow-list in `runtime::sys::spawn` and `notify::strip_service_env` for the private
-/// `dbus-daemon` in `runtime::bus::start` (which speaks sd_notify itself).
+/// allow-list of the spawn plan (`runtime/spawner.rs`) and `notify::strip_service_env` for the
+/// private `dbus-daemon` in `host::bus::start` (which speaks sd_notify itself).
 #[test]
 fn children_never_get_the_daemons_notify_socket_or_watchdog() {
     let systemd = FakeSystemd::new();
@@ -278,7 +278,7 @@ fn children_never_get_the_daemons_notify_socket_or_watchdog() {
     assert!(
         leaked.is_empty(),
         "app pid {pid} inherited the daemon's service variables {leaked:?}: \
-         runtime::sys::spawn must not pass them on"
+         the spawn plan must not pass them on"
     );
 
     let foreign: Vec<Notice> = systemd
@@ -290,7 +290,7 @@ fn children_never_get_the_daemons_notify_socket_or_watchdog() {
         foreign.is_empty(),
         "processes other than the daemon (pid {daemon_pid}) notified its service manager: \
          {foreign:?} (the private dbus-daemon sends READY=1 when it inherits NOTIFY_SOCKET: \
-         runtime::bus::start must call notify::strip_service_env)"
+         host::bus::start must call notify::strip_service_env)"
     );
 }
 

@@ -5,35 +5,46 @@
 //! ## Architecture
 //!
 //! ```text
-//!  kernel tracepoints ─► turbo-ebpf ─► ring buffer ─┐
+//!  kernel tracepoints ─► turbo-ebpf ─► ring buffer ─┐ events (eBPF, or /proc scans)
 //!  pidfd of each child (reaping) ───────────────────┤
-//!  timers (restart delay, kill timeout) ────────────┼─► runtime ─► Supervisor::handle(input, now) ─► actions
-//!  D-Bus method calls (dbus) ─► Request ────────────┤                 (pure: no I/O, no clock)         │
-//!  SIGTERM / SIGINT ────────────────────────────────┘                                                  ▼
-//!                 runtime executes: spawn (runtime::sys), signal, timers, replies, notices ─► dbus objects/signals
+//!  timers, notify datagrams, file changes ──────────┼─► runtime ─► Supervisor::handle(input, now) ─► actions
+//!  D-Bus calls ─► dbus (checks, authorises, ────────┤   (loop)        (pure: no I/O, no clock)          │
+//!     validates specs off the loop) ─► Request      │                                                   ▼
+//!  metrics scrapes ─► Request ──────────────────────┘   runtime::execute ─► spawner (plan) ─► os (every syscall)
+//!                                                        runtime::view (DTOs) ─► replies, notices ─► dbus objects/signals
 //! ```
 //!
 //! * [`supervisor`]: every lifecycle decision, sans-IO, unit-tested with a fake clock.
 //! * [`events`]: eBPF or procfs observations as one `Event` stream; source selection.
-//! * [`runtime`]: the single loop that owns the supervisor; [`runtime::sys`] is the only place
-//!   that makes process syscalls.
-//! * [`dbus`]: thin adapter; [`config`]: `turbo.yml` and option validation; [`logs`]: capture.
-//! * [`metrics`]: thin adapter too: the Prometheus exporter, which asks the runtime for a
-//!   snapshot on every scrape.
+//! * [`runtime`]: the single loop that owns the supervisor, split by responsibility (requests,
+//!   execute, spawner, process table, crashes, persistence, usage, view).
+//! * [`os`]: the daemon's system calls beyond plain file I/O (spawning, pidfds, signals, the
+//!   `/proc` parser, cgroups, sockets, locks, users, credentials), on plain data; it imports no
+//!   domain module. `storage` still calls `libc` itself; it is being moved into it.
+//! * [`host`]: the private `dbus-daemon`, `sd_notify` to systemd, the upgrade's re-exec.
+//! * [`spec`]: the validated app description (pure); [`config`]: `turbo.yml` and start options
+//!   into specs, with typed errors; [`access`]: who a call acts for and what it may grant.
+//! * [`dbus`] and [`metrics`]: thin adapters; [`logs`] and [`keeper`]: capturing app output;
+//!   [`storage`]: the state file.
+
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod access;
 pub mod config;
 pub mod dbus;
 pub mod events;
+pub mod host;
 pub mod keeper;
 pub mod logs;
 pub mod metrics;
-pub mod notify;
 pub mod os;
 pub mod runtime;
 pub mod spec;
 pub mod storage;
 pub mod supervisor;
+
+/// `sd_notify`, at its old path until the log keeper imports it from [`host`].
+pub use host::notify;
 
 use std::{
     io,
@@ -61,7 +72,7 @@ pub struct Options {
     /// Resource sampling and leak detection.
     pub monitor: runtime::MonitorSettings,
     /// After `turbo daemon upgrade`: the private bus the previous image left running
-    /// (`runtime::bus::REEXEC_ENV`).
+    /// (`host::bus::REEXEC_ENV`).
     pub reexec_bus: Option<String>,
 }
 
@@ -131,7 +142,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     for dir in [home, &log_dir] {
         storage::check_private_dir(dir).map_err(io_err("refusing to start"))?;
     }
-    let lock = runtime::sys::lock_file(&home.join("daemon.lock")).map_err(|e| {
+    let lock = os::lock::lock_file(&home.join("daemon.lock")).map_err(|e| {
         if e.kind() == io::ErrorKind::WouldBlock {
             DaemonError::AlreadyRunning {
                 home: home.display().to_string(),
@@ -183,13 +194,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             let adopted = opts
                 .reexec_bus
                 .as_deref()
-                .and_then(|v| runtime::bus::PrivateBus::adopt(v, &socket));
+                .and_then(|v| host::bus::PrivateBus::adopt(v, &socket));
             let bus = match adopted {
                 Some(bus) => {
                     tracing::info!("upgraded in place: kept the private bus");
                     bus
                 }
-                None => runtime::bus::start(home, &socket)
+                None => host::bus::start(home, &socket)
                     .map_err(io_err("cannot start the private bus"))?,
             };
             // clients get a plain path address: the guid dbus-daemon prints changes on every start
@@ -220,17 +231,21 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     }
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let policy = dbus::auth::Policy::new(&opts.admin_group);
+    let validation = dbus::Validation {
+        path_env: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        home: home.clone(),
+    };
     let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
-            dbus::ManagerIface::new(requests_tx, policy),
+            dbus::ManagerIface::new(requests_tx, policy, validation),
         )?
         .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
         .name(turbo_api::BUS_NAME)?
         .build()
         .await?;
     tokio::spawn(dbus::publish(conn.clone(), notices_rx));
-    runtime::sys::trim_heap();
+    os::alloc::trim_heap();
     tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
     let ready_status = format!(
         "running: {mode} mode, event source {}, bus {address}",
@@ -270,8 +285,8 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         // let the reply leave before the connection (and with it the bus name) goes
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(conn);
-        let bus_env = bus.map(runtime::bus::PrivateBus::keep_across_exec);
-        let e = reexec(bus_env.as_deref());
+        let bus_env = bus.map(host::bus::PrivateBus::keep_across_exec);
+        let e = host::upgrade::reexec(bus_env.as_deref());
         // still here: the exec failed; the apps run on, unsupervised until a daemon starts
         return Err(DaemonError::Io {
             what: "cannot re-execute the daemon for the upgrade".into(),
@@ -292,51 +307,6 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     drop(lock);
     tracing::info!("turbo-daemon stopped");
     Ok(())
-}
-
-/// Replaces this process image with the daemon binary at its install path (the binary that was
-/// started, or the one that replaced it on disk since), with the same arguments and environment.
-/// Called on the main thread, which forked the private bus, so the bus's parent-death signal does
-/// not fire. Returns only on failure.
-fn reexec(bus_env: Option<&str>) -> io::Error {
-    use std::os::unix::process::CommandExt as _;
-    let exe = match install_path() {
-        Ok(p) => p,
-        Err(e) => return e,
-    };
-    tracing::info!("upgrading: re-executing {}", exe.display());
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.args(std::env::args_os().skip(1));
-    if let Some(v) = bus_env {
-        cmd.env(runtime::bus::REEXEC_ENV, v);
-    }
-    cmd.exec()
-}
-
-/// The daemon binary at its install path: the file this process was started from, or the one
-/// that replaced it there since (a replaced file leaves the link as `<path> (deleted)`).
-///
-/// # Errors
-/// When `/proc/self/exe` cannot be read, or nothing executable is at that path now (the
-/// message names it).
-pub fn install_path() -> io::Result<PathBuf> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let exe = std::fs::read_link("/proc/self/exe")?;
-    let bytes = exe.as_os_str().as_bytes();
-    let path = PathBuf::from(std::ffi::OsStr::from_bytes(
-        bytes.strip_suffix(b" (deleted)").unwrap_or(bytes),
-    ));
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::other("the daemon's path holds a NUL byte"))?;
-    // SAFETY: access(2) on a NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!("no executable turbo-daemon at {} ({e})", path.display()),
-        ));
-    }
-    Ok(path)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {

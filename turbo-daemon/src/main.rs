@@ -1,6 +1,8 @@
 //! `turbo-daemon`: tunes the allocator, parses flags, sets up logging, runs
 //! [`turbo_daemon::run`] (or the log keeper). Nothing else.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
@@ -81,13 +83,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    turbo_daemon::runtime::sys::settle_allocator();
+    turbo_daemon::os::alloc::settle_allocator();
     let args = Args::parse();
     // set by the previous image of this process on `turbo daemon upgrade`; read and removed
     // while the process has one thread (changing the environment is not thread-safe)
-    let reexec_bus = std::env::var(turbo_daemon::runtime::bus::REEXEC_ENV).ok();
+    let reexec_bus = std::env::var(turbo_daemon::host::bus::REEXEC_ENV).ok();
     // SAFETY: single-threaded here: no runtime, no other thread has started yet.
-    unsafe { std::env::remove_var(turbo_daemon::runtime::bus::REEXEC_ENV) };
+    unsafe { std::env::remove_var(turbo_daemon::host::bus::REEXEC_ENV) };
     // TURBO_LOG: `debug`, or per target like `info,turbo_daemon=debug`. Parsed as plain
     // `Targets`, not `EnvFilter`, whose regular expressions would be a few hundred KiB of code
     // in a daemon that is resident on every host.

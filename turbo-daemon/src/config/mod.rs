@@ -58,11 +58,12 @@ use crate::{
     },
 };
 
-// Transitional: runtime/ and dbus/auth.rs still name these by their old paths.
+// Transitional: runtime/ (requests, spawner) and dbus/ (mod, auth) still name these by their
+// old paths.
 pub use crate::{
     access::{Caller, as_caller},
     os::users,
-    spec::{Rlimit, environment},
+    spec::{Rlimit, RunAs, environment},
 };
 
 /// A `turbo.yml` to read: its text, the name messages give it (`origin`), the directory its
@@ -165,8 +166,8 @@ pub fn from_yaml_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, 
     access::as_caller(caller, |powers| from_yaml(doc, powers))
 }
 
-/// Transitional, for `runtime` (which replies with one line of text): [`from_yaml_as`] with
-/// the error displayed.
+/// Transitional, for `dbus` (which replies with one line of text): [`from_yaml_as`] with the
+/// error displayed.
 ///
 /// # Errors
 /// [`ConfigError`]'s lines.
@@ -186,7 +187,7 @@ pub fn parse_config_as(
     from_yaml_as(&doc, caller).map_err(|e| e.to_string())
 }
 
-/// Transitional, for `runtime`: [`from_start_options`] with the error displayed.
+/// Transitional, for `dbus`: [`from_start_options`] with the error displayed.
 ///
 /// # Errors
 /// [`ConfigError`]'s lines.

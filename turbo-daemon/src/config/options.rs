@@ -73,6 +73,10 @@ pub fn from_start_options(call: &StartCall<'_>, powers: &Powers) -> Result<AppSp
                 Ok(w) => app.watch = Some(serde_yaml_ng::Value::Bool(w)),
                 Err(_) => errors.push(wrong(key, "a boolean (b)")),
             },
+            turbo_api::option::RESTART_DELAY => match String::try_from(value.clone()) {
+                Ok(delay) => app.restart.delay = Some(Scalar::Text(delay)),
+                Err(_) => errors.push(wrong(key, "a duration string (s)")),
+            },
             turbo_api::option::MAX_MEMORY => match u64::try_from(value.clone()) {
                 #[expect(clippy::cast_precision_loss, reason = "a byte count far below 2^52")]
                 Ok(n) => app.max_memory = Some(Scalar::Number(n as f64)),
@@ -81,7 +85,7 @@ pub fn from_start_options(call: &StartCall<'_>, powers: &Powers) -> Result<AppSp
             other => errors.push(Problem::new(
                 "",
                 format!(
-                    "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch, instances)",
+                    "unknown option '{}' (known: cwd, env, autorestart, max_memory, watch, instances, restart_delay)",
                     input::shorten(&other.escape_default().to_string())
                 ),
             )),

@@ -549,7 +549,7 @@ fn start_option_problems_have_no_place_but_their_key() {
         [
             (
                 "",
-                "unknown option 'colour' (known: cwd, env, autorestart, max_memory, watch, instances)"
+                "unknown option 'colour' (known: cwd, env, autorestart, max_memory, watch, instances, restart_delay)"
             ),
             ("cwd", "option 'cwd' must be a string"),
         ]

@@ -35,10 +35,8 @@ impl Policy {
     /// The daemon's euid, and the group named `group` if it exists.
     #[must_use]
     pub fn new(group: &str) -> Self {
-        // SAFETY: geteuid has no preconditions.
-        let owner_uid = unsafe { libc::geteuid() };
         Self {
-            owner_uid,
+            owner_uid: crate::os::process::euid(),
             admin_group: group_id(group).map(|gid| (group.to_owned(), gid)),
         }
     }
@@ -173,28 +171,13 @@ async fn polkit_allows(conn: &zbus::Connection, sender: &str, verb: &str, detail
     matches!(reply, Ok((true, _, _)))
 }
 
-/// Gid of group `name`, if it exists.
+/// Gid of group `name`, if it exists (a failed lookup counts as none: nobody is admitted
+/// through a group that cannot be looked up).
 fn group_id(name: &str) -> Option<u32> {
-    let c_name = std::ffi::CString::new(name).ok()?;
-    let mut grp: libc::group = unsafe_zeroed();
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the sizes given; getgrnam_r is thread-safe.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c_name.as_ptr(),
-            &raw mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &raw mut result,
-        )
-    };
-    (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
-}
-
-fn unsafe_zeroed() -> libc::group {
-    // SAFETY: libc::group is a plain C struct for which all-zero bytes are a valid value.
-    unsafe { std::mem::zeroed() }
+    crate::config::users::group_by_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid)
 }
 
 #[cfg(test)]

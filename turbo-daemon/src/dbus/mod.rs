@@ -1,72 +1,116 @@
 //! The D-Bus adapter: `org.turboprocess.Turbo1.Manager`, one `org.turboprocess.Turbo1.App`
 //! object per app, and the standard ObjectManager at the root.
 //!
-//! It is thin on purpose: methods turn their arguments into a runtime [`Request`] and await the
-//! answer; app objects are caches refreshed from runtime [`Notice`]s, never read back by the
-//! runtime. It must not hold or decide supervision state.
+//! It is thin on purpose: methods turn their arguments into a runtime [`Request`] and await its
+//! typed answer; app objects are caches refreshed from runtime [`Notice`]s, never read back by
+//! the runtime. It must not hold or decide supervision state.
 //!
 //! It is also the edge where callers' input arrives, so every argument is checked here before
 //! it goes anywhere (`config::input`: sizes, names, paths, targets), mutating calls are
-//! authorised ([`auth`]), and the caller's identity goes on with start calls.
+//! authorised ([`auth`]), and start calls are validated into specs here, with the caller's
+//! powers and file access rights, on a blocking thread: the runtime's single loop never waits
+//! for a config file, a user lookup or a credentials switch.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
     AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH,
     instance_path,
 };
-use zbus::{interface, object_server::SignalEmitter, zvariant::OwnedValue};
+use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
 use crate::{
-    config::input,
-    runtime::{Notice, Op, Request, Response},
+    config::{self, input},
+    runtime::{AppsOp, Notice, Reply, Request},
+    supervisor::AppSpec,
 };
 
 pub mod auth;
 
-use zbus::message::Header;
+/// What validating a start call needs besides its arguments.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// The `PATH` commands are looked up in.
+    pub path_env: String,
+    /// Where an app without a `cwd` option runs (the daemon's home).
+    pub home: PathBuf,
+}
 
 /// The manager object.
 pub struct ManagerIface {
     requests: mpsc::UnboundedSender<Request>,
     policy: auth::Policy,
+    validation: Validation,
 }
 
 impl ManagerIface {
     /// An adapter that forwards to the runtime through `requests`.
     #[must_use]
-    pub const fn new(requests: mpsc::UnboundedSender<Request>, policy: auth::Policy) -> Self {
-        Self { requests, policy }
-    }
-
-    async fn call(&self, op: Op) -> Result<Response, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.requests
-            .send(Request { op, reply })
-            .map_err(|_| Error::Failed("the daemon is shutting down".into()))?;
-        rx.await.map_err(|_| {
-            Error::Failed("the daemon dropped the request while shutting down".into())
-        })?
-    }
-
-    async fn names(&self, op: Op) -> Result<Vec<String>, Error> {
-        match self.call(op).await? {
-            Response::Names(names) => Ok(names),
-            other => Err(unexpected(&other)),
+    pub const fn new(
+        requests: mpsc::UnboundedSender<Request>,
+        policy: auth::Policy,
+        validation: Validation,
+    ) -> Self {
+        Self {
+            requests,
+            policy,
+            validation,
         }
     }
 
-    async fn apps(&self, op: Op) -> Result<Vec<AppStatus>, Error> {
-        match self.call(op).await? {
-            Response::Apps(apps) => Ok(apps),
-            other => Err(unexpected(&other)),
-        }
+    /// Sends the request `make` builds around a reply channel and awaits the answer.
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, Error> {
+        ask(&self.requests, make).await
+    }
+
+    /// A mutating call on `target`: checks it, authorises `verb` on it for the caller of
+    /// `hdr`, then asks.
+    async fn on_target<T>(
+        &self,
+        call: (&zbus::Connection, &Header<'_>),
+        verb: &str,
+        target: String,
+        make: impl FnOnce(String, Reply<T>) -> Request,
+    ) -> Result<T, Error> {
+        target_ok(&target)?;
+        self.policy.authorize(call.0, call.1, verb, &target).await?;
+        self.ask(|reply| make(target, reply)).await
+    }
+
+    /// Runs a validation (which takes the caller's powers itself) on a blocking thread (see
+    /// the module docs); its message becomes `error`.
+    async fn validated(
+        &self,
+        check: impl FnOnce(&Validation) -> Result<Vec<AppSpec>, String> + Send + 'static,
+        error: fn(String) -> Error,
+    ) -> Result<Vec<AppSpec>, Error> {
+        let validation = self.validation.clone();
+        tokio::task::spawn_blocking(move || check(&validation).map_err(error))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Failed(
+                    "internal error: the config check panicked".into(),
+                ))
+            })
     }
 }
 
-fn unexpected(r: &Response) -> Error {
-    Error::Failed(format!("internal error: unexpected runtime response {r:?}"))
+/// Sends the request `make` builds around a reply channel on `requests` and awaits the answer
+/// (the metrics exporter asks this way too).
+///
+/// # Errors
+/// The runtime's answer, or `Failed` when it is shutting down.
+pub async fn ask<T>(
+    requests: &mpsc::UnboundedSender<Request>,
+    make: impl FnOnce(Reply<T>) -> Request,
+) -> Result<T, Error> {
+    let (reply, rx) = oneshot::channel();
+    requests
+        .send(make(reply))
+        .map_err(|_| Error::Failed("the daemon is shutting down".into()))?;
+    rx.await
+        .map_err(|_| Error::Failed("the daemon dropped the request while shutting down".into()))?
 }
 
 /// An `InvalidArgument` reply for a check of `config::input` that failed.
@@ -82,6 +126,11 @@ fn target_ok(target: &str) -> Result<(), Error> {
     invalid(input::check_target(target))
 }
 
+/// `Request::Apps` with `op` built from the target.
+fn apps(op: fn(String) -> AppsOp) -> impl FnOnce(String, Reply<Vec<AppStatus>>) -> Request {
+    move |target, reply| Request::Apps(op(target), reply)
+}
+
 #[interface(name = "org.turboprocess.Turbo1.Manager")]
 impl ManagerIface {
     /// Returns the daemon version.
@@ -93,10 +142,7 @@ impl ManagerIface {
     /// Describes the daemon.
     #[zbus(out_args("info"))]
     async fn info(&self) -> Result<DaemonInfo, Error> {
-        match self.call(Op::Info).await? {
-            Response::Info(info) => Ok(*info),
-            other => Err(unexpected(&other)),
-        }
+        self.ask(Request::Info).await
     }
 
     /// Starts one app.
@@ -113,14 +159,18 @@ impl ManagerIface {
         invalid(turbo_api::validate_app_name(&name))?;
         invalid(input::check_argv(&argv))?;
         let caller = self.policy.authorize(conn, &hdr, "start", &name).await?;
-        let mut apps = self
-            .apps(Op::Start {
-                name,
-                argv,
-                options,
-                caller,
+        let check = move |v: &Validation| {
+            config::as_caller(caller, |powers| {
+                config::from_options(&name, &argv, &options, &v.path_env, &v.home, powers)
             })
-            .await?;
+            .map(|spec| vec![spec])
+        };
+        let specs = self.validated(check, Error::InvalidArgument).await?;
+        let op = AppsOp::Start {
+            specs,
+            exclusive: true,
+        };
+        let mut apps = self.ask(|reply| Request::Apps(op, reply)).await?;
         apps.pop()
             .ok_or_else(|| Error::Failed("internal error: start returned no app".into()))
     }
@@ -137,13 +187,16 @@ impl ManagerIface {
     ) -> Result<Vec<AppStatus>, Error> {
         input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
         let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-        self.apps(Op::StartConfig {
-            content,
-            origin,
-            base_dir,
-            caller,
-        })
-        .await
+        let check = move |v: &Validation| {
+            let base = std::path::Path::new(&base_dir);
+            config::parse_config_as(&content, &origin, base, &v.path_env, caller)
+        };
+        let specs = self.validated(check, Error::InvalidConfig).await?;
+        let op = AppsOp::Start {
+            specs,
+            exclusive: false,
+        };
+        self.ask(|reply| Request::Apps(op, reply)).await
     }
 
     /// Stops apps (name, id or `all`) and returns once they have exited.
@@ -154,9 +207,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        target_ok(&target)?;
-        self.policy.authorize(conn, &hdr, "stop", &target).await?;
-        self.apps(Op::Stop(target)).await
+        self.on_target((conn, &hdr), "stop", target, apps(AppsOp::Stop))
+            .await
     }
 
     /// Restarts apps (name, id or `all`).
@@ -167,11 +219,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        target_ok(&target)?;
-        self.policy
-            .authorize(conn, &hdr, "restart", &target)
-            .await?;
-        self.apps(Op::Restart(target)).await
+        self.on_target((conn, &hdr), "restart", target, apps(AppsOp::Restart))
+            .await
     }
 
     /// Replaces the running instances of apps (name, `name:N`, id or `all`) one at a time,
@@ -184,11 +233,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        target_ok(&target)?;
-        self.policy
-            .authorize(conn, &hdr, "restart", &target)
-            .await?;
-        self.apps(Op::Reload(target)).await
+        self.on_target((conn, &hdr), "restart", target, apps(AppsOp::Reload))
+            .await
     }
 
     /// Runs `count` instances of app `name`: new ones start, the highest-numbered stop
@@ -204,7 +250,8 @@ impl ManagerIface {
         invalid(turbo_api::validate_app_name(&name))?;
         invalid(input::check_instances(count))?;
         self.policy.authorize(conn, &hdr, "scale", &name).await?;
-        self.apps(Op::Scale(name, count)).await
+        self.ask(|reply| Request::Apps(AppsOp::Scale(name, count), reply))
+            .await
     }
 
     /// Stops and forgets apps (name, id or `all`).
@@ -215,15 +262,14 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<String>, Error> {
-        target_ok(&target)?;
-        self.policy.authorize(conn, &hdr, "delete", &target).await?;
-        self.names(Op::Delete(target)).await
+        self.on_target((conn, &hdr), "delete", target, Request::Delete)
+            .await
     }
 
     /// Every app.
     #[zbus(out_args("apps"))]
     async fn list_apps(&self) -> Result<Vec<AppStatus>, Error> {
-        self.apps(Op::List).await
+        self.ask(Request::List).await
     }
 
     /// Stops every app, then the daemon.
@@ -235,7 +281,7 @@ impl ManagerIface {
         self.policy
             .authorize(conn, &hdr, "shutdown", "the daemon")
             .await?;
-        self.call(Op::Shutdown).await.map(|_| ())
+        self.ask(Request::Shutdown).await
     }
 
     /// Re-executes the daemon binary in place; apps and their logs carry on.
@@ -247,7 +293,7 @@ impl ManagerIface {
         self.policy
             .authorize(conn, &hdr, "upgrade", "the daemon")
             .await?;
-        self.call(Op::Upgrade).await.map(|_| ())
+        self.ask(Request::Upgrade).await
     }
 
     /// Clears restart counters and crash-loop state (name, id or `all`); `errored` apps start.
@@ -258,9 +304,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        target_ok(&target)?;
-        self.policy.authorize(conn, &hdr, "reset", &target).await?;
-        self.apps(Op::Reset(target)).await
+        self.on_target((conn, &hdr), "reset", target, apps(AppsOp::Reset))
+            .await
     }
 
     /// Status, configuration (environment names only) and crash records of one app.
@@ -270,10 +315,7 @@ impl ManagerIface {
         target: String,
     ) -> Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>), Error> {
         target_ok(&target)?;
-        match self.call(Op::Describe(target)).await? {
-            Response::Describe(d) => Ok(*d),
-            other => Err(unexpected(&other)),
-        }
+        self.ask(|reply| Request::Describe(target, reply)).await
     }
 
     /// The environment variables of one app (`env:` and `env_file:`) with their values: secrets,
@@ -289,20 +331,14 @@ impl ManagerIface {
         self.policy
             .authorize_owner(conn, &hdr, "read the environment values of apps")
             .await?;
-        match self.call(Op::DescribeEnv(target)).await? {
-            Response::Env(env) => Ok(env),
-            other => Err(unexpected(&other)),
-        }
+        self.ask(|reply| Request::DescribeEnv(target, reply)).await
     }
 
     /// Crash statistics and the kept records, newest first.
     #[zbus(out_args("stats", "crashes"))]
     async fn get_crashes(&self, target: String) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
         target_ok(&target)?;
-        match self.call(Op::Crashes(target)).await? {
-            Response::Crashes(c) => Ok(*c),
-            other => Err(unexpected(&other)),
-        }
+        self.ask(|reply| Request::Crashes(target, reply)).await
     }
 
     /// Empties the log files of the matching apps (name, id or `all`).
@@ -313,9 +349,8 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<String>, Error> {
-        target_ok(&target)?;
-        self.policy.authorize(conn, &hdr, "flush", &target).await?;
-        self.names(Op::Flush(target)).await
+        self.on_target((conn, &hdr), "flush", target, Request::Flush)
+            .await
     }
 
     /// Writes the app list to the dump file; returns its path.
@@ -326,10 +361,7 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<String, Error> {
         self.policy.authorize(conn, &hdr, "save", "all").await?;
-        match self.call(Op::Save).await? {
-            Response::Path(p) => Ok(p),
-            other => Err(unexpected(&other)),
-        }
+        self.ask(Request::Save).await
     }
 
     /// Starts the apps of the dump file that are not managed now.
@@ -343,7 +375,8 @@ impl ManagerIface {
             .policy
             .authorize(conn, &hdr, "start", "saved apps")
             .await?;
-        self.apps(Op::Resurrect(caller)).await
+        self.ask(|reply| Request::Apps(AppsOp::Resurrect(caller), reply))
+            .await
     }
 
     /// Returns once every matching app is ready (online and, with a health check, healthy since
@@ -357,11 +390,11 @@ impl ManagerIface {
                 "timeout_ms {timeout_ms} is more than a day: use at most {MAX_WAIT_MS}"
             )));
         }
-        self.apps(Op::WaitReady {
+        let op = AppsOp::WaitReady {
             target,
             timeout: std::time::Duration::from_millis(timeout_ms),
-        })
-        .await
+        };
+        self.ask(|reply| Request::Apps(op, reply)).await
     }
 
     /// Emitted when an app's resident memory crosses its warning level (once per crossing).

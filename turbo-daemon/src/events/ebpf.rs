@@ -32,13 +32,12 @@ use aya::{
     maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, ProgramError, tp_btf::BtfTracePointLinkId},
 };
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    sync::mpsc::UnboundedSender,
-};
+use tokio::io::unix::AsyncFd;
 use turbo_common::{self as abi, RssLimit};
 
-use super::{Event, MemoryLimitChange, OomMemory, Sender, SourceKind, WaitStatus};
+use super::MemoryLimitChange;
+#[cfg(test)]
+use super::{Event, Sender, SourceKind, WaitStatus};
 
 /// The object built by `build.rs` (empty when the BPF toolchain was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/turbo-ebpf"));
@@ -279,7 +278,7 @@ impl Ebpf {
             return Err(fail("the rss_stat program is not available".into()));
         }
         let limit_pages = bytes.div_ceil(self.page_size).max(1);
-        let rss_pages = super::procfs::resident_pages(tgid).map_err(|e| fail(e.to_string()))?;
+        let rss_pages = crate::os::proc::resident_pages(tgid).map_err(|e| fail(e.to_string()))?;
         let was_over = self
             .limits
             .get(&tgid, 0)
@@ -377,353 +376,9 @@ impl Ebpf {
 fn remove_quietly<V: aya::Pod>(map: &mut HashMap<MapData, u32, V>, tgid: u32, what: &str) {
     match map.remove(&tgid) {
         Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(tgid, error = %error_chain(&e), "eBPF {what} removal failed"),
     }
-}
-
-impl RingReader {
-    /// Reads events until `tx` is closed (or, logged, polling the ring fails), sending one
-    /// [`Event`] per record.
-    pub async fn run(self, tx: UnboundedSender<Event>) {
-        let page_size = self.page_size;
-        let mut fd = match self.ring {
-            Ring::Registered(fd) => fd,
-            Ring::Unregistered(ring) => match register(ring) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    tracing::error!(error = %e, "eBPF events stopped");
-                    return;
-                }
-            },
-        };
-        loop {
-            let mut guard = tokio::select! {
-                ready = fd.readable_mut() => match ready {
-                    Ok(guard) => guard,
-                    Err(e) => {
-                        tracing::error!(error = %e, "eBPF ring buffer poll failed; events stopped");
-                        return;
-                    }
-                },
-                () = tx.closed() => return,
-            };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                let Some(event) = decode(&item, page_size) else {
-                    continue;
-                };
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
-            guard.clear_ready();
-        }
-    }
-}
-
-/// Reads a `T` from the start of `bytes` if it is long enough.
-fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the length was checked, and T is Pod (any bit pattern is valid).
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
-}
-
-/// A NUL-padded kernel string.
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// One ring-buffer record to an [`Event`]; `None` for short records and unknown kinds.
-fn decode(bytes: &[u8], page_size: u64) -> Option<Event> {
-    let hdr: abi::EventHeader = read_record(bytes)?;
-    let source = SourceKind::Ebpf;
-    let (pid, key) = (hdr.tgid, hdr.key);
-    Some(match hdr.kind {
-        abi::EVENT_EXIT => {
-            let ev: abi::ExitEvent = read_record(bytes)?;
-            Event::Exited {
-                pid,
-                key,
-                status: WaitStatus(ev.wait_status()),
-                source,
-            }
-        }
-        abi::EVENT_FORK => {
-            let ev: abi::ForkEvent = read_record(bytes)?;
-            Event::Forked {
-                parent: ev.parent_tgid,
-                child: pid,
-                key,
-                tracked: ev.flags & abi::FORK_UNTRACKED == 0,
-                source,
-            }
-        }
-        abi::EVENT_EXEC => {
-            let ev: abi::ExecEvent = read_record(bytes)?;
-            let len = (ev.filename_len as usize).min(ev.filename.len());
-            Event::Exec {
-                pid,
-                key,
-                filename: String::from_utf8_lossy(&ev.filename[..len]).into_owned(),
-                source,
-            }
-        }
-        abi::EVENT_OOM_VICTIM => {
-            let ev: abi::OomEvent = read_record(bytes)?;
-            Event::OomKilled {
-                pid,
-                key,
-                memory: OomMemory {
-                    total_vm_bytes: ev.total_vm_pages * page_size,
-                    anon_rss_bytes: ev.anon_pages * page_size,
-                    file_rss_bytes: ev.file_pages * page_size,
-                    shmem_rss_bytes: ev.shmem_pages * page_size,
-                    oom_score_adj: ev.oom_score_adj,
-                    comm: c_string(&ev.comm),
-                },
-                source,
-            }
-        }
-        abi::EVENT_SIGNAL => {
-            let ev: abi::SignalEvent = read_record(bytes)?;
-            // si_code <= 0: a process sent it (kill, tkill, sigqueue), and `current` is that
-            // process. > 0: the kernel generated it (OOM killer, faults); `current` is then just
-            // whatever task was running and is not reported as a sender.
-            let sender = (ev.code <= 0).then(|| Sender {
-                pid: ev.sender_tgid,
-                comm: c_string(&ev.sender_comm),
-            });
-            Event::Signaled {
-                pid,
-                key,
-                signal: i32::try_from(ev.sig).unwrap_or(0),
-                code: ev.code,
-                sender,
-                source,
-            }
-        }
-        abi::EVENT_RSS_OVER | abi::EVENT_RSS_UNDER => {
-            let ev: abi::RssEvent = read_record(bytes)?;
-            let (rss, limit) = (ev.rss_pages * page_size, ev.limit_pages * page_size);
-            if hdr.kind == abi::EVENT_RSS_OVER {
-                Event::MemoryOver {
-                    pid,
-                    key,
-                    rss,
-                    limit,
-                    source,
-                }
-            } else {
-                Event::MemoryUnder {
-                    pid,
-                    key,
-                    rss,
-                    limit,
-                    source,
-                }
-            }
-        }
-        _ => return None,
-    })
-}
-
-fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, EbpfError> {
-    // SAFETY: the RingBuf owns its map fd, which stays open and the same until the AsyncFd
-    // (which owns the RingBuf) is dropped.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| EbpfError::Ring(e.into()))
-}
-
-/// A kernel struct field (or size) the programs use, its load-time global, and its value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Field {
-    /// The struct.
-    pub(crate) ty: &'static str,
-    /// The field (`"sizeof"` for the struct's size).
-    pub(crate) field: &'static str,
-    /// The global in the object.
-    pub(crate) global: &'static str,
-    /// Byte offset (or size); `None` when missing from BTF.
-    pub(crate) value: Option<u64>,
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field == "sizeof" {
-            write!(f, "sizeof(struct {})", self.ty)
-        } else {
-            write!(f, "{}.{}", self.ty, self.field)
-        }
-    }
-}
-
-/// Kernel struct field offsets (bytes) the programs need, read from kernel BTF.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Offsets {
-    pub(crate) fields: Vec<Field>,
-}
-
-/// What each field is called, and which global carries it.
-const FIELDS: &[(&str, &str, &str)] = &[
-    ("task_struct", "exit_code", abi::GLOBAL_OFF_TASK_EXIT_CODE),
-    ("task_struct", "pid", abi::GLOBAL_OFF_TASK_PID),
-    ("task_struct", "tgid", abi::GLOBAL_OFF_TASK_TGID),
-    ("task_struct", "signal", abi::GLOBAL_OFF_TASK_SIGNAL),
-    ("task_struct", "mm", abi::GLOBAL_OFF_TASK_MM),
-    ("task_struct", "comm", abi::GLOBAL_OFF_TASK_COMM),
-    (
-        "signal_struct",
-        "group_exit_code",
-        abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
-    ),
-    (
-        "signal_struct",
-        "oom_score_adj",
-        abi::GLOBAL_OFF_SIGNAL_OOM_SCORE_ADJ,
-    ),
-    ("mm_struct", "owner", abi::GLOBAL_OFF_MM_OWNER),
-    ("mm_struct", "rss_stat", abi::GLOBAL_OFF_MM_RSS_STAT),
-    ("mm_struct", "total_vm", abi::GLOBAL_OFF_MM_TOTAL_VM),
-    (
-        "percpu_counter",
-        "count",
-        abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
-    ),
-    ("linux_binprm", "filename", abi::GLOBAL_OFF_BINPRM_FILENAME),
-    ("kernel_siginfo", "si_code", abi::GLOBAL_OFF_SIGINFO_CODE),
-];
-
-impl Offsets {
-    /// Reads every field; a missing one is `None` (what needs it is disabled later). Fails only
-    /// when BTF cannot be read at all.
-    pub(crate) fn from_kernel() -> Result<Self, EbpfError> {
-        let btf = btf_rs::Btf::from_file_with_backend(VMLINUX_BTF, btf_rs::Backend::Mmap).map_err(
-            |e| EbpfError::Btf {
-                reason: error_chain(&e),
-            },
-        )?;
-        let mut fields: Vec<Field> = FIELDS
-            .iter()
-            .map(|&(ty, field, global)| Field {
-                ty,
-                field,
-                global,
-                // 0 means "missing" to the programs; none of these fields is first in its
-                // struct on a real kernel, so a 0 would be a bogus layout anyway.
-                value: member(&btf, ty, field)
-                    .map(|(off, _)| off)
-                    .filter(|off| *off != 0),
-            })
-            .collect();
-        // rss_stat is indexed by MM_* constants: only trust it when it is an array of exactly
-        // NR_MM_COUNTERS counters, as the programs assume.
-        let rss_len = member(&btf, "mm_struct", "rss_stat").and_then(|(_, t)| match t {
-            btf_rs::Type::Array(a) => Some(a.len() as u64),
-            _ => None,
-        });
-        if rss_len != Some(abi::NR_MM_COUNTERS) {
-            for f in &mut fields {
-                if f.global == abi::GLOBAL_OFF_MM_RSS_STAT {
-                    f.value = None;
-                }
-            }
-        }
-        let size = btf
-            .resolve_types_by_name("percpu_counter")
-            .ok()
-            .and_then(|types| {
-                types.into_iter().find_map(|t| match t {
-                    btf_rs::Type::Struct(s) => Some(s.size() as u64),
-                    _ => None,
-                })
-            })
-            .filter(|s| *s != 0);
-        fields.push(Field {
-            ty: "percpu_counter",
-            field: "sizeof",
-            global: abi::GLOBAL_SIZE_PERCPU_COUNTER,
-            value: size,
-        });
-        Ok(Self { fields })
-    }
-
-    /// The value for a global (`None` when missing).
-    pub(crate) fn get(&self, global: &str) -> Option<u64> {
-        self.fields
-            .iter()
-            .find(|f| f.global == global)
-            .and_then(|f| f.value)
-    }
-
-    /// The first missing field among `globals`.
-    fn first_missing(&self, globals: &[&str]) -> Option<Field> {
-        globals.iter().find_map(|g| {
-            self.fields
-                .iter()
-                .find(|f| f.global == *g && f.value.is_none())
-                .copied()
-        })
-    }
-}
-
-/// Byte offset and type of `field` in `struct ty`, looking into anonymous struct/union members.
-fn member(btf: &btf_rs::Btf, ty: &str, field: &str) -> Option<(u64, btf_rs::Type)> {
-    btf.resolve_types_by_name(ty)
-        .ok()?
-        .iter()
-        .find_map(|t| match t {
-            btf_rs::Type::Struct(s) => find_member(btf, s, field, 0, 0),
-            _ => None,
-        })
-}
-
-fn find_member(
-    btf: &btf_rs::Btf,
-    s: &btf_rs::Struct,
-    field: &str,
-    base_bits: u64,
-    depth: u32,
-) -> Option<(u64, btf_rs::Type)> {
-    if depth > 8 {
-        return None;
-    }
-    for m in &s.members {
-        let bits = base_bits + u64::from(m.bit_offset());
-        let name = btf.resolve_name(m).unwrap_or_default();
-        if name == field {
-            // Bitfields and sub-byte offsets cannot be read with a byte offset.
-            if m.bitfield_size().unwrap_or(0) != 0 || !bits.is_multiple_of(8) {
-                return None;
-            }
-            return Some((bits / 8, btf.resolve_chained_type(m).ok()?));
-        }
-        if !name.is_empty() {
-            continue;
-        }
-        // Anonymous member: follow typedefs/qualifiers to the struct or union.
-        let mut t = btf.resolve_chained_type(m).ok()?;
-        for _ in 0..8 {
-            t = match &t {
-                btf_rs::Type::Struct(inner) | btf_rs::Type::Union(inner) => {
-                    if let Some(found) = find_member(btf, inner, field, bits, depth + 1) {
-                        return Some(found);
-                    }
-                    break;
-                }
-                btf_rs::Type::Typedef(x) => btf.resolve_chained_type(x).ok()?,
-                btf_rs::Type::Volatile(x) | btf_rs::Type::Const(x) | btf_rs::Type::Restrict(x) => {
-                    btf.resolve_chained_type(x).ok()?
-                }
-                btf_rs::Type::TypeTag(x) => btf.resolve_chained_type(x).ok()?,
-                _ => break,
-            };
-        }
-    }
-    None
 }
 
 /// One program: its name (= tracepoint), the globals it cannot work without, the ones that only
@@ -904,7 +559,8 @@ fn load_with(
     };
 
     drop(kernel_btf);
-    trim_heap();
+    // give back the heap used while parsing BTF (~10-15 MB)
+    crate::os::alloc::trim_heap();
     let load_time = started.elapsed();
     tracing::debug!(
         elapsed_ms = load_time.as_secs_f64() * 1e3,
@@ -912,7 +568,7 @@ fn load_with(
         ?fallbacks,
         "eBPF programs loaded"
     );
-    let page_size = super::procfs::page_size();
+    let page_size = crate::os::proc::page_size();
     Ok((
         Ebpf {
             bpf,
@@ -964,8 +620,9 @@ fn map_error(e: MapError) -> EbpfError {
     EbpfError::Load(error_chain(&e))
 }
 
+/// EPERM or EACCES (the standard library maps both to `PermissionDenied`).
 fn is_permission(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+    e.kind() == io::ErrorKind::PermissionDenied
 }
 
 fn loader_error(e: aya::EbpfError) -> EbpfError {
@@ -1048,14 +705,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Give back the heap used while parsing BTF (~10-15 MB) to the OS.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; no pointers are invalidated.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
+mod btf;
+mod ring;
 #[cfg(test)]
 mod tests;
+
+use btf::Offsets;
+#[cfg(test)]
+use ring::decode;
+use ring::register;

@@ -48,54 +48,8 @@ impl fmt::Display for SourceKind {
     }
 }
 
-/// A raw wait status (`exit_code` of the kernel, `si_status`-style encoding of `waitpid`):
-/// `signal = raw & 0x7f`, `exit status = (raw >> 8) & 0xff`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WaitStatus(pub u32);
-
-impl WaitStatus {
-    /// The status of a process that was not our child: it ended, but nobody can tell how
-    /// (only eBPF sees the exit code of a process the daemon adopted).
-    pub const UNKNOWN: Self = Self(u32::MAX);
-
-    /// Builds the status of a normal exit.
-    #[must_use]
-    pub const fn exited(code: u8) -> Self {
-        Self((code as u32) << 8)
-    }
-
-    /// Builds the status of a death by signal.
-    #[must_use]
-    pub const fn signaled(signal: u8) -> Self {
-        Self((signal & 0x7f) as u32)
-    }
-
-    /// The killing signal, if the process died of one.
-    #[must_use]
-    pub const fn signal(self) -> Option<i32> {
-        if self.0 == Self::UNKNOWN.0 {
-            return None;
-        }
-        let sig = (self.0 & 0x7f) as i32;
-        if sig == 0 { None } else { Some(sig) }
-    }
-
-    /// The exit status, if the process exited normally.
-    #[must_use]
-    pub const fn code(self) -> Option<i32> {
-        if self.0 == Self::UNKNOWN.0 || self.signal().is_some() {
-            None
-        } else {
-            Some(((self.0 >> 8) & 0xff) as i32)
-        }
-    }
-
-    /// Whether a core dump was written.
-    #[must_use]
-    pub const fn core_dumped(self) -> bool {
-        self.0 != Self::UNKNOWN.0 && self.0 & 0x80 != 0
-    }
-}
+/// How a process ended (defined with the reaping, in the OS layer).
+pub use crate::os::process::WaitStatus;
 
 /// One observation about a supervised process tree. Every variant carries the app `key` given
 /// to [`EventSource::watch`] (inherited by descendants) and the `source` that saw it.
@@ -245,6 +199,36 @@ impl Event {
         }
     }
 
+    /// A crossing of a memory threshold: [`Event::MemoryOver`] when `over`, else
+    /// [`Event::MemoryUnder`]. Both sources build theirs here.
+    #[must_use]
+    pub const fn memory(
+        over: bool,
+        pid: u32,
+        key: u32,
+        rss: u64,
+        limit: u64,
+        source: SourceKind,
+    ) -> Self {
+        if over {
+            Self::MemoryOver {
+                pid,
+                key,
+                rss,
+                limit,
+                source,
+            }
+        } else {
+            Self::MemoryUnder {
+                pid,
+                key,
+                rss,
+                limit,
+                source,
+            }
+        }
+    }
+
     /// A short name of the variant, for logs and metrics labels.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
@@ -318,34 +302,6 @@ pub const fn next_over(was_over: bool, rss: u64, limit: u64) -> bool {
     }
 }
 
-#[cfg(test)]
-mod status_tests {
-    use super::*;
-
-    #[test]
-    fn wait_status_decoding() {
-        let cases = [
-            (0x300, Some(3), None, false),
-            (0x9, None, Some(9), false),
-            (0x8b, None, Some(11), true),
-            (0, Some(0), None, false),
-        ];
-        for (raw, code, sig, core) in cases {
-            let st = WaitStatus(raw);
-            assert_eq!(st.code(), code, "{raw:#x}");
-            assert_eq!(st.signal(), sig, "{raw:#x}");
-            assert_eq!(st.core_dumped(), core, "{raw:#x}");
-        }
-        assert_eq!(WaitStatus::exited(3), WaitStatus(0x300));
-        assert_eq!(WaitStatus::signaled(9).signal(), Some(9));
-        let unknown = WaitStatus::UNKNOWN;
-        assert_eq!(
-            (unknown.code(), unknown.signal(), unknown.core_dumped()),
-            (None, None, false)
-        );
-    }
-}
-
 /// `TURBO_EBPF` / `--ebpf`: whether to use eBPF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum EbpfSetting {
@@ -400,24 +356,6 @@ impl Default for SourceOptions {
             scan_interval: Duration::from_secs(1),
         }
     }
-}
-
-/// The child processes of `pid` right now (`/proc/<pid>/task/*/children`); empty if it is gone.
-fn existing_children(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut children: Vec<u32> = tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_ascii_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect();
-    children.sort_unstable();
-    children.dedup();
-    children
 }
 
 /// The active event source: the one handle the runtime talks to.
@@ -558,7 +496,7 @@ impl EventSource {
             // descendants, and reported like a fork
             let mut stack = vec![pid];
             while let Some(parent) = stack.pop() {
-                for child in existing_children(parent) {
+                for child in crate::os::proc::all_children(parent) {
                     if ebpf.watched_key(child).is_some() {
                         continue;
                     }
@@ -607,16 +545,12 @@ impl EventSource {
         {
             let change = ebpf.set_memory_limit(pid, bytes)?;
             let key = ebpf.watched_key(pid).unwrap_or(0);
-            let (rss, limit, source) = (change.rss_bytes, change.limit_bytes, SourceKind::Ebpf);
             // a new threshold starts fresh: report at once only a process already over it
             if change.over {
-                let _ = self.tx.send(Event::MemoryOver {
-                    pid,
-                    key,
-                    rss,
-                    limit,
-                    source,
-                });
+                let (rss, limit) = (change.rss_bytes, change.limit_bytes);
+                let _ = self
+                    .tx
+                    .send(Event::memory(true, pid, key, rss, limit, SourceKind::Ebpf));
             }
             return Ok(());
         }

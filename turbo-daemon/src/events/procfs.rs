@@ -31,13 +31,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io,
     time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::{Event, SourceError, SourceKind, WaitStatus, next_over};
+use crate::os::proc::{ProcStat as Stat, exe_or, list_pids, page_size, read_stat, resident_pages};
 
 pub mod pace;
 
@@ -129,85 +129,6 @@ impl Procfs {
     pub fn clear_memory_limit(&self, pid: u32) {
         let _ = self.commands.send(Command::ClearLimit(pid));
     }
-}
-
-/// The kernel's page size.
-#[must_use]
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
-}
-
-/// Resident pages of `pid` (file + anon + shmem: `/proc/<pid>/statm` field 2).
-///
-/// # Errors
-/// When the file cannot be read or parsed (no such process).
-pub fn resident_pages(pid: u32) -> io::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
-    text.split_ascii_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable statm"))
-}
-
-/// What the scanner needs from `/proc/<pid>/stat`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stat {
-    comm: String,
-    state: u8,
-    ppid: u32,
-    /// Clock ticks since boot: with the pid, the identity of a process (pids are reused).
-    start_time: u64,
-    /// Field 52, the wait status of a zombie (since Linux 3.5).
-    exit_code: Option<u32>,
-}
-
-impl Stat {
-    const fn is_zombie(&self) -> bool {
-        matches!(self.state, b'Z' | b'X')
-    }
-}
-
-fn read_stat(pid: u32) -> io::Result<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat"))
-}
-
-/// Parses `/proc/<pid>/stat`; `comm` may contain spaces and parentheses, so it is everything
-/// between the first `(` and the last `)`.
-fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_owned();
-    // Fields from 3 (state) on.
-    let mut rest = text.get(close + 1..)?.split_ascii_whitespace();
-    let state = *rest.next()?.as_bytes().first()?;
-    let ppid = rest.next()?.parse().ok()?;
-    // field 22 is the 19th after ppid (field 4)
-    let start_time = rest.nth(17)?.parse().ok()?;
-    // field 52 is the 30th after starttime (field 22)
-    let exit_code = rest.nth(29).and_then(|v| v.parse::<i64>().ok());
-    Some(Stat {
-        comm,
-        state,
-        ppid,
-        start_time,
-        exit_code: exit_code.and_then(|c| u32::try_from(c).ok()),
-    })
-}
-
-/// Every pid in `/proc`.
-fn list_pids() -> io::Result<HashSet<u32>> {
-    Ok(std::fs::read_dir("/proc")?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect())
-}
-
-/// What an exec'd process runs: `/proc/<pid>/exe`, or its `comm` when that is unreadable.
-fn exe_or(pid: u32, comm: &str) -> String {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map_or_else(|_| comm.to_owned(), |p| p.display().to_string())
 }
 
 #[derive(Debug)]
@@ -316,7 +237,7 @@ impl Scanner {
                     Tracked {
                         key,
                         root: true,
-                        start_time: stat.start_time,
+                        start_time: stat.start_ticks,
                         comm: stat.comm,
                     },
                 );
@@ -412,7 +333,7 @@ impl Scanner {
                     return true;
                 };
                 // A parent younger than the child is a reused pid, not the parent.
-                if st.start_time < parent.start_time {
+                if st.start_ticks < parent.start_time {
                     return true;
                 }
                 let (key, parent_comm) = (parent.key, parent.comm.clone());
@@ -421,7 +342,7 @@ impl Scanner {
                     Tracked {
                         key,
                         root: false,
-                        start_time: st.start_time,
+                        start_time: st.start_ticks,
                         comm: st.comm.clone(),
                     },
                 );
@@ -481,7 +402,7 @@ impl Scanner {
             };
             let (key, root) = (t.key, t.root);
             let status = match stat {
-                Some(st) if st.start_time == t.start_time => {
+                Some(st) if st.start_ticks == t.start_time => {
                     if !st.is_zombie() {
                         if st.comm != t.comm {
                             execs.push(Event::Exec {
@@ -540,23 +461,7 @@ impl Scanner {
             limit.pages * self.page_size,
             SourceKind::Procfs,
         );
-        events.push(if over {
-            Event::MemoryOver {
-                pid,
-                key,
-                rss,
-                limit,
-                source,
-            }
-        } else {
-            Event::MemoryUnder {
-                pid,
-                key,
-                rss,
-                limit,
-                source,
-            }
-        });
+        events.push(Event::memory(over, pid, key, rss, limit, source));
     }
 }
 
@@ -568,32 +473,6 @@ mod tests {
     };
 
     use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_comm() {
-        let text = "4242 (a (weird) name) S 4241 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
-                    98765 1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 \
-                    0 0 0 0 0 0 0 768";
-        let st = parse_stat(text).expect("parses");
-        assert_eq!(st.comm, "a (weird) name");
-        assert_eq!(st.state, b'S');
-        assert_eq!(st.ppid, 4241);
-        assert_eq!(st.start_time, 98765);
-        assert_eq!(st.exit_code, Some(768));
-        assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn reads_own_stat_and_statm() {
-        let me = std::process::id();
-        let st = read_stat(me).expect("own stat");
-        // SAFETY: getppid has no preconditions.
-        let ppid = unsafe { libc::getppid() };
-        assert_eq!(i64::from(st.ppid), i64::from(ppid));
-        assert!(st.start_time > 0);
-        assert!(resident_pages(me).expect("own statm") > 0);
-        assert!(read_stat(u32::MAX - 1).is_err());
-    }
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()

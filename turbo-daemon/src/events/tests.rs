@@ -15,6 +15,7 @@ use std::{
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::*;
+use crate::os::process as os;
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -24,8 +25,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    crate::os::process::euid() == 0
 }
 
 /// Whether a real eBPF test can run; prints why not. Under `CI` a missing precondition fails.
@@ -48,13 +48,7 @@ pub(crate) fn can_run_ebpf(test: &str) -> bool {
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` and of Python's `time.monotonic_ns`.
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write into.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+    crate::os::clock::monotonic_ns()
 }
 
 /// The real Python binary (not a pyenv shim script, whose extra execs would blur the events).
@@ -81,12 +75,9 @@ impl Gated {
 
 impl Drop for Gated {
     fn drop(&mut self) {
-        let pgid = i32::try_from(self.child.id()).unwrap_or(0);
-        // SAFETY: plain kill(2) of processes this test started.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = os::signal_group(self.child.id(), os::SIGKILL);
         for pid in &self.also {
-            // SAFETY: as above.
-            unsafe { libc::kill(i32::try_from(*pid).unwrap_or(0), libc::SIGKILL) };
+            let _ = os::signal_pid(*pid, os::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -228,8 +219,7 @@ fn fork_of_a_watched_process_is_watched_with_its_key() {
         assert_eq!(ebpf.watched_key(child), Some(5), "the kernel watches the child");
 
         // Its exit comes with the key, and the kernel forgets it.
-        // SAFETY: plain kill(2) of a child process we started.
-        unsafe { libc::kill(i32::try_from(child).expect("pid"), libc::SIGKILL) };
+        os::signal_pid(child, os::SIGKILL).expect("kill");
         let seen = collect_until(&mut rx, Duration::from_secs(5), "child and root exits", |s| {
             has_exit(s, child) && has_exit(s, pid)
         })
@@ -527,8 +517,8 @@ fn rss_limit_crossings_are_reported_within_milliseconds() {
         let steps = read_steps(&mut child.child);
         tokio::time::sleep(Duration::from_millis(300)).await; // interpreter started
         source.watch(pid, 2).expect("watch");
-        let page = procfs::page_size();
-        let base = procfs::resident_pages(pid).expect("statm");
+        let page = crate::os::proc::page_size();
+        let base = crate::os::proc::resident_pages(pid).expect("statm");
         let limit = base * page + (32 << 20);
         assert!(!source.ebpf().expect("ebpf").rss_stat_attached());
         source.set_memory_limit(pid, limit).expect("set limit");

@@ -1,7 +1,7 @@
 //! The Prometheus exporter: `GET /metrics` on a TCP address (loopback by default), in the text
 //! exposition format.
 //!
-//! A thin adapter, like `dbus`: every scrape sends one [`Op::Metrics`] request to the runtime,
+//! A thin adapter, like `dbus`: every scrape sends one [`Request::Metrics`] to the runtime,
 //! which measures what it reports *then* (process trees read from `/proc` on demand, counters
 //! from its books), and this module only turns that [`MetricsSnapshot`] into text. It must not
 //! own or cache state: nothing is kept between two scrapes, so a deleted app disappears from
@@ -31,13 +31,10 @@ use hyper::{Method, StatusCode, body::Bytes, server::conn::http1, service::servi
 use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics::{Label, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{LabelSet, PrometheusBuilder, formatting};
-use tokio::{
-    net::TcpListener,
-    sync::{mpsc, oneshot},
-};
+use tokio::{net::TcpListener, sync::mpsc};
 use turbo_api::AppState;
 
-use crate::runtime::{AppMetrics, MetricsSnapshot, Op, Request, Response};
+use crate::runtime::{AppMetrics, MetricsSnapshot, Request};
 
 /// `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -115,27 +112,13 @@ async fn answer(
         _ => return Ok(reply(StatusCode::NOT_FOUND, text, "not found\n".into())),
     }
     let asked_at = std::time::Instant::now();
-    let (tx, rx) = oneshot::channel();
-    let asked = requests.send(Request {
-        op: Op::Metrics,
-        reply: tx,
-    });
-    let snapshot = match (asked, rx.await) {
-        (Ok(()), Ok(Ok(Response::Metrics(s)))) => s,
-        (Ok(()), Ok(Err(e))) => {
-            return Ok(reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                text,
-                format!("{e}\n"),
-            ));
-        }
-        _ => {
-            return Ok(reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                text,
-                "the daemon is shutting down\n".into(),
-            ));
-        }
+    // the runtime answers every scrape, so a failure is the channel's: it is shutting down
+    let Ok(snapshot) = crate::dbus::ask(&requests, Request::Metrics).await else {
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            "the daemon is shutting down\n".into(),
+        ));
     };
     let measured_at = std::time::Instant::now();
     let apps = snapshot.apps.len();
@@ -156,16 +139,6 @@ async fn answer(
     );
     Ok(reply(StatusCode::OK, CONTENT_TYPE, text))
 }
-
-/// Restart reasons every app reports (at 0 until one happens, so `increase()` sees the first).
-pub const RESTART_REASONS: &[&str] = &[
-    "crash",
-    "oom_kill",
-    "memory_limit",
-    "health",
-    "watch",
-    "manual",
-];
 
 /// The exposition text of one snapshot.
 #[must_use]
@@ -439,7 +412,7 @@ pub fn describe_listen(addr: &SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::ProcessStats;
+    use crate::runtime::{ProcessStats, RestartReason};
     use crate::supervisor::leak::LeakVerdict;
 
     fn app(name: &str, state: AppState) -> AppMetrics {
@@ -448,7 +421,7 @@ mod tests {
             instance: 0,
             state,
             health: turbo_api::Health::None,
-            restarts: RESTART_REASONS.iter().map(|r| (*r, 0)).collect(),
+            restarts: RestartReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
             exits: vec![("exit", 0), ("signal", 2)],
             oom_kills: 0,
             cpu_seconds: None,

@@ -1,25 +1,144 @@
-//! The crash store: the kept crash records of every app and their totals.
+//! Crashes: a domain [`Crash`] assembled from the supervisor's `Crashed` notification and what
+//! the process table knew about the process ([`assemble`]), and the [`CrashStore`] that keeps
+//! the newest [`KEEP`] per app with a total.
 //!
-//! A consumer of the supervisor's `Crashed` notifications (after the runtime has completed each
-//! record with wall time, memory and stderr tail). It keeps the newest [`KEEP`] records per app
-//! and a total; it makes no decisions and does no I/O (the state file saves it).
+//! No I/O and no decisions: the runtime adds the stderr tail once the process's output ended,
+//! the view turns a crash into the wire's `CrashRecord` (which the state file saves, through
+//! `storage`'s conversion), and a saved crash becomes a [`Crash`] here.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
 
-use turbo_api::{CrashRecord, CrashStats};
+use turbo_api::ExitReason;
 
-use crate::supervisor::AppId;
+use super::{procs::CrashFacts, view::crash_record};
+use crate::{
+    events::{Sender, SourceKind, WaitStatus},
+    storage::SavedCrash,
+    supervisor::{AppId, Exit},
+};
 
 /// Records kept per app.
 pub const KEEP: usize = 100;
 
+/// One exit nobody asked for, complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Crash {
+    /// Wall-clock time of the exit, Unix milliseconds.
+    pub at_ms: u64,
+    /// How it ended.
+    pub status: WaitStatus,
+    /// Why, as the supervisor classified it.
+    pub reason: ExitReason,
+    /// How long the process ran.
+    pub uptime: Duration,
+    /// Restarts the app had had before this crash.
+    pub restart_number: u32,
+    /// Resident memory at the end (or the last figure seen), 0 when unknown.
+    pub memory_bytes: u64,
+    /// Who sent the fatal signal, when a process did.
+    pub signal_sender: Option<Sender>,
+    /// The last lines of its stderr.
+    pub stderr_tail: Vec<String>,
+    /// Which source reported the exit (`None` in records older than that field).
+    pub source: Option<SourceKind>,
+    /// More about the cause (a failing health check's message).
+    pub detail: Option<String>,
+}
+
+/// Builds the crash of main process `exit` at wall time `at_ms`. The signal's sender counts
+/// only when that signal is what killed it; the memory is the OOM killer's figure, else what
+/// `/proc` says now (`memory_now`: eBPF reports the exit before the kernel frees the memory),
+/// else the last figure seen; a 0 is no figure. The stderr tail is added later.
+pub fn assemble(
+    exit: &Exit,
+    restart_number: u32,
+    at_ms: u64,
+    facts: CrashFacts,
+    memory_now: impl FnOnce() -> Option<u64>,
+) -> Crash {
+    let signal_sender = match facts.fatal_signal {
+        Some((sig, Some(sender))) if exit.status.signal() == Some(sig) => Some(sender),
+        _ => None,
+    };
+    let memory_bytes = facts
+        .oom_memory
+        .filter(|&m| m > 0)
+        .or_else(|| memory_now().filter(|&m| m > 0))
+        .or(facts.last_rss)
+        .unwrap_or(0);
+    Crash {
+        at_ms,
+        status: exit.status,
+        reason: exit.reason,
+        uptime: exit.uptime,
+        restart_number,
+        memory_bytes,
+        signal_sender,
+        stderr_tail: Vec::new(),
+        source: Some(exit.source),
+        detail: exit.detail.clone(),
+    }
+}
+
+impl Crash {
+    /// The exit in words, for the daemon log.
+    #[must_use]
+    pub fn describe_exit(&self) -> String {
+        describe_status(self.status)
+    }
+}
+
+/// `signal N`, `exit code N` or an unknown status, for the daemon log.
+#[must_use]
+pub fn describe_status(status: WaitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (_, Some(s)) => format!("signal {s}"),
+        (Some(c), _) => format!("exit code {c}"),
+        _ => "an unknown status (not our child)".into(),
+    }
+}
+
+impl From<SavedCrash> for Crash {
+    fn from(s: SavedCrash) -> Self {
+        let status = match (s.code, s.signal) {
+            (_, sig) if sig > 0 => WaitStatus::signaled(u8::try_from(sig).unwrap_or(0)),
+            (code, _) if code >= 0 => WaitStatus::exited(u8::try_from(code).unwrap_or(0)),
+            _ => WaitStatus::UNKNOWN,
+        };
+        Self {
+            at_ms: s.at_ms,
+            status,
+            // written by this daemon from an `ExitReason`; anything else was edited by hand
+            reason: s.reason.parse().unwrap_or(ExitReason::Exit),
+            uptime: Duration::from_millis(s.uptime_ms),
+            restart_number: s.restart_number,
+            memory_bytes: s.memory_bytes,
+            signal_sender: (s.signal_sender_pid != 0 || !s.signal_sender_comm.is_empty())
+                .then_some(Sender {
+                    pid: s.signal_sender_pid,
+                    comm: s.signal_sender_comm,
+                }),
+            stderr_tail: s.stderr_tail,
+            source: match s.source.as_str() {
+                "ebpf" => Some(SourceKind::Ebpf),
+                "procfs" => Some(SourceKind::Procfs),
+                _ => None,
+            },
+            detail: Some(s.detail).filter(|d| !d.is_empty()),
+        }
+    }
+}
+
 /// Crashes of one app.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CrashBook {
     /// Crashes ever recorded.
     pub total: u32,
     /// Newest last.
-    pub records: VecDeque<CrashRecord>,
+    pub records: VecDeque<Crash>,
 }
 
 /// Crash books by app.
@@ -29,19 +148,29 @@ pub struct CrashStore {
 }
 
 impl CrashStore {
-    /// Adds a record.
-    pub fn push(&mut self, app: AppId, record: CrashRecord) {
+    /// Adds a crash.
+    pub fn push(&mut self, app: AppId, crash: Crash) {
         let book = self.books.entry(app).or_default();
         book.total = book.total.saturating_add(1);
-        book.records.push_back(record);
+        book.records.push_back(crash);
         while book.records.len() > KEEP {
             book.records.pop_front();
         }
     }
 
-    /// Replaces an app's book (restoring saved state).
-    pub fn restore(&mut self, app: AppId, book: CrashBook) {
-        self.books.insert(app, book);
+    /// Replaces an app's book with the saved one (restoring state).
+    pub fn restore(&mut self, app: AppId, total: u32, saved: Vec<SavedCrash>) {
+        let records = saved.into_iter().map(Crash::from).collect();
+        self.books.insert(app, CrashBook { total, records });
+    }
+
+    /// The saved form of an app's book: its total and records, oldest first.
+    #[must_use]
+    pub fn saved(&self, app: AppId) -> (u32, Vec<SavedCrash>) {
+        self.books.get(&app).map_or((0, Vec::new()), |b| {
+            let saved = b.records.iter().map(|c| SavedCrash::from(&crash_record(c)));
+            (b.total, saved.collect())
+        })
     }
 
     /// Hands `from`'s records to `to` (a reload's replacement takes over its instance's).
@@ -58,16 +187,8 @@ impl CrashStore {
 
     /// An app's book (empty if it never crashed).
     #[must_use]
-    pub fn book(&self, app: AppId) -> CrashBook {
-        self.books.get(&app).cloned().unwrap_or_default()
-    }
-
-    /// Stats and records newest first.
-    #[must_use]
-    pub fn report(&self, app: AppId, now_ms: u64) -> (CrashStats, Vec<CrashRecord>) {
-        let book = self.book(app);
-        let records: Vec<CrashRecord> = book.records.iter().rev().cloned().collect();
-        (CrashStats::compute(&records, book.total, now_ms), records)
+    pub fn book(&self, app: AppId) -> Option<&CrashBook> {
+        self.books.get(&app)
     }
 }
 
@@ -75,30 +196,159 @@ impl CrashStore {
 mod tests {
     use super::*;
 
-    fn crash(at_ms: u64, reason: &str) -> CrashRecord {
-        CrashRecord {
-            at_ms,
-            reason: reason.into(),
-            ..CrashRecord::default()
+    fn exit(status: WaitStatus, reason: ExitReason) -> Exit {
+        Exit {
+            status,
+            reason,
+            at: std::time::Instant::now(),
+            uptime: Duration::from_millis(1500),
+            source: SourceKind::Ebpf,
+            detail: None,
         }
+    }
+
+    fn sender() -> Sender {
+        Sender {
+            pid: 42,
+            comm: "killer".into(),
+        }
+    }
+
+    #[test]
+    fn the_sender_counts_only_for_the_killing_signal() {
+        let killed = exit(WaitStatus::signaled(9), ExitReason::Signal);
+        let facts = |sig| CrashFacts {
+            fatal_signal: Some((sig, Some(sender()))),
+            ..CrashFacts::default()
+        };
+        let c = assemble(&killed, 3, 1000, facts(9), || None);
+        assert_eq!(c.signal_sender, Some(sender()));
+        assert_eq!(
+            (c.at_ms, c.restart_number, c.reason),
+            (1000, 3, ExitReason::Signal)
+        );
+        assert_eq!(c.uptime, Duration::from_millis(1500));
+        assert_eq!(c.source, Some(SourceKind::Ebpf));
+        // a SIGTERM it survived, then a crash of its own: nobody killed it
+        assert_eq!(
+            assemble(&killed, 3, 1000, facts(15), || None).signal_sender,
+            None
+        );
+        let exited = exit(WaitStatus::exited(1), ExitReason::Exit);
+        assert_eq!(
+            assemble(&exited, 0, 0, facts(9), || None).signal_sender,
+            None
+        );
+        // the kernel sent it (no sender)
+        let kernel = CrashFacts {
+            fatal_signal: Some((9, None)),
+            ..CrashFacts::default()
+        };
+        assert_eq!(assemble(&killed, 0, 0, kernel, || None).signal_sender, None);
+    }
+
+    #[test]
+    fn memory_prefers_the_oom_figure_then_proc_then_the_last_seen() {
+        let e = exit(WaitStatus::signaled(9), ExitReason::OomKill);
+        let facts = |oom, last| CrashFacts {
+            oom_memory: oom,
+            last_rss: last,
+            ..CrashFacts::default()
+        };
+        let memory = |f, now: Option<u64>| assemble(&e, 0, 0, f, || now).memory_bytes;
+        assert_eq!(memory(facts(Some(300), Some(100)), Some(200)), 300);
+        assert_eq!(
+            memory(facts(Some(0), Some(100)), Some(200)),
+            200,
+            "0 is no figure"
+        );
+        assert_eq!(memory(facts(None, Some(100)), Some(0)), 100);
+        assert_eq!(memory(facts(None, Some(100)), None), 100);
+        assert_eq!(memory(facts(None, None), None), 0);
+        let mut asked = false;
+        assemble(&e, 0, 0, facts(Some(5), None), || {
+            asked = true;
+            None
+        });
+        assert!(!asked, "/proc is not read when the OOM killer told");
+    }
+
+    #[test]
+    fn saved_crashes_round_trip() {
+        let mut e = exit(WaitStatus::signaled(11), ExitReason::Health);
+        e.detail = Some("GET /: status 500".into());
+        let mut c = assemble(
+            &e,
+            2,
+            7,
+            CrashFacts {
+                fatal_signal: Some((11, Some(sender()))),
+                last_rss: Some(4096),
+                ..CrashFacts::default()
+            },
+            || None,
+        );
+        c.stderr_tail = vec!["boom".into()];
+        let saved = SavedCrash::from(&crash_record(&c));
+        assert_eq!((saved.code, saved.signal), (-1, 11));
+        assert_eq!(saved.reason, "health");
+        assert_eq!(saved.source, "ebpf");
+        assert_eq!(Crash::from(saved), c);
+        let exited = assemble(
+            &exit(WaitStatus::exited(3), ExitReason::Exit),
+            0,
+            0,
+            CrashFacts::default(),
+            || None,
+        );
+        assert_eq!(
+            Crash::from(SavedCrash::from(&crash_record(&exited))),
+            exited
+        );
+        let unknown = Crash {
+            status: WaitStatus::UNKNOWN,
+            source: None,
+            detail: None,
+            ..exited
+        };
+        let saved = SavedCrash::from(&crash_record(&unknown));
+        assert_eq!(
+            (saved.code, saved.signal, saved.source.as_str()),
+            (-1, 0, "")
+        );
+        assert_eq!(Crash::from(saved), unknown);
     }
 
     #[test]
     fn keeps_the_newest_hundred_and_counts_all() {
         let mut store = CrashStore::default();
+        let base = assemble(
+            &exit(WaitStatus::exited(1), ExitReason::Exit),
+            0,
+            0,
+            CrashFacts::default(),
+            || None,
+        );
         for i in 0..150 {
             store.push(
                 1,
-                crash(i * 1000, if i % 3 == 0 { "signal" } else { "exit" }),
+                Crash {
+                    at_ms: i * 1000,
+                    ..base.clone()
+                },
             );
         }
-        let (stats, records) = store.report(1, 150_000);
-        assert_eq!(records.len(), KEEP);
-        assert_eq!(records[0].at_ms, 149_000, "newest first");
-        assert_eq!(stats.total, 150);
-        assert_eq!(stats.last_hour, 100);
-        assert_eq!(stats.mtbf_ms, 1000);
-        assert_eq!(stats.most_common_reason, "exit");
-        assert_eq!(store.report(2, 0).0.total, 0, "an app without crashes");
+        let book = store.book(1).unwrap();
+        assert_eq!(book.records.len(), KEEP);
+        assert_eq!(book.total, 150);
+        assert_eq!(book.records.back().unwrap().at_ms, 149_000, "newest last");
+        let (total, saved) = store.saved(1);
+        assert_eq!((total, saved.len()), (150, KEEP));
+        store.hand_over(1, 2);
+        assert!(store.book(1).is_none());
+        store.restore(3, 7, saved);
+        assert_eq!(store.book(3).unwrap().total, 7);
+        store.remove(3);
+        assert_eq!(store.saved(3), (0, Vec::new()), "an app without crashes");
     }
 }

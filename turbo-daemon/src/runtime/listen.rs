@@ -1,5 +1,5 @@
 //! The listening sockets the daemon holds for apps with `listen:` (bookkeeping only; the
-//! system calls are in [`super::sys`]).
+//! system calls are in [`crate::os::net`]).
 //!
 //! One set per app *name*, bound when its first instance starts and kept until its last
 //! instance is deleted, so restarts and reloads of instances never close the port: connections
@@ -13,7 +13,7 @@ use std::{
     os::fd::{AsFd, BorrowedFd, OwnedFd},
 };
 
-use super::sys;
+use crate::os::net;
 
 /// Sockets by app name, each with the address it was asked for.
 #[derive(Debug, Default)]
@@ -33,7 +33,7 @@ impl Listeners {
         for addr in addrs {
             if !held.iter().any(|(a, _)| a == addr) {
                 let fd =
-                    sys::listen_tcp(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                    net::listen_tcp(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
                 held.push((addr.clone(), fd));
             }
         }
@@ -55,7 +55,7 @@ impl Listeners {
             if held.iter().any(|(a, _)| a == addr) {
                 continue;
             }
-            match sys::take_listener(pid, fd, addr) {
+            match net::take_listener(pid, fd, addr) {
                 Ok(socket) => {
                     held.push((addr.clone(), socket));
                     taken.push(addr.clone());

@@ -3,14 +3,32 @@
 //! (crate::logs), as a fallback that loses lines on a daemon crash. This module must not
 //! decide anything about apps; it only routes pipes, tails, flushes and counters.
 
-use std::{os::fd::OwnedFd, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::OwnedFd,
+    path::PathBuf,
+    time::Duration,
+};
 
-use super::Runtime;
 use crate::{
-    keeper::{AppCounters, TailAsker},
+    keeper::{AppCounters, Keeper, TailAsker},
     logs,
     supervisor::{AppSpec, LogPolicy},
 };
+
+/// The routes of every app process's output. See the module docs.
+pub(super) struct Outputs {
+    log_dir: PathBuf,
+    /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
+    keeper: Option<Keeper>,
+    /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
+    /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
+    logs: HashMap<String, logs::AppLogs>,
+    /// The output of each running process (for its crash record's stderr tail).
+    procs: HashMap<u32, Output>,
+    /// Pipes of processes spawned in this pass of the loop, handed over at its end.
+    pending: Vec<Pending>,
+}
 
 /// The output of one running process, for its crash record.
 pub(super) enum Output {
@@ -45,32 +63,47 @@ pub(super) struct Pending {
 
 /// Resolves when the keeper died (never without one). A free function, so the main loop can
 /// wait on it while its other branches borrow other fields.
-pub(super) async fn keeper_lost(keeper: Option<&crate::keeper::Keeper>) {
+pub(super) async fn keeper_lost(keeper: Option<&Keeper>) {
     match keeper {
         Some(k) => k.lost().await,
         None => std::future::pending().await,
     }
 }
 
-impl Runtime {
+impl Outputs {
+    /// Routes to nobody yet; app log files go to `log_dir`.
+    pub(super) fn new(log_dir: PathBuf) -> Self {
+        Self {
+            log_dir,
+            keeper: None,
+            logs: HashMap::new(),
+            procs: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends app output through `keeper` from now on.
+    pub(super) fn keep_with(&mut self, keeper: Keeper) {
+        self.keeper = Some(keeper);
+    }
+
+    /// The keeper, if there is one (for [`keeper_lost`]).
+    pub(super) const fn keeper(&self) -> Option<&Keeper> {
+        self.keeper.as_ref()
+    }
+
     /// Opens `spec`'s log files before its process starts (in the keeper, or here without one),
     /// so a file that cannot be opened (a planted symlink, a missing directory) fails the start.
-    pub(super) fn prepare_output(&mut self, spec: &AppSpec) -> Result<(), String> {
+    pub(super) fn prepare(&mut self, spec: &AppSpec) -> Result<(), String> {
         match &mut self.keeper {
             Some(keeper) => keeper.open_logs(&spec.name, &spec.log),
             None => self.local_logs(spec).map(drop).map_err(|e| e.to_string()),
         }
     }
 
-    /// Keeps a new process's pipes until [`Self::hand_over_output`].
-    pub(super) fn queue_output(
-        &mut self,
-        pid: u32,
-        spec: &AppSpec,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    ) {
-        self.pending_output.push(Pending {
+    /// Keeps a new process's pipes until [`Self::hand_over`].
+    pub(super) fn queue(&mut self, pid: u32, spec: &AppSpec, stdout: OwnedFd, stderr: OwnedFd) {
+        self.pending.push(Pending {
             pid,
             spec: spec.clone(),
             stdout,
@@ -79,8 +112,8 @@ impl Runtime {
     }
 
     /// Hands the queued pipes to the keeper (or captures them here).
-    pub(super) fn hand_over_output(&mut self) {
-        for p in std::mem::take(&mut self.pending_output) {
+    pub(super) fn hand_over(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
             match self.capture_output(p.pid, &p.spec, p.stdout, p.stderr) {
                 Ok(out) => {
                     self.procs.insert(p.pid, out);
@@ -126,44 +159,71 @@ impl Runtime {
             l.set_policy(&spec.log);
             return Ok(l.clone());
         }
-        let l = logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)?;
+        let l = logs::AppLogs::open(&self.log_dir, &spec.name, &spec.log)?;
         self.logs.insert(spec.name.clone(), l.clone());
         Ok(l)
     }
 
     /// Takes copies of the pipes the keeper reads for processes of a previous daemon, so the
     /// adopted ones get crash records with stderr tails again.
-    pub(super) fn adopt_output(&mut self) -> std::collections::HashSet<u32> {
+    pub(super) fn adopt_all(&mut self) -> HashSet<u32> {
         let Some(keeper) = &mut self.keeper else {
-            return std::collections::HashSet::new();
+            return HashSet::new();
         };
         match keeper.adopt() {
             Ok(pids) => pids,
             Err(e) => {
                 tracing::warn!("cannot take over the pipes the log keeper reads: {e}");
-                std::collections::HashSet::new()
+                HashSet::new()
             }
         }
     }
 
-    /// The output of an adopted process, when the keeper still reads it; `policy` is what a
-    /// new keeper gets should this one die.
-    pub(super) fn adopted_output(&mut self, pid: u32, policy: &LogPolicy) -> Option<Output> {
-        let keeper = self.keeper.as_mut()?;
-        keeper
-            .adopted(pid, policy)
-            .then(|| Output::Kept(keeper.tail_asker()))
+    /// Routes the output of adopted process `pid` again, when the keeper still reads it;
+    /// `policy` is what a new keeper gets should this one die.
+    pub(super) fn adopt(&mut self, pid: u32, policy: &LogPolicy) {
+        let Some(keeper) = self.keeper.as_mut() else {
+            return;
+        };
+        if keeper.adopted(pid, policy) {
+            self.procs.insert(pid, Output::Kept(keeper.tail_asker()));
+        }
+    }
+
+    /// Lets go of the pipes among `kept` whose process was not adopted after all: the keeper
+    /// reads them to the end.
+    pub(super) fn release_unadopted(&mut self, kept: HashSet<u32>) {
+        for pid in kept {
+            if !self.procs.contains_key(&pid) {
+                self.ended(pid);
+            }
+        }
+    }
+
+    /// The output of process `pid`, which crashed, for its stderr tail (the daemon's copy of
+    /// its pipes goes).
+    pub(super) fn take(&mut self, pid: u32) -> Option<Output> {
+        let out = self.procs.remove(&pid)?;
+        self.ended(pid);
+        Some(out)
+    }
+
+    /// Process `pid` is gone and handled: drop what is routed for it (its output tasks end on
+    /// their own).
+    pub(super) fn gone(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+        self.ended(pid);
     }
 
     /// The process is gone: drop the daemon's copy of its pipes (the keeper reads them to the end).
-    pub(super) fn output_ended(&mut self, pid: u32) {
+    fn ended(&mut self, pid: u32) {
         if let Some(keeper) = &mut self.keeper {
             keeper.forget(pid);
         }
     }
 
     /// Empties the log files of `spec`'s app (the keeper's writers, and this daemon's own).
-    pub(super) fn flush_output(&mut self, spec: &AppSpec) -> Result<(), String> {
+    pub(super) fn flush(&mut self, spec: &AppSpec) -> Result<(), String> {
         if let Some(keeper) = &mut self.keeper {
             keeper.flush(&spec.name, &spec.log)?;
         }
@@ -171,7 +231,7 @@ impl Runtime {
             Some(l) => l.flush().map_err(|e| e.to_string()),
             None if self.keeper.is_none() => {
                 // never started by this daemon: its files may still exist
-                logs::AppLogs::open(&self.paths.log_dir, &spec.name, &spec.log)
+                logs::AppLogs::open(&self.log_dir, &spec.name, &spec.log)
                     .and_then(|l| l.flush())
                     .map_err(|e| e.to_string())
             }
@@ -180,12 +240,8 @@ impl Runtime {
     }
 
     /// Log volume per app and stream (keeper and local writers together).
-    pub(super) fn log_counters(&mut self) -> Vec<AppCounters> {
-        let mut all = self
-            .keeper
-            .as_mut()
-            .map(crate::keeper::Keeper::stats)
-            .unwrap_or_default();
+    pub(super) fn counters(&mut self) -> Vec<AppCounters> {
+        let mut all = self.keeper.as_mut().map(Keeper::stats).unwrap_or_default();
         for (app, l) in &self.logs {
             for (stream, written, dropped) in l.counters() {
                 match all.iter_mut().find(|c| &c.app == app && c.stream == stream) {
@@ -205,7 +261,7 @@ impl Runtime {
         all
     }
 
-    /// After [`Self::keeper_lost`]: a new keeper gets every pipe the daemon holds.
+    /// After [`keeper_lost`]: a new keeper gets every pipe the daemon holds.
     pub(super) fn replace_keeper(&mut self) {
         if let Some(k) = &mut self.keeper
             && let Err(e) = k.reconnect()

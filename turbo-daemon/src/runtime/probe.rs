@@ -1,8 +1,8 @@
 //! Health probes: runs one check of an app and says, in one line, what failed.
 //!
 //! HTTP goes through hyper's HTTP/1 client on a plain TCP connection, TCP is a connect, and a
-//! command runs like the app does ([`sys::spawn`]: its user, limits, cwd and environment, in its
-//! own process group), killed with its group at the timeout. Every probe is bounded by the
+//! command runs like the app does ([`super::spawner::spawn_plain`]: its user, limits, cwd and
+//! environment, in its own process group), killed with its group at the timeout. Every probe is bounded by the
 //! check's `timeout`. Nothing here decides what a result means: the supervisor does.
 
 use std::os::fd::OwnedFd;
@@ -12,8 +12,10 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::{io::AsyncReadExt, io::unix::AsyncFd, net::TcpStream};
 
-use super::sys;
-use crate::supervisor::{AppSpec, HealthProbe, HealthSpec};
+use crate::{
+    os::process::{self as os, SIGKILL},
+    supervisor::{AppSpec, HealthProbe, HealthSpec},
+};
 
 /// Runs `check` once for the app `app` (whose identity a command check takes). `Err` says what
 /// failed, on one line.
@@ -85,7 +87,7 @@ async fn command(
     let mut spec = app.clone();
     spec.argv = argv.to_vec();
     let name = argv.join(" ");
-    let child = sys::spawn(&spec).map_err(|e| format!("cmd {name}: {e}"))?;
+    let child = super::spawner::spawn_plain(&spec).map_err(|e| format!("cmd {name}: {e}"))?;
     let pid = child.pid;
     let output = tokio::spawn(async move {
         let (out, err) = tokio::join!(read_all(child.stdout), read_all(child.stderr));
@@ -95,7 +97,7 @@ async fn command(
         Ok(status) => status,
         Err(_) => {
             // the whole group: a shell script's children must not outlive the check
-            let _ = sys::signal_group(pid, libc::SIGKILL);
+            let _ = os::signal_group(pid, SIGKILL);
             output.abort();
             return Err(format!(
                 "cmd {name}: killed after the {}ms timeout",
@@ -103,7 +105,7 @@ async fn command(
             ));
         }
     };
-    let _ = sys::signal_group(pid, libc::SIGKILL); // leftovers of the check
+    let _ = os::signal_group(pid, SIGKILL); // leftovers of the check
     let text = tokio::time::timeout(std::time::Duration::from_millis(200), output)
         .await
         .ok()
@@ -154,7 +156,7 @@ async fn wait(pidfd: OwnedFd) -> std::io::Result<crate::events::WaitStatus> {
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
     loop {
         let mut guard = afd.readable().await?;
-        match sys::reap(afd.get_ref()) {
+        match os::reap(afd.get_ref()) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
             other => return other,
         }

@@ -16,7 +16,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use super::sys;
+use crate::os::process;
 
 /// A running private bus; stopping it is dropping it.
 #[derive(Debug)]
@@ -33,13 +33,9 @@ impl Drop for PrivateBus {
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
-        } else if let Ok(pid) = libc::pid_t::try_from(self.pid) {
+        } else {
             // still our child (exec keeps the pid), so ours to reap
-            // SAFETY: kill and waitpid on a pid that is our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            process::kill_and_reap(self.pid);
         }
     }
 }
@@ -95,10 +91,10 @@ pub fn start(home: &Path, socket: &Path) -> io::Result<PrivateBus> {
         .stdout(Stdio::piped())
         .stderr(bus_log);
     // the bus is not the service: it must not answer systemd's notify socket as if it were
-    crate::notify::strip_service_env(&mut cmd);
-    // SAFETY: prctl is async-signal-safe.
+    super::notify::strip_service_env(&mut cmd);
+    // SAFETY: `die_with_parent` is one raw prctl system call: async-signal-safe, no allocation.
     unsafe {
-        cmd.pre_exec(sys::die_with_parent);
+        cmd.pre_exec(process::die_with_parent);
     }
     let mut child = cmd.spawn().map_err(|e| {
         io::Error::new(

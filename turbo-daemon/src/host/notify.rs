@@ -220,13 +220,7 @@ pub fn status(text: &str) {
 /// image sends `READY=1`) if the daemon runs under a service manager.
 pub fn reloading() {
     with_global("RELOADING", |n| {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime fills a live timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
-        let usec = i128::from(now.tv_sec) * 1_000_000 + i128::from(now.tv_nsec) / 1000;
+        let usec = crate::os::clock::monotonic_ns() / 1000;
         n.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=upgrading: re-executing the daemon"
         ))

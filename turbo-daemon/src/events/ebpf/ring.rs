@@ -1,0 +1,159 @@
+//! The ring buffer the programs write into, read on the daemon's loop through an `AsyncFd`, and
+//! the decoding of its records into [`Event`]s.
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc::UnboundedSender,
+};
+use turbo_common as abi;
+
+use super::{EbpfError, Ring, RingReader};
+use crate::events::{Event, OomMemory, Sender, SourceKind, WaitStatus};
+
+impl RingReader {
+    /// Reads events until `tx` is closed (or, logged, polling the ring fails), sending one
+    /// [`Event`] per record.
+    pub async fn run(self, tx: UnboundedSender<Event>) {
+        let page_size = self.page_size;
+        let mut fd = match self.ring {
+            Ring::Registered(fd) => fd,
+            Ring::Unregistered(ring) => match register(ring) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tracing::error!(error = %e, "eBPF events stopped");
+                    return;
+                }
+            },
+        };
+        loop {
+            let mut guard = tokio::select! {
+                ready = fd.readable_mut() => match ready {
+                    Ok(guard) => guard,
+                    Err(e) => {
+                        tracing::error!(error = %e, "eBPF ring buffer poll failed; events stopped");
+                        return;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                let Some(event) = decode(&item, page_size) else {
+                    continue;
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+}
+
+/// Reads a `T` from the start of `bytes` if it is long enough.
+fn read_record<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked, and T is Pod (any bit pattern is valid).
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// A NUL-padded kernel string.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// One ring-buffer record to an [`Event`]; `None` for short records and unknown kinds.
+pub(super) fn decode(bytes: &[u8], page_size: u64) -> Option<Event> {
+    let hdr: abi::EventHeader = read_record(bytes)?;
+    let source = SourceKind::Ebpf;
+    let (pid, key) = (hdr.tgid, hdr.key);
+    Some(match hdr.kind {
+        abi::EVENT_EXIT => {
+            let ev: abi::ExitEvent = read_record(bytes)?;
+            Event::Exited {
+                pid,
+                key,
+                status: WaitStatus(ev.wait_status()),
+                source,
+            }
+        }
+        abi::EVENT_FORK => {
+            let ev: abi::ForkEvent = read_record(bytes)?;
+            Event::Forked {
+                parent: ev.parent_tgid,
+                child: pid,
+                key,
+                tracked: ev.flags & abi::FORK_UNTRACKED == 0,
+                source,
+            }
+        }
+        abi::EVENT_EXEC => {
+            let ev: abi::ExecEvent = read_record(bytes)?;
+            let len = (ev.filename_len as usize).min(ev.filename.len());
+            Event::Exec {
+                pid,
+                key,
+                filename: String::from_utf8_lossy(&ev.filename[..len]).into_owned(),
+                source,
+            }
+        }
+        abi::EVENT_OOM_VICTIM => {
+            let ev: abi::OomEvent = read_record(bytes)?;
+            Event::OomKilled {
+                pid,
+                key,
+                memory: OomMemory {
+                    total_vm_bytes: ev.total_vm_pages * page_size,
+                    anon_rss_bytes: ev.anon_pages * page_size,
+                    file_rss_bytes: ev.file_pages * page_size,
+                    shmem_rss_bytes: ev.shmem_pages * page_size,
+                    oom_score_adj: ev.oom_score_adj,
+                    comm: c_string(&ev.comm),
+                },
+                source,
+            }
+        }
+        abi::EVENT_SIGNAL => {
+            let ev: abi::SignalEvent = read_record(bytes)?;
+            // si_code <= 0: a process sent it (kill, tkill, sigqueue), and `current` is that
+            // process. > 0: the kernel generated it (OOM killer, faults); `current` is then just
+            // whatever task was running and is not reported as a sender.
+            let sender = (ev.code <= 0).then(|| Sender {
+                pid: ev.sender_tgid,
+                comm: c_string(&ev.sender_comm),
+            });
+            Event::Signaled {
+                pid,
+                key,
+                signal: i32::try_from(ev.sig).unwrap_or(0),
+                code: ev.code,
+                sender,
+                source,
+            }
+        }
+        abi::EVENT_RSS_OVER | abi::EVENT_RSS_UNDER => {
+            let ev: abi::RssEvent = read_record(bytes)?;
+            let (rss, limit) = (ev.rss_pages * page_size, ev.limit_pages * page_size);
+            Event::memory(
+                hdr.kind == abi::EVENT_RSS_OVER,
+                pid,
+                key,
+                rss,
+                limit,
+                source,
+            )
+        }
+        _ => return None,
+    })
+}
+
+pub(super) fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, EbpfError> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and the same until the AsyncFd
+    // (which owns the RingBuf) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| EbpfError::Ring(e.into()))
+}

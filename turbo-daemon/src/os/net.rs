@@ -1,0 +1,133 @@
+//! Sockets: `listen:` sockets (bound here, or taken back from a running process with
+//! `pidfd_getfd`) and the datagram socket apps send `sd_notify` messages to, whose datagrams
+//! carry the sender's pid as the kernel knows it.
+
+use std::{
+    io::{self, IoSliceMut},
+    mem::MaybeUninit,
+    net::{SocketAddr, TcpListener},
+    os::{
+        fd::{OwnedFd, RawFd},
+        unix::net::UnixDatagram,
+    },
+    path::Path,
+};
+
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+
+/// A TCP socket bound to `addr` (`0.0.0.0:3000`, `[::1]:8080`) and listening, close-on-exec,
+/// with `SO_REUSEADDR` (the standard library's choice), so that a port in `TIME_WAIT` after a
+/// daemon restart can be bound again.
+///
+/// # Errors
+/// A malformed address, or the bind or listen error (`Address already in use`).
+pub fn listen_tcp(addr: &str) -> io::Result<OwnedFd> {
+    let addr: SocketAddr = addr.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an IP address with a port, like 0.0.0.0:3000",
+        )
+    })?;
+    Ok(OwnedFd::from(TcpListener::bind(addr)?))
+}
+
+/// A copy of fd `fd` of process `pid` (`pidfd_getfd`, Linux 5.6; needs the right to ptrace
+/// it, which the daemon has over its apps as root or as their user), if it is a TCP socket
+/// listening on `addr`.
+///
+/// # Errors
+/// The system call's error, or `InvalidData` when the fd is something else.
+pub fn take_listener(pid: u32, fd: RawFd, addr: &str) -> io::Result<OwnedFd> {
+    let pidfd = super::process::pidfd_open(pid)?;
+    let copy = rustix::process::pidfd_getfd(&pidfd, fd, rustix::process::PidfdGetfdFlags::empty())?;
+    let listening = rustix::net::sockopt::socket_acceptconn(&copy).unwrap_or(false);
+    let wanted: Option<SocketAddr> = addr.parse().ok();
+    let listener = TcpListener::from(copy);
+    let local = listener.local_addr().ok();
+    if !listening || local.is_none() || local != wanted {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a socket listening on {addr} (found {local:?})"),
+        ));
+    }
+    Ok(OwnedFd::from(listener))
+}
+
+/// Binds the datagram socket apps send `sd_notify` messages to, at `path` (a stale socket file
+/// is replaced), non-blocking and with `SO_PASSCRED`, so every datagram carries the sender's
+/// pid as the kernel knows it. Writable by everyone: the socket says nothing to whoever writes
+/// except through its checked pid, and apps may run as other users.
+///
+/// # Errors
+/// When the socket cannot be bound or configured.
+pub fn bind_notify_socket(path: &Path) -> io::Result<UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let sock = UnixDatagram::bind(path)?;
+    sock.set_nonblocking(true)?;
+    rustix::net::sockopt::set_socket_passcred(&sock, true)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(sock)
+}
+
+/// Receives one datagram from a socket with `SO_PASSCRED` into `buf`; returns its length and
+/// the sender's pid (`None` if the kernel attached no credentials).
+///
+/// # Errors
+/// `WouldBlock` when nothing is queued; other `recvmsg(2)` errors.
+pub fn recv_with_pid(sock: &UnixDatagram, buf: &mut [u8]) -> io::Result<(usize, Option<u32>)> {
+    // room for one SCM_CREDENTIALS message (the only kind this socket gets unasked)
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let pid = control.drain().find_map(|message| match message {
+        RecvAncillaryMessage::ScmCredentials(cred) => {
+            u32::try_from(cred.pid.as_raw_nonzero().get()).ok()
+        }
+        _ => None,
+    });
+    Ok((received.bytes, pid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_datagrams_carry_the_sender_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = bind_notify_socket(&path).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            recv_with_pid(&sock, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        UnixDatagram::unbound()
+            .unwrap()
+            .send_to(b"READY=1", &path)
+            .unwrap();
+        let (n, pid) = recv_with_pid(&sock, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        assert_eq!(pid, Some(std::process::id()));
+    }
+
+    #[test]
+    fn listeners_bind_and_refuse_bad_addresses() {
+        let fd = listen_tcp("127.0.0.1:0").unwrap();
+        let listener = TcpListener::from(fd);
+        assert!(listener.local_addr().unwrap().port() > 0);
+        assert_eq!(
+            listen_tcp("localhost").unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+}

@@ -1,0 +1,837 @@
+//! Starting a process from a prepared [`Plan`]: in its own session (so it leads its own process
+//! group and has no controlling terminal), stdin from /dev/null, stdout and stderr into pipes,
+//! with exactly the environment, identity and limits the plan says.
+//!
+//! Two paths, both measured fast paths (`cargo xtask bench`): a plan that needs nothing between
+//! fork and exec but its session goes through `posix_spawn` ([`spawn_session`], `CLONE_VFORK`:
+//! no copy of the daemon's page tables); the others fork, and the child applies what
+//! [`ChildSetup`] prepared, making only async-signal-safe system calls. What the plan holds
+//! (which environment, which user) is decided by the caller; nothing here knows what an app is.
+
+use std::{
+    ffi::{CString, OsString, c_char},
+    io,
+    os::{
+        fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt, process::CommandExt},
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use super::process::pidfd_open;
+
+/// Everything one process is started with, prepared before the call.
+#[derive(Debug, Default)]
+pub struct Plan<'a> {
+    /// Program and arguments; the program is searched in the environment's `PATH` unless it
+    /// is a path.
+    pub argv: Vec<String>,
+    /// The whole environment (nothing is inherited).
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// Process attributes; `None` fields are inherited.
+    pub limits: Limits,
+    /// The user to run as; `None`: the daemon's own.
+    pub run_as: Option<RunAs>,
+    /// Listening sockets, passed as fds 3, 4, … with `LISTEN_FDS`, `LISTEN_PID` and
+    /// `LISTEN_FDNAMES` (the systemd socket-activation protocol).
+    pub listen: Vec<BorrowedFd<'a>>,
+    /// The name of every socket in `LISTEN_FDNAMES`.
+    pub listen_name: String,
+    /// `cgroup.procs` of a cgroup the child enters first thing after `setsid`, before it drops
+    /// privileges (see `cgroup::MemoryCgroup::procs`).
+    pub cgroup_procs: Option<BorrowedFd<'a>>,
+}
+
+/// Resource limits and scheduling attributes of a [`Plan`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_NOFILE` (soft, hard).
+    pub nofile: Option<(u64, u64)>,
+    /// `RLIMIT_NPROC` (soft, hard).
+    pub nproc: Option<(u64, u64)>,
+    /// `RLIMIT_CORE` (soft, hard).
+    pub core: Option<(u64, u64)>,
+    /// Niceness.
+    pub nice: Option<i32>,
+    /// `/proc/self/oom_score_adj`.
+    pub oom_score_adj: Option<i32>,
+    /// File mode creation mask.
+    pub umask: Option<u32>,
+}
+
+/// The identity a [`Plan`] runs as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name, for messages.
+    pub user: String,
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary gids (set only by a root daemon).
+    pub groups: Vec<u32>,
+}
+
+/// A freshly started process and the fds its caller keeps for it.
+#[derive(Debug)]
+pub struct Child {
+    /// Process id (also its session and process group id).
+    pub pid: u32,
+    /// pidfd: becomes readable when the process exits; used to reap it.
+    pub pidfd: OwnedFd,
+    /// Read end of its stdout.
+    pub stdout: OwnedFd,
+    /// Read end of its stderr.
+    pub stderr: OwnedFd,
+}
+
+/// Starts `plan`.
+///
+/// Between fork and exec the child, in this order: marks every fd above 2 close-on-exec
+/// ([`close_inherited_fds_on_exec`]); becomes a session leader; enters its cgroup; sets its
+/// rlimits, nice and `oom_score_adj` (while it still has the daemon's privileges: raising a hard
+/// limit, lowering nice or `oom_score_adj` need them); sets its umask; then drops privileges
+/// with `setgroups`, `setgid` and `setuid`, last, so nothing after can regain them; and only
+/// then, with a changed user, enters the working directory, so a process cannot get a directory
+/// its user may not enter.
+///
+/// With sockets in `plan.listen` the child executes the program itself, last, with an
+/// environment built here and `LISTEN_PID` written into it after the fork (see [`SocketExec`]).
+///
+/// # Errors
+/// The spawn error with the program named (and the user, with a hint, when it runs as one).
+pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
+    let (program, args) = plan
+        .argv
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+    let mut setup = ChildSetup::new(plan)?;
+    let env = &plan.env;
+    let fail = |e: io::Error| {
+        let message = match &plan.run_as {
+            Some(r) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => format!(
+                "cannot start {program} as user {}: {e} (may {} enter {} and run {program}?)",
+                r.user,
+                r.user,
+                plan.cwd.display()
+            ),
+            Some(r) => format!("cannot start {program} as user {}: {e}", r.user),
+            None => format!("cannot start {program}: {e}"),
+        };
+        io::Error::new(e.kind(), message)
+    };
+    // musl has no posix_spawn_file_actions_addclosefrom_np: the fork path below does the same
+    #[cfg(target_env = "gnu")]
+    if setup.is_session_only() && Path::new(program).is_absolute() {
+        return spawn_session(program, args, env, &plan.cwd).map_err(fail);
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if setup.chdir.is_none() {
+        cmd.current_dir(&plan.cwd);
+    }
+    // SAFETY: `ChildSetup::apply` makes only async-signal-safe system calls and neither
+    // allocates nor takes locks: everything it needs was prepared above, before the fork.
+    unsafe {
+        cmd.pre_exec(move || setup.apply());
+    }
+    let mut child = cmd.spawn().map_err(fail)?;
+    let pid = child.id();
+    // The child has not been waited for, so its pid cannot have been reused: pidfd_open is
+    // race-free here even if it already exited (it is a zombie until we reap it).
+    let pidfd = pidfd_open(pid)?;
+    let stdout = OwnedFd::from(child.stdout.take().expect("stdout was piped"));
+    let stderr = OwnedFd::from(child.stderr.take().expect("stderr was piped"));
+    // Dropping `child` neither waits nor kills; the pidfd owns the reaping from now on.
+    drop(child);
+    set_nonblocking(&stdout)?;
+    set_nonblocking(&stderr)?;
+    Ok(Child {
+        pid,
+        pidfd,
+        stdout,
+        stderr,
+    })
+}
+
+/// [`spawn_with`] for an app that needs nothing between fork and exec but its own session (no
+/// limits, nice, `oom_score_adj`, umask, user, sockets or memory cgroup), through `posix_spawn`.
+///
+/// glibc's `posix_spawn` starts the child with `CLONE_VM | CLONE_VFORK`: it borrows the
+/// daemon's memory until `exec` instead of copying its page tables, and the kernel does not
+/// tear a copy down at `exec` either. Forking the daemon and those copies were about half of
+/// its time when starting 100 apps. The child does what [`ChildSetup::apply`] would: a new
+/// session, every fd above stderr closed (`closefrom` rather than close-on-exec marks: glibc
+/// reports a failed `exec` through the shared memory, not through an fd), the working
+/// directory; and as the standard library does, an empty signal mask and `SIGPIPE` back to
+/// its default (the daemon ignores it). `program` is an absolute path: `posix_spawn` does not
+/// search `PATH`.
+#[cfg(target_env = "gnu")]
+fn spawn_session(
+    program: &str,
+    args: &[String],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    cwd: &Path,
+) -> io::Result<Child> {
+    let nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let mut strings = Vec::with_capacity(1 + args.len());
+    strings.push(CString::new(program).map_err(nul)?);
+    for arg in args {
+        strings.push(CString::new(arg.as_str()).map_err(nul)?);
+    }
+    let mut vars = Vec::with_capacity(env.len());
+    for (key, value) in env {
+        let mut var = key.as_bytes().to_vec();
+        var.push(b'=');
+        var.extend_from_slice(value.as_bytes());
+        vars.push(CString::new(var).map_err(nul)?);
+    }
+    let argv: Vec<*mut c_char> = strings
+        .iter()
+        .map(|s| s.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let envp: Vec<*mut c_char> = vars
+        .iter()
+        .map(|s| s.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let dir = CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?;
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let posix = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        }
+    };
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // on every path; every pointer handed over (argv, envp, paths) outlives the call, and
+    // argv and envp end with a null pointer.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        posix(libc::posix_spawn_file_actions_init(&raw mut actions))?;
+        if let Err(e) = posix(libc::posix_spawnattr_init(&raw mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&raw mut actions);
+            return Err(e);
+        }
+        let mut no_signals: libc::sigset_t = std::mem::zeroed();
+        let mut sigpipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut no_signals);
+        libc::sigemptyset(&raw mut sigpipe);
+        libc::sigaddset(&raw mut sigpipe, libc::SIGPIPE);
+        // glibc declares SETSID a c_short and the older flags c_int; all fit a c_short
+        #[expect(clippy::cast_possible_truncation, reason = "the flags fit a c_short")]
+        let flags = libc::POSIX_SPAWN_SETSID
+            | (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
+        let result = (|| {
+            posix(libc::posix_spawnattr_setflags(&raw mut attr, flags))?;
+            posix(libc::posix_spawnattr_setsigmask(
+                &raw mut attr,
+                &raw const no_signals,
+            ))?;
+            posix(libc::posix_spawnattr_setsigdefault(
+                &raw mut attr,
+                &raw const sigpipe,
+            ))?;
+            posix(libc::posix_spawn_file_actions_addopen(
+                &raw mut actions,
+                0,
+                c"/dev/null".as_ptr(),
+                libc::O_RDONLY,
+                0,
+            ))?;
+            posix(libc::posix_spawn_file_actions_adddup2(
+                &raw mut actions,
+                out_write.as_raw_fd(),
+                1,
+            ))?;
+            posix(libc::posix_spawn_file_actions_adddup2(
+                &raw mut actions,
+                err_write.as_raw_fd(),
+                2,
+            ))?;
+            posix(libc::posix_spawn_file_actions_addclosefrom_np(
+                &raw mut actions,
+                3,
+            ))?;
+            posix(libc::posix_spawn_file_actions_addchdir_np(
+                &raw mut actions,
+                dir.as_ptr(),
+            ))?;
+            posix(libc::posix_spawn(
+                &raw mut pid,
+                strings[0].as_ptr(),
+                &raw const actions,
+                &raw const attr,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))
+        })();
+        libc::posix_spawnattr_destroy(&raw mut attr);
+        libc::posix_spawn_file_actions_destroy(&raw mut actions);
+        result?;
+    }
+    drop((out_write, err_write));
+    let pid = u32::try_from(pid).map_err(|_| io::Error::other("posix_spawn returned no pid"))?;
+    // not waited for yet, so the pid cannot have been reused (as in `spawn_with`)
+    let pidfd = pidfd_open(pid)?;
+    set_nonblocking(&out_read)?;
+    set_nonblocking(&err_read)?;
+    Ok(Child {
+        pid,
+        pidfd,
+        stdout: out_read,
+        stderr: err_read,
+    })
+}
+
+/// A close-on-exec pipe: (read end, write end).
+#[cfg(target_env = "gnu")]
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    Ok(rustix::io::ioctl_fionbio(fd, true)?)
+}
+
+/// `setrlimit`'s resource type: glibc has one of its own, musl takes an `int`.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
+/// What the child does to itself between fork and exec, prepared by the parent: every
+/// allocation, lookup and formatting happens here, so that [`ChildSetup::apply`] only makes
+/// system calls (after `fork` in a multi-threaded process, only async-signal-safe calls are
+/// allowed: another thread may have held the allocator's lock).
+struct ChildSetup {
+    rlimits: Vec<(RlimitResource, libc::rlimit)>,
+    nice: Option<i32>,
+    /// The decimal text written to `/proc/self/oom_score_adj`, and its length.
+    oom_score_adj: Option<([u8; 12], usize)>,
+    umask: Option<libc::mode_t>,
+    credentials: Option<Credentials>,
+    /// The working directory, entered after the credentials change.
+    chdir: Option<CString>,
+    /// `cgroup.procs` of the cgroup to enter (`memory_enforce: cgroup`), kept open by the
+    /// caller until the spawn returns.
+    cgroup_procs: Option<RawFd>,
+    /// Listening sockets to pass: then the child executes the program itself.
+    sockets: Option<SocketExec>,
+}
+
+/// An `execve` prepared before the fork for a child that gets listening sockets.
+///
+/// `LISTEN_PID` must be the child's own pid, known only after the fork, and the standard
+/// library builds the environment before it. So everything is built here, in the parent:
+/// the program, `argv`, and an `envp` whose `LISTEN_PID=` entry points into a fixed buffer
+/// with room for any pid. The child then only calls `getpid`, writes the digits into that
+/// buffer, moves the sockets to fds 3, 4, … and calls `execve`: system calls and writes
+/// into memory it owns, no allocation (async-signal-safe, as required after a fork in a
+/// multi-threaded process).
+struct SocketExec {
+    program: CString,
+    /// Owners of the strings `argv` and `envp` point into.
+    _strings: Vec<CString>,
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// `LISTEN_PID=` then room for the digits and the NUL; allocated with `Box::into_raw`,
+    /// freed on drop; `envp` holds a pointer to it.
+    pid_entry: *mut [u8; 32],
+    /// The daemon's sockets (close-on-exec in the daemon).
+    fds: Vec<RawFd>,
+    /// Scratch space for the copies made while moving them to 3, 4, …
+    moved: Vec<RawFd>,
+}
+
+const LISTEN_PID: &[u8] = b"LISTEN_PID=";
+
+// SAFETY: the raw pointers point into strings and a buffer owned by the same value, which is
+// moved into the `pre_exec` closure and used only by the forked child (its own copy of memory).
+unsafe impl Send for SocketExec {}
+// SAFETY: as above; the parent never reads or writes through the pointers.
+unsafe impl Sync for SocketExec {}
+
+impl SocketExec {
+    fn new(plan: &Plan<'_>) -> io::Result<Self> {
+        let (argv, env) = (&plan.argv, &plan.env);
+        let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in argv or environment");
+        let mut strings = Vec::new();
+        let mut argv_ptrs = Vec::with_capacity(argv.len() + 1);
+        for a in argv {
+            let c = CString::new(a.as_bytes()).map_err(nul)?;
+            argv_ptrs.push(c.as_ptr());
+            strings.push(c);
+        }
+        argv_ptrs.push(std::ptr::null());
+        let n = plan.listen.len();
+        let names = vec![plan.listen_name.as_str(); n].join(":");
+        let mut envp = Vec::with_capacity(env.len() + 4);
+        let listen_vars = [
+            ("LISTEN_FDS".into(), n.to_string().into()),
+            ("LISTEN_FDNAMES".into(), names.into()),
+        ];
+        for (k, v) in env.iter().chain(&listen_vars) {
+            if k.as_bytes().starts_with(b"LISTEN_") && !listen_vars.iter().any(|(l, _)| l == k) {
+                continue; // the daemon's own are never passed on; ours are below
+            }
+            let mut entry = k.as_bytes().to_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(v.as_bytes());
+            let c = CString::new(entry).map_err(nul)?;
+            envp.push(c.as_ptr());
+            strings.push(c);
+        }
+        let mut buf = [0u8; 32];
+        buf[..LISTEN_PID.len()].copy_from_slice(LISTEN_PID);
+        let pid_entry = Box::into_raw(Box::new(buf));
+        envp.push(pid_entry.cast::<c_char>().cast_const());
+        envp.push(std::ptr::null());
+        Ok(Self {
+            program: CString::new(argv[0].as_bytes()).map_err(nul)?,
+            _strings: strings,
+            argv: argv_ptrs,
+            envp,
+            pid_entry,
+            fds: plan.listen.iter().map(AsRawFd::as_raw_fd).collect(),
+            moved: vec![-1; n],
+        })
+    }
+
+    /// In the child, last: writes `LISTEN_PID`, puts the sockets at 3, 4, … and executes the
+    /// program. Returns only on failure.
+    ///
+    /// # Safety
+    /// Only between fork and exec.
+    unsafe fn exec(&mut self) -> io::Error {
+        let n = libc::c_int::try_from(self.fds.len()).unwrap_or(0);
+        // SAFETY: system calls on fds and memory this value owns.
+        unsafe {
+            let (digits, len) = decimal(libc::getpid());
+            let entry = &mut *self.pid_entry;
+            entry[LISTEN_PID.len()..LISTEN_PID.len() + len].copy_from_slice(&digits[..len]);
+            entry[LISTEN_PID.len() + len] = 0;
+            // copies above the target range first, so that a socket already sitting at 3 or 4
+            // is not overwritten by another before it moved
+            for (i, &fd) in self.fds.iter().enumerate() {
+                let copy = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3 + n);
+                if copy < 0 {
+                    return io::Error::last_os_error();
+                }
+                self.moved[i] = copy;
+            }
+            for (target, &copy) in (3..).zip(&self.moved) {
+                // dup2 clears close-on-exec on the target: these fds reach the app
+                if libc::dup2(copy, target) < 0 {
+                    return io::Error::last_os_error();
+                }
+            }
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
+        }
+        io::Error::last_os_error()
+    }
+}
+
+impl Drop for SocketExec {
+    fn drop(&mut self) {
+        // SAFETY: allocated with Box::into_raw in `new`, freed once here.
+        drop(unsafe { Box::from_raw(self.pid_entry) });
+    }
+}
+
+impl std::fmt::Debug for SocketExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketExec")
+            .field("fds", &self.fds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `setgroups` (when allowed), `setgid`, `setuid`.
+struct Credentials {
+    /// `None` for a non-root daemon: setgroups needs CAP_SETGID, and validation made sure the
+    /// app keeps the daemon's groups.
+    groups: Option<Vec<libc::gid_t>>,
+    gid: libc::gid_t,
+    uid: libc::uid_t,
+}
+
+impl ChildSetup {
+    fn new(plan: &Plan<'_>) -> io::Result<Self> {
+        let limits = &plan.limits;
+        let rlimits = [
+            (libc::RLIMIT_NOFILE, limits.nofile),
+            (libc::RLIMIT_NPROC, limits.nproc),
+            (libc::RLIMIT_CORE, limits.core),
+        ]
+        .into_iter()
+        .filter_map(|(resource, l)| {
+            l.map(|(soft, hard)| {
+                (
+                    resource,
+                    libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    },
+                )
+            })
+        })
+        .collect();
+        let (euid, egid) = (super::process::euid(), super::process::egid());
+        let credentials = plan.run_as.as_ref().and_then(|r| {
+            if euid == 0 {
+                Some(Credentials {
+                    groups: Some(r.groups.clone()),
+                    gid: r.gid,
+                    uid: r.uid,
+                })
+            } else if (r.uid, r.gid) == (euid, egid) {
+                // validated to be the daemon's own identity: nothing to change
+                None
+            } else {
+                // not validated by this daemon (a state file of another one): try, and let
+                // the kernel refuse
+                Some(Credentials {
+                    groups: None,
+                    gid: r.gid,
+                    uid: r.uid,
+                })
+            }
+        });
+        let chdir = match &credentials {
+            Some(_) => Some(
+                CString::new(plan.cwd.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in cwd"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            rlimits,
+            nice: limits.nice,
+            oom_score_adj: limits.oom_score_adj.map(decimal),
+            umask: limits.umask,
+            credentials,
+            chdir,
+            cgroup_procs: plan.cgroup_procs.map(|fd| fd.as_raw_fd()),
+            sockets: if plan.listen.is_empty() {
+                None
+            } else {
+                Some(SocketExec::new(plan)?)
+            },
+        })
+    }
+
+    /// Nothing to do but become a session leader (and close inherited fds): what
+    /// [`spawn_session`] does without a fork.
+    #[cfg_attr(
+        not(target_env = "gnu"),
+        allow(dead_code, reason = "only glibc's posix_spawn path asks")
+    )]
+    fn is_session_only(&self) -> bool {
+        self.rlimits.is_empty()
+            && self.nice.is_none()
+            && self.oom_score_adj.is_none()
+            && self.umask.is_none()
+            && self.credentials.is_none()
+            && self.chdir.is_none()
+            && self.sockets.is_none()
+            && self.cgroup_procs.is_none()
+    }
+
+    /// Runs in the child between fork and exec: system calls only.
+    fn apply(&mut self) -> io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        // SAFETY: plain system calls on memory owned by `self`, prepared before the fork.
+        unsafe {
+            close_inherited_fds_on_exec();
+            check(libc::setsid())?;
+            if let Some(procs) = self.cgroup_procs {
+                // "0" is the writer itself, in v1 and v2 alike
+                if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (resource, limit) in &self.rlimits {
+                check(libc::setrlimit(*resource, limit))?;
+            }
+            if let Some(nice) = self.nice {
+                check(libc::setpriority(libc::PRIO_PROCESS, 0, nice))?;
+            }
+            if let Some((text, len)) = &self.oom_score_adj {
+                let fd = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                check(fd)?;
+                let written = libc::write(fd, text.as_ptr().cast(), *len);
+                let error = io::Error::last_os_error();
+                libc::close(fd);
+                if usize::try_from(written).ok() != Some(*len) {
+                    return Err(error);
+                }
+            }
+            if let Some(mask) = self.umask {
+                libc::umask(mask);
+            }
+            if let Some(c) = &self.credentials {
+                if let Some(groups) = &c.groups {
+                    check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                }
+                check(libc::setgid(c.gid))?;
+                check(libc::setuid(c.uid))?;
+            }
+            if let Some(dir) = &self.chdir {
+                check(libc::chdir(dir.as_ptr()))?;
+            }
+            if let Some(sockets) = &mut self.sockets {
+                return Err(sockets.exec());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks every fd above stderr close-on-exec, in the child between fork and exec, so the app
+/// gets only stdin, stdout and stderr. The daemon's own fds are close-on-exec already, but fds
+/// it *inherited* without the flag (a shell that started a user-mode daemon with fds 10 and 251
+/// open, a socket-activating parent) would otherwise reach every app.
+///
+/// `CLOSE_RANGE_CLOEXEC` (Linux 5.11) rather than closing them now: the standard library
+/// reports a failed `exec` to the daemon through a close-on-exec pipe among these fds, and
+/// closing it would turn every failed spawn into a silent success. Older kernels get the same
+/// through `fcntl` on every fd below the `nofile` limit. Only system calls: async-signal-safe.
+fn close_inherited_fds_on_exec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with integer arguments; it only sets flags.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc == 0 {
+        return;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a struct we own.
+    let top = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0 {
+        limit.rlim_cur.min(1 << 20)
+    } else {
+        1024
+    };
+    for fd in 3..libc::c_int::try_from(top).unwrap_or(1024) {
+        // SAFETY: fcntl on any fd number; an unused one fails with EBADF and is skipped.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+/// `n` as decimal ASCII in a fixed buffer, and its length.
+fn decimal(n: i32) -> ([u8; 12], usize) {
+    let mut digits = [0u8; 12];
+    let mut len = 0;
+    let mut rest = n.unsigned_abs();
+    loop {
+        digits[len] = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        digits[len] = b'-';
+        len += 1;
+    }
+    digits[..len].reverse();
+    (digits, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::File, io::Read as _};
+
+    use super::*;
+    use crate::os::process::{SIGKILL, WaitStatus, reap, signal_group};
+
+    fn plan(argv: &[&str], cwd: &Path) -> Plan<'static> {
+        Plan {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: cwd.to_path_buf(),
+            ..Plan::default()
+        }
+    }
+
+    fn wait_reaped(child: &Child) -> WaitStatus {
+        loop {
+            match reap(&child.pidfd) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn read_all(fd: &OwnedFd) -> String {
+        let mut text = String::new();
+        File::from(fd.try_clone().unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    #[test]
+    fn spawn_and_reap_a_real_process() {
+        let child = spawn(&plan(&["/bin/sh", "-c", "exit 7"], Path::new("/"))).unwrap();
+        assert_eq!(wait_reaped(&child).code(), Some(7));
+        assert!(
+            crate::os::proc::read_stat(child.pid).is_err(),
+            "reaped processes leave /proc"
+        );
+    }
+
+    #[test]
+    fn a_plain_plan_is_posix_spawned_like_a_forked_one() {
+        let dir = std::env::temp_dir();
+        // an fd the daemon holds without close-on-exec must not reach the child
+        let stray = rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 100).unwrap();
+        rustix::io::fcntl_setfd(&stray, rustix::io::FdFlags::empty()).unwrap();
+        let script = "echo sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$; echo cwd=$PWD; \
+                      echo var=$ONLY; read line; echo stdin=$?; grep SigIgn /proc/$$/status; \
+                      ls /proc/$$/fd; echo oops >&2";
+        let mut p = plan(&["/bin/sh", "-c", script], &dir);
+        p.env.push(("ONLY".into(), "here".into()));
+        p.env.push(("PWD".into(), dir.clone().into()));
+        let setup = ChildSetup::new(&p).unwrap();
+        assert!(
+            setup.is_session_only(),
+            "the test must take the posix_spawn path"
+        );
+        let child = spawn(&p).unwrap();
+        drop(stray);
+        assert_eq!(wait_reaped(&child).code(), Some(0));
+        let out = read_all(&child.stdout);
+        assert!(
+            out.contains(&format!("sid={0} pid={0}", child.pid)),
+            "{out}"
+        );
+        assert!(out.contains(&format!("cwd={}", dir.display())), "{out}");
+        assert!(out.contains("var=here"), "{out}");
+        assert!(out.contains("stdin=1"), "/dev/null gives EOF: {out}");
+        let ignored = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+            .expect("SigIgn line");
+        // the test process ignores SIGPIPE, as the daemon does (Rust's runtime)
+        assert_eq!(
+            ignored & (1 << (13 - 1)),
+            0,
+            "SIGPIPE back to default: {out}"
+        );
+        let fds: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("SigIgn"))
+            .skip(1)
+            .collect();
+        assert!(
+            fds.iter()
+                .all(|fd| fd.parse::<i32>().is_ok_and(|fd| fd <= 3)),
+            "only 0-2 (and ls's own directory fd): {fds:?}"
+        );
+        assert_eq!(read_all(&child.stderr), "oops\n");
+
+        let err = spawn(&plan(&["/nonexistent/program"], &dir)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string()
+                .starts_with("cannot start /nonexistent/program: "),
+            "{err}"
+        );
+    }
+
+    /// What an unprivileged daemon may set too, so this runs as any user; switching users is
+    /// covered by the e2e tests (as root).
+    #[test]
+    fn spawn_applies_limits() {
+        let own_nice = rustix::process::getpriority_process(None).unwrap();
+        let own_oom: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mut p = plan(&["/bin/sleep", "30"], Path::new("/"));
+        p.limits = Limits {
+            umask: Some(0o077),
+            nofile: Some((64, 128)),
+            core: Some((0, 0)),
+            nice: Some((own_nice + 2).min(19)),
+            oom_score_adj: Some(own_oom.max(500)),
+            nproc: None,
+        };
+        let child = spawn(&p).unwrap();
+        let pid = child.pid;
+        let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).unwrap();
+        let (status, limits, oom) = (read("status"), read("limits"), read("oom_score_adj"));
+        let stat = crate::os::proc::read_stat(pid).unwrap();
+        let nice = read("stat");
+        signal_group(pid, SIGKILL).unwrap();
+        assert_eq!(wait_reaped(&child).signal(), Some(SIGKILL));
+        assert!(status.contains("Umask:\t0077"), "{status}");
+        let row = |name: &str| {
+            limits
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(row("Max open files"), "64 128");
+        assert_eq!(row("Max core file size"), "0 0");
+        // field 19 (nice), counted after the command name
+        let nice = nice[nice.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap();
+        assert_eq!(nice, (own_nice + 2).min(19).to_string(), "{stat:?}");
+        assert_eq!(oom.trim(), own_oom.max(500).to_string());
+    }
+
+    #[test]
+    fn decimal_text_without_allocating() {
+        for n in [0, 7, -7, 500, -1000, i32::MAX, i32::MIN] {
+            let (buf, len) = decimal(n);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), n.to_string());
+        }
+    }
+}

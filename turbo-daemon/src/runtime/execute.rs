@@ -1,0 +1,378 @@
+//! Action execution: what the supervisor asks for, done. Timers become tasks that send their
+//! input back to the loop, signals and spawns go through the OS layer (spawns prepared by the
+//! [`super::spawner`]), group waits are polled off the loop, and notifications fan out to the
+//! books (usage counters, crash store, state file) and to the adapters as [`Notice`]s.
+//!
+//! Nothing here decides: every `if` is about whether an effect is possible, not whether it
+//! should happen.
+
+use std::{
+    os::fd::OwnedFd,
+    time::{Duration, Instant},
+};
+
+use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
+use turbo_api::Health;
+
+use super::{Internal, Notice, Runtime, crashes, probe, usage::Reading, view};
+use crate::{
+    events::{SourceKind, WaitStatus},
+    os::{proc, process as os},
+    supervisor::{Action, AppId, AppSpec, Exit, Input, Notification},
+};
+
+/// How long a crash record waits for the last stderr lines of its process.
+const STDERR_GRACE: Duration = Duration::from_millis(500);
+
+impl Runtime {
+    /// Carries out `action`; returns the input it produces at once (a spawn's outcome).
+    pub(super) fn execute(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::Spawn { app, spec } => Some(match self.spawn(app, &spec) {
+                Ok(pid) => Input::Spawned { app, pid },
+                Err(error) => Input::SpawnFailed { app, error },
+            }),
+            Action::SignalGroup { app, pid, signal } => {
+                if let Err(e) = os::signal_group(pid, signal) {
+                    tracing::warn!("signal {signal} to process group {pid} failed: {e}");
+                }
+                // descendants that left the group (setsid, double fork) get it too
+                for d in self.procs.descendants(app) {
+                    let _ = os::signal_pid(d, signal);
+                }
+                None
+            }
+            Action::SetMemoryLimit { app, pid, bytes } => {
+                if let Err(e) = self.source.set_memory_limit(pid, bytes) {
+                    tracing::warn!(app, "cannot watch the memory of pid {pid}: {e}");
+                }
+                None
+            }
+            Action::AwaitGroupGone { app, pgid } => {
+                if !self
+                    .procs
+                    .tree_alive(app, pgid, os::group_alive, proc::pid_alive)
+                {
+                    return Some(Input::GroupGone { app, pgid });
+                }
+                self.procs.await_group(app, pgid);
+                let descendants: Vec<u32> = self.procs.descendants(app).collect();
+                let tx = self.chan.internal_tx.clone();
+                tokio::spawn(async move {
+                    // short at first: usually only the not yet reaped leader is left
+                    let mut pause = Duration::from_millis(2);
+                    while os::group_alive(pgid) || descendants.iter().any(|&p| proc::pid_alive(p)) {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                    }
+                    let _ = tx.send(Internal::CheckGroups);
+                });
+                None
+            }
+            Action::SetTimer {
+                app,
+                generation,
+                at,
+            } => {
+                self.input_at(at, Input::Timer { app, generation });
+                None
+            }
+            Action::Wake {
+                app,
+                kind,
+                token,
+                at,
+            } => {
+                self.input_at(at, Input::Wake { app, kind, token });
+                None
+            }
+            Action::ExpireWait { ticket, at } => {
+                self.input_at(at, Input::WaitExpired(ticket));
+                None
+            }
+            Action::Probe {
+                app,
+                generation,
+                check,
+            } => {
+                let spec = self.sup.app(app)?.spec.clone();
+                let tx = self.chan.internal_tx.clone();
+                tokio::spawn(async move {
+                    let result = probe::run(&check, &spec).await;
+                    let _ = tx.send(Internal::Input(Input::ProbeResult {
+                        app,
+                        generation,
+                        result,
+                    }));
+                });
+                None
+            }
+            Action::Reply { ticket, result } => {
+                self.reply(ticket, result);
+                None
+            }
+            Action::Notify(n) => {
+                self.notify(n);
+                None
+            }
+        }
+    }
+
+    /// Sends `input` to the loop at `at`.
+    fn input_at(&self, at: Instant, input: Input) {
+        let tx = self.chan.internal_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = tx.send(Internal::Input(input));
+        });
+    }
+
+    fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
+        self.output.prepare(spec)?;
+        self.spawner
+            .sync_watcher(app, self.sup.app(app), &self.chan.internal_tx);
+        let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        let child = self
+            .spawner
+            .spawn(app, instance, spec, &self.chan.internal_tx)?;
+        let pid = child.pid;
+        // handed to the keeper once this pass of `feed` is done, so the round trip does not
+        // count in the process's uptime
+        self.output.queue(pid, spec, child.stdout, child.stderr);
+        if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
+            tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
+        }
+        tracing::info!(app = %spec.name, pid, "started {}", spec.argv.join(" "));
+        Ok(pid)
+    }
+
+    /// Arranges to hear about the exit of `pid`: the eBPF watch list when eBPF is active, and a
+    /// pidfd (opened here for adopted processes) that a task reaps or waits on.
+    pub(super) fn watch_process(
+        &mut self,
+        app: AppId,
+        pid: u32,
+        pidfd: Option<OwnedFd>,
+    ) -> std::io::Result<()> {
+        if let Err(e) = self.source.watch(pid, app) {
+            // the pidfd still reports this exit; only the early notice is lost
+            tracing::warn!("the event source cannot watch pid {pid}: {e}");
+        }
+        let pidfd = match pidfd {
+            Some(fd) => fd,
+            None => os::pidfd_open(pid)?,
+        };
+        tokio::spawn(reap_when_exited(pid, pidfd, self.chan.internal_tx.clone()));
+        Ok(())
+    }
+
+    /// The public snapshot of app `id`, unmeasured (for notices and command replies).
+    pub(super) fn notice_status(&self, id: AppId) -> Option<turbo_api::AppStatus> {
+        let app = self.sup.app(id)?;
+        Some(view::status(
+            app,
+            Instant::now(),
+            &self.clock,
+            &self.paths.log_dir,
+            None,
+            self.usage.verdict(app),
+        ))
+    }
+
+    fn send_changed(&self, id: AppId) {
+        if let Some(st) = self.notice_status(id) {
+            let _ = self.chan.notices.send(Notice::Changed(st));
+        }
+    }
+
+    fn notify(&mut self, n: Notification) {
+        match n {
+            Notification::Added(id) => {
+                if let Some(st) = self.notice_status(id) {
+                    let _ = self.chan.notices.send(Notice::Added(st));
+                }
+                self.count_state(id);
+                self.spawner
+                    .sync_watcher(id, self.sup.app(id), &self.chan.internal_tx);
+                self.mark_dirty();
+            }
+            Notification::HealthChanged(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    let health = a.health.public(a.spec.health.is_some());
+                    match &a.health.last_error {
+                        Some(e) if health == Health::Unhealthy => {
+                            tracing::warn!(app = %a.spec.name, "unhealthy: {e}");
+                        }
+                        _ => tracing::info!(app = %a.spec.name, "{health}"),
+                    }
+                }
+                self.send_changed(id);
+            }
+            Notification::StatusText(id) => self.send_changed(id),
+            Notification::Ready(id) => {
+                if let Some(a) = self.sup.app(id) {
+                    tracing::info!(app = %a.spec.name, pid = a.pid().unwrap_or(0), "ready");
+                }
+            }
+            Notification::StateChanged(id) => {
+                self.send_changed(id);
+                self.count_state(id);
+                // the pid and restart count are part of the saved state
+                self.mark_dirty();
+            }
+            Notification::Crashed {
+                app,
+                pid,
+                exit,
+                restart_number,
+            } => {
+                self.usage.exited(app, exit.reason);
+                self.record_crash(app, pid, &exit, restart_number);
+            }
+            Notification::MemoryWarning { app, rss, max } => {
+                if let Some(a) = self.sup.app(app) {
+                    let name = a.spec.name.clone();
+                    tracing::warn!(
+                        app = %name,
+                        "memory warning: {rss} bytes resident, {}% of max_memory {max}",
+                        rss.saturating_mul(100) / max.max(1)
+                    );
+                    let _ = self
+                        .chan
+                        .notices
+                        .send(Notice::MemoryWarning(name, rss, max));
+                }
+            }
+            Notification::Persist => self.mark_dirty(),
+            Notification::Replaced { old, new } => {
+                self.crashes.hand_over(old, new);
+                self.usage.replaced(old, new);
+                self.mark_dirty();
+            }
+            Notification::Removed {
+                app,
+                name,
+                instance,
+            } => {
+                // the last instance gone: so is the port
+                let last = !self.sup.apps().any(|a| a.spec.name == name);
+                self.spawner.removed(app, &name, last);
+                self.crashes.remove(app);
+                self.procs.remove_app(app);
+                self.usage.remove(app);
+                let _ = self.chan.notices.send(Notice::Removed(name, instance, app));
+                self.mark_dirty();
+            }
+        }
+    }
+
+    /// Books the state `id` is in now (restart counting).
+    fn count_state(&mut self, id: AppId) {
+        if let Some(a) = self.sup.app(id) {
+            self.usage.count_state(a, Instant::now());
+        }
+    }
+
+    /// Starts a crash record; it is completed (stderr tail) once the process's output has been
+    /// read to the end, so the lines written just before dying are in it.
+    fn record_crash(&mut self, app: AppId, pid: u32, exit: &Exit, restart_number: u32) {
+        let facts = self.procs.crash_facts(pid);
+        let memory_now = || proc::read_stat(pid).ok().map(|s| s.rss_bytes());
+        let mut crash = crashes::assemble(
+            exit,
+            restart_number,
+            self.clock.ms(exit.at),
+            facts,
+            memory_now,
+        );
+        let tx = self.chan.internal_tx.clone();
+        match self.output.take(pid) {
+            Some(io) => {
+                tokio::spawn(async move {
+                    crash.stderr_tail = io.last_lines(pid, STDERR_GRACE).await;
+                    let _ = tx.send(Internal::CrashReady(app, crash));
+                });
+            }
+            None => {
+                let _ = tx.send(Internal::CrashReady(app, crash));
+            }
+        }
+    }
+
+    /// A crash is complete: logged, stored, saved and announced.
+    pub(super) fn crash_ready(&mut self, app: AppId, crash: crashes::Crash) {
+        let Some(name) = self.sup.app(app).map(|a| a.spec.name.clone()) else {
+            return; // deleted meanwhile
+        };
+        tracing::warn!(
+            app = %name,
+            "crashed: {} after {} ms (restart #{})",
+            crash.describe_exit(),
+            crash.uptime.as_millis(),
+            crash.restart_number
+        );
+        let record = view::crash_record(&crash);
+        self.crashes.push(app, crash);
+        let _ = self.chan.notices.send(Notice::Crashed(name, record));
+        self.mark_dirty();
+    }
+
+    /// The status of app `id` with a reading of its tree (`how`).
+    pub(super) fn measured_status(
+        &mut self,
+        id: AppId,
+        how: Reading,
+    ) -> Option<turbo_api::AppStatus> {
+        let now = Instant::now();
+        let measured = self.measure(id, now, how);
+        let app = self.sup.app(id)?;
+        Some(view::status(
+            app,
+            now,
+            &self.clock,
+            &self.paths.log_dir,
+            measured,
+            self.usage.verdict(app),
+        ))
+    }
+}
+
+/// Waits for `pid` to exit, reaps it if it is our child, and reports the exit and, when its
+/// process group is empty, that too (saving the group watcher a poll).
+async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal>) {
+    // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
+    let afd = match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("cannot watch pid {pid}: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return;
+        };
+        let status = match os::reap(afd.get_ref()) {
+            Ok(status) => status,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                guard.clear_ready();
+                continue;
+            }
+            // not our child (adopted after a daemon restart): it is gone, how is unknown here
+            Err(e) if os::is_not_our_child(&e) => WaitStatus::UNKNOWN,
+            Err(e) => {
+                tracing::error!("reaping pid {pid} failed: {e}");
+                return;
+            }
+        };
+        let _ = tx.send(Internal::Input(Input::Exited {
+            pid,
+            status,
+            source: SourceKind::Procfs,
+        }));
+        // the group may be empty now; the loop knows the descendants too
+        let _ = tx.send(Internal::CheckGroups);
+        return;
+    }
+}

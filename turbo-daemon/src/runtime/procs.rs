@@ -1,0 +1,312 @@
+//! The process table: what the runtime knows about the processes of its apps besides their
+//! main pids (which the supervisor owns): the descendants the event source reported, the
+//! process groups whose end the supervisor waits for, descendants that exited recently (for
+//! late notify datagrams), and the facts a crash record needs later (the last fatal signal and
+//! its sender, the memory of an OOM victim, the last resident memory seen).
+//!
+//! Bookkeeping only: it asks the OS nothing itself (whether a process or group lives, who a
+//! parent is: the caller passes those checks in) and decides nothing about apps.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use crate::{events::Sender, supervisor::AppId};
+
+/// How long a descendant that exited is still attributed to its app: a short-lived child may
+/// send `READY=1` and exit before its datagram is read (sd_notify from a forked helper).
+pub const DEPARTED_FOR: Duration = Duration::from_secs(10);
+/// Bound on remembered departed descendants (a fork bomb must not grow the daemon).
+pub const DEPARTED_MAX: usize = 4096;
+/// How far up the parent chain a notify sender is looked for.
+const ANCESTORS: usize = 64;
+
+/// The last fatal signal a process got, and who sent it.
+pub type FatalSignal = (i32, Option<Sender>);
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    /// Descendants of each app's main process (forks reported by the event source), which a
+    /// stop must reach even when they left the process group.
+    tree: HashMap<AppId, HashSet<u32>>,
+    /// Process groups (with their apps' descendants) whose end the supervisor waits for.
+    group_waits: HashMap<AppId, u32>,
+    /// The last fatal signal each watched process got, and who sent it.
+    fatal_signals: HashMap<u32, FatalSignal>,
+    /// Descendants that exited recently, oldest first.
+    departed: VecDeque<(u32, AppId, Instant)>,
+    /// Resident memory of OOM victims when the kernel chose them.
+    oom_memory: HashMap<u32, u64>,
+    /// Last resident memory seen per pid, for crash records of processes already gone.
+    rss_seen: HashMap<u32, u64>,
+}
+
+impl ProcessTable {
+    /// `child` of app `app` was forked.
+    pub fn forked(&mut self, app: AppId, child: u32) {
+        self.tree.entry(app).or_default().insert(child);
+    }
+
+    /// A process of app `app` that is not its main process exited at `now`; it is remembered
+    /// as departed when it was a known descendant. False when `app` has no descendants at all
+    /// (nothing changed).
+    pub fn descendant_exited(&mut self, app: AppId, pid: u32, now: Instant) -> bool {
+        let Some(tree) = self.tree.get_mut(&app) else {
+            return false;
+        };
+        if tree.remove(&pid) {
+            while self
+                .departed
+                .front()
+                .is_some_and(|&(_, _, at)| now.saturating_duration_since(at) > DEPARTED_FOR)
+                || self.departed.len() >= DEPARTED_MAX
+            {
+                self.departed.pop_front();
+            }
+            self.departed.push_back((pid, app, now));
+        }
+        self.fatal_signals.remove(&pid);
+        true
+    }
+
+    /// The known descendants of `app`.
+    pub fn descendants(&self, app: AppId) -> impl Iterator<Item = u32> + '_ {
+        self.tree.get(&app).into_iter().flatten().copied()
+    }
+
+    /// Whether the event source reported descendants of `app` that are still around.
+    pub fn has_descendants(&self, app: AppId) -> bool {
+        self.tree.get(&app).is_some_and(|t| !t.is_empty())
+    }
+
+    /// Whether process group `pgid`, or any known descendant of `app`, still lives.
+    pub fn tree_alive(
+        &self,
+        app: AppId,
+        pgid: u32,
+        group_alive: impl Fn(u32) -> bool,
+        pid_alive: impl Fn(u32) -> bool,
+    ) -> bool {
+        group_alive(pgid) || self.descendants(app).any(pid_alive)
+    }
+
+    /// Waits for the end of `pgid` and the descendants of `app` (see [`Self::finished_waits`]).
+    pub fn await_group(&mut self, app: AppId, pgid: u32) {
+        self.group_waits.insert(app, pgid);
+    }
+
+    /// The waited-for groups that are gone now (forgotten as they are returned).
+    pub fn finished_waits(
+        &mut self,
+        group_alive: impl Fn(u32) -> bool,
+        pid_alive: impl Fn(u32) -> bool,
+    ) -> Vec<(AppId, u32)> {
+        let mut done: Vec<(AppId, u32)> = self
+            .group_waits
+            .iter()
+            .map(|(&a, &g)| (a, g))
+            .filter(|&(a, g)| !self.tree_alive(a, g, &group_alive, &pid_alive))
+            .collect();
+        done.sort_unstable();
+        for (app, _) in &done {
+            self.group_waits.remove(app);
+        }
+        done
+    }
+
+    /// The app whose process tree `pid` is in: its main process (`main_of`), a descendant the
+    /// event source reported, one that departed lately, or (walking up with `parent`) a child
+    /// of one of those.
+    pub fn app_of_pid(
+        &self,
+        pid: u32,
+        main_of: impl Fn(u32) -> Option<AppId>,
+        parent: impl Fn(u32) -> Option<u32>,
+    ) -> Option<AppId> {
+        let mut p = pid;
+        for _ in 0..ANCESTORS {
+            if let Some(app) = main_of(p) {
+                return Some(app);
+            }
+            if let Some((&app, _)) = self.tree.iter().find(|(_, t)| t.contains(&p)) {
+                return Some(app);
+            }
+            if let Some(&(_, app, _)) = self.departed.iter().find(|(d, ..)| *d == p) {
+                return Some(app);
+            }
+            p = parent(p).filter(|&pp| pp > 1)?;
+        }
+        None
+    }
+
+    /// `pid` got fatal signal `signal` (from `sender`, when a process sent it).
+    pub fn signaled(&mut self, pid: u32, signal: i32, sender: Option<Sender>) {
+        self.fatal_signals.insert(pid, (signal, sender));
+    }
+
+    /// The kernel's OOM killer chose `pid`, resident with `rss` bytes.
+    pub fn oom_victim(&mut self, pid: u32, rss: u64) {
+        self.oom_memory.insert(pid, rss);
+    }
+
+    /// Keeps `rss` as the last figure of `pid` for its crash record. A process that is exiting
+    /// reads as 0 once the kernel has freed its memory (the fallback's sampler can catch it
+    /// between the stop signal and the reap): that is no figure, and must not replace the last
+    /// real one.
+    pub fn saw_rss(&mut self, pid: u32, rss: u64) {
+        if rss > 0 {
+            self.rss_seen.insert(pid, rss);
+        }
+    }
+
+    /// What is known about the end of main process `pid` for its crash record: its last fatal
+    /// signal and the OOM killer's figure are taken, the last resident memory seen is copied
+    /// (it goes with [`Self::main_exited`]).
+    pub fn crash_facts(&mut self, pid: u32) -> CrashFacts {
+        CrashFacts {
+            fatal_signal: self.fatal_signals.remove(&pid),
+            oom_memory: self.oom_memory.remove(&pid),
+            last_rss: self.rss_seen.get(&pid).copied(),
+        }
+    }
+
+    /// Main process `pid` exited and was handled: its figures go.
+    pub fn main_exited(&mut self, pid: u32) {
+        self.rss_seen.remove(&pid);
+    }
+
+    /// App `app` is gone.
+    pub fn remove_app(&mut self, app: AppId) {
+        self.tree.remove(&app);
+        self.departed.retain(|&(_, a, _)| a != app);
+    }
+}
+
+/// What the process table knew about a main process when it ended (see
+/// [`super::crashes::assemble`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrashFacts {
+    /// The last fatal signal it got, and its sender.
+    pub fatal_signal: Option<FatalSignal>,
+    /// Its resident memory when the OOM killer chose it.
+    pub oom_memory: Option<u64>,
+    /// The last resident memory seen (by a status, a scrape, the sampler or a threshold event).
+    pub last_rss: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descendants_depart_and_are_remembered_for_a_while() {
+        let t0 = Instant::now();
+        let mut t = ProcessTable::default();
+        t.forked(1, 100);
+        t.forked(1, 101);
+        t.forked(2, 200);
+        assert_eq!(
+            {
+                let mut d: Vec<u32> = t.descendants(1).collect();
+                d.sort_unstable();
+                d
+            },
+            [100, 101]
+        );
+        t.signaled(100, 15, None);
+        t.descendant_exited(1, 100, t0);
+        assert!(
+            t.crash_facts(100).fatal_signal.is_none(),
+            "forgotten on exit"
+        );
+        let main_of = |_| None;
+        let no_parent = |_| None;
+        // a late datagram of the departed child still belongs to app 1
+        assert_eq!(t.app_of_pid(100, main_of, no_parent), Some(1));
+        assert_eq!(t.app_of_pid(101, main_of, no_parent), Some(1));
+        assert_eq!(t.app_of_pid(200, main_of, no_parent), Some(2));
+        assert_eq!(t.app_of_pid(300, main_of, no_parent), None);
+        // a grandchild nobody reported, found through its parent
+        let parent = |p| (p == 300).then_some(101);
+        assert_eq!(t.app_of_pid(300, main_of, parent), Some(1));
+        // init is nobody's ancestor
+        assert_eq!(t.app_of_pid(300, main_of, |_| Some(1)), None);
+        // main processes come first
+        assert_eq!(
+            t.app_of_pid(7, |p| (p == 7).then_some(9), no_parent),
+            Some(9)
+        );
+        // the memory of departed children is bounded in time
+        t.forked(1, 102);
+        t.descendant_exited(1, 102, t0 + DEPARTED_FOR + Duration::from_secs(1));
+        assert_eq!(t.app_of_pid(100, main_of, no_parent), None, "too old");
+        assert_eq!(t.app_of_pid(102, main_of, no_parent), Some(1));
+        t.remove_app(1);
+        assert_eq!(t.app_of_pid(102, main_of, no_parent), None);
+        assert!(!t.has_descendants(1) && t.has_descendants(2));
+    }
+
+    #[test]
+    fn departed_descendants_are_bounded_in_number() {
+        let t0 = Instant::now();
+        let mut t = ProcessTable::default();
+        for pid in 0..u32::try_from(DEPARTED_MAX + 10).unwrap() {
+            t.forked(1, pid + 2);
+            t.descendant_exited(1, pid + 2, t0);
+        }
+        assert_eq!(t.departed.len(), DEPARTED_MAX);
+        assert_eq!(t.app_of_pid(2, |_| None, |_| None), None, "the oldest went");
+        // a process that was never a known descendant is not remembered
+        t.descendant_exited(1, 99_999, t0);
+        assert_eq!(t.app_of_pid(99_999, |_| None, |_| None), None);
+    }
+
+    #[test]
+    fn group_waits_end_with_the_group_and_every_descendant() {
+        let mut t = ProcessTable::default();
+        t.forked(1, 100);
+        t.await_group(1, 50);
+        t.await_group(2, 60);
+        let alive = |set: &'static [u32]| move |p: u32| set.contains(&p);
+        // group 50 is empty but its setsid'd descendant lives on
+        assert!(t.tree_alive(1, 50, alive(&[]), alive(&[100])));
+        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100])), []);
+        assert_eq!(t.finished_waits(alive(&[60]), alive(&[])), [(1, 50)]);
+        assert_eq!(t.finished_waits(alive(&[]), alive(&[])), [(2, 60)]);
+        assert_eq!(
+            t.finished_waits(alive(&[]), alive(&[])),
+            [],
+            "reported once"
+        );
+    }
+
+    #[test]
+    fn crash_facts_keep_real_memory_figures_only() {
+        let mut t = ProcessTable::default();
+        let sender = Sender {
+            pid: 9,
+            comm: "kill".into(),
+        };
+        t.saw_rss(5, 4096);
+        t.saw_rss(5, 0); // read between the stop signal and the reap: no figure
+        t.signaled(5, 9, Some(sender.clone()));
+        t.oom_victim(5, 8192);
+        let facts = t.crash_facts(5);
+        assert_eq!(
+            facts,
+            CrashFacts {
+                fatal_signal: Some((9, Some(sender))),
+                oom_memory: Some(8192),
+                last_rss: Some(4096),
+            }
+        );
+        // taken once; the last figure stays until the exit is handled
+        let again = t.crash_facts(5);
+        assert_eq!((again.fatal_signal, again.oom_memory), (None, None));
+        assert_eq!(again.last_rss, Some(4096));
+        t.main_exited(5);
+        assert_eq!(t.crash_facts(5), CrashFacts::default());
+    }
+}

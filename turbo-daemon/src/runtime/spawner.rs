@@ -1,0 +1,423 @@
+//! Spawn preparation: everything an app's process needs besides its spec, turned into a
+//! [`Plan`] that [`crate::os::spawn`] executes. The environment (the daemon's allowed
+//! variables, the user's identity, `env_file`/`env`, instance numbers, `NOTIFY_SOCKET`), the
+//! identity and limits, the `listen:` sockets the daemon holds, the memory cgroup, and the file
+//! watcher of watch mode, which follows each spawn.
+//!
+//! It owns those resources per app (sockets by app name, cgroups and watchers by app id) and
+//! decides nothing about when to spawn.
+
+use std::{
+    collections::HashMap,
+    ffi::OsString,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
+
+use super::{Internal, listen::Listeners, watch};
+use crate::{
+    config::{
+        environment::{self, Identity},
+        users,
+    },
+    os::{
+        cgroup::{self, MemoryCgroup},
+        net,
+        spawn::{self, Child, Limits, Plan, RunAs},
+    },
+    supervisor::{App, AppId, AppSpec, MemoryEnforce},
+};
+
+/// The plan of one process of `spec`: its environment from `daemon_env` (filtered, see
+/// [`environment::child_env`]) with `extra_env` set last, its identity and limits, and the
+/// sockets and cgroup it gets.
+#[must_use]
+pub fn plan<'a>(
+    spec: &AppSpec,
+    daemon_env: impl IntoIterator<Item = (OsString, OsString)>,
+    extra_env: &[(String, String)],
+    listen: Vec<BorrowedFd<'a>>,
+    cgroup_procs: Option<BorrowedFd<'a>>,
+) -> Plan<'a> {
+    let own = own_user();
+    let identity = match (&spec.privileges.run_as, own) {
+        (Some(r), _) => Some(Identity {
+            user: &r.user,
+            home: &r.home,
+            shell: &r.shell,
+        }),
+        (None, Some(u)) => Some(Identity {
+            user: &u.name,
+            home: &u.home,
+            shell: &u.shell,
+        }),
+        (None, None) => None,
+    };
+    let mut env = environment::child_env(daemon_env, identity, &spec.cwd, &spec.env);
+    env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    let limits = &spec.privileges.limits;
+    let pair = |l: Option<crate::config::Rlimit>| l.map(|l| (l.soft, l.hard));
+    Plan {
+        argv: spec.argv.clone(),
+        env,
+        cwd: spec.cwd.clone(),
+        limits: Limits {
+            nofile: pair(limits.nofile),
+            nproc: pair(limits.nproc),
+            core: pair(limits.core),
+            nice: limits.nice,
+            oom_score_adj: limits.oom_score_adj,
+            umask: limits.umask,
+        },
+        run_as: spec.privileges.run_as.as_ref().map(|r| RunAs {
+            user: r.user.clone(),
+            uid: r.uid,
+            gid: r.gid,
+            groups: r.groups.iter().map(|(_, gid)| *gid).collect(),
+        }),
+        listen,
+        listen_name: spec.name.clone(),
+        cgroup_procs,
+    }
+}
+
+/// Starts one process of `spec` with nothing but its spec (health-check commands).
+///
+/// # Errors
+/// The spawn error, naming the program.
+pub fn spawn_plain(spec: &AppSpec) -> std::io::Result<Child> {
+    spawn::spawn(&plan(spec, std::env::vars_os(), &[], Vec::new(), None))
+}
+
+/// The daemon's own passwd entry, looked up once: `HOME`, `USER`, `LOGNAME`, `SHELL` of apps
+/// without `user:`. `None` when the daemon's uid has no entry (then the daemon's own variables
+/// are passed on).
+fn own_user() -> Option<&'static users::User> {
+    static OWN: OnceLock<Option<users::User>> = OnceLock::new();
+    OWN.get_or_init(|| {
+        users::user_by_uid(crate::os::process::euid())
+            .ok()
+            .flatten()
+    })
+    .as_ref()
+}
+
+/// What the daemon holds for its apps' processes. See the module docs.
+#[derive(Debug)]
+pub struct Spawner {
+    home: PathBuf,
+    log_dir: PathBuf,
+    /// Listening sockets of apps with `listen:`.
+    listeners: Listeners,
+    /// File watchers of the apps with `watch:`.
+    watchers: HashMap<AppId, watch::AppWatcher>,
+    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog`, bound when the first
+    /// such app starts.
+    notify_socket: Option<PathBuf>,
+    /// Memory cgroups of apps with `memory_enforce: cgroup`, and the OOM kills counted in each
+    /// when last looked at.
+    cgroups: HashMap<AppId, (MemoryCgroup, u64)>,
+}
+
+impl Spawner {
+    /// Nothing held yet; `home` gets the notify socket and names the cgroup directory, `home`
+    /// and `log_dir` are never watched.
+    #[must_use]
+    pub fn new(home: &Path, log_dir: &Path) -> Self {
+        Self {
+            home: home.to_path_buf(),
+            log_dir: log_dir.to_path_buf(),
+            listeners: Listeners::default(),
+            watchers: HashMap::new(),
+            notify_socket: None,
+            cgroups: HashMap::new(),
+        }
+    }
+
+    /// Starts a process of app `app` (instance `instance`) running `spec`.
+    ///
+    /// # Errors
+    /// One line: what could not be prepared (socket, cgroup, notify socket) or the spawn error.
+    pub fn spawn(
+        &mut self,
+        app: AppId,
+        instance: u32,
+        spec: &AppSpec,
+        tx: &UnboundedSender<Internal>,
+    ) -> Result<Child, String> {
+        let mut extra_env: Vec<(String, String)> = [
+            ("TURBO_INSTANCE", instance),
+            ("TURBO_INSTANCES", spec.instances),
+            // what PM2 sets, so apps written for it find their number
+            ("NODE_APP_INSTANCE", instance),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_string()))
+        .collect();
+        if spec.readiness.wants_socket() {
+            // the systemd protocol: where to send READY=1 / WATCHDOG=1, and how often to ping
+            let socket = self.notify_socket(tx)?;
+            extra_env.push(("NOTIFY_SOCKET".into(), socket.display().to_string()));
+            if let Some(period) = spec.readiness.watchdog() {
+                extra_env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
+            }
+        }
+        let cgroup = self.memory_cgroup(app, instance, spec)?;
+        let listen = self.listeners.sockets(&spec.name, &spec.listen)?;
+        let plan = plan(
+            spec,
+            std::env::vars_os(),
+            &extra_env,
+            listen,
+            cgroup.as_ref().map(AsFd::as_fd),
+        );
+        spawn::spawn(&plan).map_err(|e| e.to_string())
+    }
+
+    /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader, which sends
+    /// every datagram to the loop) first.
+    ///
+    /// # Errors
+    /// When the socket cannot be bound.
+    pub fn notify_socket(&mut self, tx: &UnboundedSender<Internal>) -> Result<PathBuf, String> {
+        if let Some(p) = &self.notify_socket {
+            return Ok(p.clone());
+        }
+        let path = self.home.join("notify.sock");
+        let sock = net::bind_notify_socket(&path)
+            .map_err(|e| format!("cannot bind the NOTIFY_SOCKET {}: {e}", path.display()))?;
+        // SAFETY: the AsyncFd owns the socket, so the fd stays open and the same while registered.
+        let afd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.to_string())?;
+        tokio::spawn(read_notifications(afd, tx.clone()));
+        tracing::info!("apps' NOTIFY_SOCKET at {}", path.display());
+        self.notify_socket = Some(path.clone());
+        Ok(path)
+    }
+
+    /// The memory cgroup `spec` asks for (`memory_enforce: cgroup`), created on first use below
+    /// the daemon's own and set to its `max_memory` on every start (the spec may have changed);
+    /// `None` when the app wants none. Returns its `cgroup.procs`, for the child to enter.
+    ///
+    /// # Errors
+    /// Why the cgroup cannot be made, with what to do instead.
+    pub fn memory_cgroup(
+        &mut self,
+        app: AppId,
+        instance: u32,
+        spec: &AppSpec,
+    ) -> Result<Option<OwnedFd>, String> {
+        let (MemoryEnforce::Cgroup, Some(max)) = (spec.memory.enforce, spec.memory.max) else {
+            return Ok(None);
+        };
+        let fail = |e: std::io::Error| {
+            format!(
+                "memory_enforce: cgroup: cannot put the app in a memory cgroup ({e}); use \
+                 `memory_enforce: restart` (the default) where the daemon may not create cgroups"
+            )
+        };
+        let (base, version) = cgroup::own_memory_cgroup().map_err(fail)?;
+        // one directory per daemon home: daemons of other users or homes never share one
+        let group = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.home.hash(&mut h);
+            format!("turbo-{:016x}", h.finish())
+        };
+        // one cgroup per instance: the limit is per process, as max_memory is
+        let name = format!("{}.{instance}", spec.name);
+        let cgroup =
+            cgroup::create_memory_cgroup(&base, version, &group, &name, max).map_err(fail)?;
+        let procs = cgroup.procs().map_err(fail)?;
+        let seen = cgroup.oom_kills().unwrap_or(0);
+        self.cgroups.insert(app, (cgroup, seen));
+        Ok(Some(procs))
+    }
+
+    /// Whether the memory cgroup of `app` counted a new OOM kill since last asked.
+    pub fn cgroup_oom_kill(&mut self, app: AppId) -> bool {
+        let Some((cgroup, seen)) = self.cgroups.get_mut(&app) else {
+            return false;
+        };
+        let now = cgroup.oom_kills().unwrap_or(*seen);
+        std::mem::replace(seen, now) < now
+    }
+
+    /// The memory cgroup of `app`, if it has one.
+    #[must_use]
+    pub fn cgroup(&self, app: AppId) -> Option<&MemoryCgroup> {
+        self.cgroups.get(&app).map(|(c, _)| c)
+    }
+
+    /// Takes back the `listen:` sockets of an adopted process (see [`Listeners::adopt`]).
+    pub fn adopt_sockets(&mut self, spec: &AppSpec, pid: u32) {
+        if spec.listen.is_empty() {
+            return;
+        }
+        let taken = self.listeners.adopt(&spec.name, &spec.listen, pid);
+        if !taken.is_empty() {
+            tracing::info!(app = %spec.name, "took back the sockets of {}", taken.join(", "));
+        }
+    }
+
+    /// Starts, replaces or drops the file watcher of app `id` (`None`: gone) to match its spec.
+    pub fn sync_watcher(&mut self, id: AppId, app: Option<&App>, tx: &UnboundedSender<Internal>) {
+        let Some(spec) = app.and_then(|a| a.spec.watch.clone()) else {
+            self.watchers.remove(&id);
+            return;
+        };
+        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec) {
+            return;
+        }
+        self.watchers.remove(&id);
+        // the daemon's own files change all the time: never a reason to restart
+        let skip = vec![self.home.clone(), self.log_dir.clone()];
+        let tx = tx.clone();
+        let name = app.map(|a| a.spec.name.clone()).unwrap_or_default();
+        match watch::AppWatcher::start(&spec, skip, move |change| {
+            let _ = tx.send(Internal::FilesChanged(id, change));
+        }) {
+            Ok(w) => {
+                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
+                self.watchers.insert(id, w);
+            }
+            Err(e) => tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}"),
+        }
+    }
+
+    /// Watches the directories created under the watched ones of `app`.
+    pub fn watch_new_dirs(&mut self, app: AppId, dirs: Vec<PathBuf>) {
+        if let Some(w) = self.watchers.get_mut(&app) {
+            for dir in dirs {
+                if let Err(e) = w.add_tree(&dir) {
+                    tracing::warn!(app, "cannot watch {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    /// App `app` (named `name`) is gone; `last`: no instance of that name is left, so its
+    /// sockets close too.
+    pub fn removed(&mut self, app: AppId, name: &str, last: bool) {
+        if last {
+            self.listeners.close(name);
+        }
+        self.watchers.remove(&app);
+        if let Some((cgroup, _)) = self.cgroups.remove(&app)
+            && let Err(e) = cgroup.remove()
+        {
+            tracing::warn!(app = %name, "cannot remove {}: {e}", cgroup.path.display());
+        }
+    }
+}
+
+/// Reads the apps' notify datagrams and sends each, with the sender's pid, to the loop.
+async fn read_notifications(
+    afd: AsyncFd<std::os::unix::net::UnixDatagram>,
+    tx: UnboundedSender<Internal>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return;
+        };
+        match net::recv_with_pid(afd.get_ref(), &mut buf) {
+            Ok((n, Some(pid))) => {
+                let _ = tx.send(Internal::Notified {
+                    pid,
+                    datagram: buf[..n].to_vec(),
+                    retried: false,
+                });
+            }
+            Ok((_, None)) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => guard.clear_ready(),
+            Err(e) => {
+                tracing::error!("NOTIFY_SOCKET: {e}; readiness notifications stop");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Rlimit, RunAs as SpecRunAs};
+
+    #[test]
+    fn the_plan_has_the_apps_environment_identity_and_limits() {
+        let mut spec = AppSpec::new(
+            "web",
+            vec!["node".into(), "server.js".into()],
+            "/srv".into(),
+        );
+        spec.env = vec![
+            ("APP_VAR".into(), "1".into()),
+            ("TURBO_INSTANCE".into(), "x".into()),
+        ];
+        let l = &mut spec.privileges.limits;
+        l.nofile = Some(Rlimit {
+            soft: 64,
+            hard: 128,
+        });
+        l.umask = Some(0o027);
+        l.nice = Some(5);
+        spec.privileges.run_as = Some(SpecRunAs {
+            user: "www".into(),
+            uid: 33,
+            group: "www".into(),
+            gid: 33,
+            groups: vec![("www".into(), 33), ("ssl".into(), 110)],
+            home: "/var/www".into(),
+            shell: "/bin/false".into(),
+        });
+        let daemon_env = [
+            ("PATH", "/usr/bin"),
+            ("CARGO_PKG_NAME", "turbo"),
+            ("NOTIFY_SOCKET", "/run/systemd/notify"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let extra = [("TURBO_INSTANCE".to_owned(), "2".to_owned())];
+        let p = plan(&spec, daemon_env, &extra, Vec::new(), None);
+        let env: HashMap<String, String> = p
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+            .collect();
+        assert_eq!(env.get("APP_VAR").map(String::as_str), Some("1"));
+        assert_eq!(env.get("PATH").map(String::as_str), Some("/usr/bin"));
+        assert_eq!(env.get("PWD").map(String::as_str), Some("/srv"));
+        assert_eq!(env.get("HOME").map(String::as_str), Some("/var/www"));
+        assert_eq!(env.get("USER").map(String::as_str), Some("www"));
+        assert!(!env.contains_key("CARGO_PKG_NAME") && !env.contains_key("NOTIFY_SOCKET"));
+        // the instance variables win over `env:`: they are set last
+        let last = p
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "TURBO_INSTANCE")
+            .unwrap();
+        assert_eq!(last.1, "2");
+        assert_eq!(p.argv, ["node", "server.js"]);
+        assert_eq!(p.cwd, Path::new("/srv"));
+        assert_eq!(p.limits.nofile, Some((64, 128)));
+        assert_eq!(
+            (p.limits.umask, p.limits.nice, p.limits.core),
+            (Some(0o027), Some(5), None)
+        );
+        let run_as = p.run_as.expect("runs as www");
+        assert_eq!(
+            (run_as.uid, run_as.gid, run_as.groups),
+            (33, 33, vec![33, 110])
+        );
+        assert_eq!(p.listen_name, "web");
+        assert!(p.listen.is_empty() && p.cgroup_procs.is_none());
+    }
+}
