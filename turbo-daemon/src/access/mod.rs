@@ -98,11 +98,3 @@ pub enum AccessError {
     #[error("internal error: the config check panicked")]
     Panicked,
 }
-
-/// For callers whose errors are one line of text (transitional: `runtime` validates start
-/// options through [`as_caller`] with a `String` error).
-impl From<AccessError> for String {
-    fn from(e: AccessError) -> Self {
-        e.to_string()
-    }
-}

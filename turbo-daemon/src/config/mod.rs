@@ -38,7 +38,6 @@ use std::{
 };
 
 use serde::Deserialize;
-use zbus::zvariant::OwnedValue;
 
 use self::{
     error::Fault,
@@ -51,19 +50,11 @@ pub use self::{
     options::{StartCall, from_start_options},
 };
 use crate::{
-    access::{self, Powers},
+    access::{self, Caller, Powers},
     spec::{
         AppSpec,
         units::{self, Bounds, Written},
     },
-};
-
-// Transitional: runtime/ (requests, spawner) and dbus/ (mod, auth) still name these by their
-// old paths.
-pub use crate::{
-    access::{Caller, as_caller},
-    os::users,
-    spec::{Rlimit, RunAs, environment},
 };
 
 /// A `turbo.yml` to read: its text, the name messages give it (`origin`), the directory its
@@ -164,49 +155,6 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
 /// As [`from_yaml`], or why the caller cannot be given apps (one problem, no position).
 pub fn from_yaml_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, ConfigError> {
     access::as_caller(caller, |powers| from_yaml(doc, powers))
-}
-
-/// Transitional, for `dbus` (which replies with one line of text): [`from_yaml_as`] with the
-/// error displayed.
-///
-/// # Errors
-/// [`ConfigError`]'s lines.
-pub fn parse_config_as(
-    content: &str,
-    origin: &str,
-    base_dir: &Path,
-    path_env: &str,
-    caller: Caller,
-) -> Result<Vec<AppSpec>, String> {
-    let doc = Document {
-        content,
-        origin,
-        base_dir,
-        path_env,
-    };
-    from_yaml_as(&doc, caller).map_err(|e| e.to_string())
-}
-
-/// Transitional, for `dbus`: [`from_start_options`] with the error displayed.
-///
-/// # Errors
-/// [`ConfigError`]'s lines.
-pub fn from_options(
-    name: &str,
-    argv: &[String],
-    options: &HashMap<String, OwnedValue>,
-    path_env: &str,
-    default_cwd: &Path,
-    powers: &Powers,
-) -> Result<AppSpec, String> {
-    let call = StartCall {
-        name,
-        argv,
-        options,
-        path_env,
-        default_cwd,
-    };
-    from_start_options(&call, powers).map_err(|e| e.to_string())
 }
 
 /// A `turbo.yml` document.

@@ -24,7 +24,32 @@ pub(super) fn parse_config(
     base_dir: &Path,
     path_env: &str,
 ) -> Result<Vec<AppSpec>, String> {
-    parse_config_as(content, origin, base_dir, path_env, Caller::daemon())
+    let doc = Document {
+        content,
+        origin,
+        base_dir,
+        path_env,
+    };
+    from_yaml_as(&doc, Caller::daemon()).map_err(|e| e.to_string())
+}
+
+/// [`from_start_options`] with the error as users read it.
+fn from_options(
+    name: &str,
+    argv: &[String],
+    options: &HashMap<String, OwnedValue>,
+    path_env: &str,
+    default_cwd: &Path,
+    powers: &Powers,
+) -> Result<AppSpec, String> {
+    let call = StartCall {
+        name,
+        argv,
+        options,
+        path_env,
+        default_cwd,
+    };
+    from_start_options(&call, powers).map_err(|e| e.to_string())
 }
 
 #[test]

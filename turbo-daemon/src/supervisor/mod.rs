@@ -63,13 +63,6 @@ pub use self::{
 };
 use self::{commands::Pending, waits::ReadyWait};
 
-// Transitional: runtime/, storage.rs, keeper/ and logs.rs still name these spec types by their
-// old paths; new code imports them from `crate::spec`.
-pub use crate::spec::{
-    AppSpec, Autorestart, HealthProbe, HealthSpec, LogFormat, LogPolicy, MemoryEnforce, ReadyMode,
-    WatchSpec,
-};
-
 /// Numeric app id, stable for the daemon's lifetime.
 pub type AppId = u32;
 /// Identifies a command so its reply can be routed back to the caller.
