@@ -3,6 +3,7 @@
 
 mod access;
 mod adversary_cli;
+mod apply;
 mod bad_input;
 mod chaos;
 mod cli_tour;

@@ -38,6 +38,7 @@ pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod os;
+pub mod plan;
 pub mod runtime;
 pub mod spec;
 pub mod storage;

@@ -248,6 +248,7 @@ pub fn config(app: &App, cgroup: Option<&MemoryCgroup>) -> AppConfigInfo {
         memory_cgroup: cgroup
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
+        source: spec.source.clone().unwrap_or_default(),
     }
 }
 

@@ -106,6 +106,10 @@ pub struct AppSpec {
     /// `ready`, `ready_timeout`, `watchdog`.
     #[serde(default)]
     pub readiness: Readiness,
+    /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
+    /// apply`); `None` for an app started from a command line.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 const fn one() -> u32 {
@@ -134,6 +138,7 @@ impl AppSpec {
             watch: None,
             health: None,
             readiness: Readiness::default(),
+            source: None,
         }
     }
 }

@@ -46,6 +46,7 @@ impl Supervisor {
             }
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
             Command::Restore(apps) => Ok(self.restore(apps, now, out)),
+            Command::Update(specs) => self.update(specs, now, out),
             Command::Stop(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
@@ -143,10 +144,12 @@ impl Supervisor {
             let (name, count) = (spec.name.clone(), spec.instances.max(1));
             for id in existing {
                 let app = self.apps.get_mut(&id).expect("found above");
-                // a new instance count alone restarts nothing: scaling handles it below
+                // a new instance count alone restarts nothing: scaling handles it below; nor
+                // does the file it came from
                 let changed = app.spec
                     != AppSpec {
                         instances: app.spec.instances,
+                        source: app.spec.source.clone(),
                         ..spec.clone()
                     };
                 app.spec = spec.clone();

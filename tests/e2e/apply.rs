@@ -1,0 +1,231 @@
+//! `turbo apply`, `turbo config check` and `turbo config show` through the real binaries: one
+//! apply that adds, updates live, restarts and prunes at once; `--dry-run` and an invalid file
+//! change nothing; a rolling apply of a `listen:` app under load fails no request.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use turbo_tests::{TestDaemon, json, one_line_error, pid_alive, wait_for};
+
+use crate::cluster::{cluster_web, env_of, free_port, pids, under_load, wait_online};
+
+/// `name -> (state, pid, memory_limit_bytes)` of every app.
+type Apps = BTreeMap<String, (String, Option<u64>, Option<u64>)>;
+
+/// One app's part of a plan: action and `(field, how)` pairs.
+type Planned<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+
+fn apps(d: &TestDaemon) -> Apps {
+    d.status()
+        .into_iter()
+        .map(|a| {
+            (
+                a["name"].as_str().expect("name").to_owned(),
+                (
+                    a["state"].as_str().expect("state").to_owned(),
+                    a["pid"].as_u64(),
+                    a["memory_limit_bytes"].as_u64(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn all_online(d: &TestDaemon, n: usize) -> Apps {
+    wait_for(
+        &format!("{n} apps online"),
+        std::time::Duration::from_secs(15),
+        || {
+            let now = apps(d);
+            (now.len() == n && now.values().all(|(s, ..)| s == "online")).then_some(now)
+        },
+    )
+}
+
+const V1: &str = "apps:
+  - name: keep
+    cmd: [sleep, \"300\"]
+    max_memory: 100mb
+  - name: slow
+    cmd: [sleep, \"300\"]
+  - name: swap
+    cmd: [sleep, \"300\"]
+  - name: old
+    cmd: [sleep, \"300\"]
+";
+
+const V2: &str = "apps:
+  - name: keep
+    cmd: [sleep, \"300\"]
+    max_memory: 200mb
+  - name: slow
+    cmd: [sleep, \"300\"]
+    kill_timeout: 1s
+  - name: swap
+    cmd: [sleep, \"301\"]
+  - name: fresh
+    cmd: [sleep, \"300\"]
+";
+
+const BAD: &str = "apps:
+  - name: other
+    cmd: [sleep, \"300\"]
+  - name: keep
+    cmd: [sleep, \"300\"]
+    restart: {delay: -1}
+";
+
+#[test]
+fn one_apply_adds_updates_restarts_and_prunes_while_dry_runs_and_invalid_files_change_nothing() {
+    let d = TestDaemon::start("auto");
+    let v1 = d.config("v1", V1);
+    let first = d.turbo_ok(&["apply", v1.to_str().unwrap()]);
+    assert!(
+        first.contains("4 to add, 0 to change, 0 to remove"),
+        "{first}"
+    );
+    let before = all_online(&d, 4);
+
+    // the plan, and nothing else
+    // beside v1 (an app's cwd is its file's directory by default: a new one would restart it)
+    let v2 = v1.with_file_name("v2.yml");
+    std::fs::write(&v2, V2).expect("write v2.yml");
+    let plan = d.json(&["apply", v2.to_str().unwrap(), "--prune", "--dry-run"]);
+    let actions: BTreeMap<&str, Planned<'_>> = plan
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            let fields = c["fields"]
+                .as_array()
+                .expect("fields")
+                .iter()
+                .map(|f| (f["field"].as_str().unwrap(), f["how"].as_str().unwrap()))
+                .collect();
+            (
+                c["name"].as_str().unwrap(),
+                (c["action"].as_str().unwrap(), fields),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        BTreeMap::from([
+            (
+                "keep",
+                ("update", vec![("source", "live"), ("max_memory", "live")])
+            ),
+            (
+                "slow",
+                ("update", vec![("kill_timeout", "live"), ("source", "live")])
+            ),
+            (
+                "swap",
+                ("restart", vec![("cmd", "restart"), ("source", "live")])
+            ),
+            ("fresh", ("add", vec![])),
+            ("old", ("remove", vec![])),
+        ])
+    );
+    assert_eq!(apps(&d), before, "--dry-run changed nothing");
+
+    // one invalid app rejects the whole file, with its position, and changes nothing
+    let bad = d.home().join("bad.yml");
+    std::fs::write(&bad, BAD).expect("write bad.yml");
+    let out = d.turbo(&["apply", bad.to_str().unwrap(), "--prune"]);
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("bad.yml:6:") && err.contains("restart.delay"),
+        "{err}"
+    );
+    assert_eq!(apps(&d), before, "an invalid file changed nothing");
+    let check = d.turbo(&["config", "check", bad.to_str().unwrap()]);
+    assert!(one_line_error(&check).contains("bad.yml:6:"));
+    let valid = d.turbo_ok(&["config", "check", v2.to_str().unwrap()]);
+    assert!(valid.contains("valid, 4 apps"), "{valid}");
+    assert_eq!(apps(&d), before, "config check changed nothing");
+
+    // the real thing
+    let text = d.turbo_ok(&["apply", v2.to_str().unwrap(), "--prune"]);
+    assert!(
+        text.contains("~ keep   update, no restart: source (live), max_memory (live)")
+            && text.contains("1 to add, 3 to change, 1 to remove"),
+        "{text}"
+    );
+    let after = all_online(&d, 4);
+    let pid = |m: &Apps, n: &str| m[n].1;
+    assert_eq!(
+        pid(&after, "keep"),
+        pid(&before, "keep"),
+        "live: same process"
+    );
+    assert_eq!(after["keep"].2, Some(200 << 20), "with the new limit");
+    assert_eq!(pid(&after, "slow"), pid(&before, "slow"));
+    assert_ne!(pid(&after, "swap"), pid(&before, "swap"), "restarted");
+    assert!(after.contains_key("fresh") && !after.contains_key("old"));
+    assert!(
+        !pid_alive(pid(&before, "old").unwrap()),
+        "the pruned app stopped"
+    );
+
+    // the daemon remembers the file, and shows the effective configuration
+    let source = v2.to_str().unwrap();
+    let described = d.json(&["describe", "slow"]);
+    assert_eq!(described["config"]["source"], source);
+    assert!(d.turbo_ok(&["describe", "slow"]).contains(source));
+    let shown = json(&d.turbo_ok(&["config", "show", "slow"]));
+    assert_eq!(
+        (&shown["kill_timeout_ms"], &shown["source"]),
+        (&Value::from(1000), &Value::from(source))
+    );
+    // the command as it runs: resolved on the daemon's PATH
+    let program = shown["cmd"][0].as_str().expect("cmd");
+    assert!(
+        program.starts_with('/') && program.ends_with("/sleep"),
+        "{shown}"
+    );
+
+    let again = d.turbo_ok(&["apply", v2.to_str().unwrap(), "--prune"]);
+    assert!(again.contains("nothing to do"), "{again}");
+    assert_eq!(apps(&d), after);
+}
+
+#[test]
+fn a_rolling_apply_of_a_listen_app_under_load_fails_no_request() {
+    let d = TestDaemon::start("auto");
+    let port = free_port();
+    let yml = |version: &str| {
+        format!(
+            "apps:\n  - name: web\n    cmd: [python3, \"{}\"]\n    instances: 2\n    listen: \"127.0.0.1:{port}\"\n    env: {{ VERSION: \"{version}\" }}\n",
+            cluster_web()
+        )
+    };
+    let file = d.config("web", &yml("1"));
+    d.turbo_ok(&["apply", file.to_str().unwrap()]);
+    let before = pids(&wait_online(&d, "web", 2));
+    std::fs::write(&file, yml("2")).expect("rewrite turbo.yml");
+    let mut text = String::new();
+    let load = under_load(port, || {
+        text = d.turbo_ok(&["apply", file.to_str().unwrap()]);
+    });
+    println!(
+        "rolling apply: {} requests ({} during), {} failed",
+        load.ok,
+        load.during,
+        load.failed.len()
+    );
+    assert!(
+        text.contains("~ web  rolling reload: env (restart)"),
+        "{text}"
+    );
+    assert!(load.during > 0, "requests were served during the apply");
+    assert!(load.failed.is_empty(), "{:?}", load.failed);
+    let after = pids(&wait_online(&d, "web", 2));
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} -> {after:?}"
+    );
+    for pid in after {
+        assert_eq!(env_of(pid, "VERSION").as_deref(), Some("2"));
+    }
+}
