@@ -229,3 +229,40 @@ fn a_rolling_apply_of_a_listen_app_under_load_fails_no_request() {
         assert_eq!(env_of(pid, "VERSION").as_deref(), Some("2"));
     }
 }
+
+#[test]
+fn an_app_with_autostart_false_is_listed_stopped_until_asked_and_apply_keeps_it_so() {
+    let d = TestDaemon::start("auto");
+    let file = d.config(
+        "later",
+        "apps:\n  - name: now\n    cmd: [sleep, \"300\"]\n  - name: later\n    cmd: [sleep, \"300\"]\n    autostart: false\n",
+    );
+    d.turbo_ok(&["apply", file.to_str().unwrap()]);
+    d.wait_app("now", "online", |a| a["state"] == "online");
+    let later = d.app("later");
+    assert_eq!(
+        (&later["state"], &later["pid"]),
+        (&Value::from("stopped"), &Value::Null)
+    );
+    // starting its file again does not start it
+    d.turbo_ok(&["start", file.to_str().unwrap()]);
+    assert_eq!(d.app("later")["state"], "stopped");
+    // a change that needs a restart is handed over; the app stays stopped
+    std::fs::write(
+        &file,
+        "apps:\n  - name: now\n    cmd: [sleep, \"300\"]\n  - name: later\n    cmd: [sleep, \"301\"]\n    autostart: false\n",
+    )
+    .expect("rewrite");
+    let text = d.turbo_ok(&["apply", file.to_str().unwrap()]);
+    assert!(
+        text.contains("~ later  update, no restart: cmd (restart)"),
+        "{text}"
+    );
+    assert_eq!(d.app("later")["state"], "stopped");
+    // asked by name, it runs the new command
+    d.turbo_ok(&["restart", "later"]);
+    let running = d.wait_app("later", "online", |a| a["state"] == "online");
+    let pid = running["pid"].as_u64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(String::from_utf8_lossy(&cmdline).contains("301"));
+}

@@ -134,6 +134,7 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         watch,
         health,
         readiness,
+        autostart,
         source,
     } = new;
     let mut out = Vec::new();
@@ -167,6 +168,8 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     // scaling starts or stops instances and leaves the others running
     note(*instances != old.instances, "instances", How::Live);
     note(*source != old.source, "source", How::Live);
+    // it only decides whether adding the app starts it
+    note(*autostart != old.autostart, "autostart", How::Live);
     // a new threshold is handed to the running process's memory watch; a limit the kernel
     // enforces lives in a cgroup made at the spawn, and no limit at all has no watch to update
     let memory_live = memory.enforce == MemoryEnforce::Restart
@@ -201,12 +204,20 @@ pub fn says_when_ready(spec: &AppSpec) -> bool {
         || spec.health.is_some()
 }
 
-/// What applying `file` to a daemon running `running` (one spec per app name) does.
+/// What applying `file` to a daemon with the apps `running` (one spec per app name) does.
 ///
+/// `stopped`: names of the apps that are stopped on purpose: a restart-class change of one is
+/// only handed over (`Update`), for its next start; an apply does not start what was stopped.
 /// `prune`: apps only the daemon has are removed (else kept). `only`: when not empty, the plan
 /// covers just these names (from the file or the daemon); the other apps are left out of it.
 #[must_use]
-pub fn plan(running: &[AppSpec], file: &[AppSpec], prune: bool, only: &[String]) -> Plan {
+pub fn plan(
+    running: &[AppSpec],
+    stopped: &[String],
+    file: &[AppSpec],
+    prune: bool,
+    only: &[String],
+) -> Plan {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
     let mut apps = Vec::new();
     for new in file.iter().filter(|s| wanted(&s.name)) {
@@ -221,7 +232,7 @@ pub fn plan(running: &[AppSpec], file: &[AppSpec], prune: bool, only: &[String])
                 let fields = diff(old, new);
                 let step = if fields.is_empty() {
                     Step::Unchanged
-                } else if fields.iter().all(|f| f.how == How::Live) {
+                } else if fields.iter().all(|f| f.how == How::Live) || stopped.contains(&new.name) {
                     Step::Update
                 } else if says_when_ready(new) && !fields.iter().any(|f| f.field == "listen") {
                     // a replacement gets the sockets the daemon holds for the name: a new
@@ -340,6 +351,7 @@ mod tests {
                 "source",
                 How::Live,
             ),
+            (|s| s.autostart = false, "autostart", How::Live),
             (|s| s.memory.max = Some(200 << 20), "max_memory", How::Live),
             (|s| s.memory.warning_percent = 50, "max_memory", How::Live),
             (|s| s.memory.max = None, "max_memory", How::Restart),
@@ -385,7 +397,7 @@ mod tests {
         let steps = |p: &Plan| -> Vec<(String, Step)> {
             p.apps.iter().map(|a| (a.name.clone(), a.step)).collect()
         };
-        let kept = plan(&running, &file, false, &[]);
+        let kept = plan(&running, &[], &file, false, &[]);
         assert_eq!(
             steps(&kept),
             [
@@ -397,15 +409,19 @@ mod tests {
             ]
         );
         assert!(kept.apps[2].spec.is_none() && kept.apps[3].spec.is_some());
-        let pruned = plan(&running, &file, true, &[]);
+        let pruned = plan(&running, &[], &file, true, &[]);
         assert_eq!(pruned.apps[4].step, Step::Remove);
         assert!(!pruned.is_noop());
-        let only = plan(&running, &file, true, &["api".into(), "old".into()]);
+        let only = plan(&running, &[], &file, true, &["api".into(), "old".into()]);
         assert_eq!(
             steps(&only),
             [("api".into(), Step::Update), ("old".into(), Step::Remove)]
         );
-        assert!(plan(&running, &running, true, &[]).is_noop());
+        assert!(plan(&running, &[], &running, true, &[]).is_noop());
+        // a stopped app is handed its new spec and stays stopped
+        let stopped = plan(&running, &["worker".into()], &file, false, &[]);
+        assert_eq!(stopped.apps[3].step, Step::Update);
+        assert_eq!(stopped.apps[3].fields[0].how, How::Restart);
     }
 
     #[test]
@@ -415,11 +431,14 @@ mod tests {
         let mut new = old.clone();
         new.env.push(("V".into(), "2".into()));
         assert_eq!(
-            plan(&[old.clone()], &[new.clone()], false, &[]).apps[0].step,
+            plan(&[old.clone()], &[], &[new.clone()], false, &[]).apps[0].step,
             Step::Reload
         );
         // a new listen address cannot be reloaded into: the old sockets are the old ones
         new.listen = vec!["127.0.0.1:8081".into()];
-        assert_eq!(plan(&[old], &[new], false, &[]).apps[0].step, Step::Restart);
+        assert_eq!(
+            plan(&[old], &[], &[new], false, &[]).apps[0].step,
+            Step::Restart
+        );
     }
 }

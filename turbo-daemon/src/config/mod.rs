@@ -129,9 +129,14 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
                 first_with_name.insert(app.name.clone(), i);
             }
         }
+        // read here rather than in `validate`: it only says whether a start starts the app
+        let autostart = app.autostart.unwrap_or(true);
         // a twin is still checked, so that its other problems show up now rather than later
         match validate(app, base_dir, path_env, powers) {
-            Ok(spec) if twin.is_none() => specs.push(spec),
+            Ok(mut spec) if twin.is_none() => {
+                spec.autostart = autostart;
+                specs.push(spec);
+            }
             Ok(_) => {}
             Err(problems) => found.extend(problems.into_iter().map(|mut p| {
                 p.field = path(&p.field);
@@ -219,6 +224,8 @@ struct AppConfig {
     health: Option<checks::HealthConfig>,
     /// `spawn` or `notify` (the systemd protocol).
     ready: Option<String>,
+    /// `false`: the app is defined (listed, stopped) but not started until asked by name.
+    autostart: Option<bool>,
     /// With `ready: notify`: restart an app that sends no `READY=1` this long after its start.
     ready_timeout: Option<Scalar>,
     /// Restart an app that sends no `WATCHDOG=1` for this long.

@@ -18,7 +18,7 @@ use super::{Runtime, requests::Reply};
 use crate::{
     plan::{self, Plan, Step},
     spec::AppSpec,
-    supervisor::{Command, Target},
+    supervisor::{Command, Desired, Target},
 };
 
 /// An apply as the runtime receives it: the validated specs of the whole file and the options.
@@ -115,12 +115,16 @@ impl Runtime {
     /// Plans `req` against the apps now, and answers or starts carrying it out.
     pub(super) fn apply(&mut self, req: ApplyRequest, reply: Reply<Vec<AppChange>>) {
         let mut running: Vec<AppSpec> = Vec::new();
+        let mut stopped: Vec<String> = Vec::new();
         let mut apps: Vec<_> = self.sup.apps().collect();
         // the lowest-numbered instance stands for an app (a reload's replacement shares it)
         apps.sort_by_key(|a| (a.instance, a.id));
         for app in apps {
             if !running.iter().any(|s| s.name == app.spec.name) {
                 running.push(app.spec.clone());
+                if app.desired == Desired::Stopped {
+                    stopped.push(app.spec.name.clone());
+                }
             }
         }
         let unknown: Vec<&str> = req
@@ -138,7 +142,7 @@ impl Runtime {
             ))));
             return;
         }
-        let plan = plan::plan(&running, &req.specs, req.prune, &req.only);
+        let plan = plan::plan(&running, &stopped, &req.specs, req.prune, &req.only);
         let answer = changes(&plan);
         let steps = commands(&plan);
         if req.dry_run || steps.is_empty() {
@@ -209,7 +213,7 @@ mod tests {
         let mut web2 = web.clone();
         web2.env.push(("V".into(), "2".into()));
         let file = vec![spec("new"), api.clone(), web2.clone(), worker.clone()];
-        let plan = plan::plan(&running, &file, true, &[]);
+        let plan = plan::plan(&running, &[], &file, true, &[]);
         let cmds: Vec<Command> = commands(&plan).into();
         assert_eq!(
             cmds,
@@ -232,6 +236,6 @@ mod tests {
                 how: "live".into()
             }]
         );
-        assert!(commands(&plan::plan(&running, &running, false, &[])).is_empty());
+        assert!(commands(&plan::plan(&running, &[], &running, false, &[])).is_empty());
     }
 }

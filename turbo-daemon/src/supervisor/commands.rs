@@ -136,7 +136,12 @@ impl Supervisor {
             if existing.is_empty() {
                 for instance in 0..spec.instances.max(1) {
                     let id = self.add_instance(&spec, instance, out);
-                    self.begin_start(id, out);
+                    if spec.autostart {
+                        self.begin_start(id, out);
+                    } else {
+                        // defined, listed as stopped, started when asked by name
+                        self.apps.get_mut(&id).expect("added").desired = Desired::Stopped;
+                    }
                     ids.push(id);
                 }
                 continue;
@@ -153,6 +158,10 @@ impl Supervisor {
                         ..spec.clone()
                     };
                 app.spec = spec.clone();
+                if !spec.autostart && app.state == State::Stopped {
+                    // a start of its file does not start it either: only a start by name
+                    continue;
+                }
                 app.desired = Desired::Running;
                 match app.state {
                     State::Stopped | State::Errored { .. } | State::Backoff { .. } => {

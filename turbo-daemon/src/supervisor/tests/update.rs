@@ -47,3 +47,29 @@ fn an_update_of_an_unknown_app_changes_nothing() {
     ));
     assert_eq!(h.sup.app(id).expect("kept").spec.kill_timeout, secs(5));
 }
+
+#[test]
+fn an_app_without_autostart_is_defined_stopped_until_started_by_name() {
+    let mut h = Harness::new();
+    let mut s = spec("later");
+    s.autostart = false;
+    let (t, actions) = h.cmd(Command::Start {
+        specs: vec![s.clone()],
+        exclusive: false,
+    });
+    assert_eq!(spawn_of(&actions), None);
+    assert!(
+        matches!(reply_of(&actions, t), Some(Ok(Reply::Apps(ref ids))) if ids.len() == 1),
+        "{actions:?}"
+    );
+    let id = h.sup.apps().next().expect("defined").id;
+    assert_eq!(h.state(id), AppState::Stopped);
+    // starting its file again does not start it either
+    let (_, again) = h.cmd(Command::Start {
+        specs: vec![s],
+        exclusive: false,
+    });
+    assert_eq!(spawn_of(&again), None);
+    let (_, restarted) = h.cmd(Command::Restart(Target::Name("later".into())));
+    assert_eq!(spawn_of(&restarted), Some(id));
+}
