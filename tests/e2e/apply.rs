@@ -266,3 +266,173 @@ fn an_app_with_autostart_false_is_listed_stopped_until_asked_and_apply_keeps_it_
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
     assert!(String::from_utf8_lossy(&cmdline).contains("301"));
 }
+
+/// The daemon's own file in system mode: applied at start, and on SIGHUP as `turbo apply
+/// --prune`; the packaged `/etc/turbo/turbo.yml` (`apps: []`) is accepted.
+#[test]
+fn sighup_applies_the_system_config_file_with_prune() {
+    use std::process::{Command, Stdio};
+
+    use turbo_tests::{SystemBus, bin_dir, is_root};
+
+    if !is_root() {
+        eprintln!(
+            "\n*** SKIPPED sighup_applies_the_system_config_file_with_prune: needs root to own the daemon's name on a system-like bus (CI is root) ***\n"
+        );
+        return;
+    }
+    let bus = SystemBus::start("turbo-sysconf-");
+    let home = tempfile::Builder::new()
+        .prefix("turbo-sysconf-home-")
+        .tempdir()
+        .expect("tempdir");
+    let etc = home.path().join("etc");
+    std::fs::create_dir_all(&etc).expect("etc dir");
+    let file = etc.join("turbo.yml");
+    let yml = |apps: &[(&str, &str)]| {
+        let mut s = String::from("apps:\n");
+        for (name, extra) in apps {
+            s.push_str(&format!(
+                "  - name: {name}\n    cmd: [sleep, \"300\"]\n{extra}"
+            ));
+        }
+        s
+    };
+    std::fs::write(&file, yml(&[("a", ""), ("b", "")])).expect("write turbo.yml");
+    let log = std::fs::File::create(home.path().join("daemon.log")).expect("log");
+    let mut daemon = Command::new(bin_dir().join("turbo-daemon"))
+        .args([
+            "--bus-address",
+            &bus.address(),
+            "--ebpf",
+            "off",
+            "--metrics-listen",
+            "off",
+        ])
+        .arg("--home")
+        .arg(home.path())
+        .arg("--config")
+        .arg(&file)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start turbo-daemon");
+    let daemon_log = || std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin_dir().join("turbo"))
+            .args(args)
+            .env("TURBO_BUS_ADDRESS", bus.address())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run turbo");
+        assert!(
+            out.status.success(),
+            "turbo {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            daemon_log()
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let names = || -> BTreeMap<String, (String, u64)> {
+        json(&cli(&["status", "--json"]))
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().expect("name").to_owned(),
+                    (
+                        a["state"].as_str().expect("state").to_owned(),
+                        a["pid"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let wait_names = |want: &[&str]| {
+        wait_for(
+            &format!("apps {want:?} online"),
+            std::time::Duration::from_secs(20),
+            || {
+                let now = names();
+                (now.keys().map(String::as_str).eq(want.iter().copied())
+                    && now.values().all(|(s, _)| s == "online"))
+                .then_some(now)
+            },
+        )
+    };
+    // as the unit's ExecReload does it
+    let hup = || {
+        let sent = Command::new("kill")
+            .args(["-HUP", &daemon.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(sent.success());
+    };
+
+    wait_for(
+        "the daemon on the system-like bus",
+        std::time::Duration::from_secs(15),
+        || {
+            Command::new(bin_dir().join("turbo"))
+                .arg("ping")
+                .env("TURBO_BUS_ADDRESS", bus.address())
+                .output()
+                .ok()?
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    // at start: the file's apps, from the file
+    let started = wait_names(&["a", "b"]);
+    let source = file.to_str().expect("utf-8");
+    assert_eq!(
+        json(&cli(&["describe", "a", "--json"]))["config"]["source"],
+        source
+    );
+    cli(&["start", "sleep", "--name", "manual", "--", "300"]);
+    wait_names(&["a", "b", "manual"]);
+
+    // SIGHUP: a changes live, b and the app not in the file go, c comes
+    std::fs::write(&file, yml(&[("a", "    kill_timeout: 2s\n"), ("c", "")])).expect("rewrite");
+    hup();
+    let reloaded = wait_names(&["a", "c"]);
+    assert_eq!(reloaded["a"].1, started["a"].1, "a kept its process");
+    assert!(!turbo_tests::pid_alive(started["b"].1), "b stopped");
+    assert!(
+        daemon_log().contains("1 added, 1 changed, 2 removed"),
+        "{}",
+        daemon_log()
+    );
+
+    // an invalid file changes nothing and says why
+    std::fs::write(&file, yml(&[("a", "    kill_timeout: soon\n")])).expect("rewrite");
+    hup();
+    wait_for(
+        "the refusal in the log",
+        std::time::Duration::from_secs(10),
+        || {
+            daemon_log()
+                .contains("was not applied, nothing changed")
+                .then_some(())
+        },
+    );
+    assert!(daemon_log().contains("turbo.yml:4:19"), "{}", daemon_log());
+    assert_eq!(names(), reloaded);
+
+    // the packaged file: `apps: []`, accepted; with prune it leaves no app
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/turbo.yml");
+    std::fs::copy(packaged, &file).expect("copy deploy/turbo.yml");
+    hup();
+    wait_for(
+        "every app removed",
+        std::time::Duration::from_secs(20),
+        || names().is_empty().then_some(()),
+    );
+    assert!(!turbo_tests::pid_alive(reloaded["c"].1));
+
+    cli(&["kill"]);
+    let _ = daemon.wait();
+}

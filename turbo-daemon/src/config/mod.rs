@@ -77,6 +77,36 @@ pub struct Document<'a> {
 /// # Errors
 /// Every problem found, each at the position of its value.
 pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, ConfigError> {
+    read(doc, powers, false)
+}
+
+/// The specs of a file to apply (`turbo apply`, `/etc/turbo/turbo.yml`), on behalf of `caller`
+/// as [`from_yaml_as`], each stamped with the file it came from ([`source_of`]). Unlike a file to
+/// start, `apps: []` is valid: applying it changes nothing, or removes every app with prune.
+///
+/// # Errors
+/// As [`from_yaml_as`].
+pub fn to_apply_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, ConfigError> {
+    let mut specs = access::as_caller(caller, |powers| read(doc, powers, true))?;
+    let source = source_of(doc.origin, doc.base_dir);
+    for spec in &mut specs {
+        spec.source = Some(source.clone());
+    }
+    Ok(specs)
+}
+
+/// The absolute path of the file a document came from: its directory (`base_dir`, absolute)
+/// and the file name of `origin` (as the user typed it).
+#[must_use]
+pub fn source_of(origin: &str, base_dir: &Path) -> String {
+    let name = Path::new(origin)
+        .file_name()
+        .map_or_else(|| origin.into(), std::ffi::OsStr::to_os_string);
+    base_dir.join(name).to_string_lossy().into_owned()
+}
+
+/// [`from_yaml`], with `empty_ok`: whether `apps: []` is a valid document.
+fn read(doc: &Document<'_>, powers: &Powers, empty_ok: bool) -> Result<Vec<AppSpec>, ConfigError> {
     let Document {
         content,
         origin,
@@ -86,7 +116,7 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
     let file: ConfigFile =
         serde_yaml_ng::from_str(content).map_err(|e| ConfigError::from_yaml(&e, origin))?;
     let mut found: Vec<Problem> = Vec::new();
-    if file.apps.is_empty() {
+    if file.apps.is_empty() && !empty_ok {
         found.push(
             Problem::new("apps", "`apps` is empty")
                 .hint("add at least one app, like `- {name: web, cmd: [node, server.js]}`"),

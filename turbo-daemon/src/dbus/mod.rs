@@ -127,18 +127,6 @@ fn target_ok(target: &str) -> Result<(), Error> {
     invalid(input::check_target(target))
 }
 
-/// The absolute path of the file a config call came from: its directory (`base_dir`, made
-/// absolute by the CLI) and the file name of `origin` (as the user typed it).
-fn source_of(origin: &str, base_dir: &str) -> String {
-    let name = std::path::Path::new(origin)
-        .file_name()
-        .map_or_else(|| origin.into(), std::ffi::OsStr::to_os_string);
-    std::path::Path::new(base_dir)
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// `ApplyConfig`'s options: `(dry_run, prune, only)`.
 fn apply_options(
     options: &HashMap<String, OwnedValue>,
@@ -241,7 +229,7 @@ impl ManagerIface {
     ) -> Result<Vec<AppStatus>, Error> {
         input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
         let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-        let source = source_of(&origin, &base_dir);
+        let source = config::source_of(&origin, std::path::Path::new(&base_dir));
         let check = move |v: &Validation| {
             let doc = Document {
                 content: &content,
@@ -282,7 +270,6 @@ impl ManagerIface {
                 .authorize(conn, &hdr, "delete", "config")
                 .await?;
         }
-        let source = source_of(&origin, &base_dir);
         let check = move |v: &Validation| {
             let doc = Document {
                 content: &content,
@@ -290,12 +277,9 @@ impl ManagerIface {
                 base_dir: std::path::Path::new(&base_dir),
                 path_env: &v.path_env,
             };
-            config::from_yaml_as(&doc, caller)
+            config::to_apply_as(&doc, caller)
         };
-        let mut specs = self.validated(check, Error::InvalidConfig).await?;
-        for spec in &mut specs {
-            spec.source = Some(source.clone());
-        }
+        let specs = self.validated(check, Error::InvalidConfig).await?;
         let req = ApplyRequest {
             specs,
             prune,

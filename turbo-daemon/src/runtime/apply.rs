@@ -98,7 +98,8 @@ pub fn commands(plan: &Plan) -> VecDeque<Command> {
 }
 
 /// The text of a D-Bus error, without its name.
-fn message(e: &Error) -> String {
+#[must_use]
+pub fn message(e: &Error) -> String {
     match e {
         Error::ZBus(e) => e.to_string(),
         Error::NotFound(m)
