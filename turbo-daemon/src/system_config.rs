@@ -100,7 +100,7 @@ async fn apply(
             base_dir: &base_dir,
             path_env: &path_env,
         };
-        config::to_apply_as(&doc, Caller::daemon()).map_err(|e| e.to_string())
+        config::file_specs_as(&doc, Caller::daemon(), true).map_err(|e| e.to_string())
     })
     .await
     .map_err(|_| "internal error: the config check panicked".to_owned())??;

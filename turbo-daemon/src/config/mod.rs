@@ -80,14 +80,19 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
     read(doc, powers, false)
 }
 
-/// The specs of a file to apply (`turbo apply`, `/etc/turbo/turbo.yml`), on behalf of `caller`
-/// as [`from_yaml_as`], each stamped with the file it came from ([`source_of`]). Unlike a file to
-/// start, `apps: []` is valid: applying it changes nothing, or removes every app with prune.
+/// The specs of a file (`turbo start FILE`, `turbo apply`, `/etc/turbo/turbo.yml`), on behalf of
+/// `caller` as [`from_yaml_as`], each stamped with the file it came from ([`source_of`]).
+/// `empty_ok`: `apps: []` is valid (a file to apply: applying it changes nothing, or removes
+/// every app with prune; a file to start must start something).
 ///
 /// # Errors
 /// As [`from_yaml_as`].
-pub fn to_apply_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, ConfigError> {
-    let mut specs = access::as_caller(caller, |powers| read(doc, powers, true))?;
+pub fn file_specs_as(
+    doc: &Document<'_>,
+    caller: Caller,
+    empty_ok: bool,
+) -> Result<Vec<AppSpec>, ConfigError> {
+    let mut specs = access::as_caller(caller, |powers| read(doc, powers, empty_ok))?;
     let source = source_of(doc.origin, doc.base_dir);
     for spec in &mut specs {
         spec.source = Some(source.clone());
@@ -355,5 +360,31 @@ impl Scalar {
 
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {
         Fault::new(format!("{what} {} {e}", self.written())).hint(e.hint())
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_to_apply_may_be_empty_and_its_apps_know_where_they_came_from() {
+        let doc = |content| Document {
+            content,
+            origin: "conf/turbo.yml",
+            base_dir: Path::new("/srv/conf"),
+            path_env: "/usr/bin:/bin",
+        };
+        let empty = doc("apps: []\n");
+        let refused = file_specs_as(&empty, Caller::daemon(), false).unwrap_err();
+        assert!(refused.to_string().contains("`apps` is empty"), "{refused}");
+        assert!(
+            file_specs_as(&empty, Caller::daemon(), true)
+                .expect("valid to apply")
+                .is_empty()
+        );
+        let one = doc("apps:\n  - {name: web, cmd: [sh], cwd: /}\n");
+        let specs = file_specs_as(&one, Caller::daemon(), true).expect("valid");
+        assert_eq!(specs[0].source.as_deref(), Some("/srv/conf/turbo.yml"));
     }
 }

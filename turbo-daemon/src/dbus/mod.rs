@@ -21,6 +21,7 @@ use turbo_api::{
 use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
 use crate::{
+    access::Caller,
     config::{self, ConfigError, Document, StartCall, input},
     runtime::{AppsOp, Notice, Reply, Request, apply::ApplyRequest},
     spec::AppSpec,
@@ -127,6 +128,26 @@ fn target_ok(target: &str) -> Result<(), Error> {
     invalid(input::check_target(target))
 }
 
+/// The validation of a config call (`StartConfig`, `ApplyConfig`): `content` read as the file
+/// `origin` in `base_dir`, on behalf of `caller` ([`config::file_specs_as`]).
+fn file_check(
+    content: String,
+    origin: String,
+    base_dir: String,
+    caller: Caller,
+    empty_ok: bool,
+) -> impl FnOnce(&Validation) -> Result<Vec<AppSpec>, ConfigError> + Send + 'static {
+    move |v| {
+        let doc = Document {
+            content: &content,
+            origin: &origin,
+            base_dir: std::path::Path::new(&base_dir),
+            path_env: &v.path_env,
+        };
+        config::file_specs_as(&doc, caller, empty_ok)
+    }
+}
+
 /// `ApplyConfig`'s options: `(dry_run, prune, only)`.
 fn apply_options(
     options: &HashMap<String, OwnedValue>,
@@ -229,20 +250,8 @@ impl ManagerIface {
     ) -> Result<Vec<AppStatus>, Error> {
         input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
         let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-        let source = config::source_of(&origin, std::path::Path::new(&base_dir));
-        let check = move |v: &Validation| {
-            let doc = Document {
-                content: &content,
-                origin: &origin,
-                base_dir: std::path::Path::new(&base_dir),
-                path_env: &v.path_env,
-            };
-            config::from_yaml_as(&doc, caller)
-        };
-        let mut specs = self.validated(check, Error::InvalidConfig).await?;
-        for spec in &mut specs {
-            spec.source = Some(source.clone());
-        }
+        let check = file_check(content, origin, base_dir, caller, false);
+        let specs = self.validated(check, Error::InvalidConfig).await?;
         let op = AppsOp::Start {
             specs,
             exclusive: false,
@@ -270,15 +279,7 @@ impl ManagerIface {
                 .authorize(conn, &hdr, "delete", "config")
                 .await?;
         }
-        let check = move |v: &Validation| {
-            let doc = Document {
-                content: &content,
-                origin: &origin,
-                base_dir: std::path::Path::new(&base_dir),
-                path_env: &v.path_env,
-            };
-            config::to_apply_as(&doc, caller)
-        };
+        let check = file_check(content, origin, base_dir, caller, true);
         let specs = self.validated(check, Error::InvalidConfig).await?;
         let req = ApplyRequest {
             specs,
