@@ -396,9 +396,18 @@ fn sighup_applies_the_system_config_file_with_prune() {
     wait_names(&["a", "b", "manual"]);
 
     // SIGHUP: a changes live, b and the app not in the file go, c comes
-    std::fs::write(&file, yml(&[("a", "    kill_timeout: 2s\n"), ("c", "")])).expect("rewrite");
+    // (c from /etc/turbo/conf.d, as it were)
+    std::fs::create_dir(etc.join("conf.d")).expect("conf.d");
+    let c_file = etc.join("conf.d").join("c.yml");
+    std::fs::write(&c_file, yml(&[("c", "")])).expect("write conf.d/c.yml");
+    let main = yml(&[("a", "    kill_timeout: 2s\n")]) + "include: [\"conf.d/*.yml\"]\n";
+    std::fs::write(&file, main).expect("rewrite");
     hup();
     let reloaded = wait_names(&["a", "c"]);
+    assert_eq!(
+        json(&cli(&["describe", "c", "--json"]))["config"]["source"],
+        c_file.to_str().expect("utf-8")
+    );
     assert_eq!(reloaded["a"].1, started["a"].1, "a kept its process");
     assert!(!turbo_tests::pid_alive(started["b"].1), "b stopped");
     assert!(

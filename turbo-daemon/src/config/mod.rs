@@ -22,6 +22,7 @@
 mod checks;
 mod error;
 mod files;
+mod include;
 pub mod input;
 mod locate;
 mod options;
@@ -94,7 +95,8 @@ pub fn file_specs_as(
 ) -> Result<Vec<AppSpec>, ConfigError> {
     let mut specs = access::as_caller(caller, |powers| read(doc, powers, empty_ok))?;
     let source = source_of(doc.origin, doc.base_dir);
-    for spec in &mut specs {
+    // the apps of included files carry theirs already
+    for spec in specs.iter_mut().filter(|s| s.source.is_none()) {
         spec.source = Some(source.clone());
     }
     Ok(specs)
@@ -110,8 +112,19 @@ pub fn source_of(origin: &str, base_dir: &Path) -> String {
     base_dir.join(name).to_string_lossy().into_owned()
 }
 
-/// [`from_yaml`], with `empty_ok`: whether `apps: []` is a valid document.
+/// [`from_yaml`], with `empty_ok`: whether a document without apps is valid. The apps of the
+/// files it includes follow its own, each with its file as `source`.
 fn read(doc: &Document<'_>, powers: &Powers, empty_ok: bool) -> Result<Vec<AppSpec>, ConfigError> {
+    read_file(doc, powers, empty_ok, true)
+}
+
+/// [`read`] of one file; `main`: the file named by the caller, the only one that may include.
+fn read_file(
+    doc: &Document<'_>,
+    powers: &Powers,
+    empty_ok: bool,
+    main: bool,
+) -> Result<Vec<AppSpec>, ConfigError> {
     let Document {
         content,
         origin,
@@ -121,7 +134,13 @@ fn read(doc: &Document<'_>, powers: &Powers, empty_ok: bool) -> Result<Vec<AppSp
     let file: ConfigFile =
         serde_yaml_ng::from_str(content).map_err(|e| ConfigError::from_yaml(&e, origin))?;
     let mut found: Vec<Problem> = Vec::new();
-    if file.apps.is_empty() && !empty_ok {
+    if !main && !file.include.is_empty() {
+        found.push(
+            Problem::new("include", "an included file cannot include others")
+                .hint("list every file in the `include:` of the main file"),
+        );
+    }
+    if file.apps.is_empty() && file.include.is_empty() && !empty_ok {
         found.push(
             Problem::new("apps", "`apps` is empty")
                 .hint("add at least one app, like `- {name: web, cmd: [node, server.js]}`"),
@@ -180,10 +199,66 @@ fn read(doc: &Document<'_>, powers: &Powers, empty_ok: bool) -> Result<Vec<AppSp
             })),
         }
     }
-    if found.is_empty() {
+    let included = if main {
+        let (included, problems) = include::files(&file.include, base_dir);
+        found.extend(problems);
+        included
+    } else {
+        Vec::new()
+    };
+    let mut problems = Vec::new();
+    if !found.is_empty() {
+        problems = ConfigError::in_document(found, origin, content).problems;
+    }
+    // which file has each name: a name is one app, whichever file it is in
+    let mut owner: HashMap<String, String> = specs
+        .iter()
+        .map(|s| (s.name.clone(), origin.to_owned()))
+        .collect();
+    for inc in &included {
+        let sub = Document {
+            content: &inc.content,
+            origin: &inc.origin,
+            base_dir: &inc.base_dir,
+            path_env,
+        };
+        let sub_specs = match read_file(&sub, powers, true, false) {
+            Ok(sub_specs) => sub_specs,
+            Err(e) => {
+                problems.extend(e.problems);
+                continue;
+            }
+        };
+        // valid, so without twins: the j-th spec is apps[j]
+        for (j, mut spec) in sub_specs.into_iter().enumerate() {
+            if let Some(first) = owner.get(&spec.name) {
+                let mut p = Problem::new(
+                    format!("apps[{j}].name"),
+                    format!("name '{}' is used in {first} too", spec.name),
+                )
+                .hint("give each app its own name across the included files");
+                p.app = Some(format!("apps[{j}] ({})", spec.name));
+                problems
+                    .extend(ConfigError::in_document(vec![p], &inc.origin, &inc.content).problems);
+                continue;
+            }
+            owner.insert(spec.name.clone(), inc.origin.clone());
+            spec.source = Some(inc.origin.clone());
+            specs.push(spec);
+        }
+    }
+    if problems.is_empty() && specs.is_empty() && !empty_ok {
+        let p = Problem::new(
+            "include",
+            "no apps: `apps` is empty and the included files have none",
+        )
+        .hint("add an app to `apps:` or to an included file");
+        problems = ConfigError::in_document(vec![p], origin, content).problems;
+    }
+    if problems.is_empty() {
         Ok(specs)
     } else {
-        Err(ConfigError::in_document(found, origin, content))
+        Err(ConfigError { problems })
     }
 }
 
@@ -202,6 +277,9 @@ pub fn from_yaml_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, 
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     apps: Vec<AppConfig>,
+    /// Other files whose apps belong to this one (`conf.d/*.yml`), see `include.rs`.
+    #[serde(default)]
+    include: Vec<String>,
 }
 
 /// One app as written by a user.
@@ -386,5 +464,64 @@ mod file_tests {
         let one = doc("apps:\n  - {name: web, cmd: [sh], cwd: /}\n");
         let specs = file_specs_as(&one, Caller::daemon(), true).expect("valid");
         assert_eq!(specs[0].source.as_deref(), Some("/srv/conf/turbo.yml"));
+    }
+
+    #[test]
+    fn included_files_add_apps_with_their_own_names_and_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("conf.d");
+        std::fs::create_dir(&conf).expect("conf.d");
+        let write = |name: &str, text: &str| std::fs::write(conf.join(name), text).expect("write");
+        write("a.yml", "apps:\n  - name: worker\n    cmd: [sh]\n");
+        let main = "apps:\n  - name: web\n    cmd: [sh]\ninclude: [\"conf.d/*.yml\"]\n";
+        let read = || {
+            let doc = Document {
+                content: main,
+                origin: "turbo.yml",
+                base_dir: dir.path(),
+                path_env: "/usr/bin:/bin",
+            };
+            file_specs_as(&doc, Caller::daemon(), false)
+        };
+        let specs = read().expect("valid");
+        let a = conf.join("a.yml").display().to_string();
+        let got: Vec<(&str, Option<&str>)> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.source.as_deref()))
+            .collect();
+        let main_source = dir.path().join("turbo.yml").display().to_string();
+        assert_eq!(
+            got,
+            [
+                ("web", Some(main_source.as_str())),
+                ("worker", Some(a.as_str()))
+            ]
+        );
+        assert_eq!(specs[1].cwd, conf, "relative to its own file");
+
+        // a problem in an included file is placed in that file
+        write(
+            "b.yml",
+            "apps:\n  - name: other\n    cmd: [sh]\n    kill_timeout: soon\n",
+        );
+        let e = read().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:4:19: ", conf.join("b.yml").display())),
+            "{e}"
+        );
+        // a name in two files is refused, at the second
+        write("b.yml", "apps:\n  - name: web\n    cmd: [sh]\n");
+        let e = read().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{}:2:11: apps[0] (web): name 'web' is used in turbo.yml too",
+                conf.join("b.yml").display()
+            )),
+            "{e}"
+        );
+        // no nesting
+        write("b.yml", "apps: []\ninclude: [\"x.yml\"]\n");
+        let e = read().unwrap_err().to_string();
+        assert!(e.contains("an included file cannot include others"), "{e}");
     }
 }
