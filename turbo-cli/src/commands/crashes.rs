@@ -162,6 +162,9 @@ pub fn render_timeline(
         if r.memory_bytes > 0 {
             line.push_str(&format!("  mem {}", render::human_bytes(r.memory_bytes)));
         }
+        if r.memory_peak_bytes > 0 {
+            line.push_str(&format!("  peak {}", render::human_bytes(r.memory_peak_bytes)));
+        }
         if r.signal_sender_pid > 0 {
             line.push_str(&format!(
                 "  sent by {} ({})",

@@ -84,6 +84,54 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Reaps the exited process behind `pidfd` and returns how it ended and its `ru_maxrss` in
+/// bytes: the largest resident size of any image it had, the ones before an `exec` included
+/// (for a child started with `vfork`, that is its parent's whole high-water mark: see
+/// [`crate::os::proc::own_peak_bytes`]).
+///
+/// The raw system call, because the C library's `waitid` (and rustix's) drops the fifth
+/// argument, the child's `rusage`.
+///
+/// # Errors
+/// `WouldBlock` if it has not exited yet; `ECHILD` when it is not our child; other errors
+/// from `waitid`.
+pub fn reap_with_peak(pidfd: &OwnedFd) -> io::Result<(WaitStatus, u64)> {
+    use std::os::fd::AsRawFd as _;
+    /// `P_PIDFD` (Linux 5.4).
+    const P_PIDFD: libc::c_int = 3;
+    // SAFETY: both structs are plain C data for the kernel to fill; zeroes are valid values.
+    let (mut info, mut usage): (libc::siginfo_t, libc::rusage) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: waitid with a pidfd and pointers to the two structs above, which outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            P_PIDFD,
+            pidfd.as_raw_fd(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG,
+            &raw mut usage,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `info` for a child state change (or left it zeroed: pid 0).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let low_byte = |v: i32| u8::try_from(v & 0xff).unwrap_or(0);
+    let status = match info.si_code {
+        libc::CLD_EXITED => WaitStatus::exited(low_byte(status)),
+        libc::CLD_DUMPED => WaitStatus(u32::from(low_byte(status) & 0x7f) | 0x80),
+        _ => WaitStatus::signaled(low_byte(status)),
+    };
+    // ru_maxrss is in KiB
+    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0).saturating_mul(1024);
+    Ok((status, peak))
+}
+
 /// Reaps the exited process behind `pidfd` and returns how it ended.
 ///
 /// # Errors
@@ -159,6 +207,43 @@ pub fn kill_and_reap(pid: u32) {
     let Ok(p) = pid_of(pid) else { return };
     let _ = kill_process(p, Signal::KILL);
     let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+}
+
+/// The calling thread's id.
+#[must_use]
+pub fn gettid() -> u32 {
+    // SAFETY: gettid(2) takes no argument and cannot fail.
+    u32::try_from(unsafe { libc::gettid() }).unwrap_or(0)
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a
+/// process whose parent dies is re-parented to it rather than to PID 1, so a `setsid`'d or
+/// double-forked descendant of an app stays a descendant of the daemon, and the daemon reaps
+/// its zombie. The flag is kept across `execve` (`turbo daemon upgrade`) and is not inherited
+/// by children.
+///
+/// # Errors
+/// The `prctl` failure.
+pub fn become_subreaper() -> io::Result<()> {
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
+}
+
+/// Whether this process is a child subreaper (`PR_GET_CHILD_SUBREAPER`).
+#[must_use]
+pub fn is_subreaper() -> bool {
+    rustix::process::child_subreaper().is_ok_and(|p| p.is_some())
+}
+
+/// Reaps `pid` if it is an exited child of ours (`waitpid(pid, WNOHANG)`); true when it did.
+/// For orphans the daemon adopted as subreaper: nobody else waits for them.
+pub fn reap_pid(pid: u32) -> bool {
+    let Ok(p) = pid_of(pid) else { return false };
+    matches!(
+        rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG),
+        Ok(Some(_))
+    )
 }
 
 /// The effective uid of the daemon.

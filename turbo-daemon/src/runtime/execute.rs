@@ -16,7 +16,7 @@ use turbo_api::Health;
 
 use super::{Internal, Notice, Runtime, crashes, probe, usage::Reading, view};
 use crate::{
-    events::{SourceKind, WaitStatus},
+    events::WaitStatus,
     os::{proc, process as os},
     supervisor::{Action, AppId, AppSpec, Exit, Input, Notification},
 };
@@ -132,9 +132,13 @@ impl Runtime {
         self.spawner
             .sync_watcher(app, self.sup.app(app), &self.chan.internal_tx);
         let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        // the kernel watches the child from its first instruction (see EventSource::spawning)
+        self.source.spawning(app);
         let child = self
             .spawner
-            .spawn(app, instance, spec, &self.chan.internal_tx)?;
+            .spawn(app, instance, spec, &self.chan.internal_tx);
+        self.source.spawned();
+        let child = child?;
         let pid = child.pid;
         // handed to the keeper once this pass of `feed` is done, so the round trip does not
         // count in the process's uptime
@@ -279,6 +283,7 @@ impl Runtime {
         let facts = self.procs.crash_facts(pid);
         let memory_now = || proc::read_stat(pid).ok().map(|s| s.rss_bytes());
         let mut crash = crashes::assemble(
+            pid,
             exit,
             restart_number,
             self.clock.ms(exit.at),
@@ -353,24 +358,31 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal
         let Ok(mut guard) = afd.readable().await else {
             return;
         };
-        let status = match os::reap(afd.get_ref()) {
-            Ok(status) => status,
+        let (status, peak_bytes) = match os::reap_with_peak(afd.get_ref()) {
+            Ok(reaped) => reaped,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 guard.clear_ready();
                 continue;
             }
             // not our child (adopted after a daemon restart): it is gone, how is unknown here
-            Err(e) if os::is_not_our_child(&e) => WaitStatus::UNKNOWN,
+            Err(e) if os::is_not_our_child(&e) => (WaitStatus::UNKNOWN, 0),
             Err(e) => {
                 tracing::error!("reaping pid {pid} failed: {e}");
                 return;
             }
         };
-        let _ = tx.send(Internal::Input(Input::Exited {
+        // ru_maxrss no higher than the daemon's own high-water mark may be the daemon's (the
+        // image before the exec, see os::proc::own_peak_bytes): then it says nothing
+        let peak_bytes = if peak_bytes > proc::own_peak_bytes() {
+            peak_bytes
+        } else {
+            0
+        };
+        let _ = tx.send(Internal::Reaped {
             pid,
             status,
-            source: SourceKind::Procfs,
-        }));
+            peak_bytes,
+        });
         // the group may be empty now; the loop knows the descendants too
         let _ = tx.send(Internal::CheckGroups);
         return;

@@ -133,6 +133,12 @@ enum Internal {
     SaveDue,
     /// A process was reaped: some awaited process group may be empty now.
     CheckGroups,
+    /// An app's main process was reaped: how it ended, and its peak memory (`ru_maxrss`).
+    Reaped {
+        pid: u32,
+        status: crate::events::WaitStatus,
+        peak_bytes: u64,
+    },
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
     /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid; `retried` once it was put back
@@ -327,9 +333,13 @@ impl Runtime {
                 pid,
                 key,
                 status,
+                memory,
                 source,
             } => {
                 if self.main_app(pid).is_some() {
+                    if let Some(memory) = memory {
+                        self.procs.exit_memory(pid, memory);
+                    }
                     if source == SourceKind::Ebpf {
                         self.usage.ebpf_exit_events += 1;
                     }
@@ -365,7 +375,29 @@ impl Runtime {
                 signal,
                 sender,
                 ..
-            } => self.procs.signaled(pid, signal, sender),
+            } => {
+                if u32::try_from(signal).is_ok_and(turbo_common::default_fatal) {
+                    self.procs.signaled(pid, signal, sender);
+                } else if let Some(app) = self.main_app(pid) {
+                    // SIGSTOP / SIGCONT: who froze or thawed an app, in the daemon's log
+                    let name = self.sup.app(app).map(|a| a.spec.name.clone());
+                    let verb = if signal == 19 { "stopped" } else { "continued" };
+                    match sender {
+                        Some(s) => tracing::info!(
+                            app = name.as_deref().unwrap_or(""),
+                            pid,
+                            "{verb} by signal {signal} from pid {} ({})",
+                            s.pid,
+                            s.comm
+                        ),
+                        None => tracing::info!(
+                            app = name.as_deref().unwrap_or(""),
+                            pid,
+                            "{verb} by signal {signal} from the kernel"
+                        ),
+                    }
+                }
+            }
             Event::MemoryOver {
                 pid, rss, limit, ..
             } => {
@@ -400,6 +432,24 @@ impl Runtime {
                 self.save_now();
             }
             Internal::CheckGroups => self.check_group_waits(),
+            Internal::Reaped {
+                pid,
+                status,
+                peak_bytes,
+            } => {
+                self.procs.exit_memory(
+                    pid,
+                    crate::events::ExitMemory {
+                        rss_bytes: 0,
+                        peak_bytes,
+                    },
+                );
+                self.feed(Input::Exited {
+                    pid,
+                    status,
+                    source: SourceKind::Procfs,
+                });
+            }
             Internal::FilesChanged(app, change) => {
                 self.spawner.watch_new_dirs(app, change.new_dirs);
                 self.feed(Input::FilesChanged { app });

@@ -287,6 +287,7 @@ pub fn crash_record(c: &Crash) -> CrashRecord {
         stderr_tail: c.stderr_tail.clone(),
         source: c.source.map(|s| s.as_str().to_owned()).unwrap_or_default(),
         detail: c.detail.clone().unwrap_or_default(),
+        memory_peak_bytes: c.memory_peak_bytes,
     }
 }
 
@@ -434,6 +435,7 @@ mod tests {
             uptime: Duration::from_millis(250),
             restart_number: 1,
             memory_bytes: 7,
+            memory_peak_bytes: 9,
             signal_sender: Some(crate::events::Sender {
                 pid: 3,
                 comm: "kill".into(),
