@@ -5,6 +5,7 @@ mod access;
 mod bad_input;
 mod chaos;
 mod cli_tour;
+mod containment;
 mod cluster;
 mod dbus;
 mod ebpf;

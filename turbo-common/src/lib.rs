@@ -379,7 +379,9 @@ mod tests {
 
     #[test]
     fn fatal_signal_mask() {
-        for sig in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31] {
+        for sig in [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31,
+        ] {
             assert!(default_fatal(sig), "{sig}");
             assert_ne!(REPORTED_SIGNALS & signal_bit(sig), 0, "{sig}");
         }
@@ -397,5 +399,4 @@ mod tests {
         assert_eq!(signal_bit(64), 1 << 63);
         assert_eq!(signal_bit(0) | signal_bit(65), 0);
     }
-
 }

@@ -162,6 +162,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     std::fs::write(home.join("daemon.pid"), format!("{}\n", std::process::id()))
         .map_err(io_err("cannot write daemon.pid"))?;
 
+    // descendants of apps that lose their parent (setsid'd daemons, double forks) come to the
+    // daemon, not to PID 1: they stay findable, and their zombies are reaped here (the runtime
+    // reaps unclaimed children on SIGCHLD). Kept across the re-exec of an upgrade.
+    if let Err(e) = os::process::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the apps' orphans: {e}");
+    }
+
     // the keeper outlives this daemon and reads the apps' output across its death or upgrade;
     // a running one (from before a kill -9 or an upgrade) is reconnected to
     let log_keeper = match keeper::Keeper::start(home, &log_dir) {

@@ -268,10 +268,10 @@ impl Ebpf {
             }
             other => other,
         }
-            .map_err(|e| EbpfError::Watch {
-                tgid,
-                reason: error_chain(&e),
-            })
+        .map_err(|e| EbpfError::Watch {
+            tgid,
+            reason: error_chain(&e),
+        })
     }
 
     /// The key a tgid is watched with, if it is watched (descendants added by the kernel too).
@@ -592,8 +592,7 @@ fn load_with(
 
     let events = RingBuf::try_from(take_map(&mut bpf, abi::MAP_EVENTS)?).map_err(map_error)?;
     let watched = HashMap::try_from(take_map(&mut bpf, abi::MAP_WATCHED)?).map_err(map_error)?;
-    let spawners =
-        HashMap::try_from(take_map(&mut bpf, abi::MAP_SPAWNERS)?).map_err(map_error)?;
+    let spawners = HashMap::try_from(take_map(&mut bpf, abi::MAP_SPAWNERS)?).map_err(map_error)?;
     let limits = HashMap::try_from(take_map(&mut bpf, abi::MAP_RSS_LIMITS)?).map_err(map_error)?;
     let lost = PerCpuArray::try_from(take_map(&mut bpf, abi::MAP_LOST)?).map_err(map_error)?;
 

@@ -280,7 +280,10 @@ mod tests {
             fatal_signals: vec![(9, None)],
             ..CrashFacts::default()
         };
-        assert_eq!(assemble(1, &killed, 0, 0, kernel, || None).signal_sender, None);
+        assert_eq!(
+            assemble(1, &killed, 0, 0, kernel, || None).signal_sender,
+            None
+        );
     }
 
     #[test]
@@ -293,11 +296,20 @@ mod tests {
         // self-raised with nobody else involved: the process itself
         assert_eq!(killer(7, 15, &[term(me(7))]), Some(me(7)));
         // caught from 42, then re-raised: 42
-        assert_eq!(killer(7, 15, &[term(sender()), term(me(7))]), Some(sender()));
+        assert_eq!(
+            killer(7, 15, &[term(sender()), term(me(7))]),
+            Some(sender())
+        );
         // an external SIGTERM after its own: the external one
-        assert_eq!(killer(7, 15, &[term(me(7)), term(sender())]), Some(sender()));
+        assert_eq!(
+            killer(7, 15, &[term(me(7)), term(sender())]),
+            Some(sender())
+        );
         // another signal caught before does not count
-        assert_eq!(killer(7, 6, &[term(sender()), (6, Some(me(7)))]), Some(me(7)));
+        assert_eq!(
+            killer(7, 6, &[term(sender()), (6, Some(me(7)))]),
+            Some(me(7))
+        );
         // the kernel's (a fault): nobody
         assert_eq!(killer(7, 11, &[(11, Some(sender())), (11, None)]), None);
         assert_eq!(killer(7, 9, &[]), None);
@@ -354,7 +366,9 @@ mod tests {
     fn saved_crashes_round_trip() {
         let mut e = exit(WaitStatus::signaled(11), ExitReason::Health);
         e.detail = Some("GET /: status 500".into());
-        let mut c = assemble(1, &e,
+        let mut c = assemble(
+            1,
+            &e,
             2,
             7,
             CrashFacts {
@@ -370,7 +384,9 @@ mod tests {
         assert_eq!(saved.reason, "health");
         assert_eq!(saved.source, "ebpf");
         assert_eq!(Crash::from(saved), c);
-        let exited = assemble(1, &exit(WaitStatus::exited(3), ExitReason::Exit),
+        let exited = assemble(
+            1,
+            &exit(WaitStatus::exited(3), ExitReason::Exit),
             0,
             0,
             CrashFacts::default(),
@@ -397,7 +413,9 @@ mod tests {
     #[test]
     fn keeps_the_newest_hundred_and_counts_all() {
         let mut store = CrashStore::default();
-        let base = assemble(1, &exit(WaitStatus::exited(1), ExitReason::Exit),
+        let base = assemble(
+            1,
+            &exit(WaitStatus::exited(1), ExitReason::Exit),
             0,
             0,
             CrashFacts::default(),

@@ -36,8 +36,13 @@ impl Runtime {
                 if let Err(e) = os::signal_group(pid, signal) {
                     tracing::warn!("signal {signal} to process group {pid} failed: {e}");
                 }
-                // descendants that left the group (setsid, double fork) get it too
-                for d in self.procs.descendants(app) {
+                // descendants that left the group (setsid, double fork) get it too: the ones the
+                // event source reported, and every process in the app's cgroup
+                let mut others: Vec<u32> = self.procs.descendants(app).collect();
+                others.extend(self.spawner.members(app));
+                others.sort_unstable();
+                others.dedup();
+                for d in others.into_iter().filter(|&d| d != pid) {
                     let _ = os::signal_pid(d, signal);
                 }
                 None
@@ -49,9 +54,15 @@ impl Runtime {
                 None
             }
             Action::AwaitGroupGone { app, pgid } => {
+                let cgroup = self.spawner.cgroup(app).filter(|c| c.contains()).cloned();
+                let cgroup_alive = |c: &Option<crate::os::cgroup::AppCgroup>| {
+                    c.as_ref()
+                        .is_some_and(|c| c.members().into_iter().any(proc::pid_alive))
+                };
                 if !self
                     .procs
                     .tree_alive(app, pgid, os::group_alive, proc::pid_alive)
+                    && !cgroup_alive(&cgroup)
                 {
                     return Some(Input::GroupGone { app, pgid });
                 }
@@ -61,7 +72,10 @@ impl Runtime {
                 tokio::spawn(async move {
                     // short at first: usually only the not yet reaped leader is left
                     let mut pause = Duration::from_millis(2);
-                    while os::group_alive(pgid) || descendants.iter().any(|&p| proc::pid_alive(p)) {
+                    while os::group_alive(pgid)
+                        || descendants.iter().any(|&p| proc::pid_alive(p))
+                        || cgroup_alive(&cgroup)
+                    {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(100));
                     }
@@ -166,6 +180,9 @@ impl Runtime {
             Some(fd) => fd,
             None => os::pidfd_open(pid)?,
         };
+        // an adopted process is still our child after an upgrade's re-exec: reaped here, not by
+        // the orphan reaper
+        os::claim(pid);
         tokio::spawn(reap_when_exited(pid, pidfd, self.chan.internal_tx.clone()));
         Ok(())
     }

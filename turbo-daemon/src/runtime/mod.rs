@@ -203,11 +203,17 @@ impl Runtime {
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let mut spawner = spawner::Spawner::new(&paths.home, &paths.log_dir);
+        if source.kind() == SourceKind::Procfs {
+            // without eBPF nothing follows a descendant between two /proc scans: each app's
+            // cgroup holds them all
+            spawner.contain_apps();
+        }
         Self {
             sup: Supervisor::new(),
             persist: persist::Persist::new(paths.home.join("state.json")),
             output: output::Outputs::new(paths.log_dir.clone()),
-            spawner: spawner::Spawner::new(&paths.home, &paths.log_dir),
+            spawner,
             paths,
             facts,
             clock: WallClock::now(),
@@ -254,6 +260,8 @@ impl Runtime {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        // orphans of the apps' trees, re-parented to the daemon as subreaper
+        let mut sigchld = signal(SignalKind::child())?;
         // an idle loop still passes here every beat interval, proving it is not stuck
         let beat_every = self
             .heartbeat
@@ -283,6 +291,7 @@ impl Runtime {
                 }
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
+                _ = sigchld.recv() => self.reap_orphans(),
                 _ = beat_tick.tick() => {}
                 _ = sample_tick.tick() => match self.source.kind() {
                     SourceKind::Procfs => self.sample_all(),
@@ -415,11 +424,28 @@ impl Runtime {
 
     /// Reports the waited-for groups (and their apps' descendants) that are gone now.
     fn check_group_waits(&mut self) {
-        for (app, pgid) in self
-            .procs
-            .finished_waits(os::group_alive, crate::os::proc::pid_alive)
+        let spawner = &self.spawner;
+        let cgroup_alive = |app| {
+            spawner
+                .members(app)
+                .into_iter()
+                .any(crate::os::proc::pid_alive)
+        };
+        for (app, pgid) in
+            self.procs
+                .finished_waits(os::group_alive, crate::os::proc::pid_alive, cgroup_alive)
         {
             self.feed(Input::GroupGone { app, pgid });
+        }
+    }
+
+    /// Reaps the exited orphans the daemon adopted as subreaper (nobody else waits for them);
+    /// a stop waiting for them may be over now.
+    fn reap_orphans(&mut self) {
+        let reaped = os::reap_orphans();
+        if !reaped.is_empty() {
+            tracing::debug!(?reaped, "reaped orphaned descendants");
+            self.check_group_waits();
         }
     }
 

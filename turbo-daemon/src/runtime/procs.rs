@@ -106,17 +106,19 @@ impl ProcessTable {
         self.group_waits.insert(app, pgid);
     }
 
-    /// The waited-for groups that are gone now (forgotten as they are returned).
+    /// The waited-for groups that are gone now (forgotten as they are returned); an app whose
+    /// cgroup still holds a live process (`cgroup_alive`) is not gone.
     pub fn finished_waits(
         &mut self,
         group_alive: impl Fn(u32) -> bool,
         pid_alive: impl Fn(u32) -> bool,
+        cgroup_alive: impl Fn(AppId) -> bool,
     ) -> Vec<(AppId, u32)> {
         let mut done: Vec<(AppId, u32)> = self
             .group_waits
             .iter()
             .map(|(&a, &g)| (a, g))
-            .filter(|&(a, g)| !self.tree_alive(a, g, &group_alive, &pid_alive))
+            .filter(|&(a, g)| !self.tree_alive(a, g, &group_alive, &pid_alive) && !cgroup_alive(a))
             .collect();
         done.sort_unstable();
         for (app, _) in &done {
@@ -308,11 +310,20 @@ mod tests {
         let alive = |set: &'static [u32]| move |p: u32| set.contains(&p);
         // group 50 is empty but its setsid'd descendant lives on
         assert!(t.tree_alive(1, 50, alive(&[]), alive(&[100])));
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100])), []);
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[])), [(1, 50)]);
-        assert_eq!(t.finished_waits(alive(&[]), alive(&[])), [(2, 60)]);
+        let no_cgroup = |_| false;
+        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100]), no_cgroup), []);
+        // a process in app 1's cgroup lives on, unseen by the scans
+        assert_eq!(t.finished_waits(alive(&[60]), alive(&[]), |a| a == 1), []);
         assert_eq!(
-            t.finished_waits(alive(&[]), alive(&[])),
+            t.finished_waits(alive(&[60]), alive(&[]), no_cgroup),
+            [(1, 50)]
+        );
+        assert_eq!(
+            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
+            [(2, 60)]
+        );
+        assert_eq!(
+            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
             [],
             "reported once"
         );
@@ -325,7 +336,11 @@ mod tests {
             t.signaled(7, sig, None);
         }
         let kept: Vec<i32> = t.crash_facts(7).fatal_signals.iter().map(|s| s.0).collect();
-        assert_eq!(kept, (13..=20).collect::<Vec<_>>(), "the newest, oldest first");
+        assert_eq!(
+            kept,
+            (13..=20).collect::<Vec<_>>(),
+            "the newest, oldest first"
+        );
     }
 
     #[test]

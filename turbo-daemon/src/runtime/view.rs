@@ -19,7 +19,7 @@ use super::{
 use crate::{
     events::EventSource,
     logs,
-    os::{cgroup::MemoryCgroup, proc::ProcessStats},
+    os::{cgroup::AppCgroup, proc::ProcessStats},
     supervisor::{App, Autorestart, HealthSpec, LogFormat, ReadyMode, State, leak::LeakVerdict},
 };
 
@@ -174,7 +174,7 @@ pub fn info(
 /// The configuration of `app` for `describe` (environment names only), with the memory cgroup
 /// it runs in.
 #[must_use]
-pub fn config(app: &App, cgroup: Option<&MemoryCgroup>) -> AppConfigInfo {
+pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
     let spec = &app.spec;
     let (run_as, limits) = (spec.privileges.run_as.as_ref(), &spec.privileges.limits);
     AppConfigInfo {
@@ -245,6 +245,7 @@ pub fn config(app: &App, cgroup: Option<&MemoryCgroup>) -> AppConfigInfo {
             .map(|_| spec.memory.enforce.as_str().to_owned())
             .unwrap_or_default(),
         memory_cgroup: cgroup
+            .and_then(AppCgroup::memory)
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
     }
