@@ -51,7 +51,9 @@ fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
             std::env::var_os("CI").is_none(),
             "CI runs the e2e tests as root"
         );
-        eprintln!("\n*** SKIPPED stop_leaves_no_descendant_and_no_zombie_without_ebpf: needs root for cgroups ***\n");
+        eprintln!(
+            "\n*** SKIPPED stop_leaves_no_descendant_and_no_zombie_without_ebpf: needs root for cgroups ***\n"
+        );
         return;
     }
     let d = TestDaemon::start("off");
@@ -71,7 +73,11 @@ fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
         .into_iter()
         .map(|name| {
             let pid = wait_for(name, Duration::from_secs(10), || {
-                std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok()
+                std::fs::read_to_string(dir.join(name))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
             });
             (name, pid)
         })
@@ -91,7 +97,9 @@ fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
         // in the app's own cgroup, below the daemon's (one directory per home, one per instance)
         let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         assert!(
-            cgroups.lines().any(|l| l.contains("/turbo-") && l.ends_with("/escapers.0")),
+            cgroups
+                .lines()
+                .any(|l| l.contains("/turbo-") && l.ends_with("/escapers.0")),
             "{name} ({pid}) is in the app's cgroup: {cgroups}"
         );
     }

@@ -589,6 +589,11 @@ pub struct DaemonInfo {
     pub uptime_ms: u64,
     /// Number of apps managed.
     pub apps: u32,
+    /// Where the Prometheus exporter listens (`127.0.0.1:9464`); empty when it is off.
+    pub metrics_address: String,
+    /// Why the exporter is off: `--metrics-listen off`, or the bind failure (`cannot listen on
+    /// 127.0.0.1:9464: Address in use`); empty while it serves.
+    pub metrics_off_reason: String,
 }
 
 impl DaemonInfo {

@@ -226,19 +226,26 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
     // the exporter is optional: a port in use must not keep the apps from being supervised
-    match opts.metrics_listen {
+    let exporter = match opts.metrics_listen {
         Some(addr) => match metrics::bind(addr).await {
             Ok(listener) => {
                 tracing::info!("{}", metrics::describe_listen(&addr));
                 tokio::spawn(metrics::serve(listener, requests_tx.clone()));
+                metrics::Exporter::Serving(addr)
             }
-            Err(e) => tracing::warn!(
-                "metrics: cannot listen on {addr}: {e}; the exporter is off \
-                 (choose another address with --metrics-listen, or `off`)"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    "metrics: cannot listen on {addr}: {e}; the exporter is off \
+                     (choose another address with --metrics-listen, or `off`)"
+                );
+                metrics::Exporter::BindFailed(format!("cannot listen on {addr}: {e}"))
+            }
         },
-        None => tracing::info!("metrics: exporter off (--metrics-listen off)"),
-    }
+        None => {
+            tracing::info!("metrics: exporter off (--metrics-listen off)");
+            metrics::Exporter::Off
+        }
+    };
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let policy = dbus::auth::Policy::new(&opts.admin_group);
     let validation = dbus::Validation {
@@ -248,7 +255,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
-            dbus::ManagerIface::new(requests_tx, policy, validation),
+            dbus::ManagerIface::new(requests_tx, policy, validation, exporter.clone()),
         )?
         .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
         .name(turbo_api::BUS_NAME)?
@@ -271,6 +278,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             bus_address: address,
             mode,
             ebpf_setting: opts.ebpf.as_str().into(),
+            metrics: exporter,
         },
         source,
         events_rx,

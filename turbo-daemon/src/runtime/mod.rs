@@ -121,6 +121,8 @@ pub struct DaemonFacts {
     pub mode: &'static str,
     /// `auto`, `require` or `off`.
     pub ebpf_setting: String,
+    /// The exporter's address, or why it is off.
+    pub metrics: crate::metrics::Exporter,
 }
 
 /// Events the loop sends itself.

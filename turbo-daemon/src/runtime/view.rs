@@ -141,6 +141,8 @@ pub struct Facts<'a> {
     pub log_dir: &'a Path,
     /// `auto`, `require` or `off`.
     pub ebpf_setting: &'a str,
+    /// The exporter's address, or why it is off.
+    pub metrics: &'a crate::metrics::Exporter,
 }
 
 /// The daemon's description.
@@ -168,6 +170,8 @@ pub fn info(
         events_lost: source.lost_events(),
         uptime_ms: ms(uptime),
         apps: u32::try_from(apps).unwrap_or(u32::MAX),
+        metrics_address: facts.metrics.address().unwrap_or_default(),
+        metrics_off_reason: facts.metrics.off_reason().unwrap_or_default(),
     }
 }
 
