@@ -2,6 +2,7 @@
 //! private D-Bus. One binary (`cargo test -p turbo-tests`), one module per area.
 
 mod access;
+mod attribution;
 mod bad_input;
 mod chaos;
 mod cli_tour;

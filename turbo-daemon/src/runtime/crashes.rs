@@ -58,8 +58,8 @@ pub struct Crash {
 /// The sender is that of the signal that killed it ([`killer`]). The memory at the end is the
 /// OOM killer's figure, else the exit reporter's (eBPF reads it before the kernel frees it),
 /// else what `/proc` says now (`memory_now`), else the last figure seen; a 0 is no figure. The
-/// peak is the exit reporter's (the kernel's high-water mark: `signal->maxrss` under eBPF,
-/// `ru_maxrss` of the reap), raised to any figure seen: a memory-limit record carries the peak,
+/// peak is the exit reporter's (the kernel's high-water mark: `mm->hiwater_rss` at the exit
+/// under eBPF, `ru_maxrss` of the reap), raised to any figure seen: a memory-limit record carries the peak,
 /// not the reading that crossed the limit. The stderr tail is added later.
 pub fn assemble(
     pid: u32,

@@ -399,6 +399,7 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal
             pid,
             status,
             peak_bytes,
+            retried: false,
         });
         // the group may be empty now; the loop knows the descendants too
         let _ = tx.send(Internal::CheckGroups);

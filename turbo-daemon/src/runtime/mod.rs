@@ -135,11 +135,13 @@ enum Internal {
     SaveDue,
     /// A process was reaped: some awaited process group may be empty now.
     CheckGroups,
-    /// An app's main process was reaped: how it ended, and its peak memory (`ru_maxrss`).
+    /// An app's main process was reaped: how it ended, and its peak memory (`ru_maxrss`);
+    /// `retried` once it was put back to let eBPF's report of the same exit go first.
     Reaped {
         pid: u32,
         status: crate::events::WaitStatus,
         peak_bytes: u64,
+        retried: bool,
     },
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
@@ -154,6 +156,12 @@ enum Internal {
 
 /// How long a datagram from an unknown pid waits for the event source to report its fork.
 const NOTIFY_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// How long a reaped main process waits for eBPF's report of its exit. That report is in the
+/// ring buffer before the pidfd turns readable (the kernel writes it in `do_exit`, before it
+/// tells the parent), but its reader task may not have run yet; only a lost event makes the
+/// whole wait, and then the reap's own figures stand.
+const EBPF_EXIT_WAIT: Duration = Duration::from_millis(100);
 
 /// The loop's channels.
 struct Channels {
@@ -464,7 +472,29 @@ impl Runtime {
                 pid,
                 status,
                 peak_bytes,
+                retried,
             } => {
+                // the kernel's report of the same exit may be waiting: it goes first, so the
+                // record has its sender and its source is the truth
+                while let Ok(ev) = self.chan.events_rx.try_recv() {
+                    self.on_event(ev);
+                }
+                if self.main_app(pid).is_none() {
+                    return; // handled already (eBPF was first), or no app's any more
+                }
+                if self.source.kind() == SourceKind::Ebpf && !retried {
+                    let tx = self.chan.internal_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(EBPF_EXIT_WAIT).await;
+                        let _ = tx.send(Internal::Reaped {
+                            pid,
+                            status,
+                            peak_bytes,
+                            retried: true,
+                        });
+                    });
+                    return;
+                }
                 self.procs.exit_memory(
                     pid,
                     crate::events::ExitMemory {
