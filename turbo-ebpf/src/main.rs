@@ -28,7 +28,8 @@
 //! * `signal_generate(sig, info, task, group, result)`: a signal in `SIGNAL_MASK` (every signal
 //!   whose default action ends the process, real-time ones included, plus SIGSTOP and SIGCONT)
 //!   was generated for a watched group; reports `si_code` and the sender (`current`'s tgid
-//!   and comm). Ignored signals and ones already pending are not reported.
+//!   and comm). Ignored signals (but SIGCONT, which resumes before the kernel calls it
+//!   ignored) and ones already pending are not reported.
 //! * `rss_stat(mm, member)`: fires on every RSS counter update (about once per page fault,
 //!   system-wide), so the daemon attaches it only while some limit is set. For a tgid in
 //!   [`RSS_LIMITS`] it sums the file, anon and shmem counters of `mm` and reports only crossings:
@@ -75,7 +76,7 @@ use turbo_common::{
     COMM_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_OOM_VICTIM, EVENT_RSS_OVER,
     EVENT_RSS_UNDER, EVENT_SIGNAL, EXEC_FILENAME_LEN, EventHeader, ExecEvent, ExitEvent,
     FORK_UNTRACKED, ForkEvent, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, OomEvent,
-    RssEvent, RssLimit, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING, TRACE_SIGNAL_IGNORED,
+    RssEvent, RssLimit, SIGCONT, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING, TRACE_SIGNAL_IGNORED,
     rss_is_under, signal_bit,
 };
 
@@ -558,7 +559,10 @@ fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let result: i32 = ctx.arg(4);
-    if result == TRACE_SIGNAL_IGNORED || result == TRACE_SIGNAL_ALREADY_PENDING {
+    // SIGCONT without a handler counts as ignored, yet it did its work (the kernel resumes the
+    // process before it decides that): it is reported all the same
+    if (result == TRACE_SIGNAL_IGNORED && sig != SIGCONT) || result == TRACE_SIGNAL_ALREADY_PENDING
+    {
         return Ok(());
     }
     let task: *const u8 = ctx.arg(2);
