@@ -164,7 +164,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
 }
 
 /// [`spawn_with`] for an app that needs nothing between fork and exec but its own session (no
-/// limits, nice, `oom_score_adj`, umask, user, sockets or memory cgroup), through `posix_spawn`.
+/// limits, nice, `oom_score_adj`, umask, user, sockets or cgroup), through `posix_spawn`.
 ///
 /// glibc's `posix_spawn` starts the child with `CLONE_VM | CLONE_VFORK`: it borrows the
 /// daemon's memory until `exec` instead of copying its page tables, and the kernel does not
