@@ -6,7 +6,10 @@
 use std::{path::Path, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use turbo_daemon::config::{Powers, parse_config_with};
+use turbo_daemon::{
+    access::Powers,
+    config::{Document, from_yaml},
+};
 
 fuzz_target!(|data: &[u8]| {
     static POWERS: OnceLock<Powers> = OnceLock::new();
@@ -16,14 +19,19 @@ fuzz_target!(|data: &[u8]| {
     };
     // a base directory that does not exist: relative paths resolve nowhere, so the target does
     // not depend on the files of the machine it runs on (absolute ones are only read)
-    let result = parse_config_with(
-        text,
-        "fuzz.yml",
-        Path::new("/nonexistent/turbo-fuzz"),
-        "/usr/bin:/bin",
-        powers,
-    );
-    if let Err(message) = result {
-        assert!(!message.is_empty(), "an error says what is wrong");
+    let doc = Document {
+        content: text,
+        origin: "fuzz.yml",
+        base_dir: Path::new("/nonexistent/turbo-fuzz"),
+        path_env: "/usr/bin:/bin",
+    };
+    let result = from_yaml(&doc, powers);
+    if let Err(e) = result {
+        assert!(!e.problems.is_empty(), "an error says what is wrong");
+        assert_eq!(
+            e.to_string().lines().count(),
+            e.problems.len(),
+            "one line per problem"
+        );
     }
 });

@@ -1,12 +1,15 @@
 //! A `StartApp` call body (`(sasa{sv})`) decoded from arbitrary bytes as zbus decodes it, then
-//! the daemon's checks: the name, the command-line bounds and `from_options` (option keys and
-//! types, environment bounds, validation). The daemon does this for any caller on the bus.
+//! the daemon's checks: the name, the command-line bounds and `from_start_options` (option keys
+//! and types, environment bounds, validation). The daemon does this for any caller on the bus.
 #![no_main]
 
 use std::{collections::HashMap, path::Path, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use turbo_daemon::config::{Powers, from_options, input};
+use turbo_daemon::{
+    access::Powers,
+    config::{StartCall, from_start_options, input},
+};
 use zbus::zvariant::{
     Endian, OwnedValue,
     serialized::{Context, Data},
@@ -33,12 +36,12 @@ fuzz_target!(|data: &[u8]| {
     if turbo_api::validate_app_name(&name).is_err() || input::check_argv(&argv).is_err() {
         return;
     }
-    let _ = from_options(
-        &name,
-        &argv,
-        &options,
-        "/usr/bin:/bin",
-        Path::new("/nonexistent/turbo-fuzz"),
-        powers,
-    );
+    let call = StartCall {
+        name: &name,
+        argv: &argv,
+        options: &options,
+        path_env: "/usr/bin:/bin",
+        default_cwd: Path::new("/nonexistent/turbo-fuzz"),
+    };
+    let _ = from_start_options(&call, powers);
 });

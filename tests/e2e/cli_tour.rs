@@ -678,20 +678,21 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
         "only the app's own variables"
     );
 
-    // PM2 files are not apps, and JavaScript needs converting first: both say what to do
+    // PM2 files are not apps: `turbo start` says what to do
     let err = one_line_error(&run_in(&d, &dir, &["start", "ecosystem.json"]));
     assert!(
         err.contains("help: convert it with `turbo import pm2 ecosystem.json"),
         "{err}"
     );
+    // a JavaScript ecosystem file is evaluated by node (adversary_cli imports and starts one)
     write(
         &dir,
         "ecosystem.config.js",
-        "module.exports = { apps: [] }\n",
+        "module.exports = { apps: 'nope' }\n",
     );
     let err = one_line_error(&run_in(&d, &dir, &["import", "pm2", "ecosystem.config.js"]));
     assert!(
-        err.contains("JavaScript") && err.contains("node -e"),
+        err.contains("ecosystem.config.js: `apps` is not a list"),
         "{err}"
     );
     let err = one_line_error(&run_in(

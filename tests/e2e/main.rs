@@ -2,6 +2,7 @@
 //! private D-Bus. One binary (`cargo test -p turbo-tests`), one module per area.
 
 mod access;
+mod adversary_cli;
 mod attribution;
 mod bad_input;
 mod chaos;

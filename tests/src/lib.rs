@@ -480,26 +480,9 @@ impl SystemBus {
 
     /// Makes the `turbo` CLI runnable by other users from the bus directory (the build tree may
     /// be under a private home) and returns its path.
-    ///
-    /// A hard link when possible: a copy is written through a file descriptor that a test
-    /// thread forking at the same moment can inherit, and executing a file that some process
-    /// still has open for writing fails with "Text file busy".
-    ///
-    /// # Panics
-    /// When neither a link nor a copy can be made.
     #[must_use]
     pub fn cli(&self) -> PathBuf {
-        let cli = self.dir.path().join("turbo");
-        if std::fs::hard_link(bin_dir().join("turbo"), &cli).is_err() {
-            std::fs::copy(bin_dir().join("turbo"), &cli).expect("copy the turbo CLI");
-            // another thread's fork may still hold the copy's write descriptor until its exec
-            wait_for(
-                "the copied CLI to be runnable",
-                Duration::from_secs(5),
-                || Command::new(&cli).arg("--version").output().ok(),
-            );
-        }
-        cli
+        runnable_by_anyone(&bin_dir().join("turbo"), self.dir.path())
     }
 
     /// Its D-Bus address.
@@ -510,6 +493,41 @@ impl SystemBus {
             self.dir.path().join("system_bus_socket").display()
         )
     }
+}
+
+/// Puts the executable `bin` into `dir` (which other users can enter) under the same name, so
+/// tests can run it as another user even when the build tree is under a private home; returns
+/// its path there.
+///
+/// A hard link when possible: a copy is written through a file descriptor that a test thread
+/// forking at the same moment can inherit, and executing a file that some process still has
+/// open for writing fails with "Text file busy".
+///
+/// # Panics
+/// When neither a link nor a copy can be made.
+#[must_use]
+pub fn runnable_by_anyone(bin: &Path, dir: &Path) -> PathBuf {
+    let name = bin.file_name().expect("a file name");
+    let runnable = dir.join(name);
+    if std::fs::hard_link(bin, &runnable).is_err() {
+        std::fs::copy(bin, &runnable).expect("copy the executable");
+        // another thread's fork may still hold the copy's write descriptor until its exec
+        wait_for(
+            "the copied executable to be runnable",
+            Duration::from_secs(5),
+            || {
+                let err = Command::new(&runnable)
+                    .arg("--version")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .err();
+                (err.and_then(|e| e.raw_os_error()) != Some(libc::ETXTBSY)).then_some(())
+            },
+        );
+    }
+    runnable
 }
 
 /// The configuration of a `dbus-daemon` that behaves like the system bus (anyone may connect

@@ -53,6 +53,8 @@ pub mod option {
     pub const INSTANCES: &str = "instances";
     /// `b`: restart the app when files under its cwd change (watch mode).
     pub const WATCH: &str = "watch";
+    /// `s`: the first restart delay, a duration as in turbo.yml's `restart.delay` (`"5s"`).
+    pub const RESTART_DELAY: &str = "restart_delay";
 }
 
 /// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.

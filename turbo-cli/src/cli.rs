@@ -113,7 +113,10 @@ pub struct ManArgs {
 /// `turbo import <from>`.
 #[derive(Debug, Subcommand)]
 pub enum ImportFrom {
-    /// A PM2 ecosystem file (JSON or YAML) or a PM2 dump (`pm2 save`'s dump.pm2).
+    /// A PM2 ecosystem file (JavaScript, JSON or YAML) or a PM2 dump (`pm2 save`'s dump.pm2).
+    ///
+    /// A JavaScript file (ecosystem.config.js, .cjs, .mjs) is evaluated by `node` from PATH,
+    /// which prints its export as JSON, as `pm2 start` would evaluate it.
     ///
     /// Every option with an equivalent in turbo.yml is converted; those without one are listed
     /// on stderr. The result goes to stdout unless -o names a file.
@@ -123,8 +126,8 @@ pub enum ImportFrom {
 /// `turbo import pm2`.
 #[derive(Debug, Args)]
 pub struct ImportPm2Args {
-    /// ecosystem.json, ecosystem.yml, or ~/.pm2/dump.pm2.
-    #[arg(value_name = "ECOSYSTEM.json|dump.pm2", value_hint = clap::ValueHint::FilePath)]
+    /// ecosystem.config.js, ecosystem.json, ecosystem.yml, or ~/.pm2/dump.pm2.
+    #[arg(value_name = "ECOSYSTEM|dump.pm2", value_hint = clap::ValueHint::FilePath)]
     pub file: std::path::PathBuf,
     /// Write the turbo.yml here instead of stdout.
     #[arg(short, long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
@@ -170,9 +173,11 @@ pub struct UnstartupArgs {
 /// `turbo start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// A script (`app.py`), a command (`/bin/sleep`), or a config file (`*.yml`, `*.yaml`).
-    #[arg(value_name = "SCRIPT|CMD|FILE.yml")]
-    pub target: String,
+    /// A script (`app.py`), a command (`/bin/sleep`, or `"python3 -m http.server"`, split into
+    /// words like a shell would when no file has that name), or a config file (`*.yml`).
+    /// Without it, the first word after `--` is the command.
+    #[arg(value_name = "SCRIPT|CMD|FILE.yml", required_unless_present = "args")]
+    pub target: Option<String>,
     /// App name (default: the script's file name without extension).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -194,6 +199,10 @@ pub struct StartArgs {
     /// Restart the app when files under its working directory change (watch mode).
     #[arg(long)]
     pub watch: bool,
+    /// Wait this long before the first restart after an exit (e.g. 100ms, 5s; default 1s);
+    /// later restarts back off from there, like `restart.delay` in turbo.yml.
+    #[arg(long, value_name = "DURATION")]
+    pub restart_delay: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Arguments passed to the script or command.
@@ -300,6 +309,10 @@ pub struct LogsArgs {
     /// One JSON object per line: {"app","stream","at","line"} (+ "line_b64" for non-UTF-8 bytes).
     #[arg(long)]
     pub json: bool,
+    /// Print the lines as the apps wrote them, control characters included (by default they
+    /// are shown escaped, e.g. `\x1b[2J`, so an app cannot drive your terminal).
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
 }
 
 /// `turbo flush`.
@@ -344,7 +357,7 @@ mod tests {
         let Cmd::Start(start) = cli.command else {
             panic!("not start: {cli:?}");
         };
-        assert_eq!(start.target, "/bin/sleep");
+        assert_eq!(start.target.as_deref(), Some("/bin/sleep"));
         assert_eq!(start.name.as_deref(), Some("s"));
         assert_eq!(start.env, ["A=1", "B=2"]);
         assert_eq!(start.args, ["100", "--not-ours"]);

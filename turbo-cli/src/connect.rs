@@ -3,6 +3,9 @@
 //! Order: `TURBO_BUS_ADDRESS`, then `$TURBO_HOME/bus.sock`, then the system bus (only if
 //! `org.turboprocess.Turbo1` has an owner there), then `~/.turbo/bus.sock`. Only the two user-mode
 //! homes are ever autostarted: an explicit address or a system daemon belongs to someone else.
+//! A user-mode home is checked by `trust` before its socket is connected to, and the process
+//! serving it after: a home or socket another user controls is refused (and never autostarted
+//! into), with nothing sent.
 //! This module must not print anything except the one autostart notice on a terminal, and must
 //! not know about commands beyond "may I start the daemon".
 
@@ -29,6 +32,7 @@ use crate::{
     hint::Hinted,
     render::{Tone, paint},
     term,
+    trust::{self, HomeSource},
 };
 
 /// How long the daemon may take to answer after being started, and to go away after `kill`.
@@ -54,6 +58,8 @@ pub enum Endpoint {
     User {
         /// `TURBO_HOME` (made absolute) or `~/.turbo`.
         home: PathBuf,
+        /// Which of the two, for messages.
+        source: HomeSource,
         /// `unix:path=<home>/bus.sock`, escaped.
         address: String,
     },
@@ -86,6 +92,9 @@ enum Probe {
     NoOwner,
     /// Nothing listens on the socket (missing, refused, closed during the handshake).
     Unreachable(String),
+    /// The home or whoever serves its socket is not to be trusted (see `trust`): nothing was
+    /// sent, and no daemon may be started there.
+    Refused(anyhow::Error),
 }
 
 /// Converts a failed D-Bus call into the one-line error the user sees: the daemon's own message.
@@ -106,9 +115,12 @@ pub async fn connect(autostart: bool) -> Result<Daemon> {
         Probe::Up(daemon) => return Ok(*daemon),
         Probe::NoOwner => "nothing owns the TurboProcess bus name there".to_owned(),
         Probe::Unreachable(reason) => reason,
+        Probe::Refused(err) => return Err(err),
     };
     match &endpoint {
-        Endpoint::User { home, .. } if autostart => start_daemon(home, &endpoint).await,
+        Endpoint::User { home, source, .. } if autostart => {
+            start_daemon(home, *source, &endpoint).await
+        }
         Endpoint::Explicit(_) => Err(Hinted::wrap(
             anyhow!("no daemon answers at {}: {reason}", endpoint.describe()),
             "check that turbo-daemon runs at that address, or unset TURBO_BUS_ADDRESS to use \
@@ -137,6 +149,8 @@ pub async fn find_running() -> Result<Option<Daemon>> {
     Ok(match probe(&endpoint).await? {
         Probe::Up(daemon) => Some(*daemon),
         Probe::NoOwner | Probe::Unreachable(_) => None,
+        // `turbo kill` must not say "no daemon running" about a socket it would not talk to
+        Probe::Refused(err) => return Err(err),
     })
 }
 
@@ -152,7 +166,7 @@ pub async fn wait_until_gone(endpoint: &Endpoint) -> Result<()> {
         let timed_out = Instant::now() >= deadline;
         match state {
             // any failure to even talk to it means it is gone for our purposes
-            Err(_) | Ok(Probe::Unreachable(_)) => return Ok(()),
+            Err(_) | Ok(Probe::Unreachable(_) | Probe::Refused(_)) => return Ok(()),
             // on the system bus the bus outlives the daemon; a lingering private bus without its
             // daemon is also fine once we have waited for it to disappear
             Ok(Probe::NoOwner) if *endpoint == Endpoint::System || timed_out => return Ok(()),
@@ -178,10 +192,10 @@ async fn locate() -> Result<Located> {
     }
     if let Some(home) = env::var_os("TURBO_HOME").filter(|h| !h.is_empty()) {
         let cwd = env::current_dir().context("cannot determine the current directory")?;
-        return Ok(Located::Endpoint(user_endpoint(crate::paths::absolutize(
-            &cwd,
-            Path::new(&home),
-        ))));
+        return Ok(Located::Endpoint(user_endpoint(
+            crate::paths::absolutize(&cwd, Path::new(&home)),
+            HomeSource::Env,
+        )));
     }
     // an owner that then fails to answer is an error worth showing, not a reason to silently
     // start a second daemon in ~/.turbo
@@ -193,15 +207,20 @@ async fn locate() -> Result<Located> {
         .ok_or_else(|| anyhow!("cannot find the home directory: set TURBO_HOME or HOME"))?;
     Ok(Located::Endpoint(user_endpoint(
         Path::new(&home).join(".turbo"),
+        HomeSource::Default,
     )))
 }
 
-fn user_endpoint(home: PathBuf) -> Endpoint {
+fn user_endpoint(home: PathBuf, source: HomeSource) -> Endpoint {
     let address = format!(
         "unix:path={}",
         escape_address_value(home.join(BUS_SOCKET).as_os_str().as_bytes())
     );
-    Endpoint::User { home, address }
+    Endpoint::User {
+        home,
+        source,
+        address,
+    }
 }
 
 /// Escapes a D-Bus address value: bytes outside `[-0-9A-Za-z_/.\*]` become `%xx`, so that a home
@@ -231,8 +250,11 @@ async fn probe(endpoint: &Endpoint) -> Result<Probe> {
             },
             Endpoint::Explicit(address) | Endpoint::User { address, .. } => {
                 let conn = match endpoint {
-                    Endpoint::User { home, .. } => {
-                        connect_socket(&home.join(BUS_SOCKET), address).await
+                    Endpoint::User { home, source, .. } => {
+                        match connect_home(home, *source, address).await {
+                            Ok(conn) => conn,
+                            Err(refused) => return Ok(Probe::Refused(refused)),
+                        }
                     }
                     _ => match Builder::address(address.as_str()) {
                         Ok(builder) => builder.build().await,
@@ -275,23 +297,36 @@ async fn probe(endpoint: &Endpoint) -> Result<Probe> {
     }
 }
 
-/// Connects to the private bus socket of a user-mode home.
+/// Connects to the private bus socket of a user-mode home, once `trust` accepts the home, the
+/// socket file and the process serving it; the outer error is that refusal (nothing was sent:
+/// the D-Bus handshake starts only after the peer check).
 ///
 /// zbus connects a `unix:path=` address on a blocking thread, which `turbo` would start just for
 /// that on every command; a non-blocking connect on our own runtime spares it. A failure is the
 /// same error zbus reports, so messages and [`is_absent`] do not change.
-async fn connect_socket(socket: &Path, address: &str) -> zbus::Result<zbus::Connection> {
-    let stream = match tokio::net::UnixStream::connect(socket).await {
+async fn connect_home(
+    home: &Path,
+    source: HomeSource,
+    address: &str,
+) -> Result<zbus::Result<zbus::Connection>> {
+    let socket = home.join(BUS_SOCKET);
+    trust::check_home(home, source)?;
+    trust::check_socket(&socket, home, source)?;
+    let stream = match tokio::net::UnixStream::connect(&socket).await {
         Ok(stream) => stream,
         Err(err) => {
             let err = std::sync::Arc::new(err);
-            return Err(match zbus::Address::try_from(address) {
+            return Ok(Err(match zbus::Address::try_from(address) {
                 Ok(address) => zbus::Error::Connection(err, address),
                 Err(_) => zbus::Error::InputOutput(err),
-            });
+            }));
         }
     };
-    Builder::unix_stream(stream).build().await
+    let peer = stream
+        .peer_cred()
+        .with_context(|| format!("cannot tell who serves {}", socket.display()))?;
+    trust::check_peer(peer.uid(), &socket, home, source)?;
+    Ok(Builder::unix_stream(stream).build().await)
 }
 
 /// A system-bus connection if the bus is reachable and our name has an owner there. Any failure
@@ -352,8 +387,8 @@ pub fn is_disconnect(err: &zbus::Error) -> bool {
 }
 
 /// Starts `turbo-daemon` for `home`, detached, and waits until it answers.
-async fn start_daemon(home: &Path, endpoint: &Endpoint) -> Result<Daemon> {
-    let mut child = spawn_daemon(home)?;
+async fn start_daemon(home: &Path, source: HomeSource, endpoint: &Endpoint) -> Result<Daemon> {
+    let mut child = spawn_daemon(home, source)?;
     if term::stderr_is_terminal() {
         let note = format!("started turbo-daemon (pid {})", child.id());
         eprintln!("{}", paint(term::stderr_color(), Tone::Dim, &note));
@@ -362,9 +397,12 @@ async fn start_daemon(home: &Path, endpoint: &Endpoint) -> Result<Daemon> {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut exited: Option<(Instant, ExitStatus)> = None;
     loop {
-        // errors while it comes up (half-created socket, bus without the name yet) are expected
-        if let Ok(Probe::Up(daemon)) = probe(endpoint).await {
-            return Ok(*daemon);
+        // errors while it comes up (half-created socket, bus without the name yet) are expected;
+        // a socket someone else got in first with is not
+        match probe(endpoint).await {
+            Ok(Probe::Up(daemon)) => return Ok(*daemon),
+            Ok(Probe::Refused(err)) => return Err(err),
+            _ => {}
         }
         let now = Instant::now();
         if exited.is_none() {
@@ -392,13 +430,15 @@ async fn start_daemon(home: &Path, endpoint: &Endpoint) -> Result<Daemon> {
     }
 }
 
-fn spawn_daemon(home: &Path) -> Result<Child> {
+fn spawn_daemon(home: &Path, source: HomeSource) -> Result<Child> {
     let binary = daemon_binary()?;
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(home)
         .with_context(|| format!("cannot create {}", home.display()))?;
+    // `create` is content with a directory someone else made since we looked
+    trust::check_home(home, source)?;
     let log_path = home.join("daemon.log");
     let log = OpenOptions::new()
         .create(true)
@@ -494,7 +534,9 @@ mod tests {
 
     #[test]
     fn user_endpoint_address() {
-        let Endpoint::User { address, home } = user_endpoint(PathBuf::from("/x/.turbo")) else {
+        let Endpoint::User { address, home, .. } =
+            user_endpoint(PathBuf::from("/x/.turbo"), HomeSource::Default)
+        else {
             panic!("not a user endpoint");
         };
         assert_eq!(address, "unix:path=/x/.turbo/bus.sock");

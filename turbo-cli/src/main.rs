@@ -8,10 +8,12 @@
 mod cli;
 mod commands;
 mod connect;
+mod files;
 mod hint;
 mod paths;
 mod render;
 mod term;
+mod trust;
 
 use std::process::ExitCode;
 
@@ -37,11 +39,12 @@ fn main() -> ExitCode {
 }
 
 fn fail(message: &str, help: Option<&str>) -> ExitCode {
-    let help = help.map(one_line);
+    // a message can quote what an app or another user wrote (a health check's output, a path)
+    let help = help.map(|h| render::escape_controls(&one_line(h)).into_owned());
     eprintln!(
         "{}",
         hint::format_error(
-            &one_line(message),
+            &render::escape_controls(&one_line(message)),
             help.as_deref(),
             term::stderr_is_terminal(),
             term::stderr_color()

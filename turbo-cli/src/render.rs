@@ -1,9 +1,13 @@
 //! Pure rendering of what the daemon returns: the status table, the `info` page, and the human
-//! forms of sizes, durations and exits.
+//! forms of sizes, durations and exits; and [`escape_controls`], the one function through which
+//! every app-derived string (log lines, stderr tails, health output, `STATUS=` text, names and
+//! paths from someone else's config) passes before it reaches a terminal or a pipe.
 //!
 //! Everything here is a function of its arguments: no environment, no terminal queries, no
 //! clock. Whether to colour and how wide the terminal is are decided by `term` and passed in as
 //! [`RenderOpts`], so the output can be unit-tested byte for byte with colour off.
+
+use std::{borrow::Cow, fmt::Write as _};
 
 use tabled::{
     Table,
@@ -53,6 +57,86 @@ pub fn paint(color: bool, tone: Tone, text: &str) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// `text` with its control characters made visible: `\n` and `\r` as those two characters,
+/// other C0 controls and DEL as `\x1b`-style escapes, C1 controls (U+0080..U+009F, which some
+/// terminals obey like ESC sequences) as `\u{9b}`. Tab is kept. Without this, a line an app
+/// wrote could set the terminal title (OSC 0), clear the screen (CSI 2J), write the clipboard
+/// (OSC 52) or fake the lines around it. Text without controls is returned as is.
+#[must_use]
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c != '\t' && c.is_control();
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if escaped(c) && u32::from(c) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if escaped(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes an app wrote, as text for a terminal: invalid UTF-8 becomes U+FFFD, controls are
+/// escaped as by [`escape_controls`].
+#[must_use]
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    escape_controls(&String::from_utf8_lossy(bytes)).into_owned()
+}
+
+/// A JSON document made safe to print: DEL and the C1 controls, which JSON lets stand raw inside
+/// strings (serde escapes only U+0000..U+001F), become `\u00XX` escapes. The value is the same
+/// for any JSON reader; outside strings JSON has no such characters, so nothing else changes.
+#[must_use]
+pub fn json_safe(json: String) -> String {
+    if !json.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if ('\u{7f}'..='\u{9f}').contains(&c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// App names as a list for a sentence, each once, in the order first seen, with how many
+/// instances when there were several: `api, cw (3 instances)` for `[api, cw, cw, cw]` (the daemon
+/// names one entry per instance).
+#[must_use]
+pub fn fold_names(names: &[String]) -> String {
+    let mut counted: Vec<(&str, usize)> = Vec::new();
+    for name in names {
+        match counted.iter_mut().find(|(seen, _)| *seen == name.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => counted.push((name, 1)),
+        }
+    }
+    counted
+        .iter()
+        .map(|&(name, n)| {
+            let name = escape_controls(name);
+            if n > 1 {
+                format!("{name} ({n} instances)")
+            } else {
+                name.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The line shown instead of an empty table.
@@ -115,7 +199,8 @@ impl Col {
         let running = app.pid != 0;
         match self {
             Col::Id => app.id.to_string(),
-            Col::Name => app.name.clone(),
+            // names are validated by the daemon; a state file from elsewhere may still hold anything
+            Col::Name => escape_controls(&app.name).into_owned(),
             Col::State => state_cell(app, color),
             Col::Pid => dash_unless(running, || app.pid.to_string()),
             Col::Restarts => app.restarts.to_string(),
@@ -249,7 +334,7 @@ fn trim_lines(text: &str) -> String {
 
 fn state_cell(app: &AppStatus, color: bool) -> String {
     let Ok(state) = app.state.parse::<AppState>() else {
-        return format!("? {}", app.state);
+        return format!("? {}", escape_controls(&app.state));
     };
     let (symbol, tone) = match state {
         AppState::Online => ("●", Tone::Green),
@@ -273,7 +358,7 @@ fn health_cell(health: &str, color: bool) -> String {
         Ok(Health::Healthy) => paint(color, Tone::Green, "✓ healthy"),
         Ok(Health::Unhealthy) => paint(color, Tone::Red, "✗ unhealthy"),
         Ok(Health::Unknown) => paint(color, Tone::Dim, "? unknown"),
-        Err(_) => health.to_owned(),
+        Err(_) => escape_controls(health).into_owned(),
     }
 }
 
@@ -287,7 +372,7 @@ pub fn last_exit_text(exit: &ExitInfo) -> String {
     let source = if exit.source.is_empty() {
         String::new()
     } else {
-        format!(" ({})", exit.source)
+        format!(" ({})", escape_controls(&exit.source))
     };
     match exit.reason.parse::<ExitReason>() {
         Ok(ExitReason::Exit) if exit.code < 0 => "exit (status unknown)".to_owned(),
@@ -300,7 +385,7 @@ pub fn last_exit_text(exit: &ExitInfo) -> String {
         // a stop that had to escalate says so: the app ignored its stop signal
         Ok(ExitReason::Manual) if exit.signal == 9 => "manual (SIGKILL)".to_owned(),
         Ok(ExitReason::Manual) => "manual".to_owned(),
-        Err(_) => exit.reason.clone(),
+        Err(_) => escape_controls(&exit.reason).into_owned(),
     }
 }
 
@@ -327,10 +412,14 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
     } else {
         Tone::Yellow
     };
-    let mut source = paint(opts.color, source_tone, &info.event_source);
+    let mut source = paint(
+        opts.color,
+        source_tone,
+        &escape_controls(&info.event_source),
+    );
     if !info.event_source_reason.is_empty() {
         source.push_str(" — ");
-        source.push_str(&info.event_source_reason);
+        source.push_str(&escape_controls(&info.event_source_reason));
     }
     let programs = if info.ebpf_programs.is_empty() {
         "-".to_owned()
@@ -368,7 +457,12 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
         .map(|(k, v)| {
             let key = format!("{k}:");
             let key = format!("{key:<key_width$}");
-            let value = if v.is_empty() { "-" } else { v.as_str() };
+            // the event source is painted (and escaped) above; the rest is the daemon's text
+            let value = match v.as_str() {
+                "" => Cow::Borrowed("-"),
+                v if *k == "event source" => Cow::Borrowed(v),
+                v => escape_controls(v),
+            };
             format!("{} {value}", paint(opts.color, Tone::Dim, &key))
         })
         .collect::<Vec<_>>()
@@ -672,6 +766,39 @@ mod tests {
     #[test]
     fn unknown_state_is_shown_not_hidden() {
         assert!(render_status(&[app(0, "x", "paused")], &PLAIN).contains("? paused"));
+    }
+
+    #[test]
+    fn control_characters_become_visible() {
+        assert!(matches!(escape_controls("plain\ttext é"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("\u{1b}]0;t\u{7}\u{1b}[2J\r\n\u{0}\u{7f}\u{9b}x"),
+            r"\x1b]0;t\x07\x1b[2J\r\n\x00\x7f\u{9b}x"
+        );
+        assert_eq!(escape_bytes(b"\xff\x1b"), "\u{FFFD}\\x1b");
+        // once escaped, nothing is left to escape
+        let once = escape_controls("\u{1b}[31m").into_owned();
+        assert_eq!(escape_controls(&once), once);
+        let json = json_safe(serde_json::json!({"l": "\u{1b}\u{7f}\u{85}é"}).to_string());
+        assert_eq!(json, r#"{"l":"\u001b\u007f\u0085é"}"#);
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["l"], "\u{1b}\u{7f}\u{85}é");
+        let mut hostile = online(0, "api");
+        hostile.state = "\u{1b}[2Jonline".into();
+        let table = render_status(&[hostile], &PLAIN);
+        assert!(table.contains(r"? \x1b[2Jonline"), "{table}");
+    }
+
+    #[test]
+    fn names_are_folded() {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(fold_names(&names(&["cw", "cw", "cw"])), "cw (3 instances)");
+        assert_eq!(
+            fold_names(&names(&["a", "cw", "b", "cw"])),
+            "a, cw (2 instances), b"
+        );
+        assert_eq!(fold_names(&names(&["a"])), "a");
+        assert_eq!(fold_names(&[]), "");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The terminal side of output: whether stdout/stderr are terminals, whether colour is allowed,
 //! how wide the terminal is, and writing to stdout so that a closed pipe ends the command quietly.
 //!
-//! This is the only module that looks at `NO_COLOR`, `TERM`, `COLUMNS` and the tty ioctls; it must
-//! not format anything (that is `render`'s job).
+//! This is the only module that looks at `NO_COLOR`, `TERM`, `COLUMNS`, `LINES` and the tty
+//! ioctls (monit's own size comes from crossterm, which ratatui draws with); it must not format
+//! anything (that is `render`'s job).
 
 use std::{
     env, fmt,
     io::{self, IsTerminal as _, Write as _},
 };
 
-use crate::render::RenderOpts;
+use crate::render::{self, RenderOpts};
 
 /// Stdout was closed by the reader (`turbo status | head -1`): not a failure of the command.
 #[derive(Debug)]
@@ -28,8 +29,17 @@ impl std::error::Error for StdoutClosed {}
 /// # Errors
 /// [`StdoutClosed`] on a broken pipe, which `main` turns into success; other write errors as is.
 pub fn emit(text: &str) -> anyhow::Result<()> {
+    emit_bytes(text.as_bytes())
+}
+
+/// [`emit`] for bytes that need not be UTF-8 (`turbo logs --raw`).
+///
+/// # Errors
+/// As [`emit`].
+pub fn emit_bytes(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{text}")
+    out.write_all(bytes)
+        .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
         .map_err(|err| {
             if err.kind() == io::ErrorKind::BrokenPipe {
@@ -38,6 +48,14 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
                 anyhow::Error::new(err).context("cannot write to stdout")
             }
         })
+}
+
+/// Prints a JSON document (pretty) to stdout, made safe for a terminal by [`render::json_safe`].
+///
+/// # Errors
+/// As [`emit`].
+pub fn emit_json(doc: &serde_json::Value) -> anyhow::Result<()> {
+    emit(&render::json_safe(serde_json::to_string_pretty(doc)?))
 }
 
 /// Render options for stdout: colour and width only when it is a terminal.
@@ -67,6 +85,19 @@ fn colour_allowed() -> bool {
     let no_color = env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let dumb = env::var_os("TERM").is_some_and(|t| t == "dumb");
     !no_color && !dumb
+}
+
+/// A screen size for a tty that reports none: `COLUMNS` x `LINES`, else 80 x 24.
+#[must_use]
+pub fn fallback_size() -> (u16, u16) {
+    let dim = |name: &str, default: u16| {
+        env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&v: &u16| v > 0)
+            .unwrap_or(default)
+    };
+    (dim("COLUMNS", 80), dim("LINES", 24))
 }
 
 /// The width of the terminal on stdout; `COLUMNS` when the ioctl cannot tell (some CI ptys).

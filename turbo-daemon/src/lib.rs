@@ -19,21 +19,17 @@
 //! * [`runtime`]: the single loop that owns the supervisor, split by responsibility (requests,
 //!   execute, spawner, process table, crashes, persistence, usage, view).
 //! * [`os`]: the daemon's system calls beyond plain file I/O (spawning, pidfds, signals, the
-//!   `/proc` parser, cgroups, sockets, locks), on plain data; it imports no domain module.
-//!   Modules outside it that still call `libc` (`config`'s user and credential lookups,
-//!   `storage`) are being moved into it.
+//!   `/proc` parser, cgroups, sockets, locks, users, credentials), on plain data; it imports no
+//!   domain module. `storage` still calls `libc` itself; it is being moved into it.
 //! * [`host`]: the private `dbus-daemon`, `sd_notify` to systemd, the upgrade's re-exec.
-//! * [`dbus`] and [`metrics`]: thin adapters; [`config`]: `turbo.yml` and option validation;
-//!   [`logs`] and [`keeper`]: capturing app output; [`storage`]: the state file.
+//! * [`spec`]: the validated app description (pure); [`config`]: `turbo.yml` and start options
+//!   into specs, with typed errors; [`access`]: who a call acts for and what it may grant.
+//! * [`dbus`] and [`metrics`]: thin adapters; [`logs`] and [`keeper`]: capturing app output;
+//!   [`storage`]: the state file.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-// its user and credential lookups move to `os` (issue 14); until then its unsafe blocks are
-// documented in its own style
-#[allow(
-    clippy::undocumented_unsafe_blocks,
-    reason = "config's libc calls are moving to os/ (os::users, os::creds)"
-)]
+pub mod access;
 pub mod config;
 pub mod dbus;
 pub mod events;
@@ -43,6 +39,7 @@ pub mod logs;
 pub mod metrics;
 pub mod os;
 pub mod runtime;
+pub mod spec;
 pub mod storage;
 pub mod supervisor;
 

@@ -71,27 +71,15 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         .map_err(|_| format!("'{s}' is not an address like 127.0.0.1:9464 or [::1]:9464, or `off`"))
 }
 
-/// A duration: a number with `ms`, `s`, `m` or `h` (plain numbers are seconds); at least 10 ms.
+/// A duration in the one syntax of turbo.yml and the CLI (`500ms`, `5s`, `2m`, `1h`; a bare number
+/// is seconds), at least 10 ms.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let (number, unit) = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((t, "s"), |i| t.split_at(i));
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 500ms, 5s, 2m or 1h"))?;
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("'{s}' is not a duration like 500ms, 5s, 2m or 1h")),
-    };
-    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))?;
-    if d < Duration::from_millis(10) {
-        return Err(format!("'{s}' is too short (at least 10ms)"));
-    }
-    Ok(d)
+    use turbo_daemon::spec::units::{self, Bounds, Written};
+    units::duration(
+        Written::Text(s),
+        Bounds::at_least(Duration::from_millis(10)),
+    )
+    .map_err(|e| format!("'{s}' {e}: {}", e.hint()))
 }
 
 fn main() -> ExitCode {

@@ -24,7 +24,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use turbo_api::CrashRecord;
 
-use crate::supervisor::{AppSpec, Desired};
+use crate::{spec::AppSpec, supervisor::Desired};
 
 /// Version of the document layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -12,7 +12,7 @@ use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, rfc3339_ms};
 use super::{daemon, target_error};
 use crate::{
     connect::call_error,
-    render::{self, RenderOpts, Tone, paint},
+    render::{self, RenderOpts, Tone, escape_controls, paint},
     term,
 };
 
@@ -28,7 +28,7 @@ pub async fn crashes(target: &str, as_json: bool) -> Result<()> {
             "stats": stats.to_json(),
             "crashes": records.iter().map(CrashRecord::to_json).collect::<Vec<_>>(),
         });
-        return term::emit(&serde_json::to_string_pretty(&doc)?);
+        return term::emit_json(&doc);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -68,13 +68,18 @@ pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()>
         if let Some(env) = &env {
             doc["env"] = env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         }
-        return term::emit(&serde_json::to_string_pretty(&doc)?);
+        return term::emit_json(&doc);
     }
     let mut text = render_describe(&status, &config, &records, &term::stdout_opts());
     if let Some(env) = &env {
         text.push_str("\n\nEnvironment (values)\n");
         for (k, v) in env {
-            let _ = writeln!(text, "  {k}={v}");
+            let _ = writeln!(
+                text,
+                "  {}={}",
+                render::escape_controls(k),
+                render::escape_controls(v)
+            );
         }
     }
     term::emit(text.trim_end())
@@ -101,6 +106,7 @@ pub fn render_timeline(
     now_ms: Option<u64>,
     opts: &RenderOpts,
 ) -> String {
+    let name = escape_controls(name);
     let mut out = String::new();
     if records.is_empty() {
         let _ = writeln!(out, "{name} has not crashed");
@@ -109,7 +115,7 @@ pub fn render_timeline(
     let crashes = if stats.total == 1 { "crash" } else { "crashes" };
     let mut head = format!(
         "{}: {} {crashes} in all, {} in the last hour, {} in 24 h",
-        paint(opts.color, Tone::Bold, name),
+        paint(opts.color, Tone::Bold, &name),
         stats.total,
         stats.last_hour,
         stats.last_day,
@@ -120,8 +126,11 @@ pub fn render_timeline(
             render::human_duration_ms(stats.mtbf_ms)
         ));
     }
-    if !stats.most_common_reason.is_empty() {
-        head.push_str(&format!("; most often: {}", stats.most_common_reason));
+    if let Some((cause, n)) = most_often(records) {
+        head.push_str(&format!("; most often: {cause}"));
+        if records.len() > 1 {
+            head.push_str(&format!(" ({n} of {})", records.len()));
+        }
     }
     let _ = writeln!(out, "{head}\n");
     let rail = paint(opts.color, Tone::Dim, "│");
@@ -137,6 +146,7 @@ pub fn render_timeline(
             (c, _) if c >= 0 => format!("exit {c}"),
             _ => "exit (status unknown)".into(),
         };
+        let reason = escape_controls(&r.reason);
         let mut line = format!(
             "{} {}",
             paint(opts.color, Tone::Red, "●"),
@@ -152,7 +162,7 @@ pub fn render_timeline(
         line.push_str(&format!("  {}", paint(opts.color, Tone::Red, &how)));
         // "exit 1  exit" says nothing twice; oom_kill, memory_limit... are worth saying
         if r.reason != "exit" && r.reason != "signal" {
-            line.push_str(&format!("  {}", paint(opts.color, Tone::Yellow, &r.reason)));
+            line.push_str(&format!("  {}", paint(opts.color, Tone::Yellow, &reason)));
         }
         line.push_str(&format!(
             "  after {}  restart #{}",
@@ -169,20 +179,53 @@ pub fn render_timeline(
             ));
         }
         if r.signal_sender_pid > 0 {
+            // the sender's comm is whatever that process named itself (prctl PR_SET_NAME)
             line.push_str(&format!(
                 "  sent by {} ({})",
-                r.signal_sender_comm, r.signal_sender_pid
+                escape_controls(&r.signal_sender_comm),
+                r.signal_sender_pid
             ));
         }
         let _ = writeln!(out, "{line}");
         if !r.detail.is_empty() {
-            let _ = writeln!(out, "{rail} {}", paint(opts.color, Tone::Yellow, &r.detail));
+            let detail = escape_controls(&r.detail);
+            let _ = writeln!(out, "{rail} {}", paint(opts.color, Tone::Yellow, &detail));
         }
         for l in &r.stderr_tail {
-            let _ = writeln!(out, "{rail} {l}");
+            let _ = writeln!(out, "{rail} {}", escape_controls(l));
         }
     }
     out.trim_end().to_owned()
+}
+
+/// The cause of a crash in a word or two, for "most often": `exit 1`, `SIGSEGV`, `signal 40`,
+/// or the reason when the daemon or the kernel ended the app (`oom_kill`, `health`, ...).
+fn cause(r: &CrashRecord) -> String {
+    match r.reason.as_str() {
+        "exit" | "signal" => match (r.code, r.signal) {
+            (_, s) if s > 0 => signal_name(s).map_or_else(|| format!("signal {s}"), str::to_owned),
+            (c, _) if c >= 0 => format!("exit {c}"),
+            _ => "exit".to_owned(),
+        },
+        other => escape_controls(other).into_owned(),
+    }
+}
+
+/// The most frequent [`cause`] among the kept records and how many had it; a tie goes to the
+/// most recent one (records come newest first).
+fn most_often(records: &[CrashRecord]) -> Option<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for r in records {
+        let c = cause(r);
+        match counts.iter_mut().find(|(seen, _)| *seen == c) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((c, 1)),
+        }
+    }
+    counts.into_iter().fold(None, |best, (c, n)| match best {
+        Some((_, m)) if m >= n => best,
+        _ => Some((c, n)),
+    })
 }
 
 /// Names of the signals that usually end a process.
@@ -218,8 +261,10 @@ pub fn render_describe(
     let head = |out: &mut String, title: &str| {
         let _ = writeln!(out, "\n{}", paint(opts.color, Tone::Bold, title));
     };
+    // every value may hold what an app or a config's author wrote (argv, STATUS= text, the
+    // health check's last output): none of it may reach the terminal as control sequences
     let row = |out: &mut String, k: &str, v: &str| {
-        let _ = writeln!(out, "  {k:<16}{v}");
+        let _ = writeln!(out, "  {k:<16}{}", escape_controls(v));
     };
     let _ = writeln!(
         out,
@@ -227,7 +272,7 @@ pub fn render_describe(
         paint(
             opts.color,
             Tone::Bold,
-            &format!("{} (id {})", status.name, status.id)
+            &format!("{} (id {})", escape_controls(&status.name), status.id)
         )
     );
     head(&mut out, "State");
@@ -575,7 +620,7 @@ mod tests {
         let text = render_crashes("api", &stats, &records, &plain());
         assert!(
             text.starts_with(
-                "api: 7 crashes in all, 2 in the last hour, 2 in 24 h; one every 1s on average; most often: signal\n\n"
+                "api: 7 crashes in all, 2 in the last hour, 2 in 24 h; one every 1s on average; most often: SIGKILL (1 of 2)\n\n"
             ),
             "{text}"
         );
@@ -603,6 +648,90 @@ mod tests {
             render_crashes("x", &CrashStats::default(), &[], &plain()),
             "x has not crashed"
         );
+    }
+
+    #[test]
+    fn most_often_names_the_code_or_signal() {
+        let records = [
+            record(5, 1, 0),
+            record(4, -1, 11),
+            record(3, 1, 0),
+            record(2, 1, 0),
+            record(1, 2, 0),
+        ];
+        let stats = CrashStats::compute(&records, 5, 10);
+        let text = render_crashes("api", &stats, &records, &plain());
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("most often: exit 1 (3 of 5)"),
+            "{text}"
+        );
+        let segv = [record(2, -1, 11), record(1, -1, 11)];
+        let text = render_crashes("api", &stats, &segv, &plain());
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("most often: SIGSEGV (2 of 2)"),
+            "{text}"
+        );
+        let one = [CrashRecord {
+            reason: "oom_kill".into(),
+            ..record(1, -1, 9)
+        }];
+        let text = render_crashes("api", &stats, &one, &plain());
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with("most often: oom_kill"),
+            "{text}"
+        );
+        assert_eq!(cause(&record(1, -1, 40)), "signal 40");
+    }
+
+    #[test]
+    fn app_text_is_escaped() {
+        let hostile = CrashRecord {
+            stderr_tail: vec!["\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2J".into()],
+            detail: "health: \u{1b}]0;title\u{7}".into(),
+            signal_sender_pid: 7,
+            signal_sender_comm: "k\u{1b}[31m".into(),
+            ..record(5, -1, 9)
+        };
+        let text = render_crashes(
+            "api",
+            &CrashStats::default(),
+            std::slice::from_ref(&hostile),
+            &plain(),
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(text.contains(r"│ \x1b]52;c;ZXZpbA==\x07\x1b[2J"), "{text}");
+        assert!(text.contains(r"sent by k\x1b[31m (7)"), "{text}");
+        let status = AppStatus {
+            name: "api".into(),
+            status_text: "ready\u{1b}[2J".into(),
+            argv: vec!["sh".into(), "-c".into(), "echo\u{9b}2J".into()],
+            ..AppStatus::default()
+        };
+        let config = AppConfigInfo {
+            health_check: "cmd".into(),
+            health_last_error: "secret\u{1b}]0;x\u{7}".into(),
+            ..AppConfigInfo::default()
+        };
+        let text = render_describe(&status, &config, &[hostile], &plain());
+        assert!(
+            !text.chars().any(|c| c != '\n' && c.is_control()),
+            "{text:?}"
+        );
+        for shown in [r"ready\x1b[2J", r"echo\u{9b}2J", r"secret\x1b]0;x\x07"] {
+            assert!(text.contains(shown), "{shown} missing:\n{text}");
+        }
     }
 
     #[test]

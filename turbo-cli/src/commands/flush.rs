@@ -21,7 +21,7 @@ fn flushed_line(names: &[String]) -> String {
     if names.is_empty() {
         "no logs to flush".to_owned()
     } else {
-        format!("flushed {}", names.join(", "))
+        format!("flushed {}", crate::render::fold_names(names))
     }
 }
 
@@ -32,6 +32,10 @@ mod tests {
     #[test]
     fn flushed() {
         assert_eq!(flushed_line(&["a".into(), "b".into()]), "flushed a, b");
+        assert_eq!(
+            flushed_line(&["w".into(), "w".into()]),
+            "flushed w (2 instances)"
+        );
         assert_eq!(flushed_line(&[]), "no logs to flush");
     }
 }

@@ -1,4 +1,5 @@
-//! `turbo import pm2 <ecosystem.json|ecosystem.yml|dump.pm2> [-o turbo.yml] [--env NAME]`.
+//! `turbo import pm2 <ecosystem.config.js|ecosystem.json|ecosystem.yml|dump.pm2> [-o turbo.yml]
+//! [--env NAME]`.
 //!
 //! Converts PM2's description of apps into a turbo.yml that uses only keys turbo.yml accepts
 //! today, and says on stderr what it could not carry over and what it approximated. The
@@ -7,7 +8,9 @@
 //! result is checked by `turbo start`, which validates it like any hand-written turbo.yml.
 //!
 //! Two inputs, told apart by their shape:
-//! * an ecosystem file (JSON or YAML): `{"apps": [...]}`, a list of apps, or one app; keys as the
+//! * an ecosystem file (JavaScript, JSON or YAML; a `.js`/`.cjs`/`.mjs` file is evaluated by
+//!   `node`, found on PATH, which prints its export as JSON, as PM2 itself `require`s it):
+//!   `{"apps": [...]}`, a list of apps, or one app; keys as the
 //!   user wrote them, with PM2's aliases (`exec`, `interpreter`, `interpreter_args`, `user`, ...);
 //!   an unknown key is reported, a known key without equivalent too;
 //! * a dump (`pm2 save` writes `~/.pm2/dump.pm2`): a list of `pm2_env` objects, which hold the
@@ -26,6 +29,7 @@ use std::{
     fmt, fs,
     io::Write as _,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -464,28 +468,20 @@ fn is_shell_var(name: &str) -> bool {
 pub fn pm2(args: &ImportPm2Args) -> Result<()> {
     let file = &args.file;
     let shown = file.display().to_string();
-    if let Some(ext) = file.extension().and_then(|e| e.to_str())
-        && matches!(ext, "js" | "cjs" | "mjs")
-    {
-        return Err(Hinted::new(
-            format!("{shown} is JavaScript, which turbo cannot read"),
-            format!(
-                "convert it to JSON first: node -e \"console.log(JSON.stringify(require('./{shown}'), null, 2))\" > ecosystem.json"
-            ),
-        )
-        .into());
-    }
-    let text = fs::read_to_string(file).map_err(|err| {
-        let error = anyhow!("cannot read {shown}: {err}");
-        if err.kind() == std::io::ErrorKind::NotFound {
-            Hinted::wrap(
-                error,
-                "a PM2 dump is usually ~/.pm2/dump.pm2 (`pm2 save` writes it)",
-            )
-        } else {
-            error
-        }
-    })?;
+    let text = if is_javascript(file) {
+        evaluate_with_node(file)?
+    } else {
+        crate::files::read_config(file).map_err(|err| {
+            if file.exists() {
+                err
+            } else {
+                Hinted::wrap(
+                    err,
+                    "a PM2 dump is usually ~/.pm2/dump.pm2 (`pm2 save` writes it)",
+                )
+            }
+        })?
+    };
     let doc = parse_document(&text, file)?;
     if let Some(out) = &args.output
         && out.exists()
@@ -530,6 +526,118 @@ pub fn pm2(args: &ImportPm2Args) -> Result<()> {
         )
     );
     Ok(())
+}
+
+/// `ecosystem.config.js` and its `.cjs`/`.mjs` forms: JavaScript, which only node can read.
+fn is_javascript(file: &Path) -> bool {
+    file.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["js", "cjs", "mjs"]
+            .iter()
+            .any(|js| e.eq_ignore_ascii_case(js))
+    })
+}
+
+/// How long node may take to evaluate an ecosystem file (one that never settles must not hang
+/// the CLI).
+const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Imports the file given as argv[1] (CommonJS or ES module alike: `import()` of CommonJS
+/// yields `module.exports` as `default`) and prints its export as JSON, as PM2 itself does by
+/// `require`-ing it. Functions in it are left out by `JSON.stringify`. `process.exit` ends a
+/// file that left timers behind; stdout to a pipe is synchronous in node on Linux, so nothing
+/// is lost.
+const NODE_EVAL: &str = r#"const { pathToFileURL } = require("url");
+import(pathToFileURL(process.argv[1]).href).then(
+  (m) => {
+    const v = m.default !== undefined ? m.default : m;
+    process.stdout.write(JSON.stringify(v === undefined ? null : v));
+    process.exit(0);
+  },
+  (e) => {
+    process.stderr.write(String((e && e.message) || e));
+    process.exit(1);
+  },
+);"#;
+
+/// The export of a JavaScript ecosystem file as JSON text, from `node`. Evaluating it runs its
+/// code, as `pm2 start ecosystem.config.js` would: the user asked for this file.
+///
+/// # Errors
+/// node is not on PATH, the file throws, or node takes longer than [`NODE_TIMEOUT`].
+fn evaluate_with_node(file: &Path) -> Result<String> {
+    use std::{
+        io::Read as _,
+        process::{Command, Stdio},
+    };
+    let shown = file.display();
+    // a FIFO or a directory gets the same clear error as a JSON file would
+    crate::files::open_regular(file).map_err(|err| anyhow!("cannot read {shown}: {err}"))?;
+    let cwd = std::env::current_dir().context("cannot determine the current directory")?;
+    let absolute = crate::paths::absolutize(&cwd, file);
+    let mut child = match Command::new("node")
+        .arg("-e")
+        .arg(NODE_EVAL)
+        .arg("--")
+        .arg(&absolute)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Hinted::new(
+                format!(
+                    "{shown} is JavaScript, and `node` (Node.js), which turbo runs to read it, \
+                     is not on PATH"
+                ),
+                "install Node.js, or write the same content as ecosystem.json and import that",
+            )
+            .into());
+        }
+        Err(err) => return Err(anyhow!("cannot run node to read {shown}: {err}")),
+    };
+    // both pipes drained while we wait, so a chatty file cannot block node on a full pipe
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe
+                    .take(crate::files::MAX_CONFIG_BYTES + 1)
+                    .read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + NODE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("cannot wait for node")? {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(anyhow!(
+                "node did not finish evaluating {shown} within {} s",
+                NODE_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+    if !status.success() {
+        let said = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return Err(anyhow!(
+            "node could not evaluate {shown} ({status}): {said}"
+        ));
+    }
+    if stdout.len() as u64 > crate::files::MAX_CONFIG_BYTES {
+        return Err(anyhow!("{shown} exports more than 16 MiB of settings"));
+    }
+    String::from_utf8(stdout).map_err(|_| anyhow!("node printed non-UTF-8 text for {shown}"))
 }
 
 /// JSON (with line and column on error), or YAML for `.yml`/`.yaml` (PM2 reads both).
@@ -685,43 +793,10 @@ fn words(v: &Value) -> Vec<String> {
     }
 }
 
-/// Splits on blanks, honouring single and double quotes and backslashes.
+/// Splits on blanks as a POSIX shell would (quotes, backslashes); a string with an unclosed
+/// quote, which PM2 would hand to its own splitter, falls back to plain blanks.
 fn split_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"') | None, '\\') => {
-                if let Some(next) = chars.next() {
-                    cur.push(next);
-                }
-                in_word = true;
-            }
-            (Some(_), c) => cur.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    out
+    shlex::split(s).unwrap_or_else(|| s.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Milliseconds from a number or PM2's `min_uptime` forms (`500`, `5s`, `2m`, `1h`).

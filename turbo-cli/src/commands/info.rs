@@ -9,7 +9,7 @@ pub async fn run(json: bool) -> Result<()> {
     let daemon = daemon().await?;
     let info = daemon.proxy.info().await.map_err(|e| call_error(&e))?;
     if json {
-        term::emit(&serde_json::to_string_pretty(&info.to_json())?)
+        term::emit_json(&info.to_json())
     } else {
         term::emit(&render::render_info(&info, &term::stdout_opts()))
     }

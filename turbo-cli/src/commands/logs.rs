@@ -6,8 +6,11 @@
 //!
 //! Formats: the records and the rotated files' names are those of [`turbo_api::logfmt`], the one
 //! definition the daemon writes with (`text` or `json`, possibly both in one file), so each line
-//! is recognised on its own with [`Record::parse`]. Humans see `<stamp> <line>` either way; `--json` prints one object per line,
-//! `{"app","stream","at","line"}` (`at` null when the line has no stamp), with `"line_b64"` under
+//! is recognised on its own with [`Record::parse`]. Humans see `<stamp> <line>` either way, with
+//! the line's control characters escaped (`\x1b[2J` instead of a cleared screen:
+//! [`escape_controls`]), on a terminal and in a pipe alike, so that piping into a pager is as safe
+//! as the terminal; `--raw` prints the bytes as the app wrote them. `--json` prints one object per
+//! line, `{"app","stream","at","line"}` (`at` null when the line has no stamp), with `"line_b64"` under
 //! the same rule as the daemon's, so the output is lossless for both formats.
 //!
 //! Following polls (every 200 ms) rather than using inotify because it must survive the daemon's
@@ -42,7 +45,7 @@ use crate::{
     cli::LogsArgs,
     connect::call_error,
     hint::Hinted,
-    render::{NO_APPS, Tone, paint},
+    render::{self, NO_APPS, Tone, escape_bytes, escape_controls, paint},
     term,
 };
 
@@ -57,32 +60,52 @@ const CHUNK: u64 = 64 << 10;
 /// Rotated files looked at for `--lines` (the daemon keeps far fewer).
 const MAX_ROTATED: u32 = 1000;
 
+/// The output forms of `turbo logs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// `<prefix><stamp> <line>`, controls escaped.
+    Human,
+    /// `<prefix><stamp> <line>` with the line's bytes as written (`--raw`).
+    Raw,
+    /// One JSON object per line (`--json`).
+    Json,
+}
+
 /// How the lines of one log file are shown.
 #[derive(Debug)]
 struct Shown {
-    /// `name out | ` before each line (human output).
+    /// `name out | ` before each line (human and raw output).
     prefix: String,
     app: String,
     stream: Stream,
-    json: bool,
+    form: Form,
 }
 
 impl Shown {
-    fn render(&self, raw: &[u8]) -> String {
+    fn render(&self, raw: &[u8]) -> Vec<u8> {
         let record = Record::parse(raw);
-        if self.json {
-            to_json(&record, &self.app, self.stream)
-        } else {
-            format!("{}{}", self.prefix, human(&record, raw))
+        let mut out = self.prefix.clone().into_bytes();
+        match self.form {
+            Form::Json => {
+                return render::json_safe(to_json(&record, &self.app, self.stream)).into();
+            }
+            Form::Human => out.extend_from_slice(human(&record, raw).as_bytes()),
+            Form::Raw => out.extend_from_slice(&as_written(&record, raw)),
         }
+        out
     }
 
     fn print(&self, lines: &[Vec<u8>]) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
-        let text: Vec<String> = lines.iter().map(|l| self.render(l)).collect();
-        term::emit(&text.join("\n"))
+        let mut text = Vec::new();
+        for line in lines {
+            text.extend_from_slice(&self.render(line));
+            text.push(b'\n');
+        }
+        text.pop();
+        term::emit_bytes(&text)
     }
 }
 
@@ -105,6 +128,11 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         (false, true) => &[Stream::Err],
         _ => &[Stream::Out, Stream::Err],
     };
+    let form = match (args.json, args.raw) {
+        (true, _) => Form::Json,
+        (false, true) => Form::Raw,
+        (false, false) => Form::Human,
+    };
     let color = !args.json && term::stdout_opts().color;
     let labels = labels(&selected);
     let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
@@ -116,7 +144,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
                 prefix: prefix(label, width, stream, color),
                 app: app.name.clone(),
                 stream,
-                json: args.json,
+                form,
             };
             let path = PathBuf::from(match stream {
                 Stream::Out => &app.out_log,
@@ -188,14 +216,30 @@ fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {
     format!("{} ", paint(color, tone, &text))
 }
 
-/// The line for a human: text lines as they are in the file, json ones as `<at> <line>`.
+/// The line for a human: text lines as they are in the file, json ones as `<at> <line>`;
+/// control characters escaped either way.
 fn human(record: &Record<'_>, raw: &[u8]) -> String {
     match record {
-        Record::Text { .. } => String::from_utf8_lossy(raw).into_owned(),
+        Record::Text { .. } => escape_bytes(raw),
         Record::Json {
             at: Some(at), line, ..
-        } => format!("{at} {line}"),
-        Record::Json { at: None, line, .. } => line.clone(),
+        } => format!("{} {}", escape_controls(at), escape_controls(line)),
+        Record::Json { at: None, line, .. } => escape_controls(line).into_owned(),
+    }
+}
+
+/// The line as the app wrote it (`--raw`): text lines as they are in the file, json ones as
+/// `<at> <bytes>` with the record's exact bytes.
+fn as_written(record: &Record<'_>, raw: &[u8]) -> Vec<u8> {
+    match record {
+        Record::Text { .. } => raw.to_vec(),
+        Record::Json { at, .. } => {
+            let mut out = at
+                .as_ref()
+                .map_or_else(Vec::new, |at| format!("{at} ").into_bytes());
+            out.extend_from_slice(&record.bytes());
+            out
+        }
     }
 }
 
@@ -230,16 +274,20 @@ fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
     format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
 }
 
-/// One line of a log as `(stamp, text)`, whichever format the daemon wrote it in: for `monit`,
-/// which lays lines out itself.
+/// One line of a log as `(stamp, text)`, whichever format the daemon wrote it in, controls
+/// escaped: for `monit`, which lays lines out itself.
 pub(super) fn stamp_and_text(raw: &[u8]) -> (Option<String>, String) {
     let record = Record::parse(raw);
-    (record.at().map(str::to_owned), record.text())
+    (
+        record.at().map(|at| escape_controls(at).into_owned()),
+        escape_controls(&record.text()).into_owned(),
+    )
 }
 
-/// Opens a log file; `None` when it does not exist (yet).
+/// Opens a log file; `None` when it does not exist (yet). Something else planted where a log
+/// goes (a FIFO) is an error, not a wait.
 fn open_log(path: &Path) -> io::Result<Option<File>> {
-    match File::open(path) {
+    match crate::files::open_regular(path) {
         Ok(file) => Ok(Some(file)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
@@ -767,13 +815,17 @@ mod tests {
         assert_eq!(poll(&mut f), ["first"]);
     }
 
-    fn shown(json: bool) -> Shown {
+    fn shown(form: Form) -> Shown {
         Shown {
             prefix: "api out | ".into(),
             app: "api".into(),
             stream: Stream::Out,
-            json,
+            form,
         }
+    }
+
+    fn render(form: Form, raw: &[u8]) -> String {
+        String::from_utf8(shown(form).render(raw)).unwrap()
     }
 
     #[test]
@@ -781,24 +833,64 @@ mod tests {
         let text = b"2026-01-02T03:04:05.678Z hi";
         let json = br#"{"at":"2026-01-02T03:04:05.678Z","app":"api","stream":"out","line":"hi"}"#;
         assert_eq!(
-            shown(false).render(text),
+            render(Form::Human, text),
             "api out | 2026-01-02T03:04:05.678Z hi"
         );
-        assert_eq!(shown(false).render(json), shown(false).render(text));
-        assert_eq!(shown(false).render(b"\xffraw"), "api out | \u{FFFD}raw");
+        assert_eq!(render(Form::Human, json), render(Form::Human, text));
+        assert_eq!(render(Form::Human, b"\xffraw"), "api out | \u{FFFD}raw");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_unless_raw() {
+        // OSC 0 (title), CSI 2J (clear), OSC 52 (clipboard), a bare CR that would overwrite
+        let hostile =
+            b"2026-01-02T03:04:05.678Z \x1b]0;pwned\x07\x1b[2J\x1b]52;c;ZXZpbA==\x07\rfake\tok";
+        let shown_text = render(Form::Human, hostile);
+        assert_eq!(
+            shown_text,
+            "api out | 2026-01-02T03:04:05.678Z \\x1b]0;pwned\\x07\\x1b[2J\\x1b]52;c;ZXZpbA==\\x07\\rfake\tok"
+        );
+        assert_eq!(
+            shown(Form::Raw).render(hostile),
+            [&b"api out | "[..], hostile].concat(),
+            "--raw is byte for byte"
+        );
+        // json-format records: escaped for humans, the original bytes for --raw
+        let record = br#"{"at":"2026-01-02T03:04:05.678Z","app":"api","stream":"out","line":"\u001b[2J\ufffd","line_b64":"G1sySv8="}"#;
+        assert_eq!(
+            render(Form::Human, record),
+            "api out | 2026-01-02T03:04:05.678Z \\x1b[2J\u{FFFD}"
+        );
+        assert_eq!(
+            shown(Form::Raw).render(record),
+            b"api out | 2026-01-02T03:04:05.678Z \x1b[2J\xff"
+        );
+        // monit gets the escaped text too
+        assert_eq!(
+            stamp_and_text(hostile).1,
+            "\\x1b]0;pwned\\x07\\x1b[2J\\x1b]52;c;ZXZpbA==\\x07\\rfake\tok"
+        );
+        // --json stays exact: serde escapes C0, and DEL/C1 become \u escapes of the same value
+        let json = render(
+            Form::Json,
+            "2026-01-02T03:04:05.678Z \u{1b}[2J \u{9b}2J \u{7f}".as_bytes(),
+        );
+        assert!(json.contains(r"\u001b[2J \u009b2J \u007f"), "{json}");
+        let value: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["line"], "\u{1b}[2J \u{9b}2J \u{7f}");
     }
 
     #[test]
     fn json_output_of_both_formats() {
         let parse =
-            |raw: &[u8]| -> Value { serde_json::from_str(&shown(true).render(raw)).unwrap() };
+            |raw: &[u8]| -> Value { serde_json::from_str(&render(Form::Json, raw)).unwrap() };
         let text = parse(b"2026-01-02T03:04:05.678Z say \"hi\"\t");
         assert_eq!(
             text,
             serde_json::json!({"app": "api", "stream": "out", "at": "2026-01-02T03:04:05.678Z", "line": "say \"hi\"\t"})
         );
         assert_eq!(
-            shown(true).render(b"2026-01-02T03:04:05.678Z x"),
+            render(Form::Json, b"2026-01-02T03:04:05.678Z x"),
             r#"{"app":"api","stream":"out","at":"2026-01-02T03:04:05.678Z","line":"x"}"#,
             "fields in the documented order"
         );

@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 use super::{daemon, print_table, target_error, wait};
-use crate::{cli::WaitArgs, term};
+use crate::{cli::WaitArgs, render, term};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Verb {
@@ -29,10 +29,15 @@ pub async fn run(verb: Verb, target: &str) -> Result<()> {
                 Ok(apps) => apps,
                 Err(e) => return refused(e).await,
             };
-            for app in apps.iter().filter(|a| killed_on_stop(a)) {
+            let killed: Vec<String> = apps
+                .iter()
+                .filter(|a| killed_on_stop(a))
+                .map(|a| a.name.clone())
+                .collect();
+            if !killed.is_empty() {
                 eprintln!(
-                    "note: {} did not exit on its stop signal within kill_timeout: it was killed with SIGKILL",
-                    app.name
+                    "note: {} did not exit on its stop signal within kill_timeout: killed with SIGKILL",
+                    render::fold_names(&killed)
                 );
             }
             print_table(&apps)
@@ -87,7 +92,7 @@ fn deleted_line(names: &[String]) -> String {
     if names.is_empty() {
         "nothing to delete".to_owned()
     } else {
-        format!("deleted {}", names.join(", "))
+        format!("deleted {}", render::fold_names(names))
     }
 }
 
@@ -98,6 +103,8 @@ mod tests {
     #[test]
     fn deleted() {
         assert_eq!(deleted_line(&["a".into(), "b".into()]), "deleted a, b");
+        let cw = vec!["cw".to_owned(); 3];
+        assert_eq!(deleted_line(&cw), "deleted cw (3 instances)");
         assert_eq!(deleted_line(&[]), "nothing to delete");
     }
 }

@@ -84,6 +84,14 @@ async fn target_error(daemon: &connect::Daemon, target: &str, err: &zbus::Error)
 /// What to try when no app is called `target`.
 fn not_found_help(target: &str, names: &[String]) -> String {
     const SHOWN: usize = 8;
+    // the daemon lists one entry per instance; an app is named once
+    let mut unique: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        if !unique.contains(name) {
+            unique.push(name.clone());
+        }
+    }
+    let names = unique.as_slice();
     if let Some(close) = hint::did_you_mean(target, names) {
         return format!("did you mean `{close}`?");
     }
@@ -112,6 +120,11 @@ mod tests {
         let names: Vec<String> = ["web", "worker"].iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(not_found_help("wbe", &names), "did you mean `web`?");
         assert_eq!(not_found_help("db", &names), "the apps are: web, worker");
+        let instances: Vec<String> = ["cw", "cw", "web", "cw"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(not_found_help("db", &instances), "the apps are: cw, web");
         assert!(not_found_help("x", &[]).contains("turbo start"));
         let many: Vec<String> = (0..10).map(|i| format!("app{i}x")).collect();
         assert!(not_found_help("zzzzzz", &many).contains("and 2 more"));

@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    env, fs,
+    env,
     path::{Path, PathBuf},
 };
 
@@ -37,6 +37,8 @@ enum Plan {
         /// `--instances`: a count or `max`, checked by the daemon.
         instances: Option<String>,
         watch: bool,
+        /// `--restart-delay` as given (checked here, parsed again by the daemon).
+        restart_delay: Option<String>,
     },
 }
 
@@ -46,10 +48,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
     let wait_for = wait::timeout(&args.wait)?;
     // read the file before connecting: a typo in the path must not start a daemon
     let content = match &plan {
-        Plan::Config { file, .. } => Some(
-            fs::read_to_string(file)
-                .map_err(|err| anyhow!("cannot read {}: {err}", file.display()))?,
-        ),
+        Plan::Config { file, .. } => Some(crate::files::read_config(file)?),
         Plan::App { .. } => None,
     };
     let daemon = daemon().await?;
@@ -70,6 +69,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             max_memory,
             instances,
             watch,
+            restart_delay,
         } => {
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
             let mut options: HashMap<&str, Value<'_>> = HashMap::new();
@@ -91,6 +91,9 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             }
             if watch {
                 options.insert(option::WATCH, Value::from(true));
+            }
+            if let Some(delay) = restart_delay {
+                options.insert(option::RESTART_DELAY, Value::from(delay));
             }
             let status = daemon
                 .proxy
@@ -118,17 +121,22 @@ pub async fn run(args: &StartArgs) -> Result<()> {
 }
 
 fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
-    if is_pm2_file(&args.target) {
+    // `turbo start -- python3 -m http.server`: the command is the first word after `--`
+    let (target, trailing) = match (&args.target, args.args.split_first()) {
+        (Some(target), _) => (target.as_str(), args.args.as_slice()),
+        (None, Some((first, rest))) => (first.as_str(), rest),
+        (None, None) => bail!("turbo start needs a script, a command or a turbo.yml"),
+    };
+    if is_pm2_file(target) {
         return Err(Hinted::new(
-            format!("{} is a PM2 file, not an app to run", args.target),
+            format!("{target} is a PM2 file, not an app to run"),
             format!(
-                "convert it with `turbo import pm2 {} -o turbo.yml`, then `turbo start turbo.yml`",
-                args.target
+                "convert it with `turbo import pm2 {target} -o turbo.yml`, then `turbo start turbo.yml`"
             ),
         )
         .into());
     }
-    if is_config_file(&args.target) {
+    if is_config_file(target) {
         let mut ignored = Vec::new();
         if args.name.is_some() {
             ignored.push("--name");
@@ -151,40 +159,44 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         if args.watch {
             ignored.push("--watch");
         }
-        if !args.args.is_empty() {
+        if args.restart_delay.is_some() {
+            ignored.push("--restart-delay");
+        }
+        if !trailing.is_empty() {
             ignored.push("ARGS after --");
         }
         if !ignored.is_empty() {
             let pronoun = if ignored.len() == 1 { "it" } else { "them" };
             bail!(
-                "{} cannot be combined with a config file; set {pronoun} in {}",
+                "{} cannot be combined with a config file; set {pronoun} in {target}",
                 ignored.join(", "),
-                args.target
             );
         }
-        let file = absolutize(cwd, Path::new(&args.target));
+        let file = absolutize(cwd, Path::new(target));
         let base_dir = file.parent().unwrap_or(cwd);
         return Ok(Plan::Config {
-            origin: args.target.clone(),
+            origin: target.to_owned(),
             base_dir: utf8(base_dir)?,
-            file: PathBuf::from(&args.target),
+            file: PathBuf::from(target),
         });
     }
 
+    let command = command_words(target, cwd)?;
     let name = match &args.name {
         Some(name) => {
             validate_app_name(name).map_err(|msg| anyhow!(msg))?;
             name.clone()
         }
-        None => default_name(&args.target),
+        None => default_name(&command[0]),
     };
     let cwd = match &args.cwd {
         Some(dir) => utf8(&absolutize(cwd, Path::new(dir)))?,
         None => utf8(cwd)?,
     };
     let env = parse_env(&args.env)?;
-    let argv = std::iter::once(args.target.clone())
-        .chain(args.args.iter().cloned())
+    let argv = command
+        .into_iter()
+        .chain(trailing.iter().cloned())
         .collect();
     let max_memory = args
         .max_memory
@@ -208,7 +220,29 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
             Some(n) => bail!("--instances '{n}' is not a count: give a number like 4, or `max`"),
         },
         watch: args.watch,
+        restart_delay: match args.restart_delay.as_deref() {
+            None => None,
+            Some(d) if turbo_api::parse_duration(d).is_some() => Some(d.to_owned()),
+            Some(d) => bail!("--restart-delay '{d}' is not a duration: use e.g. 500ms, 5s or 1m"),
+        },
     })
+}
+
+/// The command words of `target`: itself, or, when it holds blanks and names no file (PM2's
+/// `pm2 start "python3 -m http.server"`), its words split as a POSIX shell would split them
+/// (quotes and backslashes honoured; no variables, globs or pipes: nothing runs a shell).
+fn command_words(target: &str, cwd: &Path) -> Result<Vec<String>> {
+    if !target.contains(char::is_whitespace) || absolutize(cwd, Path::new(target)).exists() {
+        return Ok(vec![target.to_owned()]);
+    }
+    match shlex::split(target) {
+        Some(words) if !words.is_empty() => Ok(words),
+        _ => Err(Hinted::new(
+            format!("cannot split '{target}' into a command and its arguments: a quote is not closed"),
+            "close the quote, or give the words separately: `turbo start python3 -- -m http.server`",
+        )
+        .into()),
+    }
 }
 
 /// PM2's ecosystem files (`ecosystem.config.js`, `ecosystem.json`) and its dump: starting one
@@ -296,7 +330,7 @@ mod tests {
 
     fn args(target: &str) -> StartArgs {
         StartArgs {
-            target: target.into(),
+            target: Some(target.into()),
             name: None,
             cwd: None,
             env: vec![],
@@ -304,6 +338,7 @@ mod tests {
             max_memory: None,
             instances: None,
             watch: false,
+            restart_delay: None,
             wait: crate::cli::WaitArgs::default(),
             args: vec![],
         }
@@ -332,6 +367,7 @@ mod tests {
                 max_memory: None,
                 instances: None,
                 watch: false,
+                restart_delay: None,
             }
         );
     }
@@ -432,6 +468,114 @@ mod tests {
             err.contains("--name") && err.contains("ARGS") && err.contains("turbo.yml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_quoted_command_line_is_split_like_pm2_does() {
+        let Plan::App { name, argv, .. } =
+            plan(&args("python3 -m http.server"), Path::new(CWD)).unwrap()
+        else {
+            panic!("not an app");
+        };
+        assert_eq!(name, "python3");
+        assert_eq!(argv, ["python3", "-m", "http.server"]);
+        // quotes as in a shell, and ARGS after -- come after the words
+        let Plan::App { argv, .. } = plan(
+            &StartArgs {
+                args: vec!["--verbose".into()],
+                ..args(r#"sh -c 'echo "a b"; sleep 9'"#)
+            },
+            Path::new(CWD),
+        )
+        .unwrap() else {
+            panic!("not an app");
+        };
+        assert_eq!(argv, ["sh", "-c", r#"echo "a b"; sleep 9"#, "--verbose"]);
+        // a file whose name has a blank is run as it is
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("my app.sh"), "").unwrap();
+        let Plan::App { name, argv, .. } = plan(&args("my app.sh"), dir.path()).unwrap() else {
+            panic!("not an app");
+        };
+        assert_eq!(name, "my-app");
+        assert_eq!(argv, ["my app.sh"]);
+        let err = plan(&args("python3 -c 'print(1)"), Path::new(CWD)).unwrap_err();
+        assert!(err.to_string().contains("a quote is not closed"), "{err}");
+        assert!(
+            crate::hint::help_of(&err)
+                .unwrap()
+                .contains("turbo start python3 --")
+        );
+    }
+
+    #[test]
+    fn the_command_may_come_after_the_double_dash() {
+        let Plan::App { name, argv, .. } = plan(
+            &StartArgs {
+                target: None,
+                args: vec!["python3".into(), "-m".into(), "http.server".into()],
+                ..args("")
+            },
+            Path::new(CWD),
+        )
+        .unwrap() else {
+            panic!("not an app");
+        };
+        assert_eq!((name.as_str(), argv.len()), ("python3", 3));
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "turbo",
+            "start",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+        ])
+        .unwrap();
+        let crate::cli::Cmd::Start(start) = cli.command else {
+            panic!("not start");
+        };
+        assert_eq!(start.target, None);
+        assert!(
+            <crate::cli::Cli as clap::Parser>::try_parse_from(["turbo", "start"]).is_err(),
+            "something to run is required"
+        );
+    }
+
+    #[test]
+    fn restart_delay_is_checked_and_passed_on() {
+        let Plan::App { restart_delay, .. } = plan(
+            &StartArgs {
+                restart_delay: Some("250ms".into()),
+                ..args("/bin/sleep")
+            },
+            Path::new(CWD),
+        )
+        .unwrap() else {
+            panic!("not an app");
+        };
+        assert_eq!(restart_delay.as_deref(), Some("250ms"));
+        let err = plan(
+            &StartArgs {
+                restart_delay: Some("soon".into()),
+                ..args("/bin/sleep")
+            },
+            Path::new(CWD),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--restart-delay 'soon' is not a duration"),
+            "{err}"
+        );
+        let err = plan(
+            &StartArgs {
+                restart_delay: Some("1s".into()),
+                ..args("turbo.yml")
+            },
+            Path::new(CWD),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--restart-delay"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub async fn run(json: bool) -> Result<()> {
     }
     if json {
         let array = Json::Array(apps.iter().map(turbo_api::AppStatus::to_json).collect());
-        term::emit(&serde_json::to_string_pretty(&array)?)
+        term::emit_json(&array)
     } else {
         print_table(&apps)
     }

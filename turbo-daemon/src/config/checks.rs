@@ -1,11 +1,18 @@
-//! The `watch`, `ignore_watch`, `watch_delay` and `health` keys: as written, and validated into
-//! [`WatchSpec`] and [`HealthSpec`]. Read-only: it checks that watched paths exist and finds the
-//! health command on `PATH`, nothing more.
+//! The `watch`, `ignore_watch`, `watch_delay`, `health`, `ready`, `ready_timeout` and
+//! `watchdog` keys: as written, and validated into [`WatchSpec`], [`HealthSpec`] and
+//! `Readiness`. Read-only: it checks that watched paths exist and finds the health command on
+//! `PATH`, nothing more.
 
 use serde::Deserialize;
 
-use super::{Problem, Scalar, resolve_command};
-use crate::supervisor::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
+use super::{Problem, Scalar, error::Fault, files::resolve_command, validate::Count};
+use crate::spec::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
+
+const HEALTH_RETRIES: Count = Count::new(
+    "health.retries",
+    1,
+    "at least 1: the failures in a row that restart the app",
+);
 
 /// `health:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -45,13 +52,13 @@ pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<
                         if path.exists() {
                             paths.push(path);
                         } else {
-                            errors.push(Problem::new(
-                                format!("watch[{i}]"),
-                                format!(
-                                    "watch path {} does not exist: create it or fix the path (relative to the app's cwd)",
-                                    path.display()
-                                ),
-                            ));
+                            errors.push(
+                                Problem::new(
+                                    format!("watch[{i}]"),
+                                    format!("watch path {} does not exist", path.display()),
+                                )
+                                .hint("create it or fix the path (relative to the app's cwd)"),
+                            );
                         }
                     }
                     None => errors.push(Problem::new(
@@ -61,10 +68,10 @@ pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<
                 }
             }
             if items.is_empty() {
-                errors.push(Problem::new(
-                    "watch",
-                    "`watch: []` watches nothing: use `watch: true` (the cwd) or list paths",
-                ));
+                errors.push(
+                    Problem::new("watch", "`watch: []` watches nothing")
+                        .hint("use `watch: true` (the cwd) or list paths"),
+                );
             }
             Some(paths)
         }
@@ -80,7 +87,7 @@ pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<
     if let Some(d) = &keys.watch_delay {
         match d.duration("watch_delay") {
             Ok(d) => delay = d,
-            Err(e) => errors.push(Problem::new("watch_delay", e)),
+            Err(e) => errors.push(e.at("watch_delay")),
         }
     }
     // (a `watch:` that was written but is wrong has its own message already)
@@ -90,10 +97,10 @@ pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<
         } else {
             "ignore_watch"
         };
-        errors.push(Problem::new(
-            at,
-            format!("{at} has no effect without `watch`: add `watch: true` or remove it"),
-        ));
+        errors.push(
+            Problem::new(at, format!("{at} has no effect without `watch`"))
+                .hint("add `watch: true` or remove it"),
+        );
     }
     spec.watch = paths.map(|paths| WatchSpec {
         paths,
@@ -124,32 +131,32 @@ pub(super) fn apply_health(
                 None => (200, 399),
                 Some(Ok(range)) => range,
                 Some(Err(e)) => {
-                    errors.push(Problem::new("health.status", e));
+                    errors.push(e.at("health.status"));
                     (200, 399)
                 }
             };
             if let Err(e) = check_url(&url) {
-                errors.push(Problem::new("health.http", e));
+                errors.push(e.at("health.http"));
             }
             HealthProbe::Http { url, status }
         }
         (_, Some(addr), _) => {
             if let Err(e) = check_addr(&addr) {
-                errors.push(Problem::new("health.tcp", e));
+                errors.push(e.at("health.tcp"));
             }
             HealthProbe::Tcp { addr }
         }
         (_, _, Some(argv)) => {
             if argv.is_empty() {
-                errors.push(Problem::new(
-                    "health.cmd",
-                    "health.cmd is empty: give the program and its arguments",
-                ));
+                errors.push(
+                    Problem::new("health.cmd", "health.cmd is empty")
+                        .hint("give the program and its arguments"),
+                );
                 return;
             }
             let argv = if spec.cwd.is_dir() {
                 resolve_command(&argv, &spec.cwd, path_env, false).unwrap_or_else(|e| {
-                    errors.push(Problem::new("health.cmd[0]", format!("health.cmd: {e}")));
+                    errors.push(e.prefixed("health.cmd: ").at("health.cmd[0]"));
                     argv
                 })
             } else {
@@ -160,10 +167,13 @@ pub(super) fn apply_health(
         (None, None, None) => unreachable!("exactly one is set"),
     };
     if cfg.status.is_some() && !matches!(probe, HealthProbe::Http { .. }) {
-        errors.push(Problem::new(
-            "health.status",
-            "health.status applies to `http` checks only: remove it",
-        ));
+        errors.push(
+            Problem::new(
+                "health.status",
+                "health.status applies to `http` checks only",
+            )
+            .hint("remove it"),
+        );
     }
     let mut check = HealthSpec::new(probe);
     let mut set = |value: &Option<Scalar>, key: &str, field: &mut std::time::Duration| {
@@ -175,7 +185,7 @@ pub(super) fn apply_health(
                 format!("{what} must be longer than 0, like 5s"),
             )),
             Ok(d) => *field = d,
-            Err(e) => errors.push(Problem::new(&what, e)),
+            Err(e) => errors.push(e.at(&what)),
         }
     };
     set(&cfg.interval, "interval", &mut check.interval);
@@ -184,19 +194,11 @@ pub(super) fn apply_health(
     if let Some(v) = &cfg.start_period {
         match v.duration("health.start_period") {
             Ok(d) => check.start_period = d,
-            Err(e) => errors.push(Problem::new("health.start_period", e)),
+            Err(e) => errors.push(e.at("health.start_period")),
         }
     }
-    match cfg.retries.map(u32::try_from) {
-        Some(Ok(n)) if n >= 1 => check.retries = n,
-        Some(_) => errors.push(Problem::new(
-            "health.retries",
-            format!(
-                "health.retries {} must be at least 1: the failures in a row that restart the app",
-                cfg.retries.unwrap_or_default()
-            ),
-        )),
-        None => {}
+    if let Some(n) = HEALTH_RETRIES.read(cfg.retries, errors) {
+        check.retries = n;
     }
     spec.health = Some(check);
 }
@@ -223,13 +225,16 @@ pub(super) fn apply_readiness(
                 "ready_timeout must be longer than 0, like 60s",
             )),
             Ok(d) => r.timeout = d,
-            Err(e) => errors.push(Problem::new("ready_timeout", e)),
+            Err(e) => errors.push(e.at("ready_timeout")),
         }
         if r.mode != ReadyMode::Notify {
-            errors.push(Problem::new(
-                "ready_timeout",
-                "ready_timeout applies to `ready: notify` only: add it or remove ready_timeout",
-            ));
+            errors.push(
+                Problem::new(
+                    "ready_timeout",
+                    "ready_timeout applies to `ready: notify` only",
+                )
+                .hint("add it or remove ready_timeout"),
+            );
         }
     }
     if let Some(w) = watchdog {
@@ -240,52 +245,53 @@ pub(super) fn apply_readiness(
                 "watchdog must be at least 100ms (apps ping every half period), like 10s",
             )),
             Ok(d) => r.watchdog_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            Err(e) => errors.push(Problem::new("watchdog", e)),
+            Err(e) => errors.push(e.at("watchdog")),
         }
     }
 }
 
 /// `http://host[:port][/path]`; no TLS (checks talk to the app on this machine).
-fn check_url(url: &str) -> Result<(), String> {
+fn check_url(url: &str) -> Result<(), Fault> {
     let hint = "use a URL like http://127.0.0.1:3000/health";
+    let refuse = |message: String| Fault::new(message).hint(hint);
     let uri: hyper::Uri = url
         .parse()
-        .map_err(|e| format!("health.http '{url}' is not a URL ({e}): {hint}"))?;
+        .map_err(|e| refuse(format!("health.http '{url}' is not a URL ({e})")))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(format!(
-                "health.http '{url}': https is not supported; check the app over plain http on this machine: {hint}"
-            ));
+            return Err(refuse(format!(
+                "health.http '{url}': https is not supported; check the app over plain http on this machine"
+            )));
         }
-        _ => return Err(format!("health.http '{url}' is not an http:// URL: {hint}")),
+        _ => return Err(refuse(format!("health.http '{url}' is not an http:// URL"))),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("health.http '{url}' has no host: {hint}"));
+        return Err(refuse(format!("health.http '{url}' has no host")));
     }
     Ok(())
 }
 
 /// `host:port` with a port in 1..=65535.
-fn check_addr(addr: &str) -> Result<(), String> {
-    let hint = "use \"host:port\", like \"127.0.0.1:5432\"";
+fn check_addr(addr: &str) -> Result<(), Fault> {
+    let refuse =
+        |message: String| Fault::new(message).hint("use \"host:port\", like \"127.0.0.1:5432\"");
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| format!("health.tcp '{addr}' has no port: {hint}"))?;
+        .ok_or_else(|| refuse(format!("health.tcp '{addr}' has no port")))?;
     if host.is_empty() {
-        return Err(format!("health.tcp '{addr}' has no host: {hint}"));
+        return Err(refuse(format!("health.tcp '{addr}' has no host")));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!(
-            "health.tcp '{addr}': '{port}' is not a port (1-65535): {hint}"
-        )),
+        _ => Err(refuse(format!(
+            "health.tcp '{addr}': '{port}' is not a port (1-65535)"
+        ))),
     }
 }
 
 /// `200`, `"200-399"`.
-fn status_range(v: &Scalar) -> Result<(u16, u16), String> {
-    let hint = "like 200 or \"200-399\"";
+fn status_range(v: &Scalar) -> Result<(u16, u16), Fault> {
     let code = |t: &str| {
         t.trim()
             .parse::<u16>()
@@ -302,9 +308,10 @@ fn status_range(v: &Scalar) -> Result<(u16, u16), String> {
     };
     match range {
         Some((lo, hi)) if lo <= hi => Ok((lo, hi)),
-        _ => Err(format!(
-            "health.status '{text}' is not an HTTP status or range (100-599): use one {hint}"
-        )),
+        _ => Err(Fault::new(format!(
+            "health.status '{text}' is not an HTTP status or range (100-599)"
+        ))
+        .hint("use one like 200 or \"200-399\"")),
     }
 }
 
@@ -312,8 +319,8 @@ fn status_range(v: &Scalar) -> Result<(u16, u16), String> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::parse_config;
-    use crate::supervisor::{HealthProbe, ReadyMode};
+    use crate::config::tests::parse_config;
+    use crate::spec::{HealthProbe, ReadyMode};
 
     const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

@@ -12,7 +12,9 @@ use saphyr_parser::{Event, Parser, Span};
 /// A 1-based line and column (in characters), as `serde_yaml_ng` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pos {
+    /// Line, from 1.
     pub line: usize,
+    /// Column in characters, from 1.
     pub col: usize,
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use turbo_api::Error;
 use zbus::{message::Header, names::BusName, zvariant::Value};
 
-use crate::config::Caller;
+use crate::access::Caller;
 
 /// The polkit action prefix; actions are `org.turboprocess.turbo1.<verb>`.
 pub const POLKIT_ACTION_PREFIX: &str = "org.turboprocess.turbo1";
@@ -174,7 +174,7 @@ async fn polkit_allows(conn: &zbus::Connection, sender: &str, verb: &str, detail
 /// Gid of group `name`, if it exists (a failed lookup counts as none: nobody is admitted
 /// through a group that cannot be looked up).
 fn group_id(name: &str) -> Option<u32> {
-    crate::config::users::group_by_name(name)
+    crate::os::users::group_by_name(name)
         .ok()
         .flatten()
         .map(|g| g.gid)

@@ -21,9 +21,9 @@ use turbo_api::{
 use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
 use crate::{
-    config::{self, input},
+    config::{self, ConfigError, Document, StartCall, input},
     runtime::{AppsOp, Notice, Reply, Request},
-    supervisor::AppSpec,
+    spec::AppSpec,
 };
 
 pub mod auth;
@@ -85,11 +85,12 @@ impl ManagerIface {
     /// the module docs); its message becomes `error`.
     async fn validated(
         &self,
-        check: impl FnOnce(&Validation) -> Result<Vec<AppSpec>, String> + Send + 'static,
+        check: impl FnOnce(&Validation) -> Result<Vec<AppSpec>, ConfigError> + Send + 'static,
         error: fn(String) -> Error,
     ) -> Result<Vec<AppSpec>, Error> {
         let validation = self.validation.clone();
-        tokio::task::spawn_blocking(move || check(&validation).map_err(error))
+        // the typed problems become the one text a bus error carries here, at the boundary
+        tokio::task::spawn_blocking(move || check(&validation).map_err(|e| error(e.to_string())))
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Failed(
@@ -176,8 +177,15 @@ impl ManagerIface {
         invalid(input::check_argv(&argv))?;
         let caller = self.policy.authorize(conn, &hdr, "start", &name).await?;
         let check = move |v: &Validation| {
-            config::as_caller(caller, |powers| {
-                config::from_options(&name, &argv, &options, &v.path_env, &v.home, powers)
+            crate::access::as_caller(caller, |powers| {
+                let call = StartCall {
+                    name: &name,
+                    argv: &argv,
+                    options: &options,
+                    path_env: &v.path_env,
+                    default_cwd: &v.home,
+                };
+                config::from_start_options(&call, powers)
             })
             .map(|spec| vec![spec])
         };
@@ -204,8 +212,13 @@ impl ManagerIface {
         input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
         let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
         let check = move |v: &Validation| {
-            let base = std::path::Path::new(&base_dir);
-            config::parse_config_as(&content, &origin, base, &v.path_env, caller)
+            let doc = Document {
+                content: &content,
+                origin: &origin,
+                base_dir: std::path::Path::new(&base_dir),
+                path_env: &v.path_env,
+            };
+            config::from_yaml_as(&doc, caller)
         };
         let specs = self.validated(check, Error::InvalidConfig).await?;
         let op = AppsOp::Start {

@@ -37,7 +37,7 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     logs::Stream,
     os::{detach, fdpass},
-    supervisor::LogPolicy,
+    spec::LogPolicy,
 };
 
 /// The keeper's socket in the (private) daemon home.

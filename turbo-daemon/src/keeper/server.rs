@@ -273,7 +273,7 @@ impl Keeper {
         self.reply(fd, &reply);
     }
 
-    fn logs_of(&mut self, app: &str, policy: &crate::supervisor::LogPolicy) -> io::Result<AppLogs> {
+    fn logs_of(&mut self, app: &str, policy: &crate::spec::LogPolicy) -> io::Result<AppLogs> {
         if let Some(logs) = self.apps.get(app) {
             logs.set_policy(policy);
             return Ok(logs.clone());
@@ -287,7 +287,7 @@ impl Keeper {
         &mut self,
         pid: u32,
         app: &str,
-        policy: &crate::supervisor::LogPolicy,
+        policy: &crate::spec::LogPolicy,
         fds: Vec<OwnedFd>,
     ) -> Reply {
         if self.procs.get(&pid).is_some_and(|p| !p.open.is_empty()) {

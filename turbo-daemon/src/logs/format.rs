@@ -9,7 +9,7 @@ use std::{ops::Range, time::SystemTime};
 use turbo_api::logfmt;
 
 use super::Stream;
-use crate::supervisor::LogFormat;
+use crate::spec::LogFormat;
 
 /// One batch of formatted records and where each ends.
 #[derive(Debug, Default)]

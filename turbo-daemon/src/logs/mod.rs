@@ -43,7 +43,7 @@ pub(crate) use self::{
     format::Records,
     pump::{Pump, Step},
 };
-use crate::supervisor::LogPolicy;
+use crate::spec::LogPolicy;
 
 /// Longest line written as one record; longer ones are cut, so memory stays bounded.
 pub const MAX_LINE: usize = 64 * 1024;

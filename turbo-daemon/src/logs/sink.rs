@@ -21,7 +21,7 @@ use std::{
 use turbo_api::logfmt;
 
 use super::format::Records;
-use crate::supervisor::LogPolicy;
+use crate::spec::LogPolicy;
 
 /// Opens (creating 0640) a log file for appending. `O_NOFOLLOW`: a symlink planted in the log
 /// directory is refused (`ELOOP`) rather than written through (the directory is also checked

@@ -17,7 +17,7 @@ use super::{
     sink::{Sink, open_append, rotated},
     *,
 };
-use crate::{os::pipe_io, supervisor::LogFormat};
+use crate::{os::pipe_io, spec::LogFormat};
 
 /// A pipe whose write end blocks (the writer is a thread), like an app's.
 fn pipe() -> (OwnedFd, PipeWriter) {

@@ -1,8 +1,8 @@
 //! The operating system layer: the daemon's system calls beyond plain file I/O (which uses
 //! `std::fs`) go through here, behind safe functions where they fit (`rustix`): spawning,
 //! pidfds and reaping, signals, the one `/proc` parser, cgroups, sockets, locks, the allocator,
-//! the log keeper's socket, epoll loop and pipe reads. (`config`'s user lookups still make their
-//! own `libc` calls; they are moving here.)
+//! the log keeper's socket, epoll loop and pipe reads, the user database and the process's
+//! credentials.
 //!
 //! It takes and returns plain data (paths, fds, pids, prepared spawn plans defined here) and
 //! imports no domain module (no config, spec, supervisor, runtime or events types), so what it
@@ -16,10 +16,14 @@
 //! * [`epoll`]: the log keeper's readiness loop.
 //! * [`pipe_io`]: reading app output pipes (non-blocking reads, pipe sizes).
 //! * [`detach`]: starting a process in a session of its own.
+//! * [`users`]: lookups in the user and group databases (NSS), for `config` and `access`.
+//! * [`creds`]: the process's credentials and limits; one thread's file-system credentials
+//!   (`access::as_caller`).
 
 pub mod alloc;
 pub mod cgroup;
 pub mod clock;
+pub mod creds;
 pub mod detach;
 pub mod epoll;
 pub mod fdpass;
@@ -29,3 +33,4 @@ pub mod pipe_io;
 pub mod proc;
 pub mod process;
 pub mod spawn;
+pub mod users;

@@ -18,7 +18,8 @@ use super::{Internal, Notice, Runtime, crashes, probe, usage::Reading, view};
 use crate::{
     events::WaitStatus,
     os::{proc, process as os},
-    supervisor::{Action, AppId, AppSpec, Exit, Input, Notification},
+    spec::AppSpec,
+    supervisor::{Action, AppId, Exit, Input, Notification},
 };
 
 /// How long a crash record waits for the last stderr lines of its process.

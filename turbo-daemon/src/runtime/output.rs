@@ -13,7 +13,7 @@ use std::{
 use crate::{
     keeper::{AppCounters, Keeper, TailAsker},
     logs,
-    supervisor::{AppSpec, LogPolicy},
+    spec::{AppSpec, LogPolicy},
 };
 
 /// The routes of every app process's output. See the module docs.

@@ -15,8 +15,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{Internal, Runtime, crashes::CrashStore, requests::Waiter, view::WallClock};
 use crate::{
     os::proc,
+    spec::AppSpec,
     storage::{self, SavedApp, SavedProcess, SavedState, StateFile},
-    supervisor::{AppSpec, Command, Desired, Restored, Supervisor},
+    supervisor::{Command, Desired, Restored, Supervisor},
 };
 
 /// At most one state-file write per this interval.

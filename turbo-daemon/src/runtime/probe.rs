@@ -14,7 +14,7 @@ use tokio::{io::AsyncReadExt, io::unix::AsyncFd, net::TcpStream};
 
 use crate::{
     os::process::{self as os, SIGKILL},
-    supervisor::{AppSpec, HealthProbe, HealthSpec},
+    spec::{AppSpec, HealthProbe, HealthSpec},
 };
 
 /// Runs `check` once for the app `app` (whose identity a command check takes). `Err` says what

@@ -18,9 +18,10 @@ use super::{
     view::{self, MetricsSnapshot},
 };
 use crate::{
-    config::Caller,
+    access::Caller,
+    spec::AppSpec,
     storage,
-    supervisor::{App, AppId, AppSpec, Command, CommandError, Reply as SupReply, Target, Ticket},
+    supervisor::{App, AppId, Command, CommandError, Reply as SupReply, Target, Ticket},
 };
 
 /// Where the answer of one request goes.
@@ -444,7 +445,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RunAs;
+    use crate::spec::RunAs;
 
     fn spec(name: &str, uid: Option<u32>) -> AppSpec {
         let mut s = AppSpec::new(name, vec!["/bin/true".into()], "/".into());

@@ -20,16 +20,17 @@ use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
 
 use super::{Internal, listen::Listeners, watch};
 use crate::{
-    config::{
-        environment::{self, Identity},
-        users,
-    },
     os::{
         cgroup::{AppCgroup, CgroupRequest, Hierarchies},
         net,
         spawn::{self, Child, Limits, Plan, RunAs},
+        users,
     },
-    supervisor::{App, AppId, AppSpec, MemoryEnforce},
+    spec::{
+        AppSpec, MemoryEnforce,
+        environment::{self, Identity},
+    },
+    supervisor::{App, AppId},
 };
 
 /// The plan of one process of `spec`: its environment from `daemon_env` (filtered, see
@@ -64,7 +65,7 @@ pub fn plan<'a>(
             .map(|(k, v)| (OsString::from(k), OsString::from(v))),
     );
     let limits = &spec.privileges.limits;
-    let pair = |l: Option<crate::config::Rlimit>| l.map(|l| (l.soft, l.hard));
+    let pair = |l: Option<crate::spec::Rlimit>| l.map(|l| (l.soft, l.hard));
     Plan {
         argv: spec.argv.clone(),
         env,
@@ -396,7 +397,7 @@ async fn read_notifications(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Rlimit, RunAs as SpecRunAs};
+    use crate::spec::{Rlimit, RunAs as SpecRunAs};
 
     #[test]
     fn the_plan_has_the_apps_environment_identity_and_limits() {

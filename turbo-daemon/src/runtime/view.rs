@@ -20,7 +20,8 @@ use crate::{
     events::EventSource,
     logs,
     os::{cgroup::AppCgroup, proc::ProcessStats},
-    supervisor::{App, Autorestart, HealthSpec, LogFormat, ReadyMode, State, leak::LeakVerdict},
+    spec::{Autorestart, HealthSpec, LogFormat, ReadyMode},
+    supervisor::{App, State, leak::LeakVerdict},
 };
 
 /// Monotonic instants as wall-clock time: the pair read when the daemon started.
@@ -428,7 +429,8 @@ mod tests {
     use super::*;
     use crate::{
         events::{SourceKind, WaitStatus},
-        supervisor::{AppSpec, Command, Input, Supervisor},
+        spec::AppSpec,
+        supervisor::{Command, Input, Supervisor},
     };
 
     #[test]

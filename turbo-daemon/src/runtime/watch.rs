@@ -16,7 +16,7 @@ use notify::{
     event::{CreateKind, ModifyKind},
 };
 
-use crate::supervisor::WatchSpec;
+use crate::spec::WatchSpec;
 
 /// A change that counts: the new directories among the changed paths (to be watched too).
 #[derive(Debug, Default)]

@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use super::{
-    Action, AfterStop, App, AppId, AppSpec, CommandError, Desired, Notification, Reply, Supervisor,
-    Target,
+    Action, AfterStop, App, AppId, CommandError, Desired, Notification, Reply, Supervisor, Target,
 };
+use crate::spec::AppSpec;
 
 impl Supervisor {
     /// The ids of every app named `name` (every instance), in id order.

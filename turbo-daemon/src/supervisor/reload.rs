@@ -1,7 +1,7 @@
 //! Zero-downtime reload: the running instances of the targeted apps are replaced one at a time.
 //!
 //! For each running instance: a replacement (a new app id with the same name, spec and instance
-//! number) starts; once it [`App::is_ready`] and has stayed so for [`SETTLE`], the old instance
+//! number) starts; once it [`App::is_ready`](super::App::is_ready) and has stayed so for [`SETTLE`], the old instance
 //! is stopped gracefully and forgotten, and the replacement takes over its restart count (plus
 //! one, as a restart by hand) and, through [`Notification::Replaced`], its crash records. Then
 //! the next instance. Instances that are not running are restarted in place.
@@ -24,9 +24,10 @@ use super::{
     Action, AfterStop, AppId, Command, CommandError, Desired, Notification, Reply, State,
     Supervisor, Target, Ticket,
 };
+use crate::spec::{AppSpec, ReadyMode};
 
 /// How long a replacement may take to become ready before the reload is given up, at least
-/// (see [`ready_timeout`]).
+/// (see `ready_timeout`).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replacement must stay ready before the old instance is stopped: a process that
 /// dies at once (a port it cannot bind, a config error) is caught before the old one goes.
@@ -69,10 +70,10 @@ enum Phase {
 /// How long a replacement of `spec` may take to become ready: [`READY_TIMEOUT`], or longer when
 /// the app's own settings allow more (`ready_timeout` with `ready: notify`; a health check's
 /// `start_period` plus its first check).
-fn ready_timeout(spec: &super::AppSpec) -> Duration {
+fn ready_timeout(spec: &AppSpec) -> Duration {
     let notify = match spec.readiness.mode {
-        super::ReadyMode::Notify => spec.readiness.timeout,
-        super::ReadyMode::Spawn => Duration::ZERO,
+        ReadyMode::Notify => spec.readiness.timeout,
+        ReadyMode::Spawn => Duration::ZERO,
     };
     let health = spec
         .health

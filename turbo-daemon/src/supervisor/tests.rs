@@ -2,9 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use turbo_api::AppState;
+use turbo_api::{AppState, ExitReason};
 
 use super::*;
+use crate::{
+    events::{SourceKind, WaitStatus},
+    spec::{
+        AppSpec, Autorestart, HealthProbe, HealthSpec, MemoryEnforce, Readiness, ReadyMode,
+        RestartPolicy, WatchSpec, signal,
+    },
+};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -1065,7 +1072,7 @@ fn with_cgroup_enforcement_the_supervisor_only_warns_and_the_kernel_kills() {
     let mut h = Harness::new();
     let mut s = spec("hog");
     s.memory.max = Some(1000);
-    s.memory.enforce = crate::supervisor::MemoryEnforce::Cgroup;
+    s.memory.enforce = MemoryEnforce::Cgroup;
     let (_, actions) = h.cmd(Command::Start {
         specs: vec![s],
         exclusive: true,

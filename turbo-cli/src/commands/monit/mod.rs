@@ -17,6 +17,7 @@ mod model;
 mod ui;
 
 use std::{
+    borrow::Cow,
     io::{self, IsTerminal as _, Stdout},
     sync::{
         Arc, Once,
@@ -28,25 +29,29 @@ use std::{
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use ratatui::{
-    Terminal,
+    Terminal, TerminalOptions, Viewport,
     backend::CrosstermBackend,
     crossterm::{
         cursor,
         event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
         execute,
-        terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+        terminal::{
+            self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode,
+            enable_raw_mode,
+        },
     },
+    layout::Rect,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
     time::{MissedTickBehavior, interval, timeout},
 };
-use turbo_api::{AppStatus, ManagerProxy, error_message};
+use turbo_api::{AppStatus, CrashRecord, ManagerProxy, error_message};
 
 use self::model::{Action, Key, LogLine, Model, Mood, Stream};
 use super::logs::{Follower, stamp_and_text};
-use crate::{hint::Hinted, term};
+use crate::{hint::Hinted, render::escape_controls, term};
 
 /// How often the app list is sampled.
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -167,14 +172,33 @@ impl Screen {
         });
         enable_raw_mode()?;
         let screen = Self;
-        execute!(io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+        execute!(
+            io::stdout(),
+            EnterAlternateScreen,
+            cursor::Hide,
+            Clear(ClearType::All)
+        )?;
         Ok(screen)
     }
 
+    /// A full-screen terminal. Its size comes from the tty (TIOCGWINSZ); nothing here asks
+    /// the terminal where its cursor is (`Terminal::clear` would, with an `ESC [6n` that a
+    /// terminal behind `script -qc` or a serial console never answers: monit then failed
+    /// with "cursor position could not be read"). The screen was cleared on entering. A tty
+    /// that reports no size (a pty nobody sized, as `script` makes when its input is a pipe)
+    /// gets a fixed screen of `COLUMNS` x `LINES`, else 80 x 24, instead of nothing drawn.
     fn terminal(&self) -> io::Result<Terminal<CrosstermBackend<Stdout>>> {
-        let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-        terminal.clear()?;
-        Ok(terminal)
+        let viewport = match terminal::size() {
+            Ok((width, height)) if width > 0 && height > 0 => Viewport::Fullscreen,
+            _ => {
+                let (width, height) = term::fallback_size();
+                Viewport::Fixed(Rect::new(0, 0, width, height))
+            }
+        };
+        Terminal::with_options(
+            CrosstermBackend::new(io::stdout()),
+            TerminalOptions { viewport },
+        )
     }
 
     fn restore() {
@@ -186,6 +210,17 @@ impl Screen {
 impl Drop for Screen {
     fn drop(&mut self) {
         Self::restore();
+    }
+}
+
+/// Follows a new terminal size; a fixed screen (see [`Screen::terminal`]) becomes the size the
+/// tty reports once it reports one.
+fn resize(terminal: &mut Terminal<CrosstermBackend<Stdout>>) -> io::Result<()> {
+    match terminal::size()? {
+        (width, height) if width > 0 && height > 0 => {
+            terminal.resize(Rect::new(0, 0, width, height))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -306,7 +341,7 @@ impl Monit {
                         }
                         self.act(action, &done_tx).await;
                     }
-                    Input::Resize => terminal.autoresize().context("cannot resize")?,
+                    Input::Resize => resize(&mut terminal).context("cannot resize")?,
                     Input::Failed(err) => return Err(err).context("cannot read the terminal"),
                 },
                 _ = sample.tick() => self.refresh(true).await,
@@ -441,13 +476,29 @@ impl Monit {
             self.model.crashes = None;
             return;
         };
-        if let Ok(Ok(found)) = timeout(CALL_TIMEOUT, self.proxy.get_crashes(&name)).await
+        if let Ok(Ok((stats, records))) = timeout(CALL_TIMEOUT, self.proxy.get_crashes(&name)).await
             && self.model.selected.as_deref() == Some(name.as_str())
         {
             self.model.now_ms = now_ms();
-            self.model.crashes = Some(found);
+            self.model.crashes = Some((stats, records.into_iter().map(escaped).collect()));
         }
     }
+}
+
+/// A crash record with what the app wrote (its stderr tail, its comm) escaped, as the log
+/// lines are: ratatui drops control characters, but the rest of an escape sequence would
+/// still show as garbage, and the escaped form says what the app sent.
+fn escaped(mut record: CrashRecord) -> CrashRecord {
+    let escape = |s: &mut String| {
+        if let Cow::Owned(safe) = escape_controls(s) {
+            *s = safe;
+        }
+    };
+    record.stderr_tail.iter_mut().for_each(escape);
+    escape(&mut record.detail);
+    escape(&mut record.reason);
+    escape(&mut record.signal_sender_comm);
+    record
 }
 
 /// The next item of an optional signal stream; never resolves when there is no stream, so the

@@ -18,7 +18,9 @@ use ratatui::{
 use turbo_api::{AppState, AppStatus};
 
 use super::model::{LogLine, Model, Mood, Sample, Stream};
-use crate::render::{NO_APPS, human_bytes, human_delay_ms, human_duration_ms, last_exit_text};
+use crate::render::{
+    NO_APPS, escape_controls, human_bytes, human_delay_ms, human_duration_ms, last_exit_text,
+};
 
 /// Colours on or off (`NO_COLOR`, `TERM=dumb`); without them selection and emphasis still show
 /// through bold and reverse video.
@@ -658,8 +660,11 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
                 Layout::horizontal([Constraint::Length(keys_width), Constraint::Min(1)])
                     .areas(area);
             frame.render_widget(
-                Paragraph::new(Line::from(Span::styled(format!("{text} "), style)))
-                    .alignment(Alignment::Right),
+                Paragraph::new(Line::from(Span::styled(
+                    format!("{} ", escape_controls(text)),
+                    style,
+                )))
+                .alignment(Alignment::Right),
                 right,
             );
         }

@@ -12,6 +12,7 @@
 //!
 //! Layers 3 and 4 are merged when the config is validated (`AppSpec::env`); this module adds
 //! layers 1 and 2 at spawn time. Anything else an app needs goes in `env:` or `env_file:`.
+//! Pure: the daemon's environment and the passwd entry are handed in.
 
 use std::{
     collections::BTreeMap,
@@ -121,26 +122,23 @@ pub fn child_env(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
+pub(crate) mod tests {
     use super::*;
-    use crate::config::parse_config;
 
-    fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    pub(crate) fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect()
     }
 
-    fn get<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a str> {
+    pub(crate) fn get<'a>(env: &'a [(OsString, OsString)], name: &str) -> Option<&'a str> {
         env.iter()
             .find(|(k, _)| k == name)
             .and_then(|(_, v)| v.to_str())
     }
 
-    const DAEMON_ENV: &[(&str, &str)] = &[
+    pub(crate) const DAEMON_ENV: &[(&str, &str)] = &[
         ("PATH", "/usr/bin:/bin"),
         ("LANG", "C.UTF-8"),
         ("LC_TIME", "en_GB.UTF-8"),
@@ -185,51 +183,6 @@ mod tests {
             assert!(!inherited(OsStr::new(never)), "{never}");
         }
         assert!(inherited(OsStr::new("LC_ALL")) && !inherited(OsStr::new("LCX")));
-    }
-
-    /// The layers in order, from a spec built by the real config validation: daemon
-    /// allow-list < passwd identity < `env_file` < `env`.
-    #[test]
-    fn merge_order_daemon_then_identity_then_env_file_then_env() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(".env"),
-            "FROM_FILE=file\nOVERRIDDEN=file\nLANG=fr_FR.UTF-8\nUSER=file-user\n",
-        )
-        .unwrap();
-        let yml = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    env_file: .env\n    env: { OVERRIDDEN: env, TZ: UTC, HOME: /custom }\n";
-        let specs = parse_config(yml, "t.yml", dir.path(), "/usr/bin:/bin").unwrap();
-        let spec = &specs[0];
-        let identity = Identity {
-            user: "www",
-            home: "/var/www",
-            shell: "/bin/false",
-        };
-        let env = child_env(os(DAEMON_ENV), Some(identity), &spec.cwd, &spec.env);
-        let expect: &[(&str, &str)] = &[
-            ("PATH", "/usr/bin:/bin"),  // daemon
-            ("LC_TIME", "en_GB.UTF-8"), // daemon
-            ("LOGNAME", "www"),         // identity over nothing
-            ("SHELL", "/bin/false"),    // identity
-            ("LANG", "fr_FR.UTF-8"),    // env_file over daemon
-            ("USER", "file-user"),      // env_file over identity
-            ("FROM_FILE", "file"),      // env_file
-            ("OVERRIDDEN", "env"),      // env over env_file
-            ("TZ", "UTC"),              // env over daemon
-            ("HOME", "/custom"),        // env over identity
-        ];
-        for (name, value) in expect {
-            assert_eq!(get(&env, name), Some(*value), "{name} in {env:?}");
-        }
-        assert_eq!(
-            get(&env, "PWD").map(PathBuf::from),
-            Some(dir.path().to_path_buf())
-        );
-        assert_eq!(get(&env, "AWS_SECRET_ACCESS_KEY"), None);
-        assert_eq!(get(&env, "TERM"), None);
-        let mut names: Vec<&OsString> = env.iter().map(|(k, _)| k).collect();
-        names.dedup();
-        assert_eq!(names.len(), env.len(), "each name once");
     }
 
     #[test]

@@ -1,0 +1,493 @@
+//! One app as written ([`AppConfig`]) checked and resolved into an [`AppSpec`], with every
+//! problem found, each at the key path of its value (relative to the app).
+//!
+//! The command is resolved to an absolute path, the `env_file` read and merged under `env:`,
+//! durations and sizes read through `spec::units`, and the privilege keys checked against what
+//! the caller may grant (`privileges`, `access::Powers`). Problems are collected, not returned
+//! at the first, so a user fixes a config in one round.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use nix::{
+    sys::signal::Signal,
+    unistd::{SysconfVar, sysconf},
+};
+
+use super::{
+    AppConfig, LogConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
+    error::Fault,
+    files::{parse_env_file, read_env_file, resolve_command},
+    input, privileges,
+};
+use crate::{
+    access::Powers,
+    spec::{AppSpec, Autorestart, LogFormat, MemoryEnforce, Privileges},
+};
+
+/// Checks and resolves one app; relative paths resolve against `base_dir`, commands are found
+/// on `path_env`, and what the app may be given is what `powers` may grant.
+pub(super) fn validate(
+    app: AppConfig,
+    base_dir: &Path,
+    path_env: &str,
+    powers: &Powers,
+) -> Result<AppSpec, Vec<Problem>> {
+    let mut errors = Vec::new();
+    let keys = privileges::Keys {
+        user: app.user,
+        group: app.group,
+        groups: app.groups,
+        umask: app.umask,
+        rlimits: app.rlimits,
+        nice: app.nice,
+        oom_score_adj: app.oom_score_adj,
+    };
+    if let Err(e) = turbo_api::validate_app_name(&app.name) {
+        errors.push(Problem::new("name", e));
+    }
+    let cwd = app
+        .cwd
+        .as_deref()
+        .map_or_else(|| base_dir.to_path_buf(), |c| base_dir.join(c));
+    if !cwd.is_dir() {
+        errors.push(
+            Problem::new(
+                "cwd",
+                format!("working directory {} does not exist", cwd.display()),
+            )
+            .hint("create it or fix `cwd`"),
+        );
+    }
+    let is_script = app.script.is_some();
+    let argv: Vec<String> = match (app.script, app.cmd) {
+        (Some(script), None) => std::iter::once(script).chain(app.args).collect(),
+        (None, Some(cmd)) if !cmd.is_empty() => cmd.into_iter().chain(app.args).collect(),
+        (None, Some(_)) => {
+            errors.push(
+                Problem::new("cmd", "`cmd` is empty").hint("give the program and its arguments"),
+            );
+            Vec::new()
+        }
+        (Some(_), Some(_)) => {
+            errors.push(Problem::new(
+                "cmd",
+                "give either `script` or `cmd`, not both",
+            ));
+            Vec::new()
+        }
+        (None, None) => {
+            errors.push(Problem::new(
+                "",
+                "missing `script` (a file to run) or `cmd` (a command line)",
+            ));
+            Vec::new()
+        }
+    };
+    let argv = if argv.is_empty() || !cwd.is_dir() {
+        argv
+    } else {
+        resolve_command(&argv, &cwd, path_env, is_script).unwrap_or_else(|e| {
+            errors.push(e.at(if is_script { "script" } else { "cmd[0]" }));
+            Vec::new()
+        })
+    };
+    if let Err(e) = input::check_argv(&argv) {
+        errors.push(Problem::new(if is_script { "script" } else { "cmd" }, e));
+    }
+    let mut spec = AppSpec::new(app.name, argv, cwd);
+    spec.env = environment(app.env_file.as_deref(), app.env, &spec.cwd, &mut errors);
+    apply_restart(&app.restart, &mut spec, &mut errors);
+    apply_log(&app.log, &mut spec, &mut errors);
+    apply_memory(
+        app.max_memory.as_ref(),
+        app.memory_warning.as_ref(),
+        &mut spec,
+        &mut errors,
+    );
+    apply_memory_enforce(
+        app.memory_enforce.as_deref(),
+        app.max_memory.is_some(),
+        &mut spec,
+        &mut errors,
+    );
+    if let Some((k, bad)) = app
+        .stop_exit_codes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !(0..=255).contains(*c))
+    {
+        errors.push(Problem::new(
+            format!("stop_exit_codes[{k}]"),
+            format!("stop_exit_codes: {bad} is not an exit status (0-255)"),
+        ));
+    }
+    spec.stop_exit_codes = app.stop_exit_codes;
+    if let Some(a) = app.autorestart {
+        match a.parse::<Autorestart>() {
+            Ok(a) => spec.autorestart = a,
+            Err(e) => errors.push(Problem::new("autorestart", e)),
+        }
+    }
+    if let Some(s) = app.stop_signal {
+        match parse_signal(&s) {
+            Some(sig) => spec.stop_signal = sig,
+            None => errors.push(Problem::new(
+                "stop_signal",
+                format!(
+                    "stop_signal '{s}' is not a signal name like SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1"
+                ),
+            )),
+        }
+    }
+    if let Some(d) = app.kill_timeout {
+        match d.duration("kill_timeout") {
+            Ok(d) => spec.kill_timeout = d,
+            Err(e) => errors.push(e.at("kill_timeout")),
+        }
+    }
+    if let Some(n) = &app.instances {
+        match instance_count(n) {
+            Ok(n) => spec.instances = n,
+            Err(e) => errors.push(e.at("instances")),
+        }
+    }
+    apply_listen(app.listen, &mut spec, &mut errors);
+    checks::apply_watch(
+        checks::WatchKeys {
+            watch: app.watch,
+            ignore_watch: app.ignore_watch,
+            watch_delay: app.watch_delay,
+        },
+        &mut spec,
+        &mut errors,
+    );
+    checks::apply_health(app.health, path_env, &mut spec, &mut errors);
+    checks::apply_readiness(
+        app.ready.as_deref(),
+        app.ready_timeout.as_ref(),
+        app.watchdog.as_ref(),
+        &mut spec,
+        &mut errors,
+    );
+    // last, as these keys usually come last in an app
+    let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
+    spec.privileges = Box::new(Privileges { run_as, limits });
+    if errors.is_empty() {
+        Ok(spec)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `env_file:` merged under `env:` (`env:` wins, as in docker compose); relative paths resolve
+/// against the app's `cwd`.
+fn environment(
+    env_file: Option<&str>,
+    written: BTreeMap<String, String>,
+    cwd: &Path,
+    errors: &mut Vec<Problem>,
+) -> Vec<(String, String)> {
+    let mut env = BTreeMap::new();
+    if let Some(file) = env_file {
+        let path = cwd.join(file);
+        match read_env_file(&path) {
+            Ok(text) => match parse_env_file(&text) {
+                Ok(vars) => env.extend(vars),
+                Err(e) => errors.push(Problem::new(
+                    "env_file",
+                    format!("env_file {}: {e}", path.display()),
+                )),
+            },
+            Err(e) => errors.push(
+                Problem::new(
+                    "env_file",
+                    format!("env_file {} cannot be read ({e})", path.display()),
+                )
+                .hint("fix the path (relative to the app's cwd) or remove `env_file`"),
+            ),
+        }
+    }
+    env.extend(written);
+    if let Err(e) = input::check_env(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        errors.push(Problem::new("env", e));
+    }
+    env.into_iter().collect()
+}
+
+fn apply_restart(cfg: &RestartConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+    let r = &mut spec.restart;
+    // `field` is also the key path of the value
+    let mut set = |value: &Option<Scalar>, field: &str, into: &mut Duration| {
+        if let Some(v) = value {
+            match v.duration(field) {
+                Ok(d) => *into = d,
+                Err(e) => errors.push(e.at(field)),
+            }
+        }
+    };
+    set(&cfg.delay, "restart.delay", &mut r.delay);
+    set(&cfg.max_delay, "restart.max_delay", &mut r.max_delay);
+    set(&cfg.reset_after, "restart.reset_after", &mut r.reset_after);
+    if let Some(cl) = &cfg.crash_loop {
+        set(
+            &cl.window,
+            "restart.crash_loop.window",
+            &mut r.crash_loop_window,
+        );
+        if let Some(n) = CRASH_LOOP_MAX.read(cl.max, errors) {
+            r.crash_loop_max = n;
+        }
+    }
+    if let Some(f) = cfg.factor {
+        if f.is_finite() && f >= 1.0 {
+            r.factor = f;
+        } else {
+            errors.push(Problem::new(
+                "restart.factor",
+                format!("restart.factor {f} must be at least 1 (1 keeps the delay constant)"),
+            ));
+        }
+    }
+    if let Some(n) = MAX_RESTARTS.read(cfg.max_restarts, errors) {
+        r.max_restarts = n;
+    }
+    if r.max_delay < r.delay {
+        // point at whichever of the two was written, max_delay first
+        let at = if cfg.max_delay.is_some() || cfg.delay.is_none() {
+            "restart.max_delay"
+        } else {
+            "restart.delay"
+        };
+        errors.push(
+            Problem::new(
+                at,
+                format!(
+                    "restart.max_delay ({:?}) is shorter than restart.delay ({:?})",
+                    r.max_delay, r.delay
+                ),
+            )
+            .hint("raise max_delay or lower delay"),
+        );
+    }
+}
+
+fn apply_memory(
+    max: Option<&Scalar>,
+    warning: Option<&Scalar>,
+    spec: &mut AppSpec,
+    errors: &mut Vec<Problem>,
+) {
+    if let Some(v) = max {
+        match v.size("max_memory") {
+            Ok(n) if n >= 1 << 20 => spec.memory.max = Some(n),
+            Ok(n) => errors.push(
+                Problem::new("max_memory", format!("max_memory {n} bytes is below 1mb"))
+                    .hint("no program runs in that; use e.g. 512mb"),
+            ),
+            Err(e) => errors.push(e.at("max_memory")),
+        }
+    }
+    if let Some(v) = warning {
+        let pct = match v {
+            Scalar::Number(n) => Some(*n),
+            Scalar::Text(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
+        };
+        match pct {
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "checked 1..=100"
+            )]
+            Some(p) if (1.0..=100.0).contains(&p) => spec.memory.warning_percent = p.round() as u8,
+            _ => errors.push(Problem::new(
+                "memory_warning",
+                "memory_warning must be a percentage of max_memory between 1% and 100%, like 80%",
+            )),
+        }
+        if max.is_none() {
+            errors.push(Problem::new(
+                "memory_warning",
+                "memory_warning needs max_memory: it is a share of it",
+            ));
+        }
+    }
+}
+
+fn apply_memory_enforce(
+    enforce: Option<&str>,
+    has_max: bool,
+    spec: &mut AppSpec,
+    errors: &mut Vec<Problem>,
+) {
+    let Some(value) = enforce else { return };
+    match value.parse::<MemoryEnforce>() {
+        Ok(e) => spec.memory.enforce = e,
+        Err(e) => errors.push(Problem::new("memory_enforce", e)),
+    }
+    if !has_max {
+        errors.push(
+            Problem::new("memory_enforce", "memory_enforce needs max_memory")
+                .hint("it says who enforces that limit; add e.g. `max_memory: 512mb`"),
+        );
+    }
+}
+
+fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+    let l = &mut spec.log;
+    match cfg.format.as_deref() {
+        None | Some("text") => {}
+        Some("json") => l.format = LogFormat::Json,
+        Some(other) => errors.push(Problem::new(
+            "log.format",
+            format!("log.format '{other}' is not one of: text, json"),
+        )),
+    }
+    if let Some(v) = &cfg.max_size {
+        match v.size("log.max_size") {
+            Ok(n) if n >= 1024 => l.max_size = n,
+            Ok(n) => errors.push(
+                Problem::new("log.max_size", format!("log.max_size {n} is too small"))
+                    .hint("use at least 1k"),
+            ),
+            Err(e) => errors.push(e.at("log.max_size")),
+        }
+    }
+    if let Some(n) = LOG_KEEP.read(cfg.keep, errors) {
+        l.keep = n;
+    }
+}
+
+/// A key whose value is a count: its path, its smallest value, and what a refusal says it
+/// must be.
+pub(super) struct Count {
+    field: &'static str,
+    min: u32,
+    must: &'static str,
+}
+
+impl Count {
+    pub(super) const fn new(field: &'static str, min: u32, must: &'static str) -> Self {
+        Self { field, min, must }
+    }
+
+    /// The count written, or the problem `<field> <n> must be <must>`.
+    pub(super) fn read(&self, value: Option<i64>, errors: &mut Vec<Problem>) -> Option<u32> {
+        let n = value?;
+        match u32::try_from(n) {
+            Ok(c) if c >= self.min => Some(c),
+            _ => {
+                let Self { field, must, .. } = self;
+                errors.push(Problem::new(*field, format!("{field} {n} must be {must}")));
+                None
+            }
+        }
+    }
+}
+
+const CRASH_LOOP_MAX: Count =
+    Count::new("restart.crash_loop.max", 0, "0 (off) or a positive count");
+const MAX_RESTARTS: Count = Count::new(
+    "restart.max_restarts",
+    0,
+    "0 (unlimited) or a positive count",
+);
+const LOG_KEEP: Count = Count::new(
+    "log.keep",
+    1,
+    "at least 1: it is how many rotated files to keep",
+);
+
+/// `listen:`: one address or a list of them, each checked, none twice.
+fn apply_listen(listen: Option<OneOrMany>, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+    match listen {
+        None => {}
+        Some(OneOrMany::One(addr)) => match check_listen(&addr) {
+            Ok(()) => spec.listen = vec![addr],
+            Err(e) => errors.push(e.at("listen")),
+        },
+        Some(OneOrMany::Many(addrs)) => {
+            for (k, addr) in addrs.iter().enumerate() {
+                if let Err(e) = check_listen(addr) {
+                    errors.push(e.at(format!("listen[{k}]")));
+                } else if addrs[..k].contains(addr) {
+                    errors.push(Problem::new(
+                        format!("listen[{k}]"),
+                        format!("listen: {addr} is given twice"),
+                    ));
+                }
+            }
+            spec.listen = addrs;
+        }
+    }
+}
+
+/// `instances:`: a count from 1 to [`input::MAX_INSTANCES`], or `max` (the online CPUs).
+pub(super) fn instance_count(value: &Scalar) -> Result<u32, Fault> {
+    let hint = "give a whole number like 4, or `max` for one per CPU";
+    let n = match value {
+        Scalar::Text(t) if t == "max" => online_cpus(),
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked to be a whole number in range first"
+        )]
+        Scalar::Number(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(n) => {
+            *n as u32
+        }
+        Scalar::Number(n) => {
+            return Err(Fault::new(format!("instances {n} is not a count")).hint(hint));
+        }
+        Scalar::Text(t) => {
+            return Err(
+                Fault::new(format!("instances '{}' is not a count", input::shorten(t))).hint(hint),
+            );
+        }
+    };
+    input::check_instances(n).map(|()| n).map_err(Fault::from)
+}
+
+/// The number of online CPUs (`max` instances), as glibc counts them (`/sys`), 1 if unknown.
+pub(super) fn online_cpus() -> u32 {
+    sysconf(SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
+/// `listen:`: an IP address with a port. Whether the port is free is known only when the daemon
+/// binds it (at the first start), which reports `cannot listen on <addr>: <cause>`.
+fn check_listen(addr: &str) -> Result<(), Fault> {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err(Fault::new(format!("listen: {addr} has port 0"))
+            .hint("give the port the app serves on, like 0.0.0.0:3000")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(Fault::new(format!(
+            "listen: '{}' is not an IP address with a port",
+            input::shorten(addr)
+        ))
+        .hint("write it like 0.0.0.0:3000 or [::]:3000")),
+    }
+}
+
+/// `SIGTERM`, `TERM` or a number.
+pub(super) fn parse_signal(s: &str) -> Option<i32> {
+    const NAMES: &[(&str, Signal)] = &[
+        ("HUP", Signal::SIGHUP),
+        ("INT", Signal::SIGINT),
+        ("QUIT", Signal::SIGQUIT),
+        ("KILL", Signal::SIGKILL),
+        ("USR1", Signal::SIGUSR1),
+        ("USR2", Signal::SIGUSR2),
+        ("TERM", Signal::SIGTERM),
+        ("WINCH", Signal::SIGWINCH),
+    ];
+    let upper = s.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == bare)
+        .map(|(_, v)| *v as i32)
+        .or_else(|| bare.parse().ok().filter(|n| (1..=64).contains(n)))
+}

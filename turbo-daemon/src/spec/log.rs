@@ -1,0 +1,36 @@
+//! How an app's output is written to its log files: `log:`.
+
+use serde::{Deserialize, Serialize};
+
+/// How an app's output is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `<RFC 3339 time> <line>`.
+    #[default]
+    Text,
+    /// One JSON object per line: `{"at": .., "app": .., "stream": .., "line": ..}`.
+    Json,
+}
+
+/// Log files of an app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogPolicy {
+    /// Line format.
+    pub format: LogFormat,
+    /// Rotate a file when it would grow past this many bytes.
+    pub max_size: u64,
+    /// Rotated files kept per stream (`<file>.1` is the newest).
+    pub keep: u32,
+}
+
+impl Default for LogPolicy {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            max_size: 10 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}

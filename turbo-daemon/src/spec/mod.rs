@@ -1,0 +1,209 @@
+//! The validated description of an app ([`AppSpec`]): what to run, as whom, with which
+//! environment, and the policies of its restarts, memory, logs, health checks, readiness and
+//! watch mode.
+//!
+//! Pure data with its defaults and the few rules that only read it (the backoff delay, the
+//! memory warning level, which watched paths count, the layers of an app's environment, the
+//! bounds of a duration or a size). It imports nothing of the daemon: `config` builds specs from
+//! text, `supervisor` decides with them, `runtime` carries them out and `storage` saves them,
+//! and a test can build one by hand ([`AppSpec::new`], then set fields). Nothing here reads a
+//! file, looks a user up, reads a clock or validates what a caller may ask for (`access` does).
+
+/// `FromStr` for a key whose value is one of a few words; any other is refused with
+/// `<key> '<value>' is not one of: <listed>`.
+macro_rules! from_words {
+    ($ty:ident, $key:literal, $listed:expr, { $($word:literal => $variant:ident),+ $(,)? }) => {
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok(Self::$variant),)+
+                    other => Err(format!("{} '{other}' is not one of: {}", $key, $listed)),
+                }
+            }
+        }
+    };
+}
+
+mod checks;
+pub mod environment;
+mod log;
+mod memory;
+mod privileges;
+mod restart;
+pub mod units;
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
+    log::{LogFormat, LogPolicy},
+    memory::{MemoryEnforce, MemoryPolicy},
+    privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},
+    restart::{Autorestart, RestartPolicy},
+};
+
+/// Signal numbers a spec and the supervisor name (Linux values).
+pub mod signal {
+    /// SIGKILL.
+    pub const KILL: i32 = 9;
+    /// SIGTERM.
+    pub const TERM: i32 = 15;
+}
+
+/// What to run and how, validated and resolved (absolute paths, interpreter chosen).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppSpec {
+    /// Unique name.
+    pub name: String,
+    /// Program and arguments; `argv[0]` is an absolute path.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Restart policy.
+    pub autorestart: Autorestart,
+    /// Restart timing and limits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Exit codes that mean "stopped on purpose": no restart, whatever `autorestart` says.
+    #[serde(default)]
+    pub stop_exit_codes: Vec<i32>,
+    /// Signal that asks the app to stop.
+    pub stop_signal: i32,
+    /// How long to wait after `stop_signal` before SIGKILL to the whole group.
+    #[serde(with = "millis")]
+    pub kill_timeout: Duration,
+    /// Log files.
+    #[serde(default)]
+    pub log: LogPolicy,
+    /// Memory limit.
+    #[serde(default)]
+    pub memory: MemoryPolicy,
+    /// Who the app runs as and under which limits (`user`, `group`, `groups`, `umask`,
+    /// `rlimits`, `nice`, `oom_score_adj`). Boxed: `AppSpec` travels by value in supervisor
+    /// actions, and the default (everything inherited from the daemon) is the common case.
+    #[serde(default)]
+    pub privileges: Box<Privileges>,
+    /// How many instances run (`instances:`; `max` is resolved to the online CPUs when the
+    /// config is read). Each is its own app of the supervisor, with the same name.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Addresses the daemon listens on for the app and passes to every instance with the
+    /// systemd socket-activation protocol (`listen:`), as written (`0.0.0.0:3000`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    // ---- watch mode, health checks, readiness (issue #6 items 1-3): kept together ----
+    /// Restart when watched files change (`watch`, `ignore_watch`, `watch_delay`).
+    #[serde(default)]
+    pub watch: Option<WatchSpec>,
+    /// Health check (`health:`).
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// `ready`, `ready_timeout`, `watchdog`.
+    #[serde(default)]
+    pub readiness: Readiness,
+}
+
+const fn one() -> u32 {
+    1
+}
+
+impl AppSpec {
+    /// A spec with the defaults for everything but the command.
+    #[must_use]
+    pub fn new(name: impl Into<String>, argv: Vec<String>, cwd: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            argv,
+            cwd,
+            env: Vec::new(),
+            autorestart: Autorestart::Always,
+            restart: RestartPolicy::default(),
+            stop_exit_codes: Vec::new(),
+            stop_signal: signal::TERM,
+            kill_timeout: Duration::from_secs(5),
+            log: LogPolicy::default(),
+            memory: MemoryPolicy::default(),
+            privileges: Box::default(),
+            instances: 1,
+            listen: Vec::new(),
+            watch: None,
+            health: None,
+            readiness: Readiness::default(),
+        }
+    }
+}
+
+/// Durations as integer milliseconds in the state file.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec needs no config: built by hand it has the documented defaults, its policies answer
+    /// from it alone, and it goes through the state file's form unchanged.
+    #[test]
+    fn a_spec_is_built_by_hand() {
+        let mut spec = AppSpec::new("web", vec!["/bin/sleep".into(), "5".into()], "/srv".into());
+        assert_eq!(
+            (
+                spec.autorestart,
+                spec.stop_signal,
+                spec.kill_timeout,
+                spec.instances
+            ),
+            (Autorestart::Always, signal::TERM, Duration::from_secs(5), 1)
+        );
+        assert_eq!(*spec.privileges, Privileges::default());
+        assert_eq!(spec.restart.delay_for(1), Duration::from_secs(1));
+        assert_eq!(spec.restart.delay_for(3), Duration::from_secs(4));
+        assert_eq!(spec.restart.delay_for(10), spec.restart.max_delay);
+        assert_eq!(spec.memory.warning(), None);
+        spec.memory.max = Some(1000);
+        assert_eq!(spec.memory.warning(), Some(800));
+        spec.health = Some(HealthSpec::new(HealthProbe::Tcp {
+            addr: "127.0.0.1:5432".into(),
+        }));
+        spec.readiness.mode = ReadyMode::Notify;
+        spec.privileges.limits.nofile = Some(Rlimit {
+            soft: 64,
+            hard: Rlimit::UNLIMITED,
+        });
+        let saved = serde_json::to_string(&spec).expect("serialisable");
+        let back: AppSpec = serde_json::from_str(&saved).expect("readable");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn choices_name_what_is_accepted() {
+        assert_eq!("on-failure".parse(), Ok(Autorestart::OnFailure));
+        assert_eq!(
+            "sometimes".parse::<Autorestart>(),
+            Err("autorestart 'sometimes' is not one of: always, on-failure, never".to_owned())
+        );
+        assert_eq!("cgroup".parse(), Ok(MemoryEnforce::Cgroup));
+        assert!(
+            "kernel"
+                .parse::<MemoryEnforce>()
+                .unwrap_err()
+                .starts_with("memory_enforce 'kernel' is not one of: restart (")
+        );
+    }
+}

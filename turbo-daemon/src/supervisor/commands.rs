@@ -1,0 +1,324 @@
+//! Commands: start, stop, restart, delete, reset, restore (and the dispatch of scale, reload
+//! and readiness waits), and the deferred replies that wait until every app they touch has
+//! settled.
+
+use std::time::Instant;
+
+use turbo_api::ExitReason;
+
+use super::{
+    Action, AfterStop, App, AppId, Command, CommandError, Desired, Notification, Reply, Restored,
+    State, Supervisor, Target, Ticket, checks::arm_checks, process::begin_stopping,
+};
+use crate::spec::AppSpec;
+
+/// A command whose reply waits for apps to settle.
+#[derive(Debug)]
+pub(super) struct Pending {
+    ticket: Ticket,
+    waiting: Vec<AppId>,
+    reply: Reply,
+    /// Start: a failed first spawn turns the reply into an error.
+    fail_on_spawn_error: bool,
+}
+
+impl Supervisor {
+    pub(super) fn command(
+        &mut self,
+        ticket: Ticket,
+        cmd: Command,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        // a command that changes what runs takes precedence over a reload of the same apps
+        let retired = self.interrupt_reloads(&cmd, now, out);
+        let result = match cmd {
+            Command::Scale { name, count } => self.scale(&name, count, now, out),
+            Command::Reload(target) => {
+                // answered when the last step is done, not when the apps settle
+                if let Err(e) = self.reload(ticket, &target, now, out) {
+                    out.push(Action::Reply {
+                        ticket,
+                        result: Err(e),
+                    });
+                }
+                return;
+            }
+            Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
+            Command::Restore(apps) => Ok(self.restore(apps, now, out)),
+            Command::Stop(target) => self.targets(&target).map(|ids| {
+                for &id in &ids {
+                    self.stop_one(id, AfterStop::Stay, now, out);
+                    self.apps.get_mut(&id).expect("resolved").desired = Desired::Stopped;
+                }
+                (ids.clone(), Reply::Apps(ids), false)
+            }),
+            Command::StopForShutdown => {
+                let ids: Vec<AppId> = self.targets(&Target::All).unwrap_or_default();
+                for &id in &ids {
+                    self.stop_one(id, AfterStop::Stay, now, out);
+                }
+                Ok((ids.clone(), Reply::Apps(ids), false))
+            }
+            Command::Restart(target) => self.targets(&target).map(|ids| {
+                for &id in &ids {
+                    self.stop_one(id, AfterStop::Start, now, out);
+                }
+                (ids.clone(), Reply::Apps(ids), false)
+            }),
+            Command::Delete(target) => self.targets(&target).map(|ids| {
+                let names = ids
+                    .iter()
+                    .map(|id| self.apps[id].spec.name.clone())
+                    .collect();
+                for &id in &ids {
+                    self.stop_one(id, AfterStop::Forget, now, out);
+                }
+                (ids, Reply::Deleted(names), false)
+            }),
+            Command::WaitReady { target, timeout } => {
+                self.wait_ready(ticket, &target, timeout, now, out);
+                return;
+            }
+            Command::Reset(target) => self.targets(&target).map(|ids| {
+                for &id in &ids {
+                    let app = self.apps.get_mut(&id).expect("resolved");
+                    app.clear_history();
+                    app.restarts = 0;
+                    if matches!(app.state, State::Errored { .. }) {
+                        app.desired = Desired::Running;
+                        self.begin_start(id, out);
+                    }
+                    out.push(Action::Notify(Notification::StateChanged(id)));
+                }
+                out.push(Action::Notify(Notification::Persist));
+                (ids.clone(), Reply::Apps(ids), false)
+            }),
+        };
+        match result {
+            Ok((mut waiting, reply, fail_on_spawn_error)) => {
+                // an interrupted reload's replacement is gone too before the answer
+                waiting.extend(retired);
+                self.pending.push(Pending {
+                    ticket,
+                    waiting,
+                    reply,
+                    fail_on_spawn_error,
+                });
+            }
+            Err(e) => out.push(Action::Reply {
+                ticket,
+                result: Err(e),
+            }),
+        }
+    }
+
+    pub(super) fn start(
+        &mut self,
+        specs: Vec<AppSpec>,
+        exclusive: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(Vec<AppId>, Reply, bool), CommandError> {
+        // validate the whole request before touching anything: all or nothing
+        for (i, spec) in specs.iter().enumerate() {
+            if specs[..i].iter().any(|s| s.name == spec.name) {
+                return Err(CommandError::Duplicate(spec.name.clone()));
+            }
+            if exclusive && self.find(&spec.name).is_some() {
+                return Err(CommandError::AlreadyExists(spec.name.clone()));
+            }
+        }
+        let mut ids = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let existing = self.named(&spec.name);
+            if existing.is_empty() {
+                for instance in 0..spec.instances.max(1) {
+                    let id = self.add_instance(&spec, instance, out);
+                    self.begin_start(id, out);
+                    ids.push(id);
+                }
+                continue;
+            }
+            let (name, count) = (spec.name.clone(), spec.instances.max(1));
+            for id in existing {
+                let app = self.apps.get_mut(&id).expect("found above");
+                // a new instance count alone restarts nothing: scaling handles it below
+                let changed = app.spec
+                    != AppSpec {
+                        instances: app.spec.instances,
+                        ..spec.clone()
+                    };
+                app.spec = spec.clone();
+                app.desired = Desired::Running;
+                match app.state {
+                    State::Stopped | State::Errored { .. } | State::Backoff { .. } => {
+                        app.clear_history();
+                        self.begin_start(id, out);
+                    }
+                    State::Online { .. } if changed => {
+                        self.stop_one(id, AfterStop::Start, now, out);
+                    }
+                    // running with the same spec, or already on its way: nothing to do
+                    _ => {}
+                }
+            }
+            ids.extend(self.scale_to(&name, count, now, out));
+        }
+        out.push(Action::Notify(Notification::Persist));
+        Ok((ids.clone(), Reply::Apps(ids), true))
+    }
+
+    pub(super) fn restore(
+        &mut self,
+        apps: Vec<Restored>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> (Vec<AppId>, Reply, bool) {
+        let mut ids = Vec::new();
+        for r in apps {
+            if self.apps.contains_key(&r.id)
+                || self
+                    .apps
+                    .values()
+                    .any(|a| a.spec.name == r.spec.name && a.instance == r.instance)
+            {
+                // already managed, or a replacement saved in the middle of a reload (the
+                // instance it was to replace is restored, the replacement is not): a process
+                // of it still running must not stay on unmanaged
+                if let Some((pid, _)) = r.running {
+                    out.push(Action::SignalGroup {
+                        app: r.id,
+                        pid,
+                        signal: r.spec.stop_signal,
+                    });
+                }
+                continue;
+            }
+            let mut app = App::new(r.id, r.spec);
+            app.instance = r.instance;
+            app.restarts = r.restarts;
+            app.desired = r.desired;
+            let id = r.id;
+            self.next_id = self.next_id.max(id + 1);
+            let adopted = r.running.map(|(pid, since)| State::Online { pid, since });
+            let run = adopted.is_none() && r.desired == Desired::Running;
+            if let Some(state) = adopted {
+                app.state = state;
+                // it ran before the daemon restarted: it said READY=1 to the previous daemon
+                // (and will not again), but its checks and watchdog go on from now
+                app.notify.ready = true;
+                arm_checks(&mut app, now, false, out);
+            }
+            self.apps.insert(id, app);
+            out.push(Action::Notify(Notification::Added(id)));
+            if run {
+                self.begin_start(id, out);
+            }
+            ids.push(id);
+        }
+        (ids.clone(), Reply::Apps(ids), false)
+    }
+
+    pub(super) fn find(&self, name: &str) -> Option<AppId> {
+        self.apps
+            .values()
+            .find(|a| a.spec.name == name)
+            .map(|a| a.id)
+    }
+
+    /// Moves an app to `starting` and asks for a spawn.
+    pub(super) fn begin_start(&mut self, id: AppId, out: &mut Vec<Action>) {
+        let app = self.apps.get_mut(&id).expect("caller checked");
+        app.generation += 1; // cancels any backoff timer
+        app.state = State::Starting;
+        out.push(Action::Notify(Notification::StateChanged(id)));
+        out.push(Action::Spawn {
+            app: id,
+            spec: Box::new(app.spec.clone()),
+        });
+    }
+
+    pub(super) fn stop_one(
+        &mut self,
+        id: AppId,
+        then: AfterStop,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let app = self.apps.get_mut(&id).expect("caller resolved the id");
+        if then == AfterStop::Start {
+            // a restart by hand is a fresh start: crash-loop and backoff begin again
+            app.clear_history();
+            app.desired = Desired::Running;
+        }
+        match app.state {
+            State::Online { pid, since } => {
+                begin_stopping(app, pid, since, false, ExitReason::Manual, then, now, out);
+            }
+            State::Stopping {
+                then: ref mut current,
+                ..
+            } => *current = then,
+            State::Backoff { .. } if app.lingering.is_some() => {
+                // the crashed instance left members in its group: stop them like a running app
+                let pgid = app.lingering.expect("checked");
+                begin_stopping(app, pgid, now, true, ExitReason::Manual, then, now, out);
+            }
+            // `starting` lasts only until the runtime reports the spawn, which it does before
+            // taking the next input; treat it like a stopped app whose spawn is superseded
+            State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {
+                app.generation += 1;
+                app.state = State::Stopped;
+                self.after_stop(id, then, out);
+            }
+        }
+        out.push(Action::Notify(Notification::Persist));
+    }
+
+    pub(super) fn after_stop(&mut self, id: AppId, then: AfterStop, out: &mut Vec<Action>) {
+        match then {
+            AfterStop::Stay => out.push(Action::Notify(Notification::StateChanged(id))),
+            AfterStop::Start => {
+                self.apps.get_mut(&id).expect("present").restarts += 1;
+                self.begin_start(id, out);
+            }
+            AfterStop::Forget => {
+                let app = self.apps.remove(&id).expect("present");
+                out.push(Action::Notify(Notification::Removed {
+                    app: id,
+                    name: app.spec.name,
+                    instance: app.instance,
+                }));
+            }
+        }
+    }
+
+    /// Emits the replies whose apps have all settled.
+    pub(super) fn settle(&mut self, out: &mut Vec<Action>) {
+        let apps = &self.apps;
+        let settled = |id: &AppId| apps.get(id).is_none_or(|a| a.state.is_settled());
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].waiting.iter().all(settled) {
+                let p = self.pending.swap_remove(i);
+                let failure = p.fail_on_spawn_error.then(|| {
+                    p.waiting.iter().find_map(|id| match &apps.get(id)?.state {
+                        State::Errored { reason } => Some(reason.clone()),
+                        _ => None,
+                    })
+                });
+                let result = match failure.flatten() {
+                    Some(reason) => Err(CommandError::SpawnFailed(reason)),
+                    None => Ok(p.reply),
+                };
+                out.push(Action::Reply {
+                    ticket: p.ticket,
+                    result,
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
