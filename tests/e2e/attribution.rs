@@ -24,7 +24,7 @@ use std::{
 };
 
 use serde_json::Value;
-use turbo_tests::{TestDaemon, is_root};
+use turbo_tests::{DEATH_KINDS, TestDaemon, is_root};
 
 const APPS: u64 = 10;
 const DEATHS: u64 = 100;
@@ -218,17 +218,7 @@ fn attribution(ebpf: &str) {
     );
     assert_eq!(info["events_lost"], 0, "{info}");
     // the seed must have exercised what the test claims
-    for kind in [
-        "exit",
-        "instant",
-        "thread_exit",
-        "exec_chain",
-        "self_signal",
-        "thread_signal",
-        "external",
-        "caught",
-        "fault",
-    ] {
+    for kind in DEATH_KINDS {
         assert!(
             kinds.get(kind).copied().unwrap_or(0) >= 20,
             "too few {kind}: {kinds:?}"

@@ -54,19 +54,6 @@ impl Rng {
     }
 }
 
-/// The kinds of death (see the module docs).
-const KINDS: [&str; 9] = [
-    "exit",
-    "instant",
-    "thread_exit",
-    "exec_chain",
-    "self_signal",
-    "thread_signal",
-    "external",
-    "caught",
-    "fault",
-];
-
 /// Whether a handler can catch `sig` (SIGKILL cannot; glibc keeps 32 and 33 for itself).
 fn catchable(sig: i32) -> bool {
     sig != libc::SIGKILL && sig != 32 && sig != 33
@@ -97,7 +84,7 @@ fn plan(seed: u64, total: usize) -> Vec<Death> {
         .collect();
     plan.truncate(total);
     while plan.len() < total {
-        let kind = rng.pick(&KINDS);
+        let kind = rng.pick(&turbo_tests::DEATH_KINDS);
         let signal = rng.pick(if kind == "caught" { &caught } else { &all });
         plan.push(Death { kind, signal });
     }
