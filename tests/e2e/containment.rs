@@ -1,7 +1,7 @@
 //! Containment without eBPF (`TURBO_EBPF=off`): every descendant of an app, however it left
 //! the process group (`setsid`, a double fork, a classic daemon), is in the app's cgroup and
-//! ends with `stop`; the orphans re-parented to the daemon (a subreaper) are reaped by it, so
-//! no zombie is left waiting for PID 1.
+//! ends with `stop` and with `turbo kill`; the orphans re-parented to the daemon (a
+//! subreaper) are reaped by it, so no zombie is left waiting for PID 1.
 
 use std::time::Duration;
 
@@ -43,20 +43,23 @@ fn parent_of(pid: u64) -> Option<u64> {
     stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
 }
 
-#[test]
-fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
-    if !is_root() {
-        // creating cgroups needs root here; CI runs as root
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the e2e tests as root"
-        );
-        eprintln!(
-            "\n*** SKIPPED stop_leaves_no_descendant_and_no_zombie_without_ebpf: needs root for cgroups ***\n"
-        );
-        return;
+/// Skips loudly where cgroups cannot be made (not root); CI is root and never skips.
+fn skip(test: &str) -> bool {
+    if is_root() {
+        return false;
     }
-    let d = TestDaemon::start("off");
+    // creating cgroups needs root here; CI runs as root
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI runs the e2e tests as root"
+    );
+    eprintln!("\n*** SKIPPED {test}: needs root for cgroups ***\n");
+    true
+}
+
+/// Starts the escapers under a daemon without eBPF and checks where they are: the orphans
+/// re-parented to the daemon, all of them in the app's cgroup. Returns their names and pids.
+fn escapers(d: &TestDaemon) -> Vec<(&'static str, u64)> {
     let script = d.home().join("escapers.py");
     std::fs::write(&script, ESCAPERS).unwrap();
     let dir = d.home().join("pids");
@@ -105,7 +108,17 @@ fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
     }
     let info = d.json(&["info"]);
     assert_eq!(info["event_source"], "procfs", "{info}");
+    pids
+}
 
+#[test]
+fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
+    if skip("stop_leaves_no_descendant_and_no_zombie_without_ebpf") {
+        return;
+    }
+    let d = TestDaemon::start("off");
+    let pids = escapers(&d);
+    let daemon = u64::from(d.daemon_pid().expect("the daemon runs"));
     d.turbo_ok(&["stop", "escapers"]);
     for &(name, pid) in &pids {
         assert!(
@@ -128,4 +141,21 @@ fn stop_leaves_no_descendant_and_no_zombie_without_ebpf() {
     );
     // the app's cgroup goes with it
     d.turbo_ok(&["delete", "escapers"]);
+}
+
+/// `turbo kill` (stop every app, then the daemon) leaves none of them either.
+#[test]
+fn kill_leaves_no_descendant_without_ebpf() {
+    if skip("kill_leaves_no_descendant_without_ebpf") {
+        return;
+    }
+    let d = TestDaemon::start("off");
+    let pids = escapers(&d);
+    d.turbo_ok(&["kill"]);
+    for &(name, pid) in &pids {
+        assert!(
+            !pid_alive(pid),
+            "`turbo kill` returned while the {name} descendant {pid} lived"
+        );
+    }
 }
