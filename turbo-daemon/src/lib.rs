@@ -235,6 +235,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         path_env: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         home: home.clone(),
     };
+    let bus_watch_tx = requests_tx.clone();
     let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
@@ -245,6 +246,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .build()
         .await?;
     tokio::spawn(dbus::publish(conn.clone(), notices_rx));
+    tokio::spawn(reconnect_when_deaf(conn.clone(), bus_watch_tx));
     os::alloc::trim_heap();
     tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
     let ready_status = format!(
@@ -285,7 +287,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         // let the reply leave before the connection (and with it the bus name) goes
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(conn);
-        let bus_env = bus.map(host::bus::PrivateBus::keep_across_exec);
+        // a private bus that died (the reason for this re-exec, see `reconnect_when_deaf`) is
+        // not handed over: the new image starts another
+        let bus_env = bus.and_then(|mut b| b.is_running().then(|| b.keep_across_exec()));
         let e = host::upgrade::reexec(bus_env.as_deref());
         // still here: the exec failed; the apps run on, unsupervised until a daemon starts
         return Err(DaemonError::Io {
@@ -307,6 +311,29 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     drop(lock);
     tracing::info!("turbo-daemon stopped");
     Ok(())
+}
+
+/// Never deaf: when the bus connection closes under a running daemon (its `dbus-daemon` was
+/// killed, or the bus dropped it for a message it refused), the daemon re-executes itself in
+/// place like `turbo daemon upgrade`: the state is saved first, the apps keep running and are
+/// adopted, and the new image connects again (starting a new private bus in user mode). Should
+/// that be refused, the daemon exits (its supervisor, or the next `turbo` command, starts one)
+/// rather than stay alive with nobody able to reach it.
+async fn reconnect_when_deaf(
+    conn: zbus::Connection,
+    requests: mpsc::UnboundedSender<runtime::Request>,
+) {
+    conn.closed().await;
+    tracing::error!(
+        "lost the bus connection: re-executing to connect again (apps keep running and are adopted)"
+    );
+    let answer = dbus::ask(&requests, runtime::Request::Upgrade).await;
+    if let Err(e) = answer {
+        tracing::error!(
+            "cannot re-execute after losing the bus ({e:?}); exiting so that a new daemon takes over"
+        );
+        std::process::exit(75);
+    }
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
