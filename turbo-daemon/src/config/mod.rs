@@ -373,14 +373,15 @@ impl Scalar {
         }
     }
 
-    /// The duration of the key `what` (named in the message).
+    /// The duration of the key `what` (named in the message): every duration of an app is a
+    /// timer, so within [`Bounds::TIMER`].
     fn duration(&self, what: &str) -> Result<Duration, Fault> {
-        units::duration(self.written(), Bounds::ANY_DURATION).map_err(|e| self.refused(what, &e))
+        units::duration(self.written(), Bounds::TIMER).map_err(|e| self.refused(what, &e))
     }
 
-    /// The size of the key `what`.
-    fn size(&self, what: &str) -> Result<u64, Fault> {
-        units::size(self.written(), Bounds::ANY_SIZE).map_err(|e| self.refused(what, &e))
+    /// The size of the key `what`, within `bounds`.
+    fn size(&self, what: &str, bounds: Bounds<u64>) -> Result<u64, Fault> {
+        units::size(self.written(), bounds).map_err(|e| self.refused(what, &e))
     }
 
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {

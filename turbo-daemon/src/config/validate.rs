@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     access::Powers,
-    spec::{AppSpec, Autorestart, LogFormat, MemoryEnforce, Privileges},
+    spec::{AppSpec, Autorestart, LogFormat, MemoryEnforce, Privileges, units::Bounds},
 };
 
 /// Checks and resolves one app; relative paths resolve against `base_dir`, commands are found
@@ -278,7 +278,7 @@ fn apply_memory(
     errors: &mut Vec<Problem>,
 ) {
     if let Some(v) = max {
-        match v.size("max_memory") {
+        match v.size("max_memory", Bounds::MEMORY) {
             Ok(n) if n >= 1 << 20 => spec.memory.max = Some(n),
             Ok(n) => errors.push(
                 Problem::new("max_memory", format!("max_memory {n} bytes is below 1mb"))
@@ -343,7 +343,7 @@ fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
         )),
     }
     if let Some(v) = &cfg.max_size {
-        match v.size("log.max_size") {
+        match v.size("log.max_size", Bounds::ANY_SIZE) {
             Ok(n) if n >= 1024 => l.max_size = n,
             Ok(n) => errors.push(
                 Problem::new("log.max_size", format!("log.max_size {n} is too small"))

@@ -180,6 +180,7 @@ impl ManagerIface {
                 let op = AppsOp::Start {
                     specs,
                     exclusive: true,
+                    caller,
                 };
                 let mut apps = self.ask(|reply| Request::Apps(op, reply)).await?;
                 apps.pop()
@@ -217,6 +218,7 @@ impl ManagerIface {
                 let op = AppsOp::Start {
                     specs,
                     exclusive: false,
+                    caller,
                 };
                 self.ask(|reply| Request::Apps(op, reply)).await
             }

@@ -17,6 +17,8 @@ use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, E
 pub const MAX_ERROR_BYTES: usize = 16 * 1024;
 /// Longest line of an error message.
 const MAX_ERROR_LINE: usize = 1024;
+/// Room [`cut`] needs for `… (N more bytes not shown)`.
+const CUT_NOTE_ROOM: usize = 64;
 
 /// `text` with every NUL written as `\0`.
 #[must_use]
@@ -266,8 +268,8 @@ pub fn message(text_in: &str) -> String {
         }
         out.push_str(&cut(line, MAX_ERROR_LINE));
         if out.len() > MAX_ERROR_BYTES {
-            let keep = cut(&out, MAX_ERROR_BYTES).into_owned();
-            return keep;
+            // room for the note of what was left out, so the whole stays within the bound
+            return cut(&out, MAX_ERROR_BYTES - CUT_NOTE_ROOM).into_owned();
         }
     }
     out

@@ -255,7 +255,7 @@ impl App {
         }
         self.streak += 1;
         State::Backoff {
-            until: now + policy.delay_for(self.streak),
+            until: super::after(now, policy.delay_for(self.streak)),
         }
     }
 

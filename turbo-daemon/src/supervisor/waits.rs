@@ -30,7 +30,7 @@ impl Supervisor {
             Ok(apps) => {
                 out.push(Action::ExpireWait {
                     ticket,
-                    at: now + timeout,
+                    at: super::after(now, timeout),
                 });
                 self.waits.push(ReadyWait {
                     ticket,
