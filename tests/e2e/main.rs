@@ -3,6 +3,7 @@
 
 mod access;
 mod adversary_cli;
+mod adversary_daemon;
 mod bad_input;
 mod chaos;
 mod cli_tour;

@@ -18,6 +18,21 @@ use turbo_api::INTERPRETERS;
 
 use super::{error::Fault, input};
 
+/// Whether `dir` is a directory the calling thread may enter: the stat of `dir/.` needs search
+/// permission on `dir` itself, with the thread's file-system credentials (`access(2)` would use
+/// the real uid instead, which is the daemon's).
+///
+/// # Errors
+/// `PermissionDenied` when it cannot be entered, `NotFound` or `NotADirectory` otherwise.
+pub(super) fn enter_dir(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(dir.join("."))?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::NotADirectory.into())
+    }
+}
+
 /// Turns `argv` into something `execve` can run: `argv[0]` becomes an absolute path, and scripts
 /// with a known extension get their interpreter in front.
 ///

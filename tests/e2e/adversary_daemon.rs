@@ -1,0 +1,304 @@
+//! The daemon-side findings of the adversarial pass (issue 15), through the real binaries: a
+//! non-root admin on a system-like bus (a root daemon) and a user-mode daemon whose private bus
+//! is killed. Each test names the finding it reproduces; docs/security.md lists them.
+
+use std::{
+    process::{Command, Output},
+    time::Duration,
+};
+
+use turbo_tests::{TestDaemon, json, wait_for};
+
+use crate::hardening::{SystemLike, app_pid, failed, ok, skip_unless_root, uid_of};
+
+/// The daemon still answers: the watchdog of every hostile input below.
+fn answers(s: &SystemLike, after: &str) {
+    let out = s.root(&["ping"]);
+    assert!(
+        out.status.success(),
+        "the daemon is deaf after {after}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log()
+    );
+}
+
+fn names(s: &SystemLike) -> Vec<String> {
+    let list = json(&ok(&s.root(&["status", "--json"]), "status"));
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn start_config(s: &SystemLike, who: fn(&SystemLike, &[&str]) -> Output, yml: &str) -> Output {
+    let path = s.file("hostile.yml", yml, 0o644);
+    who(s, &["start", path.to_str().unwrap()])
+}
+
+/// Item 1: a non-root admin's `listen: 0.0.0.0:80` made the root daemon bind port 80 and hand it
+/// to an app running as the admin. Now refused at validation, naming the port floor; an
+/// unprivileged port still works for the admin, and root may still have a privileged one.
+#[test]
+fn a_privileged_port_is_only_for_callers_who_could_bind_it() {
+    if skip_unless_root("privileged listen: ports") {
+        return;
+    }
+    let s = SystemLike::start();
+    let err = failed(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            "apps:\n  - name: web\n    cmd: [sleep, '1000']\n    listen: 127.0.0.1:80\n",
+        ),
+        "an admin's listen on port 80",
+    );
+    assert!(
+        err.contains("listen: 127.0.0.1:80 is a privileged port (below 1024")
+            && err.contains("you are nobody (uid 65534)")
+            && err.contains("use port 1024 or above, or ask root to start it"),
+        "{err}"
+    );
+    assert!(
+        !names(&s).contains(&"web".to_owned()),
+        "nothing was started"
+    );
+
+    let port = free_port();
+    ok(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            &format!(
+                "apps:\n  - name: web\n    cmd: [sleep, '1000']\n    listen: 127.0.0.1:{port}\n"
+            ),
+        ),
+        "an admin's listen on an unprivileged port",
+    );
+    ok(
+        &start_config(
+            &s,
+            SystemLike::root,
+            "apps:\n  - name: web80\n    cmd: [sleep, '1000']\n    listen: 127.0.0.1:1009\n",
+        ),
+        "root may hand out a privileged port",
+    );
+    let list = ok(&s.root(&["status", "--json"]), "status");
+    assert_eq!(uid_of(app_pid(&list, "web80")), 0);
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Item 15: an admin's `StartConfig` silently redefined root's app `victim`, which then ran as
+/// the admin. Redefining needs the right to start the app as the user it runs as; the admin's
+/// own apps it may still redefine.
+#[test]
+fn another_users_app_cannot_be_redefined() {
+    if skip_unless_root("redefinition of another user's app") {
+        return;
+    }
+    let s = SystemLike::start();
+    let victim = "apps:\n  - name: victim\n    cmd: [sleep, '1000']\n";
+    ok(
+        &start_config(&s, SystemLike::root, victim),
+        "root starts victim",
+    );
+    let before = app_pid(&ok(&s.root(&["status", "--json"]), "status"), "victim");
+    let err = failed(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            "apps:\n  - name: victim\n    cmd: [sleep, '2000']\n",
+        ),
+        "an admin redefines root's app",
+    );
+    assert!(
+        err.contains("uid 65534 may not redefine apps that run as other users: victim (as uid 0)"),
+        "{err}"
+    );
+    let list = ok(&s.root(&["status", "--json"]), "status");
+    assert_eq!(app_pid(&list, "victim"), before, "victim untouched");
+    assert_eq!(uid_of(before), 0);
+
+    // the admin's own app: redefining it is the admin's business
+    ok(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            "apps:\n  - name: own\n    cmd: [sleep, '1000']\n",
+        ),
+        "admin starts own",
+    );
+    ok(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            "apps:\n  - name: own\n    cmd: [sleep, '2000']\n",
+        ),
+        "admin redefines own",
+    );
+    let doc = json(&ok(&s.root(&["describe", "own", "--json"]), "describe"));
+    assert_eq!(doc["config"]["uid"], 65534, "{doc}");
+}
+
+/// Items 4, 5 and 16 with the watchdog the issue asks for: NUL in every kind of `turbo.yml`
+/// string (it made the daemon's reply invalid on the bus, and the bus dropped the daemon: alive
+/// but deaf), durations that overflowed the clock (`1e19` seconds panicked in `Instant + d`,
+/// `1e99` in `from_secs_f64`), a forbidden `cwd` (left an `errored` entry behind) and a 10 KB
+/// name (echoed whole). After each, `ping` answers and nothing was added.
+#[test]
+fn hostile_configs_are_refused_and_the_daemon_stays_on_the_bus() {
+    if skip_unless_root("hostile configs from an admin") {
+        return;
+    }
+    let s = SystemLike::start();
+    let app = |keys: &str| format!("apps:\n  - name: h\n    cmd: [sleep, '1000']\n{keys}");
+    let nul: Vec<(&str, String)> = vec![
+        (
+            "name",
+            "apps:\n  - name: \"a\\0b\"\n    cmd: [sleep, '1']\n".into(),
+        ),
+        ("env key", app("    env: {\"K\\0\": v}\n")),
+        ("env value", app("    env: {K: \"v\\0w\"}\n")),
+        ("cwd", app("    cwd: \"/tmp\\0x\"\n")),
+        ("user", app("    user: \"nobody\\0\"\n")),
+        ("stop_signal", app("    stop_signal: \"TERM\\0\"\n")),
+        ("unknown key", app("    \"x\\0y\": 1\n")),
+        ("watch path", app("    watch: [\"/tmp\\0\"]\n")),
+        (
+            "health URL",
+            app("    health: {http: \"http://127.0.0.1:1/\\0\"}\n"),
+        ),
+        (
+            "argv",
+            "apps:\n  - name: h\n    cmd: [sleep, \"1\\0\"]\n".into(),
+        ),
+    ];
+    for (what, yml) in &nul {
+        let err = failed(&start_config(&s, SystemLike::admin, yml), what);
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        answers(&s, &format!("NUL in {what}"));
+    }
+    for (key, value) in [
+        ("kill_timeout", "1e19"),
+        ("ready_timeout", "1e19"),
+        ("kill_timeout", "1e99"),
+        ("watch_delay", "1e19"),
+    ] {
+        let extra = if key == "ready_timeout" {
+            "    ready: notify\n"
+        } else if key == "watch_delay" {
+            "    watch: [/tmp]\n"
+        } else {
+            ""
+        };
+        let err = failed(
+            &start_config(
+                &s,
+                SystemLike::admin,
+                &app(&format!("{extra}    {key}: {value}\n")),
+            ),
+            key,
+        );
+        assert!(
+            err.contains(&format!("(h): {key} ")) && err.contains("is above 2592000s"),
+            "{key}: {err}"
+        );
+        answers(&s, &format!("{key}: {value}"));
+    }
+    let err = failed(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            &app("    restart: {delay: 1e19, max_delay: 1e99}\n"),
+        ),
+        "restart delays",
+    );
+    assert!(err.contains("is above 2592000s"), "{err}");
+    let err = failed(
+        &start_config(&s, SystemLike::admin, &app("    max_memory: 1e99\n")),
+        "max_memory",
+    );
+    assert!(err.contains("max_memory"), "{err}");
+    answers(&s, "huge durations");
+
+    // a cwd the admin may not enter: refused, and no `errored` entry is left behind
+    let err = failed(
+        &start_config(&s, SystemLike::admin, &app("    cwd: /root\n")),
+        "forbidden cwd",
+    );
+    assert!(err.contains("/root"), "{err}");
+    // a 10 KB name is not echoed whole
+    let long = "n".repeat(10_000);
+    let err = failed(
+        &s.admin(&["start", "sleep", "--name", &long, "--", "1"]),
+        "long name",
+    );
+    assert!(err.len() < 2_000, "{} bytes echoed: {err}", err.len());
+    answers(&s, "a 10 KB name");
+    assert!(names(&s).is_empty(), "nothing was added: {:?}", names(&s));
+}
+
+/// Item 14: `kill -9` of the private `dbus-daemon` (user mode) left the daemon alive but deaf,
+/// and the CLI then said "another turbo-daemon is already running". Now the daemon notices the
+/// lost connection, re-executes with a new bus, and adopts its running apps.
+#[test]
+fn a_killed_private_bus_is_replaced_and_the_apps_kept() {
+    let d = TestDaemon::start("off");
+    d.turbo_ok(&["start", "sleep", "--name", "keep", "--", "1000"]);
+    let pid = d.app("keep")["pid"].as_u64().unwrap();
+    d.wait_saved_pid(pid);
+    let daemon = d.daemon_pid().expect("the harness's daemon");
+    let bus = children(daemon)
+        .into_iter()
+        .find(|p| comm(*p).as_deref() == Some("dbus-daemon"))
+        .expect("the private dbus-daemon is the daemon's child");
+    Command::new("kill")
+        .args(["-9", &bus.to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        "the daemon to answer on a new bus",
+        Duration::from_secs(20),
+        || {
+            let out = d.turbo(&["ping"]);
+            out.status.success().then_some(())
+        },
+    );
+    assert_eq!(d.daemon_pid(), Some(daemon), "re-executed in place");
+    assert_eq!(
+        d.app("keep")["pid"].as_u64(),
+        Some(pid),
+        "the app was adopted, not restarted:\n{}",
+        d.daemon_log()
+    );
+    assert!(
+        d.daemon_log().contains("lost the bus connection"),
+        "{}",
+        d.daemon_log()
+    );
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_owned())
+}
