@@ -302,3 +302,77 @@ fn comm(pid: u32) -> Option<String> {
         .ok()
         .map(|c| c.trim().to_owned())
 }
+
+/// Item 7: the output of a failing health check (which can echo a secret from the app's
+/// environment) was shown by `describe` to any local user. Now root and the app's own user see
+/// it; an admin, and a plain user, see that it is hidden; `crashes` and `start --wait` the same.
+#[test]
+fn health_output_is_for_those_who_may_read_the_apps_logs() {
+    if skip_unless_root("health output visibility") {
+        return;
+    }
+    let s = SystemLike::start();
+    ok(
+        &start_config(
+            &s,
+            SystemLike::root,
+            "apps:\n  - name: leaky\n    cmd: [sleep, '1000']\n    env: {TOKEN: s3cret-token}\n    \
+             health: { cmd: [sh, -c, 'echo token=$TOKEN; exit 1'], interval: 200ms, retry_delay: 100ms, retries: 1, start_period: 0s }\n",
+        ),
+        "root starts leaky",
+    );
+    wait_for("the check to fail", Duration::from_secs(15), || {
+        let d = json(&ok(&s.root(&["describe", "leaky", "--json"]), "describe"));
+        d["config"]["health_last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("s3cret-token"))
+            .then_some(())
+    });
+    for (who, out) in [
+        ("an admin", s.admin(&["describe", "leaky"])),
+        ("a plain user", plain_user(&s, &["describe", "leaky"])),
+    ] {
+        let text = ok(&out, who);
+        assert!(
+            !text.contains("s3cret-token") && text.contains("hidden: only root and the app's user"),
+            "{who}: {text}"
+        );
+    }
+    let err = failed(
+        &s.admin(&["restart", "leaky", "--wait", "--wait-timeout", "3s"]),
+        "an admin waits for leaky",
+    );
+    assert!(
+        !err.contains("s3cret-token") && err.contains("health check failed: (hidden"),
+        "{err}"
+    );
+    // the unhealthy app was restarted: a crash whose detail is the check's output
+    wait_for(
+        "root to see the crash detail",
+        Duration::from_secs(15),
+        || {
+            ok(&s.root(&["crashes", "leaky"]), "root crashes")
+                .contains("s3cret-token")
+                .then_some(())
+        },
+    );
+    let crashes = ok(&s.admin(&["crashes", "leaky"]), "admin crashes");
+    assert!(!crashes.contains("s3cret-token"), "{crashes}");
+    // root still sees it all
+    let text = ok(&s.root(&["describe", "leaky"]), "root describe");
+    assert!(text.contains("s3cret-token"), "{text}");
+}
+
+/// `turbo` as uid 65534 without the admin group: a plain local user.
+fn plain_user(s: &SystemLike, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&s.cli)
+        .args(args)
+        .env("TURBO_BUS_ADDRESS", s.address())
+        .env("HOME", "/nonexistent")
+        .env("NO_COLOR", "1")
+        .current_dir("/")
+        .output()
+        .unwrap()
+}

@@ -36,7 +36,7 @@ pub(crate) struct SystemLike {
     bus: SystemBus,
     daemon: Child,
     home: tempfile::TempDir,
-    cli: PathBuf,
+    pub(crate) cli: PathBuf,
 }
 
 impl SystemLike {

@@ -375,16 +375,29 @@ impl ManagerIface {
         )
     }
 
-    /// Status, configuration (environment names only) and crash records of one app.
+    /// Status, configuration (environment names only) and crash records of one app; its
+    /// health-check output and crash stderr only for those who may read its logs
+    /// ([`auth::Policy::may_read_output`]).
     #[zbus(out_args("status", "config", "crashes"))]
     async fn describe_app(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>), Error> {
         wire::answer(
             async move {
                 target_ok(&target)?;
-                self.ask(|reply| Request::Describe(target, reply)).await
+                let (status, mut config, mut crashes) =
+                    self.ask(|reply| Request::Describe(target, reply)).await?;
+                let uid = self.policy.caller_uid(conn, &hdr).await?;
+                if !self.policy.may_read_output(uid, config.uid) {
+                    if !config.health_last_error.is_empty() {
+                        config.health_last_error = wire::HIDDEN_OUTPUT.to_owned();
+                    }
+                    crashes.iter_mut().for_each(wire::hide_output);
+                }
+                Ok((status, config, crashes))
             }
             .await,
         )
@@ -411,13 +424,28 @@ impl ManagerIface {
         )
     }
 
-    /// Crash statistics and the kept records, newest first.
+    /// Crash statistics and the kept records, newest first (stderr lines and health output
+    /// only for those who may read the app's logs).
     #[zbus(out_args("stats", "crashes"))]
-    async fn get_crashes(&self, target: String) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
+    async fn get_crashes(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
         wire::answer(
             async move {
                 target_ok(&target)?;
-                self.ask(|reply| Request::Crashes(target, reply)).await
+                let (_, config, _) = self
+                    .ask(|reply| Request::Describe(target.clone(), reply))
+                    .await?;
+                let (stats, mut crashes) =
+                    self.ask(|reply| Request::Crashes(target, reply)).await?;
+                let uid = self.policy.caller_uid(conn, &hdr).await?;
+                if !self.policy.may_read_output(uid, config.uid) {
+                    crashes.iter_mut().for_each(wire::hide_output);
+                }
+                Ok((stats, crashes))
             }
             .await,
         )
@@ -478,9 +506,17 @@ impl ManagerIface {
 
     /// Returns once every matching app is ready (online and, with a health check, healthy since
     /// its start); fails with the reason (the last health-check error) when one crashes, errors
-    /// or stops first, or after `timeout_ms` (at most a day). Read-only: no authorisation.
+    /// or stops first, or after `timeout_ms` (at most a day). Read-only: no authorisation; the
+    /// health-check output in the reason only for root and the daemon's own user (the target
+    /// may name apps of several users).
     #[zbus(out_args("apps"))]
-    async fn wait_ready(&self, target: String, timeout_ms: u64) -> Result<Vec<AppStatus>, Error> {
+    async fn wait_ready(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+        timeout_ms: u64,
+    ) -> Result<Vec<AppStatus>, Error> {
         wire::answer(
             async move {
                 target_ok(&target)?;
@@ -493,7 +529,17 @@ impl ManagerIface {
                     target,
                     timeout: std::time::Duration::from_millis(timeout_ms),
                 };
-                self.ask(|reply| Request::Apps(op, reply)).await
+                let answer = self.ask(|reply| Request::Apps(op, reply)).await;
+                match answer {
+                    Err(mut e) => {
+                        let uid = self.policy.caller_uid(conn, &hdr).await?;
+                        if !self.policy.may_read_output(uid, self.policy.owner_uid) {
+                            wire::hide_health_output(&mut e);
+                        }
+                        Err(e)
+                    }
+                    ok => ok,
+                }
             }
             .await,
         )

@@ -306,6 +306,47 @@ impl OnWire for Error {
     }
 }
 
+/// What replaces an app's own output (health-check output, crash stderr) for a caller who may
+/// not read its logs.
+pub const HIDDEN_OUTPUT: &str = "(hidden: only root and the app's user may read its output)";
+
+/// `crash` without the app's own output: its stderr lines and the health-check output kept as
+/// its detail.
+pub fn hide_output(crash: &mut CrashRecord) {
+    if !crash.stderr_tail.is_empty() {
+        crash.stderr_tail = vec![HIDDEN_OUTPUT.to_owned()];
+    }
+    if !crash.detail.is_empty() {
+        HIDDEN_OUTPUT.clone_into(&mut crash.detail);
+    }
+}
+
+/// `error` with the health-check output after the supervisor's `health check failed: ` (to the
+/// end of its line) replaced by [`HIDDEN_OUTPUT`].
+pub fn hide_health_output(error: &mut Error) {
+    let m = match error {
+        Error::ZBus(_) => return,
+        Error::InvalidConfig(m)
+        | Error::InvalidArgument(m)
+        | Error::NotFound(m)
+        | Error::AlreadyExists(m)
+        | Error::SpawnFailed(m)
+        | Error::AccessDenied(m)
+        | Error::Failed(m) => m,
+    };
+    *m = m
+        .split('\n')
+        .map(|line| match line.split_once(HEALTH_FAILED) {
+            Some((head, _)) => format!("{head}{HEALTH_FAILED}{HIDDEN_OUTPUT}"),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+}
+
+/// How the supervisor introduces a failed check's output in a readiness error.
+const HEALTH_FAILED: &str = crate::supervisor::HEALTH_FAILED;
+
 /// A method's answer, fit for the bus: the value's strings, or the error's message.
 ///
 /// # Errors
@@ -334,6 +375,28 @@ mod tests {
         let mut e = Error::InvalidConfig("bad \0 name".into());
         e.scrub();
         assert!(matches!(e, Error::InvalidConfig(m) if m == "bad \\0 name"));
+    }
+
+    #[test]
+    fn app_output_can_be_hidden() {
+        let mut e = Error::Failed(
+            "'a' is not ready after 2s: health check failed: token=s3cret\nnext".into(),
+        );
+        hide_health_output(&mut e);
+        assert!(
+            matches!(&e, Error::Failed(m) if m == &format!("'a' is not ready after 2s: health check failed: {HIDDEN_OUTPUT}\nnext")),
+            "{e:?}"
+        );
+        let mut c = CrashRecord {
+            stderr_tail: vec!["s3cret".into()],
+            detail: "token=s3cret".into(),
+            ..CrashRecord::default()
+        };
+        hide_output(&mut c);
+        assert_eq!(
+            (c.stderr_tail, c.detail),
+            (vec![HIDDEN_OUTPUT.to_owned()], HIDDEN_OUTPUT.to_owned())
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub use self::{
     input::{Command, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
     reload::{READY_TIMEOUT, SETTLE},
+    waits::HEALTH_FAILED,
 };
 use self::{commands::Pending, waits::ReadyWait};
 
