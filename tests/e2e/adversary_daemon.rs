@@ -376,3 +376,52 @@ fn plain_user(s: &SystemLike, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// Item 8: the apps' `NOTIFY_SOCKET` was a file in the daemon's 0700 home, so an app running as
+/// another user (`user:`, or an admin's caller-scoped app) never got `READY=1` through and
+/// looped in restarts. Now it is an abstract socket: both reach it, and their watchdog pings
+/// keep them running.
+#[test]
+fn apps_of_other_users_reach_the_notify_socket() {
+    if skip_unless_root("notify socket for apps of other users") {
+        return;
+    }
+    let s = SystemLike::start();
+    let notifier = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/apps/notifier.py"),
+    )
+    .unwrap();
+    let script = s.file("notifier.py", &notifier, 0o755);
+    let app = |name: &str, user: &str| {
+        format!(
+            "apps:\n  - name: {name}\n    cmd: [/usr/bin/python3, {}]\n{user}    env: {{ READY_AFTER: '0.3' }}\n    \
+             ready: notify\n    ready_timeout: 10s\n    watchdog: 1s\n",
+            script.display()
+        )
+    };
+    let yml = s.file("nobody.yml", &app("as-nobody", "    user: nobody\n"), 0o644);
+    ok(
+        &s.root(&["start", yml.to_str().unwrap(), "--wait"]),
+        "root's app with user: nobody gets ready",
+    );
+    let yml = s.file("admins.yml", &app("admins", ""), 0o644);
+    ok(
+        &s.admin(&["start", yml.to_str().unwrap(), "--wait"]),
+        "the admin's app gets ready",
+    );
+    // a few watchdog periods: the pings arrive, nothing is restarted
+    std::thread::sleep(Duration::from_secs(3));
+    let list = json(&ok(&s.root(&["status", "--json"]), "status"));
+    for name in ["as-nobody", "admins"] {
+        let a = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap();
+        assert_eq!(a["state"], "online", "{a}\n{}", s.log());
+        assert_eq!(a["status_text"], "serving", "{a}");
+        assert_eq!(a["restarts"], 0, "{a}\n{}", s.log());
+        assert_eq!(uid_of(a["pid"].as_u64().unwrap()), 65534, "{a}");
+    }
+}

@@ -119,9 +119,9 @@ pub struct Spawner {
     listeners: Listeners,
     /// File watchers of the apps with `watch:`.
     watchers: HashMap<AppId, watch::AppWatcher>,
-    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog`, bound when the first
-    /// such app starts.
-    notify_socket: Option<PathBuf>,
+    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog` (`@name`), bound when
+    /// the first such app starts.
+    notify_socket: Option<String>,
     /// Memory cgroups of apps with `memory_enforce: cgroup`, and the OOM kills counted in each
     /// when last looked at.
     cgroups: HashMap<AppId, (MemoryCgroup, u64)>,
@@ -165,7 +165,7 @@ impl Spawner {
         if spec.readiness.wants_socket() {
             // the systemd protocol: where to send READY=1 / WATCHDOG=1, and how often to ping
             let socket = self.notify_socket(tx)?;
-            extra_env.push(("NOTIFY_SOCKET".into(), socket.display().to_string()));
+            extra_env.push(("NOTIFY_SOCKET".into(), socket));
             if let Some(period) = spec.readiness.watchdog() {
                 extra_env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
             }
@@ -182,24 +182,41 @@ impl Spawner {
         spawn::spawn(&plan).map_err(|e| e.to_string())
     }
 
-    /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader, which sends
-    /// every datagram to the loop) first.
+    /// The apps' `NOTIFY_SOCKET` (`@turbo-notify-<home hash>`), binding it (and starting its
+    /// reader, which sends every datagram to the loop) first.
+    ///
+    /// An abstract socket, because a socket file in the 0700 home is out of reach of apps that
+    /// run as another user (issue 15: they never got READY=1 through and looped in restarts).
+    /// Its name follows from the home, so a daemon restarted on the same home binds the name its
+    /// adopted apps know. Anyone may bind an abstract name first: then the daemon takes
+    /// `<name>-<pid>` (apps adopted with the old name lose their notifications, and a watchdog
+    /// restarts them onto the new one), and what is received is attributed by the kernel's pid
+    /// of the sender either way.
     ///
     /// # Errors
     /// When the socket cannot be bound.
-    pub fn notify_socket(&mut self, tx: &UnboundedSender<Internal>) -> Result<PathBuf, String> {
+    pub fn notify_socket(&mut self, tx: &UnboundedSender<Internal>) -> Result<String, String> {
         if let Some(p) = &self.notify_socket {
             return Ok(p.clone());
         }
-        let path = self.home.join("notify.sock");
-        let sock = net::bind_notify_socket(&path)
-            .map_err(|e| format!("cannot bind the NOTIFY_SOCKET {}: {e}", path.display()))?;
+        let name = notify_name(&self.home);
+        let (name, sock) = match net::bind_notify_abstract(&name) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!("the NOTIFY_SOCKET name @{name} is taken by another process");
+                let other = format!("{name}-{}", std::process::id());
+                let sock = net::bind_notify_abstract(&other);
+                (other, sock)
+            }
+            other => (name, other),
+        };
+        let sock = sock.map_err(|e| format!("cannot bind the NOTIFY_SOCKET @{name}: {e}"))?;
         // SAFETY: the AsyncFd owns the socket, so the fd stays open and the same while registered.
         let afd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.to_string())?;
         tokio::spawn(read_notifications(afd, tx.clone()));
-        tracing::info!("apps' NOTIFY_SOCKET at {}", path.display());
-        self.notify_socket = Some(path.clone());
-        Ok(path)
+        let value = format!("@{name}");
+        tracing::info!("apps' NOTIFY_SOCKET at {value}");
+        self.notify_socket = Some(value.clone());
+        Ok(value)
     }
 
     /// The memory cgroup `spec` asks for (`memory_enforce: cgroup`), created on first use below
@@ -319,6 +336,21 @@ impl Spawner {
 }
 
 /// Reads the apps' notify datagrams and sends each, with the sender's pid, to the loop.
+/// The abstract name of the apps' `NOTIFY_SOCKET` for the daemon of `home`: stable across
+/// daemon restarts and builds (FNV-1a of the path, not the standard library's hasher, whose
+/// algorithm may change), distinct for every home.
+fn notify_name(home: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let hash = home
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("turbo-notify-{hash:016x}")
+}
+
 async fn read_notifications(
     afd: AsyncFd<std::os::unix::net::UnixDatagram>,
     tx: UnboundedSender<Internal>,
