@@ -425,3 +425,99 @@ fn apps_of_other_users_reach_the_notify_socket() {
         assert_eq!(uid_of(a["pid"].as_u64().unwrap()), 65534, "{a}");
     }
 }
+
+/// Item 6: `watch: [/root]` by an admin made the root daemon walk a tree the admin cannot read,
+/// on its main loop, and restarts then revealed activity there. Now a watch path is checked
+/// with the caller's rights (refused), trees are walked off the loop with the app user's
+/// rights, and at most 8192 directories are watched per app.
+#[test]
+fn watch_paths_are_read_with_the_callers_rights_and_bounded() {
+    if skip_unless_root("watch paths of an admin") {
+        return;
+    }
+    let s = SystemLike::start();
+    let err = failed(
+        &start_config(
+            &s,
+            SystemLike::admin,
+            "apps:\n  - name: spy\n    cmd: [sleep, '1000']\n    watch: [/root]\n",
+        ),
+        "an admin watches /root",
+    );
+    assert!(
+        err.contains("watch path /root cannot be read (Permission denied)")
+            && err.contains("watch only what you may read"),
+        "{err}"
+    );
+    answers(&s, "watch: [/root]");
+
+    // a tree of 9000 directories: walked off the loop, cut at 8192
+    let tree = tempfile::tempdir().unwrap();
+    for i in 0..90 {
+        for j in 0..100 {
+            std::fs::create_dir_all(tree.path().join(format!("d{i}/e{j}"))).unwrap();
+        }
+    }
+    ok(
+        &start_config(
+            &s,
+            SystemLike::root,
+            &format!(
+                "apps:\n  - name: big\n    cmd: [sleep, '1000']\n    watch: [{}]\n",
+                tree.path().display()
+            ),
+        ),
+        "root watches a big tree",
+    );
+    answers(&s, "a big watch tree");
+    wait_for("the cap to be reported", Duration::from_secs(30), || {
+        s.log()
+            .contains("more than 8192 directories under")
+            .then_some(())
+    });
+    assert!(
+        s.log().contains("watching 8192 directories for changes"),
+        "{}",
+        s.log()
+    );
+
+    // root's app that runs as nobody: its tree is walked with nobody's rights, so a private
+    // directory in it (and what is below) is not watched
+    use std::os::unix::fs::PermissionsExt as _;
+    let mixed = tempfile::tempdir().unwrap();
+    for (dir, mode) in [("", 0o755), ("open", 0o755), ("private", 0o700)] {
+        let d = mixed.path().join(dir);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for sub in ["x", "y", "z"] {
+        std::fs::create_dir(mixed.path().join("private").join(sub)).unwrap();
+    }
+    ok(
+        &start_config(
+            &s,
+            SystemLike::root,
+            &format!(
+                "apps:\n  - name: asnobody\n    cmd: [sleep, '1000']\n    user: nobody\n    watch: [{}]\n",
+                mixed.path().display()
+            ),
+        ),
+        "root's app as nobody watches a mixed tree",
+    );
+    wait_for("the watcher of asnobody", Duration::from_secs(15), || {
+        s.log()
+            .lines()
+            .find(|l| l.contains("asnobody") && l.contains("watching"))
+            .map(str::to_owned)
+    });
+    let line = s
+        .log()
+        .lines()
+        .find(|l| l.contains("asnobody") && l.contains("watching"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains("watching 2 directories"),
+        "the root and `open`, not `private` and below: {line}"
+    );
+}

@@ -119,6 +119,9 @@ pub struct Spawner {
     listeners: Listeners,
     /// File watchers of the apps with `watch:`.
     watchers: HashMap<AppId, watch::AppWatcher>,
+    /// Watchers being set up on their own thread, by the spec they were asked for: a watcher
+    /// that arrives for another spec (the app changed meanwhile) is dropped.
+    pending_watchers: HashMap<AppId, crate::spec::WatchSpec>,
     /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog` (`@name`), bound when
     /// the first such app starts.
     notify_socket: Option<String>,
@@ -137,6 +140,7 @@ impl Spawner {
             log_dir: log_dir.to_path_buf(),
             listeners: Listeners::default(),
             watchers: HashMap::new(),
+            pending_watchers: HashMap::new(),
             notify_socket: None,
             cgroups: HashMap::new(),
         }
@@ -285,27 +289,93 @@ impl Spawner {
     }
 
     /// Starts, replaces or drops the file watcher of app `id` (`None`: gone) to match its spec.
+    ///
+    /// The tree is walked on a thread of its own (a large tree would stall the loop), with the
+    /// file-system credentials of the user the app runs as when that is not the daemon's (so
+    /// watch mode sees only what the app's user may read); the watcher comes back to the loop
+    /// as [`Internal::WatcherReady`], for [`Self::watcher_ready`].
     pub fn sync_watcher(&mut self, id: AppId, app: Option<&App>, tx: &UnboundedSender<Internal>) {
-        let Some(spec) = app.and_then(|a| a.spec.watch.clone()) else {
+        let Some(app) = app.filter(|a| a.spec.watch.is_some()) else {
             self.watchers.remove(&id);
+            self.pending_watchers.remove(&id);
             return;
         };
-        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec) {
+        let Some(spec) = app.spec.watch.clone() else {
+            return;
+        };
+        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec)
+            || self.pending_watchers.get(&id) == Some(&spec)
+        {
             return;
         }
         self.watchers.remove(&id);
+        self.pending_watchers.insert(id, spec.clone());
         // the daemon's own files change all the time: never a reason to restart
         let skip = vec![self.home.clone(), self.log_dir.clone()];
-        let tx = tx.clone();
-        let name = app.map(|a| a.spec.name.clone()).unwrap_or_default();
-        match watch::AppWatcher::start(&spec, skip, move |change| {
-            let _ = tx.send(Internal::FilesChanged(id, change));
-        }) {
-            Ok(w) => {
-                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
-                self.watchers.insert(id, w);
+        let events = tx.clone();
+        let name = app.spec.name.clone();
+        let user = app
+            .spec
+            .privileges
+            .run_as
+            .as_ref()
+            .filter(|r| r.uid != crate::os::creds::effective_uid())
+            .map(|r| {
+                (
+                    r.uid,
+                    r.gid,
+                    r.groups.iter().map(|(_, g)| *g).collect::<Vec<_>>(),
+                )
+            });
+        let walk = move || {
+            if let Some((uid, gid, groups)) = &user {
+                // this thread only, and the notify thread it starts inherits them
+                crate::os::creds::switch_thread_fs_credentials(*uid, *gid, groups)
+                    .map_err(|e| format!("cannot take the file rights of uid {uid}: {e}"))?;
             }
-            Err(e) => tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}"),
+            watch::AppWatcher::start(&spec, skip, move |change| {
+                let _ = events.send(Internal::FilesChanged(id, change));
+            })
+            .map_err(|e| e.to_string())
+        };
+        let spawned = std::thread::Builder::new()
+            .name("turbo-watch-walk".into())
+            .spawn({
+                let tx = tx.clone();
+                move || {
+                    let result = walk();
+                    let _ = tx.send(Internal::WatcherReady {
+                        app: id,
+                        name,
+                        result,
+                    });
+                }
+            });
+        if let Err(e) = spawned {
+            self.pending_watchers.remove(&id);
+            tracing::warn!(app = %app.spec.name, "watch mode is off: cannot start its thread: {e}");
+        }
+    }
+
+    /// The watcher of `app` (named `name`) set up by [`Self::sync_watcher`]'s thread, kept if
+    /// the app still wants exactly what it watches.
+    pub fn watcher_ready(
+        &mut self,
+        app: AppId,
+        name: &str,
+        result: Result<watch::AppWatcher, String>,
+    ) {
+        match result {
+            Ok(w) if self.pending_watchers.get(&app) == Some(w.spec()) => {
+                self.pending_watchers.remove(&app);
+                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
+                self.watchers.insert(app, w);
+            }
+            Ok(_) => {} // asked for something else since: that watcher is on its way
+            Err(e) => {
+                self.pending_watchers.remove(&app);
+                tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}");
+            }
         }
     }
 
