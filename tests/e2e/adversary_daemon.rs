@@ -521,3 +521,26 @@ fn watch_paths_are_read_with_the_callers_rights_and_bounded() {
         "the root and `open`, not `private` and below: {line}"
     );
 }
+
+/// Found by a new user: stopped instances still showed `healthy` (their last process's verdict).
+#[test]
+fn a_stopped_instance_is_not_reported_healthy() {
+    let d = TestDaemon::start("off");
+    let yml = d.config(
+        "hc",
+        "apps:\n  - name: hc\n    cmd: [sleep, '1000']\n    instances: 2\n    \
+         health: { cmd: ['true'], interval: 200ms }\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap(), "--wait"]);
+    d.wait_app("hc", "healthy", |a| a["health"] == "healthy");
+    d.turbo_ok(&["stop", "hc"]);
+    let list = d.status();
+    let hc: Vec<_> = list.iter().filter(|a| a["name"] == "hc").collect();
+    assert_eq!(hc.len(), 2, "{list:?}");
+    for a in hc {
+        assert_eq!(a["state"], "stopped", "{a}");
+        assert_eq!(a["health"], "unknown", "{a}");
+    }
+    let table = d.turbo_ok(&["status"]);
+    assert!(!table.contains("healthy"), "{table}");
+}

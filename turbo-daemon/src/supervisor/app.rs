@@ -6,7 +6,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use turbo_api::{AppState, ExitReason};
+use turbo_api::{AppState, ExitReason, Health};
 
 use super::{
     AppId,
@@ -197,6 +197,19 @@ impl App {
         matches!(self.state, State::Online { .. })
             && (self.spec.health.is_none() || self.health.ever_healthy)
             && (matches!(self.spec.readiness.mode, ReadyMode::Spawn) || self.notify.ready)
+    }
+
+    /// The health to show: the checks' verdict while a process runs (online); `unknown` for an
+    /// app with a check but no running process (a stopped instance is not `healthy` because its
+    /// last process was, issue 15); `none` without a check.
+    #[must_use]
+    pub const fn public_health(&self) -> Health {
+        let configured = self.spec.health.is_some();
+        if matches!(self.state, State::Online { .. }) || !configured {
+            self.health.public(configured)
+        } else {
+            Health::Unknown
+        }
     }
 
     /// Forgets the crash streak, the crash-loop window and the automatic restart count: what a
