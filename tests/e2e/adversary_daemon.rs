@@ -544,3 +544,33 @@ fn a_stopped_instance_is_not_reported_healthy() {
     let table = d.turbo_ok(&["status"]);
     assert!(!table.contains("healthy"), "{table}");
 }
+
+/// Found by the side-by-side benchmark: `turbo start FILE.yml` returned before every app had
+/// exec'd once. The reply waits for every process's spawn, which returns after its `execve`:
+/// when the CLI returns, each instance runs its own program.
+#[test]
+fn start_of_a_config_returns_after_every_app_has_execd() {
+    let d = TestDaemon::start("off");
+    let mut yml = String::from("apps:\n");
+    for i in 0..6 {
+        yml.push_str(&format!(
+            "  - name: e{i}\n    cmd: [sleep, '1000']\n    instances: 3\n"
+        ));
+    }
+    let path = d.config("many", &yml);
+    d.turbo_ok(&["start", path.to_str().unwrap()]);
+    let list = d.status();
+    assert_eq!(list.len(), 18, "{list:?}");
+    for a in &list {
+        let pid = a["pid"].as_u64().unwrap_or(0);
+        assert!(pid > 0, "{a}");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(
+            exe.file_name().and_then(|n| n.to_str()),
+            Some("sleep"),
+            "pid {pid} of {} runs {} at the reply",
+            a["name"],
+            exe.display()
+        );
+    }
+}
