@@ -574,3 +574,69 @@ fn start_of_a_config_returns_after_every_app_has_execd() {
         );
     }
 }
+
+/// Found by the side-by-side benchmark: every user-mode daemon wanted 127.0.0.1:9464, so on a
+/// host where two users run turbo the second one's exporter was silently off. Now a non-root
+/// daemon's default is loopback port `10000 + uid mod 22768`, shown by `turbo info`, while
+/// root's stays 9464.
+#[test]
+fn each_users_daemon_gets_its_own_exporter_port() {
+    if skip_unless_root("a user-mode daemon of another user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon_bin = turbo_tests::runnable_by_anyone(
+        &turbo_tests::bin_dir().join("turbo-daemon"),
+        shared.path(),
+    );
+    let cli = turbo_tests::runnable_by_anyone(&turbo_tests::bin_dir().join("turbo"), shared.path());
+    let home = shared.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |program: &std::path::Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("TURBO_HOME", &home)
+            .env("TURBO_EBPF", "off")
+            .current_dir("/");
+        c
+    };
+    let mut daemon = as_nobody(&daemon_bin)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let info = wait_for("nobody's daemon", Duration::from_secs(15), || {
+        let out = as_nobody(&cli).args(["info", "--json"]).output().unwrap();
+        out.status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&out.stdout)))
+    });
+    let port = 10_000 + 65_534 % 22_768;
+    assert_eq!(
+        info["metrics"],
+        format!("http://127.0.0.1:{port}/metrics"),
+        "{info}"
+    );
+    let scrape = std::net::TcpStream::connect(("127.0.0.1", port));
+    let _ = as_nobody(&cli).arg("kill").output();
+    let _ = daemon.wait();
+    assert!(scrape.is_ok(), "the exporter answers on {port}");
+    // root's daemon keeps 9464 (or says why not)
+    let d = TestDaemon::start("off");
+    let info = d.json(&["info"]);
+    let m = info["metrics"].as_str().unwrap();
+    assert!(
+        m == "http://127.0.0.1:9464/metrics"
+            || m.starts_with("off: cannot listen on 127.0.0.1:9464"),
+        "{info}"
+    );
+}

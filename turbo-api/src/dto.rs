@@ -567,6 +567,8 @@ pub struct DaemonInfo {
     pub log_dir: String,
     /// The requested event source selection: `auto`, `require` or `off`.
     pub ebpf_setting: String,
+    /// Where the Prometheus exporter serves (`http://127.0.0.1:11000/metrics`), or `off: why`.
+    pub metrics: String,
     /// The active event source: `ebpf` or `procfs`.
     pub event_source: String,
     /// Why that source is active (for `procfs`: why eBPF is not).

@@ -426,13 +426,14 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
     } else {
         info.ebpf_programs.join(", ")
     };
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         ("version", info.version.clone()),
         ("pid", info.pid.to_string()),
         ("mode", info.mode.clone()),
         ("bus", info.bus_address.clone()),
         ("home", info.home.clone()),
         ("logs", info.log_dir.clone()),
+        ("metrics", escape_controls(&info.metrics).into_owned()),
         ("event source", source),
         ("ebpf setting", info.ebpf_setting.clone()),
         ("ebpf programs", programs),

@@ -216,19 +216,26 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
     // the exporter is optional: a port in use must not keep the apps from being supervised
-    match opts.metrics_listen {
+    let metrics_state = match opts.metrics_listen {
         Some(addr) => match metrics::bind(addr).await {
             Ok(listener) => {
                 tracing::info!("{}", metrics::describe_listen(&addr));
                 tokio::spawn(metrics::serve(listener, requests_tx.clone()));
+                format!("http://{addr}/metrics")
             }
-            Err(e) => tracing::warn!(
-                "metrics: cannot listen on {addr}: {e}; the exporter is off \
-                 (choose another address with --metrics-listen, or `off`)"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    "metrics: cannot listen on {addr}: {e}; the exporter is off \
+                     (choose another address with --metrics-listen, or `off`)"
+                );
+                format!("off: cannot listen on {addr}: {e}")
+            }
         },
-        None => tracing::info!("metrics: exporter off (--metrics-listen off)"),
-    }
+        None => {
+            tracing::info!("metrics: exporter off (--metrics-listen off)");
+            "off (--metrics-listen off)".to_owned()
+        }
+    };
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let policy = dbus::auth::Policy::new(&opts.admin_group);
     let validation = dbus::Validation {
@@ -263,6 +270,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             bus_address: address,
             mode,
             ebpf_setting: opts.ebpf.as_str().into(),
+            metrics: metrics_state,
         },
         source,
         events_rx,

@@ -228,6 +228,7 @@ impl OnWire for DaemonInfo {
             home,
             log_dir,
             ebpf_setting,
+            metrics,
             event_source,
             event_source_reason,
             ebpf_programs,
@@ -245,6 +246,7 @@ impl OnWire for DaemonInfo {
             home,
             log_dir,
             ebpf_setting,
+            metrics,
             event_source,
             event_source_reason,
         ] {

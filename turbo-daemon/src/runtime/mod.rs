@@ -121,6 +121,8 @@ pub struct DaemonFacts {
     pub mode: &'static str,
     /// `auto`, `require` or `off`.
     pub ebpf_setting: String,
+    /// Where the Prometheus exporter serves (`http://ADDR/metrics`), or why it is off.
+    pub metrics: String,
 }
 
 /// Events the loop sends itself.

@@ -142,6 +142,8 @@ pub struct Facts<'a> {
     pub log_dir: &'a Path,
     /// `auto`, `require` or `off`.
     pub ebpf_setting: &'a str,
+    /// The exporter's address or why it is off.
+    pub metrics: &'a str,
 }
 
 /// The daemon's description.
@@ -161,6 +163,7 @@ pub fn info(
         home: facts.home.display().to_string(),
         log_dir: facts.log_dir.display().to_string(),
         ebpf_setting: facts.ebpf_setting.into(),
+        metrics: facts.metrics.into(),
         event_source: source.kind().as_str().into(),
         event_source_reason: source.reason().to_owned(),
         event_fallbacks: source.fallbacks(),
