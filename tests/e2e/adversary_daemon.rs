@@ -640,3 +640,101 @@ fn each_users_daemon_gets_its_own_exporter_port() {
         "{info}"
     );
 }
+
+/// Item 3 (daemon side): a `TURBO_HOME` that was another user's symlink (with
+/// `fs.protected_symlinks=0`) led the daemon's state and its apps' output into that user's
+/// directory. The daemon now refuses a home that is a symlink another user owns, or that lies in
+/// a directory another user owns or may write to (they could swap it), before creating anything.
+#[test]
+fn a_home_another_user_controls_is_refused_by_the_daemon() {
+    if skip_unless_root("homes planted by another user") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |home: &std::path::Path| {
+        let out = Command::new(turbo_tests::bin_dir().join("turbo-daemon"))
+            .env("TURBO_HOME", home)
+            .env("TURBO_EBPF", "off")
+            .env("TURBO_METRICS_LISTEN", "off")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // the attacker's symlink to a private directory of root's
+    let target = base.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = base.path().join("home-link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let (status, err) = run(&link);
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("is a symbolic link owned by uid 65534"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing written"
+    );
+
+    // a home inside a directory the attacker owns
+    let theirs = base.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let (status, err) = run(&theirs.join("home"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("which uid 65534 owns and so may replace it"),
+        "{err}"
+    );
+    assert!(!theirs.join("home").exists(), "nothing created");
+
+    // a home inside a world-writable directory without the sticky bit
+    let open = base.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, err) = run(&open.join("home"));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("which others may write to (mode 0777)"),
+        "{err}"
+    );
+
+    // root's own symlink to its own directory is fine
+    std::os::unix::fs::lchown(&link, Some(0), Some(0)).unwrap();
+    let mut d = Command::new(turbo_tests::bin_dir().join("turbo-daemon"))
+        .env("TURBO_HOME", &link)
+        .env("TURBO_EBPF", "off")
+        .env("TURBO_METRICS_LISTEN", "off")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let address = format!("unix:path={}", link.join("bus.sock").display());
+    wait_for(
+        "the daemon on root's own link",
+        Duration::from_secs(15),
+        || {
+            Command::new(turbo_tests::bin_dir().join("turbo"))
+                .arg("ping")
+                .env("TURBO_BUS_ADDRESS", &address)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        },
+    );
+    let _ = Command::new(turbo_tests::bin_dir().join("turbo"))
+        .arg("kill")
+        .env("TURBO_BUS_ADDRESS", &address)
+        .output();
+    let _ = d.wait();
+}

@@ -135,6 +135,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // the runtime loop beats `heartbeat`; the watchdog pings systemd only while it does
     let beat_interval = notify::spawn_watchdog(&heartbeat).map(|w| w.beat_interval());
     let log_dir = opts.log_dir.clone().unwrap_or_else(|| home.join("logs"));
+    for dir in [home, &log_dir] {
+        check_placement(dir).map_err(io_err("refusing to start"))?;
+    }
     create_private_dir(home)?;
     create_private_dir(&log_dir)?;
     // before anything is created in them (daemon.lock, daemon.pid, sockets): a directory
@@ -342,6 +345,65 @@ async fn reconnect_when_deaf(
         );
         std::process::exit(75);
     }
+}
+
+/// Where `dir` is, checked before it is created or used (issue 15: a `TURBO_HOME` that was
+/// another user's symlink, with `fs.protected_symlinks=0`, led the daemon's state and its apps'
+/// output into that user's directory): `dir` itself, when a symlink, must be the daemon's user's
+/// or root's (what it leads to is checked by `storage::check_private_dir`), and its parent must
+/// not let another user replace it: owned by the daemon's user or root, and writable by nobody
+/// else unless sticky (like `/tmp`, where only a file's owner may rename or remove it).
+///
+/// # Errors
+/// One line naming the path, the owner or mode, and the fix.
+fn check_placement(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = os::creds::effective_uid();
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} {why}; refusing to use it", dir.display()),
+        ))
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() && m.uid() != 0 && m.uid() != me => {
+            return refuse(format!(
+                "is a symbolic link owned by uid {}, not by the daemon's uid {me} or root, so \
+                 that user decides where the daemon writes (fix: remove the link, or point \
+                 TURBO_HOME at a directory of your own)",
+                m.uid()
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let Ok(p) = std::fs::metadata(parent) else {
+        return Ok(()); // created with `dir`, by the daemon itself
+    };
+    // (a sticky directory protects entries from other users, not from its own owner)
+    if p.uid() != 0 && p.uid() != me {
+        return refuse(format!(
+            "is in {}, which uid {} owns and so may replace it (fix: use a directory in one \
+             of your own or root's)",
+            parent.display(),
+            p.uid()
+        ));
+    }
+    let sticky = p.mode() & 0o1000 != 0;
+    if p.mode() & 0o022 != 0 && !sticky {
+        return refuse(format!(
+            "is in {}, which others may write to (mode {:04o}), so they may replace it (fix: \
+             chmod go-w {} or use another directory)",
+            parent.display(),
+            p.mode() & 0o7777,
+            parent.display()
+        ));
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
