@@ -738,3 +738,221 @@ fn a_home_another_user_controls_is_refused_by_the_daemon() {
         .output();
     let _ = d.wait();
 }
+
+/// The watchdog the issue asks for, over many inputs: a seeded generator of hostile `turbo.yml`
+/// documents (NUL and escape sequences in every kind of string, overflowing and non-finite
+/// numbers, huge and deeply nested values, unknown keys) and hostile `StartApp` option maps
+/// (every known key with values of every type, unknown keys), sent straight over D-Bus; after
+/// each, `Ping` must answer within 5 s and the connection must still be up. Whatever was
+/// started is deleted again. Deterministic: a failure names its seed and input.
+#[test]
+fn no_hostile_input_takes_the_daemon_off_the_bus() {
+    use std::collections::HashMap;
+    use turbo_api::{ManagerProxy, option};
+    use zbus::zvariant::{Array, Dict, Value};
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+            let n = u64::try_from(from.len()).unwrap();
+            &from[usize::try_from(self.next() % n).unwrap()]
+        }
+    }
+
+    const SCALARS: &[&str] = &[
+        "\"\\0\"",
+        "\"a\\0b\"",
+        "\"\\e[2J\\e]52;c;eA==\\a\"",
+        "1e19",
+        "1e99",
+        "-1e19",
+        "18446744073709551616",
+        "-1",
+        "0",
+        ".nan",
+        ".inf",
+        "-.inf",
+        "~",
+        "true",
+        "\"\"",
+        "\"\\uFFFF\\u0085\\u2028\"",
+        "'/root'",
+        "'/proc/self/fd/0'",
+        "'/dev/zero'",
+        "'../../etc/passwd'",
+        "\"1tb\"",
+        "\"1e99s\"",
+        "\"99999999999999999999h\"",
+        "0.0000001",
+        "'0.0.0.0:80'",
+        "'[::]:0'",
+        "'http://127.0.0.1:1/\\0'",
+        "SIGKILL",
+        "\"TERM\\0\"",
+        "root",
+    ];
+    const KEYS: &[&str] = &[
+        "cwd",
+        "env",
+        "env_file",
+        "user",
+        "group",
+        "groups",
+        "stop_signal",
+        "kill_timeout",
+        "autorestart",
+        "restart",
+        "watch",
+        "ignore_watch",
+        "watch_delay",
+        "health",
+        "ready",
+        "ready_timeout",
+        "watchdog",
+        "max_memory",
+        "memory_warning",
+        "memory_enforce",
+        "instances",
+        "listen",
+        "log",
+        "rlimits",
+        "nice",
+        "oom_score_adj",
+        "umask",
+        "stop_exit_codes",
+        "args",
+        "\"x\\0y\"",
+        "\"\\e[31m\"",
+    ];
+    let value = |rng: &mut Rng| -> String {
+        match rng.next() % 8 {
+            0 => format!("[{}, {}]", rng.pick(SCALARS), rng.pick(SCALARS)),
+            1 => format!(
+                "{{ {}: {}, interval: {}, delay: {}, max_size: {}, nofile: {} }}",
+                rng.pick(&["http", "tcp", "cmd", "\"\\0\""]),
+                rng.pick(SCALARS),
+                rng.pick(SCALARS),
+                rng.pick(SCALARS),
+                rng.pick(SCALARS),
+                rng.pick(SCALARS)
+            ),
+            2 => format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            3 => format!("'{}'", "x".repeat(70_000)),
+            4 => format!("{{ {}: {} }}", rng.pick(SCALARS), rng.pick(SCALARS)),
+            _ => (*rng.pick(SCALARS)).to_owned(),
+        }
+    };
+
+    let d = TestDaemon::start("off");
+    let base = d.home().join("fuzz");
+    std::fs::create_dir(&base).unwrap();
+    let base = base.to_str().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = &d;
+    rt.block_on(async move {
+        let conn = d.connect().await;
+        let m = ManagerProxy::new(&conn).await.unwrap();
+        let mut rng = Rng(0x7e57_5eed_0015);
+        let (mut refused, mut started) = (0, 0);
+        for round in 0..300 {
+            let name = if rng.next() % 4 == 0 {
+                (*rng.pick(SCALARS)).to_owned()
+            } else {
+                format!("f{round}")
+            };
+            let mut yml = format!("apps:\n  - name: {name}\n    cmd: [sleep, '1000']\n");
+            for _ in 0..=(rng.next() % 4) {
+                let key = *rng.pick(KEYS);
+                let v = value(&mut rng);
+                yml.push_str(&format!("    {key}: {v}\n"));
+            }
+            let answer = m.start_config(&yml, "fuzz.yml", &base).await;
+            if answer.is_ok() {
+                started += 1
+            } else {
+                refused += 1
+            }
+            let shown: String = yml.chars().take(300).collect();
+            alive(&m, d, format!("round {round}: StartConfig of\n{shown}")).await;
+            if answer.is_ok() {
+                let _ = m.delete_app("all").await;
+            }
+
+            let mut opts: HashMap<&str, Value<'_>> = HashMap::new();
+            let keys = [
+                option::CWD,
+                option::ENV,
+                option::AUTORESTART,
+                option::MAX_MEMORY,
+                option::INSTANCES,
+                option::WATCH,
+                option::RESTART_DELAY,
+                "unknown\u{1b}[2J",
+            ];
+            for _ in 0..=(rng.next() % 3) {
+                let key = *rng.pick(&keys);
+                let v: Value<'_> = match rng.next() % 9 {
+                    0 => Value::from(u64::MAX),
+                    1 => Value::from(i64::MIN),
+                    2 => Value::from(f64::NAN),
+                    3 => Value::from(f64::INFINITY),
+                    4 => Value::from(
+                        rng.pick(&["/root", "/", "never", "\u{1b}]0;x\u{7}", ""])
+                            .to_string(),
+                    ),
+                    5 => Value::from(true),
+                    6 => Value::from(Array::from(vec!["/root", "/proc", "\u{85}"])),
+                    7 => {
+                        let mut dict: Dict<'_, '_> = Dict::new(
+                            &zbus::zvariant::Signature::Str,
+                            &zbus::zvariant::Signature::Str,
+                        );
+                        let _ = dict.append(Value::from("K=V"), Value::from("x".repeat(200_000)));
+                        Value::from(dict)
+                    }
+                    _ => Value::from(u32::MAX),
+                };
+                opts.insert(key, v);
+            }
+            let shown = format!("{opts:?}").chars().take(300).collect::<String>();
+            let answer = m
+                .start_app(&format!("o{round}"), &["sleep", "1000"], opts)
+                .await;
+            if answer.is_ok() {
+                started += 1;
+            } else {
+                refused += 1;
+            }
+            alive(&m, d, format!("round {round}: StartApp with {shown}")).await;
+            if answer.is_ok() {
+                let _ = m.delete_app("all").await;
+            }
+        }
+        // hostile, not merely invalid: most are refused, and some get through to a spawn
+        assert!(
+            refused > 300 && started > 0,
+            "{refused} refused, {started} started"
+        );
+    });
+    assert!(!d.daemon_log().contains("panicked"), "{}", d.daemon_log());
+}
+
+/// `Ping` answers within 5 s, or the test fails naming `what` came before.
+async fn alive(m: &turbo_api::ManagerProxy<'_>, d: &TestDaemon, what: String) {
+    let pong = tokio::time::timeout(Duration::from_secs(5), m.ping()).await;
+    assert!(
+        matches!(pong, Ok(Ok(_))),
+        "the daemon stopped answering after {what}: {pong:?}\n{}",
+        d.daemon_log()
+    );
+}
