@@ -865,7 +865,7 @@ fn no_hostile_input_takes_the_daemon_off_the_bus() {
         let mut rng = Rng(0x7e57_5eed_0015);
         let (mut refused, mut started) = (0, 0);
         for round in 0..300 {
-            let name = if rng.next() % 4 == 0 {
+            let name = if rng.next().is_multiple_of(4) {
                 (*rng.pick(SCALARS)).to_owned()
             } else {
                 format!("f{round}")
