@@ -364,7 +364,7 @@ fn oversized_and_malformed_arguments_are_refused_with_the_bound() {
             .await
             .map(drop),
             CONFIG,
-            "t.yml:3:10: apps[0] (nul): argument 1 contains a NUL byte",
+            "t.yml:3:18: '1\\u{0}' holds a NUL byte, which no path, name, argument or variable can pass to the OS",
         );
         let env: HashMap<String, String> =
             (0..2000).map(|i| (format!("V{i}"), "1".into())).collect();

@@ -376,8 +376,8 @@ impl ManagerIface {
     }
 
     /// Status, configuration (environment names only) and crash records of one app; its
-    /// health-check output and crash stderr only for those who may read its logs
-    /// ([`auth::Policy::may_read_output`]).
+    /// health-check output and crash stderr only for root, the daemon's user and the app's
+    /// own user (those who may read its logs).
     #[zbus(out_args("status", "config", "crashes"))]
     async fn describe_app(
         &self,
