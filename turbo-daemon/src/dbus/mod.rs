@@ -43,6 +43,7 @@ pub struct ManagerIface {
     requests: mpsc::UnboundedSender<Request>,
     policy: auth::Policy,
     validation: Validation,
+    exporter: crate::metrics::Exporter,
 }
 
 impl ManagerIface {
@@ -52,11 +53,13 @@ impl ManagerIface {
         requests: mpsc::UnboundedSender<Request>,
         policy: auth::Policy,
         validation: Validation,
+        exporter: crate::metrics::Exporter,
     ) -> Self {
         Self {
             requests,
             policy,
             validation,
+            exporter,
         }
     }
 
@@ -139,6 +142,19 @@ impl ManagerIface {
     #[zbus(out_args("version"))]
     async fn ping(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// Where the Prometheus exporter listens (`127.0.0.1:9464`), empty when it is off.
+    #[zbus(property)]
+    fn metrics_address(&self) -> String {
+        self.exporter.address().unwrap_or_default()
+    }
+
+    /// Why the exporter is off (`--metrics-listen off`, or why it could not listen), empty
+    /// while it serves.
+    #[zbus(property)]
+    fn metrics_off_reason(&self) -> String {
+        self.exporter.off_reason().unwrap_or_default()
     }
 
     /// Describes the daemon.
@@ -697,7 +713,10 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
             Notice::MemoryWarning(name, rss, max) => {
                 ManagerIface::memory_warning(&manager_emitter, &name, rss, max).await
             }
-            Notice::Crashed(name, record) => {
+            Notice::Crashed(name, mut record) => {
+                // a signal reaches every subscriber, whoever they are: the app's own output
+                // only through `GetCrashes`, which knows who asks
+                wire::hide_output(&mut record);
                 ManagerIface::app_crashed(&manager_emitter, &name, record).await
             }
             Notice::Removed(name, instance, id) => remove(server, &name, instance, id).await,

@@ -136,6 +136,7 @@ impl OnWire for CrashRecord {
             uptime_ms: _,
             restart_number: _,
             memory_bytes: _,
+            memory_peak_bytes: _,
             signal_sender_pid: _,
         } = self;
         for s in [reason, signal_sender_comm, source, detail] {
@@ -228,7 +229,8 @@ impl OnWire for DaemonInfo {
             home,
             log_dir,
             ebpf_setting,
-            metrics,
+            metrics_address,
+            metrics_off_reason,
             event_source,
             event_source_reason,
             ebpf_programs,
@@ -246,7 +248,8 @@ impl OnWire for DaemonInfo {
             home,
             log_dir,
             ebpf_setting,
-            metrics,
+            metrics_address,
+            metrics_off_reason,
             event_source,
             event_source_reason,
         ] {
