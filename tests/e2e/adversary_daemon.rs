@@ -622,8 +622,8 @@ fn each_users_daemon_gets_its_own_exporter_port() {
     });
     let port = 10_000 + 65_534 % 22_768;
     assert_eq!(
-        info["metrics"],
-        format!("http://127.0.0.1:{port}/metrics"),
+        info["metrics_address"],
+        format!("127.0.0.1:{port}"),
         "{info}"
     );
     let scrape = std::net::TcpStream::connect(("127.0.0.1", port));
@@ -633,10 +633,10 @@ fn each_users_daemon_gets_its_own_exporter_port() {
     // root's daemon keeps 9464 (or says why not)
     let d = TestDaemon::start("off");
     let info = d.json(&["info"]);
-    let m = info["metrics"].as_str().unwrap();
+    let why = info["metrics_off_reason"].as_str().unwrap();
     assert!(
-        m == "http://127.0.0.1:9464/metrics"
-            || m.starts_with("off: cannot listen on 127.0.0.1:9464"),
+        info["metrics_address"] == "127.0.0.1:9464"
+            || why.starts_with("cannot listen on 127.0.0.1:9464"),
         "{info}"
     );
 }
