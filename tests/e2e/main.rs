@@ -3,6 +3,7 @@
 
 mod access;
 mod adversary_cli;
+mod adversary_daemon;
 mod attribution;
 mod bad_input;
 mod chaos;

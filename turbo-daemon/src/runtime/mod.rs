@@ -145,6 +145,12 @@ enum Internal {
     },
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
+    /// The watcher of an app, set up off the loop (`Spawner::sync_watcher`).
+    WatcherReady {
+        app: AppId,
+        name: String,
+        result: Result<watch::AppWatcher, String>,
+    },
     /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid; `retried` once it was put back
     /// because its sender was not known yet.
     Notified {
@@ -511,6 +517,9 @@ impl Runtime {
             Internal::FilesChanged(app, change) => {
                 self.spawner.watch_new_dirs(app, change.new_dirs);
                 self.feed(Input::FilesChanged { app });
+            }
+            Internal::WatcherReady { app, name, result } => {
+                self.spawner.watcher_ready(app, &name, result);
             }
             Internal::Notified {
                 pid,
