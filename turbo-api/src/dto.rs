@@ -584,6 +584,9 @@ pub struct DaemonInfo {
     pub uptime_ms: u64,
     /// Number of apps managed.
     pub apps: u32,
+    /// Why the state file could not be written the last time (empty while it is written):
+    /// the daemon would forget what changed since, and mutating commands fail until it is.
+    pub state_error: String,
 }
 
 impl DaemonInfo {

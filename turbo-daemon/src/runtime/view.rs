@@ -152,6 +152,7 @@ pub fn info(
     ebpf_exit_events: u64,
     uptime: Duration,
     apps: usize,
+    state_error: Option<&str>,
 ) -> DaemonInfo {
     DaemonInfo {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -169,6 +170,7 @@ pub fn info(
         events_lost: source.lost_events(),
         uptime_ms: ms(uptime),
         apps: u32::try_from(apps).unwrap_or(u32::MAX),
+        state_error: state_error.unwrap_or_default().into(),
     }
 }
 
