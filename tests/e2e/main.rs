@@ -8,6 +8,7 @@ mod chaos;
 mod cli_tour;
 mod cluster;
 mod dbus;
+mod durability;
 mod ebpf;
 mod hardening;
 mod health;
