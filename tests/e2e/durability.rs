@@ -41,6 +41,22 @@ fn sleepers(home: &Path) -> HashMap<String, Vec<u64>> {
     found
 }
 
+/// SIGKILLs every `sleep` left under a home on drop, so a failing test leaves no process behind.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in sleepers(&self.0).into_values().flatten() {
+            if let Ok(pid) = i32::try_from(pid)
+                && pid > 0
+            {
+                // SAFETY: plain kill(2) of one process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
 fn start_sleeper(d: &TestDaemon, name: &str, seconds: &str) -> u64 {
     d.turbo_ok(&["start", "--name", name, "--", "/bin/sleep", seconds]);
     d.wait_app(name, "the app to run", |a| a["state"] == "online")["pid"]
@@ -74,6 +90,7 @@ fn kill_leaves_nothing(d: &TestDaemon) {
 #[test]
 fn a_damaged_state_file_orphans_nothing() {
     let mut d = TestDaemon::start("off");
+    let _reaper = Reaper(d.home().to_path_buf());
     let pid = start_sleeper(&d, "first", "1101");
     d.wait_saved_pid(pid);
     assert!(
@@ -91,7 +108,11 @@ fn a_damaged_state_file_orphans_nothing() {
         .unwrap();
     d.restart_daemon();
     assert_eq!(online_pid(&d, "first"), pid, "adopted from the backup");
-    assert!(d.daemon_log().contains("loaded the backup"), "{}", d.daemon_log());
+    assert!(
+        d.daemon_log().contains("loaded the backup"),
+        "{}",
+        d.daemon_log()
+    );
 
     // the backup says `stopped`, the process runs
     d.turbo_ok(&["stop", "first"]);
@@ -125,6 +146,7 @@ fn a_damaged_state_file_orphans_nothing() {
 #[test]
 fn lost_state_files_leave_no_orphans() {
     let mut d = TestDaemon::start("off");
+    let _reaper = Reaper(d.home().to_path_buf());
     let a = start_sleeper(&d, "alpha", "1201");
     let b = start_sleeper(&d, "beta", "1202");
     d.wait_saved_pid(b);
@@ -180,6 +202,7 @@ fn daemon_kills_around_starts_and_restarts_never_duplicate() {
     eprintln!("durability seed {seed} (DURABILITY_SEED={seed} replays the timings)");
     let mut rng = Rng(seed);
     let mut d = TestDaemon::start("off");
+    let _reaper = Reaper(d.home().to_path_buf());
     start_sleeper(&d, "restarted", "1300");
     // commands in flight when the daemon dies: an explicit address, so none starts a daemon
     let (home, address) = (d.home().to_path_buf(), d.address());
@@ -215,9 +238,7 @@ fn daemon_kills_around_starts_and_restarts_never_duplicate() {
     // settle: every app the daemon knows runs (or is on its way up)
     let apps = wait_for("every app to be online", Duration::from_secs(20), || {
         let apps = d.status();
-        apps.iter()
-            .all(|a| a["state"] == "online")
-            .then_some(apps)
+        apps.iter().all(|a| a["state"] == "online").then_some(apps)
     });
     let procs = sleepers(d.home());
     let names: HashMap<String, &Value> = apps
@@ -226,7 +247,12 @@ fn daemon_kills_around_starts_and_restarts_never_duplicate() {
         .collect();
     assert!(names.contains_key("restarted"));
     for (arg, pids) in &procs {
-        assert_eq!(pids.len(), 1, "sleep {arg} runs {} times: {procs:?}", pids.len());
+        assert_eq!(
+            pids.len(),
+            1,
+            "sleep {arg} runs {} times: {procs:?}",
+            pids.len()
+        );
     }
     for app in &apps {
         let pid = app["pid"].as_u64().unwrap();
@@ -256,7 +282,13 @@ impl Tmpfs {
             .unwrap()
             .keep();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(&dir)
             .status()
             .is_ok_and(|s| s.success());
@@ -290,6 +322,7 @@ fn failed_state_writes_are_reported_and_lose_nothing() {
         .prefix("home-")
         .tempdir_in(&disk.0)
         .unwrap();
+    let _reaper = Reaper(home.path().to_path_buf());
     let d = TestDaemon::adopt(home);
     let first = start_sleeper(&d, "web", "1401"); // the CLI starts the daemon
     d.wait_saved_pid(first);
@@ -305,19 +338,32 @@ fn failed_state_writes_are_reported_and_lose_nothing() {
 
     // this one may succeed or already fail: its save may run before its reply
     let _ = d.turbo(&["restart", "web"]);
-    let error = wait_for("info to report the failed write", Duration::from_secs(5), || {
-        let e = info(&d)["state_error"].as_str().unwrap().to_owned();
-        (!e.is_empty()).then_some(e)
-    });
-    assert!(error.contains("state.json") && error.contains("No space"), "{error}");
+    let error = wait_for(
+        "info to report the failed write",
+        Duration::from_secs(5),
+        || {
+            let e = info(&d)["state_error"].as_str().unwrap().to_owned();
+            (!e.is_empty()).then_some(e)
+        },
+    );
+    assert!(
+        error.contains("state.json") && error.contains("No space"),
+        "{error}"
+    );
     let text = d.turbo_ok(&["info"]);
     assert!(text.contains("NOT SAVED"), "{text}");
 
     // while it lasts, commands say so (and still do what they were asked)
     let out = d.turbo(&["restart", "web"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a restart that cannot be saved succeeded");
-    assert!(stderr.contains("not saved") && stderr.contains("No space"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "a restart that cannot be saved succeeded"
+    );
+    assert!(
+        stderr.contains("not saved") && stderr.contains("No space"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     let out = d.turbo(&["start", "--name", "api", "--", "/bin/sleep", "1402"]);
     assert!(!out.status.success());
@@ -344,8 +390,10 @@ fn failed_state_writes_are_reported_and_lose_nothing() {
     let procs = sleepers(d.home());
     assert_eq!(procs.len(), 2, "{procs:?}");
     assert!(procs.values().all(|p| p.len() == 1), "{procs:?}");
-    wait_for("the state to be written again", Duration::from_secs(5), || {
-        (info(&d)["state_error"] == "").then_some(())
-    });
+    wait_for(
+        "the state to be written again",
+        Duration::from_secs(5),
+        || (info(&d)["state_error"] == "").then_some(()),
+    );
     kill_leaves_nothing(&d);
 }

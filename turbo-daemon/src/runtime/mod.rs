@@ -71,16 +71,6 @@ use crate::{
     supervisor::{AppId, Command, Input, NotifyMessage, Supervisor, Ticket},
 };
 
-/// The OS calls the log keeper makes, at their old path until the keeper imports them from
-/// [`crate::os`] itself.
-pub mod sys {
-    pub use crate::os::{
-        alloc::trim_heap,
-        proc::parent_pid,
-        process::{pidfd_open, reap},
-    };
-}
-
 /// Why [`Runtime::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
