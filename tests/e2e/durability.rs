@@ -14,7 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use turbo_tests::{TestDaemon, bin_dir, is_root, pid_alive, wait_for};
+use turbo_tests::{Rng, TestDaemon, bin_dir, is_root, pid_alive, wait_for};
 
 /// Running `sleep` processes whose working directory is under `home`, by their argument.
 fn sleepers(home: &Path) -> HashMap<String, Vec<u64>> {
@@ -171,36 +171,13 @@ fn lost_state_files_leave_no_orphans() {
     kill_leaves_nothing(&d);
 }
 
-/// xorshift64*: enough randomness for timings, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 /// Item 12: 20 rounds of "start an app, restart another, `kill -9` the daemon at a random
 /// moment (0–400 ms) while the commands run". Afterwards every app has exactly one process,
 /// and `turbo kill` ends them all.
 #[test]
 fn daemon_kills_around_starts_and_restarts_never_duplicate() {
     const ROUNDS: u64 = 20;
-    let seed = std::env::var("DURABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("durability seed {seed} (DURABILITY_SEED={seed} replays the timings)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("DURABILITY_SEED");
     let mut d = TestDaemon::start("off");
     let _reaper = Reaper(d.home().to_path_buf());
     start_sleeper(&d, "restarted", "1300");
