@@ -27,7 +27,9 @@ fn writers_in_proc(home: &Path) -> Vec<u64> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok())
         .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == Path::new(writer()))
+            // canonical: the build directory may be reached through a symbolic link
+            std::fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|e| Some(e) == std::fs::canonicalize(writer()).ok())
                 && std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
                     s.rsplit_once(") ")
                         .is_some_and(|(_, r)| !r.starts_with('Z'))
