@@ -426,12 +426,22 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
     } else {
         info.ebpf_programs.join(", ")
     };
+    let metrics = if info.metrics_address.is_empty() {
+        let why = if info.metrics_off_reason.is_empty() {
+            "unknown"
+        } else {
+            &info.metrics_off_reason
+        };
+        paint(opts.color, Tone::Yellow, &format!("off — {why}"))
+    } else {
+        format!("http://{}/metrics", info.metrics_address)
+    };
     let state = if info.state_error.is_empty() {
         "saved".to_owned()
     } else {
         format!("NOT SAVED — {}", info.state_error)
     };
-    let rows: [(&str, String); 14] = [
+    let rows: [(&str, String); 15] = [
         ("version", info.version.clone()),
         ("pid", info.pid.to_string()),
         ("mode", info.mode.clone()),
@@ -445,6 +455,7 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
         ("lost events", info.events_lost.to_string()),
         ("uptime", human_duration_ms(info.uptime_ms)),
         ("apps", info.apps.to_string()),
+        ("metrics", metrics),
         ("state", state),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;

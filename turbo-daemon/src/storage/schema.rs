@@ -92,6 +92,9 @@ pub struct SavedCrash {
     /// Why the daemon ended it (health check message), empty if it did not.
     #[serde(default)]
     pub detail: String,
+    /// Peak memory, 0 if unknown (files written before it was recorded have none).
+    #[serde(default)]
+    pub memory_peak_bytes: u64,
 }
 
 /// Why bytes are not a state this daemon can use.
@@ -181,6 +184,7 @@ pub(super) mod tests {
                     stderr_tail: vec!["allocating".into(), "still allocating".into()],
                     source: "ebpf".into(),
                     detail: String::new(),
+                    memory_peak_bytes: 270_000_000,
                 }],
             }],
         }

@@ -36,9 +36,9 @@ pub(super) struct ChildSetup {
     credentials: Option<Credentials>,
     /// The working directory, entered after the credentials change.
     pub(super) chdir: Option<CString>,
-    /// `cgroup.procs` of the cgroup to enter (`memory_enforce: cgroup`), kept open by the
-    /// caller until the spawn returns.
-    cgroup_procs: Option<RawFd>,
+    /// `cgroup.procs` of the cgroup directories to enter, kept open by the caller until the
+    /// spawn returns.
+    cgroup_procs: Vec<RawFd>,
     /// Listening sockets to pass: then the child executes the program itself.
     sockets: Option<SocketExec>,
 }
@@ -239,7 +239,7 @@ impl ChildSetup {
             umask: limits.umask,
             credentials,
             chdir,
-            cgroup_procs: plan.cgroup_procs.map(|fd| fd.as_raw_fd()),
+            cgroup_procs: plan.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
             sockets: if plan.listen.is_empty() {
                 None
             } else {
@@ -262,7 +262,7 @@ impl ChildSetup {
             && self.credentials.is_none()
             && self.chdir.is_none()
             && self.sockets.is_none()
-            && self.cgroup_procs.is_none()
+            && self.cgroup_procs.is_empty()
     }
 
     /// Runs in the child between fork and exec: system calls only.
@@ -278,7 +278,7 @@ impl ChildSetup {
         unsafe {
             close_inherited_fds_on_exec();
             check(libc::setsid())?;
-            if let Some(procs) = self.cgroup_procs {
+            for &procs in &self.cgroup_procs {
                 // "0" is the writer itself, in v1 and v2 alike
                 if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());

@@ -45,9 +45,9 @@ pub struct Plan<'a> {
     pub listen: Vec<BorrowedFd<'a>>,
     /// The name of every socket in `LISTEN_FDNAMES`.
     pub listen_name: String,
-    /// `cgroup.procs` of a cgroup the child enters first thing after `setsid`, before it drops
-    /// privileges (see `cgroup::MemoryCgroup::procs`).
-    pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// `cgroup.procs` of the cgroup directories the child enters first thing after `setsid`,
+    /// before it drops privileges (see `cgroup::AppCgroup::procs`).
+    pub cgroup_procs: Vec<BorrowedFd<'a>>,
 }
 
 /// Resource limits and scheduling attributes of a [`Plan`].
@@ -157,6 +157,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
     let stderr = OwnedFd::from(child.stderr.take().expect("stderr was piped"));
     // Dropping `child` neither waits nor kills; the pidfd owns the reaping from now on.
     drop(child);
+    super::process::claim(pid);
     set_nonblocking(&stdout)?;
     set_nonblocking(&stderr)?;
     Ok(Child {
@@ -168,7 +169,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
 }
 
 /// [`spawn_with`] for an app that needs nothing between fork and exec but its own session (no
-/// limits, nice, `oom_score_adj`, umask, user, sockets or memory cgroup), through `posix_spawn`.
+/// limits, nice, `oom_score_adj`, umask, user, sockets or cgroup), through `posix_spawn`.
 ///
 /// glibc's `posix_spawn` starts the child with `CLONE_VM | CLONE_VFORK`: it borrows the
 /// daemon's memory until `exec` instead of copying its page tables, and the kernel does not
@@ -292,6 +293,7 @@ fn spawn_session(
     let pid = u32::try_from(pid).map_err(|_| io::Error::other("posix_spawn returned no pid"))?;
     // not waited for yet, so the pid cannot have been reused (as in `spawn_with`)
     let pidfd = pidfd_open(pid)?;
+    super::process::claim(pid);
     set_nonblocking(&out_read)?;
     set_nonblocking(&err_read)?;
     Ok(Child {
