@@ -11,6 +11,7 @@ mod cli_tour;
 mod cluster;
 mod containment;
 mod dbus;
+mod durability;
 mod ebpf;
 mod hardening;
 mod health;

@@ -20,12 +20,12 @@
 //!   execute, spawner, process table, crashes, persistence, usage, view).
 //! * [`os`]: the daemon's system calls beyond plain file I/O (spawning, pidfds, signals, the
 //!   `/proc` parser, cgroups, sockets, locks, users, credentials), on plain data; it imports no
-//!   domain module. `storage` still calls `libc` itself; it is being moved into it.
+//!   domain module. No other module calls `libc`.
 //! * [`host`]: the private `dbus-daemon`, `sd_notify` to systemd, the upgrade's re-exec.
 //! * [`spec`]: the validated app description (pure); [`config`]: `turbo.yml` and start options
 //!   into specs, with typed errors; [`access`]: who a call acts for and what it may grant.
 //! * [`dbus`] and [`metrics`]: thin adapters; [`logs`] and [`keeper`]: capturing app output;
-//!   [`storage`]: the state file.
+//!   [`storage`]: the state file (its schema in `storage::schema`, pinned by a fixture).
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 

@@ -233,6 +233,7 @@ impl OnWire for DaemonInfo {
             metrics_off_reason,
             event_source,
             event_source_reason,
+            state_error,
             ebpf_programs,
             event_fallbacks,
             pid: _,
@@ -252,6 +253,7 @@ impl OnWire for DaemonInfo {
             metrics_off_reason,
             event_source,
             event_source_reason,
+            state_error,
         ] {
             s.scrub();
         }

@@ -338,7 +338,14 @@ impl Runtime {
         let Some(waiter) = self.replies.waiters.remove(&ticket) else {
             return;
         };
-        let result = result.map_err(api_error);
+        let mut result = result.map_err(api_error);
+        if result.is_ok() && matches!(waiter, Waiter::Apps(_) | Waiter::Names(_)) {
+            // the state file cannot be written: what the command did would be forgotten (or
+            // done twice) after a daemon restart, so it must not look like a plain success
+            if let Some(e) = self.unsaved() {
+                result = Err(e);
+            }
+        }
         match waiter {
             Waiter::Apps(tx) => {
                 let statuses = result.map(|reply| match reply {
@@ -365,6 +372,23 @@ impl Runtime {
             }
             Waiter::Silent => {}
         }
+    }
+
+    /// While state writes fail, tries once more now: the error a command then answers (it was
+    /// carried out, but would not be remembered), or `None` when the file is up to date.
+    fn unsaved(&mut self) -> Option<Error> {
+        self.persist.failure()?;
+        if self.save_now() {
+            return None;
+        }
+        let why = self
+            .persist
+            .failure()
+            .unwrap_or("the state file cannot be written");
+        Some(Error::Failed(format!(
+            "done, but not saved: {why}; the daemon would forget this (or start a copy) after \
+             a restart: free space or make its home writable (`turbo info` shows the state)"
+        )))
     }
 
     /// The one app `target` names: an id, a name (of one app, or the lowest-numbered of its
@@ -406,6 +430,7 @@ impl Runtime {
             self.usage.ebpf_exit_events,
             self.clock.elapsed(),
             self.sup.apps().count(),
+            self.persist.failure(),
         )
     }
 

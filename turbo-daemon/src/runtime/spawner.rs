@@ -18,7 +18,7 @@ use std::{
 
 use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
 
-use super::{Internal, listen::Listeners, watch};
+use super::{Internal, listen::Listeners, marks, watch};
 use crate::{
     os::{
         cgroup::{AppCgroup, CgroupRequest, Hierarchies},
@@ -32,6 +32,17 @@ use crate::{
     },
     supervisor::{App, AppId},
 };
+
+/// The variables the daemon sets for each process of an app (besides `LISTEN_*`), not part of
+/// its spec.
+pub const SET_PER_PROCESS: [&str; 6] = [
+    "TURBO_INSTANCE",
+    "TURBO_INSTANCES",
+    "NODE_APP_INSTANCE",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    marks::VAR,
+];
 
 /// The plan of one process of `spec`: its environment from `daemon_env` (filtered, see
 /// [`environment::child_env`]) with `extra_env` set last, its identity and limits, and the
@@ -59,6 +70,9 @@ pub fn plan<'a>(
         (None, None) => None,
     };
     let mut env = environment::child_env(daemon_env, identity, &spec.cwd, &spec.env);
+    // the daemon's own variables are the only ones of their names (an app's `env` may not
+    // set its mark or instance number)
+    env.retain(|(k, _)| !extra_env.iter().any(|(e, _)| k == e.as_str()));
     env.extend(
         extra_env
             .iter()
@@ -179,6 +193,11 @@ impl Spawner {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_string()))
         .collect();
+        // so that a daemon whose state file is behind finds this process (runtime::marks)
+        extra_env.push((
+            marks::VAR.into(),
+            marks::value(&spec.name, instance, app, &self.home),
+        ));
         if spec.readiness.wants_socket() {
             // the systemd protocol: where to send READY=1 / WATCHDOG=1, and how often to ping
             let socket = self.notify_socket(tx)?;

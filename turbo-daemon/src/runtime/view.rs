@@ -154,6 +154,7 @@ pub fn info(
     ebpf_exit_events: u64,
     uptime: Duration,
     apps: usize,
+    state_error: Option<&str>,
 ) -> DaemonInfo {
     DaemonInfo {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -173,6 +174,7 @@ pub fn info(
         apps: u32::try_from(apps).unwrap_or(u32::MAX),
         metrics_address: facts.metrics.address().unwrap_or_default(),
         metrics_off_reason: facts.metrics.off_reason().unwrap_or_default(),
+        state_error: state_error.unwrap_or_default().into(),
     }
 }
 
