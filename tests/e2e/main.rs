@@ -3,6 +3,7 @@
 
 mod access;
 mod adversary_cli;
+mod adversary_daemon;
 mod apply;
 mod attribution;
 mod bad_input;
@@ -11,6 +12,7 @@ mod cli_tour;
 mod cluster;
 mod containment;
 mod dbus;
+mod durability;
 mod ebpf;
 mod hardening;
 mod health;

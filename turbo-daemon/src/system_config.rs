@@ -109,6 +109,7 @@ async fn apply(
         prune,
         only: Vec::new(),
         dry_run: false,
+        caller: Caller::daemon(),
     };
     dbus::ask(requests, |reply| Request::Apply(req, reply))
         .await

@@ -14,8 +14,12 @@ use std::collections::VecDeque;
 
 use turbo_api::{AppChange, Error, FieldChange};
 
-use super::{Runtime, requests::Reply};
+use super::{
+    Runtime,
+    requests::{Purpose, Reply, owned_by},
+};
 use crate::{
+    access::Caller,
     plan::{self, Plan, Step},
     spec::AppSpec,
     supervisor::{Command, Desired, Target},
@@ -32,6 +36,9 @@ pub struct ApplyRequest {
     pub only: Vec<String>,
     /// Answer the plan, change nothing.
     pub dry_run: bool,
+    /// Who asks: apps of other users may be changed or removed only by root and the daemon's
+    /// user, as with a start call that redefines them.
+    pub caller: Caller,
 }
 
 /// An apply under way: the commands still to submit and the answer once they are done.
@@ -146,6 +153,25 @@ impl Runtime {
         let plan = plan::plan(&running, &stopped, &req.specs, req.prune, &req.only);
         let answer = changes(&plan);
         let steps = commands(&plan);
+        if !req.dry_run {
+            let touched: Vec<AppSpec> = running
+                .into_iter()
+                .filter(|s| {
+                    plan.apps.iter().any(|a| {
+                        a.name == s.name
+                            && matches!(
+                                a.step,
+                                Step::Update | Step::Restart | Step::Reload | Step::Remove
+                            )
+                    })
+                })
+                .collect();
+            let daemon_uid = Caller::daemon().uid;
+            if let Err(e) = owned_by(req.caller, touched, daemon_uid, Purpose::Redefine) {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
         if req.dry_run || steps.is_empty() {
             let _ = reply.send(Ok(answer));
             return;
