@@ -106,10 +106,22 @@ pub struct AppSpec {
     /// `ready`, `ready_timeout`, `watchdog`.
     #[serde(default)]
     pub readiness: Readiness,
+    /// `autostart: false`: defined (listed, `stopped`) by a start of its file or an apply, but
+    /// started only when asked by name (`turbo restart NAME`).
+    #[serde(default = "yes")]
+    pub autostart: bool,
+    /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
+    /// apply`); `None` for an app started from a command line.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 const fn one() -> u32 {
     1
+}
+
+const fn yes() -> bool {
+    true
 }
 
 impl AppSpec {
@@ -134,6 +146,8 @@ impl AppSpec {
             watch: None,
             health: None,
             readiness: Readiness::default(),
+            autostart: true,
+            source: None,
         }
     }
 }
