@@ -133,3 +133,156 @@ fn follow_survives_rotation_and_json_and_flush_work() {
         .count();
     assert_eq!(rotated, 0, "flush removes rotated files");
 }
+
+/// What a connection to `socket` by uid 65534 gets back for a `stats` request: the reply, or
+/// `hung up` when the keeper closes the connection (an empty read or a reset).
+fn keeper_answer_as_nobody(socket: &std::path::Path) -> String {
+    let probe = "import socket, sys\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+        s.settimeout(5)\n\
+        s.connect(sys.argv[1])\n\
+        try:\n    s.send(b'{\"op\":\"stats\"}')\n    r = s.recv(65536)\n    print(repr(r) if r else 'hung up')\n\
+        except (ConnectionResetError, BrokenPipeError):\n    print('hung up')\n";
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(probe)
+        .arg(socket)
+        .output()
+        .expect("setpriv (util-linux) and python3");
+    assert!(
+        out.status.success(),
+        "the probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_log_keeper_talks_only_to_its_own_uid_and_is_named_like_the_daemon() {
+    use std::os::unix::fs::PermissionsExt as _;
+    assert!(
+        turbo_tests::is_root(),
+        "this test switches users: run it as root"
+    );
+    let d = TestDaemon::start("off");
+    d.turbo_ok(&[
+        "start",
+        "sh",
+        "--name",
+        "talk",
+        "--",
+        "-c",
+        "while :; do echo tick; sleep 0.1; done",
+    ]);
+    let keeper = wait_for("the log keeper", Duration::from_secs(10), || {
+        turbo_tests::keeper_pid(d.home())
+    });
+
+    // `ps -C turbo-daemon` and `pgrep turbo-daemon` read the short name; `ps` shows argv
+    let comm = std::fs::read_to_string(format!("/proc/{keeper}/comm")).unwrap();
+    assert_eq!(comm.trim(), "turbo-daemon", "the keeper's short name");
+    let cmdline = std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"turbo-daemon\0--log-keeper\0"),
+        "argv: {}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let ps = Command::new("ps")
+        .args(["-C", "turbo-daemon", "-o", "pid="])
+        .output()
+        .expect("ps (procps)");
+    let listed: Vec<u64> = String::from_utf8_lossy(&ps.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert!(
+        listed.contains(&keeper),
+        "ps -C turbo-daemon lists {listed:?}, not {keeper}"
+    );
+
+    // the home's permissions, made wrong on purpose: only the peer check is left to refuse
+    let socket = d.home().join("keeper.sock");
+    std::fs::set_permissions(d.home(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_eq!(
+        keeper_answer_as_nobody(&socket),
+        "hung up",
+        "uid 65534 got an answer"
+    );
+    let log = std::fs::read_to_string(d.home().join("keeper.log")).unwrap();
+    assert!(
+        log.contains("refused a connection from uid 65534")
+            && log.contains("only uid 0 may talk to it"),
+        "keeper.log: {log}"
+    );
+    // and the keeper goes on with its own daemon: a new process's pipes are registered, read
+    let old = d.app("talk")["pid"].as_u64().unwrap();
+    d.turbo_ok(&["restart", "talk"]);
+    d.wait_app("talk", "running with a new pid", |a| {
+        a["state"] == "online" && a["pid"].as_u64().is_some_and(|p| p != old)
+    });
+    let out = d.app("talk")["out_log"].as_str().unwrap().to_owned();
+    let before = std::fs::metadata(&out).unwrap().len();
+    wait_for(
+        "more ticks after the refusal",
+        Duration::from_secs(10),
+        || (std::fs::metadata(&out).unwrap().len() > before + 20).then_some(()),
+    );
+    assert_eq!(turbo_tests::keeper_pid(d.home()), Some(keeper));
+}
+
+#[test]
+fn max_size_off_never_rotates_and_a_terabyte_is_a_size() {
+    let d = TestDaemon::start("off");
+    let chatty = "cmd: [sh, -c, 'i=1; while [ $i -le 3000 ]; do echo \"line $i\"; i=$((i+1)); done; sleep 1000']";
+    let yml = d.config(
+        "big",
+        &format!(
+            "apps:\n  - name: never\n    {chatty}\n    log: {{ max_size: off }}\n  - name: huge\n    {chatty}\n    log: {{ max_size: 1tb, keep: 2 }}\n"
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    for app in ["never", "huge"] {
+        let out = std::path::PathBuf::from(d.app(app)["out_log"].as_str().unwrap());
+        wait_for(
+            &format!("{app}: line 3000"),
+            Duration::from_secs(10),
+            || {
+                numbers(&std::fs::read_to_string(&out).unwrap_or_default())
+                    .contains(&3000)
+                    .then_some(())
+            },
+        );
+        let all = numbers(&std::fs::read_to_string(&out).unwrap());
+        assert_eq!(
+            all,
+            (1..=3000).collect::<Vec<_>>(),
+            "{app}: one file holds it all"
+        );
+        let rotated: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{app}-out.log.")))
+            .collect();
+        assert!(rotated.is_empty(), "{app} rotated: {rotated:?}");
+    }
+    // a size too small to be meant is refused, naming the way to turn rotation off
+    let bad = d.config(
+        "small",
+        "apps:\n  - name: tiny\n    cmd: [sleep, '1000']\n    log: { max_size: 100 }\n",
+    );
+    let out = d.turbo(&["start", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("log.max_size 100 is too small")
+            && err.contains("`off` (or 0) to never rotate"),
+        "{err}"
+    );
+}

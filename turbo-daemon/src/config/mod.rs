@@ -24,6 +24,7 @@ mod error;
 mod files;
 pub mod input;
 mod locate;
+mod log;
 mod options;
 mod privileges;
 #[cfg(test)]
@@ -41,6 +42,7 @@ use serde::Deserialize;
 
 use self::{
     error::Fault,
+    log::LogConfig,
     privileges::{NameOrId, RlimitsConfig, UmaskValue},
     validate::validate,
 };
@@ -251,15 +253,6 @@ struct RestartConfig {
 struct CrashLoopConfig {
     max: Option<i64>,
     window: Option<Scalar>,
-}
-
-/// `log:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogConfig {
-    format: Option<String>,
-    max_size: Option<Scalar>,
-    keep: Option<i64>,
 }
 
 /// A duration or size: a bare number (seconds, bytes) or text with a unit (`500ms`, `10mb`).

@@ -26,6 +26,7 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -42,6 +43,8 @@ use crate::{
 
 /// The keeper's socket in the (private) daemon home.
 pub const SOCKET: &str = "keeper.sock";
+/// The keeper's process name (argv[0] and the kernel's short name, `comm`).
+pub const KEEPER_NAME: &std::ffi::CStr = c"turbo-daemon";
 /// The keeper's own diagnostics, in the daemon home.
 pub const LOG_FILE: &str = "keeper.log";
 /// How long the daemon waits for a reply before it treats the keeper as gone.
@@ -259,7 +262,10 @@ impl Keeper {
             .append(true)
             .open(self.home.join(LOG_FILE))?;
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("--log-keeper")
+        // argv[0] as `ps` and `pgrep -f` show it; the short name (`ps -C`, `pgrep`) would be
+        // `exe`, after the path, and the keeper sets it itself (`server::serve`)
+        cmd.arg0(std::ffi::OsStr::from_bytes(KEEPER_NAME.to_bytes()))
+            .arg("--log-keeper")
             .arg("--home")
             .arg(&self.home)
             .arg("--log-dir")

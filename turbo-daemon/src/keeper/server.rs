@@ -87,6 +87,8 @@ struct Keeper {
     waits: Vec<Wait>,
     scratch: Scratch,
     quit: bool,
+    /// The keeper's own uid: the daemon that started it runs as it, and nobody else may connect.
+    uid: u32,
 }
 
 /// Runs the keeper of `home` until it has nothing left to keep.
@@ -94,6 +96,11 @@ struct Keeper {
 /// # Errors
 /// When the socket cannot be created (the daemon then says so and captures logs itself).
 pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
+    // exec'd as /proc/self/exe, the kernel named it `exe`: `ps -C turbo-daemon`, `pgrep
+    // turbo-daemon` and `top` would miss it
+    if let Err(e) = rustix::thread::set_name(super::KEEPER_NAME) {
+        tracing::warn!("log keeper: cannot set its process name: {e}");
+    }
     let listener = fdpass::listen(&home.join(SOCKET))?;
     let mut k = Keeper {
         epoll: Epoll::new()?,
@@ -107,6 +114,7 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
         waits: Vec::new(),
         scratch: Scratch::default(),
         quit: false,
+        uid: rustix::process::geteuid().as_raw(),
     };
     k.watch(k.listener.as_fd())?;
     tracing::info!(pid = std::process::id(), "log keeper ready");
@@ -163,6 +171,23 @@ impl Keeper {
     fn accept(&mut self) {
         match fdpass::accept(self.listener.as_fd(), SEND_TIMEOUT) {
             Ok(fd) => {
+                // the home's permissions keep others out; this check holds even when they are
+                // wrong (a home made world-searchable, a socket bind-mounted elsewhere): whoever
+                // talks here can take copies of every app's pipes
+                match fdpass::peer(fd.as_fd()) {
+                    Ok((uid, _)) if uid == self.uid => {}
+                    Ok((uid, pid)) => {
+                        tracing::warn!(
+                            "log keeper: refused a connection from uid {uid} (pid {pid}): only uid {} may talk to it",
+                            self.uid
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("log keeper: refused a connection of unknown origin: {e}");
+                        return;
+                    }
+                }
                 if self.watch(fd.as_fd()).is_ok() {
                     self.clients
                         .insert(fd.as_raw_fd(), Client { fd, session: false });
