@@ -286,3 +286,117 @@ fn max_size_off_never_rotates_and_a_terabyte_is_a_size() {
         "{err}"
     );
 }
+
+/// `(label, instance the line says it came from, line)` of each `turbo logs` output line
+/// `<label> out | <stamp> from <K> n <i>`.
+fn labelled(text: &str) -> Vec<(String, String, String)> {
+    text.lines()
+        .map(|l| {
+            let (label, rest) = l.split_once(" out | ").unwrap_or_else(|| panic!("{l}"));
+            let line = rest.split_once(' ').unwrap().1;
+            let from = line
+                .strip_prefix("from ")
+                .and_then(|r| r.split_once(' '))
+                .unwrap_or_else(|| panic!("{l}"))
+                .0;
+            (label.trim().to_owned(), from.to_owned(), line.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
+    let d = TestDaemon::start("off");
+    d.turbo_ok(&[
+        "start",
+        "sh",
+        "--name",
+        "cw",
+        "--instances",
+        "3",
+        "--",
+        "-c",
+        "i=1; while :; do echo \"from $TURBO_INSTANCE n $i\"; i=$((i+1)); sleep 0.02; done",
+    ]);
+    let out = std::path::PathBuf::from(d.app("cw")["out_log"].as_str().unwrap());
+    wait_for("30 lines of each instance", Duration::from_secs(15), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        (0..3)
+            .all(|k| text.contains(&format!("from {k} n 30\n")))
+            .then_some(())
+    });
+
+    // every instance's lines, once each, labelled with the instance that wrote them
+    let text = d.turbo_ok(&["logs", "cw", "--out", "--lines", "30"]);
+    let shown = labelled(&text);
+    assert_eq!(
+        shown.len(),
+        30,
+        "--lines 30 of the shared file, once:\n{text}"
+    );
+    let mut unique: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30, "a line shown twice:\n{text}");
+    for (label, from, line) in &shown {
+        assert_eq!(*label, format!("cw:{from}"), "{line}");
+    }
+
+    // `name:N`: only that instance, its last N lines
+    let one = d.turbo_ok(&["logs", "cw:1", "--out", "--lines", "5"]);
+    let shown = labelled(&one);
+    assert_eq!(shown.len(), 5, "{one}");
+    assert!(
+        shown.iter().all(|(l, f, _)| l == "cw:1" && f == "1"),
+        "{one}"
+    );
+    let missing = d.turbo(&["logs", "cw:7"]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("'cw' has no instance 7"), "{err}");
+
+    // json: instance and pid of the process that wrote the line
+    let pids: std::collections::HashMap<u64, u64> = d
+        .status()
+        .iter()
+        .filter(|a| a["name"] == "cw")
+        .map(|a| (a["instance"].as_u64().unwrap(), a["pid"].as_u64().unwrap()))
+        .collect();
+    let json = d.turbo_ok(&["logs", "cw", "--out", "--lines", "12", "--json"]);
+    for rec in json.lines().map(turbo_tests::json) {
+        let line = rec["line"].as_str().unwrap();
+        let instance = rec["instance"].as_u64().unwrap_or_else(|| panic!("{rec}"));
+        assert!(line.starts_with(&format!("from {instance} ")), "{rec}");
+        assert_eq!(rec["pid"].as_u64(), Some(pids[&instance]), "{rec}");
+    }
+
+    // following: each new line once (the file is read once, not once per instance)
+    let mut follower = Command::new(turbo_tests::bin_dir().join("turbo"))
+        .args(["logs", "cw", "--out", "--follow", "--lines", "0"])
+        .env("TURBO_HOME", d.home())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(i32::try_from(follower.id()).unwrap(), libc::SIGINT) };
+    let mut text = String::new();
+    follower
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = follower.wait();
+    let shown = labelled(&text);
+    assert!(shown.len() >= 30, "followed too little:\n{text}");
+    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
+    lines.sort();
+    let before = lines.len();
+    lines.dedup();
+    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    for (label, from, line) in &shown {
+        assert_eq!(*label, format!("cw:{from}"), "{line}");
+    }
+}

@@ -292,7 +292,7 @@ pub struct JsonArg {
 /// `turbo logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// App name or id (default: every app).
+    /// App name or id, or `name:N` for one instance (default: every app).
     pub name: Option<String>,
     /// How many of the last lines to print from each log.
     #[arg(long, short = 'n', default_value_t = 15, value_name = "N")]
@@ -306,7 +306,8 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// One JSON object per line: {"app","stream","at","line"} (+ "line_b64" for non-UTF-8 bytes).
+    /// One JSON object per line: {"app","instance","pid","stream","at","line"} (+ "line_b64" for
+    /// non-UTF-8 bytes; no "instance" and "pid" in records older than instance tags).
     #[arg(long)]
     pub json: bool,
     /// Print the lines as the apps wrote them, control characters included (by default they

@@ -10,8 +10,13 @@
 //! the line's control characters escaped (`\x1b[2J` instead of a cleared screen:
 //! [`escape_controls`]), on a terminal and in a pipe alike, so that piping into a pager is as safe
 //! as the terminal; `--raw` prints the bytes as the app wrote them. `--json` prints one object per
-//! line, `{"app","stream","at","line"}` (`at` null when the line has no stamp), with `"line_b64"` under
+//! line, `{"app","instance","pid","stream","at","line"}` (`at` null when the line has no stamp;
+//! `instance` and `pid` absent from untagged first-generation records), with `"line_b64"` under
 //! the same rule as the daemon's, so the output is lossless for both formats.
+//!
+//! Instances of an app share its files: each file is read once, and each record is labelled
+//! `name:N` by the tag the keeper gave it (the instance whose pipe it came through); `name:N`
+//! keeps one instance's records.
 //!
 //! Following polls (every 200 ms) rather than using inotify because it must survive the daemon's
 //! rotation and truncation either way. Rotation renames `<f>` to `<f>.1` and opens a new `<f>`:
@@ -71,40 +76,70 @@ enum Form {
     Json,
 }
 
-/// How the lines of one log file are shown.
+/// How the lines of one log file are shown. Instances of an app share its files; each record
+/// says which instance wrote it, and is labelled (and filtered) by that.
 #[derive(Debug)]
 struct Shown {
-    /// `name out | ` before each line (human and raw output).
-    prefix: String,
     app: String,
     stream: Stream,
     form: Form,
+    /// Label records `name:N` (the app has several instances).
+    several: bool,
+    /// Only the records of this instance (`turbo logs name:N`).
+    instance: Option<u32>,
+    /// Width of the label column.
+    width: usize,
+    color: bool,
 }
 
 impl Shown {
-    fn render(&self, raw: &[u8]) -> Vec<u8> {
+    /// The line to print for `raw`, or `None` when it is another instance's.
+    fn render(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let record = Record::parse(raw);
-        let mut out = self.prefix.clone().into_bytes();
-        match self.form {
-            Form::Json => {
-                return render::json_safe(to_json(&record, &self.app, self.stream)).into();
-            }
-            Form::Human => out.extend_from_slice(human(&record, raw).as_bytes()),
-            Form::Raw => out.extend_from_slice(&as_written(&record, raw)),
+        let source = record.source();
+        // a first-generation record has no tag: it cannot be told whose it is
+        if self.instance.is_some() && source.map(|s| s.instance) != self.instance {
+            return None;
         }
-        out
+        if self.form == Form::Json {
+            return Some(render::json_safe(to_json(&record, &self.app, self.stream)).into());
+        }
+        let label = match source {
+            Some(s) if self.several => format!("{}:{}", self.app, s.instance),
+            _ => self.app.clone(),
+        };
+        let mut out = prefix(&label, self.width, self.stream, self.color).into_bytes();
+        match self.form {
+            Form::Human => out.extend_from_slice(human(&record, raw).as_bytes()),
+            Form::Raw | Form::Json => out.extend_from_slice(&as_written(&record, raw)),
+        }
+        Some(out)
+    }
+
+    /// The last `n` of `lines` that are shown.
+    fn last(&self, lines: Vec<Vec<u8>>, n: usize) -> Vec<Vec<u8>> {
+        if self.instance.is_none() {
+            return lines;
+        }
+        let mut kept: Vec<Vec<u8>> = lines
+            .into_iter()
+            .filter(|l| self.render(l).is_some())
+            .collect();
+        kept.drain(..kept.len().saturating_sub(n));
+        kept
     }
 
     fn print(&self, lines: &[Vec<u8>]) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
         let mut text = Vec::new();
         for line in lines {
-            text.extend_from_slice(&self.render(line));
-            text.push(b'\n');
+            if let Some(shown) = self.render(line) {
+                text.extend_from_slice(&shown);
+                text.push(b'\n');
+            }
         }
-        text.pop();
+        if text.pop().is_none() {
+            return Ok(());
+        }
         term::emit_bytes(&text)
     }
 }
@@ -115,7 +150,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         daemon.proxy.list_apps().await.map_err(|e| call_error(&e))?
         // the connection closes here: following needs only the files
     };
-    let selected = select(&apps, args.name.as_deref())?;
+    let (selected, instance) = select(&apps, args.name.as_deref())?;
     if selected.is_empty() {
         return if args.json {
             Ok(())
@@ -134,24 +169,43 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         (false, false) => Form::Human,
     };
     let color = !args.json && term::stdout_opts().color;
-    let labels = labels(&selected);
-    let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let width = labels(&selected)
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
 
     let mut followers = Vec::new();
-    for (app, label) in selected.iter().zip(&labels) {
+    let mut seen = std::collections::HashSet::new();
+    for app in &selected {
         for &stream in streams {
-            let shown = Shown {
-                prefix: prefix(label, width, stream, color),
-                app: app.name.clone(),
-                stream,
-                form,
-            };
             let path = PathBuf::from(match stream {
                 Stream::Out => &app.out_log,
                 Stream::Err => &app.err_log,
             });
-            let (mut lines, partial, follower) = Follower::from_tail(&path, args.lines)
+            // the instances of an app share its files: each is read once
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let instances = apps.iter().filter(|a| a.name == app.name).count();
+            let shown = Shown {
+                app: app.name.clone(),
+                stream,
+                form,
+                several: instances > 1,
+                instance,
+                width,
+                color,
+            };
+            // one instance's lines are among all of theirs: look back far enough for `n` of them
+            let look_back = if instance.is_some() {
+                args.lines.saturating_mul(instances)
+            } else {
+                args.lines
+            };
+            let (lines, partial, follower) = Follower::from_tail(&path, look_back)
                 .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut lines = shown.last(lines, args.lines);
             // without --follow an unfinished last line is still the latest thing the app said
             if !args.follow && !partial.is_empty() {
                 lines.push(partial);
@@ -183,11 +237,30 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
     }
 }
 
-/// The apps to show: all of them, or those whose name or id is `name`.
-fn select(apps: &[AppStatus], name: Option<&str>) -> Result<Vec<AppStatus>> {
+/// The apps to show: all of them, or those whose name or id is `name`; `name:N` (as `turbo
+/// describe` takes it) is instance N of the app `name`, returned as the instance to keep.
+fn select(apps: &[AppStatus], name: Option<&str>) -> Result<(Vec<AppStatus>, Option<u32>)> {
     let Some(name) = name else {
-        return Ok(apps.to_vec());
+        return Ok((apps.to_vec(), None));
     };
+    if let Some((app, n)) = name.rsplit_once(':')
+        && let Ok(n) = n.parse::<u32>()
+        && apps.iter().any(|a| a.name == app)
+    {
+        return match apps.iter().find(|a| a.name == app && a.instance == n) {
+            Some(a) => Ok((vec![a.clone()], Some(n))),
+            None => {
+                let count = apps.iter().filter(|a| a.name == app).count();
+                Err(Hinted::wrap(
+                    anyhow!("'{app}' has no instance {n}"),
+                    format!(
+                        "its instances are {app}:0 to {app}:{}",
+                        count.saturating_sub(1)
+                    ),
+                ))
+            }
+        };
+    }
     let matching: Vec<AppStatus> = apps
         .iter()
         .filter(|a| a.name == name || a.id.to_string() == name)
@@ -200,7 +273,7 @@ fn select(apps: &[AppStatus], name: Option<&str>) -> Result<Vec<AppStatus>> {
             super::not_found_help(name, &names),
         ));
     }
-    Ok(matching)
+    Ok((matching, None))
 }
 
 /// The name, with `:instance` when several instances share it.
@@ -216,10 +289,15 @@ fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {
     format!("{} ", paint(color, tone, &text))
 }
 
-/// The line for a human: text lines as they are in the file, json ones as `<at> <line>`;
-/// control characters escaped either way.
+/// The line for a human: `<at> <line>` whichever the format (the instance tag is in the
+/// label); control characters escaped either way.
 fn human(record: &Record<'_>, raw: &[u8]) -> String {
     match record {
+        Record::Text {
+            at: Some(at),
+            source: Some(_),
+            line,
+        } => format!("{at} {}", escape_bytes(line)),
         Record::Text { .. } => escape_bytes(raw),
         Record::Json {
             at: Some(at), line, ..
@@ -228,10 +306,14 @@ fn human(record: &Record<'_>, raw: &[u8]) -> String {
     }
 }
 
-/// The line as the app wrote it (`--raw`): text lines as they are in the file, json ones as
-/// `<at> <bytes>` with the record's exact bytes.
+/// The line as the app wrote it (`--raw`): `<at> <bytes>` with the record's exact bytes.
 fn as_written(record: &Record<'_>, raw: &[u8]) -> Vec<u8> {
     match record {
+        Record::Text {
+            at: Some(at),
+            source: Some(_),
+            line,
+        } => [at.as_bytes(), b" ", line].concat(),
         Record::Text { .. } => raw.to_vec(),
         Record::Json { at, .. } => {
             let mut out = at
@@ -243,11 +325,12 @@ fn as_written(record: &Record<'_>, raw: &[u8]) -> Vec<u8> {
     }
 }
 
-/// `{"app","stream","at","line"}` (+ `"line_b64"`), one line of `--json` output.
+/// `{"app","instance","pid","stream","at","line"}` (+ `"line_b64"`), one line of `--json`
+/// output; `instance` and `pid` only when the record says (not in first-generation records).
 fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
     let string = |s: &str| Value::from(s).to_string();
     let (app, stream, at, line, line_b64) = match record {
-        Record::Text { at, line } => (
+        Record::Text { at, line, .. } => (
             string(app),
             string(stream.as_str()),
             at.map_or_else(|| "null".to_owned(), string),
@@ -262,6 +345,7 @@ fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
             stream: record_stream,
             line,
             line_b64,
+            ..
         } => (
             string(record_app.as_deref().unwrap_or(app)),
             string(record_stream.as_deref().unwrap_or(stream.as_str())),
@@ -271,7 +355,10 @@ fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
         ),
     };
     let b64 = line_b64.map_or_else(String::new, |b| format!(",\"line_b64\":{}", string(&b)));
-    format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
+    let source = record.source().map_or_else(String::new, |s| {
+        format!(",\"instance\":{},\"pid\":{}", s.instance, s.pid)
+    });
+    format!("{{\"app\":{app}{source},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
 }
 
 /// One line of a log as `(stamp, text)`, whichever format the daemon wrote it in, controls
@@ -585,9 +672,17 @@ mod tests {
     #[test]
     fn selecting_apps() {
         let apps = [app(0, "api", 0), app(1, "api", 1), app(2, "worker", 0)];
-        assert_eq!(select(&apps, None).unwrap().len(), 3);
-        assert_eq!(select(&apps, Some("api")).unwrap().len(), 2);
-        assert_eq!(select(&apps, Some("2")).unwrap()[0].name, "worker");
+        assert_eq!(select(&apps, None).unwrap().0.len(), 3);
+        assert_eq!(select(&apps, Some("api")).unwrap().0.len(), 2);
+        assert_eq!(select(&apps, Some("2")).unwrap().0[0].name, "worker");
+        let (one, instance) = select(&apps, Some("api:1")).unwrap();
+        assert_eq!((one.len(), one[0].id, instance), (1, 1, Some(1)));
+        let none = select(&apps, Some("api:7")).unwrap_err();
+        assert_eq!(none.to_string(), "'api' has no instance 7");
+        assert_eq!(
+            crate::hint::help_of(&none),
+            Some("its instances are api:0 to api:1")
+        );
         let err = select(&apps, Some("wroker")).unwrap_err();
         assert_eq!(err.to_string(), "no app matches 'wroker'");
         assert_eq!(crate::hint::help_of(&err), Some("did you mean `worker`?"));
@@ -817,15 +912,64 @@ mod tests {
 
     fn shown(form: Form) -> Shown {
         Shown {
-            prefix: "api out | ".into(),
             app: "api".into(),
             stream: Stream::Out,
             form,
+            several: false,
+            instance: None,
+            width: 3,
+            color: false,
         }
     }
 
     fn render(form: Form, raw: &[u8]) -> String {
-        String::from_utf8(shown(form).render(raw)).unwrap()
+        String::from_utf8(shown(form).render(raw).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn records_are_labelled_and_filtered_by_the_instance_that_wrote_them() {
+        let several = Shown {
+            several: true,
+            width: 5,
+            ..shown(Form::Human)
+        };
+        let tagged = b"2026-01-02T03:04:05.678Z[2:4242] hi";
+        let shown_line =
+            |s: &Shown, raw: &[u8]| s.render(raw).map(|l| String::from_utf8(l).unwrap());
+        assert_eq!(
+            shown_line(&several, tagged).unwrap(),
+            "api:2 out | 2026-01-02T03:04:05.678Z hi"
+        );
+        // one instance: no label, and the tag is not shown either
+        assert_eq!(
+            render(Form::Human, tagged),
+            "api out | 2026-01-02T03:04:05.678Z hi"
+        );
+        assert_eq!(
+            shown(Form::Raw).render(tagged).unwrap(),
+            b"api out | 2026-01-02T03:04:05.678Z hi"
+        );
+        let only_1 = Shown {
+            instance: Some(1),
+            ..shown(Form::Human)
+        };
+        assert_eq!(shown_line(&only_1, tagged), None);
+        assert!(shown_line(&only_1, b"2026-01-02T03:04:05.678Z[1:7] x").is_some());
+        // untagged (first generation): shown unfiltered, left out of one instance's view
+        assert!(shown_line(&only_1, b"2026-01-02T03:04:05.678Z x").is_none());
+        let lines: Vec<Vec<u8>> = (0..6)
+            .map(|i| format!("2026-01-02T03:04:05.678Z[{}:7] {i}", i % 2).into_bytes())
+            .collect();
+        let kept = only_1.last(lines, 2);
+        assert_eq!(
+            strings(&kept),
+            [
+                "2026-01-02T03:04:05.678Z[1:7] 3",
+                "2026-01-02T03:04:05.678Z[1:7] 5"
+            ]
+        );
+        let json: Value = serde_json::from_str(&render(Form::Json, tagged)).unwrap();
+        assert_eq!((&json["instance"], &json["pid"]), (&2.into(), &4242.into()));
     }
 
     #[test]
@@ -851,7 +995,7 @@ mod tests {
             "api out | 2026-01-02T03:04:05.678Z \\x1b]0;pwned\\x07\\x1b[2J\\x1b]52;c;ZXZpbA==\\x07\\rfake\tok"
         );
         assert_eq!(
-            shown(Form::Raw).render(hostile),
+            shown(Form::Raw).render(hostile).unwrap(),
             [&b"api out | "[..], hostile].concat(),
             "--raw is byte for byte"
         );
@@ -862,7 +1006,7 @@ mod tests {
             "api out | 2026-01-02T03:04:05.678Z \\x1b[2J\u{FFFD}"
         );
         assert_eq!(
-            shown(Form::Raw).render(record),
+            shown(Form::Raw).render(record).unwrap(),
             b"api out | 2026-01-02T03:04:05.678Z \x1b[2J\xff"
         );
         // monit gets the escaped text too

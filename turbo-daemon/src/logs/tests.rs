@@ -45,7 +45,7 @@ fn policy(format: LogFormat, max_size: u64, keep: u32) -> LogPolicy {
 /// Runs one process's worth of capture: `out` and `err` pieces, until both pipes close.
 async fn run(logs: &AppLogs, out: Vec<Vec<u8>>, err: Vec<Vec<u8>>) -> Vec<String> {
     let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
-    let capture = logs.capture(out_r, err_r);
+    let capture = logs.capture(SOURCE, out_r, err_r);
     let writers = [feed(out_w, out), feed(err_w, err)];
     tokio::time::timeout(Duration::from_secs(20), capture.done)
         .await
@@ -61,8 +61,19 @@ fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_default()
 }
 
-/// Splits a text-format file into (stamp, line) pairs, checking every stamp.
+/// The tag of records written by [`run`].
+const SOURCE: Source = Source {
+    instance: 0,
+    pid: 7,
+};
+
+/// The lines of a text-format file, checking that every record has a stamp and a tag.
 fn text_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    tagged_records(bytes).into_iter().map(|(_, l)| l).collect()
+}
+
+/// The `(source, line)` of each record of a text-format file, checking every stamp.
+fn tagged_records(bytes: &[u8]) -> Vec<(Source, Vec<u8>)> {
     assert!(
         bytes.is_empty() || bytes.ends_with(b"\n"),
         "ends mid-record"
@@ -79,8 +90,11 @@ fn text_records(bytes: &[u8]) -> Vec<Vec<u8>> {
                     && stamp.as_bytes()[19] == b'.',
                 "{stamp}"
             );
-            assert_eq!(rec[24], b' ');
-            rec[25..].to_vec()
+            let parsed = Record::parse(rec);
+            let source = parsed
+                .source()
+                .unwrap_or_else(|| panic!("no tag: {}", String::from_utf8_lossy(rec)));
+            (source, parsed.bytes())
         })
         .collect()
 }
@@ -165,7 +179,7 @@ async fn a_flooding_app_gets_a_bigger_pipe_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let logs = AppLogs::open(dir.path(), "flood", &LogPolicy::default()).unwrap();
     let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
-    let capture = logs.capture(out_r, err_r);
+    let capture = logs.capture(SOURCE, out_r, err_r);
     drop(err_w);
     let lines = 40_000;
     let text: String = (0..lines)
@@ -286,13 +300,13 @@ async fn json_records_round_trip_any_bytes() {
             "base64 only when needed: {rec}"
         );
         assert_eq!(
-            (&rec["app"], &rec["stream"]),
-            (&"j.s-on".into(), &"out".into())
+            (&rec["app"], &rec["stream"], &rec["instance"], &rec["pid"]),
+            (&"j.s-on".into(), &"out".into(), &0.into(), &7.into())
         );
         let at = rec["at"].as_str().unwrap();
         assert!(at.len() == 24 && at.ends_with('Z'), "{at}");
         let keys: Vec<&String> = rec.as_object().unwrap().keys().collect();
-        assert!(keys.len() <= 5, "{keys:?}");
+        assert!(keys.len() <= 7, "{keys:?}");
     }
     assert_eq!(recs[4]["line"], "\u{FFFD}\u{FFFD}\u{0} binary \u{FFFD}");
     let err = json_records(&read(&logs.paths().1));
@@ -399,8 +413,18 @@ async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
             .collect()
     };
     let ((a_r, a_w), (b_r, b_w), (e1_r, e1_w), (e2_r, e2_w)) = (pipe(), pipe(), pipe(), pipe());
-    let old = logs.capture(a_r, e1_r);
-    let new = logs.capture(b_r, e2_r);
+    let (old_source, new_source) = (
+        Source {
+            instance: 0,
+            pid: 100,
+        },
+        Source {
+            instance: 1,
+            pid: 101,
+        },
+    );
+    let old = logs.capture(old_source, a_r, e1_r);
+    let new = logs.capture(new_source, b_r, e2_r);
     let writers = [
         feed(a_w, lines("old")),
         feed(b_w, lines("new")),
@@ -421,9 +445,12 @@ async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
         .chain([out])
     {
         assert!(read(&file).len() <= 2048);
-        for line in text_records(&read(&file)) {
+        for (source, line) in tagged_records(&read(&file)) {
             let line = String::from_utf8(line).unwrap();
             let (tag, n) = line.split_once(' ').unwrap();
+            // each line carries the tag of the pipe it came through
+            let want = if tag == "new" { new_source } else { old_source };
+            assert_eq!(source, want, "{line}");
             seen[usize::from(tag == "new")].push(n.parse::<u32>().unwrap());
         }
     }
@@ -477,7 +504,7 @@ async fn done_resolves_only_when_both_streams_have_ended() {
     let dir = tempfile::tempdir().unwrap();
     let logs = AppLogs::open(dir.path(), "d", &LogPolicy::default()).unwrap();
     let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
-    let capture = logs.capture(out_r, err_r);
+    let capture = logs.capture(SOURCE, out_r, err_r);
     out_w.write_all(b"last words").unwrap();
     drop(out_w);
     err_w.write_all(b"still here\n").unwrap();
@@ -513,6 +540,7 @@ fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
         LogFormat::Text,
         "2026-01-02T03:04:05.678Z",
         b"\"a\"",
+        SOURCE,
         Stream::Out,
         data,
         &[0..3, 4..7],
