@@ -400,3 +400,94 @@ fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
         assert_eq!(*label, format!("cw:{from}"), "{line}");
     }
 }
+
+#[test]
+fn since_until_and_grep_search_through_rotated_files() {
+    let d = TestDaemon::start("off");
+    let yml = d.config(
+        "search",
+        "apps:\n  - name: hay\n    cmd: [sh, -c, 'i=1; while [ $i -le 400 ]; do if [ $((i % 10)) -eq 0 ]; then echo \"needle $i\"; else echo \"line $i\"; fi; i=$((i+1)); sleep 0.005; done; sleep 1000']\n    log: { max_size: 2k, keep: 100 }\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let out = std::path::PathBuf::from(d.app("hay")["out_log"].as_str().unwrap());
+    wait_for("needle 400", Duration::from_secs(20), || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("needle 400\n")
+            .then_some(())
+    });
+    let rotated = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("hay-out.log."))
+        .count();
+    assert!(
+        rotated >= 5,
+        "the test wants several rotated files: {rotated}"
+    );
+    let numbers_of = |text: &str, word: &str| -> Vec<u64> {
+        text.lines()
+            .filter_map(|l| l.split_once(&format!(" {word} "))?.1.trim().parse().ok())
+            .collect()
+    };
+
+    // every needle, oldest first, from the oldest rotated file to the current one
+    let found = d.turbo_ok(&[
+        "logs", "hay", "--out", "--grep", "needle", "--lines", "1000",
+    ]);
+    let want: Vec<u64> = (1..=40).map(|i| i * 10).collect();
+    assert_eq!(numbers_of(&found, "needle"), want, "{found}");
+    assert_eq!(numbers_of(&found, "line"), Vec::<u64>::new());
+    // --lines counts the matches
+    let last3 = d.turbo_ok(&["logs", "hay", "--out", "--grep", "needle", "--lines", "3"]);
+    assert_eq!(numbers_of(&last3, "needle"), [380, 390, 400], "{last3}");
+
+    // --since a record's own stamp: that record and everything after it, nothing before
+    let all = d.turbo_ok(&["logs", "hay", "--out", "--since", "1d", "--lines", "1000"]);
+    let line_200 = all
+        .lines()
+        .find(|l| l.ends_with(" needle 200"))
+        .unwrap_or_else(|| panic!("{all}"));
+    let stamp = line_200
+        .split(" | ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    // the records at or after (before) the stamp, by the stamps `--since 1d` showed: RFC 3339
+    // UTC stamps of one length order as text
+    let stamp_of = |l: &str| {
+        l.split(" | ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let expect = |keep: &dyn Fn(&str) -> bool| -> Vec<String> {
+        all.lines()
+            .filter(|l| keep(&stamp_of(l)))
+            .map(str::to_owned)
+            .collect()
+    };
+    let since = d.turbo_ok(&["logs", "hay", "--out", "--since", stamp, "--lines", "1000"]);
+    let want = expect(&|s| s >= stamp);
+    assert!(want.len() < all.lines().count() && want.iter().any(|l| l.ends_with(" needle 200")));
+    assert_eq!(since.lines().collect::<Vec<_>>(), want, "--since {stamp}");
+    let until = d.turbo_ok(&["logs", "hay", "--out", "--until", stamp, "--lines", "1000"]);
+    let want = expect(&|s| s <= stamp);
+    assert!(want.iter().any(|l| l.ends_with(" line 1")));
+    assert_eq!(until.lines().collect::<Vec<_>>(), want, "--until {stamp}");
+    let none = d.turbo_ok(&["logs", "hay", "--out", "--until", "2000-01-01"]);
+    assert!(none.trim().is_empty(), "{none}");
+
+    let bad = d.turbo(&["logs", "hay", "--since", "yesterday"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("--since 'yesterday' is not a time") && err.contains("10m"),
+        "{err}"
+    );
+}

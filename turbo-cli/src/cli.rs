@@ -314,6 +314,17 @@ pub struct LogsArgs {
     /// are shown escaped, e.g. `\x1b[2J`, so an app cannot drive your terminal).
     #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+    /// Only lines stamped at or after this: a duration back from now (30s, 10m, 2h, 1d) or a
+    /// time (2026-01-02, 2026-01-02T03:04:05Z, 2026-01-02T04:04:05+01:00).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only lines stamped at or before this (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only lines that contain TEXT (a plain, case-sensitive substring). With --since, --until,
+    /// --grep or name:N, --lines counts the lines shown, searched through the rotated files too.
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
 }
 
 /// `turbo flush`.

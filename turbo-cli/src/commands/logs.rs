@@ -1,4 +1,5 @@
-//! `turbo logs [name] [--lines N] [--err|--out] [--follow] [--json]`: tails the apps' log files.
+//! `turbo logs [name[:N]] [--lines N] [--err|--out] [--follow] [--json] [--since W] [--until W]
+//! [--grep TEXT]`: tails the apps' log files, or searches them.
 //!
 //! The daemon only tells us where the files are (`out_log`/`err_log` of `ListApps`); the CLI reads
 //! them directly, so tailing costs the daemon nothing. This module must not write to, rotate or
@@ -17,6 +18,9 @@
 //! Instances of an app share its files: each file is read once, and each record is labelled
 //! `name:N` by the tag the keeper gave it (the instance whose pipe it came through); `name:N`
 //! keeps one instance's records.
+//!
+//! When records are left out (`name:N`, `--since`, `--until`, `--grep`), `--lines N` means the
+//! last N shown: [`scan`] streams the rotated files and the current one, holding only those N.
 //!
 //! Following polls (every 200 ms) rather than using inotify because it must survive the daemon's
 //! rotation and truncation either way. Rotation renames `<f>` to `<f>.1` and opens a new `<f>`:
@@ -87,6 +91,8 @@ struct Shown {
     several: bool,
     /// Only the records of this instance (`turbo logs name:N`).
     instance: Option<u32>,
+    /// Only the records that pass `--since`, `--until` and `--grep`.
+    filter: Filter,
     /// Width of the label column.
     width: usize,
     color: bool,
@@ -99,6 +105,9 @@ impl Shown {
         let source = record.source();
         // a first-generation record has no tag: it cannot be told whose it is
         if self.instance.is_some() && source.map(|s| s.instance) != self.instance {
+            return None;
+        }
+        if !self.filter.passes(&record) {
             return None;
         }
         if self.form == Form::Json {
@@ -116,17 +125,10 @@ impl Shown {
         Some(out)
     }
 
-    /// The last `n` of `lines` that are shown.
-    fn last(&self, lines: Vec<Vec<u8>>, n: usize) -> Vec<Vec<u8>> {
-        if self.instance.is_none() {
-            return lines;
-        }
-        let mut kept: Vec<Vec<u8>> = lines
-            .into_iter()
-            .filter(|l| self.render(l).is_some())
-            .collect();
-        kept.drain(..kept.len().saturating_sub(n));
-        kept
+    /// Whether some records are left out: then the last `n` shown lines are searched for
+    /// through the whole log ([`scan`]), not just its last `n` lines.
+    const fn selective(&self) -> bool {
+        self.instance.is_some() || self.filter.active()
     }
 
     fn print(&self, lines: &[Vec<u8>]) -> Result<()> {
@@ -169,6 +171,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         (false, false) => Form::Human,
     };
     let color = !args.json && term::stdout_opts().color;
+    let filter = Filter::new(args, unix_now_ms())?;
     let width = labels(&selected)
         .iter()
         .map(|l| l.chars().count())
@@ -194,18 +197,21 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
                 form,
                 several: instances > 1,
                 instance,
+                filter: filter.clone(),
                 width,
                 color,
             };
-            // one instance's lines are among all of theirs: look back far enough for `n` of them
-            let look_back = if instance.is_some() {
-                args.lines.saturating_mul(instances)
+            let read_error = || format!("cannot read {}", path.display());
+            let (mut lines, partial, follower) = if shown.selective() {
+                // where following starts is fixed first, and the search stops there
+                let (_, partial, follower) =
+                    Follower::from_tail(&path, 0).with_context(read_error)?;
+                let lines =
+                    scan(&path, follower.offset, &shown, args.lines).with_context(read_error)?;
+                (lines, partial, follower)
             } else {
-                args.lines
+                Follower::from_tail(&path, args.lines).with_context(read_error)?
             };
-            let (lines, partial, follower) = Follower::from_tail(&path, look_back)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut lines = shown.last(lines, args.lines);
             // without --follow an unfinished last line is still the latest thing the app said
             if !args.follow && !partial.is_empty() {
                 lines.push(partial);
@@ -235,6 +241,141 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             shown.print(&lines)?;
         }
     }
+}
+
+/// `--since`, `--until` and `--grep`: which records are shown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Filter {
+    /// Unix milliseconds: records stamped earlier are left out.
+    since: Option<i64>,
+    /// Unix milliseconds: records stamped later are left out.
+    until: Option<i64>,
+    /// Records whose line does not contain this are left out.
+    grep: Option<String>,
+}
+
+impl Filter {
+    fn new(args: &LogsArgs, now_ms: i64) -> Result<Self> {
+        let instant = |flag: &str, text: &Option<String>| -> Result<Option<i64>> {
+            text.as_deref()
+                .map(|t| {
+                    instant_ms(t, now_ms).ok_or_else(|| {
+                        Hinted::wrap(
+                            anyhow!("{flag} '{t}' is not a time"),
+                            "give a duration back from now (30s, 10m, 2h, 1d) or a time \
+                             (2026-01-02, 2026-01-02T03:04:05Z, 2026-01-02T04:04:05+01:00)",
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            since: instant("--since", &args.since)?,
+            until: instant("--until", &args.until)?,
+            grep: args.grep.clone(),
+        })
+    }
+
+    const fn active(&self) -> bool {
+        self.since.is_some() || self.until.is_some() || self.grep.is_some()
+    }
+
+    fn passes(&self, record: &Record<'_>) -> bool {
+        if self.since.is_some() || self.until.is_some() {
+            // a line without a stamp is of no known time
+            let Some(at) = record.at_ms() else {
+                return false;
+            };
+            if self.since.is_some_and(|s| at < s) || self.until.is_some_and(|u| at > u) {
+                return false;
+            }
+        }
+        self.grep
+            .as_deref()
+            .is_none_or(|pattern| record.text().contains(pattern))
+    }
+}
+
+/// Unix milliseconds of what a user wrote for `--since`/`--until`: a duration back from
+/// `now_ms` (`30s`, `10m`, `2h`, `1d`), or a time: a date (midnight UTC), or RFC 3339 with or
+/// without milliseconds, in UTC (`Z`) or at an offset.
+fn instant_ms(text: &str, now_ms: i64) -> Option<i64> {
+    let text = text.trim();
+    let back = match text.strip_suffix('d') {
+        Some(days) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => days
+            .parse::<u64>()
+            .ok()?
+            .checked_mul(86_400_000)
+            .map(std::time::Duration::from_millis),
+        _ => turbo_api::parse_duration(text),
+    };
+    if let Some(back) = back {
+        return Some(now_ms.saturating_sub(i64::try_from(back.as_millis()).ok()?));
+    }
+    // the record stamp's own form, after filling in what may be left out
+    let full = match text.len() {
+        10 => format!("{text}T00:00:00.000Z"),
+        // `…:05Z` or `…:05+01:00`: no milliseconds
+        20 | 25 if text.as_bytes().get(19).is_some_and(|&b| b != b'.') => {
+            format!("{}.000{}", &text[..19], &text[19..])
+        }
+        _ => text.to_owned(),
+    };
+    logfmt::stamp_ms(&full)
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Longest piece of a line [`scan`] holds at once: a file without newlines (not one the keeper
+/// wrote) is cut into pieces of this size rather than read whole.
+const MAX_SCAN_LINE: u64 = 1 << 20;
+
+/// The last `n` lines of the log at `path` that `shown` shows, searched through its rotated
+/// files (oldest first) and the current file up to byte `end`; memory stays at `n` lines
+/// whatever the size of the files.
+fn scan(path: &Path, end: u64, shown: &Shown, n: usize) -> io::Result<Vec<Vec<u8>>> {
+    use std::io::BufRead as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let names: Vec<std::ffi::OsString> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut kept: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    for file_path in logfmt::oldest_first(path, names) {
+        let Some(file) = open_log(&file_path)? else {
+            continue;
+        };
+        let limit = if file_path == path { end } else { u64::MAX };
+        let mut reader = io::BufReader::new(file.take(limit));
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if (&mut reader)
+                .take(MAX_SCAN_LINE)
+                .read_until(b'\n', &mut line)?
+                == 0
+            {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            if n > 0 && shown.render(&line).is_some() {
+                if kept.len() == n {
+                    kept.pop_front();
+                }
+                kept.push_back(line.clone());
+            }
+        }
+    }
+    Ok(kept.into())
 }
 
 /// The apps to show: all of them, or those whose name or id is `name`; `name:N` (as `turbo
@@ -917,6 +1058,7 @@ mod tests {
             form,
             several: false,
             instance: None,
+            filter: Filter::default(),
             width: 3,
             color: false,
         }
@@ -924,6 +1066,78 @@ mod tests {
 
     fn render(form: Form, raw: &[u8]) -> String {
         String::from_utf8(shown(form).render(raw).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn since_and_until_take_durations_dates_and_stamps() {
+        let now = 1_767_323_045_678; // 2026-01-02T03:04:05.678Z
+        assert_eq!(instant_ms("10m", now), Some(now - 600_000));
+        assert_eq!(instant_ms("2h", now), Some(now - 7_200_000));
+        assert_eq!(instant_ms("1d", now), Some(now - 86_400_000));
+        let midnight = logfmt::stamp_ms("2026-01-02T00:00:00.000Z");
+        assert_eq!(instant_ms("2026-01-02", now), midnight);
+        assert_eq!(instant_ms("2026-01-02T03:04:05Z", now), Some(now - 678));
+        assert_eq!(instant_ms("2026-01-02T04:04:05.678+01:00", now), Some(now));
+        assert_eq!(
+            instant_ms("2026-01-02T04:04:05+01:00", now),
+            Some(now - 678)
+        );
+        for bad in ["yesterday", "2026-13-01", "5 minutes", "", "d"] {
+            assert_eq!(instant_ms(bad, now), None, "{bad}");
+        }
+        let filter = Filter {
+            since: Some(now - 1000),
+            until: Some(now),
+            grep: Some("needle".into()),
+        };
+        let pass = |raw: &[u8]| filter.passes(&Record::parse(raw));
+        assert!(pass(b"2026-01-02T03:04:05.000Z[0:1] a needle here"));
+        assert!(!pass(b"2026-01-02T03:04:05.000Z[0:1] no match"));
+        assert!(!pass(b"2026-01-02T03:04:04.000Z[0:1] needle, too early"));
+        assert!(!pass(b"2026-01-02T03:04:06.000Z[0:1] needle, too late"));
+        assert!(!pass(b"needle without a stamp"));
+        assert!(Filter::default().passes(&Record::parse(b"anything")));
+    }
+
+    #[test]
+    fn scanning_finds_the_last_shown_lines_through_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-out.log");
+        let rec = |i: u32| format!("2026-01-02T03:04:05.678Z[{}:7] line {i}\n", i % 2);
+        let text = |r: std::ops::Range<u32>| r.map(rec).collect::<String>();
+        write(&rotated_path(&path, 2), &text(0..10));
+        write(&rotated_path(&path, 1), &text(10..20));
+        write(
+            &path,
+            &(text(20..30) + "2026-01-02T03:04:05.678Z[1:7] unfinished"),
+        );
+        let end = fs::metadata(&path).unwrap().len()
+            - "2026-01-02T03:04:05.678Z[1:7] unfinished".len() as u64;
+        let grep = Shown {
+            filter: Filter {
+                grep: Some("line 1".into()),
+                ..Filter::default()
+            },
+            ..shown(Form::Human)
+        };
+        // line 1, line 10 … line 19: across .2 and .1; the last 4 of them
+        let found = scan(&path, end, &grep, 4).unwrap();
+        assert_eq!(
+            strings(&found),
+            (16..20)
+                .map(|i| rec(i).trim_end().to_owned())
+                .collect::<Vec<_>>()
+        );
+        let odd = Shown {
+            instance: Some(1),
+            ..shown(Form::Human)
+        };
+        let found = scan(&path, end, &odd, 3).unwrap();
+        assert_eq!(
+            strings(&found),
+            [25, 27, 29].map(|i| rec(i).trim_end().to_owned()),
+            "the unfinished line past `end` is the follower's"
+        );
     }
 
     #[test]
@@ -957,17 +1171,6 @@ mod tests {
         assert!(shown_line(&only_1, b"2026-01-02T03:04:05.678Z[1:7] x").is_some());
         // untagged (first generation): shown unfiltered, left out of one instance's view
         assert!(shown_line(&only_1, b"2026-01-02T03:04:05.678Z x").is_none());
-        let lines: Vec<Vec<u8>> = (0..6)
-            .map(|i| format!("2026-01-02T03:04:05.678Z[{}:7] {i}", i % 2).into_bytes())
-            .collect();
-        let kept = only_1.last(lines, 2);
-        assert_eq!(
-            strings(&kept),
-            [
-                "2026-01-02T03:04:05.678Z[1:7] 3",
-                "2026-01-02T03:04:05.678Z[1:7] 5"
-            ]
-        );
         let json: Value = serde_json::from_str(&render(Form::Json, tagged)).unwrap();
         assert_eq!((&json["instance"], &json["pid"]), (&2.into(), &4242.into()));
     }
