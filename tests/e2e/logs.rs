@@ -17,6 +17,30 @@ fn numbers(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Starts, from one turbo.yml in `dir`, one app per `(name, log policy)` that writes `line 1`
+/// to `line 3000` at once and then sleeps.
+fn start_floods(d: &TestDaemon, dir: &str, apps: &[(&str, &str)]) {
+    let flood = "cmd: [sh, -c, 'i=1; while [ $i -le 3000 ]; do echo \"line $i\"; i=$((i+1)); done; sleep 1000']";
+    let yml: String = apps
+        .iter()
+        .map(|(name, log)| format!("  - name: {name}\n    {flood}\n    log: {log}\n"))
+        .collect();
+    let path = d.config(dir, &format!("apps:\n{yml}"));
+    d.turbo_ok(&["start", path.to_str().unwrap()]);
+}
+
+/// The names of the rotated files of the log at `out`, sorted.
+fn rotated_names(out: &std::path::Path) -> Vec<String> {
+    let prefix = format!("{}.", out.file_name().unwrap().to_str().unwrap());
+    let mut names: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn rotation_keeps_exactly_keep_files_and_loses_no_line() {
     let d = TestDaemon::start("off");
@@ -240,14 +264,14 @@ fn the_log_keeper_talks_only_to_its_own_uid_and_is_named_like_the_daemon() {
 #[test]
 fn max_size_off_never_rotates_and_a_terabyte_is_a_size() {
     let d = TestDaemon::start("off");
-    let chatty = "cmd: [sh, -c, 'i=1; while [ $i -le 3000 ]; do echo \"line $i\"; i=$((i+1)); done; sleep 1000']";
-    let yml = d.config(
+    start_floods(
+        &d,
         "big",
-        &format!(
-            "apps:\n  - name: never\n    {chatty}\n    log: {{ max_size: off }}\n  - name: huge\n    {chatty}\n    log: {{ max_size: 1tb, keep: 2 }}\n"
-        ),
+        &[
+            ("never", "{ max_size: off }"),
+            ("huge", "{ max_size: 1tb, keep: 2 }"),
+        ],
     );
-    d.turbo_ok(&["start", yml.to_str().unwrap()]);
     for app in ["never", "huge"] {
         let out = std::path::PathBuf::from(d.app(app)["out_log"].as_str().unwrap());
         wait_for(
@@ -265,11 +289,7 @@ fn max_size_off_never_rotates_and_a_terabyte_is_a_size() {
             (1..=3000).collect::<Vec<_>>(),
             "{app}: one file holds it all"
         );
-        let rotated: Vec<String> = std::fs::read_dir(out.parent().unwrap())
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with(&format!("{app}-out.log.")))
-            .collect();
+        let rotated = rotated_names(&out);
         assert!(rotated.is_empty(), "{app} rotated: {rotated:?}");
     }
     // a size too small to be meant is refused, naming the way to turn rotation off
@@ -490,4 +510,74 @@ fn since_until_and_grep_search_through_rotated_files() {
         err.contains("--since 'yesterday' is not a time") && err.contains("10m"),
         "{err}"
     );
+}
+
+#[test]
+fn rotated_files_are_compressed_and_turbo_logs_reads_them_through() {
+    let d = TestDaemon::start("off");
+    start_floods(
+        &d,
+        "packed",
+        &[
+            ("gz", "{ max_size: 4k, keep: 4, compress: true }"),
+            ("zs", "{ max_size: 4k, keep: 4, compress: zstd }"),
+        ],
+    );
+    for (app, suffix) in [("gz", ".gz"), ("zs", ".zst")] {
+        let out = std::path::PathBuf::from(d.app(app)["out_log"].as_str().unwrap());
+        let dir = out.parent().unwrap().to_owned();
+        let prefix = format!("{app}-out.log.");
+        let rotated = || rotated_names(&out);
+        let want = [
+            format!("{prefix}1"),
+            format!("{prefix}2{suffix}"),
+            format!("{prefix}3{suffix}"),
+            format!("{prefix}4{suffix}"),
+        ];
+        wait_for(
+            &format!("{app}: line 3000 written and .2-.4 compressed"),
+            Duration::from_secs(15),
+            || {
+                (numbers(&std::fs::read_to_string(&out).unwrap_or_default()).last() == Some(&3000)
+                    && rotated() == want)
+                    .then_some(())
+            },
+        );
+        // the files are what the standard tools read
+        let tool = if suffix == ".gz" { "gzip" } else { "zstd" };
+        let plain = Command::new(tool)
+            .arg("-dc")
+            .arg(dir.join(&want[1]))
+            .output()
+            .unwrap_or_else(|e| panic!("{tool} (Debian package {tool}): {e}"));
+        assert!(plain.status.success(), "{tool} -dc {}", want[1]);
+        assert!(!numbers(&String::from_utf8_lossy(&plain.stdout)).is_empty());
+        // `turbo logs` reads every file, compressed or not: one contiguous run ending at 3000
+        let text = d.turbo_ok(&["logs", app, "--out", "--lines", "3000", "--raw"]);
+        let shown: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.rsplit_once("line ")?.1.parse().ok())
+            .collect();
+        let first = shown[0];
+        assert!(
+            first > 1 && first < 3000 - 4 * 80,
+            "{app}: starts at {first}"
+        );
+        assert_eq!(shown, (first..=3000).collect::<Vec<_>>(), "{app}");
+        // and searching goes through them too
+        let found = d.turbo_ok(&[
+            "logs",
+            app,
+            "--out",
+            "--grep",
+            &format!("line {first}"),
+            "--lines",
+            "1000",
+        ]);
+        let first_found = found.lines().next().unwrap_or_default();
+        assert!(
+            first_found.ends_with(&format!("line {first}")),
+            "{app}: {found}"
+        );
+    }
 }

@@ -4,7 +4,9 @@
 //! Files: an app's output goes to `<app>-out.log` and `<app>-err.log` ([`file_name`]). Rotation
 //! renames `<f>` to `<f>.1`, `<f>.1` to `<f>.2` and so on: `.1` is the newest rotated file and
 //! higher numbers are older ([`rotated_path`], [`rotation_number`]). Numbers have no leading
-//! zero; anything else beside the file (`<f>.x`, `<f>.01`, `<f>.1.gz`) is not one of ours.
+//! zero. With `log.compress`, rotated files but the newest are compressed: `<f>.<n>.gz` or
+//! `<f>.<n>.zst` ([`Compression`]); anything else beside the file (`<f>.x`, `<f>.01`,
+//! `<f>.1.bz2`) is not one of ours.
 //!
 //! Records, one per line, each ending in `\n`; a file may hold every layout below (a policy
 //! change or an upgrade applies from the next record on), so every record is recognised on its
@@ -32,6 +34,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::LogStream;
@@ -50,6 +53,41 @@ pub struct Source {
     pub pid: u32,
 }
 
+/// How a rotated file is compressed, by its name's suffix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// `<f>.<n>`.
+    #[default]
+    None,
+    /// `<f>.<n>.gz` (gzip, RFC 1952).
+    Gzip,
+    /// `<f>.<n>.zst` (Zstandard, RFC 8878).
+    Zstd,
+}
+
+impl Compression {
+    /// The suffix after `<f>.<n>`: empty, `.gz` or `.zst`.
+    #[must_use]
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Gzip => ".gz",
+            Self::Zstd => ".zst",
+        }
+    }
+
+    /// The compression of a file, by its name.
+    #[must_use]
+    pub fn of(path: &Path) -> Compression {
+        match path.extension().and_then(OsStr::to_str) {
+            Some("gz") => Self::Gzip,
+            Some("zst") => Self::Zstd,
+            _ => Self::None,
+        }
+    }
+}
+
 /// The name of `app`'s log file for `stream`: `<app>-out.log` or `<app>-err.log`.
 #[must_use]
 pub fn file_name(app: &str, stream: LogStream) -> String {
@@ -64,14 +102,28 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `<path>.<n><suffix>`: the `n`th rotated file, compressed with `compression`.
+#[must_use]
+pub fn rotated_path_as(path: &Path, n: u32, compression: Compression) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}{}", compression.suffix()));
+    PathBuf::from(name)
+}
+
 /// `Some(n)` when `candidate` (a file name) is the `n`th rotated file of the log named `log`
-/// (`<log>.<n>`, n ≥ 1 without leading zeros).
+/// (`<log>.<n>`, n ≥ 1 without leading zeros, optionally `.gz` or `.zst` after it).
 #[must_use]
 pub fn rotation_number(log: &OsStr, candidate: &OsStr) -> Option<u32> {
-    let suffix = candidate
+    let mut suffix = candidate
         .as_encoded_bytes()
         .strip_prefix(log.as_encoded_bytes())?
         .strip_prefix(b".")?;
+    for packed in [Compression::Gzip, Compression::Zstd] {
+        if let Some(number) = suffix.strip_suffix(packed.suffix().as_bytes()) {
+            suffix = number;
+            break;
+        }
+    }
     if suffix.first().is_none_or(|&b| b == b'0') || !suffix.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -638,6 +690,17 @@ mod tests {
         let n = |s: &str| rotation_number(OsStr::new("api-out.log"), OsStr::new(s));
         assert_eq!(n("api-out.log.1"), Some(1));
         assert_eq!(n("api-out.log.120"), Some(120));
+        assert_eq!(n("api-out.log.3.gz"), Some(3));
+        assert_eq!(n("api-out.log.4.zst"), Some(4));
+        assert_eq!(
+            rotated_path_as(log, 2, Compression::Zstd),
+            Path::new("/l/api-out.log.2.zst")
+        );
+        assert_eq!(
+            Compression::of(Path::new("/l/a.log.2.gz")),
+            Compression::Gzip
+        );
+        assert_eq!(Compression::of(Path::new("/l/a.log.2")), Compression::None);
         let names = [
             "api-out.log.10",
             "api-out.log",
@@ -662,7 +725,9 @@ mod tests {
             "api-out.log.0",
             "api-out.log.01",
             "api-out.log.x",
-            "api-out.log.1.gz",
+            "api-out.log.1.bz2",
+            "api-out.log.gz",
+            "api-out.log.01.gz",
             "api-err.log.1",
         ] {
             assert_eq!(n(not_ours), None, "{not_ours}");

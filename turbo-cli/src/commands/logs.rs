@@ -28,7 +28,11 @@
 //! `<f>`, so lines written just before a rotation are not skipped. Truncation (`turbo flush`) is
 //! noticed when the file becomes shorter than what was read; lines written after a flush and
 //! before the next poll that make the file longer again than that are missed (a flush erases
-//! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer.
+//! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer,
+//! reading compressed ones (`<f>.2.gz`, `<f>.3.zst`: `log.compress`) through. Following moves
+//! from the held file to its successor by inode among the plain rotated files; the daemon never
+//! compresses `<f>.1`, so only more than one rotation between two polls can skip a compressed
+//! file's lines.
 //!
 //! `turbo monit` follows the selected app's logs with the same [`Follower`], and reads lines with
 //! [`stamp_and_text`].
@@ -46,7 +50,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
 use turbo_api::{
     AppStatus, LogStream as Stream,
-    logfmt::{self, Record, rotated_path},
+    logfmt::{self, Compression, Record, rotated_path},
 };
 
 use super::daemon;
@@ -338,7 +342,6 @@ const MAX_SCAN_LINE: u64 = 1 << 20;
 /// files (oldest first) and the current file up to byte `end`; memory stays at `n` lines
 /// whatever the size of the files.
 fn scan(path: &Path, end: u64, shown: &Shown, n: usize) -> io::Result<Vec<Vec<u8>>> {
-    use std::io::BufRead as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     let names: Vec<std::ffi::OsString> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -347,35 +350,67 @@ fn scan(path: &Path, end: u64, shown: &Shown, n: usize) -> io::Result<Vec<Vec<u8
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let mut kept: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut kept = std::collections::VecDeque::new();
     for file_path in logfmt::oldest_first(path, names) {
         let Some(file) = open_log(&file_path)? else {
             continue;
         };
         let limit = if file_path == path { end } else { u64::MAX };
-        let mut reader = io::BufReader::new(file.take(limit));
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if (&mut reader)
-                .take(MAX_SCAN_LINE)
-                .read_until(b'\n', &mut line)?
-                == 0
-            {
-                break;
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            if n > 0 && shown.render(&line).is_some() {
-                if kept.len() == n {
-                    kept.pop_front();
-                }
-                kept.push_back(line.clone());
-            }
-        }
+        let reader = unpacked(file.take(limit), Compression::of(&file_path))?;
+        last_lines(reader, n, &mut kept, |line| shown.render(line).is_some())?;
     }
     Ok(kept.into())
+}
+
+/// The bytes of a log file, decompressed as its name says.
+fn unpacked<'a>(file: impl io::Read + 'a, how: Compression) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match how {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+    })
+}
+
+/// Reads `reader` line by line (a last line without its newline included) and keeps in `kept`
+/// the last `n` that `wanted` takes, pushing out older ones: memory stays at `n` lines.
+fn last_lines(
+    reader: impl io::Read,
+    n: usize,
+    kept: &mut std::collections::VecDeque<Vec<u8>>,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> io::Result<()> {
+    use std::io::BufRead as _;
+    let mut reader = io::BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if (&mut reader)
+            .take(MAX_SCAN_LINE)
+            .read_until(b'\n', &mut line)?
+            == 0
+        {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if n > 0 && wanted(&line) {
+            if kept.len() == n {
+                kept.pop_front();
+            }
+            kept.push_back(line.clone());
+        }
+    }
+}
+
+/// The `n`th rotated file of `path`, plain or compressed, and how it is compressed.
+fn open_rotated(path: &Path, n: u32) -> io::Result<Option<(File, Compression)>> {
+    for how in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        if let Some(file) = open_log(&logfmt::rotated_path_as(path, n, how))? {
+            return Ok(Some((file, how)));
+        }
+    }
+    Ok(None)
 }
 
 /// The apps to show: all of them, or those whose name or id is `name`; `name:N` (as `turbo
@@ -531,17 +566,27 @@ fn older_lines(path: &Path, current: Option<u64>, need: usize) -> io::Result<Vec
         if older.len() >= need {
             break;
         }
-        let Some(file) = open_log(&rotated_path(path, n))? else {
+        let Some((file, how)) = open_rotated(path, n)? else {
             break;
         };
         if current.is_some() && current == Some(file.metadata()?.ino()) {
             continue;
         }
-        let tail = read_tail(&file, need - older.len())?;
-        let mut lines = tail.lines;
-        if !tail.partial.is_empty() {
-            lines.push(tail.partial);
-        }
+        let mut lines = if how == Compression::None {
+            let tail = read_tail(&file, need - older.len())?;
+            let mut lines = tail.lines;
+            if !tail.partial.is_empty() {
+                lines.push(tail.partial);
+            }
+            lines
+        } else {
+            // no seeking back in a compressed file: it is read through, keeping its last lines
+            let mut kept = std::collections::VecDeque::new();
+            last_lines(unpacked(file, how)?, need - older.len(), &mut kept, |_| {
+                true
+            })?;
+            kept.into()
+        };
         lines.append(&mut older);
         older = lines;
     }
@@ -1066,6 +1111,35 @@ mod tests {
 
     fn render(form: Form, raw: &[u8]) -> String {
         String::from_utf8(shown(form).render(raw).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn compressed_rotated_files_read_like_plain_ones() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-out.log");
+        let text = |r: std::ops::Range<u32>| r.map(|i| format!("line {i}\n")).collect::<String>();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text(10..20).as_bytes()).unwrap();
+        fs::write(
+            logfmt::rotated_path_as(&path, 2, Compression::Gzip),
+            gz.finish().unwrap(),
+        )
+        .unwrap();
+        fs::write(
+            logfmt::rotated_path_as(&path, 3, Compression::Zstd),
+            zstd::encode_all(text(0..10).as_bytes(), 3).unwrap(),
+        )
+        .unwrap();
+        write(&rotated_path(&path, 1), &text(20..30));
+        write(&path, &text(30..35));
+        let want = |r: std::ops::Range<u32>| r.map(|i| format!("line {i}")).collect::<Vec<_>>();
+        assert_eq!(strings(&older_lines(&path, None, 25).unwrap()), want(5..30));
+        let (lines, _, _) = Follower::from_tail(&path, 32).unwrap();
+        assert_eq!(strings(&lines), want(3..35));
+        let end = fs::metadata(&path).unwrap().len();
+        let all = scan(&path, end, &shown(Form::Human), 1000).unwrap();
+        assert_eq!(strings(&all), want(0..35));
     }
 
     #[test]

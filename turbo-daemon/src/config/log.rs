@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{Problem, Scalar, validate::Count};
-use crate::spec::{AppSpec, LogFormat};
+use crate::spec::{AppSpec, Compression, LogFormat};
 
 /// `log:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -12,6 +12,7 @@ pub(super) struct LogConfig {
     format: Option<String>,
     max_size: Option<Scalar>,
     keep: Option<i64>,
+    compress: Option<serde_yaml_ng::Value>,
 }
 
 const LOG_KEEP: Count = Count::new(
@@ -49,5 +50,36 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
     }
     if let Some(n) = LOG_KEEP.read(cfg.keep, errors) {
         l.keep = n;
+    }
+    if let Some(v) = &cfg.compress {
+        match compression(v) {
+            Some(c) => l.compress = c,
+            None => errors.push(
+                Problem::new(
+                    "log.compress",
+                    format!(
+                        "log.compress {} is not one of: true, false, gzip, zstd",
+                        serde_yaml_ng::to_string(v).unwrap_or_default().trim()
+                    ),
+                )
+                .hint("true means gzip; zstd is faster and smaller"),
+            ),
+        }
+    }
+}
+
+/// `true`/`gzip`, `zstd`, or `false`/`none`.
+fn compression(v: &serde_yaml_ng::Value) -> Option<Compression> {
+    use serde_yaml_ng::Value;
+    match v {
+        Value::Bool(true) => Some(Compression::Gzip),
+        Value::Bool(false) => Some(Compression::None),
+        Value::String(s) => match s.as_str() {
+            "gzip" | "gz" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            "none" | "off" => Some(Compression::None),
+            _ => None,
+        },
+        _ => None,
     }
 }

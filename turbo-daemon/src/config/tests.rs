@@ -628,3 +628,22 @@ fn log_max_size_takes_terabytes_and_off() {
         "{unknown}"
     );
 }
+
+#[test]
+fn log_compress_takes_booleans_and_names() {
+    use crate::spec::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let compress = |v: &str| {
+        let doc = format!("apps:\n- name: a\n  cmd: [sleep]\n  log: {{compress: {v}}}\n");
+        parse_config(&doc, "t.yml", dir.path(), PATH).map(|apps| apps[0].log.compress)
+    };
+    assert_eq!(compress("true"), Ok(Compression::Gzip));
+    assert_eq!(compress("gzip"), Ok(Compression::Gzip));
+    assert_eq!(compress("zstd"), Ok(Compression::Zstd));
+    assert_eq!(compress("false"), Ok(Compression::None));
+    let bad = compress("bzip2").unwrap_err();
+    assert!(
+        bad.contains("log.compress bzip2 is not one of: true, false, gzip, zstd"),
+        "{bad}"
+    );
+}

@@ -16,11 +16,14 @@
 //!   `json`, a change applies from the next read on); the record layout is
 //!   [`turbo_api::logfmt`], shared with the CLI that reads the files.
 //! * `sink`: appending a batch with one `write(2)`, and rotation.
+//! * `compress`: compressing rotated files (`log.compress`) on a thread of its own, off the
+//!   reading of the pipes.
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
 //! supervisor's business. It must not lose output it could keep, nor stop reading (see `sink`).
 
+mod compress;
 pub(crate) mod format;
 pub(crate) mod pump;
 mod sink;

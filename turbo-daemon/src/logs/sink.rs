@@ -7,6 +7,11 @@
 //! (which then exceeds `max_size` by that record). `max_size == 0` disables rotation; `keep == 0`
 //! discards the full file instead of keeping it.
 //!
+//! With `compress`, the file that becomes `<f>.2` at a rotation is handed to `compress`, which
+//! replaces it with `<f>.2.gz` (or `.zst`) a moment later; `<f>.1` stays plain, because `turbo
+//! logs --follow` may still be reading it. Renames here and the final rename there hold one
+//! lock per file ([`Sink::names`]), so a compressed file is never shifted half-way.
+//!
 //! This module must not stop the app's output: a failed rotation keeps writing to the current
 //! file, and a failed write (a full disk) is logged once per run of failures and counted as
 //! dropped, not retried; the next batch tries again.
@@ -16,9 +21,10 @@ use std::{
     io::{self, Write as _},
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
 };
 
-use turbo_api::logfmt;
+use turbo_api::logfmt::{self, Compression};
 
 use super::format::Records;
 use crate::spec::LogPolicy;
@@ -48,6 +54,8 @@ pub(super) struct Sink {
     pub(super) written: u64,
     /// Record bytes that could not be written and were dropped (`turbo_log_dropped_bytes_total`).
     pub(super) dropped: u64,
+    /// Held while the rotated files are renamed, here and by the compression worker.
+    pub(super) names: Arc<Mutex<()>>,
 }
 
 impl Sink {
@@ -67,6 +75,7 @@ impl Sink {
             failing: false,
             written: 0,
             dropped: 0,
+            names: Arc::default(),
         })
     }
 
@@ -84,7 +93,7 @@ impl Sink {
             let fit = records.ends[i..].partition_point(|&end| (end - start) as u64 <= room);
             let take = match fit {
                 0 if self.size > 0 => {
-                    self.rotate(policy.keep);
+                    self.rotate(policy.keep, policy.compress);
                     continue;
                 }
                 // a record bigger than a whole file: alone in a fresh file rather than cut
@@ -126,19 +135,33 @@ impl Sink {
         }
     }
 
-    fn rotate(&mut self, keep: u32) {
-        if let Err(e) = self.try_rotate(keep) {
+    fn rotate(&mut self, keep: u32, compress: Compression) {
+        if let Err(e) = self.try_rotate(keep, compress) {
             tracing::warn!("cannot rotate {}: {e}; writing on", self.path.display());
         }
         // also after a failure: the next attempt comes after another max_size bytes, not at once
         self.size = 0;
     }
 
-    fn try_rotate(&mut self, keep: u32) -> io::Result<()> {
+    fn try_rotate(&mut self, keep: u32, compress: Compression) -> io::Result<()> {
+        let names = Arc::clone(&self.names);
+        let _names = names.lock().unwrap_or_else(PoisonError::into_inner);
         // whatever would be shifted past `keep` goes first
         prune(&self.path, keep.saturating_sub(1))?;
         for (n, old) in rotated(&self.path)?.into_iter().rev() {
-            fs::rename(&old, logfmt::rotated_path(&self.path, n + 1))?;
+            let to = logfmt::rotated_path_as(&self.path, n + 1, Compression::of(&old));
+            fs::rename(&old, to)?;
+        }
+        let second = logfmt::rotated_path(&self.path, 2);
+        if compress != Compression::None
+            && let Ok(file) = super::compress::open_plain(&second)
+        {
+            super::compress::submit(super::compress::Job {
+                file,
+                log: self.path.clone(),
+                how: compress,
+                lock: Arc::clone(&self.names),
+            });
         }
         let moved = if keep == 0 {
             fs::remove_file(&self.path)

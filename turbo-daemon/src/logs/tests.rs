@@ -39,6 +39,7 @@ fn policy(format: LogFormat, max_size: u64, keep: u32) -> LogPolicy {
         format,
         max_size,
         keep,
+        ..LogPolicy::default()
     }
 }
 
@@ -576,4 +577,70 @@ fn open_errors_name_the_file() {
     );
     assert!(err.to_string().starts_with(&want), "{err}");
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rotated_files_but_the_newest_are_compressed_and_lose_nothing() {
+    use turbo_api::logfmt::Compression;
+    for how in [Compression::Gzip, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = policy(LogFormat::Text, 1024, 4);
+        p.compress = how;
+        let logs = AppLogs::open(dir.path(), "z", &p).unwrap();
+        run(&logs, numbered_input(0..400), vec![]).await;
+        let out = logs.paths().0;
+        let files = || rotated(&out).unwrap();
+        // the worker finishes a moment later
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while files()
+            .iter()
+            .any(|(n, p)| *n > 1 && logfmt::Compression::of(p) != how)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how:?}: {:?}",
+                files()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let found = files();
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(
+            logfmt::Compression::of(&found[0].1),
+            Compression::None,
+            ".1 stays plain"
+        );
+        let mut numbers = Vec::new();
+        for (_, file) in found.iter().rev() {
+            let bytes = match logfmt::Compression::of(file) {
+                Compression::Gzip => {
+                    let mut text = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(fs::File::open(file).unwrap()),
+                        &mut text,
+                    )
+                    .unwrap();
+                    text
+                }
+                Compression::Zstd => zstd::decode_all(fs::File::open(file).unwrap()).unwrap(),
+                Compression::None => read(file),
+            };
+            for line in text_records(&bytes) {
+                let line = String::from_utf8(line).unwrap();
+                numbers.push(line.strip_prefix("line ").unwrap().parse::<u32>().unwrap());
+            }
+        }
+        for line in text_records(&read(&out)) {
+            let line = String::from_utf8(line).unwrap();
+            numbers.push(line.strip_prefix("line ").unwrap().parse::<u32>().unwrap());
+        }
+        let first = numbers[0];
+        assert_eq!(numbers, (first..400).collect::<Vec<_>>(), "{how:?}");
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".packing"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }

@@ -1,6 +1,7 @@
 //! How an app's output is written to its log files: `log:`.
 
 use serde::{Deserialize, Serialize};
+pub use turbo_api::logfmt::Compression;
 
 /// How an app's output is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -23,6 +24,9 @@ pub struct LogPolicy {
     pub max_size: u64,
     /// Rotated files kept per stream (`<file>.1` is the newest).
     pub keep: u32,
+    /// Compression of the rotated files but the newest (`<file>.2.gz` …), which `turbo logs
+    /// --follow` may still be reading.
+    pub compress: Compression,
 }
 
 impl Default for LogPolicy {
@@ -31,6 +35,7 @@ impl Default for LogPolicy {
             format: LogFormat::Text,
             max_size: 10 * 1024 * 1024,
             keep: 5,
+            compress: Compression::None,
         }
     }
 }
