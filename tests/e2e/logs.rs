@@ -581,3 +581,77 @@ fn rotated_files_are_compressed_and_turbo_logs_reads_them_through() {
         );
     }
 }
+
+#[test]
+fn daily_rotation_on_a_fast_clock_leaves_compressed_days_that_since_reads() {
+    // the log clock starts at 2026-01-02T12:00:00Z and runs a day every 6 s (the test reads
+    // the files between two midnights)
+    let mut d = TestDaemon::spawn_with_env("off", &[("TURBO_TEST_LOG_CLOCK", "1767355200x14400")]);
+    d.wait_answering();
+    let yml = d.config(
+        "days",
+        "apps:\n  - name: days\n    cmd: [sh, -c, 'i=1; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done']\n    log: { rotate: daily, max_size: off, keep: 5, compress: zstd }\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let out = std::path::PathBuf::from(d.app("days")["out_log"].as_str().unwrap());
+    let names = |n: usize| {
+        let mut want = vec!["days-out.log.1".to_owned()];
+        want.extend((2..=n).map(|k| format!("days-out.log.{k}.zst")));
+        want
+    };
+    wait_for(
+        "two midnights and a compressed day",
+        Duration::from_secs(30),
+        || (rotated_names(&out) == names(2)).then_some(()),
+    );
+    let unpacked = |name: &str| -> String {
+        let path = out.parent().unwrap().join(name);
+        if !name.ends_with(".zst") {
+            return std::fs::read_to_string(path).unwrap();
+        }
+        let plain = Command::new("zstd")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .expect("zstd");
+        assert!(plain.status.success());
+        String::from_utf8(plain.stdout).unwrap()
+    };
+    // each file holds one day, in order
+    let day_of = |text: &str| -> Vec<String> {
+        let mut days: Vec<String> = text.lines().map(|l| l[..10].to_owned()).collect();
+        days.dedup();
+        days
+    };
+    let first_day = unpacked("days-out.log.2.zst");
+    assert_eq!(day_of(&first_day), ["2026-01-02"], "{first_day}");
+    assert_eq!(day_of(&unpacked("days-out.log.1")), ["2026-01-03"]);
+    // `--since`/`--until` pick that day out of the compressed file
+    let shown = d.turbo_ok(&[
+        "logs",
+        "days",
+        "--out",
+        "--raw",
+        "--since",
+        "2026-01-02",
+        "--until",
+        "2026-01-02T23:59:59.999Z",
+        "--lines",
+        "100000",
+    ]);
+    let strip = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_once(" | ").map_or(l, |(_, r)| r).to_owned())
+            .collect()
+    };
+    let want: Vec<String> = first_day
+        .lines()
+        .map(|l| {
+            // the file's `<stamp>[<instance>:<pid>] tick N` is shown as `<stamp> tick N`
+            let (stamp, rest) = l.split_at(24);
+            format!("{stamp} {}", rest.split_once("] ").unwrap().1)
+        })
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(strip(&shown), want);
+}

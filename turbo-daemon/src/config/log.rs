@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{Problem, Scalar, validate::Count};
-use crate::spec::{AppSpec, Compression, LogFormat};
+use crate::spec::{AppSpec, Compression, LogFormat, RotatePeriod};
 
 /// `log:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -13,6 +13,7 @@ pub(super) struct LogConfig {
     max_size: Option<Scalar>,
     keep: Option<i64>,
     compress: Option<serde_yaml_ng::Value>,
+    rotate: Option<String>,
 }
 
 const LOG_KEEP: Count = Count::new(
@@ -50,6 +51,18 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
     }
     if let Some(n) = LOG_KEEP.read(cfg.keep, errors) {
         l.keep = n;
+    }
+    match cfg.rotate.as_deref() {
+        None => {}
+        Some("daily") => l.rotate = Some(RotatePeriod::Daily),
+        Some("hourly") => l.rotate = Some(RotatePeriod::Hourly),
+        Some(other) => errors.push(
+            Problem::new(
+                "log.rotate",
+                format!("log.rotate '{other}' is not one of: daily, hourly"),
+            )
+            .hint("rotation by size is log.max_size; both may be set"),
+        ),
     }
     if let Some(v) = &cfg.compress {
         match compression(v) {

@@ -630,7 +630,7 @@ fn log_max_size_takes_terabytes_and_off() {
 }
 
 #[test]
-fn log_compress_takes_booleans_and_names() {
+fn log_compress_and_rotate_take_their_names() {
     use crate::spec::Compression;
     let dir = tempfile::tempdir().unwrap();
     let compress = |v: &str| {
@@ -641,6 +641,18 @@ fn log_compress_takes_booleans_and_names() {
     assert_eq!(compress("gzip"), Ok(Compression::Gzip));
     assert_eq!(compress("zstd"), Ok(Compression::Zstd));
     assert_eq!(compress("false"), Ok(Compression::None));
+    let doc = "apps:\n- name: a\n  cmd: [sleep]\n  log: {rotate: weekly}\n";
+    let weekly = parse_config(doc, "t.yml", dir.path(), PATH).unwrap_err();
+    assert!(
+        weekly.contains("log.rotate 'weekly' is not one of: daily, hourly"),
+        "{weekly}"
+    );
+    let doc = "apps:\n- name: a\n  cmd: [sleep]\n  log: {rotate: hourly}\n";
+    let hourly = parse_config(doc, "t.yml", dir.path(), PATH).unwrap();
+    assert_eq!(
+        hourly[0].log.rotate,
+        Some(crate::spec::RotatePeriod::Hourly)
+    );
     let bad = compress("bzip2").unwrap_err();
     assert!(
         bad.contains("log.compress bzip2 is not one of: true, false, gzip, zstd"),

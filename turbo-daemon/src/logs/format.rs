@@ -4,7 +4,7 @@
 //!
 //! This module must not write or rotate files (that is `sink`).
 
-use std::{ops::Range, time::SystemTime};
+use std::ops::Range;
 
 use turbo_api::logfmt::{self, Source};
 
@@ -64,10 +64,7 @@ impl Records {
     }
 }
 
-/// The stamp of records written now.
-pub(super) fn timestamp() -> String {
-    let ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    logfmt::stamp(ms)
+/// The stamp of records written at `at_ms` (Unix milliseconds, [`super::clock::now_ms`]).
+pub(super) fn timestamp(at_ms: i64) -> String {
+    logfmt::stamp(u64::try_from(at_ms).unwrap_or(0))
 }

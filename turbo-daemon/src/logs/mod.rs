@@ -23,6 +23,7 @@
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
 //! supervisor's business. It must not lose output it could keep, nor stop reading (see `sink`).
 
+pub mod clock;
 mod compress;
 pub(crate) mod format;
 pub(crate) mod pump;
@@ -194,7 +195,8 @@ impl AppLogs {
         lines: &[Range<usize>],
         records: &mut Records,
     ) {
-        let stamp = format::timestamp();
+        let now = clock::now_ms();
+        let stamp = format::timestamp(now);
         let mut files = self.lock();
         let files = &mut *files;
         records.format(
@@ -210,7 +212,7 @@ impl AppLogs {
             Stream::Out => &mut files.out,
             Stream::Err => &mut files.err,
         };
-        sink.write_records(records, &files.policy);
+        sink.write_records(records, &files.policy, now);
         if records.buf.len() <= pump::READ_SIZE {
             pump::give_back(&mut records.buf, 2 * pump::READ_SIZE);
             pump::give_back(&mut records.ends, 0);

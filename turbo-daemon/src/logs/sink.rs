@@ -7,6 +7,12 @@
 //! (which then exceeds `max_size` by that record). `max_size == 0` disables rotation; `keep == 0`
 //! discards the full file instead of keeping it.
 //!
+//! With `rotate: daily|hourly`, the first batch written after midnight (the full hour) on the
+//! log clock (`clock`) rotates first; a file that gets no output keeps its old records until
+//! its app writes again. The period is counted from the first write after the file is opened,
+//! so a keeper restarted after a boundary appends that period's first records to the file it
+//! found.
+//!
 //! With `compress`, the file that becomes `<f>.2` at a rotation is handed to `compress`, which
 //! replaces it with `<f>.2.gz` (or `.zst`) a moment later; `<f>.1` stays plain, because `turbo
 //! logs --follow` may still be reading it. Renames here and the final rename there hold one
@@ -56,6 +62,9 @@ pub(super) struct Sink {
     pub(super) dropped: u64,
     /// Held while the rotated files are renamed, here and by the compression worker.
     pub(super) names: Arc<Mutex<()>>,
+    /// With `rotate`: when the current period ends (Unix ms, log clock), set by the first
+    /// write of the period.
+    pub(super) period_end: Option<i64>,
 }
 
 impl Sink {
@@ -76,12 +85,24 @@ impl Sink {
             written: 0,
             dropped: 0,
             names: Arc::default(),
+            period_end: None,
         })
     }
 
     /// Appends whole records, rotating before one that would not fit: as many records per
     /// `write(2)` as fit in the current file.
-    pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy) {
+    pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy, now_ms: i64) {
+        match policy.rotate {
+            Some(period) => {
+                if self.period_end.is_some_and(|end| now_ms >= end) && self.size > 0 {
+                    self.rotate(policy.keep, policy.compress);
+                }
+                if self.period_end.is_none_or(|end| now_ms >= end) {
+                    self.period_end = Some(super::clock::period_end(period, now_ms));
+                }
+            }
+            None => self.period_end = None,
+        }
         let limit = if policy.max_size == 0 {
             u64::MAX
         } else {

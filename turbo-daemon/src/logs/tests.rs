@@ -549,15 +549,15 @@ fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
     let batch = records.buf.len() as u64;
     // /dev/full: every write fails with ENOSPC
     let mut sink = Sink::open(PathBuf::from("/dev/full")).unwrap();
-    sink.write_records(&records, &LogPolicy::default());
-    sink.write_records(&records, &LogPolicy::default());
+    sink.write_records(&records, &LogPolicy::default(), 0);
+    sink.write_records(&records, &LogPolicy::default(), 0);
     assert_eq!((sink.written, sink.dropped), (0, 2 * batch));
     assert!(sink.failing, "reported once, quiet since");
     // space again (the file under the sink is one with room): the next batch is written
     let dir = tempfile::tempdir().unwrap();
     sink.file = open_append(&dir.path().join("room.log")).unwrap();
     sink.size = 0;
-    sink.write_records(&records, &LogPolicy::default());
+    sink.write_records(&records, &LogPolicy::default(), 0);
     assert_eq!((sink.written, sink.dropped), (batch, 2 * batch));
     assert!(!sink.failing);
     assert_eq!(
@@ -643,4 +643,49 @@ async fn rotated_files_but_the_newest_are_compressed_and_lose_nothing() {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
+}
+
+#[test]
+fn daily_rotation_starts_a_file_at_the_first_write_after_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d-out.log");
+    let mut sink = Sink::open(path.clone()).unwrap();
+    let p = LogPolicy {
+        rotate: Some(crate::spec::RotatePeriod::Daily),
+        ..LogPolicy::default()
+    };
+    let batch = |text: &str| {
+        let mut records = Records::default();
+        let data = format!("{text}\n");
+        records.format(
+            LogFormat::Text,
+            "2026-01-02T03:04:05.678Z",
+            b"\"d\"",
+            SOURCE,
+            Stream::Out,
+            data.as_bytes(),
+            std::slice::from_ref(&(0..text.len())),
+        );
+        records
+    };
+    let midnight = logfmt::stamp_ms("2026-01-03T00:00:00.000Z").unwrap();
+    sink.write_records(&batch("late"), &p, midnight - 1000);
+    sink.write_records(&batch("later"), &p, midnight - 1);
+    sink.write_records(&batch("new day"), &p, midnight);
+    sink.write_records(&batch("same day"), &p, midnight + 3_600_000);
+    let lines = |p: &Path| -> Vec<String> {
+        text_records(&read(p))
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    };
+    assert_eq!(lines(&logfmt::rotated_path(&path, 1)), ["late", "later"]);
+    assert_eq!(lines(&path), ["new day", "same day"]);
+    // a quiet day rotates nothing; the next write after it does
+    sink.write_records(&batch("two days on"), &p, midnight + 2 * 86_400_000);
+    assert_eq!(
+        lines(&logfmt::rotated_path(&path, 1)),
+        ["new day", "same day"]
+    );
+    assert_eq!(lines(&path), ["two days on"]);
 }
