@@ -1,6 +1,7 @@
 //! What only the kernel can tell, through the real binaries (eBPF, so root: CI is root): an OOM
-//! kill recorded as such, the sender of a `kill -9`, and a stop that reaches descendants which
-//! left the process group.
+//! kill recorded as such, the sender of a `kill -9` and of a SIGSTOP/SIGCONT, the peak memory
+//! of a memory-limit restart, and a stop that reaches descendants which left the process
+//! group.
 
 use std::time::Duration;
 
@@ -175,6 +176,11 @@ fn a_kill_9_names_its_sender() {
     assert_eq!(crash["reason"], "signal");
     assert_eq!(crash["signal_sender"]["pid"], killer_pid, "{crash}");
     assert_eq!(crash["signal_sender"]["comm"], "kill", "{crash}");
+    let top = crash["memory_peak_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        top > 0 && top >= crash["memory_bytes"].as_u64().unwrap_or(0),
+        "a peak, at least the memory at the end: {crash}"
+    );
 }
 
 #[test]
@@ -304,8 +310,48 @@ fn max_memory_warns_then_restarts(ebpf: &str, close: bool) {
             peak >> 20
         );
     }
+    // the record carries the peak beside the value at the end, not the reading that crossed
+    let top = crash["memory_peak_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        top >= peak && top >= 200 << 20,
+        "memory_peak_bytes {top} is the peak (at least the end's {peak} and the limit): {crash}"
+    );
     let app = d.wait_app("grower", "restarted", |a| a["restarts"].as_u64() >= Some(1));
     assert_eq!(app["memory_limit_bytes"], 200u64 << 20);
+}
+
+/// SIGSTOP and SIGCONT do not end a process, but who froze an app and who thawed it is in the
+/// daemon's log, with the sender's pid and name (a copy of kill(1) named `frz-sender`).
+#[test]
+fn a_stop_and_a_continue_name_their_senders() {
+    if skip("a_stop_and_a_continue_name_their_senders") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    d.turbo_ok(&["start", "sleep", "--name", "frozen", "--", "1000"]);
+    let pid = d.app("frozen")["pid"].as_u64().unwrap();
+    let sender = d.home().join("frz-sender");
+    std::fs::copy("/bin/kill", &sender).expect("copy /bin/kill");
+    let send = |sig: &str| {
+        let out = std::process::Command::new(&sender)
+            .args([sig, &pid.to_string()])
+            .spawn()
+            .unwrap();
+        let sender_pid = out.id();
+        assert!(out.wait_with_output().unwrap().status.success());
+        sender_pid
+    };
+    let stopper = send("-STOP");
+    let line = format!("stopped by signal 19 from pid {stopper} (frz-sender)");
+    wait_for(&line, Duration::from_secs(10), || {
+        d.daemon_log().contains(&line).then_some(())
+    });
+    let thawer = send("-CONT");
+    let line = format!("continued by signal 18 from pid {thawer} (frz-sender)");
+    wait_for(&line, Duration::from_secs(10), || {
+        d.daemon_log().contains(&line).then_some(())
+    });
+    assert_eq!(d.app("frozen")["pid"], pid, "neither signal ends the app");
 }
 
 #[test]

@@ -3,10 +3,12 @@
 
 mod access;
 mod adversary_cli;
+mod attribution;
 mod bad_input;
 mod chaos;
 mod cli_tour;
 mod cluster;
+mod containment;
 mod dbus;
 mod ebpf;
 mod hardening;

@@ -317,6 +317,14 @@ fn tree_cpu_and_memory_with_the_procfs_source() {
 #[test]
 fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
     let (d, addr) = daemon_with_metrics("auto", &[]);
+    let info = d.json(&["info"]);
+    assert_eq!(info["metrics_address"], addr.as_str(), "{info}");
+    assert_eq!(info["metrics_off_reason"], "", "{info}");
+    assert!(
+        d.turbo_ok(&["info"])
+            .contains(&format!("http://{addr}/metrics")),
+        "turbo info shows the exporter's address"
+    );
     d.turbo_ok(&[
         "start",
         "sleep",
@@ -441,6 +449,18 @@ fn exporter_can_be_turned_off_and_a_busy_port_does_not_stop_the_daemon() {
         d.daemon_log()
     );
     d.turbo_ok(&["start", "sleep", "--name", "still", "--", "1000"]);
+    let info = d.json(&["info"]);
+    assert_eq!(info["metrics_address"], "", "{info}");
+    assert_eq!(info["metrics_off_reason"], "--metrics-listen off", "{info}");
+    assert!(
+        d.turbo_ok(&["info"]).contains("off — --metrics-listen off"),
+        "turbo info says it is off and why"
+    );
+    let status = d.turbo(&["status"]);
+    assert!(
+        !String::from_utf8_lossy(&status.stderr).contains("warning"),
+        "off on purpose is not worth a warning"
+    );
 
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = busy.local_addr().unwrap().to_string();
@@ -452,6 +472,34 @@ fn exporter_can_be_turned_off_and_a_busy_port_does_not_stop_the_daemon() {
         "{}",
         d.daemon_log()
     );
+    // the failure is visible where users look, not only in daemon.log
+    let info = d.json(&["info"]);
+    let why = info["metrics_off_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        why.starts_with(&format!("cannot listen on {addr}: ")),
+        "{info}"
+    );
+    assert_eq!(info["metrics_address"], "", "{info}");
+    let status = d.turbo(&["status"]);
+    assert!(status.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&status.stderr).trim(),
+        format!("warning: the metrics exporter is off: {why}"),
+        "one warning line"
+    );
+    let property = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let conn = d.connect().await;
+            let m = turbo_api::ManagerProxy::new(&conn).await.unwrap();
+            m.metrics_off_reason().await.unwrap()
+        });
+    assert_eq!(property, why, "the MetricsOffReason D-Bus property");
     let bad = Command::new(turbo_tests::bin_dir().join("turbo-daemon"))
         .args(["--metrics-listen", "nowhere"])
         .env("TURBO_HOME", d.home())
@@ -555,7 +603,7 @@ fn leak_is_flagged_in_status_dbus_and_metrics() {
 fn alert_rules_pass_promtool_check_and_unit_tests() {
     let dir = repo().join("deploy/prometheus");
     let checked = promtool(&dir, &["check", "rules", "turbo-alerts.yml"], None);
-    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
     let tested = promtool(&dir, &["test", "rules", "turbo-alerts.test.yml"], None);
     assert!(tested.contains("SUCCESS"), "{tested}");
     promtool(&dir, &["check", "config", "prometheus.yml"], None);
@@ -664,6 +712,11 @@ impl Prometheus {
     /// Starts `prometheus` on a free loopback port, scraping `target` every second as job
     /// `turbo`, with the shipped alert rules loaded; waits until it is ready.
     fn start(target: &str) -> Self {
+        Self::start_with(target, "1s")
+    }
+
+    /// [`Prometheus::start`], scraping every `scrape_interval` (rules evaluated every second).
+    fn start_with(target: &str, scrape_interval: &str) -> Self {
         let bin = prometheus_tool("prometheus");
         let dir = tempfile::Builder::new()
             .prefix("turbo-prom-")
@@ -671,7 +724,7 @@ impl Prometheus {
             .unwrap();
         let rules = repo().join("deploy/prometheus/turbo-alerts.yml");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+            "global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
              scrape_configs:\n  - job_name: turbo\n    static_configs:\n      - targets: ['{target}']\n",
             rules.display()
@@ -795,7 +848,7 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
         groups.iter().any(|g| g["name"] == "turbo"
             && g["rules"]
                 .as_array()
-                .is_some_and(|r| r.len() == 7 && r.iter().all(|r| r["health"] != "err"))),
+                .is_some_and(|r| r.len() == 8 && r.iter().all(|r| r["health"] != "err"))),
         "{rules}"
     );
     // every dashboard query is valid PromQL that this Prometheus evaluates
@@ -818,6 +871,41 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
     assert!(
         prom.scalar(r#"turbo_app_memory_bytes{job="turbo",app="web",type="rss"}"#)
             .is_some_and(|v| v > 0.0)
+    );
+}
+
+/// A crash loop that starts and ends in `errored` between two scrapes (10 s apart) still
+/// alerts: `TurboAppErrored` fires from the first scrape that sees the state, although no
+/// scrape saw the exits counter move.
+#[test]
+fn a_crash_loop_shorter_than_the_scrape_interval_fires_an_alert() {
+    let (d, addr) = daemon_with_metrics("auto", &[]);
+    let prom = Prometheus::start_with(&addr, "10s");
+    wait_for("the first scrape", Duration::from_secs(30), || {
+        (prom.scalar(r#"up{job="turbo"}"#) == Some(1.0)).then_some(())
+    });
+    let yml = d.config(
+        "looper",
+        "apps:\n  - name: looper\n    cmd: [sh, -c, 'exit 3']\n    restart: { delay: 10ms, max_delay: 20ms, crash_loop: { max: 3, window: 60s } }\n",
+    );
+    let started = std::time::Instant::now();
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    d.wait_app("looper", "errored after a crash loop", |a| {
+        a["state"] == "errored"
+    });
+    let looped = started.elapsed();
+    assert!(
+        looped < Duration::from_secs(10),
+        "the loop took {looped:?}: not shorter than the scrape interval"
+    );
+    let firing = r#"ALERTS{alertname="TurboAppErrored",alertstate="firing",app="looper"}"#;
+    wait_for("TurboAppErrored to fire", Duration::from_secs(30), || {
+        (!prom.query(firing).is_empty()).then_some(())
+    });
+    // the rate-based rule needs two scrapes that see the counter move: it could not have
+    assert!(
+        prom.query(r#"ALERTS{alertname="TurboAppCrashLooping",app="looper"}"#)
+            .is_empty()
     );
 }
 

@@ -10,6 +10,20 @@ use std::{
 
 use serde_json::Value;
 
+/// The kinds of death the attribution workload (`src/bin/deathbed.rs`) dies, each of which the
+/// attribution test (`e2e/attribution.rs`) wants seen.
+pub const DEATH_KINDS: [&str; 9] = [
+    "exit",
+    "instant",
+    "thread_exit",
+    "exec_chain",
+    "self_signal",
+    "thread_signal",
+    "external",
+    "caught",
+    "fault",
+];
+
 /// Directory holding the built binaries (`target/debug`), or `TURBO_BIN_DIR`.
 ///
 /// # Panics

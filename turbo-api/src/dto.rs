@@ -220,7 +220,8 @@ impl AppStatus {
 }
 
 /// One exit nobody asked for, as `turbo crashes` shows it. Sentinels as in [`ExitInfo`];
-/// `signal_sender_pid` 0 means unknown, `memory_bytes` 0 means not measured.
+/// `signal_sender_pid` 0 means unknown, `memory_bytes` and `memory_peak_bytes` 0 mean not
+/// measured.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
 pub struct CrashRecord {
     /// Unix time in milliseconds.
@@ -248,6 +249,9 @@ pub struct CrashRecord {
     /// Why the daemon ended the process, when it did (the failing health check's message);
     /// empty otherwise.
     pub detail: String,
+    /// Peak resident memory of the process over its life (the kernel's high-water mark), 0 if
+    /// unknown. `memory_bytes` is the value at the end.
+    pub memory_peak_bytes: u64,
 }
 
 impl CrashRecord {
@@ -264,6 +268,7 @@ impl CrashRecord {
             "signal_sender": (self.signal_sender_pid > 0)
                 .then(|| json!({"pid": self.signal_sender_pid, "comm": self.signal_sender_comm})),
             "memory_bytes": (self.memory_bytes > 0).then_some(self.memory_bytes),
+            "memory_peak_bytes": (self.memory_peak_bytes > 0).then_some(self.memory_peak_bytes),
             "stderr_tail": self.stderr_tail,
             "source": self.source,
             "detail": (!self.detail.is_empty()).then_some(&self.detail),
@@ -584,6 +589,11 @@ pub struct DaemonInfo {
     pub uptime_ms: u64,
     /// Number of apps managed.
     pub apps: u32,
+    /// Where the Prometheus exporter listens (`127.0.0.1:9464`); empty when it is off.
+    pub metrics_address: String,
+    /// Why the exporter is off: `--metrics-listen off`, or the bind failure (`cannot listen on
+    /// 127.0.0.1:9464: Address in use`); empty while it serves.
+    pub metrics_off_reason: String,
 }
 
 impl DaemonInfo {

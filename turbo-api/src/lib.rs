@@ -122,6 +122,14 @@ mod proxy {
         /// Describes the daemon: version, mode, paths, active event source and why.
         fn info(&self) -> zbus::Result<DaemonInfo>;
 
+        /// Where the Prometheus exporter listens, empty when it is off.
+        #[zbus(property)]
+        fn metrics_address(&self) -> zbus::Result<String>;
+
+        /// Why the exporter is off, empty while it serves.
+        #[zbus(property)]
+        fn metrics_off_reason(&self) -> zbus::Result<String>;
+
         /// Starts one app running `argv` (argv[0] is a script or a command; see [`option`]).
         fn start_app(
             &self,

@@ -426,7 +426,17 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
     } else {
         info.ebpf_programs.join(", ")
     };
-    let rows: [(&str, String); 13] = [
+    let metrics = if info.metrics_address.is_empty() {
+        let why = if info.metrics_off_reason.is_empty() {
+            "unknown"
+        } else {
+            &info.metrics_off_reason
+        };
+        paint(opts.color, Tone::Yellow, &format!("off — {why}"))
+    } else {
+        format!("http://{}/metrics", info.metrics_address)
+    };
+    let rows: [(&str, String); 14] = [
         ("version", info.version.clone()),
         ("pid", info.pid.to_string()),
         ("mode", info.mode.clone()),
@@ -440,6 +450,7 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
         ("lost events", info.events_lost.to_string()),
         ("uptime", human_duration_ms(info.uptime_ms)),
         ("apps", info.apps.to_string()),
+        ("metrics", metrics),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter()

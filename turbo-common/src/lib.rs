@@ -29,6 +29,13 @@ pub const MAP_LOST: &str = "LOST";
 /// kept by the `rss_stat` program, entries removed by the exit program.
 pub const MAP_RSS_LIMITS: &str = "RSS_LIMITS";
 
+/// `HashMap<u32 tid, u32 key>`: threads of the daemon that are starting an app's process right
+/// now. The fork program watches every new process such a thread forks (posix_spawn's vfork or
+/// a plain fork) with the key, before the child runs its first instruction; no fork event is
+/// sent for it (the daemon knows its own child). Written and cleared by the daemon around each
+/// spawn.
+pub const MAP_SPAWNERS: &str = "SPAWNERS";
+
 /// Program names in the object (the Rust function names in `turbo-ebpf`); each attaches to the
 /// BTF tracepoint of the same name.
 pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
@@ -58,6 +65,8 @@ pub const GLOBAL_OFF_TASK_MM: &str = "OFF_TASK_MM";
 pub const GLOBAL_OFF_TASK_COMM: &str = "OFF_TASK_COMM";
 /// `signal_struct.group_exit_code`.
 pub const GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE: &str = "OFF_SIGNAL_GROUP_EXIT_CODE";
+/// `mm_struct.hiwater_rss` (pages; lazily updated, so read with the live counters).
+pub const GLOBAL_OFF_MM_HIWATER_RSS: &str = "OFF_MM_HIWATER_RSS";
 /// `signal_struct.oom_score_adj`.
 pub const GLOBAL_OFF_SIGNAL_OOM_SCORE_ADJ: &str = "OFF_SIGNAL_OOM_SCORE_ADJ";
 /// `mm_struct.owner` (`CONFIG_MEMCG`).
@@ -74,7 +83,7 @@ pub const GLOBAL_OFF_PERCPU_COUNTER_COUNT: &str = "OFF_PERCPU_COUNTER_COUNT";
 pub const GLOBAL_OFF_BINPRM_FILENAME: &str = "OFF_BINPRM_FILENAME";
 /// `kernel_siginfo.si_code`.
 pub const GLOBAL_OFF_SIGINFO_CODE: &str = "OFF_SIGINFO_CODE";
-/// Bit `n` set: signal `n` is reported by `signal_generate` (see [`DEFAULT_FATAL_SIGNALS`]).
+/// Bit `n - 1` set: signal `n` is reported by `signal_generate` (see [`REPORTED_SIGNALS`]).
 pub const GLOBAL_SIGNAL_MASK: &str = "SIGNAL_MASK";
 
 /// Indices into `mm_struct.rss_stat` (`enum { MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS,
@@ -90,18 +99,43 @@ pub const MM_SHMEMPAGES: u64 = 3;
 /// Length of `mm_struct.rss_stat`.
 pub const NR_MM_COUNTERS: u64 = 4;
 
-/// Signals that end a process unless handled: SIGHUP 1, SIGINT 2, SIGQUIT 3, SIGILL 4, SIGABRT 6,
-/// SIGBUS 7, SIGFPE 8, SIGKILL 9, SIGSEGV 11, SIGTERM 15.
-pub const DEFAULT_FATAL_SIGNALS: u64 = (1 << 1)
-    | (1 << 2)
-    | (1 << 3)
-    | (1 << 4)
-    | (1 << 6)
-    | (1 << 7)
-    | (1 << 8)
-    | (1 << 9)
-    | (1 << 11)
-    | (1 << 15);
+/// Whether signal `sig`'s default action ends the process (terminate, or dump core): every
+/// signal from 1 to 64 except SIGCHLD 17, SIGCONT 18, SIGSTOP 19, SIGTSTP 20, SIGTTIN 21,
+/// SIGTTOU 22, SIGURG 23 and SIGWINCH 28. That includes SIGUSR1/2, SIGPIPE, SIGALRM, SIGXCPU,
+/// SIGSYS, SIGTRAP and every real-time signal (32..=64, including the two glibc reserves).
+#[must_use]
+pub const fn default_fatal(sig: u32) -> bool {
+    matches!(sig, 1..=64) && !matches!(sig, 17..=23 | 28)
+}
+
+/// The bit of signal `sig` (1..=64) in [`REPORTED_SIGNALS`]: bit `sig - 1`, so all 64 fit.
+#[must_use]
+pub const fn signal_bit(sig: u32) -> u64 {
+    if sig == 0 || sig > 64 {
+        0
+    } else {
+        1u64 << (sig - 1)
+    }
+}
+
+/// SIGSTOP: reported (not fatal) so a stop shows who froze the process.
+pub const SIGSTOP: u32 = 19;
+/// SIGCONT: reported (not fatal) so a resume shows who thawed it.
+pub const SIGCONT: u32 = 18;
+
+/// The signals `signal_generate` reports ([`GLOBAL_SIGNAL_MASK`], bit `n - 1` for signal `n`):
+/// every [`default_fatal`] one, plus [`SIGSTOP`] and [`SIGCONT`].
+pub const REPORTED_SIGNALS: u64 = {
+    let mut mask = signal_bit(SIGSTOP) | signal_bit(SIGCONT);
+    let mut sig = 1;
+    while sig <= 64 {
+        if default_fatal(sig) {
+            mask |= signal_bit(sig);
+        }
+        sig += 1;
+    }
+    mask
+};
 
 /// `trace_signal_generate`'s `result`: the signal was ignored (never fatal, not reported).
 pub const TRACE_SIGNAL_IGNORED: i32 = 1;
@@ -159,6 +193,12 @@ pub struct ExitEvent {
     pub exit_code: u32,
     /// `task->signal->group_exit_code`, preferred when non-zero (set by exit_group and fatal signals).
     pub group_exit_code: u32,
+    /// Resident pages (file + anon + shmem) at the exit, before the kernel frees them (0 when
+    /// unreadable).
+    pub rss_pages: u64,
+    /// Peak resident pages of the current image (since the last exec): the larger of
+    /// `mm->hiwater_rss` and `rss_pages` (0 when unreadable).
+    pub peak_rss_pages: u64,
 }
 
 /// [`EVENT_FORK`]: `hdr.tgid`/`hdr.pid` are the child's (equal: threads are not reported).
@@ -259,7 +299,7 @@ pub struct RssLimit {
 
 const _: () = {
     assert!(core::mem::size_of::<EventHeader>() == 24);
-    assert!(core::mem::size_of::<ExitEvent>() == 32);
+    assert!(core::mem::size_of::<ExitEvent>() == 48);
     assert!(core::mem::size_of::<ForkEvent>() == 32);
     assert!(core::mem::size_of::<ExecEvent>() == 32 + EXEC_FILENAME_LEN);
     assert!(core::mem::size_of::<OomEvent>() == 80);
@@ -308,7 +348,7 @@ mod tests {
 
     #[test]
     fn decodes_a_hand_built_buffer() {
-        let mut bytes = [0u8; 32];
+        let mut bytes = [0u8; 48];
         bytes[0..4].copy_from_slice(&EVENT_EXIT.to_ne_bytes());
         bytes[4..8].copy_from_slice(&4242u32.to_ne_bytes());
         bytes[8..12].copy_from_slice(&4243u32.to_ne_bytes());
@@ -316,6 +356,8 @@ mod tests {
         bytes[16..24].copy_from_slice(&77u64.to_ne_bytes());
         bytes[24..28].copy_from_slice(&0x300u32.to_ne_bytes());
         bytes[28..32].copy_from_slice(&9u32.to_ne_bytes());
+        bytes[32..40].copy_from_slice(&100u64.to_ne_bytes());
+        bytes[40..48].copy_from_slice(&300u64.to_ne_bytes());
         // SAFETY: the buffer has the size of ExitEvent and any bit pattern is valid.
         let ev: ExitEvent = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) };
         assert_eq!(ev.hdr.kind, EVENT_EXIT);
@@ -324,6 +366,7 @@ mod tests {
         assert_eq!(ev.hdr.key, 7);
         assert_eq!(ev.hdr.ktime_ns, 77);
         assert_eq!(ev.wait_status(), 9, "group_exit_code wins when set");
+        assert_eq!((ev.rss_pages, ev.peak_rss_pages), (100, 300));
     }
 
     #[test]
@@ -336,11 +379,24 @@ mod tests {
 
     #[test]
     fn fatal_signal_mask() {
-        for sig in [1, 2, 3, 4, 6, 7, 8, 9, 11, 15] {
-            assert_ne!(DEFAULT_FATAL_SIGNALS & (1 << sig), 0, "{sig}");
+        for sig in [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 24, 25, 26, 27, 29, 30, 31,
+        ] {
+            assert!(default_fatal(sig), "{sig}");
+            assert_ne!(REPORTED_SIGNALS & signal_bit(sig), 0, "{sig}");
         }
-        for sig in [5, 10, 12, 13, 14, 17, 28] {
-            assert_eq!(DEFAULT_FATAL_SIGNALS & (1 << sig), 0, "{sig}");
+        for sig in 32..=64 {
+            assert!(default_fatal(sig), "real-time {sig}");
         }
+        for sig in [0, 17, 18, 19, 20, 21, 22, 23, 28, 65] {
+            assert!(!default_fatal(sig), "{sig}");
+        }
+        for sig in [17, 20, 21, 22, 23, 28] {
+            assert_eq!(REPORTED_SIGNALS & signal_bit(sig), 0, "{sig}");
+        }
+        assert_ne!(REPORTED_SIGNALS & signal_bit(SIGSTOP), 0);
+        assert_ne!(REPORTED_SIGNALS & signal_bit(SIGCONT), 0);
+        assert_eq!(signal_bit(64), 1 << 63);
+        assert_eq!(signal_bit(0) | signal_bit(65), 0);
     }
 }

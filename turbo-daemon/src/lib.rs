@@ -159,6 +159,13 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     std::fs::write(home.join("daemon.pid"), format!("{}\n", std::process::id()))
         .map_err(io_err("cannot write daemon.pid"))?;
 
+    // descendants of apps that lose their parent (setsid'd daemons, double forks) come to the
+    // daemon, not to PID 1: they stay findable, and their zombies are reaped here (the runtime
+    // reaps unclaimed children on SIGCHLD). Kept across the re-exec of an upgrade.
+    if let Err(e) = os::process::become_subreaper() {
+        tracing::warn!("cannot become the subreaper of the apps' orphans: {e}");
+    }
+
     // the keeper outlives this daemon and reads the apps' output across its death or upgrade;
     // a running one (from before a kill -9 or an upgrade) is reconnected to
     let log_keeper = match keeper::Keeper::start(home, &log_dir) {
@@ -216,19 +223,26 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
 
     let (requests_tx, requests_rx) = mpsc::unbounded_channel();
     // the exporter is optional: a port in use must not keep the apps from being supervised
-    match opts.metrics_listen {
+    let exporter = match opts.metrics_listen {
         Some(addr) => match metrics::bind(addr).await {
             Ok(listener) => {
                 tracing::info!("{}", metrics::describe_listen(&addr));
                 tokio::spawn(metrics::serve(listener, requests_tx.clone()));
+                metrics::Exporter::Serving(addr)
             }
-            Err(e) => tracing::warn!(
-                "metrics: cannot listen on {addr}: {e}; the exporter is off \
-                 (choose another address with --metrics-listen, or `off`)"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    "metrics: cannot listen on {addr}: {e}; the exporter is off \
+                     (choose another address with --metrics-listen, or `off`)"
+                );
+                metrics::Exporter::BindFailed(format!("cannot listen on {addr}: {e}"))
+            }
         },
-        None => tracing::info!("metrics: exporter off (--metrics-listen off)"),
-    }
+        None => {
+            tracing::info!("metrics: exporter off (--metrics-listen off)");
+            metrics::Exporter::Off
+        }
+    };
     let (notices_tx, notices_rx) = mpsc::unbounded_channel();
     let policy = dbus::auth::Policy::new(&opts.admin_group);
     let validation = dbus::Validation {
@@ -238,7 +252,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
-            dbus::ManagerIface::new(requests_tx, policy, validation),
+            dbus::ManagerIface::new(requests_tx, policy, validation, exporter.clone()),
         )?
         .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
         .name(turbo_api::BUS_NAME)?
@@ -261,6 +275,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             bus_address: address,
             mode,
             ebpf_setting: opts.ebpf.as_str().into(),
+            metrics: exporter,
         },
         source,
         events_rx,

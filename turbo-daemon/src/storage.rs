@@ -105,6 +105,9 @@ pub struct SavedCrash {
     /// Why the daemon ended it (health check message), empty if it did not.
     #[serde(default)]
     pub detail: String,
+    /// Peak memory, 0 if unknown (files written before it was recorded have none).
+    #[serde(default)]
+    pub memory_peak_bytes: u64,
 }
 
 impl From<&CrashRecord> for SavedCrash {
@@ -122,6 +125,7 @@ impl From<&CrashRecord> for SavedCrash {
             stderr_tail: r.stderr_tail.clone(),
             source: r.source.clone(),
             detail: r.detail.clone(),
+            memory_peak_bytes: r.memory_peak_bytes,
         }
     }
 }
@@ -141,6 +145,7 @@ impl From<SavedCrash> for CrashRecord {
             stderr_tail: c.stderr_tail,
             source: c.source,
             detail: c.detail,
+            memory_peak_bytes: c.memory_peak_bytes,
         }
     }
 }

@@ -9,20 +9,27 @@
 //! chose. All layouts are in `turbo-common`.
 //!
 //! * `sched_process_exit(task, group_dead)`: the last thread of a watched group exited. Reports
-//!   `exit_code` and `signal->group_exit_code`, then forgets the tgid in [`WATCHED`] and
+//!   `exit_code`, `signal->group_exit_code`, the resident pages still mapped and the peak of
+//!   the current image (`mm->hiwater_rss` or the live counters, the kernel's own
+//!   `get_mm_hiwater_rss`; not `signal->maxrss`, which also holds the pre-exec image: for a
+//!   process posix_spawn'd with vfork that is the spawner's whole memory), then forgets the tgid in [`WATCHED`] and
 //!   [`RSS_LIMITS`]. Runs in `do_exit()` before the address space is torn down and before the
 //!   parent is notified, so this is earlier than `waitpid`/pidfd.
 //! * `sched_process_fork(parent, child)`: a watched process created a new *process*
 //!   (`child->pid == child->tgid`; new threads are ignored). The child is added to [`WATCHED`]
 //!   with the parent's key *before* it first runs, so its own children (double forks, `setsid`
-//!   daemons) are caught too.
+//!   daemons) are caught too. A process forked by a daemon thread listed in [`SPAWNERS`] (the
+//!   daemon starting an app) is watched the same way with that thread's key, without an event:
+//!   so an app is watched from its first instruction, however short its life.
 //! * `sched_process_exec(task, old_pid, bprm)`: a watched process exec'd; reports
 //!   `bprm->filename`, cut to `EXEC_FILENAME_LEN`.
 //! * `mark_victim(task, uid)`: the OOM killer chose a watched process; reports its memory figures
 //!   read from `task->mm` (0 where unreadable) and `oom_score_adj`.
-//! * `signal_generate(sig, info, task, group, result)`: a signal in `SIGNAL_MASK` (the fatal
-//!   ones) was generated for a watched group; reports `si_code` and the sender (`current`'s tgid
-//!   and comm). Ignored signals and ones already pending are not reported.
+//! * `signal_generate(sig, info, task, group, result)`: a signal in `SIGNAL_MASK` (every signal
+//!   whose default action ends the process, real-time ones included, plus SIGSTOP and SIGCONT)
+//!   was generated for a watched group; reports `si_code` and the sender (`current`'s tgid
+//!   and comm). Ignored signals (but SIGCONT, which resumes before the kernel calls it
+//!   ignored) and ones already pending are not reported.
 //! * `rss_stat(mm, member)`: fires on every RSS counter update (about once per page fault,
 //!   system-wide), so the daemon attaches it only while some limit is set. For a tgid in
 //!   [`RSS_LIMITS`] it sums the file, anon and shmem counters of `mm` and reports only crossings:
@@ -69,8 +76,8 @@ use turbo_common::{
     COMM_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_OOM_VICTIM, EVENT_RSS_OVER,
     EVENT_RSS_UNDER, EVENT_SIGNAL, EXEC_FILENAME_LEN, EventHeader, ExecEvent, ExitEvent,
     FORK_UNTRACKED, ForkEvent, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, OomEvent,
-    RssEvent, RssLimit, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING, TRACE_SIGNAL_IGNORED,
-    rss_is_under,
+    RssEvent, RssLimit, SIGCONT, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING, TRACE_SIGNAL_IGNORED,
+    rss_is_under, signal_bit,
 };
 
 /// Ring buffer read by the daemon (256 KiB: ~6.5k exit or fork events, ~880 exec events, in
@@ -83,6 +90,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 << 10, 0);
 /// Supervised thread-group ids and their app keys; see `turbo_common::MAP_WATCHED`.
 #[map]
 static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(32_768, 0);
+
+/// Daemon threads starting an app's process, and the app key; see `turbo_common::MAP_SPAWNERS`.
+#[map]
+static SPAWNERS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 
 /// Events dropped because [`EVENTS`] was full (slot 0, per CPU).
 #[map]
@@ -113,6 +124,9 @@ static OFF_TASK_COMM: Global<u64> = Global::new(0);
 /// `signal_struct.group_exit_code`.
 #[unsafe(no_mangle)]
 static OFF_SIGNAL_GROUP_EXIT_CODE: Global<u64> = Global::new(0);
+/// `mm_struct.hiwater_rss`.
+#[unsafe(no_mangle)]
+static OFF_MM_HIWATER_RSS: Global<u64> = Global::new(0);
 /// `signal_struct.oom_score_adj`.
 #[unsafe(no_mangle)]
 static OFF_SIGNAL_OOM_SCORE_ADJ: Global<u64> = Global::new(0);
@@ -137,7 +151,7 @@ static OFF_BINPRM_FILENAME: Global<u64> = Global::new(0);
 /// `kernel_siginfo.si_code`.
 #[unsafe(no_mangle)]
 static OFF_SIGINFO_CODE: Global<u64> = Global::new(0);
-/// Signals reported by `signal_generate` (bit n = signal n).
+/// Signals reported by `signal_generate` (bit n - 1 = signal n).
 #[unsafe(no_mangle)]
 static SIGNAL_MASK: Global<u64> = Global::new(0);
 
@@ -167,6 +181,8 @@ const _: () = {
     assert!(same(abi::MAP_WATCHED, "WATCHED"));
     assert!(same(abi::MAP_LOST, "LOST"));
     assert!(same(abi::MAP_RSS_LIMITS, "RSS_LIMITS"));
+    assert!(same(abi::MAP_SPAWNERS, "SPAWNERS"));
+    assert!(same(abi::GLOBAL_OFF_MM_HIWATER_RSS, "OFF_MM_HIWATER_RSS"));
     assert!(same(abi::PROG_SCHED_PROCESS_EXIT, "sched_process_exit"));
     assert!(same(abi::PROG_SCHED_PROCESS_FORK, "sched_process_fork"));
     assert!(same(abi::PROG_SCHED_PROCESS_EXEC, "sched_process_exec"));
@@ -336,11 +352,25 @@ fn try_sched_process_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
         // SAFETY: `signal` is `task->signal`, a kernel pointer.
         unsafe { read_at(signal, off_group) }.unwrap_or(0)
     };
+    // The address space is still mapped here (exit_mm comes after this tracepoint).
+    let mm = mm_of(task);
+    let rss_pages =
+        mm_counter(mm, MM_FILEPAGES) + mm_counter(mm, MM_ANONPAGES) + mm_counter(mm, MM_SHMEMPAGES);
+    let off_hiwater = OFF_MM_HIWATER_RSS.load();
+    let hiwater: u64 = if mm.is_null() || off_hiwater == 0 {
+        0
+    } else {
+        // SAFETY: `mm` is `task->mm`, a kernel pointer.
+        unsafe { read_at(mm, off_hiwater) }.unwrap_or(0)
+    };
+    let peak_rss_pages = max(hiwater, rss_pages);
 
     emit(ExitEvent {
         hdr: header(EVENT_EXIT, tgid, pid, key),
         exit_code,
         group_exit_code,
+        rss_pages,
+        peak_rss_pages,
     });
     // Always forget the tgid: it is dead and may be reused by an unrelated process.
     let _ = WATCHED.remove(tgid);
@@ -351,7 +381,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let parent: *const u8 = ctx.arg(0);
     let parent_tgid = tgid_of(parent)?;
     let Some(key) = watched_key(parent_tgid) else {
-        return Ok(());
+        return spawned(parent, ctx.arg(1));
     };
     let child: *const u8 = ctx.arg(1);
     let child_tgid = tgid_of(child)?;
@@ -371,6 +401,40 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
         flags,
     });
     Ok(())
+}
+
+/// A process forked by a daemon thread listed in [`SPAWNERS`]: watched with that thread's key
+/// before it runs, and not reported (the daemon learns its pid from the spawn itself).
+#[inline(always)]
+fn spawned(parent: *const u8, child: *const u8) -> Result<(), i32> {
+    // SPAWNERS is empty except during a spawn: this lookup is the whole cost for every other
+    // fork in the system.
+    let Some(key) = SPAWNERS.get_ptr(pid_of(parent, 0)) else {
+        return Ok(());
+    };
+    // SAFETY: a map value pointer is valid for the program's run; a plain aligned u32.
+    let key = unsafe { *key };
+    let child_tgid = tgid_of(child)?;
+    if pid_of(child, 0) != child_tgid {
+        return Ok(()); // a thread of the daemon, not the app
+    }
+    WATCHED.insert(child_tgid, key, 0).map_err(|e| e as i32)
+}
+
+#[inline(always)]
+const fn max(a: u64, b: u64) -> u64 {
+    if a > b { a } else { b }
+}
+
+/// `task->mm`, null when unreadable (kernel threads, or the offset is missing).
+#[inline(always)]
+fn mm_of(task: *const u8) -> *const u8 {
+    let off_mm = OFF_TASK_MM.load();
+    if off_mm == 0 {
+        return null();
+    }
+    // SAFETY: `task` is a `struct task_struct *`; the offset is from BTF.
+    unsafe { read_at(task, off_mm) }.unwrap_or(null())
 }
 
 fn try_sched_process_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
@@ -448,13 +512,7 @@ fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), i32> {
     };
     let uid: u32 = ctx.arg(1);
     let pid = pid_of(task, tgid);
-    let off_mm = OFF_TASK_MM.load();
-    let mm: *const u8 = if off_mm == 0 {
-        null()
-    } else {
-        // SAFETY: `task` is the tracepoint's `struct task_struct *`; the offset is from BTF.
-        unsafe { read_at(task, off_mm) }.unwrap_or(null())
-    };
+    let mm = mm_of(task);
     let off_total_vm = OFF_MM_TOTAL_VM.load();
     let total_vm_pages: u64 = if mm.is_null() || off_total_vm == 0 {
         0
@@ -497,11 +555,14 @@ fn try_mark_victim(ctx: &BtfTracePointContext) -> Result<(), i32> {
 
 fn try_signal_generate(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let sig: u32 = ctx.arg(0);
-    if sig >= 64 || SIGNAL_MASK.load() & (1u64 << sig) == 0 {
+    if SIGNAL_MASK.load() & signal_bit(sig) == 0 {
         return Ok(());
     }
     let result: i32 = ctx.arg(4);
-    if result == TRACE_SIGNAL_IGNORED || result == TRACE_SIGNAL_ALREADY_PENDING {
+    // SIGCONT without a handler counts as ignored, yet it did its work (the kernel resumes the
+    // process before it decides that): it is reported all the same
+    if (result == TRACE_SIGNAL_IGNORED && sig != SIGCONT) || result == TRACE_SIGNAL_ALREADY_PENDING
+    {
         return Ok(());
     }
     let task: *const u8 = ctx.arg(2);

@@ -172,6 +172,12 @@ pub fn render_timeline(
         if r.memory_bytes > 0 {
             line.push_str(&format!("  mem {}", render::human_bytes(r.memory_bytes)));
         }
+        if r.memory_peak_bytes > 0 {
+            line.push_str(&format!(
+                "  peak {}",
+                render::human_bytes(r.memory_peak_bytes)
+            ));
+        }
         if r.signal_sender_pid > 0 {
             // the sender's comm is whatever that process named itself (prctl PR_SET_NAME)
             line.push_str(&format!(
@@ -600,6 +606,7 @@ mod tests {
             uptime_ms: 1500,
             restart_number: 2,
             memory_bytes: 3 << 20,
+            memory_peak_bytes: 5 << 20,
             stderr_tail: vec!["boom".into()],
             source: "ebpf".into(),
             ..CrashRecord::default()
@@ -619,7 +626,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "● 1970-01-01T00:00:02.000Z  signal 9 (SIGKILL)  after 1s  restart #2  mem 3.0 MB\n│ boom\n│\n● "
+                "● 1970-01-01T00:00:02.000Z  signal 9 (SIGKILL)  after 1s  restart #2  mem 3.0 MB  peak 5.0 MB\n│ boom\n│\n● "
             ),
             "{text}"
         );

@@ -42,6 +42,7 @@ pub struct ManagerIface {
     requests: mpsc::UnboundedSender<Request>,
     policy: auth::Policy,
     validation: Validation,
+    exporter: crate::metrics::Exporter,
 }
 
 impl ManagerIface {
@@ -51,11 +52,13 @@ impl ManagerIface {
         requests: mpsc::UnboundedSender<Request>,
         policy: auth::Policy,
         validation: Validation,
+        exporter: crate::metrics::Exporter,
     ) -> Self {
         Self {
             requests,
             policy,
             validation,
+            exporter,
         }
     }
 
@@ -138,6 +141,19 @@ impl ManagerIface {
     #[zbus(out_args("version"))]
     async fn ping(&self) -> String {
         env!("CARGO_PKG_VERSION").to_owned()
+    }
+
+    /// Where the Prometheus exporter listens (`127.0.0.1:9464`), empty when it is off.
+    #[zbus(property)]
+    fn metrics_address(&self) -> String {
+        self.exporter.address().unwrap_or_default()
+    }
+
+    /// Why the exporter is off (`--metrics-listen off`, or why it could not listen), empty
+    /// while it serves.
+    #[zbus(property)]
+    fn metrics_off_reason(&self) -> String {
+        self.exporter.off_reason().unwrap_or_default()
     }
 
     /// Describes the daemon.

@@ -124,6 +124,8 @@ pub struct Ebpf {
     /// Owns the programs and their links.
     bpf: aya::Ebpf,
     watched: HashMap<MapData, u32, u32>,
+    /// Daemon threads starting an app's process (see [`Ebpf::spawning`]).
+    spawners: HashMap<MapData, u32, u32>,
     limits: HashMap<MapData, u32, RssLimit>,
     lost: PerCpuArray<MapData, u64>,
     /// Programs in use: attached, or (`rss_stat`) attached on demand.
@@ -231,15 +233,45 @@ impl Ebpf {
         self.rss.ready
     }
 
-    /// Starts reporting this thread group and, from now on, every process it forks (with the
-    /// same `key`, which comes back in every event about them).
-    pub fn watch_app(&mut self, tgid: u32, key: u32) -> Result<(), EbpfError> {
-        self.watched
-            .insert(tgid, key, 0)
+    /// Makes the kernel watch every process the calling thread forks, with `key`, from before
+    /// its first instruction, until [`Ebpf::spawned`]: call it around the spawn of an app's
+    /// process, so an app that lives 10 µs is still reported. One map update and one removal
+    /// per spawn (a few µs); the fork program's cost for other forks is one lookup in a map
+    /// that is empty between spawns.
+    ///
+    /// # Errors
+    /// When the map refuses the entry (the spawn then falls back to [`Ebpf::watch_app`]).
+    pub fn spawning(&mut self, key: u32) -> Result<(), EbpfError> {
+        let tid = crate::os::process::gettid();
+        self.spawners
+            .insert(tid, key, 0)
             .map_err(|e| EbpfError::Watch {
-                tgid,
+                tgid: tid,
                 reason: error_chain(&e),
             })
+    }
+
+    /// Ends what [`Ebpf::spawning`] started for the calling thread.
+    pub fn spawned(&mut self) {
+        remove_quietly(&mut self.spawners, crate::os::process::gettid(), "spawner");
+    }
+
+    /// Starts reporting this thread group and, from now on, every process it forks (with the
+    /// same `key`, which comes back in every event about them). A tgid the kernel already
+    /// watches (a child of [`Ebpf::spawning`]) keeps its entry.
+    pub fn watch_app(&mut self, tgid: u32, key: u32) -> Result<(), EbpfError> {
+        /// `BPF_NOEXIST`: insert only.
+        const NOEXIST: u64 = 1;
+        match self.watched.insert(tgid, key, NOEXIST) {
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::AlreadyExists => {
+                return Ok(());
+            }
+            other => other,
+        }
+        .map_err(|e| EbpfError::Watch {
+            tgid,
+            reason: error_chain(&e),
+        })
     }
 
     /// The key a tgid is watched with, if it is watched (descendants added by the kernel too).
@@ -401,7 +433,18 @@ const PROGRAMS: &[ProgramSpec] = &[
             abi::GLOBAL_OFF_TASK_SIGNAL,
             abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
         ],
-        optional: &[],
+        optional: &[
+            (abi::GLOBAL_OFF_TASK_MM, "exits have no memory figures"),
+            (abi::GLOBAL_OFF_MM_RSS_STAT, "exits have no memory figures"),
+            (
+                abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
+                "exits have no memory figures",
+            ),
+            (
+                abi::GLOBAL_OFF_MM_HIWATER_RSS,
+                "exit peaks miss memory freed before the exit",
+            ),
+        ],
         essential: true,
         attach_at_load: true,
     },
@@ -503,7 +546,7 @@ fn load_with(
         .iter()
         .map(|f| (f.global, f.value.unwrap_or(0)))
         .collect();
-    let signal_mask = abi::DEFAULT_FATAL_SIGNALS;
+    let signal_mask = abi::REPORTED_SIGNALS;
     let mut loader = EbpfLoader::new();
     loader.btf(Some(&kernel_btf));
     for (global, value) in &values {
@@ -549,6 +592,7 @@ fn load_with(
 
     let events = RingBuf::try_from(take_map(&mut bpf, abi::MAP_EVENTS)?).map_err(map_error)?;
     let watched = HashMap::try_from(take_map(&mut bpf, abi::MAP_WATCHED)?).map_err(map_error)?;
+    let spawners = HashMap::try_from(take_map(&mut bpf, abi::MAP_SPAWNERS)?).map_err(map_error)?;
     let limits = HashMap::try_from(take_map(&mut bpf, abi::MAP_RSS_LIMITS)?).map_err(map_error)?;
     let lost = PerCpuArray::try_from(take_map(&mut bpf, abi::MAP_LOST)?).map_err(map_error)?;
 
@@ -573,6 +617,7 @@ fn load_with(
         Ebpf {
             bpf,
             watched,
+            spawners,
             limits,
             lost,
             programs,

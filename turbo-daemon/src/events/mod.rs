@@ -67,6 +67,9 @@ pub enum Event {
         key: u32,
         /// How it ended.
         status: WaitStatus,
+        /// Its memory at the end, when the source could read it (eBPF: before the kernel
+        /// freed it; procfs: never).
+        memory: Option<ExitMemory>,
         /// Who told us.
         source: SourceKind,
     },
@@ -108,9 +111,10 @@ pub enum Event {
         /// Who told us.
         source: SourceKind,
     },
-    /// A fatal signal (SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGKILL, SIGSEGV,
-    /// SIGTERM) was generated for this process. It may still handle it; the exit, if any, is a
-    /// separate event. Ignored signals and duplicates of a pending one are not reported. eBPF only.
+    /// A signal whose default action ends the process (any of them, real-time ones included:
+    /// [`turbo_common::default_fatal`]), or SIGSTOP or SIGCONT, was generated for this process.
+    /// It may still handle it; the exit, if any, is a separate event. Ignored signals and
+    /// duplicates of a pending one are not reported. eBPF only.
     Signaled {
         /// Thread-group id of the target.
         pid: u32,
@@ -242,6 +246,15 @@ impl Event {
             Self::MemoryUnder { .. } => "memory_under",
         }
     }
+}
+
+/// A process's memory when it ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitMemory {
+    /// Resident bytes at the end (0 when unreadable).
+    pub rss_bytes: u64,
+    /// Peak resident bytes of its current program (since its last exec; 0 when unreadable).
+    pub peak_bytes: u64,
 }
 
 /// Who sent a signal.
@@ -480,6 +493,25 @@ impl EventSource {
     #[must_use]
     pub const fn ebpf(&self) -> Option<&ebpf::Ebpf> {
         self.ebpf.as_ref()
+    }
+
+    /// Makes the kernel watch, with `key`, the processes this thread forks until
+    /// [`EventSource::spawned`]: around an app's spawn, so the app is watched before its first
+    /// instruction and nothing it does is missed however short its life (eBPF only; a failure
+    /// is logged and [`EventSource::watch`] after the spawn still covers most of it).
+    pub fn spawning(&mut self, key: u32) {
+        if let Some(ebpf) = self.ebpf.as_mut()
+            && let Err(e) = ebpf.spawning(key)
+        {
+            tracing::warn!("eBPF cannot watch the next spawn from its fork: {e}");
+        }
+    }
+
+    /// Ends [`EventSource::spawning`].
+    pub fn spawned(&mut self) {
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            ebpf.spawned();
+        }
     }
 
     /// Starts watching `pid` and every process it forks from now on, reporting them with `key`.

@@ -378,6 +378,7 @@ impl Scanner {
                     pid,
                     key,
                     status: st.exit_code.map_or(WaitStatus::UNKNOWN, WaitStatus),
+                    memory: None,
                     source,
                 });
             }
@@ -426,6 +427,7 @@ impl Scanner {
                     pid,
                     key,
                     status,
+                    memory: None,
                     source,
                 });
             }

@@ -102,6 +102,8 @@ pub fn start(home: &Path, socket: &Path) -> io::Result<PrivateBus> {
             format!("cannot start dbus-daemon ({e}): install the `dbus-daemon` package"),
         )
     })?;
+    // waited for through `child`, not by the daemon's orphan reaper
+    crate::os::process::claim(child.id());
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
     // dbus-daemon prints its address once it listens; EOF means it failed (its stderr says why)

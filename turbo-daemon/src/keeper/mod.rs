@@ -287,6 +287,8 @@ impl Keeper {
         // reach it, and no parent-death signal is set
         detach::in_new_session(&mut cmd);
         let mut child = cmd.spawn()?;
+        // waited for through `child`, not by the daemon's orphan reaper
+        crate::os::process::claim(child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
         while fdpass::connect(&self.socket(), CALL_TIMEOUT).is_err() {
             if let Some(status) = child.try_wait()? {

@@ -399,6 +399,39 @@ pub fn family_names(text: &str) -> Vec<String> {
     names
 }
 
+/// Whether the exporter serves, and where; or why not. `turbo info`, `turbo status` and the
+/// Manager's `MetricsAddress`/`MetricsOffReason` properties show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exporter {
+    /// Serving on this address.
+    Serving(SocketAddr),
+    /// Turned off (`--metrics-listen off`).
+    Off,
+    /// Asked for, but the address could not be bound: why.
+    BindFailed(String),
+}
+
+impl Exporter {
+    /// The address it serves on.
+    #[must_use]
+    pub fn address(&self) -> Option<String> {
+        match self {
+            Self::Serving(addr) => Some(addr.to_string()),
+            Self::Off | Self::BindFailed(_) => None,
+        }
+    }
+
+    /// Why it is off, in one line.
+    #[must_use]
+    pub fn off_reason(&self) -> Option<String> {
+        match self {
+            Self::Serving(_) => None,
+            Self::Off => Some("--metrics-listen off".into()),
+            Self::BindFailed(why) => Some(why.clone()),
+        }
+    }
+}
+
 /// A one-line description of where the exporter listens, for the daemon log.
 #[must_use]
 pub fn describe_listen(addr: &SocketAddr) -> String {

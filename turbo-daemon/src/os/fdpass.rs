@@ -119,7 +119,7 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Sends one message with `fds` (at most [`MAX_FDS`]) attached.
 ///
 /// # Errors
-/// From sendmsg (`EPIPE` when the peer is gone: `MSG_NOSIGNAL`, so never a SIGPIPE).
+/// From sendmsg, which is made again when a signal interrupts it (`EPIPE` when the peer is gone: `MSG_NOSIGNAL`, so never a SIGPIPE).
 pub fn send(fd: BorrowedFd<'_>, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS, "at most {MAX_FDS} descriptors");
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
@@ -127,12 +127,16 @@ pub fn send(fd: BorrowedFd<'_>, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resu
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("descriptors do not fit a message"));
     }
-    rustix::net::sendmsg(
-        fd,
-        &[io::IoSlice::new(body)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
+    // a socket with a time-out is not restarted after a signal handler (signal(7)), and the
+    // daemon handles SIGCHLD: an interrupted call is made again
+    rustix::io::retry_on_intr(|| {
+        rustix::net::sendmsg(
+            fd,
+            &[io::IoSlice::new(body)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+    })?;
     Ok(())
 }
 
@@ -140,17 +144,21 @@ pub fn send(fd: BorrowedFd<'_>, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Resu
 /// `Ok((0, []))` is the end of the connection.
 ///
 /// # Errors
-/// From recvmsg (`WouldBlock` on a time-out); `InvalidData` when the message was cut (its
+/// From recvmsg, which is made again when a signal interrupts it (`WouldBlock` on a
+/// time-out); `InvalidData` when the message was cut (its
 /// descriptors are closed).
 pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = rustix::net::recvmsg(
-        fd,
-        &mut [io::IoSliceMut::new(buf)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
+    // made again when a signal handler interrupts it, as in `send`
+    let msg = rustix::io::retry_on_intr(|| {
+        rustix::net::recvmsg(
+            fd,
+            &mut [io::IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+    })?;
     let mut fds = Vec::new();
     for message in control.drain() {
         if let RecvAncillaryMessage::ScmRights(rights) = message {
@@ -217,6 +225,39 @@ mod tests {
         send(a.as_fd(), b"0123456789", &[r.as_fd()]).unwrap();
         let err = recv(b.as_fd(), &mut [0; 4]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_receive_interrupted_by_a_signal_handler_goes_on() {
+        extern "C" fn nothing(_: libc::c_int) {}
+        let sig = libc::SIGRTMIN() + 7;
+        // SAFETY: a handler that does nothing, for a real-time signal nobody else uses here;
+        // no SA_RESTART, and the socket has a time-out anyway (never restarted by the kernel).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = nothing as *const () as libc::sighandler_t;
+            assert_eq!(
+                libc::sigaction(sig, &raw const action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = listen(&path).unwrap();
+        let client = connect(&path, Duration::from_secs(5)).unwrap();
+        let server = accept(listener.as_fd(), Duration::from_secs(5)).unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let receiver = unsafe { libc::pthread_self() };
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: the receiving thread is alive (it waits in recv until the send below).
+            assert_eq!(unsafe { libc::pthread_kill(receiver, sig) }, 0);
+            std::thread::sleep(Duration::from_millis(100));
+            send(client.as_fd(), b"after", &[]).unwrap();
+        });
+        let got = recv(server.as_fd(), &mut [0; 8]);
+        sender.join().unwrap();
+        assert_eq!(got.unwrap().0, 5);
     }
 
     #[test]

@@ -157,19 +157,38 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     resident_pages(pid).ok().map(|p| p * page_size())
 }
 
-/// Proportional set size of `pid` from `/proc/<pid>/smaps_rollup` (readable by the process's
-/// own user or with `CAP_SYS_PTRACE`); `None` when unreadable.
+/// Peak resident bytes of process `pid`'s current program (`VmHWM` in `/proc/<pid>/status`);
+/// `None` when it is gone or a zombie (its memory is freed before it is reaped).
 #[must_use]
-pub fn read_pss(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+pub fn peak_bytes(pid: u32) -> Option<u64> {
+    status_kib(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// This process's own `VmHWM`. A child's `ru_maxrss` counts the images it had before its
+/// `exec`, and a child started with `vfork` (posix_spawn) had the parent's: a `ru_maxrss` not
+/// above this figure may be the parent's, not the child's.
+#[must_use]
+pub fn own_peak_bytes() -> u64 {
+    status_kib("/proc/self/status", "VmHWM:").unwrap_or(u64::MAX)
+}
+
+fn status_kib(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
     let kib: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+/// Proportional set size of `pid` from `/proc/<pid>/smaps_rollup` (readable by the process's
+/// own user or with `CAP_SYS_PTRACE`); `None` when unreadable.
+#[must_use]
+pub fn read_pss(pid: u32) -> Option<u64> {
+    status_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
 }
 
 /// The parent of process `pid`.

@@ -4,13 +4,13 @@
 //! decision and the call, and the exit is reported separately.
 
 use std::{
+    collections::HashSet,
     io,
-    os::fd::{AsFd, OwnedFd},
+    os::fd::OwnedFd,
+    sync::{Mutex, PoisonError},
 };
 
-use rustix::process::{
-    Pid, PidfdFlags, Signal, WaitId, WaitIdOptions, kill_process, test_kill_process_group,
-};
+use rustix::process::{Pid, PidfdFlags, Signal, kill_process, test_kill_process_group};
 
 /// A raw wait status (`exit_code` of the kernel, `si_status`-style encoding of `waitpid`):
 /// `signal = raw & 0x7f`, `exit status = (raw >> 8) & 0xff`.
@@ -84,25 +84,64 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Reaps the exited process behind `pidfd` and returns how it ended and its `ru_maxrss` in
+/// bytes: the largest resident size of any image it had, the ones before an `exec` included
+/// (for a child started with `vfork`, that is its parent's whole high-water mark: see
+/// [`crate::os::proc::own_peak_bytes`]).
+///
+/// The raw system call, because the C library's `waitid` (and rustix's) drops the fifth
+/// argument, the child's `rusage`.
+///
+/// # Errors
+/// `WouldBlock` if it has not exited yet; `ECHILD` when it is not our child; other errors
+/// from `waitid`.
+pub fn reap_with_peak(pidfd: &OwnedFd) -> io::Result<(WaitStatus, u64)> {
+    use std::os::fd::AsRawFd as _;
+    /// `P_PIDFD` (Linux 5.4).
+    const P_PIDFD: libc::c_int = 3;
+    // SAFETY: both structs are plain C data for the kernel to fill; zeroes are valid values.
+    let (mut info, mut usage): (libc::siginfo_t, libc::rusage) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: waitid with a pidfd and pointers to the two structs above, which outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_waitid,
+            P_PIDFD,
+            pidfd.as_raw_fd(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG,
+            &raw mut usage,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `info` for a child state change (or left it zeroed: pid 0).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    release(u32::try_from(pid).unwrap_or(0));
+    let low_byte = |v: i32| u8::try_from(v & 0xff).unwrap_or(0);
+    let status = match info.si_code {
+        libc::CLD_EXITED => WaitStatus::exited(low_byte(status)),
+        libc::CLD_DUMPED => WaitStatus(u32::from(low_byte(status) & 0x7f) | 0x80),
+        _ => WaitStatus::signaled(low_byte(status)),
+    };
+    // ru_maxrss is in KiB
+    let peak = u64::try_from(usage.ru_maxrss)
+        .unwrap_or(0)
+        .saturating_mul(1024);
+    Ok((status, peak))
+}
+
 /// Reaps the exited process behind `pidfd` and returns how it ended.
 ///
 /// # Errors
 /// `WouldBlock` if it has not exited yet; `ECHILD` when it is not our child; other errors
 /// from `waitid`.
 pub fn reap(pidfd: &OwnedFd) -> io::Result<WaitStatus> {
-    let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
-    let Some(info) = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), options)? else {
-        return Err(io::ErrorKind::WouldBlock.into());
-    };
-    let low_byte = |v: i32| u8::try_from(v & 0xff).unwrap_or(0);
-    Ok(if let Some(code) = info.exit_status() {
-        WaitStatus::exited(low_byte(code))
-    } else if info.dumped() {
-        let sig = info.terminating_signal().map_or(0, low_byte);
-        WaitStatus(u32::from(sig & 0x7f) | 0x80)
-    } else {
-        WaitStatus::signaled(info.terminating_signal().map_or(0, low_byte))
-    })
+    reap_with_peak(pidfd).map(|(status, _)| status)
 }
 
 /// Whether `e` (from [`reap`]) says the process is not our child (`ECHILD`: adopted from a
@@ -159,6 +198,87 @@ pub fn kill_and_reap(pid: u32) {
     let Ok(p) = pid_of(pid) else { return };
     let _ = kill_process(p, Signal::KILL);
     let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+}
+
+/// The calling thread's id.
+#[must_use]
+pub fn gettid() -> u32 {
+    // SAFETY: gettid(2) takes no argument and cannot fail.
+    u32::try_from(unsafe { libc::gettid() }).unwrap_or(0)
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a
+/// process whose parent dies is re-parented to it rather than to PID 1, so a `setsid`'d or
+/// double-forked descendant of an app stays a descendant of the daemon, and the daemon reaps
+/// its zombie. The flag is kept across `execve` (`turbo daemon upgrade`) and is not inherited
+/// by children.
+///
+/// # Errors
+/// The `prctl` failure.
+pub fn become_subreaper() -> io::Result<()> {
+    Ok(rustix::process::set_child_subreaper(Some(
+        rustix::process::getpid(),
+    ))?)
+}
+
+/// Whether this process is a child subreaper (`PR_GET_CHILD_SUBREAPER`).
+#[must_use]
+pub fn is_subreaper() -> bool {
+    rustix::process::child_subreaper().is_ok_and(|p| p.is_some())
+}
+
+/// Children this process waits for itself (through a pidfd or a `Child` handle), which
+/// [`reap_orphans`] must leave alone.
+static CLAIMED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+/// `pid` is a child some code of this process will wait for: [`reap_orphans`] leaves it
+/// alone. Every spawn site claims its child before it can yield to the loop (the daemon's
+/// loop and its spawns share one thread, so no reaper pass can come in between).
+pub fn claim(pid: u32) {
+    CLAIMED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_default()
+        .insert(pid);
+}
+
+/// `pid` was reaped by its owner.
+pub fn release(pid: u32) {
+    if let Some(set) = CLAIMED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()
+    {
+        set.remove(&pid);
+    }
+}
+
+/// Reaps every exited child of this process that nobody claimed: orphans re-parented to it as
+/// a subreaper ([`become_subreaper`]), whom nobody else will wait for. Returns their pids.
+pub fn reap_orphans() -> Vec<u32> {
+    let me = rustix::process::getpid()
+        .as_raw_nonzero()
+        .get()
+        .unsigned_abs();
+    let claimed = CLAIMED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+        .unwrap_or_default();
+    let mut reaped = Vec::new();
+    for pid in super::proc::all_children(me) {
+        if claimed.contains(&pid) || !super::proc::read_stat(pid).is_ok_and(|st| st.is_zombie()) {
+            continue;
+        }
+        let Ok(p) = pid_of(pid) else { continue };
+        if matches!(
+            rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG),
+            Ok(Some(_))
+        ) {
+            reaped.push(pid);
+        }
+    }
+    reaped
 }
 
 /// The effective uid of the daemon.

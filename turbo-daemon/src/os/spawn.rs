@@ -40,9 +40,9 @@ pub struct Plan<'a> {
     pub listen: Vec<BorrowedFd<'a>>,
     /// The name of every socket in `LISTEN_FDNAMES`.
     pub listen_name: String,
-    /// `cgroup.procs` of a cgroup the child enters first thing after `setsid`, before it drops
-    /// privileges (see `cgroup::MemoryCgroup::procs`).
-    pub cgroup_procs: Option<BorrowedFd<'a>>,
+    /// `cgroup.procs` of the cgroup directories the child enters first thing after `setsid`,
+    /// before it drops privileges (see `cgroup::AppCgroup::procs`).
+    pub cgroup_procs: Vec<BorrowedFd<'a>>,
 }
 
 /// Resource limits and scheduling attributes of a [`Plan`].
@@ -152,6 +152,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
     let stderr = OwnedFd::from(child.stderr.take().expect("stderr was piped"));
     // Dropping `child` neither waits nor kills; the pidfd owns the reaping from now on.
     drop(child);
+    super::process::claim(pid);
     set_nonblocking(&stdout)?;
     set_nonblocking(&stderr)?;
     Ok(Child {
@@ -163,7 +164,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
 }
 
 /// [`spawn_with`] for an app that needs nothing between fork and exec but its own session (no
-/// limits, nice, `oom_score_adj`, umask, user, sockets or memory cgroup), through `posix_spawn`.
+/// limits, nice, `oom_score_adj`, umask, user, sockets or cgroup), through `posix_spawn`.
 ///
 /// glibc's `posix_spawn` starts the child with `CLONE_VM | CLONE_VFORK`: it borrows the
 /// daemon's memory until `exec` instead of copying its page tables, and the kernel does not
@@ -287,6 +288,7 @@ fn spawn_session(
     let pid = u32::try_from(pid).map_err(|_| io::Error::other("posix_spawn returned no pid"))?;
     // not waited for yet, so the pid cannot have been reused (as in `spawn_with`)
     let pidfd = pidfd_open(pid)?;
+    super::process::claim(pid);
     set_nonblocking(&out_read)?;
     set_nonblocking(&err_read)?;
     Ok(Child {
@@ -326,9 +328,9 @@ struct ChildSetup {
     credentials: Option<Credentials>,
     /// The working directory, entered after the credentials change.
     chdir: Option<CString>,
-    /// `cgroup.procs` of the cgroup to enter (`memory_enforce: cgroup`), kept open by the
-    /// caller until the spawn returns.
-    cgroup_procs: Option<RawFd>,
+    /// `cgroup.procs` of the cgroup directories to enter, kept open by the caller until the
+    /// spawn returns.
+    cgroup_procs: Vec<RawFd>,
     /// Listening sockets to pass: then the child executes the program itself.
     sockets: Option<SocketExec>,
 }
@@ -529,7 +531,7 @@ impl ChildSetup {
             umask: limits.umask,
             credentials,
             chdir,
-            cgroup_procs: plan.cgroup_procs.map(|fd| fd.as_raw_fd()),
+            cgroup_procs: plan.cgroup_procs.iter().map(AsRawFd::as_raw_fd).collect(),
             sockets: if plan.listen.is_empty() {
                 None
             } else {
@@ -552,7 +554,7 @@ impl ChildSetup {
             && self.credentials.is_none()
             && self.chdir.is_none()
             && self.sockets.is_none()
-            && self.cgroup_procs.is_none()
+            && self.cgroup_procs.is_empty()
     }
 
     /// Runs in the child between fork and exec: system calls only.
@@ -568,7 +570,7 @@ impl ChildSetup {
         unsafe {
             close_inherited_fds_on_exec();
             check(libc::setsid())?;
-            if let Some(procs) = self.cgroup_procs {
+            for &procs in &self.cgroup_procs {
                 // "0" is the writer itself, in v1 and v2 alike
                 if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());

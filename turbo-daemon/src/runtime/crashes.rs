@@ -13,7 +13,10 @@ use std::{
 
 use turbo_api::ExitReason;
 
-use super::{procs::CrashFacts, view::crash_record};
+use super::{
+    procs::{CrashFacts, FatalSignal},
+    view::crash_record,
+};
 use crate::{
     events::{Sender, SourceKind, WaitStatus},
     storage::SavedCrash,
@@ -38,6 +41,8 @@ pub struct Crash {
     pub restart_number: u32,
     /// Resident memory at the end (or the last figure seen), 0 when unknown.
     pub memory_bytes: u64,
+    /// Peak resident memory over the process's life, 0 when unknown.
+    pub memory_peak_bytes: u64,
     /// Who sent the fatal signal, when a process did.
     pub signal_sender: Option<Sender>,
     /// The last lines of its stderr.
@@ -48,27 +53,38 @@ pub struct Crash {
     pub detail: Option<String>,
 }
 
-/// Builds the crash of main process `exit` at wall time `at_ms`. The signal's sender counts
-/// only when that signal is what killed it; the memory is the OOM killer's figure, else what
-/// `/proc` says now (`memory_now`: eBPF reports the exit before the kernel frees the memory),
-/// else the last figure seen; a 0 is no figure. The stderr tail is added later.
+/// Builds the crash of main process `pid` (`exit`) at wall time `at_ms`.
+///
+/// The sender is that of the signal that killed it ([`killer`]). The memory at the end is the
+/// OOM killer's figure, else the exit reporter's (eBPF reads it before the kernel frees it),
+/// else what `/proc` says now (`memory_now`), else the last figure seen; a 0 is no figure. The
+/// peak is the exit reporter's (the kernel's high-water mark: `mm->hiwater_rss` at the exit
+/// under eBPF, `ru_maxrss` of the reap), raised to any figure seen: a memory-limit record carries the peak,
+/// not the reading that crossed the limit. The stderr tail is added later.
 pub fn assemble(
+    pid: u32,
     exit: &Exit,
     restart_number: u32,
     at_ms: u64,
     facts: CrashFacts,
     memory_now: impl FnOnce() -> Option<u64>,
 ) -> Crash {
-    let signal_sender = match facts.fatal_signal {
-        Some((sig, Some(sender))) if exit.status.signal() == Some(sig) => Some(sender),
-        _ => None,
-    };
+    let signal_sender = exit
+        .status
+        .signal()
+        .and_then(|sig| killer(pid, sig, &facts.fatal_signals));
+    let exit_memory = facts.exit_memory.unwrap_or_default();
     let memory_bytes = facts
         .oom_memory
         .filter(|&m| m > 0)
+        .or(Some(exit_memory.rss_bytes).filter(|&m| m > 0))
         .or_else(|| memory_now().filter(|&m| m > 0))
         .or(facts.last_rss)
         .unwrap_or(0);
+    let memory_peak_bytes = exit_memory
+        .peak_bytes
+        .max(memory_bytes)
+        .max(facts.peak_seen.unwrap_or(0));
     Crash {
         at_ms,
         status: exit.status,
@@ -76,11 +92,30 @@ pub fn assemble(
         uptime: exit.uptime,
         restart_number,
         memory_bytes,
+        memory_peak_bytes,
         signal_sender,
         stderr_tail: Vec::new(),
         source: Some(exit.source),
         detail: exit.detail.clone(),
     }
+}
+
+/// Who sent `sig`, the signal that killed `pid`, given the fatal signals it got (oldest first):
+/// the sender of the last `sig`; but when that was the process itself re-raising a signal it
+/// had caught (a handler that cleans up, then restores the default action and raises again),
+/// the process that sent the caught one. `None` when the kernel generated it (a fault, the OOM
+/// killer) or nothing was seen.
+#[must_use]
+pub fn killer(pid: u32, sig: i32, signals: &[FatalSignal]) -> Option<Sender> {
+    let mut same = signals.iter().rev().filter(|(s, _)| *s == sig);
+    let (_, last) = same.next()?;
+    let last = last.as_ref()?;
+    if last.pid != pid {
+        return Some(last.clone());
+    }
+    same.find_map(|(_, s)| s.as_ref().filter(|s| s.pid != pid))
+        .or(Some(last))
+        .cloned()
 }
 
 impl Crash {
@@ -116,6 +151,7 @@ impl From<SavedCrash> for Crash {
             uptime: Duration::from_millis(s.uptime_ms),
             restart_number: s.restart_number,
             memory_bytes: s.memory_bytes,
+            memory_peak_bytes: s.memory_peak_bytes,
             signal_sender: (s.signal_sender_pid != 0 || !s.signal_sender_comm.is_empty())
                 .then_some(Sender {
                     pid: s.signal_sender_pid,
@@ -218,10 +254,10 @@ mod tests {
     fn the_sender_counts_only_for_the_killing_signal() {
         let killed = exit(WaitStatus::signaled(9), ExitReason::Signal);
         let facts = |sig| CrashFacts {
-            fatal_signal: Some((sig, Some(sender()))),
+            fatal_signals: vec![(sig, Some(sender()))],
             ..CrashFacts::default()
         };
-        let c = assemble(&killed, 3, 1000, facts(9), || None);
+        let c = assemble(1, &killed, 3, 1000, facts(9), || None);
         assert_eq!(c.signal_sender, Some(sender()));
         assert_eq!(
             (c.at_ms, c.restart_number, c.reason),
@@ -231,20 +267,73 @@ mod tests {
         assert_eq!(c.source, Some(SourceKind::Ebpf));
         // a SIGTERM it survived, then a crash of its own: nobody killed it
         assert_eq!(
-            assemble(&killed, 3, 1000, facts(15), || None).signal_sender,
+            assemble(1, &killed, 3, 1000, facts(15), || None).signal_sender,
             None
         );
         let exited = exit(WaitStatus::exited(1), ExitReason::Exit);
         assert_eq!(
-            assemble(&exited, 0, 0, facts(9), || None).signal_sender,
+            assemble(1, &exited, 0, 0, facts(9), || None).signal_sender,
             None
         );
         // the kernel sent it (no sender)
         let kernel = CrashFacts {
-            fatal_signal: Some((9, None)),
+            fatal_signals: vec![(9, None)],
             ..CrashFacts::default()
         };
-        assert_eq!(assemble(&killed, 0, 0, kernel, || None).signal_sender, None);
+        assert_eq!(
+            assemble(1, &killed, 0, 0, kernel, || None).signal_sender,
+            None
+        );
+    }
+
+    #[test]
+    fn a_caught_and_re_raised_signal_names_the_original_sender() {
+        let me = |pid| Sender {
+            pid,
+            comm: "app".into(),
+        };
+        let term = |s| (15, Some(s));
+        // self-raised with nobody else involved: the process itself
+        assert_eq!(killer(7, 15, &[term(me(7))]), Some(me(7)));
+        // caught from 42, then re-raised: 42
+        assert_eq!(
+            killer(7, 15, &[term(sender()), term(me(7))]),
+            Some(sender())
+        );
+        // an external SIGTERM after its own: the external one
+        assert_eq!(
+            killer(7, 15, &[term(me(7)), term(sender())]),
+            Some(sender())
+        );
+        // another signal caught before does not count
+        assert_eq!(
+            killer(7, 6, &[term(sender()), (6, Some(me(7)))]),
+            Some(me(7))
+        );
+        // the kernel's (a fault): nobody
+        assert_eq!(killer(7, 11, &[(11, Some(sender())), (11, None)]), None);
+        assert_eq!(killer(7, 9, &[]), None);
+    }
+
+    #[test]
+    fn the_peak_is_the_kernels_raised_to_any_figure_seen() {
+        let e = exit(WaitStatus::signaled(15), ExitReason::MemoryLimit);
+        let facts = |rss, peak, last| CrashFacts {
+            exit_memory: Some(crate::events::ExitMemory {
+                rss_bytes: rss,
+                peak_bytes: peak,
+            }),
+            last_rss: last,
+            peak_seen: last,
+            ..CrashFacts::default()
+        };
+        let c = assemble(1, &e, 0, 0, facts(300, 500, Some(400)), || Some(1));
+        assert_eq!((c.memory_bytes, c.memory_peak_bytes), (300, 500));
+        // the crossing was read above what the kernel reported (percpu counters lag)
+        let c = assemble(1, &e, 0, 0, facts(0, 100, Some(400)), || None);
+        assert_eq!((c.memory_bytes, c.memory_peak_bytes), (400, 400));
+        let c = assemble(1, &e, 0, 0, CrashFacts::default(), || None);
+        assert_eq!((c.memory_bytes, c.memory_peak_bytes), (0, 0), "unknown");
     }
 
     #[test]
@@ -255,7 +344,7 @@ mod tests {
             last_rss: last,
             ..CrashFacts::default()
         };
-        let memory = |f, now: Option<u64>| assemble(&e, 0, 0, f, || now).memory_bytes;
+        let memory = |f, now: Option<u64>| assemble(1, &e, 0, 0, f, || now).memory_bytes;
         assert_eq!(memory(facts(Some(300), Some(100)), Some(200)), 300);
         assert_eq!(
             memory(facts(Some(0), Some(100)), Some(200)),
@@ -266,7 +355,7 @@ mod tests {
         assert_eq!(memory(facts(None, Some(100)), None), 100);
         assert_eq!(memory(facts(None, None), None), 0);
         let mut asked = false;
-        assemble(&e, 0, 0, facts(Some(5), None), || {
+        assemble(1, &e, 0, 0, facts(Some(5), None), || {
             asked = true;
             None
         });
@@ -278,11 +367,12 @@ mod tests {
         let mut e = exit(WaitStatus::signaled(11), ExitReason::Health);
         e.detail = Some("GET /: status 500".into());
         let mut c = assemble(
+            1,
             &e,
             2,
             7,
             CrashFacts {
-                fatal_signal: Some((11, Some(sender()))),
+                fatal_signals: vec![(11, Some(sender()))],
                 last_rss: Some(4096),
                 ..CrashFacts::default()
             },
@@ -295,6 +385,7 @@ mod tests {
         assert_eq!(saved.source, "ebpf");
         assert_eq!(Crash::from(saved), c);
         let exited = assemble(
+            1,
             &exit(WaitStatus::exited(3), ExitReason::Exit),
             0,
             0,
@@ -323,6 +414,7 @@ mod tests {
     fn keeps_the_newest_hundred_and_counts_all() {
         let mut store = CrashStore::default();
         let base = assemble(
+            1,
             &exit(WaitStatus::exited(1), ExitReason::Exit),
             0,
             0,

@@ -16,7 +16,7 @@ use turbo_api::Health;
 
 use super::{Internal, Notice, Runtime, crashes, probe, usage::Reading, view};
 use crate::{
-    events::{SourceKind, WaitStatus},
+    events::WaitStatus,
     os::{proc, process as os},
     spec::AppSpec,
     supervisor::{Action, AppId, Exit, Input, Notification},
@@ -37,8 +37,13 @@ impl Runtime {
                 if let Err(e) = os::signal_group(pid, signal) {
                     tracing::warn!("signal {signal} to process group {pid} failed: {e}");
                 }
-                // descendants that left the group (setsid, double fork) get it too
-                for d in self.procs.descendants(app) {
+                // descendants that left the group (setsid, double fork) get it too: the ones the
+                // event source reported, and every process in the app's cgroup
+                let mut others: Vec<u32> = self.procs.descendants(app).collect();
+                others.extend(self.spawner.members(app));
+                others.sort_unstable();
+                others.dedup();
+                for d in others.into_iter().filter(|&d| d != pid) {
                     let _ = os::signal_pid(d, signal);
                 }
                 None
@@ -50,9 +55,15 @@ impl Runtime {
                 None
             }
             Action::AwaitGroupGone { app, pgid } => {
+                let cgroup = self.spawner.cgroup(app).filter(|c| c.contains()).cloned();
+                let cgroup_alive = |c: &Option<crate::os::cgroup::AppCgroup>| {
+                    c.as_ref()
+                        .is_some_and(|c| c.members().into_iter().any(proc::pid_alive))
+                };
                 if !self
                     .procs
                     .tree_alive(app, pgid, os::group_alive, proc::pid_alive)
+                    && !cgroup_alive(&cgroup)
                 {
                     return Some(Input::GroupGone { app, pgid });
                 }
@@ -62,7 +73,10 @@ impl Runtime {
                 tokio::spawn(async move {
                     // short at first: usually only the not yet reaped leader is left
                     let mut pause = Duration::from_millis(2);
-                    while os::group_alive(pgid) || descendants.iter().any(|&p| proc::pid_alive(p)) {
+                    while os::group_alive(pgid)
+                        || descendants.iter().any(|&p| proc::pid_alive(p))
+                        || cgroup_alive(&cgroup)
+                    {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(100));
                     }
@@ -133,9 +147,13 @@ impl Runtime {
         self.spawner
             .sync_watcher(app, self.sup.app(app), &self.chan.internal_tx);
         let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        // the kernel watches the child from its first instruction (see EventSource::spawning)
+        self.source.spawning(app);
         let child = self
             .spawner
-            .spawn(app, instance, spec, &self.chan.internal_tx)?;
+            .spawn(app, instance, spec, &self.chan.internal_tx);
+        self.source.spawned();
+        let child = child?;
         let pid = child.pid;
         // handed to the keeper once this pass of `feed` is done, so the round trip does not
         // count in the process's uptime
@@ -164,6 +182,9 @@ impl Runtime {
             Some(fd) => fd,
             None => os::pidfd_open(pid)?,
         };
+        // an adopted process is still our child after an upgrade's re-exec: reaped here, not by
+        // the orphan reaper
+        os::claim(pid);
         tokio::spawn(reap_when_exited(pid, pidfd, self.chan.internal_tx.clone()));
         Ok(())
     }
@@ -281,6 +302,7 @@ impl Runtime {
         let facts = self.procs.crash_facts(pid);
         let memory_now = || proc::read_stat(pid).ok().map(|s| s.rss_bytes());
         let mut crash = crashes::assemble(
+            pid,
             exit,
             restart_number,
             self.clock.ms(exit.at),
@@ -355,24 +377,32 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal
         let Ok(mut guard) = afd.readable().await else {
             return;
         };
-        let status = match os::reap(afd.get_ref()) {
-            Ok(status) => status,
+        let (status, peak_bytes) = match os::reap_with_peak(afd.get_ref()) {
+            Ok(reaped) => reaped,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 guard.clear_ready();
                 continue;
             }
             // not our child (adopted after a daemon restart): it is gone, how is unknown here
-            Err(e) if os::is_not_our_child(&e) => WaitStatus::UNKNOWN,
+            Err(e) if os::is_not_our_child(&e) => (WaitStatus::UNKNOWN, 0),
             Err(e) => {
                 tracing::error!("reaping pid {pid} failed: {e}");
                 return;
             }
         };
-        let _ = tx.send(Internal::Input(Input::Exited {
+        // ru_maxrss no higher than the daemon's own high-water mark may be the daemon's (the
+        // image before the exec, see os::proc::own_peak_bytes): then it says nothing
+        let peak_bytes = if peak_bytes > proc::own_peak_bytes() {
+            peak_bytes
+        } else {
+            0
+        };
+        let _ = tx.send(Internal::Reaped {
             pid,
             status,
-            source: SourceKind::Procfs,
-        }));
+            peak_bytes,
+            retried: false,
+        });
         // the group may be empty now; the loop knows the descendants too
         let _ = tx.send(Internal::CheckGroups);
         return;

@@ -121,6 +121,8 @@ pub struct DaemonFacts {
     pub mode: &'static str,
     /// `auto`, `require` or `off`.
     pub ebpf_setting: String,
+    /// The exporter's address, or why it is off.
+    pub metrics: crate::metrics::Exporter,
 }
 
 /// Events the loop sends itself.
@@ -133,6 +135,14 @@ enum Internal {
     SaveDue,
     /// A process was reaped: some awaited process group may be empty now.
     CheckGroups,
+    /// An app's main process was reaped: how it ended, and its peak memory (`ru_maxrss`);
+    /// `retried` once it was put back to let eBPF's report of the same exit go first.
+    Reaped {
+        pid: u32,
+        status: crate::events::WaitStatus,
+        peak_bytes: u64,
+        retried: bool,
+    },
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
     /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid; `retried` once it was put back
@@ -146,6 +156,12 @@ enum Internal {
 
 /// How long a datagram from an unknown pid waits for the event source to report its fork.
 const NOTIFY_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// How long a reaped main process waits for eBPF's report of its exit. That report is in the
+/// ring buffer before the pidfd turns readable (the kernel writes it in `do_exit`, before it
+/// tells the parent), but its reader task may not have run yet; only a lost event makes the
+/// whole wait, and then the reap's own figures stand.
+const EBPF_EXIT_WAIT: Duration = Duration::from_millis(100);
 
 /// The loop's channels.
 struct Channels {
@@ -197,11 +213,17 @@ impl Runtime {
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Self {
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let mut spawner = spawner::Spawner::new(&paths.home, &paths.log_dir);
+        if source.kind() == SourceKind::Procfs {
+            // without eBPF nothing follows a descendant between two /proc scans: each app's
+            // cgroup holds them all
+            spawner.contain_apps();
+        }
         Self {
             sup: Supervisor::new(),
             persist: persist::Persist::new(paths.home.join("state.json")),
             output: output::Outputs::new(paths.log_dir.clone()),
-            spawner: spawner::Spawner::new(&paths.home, &paths.log_dir),
+            spawner,
             paths,
             facts,
             clock: WallClock::now(),
@@ -248,6 +270,8 @@ impl Runtime {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        // orphans of the apps' trees, re-parented to the daemon as subreaper
+        let mut sigchld = signal(SignalKind::child())?;
         // an idle loop still passes here every beat interval, proving it is not stuck
         let beat_every = self
             .heartbeat
@@ -277,6 +301,7 @@ impl Runtime {
                 }
                 _ = sigterm.recv() => self.begin_shutdown(Waiter::Silent),
                 _ = sigint.recv() => self.begin_shutdown(Waiter::Silent),
+                _ = sigchld.recv() => self.reap_orphans(),
                 _ = beat_tick.tick() => {}
                 _ = sample_tick.tick() => match self.source.kind() {
                     SourceKind::Procfs => self.sample_all(),
@@ -327,9 +352,13 @@ impl Runtime {
                 pid,
                 key,
                 status,
+                memory,
                 source,
             } => {
                 if self.main_app(pid).is_some() {
+                    if let Some(memory) = memory {
+                        self.procs.exit_memory(pid, memory);
+                    }
                     if source == SourceKind::Ebpf {
                         self.usage.ebpf_exit_events += 1;
                     }
@@ -365,7 +394,29 @@ impl Runtime {
                 signal,
                 sender,
                 ..
-            } => self.procs.signaled(pid, signal, sender),
+            } => {
+                if u32::try_from(signal).is_ok_and(turbo_common::default_fatal) {
+                    self.procs.signaled(pid, signal, sender);
+                } else if let Some(app) = self.main_app(pid) {
+                    // SIGSTOP / SIGCONT: who froze or thawed an app, in the daemon's log
+                    let name = self.sup.app(app).map(|a| a.spec.name.clone());
+                    let verb = if signal == 19 { "stopped" } else { "continued" };
+                    match sender {
+                        Some(s) => tracing::info!(
+                            app = name.as_deref().unwrap_or(""),
+                            pid,
+                            "{verb} by signal {signal} from pid {} ({})",
+                            s.pid,
+                            s.comm
+                        ),
+                        None => tracing::info!(
+                            app = name.as_deref().unwrap_or(""),
+                            pid,
+                            "{verb} by signal {signal} from the kernel"
+                        ),
+                    }
+                }
+            }
             Event::MemoryOver {
                 pid, rss, limit, ..
             } => {
@@ -383,11 +434,28 @@ impl Runtime {
 
     /// Reports the waited-for groups (and their apps' descendants) that are gone now.
     fn check_group_waits(&mut self) {
-        for (app, pgid) in self
-            .procs
-            .finished_waits(os::group_alive, crate::os::proc::pid_alive)
+        let spawner = &self.spawner;
+        let cgroup_alive = |app| {
+            spawner
+                .members(app)
+                .into_iter()
+                .any(crate::os::proc::pid_alive)
+        };
+        for (app, pgid) in
+            self.procs
+                .finished_waits(os::group_alive, crate::os::proc::pid_alive, cgroup_alive)
         {
             self.feed(Input::GroupGone { app, pgid });
+        }
+    }
+
+    /// Reaps the exited orphans the daemon adopted as subreaper (nobody else waits for them);
+    /// a stop waiting for them may be over now.
+    fn reap_orphans(&mut self) {
+        let reaped = os::reap_orphans();
+        if !reaped.is_empty() {
+            tracing::debug!(?reaped, "reaped orphaned descendants");
+            self.check_group_waits();
         }
     }
 
@@ -400,6 +468,46 @@ impl Runtime {
                 self.save_now();
             }
             Internal::CheckGroups => self.check_group_waits(),
+            Internal::Reaped {
+                pid,
+                status,
+                peak_bytes,
+                retried,
+            } => {
+                // the kernel's report of the same exit may be waiting: it goes first, so the
+                // record has its sender and its source is the truth
+                while let Ok(ev) = self.chan.events_rx.try_recv() {
+                    self.on_event(ev);
+                }
+                if self.main_app(pid).is_none() {
+                    return; // handled already (eBPF was first), or no app's any more
+                }
+                if self.source.kind() == SourceKind::Ebpf && !retried {
+                    let tx = self.chan.internal_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(EBPF_EXIT_WAIT).await;
+                        let _ = tx.send(Internal::Reaped {
+                            pid,
+                            status,
+                            peak_bytes,
+                            retried: true,
+                        });
+                    });
+                    return;
+                }
+                self.procs.exit_memory(
+                    pid,
+                    crate::events::ExitMemory {
+                        rss_bytes: 0,
+                        peak_bytes,
+                    },
+                );
+                self.feed(Input::Exited {
+                    pid,
+                    status,
+                    source: SourceKind::Procfs,
+                });
+            }
             Internal::FilesChanged(app, change) => {
                 self.spawner.watch_new_dirs(app, change.new_dirs);
                 self.feed(Input::FilesChanged { app });

@@ -224,7 +224,7 @@ impl Runtime {
             if running.is_some() {
                 // an adopted process already runs in its memory cgroup (same home, same
                 // path): know it again, for `describe`, OOM counting and removal on delete
-                if let Err(e) = self.spawner.memory_cgroup(app.id, app.instance, &app.spec) {
+                if let Err(e) = self.spawner.app_cgroup(app.id, app.instance, &app.spec) {
                     tracing::warn!(app = %app.spec.name, "{e}");
                 }
             }

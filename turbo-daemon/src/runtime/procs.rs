@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{events::Sender, supervisor::AppId};
+use crate::{
+    events::{ExitMemory, Sender},
+    supervisor::AppId,
+};
 
 /// How long a descendant that exited is still attributed to its app: a short-lived child may
 /// send `READY=1` and exit before its datagram is read (sd_notify from a forked helper).
@@ -22,8 +25,11 @@ pub const DEPARTED_MAX: usize = 4096;
 /// How far up the parent chain a notify sender is looked for.
 const ANCESTORS: usize = 64;
 
-/// The last fatal signal a process got, and who sent it.
+/// The fatal signal that ended a process, and who sent it.
 pub type FatalSignal = (i32, Option<Sender>);
+
+/// Fatal signals remembered per process (a process caught and re-raised, or got several).
+const SIGNALS_KEPT: usize = 8;
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -33,14 +39,17 @@ pub struct ProcessTable {
     tree: HashMap<AppId, HashSet<u32>>,
     /// Process groups (with their apps' descendants) whose end the supervisor waits for.
     group_waits: HashMap<AppId, u32>,
-    /// The last fatal signal each watched process got, and who sent it.
-    fatal_signals: HashMap<u32, FatalSignal>,
+    /// The last few fatal signals each watched process got, oldest first, and who sent them.
+    fatal_signals: HashMap<u32, VecDeque<FatalSignal>>,
     /// Descendants that exited recently, oldest first.
     departed: VecDeque<(u32, AppId, Instant)>,
     /// Resident memory of OOM victims when the kernel chose them.
     oom_memory: HashMap<u32, u64>,
-    /// Last resident memory seen per pid, for crash records of processes already gone.
-    rss_seen: HashMap<u32, u64>,
+    /// Last and largest resident memory seen per pid, for crash records of processes already
+    /// gone.
+    rss_seen: HashMap<u32, (u64, u64)>,
+    /// Memory at the end, as the exit's reporter told (eBPF at the exit, `waitid` at the reap).
+    exit_memory: HashMap<u32, ExitMemory>,
 }
 
 impl ProcessTable {
@@ -97,17 +106,19 @@ impl ProcessTable {
         self.group_waits.insert(app, pgid);
     }
 
-    /// The waited-for groups that are gone now (forgotten as they are returned).
+    /// The waited-for groups that are gone now (forgotten as they are returned); an app whose
+    /// cgroup still holds a live process (`cgroup_alive`) is not gone.
     pub fn finished_waits(
         &mut self,
         group_alive: impl Fn(u32) -> bool,
         pid_alive: impl Fn(u32) -> bool,
+        cgroup_alive: impl Fn(AppId) -> bool,
     ) -> Vec<(AppId, u32)> {
         let mut done: Vec<(AppId, u32)> = self
             .group_waits
             .iter()
             .map(|(&a, &g)| (a, g))
-            .filter(|&(a, g)| !self.tree_alive(a, g, &group_alive, &pid_alive))
+            .filter(|&(a, g)| !self.tree_alive(a, g, &group_alive, &pid_alive) && !cgroup_alive(a))
             .collect();
         done.sort_unstable();
         for (app, _) in &done {
@@ -143,7 +154,21 @@ impl ProcessTable {
 
     /// `pid` got fatal signal `signal` (from `sender`, when a process sent it).
     pub fn signaled(&mut self, pid: u32, signal: i32, sender: Option<Sender>) {
-        self.fatal_signals.insert(pid, (signal, sender));
+        let kept = self.fatal_signals.entry(pid).or_default();
+        if kept.len() >= SIGNALS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((signal, sender));
+    }
+
+    /// What the reporter of `pid`'s exit knew of its memory; figures of two reporters merge
+    /// (the larger peak, the first non-zero value at the end).
+    pub fn exit_memory(&mut self, pid: u32, memory: ExitMemory) {
+        let m = self.exit_memory.entry(pid).or_default();
+        m.peak_bytes = m.peak_bytes.max(memory.peak_bytes);
+        if m.rss_bytes == 0 {
+            m.rss_bytes = memory.rss_bytes;
+        }
     }
 
     /// The kernel's OOM killer chose `pid`, resident with `rss` bytes.
@@ -157,7 +182,8 @@ impl ProcessTable {
     /// real one.
     pub fn saw_rss(&mut self, pid: u32, rss: u64) {
         if rss > 0 {
-            self.rss_seen.insert(pid, rss);
+            let peak = self.rss_seen.get(&pid).map_or(0, |&(_, p)| p).max(rss);
+            self.rss_seen.insert(pid, (rss, peak));
         }
     }
 
@@ -166,15 +192,23 @@ impl ProcessTable {
     /// (it goes with [`Self::main_exited`]).
     pub fn crash_facts(&mut self, pid: u32) -> CrashFacts {
         CrashFacts {
-            fatal_signal: self.fatal_signals.remove(&pid),
+            fatal_signals: self
+                .fatal_signals
+                .remove(&pid)
+                .map(Vec::from)
+                .unwrap_or_default(),
             oom_memory: self.oom_memory.remove(&pid),
-            last_rss: self.rss_seen.get(&pid).copied(),
+            last_rss: self.rss_seen.get(&pid).map(|&(last, _)| last),
+            peak_seen: self.rss_seen.get(&pid).map(|&(_, peak)| peak),
+            exit_memory: self.exit_memory.remove(&pid),
         }
     }
 
     /// Main process `pid` exited and was handled: its figures go.
     pub fn main_exited(&mut self, pid: u32) {
         self.rss_seen.remove(&pid);
+        self.exit_memory.remove(&pid);
+        self.fatal_signals.remove(&pid);
     }
 
     /// App `app` is gone.
@@ -188,12 +222,16 @@ impl ProcessTable {
 /// [`super::crashes::assemble`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CrashFacts {
-    /// The last fatal signal it got, and its sender.
-    pub fatal_signal: Option<FatalSignal>,
+    /// The last fatal signals it got, oldest first, with their senders.
+    pub fatal_signals: Vec<FatalSignal>,
     /// Its resident memory when the OOM killer chose it.
     pub oom_memory: Option<u64>,
     /// The last resident memory seen (by a status, a scrape, the sampler or a threshold event).
     pub last_rss: Option<u64>,
+    /// The largest resident memory seen.
+    pub peak_seen: Option<u64>,
+    /// Its memory at the end, from the exit's reporter.
+    pub exit_memory: Option<ExitMemory>,
 }
 
 #[cfg(test)]
@@ -218,7 +256,7 @@ mod tests {
         t.signaled(100, 15, None);
         t.descendant_exited(1, 100, t0);
         assert!(
-            t.crash_facts(100).fatal_signal.is_none(),
+            t.crash_facts(100).fatal_signals.is_empty(),
             "forgotten on exit"
         );
         let main_of = |_| None;
@@ -272,13 +310,36 @@ mod tests {
         let alive = |set: &'static [u32]| move |p: u32| set.contains(&p);
         // group 50 is empty but its setsid'd descendant lives on
         assert!(t.tree_alive(1, 50, alive(&[]), alive(&[100])));
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100])), []);
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[])), [(1, 50)]);
-        assert_eq!(t.finished_waits(alive(&[]), alive(&[])), [(2, 60)]);
+        let no_cgroup = |_| false;
+        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100]), no_cgroup), []);
+        // a process in app 1's cgroup lives on, unseen by the scans
+        assert_eq!(t.finished_waits(alive(&[60]), alive(&[]), |a| a == 1), []);
         assert_eq!(
-            t.finished_waits(alive(&[]), alive(&[])),
+            t.finished_waits(alive(&[60]), alive(&[]), no_cgroup),
+            [(1, 50)]
+        );
+        assert_eq!(
+            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
+            [(2, 60)]
+        );
+        assert_eq!(
+            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
             [],
             "reported once"
+        );
+    }
+
+    #[test]
+    fn a_few_fatal_signals_are_kept_per_process() {
+        let mut t = ProcessTable::default();
+        for sig in 1..=20 {
+            t.signaled(7, sig, None);
+        }
+        let kept: Vec<i32> = t.crash_facts(7).fatal_signals.iter().map(|s| s.0).collect();
+        assert_eq!(
+            kept,
+            (13..=20).collect::<Vec<_>>(),
+            "the newest, oldest first"
         );
     }
 
@@ -293,18 +354,37 @@ mod tests {
         t.saw_rss(5, 0); // read between the stop signal and the reap: no figure
         t.signaled(5, 9, Some(sender.clone()));
         t.oom_victim(5, 8192);
+        t.exit_memory(
+            5,
+            ExitMemory {
+                rss_bytes: 0,
+                peak_bytes: 9000,
+            },
+        );
+        t.exit_memory(
+            5,
+            ExitMemory {
+                rss_bytes: 2048,
+                peak_bytes: 8000,
+            },
+        );
         let facts = t.crash_facts(5);
         assert_eq!(
             facts,
             CrashFacts {
-                fatal_signal: Some((9, Some(sender))),
+                fatal_signals: vec![(9, Some(sender))],
                 oom_memory: Some(8192),
                 last_rss: Some(4096),
+                peak_seen: Some(4096),
+                exit_memory: Some(ExitMemory {
+                    rss_bytes: 2048,
+                    peak_bytes: 9000,
+                }),
             }
         );
         // taken once; the last figure stays until the exit is handled
         let again = t.crash_facts(5);
-        assert_eq!((again.fatal_signal, again.oom_memory), (None, None));
+        assert!(again.fatal_signals.is_empty() && again.oom_memory.is_none());
         assert_eq!(again.last_rss, Some(4096));
         t.main_exited(5);
         assert_eq!(t.crash_facts(5), CrashFacts::default());

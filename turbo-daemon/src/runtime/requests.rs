@@ -358,6 +358,7 @@ impl Runtime {
             home: &self.paths.home,
             log_dir: &self.paths.log_dir,
             ebpf_setting: &self.facts.ebpf_setting,
+            metrics: &self.facts.metrics,
         };
         view::info(
             &facts,

@@ -1,8 +1,9 @@
 //! Spawn preparation: everything an app's process needs besides its spec, turned into a
 //! [`Plan`] that [`crate::os::spawn`] executes. The environment (the daemon's allowed
 //! variables, the user's identity, `env_file`/`env`, instance numbers, `NOTIFY_SOCKET`), the
-//! identity and limits, the `listen:` sockets the daemon holds, the memory cgroup, and the file
-//! watcher of watch mode, which follows each spawn.
+//! identity and limits, the `listen:` sockets the daemon holds, the app's cgroup (a memory
+//! limit with `memory_enforce: cgroup`, and containment of every descendant when the daemon
+//! runs without eBPF), and the file watcher of watch mode, which follows each spawn.
 //!
 //! It owns those resources per app (sockets by app name, cgroups and watchers by app id) and
 //! decides nothing about when to spawn.
@@ -20,7 +21,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
 use super::{Internal, listen::Listeners, watch};
 use crate::{
     os::{
-        cgroup::{self, MemoryCgroup},
+        cgroup::{AppCgroup, CgroupRequest, Hierarchies},
         net,
         spawn::{self, Child, Limits, Plan, RunAs},
         users,
@@ -41,7 +42,7 @@ pub fn plan<'a>(
     daemon_env: impl IntoIterator<Item = (OsString, OsString)>,
     extra_env: &[(String, String)],
     listen: Vec<BorrowedFd<'a>>,
-    cgroup_procs: Option<BorrowedFd<'a>>,
+    cgroup_procs: Vec<BorrowedFd<'a>>,
 ) -> Plan<'a> {
     let own = own_user();
     let identity = match (&spec.privileges.run_as, own) {
@@ -94,7 +95,13 @@ pub fn plan<'a>(
 /// # Errors
 /// The spawn error, naming the program.
 pub fn spawn_plain(spec: &AppSpec) -> std::io::Result<Child> {
-    spawn::spawn(&plan(spec, std::env::vars_os(), &[], Vec::new(), None))
+    spawn::spawn(&plan(
+        spec,
+        std::env::vars_os(),
+        &[],
+        Vec::new(),
+        Vec::new(),
+    ))
 }
 
 /// The daemon's own passwd entry, looked up once: `HOME`, `USER`, `LOGNAME`, `SHELL` of apps
@@ -122,9 +129,13 @@ pub struct Spawner {
     /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog`, bound when the first
     /// such app starts.
     notify_socket: Option<PathBuf>,
-    /// Memory cgroups of apps with `memory_enforce: cgroup`, and the OOM kills counted in each
-    /// when last looked at.
-    cgroups: HashMap<AppId, (MemoryCgroup, u64)>,
+    /// Cgroups of apps, and the OOM kills counted in each when last looked at.
+    cgroups: HashMap<AppId, (AppCgroup, u64)>,
+    /// Whether every app gets a cgroup that contains its processes (the procfs fallback,
+    /// where nothing else follows a descendant that left the process group).
+    contain: bool,
+    /// Why containment is off although asked for (said once).
+    contain_failed: bool,
 }
 
 impl Spawner {
@@ -133,6 +144,8 @@ impl Spawner {
     #[must_use]
     pub fn new(home: &Path, log_dir: &Path) -> Self {
         Self {
+            contain: false,
+            contain_failed: false,
             home: home.to_path_buf(),
             log_dir: log_dir.to_path_buf(),
             listeners: Listeners::default(),
@@ -170,14 +183,14 @@ impl Spawner {
                 extra_env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
             }
         }
-        let cgroup = self.memory_cgroup(app, instance, spec)?;
+        let cgroup = self.app_cgroup(app, instance, spec)?;
         let listen = self.listeners.sockets(&spec.name, &spec.listen)?;
         let plan = plan(
             spec,
             std::env::vars_os(),
             &extra_env,
             listen,
-            cgroup.as_ref().map(AsFd::as_fd),
+            cgroup.iter().map(AsFd::as_fd).collect(),
         );
         spawn::spawn(&plan).map_err(|e| e.to_string())
     }
@@ -202,28 +215,39 @@ impl Spawner {
         Ok(path)
     }
 
-    /// The memory cgroup `spec` asks for (`memory_enforce: cgroup`), created on first use below
-    /// the daemon's own and set to its `max_memory` on every start (the spec may have changed);
-    /// `None` when the app wants none. Returns its `cgroup.procs`, for the child to enter.
+    /// Gives every app a cgroup that contains its processes from now on (see
+    /// [`crate::os::cgroup`]): with the procfs fallback, the only way to find a descendant
+    /// that left the process group and was not caught by a scan.
+    pub fn contain_apps(&mut self) {
+        self.contain = true;
+    }
+
+    /// The cgroup of `app` (instance `instance`): a memory limit when `spec` asks for one
+    /// (`memory_enforce: cgroup`), containment when [`Spawner::contain_apps`] was called;
+    /// created on first use below the daemon's own, its settings applied on every start (the
+    /// spec may have changed). Returns the `cgroup.procs` files the child enters; empty when
+    /// it needs none. A cgroup that cannot be made only for containment is not an error
+    /// (the app runs without; said once).
     ///
     /// # Errors
-    /// Why the cgroup cannot be made, with what to do instead.
-    pub fn memory_cgroup(
+    /// Why the memory cgroup cannot be made, with what to do instead.
+    pub fn app_cgroup(
         &mut self,
         app: AppId,
         instance: u32,
         spec: &AppSpec,
-    ) -> Result<Option<OwnedFd>, String> {
-        let (MemoryEnforce::Cgroup, Some(max)) = (spec.memory.enforce, spec.memory.max) else {
-            return Ok(None);
+    ) -> Result<Vec<OwnedFd>, String> {
+        let memory_max = match (spec.memory.enforce, spec.memory.max) {
+            (MemoryEnforce::Cgroup, Some(max)) => Some(max),
+            _ => None,
         };
-        let fail = |e: std::io::Error| {
-            format!(
-                "memory_enforce: cgroup: cannot put the app in a memory cgroup ({e}); use \
-                 `memory_enforce: restart` (the default) where the daemon may not create cgroups"
-            )
+        let request = CgroupRequest {
+            contain: self.contain && !self.contain_failed,
+            memory_max,
         };
-        let (base, version) = cgroup::own_memory_cgroup().map_err(fail)?;
+        if request == CgroupRequest::default() {
+            return Ok(Vec::new());
+        }
         // one directory per daemon home: daemons of other users or homes never share one
         let group = {
             use std::hash::{Hash, Hasher};
@@ -233,12 +257,30 @@ impl Spawner {
         };
         // one cgroup per instance: the limit is per process, as max_memory is
         let name = format!("{}.{instance}", spec.name);
-        let cgroup =
-            cgroup::create_memory_cgroup(&base, version, &group, &name, max).map_err(fail)?;
-        let procs = cgroup.procs().map_err(fail)?;
+        let made = Hierarchies::read()
+            .and_then(|h| AppCgroup::create(&h, &group, &name, &request))
+            .and_then(|c| Ok((c.procs()?, c)));
+        let (procs, cgroup) = match made {
+            Ok(made) => made,
+            Err(e) if memory_max.is_some() => {
+                return Err(format!(
+                    "memory_enforce: cgroup: cannot put the app in a memory cgroup ({e}); use \
+                     `memory_enforce: restart` (the default) where the daemon may not create \
+                     cgroups"
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "apps run without a cgroup of their own ({e}): `stop` reaches only the \
+                     descendants the /proc scans saw"
+                );
+                self.contain_failed = true;
+                return Ok(Vec::new());
+            }
+        };
         let seen = cgroup.oom_kills().unwrap_or(0);
         self.cgroups.insert(app, (cgroup, seen));
-        Ok(Some(procs))
+        Ok(procs)
     }
 
     /// Whether the memory cgroup of `app` counted a new OOM kill since last asked.
@@ -250,10 +292,16 @@ impl Spawner {
         std::mem::replace(seen, now) < now
     }
 
-    /// The memory cgroup of `app`, if it has one.
+    /// The cgroup of `app`, if it has one.
     #[must_use]
-    pub fn cgroup(&self, app: AppId) -> Option<&MemoryCgroup> {
+    pub fn cgroup(&self, app: AppId) -> Option<&AppCgroup> {
         self.cgroups.get(&app).map(|(c, _)| c)
+    }
+
+    /// The processes in the cgroup of `app` (empty without a containing cgroup).
+    #[must_use]
+    pub fn members(&self, app: AppId) -> Vec<u32> {
+        self.cgroup(app).map(AppCgroup::members).unwrap_or_default()
     }
 
     /// Takes back the `listen:` sockets of an adopted process (see [`Listeners::adopt`]).
@@ -313,7 +361,7 @@ impl Spawner {
         if let Some((cgroup, _)) = self.cgroups.remove(&app)
             && let Err(e) = cgroup.remove()
         {
-            tracing::warn!(app = %name, "cannot remove {}: {e}", cgroup.path.display());
+            tracing::warn!(app = %name, "cannot remove its cgroup: {e}");
         }
     }
 }
@@ -386,7 +434,7 @@ mod tests {
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let extra = [("TURBO_INSTANCE".to_owned(), "2".to_owned())];
-        let p = plan(&spec, daemon_env, &extra, Vec::new(), None);
+        let p = plan(&spec, daemon_env, &extra, Vec::new(), Vec::new());
         let env: HashMap<String, String> = p
             .env
             .iter()
@@ -419,6 +467,6 @@ mod tests {
             (33, 33, vec![33, 110])
         );
         assert_eq!(p.listen_name, "web");
-        assert!(p.listen.is_empty() && p.cgroup_procs.is_none());
+        assert!(p.listen.is_empty() && p.cgroup_procs.is_empty());
     }
 }

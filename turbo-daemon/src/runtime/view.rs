@@ -19,7 +19,7 @@ use super::{
 use crate::{
     events::EventSource,
     logs,
-    os::{cgroup::MemoryCgroup, proc::ProcessStats},
+    os::{cgroup::AppCgroup, proc::ProcessStats},
     spec::{Autorestart, HealthSpec, LogFormat, ReadyMode},
     supervisor::{App, State, leak::LeakVerdict},
 };
@@ -142,6 +142,8 @@ pub struct Facts<'a> {
     pub log_dir: &'a Path,
     /// `auto`, `require` or `off`.
     pub ebpf_setting: &'a str,
+    /// The exporter's address, or why it is off.
+    pub metrics: &'a crate::metrics::Exporter,
 }
 
 /// The daemon's description.
@@ -169,13 +171,15 @@ pub fn info(
         events_lost: source.lost_events(),
         uptime_ms: ms(uptime),
         apps: u32::try_from(apps).unwrap_or(u32::MAX),
+        metrics_address: facts.metrics.address().unwrap_or_default(),
+        metrics_off_reason: facts.metrics.off_reason().unwrap_or_default(),
     }
 }
 
 /// The configuration of `app` for `describe` (environment names only), with the memory cgroup
 /// it runs in.
 #[must_use]
-pub fn config(app: &App, cgroup: Option<&MemoryCgroup>) -> AppConfigInfo {
+pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
     let spec = &app.spec;
     let (run_as, limits) = (spec.privileges.run_as.as_ref(), &spec.privileges.limits);
     AppConfigInfo {
@@ -246,6 +250,7 @@ pub fn config(app: &App, cgroup: Option<&MemoryCgroup>) -> AppConfigInfo {
             .map(|_| spec.memory.enforce.as_str().to_owned())
             .unwrap_or_default(),
         memory_cgroup: cgroup
+            .and_then(AppCgroup::memory)
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
     }
@@ -288,6 +293,7 @@ pub fn crash_record(c: &Crash) -> CrashRecord {
         stderr_tail: c.stderr_tail.clone(),
         source: c.source.map(|s| s.as_str().to_owned()).unwrap_or_default(),
         detail: c.detail.clone().unwrap_or_default(),
+        memory_peak_bytes: c.memory_peak_bytes,
     }
 }
 
@@ -436,6 +442,7 @@ mod tests {
             uptime: Duration::from_millis(250),
             restart_number: 1,
             memory_bytes: 7,
+            memory_peak_bytes: 9,
             signal_sender: Some(crate::events::Sender {
                 pid: 3,
                 comm: "kill".into(),

@@ -49,6 +49,7 @@ const FIELDS: &[(&str, &str, &str)] = &[
         "group_exit_code",
         abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
     ),
+    ("mm_struct", "hiwater_rss", abi::GLOBAL_OFF_MM_HIWATER_RSS),
     (
         "signal_struct",
         "oom_score_adj",

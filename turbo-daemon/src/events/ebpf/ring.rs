@@ -9,7 +9,7 @@ use tokio::{
 use turbo_common as abi;
 
 use super::{EbpfError, Ring, RingReader};
-use crate::events::{Event, OomMemory, Sender, SourceKind, WaitStatus};
+use crate::events::{Event, ExitMemory, OomMemory, Sender, SourceKind, WaitStatus};
 
 impl RingReader {
     /// Reads events until `tx` is closed (or, logged, polling the ring fails), sending one
@@ -78,6 +78,10 @@ pub(super) fn decode(bytes: &[u8], page_size: u64) -> Option<Event> {
                 pid,
                 key,
                 status: WaitStatus(ev.wait_status()),
+                memory: Some(ExitMemory {
+                    rss_bytes: ev.rss_pages * page_size,
+                    peak_bytes: ev.peak_rss_pages * page_size,
+                }),
                 source,
             }
         }

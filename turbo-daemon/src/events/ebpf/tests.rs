@@ -9,6 +9,7 @@ use std::{
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::*;
+use crate::events::ExitMemory;
 use crate::events::tests::{can_run_ebpf, runtime};
 
 fn bytes_of<T: aya::Pod>(value: &T) -> Vec<u8> {
@@ -67,6 +68,8 @@ fn decode_maps_every_kind() {
         hdr: hdr(abi::EVENT_EXIT, 42, 5),
         exit_code: 0x300,
         group_exit_code: 0x300,
+        rss_pages: 10,
+        peak_rss_pages: 30,
     };
     assert_eq!(
         decode(&bytes_of(&exit), page),
@@ -74,6 +77,10 @@ fn decode_maps_every_kind() {
             pid: 42,
             key: 5,
             status: WaitStatus::exited(3),
+            memory: Some(ExitMemory {
+                rss_bytes: 10 * page,
+                peak_bytes: 30 * page,
+            }),
             source: SourceKind::Ebpf
         })
     );
@@ -376,15 +383,20 @@ fn ebpf_reports_exit_code() {
         let ev = next_exit_of(&mut rx, pid).await;
         eprintln!("eBPF event: {ev:?}");
         let _ = child.wait();
-        assert_eq!(
-            ev,
-            Event::Exited {
-                pid,
-                key: 0,
-                status: WaitStatus::exited(3),
-                source: SourceKind::Ebpf
-            }
-        );
+        let Event::Exited {
+            pid: p,
+            key: 0,
+            status,
+            memory: Some(memory),
+            source: SourceKind::Ebpf,
+        } = ev
+        else {
+            panic!("an eBPF exit of key 0 with memory figures: {ev:?}");
+        };
+        assert_eq!((p, status), (pid, WaitStatus::exited(3)));
+        // a shell is resident with at least a few hundred KiB, and its peak is no lower
+        assert!(memory.rss_bytes > 100 << 10, "{memory:?}");
+        assert!(memory.peak_bytes >= memory.rss_bytes, "{memory:?}");
     });
 }
 
