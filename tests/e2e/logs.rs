@@ -17,6 +17,21 @@ fn numbers(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Stops a `turbo logs --follow` child with Ctrl-C and returns what it printed.
+fn interrupt_and_read(mut follower: std::process::Child) -> String {
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(i32::try_from(follower.id()).unwrap(), libc::SIGINT) };
+    let mut text = String::new();
+    follower
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let _ = follower.wait();
+    text
+}
+
 /// Starts, from one turbo.yml in `dir`, one app per `(name, log policy)` that writes `line 1`
 /// to `line 3000` at once and then sleeps.
 fn start_floods(d: &TestDaemon, dir: &str, apps: &[(&str, &str)]) {
@@ -99,7 +114,7 @@ fn follow_survives_rotation_and_json_and_flush_work() {
         "apps:\n  - name: steady\n    cmd: [sh, -c, 'i=1; while [ $i -le 400 ]; do echo \"line $i\"; i=$((i+1)); sleep 0.005; done; sleep 1000']\n    log: { max_size: 2k, keep: 50 }\n",
     );
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
-    let mut follower = Command::new(turbo_tests::bin_dir().join("turbo"))
+    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
         .args(["logs", "steady", "--out", "--follow", "--lines", "1000"])
         .env("TURBO_HOME", d.home())
         .env("NO_COLOR", "1")
@@ -113,16 +128,7 @@ fn follow_survives_rotation_and_json_and_flush_work() {
             .then_some(())
     });
     std::thread::sleep(Duration::from_millis(600)); // two poll periods of the follower
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(i32::try_from(follower.id()).unwrap(), libc::SIGINT) };
-    let mut text = String::new();
-    follower
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    let _ = follower.wait();
+    let text = interrupt_and_read(follower);
     let seen: Vec<u64> = text
         .lines()
         .filter_map(|l| {
@@ -391,7 +397,7 @@ fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
     }
 
     // following: each new line once (the file is read once, not once per instance)
-    let mut follower = Command::new(turbo_tests::bin_dir().join("turbo"))
+    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
         .args(["logs", "cw", "--out", "--follow", "--lines", "0"])
         .env("TURBO_HOME", d.home())
         .env("NO_COLOR", "1")
@@ -399,16 +405,7 @@ fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(i32::try_from(follower.id()).unwrap(), libc::SIGINT) };
-    let mut text = String::new();
-    follower
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    let _ = follower.wait();
+    let text = interrupt_and_read(follower);
     let shown = labelled(&text);
     assert!(shown.len() >= 30, "followed too little:\n{text}");
     let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
