@@ -11,23 +11,11 @@ use std::{
 };
 
 use turbo_api::{LogStream, logfmt};
-use turbo_tests::{TestDaemon, keeper_pid, wait_for};
+use turbo_tests::{Rng, TestDaemon, keeper_pid, wait_for};
 
 const APPS: usize = 50;
 const KILLS: usize = 10;
 const UPGRADES: usize = 2;
-
-/// xorshift64*: enough randomness for timings, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 fn writer() -> &'static str {
     env!("CARGO_BIN_EXE_numbered-lines")
@@ -39,7 +27,9 @@ fn writers_in_proc(home: &Path) -> Vec<u64> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok())
         .filter(|p| {
-            std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e == Path::new(writer()))
+            // canonical: the build directory may be reached through a symbolic link
+            std::fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|e| Some(e) == std::fs::canonicalize(writer()).ok())
                 && std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
                     s.rsplit_once(") ")
                         .is_some_and(|(_, r)| !r.starts_with('Z'))
@@ -74,18 +64,7 @@ fn records(dir: &Path, app: &str) -> Vec<String> {
 
 #[test]
 fn fifty_apps_keep_their_pids_and_every_line_through_kills_and_upgrades() {
-    let seed = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("chaos: CHAOS_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded("CHAOS_SEED");
     let mut d = TestDaemon::start("auto");
     let mut yml = String::from("apps:\n");
     for i in 0..APPS {

@@ -22,7 +22,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn skip_unless_root(test: &str) -> bool {
+pub(crate) fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
@@ -32,15 +32,15 @@ fn skip_unless_root(test: &str) -> bool {
 
 /// A `dbus-daemon` configured like the system bus with the shipped policy (as in `access.rs`),
 /// and a root daemon on it whose admin group is `adm` (gid 4).
-struct SystemLike {
+pub(crate) struct SystemLike {
     bus: SystemBus,
     daemon: Child,
     home: tempfile::TempDir,
-    cli: PathBuf,
+    pub(crate) cli: PathBuf,
 }
 
 impl SystemLike {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bus = SystemBus::start("turbo-harden-");
         let sock = bus.dir.path().join("system_bus_socket");
         let cli = bus.cli();
@@ -73,12 +73,12 @@ impl SystemLike {
         s
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.bus.address()
     }
 
     /// `turbo` as root.
-    fn root(&self, args: &[&str]) -> Output {
+    pub(crate) fn root(&self, args: &[&str]) -> Output {
         Command::new(&self.cli)
             .args(args)
             .current_dir(self.bus.dir.path())
@@ -89,7 +89,7 @@ impl SystemLike {
     }
 
     /// `turbo` as uid 65534 in the admin group `adm` (gid 4): authorised, but not root.
-    fn admin(&self, args: &[&str]) -> Output {
+    pub(crate) fn admin(&self, args: &[&str]) -> Output {
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--groups=4", "--"])
             .arg(&self.cli)
@@ -103,14 +103,14 @@ impl SystemLike {
     }
 
     /// A file in the shared directory, readable by everyone (configs the CLI reads as 65534).
-    fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+    pub(crate) fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
         let path = self.bus.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         path
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.home.path().join("daemon.log")).unwrap_or_default()
     }
 }
@@ -135,7 +135,7 @@ fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<std::process::E
     None
 }
 
-fn ok(out: &Output, what: &str) -> String {
+pub(crate) fn ok(out: &Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what}: {}",
@@ -144,7 +144,7 @@ fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn failed(out: &Output, what: &str) -> String {
+pub(crate) fn failed(out: &Output, what: &str) -> String {
     assert!(
         !out.status.success(),
         "{what} should fail: {}",
@@ -154,7 +154,7 @@ fn failed(out: &Output, what: &str) -> String {
 }
 
 /// The real uid of `pid` (first field of `Uid:` in /proc).
-fn uid_of(pid: u64) -> u32 {
+pub(crate) fn uid_of(pid: u64) -> u32 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -164,7 +164,7 @@ fn uid_of(pid: u64) -> u32 {
         .unwrap()
 }
 
-fn app_pid(list: &str, name: &str) -> u64 {
+pub(crate) fn app_pid(list: &str, name: &str) -> u64 {
     let apps = json(list);
     let app = apps
         .as_array()
@@ -364,7 +364,7 @@ fn oversized_and_malformed_arguments_are_refused_with_the_bound() {
             .await
             .map(drop),
             CONFIG,
-            "t.yml:3:10: apps[0] (nul): argument 1 contains a NUL byte",
+            "t.yml:3:18: '1\\u{0}' holds a NUL byte, which no path, name, argument or variable can pass to the OS",
         );
         let env: HashMap<String, String> =
             (0..2000).map(|i| (format!("V{i}"), "1".into())).collect();

@@ -3,6 +3,7 @@
 
 mod access;
 mod adversary_cli;
+mod adversary_daemon;
 mod attribution;
 mod bad_input;
 mod chaos;
@@ -10,6 +11,7 @@ mod cli_tour;
 mod cluster;
 mod containment;
 mod dbus;
+mod durability;
 mod ebpf;
 mod hardening;
 mod health;

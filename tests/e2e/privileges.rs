@@ -273,13 +273,20 @@ fn an_app_runs_with_the_user_groups_umask_and_limits_it_asks_for() {
         "PATH is inherited"
     );
     assert!(!env.contains_key(CANARY.0), "{env:?}");
-    // the daemon's own TURBO_* never; the instance number of the app itself, always
+    // the daemon's own TURBO_* never; the instance number of the app itself and its mark, always
     assert!(
-        !env.keys()
-            .any(|k| k.starts_with("TURBO_") && k != "TURBO_INSTANCE" && k != "TURBO_INSTANCES"),
+        !env.keys().any(|k| k.starts_with("TURBO_")
+            && !["TURBO_INSTANCE", "TURBO_INSTANCES", "TURBO_APP"].contains(&k.as_str())),
         "{env:?}"
     );
     assert_eq!(env.get("TURBO_INSTANCE").map(String::as_str), Some("0"));
+    // and the daemon's mark of it (runtime/marks.rs)
+    assert!(
+        env.get("TURBO_APP").is_some_and(
+            |m| m.starts_with("jailed:0:") && m.ends_with(&*d.home().to_string_lossy())
+        ),
+        "{env:?}"
+    );
 
     // explicit group and supplementary groups replace the user's
     let pid = online_pid(&d, "grouped");

@@ -254,7 +254,13 @@ fn app_crashed_signal_carries_the_record() {
         let args = ev.args().unwrap();
         assert_eq!(args.name, "boom");
         assert_eq!(args.crash.code, 42);
-        assert_eq!(args.crash.stderr_tail, ["about to fail"]);
+        // a signal reaches every subscriber: the app's output only through GetCrashes
+        assert_eq!(
+            args.crash.stderr_tail,
+            ["(hidden: only root and the app's user may read its output)"]
+        );
+        let (_, records) = m.get_crashes("boom").await.unwrap();
+        assert_eq!(records[0].stderr_tail, ["about to fail"]);
         m.stop_app("boom").await.unwrap();
     });
 }

@@ -73,6 +73,36 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// xorshift64*: enough randomness for timings, no dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the environment variable `var` when it holds a number (to replay a run),
+    /// else from the clock; the seed is printed either way.
+    #[must_use]
+    pub fn seeded(var: &str) -> Self {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos());
+                u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(1) | 1
+            });
+        eprintln!("random timings: {var}={seed} replays them");
+        Self(seed)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
 /// Whether a process exists (and is not a zombie).
 #[must_use]
 pub fn pid_alive(pid: u64) -> bool {

@@ -594,6 +594,9 @@ pub struct DaemonInfo {
     /// Why the exporter is off: `--metrics-listen off`, or the bind failure (`cannot listen on
     /// 127.0.0.1:9464: Address in use`); empty while it serves.
     pub metrics_off_reason: String,
+    /// Why the state file could not be written the last time (empty while it is written):
+    /// the daemon would forget what changed since, and mutating commands fail until it is.
+    pub state_error: String,
 }
 
 impl DaemonInfo {

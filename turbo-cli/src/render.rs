@@ -436,7 +436,12 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
     } else {
         format!("http://{}/metrics", info.metrics_address)
     };
-    let rows: [(&str, String); 14] = [
+    let state = if info.state_error.is_empty() {
+        "saved".to_owned()
+    } else {
+        format!("NOT SAVED — {}", info.state_error)
+    };
+    let rows: [(&str, String); 15] = [
         ("version", info.version.clone()),
         ("pid", info.pid.to_string()),
         ("mode", info.mode.clone()),
@@ -451,6 +456,7 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
         ("uptime", human_duration_ms(info.uptime_ms)),
         ("apps", info.apps.to_string()),
         ("metrics", metrics),
+        ("state", state),
     ];
     let key_width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     rows.iter()
@@ -849,6 +855,16 @@ mod tests {
         assert!(line("ebpf programs").ends_with(" -"));
         assert!(line("uptime").ends_with(" 1m"));
         assert!(line("apps").ends_with(" 2"));
+        assert!(line("state").ends_with(" saved"));
+        let failing = DaemonInfo {
+            state_error: "cannot write /h/state.json: No space left on device".into(),
+            ..info.clone()
+        };
+        let text = render_info(&failing, &PLAIN);
+        assert!(
+            text.contains("state:            NOT SAVED — cannot write /h/state.json: No space"),
+            "{text}"
+        );
         // values line up in one column, after the longest key
         let column = "ebpf exit events: ".len();
         for l in text.lines() {

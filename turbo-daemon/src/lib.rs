@@ -20,12 +20,12 @@
 //!   execute, spawner, process table, crashes, persistence, usage, view).
 //! * [`os`]: the daemon's system calls beyond plain file I/O (spawning, pidfds, signals, the
 //!   `/proc` parser, cgroups, sockets, locks, users, credentials), on plain data; it imports no
-//!   domain module. `storage` still calls `libc` itself; it is being moved into it.
+//!   domain module. No other module calls `libc`.
 //! * [`host`]: the private `dbus-daemon`, `sd_notify` to systemd, the upgrade's re-exec.
 //! * [`spec`]: the validated app description (pure); [`config`]: `turbo.yml` and start options
 //!   into specs, with typed errors; [`access`]: who a call acts for and what it may grant.
 //! * [`dbus`] and [`metrics`]: thin adapters; [`logs`] and [`keeper`]: capturing app output;
-//!   [`storage`]: the state file.
+//!   [`storage`]: the state file (its schema in `storage::schema`, pinned by a fixture).
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -135,6 +135,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     // the runtime loop beats `heartbeat`; the watchdog pings systemd only while it does
     let beat_interval = notify::spawn_watchdog(&heartbeat).map(|w| w.beat_interval());
     let log_dir = opts.log_dir.clone().unwrap_or_else(|| home.join("logs"));
+    // (a log directory in the home is as safe as the home, which `check_private_dir` checks)
+    for dir in [home, &log_dir] {
+        if dir == home || log_dir.parent() != Some(home.as_path()) {
+            check_placement(dir).map_err(io_err("refusing to start"))?;
+        }
+    }
     create_private_dir(home)?;
     create_private_dir(&log_dir)?;
     // before anything is created in them (daemon.lock, daemon.pid, sockets): a directory
@@ -249,6 +255,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         path_env: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         home: home.clone(),
     };
+    let bus_watch_tx = requests_tx.clone();
     let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
@@ -259,6 +266,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .build()
         .await?;
     tokio::spawn(dbus::publish(conn.clone(), notices_rx));
+    tokio::spawn(reconnect_when_deaf(conn.clone(), bus_watch_tx));
     os::alloc::trim_heap();
     tracing::info!(%address, pid = std::process::id(), "turbo-daemon ready");
     let ready_status = format!(
@@ -300,7 +308,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         // let the reply leave before the connection (and with it the bus name) goes
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(conn);
-        let bus_env = bus.map(host::bus::PrivateBus::keep_across_exec);
+        // a private bus that died (the reason for this re-exec, see `reconnect_when_deaf`) is
+        // not handed over: the new image starts another
+        let bus_env = bus.and_then(|mut b| b.is_running().then(|| b.keep_across_exec()));
         let e = host::upgrade::reexec(bus_env.as_deref());
         // still here: the exec failed; the apps run on, unsupervised until a daemon starts
         return Err(DaemonError::Io {
@@ -321,6 +331,88 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let _ = std::fs::remove_file(home.join("daemon.pid"));
     drop(lock);
     tracing::info!("turbo-daemon stopped");
+    Ok(())
+}
+
+/// Never deaf: when the bus connection closes under a running daemon (its `dbus-daemon` was
+/// killed, or the bus dropped it for a message it refused), the daemon re-executes itself in
+/// place like `turbo daemon upgrade`: the state is saved first, the apps keep running and are
+/// adopted, and the new image connects again (starting a new private bus in user mode). Should
+/// that be refused, the daemon exits (its supervisor, or the next `turbo` command, starts one)
+/// rather than stay alive with nobody able to reach it.
+async fn reconnect_when_deaf(
+    conn: zbus::Connection,
+    requests: mpsc::UnboundedSender<runtime::Request>,
+) {
+    conn.closed().await;
+    tracing::error!(
+        "lost the bus connection: re-executing to connect again (apps keep running and are adopted)"
+    );
+    let answer = dbus::ask(&requests, runtime::Request::Upgrade).await;
+    if let Err(e) = answer {
+        tracing::error!(
+            "cannot re-execute after losing the bus ({e:?}); exiting so that a new daemon takes over"
+        );
+        std::process::exit(75);
+    }
+}
+
+/// Where `dir` is, checked before it is created or used (issue 15: a `TURBO_HOME` that was
+/// another user's symlink, with `fs.protected_symlinks=0`, led the daemon's state and its apps'
+/// output into that user's directory): `dir` itself, when a symlink, must be the daemon's user's
+/// or root's (what it leads to is checked by `storage::check_private_dir`), and its parent must
+/// not let another user replace it: owned by the daemon's user or root, and writable by nobody
+/// else unless sticky (like `/tmp`, where only a file's owner may rename or remove it).
+///
+/// # Errors
+/// One line naming the path, the owner or mode, and the fix.
+fn check_placement(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = os::creds::effective_uid();
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} {why}; refusing to use it", dir.display()),
+        ))
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() && m.uid() != 0 && m.uid() != me => {
+            return refuse(format!(
+                "is a symbolic link owned by uid {}, not by the daemon's uid {me} or root, so \
+                 that user decides where the daemon writes (fix: remove the link, or point \
+                 TURBO_HOME at a directory of your own)",
+                m.uid()
+            ));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let Ok(p) = std::fs::metadata(parent) else {
+        return Ok(()); // created with `dir`, by the daemon itself
+    };
+    // (a sticky directory protects entries from other users, not from its own owner)
+    if p.uid() != 0 && p.uid() != me {
+        return refuse(format!(
+            "is in {}, which uid {} owns and so may replace it (fix: use a directory in one \
+             of your own or root's)",
+            parent.display(),
+            p.uid()
+        ));
+    }
+    let sticky = p.mode() & 0o1000 != 0;
+    if p.mode() & 0o022 != 0 && !sticky {
+        return refuse(format!(
+            "is in {}, which others may write to (mode {:04o}), so they may replace it (fix: \
+             chmod go-w {} or use another directory)",
+            parent.display(),
+            p.mode() & 0o7777,
+            parent.display()
+        ));
+    }
     Ok(())
 }
 

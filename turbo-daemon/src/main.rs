@@ -33,10 +33,10 @@ struct Args {
     #[arg(long, env = "TURBO_ADMIN_GROUP", default_value = "turbo")]
     admin_group: String,
     /// Prometheus exporter address (`GET /metrics`), or `off`. Loopback by default: anything
-    /// else exposes app names and figures to the network
-    #[arg(long, env = "TURBO_METRICS_LISTEN", value_name = "ADDR|off",
-          default_value = turbo_daemon::metrics::DEFAULT_LISTEN, value_parser = parse_listen)]
-    metrics_listen: Listen,
+    /// else exposes app names and figures to the network [default: 127.0.0.1:9464 for root,
+    /// else 127.0.0.1:<10000 + uid mod 22768>, so each user's daemon has its own]
+    #[arg(long, env = "TURBO_METRICS_LISTEN", value_name = "ADDR|off", value_parser = parse_listen)]
+    metrics_listen: Option<Listen>,
     /// Interval of the resource sampler (CPU window and leak detection; e.g. 5s, 500ms)
     /// [default: 5s with the procfs fallback; with eBPF, which only needs it for leak
     /// detection, the leak window / 48 (75s)]
@@ -146,7 +146,14 @@ fn main() -> ExitCode {
         bus,
         log_dir,
         admin_group: args.admin_group,
-        metrics_listen: args.metrics_listen.0,
+        metrics_listen: args.metrics_listen.map_or_else(
+            || {
+                Some(turbo_daemon::metrics::default_listen(
+                    rustix::process::geteuid().as_raw(),
+                ))
+            },
+            |l| l.0,
+        ),
         monitor: turbo_daemon::runtime::MonitorSettings {
             cpu_window: args.cpu_window,
             sample_interval: args.sample_interval,

@@ -27,6 +27,8 @@ pub struct Powers {
     pub hard: [u64; 3],
     /// `/proc/sys/fs/nr_open`: no process, not even root's, may have a higher `nofile`.
     pub nr_open: u64,
+    /// `net.ipv4.ip_unprivileged_port_start`: ports below it are privileged.
+    pub unprivileged_port_start: u16,
     /// `Some(name)` when these are the powers of a non-root *caller* of a root daemon (see the
     /// module docs): apps without `user:` then run as that caller. `None`: the daemon's own.
     pub caller: Option<String>,
@@ -81,6 +83,7 @@ impl Powers {
             oom_score_adj: creds::oom_score_adj().unwrap_or(0),
             hard,
             nr_open: creds::nr_open().unwrap_or(1 << 20),
+            unprivileged_port_start: creds::unprivileged_port_start(),
             caller: None,
         }
     }
@@ -201,6 +204,17 @@ impl Powers {
         }
     }
 
+    /// Whether an app may be handed a socket listening on `port`: the daemon binds `listen:`
+    /// addresses itself, so a port below `ip_unprivileged_port_start` is only for whoever could
+    /// bind it alone. A non-root caller of a root daemon may not, even if it holds
+    /// `CAP_NET_BIND_SERVICE` somewhere (the bus tells the daemon its uid, not its
+    /// capabilities). The daemon's own requests may: its bind succeeds or fails on its own
+    /// rights (a non-root daemon may hold `CAP_NET_BIND_SERVICE`).
+    #[must_use]
+    pub const fn may_listen_on(&self, port: u16) -> bool {
+        self.is_root() || self.caller.is_none() || port >= self.unprivileged_port_start
+    }
+
     /// What to do about something only root may grant.
     #[must_use]
     pub const fn root_hint(&self) -> &'static str {
@@ -227,6 +241,7 @@ mod tests {
             oom_score_adj: 0,
             hard: [4096, 1000, 0],
             nr_open: 1 << 20,
+            unprivileged_port_start: 1024,
             caller: None,
         }
     }

@@ -5,7 +5,12 @@
 
 use serde::Deserialize;
 
-use super::{Problem, Scalar, error::Fault, files::resolve_command, validate::Count};
+use super::{
+    Problem, Scalar,
+    error::Fault,
+    files::{may_watch, resolve_command},
+    validate::Count,
+};
 use crate::spec::{AppSpec, HealthProbe, HealthSpec, ReadyMode, WatchSpec};
 
 const HEALTH_RETRIES: Count = Count::new(
@@ -36,29 +41,47 @@ pub(super) struct WatchKeys {
     pub watch_delay: Option<Scalar>,
 }
 
+/// Why `path` (at `field`) cannot be watched.
+fn unwatchable(field: &str, path: &std::path::Path, e: &std::io::Error) -> Problem {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Problem::new(
+            field,
+            format!(
+                "watch path {} cannot be read (Permission denied)",
+                path.display()
+            ),
+        )
+        .hint("watch only what you may read, or ask root to start it")
+    } else {
+        Problem::new(
+            field,
+            format!("watch path {} does not exist", path.display()),
+        )
+        .hint("create it or fix the path (relative to the app's cwd)")
+    }
+}
+
 /// Sets `spec.watch` from the watch keys (relative paths resolve against the app's cwd).
 pub(super) fn apply_watch(keys: WatchKeys, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
     use serde_yaml_ng::Value;
     let written = keys.watch.is_some();
     let paths = match keys.watch {
         None | Some(Value::Bool(false) | Value::Null) => None,
-        Some(Value::Bool(true)) => Some(vec![spec.cwd.clone()]),
+        Some(Value::Bool(true)) => {
+            if let Err(e) = may_watch(&spec.cwd) {
+                errors.push(unwatchable("watch", &spec.cwd, &e));
+            }
+            Some(vec![spec.cwd.clone()])
+        }
         Some(Value::Sequence(items)) => {
             let mut paths = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
                     Some(p) => {
                         let path = spec.cwd.join(p);
-                        if path.exists() {
-                            paths.push(path);
-                        } else {
-                            errors.push(
-                                Problem::new(
-                                    format!("watch[{i}]"),
-                                    format!("watch path {} does not exist", path.display()),
-                                )
-                                .hint("create it or fix the path (relative to the app's cwd)"),
-                            );
+                        match may_watch(&path) {
+                            Ok(()) => paths.push(path),
+                            Err(e) => errors.push(unwatchable(&format!("watch[{i}]"), &path, &e)),
                         }
                     }
                     None => errors.push(Problem::new(

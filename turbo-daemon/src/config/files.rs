@@ -18,6 +18,40 @@ use turbo_api::INTERPRETERS;
 
 use super::{error::Fault, input};
 
+/// Whether `dir` is a directory the calling thread may enter: the stat of `dir/.` needs search
+/// permission on `dir` itself, with the thread's file-system credentials (`access(2)` would use
+/// the real uid instead, which is the daemon's).
+///
+/// # Errors
+/// `PermissionDenied` when it cannot be entered, `NotFound` or `NotADirectory` otherwise.
+pub(super) fn enter_dir(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(dir.join("."))?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::NotADirectory.into())
+    }
+}
+
+/// Whether the calling thread may watch `path`: list it when it is a directory, open it for
+/// reading (without blocking on a FIFO) otherwise, which is what inotify asks of a watcher.
+/// Checked with the caller's rights, so watch mode reveals no activity in a directory the caller
+/// cannot read (issue 15: `watch: [/root]` by an admin).
+///
+/// # Errors
+/// `NotFound`, `PermissionDenied`, or the open's other error.
+pub(super) fn may_watch(path: &Path) -> io::Result<()> {
+    if std::fs::metadata(path)?.is_dir() {
+        std::fs::read_dir(path).map(drop)
+    } else {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map(drop)
+    }
+}
+
 /// Turns `argv` into something `execve` can run: `argv[0]` becomes an absolute path, and scripts
 /// with a known extension get their interpreter in front.
 ///

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::{Problem, Scalar, validate::Count};
-use crate::spec::{AppSpec, Compression, LogFormat, RotatePeriod};
+use crate::spec::{AppSpec, Compression, LogFormat, RotatePeriod, units::Bounds};
 
 /// `log:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -39,7 +39,7 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
         match v {
             // a file that only grows: for hosts whose logs something else rotates
             Scalar::Text(t) if matches!(t.trim(), "off" | "none" | "never") => l.max_size = 0,
-            v => match v.size("log.max_size") {
+            v => match v.size("log.max_size", Bounds::ANY_SIZE) {
                 Ok(n) if n >= MIN_MAX_SIZE || n == 0 => l.max_size = n,
                 Ok(n) => errors.push(
                     Problem::new("log.max_size", format!("log.max_size {n} is too small"))

@@ -85,6 +85,10 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
         base_dir,
         path_env,
     } = *doc;
+    let nul = nul_bytes(content);
+    if !nul.is_empty() {
+        return Err(ConfigError::in_document(nul, origin, content));
+    }
     let file: ConfigFile =
         serde_yaml_ng::from_str(content).map_err(|e| ConfigError::from_yaml(&e, origin))?;
     let mut found: Vec<Problem> = Vec::new();
@@ -107,7 +111,7 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
         let label = if app.name.is_empty() {
             format!("apps[{i}]")
         } else {
-            format!("apps[{i}] ({})", app.name)
+            format!("apps[{i}] ({})", input::shorten(&app.name))
         };
         let twin = if app.name.is_empty() {
             None
@@ -120,7 +124,7 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
                     path("name"),
                     format!(
                         "name '{}' is used twice (apps[{first}] has it too)",
-                        app.name
+                        input::shorten(&app.name)
                     ),
                 )
                 .hint("give each app its own name");
@@ -147,6 +151,69 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
     } else {
         Err(ConfigError::in_document(found, origin, content))
     }
+}
+
+/// A problem for every key or value of the document that holds a NUL byte (YAML writes one
+/// as `"\0"`, `"\x00"` or `"\u0000"`). No path, name, environment entry or argument can pass a
+/// NUL to the OS, and it must not reach a message either (see `dbus::wire`): the document is
+/// refused before anything else is read from it.
+fn nul_bytes(content: &str) -> Vec<Problem> {
+    fn walk(value: &serde_yaml_ng::Value, path: &str, found: &mut Vec<Problem>) {
+        use serde_yaml_ng::Value;
+        let child = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            Value::String(s) if s.contains('\0') => found.push(
+                Problem::new(
+                    path,
+                    format!(
+                        "'{}' holds a NUL byte, which no path, name, argument or variable can pass to the OS",
+                        input::shorten(&s.escape_default().to_string())
+                    ),
+                )
+                .hint("remove the \\0"),
+            ),
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{i}]"), found);
+                }
+            }
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    match k {
+                        Value::String(key) if key.contains('\0') => found.push(
+                            Problem::new(
+                                path,
+                                format!(
+                                    "the key '{}' holds a NUL byte",
+                                    input::shorten(&key.escape_default().to_string())
+                                ),
+                            )
+                            .hint("remove the \\0"),
+                        ),
+                        Value::String(key) => walk(v, &child(key), found),
+                        _ => walk(v, path, found),
+                    }
+                }
+            }
+            Value::Tagged(t) => walk(&t.value, path, found),
+            _ => {}
+        }
+    }
+    // a NUL can only be written as an escape: no backslash, no NUL, no second parse
+    if !content.contains('\\') && !content.contains('\0') {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    if let Ok(doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(content) {
+        walk(&doc, "", &mut found);
+    }
+    found
 }
 
 /// [`from_yaml`] on behalf of `caller`: with the caller's powers and file access rights
@@ -299,14 +366,15 @@ impl Scalar {
         }
     }
 
-    /// The duration of the key `what` (named in the message).
+    /// The duration of the key `what` (named in the message): every duration of an app is a
+    /// timer, so within [`Bounds::TIMER`].
     fn duration(&self, what: &str) -> Result<Duration, Fault> {
-        units::duration(self.written(), Bounds::ANY_DURATION).map_err(|e| self.refused(what, &e))
+        units::duration(self.written(), Bounds::TIMER).map_err(|e| self.refused(what, &e))
     }
 
-    /// The size of the key `what`.
-    fn size(&self, what: &str) -> Result<u64, Fault> {
-        units::size(self.written(), Bounds::ANY_SIZE).map_err(|e| self.refused(what, &e))
+    /// The size of the key `what`, within `bounds`.
+    fn size(&self, what: &str, bounds: Bounds<u64>) -> Result<u64, Fault> {
+        units::size(self.written(), bounds).map_err(|e| self.refused(what, &e))
     }
 
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {

@@ -9,7 +9,7 @@
 //! raise a hard limit above its own, or lower nice or `oom_score_adj` below its own. Without
 //! these checks a non-root daemon would accept the config and then fail every spawn with a bare
 //! `EPERM`. For a non-root caller of a root daemon an app without `user:` runs as the caller.
-//! `runtime::sys::spawn` applies the result between fork and exec.
+//! `runtime::spawner` turns the result into a plan that `os::spawn` applies between fork and exec.
 
 use std::fmt;
 

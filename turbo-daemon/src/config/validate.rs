@@ -16,12 +16,12 @@ use nix::{
 use super::{
     AppConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
     error::Fault,
-    files::{parse_env_file, read_env_file, resolve_command},
+    files::{self, parse_env_file, read_env_file, resolve_command},
     input, privileges,
 };
 use crate::{
     access::Powers,
-    spec::{AppSpec, Autorestart, MemoryEnforce, Privileges},
+    spec::{AppSpec, Autorestart, MemoryEnforce, Privileges, units::Bounds},
 };
 
 /// Checks and resolves one app; relative paths resolve against `base_dir`, commands are found
@@ -49,15 +49,34 @@ pub(super) fn validate(
         .cwd
         .as_deref()
         .map_or_else(|| base_dir.to_path_buf(), |c| base_dir.join(c));
-    if !cwd.is_dir() {
-        errors.push(
-            Problem::new(
-                "cwd",
-                format!("working directory {} does not exist", cwd.display()),
-            )
-            .hint("create it or fix `cwd`"),
-        );
-    }
+    let cwd_ok = match files::enter_dir(&cwd) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // checked with the caller's rights: an app that could never enter it would be
+            // left behind as `errored` (issue 15)
+            errors.push(
+                Problem::new(
+                    "cwd",
+                    format!(
+                        "working directory {} cannot be entered (Permission denied)",
+                        cwd.display()
+                    ),
+                )
+                .hint("choose a directory you may enter, or ask root to start it"),
+            );
+            false
+        }
+        Err(_) => {
+            errors.push(
+                Problem::new(
+                    "cwd",
+                    format!("working directory {} does not exist", cwd.display()),
+                )
+                .hint("create it or fix `cwd`"),
+            );
+            false
+        }
+    };
     let is_script = app.script.is_some();
     let argv: Vec<String> = match (app.script, app.cmd) {
         (Some(script), None) => std::iter::once(script).chain(app.args).collect(),
@@ -83,7 +102,7 @@ pub(super) fn validate(
             Vec::new()
         }
     };
-    let argv = if argv.is_empty() || !cwd.is_dir() {
+    let argv = if argv.is_empty() || !cwd_ok {
         argv
     } else {
         resolve_command(&argv, &cwd, path_env, is_script).unwrap_or_else(|e| {
@@ -151,7 +170,7 @@ pub(super) fn validate(
             Err(e) => errors.push(e.at("instances")),
         }
     }
-    apply_listen(app.listen, &mut spec, &mut errors);
+    apply_listen(app.listen, powers, &mut spec, &mut errors);
     checks::apply_watch(
         checks::WatchKeys {
             watch: app.watch,
@@ -278,7 +297,7 @@ fn apply_memory(
     errors: &mut Vec<Problem>,
 ) {
     if let Some(v) = max {
-        match v.size("max_memory") {
+        match v.size("max_memory", Bounds::MEMORY) {
             Ok(n) if n >= 1 << 20 => spec.memory.max = Some(n),
             Ok(n) => errors.push(
                 Problem::new("max_memory", format!("max_memory {n} bytes is below 1mb"))
@@ -367,16 +386,21 @@ const MAX_RESTARTS: Count = Count::new(
     "0 (unlimited) or a positive count",
 );
 /// `listen:`: one address or a list of them, each checked, none twice.
-fn apply_listen(listen: Option<OneOrMany>, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+fn apply_listen(
+    listen: Option<OneOrMany>,
+    powers: &Powers,
+    spec: &mut AppSpec,
+    errors: &mut Vec<Problem>,
+) {
     match listen {
         None => {}
-        Some(OneOrMany::One(addr)) => match check_listen(&addr) {
+        Some(OneOrMany::One(addr)) => match check_listen(&addr, powers) {
             Ok(()) => spec.listen = vec![addr],
             Err(e) => errors.push(e.at("listen")),
         },
         Some(OneOrMany::Many(addrs)) => {
             for (k, addr) in addrs.iter().enumerate() {
-                if let Err(e) = check_listen(addr) {
+                if let Err(e) = check_listen(addr, powers) {
                     errors.push(e.at(format!("listen[{k}]")));
                 } else if addrs[..k].contains(addr) {
                     errors.push(Problem::new(
@@ -426,11 +450,23 @@ pub(super) fn online_cpus() -> u32 {
 }
 
 /// `listen:`: an IP address with a port. Whether the port is free is known only when the daemon
-/// binds it (at the first start), which reports `cannot listen on <addr>: <cause>`.
-fn check_listen(addr: &str) -> Result<(), Fault> {
+/// binds it (at the first start), which reports `cannot listen on <addr>: <cause>`. A
+/// privileged port is refused to a caller who could not bind it (issue 15: the root daemon bound
+/// port 80 for an admin's app, which then served it as uid 1001).
+fn check_listen(addr: &str, powers: &Powers) -> Result<(), Fault> {
     match addr.parse::<std::net::SocketAddr>() {
         Ok(a) if a.port() == 0 => Err(Fault::new(format!("listen: {addr} has port 0"))
             .hint("give the port the app serves on, like 0.0.0.0:3000")),
+        Ok(a) if !powers.may_listen_on(a.port()) => Err(Fault::new(format!(
+            "listen: {addr} is a privileged port (below {}, net.ipv4.ip_unprivileged_port_start) and {} may not bind it",
+            powers.unprivileged_port_start,
+            powers.holder()
+        ))
+        .hint(format!(
+            "use port {} or above, or {}",
+            powers.unprivileged_port_start,
+            powers.root_hint()
+        ))),
         Ok(_) => Ok(()),
         Err(_) => Err(Fault::new(format!(
             "listen: '{}' is not an IP address with a port",

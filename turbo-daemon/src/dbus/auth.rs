@@ -110,6 +110,33 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The uid of the caller of `hdr`, as the bus knows it.
+    ///
+    /// # Errors
+    /// [`Error::AccessDenied`] when the bus does not say.
+    pub async fn caller_uid(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+    ) -> Result<u32, Error> {
+        let (_, creds) = credentials(conn, hdr).await?;
+        creds
+            .unix_user_id()
+            .ok_or_else(|| Error::AccessDenied("the bus did not say who the caller is".into()))
+    }
+
+    /// Whether `uid` may read what an app running as `app_uid` wrote (its health-check output,
+    /// the stderr lines kept with its crashes): whoever may read its log files, that is root,
+    /// the daemon's own user and the app's own user. Not the admin group or polkit: being
+    /// allowed to restart an app is not being allowed to read what it prints (a failing check
+    /// may echo a secret from its environment).
+    #[must_use]
+    pub const fn may_read_output(&self, uid: u32, app_uid: u32) -> bool {
+        uid == 0 || uid == self.owner_uid || uid == app_uid
+    }
+}
+
 /// The unique name of the caller of `hdr` and its credentials, from the bus.
 async fn credentials(
     conn: &zbus::Connection,

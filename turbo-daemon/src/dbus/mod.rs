@@ -27,6 +27,7 @@ use crate::{
 };
 
 pub mod auth;
+pub mod wire;
 
 /// What validating a start call needs besides its arguments.
 #[derive(Debug, Clone)]
@@ -159,7 +160,7 @@ impl ManagerIface {
     /// Describes the daemon.
     #[zbus(out_args("info"))]
     async fn info(&self) -> Result<DaemonInfo, Error> {
-        self.ask(Request::Info).await
+        wire::answer(async { self.ask(Request::Info).await }.await)
     }
 
     /// Starts one app.
@@ -172,31 +173,37 @@ impl ManagerIface {
         argv: Vec<String>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<AppStatus, Error> {
-        // checked before polkit sees the name as a detail
-        invalid(turbo_api::validate_app_name(&name))?;
-        invalid(input::check_argv(&argv))?;
-        let caller = self.policy.authorize(conn, &hdr, "start", &name).await?;
-        let check = move |v: &Validation| {
-            crate::access::as_caller(caller, |powers| {
-                let call = StartCall {
-                    name: &name,
-                    argv: &argv,
-                    options: &options,
-                    path_env: &v.path_env,
-                    default_cwd: &v.home,
+        wire::answer(
+            async move {
+                // checked before polkit sees the name as a detail
+                invalid(turbo_api::validate_app_name(&name))?;
+                invalid(input::check_argv(&argv))?;
+                let caller = self.policy.authorize(conn, &hdr, "start", &name).await?;
+                let check = move |v: &Validation| {
+                    crate::access::as_caller(caller, |powers| {
+                        let call = StartCall {
+                            name: &name,
+                            argv: &argv,
+                            options: &options,
+                            path_env: &v.path_env,
+                            default_cwd: &v.home,
+                        };
+                        config::from_start_options(&call, powers)
+                    })
+                    .map(|spec| vec![spec])
                 };
-                config::from_start_options(&call, powers)
-            })
-            .map(|spec| vec![spec])
-        };
-        let specs = self.validated(check, Error::InvalidArgument).await?;
-        let op = AppsOp::Start {
-            specs,
-            exclusive: true,
-        };
-        let mut apps = self.ask(|reply| Request::Apps(op, reply)).await?;
-        apps.pop()
-            .ok_or_else(|| Error::Failed("internal error: start returned no app".into()))
+                let specs = self.validated(check, Error::InvalidArgument).await?;
+                let op = AppsOp::Start {
+                    specs,
+                    exclusive: true,
+                    caller,
+                };
+                let mut apps = self.ask(|reply| Request::Apps(op, reply)).await?;
+                apps.pop()
+                    .ok_or_else(|| Error::Failed("internal error: start returned no app".into()))
+            }
+            .await,
+        )
     }
 
     /// Starts every app of a `turbo.yml` document.
@@ -209,23 +216,30 @@ impl ManagerIface {
         origin: String,
         base_dir: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
-        let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-        let check = move |v: &Validation| {
-            let doc = Document {
-                content: &content,
-                origin: &origin,
-                base_dir: std::path::Path::new(&base_dir),
-                path_env: &v.path_env,
-            };
-            config::from_yaml_as(&doc, caller)
-        };
-        let specs = self.validated(check, Error::InvalidConfig).await?;
-        let op = AppsOp::Start {
-            specs,
-            exclusive: false,
-        };
-        self.ask(|reply| Request::Apps(op, reply)).await
+        wire::answer(
+            async move {
+                input::check_config_call(&content, &origin, &base_dir)
+                    .map_err(Error::InvalidConfig)?;
+                let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
+                let check = move |v: &Validation| {
+                    let doc = Document {
+                        content: &content,
+                        origin: &origin,
+                        base_dir: std::path::Path::new(&base_dir),
+                        path_env: &v.path_env,
+                    };
+                    config::from_yaml_as(&doc, caller)
+                };
+                let specs = self.validated(check, Error::InvalidConfig).await?;
+                let op = AppsOp::Start {
+                    specs,
+                    exclusive: false,
+                    caller,
+                };
+                self.ask(|reply| Request::Apps(op, reply)).await
+            }
+            .await,
+        )
     }
 
     /// Stops apps (name, id or `all`) and returns once they have exited.
@@ -236,8 +250,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        self.on_target((conn, &hdr), "stop", target, apps(AppsOp::Stop))
-            .await
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "stop", target, apps(AppsOp::Stop))
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Restarts apps (name, id or `all`).
@@ -248,8 +267,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        self.on_target((conn, &hdr), "restart", target, apps(AppsOp::Restart))
-            .await
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "restart", target, apps(AppsOp::Restart))
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Replaces the running instances of apps (name, `name:N`, id or `all`) one at a time,
@@ -262,8 +286,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        self.on_target((conn, &hdr), "restart", target, apps(AppsOp::Reload))
-            .await
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "restart", target, apps(AppsOp::Reload))
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Runs `count` instances of app `name`: new ones start, the highest-numbered stop
@@ -276,11 +305,16 @@ impl ManagerIface {
         name: String,
         count: u32,
     ) -> Result<Vec<AppStatus>, Error> {
-        invalid(turbo_api::validate_app_name(&name))?;
-        invalid(input::check_instances(count))?;
-        self.policy.authorize(conn, &hdr, "scale", &name).await?;
-        self.ask(|reply| Request::Apps(AppsOp::Scale(name, count), reply))
-            .await
+        wire::answer(
+            async move {
+                invalid(turbo_api::validate_app_name(&name))?;
+                invalid(input::check_instances(count))?;
+                self.policy.authorize(conn, &hdr, "scale", &name).await?;
+                self.ask(|reply| Request::Apps(AppsOp::Scale(name, count), reply))
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Stops and forgets apps (name, id or `all`).
@@ -291,14 +325,19 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<String>, Error> {
-        self.on_target((conn, &hdr), "delete", target, Request::Delete)
-            .await
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "delete", target, Request::Delete)
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Every app.
     #[zbus(out_args("apps"))]
     async fn list_apps(&self) -> Result<Vec<AppStatus>, Error> {
-        self.ask(Request::List).await
+        wire::answer(async { self.ask(Request::List).await }.await)
     }
 
     /// Stops every app, then the daemon.
@@ -307,10 +346,15 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(), Error> {
-        self.policy
-            .authorize(conn, &hdr, "shutdown", "the daemon")
-            .await?;
-        self.ask(Request::Shutdown).await
+        wire::answer(
+            async move {
+                self.policy
+                    .authorize(conn, &hdr, "shutdown", "the daemon")
+                    .await?;
+                self.ask(Request::Shutdown).await
+            }
+            .await,
+        )
     }
 
     /// Re-executes the daemon binary in place; apps and their logs carry on.
@@ -319,10 +363,15 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<(), Error> {
-        self.policy
-            .authorize(conn, &hdr, "upgrade", "the daemon")
-            .await?;
-        self.ask(Request::Upgrade).await
+        wire::answer(
+            async move {
+                self.policy
+                    .authorize(conn, &hdr, "upgrade", "the daemon")
+                    .await?;
+                self.ask(Request::Upgrade).await
+            }
+            .await,
+        )
     }
 
     /// Clears restart counters and crash-loop state (name, id or `all`); `errored` apps start.
@@ -333,18 +382,41 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<AppStatus>, Error> {
-        self.on_target((conn, &hdr), "reset", target, apps(AppsOp::Reset))
-            .await
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "reset", target, apps(AppsOp::Reset))
+                    .await
+            }
+            .await,
+        )
     }
 
-    /// Status, configuration (environment names only) and crash records of one app.
+    /// Status, configuration (environment names only) and crash records of one app; its
+    /// health-check output and crash stderr only for root, the daemon's user and the app's
+    /// own user (those who may read its logs).
     #[zbus(out_args("status", "config", "crashes"))]
     async fn describe_app(
         &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<(AppStatus, AppConfigInfo, Vec<CrashRecord>), Error> {
-        target_ok(&target)?;
-        self.ask(|reply| Request::Describe(target, reply)).await
+        wire::answer(
+            async move {
+                target_ok(&target)?;
+                let (status, mut config, mut crashes) =
+                    self.ask(|reply| Request::Describe(target, reply)).await?;
+                let uid = self.policy.caller_uid(conn, &hdr).await?;
+                if !self.policy.may_read_output(uid, config.uid) {
+                    if !config.health_last_error.is_empty() {
+                        config.health_last_error = wire::HIDDEN_OUTPUT.to_owned();
+                    }
+                    crashes.iter_mut().for_each(wire::hide_output);
+                }
+                Ok((status, config, crashes))
+            }
+            .await,
+        )
     }
 
     /// The environment variables of one app (`env:` and `env_file:`) with their values: secrets,
@@ -356,18 +428,43 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<(String, String)>, Error> {
-        target_ok(&target)?;
-        self.policy
-            .authorize_owner(conn, &hdr, "read the environment values of apps")
-            .await?;
-        self.ask(|reply| Request::DescribeEnv(target, reply)).await
+        wire::answer(
+            async move {
+                target_ok(&target)?;
+                self.policy
+                    .authorize_owner(conn, &hdr, "read the environment values of apps")
+                    .await?;
+                self.ask(|reply| Request::DescribeEnv(target, reply)).await
+            }
+            .await,
+        )
     }
 
-    /// Crash statistics and the kept records, newest first.
+    /// Crash statistics and the kept records, newest first (stderr lines and health output
+    /// only for those who may read the app's logs).
     #[zbus(out_args("stats", "crashes"))]
-    async fn get_crashes(&self, target: String) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
-        target_ok(&target)?;
-        self.ask(|reply| Request::Crashes(target, reply)).await
+    async fn get_crashes(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+    ) -> Result<(CrashStats, Vec<CrashRecord>), Error> {
+        wire::answer(
+            async move {
+                target_ok(&target)?;
+                let (_, config, _) = self
+                    .ask(|reply| Request::Describe(target.clone(), reply))
+                    .await?;
+                let (stats, mut crashes) =
+                    self.ask(|reply| Request::Crashes(target, reply)).await?;
+                let uid = self.policy.caller_uid(conn, &hdr).await?;
+                if !self.policy.may_read_output(uid, config.uid) {
+                    crashes.iter_mut().for_each(wire::hide_output);
+                }
+                Ok((stats, crashes))
+            }
+            .await,
+        )
     }
 
     /// Empties the log files of the matching apps (name, id or `all`).
@@ -378,8 +475,13 @@ impl ManagerIface {
         #[zbus(connection)] conn: &zbus::Connection,
         target: String,
     ) -> Result<Vec<String>, Error> {
-        self.on_target((conn, &hdr), "flush", target, Request::Flush)
-            .await
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "flush", target, Request::Flush)
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Writes the app list to the dump file; returns its path.
@@ -389,8 +491,13 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<String, Error> {
-        self.policy.authorize(conn, &hdr, "save", "all").await?;
-        self.ask(Request::Save).await
+        wire::answer(
+            async move {
+                self.policy.authorize(conn, &hdr, "save", "all").await?;
+                self.ask(Request::Save).await
+            }
+            .await,
+        )
     }
 
     /// Starts the apps of the dump file that are not managed now.
@@ -400,30 +507,58 @@ impl ManagerIface {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> Result<Vec<AppStatus>, Error> {
-        let caller = self
-            .policy
-            .authorize(conn, &hdr, "start", "saved apps")
-            .await?;
-        self.ask(|reply| Request::Apps(AppsOp::Resurrect(caller), reply))
-            .await
+        wire::answer(
+            async move {
+                let caller = self
+                    .policy
+                    .authorize(conn, &hdr, "start", "saved apps")
+                    .await?;
+                self.ask(|reply| Request::Apps(AppsOp::Resurrect(caller), reply))
+                    .await
+            }
+            .await,
+        )
     }
 
     /// Returns once every matching app is ready (online and, with a health check, healthy since
     /// its start); fails with the reason (the last health-check error) when one crashes, errors
-    /// or stops first, or after `timeout_ms` (at most a day). Read-only: no authorisation.
+    /// or stops first, or after `timeout_ms` (at most a day). Read-only: no authorisation; the
+    /// health-check output in the reason only for root and the daemon's own user (the target
+    /// may name apps of several users).
     #[zbus(out_args("apps"))]
-    async fn wait_ready(&self, target: String, timeout_ms: u64) -> Result<Vec<AppStatus>, Error> {
-        target_ok(&target)?;
-        if timeout_ms > MAX_WAIT_MS {
-            return Err(Error::InvalidArgument(format!(
-                "timeout_ms {timeout_ms} is more than a day: use at most {MAX_WAIT_MS}"
-            )));
-        }
-        let op = AppsOp::WaitReady {
-            target,
-            timeout: std::time::Duration::from_millis(timeout_ms),
-        };
-        self.ask(|reply| Request::Apps(op, reply)).await
+    async fn wait_ready(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+        timeout_ms: u64,
+    ) -> Result<Vec<AppStatus>, Error> {
+        wire::answer(
+            async move {
+                target_ok(&target)?;
+                if timeout_ms > MAX_WAIT_MS {
+                    return Err(Error::InvalidArgument(format!(
+                        "timeout_ms {timeout_ms} is more than a day: use at most {MAX_WAIT_MS}"
+                    )));
+                }
+                let op = AppsOp::WaitReady {
+                    target,
+                    timeout: std::time::Duration::from_millis(timeout_ms),
+                };
+                let answer = self.ask(|reply| Request::Apps(op, reply)).await;
+                match answer {
+                    Err(mut e) => {
+                        let uid = self.policy.caller_uid(conn, &hdr).await?;
+                        if !self.policy.may_read_output(uid, self.policy.owner_uid) {
+                            wire::hide_health_output(&mut e);
+                        }
+                        Err(e)
+                    }
+                    ok => ok,
+                }
+            }
+            .await,
+        )
     }
 
     /// Emitted when an app's resident memory crosses its warning level (once per crossing).
@@ -554,7 +689,7 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
         }
     };
     while let Some(notice) = notices.recv().await {
-        let result = match notice {
+        let result = match notice.on_wire() {
             Notice::Added(status) => {
                 let path = instance_path(&status.name, status.instance);
                 match server.interface::<_, AppIface>(&path).await {
@@ -578,7 +713,10 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
             Notice::MemoryWarning(name, rss, max) => {
                 ManagerIface::memory_warning(&manager_emitter, &name, rss, max).await
             }
-            Notice::Crashed(name, record) => {
+            Notice::Crashed(name, mut record) => {
+                // a signal reaches every subscriber, whoever they are: the app's own output
+                // only through `GetCrashes`, which knows who asks
+                wire::hide_output(&mut record);
                 ManagerIface::app_crashed(&manager_emitter, &name, record).await
             }
             Notice::Removed(name, instance, id) => remove(server, &name, instance, id).await,
@@ -606,6 +744,20 @@ async fn remove(
         server.remove::<AppIface, _>(&path).await?;
     }
     Ok(())
+}
+
+impl Notice {
+    /// This notice with every string fit for the bus (see [`wire`]).
+    fn on_wire(self) -> Self {
+        use wire::on_wire;
+        match self {
+            Self::Added(status) => Self::Added(on_wire(status)),
+            Self::Changed(status) => Self::Changed(on_wire(status)),
+            Self::MemoryWarning(name, rss, max) => Self::MemoryWarning(on_wire(name), rss, max),
+            Self::Crashed(name, record) => Self::Crashed(on_wire(name), on_wire(record)),
+            Self::Removed(name, instance, id) => Self::Removed(on_wire(name), instance, id),
+        }
+    }
 }
 
 async fn refresh(server: &zbus::ObjectServer, status: AppStatus) -> zbus::Result<()> {

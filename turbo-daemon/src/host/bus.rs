@@ -55,6 +55,15 @@ impl PrivateBus {
         value
     }
 
+    /// Whether the bus process still runs (a dead one is reaped here).
+    #[must_use]
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => process::child_running(self.pid),
+        }
+    }
+
     /// Takes over the bus a previous image of this process left running ([`REEXEC_ENV`]), if it
     /// still answers on `socket`.
     #[must_use]

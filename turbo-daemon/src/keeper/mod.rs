@@ -580,10 +580,10 @@ fn unexpected(reply: &Reply) -> io::Error {
 /// The pidfd is taken while the keeper answers and is known to be our child, so it cannot name a
 /// reused pid; a keeper whose daemon was killed is init's child and is left alone.
 fn reap_if_our_child(pid: u32) {
-    if crate::runtime::sys::parent_pid(pid) != Some(std::process::id()) {
+    if crate::os::proc::parent_pid(pid) != Some(std::process::id()) {
         return;
     }
-    let Ok(pidfd) = crate::runtime::sys::pidfd_open(pid) else {
+    let Ok(pidfd) = crate::os::process::pidfd_open(pid) else {
         return;
     };
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
@@ -595,7 +595,7 @@ fn reap_if_our_child(pid: u32) {
     tokio::spawn(async move {
         // a pidfd turns readable when its process has exited
         if pidfd.readable().await.is_ok() {
-            let _ = crate::runtime::sys::reap(pidfd.get_ref());
+            let _ = crate::os::process::reap(pidfd.get_ref());
         }
     });
 }

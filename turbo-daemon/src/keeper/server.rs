@@ -120,7 +120,7 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
     };
     k.watch(k.listener.as_fd())?;
     tracing::info!(pid = std::process::id(), "log keeper ready");
-    crate::runtime::sys::trim_heap();
+    crate::os::alloc::trim_heap();
     let mut idle_since = Some(Instant::now());
     let mut ready = Vec::with_capacity(64);
     loop {

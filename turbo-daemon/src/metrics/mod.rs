@@ -39,9 +39,29 @@ use crate::runtime::{AppMetrics, MetricsSnapshot, Request};
 /// `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The default listen address (`--metrics-listen`): loopback only, so nothing is exposed to the
-/// network unless the operator says so.
+/// The default listen address of a root daemon (`--metrics-listen`): loopback only, so nothing
+/// is exposed to the network unless the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// The first port of the per-user defaults, and how many there are: 10000-32767, below the
+/// kernel's default ephemeral range (32768-60999), so a default never collides with an outgoing
+/// connection's port.
+const USER_PORTS: (u16, u16) = (10_000, 22_768);
+
+/// The default exporter address of a daemon running as `uid`: [`DEFAULT_LISTEN`] for root;
+/// for anyone else loopback port `10000 + uid mod 22768` (uid 1000: 11000), so the user-mode
+/// daemons of several users on one host do not all want 9464, and the second one's exporter is
+/// not silently off (issue 15). `turbo info` shows the address.
+#[must_use]
+pub fn default_listen(uid: u32) -> SocketAddr {
+    let port = if uid == 0 {
+        9464
+    } else {
+        let offset = u16::try_from(uid % u32::from(USER_PORTS.1)).unwrap_or(0);
+        USER_PORTS.0 + offset
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
 
 /// Binds the exporter's listener.
 ///
@@ -465,6 +485,15 @@ mod tests {
             start_time_seconds: None,
             leak: LeakVerdict::UNKNOWN,
         }
+    }
+
+    #[test]
+    fn every_user_gets_its_own_default_port() {
+        assert_eq!(default_listen(0).to_string(), DEFAULT_LISTEN);
+        assert_eq!(default_listen(1000).to_string(), "127.0.0.1:11000");
+        assert_eq!(default_listen(1001).to_string(), "127.0.0.1:11001");
+        assert_eq!(default_listen(65534).port(), 10_000 + 65534 % 22_768);
+        assert!((10_000..32_768).contains(&default_listen(u32::MAX).port()));
     }
 
     #[test]

@@ -75,6 +75,13 @@ pub fn nr_open() -> Option<u64> {
     read_number("/proc/sys/fs/nr_open")
 }
 
+/// `/proc/sys/net/ipv4/ip_unprivileged_port_start` (also governs IPv6): the lowest port a
+/// process without `CAP_NET_BIND_SERVICE` may bind; 1024 when it cannot be read.
+#[must_use]
+pub fn unprivileged_port_start() -> u16 {
+    read_number("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or(1024)
+}
+
 fn read_number<T: std::str::FromStr>(path: &str) -> Option<T> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

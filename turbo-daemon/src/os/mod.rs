@@ -15,6 +15,8 @@
 //! * [`fdpass`]: the log keeper's socket (`SOCK_SEQPACKET`, descriptors by `SCM_RIGHTS`).
 //! * [`epoll`]: the log keeper's readiness loop.
 //! * [`pipe_io`]: reading app output pipes (non-blocking reads, pipe sizes).
+//! * [`files`]: opening files without following symbolic links, reading with a size cap (the
+//!   state file, log files).
 //! * [`detach`]: starting a process in a session of its own.
 //! * [`users`]: lookups in the user and group databases (NSS), for `config` and `access`.
 //! * [`creds`]: the process's credentials and limits; one thread's file-system credentials
@@ -27,6 +29,7 @@ pub mod creds;
 pub mod detach;
 pub mod epoll;
 pub mod fdpass;
+pub mod files;
 pub mod lock;
 pub mod net;
 pub mod pipe_io;

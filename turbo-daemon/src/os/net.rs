@@ -1,5 +1,5 @@
 //! Sockets: `listen:` sockets (bound here, or taken back from a running process with
-//! `pidfd_getfd`) and the datagram socket apps send `sd_notify` messages to, whose datagrams
+//! `pidfd_getfd`) and the abstract datagram socket apps send `sd_notify` messages to, whose datagrams
 //! carry the sender's pid as the kernel knows it.
 
 use std::{
@@ -10,7 +10,6 @@ use std::{
         fd::{OwnedFd, RawFd},
         unix::net::UnixDatagram,
     },
-    path::Path,
 };
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
@@ -53,23 +52,24 @@ pub fn take_listener(pid: u32, fd: RawFd, addr: &str) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(listener))
 }
 
-/// Binds the datagram socket apps send `sd_notify` messages to, at `path` (a stale socket file
-/// is replaced), non-blocking and with `SO_PASSCRED`, so every datagram carries the sender's
-/// pid as the kernel knows it. Writable by everyone: the socket says nothing to whoever writes
-/// except through its checked pid, and apps may run as other users.
+/// Binds the datagram socket apps send `sd_notify` messages to under the abstract name `name`
+/// (`NOTIFY_SOCKET=@name`), non-blocking and with `SO_PASSCRED`, so every datagram carries the
+/// sender's pid as the kernel knows it. An abstract socket has no file and so no permissions:
+/// apps of every uid reach it, wherever the daemon's home is, and so may anyone else, which is
+/// harmless: what is said is tied to the sender's checked pid.
 ///
 /// # Errors
-/// When the socket cannot be bound or configured.
-pub fn bind_notify_socket(path: &Path) -> io::Result<UnixDatagram> {
-    use std::os::unix::fs::PermissionsExt as _;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let sock = UnixDatagram::bind(path)?;
+/// `AddrInUse` when another socket holds the name; other bind errors.
+pub fn bind_notify_abstract(name: &str) -> io::Result<UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    notify_options(UnixDatagram::bind_addr(&addr)?)
+}
+
+/// Non-blocking, with `SO_PASSCRED`.
+fn notify_options(sock: UnixDatagram) -> io::Result<UnixDatagram> {
     sock.set_nonblocking(true)?;
     rustix::net::sockopt::set_socket_passcred(&sock, true)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(sock)
 }
 
@@ -103,18 +103,26 @@ mod tests {
 
     #[test]
     fn notify_datagrams_carry_the_sender_pid() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let sock = bind_notify_socket(&path).unwrap();
+        let name = format!("turbo-test-notify-{}", std::process::id());
+        let sock = bind_notify_abstract(&name).unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(
             recv_with_pid(&sock, &mut buf).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
-        UnixDatagram::unbound()
-            .unwrap()
-            .send_to(b"READY=1", &path)
-            .unwrap();
+        {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            UnixDatagram::unbound()
+                .unwrap()
+                .send_to_addr(b"READY=1", &addr)
+                .unwrap();
+        }
+        // a second bind of the name is refused: the daemon then takes another
+        assert_eq!(
+            bind_notify_abstract(&name).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
         let (n, pid) = recv_with_pid(&sock, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
         assert_eq!(pid, Some(std::process::id()));

@@ -1,6 +1,7 @@
 //! The one reader of `/proc`: `stat`, `statm`, `smaps_rollup`, `children`, the pid list, and the
 //! figures built from them (a process tree's CPU and memory, the daemon's own `process_*`
-//! figures, a process's age).
+//! figures, a process's age), and the processes that carry a variable in their environment
+//! ([`tagged`], with what they run: [`image`]).
 //!
 //! Both the runtime (status, describe, scrapes, the sampler, crash records) and the procfs event
 //! source (tree scans, memory thresholds) read through here, so there is one parser per file.
@@ -275,6 +276,98 @@ pub fn list_pids() -> io::Result<HashSet<u32>> {
 pub fn exe_or(pid: u32, fallback: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .map_or_else(|_| fallback.to_owned(), |p| p.display().to_string())
+}
+
+/// A process whose environment holds a variable ([`tagged`]): what identifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tagged {
+    /// Pid.
+    pub pid: u32,
+    /// Field 22 of `stat`: with the pid, the process.
+    pub start_ticks: u64,
+    /// Its parent.
+    pub ppid: u32,
+    /// Owner of `/proc/<pid>`: its effective uid.
+    pub uid: u32,
+    /// Whether it leads its own session (`setsid`), as every process the daemon spawns does.
+    pub session_leader: bool,
+    /// The variable's value.
+    pub value: String,
+}
+
+/// Every live process whose environment (`/proc/<pid>/environ`, as it was at its `exec`)
+/// holds `var`. Processes that cannot be read (gone, or not ours to read) are left out.
+#[must_use]
+pub fn tagged(var: &str) -> Vec<Tagged> {
+    let Ok(pids) = list_pids() else {
+        return Vec::new();
+    };
+    let prefix = format!("{var}=");
+    let mut found: Vec<Tagged> = pids
+        .into_iter()
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let value = environ
+                .split(|&b| b == 0)
+                .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))?;
+            let value = String::from_utf8(value.to_vec()).ok()?;
+            let st = read_stat(pid).ok().filter(|st| !st.is_zombie())?;
+            let uid = std::os::unix::fs::MetadataExt::uid(
+                &std::fs::metadata(format!("/proc/{pid}")).ok()?,
+            );
+            let raw = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+            let session_leader = rustix::process::getsid(Some(raw)).ok() == Some(raw);
+            Some(Tagged {
+                pid,
+                start_ticks: st.start_ticks,
+                ppid: st.ppid,
+                uid,
+                session_leader,
+                value,
+            })
+        })
+        .collect();
+    found.sort_unstable_by_key(|t| t.pid);
+    found
+}
+
+/// What process `pid` runs, as seen from outside: its program (`exe`), arguments
+/// (`cmdline`), working directory (`cwd`) and environment (`environ`, as at its `exec`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// `/proc/<pid>/exe`.
+    pub exe: String,
+    /// `/proc/<pid>/cmdline`, split.
+    pub argv: Vec<String>,
+    /// `/proc/<pid>/cwd`.
+    pub cwd: std::path::PathBuf,
+    /// `/proc/<pid>/environ`, split at the first `=`.
+    pub env: Vec<(String, String)>,
+}
+
+/// [`Image`] of `pid`; `None` when any part cannot be read or is not UTF-8.
+#[must_use]
+pub fn image(pid: u32) -> Option<Image> {
+    let split = |bytes: Vec<u8>| -> Option<Vec<String>> {
+        bytes
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8(s.to_vec()).ok())
+            .collect()
+    };
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    Some(Image {
+        exe: exe.to_str()?.to_owned(),
+        argv: split(std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)?,
+        cwd: std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?,
+        env: split(std::fs::read(format!("/proc/{pid}/environ")).ok()?)?
+            .into_iter()
+            .filter_map(|e| {
+                let (k, v) = e.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect(),
+    })
 }
 
 /// The open `stat` and `children` files of apps' main processes, so that reading an app

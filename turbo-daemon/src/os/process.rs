@@ -200,6 +200,17 @@ pub fn kill_and_reap(pid: u32) {
     let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
 }
 
+/// Whether our child `pid` (one this process image did not start itself) still runs; a child
+/// that ended is reaped here.
+#[must_use]
+pub fn child_running(pid: u32) -> bool {
+    let Ok(p) = pid_of(pid) else { return false };
+    matches!(
+        rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG),
+        Ok(None)
+    )
+}
+
 /// The calling thread's id.
 #[must_use]
 pub fn gettid() -> u32 {

@@ -3,8 +3,8 @@
 //! the newest [`KEEP`] per app with a total.
 //!
 //! No I/O and no decisions: the runtime adds the stderr tail once the process's output ended,
-//! the view turns a crash into the wire's `CrashRecord` (which the state file saves, through
-//! `storage`'s conversion), and a saved crash becomes a [`Crash`] here.
+//! the view turns a crash into the wire's `CrashRecord` (nothing else builds one), and a crash
+//! and its state-file form (`storage::SavedCrash`) are converted into each other here.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -13,10 +13,7 @@ use std::{
 
 use turbo_api::ExitReason;
 
-use super::{
-    procs::{CrashFacts, FatalSignal},
-    view::crash_record,
-};
+use super::procs::{CrashFacts, FatalSignal};
 use crate::{
     events::{Sender, SourceKind, WaitStatus},
     storage::SavedCrash,
@@ -136,6 +133,30 @@ pub fn describe_status(status: WaitStatus) -> String {
     }
 }
 
+impl From<&Crash> for SavedCrash {
+    fn from(c: &Crash) -> Self {
+        let (signal_sender_pid, signal_sender_comm) = c
+            .signal_sender
+            .as_ref()
+            .map_or((0, String::new()), |s| (s.pid, s.comm.clone()));
+        Self {
+            at_ms: c.at_ms,
+            code: c.status.code().unwrap_or(-1),
+            signal: c.status.signal().unwrap_or(0),
+            reason: c.reason.as_str().into(),
+            uptime_ms: u64::try_from(c.uptime.as_millis()).unwrap_or(u64::MAX),
+            restart_number: c.restart_number,
+            memory_bytes: c.memory_bytes,
+            memory_peak_bytes: c.memory_peak_bytes,
+            signal_sender_pid,
+            signal_sender_comm,
+            stderr_tail: c.stderr_tail.clone(),
+            source: c.source.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            detail: c.detail.clone().unwrap_or_default(),
+        }
+    }
+}
+
 impl From<SavedCrash> for Crash {
     fn from(s: SavedCrash) -> Self {
         let status = match (s.code, s.signal) {
@@ -204,7 +225,7 @@ impl CrashStore {
     #[must_use]
     pub fn saved(&self, app: AppId) -> (u32, Vec<SavedCrash>) {
         self.books.get(&app).map_or((0, Vec::new()), |b| {
-            let saved = b.records.iter().map(|c| SavedCrash::from(&crash_record(c)));
+            let saved = b.records.iter().map(SavedCrash::from);
             (b.total, saved.collect())
         })
     }
@@ -379,7 +400,7 @@ mod tests {
             || None,
         );
         c.stderr_tail = vec!["boom".into()];
-        let saved = SavedCrash::from(&crash_record(&c));
+        let saved = SavedCrash::from(&c);
         assert_eq!((saved.code, saved.signal), (-1, 11));
         assert_eq!(saved.reason, "health");
         assert_eq!(saved.source, "ebpf");
@@ -392,17 +413,14 @@ mod tests {
             CrashFacts::default(),
             || None,
         );
-        assert_eq!(
-            Crash::from(SavedCrash::from(&crash_record(&exited))),
-            exited
-        );
+        assert_eq!(Crash::from(SavedCrash::from(&exited)), exited);
         let unknown = Crash {
             status: WaitStatus::UNKNOWN,
             source: None,
             detail: None,
             ..exited
         };
-        let saved = SavedCrash::from(&crash_record(&unknown));
+        let saved = SavedCrash::from(&unknown);
         assert_eq!(
             (saved.code, saved.signal, saved.source.as_str()),
             (-1, 0, "")

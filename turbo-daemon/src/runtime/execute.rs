@@ -221,7 +221,7 @@ impl Runtime {
             }
             Notification::HealthChanged(id) => {
                 if let Some(a) = self.sup.app(id) {
-                    let health = a.health.public(a.spec.health.is_some());
+                    let health = a.public_health();
                     match &a.health.last_error {
                         Some(e) if health == Health::Unhealthy => {
                             tracing::warn!(app = %a.spec.name, "unhealthy: {e}");

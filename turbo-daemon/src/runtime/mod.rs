@@ -16,6 +16,7 @@
 //! * [`procs`]: the process table (descendants, group waits, departed pids, crash facts);
 //! * [`crashes`]: crash assembly into a domain [`crashes::Crash`] and the crash store;
 //! * [`persist`]: the debounced state file, the dump file, restoring at start-up;
+//! * [`marks`]: the mark every spawned process carries, and finding marked processes again;
 //! * [`usage`]: resource readings and the books between them (CPU window, leaks, counters);
 //! * [`view`]: the only builder of what callers see (statuses, info, describe, metrics);
 //! * [`output`]: where app output goes (the log keeper, or this daemon);
@@ -33,6 +34,7 @@
 mod crashes;
 mod execute;
 pub mod listen;
+mod marks;
 mod output;
 mod persist;
 pub mod probe;
@@ -68,16 +70,6 @@ use crate::{
     os::process as os,
     supervisor::{AppId, Command, Input, NotifyMessage, Supervisor, Ticket},
 };
-
-/// The OS calls the log keeper makes, at their old path until the keeper imports them from
-/// [`crate::os`] itself.
-pub mod sys {
-    pub use crate::os::{
-        alloc::trim_heap,
-        proc::parent_pid,
-        process::{pidfd_open, reap},
-    };
-}
 
 /// Why [`Runtime::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +137,12 @@ enum Internal {
     },
     /// Watched files of an app changed.
     FilesChanged(AppId, watch::Change),
+    /// The watcher of an app, set up off the loop (`Spawner::sync_watcher`).
+    WatcherReady {
+        app: AppId,
+        name: String,
+        result: Result<watch::AppWatcher, String>,
+    },
     /// A datagram on the apps' `NOTIFY_SOCKET`, from this pid; `retried` once it was put back
     /// because its sender was not known yet.
     Notified {
@@ -512,6 +510,9 @@ impl Runtime {
                 self.spawner.watch_new_dirs(app, change.new_dirs);
                 self.feed(Input::FilesChanged { app });
             }
+            Internal::WatcherReady { app, name, result } => {
+                self.spawner.watcher_ready(app, &name, result);
+            }
             Internal::Notified {
                 pid,
                 datagram,
@@ -626,11 +627,17 @@ impl Runtime {
         self.submit(Command::StopForShutdown, waiter);
     }
 
-    /// Writes the state file if it changed; true when it is up to date.
+    /// Writes the state file if it changed; true when it is up to date. A failed write is
+    /// tried again later.
     fn save_now(&mut self) -> bool {
         let (sup, crashes, clock) = (&self.sup, &self.crashes, &self.clock);
-        self.persist
-            .save_now(|| persist::snapshot(sup, crashes, clock))
+        let saved = self
+            .persist
+            .save_now(|| persist::snapshot(sup, crashes, clock));
+        if !saved && !self.replies.shutting_down {
+            self.mark_dirty();
+        }
+        saved
     }
 
     fn mark_dirty(&mut self) {

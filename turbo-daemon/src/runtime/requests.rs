@@ -71,6 +71,9 @@ pub enum AppsOp {
         specs: Vec<AppSpec>,
         /// Refuse names that already exist (`StartApp`).
         exclusive: bool,
+        /// Who asks: an existing app of the same name is redefined only if the caller could
+        /// start it as the user it runs as ([`owned_by`]).
+        caller: Caller,
     },
     /// `StopApp`.
     Stop(String),
@@ -136,7 +139,9 @@ pub fn command(
     dump: impl FnOnce() -> Result<Vec<AppSpec>, Error>,
 ) -> Result<Command, Error> {
     Ok(match op {
-        AppsOp::Start { specs, exclusive } => Command::Start { specs, exclusive },
+        AppsOp::Start {
+            specs, exclusive, ..
+        } => Command::Start { specs, exclusive },
         AppsOp::Stop(t) => Command::Stop(Target::parse(&t)),
         AppsOp::Restart(t) => Command::Restart(Target::parse(&t)),
         AppsOp::Reset(t) => Command::Reset(Target::parse(&t)),
@@ -147,15 +152,26 @@ pub fn command(
             timeout,
         },
         AppsOp::Resurrect(caller) => Command::Start {
-            specs: owned_by(caller, dump()?, Caller::daemon().uid)?,
+            specs: owned_by(caller, dump()?, Caller::daemon().uid, Purpose::Resurrect)?,
             exclusive: false,
         },
     })
 }
 
-/// `specs` if a resurrect by `caller` may start them all: root and the daemon's own user
-/// (`daemon_uid`) may start any; anyone else only apps that run as themselves (bringing back
-/// another user's deleted app would be starting it on that user's behalf).
+/// Why [`owned_by`] is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Bringing apps of the dump file back.
+    Resurrect,
+    /// Replacing the spec of existing apps by a start call with their name.
+    Redefine,
+}
+
+/// `specs` if `caller` may start them all: root and the daemon's own user (`daemon_uid`) may
+/// start any; anyone else only apps that run as themselves. Bringing back another user's
+/// deleted app, or giving another user's app a new definition (issue 15: an admin's
+/// `StartConfig` silently made root's `victim` run as the admin), would be starting it on that
+/// user's behalf.
 ///
 /// # Errors
 /// [`Error::AccessDenied`] naming the apps of other users.
@@ -163,6 +179,7 @@ pub fn owned_by(
     caller: Caller,
     specs: Vec<AppSpec>,
     daemon_uid: u32,
+    purpose: Purpose,
 ) -> Result<Vec<AppSpec>, Error> {
     if caller.uid == 0 || caller.uid == daemon_uid {
         return Ok(specs);
@@ -181,8 +198,15 @@ pub fn owned_by(
     if others.is_empty() {
         return Ok(specs);
     }
+    let (verb, what_to_do) = match purpose {
+        Purpose::Resurrect => ("resurrect", "ask root to resurrect them"),
+        Purpose::Redefine => (
+            "redefine",
+            "give your apps other names, or ask root to change them",
+        ),
+    };
     Err(Error::AccessDenied(format!(
-        "uid {} may not resurrect apps that run as other users: {}; ask root to resurrect them",
+        "uid {} may not {verb} apps that run as other users: {}; {what_to_do}",
         caller.uid,
         others.join(", ")
     )))
@@ -266,6 +290,22 @@ impl Runtime {
                 self.submit(Command::Delete(Target::parse(&target)), Waiter::Names(tx));
             }
             Request::Apps(op, tx) => {
+                if let AppsOp::Start { specs, caller, .. } = &op {
+                    // one spec per name: instances share theirs
+                    let mut existing: Vec<AppSpec> = Vec::new();
+                    for app in self.sup.apps() {
+                        if specs.iter().any(|s| s.name == app.spec.name)
+                            && !existing.iter().any(|e| e.name == app.spec.name)
+                        {
+                            existing.push(app.spec.clone());
+                        }
+                    }
+                    let daemon_uid = Caller::daemon().uid;
+                    if let Err(e) = owned_by(*caller, existing, daemon_uid, Purpose::Redefine) {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
                 let dump = || {
                     let managed: Vec<&str> =
                         self.sup.apps().map(|a| a.spec.name.as_str()).collect();
@@ -298,7 +338,14 @@ impl Runtime {
         let Some(waiter) = self.replies.waiters.remove(&ticket) else {
             return;
         };
-        let result = result.map_err(api_error);
+        let mut result = result.map_err(api_error);
+        if result.is_ok() && matches!(waiter, Waiter::Apps(_) | Waiter::Names(_)) {
+            // the state file cannot be written: what the command did would be forgotten (or
+            // done twice) after a daemon restart, so it must not look like a plain success
+            if let Some(e) = self.unsaved() {
+                result = Err(e);
+            }
+        }
         match waiter {
             Waiter::Apps(tx) => {
                 let statuses = result.map(|reply| match reply {
@@ -325,6 +372,23 @@ impl Runtime {
             }
             Waiter::Silent => {}
         }
+    }
+
+    /// While state writes fail, tries once more now: the error a command then answers (it was
+    /// carried out, but would not be remembered), or `None` when the file is up to date.
+    fn unsaved(&mut self) -> Option<Error> {
+        self.persist.failure()?;
+        if self.save_now() {
+            return None;
+        }
+        let why = self
+            .persist
+            .failure()
+            .unwrap_or("the state file cannot be written");
+        Some(Error::Failed(format!(
+            "done, but not saved: {why}; the daemon would forget this (or start a copy) after \
+             a restart: free space or make its home writable (`turbo info` shows the state)"
+        )))
     }
 
     /// The one app `target` names: an id, a name (of one app, or the lowest-numbered of its
@@ -366,6 +430,7 @@ impl Runtime {
             self.usage.ebpf_exit_events,
             self.clock.elapsed(),
             self.sup.apps().count(),
+            self.persist.failure(),
         )
     }
 
@@ -502,6 +567,7 @@ mod tests {
         let start = AppsOp::Start {
             specs: vec![spec("a", None)],
             exclusive: true,
+            caller: Caller::daemon(),
         };
         assert_eq!(
             command(start, no_dump).ok(),
@@ -527,9 +593,15 @@ mod tests {
         });
         assert!(matches!(e, Err(Error::NotFound(m)) if m == "no dump file"));
         // a scoped caller: only its own apps
-        let mine = owned_by(Caller { uid: 1000 }, vec![spec("mine", Some(1000))], 0);
+        let mine = owned_by(
+            Caller { uid: 1000 },
+            vec![spec("mine", Some(1000))],
+            0,
+            Purpose::Resurrect,
+        );
         assert_eq!(mine.ok().map(|s| s.len()), Some(1));
-        let refused = owned_by(Caller { uid: 1000 }, dump().unwrap(), 0).unwrap_err();
+        let refused =
+            owned_by(Caller { uid: 1000 }, dump().unwrap(), 0, Purpose::Resurrect).unwrap_err();
         let Error::AccessDenied(msg) = refused else {
             panic!("{refused:?}")
         };
@@ -538,12 +610,27 @@ mod tests {
             "{msg}"
         );
         // an app without `user:` runs as the daemon
-        let plain = owned_by(Caller { uid: 1000 }, vec![spec("plain", None)], 0).unwrap_err();
+        let plain = owned_by(
+            Caller { uid: 1000 },
+            vec![spec("plain", None)],
+            0,
+            Purpose::Redefine,
+        )
+        .unwrap_err();
         assert!(
-            format!("{plain:?}").contains("plain (as uid 0)"),
+            format!("{plain:?}")
+                .contains("may not redefine apps that run as other users: plain (as uid 0)"),
             "{plain:?}"
         );
-        assert!(owned_by(Caller { uid: 5 }, vec![spec("p", None)], 5).is_ok());
+        assert!(
+            owned_by(
+                Caller { uid: 5 },
+                vec![spec("p", None)],
+                5,
+                Purpose::Redefine
+            )
+            .is_ok()
+        );
     }
 
     #[test]

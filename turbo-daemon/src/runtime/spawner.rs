@@ -18,7 +18,7 @@ use std::{
 
 use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
 
-use super::{Internal, listen::Listeners, watch};
+use super::{Internal, listen::Listeners, marks, watch};
 use crate::{
     os::{
         cgroup::{AppCgroup, CgroupRequest, Hierarchies},
@@ -32,6 +32,17 @@ use crate::{
     },
     supervisor::{App, AppId},
 };
+
+/// The variables the daemon sets for each process of an app (besides `LISTEN_*`), not part of
+/// its spec.
+pub const SET_PER_PROCESS: [&str; 6] = [
+    "TURBO_INSTANCE",
+    "TURBO_INSTANCES",
+    "NODE_APP_INSTANCE",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    marks::VAR,
+];
 
 /// The plan of one process of `spec`: its environment from `daemon_env` (filtered, see
 /// [`environment::child_env`]) with `extra_env` set last, its identity and limits, and the
@@ -59,6 +70,9 @@ pub fn plan<'a>(
         (None, None) => None,
     };
     let mut env = environment::child_env(daemon_env, identity, &spec.cwd, &spec.env);
+    // the daemon's own variables are the only ones of their names (an app's `env` may not
+    // set its mark or instance number)
+    env.retain(|(k, _)| !extra_env.iter().any(|(e, _)| k == e.as_str()));
     env.extend(
         extra_env
             .iter()
@@ -126,9 +140,12 @@ pub struct Spawner {
     listeners: Listeners,
     /// File watchers of the apps with `watch:`.
     watchers: HashMap<AppId, watch::AppWatcher>,
-    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog`, bound when the first
-    /// such app starts.
-    notify_socket: Option<PathBuf>,
+    /// Watchers being set up on their own thread, by the spec they were asked for: a watcher
+    /// that arrives for another spec (the app changed meanwhile) is dropped.
+    pending_watchers: HashMap<AppId, crate::spec::WatchSpec>,
+    /// The `NOTIFY_SOCKET` of apps with `ready: notify` or `watchdog` (`@name`), bound when
+    /// the first such app starts.
+    notify_socket: Option<String>,
     /// Cgroups of apps, and the OOM kills counted in each when last looked at.
     cgroups: HashMap<AppId, (AppCgroup, u64)>,
     /// Whether every app gets a cgroup that contains its processes (the procfs fallback,
@@ -150,6 +167,7 @@ impl Spawner {
             log_dir: log_dir.to_path_buf(),
             listeners: Listeners::default(),
             watchers: HashMap::new(),
+            pending_watchers: HashMap::new(),
             notify_socket: None,
             cgroups: HashMap::new(),
         }
@@ -175,10 +193,15 @@ impl Spawner {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_string()))
         .collect();
+        // so that a daemon whose state file is behind finds this process (runtime::marks)
+        extra_env.push((
+            marks::VAR.into(),
+            marks::value(&spec.name, instance, app, &self.home),
+        ));
         if spec.readiness.wants_socket() {
             // the systemd protocol: where to send READY=1 / WATCHDOG=1, and how often to ping
             let socket = self.notify_socket(tx)?;
-            extra_env.push(("NOTIFY_SOCKET".into(), socket.display().to_string()));
+            extra_env.push(("NOTIFY_SOCKET".into(), socket));
             if let Some(period) = spec.readiness.watchdog() {
                 extra_env.push(("WATCHDOG_USEC".into(), period.as_micros().to_string()));
             }
@@ -195,24 +218,41 @@ impl Spawner {
         spawn::spawn(&plan).map_err(|e| e.to_string())
     }
 
-    /// The path of the apps' `NOTIFY_SOCKET`, binding it (and starting its reader, which sends
-    /// every datagram to the loop) first.
+    /// The apps' `NOTIFY_SOCKET` (`@turbo-notify-<home hash>`), binding it (and starting its
+    /// reader, which sends every datagram to the loop) first.
+    ///
+    /// An abstract socket, because a socket file in the 0700 home is out of reach of apps that
+    /// run as another user (issue 15: they never got READY=1 through and looped in restarts).
+    /// Its name follows from the home, so a daemon restarted on the same home binds the name its
+    /// adopted apps know. Anyone may bind an abstract name first: then the daemon takes
+    /// `<name>-<pid>` (apps adopted with the old name lose their notifications, and a watchdog
+    /// restarts them onto the new one), and what is received is attributed by the kernel's pid
+    /// of the sender either way.
     ///
     /// # Errors
     /// When the socket cannot be bound.
-    pub fn notify_socket(&mut self, tx: &UnboundedSender<Internal>) -> Result<PathBuf, String> {
+    pub fn notify_socket(&mut self, tx: &UnboundedSender<Internal>) -> Result<String, String> {
         if let Some(p) = &self.notify_socket {
             return Ok(p.clone());
         }
-        let path = self.home.join("notify.sock");
-        let sock = net::bind_notify_socket(&path)
-            .map_err(|e| format!("cannot bind the NOTIFY_SOCKET {}: {e}", path.display()))?;
+        let name = notify_name(&self.home);
+        let (name, sock) = match net::bind_notify_abstract(&name) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!("the NOTIFY_SOCKET name @{name} is taken by another process");
+                let other = format!("{name}-{}", std::process::id());
+                let sock = net::bind_notify_abstract(&other);
+                (other, sock)
+            }
+            other => (name, other),
+        };
+        let sock = sock.map_err(|e| format!("cannot bind the NOTIFY_SOCKET @{name}: {e}"))?;
         // SAFETY: the AsyncFd owns the socket, so the fd stays open and the same while registered.
         let afd = unsafe { AsyncFd::register(sock) }.map_err(|e| e.to_string())?;
         tokio::spawn(read_notifications(afd, tx.clone()));
-        tracing::info!("apps' NOTIFY_SOCKET at {}", path.display());
-        self.notify_socket = Some(path.clone());
-        Ok(path)
+        let value = format!("@{name}");
+        tracing::info!("apps' NOTIFY_SOCKET at {value}");
+        self.notify_socket = Some(value.clone());
+        Ok(value)
     }
 
     /// Gives every app a cgroup that contains its processes from now on (see
@@ -316,27 +356,93 @@ impl Spawner {
     }
 
     /// Starts, replaces or drops the file watcher of app `id` (`None`: gone) to match its spec.
+    ///
+    /// The tree is walked on a thread of its own (a large tree would stall the loop), with the
+    /// file-system credentials of the user the app runs as when that is not the daemon's (so
+    /// watch mode sees only what the app's user may read); the watcher comes back to the loop
+    /// as [`Internal::WatcherReady`], for [`Self::watcher_ready`].
     pub fn sync_watcher(&mut self, id: AppId, app: Option<&App>, tx: &UnboundedSender<Internal>) {
-        let Some(spec) = app.and_then(|a| a.spec.watch.clone()) else {
+        let Some(app) = app.filter(|a| a.spec.watch.is_some()) else {
             self.watchers.remove(&id);
+            self.pending_watchers.remove(&id);
             return;
         };
-        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec) {
+        let Some(spec) = app.spec.watch.clone() else {
+            return;
+        };
+        if self.watchers.get(&id).is_some_and(|w| w.spec() == &spec)
+            || self.pending_watchers.get(&id) == Some(&spec)
+        {
             return;
         }
         self.watchers.remove(&id);
+        self.pending_watchers.insert(id, spec.clone());
         // the daemon's own files change all the time: never a reason to restart
         let skip = vec![self.home.clone(), self.log_dir.clone()];
-        let tx = tx.clone();
-        let name = app.map(|a| a.spec.name.clone()).unwrap_or_default();
-        match watch::AppWatcher::start(&spec, skip, move |change| {
-            let _ = tx.send(Internal::FilesChanged(id, change));
-        }) {
-            Ok(w) => {
-                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
-                self.watchers.insert(id, w);
+        let events = tx.clone();
+        let name = app.spec.name.clone();
+        let user = app
+            .spec
+            .privileges
+            .run_as
+            .as_ref()
+            .filter(|r| r.uid != crate::os::creds::effective_uid())
+            .map(|r| {
+                (
+                    r.uid,
+                    r.gid,
+                    r.groups.iter().map(|(_, g)| *g).collect::<Vec<_>>(),
+                )
+            });
+        let walk = move || {
+            if let Some((uid, gid, groups)) = &user {
+                // this thread only, and the notify thread it starts inherits them
+                crate::os::creds::switch_thread_fs_credentials(*uid, *gid, groups)
+                    .map_err(|e| format!("cannot take the file rights of uid {uid}: {e}"))?;
             }
-            Err(e) => tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}"),
+            watch::AppWatcher::start(&spec, skip, move |change| {
+                let _ = events.send(Internal::FilesChanged(id, change));
+            })
+            .map_err(|e| e.to_string())
+        };
+        let spawned = std::thread::Builder::new()
+            .name("turbo-watch-walk".into())
+            .spawn({
+                let tx = tx.clone();
+                move || {
+                    let result = walk();
+                    let _ = tx.send(Internal::WatcherReady {
+                        app: id,
+                        name,
+                        result,
+                    });
+                }
+            });
+        if let Err(e) = spawned {
+            self.pending_watchers.remove(&id);
+            tracing::warn!(app = %app.spec.name, "watch mode is off: cannot start its thread: {e}");
+        }
+    }
+
+    /// The watcher of `app` (named `name`) set up by [`Self::sync_watcher`]'s thread, kept if
+    /// the app still wants exactly what it watches.
+    pub fn watcher_ready(
+        &mut self,
+        app: AppId,
+        name: &str,
+        result: Result<watch::AppWatcher, String>,
+    ) {
+        match result {
+            Ok(w) if self.pending_watchers.get(&app) == Some(w.spec()) => {
+                self.pending_watchers.remove(&app);
+                tracing::info!(app = %name, "watching {} directories for changes", w.watched());
+                self.watchers.insert(app, w);
+            }
+            Ok(_) => {} // asked for something else since: that watcher is on its way
+            Err(e) => {
+                self.pending_watchers.remove(&app);
+                tracing::warn!(app = %name, "watch mode is off: cannot watch files: {e}");
+            }
         }
     }
 
@@ -367,6 +473,21 @@ impl Spawner {
 }
 
 /// Reads the apps' notify datagrams and sends each, with the sender's pid, to the loop.
+/// The abstract name of the apps' `NOTIFY_SOCKET` for the daemon of `home`: stable across
+/// daemon restarts and builds (FNV-1a of the path, not the standard library's hasher, whose
+/// algorithm may change), distinct for every home.
+fn notify_name(home: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let hash = home
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("turbo-notify-{hash:016x}")
+}
+
 async fn read_notifications(
     afd: AsyncFd<std::os::unix::net::UnixDatagram>,
     tx: UnboundedSender<Internal>,

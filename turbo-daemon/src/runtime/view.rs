@@ -92,7 +92,7 @@ pub fn status(
         memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
         leak_suspected: verdict.suspected,
         memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
-        health: app.health.public(app.spec.health.is_some()).as_str().into(),
+        health: app.public_health().as_str().into(),
         next_restart_in_ms: match app.state {
             State::Backoff { until } => {
                 u64::try_from(until.saturating_duration_since(now).as_millis())
@@ -154,6 +154,7 @@ pub fn info(
     ebpf_exit_events: u64,
     uptime: Duration,
     apps: usize,
+    state_error: Option<&str>,
 ) -> DaemonInfo {
     DaemonInfo {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -173,6 +174,7 @@ pub fn info(
         apps: u32::try_from(apps).unwrap_or(u32::MAX),
         metrics_address: facts.metrics.address().unwrap_or_default(),
         metrics_off_reason: facts.metrics.off_reason().unwrap_or_default(),
+        state_error: state_error.unwrap_or_default().into(),
     }
 }
 
@@ -410,7 +412,7 @@ pub fn app_metrics(
         name: app.spec.name.clone(),
         instance: app.instance,
         state: app.state.public(),
-        health: app.health.public(app.spec.health.is_some()),
+        health: app.public_health(),
         restarts,
         oom_kills: exits_of(&turbo_api::ExitReason::OomKill).unwrap_or(0),
         exits,

@@ -8,6 +8,10 @@
 //! blocked notify thread per watching app: no polling. Events are filtered on notify's thread
 //! with [`WatchSpec::ignores`] and only changes that count reach the loop. Nothing here decides
 //! about restarts: the supervisor debounces.
+//!
+//! A tree is walked on a thread of its own, never on the loop (issue 15: `watch: [/root]` stalled
+//! the loop 4.4 s over 19,412 directories), with the file-system rights of the user the app
+//! runs as, and at most [`MAX_WATCHED`] directories are watched per app.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +21,10 @@ use notify::{
 };
 
 use crate::spec::WatchSpec;
+
+/// The most directories one app's watch mode watches: far beyond a project tree with its
+/// dependencies ignored, far below the default `fs.inotify.max_user_watches`.
+pub const MAX_WATCHED: usize = 8192;
 
 /// A change that counts: the new directories among the changed paths (to be watched too).
 #[derive(Debug, Default)]
@@ -110,6 +118,9 @@ impl AppWatcher {
     /// When `dir` itself cannot be watched (those below are skipped with a warning: they may
     /// have gone already, or be unreadable).
     pub fn add_tree(&mut self, dir: &Path) -> notify::Result<()> {
+        if self.watched >= MAX_WATCHED {
+            return Ok(());
+        }
         self.watcher.watch(dir, RecursiveMode::NonRecursive)?;
         self.watched += 1;
         let mut stack = vec![dir.to_path_buf()];
@@ -125,6 +136,14 @@ impl AppWatcher {
                 let path = entry.path();
                 if self.spec.ignores(&path, &self.skip) {
                     continue;
+                }
+                if self.watched >= MAX_WATCHED {
+                    tracing::warn!(
+                        "watch mode: more than {MAX_WATCHED} directories under {}; the rest is \
+                         not watched (add them to `ignore_watch` or watch fewer paths)",
+                        dir.display()
+                    );
+                    return Ok(());
                 }
                 match self.watcher.watch(&path, RecursiveMode::NonRecursive) {
                     Ok(()) => {

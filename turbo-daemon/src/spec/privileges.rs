@@ -1,7 +1,7 @@
 //! Who an app runs as and under which limits: `user`, `group`, `groups`, `umask`, `rlimits`,
 //! `nice` and `oom_score_adj`, resolved (names are ids already, so what `describe` shows is what
 //! runs). Which of these a caller may ask for is decided in `access`; the names are looked up
-//! when a config is read (`config`); `runtime::sys::spawn` applies them between fork and exec.
+//! when a config is read (`config`); `runtime::spawner` puts them in the plan `os::spawn` applies between fork and exec.
 
 use serde::{Deserialize, Serialize};
 

@@ -38,7 +38,24 @@ pub struct Bounds<T> {
     pub max: T,
 }
 
+/// The longest timer a spec may ask for: 30 days. Every duration of an app (`kill_timeout`,
+/// restart delays, `crash_loop.window`, health and readiness timers, `watchdog`,
+/// `watch_delay`) becomes a deadline `now + d` on the daemon's clock; a month is far beyond any
+/// real use and far below what an `Instant` holds (`1e19` seconds, as written by the
+/// adversarial pass, panicked in the addition).
+pub const MAX_TIMER: Duration = Duration::from_secs(30 * 86_400);
+
+/// The largest memory size a spec may name: 1 PiB (`1e99` bytes saturated to `u64::MAX`
+/// before, which no cgroup file or percentage computation expects).
+pub const MAX_MEMORY: u64 = 1 << 50;
+
 impl Bounds<Duration> {
+    /// A timer of an app: zero to [`MAX_TIMER`].
+    pub const TIMER: Self = Self {
+        min: Duration::ZERO,
+        max: MAX_TIMER,
+    };
+
     /// Every duration a [`Duration`] can hold.
     pub const ANY_DURATION: Self = Self {
         min: Duration::ZERO,
@@ -56,6 +73,12 @@ impl Bounds<Duration> {
 }
 
 impl Bounds<u64> {
+    /// A memory size of an app: zero to [`MAX_MEMORY`].
+    pub const MEMORY: Self = Self {
+        min: 0,
+        max: MAX_MEMORY,
+    };
+
     /// Every byte count.
     pub const ANY_SIZE: Self = Self {
         min: 0,

@@ -6,7 +6,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use turbo_api::{AppState, ExitReason};
+use turbo_api::{AppState, ExitReason, Health};
 
 use super::{
     AppId,
@@ -199,6 +199,19 @@ impl App {
             && (matches!(self.spec.readiness.mode, ReadyMode::Spawn) || self.notify.ready)
     }
 
+    /// The health to show: the checks' verdict while a process runs (online); `unknown` for an
+    /// app with a check but no running process (a stopped instance is not `healthy` because its
+    /// last process was, issue 15); `none` without a check.
+    #[must_use]
+    pub const fn public_health(&self) -> Health {
+        let configured = self.spec.health.is_some();
+        if matches!(self.state, State::Online { .. }) || !configured {
+            self.health.public(configured)
+        } else {
+            Health::Unknown
+        }
+    }
+
     /// Forgets the crash streak, the crash-loop window and the automatic restart count: what a
     /// start or restart by hand, or `turbo reset`, means.
     pub fn clear_history(&mut self) {
@@ -255,7 +268,7 @@ impl App {
         }
         self.streak += 1;
         State::Backoff {
-            until: now + policy.delay_for(self.streak),
+            until: super::after(now, policy.delay_for(self.streak)),
         }
     }
 

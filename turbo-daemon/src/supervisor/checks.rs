@@ -131,7 +131,7 @@ impl Debounce {
         if self.armed.is_some() {
             return None;
         }
-        Some((now + delay, self.arm()))
+        Some((super::after(now, delay), self.arm()))
     }
 
     /// The timer with `token` fired at `now`.
@@ -143,7 +143,7 @@ impl Debounce {
         let Some(last) = self.last_change else {
             return Fire::Nothing;
         };
-        let due = last + delay;
+        let due = super::after(last, delay);
         if now >= due {
             self.last_change = None;
             Fire::Now
@@ -269,18 +269,18 @@ impl Supervisor {
                 app.health.failures = 0;
                 app.health.passing = Some(true);
                 app.health.ever_healthy = true;
-                now + check.interval
+                super::after(now, check.interval)
             }
             Err(e) if !app.health.ever_healthy && now < since + check.start_period => {
                 // still starting: not unhealthy, only not ready yet (`--wait` shows the error)
                 app.health.last_error = Some(e);
-                now + check.retry_delay
+                super::after(now, check.retry_delay)
             }
             Err(e) => {
                 app.health.failures += 1;
                 app.health.passing = Some(false);
                 app.health.last_error = Some(e);
-                now + check.retry_delay
+                super::after(now, check.retry_delay)
             }
         };
         if was != app.health.passing {
@@ -413,7 +413,7 @@ pub(super) fn arm_checks(app: &mut App, now: Instant, spawned: bool, out: &mut V
             app: id,
             kind: WakeKind::ReadyTimeout,
             token,
-            at: now + readiness.timeout,
+            at: super::after(now, readiness.timeout),
         });
     }
     if let Some(period) = readiness.watchdog() {
@@ -422,7 +422,7 @@ pub(super) fn arm_checks(app: &mut App, now: Instant, spawned: bool, out: &mut V
             app: id,
             kind: WakeKind::Watchdog,
             token,
-            at: now + period,
+            at: super::after(now, period),
         });
     }
     if let Some(check) = &app.spec.health {
@@ -430,7 +430,7 @@ pub(super) fn arm_checks(app: &mut App, now: Instant, spawned: bool, out: &mut V
             app: id,
             kind: WakeKind::Health,
             token,
-            at: now + check.first_delay(),
+            at: super::after(now, check.first_delay()),
         });
     }
 }

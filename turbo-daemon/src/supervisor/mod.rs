@@ -51,7 +51,7 @@ mod waits;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 pub use self::{
@@ -60,8 +60,21 @@ pub use self::{
     input::{Command, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
     reload::{READY_TIMEOUT, SETTLE},
+    waits::HEALTH_FAILED,
 };
 use self::{commands::Pending, waits::ReadyWait};
+
+/// `now + d`, or a moment too far off to matter when that sum does not fit an `Instant`: a
+/// timer computed from a spec never panics (specs are bounded when read, see `spec::units`,
+/// and this holds for any spec built otherwise too).
+#[must_use]
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    /// Far enough for any timer, near enough to fit every clock.
+    const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
 
 /// Numeric app id, stable for the daemon's lifetime.
 pub type AppId = u32;

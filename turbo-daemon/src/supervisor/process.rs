@@ -233,7 +233,7 @@ pub(super) fn begin_stopping(
     out: &mut Vec<Action>,
 ) {
     app.generation += 1;
-    let deadline = now + app.spec.kill_timeout;
+    let deadline = super::after(now, app.spec.kill_timeout);
     app.state = State::Stopping {
         pid,
         since,

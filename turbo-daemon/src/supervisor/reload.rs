@@ -230,7 +230,7 @@ impl Supervisor {
         replacement.desired = Desired::Running;
         self.begin_start(new, out);
         out.push(Action::Notify(Notification::Persist));
-        let deadline = now + ready_timeout(&spec);
+        let deadline = super::after(now, ready_timeout(&spec));
         out.push(Action::SetTimer {
             app: new,
             generation: WAKE_ONLY,

@@ -30,7 +30,7 @@ impl Supervisor {
             Ok(apps) => {
                 out.push(Action::ExpireWait {
                     ticket,
-                    at: now + timeout,
+                    at: super::after(now, timeout),
                 });
                 self.waits.push(ReadyWait {
                     ticket,
@@ -112,6 +112,10 @@ impl Supervisor {
     }
 }
 
+/// What introduces the last health-check error in a readiness error (the D-Bus adapter hides
+/// what follows from callers who may not read the app's output).
+pub const HEALTH_FAILED: &str = "health check failed: ";
+
 /// Why `app` is not ready, in a few words: the last health-check error, its errored reason or
 /// its last exit.
 pub(super) fn not_ready_detail(app: &App) -> String {
@@ -131,7 +135,7 @@ pub(super) fn not_ready_detail(app: &App) -> String {
         };
     }
     if let Some(e) = &app.health.last_error {
-        return format!("health check failed: {e}");
+        return format!("{HEALTH_FAILED}{e}");
     }
     if app.spec.health.is_some() && matches!(app.state, State::Online { .. }) {
         return "the health check has not passed yet".to_owned();

@@ -21,6 +21,7 @@ fn root() -> Powers {
         oom_score_adj: 0,
         hard: [4096, 1000, 0],
         nr_open: 1 << 20,
+        unprivileged_port_start: 1024,
         caller: None,
     }
 }
@@ -378,6 +379,15 @@ fn a_non_root_callers_apps_run_as_the_caller() {
             "t.yml:4:24: apps[0] (a): rlimits.nofile: the hard limit 8192 is above the daemon's own (4096)",
             "use at most 4096",
         ),
+        (
+            "    listen: 0.0.0.0:80\n",
+            "t.yml:4:13: apps[0] (a): listen: 0.0.0.0:80 is a privileged port (below 1024, net.ipv4.ip_unprivileged_port_start) and you are nobody",
+            "use port 1024 or above, or ask root to start it",
+        ),
     ];
     refused_with(cases, &me);
+    // an unprivileged port is the caller's to use; root and the daemon's own requests may use any
+    app("    listen: 0.0.0.0:8080\n", &me).unwrap();
+    app("    listen: 0.0.0.0:80\n", &root()).unwrap();
+    app("    listen: 0.0.0.0:80\n", &nobody_daemon()).unwrap();
 }

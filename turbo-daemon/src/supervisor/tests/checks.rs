@@ -62,8 +62,7 @@ impl Harness {
     }
 
     fn health(&self, id: AppId) -> turbo_api::Health {
-        let a = self.sup.app(id).unwrap();
-        a.health.public(a.spec.health.is_some())
+        self.sup.app(id).unwrap().public_health()
     }
 }
 
@@ -125,6 +124,24 @@ fn a_health_check_gates_readiness_and_runs_every_interval() {
         })
         .is_empty()
     );
+}
+
+/// Issue 15: a stopped instance showed `healthy`, the verdict of its last process.
+#[test]
+fn a_stopped_app_is_not_healthy() {
+    let mut h = Harness::new();
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![http_spec("api")],
+        exclusive: true,
+    });
+    let id = spawn_of(&actions).unwrap();
+    let actions = h.spawned(id);
+    h.check(id, &actions, Ok(()));
+    assert_eq!(h.health(id), turbo_api::Health::Healthy);
+    h.cmd(Command::Stop(Target::Name("api".into())));
+    h.exit(id, WaitStatus::signaled(15));
+    assert_eq!(h.state(id), AppState::Stopped);
+    assert_eq!(h.health(id), turbo_api::Health::Unknown);
 }
 
 #[test]

@@ -1,154 +1,38 @@
 //! The state file: what the daemon must remember across its own restarts.
 //!
 //! Apps (spec, desired state, restart count, the pid and start time of a running process) and
-//! their crash records live in one JSON document with a schema version. Writes are atomic: a
-//! temporary file is written and fsynced, the current file is hard-linked to the backup, the
-//! temporary file is renamed over the current one and the directory is fsynced, so at every
-//! instant there is a complete current file or a complete backup. A file that does not parse is
-//! moved aside for inspection and the backup is loaded instead. This module knows nothing about
-//! supervision; it stores and loads [`SavedState`].
+//! their crash records live in one JSON document with a schema version ([`schema`]). Writes
+//! are atomic: a temporary file is written and fsynced, the current file is hard-linked to the
+//! backup (the first write, with no current file yet, writes the backup as a copy of its own),
+//! the temporary file is renamed over the current one and the directory is fsynced, so from
+//! the first write on there are always two complete files, never one only. A file that does
+//! not parse, or is larger than [`MAX_BYTES`], is moved aside for inspection and the backup is
+//! loaded instead. This module knows nothing about supervision; it stores and loads
+//! [`SavedState`].
 //!
 //! The daemon is usually root, writing into its home: a symlink planted there by another user
 //! (`state.tmp -> /etc/shadow`) would make it overwrite any file. So the directory must be the
 //! daemon's own and closed to others ([`check_private_dir`], checked before the state is loaded,
 //! so a daemon refuses to start in one that is not), and files are opened with `O_NOFOLLOW`
-//! all the same; the temporary file is created afresh (`O_EXCL`), never reused.
+//! all the same (`os::files`); the temporary file is created afresh (`O_EXCL`), never reused.
+
+pub mod schema;
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Read as _, Write},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt},
+    fs::{self, File},
+    io::{self, Write},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Serialize};
-use turbo_api::CrashRecord;
+pub use self::schema::{
+    Decoded, SCHEMA_VERSION, SavedApp, SavedCrash, SavedProcess, SavedState, decode,
+};
+use crate::os::{files, process};
 
-use crate::{spec::AppSpec, supervisor::Desired};
-
-/// Version of the document layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Everything saved.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SavedState {
-    /// [`SCHEMA_VERSION`] of the writer.
-    pub schema_version: u32,
-    /// Unix time of the write in milliseconds.
-    pub saved_at_ms: u64,
-    /// The apps, in id order.
-    pub apps: Vec<SavedApp>,
-}
-
-/// One app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedApp {
-    /// Id.
-    pub id: u32,
-    /// Instance number (files from before instances have none: 0).
-    #[serde(default)]
-    pub instance: u32,
-    /// What to run.
-    pub spec: AppSpec,
-    /// Whether it should run.
-    pub desired: Desired,
-    /// Restart count.
-    #[serde(default)]
-    pub restarts: u32,
-    /// Its main process when the state was written, to adopt after a daemon restart.
-    #[serde(default)]
-    pub process: Option<SavedProcess>,
-    /// Crashes ever (the records below are only the newest).
-    #[serde(default)]
-    pub total_crashes: u32,
-    /// Newest last.
-    #[serde(default)]
-    pub crashes: Vec<SavedCrash>,
-}
-
-/// A running process, identified so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedProcess {
-    /// Pid.
-    pub pid: u32,
-    /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
-    pub start_ticks: u64,
-}
-
-/// A crash record as stored (the D-Bus DTO, owned).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedCrash {
-    /// Unix ms.
-    pub at_ms: u64,
-    /// Exit status or -1.
-    pub code: i32,
-    /// Signal or 0.
-    pub signal: i32,
-    /// Reason.
-    pub reason: String,
-    /// Run time before the crash.
-    pub uptime_ms: u64,
-    /// Restarts before it.
-    pub restart_number: u32,
-    /// Memory before it, 0 if unknown.
-    pub memory_bytes: u64,
-    /// Sender of the fatal signal, 0 if unknown.
-    #[serde(default)]
-    pub signal_sender_pid: u32,
-    /// Its command name.
-    #[serde(default)]
-    pub signal_sender_comm: String,
-    /// Last stderr lines.
-    pub stderr_tail: Vec<String>,
-    /// Event source.
-    pub source: String,
-    /// Why the daemon ended it (health check message), empty if it did not.
-    #[serde(default)]
-    pub detail: String,
-    /// Peak memory, 0 if unknown (files written before it was recorded have none).
-    #[serde(default)]
-    pub memory_peak_bytes: u64,
-}
-
-impl From<&CrashRecord> for SavedCrash {
-    fn from(r: &CrashRecord) -> Self {
-        Self {
-            at_ms: r.at_ms,
-            code: r.code,
-            signal: r.signal,
-            reason: r.reason.clone(),
-            uptime_ms: r.uptime_ms,
-            restart_number: r.restart_number,
-            memory_bytes: r.memory_bytes,
-            signal_sender_pid: r.signal_sender_pid,
-            signal_sender_comm: r.signal_sender_comm.clone(),
-            stderr_tail: r.stderr_tail.clone(),
-            source: r.source.clone(),
-            detail: r.detail.clone(),
-            memory_peak_bytes: r.memory_peak_bytes,
-        }
-    }
-}
-
-impl From<SavedCrash> for CrashRecord {
-    fn from(c: SavedCrash) -> Self {
-        Self {
-            at_ms: c.at_ms,
-            code: c.code,
-            signal: c.signal,
-            reason: c.reason,
-            uptime_ms: c.uptime_ms,
-            restart_number: c.restart_number,
-            memory_bytes: c.memory_bytes,
-            signal_sender_pid: c.signal_sender_pid,
-            signal_sender_comm: c.signal_sender_comm,
-            stderr_tail: c.stderr_tail,
-            source: c.source,
-            detail: c.detail,
-            memory_peak_bytes: c.memory_peak_bytes,
-        }
-    }
-}
+/// The largest state file read: far above what 1,000 apps with full crash books take, far
+/// below what would strain the daemon's memory. A larger file is treated as corrupt.
+pub const MAX_BYTES: u64 = 64 << 20;
 
 /// What loading found.
 #[derive(Debug)]
@@ -242,22 +126,20 @@ enum Failure {
 }
 
 fn read(path: &Path) -> Result<Option<SavedState>, Failure> {
-    let mut bytes = Vec::new();
-    let opened = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    match opened.and_then(|mut f| f.read_to_end(&mut bytes)) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+    let bytes = match files::read_capped(path, MAX_BYTES) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(e) if files::is_symlink_refusal(&e) => {
             return Err(Failure::Io(io::Error::new(
                 e.kind(),
                 "it is a symbolic link, which the daemon does not follow: remove it",
             )));
         }
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            return Err(Failure::Corrupt(e.to_string()));
+        }
         Err(e) => return Err(Failure::Io(e)),
-    }
+    };
     match decode(&bytes) {
         Ok(state) => Ok(Some(state)),
         Err(Decoded::Corrupt(why)) => Err(Failure::Corrupt(why)),
@@ -271,31 +153,6 @@ fn read(path: &Path) -> Result<Option<SavedState>, Failure> {
     }
 }
 
-/// Why bytes are not a state this daemon can use.
-#[derive(Debug)]
-pub enum Decoded {
-    /// Not a state document (truncated, garbage, no schema version).
-    Corrupt(String),
-    /// Written by a newer daemon (its schema version).
-    Newer(u32),
-}
-
-/// Decodes a state or dump file. Pure, for the loader and the fuzz target.
-///
-/// # Errors
-/// [`Decoded`]: what is wrong with it.
-pub fn decode(bytes: &[u8]) -> Result<SavedState, Decoded> {
-    let state: SavedState =
-        serde_json::from_slice(bytes).map_err(|e| Decoded::Corrupt(e.to_string()))?;
-    if state.schema_version > SCHEMA_VERSION {
-        return Err(Decoded::Newer(state.schema_version));
-    }
-    if state.schema_version == 0 {
-        return Err(Decoded::Corrupt("no schema_version".into()));
-    }
-    Ok(state)
-}
-
 /// Checks that `dir` is a directory owned by the daemon's user and not writable by its group or
 /// others, so that nobody else can plant files or symbolic links where the daemon writes (state,
 /// dumps, logs). A daemon refuses to start otherwise.
@@ -305,8 +162,7 @@ pub fn decode(bytes: &[u8]) -> Result<SavedState, Decoded> {
 pub fn check_private_dir(dir: &Path) -> io::Result<()> {
     let meta = fs::metadata(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot inspect {}: {e}", dir.display())))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = process::euid();
     let refuse = |why: String| {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -345,31 +201,35 @@ pub fn write_atomic(path: &Path, backup: &Path, state: &SavedState) -> io::Resul
     let tmp = path.with_extension("tmp");
     let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    {
-        // a leftover of a crashed write (or anything planted there) is removed, not opened:
-        // unlink does not follow a symlink, and O_EXCL creates a new file or fails
-        match fs::remove_file(&tmp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
+    write_new(&tmp, &bytes)?;
     if path.exists() {
         // link then rename: the backup is replaced in one step and never missing
         let bak_tmp = backup.with_extension("bak.tmp");
         let _ = fs::remove_file(&bak_tmp);
         fs::hard_link(path, &bak_tmp)?;
         fs::rename(&bak_tmp, backup)?;
+    } else {
+        // the first write: a copy of its own (not a link, which a damaged current file would
+        // damage too), so the current file is never the only one
+        let bak_tmp = backup.with_extension("bak.tmp");
+        write_new(&bak_tmp, &bytes)?;
+        fs::rename(&bak_tmp, backup)?;
     }
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a new file at `path`, fsynced. A leftover of a crashed write (or anything
+/// planted there) is removed, not opened: unlink does not follow a symlink, and `O_EXCL`
+/// creates a new file or fails.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = files::create_new(path, 0o600)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn now_ms() -> u64 {
@@ -381,6 +241,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{spec::AppSpec, supervisor::Desired};
 
     fn sample() -> SavedState {
         SavedState {
@@ -419,6 +280,38 @@ mod tests {
         let bak: SavedState =
             serde_json::from_slice(&fs::read(dir.path().join("state.json.bak")).unwrap()).unwrap();
         assert_eq!(bak.apps[0].restarts, 2, "the previous file is the backup");
+    }
+
+    /// Issue 15 item 11: one save so far, then the current file is damaged; the backup
+    /// written with the first save is loaded.
+    #[test]
+    fn the_first_write_leaves_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path().join("state.json"));
+        let s = sample();
+        f.save(&s).unwrap();
+        let bak = dir.path().join("state.json.bak");
+        assert_eq!(fs::read(&bak).unwrap(), fs::read(f.path()).unwrap());
+        let current = fs::OpenOptions::new().write(true).open(f.path()).unwrap();
+        current.set_len(10).unwrap(); // truncated in place
+        assert!(fs::read(&bak).unwrap().len() > 10, "not the same inode");
+        let loaded = f.load().unwrap();
+        assert_eq!(loaded.state, s);
+        assert!(loaded.warning.unwrap().contains("loaded the backup"));
+    }
+
+    #[test]
+    fn an_oversized_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = StateFile::new(dir.path().join("state.json"));
+        let s = sample();
+        f.save(&s).unwrap();
+        let big = File::create(f.path()).unwrap();
+        big.set_len(MAX_BYTES + 1).unwrap(); // sparse: costs no disk
+        let loaded = f.load().unwrap();
+        assert_eq!(loaded.state, s, "the backup");
+        let warning = loaded.warning.unwrap();
+        assert!(warning.contains("more than the"), "{warning}");
     }
 
     #[test]
