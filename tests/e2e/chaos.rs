@@ -11,7 +11,7 @@ use std::{
 };
 
 use turbo_api::{LogStream, logfmt};
-use turbo_tests::{Rng, TestDaemon, wait_for};
+use turbo_tests::{Rng, TestDaemon, keeper_pid, wait_for};
 
 const APPS: usize = 50;
 const KILLS: usize = 10;
@@ -205,19 +205,6 @@ fn fifty_apps_keep_their_pids_and_every_line_through_kills_and_upgrades() {
     );
     eprintln!("{summary}");
     assert_eq!((kills, upgrades), (KILLS, UPGRADES));
-}
-
-/// The keeper's pid for `home`, from /proc.
-fn keeper_pid(home: &Path) -> Option<u64> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok())
-        .find(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("--log-keeper") && c.contains(home.to_str().unwrap())
-            })
-        })
 }
 
 #[test]

@@ -138,12 +138,20 @@ fn config_file_starts_every_app_and_is_idempotent() {
             .ok()
             .filter(|s| s.contains("hello from yml"))
     });
-    let (stamp, text) = line.lines().next().unwrap().split_once(' ').unwrap();
+    let first = line.lines().next().unwrap();
+    let record = turbo_api::logfmt::Record::parse(first.as_bytes());
+    let stamp = record
+        .at()
+        .unwrap_or_else(|| panic!("no timestamp: {first}"));
     assert!(
         stamp.ends_with('Z') && stamp.contains('T'),
         "timestamp: {stamp}"
     );
-    assert_eq!(text, "hello from yml");
+    // tagged with the instance and pid that wrote it
+    let source = record.source().unwrap_or_else(|| panic!("no tag: {first}"));
+    assert_eq!(source.instance, 0, "{first}");
+    assert_eq!(Some(u64::from(source.pid)), one["pid"].as_u64(), "{first}");
+    assert_eq!(record.bytes(), b"hello from yml");
     let logs = d.turbo_ok(&["logs", "one", "--lines", "5"]);
     assert!(logs.contains("hello from yml"), "turbo logs: {logs}");
 }

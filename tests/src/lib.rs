@@ -112,6 +112,20 @@ pub fn pid_alive(pid: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// The pid of the log keeper of `home`, from /proc.
+#[must_use]
+pub fn keeper_pid(home: &Path) -> Option<u64> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("--log-keeper") && c.contains(home.to_str().unwrap_or("\0"))
+            })
+        })
+}
+
 /// A daemon on a private home, stopped (and its apps with it) on drop.
 pub struct TestDaemon {
     /// The temporary `TURBO_HOME`.

@@ -4,18 +4,27 @@
 //! Files: an app's output goes to `<app>-out.log` and `<app>-err.log` ([`file_name`]). Rotation
 //! renames `<f>` to `<f>.1`, `<f>.1` to `<f>.2` and so on: `.1` is the newest rotated file and
 //! higher numbers are older ([`rotated_path`], [`rotation_number`]). Numbers have no leading
-//! zero; anything else beside the file (`<f>.x`, `<f>.01`) is not one of ours.
+//! zero. With `log.compress`, rotated files but the newest are compressed: `<f>.<n>.gz` or
+//! `<f>.<n>.zst` ([`Compression`]); anything else beside the file (`<f>.x`, `<f>.01`,
+//! `<f>.1.bz2`) is not one of ours.
 //!
-//! Records, one per line, each ending in `\n`; a file may hold both layouts (a policy change
-//! applies from the next record on), so every record is recognised on its own ([`Record::parse`]):
-//! * text: `<stamp> <raw line bytes>`, the bytes exactly as the app wrote them;
-//! * json: `{"at":"<stamp>","app":"..","stream":"out|err","line":".."}`. JSON strings cannot hold
-//!   arbitrary bytes, so when a line is not valid UTF-8 its `line` is a lossy rendering (U+FFFD)
-//!   and the record adds `"line_b64"`: the raw bytes in standard base64 (RFC 4648 §4, padded).
-//!   Readers that need the exact bytes take `line_b64` when present, else `line`.
+//! Records, one per line, each ending in `\n`; a file may hold every layout below (a policy
+//! change or an upgrade applies from the next record on), so every record is recognised on its
+//! own ([`Record::parse`]):
+//! * text v2: `<stamp>[<instance>:<pid>] <raw line bytes>`: who wrote the line, tagged by the
+//!   pipe it came from. The `[` right after the stamp (v1 has a space there) tells the layouts
+//!   apart, so no v1 line can be mistaken for a tagged one;
+//! * text v1 (first generation, still read): `<stamp> <raw line bytes>`;
+//! * json: `{"at":"<stamp>","app":"..","instance":N,"pid":N,"stream":"out|err","line":".."}`
+//!   (v1 records lack `instance` and `pid`). JSON strings cannot hold arbitrary bytes, so when a
+//!   line is not valid UTF-8 its `line` is a lossy rendering (U+FFFD) and the record adds
+//!   `"line_b64"`: the raw bytes in standard base64 (RFC 4648 §4, padded). Readers that need the
+//!   exact bytes take `line_b64` when present, else `line`.
 //!
-//! The stamp is RFC 3339 UTC with milliseconds, always [`STAMP_LEN`] bytes
-//! (`2026-01-02T03:04:05.678Z`).
+//! The stamp written is RFC 3339 UTC with milliseconds, [`STAMP_LEN`] bytes
+//! (`2026-01-02T03:04:05.678Z`). Readers also take a stamp at an offset
+//! (`2026-01-02T04:04:05.678+01:00`, [`OFFSET_STAMP_LEN`] bytes), the form users type for
+//! `turbo logs --since`; [`stamp_ms`] reads either back to Unix time.
 //!
 //! The writer's functions append to a caller's buffer and allocate nothing else: the keeper
 //! formats a whole pipe read in one go on its hot path. This module does no I/O.
@@ -25,12 +34,59 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::LogStream;
 
-/// Length of a record's stamp, e.g. `2026-01-02T03:04:05.678Z`.
+/// Length of a UTC stamp, e.g. `2026-01-02T03:04:05.678Z`.
 pub const STAMP_LEN: usize = 24;
+/// Length of a stamp at an offset, e.g. `2026-01-02T04:04:05.678+01:00`.
+pub const OFFSET_STAMP_LEN: usize = 29;
+
+/// Who wrote a record: the app's instance and the process, known by the pipe it came through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// The instance number (`name:N`).
+    pub instance: u32,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// How a rotated file is compressed, by its name's suffix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// `<f>.<n>`.
+    #[default]
+    None,
+    /// `<f>.<n>.gz` (gzip, RFC 1952).
+    Gzip,
+    /// `<f>.<n>.zst` (Zstandard, RFC 8878).
+    Zstd,
+}
+
+impl Compression {
+    /// The suffix after `<f>.<n>`: empty, `.gz` or `.zst`.
+    #[must_use]
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Gzip => ".gz",
+            Self::Zstd => ".zst",
+        }
+    }
+
+    /// The compression of a file, by its name.
+    #[must_use]
+    pub fn of(path: &Path) -> Compression {
+        match path.extension().and_then(OsStr::to_str) {
+            Some("gz") => Self::Gzip,
+            Some("zst") => Self::Zstd,
+            _ => Self::None,
+        }
+    }
+}
 
 /// The name of `app`'s log file for `stream`: `<app>-out.log` or `<app>-err.log`.
 #[must_use]
@@ -46,14 +102,28 @@ pub fn rotated_path(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `<path>.<n><suffix>`: the `n`th rotated file, compressed with `compression`.
+#[must_use]
+pub fn rotated_path_as(path: &Path, n: u32, compression: Compression) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}{}", compression.suffix()));
+    PathBuf::from(name)
+}
+
 /// `Some(n)` when `candidate` (a file name) is the `n`th rotated file of the log named `log`
-/// (`<log>.<n>`, n ≥ 1 without leading zeros).
+/// (`<log>.<n>`, n ≥ 1 without leading zeros, optionally `.gz` or `.zst` after it).
 #[must_use]
 pub fn rotation_number(log: &OsStr, candidate: &OsStr) -> Option<u32> {
-    let suffix = candidate
+    let mut suffix = candidate
         .as_encoded_bytes()
         .strip_prefix(log.as_encoded_bytes())?
         .strip_prefix(b".")?;
+    for packed in [Compression::Gzip, Compression::Zstd] {
+        if let Some(number) = suffix.strip_suffix(packed.suffix().as_bytes()) {
+            suffix = number;
+            break;
+        }
+    }
     if suffix.first().is_none_or(|&b| b == b'0') || !suffix.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -94,6 +164,70 @@ pub fn stamp(unix_ms: u64) -> String {
     crate::rfc3339_ms(unix_ms)
 }
 
+/// Unix milliseconds of a stamp in either form (`…Z` or `…±HH:MM`); `None` when `stamp` is
+/// not one.
+#[must_use]
+pub fn stamp_ms(stamp: &str) -> Option<i64> {
+    let b = stamp.as_bytes();
+    let (offset_min, main) = match b.len() {
+        STAMP_LEN if b[STAMP_LEN - 1] == b'Z' => (0, &b[..STAMP_LEN - 1]),
+        OFFSET_STAMP_LEN => {
+            let (main, off) = b.split_at(STAMP_LEN - 1);
+            let sign = match off[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if off[3] != b':' {
+                return None;
+            }
+            (
+                sign * (digits(&off[1..3])? * 60 + digits(&off[4..6])?),
+                main,
+            )
+        }
+        _ => return None,
+    };
+    // `dddd-dd-ddTdd:dd:dd.ddd`
+    if [4, 7, 10, 13, 16, 19].map(|i| main[i]) != *b"--T::." {
+        return None;
+    }
+    let (y, mo, d) = (
+        digits(&main[0..4])?,
+        digits(&main[5..7])?,
+        digits(&main[8..10])?,
+    );
+    let (h, mi, s, ms) = (
+        digits(&main[11..13])?,
+        digits(&main[14..16])?,
+        digits(&main[17..19])?,
+        digits(&main[20..23])?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo, d);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60) * 1000) + ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+#[must_use]
+pub const fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
+}
+
 /// Appends `app` as a JSON string, quotes included: the `app` field of a json record, which a
 /// writer computes once per app and passes to [`push_json_record`].
 pub fn push_app_json(out: &mut Vec<u8>, app: &str) {
@@ -108,8 +242,20 @@ pub fn push_text_record(out: &mut Vec<u8>, stamp: &str, line: &[u8]) {
     out.push(b'\n');
 }
 
+/// Appends one tagged text record: `<stamp>[<instance>:<pid>] <line>\n`.
+pub fn push_tagged_text_record(out: &mut Vec<u8>, stamp: &str, source: Source, line: &[u8]) {
+    out.extend_from_slice(stamp.as_bytes());
+    out.push(b'[');
+    push_u32(out, source.instance);
+    out.push(b':');
+    push_u32(out, source.pid);
+    out.extend_from_slice(b"] ");
+    out.extend_from_slice(line);
+    out.push(b'\n');
+}
+
 /// Appends one json record (`app_json` from [`push_app_json`]), with `line_b64` when `line` is
-/// not UTF-8, and its `\n`.
+/// not UTF-8, and its `\n`: the first generation's layout, without `instance` and `pid`.
 pub fn push_json_record(
     out: &mut Vec<u8>,
     stamp: &str,
@@ -117,10 +263,54 @@ pub fn push_json_record(
     stream: LogStream,
     line: &[u8],
 ) {
+    push_json(out, stamp, app_json, None, stream, line);
+}
+
+/// Appends one json record with `instance` and `pid` (today's layout).
+pub fn push_tagged_json_record(
+    out: &mut Vec<u8>,
+    stamp: &str,
+    app_json: &[u8],
+    source: Source,
+    stream: LogStream,
+    line: &[u8],
+) {
+    push_json(out, stamp, app_json, Some(source), stream, line);
+}
+
+fn push_u32(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // a decimal digit
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_json(
+    out: &mut Vec<u8>,
+    stamp: &str,
+    app_json: &[u8],
+    source: Option<Source>,
+    stream: LogStream,
+    line: &[u8],
+) {
     out.extend_from_slice(b"{\"at\":\"");
     out.extend_from_slice(stamp.as_bytes());
     out.extend_from_slice(b"\",\"app\":");
     out.extend_from_slice(app_json);
+    if let Some(source) = source {
+        out.extend_from_slice(b",\"instance\":");
+        push_u32(out, source.instance);
+        out.extend_from_slice(b",\"pid\":");
+        push_u32(out, source.pid);
+    }
     out.extend_from_slice(b",\"stream\":\"");
     out.extend_from_slice(stream.as_str().as_bytes());
     out.extend_from_slice(b"\",\"line\":");
@@ -217,10 +407,13 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 /// One record of a log file, in whichever layout it was written.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record<'a> {
-    /// `<stamp> <line>`; `at` is `None` for a line without a stamp (not written by TurboProcess).
+    /// `<stamp>[<instance>:<pid>] <line>` or `<stamp> <line>`; `at` is `None` for a line without
+    /// a stamp (not written by TurboProcess).
     Text {
         /// The stamp.
         at: Option<&'a str>,
+        /// Who wrote it (`None` in first-generation records).
+        source: Option<Source>,
         /// The raw line.
         line: &'a [u8],
     },
@@ -230,6 +423,8 @@ pub enum Record<'a> {
         at: Option<String>,
         /// The app that wrote it.
         app: Option<String>,
+        /// Who wrote it (`None` in first-generation records).
+        source: Option<Source>,
         /// `out` or `err`.
         stream: Option<String>,
         /// The line, lossy when it was not UTF-8.
@@ -249,21 +444,48 @@ impl<'a> Record<'a> {
             && map.get("line").is_some_and(Value::is_string)
         {
             let field = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+            let number = |key: &str| {
+                map.get(key)
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+            };
             return Record::Json {
                 at: field("at"),
                 app: field("app"),
+                source: number("instance")
+                    .zip(number("pid"))
+                    .map(|(instance, pid)| Source { instance, pid }),
                 stream: field("stream"),
                 line: field("line").unwrap_or_default(),
                 line_b64: field("line_b64"),
             };
         }
         match split_stamp(raw) {
-            Some((at, line)) => Record::Text { at: Some(at), line },
+            Some((at, source, line)) => Record::Text {
+                at: Some(at),
+                source,
+                line,
+            },
             None => Record::Text {
                 at: None,
+                source: None,
                 line: raw,
             },
         }
+    }
+
+    /// Who wrote the record, when it says.
+    #[must_use]
+    pub const fn source(&self) -> Option<Source> {
+        match self {
+            Record::Text { source, .. } | Record::Json { source, .. } => *source,
+        }
+    }
+
+    /// Unix milliseconds of its stamp, when it has one.
+    #[must_use]
+    pub fn at_ms(&self) -> Option<i64> {
+        self.at().and_then(stamp_ms)
     }
 
     /// The stamp, if the record has one.
@@ -298,21 +520,46 @@ impl<'a> Record<'a> {
     }
 }
 
-/// `(stamp, rest)` when `raw` starts with a stamp and a space.
-fn split_stamp(raw: &[u8]) -> Option<(&str, &[u8])> {
-    const SHAPE: &[u8; STAMP_LEN] = b"dddd-dd-ddTdd:dd:dd.dddZ";
-    let stamp = raw.get(..STAMP_LEN)?;
-    let fits = stamp.iter().zip(SHAPE).all(|(&b, &s)| {
+/// `(stamp, source, rest)` when `raw` starts with a stamp (either form) and then a space (v1)
+/// or a `[<instance>:<pid>] ` tag.
+fn split_stamp(raw: &[u8]) -> Option<(&str, Option<Source>, &[u8])> {
+    const SHAPE: &[u8; STAMP_LEN - 1] = b"dddd-dd-ddTdd:dd:dd.ddd";
+    let head = raw.get(..STAMP_LEN - 1)?;
+    let fits = head.iter().zip(SHAPE).all(|(&b, &s)| {
         if s == b'd' {
             b.is_ascii_digit()
         } else {
             b == s
         }
     });
-    if !fits || raw.get(STAMP_LEN) != Some(&b' ') {
+    if !fits {
         return None;
     }
-    Some((std::str::from_utf8(stamp).ok()?, &raw[STAMP_LEN + 1..]))
+    let len = match raw.get(STAMP_LEN - 1)? {
+        b'Z' => STAMP_LEN,
+        b'+' | b'-' => OFFSET_STAMP_LEN,
+        _ => return None,
+    };
+    let stamp = std::str::from_utf8(raw.get(..len)?).ok()?;
+    stamp_ms(stamp)?;
+    let rest = &raw[len..];
+    match rest.first()? {
+        b' ' => Some((stamp, None, &rest[1..])),
+        b'[' => {
+            let close = rest.iter().position(|&b| b == b']')?;
+            let (instance, pid) = std::str::from_utf8(&rest[1..close]).ok()?.split_once(':')?;
+            let digits_only = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+            if !digits_only(instance) || !digits_only(pid) || rest.get(close + 1) != Some(&b' ') {
+                return None;
+            }
+            let source = Source {
+                instance: instance.parse().ok()?,
+                pid: pid.parse().ok()?,
+            };
+            Some((stamp, Some(source), &rest[close + 2..]))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +593,7 @@ mod tests {
             Record::parse(b"2026-01-02T03:04:05.678Z hello world"),
             Record::Text {
                 at: Some("2026-01-02T03:04:05.678Z"),
+                source: None,
                 line: b"hello world"
             }
         );
@@ -353,6 +601,7 @@ mod tests {
             Record::parse(b"2026-01-02T03:04:05.678Z "),
             Record::Text {
                 at: Some("2026-01-02T03:04:05.678Z"),
+                source: None,
                 line: b""
             }
         );
@@ -362,11 +611,17 @@ mod tests {
             b"2026-01-02T03:04:05.678Zx",
             b"{not json",
             br#"{"line":1}"#,
+            b"2026-01-02T03:04:05.678Z[1:2]x",
+            b"2026-01-02T03:04:05.678Z[1:] x",
+            b"2026-01-02T03:04:05.678Z[a:2] x",
+            b"2026-13-02T03:04:05.678Z x",
+            b"2026-01-02T03:04:05.678+0100 x",
         ] {
             assert_eq!(
                 Record::parse(unstamped),
                 Record::Text {
                     at: None,
+                    source: None,
                     line: unstamped
                 }
             );
@@ -379,6 +634,7 @@ mod tests {
             Record::Json {
                 at: Some("2026-01-02T03:04:05.678Z".into()),
                 app: Some("api".into()),
+                source: None,
                 stream: Some("err".into()),
                 line: "boom \"x\"".into(),
                 line_b64: None
@@ -434,6 +690,17 @@ mod tests {
         let n = |s: &str| rotation_number(OsStr::new("api-out.log"), OsStr::new(s));
         assert_eq!(n("api-out.log.1"), Some(1));
         assert_eq!(n("api-out.log.120"), Some(120));
+        assert_eq!(n("api-out.log.3.gz"), Some(3));
+        assert_eq!(n("api-out.log.4.zst"), Some(4));
+        assert_eq!(
+            rotated_path_as(log, 2, Compression::Zstd),
+            Path::new("/l/api-out.log.2.zst")
+        );
+        assert_eq!(
+            Compression::of(Path::new("/l/a.log.2.gz")),
+            Compression::Gzip
+        );
+        assert_eq!(Compression::of(Path::new("/l/a.log.2")), Compression::None);
         let names = [
             "api-out.log.10",
             "api-out.log",
@@ -458,10 +725,68 @@ mod tests {
             "api-out.log.0",
             "api-out.log.01",
             "api-out.log.x",
-            "api-out.log.1.gz",
+            "api-out.log.1.bz2",
+            "api-out.log.gz",
+            "api-out.log.01.gz",
             "api-err.log.1",
         ] {
             assert_eq!(n(not_ours), None, "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn tagged_records_and_offset_stamps() {
+        let source = Source {
+            instance: 2,
+            pid: 4242,
+        };
+        let mut out = Vec::new();
+        push_tagged_text_record(&mut out, "2026-01-02T03:04:05.678Z", source, b"hi [0:1] x");
+        assert_eq!(out, b"2026-01-02T03:04:05.678Z[2:4242] hi [0:1] x\n");
+        let rec = Record::parse(out.strip_suffix(b"\n").unwrap());
+        assert_eq!(rec.source(), Some(source));
+        assert_eq!(rec.bytes(), b"hi [0:1] x");
+        assert_eq!(rec.at_ms(), Some(1_767_323_045_678));
+
+        let mut app = Vec::new();
+        push_app_json(&mut app, "api");
+        let mut json = Vec::new();
+        push_tagged_json_record(&mut json, "t", &app, source, LogStream::Out, b"x");
+        assert_eq!(
+            json,
+            br#"{"at":"t","app":"api","instance":2,"pid":4242,"stream":"out","line":"x"}"#
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect::<Vec<u8>>()
+        );
+        assert_eq!(
+            Record::parse(json.strip_suffix(b"\n").unwrap()).source(),
+            Some(source)
+        );
+
+        // a v1 line that happens to look like a tag stays the line
+        let v1 = Record::parse(b"2026-01-02T03:04:05.678Z [1:2] x");
+        assert_eq!((v1.source(), v1.bytes()), (None, b"[1:2] x".to_vec()));
+
+        let at = 1_767_323_045_678;
+        for text in [
+            "2026-01-02T03:04:05.678Z",
+            "2026-01-02T04:04:05.678+01:00",
+            "2026-01-01T21:34:05.678-05:30",
+        ] {
+            assert_eq!(stamp_ms(text), Some(at), "{text}");
+        }
+        let offset = Record::parse(b"2026-01-02T04:04:05.678+01:00[0:7] z");
+        assert_eq!((offset.at_ms(), offset.bytes()), (Some(at), b"z".to_vec()));
+        assert_eq!(stamp_ms("2000-02-29T00:00:00.000Z"), Some(951_782_400_000));
+        for bad in [
+            "",
+            "2026-01-02T03:04:05.678",
+            "2026-01-02T03:04:05.678+01-00",
+            "x",
+        ] {
+            assert_eq!(stamp_ms(bad), None, "{bad}");
         }
     }
 }

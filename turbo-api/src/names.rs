@@ -137,6 +137,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
         _ => return None,
     };
     #[expect(
@@ -171,6 +172,7 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("512mb"), Some(512 << 20));
         assert_eq!(parse_size("1.5MB"), Some(1_572_864));
+        assert_eq!(parse_size("1tb"), Some(1 << 40));
         assert_eq!(parse_size("100k"), Some(100 << 10));
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("12 parsecs"), None);

@@ -298,7 +298,7 @@ pub struct JsonArg {
 /// `turbo logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// App name or id (default: every app).
+    /// App name or id, or `name:N` for one instance (default: every app).
     pub name: Option<String>,
     /// How many of the last lines to print from each log.
     #[arg(long, short = 'n', default_value_t = 15, value_name = "N")]
@@ -312,13 +312,25 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// One JSON object per line: {"app","stream","at","line"} (+ "line_b64" for non-UTF-8 bytes).
+    /// One JSON object per line: {"app","instance","pid","stream","at","line"} (+ "line_b64" for
+    /// non-UTF-8 bytes; no "instance" and "pid" in records older than instance tags).
     #[arg(long)]
     pub json: bool,
     /// Print the lines as the apps wrote them, control characters included (by default they
     /// are shown escaped, e.g. `\x1b[2J`, so an app cannot drive your terminal).
     #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+    /// Only lines stamped at or after this: a duration back from now (30s, 10m, 2h, 1d) or a
+    /// time (2026-01-02, 2026-01-02T03:04:05Z, 2026-01-02T04:04:05+01:00).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only lines stamped at or before this (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only lines that contain TEXT (a plain, case-sensitive substring). With --since, --until,
+    /// --grep or name:N, --lines counts the lines shown, searched through the rotated files too.
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
 }
 
 /// `turbo apply`.

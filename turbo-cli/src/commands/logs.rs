@@ -1,4 +1,5 @@
-//! `turbo logs [name] [--lines N] [--err|--out] [--follow] [--json]`: tails the apps' log files.
+//! `turbo logs [name[:N]] [--lines N] [--err|--out] [--follow] [--json] [--since W] [--until W]
+//! [--grep TEXT]`: tails the apps' log files, or searches them.
 //!
 //! The daemon only tells us where the files are (`out_log`/`err_log` of `ListApps`); the CLI reads
 //! them directly, so tailing costs the daemon nothing. This module must not write to, rotate or
@@ -10,8 +11,16 @@
 //! the line's control characters escaped (`\x1b[2J` instead of a cleared screen:
 //! [`escape_controls`]), on a terminal and in a pipe alike, so that piping into a pager is as safe
 //! as the terminal; `--raw` prints the bytes as the app wrote them. `--json` prints one object per
-//! line, `{"app","stream","at","line"}` (`at` null when the line has no stamp), with `"line_b64"` under
+//! line, `{"app","instance","pid","stream","at","line"}` (`at` null when the line has no stamp;
+//! `instance` and `pid` absent from untagged first-generation records), with `"line_b64"` under
 //! the same rule as the daemon's, so the output is lossless for both formats.
+//!
+//! Instances of an app share its files: each file is read once, and each record is labelled
+//! `name:N` by the tag the keeper gave it (the instance whose pipe it came through); `name:N`
+//! keeps one instance's records.
+//!
+//! When records are left out (`name:N`, `--since`, `--until`, `--grep`), `--lines N` means the
+//! last N shown: [`scan`] streams the rotated files and the current one, holding only those N.
 //!
 //! Following polls (every 200 ms) rather than using inotify because it must survive the daemon's
 //! rotation and truncation either way. Rotation renames `<f>` to `<f>.1` and opens a new `<f>`:
@@ -19,7 +28,11 @@
 //! `<f>`, so lines written just before a rotation are not skipped. Truncation (`turbo flush`) is
 //! noticed when the file becomes shorter than what was read; lines written after a flush and
 //! before the next poll that make the file longer again than that are missed (a flush erases
-//! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer.
+//! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer,
+//! reading compressed ones (`<f>.2.gz`, `<f>.3.zst`: `log.compress`) through. Following moves
+//! from the held file to its successor by inode among the plain rotated files; the daemon never
+//! compresses `<f>.1`, so only more than one rotation between two polls can skip a compressed
+//! file's lines.
 //!
 //! `turbo monit` follows the selected app's logs with the same [`Follower`], and reads lines with
 //! [`stamp_and_text`].
@@ -37,7 +50,7 @@ use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
 use turbo_api::{
     AppStatus, LogStream as Stream,
-    logfmt::{self, Record, rotated_path},
+    logfmt::{self, Compression, Record, rotated_path},
 };
 
 use super::daemon;
@@ -71,40 +84,68 @@ enum Form {
     Json,
 }
 
-/// How the lines of one log file are shown.
+/// How the lines of one log file are shown. Instances of an app share its files; each record
+/// says which instance wrote it, and is labelled (and filtered) by that.
 #[derive(Debug)]
 struct Shown {
-    /// `name out | ` before each line (human and raw output).
-    prefix: String,
     app: String,
     stream: Stream,
     form: Form,
+    /// Label records `name:N` (the app has several instances).
+    several: bool,
+    /// Only the records of this instance (`turbo logs name:N`).
+    instance: Option<u32>,
+    /// Only the records that pass `--since`, `--until` and `--grep`.
+    filter: Filter,
+    /// Width of the label column.
+    width: usize,
+    color: bool,
 }
 
 impl Shown {
-    fn render(&self, raw: &[u8]) -> Vec<u8> {
+    /// The line to print for `raw`, or `None` when it is another instance's.
+    fn render(&self, raw: &[u8]) -> Option<Vec<u8>> {
         let record = Record::parse(raw);
-        let mut out = self.prefix.clone().into_bytes();
-        match self.form {
-            Form::Json => {
-                return render::json_safe(to_json(&record, &self.app, self.stream)).into();
-            }
-            Form::Human => out.extend_from_slice(human(&record, raw).as_bytes()),
-            Form::Raw => out.extend_from_slice(&as_written(&record, raw)),
+        let source = record.source();
+        // a first-generation record has no tag: it cannot be told whose it is
+        if self.instance.is_some() && source.map(|s| s.instance) != self.instance {
+            return None;
         }
-        out
+        if !self.filter.passes(&record) {
+            return None;
+        }
+        if self.form == Form::Json {
+            return Some(render::json_safe(to_json(&record, &self.app, self.stream)).into());
+        }
+        let label = match source {
+            Some(s) if self.several => format!("{}:{}", self.app, s.instance),
+            _ => self.app.clone(),
+        };
+        let mut out = prefix(&label, self.width, self.stream, self.color).into_bytes();
+        match self.form {
+            Form::Human => out.extend_from_slice(human(&record, raw).as_bytes()),
+            Form::Raw | Form::Json => out.extend_from_slice(&as_written(&record, raw)),
+        }
+        Some(out)
+    }
+
+    /// Whether some records are left out: then the last `n` shown lines are searched for
+    /// through the whole log ([`scan`]), not just its last `n` lines.
+    const fn selective(&self) -> bool {
+        self.instance.is_some() || self.filter.active()
     }
 
     fn print(&self, lines: &[Vec<u8>]) -> Result<()> {
-        if lines.is_empty() {
-            return Ok(());
-        }
         let mut text = Vec::new();
         for line in lines {
-            text.extend_from_slice(&self.render(line));
-            text.push(b'\n');
+            if let Some(shown) = self.render(line) {
+                text.extend_from_slice(&shown);
+                text.push(b'\n');
+            }
         }
-        text.pop();
+        if text.pop().is_none() {
+            return Ok(());
+        }
         term::emit_bytes(&text)
     }
 }
@@ -115,7 +156,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         daemon.proxy.list_apps().await.map_err(|e| call_error(&e))?
         // the connection closes here: following needs only the files
     };
-    let selected = select(&apps, args.name.as_deref())?;
+    let (selected, instance) = select(&apps, args.name.as_deref())?;
     if selected.is_empty() {
         return if args.json {
             Ok(())
@@ -134,24 +175,47 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         (false, false) => Form::Human,
     };
     let color = !args.json && term::stdout_opts().color;
-    let labels = labels(&selected);
-    let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let filter = Filter::new(args, unix_now_ms())?;
+    let width = labels(&selected)
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
 
     let mut followers = Vec::new();
-    for (app, label) in selected.iter().zip(&labels) {
+    let mut seen = std::collections::HashSet::new();
+    for app in &selected {
         for &stream in streams {
-            let shown = Shown {
-                prefix: prefix(label, width, stream, color),
-                app: app.name.clone(),
-                stream,
-                form,
-            };
             let path = PathBuf::from(match stream {
                 Stream::Out => &app.out_log,
                 Stream::Err => &app.err_log,
             });
-            let (mut lines, partial, follower) = Follower::from_tail(&path, args.lines)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            // the instances of an app share its files: each is read once
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let instances = apps.iter().filter(|a| a.name == app.name).count();
+            let shown = Shown {
+                app: app.name.clone(),
+                stream,
+                form,
+                several: instances > 1,
+                instance,
+                filter: filter.clone(),
+                width,
+                color,
+            };
+            let read_error = || format!("cannot read {}", path.display());
+            let (mut lines, partial, follower) = if shown.selective() {
+                // where following starts is fixed first, and the search stops there
+                let (_, partial, follower) =
+                    Follower::from_tail(&path, 0).with_context(read_error)?;
+                let lines =
+                    scan(&path, follower.offset, &shown, args.lines).with_context(read_error)?;
+                (lines, partial, follower)
+            } else {
+                Follower::from_tail(&path, args.lines).with_context(read_error)?
+            };
             // without --follow an unfinished last line is still the latest thing the app said
             if !args.follow && !partial.is_empty() {
                 lines.push(partial);
@@ -183,11 +247,196 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
     }
 }
 
-/// The apps to show: all of them, or those whose name or id is `name`.
-fn select(apps: &[AppStatus], name: Option<&str>) -> Result<Vec<AppStatus>> {
-    let Some(name) = name else {
-        return Ok(apps.to_vec());
+/// `--since`, `--until` and `--grep`: which records are shown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Filter {
+    /// Unix milliseconds: records stamped earlier are left out.
+    since: Option<i64>,
+    /// Unix milliseconds: records stamped later are left out.
+    until: Option<i64>,
+    /// Records whose line does not contain this are left out.
+    grep: Option<String>,
+}
+
+impl Filter {
+    fn new(args: &LogsArgs, now_ms: i64) -> Result<Self> {
+        let instant = |flag: &str, text: &Option<String>| -> Result<Option<i64>> {
+            text.as_deref()
+                .map(|t| {
+                    instant_ms(t, now_ms).ok_or_else(|| {
+                        Hinted::wrap(
+                            anyhow!("{flag} '{t}' is not a time"),
+                            "give a duration back from now (30s, 10m, 2h, 1d) or a time \
+                             (2026-01-02, 2026-01-02T03:04:05Z, 2026-01-02T04:04:05+01:00)",
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            since: instant("--since", &args.since)?,
+            until: instant("--until", &args.until)?,
+            grep: args.grep.clone(),
+        })
+    }
+
+    const fn active(&self) -> bool {
+        self.since.is_some() || self.until.is_some() || self.grep.is_some()
+    }
+
+    fn passes(&self, record: &Record<'_>) -> bool {
+        if self.since.is_some() || self.until.is_some() {
+            // a line without a stamp is of no known time
+            let Some(at) = record.at_ms() else {
+                return false;
+            };
+            if self.since.is_some_and(|s| at < s) || self.until.is_some_and(|u| at > u) {
+                return false;
+            }
+        }
+        self.grep
+            .as_deref()
+            .is_none_or(|pattern| record.text().contains(pattern))
+    }
+}
+
+/// Unix milliseconds of what a user wrote for `--since`/`--until`: a duration back from
+/// `now_ms` (`30s`, `10m`, `2h`, `1d`), or a time: a date (midnight UTC), or RFC 3339 with or
+/// without milliseconds, in UTC (`Z`) or at an offset.
+fn instant_ms(text: &str, now_ms: i64) -> Option<i64> {
+    let text = text.trim();
+    let back = match text.strip_suffix('d') {
+        Some(days) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => days
+            .parse::<u64>()
+            .ok()?
+            .checked_mul(86_400_000)
+            .map(std::time::Duration::from_millis),
+        _ => turbo_api::parse_duration(text),
     };
+    if let Some(back) = back {
+        return Some(now_ms.saturating_sub(i64::try_from(back.as_millis()).ok()?));
+    }
+    // the record stamp's own form, after filling in what may be left out
+    let full = match text.len() {
+        10 => format!("{text}T00:00:00.000Z"),
+        // `…:05Z` or `…:05+01:00`: no milliseconds
+        20 | 25 if text.as_bytes().get(19).is_some_and(|&b| b != b'.') => {
+            format!("{}.000{}", &text[..19], &text[19..])
+        }
+        _ => text.to_owned(),
+    };
+    logfmt::stamp_ms(&full)
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Longest piece of a line [`scan`] holds at once: a file without newlines (not one the keeper
+/// wrote) is cut into pieces of this size rather than read whole.
+const MAX_SCAN_LINE: u64 = 1 << 20;
+
+/// The last `n` lines of the log at `path` that `shown` shows, searched through its rotated
+/// files (oldest first) and the current file up to byte `end`; memory stays at `n` lines
+/// whatever the size of the files.
+fn scan(path: &Path, end: u64, shown: &Shown, n: usize) -> io::Result<Vec<Vec<u8>>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let names: Vec<std::ffi::OsString> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut kept = std::collections::VecDeque::new();
+    for file_path in logfmt::oldest_first(path, names) {
+        let Some(file) = open_log(&file_path)? else {
+            continue;
+        };
+        let limit = if file_path == path { end } else { u64::MAX };
+        let reader = unpacked(file.take(limit), Compression::of(&file_path))?;
+        last_lines(reader, n, &mut kept, |line| shown.render(line).is_some())?;
+    }
+    Ok(kept.into())
+}
+
+/// The bytes of a log file, decompressed as its name says.
+fn unpacked<'a>(file: impl io::Read + 'a, how: Compression) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match how {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+    })
+}
+
+/// Reads `reader` line by line (a last line without its newline included) and keeps in `kept`
+/// the last `n` that `wanted` takes, pushing out older ones: memory stays at `n` lines.
+fn last_lines(
+    reader: impl io::Read,
+    n: usize,
+    kept: &mut std::collections::VecDeque<Vec<u8>>,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> io::Result<()> {
+    use std::io::BufRead as _;
+    let mut reader = io::BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if (&mut reader)
+            .take(MAX_SCAN_LINE)
+            .read_until(b'\n', &mut line)?
+            == 0
+        {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if n > 0 && wanted(&line) {
+            if kept.len() == n {
+                kept.pop_front();
+            }
+            kept.push_back(line.clone());
+        }
+    }
+}
+
+/// The `n`th rotated file of `path`, plain or compressed, and how it is compressed.
+fn open_rotated(path: &Path, n: u32) -> io::Result<Option<(File, Compression)>> {
+    for how in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        if let Some(file) = open_log(&logfmt::rotated_path_as(path, n, how))? {
+            return Ok(Some((file, how)));
+        }
+    }
+    Ok(None)
+}
+
+/// The apps to show: all of them, or those whose name or id is `name`; `name:N` (as `turbo
+/// describe` takes it) is instance N of the app `name`, returned as the instance to keep.
+fn select(apps: &[AppStatus], name: Option<&str>) -> Result<(Vec<AppStatus>, Option<u32>)> {
+    let Some(name) = name else {
+        return Ok((apps.to_vec(), None));
+    };
+    if let Some((app, n)) = name.rsplit_once(':')
+        && let Ok(n) = n.parse::<u32>()
+        && apps.iter().any(|a| a.name == app)
+    {
+        return match apps.iter().find(|a| a.name == app && a.instance == n) {
+            Some(a) => Ok((vec![a.clone()], Some(n))),
+            None => {
+                let count = apps.iter().filter(|a| a.name == app).count();
+                Err(Hinted::wrap(
+                    anyhow!("'{app}' has no instance {n}"),
+                    format!(
+                        "its instances are {app}:0 to {app}:{}",
+                        count.saturating_sub(1)
+                    ),
+                ))
+            }
+        };
+    }
     let matching: Vec<AppStatus> = apps
         .iter()
         .filter(|a| a.name == name || a.id.to_string() == name)
@@ -200,7 +449,7 @@ fn select(apps: &[AppStatus], name: Option<&str>) -> Result<Vec<AppStatus>> {
             super::not_found_help(name, &names),
         ));
     }
-    Ok(matching)
+    Ok((matching, None))
 }
 
 /// The name, with `:instance` when several instances share it.
@@ -216,10 +465,15 @@ fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {
     format!("{} ", paint(color, tone, &text))
 }
 
-/// The line for a human: text lines as they are in the file, json ones as `<at> <line>`;
-/// control characters escaped either way.
+/// The line for a human: `<at> <line>` whichever the format (the instance tag is in the
+/// label); control characters escaped either way.
 fn human(record: &Record<'_>, raw: &[u8]) -> String {
     match record {
+        Record::Text {
+            at: Some(at),
+            source: Some(_),
+            line,
+        } => format!("{at} {}", escape_bytes(line)),
         Record::Text { .. } => escape_bytes(raw),
         Record::Json {
             at: Some(at), line, ..
@@ -228,10 +482,14 @@ fn human(record: &Record<'_>, raw: &[u8]) -> String {
     }
 }
 
-/// The line as the app wrote it (`--raw`): text lines as they are in the file, json ones as
-/// `<at> <bytes>` with the record's exact bytes.
+/// The line as the app wrote it (`--raw`): `<at> <bytes>` with the record's exact bytes.
 fn as_written(record: &Record<'_>, raw: &[u8]) -> Vec<u8> {
     match record {
+        Record::Text {
+            at: Some(at),
+            source: Some(_),
+            line,
+        } => [at.as_bytes(), b" ", line].concat(),
         Record::Text { .. } => raw.to_vec(),
         Record::Json { at, .. } => {
             let mut out = at
@@ -243,11 +501,12 @@ fn as_written(record: &Record<'_>, raw: &[u8]) -> Vec<u8> {
     }
 }
 
-/// `{"app","stream","at","line"}` (+ `"line_b64"`), one line of `--json` output.
+/// `{"app","instance","pid","stream","at","line"}` (+ `"line_b64"`), one line of `--json`
+/// output; `instance` and `pid` only when the record says (not in first-generation records).
 fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
     let string = |s: &str| Value::from(s).to_string();
     let (app, stream, at, line, line_b64) = match record {
-        Record::Text { at, line } => (
+        Record::Text { at, line, .. } => (
             string(app),
             string(stream.as_str()),
             at.map_or_else(|| "null".to_owned(), string),
@@ -262,6 +521,7 @@ fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
             stream: record_stream,
             line,
             line_b64,
+            ..
         } => (
             string(record_app.as_deref().unwrap_or(app)),
             string(record_stream.as_deref().unwrap_or(stream.as_str())),
@@ -271,7 +531,10 @@ fn to_json(record: &Record<'_>, app: &str, stream: Stream) -> String {
         ),
     };
     let b64 = line_b64.map_or_else(String::new, |b| format!(",\"line_b64\":{}", string(&b)));
-    format!("{{\"app\":{app},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
+    let source = record.source().map_or_else(String::new, |s| {
+        format!(",\"instance\":{},\"pid\":{}", s.instance, s.pid)
+    });
+    format!("{{\"app\":{app}{source},\"stream\":{stream},\"at\":{at},\"line\":{line}{b64}}}")
 }
 
 /// One line of a log as `(stamp, text)`, whichever format the daemon wrote it in, controls
@@ -303,17 +566,27 @@ fn older_lines(path: &Path, current: Option<u64>, need: usize) -> io::Result<Vec
         if older.len() >= need {
             break;
         }
-        let Some(file) = open_log(&rotated_path(path, n))? else {
+        let Some((file, how)) = open_rotated(path, n)? else {
             break;
         };
         if current.is_some() && current == Some(file.metadata()?.ino()) {
             continue;
         }
-        let tail = read_tail(&file, need - older.len())?;
-        let mut lines = tail.lines;
-        if !tail.partial.is_empty() {
-            lines.push(tail.partial);
-        }
+        let mut lines = if how == Compression::None {
+            let tail = read_tail(&file, need - older.len())?;
+            let mut lines = tail.lines;
+            if !tail.partial.is_empty() {
+                lines.push(tail.partial);
+            }
+            lines
+        } else {
+            // no seeking back in a compressed file: it is read through, keeping its last lines
+            let mut kept = std::collections::VecDeque::new();
+            last_lines(unpacked(file, how)?, need - older.len(), &mut kept, |_| {
+                true
+            })?;
+            kept.into()
+        };
         lines.append(&mut older);
         older = lines;
     }
@@ -585,9 +858,17 @@ mod tests {
     #[test]
     fn selecting_apps() {
         let apps = [app(0, "api", 0), app(1, "api", 1), app(2, "worker", 0)];
-        assert_eq!(select(&apps, None).unwrap().len(), 3);
-        assert_eq!(select(&apps, Some("api")).unwrap().len(), 2);
-        assert_eq!(select(&apps, Some("2")).unwrap()[0].name, "worker");
+        assert_eq!(select(&apps, None).unwrap().0.len(), 3);
+        assert_eq!(select(&apps, Some("api")).unwrap().0.len(), 2);
+        assert_eq!(select(&apps, Some("2")).unwrap().0[0].name, "worker");
+        let (one, instance) = select(&apps, Some("api:1")).unwrap();
+        assert_eq!((one.len(), one[0].id, instance), (1, 1, Some(1)));
+        let none = select(&apps, Some("api:7")).unwrap_err();
+        assert_eq!(none.to_string(), "'api' has no instance 7");
+        assert_eq!(
+            crate::hint::help_of(&none),
+            Some("its instances are api:0 to api:1")
+        );
         let err = select(&apps, Some("wroker")).unwrap_err();
         assert_eq!(err.to_string(), "no app matches 'wroker'");
         assert_eq!(crate::hint::help_of(&err), Some("did you mean `worker`?"));
@@ -817,15 +1098,155 @@ mod tests {
 
     fn shown(form: Form) -> Shown {
         Shown {
-            prefix: "api out | ".into(),
             app: "api".into(),
             stream: Stream::Out,
             form,
+            several: false,
+            instance: None,
+            filter: Filter::default(),
+            width: 3,
+            color: false,
         }
     }
 
     fn render(form: Form, raw: &[u8]) -> String {
-        String::from_utf8(shown(form).render(raw)).unwrap()
+        String::from_utf8(shown(form).render(raw).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn compressed_rotated_files_read_like_plain_ones() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-out.log");
+        let text = |r: std::ops::Range<u32>| r.map(|i| format!("line {i}\n")).collect::<String>();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text(10..20).as_bytes()).unwrap();
+        fs::write(
+            logfmt::rotated_path_as(&path, 2, Compression::Gzip),
+            gz.finish().unwrap(),
+        )
+        .unwrap();
+        fs::write(
+            logfmt::rotated_path_as(&path, 3, Compression::Zstd),
+            zstd::encode_all(text(0..10).as_bytes(), 3).unwrap(),
+        )
+        .unwrap();
+        write(&rotated_path(&path, 1), &text(20..30));
+        write(&path, &text(30..35));
+        let want = |r: std::ops::Range<u32>| r.map(|i| format!("line {i}")).collect::<Vec<_>>();
+        assert_eq!(strings(&older_lines(&path, None, 25).unwrap()), want(5..30));
+        let (lines, _, _) = Follower::from_tail(&path, 32).unwrap();
+        assert_eq!(strings(&lines), want(3..35));
+        let end = fs::metadata(&path).unwrap().len();
+        let all = scan(&path, end, &shown(Form::Human), 1000).unwrap();
+        assert_eq!(strings(&all), want(0..35));
+    }
+
+    #[test]
+    fn since_and_until_take_durations_dates_and_stamps() {
+        let now = 1_767_323_045_678; // 2026-01-02T03:04:05.678Z
+        assert_eq!(instant_ms("10m", now), Some(now - 600_000));
+        assert_eq!(instant_ms("2h", now), Some(now - 7_200_000));
+        assert_eq!(instant_ms("1d", now), Some(now - 86_400_000));
+        let midnight = logfmt::stamp_ms("2026-01-02T00:00:00.000Z");
+        assert_eq!(instant_ms("2026-01-02", now), midnight);
+        assert_eq!(instant_ms("2026-01-02T03:04:05Z", now), Some(now - 678));
+        assert_eq!(instant_ms("2026-01-02T04:04:05.678+01:00", now), Some(now));
+        assert_eq!(
+            instant_ms("2026-01-02T04:04:05+01:00", now),
+            Some(now - 678)
+        );
+        for bad in ["yesterday", "2026-13-01", "5 minutes", "", "d"] {
+            assert_eq!(instant_ms(bad, now), None, "{bad}");
+        }
+        let filter = Filter {
+            since: Some(now - 1000),
+            until: Some(now),
+            grep: Some("needle".into()),
+        };
+        let pass = |raw: &[u8]| filter.passes(&Record::parse(raw));
+        assert!(pass(b"2026-01-02T03:04:05.000Z[0:1] a needle here"));
+        assert!(!pass(b"2026-01-02T03:04:05.000Z[0:1] no match"));
+        assert!(!pass(b"2026-01-02T03:04:04.000Z[0:1] needle, too early"));
+        assert!(!pass(b"2026-01-02T03:04:06.000Z[0:1] needle, too late"));
+        assert!(!pass(b"needle without a stamp"));
+        assert!(Filter::default().passes(&Record::parse(b"anything")));
+    }
+
+    #[test]
+    fn scanning_finds_the_last_shown_lines_through_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-out.log");
+        let rec = |i: u32| format!("2026-01-02T03:04:05.678Z[{}:7] line {i}\n", i % 2);
+        let text = |r: std::ops::Range<u32>| r.map(rec).collect::<String>();
+        write(&rotated_path(&path, 2), &text(0..10));
+        write(&rotated_path(&path, 1), &text(10..20));
+        write(
+            &path,
+            &(text(20..30) + "2026-01-02T03:04:05.678Z[1:7] unfinished"),
+        );
+        let end = fs::metadata(&path).unwrap().len()
+            - "2026-01-02T03:04:05.678Z[1:7] unfinished".len() as u64;
+        let grep = Shown {
+            filter: Filter {
+                grep: Some("line 1".into()),
+                ..Filter::default()
+            },
+            ..shown(Form::Human)
+        };
+        // line 1, line 10 … line 19: across .2 and .1; the last 4 of them
+        let found = scan(&path, end, &grep, 4).unwrap();
+        assert_eq!(
+            strings(&found),
+            (16..20)
+                .map(|i| rec(i).trim_end().to_owned())
+                .collect::<Vec<_>>()
+        );
+        let odd = Shown {
+            instance: Some(1),
+            ..shown(Form::Human)
+        };
+        let found = scan(&path, end, &odd, 3).unwrap();
+        assert_eq!(
+            strings(&found),
+            [25, 27, 29].map(|i| rec(i).trim_end().to_owned()),
+            "the unfinished line past `end` is the follower's"
+        );
+    }
+
+    #[test]
+    fn records_are_labelled_and_filtered_by_the_instance_that_wrote_them() {
+        let several = Shown {
+            several: true,
+            width: 5,
+            ..shown(Form::Human)
+        };
+        let tagged = b"2026-01-02T03:04:05.678Z[2:4242] hi";
+        let shown_line =
+            |s: &Shown, raw: &[u8]| s.render(raw).map(|l| String::from_utf8(l).unwrap());
+        assert_eq!(
+            shown_line(&several, tagged).unwrap(),
+            "api:2 out | 2026-01-02T03:04:05.678Z hi"
+        );
+        // one instance: no label, and the tag is not shown either
+        assert_eq!(
+            render(Form::Human, tagged),
+            "api out | 2026-01-02T03:04:05.678Z hi"
+        );
+        assert_eq!(
+            shown(Form::Raw).render(tagged).unwrap(),
+            b"api out | 2026-01-02T03:04:05.678Z hi"
+        );
+        let only_1 = Shown {
+            instance: Some(1),
+            ..shown(Form::Human)
+        };
+        assert_eq!(shown_line(&only_1, tagged), None);
+        assert!(shown_line(&only_1, b"2026-01-02T03:04:05.678Z[1:7] x").is_some());
+        // untagged (first generation): shown unfiltered, left out of one instance's view
+        assert!(shown_line(&only_1, b"2026-01-02T03:04:05.678Z x").is_none());
+        let json: Value = serde_json::from_str(&render(Form::Json, tagged)).unwrap();
+        assert_eq!((&json["instance"], &json["pid"]), (&2.into(), &4242.into()));
     }
 
     #[test]
@@ -851,7 +1272,7 @@ mod tests {
             "api out | 2026-01-02T03:04:05.678Z \\x1b]0;pwned\\x07\\x1b[2J\\x1b]52;c;ZXZpbA==\\x07\\rfake\tok"
         );
         assert_eq!(
-            shown(Form::Raw).render(hostile),
+            shown(Form::Raw).render(hostile).unwrap(),
             [&b"api out | "[..], hostile].concat(),
             "--raw is byte for byte"
         );
@@ -862,7 +1283,7 @@ mod tests {
             "api out | 2026-01-02T03:04:05.678Z \\x1b[2J\u{FFFD}"
         );
         assert_eq!(
-            shown(Form::Raw).render(record),
+            shown(Form::Raw).render(record).unwrap(),
             b"api out | 2026-01-02T03:04:05.678Z \x1b[2J\xff"
         );
         // monit gets the escaped text too

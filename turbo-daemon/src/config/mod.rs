@@ -25,6 +25,7 @@ mod files;
 mod include;
 pub mod input;
 mod locate;
+mod log;
 mod options;
 mod privileges;
 #[cfg(test)]
@@ -42,6 +43,7 @@ use serde::Deserialize;
 
 use self::{
     error::Fault,
+    log::LogConfig,
     privileges::{NameOrId, RlimitsConfig, UmaskValue},
     validate::validate,
 };
@@ -438,15 +440,6 @@ struct RestartConfig {
 struct CrashLoopConfig {
     max: Option<i64>,
     window: Option<Scalar>,
-}
-
-/// `log:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogConfig {
-    format: Option<String>,
-    max_size: Option<Scalar>,
-    keep: Option<i64>,
 }
 
 /// A duration or size: a bare number (seconds, bytes) or text with a unit (`500ms`, `10mb`).

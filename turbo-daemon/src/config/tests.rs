@@ -604,3 +604,58 @@ fn a_refused_caller_is_one_problem() {
             .starts_with("uid 4000000000 has no passwd entry")
     );
 }
+
+#[test]
+fn log_max_size_takes_terabytes_and_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = |v: &str| {
+        let doc = format!("apps:\n- name: a\n  cmd: [sleep]\n  log: {{max_size: {v}}}\n");
+        parse_config(&doc, "t.yml", dir.path(), PATH).map(|apps| apps[0].log.max_size)
+    };
+    assert_eq!(size("1tb"), Ok(1 << 40));
+    assert_eq!(size("2TiB"), Ok(2 << 40));
+    for never in ["off", "0", "never"] {
+        assert_eq!(size(never), Ok(0), "{never}");
+    }
+    let small = size("512").unwrap_err();
+    assert!(
+        small.contains("log.max_size 512 is too small") && small.contains("`off`"),
+        "{small}"
+    );
+    let unknown = size("2pb").unwrap_err();
+    assert!(
+        unknown.contains("log.max_size '2pb' is not a size"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn log_compress_and_rotate_take_their_names() {
+    use crate::spec::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let compress = |v: &str| {
+        let doc = format!("apps:\n- name: a\n  cmd: [sleep]\n  log: {{compress: {v}}}\n");
+        parse_config(&doc, "t.yml", dir.path(), PATH).map(|apps| apps[0].log.compress)
+    };
+    assert_eq!(compress("true"), Ok(Compression::Gzip));
+    assert_eq!(compress("gzip"), Ok(Compression::Gzip));
+    assert_eq!(compress("zstd"), Ok(Compression::Zstd));
+    assert_eq!(compress("false"), Ok(Compression::None));
+    let doc = "apps:\n- name: a\n  cmd: [sleep]\n  log: {rotate: weekly}\n";
+    let weekly = parse_config(doc, "t.yml", dir.path(), PATH).unwrap_err();
+    assert!(
+        weekly.contains("log.rotate 'weekly' is not one of: daily, hourly"),
+        "{weekly}"
+    );
+    let doc = "apps:\n- name: a\n  cmd: [sleep]\n  log: {rotate: hourly}\n";
+    let hourly = parse_config(doc, "t.yml", dir.path(), PATH).unwrap();
+    assert_eq!(
+        hourly[0].log.rotate,
+        Some(crate::spec::RotatePeriod::Hourly)
+    );
+    let bad = compress("bzip2").unwrap_err();
+    assert!(
+        bad.contains("log.compress bzip2 is not one of: true, false, gzip, zstd"),
+        "{bad}"
+    );
+}

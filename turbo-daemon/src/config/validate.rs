@@ -14,14 +14,14 @@ use nix::{
 };
 
 use super::{
-    AppConfig, LogConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
+    AppConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
     error::Fault,
     files::{self, parse_env_file, read_env_file, resolve_command},
     input, privileges,
 };
 use crate::{
     access::Powers,
-    spec::{AppSpec, Autorestart, LogFormat, MemoryEnforce, Privileges, units::Bounds},
+    spec::{AppSpec, Autorestart, MemoryEnforce, Privileges, units::Bounds},
 };
 
 /// Checks and resolves one app; relative paths resolve against `base_dir`, commands are found
@@ -116,7 +116,7 @@ pub(super) fn validate(
     let mut spec = AppSpec::new(app.name, argv, cwd);
     spec.env = environment(app.env_file.as_deref(), app.env, &spec.cwd, &mut errors);
     apply_restart(&app.restart, &mut spec, &mut errors);
-    apply_log(&app.log, &mut spec, &mut errors);
+    super::log::apply_log(&app.log, &mut spec, &mut errors);
     apply_memory(
         app.max_memory.as_ref(),
         app.memory_warning.as_ref(),
@@ -351,31 +351,6 @@ fn apply_memory_enforce(
     }
 }
 
-fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
-    let l = &mut spec.log;
-    match cfg.format.as_deref() {
-        None | Some("text") => {}
-        Some("json") => l.format = LogFormat::Json,
-        Some(other) => errors.push(Problem::new(
-            "log.format",
-            format!("log.format '{other}' is not one of: text, json"),
-        )),
-    }
-    if let Some(v) = &cfg.max_size {
-        match v.size("log.max_size", Bounds::ANY_SIZE) {
-            Ok(n) if n >= 1024 => l.max_size = n,
-            Ok(n) => errors.push(
-                Problem::new("log.max_size", format!("log.max_size {n} is too small"))
-                    .hint("use at least 1k"),
-            ),
-            Err(e) => errors.push(e.at("log.max_size")),
-        }
-    }
-    if let Some(n) = LOG_KEEP.read(cfg.keep, errors) {
-        l.keep = n;
-    }
-}
-
 /// A key whose value is a count: its path, its smallest value, and what a refusal says it
 /// must be.
 pub(super) struct Count {
@@ -410,12 +385,6 @@ const MAX_RESTARTS: Count = Count::new(
     0,
     "0 (unlimited) or a positive count",
 );
-const LOG_KEEP: Count = Count::new(
-    "log.keep",
-    1,
-    "at least 1: it is how many rotated files to keep",
-);
-
 /// `listen:`: one address or a list of them, each checked, none twice.
 fn apply_listen(
     listen: Option<OneOrMany>,

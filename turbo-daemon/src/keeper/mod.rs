@@ -26,6 +26,7 @@ use std::{
     collections::{HashMap, HashSet},
     io,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -35,13 +36,15 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    logs::Stream,
+    logs::{Source, Stream},
     os::{detach, fdpass},
     spec::LogPolicy,
 };
 
 /// The keeper's socket in the (private) daemon home.
 pub const SOCKET: &str = "keeper.sock";
+/// The keeper's process name (argv[0] and the kernel's short name, `comm`).
+pub const KEEPER_NAME: &std::ffi::CStr = c"turbo-daemon";
 /// The keeper's own diagnostics, in the daemon home.
 pub const LOG_FILE: &str = "keeper.log";
 /// How long the daemon waits for a reply before it treats the keeper as gone.
@@ -61,6 +64,9 @@ pub enum Request {
     Register {
         /// The process.
         pid: u32,
+        /// Its instance (0 from a daemon older than instance tags).
+        #[serde(default)]
+        instance: u32,
         /// Its app (the log file names).
         app: String,
         /// Format and rotation.
@@ -125,6 +131,9 @@ pub enum Reply {
     Pipe {
         /// The process.
         pid: u32,
+        /// Its instance (0 from a keeper older than instance tags).
+        #[serde(default)]
+        instance: u32,
         /// Its app.
         app: String,
         /// Which pipes are attached.
@@ -150,6 +159,7 @@ pub struct AppCounters {
 /// The daemon's copy of one process's pipes, and what re-registering them needs.
 #[derive(Debug)]
 struct Held {
+    instance: u32,
     app: String,
     policy: LogPolicy,
     fds: Vec<OwnedFd>,
@@ -225,6 +235,7 @@ impl Keeper {
             let h = &self.held[&pid];
             let req = Request::Register {
                 pid,
+                instance: h.instance,
                 app: h.app.clone(),
                 policy: h.policy.clone(),
             };
@@ -259,7 +270,10 @@ impl Keeper {
             .append(true)
             .open(self.home.join(LOG_FILE))?;
         let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("--log-keeper")
+        // argv[0] as `ps` and `pgrep -f` show it; the short name (`ps -C`, `pgrep`) would be
+        // `exe`, after the path, and the keeper sets it itself (`server::serve`)
+        cmd.arg0(std::ffi::OsStr::from_bytes(KEEPER_NAME.to_bytes()))
+            .arg("--log-keeper")
             .arg("--home")
             .arg(&self.home)
             .arg("--log-dir")
@@ -324,14 +338,15 @@ impl Keeper {
     /// The keeper's error, with both pipes.
     pub fn register(
         &mut self,
-        pid: u32,
+        source: Source,
         app: &str,
         policy: &LogPolicy,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(), (io::Error, OwnedFd, OwnedFd)> {
         let req = Request::Register {
-            pid,
+            pid: source.pid,
+            instance: source.instance,
             app: app.to_owned(),
             policy: policy.clone(),
         };
@@ -339,8 +354,9 @@ impl Keeper {
         match reply {
             Ok(Reply::Ok) => {
                 self.held.insert(
-                    pid,
+                    source.pid,
                     Held {
+                        instance: source.instance,
                         app: app.to_owned(),
                         policy: policy.clone(),
                         fds: vec![stdout, stderr],
@@ -371,11 +387,14 @@ impl Keeper {
         loop {
             let (n, fds) = fdpass::recv(session, &mut buf)?;
             match serde_json::from_slice::<Reply>(&buf[..n]).map_err(io::Error::other)? {
-                Reply::Pipe { pid, app, .. } => {
+                Reply::Pipe {
+                    pid, instance, app, ..
+                } => {
                     pids.insert(pid);
                     self.held.insert(
                         pid,
                         Held {
+                            instance,
                             app,
                             policy: LogPolicy::default(),
                             fds,
@@ -616,6 +635,7 @@ mod tests {
         let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
         let register = Request::Register {
             pid: 42,
+            instance: 3,
             app: "app".into(),
             policy: LogPolicy::default(),
         };
@@ -631,7 +651,7 @@ mod tests {
         let (n, fds) = fdpass::recv(other.as_fd(), &mut buf).unwrap();
         let pipe_reply: Reply = serde_json::from_slice(&buf[..n]).unwrap();
         assert!(
-            matches!(&pipe_reply, Reply::Pipe { pid: 42, app, .. } if app == "app"),
+            matches!(&pipe_reply, Reply::Pipe { pid: 42, instance: 3, app, .. } if app == "app"),
             "{pipe_reply:?}"
         );
         assert_eq!(fds.len(), 2);
@@ -653,8 +673,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let text = std::fs::read_to_string(logs.join("app-out.log")).unwrap();
-        let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
-        assert_eq!(lines, ["one", "two"]);
+        // tagged by the pipe: instance 3, pid 42
+        let lines: Vec<&str> = text.lines().map(|l| &l[24..]).collect();
+        assert_eq!(lines, ["[3:42] one", "[3:42] two"]);
         match call(&Request::Stats, &[]) {
             Reply::Stats { apps } => {
                 let out = apps.iter().find(|c| c.stream == Stream::Out).unwrap();

@@ -23,7 +23,7 @@ use std::{
 
 use super::{AppCounters, Reply, Request, SOCKET};
 use crate::{
-    logs::{AppLogs, Pump, Records, StderrTail, Step, Stream},
+    logs::{AppLogs, Pump, Records, Source, StderrTail, Step, Stream},
     os::{epoll::Epoll, fdpass, pipe_io},
 };
 
@@ -38,7 +38,8 @@ const ENDED_KEPT: usize = 256;
 struct PipeReader {
     /// Kept open while read (its number is the key in `Keeper::pipes`).
     fd: OwnedFd,
-    pid: u32,
+    /// The instance and process writing into it: the tag of its records.
+    source: Source,
     stream: Stream,
     pump: Pump,
     logs: AppLogs,
@@ -46,6 +47,7 @@ struct PipeReader {
 
 /// One process whose pipes were registered.
 struct Proc {
+    instance: u32,
     app: String,
     tail: StderrTail,
     /// Its pipes still open here (descriptor numbers, keys of `Keeper::pipes`).
@@ -87,6 +89,8 @@ struct Keeper {
     waits: Vec<Wait>,
     scratch: Scratch,
     quit: bool,
+    /// The keeper's own uid: the daemon that started it runs as it, and nobody else may connect.
+    uid: u32,
 }
 
 /// Runs the keeper of `home` until it has nothing left to keep.
@@ -94,6 +98,11 @@ struct Keeper {
 /// # Errors
 /// When the socket cannot be created (the daemon then says so and captures logs itself).
 pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
+    // exec'd as /proc/self/exe, the kernel named it `exe`: `ps -C turbo-daemon`, `pgrep
+    // turbo-daemon` and `top` would miss it
+    if let Err(e) = rustix::thread::set_name(super::KEEPER_NAME) {
+        tracing::warn!("log keeper: cannot set its process name: {e}");
+    }
     let listener = fdpass::listen(&home.join(SOCKET))?;
     let mut k = Keeper {
         epoll: Epoll::new()?,
@@ -107,6 +116,7 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
         waits: Vec::new(),
         scratch: Scratch::default(),
         quit: false,
+        uid: rustix::process::geteuid().as_raw(),
     };
     k.watch(k.listener.as_fd())?;
     tracing::info!(pid = std::process::id(), "log keeper ready");
@@ -163,6 +173,23 @@ impl Keeper {
     fn accept(&mut self) {
         match fdpass::accept(self.listener.as_fd(), SEND_TIMEOUT) {
             Ok(fd) => {
+                // the home's permissions keep others out; this check holds even when they are
+                // wrong (a home made world-searchable, a socket bind-mounted elsewhere): whoever
+                // talks here can take copies of every app's pipes
+                match fdpass::peer(fd.as_fd()) {
+                    Ok((uid, _)) if uid == self.uid => {}
+                    Ok((uid, pid)) => {
+                        tracing::warn!(
+                            "log keeper: refused a connection from uid {uid} (pid {pid}): only uid {} may talk to it",
+                            self.uid
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!("log keeper: refused a connection of unknown origin: {e}");
+                        return;
+                    }
+                }
                 if self.watch(fd.as_fd()).is_ok() {
                     self.clients
                         .insert(fd.as_raw_fd(), Client { fd, session: false });
@@ -239,7 +266,12 @@ impl Keeper {
                 }
                 Reply::Ok
             }
-            Request::Register { pid, app, policy } => self.register(pid, &app, &policy, fds),
+            Request::Register {
+                pid,
+                instance,
+                app,
+                policy,
+            } => self.register(Source { instance, pid }, &app, &policy, fds),
             Request::Policy { app, policy } => match self.logs_of(&app, &policy) {
                 Ok(_) => Reply::Ok,
                 Err(e) => Reply::Failed {
@@ -285,11 +317,12 @@ impl Keeper {
 
     fn register(
         &mut self,
-        pid: u32,
+        source: Source,
         app: &str,
         policy: &crate::spec::LogPolicy,
         fds: Vec<OwnedFd>,
     ) -> Reply {
+        let pid = source.pid;
         if self.procs.get(&pid).is_some_and(|p| !p.open.is_empty()) {
             // already read here (a daemon re-registering after it lost track): a second
             // reader of the same pipe would only reorder lines
@@ -323,7 +356,7 @@ impl Keeper {
                 raw,
                 PipeReader {
                     fd,
-                    pid,
+                    source,
                     stream,
                     pump: Pump::default(),
                     logs: logs.clone(),
@@ -333,6 +366,7 @@ impl Keeper {
         self.procs.insert(
             pid,
             Proc {
+                instance: source.instance,
                 app: app.to_owned(),
                 tail,
                 open,
@@ -345,14 +379,14 @@ impl Keeper {
         let Some(pipe) = self.pipes.get_mut(&fd) else {
             return;
         };
-        let tail = self.procs.get(&pipe.pid).map(|p| p.tail.clone());
+        let tail = self.procs.get(&pipe.source.pid).map(|p| p.tail.clone());
         let Scratch {
             buf,
             lines,
             out,
             err,
         } = &mut self.scratch;
-        let stream = pipe.stream;
+        let (stream, source) = (pipe.stream, pipe.source);
         let logs = &pipe.logs;
         let records = if stream == Stream::Out { out } else { err };
         let pipe_fd = pipe.fd.as_fd();
@@ -362,7 +396,7 @@ impl Keeper {
             lines,
             |b| pipe_io::read_into(pipe_fd, b),
             &mut |data, lines| {
-                logs.append(stream, data, lines, records);
+                logs.append(source, stream, data, lines, records);
                 if stream == Stream::Err
                     && let Some(t) = &tail
                 {
@@ -371,7 +405,7 @@ impl Keeper {
             },
         );
         if step == Step::End {
-            let pid = pipe.pid;
+            let pid = pipe.source.pid;
             self.epoll.remove(&pipe.fd);
             self.pipes.remove(&fd);
             if let Some(p) = self.procs.get_mut(&pid) {
@@ -448,6 +482,7 @@ impl Keeper {
             };
             let reply = Reply::Pipe {
                 pid,
+                instance: p.instance,
                 app: p.app.clone(),
                 streams: p.open.iter().map(|&(s, _)| s).collect(),
             };

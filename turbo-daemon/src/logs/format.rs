@@ -4,12 +4,15 @@
 //!
 //! This module must not write or rotate files (that is `sink`).
 
-use std::{ops::Range, time::SystemTime};
+use std::ops::Range;
 
-use turbo_api::logfmt;
+use turbo_api::logfmt::{self, Source};
 
 use super::Stream;
 use crate::spec::LogFormat;
+
+/// Longest `[<instance>:<pid>]` tag: two u32 in decimal, `[`, `:` and `]`.
+const TAG_MAX: usize = 10 + 10 + 3;
 
 /// One batch of formatted records and where each ends.
 #[derive(Debug, Default)]
@@ -19,13 +22,18 @@ pub(crate) struct Records {
 }
 
 impl Records {
-    /// Formats `lines` (ranges of `data`) with one `stamp`; `app_json` is the app's name as
-    /// [`logfmt::push_app_json`] wrote it.
+    /// Formats `lines` (ranges of `data`) of `source`'s `stream` with one `stamp`; `app_json`
+    /// is the app's name as [`logfmt::push_app_json`] wrote it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one batch's whole context, passed on the hot path without a struct to fill"
+    )]
     pub(super) fn format(
         &mut self,
         format: LogFormat,
         stamp: &str,
         app_json: &[u8],
+        source: Source,
         stream: Stream,
         data: &[u8],
         lines: &[Range<usize>],
@@ -34,25 +42,29 @@ impl Records {
         self.ends.clear();
         // enough for text records (lines come from `data`), so the loop never reallocates
         self.buf
-            .reserve(data.len() + lines.len() * (stamp.len() + 2));
+            .reserve(data.len() + lines.len() * (stamp.len() + TAG_MAX + 2));
         self.ends.reserve(lines.len());
         for range in lines {
             let line = &data[range.clone()];
             match format {
-                LogFormat::Text => logfmt::push_text_record(&mut self.buf, stamp, line),
-                LogFormat::Json => {
-                    logfmt::push_json_record(&mut self.buf, stamp, app_json, stream, line);
+                LogFormat::Text => {
+                    logfmt::push_tagged_text_record(&mut self.buf, stamp, source, line);
                 }
+                LogFormat::Json => logfmt::push_tagged_json_record(
+                    &mut self.buf,
+                    stamp,
+                    app_json,
+                    source,
+                    stream,
+                    line,
+                ),
             }
             self.ends.push(self.buf.len());
         }
     }
 }
 
-/// The stamp of records written now.
-pub(super) fn timestamp() -> String {
-    let ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    logfmt::stamp(ms)
+/// The stamp of records written at `at_ms` (Unix milliseconds, [`super::clock::now_ms`]).
+pub(super) fn timestamp(at_ms: i64) -> String {
+    logfmt::stamp(u64::try_from(at_ms).unwrap_or(0))
 }

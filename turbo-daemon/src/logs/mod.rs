@@ -1,5 +1,6 @@
 //! Log capture: copies each app's stdout and stderr pipes into its two log files, one
-//! timestamp per line, rotating the files by size.
+//! timestamp per line tagged with the instance and pid whose pipe it came through, rotating the
+//! files by size.
 //!
 //! This code runs in the log keeper (`crate::keeper::server`, a synchronous loop that outlives
 //! the daemon) and, only when no keeper can be started, in the daemon itself.
@@ -15,11 +16,15 @@
 //!   `json`, a change applies from the next read on); the record layout is
 //!   [`turbo_api::logfmt`], shared with the CLI that reads the files.
 //! * `sink`: appending a batch with one `write(2)`, and rotation.
+//! * `compress`: compressing rotated files (`log.compress`) on a thread of its own, off the
+//!   reading of the pipes.
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
 //! supervisor's business. It must not lose output it could keep, nor stop reading (see `sink`).
 
+pub mod clock;
+mod compress;
 pub(crate) mod format;
 pub(crate) mod pump;
 mod sink;
@@ -64,6 +69,8 @@ pub fn paths(log_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// Which pipe a record came from (one enum for the daemon, the keeper and the CLI).
 pub use turbo_api::LogStream as Stream;
+/// Which instance and process a record came from, known by its pipe.
+pub use turbo_api::logfmt::Source;
 
 /// The log files of one app, shared by every capture of its processes. Cloning is cheap (one
 /// `Arc`); all clones write the same files.
@@ -119,7 +126,7 @@ impl AppLogs {
     ///
     /// Must be called inside the tokio runtime (it calls `tokio::spawn`).
     #[must_use = "Capture::done tells when the process's output has ended"]
-    pub fn capture(&self, stdout: OwnedFd, stderr: OwnedFd) -> Capture {
+    pub fn capture(&self, source: Source, stdout: OwnedFd, stderr: OwnedFd) -> Capture {
         let tail = StderrTail::default();
         let logs = self.clone();
         let err_tail = tail.clone();
@@ -128,10 +135,10 @@ impl AppLogs {
             let mut out_records = Records::default();
             let mut err_records = Records::default();
             let out = pump::pump(stdout, move |data, lines| {
-                logs.append(Stream::Out, data, lines, &mut out_records);
+                logs.append(source, Stream::Out, data, lines, &mut out_records);
             });
             let err = pump::pump(stderr, move |data, lines| {
-                logs.append(Stream::Err, data, lines, &mut err_records);
+                logs.append(source, Stream::Err, data, lines, &mut err_records);
                 err_tail.push(data, lines);
             });
             tokio::join!(out, err);
@@ -178,22 +185,25 @@ impl AppLogs {
         ]
     }
 
-    /// Formats and appends one batch of records of `stream`. The lock is held across formatting
+    /// Formats and appends one batch of records of `source`'s `stream`. The lock is held across formatting
     /// and writing so the policy, the size count and a rotation all see the same state.
     pub(crate) fn append(
         &self,
+        source: Source,
         stream: Stream,
         data: &[u8],
         lines: &[Range<usize>],
         records: &mut Records,
     ) {
-        let stamp = format::timestamp();
+        let now = clock::now_ms();
+        let stamp = format::timestamp(now);
         let mut files = self.lock();
         let files = &mut *files;
         records.format(
             files.policy.format,
             &stamp,
             &files.app_json,
+            source,
             stream,
             data,
             lines,
@@ -202,7 +212,7 @@ impl AppLogs {
             Stream::Out => &mut files.out,
             Stream::Err => &mut files.err,
         };
-        sink.write_records(records, &files.policy);
+        sink.write_records(records, &files.policy, now);
         if records.buf.len() <= pump::READ_SIZE {
             pump::give_back(&mut records.buf, 2 * pump::READ_SIZE);
             pump::give_back(&mut records.ends, 0);

@@ -7,6 +7,17 @@
 //! (which then exceeds `max_size` by that record). `max_size == 0` disables rotation; `keep == 0`
 //! discards the full file instead of keeping it.
 //!
+//! With `rotate: daily|hourly`, the first batch written after midnight (the full hour) on the
+//! log clock (`clock`) rotates first; a file that gets no output keeps its old records until
+//! its app writes again. The period is counted from the first write after the file is opened,
+//! so a keeper restarted after a boundary appends that period's first records to the file it
+//! found.
+//!
+//! With `compress`, the file that becomes `<f>.2` at a rotation is handed to `compress`, which
+//! replaces it with `<f>.2.gz` (or `.zst`) a moment later; `<f>.1` stays plain, because `turbo
+//! logs --follow` may still be reading it. Renames here and the final rename there hold one
+//! lock per file ([`Sink::names`]), so a compressed file is never shifted half-way.
+//!
 //! This module must not stop the app's output: a failed rotation keeps writing to the current
 //! file, and a failed write (a full disk) is logged once per run of failures and counted as
 //! dropped, not retried; the next batch tries again.
@@ -16,9 +27,10 @@ use std::{
     io::{self, Write as _},
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
 };
 
-use turbo_api::logfmt;
+use turbo_api::logfmt::{self, Compression};
 
 use super::format::Records;
 use crate::spec::LogPolicy;
@@ -48,6 +60,11 @@ pub(super) struct Sink {
     pub(super) written: u64,
     /// Record bytes that could not be written and were dropped (`turbo_log_dropped_bytes_total`).
     pub(super) dropped: u64,
+    /// Held while the rotated files are renamed, here and by the compression worker.
+    pub(super) names: Arc<Mutex<()>>,
+    /// With `rotate`: when the current period ends (Unix ms, log clock), set by the first
+    /// write of the period.
+    pub(super) period_end: Option<i64>,
 }
 
 impl Sink {
@@ -67,12 +84,25 @@ impl Sink {
             failing: false,
             written: 0,
             dropped: 0,
+            names: Arc::default(),
+            period_end: None,
         })
     }
 
     /// Appends whole records, rotating before one that would not fit: as many records per
     /// `write(2)` as fit in the current file.
-    pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy) {
+    pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy, now_ms: i64) {
+        match policy.rotate {
+            Some(period) => {
+                if self.period_end.is_some_and(|end| now_ms >= end) && self.size > 0 {
+                    self.rotate(policy.keep, policy.compress);
+                }
+                if self.period_end.is_none_or(|end| now_ms >= end) {
+                    self.period_end = Some(super::clock::period_end(period, now_ms));
+                }
+            }
+            None => self.period_end = None,
+        }
         let limit = if policy.max_size == 0 {
             u64::MAX
         } else {
@@ -84,7 +114,7 @@ impl Sink {
             let fit = records.ends[i..].partition_point(|&end| (end - start) as u64 <= room);
             let take = match fit {
                 0 if self.size > 0 => {
-                    self.rotate(policy.keep);
+                    self.rotate(policy.keep, policy.compress);
                     continue;
                 }
                 // a record bigger than a whole file: alone in a fresh file rather than cut
@@ -126,19 +156,33 @@ impl Sink {
         }
     }
 
-    fn rotate(&mut self, keep: u32) {
-        if let Err(e) = self.try_rotate(keep) {
+    fn rotate(&mut self, keep: u32, compress: Compression) {
+        if let Err(e) = self.try_rotate(keep, compress) {
             tracing::warn!("cannot rotate {}: {e}; writing on", self.path.display());
         }
         // also after a failure: the next attempt comes after another max_size bytes, not at once
         self.size = 0;
     }
 
-    fn try_rotate(&mut self, keep: u32) -> io::Result<()> {
+    fn try_rotate(&mut self, keep: u32, compress: Compression) -> io::Result<()> {
+        let names = Arc::clone(&self.names);
+        let _names = names.lock().unwrap_or_else(PoisonError::into_inner);
         // whatever would be shifted past `keep` goes first
         prune(&self.path, keep.saturating_sub(1))?;
         for (n, old) in rotated(&self.path)?.into_iter().rev() {
-            fs::rename(&old, logfmt::rotated_path(&self.path, n + 1))?;
+            let to = logfmt::rotated_path_as(&self.path, n + 1, Compression::of(&old));
+            fs::rename(&old, to)?;
+        }
+        let second = logfmt::rotated_path(&self.path, 2);
+        if compress != Compression::None
+            && let Ok(file) = super::compress::open_plain(&second)
+        {
+            super::compress::submit(super::compress::Job {
+                file,
+                log: self.path.clone(),
+                how: compress,
+                lock: Arc::clone(&self.names),
+            });
         }
         let moved = if keep == 0 {
             fs::remove_file(&self.path)

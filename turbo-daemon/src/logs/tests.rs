@@ -39,13 +39,14 @@ fn policy(format: LogFormat, max_size: u64, keep: u32) -> LogPolicy {
         format,
         max_size,
         keep,
+        ..LogPolicy::default()
     }
 }
 
 /// Runs one process's worth of capture: `out` and `err` pieces, until both pipes close.
 async fn run(logs: &AppLogs, out: Vec<Vec<u8>>, err: Vec<Vec<u8>>) -> Vec<String> {
     let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
-    let capture = logs.capture(out_r, err_r);
+    let capture = logs.capture(SOURCE, out_r, err_r);
     let writers = [feed(out_w, out), feed(err_w, err)];
     tokio::time::timeout(Duration::from_secs(20), capture.done)
         .await
@@ -61,8 +62,19 @@ fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_default()
 }
 
-/// Splits a text-format file into (stamp, line) pairs, checking every stamp.
+/// The tag of records written by [`run`].
+const SOURCE: Source = Source {
+    instance: 0,
+    pid: 7,
+};
+
+/// The lines of a text-format file, checking that every record has a stamp and a tag.
 fn text_records(bytes: &[u8]) -> Vec<Vec<u8>> {
+    tagged_records(bytes).into_iter().map(|(_, l)| l).collect()
+}
+
+/// The `(source, line)` of each record of a text-format file, checking every stamp.
+fn tagged_records(bytes: &[u8]) -> Vec<(Source, Vec<u8>)> {
     assert!(
         bytes.is_empty() || bytes.ends_with(b"\n"),
         "ends mid-record"
@@ -79,8 +91,11 @@ fn text_records(bytes: &[u8]) -> Vec<Vec<u8>> {
                     && stamp.as_bytes()[19] == b'.',
                 "{stamp}"
             );
-            assert_eq!(rec[24], b' ');
-            rec[25..].to_vec()
+            let parsed = Record::parse(rec);
+            let source = parsed
+                .source()
+                .unwrap_or_else(|| panic!("no tag: {}", String::from_utf8_lossy(rec)));
+            (source, parsed.bytes())
         })
         .collect()
 }
@@ -165,7 +180,7 @@ async fn a_flooding_app_gets_a_bigger_pipe_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let logs = AppLogs::open(dir.path(), "flood", &LogPolicy::default()).unwrap();
     let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
-    let capture = logs.capture(out_r, err_r);
+    let capture = logs.capture(SOURCE, out_r, err_r);
     drop(err_w);
     let lines = 40_000;
     let text: String = (0..lines)
@@ -286,13 +301,13 @@ async fn json_records_round_trip_any_bytes() {
             "base64 only when needed: {rec}"
         );
         assert_eq!(
-            (&rec["app"], &rec["stream"]),
-            (&"j.s-on".into(), &"out".into())
+            (&rec["app"], &rec["stream"], &rec["instance"], &rec["pid"]),
+            (&"j.s-on".into(), &"out".into(), &0.into(), &7.into())
         );
         let at = rec["at"].as_str().unwrap();
         assert!(at.len() == 24 && at.ends_with('Z'), "{at}");
         let keys: Vec<&String> = rec.as_object().unwrap().keys().collect();
-        assert!(keys.len() <= 5, "{keys:?}");
+        assert!(keys.len() <= 7, "{keys:?}");
     }
     assert_eq!(recs[4]["line"], "\u{FFFD}\u{FFFD}\u{0} binary \u{FFFD}");
     let err = json_records(&read(&logs.paths().1));
@@ -399,8 +414,18 @@ async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
             .collect()
     };
     let ((a_r, a_w), (b_r, b_w), (e1_r, e1_w), (e2_r, e2_w)) = (pipe(), pipe(), pipe(), pipe());
-    let old = logs.capture(a_r, e1_r);
-    let new = logs.capture(b_r, e2_r);
+    let (old_source, new_source) = (
+        Source {
+            instance: 0,
+            pid: 100,
+        },
+        Source {
+            instance: 1,
+            pid: 101,
+        },
+    );
+    let old = logs.capture(old_source, a_r, e1_r);
+    let new = logs.capture(new_source, b_r, e2_r);
     let writers = [
         feed(a_w, lines("old")),
         feed(b_w, lines("new")),
@@ -421,9 +446,12 @@ async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
         .chain([out])
     {
         assert!(read(&file).len() <= 2048);
-        for line in text_records(&read(&file)) {
+        for (source, line) in tagged_records(&read(&file)) {
             let line = String::from_utf8(line).unwrap();
             let (tag, n) = line.split_once(' ').unwrap();
+            // each line carries the tag of the pipe it came through
+            let want = if tag == "new" { new_source } else { old_source };
+            assert_eq!(source, want, "{line}");
             seen[usize::from(tag == "new")].push(n.parse::<u32>().unwrap());
         }
     }
@@ -477,7 +505,7 @@ async fn done_resolves_only_when_both_streams_have_ended() {
     let dir = tempfile::tempdir().unwrap();
     let logs = AppLogs::open(dir.path(), "d", &LogPolicy::default()).unwrap();
     let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
-    let capture = logs.capture(out_r, err_r);
+    let capture = logs.capture(SOURCE, out_r, err_r);
     out_w.write_all(b"last words").unwrap();
     drop(out_w);
     err_w.write_all(b"still here\n").unwrap();
@@ -513,6 +541,7 @@ fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
         LogFormat::Text,
         "2026-01-02T03:04:05.678Z",
         b"\"a\"",
+        SOURCE,
         Stream::Out,
         data,
         &[0..3, 4..7],
@@ -520,15 +549,15 @@ fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
     let batch = records.buf.len() as u64;
     // /dev/full: every write fails with ENOSPC
     let mut sink = Sink::open(PathBuf::from("/dev/full")).unwrap();
-    sink.write_records(&records, &LogPolicy::default());
-    sink.write_records(&records, &LogPolicy::default());
+    sink.write_records(&records, &LogPolicy::default(), 0);
+    sink.write_records(&records, &LogPolicy::default(), 0);
     assert_eq!((sink.written, sink.dropped), (0, 2 * batch));
     assert!(sink.failing, "reported once, quiet since");
     // space again (the file under the sink is one with room): the next batch is written
     let dir = tempfile::tempdir().unwrap();
     sink.file = open_append(&dir.path().join("room.log")).unwrap();
     sink.size = 0;
-    sink.write_records(&records, &LogPolicy::default());
+    sink.write_records(&records, &LogPolicy::default(), 0);
     assert_eq!((sink.written, sink.dropped), (batch, 2 * batch));
     assert!(!sink.failing);
     assert_eq!(
@@ -548,4 +577,115 @@ fn open_errors_name_the_file() {
     );
     assert!(err.to_string().starts_with(&want), "{err}");
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rotated_files_but_the_newest_are_compressed_and_lose_nothing() {
+    use turbo_api::logfmt::Compression;
+    for how in [Compression::Gzip, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = policy(LogFormat::Text, 1024, 4);
+        p.compress = how;
+        let logs = AppLogs::open(dir.path(), "z", &p).unwrap();
+        run(&logs, numbered_input(0..400), vec![]).await;
+        let out = logs.paths().0;
+        let files = || rotated(&out).unwrap();
+        // the worker finishes a moment later
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while files()
+            .iter()
+            .any(|(n, p)| *n > 1 && logfmt::Compression::of(p) != how)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{how:?}: {:?}",
+                files()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let found = files();
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(
+            logfmt::Compression::of(&found[0].1),
+            Compression::None,
+            ".1 stays plain"
+        );
+        let mut numbers = Vec::new();
+        for (_, file) in found.iter().rev() {
+            let bytes = match logfmt::Compression::of(file) {
+                Compression::Gzip => {
+                    let mut text = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(fs::File::open(file).unwrap()),
+                        &mut text,
+                    )
+                    .unwrap();
+                    text
+                }
+                Compression::Zstd => zstd::decode_all(fs::File::open(file).unwrap()).unwrap(),
+                Compression::None => read(file),
+            };
+            for line in text_records(&bytes) {
+                let line = String::from_utf8(line).unwrap();
+                numbers.push(line.strip_prefix("line ").unwrap().parse::<u32>().unwrap());
+            }
+        }
+        for line in text_records(&read(&out)) {
+            let line = String::from_utf8(line).unwrap();
+            numbers.push(line.strip_prefix("line ").unwrap().parse::<u32>().unwrap());
+        }
+        let first = numbers[0];
+        assert_eq!(numbers, (first..400).collect::<Vec<_>>(), "{how:?}");
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".packing"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
+#[test]
+fn daily_rotation_starts_a_file_at_the_first_write_after_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d-out.log");
+    let mut sink = Sink::open(path.clone()).unwrap();
+    let p = LogPolicy {
+        rotate: Some(crate::spec::RotatePeriod::Daily),
+        ..LogPolicy::default()
+    };
+    let batch = |text: &str| {
+        let mut records = Records::default();
+        let data = format!("{text}\n");
+        records.format(
+            LogFormat::Text,
+            "2026-01-02T03:04:05.678Z",
+            b"\"d\"",
+            SOURCE,
+            Stream::Out,
+            data.as_bytes(),
+            std::slice::from_ref(&(0..text.len())),
+        );
+        records
+    };
+    let midnight = logfmt::stamp_ms("2026-01-03T00:00:00.000Z").unwrap();
+    sink.write_records(&batch("late"), &p, midnight - 1000);
+    sink.write_records(&batch("later"), &p, midnight - 1);
+    sink.write_records(&batch("new day"), &p, midnight);
+    sink.write_records(&batch("same day"), &p, midnight + 3_600_000);
+    let lines = |p: &Path| -> Vec<String> {
+        text_records(&read(p))
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    };
+    assert_eq!(lines(&logfmt::rotated_path(&path, 1)), ["late", "later"]);
+    assert_eq!(lines(&path), ["new day", "same day"]);
+    // a quiet day rotates nothing; the next write after it does
+    sink.write_records(&batch("two days on"), &p, midnight + 2 * 86_400_000);
+    assert_eq!(
+        lines(&logfmt::rotated_path(&path, 1)),
+        ["new day", "same day"]
+    );
+    assert_eq!(lines(&path), ["two days on"]);
 }

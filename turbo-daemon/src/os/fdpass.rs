@@ -86,6 +86,16 @@ pub fn accept(listener: BorrowedFd<'_>, timeout: Duration) -> io::Result<OwnedFd
     Ok(fd)
 }
 
+/// The uid and pid of the process at the other end of a connected socket (`SO_PEERCRED`: who
+/// connected, as the kernel saw it at `connect`, not what the peer claims).
+///
+/// # Errors
+/// From getsockopt.
+pub fn peer(fd: BorrowedFd<'_>) -> io::Result<(u32, i32)> {
+    let cred = sockopt::socket_peercred(fd)?;
+    Ok((cred.uid.as_raw(), cred.pid.as_raw_pid()))
+}
+
 fn set_timeouts(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
     for which in [Timeout::Recv, Timeout::Send] {
         sockopt::set_socket_timeout(fd, which, Some(timeout))?;

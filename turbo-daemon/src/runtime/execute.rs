@@ -157,7 +157,8 @@ impl Runtime {
         let pid = child.pid;
         // handed to the keeper once this pass of `feed` is done, so the round trip does not
         // count in the process's uptime
-        self.output.queue(pid, spec, child.stdout, child.stderr);
+        let source = crate::logs::Source { instance, pid };
+        self.output.queue(source, spec, child.stdout, child.stderr);
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {
             tracing::warn!(app = %spec.name, "cannot watch pid {pid}: {e}");
         }

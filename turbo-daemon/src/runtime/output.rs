@@ -55,7 +55,7 @@ impl Output {
 
 /// A new process's pipes, waiting to be handed over.
 pub(super) struct Pending {
-    pid: u32,
+    source: logs::Source,
     spec: AppSpec,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -101,10 +101,16 @@ impl Outputs {
         }
     }
 
-    /// Keeps a new process's pipes until [`Self::hand_over`].
-    pub(super) fn queue(&mut self, pid: u32, spec: &AppSpec, stdout: OwnedFd, stderr: OwnedFd) {
+    /// Keeps a new process's pipes (`source`: its instance and pid) until [`Self::hand_over`].
+    pub(super) fn queue(
+        &mut self,
+        source: logs::Source,
+        spec: &AppSpec,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) {
         self.pending.push(Pending {
-            pid,
+            source,
             spec: spec.clone(),
             stdout,
             stderr,
@@ -114,15 +120,15 @@ impl Outputs {
     /// Hands the queued pipes to the keeper (or captures them here).
     pub(super) fn hand_over(&mut self) {
         for p in std::mem::take(&mut self.pending) {
-            match self.capture_output(p.pid, &p.spec, p.stdout, p.stderr) {
+            match self.capture_output(p.source, &p.spec, p.stdout, p.stderr) {
                 Ok(out) => {
-                    self.procs.insert(p.pid, out);
+                    self.procs.insert(p.source.pid, out);
                 }
                 // the process runs; its output waits in the pipes' buffer, which it may fill
                 Err(e) => tracing::error!(
                     app = %p.spec.name,
                     "cannot capture the output of pid {}: {e}",
-                    p.pid
+                    p.source.pid
                 ),
             }
         }
@@ -131,19 +137,20 @@ impl Outputs {
     /// Hands a new process's pipes to the keeper, or captures them here when there is none.
     fn capture_output(
         &mut self,
-        pid: u32,
+        source: logs::Source,
         spec: &AppSpec,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<Output, String> {
         let (stdout, stderr) = match &mut self.keeper {
-            Some(keeper) => match keeper.register(pid, &spec.name, &spec.log, stdout, stderr) {
+            Some(keeper) => match keeper.register(source, &spec.name, &spec.log, stdout, stderr) {
                 Ok(()) => return Ok(Output::Kept(keeper.tail_asker())),
                 Err((e, out, err)) => {
                     tracing::error!(
                         app = %spec.name,
-                        "the log keeper cannot take the output of pid {pid} ({e}); the daemon \
-                         reads it itself, and a daemon crash will lose some of it"
+                        "the log keeper cannot take the output of pid {} ({e}); the daemon \
+                         reads it itself, and a daemon crash will lose some of it",
+                        source.pid
                     );
                     (out, err)
                 }
@@ -151,7 +158,7 @@ impl Outputs {
             None => (stdout, stderr),
         };
         let app_logs = self.local_logs(spec).map_err(|e| e.to_string())?;
-        Ok(Output::Local(app_logs.capture(stdout, stderr)))
+        Ok(Output::Local(app_logs.capture(source, stdout, stderr)))
     }
 
     fn local_logs(&mut self, spec: &AppSpec) -> std::io::Result<logs::AppLogs> {

@@ -1,6 +1,7 @@
 //! How an app's output is written to its log files: `log:`.
 
 use serde::{Deserialize, Serialize};
+pub use turbo_api::logfmt::Compression;
 
 /// How an app's output is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -13,6 +14,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// Rotation by time: a new file at each period boundary (UTC, like the stamps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotatePeriod {
+    /// At every full hour.
+    Hourly,
+    /// At midnight.
+    Daily,
+}
+
+impl RotatePeriod {
+    /// The period's length in milliseconds.
+    #[must_use]
+    pub const fn millis(self) -> i64 {
+        match self {
+            Self::Hourly => 3_600_000,
+            Self::Daily => 86_400_000,
+        }
+    }
+}
+
 /// Log files of an app.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -23,6 +45,11 @@ pub struct LogPolicy {
     pub max_size: u64,
     /// Rotated files kept per stream (`<file>.1` is the newest).
     pub keep: u32,
+    /// Compression of the rotated files but the newest (`<file>.2.gz` …), which `turbo logs
+    /// --follow` may still be reading.
+    pub compress: Compression,
+    /// Rotation by time too: the first record of a new day (hour) starts a new file.
+    pub rotate: Option<RotatePeriod>,
 }
 
 impl Default for LogPolicy {
@@ -31,6 +58,8 @@ impl Default for LogPolicy {
             format: LogFormat::Text,
             max_size: 10 * 1024 * 1024,
             keep: 5,
+            compress: Compression::None,
+            rotate: None,
         }
     }
 }

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
-    log::{LogFormat, LogPolicy},
+    log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
     privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},
     restart::{Autorestart, RestartPolicy},

@@ -1,0 +1,121 @@
+//! Compressing rotated log files off the writing path: one worker thread per process, so a
+//! compression of a large file never delays the reading of the apps' pipes.
+//!
+//! A job names a file by its inode (it was opened right after its rotation), because while the
+//! worker compresses, later rotations may shift its number. The worker writes a hidden temporary
+//! file beside it (`.<name>.packing`, which no reader takes for a log), then, under the log's
+//! rotation lock, finds where the file is now (`<f>.<k>`), renames the result to
+//! `<f>.<k>.gz|zst` and removes the original; if the file was pruned meanwhile, the result is
+//! discarded. Readers see either the plain file or the compressed one, never neither.
+//!
+//! A keeper killed while compressing leaves its temporary file behind (hidden, never read);
+//! the plain file stays, and is compressed at no later time.
+//!
+//! This module must not decide when to rotate or what to keep (that is `sink`).
+
+use std::{
+    fs::{self, File},
+    io::{self, BufWriter, Write as _},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, OnceLock, PoisonError, mpsc},
+};
+
+use turbo_api::logfmt::{self, Compression};
+
+/// Opens a rotated file to compress, refusing a symlink planted under its name.
+pub(super) fn open_plain(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(path)
+}
+
+/// One file to compress.
+pub(super) struct Job {
+    /// The rotated file, opened after its rename.
+    pub(super) file: File,
+    /// The log it belongs to (`<f>`).
+    pub(super) log: PathBuf,
+    pub(super) how: Compression,
+    /// Held for the final renames, shared with the log's rotation.
+    pub(super) lock: Arc<Mutex<()>>,
+}
+
+/// Queues `job` for the worker (started on first use).
+pub(super) fn submit(job: Job) {
+    static WORKER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let tx = WORKER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("log-compress".into())
+            .spawn(move || {
+                for job in rx {
+                    if let Err(e) = run(&job) {
+                        tracing::warn!(
+                            "cannot compress a rotated file of {}: {e}; it stays as it is",
+                            job.log.display()
+                        );
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no log compression: cannot start its thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    // a dead worker drops the job: the file stays uncompressed, and readable
+    let _ = tx.lock().unwrap_or_else(PoisonError::into_inner).send(job);
+}
+
+/// Compresses one file now (the worker's body; also used directly by tests).
+pub(super) fn run(job: &Job) -> io::Result<()> {
+    let ino = job.file.metadata()?.ino();
+    let dir = job.log.parent().unwrap_or(Path::new("."));
+    let name = job.log.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(".{name}.{ino}.packing"));
+    let out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+        .open(&temp)?;
+    let written = pack(&job.file, out, job.how);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    let _guard = job.lock.lock().unwrap_or_else(PoisonError::into_inner);
+    let names = fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.file_name()));
+    let found = logfmt::rotated_files(&job.log, names)
+        .into_iter()
+        .find(|(_, p)| {
+            Compression::of(p) == Compression::None
+                && fs::symlink_metadata(p).is_ok_and(|m| m.ino() == ino)
+        });
+    match found {
+        Some((k, plain)) => {
+            fs::rename(&temp, logfmt::rotated_path_as(&job.log, k, job.how))?;
+            fs::remove_file(plain)
+        }
+        // pruned (or flushed) while being compressed
+        None => fs::remove_file(&temp),
+    }
+}
+
+fn pack(mut from: &File, to: File, how: Compression) -> io::Result<()> {
+    let to = BufWriter::new(to);
+    match how {
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(to, flate2::Compression::default());
+            io::copy(&mut from, &mut enc)?;
+            enc.finish()?.flush()
+        }
+        Compression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(to, 3)?;
+            io::copy(&mut from, &mut enc)?;
+            enc.finish()?.flush()
+        }
+        Compression::None => Ok(()),
+    }
+}
