@@ -1,11 +1,12 @@
 //! The app spec as the state file stores it ([`SavedSpec`] and the policies in it), and its
 //! conversions from and to [`AppSpec`].
 //!
-//! These mirror the spec's types field for field, spelled as the file has always spelled them
-//! (durations in integer milliseconds), so the spec can change without changing what old files
-//! mean. Every conversion destructures without `..`: a field added to the spec does not compile
-//! until the schema decides how it is stored (a new optional key with a `serde(default)` keeps
-//! old files loading; anything else bumps `SCHEMA_VERSION`). Pure: no I/O, no rules.
+//! These mirror the spec's types field for field, with the names and spelling the file has
+//! always had (durations in integer milliseconds), so the spec can change without changing what
+//! old files mean. Every conversion destructures without `..` (`mirror!`): a field added to
+//! the spec does not compile until the schema decides how it is stored (a new key with a
+//! `serde(default)` keeps old files loading; anything else bumps `SCHEMA_VERSION`). A missing
+//! key means the spec's default. Pure: no I/O, no rules.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,10 +18,107 @@ use crate::spec::{
     WatchSpec,
 };
 
-/// A spec enum of unit variants as the file spells it, with both conversions (exhaustive
-/// matches: a new variant of the spec does not compile until it is added here).
+/// A spec value and its form in the file.
+trait Stored: Sized {
+    /// The file's type.
+    type Saved;
+    fn save(&self) -> Self::Saved;
+    fn load(saved: Self::Saved) -> Self;
+}
+
+/// Values the file stores as they are.
+macro_rules! as_is {
+    ($($t:ty),+ $(,)?) => {
+        $(impl Stored for $t {
+            type Saved = Self;
+            fn save(&self) -> Self {
+                self.clone()
+            }
+            fn load(saved: Self) -> Self {
+                saved
+            }
+        })+
+    };
+}
+
+as_is!(
+    String,
+    PathBuf,
+    u8,
+    u32,
+    i32,
+    u64,
+    f64,
+    (u16, u16),
+    Vec<String>,
+    Vec<PathBuf>,
+    Vec<i32>,
+    Vec<(String, String)>,
+    Vec<(String, u32)>,
+);
+
+/// Durations: integer milliseconds.
+impl Stored for Duration {
+    type Saved = u64;
+    fn save(&self) -> u64 {
+        u64::try_from(self.as_millis()).unwrap_or(u64::MAX)
+    }
+    fn load(saved: u64) -> Self {
+        Self::from_millis(saved)
+    }
+}
+
+impl<T: Stored> Stored for Option<T> {
+    type Saved = Option<T::Saved>;
+    fn save(&self) -> Self::Saved {
+        self.as_ref().map(T::save)
+    }
+    fn load(saved: Self::Saved) -> Self {
+        saved.map(T::load)
+    }
+}
+
+impl<T: Stored> Stored for Box<T> {
+    type Saved = T::Saved;
+    fn save(&self) -> T::Saved {
+        T::save(self)
+    }
+    fn load(saved: T::Saved) -> Self {
+        Self::new(T::load(saved))
+    }
+}
+
+/// A spec struct and its file struct of the same field names, converted field by field; the
+/// file struct's default (a missing key) is the spec's.
+macro_rules! mirror {
+    ($spec:ident => $saved:ident { $($f:ident),+ $(,)? }) => {
+        mirror!(@convert $spec => $saved { $($f),+ });
+
+        impl Default for $saved {
+            fn default() -> Self {
+                $spec::default().save()
+            }
+        }
+    };
+    (@convert $spec:ident => $saved:ident { $($f:ident),+ $(,)? }) => {
+        impl Stored for $spec {
+            type Saved = $saved;
+            fn save(&self) -> $saved {
+                let Self { $($f),+ } = self;
+                $saved { $($f: $f.save()),+ }
+            }
+            fn load(saved: $saved) -> Self {
+                let $saved { $($f),+ } = saved;
+                Self { $($f: Stored::load($f)),+ }
+            }
+        }
+    };
+}
+
+/// A spec enum of unit variants as the file spells it (exhaustive matches: a new variant of
+/// the spec does not compile until it is added here).
 macro_rules! saved_enum {
-    ($(#[$doc:meta])* $saved:ident <=> $spec:ident, $case:literal, { $($v:ident),+ $(,)? }) => {
+    ($(#[$doc:meta])* $spec:ident => $saved:ident, $case:literal, { $($v:ident),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(rename_all = $case)]
@@ -28,17 +126,15 @@ macro_rules! saved_enum {
             $($v),+
         }
 
-        impl From<$spec> for $saved {
-            fn from(v: $spec) -> Self {
-                match v {
-                    $($spec::$v => Self::$v),+
+        impl Stored for $spec {
+            type Saved = $saved;
+            fn save(&self) -> $saved {
+                match self {
+                    $(Self::$v => $saved::$v),+
                 }
             }
-        }
-
-        impl From<$saved> for $spec {
-            fn from(v: $saved) -> Self {
-                match v {
+            fn load(saved: $saved) -> Self {
+                match saved {
                     $($saved::$v => Self::$v),+
                 }
             }
@@ -46,45 +142,36 @@ macro_rules! saved_enum {
     };
 }
 
-/// A spec type whose file default is the spec's default, so a missing key means what it
-/// meant when it was written.
-macro_rules! default_from_spec {
-    ($($saved:ident <= $spec:ident),+ $(,)?) => {
-        $(impl Default for $saved {
-            fn default() -> Self {
-                Self::from(&$spec::default())
-            }
-        })+
-    };
-}
-
 saved_enum!(
     /// [`Autorestart`].
-    SavedAutorestart <=> Autorestart, "kebab-case", { Always, OnFailure, Never }
+    Autorestart => SavedAutorestart, "kebab-case", { Always, OnFailure, Never }
 );
 saved_enum!(
     /// [`LogFormat`].
-    SavedLogFormat <=> LogFormat, "lowercase", { Text, Json }
+    LogFormat => SavedLogFormat, "lowercase", { Text, Json }
 );
 saved_enum!(
     /// [`MemoryEnforce`].
-    SavedMemoryEnforce <=> MemoryEnforce, "snake_case", { Restart, Cgroup }
+    MemoryEnforce => SavedMemoryEnforce, "snake_case", { Restart, Cgroup }
 );
 saved_enum!(
     /// [`ReadyMode`].
-    SavedReadyMode <=> ReadyMode, "lowercase", { Spawn, Notify }
+    ReadyMode => SavedReadyMode, "lowercase", { Spawn, Notify }
 );
 
-default_from_spec!(
-    SavedRestart <= RestartPolicy,
-    SavedLog <= LogPolicy,
-    SavedMemory <= MemoryPolicy,
-    SavedPrivileges <= Privileges,
-    SavedLimits <= ProcessLimits,
-    SavedReadiness <= Readiness,
-);
+impl From<&AppSpec> for SavedSpec {
+    fn from(spec: &AppSpec) -> Self {
+        spec.save()
+    }
+}
 
-/// [`AppSpec`].
+impl From<SavedSpec> for AppSpec {
+    fn from(saved: SavedSpec) -> Self {
+        Self::load(saved)
+    }
+}
+
+/// [`AppSpec`]; durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedSpec {
     pub name: String,
@@ -97,8 +184,7 @@ pub struct SavedSpec {
     #[serde(default)]
     pub stop_exit_codes: Vec<i32>,
     pub stop_signal: i32,
-    #[serde(rename = "kill_timeout")]
-    pub kill_timeout_ms: u64,
+    pub kill_timeout: u64,
     #[serde(default)]
     pub log: SavedLog,
     #[serde(default)]
@@ -122,22 +208,28 @@ const fn one() -> u32 {
     1
 }
 
-/// [`RestartPolicy`].
+// no `Default`: a spec needs a name and a command
+mirror!(@convert AppSpec => SavedSpec {
+    name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
+    memory, privileges, instances, listen, watch, health, readiness,
+});
+
+/// [`RestartPolicy`]; durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SavedRestart {
-    #[serde(rename = "delay")]
-    pub delay_ms: u64,
+    pub delay: u64,
     pub factor: f64,
-    #[serde(rename = "max_delay")]
-    pub max_delay_ms: u64,
-    #[serde(rename = "reset_after")]
-    pub reset_after_ms: u64,
+    pub max_delay: u64,
+    pub reset_after: u64,
     pub crash_loop_max: u32,
-    #[serde(rename = "crash_loop_window")]
-    pub crash_loop_window_ms: u64,
+    pub crash_loop_window: u64,
     pub max_restarts: u32,
 }
+
+mirror!(RestartPolicy => SavedRestart {
+    delay, factor, max_delay, reset_after, crash_loop_max, crash_loop_window, max_restarts,
+});
 
 /// [`LogPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +240,8 @@ pub struct SavedLog {
     pub keep: u32,
 }
 
+mirror!(LogPolicy => SavedLog { format, max_size, keep });
+
 /// [`MemoryPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -157,6 +251,8 @@ pub struct SavedMemory {
     pub enforce: SavedMemoryEnforce,
 }
 
+mirror!(MemoryPolicy => SavedMemory { max, warning_percent, enforce });
+
 /// [`Privileges`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -164,6 +260,8 @@ pub struct SavedPrivileges {
     pub run_as: Option<SavedRunAs>,
     pub limits: SavedLimits,
 }
+
+mirror!(Privileges => SavedPrivileges { run_as, limits });
 
 /// [`RunAs`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +275,8 @@ pub struct SavedRunAs {
     pub shell: String,
 }
 
+mirror!(@convert RunAs => SavedRunAs { user, uid, group, gid, groups, home, shell });
+
 /// [`ProcessLimits`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -189,6 +289,8 @@ pub struct SavedLimits {
     pub oom_score_adj: Option<i32>,
 }
 
+mirror!(ProcessLimits => SavedLimits { umask, nofile, nproc, core, nice, oom_score_adj });
+
 /// [`Rlimit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedRlimit {
@@ -196,30 +298,34 @@ pub struct SavedRlimit {
     pub hard: u64,
 }
 
-/// [`WatchSpec`].
+mirror!(@convert Rlimit => SavedRlimit { soft, hard });
+
+/// [`WatchSpec`]; the delay in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedWatch {
     pub paths: Vec<PathBuf>,
     pub ignore: Vec<String>,
-    #[serde(rename = "delay")]
-    pub delay_ms: u64,
+    pub delay: u64,
 }
 
-/// [`HealthSpec`].
+mirror!(@convert WatchSpec => SavedWatch { paths, ignore, delay });
+
+/// [`HealthSpec`]; durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedHealth {
     pub probe: SavedProbe,
-    #[serde(rename = "interval")]
-    pub interval_ms: u64,
-    #[serde(rename = "timeout")]
-    pub timeout_ms: u64,
+    pub interval: u64,
+    pub timeout: u64,
     pub retries: u32,
-    #[serde(rename = "retry_delay")]
-    pub retry_delay_ms: u64,
+    pub retry_delay: u64,
     /// Files from before it have none: 0.
-    #[serde(rename = "start_period", default)]
-    pub start_period_ms: u64,
+    #[serde(default)]
+    pub start_period: u64,
 }
+
+mirror!(@convert HealthSpec => SavedHealth {
+    probe, interval, timeout, retries, retry_delay, start_period,
+});
 
 /// [`HealthProbe`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,419 +336,17 @@ pub enum SavedProbe {
     Cmd { argv: Vec<String> },
 }
 
-/// [`Readiness`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SavedReadiness {
-    pub mode: SavedReadyMode,
-    #[serde(rename = "timeout")]
-    pub timeout_ms: u64,
-    pub watchdog_ms: Option<u64>,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl From<&AppSpec> for SavedSpec {
-    fn from(spec: &AppSpec) -> Self {
-        let AppSpec {
-            name,
-            argv,
-            cwd,
-            env,
-            autorestart,
-            restart,
-            stop_exit_codes,
-            stop_signal,
-            kill_timeout,
-            log,
-            memory,
-            privileges,
-            instances,
-            listen,
-            watch,
-            health,
-            readiness,
-        } = spec;
-        Self {
-            name: name.clone(),
-            argv: argv.clone(),
-            cwd: cwd.clone(),
-            env: env.clone(),
-            autorestart: (*autorestart).into(),
-            restart: restart.into(),
-            stop_exit_codes: stop_exit_codes.clone(),
-            stop_signal: *stop_signal,
-            kill_timeout_ms: ms(*kill_timeout),
-            log: log.into(),
-            memory: memory.into(),
-            privileges: privileges.as_ref().into(),
-            instances: *instances,
-            listen: listen.clone(),
-            watch: watch.as_ref().map(Into::into),
-            health: health.as_ref().map(Into::into),
-            readiness: readiness.into(),
+impl Stored for HealthProbe {
+    type Saved = SavedProbe;
+    fn save(&self) -> SavedProbe {
+        match self.clone() {
+            Self::Http { url, status } => SavedProbe::Http { url, status },
+            Self::Tcp { addr } => SavedProbe::Tcp { addr },
+            Self::Cmd { argv } => SavedProbe::Cmd { argv },
         }
     }
-}
-
-impl From<SavedSpec> for AppSpec {
-    fn from(saved: SavedSpec) -> Self {
-        let SavedSpec {
-            name,
-            argv,
-            cwd,
-            env,
-            autorestart,
-            restart,
-            stop_exit_codes,
-            stop_signal,
-            kill_timeout_ms,
-            log,
-            memory,
-            privileges,
-            instances,
-            listen,
-            watch,
-            health,
-            readiness,
-        } = saved;
-        Self {
-            name,
-            argv,
-            cwd,
-            env,
-            autorestart: autorestart.into(),
-            restart: restart.into(),
-            stop_exit_codes,
-            stop_signal,
-            kill_timeout: Duration::from_millis(kill_timeout_ms),
-            log: log.into(),
-            memory: memory.into(),
-            privileges: Box::new(privileges.into()),
-            instances,
-            listen,
-            watch: watch.map(Into::into),
-            health: health.map(Into::into),
-            readiness: readiness.into(),
-        }
-    }
-}
-
-impl From<&RestartPolicy> for SavedRestart {
-    fn from(p: &RestartPolicy) -> Self {
-        let RestartPolicy {
-            delay,
-            factor,
-            max_delay,
-            reset_after,
-            crash_loop_max,
-            crash_loop_window,
-            max_restarts,
-        } = p;
-        Self {
-            delay_ms: ms(*delay),
-            factor: *factor,
-            max_delay_ms: ms(*max_delay),
-            reset_after_ms: ms(*reset_after),
-            crash_loop_max: *crash_loop_max,
-            crash_loop_window_ms: ms(*crash_loop_window),
-            max_restarts: *max_restarts,
-        }
-    }
-}
-
-impl From<SavedRestart> for RestartPolicy {
-    fn from(s: SavedRestart) -> Self {
-        let SavedRestart {
-            delay_ms,
-            factor,
-            max_delay_ms,
-            reset_after_ms,
-            crash_loop_max,
-            crash_loop_window_ms,
-            max_restarts,
-        } = s;
-        Self {
-            delay: Duration::from_millis(delay_ms),
-            factor,
-            max_delay: Duration::from_millis(max_delay_ms),
-            reset_after: Duration::from_millis(reset_after_ms),
-            crash_loop_max,
-            crash_loop_window: Duration::from_millis(crash_loop_window_ms),
-            max_restarts,
-        }
-    }
-}
-
-impl From<&LogPolicy> for SavedLog {
-    fn from(p: &LogPolicy) -> Self {
-        let LogPolicy {
-            format,
-            max_size,
-            keep,
-        } = p;
-        Self {
-            format: (*format).into(),
-            max_size: *max_size,
-            keep: *keep,
-        }
-    }
-}
-
-impl From<SavedLog> for LogPolicy {
-    fn from(s: SavedLog) -> Self {
-        let SavedLog {
-            format,
-            max_size,
-            keep,
-        } = s;
-        Self {
-            format: format.into(),
-            max_size,
-            keep,
-        }
-    }
-}
-
-impl From<&MemoryPolicy> for SavedMemory {
-    fn from(p: &MemoryPolicy) -> Self {
-        let MemoryPolicy {
-            max,
-            warning_percent,
-            enforce,
-        } = p;
-        Self {
-            max: *max,
-            warning_percent: *warning_percent,
-            enforce: (*enforce).into(),
-        }
-    }
-}
-
-impl From<SavedMemory> for MemoryPolicy {
-    fn from(s: SavedMemory) -> Self {
-        let SavedMemory {
-            max,
-            warning_percent,
-            enforce,
-        } = s;
-        Self {
-            max,
-            warning_percent,
-            enforce: enforce.into(),
-        }
-    }
-}
-
-impl From<&Privileges> for SavedPrivileges {
-    fn from(p: &Privileges) -> Self {
-        let Privileges { run_as, limits } = p;
-        Self {
-            run_as: run_as.as_ref().map(Into::into),
-            limits: limits.into(),
-        }
-    }
-}
-
-impl From<SavedPrivileges> for Privileges {
-    fn from(s: SavedPrivileges) -> Self {
-        let SavedPrivileges { run_as, limits } = s;
-        Self {
-            run_as: run_as.map(Into::into),
-            limits: limits.into(),
-        }
-    }
-}
-
-impl From<&RunAs> for SavedRunAs {
-    fn from(r: &RunAs) -> Self {
-        let RunAs {
-            user,
-            uid,
-            group,
-            gid,
-            groups,
-            home,
-            shell,
-        } = r;
-        Self {
-            user: user.clone(),
-            uid: *uid,
-            group: group.clone(),
-            gid: *gid,
-            groups: groups.clone(),
-            home: home.clone(),
-            shell: shell.clone(),
-        }
-    }
-}
-
-impl From<SavedRunAs> for RunAs {
-    fn from(s: SavedRunAs) -> Self {
-        let SavedRunAs {
-            user,
-            uid,
-            group,
-            gid,
-            groups,
-            home,
-            shell,
-        } = s;
-        Self {
-            user,
-            uid,
-            group,
-            gid,
-            groups,
-            home,
-            shell,
-        }
-    }
-}
-
-impl From<&ProcessLimits> for SavedLimits {
-    fn from(l: &ProcessLimits) -> Self {
-        let ProcessLimits {
-            umask,
-            nofile,
-            nproc,
-            core,
-            nice,
-            oom_score_adj,
-        } = l;
-        Self {
-            umask: *umask,
-            nofile: nofile.map(Into::into),
-            nproc: nproc.map(Into::into),
-            core: core.map(Into::into),
-            nice: *nice,
-            oom_score_adj: *oom_score_adj,
-        }
-    }
-}
-
-impl From<SavedLimits> for ProcessLimits {
-    fn from(s: SavedLimits) -> Self {
-        let SavedLimits {
-            umask,
-            nofile,
-            nproc,
-            core,
-            nice,
-            oom_score_adj,
-        } = s;
-        Self {
-            umask,
-            nofile: nofile.map(Into::into),
-            nproc: nproc.map(Into::into),
-            core: core.map(Into::into),
-            nice,
-            oom_score_adj,
-        }
-    }
-}
-
-impl From<Rlimit> for SavedRlimit {
-    fn from(r: Rlimit) -> Self {
-        let Rlimit { soft, hard } = r;
-        Self { soft, hard }
-    }
-}
-
-impl From<SavedRlimit> for Rlimit {
-    fn from(s: SavedRlimit) -> Self {
-        let SavedRlimit { soft, hard } = s;
-        Self { soft, hard }
-    }
-}
-
-impl From<&WatchSpec> for SavedWatch {
-    fn from(w: &WatchSpec) -> Self {
-        let WatchSpec {
-            paths,
-            ignore,
-            delay,
-        } = w;
-        Self {
-            paths: paths.clone(),
-            ignore: ignore.clone(),
-            delay_ms: ms(*delay),
-        }
-    }
-}
-
-impl From<SavedWatch> for WatchSpec {
-    fn from(s: SavedWatch) -> Self {
-        let SavedWatch {
-            paths,
-            ignore,
-            delay_ms,
-        } = s;
-        Self {
-            paths,
-            ignore,
-            delay: Duration::from_millis(delay_ms),
-        }
-    }
-}
-
-impl From<&HealthSpec> for SavedHealth {
-    fn from(h: &HealthSpec) -> Self {
-        let HealthSpec {
-            probe,
-            interval,
-            timeout,
-            retries,
-            retry_delay,
-            start_period,
-        } = h;
-        Self {
-            probe: probe.into(),
-            interval_ms: ms(*interval),
-            timeout_ms: ms(*timeout),
-            retries: *retries,
-            retry_delay_ms: ms(*retry_delay),
-            start_period_ms: ms(*start_period),
-        }
-    }
-}
-
-impl From<SavedHealth> for HealthSpec {
-    fn from(s: SavedHealth) -> Self {
-        let SavedHealth {
-            probe,
-            interval_ms,
-            timeout_ms,
-            retries,
-            retry_delay_ms,
-            start_period_ms,
-        } = s;
-        Self {
-            probe: probe.into(),
-            interval: Duration::from_millis(interval_ms),
-            timeout: Duration::from_millis(timeout_ms),
-            retries,
-            retry_delay: Duration::from_millis(retry_delay_ms),
-            start_period: Duration::from_millis(start_period_ms),
-        }
-    }
-}
-
-impl From<&HealthProbe> for SavedProbe {
-    fn from(p: &HealthProbe) -> Self {
-        match p.clone() {
-            HealthProbe::Http { url, status } => Self::Http { url, status },
-            HealthProbe::Tcp { addr } => Self::Tcp { addr },
-            HealthProbe::Cmd { argv } => Self::Cmd { argv },
-        }
-    }
-}
-
-impl From<SavedProbe> for HealthProbe {
-    fn from(s: SavedProbe) -> Self {
-        match s {
+    fn load(saved: SavedProbe) -> Self {
+        match saved {
             SavedProbe::Http { url, status } => Self::Http { url, status },
             SavedProbe::Tcp { addr } => Self::Tcp { addr },
             SavedProbe::Cmd { argv } => Self::Cmd { argv },
@@ -650,35 +354,16 @@ impl From<SavedProbe> for HealthProbe {
     }
 }
 
-impl From<&Readiness> for SavedReadiness {
-    fn from(r: &Readiness) -> Self {
-        let Readiness {
-            mode,
-            timeout,
-            watchdog_ms,
-        } = r;
-        Self {
-            mode: (*mode).into(),
-            timeout_ms: ms(*timeout),
-            watchdog_ms: *watchdog_ms,
-        }
-    }
+/// [`Readiness`]; the timeout in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedReadiness {
+    pub mode: SavedReadyMode,
+    pub timeout: u64,
+    pub watchdog_ms: Option<u64>,
 }
 
-impl From<SavedReadiness> for Readiness {
-    fn from(s: SavedReadiness) -> Self {
-        let SavedReadiness {
-            mode,
-            timeout_ms,
-            watchdog_ms,
-        } = s;
-        Self {
-            mode: mode.into(),
-            timeout: Duration::from_millis(timeout_ms),
-            watchdog_ms,
-        }
-    }
-}
+mirror!(Readiness => SavedReadiness { mode, timeout, watchdog_ms });
 
 #[cfg(test)]
 mod tests {
