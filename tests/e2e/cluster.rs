@@ -17,7 +17,7 @@ use serde_json::Value;
 use turbo_tests::{TestDaemon, one_line_error, pid_alive, wait_for};
 
 /// The instances of app `name`, by instance number.
-fn instances(d: &TestDaemon, name: &str) -> Vec<Value> {
+pub(crate) fn instances(d: &TestDaemon, name: &str) -> Vec<Value> {
     let mut apps: Vec<Value> = d
         .status()
         .into_iter()
@@ -28,7 +28,7 @@ fn instances(d: &TestDaemon, name: &str) -> Vec<Value> {
 }
 
 /// Waits until app `name` has exactly `n` instances, all online, and returns them.
-fn wait_online(d: &TestDaemon, name: &str, n: usize) -> Vec<Value> {
+pub(crate) fn wait_online(d: &TestDaemon, name: &str, n: usize) -> Vec<Value> {
     wait_for(
         &format!("{n} online instances of {name}"),
         Duration::from_secs(15),
@@ -39,14 +39,14 @@ fn wait_online(d: &TestDaemon, name: &str, n: usize) -> Vec<Value> {
     )
 }
 
-fn pids(apps: &[Value]) -> Vec<u64> {
+pub(crate) fn pids(apps: &[Value]) -> Vec<u64> {
     apps.iter()
         .map(|a| a["pid"].as_u64().expect("online"))
         .collect()
 }
 
 /// `NAME=value` from a process's environment.
-fn env_of(pid: u64, name: &str) -> Option<String> {
+pub(crate) fn env_of(pid: u64, name: &str) -> Option<String> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     environ.split(|b| *b == 0).find_map(|kv| {
         let kv = String::from_utf8_lossy(kv);
@@ -185,7 +185,7 @@ fn instances_have_their_own_process_number_and_restarts_and_scale() {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the daemon binds it right after).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -194,11 +194,11 @@ fn free_port() -> u16 {
 
 /// What a load run saw.
 #[derive(Debug, Default)]
-struct Load {
-    ok: u64,
+pub(crate) struct Load {
+    pub(crate) ok: u64,
     /// Requests answered while the operation ran (so the run was not vacuous).
-    during: u64,
-    failed: Vec<String>,
+    pub(crate) during: u64,
+    pub(crate) failed: Vec<String>,
     /// The longest time one request took.
     longest: Duration,
     /// The longest time without any answer, while the clients kept asking.
@@ -229,7 +229,7 @@ fn get(port: u16, path: &str) -> Result<String, String> {
 
 /// Runs `op` while 4 clients send requests (half of them taking 50 ms on the server, so some
 /// are in flight when an instance is told to stop), and for 300 ms after.
-fn under_load(port: u16, op: impl FnOnce()) -> Load {
+pub(crate) fn under_load(port: u16, op: impl FnOnce()) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
     let during = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Mutex::new(Load::default()));
@@ -286,7 +286,7 @@ fn under_load(port: u16, op: impl FnOnce()) -> Load {
     Arc::try_unwrap(load).unwrap().into_inner().unwrap()
 }
 
-fn cluster_web() -> String {
+pub(crate) fn cluster_web() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/apps/cluster_web.py"

@@ -4,6 +4,7 @@
 mod access;
 mod adversary_cli;
 mod adversary_daemon;
+mod apply;
 mod attribution;
 mod bad_input;
 mod chaos;

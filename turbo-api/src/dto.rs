@@ -432,6 +432,31 @@ pub struct AppConfigInfo {
     /// The app's memory cgroup (`memory_enforce: cgroup`) as `v1 <dir>` or `v2 <dir>`; empty
     /// until the daemon made one.
     pub memory_cgroup: String,
+    /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
+    /// apply`); empty for an app started from a command line.
+    pub source: String,
+}
+
+/// One app's part of the plan of an apply (`ApplyConfig`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct AppChange {
+    /// The app.
+    pub name: String,
+    /// What happens to it: `add`, `remove` (pruned), `keep` (not in the file, no prune),
+    /// `unchanged`, `update` (live changes only, no restart), `restart`, or `reload` (rolling,
+    /// one instance at a time, for apps that say when they are ready).
+    pub action: String,
+    /// The keys that changed, each with how it takes effect.
+    pub fields: Vec<FieldChange>,
+}
+
+/// One changed key of an app in an apply plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct FieldChange {
+    /// The key as turbo.yml spells it (`max_memory`, `cmd`, `health`, ...).
+    pub field: String,
+    /// `live` (the running app takes it over) or `restart` (a new process is needed).
+    pub how: String,
 }
 
 impl Default for AppConfigInfo {
@@ -474,6 +499,7 @@ impl Default for AppConfigInfo {
             watchdog_ms: 0,
             memory_enforce: String::new(),
             memory_cgroup: String::new(),
+            source: String::new(),
         }
     }
 }
@@ -546,6 +572,10 @@ impl AppConfigInfo {
             (
                 "memory_cgroup",
                 json!((!self.memory_cgroup.is_empty()).then_some(&self.memory_cgroup)),
+            ),
+            (
+                "source",
+                json!((!self.source.is_empty()).then_some(&self.source)),
             ),
         ];
         for (key, value) in fields {

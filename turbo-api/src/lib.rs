@@ -13,8 +13,8 @@ pub mod logfmt;
 mod names;
 
 pub use dto::{
-    AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo, ExitReason,
-    Health, LogStream, rfc3339_ms,
+    AppChange, AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo,
+    ExitReason, FieldChange, Health, LogStream, rfc3339_ms,
 };
 pub use names::{
     INTERPRETERS, MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration,
@@ -55,6 +55,16 @@ pub mod option {
     pub const WATCH: &str = "watch";
     /// `s`: the first restart delay, a duration as in turbo.yml's `restart.delay` (`"5s"`).
     pub const RESTART_DELAY: &str = "restart_delay";
+}
+
+/// Names of the options of `ApplyConfig`.
+pub mod apply_option {
+    /// `b`: compute and return the plan, change nothing.
+    pub const DRY_RUN: &str = "dry_run";
+    /// `b`: stop and forget the apps the daemon has and the file does not.
+    pub const PRUNE: &str = "prune";
+    /// `as`: only these apps (names from the file or the daemon); the others are left alone.
+    pub const ONLY: &str = "only";
 }
 
 /// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.
@@ -107,7 +117,7 @@ mod proxy {
 
     use zbus::zvariant::Value;
 
-    use crate::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo};
+    use crate::{AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo};
 
     /// Client side of `org.turboprocess.Turbo1.Manager`.
     #[zbus::proxy(
@@ -146,6 +156,19 @@ mod proxy {
             origin: &str,
             base_dir: &str,
         ) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Makes the daemon's apps match a `turbo.yml` document: validates all of it first
+        /// (one invalid app rejects the whole file, nothing changes), then starts new apps,
+        /// updates, restarts or reloads changed ones and, with the `prune` option, removes the
+        /// apps the file no longer has. Returns the plan, one entry per app, once it is carried
+        /// out (at once with `dry_run`). Options: [`apply_option`].
+        fn apply_config(
+            &self,
+            content: &str,
+            origin: &str,
+            base_dir: &str,
+            options: HashMap<&str, Value<'_>>,
+        ) -> zbus::Result<Vec<AppChange>>;
 
         /// Stops the apps matching `target` (name, id or `all`); returns once they have exited.
         fn stop_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;

@@ -28,6 +28,12 @@ pub struct Cli {
 pub enum Cmd {
     /// Start a script, a command, or every app of a turbo.yml.
     Start(StartArgs),
+    /// Make the daemon's apps match a turbo.yml: show the difference, then add, update,
+    /// restart or reload apps (and remove those the file dropped, with --prune).
+    Apply(ApplyArgs),
+    /// Check a turbo.yml, or show the configuration an app runs with.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Stop apps (they stay listed).
     Stop(TargetArg),
     /// Restart apps (or start them, if stopped).
@@ -313,6 +319,51 @@ pub struct LogsArgs {
     /// are shown escaped, e.g. `\x1b[2J`, so an app cannot drive your terminal).
     #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+}
+
+/// `turbo apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The turbo.yml to apply.
+    #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub file: std::path::PathBuf,
+    /// Show the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also stop and forget the apps the daemon runs and the file does not have.
+    #[arg(long)]
+    pub prune: bool,
+    /// Only these apps (comma-separated names); the others are left alone.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Print the plan as JSON: [{"name", "action", "fields": [{"field", "how"}]}].
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turbo config <what>`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a turbo.yml without changing anything; exit status 0 when it is valid (for CI).
+    Check(ConfigCheckArgs),
+    /// Print the configuration an app runs with (defaults filled in), as JSON.
+    Show(ConfigShowArgs),
+}
+
+/// `turbo config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The turbo.yml to check.
+    #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub file: std::path::PathBuf,
+}
+
+/// `turbo config show`.
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    /// App name, app id, or `name:N`.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
 }
 
 /// `turbo flush`.

@@ -38,10 +38,12 @@ pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod os;
+pub mod plan;
 pub mod runtime;
 pub mod spec;
 pub mod storage;
 pub mod supervisor;
+pub mod system_config;
 
 /// `sd_notify`, at its old path until the log keeper imports it from [`host`].
 pub use host::notify;
@@ -71,6 +73,9 @@ pub struct Options {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Resource sampling and leak detection.
     pub monitor: runtime::MonitorSettings,
+    /// The daemon's own turbo.yml ([`system_config`]): applied at start and on SIGHUP (with
+    /// prune); `None`: no such file, and SIGHUP keeps its default action.
+    pub config_file: Option<PathBuf>,
     /// After `turbo daemon upgrade`: the private bus the previous image left running
     /// (`host::bus::REEXEC_ENV`).
     pub reexec_bus: Option<String>,
@@ -255,6 +260,10 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         path_env: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         home: home.clone(),
     };
+    let config_file = opts
+        .config_file
+        .clone()
+        .map(|path| (path, requests_tx.clone(), validation.path_env.clone()));
     let bus_watch_tx = requests_tx.clone();
     let conn = builder
         .serve_at(
@@ -300,11 +309,16 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     rt.restore().map_err(io_err(
         "cannot restore the saved state (running apps were not touched)",
     ))?;
+    // applied once the loop runs, after the restored apps: the file adds and updates, and a
+    // SIGHUP applies it again with prune
+    if let Some((path, requests, path_env)) = config_file {
+        tokio::spawn(system_config::serve(path, requests, path_env));
+    }
     // the bus name is owned and the saved state loaded: calls are answered from here on
     notify::ready(&ready_status);
     let ending = rt.run().await.map_err(io_err("the main loop failed"))?;
     if ending == runtime::Ending::Upgrade {
-        notify::reloading();
+        notify::reloading("upgrading: re-executing the daemon");
         // let the reply leave before the connection (and with it the bus name) goes
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         drop(conn);

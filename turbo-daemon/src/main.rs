@@ -29,6 +29,11 @@ struct Args {
     /// System mode on the bus at this D-Bus address (a system-like bus)
     #[arg(long, value_name = "ADDRESS")]
     bus_address: Option<String>,
+    /// The daemon's own turbo.yml: applied at start (apps added and updated) and on SIGHUP
+    /// (`systemctl reload`; also removes the apps it no longer has) [default with --system:
+    /// /etc/turbo/turbo.yml; otherwise none]
+    #[arg(long, env = "TURBO_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Members of this group may manage apps over the bus, besides root and the daemon's user
     #[arg(long, env = "TURBO_ADMIN_GROUP", default_value = "turbo")]
     admin_group: String,
@@ -135,6 +140,11 @@ fn main() -> ExitCode {
         ),
         None => (turbo_daemon::default_home(), None),
     };
+    let config_file = args
+        .config
+        .or_else(|| args.system.then(|| PathBuf::from("/etc/turbo/turbo.yml")))
+        // its relative paths resolve against its directory, which must not depend on the cwd
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
     let bus = match (args.system, args.bus_address) {
         (true, _) => turbo_daemon::BusMode::System,
         (false, Some(a)) => turbo_daemon::BusMode::Address(a),
@@ -162,6 +172,7 @@ fn main() -> ExitCode {
                 ..turbo_daemon::supervisor::leak::LeakPolicy::default()
             },
         },
+        config_file,
         reexec_bus,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -360,6 +360,9 @@ pub fn render_describe(
         );
     }
     row(&mut out, "cwd", &status.cwd);
+    if !config.source.is_empty() {
+        row(&mut out, "source", &config.source);
+    }
     row(
         &mut out,
         "env",

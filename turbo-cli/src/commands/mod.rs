@@ -3,6 +3,7 @@
 //! Commands turn arguments into D-Bus calls and print the result through `render` and `term`.
 //! They must not decide where the daemon is (that is `connect`) nor format tables themselves.
 
+mod apply;
 mod completions;
 mod crashes;
 mod daemon;
@@ -22,7 +23,7 @@ use anyhow::Result;
 use turbo_api::AppStatus;
 
 use crate::{
-    cli::{Cli, Cmd, ImportFrom},
+    cli::{Cli, Cmd, ConfigCmd, ImportFrom},
     connect,
     hint::{self, Hinted},
     render, term,
@@ -35,6 +36,9 @@ use crate::{
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Start(args) => start::run(&args).await,
+        Cmd::Apply(args) => apply::apply(&args).await,
+        Cmd::Config(ConfigCmd::Check(args)) => apply::check(&args.file).await,
+        Cmd::Config(ConfigCmd::Show(args)) => apply::show(&args.name).await,
         Cmd::Stop(t) => manage::run(manage::Verb::Stop, &t.target).await,
         Cmd::Restart(r) => manage::restart(&r.target, &r.wait).await,
         Cmd::Delete(t) => manage::run(manage::Verb::Delete, &t.target).await,

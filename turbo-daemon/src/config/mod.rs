@@ -22,6 +22,7 @@
 mod checks;
 mod error;
 mod files;
+mod include;
 pub mod input;
 mod locate;
 mod options;
@@ -77,6 +78,53 @@ pub struct Document<'a> {
 /// # Errors
 /// Every problem found, each at the position of its value.
 pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, ConfigError> {
+    read(doc, powers, false)
+}
+
+/// The specs of a file (`turbo start FILE`, `turbo apply`, `/etc/turbo/turbo.yml`), on behalf of
+/// `caller` as [`from_yaml_as`], each stamped with the file it came from ([`source_of`]).
+/// `empty_ok`: `apps: []` is valid (a file to apply: applying it changes nothing, or removes
+/// every app with prune; a file to start must start something).
+///
+/// # Errors
+/// As [`from_yaml_as`].
+pub fn file_specs_as(
+    doc: &Document<'_>,
+    caller: Caller,
+    empty_ok: bool,
+) -> Result<Vec<AppSpec>, ConfigError> {
+    let mut specs = access::as_caller(caller, |powers| read(doc, powers, empty_ok))?;
+    let source = source_of(doc.origin, doc.base_dir);
+    // the apps of included files carry theirs already
+    for spec in specs.iter_mut().filter(|s| s.source.is_none()) {
+        spec.source = Some(source.clone());
+    }
+    Ok(specs)
+}
+
+/// The absolute path of the file a document came from: its directory (`base_dir`, absolute)
+/// and the file name of `origin` (as the user typed it).
+#[must_use]
+pub fn source_of(origin: &str, base_dir: &Path) -> String {
+    let name = Path::new(origin)
+        .file_name()
+        .map_or_else(|| origin.into(), std::ffi::OsStr::to_os_string);
+    base_dir.join(name).to_string_lossy().into_owned()
+}
+
+/// [`from_yaml`], with `empty_ok`: whether a document without apps is valid. The apps of the
+/// files it includes follow its own, each with its file as `source`.
+fn read(doc: &Document<'_>, powers: &Powers, empty_ok: bool) -> Result<Vec<AppSpec>, ConfigError> {
+    read_file(doc, powers, empty_ok, true)
+}
+
+/// [`read`] of one file; `main`: the file named by the caller, the only one that may include.
+fn read_file(
+    doc: &Document<'_>,
+    powers: &Powers,
+    empty_ok: bool,
+    main: bool,
+) -> Result<Vec<AppSpec>, ConfigError> {
     let Document {
         content,
         origin,
@@ -90,7 +138,13 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
     let file: ConfigFile =
         serde_yaml_ng::from_str(content).map_err(|e| ConfigError::from_yaml(&e, origin))?;
     let mut found: Vec<Problem> = Vec::new();
-    if file.apps.is_empty() {
+    if !main && !file.include.is_empty() {
+        found.push(
+            Problem::new("include", "an included file cannot include others")
+                .hint("list every file in the `include:` of the main file"),
+        );
+    }
+    if file.apps.is_empty() && file.include.is_empty() && !empty_ok {
         found.push(
             Problem::new("apps", "`apps` is empty")
                 .hint("add at least one app, like `- {name: web, cmd: [node, server.js]}`"),
@@ -133,9 +187,14 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
                 first_with_name.insert(app.name.clone(), i);
             }
         }
+        // read here rather than in `validate`: it only says whether a start starts the app
+        let autostart = app.autostart.unwrap_or(true);
         // a twin is still checked, so that its other problems show up now rather than later
         match validate(app, base_dir, path_env, powers) {
-            Ok(spec) if twin.is_none() => specs.push(spec),
+            Ok(mut spec) if twin.is_none() => {
+                spec.autostart = autostart;
+                specs.push(spec);
+            }
             Ok(_) => {}
             Err(problems) => found.extend(problems.into_iter().map(|mut p| {
                 p.field = path(&p.field);
@@ -144,10 +203,66 @@ pub fn from_yaml(doc: &Document<'_>, powers: &Powers) -> Result<Vec<AppSpec>, Co
             })),
         }
     }
-    if found.is_empty() {
+    let included = if main {
+        let (included, problems) = include::files(&file.include, base_dir);
+        found.extend(problems);
+        included
+    } else {
+        Vec::new()
+    };
+    let mut problems = Vec::new();
+    if !found.is_empty() {
+        problems = ConfigError::in_document(found, origin, content).problems;
+    }
+    // which file has each name: a name is one app, whichever file it is in
+    let mut owner: HashMap<String, String> = specs
+        .iter()
+        .map(|s| (s.name.clone(), origin.to_owned()))
+        .collect();
+    for inc in &included {
+        let sub = Document {
+            content: &inc.content,
+            origin: &inc.origin,
+            base_dir: &inc.base_dir,
+            path_env,
+        };
+        let sub_specs = match read_file(&sub, powers, true, false) {
+            Ok(sub_specs) => sub_specs,
+            Err(e) => {
+                problems.extend(e.problems);
+                continue;
+            }
+        };
+        // valid, so without twins: the j-th spec is apps[j]
+        for (j, mut spec) in sub_specs.into_iter().enumerate() {
+            if let Some(first) = owner.get(&spec.name) {
+                let mut p = Problem::new(
+                    format!("apps[{j}].name"),
+                    format!("name '{}' is used in {first} too", spec.name),
+                )
+                .hint("give each app its own name across the included files");
+                p.app = Some(format!("apps[{j}] ({})", spec.name));
+                problems
+                    .extend(ConfigError::in_document(vec![p], &inc.origin, &inc.content).problems);
+                continue;
+            }
+            owner.insert(spec.name.clone(), inc.origin.clone());
+            spec.source = Some(inc.origin.clone());
+            specs.push(spec);
+        }
+    }
+    if problems.is_empty() && specs.is_empty() && !empty_ok {
+        let p = Problem::new(
+            "include",
+            "no apps: `apps` is empty and the included files have none",
+        )
+        .hint("add an app to `apps:` or to an included file");
+        problems = ConfigError::in_document(vec![p], origin, content).problems;
+    }
+    if problems.is_empty() {
         Ok(specs)
     } else {
-        Err(ConfigError::in_document(found, origin, content))
+        Err(ConfigError { problems })
     }
 }
 
@@ -229,6 +344,9 @@ pub fn from_yaml_as(doc: &Document<'_>, caller: Caller) -> Result<Vec<AppSpec>, 
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     apps: Vec<AppConfig>,
+    /// Other files whose apps belong to this one (`conf.d/*.yml`), see `include.rs`.
+    #[serde(default)]
+    include: Vec<String>,
 }
 
 /// One app as written by a user.
@@ -286,6 +404,8 @@ struct AppConfig {
     health: Option<checks::HealthConfig>,
     /// `spawn` or `notify` (the systemd protocol).
     ready: Option<String>,
+    /// `false`: the app is defined (listed, stopped) but not started until asked by name.
+    autostart: Option<bool>,
     /// With `ready: notify`: restart an app that sends no `READY=1` this long after its start.
     ready_timeout: Option<Scalar>,
     /// Restart an app that sends no `WATCHDOG=1` for this long.
@@ -386,5 +506,90 @@ impl Scalar {
 
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {
         Fault::new(format!("{what} {} {e}", self.written())).hint(e.hint())
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn a_file_to_apply_may_be_empty_and_its_apps_know_where_they_came_from() {
+        let doc = |content| Document {
+            content,
+            origin: "conf/turbo.yml",
+            base_dir: Path::new("/srv/conf"),
+            path_env: "/usr/bin:/bin",
+        };
+        let empty = doc("apps: []\n");
+        let refused = file_specs_as(&empty, Caller::daemon(), false).unwrap_err();
+        assert!(refused.to_string().contains("`apps` is empty"), "{refused}");
+        assert!(
+            file_specs_as(&empty, Caller::daemon(), true)
+                .expect("valid to apply")
+                .is_empty()
+        );
+        let one = doc("apps:\n  - {name: web, cmd: [sh], cwd: /}\n");
+        let specs = file_specs_as(&one, Caller::daemon(), true).expect("valid");
+        assert_eq!(specs[0].source.as_deref(), Some("/srv/conf/turbo.yml"));
+    }
+
+    #[test]
+    fn included_files_add_apps_with_their_own_names_and_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("conf.d");
+        std::fs::create_dir(&conf).expect("conf.d");
+        let write = |name: &str, text: &str| std::fs::write(conf.join(name), text).expect("write");
+        write("a.yml", "apps:\n  - name: worker\n    cmd: [sh]\n");
+        let main = "apps:\n  - name: web\n    cmd: [sh]\ninclude: [\"conf.d/*.yml\"]\n";
+        let read = || {
+            let doc = Document {
+                content: main,
+                origin: "turbo.yml",
+                base_dir: dir.path(),
+                path_env: "/usr/bin:/bin",
+            };
+            file_specs_as(&doc, Caller::daemon(), false)
+        };
+        let specs = read().expect("valid");
+        let a = conf.join("a.yml").display().to_string();
+        let got: Vec<(&str, Option<&str>)> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.source.as_deref()))
+            .collect();
+        let main_source = dir.path().join("turbo.yml").display().to_string();
+        assert_eq!(
+            got,
+            [
+                ("web", Some(main_source.as_str())),
+                ("worker", Some(a.as_str()))
+            ]
+        );
+        assert_eq!(specs[1].cwd, conf, "relative to its own file");
+
+        // a problem in an included file is placed in that file
+        write(
+            "b.yml",
+            "apps:\n  - name: other\n    cmd: [sh]\n    kill_timeout: soon\n",
+        );
+        let e = read().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:4:19: ", conf.join("b.yml").display())),
+            "{e}"
+        );
+        // a name in two files is refused, at the second
+        write("b.yml", "apps:\n  - name: web\n    cmd: [sh]\n");
+        let e = read().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "{}:2:11: apps[0] (web): name 'web' is used in turbo.yml too",
+                conf.join("b.yml").display()
+            )),
+            "{e}"
+        );
+        // no nesting
+        write("b.yml", "apps: []\ninclude: [\"x.yml\"]\n");
+        let e = read().unwrap_err().to_string();
+        assert!(e.contains("an included file cannot include others"), "{e}");
     }
 }

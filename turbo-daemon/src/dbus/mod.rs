@@ -15,14 +15,15 @@ use std::{collections::HashMap, path::PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
-    AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH,
+    AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH,
     instance_path,
 };
 use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
 use crate::{
+    access::Caller,
     config::{self, ConfigError, Document, StartCall, input},
-    runtime::{AppsOp, Notice, Reply, Request},
+    runtime::{AppsOp, Notice, Reply, Request, apply::ApplyRequest},
     spec::AppSpec,
 };
 
@@ -131,6 +132,60 @@ fn target_ok(target: &str) -> Result<(), Error> {
     invalid(input::check_target(target))
 }
 
+/// The validation of a config call (`StartConfig`, `ApplyConfig`): `content` read as the file
+/// `origin` in `base_dir`, on behalf of `caller` ([`config::file_specs_as`]).
+fn file_check(
+    content: String,
+    origin: String,
+    base_dir: String,
+    caller: Caller,
+    empty_ok: bool,
+) -> impl FnOnce(&Validation) -> Result<Vec<AppSpec>, ConfigError> + Send + 'static {
+    move |v| {
+        let doc = Document {
+            content: &content,
+            origin: &origin,
+            base_dir: std::path::Path::new(&base_dir),
+            path_env: &v.path_env,
+        };
+        config::file_specs_as(&doc, caller, empty_ok)
+    }
+}
+
+/// `ApplyConfig`'s options: `(dry_run, prune, only)`.
+fn apply_options(
+    options: &HashMap<String, OwnedValue>,
+) -> Result<(bool, bool, Vec<String>), Error> {
+    use turbo_api::apply_option::{DRY_RUN, ONLY, PRUNE};
+    let (mut dry_run, mut prune, mut only) = (false, false, Vec::new());
+    let wrong =
+        |key: &str, what: &str| Error::InvalidArgument(format!("option {key} must be {what}"));
+    for (key, value) in options {
+        match key.as_str() {
+            DRY_RUN => dry_run = bool::try_from(value).map_err(|_| wrong(key, "a boolean (b)"))?,
+            PRUNE => prune = bool::try_from(value).map_err(|_| wrong(key, "a boolean (b)"))?,
+            ONLY => {
+                only = Vec::<String>::try_from(
+                    value
+                        .try_clone()
+                        .map_err(|_| wrong(key, "a list of app names (as)"))?,
+                )
+                .map_err(|_| wrong(key, "a list of app names (as)"))?;
+                for name in &only {
+                    invalid(turbo_api::validate_app_name(name))?;
+                }
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown option '{}': known are {DRY_RUN}, {PRUNE}, {ONLY}",
+                    input::shorten(other)
+                )));
+            }
+        }
+    }
+    Ok((dry_run, prune, only))
+}
+
 /// `Request::Apps` with `op` built from the target.
 fn apps(op: fn(String) -> AppsOp) -> impl FnOnce(String, Reply<Vec<AppStatus>>) -> Request {
     move |target, reply| Request::Apps(op(target), reply)
@@ -221,15 +276,7 @@ impl ManagerIface {
                 input::check_config_call(&content, &origin, &base_dir)
                     .map_err(Error::InvalidConfig)?;
                 let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-                let check = move |v: &Validation| {
-                    let doc = Document {
-                        content: &content,
-                        origin: &origin,
-                        base_dir: std::path::Path::new(&base_dir),
-                        path_env: &v.path_env,
-                    };
-                    config::from_yaml_as(&doc, caller)
-                };
+                let check = file_check(content, origin, base_dir, caller, false);
                 let specs = self.validated(check, Error::InvalidConfig).await?;
                 let op = AppsOp::Start {
                     specs,
@@ -237,6 +284,44 @@ impl ManagerIface {
                     caller,
                 };
                 self.ask(|reply| Request::Apps(op, reply)).await
+            }
+            .await,
+        )
+    }
+
+    /// Makes the apps match a `turbo.yml` document (`turbo apply`): validated whole first,
+    /// then planned against the apps now and carried out; answers the plan.
+    #[zbus(out_args("changes"))]
+    async fn apply_config(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        content: String,
+        origin: String,
+        base_dir: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<AppChange>, Error> {
+        wire::answer(
+            async move {
+                input::check_config_call(&content, &origin, &base_dir)
+                    .map_err(Error::InvalidConfig)?;
+                let (dry_run, prune, only) = apply_options(&options)?;
+                let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
+                if prune && !dry_run {
+                    self.policy
+                        .authorize(conn, &hdr, "delete", "config")
+                        .await?;
+                }
+                let check = file_check(content, origin, base_dir, caller, true);
+                let specs = self.validated(check, Error::InvalidConfig).await?;
+                let req = ApplyRequest {
+                    specs,
+                    prune,
+                    only,
+                    dry_run,
+                    caller,
+                };
+                self.ask(|reply| Request::Apply(req, reply)).await
             }
             .await,
         )

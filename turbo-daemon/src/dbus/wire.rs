@@ -11,7 +11,10 @@
 
 use std::borrow::Cow;
 
-use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, ExitInfo};
+use turbo_api::{
+    AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, ExitInfo,
+    FieldChange,
+};
 
 /// Longest error message the adapter sends (every line of a config error included).
 pub const MAX_ERROR_BYTES: usize = 16 * 1024;
@@ -172,6 +175,7 @@ impl OnWire for AppConfigInfo {
             ready,
             memory_enforce,
             memory_cgroup,
+            source,
             restart_delay_ms: _,
             restart_factor: _,
             restart_max_delay_ms: _,
@@ -205,6 +209,7 @@ impl OnWire for AppConfigInfo {
             ready,
             memory_enforce,
             memory_cgroup,
+            source,
         ] {
             s.scrub();
         }
@@ -216,6 +221,22 @@ impl OnWire for AppConfigInfo {
         }
         for (name, _, _) in rlimits {
             name.scrub();
+        }
+    }
+}
+
+impl OnWire for AppChange {
+    fn scrub(&mut self) {
+        let Self {
+            name,
+            action,
+            fields,
+        } = self;
+        name.scrub();
+        action.scrub();
+        for FieldChange { field, how } in fields {
+            field.scrub();
+            how.scrub();
         }
     }
 }

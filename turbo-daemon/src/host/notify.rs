@@ -216,13 +216,14 @@ pub fn status(text: &str) {
     with_global("STATUS", |n| n.status(text));
 }
 
-/// Sends `RELOADING=1` with `MONOTONIC_USEC` (the daemon is about to re-execute itself; the new
-/// image sends `READY=1`) if the daemon runs under a service manager.
-pub fn reloading() {
+/// Sends `RELOADING=1` with `MONOTONIC_USEC` and `STATUS=<status>` (the daemon is about to
+/// re-execute itself, or to apply its config file; `READY=1` follows) if the daemon runs under a
+/// service manager.
+pub fn reloading(status: &str) {
     with_global("RELOADING", |n| {
         let usec = crate::os::clock::monotonic_ns() / 1000;
         n.send(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=upgrading: re-executing the daemon"
+            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS={status}"
         ))
     });
 }

@@ -31,6 +31,7 @@
 //! once per `leak window / 48` (75 s by default) and reads one `statm` per app (the tree only for
 //! apps with descendants). Never `smaps` (PSS), which only `describe` and scrapes read.
 
+pub mod apply;
 mod crashes;
 mod execute;
 pub mod listen;

@@ -10,10 +10,12 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error};
+use turbo_api::{AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error};
 
 use super::{
-    Runtime, persist,
+    Runtime,
+    apply::{ApplyRequest, Chain},
+    persist,
     usage::{PSS_MAX_AGE, Reading},
     view::{self, MetricsSnapshot},
 };
@@ -56,6 +58,8 @@ pub enum Request {
     Delete(String, Reply<Vec<String>>),
     /// A command on apps, answered with them once they have settled.
     Apps(AppsOp, Reply<Vec<AppStatus>>),
+    /// Make the apps match a file (`turbo apply`); answered with the plan once carried out.
+    Apply(ApplyRequest, Reply<Vec<AppChange>>),
     /// Stop everything and exit.
     Shutdown(Reply<()>),
     /// Save the state and end the loop for a re-exec; apps keep running.
@@ -106,6 +110,7 @@ impl Request {
             Self::Info(tx) => fail(tx, error),
             Self::Metrics(tx) => fail(tx, error),
             Self::List(tx) | Self::Apps(_, tx) => fail(tx, error),
+            Self::Apply(_, tx) => fail(tx, error),
             Self::Describe(_, tx) => fail(tx, error),
             Self::Crashes(_, tx) => fail(tx, error),
             Self::DescribeEnv(_, tx) => fail(tx, error),
@@ -238,6 +243,8 @@ pub enum Waiter {
     Done(Reply<()>),
     /// Nobody to answer (shutdown by signal, restore at start-up).
     Silent,
+    /// The next command of an apply, or its answer.
+    Chain(Box<Chain>),
 }
 
 impl Runtime {
@@ -318,6 +325,7 @@ impl Runtime {
                     }
                 }
             }
+            Request::Apply(req, tx) => self.apply(req, tx),
             Request::Shutdown(tx) => self.begin_shutdown(Waiter::Done(tx)),
             Request::Upgrade(tx) => {
                 // refused while the daemon can still say so: a failed exec would leave no daemon
@@ -370,6 +378,7 @@ impl Runtime {
             Waiter::Done(tx) => {
                 let _ = tx.send(result.map(drop));
             }
+            Waiter::Chain(chain) => self.step_done(*chain, result.map(drop)),
             Waiter::Silent => {}
         }
     }

@@ -255,6 +255,7 @@ pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
             .and_then(AppCgroup::memory)
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
+        source: spec.source.clone().unwrap_or_default(),
     }
 }
 

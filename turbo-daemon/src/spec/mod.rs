@@ -93,6 +93,12 @@ pub struct AppSpec {
     pub health: Option<HealthSpec>,
     /// `ready`, `ready_timeout`, `watchdog`.
     pub readiness: Readiness,
+    /// `autostart: false`: defined (listed, `stopped`) by a start of its file or an apply, but
+    /// started only when asked by name (`turbo restart NAME`).
+    pub autostart: bool,
+    /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
+    /// apply`); `None` for an app started from a command line.
+    pub source: Option<String>,
 }
 
 impl AppSpec {
@@ -117,6 +123,8 @@ impl AppSpec {
             watch: None,
             health: None,
             readiness: Readiness::default(),
+            autostart: true,
+            source: None,
         }
     }
 }

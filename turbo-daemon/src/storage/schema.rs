@@ -163,6 +163,8 @@ pub(super) mod tests {
             addr: "127.0.0.1:3000".into(),
         }));
         spec.readiness.mode = ReadyMode::Notify;
+        spec.autostart = false;
+        spec.source = Some("/srv/api/turbo.yml".into());
         SavedState {
             schema_version: SCHEMA_VERSION,
             saved_at_ms: 1_764_800_000_000,
@@ -220,6 +222,8 @@ pub(super) mod tests {
         let s = decode(v1).unwrap();
         assert_eq!(s.apps[0].instance, 0);
         assert_eq!(s.apps[0].spec.instances, 1);
+        // `autostart` and `source` came with `turbo apply`: started, from no file
+        assert!(s.apps[0].spec.autostart && s.apps[0].spec.source.is_none());
         assert!(s.apps[0].crashes.is_empty() && s.apps[0].process.is_none());
     }
 }

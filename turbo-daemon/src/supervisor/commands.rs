@@ -46,6 +46,7 @@ impl Supervisor {
             }
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
             Command::Restore(apps) => Ok(self.restore(apps, now, out)),
+            Command::Update(specs) => self.update(specs, now, out),
             Command::Stop(target) => self.targets(&target).map(|ids| {
                 for &id in &ids {
                     self.stop_one(id, AfterStop::Stay, now, out);
@@ -135,7 +136,12 @@ impl Supervisor {
             if existing.is_empty() {
                 for instance in 0..spec.instances.max(1) {
                     let id = self.add_instance(&spec, instance, out);
-                    self.begin_start(id, out);
+                    if spec.autostart {
+                        self.begin_start(id, out);
+                    } else {
+                        // defined, listed as stopped, started when asked by name
+                        self.apps.get_mut(&id).expect("added").desired = Desired::Stopped;
+                    }
                     ids.push(id);
                 }
                 continue;
@@ -143,13 +149,19 @@ impl Supervisor {
             let (name, count) = (spec.name.clone(), spec.instances.max(1));
             for id in existing {
                 let app = self.apps.get_mut(&id).expect("found above");
-                // a new instance count alone restarts nothing: scaling handles it below
+                // a new instance count alone restarts nothing: scaling handles it below; nor
+                // does the file it came from
                 let changed = app.spec
                     != AppSpec {
                         instances: app.spec.instances,
+                        source: app.spec.source.clone(),
                         ..spec.clone()
                     };
                 app.spec = spec.clone();
+                if !spec.autostart && app.state == State::Stopped {
+                    // a start of its file does not start it either: only a start by name
+                    continue;
+                }
                 app.desired = Desired::Running;
                 match app.state {
                     State::Stopped | State::Errored { .. } | State::Backoff { .. } => {

@@ -73,6 +73,9 @@ pub enum Command {
         /// Instances wanted (at least 1).
         count: u32,
     },
+    /// Give existing apps a new spec without restarting them (changes that can be taken over
+    /// live, see `crate::plan`); a new instance count scales. Every name must exist.
+    Update(Vec<AppSpec>),
     /// Replace the running instances one at a time, each only once its replacement is ready
     /// (see `reload.rs`).
     Reload(Target),

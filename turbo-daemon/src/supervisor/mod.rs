@@ -47,6 +47,7 @@ mod process;
 mod reload;
 #[cfg(test)]
 mod tests;
+mod update;
 mod waits;
 
 use std::{

@@ -336,6 +336,7 @@ impl Supervisor {
             | Command::Reset(_)
             | Command::Restore(_)
             | Command::Scale { .. }
+            | Command::Update(_)
             | Command::Reload(_)
             | Command::WaitReady { .. } => {
                 return Vec::new();

@@ -1035,6 +1035,7 @@ fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
 }
 /// Watch mode, health checks and readiness.
 mod checks;
+mod update;
 
 #[test]
 fn reload_waits_for_ready_1_with_ready_notify() {

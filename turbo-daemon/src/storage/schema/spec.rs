@@ -42,6 +42,7 @@ macro_rules! as_is {
 }
 
 as_is!(
+    bool,
     String,
     PathBuf,
     u8,
@@ -202,16 +203,25 @@ pub struct SavedSpec {
     pub health: Option<SavedHealth>,
     #[serde(default)]
     pub readiness: SavedReadiness,
+    /// Files from before `turbo apply` have none: started.
+    #[serde(default = "yes")]
+    pub autostart: bool,
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 const fn one() -> u32 {
     1
 }
 
+const fn yes() -> bool {
+    true
+}
+
 // no `Default`: a spec needs a name and a command
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
-    memory, privileges, instances, listen, watch, health, readiness,
+    memory, privileges, instances, listen, watch, health, readiness, autostart, source,
 });
 
 /// [`RestartPolicy`]; durations in milliseconds.
@@ -440,6 +450,8 @@ mod tests {
             timeout: Duration::from_secs(15),
             watchdog_ms: Some(5000),
         };
+        spec.autostart = false;
+        spec.source = Some("/srv/api/turbo.yml".into());
         spec
     }
 
