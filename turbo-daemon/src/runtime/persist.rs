@@ -141,7 +141,7 @@ pub fn snapshot(sup: &Supervisor, crashes: &CrashStore, clock: &WallClock) -> Sa
                 SavedApp {
                     id: a.id,
                     instance: a.instance,
-                    spec: a.spec.clone(),
+                    spec: (&a.spec).into(),
                     desired: a.desired,
                     restarts: a.restarts,
                     process: a.pid().and_then(|pid| {
@@ -179,7 +179,7 @@ pub fn resurrect_specs(dump: PathBuf, managed: &[&str]) -> Result<Vec<AppSpec>, 
         .apps
         .into_iter()
         .filter(|a| a.desired == Desired::Running && !managed.contains(&a.spec.name.as_str()))
-        .map(|a| a.spec)
+        .map(|a| AppSpec::from(a.spec))
         .fold(Vec::<AppSpec>::new(), |mut specs, spec| {
             if !specs.iter().any(|s| s.name == spec.name) {
                 specs.push(spec);
@@ -246,7 +246,7 @@ impl Runtime {
                 tracing::warn!(app = %app.spec.name, "found its running process by its mark");
                 app.desired = Desired::Running;
             }
-            stop_copies(&app.spec, &copies);
+            stop_copies(&app.spec.name, app.spec.stop_signal, &copies);
             app.process = process;
             out.push(self.restored(app));
         }
@@ -268,11 +268,11 @@ impl Runtime {
                  (its policies are the defaults now: `turbo start` its config again to restore them)"
             );
             let (process, copies) = choose(None, candidates);
-            stop_copies(&spec, &copies);
+            stop_copies(&spec.name, spec.stop_signal, &copies);
             out.push(self.restored(SavedApp {
                 id,
                 instance: mark.instance,
-                spec,
+                spec: (&spec).into(),
                 desired: Desired::Running,
                 restarts: 0,
                 process,
@@ -286,32 +286,33 @@ impl Runtime {
     /// Restores one app of the state file: adopts its process when it still runs (the caller
     /// checked pid and start time).
     fn restored(&mut self, app: SavedApp) -> Restored {
+        let spec = AppSpec::from(app.spec);
         let now = Instant::now();
         let running = app.process.and_then(|p| {
             let age = proc::process_age(p.pid, p.start_ticks)?;
             // adopt: exits are still seen (pidfd works for non-children; eBPF gives the
             // status); its output went on through the log keeper meanwhile
             if let Err(e) = self.watch_process(app.id, p.pid, None) {
-                tracing::warn!(app = %app.spec.name, "cannot adopt pid {}: {e}", p.pid);
+                tracing::warn!(app = %spec.name, "cannot adopt pid {}: {e}", p.pid);
                 return None;
             }
-            self.output.adopt(p.pid, &app.spec.log);
-            tracing::info!(app = %app.spec.name, pid = p.pid, "adopted the running process");
-            self.spawner.adopt_sockets(&app.spec, p.pid);
+            self.output.adopt(p.pid, &spec.log);
+            tracing::info!(app = %spec.name, pid = p.pid, "adopted the running process");
+            self.spawner.adopt_sockets(&spec, p.pid);
             Some((p.pid, now.checked_sub(age).unwrap_or(now)))
         });
         if running.is_some() {
             // an adopted process already runs in its memory cgroup (same home, same
             // path): know it again, for `describe`, OOM counting and removal on delete
-            if let Err(e) = self.spawner.app_cgroup(app.id, app.instance, &app.spec) {
-                tracing::warn!(app = %app.spec.name, "{e}");
+            if let Err(e) = self.spawner.app_cgroup(app.id, app.instance, &spec) {
+                tracing::warn!(app = %spec.name, "{e}");
             }
         }
         self.crashes.restore(app.id, app.total_crashes, app.crashes);
         Restored {
             id: app.id,
             instance: app.instance,
-            spec: app.spec,
+            spec,
             desired: app.desired,
             restarts: app.restarts,
             running,
@@ -343,11 +344,11 @@ fn choose(
 
 /// Stops the process groups of `copies` of an app (a second process of one instance, from a
 /// daemon killed between a spawn and the write that would have named it).
-fn stop_copies(spec: &AppSpec, copies: &[proc::Tagged]) {
+fn stop_copies(name: &str, stop_signal: i32, copies: &[proc::Tagged]) {
     for c in copies {
-        tracing::warn!(app = %spec.name, pid = c.pid, "stopping a second process of the same instance");
-        if let Err(e) = process::signal_group(c.pid, spec.stop_signal) {
-            tracing::warn!(app = %spec.name, "cannot stop pid {}: {e}", c.pid);
+        tracing::warn!(app = %name, pid = c.pid, "stopping a second process of the same instance");
+        if let Err(e) = process::signal_group(c.pid, stop_signal) {
+            tracing::warn!(app = %name, "cannot stop pid {}: {e}", c.pid);
         }
     }
 }

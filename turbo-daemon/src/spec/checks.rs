@@ -10,13 +10,8 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
-
-use super::millis;
-
 /// What a health check probes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HealthProbe {
     /// `GET url` over HTTP/1.1; healthy when the status is within `status`.
     Http {
@@ -50,24 +45,20 @@ impl HealthProbe {
 }
 
 /// `health:` of an app, validated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthSpec {
     /// What to probe.
     pub probe: HealthProbe,
     /// Between two checks of a passing app.
-    #[serde(with = "millis")]
     pub interval: Duration,
     /// A probe that takes longer fails (a command is killed).
-    #[serde(with = "millis")]
     pub timeout: Duration,
     /// Consecutive failures that make the app be restarted.
     pub retries: u32,
     /// Between a failed check and the next one.
-    #[serde(with = "millis")]
     pub retry_delay: Duration,
     /// After a spawn, failures count only once this has passed or a check has passed (an app
     /// that loads for a while before it listens is not unhealthy, only not ready yet).
-    #[serde(with = "millis", default)]
     pub start_period: Duration,
 }
 
@@ -94,8 +85,7 @@ impl HealthSpec {
 }
 
 /// How an app says it is ready.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReadyMode {
     /// Ready once spawned (and healthy, with a health check).
     #[default]
@@ -112,13 +102,11 @@ from_words!(
 );
 
 /// `ready`, `ready_timeout` and `watchdog` of an app.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Readiness {
     /// How it says it is ready.
     pub mode: ReadyMode,
     /// With `notify`: an app that sends no `READY=1` this long after its spawn is restarted.
-    #[serde(with = "millis")]
     pub timeout: Duration,
     /// An app that sends no `WATCHDOG=1` for this long is hung and restarted.
     pub watchdog_ms: Option<u64>,
@@ -149,7 +137,7 @@ impl Readiness {
 }
 
 /// `watch:` of an app, validated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchSpec {
     /// Absolute paths watched (directories recursively, minus the ignored ones).
     pub paths: Vec<PathBuf>,
@@ -157,7 +145,6 @@ pub struct WatchSpec {
     /// root and against the file name.
     pub ignore: Vec<String>,
     /// Quiet time after the last change before the restart.
-    #[serde(with = "millis")]
     pub delay: Duration,
 }
 

@@ -1,10 +1,7 @@
 //! An app's memory limit: `max_memory`, `memory_warning` and `memory_enforce`.
 
-use serde::{Deserialize, Serialize};
-
 /// Memory limit of an app's main process (resident set size).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryPolicy {
     /// Restart the app when its resident memory reaches this many bytes.
     pub max: Option<u64>,
@@ -36,8 +33,7 @@ impl MemoryPolicy {
 }
 
 /// Who acts when an app reaches `max_memory` (`memory_enforce:` in turbo.yml).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MemoryEnforce {
     /// The supervisor restarts the app (reason `memory_limit`) when its resident memory
     /// crosses the limit.

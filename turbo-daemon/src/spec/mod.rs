@@ -35,8 +35,6 @@ pub mod units;
 
 use std::{path::PathBuf, time::Duration};
 
-use serde::{Deserialize, Serialize};
-
 pub use self::{
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
@@ -54,7 +52,7 @@ pub mod signal {
 }
 
 /// What to run and how, validated and resolved (absolute paths, interpreter chosen).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AppSpec {
     /// Unique name.
     pub name: String,
@@ -67,61 +65,40 @@ pub struct AppSpec {
     /// Restart policy.
     pub autorestart: Autorestart,
     /// Restart timing and limits.
-    #[serde(default)]
     pub restart: RestartPolicy,
     /// Exit codes that mean "stopped on purpose": no restart, whatever `autorestart` says.
-    #[serde(default)]
     pub stop_exit_codes: Vec<i32>,
     /// Signal that asks the app to stop.
     pub stop_signal: i32,
     /// How long to wait after `stop_signal` before SIGKILL to the whole group.
-    #[serde(with = "millis")]
     pub kill_timeout: Duration,
     /// Log files.
-    #[serde(default)]
     pub log: LogPolicy,
     /// Memory limit.
-    #[serde(default)]
     pub memory: MemoryPolicy,
     /// Who the app runs as and under which limits (`user`, `group`, `groups`, `umask`,
     /// `rlimits`, `nice`, `oom_score_adj`). Boxed: `AppSpec` travels by value in supervisor
     /// actions, and the default (everything inherited from the daemon) is the common case.
-    #[serde(default)]
     pub privileges: Box<Privileges>,
     /// How many instances run (`instances:`; `max` is resolved to the online CPUs when the
     /// config is read). Each is its own app of the supervisor, with the same name.
-    #[serde(default = "one")]
     pub instances: u32,
     /// Addresses the daemon listens on for the app and passes to every instance with the
     /// systemd socket-activation protocol (`listen:`), as written (`0.0.0.0:3000`).
-    #[serde(default)]
     pub listen: Vec<String>,
     // ---- watch mode, health checks, readiness (issue #6 items 1-3): kept together ----
     /// Restart when watched files change (`watch`, `ignore_watch`, `watch_delay`).
-    #[serde(default)]
     pub watch: Option<WatchSpec>,
     /// Health check (`health:`).
-    #[serde(default)]
     pub health: Option<HealthSpec>,
     /// `ready`, `ready_timeout`, `watchdog`.
-    #[serde(default)]
     pub readiness: Readiness,
     /// `autostart: false`: defined (listed, `stopped`) by a start of its file or an apply, but
     /// started only when asked by name (`turbo restart NAME`).
-    #[serde(default = "yes")]
     pub autostart: bool,
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); `None` for an app started from a command line.
-    #[serde(default)]
     pub source: Option<String>,
-}
-
-const fn one() -> u32 {
-    1
-}
-
-const fn yes() -> bool {
-    true
 }
 
 impl AppSpec {
@@ -152,27 +129,12 @@ impl AppSpec {
     }
 }
 
-/// Durations as integer milliseconds in the state file.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A spec needs no config: built by hand it has the documented defaults, its policies answer
-    /// from it alone, and it goes through the state file's form unchanged.
+    /// A spec needs no config: built by hand it has the documented defaults and its policies
+    /// answer from it alone (the state file's form of it is `storage::schema::spec`'s).
     #[test]
     fn a_spec_is_built_by_hand() {
         let mut spec = AppSpec::new("web", vec!["/bin/sleep".into(), "5".into()], "/srv".into());
@@ -200,9 +162,6 @@ mod tests {
             soft: 64,
             hard: Rlimit::UNLIMITED,
         });
-        let saved = serde_json::to_string(&spec).expect("serialisable");
-        let back: AppSpec = serde_json::from_str(&saved).expect("readable");
-        assert_eq!(back, spec);
     }
 
     #[test]

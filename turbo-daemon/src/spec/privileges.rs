@@ -3,11 +3,8 @@
 //! runs). Which of these a caller may ask for is decided in `access`; the names are looked up
 //! when a config is read (`config`); `runtime::spawner` puts them in the plan `os::spawn` applies between fork and exec.
 
-use serde::{Deserialize, Serialize};
-
 /// Who an app runs as and under which limits: `AppSpec::privileges`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Privileges {
     /// `user`, `group`, `groups`; `None`: the daemon's own user, with the daemon's groups.
     pub run_as: Option<RunAs>,
@@ -18,7 +15,7 @@ pub struct Privileges {
 /// The identity an app runs as. Names are resolved once, when the config is validated, so what
 /// `describe` shows is what runs; a changed `/etc/passwd` applies at the next
 /// `turbo start <config>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunAs {
     /// User name (from its passwd entry).
     pub user: String,
@@ -38,8 +35,7 @@ pub struct RunAs {
 }
 
 /// Process attributes applied between fork and exec; `None` means inherited from the daemon.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessLimits {
     /// File mode creation mask (`0o027`).
     pub umask: Option<u32>,
@@ -72,7 +68,7 @@ impl ProcessLimits {
 }
 
 /// A soft and a hard resource limit; [`Rlimit::UNLIMITED`] is `RLIM_INFINITY`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rlimit {
     /// What the kernel enforces.
     pub soft: u64,

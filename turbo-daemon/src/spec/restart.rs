@@ -3,13 +3,8 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::millis;
-
 /// When an app that exited on its own is started again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Autorestart {
     /// After every exit.
     #[default]
@@ -27,24 +22,19 @@ from_words!(Autorestart, "autorestart", "always, on-failure, never", {
 });
 
 /// When and how fast to restart after an exit nobody asked for.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RestartPolicy {
     /// Delay before the first restart after a stable run.
-    #[serde(with = "millis")]
     pub delay: Duration,
     /// Each consecutive quick crash multiplies the delay by this (>= 1).
     pub factor: f64,
     /// Cap of the delay.
-    #[serde(with = "millis")]
     pub max_delay: Duration,
     /// A run at least this long resets the delay to `delay`.
-    #[serde(with = "millis")]
     pub reset_after: Duration,
     /// This many crashes within `crash_loop_window` put the app in `errored`; 0 disables.
     pub crash_loop_max: u32,
     /// Window of the crash-loop count.
-    #[serde(with = "millis")]
     pub crash_loop_window: Duration,
     /// Automatic restarts allowed before `errored`; 0 means unlimited.
     pub max_restarts: u32,

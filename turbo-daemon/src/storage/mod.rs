@@ -250,7 +250,8 @@ mod tests {
             apps: vec![SavedApp {
                 id: 3,
                 instance: 0,
-                spec: AppSpec::new("api", vec!["/bin/sleep".into(), "9".into()], "/".into()),
+                spec: (&AppSpec::new("api", vec!["/bin/sleep".into(), "9".into()], "/".into()))
+                    .into(),
                 desired: Desired::Running,
                 restarts: 2,
                 process: Some(SavedProcess {

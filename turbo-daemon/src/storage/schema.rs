@@ -2,16 +2,20 @@
 //! records in it), its schema version and [`decode`].
 //!
 //! These types are the file format, not the daemon's working types: the runtime builds them
-//! (`runtime::persist`, `runtime::crashes`) and reads them back. A change to them, or to the
-//! serialised form of the app spec they carry, changes what older files mean, so a checked-in
+//! (`runtime::persist`, `runtime::crashes`) and reads them back; the app spec is stored as its
+//! own mirror ([`SavedSpec`], in `spec`), never as the daemon's `AppSpec`. A change to them
+//! changes what older files mean, so a checked-in
 //! fixture of today's format (`fixtures/state-v1.json`) must still load to the same state and
 //! today's writer must produce it byte for byte (`todays_format_is_pinned`): a format change is
 //! then a deliberate edit of the fixture, with [`SCHEMA_VERSION`] bumped when old files can no
 //! longer be read as they are. Pure: no I/O.
 
+pub mod spec;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{spec::AppSpec, supervisor::Desired};
+pub use self::spec::SavedSpec;
+use crate::supervisor::Desired;
 
 /// Version of the document layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -36,7 +40,7 @@ pub struct SavedApp {
     #[serde(default)]
     pub instance: u32,
     /// What to run.
-    pub spec: AppSpec,
+    pub spec: SavedSpec,
     /// Whether it should run.
     pub desired: Desired,
     /// Restart count.
@@ -127,7 +131,9 @@ pub(super) mod tests {
     use std::{path::PathBuf, time::Duration};
 
     use super::*;
-    use crate::spec::{HealthProbe, HealthSpec, MemoryEnforce, ReadyMode, Rlimit, WatchSpec};
+    use crate::spec::{
+        AppSpec, HealthProbe, HealthSpec, MemoryEnforce, ReadyMode, Rlimit, WatchSpec,
+    };
 
     /// An app with one of nearly everything a spec and a crash record can hold.
     pub(in crate::storage) fn sample() -> SavedState {
@@ -165,7 +171,7 @@ pub(super) mod tests {
             apps: vec![SavedApp {
                 id: 3,
                 instance: 1,
-                spec,
+                spec: (&spec).into(),
                 desired: Desired::Running,
                 restarts: 2,
                 process: Some(SavedProcess {
