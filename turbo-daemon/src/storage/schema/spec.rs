@@ -13,9 +13,9 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AppSpec, Autorestart, HealthProbe, HealthSpec, LogFormat, LogPolicy, MemoryEnforce,
-    MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy, Rlimit, RunAs,
-    WatchSpec,
+    AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, LogFormat, LogPolicy,
+    MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy,
+    Rlimit, RotatePeriod, RunAs, WatchSpec,
 };
 
 /// A spec value and its form in the file.
@@ -152,6 +152,14 @@ saved_enum!(
     LogFormat => SavedLogFormat, "lowercase", { Text, Json }
 );
 saved_enum!(
+    /// [`Compression`].
+    Compression => SavedCompression, "lowercase", { None, Gzip, Zstd }
+);
+saved_enum!(
+    /// [`RotatePeriod`].
+    RotatePeriod => SavedRotate, "lowercase", { Hourly, Daily }
+);
+saved_enum!(
     /// [`MemoryEnforce`].
     MemoryEnforce => SavedMemoryEnforce, "snake_case", { Restart, Cgroup }
 );
@@ -248,9 +256,11 @@ pub struct SavedLog {
     pub format: SavedLogFormat,
     pub max_size: u64,
     pub keep: u32,
+    pub compress: SavedCompression,
+    pub rotate: Option<SavedRotate>,
 }
 
-mirror!(LogPolicy => SavedLog { format, max_size, keep });
+mirror!(LogPolicy => SavedLog { format, max_size, keep, compress, rotate });
 
 /// [`MemoryPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -400,6 +410,8 @@ mod tests {
             format: LogFormat::Json,
             max_size: 4096,
             keep: 2,
+            compress: Compression::Zstd,
+            rotate: Some(RotatePeriod::Hourly),
         };
         spec.memory = MemoryPolicy {
             max: Some(256 << 20),
