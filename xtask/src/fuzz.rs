@@ -3,7 +3,10 @@
 //!
 //! The targets (see `fuzz/fuzz_targets/`): `config` (turbo.yml parsing and validation),
 //! `state` (the state/dump file decoder), `start_options` (a `StartApp` call body decoded by
-//! zvariant, then the daemon's checks) and `dto` (the bus types decoded as a client does).
+//! zvariant, then the daemon's checks), `dto` (the bus types decoded as a client does) and
+//! `daemon` (hostile `StartConfig`/`StartApp` calls to a running `turbo-daemon`, which must
+//! still answer `Ping` after each; it runs the debug `turbo-daemon` this step builds first, as
+//! uid 65534 when run as root).
 //!
 //! The committed seeds in `fuzz/corpus/<target>/` are read, never written: libFuzzer adds the
 //! inputs it finds to the *first* corpus directory it is given, so that is a working copy under
@@ -22,7 +25,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{Ctx, human};
 
 /// Every target, in the order they run.
-pub const TARGETS: &[&str] = &["config", "state", "start_options", "dto"];
+pub const TARGETS: &[&str] = &["config", "state", "start_options", "dto", "daemon"];
 /// Seconds per target in `cargo xtask test`.
 pub const CI_SECONDS: u64 = 20;
 /// A single input taking longer than this is a hang, reported as a failure.
@@ -70,6 +73,11 @@ pub fn fuzz(ctx: &Ctx, seconds: u64, only: &[String]) -> Result<()> {
     // all at once (cargo fuzz builds one target or all of them): one cargo invocation
     crate::util::run(fuzz_cmd(ctx, &dir).arg("build"))
         .context("building the fuzz targets failed")?;
+    if targets.contains(&"daemon") {
+        // the `daemon` target talks to the real binary, an ordinary (not sanitizer) build
+        crate::util::run(ctx.cmd("cargo").args(["build", "-p", "turbo-daemon"]))
+            .context("building turbo-daemon for the daemon fuzz target failed")?;
+    }
     println!("fuzz targets built in {}", human(started.elapsed()));
     let mut summary = Vec::new();
     for target in targets {
@@ -98,14 +106,18 @@ fn run_target(ctx: &Ctx, dir: &Path, target: &str, seconds: u64) -> Result<Strin
     let work = crate::target_dir(ctx).join("fuzz-corpus").join(target);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let mut cmd = fuzz_cmd(ctx, dir);
-    cmd.args(["run", target])
-        .arg(&work)
-        .arg(&seeds)
-        .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
-        .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
-        .arg("-rss_limit_mb=2048")
-        .arg("-print_final_stats=1");
+    cmd.env(
+        "TURBO_FUZZ_DAEMON",
+        crate::target_dir(ctx).join("debug").join("turbo-daemon"),
+    )
+    .args(["run", target])
+    .arg(&work)
+    .arg(&seeds)
+    .arg("--")
+    .arg(format!("-max_total_time={seconds}"))
+    .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
+    .arg("-rss_limit_mb=2048")
+    .arg("-print_final_stats=1");
     println!("\n$ {}", crate::util::display(&cmd));
     let started = Instant::now();
     let out = cmd
