@@ -65,6 +65,11 @@ pub mod apply_option {
     pub const PRUNE: &str = "prune";
     /// `as`: only these apps (names from the file or the daemon); the others are left alone.
     pub const ONLY: &str = "only";
+    /// `s`: the profile whose `env_<profile>:` blocks are merged over `env:` (`--env`).
+    pub const ENV_PROFILE: &str = "env_profile";
+    /// `a{ss}`: the caller's environment, for `${VAR}` in the file (the app's environment is
+    /// still only what the file gives it).
+    pub const CALLER_ENV: &str = "caller_env";
 }
 
 /// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.
