@@ -542,4 +542,20 @@ fn variables_defaults_and_profiles_come_from_the_caller_and_update_env_reads_the
     let pid = app["pid"].as_u64().expect("pid");
     assert_eq!(env_of(pid, "GREETING").as_deref(), Some("bye"));
     assert_eq!(env_of(pid, "MODE").as_deref(), Some("prod-${GREETING}-bye"));
+
+    // `turbo start FILE --env NAME` expands the same way (StartConfigWith)
+    let out = turbo_with_greeting(&d, Some("start"), &["start", path, "--env", "production"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = d.wait_app("vars", "started again", |a| {
+        a["state"] == "online" && a["pid"].as_u64() != Some(pid)
+    });
+    let pid = app["pid"].as_u64().expect("pid");
+    assert_eq!(
+        env_of(pid, "MODE").as_deref(),
+        Some("prod-${GREETING}-start")
+    );
 }

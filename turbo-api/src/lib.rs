@@ -162,6 +162,16 @@ mod proxy {
             base_dir: &str,
         ) -> zbus::Result<Vec<AppStatus>>;
 
+        /// `start_config` with options: [`apply_option::CALLER_ENV`] and
+        /// [`apply_option::ENV_PROFILE`] (`turbo start FILE`; `StartConfig` keeps its signature).
+        fn start_config_with(
+            &self,
+            content: &str,
+            origin: &str,
+            base_dir: &str,
+            options: HashMap<&str, Value<'_>>,
+        ) -> zbus::Result<Vec<AppStatus>>;
+
         /// Makes the daemon's apps match a `turbo.yml` document: validates all of it first
         /// (one invalid app rejects the whole file, nothing changes), then starts new apps,
         /// updates, restarts or reloads changed ones and, with the `prune` option, removes the

@@ -190,8 +190,9 @@ pub struct StartArgs {
     /// Working directory (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
-    /// Extra environment variable; repeatable.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// Extra environment variable; repeatable. With a config file: NAME, the profile whose
+    /// `env_NAME:` blocks are merged over `env:`.
+    #[arg(long = "env", value_name = "KEY=VALUE|NAME")]
     pub env: Vec<String>,
     /// Do not restart the app when it exits.
     #[arg(long)]

@@ -39,20 +39,28 @@ pub(super) async fn send(
     if !only.is_empty() {
         options.insert(apply_option::ONLY, Value::from(only.to_vec()));
     }
-    if let Some(profile) = profile {
-        options.insert(apply_option::ENV_PROFILE, Value::from(profile));
-    }
-    // only what is valid text: a variable that is not cannot be named in a turbo.yml anyway
-    let caller_env: HashMap<String, String> = env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    options.insert(apply_option::CALLER_ENV, Value::from(caller_env));
+    options.extend(variables(profile));
     let daemon = daemon().await?;
     daemon
         .proxy
         .apply_config(&content, &origin, base_dir, options)
         .await
         .map_err(|e| call_error(&e))
+}
+
+/// The options that carry this shell's environment (for `${VAR}` in the file) and `profile`
+/// (`--env`), for `ApplyConfig` and `StartConfigWith`.
+pub(super) fn variables(profile: Option<&str>) -> HashMap<&'static str, Value<'static>> {
+    let mut options = HashMap::new();
+    if let Some(profile) = profile {
+        options.insert(apply_option::ENV_PROFILE, Value::from(profile.to_owned()));
+    }
+    // only what is valid text: a variable that is not cannot be named in a turbo.yml anyway
+    let caller_env: HashMap<String, String> = env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    options.insert(apply_option::CALLER_ENV, Value::from(caller_env));
+    options
 }
 
 /// `turbo apply`.

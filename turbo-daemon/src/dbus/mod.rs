@@ -211,6 +211,28 @@ fn apply_options(
     Ok((dry_run, prune, only, vars))
 }
 
+impl ManagerIface {
+    /// The body of `StartConfig` and `StartConfigWith`: `file` is `(content, origin, base_dir)`.
+    async fn start_file(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        (content, origin, base_dir): (String, String, String),
+        vars: config::Vars,
+    ) -> Result<Vec<AppStatus>, Error> {
+        input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
+        let caller = self.policy.authorize(conn, hdr, "start", "config").await?;
+        let check = file_check(content, origin, base_dir, caller, false, vars);
+        let specs = self.validated(check, Error::InvalidConfig).await?;
+        let op = AppsOp::Start {
+            specs,
+            exclusive: false,
+            caller,
+        };
+        self.ask(|reply| Request::Apps(op, reply)).await
+    }
+}
+
 /// `Request::Apps` with `op` built from the target.
 fn apps(op: fn(String) -> AppsOp) -> impl FnOnce(String, Reply<Vec<AppStatus>>) -> Request {
     move |target, reply| Request::Apps(op(target), reply)
@@ -296,29 +318,37 @@ impl ManagerIface {
         origin: String,
         base_dir: String,
     ) -> Result<Vec<AppStatus>, Error> {
+        let file = (content, origin, base_dir);
         wire::answer(
-            async move {
-                input::check_config_call(&content, &origin, &base_dir)
-                    .map_err(Error::InvalidConfig)?;
-                let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-                let check = file_check(
-                    content,
-                    origin,
-                    base_dir,
-                    caller,
-                    false,
-                    config::Vars::default(),
-                );
-                let specs = self.validated(check, Error::InvalidConfig).await?;
-                let op = AppsOp::Start {
-                    specs,
-                    exclusive: false,
-                    caller,
-                };
-                self.ask(|reply| Request::Apps(op, reply)).await
-            }
-            .await,
+            self.start_file(conn, &hdr, file, config::Vars::default())
+                .await,
         )
+    }
+
+    /// `StartConfig` with the variable options of `ApplyConfig` (`caller_env`, `env_profile`):
+    /// a new method rather than a changed signature, so that busctl scripts and older clients
+    /// calling `StartConfig` keep working.
+    #[zbus(out_args("apps"))]
+    async fn start_config_with(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        content: String,
+        origin: String,
+        base_dir: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<AppStatus>, Error> {
+        let answer = async {
+            let (dry_run, prune, only, vars) = apply_options(&options)?;
+            if dry_run || prune || !only.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "StartConfigWith takes only the options caller_env and env_profile: use ApplyConfig to plan, prune or pick apps".into(),
+                ));
+            }
+            self.start_file(conn, &hdr, (content, origin, base_dir), vars)
+                .await
+        };
+        wire::answer(answer.await)
     }
 
     /// Makes the apps match a `turbo.yml` document (`turbo apply`): validated whole first,
