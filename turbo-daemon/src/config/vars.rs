@@ -9,6 +9,10 @@
 //! check). `$$` is a literal `$`; a `$` not followed by `{` or `$` is left as written, so
 //! `sh -c 'echo $HOME'` keeps working. A default is taken as written (not expanded).
 //!
+//! Expansion is bounded: all the strings of a document together expand to at most
+//! [`MAX_EXPANDED_BYTES`] (a 1 MiB file of `${BIG}` must not make gigabytes), and a value that
+//! comes out with a NUL byte (from an `env_file`) is refused like one written in the file.
+//!
 //! Problems carry the key path of the value at fault, so `ConfigError::in_document` places them
 //! at file:line:col. Nothing here validates apps or reads anything but the `env_file`.
 
@@ -23,6 +27,9 @@ use super::{
     Problem,
     files::{parse_env_file, read_env_file},
 };
+
+/// Most bytes all the expanded strings of one document may hold together.
+pub const MAX_EXPANDED_BYTES: usize = 4 * super::input::MAX_CONFIG_BYTES;
 
 /// What expansion needs from the caller: its environment and the profile it selected.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +70,7 @@ pub(super) fn prepare(
     profiles: &mut BTreeSet<String>,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let mut budget = MAX_EXPANDED_BYTES;
     let Some(apps) = doc.get_mut("apps").and_then(Value::as_sequence_mut) else {
         return problems;
     };
@@ -112,7 +120,13 @@ pub(super) fn prepare(
         };
         for (key, value) in map.iter_mut() {
             if let Some(key) = key.as_str() {
-                walk(value, &format!("{at}.{key}"), &lookup, &mut problems);
+                walk(
+                    value,
+                    &format!("{at}.{key}"),
+                    &lookup,
+                    &mut budget,
+                    &mut problems,
+                );
             }
         }
         for p in &mut problems[before..] {
@@ -129,7 +143,7 @@ fn env_file_vars(map: &Mapping, vars: &Vars, base_dir: &Path) -> BTreeMap<String
     let expanded = |key: &str| {
         map.get(key)
             .and_then(Value::as_str)
-            .and_then(|s| expand(s, &caller).ok())
+            .and_then(|s| expand(s, &caller, super::input::MAX_PATH_BYTES).ok())
     };
     let Some(file) = expanded("env_file") else {
         return BTreeMap::new();
@@ -147,26 +161,34 @@ fn walk<'a>(
     value: &mut Value,
     path: &str,
     lookup: &impl Fn(&str) -> Option<&'a str>,
+    budget: &mut usize,
     problems: &mut Vec<Problem>,
 ) {
     match value {
-        Value::String(s) => match expand(s, lookup) {
-            Ok(done) => *s = done,
+        Value::String(s) => match expand(s, lookup, *budget) {
+            Ok(done) if done.contains('\0') => problems.push(
+                Problem::new(path, "a variable put a NUL byte here, which no path, name, argument or variable can pass to the OS")
+                    .hint("remove the NUL from the variable's value"),
+            ),
+            Ok(done) => {
+                *budget -= done.len();
+                *s = done;
+            }
             Err(e) => problems.push(Problem::new(path, e.0).hint(e.1)),
         },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, &format!("{path}[{i}]"), lookup, problems);
+                walk(item, &format!("{path}[{i}]"), lookup, budget, problems);
             }
         }
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
                 if let Some(k) = k.as_str() {
-                    walk(v, &format!("{path}.{k}"), lookup, problems);
+                    walk(v, &format!("{path}.{k}"), lookup, budget, problems);
                 }
             }
         }
-        Value::Tagged(t) => walk(&mut t.value, path, lookup, problems),
+        Value::Tagged(t) => walk(&mut t.value, path, lookup, budget, problems),
         _ => {}
     }
 }
@@ -175,14 +197,25 @@ fn walk<'a>(
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct ExpandError(String, &'static str);
 
-/// `text` with `${VAR}`, `${VAR:-default}` and `$$` replaced (see the module doc).
+/// `text` with `${VAR}`, `${VAR:-default}` and `$$` replaced (see the module doc), at most
+/// `limit` bytes.
 ///
 /// # Errors
-/// The first unset variable without default, unclosed `${` or bad variable name.
+/// The first unset variable without default, unclosed `${` or bad variable name, or a result
+/// longer than `limit`.
 pub(super) fn expand<'a>(
     text: &str,
     lookup: &impl Fn(&str) -> Option<&'a str>,
+    limit: usize,
 ) -> Result<String, ExpandError> {
+    let too_long = || {
+        ExpandError(
+            format!(
+                "the variables expand to more than {limit} bytes, what is left of the document's {MAX_EXPANDED_BYTES}"
+            ),
+            "use shorter values, or fewer references to long ones",
+        )
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -215,21 +248,28 @@ pub(super) fn expand<'a>(
                     "write ${NAME} or ${NAME:-default} (letters, digits, _), or $$ for a literal $",
                 ));
             }
-            match (lookup(name), default) {
-                (Some(value), _) => out.push_str(value),
-                (None, Some(default)) => out.push_str(default),
+            let value = match (lookup(name), default) {
+                (Some(value), _) => value,
+                (None, Some(default)) => default,
                 (None, None) => {
                     return Err(ExpandError(
                         format!("variable {name} is not set"),
                         "set it in the environment of `turbo`, in env_file, or give a default: ${NAME:-default}",
                     ));
                 }
+            };
+            if out.len() + value.len() > limit {
+                return Err(too_long());
             }
+            out.push_str(value);
             rest = &tail[end + 1..];
         } else {
             out.push('$');
             rest = after;
         }
+    }
+    if out.len() + rest.len() > limit {
+        return Err(too_long());
     }
     out.push_str(rest);
     Ok(out)
@@ -241,7 +281,7 @@ mod tests {
 
     fn run(text: &str) -> Result<String, ExpandError> {
         let env: BTreeMap<&str, &str> = [("PORT", "8080"), ("EMPTY", "")].into();
-        expand(text, &|n: &str| env.get(n).copied())
+        expand(text, &|n: &str| env.get(n).copied(), 64)
     }
 
     #[test]
@@ -256,6 +296,8 @@ mod tests {
         assert!(run("${PORT").unwrap_err().0.contains("without a closing"));
         assert!(run("${1X}").unwrap_err().0.contains("is not a variable"));
         assert!(run("${}").unwrap_err().0.contains("is not a variable"));
+        let e = run(&"${PORT}".repeat(20)).unwrap_err();
+        assert!(e.0.contains("more than 64 bytes"), "{e:?}");
     }
 
     #[test]
