@@ -6,8 +6,8 @@
 //! `env_file`) are taken out, the selected one merged over `env:`, then every string value of
 //! the app (not keys) is expanded. A variable is looked up in the caller's environment (sent by
 //! the CLI), then in the app's `env_file` (read with the caller's rights, like the rest of the
-//! check). `$$` is a literal `$`; a `$` not followed by `{` or `$` is left as written, so
-//! `sh -c 'echo $HOME'` keeps working. A default is taken as written (not expanded).
+//! check). `$${` is a literal `${`; any other `$` is left as written, so `sh -c 'echo $HOME'`
+//! and `echo $$` (the shell's pid) keep working. A default is taken as written (not expanded).
 //!
 //! Expansion is bounded: all the strings of a document together expand to at most
 //! [`MAX_EXPANDED_BYTES`] (a 1 MiB file of `${BIG}` must not make gigabytes), and a value that
@@ -197,7 +197,7 @@ fn walk<'a>(
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct ExpandError(String, &'static str);
 
-/// `text` with `${VAR}`, `${VAR:-default}` and `$$` replaced (see the module doc), at most
+/// `text` with `${VAR}`, `${VAR:-default}` and `$${` replaced (see the module doc), at most
 /// `limit` bytes.
 ///
 /// # Errors
@@ -221,8 +221,9 @@ pub(super) fn expand<'a>(
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+        if let Some(tail) = after.strip_prefix("${") {
+            // `$${` is a literal `${`; a plain `$$` (the shell's pid) stays as written
+            out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
             let Some(end) = tail.find('}') else {
@@ -231,7 +232,7 @@ pub(super) fn expand<'a>(
                         "'${{' without a closing '}}' in '{}'",
                         super::input::shorten(text)
                     ),
-                    "close it, or write $$ for a literal $",
+                    "close it, or write $${ for a literal ${",
                 ));
             };
             let inner = &tail[..end];
@@ -245,7 +246,7 @@ pub(super) fn expand<'a>(
             if !valid {
                 return Err(ExpandError(
                     format!("'${{{}}}' is not a variable", super::input::shorten(inner)),
-                    "write ${NAME} or ${NAME:-default} (letters, digits, _), or $$ for a literal $",
+                    "write ${NAME} or ${NAME:-default} (letters, digits, _), or $${ for a literal ${",
                 ));
             }
             let value = match (lookup(name), default) {
@@ -289,7 +290,7 @@ mod tests {
         assert_eq!(run("port ${PORT}").unwrap(), "port 8080");
         assert_eq!(run("${MISSING:-3000}/${PORT:-1}").unwrap(), "3000/8080");
         assert_eq!(run("${EMPTY:-x}").unwrap(), "", "set but empty is set");
-        assert_eq!(run("$${PORT} $$ $HOME a$").unwrap(), "${PORT} $ $HOME a$");
+        assert_eq!(run("$${PORT} $$ $HOME a$").unwrap(), "${PORT} $$ $HOME a$");
         assert_eq!(run("no vars").unwrap(), "no vars");
         let e = run("x ${MISSING} y").unwrap_err();
         assert_eq!(e.0, "variable MISSING is not set");
