@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         origin: "fuzz.yml",
         base_dir: Path::new("/nonexistent/turbo-fuzz"),
         path_env: "/usr/bin:/bin",
+        vars: &turbo_daemon::config::NO_VARS,
     };
     let result = from_yaml(&doc, powers);
     if let Err(e) = result {

@@ -445,3 +445,117 @@ fn sighup_applies_the_system_config_file_with_prune() {
     cli(&["kill"]);
     let _ = daemon.wait();
 }
+
+/// `turbo` against `d` with `GREETING` set to `greeting` (or unset) in its environment.
+fn turbo_with_greeting(
+    d: &TestDaemon,
+    greeting: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(turbo_tests::bin_dir().join("turbo"));
+    cmd.args(args)
+        .current_dir(d.home())
+        .env("TURBO_HOME", d.home())
+        .env_remove("TURBO_BUS_ADDRESS")
+        .env_remove("GREETING")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    if let Some(greeting) = greeting {
+        cmd.env("GREETING", greeting);
+    }
+    cmd.output().expect("run turbo")
+}
+
+/// `${VAR}` from the caller, `${VAR:-default}`, an `env_production:` profile with `--env`, an
+/// unknown profile and an unset variable refused at their place, and `restart --update-env`
+/// reading the caller's environment again.
+#[test]
+fn variables_defaults_and_profiles_come_from_the_caller_and_update_env_reads_them_again() {
+    let d = TestDaemon::start("auto");
+    let file = d.config(
+        "vars",
+        "apps:\n  - name: vars\n    cmd: [sleep, \"${NAP:-300}\"]\n    env:\n      GREETING: \"${GREETING}\"\n      MODE: dev\n    env_production:\n      MODE: \"prod-$${GREETING}-${GREETING}\"\n",
+    );
+    let path = file.to_str().unwrap();
+    let e = one_line_error(&turbo_with_greeting(&d, None, &["apply", path]));
+    assert!(
+        e.contains(&format!(
+            "{path}:5:17: apps[0] (vars): variable GREETING is not set"
+        )),
+        "{e}"
+    );
+    let e = one_line_error(&turbo_with_greeting(
+        &d,
+        Some("hello"),
+        &["config", "check", path, "--env", "staging"],
+    ));
+    assert!(
+        e.contains("profile 'staging' is not defined by any app (available: production)"),
+        "{e}"
+    );
+    assert!(d.status().is_empty(), "refused files changed nothing");
+
+    let out = turbo_with_greeting(&d, Some("hello"), &["apply", path, "--env", "production"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = d.wait_app("vars", "online", |a| a["state"] == "online");
+    let pid = app["pid"].as_u64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).ends_with("\x00300\x00"),
+        "the default: {cmdline:?}"
+    );
+    assert_eq!(env_of(pid, "GREETING").as_deref(), Some("hello"));
+    assert_eq!(
+        env_of(pid, "MODE").as_deref(),
+        Some("prod-${GREETING}-hello")
+    );
+
+    // the app keeps what it was given until asked to read the environment again
+    let out = turbo_with_greeting(&d, Some("bye"), &["restart", "vars"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = d.wait_app("vars", "restarted", |a| {
+        a["state"] == "online" && a["pid"].as_u64() != Some(pid)
+    });
+    let pid = app["pid"].as_u64().expect("pid");
+    assert_eq!(env_of(pid, "GREETING").as_deref(), Some("hello"));
+    let out = turbo_with_greeting(
+        &d,
+        Some("bye"),
+        &["restart", "vars", "--update-env", "--env", "production"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = d.wait_app("vars", "replaced", |a| {
+        a["state"] == "online" && a["pid"].as_u64() != Some(pid)
+    });
+    let pid = app["pid"].as_u64().expect("pid");
+    assert_eq!(env_of(pid, "GREETING").as_deref(), Some("bye"));
+    assert_eq!(env_of(pid, "MODE").as_deref(), Some("prod-${GREETING}-bye"));
+
+    // `turbo start FILE --env NAME` expands the same way (StartConfigWith)
+    let out = turbo_with_greeting(&d, Some("start"), &["start", path, "--env", "production"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = d.wait_app("vars", "started again", |a| {
+        a["state"] == "online" && a["pid"].as_u64() != Some(pid)
+    });
+    let pid = app["pid"].as_u64().expect("pid");
+    assert_eq!(
+        env_of(pid, "MODE").as_deref(),
+        Some("prod-${GREETING}-start")
+    );
+}

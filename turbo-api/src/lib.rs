@@ -65,6 +65,11 @@ pub mod apply_option {
     pub const PRUNE: &str = "prune";
     /// `as`: only these apps (names from the file or the daemon); the others are left alone.
     pub const ONLY: &str = "only";
+    /// `s`: the profile whose `env_<profile>:` blocks are merged over `env:` (`--env`).
+    pub const ENV_PROFILE: &str = "env_profile";
+    /// `a{ss}`: the caller's environment, for `${VAR}` in the file (the app's environment is
+    /// still only what the file gives it).
+    pub const CALLER_ENV: &str = "caller_env";
 }
 
 /// Errors the daemon replies with; the D-Bus name is `org.turboprocess.Turbo1.Error.<Variant>`.
@@ -155,6 +160,16 @@ mod proxy {
             content: &str,
             origin: &str,
             base_dir: &str,
+        ) -> zbus::Result<Vec<AppStatus>>;
+
+        /// `start_config` with options: [`apply_option::CALLER_ENV`] and
+        /// [`apply_option::ENV_PROFILE`] (`turbo start FILE`; `StartConfig` keeps its signature).
+        fn start_config_with(
+            &self,
+            content: &str,
+            origin: &str,
+            base_dir: &str,
+            options: HashMap<&str, Value<'_>>,
         ) -> zbus::Result<Vec<AppStatus>>;
 
         /// Makes the daemon's apps match a `turbo.yml` document: validates all of it first

@@ -190,8 +190,9 @@ pub struct StartArgs {
     /// Working directory (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
-    /// Extra environment variable; repeatable.
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    /// Extra environment variable; repeatable. With a config file: NAME, the profile whose
+    /// `env_NAME:` blocks are merged over `env:`.
+    #[arg(long = "env", value_name = "KEY=VALUE|NAME")]
     pub env: Vec<String>,
     /// Do not restart the app when it exits.
     #[arg(long)]
@@ -250,6 +251,13 @@ pub struct RestartArgs {
     /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
     #[arg(value_name = "NAME|NAME:N|ID|all")]
     pub target: String,
+    /// Read the app's turbo.yml again (`describe` shows which) with this shell's environment
+    /// for `${VAR}` and its `env_file` again, apply the app's new definition, then restart it.
+    #[arg(long)]
+    pub update_env: bool,
+    /// Merge each app's `env_NAME:` block over its `env:` (with --update-env).
+    #[arg(long = "env", value_name = "NAME", requires = "update_env")]
+    pub profile: Option<String>,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -351,6 +359,9 @@ pub struct ApplyArgs {
     /// Print the plan as JSON: [{"name", "action", "fields": [{"field", "how"}]}].
     #[arg(long)]
     pub json: bool,
+    /// Merge each app's `env_NAME:` block over its `env:` (PM2's `--env production`).
+    #[arg(long = "env", value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `turbo config <what>`.
@@ -368,6 +379,9 @@ pub struct ConfigCheckArgs {
     /// The turbo.yml to check.
     #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub file: std::path::PathBuf,
+    /// Merge each app's `env_NAME:` block over its `env:` (PM2's `--env production`).
+    #[arg(long = "env", value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 /// `turbo config show`.

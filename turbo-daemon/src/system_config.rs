@@ -99,6 +99,7 @@ async fn apply(
             origin: &origin,
             base_dir: &base_dir,
             path_env: &path_env,
+            vars: &crate::config::NO_VARS,
         };
         config::file_specs_as(&doc, Caller::daemon(), true).map_err(|e| e.to_string())
     })

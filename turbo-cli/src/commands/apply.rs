@@ -15,8 +15,15 @@ use zbus::zvariant::Value;
 use super::{daemon, target_error};
 use crate::{cli::ApplyArgs, connect::call_error, paths::absolutize, term};
 
-/// `ApplyConfig` for `file` with these options; answers the plan.
-async fn send(file: &Path, dry_run: bool, prune: bool, only: &[String]) -> Result<Vec<AppChange>> {
+/// `ApplyConfig` for `file` with these options, this shell's environment (for `${VAR}`) and
+/// `profile` (`--env`); answers the plan.
+pub(super) async fn send(
+    file: &Path,
+    dry_run: bool,
+    prune: bool,
+    only: &[String],
+    profile: Option<&str>,
+) -> Result<Vec<AppChange>> {
     let cwd = env::current_dir().context("cannot determine the current directory")?;
     // read before connecting: a typo in the path must not start a daemon
     let content = crate::files::read_config(file)?;
@@ -32,6 +39,7 @@ async fn send(file: &Path, dry_run: bool, prune: bool, only: &[String]) -> Resul
     if !only.is_empty() {
         options.insert(apply_option::ONLY, Value::from(only.to_vec()));
     }
+    options.extend(variables(profile));
     let daemon = daemon().await?;
     daemon
         .proxy
@@ -40,9 +48,31 @@ async fn send(file: &Path, dry_run: bool, prune: bool, only: &[String]) -> Resul
         .map_err(|e| call_error(&e))
 }
 
+/// The options that carry this shell's environment (for `${VAR}` in the file) and `profile`
+/// (`--env`), for `ApplyConfig` and `StartConfigWith`.
+pub(super) fn variables(profile: Option<&str>) -> HashMap<&'static str, Value<'static>> {
+    let mut options = HashMap::new();
+    if let Some(profile) = profile {
+        options.insert(apply_option::ENV_PROFILE, Value::from(profile.to_owned()));
+    }
+    // only what is valid text: a variable that is not cannot be named in a turbo.yml anyway
+    let caller_env: HashMap<String, String> = env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    options.insert(apply_option::CALLER_ENV, Value::from(caller_env));
+    options
+}
+
 /// `turbo apply`.
 pub async fn apply(args: &ApplyArgs) -> Result<()> {
-    let plan = send(&args.file, args.dry_run, args.prune, &args.only).await?;
+    let plan = send(
+        &args.file,
+        args.dry_run,
+        args.prune,
+        &args.only,
+        args.profile.as_deref(),
+    )
+    .await?;
     if args.json {
         return term::emit_json(&plan_json(&plan));
     }
@@ -50,8 +80,8 @@ pub async fn apply(args: &ApplyArgs) -> Result<()> {
 }
 
 /// `turbo config check`: exit status 0 when the daemon would accept the file.
-pub async fn check(file: &Path) -> Result<()> {
-    let plan = send(file, true, false, &[]).await?;
+pub async fn check(file: &Path, profile: Option<&str>) -> Result<()> {
+    let plan = send(file, true, false, &[], profile).await?;
     let names: Vec<&str> = plan
         .iter()
         .filter(|c| c.action != "keep")
@@ -64,6 +94,39 @@ pub async fn check(file: &Path) -> Result<()> {
         if names.len() == 1 { "" } else { "s" },
         names.join(", ")
     ))
+}
+
+/// `turbo restart NAME --update-env`: the app's file (`source`, from `describe`) applied again
+/// for this app alone, with this shell's environment and `profile`, so `${VAR}` and `env_file`
+/// are read anew; a definition that did not change is restarted as `turbo restart` does (a
+/// changed one was already replaced by the apply).
+pub async fn restart_update_env(
+    target: &str,
+    profile: Option<&str>,
+    wait_args: &crate::cli::WaitArgs,
+) -> Result<()> {
+    let d = daemon().await?;
+    let (status, config, _) = match d.proxy.describe_app(target).await {
+        Ok(found) => found,
+        Err(e) => return Err(target_error(&d, target, &e).await),
+    };
+    if config.source.is_empty() {
+        bail!(
+            "{} was not started from a file, so there is no environment to read again: \
+             `turbo delete {0}` and start it with the --env you want",
+            status.name
+        );
+    }
+    let only = [status.name.clone()];
+    let plan = send(Path::new(&config.source), false, false, &only, profile).await?;
+    let replaced = plan
+        .iter()
+        .any(|c| c.name == status.name && c.action != "unchanged");
+    term::emit(&render_plan(&plan, false))?;
+    if replaced {
+        return Ok(());
+    }
+    super::manage::restart(target, wait_args).await
 }
 
 /// `turbo config show`.

@@ -37,9 +37,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Start(args) => start::run(&args).await,
         Cmd::Apply(args) => apply::apply(&args).await,
-        Cmd::Config(ConfigCmd::Check(args)) => apply::check(&args.file).await,
+        Cmd::Config(ConfigCmd::Check(args)) => {
+            apply::check(&args.file, args.profile.as_deref()).await
+        }
         Cmd::Config(ConfigCmd::Show(args)) => apply::show(&args.name).await,
         Cmd::Stop(t) => manage::run(manage::Verb::Stop, &t.target).await,
+        Cmd::Restart(r) if r.update_env => {
+            apply::restart_update_env(&r.target, r.profile.as_deref(), &r.wait).await
+        }
         Cmd::Restart(r) => manage::restart(&r.target, &r.wait).await,
         Cmd::Delete(t) => manage::run(manage::Verb::Delete, &t.target).await,
         Cmd::Reload(t) => manage::run(manage::Verb::Reload, &t.target).await,

@@ -20,11 +20,13 @@ use crate::{cli::StartArgs, connect::call_error, hint::Hinted, paths::absolutize
 /// What `turbo start` will ask the daemon.
 #[derive(Debug, PartialEq, Eq)]
 enum Plan {
-    /// `StartConfig(content of file, origin, base_dir)`.
+    /// `StartConfigWith(content of file, origin, base_dir, {caller_env, env_profile})`.
     Config {
         file: PathBuf,
         origin: String,
         base_dir: String,
+        /// `--env NAME`: the `env_NAME:` blocks to merge.
+        profile: Option<String>,
     },
     /// `StartApp(name, argv, options)`.
     App {
@@ -54,10 +56,18 @@ pub async fn run(args: &StartArgs) -> Result<()> {
     let daemon = daemon().await?;
     let apps = match plan {
         Plan::Config {
-            origin, base_dir, ..
+            origin,
+            base_dir,
+            profile,
+            ..
         } => daemon
             .proxy
-            .start_config(content.as_deref().unwrap_or_default(), &origin, &base_dir)
+            .start_config_with(
+                content.as_deref().unwrap_or_default(),
+                &origin,
+                &base_dir,
+                super::apply::variables(profile.as_deref()),
+            )
             .await
             .map_err(|e| call_error(&e))?,
         Plan::App {
@@ -144,9 +154,13 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
         if args.cwd.is_some() {
             ignored.push("--cwd");
         }
-        if !args.env.is_empty() {
-            ignored.push("--env");
-        }
+        let profile = match args.env.as_slice() {
+            [] => None,
+            [name] if !name.contains('=') => Some(name.clone()),
+            _ => bail!(
+                "with a config file, --env names one profile (its env_NAME: blocks), not variables: set them in {target}'s env:"
+            ),
+        };
         if args.no_autorestart {
             ignored.push("--no-autorestart");
         }
@@ -178,6 +192,7 @@ fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
             origin: target.to_owned(),
             base_dir: utf8(base_dir)?,
             file: PathBuf::from(target),
+            profile,
         });
     }
 
@@ -452,6 +467,7 @@ mod tests {
                 file: "deploy/./turbo.yml".into(),
                 origin: "deploy/./turbo.yml".into(),
                 base_dir: "/home/u/proj/deploy".into(),
+                profile: None,
             }
         );
         let err = super::plan(
@@ -468,6 +484,24 @@ mod tests {
             err.contains("--name") && err.contains("ARGS") && err.contains("turbo.yml"),
             "{err}"
         );
+        // with a file, --env names one profile
+        let with_env = |env: &[&str]| {
+            super::plan(
+                &StartArgs {
+                    env: env.iter().map(|e| (*e).to_owned()).collect(),
+                    ..args("turbo.yml")
+                },
+                Path::new(CWD),
+            )
+        };
+        match with_env(&["production"]).unwrap() {
+            Plan::Config { profile, .. } => assert_eq!(profile.as_deref(), Some("production")),
+            other => panic!("{other:?}"),
+        }
+        for bad in [&["A=1"][..], &["a", "b"]] {
+            let err = with_env(bad).unwrap_err().to_string();
+            assert!(err.contains("names one profile"), "{err}");
+        }
     }
 
     #[test]

@@ -174,6 +174,16 @@ impl ConfigError {
         Self { problems }
     }
 
+    /// Problems without a position (serde read the document from values, not text) placed at
+    /// their key path in `content`.
+    pub(super) fn placed(mut self, content: &str) -> Self {
+        let locations = Locations::parse(content);
+        for p in self.problems.iter_mut().filter(|p| p.pos.is_none()) {
+            p.pos = locations.find(&p.field);
+        }
+        self
+    }
+
     /// The problem of a document that serde_yaml_ng refused (bad YAML, an unknown key, a wrong
     /// type, a missing key): its own position, and a hint where one helps.
     pub(super) fn from_yaml(e: &serde_yaml_ng::Error, origin: &str) -> Self {

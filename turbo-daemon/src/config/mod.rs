@@ -31,9 +31,10 @@ mod privileges;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod vars;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     path::Path,
     time::Duration,
@@ -51,6 +52,7 @@ pub use self::{
     error::{ConfigError, Problem},
     locate::Pos,
     options::{StartCall, from_start_options},
+    vars::{NO_VARS, Vars},
 };
 use crate::{
     access::{self, Caller, Powers},
@@ -72,6 +74,9 @@ pub struct Document<'a> {
     pub base_dir: &'a Path,
     /// The `PATH` used to find commands and interpreters.
     pub path_env: &'a str,
+    /// The caller's environment and profile for `${VAR}` and `env_<profile>` ([`NO_VARS`]:
+    /// none).
+    pub vars: &'a Vars,
 }
 
 /// Parses and validates a `turbo.yml` for a daemon with `powers` (tests pretend to be another
@@ -117,7 +122,28 @@ pub fn source_of(origin: &str, base_dir: &Path) -> String {
 /// [`from_yaml`], with `empty_ok`: whether a document without apps is valid. The apps of the
 /// files it includes follow its own, each with its file as `source`.
 fn read(doc: &Document<'_>, powers: &Powers, empty_ok: bool) -> Result<Vec<AppSpec>, ConfigError> {
-    read_file(doc, powers, empty_ok, true)
+    let mut profiles = BTreeSet::new();
+    let specs = read_file(doc, powers, empty_ok, true, &mut profiles)?;
+    match &doc.vars.profile {
+        Some(wanted) if !profiles.contains(wanted) => {
+            let known = if profiles.is_empty() {
+                "none is defined".to_owned()
+            } else {
+                let names: Vec<&str> = profiles.iter().map(String::as_str).collect();
+                format!("available: {}", names.join(", "))
+            };
+            let p = Problem::new(
+                "apps",
+                format!(
+                    "profile '{}' is not defined by any app ({known})",
+                    input::shorten(wanted)
+                ),
+            )
+            .hint("add an `env_<profile>:` block to an app, or pick an available --env");
+            Err(ConfigError::in_document(vec![p], doc.origin, doc.content))
+        }
+        _ => Ok(specs),
+    }
 }
 
 /// [`read`] of one file; `main`: the file named by the caller, the only one that may include.
@@ -126,19 +152,32 @@ fn read_file(
     powers: &Powers,
     empty_ok: bool,
     main: bool,
+    profiles: &mut BTreeSet<String>,
 ) -> Result<Vec<AppSpec>, ConfigError> {
     let Document {
         content,
         origin,
         base_dir,
         path_env,
+        vars,
     } = *doc;
     let nul = nul_bytes(content);
     if !nul.is_empty() {
         return Err(ConfigError::in_document(nul, origin, content));
     }
-    let file: ConfigFile =
-        serde_yaml_ng::from_str(content).map_err(|e| ConfigError::from_yaml(&e, origin))?;
+    let refused = |e| ConfigError::from_yaml(&e, origin);
+    let file: ConfigFile = if vars::needed(content, vars) {
+        // profiles and variables first, on the document as values; typed after
+        let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(content).map_err(refused)?;
+        let problems = vars::prepare(&mut value, vars, base_dir, profiles);
+        if !problems.is_empty() {
+            return Err(ConfigError::in_document(problems, origin, content));
+        }
+        serde_yaml_ng::from_value(value)
+            .map_err(|e| ConfigError::from_yaml(&e, origin).placed(content))?
+    } else {
+        serde_yaml_ng::from_str(content).map_err(refused)?
+    };
     let mut found: Vec<Problem> = Vec::new();
     if !main && !file.include.is_empty() {
         found.push(
@@ -227,8 +266,9 @@ fn read_file(
             origin: &inc.origin,
             base_dir: &inc.base_dir,
             path_env,
+            vars,
         };
-        let sub_specs = match read_file(&sub, powers, true, false) {
+        let sub_specs = match read_file(&sub, powers, true, false, profiles) {
             Ok(sub_specs) => sub_specs,
             Err(e) => {
                 problems.extend(e.problems);
@@ -513,6 +553,7 @@ mod file_tests {
             origin: "conf/turbo.yml",
             base_dir: Path::new("/srv/conf"),
             path_env: "/usr/bin:/bin",
+            vars: &NO_VARS,
         };
         let empty = doc("apps: []\n");
         let refused = file_specs_as(&empty, Caller::daemon(), false).unwrap_err();
@@ -541,6 +582,7 @@ mod file_tests {
                 origin: "turbo.yml",
                 base_dir: dir.path(),
                 path_env: "/usr/bin:/bin",
+                vars: &NO_VARS,
             };
             file_specs_as(&doc, Caller::daemon(), false)
         };
@@ -584,5 +626,50 @@ mod file_tests {
         write("b.yml", "apps: []\ninclude: [\"x.yml\"]\n");
         let e = read().unwrap_err().to_string();
         assert!(e.contains("an included file cannot include others"), "{e}");
+    }
+
+    #[test]
+    fn variables_and_profiles_place_their_problems_in_the_file() {
+        let read = |content: &str, vars: &Vars| {
+            let doc = Document {
+                content,
+                origin: "turbo.yml",
+                base_dir: Path::new("/"),
+                path_env: "/usr/bin:/bin",
+                vars,
+            };
+            file_specs_as(&doc, Caller::daemon(), false)
+        };
+        let text = "apps:\n  - name: web\n    cmd: [sh, '${NOPE}']\n    env_prod: {A: b}\n";
+        let e = read(text, &NO_VARS).unwrap_err().to_string();
+        assert!(
+            e.starts_with("turbo.yml:3:15: apps[0] (web): variable NOPE is not set"),
+            "{e}"
+        );
+        let prod = Vars {
+            env: [("NOPE".to_owned(), "x".to_owned())].into(),
+            profile: Some("prod".into()),
+        };
+        let specs = read(text, &prod).expect("valid");
+        assert_eq!(specs[0].argv[1], "x");
+        assert!(specs[0].env.iter().any(|(k, v)| k == "A" && v == "b"));
+        let other = Vars {
+            profile: Some("staging".into()),
+            ..prod.clone()
+        };
+        let e = read(text, &other).unwrap_err().to_string();
+        assert!(
+            e.contains("profile 'staging' is not defined by any app (available: prod)"),
+            "{e}"
+        );
+        // a misspelt key beside a profile still gets serde's list, at its place
+        let typo =
+            "apps:\n  - name: web\n    cmd: [sh]\n    env_prod: {A: b}\n    kill_timout: 3\n";
+        let e = read(typo, &prod).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown field `kill_timout`, expected one of")
+                && e.starts_with("turbo.yml:"),
+            "{e}"
+        );
     }
 }

@@ -29,6 +29,7 @@ pub(super) fn parse_config(
         origin,
         base_dir,
         path_env,
+        vars: &super::NO_VARS,
     };
     from_yaml_as(&doc, Caller::daemon()).map_err(|e| e.to_string())
 }
@@ -451,6 +452,7 @@ fn document_error(yml: &str, dir: &Path) -> ConfigError {
         origin: "t.yml",
         base_dir: dir,
         path_env: PATH,
+        vars: &super::NO_VARS,
     };
     from_yaml(&doc, &Powers::current()).expect_err("should be refused")
 }

@@ -140,6 +140,7 @@ fn file_check(
     base_dir: String,
     caller: Caller,
     empty_ok: bool,
+    vars: config::Vars,
 ) -> impl FnOnce(&Validation) -> Result<Vec<AppSpec>, ConfigError> + Send + 'static {
     move |v| {
         let doc = Document {
@@ -147,17 +148,19 @@ fn file_check(
             origin: &origin,
             base_dir: std::path::Path::new(&base_dir),
             path_env: &v.path_env,
+            vars: &vars,
         };
         config::file_specs_as(&doc, caller, empty_ok)
     }
 }
 
-/// `ApplyConfig`'s options: `(dry_run, prune, only)`.
+/// `ApplyConfig`'s options: `(dry_run, prune, only, vars)`.
 fn apply_options(
     options: &HashMap<String, OwnedValue>,
-) -> Result<(bool, bool, Vec<String>), Error> {
-    use turbo_api::apply_option::{DRY_RUN, ONLY, PRUNE};
+) -> Result<(bool, bool, Vec<String>, config::Vars), Error> {
+    use turbo_api::apply_option::{CALLER_ENV, DRY_RUN, ENV_PROFILE, ONLY, PRUNE};
     let (mut dry_run, mut prune, mut only) = (false, false, Vec::new());
+    let mut vars = config::Vars::default();
     let wrong =
         |key: &str, what: &str| Error::InvalidArgument(format!("option {key} must be {what}"));
     for (key, value) in options {
@@ -175,15 +178,59 @@ fn apply_options(
                     invalid(turbo_api::validate_app_name(name))?;
                 }
             }
+            ENV_PROFILE => {
+                let name = String::try_from(
+                    value
+                        .try_clone()
+                        .map_err(|_| wrong(key, "a profile name (s)"))?,
+                )
+                .map_err(|_| wrong(key, "a profile name (s)"))?;
+                invalid(turbo_api::validate_app_name(&name).map_err(|e| format!("profile: {e}")))?;
+                vars.profile = Some(name);
+            }
+            CALLER_ENV => {
+                let env = HashMap::<String, String>::try_from(
+                    value
+                        .try_clone()
+                        .map_err(|_| wrong(key, "a map of variables (a{ss})"))?,
+                )
+                .map_err(|_| wrong(key, "a map of variables (a{ss})"))?;
+                invalid(input::check_env(
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                ))?;
+                vars.env = env.into_iter().collect();
+            }
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option '{}': known are {DRY_RUN}, {PRUNE}, {ONLY}",
+                    "unknown option '{}': known are {DRY_RUN}, {PRUNE}, {ONLY}, {ENV_PROFILE}, {CALLER_ENV}",
                     input::shorten(other)
                 )));
             }
         }
     }
-    Ok((dry_run, prune, only))
+    Ok((dry_run, prune, only, vars))
+}
+
+impl ManagerIface {
+    /// The body of `StartConfig` and `StartConfigWith`: `file` is `(content, origin, base_dir)`.
+    async fn start_file(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        (content, origin, base_dir): (String, String, String),
+        vars: config::Vars,
+    ) -> Result<Vec<AppStatus>, Error> {
+        input::check_config_call(&content, &origin, &base_dir).map_err(Error::InvalidConfig)?;
+        let caller = self.policy.authorize(conn, hdr, "start", "config").await?;
+        let check = file_check(content, origin, base_dir, caller, false, vars);
+        let specs = self.validated(check, Error::InvalidConfig).await?;
+        let op = AppsOp::Start {
+            specs,
+            exclusive: false,
+            caller,
+        };
+        self.ask(|reply| Request::Apps(op, reply)).await
+    }
 }
 
 /// `Request::Apps` with `op` built from the target.
@@ -271,22 +318,37 @@ impl ManagerIface {
         origin: String,
         base_dir: String,
     ) -> Result<Vec<AppStatus>, Error> {
+        let file = (content, origin, base_dir);
         wire::answer(
-            async move {
-                input::check_config_call(&content, &origin, &base_dir)
-                    .map_err(Error::InvalidConfig)?;
-                let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
-                let check = file_check(content, origin, base_dir, caller, false);
-                let specs = self.validated(check, Error::InvalidConfig).await?;
-                let op = AppsOp::Start {
-                    specs,
-                    exclusive: false,
-                    caller,
-                };
-                self.ask(|reply| Request::Apps(op, reply)).await
-            }
-            .await,
+            self.start_file(conn, &hdr, file, config::Vars::default())
+                .await,
         )
+    }
+
+    /// `StartConfig` with the variable options of `ApplyConfig` (`caller_env`, `env_profile`):
+    /// a new method rather than a changed signature, so that busctl scripts and older clients
+    /// calling `StartConfig` keep working.
+    #[zbus(out_args("apps"))]
+    async fn start_config_with(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        content: String,
+        origin: String,
+        base_dir: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<Vec<AppStatus>, Error> {
+        let answer = async {
+            let (dry_run, prune, only, vars) = apply_options(&options)?;
+            if dry_run || prune || !only.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "StartConfigWith takes only the options caller_env and env_profile: use ApplyConfig to plan, prune or pick apps".into(),
+                ));
+            }
+            self.start_file(conn, &hdr, (content, origin, base_dir), vars)
+                .await
+        };
+        wire::answer(answer.await)
     }
 
     /// Makes the apps match a `turbo.yml` document (`turbo apply`): validated whole first,
@@ -305,14 +367,14 @@ impl ManagerIface {
             async move {
                 input::check_config_call(&content, &origin, &base_dir)
                     .map_err(Error::InvalidConfig)?;
-                let (dry_run, prune, only) = apply_options(&options)?;
+                let (dry_run, prune, only, vars) = apply_options(&options)?;
                 let caller = self.policy.authorize(conn, &hdr, "start", "config").await?;
                 if prune && !dry_run {
                     self.policy
                         .authorize(conn, &hdr, "delete", "config")
                         .await?;
                 }
-                let check = file_check(content, origin, base_dir, caller, true);
+                let check = file_check(content, origin, base_dir, caller, true, vars);
                 let specs = self.validated(check, Error::InvalidConfig).await?;
                 let req = ApplyRequest {
                     specs,

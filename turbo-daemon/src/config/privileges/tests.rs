@@ -52,6 +52,7 @@ fn app(keys: &str, powers: &Powers) -> Result<AppSpec, String> {
         origin: "t.yml",
         base_dir: Path::new("/"),
         path_env: PATH,
+        vars: &crate::config::NO_VARS,
     };
     from_yaml(&doc, powers)
         .map(|mut s| s.remove(0))
