@@ -92,6 +92,41 @@ pub enum BusMode {
     Address(String),
 }
 
+/// How long a start waits for `daemon.lock` when the daemon that wrote `daemon.pid` is gone.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes `<home>/daemon.lock`. A daemon killed with SIGKILL releases its lock only when every
+/// copy of the lock's file description is closed, and a process it forked a moment before
+/// (an app between `fork` and `execve`, which closes the copy) may still hold one: when the
+/// daemon named in `daemon.pid` is gone, a held lock is retried for [`LOCK_GRACE`] instead of
+/// refusing at once. A live owner is refused at once.
+fn take_home_lock(home: &Path) -> io::Result<std::fs::File> {
+    let path = home.join("daemon.lock");
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match os::lock::lock_file(&path) {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline
+                    && recorded_daemon_pid(home)
+                        .is_none_or(|pid| os::process::pidfd_open(pid).is_err()) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            taken => return taken,
+        }
+    }
+}
+
+/// The pid in `<home>/daemon.pid`, written by the daemon that holds (or held) the lock.
+fn recorded_daemon_pid(home: &Path) -> Option<u32> {
+    std::fs::read_to_string(home.join("daemon.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -153,12 +188,11 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     for dir in [home, &log_dir] {
         storage::check_private_dir(dir).map_err(io_err("refusing to start"))?;
     }
-    let lock = os::lock::lock_file(&home.join("daemon.lock")).map_err(|e| {
+    let lock = take_home_lock(home).map_err(|e| {
         if e.kind() == io::ErrorKind::WouldBlock {
             DaemonError::AlreadyRunning {
                 home: home.display().to_string(),
-                pid: std::fs::read_to_string(home.join("daemon.pid"))
-                    .map_or_else(|_| "unknown".into(), |p| p.trim().to_owned()),
+                pid: recorded_daemon_pid(home).map_or_else(|| "unknown".into(), |p| p.to_string()),
             }
         } else {
             DaemonError::Io {
