@@ -181,6 +181,8 @@ pub struct AppStatus {
     pub last_exit: ExitInfo,
     /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
     pub status_text: String,
+    /// The app's group (`app_group:`, the `@group` target), empty if none.
+    pub group: String,
 }
 
 impl AppStatus {
@@ -215,6 +217,7 @@ impl AppStatus {
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
             "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
+            "group": (!self.group.is_empty()).then_some(&self.group),
         })
     }
 }

@@ -22,6 +22,7 @@
 mod checks;
 mod error;
 mod files;
+mod groups;
 mod include;
 pub mod input;
 mod locate;
@@ -452,6 +453,11 @@ struct AppConfig {
     ready_timeout: Option<Scalar>,
     /// Restart an app that sends no `WATCHDOG=1` for this long.
     watchdog: Option<Scalar>,
+    // ---- groups and signals (issue 17) ----
+    /// The app's group, a target as `@name` (`group:` is the Unix group it runs as).
+    app_group: Option<String>,
+    /// The signal `turbo reload` sends instead of replacing an app without `listen:`.
+    reload_signal: Option<String>,
 }
 
 /// A value or a list of values.

@@ -104,6 +104,7 @@ impl OnWire for AppStatus {
             err_log,
             last_exit,
             status_text,
+            group,
             id: _,
             instance: _,
             pid: _,
@@ -117,7 +118,7 @@ impl OnWire for AppStatus {
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
         } = self;
-        for s in [name, state, health, cwd, out_log, err_log, status_text] {
+        for s in [name, state, health, cwd, out_log, err_log, status_text, group] {
             s.scrub();
         }
         argv.scrub();

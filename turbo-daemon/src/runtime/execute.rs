@@ -48,6 +48,13 @@ impl Runtime {
                 }
                 None
             }
+            Action::SignalProcess { app, pid, signal } => {
+                // the supervisor saw `pid` alive as this app's main process just now
+                if let Err(e) = os::signal_pid(pid, signal) {
+                    tracing::warn!(app, "signal {signal} to process {pid} failed: {e}");
+                }
+                None
+            }
             Action::SetMemoryLimit { app, pid, bytes } => {
                 if let Err(e) = self.source.set_memory_limit(pid, bytes) {
                     tracing::warn!(app, "cannot watch the memory of pid {pid}: {e}");

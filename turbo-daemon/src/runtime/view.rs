@@ -106,6 +106,7 @@ pub fn status(
         out_log: out_log.display().to_string(),
         err_log: err_log.display().to_string(),
         status_text: app.notify.status.clone().unwrap_or_default(),
+        group: app.spec.app_group.clone().unwrap_or_default(),
         last_exit: app
             .last_exit
             .as_ref()

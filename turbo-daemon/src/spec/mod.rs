@@ -49,6 +49,8 @@ pub mod signal {
     pub const KILL: i32 = 9;
     /// SIGTERM.
     pub const TERM: i32 = 15;
+    /// SIGHUP.
+    pub const HUP: i32 = 1;
 }
 
 /// What to run and how, validated and resolved (absolute paths, interpreter chosen).
@@ -99,6 +101,12 @@ pub struct AppSpec {
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); `None` for an app started from a command line.
     pub source: Option<String>,
+    // ---- groups and signals (issue 17 points 6-7) ----
+    /// The group the app belongs to (`app_group:`), which commands name as `@group`.
+    pub app_group: Option<String>,
+    /// The signal `turbo reload` sends to the main process of an app without `listen:`
+    /// (`reload_signal:`), instead of replacing its processes.
+    pub reload_signal: Option<i32>,
 }
 
 impl AppSpec {
@@ -125,6 +133,8 @@ impl AppSpec {
             readiness: Readiness::default(),
             autostart: true,
             source: None,
+            app_group: None,
+            reload_signal: None,
         }
     }
 }

@@ -77,6 +77,7 @@ impl Supervisor {
                 }
                 (ids, Reply::Deleted(names), false)
             }),
+            Command::Signal { target, signal } => self.signal(&target, signal, out),
             Command::WaitReady { target, timeout } => {
                 self.wait_ready(ticket, &target, timeout, now, out);
                 return;

@@ -20,14 +20,18 @@ pub enum Target {
     Name(String),
     /// One instance of an app: `name:N` (app names cannot contain `:`).
     Instance(String, u32),
+    /// Every app whose `app_group` is this: `@group` (app names cannot start with `@`).
+    Group(String),
 }
 
 impl Target {
-    /// `all`, an id (all digits) or a name.
+    /// `all`, an id (all digits), `@group`, `name:N` or a name.
     #[must_use]
     pub fn parse(s: &str) -> Self {
         if s == "all" {
             Self::All
+        } else if let Some(group) = s.strip_prefix('@') {
+            Self::Group(group.to_owned())
         } else if let Ok(id) = s.parse() {
             Self::Id(id)
         } else if let Some((name, n)) = s.rsplit_once(':')
@@ -79,6 +83,13 @@ pub enum Command {
     /// Replace the running instances one at a time, each only once its replacement is ready
     /// (see `reload.rs`).
     Reload(Target),
+    /// Send `signal` to the main process of every running target app (`turbo signal`).
+    Signal {
+        /// The apps.
+        target: Target,
+        /// Signal number.
+        signal: i32,
+    },
     /// Reply once every target app [`App::is_ready`](super::App::is_ready); fail if one crashes, errors or stops
     /// first, or when `timeout` passes (with the last health-check error).
     WaitReady {

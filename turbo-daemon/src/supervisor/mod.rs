@@ -32,7 +32,8 @@
 //! (`process.rs`: spawned, exited, group gone, lifecycle timers), memory (`memory.rs`), health
 //! checks, readiness and watch mode (`checks.rs`) and readiness waits (`waits.rs`). Cluster
 //! instances are apps of their own sharing a name (`instances.rs`: numbering, scale); a rolling
-//! reload is a small state machine beside the app table (`reload.rs`). What an app *is* (its
+//! reload is a small state machine beside the app table (`reload.rs`); `turbo signal` and
+//! `reload_signal` are in `signals.rs`. What an app *is* (its
 //! spec) comes from `crate::spec`; the supervisor never reads a config.
 
 mod app;
@@ -45,6 +46,7 @@ mod memory;
 mod output;
 mod process;
 mod reload;
+mod signals;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -138,6 +140,12 @@ impl Supervisor {
                 .filter(|a| a.spec.name == *name && a.instance == *n)
                 .map(|a| a.id)
                 .collect(),
+            Target::Group(group) => self
+                .apps
+                .values()
+                .filter(|a| a.spec.app_group.as_ref() == Some(group))
+                .map(|a| a.id)
+                .collect(),
         };
         match target {
             Target::Id(id) if ids.is_empty() => Err(CommandError::NotFound(id.to_string())),
@@ -145,6 +153,7 @@ impl Supervisor {
             Target::Instance(n, k) if ids.is_empty() => {
                 Err(CommandError::NotFound(format!("{n}:{k}")))
             }
+            Target::Group(g) if ids.is_empty() => Err(CommandError::NotFound(format!("@{g}"))),
             _ => Ok(ids),
         }
     }

@@ -33,6 +33,9 @@ pub enum CommandError {
     /// A wait for readiness failed or timed out.
     #[error("{0}")]
     NotReady(String),
+    /// None of the target apps has a process to signal.
+    #[error("{0}")]
+    NotRunning(String),
 }
 
 /// What a successful command produced.
@@ -115,6 +118,16 @@ pub enum Action {
         /// App.
         app: AppId,
         /// Group leader (= process group id).
+        pid: u32,
+        /// Signal number.
+        signal: i32,
+    },
+    /// Send `signal` to process `pid` alone (`turbo signal`, `reload_signal`): a master process
+    /// such as nginx's or gunicorn's handles it and passes on what its workers need.
+    SignalProcess {
+        /// App.
+        app: AppId,
+        /// Its main process.
         pid: u32,
         /// Signal number.
         signal: i32,

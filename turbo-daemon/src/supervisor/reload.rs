@@ -12,6 +12,9 @@
 //! `start` of the same app (and the daemon's shutdown) interrupts it the same way; a `scale` or
 //! a second `reload` of it is refused while it lasts ([`CommandError::Busy`]).
 //!
+//! An online app with `reload_signal:` and no `listen:` is not replaced: it gets that signal
+//! (`signals.rs`), as nginx, gunicorn and uwsgi reload themselves.
+//!
 //! Pure, like the rest of the core: deadlines are checked when the supervisor handles an input,
 //! and a wake-up timer ([`WAKE_ONLY`]) makes sure one arrives at each deadline.
 
@@ -110,7 +113,9 @@ impl Supervisor {
         let mut queue = VecDeque::new();
         let mut done = Vec::new();
         for id in ids {
-            if matches!(self.apps[&id].state, State::Online { .. }) {
+            if self.reload_by_signal(id, out) {
+                done.push(id);
+            } else if matches!(self.apps[&id].state, State::Online { .. }) {
                 queue.push_back(id);
             } else {
                 // nothing running to keep up: a restart by hand
@@ -338,6 +343,7 @@ impl Supervisor {
             | Command::Scale { .. }
             | Command::Update(_)
             | Command::Reload(_)
+            | Command::Signal { .. }
             | Command::WaitReady { .. } => {
                 return Vec::new();
             }

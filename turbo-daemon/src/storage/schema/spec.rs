@@ -216,6 +216,10 @@ pub struct SavedSpec {
     pub autostart: bool,
     #[serde(default)]
     pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_signal: Option<i32>,
 }
 
 const fn one() -> u32 {
@@ -229,7 +233,8 @@ const fn yes() -> bool {
 // no `Default`: a spec needs a name and a command
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
-    memory, privileges, instances, listen, watch, health, readiness, autostart, source,
+    memory, privileges, instances, listen, watch, health, readiness, autostart, source, app_group,
+    reload_signal,
 });
 
 /// [`RestartPolicy`]; durations in milliseconds.
