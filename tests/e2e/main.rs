@@ -13,6 +13,7 @@ mod cluster;
 mod containment;
 mod dbus;
 mod durability;
+mod groups;
 mod ebpf;
 mod hardening;
 mod health;

@@ -338,6 +338,8 @@ pub struct AppMetrics {
     pub name: String,
     /// Instance number.
     pub instance: u32,
+    /// `app_group`, a label only on the apps that have one.
+    pub group: Option<String>,
     /// Lifecycle state.
     pub state: turbo_api::AppState,
     /// Health-check status.
@@ -413,6 +415,7 @@ pub fn app_metrics(
     AppMetrics {
         name: app.spec.name.clone(),
         instance: app.instance,
+        group: app.spec.app_group.clone(),
         state: app.state.public(),
         health: app.public_health(),
         restarts,
