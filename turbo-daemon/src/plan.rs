@@ -138,6 +138,8 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         source,
         app_group,
         reload_signal,
+        on_crash,
+        on_state,
     } = new;
     let mut out = Vec::new();
     let mut note = |differs: bool, field: &'static str, how: How| {
@@ -179,6 +181,9 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         "reload_signal",
         How::Live,
     );
+    // read when a crash or a state change is announced
+    note(*on_crash != old.on_crash, "on_crash", How::Live);
+    note(*on_state != old.on_state, "on_state", How::Live);
     // a new threshold is handed to the running process's memory watch; a limit the kernel
     // enforces lives in a cgroup made at the spawn, and no limit at all has no watch to update
     let memory_live = memory.enforce == MemoryEnforce::Restart

@@ -19,6 +19,7 @@
 //! and, for a non-root caller of a root daemon, with the caller's file access rights
 //! ([`from_yaml_as`], `access::as_caller`).
 
+mod alerts;
 mod checks;
 mod error;
 mod files;
@@ -458,6 +459,10 @@ struct AppConfig {
     app_group: Option<String>,
     /// The signal `turbo reload` sends instead of replacing an app without `listen:`.
     reload_signal: Option<String>,
+    /// Told of every crash: `{cmd: [..]}` or `{webhook: URL}`, with bounds.
+    on_crash: Option<alerts::AlertConfig>,
+    /// Told of every state change, the same way.
+    on_state: Option<alerts::AlertConfig>,
 }
 
 /// A value or a list of values.

@@ -186,6 +186,13 @@ pub(super) fn validate(
         &mut errors,
     );
     super::groups::apply(app.app_group, app.reload_signal, &mut spec, &mut errors);
+    super::alerts::apply(
+        app.on_crash,
+        app.on_state,
+        path_env,
+        &mut spec,
+        &mut errors,
+    );
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });

@@ -20,7 +20,7 @@
 //! listener, with a header timeout so an idle client cannot hold a connection forever.
 //!
 //! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
-//! `app_instance`, `group` (only on apps with an `app_group`: to PromQL a missing label and an
+//! `app_instance`, `event`, `outcome`, `group` (only on apps with an `app_group`: to PromQL a missing label and an
 //! empty one are the same, so `sum by (group)` works across all apps), `reason`, `state`, `source`, `mode`, `type`, `status`, `version`, `stream`;
 //! never a pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
 //! (and `job`) to every scraped series itself and would rename ours to `exported_instance`.
@@ -174,6 +174,16 @@ pub fn render(s: &MetricsSnapshot) -> String {
             record_app(app);
         }
         record_logs(s);
+        for (app, event, o) in &s.notifications {
+            for (outcome, n) in [("sent", o.sent), ("failed", o.failed), ("dropped", o.dropped)] {
+                let labels = vec![
+                    Label::new("app", app.clone()),
+                    Label::new("event", event.as_str()),
+                    Label::new("outcome", outcome),
+                ];
+                counter!("turbo_notifications_total", labels).absolute(n);
+            }
+        }
         if let Some(p) = &s.daemon {
             gauge!("process_resident_memory_bytes").set(p.resident_bytes as f64);
             gauge!("process_virtual_memory_bytes").set(p.virtual_bytes as f64);
@@ -344,6 +354,11 @@ fn describe() {
     describe_counter!(
         "turbo_log_bytes_total",
         "Bytes written to the app's log file (records, with timestamps), by stream 'out' or 'err'; resets when the log keeper restarts"
+    );
+    describe_counter!(
+        "turbo_notifications_total",
+        "on_crash and on_state notifications by event and outcome: sent, failed (every attempt), \
+         dropped (over the app's rate_limit)"
     );
     describe_counter!(
         "turbo_log_dropped_bytes_total",
@@ -536,6 +551,15 @@ mod tests {
                     ..app("web", AppState::Online)
                 },
             ],
+            notifications: vec![(
+                "web".into(),
+                crate::runtime::alerts::Event::Crash,
+                crate::runtime::alerts::Outcomes {
+                    sent: 2,
+                    failed: 1,
+                    dropped: 7,
+                },
+            )],
             logs: vec![
                 crate::keeper::AppCounters {
                     app: "worker".into(),
@@ -564,6 +588,8 @@ mod tests {
             "turbo_log_bytes_total{app=\"worker\",stream=\"err\"} 120",
             "turbo_log_dropped_bytes_total{app=\"worker\",stream=\"err\"} 30",
             "turbo_app_up{app=\"web\",app_instance=\"0\",group=\"front\"} 1",
+            "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"dropped\"} 7",
+            "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"failed\"} 1",
             "turbo_app_state{app=\"web\",app_instance=\"0\",group=\"front\",state=\"online\"} 1",
             "turbo_app_cpu_seconds_total{app=\"web\",app_instance=\"0\",group=\"front\",mode=\"user\"} 2",
         ] {

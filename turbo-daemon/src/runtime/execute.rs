@@ -246,6 +246,12 @@ impl Runtime {
             }
             Notification::StateChanged(id) => {
                 self.send_changed(id);
+                if let Some(a) = self.sup.app(id)
+                    && a.spec.on_state.is_some()
+                    && let Some(st) = self.notice_status(id)
+                {
+                    self.alerts.state_changed(id, &a.spec, &st);
+                }
                 self.count_state(id);
                 // the pid and restart count are part of the saved state
                 self.mark_dirty();
@@ -288,6 +294,7 @@ impl Runtime {
                 let last = !self.sup.apps().any(|a| a.spec.name == name);
                 self.spawner.removed(app, &name, last);
                 self.crashes.remove(app);
+                self.alerts.remove(app);
                 self.procs.remove_app(app);
                 self.usage.remove(app);
                 let _ = self.chan.notices.send(Notice::Removed(name, instance, app));
@@ -332,9 +339,10 @@ impl Runtime {
 
     /// A crash is complete: logged, stored, saved and announced.
     pub(super) fn crash_ready(&mut self, app: AppId, crash: crashes::Crash) {
-        let Some(name) = self.sup.app(app).map(|a| a.spec.name.clone()) else {
+        let Some(a) = self.sup.app(app) else {
             return; // deleted meanwhile
         };
+        let name = a.spec.name.clone();
         tracing::warn!(
             app = %name,
             "crashed: {} after {} ms (restart #{})",
@@ -343,6 +351,7 @@ impl Runtime {
             crash.restart_number
         );
         let record = view::crash_record(&crash);
+        self.alerts.crashed(app, &a.spec, a.instance, &record);
         self.crashes.push(app, crash);
         let _ = self.chan.notices.send(Notice::Crashed(name, record));
         self.mark_dirty();

@@ -31,6 +31,7 @@
 //! once per `leak window / 48` (75 s by default) and reads one `statm` per app (the tree only for
 //! apps with descendants). Never `smaps` (PSS), which only `describe` and scrapes read.
 
+pub mod alerts;
 pub mod apply;
 mod crashes;
 mod execute;
@@ -193,6 +194,8 @@ pub struct Runtime {
     procs: procs::ProcessTable,
     usage: Usage,
     crashes: crashes::CrashStore,
+    /// `on_crash` and `on_state` notifications.
+    alerts: alerts::Alerts,
     persist: persist::Persist,
     output: output::Outputs,
     spawner: spawner::Spawner,
@@ -241,6 +244,7 @@ impl Runtime {
             procs: procs::ProcessTable::default(),
             usage: Usage::default(),
             crashes: crashes::CrashStore::default(),
+            alerts: alerts::Alerts::default(),
             heartbeat: None,
         }
     }

@@ -133,7 +133,7 @@ async fn command(
 }
 
 /// Reads a pipe to its end (at most 64 KiB are kept).
-async fn read_all(fd: OwnedFd) -> String {
+pub(super) async fn read_all(fd: OwnedFd) -> String {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) else {
         return String::new();
     };
@@ -151,7 +151,7 @@ async fn read_all(fd: OwnedFd) -> String {
 }
 
 /// Waits for the process behind `pidfd` to exit and reaps it.
-async fn wait(pidfd: OwnedFd) -> std::io::Result<crate::events::WaitStatus> {
+pub(super) async fn wait(pidfd: OwnedFd) -> std::io::Result<crate::events::WaitStatus> {
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
     loop {

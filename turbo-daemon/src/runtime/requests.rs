@@ -519,7 +519,10 @@ impl Runtime {
             ));
         }
         let logs = self.output.counters();
-        view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs)
+        let mut snapshot =
+            view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs);
+        snapshot.notifications = self.alerts.outcomes();
+        snapshot
     }
 }
 

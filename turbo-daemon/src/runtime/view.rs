@@ -328,6 +328,8 @@ pub struct MetricsSnapshot {
     pub apps: Vec<AppMetrics>,
     /// Log volume per app and stream (`turbo_log_bytes_total`, `turbo_log_dropped_bytes_total`).
     pub logs: Vec<crate::keeper::AppCounters>,
+    /// Notifications by app name and event (`turbo_notifications_total`).
+    pub notifications: Vec<(String, super::alerts::Event, super::alerts::Outcomes)>,
 }
 
 /// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
@@ -382,6 +384,7 @@ pub fn metrics_snapshot(
         daemon,
         apps,
         logs,
+        notifications: Vec::new(),
     }
 }
 

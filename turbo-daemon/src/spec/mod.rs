@@ -25,6 +25,7 @@ macro_rules! from_words {
     };
 }
 
+mod alerts;
 mod checks;
 pub mod environment;
 mod log;
@@ -36,6 +37,7 @@ pub mod units;
 use std::{path::PathBuf, time::Duration};
 
 pub use self::{
+    alerts::{AlertSpec, AlertTo},
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
@@ -107,6 +109,11 @@ pub struct AppSpec {
     /// The signal `turbo reload` sends to the main process of an app without `listen:`
     /// (`reload_signal:`), instead of replacing its processes.
     pub reload_signal: Option<i32>,
+    // ---- notifications (issue 17 point 5) ----
+    /// `on_crash:`: told of every crash, once its record is complete.
+    pub on_crash: Option<Box<AlertSpec>>,
+    /// `on_state:`: told of every state change.
+    pub on_state: Option<Box<AlertSpec>>,
 }
 
 impl AppSpec {
@@ -135,6 +142,8 @@ impl AppSpec {
             source: None,
             app_group: None,
             reload_signal: None,
+            on_crash: None,
+            on_state: None,
         }
     }
 }

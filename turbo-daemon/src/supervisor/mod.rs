@@ -36,6 +36,7 @@
 //! `reload_signal` are in `signals.rs`. What an app *is* (its
 //! spec) comes from `crate::spec`; the supervisor never reads a config.
 
+pub mod alerts;
 mod app;
 pub mod checks;
 mod commands;

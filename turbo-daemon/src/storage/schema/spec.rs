@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, LogFormat, LogPolicy,
+    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, LogFormat, LogPolicy,
     MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy,
     Rlimit, RotatePeriod, RunAs, WatchSpec,
 };
@@ -220,6 +220,46 @@ pub struct SavedSpec {
     pub app_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload_signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_crash: Option<SavedAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_state: Option<SavedAlert>,
+}
+
+/// [`AlertSpec`]; durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedAlert {
+    pub to: SavedAlertTo,
+    pub timeout: u64,
+    pub retries: u32,
+    pub rate_limit: u32,
+    pub rate_window: u64,
+}
+
+mirror!(@convert AlertSpec => SavedAlert { to, timeout, retries, rate_limit, rate_window });
+
+/// [`AlertTo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SavedAlertTo {
+    Command(Vec<String>),
+    Webhook(String),
+}
+
+impl Stored for AlertTo {
+    type Saved = SavedAlertTo;
+    fn save(&self) -> SavedAlertTo {
+        match self.clone() {
+            Self::Command(argv) => SavedAlertTo::Command(argv),
+            Self::Webhook(url) => SavedAlertTo::Webhook(url),
+        }
+    }
+    fn load(saved: SavedAlertTo) -> Self {
+        match saved {
+            SavedAlertTo::Command(argv) => Self::Command(argv),
+            SavedAlertTo::Webhook(url) => Self::Webhook(url),
+        }
+    }
 }
 
 const fn one() -> u32 {
@@ -234,7 +274,7 @@ const fn yes() -> bool {
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
     memory, privileges, instances, listen, watch, health, readiness, autostart, source, app_group,
-    reload_signal,
+    reload_signal, on_crash, on_state,
 });
 
 /// [`RestartPolicy`]; durations in milliseconds.
