@@ -22,6 +22,7 @@ mod lifecycle;
 mod load;
 mod logs;
 mod metrics;
+mod notify;
 mod package;
 mod privileges;
 mod probes;
