@@ -131,7 +131,7 @@ fn a_notification_command_gets_the_event_in_its_environment_and_on_stdin() {
     let notify = d.script(
         "notify.sh",
         &format!(
-            "{{ echo \"$TURBO_EVENT $TURBO_APP $TURBO_INSTANCE $TURBO_EXIT_CODE $TURBO_EXIT_REASON $(id -u)\"; cat; echo; }} >> {}",
+            "{{ echo \"$TURBO_EVENT $TURBO_APP_NAME $TURBO_INSTANCE $TURBO_EXIT_CODE $TURBO_EXIT_REASON $(id -u)\"; cat; echo; }} >> {}",
             out.display()
         ),
     );

@@ -83,6 +83,8 @@ wire_enum! {
         Watch => "watch",
         /// Stopped or restarted on request.
         Manual => "manual",
+        /// Never spawned: its `pre_start` hook failed.
+        PreStart => "pre_start",
     }
 }
 

@@ -393,6 +393,7 @@ pub fn last_exit_text(exit: &ExitInfo) -> String {
         Ok(ExitReason::MemoryLimit) => "memory limit".to_owned(),
         Ok(ExitReason::Health) => "health check".to_owned(),
         Ok(ExitReason::Watch) => "file change".to_owned(),
+        Ok(ExitReason::PreStart) => "pre_start failed".to_owned(),
         // a stop that had to escalate says so: the app ignored its stop signal
         Ok(ExitReason::Manual) if exit.signal == 9 => "manual (SIGKILL)".to_owned(),
         Ok(ExitReason::Manual) => "manual".to_owned(),
@@ -404,7 +405,9 @@ fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
     let text = last_exit_text(exit);
     let tone = match exit.reason.parse::<ExitReason>() {
         Ok(ExitReason::Exit) if exit.code == 0 => None,
-        Ok(ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill) => Some(Tone::Red),
+        Ok(
+            ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill | ExitReason::PreStart,
+        ) => Some(Tone::Red),
         Ok(ExitReason::MemoryLimit | ExitReason::Health) => Some(Tone::Yellow),
         Ok(ExitReason::Watch | ExitReason::Manual) => Some(Tone::Dim),
         Err(_) => None,

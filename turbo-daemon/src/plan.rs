@@ -140,6 +140,7 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         reload_signal,
         on_crash,
         on_state,
+        hooks,
     } = new;
     let mut out = Vec::new();
     let mut note = |differs: bool, field: &'static str, how: How| {
@@ -184,6 +185,8 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     // read when a crash or a state change is announced
     note(*on_crash != old.on_crash, "on_crash", How::Live);
     note(*on_state != old.on_state, "on_state", How::Live);
+    // each is read when its moment comes
+    note(**hooks != *old.hooks, "hooks", How::Live);
     // a new threshold is handed to the running process's memory watch; a limit the kernel
     // enforces lives in a cgroup made at the spawn, and no limit at all has no watch to update
     let memory_live = memory.enforce == MemoryEnforce::Restart

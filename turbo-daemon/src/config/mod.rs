@@ -24,6 +24,7 @@ mod checks;
 mod error;
 mod files;
 mod groups;
+mod hooks;
 mod include;
 pub mod input;
 mod locate;
@@ -463,6 +464,11 @@ struct AppConfig {
     on_crash: Option<alerts::AlertConfig>,
     /// Told of every state change, the same way.
     on_state: Option<alerts::AlertConfig>,
+    /// Hooks: `{cmd: [..], timeout: 30s}` each.
+    pre_start: Option<hooks::HookConfig>,
+    post_start: Option<hooks::HookConfig>,
+    pre_stop: Option<hooks::HookConfig>,
+    post_stop: Option<hooks::HookConfig>,
 }
 
 /// A value or a list of values.

@@ -193,6 +193,13 @@ pub(super) fn validate(
         &mut spec,
         &mut errors,
     );
+    let hooks = super::hooks::HookKeys {
+        pre_start: app.pre_start,
+        post_start: app.post_start,
+        pre_stop: app.pre_stop,
+        post_stop: app.post_stop,
+    };
+    super::hooks::apply(hooks, path_env, &mut spec, &mut errors);
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });

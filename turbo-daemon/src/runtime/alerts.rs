@@ -159,7 +159,7 @@ impl Alerts {
         }
         env.extend([
             ("TURBO_EVENT".into(), event.as_str().into()),
-            ("TURBO_APP".into(), spec.name.clone()),
+            ("TURBO_APP_NAME".into(), spec.name.clone()),
             ("TURBO_INSTANCE".into(), instance.to_string()),
             (
                 "TURBO_GROUP".into(),

@@ -48,6 +48,15 @@ impl Runtime {
                 }
                 None
             }
+            Action::RunHook {
+                app,
+                hook,
+                token,
+                spec,
+            } => {
+                self.run_hook(app, hook, token, &spec);
+                None
+            }
             Action::SignalProcess { app, pid, signal } => {
                 // the supervisor saw `pid` alive as this app's main process just now
                 if let Err(e) = os::signal_pid(pid, signal) {

@@ -35,6 +35,7 @@ pub mod alerts;
 pub mod apply;
 mod crashes;
 mod execute;
+mod hooks;
 pub mod listen;
 mod marks;
 mod output;
@@ -464,7 +465,17 @@ impl Runtime {
 
     fn on_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Input(input) => self.feed(input),
+            Internal::Input(input) => {
+                let hook = match &input {
+                    Input::HookDone { pid, .. } if *pid != 0 => Some(*pid),
+                    _ => None,
+                };
+                self.feed(input);
+                // a failed pre_start took its output for the crash record already
+                if let Some(pid) = hook {
+                    self.output.gone(pid);
+                }
+            }
             Internal::CrashReady(app, crash) => self.crash_ready(app, crash),
             Internal::SaveDue => {
                 self.persist.due();

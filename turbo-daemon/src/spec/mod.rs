@@ -27,6 +27,7 @@ macro_rules! from_words {
 
 mod alerts;
 mod checks;
+mod hooks;
 pub mod environment;
 mod log;
 mod memory;
@@ -38,6 +39,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub use self::{
     alerts::{AlertSpec, AlertTo},
+    hooks::{HookKind, HookSpec, Hooks},
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
@@ -114,6 +116,9 @@ pub struct AppSpec {
     pub on_crash: Option<Box<AlertSpec>>,
     /// `on_state:`: told of every state change.
     pub on_state: Option<Box<AlertSpec>>,
+    // ---- hooks (issue 17 point 4) ----
+    /// `pre_start`, `post_start`, `pre_stop`, `post_stop` (boxed: usually all unset).
+    pub hooks: Box<Hooks>,
 }
 
 impl AppSpec {
@@ -144,6 +149,7 @@ impl AppSpec {
             reload_signal: None,
             on_crash: None,
             on_state: None,
+            hooks: Box::default(),
         }
     }
 }

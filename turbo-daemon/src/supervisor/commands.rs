@@ -8,9 +8,9 @@ use turbo_api::ExitReason;
 
 use super::{
     Action, AfterStop, App, AppId, Command, CommandError, Desired, Notification, Reply, Restored,
-    State, Supervisor, Target, Ticket, checks::arm_checks, process::begin_stopping,
+    State, Supervisor, Target, Ticket, checks::arm_checks, hooks, process::begin_stopping,
 };
-use crate::spec::AppSpec;
+use crate::spec::{AppSpec, HookKind};
 
 /// A command whose reply waits for apps to settle.
 #[derive(Debug)]
@@ -246,10 +246,12 @@ impl Supervisor {
         app.generation += 1; // cancels any backoff timer
         app.state = State::Starting;
         out.push(Action::Notify(Notification::StateChanged(id)));
-        out.push(Action::Spawn {
-            app: id,
-            spec: Box::new(app.spec.clone()),
-        });
+        if !hooks::run(app, HookKind::PreStart, out) {
+            out.push(Action::Spawn {
+                app: id,
+                spec: Box::new(app.spec.clone()),
+            });
+        }
     }
 
     pub(super) fn stop_one(

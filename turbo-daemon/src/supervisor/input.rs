@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{AppId, Desired, NotifyMessage, Ticket};
 use crate::{
     events::{SourceKind, WaitStatus},
-    spec::AppSpec,
+    spec::{AppSpec, HookKind},
 };
 
 /// Which apps a command applies to.
@@ -206,6 +206,20 @@ pub enum Input {
     },
     /// The timeout of a [`Command::WaitReady`] passed.
     WaitExpired(Ticket),
+    /// A hook asked for with [`Action::RunHook`](super::Action::RunHook) ended (or was killed at
+    /// its timeout, or could not start).
+    HookDone {
+        /// App.
+        app: AppId,
+        /// Which hook.
+        hook: HookKind,
+        /// The token it was asked with; stale ones are ignored.
+        token: u64,
+        /// Its process (0 when it could not start).
+        pid: u32,
+        /// `Err` when it failed: how, and the last lines it wrote to stderr.
+        result: Result<(), HookFailure>,
+    },
     /// A process of `app` sent an `sd_notify` datagram on its `NOTIFY_SOCKET`.
     Notified {
         /// App (the runtime attributed the sender's pid to it).
@@ -227,4 +241,13 @@ pub enum WakeKind {
     ReadyTimeout,
     /// The watchdog period may have passed without a ping (token: the app's generation).
     Watchdog,
+}
+
+/// How a hook failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFailure {
+    /// Its wait status (`SIGKILL` at the timeout, exit 127 when it could not start).
+    pub status: WaitStatus,
+    /// One line: what happened, and its last stderr lines.
+    pub message: String,
 }

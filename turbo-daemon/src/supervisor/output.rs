@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{AppId, Exit, Ticket, WakeKind};
-use crate::spec::{AppSpec, HealthSpec};
+use crate::spec::{AppSpec, HealthSpec, HookKind};
 
 /// Why a command was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +131,18 @@ pub enum Action {
         pid: u32,
         /// Signal number.
         signal: i32,
+    },
+    /// Run the app's `hook` (from `spec`) as the app runs, then report
+    /// [`Input::HookDone`](super::Input::HookDone) with `token`.
+    RunHook {
+        /// App.
+        app: AppId,
+        /// Which hook.
+        hook: HookKind,
+        /// Token to echo back.
+        token: u64,
+        /// The app's spec (boxed, as in [`Action::Spawn`]).
+        spec: Box<AppSpec>,
     },
     /// Watch process `pid` against this memory threshold (replacing the previous one).
     SetMemoryLimit {

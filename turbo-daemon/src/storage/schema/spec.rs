@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, LogFormat, LogPolicy,
+    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HookSpec, Hooks, HealthSpec, LogFormat, LogPolicy,
     MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy,
     Rlimit, RotatePeriod, RunAs, WatchSpec,
 };
@@ -224,7 +224,30 @@ pub struct SavedSpec {
     pub on_crash: Option<SavedAlert>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_state: Option<SavedAlert>,
+    #[serde(default)]
+    pub hooks: SavedHooks,
 }
+
+/// [`Hooks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedHooks {
+    pub pre_start: Option<SavedHook>,
+    pub post_start: Option<SavedHook>,
+    pub pre_stop: Option<SavedHook>,
+    pub post_stop: Option<SavedHook>,
+}
+
+mirror!(Hooks => SavedHooks { pre_start, post_start, pre_stop, post_stop });
+
+/// [`HookSpec`]; the timeout in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedHook {
+    pub argv: Vec<String>,
+    pub timeout: u64,
+}
+
+mirror!(@convert HookSpec => SavedHook { argv, timeout });
 
 /// [`AlertSpec`]; durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +297,7 @@ const fn yes() -> bool {
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
     memory, privileges, instances, listen, watch, health, readiness, autostart, source, app_group,
-    reload_signal, on_crash, on_state,
+    reload_signal, on_crash, on_state, hooks,
 });
 
 /// [`RestartPolicy`]; durations in milliseconds.
