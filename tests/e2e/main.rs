@@ -17,6 +17,7 @@ mod groups;
 mod ebpf;
 mod hardening;
 mod health;
+mod hooks;
 mod kernel_truth;
 mod lifecycle;
 mod load;
