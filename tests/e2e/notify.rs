@@ -155,7 +155,9 @@ fn a_notification_command_gets_the_event_in_its_environment_and_on_stdin() {
         a["state"] == "online" && a["restarts"] == 1
     });
     let text = wait_for("the crash notification", Duration::from_secs(10), || {
-        std::fs::read_to_string(&out).ok().filter(|t| t.lines().count() >= 2)
+        std::fs::read_to_string(&out)
+            .ok()
+            .filter(|t| t.lines().count() >= 2)
     });
     let mut lines = text.lines();
     let uid = nix_uid();
@@ -167,7 +169,10 @@ fn a_notification_command_gets_the_event_in_its_environment_and_on_stdin() {
     let body = json(lines.next().unwrap());
     assert_eq!(body["app"], "once");
     assert_eq!(body["crash"]["code"], 7);
-    assert!(body["crash"]["stderr_tail"].to_string().contains("bad"), "{body}");
+    assert!(
+        body["crash"]["stderr_tail"].to_string().contains("bad"),
+        "{body}"
+    );
     let seen = wait_for("the state changes", Duration::from_secs(10), || {
         let t = std::fs::read_to_string(&states).unwrap_or_default();
         let v: Vec<String> = t.lines().map(str::to_owned).collect();

@@ -405,9 +405,9 @@ fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
     let text = last_exit_text(exit);
     let tone = match exit.reason.parse::<ExitReason>() {
         Ok(ExitReason::Exit) if exit.code == 0 => None,
-        Ok(
-            ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill | ExitReason::PreStart,
-        ) => Some(Tone::Red),
+        Ok(ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill | ExitReason::PreStart) => {
+            Some(Tone::Red)
+        }
         Ok(ExitReason::MemoryLimit | ExitReason::Health) => Some(Tone::Yellow),
         Ok(ExitReason::Watch | ExitReason::Manual) => Some(Tone::Dim),
         Err(_) => None,

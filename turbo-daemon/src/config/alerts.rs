@@ -49,7 +49,10 @@ fn alert(
         (Some(argv), None) if !argv.is_empty() => {
             let argv = if spec.cwd.is_dir() {
                 resolve_command(&argv, &spec.cwd, path_env, false).unwrap_or_else(|e| {
-                    errors.push(e.prefixed(&format!("{key}.cmd: ")).at(format!("{key}.cmd[0]")));
+                    errors.push(
+                        e.prefixed(&format!("{key}.cmd: "))
+                            .at(format!("{key}.cmd[0]")),
+                    );
                     argv
                 })
             } else {

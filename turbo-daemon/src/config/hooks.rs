@@ -35,7 +35,10 @@ pub(super) fn apply(keys: HookKeys, path_env: &str, spec: &mut AppSpec, errors: 
         }
         let argv = if spec.cwd.is_dir() {
             resolve_command(&cfg.cmd, &spec.cwd, path_env, false).unwrap_or_else(|e| {
-                errors.push(e.prefixed(&format!("{key}.cmd: ")).at(format!("{key}.cmd[0]")));
+                errors.push(
+                    e.prefixed(&format!("{key}.cmd: "))
+                        .at(format!("{key}.cmd[0]")),
+                );
                 cfg.cmd.clone()
             })
         } else {
@@ -64,5 +67,5 @@ pub(super) fn apply(keys: HookKeys, path_env: &str, spec: &mut AppSpec, errors: 
         pre_stop: one("pre_stop", keys.pre_stop),
         post_stop: one("post_stop", keys.post_stop),
     };
-    spec.hooks = Box::new(hooks);
+    *spec.hooks = hooks;
 }

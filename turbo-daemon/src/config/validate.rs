@@ -186,13 +186,7 @@ pub(super) fn validate(
         &mut errors,
     );
     super::groups::apply(app.app_group, app.reload_signal, &mut spec, &mut errors);
-    super::alerts::apply(
-        app.on_crash,
-        app.on_state,
-        path_env,
-        &mut spec,
-        &mut errors,
-    );
+    super::alerts::apply(app.on_crash, app.on_state, path_env, &mut spec, &mut errors);
     let hooks = super::hooks::HookKeys {
         pre_start: app.pre_start,
         post_start: app.post_start,

@@ -118,7 +118,16 @@ impl OnWire for AppStatus {
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
         } = self;
-        for s in [name, state, health, cwd, out_log, err_log, status_text, group] {
+        for s in [
+            name,
+            state,
+            health,
+            cwd,
+            out_log,
+            err_log,
+            status_text,
+            group,
+        ] {
             s.scrub();
         }
         argv.scrub();

@@ -175,7 +175,11 @@ pub fn render(s: &MetricsSnapshot) -> String {
         }
         record_logs(s);
         for (app, event, o) in &s.notifications {
-            for (outcome, n) in [("sent", o.sent), ("failed", o.failed), ("dropped", o.dropped)] {
+            for (outcome, n) in [
+                ("sent", o.sent),
+                ("failed", o.failed),
+                ("dropped", o.dropped),
+            ] {
                 let labels = vec![
                     Label::new("app", app.clone()),
                     Label::new("event", event.as_str()),

@@ -122,8 +122,14 @@ impl Alerts {
     /// Every counter, for the metrics.
     #[must_use]
     pub fn outcomes(&self) -> Vec<(String, Event, Outcomes)> {
-        let tally = self.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        tally.iter().map(|((a, e), o)| (a.clone(), *e, *o)).collect()
+        let tally = self
+            .tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tally
+            .iter()
+            .map(|((a, e), o)| (a.clone(), *e, *o))
+            .collect()
     }
 
     #[expect(
@@ -181,7 +187,9 @@ impl Alerts {
 }
 
 fn bump(tally: &Tally, key: (String, Event), f: impl FnOnce(&mut Outcomes)) {
-    let mut t = tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut t = tally
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     f(t.entry(key).or_default());
 }
 
@@ -219,7 +227,10 @@ async fn post(url: &str, body: &str, timeout: Duration) -> Result<(), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| fail(&e))?;
     let host = uri.host().ok_or_else(|| fail(&"no host"))?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let authority = uri.authority().map_or(host.as_str(), |a| a.as_str()).to_owned();
+    let authority = uri
+        .authority()
+        .map_or(host.as_str(), |a| a.as_str())
+        .to_owned();
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let body = Bytes::from(body.to_owned());
     let exchange = async move {
@@ -249,7 +260,12 @@ async fn post(url: &str, body: &str, timeout: Duration) -> Result<(), String> {
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .unwrap_or_else(|_| Err(format!("POST {url}: no answer within {}ms", timeout.as_millis())))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "POST {url}: no answer within {}ms",
+                timeout.as_millis()
+            ))
+        })
 }
 
 /// Runs `argv` as the app runs with `env` added and `body` on stdin; exit 0 within `timeout`

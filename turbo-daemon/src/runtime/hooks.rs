@@ -46,8 +46,8 @@ impl Runtime {
         ];
         let name = h.argv.join(" ");
         let started = self.output.prepare(spec).and_then(|()| {
-            let child = spawner::spawn_aside(spec, &h.argv, &env, None)
-                .map_err(|e| e.to_string())?;
+            let child =
+                spawner::spawn_aside(spec, &h.argv, &env, None).map_err(|e| e.to_string())?;
             let (out_tx, out_rx) = pipe::pipe().map_err(|e| e.to_string())?;
             let (err_tx, err_rx) = pipe::pipe().map_err(|e| e.to_string())?;
             let fd = |rx: pipe::Receiver| rx.into_nonblocking_fd().map_err(|e| e.to_string());

@@ -27,8 +27,8 @@ macro_rules! from_words {
 
 mod alerts;
 mod checks;
-mod hooks;
 pub mod environment;
+mod hooks;
 mod log;
 mod memory;
 mod privileges;
@@ -39,8 +39,8 @@ use std::{path::PathBuf, time::Duration};
 
 pub use self::{
     alerts::{AlertSpec, AlertTo},
-    hooks::{HookKind, HookSpec, Hooks},
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
+    hooks::{HookKind, HookSpec, Hooks},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
     privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},

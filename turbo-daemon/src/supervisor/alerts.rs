@@ -44,7 +44,12 @@ mod tests {
         let window = s(60);
         // a crash every second: the first 3 go, the rest of the minute is dropped
         let sent: Vec<bool> = (0..10).map(|i| r.allow(3, window, t0 + s(i))).collect();
-        assert_eq!(sent, [true, true, true, false, false, false, false, false, false, false]);
+        assert_eq!(
+            sent,
+            [
+                true, true, true, false, false, false, false, false, false, false
+            ]
+        );
         // one minute after the first, one slot is free again, then the next two
         assert!(!r.allow(3, window, t0 + s(59)));
         assert!(r.allow(3, window, t0 + s(60)));
@@ -55,7 +60,9 @@ mod tests {
         // quiet for a window: the full limit again
         let later = t0 + s(200);
         assert_eq!(
-            (0..4).map(|_| r.allow(3, window, later)).collect::<Vec<_>>(),
+            (0..4)
+                .map(|_| r.allow(3, window, later))
+                .collect::<Vec<_>>(),
             [true, true, true, false]
         );
     }

@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 
 use turbo_api::ExitReason;
 
-use super::{
-    Action, App, AppId, Exit, HookFailure, State, Supervisor,
-    process::crashed,
-};
+use super::{Action, App, AppId, Exit, HookFailure, State, Supervisor, process::crashed};
 use crate::{events::SourceKind, spec::HookKind};
 
 /// How long after a `pre_stop` hook's own timeout the supervisor stops waiting for its answer

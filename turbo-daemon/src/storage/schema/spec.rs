@@ -13,9 +13,9 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HookSpec, Hooks, HealthSpec, LogFormat, LogPolicy,
-    MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy,
-    Rlimit, RotatePeriod, RunAs, WatchSpec,
+    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, HookSpec,
+    Hooks, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness,
+    ReadyMode, RestartPolicy, Rlimit, RotatePeriod, RunAs, WatchSpec,
 };
 
 /// A spec value and its form in the file.

@@ -55,12 +55,19 @@ fn start_hooked(h: &mut Harness, spec: AppSpec) -> (AppId, Ticket, Vec<Action>) 
     let [(HookKind::PreStart, token)] = hooks_run(&actions)[..] else {
         panic!("pre_start first: {actions:?}");
     };
-    assert!(spawn_of(&actions).is_none(), "no spawn before pre_start: {actions:?}");
+    assert!(
+        spawn_of(&actions).is_none(),
+        "no spawn before pre_start: {actions:?}"
+    );
     let id = h.sup.apps().next().expect("added").id;
     assert_eq!(h.state(id), AppState::Starting);
     assert_eq!(reply_of(&actions, t), None, "start answers once it has run");
     let actions = done(h, id, HookKind::PreStart, token, true);
-    assert_eq!(spawn_of(&actions), Some(id), "the spawn follows: {actions:?}");
+    assert_eq!(
+        spawn_of(&actions),
+        Some(id),
+        "the spawn follows: {actions:?}"
+    );
     (id, t, actions)
 }
 
@@ -95,11 +102,17 @@ fn a_failed_pre_start_is_a_crash_with_its_stderr_then_the_restart_policy() {
         _ => None,
     });
     let (pid, exit) = crash.expect("a crash record");
-    assert_eq!(pid, 900, "the hook's process, whose stderr the record takes");
+    assert_eq!(
+        pid, 900,
+        "the hook's process, whose stderr the record takes"
+    );
     assert_eq!(exit.reason, ExitReason::PreStart);
     assert_eq!(exit.status.code(), Some(3));
     assert!(
-        exit.detail.as_deref().unwrap().contains("database not reachable"),
+        exit.detail
+            .as_deref()
+            .unwrap()
+            .contains("database not reachable"),
         "{exit:?}"
     );
     assert_eq!(h.state(id), AppState::Backoff);
@@ -119,7 +132,10 @@ fn pre_stop_comes_before_the_stop_signal_and_post_stop_after_the_group() {
     h.at(secs(100));
     let (t, actions) = h.cmd(Command::Stop(Target::Name("web".into())));
     assert_eq!(h.state(id), AppState::Stopping);
-    assert!(signals(&actions).is_empty(), "no signal during pre_start: {actions:?}");
+    assert!(
+        signals(&actions).is_empty(),
+        "no signal during pre_start: {actions:?}"
+    );
     let [(HookKind::PreStop, token)] = hooks_run(&actions)[..] else {
         panic!("pre_stop: {actions:?}");
     };
@@ -128,9 +144,16 @@ fn pre_stop_comes_before_the_stop_signal_and_post_stop_after_the_group() {
     assert_eq!(guard, h.t0 + secs(100 + 20 + 5));
     h.at(secs(103));
     let actions = done(&mut h, id, HookKind::PreStop, token, false);
-    assert_eq!(signals(&actions), vec![(pid, signal::TERM)], "whatever its outcome");
+    assert_eq!(
+        signals(&actions),
+        vec![(pid, signal::TERM)],
+        "whatever its outcome"
+    );
     let (generation, kill_at) = timer_of(&actions).expect("the kill timer");
-    assert_eq!(kill_at, h.t0 + secs(103) + h.sup.app(id).unwrap().spec.kill_timeout);
+    assert_eq!(
+        kill_at,
+        h.t0 + secs(103) + h.sup.app(id).unwrap().spec.kill_timeout
+    );
     // the guard is stale now: it kills nothing
     assert!(
         signals(&h.input(Input::Timer {

@@ -33,7 +33,10 @@ fn signal_reaches_the_main_process_of_running_apps_only() {
         signal: signal::HUP,
     });
     // the stopped member is left out; the process alone, never its group, gets it
-    assert_eq!(process_signals(&actions), vec![(web, h.pid(web), signal::HUP)]);
+    assert_eq!(
+        process_signals(&actions),
+        vec![(web, h.pid(web), signal::HUP)]
+    );
     assert!(signals(&actions).is_empty(), "no group signal: {actions:?}");
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![web]))));
     assert_eq!(h.state(web), AppState::Online, "a signal changes no state");
@@ -45,7 +48,9 @@ fn signal_reaches_the_main_process_of_running_apps_only() {
     });
     assert!(process_signals(&actions).is_empty());
     match reply_of(&actions, t) {
-        Some(Err(CommandError::NotRunning(m))) => assert!(m.contains("'api' is not running"), "{m}"),
+        Some(Err(CommandError::NotRunning(m))) => {
+            assert!(m.contains("'api' is not running"), "{m}")
+        }
         other => panic!("expected NotRunning, got {other:?}"),
     }
     let (t, actions) = h.cmd(Command::Signal {
@@ -80,7 +85,10 @@ fn reload_with_a_reload_signal_signals_instead_of_replacing() {
     let pid = h.pid(id);
     let (t, actions) = h.cmd(Command::Reload(Target::Name("nginx".into())));
     assert_eq!(process_signals(&actions), vec![(id, pid, signal::HUP)]);
-    assert!(spawns(&actions).is_empty(), "nothing is replaced: {actions:?}");
+    assert!(
+        spawns(&actions).is_empty(),
+        "nothing is replaced: {actions:?}"
+    );
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
     assert_eq!(h.pid(id), pid);
 
@@ -91,6 +99,10 @@ fn reload_with_a_reload_signal_signals_instead_of_replacing() {
     let web = h.start_spec(s);
     let (_, actions) = h.cmd(Command::Reload(Target::Name("web".into())));
     assert!(process_signals(&actions).is_empty());
-    assert_eq!(spawns(&actions).len(), 1, "a replacement starts: {actions:?}");
+    assert_eq!(
+        spawns(&actions).len(),
+        1,
+        "a replacement starts: {actions:?}"
+    );
     assert_ne!(spawns(&actions)[0], web);
 }
