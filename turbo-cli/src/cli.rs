@@ -233,7 +233,8 @@ pub struct SignalArgs {
 /// `turbo status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Show only these apps: a name, `NAME:N`, an id, `@group`, or `all`.
+    /// App name (every instance), `NAME:N` (instance N), app id, `@group`, or `all`: show only
+    /// these apps.
     #[arg(value_name = "NAME|NAME:N|ID|@GROUP|all")]
     pub target: Option<String>,
     /// Order the rows by this column (ties by id).
@@ -292,8 +293,8 @@ pub struct WaitArgs {
 /// `turbo restart`.
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
-    #[arg(value_name = "NAME|NAME:N|ID|all")]
+    /// App name (every instance), `NAME:N` (instance N), app id, `@group`, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|@GROUP|all")]
     pub target: String,
     /// Read the app's turbo.yml again (`describe` shows which) with this shell's environment
     /// for `${VAR}` and its `env_file` again, apply the app's new definition, then restart it.
@@ -439,8 +440,8 @@ pub struct ConfigShowArgs {
 /// `turbo flush`.
 #[derive(Debug, Args)]
 pub struct FlushArg {
-    /// App name, app id, or `all`.
-    #[arg(value_name = "NAME|ID|all", default_value = "all")]
+    /// App name, app id, `@group`, or `all`.
+    #[arg(value_name = "NAME|ID|@GROUP|all", default_value = "all")]
     pub target: String,
 }
 

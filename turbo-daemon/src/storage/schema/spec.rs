@@ -224,7 +224,7 @@ pub struct SavedSpec {
     pub on_crash: Option<SavedAlert>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_state: Option<SavedAlert>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "SavedHooks::is_unset")]
     pub hooks: SavedHooks,
 }
 
@@ -239,6 +239,13 @@ pub struct SavedHooks {
 }
 
 mirror!(Hooks => SavedHooks { pre_start, post_start, pre_stop, post_stop });
+
+impl SavedHooks {
+    /// No hook at all: the key is left out of the file.
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 /// [`HookSpec`]; the timeout in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
