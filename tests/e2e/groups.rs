@@ -66,6 +66,11 @@ fn a_group_is_a_target_of_restart_stop_and_status() {
     let describe = d.turbo_ok(&["describe", "api"]);
     assert!(describe.contains("@web"), "{describe}");
 
+    d.turbo_ok(&["reset", "@web"]);
+    d.turbo_ok(&["flush", "@web"]);
+    d.turbo_ok(&["delete", "@web"]);
+    assert_eq!(names(&d.json(&["status"])), ["db"], "only @web was deleted");
+
     let out = d.turbo(&["restart", "@nobody"]);
     assert!(!out.status.success());
     assert!(one_line_error(&out).contains("@nobody"), "{out:?}");

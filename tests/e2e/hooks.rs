@@ -95,3 +95,35 @@ fn a_failing_pre_start_is_a_crash_with_its_stderr() {
     let human = d.turbo_ok(&["crashes", "broken"]);
     assert!(human.contains("cannot reach the database"), "{human}");
 }
+
+#[test]
+fn hooks_and_notification_commands_run_as_the_apps_user() {
+    if !turbo_tests::is_root() {
+        eprintln!(
+            "\n*** SKIPPED hooks_and_notification_commands_run_as_the_apps_user: needs root to run apps as another user (CI runs as root) ***\n"
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = TestDaemon::start("auto");
+    let shared = tempfile::Builder::new()
+        .prefix("turbo-e2e-hooks-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = shared.path().display().to_string();
+    let file = d.config(
+        "asuser",
+        &format!(
+            "apps:\n  - name: asuser\n    cwd: {dir}\n    user: nobody\n\
+             \x20   cmd: [/bin/sh, -c, 'test -e once && exec sleep 1000; touch once; exit 4']\n\
+             \x20   restart: {{delay: 100ms}}\n\
+             \x20   pre_start: {{cmd: [/bin/sh, -c, 'echo \"pre_start $(id -un)\" >> ids']}}\n\
+             \x20   on_crash: {{cmd: [/bin/sh, -c, 'echo \"on_crash $(id -un)\" >> ids']}}\n"
+        ),
+    );
+    d.turbo_ok(&["start", file.to_str().unwrap()]);
+    let ids = lines(&shared.path().join("ids"), "on_crash nobody");
+    assert!(ids.iter().any(|l| l == "pre_start nobody"), "{ids:?}");
+    assert!(!ids.iter().any(|l| l.contains("root")), "{ids:?}");
+}
