@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::{Problem, Scalar, files::resolve_command, validate::Count};
+use super::{Problem, Scalar, checks::set_positive, files::resolve_command, validate::Count};
 use crate::spec::{AlertSpec, AlertTo, AppSpec};
 
 /// `on_crash:` / `on_state:` as written.
@@ -78,20 +78,15 @@ fn alert(
         }
     };
     let mut alert = AlertSpec::new(to);
-    let mut set = |value: Option<Scalar>, name: &str, field: &mut std::time::Duration| {
-        let Some(v) = value else { return };
-        let what = format!("{key}.{name}");
-        match v.duration(&what) {
-            Ok(d) if d.is_zero() => errors.push(Problem::new(
-                &what,
-                format!("{what} must be longer than 0, like 5s"),
-            )),
-            Ok(d) => *field = d,
-            Err(e) => errors.push(e.at(&what)),
-        }
-    };
-    set(cfg.timeout, "timeout", &mut alert.timeout);
-    set(cfg.rate_window, "rate_window", &mut alert.rate_window);
+    let timeout = format!("{key}.timeout");
+    set_positive(cfg.timeout.as_ref(), &timeout, &mut alert.timeout, errors);
+    let window = format!("{key}.rate_window");
+    set_positive(
+        cfg.rate_window.as_ref(),
+        &window,
+        &mut alert.rate_window,
+        errors,
+    );
     let (retries, rate) = if key == "on_crash" {
         ("on_crash.retries", "on_crash.rate_limit")
     } else {

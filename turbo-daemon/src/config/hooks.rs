@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Problem, Scalar, files::resolve_command};
+use super::{Problem, Scalar, checks::set_positive, files::resolve_command};
 use crate::spec::{AppSpec, HookSpec, Hooks};
 
 /// One hook as written: `{cmd: [program, args..], timeout: 30s}`.
@@ -48,17 +48,8 @@ pub(super) fn apply(keys: HookKeys, path_env: &str, spec: &mut AppSpec, errors: 
             argv,
             timeout: HookSpec::TIMEOUT,
         };
-        if let Some(t) = cfg.timeout {
-            let what = format!("{key}.timeout");
-            match t.duration(&what) {
-                Ok(d) if d.is_zero() => errors.push(Problem::new(
-                    &what,
-                    format!("{what} must be longer than 0, like 30s"),
-                )),
-                Ok(d) => hook.timeout = d,
-                Err(e) => errors.push(e.at(&what)),
-            }
-        }
+        let what = format!("{key}.timeout");
+        set_positive(cfg.timeout.as_ref(), &what, &mut hook.timeout, errors);
         Some(hook)
     };
     let hooks = Hooks {

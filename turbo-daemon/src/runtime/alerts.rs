@@ -9,21 +9,16 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value as Json, json};
-use tokio::net::TcpStream;
 use turbo_api::{AppStatus, CrashRecord};
 
-use super::{probe, spawner};
+use super::probe;
 use crate::{
-    os::process::{self as os, SIGKILL},
     spec::{AlertSpec, AlertTo, AppSpec},
     supervisor::{AppId, alerts::RateLimiter},
 };
@@ -205,7 +200,10 @@ async fn deliver(
     loop {
         let result = match &alert.to {
             AlertTo::Webhook(url) => post(url, body, alert.timeout).await,
-            AlertTo::Command(argv) => command(argv, spec, env, body, alert.timeout).await,
+            AlertTo::Command(argv) => {
+                let stdin = Some(body.to_owned());
+                probe::run_aside(argv, spec, env, stdin, alert.timeout).await
+            }
         };
         match result {
             Ok(()) => return Ok(()),
@@ -223,97 +221,15 @@ async fn deliver(
 
 /// POSTs `body` to `url`; a 2xx answer within `timeout` is a success.
 async fn post(url: &str, body: &str, timeout: Duration) -> Result<(), String> {
-    let fail = |what: &dyn std::fmt::Display| format!("POST {url}: {what}");
-    let uri: hyper::Uri = url.parse().map_err(|e| fail(&e))?;
-    let host = uri.host().ok_or_else(|| fail(&"no host"))?.to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let authority = uri
-        .authority()
-        .map_or(host.as_str(), |a| a.as_str())
-        .to_owned();
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let body = Bytes::from(body.to_owned());
-    let exchange = async move {
-        let ip_host = host.trim_start_matches('[').trim_end_matches(']');
-        let stream = TcpStream::connect((ip_host, port))
-            .await
-            .map_err(|e| fail(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(&e))?;
-        let driver = tokio::spawn(conn);
-        let request = hyper::Request::post(path)
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "turbo-daemon")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::CONNECTION, "close")
-            .body(Full::new(body))
-            .map_err(|e| fail(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| fail(&e));
-        driver.abort();
-        let code = response?.status();
-        if code.is_success() {
-            Ok(())
-        } else {
-            Err(fail(&format!("status {}", code.as_u16())))
-        }
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "POST {url}: no answer within {}ms",
-                timeout.as_millis()
-            ))
-        })
-}
-
-/// Runs `argv` as the app runs with `env` added and `body` on stdin; exit 0 within `timeout`
-/// is a success (the whole process group is killed at the timeout).
-async fn command(
-    argv: &[String],
-    spec: &AppSpec,
-    env: &[(String, String)],
-    body: &str,
-    timeout: Duration,
-) -> Result<(), String> {
-    let name = argv.join(" ");
-    let (reader, mut writer) = std::io::pipe().map_err(|e| format!("{name}: pipe: {e}"))?;
-    let child = spawner::spawn_aside(spec, argv, env, Some(reader.into()))
-        .map_err(|e| format!("{name}: {e}"))?;
-    let pid = child.pid;
-    // a large record must not block the loop on a full pipe; a reader that stops early is fine
-    let body = body.to_owned();
-    let feed = tokio::task::spawn_blocking(move || {
-        let _ = writer.write_all(body.as_bytes());
-    });
-    let output = tokio::spawn(async move {
-        let (out, err) = tokio::join!(probe::read_all(child.stdout), probe::read_all(child.stderr));
-        if err.trim().is_empty() { out } else { err }
-    });
-    let status = tokio::time::timeout(timeout, probe::wait(child.pidfd)).await;
-    let _ = os::signal_group(pid, SIGKILL); // leftovers, or the whole command at the timeout
-    drop(feed);
-    let text = tokio::time::timeout(Duration::from_millis(200), output)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let last: String = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect();
-    match status {
+    let exchange = probe::request(hyper::Method::POST, url, body, "turbo-daemon");
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(code)) if (200..300).contains(&code) => Ok(()),
+        Ok(Ok(code)) => Err(format!("POST {url}: status {code}")),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(format!(
-            "{name}: killed after the {}ms timeout",
+            "POST {url}: no answer within {}ms",
             timeout.as_millis()
         )),
-        Ok(Ok(s)) if s.code() == Some(0) => Ok(()),
-        Ok(Ok(s)) => Err(format!("{name}: ended with {s:?}: {last}")),
-        Ok(Err(e)) => Err(format!("{name}: {e}")),
     }
 }

@@ -105,22 +105,9 @@ pub fn plan<'a>(
     }
 }
 
-/// Starts one process of `spec` with nothing but its spec (health-check commands).
-///
-/// # Errors
-/// The spawn error, naming the program.
-pub fn spawn_plain(spec: &AppSpec) -> std::io::Result<Child> {
-    spawn::spawn(&plan(
-        spec,
-        std::env::vars_os(),
-        &[],
-        Vec::new(),
-        Vec::new(),
-    ))
-}
-
 /// Starts `argv` as a process of `spec` would run (its user, limits, cwd and environment) with
-/// `extra_env` set last and `stdin` as its stdin: hooks and notification commands.
+/// `extra_env` set last and `stdin` as its stdin: hooks, health-check and notification
+/// commands.
 ///
 /// # Errors
 /// The spawn error, naming the program.

@@ -71,6 +71,15 @@ fn start_hooked(h: &mut Harness, spec: AppSpec) -> (AppId, Ticket, Vec<Action>) 
     (id, t, actions)
 }
 
+/// Starts a hooked app up to its `pre_start`; returns its id and the hook's token.
+fn pre_starting(h: &mut Harness) -> (AppId, u64) {
+    let (_, actions) = h.cmd(Command::Start {
+        specs: vec![hooked("web")],
+        exclusive: true,
+    });
+    (h.sup.apps().next().unwrap().id, hooks_run(&actions)[0].1)
+}
+
 #[test]
 fn pre_start_comes_before_the_spawn_and_post_start_after_it() {
     let mut h = Harness::new();
@@ -89,12 +98,7 @@ fn pre_start_comes_before_the_spawn_and_post_start_after_it() {
 #[test]
 fn a_failed_pre_start_is_a_crash_with_its_stderr_then_the_restart_policy() {
     let mut h = Harness::new();
-    let (_, actions) = h.cmd(Command::Start {
-        specs: vec![hooked("web")],
-        exclusive: true,
-    });
-    let id = h.sup.apps().next().unwrap().id;
-    let token = hooks_run(&actions)[0].1;
+    let (id, token) = pre_starting(&mut h);
     let actions = done(&mut h, id, HookKind::PreStart, token, false);
     assert!(spawn_of(&actions).is_none());
     let crash = actions.iter().find_map(|a| match a {
@@ -172,12 +176,7 @@ fn pre_stop_comes_before_the_stop_signal_and_post_stop_after_the_group() {
 #[test]
 fn a_stop_during_pre_start_makes_its_answer_stale() {
     let mut h = Harness::new();
-    let (_, actions) = h.cmd(Command::Start {
-        specs: vec![hooked("web")],
-        exclusive: true,
-    });
-    let id = h.sup.apps().next().unwrap().id;
-    let token = hooks_run(&actions)[0].1;
+    let (id, token) = pre_starting(&mut h);
     h.cmd(Command::Stop(Target::Name("web".into())));
     assert_eq!(h.state(id), AppState::Stopped);
     let actions = done(&mut h, id, HookKind::PreStart, token, true);
