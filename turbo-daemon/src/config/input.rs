@@ -173,9 +173,10 @@ pub fn check_target(target: &str) -> Result<(), String> {
     }
     if target.len() > MAX_TARGET_BYTES {
         return Err(format!(
-            "target '{}' is {} bytes: an app name (at most {MAX_TARGET_BYTES}), an id, `all` or `@group`",
+            "target '{}' is {} bytes: an app name (at most {}) with `:N`, an id, `all` or `@group`, at most {MAX_TARGET_BYTES} in all",
             shorten(target),
-            target.len()
+            target.len(),
+            turbo_api::MAX_NAME_LEN
         ));
     }
     Ok(())

@@ -280,8 +280,9 @@ impl Supervisor {
                 let pgid = app.lingering.expect("checked");
                 begin_stopping(app, pgid, now, true, ExitReason::Manual, then, now, out);
             }
-            // `starting` lasts only until the runtime reports the spawn, which it does before
-            // taking the next input; treat it like a stopped app whose spawn is superseded
+            // `starting` lasts until the runtime reports the spawn, which it does before taking
+            // the next input, or until the app's `pre_start` hook ends; treat it like a stopped
+            // app whose spawn is superseded (the hook's answer is then stale)
             State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {
                 app.generation += 1;
                 app.state = State::Stopped;

@@ -72,7 +72,7 @@ enum Phase {
 
 /// How long a replacement of `spec` may take to become ready: [`READY_TIMEOUT`], or longer when
 /// the app's own settings allow more (`ready_timeout` with `ready: notify`; a health check's
-/// `start_period` plus its first check).
+/// `start_period` plus its first check), plus the `pre_start` hook's timeout.
 fn ready_timeout(spec: &AppSpec) -> Duration {
     let notify = match spec.readiness.mode {
         ReadyMode::Notify => spec.readiness.timeout,
@@ -82,7 +82,13 @@ fn ready_timeout(spec: &AppSpec) -> Duration {
         .health
         .as_ref()
         .map_or(Duration::ZERO, |h| h.start_period + h.interval + h.timeout);
-    READY_TIMEOUT.max(notify).max(health)
+    // a replacement's `pre_start` runs before it can be ready at all
+    let hook = spec
+        .hooks
+        .pre_start
+        .as_ref()
+        .map_or(Duration::ZERO, |h| h.timeout);
+    READY_TIMEOUT.max(notify).max(health) + hook
 }
 
 impl Supervisor {
