@@ -432,6 +432,12 @@ pub struct AppConfigInfo {
     /// The app's memory cgroup (`memory_enforce: cgroup`) as `v1 <dir>` or `v2 <dir>`; empty
     /// until the daemon made one.
     pub memory_cgroup: String,
+    /// The cgroup limits set (`cpu_max`, `cpu_weight`, `io_weight`, `pids_max`,
+    /// `memory_high`) as `(key, value as turbo.yml writes it)`.
+    pub limits: Vec<(String, String)>,
+    /// The app's cgroup directories, each as `v1 <dir>` or `v2 <dir>`; empty until the daemon
+    /// made one (an app without limits has one only with the procfs event source).
+    pub cgroups: Vec<String>,
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); empty for an app started from a command line.
     pub source: String,
@@ -499,6 +505,8 @@ impl Default for AppConfigInfo {
             watchdog_ms: 0,
             memory_enforce: String::new(),
             memory_cgroup: String::new(),
+            limits: Vec::new(),
+            cgroups: Vec::new(),
             source: String::new(),
         }
     }
@@ -572,6 +580,15 @@ impl AppConfigInfo {
             (
                 "memory_cgroup",
                 json!((!self.memory_cgroup.is_empty()).then_some(&self.memory_cgroup)),
+            ),
+            (
+                "limits",
+                Json::Object(
+                    self.limits
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .collect(),
+                ),
             ),
             (
                 "source",

@@ -28,6 +28,7 @@ mod locate;
 mod log;
 mod options;
 mod privileges;
+mod resources;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -419,6 +420,14 @@ struct AppConfig {
     memory_warning: Option<Scalar>,
     /// Who acts at `max_memory`: `restart` (the daemon) or `cgroup` (the kernel).
     memory_enforce: Option<String>,
+    // ---- cgroup limits (see resources.rs) ----
+    /// `150%` (one and a half CPUs) or `150`.
+    cpu_max: Option<Scalar>,
+    cpu_weight: Option<i64>,
+    io_weight: Option<i64>,
+    pids_max: Option<i64>,
+    /// A size (`256mb`).
+    memory_high: Option<Scalar>,
     /// Run as this user (name or uid); only root may name another user than itself.
     user: Option<NameOrId>,
     /// Primary group (name or gid); default: the user's.

@@ -129,6 +129,14 @@ pub(super) fn validate(
         &mut spec,
         &mut errors,
     );
+    let limits = super::resources::ResourceKeys {
+        cpu_max: app.cpu_max,
+        cpu_weight: app.cpu_weight,
+        io_weight: app.io_weight,
+        pids_max: app.pids_max,
+        memory_high: app.memory_high,
+    };
+    super::resources::apply_resources(&limits, &mut spec, &mut errors);
     if let Some((k, bad)) = app
         .stop_exit_codes
         .iter()

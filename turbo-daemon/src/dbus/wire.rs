@@ -175,6 +175,8 @@ impl OnWire for AppConfigInfo {
             ready,
             memory_enforce,
             memory_cgroup,
+            limits,
+            cgroups,
             source,
             restart_delay_ms: _,
             restart_factor: _,
@@ -213,8 +215,12 @@ impl OnWire for AppConfigInfo {
         ] {
             s.scrub();
         }
-        for list in [env_names, listen, watch_paths, watch_ignore] {
+        for list in [env_names, listen, watch_paths, watch_ignore, cgroups] {
             list.scrub();
+        }
+        for (key, value) in limits {
+            key.scrub();
+            value.scrub();
         }
         for (name, _) in groups {
             name.scrub();

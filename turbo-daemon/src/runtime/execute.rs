@@ -54,6 +54,14 @@ impl Runtime {
                 }
                 None
             }
+            Action::SetCgroupLimits { app } => {
+                if let Some(spec) = self.sup.app(app).map(|a| &a.spec)
+                    && let Err(e) = self.spawner.set_limits(app, spec)
+                {
+                    tracing::warn!(app, "cannot change the cgroup limits of {}: {e}", spec.name);
+                }
+                None
+            }
             Action::AwaitGroupGone { app, pgid } => {
                 let cgroup = self.spawner.cgroup(app).filter(|c| c.contains()).cloned();
                 let cgroup_alive = |c: &Option<crate::os::cgroup::AppCgroup>| {

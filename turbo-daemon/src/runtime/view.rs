@@ -255,6 +255,13 @@ pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
             .and_then(AppCgroup::memory)
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
+        limits: spec
+            .resources
+            .written()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        cgroups: cgroup.map(AppCgroup::describe).unwrap_or_default(),
         source: spec.source.clone().unwrap_or_default(),
     }
 }
