@@ -15,7 +15,7 @@ use std::{
 use serde_json::Value;
 use turbo_tests::{TestDaemon, is_root, one_line_error, wait_for};
 
-use crate::metrics::{daemon_with_metrics, scrape, value};
+use crate::metrics::{daemon_with_metrics, promtool, repo, scrape, value};
 
 fn skip(test: &str) -> bool {
     if is_root() {
@@ -111,8 +111,37 @@ fn cpu_max_throttles_a_cpu_burner_and_an_apply_changes_it_live() {
         || metric(&scrape(&addr)).filter(|v| *v > 0.0),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let later = metric(&scrape(&addr)).expect("still exported");
+    let text = scrape(&addr);
+    let later = metric(&text).expect("still exported");
+    // the new families pass the exposition linter too
+    let lint = promtool(&repo(), &["check", "metrics"], Some(&text));
+    assert!(!lint.contains("turbo_app_"), "{lint}");
+    for (family, labels) in [
+        ("turbo_app_cpu_limit_cpus", vec![("app", "burn")]),
+        (
+            "turbo_app_cpu_throttled_periods_total",
+            vec![("app", "burn")],
+        ),
+        (
+            "turbo_app_memory_bytes",
+            vec![("app", "burn"), ("type", "page_cache")],
+        ),
+        (
+            "turbo_app_memory_events_total",
+            vec![("app", "burn"), ("event", "max")],
+        ),
+    ] {
+        assert!(
+            value(&text, family, &labels).is_some(),
+            "{family} {labels:?}:\n{text}"
+        );
+    }
     assert!(later > first, "throttled time grows: {first} then {later}");
+    // and in the status monit draws from
+    let st = d.app("burn");
+    assert_eq!(st["cpu_max_percent"], 20, "{st}");
+    assert!(st["cpu_throttled_ms"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert_eq!(st["memory_high_bytes"], 64u64 << 20, "{st}");
 
     // live: the same process, a new quota
     let applied = d.turbo_ok(&["apply", file.to_str().unwrap(), "--dry-run"]);
@@ -179,6 +208,10 @@ fn pids_max_stops_a_fork_bomb_inside_the_app() {
         "20"
     );
     assert!(read_u64(&pids.join("pids.current")) <= 20);
+    let st = d.app("bomb");
+    assert_eq!(st["pids_max"], 20, "{st}");
+    let n = st["pids"].as_u64().expect("pids counted from the cgroup");
+    assert!((forks as u64..=20).contains(&n), "{st}");
     // the daemon is not in the app's cgroup: it still forks (a start of another app) and answers
     let other = d.config("other", "apps:\n  - name: other\n    cmd: [sleep, '60']\n");
     d.turbo_ok(&["start", other.to_str().unwrap()]);

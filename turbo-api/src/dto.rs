@@ -181,6 +181,17 @@ pub struct AppStatus {
     pub last_exit: ExitInfo,
     /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
     pub status_text: String,
+    // ---- from the app's cgroup (issue 22): 0 when it has none or the figure is unknown ----
+    /// `cpu_max` in percent of one CPU, 0 when none.
+    pub cpu_max_percent: u32,
+    /// Time `cpu_max` held the app back since its cgroup was made, in milliseconds.
+    pub cpu_throttled_ms: u64,
+    /// Processes and threads in the app's cgroup, 0 when not counted.
+    pub pids: u64,
+    /// `pids_max`, 0 when none.
+    pub pids_max: u64,
+    /// `memory_high` in bytes, 0 when none.
+    pub memory_high_bytes: u64,
 }
 
 impl AppStatus {
@@ -215,6 +226,11 @@ impl AppStatus {
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
             "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
+            "cpu_max_percent": (self.cpu_max_percent > 0).then_some(self.cpu_max_percent),
+            "cpu_throttled_ms": (self.cpu_max_percent > 0).then_some(self.cpu_throttled_ms),
+            "pids": (running && self.pids > 0).then_some(self.pids),
+            "pids_max": (self.pids_max > 0).then_some(self.pids_max),
+            "memory_high_bytes": (self.memory_high_bytes > 0).then_some(self.memory_high_bytes),
         })
     }
 }

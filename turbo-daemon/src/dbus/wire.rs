@@ -116,6 +116,11 @@ impl OnWire for AppStatus {
             leak_suspected: _,
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
+            cpu_max_percent: _,
+            cpu_throttled_ms: _,
+            pids: _,
+            pids_max: _,
+            memory_high_bytes: _,
         } = self;
         for s in [name, state, health, cwd, out_log, err_log, status_text] {
             s.scrub();

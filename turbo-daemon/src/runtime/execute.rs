@@ -358,14 +358,20 @@ impl Runtime {
         let now = Instant::now();
         let measured = self.measure(id, now, how);
         let app = self.sup.app(id)?;
-        Some(view::status(
+        let mut st = view::status(
             app,
             now,
             &self.clock,
             &self.paths.log_dir,
             measured,
             self.usage.verdict(app),
-        ))
+        );
+        let stats = self
+            .spawner
+            .cgroup(id)
+            .map(crate::os::cgroup::AppCgroup::stats);
+        view::with_cgroup(&mut st, stats.as_ref());
+        Some(st)
     }
 }
 

@@ -93,6 +93,11 @@ pub fn status(
         memory_bytes: 0,
         memory_pss_bytes: 0,
         memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
+        cpu_max_percent: app.spec.resources.cpu_max.unwrap_or(0),
+        cpu_throttled_ms: 0,
+        pids: 0,
+        pids_max: app.spec.resources.pids_max.unwrap_or(0),
+        memory_high_bytes: app.spec.resources.memory_high.unwrap_or(0),
         leak_suspected: verdict.suspected,
         memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
         health: app.public_health().as_str().into(),
@@ -179,6 +184,13 @@ pub fn info(
         metrics_off_reason: facts.metrics.off_reason().unwrap_or_default(),
         state_error: state_error.unwrap_or_default().into(),
     }
+}
+
+/// Adds what the app's cgroup counted to its status (throttling, pids).
+pub fn with_cgroup(st: &mut AppStatus, stats: Option<&CgroupStats>) {
+    let Some(s) = stats else { return };
+    st.cpu_throttled_ms = s.throttled_ns.map_or(0, |ns| ns / 1_000_000);
+    st.pids = s.pids.unwrap_or(0);
 }
 
 /// The configuration of `app` for `describe` (environment names only), with the memory cgroup
