@@ -27,6 +27,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use rustix::io::Errno;
+
 /// The cgroup interface a directory belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CgroupVersion {
@@ -215,7 +217,11 @@ impl Hierarchies {
             match fstype {
                 "cgroup2" if found.unified.is_none() => {
                     if let Some((_, path)) = own_paths.iter().find(|(list, _)| list.is_empty()) {
-                        let dir = below(path);
+                        let mut dir = below(path);
+                        // moved there by this daemon: the apps' cgroups stay beside it
+                        if dir.ends_with(LEAF) {
+                            dir.pop();
+                        }
                         let offered = controllers(Path::new(point)).unwrap_or_default();
                         let offered = offered.split_whitespace().map(str::to_owned).collect();
                         found.unified = Some((dir, offered));
@@ -561,6 +567,26 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
     std::fs::write(path, value).map_err(|e| named(path, e))
 }
 
+/// The v2 cgroup the daemon's own processes move to when their cgroup must give controllers to
+/// the apps' (see [`make_dir`]); its parent stays the base of the apps' cgroups.
+const LEAF: &str = "turbo-daemon.leaf";
+
+/// Moves every process of the v2 cgroup `dir` into its child [`LEAF`].
+fn move_to_leaf(dir: &Path) -> io::Result<()> {
+    let leaf = dir.join(LEAF);
+    std::fs::create_dir_all(&leaf).map_err(|e| named(&leaf, e))?;
+    let procs = dir.join("cgroup.procs");
+    let members = std::fs::read_to_string(&procs).map_err(|e| named(&procs, e))?;
+    for pid in members.lines().map(str::trim).filter(|p| !p.is_empty()) {
+        match std::fs::write(leaf.join("cgroup.procs"), pid) {
+            // gone meanwhile
+            Err(e) if e.raw_os_error() == Some(Errno::SRCH.raw_os_error()) => {}
+            other => other.map_err(|e| named(&leaf.join("cgroup.procs"), e))?,
+        }
+    }
+    Ok(())
+}
+
 /// Creates `base/group/name`; for a v2 `controller`, enables it below `base` and `group` first.
 fn make_dir(
     base: &CgroupDir,
@@ -576,8 +602,21 @@ fn make_dir(
             let control = dir.join("cgroup.subtree_control");
             let on = std::fs::read_to_string(&control)
                 .is_ok_and(|c| c.split_whitespace().any(|c| c == controller));
-            if !on {
-                write(&control, &format!("+{controller}"))?;
+            if on {
+                continue;
+            }
+            let enable = format!("+{controller}");
+            match std::fs::write(&control, &enable) {
+                // v2 gives controllers to the children of a cgroup only while it holds no
+                // process itself; the daemon (and its log keeper) are in the cgroup it was
+                // given (a systemd unit's, delegated): they move to a leaf below it first
+                Err(e)
+                    if e.raw_os_error() == Some(Errno::BUSY.raw_os_error()) && dir == base.path =>
+                {
+                    move_to_leaf(&base.path)?;
+                    write(&control, &enable)?;
+                }
+                other => other.map_err(|e| named(&control, e))?,
             }
         }
     }
@@ -1056,5 +1095,79 @@ mod tests {
         };
         let err = AppCgroup::create(&h, "g", "a", &request).expect_err("no weight file");
         assert!(err.to_string().contains("BFQ"), "{err}");
+    }
+
+    /// The delegated-subtree rule of v2 for real, with the one controller this machine's v2
+    /// has (hugetlb): a cgroup holding a process (the daemon in its systemd unit's cgroup)
+    /// cannot give a controller to its children until that process moves to a leaf.
+    #[test]
+    fn v2_processes_move_to_a_leaf_so_the_apps_get_controllers() {
+        let h = Hierarchies::read().expect("hierarchies");
+        let Some((root, offered)) = h.unified.clone() else {
+            eprintln!("*** SKIPPED: no cgroup v2 hierarchy mounted ***");
+            return;
+        };
+        let Some(controller) = offered.first().cloned() else {
+            eprintln!("*** SKIPPED: cgroup v2 offers no controller here ***");
+            return;
+        };
+        let unit = root.join(format!("turbo-unit-leaf-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&unit) {
+            assert_ne!(crate::os::process::euid(), 0, "root makes a v2 cgroup: {e}");
+            eprintln!("*** SKIPPED: cannot create a v2 cgroup as non-root: {e} ***");
+            return;
+        }
+        // the controller reaches the unit only through the root's subtree_control (taken
+        // back at the end when this test gave it)
+        let root_control = root.join("cgroup.subtree_control");
+        let given = !std::fs::read_to_string(&root_control)
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == controller);
+        if given {
+            std::fs::write(&root_control, format!("+{controller}")).expect("enable at the root");
+        }
+        let mut unit_proc = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = unit_proc.id();
+        std::fs::write(unit.join("cgroup.procs"), pid.to_string()).expect("into the unit");
+        let base = CgroupDir {
+            path: unit.clone(),
+            version: CgroupVersion::V2,
+        };
+        let made = make_dir(&base, "g", "a.0", Some(&controller));
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        unit_proc.kill().expect("kill");
+        unit_proc.wait().expect("reap");
+        let dir = made.expect("the app's cgroup with the controller");
+        let enabled = std::fs::read_to_string(unit.join("g/cgroup.subtree_control"));
+        for d in [
+            dir.path.clone(),
+            unit.join("g"),
+            unit.join(LEAF),
+            unit.clone(),
+        ] {
+            let _ = std::fs::remove_dir(d);
+        }
+        if given {
+            let _ = std::fs::write(&root_control, format!("-{controller}"));
+        }
+        assert!(
+            own.contains(LEAF),
+            "the unit's process moved to the leaf: {own}"
+        );
+        assert!(enabled.expect("g").contains(&controller));
+        // a daemon that moved itself keeps the apps' cgroups beside its leaf
+        let moved = Hierarchies::parse(
+            "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            &format!("0::/unit/{LEAF}\n"),
+            |_| Some("cpu".into()),
+        );
+        assert_eq!(
+            moved.membership().map(|d| d.path),
+            Some("/sys/fs/cgroup/unit".into())
+        );
     }
 }
