@@ -405,7 +405,8 @@ mod tests {
         let mut old = spec("web");
         old.resources.cpu_max = Some(50);
         old.resources.pids_max = Some(20);
-        let table: &[(fn(&mut AppSpec), &str, How)] = &[
+        type Edit = fn(&mut AppSpec);
+        let table: &[(Edit, &str, How)] = &[
             (|s| s.resources.cpu_max = Some(150), "cpu_max", How::Live),
             // the same controller: cpu
             (

@@ -106,7 +106,7 @@ impl Resources {
 fn size_text(bytes: u64) -> String {
     [("gb", 30), ("mb", 20), ("kb", 10)]
         .into_iter()
-        .find(|(_, shift)| bytes >= 1 << shift && bytes % (1 << shift) == 0)
+        .find(|(_, shift)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
         .map_or_else(
             || bytes.to_string(),
             |(unit, shift)| format!("{}{unit}", bytes >> shift),
