@@ -307,10 +307,24 @@ mod tests {
         })
     }
 
+    type Edit = fn(&mut AppSpec);
+
+    /// Each edit of `old` changes exactly its key, applied as said.
+    fn assert_classified(old: &AppSpec, table: &[(Edit, &'static str, How)]) {
+        for (edit, field, how) in table {
+            let mut new = old.clone();
+            edit(&mut new);
+            assert_eq!(
+                diff(old, &new),
+                vec![FieldChange { field, how: *how }],
+                "{field}"
+            );
+        }
+    }
+
     /// One row per field: the change, the key reported, how it is applied.
     #[test]
     fn every_field_is_classified() {
-        type Edit = fn(&mut AppSpec);
         let table: &[(Edit, &str, How)] = &[
             (|s| s.argv.push("x".into()), "cmd", How::Restart),
             (|s| s.cwd = "/tmp".into(), "cwd", How::Restart),
@@ -388,15 +402,7 @@ mod tests {
             (|s| s.resources.cpu_max = Some(50), "cpu_max", How::Restart),
         ];
         let old = spec("web");
-        for (edit, field, how) in table {
-            let mut new = old.clone();
-            edit(&mut new);
-            assert_eq!(
-                diff(&old, &new),
-                vec![FieldChange { field, how: *how }],
-                "{field}"
-            );
-        }
+        assert_classified(&old, table);
         assert!(diff(&old, &old.clone()).is_empty());
     }
 
@@ -405,7 +411,6 @@ mod tests {
         let mut old = spec("web");
         old.resources.cpu_max = Some(50);
         old.resources.pids_max = Some(20);
-        type Edit = fn(&mut AppSpec);
         let table: &[(Edit, &str, How)] = &[
             (|s| s.resources.cpu_max = Some(150), "cpu_max", How::Live),
             // the same controller: cpu
@@ -426,15 +431,7 @@ mod tests {
                 How::Restart,
             ),
         ];
-        for (edit, field, how) in table {
-            let mut new = old.clone();
-            edit(&mut new);
-            assert_eq!(
-                diff(&old, &new),
-                vec![FieldChange { field, how: *how }],
-                "{field}"
-            );
-        }
+        assert_classified(&old, table);
         // memory_high beside a kernel-enforced max_memory: the memory cgroup is there already
         old.memory.enforce = MemoryEnforce::Cgroup;
         let mut new = old.clone();

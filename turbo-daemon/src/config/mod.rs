@@ -546,6 +546,14 @@ impl Scalar {
         units::size(self.written(), bounds).map_err(|e| self.refused(what, &e))
     }
 
+    /// A percentage: `80%` or a bare `80`.
+    fn percent(&self) -> Option<f64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
+        }
+    }
+
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {
         Fault::new(format!("{what} {} {e}", self.written())).hint(e.hint())
     }

@@ -26,11 +26,7 @@ pub(super) fn apply_resources(keys: &ResourceKeys, spec: &mut AppSpec, errors: &
     } = keys;
     let r = &mut spec.resources;
     if let Some(v) = cpu_max {
-        let pct = match v {
-            Scalar::Number(n) => Some(*n),
-            Scalar::Text(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
-        };
-        match pct {
+        match v.percent() {
             #[expect(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,

@@ -315,11 +315,7 @@ fn apply_memory(
         }
     }
     if let Some(v) = warning {
-        let pct = match v {
-            Scalar::Number(n) => Some(*n),
-            Scalar::Text(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
-        };
-        match pct {
+        match v.percent() {
             #[expect(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,

@@ -49,22 +49,19 @@ impl Resources {
     /// The controllers these limits need, each once, in a fixed order.
     #[must_use]
     pub fn controllers(&self) -> Vec<Controller> {
-        let Self {
-            cpu_max,
-            cpu_weight,
-            io_weight,
-            pids_max,
-            memory_high,
-        } = self;
-        [
-            (cpu_max.is_some() || cpu_weight.is_some(), Controller::Cpu),
-            (io_weight.is_some(), Controller::Io),
-            (pids_max.is_some(), Controller::Pids),
-            (memory_high.is_some(), Controller::Memory),
-        ]
-        .into_iter()
-        .filter_map(|(on, c)| on.then_some(c))
-        .collect()
+        let mut out: Vec<Controller> = self
+            .keyed()
+            .into_iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(key, _)| match key {
+                "cpu_max" | "cpu_weight" => Controller::Cpu,
+                "io_weight" => Controller::Io,
+                "pids_max" => Controller::Pids,
+                _ => Controller::Memory,
+            })
+            .collect();
+        out.dedup();
+        out
     }
 
     /// Every limit by its turbo.yml key, set or not (for comparing two specs key by key).
