@@ -161,10 +161,23 @@ fn cpu_max_throttles_a_cpu_burner_and_an_apply_changes_it_live() {
         "50%"
     );
 
-    d.turbo_ok(&["delete", "burn"]);
+    // every limit taken out: a new process without a cgroup, and the old one's removed
+    std::fs::write(&file, format!("apps:\n  - name: burn\n{BURNER}")).expect("edit turbo.yml");
+    let plan = d.turbo_ok(&["apply", file.to_str().unwrap()]);
+    assert!(
+        plan.contains("cpu_max") && plan.contains("restart"),
+        "{plan}"
+    );
+    d.wait_app("burn", "a new process", |a| {
+        a["state"] == "online" && a["pid"] != pid
+    });
     wait_for("the app's cgroups removed", Duration::from_secs(5), || {
         (!cpu.exists() && !memory.exists()).then_some(())
     });
+    let config = d.json(&["describe", "burn"])["config"].clone();
+    assert_eq!(config["cgroups"], serde_json::json!([]), "{config}");
+    assert_eq!(config["limits"], serde_json::json!({}), "{config}");
+    d.turbo_ok(&["delete", "burn"]);
 }
 
 #[test]

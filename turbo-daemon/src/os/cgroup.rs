@@ -538,8 +538,18 @@ impl AppCgroup {
     /// # Errors
     /// The first failure (`EBUSY` while a process is still in it); the others are still tried.
     pub fn remove(&self) -> io::Result<()> {
+        self.remove_beyond(None)
+    }
+
+    /// Removes the directories that `kept` (the instance's cgroup from now on) does not have:
+    /// a controller no longer needed.
+    ///
+    /// # Errors
+    /// As [`Self::remove`].
+    pub fn remove_beyond(&self, kept: Option<&Self>) -> io::Result<()> {
         let mut first = Ok(());
-        for dir in &self.dirs {
+        let in_kept = |d: &CgroupDir| kept.is_some_and(|k| k.dirs.contains(d));
+        for dir in self.dirs.iter().filter(|d| !in_kept(d)) {
             match std::fs::remove_dir(&dir.path) {
                 Ok(()) => {
                     if let Some(parent) = dir.path.parent() {

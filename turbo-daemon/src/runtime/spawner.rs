@@ -285,6 +285,8 @@ impl Spawner {
             limits,
         };
         if request == CgroupRequest::default() {
+            // the limits were taken out: the old cgroup no longer describes the app
+            self.retire_cgroup(app, None);
             return Ok(Vec::new());
         }
         // one directory per daemon home: daemons of other users or homes never share one
@@ -323,9 +325,19 @@ impl Spawner {
                 return Ok(Vec::new());
             }
         };
+        self.retire_cgroup(app, Some(&cgroup));
         let seen = cgroup.oom_kills().unwrap_or(0);
         self.cgroups.insert(app, (cgroup, seen));
         Ok(procs)
+    }
+
+    /// Forgets the cgroup `app` had, removing its directories that `kept` does not reuse.
+    fn retire_cgroup(&mut self, app: AppId, kept: Option<&AppCgroup>) {
+        if let Some((old, _)) = self.cgroups.remove(&app)
+            && let Err(e) = old.remove_beyond(kept)
+        {
+            tracing::debug!(app, "an old cgroup directory stays: {e}");
+        }
     }
 
     /// Rewrites the limits of the running `app`'s cgroup from `spec` (a live change of
