@@ -872,7 +872,7 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
         groups.iter().any(|g| g["name"] == "turbo"
             && g["rules"]
                 .as_array()
-                .is_some_and(|r| r.len() == 8 && r.iter().all(|r| r["health"] != "err"))),
+                .is_some_and(|r| r.len() == 9 && r.iter().all(|r| r["health"] != "err"))),
         "{rules}"
     );
     // every dashboard query is valid PromQL that this Prometheus evaluates
