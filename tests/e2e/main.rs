@@ -20,6 +20,7 @@ mod health;
 mod hooks;
 mod kernel_truth;
 mod lifecycle;
+mod limits;
 mod load;
 mod logs;
 mod metrics;
