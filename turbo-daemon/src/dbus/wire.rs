@@ -104,6 +104,7 @@ impl OnWire for AppStatus {
             err_log,
             last_exit,
             status_text,
+            group,
             id: _,
             instance: _,
             pid: _,
@@ -122,7 +123,16 @@ impl OnWire for AppStatus {
             pids_max: _,
             memory_high_bytes: _,
         } = self;
-        for s in [name, state, health, cwd, out_log, err_log, status_text] {
+        for s in [
+            name,
+            state,
+            health,
+            cwd,
+            out_log,
+            err_log,
+            status_text,
+            group,
+        ] {
             s.scrub();
         }
         argv.scrub();
