@@ -19,6 +19,7 @@ mod health;
 mod kernel_truth;
 mod lifecycle;
 mod load;
+mod log_destinations;
 mod logs;
 mod metrics;
 mod package;

@@ -3,7 +3,10 @@
 use serde::Deserialize;
 
 use super::{Problem, Scalar, validate::Count};
-use crate::spec::{AppSpec, Compression, LogFormat, RotatePeriod, units::Bounds};
+use crate::{
+    logs::forward::{self, SyslogAddr},
+    spec::{AppSpec, Compression, LogFormat, RotatePeriod, log, units::Bounds},
+};
 
 /// `log:` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -14,6 +17,10 @@ pub(super) struct LogConfig {
     keep: Option<i64>,
     compress: Option<serde_yaml_ng::Value>,
     rotate: Option<String>,
+    to: Option<Vec<String>>,
+    journald_socket: Option<String>,
+    syslog_address: Option<String>,
+    err_priority: Option<serde_yaml_ng::Value>,
 }
 
 const LOG_KEEP: Count = Count::new(
@@ -64,6 +71,7 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
             .hint("rotation by size is log.max_size; both may be set"),
         ),
     }
+    apply_destinations(cfg, l, errors);
     if let Some(v) = &cfg.compress {
         match compression(v) {
             Some(c) => l.compress = c,
@@ -76,6 +84,85 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
                     ),
                 )
                 .hint("true means gzip; zstd is faster and smaller"),
+            ),
+        }
+    }
+}
+
+/// `log.to`, `log.journald_socket`, `log.syslog_address`, `log.err_priority`.
+fn apply_destinations(cfg: &LogConfig, l: &mut crate::spec::LogPolicy, errors: &mut Vec<Problem>) {
+    let (mut file, mut journald, mut syslog) = (cfg.to.is_none(), false, false);
+    for to in cfg.to.iter().flatten() {
+        match to.as_str() {
+            "file" => file = true,
+            "journald" | "journal" => journald = true,
+            "syslog" => syslog = true,
+            other => errors.push(
+                Problem::new(
+                    "log.to",
+                    format!("log.to '{other}' is not one of: file, journald, syslog"),
+                )
+                .hint("any combination, e.g. to: [file, journald]"),
+            ),
+        }
+    }
+    if cfg.to.as_ref().is_some_and(Vec::is_empty) {
+        errors.push(
+            Problem::new("log.to", "log.to is empty: the output would go nowhere")
+                .hint("name at least one of: file, journald, syslog"),
+        );
+    }
+    l.file = file;
+    let unused = |key: &str, dest: &str| {
+        Problem::new(
+            format!("log.{key}"),
+            format!("log.{key} is set but log.to does not name {dest}"),
+        )
+        .hint(format!("add {dest} to log.to, or remove log.{key}"))
+    };
+    match (&cfg.journald_socket, journald) {
+        (Some(path), true) if !path.starts_with('/') => errors.push(
+            Problem::new(
+                "log.journald_socket",
+                format!("log.journald_socket '{path}' is not an absolute path"),
+            )
+            .hint(format!(
+                "the journal's own socket is {}",
+                log::JOURNALD_SOCKET
+            )),
+        ),
+        (path, true) => {
+            l.journald = Some(path.as_deref().unwrap_or(log::JOURNALD_SOCKET).into());
+        }
+        (Some(_), false) => errors.push(unused("journald_socket", "journald")),
+        (None, false) => {}
+    }
+    match (&cfg.syslog_address, syslog) {
+        (address, true) => {
+            let address = address.as_deref().unwrap_or(log::SYSLOG_SOCKET);
+            match SyslogAddr::parse(address) {
+                Ok(_) => l.syslog = Some(address.to_owned()),
+                Err(e) => errors.push(
+                    Problem::new("log.syslog_address", e)
+                        .hint("a socket path (/dev/log), udp://127.0.0.1:514 or tcp://[::1]:601"),
+                ),
+            }
+        }
+        (Some(_), false) => errors.push(unused("syslog_address", "syslog")),
+        (None, false) => {}
+    }
+    if let Some(v) = &cfg.err_priority {
+        match forward::severity(v.as_str(), v.as_u64()) {
+            Some(n) => l.err_priority = n,
+            None => errors.push(
+                Problem::new(
+                    "log.err_priority",
+                    format!(
+                        "log.err_priority {} is not a syslog severity",
+                        serde_yaml_ng::to_string(v).unwrap_or_default().trim()
+                    ),
+                )
+                .hint("one of emerg, alert, crit, err, warning, notice, info, debug (or 0 to 7)"),
             ),
         }
     }

@@ -451,14 +451,15 @@ impl Keeper {
             .apps
             .iter()
             .flat_map(|(app, logs)| {
-                logs.counters()
-                    .into_iter()
-                    .map(|(stream, written, dropped)| AppCounters {
+                logs.counters().into_iter().zip(logs.forwarded()).map(
+                    |((stream, written, dropped), (_, forwarded))| AppCounters {
                         app: app.clone(),
                         stream,
                         written,
                         dropped,
-                    })
+                        forwarded,
+                    },
+                )
             })
             .collect();
         out.sort_by(|a, b| (&a.app, a.stream.as_str()).cmp(&(&b.app, b.stream.as_str())));

@@ -18,6 +18,9 @@
 //! * `sink`: appending a batch with one `write(2)`, and rotation.
 //! * `compress`: compressing rotated files (`log.compress`) on a thread of its own, off the
 //!   reading of the pipes.
+//! * [`forward`]: sending records to journald and syslog (`log.to`), through bounded queues
+//!   and threads of their own: a slow or absent receiver costs dropped, counted records, never
+//!   a stalled app.
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
@@ -26,6 +29,7 @@
 pub mod clock;
 mod compress;
 pub(crate) mod format;
+pub mod forward;
 pub(crate) mod pump;
 mod sink;
 #[cfg(test)]
@@ -79,9 +83,13 @@ pub struct AppLogs(Arc<Mutex<Files>>);
 
 #[derive(Debug)]
 struct Files {
+    app: String,
     /// The app name as a JSON string, quotes included, ready to copy into json records.
     app_json: Vec<u8>,
     policy: LogPolicy,
+    /// Where records go besides the files (`None`: nowhere).
+    route: Option<Arc<forward::Route>>,
+    forwarded: Arc<forward::Counters>,
     out: Sink,
     err: Sink,
 }
@@ -95,9 +103,13 @@ impl AppLogs {
         let (out, err) = paths(dir, app);
         let mut app_json = Vec::with_capacity(app.len() + 2);
         logfmt::push_app_json(&mut app_json, app);
+        let forwarded = Arc::default();
         Ok(AppLogs(Arc::new(Mutex::new(Files {
+            app: app.to_owned(),
             app_json,
             policy: policy.clone(),
+            route: forward::Route::of(app, policy, &forwarded),
+            forwarded,
             out: Sink::open(out)?,
             err: Sink::open(err)?,
         }))))
@@ -110,6 +122,7 @@ impl AppLogs {
         let files = &mut *files;
         let fewer = policy.keep < files.policy.keep;
         files.policy = policy.clone();
+        files.route = forward::Route::of(&files.app, policy, &files.forwarded);
         if fewer {
             for sink in [&files.out, &files.err] {
                 if let Err(e) = sink::prune(&sink.path, policy.keep) {
@@ -185,8 +198,16 @@ impl AppLogs {
         ]
     }
 
-    /// Formats and appends one batch of records of `source`'s `stream`. The lock is held across formatting
-    /// and writing so the policy, the size count and a rotation all see the same state.
+    /// Records of each stream sent to journald and syslog, and dropped on the way there.
+    #[must_use]
+    pub fn forwarded(&self) -> [(Stream, Vec<forward::ForwardCount>); 2] {
+        let files = self.lock();
+        Stream::BOTH.map(|s| (s, files.forwarded.of(s)))
+    }
+
+    /// Formats and appends one batch of records of `source`'s `stream`, and hands it to the
+    /// other destinations. The lock is held across formatting and writing so the policy, the
+    /// size count and a rotation all see the same state.
     pub(crate) fn append(
         &self,
         source: Source,
@@ -199,6 +220,12 @@ impl AppLogs {
         let stamp = format::timestamp(now);
         let mut files = self.lock();
         let files = &mut *files;
+        if let Some(route) = &files.route {
+            route.submit(source, stream, now, data, lines);
+        }
+        if !files.policy.file {
+            return;
+        }
         records.format(
             files.policy.format,
             &stamp,

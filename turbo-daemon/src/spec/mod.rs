@@ -27,7 +27,7 @@ macro_rules! from_words {
 
 mod checks;
 pub mod environment;
-mod log;
+pub mod log;
 mod memory;
 mod privileges;
 mod restart;

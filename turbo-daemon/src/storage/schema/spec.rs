@@ -258,9 +258,15 @@ pub struct SavedLog {
     pub keep: u32,
     pub compress: SavedCompression,
     pub rotate: Option<SavedRotate>,
+    pub file: bool,
+    pub journald: Option<PathBuf>,
+    pub syslog: Option<String>,
+    pub err_priority: u8,
 }
 
-mirror!(LogPolicy => SavedLog { format, max_size, keep, compress, rotate });
+mirror!(LogPolicy => SavedLog {
+    format, max_size, keep, compress, rotate, file, journald, syslog, err_priority,
+});
 
 /// [`MemoryPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,6 +418,10 @@ mod tests {
             keep: 2,
             compress: Compression::Zstd,
             rotate: Some(RotatePeriod::Hourly),
+            file: false,
+            journald: Some("/run/j.sock".into()),
+            syslog: Some("udp://127.0.0.1:5514".into()),
+            err_priority: 3,
         };
         spec.memory = MemoryPolicy {
             max: Some(256 << 20),
