@@ -104,14 +104,18 @@ impl AppLogs {
         let mut app_json = Vec::with_capacity(app.len() + 2);
         logfmt::push_app_json(&mut app_json, app);
         let forwarded = Arc::default();
+        let (out, err) = (Sink::open(out)?, Sink::open(err)?);
+        for sink in [&out, &err] {
+            compress::recover(&sink.path, policy.compress, &sink.names);
+        }
         Ok(AppLogs(Arc::new(Mutex::new(Files {
             app: app.to_owned(),
             app_json,
             policy: policy.clone(),
             route: forward::Route::of(app, policy, &forwarded),
             forwarded,
-            out: Sink::open(out)?,
-            err: Sink::open(err)?,
+            out,
+            err,
         }))))
     }
 
