@@ -115,10 +115,7 @@ fn read_frames(listener: TcpListener, want: usize, tx: mpsc::Sender<Vec<String>>
             }
             raw.extend_from_slice(&buf[..n]);
         }
-        loop {
-            let Some(sp) = raw.iter().position(|&b| b == b' ') else {
-                break;
-            };
+        while let Some(sp) = raw.iter().position(|&b| b == b' ') {
             let len: usize = std::str::from_utf8(&raw[..sp])
                 .unwrap()
                 .parse()

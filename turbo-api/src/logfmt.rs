@@ -39,6 +39,11 @@ use serde_json::Value;
 
 use crate::LogStream;
 
+/// The extended attribute the keeper puts on a compressed rotated file: the inode number (in
+/// decimal) of the plain file it was made from, so that `turbo logs --follow`, holding that
+/// plain file, knows where it went. A file system without user attributes has none.
+pub const ORIGIN_XATTR: &str = "user.turbo.origin";
+
 /// Length of a UTC stamp, e.g. `2026-01-02T03:04:05.678Z`.
 pub const STAMP_LEN: usize = 24;
 /// Length of a stamp at an offset, e.g. `2026-01-02T04:04:05.678+01:00`.

@@ -8,9 +8,9 @@
 //! `<f>.<k>.gz|zst` and removes the original; if the file was pruned meanwhile, the result is
 //! discarded. Readers see either the plain file or the compressed one, never neither.
 //!
-//! The result keeps the plain file's modification time, so the rotated files of a log, plain or
-//! compressed, stay ordered by it (`turbo logs --follow` relies on it to find the files written
-//! after the one it held).
+//! The result keeps the plain file's modification time, and records the plain file's inode in
+//! an extended attribute ([`logfmt::ORIGIN_XATTR`]): `turbo logs --follow`, holding the plain
+//! file when it is compressed away, finds it there and reads on from the file after it.
 //!
 //! A keeper killed while compressing leaves its temporary file behind (hidden, never read) and
 //! the plain file in place: when the next keeper opens the log, [`recover`] deletes the
@@ -137,6 +137,16 @@ pub(super) fn run(job: &Job) -> io::Result<()> {
         // the plain file's time, for readers that order rotated files by it
         out.set_modified(job.file.metadata()?.modified()?)
     });
+    // which plain file this was, for a follower that held it (best effort: not every file
+    // system takes user attributes, and followers then fall back on modification times)
+    if let Err(e) = rustix::fs::fsetxattr(
+        &out,
+        logfmt::ORIGIN_XATTR,
+        ino.to_string().as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        tracing::debug!("cannot mark {} with its origin: {e}", temp.display());
+    }
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(e);

@@ -178,7 +178,7 @@ impl Follower {
             if !self.pending.is_empty() {
                 lines.push(mem::take(&mut self.pending));
             }
-            if !self.open_successor()? {
+            if !self.open_successor(&mut lines)? {
                 break;
             }
         }
@@ -186,30 +186,42 @@ impl Follower {
     }
 
     /// Switches to the file written after the one held, which a rotation has renamed to
-    /// `<f>.k` (its successor is `<f>.k-1`, or `<f>` for k = 1) or deleted. Returns false when
-    /// that file is not there (yet): the held one stays, and the next poll looks again.
-    fn open_successor(&mut self) -> io::Result<bool> {
-        for _ in 0..10 {
-            let mut found = None;
-            let mut rotated = 0;
-            for n in 1..=MAX_ROTATED {
-                match inode(&rotated_path(&self.path, n))? {
-                    Some(ino) if Some(ino) == self.inode => {
-                        found = Some(n);
-                        break;
-                    }
-                    Some(_) => rotated = n,
-                    None => break,
-                }
-            }
-            let Some(k) = found else {
-                let next = self.first_after_deleted(rotated)?;
+    /// `<f>.k` (its successor is `<f>.k-1`, or `<f>` for k = 1), compressed (`<f>.k.gz`, known
+    /// by the origin the keeper records on it) or deleted. Compressed successors (more than one
+    /// rotation since the last poll) are read through whole into `lines`, and the search goes
+    /// on from them. Returns false when the plain successor is not there (yet): the held one
+    /// stays, and the next poll looks again.
+    fn open_successor(&mut self, lines: &mut Vec<Vec<u8>>) -> io::Result<bool> {
+        let mut attempts = 0;
+        while attempts < 10 {
+            let files = rotated_now(&self.path)?;
+            let Some(k) = files
+                .iter()
+                .find(|(_, _, origin)| origin.is_some() && *origin == self.inode)
+                .map(|(n, _, _)| *n)
+            else {
+                let plain_run = files
+                    .iter()
+                    .zip(1..)
+                    .take_while(|((n, p, _), want)| {
+                        *n == *want && Compression::of(p) == Compression::None
+                    })
+                    .count();
+                let next = self.first_after_deleted(u32::try_from(plain_run).unwrap_or(0))?;
                 return self.open(&next);
+            };
+            let held_still_at_k = |files_now: &[(u32, PathBuf, Option<u64>)]| {
+                files_now
+                    .iter()
+                    .any(|(n, _, origin)| *n == k && *origin == self.inode)
             };
             let next = if k == 1 {
                 self.path.clone()
             } else {
-                rotated_path(&self.path, k - 1)
+                match files.iter().find(|(n, _, _)| *n == k - 1) {
+                    Some((_, p, _)) => p.clone(),
+                    None => return Ok(false),
+                }
             };
             let Some(file) = open_log(&next)? else {
                 return Ok(false);
@@ -217,10 +229,25 @@ impl Follower {
             // The daemon renames the highest numbers first, so while the held file is still at
             // `.k` its successor has not moved: what was opened is the right file. Otherwise a
             // rotation came in between; look again.
-            if inode(&rotated_path(&self.path, k))? == self.inode {
+            if !held_still_at_k(&rotated_now(&self.path)?) {
+                attempts += 1;
+                continue;
+            }
+            let how = Compression::of(&next);
+            if how == Compression::None {
                 self.start(file)?;
                 return Ok(true);
             }
+            // compressed, so complete: read it through and go on from it
+            let Some(origin) = origin(&next, how) else {
+                // no origin recorded: nothing to go on from but modification times
+                return Ok(false);
+            };
+            let mut kept = std::collections::VecDeque::new();
+            last_lines(unpacked(file, how)?, usize::MAX, &mut kept, |_| true)?;
+            lines.extend(kept);
+            self.inode = Some(origin);
+            attempts = 0;
         }
         Ok(false)
     }
@@ -263,6 +290,37 @@ impl Follower {
         self.pending.clear();
         Ok(())
     }
+}
+
+/// The rotated files of the log at `path` now, plain or compressed, by number, each with the
+/// inode of the plain file it is or was made from ([`origin`]).
+pub(super) fn rotated_now(path: &Path) -> io::Result<Vec<(u32, PathBuf, Option<u64>)>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let names: Vec<std::ffi::OsString> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(logfmt::rotated_files(path, names)
+        .into_iter()
+        .map(|(n, p)| {
+            let o = origin(&p, Compression::of(&p));
+            (n, p, o)
+        })
+        .collect())
+}
+
+/// The inode of the plain file `path` is (its own) or was compressed from (recorded by the
+/// keeper in [`logfmt::ORIGIN_XATTR`]); `None` when it is gone or has no such record.
+fn origin(path: &Path, how: Compression) -> Option<u64> {
+    if how == Compression::None {
+        return inode(path).ok().flatten();
+    }
+    let mut buf = [0u8; 32];
+    let n = rustix::fs::getxattr(path, logfmt::ORIGIN_XATTR, &mut buf[..]).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.parse().ok()
 }
 
 /// The inode `path` names now; `None` when it does not exist.

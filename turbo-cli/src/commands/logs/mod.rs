@@ -30,9 +30,11 @@
 //! before the next poll that make the file longer again than that are missed (a flush erases
 //! anyway). `--lines N` takes the older lines from `<f>.1`, `<f>.2`, ... when `<f>` has fewer,
 //! reading compressed ones (`<f>.2.gz`, `<f>.3.zst`: `log.compress`) through. Following moves
-//! from the held file to its successor by inode among the plain rotated files; the daemon never
-//! compresses `<f>.1`, so only more than one rotation between two polls can skip a compressed
-//! file's lines.
+//! from the held file to its successor by inode; when more than one rotation between two polls
+//! got the held file (and maybe its successors) compressed, the keeper's record of the plain
+//! file's inode on each compressed one ([`logfmt::ORIGIN_XATTR`]) says where it went, and the
+//! compressed successors are read through. On a file system without user extended attributes
+//! that record is missing, and such a successor's lines can be skipped.
 //!
 //! `turbo monit` follows the selected app's logs with the same [`Follower`], and reads lines with
 //! [`stamp_and_text`].

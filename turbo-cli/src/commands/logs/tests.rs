@@ -225,6 +225,67 @@ fn following_through_several_rotations_between_two_polls() {
     );
 }
 
+/// What the keeper does with `compress: gzip`: a rotation, then `.2` becomes `.2.gz`, marked
+/// with the plain file's inode.
+fn rotate_compressing(path: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    for (n, p, _) in rotated_now(path).unwrap().iter().rev() {
+        fs::rename(p, logfmt::rotated_path_as(path, n + 1, Compression::of(p))).unwrap();
+    }
+    fs::rename(path, rotated_path(path, 1)).unwrap();
+    File::create(path).unwrap();
+    let second = rotated_path(path, 2);
+    if second.exists() {
+        let ino = fs::metadata(&second).unwrap().ino();
+        let gz = logfmt::rotated_path_as(path, 2, Compression::Gzip);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&fs::read(&second).unwrap()).unwrap();
+        fs::write(&gz, enc.finish().unwrap()).unwrap();
+        rustix::fs::setxattr(
+            &gz,
+            logfmt::ORIGIN_XATTR,
+            ino.to_string().as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        fs::remove_file(&second).unwrap();
+    }
+}
+
+#[test]
+fn following_reads_through_files_compressed_before_it_reached_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.log");
+    write(&path, "seen\n");
+    let mut f = follower(&path);
+    append(&path, "1\n");
+    // three rotations before the next poll: the held file and its successor are compressed
+    for i in 2..=4 {
+        rotate_compressing(&path);
+        append(&path, &format!("{i}\n"));
+    }
+    let names: Vec<_> = rotated_now(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            rotated_path(&path, 1),
+            logfmt::rotated_path_as(&path, 2, Compression::Gzip),
+            logfmt::rotated_path_as(&path, 3, Compression::Gzip)
+        ]
+    );
+    assert_eq!(
+        poll(&mut f),
+        ["1", "2", "3", "4"],
+        "2 was compressed unread"
+    );
+    append(&path, "5\n");
+    assert_eq!(poll(&mut f), ["5"]);
+}
+
 #[test]
 fn following_after_someone_deletes_the_current_file() {
     let dir = tempfile::tempdir().unwrap();

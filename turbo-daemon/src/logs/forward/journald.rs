@@ -57,7 +57,7 @@ fn entry(buf: &mut Vec<u8>, batch: &Batch, priority: u8, line: &[u8]) {
     // numbers never hold a newline: written in place, no field() needed
     let _ = write!(buf, "PRIORITY={priority}\nSYSLOG_FACILITY=3\n");
     field(buf, "SYSLOG_IDENTIFIER", app);
-    let _ = write!(buf, "SYSLOG_PID={pid}\n");
+    let _ = writeln!(buf, "SYSLOG_PID={pid}");
     field(buf, "TURBO_APP", app);
     let _ = write!(buf, "TURBO_INSTANCE={instance}\nTURBO_PID={pid}\n");
     field(buf, "TURBO_STREAM", batch.stream.as_str().as_bytes());

@@ -106,7 +106,13 @@ fn an_absent_receiver_drops_and_counts_without_blocking() {
     let r = route(&policy);
     let started = Instant::now();
     for _ in 0..100 {
-        r.submit(Source::default(), Stream::Out, 0, b"x", &[0..1]);
+        r.submit(
+            Source::default(),
+            Stream::Out,
+            0,
+            b"x",
+            std::slice::from_ref(&(0..1)),
+        );
     }
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -143,7 +149,7 @@ fn syslog_messages_are_rfc_5424_over_udp() {
         Stream::Out,
         1_767_323_045_678,
         b"hello",
-        &[0..5],
+        std::slice::from_ref(&(0..5)),
     );
     let mut buf = vec![0; 4096];
     let n = rx.recv(&mut buf).unwrap();
