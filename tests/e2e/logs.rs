@@ -652,3 +652,73 @@ fn daily_rotation_on_a_fast_clock_leaves_compressed_days_that_since_reads() {
     assert!(!want.is_empty());
     assert_eq!(strip(&shown), want);
 }
+
+#[test]
+fn all_merges_every_log_into_one_timeline_and_instance_filters() {
+    let d = TestDaemon::start("off");
+    let tick = |name: &str, instances: &str| {
+        d.turbo_ok(&[
+            "start",
+            "sh",
+            "--name",
+            name,
+            "--instances",
+            instances,
+            "--",
+            "-c",
+            "i=1; while :; do echo \"from $TURBO_INSTANCE n $i\"; echo \"e $i\" >&2; i=$((i+1)); sleep 0.03; done",
+        ]);
+    };
+    tick("ta", "2");
+    tick("tb", "1");
+    for app in ["ta", "tb"] {
+        let out = std::path::PathBuf::from(d.app(app)["out_log"].as_str().unwrap());
+        wait_for("20 lines", Duration::from_secs(15), || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            text.contains("from 0 n 20\n").then_some(())
+        });
+    }
+
+    // one timeline across apps and streams: --lines counts the whole of it, in time order
+    let text = d.turbo_ok(&["logs", "--all", "--lines", "40"]);
+    let rows: Vec<(&str, &str)> = text
+        .lines()
+        .map(|l| {
+            let (label, rest) = l
+                .split_once(" out | ")
+                .or_else(|| l.split_once(" err | "))
+                .unwrap_or_else(|| panic!("{l}"));
+            (label.trim(), rest.split_once(' ').unwrap().0)
+        })
+        .collect();
+    assert_eq!(rows.len(), 40, "{text}");
+    let stamps: Vec<&str> = rows.iter().map(|(_, at)| *at).collect();
+    let mut sorted = stamps.clone();
+    sorted.sort_unstable();
+    assert_eq!(stamps, sorted, "in time order:\n{text}");
+    for label in ["ta:0", "ta:1", "tb"] {
+        assert!(rows.iter().any(|(l, _)| *l == label), "{label}:\n{text}");
+    }
+    assert!(text.contains(" err | "), "stderr merged in:\n{text}");
+
+    // --instance N: instance N of every app shown (tb has none: only ta:1 is left)
+    let one = d.turbo_ok(&["logs", "--instance", "1", "--out", "--lines", "5"]);
+    let shown = labelled(&one);
+    assert_eq!(shown.len(), 5, "{one}");
+    assert!(
+        shown.iter().all(|(l, f, _)| l == "ta:1" && f == "1"),
+        "{one}"
+    );
+    let clash = d.turbo(&["logs", "ta:0", "--instance", "1"]);
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && err.contains("name different instances"),
+        "{err}"
+    );
+    let none = d.turbo(&["logs", "tb", "--instance", "3"]);
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && err.contains("no app shown has an instance 3"),
+        "{err}"
+    );
+}

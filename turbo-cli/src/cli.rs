@@ -339,6 +339,13 @@ pub struct LogsArgs {
     /// --grep or name:N, --lines counts the lines shown, searched through the rotated files too.
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
+    /// Only the lines of instance N (of each app shown), like `name:N`.
+    #[arg(long, value_name = "N")]
+    pub instance: Option<u32>,
+    /// One timeline: the lines of every log shown (every app's, unless a name is given), stdout
+    /// and stderr, merged in time order; --lines counts lines of the whole timeline.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `turbo apply`.

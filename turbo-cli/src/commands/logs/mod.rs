@@ -166,6 +166,27 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         // the connection closes here: following needs only the files
     };
     let (selected, instance) = select(&apps, args.name.as_deref())?;
+    let instance = match (instance, args.instance) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Hinted::wrap(
+                anyhow!(
+                    "{} and --instance {b} name different instances",
+                    args.name.as_deref().unwrap_or_default()
+                ),
+                "give one of them",
+            ));
+        }
+        (Some(n), _) | (None, Some(n)) => Some(n),
+        (None, None) => None,
+    };
+    if let Some(n) = instance
+        && !selected.iter().any(|a| a.instance == n)
+    {
+        return Err(Hinted::wrap(
+            anyhow!("no app shown has an instance {n}"),
+            "`turbo status` lists the instances",
+        ));
+    }
     if selected.is_empty() {
         return if args.json {
             Ok(())
@@ -192,6 +213,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         .unwrap_or(0);
 
     let mut followers = Vec::new();
+    let mut timeline = Timeline::default();
     let mut seen = std::collections::HashSet::new();
     for app in &selected {
         for &stream in streams {
@@ -229,10 +251,15 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             if !args.follow && !partial.is_empty() {
                 lines.push(partial);
             }
-            shown.print(&lines)?;
+            if args.all {
+                timeline.add(&shown, &lines);
+            } else {
+                shown.print(&lines)?;
+            }
             followers.push((shown, follower));
         }
     }
+    timeline.print(args.lines)?;
     if !args.follow {
         return Ok(());
     }
@@ -251,8 +278,55 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             let lines = follower
                 .poll()
                 .with_context(|| format!("cannot read {}", follower.path.display()))?;
-            shown.print(&lines)?;
+            if args.all {
+                timeline.add(shown, &lines);
+            } else {
+                shown.print(&lines)?;
+            }
         }
+        timeline.print(usize::MAX)?;
+    }
+}
+
+/// `--all`: the shown lines of several logs, merged in time order before they are printed.
+/// Each log contributes at most `--lines` lines (or one poll's worth), so memory stays bounded
+/// by the number of logs times that.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// `(stamp, order of arrival, rendered line)`.
+    lines: Vec<(i64, usize, Vec<u8>)>,
+}
+
+impl Timeline {
+    fn add(&mut self, shown: &Shown, lines: &[Vec<u8>]) {
+        // a line without a stamp stays right after the one before it in its own log
+        let mut last = i64::MIN;
+        for raw in lines {
+            let Some(out) = shown.render(raw) else {
+                continue;
+            };
+            if let Some(at) = Record::parse(raw).at_ms() {
+                last = at;
+            }
+            let order = self.lines.len();
+            self.lines.push((last, order, out));
+        }
+    }
+
+    /// Prints the last `n` lines gathered, oldest first, and forgets them all.
+    fn print(&mut self, n: usize) -> Result<()> {
+        let mut all = mem::take(&mut self.lines);
+        all.sort_unstable_by_key(|&(at, order, _)| (at, order));
+        let skip = all.len().saturating_sub(n);
+        let mut text = Vec::new();
+        for (_, _, line) in all.into_iter().skip(skip) {
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+        }
+        if text.pop().is_none() {
+            return Ok(());
+        }
+        term::emit_bytes(&text)
     }
 }
 
