@@ -722,3 +722,35 @@ fn all_merges_every_log_into_one_timeline_and_instance_filters() {
         "{err}"
     );
 }
+
+#[test]
+fn max_age_deletes_rotated_days_older_than_it_whatever_keep_allows() {
+    // a day every 1.5 s from 2026-01-02T12:00:00Z; the app writes every 50 ms (48 log-clock
+    // minutes), so each file's last write is within an hour of its midnight
+    let mut d = TestDaemon::spawn_with_env("off", &[("TURBO_TEST_LOG_CLOCK", "1767355200x57600")]);
+    d.wait_answering();
+    let yml = d.config(
+        "aged",
+        "apps:\n  - name: aged\n    cmd: [sh, -c, 'i=1; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done']\n    log: { rotate: daily, max_size: off, keep: 50, max_age: 36h }\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let out = std::path::PathBuf::from(d.app("aged")["out_log"].as_str().unwrap());
+    wait_for("the sixth day", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with("2026-01-06T"))
+            .then_some(())
+    });
+    // four midnights have passed; only the two days younger than 36 h are left
+    assert_eq!(
+        rotated_names(&out),
+        ["aged-out.log.1", "aged-out.log.2"],
+        "keep: 50 would keep them all"
+    );
+    let first = |name: &str| {
+        let text = std::fs::read_to_string(out.parent().unwrap().join(name)).unwrap();
+        text[..10].to_owned()
+    };
+    assert_eq!(first("aged-out.log.1"), "2026-01-05");
+    assert_eq!(first("aged-out.log.2"), "2026-01-04");
+}

@@ -17,6 +17,7 @@ pub(super) struct LogConfig {
     keep: Option<i64>,
     compress: Option<serde_yaml_ng::Value>,
     rotate: Option<String>,
+    max_age: Option<Scalar>,
     to: Option<Vec<String>>,
     journald_socket: Option<String>,
     syslog_address: Option<String>,
@@ -70,6 +71,22 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
             )
             .hint("rotation by size is log.max_size; both may be set"),
         ),
+    }
+    if let Some(v) = &cfg.max_age {
+        match v {
+            Scalar::Text(t) if matches!(t.trim(), "off" | "none" | "never") => l.max_age = None,
+            v => match v.duration("log.max_age") {
+                Ok(d) if d.is_zero() => errors.push(
+                    Problem::new(
+                        "log.max_age",
+                        "log.max_age 0 would delete every rotated file",
+                    )
+                    .hint("give an age such as 7d or 12h, or `off` to keep files of any age"),
+                ),
+                Ok(d) => l.max_age = Some(d),
+                Err(e) => errors.push(e.at("log.max_age")),
+            },
+        }
     }
     apply_destinations(cfg, l, errors);
     if let Some(v) = &cfg.compress {

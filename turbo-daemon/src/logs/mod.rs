@@ -107,6 +107,14 @@ impl AppLogs {
         let (out, err) = (Sink::open(out)?, Sink::open(err)?);
         for sink in [&out, &err] {
             compress::recover(&sink.path, policy.compress, &sink.names);
+            if let Some(age) = policy.max_age
+                && let Err(e) = sink::prune_older(&sink.path, age, clock::now_ms())
+            {
+                tracing::warn!(
+                    "cannot delete old rotated logs of {}: {e}",
+                    sink.path.display()
+                );
+            }
         }
         Ok(AppLogs(Arc::new(Mutex::new(Files {
             app: app.to_owned(),

@@ -1,6 +1,6 @@
 //! How an app's output is written: to its log files, journald and syslog (`log:`).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 pub use turbo_api::logfmt::Compression;
@@ -52,6 +52,9 @@ pub struct LogPolicy {
     pub compress: Compression,
     /// Rotation by time too: the first record of a new day (hour) starts a new file.
     pub rotate: Option<RotatePeriod>,
+    /// Rotated files last written longer ago than this are deleted (at a rotation, and when
+    /// the keeper opens the log), whatever `keep` allows.
+    pub max_age: Option<Duration>,
     /// Whether records go to the log files (`log.to` names `file`).
     pub file: bool,
     /// The journald native socket records are also sent to (`log.to` names `journald`).
@@ -80,6 +83,7 @@ impl Default for LogPolicy {
             keep: 5,
             compress: Compression::None,
             rotate: None,
+            max_age: None,
             file: true,
             journald: None,
             syslog: None,

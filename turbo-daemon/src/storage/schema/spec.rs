@@ -258,6 +258,8 @@ pub struct SavedLog {
     pub keep: u32,
     pub compress: SavedCompression,
     pub rotate: Option<SavedRotate>,
+    /// Milliseconds.
+    pub max_age: Option<u64>,
     pub file: bool,
     pub journald: Option<PathBuf>,
     pub syslog: Option<String>,
@@ -265,7 +267,7 @@ pub struct SavedLog {
 }
 
 mirror!(LogPolicy => SavedLog {
-    format, max_size, keep, compress, rotate, file, journald, syslog, err_priority,
+    format, max_size, keep, compress, rotate, max_age, file, journald, syslog, err_priority,
 });
 
 /// [`MemoryPolicy`].
@@ -418,6 +420,7 @@ mod tests {
             keep: 2,
             compress: Compression::Zstd,
             rotate: Some(RotatePeriod::Hourly),
+            max_age: Some(Duration::from_secs(7 * 86_400)),
             file: false,
             journald: Some("/run/j.sock".into()),
             syslog: Some("udp://127.0.0.1:5514".into()),
