@@ -715,6 +715,22 @@ fn all_merges_every_log_into_one_timeline_and_instance_filters() {
         !clash.status.success() && err.contains("name different instances"),
         "{err}"
     );
+    // --time: the stamp on another clock, RFC 3339 at its offset
+    let shifted = d.turbo_ok(&["logs", "tb", "--out", "--lines", "1", "--time", "+05:30"]);
+    let stamp = shifted
+        .split_once(" | ")
+        .unwrap()
+        .1
+        .split_once(' ')
+        .unwrap()
+        .0;
+    assert!(stamp.len() == 29 && stamp.ends_with("+05:30"), "{shifted}");
+    let wrong = d.turbo(&["logs", "tb", "--time", "mars"]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("--time 'mars' is not a clock"),
+        "{err}"
+    );
     let none = d.turbo(&["logs", "tb", "--instance", "3"]);
     let err = String::from_utf8_lossy(&none.stderr);
     assert!(

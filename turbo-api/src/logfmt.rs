@@ -169,6 +169,19 @@ pub fn stamp(unix_ms: u64) -> String {
     crate::rfc3339_ms(unix_ms)
 }
 
+/// The stamp of `unix_ms` as the wall clock at `offset_min` minutes east of UTC shows it:
+/// `2026-01-02T04:04:05.678+01:00` ([`OFFSET_STAMP_LEN`] bytes, read back by [`stamp_ms`]).
+#[must_use]
+pub fn stamp_at_offset(unix_ms: i64, offset_min: i32) -> String {
+    let local = unix_ms.saturating_add(i64::from(offset_min) * 60_000);
+    let mut text = stamp(u64::try_from(local).unwrap_or(0));
+    text.pop(); // the `Z`
+    let sign = if offset_min < 0 { '-' } else { '+' };
+    let off = offset_min.unsigned_abs();
+    text.push_str(&format!("{sign}{:02}:{:02}", off / 60, off % 60));
+    text
+}
+
 /// Unix milliseconds of a stamp in either form (`…Z` or `…±HH:MM`); `None` when `stamp` is
 /// not one.
 #[must_use]

@@ -346,6 +346,10 @@ pub struct LogsArgs {
     /// and stderr, merged in time order; --lines counts lines of the whole timeline.
     #[arg(long)]
     pub all: bool,
+    /// The clock stamps are shown on: utc (default, as stored), local (TZ or /etc/localtime) or
+    /// an offset such as +05:30; RFC 3339 either way (--json keeps "at" in UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub time: Option<String>,
 }
 
 /// `turbo apply`.

@@ -43,6 +43,7 @@ mod follow;
 mod search;
 #[cfg(test)]
 mod tests;
+mod time;
 
 use std::{
     fs::File,
@@ -61,7 +62,7 @@ use turbo_api::{
 };
 
 pub(crate) use self::follow::Follower;
-use self::{follow::*, search::*};
+use self::{follow::*, search::*, time::Clock};
 use super::daemon;
 use crate::{
     cli::LogsArgs,
@@ -109,6 +110,8 @@ struct Shown {
     /// Width of the label column.
     width: usize,
     color: bool,
+    /// The clock stamps are shown on (`--time`).
+    clock: Clock,
 }
 
 impl Shown {
@@ -132,8 +135,8 @@ impl Shown {
         };
         let mut out = prefix(&label, self.width, self.stream, self.color).into_bytes();
         match self.form {
-            Form::Human => out.extend_from_slice(human(&record, raw).as_bytes()),
-            Form::Raw | Form::Json => out.extend_from_slice(&as_written(&record, raw)),
+            Form::Human => out.extend_from_slice(human(&record, raw, &self.clock).as_bytes()),
+            Form::Raw | Form::Json => out.extend_from_slice(&as_written(&record, raw, &self.clock)),
         }
         Some(out)
     }
@@ -206,6 +209,15 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
     };
     let color = !args.json && term::stdout_opts().color;
     let filter = Filter::new(args, unix_now_ms())?;
+    let clock = match args.time.as_deref() {
+        None => Clock::Utc,
+        Some(t) => Clock::parse(t).ok_or_else(|| {
+            Hinted::wrap(
+                anyhow!("--time '{t}' is not a clock"),
+                "give utc (the default), local (TZ or /etc/localtime) or an offset such as +05:30",
+            )
+        })?,
+    };
     let width = labels(&selected)
         .iter()
         .map(|l| l.chars().count())
@@ -235,6 +247,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
                 filter: filter.clone(),
                 width,
                 color,
+                clock: clock.clone(),
             };
             let read_error = || format!("cannot read {}", path.display());
             let (mut lines, partial, follower) = if shown.selective() {
@@ -384,34 +397,38 @@ fn prefix(label: &str, width: usize, stream: Stream, color: bool) -> String {
 
 /// The line for a human: `<at> <line>` whichever the format (the instance tag is in the
 /// label); control characters escaped either way.
-fn human(record: &Record<'_>, raw: &[u8]) -> String {
+fn human(record: &Record<'_>, raw: &[u8], clock: &Clock) -> String {
     match record {
         Record::Text {
             at: Some(at),
             source: Some(_),
             line,
-        } => format!("{at} {}", escape_bytes(line)),
+        } => format!("{} {}", clock.show(at), escape_bytes(line)),
         Record::Text { .. } => escape_bytes(raw),
         Record::Json {
             at: Some(at), line, ..
-        } => format!("{} {}", escape_controls(at), escape_controls(line)),
+        } => format!(
+            "{} {}",
+            escape_controls(&clock.show(at)),
+            escape_controls(line)
+        ),
         Record::Json { at: None, line, .. } => escape_controls(line).into_owned(),
     }
 }
 
 /// The line as the app wrote it (`--raw`): `<at> <bytes>` with the record's exact bytes.
-fn as_written(record: &Record<'_>, raw: &[u8]) -> Vec<u8> {
+fn as_written(record: &Record<'_>, raw: &[u8], clock: &Clock) -> Vec<u8> {
     match record {
         Record::Text {
             at: Some(at),
             source: Some(_),
             line,
-        } => [at.as_bytes(), b" ", line].concat(),
+        } => [clock.show(at).as_bytes(), b" ", line].concat(),
         Record::Text { .. } => raw.to_vec(),
         Record::Json { at, .. } => {
             let mut out = at
                 .as_ref()
-                .map_or_else(Vec::new, |at| format!("{at} ").into_bytes());
+                .map_or_else(Vec::new, |at| format!("{} ", clock.show(at)).into_bytes());
             out.extend_from_slice(&record.bytes());
             out
         }

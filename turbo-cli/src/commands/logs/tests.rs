@@ -323,7 +323,40 @@ fn shown(form: Form) -> Shown {
         filter: Filter::default(),
         width: 3,
         color: false,
+        clock: Clock::Utc,
     }
+}
+
+#[test]
+fn stamps_are_shown_on_the_clock_asked_for() {
+    let at = "2026-07-02T03:04:05.678Z";
+    assert_eq!(Clock::parse("utc").unwrap().show(at), at);
+    assert_eq!(
+        Clock::parse("+05:30").unwrap().show(at),
+        "2026-07-02T08:34:05.678+05:30"
+    );
+    assert_eq!(
+        Clock::parse("-08:00").unwrap().show(at),
+        "2026-07-01T19:04:05.678-08:00"
+    );
+    // daylight saving time is the zone's at that instant
+    let paris = Clock::Local(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
+    assert_eq!(paris.show(at), "2026-07-02T05:04:05.678+02:00");
+    assert_eq!(
+        paris.show("2026-01-02T03:04:05.678Z"),
+        "2026-01-02T04:04:05.678+01:00"
+    );
+    // what is shown reads back to the same instant
+    assert_eq!(logfmt::stamp_ms(&paris.show(at)), logfmt::stamp_ms(at));
+    for bad in ["", "+5:30", "+24:00", "05:30", "+0a:00", "mars"] {
+        assert!(Clock::parse(bad).is_none(), "{bad}");
+    }
+    let mut raw = shown(Form::Human);
+    raw.clock = Clock::Fixed(60);
+    assert_eq!(
+        String::from_utf8(raw.render(b"2026-01-02T03:04:05.678Z[0:9] hi").unwrap()).unwrap(),
+        "api out | 2026-01-02T04:04:05.678+01:00 hi"
+    );
 }
 
 fn render(form: Form, raw: &[u8]) -> String {
