@@ -339,3 +339,82 @@ fn log_destinations_are_checked_before_anything_starts() {
     }
     assert!(d.status().is_empty(), "nothing started");
 }
+
+#[test]
+fn custom_log_paths_one_per_stream_or_combined_in_a_checked_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let d = TestDaemon::start("off");
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("applogs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cmd = "cmd: [sh, -c, 'echo hello out; echo hello err >&2; sleep 1000']";
+    let yml = format!(
+        "apps:\n  - name: split\n    {cmd}\n    log: {{ out: {0}/split.out, err: {0}/split.err }}\n  - name: both\n    {cmd}\n    log: {{ path: {0}/both.log }}\n",
+        logs.display()
+    );
+    let yml = d.config("paths", &yml);
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let split = d.app("split");
+    assert_eq!(split["out_log"], logs.join("split.out").to_str().unwrap());
+    assert_eq!(split["err_log"], logs.join("split.err").to_str().unwrap());
+    let both = d.app("both");
+    assert_eq!(both["out_log"], both["err_log"]);
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    wait_for("the lines in their files", Duration::from_secs(10), || {
+        (read("split.out").ends_with("] hello out\n")
+            && read("split.err").ends_with("] hello err\n")
+            && read("both.log").contains("] hello out\n")
+            && read("both.log").contains("] hello err\n"))
+        .then_some(())
+    });
+    // turbo logs reads them where they are, the combined file once
+    let shown = d.turbo_ok(&["logs", "both", "--lines", "10"]);
+    assert_eq!(shown.matches("hello").count(), 2, "{shown}");
+    let shown = d.turbo_ok(&["logs", "split", "--err", "--lines", "10"]);
+    assert!(
+        shown.contains("hello err") && !shown.contains("hello out"),
+        "{shown}"
+    );
+
+    // a directory others may write to: they could plant a link the daemon writes through
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // a link planted where the file goes is not followed
+    let target = dir.path().join("target");
+    std::fs::write(&target, "untouched\n").unwrap();
+    std::os::unix::fs::symlink(&target, logs.join("link.log")).unwrap();
+    for (name, log, says) in [
+        (
+            "opendir",
+            format!("{{ out: {}/x.log }}", open.display()),
+            "writable by its group or others",
+        ),
+        (
+            "linked",
+            format!("{{ path: {}/link.log }}", logs.display()),
+            "cannot open log file",
+        ),
+        (
+            "relative",
+            "{ out: logs/x.log }".to_owned(),
+            "is not an absolute file path",
+        ),
+        (
+            "clash",
+            format!("{{ path: {0}/a.log, out: {0}/b.log }}", logs.display()),
+            "log.path is one file for both streams",
+        ),
+    ] {
+        let yml = d.config(
+            name,
+            &format!("apps:\n  - name: {name}\n    {cmd}\n    log: {log}\n"),
+        );
+        let out = d.turbo(&["start", yml.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{name}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+    assert!(!open.join("x.log").exists());
+}

@@ -18,6 +18,9 @@ pub(super) struct LogConfig {
     compress: Option<serde_yaml_ng::Value>,
     rotate: Option<String>,
     max_age: Option<Scalar>,
+    out: Option<String>,
+    err: Option<String>,
+    path: Option<String>,
     to: Option<Vec<String>>,
     journald_socket: Option<String>,
     syslog_address: Option<String>,
@@ -88,6 +91,7 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
             },
         }
     }
+    apply_paths(cfg, l, errors);
     apply_destinations(cfg, l, errors);
     if let Some(v) = &cfg.compress {
         match compression(v) {
@@ -103,6 +107,52 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
                 .hint("true means gzip; zstd is faster and smaller"),
             ),
         }
+    }
+}
+
+/// `log.out`, `log.err` (one file per stream) or `log.path` (one file for both).
+fn apply_paths(cfg: &LogConfig, l: &mut crate::spec::LogPolicy, errors: &mut Vec<Problem>) {
+    let mut check = |key: &str, text: &str| -> Option<std::path::PathBuf> {
+        let path = std::path::Path::new(text);
+        let fine = path.is_absolute()
+            && path.file_name().is_some()
+            && !text.ends_with('/')
+            && path
+                .components()
+                .all(|c| !matches!(c, std::path::Component::ParentDir));
+        if fine {
+            return Some(path.to_owned());
+        }
+        errors.push(
+            Problem::new(
+                format!("log.{key}"),
+                format!("log.{key} '{text}' is not an absolute file path without `..`"),
+            )
+            .hint("e.g. /var/log/api/out.log, in a directory owned by the daemon's user and closed to others"),
+        );
+        None
+    };
+    if let Some(path) = &cfg.path {
+        if cfg.out.is_some() || cfg.err.is_some() {
+            errors.push(
+                Problem::new(
+                    "log.path",
+                    "log.path is one file for both streams; log.out and log.err are one each",
+                )
+                .hint("give log.path, or log.out and/or log.err"),
+            );
+            return;
+        }
+        let p = check("path", path);
+        l.out.clone_from(&p);
+        l.err = p;
+        return;
+    }
+    if let Some(out) = &cfg.out {
+        l.out = check("out", out);
+    }
+    if let Some(err) = &cfg.err {
+        l.err = check("err", err);
     }
 }
 

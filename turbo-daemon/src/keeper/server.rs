@@ -306,7 +306,9 @@ impl Keeper {
     }
 
     fn logs_of(&mut self, app: &str, policy: &crate::spec::LogPolicy) -> io::Result<AppLogs> {
-        if let Some(logs) = self.apps.get(app) {
+        if let Some(logs) = self.apps.get(app)
+            && logs.are(&self.log_dir, app, policy)
+        {
             logs.set_policy(policy);
             return Ok(logs.clone());
         }

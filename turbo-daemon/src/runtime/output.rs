@@ -162,7 +162,9 @@ impl Outputs {
     }
 
     fn local_logs(&mut self, spec: &AppSpec) -> std::io::Result<logs::AppLogs> {
-        if let Some(l) = self.logs.get(&spec.name) {
+        if let Some(l) = self.logs.get(&spec.name)
+            && l.are(&self.log_dir, &spec.name, &spec.log)
+        {
             l.set_policy(&spec.log);
             return Ok(l.clone());
         }

@@ -57,6 +57,12 @@ pub struct LogPolicy {
     pub max_age: Option<Duration>,
     /// Whether records go to the log files (`log.to` names `file`).
     pub file: bool,
+    /// The stdout file instead of `<log dir>/<app>-out.log` (`log.out`, or `log.path` for one
+    /// file of both streams); its directory must be the daemon's own and closed to others.
+    pub out: Option<PathBuf>,
+    /// The stderr file instead of `<log dir>/<app>-err.log` (`log.err`); the same as `out` for
+    /// one combined file.
+    pub err: Option<PathBuf>,
     /// The journald native socket records are also sent to (`log.to` names `journald`).
     pub journald: Option<PathBuf>,
     /// The syslog address records are also sent to, RFC 5424 (`log.to` names `syslog`): a unix
@@ -85,6 +91,8 @@ impl Default for LogPolicy {
             rotate: None,
             max_age: None,
             file: true,
+            out: None,
+            err: None,
             journald: None,
             syslog: None,
             err_priority: WARNING,

@@ -261,13 +261,16 @@ pub struct SavedLog {
     /// Milliseconds.
     pub max_age: Option<u64>,
     pub file: bool,
+    pub out: Option<PathBuf>,
+    pub err: Option<PathBuf>,
     pub journald: Option<PathBuf>,
     pub syslog: Option<String>,
     pub err_priority: u8,
 }
 
 mirror!(LogPolicy => SavedLog {
-    format, max_size, keep, compress, rotate, max_age, file, journald, syslog, err_priority,
+    format, max_size, keep, compress, rotate, max_age, file, out, err, journald, syslog,
+    err_priority,
 });
 
 /// [`MemoryPolicy`].
@@ -422,6 +425,8 @@ mod tests {
             rotate: Some(RotatePeriod::Hourly),
             max_age: Some(Duration::from_secs(7 * 86_400)),
             file: false,
+            out: Some("/var/log/api/all.log".into()),
+            err: Some("/var/log/api/all.log".into()),
             journald: Some("/run/j.sock".into()),
             syslog: Some("udp://127.0.0.1:5514".into()),
             err_priority: 3,
