@@ -6,8 +6,8 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{TcpListener, TcpStream},
+    io::Read as _,
+    net::TcpListener,
     os::unix::net::UnixDatagram,
     sync::mpsc,
     thread,
@@ -16,45 +16,20 @@ use std::{
 
 use turbo_tests::{TestDaemon, wait_for};
 
+use crate::metrics::{daemon_with_metrics, free_port, scrape};
+
 /// Lines of stdout and stderr each instance writes.
 const OUT_LINES: u32 = 2000;
 const ERR_LINES: u32 = 20;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind :0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-fn daemon_with_metrics() -> (TestDaemon, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut d = TestDaemon::spawn_with_env("off", &[("TURBO_METRICS_LISTEN", addr.as_str())]);
-    d.wait_answering();
-    (d, addr)
-}
-
-fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
-}
-
-/// The value of `name{labels…}` (the labels given must all be there).
+/// A forward counter's value (the metrics module's reader, as an integer).
 fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, v) = l.rsplit_once(' ')?;
-        let (n, rest) = series.split_once('{')?;
-        (n == name
-            && labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-        .then(|| v.parse().ok())?
-    })
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "counters of a few thousand records"
+    )]
+    crate::metrics::value(text, name, labels).map(|v| v as u64)
 }
 
 /// A two-instance app that writes its lines at once and then sleeps.
@@ -132,7 +107,7 @@ fn read_frames(listener: TcpListener, want: usize, tx: mpsc::Sender<Vec<String>>
 
 #[test]
 fn journald_and_syslog_get_every_line_of_a_flood_with_its_fields() {
-    let (d, metrics) = daemon_with_metrics();
+    let (d, metrics) = daemon_with_metrics("off", &[]);
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.sock");
     let jrx = UnixDatagram::bind(&journal).unwrap();
@@ -265,7 +240,7 @@ fn journald_and_syslog_get_every_line_of_a_flood_with_its_fields() {
 
 #[test]
 fn absent_receivers_cost_counted_drops_and_never_hold_the_app_up() {
-    let (d, metrics) = daemon_with_metrics();
+    let (d, metrics) = daemon_with_metrics("off", &[]);
     let dir = tempfile::tempdir().unwrap();
     // nobody listens on either: the socket file does not exist, the port is closed
     let journal = dir.path().join("no-journal.sock");

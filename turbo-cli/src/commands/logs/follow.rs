@@ -295,13 +295,8 @@ impl Follower {
 /// The rotated files of the log at `path` now, plain or compressed, by number, each with the
 /// inode of the plain file it is or was made from ([`origin`]).
 pub(super) fn rotated_now(path: &Path) -> io::Result<Vec<(u32, PathBuf, Option<u64>)>> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let names: Vec<std::ffi::OsString> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(names) = names_beside(path)? else {
+        return Ok(Vec::new());
     };
     Ok(logfmt::rotated_files(path, names)
         .into_iter()

@@ -92,6 +92,20 @@ pub(super) fn unix_now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The names of the files in the directory of the log at `path`; `None` when it is gone.
+pub(super) fn names_beside(path: &Path) -> io::Result<Option<Vec<std::ffi::OsString>>> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect(),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Longest piece of a line [`scan`] holds at once: a file without newlines (not one the keeper
 /// wrote) is cut into pieces of this size rather than read whole.
 pub(super) const MAX_SCAN_LINE: u64 = 1 << 20;
@@ -100,13 +114,8 @@ pub(super) const MAX_SCAN_LINE: u64 = 1 << 20;
 /// files (oldest first) and the current file up to byte `end`; memory stays at `n` lines
 /// whatever the size of the files.
 pub(super) fn scan(path: &Path, end: u64, shown: &Shown, n: usize) -> io::Result<Vec<Vec<u8>>> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let names: Vec<std::ffi::OsString> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(names) = names_beside(path)? else {
+        return Ok(Vec::new());
     };
     let mut kept = std::collections::VecDeque::new();
     for file_path in logfmt::oldest_first(path, names) {
