@@ -4,6 +4,7 @@ use serde::Deserialize;
 
 use super::{Problem, Scalar, validate::Count};
 use crate::{
+    access::Powers,
     logs::forward::{self, SyslogAddr},
     spec::{AppSpec, Compression, LogFormat, RotatePeriod, log, units::Bounds},
 };
@@ -36,7 +37,12 @@ const LOG_KEEP: Count = Count::new(
 /// Below this a file would rotate every few lines: surely a unit left out (`1` for `1mb`).
 const MIN_MAX_SIZE: u64 = 1024;
 
-pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Problem>) {
+pub(super) fn apply_log(
+    cfg: &LogConfig,
+    spec: &mut AppSpec,
+    powers: &Powers,
+    errors: &mut Vec<Problem>,
+) {
     let l = &mut spec.log;
     match cfg.format.as_deref() {
         None | Some("text") => {}
@@ -93,6 +99,9 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
     }
     apply_paths(cfg, l, errors);
     apply_destinations(cfg, l, errors);
+    if let Some(caller) = &powers.caller {
+        refuse_custom_places(cfg, l, caller, errors);
+    }
     if let Some(v) = &cfg.compress {
         match compression(v) {
             Some(c) => l.compress = c,
@@ -107,6 +116,44 @@ pub(super) fn apply_log(cfg: &LogConfig, spec: &mut AppSpec, errors: &mut Vec<Pr
                 .hint("true means gzip; zstd is faster and smaller"),
             ),
         }
+    }
+}
+
+/// A root daemon writes the files and sends the records as root: for a non-root caller, where
+/// to is not the caller's choice, or root would append to the caller's files or talk, as a root
+/// peer, to a socket the caller picked. The defaults (the log directory, the system journal's
+/// socket, `/dev/log`) and loopback UDP/TCP (which carry no credentials) stay open to all.
+fn refuse_custom_places(
+    cfg: &LogConfig,
+    l: &crate::spec::LogPolicy,
+    caller: &str,
+    errors: &mut Vec<Problem>,
+) {
+    let custom = [
+        ("log.out", cfg.out.is_some()),
+        ("log.err", cfg.err.is_some()),
+        ("log.path", cfg.path.is_some()),
+        (
+            "log.journald_socket",
+            cfg.journald_socket
+                .as_deref()
+                .is_some_and(|p| p != log::JOURNALD_SOCKET),
+        ),
+        (
+            "log.syslog_address",
+            l.syslog
+                .as_deref()
+                .is_some_and(|a| a.starts_with('/') && a != log::SYSLOG_SOCKET),
+        ),
+    ];
+    for (key, _) in custom.into_iter().filter(|(_, set)| *set) {
+        errors.push(
+            Problem::new(
+                key,
+                format!("{key} is for root: this daemon would write or send there as root for {caller}"),
+            )
+            .hint("leave it out (the log directory, the system journal and /dev/log are open to all), or ask root"),
+        );
     }
 }
 
