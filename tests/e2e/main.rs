@@ -18,6 +18,7 @@ mod hardening;
 mod health;
 mod kernel_truth;
 mod lifecycle;
+mod limits;
 mod load;
 mod log_destinations;
 mod logs;

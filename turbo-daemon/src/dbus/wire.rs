@@ -116,6 +116,11 @@ impl OnWire for AppStatus {
             leak_suspected: _,
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
+            cpu_max_percent: _,
+            cpu_throttled_ms: _,
+            pids: _,
+            pids_max: _,
+            memory_high_bytes: _,
         } = self;
         for s in [name, state, health, cwd, out_log, err_log, status_text] {
             s.scrub();
@@ -175,6 +180,8 @@ impl OnWire for AppConfigInfo {
             ready,
             memory_enforce,
             memory_cgroup,
+            limits,
+            cgroups,
             source,
             restart_delay_ms: _,
             restart_factor: _,
@@ -213,8 +220,12 @@ impl OnWire for AppConfigInfo {
         ] {
             s.scrub();
         }
-        for list in [env_names, listen, watch_paths, watch_ignore] {
+        for list in [env_names, listen, watch_paths, watch_ignore, cgroups] {
             list.scrub();
+        }
+        for (key, value) in limits {
+            key.scrub();
+            value.scrub();
         }
         for (name, _) in groups {
             name.scrub();
