@@ -652,3 +652,121 @@ fn daily_rotation_on_a_fast_clock_leaves_compressed_days_that_since_reads() {
     assert!(!want.is_empty());
     assert_eq!(strip(&shown), want);
 }
+
+#[test]
+fn all_merges_every_log_into_one_timeline_and_instance_filters() {
+    let d = TestDaemon::start("off");
+    let tick = |name: &str, instances: &str| {
+        d.turbo_ok(&[
+            "start",
+            "sh",
+            "--name",
+            name,
+            "--instances",
+            instances,
+            "--",
+            "-c",
+            "i=1; while :; do echo \"from $TURBO_INSTANCE n $i\"; echo \"e $i\" >&2; i=$((i+1)); sleep 0.03; done",
+        ]);
+    };
+    tick("ta", "2");
+    tick("tb", "1");
+    for app in ["ta", "tb"] {
+        let out = std::path::PathBuf::from(d.app(app)["out_log"].as_str().unwrap());
+        wait_for("20 lines", Duration::from_secs(15), || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            text.contains("from 0 n 20\n").then_some(())
+        });
+    }
+
+    // one timeline across apps and streams: --lines counts the whole of it, in time order
+    let text = d.turbo_ok(&["logs", "--all", "--lines", "40"]);
+    let rows: Vec<(&str, &str)> = text
+        .lines()
+        .map(|l| {
+            let (label, rest) = l
+                .split_once(" out | ")
+                .or_else(|| l.split_once(" err | "))
+                .unwrap_or_else(|| panic!("{l}"));
+            (label.trim(), rest.split_once(' ').unwrap().0)
+        })
+        .collect();
+    assert_eq!(rows.len(), 40, "{text}");
+    let stamps: Vec<&str> = rows.iter().map(|(_, at)| *at).collect();
+    let mut sorted = stamps.clone();
+    sorted.sort_unstable();
+    assert_eq!(stamps, sorted, "in time order:\n{text}");
+    for label in ["ta:0", "ta:1", "tb"] {
+        assert!(rows.iter().any(|(l, _)| *l == label), "{label}:\n{text}");
+    }
+    assert!(text.contains(" err | "), "stderr merged in:\n{text}");
+
+    // --instance N: instance N of every app shown (tb has none: only ta:1 is left)
+    let one = d.turbo_ok(&["logs", "--instance", "1", "--out", "--lines", "5"]);
+    let shown = labelled(&one);
+    assert_eq!(shown.len(), 5, "{one}");
+    assert!(
+        shown.iter().all(|(l, f, _)| l == "ta:1" && f == "1"),
+        "{one}"
+    );
+    let clash = d.turbo(&["logs", "ta:0", "--instance", "1"]);
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        !clash.status.success() && err.contains("name different instances"),
+        "{err}"
+    );
+    // --time: the stamp on another clock, RFC 3339 at its offset
+    let shifted = d.turbo_ok(&["logs", "tb", "--out", "--lines", "1", "--time", "+05:30"]);
+    let stamp = shifted
+        .split_once(" | ")
+        .unwrap()
+        .1
+        .split_once(' ')
+        .unwrap()
+        .0;
+    assert!(stamp.len() == 29 && stamp.ends_with("+05:30"), "{shifted}");
+    let wrong = d.turbo(&["logs", "tb", "--time", "mars"]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("--time 'mars' is not a clock"),
+        "{err}"
+    );
+    let none = d.turbo(&["logs", "tb", "--instance", "3"]);
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && err.contains("no app shown has an instance 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn max_age_deletes_rotated_days_older_than_it_whatever_keep_allows() {
+    // a day every 1.5 s from 2026-01-02T12:00:00Z; the app writes every 50 ms (48 log-clock
+    // minutes), so each file's last write is within an hour of its midnight
+    let mut d = TestDaemon::spawn_with_env("off", &[("TURBO_TEST_LOG_CLOCK", "1767355200x57600")]);
+    d.wait_answering();
+    let yml = d.config(
+        "aged",
+        "apps:\n  - name: aged\n    cmd: [sh, -c, 'i=1; while :; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done']\n    log: { rotate: daily, max_size: off, keep: 50, max_age: 36h }\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let out = std::path::PathBuf::from(d.app("aged")["out_log"].as_str().unwrap());
+    wait_for("the sixth day", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with("2026-01-06T"))
+            .then_some(())
+    });
+    // four midnights have passed; only the two days younger than 36 h are left
+    assert_eq!(
+        rotated_names(&out),
+        ["aged-out.log.1", "aged-out.log.2"],
+        "keep: 50 would keep them all"
+    );
+    let first = |name: &str| {
+        let text = std::fs::read_to_string(out.parent().unwrap().join(name)).unwrap();
+        text[..10].to_owned()
+    };
+    assert_eq!(first("aged-out.log.1"), "2026-01-05");
+    assert_eq!(first("aged-out.log.2"), "2026-01-04");
+}

@@ -22,6 +22,7 @@ mod kernel_truth;
 mod lifecycle;
 mod limits;
 mod load;
+mod log_destinations;
 mod logs;
 mod metrics;
 mod notify;

@@ -39,6 +39,11 @@ use serde_json::Value;
 
 use crate::LogStream;
 
+/// The extended attribute the keeper puts on a compressed rotated file: the inode number (in
+/// decimal) of the plain file it was made from, so that `turbo logs --follow`, holding that
+/// plain file, knows where it went. A file system without user attributes has none.
+pub const ORIGIN_XATTR: &str = "user.turbo.origin";
+
 /// Length of a UTC stamp, e.g. `2026-01-02T03:04:05.678Z`.
 pub const STAMP_LEN: usize = 24;
 /// Length of a stamp at an offset, e.g. `2026-01-02T04:04:05.678+01:00`.
@@ -162,6 +167,19 @@ pub fn oldest_first(log: &Path, names: impl IntoIterator<Item = OsString>) -> Ve
 #[must_use]
 pub fn stamp(unix_ms: u64) -> String {
     crate::rfc3339_ms(unix_ms)
+}
+
+/// The stamp of `unix_ms` as the wall clock at `offset_min` minutes east of UTC shows it:
+/// `2026-01-02T04:04:05.678+01:00` ([`OFFSET_STAMP_LEN`] bytes, read back by [`stamp_ms`]).
+#[must_use]
+pub fn stamp_at_offset(unix_ms: i64, offset_min: i32) -> String {
+    let local = unix_ms.saturating_add(i64::from(offset_min) * 60_000);
+    let mut text = stamp(u64::try_from(local).unwrap_or(0));
+    text.pop(); // the `Z`
+    let sign = if offset_min < 0 { '-' } else { '+' };
+    let off = offset_min.unsigned_abs();
+    text.push_str(&format!("{sign}{:02}:{:02}", off / 60, off % 60));
+    text
 }
 
 /// Unix milliseconds of a stamp in either form (`…Z` or `…±HH:MM`); `None` when `stamp` is

@@ -384,6 +384,17 @@ pub struct LogsArgs {
     /// --grep or name:N, --lines counts the lines shown, searched through the rotated files too.
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
+    /// Only the lines of instance N (of each app shown), like `name:N`.
+    #[arg(long, value_name = "N")]
+    pub instance: Option<u32>,
+    /// One timeline: the lines of every log shown (every app's, unless a name is given), stdout
+    /// and stderr, merged in time order; --lines counts lines of the whole timeline.
+    #[arg(long)]
+    pub all: bool,
+    /// The clock stamps are shown on: utc (default, as stored), local (TZ or /etc/localtime) or
+    /// an offset such as +05:30; RFC 3339 either way (--json keeps "at" in UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub time: Option<String>,
 }
 
 /// `turbo apply`.

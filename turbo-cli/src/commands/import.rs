@@ -279,13 +279,13 @@ const DROPPED: &[(&str, Option<&str>, &str)] = &[
     (
         "log_file",
         None,
-        "no combined log file; `turbo logs <name>` interleaves stdout and stderr",
+        "no combined log file; `turbo logs <name> --all` merges stdout and stderr by time",
     ),
     ("log", None, "no combined log file"),
     (
         "log_date_format",
         None,
-        "turbo stamps every line in RFC 3339 (UTC); the format is fixed",
+        "turbo stores stamps in RFC 3339 (UTC); `turbo logs --time local` (or +HH:MM) shows them on your clock",
     ),
     (
         "merge_logs",
@@ -296,7 +296,7 @@ const DROPPED: &[(&str, Option<&str>, &str)] = &[
     (
         "disable_logs",
         Some("false"),
-        "turbo always keeps logs (rotated by log.max_size / log.keep)",
+        "turbo always keeps logs (rotated by log.max_size / log.keep / log.max_age; log.to: [journald] sends them there instead)",
     ),
     (
         "wait_ready",

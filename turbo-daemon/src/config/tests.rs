@@ -703,3 +703,51 @@ fn log_compress_and_rotate_take_their_names() {
         "{bad}"
     );
 }
+
+#[test]
+fn log_places_of_its_choosing_are_for_root_when_a_root_daemon_serves_another_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let caller = Powers {
+        euid: 65534,
+        egid: 65534,
+        caller: Some("nobody".into()),
+        ..Powers::current()
+    };
+    let parse = |log: &str, powers: &Powers| {
+        let content = format!("apps:\n- name: a\n  cmd: [sleep]\n  log: {log}\n");
+        let doc = Document {
+            content: &content,
+            origin: "t.yml",
+            base_dir: dir.path(),
+            path_env: PATH,
+            vars: &super::NO_VARS,
+        };
+        from_yaml(&doc, powers).map_err(|e| e.to_string())
+    };
+    for (log, key) in [
+        ("{ out: /tmp/x.log }", "log.out"),
+        ("{ path: /tmp/x.log }", "log.path"),
+        (
+            "{ to: [journald], journald_socket: /run/other.sock }",
+            "log.journald_socket",
+        ),
+        (
+            "{ to: [syslog], syslog_address: /run/other.sock }",
+            "log.syslog_address",
+        ),
+    ] {
+        let err = parse(log, &caller).unwrap_err();
+        assert!(
+            err.contains(&format!("{key} is for root")) && err.contains("for nobody"),
+            "{log}: {err}"
+        );
+        parse(log, &Powers::current()).unwrap_or_else(|e| panic!("the daemon's own: {log}: {e}"));
+    }
+    // the defaults and loopback carry no such risk
+    for log in [
+        "{ to: [file, journald, syslog] }",
+        "{ to: [syslog], syslog_address: 'udp://127.0.0.1:514' }",
+    ] {
+        parse(log, &caller).unwrap_or_else(|e| panic!("{log}: {e}"));
+    }
+}

@@ -113,7 +113,7 @@ pub(super) fn validate(
     let mut spec = AppSpec::new(app.name, argv, cwd);
     spec.env = environment(app.env_file.as_deref(), app.env, &spec.cwd, &mut errors);
     apply_restart(&app.restart, &mut spec, &mut errors);
-    super::log::apply_log(&app.log, &mut spec, &mut errors);
+    super::log::apply_log(&app.log, &mut spec, powers, &mut errors);
     apply_memory(
         app.max_memory.as_ref(),
         app.memory_warning.as_ref(),

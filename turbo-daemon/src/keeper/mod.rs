@@ -154,6 +154,10 @@ pub struct AppCounters {
     pub written: u64,
     /// Record bytes dropped (full disk, I/O errors).
     pub dropped: u64,
+    /// Records sent to journald and syslog, and dropped on the way (a keeper older than
+    /// forwarding sends none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarded: Vec<crate::logs::forward::ForwardCount>,
 }
 
 /// The daemon's copy of one process's pipes, and what re-registering them needs.

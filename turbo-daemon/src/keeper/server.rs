@@ -306,7 +306,9 @@ impl Keeper {
     }
 
     fn logs_of(&mut self, app: &str, policy: &crate::spec::LogPolicy) -> io::Result<AppLogs> {
-        if let Some(logs) = self.apps.get(app) {
+        if let Some(logs) = self.apps.get(app)
+            && logs.are(&self.log_dir, app, policy)
+        {
             logs.set_policy(policy);
             return Ok(logs.clone());
         }
@@ -451,14 +453,15 @@ impl Keeper {
             .apps
             .iter()
             .flat_map(|(app, logs)| {
-                logs.counters()
-                    .into_iter()
-                    .map(|(stream, written, dropped)| AppCounters {
+                logs.counters().into_iter().zip(logs.forwarded()).map(
+                    |((stream, written, dropped), (_, forwarded))| AppCounters {
                         app: app.clone(),
                         stream,
                         written,
                         dropped,
-                    })
+                        forwarded,
+                    },
+                )
             })
             .collect();
         out.sort_by(|a, b| (&a.app, a.stream.as_str()).cmp(&(&b.app, b.stream.as_str())));

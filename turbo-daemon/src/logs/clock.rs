@@ -39,6 +39,12 @@ fn fake() -> Option<&'static Fake> {
     .as_ref()
 }
 
+/// Whether the test-only fake clock runs (then file times are set to it: see `sink`).
+#[must_use]
+pub fn is_fake() -> bool {
+    fake().is_some()
+}
+
 /// Now, in Unix milliseconds, on the log clock.
 #[must_use]
 pub fn now_ms() -> i64 {
@@ -53,6 +59,12 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `at_ms` (Unix milliseconds) as a [`SystemTime`]; before 1970 is 1970.
+#[must_use]
+pub fn system_time(at_ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(at_ms).unwrap_or(0))
 }
 
 /// The end of the rotation period that `at_ms` falls in: the next midnight or full hour (UTC).

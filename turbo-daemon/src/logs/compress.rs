@@ -8,8 +8,13 @@
 //! `<f>.<k>.gz|zst` and removes the original; if the file was pruned meanwhile, the result is
 //! discarded. Readers see either the plain file or the compressed one, never neither.
 //!
-//! A keeper killed while compressing leaves its temporary file behind (hidden, never read);
-//! the plain file stays, and is compressed at no later time.
+//! The result keeps the plain file's modification time, and records the plain file's inode in
+//! an extended attribute ([`logfmt::ORIGIN_XATTR`]): `turbo logs --follow`, holding the plain
+//! file when it is compressed away, finds it there and reads on from the file after it.
+//!
+//! A keeper killed while compressing leaves its temporary file behind (hidden, never read) and
+//! the plain file in place: when the next keeper opens the log, [`recover`] deletes the
+//! temporary file and queues the plain rotated files that should be compressed again.
 //!
 //! This module must not decide when to rotate or what to keep (that is `sink`).
 
@@ -22,6 +27,54 @@ use std::{
 };
 
 use turbo_api::logfmt::{self, Compression};
+
+/// When a keeper opens `log`: deletes the temporary files a keeper killed while compressing
+/// left (`.<name>.<inode>.packing`), and with `how`, queues the plain rotated files that should
+/// be compressed (`<f>.2` and older). Failures are logged: the files stay plain and readable.
+pub(super) fn recover(log: &Path, how: Compression, lock: &Arc<Mutex<()>>) {
+    let dir = log.parent().unwrap_or(Path::new("."));
+    let name = log.file_name().unwrap_or_default().to_string_lossy();
+    let prefix = format!(".{name}.");
+    let names: Vec<_> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect(),
+        Err(e) => {
+            return tracing::warn!("cannot list {}: {e}", dir.display());
+        }
+    };
+    for leftover in names.iter().filter(|n| {
+        n.to_str()
+            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".packing"))
+            .is_some_and(|ino| !ino.is_empty() && ino.bytes().all(|b| b.is_ascii_digit()))
+    }) {
+        let path = dir.join(leftover);
+        match fs::remove_file(&path) {
+            Ok(()) => tracing::info!(
+                "removed {}, left by an interrupted compression",
+                path.display()
+            ),
+            Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    if how == Compression::None {
+        return;
+    }
+    for (_, plain) in logfmt::rotated_files(log, names)
+        .into_iter()
+        .filter(|(n, p)| *n >= 2 && Compression::of(p) == Compression::None)
+    {
+        match open_plain(&plain) {
+            Ok(file) => submit(Job {
+                file,
+                log: log.to_owned(),
+                how,
+                lock: Arc::clone(lock),
+            }),
+            Err(e) => tracing::warn!("cannot compress {}: {e}", plain.display()),
+        }
+    }
+}
 
 /// Opens a rotated file to compress, refusing a symlink planted under its name.
 pub(super) fn open_plain(path: &Path) -> io::Result<File> {
@@ -80,7 +133,20 @@ pub(super) fn run(job: &Job) -> io::Result<()> {
         .mode(0o640)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
         .open(&temp)?;
-    let written = pack(&job.file, out, job.how);
+    let written = pack(&job.file, &out, job.how).and_then(|()| {
+        // the plain file's time, for readers that order rotated files by it
+        out.set_modified(job.file.metadata()?.modified()?)
+    });
+    // which plain file this was, for a follower that held it (best effort: not every file
+    // system takes user attributes, and followers then fall back on modification times)
+    if let Err(e) = rustix::fs::fsetxattr(
+        &out,
+        logfmt::ORIGIN_XATTR,
+        ino.to_string().as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        tracing::debug!("cannot mark {} with its origin: {e}", temp.display());
+    }
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(e);
@@ -103,7 +169,7 @@ pub(super) fn run(job: &Job) -> io::Result<()> {
     }
 }
 
-fn pack(mut from: &File, to: File, how: Compression) -> io::Result<()> {
+fn pack(mut from: &File, to: &File, how: Compression) -> io::Result<()> {
     let to = BufWriter::new(to);
     match how {
         Compression::Gzip => {

@@ -18,6 +18,9 @@
 //! * `sink`: appending a batch with one `write(2)`, and rotation.
 //! * `compress`: compressing rotated files (`log.compress`) on a thread of its own, off the
 //!   reading of the pipes.
+//! * [`forward`]: sending records to journald and syslog (`log.to`), through bounded queues
+//!   and threads of their own: a slow or absent receiver costs dropped, counted records, never
+//!   a stalled app.
 //!
 //! This module must not decide anything about the app: when the pipes close (the process and its
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
@@ -26,6 +29,7 @@
 pub mod clock;
 mod compress;
 pub(crate) mod format;
+pub mod forward;
 pub(crate) mod pump;
 mod sink;
 #[cfg(test)]
@@ -58,12 +62,19 @@ pub const TAIL_LINES: usize = 20;
 /// D-Bus replies, where 20 × 64 KiB would be too much.
 const TAIL_LINE_MAX: usize = 4096;
 
-/// The two log files of an app.
+/// The two log files of an app: `log.out`/`log.err` when set, else in `log_dir`. Both are the
+/// same file when the app logs to one (`log.path`).
 #[must_use]
-pub fn paths(log_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub fn paths(log_dir: &Path, name: &str, policy: &LogPolicy) -> (PathBuf, PathBuf) {
     (
-        log_dir.join(logfmt::file_name(name, Stream::Out)),
-        log_dir.join(logfmt::file_name(name, Stream::Err)),
+        policy
+            .out
+            .clone()
+            .unwrap_or_else(|| log_dir.join(logfmt::file_name(name, Stream::Out))),
+        policy
+            .err
+            .clone()
+            .unwrap_or_else(|| log_dir.join(logfmt::file_name(name, Stream::Err))),
     )
 }
 
@@ -79,28 +90,75 @@ pub struct AppLogs(Arc<Mutex<Files>>);
 
 #[derive(Debug)]
 struct Files {
+    app: String,
     /// The app name as a JSON string, quotes included, ready to copy into json records.
     app_json: Vec<u8>,
     policy: LogPolicy,
+    /// Where records go besides the files (`None`: nowhere).
+    route: Option<Arc<forward::Route>>,
+    forwarded: Arc<forward::Counters>,
     out: Sink,
-    err: Sink,
+    /// `None`: stderr goes to `out`'s file too (`log.path`).
+    err: Option<Sink>,
 }
 
 impl AppLogs {
-    /// Opens (creating 0640, appending) `<dir>/<app>-out.log` and `<dir>/<app>-err.log`.
+    /// Opens (creating 0640, appending) the app's two log files ([`paths`]), or its one.
     ///
     /// # Errors
-    /// `cannot open log file <path>: <error>`.
+    /// `cannot open log file <path>: <error>`; for a path of `log.out`/`log.err`, also when its
+    /// directory is not the daemon's own or is open to others (`storage::check_private_dir`),
+    /// so that nobody else can plant a link the daemon would write through.
     pub fn open(dir: &Path, app: &str, policy: &LogPolicy) -> io::Result<AppLogs> {
-        let (out, err) = paths(dir, app);
+        let (out, err) = paths(dir, app, policy);
+        for (custom, path) in [(&policy.out, &out), (&policy.err, &err)] {
+            if custom.is_some() {
+                crate::storage::check_private_dir(path.parent().unwrap_or(Path::new("/")))
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot open log file {}: {e}", path.display()),
+                        )
+                    })?;
+            }
+        }
         let mut app_json = Vec::with_capacity(app.len() + 2);
         logfmt::push_app_json(&mut app_json, app);
+        let forwarded = Arc::default();
+        let combined = out == err;
+        let out = Sink::open(out)?;
+        let err = if combined {
+            None
+        } else {
+            Some(Sink::open(err)?)
+        };
+        for sink in std::iter::once(&out).chain(&err) {
+            compress::recover(&sink.path, policy.compress, &sink.names);
+            if let Some(age) = policy.max_age
+                && let Err(e) = sink::prune_older(&sink.path, age, clock::now_ms())
+            {
+                tracing::warn!(
+                    "cannot delete old rotated logs of {}: {e}",
+                    sink.path.display()
+                );
+            }
+        }
         Ok(AppLogs(Arc::new(Mutex::new(Files {
+            app: app.to_owned(),
             app_json,
             policy: policy.clone(),
-            out: Sink::open(out)?,
-            err: Sink::open(err)?,
+            route: forward::Route::of(app, policy, &forwarded),
+            forwarded,
+            out,
+            err,
         }))))
+    }
+
+    /// Whether these are the files `policy` names (else the app's files moved: `log.out`,
+    /// `log.err` or `log.path` changed, and the next process gets newly opened ones).
+    #[must_use]
+    pub fn are(&self, dir: &Path, app: &str, policy: &LogPolicy) -> bool {
+        self.paths() == paths(dir, app, policy)
     }
 
     /// Uses `policy` from the next write on. Fewer `keep` deletes the surplus rotated files now; a
@@ -110,8 +168,9 @@ impl AppLogs {
         let files = &mut *files;
         let fewer = policy.keep < files.policy.keep;
         files.policy = policy.clone();
+        files.route = forward::Route::of(&files.app, policy, &files.forwarded);
         if fewer {
-            for sink in [&files.out, &files.err] {
+            for sink in std::iter::once(&files.out).chain(&files.err) {
                 if let Err(e) = sink::prune(&sink.path, policy.keep) {
                     tracing::warn!(
                         "cannot delete old rotated logs of {}: {e}",
@@ -158,7 +217,7 @@ impl AppLogs {
         let mut files = self.lock();
         let files = &mut *files;
         let mut first = None;
-        for sink in [&mut files.out, &mut files.err] {
+        for sink in std::iter::once(&mut files.out).chain(&mut files.err) {
             if let Err(e) = sink.flush() {
                 first.get_or_insert(e);
             }
@@ -170,7 +229,8 @@ impl AppLogs {
     #[must_use]
     pub fn paths(&self) -> (PathBuf, PathBuf) {
         let files = self.lock();
-        (files.out.path.clone(), files.err.path.clone())
+        let err = files.err.as_ref().unwrap_or(&files.out);
+        (files.out.path.clone(), err.path.clone())
     }
 
     /// Bytes appended to each file, and bytes of records that could not be written (a full
@@ -181,12 +241,24 @@ impl AppLogs {
         let files = self.lock();
         [
             (Stream::Out, files.out.written, files.out.dropped),
-            (Stream::Err, files.err.written, files.err.dropped),
+            // one combined file counts both streams as stdout
+            files
+                .err
+                .as_ref()
+                .map_or((Stream::Err, 0, 0), |e| (Stream::Err, e.written, e.dropped)),
         ]
     }
 
-    /// Formats and appends one batch of records of `source`'s `stream`. The lock is held across formatting
-    /// and writing so the policy, the size count and a rotation all see the same state.
+    /// Records of each stream sent to journald and syslog, and dropped on the way there.
+    #[must_use]
+    pub fn forwarded(&self) -> [(Stream, Vec<forward::ForwardCount>); 2] {
+        let files = self.lock();
+        Stream::BOTH.map(|s| (s, files.forwarded.of(s)))
+    }
+
+    /// Formats and appends one batch of records of `source`'s `stream`, and hands it to the
+    /// other destinations. The lock is held across formatting and writing so the policy, the
+    /// size count and a rotation all see the same state.
     pub(crate) fn append(
         &self,
         source: Source,
@@ -199,6 +271,12 @@ impl AppLogs {
         let stamp = format::timestamp(now);
         let mut files = self.lock();
         let files = &mut *files;
+        if let Some(route) = &files.route {
+            route.submit(source, stream, now, data, lines);
+        }
+        if !files.policy.file {
+            return;
+        }
         records.format(
             files.policy.format,
             &stamp,
@@ -210,7 +288,7 @@ impl AppLogs {
         );
         let sink = match stream {
             Stream::Out => &mut files.out,
-            Stream::Err => &mut files.err,
+            Stream::Err => files.err.as_mut().unwrap_or(&mut files.out),
         };
         sink.write_records(records, &files.policy, now);
         if records.buf.len() <= pump::READ_SIZE {

@@ -13,6 +13,11 @@
 //! so a keeper restarted after a boundary appends that period's first records to the file it
 //! found.
 //!
+//! With `max_age`, rotated files last written longer ago than that are deleted at each rotation
+//! (and when the keeper opens the log), so a quiet app's old files go at its next rotation.
+//! Under the test-only fake clock (`clock`) a rotated file's modification time is set to the
+//! fake time first, so that ages are counted on one clock.
+//!
 //! With `compress`, the file that becomes `<f>.2` at a rotation is handed to `compress`, which
 //! replaces it with `<f>.2.gz` (or `.zst`) a moment later; `<f>.1` stays plain, because `turbo
 //! logs --follow` may still be reading it. Renames here and the final rename there hold one
@@ -95,7 +100,7 @@ impl Sink {
         match policy.rotate {
             Some(period) => {
                 if self.period_end.is_some_and(|end| now_ms >= end) && self.size > 0 {
-                    self.rotate(policy.keep, policy.compress);
+                    self.rotate(policy, now_ms);
                 }
                 if self.period_end.is_none_or(|end| now_ms >= end) {
                     self.period_end = Some(super::clock::period_end(period, now_ms));
@@ -114,7 +119,7 @@ impl Sink {
             let fit = records.ends[i..].partition_point(|&end| (end - start) as u64 <= room);
             let take = match fit {
                 0 if self.size > 0 => {
-                    self.rotate(policy.keep, policy.compress);
+                    self.rotate(policy, now_ms);
                     continue;
                 }
                 // a record bigger than a whole file: alone in a fresh file rather than cut
@@ -156,9 +161,21 @@ impl Sink {
         }
     }
 
-    fn rotate(&mut self, keep: u32, compress: Compression) {
-        if let Err(e) = self.try_rotate(keep, compress) {
+    fn rotate(&mut self, policy: &LogPolicy, now_ms: i64) {
+        if super::clock::is_fake() {
+            // the test clock's time, so that ages (`max_age`) are counted on it
+            let _ = self.file.set_modified(super::clock::system_time(now_ms));
+        }
+        if let Err(e) = self.try_rotate(policy.keep, policy.compress) {
             tracing::warn!("cannot rotate {}: {e}; writing on", self.path.display());
+        }
+        if let Some(age) = policy.max_age
+            && let Err(e) = prune_older(&self.path, age, now_ms)
+        {
+            tracing::warn!(
+                "cannot delete old rotated logs of {}: {e}",
+                self.path.display()
+            );
         }
         // also after a failure: the next attempt comes after another max_size bytes, not at once
         self.size = 0;
@@ -229,6 +246,30 @@ pub(super) fn rotated(path: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
         &dir.join(path.file_name().unwrap_or_default()),
         names,
     ))
+}
+
+/// Deletes the rotated files of `path` (plain or compressed) last written more than `age`
+/// before `now_ms` (log clock).
+pub(super) fn prune_older(path: &Path, age: std::time::Duration, now_ms: i64) -> io::Result<()> {
+    let limit = super::clock::system_time(now_ms)
+        .checked_sub(age)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let mut first = None;
+    for (_, old) in rotated(path)? {
+        let stale = fs::symlink_metadata(&old)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < limit);
+        if stale
+            && let Err(e) = fs::remove_file(&old)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            first.get_or_insert(io::Error::new(
+                e.kind(),
+                format!("cannot remove {}: {e}", old.display()),
+            ));
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Deletes the rotated files of `path` numbered above `keep`.

@@ -689,3 +689,65 @@ fn daily_rotation_starts_a_file_at_the_first_write_after_midnight() {
     );
     assert_eq!(lines(&path), ["two days on"]);
 }
+
+#[test]
+fn opening_a_log_cleans_up_and_resumes_an_interrupted_compression() {
+    use turbo_api::logfmt::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k-out.log");
+    // what a keeper SIGKILLed while compressing .2 leaves: the plain .2, half a temporary file
+    fs::write(
+        logfmt::rotated_path(&out, 1),
+        "2026-01-02T03:04:05.678Z one\n",
+    )
+    .unwrap();
+    fs::write(
+        logfmt::rotated_path(&out, 2),
+        "2026-01-02T03:04:05.678Z two\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join(".k-out.log.12345.packing"),
+        b"\x1f\x8b half",
+    )
+    .unwrap();
+    // not ours: another log's, and a name that only looks alike
+    fs::write(dir.path().join(".j-out.log.1.packing"), b"").unwrap();
+    fs::write(dir.path().join(".k-out.log.x.packing"), b"").unwrap();
+    let mut p = policy(LogFormat::Text, 1024, 4);
+    p.compress = Compression::Gzip;
+    let _logs = AppLogs::open(dir.path(), "k", &p).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        n.sort();
+        n
+    };
+    while !names().contains(&"k-out.log.2.gz".to_owned()) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", names());
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        names(),
+        [
+            ".j-out.log.1.packing",
+            ".k-out.log.x.packing",
+            "k-err.log",
+            "k-out.log",
+            "k-out.log.1",
+            "k-out.log.2.gz"
+        ]
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(
+            fs::File::open(dir.path().join("k-out.log.2.gz")).unwrap(),
+        ),
+        &mut text,
+    )
+    .unwrap();
+    assert_eq!(text, "2026-01-02T03:04:05.678Z two\n");
+}

@@ -337,7 +337,13 @@ fn record_logs(s: &MetricsSnapshot) {
             Label::new("stream", c.stream.as_str()),
         ];
         counter!("turbo_log_bytes_total", labels.clone()).absolute(c.written);
-        counter!("turbo_log_dropped_bytes_total", labels).absolute(c.dropped);
+        counter!("turbo_log_dropped_bytes_total", labels.clone()).absolute(c.dropped);
+        for f in &c.forwarded {
+            let mut labels = labels.clone();
+            labels.push(Label::new("to", f.to.as_str()));
+            counter!("turbo_log_forwarded_total", labels.clone()).absolute(f.sent);
+            counter!("turbo_log_forward_dropped_total", labels).absolute(f.dropped);
+        }
     }
 }
 
@@ -428,6 +434,14 @@ fn describe() {
     describe_counter!(
         "turbo_log_dropped_bytes_total",
         "Bytes of the app's log records that could not be written (full disk, I/O error) and were dropped, by stream"
+    );
+    describe_counter!(
+        "turbo_log_forwarded_total",
+        "Records of the app sent to journald or syslog ('to'), by stream; resets when the log keeper restarts"
+    );
+    describe_counter!(
+        "turbo_log_forward_dropped_total",
+        "Records of the app that journald or syslog ('to') did not take in time (receiver absent, stuck or slower than the app) and were dropped, by stream"
     );
     describe_gauge!(
         "turbo_app_memory_growth_bytes_per_hour",
@@ -634,12 +648,18 @@ mod tests {
                     stream: crate::logs::Stream::Err,
                     written: 120,
                     dropped: 30,
+                    forwarded: vec![crate::logs::forward::ForwardCount {
+                        to: crate::logs::forward::Dest::Journald,
+                        sent: 7,
+                        dropped: 2,
+                    }],
                 },
                 crate::keeper::AppCounters {
                     app: "deleted".into(),
                     stream: crate::logs::Stream::Out,
                     written: 1,
                     dropped: 0,
+                    forwarded: Vec::new(),
                 },
             ],
         };
@@ -660,6 +680,8 @@ mod tests {
             "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"failed\"} 1",
             "turbo_app_state{app=\"web\",app_instance=\"0\",group=\"front\",state=\"online\"} 1",
             "turbo_app_cpu_seconds_total{app=\"web\",app_instance=\"0\",group=\"front\",mode=\"user\"} 2",
+            "turbo_log_forwarded_total{app=\"worker\",stream=\"err\",to=\"journald\"} 7",
+            "turbo_log_forward_dropped_total{app=\"worker\",stream=\"err\",to=\"journald\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }

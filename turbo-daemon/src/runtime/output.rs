@@ -162,7 +162,9 @@ impl Outputs {
     }
 
     fn local_logs(&mut self, spec: &AppSpec) -> std::io::Result<logs::AppLogs> {
-        if let Some(l) = self.logs.get(&spec.name) {
+        if let Some(l) = self.logs.get(&spec.name)
+            && l.are(&self.log_dir, &spec.name, &spec.log)
+        {
             l.set_policy(&spec.log);
             return Ok(l.clone());
         }
@@ -250,17 +252,29 @@ impl Outputs {
     pub(super) fn counters(&mut self) -> Vec<AppCounters> {
         let mut all = self.keeper.as_mut().map(Keeper::stats).unwrap_or_default();
         for (app, l) in &self.logs {
-            for (stream, written, dropped) in l.counters() {
+            for ((stream, written, dropped), (_, forwarded)) in
+                l.counters().into_iter().zip(l.forwarded())
+            {
                 match all.iter_mut().find(|c| &c.app == app && c.stream == stream) {
                     Some(c) => {
                         c.written += written;
                         c.dropped += dropped;
+                        for f in forwarded {
+                            match c.forwarded.iter_mut().find(|k| k.to == f.to) {
+                                Some(k) => {
+                                    k.sent += f.sent;
+                                    k.dropped += f.dropped;
+                                }
+                                None => c.forwarded.push(f),
+                            }
+                        }
                     }
                     None => all.push(AppCounters {
                         app: app.clone(),
                         stream,
                         written,
                         dropped,
+                        forwarded,
                     }),
                 }
             }

@@ -1,4 +1,6 @@
-//! How an app's output is written to its log files: `log:`.
+//! How an app's output is written: to its log files, journald and syslog (`log:`).
+
+use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 pub use turbo_api::logfmt::Compression;
@@ -50,7 +52,34 @@ pub struct LogPolicy {
     pub compress: Compression,
     /// Rotation by time too: the first record of a new day (hour) starts a new file.
     pub rotate: Option<RotatePeriod>,
+    /// Rotated files last written longer ago than this are deleted (at a rotation, and when
+    /// the keeper opens the log), whatever `keep` allows.
+    pub max_age: Option<Duration>,
+    /// Whether records go to the log files (`log.to` names `file`).
+    pub file: bool,
+    /// The stdout file instead of `<log dir>/<app>-out.log` (`log.out`, or `log.path` for one
+    /// file of both streams); its directory must be the daemon's own and closed to others.
+    pub out: Option<PathBuf>,
+    /// The stderr file instead of `<log dir>/<app>-err.log` (`log.err`); the same as `out` for
+    /// one combined file.
+    pub err: Option<PathBuf>,
+    /// The journald native socket records are also sent to (`log.to` names `journald`).
+    pub journald: Option<PathBuf>,
+    /// The syslog address records are also sent to, RFC 5424 (`log.to` names `syslog`): a unix
+    /// datagram socket path, `udp://ip:port` or `tcp://ip:port` (loopback).
+    pub syslog: Option<String>,
+    /// Severity of stderr records at journald and syslog (0 emerg … 7 debug); stdout is info.
+    pub err_priority: u8,
 }
+
+/// The journald native socket when `log.journald_socket` does not name one.
+pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+/// The syslog socket when `log.syslog_address` does not name one.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+/// Severity `warning`: stderr records at journald and syslog unless `log.err_priority` says.
+pub const WARNING: u8 = 4;
+/// Severity `info`: stdout records.
+pub const INFO: u8 = 6;
 
 impl Default for LogPolicy {
     fn default() -> Self {
@@ -60,6 +89,13 @@ impl Default for LogPolicy {
             keep: 5,
             compress: Compression::None,
             rotate: None,
+            max_age: None,
+            file: true,
+            out: None,
+            err: None,
+            journald: None,
+            syslog: None,
+            err_priority: WARNING,
         }
     }
 }

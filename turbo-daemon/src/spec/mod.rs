@@ -29,7 +29,7 @@ mod alerts;
 mod checks;
 pub mod environment;
 mod hooks;
-mod log;
+pub mod log;
 mod memory;
 mod privileges;
 mod resources;

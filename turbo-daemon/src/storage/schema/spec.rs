@@ -336,9 +336,20 @@ pub struct SavedLog {
     pub keep: u32,
     pub compress: SavedCompression,
     pub rotate: Option<SavedRotate>,
+    /// Milliseconds.
+    pub max_age: Option<u64>,
+    pub file: bool,
+    pub out: Option<PathBuf>,
+    pub err: Option<PathBuf>,
+    pub journald: Option<PathBuf>,
+    pub syslog: Option<String>,
+    pub err_priority: u8,
 }
 
-mirror!(LogPolicy => SavedLog { format, max_size, keep, compress, rotate });
+mirror!(LogPolicy => SavedLog {
+    format, max_size, keep, compress, rotate, max_age, file, out, err, journald, syslog,
+    err_priority,
+});
 
 /// [`MemoryPolicy`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,6 +520,13 @@ mod tests {
             keep: 2,
             compress: Compression::Zstd,
             rotate: Some(RotatePeriod::Hourly),
+            max_age: Some(Duration::from_secs(7 * 86_400)),
+            file: false,
+            out: Some("/var/log/api/all.log".into()),
+            err: Some("/var/log/api/all.log".into()),
+            journald: Some("/run/j.sock".into()),
+            syslog: Some("udp://127.0.0.1:5514".into()),
+            err_priority: 3,
         };
         spec.memory = MemoryPolicy {
             max: Some(256 << 20),
