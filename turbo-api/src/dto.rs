@@ -63,6 +63,12 @@ wire_enum! {
         Backoff => "backoff",
         /// Gave up restarting (crash loop, too many restarts, or the command cannot start).
         Errored => "errored",
+        /// A start waits for the app's dependencies (`depends_on`); `waiting_for` names them.
+        Waiting => "waiting",
+        /// A one-shot job (`type: oneshot`) exited 0.
+        Completed => "completed",
+        /// A one-shot job failed and has no retries left.
+        Failed => "failed",
     }
 }
 
@@ -181,6 +187,10 @@ pub struct AppStatus {
     pub last_exit: ExitInfo,
     /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
     pub status_text: String,
+    /// While `waiting`: the dependencies not yet met, as `name (condition)`; else empty.
+    pub waiting_for: Vec<String>,
+    /// Unix time in milliseconds of the next run of its `cron:` schedule, 0 when none.
+    pub next_run_ms: u64,
 }
 
 impl AppStatus {
@@ -215,6 +225,8 @@ impl AppStatus {
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
             "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
+            "waiting_for": self.waiting_for,
+            "next_run": (self.next_run_ms > 0).then(|| rfc3339_ms(self.next_run_ms)),
         })
     }
 }

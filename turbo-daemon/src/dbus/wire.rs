@@ -104,6 +104,7 @@ impl OnWire for AppStatus {
             err_log,
             last_exit,
             status_text,
+            waiting_for,
             id: _,
             instance: _,
             pid: _,
@@ -116,11 +117,13 @@ impl OnWire for AppStatus {
             leak_suspected: _,
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
+            next_run_ms: _,
         } = self;
         for s in [name, state, health, cwd, out_log, err_log, status_text] {
             s.scrub();
         }
         argv.scrub();
+        waiting_for.scrub();
         last_exit.scrub();
     }
 }

@@ -106,6 +106,11 @@ pub fn status(
         out_log: out_log.display().to_string(),
         err_log: err_log.display().to_string(),
         status_text: app.notify.status.clone().unwrap_or_default(),
+        waiting_for: app.jobs.waiting_for.clone(),
+        next_run_ms: app.jobs.next_run.map_or(0, |t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }),
         last_exit: app
             .last_exit
             .as_ref()

@@ -27,6 +27,7 @@ macro_rules! from_words {
 
 mod checks;
 pub mod environment;
+mod jobs;
 mod log;
 mod memory;
 mod privileges;
@@ -37,6 +38,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub use self::{
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
+    jobs::{AppKind, Condition, Dependency, Lifecycle, Overlap, Schedule, ScheduleAction},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
     privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},
@@ -99,6 +101,9 @@ pub struct AppSpec {
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); `None` for an app started from a command line.
     pub source: Option<String>,
+    /// `type`, `retries`, `depends_on`, `depends_timeout`, `restart_with_deps`, `cron` (see
+    /// `jobs.rs`).
+    pub lifecycle: Lifecycle,
 }
 
 impl AppSpec {
@@ -125,6 +130,7 @@ impl AppSpec {
             readiness: Readiness::default(),
             autostart: true,
             source: None,
+            lifecycle: Lifecycle::default(),
         }
     }
 }

@@ -32,12 +32,15 @@
 //! (`process.rs`: spawned, exited, group gone, lifecycle timers), memory (`memory.rs`), health
 //! checks, readiness and watch mode (`checks.rs`) and readiness waits (`waits.rs`). Cluster
 //! instances are apps of their own sharing a name (`instances.rs`: numbering, scale); a rolling
-//! reload is a small state machine beside the app table (`reload.rs`). What an app *is* (its
+//! reload is a small state machine beside the app table (`reload.rs`). Dependencies and one-shot
+//! jobs (`deps.rs`: `waiting`, `completed`, `failed`, stops in reverse order) and schedules
+//! (`schedule.rs`: `cron:`, wall time given by the runtime) are decided here too. What an app *is* (its
 //! spec) comes from `crate::spec`; the supervisor never reads a config.
 
 mod app;
 pub mod checks;
 mod commands;
+mod deps;
 mod input;
 mod instances;
 pub mod leak;
@@ -45,6 +48,7 @@ mod memory;
 mod output;
 mod process;
 mod reload;
+mod schedule;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -57,6 +61,7 @@ use std::{
 
 pub use self::{
     app::{AfterStop, App, Desired, Exit, State},
+    deps::JobState,
     checks::NotifyMessage,
     input::{Command, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
@@ -93,6 +98,8 @@ pub struct Supervisor {
     /// Replacements of an aborted reload, being stopped and forgotten: commands leave them be.
     retiring: BTreeSet<AppId>,
     waits: Vec<ReadyWait>,
+    /// Dependencies and schedules (`deps.rs`, `schedule.rs`).
+    jobs: deps::Jobs,
 }
 
 impl Supervisor {
@@ -157,8 +164,14 @@ impl Supervisor {
     /// Reacts to one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        self.jobs.now = Some(now);
         match input {
             Input::Command(ticket, cmd) => self.command(ticket, cmd, now, &mut out),
+            Input::Wake {
+                app,
+                kind: WakeKind::Schedule,
+                token,
+            } => self.schedule_due(app, token, now, &mut out),
             Input::Spawned { app, pid } => self.spawned(app, pid, now, &mut out),
             Input::SpawnFailed { app, error } => self.spawn_failed(app, error, &mut out),
             Input::Exited {
@@ -184,6 +197,8 @@ impl Supervisor {
             Input::Notified { app, message } => self.notified(app, message, now, &mut out),
         }
         self.advance_reloads(now, &mut out);
+        self.advance_jobs(now, &mut out);
+        self.arm_schedules(now, &mut out);
         self.settle(&mut out);
         self.settle_waits(&mut out);
         out

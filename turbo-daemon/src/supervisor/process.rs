@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     events::{SourceKind, WaitStatus},
-    spec::signal,
+    spec::{AppKind, signal},
 };
 
 impl Supervisor {
@@ -89,12 +89,16 @@ impl Supervisor {
                     detail: None,
                 };
                 app.last_exit = Some(exit.clone());
-                out.push(Action::Notify(Notification::Crashed {
-                    app: id,
-                    pid,
-                    exit,
-                    restart_number: app.restarts,
-                }));
+                // a one-shot job that exited 0 did its work: no crash
+                let job_done = app.spec.lifecycle.kind == AppKind::Oneshot && status.code() == Some(0);
+                if !job_done {
+                    out.push(Action::Notify(Notification::Crashed {
+                        app: id,
+                        pid,
+                        exit,
+                        restart_number: app.restarts,
+                    }));
+                }
                 // leftovers of a crashed instance get the stop signal now (as systemd's
                 // KillMode=control-group does) and SIGKILL before the next start
                 out.push(Action::SignalGroup {
@@ -111,7 +115,10 @@ impl Supervisor {
                         at: until,
                     });
                 }
-                if matches!(app.state, State::Stopped) {
+                if matches!(
+                    app.state,
+                    State::Stopped | State::Completed | State::Failed { .. }
+                ) {
                     app.desired = Desired::Stopped;
                 }
                 out.push(Action::Notify(Notification::StateChanged(id)));
@@ -147,7 +154,13 @@ impl Supervisor {
                 // completes on GroupGone
             }
             // only online and stopping apps have a pid
-            State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {}
+            State::Starting
+            | State::Stopped
+            | State::Backoff { .. }
+            | State::Errored { .. }
+            | State::Waiting { .. }
+            | State::Completed
+            | State::Failed { .. } => {}
         }
     }
 
@@ -203,6 +216,7 @@ impl Supervisor {
                     signal: signal::KILL,
                 });
             }
+            State::Waiting { .. } => self.waiting_timed_out(id, out),
             _ => {}
         }
     }
@@ -211,7 +225,8 @@ impl Supervisor {
         let app = self.apps.get_mut(&id).expect("caller checked");
         app.restarts += 1;
         app.auto_restarts += 1;
-        self.begin_start(id, out);
+        // not gated: its dependencies were met when it started (see `deps.rs`)
+        self.start_process(id, out);
         out.push(Action::Notify(Notification::Persist));
     }
 }
