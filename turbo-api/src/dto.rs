@@ -447,6 +447,24 @@ pub struct AppConfigInfo {
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); empty for an app started from a command line.
     pub source: String,
+    /// `service` or `oneshot` (`type:`).
+    pub kind: String,
+    /// Further attempts of a failed one-shot job.
+    pub retries: u32,
+    /// `depends_on`, each as `name (condition)`.
+    pub depends_on: Vec<String>,
+    /// How long a start waits for its dependencies (ms).
+    pub depends_timeout_ms: u64,
+    /// Whether a restart of a dependency restarts the app too.
+    pub restart_with_deps: bool,
+    /// The `cron:` expression, empty without a schedule.
+    pub cron: String,
+    /// `restart` or `run`, empty without a schedule.
+    pub cron_action: String,
+    /// `skip`, `queue` or `replace`, empty without a schedule.
+    pub cron_overlap: String,
+    /// The zone the schedule is read in, empty for UTC.
+    pub timezone: String,
 }
 
 /// One app's part of the plan of an apply (`ApplyConfig`).
@@ -512,6 +530,15 @@ impl Default for AppConfigInfo {
             memory_enforce: String::new(),
             memory_cgroup: String::new(),
             source: String::new(),
+            kind: "service".into(),
+            retries: 0,
+            depends_on: Vec::new(),
+            depends_timeout_ms: 0,
+            restart_with_deps: false,
+            cron: String::new(),
+            cron_action: String::new(),
+            cron_overlap: String::new(),
+            timezone: String::new(),
         }
     }
 }
@@ -589,7 +616,19 @@ impl AppConfigInfo {
                 "source",
                 json!((!self.source.is_empty()).then_some(&self.source)),
             ),
+            (
+                "cron",
+                json!((!self.cron.is_empty()).then(|| json!({
+                    "schedule": self.cron,
+                    "action": self.cron_action,
+                    "overlap": self.cron_overlap,
+                    "timezone": (!self.timezone.is_empty()).then_some(&self.timezone),
+                }))),
+            ),
         ];
+        for key in ["cron_action", "cron_overlap", "timezone"] {
+            map.remove(key);
+        }
         for (key, value) in fields {
             map.insert(key.to_owned(), value);
         }

@@ -179,6 +179,15 @@ impl OnWire for AppConfigInfo {
             memory_enforce,
             memory_cgroup,
             source,
+            kind,
+            depends_on,
+            cron,
+            cron_action,
+            cron_overlap,
+            timezone,
+            retries: _,
+            depends_timeout_ms: _,
+            restart_with_deps: _,
             restart_delay_ms: _,
             restart_factor: _,
             restart_max_delay_ms: _,
@@ -213,10 +222,15 @@ impl OnWire for AppConfigInfo {
             memory_enforce,
             memory_cgroup,
             source,
+            kind,
+            cron,
+            cron_action,
+            cron_overlap,
+            timezone,
         ] {
             s.scrub();
         }
-        for list in [env_names, listen, watch_paths, watch_ignore] {
+        for list in [env_names, listen, watch_paths, watch_ignore, depends_on] {
             list.scrub();
         }
         for (name, _) in groups {

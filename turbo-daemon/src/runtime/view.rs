@@ -20,7 +20,7 @@ use crate::{
     events::EventSource,
     logs,
     os::{cgroup::AppCgroup, proc::ProcessStats},
-    spec::{Autorestart, HealthSpec, LogFormat, ReadyMode},
+    spec::{AppKind, Autorestart, HealthSpec, LogFormat, Overlap, ReadyMode, ScheduleAction},
     supervisor::{App, State, leak::LeakVerdict},
 };
 
@@ -189,6 +189,7 @@ pub fn info(
 pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
     let spec = &app.spec;
     let (run_as, limits) = (spec.privileges.run_as.as_ref(), &spec.privileges.limits);
+    let cron = spec.lifecycle.cron.as_ref();
     AppConfigInfo {
         autorestart: match spec.autorestart {
             Autorestart::Always => "always",
@@ -261,6 +262,37 @@ pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
         source: spec.source.clone().unwrap_or_default(),
+        kind: match spec.lifecycle.kind {
+            AppKind::Service => "service",
+            AppKind::Oneshot => "oneshot",
+        }
+        .into(),
+        retries: spec.lifecycle.retries,
+        depends_on: spec
+            .lifecycle
+            .depends_on
+            .iter()
+            .map(|d| format!("{} ({})", d.name, d.condition.as_str()))
+            .collect(),
+        depends_timeout_ms: ms(spec.lifecycle.depends_timeout),
+        restart_with_deps: spec.lifecycle.restart_with_deps,
+        cron: cron.map(|c| c.expr.clone()).unwrap_or_default(),
+        cron_action: cron
+            .map(|c| match c.action {
+                ScheduleAction::Restart => "restart",
+                ScheduleAction::Run => "run",
+            })
+            .unwrap_or_default()
+            .into(),
+        cron_overlap: cron
+            .map(|c| match c.overlap {
+                Overlap::Skip => "skip",
+                Overlap::Queue => "queue",
+                Overlap::Replace => "replace",
+            })
+            .unwrap_or_default()
+            .into(),
+        timezone: cron.and_then(|c| c.timezone.clone()).unwrap_or_default(),
     }
 }
 
