@@ -15,6 +15,7 @@ mod dbus;
 mod durability;
 mod ebpf;
 mod hardening;
+mod jobs;
 mod health;
 mod kernel_truth;
 mod lifecycle;

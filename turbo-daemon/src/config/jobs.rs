@@ -199,10 +199,15 @@ fn schedule(
 /// Where each spec's `depends_on` entries are written: the key path of entry `k` of spec `i`.
 pub(super) type EntryPath<'a> = &'a dyn Fn(usize, usize) -> String;
 
-/// Problems of the dependency graph of `specs` (all the apps of a file and its includes): names
-/// that are no app of the file, an app that depends on itself, and cycles (reported once, at the
-/// entry that closes it). Returns `(index of the spec, problem)`.
-pub(super) fn graph(specs: &[AppSpec], entry: EntryPath<'_>) -> Vec<(usize, Problem)> {
+/// Problems of the dependency graph of `specs` (the valid apps of a file and its includes;
+/// `also_named`: the names of its apps with problems of their own): names that are no app of
+/// the file, an app that depends on itself, and cycles (reported once, at the entry that closes
+/// it). Returns `(index of the spec, problem)`.
+pub(super) fn graph(
+    specs: &[AppSpec],
+    also_named: &[&str],
+    entry: EntryPath<'_>,
+) -> Vec<(usize, Problem)> {
     let index: HashMap<&str, usize> = specs
         .iter()
         .enumerate()
@@ -217,7 +222,9 @@ pub(super) fn graph(specs: &[AppSpec], entry: EntryPath<'_>) -> Vec<(usize, Prob
                     Problem::new(entry(i, k), format!("'{}' depends on itself", dep.name))
                         .hint("remove it from its own `depends_on`"),
                 ));
-            } else if !index.contains_key(dep.name.as_str()) {
+            } else if !index.contains_key(dep.name.as_str())
+                && !also_named.contains(&dep.name.as_str())
+            {
                 found.push((
                     i,
                     Problem::new(
@@ -304,7 +311,7 @@ mod tests {
     }
 
     fn problems(specs: &[AppSpec]) -> Vec<String> {
-        graph(specs, &|i, k| format!("apps[{i}].depends_on[{k}]"))
+        graph(specs, &[], &|i, k| format!("apps[{i}].depends_on[{k}]"))
             .into_iter()
             .map(|(_, p)| format!("{}: {}", p.field, p.message))
             .collect()

@@ -301,7 +301,7 @@ fn read_file(
             placed.push((inc.origin.clone(), inc.content.clone(), j, false));
         }
     }
-    if main && problems.is_empty() {
+    if main {
         // the graph of the file and its includes, once every app is known
         let entry = |i: usize, k: usize| {
             let (_, _, at, map) = &placed[i];
@@ -314,7 +314,9 @@ fn read_file(
                 format!("apps[{at}].depends_on[{k}]")
             }
         };
-        for (i, mut p) in jobs::graph(&specs, &entry) {
+        // apps with problems of their own are still apps of the file
+        let named: Vec<&str> = first_with_name.keys().map(String::as_str).collect();
+        for (i, mut p) in jobs::graph(&specs, &named, &entry) {
             let (file, text, at, _) = &placed[i];
             p.app = Some(format!("apps[{at}] ({})", specs[i].name));
             problems.extend(ConfigError::in_document(vec![p], file, text).problems);

@@ -124,7 +124,13 @@ impl Schedule {
     /// # Errors
     /// One line saying what is wrong with which.
     pub fn check(expr: &str, timezone: Option<&str>) -> Result<(), String> {
-        Cron::from_str(expr).map_err(|e| format!("cron '{expr}' is not a cron expression: {e}"))?;
+        Cron::from_str(expr).map_err(|e| {
+            let e = e.to_string();
+            format!(
+                "cron '{expr}' is not a cron expression ({})",
+                e.trim_end_matches('.')
+            )
+        })?;
         if let Some(tz) = timezone {
             zone(tz)?;
         }

@@ -182,7 +182,8 @@ impl Supervisor {
     }
 
     /// `Command::StartNamed`: the apps of `target` that are not running start (their crash
-    /// history forgotten, as a start by hand does); running ones are left alone.
+    /// history forgotten, as a start by hand does), waiting ones wait again (pulling their
+    /// dependencies unless `no_deps`); running ones are left alone.
     pub(super) fn start_named(
         &mut self,
         target: &super::Target,
@@ -193,9 +194,14 @@ impl Supervisor {
         self.jobs.no_deps = no_deps;
         for &id in &ids {
             let app = self.apps.get_mut(&id).expect("resolved");
+            // a waiting app is gated again: with `no_deps` off, its dependencies start now
             if matches!(
                 app.state,
-                State::Stopped | State::Errored { .. } | State::Failed { .. } | State::Completed
+                State::Stopped
+                    | State::Errored { .. }
+                    | State::Failed { .. }
+                    | State::Completed
+                    | State::Waiting { .. }
             ) {
                 app.clear_history();
                 app.desired = super::Desired::Running;
