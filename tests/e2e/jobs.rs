@@ -200,3 +200,64 @@ fn cycles_and_unknown_dependencies_are_refused_at_their_position() {
     assert!(err.contains("apps[2] (c): cron '61 * * * *' is not a cron expression"), "{err}");
     assert!(d.status().is_empty(), "nothing started");
 }
+
+#[test]
+fn a_pm2_ecosystem_with_schedules_and_readiness_imports_into_a_file_the_daemon_runs() {
+    let d = TestDaemon::start("auto");
+    let dir = d.home().join("pm2");
+    std::fs::create_dir_all(&dir).unwrap();
+    // says READY=1 on $NOTIFY_SOCKET, as the note on wait_ready tells to
+    std::fs::write(
+        dir.join("api.py"),
+        "import os, socket, time\n\
+         addr = os.environ['NOTIFY_SOCKET']\n\
+         addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+         socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', addr)\n\
+         while True:\n    time.sleep(1)\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("report.sh"), "echo report\n").unwrap();
+    std::fs::write(
+        dir.join("ecosystem.json"),
+        r#"{
+  "apps": [
+    {"name": "api", "script": "api.py", "wait_ready": true, "listen_timeout": 10000,
+     "cron_restart": "0 3 * * *", "instances": 2, "merge_logs": true},
+    {"name": "report", "script": "report.sh", "cron": "*/5 * * * *", "autorestart": false}
+  ],
+  "deploy": {"production": {"user": "node", "host": "example.org", "ref": "origin/main"}}
+}"#,
+    )
+    .unwrap();
+    let out = d.turbo_in(
+        &["import", "pm2", "ecosystem.json", "-o", "turbo.yml"],
+        &dir,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for said in [
+        "deploy: PM2's deployment",
+        "api: cron_restart: restarts on schedule",
+        "api: wait_ready: `ready: notify`",
+        "report: cron: with autorestart: false it is a scheduled job",
+    ] {
+        assert!(stderr.contains(said), "{said} not said:\n{stderr}");
+    }
+    assert!(!stderr.contains("merge_logs"), "merged is what turbo does: {stderr}");
+    let out = d.turbo_in(&["start", "turbo.yml", "--wait", "--wait-timeout", "20s"], &dir);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.join("turbo.yml")).unwrap_or_default()
+    );
+    let api = d.json(&["describe", "api"]);
+    assert_eq!(api["config"]["cron"]["schedule"], "0 3 * * *", "{api}");
+    assert_eq!(api["config"]["cron"]["action"], "restart", "{api}");
+    assert_eq!(api["config"]["ready"], "notify", "{api}");
+    assert_eq!(api["config"]["ready_timeout_ms"], 10_000, "{api}");
+    let report = d.json(&["describe", "report"]);
+    assert_eq!(report["config"]["kind"], "oneshot", "{report}");
+    assert_eq!(report["config"]["cron"]["action"], "run", "{report}");
+    assert_eq!(report["status"]["state"], "stopped", "waits for its first run");
+}

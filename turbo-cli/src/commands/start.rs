@@ -52,11 +52,7 @@ pub async fn run(args: &StartArgs) -> Result<()> {
             return print_table(&apps);
         };
         let daemon = daemon().await?;
-        let mut ready = Vec::with_capacity(apps.len());
-        for app in &apps {
-            ready.extend(wait::ready(&daemon, &app.id.to_string(), timeout).await?);
-        }
-        return print_table(&ready);
+        return print_table(&wait_started(&daemon, apps, timeout).await?);
     }
     let plan = plan(args, &cwd)?;
     // read the file before connecting: a typo in the path must not start a daemon
@@ -133,12 +129,26 @@ pub async fn run(args: &StartArgs) -> Result<()> {
     let Some(timeout) = wait_for else {
         return print_table(&apps);
     };
-    // every app the start touched, one wait each, so a config file's apps all count
+    print_table(&wait_started(&daemon, apps, timeout).await?)
+}
+
+/// `--wait`: every app the start touched, one wait each, so a config file's apps all count;
+/// except those it left stopped (`autostart: false`, a scheduled job waiting for its first run),
+/// which are shown as they are.
+async fn wait_started(
+    daemon: &crate::connect::Daemon,
+    apps: Vec<turbo_api::AppStatus>,
+    timeout: std::time::Duration,
+) -> Result<Vec<turbo_api::AppStatus>> {
     let mut ready = Vec::with_capacity(apps.len());
-    for app in &apps {
-        ready.extend(wait::ready(&daemon, &app.id.to_string(), timeout).await?);
+    for app in apps {
+        if app.state == turbo_api::AppState::Stopped.as_str() {
+            ready.push(app);
+        } else {
+            ready.extend(wait::ready(daemon, &app.id.to_string(), timeout).await?);
+        }
     }
-    print_table(&ready)
+    Ok(ready)
 }
 
 /// `turbo start NAME` of an app the daemon has (a word, no arguments, no `--name`): starts it
