@@ -95,16 +95,32 @@ fn a_web_app_waits_for_its_migration_and_database_and_stops_before_them() {
         let app = d.app("web");
         (app["state"] == "online").then_some(app)
     });
-    assert!(web["waiting_for"].as_array().is_some_and(Vec::is_empty), "{web}");
+    assert!(
+        web["waiting_for"].as_array().is_some_and(Vec::is_empty),
+        "{web}"
+    );
     let migrate = d.app("migrate");
     assert_eq!(migrate["state"], "completed", "{migrate}");
     assert_eq!(migrate["last_exit"]["code"], 0, "{migrate}");
-    assert_eq!(migrate["restarts"], 0, "a job that succeeded is not run again");
+    assert_eq!(
+        migrate["restarts"], 0,
+        "a job that succeeded is not run again"
+    );
     let crashes = d.json(&["crashes", "migrate"]);
-    assert_eq!(crashes["crashes"].as_array().map(Vec::len), Some(0), "{crashes}");
+    assert_eq!(
+        crashes["crashes"].as_array().map(Vec::len),
+        Some(0),
+        "{crashes}"
+    );
     assert_eq!(
         lines(&log),
-        ["db start", "db listening", "migrate", "migrated", "web start"],
+        [
+            "db start",
+            "db listening",
+            "migrate",
+            "migrated",
+            "web start"
+        ],
         "in dependency order"
     );
 
@@ -156,7 +172,10 @@ fn a_seconds_field_schedule_runs_a_job_and_restarts_a_service() {
     );
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
     let tick = d.app("tick");
-    assert_eq!(tick["state"], "stopped", "a scheduled job waits for its first run: {tick}");
+    assert_eq!(
+        tick["state"], "stopped",
+        "a scheduled job waits for its first run: {tick}"
+    );
     assert!(tick["next_run"].is_string(), "{tick}");
     wait_for("two scheduled runs", Duration::from_secs(15), || {
         (lines(&runs).len() >= 2).then_some(())
@@ -173,7 +192,10 @@ fn a_seconds_field_schedule_runs_a_job_and_restarts_a_service() {
     assert_eq!(describe["config"]["cron"]["timezone"], "Europe/Paris");
     assert!(describe["status"]["next_run"].is_string(), "{describe}");
     let text = d.turbo_ok(&["describe", "tick"]);
-    assert!(text.contains("next run") && text.contains("*/2 * * * * * (UTC), run"), "{text}");
+    assert!(
+        text.contains("next run") && text.contains("*/2 * * * * * (UTC), run"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -190,14 +212,19 @@ fn cycles_and_unknown_dependencies_are_refused_at_their_position() {
     let err = String::from_utf8_lossy(&out.stderr);
     // each at its value: `ghost: started` and `a: ready` on line 7
     assert!(
-        err.contains("turbo.yml:7:35: apps[1] (b): depends on 'ghost', which is no app of this file"),
+        err.contains(
+            "turbo.yml:7:35: apps[1] (b): depends on 'ghost', which is no app of this file"
+        ),
         "{err}"
     );
     assert!(
         err.contains("turbo.yml:7:21: apps[1] (b): dependency cycle: a -> b -> a"),
         "{err}"
     );
-    assert!(err.contains("apps[2] (c): cron '61 * * * *' is not a cron expression"), "{err}");
+    assert!(
+        err.contains("apps[2] (c): cron '61 * * * *' is not a cron expression"),
+        "{err}"
+    );
     assert!(d.status().is_empty(), "nothing started");
 }
 
@@ -243,8 +270,14 @@ fn a_pm2_ecosystem_with_schedules_and_readiness_imports_into_a_file_the_daemon_r
     ] {
         assert!(stderr.contains(said), "{said} not said:\n{stderr}");
     }
-    assert!(!stderr.contains("merge_logs"), "merged is what turbo does: {stderr}");
-    let out = d.turbo_in(&["start", "turbo.yml", "--wait", "--wait-timeout", "20s"], &dir);
+    assert!(
+        !stderr.contains("merge_logs"),
+        "merged is what turbo does: {stderr}"
+    );
+    let out = d.turbo_in(
+        &["start", "turbo.yml", "--wait", "--wait-timeout", "20s"],
+        &dir,
+    );
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -259,5 +292,8 @@ fn a_pm2_ecosystem_with_schedules_and_readiness_imports_into_a_file_the_daemon_r
     let report = d.json(&["describe", "report"]);
     assert_eq!(report["config"]["kind"], "oneshot", "{report}");
     assert_eq!(report["config"]["cron"]["action"], "run", "{report}");
-    assert_eq!(report["status"]["state"], "stopped", "waits for its first run");
+    assert_eq!(
+        report["status"]["state"], "stopped",
+        "waits for its first run"
+    );
 }

@@ -172,7 +172,11 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     // read when the app starts (dependencies), exits (type, retries) or its schedule is
     // re-armed (cron, which an update re-arms)
     note(lifecycle.kind != old.lifecycle.kind, "type", How::Live);
-    note(lifecycle.retries != old.lifecycle.retries, "retries", How::Live);
+    note(
+        lifecycle.retries != old.lifecycle.retries,
+        "retries",
+        How::Live,
+    );
     note(
         lifecycle.depends_on != old.lifecycle.depends_on
             || lifecycle.depends_timeout != old.lifecycle.depends_timeout

@@ -1323,7 +1323,11 @@ fn jobs_and_readiness(
             );
         } else {
             app.cron = Some(Cron::Restart(expr));
-            note(key, NoteKind::Approximated, format!("restarts on schedule; {zone}"));
+            note(
+                key,
+                NoteKind::Approximated,
+                format!("restarts on schedule; {zone}"),
+            );
         }
     }
     let wait_ready = get(map, &["wait_ready"]).and_then(Value::as_bool) == Some(true);
@@ -1789,7 +1793,10 @@ mod tests {
             panic!("{:?}", c.apps)
         };
         assert_eq!(api.cron, Some(Cron::Restart("0 3 * * *".into())));
-        assert_eq!((api.ready, api.ready_timeout.as_deref()), (Some("notify"), Some("8s")));
+        assert_eq!(
+            (api.ready, api.ready_timeout.as_deref()),
+            (Some("notify"), Some("8s"))
+        );
         assert_eq!(api.kind, None);
         assert_eq!(report.kind, Some("oneshot"));
         assert_eq!(report.autorestart, None, "a job is not restarted anyway");
@@ -1824,10 +1831,15 @@ mod tests {
         let text = to_yaml(&c, "ecosystem.json").unwrap();
         assert!(text.contains("  cron: 0 3 * * *\n"), "{text}");
         assert!(
-            text.contains("  type: oneshot\n  cron:\n    schedule: '*/5 * * * *'\n    action: run\n"),
+            text.contains(
+                "  type: oneshot\n  cron:\n    schedule: '*/5 * * * *'\n    action: run\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("  ready: notify\n  ready_timeout: 8s\n"), "{text}");
+        assert!(
+            text.contains("  ready: notify\n  ready_timeout: 8s\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -47,8 +47,11 @@ pub(super) fn lifecycle(keys: JobKeys, errors: &mut Vec<Problem>) -> Lifecycle {
         match u32::try_from(r) {
             Ok(r) if r <= 1000 => l.retries = r,
             _ => errors.push(
-                Problem::new("retries", format!("retries {r} is not a count from 0 to 1000"))
-                    .hint("give how many times a failed job runs again, like `retries: 3`"),
+                Problem::new(
+                    "retries",
+                    format!("retries {r} is not a count from 0 to 1000"),
+                )
+                .hint("give how many times a failed job runs again, like `retries: 3`"),
             ),
         }
     }
@@ -71,14 +74,20 @@ pub(super) fn lifecycle(keys: JobKeys, errors: &mut Vec<Problem>) -> Lifecycle {
         l.cron = schedule(cron, keys.timezone, l.kind, errors);
     } else if keys.timezone.is_some() {
         errors.push(
-            Problem::new("timezone", "`timezone` without `cron` has nothing to apply to")
-                .hint("add a `cron:` schedule or remove `timezone`"),
+            Problem::new(
+                "timezone",
+                "`timezone` without `cron` has nothing to apply to",
+            )
+            .hint("add a `cron:` schedule or remove `timezone`"),
         );
     }
     if keys.retries.is_some() && l.kind != crate::spec::AppKind::Oneshot {
         errors.push(
-            Problem::new("retries", "`retries` is for one-shot jobs (`type: oneshot`)")
-                .hint("a service restarts by `autorestart` and `restart:`"),
+            Problem::new(
+                "retries",
+                "`retries` is for one-shot jobs (`type: oneshot`)",
+            )
+            .hint("a service restarts by `autorestart` and `restart:`"),
         );
     }
     l
@@ -151,7 +160,8 @@ fn schedule(
     let mut ok = true;
     if let Err(e) = Schedule::check(&expr, None) {
         errors.push(
-            Problem::new(at, e).hint("five fields (minute hour day month weekday), or six with seconds first"),
+            Problem::new(at, e)
+                .hint("five fields (minute hour day month weekday), or six with seconds first"),
         );
         ok = false;
     }
@@ -279,11 +289,8 @@ pub(super) fn graph(
                     if reported.insert(members, ()).is_none() {
                         found.push((
                             node,
-                            Problem::new(
-                                entry(node, k),
-                                format!("dependency cycle: {cycle}"),
-                            )
-                            .hint("remove one of these dependencies: no app could start first"),
+                            Problem::new(entry(node, k), format!("dependency cycle: {cycle}"))
+                                .hint("remove one of these dependencies: no app could start first"),
                         ));
                     }
                 }
@@ -338,7 +345,10 @@ mod tests {
             ["apps[1].depends_on[0]: dependency cycle: a -> c -> b -> a"]
         );
         let own = [spec("a", &["a"])];
-        assert_eq!(problems(&own), ["apps[0].depends_on[0]: 'a' depends on itself"]);
+        assert_eq!(
+            problems(&own),
+            ["apps[0].depends_on[0]: 'a' depends on itself"]
+        );
         let unknown = [spec("web", &["db"])];
         assert_eq!(
             problems(&unknown),

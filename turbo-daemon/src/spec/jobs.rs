@@ -148,7 +148,11 @@ impl Schedule {
         let next = match self.timezone.as_deref() {
             Some(name) => {
                 let tz = zone(name).ok()?;
-                to_system(&cron.find_next_occurrence(&utc.with_timezone(&tz), false).ok()?)
+                to_system(
+                    &cron
+                        .find_next_occurrence(&utc.with_timezone(&tz), false)
+                        .ok()?,
+                )
             }
             None => to_system(&cron.find_next_occurrence(&utc, false).ok()?),
         };
@@ -281,7 +285,10 @@ mod tests {
         assert!(Schedule::check("0 3 * * *", Some("Europe/Paris")).is_ok());
         assert!(Schedule::check("*/5 * * * * *", None).is_ok());
         let e = Schedule::check("0 25 * * *", None).unwrap_err();
-        assert!(e.starts_with("cron '0 25 * * *' is not a cron expression"), "{e}");
+        assert!(
+            e.starts_with("cron '0 25 * * *' is not a cron expression"),
+            "{e}"
+        );
         let e = Schedule::check("0 3 * * *", Some("Mars/Olympus")).unwrap_err();
         assert!(e.contains("timezone 'Mars/Olympus'"), "{e}");
         assert_eq!("oneshot".parse(), Ok(AppKind::Oneshot));

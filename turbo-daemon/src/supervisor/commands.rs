@@ -188,6 +188,7 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) -> (Vec<AppId>, Reply, bool) {
         let mut ids = Vec::new();
+        let mut to_start = Vec::new();
         for r in apps {
             if self.apps.contains_key(&r.id)
                 || self
@@ -225,9 +226,15 @@ impl Supervisor {
             self.apps.insert(id, app);
             out.push(Action::Notify(Notification::Added(id)));
             if run {
-                self.begin_start(id, out);
+                to_start.push(id);
             }
             ids.push(id);
+        }
+        // once every app is back: a start sees (and pulls in) the dependencies restored after it
+        for id in to_start {
+            if self.apps[&id].state == State::Stopped {
+                self.begin_start(id, out);
+            }
         }
         (ids.clone(), Reply::Apps(ids), false)
     }

@@ -20,8 +20,7 @@
 use std::time::{Instant, SystemTime};
 
 use super::{
-    Action, AfterStop, App, AppId, Notification, State, Supervisor,
-    waits::human_duration,
+    Action, AfterStop, App, AppId, Notification, State, Supervisor, waits::human_duration,
 };
 use crate::{
     events::WaitStatus,
@@ -97,11 +96,9 @@ impl Supervisor {
                 continue;
             }
             let failed = instances.iter().find_map(|d| match &d.state {
-                State::Errored { reason } | State::Failed { reason } => Some(format!(
-                    "{} is {}: {reason}",
-                    dep.name,
-                    d.state.public()
-                )),
+                State::Errored { reason } | State::Failed { reason } => {
+                    Some(format!("{} is {}: {reason}", dep.name, d.state.public()))
+                }
                 _ => None,
             });
             unmet.push(Unmet { label, failed });
@@ -226,7 +223,12 @@ impl Supervisor {
         for id in waiting {
             let unmet = self.unmet(id);
             if unmet.is_empty() {
-                self.apps.get_mut(&id).expect("listed").jobs.waiting_for.clear();
+                self.apps
+                    .get_mut(&id)
+                    .expect("listed")
+                    .jobs
+                    .waiting_for
+                    .clear();
                 self.start_process(id, out);
                 continue;
             }
@@ -253,7 +255,10 @@ impl Supervisor {
                 a.jobs.queued
                     && matches!(
                         a.state,
-                        State::Stopped | State::Completed | State::Failed { .. } | State::Errored { .. }
+                        State::Stopped
+                            | State::Completed
+                            | State::Failed { .. }
+                            | State::Errored { .. }
                     )
             })
             .map(|a| a.id)
@@ -314,7 +319,11 @@ impl Supervisor {
     }
 
     /// The apps of `set` that depend on `id` and still run.
-    fn dependents_in<'a>(&'a self, id: AppId, set: &'a [AppId]) -> impl Iterator<Item = AppId> + 'a {
+    fn dependents_in<'a>(
+        &'a self,
+        id: AppId,
+        set: &'a [AppId],
+    ) -> impl Iterator<Item = AppId> + 'a {
         let name = self.apps.get(&id).map(|a| a.spec.name.clone());
         set.iter().copied().filter(move |&d| {
             d != id

@@ -61,8 +61,8 @@ use std::{
 
 pub use self::{
     app::{AfterStop, App, Desired, Exit, State},
-    deps::JobState,
     checks::NotifyMessage,
+    deps::JobState,
     input::{Command, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
     reload::{READY_TIMEOUT, SETTLE},

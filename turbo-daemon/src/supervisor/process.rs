@@ -90,7 +90,8 @@ impl Supervisor {
                 };
                 app.last_exit = Some(exit.clone());
                 // a one-shot job that exited 0 did its work: no crash
-                let job_done = app.spec.lifecycle.kind == AppKind::Oneshot && status.code() == Some(0);
+                let job_done =
+                    app.spec.lifecycle.kind == AppKind::Oneshot && status.code() == Some(0);
                 if !job_done {
                     out.push(Action::Notify(Notification::Crashed {
                         app: id,

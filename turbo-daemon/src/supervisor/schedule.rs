@@ -18,9 +18,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{
-    Action, AfterStop, AppId, Desired, Supervisor, State, WakeKind,
-};
+use super::{Action, AfterStop, AppId, Desired, State, Supervisor, WakeKind};
 use crate::spec::{Overlap, ScheduleAction};
 
 /// A schedule timer that fires this much before its due time (by the wall clock) still runs:
@@ -108,7 +106,10 @@ impl Supervisor {
                 }
             }
             ScheduleAction::Run => match app.state {
-                State::Stopped | State::Completed | State::Failed { .. } | State::Errored { .. } => {
+                State::Stopped
+                | State::Completed
+                | State::Failed { .. }
+                | State::Errored { .. } => {
                     app.clear_history();
                     app.desired = Desired::Running;
                     self.begin_start(id, out);

@@ -13,10 +13,10 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AppKind, AppSpec, Autorestart, Condition, Dependency, Lifecycle, Overlap, Schedule,
-    ScheduleAction, Compression, HealthProbe, HealthSpec, LogFormat, LogPolicy,
-    MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy,
-    Rlimit, RotatePeriod, RunAs, WatchSpec,
+    AppKind, AppSpec, Autorestart, Compression, Condition, Dependency, HealthProbe, HealthSpec,
+    Lifecycle, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy, Overlap, Privileges,
+    ProcessLimits, Readiness, ReadyMode, RestartPolicy, Rlimit, RotatePeriod, RunAs, Schedule,
+    ScheduleAction, WatchSpec,
 };
 
 /// A spec value and its form in the file.

@@ -99,7 +99,9 @@ fn a_diamond_waits_for_a_ready_database_and_a_completed_migration() {
         needs(job("migrate"), &[("db", Condition::Ready)]),
         db,
     ]);
-    let [web, migrate, db] = ids[..] else { panic!() };
+    let [web, migrate, db] = ids[..] else {
+        panic!()
+    };
     assert_eq!(spawns(&actions), [db]);
     assert_eq!(h.waiting_for(web), ["migrate (completed)", "db (ready)"]);
     // online is not ready: READY=1 has not come
@@ -112,7 +114,11 @@ fn a_diamond_waits_for_a_ready_database_and_a_completed_migration() {
             ..NotifyMessage::default()
         },
     });
-    assert_eq!(spawns(&actions), [migrate], "web still waits for the migration");
+    assert_eq!(
+        spawns(&actions),
+        [migrate],
+        "web still waits for the migration"
+    );
     h.spawned(migrate);
     h.at(secs(3));
     let actions = h.exit(migrate, WaitStatus::exited(0));
@@ -125,8 +131,15 @@ fn a_diamond_waits_for_a_ready_database_and_a_completed_migration() {
     );
     assert_eq!(spawns(&actions), [web]);
     let app = h.sup.app(migrate).expect("exists");
-    assert_eq!(app.last_exit.as_ref().map(|e| e.status.code()), Some(Some(0)));
-    assert_eq!(app.desired, Desired::Stopped, "not run again by a daemon restart");
+    assert_eq!(
+        app.last_exit.as_ref().map(|e| e.status.code()),
+        Some(Some(0))
+    );
+    assert_eq!(
+        app.desired,
+        Desired::Stopped,
+        "not run again by a daemon restart"
+    );
 }
 
 #[test]
@@ -151,12 +164,18 @@ fn a_failed_job_is_retried_then_fails_its_dependents() {
     let State::Failed { reason } = &h.sup.app(migrate).unwrap().state else {
         panic!()
     };
-    assert!(reason.starts_with("exited with code 3 after 2 attempt(s)"), "{reason}");
+    assert!(
+        reason.starts_with("exited with code 3 after 2 attempt(s)"),
+        "{reason}"
+    );
     assert_eq!(h.state(web), AppState::Errored);
     let State::Errored { reason } = &h.sup.app(web).unwrap().state else {
         panic!()
     };
-    assert!(reason.starts_with("dependency migrate is failed: exited with code 3"), "{reason}");
+    assert!(
+        reason.starts_with("dependency migrate is failed: exited with code 3"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -286,7 +305,11 @@ fn crashes_do_not_cascade() {
     assert_eq!(h.state(web), AppState::Online);
     let actions = h.exit(web, WaitStatus::exited(1));
     let actions = h.fire(web, &actions);
-    assert_eq!(spawns(&actions), [web], "db is in backoff, web restarts anyway");
+    assert_eq!(
+        spawns(&actions),
+        [web],
+        "db is in backoff, web restarts anyway"
+    );
     assert_eq!(spawns(&h.fire(db, &db_crash)), [db]);
 }
 
@@ -345,7 +368,12 @@ impl Harness {
 fn a_run_schedule_fires_on_time_and_follows_its_overlap_policy() {
     for overlap in [Overlap::Skip, Overlap::Queue, Overlap::Replace] {
         let mut h = Harness::with_wall();
-        let mut s = cron(job("report"), "*/10 * * * * *", ScheduleAction::Run, overlap);
+        let mut s = cron(
+            job("report"),
+            "*/10 * * * * *",
+            ScheduleAction::Run,
+            overlap,
+        );
         s.autostart = false;
         let (ids, actions) = h.start_all(vec![s]);
         let id = ids[0];
@@ -411,7 +439,12 @@ fn runs_missed_while_the_daemon_was_down_are_not_made_up() {
     let mut h = Harness::new();
     // the daemon comes back 25 minutes after T0; the job ran every 10 minutes
     h.sup.set_wall(h.t0, wall(25 * 60));
-    let s = cron(job("report"), "*/10 * * * *", ScheduleAction::Run, Overlap::Skip);
+    let s = cron(
+        job("report"),
+        "*/10 * * * *",
+        ScheduleAction::Run,
+        Overlap::Skip,
+    );
     let (_, actions) = h.cmd(Command::Restore(vec![Restored {
         id: 4,
         instance: 0,
@@ -430,7 +463,12 @@ fn runs_missed_while_the_daemon_was_down_are_not_made_up() {
 #[test]
 fn an_early_timer_waits_for_the_wall_clock() {
     let mut h = Harness::with_wall();
-    let mut s = cron(job("report"), "0 * * * *", ScheduleAction::Run, Overlap::Skip);
+    let mut s = cron(
+        job("report"),
+        "0 * * * *",
+        ScheduleAction::Run,
+        Overlap::Skip,
+    );
     s.autostart = false;
     let (ids, actions) = h.start_all(vec![s]);
     let (_, token, at) = schedule_wake(&actions).expect("armed");
@@ -456,7 +494,12 @@ fn a_schedule_across_a_dst_change_on_the_fake_clocks() {
     // 2026-03-28 12:00 UTC
     let noon = UNIX_EPOCH + Duration::from_secs(1_774_699_200);
     h.sup.set_wall(h.t0, noon);
-    let mut s = cron(job("backup"), "30 2 * * *", ScheduleAction::Run, Overlap::Skip);
+    let mut s = cron(
+        job("backup"),
+        "30 2 * * *",
+        ScheduleAction::Run,
+        Overlap::Skip,
+    );
     s.lifecycle.cron.as_mut().unwrap().timezone = Some("Europe/Paris".into());
     s.autostart = false;
     let (_, actions) = h.start_all(vec![s]);
@@ -467,4 +510,32 @@ fn a_schedule_across_a_dst_change_on_the_fake_clocks() {
     let (_, _, second) = schedule_wake(&fired).expect("armed again");
     // 02:30 CEST on the 30th = 00:30 UTC: 23.5 h later
     assert_eq!(second, first + secs(23 * 3600 + 1800));
+}
+
+/// A daemon that starts again (boot): the web app that should run starts after the migration
+/// it depends on, which had completed (stopped on purpose) and is restored after it.
+#[test]
+fn a_restore_runs_a_completed_dependency_again_for_a_dependent_that_starts() {
+    let mut h = Harness::new();
+    let restored = |id, spec, desired| Restored {
+        id,
+        instance: 0,
+        spec,
+        desired,
+        restarts: 0,
+        running: None,
+    };
+    let (_, actions) = h.cmd(Command::Restore(vec![
+        restored(
+            1,
+            needs(spec("web"), &[("migrate", Condition::Completed)]),
+            Desired::Running,
+        ),
+        restored(2, job("migrate"), Desired::Stopped),
+    ]));
+    assert_eq!(spawns(&actions), [2], "the migration runs first");
+    assert_eq!(h.state(1), AppState::Waiting);
+    h.spawned(2);
+    let actions = h.exit(2, WaitStatus::exited(0));
+    assert_eq!(spawns(&actions), [1]);
 }
