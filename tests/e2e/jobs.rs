@@ -9,14 +9,7 @@ use std::{path::Path, time::Duration};
 
 use turbo_tests::{TestDaemon, wait_for};
 
-/// A TCP port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
+use crate::cluster::free_port;
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

@@ -22,16 +22,6 @@ fn job(name: &str) -> AppSpec {
     s
 }
 
-fn spawns(actions: &[Action]) -> Vec<AppId> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { app, .. } => Some(*app),
-            _ => None,
-        })
-        .collect()
-}
-
 fn signalled(actions: &[Action]) -> Vec<AppId> {
     actions
         .iter()
