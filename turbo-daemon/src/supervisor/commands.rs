@@ -333,7 +333,7 @@ impl Supervisor {
         let held: Vec<AppId> = apps
             .keys()
             .copied()
-            .filter(|&id| self.stop_deferred(id))
+            .filter(|&id| self.is_deferred(id))
             .collect();
         let settled =
             |id: &AppId| !held.contains(id) && apps.get(id).is_none_or(|a| a.state.is_settled());

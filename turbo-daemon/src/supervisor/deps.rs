@@ -91,7 +91,7 @@ impl Supervisor {
             }
             let met = instances
                 .iter()
-                .all(|d| self.meets(d, dep.condition) && !self.is_deferred(d.id));
+                .all(|d| meets(d, dep.condition) && !self.is_deferred(d.id));
             if met {
                 continue;
             }
@@ -106,28 +106,9 @@ impl Supervisor {
         unmet
     }
 
-    /// Whether `dep` meets `condition`. A completed job meets every condition: it was started
-    /// and did what it had to.
-    fn meets(&self, dep: &App, condition: Condition) -> bool {
-        let _ = self;
-        match dep.state {
-            State::Completed => true,
-            State::Online { .. } => match condition {
-                Condition::Started => true,
-                Condition::Ready => dep.is_ready(),
-                Condition::Completed => false,
-            },
-            _ => false,
-        }
-    }
-
-    fn is_deferred(&self, id: AppId) -> bool {
-        self.jobs.deferred.iter().any(|d| d.id == id)
-    }
-
     /// Whether `id` is held back by a stop in order (a command's reply waits for it).
-    pub(super) fn stop_deferred(&self, id: AppId) -> bool {
-        self.is_deferred(id)
+    pub(super) fn is_deferred(&self, id: AppId) -> bool {
+        self.jobs.deferred.iter().any(|d| d.id == id)
     }
 
     /// Called by `begin_start`: with unmet dependencies the app goes to `waiting` (and its
@@ -161,11 +142,12 @@ impl Supervisor {
                 .collect();
             for name in names {
                 for dep in self.named(&name) {
+                    let held = self.is_deferred(dep);
                     let d = self.apps.get_mut(&dep).expect("named");
                     if matches!(
                         d.state,
                         State::Stopped | State::Errored { .. } | State::Failed { .. }
-                    ) && !self.jobs.deferred.iter().any(|x| x.id == dep)
+                    ) && !held
                     {
                         d.clear_history();
                         d.desired = super::Desired::Running;
@@ -372,6 +354,20 @@ impl Supervisor {
         }
         ids.sort_unstable();
         ids
+    }
+}
+
+/// Whether `dep` meets `condition`. A completed job meets every condition: it was started and
+/// did what it had to.
+fn meets(dep: &App, condition: Condition) -> bool {
+    match dep.state {
+        State::Completed => true,
+        State::Online { .. } => match condition {
+            Condition::Started => true,
+            Condition::Ready => dep.is_ready(),
+            Condition::Completed => false,
+        },
+        _ => false,
     }
 }
 
