@@ -19,6 +19,7 @@ mod health;
 mod jobs;
 mod kernel_truth;
 mod lifecycle;
+mod limits;
 mod load;
 mod logs;
 mod metrics;

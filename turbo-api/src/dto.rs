@@ -191,6 +191,17 @@ pub struct AppStatus {
     pub waiting_for: Vec<String>,
     /// Unix time in milliseconds of the next run of its `cron:` schedule, 0 when none.
     pub next_run_ms: u64,
+    // ---- from the app's cgroup (issue 22): 0 when it has none or the figure is unknown ----
+    /// `cpu_max` in percent of one CPU, 0 when none.
+    pub cpu_max_percent: u32,
+    /// Time `cpu_max` held the app back since its cgroup was made, in milliseconds.
+    pub cpu_throttled_ms: u64,
+    /// Processes and threads in the app's cgroup, 0 when not counted.
+    pub pids: u64,
+    /// `pids_max`, 0 when none.
+    pub pids_max: u64,
+    /// `memory_high` in bytes, 0 when none.
+    pub memory_high_bytes: u64,
 }
 
 impl AppStatus {
@@ -227,6 +238,11 @@ impl AppStatus {
             "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
             "waiting_for": self.waiting_for,
             "next_run": (self.next_run_ms > 0).then(|| rfc3339_ms(self.next_run_ms)),
+            "cpu_max_percent": (self.cpu_max_percent > 0).then_some(self.cpu_max_percent),
+            "cpu_throttled_ms": (self.cpu_max_percent > 0).then_some(self.cpu_throttled_ms),
+            "pids": (running && self.pids > 0).then_some(self.pids),
+            "pids_max": (self.pids_max > 0).then_some(self.pids_max),
+            "memory_high_bytes": (self.memory_high_bytes > 0).then_some(self.memory_high_bytes),
         })
     }
 }
@@ -444,6 +460,12 @@ pub struct AppConfigInfo {
     /// The app's memory cgroup (`memory_enforce: cgroup`) as `v1 <dir>` or `v2 <dir>`; empty
     /// until the daemon made one.
     pub memory_cgroup: String,
+    /// The cgroup limits set (`cpu_max`, `cpu_weight`, `io_weight`, `pids_max`,
+    /// `memory_high`) as `(key, value as turbo.yml writes it)`.
+    pub limits: Vec<(String, String)>,
+    /// The app's cgroup directories, each as `v1 <dir>` or `v2 <dir>`; empty until the daemon
+    /// made one (an app without limits has one only with the procfs event source).
+    pub cgroups: Vec<String>,
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); empty for an app started from a command line.
     pub source: String,
@@ -529,6 +551,8 @@ impl Default for AppConfigInfo {
             watchdog_ms: 0,
             memory_enforce: String::new(),
             memory_cgroup: String::new(),
+            limits: Vec::new(),
+            cgroups: Vec::new(),
             source: String::new(),
             kind: "service".into(),
             retries: 0,
@@ -611,6 +635,15 @@ impl AppConfigInfo {
             (
                 "memory_cgroup",
                 json!((!self.memory_cgroup.is_empty()).then_some(&self.memory_cgroup)),
+            ),
+            (
+                "limits",
+                Json::Object(
+                    self.limits
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .collect(),
+                ),
             ),
             (
                 "source",

@@ -343,6 +343,17 @@ pub fn render_describe(
             },
         );
     }
+    if !config.limits.is_empty() {
+        let limits: Vec<String> = config
+            .limits
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        row(&mut out, "cgroup limits", &limits.join(", "));
+    }
+    for (k, dir) in config.cgroups.iter().enumerate() {
+        row(&mut out, if k == 0 { "cgroup" } else { "" }, dir);
+    }
     row(
         &mut out,
         "last exit",

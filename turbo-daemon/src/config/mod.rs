@@ -29,6 +29,7 @@ mod locate;
 mod log;
 mod options;
 mod privileges;
+mod resources;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -448,6 +449,14 @@ struct AppConfig {
     memory_warning: Option<Scalar>,
     /// Who acts at `max_memory`: `restart` (the daemon) or `cgroup` (the kernel).
     memory_enforce: Option<String>,
+    // ---- cgroup limits (see resources.rs) ----
+    /// `150%` (one and a half CPUs) or `150`.
+    cpu_max: Option<Scalar>,
+    cpu_weight: Option<i64>,
+    io_weight: Option<i64>,
+    pids_max: Option<i64>,
+    /// A size (`256mb`).
+    memory_high: Option<Scalar>,
     /// Run as this user (name or uid); only root may name another user than itself.
     user: Option<NameOrId>,
     /// Primary group (name or gid); default: the user's.
@@ -580,6 +589,14 @@ impl Scalar {
     /// The size of the key `what`, within `bounds`.
     fn size(&self, what: &str, bounds: Bounds<u64>) -> Result<u64, Fault> {
         units::size(self.written(), bounds).map_err(|e| self.refused(what, &e))
+    }
+
+    /// A percentage: `80%` or a bare `80`.
+    fn percent(&self) -> Option<f64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
+        }
     }
 
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {

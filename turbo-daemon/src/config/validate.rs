@@ -139,6 +139,14 @@ pub(super) fn validate(
         &mut spec,
         &mut errors,
     );
+    let limits = super::resources::ResourceKeys {
+        cpu_max: app.cpu_max,
+        cpu_weight: app.cpu_weight,
+        io_weight: app.io_weight,
+        pids_max: app.pids_max,
+        memory_high: app.memory_high,
+    };
+    super::resources::apply_resources(&limits, &mut spec, &mut errors);
     if let Some((k, bad)) = app
         .stop_exit_codes
         .iter()
@@ -317,11 +325,7 @@ fn apply_memory(
         }
     }
     if let Some(v) = warning {
-        let pct = match v {
-            Scalar::Number(n) => Some(*n),
-            Scalar::Text(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
-        };
-        match pct {
+        match v.percent() {
             #[expect(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,

@@ -118,6 +118,11 @@ impl OnWire for AppStatus {
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
             next_run_ms: _,
+            cpu_max_percent: _,
+            cpu_throttled_ms: _,
+            pids: _,
+            pids_max: _,
+            memory_high_bytes: _,
         } = self;
         for s in [name, state, health, cwd, out_log, err_log, status_text] {
             s.scrub();
@@ -178,6 +183,8 @@ impl OnWire for AppConfigInfo {
             ready,
             memory_enforce,
             memory_cgroup,
+            limits,
+            cgroups,
             source,
             kind,
             depends_on,
@@ -230,8 +237,19 @@ impl OnWire for AppConfigInfo {
         ] {
             s.scrub();
         }
-        for list in [env_names, listen, watch_paths, watch_ignore, depends_on] {
+        for list in [
+            env_names,
+            listen,
+            watch_paths,
+            watch_ignore,
+            cgroups,
+            depends_on,
+        ] {
             list.scrub();
+        }
+        for (key, value) in limits {
+            key.scrub();
+            value.scrub();
         }
         for (name, _) in groups {
             name.scrub();

@@ -203,9 +203,28 @@ pub fn render(s: &MetricsSnapshot) -> String {
     float_counter(
         &mut out,
         "turbo_app_cpu_seconds_total",
-        "CPU time used by the app's whole process tree (live processes and the children they \
-         reaped), by mode; resets when the app's main process changes",
+        "CPU time used by the app's whole process tree, by mode: from its cgroup when it has one \
+         (every process that ran in it), else the live processes and the children they reaped \
+         (resets when the app's main process changes)",
         &cpu_rows,
+    );
+    let throttled: Vec<_> = s
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let ns = app.cgroup.as_ref()?.throttled_ns?;
+            let labels = vec![
+                ("app", app.name.clone()),
+                ("app_instance", app.instance.to_string()),
+            ];
+            Some((labels, ns as f64 / 1e9))
+        })
+        .collect();
+    float_counter(
+        &mut out,
+        "turbo_app_cpu_throttled_seconds_total",
+        "Time the app's processes were held back by its cpu_max (from its cgroup)",
+        &throttled,
     );
     if let Some(p) = &s.daemon {
         float_counter(
@@ -265,7 +284,29 @@ fn record_app(app: &AppMetrics) {
         gauge!("turbo_app_leak_suspected", base.clone()).set(suspected);
     }
     if let Some(rate) = app.leak.bytes_per_hour {
-        gauge!("turbo_app_memory_growth_bytes_per_hour", base).set(rate);
+        gauge!("turbo_app_memory_growth_bytes_per_hour", base.clone()).set(rate);
+    }
+    if let Some(pct) = app.cpu_max_percent {
+        gauge!("turbo_app_cpu_limit_cpus", base.clone()).set(f64::from(pct) / 100.0);
+    }
+    if let Some(n) = app.pids_max {
+        gauge!("turbo_app_pids_limit", base.clone()).set(n as f64);
+    }
+    let Some(c) = &app.cgroup else { return };
+    if let Some(n) = c.throttled_periods {
+        counter!("turbo_app_cpu_throttled_periods_total", base.clone()).absolute(n);
+    }
+    if let Some(n) = c.pids {
+        gauge!("turbo_app_pids", base.clone()).set(n as f64);
+    }
+    if let Some(b) = c.memory_bytes {
+        gauge!("turbo_app_memory_bytes", with("type", "cgroup")).set(b as f64);
+    }
+    if let Some(b) = c.page_cache_bytes {
+        gauge!("turbo_app_memory_bytes", with("type", "page_cache")).set(b as f64);
+    }
+    for (event, n) in &c.memory_events {
+        counter!("turbo_app_memory_events_total", with("event", event)).absolute(*n);
     }
 }
 
@@ -322,7 +363,27 @@ fn describe() {
     );
     describe_gauge!(
         "turbo_app_memory_bytes",
-        "Memory of the app's whole process tree: type 'rss' (resident, shared pages counted per process) or 'pss' (proportional share, where readable)"
+        "Memory of the app's whole process tree: type 'rss' (resident, shared pages counted per process) or 'pss' (proportional share, where readable); with a memory cgroup also 'cgroup' (everything charged to it) and 'page_cache' (the file-backed part of that)"
+    );
+    describe_gauge!(
+        "turbo_app_cpu_limit_cpus",
+        "The app's cpu_max in CPUs (only for apps that have one)"
+    );
+    describe_counter!(
+        "turbo_app_cpu_throttled_periods_total",
+        "Scheduler periods in which cpu_max held the app back (from its cgroup)"
+    );
+    describe_gauge!(
+        "turbo_app_pids",
+        "Processes and threads in the app's cgroup (only for apps that have a cgroup with the pids controller)"
+    );
+    describe_gauge!(
+        "turbo_app_pids_limit",
+        "The app's pids_max (only for apps that have one)"
+    );
+    describe_counter!(
+        "turbo_app_memory_events_total",
+        "Memory events of the app's memory cgroup: high (throttled at memory_high, v2), max (at the limit), oom, oom_kill"
     );
     describe_gauge!(
         "turbo_app_memory_limit_bytes",
@@ -484,6 +545,9 @@ mod tests {
             memory_limit_bytes: None,
             start_time_seconds: None,
             leak: LeakVerdict::UNKNOWN,
+            cgroup: None,
+            cpu_max_percent: None,
+            pids_max: None,
         }
     }
 

@@ -54,6 +54,14 @@ impl Runtime {
                 }
                 None
             }
+            Action::SetCgroupLimits { app } => {
+                if let Some(spec) = self.sup.app(app).map(|a| &a.spec)
+                    && let Err(e) = self.spawner.set_limits(app, spec)
+                {
+                    tracing::warn!(app, "cannot change the cgroup limits of {}: {e}", spec.name);
+                }
+                None
+            }
             Action::AwaitGroupGone { app, pgid } => {
                 let cgroup = self.spawner.cgroup(app).filter(|c| c.contains()).cloned();
                 let cgroup_alive = |c: &Option<crate::os::cgroup::AppCgroup>| {
@@ -350,14 +358,20 @@ impl Runtime {
         let now = Instant::now();
         let measured = self.measure(id, now, how);
         let app = self.sup.app(id)?;
-        Some(view::status(
+        let mut st = view::status(
             app,
             now,
             &self.clock,
             &self.paths.log_dir,
             measured,
             self.usage.verdict(app),
-        ))
+        );
+        let stats = self
+            .spawner
+            .cgroup(id)
+            .map(crate::os::cgroup::AppCgroup::stats);
+        view::with_cgroup(&mut st, stats.as_ref());
+        Some(st)
     }
 }
 

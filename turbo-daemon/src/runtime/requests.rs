@@ -520,6 +520,9 @@ impl Runtime {
                 measured,
                 self.usage.counts(id),
                 self.usage.verdict(app),
+                self.spawner
+                    .cgroup(id)
+                    .map(crate::os::cgroup::AppCgroup::stats),
             ));
         }
         let logs = self.output.counters();

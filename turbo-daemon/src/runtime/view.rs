@@ -19,7 +19,10 @@ use super::{
 use crate::{
     events::EventSource,
     logs,
-    os::{cgroup::AppCgroup, proc::ProcessStats},
+    os::{
+        cgroup::{AppCgroup, CgroupStats},
+        proc::ProcessStats,
+    },
     spec::{AppKind, Autorestart, HealthSpec, LogFormat, Overlap, ReadyMode, ScheduleAction},
     supervisor::{App, State, leak::LeakVerdict},
 };
@@ -90,6 +93,11 @@ pub fn status(
         memory_bytes: 0,
         memory_pss_bytes: 0,
         memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
+        cpu_max_percent: app.spec.resources.cpu_max.unwrap_or(0),
+        cpu_throttled_ms: 0,
+        pids: 0,
+        pids_max: app.spec.resources.pids_max.unwrap_or(0),
+        memory_high_bytes: app.spec.resources.memory_high.unwrap_or(0),
         leak_suspected: verdict.suspected,
         memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
         health: app.public_health().as_str().into(),
@@ -183,6 +191,13 @@ pub fn info(
     }
 }
 
+/// Adds what the app's cgroup counted to its status (throttling, pids).
+pub fn with_cgroup(st: &mut AppStatus, stats: Option<&CgroupStats>) {
+    let Some(s) = stats else { return };
+    st.cpu_throttled_ms = s.throttled_ns.map_or(0, |ns| ns / 1_000_000);
+    st.pids = s.pids.unwrap_or(0);
+}
+
 /// The configuration of `app` for `describe` (environment names only), with the memory cgroup
 /// it runs in.
 #[must_use]
@@ -261,6 +276,13 @@ pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
             .and_then(AppCgroup::memory)
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
+        limits: spec
+            .resources
+            .written()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        cgroups: cgroup.map(AppCgroup::describe).unwrap_or_default(),
         source: spec.source.clone().unwrap_or_default(),
         kind: match spec.lifecycle.kind {
             AppKind::Service => "service",
@@ -399,6 +421,12 @@ pub struct AppMetrics {
     pub start_time_seconds: Option<f64>,
     /// Leak detection on the current process.
     pub leak: LeakVerdict,
+    /// What the app's cgroup counted, when it has one.
+    pub cgroup: Option<CgroupStats>,
+    /// `cpu_max` in percent of one CPU, `pids_max`.
+    pub cpu_max_percent: Option<u32>,
+    /// See `cpu_max_percent`.
+    pub pids_max: Option<u64>,
 }
 
 /// What a scrape reports: every app's metrics, the daemon's own figures, the log counters.
@@ -427,6 +455,7 @@ pub fn app_metrics(
     measured: Option<Measured>,
     counts: Option<&Counts>,
     leak: LeakVerdict,
+    cgroup: Option<CgroupStats>,
 ) -> AppMetrics {
     let restarts = RestartReason::ALL
         .iter()
@@ -454,13 +483,21 @@ pub fn app_metrics(
         restarts,
         oom_kills: exits_of(&turbo_api::ExitReason::OomKill).unwrap_or(0),
         exits,
-        cpu_seconds: measured.map(|m| (m.user_seconds, m.system_seconds)),
+        // the cgroup counts every process that ever ran in it, the reaped ones included
+        cpu_seconds: cgroup
+            .as_ref()
+            .and_then(|c| Some((c.cpu_user_ns?, c.cpu_system_ns?)))
+            .map(|(u, s)| (u as f64 / 1e9, s as f64 / 1e9))
+            .or_else(|| measured.map(|m| (m.user_seconds, m.system_seconds))),
         rss_bytes: measured.map(|m| m.rss_bytes),
         pss_bytes: measured.and_then(|m| m.pss_bytes),
         processes: measured.map(|m| m.processes),
         memory_limit_bytes: app.spec.memory.max,
         start_time_seconds: app.since().map(|s| clock.ms(s) as f64 / 1000.0),
         leak,
+        cgroup,
+        cpu_max_percent: app.spec.resources.cpu_max,
+        pids_max: app.spec.resources.pids_max,
     }
 }
 
@@ -532,6 +569,7 @@ mod tests {
             None,
             Some(&counts),
             LeakVerdict::UNKNOWN,
+            None,
         );
         let reasons: Vec<&str> = m.restarts.iter().map(|(r, _)| *r).collect();
         assert_eq!(

@@ -31,6 +31,7 @@ mod jobs;
 mod log;
 mod memory;
 mod privileges;
+mod resources;
 mod restart;
 pub mod units;
 
@@ -42,6 +43,7 @@ pub use self::{
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
     privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},
+    resources::{Controller, Resources},
     restart::{Autorestart, RestartPolicy},
 };
 
@@ -78,6 +80,8 @@ pub struct AppSpec {
     pub log: LogPolicy,
     /// Memory limit.
     pub memory: MemoryPolicy,
+    /// cgroup limits (`cpu_max`, `cpu_weight`, `io_weight`, `pids_max`, `memory_high`).
+    pub resources: Resources,
     /// Who the app runs as and under which limits (`user`, `group`, `groups`, `umask`,
     /// `rlimits`, `nice`, `oom_score_adj`). Boxed: `AppSpec` travels by value in supervisor
     /// actions, and the default (everything inherited from the daemon) is the common case.
@@ -122,6 +126,7 @@ impl AppSpec {
             kill_timeout: Duration::from_secs(5),
             log: LogPolicy::default(),
             memory: MemoryPolicy::default(),
+            resources: Resources::default(),
             privileges: Box::default(),
             instances: 1,
             listen: Vec::new(),

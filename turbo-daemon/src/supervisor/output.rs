@@ -128,6 +128,12 @@ pub enum Action {
         /// Threshold in bytes.
         bytes: u64,
     },
+    /// Rewrite the cgroup limits of the running `app` from its spec (a live change: `cpu_max`,
+    /// `cpu_weight`, `io_weight`, `pids_max`, `memory_high`).
+    SetCgroupLimits {
+        /// App.
+        app: AppId,
+    },
     /// Report [`Input::GroupGone`](super::Input::GroupGone) once process group `pgid` has no members (at once if it has
     /// none already).
     AwaitGroupGone {

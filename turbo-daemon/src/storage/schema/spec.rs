@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{
     AppKind, AppSpec, Autorestart, Compression, Condition, Dependency, HealthProbe, HealthSpec,
     Lifecycle, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy, Overlap, Privileges,
-    ProcessLimits, Readiness, ReadyMode, RestartPolicy, Rlimit, RotatePeriod, RunAs, Schedule,
-    ScheduleAction, WatchSpec,
+    ProcessLimits, Readiness, ReadyMode, Resources, RestartPolicy, Rlimit, RotatePeriod, RunAs,
+    Schedule, ScheduleAction, WatchSpec,
 };
 
 /// A spec value and its form in the file.
@@ -199,6 +199,9 @@ pub struct SavedSpec {
     pub log: SavedLog,
     #[serde(default)]
     pub memory: SavedMemory,
+    /// Left out without limits: files stay as they were before cgroup limits.
+    #[serde(default, skip_serializing_if = "SavedResources::is_unset")]
+    pub resources: SavedResources,
     #[serde(default)]
     pub privileges: SavedPrivileges,
     /// Files from before instances have none: 1.
@@ -233,8 +236,8 @@ const fn yes() -> bool {
 // no `Default`: a spec needs a name and a command
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
-    memory, privileges, instances, listen, watch, health, readiness, autostart, source,
-    lifecycle,
+    memory, resources, privileges, instances, listen, watch, health, readiness, autostart,
+    source, lifecycle,
 });
 
 saved_enum!(
@@ -340,6 +343,25 @@ pub struct SavedMemory {
 }
 
 mirror!(MemoryPolicy => SavedMemory { max, warning_percent, enforce });
+
+/// [`Resources`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedResources {
+    pub cpu_max: Option<u32>,
+    pub cpu_weight: Option<u32>,
+    pub io_weight: Option<u32>,
+    pub pids_max: Option<u64>,
+    pub memory_high: Option<u64>,
+}
+
+mirror!(Resources => SavedResources { cpu_max, cpu_weight, io_weight, pids_max, memory_high });
+
+impl SavedResources {
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 /// [`Privileges`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -485,6 +507,13 @@ mod tests {
             max: Some(256 << 20),
             warning_percent: 90,
             enforce: MemoryEnforce::Cgroup,
+        };
+        spec.resources = Resources {
+            cpu_max: Some(150),
+            cpu_weight: Some(50),
+            io_weight: Some(200),
+            pids_max: Some(64),
+            memory_high: Some(128 << 20),
         };
         let limit = |soft| {
             Some(Rlimit {
