@@ -89,6 +89,8 @@ wire_enum! {
         Watch => "watch",
         /// Stopped or restarted on request.
         Manual => "manual",
+        /// Never spawned: its `pre_start` hook failed.
+        PreStart => "pre_start",
     }
 }
 
@@ -202,6 +204,8 @@ pub struct AppStatus {
     pub pids_max: u64,
     /// `memory_high` in bytes, 0 when none.
     pub memory_high_bytes: u64,
+    /// The app's group (`app_group:`, the `@group` target), empty if none.
+    pub group: String,
 }
 
 impl AppStatus {
@@ -243,6 +247,7 @@ impl AppStatus {
             "pids": (running && self.pids > 0).then_some(self.pids),
             "pids_max": (self.pids_max > 0).then_some(self.pids_max),
             "memory_high_bytes": (self.memory_high_bytes > 0).then_some(self.memory_high_bytes),
+            "group": (!self.group.is_empty()).then_some(&self.group),
         })
     }
 }

@@ -138,6 +138,11 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         autostart,
         source,
         lifecycle,
+        app_group,
+        reload_signal,
+        on_crash,
+        on_state,
+        hooks,
     } = new;
     let mut out = Vec::new();
     let mut note = |differs: bool, field: &'static str, how: How| {
@@ -188,6 +193,18 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     note(lifecycle.cron != old.lifecycle.cron, "cron", How::Live);
     // it only decides whether adding the app starts it
     note(*autostart != old.autostart, "autostart", How::Live);
+    // only read when a command names the group, or when a reload comes
+    note(*app_group != old.app_group, "app_group", How::Live);
+    note(
+        *reload_signal != old.reload_signal,
+        "reload_signal",
+        How::Live,
+    );
+    // read when a crash or a state change is announced
+    note(*on_crash != old.on_crash, "on_crash", How::Live);
+    note(*on_state != old.on_state, "on_state", How::Live);
+    // each is read when its moment comes
+    note(**hooks != *old.hooks, "hooks", How::Live);
     // a new threshold is handed to the running process's memory watch; a limit the kernel
     // enforces lives in a cgroup made at the spawn, and no limit at all has no watch to update
     let memory_live = memory.enforce == MemoryEnforce::Restart

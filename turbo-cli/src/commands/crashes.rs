@@ -297,6 +297,9 @@ pub fn render_describe(
         },
     );
     row(&mut out, "restarts", &status.restarts.to_string());
+    if !status.group.is_empty() {
+        row(&mut out, "group", &format!("@{}", status.group));
+    }
     if !status.status_text.is_empty() {
         row(&mut out, "status text", &status.status_text);
     }

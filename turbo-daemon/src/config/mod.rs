@@ -19,9 +19,12 @@
 //! and, for a non-root caller of a root daemon, with the caller's file access rights
 //! ([`from_yaml_as`], `access::as_caller`).
 
+mod alerts;
 mod checks;
 mod error;
 mod files;
+mod groups;
+mod hooks;
 mod include;
 pub mod input;
 mod jobs;
@@ -506,6 +509,20 @@ struct AppConfig {
     cron: Option<serde_yaml_ng::Value>,
     /// The IANA zone `cron` is read in (default UTC).
     timezone: Option<String>,
+    // ---- groups and signals (issue 17) ----
+    /// The app's group, a target as `@name` (`group:` is the Unix group it runs as).
+    app_group: Option<String>,
+    /// The signal `turbo reload` sends instead of replacing an app without `listen:`.
+    reload_signal: Option<String>,
+    /// Told of every crash: `{cmd: [..]}` or `{webhook: URL}`, with bounds.
+    on_crash: Option<alerts::AlertConfig>,
+    /// Told of every state change, the same way.
+    on_state: Option<alerts::AlertConfig>,
+    /// Hooks: `{cmd: [..], timeout: 30s}` each.
+    pre_start: Option<hooks::HookConfig>,
+    post_start: Option<hooks::HookConfig>,
+    pre_stop: Option<hooks::HookConfig>,
+    post_stop: Option<hooks::HookConfig>,
 }
 
 /// A value or a list of values.

@@ -8,10 +8,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use nix::{
-    sys::signal::Signal,
-    unistd::{SysconfVar, sysconf},
-};
+use nix::unistd::{SysconfVar, sysconf};
 
 use super::{
     AppConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
@@ -206,6 +203,15 @@ pub(super) fn validate(
         &mut spec,
         &mut errors,
     );
+    super::groups::apply(app.app_group, app.reload_signal, &mut spec, &mut errors);
+    super::alerts::apply(app.on_crash, app.on_state, path_env, &mut spec, &mut errors);
+    let hooks = super::hooks::HookKeys {
+        pre_start: app.pre_start,
+        post_start: app.post_start,
+        pre_stop: app.pre_stop,
+        post_stop: app.post_stop,
+    };
+    super::hooks::apply(hooks, path_env, &mut spec, &mut errors);
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });
@@ -492,21 +498,5 @@ fn check_listen(addr: &str, powers: &Powers) -> Result<(), Fault> {
 
 /// `SIGTERM`, `TERM` or a number.
 pub(super) fn parse_signal(s: &str) -> Option<i32> {
-    const NAMES: &[(&str, Signal)] = &[
-        ("HUP", Signal::SIGHUP),
-        ("INT", Signal::SIGINT),
-        ("QUIT", Signal::SIGQUIT),
-        ("KILL", Signal::SIGKILL),
-        ("USR1", Signal::SIGUSR1),
-        ("USR2", Signal::SIGUSR2),
-        ("TERM", Signal::SIGTERM),
-        ("WINCH", Signal::SIGWINCH),
-    ];
-    let upper = s.trim().to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == bare)
-        .map(|(_, v)| *v as i32)
-        .or_else(|| bare.parse().ok().filter(|n| (1..=64).contains(n)))
+    input::parse_signal(s).ok()
 }

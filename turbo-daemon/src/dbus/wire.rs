@@ -105,6 +105,7 @@ impl OnWire for AppStatus {
             last_exit,
             status_text,
             waiting_for,
+            group,
             id: _,
             instance: _,
             pid: _,
@@ -124,7 +125,16 @@ impl OnWire for AppStatus {
             pids_max: _,
             memory_high_bytes: _,
         } = self;
-        for s in [name, state, health, cwd, out_log, err_log, status_text] {
+        for s in [
+            name,
+            state,
+            health,
+            cwd,
+            out_log,
+            err_log,
+            status_text,
+            group,
+        ] {
             s.scrub();
         }
         argv.scrub();

@@ -20,7 +20,8 @@
 //! listener, with a header timeout so an idle client cannot hold a connection forever.
 //!
 //! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
-//! `app_instance`, `reason`, `state`, `source`, `mode`, `type`, `status`, `version`, `stream`;
+//! `app_instance`, `event`, `outcome`, `group` (only on apps with an `app_group`: to PromQL a missing label and an
+//! empty one are the same, so `sum by (group)` works across all apps), `reason`, `state`, `source`, `mode`, `type`, `status`, `version`, `stream`;
 //! never a pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
 //! (and `job`) to every scraped series itself and would rename ours to `exported_instance`.
 
@@ -173,6 +174,20 @@ pub fn render(s: &MetricsSnapshot) -> String {
             record_app(app);
         }
         record_logs(s);
+        for (app, event, o) in &s.notifications {
+            for (outcome, n) in [
+                ("sent", o.sent),
+                ("failed", o.failed),
+                ("dropped", o.dropped),
+            ] {
+                let labels = vec![
+                    Label::new("app", app.clone()),
+                    Label::new("event", event.as_str()),
+                    Label::new("outcome", outcome),
+                ];
+                counter!("turbo_notifications_total", labels).absolute(n);
+            }
+        }
         if let Some(p) = &s.daemon {
             gauge!("process_resident_memory_bytes").set(p.resident_bytes as f64);
             gauge!("process_virtual_memory_bytes").set(p.virtual_bytes as f64);
@@ -189,14 +204,13 @@ pub fn render(s: &MetricsSnapshot) -> String {
     for app in &s.apps {
         if let Some((user, system)) = app.cpu_seconds {
             for (mode, v) in [("user", user), ("system", system)] {
-                cpu_rows.push((
-                    vec![
-                        ("app", app.name.clone()),
-                        ("app_instance", app.instance.to_string()),
-                        ("mode", mode.to_owned()),
-                    ],
-                    v,
-                ));
+                let mut labels = vec![
+                    ("app", app.name.clone()),
+                    ("app_instance", app.instance.to_string()),
+                ];
+                labels.extend(app.group.clone().map(|g| ("group", g)));
+                labels.push(("mode", mode.to_owned()));
+                cpu_rows.push((labels, v));
             }
         }
     }
@@ -238,10 +252,11 @@ pub fn render(s: &MetricsSnapshot) -> String {
 }
 
 fn record_app(app: &AppMetrics) {
-    let base = vec![
+    let mut base = vec![
         Label::new("app", app.name.clone()),
         Label::new("app_instance", app.instance.to_string()),
     ];
+    base.extend(app.group.clone().map(|g| Label::new("group", g)));
     let with = |key: &'static str, value: &'static str| {
         let mut labels = base.clone();
         labels.push(Label::new(key, value));
@@ -406,6 +421,11 @@ fn describe() {
         "Bytes written to the app's log file (records, with timestamps), by stream 'out' or 'err'; resets when the log keeper restarts"
     );
     describe_counter!(
+        "turbo_notifications_total",
+        "on_crash and on_state notifications by event and outcome: sent, failed (every attempt), \
+         dropped (over the app's rate_limit)"
+    );
+    describe_counter!(
         "turbo_log_dropped_bytes_total",
         "Bytes of the app's log records that could not be written (full disk, I/O error) and were dropped, by stream"
     );
@@ -533,6 +553,7 @@ mod tests {
         AppMetrics {
             name: name.into(),
             instance: 0,
+            group: None,
             state,
             health: turbo_api::Health::None,
             restarts: RestartReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
@@ -589,7 +610,24 @@ mod tests {
                 start_time_seconds: 5.0,
                 threads: 1,
             }),
-            apps: vec![online, app("worker", AppState::Backoff)],
+            apps: vec![
+                online,
+                app("worker", AppState::Backoff),
+                AppMetrics {
+                    group: Some("front".into()),
+                    cpu_seconds: Some((2.0, 0.0)),
+                    ..app("web", AppState::Online)
+                },
+            ],
+            notifications: vec![(
+                "web".into(),
+                crate::runtime::alerts::Event::Crash,
+                crate::runtime::alerts::Outcomes {
+                    sent: 2,
+                    failed: 1,
+                    dropped: 7,
+                },
+            )],
             logs: vec![
                 crate::keeper::AppCounters {
                     app: "worker".into(),
@@ -617,6 +655,11 @@ mod tests {
             "turbo_build_info{version=\"0.1.0\"} 1",
             "turbo_log_bytes_total{app=\"worker\",stream=\"err\"} 120",
             "turbo_log_dropped_bytes_total{app=\"worker\",stream=\"err\"} 30",
+            "turbo_app_up{app=\"web\",app_instance=\"0\",group=\"front\"} 1",
+            "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"dropped\"} 7",
+            "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"failed\"} 1",
+            "turbo_app_state{app=\"web\",app_instance=\"0\",group=\"front\",state=\"online\"} 1",
+            "turbo_app_cpu_seconds_total{app=\"web\",app_instance=\"0\",group=\"front\",mode=\"user\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }

@@ -96,6 +96,8 @@ pub enum AppsOp {
     Reload(String),
     /// `ScaleApp`: name and instance count.
     Scale(String, u32),
+    /// `SignalApp`: target and signal number.
+    Signal(String, i32),
     /// `WaitReady`: answer once the apps are ready (or fail).
     WaitReady {
         /// Name, id or `all`.
@@ -163,6 +165,10 @@ pub fn command(
         AppsOp::Reset(t) => Command::Reset(Target::parse(&t)),
         AppsOp::Reload(t) => Command::Reload(Target::parse(&t)),
         AppsOp::Scale(name, count) => Command::Scale { name, count },
+        AppsOp::Signal(t, signal) => Command::Signal {
+            target: Target::parse(&t),
+            signal,
+        },
         AppsOp::WaitReady { target, timeout } => Command::WaitReady {
             target: Target::parse(&target),
             timeout,
@@ -237,9 +243,10 @@ pub fn api_error(e: CommandError) -> Error {
         CommandError::AlreadyExists(_) => Error::AlreadyExists(msg),
         CommandError::Duplicate(_) | CommandError::Invalid(_) => Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => Error::SpawnFailed(msg),
-        CommandError::Busy(_) | CommandError::ReloadFailed(_) | CommandError::NotReady(_) => {
-            Error::Failed(msg)
-        }
+        CommandError::Busy(_)
+        | CommandError::ReloadFailed(_)
+        | CommandError::NotReady(_)
+        | CommandError::NotRunning(_) => Error::Failed(msg),
     }
 }
 
@@ -526,7 +533,10 @@ impl Runtime {
             ));
         }
         let logs = self.output.counters();
-        view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs)
+        let mut snapshot =
+            view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs);
+        snapshot.notifications = self.alerts.outcomes();
+        snapshot
     }
 }
 
@@ -557,6 +567,17 @@ mod tests {
     fn targets_become_commands() {
         let cases = [
             (AppsOp::Stop("all".into()), Command::Stop(Target::All)),
+            (
+                AppsOp::Restart("@web".into()),
+                Command::Restart(Target::Group("web".into())),
+            ),
+            (
+                AppsOp::Signal("web:1".into(), 1),
+                Command::Signal {
+                    target: Target::Instance("web".into(), 1),
+                    signal: 1,
+                },
+            ),
             (AppsOp::Restart("7".into()), Command::Restart(Target::Id(7))),
             (
                 AppsOp::Reset("web".into()),

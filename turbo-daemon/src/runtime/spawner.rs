@@ -101,21 +101,26 @@ pub fn plan<'a>(
         listen,
         listen_name: spec.name.clone(),
         cgroup_procs,
+        stdin: None,
     }
 }
 
-/// Starts one process of `spec` with nothing but its spec (health-check commands).
+/// Starts `argv` as a process of `spec` would run (its user, limits, cwd and environment) with
+/// `extra_env` set last and `stdin` as its stdin: hooks, health-check and notification
+/// commands.
 ///
 /// # Errors
 /// The spawn error, naming the program.
-pub fn spawn_plain(spec: &AppSpec) -> std::io::Result<Child> {
-    spawn::spawn(&plan(
-        spec,
-        std::env::vars_os(),
-        &[],
-        Vec::new(),
-        Vec::new(),
-    ))
+pub fn spawn_aside(
+    spec: &AppSpec,
+    argv: &[String],
+    extra_env: &[(String, String)],
+    stdin: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<Child> {
+    let mut plan = plan(spec, std::env::vars_os(), extra_env, Vec::new(), Vec::new());
+    plan.argv = argv.to_vec();
+    plan.stdin = stdin;
+    spawn::spawn(&plan)
 }
 
 /// The daemon's own passwd entry, looked up once: `HOME`, `USER`, `LOGNAME`, `SHELL` of apps

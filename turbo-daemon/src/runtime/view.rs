@@ -119,6 +119,7 @@ pub fn status(
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         }),
+        group: app.spec.app_group.clone().unwrap_or_default(),
         last_exit: app
             .last_exit
             .as_ref()
@@ -386,6 +387,8 @@ pub struct MetricsSnapshot {
     pub apps: Vec<AppMetrics>,
     /// Log volume per app and stream (`turbo_log_bytes_total`, `turbo_log_dropped_bytes_total`).
     pub logs: Vec<crate::keeper::AppCounters>,
+    /// Notifications by app name and event (`turbo_notifications_total`).
+    pub notifications: Vec<(String, super::alerts::Event, super::alerts::Outcomes)>,
 }
 
 /// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
@@ -396,6 +399,8 @@ pub struct AppMetrics {
     pub name: String,
     /// Instance number.
     pub instance: u32,
+    /// `app_group`, a label only on the apps that have one.
+    pub group: Option<String>,
     /// Lifecycle state.
     pub state: turbo_api::AppState,
     /// Health-check status.
@@ -444,6 +449,7 @@ pub fn metrics_snapshot(
         daemon,
         apps,
         logs,
+        notifications: Vec::new(),
     }
 }
 
@@ -478,6 +484,7 @@ pub fn app_metrics(
     AppMetrics {
         name: app.spec.name.clone(),
         instance: app.instance,
+        group: app.spec.app_group.clone(),
         state: app.state.public(),
         health: app.public_health(),
         restarts,

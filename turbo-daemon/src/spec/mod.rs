@@ -25,8 +25,10 @@ macro_rules! from_words {
     };
 }
 
+mod alerts;
 mod checks;
 pub mod environment;
+mod hooks;
 mod jobs;
 mod log;
 mod memory;
@@ -38,7 +40,9 @@ pub mod units;
 use std::{path::PathBuf, time::Duration};
 
 pub use self::{
+    alerts::{AlertSpec, AlertTo},
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
+    hooks::{HookKind, HookSpec, Hooks},
     jobs::{AppKind, Condition, Dependency, Lifecycle, Overlap, Schedule, ScheduleAction},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
@@ -53,6 +57,8 @@ pub mod signal {
     pub const KILL: i32 = 9;
     /// SIGTERM.
     pub const TERM: i32 = 15;
+    /// SIGHUP.
+    pub const HUP: i32 = 1;
 }
 
 /// What to run and how, validated and resolved (absolute paths, interpreter chosen).
@@ -108,6 +114,20 @@ pub struct AppSpec {
     /// `type`, `retries`, `depends_on`, `depends_timeout`, `restart_with_deps`, `cron` (see
     /// `jobs.rs`).
     pub lifecycle: Lifecycle,
+    // ---- groups and signals (issue 17 points 6-7) ----
+    /// The group the app belongs to (`app_group:`), which commands name as `@group`.
+    pub app_group: Option<String>,
+    /// The signal `turbo reload` sends to the main process of an app without `listen:`
+    /// (`reload_signal:`), instead of replacing its processes.
+    pub reload_signal: Option<i32>,
+    // ---- notifications (issue 17 point 5) ----
+    /// `on_crash:`: told of every crash, once its record is complete.
+    pub on_crash: Option<Box<AlertSpec>>,
+    /// `on_state:`: told of every state change.
+    pub on_state: Option<Box<AlertSpec>>,
+    // ---- hooks (issue 17 point 4) ----
+    /// `pre_start`, `post_start`, `pre_stop`, `post_stop` (boxed: usually all unset).
+    pub hooks: Box<Hooks>,
 }
 
 impl AppSpec {
@@ -136,6 +156,11 @@ impl AppSpec {
             autostart: true,
             source: None,
             lifecycle: Lifecycle::default(),
+            app_group: None,
+            reload_signal: None,
+            on_crash: None,
+            on_state: None,
+            hooks: Box::default(),
         }
     }
 }

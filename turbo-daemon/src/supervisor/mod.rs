@@ -32,15 +32,19 @@
 //! (`process.rs`: spawned, exited, group gone, lifecycle timers), memory (`memory.rs`), health
 //! checks, readiness and watch mode (`checks.rs`) and readiness waits (`waits.rs`). Cluster
 //! instances are apps of their own sharing a name (`instances.rs`: numbering, scale); a rolling
-//! reload is a small state machine beside the app table (`reload.rs`). Dependencies and one-shot
-//! jobs (`deps.rs`: `waiting`, `completed`, `failed`, stops in reverse order) and schedules
-//! (`schedule.rs`: `cron:`, wall time given by the runtime) are decided here too. What an app *is* (its
+//! reload is a small state machine beside the app table (`reload.rs`); `turbo signal` and
+//! `reload_signal` are in `signals.rs`; when hooks run around a spawn and a stop is decided in
+//! `hooks.rs`. Dependencies and one-shot jobs (`deps.rs`: `waiting`, `completed`, `failed`, stops
+//! in reverse order) and schedules (`schedule.rs`: `cron:`, wall time given by the runtime) are
+//! decided here too. What an app *is* (its
 //! spec) comes from `crate::spec`; the supervisor never reads a config.
 
+pub mod alerts;
 mod app;
 pub mod checks;
 mod commands;
 mod deps;
+mod hooks;
 mod input;
 mod instances;
 pub mod leak;
@@ -49,6 +53,7 @@ mod output;
 mod process;
 mod reload;
 mod schedule;
+mod signals;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -63,7 +68,7 @@ pub use self::{
     app::{AfterStop, App, Desired, Exit, State},
     checks::NotifyMessage,
     deps::JobState,
-    input::{Command, Input, Restored, Target, WakeKind},
+    input::{Command, HookFailure, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
     reload::{READY_TIMEOUT, SETTLE},
     waits::HEALTH_FAILED,
@@ -145,6 +150,12 @@ impl Supervisor {
                 .filter(|a| a.spec.name == *name && a.instance == *n)
                 .map(|a| a.id)
                 .collect(),
+            Target::Group(group) => self
+                .apps
+                .values()
+                .filter(|a| a.spec.app_group.as_ref() == Some(group))
+                .map(|a| a.id)
+                .collect(),
         };
         match target {
             Target::Id(id) if ids.is_empty() => Err(CommandError::NotFound(id.to_string())),
@@ -152,6 +163,7 @@ impl Supervisor {
             Target::Instance(n, k) if ids.is_empty() => {
                 Err(CommandError::NotFound(format!("{n}:{k}")))
             }
+            Target::Group(g) if ids.is_empty() => Err(CommandError::NotFound(format!("@{g}"))),
             _ => Ok(ids),
         }
     }
@@ -195,6 +207,13 @@ impl Supervisor {
             Input::FilesChanged { app } => self.files_changed(app, now, &mut out),
             Input::WaitExpired(ticket) => self.wait_expired(ticket, &mut out),
             Input::Notified { app, message } => self.notified(app, message, now, &mut out),
+            Input::HookDone {
+                app,
+                hook,
+                token,
+                pid,
+                result,
+            } => self.hook_done(app, hook, token, pid, result, now, &mut out),
         }
         self.advance_reloads(now, &mut out);
         self.advance_jobs(now, &mut out);

@@ -13,10 +13,10 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AppKind, AppSpec, Autorestart, Compression, Condition, Dependency, HealthProbe, HealthSpec,
-    Lifecycle, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy, Overlap, Privileges,
-    ProcessLimits, Readiness, ReadyMode, Resources, RestartPolicy, Rlimit, RotatePeriod, RunAs,
-    Schedule, ScheduleAction, WatchSpec,
+    AlertSpec, AlertTo, AppKind, AppSpec, Autorestart, Compression, Condition, Dependency,
+    HealthProbe, HealthSpec, HookSpec, Hooks, Lifecycle, LogFormat, LogPolicy, MemoryEnforce,
+    MemoryPolicy, Overlap, Privileges, ProcessLimits, Readiness, ReadyMode, Resources,
+    RestartPolicy, Rlimit, RotatePeriod, RunAs, Schedule, ScheduleAction, WatchSpec,
 };
 
 /// A spec value and its form in the file.
@@ -223,6 +223,80 @@ pub struct SavedSpec {
     /// Files from before jobs and dependencies have none: a service with no dependencies.
     #[serde(default)]
     pub lifecycle: SavedLifecycle,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_crash: Option<SavedAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_state: Option<SavedAlert>,
+    #[serde(default, skip_serializing_if = "SavedHooks::is_unset")]
+    pub hooks: SavedHooks,
+}
+
+/// [`Hooks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedHooks {
+    pub pre_start: Option<SavedHook>,
+    pub post_start: Option<SavedHook>,
+    pub pre_stop: Option<SavedHook>,
+    pub post_stop: Option<SavedHook>,
+}
+
+mirror!(Hooks => SavedHooks { pre_start, post_start, pre_stop, post_stop });
+
+impl SavedHooks {
+    /// No hook at all: the key is left out of the file.
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// [`HookSpec`]; the timeout in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedHook {
+    pub argv: Vec<String>,
+    pub timeout: u64,
+}
+
+mirror!(@convert HookSpec => SavedHook { argv, timeout });
+
+/// [`AlertSpec`]; durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedAlert {
+    pub to: SavedAlertTo,
+    pub timeout: u64,
+    pub retries: u32,
+    pub rate_limit: u32,
+    pub rate_window: u64,
+}
+
+mirror!(@convert AlertSpec => SavedAlert { to, timeout, retries, rate_limit, rate_window });
+
+/// [`AlertTo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SavedAlertTo {
+    Command(Vec<String>),
+    Webhook(String),
+}
+
+impl Stored for AlertTo {
+    type Saved = SavedAlertTo;
+    fn save(&self) -> SavedAlertTo {
+        match self.clone() {
+            Self::Command(argv) => SavedAlertTo::Command(argv),
+            Self::Webhook(url) => SavedAlertTo::Webhook(url),
+        }
+    }
+    fn load(saved: SavedAlertTo) -> Self {
+        match saved {
+            SavedAlertTo::Command(argv) => Self::Command(argv),
+            SavedAlertTo::Webhook(url) => Self::Webhook(url),
+        }
+    }
 }
 
 const fn one() -> u32 {
@@ -237,7 +311,7 @@ const fn yes() -> bool {
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
     memory, resources, privileges, instances, listen, watch, health, readiness, autostart,
-    source, lifecycle,
+    source, lifecycle, app_group, reload_signal, on_crash, on_state, hooks,
 });
 
 saved_enum!(
