@@ -136,6 +136,7 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         readiness,
         autostart,
         source,
+        exec_allow,
     } = new;
     let mut out = Vec::new();
     let mut note = |differs: bool, field: &'static str, how: How| {
@@ -168,6 +169,8 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     // scaling starts or stops instances and leaves the others running
     note(*instances != old.instances, "instances", How::Live);
     note(*source != old.source, "source", How::Live);
+    // each exec is judged with the spec of the moment
+    note(*exec_allow != old.exec_allow, "exec_allow", How::Live);
     // it only decides whether adding the app starts it
     note(*autostart != old.autostart, "autostart", How::Live);
     // a new threshold is handed to the running process's memory watch; a limit the kernel
@@ -352,6 +355,11 @@ mod tests {
                 How::Live,
             ),
             (|s| s.autostart = false, "autostart", How::Live),
+            (
+                |s| s.exec_allow = vec!["/bin/*".into()],
+                "exec_allow",
+                How::Live,
+            ),
             (|s| s.memory.max = Some(200 << 20), "max_memory", How::Live),
             (|s| s.memory.warning_percent = 50, "max_memory", How::Live),
             (|s| s.memory.max = None, "max_memory", How::Restart),

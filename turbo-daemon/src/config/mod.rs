@@ -452,6 +452,9 @@ struct AppConfig {
     ready_timeout: Option<Scalar>,
     /// Restart an app that sends no `WATCHDOG=1` for this long.
     watchdog: Option<Scalar>,
+    /// Absolute paths or globs of the programs the app's tree is expected to exec (issue 22).
+    #[serde(default)]
+    exec_allow: Vec<String>,
 }
 
 /// A value or a list of values.

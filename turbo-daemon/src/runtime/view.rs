@@ -362,6 +362,19 @@ pub struct AppMetrics {
     pub start_time_seconds: Option<f64>,
     /// Leak detection on the current process.
     pub leak: LeakVerdict,
+    /// What the kernel saw (eBPF only; `None` otherwise: no series rather than zeros).
+    pub insight: Option<InsightMetrics>,
+}
+
+/// An app's eBPF insight figures for a scrape (issue 22).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsightMetrics {
+    /// Cumulative run-queue delay histogram and involuntary switches.
+    pub runq: turbo_common::RunqStats,
+    /// Execs inside the tree.
+    pub execs: u64,
+    /// Those `exec_allow` did not allow.
+    pub execs_unexpected: u64,
 }
 
 /// What a scrape reports: every app's metrics, the daemon's own figures, the log counters.
@@ -424,6 +437,7 @@ pub fn app_metrics(
         memory_limit_bytes: app.spec.memory.max,
         start_time_seconds: app.since().map(|s| clock.ms(s) as f64 / 1000.0),
         leak,
+        insight: None,
     }
 }
 

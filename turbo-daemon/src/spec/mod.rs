@@ -99,6 +99,9 @@ pub struct AppSpec {
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); `None` for an app started from a command line.
     pub source: Option<String>,
+    /// `exec_allow:` globs of the programs the app's tree may exec (see [`AppSpec::exec_allowed`]);
+    /// empty: every exec is recorded, none is unexpected.
+    pub exec_allow: Vec<String>,
 }
 
 impl AppSpec {
@@ -125,13 +128,49 @@ impl AppSpec {
             readiness: Readiness::default(),
             autostart: true,
             source: None,
+            exec_allow: Vec::new(),
         }
+    }
+
+    /// Whether an exec of `filename` (the path given to `execve`, as the kernel reports it) by
+    /// the app's tree is expected: no `exec_allow` list, the app's own command (`argv[0]`), or a
+    /// match of one of the globs (`*` and `?` within a path component, `**` across them).
+    #[must_use]
+    pub fn exec_allowed(&self, filename: &str) -> bool {
+        self.exec_allow.is_empty()
+            || self.argv.first().is_some_and(|a| a == filename)
+            || self
+                .exec_allow
+                .iter()
+                .any(|g| glob_match(g.as_bytes(), filename.as_bytes()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_allow_globs_and_the_own_command() {
+        let mut spec = AppSpec::new("web", vec!["/usr/bin/node".into()], "/srv".into());
+        assert!(
+            spec.exec_allowed("/bin/sh"),
+            "no list: everything is expected"
+        );
+        spec.exec_allow = vec!["/usr/lib/node_modules/**".into(), "/usr/bin/git*".into()];
+        assert!(spec.exec_allowed("/usr/bin/node"), "its own command");
+        assert!(spec.exec_allowed("/usr/lib/node_modules/npm/bin/x"));
+        assert!(spec.exec_allowed("/usr/bin/git-upload-pack"));
+        assert!(!spec.exec_allowed("/bin/sh"));
+        assert!(
+            !spec.exec_allowed("/usr/bin/gitx/sh"),
+            "`*` stays in one component"
+        );
+        assert!(
+            !spec.exec_allowed("sh"),
+            "a relative path matches no absolute glob"
+        );
+    }
 
     /// A spec needs no config: built by hand it has the documented defaults and its policies
     /// answer from it alone (the state file's form of it is `storage::schema::spec`'s).

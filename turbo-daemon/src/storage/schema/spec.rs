@@ -216,6 +216,8 @@ pub struct SavedSpec {
     pub autostart: bool,
     #[serde(default)]
     pub source: Option<String>,
+    #[serde(default)]
+    pub exec_allow: Vec<String>,
 }
 
 const fn one() -> u32 {
@@ -230,6 +232,7 @@ const fn yes() -> bool {
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
     memory, privileges, instances, listen, watch, health, readiness, autostart, source,
+    exec_allow,
 });
 
 /// [`RestartPolicy`]; durations in milliseconds.
