@@ -16,6 +16,7 @@ mod durability;
 mod ebpf;
 mod hardening;
 mod health;
+mod insight;
 mod kernel_truth;
 mod lifecycle;
 mod load;

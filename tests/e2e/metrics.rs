@@ -52,7 +52,7 @@ fn free_port() -> u16 {
 
 /// A daemon whose exporter listens on a free loopback port, with `env` on top; returns the
 /// exporter's `host:port`.
-fn daemon_with_metrics(ebpf: &str, env: &[(&str, &str)]) -> (TestDaemon, String) {
+pub(crate) fn daemon_with_metrics(ebpf: &str, env: &[(&str, &str)]) -> (TestDaemon, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut all = vec![("TURBO_METRICS_LISTEN", addr.as_str())];
     all.extend_from_slice(env);
@@ -81,14 +81,14 @@ fn http_get(addr: &str, path: &str) -> (u16, String, String) {
 }
 
 /// One scrape of the exporter.
-fn scrape(addr: &str) -> String {
+pub(crate) fn scrape(addr: &str) -> String {
     let (status, _, body) = http_get(addr, "/metrics");
     assert_eq!(status, 200, "{body}");
     body
 }
 
 /// The value of the series `name{labels…}` (labels given must match, others are ignored).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, v) = l.rsplit_once(' ')?;
         let (n, rest) = series.split_once('{').unwrap_or((series, "}"));

@@ -88,8 +88,8 @@ use turbo_common::{
     COMM_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_OOM_VICTIM, EVENT_RSS_OVER,
     EVENT_RSS_UNDER, EVENT_SIGNAL, EXEC_FILENAME_LEN, EventHeader, ExecEvent, ExitEvent,
     FORK_UNTRACKED, ForkEvent, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, OomEvent,
-    RUNQ_BUCKETS, RssEvent, RssLimit, RunqStats, SIGCONT, SignalEvent,
-    TRACE_SIGNAL_ALREADY_PENDING, TRACE_SIGNAL_IGNORED, rss_is_under, runq_bucket, signal_bit,
+    RssEvent, RssLimit, RunqStats, SIGCONT, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING,
+    TRACE_SIGNAL_IGNORED, rss_is_under, runq_bucket, signal_bit,
 };
 
 /// Ring buffer read by the daemon (256 KiB: ~6.5k exit or fork events, ~880 exec events, in
