@@ -102,13 +102,6 @@ mod tests {
 
     use super::*;
 
-    fn plain() -> RenderOpts {
-        RenderOpts {
-            color: false,
-            width: None,
-        }
-    }
-
     #[test]
     fn unavailable_says_why_and_shows_no_figures() {
         let text = render_insight(
@@ -116,7 +109,7 @@ mod tests {
                 unavailable: "needs the eBPF event source (eBPF disabled)".into(),
                 ..AppInsight::default()
             },
-            &plain(),
+            &RenderOpts::default(),
         );
         assert!(text.contains("unavailable     needs the eBPF event source"));
         assert!(!text.contains("run-queue"), "{text}");
@@ -144,7 +137,7 @@ mod tests {
                 }],
                 ..AppInsight::default()
             },
-            &plain(),
+            &RenderOpts::default(),
         );
         assert!(
             text.contains("mean 2.5ms, p99 < 4.1ms over 4 waits in the last 2.0s"),
