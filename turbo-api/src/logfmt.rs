@@ -244,12 +244,24 @@ pub fn push_text_record(out: &mut Vec<u8>, stamp: &str, line: &[u8]) {
 
 /// Appends one tagged text record: `<stamp>[<instance>:<pid>] <line>\n`.
 pub fn push_tagged_text_record(out: &mut Vec<u8>, stamp: &str, source: Source, line: &[u8]) {
+    push_text_head(out, stamp, source);
+    push_text_line(out, line);
+}
+
+/// Appends what precedes the line in a tagged text record, `<stamp>[<instance>:<pid>] `: the
+/// same for every line of a batch, so a writer formats it once per batch ([`push_text_line`]
+/// after a copy of it completes each record).
+pub fn push_text_head(out: &mut Vec<u8>, stamp: &str, source: Source) {
     out.extend_from_slice(stamp.as_bytes());
     out.push(b'[');
     push_u32(out, source.instance);
     out.push(b':');
     push_u32(out, source.pid);
     out.extend_from_slice(b"] ");
+}
+
+/// Appends the rest of a text record after its head ([`push_text_head`]): `<line>\n`.
+pub fn push_text_line(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(line);
     out.push(b'\n');
 }
@@ -301,6 +313,20 @@ fn push_json(
     stream: LogStream,
     line: &[u8],
 ) {
+    push_json_head(out, stamp, app_json, source, stream);
+    push_json_line(out, line);
+}
+
+/// Appends what precedes the line in a json record (`{"at":…,"stream":"out","line":`): the same
+/// for every line of a batch, so a writer formats it once per batch ([`push_json_line`] after a
+/// copy of it completes each record). `source` is `None` for the first generation's layout.
+pub fn push_json_head(
+    out: &mut Vec<u8>,
+    stamp: &str,
+    app_json: &[u8],
+    source: Option<Source>,
+    stream: LogStream,
+) {
     out.extend_from_slice(b"{\"at\":\"");
     out.extend_from_slice(stamp.as_bytes());
     out.extend_from_slice(b"\",\"app\":");
@@ -314,6 +340,11 @@ fn push_json(
     out.extend_from_slice(b",\"stream\":\"");
     out.extend_from_slice(stream.as_str().as_bytes());
     out.extend_from_slice(b"\",\"line\":");
+}
+
+/// Appends the rest of a json record after its head ([`push_json_head`]): the line as a JSON
+/// string, `line_b64` when it is not UTF-8, and `}\n`.
+pub fn push_json_line(out: &mut Vec<u8>, line: &[u8]) {
     if let Ok(text) = std::str::from_utf8(line) {
         push_json_str(out, text);
     } else {
