@@ -216,7 +216,8 @@ pub struct SavedSpec {
     pub autostart: bool,
     #[serde(default)]
     pub source: Option<String>,
-    #[serde(default)]
+    /// Left out when empty: files without a list read the same as before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec_allow: Vec<String>,
 }
 
@@ -467,6 +468,7 @@ mod tests {
         };
         spec.autostart = false;
         spec.source = Some("/srv/api/turbo.yml".into());
+        spec.exec_allow = vec!["/usr/bin/node".into(), "/usr/lib/node_modules/**".into()];
         spec
     }
 
