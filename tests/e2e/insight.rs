@@ -1,12 +1,9 @@
 //! eBPF insight through the real binaries (issue 22): the exec audit with an `exec_allow` list
 //! (D-Bus signal, counters, the daemon's warning, `describe`), the run-queue delay of an app
-//! rising while the test saturates the CPUs and falling after, and, without eBPF, every one of
+//! rising while its CPUs are saturated and falling after, and, without eBPF, every one of
 //! them saying it is unavailable rather than showing figures.
 
-use std::{
-    process::{Child, Command},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::Value;
@@ -115,36 +112,6 @@ fn a_shell_outside_exec_allow_is_signalled_counted_and_warned() {
     );
 }
 
-/// Busy loops the test runs itself (not supervised), killed on drop. Each in a session of its
-/// own: with `sched_autogroup` on (as here) the scheduler shares the CPUs between sessions
-/// first, so only spinners in sessions of their own each take a share from the app's session
-/// (nice values only count within one session).
-struct Spinners(Vec<Child>);
-
-impl Spinners {
-    fn start(n: usize) -> Self {
-        Self(
-            (0..n)
-                .map(|_| {
-                    Command::new("setsid")
-                        .args(["sh", "-c", "while :; do :; done"])
-                        .spawn()
-                        .expect("spawn a spinner")
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Spinners {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The recent mean run-queue wait of `app` in µs, once the daemon has a window with waits.
 fn recent_mean_us(d: &TestDaemon, app: &str) -> u64 {
     wait_for("a recent run-queue window", Duration::from_secs(10), || {
@@ -156,6 +123,11 @@ fn recent_mean_us(d: &TestDaemon, app: &str) -> u64 {
     })
 }
 
+/// The CPUs are saturated inside the app's own session: with `sched_autogroup` on (as here)
+/// the scheduler shares the CPUs between sessions first, so spinners the test ran in other
+/// sessions would take their share from every test running beside this one as much as from the
+/// app (and make timing tests flake), while extra busy loops in the app's tree crowd only the
+/// app's share.
 #[test]
 fn run_queue_delay_rises_when_the_cpus_are_saturated_and_falls_after() {
     if skip_without_ebpf("run_queue_delay_rises_when_the_cpus_are_saturated_and_falls_after") {
@@ -163,10 +135,24 @@ fn run_queue_delay_rises_when_the_cpus_are_saturated_and_falls_after() {
     }
     let d = TestDaemon::start("require");
     assert_ebpf(&d);
-    // two busy loops: a CPU each while the box is quiet, a run-queue wait at every slice once
-    // the test adds six per CPU (a woken sleeper would not show it as well: the
-    // scheduler places a waking task ahead)
-    let app = d.script("ticker.sh", "while :; do :; done &\nwhile :; do :; done");
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let load = d.home().join("load");
+    // one busy loop per CPU; while `load` exists, three more per CPU (a woken sleeper would not
+    // show the delay as well: the scheduler places a waking task ahead)
+    let body = format!(
+        "spin() {{ while :; do :; done; }}\n\
+         for k in $(seq {cpus}); do spin & done\n\
+         while :; do\n\
+           if [ -e {load} ]; then\n\
+             for k in $(seq {extra}); do (while [ -e {load} ]; do :; done) & done\n\
+             while [ -e {load} ]; do sleep 0.1; done\n\
+           fi\n\
+           sleep 0.1\n\
+         done",
+        load = load.display(),
+        extra = cpus * 3,
+    );
+    let app = d.script("ticker.sh", &body);
     d.turbo_ok(&["start", app.to_str().unwrap(), "--name", "ticker"]);
     d.wait_app("ticker", "online", |a| a["state"] == "online");
     // two readings a window apart, so the next one has a recent window
@@ -174,20 +160,18 @@ fn run_queue_delay_rises_when_the_cpus_are_saturated_and_falls_after() {
     std::thread::sleep(Duration::from_secs(2));
     let quiet = recent_mean_us(&d, "ticker");
 
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let busy = {
-        let _spinners = Spinners::start(cpus * 6);
-        // past a whole window of saturation
-        std::thread::sleep(Duration::from_secs(3));
-        insight(&d, "ticker");
-        std::thread::sleep(Duration::from_secs(2));
-        recent_mean_us(&d, "ticker")
-    };
+    std::fs::write(&load, "").expect("create the load file");
+    // past a whole window of saturation
+    std::thread::sleep(Duration::from_secs(3));
+    insight(&d, "ticker");
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = recent_mean_us(&d, "ticker");
+    std::fs::remove_file(&load).expect("remove the load file");
     let i = insight(&d, "ticker");
     eprintln!("run-queue mean: quiet {quiet} us, saturated {busy} us; {i}");
     assert!(
         busy > quiet.max(200) * 2,
-        "six spinners per CPU make the ticker wait longer: quiet {quiet} us, saturated {busy} us"
+        "four busy loops per CPU make the ticker wait longer: quiet {quiet} us, saturated {busy} us"
     );
     assert!(i["involuntary_switches"].as_u64() > Some(0), "{i}");
 
@@ -197,11 +181,11 @@ fn run_queue_delay_rises_when_the_cpus_are_saturated_and_falls_after() {
         || {
             std::thread::sleep(Duration::from_millis(500));
             let now = recent_mean_us(&d, "ticker");
-            // other builds on the machine keep it from falling to nothing
+            // other work on the machine keeps it from falling to nothing
             (now * 3 < busy * 2).then_some(now)
         },
     );
-    eprintln!("run-queue mean after the spinners: {after} us");
+    eprintln!("run-queue mean after the load: {after} us");
 }
 
 #[test]
