@@ -83,6 +83,8 @@ wire_enum! {
         Watch => "watch",
         /// Stopped or restarted on request.
         Manual => "manual",
+        /// Never spawned: its `pre_start` hook failed.
+        PreStart => "pre_start",
     }
 }
 
@@ -181,6 +183,19 @@ pub struct AppStatus {
     pub last_exit: ExitInfo,
     /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
     pub status_text: String,
+    // ---- from the app's cgroup (issue 22): 0 when it has none or the figure is unknown ----
+    /// `cpu_max` in percent of one CPU, 0 when none.
+    pub cpu_max_percent: u32,
+    /// Time `cpu_max` held the app back since its cgroup was made, in milliseconds.
+    pub cpu_throttled_ms: u64,
+    /// Processes and threads in the app's cgroup, 0 when not counted.
+    pub pids: u64,
+    /// `pids_max`, 0 when none.
+    pub pids_max: u64,
+    /// `memory_high` in bytes, 0 when none.
+    pub memory_high_bytes: u64,
+    /// The app's group (`app_group:`, the `@group` target), empty if none.
+    pub group: String,
 }
 
 impl AppStatus {
@@ -215,6 +230,12 @@ impl AppStatus {
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
             "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
+            "cpu_max_percent": (self.cpu_max_percent > 0).then_some(self.cpu_max_percent),
+            "cpu_throttled_ms": (self.cpu_max_percent > 0).then_some(self.cpu_throttled_ms),
+            "pids": (running && self.pids > 0).then_some(self.pids),
+            "pids_max": (self.pids_max > 0).then_some(self.pids_max),
+            "memory_high_bytes": (self.memory_high_bytes > 0).then_some(self.memory_high_bytes),
+            "group": (!self.group.is_empty()).then_some(&self.group),
         })
     }
 }
@@ -432,6 +453,12 @@ pub struct AppConfigInfo {
     /// The app's memory cgroup (`memory_enforce: cgroup`) as `v1 <dir>` or `v2 <dir>`; empty
     /// until the daemon made one.
     pub memory_cgroup: String,
+    /// The cgroup limits set (`cpu_max`, `cpu_weight`, `io_weight`, `pids_max`,
+    /// `memory_high`) as `(key, value as turbo.yml writes it)`.
+    pub limits: Vec<(String, String)>,
+    /// The app's cgroup directories, each as `v1 <dir>` or `v2 <dir>`; empty until the daemon
+    /// made one (an app without limits has one only with the procfs event source).
+    pub cgroups: Vec<String>,
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); empty for an app started from a command line.
     pub source: String,
@@ -499,6 +526,8 @@ impl Default for AppConfigInfo {
             watchdog_ms: 0,
             memory_enforce: String::new(),
             memory_cgroup: String::new(),
+            limits: Vec::new(),
+            cgroups: Vec::new(),
             source: String::new(),
         }
     }
@@ -572,6 +601,15 @@ impl AppConfigInfo {
             (
                 "memory_cgroup",
                 json!((!self.memory_cgroup.is_empty()).then_some(&self.memory_cgroup)),
+            ),
+            (
+                "limits",
+                Json::Object(
+                    self.limits
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .collect(),
+                ),
             ),
             (
                 "source",

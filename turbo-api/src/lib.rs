@@ -199,6 +199,10 @@ mod proxy {
         /// once its replacement is ready (zero-downtime reload).
         fn reload_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
 
+        /// Sends `signal` (`SIGHUP`, `hup`, `1`) to the main process of every running app
+        /// matching `target` (name, `name:N`, id, `all`, `@group`); returns those signalled.
+        fn signal_app(&self, target: &str, signal: &str) -> zbus::Result<Vec<AppStatus>>;
+
         /// Runs `count` instances of app `name`.
         fn scale_app(&self, name: &str, count: u32) -> zbus::Result<Vec<AppStatus>>;
 

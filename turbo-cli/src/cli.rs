@@ -45,9 +45,11 @@ pub enum Cmd {
     Reload(TargetArg),
     /// Run N instances of an app: new ones start, the highest-numbered stop.
     Scale(ScaleArgs),
+    /// Send a signal to the main process of running apps (authorised like a restart).
+    Signal(SignalArgs),
     /// Show the apps and their state.
     #[command(visible_alias = "ls", alias = "list")]
-    Status(JsonArg),
+    Status(StatusArgs),
     /// Show the daemon: version, mode, event source, bus address, paths.
     Info(JsonArg),
     /// Print the last lines of the apps' logs, and optionally follow them.
@@ -217,6 +219,49 @@ pub struct StartArgs {
     pub args: Vec<String>,
 }
 
+/// `turbo signal`.
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// The signal: a name with or without SIG, in any case (SIGHUP, hup, USR1), or a number.
+    #[arg(value_name = "SIGNAL")]
+    pub signal: String,
+    /// App name (every instance), `NAME:N` (instance N), app id, `@group`, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|@GROUP|all")]
+    pub target: String,
+}
+
+/// `turbo status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// App name (every instance), `NAME:N` (instance N), app id, `@group`, or `all`: show only
+    /// these apps.
+    #[arg(value_name = "NAME|NAME:N|ID|@GROUP|all")]
+    pub target: Option<String>,
+    /// Order the rows by this column (ties by id).
+    #[arg(long, value_enum, default_value_t = StatusSort::Id)]
+    pub sort: StatusSort,
+    /// Print JSON instead of a human view.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The orders of `turbo status --sort`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusSort {
+    /// By app id (the order apps were added in).
+    Id,
+    /// By name, then instance.
+    Name,
+    /// By group (apps in none last), then name.
+    Group,
+    /// By state.
+    State,
+    /// By resident memory, largest first.
+    Memory,
+    /// By restarts, most first.
+    Restarts,
+}
+
 /// `turbo scale`.
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
@@ -248,8 +293,8 @@ pub struct WaitArgs {
 /// `turbo restart`.
 #[derive(Debug, Args)]
 pub struct RestartArgs {
-    /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
-    #[arg(value_name = "NAME|NAME:N|ID|all")]
+    /// App name (every instance), `NAME:N` (instance N), app id, `@group`, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|@GROUP|all")]
     pub target: String,
     /// Read the app's turbo.yml again (`describe` shows which) with this shell's environment
     /// for `${VAR}` and its `env_file` again, apply the app's new definition, then restart it.
@@ -265,8 +310,8 @@ pub struct RestartArgs {
 /// An app selector for stop/restart/delete.
 #[derive(Debug, Args)]
 pub struct TargetArg {
-    /// App name (every instance), `NAME:N` (instance N), app id, or `all`.
-    #[arg(value_name = "NAME|NAME:N|ID|all")]
+    /// App name (every instance), `NAME:N` (instance N), app id, `@group`, or `all`.
+    #[arg(value_name = "NAME|NAME:N|ID|@GROUP|all")]
     pub target: String,
 }
 
@@ -395,8 +440,8 @@ pub struct ConfigShowArgs {
 /// `turbo flush`.
 #[derive(Debug, Args)]
 pub struct FlushArg {
-    /// App name, app id, or `all`.
-    #[arg(value_name = "NAME|ID|all", default_value = "all")]
+    /// App name, app id, `@group`, or `all`.
+    #[arg(value_name = "NAME|ID|@GROUP|all", default_value = "all")]
     pub target: String,
 }
 
@@ -446,9 +491,24 @@ mod tests {
         for alias in ["status", "ls", "list"] {
             assert!(matches!(
                 parse(&[alias, "--json"]).unwrap().command,
-                Cmd::Status(JsonArg { json: true })
+                Cmd::Status(StatusArgs {
+                    json: true,
+                    target: None,
+                    sort: StatusSort::Id
+                })
             ));
         }
+        let Cmd::Status(st) = parse(&["ls", "@web", "--sort", "group"]).unwrap().command else {
+            panic!("not status");
+        };
+        assert_eq!(
+            (st.target.as_deref(), st.sort),
+            (Some("@web"), StatusSort::Group)
+        );
+        let Cmd::Signal(sig) = parse(&["signal", "HUP", "web:1"]).unwrap().command else {
+            panic!("not signal");
+        };
+        assert_eq!((sig.signal.as_str(), sig.target.as_str()), ("HUP", "web:1"));
         assert!(parse(&["logs", "--err", "--out"]).is_err());
         let Cmd::Logs(logs) = parse(&["logs", "api"]).unwrap().command else {
             panic!("not logs");

@@ -147,6 +147,7 @@ pub const NO_APPS: &str = "no apps; start one with `turbo start <script> --name 
 enum Col {
     Id,
     Name,
+    Group,
     State,
     Pid,
     Restarts,
@@ -158,9 +159,10 @@ enum Col {
 }
 
 impl Col {
-    const ALL: [Col; 10] = [
+    const ALL: [Col; 11] = [
         Col::Id,
         Col::Name,
+        Col::Group,
         Col::State,
         Col::Pid,
         Col::Restarts,
@@ -171,12 +173,13 @@ impl Col {
         Col::LastExit,
     ];
     /// Dropped first to last when the table does not fit: the least useful at a glance first.
-    const DROP_ORDER: [Col; 4] = [Col::LastExit, Col::Health, Col::Cpu, Col::Pid];
+    const DROP_ORDER: [Col; 5] = [Col::LastExit, Col::Health, Col::Group, Col::Cpu, Col::Pid];
 
     const fn header(self) -> &'static str {
         match self {
             Col::Id => "id",
             Col::Name => "name",
+            Col::Group => "group",
             Col::State => "state",
             Col::Pid => "pid",
             Col::Restarts => "↺",
@@ -201,6 +204,9 @@ impl Col {
             Col::Id => app.id.to_string(),
             // names are validated by the daemon; a state file from elsewhere may still hold anything
             Col::Name => escape_controls(&app.name).into_owned(),
+            Col::Group => dash_unless(!app.group.is_empty(), || {
+                format!("@{}", escape_controls(&app.group))
+            }),
             Col::State => state_cell(app, color),
             Col::Pid => dash_unless(running, || app.pid.to_string()),
             Col::Restarts => app.restarts.to_string(),
@@ -244,7 +250,12 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
         .map(|(a, name)| AppStatus { name, ..a.clone() })
         .collect();
     let apps = labelled.as_slice();
-    let mut cols: Vec<Col> = Col::ALL.to_vec();
+    // the group column only when some app has a group
+    let grouped = apps.iter().any(|a| !a.group.is_empty());
+    let mut cols: Vec<Col> = Col::ALL
+        .into_iter()
+        .filter(|c| *c != Col::Group || grouped)
+        .collect();
     let mut table = status_table(apps, &cols, opts.color);
     if let Some(width) = opts.width {
         for drop in Col::DROP_ORDER {
@@ -382,6 +393,7 @@ pub fn last_exit_text(exit: &ExitInfo) -> String {
         Ok(ExitReason::MemoryLimit) => "memory limit".to_owned(),
         Ok(ExitReason::Health) => "health check".to_owned(),
         Ok(ExitReason::Watch) => "file change".to_owned(),
+        Ok(ExitReason::PreStart) => "pre_start failed".to_owned(),
         // a stop that had to escalate says so: the app ignored its stop signal
         Ok(ExitReason::Manual) if exit.signal == 9 => "manual (SIGKILL)".to_owned(),
         Ok(ExitReason::Manual) => "manual".to_owned(),
@@ -393,7 +405,9 @@ fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
     let text = last_exit_text(exit);
     let tone = match exit.reason.parse::<ExitReason>() {
         Ok(ExitReason::Exit) if exit.code == 0 => None,
-        Ok(ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill) => Some(Tone::Red),
+        Ok(ExitReason::Exit | ExitReason::Signal | ExitReason::OomKill | ExitReason::PreStart) => {
+            Some(Tone::Red)
+        }
         Ok(ExitReason::MemoryLimit | ExitReason::Health) => Some(Tone::Yellow),
         Ok(ExitReason::Watch | ExitReason::Manual) => Some(Tone::Dim),
         Err(_) => None,

@@ -7,7 +7,7 @@
 //! health check), else restarted. It must not read files, the clock or the daemon's state: the
 //! runtime hands it the specs and carries the plan out.
 
-use crate::spec::{AppSpec, MemoryEnforce};
+use crate::spec::{AppSpec, Controller, MemoryEnforce};
 
 /// Whether a changed field can be taken over by a running app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,6 +128,7 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         kill_timeout,
         log,
         memory,
+        resources,
         privileges,
         instances,
         listen,
@@ -137,6 +138,11 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         autostart,
         source,
         exec_allow,
+        app_group,
+        reload_signal,
+        on_crash,
+        on_state,
+        hooks,
     } = new;
     let mut out = Vec::new();
     let mut note = |differs: bool, field: &'static str, how: How| {
@@ -173,6 +179,18 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     note(*exec_allow != old.exec_allow, "exec_allow", How::Live);
     // it only decides whether adding the app starts it
     note(*autostart != old.autostart, "autostart", How::Live);
+    // only read when a command names the group, or when a reload comes
+    note(*app_group != old.app_group, "app_group", How::Live);
+    note(
+        *reload_signal != old.reload_signal,
+        "reload_signal",
+        How::Live,
+    );
+    // read when a crash or a state change is announced
+    note(*on_crash != old.on_crash, "on_crash", How::Live);
+    note(*on_state != old.on_state, "on_state", How::Live);
+    // each is read when its moment comes
+    note(**hooks != *old.hooks, "hooks", How::Live);
     // a new threshold is handed to the running process's memory watch; a limit the kernel
     // enforces lives in a cgroup made at the spawn, and no limit at all has no watch to update
     let memory_live = memory.enforce == MemoryEnforce::Restart
@@ -184,6 +202,16 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         "max_memory",
         if memory_live { How::Live } else { How::Restart },
     );
+    // a limit is rewritten in the cgroup the running instance is in; one that needs a
+    // controller the instance's cgroup lacks (or no longer needs one) needs a new cgroup
+    let resources_how = if cgroup_controllers(new) == cgroup_controllers(old) {
+        How::Live
+    } else {
+        How::Restart
+    };
+    for ((key, now), (_, before)) in resources.keyed().into_iter().zip(old.resources.keyed()) {
+        note(now != before, key, resources_how);
+    }
     // each check reads the spec when it runs; adding or removing one arms or drops its timers,
     // which happens at the start
     note(
@@ -196,6 +224,18 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         },
     );
     out
+}
+
+/// The cgroup controllers an instance of `spec` is put under at its start.
+fn cgroup_controllers(spec: &AppSpec) -> Vec<Controller> {
+    let mut c = spec.resources.controllers();
+    if spec.memory.enforce == MemoryEnforce::Cgroup
+        && spec.memory.max.is_some()
+        && !c.contains(&Controller::Memory)
+    {
+        c.push(Controller::Memory);
+    }
+    c
 }
 
 /// Whether the supervisor can tell when a new instance of `spec` is ready, so that a reload
@@ -287,10 +327,24 @@ mod tests {
         })
     }
 
+    type Edit = fn(&mut AppSpec);
+
+    /// Each edit of `old` changes exactly its key, applied as said.
+    fn assert_classified(old: &AppSpec, table: &[(Edit, &'static str, How)]) {
+        for (edit, field, how) in table {
+            let mut new = old.clone();
+            edit(&mut new);
+            assert_eq!(
+                diff(old, &new),
+                vec![FieldChange { field, how: *how }],
+                "{field}"
+            );
+        }
+    }
+
     /// One row per field: the change, the key reported, how it is applied.
     #[test]
     fn every_field_is_classified() {
-        type Edit = fn(&mut AppSpec);
         let table: &[(Edit, &str, How)] = &[
             (|s| s.argv.push("x".into()), "cmd", How::Restart),
             (|s| s.cwd = "/tmp".into(), "cwd", How::Restart),
@@ -369,18 +423,45 @@ mod tests {
                 How::Restart,
             ),
             (|s| s.health = Some(health()), "health", How::Restart),
+            // a first cgroup limit needs a cgroup the running process is not in
+            (|s| s.resources.cpu_max = Some(50), "cpu_max", How::Restart),
         ];
         let old = spec("web");
-        for (edit, field, how) in table {
-            let mut new = old.clone();
-            edit(&mut new);
-            assert_eq!(
-                diff(&old, &new),
-                vec![FieldChange { field, how: *how }],
-                "{field}"
-            );
-        }
+        assert_classified(&old, table);
         assert!(diff(&old, &old.clone()).is_empty());
+    }
+
+    #[test]
+    fn cgroup_limits_are_live_within_the_controllers_the_cgroup_has() {
+        let mut old = spec("web");
+        old.resources.cpu_max = Some(50);
+        old.resources.pids_max = Some(20);
+        let table: &[(Edit, &str, How)] = &[
+            (|s| s.resources.cpu_max = Some(150), "cpu_max", How::Live),
+            // the same controller: cpu
+            (
+                |s| s.resources.cpu_weight = Some(10),
+                "cpu_weight",
+                How::Live,
+            ),
+            (|s| s.resources.pids_max = None, "pids_max", How::Restart),
+            (
+                |s| s.resources.io_weight = Some(10),
+                "io_weight",
+                How::Restart,
+            ),
+            (
+                |s| s.resources.memory_high = Some(1 << 30),
+                "memory_high",
+                How::Restart,
+            ),
+        ];
+        assert_classified(&old, table);
+        // memory_high beside a kernel-enforced max_memory: the memory cgroup is there already
+        old.memory.enforce = MemoryEnforce::Cgroup;
+        let mut new = old.clone();
+        new.resources.memory_high = Some(50 << 20);
+        assert_eq!(diff(&old, &new)[0].how, How::Live);
     }
 
     #[test]

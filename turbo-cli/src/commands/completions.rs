@@ -28,14 +28,20 @@ use crate::{
 };
 
 /// Commands whose first positional argument is an app name, an app id, or `all`.
-pub const APP_OR_ALL_COMMANDS: [&str; 6] =
-    ["stop", "restart", "reload", "delete", "reset", "flush"];
+pub const APP_OR_ALL_COMMANDS: [&str; 7] = [
+    "stop", "restart", "reload", "delete", "reset", "flush", "status",
+];
 /// Commands whose first positional argument is one app (name or id).
 pub const APP_COMMANDS: [&str; 4] = ["logs", "crashes", "describe", "scale"];
 /// Subcommands of a command group whose positional is one app: zsh completes them from clap's
 /// nested specs (counted by the tests); the bash wrapper only looks at the first word.
 #[cfg(test)]
 const NESTED_APP_COMMANDS: [&str; 1] = ["config show"];
+/// More targets zsh completes from clap's specs (counted by the tests): `turbo signal SIGNAL
+/// TARGET` (the bash wrapper only looks at the first word) and `ls`, the visible alias of
+/// `status`, which clap writes out as a command of its own.
+#[cfg(test)]
+const MORE_ZSH_APP_OR_ALL: [&str; 2] = ["signal", "ls"];
 
 /// How long `__complete-apps` may take before giving up silently: a prompt must not hang.
 const COMPLETE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -355,7 +361,7 @@ mod tests {
             !s.contains("complete -F _turbo "),
             "clap's own registration is replaced"
         );
-        assert!(s.contains("stop|restart|reload|delete|reset|flush) extra=\"all\""));
+        assert!(s.contains("stop|restart|reload|delete|reset|flush|status) extra=\"all\""));
         assert!(s.contains("__complete-apps"));
     }
 
@@ -369,7 +375,7 @@ mod tests {
         assert_eq!(
             (or_all, one),
             (
-                APP_OR_ALL_COMMANDS.len(),
+                APP_OR_ALL_COMMANDS.len() + MORE_ZSH_APP_OR_ALL.len(),
                 APP_COMMANDS.len() + NESTED_APP_COMMANDS.len()
             ),
             "{s}"
@@ -385,7 +391,7 @@ mod tests {
         let s = completion_script(CompletionShell::Fish);
         assert!(s.contains("function __fish_turbo_apps"));
         assert!(s.contains(
-            "complete -c turbo -n \"__fish_turbo_using_subcommand stop restart reload delete reset flush\" -f -a '(__fish_turbo_apps) all'"
+            "complete -c turbo -n \"__fish_turbo_using_subcommand stop restart reload delete reset flush status\" -f -a '(__fish_turbo_apps) all'"
         ));
         assert!(s.contains("__fish_turbo_using_subcommand logs crashes describe scale"));
     }

@@ -313,6 +313,9 @@ pub fn render_describe(
         },
     );
     row(&mut out, "restarts", &status.restarts.to_string());
+    if !status.group.is_empty() {
+        row(&mut out, "group", &format!("@{}", status.group));
+    }
     if !status.status_text.is_empty() {
         row(&mut out, "status text", &status.status_text);
     }
@@ -348,6 +351,17 @@ pub fn render_describe(
                 _ => format!("{limit}, restarted by the daemon at the limit"),
             },
         );
+    }
+    if !config.limits.is_empty() {
+        let limits: Vec<String> = config
+            .limits
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        row(&mut out, "cgroup limits", &limits.join(", "));
+    }
+    for (k, dir) in config.cgroups.iter().enumerate() {
+        row(&mut out, if k == 0 { "cgroup" } else { "" }, dir);
     }
     row(
         &mut out,

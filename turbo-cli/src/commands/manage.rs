@@ -1,5 +1,5 @@
-//! `turbo stop|restart|reload|delete|reset <name|id|all>` and `turbo scale <name> <n>`: one call
-//! each, then show what changed.
+//! `turbo stop|restart|reload|delete|reset <name|id|@group|all>`, `turbo signal SIG <target>` and
+//! `turbo scale <name> <n>`: one call each, then show what changed.
 //!
 //! Matching the target (name, id, `all`) is the daemon's job, so the CLI and busctl users see
 //! the same rules and the same "not found" message.
@@ -67,6 +67,16 @@ pub async fn scale(name: &str, count: u32) -> Result<()> {
     match daemon.proxy.scale_app(name, count).await {
         Ok(apps) => print_table(&apps),
         Err(e) => Err(target_error(&daemon, name, &e).await),
+    }
+}
+
+/// `turbo signal SIGNAL TARGET`: the daemon reads the signal, so busctl callers get the same
+/// names and messages.
+pub async fn signal(signal: &str, target: &str) -> Result<()> {
+    let daemon = daemon().await?;
+    match daemon.proxy.signal_app(target, signal).await {
+        Ok(apps) => print_table(&apps),
+        Err(e) => Err(target_error(&daemon, target, &e).await),
     }
 }
 

@@ -34,6 +34,25 @@ pub(super) struct HealthConfig {
     status: Option<Scalar>,
 }
 
+/// Reads the duration `value` of the key `what` into `field`; zero is refused (a timeout or an
+/// interval of nothing).
+pub(super) fn set_positive(
+    value: Option<&Scalar>,
+    what: &str,
+    field: &mut std::time::Duration,
+    errors: &mut Vec<Problem>,
+) {
+    let Some(v) = value else { return };
+    match v.duration(what) {
+        Ok(d) if d.is_zero() => errors.push(Problem::new(
+            what,
+            format!("{what} must be longer than 0, like 5s"),
+        )),
+        Ok(d) => *field = d,
+        Err(e) => errors.push(e.at(what)),
+    }
+}
+
 /// The watch keys of one app as written.
 pub(super) struct WatchKeys {
     pub watch: Option<serde_yaml_ng::Value>,
@@ -199,21 +218,16 @@ pub(super) fn apply_health(
         );
     }
     let mut check = HealthSpec::new(probe);
-    let mut set = |value: &Option<Scalar>, key: &str, field: &mut std::time::Duration| {
-        let Some(v) = value else { return };
-        let what = format!("health.{key}");
-        match v.duration(&what) {
-            Ok(d) if d.is_zero() => errors.push(Problem::new(
-                &what,
-                format!("{what} must be longer than 0, like 5s"),
-            )),
-            Ok(d) => *field = d,
-            Err(e) => errors.push(e.at(&what)),
-        }
+    let mut set = |value: Option<&Scalar>, key: &str, field: &mut std::time::Duration| {
+        set_positive(value, &format!("health.{key}"), field, errors);
     };
-    set(&cfg.interval, "interval", &mut check.interval);
-    set(&cfg.timeout, "timeout", &mut check.timeout);
-    set(&cfg.retry_delay, "retry_delay", &mut check.retry_delay);
+    set(cfg.interval.as_ref(), "interval", &mut check.interval);
+    set(cfg.timeout.as_ref(), "timeout", &mut check.timeout);
+    set(
+        cfg.retry_delay.as_ref(),
+        "retry_delay",
+        &mut check.retry_delay,
+    );
     if let Some(v) = &cfg.start_period {
         match v.duration("health.start_period") {
             Ok(d) => check.start_period = d,

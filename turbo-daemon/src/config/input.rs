@@ -16,7 +16,8 @@
 //!   regular file (not a FIFO, which would block the daemon, nor `/dev/zero`, which never ends);
 //! * `origin` (a file name for messages): [`MAX_PATH_BYTES`], no control characters; `base_dir`
 //!   and `cwd`: absolute, at most [`MAX_PATH_BYTES`] (`PATH_MAX`), no NUL;
-//! * targets of stop/restart/...: at most [`MAX_TARGET_BYTES`] (a name, an id or `all`);
+//! * targets of stop/restart/...: at most [`MAX_TARGET_BYTES`] (a name, `name:N`, an id, `all`
+//!   or `@group`);
 //! * app names: [`turbo_api::validate_app_name`] (1-64 safe characters).
 
 use std::path::Path;
@@ -37,8 +38,9 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
 /// Longest path or origin (`PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
-/// Longest target of stop, restart, delete, reset, flush, describe: a name (64), an id or `all`.
-pub const MAX_TARGET_BYTES: usize = turbo_api::MAX_NAME_LEN;
+/// Longest target of stop, restart, delete, reset, flush, describe, signal: a name (64) with
+/// `:N` (a `u32`), `@` and a group name, an id or `all`.
+pub const MAX_TARGET_BYTES: usize = turbo_api::MAX_NAME_LEN + 11;
 /// Most options in one `StartApp` call (there are 4 kinds; repeats are impossible in a dict).
 pub const MAX_OPTIONS: usize = 16;
 
@@ -167,16 +169,38 @@ pub fn check_dir_path(what: &str, path: &str) -> Result<(), String> {
 /// One line.
 pub fn check_target(target: &str) -> Result<(), String> {
     if target.is_empty() {
-        return Err("the target is empty: give an app name, an id or `all`".into());
+        return Err("the target is empty: give an app name, an id, `all` or `@group`".into());
     }
     if target.len() > MAX_TARGET_BYTES {
         return Err(format!(
-            "target '{}' is {} bytes: an app name (at most {MAX_TARGET_BYTES}), an id or `all`",
+            "target '{}' is {} bytes: an app name (at most {}) with `:N`, an id, `all` or `@group`, at most {MAX_TARGET_BYTES} in all",
             shorten(target),
-            target.len()
+            target.len(),
+            turbo_api::MAX_NAME_LEN
         ));
     }
     Ok(())
+}
+
+/// A signal as a user writes it: a name with or without `SIG` in any case (`HUP`, `sigusr1`,
+/// `SIGTERM`) or a number from 1 to 64 (real-time signals included).
+///
+/// # Errors
+/// One line naming the value and what is accepted.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    let upper = s.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    format!("SIG{bare}")
+        .parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .ok()
+        .or_else(|| bare.parse().ok().filter(|n| (1..=64).contains(n)))
+        .ok_or_else(|| {
+            format!(
+                "'{}' is not a signal: write a name like SIGHUP, HUP or USR1, or a number from 1 to 64",
+                shorten(s)
+            )
+        })
 }
 
 /// Most instances one app may have: far beyond any CPU count, low enough that a typo cannot

@@ -19,15 +19,19 @@
 //! and, for a non-root caller of a root daemon, with the caller's file access rights
 //! ([`from_yaml_as`], `access::as_caller`).
 
+mod alerts;
 mod checks;
 mod error;
 mod files;
+mod groups;
+mod hooks;
 mod include;
 pub mod input;
 mod locate;
 mod log;
 mod options;
 mod privileges;
+mod resources;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -419,6 +423,14 @@ struct AppConfig {
     memory_warning: Option<Scalar>,
     /// Who acts at `max_memory`: `restart` (the daemon) or `cgroup` (the kernel).
     memory_enforce: Option<String>,
+    // ---- cgroup limits (see resources.rs) ----
+    /// `150%` (one and a half CPUs) or `150`.
+    cpu_max: Option<Scalar>,
+    cpu_weight: Option<i64>,
+    io_weight: Option<i64>,
+    pids_max: Option<i64>,
+    /// A size (`256mb`).
+    memory_high: Option<Scalar>,
     /// Run as this user (name or uid); only root may name another user than itself.
     user: Option<NameOrId>,
     /// Primary group (name or gid); default: the user's.
@@ -455,6 +467,20 @@ struct AppConfig {
     /// Absolute paths or globs of the programs the app's tree is expected to exec (issue 22).
     #[serde(default)]
     exec_allow: Vec<String>,
+    // ---- groups and signals (issue 17) ----
+    /// The app's group, a target as `@name` (`group:` is the Unix group it runs as).
+    app_group: Option<String>,
+    /// The signal `turbo reload` sends instead of replacing an app without `listen:`.
+    reload_signal: Option<String>,
+    /// Told of every crash: `{cmd: [..]}` or `{webhook: URL}`, with bounds.
+    on_crash: Option<alerts::AlertConfig>,
+    /// Told of every state change, the same way.
+    on_state: Option<alerts::AlertConfig>,
+    /// Hooks: `{cmd: [..], timeout: 30s}` each.
+    pre_start: Option<hooks::HookConfig>,
+    post_start: Option<hooks::HookConfig>,
+    pre_stop: Option<hooks::HookConfig>,
+    post_stop: Option<hooks::HookConfig>,
 }
 
 /// A value or a list of values.
@@ -538,6 +564,14 @@ impl Scalar {
     /// The size of the key `what`, within `bounds`.
     fn size(&self, what: &str, bounds: Bounds<u64>) -> Result<u64, Fault> {
         units::size(self.written(), bounds).map_err(|e| self.refused(what, &e))
+    }
+
+    /// A percentage: `80%` or a bare `80`.
+    fn percent(&self) -> Option<f64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(t) => t.trim().trim_end_matches('%').trim().parse().ok(),
+        }
     }
 
     fn refused(&self, what: &str, e: &units::UnitError) -> Fault {

@@ -140,6 +140,48 @@ fn memory_enforce_values_and_its_limit() {
 }
 
 /// The whole message for `yml`, checked in a directory holding `run.sh` (executable).
+#[test]
+fn cgroup_limits_are_read_and_bad_ones_refused_at_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    cpu_max: 150%\n    cpu_weight: 50\n    \
+              io_weight: 200\n    pids_max: 20\n    memory_high: 64mb\n";
+    let specs = parse_config(ok, "t.yml", dir.path(), PATH).unwrap();
+    assert_eq!(
+        specs[0].resources,
+        crate::spec::Resources {
+            cpu_max: Some(150),
+            cpu_weight: Some(50),
+            io_weight: Some(200),
+            pids_max: Some(20),
+            memory_high: Some(64 << 20),
+        }
+    );
+    let bare = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    cpu_max: 20\n";
+    let specs = parse_config(bare, "t.yml", dir.path(), PATH).unwrap();
+    assert_eq!(specs[0].resources.cpu_max, Some(20));
+    for (key, value, says) in [
+        ("cpu_max", "0%", "cpu_max '0%' is not a share of one CPU"),
+        ("cpu_max", "lots", "cpu_max 'lots' is not"),
+        (
+            "cpu_weight",
+            "0",
+            "cpu_weight 0 must be between 1 and 10000",
+        ),
+        (
+            "io_weight",
+            "20000",
+            "io_weight 20000 must be between 1 and 10000",
+        ),
+        ("pids_max", "0", "pids_max 0 must be between 1 and 4194304"),
+        ("memory_high", "10k", "memory_high 10240 bytes is below 1mb"),
+    ] {
+        let err = config_error(&format!(
+            "apps:\n  - name: a\n    cmd: [sleep, '1']\n    {key}: {value}\n"
+        ));
+        assert!(err.starts_with("t.yml:4:") && err.contains(says), "{err}");
+    }
+}
+
 fn config_error(yml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("run.sh");

@@ -8,10 +8,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use nix::{
-    sys::signal::Signal,
-    unistd::{SysconfVar, sysconf},
-};
+use nix::unistd::{SysconfVar, sysconf};
 
 use super::{
     AppConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
@@ -129,6 +126,14 @@ pub(super) fn validate(
         &mut spec,
         &mut errors,
     );
+    let limits = super::resources::ResourceKeys {
+        cpu_max: app.cpu_max,
+        cpu_weight: app.cpu_weight,
+        io_weight: app.io_weight,
+        pids_max: app.pids_max,
+        memory_high: app.memory_high,
+    };
+    super::resources::apply_resources(&limits, &mut spec, &mut errors);
     if let Some((k, bad)) = app
         .stop_exit_codes
         .iter()
@@ -189,6 +194,15 @@ pub(super) fn validate(
         &mut spec,
         &mut errors,
     );
+    super::groups::apply(app.app_group, app.reload_signal, &mut spec, &mut errors);
+    super::alerts::apply(app.on_crash, app.on_state, path_env, &mut spec, &mut errors);
+    let hooks = super::hooks::HookKeys {
+        pre_start: app.pre_start,
+        post_start: app.post_start,
+        pre_stop: app.pre_stop,
+        post_stop: app.post_stop,
+    };
+    super::hooks::apply(hooks, path_env, &mut spec, &mut errors);
     // last, as these keys usually come last in an app
     let (run_as, limits) = privileges::resolve(&keys, powers, &mut errors);
     spec.privileges = Box::new(Privileges { run_as, limits });
@@ -308,11 +322,7 @@ fn apply_memory(
         }
     }
     if let Some(v) = warning {
-        let pct = match v {
-            Scalar::Number(n) => Some(*n),
-            Scalar::Text(t) => t.trim().trim_end_matches('%').trim().parse::<f64>().ok(),
-        };
-        match pct {
+        match v.percent() {
             #[expect(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
@@ -496,21 +506,5 @@ fn check_listen(addr: &str, powers: &Powers) -> Result<(), Fault> {
 
 /// `SIGTERM`, `TERM` or a number.
 pub(super) fn parse_signal(s: &str) -> Option<i32> {
-    const NAMES: &[(&str, Signal)] = &[
-        ("HUP", Signal::SIGHUP),
-        ("INT", Signal::SIGINT),
-        ("QUIT", Signal::SIGQUIT),
-        ("KILL", Signal::SIGKILL),
-        ("USR1", Signal::SIGUSR1),
-        ("USR2", Signal::SIGUSR2),
-        ("TERM", Signal::SIGTERM),
-        ("WINCH", Signal::SIGWINCH),
-    ];
-    let upper = s.trim().to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == bare)
-        .map(|(_, v)| *v as i32)
-        .or_else(|| bare.parse().ok().filter(|n| (1..=64).contains(n)))
+    input::parse_signal(s).ok()
 }

@@ -444,6 +444,29 @@ impl ManagerIface {
         )
     }
 
+    /// Sends `signal` (a name with or without `SIG`, any case, or a number 1-64) to the main
+    /// process of every running app of `target` (name, `name:N`, id, `all` or `@group`);
+    /// returns the apps signalled. Authorised as a restart.
+    #[zbus(out_args("apps"))]
+    async fn signal_app(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+        signal: String,
+    ) -> Result<Vec<AppStatus>, Error> {
+        wire::answer(
+            async move {
+                let signal = input::parse_signal(&signal).map_err(Error::InvalidArgument)?;
+                self.on_target((conn, &hdr), "restart", target, |target, reply| {
+                    Request::Apps(AppsOp::Signal(target, signal), reply)
+                })
+                .await
+            }
+            .await,
+        )
+    }
+
     /// Runs `count` instances of app `name`: new ones start, the highest-numbered stop
     /// gracefully; returns the instances once they have started or stopped.
     #[zbus(out_args("apps"))]

@@ -104,6 +104,7 @@ impl OnWire for AppStatus {
             err_log,
             last_exit,
             status_text,
+            group,
             id: _,
             instance: _,
             pid: _,
@@ -116,8 +117,22 @@ impl OnWire for AppStatus {
             leak_suspected: _,
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
+            cpu_max_percent: _,
+            cpu_throttled_ms: _,
+            pids: _,
+            pids_max: _,
+            memory_high_bytes: _,
         } = self;
-        for s in [name, state, health, cwd, out_log, err_log, status_text] {
+        for s in [
+            name,
+            state,
+            health,
+            cwd,
+            out_log,
+            err_log,
+            status_text,
+            group,
+        ] {
             s.scrub();
         }
         argv.scrub();
@@ -190,6 +205,8 @@ impl OnWire for AppConfigInfo {
             ready,
             memory_enforce,
             memory_cgroup,
+            limits,
+            cgroups,
             source,
             restart_delay_ms: _,
             restart_factor: _,
@@ -228,8 +245,12 @@ impl OnWire for AppConfigInfo {
         ] {
             s.scrub();
         }
-        for list in [env_names, listen, watch_paths, watch_ignore] {
+        for list in [env_names, listen, watch_paths, watch_ignore, cgroups] {
             list.scrub();
+        }
+        for (key, value) in limits {
+            key.scrub();
+            value.scrub();
         }
         for (name, _) in groups {
             name.scrub();

@@ -20,7 +20,8 @@
 //! listener, with a header timeout so an idle client cannot hold a connection forever.
 //!
 //! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
-//! `app_instance`, `reason`, `state`, `source`, `mode`, `type`, `status`, `version`, `stream`;
+//! `app_instance`, `event`, `outcome`, `group` (only on apps with an `app_group`: to PromQL a missing label and an
+//! empty one are the same, so `sum by (group)` works across all apps), `reason`, `state`, `source`, `mode`, `type`, `status`, `version`, `stream`;
 //! never a pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
 //! (and `job`) to every scraped series itself and would rename ours to `exported_instance`.
 
@@ -173,6 +174,20 @@ pub fn render(s: &MetricsSnapshot) -> String {
             record_app(app);
         }
         record_logs(s);
+        for (app, event, o) in &s.notifications {
+            for (outcome, n) in [
+                ("sent", o.sent),
+                ("failed", o.failed),
+                ("dropped", o.dropped),
+            ] {
+                let labels = vec![
+                    Label::new("app", app.clone()),
+                    Label::new("event", event.as_str()),
+                    Label::new("outcome", outcome),
+                ];
+                counter!("turbo_notifications_total", labels).absolute(n);
+            }
+        }
         if let Some(p) = &s.daemon {
             gauge!("process_resident_memory_bytes").set(p.resident_bytes as f64);
             gauge!("process_virtual_memory_bytes").set(p.virtual_bytes as f64);
@@ -190,23 +205,41 @@ pub fn render(s: &MetricsSnapshot) -> String {
     for app in &s.apps {
         if let Some((user, system)) = app.cpu_seconds {
             for (mode, v) in [("user", user), ("system", system)] {
-                cpu_rows.push((
-                    vec![
-                        ("app", app.name.clone()),
-                        ("app_instance", app.instance.to_string()),
-                        ("mode", mode.to_owned()),
-                    ],
-                    v,
-                ));
+                let mut labels = vec![
+                    ("app", app.name.clone()),
+                    ("app_instance", app.instance.to_string()),
+                ];
+                labels.extend(app.group.clone().map(|g| ("group", g)));
+                labels.push(("mode", mode.to_owned()));
+                cpu_rows.push((labels, v));
             }
         }
     }
     float_counter(
         &mut out,
         "turbo_app_cpu_seconds_total",
-        "CPU time used by the app's whole process tree (live processes and the children they \
-         reaped), by mode; resets when the app's main process changes",
+        "CPU time used by the app's whole process tree, by mode: from its cgroup when it has one \
+         (every process that ran in it), else the live processes and the children they reaped \
+         (resets when the app's main process changes)",
         &cpu_rows,
+    );
+    let throttled: Vec<_> = s
+        .apps
+        .iter()
+        .filter_map(|app| {
+            let ns = app.cgroup.as_ref()?.throttled_ns?;
+            let labels = vec![
+                ("app", app.name.clone()),
+                ("app_instance", app.instance.to_string()),
+            ];
+            Some((labels, ns as f64 / 1e9))
+        })
+        .collect();
+    float_counter(
+        &mut out,
+        "turbo_app_cpu_throttled_seconds_total",
+        "Time the app's processes were held back by its cpu_max (from its cgroup)",
+        &throttled,
     );
     if let Some(p) = &s.daemon {
         float_counter(
@@ -220,10 +253,11 @@ pub fn render(s: &MetricsSnapshot) -> String {
 }
 
 fn record_app(app: &AppMetrics) {
-    let base = vec![
+    let mut base = vec![
         Label::new("app", app.name.clone()),
         Label::new("app_instance", app.instance.to_string()),
     ];
+    base.extend(app.group.clone().map(|g| Label::new("group", g)));
     let with = |key: &'static str, value: &'static str| {
         let mut labels = base.clone();
         labels.push(Label::new(key, value));
@@ -271,7 +305,29 @@ fn record_app(app: &AppMetrics) {
     if let Some(i) = &app.insight {
         counter!("turbo_app_execs_total", base.clone()).absolute(i.execs);
         counter!("turbo_app_execs_unexpected_total", base.clone()).absolute(i.execs_unexpected);
-        counter!("turbo_app_involuntary_switches_total", base).absolute(i.runq.involuntary);
+        counter!("turbo_app_involuntary_switches_total", base.clone()).absolute(i.runq.involuntary);
+    }
+    if let Some(pct) = app.cpu_max_percent {
+        gauge!("turbo_app_cpu_limit_cpus", base.clone()).set(f64::from(pct) / 100.0);
+    }
+    if let Some(n) = app.pids_max {
+        gauge!("turbo_app_pids_limit", base.clone()).set(n as f64);
+    }
+    let Some(c) = &app.cgroup else { return };
+    if let Some(n) = c.throttled_periods {
+        counter!("turbo_app_cpu_throttled_periods_total", base.clone()).absolute(n);
+    }
+    if let Some(n) = c.pids {
+        gauge!("turbo_app_pids", base.clone()).set(n as f64);
+    }
+    if let Some(b) = c.memory_bytes {
+        gauge!("turbo_app_memory_bytes", with("type", "cgroup")).set(b as f64);
+    }
+    if let Some(b) = c.page_cache_bytes {
+        gauge!("turbo_app_memory_bytes", with("type", "page_cache")).set(b as f64);
+    }
+    for (event, n) in &c.memory_events {
+        counter!("turbo_app_memory_events_total", with("event", event)).absolute(*n);
     }
 }
 
@@ -399,7 +455,27 @@ fn describe() {
     );
     describe_gauge!(
         "turbo_app_memory_bytes",
-        "Memory of the app's whole process tree: type 'rss' (resident, shared pages counted per process) or 'pss' (proportional share, where readable)"
+        "Memory of the app's whole process tree: type 'rss' (resident, shared pages counted per process) or 'pss' (proportional share, where readable); with a memory cgroup also 'cgroup' (everything charged to it) and 'page_cache' (the file-backed part of that)"
+    );
+    describe_gauge!(
+        "turbo_app_cpu_limit_cpus",
+        "The app's cpu_max in CPUs (only for apps that have one)"
+    );
+    describe_counter!(
+        "turbo_app_cpu_throttled_periods_total",
+        "Scheduler periods in which cpu_max held the app back (from its cgroup)"
+    );
+    describe_gauge!(
+        "turbo_app_pids",
+        "Processes and threads in the app's cgroup (only for apps that have a cgroup with the pids controller)"
+    );
+    describe_gauge!(
+        "turbo_app_pids_limit",
+        "The app's pids_max (only for apps that have one)"
+    );
+    describe_counter!(
+        "turbo_app_memory_events_total",
+        "Memory events of the app's memory cgroup: high (throttled at memory_high, v2), max (at the limit), oom, oom_kill"
     );
     describe_gauge!(
         "turbo_app_memory_limit_bytes",
@@ -420,6 +496,11 @@ fn describe() {
     describe_counter!(
         "turbo_log_bytes_total",
         "Bytes written to the app's log file (records, with timestamps), by stream 'out' or 'err'; resets when the log keeper restarts"
+    );
+    describe_counter!(
+        "turbo_notifications_total",
+        "on_crash and on_state notifications by event and outcome: sent, failed (every attempt), \
+         dropped (over the app's rate_limit)"
     );
     describe_counter!(
         "turbo_log_dropped_bytes_total",
@@ -561,6 +642,7 @@ mod tests {
         AppMetrics {
             name: name.into(),
             instance: 0,
+            group: None,
             state,
             health: turbo_api::Health::None,
             restarts: RestartReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
@@ -574,6 +656,9 @@ mod tests {
             start_time_seconds: None,
             leak: LeakVerdict::UNKNOWN,
             insight: None,
+            cgroup: None,
+            cpu_max_percent: None,
+            pids_max: None,
         }
     }
 
@@ -627,7 +712,24 @@ mod tests {
                 start_time_seconds: 5.0,
                 threads: 1,
             }),
-            apps: vec![online, app("worker", AppState::Backoff)],
+            apps: vec![
+                online,
+                app("worker", AppState::Backoff),
+                AppMetrics {
+                    group: Some("front".into()),
+                    cpu_seconds: Some((2.0, 0.0)),
+                    ..app("web", AppState::Online)
+                },
+            ],
+            notifications: vec![(
+                "web".into(),
+                crate::runtime::alerts::Event::Crash,
+                crate::runtime::alerts::Outcomes {
+                    sent: 2,
+                    failed: 1,
+                    dropped: 7,
+                },
+            )],
             logs: vec![
                 crate::keeper::AppCounters {
                     app: "worker".into(),
@@ -664,6 +766,11 @@ mod tests {
             "turbo_app_runqueue_delay_seconds_count{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 4",
             "turbo_app_execs_unexpected_total{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 1",
             "turbo_app_involuntary_switches_total{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 7",
+            "turbo_app_up{app=\"web\",app_instance=\"0\",group=\"front\"} 1",
+            "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"dropped\"} 7",
+            "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"failed\"} 1",
+            "turbo_app_state{app=\"web\",app_instance=\"0\",group=\"front\",state=\"online\"} 1",
+            "turbo_app_cpu_seconds_total{app=\"web\",app_instance=\"0\",group=\"front\",mode=\"user\"} 2",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }

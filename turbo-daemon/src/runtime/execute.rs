@@ -48,9 +48,33 @@ impl Runtime {
                 }
                 None
             }
+            Action::RunHook {
+                app,
+                hook,
+                token,
+                spec,
+            } => {
+                self.run_hook(app, hook, token, &spec);
+                None
+            }
+            Action::SignalProcess { app, pid, signal } => {
+                // the supervisor saw `pid` alive as this app's main process just now
+                if let Err(e) = os::signal_pid(pid, signal) {
+                    tracing::warn!(app, "signal {signal} to process {pid} failed: {e}");
+                }
+                None
+            }
             Action::SetMemoryLimit { app, pid, bytes } => {
                 if let Err(e) = self.source.set_memory_limit(pid, bytes) {
                     tracing::warn!(app, "cannot watch the memory of pid {pid}: {e}");
+                }
+                None
+            }
+            Action::SetCgroupLimits { app } => {
+                if let Some(spec) = self.sup.app(app).map(|a| &a.spec)
+                    && let Err(e) = self.spawner.set_limits(app, spec)
+                {
+                    tracing::warn!(app, "cannot change the cgroup limits of {}: {e}", spec.name);
                 }
                 None
             }
@@ -239,6 +263,12 @@ impl Runtime {
             }
             Notification::StateChanged(id) => {
                 self.send_changed(id);
+                if let Some(a) = self.sup.app(id)
+                    && a.spec.on_state.is_some()
+                    && let Some(st) = self.notice_status(id)
+                {
+                    self.alerts.state_changed(id, &a.spec, &st);
+                }
                 self.count_state(id);
                 // the pid and restart count are part of the saved state
                 self.mark_dirty();
@@ -281,6 +311,7 @@ impl Runtime {
                 let last = !self.sup.apps().any(|a| a.spec.name == name);
                 self.spawner.removed(app, &name, last);
                 self.crashes.remove(app);
+                self.alerts.remove(app);
                 self.procs.remove_app(app);
                 self.usage.remove(app);
                 self.insight.remove(app);
@@ -327,9 +358,10 @@ impl Runtime {
 
     /// A crash is complete: logged, stored, saved and announced.
     pub(super) fn crash_ready(&mut self, app: AppId, crash: crashes::Crash) {
-        let Some(name) = self.sup.app(app).map(|a| a.spec.name.clone()) else {
+        let Some(a) = self.sup.app(app) else {
             return; // deleted meanwhile
         };
+        let name = a.spec.name.clone();
         tracing::warn!(
             app = %name,
             "crashed: {} after {} ms (restart #{})",
@@ -338,6 +370,7 @@ impl Runtime {
             crash.restart_number
         );
         let record = view::crash_record(&crash);
+        self.alerts.crashed(app, &a.spec, a.instance, &record);
         self.crashes.push(app, crash);
         let _ = self.chan.notices.send(Notice::Crashed(name, record));
         self.mark_dirty();
@@ -352,14 +385,20 @@ impl Runtime {
         let now = Instant::now();
         let measured = self.measure(id, now, how);
         let app = self.sup.app(id)?;
-        Some(view::status(
+        let mut st = view::status(
             app,
             now,
             &self.clock,
             &self.paths.log_dir,
             measured,
             self.usage.verdict(app),
-        ))
+        );
+        let stats = self
+            .spawner
+            .cgroup(id)
+            .map(crate::os::cgroup::AppCgroup::stats);
+        view::with_cgroup(&mut st, stats.as_ref());
+        Some(st)
     }
 }
 

@@ -31,9 +31,11 @@
 //! once per `leak window / 48` (75 s by default) and reads one `statm` per app (the tree only for
 //! apps with descendants). Never `smaps` (PSS), which only `describe` and scrapes read.
 
+pub mod alerts;
 pub mod apply;
 mod crashes;
 mod execute;
+mod hooks;
 mod insight;
 pub mod listen;
 mod marks;
@@ -197,6 +199,8 @@ pub struct Runtime {
     usage: Usage,
     crashes: crashes::CrashStore,
     insight: insight::Insight,
+    /// `on_crash` and `on_state` notifications.
+    alerts: alerts::Alerts,
     persist: persist::Persist,
     output: output::Outputs,
     spawner: spawner::Spawner,
@@ -246,6 +250,7 @@ impl Runtime {
             usage: Usage::default(),
             crashes: crashes::CrashStore::default(),
             insight: insight::Insight::default(),
+            alerts: alerts::Alerts::default(),
             heartbeat: None,
         }
     }
@@ -497,7 +502,17 @@ impl Runtime {
 
     fn on_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Input(input) => self.feed(input),
+            Internal::Input(input) => {
+                let hook = match &input {
+                    Input::HookDone { pid, .. } if *pid != 0 => Some(*pid),
+                    _ => None,
+                };
+                self.feed(input);
+                // a failed pre_start took its output for the crash record already
+                if let Some(pid) = hook {
+                    self.output.gone(pid);
+                }
+            }
             Internal::CrashReady(app, crash) => self.crash_ready(app, crash),
             Internal::SaveDue => {
                 self.persist.due();

@@ -1,13 +1,15 @@
 //! Health probes: runs one check of an app and says, in one line, what failed.
 //!
 //! HTTP goes through hyper's HTTP/1 client on a plain TCP connection, TCP is a connect, and a
-//! command runs like the app does ([`super::spawner::spawn_plain`]: its user, limits, cwd and
-//! environment, in its own process group), killed with its group at the timeout. Every probe is bounded by the
-//! check's `timeout`. Nothing here decides what a result means: the supervisor does.
+//! command runs like the app does ([`super::spawner::spawn_aside`]: its user, limits, cwd and
+//! environment, in its own process group), killed with its group at the timeout. Every probe
+//! is bounded by the check's `timeout`. Nothing here decides what a result means: the
+//! supervisor does. The HTTP client ([`request`]) and the command runner ([`run_aside`]) serve
+//! the notifications too (`alerts.rs`).
 
 use std::os::fd::OwnedFd;
 
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::{io::AsyncReadExt, io::unix::AsyncFd, net::TcpStream};
@@ -46,7 +48,26 @@ pub async fn run(check: &HealthSpec, app: &AppSpec) -> Result<(), String> {
 }
 
 async fn http(url: &str, (lo, hi): (u16, u16)) -> Result<(), String> {
-    let fail = |what: &dyn std::fmt::Display| format!("GET {url}: {what}");
+    let code = request(hyper::Method::GET, url, Bytes::new(), "turbo-health-check").await?;
+    if (lo..=hi).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("GET {url}: status {code}, expected {lo}-{hi}"))
+    }
+}
+
+/// One HTTP/1 request to `url` on a connection of its own (a JSON `body` unless empty); the
+/// status of the answer. Unbounded: the caller bounds it.
+///
+/// # Errors
+/// One line: the method, the URL and what failed.
+pub(super) async fn request(
+    method: hyper::Method,
+    url: &str,
+    body: Bytes,
+    agent: &str,
+) -> Result<u16, String> {
+    let fail = |what: &dyn std::fmt::Display| format!("{method} {url}: {what}");
     let uri: hyper::Uri = url.parse().map_err(|e| fail(&e))?;
     let host = uri.host().ok_or_else(|| fail(&"no host"))?;
     let port = uri.port_u16().unwrap_or(80);
@@ -61,20 +82,19 @@ async fn http(url: &str, (lo, hi): (u16, u16)) -> Result<(), String> {
     // the connection is driven next to the request; it ends when the response is read
     let driver = tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = hyper::Request::get(path)
+    let mut builder = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
         .header(hyper::header::HOST, authority)
-        .header(hyper::header::USER_AGENT, "turbo-health-check")
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(&e))?;
+        .header(hyper::header::USER_AGENT, agent)
+        .header(hyper::header::CONNECTION, "close");
+    if !body.is_empty() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder.body(Full::new(body)).map_err(|e| fail(&e))?;
     let response = sender.send_request(request).await.map_err(|e| fail(&e));
     driver.abort();
-    let code = response?.status().as_u16();
-    if (lo..=hi).contains(&code) {
-        Ok(())
-    } else {
-        Err(format!("GET {url}: status {code}, expected {lo}-{hi}"))
-    }
+    Ok(response?.status().as_u16())
 }
 
 /// Runs `argv` as the app would run; healthy on exit status 0. The last line it wrote to
@@ -84,10 +104,39 @@ async fn command(
     app: &AppSpec,
     timeout: std::time::Duration,
 ) -> Result<(), String> {
-    let mut spec = app.clone();
-    spec.argv = argv.to_vec();
+    run_aside(argv, app, &[], None, timeout).await
+}
+
+/// Runs `argv` as a process of `app` runs (its user, limits, cwd, environment) with `env` set
+/// last and `stdin` on its stdin (else /dev/null), in a process group of its own that is killed
+/// at `timeout`; `Ok` on exit status 0. A failure's message ends with the last line it wrote to
+/// stderr (or stdout).
+///
+/// # Errors
+/// One line: `cmd <argv>: <what happened>[: <last line>]`.
+pub(super) async fn run_aside(
+    argv: &[String],
+    app: &AppSpec,
+    env: &[(String, String)],
+    stdin: Option<String>,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
     let name = argv.join(" ");
-    let child = super::spawner::spawn_plain(&spec).map_err(|e| format!("cmd {name}: {e}"))?;
+    let (reader, feed) = match stdin {
+        Some(text) => {
+            let (reader, mut writer) = std::io::pipe().map_err(|e| format!("cmd {name}: {e}"))?;
+            // a large input must not block the loop on a full pipe; a reader that stops early
+            // ends the write with EPIPE
+            let feed = tokio::task::spawn_blocking(move || {
+                let _ = std::io::Write::write_all(&mut writer, text.as_bytes());
+            });
+            (Some(reader.into()), Some(feed))
+        }
+        None => (None, None),
+    };
+    let child = super::spawner::spawn_aside(app, argv, env, reader)
+        .map_err(|e| format!("cmd {name}: {e}"))?;
+    drop(feed);
     let pid = child.pid;
     let output = tokio::spawn(async move {
         let (out, err) = tokio::join!(read_all(child.stdout), read_all(child.stderr));
@@ -133,7 +182,7 @@ async fn command(
 }
 
 /// Reads a pipe to its end (at most 64 KiB are kept).
-async fn read_all(fd: OwnedFd) -> String {
+pub(super) async fn read_all(fd: OwnedFd) -> String {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) else {
         return String::new();
     };
@@ -151,7 +200,7 @@ async fn read_all(fd: OwnedFd) -> String {
 }
 
 /// Waits for the process behind `pidfd` to exit and reaps it.
-async fn wait(pidfd: OwnedFd) -> std::io::Result<crate::events::WaitStatus> {
+pub(super) async fn wait(pidfd: OwnedFd) -> std::io::Result<crate::events::WaitStatus> {
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
     loop {

@@ -93,6 +93,8 @@ pub enum AppsOp {
     Reload(String),
     /// `ScaleApp`: name and instance count.
     Scale(String, u32),
+    /// `SignalApp`: target and signal number.
+    Signal(String, i32),
     /// `WaitReady`: answer once the apps are ready (or fail).
     WaitReady {
         /// Name, id or `all`.
@@ -158,6 +160,10 @@ pub fn command(
         AppsOp::Reset(t) => Command::Reset(Target::parse(&t)),
         AppsOp::Reload(t) => Command::Reload(Target::parse(&t)),
         AppsOp::Scale(name, count) => Command::Scale { name, count },
+        AppsOp::Signal(t, signal) => Command::Signal {
+            target: Target::parse(&t),
+            signal,
+        },
         AppsOp::WaitReady { target, timeout } => Command::WaitReady {
             target: Target::parse(&target),
             timeout,
@@ -232,9 +238,10 @@ pub fn api_error(e: CommandError) -> Error {
         CommandError::AlreadyExists(_) => Error::AlreadyExists(msg),
         CommandError::Duplicate(_) | CommandError::Invalid(_) => Error::InvalidArgument(msg),
         CommandError::SpawnFailed(_) => Error::SpawnFailed(msg),
-        CommandError::Busy(_) | CommandError::ReloadFailed(_) | CommandError::NotReady(_) => {
-            Error::Failed(msg)
-        }
+        CommandError::Busy(_)
+        | CommandError::ReloadFailed(_)
+        | CommandError::NotReady(_)
+        | CommandError::NotRunning(_) => Error::Failed(msg),
     }
 }
 
@@ -559,6 +566,9 @@ impl Runtime {
                 measured,
                 self.usage.counts(id),
                 self.usage.verdict(app),
+                self.spawner
+                    .cgroup(id)
+                    .map(crate::os::cgroup::AppCgroup::stats),
             );
             metrics.insight = self.source.runq(id).ok().map(|runq| {
                 let (execs, execs_unexpected) = self.insight.exec_counts(id);
@@ -571,7 +581,10 @@ impl Runtime {
             apps.push(metrics);
         }
         let logs = self.output.counters();
-        view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs)
+        let mut snapshot =
+            view::metrics_snapshot(&self.source, crate::os::proc::own_stats(), apps, logs);
+        snapshot.notifications = self.alerts.outcomes();
+        snapshot
     }
 }
 
@@ -602,6 +615,17 @@ mod tests {
     fn targets_become_commands() {
         let cases = [
             (AppsOp::Stop("all".into()), Command::Stop(Target::All)),
+            (
+                AppsOp::Restart("@web".into()),
+                Command::Restart(Target::Group("web".into())),
+            ),
+            (
+                AppsOp::Signal("web:1".into(), 1),
+                Command::Signal {
+                    target: Target::Instance("web".into(), 1),
+                    signal: 1,
+                },
+            ),
             (AppsOp::Restart("7".into()), Command::Restart(Target::Id(7))),
             (
                 AppsOp::Reset("web".into()),

@@ -21,7 +21,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc::UnboundedSender};
 use super::{Internal, listen::Listeners, marks, watch};
 use crate::{
     os::{
-        cgroup::{AppCgroup, CgroupRequest, Hierarchies},
+        cgroup::{AppCgroup, CgroupLimits, CgroupRequest, Hierarchies},
         net,
         spawn::{self, Child, Limits, Plan, RunAs},
         users,
@@ -101,21 +101,26 @@ pub fn plan<'a>(
         listen,
         listen_name: spec.name.clone(),
         cgroup_procs,
+        stdin: None,
     }
 }
 
-/// Starts one process of `spec` with nothing but its spec (health-check commands).
+/// Starts `argv` as a process of `spec` would run (its user, limits, cwd and environment) with
+/// `extra_env` set last and `stdin` as its stdin: hooks, health-check and notification
+/// commands.
 ///
 /// # Errors
 /// The spawn error, naming the program.
-pub fn spawn_plain(spec: &AppSpec) -> std::io::Result<Child> {
-    spawn::spawn(&plan(
-        spec,
-        std::env::vars_os(),
-        &[],
-        Vec::new(),
-        Vec::new(),
-    ))
+pub fn spawn_aside(
+    spec: &AppSpec,
+    argv: &[String],
+    extra_env: &[(String, String)],
+    stdin: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<Child> {
+    let mut plan = plan(spec, std::env::vars_os(), extra_env, Vec::new(), Vec::new());
+    plan.argv = argv.to_vec();
+    plan.stdin = stdin;
+    spawn::spawn(&plan)
 }
 
 /// The daemon's own passwd entry, looked up once: `HOME`, `USER`, `LOGNAME`, `SHELL` of apps
@@ -262,30 +267,31 @@ impl Spawner {
         self.contain = true;
     }
 
-    /// The cgroup of `app` (instance `instance`): a memory limit when `spec` asks for one
-    /// (`memory_enforce: cgroup`), containment when [`Spawner::contain_apps`] was called;
+    /// The cgroup of `app` (instance `instance`): the limits `spec` asks for (`cpu_max`,
+    /// `cpu_weight`, `io_weight`, `pids_max`, `memory_high`, and `max_memory` with
+    /// `memory_enforce: cgroup`), containment when [`Spawner::contain_apps`] was called;
     /// created on first use below the daemon's own, its settings applied on every start (the
     /// spec may have changed). Returns the `cgroup.procs` files the child enters; empty when
     /// it needs none. A cgroup that cannot be made only for containment is not an error
     /// (the app runs without; said once).
     ///
     /// # Errors
-    /// Why the memory cgroup cannot be made, with what to do instead.
+    /// Why the cgroup with the limits cannot be made, with what to do instead: a limit is
+    /// never silently left out.
     pub fn app_cgroup(
         &mut self,
         app: AppId,
         instance: u32,
         spec: &AppSpec,
     ) -> Result<Vec<OwnedFd>, String> {
-        let memory_max = match (spec.memory.enforce, spec.memory.max) {
-            (MemoryEnforce::Cgroup, Some(max)) => Some(max),
-            _ => None,
-        };
+        let limits = cgroup_limits(spec);
         let request = CgroupRequest {
             contain: self.contain && !self.contain_failed,
-            memory_max,
+            limits,
         };
         if request == CgroupRequest::default() {
+            // the limits were taken out: the old cgroup no longer describes the app
+            self.retire_cgroup(app, None);
             return Ok(Vec::new());
         }
         // one directory per daemon home: daemons of other users or homes never share one
@@ -302,11 +308,17 @@ impl Spawner {
             .and_then(|c| Ok((c.procs()?, c)));
         let (procs, cgroup) = match made {
             Ok(made) => made,
-            Err(e) if memory_max.is_some() => {
+            Err(e) if limits.memory_max.is_some() && limits == memory_only(limits.memory_max) => {
                 return Err(format!(
                     "memory_enforce: cgroup: cannot put the app in a memory cgroup ({e}); use \
                      `memory_enforce: restart` (the default) where the daemon may not create \
                      cgroups"
+                ));
+            }
+            Err(e) if limits != CgroupLimits::default() => {
+                return Err(format!(
+                    "cannot put the app in a cgroup with its limits ({e}); remove the limit \
+                     this host cannot enforce, or run the daemon where it may create cgroups"
                 ));
             }
             Err(e) => {
@@ -318,9 +330,32 @@ impl Spawner {
                 return Ok(Vec::new());
             }
         };
+        self.retire_cgroup(app, Some(&cgroup));
         let seen = cgroup.oom_kills().unwrap_or(0);
         self.cgroups.insert(app, (cgroup, seen));
         Ok(procs)
+    }
+
+    /// Forgets the cgroup `app` had, removing its directories that `kept` does not reuse.
+    fn retire_cgroup(&mut self, app: AppId, kept: Option<&AppCgroup>) {
+        if let Some((old, _)) = self.cgroups.remove(&app)
+            && let Err(e) = old.remove_beyond(kept)
+        {
+            tracing::debug!(app, "an old cgroup directory stays: {e}");
+        }
+    }
+
+    /// Rewrites the limits of the running `app`'s cgroup from `spec` (a live change of
+    /// `turbo apply`); nothing when it has none.
+    ///
+    /// # Errors
+    /// What could not be written (the app keeps its old limits for that controller).
+    pub fn set_limits(&self, app: AppId, spec: &AppSpec) -> Result<(), String> {
+        match self.cgroup(app) {
+            Some(cgroup) => cgroup.set(&cgroup_limits(spec)).map_err(|e| e.to_string()),
+            None if spec.resources.is_empty() => Ok(()),
+            None => Err("the running process has no cgroup: restart it to apply the limits".into()),
+        }
     }
 
     /// Whether the memory cgroup of `app` counted a new OOM kill since last asked.
@@ -512,6 +547,33 @@ async fn read_notifications(
                 return;
             }
         }
+    }
+}
+
+/// The cgroup limits `spec` asks for.
+fn cgroup_limits(spec: &AppSpec) -> CgroupLimits {
+    let r = &spec.resources;
+    CgroupLimits {
+        memory_high: r.memory_high,
+        cpu_max_percent: r.cpu_max,
+        cpu_weight: r.cpu_weight,
+        io_weight: r.io_weight,
+        pids_max: r.pids_max,
+        ..memory_only(match (spec.memory.enforce, spec.memory.max) {
+            (MemoryEnforce::Cgroup, Some(max)) => Some(max),
+            _ => None,
+        })
+    }
+}
+
+const fn memory_only(memory_max: Option<u64>) -> CgroupLimits {
+    CgroupLimits {
+        memory_max,
+        memory_high: None,
+        cpu_max_percent: None,
+        cpu_weight: None,
+        io_weight: None,
+        pids_max: None,
     }
 }
 

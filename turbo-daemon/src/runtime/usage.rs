@@ -395,7 +395,7 @@ impl RestartReason {
     #[must_use]
     pub const fn after(exit: ExitReason) -> Self {
         match exit {
-            ExitReason::Exit | ExitReason::Signal => Self::Crash,
+            ExitReason::Exit | ExitReason::Signal | ExitReason::PreStart => Self::Crash,
             ExitReason::OomKill => Self::OomKill,
             ExitReason::MemoryLimit => Self::MemoryLimit,
             ExitReason::Health => Self::Health,

@@ -19,7 +19,10 @@ use super::{
 use crate::{
     events::EventSource,
     logs,
-    os::{cgroup::AppCgroup, proc::ProcessStats},
+    os::{
+        cgroup::{AppCgroup, CgroupStats},
+        proc::ProcessStats,
+    },
     spec::{Autorestart, HealthSpec, LogFormat, ReadyMode},
     supervisor::{App, State, leak::LeakVerdict},
 };
@@ -90,6 +93,11 @@ pub fn status(
         memory_bytes: 0,
         memory_pss_bytes: 0,
         memory_limit_bytes: app.spec.memory.max.unwrap_or(0),
+        cpu_max_percent: app.spec.resources.cpu_max.unwrap_or(0),
+        cpu_throttled_ms: 0,
+        pids: 0,
+        pids_max: app.spec.resources.pids_max.unwrap_or(0),
+        memory_high_bytes: app.spec.resources.memory_high.unwrap_or(0),
         leak_suspected: verdict.suspected,
         memory_growth_bytes_per_hour: AppStatus::GROWTH_UNKNOWN,
         health: app.public_health().as_str().into(),
@@ -106,6 +114,7 @@ pub fn status(
         out_log: out_log.display().to_string(),
         err_log: err_log.display().to_string(),
         status_text: app.notify.status.clone().unwrap_or_default(),
+        group: app.spec.app_group.clone().unwrap_or_default(),
         last_exit: app
             .last_exit
             .as_ref()
@@ -176,6 +185,13 @@ pub fn info(
         metrics_off_reason: facts.metrics.off_reason().unwrap_or_default(),
         state_error: state_error.unwrap_or_default().into(),
     }
+}
+
+/// Adds what the app's cgroup counted to its status (throttling, pids).
+pub fn with_cgroup(st: &mut AppStatus, stats: Option<&CgroupStats>) {
+    let Some(s) = stats else { return };
+    st.cpu_throttled_ms = s.throttled_ns.map_or(0, |ns| ns / 1_000_000);
+    st.pids = s.pids.unwrap_or(0);
 }
 
 /// The configuration of `app` for `describe` (environment names only), with the memory cgroup
@@ -255,6 +271,13 @@ pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
             .and_then(AppCgroup::memory)
             .map(|c| format!("{} {}", c.version.as_str(), c.path.display()))
             .unwrap_or_default(),
+        limits: spec
+            .resources
+            .written()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        cgroups: cgroup.map(AppCgroup::describe).unwrap_or_default(),
         source: spec.source.clone().unwrap_or_default(),
     }
 }
@@ -327,6 +350,8 @@ pub struct MetricsSnapshot {
     pub apps: Vec<AppMetrics>,
     /// Log volume per app and stream (`turbo_log_bytes_total`, `turbo_log_dropped_bytes_total`).
     pub logs: Vec<crate::keeper::AppCounters>,
+    /// Notifications by app name and event (`turbo_notifications_total`).
+    pub notifications: Vec<(String, super::alerts::Event, super::alerts::Outcomes)>,
 }
 
 /// One app in a [`MetricsSnapshot`]. Figures of the process tree are `None` while it has no
@@ -337,6 +362,8 @@ pub struct AppMetrics {
     pub name: String,
     /// Instance number.
     pub instance: u32,
+    /// `app_group`, a label only on the apps that have one.
+    pub group: Option<String>,
     /// Lifecycle state.
     pub state: turbo_api::AppState,
     /// Health-check status.
@@ -364,6 +391,12 @@ pub struct AppMetrics {
     pub leak: LeakVerdict,
     /// What the kernel saw (eBPF only; `None` otherwise: no series rather than zeros).
     pub insight: Option<InsightMetrics>,
+    /// What the app's cgroup counted, when it has one.
+    pub cgroup: Option<CgroupStats>,
+    /// `cpu_max` in percent of one CPU, `pids_max`.
+    pub cpu_max_percent: Option<u32>,
+    /// See `cpu_max_percent`.
+    pub pids_max: Option<u64>,
 }
 
 /// An app's eBPF insight figures for a scrape (issue 22).
@@ -392,6 +425,7 @@ pub fn metrics_snapshot(
         daemon,
         apps,
         logs,
+        notifications: Vec::new(),
     }
 }
 
@@ -403,6 +437,7 @@ pub fn app_metrics(
     measured: Option<Measured>,
     counts: Option<&Counts>,
     leak: LeakVerdict,
+    cgroup: Option<CgroupStats>,
 ) -> AppMetrics {
     let restarts = RestartReason::ALL
         .iter()
@@ -425,12 +460,18 @@ pub fn app_metrics(
     AppMetrics {
         name: app.spec.name.clone(),
         instance: app.instance,
+        group: app.spec.app_group.clone(),
         state: app.state.public(),
         health: app.public_health(),
         restarts,
         oom_kills: exits_of(&turbo_api::ExitReason::OomKill).unwrap_or(0),
         exits,
-        cpu_seconds: measured.map(|m| (m.user_seconds, m.system_seconds)),
+        // the cgroup counts every process that ever ran in it, the reaped ones included
+        cpu_seconds: cgroup
+            .as_ref()
+            .and_then(|c| Some((c.cpu_user_ns?, c.cpu_system_ns?)))
+            .map(|(u, s)| (u as f64 / 1e9, s as f64 / 1e9))
+            .or_else(|| measured.map(|m| (m.user_seconds, m.system_seconds))),
         rss_bytes: measured.map(|m| m.rss_bytes),
         pss_bytes: measured.and_then(|m| m.pss_bytes),
         processes: measured.map(|m| m.processes),
@@ -438,6 +479,9 @@ pub fn app_metrics(
         start_time_seconds: app.since().map(|s| clock.ms(s) as f64 / 1000.0),
         leak,
         insight: None,
+        cgroup,
+        cpu_max_percent: app.spec.resources.cpu_max,
+        pids_max: app.spec.resources.pids_max,
     }
 }
 
@@ -509,6 +553,7 @@ mod tests {
             None,
             Some(&counts),
             LeakVerdict::UNKNOWN,
+            None,
         );
         let reasons: Vec<&str> = m.restarts.iter().map(|(r, _)| *r).collect();
         assert_eq!(

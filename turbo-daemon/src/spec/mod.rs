@@ -25,21 +25,27 @@ macro_rules! from_words {
     };
 }
 
+mod alerts;
 mod checks;
 pub mod environment;
+mod hooks;
 mod log;
 mod memory;
 mod privileges;
+mod resources;
 mod restart;
 pub mod units;
 
 use std::{path::PathBuf, time::Duration};
 
 pub use self::{
+    alerts::{AlertSpec, AlertTo},
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
+    hooks::{HookKind, HookSpec, Hooks},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
     privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},
+    resources::{Controller, Resources},
     restart::{Autorestart, RestartPolicy},
 };
 
@@ -49,6 +55,8 @@ pub mod signal {
     pub const KILL: i32 = 9;
     /// SIGTERM.
     pub const TERM: i32 = 15;
+    /// SIGHUP.
+    pub const HUP: i32 = 1;
 }
 
 /// What to run and how, validated and resolved (absolute paths, interpreter chosen).
@@ -76,6 +84,8 @@ pub struct AppSpec {
     pub log: LogPolicy,
     /// Memory limit.
     pub memory: MemoryPolicy,
+    /// cgroup limits (`cpu_max`, `cpu_weight`, `io_weight`, `pids_max`, `memory_high`).
+    pub resources: Resources,
     /// Who the app runs as and under which limits (`user`, `group`, `groups`, `umask`,
     /// `rlimits`, `nice`, `oom_score_adj`). Boxed: `AppSpec` travels by value in supervisor
     /// actions, and the default (everything inherited from the daemon) is the common case.
@@ -102,6 +112,20 @@ pub struct AppSpec {
     /// `exec_allow:` globs of the programs the app's tree may exec (see [`AppSpec::exec_allowed`]);
     /// empty: every exec is recorded, none is unexpected.
     pub exec_allow: Vec<String>,
+    // ---- groups and signals (issue 17 points 6-7) ----
+    /// The group the app belongs to (`app_group:`), which commands name as `@group`.
+    pub app_group: Option<String>,
+    /// The signal `turbo reload` sends to the main process of an app without `listen:`
+    /// (`reload_signal:`), instead of replacing its processes.
+    pub reload_signal: Option<i32>,
+    // ---- notifications (issue 17 point 5) ----
+    /// `on_crash:`: told of every crash, once its record is complete.
+    pub on_crash: Option<Box<AlertSpec>>,
+    /// `on_state:`: told of every state change.
+    pub on_state: Option<Box<AlertSpec>>,
+    // ---- hooks (issue 17 point 4) ----
+    /// `pre_start`, `post_start`, `pre_stop`, `post_stop` (boxed: usually all unset).
+    pub hooks: Box<Hooks>,
 }
 
 impl AppSpec {
@@ -120,6 +144,7 @@ impl AppSpec {
             kill_timeout: Duration::from_secs(5),
             log: LogPolicy::default(),
             memory: MemoryPolicy::default(),
+            resources: Resources::default(),
             privileges: Box::default(),
             instances: 1,
             listen: Vec::new(),
@@ -129,6 +154,11 @@ impl AppSpec {
             autostart: true,
             source: None,
             exec_allow: Vec::new(),
+            app_group: None,
+            reload_signal: None,
+            on_crash: None,
+            on_state: None,
+            hooks: Box::default(),
         }
     }
 

@@ -8,9 +8,9 @@ use turbo_api::ExitReason;
 
 use super::{
     Action, AfterStop, App, AppId, Command, CommandError, Desired, Notification, Reply, Restored,
-    State, Supervisor, Target, Ticket, checks::arm_checks, process::begin_stopping,
+    State, Supervisor, Target, Ticket, checks::arm_checks, hooks, process::begin_stopping,
 };
-use crate::spec::AppSpec;
+use crate::spec::{AppSpec, HookKind};
 
 /// A command whose reply waits for apps to settle.
 #[derive(Debug)]
@@ -77,6 +77,7 @@ impl Supervisor {
                 }
                 (ids, Reply::Deleted(names), false)
             }),
+            Command::Signal { target, signal } => self.signal(&target, signal, out),
             Command::WaitReady { target, timeout } => {
                 self.wait_ready(ticket, &target, timeout, now, out);
                 return;
@@ -245,10 +246,12 @@ impl Supervisor {
         app.generation += 1; // cancels any backoff timer
         app.state = State::Starting;
         out.push(Action::Notify(Notification::StateChanged(id)));
-        out.push(Action::Spawn {
-            app: id,
-            spec: Box::new(app.spec.clone()),
-        });
+        if !hooks::run(app, HookKind::PreStart, out) {
+            out.push(Action::Spawn {
+                app: id,
+                spec: Box::new(app.spec.clone()),
+            });
+        }
     }
 
     pub(super) fn stop_one(
@@ -277,8 +280,9 @@ impl Supervisor {
                 let pgid = app.lingering.expect("checked");
                 begin_stopping(app, pgid, now, true, ExitReason::Manual, then, now, out);
             }
-            // `starting` lasts only until the runtime reports the spawn, which it does before
-            // taking the next input; treat it like a stopped app whose spawn is superseded
+            // `starting` lasts until the runtime reports the spawn, which it does before taking
+            // the next input, or until the app's `pre_start` hook ends; treat it like a stopped
+            // app whose spawn is superseded (the hook's answer is then stale)
             State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {
                 app.generation += 1;
                 app.state = State::Stopped;

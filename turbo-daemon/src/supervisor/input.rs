@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{AppId, Desired, NotifyMessage, Ticket};
 use crate::{
     events::{SourceKind, WaitStatus},
-    spec::AppSpec,
+    spec::{AppSpec, HookKind},
 };
 
 /// Which apps a command applies to.
@@ -20,14 +20,18 @@ pub enum Target {
     Name(String),
     /// One instance of an app: `name:N` (app names cannot contain `:`).
     Instance(String, u32),
+    /// Every app whose `app_group` is this: `@group` (app names cannot start with `@`).
+    Group(String),
 }
 
 impl Target {
-    /// `all`, an id (all digits) or a name.
+    /// `all`, an id (all digits), `@group`, `name:N` or a name.
     #[must_use]
     pub fn parse(s: &str) -> Self {
         if s == "all" {
             Self::All
+        } else if let Some(group) = s.strip_prefix('@') {
+            Self::Group(group.to_owned())
         } else if let Ok(id) = s.parse() {
             Self::Id(id)
         } else if let Some((name, n)) = s.rsplit_once(':')
@@ -79,6 +83,13 @@ pub enum Command {
     /// Replace the running instances one at a time, each only once its replacement is ready
     /// (see `reload.rs`).
     Reload(Target),
+    /// Send `signal` to the main process of every running target app (`turbo signal`).
+    Signal {
+        /// The apps.
+        target: Target,
+        /// Signal number.
+        signal: i32,
+    },
     /// Reply once every target app [`App::is_ready`](super::App::is_ready); fail if one crashes, errors or stops
     /// first, or when `timeout` passes (with the last health-check error).
     WaitReady {
@@ -195,6 +206,20 @@ pub enum Input {
     },
     /// The timeout of a [`Command::WaitReady`] passed.
     WaitExpired(Ticket),
+    /// A hook asked for with [`Action::RunHook`](super::Action::RunHook) ended (or was killed at
+    /// its timeout, or could not start).
+    HookDone {
+        /// App.
+        app: AppId,
+        /// Which hook.
+        hook: HookKind,
+        /// The token it was asked with; stale ones are ignored.
+        token: u64,
+        /// Its process (0 when it could not start).
+        pid: u32,
+        /// `Err` when it failed: how, and the last lines it wrote to stderr.
+        result: Result<(), HookFailure>,
+    },
     /// A process of `app` sent an `sd_notify` datagram on its `NOTIFY_SOCKET`.
     Notified {
         /// App (the runtime attributed the sender's pid to it).
@@ -216,4 +241,13 @@ pub enum WakeKind {
     ReadyTimeout,
     /// The watchdog period may have passed without a ping (token: the app's generation).
     Watchdog,
+}
+
+/// How a hook failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookFailure {
+    /// Its wait status (`SIGKILL` at the timeout, exit 127 when it could not start).
+    pub status: WaitStatus,
+    /// One line: what happened, and its last stderr lines.
+    pub message: String,
 }

@@ -32,12 +32,16 @@
 //! (`process.rs`: spawned, exited, group gone, lifecycle timers), memory (`memory.rs`), health
 //! checks, readiness and watch mode (`checks.rs`) and readiness waits (`waits.rs`). Cluster
 //! instances are apps of their own sharing a name (`instances.rs`: numbering, scale); a rolling
-//! reload is a small state machine beside the app table (`reload.rs`). What an app *is* (its
+//! reload is a small state machine beside the app table (`reload.rs`); `turbo signal` and
+//! `reload_signal` are in `signals.rs`; when hooks run around a spawn and a stop is decided in
+//! `hooks.rs`. What an app *is* (its
 //! spec) comes from `crate::spec`; the supervisor never reads a config.
 
+pub mod alerts;
 mod app;
 pub mod checks;
 mod commands;
+mod hooks;
 mod input;
 mod instances;
 pub mod leak;
@@ -45,6 +49,7 @@ mod memory;
 mod output;
 mod process;
 mod reload;
+mod signals;
 #[cfg(test)]
 mod tests;
 mod update;
@@ -58,7 +63,7 @@ use std::{
 pub use self::{
     app::{AfterStop, App, Desired, Exit, State},
     checks::NotifyMessage,
-    input::{Command, Input, Restored, Target, WakeKind},
+    input::{Command, HookFailure, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
     reload::{READY_TIMEOUT, SETTLE},
     waits::HEALTH_FAILED,
@@ -138,6 +143,12 @@ impl Supervisor {
                 .filter(|a| a.spec.name == *name && a.instance == *n)
                 .map(|a| a.id)
                 .collect(),
+            Target::Group(group) => self
+                .apps
+                .values()
+                .filter(|a| a.spec.app_group.as_ref() == Some(group))
+                .map(|a| a.id)
+                .collect(),
         };
         match target {
             Target::Id(id) if ids.is_empty() => Err(CommandError::NotFound(id.to_string())),
@@ -145,6 +156,7 @@ impl Supervisor {
             Target::Instance(n, k) if ids.is_empty() => {
                 Err(CommandError::NotFound(format!("{n}:{k}")))
             }
+            Target::Group(g) if ids.is_empty() => Err(CommandError::NotFound(format!("@{g}"))),
             _ => Ok(ids),
         }
     }
@@ -182,6 +194,13 @@ impl Supervisor {
             Input::FilesChanged { app } => self.files_changed(app, now, &mut out),
             Input::WaitExpired(ticket) => self.wait_expired(ticket, &mut out),
             Input::Notified { app, message } => self.notified(app, message, now, &mut out),
+            Input::HookDone {
+                app,
+                hook,
+                token,
+                pid,
+                result,
+            } => self.hook_done(app, hook, token, pid, result, now, &mut out),
         }
         self.advance_reloads(now, &mut out);
         self.settle(&mut out);

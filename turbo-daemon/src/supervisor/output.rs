@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{AppId, Exit, Ticket, WakeKind};
-use crate::spec::{AppSpec, HealthSpec};
+use crate::spec::{AppSpec, HealthSpec, HookKind};
 
 /// Why a command was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +33,9 @@ pub enum CommandError {
     /// A wait for readiness failed or timed out.
     #[error("{0}")]
     NotReady(String),
+    /// None of the target apps has a process to signal.
+    #[error("{0}")]
+    NotRunning(String),
 }
 
 /// What a successful command produced.
@@ -119,6 +122,28 @@ pub enum Action {
         /// Signal number.
         signal: i32,
     },
+    /// Send `signal` to process `pid` alone (`turbo signal`, `reload_signal`): a master process
+    /// such as nginx's or gunicorn's handles it and passes on what its workers need.
+    SignalProcess {
+        /// App.
+        app: AppId,
+        /// Its main process.
+        pid: u32,
+        /// Signal number.
+        signal: i32,
+    },
+    /// Run the app's `hook` (from `spec`) as the app runs, then report
+    /// [`Input::HookDone`](super::Input::HookDone) with `token`.
+    RunHook {
+        /// App.
+        app: AppId,
+        /// Which hook.
+        hook: HookKind,
+        /// Token to echo back.
+        token: u64,
+        /// The app's spec (boxed, as in [`Action::Spawn`]).
+        spec: Box<AppSpec>,
+    },
     /// Watch process `pid` against this memory threshold (replacing the previous one).
     SetMemoryLimit {
         /// App.
@@ -127,6 +152,12 @@ pub enum Action {
         pid: u32,
         /// Threshold in bytes.
         bytes: u64,
+    },
+    /// Rewrite the cgroup limits of the running `app` from its spec (a live change: `cpu_max`,
+    /// `cpu_weight`, `io_weight`, `pids_max`, `memory_high`).
+    SetCgroupLimits {
+        /// App.
+        app: AppId,
     },
     /// Report [`Input::GroupGone`](super::Input::GroupGone) once process group `pgid` has no members (at once if it has
     /// none already).

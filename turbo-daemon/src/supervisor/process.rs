@@ -9,10 +9,11 @@ use turbo_api::ExitReason;
 use super::{
     Action, AfterStop, App, AppId, Desired, Exit, Notification, State, Supervisor,
     checks::{NotifyState, announce_ready, arm_checks},
+    hooks,
 };
 use crate::{
     events::{SourceKind, WaitStatus},
-    spec::signal,
+    spec::{HookKind, signal},
 };
 
 impl Supervisor {
@@ -34,6 +35,7 @@ impl Supervisor {
                     });
                 }
                 out.push(Action::Notify(Notification::StateChanged(id)));
+                hooks::run(app, HookKind::PostStart, out);
                 announce_ready(app, out);
             }
             // the app was stopped or deleted while its spawn was in flight: nobody owns this
@@ -88,13 +90,6 @@ impl Supervisor {
                     uptime,
                     detail: None,
                 };
-                app.last_exit = Some(exit.clone());
-                out.push(Action::Notify(Notification::Crashed {
-                    app: id,
-                    pid,
-                    exit,
-                    restart_number: app.restarts,
-                }));
                 // leftovers of a crashed instance get the stop signal now (as systemd's
                 // KillMode=control-group does) and SIGKILL before the next start
                 out.push(Action::SignalGroup {
@@ -102,20 +97,7 @@ impl Supervisor {
                     pid,
                     signal: app.spec.stop_signal,
                 });
-                app.generation += 1;
-                app.state = app.after_crash(status, uptime, now);
-                if let State::Backoff { until } = app.state {
-                    out.push(Action::SetTimer {
-                        app: id,
-                        generation: app.generation,
-                        at: until,
-                    });
-                }
-                if matches!(app.state, State::Stopped) {
-                    app.desired = Desired::Stopped;
-                }
-                out.push(Action::Notify(Notification::StateChanged(id)));
-                out.push(Action::Notify(Notification::Persist));
+                crashed(app, pid, exit, now, out);
             }
             State::Stopping {
                 since,
@@ -159,6 +141,7 @@ impl Supervisor {
             return;
         }
         app.lingering = None;
+        hooks::run(app, HookKind::PostStop, out);
         match app.state {
             State::Stopping {
                 exited: true, then, ..
@@ -216,6 +199,34 @@ impl Supervisor {
     }
 }
 
+/// A crash of `app`: an exit of `pid` nobody asked for, or a `pre_start` that failed. Recorded
+/// and announced; the restart policy decides what follows (backoff, `stopped`, `errored`).
+pub(super) fn crashed(app: &mut App, pid: u32, exit: Exit, now: Instant, out: &mut Vec<Action>) {
+    let id = app.id;
+    let (status, uptime) = (exit.status, exit.uptime);
+    app.last_exit = Some(exit.clone());
+    out.push(Action::Notify(Notification::Crashed {
+        app: id,
+        pid,
+        exit,
+        restart_number: app.restarts,
+    }));
+    app.generation += 1;
+    app.state = app.after_crash(status, uptime, now);
+    if let State::Backoff { until } = app.state {
+        out.push(Action::SetTimer {
+            app: id,
+            generation: app.generation,
+            at: until,
+        });
+    }
+    if matches!(app.state, State::Stopped) {
+        app.desired = Desired::Stopped;
+    }
+    out.push(Action::Notify(Notification::StateChanged(id)));
+    out.push(Action::Notify(Notification::Persist));
+}
+
 /// Moves `app` to `stopping`: the stop signal to its group now, SIGKILL at the kill timeout.
 /// `exited` says whether the main process is already gone (only its group is left).
 #[expect(
@@ -243,6 +254,10 @@ pub(super) fn begin_stopping(
         cause,
         then,
     };
+    out.push(Action::Notify(Notification::StateChanged(app.id)));
+    if !exited && hooks::pre_stop(app, now, out) {
+        return;
+    }
     out.push(Action::SignalGroup {
         app: app.id,
         pid,
@@ -253,5 +268,4 @@ pub(super) fn begin_stopping(
         generation: app.generation,
         at: deadline,
     });
-    out.push(Action::Notify(Notification::StateChanged(app.id)));
 }

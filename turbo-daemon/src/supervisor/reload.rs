@@ -12,6 +12,9 @@
 //! `start` of the same app (and the daemon's shutdown) interrupts it the same way; a `scale` or
 //! a second `reload` of it is refused while it lasts ([`CommandError::Busy`]).
 //!
+//! An online app with `reload_signal:` and no `listen:` is not replaced: it gets that signal
+//! (`signals.rs`), as nginx, gunicorn and uwsgi reload themselves.
+//!
 //! Pure, like the rest of the core: deadlines are checked when the supervisor handles an input,
 //! and a wake-up timer ([`WAKE_ONLY`]) makes sure one arrives at each deadline.
 
@@ -69,7 +72,7 @@ enum Phase {
 
 /// How long a replacement of `spec` may take to become ready: [`READY_TIMEOUT`], or longer when
 /// the app's own settings allow more (`ready_timeout` with `ready: notify`; a health check's
-/// `start_period` plus its first check).
+/// `start_period` plus its first check), plus the `pre_start` hook's timeout.
 fn ready_timeout(spec: &AppSpec) -> Duration {
     let notify = match spec.readiness.mode {
         ReadyMode::Notify => spec.readiness.timeout,
@@ -79,7 +82,13 @@ fn ready_timeout(spec: &AppSpec) -> Duration {
         .health
         .as_ref()
         .map_or(Duration::ZERO, |h| h.start_period + h.interval + h.timeout);
-    READY_TIMEOUT.max(notify).max(health)
+    // a replacement's `pre_start` runs before it can be ready at all
+    let hook = spec
+        .hooks
+        .pre_start
+        .as_ref()
+        .map_or(Duration::ZERO, |h| h.timeout);
+    READY_TIMEOUT.max(notify).max(health) + hook
 }
 
 impl Supervisor {
@@ -110,7 +119,9 @@ impl Supervisor {
         let mut queue = VecDeque::new();
         let mut done = Vec::new();
         for id in ids {
-            if matches!(self.apps[&id].state, State::Online { .. }) {
+            if self.reload_by_signal(id, out) {
+                done.push(id);
+            } else if matches!(self.apps[&id].state, State::Online { .. }) {
                 queue.push_back(id);
             } else {
                 // nothing running to keep up: a restart by hand
@@ -338,6 +349,7 @@ impl Supervisor {
             | Command::Scale { .. }
             | Command::Update(_)
             | Command::Reload(_)
+            | Command::Signal { .. }
             | Command::WaitReady { .. } => {
                 return Vec::new();
             }

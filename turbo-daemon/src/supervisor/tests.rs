@@ -1035,6 +1035,8 @@ fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
 }
 /// Watch mode, health checks and readiness.
 mod checks;
+mod hooks;
+mod signals;
 mod update;
 
 #[test]

@@ -3,7 +3,7 @@
 //!
 //! The supervisor reads an app's spec whenever it decides (restart policy, stop signal, kill
 //! timeout, health timing), so swapping it is enough for those; a new memory threshold is handed
-//! to the running process's watch at once, and a new instance count scales. It must not decide
+//! to the running process's watch at once, new cgroup limits to its cgroup, and a new instance count scales. It must not decide
 //! which changes are live: the plan does, and sends only those here.
 
 use std::time::Instant;
@@ -33,6 +33,7 @@ impl Supervisor {
             for id in self.named(&spec.name) {
                 let app = self.apps.get_mut(&id).expect("named");
                 let memory_changed = app.spec.memory != spec.memory;
+                let limits_changed = app.spec.resources != spec.resources;
                 app.spec = AppSpec {
                     // scale_to below changes it along with the instances
                     instances: app.spec.instances,
@@ -47,6 +48,9 @@ impl Supervisor {
                         pid: *pid,
                         bytes,
                     });
+                }
+                if limits_changed && app.pid().is_some() {
+                    out.push(Action::SetCgroupLimits { app: id });
                 }
                 out.push(Action::Notify(Notification::StateChanged(id)));
             }

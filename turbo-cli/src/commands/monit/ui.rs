@@ -64,7 +64,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &mut Model, theme: Theme) {
     let visible_rows = u16::try_from(model.visible().len().max(1)).unwrap_or(u16::MAX);
     // the table takes what its rows need, up to 40% of the screen
     let table_height = (visible_rows + 3).min((area.height * 2 / 5).max(4));
-    let details_height = if area.height >= TALL { 9 } else { 0 };
+    let details_height = if area.height >= TALL { 10 } else { 0 };
     let [header, table, details, logs, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(table_height),
@@ -220,6 +220,39 @@ fn cpu_text(app: &AppStatus) -> String {
         format!("{:.1}%", app.cpu_percent)
     } else {
         "-".to_owned()
+    }
+}
+
+/// The cgroup line of the details: CPU limit with the time it throttled, pids against
+/// `pids_max`, `memory_high`.
+fn cgroup_text(app: &AppStatus) -> String {
+    let mut parts = Vec::new();
+    if app.cpu_max_percent > 0 {
+        parts.push(format!(
+            "cpu_max {}% · throttled {}",
+            app.cpu_max_percent,
+            if app.cpu_throttled_ms < 60_000 {
+                format!("{:.1}s", app.cpu_throttled_ms as f64 / 1000.0)
+            } else {
+                human_duration_ms(app.cpu_throttled_ms)
+            }
+        ));
+    }
+    match (app.pids, app.pids_max) {
+        (0, 0) => {}
+        (n, 0) => parts.push(format!("pids {n}")),
+        (n, max) => parts.push(format!("pids {n}/{max}")),
+    }
+    if app.memory_high_bytes > 0 {
+        parts.push(format!(
+            "memory_high {}",
+            human_bytes(app.memory_high_bytes)
+        ));
+    }
+    if parts.is_empty() {
+        "no cgroup limits".to_owned()
+    } else {
+        parts.join(" · ")
     }
 }
 
@@ -423,13 +456,25 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) 
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let [gauge, memory, cpu, insight] = Layout::vertical([
+    let [gauge, limits, memory, cpu, insight] = Layout::vertical([
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(2),
         Constraint::Length(2),
         Constraint::Length(2),
     ])
     .areas(inner);
+    frame.render_widget(
+        Paragraph::new(Span::styled(
+            cgroup_text(app),
+            if app.cpu_throttled_ms > 0 {
+                theme.fg(Color::Yellow)
+            } else {
+                theme.dim()
+            },
+        )),
+        limits,
+    );
     let (text, style) = insight_line(model.insight.get(&app.id), theme);
     frame.render_widget(Paragraph::new(Text::styled(text, style)), insight);
 
@@ -739,6 +784,10 @@ mod tests {
         let mut m = Model::new("turbo-daemon 0.1.0 (user)".into());
         let mut web = app(1, "web", "online");
         web.memory_limit_bytes = 40 << 20;
+        web.cpu_max_percent = 50;
+        web.cpu_throttled_ms = 2500;
+        web.pids = 3;
+        web.pids_max = 20;
         for t in 0..30u64 {
             let mut ticker = app(0, "ticker", "online");
             ticker.memory_bytes = (10 + t) << 20;
@@ -829,6 +878,7 @@ mod tests {
         );
         assert!(s.contains("peak"), "details pane: {s}");
         assert!(s.contains("runq -"), "no insight yet: {s}");
+        assert!(s.contains("no cgroup limits"), "details pane: {s}");
         assert!(
             s.contains("Crashes: 2 total · 2 in the last hour · every 4s"),
             "{s}"
@@ -879,6 +929,7 @@ mod tests {
         let s = screen(&mut m, 120, 40);
         let gauge = line_with(&s, "30.0 MB / 40.0 MB  75%");
         assert!(gauge.contains("█░"), "used then free: {gauge}");
+        line_with(&s, "cpu_max 50% · throttled 2.5s · pids 3/20");
     }
 
     #[test]

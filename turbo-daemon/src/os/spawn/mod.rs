@@ -1,5 +1,5 @@
 //! Starting a process from a prepared [`Plan`]: in its own session (so it leads its own process
-//! group and has no controlling terminal), stdin from /dev/null, stdout and stderr into pipes,
+//! group and has no controlling terminal), stdin from /dev/null (or a given fd), stdout and stderr into pipes,
 //! with exactly the environment, identity and limits the plan says.
 //!
 //! Two paths, both measured fast paths (`cargo xtask bench`): a plan that needs nothing between
@@ -48,6 +48,8 @@ pub struct Plan<'a> {
     /// `cgroup.procs` of the cgroup directories the child enters first thing after `setsid`,
     /// before it drops privileges (see `cgroup::AppCgroup::procs`).
     pub cgroup_procs: Vec<BorrowedFd<'a>>,
+    /// Its stdin (the read end of a pipe, for a notification command); `None`: /dev/null.
+    pub stdin: Option<OwnedFd>,
 }
 
 /// Resource limits and scheduling attributes of a [`Plan`].
@@ -130,14 +132,18 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
     };
     // musl has no posix_spawn_file_actions_addclosefrom_np: the fork path below does the same
     #[cfg(target_env = "gnu")]
-    if setup.is_session_only() && Path::new(program).is_absolute() {
+    if setup.is_session_only() && plan.stdin.is_none() && Path::new(program).is_absolute() {
         return spawn_session(program, args, env, &plan.cwd).map_err(fail);
     }
+    let stdin = match &plan.stdin {
+        Some(fd) => Stdio::from(fd.try_clone().map_err(fail)?),
+        None => Stdio::null(),
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if setup.chdir.is_none() {

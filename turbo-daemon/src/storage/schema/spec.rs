@@ -13,9 +13,9 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, LogFormat, LogPolicy,
-    MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness, ReadyMode, RestartPolicy,
-    Rlimit, RotatePeriod, RunAs, WatchSpec,
+    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, HookSpec,
+    Hooks, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness,
+    ReadyMode, Resources, RestartPolicy, Rlimit, RotatePeriod, RunAs, WatchSpec,
 };
 
 /// A spec value and its form in the file.
@@ -198,6 +198,9 @@ pub struct SavedSpec {
     pub log: SavedLog,
     #[serde(default)]
     pub memory: SavedMemory,
+    /// Left out without limits: files stay as they were before cgroup limits.
+    #[serde(default, skip_serializing_if = "SavedResources::is_unset")]
+    pub resources: SavedResources,
     #[serde(default)]
     pub privileges: SavedPrivileges,
     /// Files from before instances have none: 1.
@@ -219,6 +222,80 @@ pub struct SavedSpec {
     /// Left out when empty: files without a list read the same as before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_crash: Option<SavedAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_state: Option<SavedAlert>,
+    #[serde(default, skip_serializing_if = "SavedHooks::is_unset")]
+    pub hooks: SavedHooks,
+}
+
+/// [`Hooks`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedHooks {
+    pub pre_start: Option<SavedHook>,
+    pub post_start: Option<SavedHook>,
+    pub pre_stop: Option<SavedHook>,
+    pub post_stop: Option<SavedHook>,
+}
+
+mirror!(Hooks => SavedHooks { pre_start, post_start, pre_stop, post_stop });
+
+impl SavedHooks {
+    /// No hook at all: the key is left out of the file.
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// [`HookSpec`]; the timeout in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedHook {
+    pub argv: Vec<String>,
+    pub timeout: u64,
+}
+
+mirror!(@convert HookSpec => SavedHook { argv, timeout });
+
+/// [`AlertSpec`]; durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedAlert {
+    pub to: SavedAlertTo,
+    pub timeout: u64,
+    pub retries: u32,
+    pub rate_limit: u32,
+    pub rate_window: u64,
+}
+
+mirror!(@convert AlertSpec => SavedAlert { to, timeout, retries, rate_limit, rate_window });
+
+/// [`AlertTo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SavedAlertTo {
+    Command(Vec<String>),
+    Webhook(String),
+}
+
+impl Stored for AlertTo {
+    type Saved = SavedAlertTo;
+    fn save(&self) -> SavedAlertTo {
+        match self.clone() {
+            Self::Command(argv) => SavedAlertTo::Command(argv),
+            Self::Webhook(url) => SavedAlertTo::Webhook(url),
+        }
+    }
+    fn load(saved: SavedAlertTo) -> Self {
+        match saved {
+            SavedAlertTo::Command(argv) => Self::Command(argv),
+            SavedAlertTo::Webhook(url) => Self::Webhook(url),
+        }
+    }
 }
 
 const fn one() -> u32 {
@@ -232,8 +309,8 @@ const fn yes() -> bool {
 // no `Default`: a spec needs a name and a command
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
-    memory, privileges, instances, listen, watch, health, readiness, autostart, source,
-    exec_allow,
+    memory, resources, privileges, instances, listen, watch, health, readiness, autostart,
+    source, exec_allow, app_group, reload_signal, on_crash, on_state, hooks,
 });
 
 /// [`RestartPolicy`]; durations in milliseconds.
@@ -276,6 +353,25 @@ pub struct SavedMemory {
 }
 
 mirror!(MemoryPolicy => SavedMemory { max, warning_percent, enforce });
+
+/// [`Resources`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedResources {
+    pub cpu_max: Option<u32>,
+    pub cpu_weight: Option<u32>,
+    pub io_weight: Option<u32>,
+    pub pids_max: Option<u64>,
+    pub memory_high: Option<u64>,
+}
+
+mirror!(Resources => SavedResources { cpu_max, cpu_weight, io_weight, pids_max, memory_high });
+
+impl SavedResources {
+    fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
+}
 
 /// [`Privileges`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,6 +517,13 @@ mod tests {
             max: Some(256 << 20),
             warning_percent: 90,
             enforce: MemoryEnforce::Cgroup,
+        };
+        spec.resources = Resources {
+            cpu_max: Some(150),
+            cpu_weight: Some(50),
+            io_weight: Some(200),
+            pids_max: Some(64),
+            memory_high: Some(128 << 20),
         };
         let limit = |soft| {
             Some(Rlimit {

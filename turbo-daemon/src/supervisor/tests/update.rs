@@ -35,6 +35,38 @@ fn an_update_keeps_the_process_and_moves_the_memory_watch() {
 }
 
 #[test]
+fn an_update_hands_new_cgroup_limits_to_the_running_process() {
+    let mut h = Harness::new();
+    let mut s = spec("api");
+    s.resources.cpu_max = Some(50);
+    let id = h.start_spec(s.clone());
+    let pid = h.pid(id);
+    // the same limits: nothing to rewrite
+    let (_, same) = h.cmd(Command::Update(vec![s.clone()]));
+    assert!(
+        !same
+            .iter()
+            .any(|a| matches!(a, Action::SetCgroupLimits { .. }))
+    );
+    s.resources.cpu_max = Some(20);
+    let (_, actions) = h.cmd(Command::Update(vec![s]));
+    assert!(
+        actions.contains(&Action::SetCgroupLimits { app: id }),
+        "{actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SignalGroup { .. }))
+    );
+    let app = h.sup.app(id).expect("kept");
+    assert_eq!(
+        (app.pid(), app.spec.resources.cpu_max),
+        (Some(pid), Some(20))
+    );
+}
+
+#[test]
 fn an_update_of_an_unknown_app_changes_nothing() {
     let mut h = Harness::new();
     let id = h.start_online("api");
