@@ -827,6 +827,7 @@ fn no_hostile_input_takes_the_daemon_off_the_bus() {
         "oom_score_adj",
         "umask",
         "stop_exit_codes",
+        "exec_allow",
         "args",
         "\"x\\0y\"",
         "\"\\e[31m\"",

@@ -1,16 +1,26 @@
 //! The event source: eBPF for real when root (CI is), and the procfs + pidfd fallback.
 
 use turbo_tests::{TestDaemon, is_root, json};
+
+/// Whether `test` must skip because eBPF cannot load (not root), said loudly; a failure instead
+/// when `TURBO_TEST_EBPF` asks for eBPF.
+pub(crate) fn skip_without_ebpf(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("TURBO_TEST_EBPF").is_none(),
+        "TURBO_TEST_EBPF is set but the tests do not run as root: eBPF needs CAP_BPF+CAP_PERFMON"
+    );
+    eprintln!(
+        "\n*** SKIPPED {test}: not root, eBPF cannot load. Run `cargo xtask test` as root (CI does). ***\n"
+    );
+    true
+}
+
 #[test]
 fn ebpf_reports_the_kill_9_exit() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("TURBO_TEST_EBPF").is_none(),
-            "TURBO_TEST_EBPF is set but the tests do not run as root: eBPF needs CAP_BPF+CAP_PERFMON"
-        );
-        eprintln!(
-            "\n*** SKIPPED ebpf_reports_the_kill_9_exit: not root, eBPF cannot load. Run `cargo xtask test` as root (CI does). ***\n"
-        );
+    if skip_without_ebpf("ebpf_reports_the_kill_9_exit") {
         return;
     }
     // require: start-up fails instead of silently falling back

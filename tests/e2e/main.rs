@@ -18,6 +18,7 @@ mod groups;
 mod hardening;
 mod health;
 mod hooks;
+mod insight;
 mod jobs;
 mod kernel_truth;
 mod lifecycle;

@@ -12,13 +12,16 @@ use std::{
 
 use turbo_tests::{TestDaemon, bin_dir, is_root, json, wait_for};
 
-const PROGRAMS: [&str; 6] = [
+const PROGRAMS: [&str; 9] = [
     "sched_process_exit",
     "sched_process_fork",
     "sched_process_exec",
     "mark_victim",
     "signal_generate",
     "rss_stat",
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "sched_switch",
 ];
 
 fn skip_unless_root(test: &str) -> bool {

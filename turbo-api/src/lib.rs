@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod dto;
+mod insight;
 pub mod logfmt;
 mod names;
 
@@ -16,6 +17,7 @@ pub use dto::{
     AppChange, AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo,
     ExitReason, FieldChange, Health, LogStream, rfc3339_ms,
 };
+pub use insight::{AppInsight, ExecRecord};
 pub use names::{
     INTERPRETERS, MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration,
     parse_size, validate_app_name,
@@ -122,7 +124,9 @@ mod proxy {
 
     use zbus::zvariant::Value;
 
-    use crate::{AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo};
+    use crate::{
+        AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo,
+    };
 
     /// Client side of `org.turboprocess.Turbo1.Manager`.
     #[zbus::proxy(
@@ -250,6 +254,16 @@ mod proxy {
         /// healthy since its start); fails with the reason (the last health-check error) when
         /// one crashes, errors or stops first, or after `timeout_ms`.
         fn wait_ready(&self, target: &str, timeout_ms: u64) -> zbus::Result<Vec<AppStatus>>;
+
+        /// What the kernel saw the apps matching `target` (name, id or `all`) do: run-queue
+        /// delay, involuntary switches, execs (eBPF only; otherwise each says why not).
+        fn get_insight(&self, target: &str) -> zbus::Result<Vec<AppInsight>>;
+
+        /// Emitted for every exec inside an app's process tree (eBPF only); `allowed` is false
+        /// when the app's `exec_allow` list does not allow the program.
+        #[zbus(signal)]
+        fn app_exec(&self, name: &str, pid: u32, filename: &str, allowed: bool)
+        -> zbus::Result<()>;
 
         /// Emitted when an app's resident memory crosses its warning level (once per crossing).
         #[zbus(signal)]

@@ -5,9 +5,9 @@
 //! byte arrays (no `bool`, no enums) so the layout is the same for `bpfel-unknown-none` and
 //! x86_64, with explicit padding and size assertions.
 //!
-//! This crate must not contain logic beyond the two pure helpers both sides must compute the
-//! same way ([`ExitEvent::wait_status`], [`rss_is_under`]): decoding lives in the daemon's event
-//! source, filtering in the programs.
+//! This crate must not contain logic beyond the pure helpers both sides must compute the same
+//! way ([`ExitEvent::wait_status`], [`rss_is_under`], [`runq_bucket`]): decoding lives in the
+//! daemon's event source, filtering in the programs.
 //!
 //! # Events
 //!
@@ -36,6 +36,14 @@ pub const MAP_RSS_LIMITS: &str = "RSS_LIMITS";
 /// spawn.
 pub const MAP_SPAWNERS: &str = "SPAWNERS";
 
+/// `PerCpuHashMap<u32 key, RunqStats>`: run-queue delay histogram and involuntary context
+/// switches of each app (by key), summed by the daemon over the CPUs. Written only by the
+/// scheduler programs, for threads of watched thread groups.
+pub const MAP_RUNQ: &str = "RUNQ";
+/// `LruHashMap<u32 tid, u64 ktime_ns>`: when each thread of a watched group became runnable
+/// (woken, or preempted while runnable); consumed when it gets a CPU.
+pub const MAP_RUNQ_START: &str = "RUNQ_START";
+
 /// Program names in the object (the Rust function names in `turbo-ebpf`); each attaches to the
 /// BTF tracepoint of the same name.
 pub const PROG_SCHED_PROCESS_EXIT: &str = "sched_process_exit";
@@ -49,6 +57,13 @@ pub const PROG_MARK_VICTIM: &str = "mark_victim";
 pub const PROG_SIGNAL_GENERATE: &str = "signal_generate";
 /// `tp_btf/rss_stat` (fires on every RSS counter update: attached only while a limit is set).
 pub const PROG_RSS_STAT: &str = "rss_stat";
+
+/// `tp_btf/sched_wakeup`: a thread became runnable (run-queue delay starts).
+pub const PROG_SCHED_WAKEUP: &str = "sched_wakeup";
+/// `tp_btf/sched_wakeup_new`: a new thread became runnable for the first time.
+pub const PROG_SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
+/// `tp_btf/sched_switch`: a CPU switched threads (run-queue delay ends; preemptions counted).
+pub const PROG_SCHED_SWITCH: &str = "sched_switch";
 
 /// Load-time globals: kernel struct field offsets read from `/sys/kernel/btf/vmlinux`, because
 /// aya-ebpf has no CO-RE relocations. Zero means "not available": the code needing it is skipped.
@@ -297,7 +312,70 @@ pub struct RssLimit {
     pub _pad: u32,
 }
 
+/// Buckets of [`RunqStats::buckets`]: bucket 0 counts delays under 1 µs, bucket `i` (1..=22)
+/// delays in `[2^(i-1), 2^i)` µs, and the last one everything from 2^22 µs (4.2 s) up.
+pub const RUNQ_BUCKETS: usize = 24;
+
+/// Value of [`MAP_RUNQ`] (one per CPU): how long an app's threads waited on a run queue before
+/// they got a CPU, and how often they were preempted while still runnable.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunqStats {
+    /// Log2 histogram of the delays, see [`runq_bucket`].
+    pub buckets: [u64; RUNQ_BUCKETS],
+    /// Delays measured (the sum of `buckets`).
+    pub count: u64,
+    /// Their sum in nanoseconds.
+    pub sum_ns: u64,
+    /// Involuntary context switches: a thread taken off the CPU while still runnable.
+    pub involuntary: u64,
+    /// Explicit padding.
+    pub _pad: u64,
+}
+
+/// The [`RunqStats::buckets`] index of a run-queue delay: the bit length of the delay in whole
+/// microseconds, capped at the last bucket. The upper bound of bucket `i` (but the last) is
+/// `2^i` µs.
+#[must_use]
+#[inline(always)]
+pub const fn runq_bucket(delay_ns: u64) -> usize {
+    let mut v = delay_ns / 1_000;
+    let mut n = 0usize;
+    // unrolled binary search: no loop for the verifier, no ctlz the BPF backend may lack
+    if v >> 32 != 0 {
+        v >>= 32;
+        n += 32;
+    }
+    if v >> 16 != 0 {
+        v >>= 16;
+        n += 16;
+    }
+    if v >> 8 != 0 {
+        v >>= 8;
+        n += 8;
+    }
+    if v >> 4 != 0 {
+        v >>= 4;
+        n += 4;
+    }
+    if v >> 2 != 0 {
+        v >>= 2;
+        n += 2;
+    }
+    if v >> 1 != 0 {
+        v >>= 1;
+        n += 1;
+    }
+    n += v as usize;
+    if n >= RUNQ_BUCKETS {
+        RUNQ_BUCKETS - 1
+    } else {
+        n
+    }
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<RunqStats>() == 8 * (RUNQ_BUCKETS + 4));
     assert!(core::mem::size_of::<EventHeader>() == 24);
     assert!(core::mem::size_of::<ExitEvent>() == 48);
     assert!(core::mem::size_of::<ForkEvent>() == 32);
@@ -320,6 +398,7 @@ mod pod {
     unsafe impl aya::Pod for super::SignalEvent {}
     unsafe impl aya::Pod for super::RssEvent {}
     unsafe impl aya::Pod for super::RssLimit {}
+    unsafe impl aya::Pod for super::RunqStats {}
 }
 
 impl ExitEvent {
@@ -367,6 +446,19 @@ mod tests {
         assert_eq!(ev.hdr.ktime_ns, 77);
         assert_eq!(ev.wait_status(), 9, "group_exit_code wins when set");
         assert_eq!((ev.rss_pages, ev.peak_rss_pages), (100, 300));
+    }
+
+    #[test]
+    fn runq_buckets_are_log2_microseconds() {
+        assert_eq!(runq_bucket(0), 0);
+        assert_eq!(runq_bucket(999), 0, "under 1 µs");
+        assert_eq!(runq_bucket(1_000), 1, "[1, 2) µs");
+        assert_eq!(runq_bucket(1_999), 1);
+        assert_eq!(runq_bucket(2_000), 2, "[2, 4) µs");
+        assert_eq!(runq_bucket(1_000_000), 10, "1 ms is in [512, 1024) µs");
+        assert_eq!(runq_bucket((1 << 22) * 1_000 - 1), 22);
+        assert_eq!(runq_bucket((1 << 22) * 1_000), RUNQ_BUCKETS - 1);
+        assert_eq!(runq_bucket(u64::MAX), RUNQ_BUCKETS - 1);
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         autostart,
         source,
         lifecycle,
+        exec_allow,
         app_group,
         reload_signal,
         on_crash,
@@ -191,6 +192,8 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         How::Live,
     );
     note(lifecycle.cron != old.lifecycle.cron, "cron", How::Live);
+    // each exec is judged with the spec of the moment
+    note(*exec_allow != old.exec_allow, "exec_allow", How::Live);
     // it only decides whether adding the app starts it
     note(*autostart != old.autostart, "autostart", How::Live);
     // only read when a command names the group, or when a reload comes
@@ -423,6 +426,11 @@ mod tests {
                 How::Live,
             ),
             (|s| s.autostart = false, "autostart", How::Live),
+            (
+                |s| s.exec_allow = vec!["/bin/*".into()],
+                "exec_allow",
+                How::Live,
+            ),
             (|s| s.memory.max = Some(200 << 20), "max_memory", How::Live),
             (|s| s.memory.warning_percent = 50, "max_memory", How::Live),
             (|s| s.memory.max = None, "max_memory", How::Restart),

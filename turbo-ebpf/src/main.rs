@@ -35,6 +35,18 @@
 //!   [`RSS_LIMITS`] it sums the file, anon and shmem counters of `mm` and reports only crossings:
 //!   over when the sum reaches the limit, under when it falls below 7/8 of it (hysteresis).
 //!
+//! * `sched_wakeup(task)`, `sched_wakeup_new(task)` and `sched_switch(preempt, prev, next,
+//!   prev_state)`: run-queue delay. A thread of a watched group that becomes runnable (woken, or
+//!   switched out while still `TASK_RUNNING`) gets a timestamp in [`RUNQ_START`]; when it is
+//!   switched in, the wait goes into its app's log2 histogram in [`RUNQ`] (per CPU, no event).
+//!   A preempted thread stays queued whatever its state, so it counts as runnable too.
+//!   A watched thread switched out while still runnable counts as an involuntary context switch
+//!   (the kernel's `nivcsw`: a user-mode thread whose slice ended is switched out by `schedule()`
+//!   with `preempt` false but state `TASK_RUNNING`).
+//!   These fire on every wake-up and context switch of the system: for an unwatched thread the
+//!   whole cost is one [`WATCHED`] lookup (wake-up) or two lookups (switch), with direct,
+//!   verifier-checked loads rather than `bpf_probe_read_kernel`.
+//!
 //! When the ring buffer is full an event is counted in [`LOST`] (one per-CPU slot) instead.
 //!
 //! # What it must not do
@@ -69,15 +81,15 @@ use aya_ebpf::{
         generated::bpf_probe_read_kernel_str,
     },
     macros::{btf_tracepoint, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 use turbo_common::{
     COMM_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_OOM_VICTIM, EVENT_RSS_OVER,
     EVENT_RSS_UNDER, EVENT_SIGNAL, EXEC_FILENAME_LEN, EventHeader, ExecEvent, ExitEvent,
     FORK_UNTRACKED, ForkEvent, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, OomEvent,
-    RssEvent, RssLimit, SIGCONT, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING, TRACE_SIGNAL_IGNORED,
-    rss_is_under, signal_bit,
+    RssEvent, RssLimit, RunqStats, SIGCONT, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING,
+    TRACE_SIGNAL_IGNORED, rss_is_under, runq_bucket, signal_bit,
 };
 
 /// Ring buffer read by the daemon (256 KiB: ~6.5k exit or fork events, ~880 exec events, in
@@ -102,6 +114,15 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Resident-memory limits by tgid, and whether each is currently over; see `rss_stat`.
 #[map]
 static RSS_LIMITS: HashMap<u32, RssLimit> = HashMap::with_max_entries(4_096, 0);
+
+/// Run-queue delay and involuntary switches per app key; see `turbo_common::MAP_RUNQ`.
+#[map]
+static RUNQ: PerCpuHashMap<u32, RunqStats> = PerCpuHashMap::with_max_entries(1_024, 0);
+
+/// When each watched thread became runnable; see `turbo_common::MAP_RUNQ_START`. LRU: a thread
+/// that exits while runnable leaves an entry nobody consumes.
+#[map]
+static RUNQ_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
 
 /// `task_struct.exit_code`.
 #[unsafe(no_mangle)]
@@ -189,6 +210,11 @@ const _: () = {
     assert!(same(abi::PROG_MARK_VICTIM, "mark_victim"));
     assert!(same(abi::PROG_SIGNAL_GENERATE, "signal_generate"));
     assert!(same(abi::PROG_RSS_STAT, "rss_stat"));
+    assert!(same(abi::MAP_RUNQ, "RUNQ"));
+    assert!(same(abi::MAP_RUNQ_START, "RUNQ_START"));
+    assert!(same(abi::PROG_SCHED_WAKEUP, "sched_wakeup"));
+    assert!(same(abi::PROG_SCHED_WAKEUP_NEW, "sched_wakeup_new"));
+    assert!(same(abi::PROG_SCHED_SWITCH, "sched_switch"));
     assert!(same(abi::GLOBAL_OFF_TASK_EXIT_CODE, "OFF_TASK_EXIT_CODE"));
     assert!(same(abi::GLOBAL_OFF_TASK_TGID, "OFF_TASK_TGID"));
     assert!(same(abi::GLOBAL_OFF_TASK_PID, "OFF_TASK_PID"));
@@ -255,6 +281,27 @@ pub fn signal_generate(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
     let _ = try_rss_stat(&ctx);
+    0
+}
+
+/// `tp_btf/sched_wakeup`: see the module documentation.
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    runnable(ctx.arg(0), now());
+    0
+}
+
+/// `tp_btf/sched_wakeup_new`: see the module documentation.
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    runnable(ctx.arg(0), now());
+    0
+}
+
+/// `tp_btf/sched_switch`: see the module documentation.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    try_sched_switch(&ctx);
     0
 }
 
@@ -650,6 +697,96 @@ fn try_rss_stat(ctx: &BtfTracePointContext) -> Result<(), i32> {
         limit_pages: limit,
     });
     Ok(())
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: plain helper call without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// `(task->pid, task->tgid)` by direct loads (hot path: every wake-up and context switch). The
+/// verifier accepts them because `task` is a BTF-typed tracepoint argument and the offsets are
+/// frozen constants; `None` when the loader had no offsets.
+#[inline(always)]
+fn ids_fast(task: *const u8) -> Option<(u32, u32)> {
+    let (off_pid, off_tgid) = (OFF_TASK_PID.load(), OFF_TASK_TGID.load());
+    if off_pid == 0 || off_tgid == 0 || task.is_null() {
+        return None;
+    }
+    // SAFETY: `task` is the tracepoint's `struct task_struct *`; offsets are from BTF.
+    unsafe {
+        Some((
+            core::ptr::read_volatile(task.wrapping_add(off_pid as usize).cast()),
+            core::ptr::read_volatile(task.wrapping_add(off_tgid as usize).cast()),
+        ))
+    }
+}
+
+/// A thread became runnable: start its run-queue clock if its group is watched. Returns the app
+/// key when it is.
+#[inline(always)]
+fn runnable(task: *const u8, at: u64) -> Option<u32> {
+    let (pid, tgid) = ids_fast(task)?;
+    let key = watched_key(tgid)?;
+    let _ = RUNQ_START.insert(pid, at, 0);
+    Some(key)
+}
+
+/// This CPU's stats of app `key`, created on first use.
+#[inline(always)]
+fn runq_stats(key: u32) -> Option<*mut RunqStats> {
+    if let Some(p) = RUNQ.get_ptr_mut(key) {
+        return Some(p);
+    }
+    /// `BPF_NOEXIST`: another CPU may create it first; either way it exists afterwards.
+    const NOEXIST: u64 = 1;
+    let _ = RUNQ.insert(key, RunqStats::default(), NOEXIST);
+    RUNQ.get_ptr_mut(key)
+}
+
+fn try_sched_switch(ctx: &BtfTracePointContext) {
+    let at = now();
+    // bool widened to u64 by the tracepoint glue, as is the unsigned int state.
+    let preempt: u64 = ctx.arg(0);
+    let prev_state: u64 = ctx.arg(3);
+    // Preempted in the kernel (whatever its state: it stays queued) or still TASK_RUNNING (0:
+    // its time slice ended, or it yielded): back on the run queue, and an involuntary switch in
+    // the kernel's own sense (`nivcsw`).
+    if (preempt & 0xff != 0 || prev_state & 0xffff_ffff == 0)
+        && let Some(key) = runnable(ctx.arg(1), at)
+        && let Some(stats) = runq_stats(key)
+    {
+        // SAFETY: a per-CPU map value, only written by this CPU while the program runs.
+        unsafe { (*stats).involuntary += 1 };
+    }
+
+    let Some((pid, tgid)) = ids_fast(ctx.arg(2)) else {
+        return;
+    };
+    if pid == 0 {
+        return; // the idle task
+    }
+    let Some(key) = watched_key(tgid) else {
+        return;
+    };
+    let Some(start) = RUNQ_START.get_ptr(pid) else {
+        return;
+    };
+    // SAFETY: a map value pointer is valid for the program's run; an aligned u64.
+    let delay = at.saturating_sub(unsafe { *start });
+    let _ = RUNQ_START.remove(pid);
+    let Some(stats) = runq_stats(key) else {
+        return;
+    };
+    // SAFETY: as above (per-CPU value); the index is bounds-checked by `get_mut`.
+    unsafe {
+        if let Some(b) = (*stats).buckets.get_mut(runq_bucket(delay)) {
+            *b += 1;
+        }
+        (*stats).count += 1;
+        (*stats).sum_ns += delay;
+    }
 }
 
 #[cfg(target_arch = "bpf")]

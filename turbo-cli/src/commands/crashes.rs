@@ -49,6 +49,13 @@ pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()>
         Ok(found) => found,
         Err(e) => return Err(target_error(&d, target, &e).await),
     };
+    // a daemon without eBPF answers with the reason; only a failed call leaves the section out
+    let insight = d
+        .proxy
+        .get_insight(target)
+        .await
+        .ok()
+        .and_then(|all| all.into_iter().find(|i| i.id == status.id));
     let env = if show_env {
         Some(
             d.proxy
@@ -68,9 +75,18 @@ pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()>
         if let Some(env) = &env {
             doc["env"] = env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
         }
+        if let Some(insight) = &insight {
+            doc["insight"] = insight.to_json();
+        }
         return term::emit_json(&doc);
     }
     let mut text = render_describe(&status, &config, &records, &term::stdout_opts());
+    if let Some(insight) = &insight {
+        text.push_str(&super::insight::render_insight(
+            insight,
+            &term::stdout_opts(),
+        ));
+    }
     if let Some(env) = &env {
         text.push_str("\n\nEnvironment (values)\n");
         for (k, v) in env {

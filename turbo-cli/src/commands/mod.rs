@@ -10,6 +10,7 @@ mod daemon;
 mod flush;
 mod import;
 mod info;
+mod insight;
 mod logs;
 mod manage;
 mod monit;

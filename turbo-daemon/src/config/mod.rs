@@ -509,6 +509,9 @@ struct AppConfig {
     cron: Option<serde_yaml_ng::Value>,
     /// The IANA zone `cron` is read in (default UTC).
     timezone: Option<String>,
+    /// Absolute paths or globs of the programs the app's tree is expected to exec (issue 22).
+    #[serde(default)]
+    exec_allow: Vec<String>,
     // ---- groups and signals (issue 17) ----
     /// The app's group, a target as `@name` (`group:` is the Unix group it runs as).
     app_group: Option<String>,

@@ -186,6 +186,7 @@ pub(super) fn validate(
         }
     }
     apply_listen(app.listen, powers, &mut spec, &mut errors);
+    spec.exec_allow = exec_allow(app.exec_allow, &mut errors);
     checks::apply_watch(
         checks::WatchKeys {
             watch: app.watch,
@@ -432,6 +433,23 @@ fn apply_listen(
             spec.listen = addrs;
         }
     }
+}
+
+/// `exec_allow:`: absolute paths or globs (the kernel reports the path given to `execve`, and a
+/// relative glob would depend on the app's working directory at the time).
+fn exec_allow(globs: Vec<String>, errors: &mut Vec<Problem>) -> Vec<String> {
+    for (k, g) in globs.iter().enumerate() {
+        if !g.starts_with('/') || g.contains('\0') {
+            errors.push(
+                Problem::new(
+                    format!("exec_allow[{k}]"),
+                    format!("exec_allow: '{g}' is not an absolute path or glob"),
+                )
+                .hint("write it like /usr/bin/node or /usr/lib/node_modules/**"),
+            );
+        }
+    }
+    globs
 }
 
 /// `instances:`: a count from 1 to [`input::MAX_INSTANCES`], or `max` (the online CPUs).

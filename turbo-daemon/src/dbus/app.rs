@@ -136,6 +136,9 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
                 ManagerIface::app_crashed(&manager_emitter, &name, record).await
             }
             Notice::Removed(name, instance, id) => remove(server, &name, instance, id).await,
+            Notice::Exec(name, pid, filename, allowed) => {
+                ManagerIface::app_exec(&manager_emitter, &name, pid, &filename, allowed).await
+            }
         };
         if let Err(e) = result {
             tracing::warn!("updating D-Bus objects failed: {e}");
@@ -172,6 +175,9 @@ impl Notice {
             Self::MemoryWarning(name, rss, max) => Self::MemoryWarning(on_wire(name), rss, max),
             Self::Crashed(name, record) => Self::Crashed(on_wire(name), on_wire(record)),
             Self::Removed(name, instance, id) => Self::Removed(on_wire(name), instance, id),
+            Self::Exec(name, pid, filename, allowed) => {
+                Self::Exec(on_wire(name), pid, on_wire(filename), allowed)
+            }
         }
     }
 }

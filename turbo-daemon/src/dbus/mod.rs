@@ -15,8 +15,8 @@ use std::{collections::HashMap, path::PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
-    AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, MANAGER_PATH,
-    instance_path,
+    AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
+    MANAGER_PATH, instance_path,
 };
 use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
@@ -661,6 +661,19 @@ impl ManagerIface {
         )
     }
 
+    /// What the kernel saw the matching apps (name, id or `all`) do: run-queue delay,
+    /// involuntary switches, execs. eBPF only: otherwise each app says why not.
+    #[zbus(out_args("insight"))]
+    async fn get_insight(&self, target: String) -> Result<Vec<AppInsight>, Error> {
+        wire::answer(
+            async move {
+                target_ok(&target)?;
+                self.ask(|reply| Request::Insight(target, reply)).await
+            }
+            .await,
+        )
+    }
+
     /// Empties the log files of the matching apps (name, id or `all`).
     #[zbus(out_args("flushed"))]
     async fn flush_logs(
@@ -762,6 +775,17 @@ impl ManagerIface {
         name: &str,
         rss_bytes: u64,
         max_memory_bytes: u64,
+    ) -> zbus::Result<()>;
+
+    /// Emitted for every exec inside an app's process tree (eBPF only); `allowed` is false when
+    /// the app's `exec_allow` list does not allow the program.
+    #[zbus(signal)]
+    async fn app_exec(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        pid: u32,
+        filename: &str,
+        allowed: bool,
     ) -> zbus::Result<()>;
 
     /// Emitted for every crash, once its record is complete.

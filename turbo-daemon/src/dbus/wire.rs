@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 
 use turbo_api::{
-    AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error, ExitInfo,
-    FieldChange,
+    AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
+    ExecRecord, ExitInfo, FieldChange,
 };
 
 /// Longest error message the adapter sends (every line of a config error included).
@@ -140,6 +140,21 @@ impl OnWire for AppStatus {
         argv.scrub();
         waiting_for.scrub();
         last_exit.scrub();
+    }
+}
+
+impl OnWire for AppInsight {
+    fn scrub(&mut self) {
+        self.name.scrub();
+        self.unavailable.scrub();
+        self.exec_allow.scrub();
+        self.recent_execs.scrub();
+    }
+}
+
+impl OnWire for ExecRecord {
+    fn scrub(&mut self) {
+        self.filename.scrub();
     }
 }
 

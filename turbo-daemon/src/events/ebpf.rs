@@ -29,11 +29,11 @@ use std::{
 
 use aya::{
     Btf, EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{BtfTracePoint, ProgramError, tp_btf::BtfTracePointLinkId},
 };
 use tokio::io::unix::AsyncFd;
-use turbo_common::{self as abi, RssLimit};
+use turbo_common::{self as abi, RssLimit, RunqStats};
 
 use super::MemoryLimitChange;
 #[cfg(test)]
@@ -128,6 +128,8 @@ pub struct Ebpf {
     spawners: HashMap<MapData, u32, u32>,
     limits: HashMap<MapData, u32, RssLimit>,
     lost: PerCpuArray<MapData, u64>,
+    /// Run-queue delay per app key (per CPU).
+    runq: PerCpuHashMap<MapData, u32, RunqStats>,
     /// Programs in use: attached, or (`rss_stat`) attached on demand.
     programs: Vec<String>,
     /// `program: why it is not used / what is degraded`.
@@ -225,6 +227,47 @@ impl Ebpf {
     #[must_use]
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+
+    /// Whether the scheduler programs are attached, so [`Ebpf::runq`] measures something.
+    #[must_use]
+    pub fn runq_supported(&self) -> bool {
+        [
+            abi::PROG_SCHED_SWITCH,
+            abi::PROG_SCHED_WAKEUP,
+            abi::PROG_SCHED_WAKEUP_NEW,
+        ]
+        .iter()
+        .all(|p| self.programs.iter().any(|q| q == p))
+    }
+
+    /// The run-queue delay histogram and involuntary switches of app `key` since it was first
+    /// watched, summed over the CPUs; all zero before its threads ran.
+    #[must_use]
+    pub fn runq(&self, key: u32) -> RunqStats {
+        let mut total = RunqStats::default();
+        if let Ok(per_cpu) = self.runq.get(&key, 0) {
+            for cpu in per_cpu.iter() {
+                for (t, b) in total.buckets.iter_mut().zip(cpu.buckets) {
+                    *t += b;
+                }
+                total.count += cpu.count;
+                total.sum_ns += cpu.sum_ns;
+                total.involuntary += cpu.involuntary;
+            }
+        }
+        total
+    }
+
+    /// Drops the run-queue figures of an app that is gone (ignores "not found").
+    pub fn forget_runq(&mut self, key: u32) {
+        match self.runq.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(key, error = %error_chain(&e), "eBPF run-queue removal failed")
+            }
+        }
     }
 
     /// Whether [`Ebpf::set_memory_limit`] works (the `rss_stat` program loaded).
@@ -512,6 +555,29 @@ const PROGRAMS: &[ProgramSpec] = &[
         // Every page fault in the system runs it: attached only while a limit is set.
         attach_at_load: false,
     },
+    // Run-queue delay: every wake-up and context switch of the system runs these; for an
+    // unwatched thread that is one or two hash lookups (measured in docs/ebpf.md).
+    ProgramSpec {
+        name: abi::PROG_SCHED_WAKEUP,
+        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
+        optional: &[],
+        essential: false,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_SCHED_WAKEUP_NEW,
+        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
+        optional: &[],
+        essential: false,
+        attach_at_load: true,
+    },
+    ProgramSpec {
+        name: abi::PROG_SCHED_SWITCH,
+        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
+        optional: &[],
+        essential: false,
+        attach_at_load: true,
+    },
 ];
 
 fn load_object(object: &[u8], build_note: &str) -> Result<(Ebpf, RingReader), EbpfError> {
@@ -595,6 +661,7 @@ fn load_with(
     let spawners = HashMap::try_from(take_map(&mut bpf, abi::MAP_SPAWNERS)?).map_err(map_error)?;
     let limits = HashMap::try_from(take_map(&mut bpf, abi::MAP_RSS_LIMITS)?).map_err(map_error)?;
     let lost = PerCpuArray::try_from(take_map(&mut bpf, abi::MAP_LOST)?).map_err(map_error)?;
+    let runq = PerCpuHashMap::try_from(take_map(&mut bpf, abi::MAP_RUNQ)?).map_err(map_error)?;
 
     let ring = if tokio::runtime::Handle::try_current().is_ok() {
         Ring::Registered(register(events)?)
@@ -620,6 +687,7 @@ fn load_with(
             spawners,
             limits,
             lost,
+            runq,
             programs,
             fallbacks,
             rss: RssStat {

@@ -606,4 +606,24 @@ impl EventSource {
             procfs.clear_memory_limit(pid);
         }
     }
+
+    /// The cumulative run-queue figures of app `key` (eBPF with the scheduler programs), or
+    /// why there are none.
+    ///
+    /// # Errors
+    /// The reason, for the user: not eBPF, or the scheduler programs are missing.
+    pub fn runq(&self, key: u32) -> Result<turbo_common::RunqStats, String> {
+        match &self.ebpf {
+            Some(ebpf) if ebpf.runq_supported() => Ok(ebpf.runq(key)),
+            Some(_) => Err("the scheduler eBPF programs are not loaded (see `turbo info`)".into()),
+            None => Err(format!("needs the eBPF event source ({})", self.reason)),
+        }
+    }
+
+    /// Forgets the kernel's figures of an app that is gone.
+    pub fn forget_app(&mut self, key: u32) {
+        if let Some(ebpf) = self.ebpf.as_mut() {
+            ebpf.forget_runq(key);
+        }
+    }
 }

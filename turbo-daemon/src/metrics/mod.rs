@@ -199,6 +199,7 @@ pub fn render(s: &MetricsSnapshot) -> String {
         }
     });
     let mut out = recorder.handle().render();
+    runq_histogram(&mut out, &s.apps);
     // the fractional counters (see the module docs)
     let mut cpu_rows = Vec::new();
     for app in &s.apps {
@@ -301,6 +302,11 @@ fn record_app(app: &AppMetrics) {
     if let Some(rate) = app.leak.bytes_per_hour {
         gauge!("turbo_app_memory_growth_bytes_per_hour", base.clone()).set(rate);
     }
+    if let Some(i) = &app.insight {
+        counter!("turbo_app_execs_total", base.clone()).absolute(i.execs);
+        counter!("turbo_app_execs_unexpected_total", base.clone()).absolute(i.execs_unexpected);
+        counter!("turbo_app_involuntary_switches_total", base.clone()).absolute(i.runq.involuntary);
+    }
     if let Some(pct) = app.cpu_max_percent {
         gauge!("turbo_app_cpu_limit_cpus", base.clone()).set(f64::from(pct) / 100.0);
     }
@@ -322,6 +328,77 @@ fn record_app(app: &AppMetrics) {
     }
     for (event, n) in &c.memory_events {
         counter!("turbo_app_memory_events_total", with("event", event)).absolute(*n);
+    }
+}
+
+/// `turbo_app_runqueue_delay_seconds`, a histogram written from the kernel's cumulative log2
+/// buckets (the `metrics` facade only records single samples): bucket `i` ends at `2^i` µs.
+fn runq_histogram(out: &mut String, apps: &[AppMetrics]) {
+    const NAME: &str = "turbo_app_runqueue_delay_seconds";
+    let rows: Vec<(&AppMetrics, &turbo_common::RunqStats)> = apps
+        .iter()
+        .filter_map(|a| Some((a, &a.insight.as_ref()?.runq)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    formatting::write_help_line(
+        out,
+        NAME,
+        None,
+        None,
+        "Time the app's threads waited on a CPU run queue before running (eBPF; the kernel's \
+         log2 buckets), since the app was added",
+    );
+    formatting::write_type_line(out, NAME, None, None, "histogram");
+    let global = indexmap::IndexMap::new();
+    for (app, runq) in rows {
+        let key = metrics::Key::from_parts(
+            NAME,
+            vec![
+                Label::new("app", app.name.clone()),
+                Label::new("app_instance", app.instance.to_string()),
+            ],
+        );
+        let set = LabelSet::from_key_and_global(&key, &global);
+        let mut cumulative = 0u64;
+        // the last bucket has no upper bound: it only counts in +Inf
+        for (i, n) in runq.buckets[..turbo_common::RUNQ_BUCKETS - 1]
+            .iter()
+            .enumerate()
+        {
+            cumulative += n;
+            let le = (1u64 << i) as f64 / 1e6;
+            formatting::write_metric_line(
+                out,
+                NAME,
+                Some("bucket"),
+                &set,
+                Some(("le", le)),
+                cumulative,
+                None,
+            );
+        }
+        formatting::write_metric_line(
+            out,
+            NAME,
+            Some("bucket"),
+            &set,
+            Some(("le", "+Inf")),
+            runq.count,
+            None,
+        );
+        let sum = runq.sum_ns as f64 / 1e9;
+        formatting::write_metric_line::<&str, f64>(out, NAME, Some("sum"), &set, None, sum, None);
+        formatting::write_metric_line::<&str, u64>(
+            out,
+            NAME,
+            Some("count"),
+            &set,
+            None,
+            runq.count,
+            None,
+        );
     }
 }
 
@@ -446,6 +523,18 @@ fn describe() {
     describe_gauge!(
         "turbo_app_memory_growth_bytes_per_hour",
         "Robust (Theil-Sen) growth rate of the app's resident memory over the leak window"
+    );
+    describe_counter!(
+        "turbo_app_execs_total",
+        "Execs inside the app's process tree seen by eBPF since the app was added (its own start included)"
+    );
+    describe_counter!(
+        "turbo_app_execs_unexpected_total",
+        "Execs inside the app's tree of a program its exec_allow list does not allow"
+    );
+    describe_counter!(
+        "turbo_app_involuntary_switches_total",
+        "Times the app's threads were taken off a CPU while still runnable (eBPF), since the app was added"
     );
     describe_gauge!(
         "process_resident_memory_bytes",
@@ -580,6 +669,7 @@ mod tests {
             memory_limit_bytes: None,
             start_time_seconds: None,
             leak: LeakVerdict::UNKNOWN,
+            insight: None,
             cgroup: None,
             cpu_max_percent: None,
             pids_max: None,
@@ -608,6 +698,18 @@ mod tests {
                 bytes_per_hour: Some(1e6),
                 suspected: true,
             },
+            insight: Some(crate::runtime::InsightMetrics {
+                runq: {
+                    let mut r = turbo_common::RunqStats::default();
+                    r.buckets[0] = 2;
+                    r.buckets[3] = 1;
+                    r.buckets[turbo_common::RUNQ_BUCKETS - 1] = 1;
+                    (r.count, r.sum_ns, r.involuntary) = (4, 9_000_000_000, 7);
+                    r
+                },
+                execs: 5,
+                execs_unexpected: 1,
+            }),
             ..app("api \"quoted\"", AppState::Online)
         };
         let snapshot = MetricsSnapshot {
@@ -675,6 +777,15 @@ mod tests {
             "turbo_build_info{version=\"0.1.0\"} 1",
             "turbo_log_bytes_total{app=\"worker\",stream=\"err\"} 120",
             "turbo_log_dropped_bytes_total{app=\"worker\",stream=\"err\"} 30",
+            "# TYPE turbo_app_runqueue_delay_seconds histogram",
+            "turbo_app_runqueue_delay_seconds_bucket{app=\"api \\\"quoted\\\"\",app_instance=\"0\",le=\"0.000001\"} 2",
+            "turbo_app_runqueue_delay_seconds_bucket{app=\"api \\\"quoted\\\"\",app_instance=\"0\",le=\"0.000008\"} 3",
+            "turbo_app_runqueue_delay_seconds_bucket{app=\"api \\\"quoted\\\"\",app_instance=\"0\",le=\"4.194304\"} 3",
+            "turbo_app_runqueue_delay_seconds_bucket{app=\"api \\\"quoted\\\"\",app_instance=\"0\",le=\"+Inf\"} 4",
+            "turbo_app_runqueue_delay_seconds_sum{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 9",
+            "turbo_app_runqueue_delay_seconds_count{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 4",
+            "turbo_app_execs_unexpected_total{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 1",
+            "turbo_app_involuntary_switches_total{app=\"api \\\"quoted\\\"\",app_instance=\"0\"} 7",
             "turbo_app_up{app=\"web\",app_instance=\"0\",group=\"front\"} 1",
             "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"dropped\"} 7",
             "turbo_notifications_total{app=\"web\",event=\"crash\",outcome=\"failed\"} 1",
@@ -694,6 +805,9 @@ mod tests {
         );
         // a stopped app has no CPU, memory or leak series, but its counters and state
         assert!(!text.contains("turbo_app_leak_suspected{app=\"worker\""));
+        // no eBPF figures for it: no series, not zeros
+        assert!(!text.contains("turbo_app_execs_total{app=\"worker\""));
+        assert!(!text.contains("turbo_app_runqueue_delay_seconds_count{app=\"worker\""));
         assert!(text.contains(
             "turbo_app_exits_total{app=\"worker\",app_instance=\"0\",reason=\"signal\"} 2"
         ));

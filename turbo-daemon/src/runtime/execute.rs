@@ -314,6 +314,8 @@ impl Runtime {
                 self.alerts.remove(app);
                 self.procs.remove_app(app);
                 self.usage.remove(app);
+                self.insight.remove(app);
+                self.source.forget_app(app);
                 let _ = self.chan.notices.send(Notice::Removed(name, instance, app));
                 self.mark_dirty();
             }

@@ -36,6 +36,7 @@ pub mod apply;
 mod crashes;
 mod execute;
 mod hooks;
+mod insight;
 pub mod listen;
 mod marks;
 mod output;
@@ -65,7 +66,7 @@ use self::{
 pub use self::{
     requests::{AppsOp, CrashReport, Described, Reply, Request},
     usage::{MonitorSettings, RestartReason},
-    view::{AppMetrics, MetricsSnapshot},
+    view::{AppMetrics, InsightMetrics, MetricsSnapshot},
 };
 pub use crate::os::proc::ProcessStats;
 use crate::{
@@ -96,6 +97,8 @@ pub enum Notice {
     MemoryWarning(String, u64, u64),
     /// An app is gone: its name, instance number and id.
     Removed(String, u32, AppId),
+    /// An exec inside an app's tree (eBPF): app name, pid, filename, allowed by `exec_allow`.
+    Exec(String, u32, String, bool),
 }
 
 /// Where things live.
@@ -195,6 +198,7 @@ pub struct Runtime {
     procs: procs::ProcessTable,
     usage: Usage,
     crashes: crashes::CrashStore,
+    insight: insight::Insight,
     /// `on_crash` and `on_state` notifications.
     alerts: alerts::Alerts,
     persist: persist::Persist,
@@ -245,6 +249,7 @@ impl Runtime {
             procs: procs::ProcessTable::default(),
             usage: Usage::default(),
             crashes: crashes::CrashStore::default(),
+            insight: insight::Insight::default(),
             alerts: alerts::Alerts::default(),
             heartbeat: None,
         }
@@ -380,9 +385,12 @@ impl Runtime {
                     self.procs.forked(key, child);
                 }
             }
-            Event::Exec { pid, filename, .. } => {
-                tracing::debug!(pid, "exec {filename}");
-            }
+            Event::Exec {
+                pid,
+                key,
+                filename,
+                source,
+            } => self.exec_seen(pid, key, filename, source),
             Event::OomKilled { pid, memory, .. } => {
                 tracing::warn!(
                     pid,
@@ -434,6 +442,35 @@ impl Runtime {
                 self.feed(Input::MemoryUnder { pid, limit });
             }
         }
+    }
+
+    /// Books an exec the kernel reported inside app `key`'s tree and tells the bus; one its
+    /// `exec_allow` list does not allow is also a warning in the daemon's log. Execs seen by
+    /// the procfs source (only those alive at a scan) are not an audit and are not booked.
+    fn exec_seen(&mut self, pid: u32, key: u32, filename: String, source: SourceKind) {
+        let app = self.sup.app(key).filter(|_| source == SourceKind::Ebpf);
+        let Some(app) = app else {
+            tracing::debug!(pid, "exec {filename}");
+            return;
+        };
+        let allowed = app.spec.exec_allowed(&filename);
+        let name = app.spec.name.clone();
+        if !allowed {
+            tracing::warn!(
+                app = name,
+                pid,
+                "unexpected exec of {filename}: not in the app's exec_allow list"
+            );
+        }
+        let at_ms = self.clock.ms(Instant::now());
+        let record = turbo_api::ExecRecord {
+            at_ms,
+            pid,
+            filename: filename.clone(),
+            allowed,
+        };
+        self.insight.exec(key, record);
+        let _ = (self.chan.notices).send(Notice::Exec(name, pid, filename, allowed));
     }
 
     /// Reports the waited-for groups (and their apps' descendants) that are gone now.

@@ -10,7 +10,9 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use turbo_api::{AppChange, AppConfigInfo, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error};
+use turbo_api::{
+    AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
+};
 
 use super::{
     Runtime,
@@ -48,6 +50,8 @@ pub enum Request {
     Describe(String, Reply<Described>),
     /// One app's crashes.
     Crashes(String, Reply<CrashReport>),
+    /// What the kernel saw the matching apps do (name, id or `all`).
+    Insight(String, Reply<Vec<AppInsight>>),
     /// The environment values of one app (authorised for root only).
     DescribeEnv(String, Reply<Vec<(String, String)>>),
     /// Empty the log files of the matching apps; answers their names.
@@ -123,6 +127,7 @@ impl Request {
             Self::Describe(_, tx) => fail(tx, error),
             Self::Crashes(_, tx) => fail(tx, error),
             Self::DescribeEnv(_, tx) => fail(tx, error),
+            Self::Insight(_, tx) => fail(tx, error),
             Self::Flush(_, tx) | Self::Delete(_, tx) => fail(tx, error),
             Self::Save(tx) => fail(tx, error),
             Self::Shutdown(tx) | Self::Upgrade(tx) => fail(tx, error),
@@ -140,6 +145,7 @@ pub const fn is_read_only(req: &Request) -> bool {
             | Request::List(_)
             | Request::Describe(..)
             | Request::Crashes(..)
+            | Request::Insight(..)
     )
 }
 
@@ -295,6 +301,9 @@ impl Runtime {
                     view::crash_report(self.crashes.book(id), now_ms)
                 });
                 let _ = tx.send(report);
+            }
+            Request::Insight(target, tx) => {
+                let _ = tx.send(self.insight(&target));
             }
             Request::DescribeEnv(target, tx) => {
                 let env = self.one_app(&target).map(|id| {
@@ -476,6 +485,47 @@ impl Runtime {
         Ok((status, config, records))
     }
 
+    /// `GetInsight`: the figures of each matching app, or why there are none.
+    fn insight(&mut self, target: &str) -> Result<Vec<AppInsight>, Error> {
+        let ids = self
+            .sup
+            .resolve(&Target::parse(target))
+            .map_err(api_error)?;
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(app) = self.sup.app(id) else {
+                continue;
+            };
+            let mut report = AppInsight {
+                id,
+                name: app.spec.name.clone(),
+                instance: app.instance,
+                exec_allow: app.spec.exec_allow.clone(),
+                ..AppInsight::default()
+            };
+            match self.source.runq(id) {
+                Err(why) => report.unavailable = why,
+                Ok(total) => {
+                    let recent = self.insight.recent_runq(id, total, now);
+                    (report.execs_total, report.execs_unexpected) = self.insight.exec_counts(id);
+                    report.recent_execs = self.insight.recent_execs(id);
+                    report.runq_buckets = total.buckets.to_vec();
+                    report.runq_count = total.count;
+                    report.runq_sum_ns = total.sum_ns;
+                    report.involuntary_switches = total.involuntary;
+                    report.runq_recent_count = recent.count;
+                    report.runq_recent_mean_us = recent.mean_us;
+                    report.runq_recent_p99_us = recent.p99_us;
+                    report.recent_window_ms =
+                        u64::try_from(recent.window.as_millis()).unwrap_or(u64::MAX);
+                }
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+
     fn flush(&mut self, target: &str) -> Result<Vec<String>, Error> {
         let ids = self
             .sup
@@ -521,7 +571,7 @@ impl Runtime {
             let Some(app) = self.sup.app(id) else {
                 continue;
             };
-            apps.push(view::app_metrics(
+            let mut metrics = view::app_metrics(
                 app,
                 &self.clock,
                 measured,
@@ -530,7 +580,16 @@ impl Runtime {
                 self.spawner
                     .cgroup(id)
                     .map(crate::os::cgroup::AppCgroup::stats),
-            ));
+            );
+            metrics.insight = self.source.runq(id).ok().map(|runq| {
+                let (execs, execs_unexpected) = self.insight.exec_counts(id);
+                view::InsightMetrics {
+                    runq,
+                    execs,
+                    execs_unexpected,
+                }
+            });
+            apps.push(metrics);
         }
         let logs = self.output.counters();
         let mut snapshot =

@@ -426,12 +426,25 @@ pub struct AppMetrics {
     pub start_time_seconds: Option<f64>,
     /// Leak detection on the current process.
     pub leak: LeakVerdict,
+    /// What the kernel saw (eBPF only; `None` otherwise: no series rather than zeros).
+    pub insight: Option<InsightMetrics>,
     /// What the app's cgroup counted, when it has one.
     pub cgroup: Option<CgroupStats>,
     /// `cpu_max` in percent of one CPU, `pids_max`.
     pub cpu_max_percent: Option<u32>,
     /// See `cpu_max_percent`.
     pub pids_max: Option<u64>,
+}
+
+/// An app's eBPF insight figures for a scrape (issue 22).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InsightMetrics {
+    /// Cumulative run-queue delay histogram and involuntary switches.
+    pub runq: turbo_common::RunqStats,
+    /// Execs inside the tree.
+    pub execs: u64,
+    /// Those `exec_allow` did not allow.
+    pub execs_unexpected: u64,
 }
 
 /// What a scrape reports: every app's metrics, the daemon's own figures, the log counters.
@@ -502,6 +515,7 @@ pub fn app_metrics(
         memory_limit_bytes: app.spec.memory.max,
         start_time_seconds: app.since().map(|s| clock.ms(s) as f64 / 1000.0),
         leak,
+        insight: None,
         cgroup,
         cpu_max_percent: app.spec.resources.cpu_max,
         pids_max: app.spec.resources.pids_max,

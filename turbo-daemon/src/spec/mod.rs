@@ -114,6 +114,9 @@ pub struct AppSpec {
     /// `type`, `retries`, `depends_on`, `depends_timeout`, `restart_with_deps`, `cron` (see
     /// `jobs.rs`).
     pub lifecycle: Lifecycle,
+    /// `exec_allow:` globs of the programs the app's tree may exec (see [`AppSpec::exec_allowed`]);
+    /// empty: every exec is recorded, none is unexpected.
+    pub exec_allow: Vec<String>,
     // ---- groups and signals (issue 17 points 6-7) ----
     /// The group the app belongs to (`app_group:`), which commands name as `@group`.
     pub app_group: Option<String>,
@@ -156,6 +159,7 @@ impl AppSpec {
             autostart: true,
             source: None,
             lifecycle: Lifecycle::default(),
+            exec_allow: Vec::new(),
             app_group: None,
             reload_signal: None,
             on_crash: None,
@@ -163,11 +167,46 @@ impl AppSpec {
             hooks: Box::default(),
         }
     }
+
+    /// Whether an exec of `filename` (the path given to `execve`, as the kernel reports it) by
+    /// the app's tree is expected: no `exec_allow` list, the app's own command (`argv[0]`), or a
+    /// match of one of the globs (`*` and `?` within a path component, `**` across them).
+    #[must_use]
+    pub fn exec_allowed(&self, filename: &str) -> bool {
+        self.exec_allow.is_empty()
+            || self.argv.first().is_some_and(|a| a == filename)
+            || self
+                .exec_allow
+                .iter()
+                .any(|g| glob_match(g.as_bytes(), filename.as_bytes()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_allow_globs_and_the_own_command() {
+        let mut spec = AppSpec::new("web", vec!["/usr/bin/node".into()], "/srv".into());
+        assert!(
+            spec.exec_allowed("/bin/sh"),
+            "no list: everything is expected"
+        );
+        spec.exec_allow = vec!["/usr/lib/node_modules/**".into(), "/usr/bin/git*".into()];
+        assert!(spec.exec_allowed("/usr/bin/node"), "its own command");
+        assert!(spec.exec_allowed("/usr/lib/node_modules/npm/bin/x"));
+        assert!(spec.exec_allowed("/usr/bin/git-upload-pack"));
+        assert!(!spec.exec_allowed("/bin/sh"));
+        assert!(
+            !spec.exec_allowed("/usr/bin/gitx/sh"),
+            "`*` stays in one component"
+        );
+        assert!(
+            !spec.exec_allowed("sh"),
+            "a relative path matches no absolute glob"
+        );
+    }
 
     /// A spec needs no config: built by hand it has the documented defaults and its policies
     /// answer from it alone (the state file's form of it is `storage::schema::spec`'s).

@@ -7,7 +7,7 @@
 //! Sources of change, each a branch of one `select!` loop: keys; `ListApps` every second (one
 //! history sample per app: CPU and memory sparklines cover the last minutes); the daemon's
 //! `AppStateChanged` and `AppCrashed` signals, which refresh at once rather than at the next
-//! tick; the selected app's out/err logs, polled every 250 ms with the follower of `turbo logs`
+//! tick; `GetInsight` with every sample (run-queue delay and execs, eBPF only); the selected app's out/err logs, polled every 250 ms with the follower of `turbo logs`
 //! (so rotation and `turbo flush` are handled the same way); its crash records (`GetCrashes`)
 //! when the selection changes, when it crashes, and every 5 s. Restart, stop and start run as
 //! tasks so that a slow stop (`kill_timeout`) does not freeze the screen; their outcome lands
@@ -410,6 +410,9 @@ impl Monit {
                 if let Some(Action::Selected(_)) = self.model.set_apps(apps, sample, now_ms()) {
                     self.on_selected().await;
                 }
+                if sample {
+                    self.fetch_insight().await;
+                }
             }
             Ok(Err(err)) => {
                 self.model.message = Some((
@@ -469,6 +472,14 @@ impl Monit {
                 self.model.message = Some((format!("cannot read the logs: {err}"), Mood::Bad));
             }
         }
+    }
+
+    /// `GetInsight` of every app (run-queue delay, execs), once a sample.
+    async fn fetch_insight(&mut self) {
+        self.model.insight = match timeout(CALL_TIMEOUT, self.proxy.get_insight("all")).await {
+            Ok(Ok(all)) => all.into_iter().map(|i| (i.id, i)).collect(),
+            _ => std::collections::HashMap::new(),
+        };
     }
 
     async fn fetch_crashes(&mut self) {

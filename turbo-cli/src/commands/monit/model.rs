@@ -103,6 +103,9 @@ pub struct Model {
     pub daemon: String,
     /// Unix time in ms of the last refresh (for "5m ago").
     pub now_ms: u64,
+    /// What the kernel saw each app do (`GetInsight`), by app id; empty when the daemon has no
+    /// answer.
+    pub insight: HashMap<u32, turbo_api::AppInsight>,
 }
 
 impl Model {

@@ -64,7 +64,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &mut Model, theme: Theme) {
     let visible_rows = u16::try_from(model.visible().len().max(1)).unwrap_or(u16::MAX);
     // the table takes what its rows need, up to 40% of the screen
     let table_height = (visible_rows + 3).min((area.height * 2 / 5).max(4));
-    let details_height = if area.height >= TALL { 8 } else { 0 };
+    let details_height = if area.height >= TALL { 10 } else { 0 };
     let [header, table, details, logs, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(table_height),
@@ -457,9 +457,10 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) 
     let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let [gauge, limits, memory, cpu] = Layout::vertical([
+    let [gauge, limits, memory, cpu, insight] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
+        Constraint::Length(2),
         Constraint::Length(2),
         Constraint::Length(2),
     ])
@@ -475,6 +476,8 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) 
         )),
         limits,
     );
+    let (text, style) = insight_line(model.insight.get(&app.id), theme);
+    frame.render_widget(Paragraph::new(Text::styled(text, style)), insight);
 
     match memory_ratio(app) {
         Some(ratio) => {
@@ -556,6 +559,43 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) 
         Scale::Cpu,
         Color::Cyan,
     );
+}
+
+/// The details pane's kernel line: run-queue delay of the last seconds, involuntary switches,
+/// execs and the latest one (red once an exec was unexpected); the reason when unavailable.
+fn insight_line(insight: Option<&turbo_api::AppInsight>, theme: Theme) -> (String, Style) {
+    use crate::commands::insight::human_us;
+    let Some(i) = insight else {
+        return ("runq -".to_owned(), theme.dim());
+    };
+    if !i.unavailable.is_empty() {
+        return (format!("runq/execs: {}", i.unavailable), theme.dim());
+    }
+    let runq = if i.runq_recent_count == 0 {
+        "runq -".to_owned()
+    } else {
+        format!(
+            "runq p99<{} avg {}",
+            human_us(i.runq_recent_p99_us),
+            human_us(i.runq_recent_mean_us)
+        )
+    };
+    let mut text = format!(
+        "{runq} · invol {}\nexecs {}",
+        i.involuntary_switches, i.execs_total
+    );
+    if i.execs_unexpected > 0 {
+        text.push_str(&format!(" ({} unexpected)", i.execs_unexpected));
+    }
+    if let Some(last) = i.recent_execs.first() {
+        text.push_str(&format!(" · {}", escape_controls(&last.filename)));
+    }
+    let style = if i.execs_unexpected > 0 {
+        theme.fg(Color::Red)
+    } else {
+        Style::new()
+    };
+    (text, style)
 }
 
 fn draw_crashes(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
@@ -838,6 +878,7 @@ mod tests {
             "{flaky}"
         );
         assert!(s.contains("peak"), "details pane: {s}");
+        assert!(s.contains("runq -"), "no insight yet: {s}");
         assert!(s.contains("no cgroup limits"), "details pane: {s}");
         assert!(
             s.contains("Crashes: 2 total · 2 in the last hour · every 4s"),
@@ -851,6 +892,35 @@ mod tests {
         assert!(line_with(&s, "tick 1").contains("03:04:05"), "{s}");
         assert!(line_with(&s, "oops").contains("err"), "{s}");
         assert!(s.contains("r restart"), "footer: {s}");
+    }
+
+    #[test]
+    fn kernel_line_of_the_selected_app() {
+        let mut m = model();
+        m.insight.insert(
+            0,
+            turbo_api::AppInsight {
+                id: 0,
+                runq_recent_count: 5,
+                runq_recent_mean_us: 1_500,
+                runq_recent_p99_us: 8_192,
+                recent_window_ms: 2_000,
+                involuntary_switches: 12,
+                execs_total: 3,
+                execs_unexpected: 1,
+                recent_execs: vec![turbo_api::ExecRecord {
+                    filename: "/bin/sh".into(),
+                    ..turbo_api::ExecRecord::default()
+                }],
+                ..turbo_api::AppInsight::default()
+            },
+        );
+        let s = screen(&mut m, 120, 40);
+        assert!(s.contains("runq p99<8.2ms avg 1.5ms · invol 12"), "{s}");
+        assert!(s.contains("execs 3 (1 unexpected) · /bin/sh"), "{s}");
+        m.insight.get_mut(&0).unwrap().unavailable = "needs the eBPF event source".into();
+        let s = screen(&mut m, 120, 40);
+        assert!(s.contains("runq/execs: needs the eBPF event source"), "{s}");
     }
 
     #[test]

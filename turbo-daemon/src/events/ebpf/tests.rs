@@ -253,9 +253,13 @@ fn loads_every_program_and_reports_what_is_attached() {
                 abi::PROG_MARK_VICTIM,
                 abi::PROG_SIGNAL_GENERATE,
                 abi::PROG_RSS_STAT,
+                abi::PROG_SCHED_WAKEUP,
+                abi::PROG_SCHED_WAKEUP_NEW,
+                abi::PROG_SCHED_SWITCH,
             ]
         );
         assert!(ebpf.fallbacks().is_empty(), "{:?}", ebpf.fallbacks());
+        assert!(ebpf.runq_supported());
         assert!(!ebpf.rss_stat_attached(), "no limit set: rss_stat is idle");
         assert!(!ebpf.attached().iter().any(|p| p == abi::PROG_RSS_STAT));
         assert!(ebpf.memory_limits_supported());
@@ -290,6 +294,9 @@ fn a_missing_field_disables_only_what_needs_it() {
                 abi::PROG_SCHED_PROCESS_EXEC,
                 abi::PROG_MARK_VICTIM,
                 abi::PROG_SIGNAL_GENERATE,
+                abi::PROG_SCHED_WAKEUP,
+                abi::PROG_SCHED_WAKEUP_NEW,
+                abi::PROG_SCHED_SWITCH,
             ]
         );
         assert_eq!(
@@ -431,5 +438,58 @@ fn unwatched_processes_are_not_reported() {
             .expect("reader alive");
         let _ = child.wait();
         assert_eq!(first.pid(), pid, "{first:?}");
+    });
+}
+
+/// Two CPU-bound watched processes per CPU: their threads wait on the run queue, and the kernel
+/// side files the waits and the preemptions under the key; an unwatched key has nothing.
+#[test]
+fn run_queue_delay_of_a_watched_tree() {
+    if !can_run_ebpf("run_queue_delay_of_a_watched_tree") {
+        return;
+    }
+    runtime().block_on(async {
+        let (mut ebpf, _ring) =
+            Ebpf::load().unwrap_or_else(|e| panic!("eBPF must load as root: {e}"));
+        assert!(ebpf.runq_supported(), "{:?}", ebpf.fallbacks());
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut spinners: Vec<_> = (0..cpus * 2)
+            .map(|_| {
+                let child = Command::new("sh")
+                    .args(["-c", "while :; do :; done"])
+                    .spawn()
+                    .expect("spawn a spinner");
+                ebpf.watch_app(child.id(), 21).expect("watch");
+                child
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let stats = ebpf.runq(21);
+        for c in &mut spinners {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        eprintln!(
+            "runq: {} waits, mean {} us, {} involuntary; buckets {:?}",
+            stats.count,
+            stats.sum_ns / stats.count.max(1) / 1_000,
+            stats.involuntary,
+            stats.buckets
+        );
+        assert!(stats.count > 0, "waits were measured: {stats:?}");
+        assert_eq!(stats.buckets.iter().sum::<u64>(), stats.count);
+        assert!(stats.involuntary > 0, "spinners get preempted: {stats:?}");
+        // twice as many spinners as CPUs: each waits about as long as it runs (ticks of ms)
+        assert!(
+            stats.sum_ns / stats.count > 100_000,
+            "a mean wait over 100 us: {stats:?}"
+        );
+        assert_eq!(
+            ebpf.runq(22),
+            RunqStats::default(),
+            "nothing for another key"
+        );
+        ebpf.forget_runq(21);
+        assert_eq!(ebpf.runq(21).count, 0);
     });
 }

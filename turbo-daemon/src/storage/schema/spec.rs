@@ -223,6 +223,9 @@ pub struct SavedSpec {
     /// Files from before jobs and dependencies have none: a service with no dependencies.
     #[serde(default)]
     pub lifecycle: SavedLifecycle,
+    /// Left out when empty: files without a list read the same as before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec_allow: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,7 +314,7 @@ const fn yes() -> bool {
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
     memory, resources, privileges, instances, listen, watch, health, readiness, autostart,
-    source, lifecycle, app_group, reload_signal, on_crash, on_state, hooks,
+    source, lifecycle, exec_allow, app_group, reload_signal, on_crash, on_state, hooks,
 });
 
 saved_enum!(
@@ -653,6 +656,7 @@ mod tests {
         };
         spec.autostart = false;
         spec.source = Some("/srv/api/turbo.yml".into());
+        spec.exec_allow = vec!["/usr/bin/node".into(), "/usr/lib/node_modules/**".into()];
         spec
     }
 

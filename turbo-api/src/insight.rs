@@ -1,0 +1,109 @@
+//! What the kernel saw an app do (`GetInsight`, `turbo describe`, `turbo monit`): run-queue
+//! delay, involuntary context switches and the execs of its process tree (issue 22).
+//!
+//! Every figure comes from the daemon's eBPF programs. With another event source the daemon
+//! says so in [`AppInsight::unavailable`] and sends no figures: this contract has no estimate to
+//! offer in their place.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use zbus::zvariant::Type;
+
+use crate::rfc3339_ms;
+
+/// One exec inside an app's process tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ExecRecord {
+    /// Unix time in milliseconds when the daemon read it.
+    pub at_ms: u64,
+    /// The process that exec'd.
+    pub pid: u32,
+    /// The path given to `execve` (as the kernel reports it, cut to 255 bytes).
+    pub filename: String,
+    /// Whether the app's `exec_allow` list allows it (always true without a list).
+    pub allowed: bool,
+}
+
+impl ExecRecord {
+    /// The JSON object of `turbo describe --json`'s `insight.recent_execs`.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        json!({
+            "at": rfc3339_ms(self.at_ms),
+            "pid": self.pid,
+            "filename": self.filename,
+            "allowed": self.allowed,
+        })
+    }
+}
+
+/// What the kernel saw of one app instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Type)]
+pub struct AppInsight {
+    /// App id.
+    pub id: u32,
+    /// App name.
+    pub name: String,
+    /// Instance number.
+    pub instance: u32,
+    /// Why there are no figures (the daemon does not run on eBPF, or a program is missing);
+    /// empty when they are measured, and then every other figure is real.
+    pub unavailable: String,
+    /// Cumulative run-queue delay histogram since the app was added: `runq_buckets[i]` counts
+    /// waits under `2^i` µs (and at least `2^(i-1)` µs); the last bucket has no upper bound.
+    pub runq_buckets: Vec<u64>,
+    /// Waits measured since the app was added.
+    pub runq_count: u64,
+    /// Their sum in nanoseconds.
+    pub runq_sum_ns: u64,
+    /// Waits in the recent window (the last few seconds, see `recent_window_ms`).
+    pub runq_recent_count: u64,
+    /// Mean wait in the recent window, in µs (0 without waits).
+    pub runq_recent_mean_us: u64,
+    /// 99th percentile of the recent waits as the upper bound of its bucket, in µs.
+    pub runq_recent_p99_us: u64,
+    /// Length of the recent window in ms (0 on the first reading: nothing to compare with).
+    pub recent_window_ms: u64,
+    /// Involuntary context switches of the tree since the app was added (threads taken off a
+    /// CPU while still runnable).
+    pub involuntary_switches: u64,
+    /// Execs seen inside the tree since the app was added (the app's own start included).
+    pub execs_total: u64,
+    /// Those the `exec_allow` list did not allow.
+    pub execs_unexpected: u64,
+    /// The app's `exec_allow` globs (empty: no list).
+    pub exec_allow: Vec<String>,
+    /// The latest execs, newest first (at most [`AppInsight::RECENT_EXECS`]).
+    pub recent_execs: Vec<ExecRecord>,
+}
+
+impl AppInsight {
+    /// How many execs `recent_execs` keeps.
+    pub const RECENT_EXECS: usize = 16;
+
+    /// The JSON object of `turbo describe --json`'s `insight`; figures are `null` when
+    /// unavailable.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        if !self.unavailable.is_empty() {
+            return json!({ "unavailable": self.unavailable, "exec_allow": self.exec_allow });
+        }
+        json!({
+            "unavailable": null,
+            "runq": {
+                "count": self.runq_count,
+                "sum_ns": self.runq_sum_ns,
+                "buckets": self.runq_buckets,
+                "recent_count": self.runq_recent_count,
+                "recent_mean_us": self.runq_recent_mean_us,
+                "recent_p99_us": self.runq_recent_p99_us,
+                "recent_window_ms": self.recent_window_ms,
+            },
+            "involuntary_switches": self.involuntary_switches,
+            "execs_total": self.execs_total,
+            "execs_unexpected": self.execs_unexpected,
+            "exec_allow": self.exec_allow,
+            "recent_execs": self.recent_execs.iter().map(ExecRecord::to_json).collect::<Vec<_>>(),
+        })
+    }
+}

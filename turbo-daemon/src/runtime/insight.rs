@@ -1,0 +1,226 @@
+//! Insight (issue 22): the book of what the kernel saw each app do. Execs inside its tree (all
+//! of them counted, the latest kept, the ones its `exec_allow` list does not allow counted
+//! apart) and its run-queue delay over a recent window, from the cumulative histogram the eBPF
+//! programs keep.
+//!
+//! Book-keeping and arithmetic only: the figures come from the eBPF source, passed in. It must
+//! not read `/proc` or estimate: without eBPF an app's insight says why it is unavailable and
+//! carries no figures, and execs reported by the procfs source (seen only between two scans)
+//! are never booked here.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use turbo_api::{AppInsight, ExecRecord};
+use turbo_common::{RUNQ_BUCKETS, RunqStats};
+
+use crate::supervisor::AppId;
+
+/// A recent window is renewed once it is this old, so it spans one to two of these.
+const WINDOW: Duration = Duration::from_secs(2);
+
+/// The book of every app.
+#[derive(Debug, Default)]
+pub struct Insight {
+    apps: HashMap<AppId, Book>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    execs_total: u64,
+    execs_unexpected: u64,
+    /// Newest first.
+    recent: VecDeque<ExecRecord>,
+    /// Two readings of the cumulative run-queue figures: the base of the recent window is the
+    /// older one, so a window never shrinks to nothing right after it is renewed.
+    older: Option<(Instant, RunqStats)>,
+    newer: Option<(Instant, RunqStats)>,
+}
+
+/// Run-queue figures of a recent window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recent {
+    pub count: u64,
+    pub mean_us: u64,
+    pub p99_us: u64,
+    pub window: Duration,
+}
+
+impl Insight {
+    /// Books an exec of `app`'s tree.
+    pub fn exec(&mut self, app: AppId, record: ExecRecord) {
+        let book = self.apps.entry(app).or_default();
+        book.execs_total += 1;
+        if !record.allowed {
+            book.execs_unexpected += 1;
+        }
+        book.recent.push_front(record);
+        book.recent.truncate(AppInsight::RECENT_EXECS);
+    }
+
+    /// `(execs, unexpected execs)` of `app` so far.
+    #[must_use]
+    pub fn exec_counts(&self, app: AppId) -> (u64, u64) {
+        self.apps
+            .get(&app)
+            .map_or((0, 0), |b| (b.execs_total, b.execs_unexpected))
+    }
+
+    /// The latest execs of `app`, newest first.
+    #[must_use]
+    pub fn recent_execs(&self, app: AppId) -> Vec<ExecRecord> {
+        self.apps
+            .get(&app)
+            .map(|b| b.recent.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The run-queue figures of `app` since the reading before the last renewal, given its
+    /// cumulative figures `now`; the first reading has an empty window.
+    pub fn recent_runq(&mut self, app: AppId, total: RunqStats, now: Instant) -> Recent {
+        let book = self.apps.entry(app).or_default();
+        let base = book.older.or(book.newer);
+        match book.newer {
+            None => book.newer = Some((now, total)),
+            Some((at, _)) if now.duration_since(at) >= WINDOW => {
+                book.older = book.newer;
+                book.newer = Some((now, total));
+            }
+            Some(_) => {}
+        }
+        base.map_or_else(Recent::default, |(at, before)| {
+            recent(&before, &total, now.duration_since(at))
+        })
+    }
+
+    /// Forgets an app that is gone.
+    pub fn remove(&mut self, app: AppId) {
+        self.apps.remove(&app);
+    }
+}
+
+/// The figures between two cumulative readings.
+fn recent(before: &RunqStats, after: &RunqStats, window: Duration) -> Recent {
+    let mut buckets = [0u64; RUNQ_BUCKETS];
+    for (d, (a, b)) in buckets
+        .iter_mut()
+        .zip(after.buckets.iter().zip(before.buckets))
+    {
+        *d = a.saturating_sub(b);
+    }
+    let count = after.count.saturating_sub(before.count);
+    let sum_ns = after.sum_ns.saturating_sub(before.sum_ns);
+    Recent {
+        count,
+        mean_us: sum_ns.checked_div(count).unwrap_or(0) / 1_000,
+        p99_us: percentile_us(&buckets, 0.99),
+        window,
+    }
+}
+
+/// The upper bound in µs of the bucket holding the `q` quantile (0 without waits); the last
+/// bucket has no upper bound and reports its lower one.
+#[must_use]
+pub fn percentile_us(buckets: &[u64], q: f64) -> u64 {
+    let count: u64 = buckets.iter().sum();
+    if count == 0 {
+        return 0;
+    }
+    // the rank of the quantile, rounded up (1-based)
+    let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            return bucket_upper_us(i.min(RUNQ_BUCKETS - 2));
+        }
+    }
+    bucket_upper_us(RUNQ_BUCKETS - 2)
+}
+
+/// The upper bound of bucket `i` in µs: `2^i` (see `turbo_common::runq_bucket`).
+#[must_use]
+pub const fn bucket_upper_us(i: usize) -> u64 {
+    1 << i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(waits: &[(usize, u64)], sum_ns: u64) -> RunqStats {
+        let mut s = RunqStats::default();
+        for &(b, n) in waits {
+            s.buckets[b] += n;
+            s.count += n;
+        }
+        s.sum_ns = sum_ns;
+        s
+    }
+
+    #[test]
+    fn execs_are_counted_and_the_latest_kept() {
+        let mut book = Insight::default();
+        for k in 0..20 {
+            book.exec(
+                3,
+                ExecRecord {
+                    at_ms: k,
+                    pid: 100 + k as u32,
+                    filename: format!("/bin/x{k}"),
+                    allowed: k != 7,
+                },
+            );
+        }
+        assert_eq!(book.exec_counts(3), (20, 1));
+        let recent = book.recent_execs(3);
+        assert_eq!(recent.len(), AppInsight::RECENT_EXECS);
+        assert_eq!(recent[0].filename, "/bin/x19", "newest first");
+        assert_eq!(book.exec_counts(4), (0, 0));
+        book.remove(3);
+        assert_eq!(book.exec_counts(3), (0, 0));
+    }
+
+    #[test]
+    fn the_recent_window_spans_one_to_two_windows() {
+        let mut book = Insight::default();
+        let t0 = Instant::now();
+        let first = book.recent_runq(1, stats(&[(3, 10)], 50_000), t0);
+        assert_eq!(first, Recent::default(), "nothing to compare with yet");
+
+        let t1 = t0 + Duration::from_secs(1);
+        let r = book.recent_runq(1, stats(&[(3, 10), (12, 90)], 50_000 + 90_000_000), t1);
+        assert_eq!((r.count, r.window), (90, Duration::from_secs(1)));
+        assert_eq!(r.mean_us, 1_000);
+        assert_eq!(r.p99_us, 4_096, "bucket 12 holds waits up to 2^12 us");
+
+        // renewed at t2 (a window old): the base stays t0 until the next renewal
+        let t2 = t0 + Duration::from_secs(2);
+        let busy = stats(&[(3, 10), (12, 100)], 50_000 + 100_000_000);
+        assert_eq!(book.recent_runq(1, busy, t2).window, Duration::from_secs(2));
+        let t3 = t0 + Duration::from_secs(3);
+        let quiet = stats(&[(3, 20), (12, 100)], 60_000 + 100_000_000);
+        let r = book.recent_runq(1, quiet, t3);
+        assert_eq!(r.window, Duration::from_secs(3));
+        let t4 = t0 + Duration::from_secs(4);
+        book.recent_runq(1, quiet, t4);
+        // base is now t2: only the quiet waits of bucket 3 are recent
+        let t5 = t0 + Duration::from_secs(5);
+        let r = book.recent_runq(1, stats(&[(3, 30), (12, 100)], 70_000 + 100_000_000), t5);
+        assert_eq!((r.count, r.p99_us, r.mean_us), (20, 8, 1));
+    }
+
+    #[test]
+    fn percentiles_of_a_histogram() {
+        assert_eq!(percentile_us(&[0; RUNQ_BUCKETS], 0.99), 0);
+        let mut b = [0u64; RUNQ_BUCKETS];
+        b[2] = 99;
+        b[20] = 1;
+        assert_eq!(percentile_us(&b, 0.99), 4);
+        assert_eq!(percentile_us(&b, 1.0), 1 << 20);
+        b[RUNQ_BUCKETS - 1] = 1000;
+        assert_eq!(percentile_us(&b, 0.99), 1 << (RUNQ_BUCKETS - 2));
+    }
+}
