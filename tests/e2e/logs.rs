@@ -518,6 +518,32 @@ fn per_instance_files_hold_one_instance_each_and_logs_merges_them() {
         "{one}"
     );
 
+    // following both files: each new line once, labelled
+    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
+        .args(["logs", "pi", "--out", "--follow", "--lines", "0"])
+        .env("TURBO_HOME", d.home())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = interrupt_and_read(follower);
+    let shown = labelled(&text);
+    assert!(shown.len() >= 30, "followed too little:\n{text}");
+    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
+    lines.sort();
+    let before = lines.len();
+    lines.dedup();
+    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    for n in ["0", "1"] {
+        assert!(
+            shown
+                .iter()
+                .any(|(l, f, _)| f == n && *l == format!("pi:{n}")),
+            "{text}"
+        );
+    }
+
     // flush empties every instance's file
     d.turbo_ok(&["flush", "pi"]);
     for (n, out, _) in &files {

@@ -651,6 +651,62 @@ mod tests {
         (r.into(), w)
     }
 
+    /// Several writers of one app (its instances' own files, or the keeper's and the daemon's)
+    /// give one counter per app and stream, so a metric never has two series of one label set.
+    #[test]
+    fn counters_of_one_app_and_stream_add_up() {
+        use crate::logs::forward::{Dest, ForwardCount};
+        let c = |app: &str, stream, written, forwarded: Vec<ForwardCount>| AppCounters {
+            app: app.into(),
+            stream,
+            written,
+            dropped: 1,
+            forwarded,
+        };
+        let sent = |to, sent| ForwardCount {
+            to,
+            sent,
+            dropped: 0,
+        };
+        let mut all = Vec::new();
+        add_counters(
+            &mut all,
+            c("a", Stream::Out, 10, vec![sent(Dest::Syslog, 2)]),
+        );
+        add_counters(&mut all, c("a", Stream::Err, 5, vec![]));
+        add_counters(
+            &mut all,
+            c(
+                "a",
+                Stream::Out,
+                7,
+                vec![sent(Dest::Syslog, 3), sent(Dest::Journald, 4)],
+            ),
+        );
+        add_counters(&mut all, c("b", Stream::Out, 1, vec![]));
+        assert_eq!(
+            all,
+            [
+                c(
+                    "a",
+                    Stream::Out,
+                    17,
+                    vec![sent(Dest::Syslog, 5), sent(Dest::Journald, 4)]
+                ),
+                c("a", Stream::Err, 5, vec![]),
+                c("b", Stream::Out, 1, vec![]),
+            ]
+            .map(|mut x| {
+                x.dropped = if x.app == "a" && x.stream == Stream::Out {
+                    2
+                } else {
+                    1
+                };
+                x
+            })
+        );
+    }
+
     /// The keeper process's loop, in a thread: registration, lines to the file, the stderr
     /// tail once the output ended, counters, copies of open pipes, and its exit once idle.
     #[test]
