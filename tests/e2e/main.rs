@@ -18,6 +18,7 @@ mod groups;
 mod hardening;
 mod health;
 mod hooks;
+mod jobs;
 mod kernel_truth;
 mod lifecycle;
 mod limits;

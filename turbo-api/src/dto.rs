@@ -63,6 +63,12 @@ wire_enum! {
         Backoff => "backoff",
         /// Gave up restarting (crash loop, too many restarts, or the command cannot start).
         Errored => "errored",
+        /// A start waits for the app's dependencies (`depends_on`); `waiting_for` names them.
+        Waiting => "waiting",
+        /// A one-shot job (`type: oneshot`) exited 0.
+        Completed => "completed",
+        /// A one-shot job failed and has no retries left.
+        Failed => "failed",
     }
 }
 
@@ -183,6 +189,10 @@ pub struct AppStatus {
     pub last_exit: ExitInfo,
     /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
     pub status_text: String,
+    /// While `waiting`: the dependencies not yet met, as `name (condition)`; else empty.
+    pub waiting_for: Vec<String>,
+    /// Unix time in milliseconds of the next run of its `cron:` schedule, 0 when none.
+    pub next_run_ms: u64,
     // ---- from the app's cgroup (issue 22): 0 when it has none or the figure is unknown ----
     /// `cpu_max` in percent of one CPU, 0 when none.
     pub cpu_max_percent: u32,
@@ -230,6 +240,8 @@ impl AppStatus {
             "err_log": self.err_log,
             "last_exit": self.last_exit.to_json(),
             "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
+            "waiting_for": self.waiting_for,
+            "next_run": (self.next_run_ms > 0).then(|| rfc3339_ms(self.next_run_ms)),
             "cpu_max_percent": (self.cpu_max_percent > 0).then_some(self.cpu_max_percent),
             "cpu_throttled_ms": (self.cpu_max_percent > 0).then_some(self.cpu_throttled_ms),
             "pids": (running && self.pids > 0).then_some(self.pids),
@@ -462,6 +474,24 @@ pub struct AppConfigInfo {
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); empty for an app started from a command line.
     pub source: String,
+    /// `service` or `oneshot` (`type:`).
+    pub kind: String,
+    /// Further attempts of a failed one-shot job.
+    pub retries: u32,
+    /// `depends_on`, each as `name (condition)`.
+    pub depends_on: Vec<String>,
+    /// How long a start waits for its dependencies (ms).
+    pub depends_timeout_ms: u64,
+    /// Whether a restart of a dependency restarts the app too.
+    pub restart_with_deps: bool,
+    /// The `cron:` expression, empty without a schedule.
+    pub cron: String,
+    /// `restart` or `run`, empty without a schedule.
+    pub cron_action: String,
+    /// `skip`, `queue` or `replace`, empty without a schedule.
+    pub cron_overlap: String,
+    /// The zone the schedule is read in, empty for UTC.
+    pub timezone: String,
 }
 
 /// One app's part of the plan of an apply (`ApplyConfig`).
@@ -529,6 +559,15 @@ impl Default for AppConfigInfo {
             limits: Vec::new(),
             cgroups: Vec::new(),
             source: String::new(),
+            kind: "service".into(),
+            retries: 0,
+            depends_on: Vec::new(),
+            depends_timeout_ms: 0,
+            restart_with_deps: false,
+            cron: String::new(),
+            cron_action: String::new(),
+            cron_overlap: String::new(),
+            timezone: String::new(),
         }
     }
 }
@@ -615,7 +654,19 @@ impl AppConfigInfo {
                 "source",
                 json!((!self.source.is_empty()).then_some(&self.source)),
             ),
+            (
+                "cron",
+                json!((!self.cron.is_empty()).then(|| json!({
+                    "schedule": self.cron,
+                    "action": self.cron_action,
+                    "overlap": self.cron_overlap,
+                    "timezone": (!self.timezone.is_empty()).then_some(&self.timezone),
+                }))),
+            ),
         ];
+        for key in ["cron_action", "cron_overlap", "timezone"] {
+            map.remove(key);
+        }
         for (key, value) in fields {
             map.insert(key.to_owned(), value);
         }

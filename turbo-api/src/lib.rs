@@ -188,6 +188,10 @@ mod proxy {
         /// Stops the apps matching `target` (name, id or `all`); returns once they have exited.
         fn stop_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
 
+        /// Starts the existing apps matching `target` that are not running, and the
+        /// dependencies they wait for unless `no_deps`.
+        fn start_named(&self, target: &str, no_deps: bool) -> zbus::Result<Vec<AppStatus>>;
+
         /// Restarts (or starts, if stopped) the apps matching `target`.
         fn restart_app(&self, target: &str) -> zbus::Result<Vec<AppStatus>>;
 

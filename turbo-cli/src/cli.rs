@@ -212,6 +212,10 @@ pub struct StartArgs {
     /// later restarts back off from there, like `restart.delay` in turbo.yml.
     #[arg(long, value_name = "DURATION")]
     pub restart_delay: Option<String>,
+    /// With the name of an app the daemon has: start it without starting the dependencies it
+    /// waits for (`depends_on`); it waits in `waiting` until they are met or `depends_timeout`.
+    #[arg(long)]
+    pub no_deps: bool,
     #[command(flatten)]
     pub wait: WaitArgs,
     /// Arguments passed to the script or command.

@@ -351,13 +351,19 @@ fn state_cell(app: &AppStatus, color: bool) -> String {
         AppState::Online => ("●", Tone::Green),
         AppState::Stopped => ("○", Tone::Dim),
         AppState::Backoff => ("↻", Tone::Yellow),
-        AppState::Errored => ("✖", Tone::Red),
-        AppState::Starting | AppState::Stopping => ("…", Tone::Cyan),
+        AppState::Errored | AppState::Failed => ("✖", Tone::Red),
+        AppState::Starting | AppState::Stopping | AppState::Waiting => ("…", Tone::Cyan),
+        AppState::Completed => ("✓", Tone::Green),
     };
     let mut text = format!("{symbol} {state}");
     if state == AppState::Backoff && app.next_restart_in_ms > 0 {
         text.push_str(" in ");
         text.push_str(&human_delay_ms(app.next_restart_in_ms));
+    }
+    if state == AppState::Waiting && !app.waiting_for.is_empty() {
+        // the names come from a config: no control sequences to the terminal
+        text.push_str(" for ");
+        text.push_str(&escape_controls(&app.waiting_for.join(", ")));
     }
     paint(color, tone, &text)
 }

@@ -137,6 +137,7 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
         readiness,
         autostart,
         source,
+        lifecycle,
         app_group,
         reload_signal,
         on_crash,
@@ -174,6 +175,22 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     // scaling starts or stops instances and leaves the others running
     note(*instances != old.instances, "instances", How::Live);
     note(*source != old.source, "source", How::Live);
+    // read when the app starts (dependencies), exits (type, retries) or its schedule is
+    // re-armed (cron, which an update re-arms)
+    note(lifecycle.kind != old.lifecycle.kind, "type", How::Live);
+    note(
+        lifecycle.retries != old.lifecycle.retries,
+        "retries",
+        How::Live,
+    );
+    note(
+        lifecycle.depends_on != old.lifecycle.depends_on
+            || lifecycle.depends_timeout != old.lifecycle.depends_timeout
+            || lifecycle.restart_with_deps != old.lifecycle.restart_with_deps,
+        "depends_on",
+        How::Live,
+    );
+    note(lifecycle.cron != old.lifecycle.cron, "cron", How::Live);
     // it only decides whether adding the app starts it
     note(*autostart != old.autostart, "autostart", How::Live);
     // only read when a command names the group, or when a reload comes

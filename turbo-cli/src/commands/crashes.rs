@@ -303,6 +303,16 @@ pub fn render_describe(
     if !status.status_text.is_empty() {
         row(&mut out, "status text", &status.status_text);
     }
+    if !status.waiting_for.is_empty() {
+        row(&mut out, "waiting for", &status.waiting_for.join(", "));
+    }
+    if status.next_run_ms > 0 {
+        row(
+            &mut out,
+            "next run",
+            &turbo_api::rfc3339_ms(status.next_run_ms),
+        );
+    }
     if status.next_restart_in_ms > 0 {
         row(
             &mut out,
@@ -484,6 +494,36 @@ pub fn render_describe(
             render::human_delay_ms(config.kill_timeout_ms)
         ),
     );
+    if config.kind == "oneshot" || !config.depends_on.is_empty() || !config.cron.is_empty() {
+        head(&mut out, "Jobs, dependencies and schedule");
+        row(&mut out, "type", &config.kind);
+        if config.kind == "oneshot" {
+            row(&mut out, "retries", &config.retries.to_string());
+        }
+        if !config.depends_on.is_empty() {
+            row(&mut out, "depends on", &config.depends_on.join(", "));
+            row(
+                &mut out,
+                "depends timeout",
+                &render::human_delay_ms(config.depends_timeout_ms),
+            );
+            if config.restart_with_deps {
+                row(&mut out, "restart with deps", "yes");
+            }
+        }
+        if !config.cron.is_empty() {
+            let zone = if config.timezone.is_empty() {
+                "UTC"
+            } else {
+                &config.timezone
+            };
+            let mut what = format!("{} ({zone}), {}", config.cron, config.cron_action);
+            if config.cron_action == "run" {
+                let _ = write!(what, ", overlap {}", config.cron_overlap);
+            }
+            row(&mut out, "cron", &what);
+        }
+    }
     head(&mut out, "Logs");
     row(&mut out, "stdout", &status.out_log);
     row(&mut out, "stderr", &status.err_log);

@@ -130,6 +130,31 @@ pub struct TurboApp {
     pub ignore_watch: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_delay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autostart: Option<bool>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron: Option<Cron>,
+}
+
+/// `cron:`: an expression (a restart of a service), or a run of a one-shot job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Cron {
+    /// `cron: "0 3 * * *"` (`action: restart`).
+    Restart(String),
+    /// `cron: {schedule, action: run}`.
+    Run {
+        /// The expression.
+        schedule: String,
+        /// `run`.
+        action: &'static str,
+    },
 }
 
 /// `instances:`: a count, or `max` (one per CPU).
@@ -243,6 +268,13 @@ const MAPPED: &[&str] = &[
     "watch",
     "ignore_watch",
     "watch_delay",
+    "cron_restart",
+    "cron",
+    "wait_ready",
+    "listen_timeout",
+    "merge_logs",
+    "combine_logs",
+    "autostart",
 ];
 
 /// PM2 options without an equivalent, with PM2's default (a value equal to it needs no note)
@@ -253,12 +285,6 @@ const DROPPED: &[(&str, Option<&str>, &str)] = &[
         None,
         "chokidar's options; turbo watches with inotify (`ignore_watch`, `watch_delay`)",
     ),
-    (
-        "cron_restart",
-        None,
-        "no scheduled restarts; a systemd timer running `turbo restart <name>` does it",
-    ),
-    ("cron", None, "no scheduled restarts"),
     (
         "out_file",
         None,
@@ -288,22 +314,10 @@ const DROPPED: &[(&str, Option<&str>, &str)] = &[
         "turbo stores stamps in RFC 3339 (UTC); `turbo logs --time local` (or +HH:MM) shows them on your clock",
     ),
     (
-        "merge_logs",
-        Some("false"),
-        "one instance per app: nothing to merge",
-    ),
-    ("combine_logs", Some("false"), "one instance per app"),
-    (
         "disable_logs",
         Some("false"),
         "turbo always keeps logs (rotated by log.max_size / log.keep / log.max_age; log.to: [journald] sends them there instead)",
     ),
-    (
-        "wait_ready",
-        Some("false"),
-        "no readiness signal yet: an app is online once started",
-    ),
-    ("listen_timeout", None, "no readiness signal yet"),
     (
         "shutdown_with_message",
         Some("false"),
@@ -313,11 +327,6 @@ const DROPPED: &[(&str, Option<&str>, &str)] = &[
         "treekill",
         Some("true"),
         "turbo always stops the app's whole process group",
-    ),
-    (
-        "autostart",
-        Some("true"),
-        "turbo starts every app of a config; `turbo stop <name>` afterwards",
     ),
     ("pid_file", None, "`turbo status --json` has the pid"),
     ("pid", None, "`turbo status --json` has the pid"),
@@ -678,6 +687,7 @@ fn absolute_parent(file: &Path) -> Result<PathBuf> {
 pub fn convert(doc: &Value, opts: &Options) -> Result<Conversion, String> {
     let (source, entries) = entries(doc)?;
     let mut out = Conversion::default();
+    top_level_notes(doc, &mut out.notes);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (i, entry) in entries.iter().enumerate() {
         let Value::Object(map) = entry else {
@@ -1251,6 +1261,8 @@ fn convert_app(
         );
     }
 
+    jobs_and_readiness(map, &mut app, &mut note);
+
     // everything else
     for (key, value) in map {
         if MAPPED.contains(&key.as_str()) || key.starts_with("env_") {
@@ -1276,6 +1288,120 @@ fn convert_app(
         // in a dump anything else is runtime state (DUMP_STATE) or a copy of an env variable
     }
     Some(app)
+}
+
+/// `cron_restart`, `wait_ready` with `listen_timeout`, `autostart`, and `merge_logs` of
+/// several instances.
+fn jobs_and_readiness(
+    map: &Map<String, Value>,
+    app: &mut TurboApp,
+    note: &mut impl FnMut(&str, NoteKind, String),
+) {
+    if let Some(expr) = get(map, &["cron_restart", "cron"]).and_then(text) {
+        let key = if map.contains_key("cron_restart") {
+            "cron_restart"
+        } else {
+            "cron"
+        };
+        let zone = "PM2 reads it in the server's local time zone, turbo in UTC: add \
+                    `timezone:` (e.g. Europe/Paris) if they differ";
+        if app.autorestart == Some("never") {
+            // PM2's way to run a job on a schedule: it exits, stays stopped, cron starts it
+            app.kind = Some("oneshot");
+            app.autorestart = None;
+            app.cron = Some(Cron::Run {
+                schedule: expr,
+                action: "run",
+            });
+            note(
+                key,
+                NoteKind::Approximated,
+                format!(
+                    "with autorestart: false it is a scheduled job: `type: oneshot` run by the \
+                     schedule (a run still going when the next is due is skipped); {zone}"
+                ),
+            );
+        } else {
+            app.cron = Some(Cron::Restart(expr));
+            note(
+                key,
+                NoteKind::Approximated,
+                format!("restarts on schedule; {zone}"),
+            );
+        }
+    }
+    let wait_ready = get(map, &["wait_ready"]).and_then(Value::as_bool) == Some(true);
+    let listen_timeout = get(map, &["listen_timeout"]).and_then(millis);
+    if wait_ready {
+        app.ready = Some("notify");
+        // PM2's default listen_timeout is 3 s
+        app.ready_timeout = Some(duration_text(listen_timeout.unwrap_or(3000)));
+        note(
+            "wait_ready",
+            NoteKind::Approximated,
+            "`ready: notify`: the app must send READY=1 on $NOTIFY_SOCKET (`systemd-notify \
+             --ready`, or the sd-notify package) instead of process.send('ready'); PM2 goes on \
+             at listen_timeout, turbo restarts an app that is not ready by ready_timeout"
+                .to_owned(),
+        );
+    } else if let Some(ms) = listen_timeout {
+        note(
+            "listen_timeout",
+            NoteKind::Dropped,
+            format!(
+                "{} (PM2 waits for the app to listen; turbo considers an app without a \
+                 readiness signal online once started: with wait_ready it becomes ready_timeout)",
+                duration_text(ms)
+            ),
+        );
+    }
+    if get(map, &["autostart"]).and_then(Value::as_bool) == Some(false) {
+        app.autostart = Some(false);
+    }
+    let merge = get(map, &["merge_logs", "combine_logs"]).and_then(Value::as_bool);
+    if app.instances.is_some() && merge != Some(true) {
+        note(
+            "merge_logs",
+            NoteKind::Approximated,
+            "PM2 writes one log file per instance unless merge_logs; turbo keeps one pair of \
+             files per app with each line labelled by its instance (`turbo logs NAME:N` shows \
+             one)"
+                .to_owned(),
+        );
+    }
+}
+
+/// Top-level keys of an ecosystem file besides `apps`: a `deploy` block (PM2's git-based
+/// deployment) and anything else, each noted.
+fn top_level_notes(doc: &Value, notes: &mut Vec<Note>) {
+    let Value::Object(map) = doc else {
+        return;
+    };
+    if !map.contains_key("apps") {
+        return; // a single app: its keys are the app's
+    }
+    for key in map.keys().filter(|k| *k != "apps") {
+        let (kind, what) = if key == "deploy" {
+            (
+                NoteKind::Dropped,
+                "PM2's deployment (`pm2 deploy`: git pull, hooks, over ssh) has no equivalent: \
+                 deploy the code with your own tooling, then run `turbo apply turbo.yml` on the \
+                 host"
+                    .to_owned(),
+            )
+        } else {
+            (
+                NoteKind::Unknown,
+                "not a top-level key of a PM2 ecosystem file: left out".to_owned(),
+            )
+        };
+        notes.push(Note {
+            app: "file".into(),
+            key: key.clone(),
+            kind,
+            what,
+        });
+    }
 }
 
 /// The turbo.yml text, with a header saying where it came from and what was left out.
@@ -1444,6 +1570,7 @@ mod tests {
                 "exec_mode",
                 "log_date_format",
                 "max_restarts",
+                "merge_logs",
                 "out_file",
             ]
         );
@@ -1646,6 +1773,72 @@ mod tests {
         assert_eq!(
             split_words(r#"a "b c" 'd e' f\ g"#),
             ["a", "b c", "d e", "f g"]
+        );
+    }
+
+    #[test]
+    fn schedules_readiness_merged_logs_and_deploy() {
+        let doc = json!({
+            "apps": [
+                {"name": "api", "script": "server.js", "cron_restart": "0 3 * * *",
+                 "wait_ready": true, "listen_timeout": 8000, "instances": 2, "merge_logs": true},
+                {"name": "report", "script": "report.js", "cron": "*/5 * * * *",
+                 "autorestart": false, "autostart": false},
+                {"name": "slow", "script": "slow.js", "listen_timeout": 2000},
+            ],
+            "deploy": {"production": {"user": "node", "repo": "git@example.com:app.git"}},
+        });
+        let c = convert(&doc, &Options::default()).unwrap();
+        let [api, report, slow] = &c.apps[..] else {
+            panic!("{:?}", c.apps)
+        };
+        assert_eq!(api.cron, Some(Cron::Restart("0 3 * * *".into())));
+        assert_eq!(
+            (api.ready, api.ready_timeout.as_deref()),
+            (Some("notify"), Some("8s"))
+        );
+        assert_eq!(api.kind, None);
+        assert_eq!(report.kind, Some("oneshot"));
+        assert_eq!(report.autorestart, None, "a job is not restarted anyway");
+        assert_eq!(
+            report.cron,
+            Some(Cron::Run {
+                schedule: "*/5 * * * *".into(),
+                action: "run"
+            })
+        );
+        assert_eq!(report.autostart, Some(false));
+        assert_eq!((slow.ready, slow.ready_timeout.as_ref()), (None, None));
+        let noted: Vec<(&str, &str, &NoteKind)> = c
+            .notes
+            .iter()
+            .map(|n| (n.app.as_str(), n.key.as_str(), &n.kind))
+            .collect();
+        assert_eq!(
+            noted,
+            [
+                ("file", "deploy", &NoteKind::Dropped),
+                ("api", "cron_restart", &NoteKind::Approximated),
+                ("api", "wait_ready", &NoteKind::Approximated),
+                ("report", "cron", &NoteKind::Approximated),
+                ("slow", "listen_timeout", &NoteKind::Dropped),
+            ],
+            "merged logs of instances are what turbo does: no note"
+        );
+        let deploy = &c.notes[0].what;
+        assert!(deploy.contains("turbo apply"), "{deploy}");
+        assert!(c.notes[1].what.contains("timezone:"), "{}", c.notes[1].what);
+        let text = to_yaml(&c, "ecosystem.json").unwrap();
+        assert!(text.contains("  cron: 0 3 * * *\n"), "{text}");
+        assert!(
+            text.contains(
+                "  type: oneshot\n  cron:\n    schedule: '*/5 * * * *'\n    action: run\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  ready: notify\n  ready_timeout: 8s\n"),
+            "{text}"
         );
     }
 

@@ -46,8 +46,15 @@ enum Plan {
 
 pub async fn run(args: &StartArgs) -> Result<()> {
     let cwd = env::current_dir().context("cannot determine the current directory")?;
-    let plan = plan(args, &cwd)?;
     let wait_for = wait::timeout(&args.wait)?;
+    if let Some(apps) = start_existing(args).await? {
+        let Some(timeout) = wait_for else {
+            return print_table(&apps);
+        };
+        let daemon = daemon().await?;
+        return print_table(&wait_started(&daemon, apps, timeout).await?);
+    }
+    let plan = plan(args, &cwd)?;
     // read the file before connecting: a typo in the path must not start a daemon
     let content = match &plan {
         Plan::Config { file, .. } => Some(crate::files::read_config(file)?),
@@ -122,12 +129,68 @@ pub async fn run(args: &StartArgs) -> Result<()> {
     let Some(timeout) = wait_for else {
         return print_table(&apps);
     };
-    // every app the start touched, one wait each, so a config file's apps all count
+    print_table(&wait_started(&daemon, apps, timeout).await?)
+}
+
+/// `--wait`: every app the start touched, one wait each, so a config file's apps all count;
+/// except those it left stopped (`autostart: false`, a scheduled job waiting for its first run),
+/// which are shown as they are.
+async fn wait_started(
+    daemon: &crate::connect::Daemon,
+    apps: Vec<turbo_api::AppStatus>,
+    timeout: std::time::Duration,
+) -> Result<Vec<turbo_api::AppStatus>> {
     let mut ready = Vec::with_capacity(apps.len());
-    for app in &apps {
-        ready.extend(wait::ready(&daemon, &app.id.to_string(), timeout).await?);
+    for app in apps {
+        if app.state == turbo_api::AppState::Stopped.as_str() {
+            ready.push(app);
+        } else {
+            ready.extend(wait::ready(daemon, &app.id.to_string(), timeout).await?);
+        }
     }
-    print_table(&ready)
+    Ok(ready)
+}
+
+/// `turbo start NAME` of an app the daemon has (a word, no arguments, no `--name`): starts it
+/// if it is not running, and the dependencies it waits for unless `--no-deps` (as systemd
+/// does). `None`: no such app, start the target as a script or command. Only a running daemon
+/// is asked: without one, no app exists.
+async fn start_existing(args: &StartArgs) -> Result<Option<Vec<turbo_api::AppStatus>>> {
+    let word = match &args.target {
+        Some(t)
+            if args.args.is_empty()
+                && args.name.is_none()
+                && !t.contains('/')
+                && !is_config_file(t) =>
+        {
+            t.as_str()
+        }
+        _ if args.no_deps => bail!(
+            "--no-deps applies to `turbo start NAME` of an app that exists; \
+             a file's apps start in dependency order anyway"
+        ),
+        _ => return Ok(None),
+    };
+    let name = word.rsplit_once(':').map_or(word, |(n, _)| n);
+    let found = match crate::connect::find_running().await? {
+        Some(d) => {
+            let all = d.proxy.list_apps().await.map_err(|e| call_error(&e))?;
+            all.iter().any(|a| a.name == name).then_some(d)
+        }
+        None => None,
+    };
+    let Some(d) = found else {
+        if args.no_deps {
+            bail!("--no-deps: no app is named '{name}'; `turbo status` lists them");
+        }
+        return Ok(None);
+    };
+    let apps = d
+        .proxy
+        .start_named(word, args.no_deps)
+        .await
+        .map_err(|e| call_error(&e))?;
+    Ok(Some(apps))
 }
 
 fn plan(args: &StartArgs, cwd: &Path) -> Result<Plan> {
@@ -354,6 +417,7 @@ mod tests {
             instances: None,
             watch: false,
             restart_delay: None,
+            no_deps: false,
             wait: crate::cli::WaitArgs::default(),
             args: vec![],
         }

@@ -27,6 +27,7 @@ mod groups;
 mod hooks;
 mod include;
 pub mod input;
+mod jobs;
 mod locate;
 mod log;
 mod options;
@@ -197,6 +198,8 @@ fn read_file(
     }
     let mut first_with_name: HashMap<String, usize> = HashMap::new();
     let mut specs = Vec::new();
+    // for each spec: its file, its index there, whether `depends_on` is a map (for positions)
+    let mut placed: Vec<(String, String, usize, bool)> = Vec::new();
     for (i, app) in file.apps.into_iter().enumerate() {
         let path = |at: &str| {
             if at.is_empty() {
@@ -233,12 +236,16 @@ fn read_file(
             }
         }
         // read here rather than in `validate`: it only says whether a start starts the app
-        let autostart = app.autostart.unwrap_or(true);
+        let deps_map = matches!(app.depends_on, Some(serde_yaml_ng::Value::Mapping(_)));
+        // a scheduled job waits for its first run unless asked
+        let scheduled_job = app.cron.is_some() && app.kind.as_deref() == Some("oneshot");
+        let autostart = app.autostart.unwrap_or(!scheduled_job);
         // a twin is still checked, so that its other problems show up now rather than later
         match validate(app, base_dir, path_env, powers) {
             Ok(mut spec) if twin.is_none() => {
                 spec.autostart = autostart;
                 specs.push(spec);
+                placed.push((origin.to_owned(), content.to_owned(), i, deps_map));
             }
             Ok(_) => {}
             Err(problems) => found.extend(problems.into_iter().map(|mut p| {
@@ -295,6 +302,28 @@ fn read_file(
             owner.insert(spec.name.clone(), inc.origin.clone());
             spec.source = Some(inc.origin.clone());
             specs.push(spec);
+            placed.push((inc.origin.clone(), inc.content.clone(), j, false));
+        }
+    }
+    if main {
+        // the graph of the file and its includes, once every app is known
+        let entry = |i: usize, k: usize| {
+            let (_, _, at, map) = &placed[i];
+            if *map {
+                format!(
+                    "apps[{at}].depends_on.{}",
+                    specs[i].lifecycle.depends_on[k].name
+                )
+            } else {
+                format!("apps[{at}].depends_on[{k}]")
+            }
+        };
+        // apps with problems of their own are still apps of the file
+        let named: Vec<&str> = first_with_name.keys().map(String::as_str).collect();
+        for (i, mut p) in jobs::graph(&specs, &named, &entry) {
+            let (file, text, at, _) = &placed[i];
+            p.app = Some(format!("apps[{at}] ({})", specs[i].name));
+            problems.extend(ConfigError::in_document(vec![p], file, text).problems);
         }
     }
     if problems.is_empty() && specs.is_empty() && !empty_ok {
@@ -464,6 +493,22 @@ struct AppConfig {
     ready_timeout: Option<Scalar>,
     /// Restart an app that sends no `WATCHDOG=1` for this long.
     watchdog: Option<Scalar>,
+    // ---- jobs, dependencies, schedules (issue 17; `jobs.rs`) ----
+    /// `service` or `oneshot`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Further attempts of a failed one-shot job.
+    retries: Option<i64>,
+    /// A list of app names, or a map name -> started | ready | completed.
+    depends_on: Option<serde_yaml_ng::Value>,
+    /// How long a start waits for its dependencies.
+    depends_timeout: Option<Scalar>,
+    /// Restart along with a dependency that is restarted.
+    restart_with_deps: Option<bool>,
+    /// A cron expression, or `{schedule, action, overlap}`.
+    cron: Option<serde_yaml_ng::Value>,
+    /// The IANA zone `cron` is read in (default UTC).
+    timezone: Option<String>,
     // ---- groups and signals (issue 17) ----
     /// The app's group, a target as `@name` (`group:` is the Unix group it runs as).
     app_group: Option<String>,

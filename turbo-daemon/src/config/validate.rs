@@ -14,7 +14,7 @@ use super::{
     AppConfig, OneOrMany, Problem, RestartConfig, Scalar, checks,
     error::Fault,
     files::{self, parse_env_file, read_env_file, resolve_command},
-    input, privileges,
+    input, jobs, privileges,
 };
 use crate::{
     access::Powers,
@@ -30,6 +30,15 @@ pub(super) fn validate(
     powers: &Powers,
 ) -> Result<AppSpec, Vec<Problem>> {
     let mut errors = Vec::new();
+    let job_keys = jobs::JobKeys {
+        kind: app.kind,
+        retries: app.retries,
+        depends_on: app.depends_on,
+        depends_timeout: app.depends_timeout,
+        restart_with_deps: app.restart_with_deps,
+        cron: app.cron,
+        timezone: app.timezone,
+    };
     let keys = privileges::Keys {
         user: app.user,
         group: app.group,
@@ -111,6 +120,7 @@ pub(super) fn validate(
         errors.push(Problem::new(if is_script { "script" } else { "cmd" }, e));
     }
     let mut spec = AppSpec::new(app.name, argv, cwd);
+    spec.lifecycle = jobs::lifecycle(job_keys, &mut errors);
     spec.env = environment(app.env_file.as_deref(), app.env, &spec.cwd, &mut errors);
     apply_restart(&app.restart, &mut spec, &mut errors);
     super::log::apply_log(&app.log, &mut spec, powers, &mut errors);

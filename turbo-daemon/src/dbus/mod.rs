@@ -425,6 +425,28 @@ impl ManagerIface {
         )
     }
 
+    /// Starts the existing apps of `target` (name, `name:N`, id or `all`) that are not running,
+    /// and the dependencies they wait for unless `no_deps` (`turbo start NAME [--no-deps]`).
+    /// Authorised as a restart.
+    #[zbus(out_args("apps"))]
+    async fn start_named(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        target: String,
+        no_deps: bool,
+    ) -> Result<Vec<AppStatus>, Error> {
+        wire::answer(
+            async move {
+                self.on_target((conn, &hdr), "restart", target, |target, reply| {
+                    Request::Apps(AppsOp::StartNamed { target, no_deps }, reply)
+                })
+                .await
+            }
+            .await,
+        )
+    }
+
     /// Replaces the running instances of apps (name, `name:N`, id or `all`) one at a time,
     /// each once its replacement is ready; returns the replacements when all are done, or fails
     /// with the old instances still running. Authorised as a restart.

@@ -104,6 +104,7 @@ impl OnWire for AppStatus {
             err_log,
             last_exit,
             status_text,
+            waiting_for,
             group,
             id: _,
             instance: _,
@@ -117,6 +118,7 @@ impl OnWire for AppStatus {
             leak_suspected: _,
             memory_growth_bytes_per_hour: _,
             next_restart_in_ms: _,
+            next_run_ms: _,
             cpu_max_percent: _,
             cpu_throttled_ms: _,
             pids: _,
@@ -136,6 +138,7 @@ impl OnWire for AppStatus {
             s.scrub();
         }
         argv.scrub();
+        waiting_for.scrub();
         last_exit.scrub();
     }
 }
@@ -193,6 +196,15 @@ impl OnWire for AppConfigInfo {
             limits,
             cgroups,
             source,
+            kind,
+            depends_on,
+            cron,
+            cron_action,
+            cron_overlap,
+            timezone,
+            retries: _,
+            depends_timeout_ms: _,
+            restart_with_deps: _,
             restart_delay_ms: _,
             restart_factor: _,
             restart_max_delay_ms: _,
@@ -227,10 +239,22 @@ impl OnWire for AppConfigInfo {
             memory_enforce,
             memory_cgroup,
             source,
+            kind,
+            cron,
+            cron_action,
+            cron_overlap,
+            timezone,
         ] {
             s.scrub();
         }
-        for list in [env_names, listen, watch_paths, watch_ignore, cgroups] {
+        for list in [
+            env_names,
+            listen,
+            watch_paths,
+            watch_ignore,
+            cgroups,
+            depends_on,
+        ] {
             list.scrub();
         }
         for (key, value) in limits {

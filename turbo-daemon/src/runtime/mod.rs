@@ -588,7 +588,10 @@ impl Runtime {
                 // tells with any event source
                 let _ = self.sup.handle(Input::OomKilled { pid }, Instant::now());
             }
-            let actions = self.sup.handle(input, Instant::now());
+            let now = Instant::now();
+            // schedules (`cron:`) are placed by the wall clock, read here and nowhere in the core
+            self.sup.set_wall(now, std::time::SystemTime::now());
+            let actions = self.sup.handle(input, now);
             if let Some((pid, ..)) = exit {
                 // forget the pid (and its memory limit) in the source: a reused pid must not
                 // inherit the watch

@@ -79,6 +79,13 @@ pub enum AppsOp {
         /// start it as the user it runs as ([`owned_by`]).
         caller: Caller,
     },
+    /// `StartNamed`: existing apps that are not running, with or without their dependencies.
+    StartNamed {
+        /// Name, `name:N`, id or `all`.
+        target: String,
+        /// Leave stopped dependencies stopped (the app waits for them).
+        no_deps: bool,
+    },
     /// `StopApp`.
     Stop(String),
     /// `RestartApp`.
@@ -149,6 +156,10 @@ pub fn command(
         AppsOp::Start {
             specs, exclusive, ..
         } => Command::Start { specs, exclusive },
+        AppsOp::StartNamed { target, no_deps } => Command::StartNamed {
+            target: Target::parse(&target),
+            no_deps,
+        },
         AppsOp::Stop(t) => Command::Stop(Target::parse(&t)),
         AppsOp::Restart(t) => Command::Restart(Target::parse(&t)),
         AppsOp::Reset(t) => Command::Reset(Target::parse(&t)),

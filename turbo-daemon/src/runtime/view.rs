@@ -23,7 +23,7 @@ use crate::{
         cgroup::{AppCgroup, CgroupStats},
         proc::ProcessStats,
     },
-    spec::{Autorestart, HealthSpec, LogFormat, ReadyMode},
+    spec::{AppKind, Autorestart, HealthSpec, LogFormat, Overlap, ReadyMode, ScheduleAction},
     supervisor::{App, State, leak::LeakVerdict},
 };
 
@@ -114,6 +114,11 @@ pub fn status(
         out_log: out_log.display().to_string(),
         err_log: err_log.display().to_string(),
         status_text: app.notify.status.clone().unwrap_or_default(),
+        waiting_for: app.jobs.waiting_for.clone(),
+        next_run_ms: app.jobs.next_run.map_or(0, |t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }),
         group: app.spec.app_group.clone().unwrap_or_default(),
         last_exit: app
             .last_exit
@@ -200,6 +205,7 @@ pub fn with_cgroup(st: &mut AppStatus, stats: Option<&CgroupStats>) {
 pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
     let spec = &app.spec;
     let (run_as, limits) = (spec.privileges.run_as.as_ref(), &spec.privileges.limits);
+    let cron = spec.lifecycle.cron.as_ref();
     AppConfigInfo {
         autorestart: match spec.autorestart {
             Autorestart::Always => "always",
@@ -279,6 +285,37 @@ pub fn config(app: &App, cgroup: Option<&AppCgroup>) -> AppConfigInfo {
             .collect(),
         cgroups: cgroup.map(AppCgroup::describe).unwrap_or_default(),
         source: spec.source.clone().unwrap_or_default(),
+        kind: match spec.lifecycle.kind {
+            AppKind::Service => "service",
+            AppKind::Oneshot => "oneshot",
+        }
+        .into(),
+        retries: spec.lifecycle.retries,
+        depends_on: spec
+            .lifecycle
+            .depends_on
+            .iter()
+            .map(|d| format!("{} ({})", d.name, d.condition.as_str()))
+            .collect(),
+        depends_timeout_ms: ms(spec.lifecycle.depends_timeout),
+        restart_with_deps: spec.lifecycle.restart_with_deps,
+        cron: cron.map(|c| c.expr.clone()).unwrap_or_default(),
+        cron_action: cron
+            .map(|c| match c.action {
+                ScheduleAction::Restart => "restart",
+                ScheduleAction::Run => "run",
+            })
+            .unwrap_or_default()
+            .into(),
+        cron_overlap: cron
+            .map(|c| match c.overlap {
+                Overlap::Skip => "skip",
+                Overlap::Queue => "queue",
+                Overlap::Replace => "replace",
+            })
+            .unwrap_or_default()
+            .into(),
+        timezone: cron.and_then(|c| c.timezone.clone()).unwrap_or_default(),
     }
 }
 

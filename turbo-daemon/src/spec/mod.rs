@@ -29,6 +29,7 @@ mod alerts;
 mod checks;
 pub mod environment;
 mod hooks;
+mod jobs;
 pub mod log;
 mod memory;
 mod privileges;
@@ -42,6 +43,7 @@ pub use self::{
     alerts::{AlertSpec, AlertTo},
     checks::{HealthProbe, HealthSpec, Readiness, ReadyMode, WatchSpec, glob_match},
     hooks::{HookKind, HookSpec, Hooks},
+    jobs::{AppKind, Condition, Dependency, Lifecycle, Overlap, Schedule, ScheduleAction},
     log::{Compression, LogFormat, LogPolicy, RotatePeriod},
     memory::{MemoryEnforce, MemoryPolicy},
     privileges::{Privileges, ProcessLimits, Rlimit, RunAs, limit_text},
@@ -109,6 +111,9 @@ pub struct AppSpec {
     /// The absolute path of the `turbo.yml` the app came from (`turbo start FILE`, `turbo
     /// apply`); `None` for an app started from a command line.
     pub source: Option<String>,
+    /// `type`, `retries`, `depends_on`, `depends_timeout`, `restart_with_deps`, `cron` (see
+    /// `jobs.rs`).
+    pub lifecycle: Lifecycle,
     // ---- groups and signals (issue 17 points 6-7) ----
     /// The group the app belongs to (`app_group:`), which commands name as `@group`.
     pub app_group: Option<String>,
@@ -150,6 +155,7 @@ impl AppSpec {
             readiness: Readiness::default(),
             autostart: true,
             source: None,
+            lifecycle: Lifecycle::default(),
             app_group: None,
             reload_signal: None,
             on_crash: None,

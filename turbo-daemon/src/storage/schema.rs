@@ -165,6 +165,17 @@ pub(super) mod tests {
         spec.readiness.mode = ReadyMode::Notify;
         spec.autostart = false;
         spec.source = Some("/srv/api/turbo.yml".into());
+        spec.lifecycle.depends_on = vec![crate::spec::Dependency {
+            name: "db".into(),
+            condition: crate::spec::Condition::Ready,
+        }];
+        spec.lifecycle.restart_with_deps = true;
+        spec.lifecycle.cron = Some(crate::spec::Schedule {
+            expr: "0 3 * * *".into(),
+            action: crate::spec::ScheduleAction::Restart,
+            overlap: crate::spec::Overlap::Skip,
+            timezone: Some("Europe/Paris".into()),
+        });
         SavedState {
             schema_version: SCHEMA_VERSION,
             saved_at_ms: 1_764_800_000_000,

@@ -11,10 +11,11 @@ use turbo_api::{AppState, ExitReason, Health};
 use super::{
     AppId,
     checks::{Debounce, HealthState, NotifyState},
+    deps::JobState,
 };
 use crate::{
     events::{SourceKind, WaitStatus},
-    spec::{AppSpec, Autorestart, ReadyMode},
+    spec::{AppKind, AppSpec, Autorestart, ReadyMode},
 };
 
 /// Lifecycle state, carrying the data that only makes sense in it.
@@ -58,6 +59,18 @@ pub enum State {
         /// Why.
         reason: String,
     },
+    /// A start waits for the app's dependencies (`depends_on`) until `deadline`.
+    Waiting {
+        /// When the wait fails (`depends_timeout`).
+        deadline: Instant,
+    },
+    /// A one-shot job exited 0.
+    Completed,
+    /// A one-shot job failed, its retries spent.
+    Failed {
+        /// Its exit and attempts.
+        reason: String,
+    },
 }
 
 impl State {
@@ -71,6 +84,9 @@ impl State {
             Self::Stopped => AppState::Stopped,
             Self::Backoff { .. } => AppState::Backoff,
             Self::Errored { .. } => AppState::Errored,
+            Self::Waiting { .. } => AppState::Waiting,
+            Self::Completed => AppState::Completed,
+            Self::Failed { .. } => AppState::Failed,
         }
     }
 
@@ -163,6 +179,8 @@ pub struct App {
     pub announced_ready: bool,
     /// What the current process said over `NOTIFY_SOCKET`.
     pub notify: NotifyState,
+    /// Dependencies waited for and the schedule (`deps.rs`, `schedule.rs`).
+    pub jobs: JobState,
 }
 
 impl App {
@@ -186,6 +204,7 @@ impl App {
             debounce: Debounce::default(),
             announced_ready: false,
             notify: NotifyState::default(),
+            jobs: JobState::default(),
         }
     }
 
@@ -224,6 +243,9 @@ impl App {
     /// `stopped` when policy says not to restart, `errored` on a crash loop or too many restarts,
     /// else `backoff` until the next attempt. Updates the streak and the crash window.
     pub fn after_crash(&mut self, status: WaitStatus, uptime: Duration, now: Instant) -> State {
+        if self.spec.lifecycle.kind == AppKind::Oneshot {
+            return self.after_job(status, now);
+        }
         let policy = &self.spec.restart;
         let code = status.code();
         let on_purpose = code.is_some_and(|c| self.spec.stop_exit_codes.contains(&c));

@@ -242,6 +242,8 @@ impl Supervisor {
                     Fire::Nothing => {}
                 }
             }
+            // handled before the dispatch (`Supervisor::handle` -> `schedule.rs`)
+            WakeKind::Schedule => {}
         }
     }
 

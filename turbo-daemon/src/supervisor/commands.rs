@@ -46,25 +46,23 @@ impl Supervisor {
             }
             Command::Start { specs, exclusive } => self.start(specs, exclusive, now, out),
             Command::Restore(apps) => Ok(self.restore(apps, now, out)),
+            Command::StartNamed { target, no_deps } => self.start_named(&target, no_deps, out),
             Command::Update(specs) => self.update(specs, now, out),
             Command::Stop(target) => self.targets(&target).map(|ids| {
+                self.stop_ordered(&ids, AfterStop::Stay, now, out);
                 for &id in &ids {
-                    self.stop_one(id, AfterStop::Stay, now, out);
                     self.apps.get_mut(&id).expect("resolved").desired = Desired::Stopped;
                 }
                 (ids.clone(), Reply::Apps(ids), false)
             }),
             Command::StopForShutdown => {
                 let ids: Vec<AppId> = self.targets(&Target::All).unwrap_or_default();
-                for &id in &ids {
-                    self.stop_one(id, AfterStop::Stay, now, out);
-                }
+                self.stop_ordered(&ids, AfterStop::Stay, now, out);
                 Ok((ids.clone(), Reply::Apps(ids), false))
             }
             Command::Restart(target) => self.targets(&target).map(|ids| {
-                for &id in &ids {
-                    self.stop_one(id, AfterStop::Start, now, out);
-                }
+                let ids = self.with_followers(ids);
+                self.stop_ordered(&ids, AfterStop::Start, now, out);
                 (ids.clone(), Reply::Apps(ids), false)
             }),
             Command::Delete(target) => self.targets(&target).map(|ids| {
@@ -72,9 +70,7 @@ impl Supervisor {
                     .iter()
                     .map(|id| self.apps[id].spec.name.clone())
                     .collect();
-                for &id in &ids {
-                    self.stop_one(id, AfterStop::Forget, now, out);
-                }
+                self.stop_ordered(&ids, AfterStop::Forget, now, out);
                 (ids, Reply::Deleted(names), false)
             }),
             Command::Signal { target, signal } => self.signal(&target, signal, out),
@@ -165,7 +161,11 @@ impl Supervisor {
                 }
                 app.desired = Desired::Running;
                 match app.state {
-                    State::Stopped | State::Errored { .. } | State::Backoff { .. } => {
+                    State::Stopped
+                    | State::Errored { .. }
+                    | State::Backoff { .. }
+                    | State::Completed
+                    | State::Failed { .. } => {
                         app.clear_history();
                         self.begin_start(id, out);
                     }
@@ -189,6 +189,7 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) -> (Vec<AppId>, Reply, bool) {
         let mut ids = Vec::new();
+        let mut to_start = Vec::new();
         for r in apps {
             if self.apps.contains_key(&r.id)
                 || self
@@ -226,9 +227,15 @@ impl Supervisor {
             self.apps.insert(id, app);
             out.push(Action::Notify(Notification::Added(id)));
             if run {
-                self.begin_start(id, out);
+                to_start.push(id);
             }
             ids.push(id);
+        }
+        // once every app is back: a start sees (and pulls in) the dependencies restored after it
+        for id in to_start {
+            if self.apps[&id].state == State::Stopped {
+                self.begin_start(id, out);
+            }
         }
         (ids.clone(), Reply::Apps(ids), false)
     }
@@ -240,8 +247,16 @@ impl Supervisor {
             .map(|a| a.id)
     }
 
-    /// Moves an app to `starting` and asks for a spawn.
+    /// Moves an app to `starting` and asks for a spawn, or to `waiting` while its dependencies
+    /// are not met (`deps.rs`).
     pub(super) fn begin_start(&mut self, id: AppId, out: &mut Vec<Action>) {
+        if !self.gate(id, out) {
+            self.start_process(id, out);
+        }
+    }
+
+    /// Moves an app to `starting` and asks for a spawn, whatever its dependencies.
+    pub(super) fn start_process(&mut self, id: AppId, out: &mut Vec<Action>) {
         let app = self.apps.get_mut(&id).expect("caller checked");
         app.generation += 1; // cancels any backoff timer
         app.state = State::Starting;
@@ -283,7 +298,13 @@ impl Supervisor {
             // `starting` lasts until the runtime reports the spawn, which it does before taking
             // the next input, or until the app's `pre_start` hook ends; treat it like a stopped
             // app whose spawn is superseded (the hook's answer is then stale)
-            State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {
+            State::Starting
+            | State::Stopped
+            | State::Backoff { .. }
+            | State::Errored { .. }
+            | State::Waiting { .. }
+            | State::Completed
+            | State::Failed { .. } => {
                 app.generation += 1;
                 app.state = State::Stopped;
                 self.after_stop(id, then, out);
@@ -313,7 +334,13 @@ impl Supervisor {
     /// Emits the replies whose apps have all settled.
     pub(super) fn settle(&mut self, out: &mut Vec<Action>) {
         let apps = &self.apps;
-        let settled = |id: &AppId| apps.get(id).is_none_or(|a| a.state.is_settled());
+        let held: Vec<AppId> = apps
+            .keys()
+            .copied()
+            .filter(|&id| self.is_deferred(id))
+            .collect();
+        let settled =
+            |id: &AppId| !held.contains(id) && apps.get(id).is_none_or(|a| a.state.is_settled());
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].waiting.iter().all(settled) {

@@ -56,6 +56,14 @@ pub enum Command {
         /// Refuse names that already exist.
         exclusive: bool,
     },
+    /// Start the existing apps of `target` that are not running (`turbo start NAME`), and the
+    /// dependencies they wait for unless `no_deps`.
+    StartNamed {
+        /// The apps.
+        target: Target,
+        /// Do not start missing dependencies (`--no-deps`): wait for them.
+        no_deps: bool,
+    },
     /// Stop apps and keep them; they stay stopped across daemon restarts.
     Stop(Target),
     /// Stop every app because the daemon is shutting down: their desired state is kept, so the
@@ -241,6 +249,8 @@ pub enum WakeKind {
     ReadyTimeout,
     /// The watchdog period may have passed without a ping (token: the app's generation).
     Watchdog,
+    /// The next run of the app's `cron:` schedule may be due (token: the schedule's).
+    Schedule,
 }
 
 /// How a hook failed.

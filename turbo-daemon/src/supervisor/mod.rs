@@ -34,13 +34,16 @@
 //! instances are apps of their own sharing a name (`instances.rs`: numbering, scale); a rolling
 //! reload is a small state machine beside the app table (`reload.rs`); `turbo signal` and
 //! `reload_signal` are in `signals.rs`; when hooks run around a spawn and a stop is decided in
-//! `hooks.rs`. What an app *is* (its
+//! `hooks.rs`. Dependencies and one-shot jobs (`deps.rs`: `waiting`, `completed`, `failed`, stops
+//! in reverse order) and schedules (`schedule.rs`: `cron:`, wall time given by the runtime) are
+//! decided here too. What an app *is* (its
 //! spec) comes from `crate::spec`; the supervisor never reads a config.
 
 pub mod alerts;
 mod app;
 pub mod checks;
 mod commands;
+mod deps;
 mod hooks;
 mod input;
 mod instances;
@@ -49,6 +52,7 @@ mod memory;
 mod output;
 mod process;
 mod reload;
+mod schedule;
 mod signals;
 #[cfg(test)]
 mod tests;
@@ -63,6 +67,7 @@ use std::{
 pub use self::{
     app::{AfterStop, App, Desired, Exit, State},
     checks::NotifyMessage,
+    deps::JobState,
     input::{Command, HookFailure, Input, Restored, Target, WakeKind},
     output::{Action, CommandError, Notification, Reply},
     reload::{READY_TIMEOUT, SETTLE},
@@ -98,6 +103,8 @@ pub struct Supervisor {
     /// Replacements of an aborted reload, being stopped and forgotten: commands leave them be.
     retiring: BTreeSet<AppId>,
     waits: Vec<ReadyWait>,
+    /// Dependencies and schedules (`deps.rs`, `schedule.rs`).
+    jobs: deps::Jobs,
 }
 
 impl Supervisor {
@@ -169,8 +176,14 @@ impl Supervisor {
     /// Reacts to one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
+        self.jobs.now = Some(now);
         match input {
             Input::Command(ticket, cmd) => self.command(ticket, cmd, now, &mut out),
+            Input::Wake {
+                app,
+                kind: WakeKind::Schedule,
+                token,
+            } => self.schedule_due(app, token, now, &mut out),
             Input::Spawned { app, pid } => self.spawned(app, pid, now, &mut out),
             Input::SpawnFailed { app, error } => self.spawn_failed(app, error, &mut out),
             Input::Exited {
@@ -203,6 +216,8 @@ impl Supervisor {
             } => self.hook_done(app, hook, token, pid, result, now, &mut out),
         }
         self.advance_reloads(now, &mut out);
+        self.advance_jobs(now, &mut out);
+        self.arm_schedules(now, &mut out);
         self.settle(&mut out);
         self.settle_waits(&mut out);
         out

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     events::{SourceKind, WaitStatus},
-    spec::{HookKind, signal},
+    spec::{AppKind, HookKind, signal},
 };
 
 impl Supervisor {
@@ -129,7 +129,13 @@ impl Supervisor {
                 // completes on GroupGone
             }
             // only online and stopping apps have a pid
-            State::Starting | State::Stopped | State::Backoff { .. } | State::Errored { .. } => {}
+            State::Starting
+            | State::Stopped
+            | State::Backoff { .. }
+            | State::Errored { .. }
+            | State::Waiting { .. }
+            | State::Completed
+            | State::Failed { .. } => {}
         }
     }
 
@@ -186,6 +192,7 @@ impl Supervisor {
                     signal: signal::KILL,
                 });
             }
+            State::Waiting { .. } => self.waiting_timed_out(id, out),
             _ => {}
         }
     }
@@ -194,7 +201,8 @@ impl Supervisor {
         let app = self.apps.get_mut(&id).expect("caller checked");
         app.restarts += 1;
         app.auto_restarts += 1;
-        self.begin_start(id, out);
+        // not gated: its dependencies were met when it started (see `deps.rs`)
+        self.start_process(id, out);
         out.push(Action::Notify(Notification::Persist));
     }
 }
@@ -205,12 +213,16 @@ pub(super) fn crashed(app: &mut App, pid: u32, exit: Exit, now: Instant, out: &m
     let id = app.id;
     let (status, uptime) = (exit.status, exit.uptime);
     app.last_exit = Some(exit.clone());
-    out.push(Action::Notify(Notification::Crashed {
-        app: id,
-        pid,
-        exit,
-        restart_number: app.restarts,
-    }));
+    // a one-shot job that exited 0 did its work: no crash
+    let job_done = app.spec.lifecycle.kind == AppKind::Oneshot && status.code() == Some(0);
+    if !job_done {
+        out.push(Action::Notify(Notification::Crashed {
+            app: id,
+            pid,
+            exit,
+            restart_number: app.restarts,
+        }));
+    }
     app.generation += 1;
     app.state = app.after_crash(status, uptime, now);
     if let State::Backoff { until } = app.state {
@@ -220,7 +232,10 @@ pub(super) fn crashed(app: &mut App, pid: u32, exit: Exit, now: Instant, out: &m
             at: until,
         });
     }
-    if matches!(app.state, State::Stopped) {
+    if matches!(
+        app.state,
+        State::Stopped | State::Completed | State::Failed { .. }
+    ) {
         app.desired = Desired::Stopped;
     }
     out.push(Action::Notify(Notification::StateChanged(id)));

@@ -343,7 +343,9 @@ impl Supervisor {
                 "the daemon's shutdown",
                 self.apps.values().map(|a| a.spec.name.clone()).collect(),
             ),
+            // starts only what is not running, which a reload never is
             Command::Start { .. }
+            | Command::StartNamed { .. }
             | Command::Reset(_)
             | Command::Restore(_)
             | Command::Scale { .. }

@@ -1036,6 +1036,8 @@ fn stop_interrupts_a_reload_and_scale_is_refused_meanwhile() {
 /// Watch mode, health checks and readiness.
 mod checks;
 mod hooks;
+/// Dependencies, one-shot jobs and schedules.
+mod jobs;
 mod signals;
 mod update;
 

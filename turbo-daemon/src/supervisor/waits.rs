@@ -86,6 +86,7 @@ impl Supervisor {
                         | State::Stopping { .. }
                         | State::Backoff { .. }
                         | State::Errored { .. }
+                        | State::Failed { .. }
                 );
                 gone.then(|| {
                     format!(
@@ -98,7 +99,12 @@ impl Supervisor {
             });
             let result = match failed {
                 Some(why) => Err(CommandError::NotReady(why)),
-                None if w.apps.iter().all(|id| apps[id].is_ready()) => {
+                // a one-shot job that completed did what a wait waits for
+                None if w
+                    .apps
+                    .iter()
+                    .all(|id| apps[id].is_ready() || apps[id].state == State::Completed) =>
+                {
                     Ok(Reply::Apps(w.apps.clone()))
                 }
                 None => return true,
@@ -119,7 +125,7 @@ pub const HEALTH_FAILED: &str = "health check failed: ";
 /// Why `app` is not ready, in a few words: the last health-check error, its errored reason or
 /// its last exit.
 pub(super) fn not_ready_detail(app: &App) -> String {
-    if let State::Errored { reason } = &app.state {
+    if let State::Errored { reason } | State::Failed { reason } = &app.state {
         return reason.clone();
     }
     let crashed = matches!(app.state, State::Backoff { .. } | State::Stopped);

@@ -123,8 +123,9 @@ fn state_look(state: AppState) -> (&'static str, Color) {
         AppState::Online => ("●", Color::Green),
         AppState::Stopped => ("○", Color::DarkGray),
         AppState::Backoff => ("↻", Color::Yellow),
-        AppState::Errored => ("✖", Color::Red),
-        AppState::Starting | AppState::Stopping => ("…", Color::Cyan),
+        AppState::Errored | AppState::Failed => ("✖", Color::Red),
+        AppState::Starting | AppState::Stopping | AppState::Waiting => ("…", Color::Cyan),
+        AppState::Completed => ("✓", Color::Green),
     }
 }
 

@@ -13,9 +13,10 @@ use std::{path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{
-    AlertSpec, AlertTo, AppSpec, Autorestart, Compression, HealthProbe, HealthSpec, HookSpec,
-    Hooks, LogFormat, LogPolicy, MemoryEnforce, MemoryPolicy, Privileges, ProcessLimits, Readiness,
-    ReadyMode, Resources, RestartPolicy, Rlimit, RotatePeriod, RunAs, WatchSpec,
+    AlertSpec, AlertTo, AppKind, AppSpec, Autorestart, Compression, Condition, Dependency,
+    HealthProbe, HealthSpec, HookSpec, Hooks, Lifecycle, LogFormat, LogPolicy, MemoryEnforce,
+    MemoryPolicy, Overlap, Privileges, ProcessLimits, Readiness, ReadyMode, Resources,
+    RestartPolicy, Rlimit, RotatePeriod, RunAs, Schedule, ScheduleAction, WatchSpec,
 };
 
 /// A spec value and its form in the file.
@@ -219,6 +220,9 @@ pub struct SavedSpec {
     pub autostart: bool,
     #[serde(default)]
     pub source: Option<String>,
+    /// Files from before jobs and dependencies have none: a service with no dependencies.
+    #[serde(default)]
+    pub lifecycle: SavedLifecycle,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,8 +311,71 @@ const fn yes() -> bool {
 mirror!(@convert AppSpec => SavedSpec {
     name, argv, cwd, env, autorestart, restart, stop_exit_codes, stop_signal, kill_timeout, log,
     memory, resources, privileges, instances, listen, watch, health, readiness, autostart,
-    source, app_group, reload_signal, on_crash, on_state, hooks,
+    source, lifecycle, app_group, reload_signal, on_crash, on_state, hooks,
 });
+
+saved_enum!(
+    /// [`AppKind`].
+    AppKind => SavedKind, "lowercase", { Service, Oneshot }
+);
+saved_enum!(
+    /// [`Condition`].
+    Condition => SavedCondition, "lowercase", { Started, Ready, Completed }
+);
+saved_enum!(
+    /// [`ScheduleAction`].
+    ScheduleAction => SavedAction, "lowercase", { Restart, Run }
+);
+saved_enum!(
+    /// [`Overlap`].
+    Overlap => SavedOverlap, "lowercase", { Skip, Queue, Replace }
+);
+
+/// [`Lifecycle`]; durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SavedLifecycle {
+    pub kind: SavedKind,
+    pub retries: u32,
+    pub depends_on: Vec<SavedDependency>,
+    pub depends_timeout: u64,
+    pub restart_with_deps: bool,
+    pub cron: Option<SavedSchedule>,
+}
+
+mirror!(Lifecycle => SavedLifecycle {
+    kind, retries, depends_on, depends_timeout, restart_with_deps, cron,
+});
+
+/// [`Dependency`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDependency {
+    pub name: String,
+    pub condition: SavedCondition,
+}
+
+mirror!(@convert Dependency => SavedDependency { name, condition });
+
+impl Stored for Vec<Dependency> {
+    type Saved = Vec<SavedDependency>;
+    fn save(&self) -> Self::Saved {
+        self.iter().map(Stored::save).collect()
+    }
+    fn load(saved: Self::Saved) -> Self {
+        saved.into_iter().map(Stored::load).collect()
+    }
+}
+
+/// [`Schedule`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSchedule {
+    pub expr: String,
+    pub action: SavedAction,
+    pub overlap: SavedOverlap,
+    pub timezone: Option<String>,
+}
+
+mirror!(@convert Schedule => SavedSchedule { expr, action, overlap, timezone });
 
 /// [`RestartPolicy`]; durations in milliseconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
