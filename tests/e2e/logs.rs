@@ -330,6 +330,28 @@ fn labelled(text: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// What `turbo logs APP --out --follow --lines 0` prints in 1.5 s (at least 30 lines, none twice),
+/// and its [`labelled`] lines.
+fn follow_out(d: &TestDaemon, app: &str) -> (String, Vec<(String, String, String)>) {
+    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
+        .args(["logs", app, "--out", "--follow", "--lines", "0"])
+        .env("TURBO_HOME", d.home())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = interrupt_and_read(follower);
+    let shown = labelled(&text);
+    assert!(shown.len() >= 30, "followed too little:\n{text}");
+    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
+    lines.sort();
+    let before = lines.len();
+    lines.dedup();
+    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    (text, shown)
+}
+
 #[test]
 fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
     let d = TestDaemon::start("off");
@@ -397,22 +419,7 @@ fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
     }
 
     // following: each new line once (the file is read once, not once per instance)
-    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
-        .args(["logs", "cw", "--out", "--follow", "--lines", "0"])
-        .env("TURBO_HOME", d.home())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let text = interrupt_and_read(follower);
-    let shown = labelled(&text);
-    assert!(shown.len() >= 30, "followed too little:\n{text}");
-    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
-    lines.sort();
-    let before = lines.len();
-    lines.dedup();
-    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    let (_, shown) = follow_out(&d, "cw");
     for (label, from, line) in &shown {
         assert_eq!(*label, format!("cw:{from}"), "{line}");
     }
@@ -519,22 +526,7 @@ fn per_instance_files_hold_one_instance_each_and_logs_merges_them() {
     );
 
     // following both files: each new line once, labelled
-    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
-        .args(["logs", "pi", "--out", "--follow", "--lines", "0"])
-        .env("TURBO_HOME", d.home())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let text = interrupt_and_read(follower);
-    let shown = labelled(&text);
-    assert!(shown.len() >= 30, "followed too little:\n{text}");
-    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
-    lines.sort();
-    let before = lines.len();
-    lines.dedup();
-    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    let (text, shown) = follow_out(&d, "pi");
     for n in ["0", "1"] {
         assert!(
             shown
