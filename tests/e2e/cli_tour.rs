@@ -560,6 +560,8 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
     let yml = std::fs::read_to_string(dir.join("turbo.yml")).unwrap();
     assert!(yml.starts_with("# Converted from ecosystem.json"), "{yml}");
     assert!(yml.contains("instances: 2"), "{yml}");
+    // no merge_logs: a pair of files per instance, as PM2 writes them
+    assert!(yml.contains("per_instance: true"), "{yml}");
 
     // the daemon accepts it as it is
     let started = run_in(&d, &dir, &["start", "turbo.yml"]);
@@ -580,6 +582,13 @@ fn pm2_ecosystem_and_dump_become_a_turbo_yml_the_daemon_starts() {
             (online == 2).then_some(())
         },
     );
+    for a in d.status().iter().filter(|a| a["name"] == "api") {
+        let out = a["out_log"].as_str().unwrap();
+        assert!(
+            out.ends_with(&format!("/api-out-{}.log", a["instance"])),
+            "{out}"
+        );
+    }
     let api = d.json(&["describe", "api"]);
     let config = &api["config"];
     assert_eq!(api["status"]["memory_limit_bytes"], 64 << 20);

@@ -325,7 +325,7 @@ fn custom_log_paths_one_per_stream_or_combined_in_a_checked_directory() {
     std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cmd = "cmd: [sh, -c, 'echo hello out; echo hello err >&2; sleep 1000']";
     let yml = format!(
-        "apps:\n  - name: split\n    {cmd}\n    log: {{ out: {0}/split.out, err: {0}/split.err }}\n  - name: both\n    {cmd}\n    log: {{ path: {0}/both.log }}\n",
+        "apps:\n  - name: split\n    {cmd}\n    log: {{ out: {0}/split.out, err: {0}/split.err }}\n  - name: both\n    {cmd}\n    log: {{ path: {0}/both.log }}\n  - name: each\n    instances: 2\n    cmd: [sh, -c, 'echo out of $TURBO_INSTANCE; echo err of $TURBO_INSTANCE >&2; sleep 1000']\n    log: {{ path: {0}/each.log, per_instance: true }}\n",
         logs.display()
     );
     let yml = d.config("paths", &yml);
@@ -349,6 +349,31 @@ fn custom_log_paths_one_per_stream_or_combined_in_a_checked_directory() {
     let shown = d.turbo_ok(&["logs", "split", "--err", "--lines", "10"]);
     assert!(
         shown.contains("hello err") && !shown.contains("hello out"),
+        "{shown}"
+    );
+
+    // per_instance with a combined path: one combined file per instance, `-<N>` before `.log`
+    for n in 0..2 {
+        let status = d
+            .status()
+            .into_iter()
+            .find(|a| a["name"] == "each" && a["instance"] == n)
+            .unwrap();
+        let file = format!("each-{n}.log");
+        assert_eq!(status["out_log"], logs.join(&file).to_str().unwrap());
+        assert_eq!(status["err_log"], status["out_log"]);
+        wait_for("each instance's two lines", Duration::from_secs(10), || {
+            let text = read(&file);
+            (text.contains(&format!("] out of {n}\n")) && text.contains(&format!("] err of {n}\n")))
+                .then_some(())
+        });
+        assert_eq!(read(&file).lines().count(), 2, "{}", read(&file));
+    }
+    let shown = d.turbo_ok(&["logs", "each", "--lines", "10"]);
+    assert_eq!(shown.matches(" of ").count(), 4, "{shown}");
+    let shown = d.turbo_ok(&["logs", "each:1", "--lines", "10"]);
+    assert!(
+        shown.matches(" of 1").count() == 2 && !shown.contains(" of 0"),
         "{shown}"
     );
 

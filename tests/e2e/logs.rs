@@ -330,6 +330,28 @@ fn labelled(text: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// What `turbo logs APP --out --follow --lines 0` prints in 1.5 s (at least 30 lines, none twice),
+/// and its [`labelled`] lines.
+fn follow_out(d: &TestDaemon, app: &str) -> (String, Vec<(String, String, String)>) {
+    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
+        .args(["logs", app, "--out", "--follow", "--lines", "0"])
+        .env("TURBO_HOME", d.home())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = interrupt_and_read(follower);
+    let shown = labelled(&text);
+    assert!(shown.len() >= 30, "followed too little:\n{text}");
+    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
+    lines.sort();
+    let before = lines.len();
+    lines.dedup();
+    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    (text, shown)
+}
+
 #[test]
 fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
     let d = TestDaemon::start("off");
@@ -397,24 +419,131 @@ fn each_line_shows_once_labelled_with_the_instance_that_wrote_it() {
     }
 
     // following: each new line once (the file is read once, not once per instance)
-    let follower = Command::new(turbo_tests::bin_dir().join("turbo"))
-        .args(["logs", "cw", "--out", "--follow", "--lines", "0"])
-        .env("TURBO_HOME", d.home())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let text = interrupt_and_read(follower);
-    let shown = labelled(&text);
-    assert!(shown.len() >= 30, "followed too little:\n{text}");
-    let mut lines: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
-    lines.sort();
-    let before = lines.len();
-    lines.dedup();
-    assert_eq!(lines.len(), before, "a followed line shown twice:\n{text}");
+    let (_, shown) = follow_out(&d, "cw");
     for (label, from, line) in &shown {
         assert_eq!(*label, format!("cw:{from}"), "{line}");
+    }
+}
+
+/// `log: {per_instance: true}`: each instance writes files of its own, `turbo logs name` merges
+/// them (each line once, labelled), `name:N` reads one instance's, and `flush` empties them all.
+#[test]
+fn per_instance_files_hold_one_instance_each_and_logs_merges_them() {
+    let d = TestDaemon::start("off");
+    let yml = d.config(
+        "pi",
+        "apps:\n  - name: pi\n    instances: 2\n    cmd: [sh, -c, 'i=1; while :; do echo \"from $TURBO_INSTANCE n $i\"; i=$((i+1)); sleep 0.02; done']\n    log: {per_instance: true}\n",
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let files: Vec<(u64, std::path::PathBuf, std::path::PathBuf)> = d
+        .status()
+        .iter()
+        .filter(|a| a["name"] == "pi")
+        .map(|a| {
+            let path = |key: &str| std::path::PathBuf::from(a[key].as_str().unwrap());
+            (
+                a["instance"].as_u64().unwrap(),
+                path("out_log"),
+                path("err_log"),
+            )
+        })
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (n, out, err) in &files {
+        assert!(
+            out.ends_with(format!("pi-out-{n}.log")),
+            "{}",
+            out.display()
+        );
+        assert!(
+            err.ends_with(format!("pi-err-{n}.log")),
+            "{}",
+            err.display()
+        );
+    }
+    wait_for(
+        "30 lines in each instance's file",
+        Duration::from_secs(15),
+        || {
+            files
+                .iter()
+                .all(|(n, out, _)| {
+                    std::fs::read_to_string(out)
+                        .unwrap_or_default()
+                        .contains(&format!("from {n} n 30\n"))
+                })
+                .then_some(())
+        },
+    );
+    // the shared file is not written at all
+    assert!(!files[0].1.with_file_name("pi-out.log").exists());
+    for (n, out, _) in &files {
+        let text = std::fs::read_to_string(out).unwrap();
+        let strangers: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(&format!("] from {n} n ")))
+            .collect();
+        assert!(strangers.is_empty(), "pi:{n}'s file holds {strangers:?}");
+    }
+
+    // both files, each line once, labelled with its instance, in stamp order
+    let text = d.turbo_ok(&["logs", "pi", "--out", "--lines", "40"]);
+    let shown = labelled(&text);
+    assert_eq!(shown.len(), 40, "{text}");
+    let mut unique: Vec<&String> = shown.iter().map(|(_, _, l)| l).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 40, "a line shown twice:\n{text}");
+    for (label, from, line) in &shown {
+        assert_eq!(*label, format!("pi:{from}"), "{line}");
+    }
+    for n in ["0", "1"] {
+        assert!(
+            shown.iter().any(|(_, f, _)| f == n),
+            "no line of pi:{n}:\n{text}"
+        );
+    }
+    let stamps: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            l.split_once(" out | ")
+                .unwrap()
+                .1
+                .split_once(' ')
+                .unwrap()
+                .0
+        })
+        .collect();
+    assert!(stamps.is_sorted(), "not merged by stamp:\n{text}");
+
+    // `name:N`: only that instance's file
+    let one = d.turbo_ok(&["logs", "pi:1", "--out", "--lines", "5"]);
+    let shown = labelled(&one);
+    assert_eq!(shown.len(), 5, "{one}");
+    assert!(
+        shown.iter().all(|(l, f, _)| l == "pi:1" && f == "1"),
+        "{one}"
+    );
+
+    // following both files: each new line once, labelled
+    let (text, shown) = follow_out(&d, "pi");
+    for n in ["0", "1"] {
+        assert!(
+            shown
+                .iter()
+                .any(|(l, f, _)| f == n && *l == format!("pi:{n}")),
+            "{text}"
+        );
+    }
+
+    // flush empties every instance's file
+    d.turbo_ok(&["flush", "pi"]);
+    for (n, out, _) in &files {
+        let text = std::fs::read_to_string(out).unwrap();
+        assert!(
+            !text.contains(&format!("from {n} n 30\n")),
+            "pi:{n}'s file not flushed:\n{text}"
+        );
     }
 }
 

@@ -197,9 +197,14 @@ pub struct CrashLoop {
 }
 
 /// `log:`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Log {
-    pub format: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
+    /// PM2's default for several instances: a pair of files each (`<name>-out-<N>.log`, the
+    /// very names PM2 gives them).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub per_instance: bool,
 }
 
 /// `user:` / `group:`: turbo.yml reads a number as an id and text as a name, so ids stay numbers.
@@ -1147,7 +1152,7 @@ fn convert_app(
     // logs and memory
     if let Some(t) = get(map, &["log_type"]).and_then(text) {
         if t == "json" {
-            app.log = Some(Log { format: "json" });
+            app.log.get_or_insert_with(Log::default).format = Some("json");
         } else if t != "raw" {
             note("log_type", NoteKind::Dropped, format!("'{t}' is not json"));
         }
@@ -1291,7 +1296,7 @@ fn convert_app(
 }
 
 /// `cron_restart`, `wait_ready` with `listen_timeout`, `autostart`, and `merge_logs` of
-/// several instances.
+/// several instances (without it, per-instance files, as PM2 writes them).
 fn jobs_and_readiness(
     map: &Map<String, Value>,
     app: &mut TurboApp,
@@ -1360,14 +1365,7 @@ fn jobs_and_readiness(
     }
     let merge = get(map, &["merge_logs", "combine_logs"]).and_then(Value::as_bool);
     if app.instances.is_some() && merge != Some(true) {
-        note(
-            "merge_logs",
-            NoteKind::Approximated,
-            "PM2 writes one log file per instance unless merge_logs; turbo keeps one pair of \
-             files per app with each line labelled by its instance (`turbo logs NAME:N` shows \
-             one)"
-                .to_owned(),
-        );
+        app.log.get_or_insert_with(Log::default).per_instance = true;
     }
 }
 
@@ -1553,7 +1551,14 @@ mod tests {
         assert_eq!(app.kill_timeout.as_deref(), Some("3s"));
         assert_eq!(app.max_memory.as_deref(), Some("300mb"));
         assert_eq!(app.stop_exit_codes, [0, 3]);
-        assert_eq!(app.log, Some(Log { format: "json" }));
+        assert_eq!(
+            app.log,
+            Some(Log {
+                format: Some("json"),
+                per_instance: true
+            }),
+            "4 instances without merge_logs: a pair of files each, as PM2"
+        );
         assert_eq!(app.user, Some(NameOrId::Name("www-data".into())));
         assert_eq!(app.group, Some(NameOrId::Id(33)));
         assert_eq!(app.stop_signal, Some("SIGINT"));
@@ -1570,7 +1575,6 @@ mod tests {
                 "exec_mode",
                 "log_date_format",
                 "max_restarts",
-                "merge_logs",
                 "out_file",
             ]
         );
@@ -1798,6 +1802,10 @@ mod tests {
             (Some("notify"), Some("8s"))
         );
         assert_eq!(api.kind, None);
+        assert_eq!(
+            api.log, None,
+            "merge_logs: one pair of files, turbo's default"
+        );
         assert_eq!(report.kind, Some("oneshot"));
         assert_eq!(report.autorestart, None, "a job is not restarted anyway");
         assert_eq!(

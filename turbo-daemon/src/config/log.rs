@@ -26,6 +26,7 @@ pub(super) struct LogConfig {
     journald_socket: Option<String>,
     syslog_address: Option<String>,
     err_priority: Option<serde_yaml_ng::Value>,
+    per_instance: Option<bool>,
 }
 
 const LOG_KEEP: Count = Count::new(
@@ -97,6 +98,7 @@ pub(super) fn apply_log(
             },
         }
     }
+    l.per_instance = cfg.per_instance.unwrap_or(false);
     apply_paths(cfg, l, errors);
     apply_destinations(cfg, l, errors);
     if let Some(caller) = &powers.caller {

@@ -76,6 +76,9 @@ pub enum Request {
     Policy {
         /// The app.
         app: String,
+        /// Whose files, with `log.per_instance` (0 from a daemon older than per-instance files).
+        #[serde(default)]
+        instance: u32,
         /// Format and rotation.
         policy: LogPolicy,
     },
@@ -83,6 +86,9 @@ pub enum Request {
     Flush {
         /// The app.
         app: String,
+        /// Whose files, with `log.per_instance` (0 from a daemon older than per-instance files).
+        #[serde(default)]
+        instance: u32,
         /// Its policy, should the keeper not have its files open yet.
         policy: LogPolicy,
     },
@@ -158,6 +164,29 @@ pub struct AppCounters {
     /// forwarding sends none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwarded: Vec<crate::logs::forward::ForwardCount>,
+}
+
+/// Adds `c` to the counters of its app and stream in `all` (several writers of one app: the
+/// keeper's and the daemon's, or one per instance with `log.per_instance`).
+pub fn add_counters(all: &mut Vec<AppCounters>, c: AppCounters) {
+    let Some(into) = all
+        .iter_mut()
+        .find(|a| a.app == c.app && a.stream == c.stream)
+    else {
+        all.push(c);
+        return;
+    };
+    into.written += c.written;
+    into.dropped += c.dropped;
+    for f in c.forwarded {
+        match into.forwarded.iter_mut().find(|k| k.to == f.to) {
+            Some(k) => {
+                k.sent += f.sent;
+                k.dropped += f.dropped;
+            }
+            None => into.forwarded.push(f),
+        }
+    }
 }
 
 /// The daemon's copy of one process's pipes, and what re-registering them needs.
@@ -434,12 +463,18 @@ impl Keeper {
     ///
     /// # Errors
     /// The keeper's one-line reason (`cannot open log file <path>: ...`).
-    pub fn open_logs(&mut self, app: &str, policy: &LogPolicy) -> Result<(), String> {
+    pub fn open_logs(
+        &mut self,
+        app: &str,
+        instance: u32,
+        policy: &LogPolicy,
+    ) -> Result<(), String> {
         for h in self.held.values_mut().filter(|h| h.app == app) {
             h.policy = policy.clone();
         }
         let req = Request::Policy {
             app: app.to_owned(),
+            instance,
             policy: policy.clone(),
         };
         self.call_ok(&req)
@@ -455,13 +490,14 @@ impl Keeper {
         }
     }
 
-    /// Empties `app`'s log files.
+    /// Empties `app`'s log files (`instance`'s, with `log.per_instance`).
     ///
     /// # Errors
     /// The keeper's one-line reason.
-    pub fn flush(&mut self, app: &str, policy: &LogPolicy) -> Result<(), String> {
+    pub fn flush(&mut self, app: &str, instance: u32, policy: &LogPolicy) -> Result<(), String> {
         let req = Request::Flush {
             app: app.to_owned(),
+            instance,
             policy: policy.clone(),
         };
         self.call_ok(&req)
@@ -613,6 +649,62 @@ mod tests {
     fn pipe() -> (OwnedFd, std::io::PipeWriter) {
         let (r, w) = std::io::pipe().unwrap();
         (r.into(), w)
+    }
+
+    /// Several writers of one app (its instances' own files, or the keeper's and the daemon's)
+    /// give one counter per app and stream, so a metric never has two series of one label set.
+    #[test]
+    fn counters_of_one_app_and_stream_add_up() {
+        use crate::logs::forward::{Dest, ForwardCount};
+        let c = |app: &str, stream, written, forwarded: Vec<ForwardCount>| AppCounters {
+            app: app.into(),
+            stream,
+            written,
+            dropped: 1,
+            forwarded,
+        };
+        let sent = |to, sent| ForwardCount {
+            to,
+            sent,
+            dropped: 0,
+        };
+        let mut all = Vec::new();
+        add_counters(
+            &mut all,
+            c("a", Stream::Out, 10, vec![sent(Dest::Syslog, 2)]),
+        );
+        add_counters(&mut all, c("a", Stream::Err, 5, vec![]));
+        add_counters(
+            &mut all,
+            c(
+                "a",
+                Stream::Out,
+                7,
+                vec![sent(Dest::Syslog, 3), sent(Dest::Journald, 4)],
+            ),
+        );
+        add_counters(&mut all, c("b", Stream::Out, 1, vec![]));
+        assert_eq!(
+            all,
+            [
+                c(
+                    "a",
+                    Stream::Out,
+                    17,
+                    vec![sent(Dest::Syslog, 5), sent(Dest::Journald, 4)]
+                ),
+                c("a", Stream::Err, 5, vec![]),
+                c("b", Stream::Out, 1, vec![]),
+            ]
+            .map(|mut x| {
+                x.dropped = if x.app == "a" && x.stream == Stream::Out {
+                    2
+                } else {
+                    1
+                };
+                x
+            })
+        );
     }
 
     /// The keeper process's loop, in a thread: registration, lines to the file, the stderr

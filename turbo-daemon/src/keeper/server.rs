@@ -85,7 +85,8 @@ struct Keeper {
     pipes: HashMap<RawFd, PipeReader>,
     procs: HashMap<u32, Proc>,
     ended: VecDeque<u32>,
-    apps: HashMap<String, AppLogs>,
+    /// Open log files by app and, with `log.per_instance`, instance.
+    apps: HashMap<(String, Option<u32>), AppLogs>,
     waits: Vec<Wait>,
     scratch: Scratch,
     quit: bool,
@@ -272,13 +273,21 @@ impl Keeper {
                 app,
                 policy,
             } => self.register(Source { instance, pid }, &app, &policy, fds),
-            Request::Policy { app, policy } => match self.logs_of(&app, &policy) {
+            Request::Policy {
+                app,
+                instance,
+                policy,
+            } => match self.logs_of(&app, instance, &policy) {
                 Ok(_) => Reply::Ok,
                 Err(e) => Reply::Failed {
                     error: e.to_string(),
                 },
             },
-            Request::Flush { app, policy } => match self.logs_of(&app, &policy) {
+            Request::Flush {
+                app,
+                instance,
+                policy,
+            } => match self.logs_of(&app, instance, &policy) {
                 Ok(logs) => match logs.flush() {
                     Ok(()) => Reply::Ok,
                     Err(e) => Reply::Failed {
@@ -305,15 +314,21 @@ impl Keeper {
         self.reply(fd, &reply);
     }
 
-    fn logs_of(&mut self, app: &str, policy: &crate::spec::LogPolicy) -> io::Result<AppLogs> {
-        if let Some(logs) = self.apps.get(app)
-            && logs.are(&self.log_dir, app, policy)
+    fn logs_of(
+        &mut self,
+        app: &str,
+        instance: u32,
+        policy: &crate::spec::LogPolicy,
+    ) -> io::Result<AppLogs> {
+        let key = (app.to_owned(), policy.per_instance.then_some(instance));
+        if let Some(logs) = self.apps.get(&key)
+            && logs.are(&self.log_dir, app, instance, policy)
         {
             logs.set_policy(policy);
             return Ok(logs.clone());
         }
-        let logs = AppLogs::open(&self.log_dir, app, policy)?;
-        self.apps.insert(app.to_owned(), logs.clone());
+        let logs = AppLogs::open(&self.log_dir, app, instance, policy)?;
+        self.apps.insert(key, logs.clone());
         Ok(logs)
     }
 
@@ -330,7 +345,7 @@ impl Keeper {
             // reader of the same pipe would only reorder lines
             return Reply::Ok;
         }
-        let logs = match self.logs_of(app, policy) {
+        let logs = match self.logs_of(app, source.instance, policy) {
             Ok(l) => l,
             Err(e) => {
                 return Reply::Failed {
@@ -448,22 +463,25 @@ impl Keeper {
         }
     }
 
+    /// Per app and stream: the files of an app's instances (`log.per_instance`) add up.
     fn counters(&self) -> Vec<AppCounters> {
-        let mut out: Vec<AppCounters> = self
-            .apps
-            .iter()
-            .flat_map(|(app, logs)| {
-                logs.counters().into_iter().zip(logs.forwarded()).map(
-                    |((stream, written, dropped), (_, forwarded))| AppCounters {
+        let mut out: Vec<AppCounters> = Vec::new();
+        for ((app, _), logs) in &self.apps {
+            for ((stream, written, dropped), (_, forwarded)) in
+                logs.counters().into_iter().zip(logs.forwarded())
+            {
+                super::add_counters(
+                    &mut out,
+                    AppCounters {
                         app: app.clone(),
                         stream,
                         written,
                         dropped,
                         forwarded,
                     },
-                )
-            })
-            .collect();
+                );
+            }
+        }
         out.sort_by(|a, b| (&a.app, a.stream.as_str()).cmp(&(&b.app, b.stream.as_str())));
         out
     }

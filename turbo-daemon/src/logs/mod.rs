@@ -5,7 +5,8 @@
 //! This code runs in the log keeper (`crate::keeper::server`, a synchronous loop that outlives
 //! the daemon) and, only when no keeper can be started, in the daemon itself.
 //!
-//! [`AppLogs`] owns an app's files for as long as the app is managed, across restarts. Every
+//! [`AppLogs`] owns an app's files (or, with `log.per_instance`, one instance's files) for as
+//! long as the app is managed, across restarts. Every
 //! process of the app, and any descendant of an old process that still holds its pipes, writes
 //! through that one owner under one lock, so a rotation is decided and done in one place and never
 //! races with another writer. Bytes written and dropped are counted per file
@@ -62,20 +63,39 @@ pub const TAIL_LINES: usize = 20;
 /// D-Bus replies, where 20 × 64 KiB would be too much.
 const TAIL_LINE_MAX: usize = 4096;
 
-/// The two log files of an app: `log.out`/`log.err` when set, else in `log_dir`. Both are the
-/// same file when the app logs to one (`log.path`).
+/// The two log files of an app's `instance`: `log.out`/`log.err` when set, else in `log_dir`.
+/// Both are the same file when the app logs to one (`log.path`). With `log.per_instance` the
+/// instance's number goes before each name's extension ([`of_instance`]).
 #[must_use]
-pub fn paths(log_dir: &Path, name: &str, policy: &LogPolicy) -> (PathBuf, PathBuf) {
+pub fn paths(log_dir: &Path, name: &str, instance: u32, policy: &LogPolicy) -> (PathBuf, PathBuf) {
+    let path = |custom: &Option<PathBuf>, stream| {
+        let path = custom
+            .clone()
+            .unwrap_or_else(|| log_dir.join(logfmt::file_name(name, stream)));
+        if policy.per_instance {
+            of_instance(&path, instance)
+        } else {
+            path
+        }
+    };
     (
-        policy
-            .out
-            .clone()
-            .unwrap_or_else(|| log_dir.join(logfmt::file_name(name, Stream::Out))),
-        policy
-            .err
-            .clone()
-            .unwrap_or_else(|| log_dir.join(logfmt::file_name(name, Stream::Err))),
+        path(&policy.out, Stream::Out),
+        path(&policy.err, Stream::Err),
     )
+}
+
+/// `path` with `-<instance>` before its extension: `api-out.log` becomes `api-out-1.log`,
+/// `/var/log/api/all` becomes `/var/log/api/all-1`. A default name always ends in `-out.log` or
+/// `-err.log`, which no such name does, so an instance's file never is another app's.
+#[must_use]
+pub fn of_instance(path: &Path, instance: u32) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(format!("-{instance}"));
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
 }
 
 /// Which pipe a record came from (one enum for the daemon, the keeper and the CLI).
@@ -103,14 +123,15 @@ struct Files {
 }
 
 impl AppLogs {
-    /// Opens (creating 0640, appending) the app's two log files ([`paths`]), or its one.
+    /// Opens (creating 0640, appending) the two log files of the app's `instance` ([`paths`]; the
+    /// instance matters only with `log.per_instance`), or its one.
     ///
     /// # Errors
     /// `cannot open log file <path>: <error>`; for a path of `log.out`/`log.err`, also when its
     /// directory is not the daemon's own or is open to others (`storage::check_private_dir`),
     /// so that nobody else can plant a link the daemon would write through.
-    pub fn open(dir: &Path, app: &str, policy: &LogPolicy) -> io::Result<AppLogs> {
-        let (out, err) = paths(dir, app, policy);
+    pub fn open(dir: &Path, app: &str, instance: u32, policy: &LogPolicy) -> io::Result<AppLogs> {
+        let (out, err) = paths(dir, app, instance, policy);
         for (custom, path) in [(&policy.out, &out), (&policy.err, &err)] {
             if custom.is_some() {
                 crate::storage::check_private_dir(path.parent().unwrap_or(Path::new("/")))
@@ -155,10 +176,11 @@ impl AppLogs {
     }
 
     /// Whether these are the files `policy` names (else the app's files moved: `log.out`,
-    /// `log.err` or `log.path` changed, and the next process gets newly opened ones).
+    /// `log.err`, `log.path` or `log.per_instance` changed, and the next process gets newly
+    /// opened ones).
     #[must_use]
-    pub fn are(&self, dir: &Path, app: &str, policy: &LogPolicy) -> bool {
-        self.paths() == paths(dir, app, policy)
+    pub fn are(&self, dir: &Path, app: &str, instance: u32, policy: &LogPolicy) -> bool {
+        self.paths() == paths(dir, app, instance, policy)
     }
 
     /// Uses `policy` from the next write on. Fewer `keep` deletes the surplus rotated files now; a

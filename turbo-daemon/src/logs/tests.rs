@@ -178,7 +178,7 @@ fn buffers_grown_by_a_burst_are_given_back() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_flooding_app_gets_a_bigger_pipe_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "flood", &LogPolicy::default()).unwrap();
+    let logs = AppLogs::open(dir.path(), "flood", 0, &LogPolicy::default()).unwrap();
     let ((out_r, mut out_w), (err_r, err_w)) = (pipe(), pipe());
     let capture = logs.capture(SOURCE, out_r, err_r);
     drop(err_w);
@@ -214,7 +214,7 @@ async fn a_flooding_app_gets_a_bigger_pipe_and_loses_nothing() {
 #[tokio::test(flavor = "current_thread")]
 async fn text_lines_get_timestamps_and_partial_lines_wait_for_their_newline() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "app", &LogPolicy::default()).unwrap();
+    let logs = AppLogs::open(dir.path(), "app", 0, &LogPolicy::default()).unwrap();
     let pieces = [&b"one\ntwo\nthr"[..], b"ee\n", b"\xff raw\r\n", b"four"];
     run(
         &logs,
@@ -243,7 +243,7 @@ async fn text_lines_get_timestamps_and_partial_lines_wait_for_their_newline() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_200_kib_line_is_cut_into_pieces_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "big", &LogPolicy::default()).unwrap();
+    let logs = AppLogs::open(dir.path(), "big", 0, &LogPolicy::default()).unwrap();
     let long: Vec<u8> = (0..200 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
     let mut data = b"before\n".to_vec();
     data.extend(&long);
@@ -279,7 +279,13 @@ async fn a_200_kib_line_is_cut_into_pieces_not_dropped() {
 #[tokio::test(flavor = "current_thread")]
 async fn json_records_round_trip_any_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "j.s-on", &policy(LogFormat::Json, 1 << 20, 2)).unwrap();
+    let logs = AppLogs::open(
+        dir.path(),
+        "j.s-on",
+        0,
+        &policy(LogFormat::Json, 1 << 20, 2),
+    )
+    .unwrap();
     let lines: Vec<&[u8]> = vec![
         b"plain",
         b"",
@@ -357,7 +363,7 @@ fn numbered_input(range: Range<u32>) -> Vec<Vec<u8>> {
 async fn rotation_keeps_whole_lines_once_and_at_most_keep_files() {
     let dir = tempfile::tempdir().unwrap();
     // 36 bytes a record: 1024 holds 28 of them
-    let logs = AppLogs::open(dir.path(), "rot", &policy(LogFormat::Text, 1024, 3)).unwrap();
+    let logs = AppLogs::open(dir.path(), "rot", 0, &policy(LogFormat::Text, 1024, 3)).unwrap();
     let out = logs.paths().0;
     run(&logs, numbered_input(0..2000), vec![]).await;
     let (numbers, files) = numbered_lines(&out, 1024);
@@ -373,7 +379,7 @@ async fn rotation_keeps_whole_lines_once_and_at_most_keep_files() {
 
     // with room for everything, nothing is lost across 70-odd rotations
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "rot", &policy(LogFormat::Text, 1024, 500)).unwrap();
+    let logs = AppLogs::open(dir.path(), "rot", 0, &policy(LogFormat::Text, 1024, 500)).unwrap();
     run(&logs, numbered_input(0..2000), vec![]).await;
     let (numbers, files) = numbered_lines(&logs.paths().0, 1024);
     assert!(files > 60, "{files}");
@@ -392,7 +398,7 @@ async fn rotation_keeps_whole_lines_once_and_at_most_keep_files() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_record_bigger_than_max_size_goes_alone_into_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "huge", &policy(LogFormat::Text, 1024, 10)).unwrap();
+    let logs = AppLogs::open(dir.path(), "huge", 0, &policy(LogFormat::Text, 1024, 10)).unwrap();
     let huge = "h".repeat(3000);
     run(&logs, vec![format!("a\n{huge}\nb\n").into_bytes()], vec![]).await;
     let out = logs.paths().0;
@@ -407,7 +413,7 @@ async fn a_record_bigger_than_max_size_goes_alone_into_a_file() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "two", &policy(LogFormat::Text, 2048, 1000)).unwrap();
+    let logs = AppLogs::open(dir.path(), "two", 0, &policy(LogFormat::Text, 2048, 1000)).unwrap();
     let lines = |tag: &str| -> Vec<Vec<u8>> {
         (0..3000)
             .map(|i| format!("{tag} {i}\n").into_bytes())
@@ -463,7 +469,7 @@ async fn an_old_and_a_new_process_share_rotation_without_losing_lines() {
 #[tokio::test(flavor = "current_thread")]
 async fn flush_empties_current_files_and_deletes_rotated_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "fl", &policy(LogFormat::Text, 1024, 3)).unwrap();
+    let logs = AppLogs::open(dir.path(), "fl", 0, &policy(LogFormat::Text, 1024, 3)).unwrap();
     run(&logs, numbered_input(0..200), numbered_input(0..200)).await;
     let (out, err) = logs.paths();
     assert_eq!(rotated(&out).unwrap().len(), 3);
@@ -483,7 +489,7 @@ async fn flush_empties_current_files_and_deletes_rotated_ones() {
 #[tokio::test(flavor = "current_thread")]
 async fn the_stderr_tail_holds_the_last_20_lines_of_this_process() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "tail", &LogPolicy::default()).unwrap();
+    let logs = AppLogs::open(dir.path(), "tail", 0, &LogPolicy::default()).unwrap();
     let first = run(&logs, vec![], vec![b"old 1\nold 2\n".to_vec()]).await;
     assert_eq!(first, ["old 1", "old 2"]);
     let err: Vec<Vec<u8>> = (0..30)
@@ -503,7 +509,7 @@ async fn the_stderr_tail_holds_the_last_20_lines_of_this_process() {
 #[tokio::test(flavor = "current_thread")]
 async fn done_resolves_only_when_both_streams_have_ended() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "d", &LogPolicy::default()).unwrap();
+    let logs = AppLogs::open(dir.path(), "d", 0, &LogPolicy::default()).unwrap();
     let ((out_r, mut out_w), (err_r, mut err_w)) = (pipe(), pipe());
     let capture = logs.capture(SOURCE, out_r, err_r);
     out_w.write_all(b"last words").unwrap();
@@ -523,7 +529,7 @@ async fn done_resolves_only_when_both_streams_have_ended() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_format_change_applies_to_the_next_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = AppLogs::open(dir.path(), "f", &LogPolicy::default()).unwrap();
+    let logs = AppLogs::open(dir.path(), "f", 0, &LogPolicy::default()).unwrap();
     run(&logs, vec![b"as text\n".to_vec()], vec![]).await;
     logs.set_policy(&policy(LogFormat::Json, 10 << 20, 5));
     run(&logs, vec![b"as json\n".to_vec()], vec![]).await;
@@ -570,7 +576,7 @@ fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
 fn open_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
-    let err = AppLogs::open(&missing, "a", &LogPolicy::default()).unwrap_err();
+    let err = AppLogs::open(&missing, "a", 0, &LogPolicy::default()).unwrap_err();
     let want = format!(
         "cannot open log file {}",
         missing.join("a-out.log").display()
@@ -586,7 +592,7 @@ async fn rotated_files_but_the_newest_are_compressed_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = policy(LogFormat::Text, 1024, 4);
         p.compress = how;
-        let logs = AppLogs::open(dir.path(), "z", &p).unwrap();
+        let logs = AppLogs::open(dir.path(), "z", 0, &p).unwrap();
         run(&logs, numbered_input(0..400), vec![]).await;
         let out = logs.paths().0;
         let files = || rotated(&out).unwrap();
@@ -716,7 +722,7 @@ fn opening_a_log_cleans_up_and_resumes_an_interrupted_compression() {
     fs::write(dir.path().join(".k-out.log.x.packing"), b"").unwrap();
     let mut p = policy(LogFormat::Text, 1024, 4);
     p.compress = Compression::Gzip;
-    let _logs = AppLogs::open(dir.path(), "k", &p).unwrap();
+    let _logs = AppLogs::open(dir.path(), "k", 0, &p).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let names = || -> Vec<String> {
         let mut n: Vec<String> = fs::read_dir(dir.path())
@@ -750,4 +756,74 @@ fn opening_a_log_cleans_up_and_resumes_an_interrupted_compression() {
     )
     .unwrap();
     assert_eq!(text, "2026-01-02T03:04:05.678Z two\n");
+}
+
+/// `log.per_instance`: `-<N>` before the extension of default and custom names alike, and each
+/// instance's writer has files of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn per_instance_files_insert_the_instance_before_the_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = LogPolicy {
+        per_instance: true,
+        ..LogPolicy::default()
+    };
+    assert_eq!(
+        paths(dir.path(), "api", 2, &p),
+        (
+            dir.path().join("api-out-2.log"),
+            dir.path().join("api-err-2.log")
+        )
+    );
+    // without it, every instance shares the app's files
+    assert_eq!(
+        paths(dir.path(), "api", 2, &LogPolicy::default()).0,
+        dir.path().join("api-out.log")
+    );
+    p.out = Some("/var/log/api/all.log".into());
+    p.err = Some("/var/log/api/errors".into());
+    assert_eq!(
+        paths(dir.path(), "api", 1, &p),
+        (
+            "/var/log/api/all-1.log".into(),
+            "/var/log/api/errors-1".into()
+        )
+    );
+
+    let p = LogPolicy {
+        per_instance: true,
+        ..LogPolicy::default()
+    };
+    for instance in [0, 1] {
+        let logs = AppLogs::open(dir.path(), "web", instance, &p).unwrap();
+        assert!(logs.are(dir.path(), "web", instance, &p));
+        assert!(!logs.are(dir.path(), "web", 1 - instance, &p));
+        let ((out_r, out_w), (err_r, err_w)) = (pipe(), pipe());
+        let capture = logs.capture(
+            Source {
+                instance,
+                pid: 10 + instance,
+            },
+            out_r,
+            err_r,
+        );
+        let writers = [
+            feed(out_w, vec![format!("from {instance}\n").into_bytes()]),
+            feed(err_w, vec![]),
+        ];
+        tokio::time::timeout(Duration::from_secs(20), capture.done)
+            .await
+            .unwrap()
+            .unwrap();
+        for w in writers {
+            w.join().unwrap();
+        }
+    }
+    for instance in [0_u32, 1] {
+        let file = dir.path().join(format!("web-out-{instance}.log"));
+        let records = tagged_records(&read(&file));
+        assert_eq!(records.len(), 1, "{}", file.display());
+        assert_eq!(records[0].0.instance, instance);
+        assert_eq!(records[0].1, format!("from {instance}").into_bytes());
+    }
+    assert!(!dir.path().join("web-out.log").exists());
 }

@@ -167,10 +167,10 @@ impl Runtime {
     }
 
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
-        self.output.prepare(spec)?;
+        let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        self.output.prepare(spec, instance)?;
         self.spawner
             .sync_watcher(app, self.sup.app(app), &self.chan.internal_tx);
-        let instance = self.sup.app(app).map_or(0, |a| a.instance);
         // the kernel watches the child from its first instruction (see EventSource::spawning)
         self.source.spawning(app);
         let child = self

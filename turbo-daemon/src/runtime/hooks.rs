@@ -45,7 +45,7 @@ impl Runtime {
             ("TURBO_INSTANCE".to_owned(), instance.to_string()),
         ];
         let name = h.argv.join(" ");
-        let started = self.output.prepare(spec).and_then(|()| {
+        let started = self.output.prepare(spec, instance).and_then(|()| {
             let child =
                 spawner::spawn_aside(spec, &h.argv, &env, None).map_err(|e| e.to_string())?;
             let (out_tx, out_rx) = pipe::pipe().map_err(|e| e.to_string())?;

@@ -21,9 +21,10 @@ pub(super) struct Outputs {
     log_dir: PathBuf,
     /// The log keeper, which reads the apps' output (none: this daemon reads it itself).
     keeper: Option<Keeper>,
-    /// Log writers by app *name*, kept after a delete: leftovers of a deleted app may still
-    /// write while a new app of the same name starts, and one owner per file keeps rotation safe.
-    logs: HashMap<String, logs::AppLogs>,
+    /// Log writers by app *name* (and instance, with `log.per_instance`), kept after a delete:
+    /// leftovers of a deleted app may still write while a new app of the same name starts, and
+    /// one owner per file keeps rotation safe.
+    logs: HashMap<(String, Option<u32>), logs::AppLogs>,
     /// The output of each running process (for its crash record's stderr tail).
     procs: HashMap<u32, Output>,
     /// Pipes of processes spawned in this pass of the loop, handed over at its end.
@@ -94,10 +95,13 @@ impl Outputs {
 
     /// Opens `spec`'s log files before its process starts (in the keeper, or here without one),
     /// so a file that cannot be opened (a planted symlink, a missing directory) fails the start.
-    pub(super) fn prepare(&mut self, spec: &AppSpec) -> Result<(), String> {
+    pub(super) fn prepare(&mut self, spec: &AppSpec, instance: u32) -> Result<(), String> {
         match &mut self.keeper {
-            Some(keeper) => keeper.open_logs(&spec.name, &spec.log),
-            None => self.local_logs(spec).map(drop).map_err(|e| e.to_string()),
+            Some(keeper) => keeper.open_logs(&spec.name, instance, &spec.log),
+            None => self
+                .local_logs(spec, instance)
+                .map(drop)
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -157,19 +161,22 @@ impl Outputs {
             },
             None => (stdout, stderr),
         };
-        let app_logs = self.local_logs(spec).map_err(|e| e.to_string())?;
+        let app_logs = self
+            .local_logs(spec, source.instance)
+            .map_err(|e| e.to_string())?;
         Ok(Output::Local(app_logs.capture(source, stdout, stderr)))
     }
 
-    fn local_logs(&mut self, spec: &AppSpec) -> std::io::Result<logs::AppLogs> {
-        if let Some(l) = self.logs.get(&spec.name)
-            && l.are(&self.log_dir, &spec.name, &spec.log)
+    fn local_logs(&mut self, spec: &AppSpec, instance: u32) -> std::io::Result<logs::AppLogs> {
+        let key = (spec.name.clone(), spec.log.per_instance.then_some(instance));
+        if let Some(l) = self.logs.get(&key)
+            && l.are(&self.log_dir, &spec.name, instance, &spec.log)
         {
             l.set_policy(&spec.log);
             return Ok(l.clone());
         }
-        let l = logs::AppLogs::open(&self.log_dir, &spec.name, &spec.log)?;
-        self.logs.insert(spec.name.clone(), l.clone());
+        let l = logs::AppLogs::open(&self.log_dir, &spec.name, instance, &spec.log)?;
+        self.logs.insert(key, l.clone());
         Ok(l)
     }
 
@@ -231,16 +238,18 @@ impl Outputs {
         }
     }
 
-    /// Empties the log files of `spec`'s app (the keeper's writers, and this daemon's own).
-    pub(super) fn flush(&mut self, spec: &AppSpec) -> Result<(), String> {
+    /// Empties the log files of `spec`'s app (`instance`'s, with `log.per_instance`): the
+    /// keeper's writers, and this daemon's own.
+    pub(super) fn flush(&mut self, spec: &AppSpec, instance: u32) -> Result<(), String> {
         if let Some(keeper) = &mut self.keeper {
-            keeper.flush(&spec.name, &spec.log)?;
+            keeper.flush(&spec.name, instance, &spec.log)?;
         }
-        match self.logs.get(&spec.name) {
+        let key = (spec.name.clone(), spec.log.per_instance.then_some(instance));
+        match self.logs.get(&key) {
             Some(l) => l.flush().map_err(|e| e.to_string()),
             None if self.keeper.is_none() => {
                 // never started by this daemon: its files may still exist
-                logs::AppLogs::open(&self.log_dir, &spec.name, &spec.log)
+                logs::AppLogs::open(&self.log_dir, &spec.name, instance, &spec.log)
                     .and_then(|l| l.flush())
                     .map_err(|e| e.to_string())
             }
@@ -251,32 +260,20 @@ impl Outputs {
     /// Log volume per app and stream (keeper and local writers together).
     pub(super) fn counters(&mut self) -> Vec<AppCounters> {
         let mut all = self.keeper.as_mut().map(Keeper::stats).unwrap_or_default();
-        for (app, l) in &self.logs {
+        for ((app, _), l) in &self.logs {
             for ((stream, written, dropped), (_, forwarded)) in
                 l.counters().into_iter().zip(l.forwarded())
             {
-                match all.iter_mut().find(|c| &c.app == app && c.stream == stream) {
-                    Some(c) => {
-                        c.written += written;
-                        c.dropped += dropped;
-                        for f in forwarded {
-                            match c.forwarded.iter_mut().find(|k| k.to == f.to) {
-                                Some(k) => {
-                                    k.sent += f.sent;
-                                    k.dropped += f.dropped;
-                                }
-                                None => c.forwarded.push(f),
-                            }
-                        }
-                    }
-                    None => all.push(AppCounters {
+                crate::keeper::add_counters(
+                    &mut all,
+                    AppCounters {
                         app: app.clone(),
                         stream,
                         written,
                         dropped,
                         forwarded,
-                    }),
-                }
+                    },
+                );
             }
         }
         all

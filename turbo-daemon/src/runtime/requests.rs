@@ -533,13 +533,16 @@ impl Runtime {
             .map_err(api_error)?;
         let mut names = Vec::new();
         for id in ids {
-            let Some(spec) = self.sup.app(id).map(|a| a.spec.clone()) else {
+            let Some((spec, instance)) = self.sup.app(id).map(|a| (a.spec.clone(), a.instance))
+            else {
                 continue;
             };
-            self.output.flush(&spec).map_err(|e| {
+            self.output.flush(&spec, instance).map_err(|e| {
                 Error::Failed(format!("cannot flush the logs of {}: {e}", spec.name))
             })?;
-            names.push(spec.name);
+            if !names.contains(&spec.name) {
+                names.push(spec.name);
+            }
         }
         Ok(names)
     }

@@ -78,7 +78,7 @@ pub fn status(
     measured: Option<Measured>,
     verdict: LeakVerdict,
 ) -> AppStatus {
-    let (out_log, err_log) = logs::paths(log_dir, &app.spec.name, &app.spec.log);
+    let (out_log, err_log) = logs::paths(log_dir, &app.spec.name, app.instance, &app.spec.log);
     let mut st = AppStatus {
         id: app.id,
         name: app.spec.name.clone(),

@@ -70,6 +70,9 @@ pub struct LogPolicy {
     pub syslog: Option<String>,
     /// Severity of stderr records at journald and syslog (0 emerg … 7 debug); stdout is info.
     pub err_priority: u8,
+    /// Each instance writes files of its own (`log.per_instance`): `-<N>` goes before the
+    /// extension of every file name, default or custom (`<app>-out-<N>.log`).
+    pub per_instance: bool,
 }
 
 /// The journald native socket when `log.journald_socket` does not name one.
@@ -96,6 +99,7 @@ impl Default for LogPolicy {
             journald: None,
             syslog: None,
             err_priority: WARNING,
+            per_instance: false,
         }
     }
 }

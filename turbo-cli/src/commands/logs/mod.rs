@@ -17,7 +17,9 @@
 //!
 //! Instances of an app share its files: each file is read once, and each record is labelled
 //! `name:N` by the tag the keeper gave it (the instance whose pipe it came through); `name:N`
-//! keeps one instance's records.
+//! keeps one instance's records. With `log.per_instance` each instance has files of its own
+//! (`out_log`/`err_log` differ between instances): `name` reads them all and merges their lines
+//! by stamp, as `--all` does across apps; `name:N` reads only that instance's files.
 //!
 //! When records are left out (`name:N`, `--since`, `--until`, `--grep`), `--lines N` means the
 //! last N shown: [`scan`] streams the rotated files and the current one, holding only those N.
@@ -224,6 +226,14 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         .max()
         .unwrap_or(0);
 
+    // instances with files of their own (`log.per_instance`): their lines are merged by stamp,
+    // as --all merges apps, so the app reads as one log
+    let merge = args.all
+        || selected.iter().any(|a| {
+            selected
+                .iter()
+                .any(|b| b.name == a.name && b.instance != a.instance && b.out_log != a.out_log)
+        });
     let mut followers = Vec::new();
     let mut timeline = Timeline::default();
     let mut seen = std::collections::HashSet::new();
@@ -264,7 +274,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             if !args.follow && !partial.is_empty() {
                 lines.push(partial);
             }
-            if args.all {
+            if merge {
                 timeline.add(&shown, &lines);
             } else {
                 shown.print(&lines)?;
@@ -291,7 +301,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             let lines = follower
                 .poll()
                 .with_context(|| format!("cannot read {}", follower.path.display()))?;
-            if args.all {
+            if merge {
                 timeline.add(shown, &lines);
             } else {
                 shown.print(&lines)?;

@@ -414,11 +414,12 @@ pub struct SavedLog {
     pub journald: Option<PathBuf>,
     pub syslog: Option<String>,
     pub err_priority: u8,
+    pub per_instance: bool,
 }
 
 mirror!(LogPolicy => SavedLog {
     format, max_size, keep, compress, rotate, max_age, file, out, err, journald, syslog,
-    err_priority,
+    err_priority, per_instance,
 });
 
 /// [`MemoryPolicy`].
@@ -597,6 +598,7 @@ mod tests {
             journald: Some("/run/j.sock".into()),
             syslog: Some("udp://127.0.0.1:5514".into()),
             err_priority: 3,
+            per_instance: true,
         };
         spec.memory = MemoryPolicy {
             max: Some(256 << 20),
