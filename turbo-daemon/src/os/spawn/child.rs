@@ -277,6 +277,7 @@ impl ChildSetup {
         // SAFETY: plain system calls on memory owned by `self`, prepared before the fork.
         unsafe {
             close_inherited_fds_on_exec();
+            default_signal_dispositions();
             check(libc::setsid())?;
             for &procs in &self.cgroup_procs {
                 // "0" is the writer itself, in v1 and v2 alike
@@ -380,4 +381,24 @@ pub(super) fn decimal(n: i32) -> ([u8; 12], usize) {
     }
     digits[..len].reverse();
     (digits, len)
+}
+
+/// Every signal back to its default action, as systemd does for its services: an app must not
+/// inherit what the daemon's own starter ignored (a daemon started under `nohup` ignores
+/// SIGHUP, and a shell app then cannot even trap it, so `turbo signal HUP` and
+/// `reload_signal: SIGHUP` would do nothing). Handlers the daemon installed are reset by
+/// `exec` anyway; only ignored signals survive it. Only `sigaction`: async-signal-safe.
+///
+/// # Safety
+/// Call only in a forked child before `exec`.
+pub(super) unsafe fn default_signal_dispositions() {
+    // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask and no flags; sigaction on a
+    // signal that cannot be changed (SIGKILL, SIGSTOP, glibc's internal ones) fails harmlessly
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..libc::SIGRTMAX() {
+            libc::sigaction(signal, &raw const default, std::ptr::null_mut());
+        }
+    }
 }

@@ -183,8 +183,8 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
 /// its time when starting 100 apps. The child does what [`ChildSetup::apply`] would: a new
 /// session, every fd above stderr closed (`closefrom` rather than close-on-exec marks: glibc
 /// reports a failed `exec` through the shared memory, not through an fd), the working
-/// directory; and as the standard library does, an empty signal mask and `SIGPIPE` back to
-/// its default (the daemon ignores it). `program` is an absolute path: `posix_spawn` does not
+/// directory; an empty signal mask and every signal back to its default action (the daemon
+/// ignores SIGPIPE, and whoever started the daemon may have ignored more). `program` is an absolute path: `posix_spawn` does not
 /// search `PATH`.
 #[cfg(target_env = "gnu")]
 fn spawn_session(
@@ -239,10 +239,11 @@ fn spawn_session(
             return Err(e);
         }
         let mut no_signals: libc::sigset_t = std::mem::zeroed();
-        let mut sigpipe: libc::sigset_t = std::mem::zeroed();
+        // every signal to its default action (`child::default_signal_dispositions` says why);
+        // glibc's full set leaves out its internal signals
+        let mut every_signal: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut no_signals);
-        libc::sigemptyset(&raw mut sigpipe);
-        libc::sigaddset(&raw mut sigpipe, libc::SIGPIPE);
+        libc::sigfillset(&raw mut every_signal);
         // glibc declares SETSID a c_short and the older flags c_int; all fit a c_short
         #[expect(clippy::cast_possible_truncation, reason = "the flags fit a c_short")]
         let flags = libc::POSIX_SPAWN_SETSID
@@ -255,7 +256,7 @@ fn spawn_session(
             ))?;
             posix(libc::posix_spawnattr_setsigdefault(
                 &raw mut attr,
-                &raw const sigpipe,
+                &raw const every_signal,
             ))?;
             posix(libc::posix_spawn_file_actions_addopen(
                 &raw mut actions,
@@ -364,6 +365,38 @@ mod tests {
             crate::os::proc::read_stat(child.pid).is_err(),
             "reaped processes leave /proc"
         );
+    }
+
+    #[test]
+    fn apps_start_with_every_signal_at_its_default_whatever_the_daemon_ignores() {
+        // SIGURG: its default action is to be ignored, so ignoring it here changes nothing for
+        // the other tests of this process, yet it shows in SigIgn only while set to SIG_IGN
+        // SAFETY: no handler is installed, only a disposition changed
+        unsafe { libc::signal(libc::SIGURG, libc::SIG_IGN) };
+        let script = "grep SigIgn /proc/$$/status";
+        let plain = plan(&["/bin/sh", "-c", script], Path::new("/"));
+        let mut forked = plan(&["/bin/sh", "-c", script], Path::new("/"));
+        forked.limits.umask = Some(0o022);
+        assert!(ChildSetup::new(&plain).unwrap().is_session_only());
+        assert!(!ChildSetup::new(&forked).unwrap().is_session_only());
+        for (path, p) in [("posix_spawn", plain), ("fork", forked)] {
+            let child = spawn(&p).unwrap();
+            assert_eq!(wait_reaped(&child).code(), Some(0));
+            let out = read_all(&child.stdout);
+            let ignored = out
+                .trim()
+                .strip_prefix("SigIgn:\t")
+                .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+                .unwrap_or_else(|| panic!("{path}: no SigIgn in {out}"));
+            // signals 1-31 (a non-interactive shell ignores none itself); glibc's posix_spawn
+            // ignores its two internal real-time signals (32, 33) in the child, which glibc
+            // programs take back at start-up
+            assert_eq!(
+                ignored & 0x7fff_ffff,
+                0,
+                "{path}: an ignored signal reached the app: {out}"
+            );
+        }
     }
 
     #[test]
