@@ -59,6 +59,30 @@ fn a_group_is_a_target_of_restart_stop_and_status() {
     assert_ne!(after[1], before[1], "front restarted");
     assert_eq!(after[2], before[2], "db is not in @web");
 
+    // the one-app commands take a group too: each of its apps in turn
+    let described = d.json(&["describe", "@web"]);
+    let described: Vec<&str> = described
+        .as_array()
+        .expect("describe @web --json is an array")
+        .iter()
+        .map(|doc| doc["status"]["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(described, ["api", "front"]);
+    let crashes = d.json(&["crashes", "@web"]);
+    assert_eq!(crashes.as_array().map(Vec::len), Some(2), "{crashes}");
+    let text = d.turbo_ok(&["describe", "@web"]);
+    assert!(
+        text.contains("api") && text.contains("front") && !text.contains("db"),
+        "{text}"
+    );
+    d.turbo_ok(&["logs", "@web", "--lines", "1"]);
+    let out = d.turbo(&["logs", "@nobody"]);
+    assert!(!out.status.success());
+    assert!(
+        one_line_error(&out).contains("no app matches '@nobody'"),
+        "{out:?}"
+    );
+
     d.turbo_ok(&["stop", "@web"]);
     assert_eq!(d.app("api")["state"], "stopped");
     assert_eq!(d.app("front")["state"], "stopped");

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use serde_json::json;
+use serde_json::{Value, json};
 use turbo_api::{AppConfigInfo, AppStatus, CrashRecord, CrashStats, rfc3339_ms};
 
 use super::{daemon, target_error};
@@ -17,37 +17,78 @@ use crate::{
 };
 
 /// `turbo crashes`.
+/// `turbo crashes`; `@group`: each app of the group in turn (`--json`: an array of them).
 pub async fn crashes(target: &str, as_json: bool) -> Result<()> {
     let d = daemon().await?;
-    let (stats, records) = match d.proxy.get_crashes(target).await {
-        Ok(found) => found,
-        Err(e) => return Err(target_error(&d, target, &e).await),
-    };
-    if as_json {
-        let doc = json!({
-            "stats": stats.to_json(),
-            "crashes": records.iter().map(CrashRecord::to_json).collect::<Vec<_>>(),
-        });
-        return term::emit_json(&doc);
-    }
+    let members = super::group_members(&d, target).await?;
+    let targets = members.unwrap_or_else(|| vec![target.to_owned()]);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    term::emit(&render_timeline(
-        target,
-        &stats,
-        &records,
-        Some(now),
-        &term::stdout_opts(),
-    ))
+    let (mut docs, mut texts) = (Vec::new(), Vec::new());
+    for one in &targets {
+        let (stats, records) = match d.proxy.get_crashes(one).await {
+            Ok(found) => found,
+            Err(e) => return Err(target_error(&d, one, &e).await),
+        };
+        if as_json {
+            docs.push(json!({
+                "stats": stats.to_json(),
+                "crashes": records.iter().map(CrashRecord::to_json).collect::<Vec<_>>(),
+            }));
+        } else {
+            texts.push(render_timeline(
+                one,
+                &stats,
+                &records,
+                Some(now),
+                &term::stdout_opts(),
+            ));
+        }
+    }
+    emit_one_or_all(target, docs, &texts, as_json)
 }
 
-/// `turbo describe`; `show_env` also asks for the environment values (root only).
+/// One document or text as it is; a group's as a JSON array, or texts with a blank line between.
+fn emit_one_or_all(
+    target: &str,
+    mut docs: Vec<Value>,
+    texts: &[String],
+    as_json: bool,
+) -> Result<()> {
+    let group = target.starts_with('@');
+    match (as_json, group) {
+        (true, true) => term::emit_json(&Value::Array(docs)),
+        (true, false) => term::emit_json(&docs.pop().unwrap_or(Value::Null)),
+        (false, _) => term::emit(texts.join("\n\n").trim_end()),
+    }
+}
+
+/// `turbo describe`; `show_env` also asks for the environment values (root only); `@group`:
+/// each app of the group in turn (`--json`: an array of them).
 pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()> {
     let d = daemon().await?;
+    let members = super::group_members(&d, target).await?;
+    let targets = members.unwrap_or_else(|| vec![target.to_owned()]);
+    let (mut docs, mut texts) = (Vec::new(), Vec::new());
+    for one in &targets {
+        let (doc, text) = describe_one(&d, one, as_json, show_env).await?;
+        docs.extend(doc);
+        texts.extend(text);
+    }
+    emit_one_or_all(target, docs, &texts, as_json)
+}
+
+/// One app's describe: its JSON document (with `as_json`) or its text.
+async fn describe_one(
+    d: &crate::connect::Daemon,
+    target: &str,
+    as_json: bool,
+    show_env: bool,
+) -> Result<(Option<Value>, Option<String>)> {
     let (status, config, records) = match d.proxy.describe_app(target).await {
         Ok(found) => found,
-        Err(e) => return Err(target_error(&d, target, &e).await),
+        Err(e) => return Err(target_error(d, target, &e).await),
     };
     // a daemon without eBPF answers with the reason; only a failed call leaves the section out
     let insight = d
@@ -78,7 +119,7 @@ pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()>
         if let Some(insight) = &insight {
             doc["insight"] = insight.to_json();
         }
-        return term::emit_json(&doc);
+        return Ok((Some(doc), None));
     }
     let mut text = render_describe(&status, &config, &records, &term::stdout_opts());
     if let Some(insight) = &insight {
@@ -98,7 +139,7 @@ pub async fn describe(target: &str, as_json: bool, show_env: bool) -> Result<()>
             );
         }
     }
-    term::emit(text.trim_end())
+    Ok((None, Some(text.trim_end().to_owned())))
 }
 
 /// The crash timeline: stats, then one block per crash, newest first (without "ago").

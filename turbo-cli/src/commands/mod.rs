@@ -92,6 +92,33 @@ async fn target_error(daemon: &connect::Daemon, target: &str, err: &zbus::Error)
     Hinted::wrap(error, not_found_help(target, &names))
 }
 
+/// The apps of `@group` (one name each, in id order), for the commands that take one app at a
+/// time (`describe`, `crashes`); `None` when `target` is not a group. A group without apps is
+/// an error naming it, as the daemon's commands answer.
+async fn group_members(daemon: &connect::Daemon, target: &str) -> Result<Option<Vec<String>>> {
+    let Some(group) = target.strip_prefix('@') else {
+        return Ok(None);
+    };
+    let apps = daemon
+        .proxy
+        .list_apps()
+        .await
+        .map_err(|e| connect::call_error(&e))?;
+    let mut names: Vec<String> = Vec::new();
+    for app in apps.iter().filter(|a| a.group == group) {
+        if !names.contains(&app.name) {
+            names.push(app.name.clone());
+        }
+    }
+    if names.is_empty() {
+        return Err(Hinted::wrap(
+            anyhow::anyhow!("no app matches '@{group}'"),
+            "`turbo status --sort group` shows the groups".to_owned(),
+        ));
+    }
+    Ok(Some(names))
+}
+
 /// What to try when no app is called `target`.
 fn not_found_help(target: &str, names: &[String]) -> String {
     const SHOWN: usize = 8;

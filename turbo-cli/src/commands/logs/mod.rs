@@ -353,12 +353,23 @@ impl Timeline {
     }
 }
 
-/// The apps to show: all of them, or those whose name or id is `name`; `name:N` (as `turbo
-/// describe` takes it) is instance N of the app `name`, returned as the instance to keep.
+/// The apps to show: all of them, those of `@group`, or those whose name or id is `name`;
+/// `name:N` (as `turbo describe` takes it) is instance N of the app `name`, returned as the
+/// instance to keep.
 fn select(apps: &[AppStatus], name: Option<&str>) -> Result<(Vec<AppStatus>, Option<u32>)> {
     let Some(name) = name else {
         return Ok((apps.to_vec(), None));
     };
+    if let Some(group) = name.strip_prefix('@') {
+        let members: Vec<AppStatus> = apps.iter().filter(|a| a.group == group).cloned().collect();
+        if members.is_empty() {
+            return Err(Hinted::wrap(
+                anyhow!("no app matches '@{group}'"),
+                "`turbo status --sort group` shows the groups".to_owned(),
+            ));
+        }
+        return Ok((members, None));
+    }
     if let Some((app, n)) = name.rsplit_once(':')
         && let Ok(n) = n.parse::<u32>()
         && apps.iter().any(|a| a.name == app)

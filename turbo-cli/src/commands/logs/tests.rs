@@ -25,6 +25,11 @@ fn selecting_apps() {
         crate::hint::help_of(&none),
         Some("its instances are api:0 to api:1")
     );
+    let mut grouped = apps.clone();
+    grouped[2].group = "jobs".into();
+    assert_eq!(select(&grouped, Some("@jobs")).unwrap().0[0].name, "worker");
+    let err = select(&grouped, Some("@nope")).unwrap_err();
+    assert_eq!(err.to_string(), "no app matches '@nope'");
     let err = select(&apps, Some("wroker")).unwrap_err();
     assert_eq!(err.to_string(), "no app matches 'wroker'");
     assert_eq!(crate::hint::help_of(&err), Some("did you mean `worker`?"));
