@@ -114,6 +114,17 @@ fn a_group_is_a_target_of_restart_stop_and_status() {
         err.contains("turbo.yml:5:") && err.contains("'SIGNOPE' is not a signal"),
         "{err}"
     );
+    // `group:` is the Unix group; whoever meant a group of apps is sent to `app_group:`
+    let unix = d.config(
+        "unixgroup",
+        "apps:\n  - name: x\n    cmd: [sleep, '1']\n    group: no-such-group-here\n",
+    );
+    let out = d.turbo(&["config", "check", unix.to_str().unwrap()]);
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("unknown group 'no-such-group-here'") && err.contains("use `app_group:`"),
+        "{err}"
+    );
 }
 
 /// Waits until the file at `path` has `n` lines and returns them.

@@ -397,7 +397,10 @@ const GROUP: Database = Database {
     noun: "group",
     id: "gid",
     entry: "group entry",
-    hint: "create it (groupadd --system NAME) or name an existing group",
+    // `group:` is also what the plan's first draft called the app groups (`app_group:`): the
+    // reader who meant that learns it here
+    hint: "create it (groupadd --system NAME) or name an existing group; `group:` is the Unix \
+           group the app runs as, for a group of apps (`@name` targets) use `app_group:`",
 };
 
 /// The entry of `db` that `v` names (a name, or an id as digits or a number).
