@@ -49,6 +49,21 @@ pub const KEEPER_NAME: &std::ffi::CStr = c"turbo-daemon";
 pub const LOG_FILE: &str = "keeper.log";
 /// How long the daemon waits for a reply before it treats the keeper as gone.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// File descriptors the daemon and the keeper keep free for what is not an app's (bus clients,
+/// scrapes, hooks, the keeper's sessions): a start that would take one of them fails instead,
+/// with the reason, before its process exists (docs/architecture.md, "File descriptors").
+pub const FD_RESERVE: u64 = 64;
+
+/// One line saying that `who` is short of descriptors (`free` left).
+#[must_use]
+pub fn short_of_fds(who: &str, free: u64) -> String {
+    let (soft, _) = crate::os::creds::limit(crate::os::creds::Limit::Nofile);
+    format!(
+        "{who} is out of file descriptors ({free} of {soft} free, {FD_RESERVE} kept for clients): \
+         raise its hard limit (LimitNOFILE= in the unit, ulimit -Hn) or run fewer apps"
+    )
+}
+
 /// Longest message (a reply with 20 stderr lines of 4 KiB, or the counters of many apps).
 pub const MAX_MESSAGE: usize = 256 * 1024;
 

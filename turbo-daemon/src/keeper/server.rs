@@ -237,6 +237,16 @@ impl Keeper {
             Ok((0, fds)) if fds.is_empty() => return self.drop_client(fd),
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // the kernel could not give this process the attached pipes (no descriptor
+                // left): only `register` attaches any. The session stays: dropping it would
+                // make the daemon start a second keeper for every process after this one.
+                let (soft, _) = crate::os::creds::limit(crate::os::creds::Limit::Nofile);
+                let error = format!(
+                    "the log keeper has no file descriptor left for the pipes (limit {soft}): {e}"
+                );
+                return self.reply(fd, &Reply::Failed { error });
+            }
             Err(e) => {
                 tracing::debug!("log keeper: a client failed: {e}");
                 return self.drop_client(fd);
@@ -277,10 +287,16 @@ impl Keeper {
                 app,
                 instance,
                 policy,
-            } => match self.logs_of(&app, instance, &policy) {
-                Ok(_) => Reply::Ok,
-                Err(e) => Reply::Failed {
-                    error: e.to_string(),
+            } => match crate::os::creds::short_of_fds(super::FD_RESERVE) {
+                // asked before each start: the pipes and log files of one more process
+                Some(free) => Reply::Failed {
+                    error: super::short_of_fds("the log keeper", free),
+                },
+                None => match self.logs_of(&app, instance, &policy) {
+                    Ok(_) => Reply::Ok,
+                    Err(e) => Reply::Failed {
+                        error: e.to_string(),
+                    },
                 },
             },
             Request::Flush {

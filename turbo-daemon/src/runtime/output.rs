@@ -121,21 +121,27 @@ impl Outputs {
         });
     }
 
-    /// Hands the queued pipes to the keeper (or captures them here).
-    pub(super) fn hand_over(&mut self) {
+    /// Hands the queued pipes to the keeper (or captures them here). Returns the pids whose
+    /// output nobody can read (no descriptor left in the keeper nor here), with why: the caller
+    /// ends those processes, whose start fails.
+    pub(super) fn hand_over(&mut self) -> Vec<(u32, String)> {
+        let mut failed = Vec::new();
         for p in std::mem::take(&mut self.pending) {
             match self.capture_output(p.source, &p.spec, p.stdout, p.stderr) {
                 Ok(out) => {
                     self.procs.insert(p.source.pid, out);
                 }
-                // the process runs; its output waits in the pipes' buffer, which it may fill
-                Err(e) => tracing::error!(
-                    app = %p.spec.name,
-                    "cannot capture the output of pid {}: {e}",
-                    p.source.pid
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        app = %p.spec.name,
+                        "cannot capture the output of pid {}: {e}",
+                        p.source.pid
+                    );
+                    failed.push((p.source.pid, format!("cannot capture its output: {e}")));
+                }
             }
         }
+        failed
     }
 
     /// Hands a new process's pipes to the keeper, or captures them here when there is none.
