@@ -213,6 +213,24 @@ struct Held {
     fds: Vec<OwnedFd>,
 }
 
+/// One process's pipes to hand over ([`Keeper::register_all`]).
+#[derive(Debug)]
+pub struct Registration {
+    /// The process and its instance.
+    pub source: Source,
+    /// Its app (the log file names).
+    pub app: String,
+    /// Format and rotation.
+    pub policy: LogPolicy,
+    /// Read end of its stdout.
+    pub stdout: OwnedFd,
+    /// Read end of its stderr.
+    pub stderr: OwnedFd,
+}
+
+/// The outcome of one registration: on failure the error, with both pipes back.
+pub type Registered = Result<(), (io::Error, OwnedFd, OwnedFd)>;
+
 /// The daemon's side of the keeper. See the module docs.
 #[derive(Debug)]
 pub struct Keeper {
@@ -415,6 +433,87 @@ impl Keeper {
             Ok(other) => Err((unexpected(&other), stdout, stderr)),
             Err(e) => Err((e, stdout, stderr)),
         }
+    }
+
+    /// [`Self::register`] for many processes at once (the spawns of one pass of the loop): the
+    /// requests of a window are sent before their replies are read, so the keeper works while
+    /// the daemon sends, one round trip per window rather than per process. Results in order.
+    /// Should the session fail midway, a new one is made and the rest go one by one.
+    pub fn register_all(&mut self, batch: Vec<Registration>) -> Vec<Registered> {
+        const WINDOW: usize = 32;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let window: Vec<Registration> = rest.by_ref().take(WINDOW).collect();
+            let (replies, broken) = self.pipelined(&window);
+            if broken {
+                // replies still on their way must not answer later requests
+                if let Err(e) = self.connect() {
+                    tracing::warn!("the log keeper did not answer ({e})");
+                }
+            }
+            for (r, reply) in window.into_iter().zip(replies) {
+                results.push(match reply {
+                    Some(Reply::Ok) => {
+                        self.held.insert(
+                            r.source.pid,
+                            Held {
+                                instance: r.source.instance,
+                                app: r.app,
+                                policy: r.policy,
+                                fds: vec![r.stdout, r.stderr],
+                            },
+                        );
+                        Ok(())
+                    }
+                    Some(other) => Err((unexpected(&other), r.stdout, r.stderr)),
+                    None => self.register(r.source, &r.app, &r.policy, r.stdout, r.stderr),
+                });
+            }
+        }
+        results
+    }
+
+    /// Sends the window's requests, then reads their replies: one per request, `None` for
+    /// those not answered; `true` when the session failed on the way.
+    fn pipelined(&self, window: &[Registration]) -> (Vec<Option<Reply>>, bool) {
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(window.len());
+        let Ok(session) = self.session() else {
+            replies.resize_with(window.len(), || None);
+            return (replies, false);
+        };
+        let mut sent = 0;
+        for r in window {
+            let req = Request::Register {
+                pid: r.source.pid,
+                instance: r.source.instance,
+                app: r.app.clone(),
+                policy: r.policy.clone(),
+            };
+            if fdpass::send(
+                session,
+                &to_json(&req),
+                &[r.stdout.as_fd(), r.stderr.as_fd()],
+            )
+            .is_err()
+            {
+                break;
+            }
+            sent += 1;
+        }
+        let mut buf = vec![0; MAX_MESSAGE];
+        let mut broken = sent < window.len();
+        for _ in 0..sent {
+            match fdpass::recv(session, &mut buf) {
+                Ok((n, _)) if n > 0 => replies.push(serde_json::from_slice(&buf[..n]).ok()),
+                _ => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        replies.resize_with(window.len(), || None);
+        (replies, broken)
     }
 
     /// Takes a copy of every pipe the keeper reads (after the previous daemon's death or an
