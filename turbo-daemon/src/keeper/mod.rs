@@ -64,6 +64,9 @@ pub fn short_of_fds(who: &str, free: u64) -> String {
     )
 }
 
+/// Counters per `stats` reply: 1,000 of about 120 bytes fit a message with room to spare.
+pub const STATS_PAGE: usize = 1000;
+
 /// Longest message (a reply with 20 stderr lines of 4 KiB, or the counters of many apps).
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -114,8 +117,13 @@ pub enum Request {
         /// Longest wait for the end of its output.
         wait_ms: u64,
     },
-    /// Byte counters of every app.
-    Stats,
+    /// Byte counters of every app, a page of [`STATS_PAGE`] from `from` on (one message holds
+    /// about two thousand apps' counters).
+    Stats {
+        /// The first counter of the page (0 from a daemon older than paging).
+        #[serde(default)]
+        from: u32,
+    },
     /// A copy of every pipe still open (one `pipe` reply each, then `end`).
     Pipes,
 }
@@ -147,6 +155,10 @@ pub enum Reply {
     Stats {
         /// Per app and stream.
         apps: Vec<AppCounters>,
+        /// Where the next page starts, when there is one (none from a keeper older than paging,
+        /// which sends all at once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u32>,
     },
     /// One process's pipes, attached in the order of `streams`.
     Pipe {
@@ -619,15 +631,25 @@ impl Keeper {
 
     /// Byte counters of every app (empty when the keeper does not answer).
     pub fn stats(&mut self) -> Vec<AppCounters> {
-        match self.call(&Request::Stats, &[]) {
-            Ok(Reply::Stats { apps }) => apps,
-            Ok(other) => {
-                tracing::warn!("log keeper: {}", unexpected(&other));
-                Vec::new()
-            }
-            Err(e) => {
-                tracing::warn!("log keeper: no counters: {e}");
-                Vec::new()
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            match self.call(&Request::Stats { from }, &[]) {
+                Ok(Reply::Stats { apps, next }) => {
+                    all.extend(apps);
+                    match next {
+                        Some(n) if n > from => from = n,
+                        _ => return all,
+                    }
+                }
+                Ok(other) => {
+                    tracing::warn!("log keeper: {}", unexpected(&other));
+                    return Vec::new();
+                }
+                Err(e) => {
+                    tracing::warn!("log keeper: no counters: {e}");
+                    return Vec::new();
+                }
             }
         }
     }
@@ -886,8 +908,9 @@ mod tests {
         // tagged by the pipe: instance 3, pid 42
         let lines: Vec<&str> = text.lines().map(|l| &l[24..]).collect();
         assert_eq!(lines, ["[3:42] one", "[3:42] two"]);
-        match call(&Request::Stats, &[]) {
-            Reply::Stats { apps } => {
+        match call(&Request::Stats { from: 0 }, &[]) {
+            Reply::Stats { apps, next } => {
+                assert_eq!(next, None, "one page");
                 let out = apps.iter().find(|c| c.stream == Stream::Out).unwrap();
                 assert_eq!((out.written, out.dropped), (text.len() as u64, 0));
             }
