@@ -35,6 +35,16 @@ fn pid_of(app: &Value) -> u64 {
     app["pid"].as_u64().unwrap_or(0)
 }
 
+/// The text of `app`'s stdout log once it contains `needle` (waited for, bounded).
+fn log_with(app: &Value, needle: &str) -> String {
+    let log = PathBuf::from(app["out_log"].as_str().expect("out_log"));
+    wait_for("the app's line in its log", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains(needle))
+    })
+}
+
 /// `(soft, hard)` "Max open files" of `pid`.
 fn nofile_of(pid: u64) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
@@ -134,12 +144,7 @@ fn the_fd_limit_is_raised_and_apps_get_the_original_back() {
     for n in &names {
         let app = &all[n];
         assert_eq!(nofile_of(pid_of(app)), (200, 4096), "{n}: {app}");
-        let log = PathBuf::from(app["out_log"].as_str().expect("out_log"));
-        let text = wait_for("the app's line", Duration::from_secs(10), || {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains("nofile"))
-        });
+        let text = log_with(app, "nofile");
         assert!(text.contains("nofile 200 4096"), "{n}: {text}");
     }
 }
@@ -221,12 +226,7 @@ fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
     );
     // every online app's line is in its log
     for n in &online {
-        let log = PathBuf::from(all[*n]["out_log"].as_str().expect("out_log"));
-        wait_for("the app's line in its log", Duration::from_secs(10), || {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains(&format!("hello {n}")))
-        });
+        log_with(&all[*n], &format!("hello {n}"));
     }
     // no process but the online apps'
     let running: HashSet<u64> = processes_with(&sleep).into_iter().collect();
@@ -285,12 +285,7 @@ fn a_thousand_apps_are_all_accounted_for() {
     let running: HashSet<u64> = processes_with(&sleep).into_iter().collect();
     assert_eq!(running, distinct, "the processes running are the apps'");
     for n in &names {
-        let log = PathBuf::from(all[n]["out_log"].as_str().expect("out_log"));
-        wait_for("the app's line in its log", Duration::from_secs(30), || {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains(&format!("up {n}")))
-        });
+        log_with(&all[n], &format!("up {n}"));
     }
     let keeper = keeper_pid(d.home()).expect("a log keeper");
     // the state file names every pid before the daemon dies

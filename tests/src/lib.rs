@@ -143,20 +143,7 @@ impl TestDaemon {
     /// Starts `turbo-daemon` with `TURBO_EBPF=ebpf` and waits until it answers on its bus.
     #[must_use]
     pub fn start(ebpf: &str) -> Self {
-        let home = tempfile::Builder::new()
-            .prefix("turbo-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        let mut d = Self {
-            home,
-            daemon: None,
-            bins: bin_dir(),
-            ebpf: ebpf.to_owned(),
-            env: Vec::new(),
-            wrapper: Vec::new(),
-        };
-        d.launch();
-        d
+        Self::start_under(ebpf, &[])
     }
 
     /// [`Self::start`] with the daemon run under `wrapper` (e.g. `["prlimit", "--nofile=64"]`;
