@@ -35,6 +35,26 @@ fn pid_of(app: &Value) -> u64 {
     app["pid"].as_u64().unwrap_or(0)
 }
 
+/// A file of `n` apps named `<prefix>00000`, ... each running `/bin/sh -c <script(name)>`
+/// without restarts; their names and the file.
+fn apps_file(
+    d: &TestDaemon,
+    prefix: &str,
+    n: usize,
+    script: impl Fn(&str) -> String,
+) -> (Vec<String>, PathBuf) {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}")).collect();
+    let mut yml = String::from("apps:\n");
+    for name in &names {
+        yml.push_str(&format!(
+            "  - name: {name}\n    cmd: [/bin/sh, -c, {}]\n    autorestart: never\n",
+            script(name)
+        ));
+    }
+    let file = d.config(prefix, &yml);
+    (names, file)
+}
+
 /// The text of `app`'s stdout log once it contains `needle` (waited for, bounded).
 fn log_with(app: &Value, needle: &str) -> String {
     let log = PathBuf::from(app["out_log"].as_str().expect("out_log"));
@@ -120,14 +140,9 @@ fn the_fd_limit_is_raised_and_apps_get_the_original_back() {
         "the daemon's, before it needs more"
     );
     let sleep = mark(0);
-    let names: Vec<String> = (0..APPS).map(|i| format!("lim{i:03}")).collect();
-    let mut yml = String::from("apps:\n");
-    for n in &names {
-        yml.push_str(&format!(
-            "  - name: {n}\n    cmd: [/bin/sh, -c, 'echo nofile $(ulimit -Sn) $(ulimit -Hn); exec sleep {sleep}']\n"
-        ));
-    }
-    let yml = d.config("limits", &yml);
+    let (names, yml) = apps_file(&d, "lim", APPS, |_| {
+        format!("'echo nofile $(ulimit -Sn) $(ulimit -Hn); exec sleep {sleep}'")
+    });
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
     let all = wait_for("every app online", Duration::from_secs(60), || {
         let all = by_name(&d);
@@ -177,14 +192,9 @@ fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
     );
     let keeper = keeper_pid(d.home()).expect("a log keeper");
     let sleep = mark(1);
-    let names: Vec<String> = (0..APPS).map(|i| format!("fd{i:03}")).collect();
-    let mut yml = String::from("apps:\n");
-    for n in &names {
-        yml.push_str(&format!(
-            "  - name: {n}\n    cmd: [/bin/sh, -c, 'echo hello {n}; exec sleep {sleep}']\n    autorestart: never\n"
-        ));
-    }
-    let yml = d.config("fds", &yml);
+    let (names, yml) = apps_file(&d, "fd", APPS, |n| {
+        format!("'echo hello {n}; exec sleep {sleep}'")
+    });
     let out = d.turbo(&["start", yml.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     let all = wait_for("every start settled", Duration::from_secs(60), || {
@@ -255,14 +265,9 @@ fn a_thousand_apps_are_all_accounted_for() {
     let (apps, _) = sizes();
     let mut d = TestDaemon::start("auto");
     let sleep = mark(2);
-    let names: Vec<String> = (0..apps).map(|i| format!("s{i:05}")).collect();
-    let mut yml = String::from("apps:\n");
-    for n in &names {
-        yml.push_str(&format!(
-            "  - name: {n}\n    cmd: [/bin/sh, -c, 'echo up {n}; exec sleep {sleep}']\n"
-        ));
-    }
-    let yml = d.config("thousand", &yml);
+    let (names, yml) = apps_file(&d, "s", apps, |n| {
+        format!("'echo up {n}; exec sleep {sleep}'")
+    });
     let t = Instant::now();
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
     let online = |d: &TestDaemon, what: &str| {
