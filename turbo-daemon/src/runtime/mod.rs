@@ -611,10 +611,11 @@ impl Runtime {
         let mut spawned = Vec::new();
         loop {
             let Some(input) = queue.pop_front() else {
+                // the pipes of the pass's spawns and hooks
+                let lost = self.output.hand_over();
                 if spawned.is_empty() {
                     break;
                 }
-                let lost = self.output.hand_over();
                 queue.extend(spawned.drain(..).map(|s| self.captured(s, &lost)));
                 continue;
             };

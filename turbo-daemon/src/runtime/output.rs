@@ -125,6 +125,9 @@ impl Outputs {
     /// pids whose output nobody can read (no descriptor left in the keeper nor here), with
     /// why: the caller ends those processes, whose start fails.
     pub(super) fn hand_over(&mut self) -> Vec<(u32, String)> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
         let pending = std::mem::take(&mut self.pending);
         let mut failed = Vec::new();
         let mut local = Vec::new();
