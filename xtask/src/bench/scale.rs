@@ -184,8 +184,9 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
              period, at the largest size only."
                 .to_owned(),
             "Process churn (descendants forking without pause) is checked for correctness by \
-             the load suite (`scale::process_churn_loses_no_event_and_the_apps_exit_is_attributed`: \
-             no event lost, the exit attributed); its CPU cost is not measured here yet."
+             the load suite (`scale::process_churn_counts_lost_events_and_the_apps_exit_is_attributed`: \
+             lost ring-buffer events counted, the exit attributed); its CPU cost is not measured \
+             here yet."
                 .to_owned(),
         ],
         params: vec![
