@@ -748,7 +748,7 @@ fn dashboard_and_rules_only_use_exported_metrics() {
 }
 
 /// A Prometheus server, killed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: String,
     dir: tempfile::TempDir,
@@ -763,7 +763,6 @@ impl Prometheus {
 
     /// [`Prometheus::start`], scraping every `scrape_interval` (rules evaluated every second).
     fn start_with(target: &str, scrape_interval: &str) -> Self {
-        let bin = prometheus_tool("prometheus");
         let dir = tempfile::Builder::new()
             .prefix("turbo-prom-")
             .tempdir()
@@ -776,13 +775,18 @@ impl Prometheus {
             rules.display()
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let config = dir.path().join("prometheus.yml");
+        Self::run(dir, &config)
+    }
+
+    /// Starts `prometheus` on a free loopback port with the configuration file `config`, its
+    /// data and log in `dir` (removed on drop); waits until it is ready.
+    pub(crate) fn run(dir: tempfile::TempDir, config: &Path) -> Self {
+        let bin = prometheus_tool("prometheus");
         let addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
+            .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
@@ -810,7 +814,7 @@ impl Prometheus {
     }
 
     /// An instant query through the HTTP API; the `data.result` array.
-    fn query(&self, promql: &str) -> Vec<Value> {
+    pub(crate) fn query(&self, promql: &str) -> Vec<Value> {
         let (status, _, body) = http_get(
             &self.addr,
             &format!("/api/v1/query?query={}", encode(promql)),
