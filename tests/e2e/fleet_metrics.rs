@@ -23,7 +23,7 @@ use std::{
 use serde_json::Value;
 use turbo_tests::{TestDaemon, wait_for};
 
-use crate::metrics::{Prometheus, free_port, promtool, repo};
+use crate::metrics::{Prometheus, free_port, load_dashboard, promtool, repo};
 
 /// The password whose bcrypt hash the shipped `web-config.yml` holds.
 const EXAMPLE_PASSWORD: &str = "change-this-example-password";
@@ -328,6 +328,46 @@ fn prometheus_scrapes_a_fleet_by_host_and_a_crash_loop_alert_names_its_host_only
             "{exits}"
         );
     }
+    // the dashboard's fleet row, all hosts selected: crashes on host 2 only, every host in
+    // the not-online panel (its crash-looping app may be between two runs)
+    let dash = load_dashboard();
+    let panel = |title: &str| {
+        let p = dash["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title:?} in the dashboard"));
+        p["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .replace("$job", "turbo")
+            .replace("$host", ".*")
+            .replace("$app", ".*")
+            .replace("$__rate_interval", "1m")
+    };
+    let per_host = |q: &str| -> Vec<(String, f64)> {
+        let mut rows: Vec<(String, f64)> = prom
+            .query(q)
+            .iter()
+            .map(|s| {
+                let v = s["value"][1].as_str().and_then(|v| v.parse().ok());
+                (label(s, "host").to_owned(), v.unwrap_or(f64::NAN))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+    let crashes = per_host(&panel("Crashes per host"));
+    let hosts: Vec<&str> = crashes.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(hosts, ["host1", "host2", "host3"], "{crashes:?}");
+    assert!(
+        crashes[0].1 == 0.0 && crashes[1].1 > 0.0 && crashes[2].1 == 0.0,
+        "{crashes:?}"
+    );
+    let down = per_host(&panel("Apps not online per host"));
+    assert_eq!(down.len(), 3, "{down:?}");
+    assert!(down[0].1 == 0.0 && down[2].1 == 0.0, "{down:?}");
     eprintln!("fleet test: alert seen after {:?}", started.elapsed());
 }
 

@@ -205,7 +205,7 @@ fn dashboard_queries(dash: &Value) -> Vec<String> {
     out
 }
 
-fn load_dashboard() -> Value {
+pub(crate) fn load_dashboard() -> Value {
     let path = repo().join("deploy/grafana/turbo-dashboard.json");
     let text = std::fs::read_to_string(&path).expect("read the dashboard");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
@@ -712,6 +712,22 @@ fn dashboard_and_rules_only_use_exported_metrics() {
 
     let queries = dashboard_queries(&dash);
     assert!(queries.len() >= 15, "{queries:?}");
+    // the fleet: a `host` variable from a turbo metric's label, and every query that selects
+    // a job selects the host too (the fleet row's queries run in fleet_metrics)
+    let vars = dash["templating"]["list"].as_array().expect("variables");
+    assert!(
+        vars.iter().any(|v| v["name"] == "host"
+            && v["definition"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("label_values(turbo_") && q.ends_with(", host)"))),
+        "no host variable: {vars:?}"
+    );
+    for q in queries.iter().filter(|q| q.contains("$job")) {
+        assert!(
+            q.contains(r#"host=~"$host""#) || q.ends_with(", host)"),
+            "a query ignores the host variable: {q}"
+        );
+    }
     let mut used = BTreeSet::new();
     for q in &queries {
         let names = metric_names_in(q);
@@ -907,6 +923,7 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
             .replace("$__rate_interval", "1m")
             .replace("$__range", "1h")
             .replace("$job", ".*")
+            .replace("$host", ".*")
             .replace("$app", ".*");
         let promql = match promql.strip_prefix("label_values(") {
             // label_values(<selector>, <label>) is Grafana's: query its selector
