@@ -47,68 +47,38 @@ fn run(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A throw-away CA (`ca.crt`) and a certificate for [`HOST2_IP`] it signed (`host2.crt`,
-/// `host2.key`, PKCS#8), in `dir`.
+/// A throw-away CA (`ca.crt`), a certificate for [`HOST2_IP`] it signed (`host2.crt`,
+/// `host2.key`, PKCS#8) and a client certificate (`client.crt`, `client.key`), in `dir`.
 fn make_pki(dir: &Path) {
-    let openssl = |args: &[&str]| {
+    let openssl = |args: &str| {
+        let args: Vec<&str> = args.split_whitespace().collect();
         run(
             Command::new("openssl").args(args).current_dir(dir),
             "openssl",
         );
     };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=turbo fleet test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "host2.key",
-        "-out",
-        "host2.csr",
-        "-subj",
-        "/CN=host2",
-    ]);
-    std::fs::write(
-        dir.join("host2.ext"),
-        format!("subjectAltName=IP:{HOST2_IP}\nbasicConstraints=CA:FALSE\n"),
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "host2.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "host2.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "host2.ext",
-    ]);
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(&format!(
+        "req -x509 {key} -keyout ca.key -out ca.crt -days 2 -subj /CN=turbo-fleet-test-CA"
+    ));
+    for (name, ext) in [
+        ("host2", format!("subjectAltName=IP:{HOST2_IP}")),
+        // a scraper's certificate, for client_auth_type
+        ("client", "extendedKeyUsage=clientAuth".to_owned()),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("{ext}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(&format!(
+            "req {key} -keyout {name}.key -out {name}.csr -subj /CN={name}"
+        ));
+        openssl(&format!(
+            "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt \
+             -days 2 -extfile {name}.ext"
+        ));
+    }
 }
 
 /// The shipped fleet example copied into `work` the way it sits in the repository (`fleet/`
@@ -394,7 +364,7 @@ fn curl(url: &str, extra: &[&str]) -> (u16, String) {
 }
 
 #[test]
-fn a_protected_exporter_refuses_plain_http_unknown_cas_and_wrong_passwords() {
+fn a_protected_exporter_refuses_plain_http_unknown_cas_wrong_passwords_and_missing_client_certs() {
     let work = tempfile::Builder::new()
         .prefix("turbo-fleet-tls-")
         .tempdir()
@@ -453,6 +423,24 @@ fn a_protected_exporter_refuses_plain_http_unknown_cas_and_wrong_passwords() {
     );
     // the daemon itself is unaffected
     d.turbo_ok(&["ping"]);
+
+    // client certificates instead of passwords: none, no TLS session
+    let mtls = work.path().join("mtls.yml");
+    std::fs::write(
+        &mtls,
+        "tls_server_config:\n  cert_file: host2.crt\n  key_file: host2.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    .unwrap();
+    let addr = format!("{HOST2_IP}:{}", free_port());
+    let _d = host(&addr, Some(&mtls));
+    let url = format!("https://{addr}/metrics");
+    let (status, answer) = curl(&url, &["--cacert", ca]);
+    assert_eq!(status, 0, "no client certificate: {answer}");
+    let cert = work.path().join("client.crt").display().to_string();
+    let key = work.path().join("client.key").display().to_string();
+    let (status, answer) = curl(&url, &["--cacert", ca, "--cert", &cert, "--key", &key]);
+    assert_eq!(status, 200, "{answer}");
 }
 
 #[test]
