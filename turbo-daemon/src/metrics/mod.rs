@@ -17,7 +17,10 @@
 //!
 //! The crate's own HTTP listener is not used: it renders a global recorder on its own, with no
 //! way to ask the runtime first. The server here is hyper's HTTP/1 connection driver on a tokio
-//! listener, with a header timeout so an idle client cannot hold a connection forever.
+//! listener, with a header timeout so an idle client cannot hold a connection forever. With
+//! `--metrics-web-config` ([`web`]) each connection is first a TLS session and/or each request
+//! must carry basic-auth credentials; the exporter serves metrics only, never control, whatever
+//! address it listens on.
 //!
 //! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
 //! `app_instance`, `event`, `outcome`, `group` (only on apps with an `app_group`: to PromQL a missing label and an
