@@ -17,7 +17,7 @@ pub use dto::{
     AppChange, AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo,
     ExitReason, FieldChange, Health, LogStream, rfc3339_ms,
 };
-pub use insight::{AppInsight, ExecRecord};
+pub use insight::{AppInsight, ExecRecord, ListenDrops, PeerRecord};
 pub use names::{
     INTERPRETERS, MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration,
     parse_size, validate_app_name,

@@ -270,6 +270,14 @@ impl Ebpf {
         }
     }
 
+    /// Whether the network program is attached, so listens, connects and accepts are reported.
+    #[must_use]
+    pub fn net_supported(&self) -> bool {
+        self.programs
+            .iter()
+            .any(|p| p == abi::PROG_INET_SOCK_SET_STATE)
+    }
+
     /// Whether [`Ebpf::set_memory_limit`] works (the `rss_stat` program loaded).
     #[must_use]
     pub fn memory_limits_supported(&self) -> bool {
@@ -575,6 +583,27 @@ const PROGRAMS: &[ProgramSpec] = &[
         name: abi::PROG_SCHED_SWITCH,
         required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
         optional: &[],
+        essential: false,
+        attach_at_load: true,
+    },
+    // The network view: every TCP state change of the system runs it; all but four kinds of
+    // transition end after two compares.
+    ProgramSpec {
+        name: abi::PROG_INET_SOCK_SET_STATE,
+        required: &[
+            abi::GLOBAL_OFF_SKC_FAMILY,
+            abi::GLOBAL_OFF_SKC_NUM,
+            abi::GLOBAL_OFF_SKC_DPORT,
+            abi::GLOBAL_OFF_SKC_DADDR_PLUS1,
+            abi::GLOBAL_OFF_SKC_RCV_SADDR,
+        ],
+        optional: &[
+            (abi::GLOBAL_OFF_SKC_V6_DADDR, "IPv6 peers read as ::"),
+            (
+                abi::GLOBAL_OFF_SKC_V6_RCV_SADDR,
+                "IPv6 local addresses read as ::",
+            ),
+        ],
         essential: false,
         attach_at_load: true,
     },

@@ -58,19 +58,20 @@ use std::{
 use tokio::sync::mpsc;
 use turbo_api::{AppStatus, CrashRecord};
 
+pub use self::{
+    insight::Net as NetView,
+    requests::{AppsOp, CrashReport, Described, Reply, Request},
+    usage::{MonitorSettings, RestartReason},
+    view::{AppMetrics, InsightMetrics, MetricsSnapshot},
+};
 use self::{
     requests::Waiter,
     usage::{Reading, Usage},
     view::WallClock,
 };
-pub use self::{
-    requests::{AppsOp, CrashReport, Described, Reply, Request},
-    usage::{MonitorSettings, RestartReason},
-    view::{AppMetrics, InsightMetrics, MetricsSnapshot},
-};
 pub use crate::os::proc::ProcessStats;
 use crate::{
-    events::{Event, EventSource, SourceKind},
+    events::{Event, EventSource, NetKind, SourceKind},
     os::process as os,
     supervisor::{AppId, Command, Input, NotifyMessage, Supervisor, Ticket},
 };
@@ -440,6 +441,24 @@ impl Runtime {
             } => {
                 self.memory_reading(pid, rss);
                 self.feed(Input::MemoryUnder { pid, limit });
+            }
+            Event::Net {
+                key,
+                kind,
+                local,
+                remote,
+                ..
+            } => {
+                if self.sup.app(key).is_some() {
+                    let seen = match kind {
+                        NetKind::Listen => insight::NetSeen::Listen(local),
+                        NetKind::Unlisten => insight::NetSeen::Unlisten(local),
+                        NetKind::Connect => insight::NetSeen::Connect(remote),
+                        NetKind::Accept => insight::NetSeen::Accept(remote),
+                    };
+                    let at_ms = self.clock.ms(Instant::now());
+                    self.insight.net(key, seen, at_ms);
+                }
             }
         }
     }

@@ -367,6 +367,12 @@ impl Spawner {
         std::mem::replace(seen, now) < now
     }
 
+    /// The `listen:` sockets held for app `name`, with their accept-queue drops.
+    #[must_use]
+    pub fn listen_drops(&self, name: &str) -> Vec<(String, u64)> {
+        self.listeners.drops(name)
+    }
+
     /// The cgroup of `app`, if it has one.
     #[must_use]
     pub fn cgroup(&self, app: AppId) -> Option<&AppCgroup> {
