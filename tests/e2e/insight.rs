@@ -335,9 +335,81 @@ fn the_network_view_shows_listening_ports_peers_and_connections() {
         ) >= Some(2.0)
     );
 
-    // the listening socket closes with the app
+    // `turbo events`: the exec of the app itself, its listen and its connect, in order
+    let listed = d.json(&["events", "net"]);
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds.first(),
+        Some(&("exec", "/usr/bin/python3")),
+        "{listed}"
+    );
+    assert!(kinds.contains(&("listen", listening.as_str())), "{listed}");
+    assert!(kinds.contains(&("connect", to_peer.as_str())), "{listed}");
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, peer)| *k == "accept" && peer.starts_with("127.0.0.1:")),
+        "{listed}"
+    );
+    let text = d.turbo_ok(&["events", "net"]);
+    assert!(text.contains("net[0]  exec      pid "), "{text}");
+
+    // `-f` follows: the stop's signal, the socket's close and the exit arrive as they happen
+    let mut follower = std::process::Command::new(turbo_tests::bin_dir().join("turbo"))
+        .args(["events", "net", "-f", "--json"])
+        .env("TURBO_HOME", d.home())
+        .env_remove("TURBO_BUS_ADDRESS")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("turbo events -f");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let reader = {
+        let lines = std::sync::Arc::clone(&lines);
+        let stdout = follower.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    lines.lock().unwrap().push(v);
+                }
+            }
+        })
+    };
+    // the listing part comes first: once it is there, the follower is subscribed
+    wait_for("the listing", Duration::from_secs(10), || {
+        (lines.lock().unwrap().len() >= kinds.len()).then_some(())
+    });
     drop(clients);
     d.turbo_ok(&["stop", "net"]);
+    let followed = wait_for("the stop to be followed", Duration::from_secs(10), || {
+        let seen = lines.lock().unwrap().clone();
+        let has = |k: &str| seen[kinds.len()..].iter().any(|e| e["kind"] == k);
+        (has("signal") && has("unlisten") && has("exit")).then_some(seen)
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let _ = reader.join();
+    let signal = followed.iter().find(|e| e["kind"] == "signal").unwrap();
+    assert!(
+        signal["detail"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("SIGTERM from pid ")),
+        "{signal}"
+    );
+    // the listening socket closed with the app
     wait_for("the port to be forgotten", Duration::from_secs(10), || {
         let i = insight(&d, "net");
         i["net"]["listening"].as_array()?.is_empty().then_some(())

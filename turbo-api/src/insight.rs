@@ -38,6 +38,38 @@ impl ExecRecord {
     }
 }
 
+/// One thing the kernel saw an app instance do (`turbo events`): an exec, a signal, an exit,
+/// an OOM kill, a TCP listen, or a connection with a peer not seen lately.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct KernelEvent {
+    /// Unix time in milliseconds when the daemon learnt it.
+    pub at_ms: u64,
+    /// The instance it is about.
+    pub instance: u32,
+    /// `exec`, `signal`, `exit`, `oom`, `listen`, `unlisten`, `connect` or `accept`.
+    pub kind: String,
+    /// The process (0 when none of the app's processes did it: an accept, a socket's close).
+    pub pid: u32,
+    /// One line about it (`/bin/sh (unexpected)`, `SIGTERM from pid 12 (kill)`, `exit code 1`,
+    /// `127.0.0.1:5432`).
+    pub detail: String,
+}
+
+impl KernelEvent {
+    /// The JSON object of `turbo events --json`.
+    #[must_use]
+    pub fn to_json(&self, name: &str) -> Json {
+        json!({
+            "at": rfc3339_ms(self.at_ms),
+            "app": name,
+            "instance": self.instance,
+            "kind": self.kind,
+            "pid": self.pid,
+            "detail": self.detail,
+        })
+    }
+}
+
 /// A peer an app talked to over TCP, with how often (`turbo describe`'s recent peers).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct PeerRecord {
@@ -126,11 +158,16 @@ pub struct AppInsight {
     pub recent_peers: Vec<PeerRecord>,
     /// The `listen:` sockets the daemon holds for the app (any event source).
     pub listen_drops: Vec<ListenDrops>,
+    /// The latest events, oldest first (at most [`AppInsight::RECENT_EVENTS`]); exits also
+    /// with the procfs source, the rest with eBPF only.
+    pub events: Vec<KernelEvent>,
 }
 
 impl AppInsight {
     /// How many execs `recent_execs` keeps.
     pub const RECENT_EXECS: usize = 16;
+    /// How many events `events` keeps.
+    pub const RECENT_EVENTS: usize = 64;
     /// How many peers `recent_peers` keeps.
     pub const RECENT_PEERS: usize = 16;
 

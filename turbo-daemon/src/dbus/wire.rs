@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use turbo_api::{
     AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
-    ExecRecord, ExitInfo, FieldChange, ListenDrops, PeerRecord,
+    ExecRecord, ExitInfo, FieldChange, KernelEvent, ListenDrops, PeerRecord,
 };
 
 /// Longest error message the adapter sends (every line of a config error included).
@@ -153,6 +153,14 @@ impl OnWire for AppInsight {
         self.listening.scrub();
         self.recent_peers.scrub();
         self.listen_drops.scrub();
+        self.events.scrub();
+    }
+}
+
+impl OnWire for KernelEvent {
+    fn scrub(&mut self) {
+        self.kind.scrub();
+        self.detail.scrub();
     }
 }
 

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use turbo_api::{AppInsight, ExecRecord, PeerRecord};
+use turbo_api::{AppInsight, ExecRecord, KernelEvent, PeerRecord};
 use turbo_common::{RUNQ_BUCKETS, RunqStats};
 
 use crate::supervisor::AppId;
@@ -40,6 +40,8 @@ struct Book {
     older: Option<(Instant, RunqStats)>,
     newer: Option<(Instant, RunqStats)>,
     net: Net,
+    /// Oldest first, at most [`AppInsight::RECENT_EVENTS`].
+    events: VecDeque<KernelEvent>,
 }
 
 /// An app's TCP view.
@@ -124,17 +126,36 @@ impl Insight {
         })
     }
 
-    /// Books a TCP event of `app` at `at_ms` (Unix ms).
-    pub fn net(&mut self, app: AppId, seen: NetSeen, at_ms: u64) {
+    /// Books an event of `app` for `turbo events`, dropping the oldest beyond the bound.
+    pub fn event(&mut self, app: AppId, event: KernelEvent) {
+        let events = &mut self.apps.entry(app).or_default().events;
+        if events.len() == AppInsight::RECENT_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// The latest events of `app`, oldest first.
+    #[must_use]
+    pub fn events(&self, app: AppId) -> Vec<KernelEvent> {
+        self.apps
+            .get(&app)
+            .map(|b| b.events.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Books a TCP event of `app` at `at_ms` (Unix ms). True when it is news for `turbo
+    /// events`: a listen or its end, or a connection with a peer not in the recent list.
+    pub fn net(&mut self, app: AppId, seen: NetSeen, at_ms: u64) -> bool {
         let net = &mut self.apps.entry(app).or_default().net;
         let (direction, peer) = match seen {
             NetSeen::Listen(addr) => {
                 net.listening.insert(addr);
-                return;
+                return true;
             }
             NetSeen::Unlisten(addr) => {
                 net.listening.remove(&addr);
-                return;
+                return true;
             }
             NetSeen::Connect(peer) => {
                 net.connects += 1;
@@ -160,6 +181,7 @@ impl Insight {
             count: count + 1,
         });
         net.peers.truncate(AppInsight::RECENT_PEERS);
+        count == 0
     }
 
     /// The TCP view of `app` (empty when nothing was seen).
@@ -314,14 +336,38 @@ mod tests {
         assert_eq!((net.accepts, net.connects), (40, 21));
         assert_eq!(net.peers.len(), AppInsight::RECENT_PEERS);
         assert_eq!(net.peers[0].peer, "10.0.1.19:80", "newest first");
-        book.net(1, NetSeen::Accept(addr("10.0.0.1:1")), 6);
+        assert!(
+            book.net(1, NetSeen::Accept(addr("10.0.0.1:1")), 6),
+            "news again"
+        );
+        assert!(
+            !book.net(1, NetSeen::Accept(addr("10.0.0.1:2")), 6),
+            "a repeat is not news"
+        );
         let first = &book.net_view(1).peers[0];
         assert_eq!(
             (first.peer.as_str(), first.count),
-            ("10.0.0.1", 1),
+            ("10.0.0.1", 2),
             "fell off, counted anew"
         );
         assert_eq!(book.net_view(2), Net::default());
+    }
+
+    #[test]
+    fn the_event_list_is_bounded_and_oldest_first() {
+        let mut book = Insight::default();
+        for k in 0..100u64 {
+            let event = KernelEvent {
+                at_ms: k,
+                kind: "exec".into(),
+                ..KernelEvent::default()
+            };
+            book.event(7, event);
+        }
+        let events = book.events(7);
+        assert_eq!(events.len(), AppInsight::RECENT_EVENTS);
+        assert_eq!(events[0].at_ms, 100 - AppInsight::RECENT_EVENTS as u64);
+        assert_eq!(events.last().map(|e| e.at_ms), Some(99));
     }
 
     #[test]

@@ -531,6 +531,7 @@ impl Runtime {
                     report.recent_peers = net.peers.into_iter().collect();
                 }
             }
+            report.events = self.insight.events(id);
             report.listen_drops = self
                 .spawner
                 .listen_drops(&report.name)
