@@ -681,6 +681,15 @@ fn dashboard_and_rules_only_use_exported_metrics() {
         "--",
         "1000",
     ]);
+    // the accept-queue family needs a `listen:` socket held by the daemon
+    let held = d.config(
+        "held",
+        &format!(
+            "apps:\n  - name: held\n    cmd: [sleep, '1000']\n    listen: 127.0.0.1:{}\n",
+            free_port()
+        ),
+    );
+    d.turbo_ok(&["start", held.to_str().unwrap()]);
     // the cgroup families need an app with cgroup limits, which needs root (CI is)
     if is_root() {
         let yml = d.config(
