@@ -304,7 +304,7 @@ fn the_network_view_shows_listening_ports_peers_and_connections() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("-> ")) && text.contains(&to_peer),
+        text.contains("-> ") && text.contains(to_peer.as_str()),
         "{text}"
     );
 
