@@ -235,16 +235,23 @@ fn pids_max_stops_a_fork_bomb_inside_the_app() {
     });
 }
 
+/// Whether this host can enforce `io_weight` (v1 blkio with BFQ), which makes a test of a limit
+/// it cannot enforce pointless; says so loudly, with where `what` is tested instead.
+fn enforces_io_weight(what: &str) -> bool {
+    let blkio = Path::new("/sys/fs/cgroup/blkio");
+    let enforces = blkio.join("blkio.bfq.weight").exists() || blkio.join("blkio.weight").exists();
+    if enforces {
+        eprintln!("\n*** SKIPPED: this host enforces io_weight (BFQ); {what} is unit-tested ***\n");
+    }
+    enforces
+}
+
 #[test]
 fn a_limit_this_host_cannot_enforce_fails_the_start_naming_it() {
     if skip("a_limit_this_host_cannot_enforce_fails_the_start_naming_it") {
         return;
     }
-    let blkio = Path::new("/sys/fs/cgroup/blkio");
-    if blkio.join("blkio.bfq.weight").exists() || blkio.join("blkio.weight").exists() {
-        eprintln!(
-            "\n*** SKIPPED: this host enforces io_weight (BFQ); the refusal is unit-tested ***\n"
-        );
+    if enforces_io_weight("the refusal") {
         return;
     }
     let d = TestDaemon::start("auto");
@@ -269,11 +276,7 @@ fn with_limits_required_false_an_unenforceable_limit_is_left_out_loudly() {
     if skip("with_limits_required_false_an_unenforceable_limit_is_left_out_loudly") {
         return;
     }
-    let blkio = Path::new("/sys/fs/cgroup/blkio");
-    if blkio.join("blkio.bfq.weight").exists() || blkio.join("blkio.weight").exists() {
-        eprintln!(
-            "\n*** SKIPPED: this host enforces io_weight (BFQ); the leniency is unit-tested ***\n"
-        );
+    if enforces_io_weight("the leniency") {
         return;
     }
     let d = TestDaemon::start("auto");
