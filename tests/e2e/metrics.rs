@@ -428,6 +428,12 @@ fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
         "stream",
         // the bucket bounds of the run-queue histogram (24 fixed values)
         "le",
+        // connect / accept
+        "direction",
+        // the addresses an app listens on, and the `listen:` ones of its turbo.yml: a handful
+        // per app, never its peers
+        "addr",
+        "listen",
     ]
     .into_iter()
     .map(str::to_owned)
