@@ -428,6 +428,12 @@ fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
         "stream",
         // the bucket bounds of the run-queue histogram (24 fixed values)
         "le",
+        // connect / accept
+        "direction",
+        // the addresses an app listens on, and the `listen:` ones of its turbo.yml: a handful
+        // per app, never its peers
+        "addr",
+        "listen",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -681,6 +687,15 @@ fn dashboard_and_rules_only_use_exported_metrics() {
         "--",
         "1000",
     ]);
+    // the accept-queue family needs a `listen:` socket held by the daemon
+    let held = d.config(
+        "held",
+        &format!(
+            "apps:\n  - name: held\n    cmd: [sleep, '1000']\n    listen: 127.0.0.1:{}\n",
+            free_port()
+        ),
+    );
+    d.turbo_ok(&["start", held.to_str().unwrap()]);
     // the cgroup families need an app with cgroup limits, which needs root (CI is)
     if is_root() {
         let yml = d.config(

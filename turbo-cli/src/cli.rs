@@ -60,6 +60,8 @@ pub enum Cmd {
     Reset(TargetArg),
     /// Show an app's crash timeline: when, how, and its last stderr lines.
     Crashes(NameJson),
+    /// Show what the kernel saw an app do lately: execs, signals, exits, OOM kills, TCP events.
+    Events(EventsArgs),
     /// Show everything about one app: state, command, restart policy, logs, last crash.
     Describe(DescribeArgs),
     /// Write the app list to a dump file (`turbo resurrect` reads it back).
@@ -326,6 +328,20 @@ pub struct NameJson {
     #[arg(value_name = "NAME|ID")]
     pub name: String,
     /// Print JSON instead of a human view.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turbo events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// App name or id.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    /// Keep printing events as they happen.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print JSON (with --follow, one object per line).
     #[arg(long)]
     pub json: bool,
 }

@@ -7,6 +7,7 @@ mod apply;
 mod completions;
 mod crashes;
 mod daemon;
+mod events;
 mod flush;
 mod import;
 mod info;
@@ -57,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Flush(t) => flush::run(&t.target).await,
         Cmd::Reset(t) => manage::run(manage::Verb::Reset, &t.target).await,
         Cmd::Crashes(a) => crashes::crashes(&a.name, a.json).await,
+        Cmd::Events(a) => events::events(&a.name, a.follow, a.json).await,
         Cmd::Describe(a) => crashes::describe(&a.name, a.json, a.show_env).await,
         Cmd::Save => persist::save().await,
         Cmd::Resurrect => persist::resurrect().await,
