@@ -264,6 +264,9 @@ fn status_shows_every_change_at_once_even_right_after_a_reading() {
         let app = &apps[0];
         assert_eq!(app["state"], "stopped", "{app}");
         assert!(app["pid"].is_null(), "{app}");
-        assert!(app["memory_bytes"].is_null(), "a stopped app has no reading: {app}");
+        assert!(
+            app["memory_bytes"].is_null(),
+            "a stopped app has no reading: {app}"
+        );
     }
 }

@@ -18,10 +18,8 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     let json = args.json;
     let daemon = daemon().await?;
     // both calls go out before either answer is awaited: one round trip instead of two
-    let (apps, off_reason) = tokio::join!(
-        daemon.proxy.list_apps(),
-        daemon.proxy.metrics_off_reason()
-    );
+    let (apps, off_reason) =
+        tokio::join!(daemon.proxy.list_apps(), daemon.proxy.metrics_off_reason());
     let mut apps = apps.map_err(|e| call_error(&e))?;
     if let Some(target) = &args.target {
         apps.retain(|a| matches(a, target));

@@ -125,10 +125,19 @@ impl Usage {
     ) -> Option<(Measured, u64)> {
         let pid = app.pid()?;
         if let Reading::Recent(max_age) = how
-            && let Some(recent) = self.books.get(&app.id).and_then(|u| u.recent(pid, now, max_age))
+            && let Some(recent) = self
+                .books
+                .get(&app.id)
+                .and_then(|u| u.recent(pid, now, max_age))
         {
             // as a `Cheap` reading: no PSS in a list, whichever reading this was
-            return Some((Measured { pss_bytes: None, ..recent.0 }, recent.1));
+            return Some((
+                Measured {
+                    pss_bytes: None,
+                    ..recent.0
+                },
+                recent.1,
+            ));
         }
         let cached_pss = match how {
             Reading::Cheap | Reading::Recent(_) => None,

@@ -290,7 +290,10 @@ mod tests {
         assert!(Schedule::check("0 3 * * *", Some("UTC")).is_ok());
         assert!(Schedule::check("0 3 * * *", Some("America/New_York")).is_ok());
         for wrong in ["europe/paris", "Etc/Unknown", ""] {
-            assert!(Schedule::check("0 3 * * *", Some(wrong)).is_err(), "{wrong}");
+            assert!(
+                Schedule::check("0 3 * * *", Some(wrong)).is_err(),
+                "{wrong}"
+            );
         }
         assert_eq!("oneshot".parse(), Ok(AppKind::Oneshot));
         assert_eq!(

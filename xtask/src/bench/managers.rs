@@ -530,7 +530,10 @@ impl Manager for Turbo {
     }
 
     fn floor_command(&mut self) -> Option<(String, Command)> {
-        Some(("turbo ping".to_owned(), self.base.command(&self.cli, &["ping"])))
+        Some((
+            "turbo ping".to_owned(),
+            self.base.command(&self.cli, &["ping"]),
+        ))
     }
 
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {

@@ -358,7 +358,9 @@ fn flat_target(rows: &[Row]) -> Target {
         _ => None,
     };
     Target {
-        what: format!("status flat in the number of apps, `turbo status` with {many} apps / with {few} apps (medians)"),
+        what: format!(
+            "status flat in the number of apps, `turbo status` with {many} apps / with {few} apps (medians)"
+        ),
         value,
         limit: FLAT,
         shown: match (value, a, b) {
@@ -460,7 +462,10 @@ mod tests {
             row("turbo status, 10 apps", &[4.0, 4.0, 4.0]),
             row("turbo status, 1000 apps", &[10.0, 10.0, 10.0]),
             row("turbo status --json, 1000 apps", &[10.0, 10.0]),
-            row("turbo status --json, 100 concurrent clients, 1000 apps", &burst),
+            row(
+                "turbo status --json, 100 concurrent clients, 1000 apps",
+                &burst,
+            ),
         ];
         let flat = flat_target(&rows);
         assert_eq!(flat.value, Some(2.5));
