@@ -18,7 +18,7 @@ use super::{
     Runtime,
     apply::{ApplyRequest, Chain},
     persist,
-    usage::{PSS_MAX_AGE, Reading},
+    usage::{LIST_MAX_AGE, PSS_MAX_AGE, Reading},
     view::{self, MetricsSnapshot},
 };
 use crate::{
@@ -288,7 +288,7 @@ impl Runtime {
                 let ids: Vec<AppId> = self.sup.apps().map(|a| a.id).collect();
                 let list = ids
                     .into_iter()
-                    .filter_map(|id| self.measured_status(id, Reading::Cheap))
+                    .filter_map(|id| self.measured_status(id, Reading::Recent(LIST_MAX_AGE)))
                     .collect();
                 let _ = tx.send(Ok(list));
             }
