@@ -167,17 +167,27 @@ impl Fleet {
             host.sshd = Some(start_sshd(host, d));
         }
         write_private(&d.join("known_hosts"), &known, 0o644);
-        let config = |identity: &str| {
+        let config = |identity: &str, mux: &str| {
             format!(
                 "Host *\n  IdentityFile {id}\n  IdentitiesOnly yes\n  UserKnownHostsFile {kh}\n  \
                  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  User root\n  \
-                 LogLevel ERROR\n",
+                 LogLevel ERROR\n{mux}",
                 id = d.join(identity).display(),
                 kh = d.join("known_hosts").display()
             )
         };
-        write_private(&d.join("ssh_config"), &config("id"), 0o644);
-        write_private(&d.join("ssh_config_wrong"), &config("wrong_id"), 0o644);
+        // one connection per host and user, reused by every command, as docs/fleet.md advises;
+        // the wrong key's config must not ride on a connection the right key opened
+        let mux = format!(
+            "  ControlMaster auto\n  ControlPath {}/cm-%C\n  ControlPersist 10s\n",
+            d.display()
+        );
+        write_private(&d.join("ssh_config"), &config("id", &mux), 0o644);
+        write_private(
+            &d.join("ssh_config_wrong"),
+            &config("wrong_id", "  ControlMaster no\n  ControlPath none\n"),
+            0o644,
+        );
         std::fs::create_dir(d.join("bin")).unwrap();
         // `ssh` as both `turbo -H` and `busctl -H` find it on PATH, with the test's config
         write_private(
@@ -332,6 +342,27 @@ impl Drop for Fleet {
         for mut kill in kills {
             let _ = kill.wait();
         }
+        // the shared SSH connections end now, not ControlPersist later
+        let config = self.dir.path().join("ssh_config");
+        let masters: Vec<Child> = self
+            .hosts
+            .iter()
+            .flat_map(|h| [h.addr.clone(), format!("{}@{}", self.user, h.addr)])
+            .filter_map(|dest| {
+                Command::new("ssh")
+                    .arg("-F")
+                    .arg(&config)
+                    .args(["-O", "exit", &dest])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        for mut master in masters {
+            let _ = master.wait();
+        }
         for host in &mut self.hosts {
             if let Some(mut daemon) = host.daemon.take() {
                 let _ = daemon.kill();
@@ -340,6 +371,16 @@ impl Drop for Fleet {
             if let Some(mut sshd) = host.sshd.take() {
                 let _ = sshd.kill();
                 let _ = sshd.wait();
+            }
+            // whatever still runs in the host (an sshd session, an app) goes with it: a session
+            // whose link is deleted would otherwise wait for its TCP peer for hours
+            if let Ok(out) = Command::new("ip")
+                .args(["netns", "pids", &host.ns])
+                .output()
+            {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).output();
+                }
             }
             let _ = Command::new("ip")
                 .args(["link", "del", &host.root_link])
