@@ -418,3 +418,144 @@ fn custom_log_paths_one_per_stream_or_combined_in_a_checked_directory() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
     assert!(!open.join("x.log").exists());
 }
+
+/// A real `systemd-journald` in a journal namespace of its own (`systemd-journald NAME`, the
+/// form systemd runs as `systemd-journald@NAME`): its sockets are under
+/// `/run/systemd/journal.NAME/`, and it stores the journal in the test's directory, bound over
+/// `/var/log/journal` in a private mount namespace so that the host's journal is never touched.
+/// Stopped, and its socket directory removed, on drop.
+struct Journald {
+    child: std::process::Child,
+    sockets: std::path::PathBuf,
+    /// The directory `journalctl --directory` reads.
+    journal: std::path::PathBuf,
+}
+
+impl Journald {
+    fn start(store: &std::path::Path) -> Self {
+        let machine_id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+        assert!(
+            machine_id.trim().len() == 32,
+            "systemd-journald needs /etc/machine-id (run systemd-machine-id-setup); this test cannot run without it"
+        );
+        let name = format!("turbotest{}", std::process::id());
+        let sockets = std::path::PathBuf::from(format!("/run/systemd/journal.{name}"));
+        // the mount namespace hides /var/log behind a tmpfs and binds the test's directory
+        // at /var/log/journal, whatever the host has there
+        let script = format!(
+            "mount -t tmpfs tmpfs /var/log && mkdir /var/log/journal && mount --bind {} /var/log/journal && exec /lib/systemd/systemd-journald {name}",
+            store.display()
+        );
+        let child = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .env("SYSTEMD_LOG_TARGET", "console")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("unshare runs");
+        let j = Self {
+            child,
+            journal: store.join(format!("{}.{name}", machine_id.trim())),
+            sockets,
+        };
+        wait_for("journald's socket", Duration::from_secs(10), || {
+            j.sockets.join("socket").exists().then_some(())
+        });
+        j
+    }
+
+    /// Every record journald stored for `app`, as journald's own reader gives them.
+    fn records(&self, app: &str) -> Vec<serde_json::Value> {
+        let out = std::process::Command::new("journalctl")
+            .arg("--directory")
+            .arg(&self.journal)
+            .args(["-o", "json", "--no-pager", &format!("TURBO_APP={app}")])
+            .output()
+            .expect("journalctl runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journalctl -o json gives one object a line"))
+            .collect()
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.sockets);
+    }
+}
+
+#[test]
+fn a_real_journald_stores_every_record_and_journalctl_reads_the_fields_back() {
+    let d = TestDaemon::start("off");
+    let store = tempfile::tempdir().unwrap();
+    let journald = Journald::start(store.path());
+    let yml = flood_config(
+        &d,
+        "fwj",
+        &format!(
+            "{{ to: [file, journald], journald_socket: {}, err_priority: err }}",
+            journald.sockets.join("socket").display()
+        ),
+    );
+    d.turbo_ok(&["start", &yml]);
+    let want = (2 * (OUT_LINES + ERR_LINES)) as usize;
+    let records = wait_for(
+        "journald to store every record",
+        Duration::from_secs(60),
+        || {
+            let r = journald.records("fw");
+            (r.len() >= want).then_some(r)
+        },
+    );
+    assert_eq!(records.len(), want, "each record once");
+    let pids: Vec<u64> = d
+        .status()
+        .iter()
+        .filter(|a| a["name"] == "fw")
+        .map(|a| a["pid"].as_u64().unwrap())
+        .collect();
+    let field = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    for r in &records {
+        assert_eq!(
+            field(r, "_TRANSPORT"),
+            "journal",
+            "the native protocol: {r}"
+        );
+        assert_eq!(field(r, "SYSLOG_IDENTIFIER"), "fw");
+        assert_eq!(field(r, "SYSLOG_PID"), field(r, "TURBO_PID"));
+        let pid: u64 = field(r, "TURBO_PID").parse().unwrap();
+        assert!(
+            pids.contains(&pid),
+            "the writing instance's pid {pid}: {pids:?}"
+        );
+        match field(r, "TURBO_STREAM").as_str() {
+            "out" => assert_eq!(field(r, "PRIORITY"), "6"),
+            "err" => assert_eq!(field(r, "PRIORITY"), "3"),
+            other => panic!("stream {other}"),
+        }
+    }
+    // journalctl's own field match, as an operator would filter: one instance's stdout, in order
+    for instance in ["0", "1"] {
+        let out = std::process::Command::new("journalctl")
+            .arg("--directory")
+            .arg(&journald.journal)
+            .args([
+                "-o",
+                "cat",
+                "--no-pager",
+                "TURBO_APP=fw",
+                &format!("TURBO_INSTANCE={instance}"),
+                "TURBO_STREAM=out",
+            ])
+            .output()
+            .unwrap();
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let expect: Vec<String> = (1..=OUT_LINES).map(|i| format!("line {i}")).collect();
+        assert_eq!(lines, expect, "instance {instance}: every line, in order");
+    }
+}

@@ -899,3 +899,44 @@ fn max_age_deletes_rotated_days_older_than_it_whatever_keep_allows() {
     assert_eq!(first("aged-out.log.1"), "2026-01-05");
     assert_eq!(first("aged-out.log.2"), "2026-01-04");
 }
+
+#[test]
+fn a_log_file_removed_behind_the_keepers_back_is_made_anew_and_loses_nothing_after() {
+    let d = TestDaemon::start("off");
+    start_floods(&d, "gone", &[("gone", "{ max_size: 10mb }")]);
+    let out = std::path::PathBuf::from(d.app("gone")["out_log"].as_str().unwrap());
+    let full = |what: &str| {
+        wait_for(what, Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            (numbers(&text) == (1..=3000).collect::<Vec<_>>()).then_some(())
+        });
+    };
+    full("the first run's lines");
+    // a delete, the files removed, the same app started again: the keeper still has a writer
+    // for the name, and must not write on into the unlinked file
+    d.turbo_ok(&["delete", "gone"]);
+    std::fs::remove_file(&out).unwrap();
+    start_floods(&d, "gone", &[("gone", "{ max_size: 10mb }")]);
+    full("the second run's lines, in a new file");
+
+    // removed while the app runs: a new file of that name within a second, and what the app
+    // writes after that is in it
+    let ticker = d.config(
+        "tick",
+        "apps:\n  - name: tick\n    cmd: [sh, -c, 'i=1; while true; do echo \"line $i\"; i=$((i+1)); sleep 0.05; done']\n",
+    );
+    d.turbo_ok(&["start", ticker.to_str().unwrap()]);
+    let tick = std::path::PathBuf::from(d.app("tick")["out_log"].as_str().unwrap());
+    wait_for("ticks", Duration::from_secs(10), || {
+        tick.exists().then_some(())
+    });
+    std::fs::remove_file(&tick).unwrap();
+    let after = wait_for("a new file with ticks", Duration::from_secs(10), || {
+        let got = numbers(&std::fs::read_to_string(&tick).ok()?);
+        (got.len() >= 20).then_some(got)
+    });
+    assert!(
+        after.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive from the reopening on: {after:?}"
+    );
+}

@@ -184,10 +184,16 @@ impl AppLogs {
     }
 
     /// Uses `policy` from the next write on. Fewer `keep` deletes the surplus rotated files now; a
-    /// smaller `max_size` rotates on the next write.
+    /// smaller `max_size` rotates on the next write. Called for each new process that writes to
+    /// these files, so it also reopens a file deleted or replaced since it was opened (a
+    /// `turbo delete`, the files removed, and the app started again).
     pub fn set_policy(&self, policy: &LogPolicy) {
         let mut files = self.lock();
         let files = &mut *files;
+        files.out.reopen_if_moved();
+        if let Some(err) = &mut files.err {
+            err.reopen_if_moved();
+        }
         let fewer = policy.keep < files.policy.keep;
         files.policy = policy.clone();
         files.route = forward::Route::of(&files.app, policy, &files.forwarded);

@@ -23,6 +23,11 @@
 //! logs --follow` may still be reading it. Renames here and the final rename there hold one
 //! lock per file ([`Sink::names`]), so a compressed file is never shifted half-way.
 //!
+//! A file deleted or replaced behind the writer's back (an operator's `rm`, or the files of a
+//! deleted app removed before it starts again) is noticed within a second of log-clock time at
+//! the next write, and whenever a new process starts writing to it, and opened anew: records
+//! written to an unlinked file would be lost.
+//!
 //! This module must not stop the app's output: a failed rotation keeps writing to the current
 //! file, and a failed write (a full disk) is logged once per run of failures and counted as
 //! dropped, not retried; the next batch tries again.
@@ -70,6 +75,8 @@ pub(super) struct Sink {
     /// With `rotate`: when the current period ends (Unix ms, log clock), set by the first
     /// write of the period.
     pub(super) period_end: Option<i64>,
+    /// When the path was last checked to still name `file` (log clock, ms).
+    pub(super) checked_at: i64,
 }
 
 impl Sink {
@@ -91,12 +98,46 @@ impl Sink {
             dropped: 0,
             names: Arc::default(),
             period_end: None,
+            checked_at: super::clock::now_ms(),
         })
+    }
+
+    /// Opens the path anew when it no longer names the open file (deleted, or replaced by
+    /// another file). When that cannot be told or the new open fails, writing goes on to the
+    /// open file, and the reason is logged.
+    pub(super) fn reopen_if_moved(&mut self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let same = match (fs::symlink_metadata(&self.path), self.file.metadata()) {
+            (Ok(path), Ok(open)) => path.dev() == open.dev() && path.ino() == open.ino(),
+            (Err(e), _) if e.kind() == io::ErrorKind::NotFound => false,
+            _ => return,
+        };
+        if same {
+            return;
+        }
+        match open_append(&self.path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok((size, file)) => {
+                tracing::info!(
+                    "{} was deleted or replaced; writing to a new file of that name",
+                    self.path.display()
+                );
+                self.file = file;
+                self.size = size;
+            }
+            Err(e) => tracing::warn!(
+                "{} was deleted or replaced, and cannot be opened anew ({e}); writing on to the old file",
+                self.path.display()
+            ),
+        }
     }
 
     /// Appends whole records, rotating before one that would not fit: as many records per
     /// `write(2)` as fit in the current file.
     pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy, now_ms: i64) {
+        if now_ms.abs_diff(self.checked_at) >= 1000 {
+            self.checked_at = now_ms;
+            self.reopen_if_moved();
+        }
         match policy.rotate {
             Some(period) => {
                 if self.period_end.is_some_and(|end| now_ms >= end) && self.size > 0 {

@@ -396,6 +396,39 @@ async fn rotation_keeps_whole_lines_once_and_at_most_keep_files() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_log_file_deleted_or_replaced_is_opened_anew_for_the_next_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy(LogFormat::Text, 1 << 20, 3);
+    let logs = AppLogs::open(dir.path(), "gone", 0, &policy).unwrap();
+    let out = logs.paths().0;
+    run(&logs, numbered_input(0..100), vec![]).await;
+    // `turbo delete`, the files removed, and the app started again: the writer is reused
+    std::fs::remove_file(&out).unwrap();
+    logs.set_policy(&policy);
+    run(&logs, numbered_input(100..200), vec![]).await;
+    assert_eq!(
+        numbered_lines(&out, 1 << 20).0,
+        (100..200).collect::<Vec<_>>()
+    );
+    // replaced by another file (a move and a new file of that name): writing goes to the new one
+    std::fs::rename(&out, dir.path().join("moved.log")).unwrap();
+    std::fs::write(&out, b"").unwrap();
+    logs.set_policy(&policy);
+    run(&logs, numbered_input(200..300), vec![]).await;
+    assert_eq!(
+        numbered_lines(&out, 1 << 20).0,
+        (200..300).collect::<Vec<_>>()
+    );
+    // still the same file: nothing is reopened, nothing lost
+    logs.set_policy(&policy);
+    run(&logs, numbered_input(300..400), vec![]).await;
+    assert_eq!(
+        numbered_lines(&out, 1 << 20).0,
+        (200..400).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_record_bigger_than_max_size_goes_alone_into_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let logs = AppLogs::open(dir.path(), "huge", 0, &policy(LogFormat::Text, 1024, 10)).unwrap();

@@ -38,6 +38,16 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 /// A run whose file has stopped growing this long after the writer finished is incomplete.
 const STALL: Duration = Duration::from_secs(10);
 const REFERENCE: &str = "reference (writer piped into cat)";
+/// TurboProcess rotating and compressing while the flood goes on (issue 20).
+const ZSTD: &str = "TurboProcess, rotating + zstd";
+
+/// The rotating subject's `log:` settings: about six rotations in a run (20 MB files for 1M
+/// lines, 134 MB of log), `.2` and older compressed by the keeper's compression thread while
+/// the app still writes.
+fn zstd_log(lines: u64) -> String {
+    let mb = (lines * (LINE + TIMESTAMP + TAG) as u64 / 6_000_000).max(1);
+    format!("{{ format: text, max_size: {mb}mb, keep: 20, compress: zstd }}")
+}
 
 /// How a subject prefixes each line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +62,8 @@ enum Prefix {
 enum Subject {
     Reference,
     Manager(Kind),
+    /// TurboProcess with [`zstd_log`].
+    TurboZstd,
 }
 
 impl Subject {
@@ -59,12 +71,13 @@ impl Subject {
         match self {
             Subject::Reference => REFERENCE,
             Subject::Manager(k) => k.label(),
+            Subject::TurboZstd => ZSTD,
         }
     }
 
     fn prefix(self) -> Prefix {
         match self {
-            Subject::Manager(Kind::Turbo) => Prefix::Rfc3339Ms,
+            Subject::Manager(Kind::Turbo) | Subject::TurboZstd => Prefix::Rfc3339Ms,
             _ => Prefix::None,
         }
     }
@@ -126,6 +139,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     let subjects = [
         Subject::Reference,
         Subject::Manager(Kind::Turbo),
+        Subject::TurboZstd,
         Subject::Manager(Kind::Pm2),
         Subject::Manager(Kind::Supervisord),
     ];
@@ -148,13 +162,10 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     for acc in &mut accs {
         let m = match acc.subject {
             Subject::Reference => None,
-            Subject::Manager(kind) => match env.launch(kind, "logs") {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    acc.error = Some(format!("{e:#}"));
-                    None
-                }
-            },
+            Subject::Manager(kind) => launched(acc, env.launch(kind, "logs")),
+            Subject::TurboZstd => {
+                launched(acc, env.launch_with(Kind::Turbo, "logs", "turbo-zstd", &[]))
+            }
         };
         mgrs.push(m);
     }
@@ -174,6 +185,11 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     drop(mgrs);
     result?;
     Ok(outcome(env, lines, reps, accs))
+}
+
+/// The manager, or `None` with the reason kept in `acc`.
+fn launched(acc: &mut Acc, m: Result<Box<dyn Manager>>) -> Option<Box<dyn Manager>> {
+    m.map_err(|e| acc.error = Some(format!("{e:#}"))).ok()
 }
 
 /// `reps` rounds; each runs every subject once, starting with a different one each round so
@@ -198,8 +214,8 @@ fn rounds(
             thread::sleep(Duration::from_millis(300));
             let result = match (acc.subject, mgrs[i].as_mut()) {
                 (Subject::Reference, _) => reference_run(env, lines, &dir),
-                (Subject::Manager(_), Some(m)) => manager_run(env, m.as_mut(), lines, &dir),
-                (Subject::Manager(_), None) => continue,
+                (s, Some(m)) => manager_run(env, m.as_mut(), s, lines, &dir),
+                (_, None) => continue,
             };
             match result {
                 Ok(r) => {
@@ -263,16 +279,32 @@ fn flood_app(env: &Env<'_>, lines: u64, marker: &Path) -> App {
 fn manager_run(
     env: &mut Env<'_>,
     m: &mut dyn Manager,
+    subject: Subject,
     lines: u64,
     dir: &Path,
 ) -> Result<RunResult> {
-    let marker = dir.join(format!("{}.marker", m.kind().key()));
+    let rotating = subject == Subject::TurboZstd;
+    let marker = dir.join(format!(
+        "{}{}.marker",
+        m.kind().key(),
+        if rotating { "-zstd" } else { "" }
+    ));
     let _ = fs::remove_file(&marker);
-    let app = flood_app(env, lines, &marker);
+    let mut app = flood_app(env, lines, &marker);
+    if rotating {
+        app.turbo_log = Some(zstd_log(lines));
+    }
     let log = m.out_log(&app.name);
     // the log is appended to run after run (a manager may keep it open after a delete, as
-    // daemons do), so each run is read from where the file ended before it
+    // daemons do), so each run is read from where the file ended before it; a rotating one is
+    // removed after each run, and its last line is always in the current file (a record is
+    // never split, and rotation happens before the write that would not fit)
     let offset = fs::metadata(&log).map_or(0, |m| m.len());
+    let min_size = if rotating {
+        0
+    } else {
+        offset + lines * LINE as u64
+    };
     // the CLI runs while we watch the file: PM2's CLI alone takes longer than the writer
     let mut start = m.start_command(&app)?;
     let mut cli = start
@@ -281,14 +313,23 @@ fn manager_run(
         .stderr(Stdio::null())
         .spawn()
         .context("starting the manager's CLI")?;
-    let watched = watch(&log, offset, lines, &marker);
+    let watched = watch(&log, min_size, lines, &marker);
     let cli_status = wait_bounded(&mut cli, CLI_LIMIT);
     let (done_ns, writer) = watched?;
     let status = cli_status?;
     if !status.success() {
         bail!("the start command failed ({status})");
     }
-    let check = verify(&log, offset, lines, Subject::Manager(m.kind()).prefix())?;
+    if rotating {
+        let check = verify_rotated(&log, lines, subject.prefix())?;
+        m.remove(&app.name)?;
+        let _ = fs::remove_file(&marker);
+        for f in log_files(&log)? {
+            fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+        }
+        return Ok(result(done_ns, writer, check));
+    }
+    let check = verify(&log, offset, lines, subject.prefix())?;
     m.remove(&app.name)?;
     let _ = fs::remove_file(&marker);
     // checked: empty it, as the reference's file is deleted, so that every subject's next run
@@ -329,7 +370,7 @@ fn reference_run(env: &mut Env<'_>, lines: u64, dir: &Path) -> Result<RunResult>
             return Err(e);
         }
     };
-    let watched = watch(&out, 0, lines, &marker);
+    let watched = watch(&out, lines * LINE as u64, lines, &marker);
     let reaped = [reap(&mut writer), reap(&mut cat)];
     let (done_ns, w) = watched?;
     for r in reaped {
@@ -373,10 +414,16 @@ fn last_payload(lines: u64) -> Vec<u8> {
 
 /// Watches `log` until it ends with the last line (every 1 ms), then waits for the writer's
 /// marker. Returns when the file was seen complete (`None`: it never was) and the writer's
-/// (start, end) stamps. The run's output starts at byte `offset`.
-fn watch(log: &Path, offset: u64, lines: u64, marker: &Path) -> Result<(Option<i64>, (i64, i64))> {
+/// (start, end) stamps. The file is not complete before it holds `min_size` bytes.
+fn watch(
+    log: &Path,
+    min_size: u64,
+    lines: u64,
+    marker: &Path,
+) -> Result<(Option<i64>, (i64, i64))> {
     let last = last_payload(lines);
-    let min_size = offset + lines * LINE as u64;
+    // a file just rotated may be shorter than the line looked for
+    let min_size = min_size.max(last.len() as u64);
     let started = sys::mono_ns();
     let limit = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
     let (mut size, mut grew_at, mut checked) = (0_u64, started, 0_u64);
@@ -431,6 +478,83 @@ fn verify(path: &Path, offset: u64, lines: u64, prefix: Prefix) -> Result<Check>
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     file.seek(SeekFrom::Start(offset))?;
     check_lines(BufReader::with_capacity(1 << 20, file), lines, prefix)
+}
+
+/// The log file and its rotated files (`<log>.<n>`, `<log>.<n>.zst`), oldest first: the
+/// highest `n` first, the log itself last.
+fn log_files(log: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let dir = log.parent().context("a log file's directory")?;
+    let base = log
+        .file_name()
+        .context("a log file's name")?
+        .to_string_lossy();
+    let mut rotated = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&*base).and_then(|r| r.strip_prefix('.')) else {
+            continue;
+        };
+        if let Ok(n) = rest.strip_suffix(".zst").unwrap_or(rest).parse::<u32>() {
+            rotated.push((n, dir.join(&name)));
+        }
+    }
+    rotated.sort_unstable_by_key(|&(n, _)| std::cmp::Reverse(n));
+    let mut files: Vec<_> = rotated.into_iter().map(|(_, p)| p).collect();
+    if log.exists() {
+        files.push(log.to_path_buf());
+    }
+    Ok(files)
+}
+
+/// Once the keeper has compressed every rotated file but the newest (`.1` stays plain), reads
+/// the run back across all of them, oldest first, decompressing with `zstd -dc`, and checks it.
+fn verify_rotated(log: &Path, lines: u64, prefix: Prefix) -> Result<Check> {
+    let mut files = Vec::new();
+    for _ in 0..3000 {
+        files = log_files(log)?;
+        let plain_rotated = files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e.to_str() != Some("zst")))
+            .filter(|f| f.as_path() != log)
+            .count();
+        let packing = fs::read_dir(log.parent().context("a log file's directory")?)?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".packing"));
+        if plain_rotated <= 1 && !packing {
+            break;
+        }
+        sys::check_interrupted()?;
+        thread::sleep(Duration::from_millis(10));
+    }
+    let zst = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "zst"))
+        .count();
+    if zst == 0 {
+        bail!("no rotated file of {} was compressed", log.display());
+    }
+    let mut all: Box<dyn std::io::Read> = Box::new(std::io::empty());
+    for f in files {
+        let part: Box<dyn std::io::Read> = if f.extension().is_some_and(|e| e == "zst") {
+            let out = Command::new("zstd")
+                .arg("-dc")
+                .arg(&f)
+                .output()
+                .with_context(|| format!("zstd -dc {}", f.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "zstd -dc {} failed: {}",
+                    f.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Box::new(std::io::Cursor::new(out.stdout))
+        } else {
+            Box::new(File::open(&f).with_context(|| format!("opening {}", f.display()))?)
+        };
+        all = Box::new(all.chain(part));
+    }
+    check_lines(BufReader::with_capacity(1 << 20, all), lines, prefix)
 }
 
 fn check_lines(mut r: impl std::io::BufRead, lines: u64, prefix: Prefix) -> Result<Check> {
@@ -545,8 +669,14 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
         }
         let s = Summary::of(&acc.seconds);
         let w = Summary::of(&acc.writer_seconds);
-        if acc.subject == Subject::Manager(Kind::Turbo) && acc.error.is_none() {
-            turbo_check = Some(acc.check);
+        if matches!(
+            acc.subject,
+            Subject::Manager(Kind::Turbo) | Subject::TurboZstd
+        ) && acc.error.is_none()
+        {
+            turbo_check
+                .get_or_insert_with(Check::default)
+                .add(&acc.check);
         }
         rows.push(Row {
             subject: acc.subject.label().to_owned(),
@@ -595,7 +725,13 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
             format!(
                 "Subjects: the reference (the same writer piped into `cat > file`, measured the \
                  same way), TurboProcess (`autorestart: never`, text logs with timestamps, \
-                 rotation out of reach), PM2 (`autorestart: false`; its default log files \
+                 rotation out of reach), TurboProcess again with `log: {}` (a \
+                 daemon of its own: the file rotates about six times a run and the \
+                 keeper's compression thread compresses `.2` and older with zstd while the \
+                 app still writes; the time is until the last line is in the current file, \
+                 and the check reads the run back across every rotated file, decompressed with \
+                 `zstd -dc` once the keeper has compressed them; the files are deleted after \
+                 each run), PM2 (`autorestart: false`; its default log files \
                  under `PM2_HOME/logs`) and supervisord (`autorestart=false`, \
                  `stdout_logfile_maxbytes=0` so it never rotates). {reps} rounds; each round \
                  runs every subject once, starting with a different one each round, so a slow \
@@ -606,7 +742,8 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
                  the reference's file is deleted, so that every subject writes into page \
                  cache the system has just freed (see the note). The log files live in the \
                  run's temporary directory, on the same file system for all subjects; \"on \
-                 disk\" means written to the file (page cache), not fsynced."
+                 disk\" means written to the file (page cache), not fsynced.",
+                zstd_log(lines)
             ),
         ],
         params: vec![
@@ -629,6 +766,7 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
         rows,
         ratios: vec![
             ("TurboProcess".to_owned(), REFERENCE.to_owned()),
+            (ZSTD.to_owned(), REFERENCE.to_owned()),
             ("PM2".to_owned(), REFERENCE.to_owned()),
             ("supervisord".to_owned(), REFERENCE.to_owned()),
             ("TurboProcess".to_owned(), "PM2".to_owned()),
@@ -666,6 +804,7 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
     let ratio = outcome.ratio("TurboProcess", REFERENCE);
     let med = |s: &str| outcome.summary(s).map(|s| s.median);
     let (turbo, reference) = (med("TurboProcess"), med(REFERENCE));
+    let (zstd, zstd_median) = (outcome.ratio(ZSTD, REFERENCE), med(ZSTD));
     if let (Some(r), Some(t), Some(p)) = (ratio, turbo, reference) {
         // TurboProcess writes about 134 bytes per line, the reference 100
         let per_line = (LINE + TIMESTAMP + TAG) as f64 / LINE as f64;
@@ -689,12 +828,25 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
         },
         limit_shown: "≤ 1.5".to_owned(),
     });
+    outcome.targets.push(Target {
+        what: format!(
+            "log throughput ({lines} lines) rotating about six times with zstd compression, \
+             TurboProcess / pipe into cat (medians)"
+        ),
+        value: zstd,
+        limit: VS_REFERENCE,
+        shown: match (zstd, zstd_median, reference) {
+            (Some(r), Some(t), Some(p)) => format!("{r:.2} ({t:.3} s / {p:.3} s)"),
+            _ => "not measured".to_owned(),
+        },
+        limit_shown: "≤ 1.5".to_owned(),
+    });
     #[expect(clippy::cast_precision_loss, reason = "line counts far below 2^53")]
     let bad = turbo_check
         .map(|c| (c.lost + c.reordered + c.duplicated + c.malformed + c.bad_prefix) as f64);
     outcome.targets.push(Target {
         what: format!(
-            "log lines lost, reordered, duplicated or malformed under TurboProcess ({reps} runs of {lines})"
+            "log lines lost, reordered, duplicated or malformed under TurboProcess, plain and rotating with zstd ({reps} runs of {lines} each)"
         ),
         value: bad,
         limit: 0.0,

@@ -74,6 +74,9 @@ pub struct App {
     /// A resident-memory limit in the manager's size syntax (e.g. `1gb`), if any: TurboProcess
     /// `max_memory`, PM2 `max_memory_restart`; supervisord has none.
     pub max_memory: Option<String>,
+    /// TurboProcess only: the app's `log:` settings instead of the default one file that never
+    /// rotates (the other managers have no matching rotation with compression).
+    pub turbo_log: Option<String>,
 }
 
 impl App {
@@ -84,6 +87,7 @@ impl App {
             argv,
             restart,
             max_memory: None,
+            turbo_log: None,
         }
     }
 }
@@ -489,8 +493,13 @@ impl Manager for Turbo {
                 }
                 Restart::Never => {
                     yml.push_str("    autorestart: never\n");
-                    // one file for the whole run: no rotation while the bench reads it
-                    yml.push_str("    log: { format: text, max_size: 4gb }\n");
+                    // by default one file for the whole run: no rotation while the bench reads it
+                    let log = app.turbo_log.as_deref();
+                    let _ = writeln!(
+                        yml,
+                        "    log: {}",
+                        log.unwrap_or("{ format: text, max_size: 4gb }")
+                    );
                 }
             }
             if let Some(limit) = &app.max_memory {
