@@ -324,45 +324,23 @@ fn start_sshd(host: &Host, dir: &Path) -> Child {
 impl Drop for Fleet {
     fn drop(&mut self) {
         // `turbo kill` on each bus itself stops the apps with the daemon; all hosts at once
-        let kills: Vec<Child> = self
-            .hosts
-            .iter()
-            .filter(|h| h.daemon.is_some())
-            .filter_map(|h| {
-                Command::new(bin_dir().join("turbo"))
-                    .arg("kill")
-                    .env("TURBO_BUS_ADDRESS", h.bus.address())
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()
-            })
-            .collect();
-        for mut kill in kills {
-            let _ = kill.wait();
-        }
+        run_quietly_together(self.hosts.iter().filter(|h| h.daemon.is_some()).map(|h| {
+            let mut kill = Command::new(bin_dir().join("turbo"));
+            kill.arg("kill").env("TURBO_BUS_ADDRESS", h.bus.address());
+            kill
+        }));
         // the shared SSH connections end now, not ControlPersist later
         let config = self.dir.path().join("ssh_config");
-        let masters: Vec<Child> = self
-            .hosts
-            .iter()
-            .flat_map(|h| [h.addr.clone(), format!("{}@{}", self.user, h.addr)])
-            .filter_map(|dest| {
-                Command::new("ssh")
-                    .arg("-F")
-                    .arg(&config)
-                    .args(["-O", "exit", &dest])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .ok()
-            })
-            .collect();
-        for mut master in masters {
-            let _ = master.wait();
-        }
+        run_quietly_together(
+            self.hosts
+                .iter()
+                .flat_map(|h| [h.addr.clone(), format!("{}@{}", self.user, h.addr)])
+                .map(|dest| {
+                    let mut exit = Command::new("ssh");
+                    exit.arg("-F").arg(&config).args(["-O", "exit", &dest]);
+                    exit
+                }),
+        );
         for host in &mut self.hosts {
             if let Some(mut daemon) = host.daemon.take() {
                 let _ = daemon.kill();
@@ -388,6 +366,75 @@ impl Drop for Fleet {
             let _ = Command::new("ip").args(["netns", "del", &host.ns]).output();
         }
         let _ = Command::new("userdel").arg(&self.user).output();
+    }
+}
+
+/// `turbo -H HOST monit` in a tmux of its own shows the host's apps, and `q` leaves it.
+fn monit_over_ssh(fleet: &Fleet, host: &str) {
+    let socket = format!("turbo-fleet-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tmux (cargo xtask setup installs it)")
+    };
+    let command = format!(
+        "env PATH='{}' TURBO_REMOTE_TURBO='{}' {} -H {host} monit; echo monit-exited-$?; sleep 30",
+        fleet.path_env(),
+        bin_dir().join("turbo").display(),
+        bin_dir().join("turbo").display()
+    );
+    let out = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        "-s",
+        "m",
+        &command,
+    ]);
+    assert!(out.status.success(), "tmux: {}", stderr(&out));
+    let screen = || stdout(&tmux(&["capture-pane", "-p", "-t", "m"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = screen();
+        if seen.contains("TurboProcess monit") && seen.contains("talker") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let shown = seen.contains("TurboProcess monit") && seen.contains("talker");
+    if shown {
+        let _ = tmux(&["send-keys", "-t", "m", "q"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !seen.contains("monit-exited-") {
+            std::thread::sleep(Duration::from_millis(200));
+            seen = screen();
+        }
+    }
+    let _ = tmux(&["kill-server"]);
+    assert!(shown, "the remote dashboard with host 1's apps:\n{seen}");
+    assert!(seen.contains("monit-exited-0"), "q leaves monit:\n{seen}");
+}
+
+/// Runs the commands at once, without their output, and waits for all of them.
+fn run_quietly_together(cmds: impl Iterator<Item = Command>) {
+    let children: Vec<Child> = cmds
+        .filter_map(|mut cmd| {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()
+        })
+        .collect();
+    for mut child in children {
+        let _ = child.wait();
     }
 }
 
@@ -513,6 +560,9 @@ fn turbo_and_busctl_drive_remote_daemons_over_ssh() {
         ticks.len() >= 3,
         "logs -f over -H followed new lines: {ticks:?}"
     );
+
+    // monit in a real terminal (tmux): the remote turbo's dashboard through ssh -t
+    monit_over_ssh(&fleet, &h1);
 
     // a mutating command on every host, then status --json with a host on every entry
     let all = fleet.addrs().join(",");
