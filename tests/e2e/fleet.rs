@@ -183,9 +183,12 @@ impl Fleet {
             d.display()
         );
         write_private(&d.join("ssh_config"), &config("id", &mux), 0o644);
+        let own = "  ControlMaster no\n  ControlPath none\n";
+        write_private(&d.join("ssh_config_wrong"), &config("wrong_id", own), 0o644);
+        // the right key, but a known_hosts without the hosts
         write_private(
-            &d.join("ssh_config_wrong"),
-            &config("wrong_id", "  ControlMaster no\n  ControlPath none\n"),
+            &d.join("ssh_config_unknown"),
+            &config("id", own).replace(&d.join("known_hosts").display().to_string(), "/dev/null"),
             0o644,
         );
         std::fs::create_dir(d.join("bin")).unwrap();
@@ -635,6 +638,30 @@ fn turbo_and_busctl_drive_remote_daemons_over_ssh() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // a host key nobody accepted: exit 12, and how to check it
+    let out = fleet
+        .cmd(&bin_dir().join("turbo"), &["-H", &h2, "status"])
+        .env(
+            "FLEET_SSH_CONFIG",
+            fleet.dir.path().join("ssh_config_unknown"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(stderr(&out).contains("host key of"), "{}", stderr(&out));
+
+    // info --json of two hosts: one object per host, each naming it
+    let out = fleet.turbo(&["-H", &format!("{h1},{h2}"), "info", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let infos = json(&stdout(&out));
+    let named: Vec<&str> = infos
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, [h1.as_str(), h2.as_str()], "{infos}");
 
     // a remote user outside the admin group: reads work, changes are the daemon's to refuse
     let as_user = format!("{}@{h1}", fleet.user);

@@ -432,10 +432,8 @@ pub fn classify(
             ),
         );
     }
-    if status == Some(127)
-        || has(&format!("{BRIDGE}: command not found"))
-        || has("not found") && has(BRIDGE)
-    {
+    // `bash: systemd-stdio-bridge: command not found`, `sh: 1: systemd-stdio-bridge: not found`
+    if status == Some(127) || (has("not found") && has(BRIDGE)) {
         return coded(
             ExitCode::NoBridge,
             format!("{target} has no {BRIDGE} on the remote user's PATH"),
