@@ -1,5 +1,6 @@
 //! Compressing rotated log files off the writing path: one worker thread per process, so a
-//! compression of a large file never delays the reading of the apps' pipes.
+//! compression of a large file never delays the reading of the apps' pipes; it runs at nice 19, so that
+//! on a busy host it also yields the CPU to them.
 //!
 //! A job names a file by its inode (it was opened right after its rotation), because while the
 //! worker compresses, later rotations may shift its number. The worker writes a hidden temporary
@@ -95,6 +96,10 @@ pub(super) struct Job {
     pub(super) lock: Arc<Mutex<()>>,
 }
 
+/// The compression thread's nice value: the lowest priority short of `SCHED_IDLE`, which
+/// could starve it for good on a saturated host and leave files plain.
+const COMPRESS_NICE: i32 = 19;
+
 /// Queues `job` for the worker (started on first use).
 pub(super) fn submit(job: Job) {
     static WORKER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
@@ -103,6 +108,12 @@ pub(super) fn submit(job: Job) {
         let spawned = std::thread::Builder::new()
             .name("log-compress".into())
             .spawn(move || {
+                // background work: on a busy host the pumps reading the apps' pipes come first
+                // (Linux applies a thread id's nice value to that thread only)
+                let _ = rustix::process::setpriority_process(
+                    Some(rustix::thread::gettid()),
+                    COMPRESS_NICE,
+                );
                 for job in rx {
                     if let Err(e) = run(&job) {
                         tracing::warn!(

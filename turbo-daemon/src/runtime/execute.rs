@@ -362,13 +362,23 @@ impl Runtime {
             return; // deleted meanwhile
         };
         let name = a.spec.name.clone();
-        tracing::warn!(
-            app = %name,
-            "crashed: {} after {} ms (restart #{})",
-            crash.describe_exit(),
-            crash.uptime.as_millis(),
-            crash.restart_number
-        );
+        // a clean exit is recorded like a crash (it was not asked for), but not called one
+        if crash.status.code() == Some(0) {
+            tracing::info!(
+                app = %name,
+                "exited: exit code 0 after {} ms (restart #{})",
+                crash.uptime.as_millis(),
+                crash.restart_number
+            );
+        } else {
+            tracing::warn!(
+                app = %name,
+                "crashed: {} after {} ms (restart #{})",
+                crash.describe_exit(),
+                crash.uptime.as_millis(),
+                crash.restart_number
+            );
+        }
         let record = view::crash_record(&crash);
         self.alerts.crashed(app, &a.spec, a.instance, &record);
         self.crashes.push(app, crash);
