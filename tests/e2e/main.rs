@@ -15,6 +15,7 @@ mod dbus;
 mod durability;
 mod ebpf;
 mod fleet;
+mod fleet_metrics;
 mod groups;
 mod hardening;
 mod health;

@@ -205,7 +205,7 @@ fn dashboard_queries(dash: &Value) -> Vec<String> {
     out
 }
 
-fn load_dashboard() -> Value {
+pub(crate) fn load_dashboard() -> Value {
     let path = repo().join("deploy/grafana/turbo-dashboard.json");
     let text = std::fs::read_to_string(&path).expect("read the dashboard");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
@@ -712,6 +712,22 @@ fn dashboard_and_rules_only_use_exported_metrics() {
 
     let queries = dashboard_queries(&dash);
     assert!(queries.len() >= 15, "{queries:?}");
+    // the fleet: a `host` variable from a turbo metric's label, and every query that selects
+    // a job selects the host too (the fleet row's queries run in fleet_metrics)
+    let vars = dash["templating"]["list"].as_array().expect("variables");
+    assert!(
+        vars.iter().any(|v| v["name"] == "host"
+            && v["definition"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("label_values(turbo_") && q.ends_with(", host)"))),
+        "no host variable: {vars:?}"
+    );
+    for q in queries.iter().filter(|q| q.contains("$job")) {
+        assert!(
+            q.contains(r#"host=~"$host""#) || q.ends_with(", host)"),
+            "a query ignores the host variable: {q}"
+        );
+    }
     let mut used = BTreeSet::new();
     for q in &queries {
         let names = metric_names_in(q);
@@ -748,7 +764,7 @@ fn dashboard_and_rules_only_use_exported_metrics() {
 }
 
 /// A Prometheus server, killed on drop.
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: String,
     dir: tempfile::TempDir,
@@ -763,7 +779,6 @@ impl Prometheus {
 
     /// [`Prometheus::start`], scraping every `scrape_interval` (rules evaluated every second).
     fn start_with(target: &str, scrape_interval: &str) -> Self {
-        let bin = prometheus_tool("prometheus");
         let dir = tempfile::Builder::new()
             .prefix("turbo-prom-")
             .tempdir()
@@ -776,13 +791,18 @@ impl Prometheus {
             rules.display()
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let config = dir.path().join("prometheus.yml");
+        Self::run(dir, &config)
+    }
+
+    /// Starts `prometheus` on a free loopback port with the configuration file `config`, its
+    /// data and log in `dir` (removed on drop); waits until it is ready.
+    pub(crate) fn run(dir: tempfile::TempDir, config: &Path) -> Self {
+        let bin = prometheus_tool("prometheus");
         let addr = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
+            .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
@@ -810,7 +830,7 @@ impl Prometheus {
     }
 
     /// An instant query through the HTTP API; the `data.result` array.
-    fn query(&self, promql: &str) -> Vec<Value> {
+    pub(crate) fn query(&self, promql: &str) -> Vec<Value> {
         let (status, _, body) = http_get(
             &self.addr,
             &format!("/api/v1/query?query={}", encode(promql)),
@@ -903,6 +923,7 @@ fn prometheus_scrapes_the_daemon_and_sees_a_restart() {
             .replace("$__rate_interval", "1m")
             .replace("$__range", "1h")
             .replace("$job", ".*")
+            .replace("$host", ".*")
             .replace("$app", ".*");
         let promql = match promql.strip_prefix("label_values(") {
             // label_values(<selector>, <label>) is Grafana's: query its selector

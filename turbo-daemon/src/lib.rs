@@ -71,6 +71,8 @@ pub struct Options {
     pub admin_group: String,
     /// Where the Prometheus exporter listens; `None` turns it off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// TLS and basic auth of the exporter (`--metrics-web-config`), checked before the start.
+    pub metrics_web: Option<std::sync::Arc<metrics::WebConfig>>,
     /// Resource sampling and leak detection.
     pub monitor: runtime::MonitorSettings,
     /// The daemon's own turbo.yml ([`system_config`]): applied at start and on SIGHUP (with
@@ -271,8 +273,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
     let exporter = match opts.metrics_listen {
         Some(addr) => match metrics::bind(addr).await {
             Ok(listener) => {
-                tracing::info!("{}", metrics::describe_listen(&addr));
-                tokio::spawn(metrics::serve(listener, requests_tx.clone()));
+                let web = opts.metrics_web.clone();
+                tracing::info!("{}", metrics::describe_listen(&addr, web.as_deref()));
+                tokio::spawn(metrics::serve(listener, requests_tx.clone(), web));
                 metrics::Exporter::Serving(addr)
             }
             Err(e) => {

@@ -42,6 +42,12 @@ struct Args {
     /// else 127.0.0.1:<10000 + uid mod 22768>, so each user's daemon has its own]
     #[arg(long, env = "TURBO_METRICS_LISTEN", value_name = "ADDR|off", value_parser = parse_listen)]
     metrics_listen: Option<Listen>,
+    /// TLS and basic auth of the exporter, from a web config file in the format Prometheus
+    /// exporters share (`tls_server_config`, `basic_auth_users` with bcrypt hashes; see
+    /// docs/metrics.md). Checked at start: a bad file stops the daemon, it never serves the
+    /// metrics unprotected instead
+    #[arg(long, env = "TURBO_METRICS_WEB_CONFIG", value_name = "FILE")]
+    metrics_web_config: Option<PathBuf>,
     /// Interval of the resource sampler (CPU window and leak detection; e.g. 5s, 500ms)
     /// [default: 5s with the procfs fallback; with eBPF, which only needs it for leak
     /// detection, the leak window / 48 (75s)]
@@ -131,6 +137,19 @@ fn main() -> ExitCode {
             }
         };
     }
+    let metrics_web = match args
+        .metrics_web_config
+        .as_deref()
+        .map(turbo_daemon::metrics::WebConfig::load)
+    {
+        None => None,
+        Some(Ok(web)) => Some(std::sync::Arc::new(web)),
+        Some(Err(e)) => {
+            // before anything started: one line, and the exporter is never up unprotected
+            eprintln!("turbo-daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let system = args.system || args.bus_address.is_some();
     let (home, log_dir) = match args.home {
         Some(home) => (home, None),
@@ -164,6 +183,7 @@ fn main() -> ExitCode {
             },
             |l| l.0,
         ),
+        metrics_web,
         monitor: turbo_daemon::runtime::MonitorSettings {
             cpu_window: args.cpu_window,
             sample_interval: args.sample_interval,

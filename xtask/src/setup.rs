@@ -34,6 +34,11 @@ const APT: &[(&str, &str)] = &[
     // (`promtool check rules`, `promtool test rules`) and the exposition (`promtool check metrics`)
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    // the fleet metrics tests: `amtool check-config` and route tests of the example
+    // Alertmanager config, a throw-away CA and certificate, a TLS client for the exporter
+    ("amtool", "prometheus-alertmanager"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
     // `cargo xtask dist` builds, strips and checks the .deb with these, and the install test
     // installs it into a throw-away root (an overlay of / in a mount namespace, then chroot)
     ("dpkg-deb", "dpkg"),

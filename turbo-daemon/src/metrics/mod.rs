@@ -17,7 +17,10 @@
 //!
 //! The crate's own HTTP listener is not used: it renders a global recorder on its own, with no
 //! way to ask the runtime first. The server here is hyper's HTTP/1 connection driver on a tokio
-//! listener, with a header timeout so an idle client cannot hold a connection forever.
+//! listener, with a header timeout so an idle client cannot hold a connection forever. With
+//! `--metrics-web-config` ([`web`]) each connection is first a TLS session and/or each request
+//! must carry basic-auth credentials; the exporter serves metrics only, never control, whatever
+//! address it listens on.
 //!
 //! Metric names and labels are listed in docs/metrics.md. Labels are bounded: `app`,
 //! `app_instance`, `event`, `outcome`, `group` (only on apps with an `app_group`: to PromQL a missing label and an
@@ -25,7 +28,9 @@
 //! never a pid. The instance number is `app_instance`, not `instance`: Prometheus attaches `instance`
 //! (and `job`) to every scraped series itself and would rename ours to `exported_instance`.
 
-use std::{convert::Infallible, fmt::Write as _, net::SocketAddr, time::Duration};
+pub mod web;
+
+use std::{convert::Infallible, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use http_body_util::Full;
 use hyper::{Method, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
@@ -36,6 +41,7 @@ use tokio::{net::TcpListener, sync::mpsc};
 use turbo_api::AppState;
 
 use crate::runtime::{AppMetrics, MetricsSnapshot, Request};
+pub use web::WebConfig;
 
 /// `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -73,8 +79,12 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves scrapes on `listener` until the process ends; each scrape asks the runtime through
-/// `requests`.
-pub async fn serve(listener: TcpListener, requests: mpsc::UnboundedSender<Request>) {
+/// `requests`. With a `web` config, connections are TLS and/or requests need basic auth.
+pub async fn serve(
+    listener: TcpListener,
+    requests: mpsc::UnboundedSender<Request>,
+    web: Option<Arc<WebConfig>>,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -86,19 +96,74 @@ pub async fn serve(listener: TcpListener, requests: mpsc::UnboundedSender<Reques
             }
         };
         let requests = requests.clone();
+        let web = web.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, requests.clone()));
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!("metrics: connection ended: {e}");
+            match web.as_ref().and_then(|w| w.tls().cloned()) {
+                Some(tls) => {
+                    // the handshake has the same bound as the request header
+                    match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, requests, web).await,
+                        Ok(Err(e)) => tracing::debug!("metrics: TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("metrics: TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(stream, requests, web).await,
             }
         });
     }
+}
+
+/// How long a client may take to send a request's headers (and a TLS handshake).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection<S>(
+    stream: S,
+    requests: mpsc::UnboundedSender<Request>,
+    web: Option<Arc<WebConfig>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let requests = requests.clone();
+        let web = web.clone();
+        async move {
+            if let Some(web) = &web {
+                let header = req.headers().get(hyper::header::AUTHORIZATION);
+                if !web
+                    .authorised(header.map(hyper::header::HeaderValue::as_bytes))
+                    .await
+                {
+                    return Ok(unauthorised());
+                }
+            }
+            answer(req, requests).await
+        }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!("metrics: connection ended: {e}");
+    }
+}
+
+/// `401` with the challenge that makes clients send basic auth.
+fn unauthorised() -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"Unauthorized\n")));
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"turbo-daemon\""),
+    );
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 async fn answer(
@@ -636,12 +701,24 @@ impl Exporter {
     }
 }
 
-/// A one-line description of where the exporter listens, for the daemon log.
+/// A one-line description of where the exporter listens and how it is protected, for the
+/// daemon log.
 #[must_use]
-pub fn describe_listen(addr: &SocketAddr) -> String {
-    let mut s = format!("metrics: serving Prometheus metrics on http://{addr}/metrics");
+pub fn describe_listen(addr: &SocketAddr, web: Option<&WebConfig>) -> String {
+    let scheme = if web.is_some_and(|w| w.tls().is_some()) {
+        "https"
+    } else {
+        "http"
+    };
+    let mut s = format!("metrics: serving Prometheus metrics on {scheme}://{addr}/metrics");
+    if let Some(w) = web {
+        let _ = write!(s, " with {} ({})", w.describe(), w.path.display());
+    }
     if !addr.ip().is_loopback() {
-        let _ = write!(s, " (not loopback: reachable from the network)");
+        let _ = write!(
+            s,
+            " (not loopback: reachable from the network; metrics only, no control)"
+        );
     }
     s
 }
