@@ -218,3 +218,260 @@ fn without_ebpf_insight_is_unavailable_and_has_no_figures() {
         assert!(!m.contains(family), "no {family} without eBPF:\n{m}");
     }
 }
+
+/// The python app of the network test: listens on `listen`, connects to `peer`, then idles
+/// (accepting nothing: the kernel establishes connections all the same).
+fn net_app(listen: u16, peer: u16) -> String {
+    format!(
+        "import socket, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {listen}))\n\
+         s.listen(16)\n\
+         c = socket.create_connection(('127.0.0.1', {peer}))\n\
+         time.sleep(1000)\n"
+    )
+}
+
+#[test]
+fn the_network_view_shows_listening_ports_peers_and_connections() {
+    if skip_without_ebpf("the_network_view_shows_listening_ports_peers_and_connections") {
+        return;
+    }
+    let (d, addr) = daemon_with_metrics("require", &[]);
+    assert_ebpf(&d);
+    let info = d.json(&["info"]);
+    assert!(
+        info["ebpf_programs"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "inet_sock_set_state")),
+        "{info}"
+    );
+    let peer = std::net::TcpListener::bind("127.0.0.1:0").expect("the peer listens");
+    let peer_port = peer.local_addr().unwrap().port();
+    let port = crate::metrics::free_port();
+    let script = d.home().join("net.py");
+    std::fs::write(&script, net_app(port, peer_port)).expect("write net.py");
+    d.turbo_ok(&[
+        "start",
+        "/usr/bin/python3",
+        "--name",
+        "net",
+        "--",
+        script.to_str().unwrap(),
+    ]);
+    let listening = format!("127.0.0.1:{port}");
+    // the app listens once its connect is done: then two clients come
+    wait_for("the app to listen", Duration::from_secs(10), || {
+        let i = insight(&d, "net");
+        i["net"]["listening"]
+            .as_array()?
+            .iter()
+            .any(|a| a == listening.as_str())
+            .then_some(())
+    });
+    let clients: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&listening).expect("connect to the app"))
+        .collect();
+    let net = wait_for(
+        "the connections to be seen",
+        Duration::from_secs(10),
+        || {
+            let net = insight(&d, "net")["net"].clone();
+            (net["accepts_total"].as_u64()? >= 2 && net["connects_total"].as_u64()? >= 1)
+                .then_some(net)
+        },
+    );
+    eprintln!("{net}");
+    assert!(net["unavailable"].is_null(), "{net}");
+    let peers = net["recent_peers"].as_array().expect("peers");
+    let to_peer = format!("127.0.0.1:{peer_port}");
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["direction"] == "connect" && p["peer"] == to_peer.as_str()),
+        "the peer it connected to: {net}"
+    );
+    assert!(
+        peers
+            .iter()
+            .any(|p| p["direction"] == "accept" && p["peer"] == "127.0.0.1" && p["count"] == 2),
+        "the clients, one line for their address: {net}"
+    );
+    let text = d.turbo_ok(&["describe", "net"]);
+    assert!(
+        text.contains(&format!("listening       {listening}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("-> ") && text.contains(to_peer.as_str()),
+        "{text}"
+    );
+
+    let m = scrape(&addr);
+    let app = [("app", "net"), ("app_instance", "0")];
+    let with = |k, v| {
+        let mut l = app.to_vec();
+        l.push((k, v));
+        l
+    };
+    assert_eq!(
+        value(&m, "turbo_app_listen_ports", &with("addr", &listening)),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(
+        value(
+            &m,
+            "turbo_app_tcp_connections_total",
+            &with("direction", "connect")
+        ) >= Some(1.0)
+    );
+    assert!(
+        value(
+            &m,
+            "turbo_app_tcp_connections_total",
+            &with("direction", "accept")
+        ) >= Some(2.0)
+    );
+
+    // `turbo events`: the exec of the app itself, its listen and its connect, in order
+    let listed = d.json(&["events", "net"]);
+    let kinds: Vec<(&str, &str)> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds.first(),
+        Some(&("exec", "/usr/bin/python3")),
+        "{listed}"
+    );
+    assert!(kinds.contains(&("listen", listening.as_str())), "{listed}");
+    assert!(kinds.contains(&("connect", to_peer.as_str())), "{listed}");
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, peer)| *k == "accept" && peer.starts_with("127.0.0.1:")),
+        "{listed}"
+    );
+    let text = d.turbo_ok(&["events", "net"]);
+    assert!(text.contains("net[0]  exec      pid "), "{text}");
+
+    // `-f` follows: the stop's signal, the socket's close and the exit arrive as they happen
+    let mut follower = std::process::Command::new(turbo_tests::bin_dir().join("turbo"))
+        .args(["events", "net", "-f", "--json"])
+        .env("TURBO_HOME", d.home())
+        .env_remove("TURBO_BUS_ADDRESS")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("turbo events -f");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let reader = {
+        let lines = std::sync::Arc::clone(&lines);
+        let stdout = follower.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    lines.lock().unwrap().push(v);
+                }
+            }
+        })
+    };
+    // the listing part comes first: once it is there, the follower is subscribed
+    wait_for("the listing", Duration::from_secs(10), || {
+        (lines.lock().unwrap().len() >= kinds.len()).then_some(())
+    });
+    drop(clients);
+    d.turbo_ok(&["stop", "net"]);
+    let followed = wait_for("the stop to be followed", Duration::from_secs(10), || {
+        let seen = lines.lock().unwrap().clone();
+        let has = |k: &str| seen[kinds.len()..].iter().any(|e| e["kind"] == k);
+        (has("signal") && has("unlisten") && has("exit")).then_some(seen)
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let _ = reader.join();
+    let signal = followed.iter().find(|e| e["kind"] == "signal").unwrap();
+    assert!(
+        signal["detail"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("SIGTERM from pid ")),
+        "{signal}"
+    );
+    // the listening socket closed with the app
+    wait_for("the port to be forgotten", Duration::from_secs(10), || {
+        let i = insight(&d, "net");
+        i["net"]["listening"].as_array()?.is_empty().then_some(())
+    });
+}
+
+#[test]
+fn a_full_accept_queue_on_a_listen_socket_is_counted_without_ebpf_too() {
+    let (d, addr) = daemon_with_metrics("off", &[]);
+    let port = crate::metrics::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // the instance never accepts: the daemon's socket keeps its backlog (128) and no more
+    let file = d.config(
+        "deaf",
+        &format!("apps:\n  - name: deaf\n    cmd: [sleep, '1000']\n    listen: {listen}\n"),
+    );
+    d.turbo_ok(&["start", file.to_str().unwrap()]);
+    d.wait_app("deaf", "online", |a| a["state"] == "online");
+    let drops = |d: &TestDaemon| {
+        insight(d, "deaf")["net"]["listen_sockets"][0]["accept_queue_drops"].as_u64()
+    };
+    assert_eq!(drops(&d), Some(0), "{}", insight(&d, "deaf"));
+    let target: std::net::SocketAddr = listen.parse().unwrap();
+    let (held, dropped) = rt().block_on(async {
+        // the handshakes that find the queue full are dropped (the clients would retry)
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..300 {
+            connects.spawn(tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(target),
+            ));
+        }
+        let mut held = Vec::new();
+        while let Some(done) = connects.join_next().await {
+            if let Ok(Ok(Ok(stream))) = done {
+                held.push(stream);
+            }
+        }
+        (held.len(), drops(&d))
+    });
+    let i = insight(&d, "deaf");
+    eprintln!("{held} clients queued; {i}");
+    assert!(
+        dropped > Some(0),
+        "{held} clients queued, yet no drops: {i}"
+    );
+    assert!(
+        i["net"]["unavailable"]
+            .as_str()
+            .is_some_and(|w| w.contains("eBPF")),
+        "{i}"
+    );
+    let m = scrape(&addr);
+    let drops_metric = value(
+        &m,
+        "turbo_app_accept_queue_drops_total",
+        &[("app", "deaf"), ("listen", listen.as_str())],
+    );
+    assert!(drops_metric > Some(0.0), "{m}");
+    let text = d.turbo_ok(&["describe", "deaf"]);
+    assert!(
+        text.contains(&format!("listen:         {listen} (held by the daemon;")),
+        "{text}"
+    );
+}

@@ -214,3 +214,59 @@ fn cli_autostarts_the_daemon_and_kill_stops_it() {
     assert!(out.contains("no daemon"), "{out}");
     assert!(!d.home().join("daemon.pid").exists());
 }
+
+/// `status` reuses a CPU and memory reading of the same process for a moment (many clients at
+/// once cost one pass of `/proc` reads), but never a state, a pid or a reading of another
+/// process: each change shows in the very next call, from one client or from many at once.
+#[test]
+fn status_shows_every_change_at_once_even_right_after_a_reading() {
+    let d = TestDaemon::start("auto");
+    d.turbo_ok(&["start", "sleep", "--name", "now", "--", "1000"]);
+    let first = d.wait_app("now", "the app to run", |a| a["state"] == "online");
+    let old = first["pid"].as_u64().expect("online app has a pid");
+    assert!(first["memory_bytes"].as_u64().unwrap_or(0) > 0, "{first}");
+
+    // within the reuse window of the reading just taken
+    d.turbo_ok(&["restart", "now"]);
+    let app = d.app("now");
+    let new = app["pid"].as_u64().expect("restarted app has a pid");
+    assert_ne!(new, old, "the new process shows at once: {app}");
+    assert_eq!(app["state"], "online");
+    assert!(
+        app["memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "the new process is measured, not left blank: {app}"
+    );
+    assert!(
+        app["uptime_ms"].as_u64().expect("uptime") < 5_000,
+        "uptime is the new process's: {app}"
+    );
+
+    d.turbo_ok(&["stop", "now"]);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let cli = turbo_tests::bin_dir().join("turbo");
+            let home = d.home().to_path_buf();
+            std::thread::spawn(move || {
+                let out = std::process::Command::new(cli)
+                    .args(["status", "--json"])
+                    .env("TURBO_HOME", home)
+                    .env_remove("TURBO_BUS_ADDRESS")
+                    .env("NO_COLOR", "1")
+                    .output()
+                    .expect("run turbo status");
+                assert!(out.status.success(), "{out:?}");
+                json(&String::from_utf8_lossy(&out.stdout))
+            })
+        })
+        .collect();
+    for client in clients {
+        let apps = client.join().expect("client thread");
+        let app = &apps[0];
+        assert_eq!(app["state"], "stopped", "{app}");
+        assert!(app["pid"].is_null(), "{app}");
+        assert!(
+            app["memory_bytes"].is_null(),
+            "a stopped app has no reading: {app}"
+        );
+    }
+}

@@ -235,16 +235,23 @@ fn pids_max_stops_a_fork_bomb_inside_the_app() {
     });
 }
 
+/// Whether this host can enforce `io_weight` (v1 blkio with BFQ), which makes a test of a limit
+/// it cannot enforce pointless; says so loudly, with where `what` is tested instead.
+fn enforces_io_weight(what: &str) -> bool {
+    let blkio = Path::new("/sys/fs/cgroup/blkio");
+    let enforces = blkio.join("blkio.bfq.weight").exists() || blkio.join("blkio.weight").exists();
+    if enforces {
+        eprintln!("\n*** SKIPPED: this host enforces io_weight (BFQ); {what} is unit-tested ***\n");
+    }
+    enforces
+}
+
 #[test]
 fn a_limit_this_host_cannot_enforce_fails_the_start_naming_it() {
     if skip("a_limit_this_host_cannot_enforce_fails_the_start_naming_it") {
         return;
     }
-    let blkio = Path::new("/sys/fs/cgroup/blkio");
-    if blkio.join("blkio.bfq.weight").exists() || blkio.join("blkio.weight").exists() {
-        eprintln!(
-            "\n*** SKIPPED: this host enforces io_weight (BFQ); the refusal is unit-tested ***\n"
-        );
+    if enforces_io_weight("the refusal") {
         return;
     }
     let d = TestDaemon::start("auto");
@@ -262,4 +269,45 @@ fn a_limit_this_host_cannot_enforce_fails_the_start_naming_it() {
     let text = format!("{said} {app}");
     assert!(text.contains("io_weight") && text.contains("BFQ"), "{text}");
     assert_ne!(app["state"], "online", "{app}");
+}
+
+#[test]
+fn with_limits_required_false_an_unenforceable_limit_is_left_out_loudly() {
+    if skip("with_limits_required_false_an_unenforceable_limit_is_left_out_loudly") {
+        return;
+    }
+    if enforces_io_weight("the leniency") {
+        return;
+    }
+    let d = TestDaemon::start("auto");
+    let file = d.config(
+        "io",
+        "apps:\n  - name: io\n    cmd: [sleep, '1000']\n    io_weight: 200\n    \
+         pids_max: 64\n    limits_required: false\n",
+    );
+    d.turbo_ok(&["start", file.to_str().unwrap()]);
+    let app = d.wait_app("io", "online", |a| a["state"] == "online");
+    // the limit it can enforce still is
+    assert_eq!(app["pids_max"], 64, "{app}");
+    let config = &d.json(&["describe", "io"])["config"];
+    let cgroups: Vec<&str> = config["cgroups"]
+        .as_array()
+        .expect("cgroups")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        cgroups
+            .iter()
+            .any(|l| l.starts_with("unenforced: io_weight") && l.contains("BFQ")),
+        "{config}"
+    );
+    let text = d.turbo_ok(&["describe", "io"]);
+    assert!(text.contains("unenforced: io_weight"), "{text}");
+    assert!(
+        d.daemon_log()
+            .contains("limit unenforced (limits_required: false): io_weight"),
+        "{}",
+        d.daemon_log()
+    );
 }

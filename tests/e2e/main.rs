@@ -14,6 +14,7 @@ mod containment;
 mod dbus;
 mod durability;
 mod ebpf;
+mod fleet;
 mod fleet_metrics;
 mod groups;
 mod hardening;

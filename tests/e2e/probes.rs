@@ -12,7 +12,7 @@ use std::{
 
 use turbo_tests::{TestDaemon, bin_dir, is_root, json, wait_for};
 
-const PROGRAMS: [&str; 9] = [
+const PROGRAMS: [&str; 10] = [
     "sched_process_exit",
     "sched_process_fork",
     "sched_process_exec",
@@ -22,6 +22,7 @@ const PROGRAMS: [&str; 9] = [
     "sched_wakeup",
     "sched_wakeup_new",
     "sched_switch",
+    "inet_sock_set_state",
 ];
 
 fn skip_unless_root(test: &str) -> bool {

@@ -1,5 +1,6 @@
 //! What the kernel saw an app do (`GetInsight`, `turbo describe`, `turbo monit`): run-queue
-//! delay, involuntary context switches and the execs of its process tree (issue 22).
+//! delay, involuntary context switches, the execs of its process tree and its TCP view
+//! (listening ports, connections, peers; issue 22).
 //!
 //! Every figure comes from the daemon's eBPF programs. With another event source the daemon
 //! says so in [`AppInsight::unavailable`] and sends no figures: this contract has no estimate to
@@ -35,6 +36,75 @@ impl ExecRecord {
             "allowed": self.allowed,
         })
     }
+}
+
+/// One thing the kernel saw an app instance do (`turbo events`): an exec, a signal, an exit,
+/// an OOM kill, a TCP listen, or a connection with a peer not seen lately.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct KernelEvent {
+    /// Unix time in milliseconds when the daemon learnt it.
+    pub at_ms: u64,
+    /// The instance it is about.
+    pub instance: u32,
+    /// `exec`, `signal`, `exit`, `oom`, `listen`, `unlisten`, `connect` or `accept`.
+    pub kind: String,
+    /// The process (0 when none of the app's processes did it: an accept, a socket's close).
+    pub pid: u32,
+    /// One line about it (`/bin/sh (unexpected)`, `SIGTERM from pid 12 (kill)`, `exit code 1`,
+    /// `127.0.0.1:5432`).
+    pub detail: String,
+}
+
+impl KernelEvent {
+    /// The JSON object of `turbo events --json`.
+    #[must_use]
+    pub fn to_json(&self, name: &str) -> Json {
+        json!({
+            "at": rfc3339_ms(self.at_ms),
+            "app": name,
+            "instance": self.instance,
+            "kind": self.kind,
+            "pid": self.pid,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// A peer an app talked to over TCP, with how often (`turbo describe`'s recent peers).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct PeerRecord {
+    /// Unix time in milliseconds of the latest connection with it.
+    pub at_ms: u64,
+    /// `"connect"` (the app sent a SYN to it) or `"accept"` (it connected to a port the app
+    /// listens on).
+    pub direction: String,
+    /// `ip:port` for a connect; the ip alone for an accept (its port is ephemeral).
+    pub peer: String,
+    /// Connections with it since the app was added.
+    pub count: u64,
+}
+
+impl PeerRecord {
+    /// The JSON object of `turbo describe --json`'s `insight.net.recent_peers`.
+    #[must_use]
+    pub fn to_json(&self) -> Json {
+        json!({
+            "at": rfc3339_ms(self.at_ms),
+            "direction": self.direction,
+            "peer": self.peer,
+            "count": self.count,
+        })
+    }
+}
+
+/// A `listen:` socket the daemon holds for an app, and what its accept queue dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
+pub struct ListenDrops {
+    /// The address as configured.
+    pub addr: String,
+    /// Connection attempts the kernel dropped on this socket since it was bound, almost all of
+    /// them because the accept queue was full (the socket's `sk_drops`, from `SO_MEMINFO`).
+    pub drops: u64,
 }
 
 /// What the kernel saw of one app instance.
@@ -75,18 +145,63 @@ pub struct AppInsight {
     pub exec_allow: Vec<String>,
     /// The latest execs, newest first (at most [`AppInsight::RECENT_EXECS`]).
     pub recent_execs: Vec<ExecRecord>,
+    /// Why the network view (`listening`, connection counts, peers) is unavailable; empty when
+    /// it is measured.
+    pub net_unavailable: String,
+    /// TCP addresses a process of the app listens on (`0.0.0.0:8080`, `[::]:443`), sorted.
+    pub listening: Vec<String>,
+    /// Connections the app started (SYNs sent) since it was added.
+    pub connects_total: u64,
+    /// Connections established on ports it listens on since it was added.
+    pub accepts_total: u64,
+    /// The peers of the latest connections, newest first (at most [`AppInsight::RECENT_PEERS`]).
+    pub recent_peers: Vec<PeerRecord>,
+    /// The `listen:` sockets the daemon holds for the app (any event source).
+    pub listen_drops: Vec<ListenDrops>,
+    /// The latest events, oldest first (at most [`AppInsight::RECENT_EVENTS`]); exits also
+    /// with the procfs source, the rest with eBPF only.
+    pub events: Vec<KernelEvent>,
 }
 
 impl AppInsight {
     /// How many execs `recent_execs` keeps.
     pub const RECENT_EXECS: usize = 16;
+    /// How many events `events` keeps.
+    pub const RECENT_EVENTS: usize = 64;
+    /// How many peers `recent_peers` keeps.
+    pub const RECENT_PEERS: usize = 16;
+
+    /// The JSON object of `insight.net`.
+    #[must_use]
+    pub fn net_json(&self) -> Json {
+        let held: Vec<Json> = self
+            .listen_drops
+            .iter()
+            .map(|l| json!({ "addr": l.addr, "accept_queue_drops": l.drops }))
+            .collect();
+        if !self.net_unavailable.is_empty() {
+            return json!({ "unavailable": self.net_unavailable, "listen_sockets": held });
+        }
+        json!({
+            "unavailable": null,
+            "listening": self.listening,
+            "connects_total": self.connects_total,
+            "accepts_total": self.accepts_total,
+            "recent_peers": self.recent_peers.iter().map(PeerRecord::to_json).collect::<Vec<_>>(),
+            "listen_sockets": held,
+        })
+    }
 
     /// The JSON object of `turbo describe --json`'s `insight`; figures are `null` when
     /// unavailable.
     #[must_use]
     pub fn to_json(&self) -> Json {
         if !self.unavailable.is_empty() {
-            return json!({ "unavailable": self.unavailable, "exec_allow": self.exec_allow });
+            return json!({
+                "unavailable": self.unavailable,
+                "exec_allow": self.exec_allow,
+                "net": self.net_json(),
+            });
         }
         json!({
             "unavailable": null,
@@ -104,6 +219,7 @@ impl AppInsight {
             "execs_unexpected": self.execs_unexpected,
             "exec_allow": self.exec_allow,
             "recent_execs": self.recent_execs.iter().map(ExecRecord::to_json).collect::<Vec<_>>(),
+            "net": self.net_json(),
         })
     }
 }

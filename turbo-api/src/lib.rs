@@ -17,7 +17,7 @@ pub use dto::{
     AppChange, AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo,
     ExitReason, FieldChange, Health, LogStream, rfc3339_ms,
 };
-pub use insight::{AppInsight, ExecRecord};
+pub use insight::{AppInsight, ExecRecord, KernelEvent, ListenDrops, PeerRecord};
 pub use names::{
     INTERPRETERS, MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration,
     parse_size, validate_app_name,
@@ -126,6 +126,7 @@ mod proxy {
 
     use crate::{
         AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo,
+        KernelEvent,
     };
 
     /// Client side of `org.turboprocess.Turbo1.Manager`.
@@ -275,6 +276,10 @@ mod proxy {
         ) -> zbus::Result<()>;
 
         /// Emitted for every crash, once its record is complete (stderr tail included).
+        /// Emitted for every event `turbo events` lists (see [`KernelEvent`]).
+        #[zbus(signal)]
+        fn app_event(&self, name: &str, event: KernelEvent) -> zbus::Result<()>;
+
         #[zbus(signal)]
         fn app_crashed(&self, name: &str, crash: CrashRecord) -> zbus::Result<()>;
 

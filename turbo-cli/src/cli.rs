@@ -21,6 +21,38 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// Where the command runs: this machine, another host over SSH, or several (docs/fleet.md).
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Run the command on another host's daemon over SSH, or on several (comma-separated);
+    /// `TURBO_HOST` when not given.
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        value_name = "[USER@]HOST[:PORT],..."
+    )]
+    pub host: Option<String>,
+    /// Run the command on the hosts of FILE (one per line: [USER@]HOST[:PORT] then group
+    /// names; `#` comments); FILE@GROUP keeps the hosts of one group.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE[@GROUP]",
+        value_hint = clap::ValueHint::FilePath
+    )]
+    pub hosts: Option<String>,
+    /// With several hosts: how many to work on at once (default 16; 1 for the rollouts of
+    /// apply, restart and reload).
+    #[arg(long, global = true, value_name = "N")]
+    pub parallel: Option<std::num::NonZeroUsize>,
+    /// With several hosts: go on with the next hosts after one fails a rollout.
+    #[arg(long, global = true)]
+    pub continue_on_error: bool,
 }
 
 /// The subcommands.
@@ -60,6 +92,8 @@ pub enum Cmd {
     Reset(TargetArg),
     /// Show an app's crash timeline: when, how, and its last stderr lines.
     Crashes(NameJson),
+    /// Show what the kernel saw an app do lately: execs, signals, exits, OOM kills, TCP events.
+    Events(EventsArgs),
     /// Show everything about one app: state, command, restart policy, logs, last crash.
     Describe(DescribeArgs),
     /// Write the app list to a dump file (`turbo resurrect` reads it back).
@@ -86,9 +120,23 @@ pub enum Cmd {
     /// Convert another process manager's configuration into a turbo.yml.
     #[command(subcommand)]
     Import(ImportFrom),
+    /// Wait until the apps are ready (a fleet rollout runs it on each host).
+    #[command(name = "__wait-ready", hide = true)]
+    WaitReady(WaitReadyArgs),
     /// Print the names of the apps, one per line, for completion scripts; never starts a daemon.
     #[command(name = "__complete-apps", hide = true)]
     CompleteApps,
+}
+
+/// `turbo __wait-ready`.
+#[derive(Debug, Args)]
+pub struct WaitReadyArgs {
+    /// How long to wait for all of them.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub timeout: String,
+    /// The apps (names, ids, `@group`, `all`).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
 }
 
 /// `turbo completions`.
@@ -326,6 +374,20 @@ pub struct NameJson {
     #[arg(value_name = "NAME|ID")]
     pub name: String,
     /// Print JSON instead of a human view.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `turbo events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// App name or id.
+    #[arg(value_name = "NAME|ID")]
+    pub name: String,
+    /// Keep printing events as they happen.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print JSON (with --follow, one object per line).
     #[arg(long)]
     pub json: bool,
 }

@@ -46,6 +46,9 @@ const SYSTEM_BUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// After our freshly spawned daemon exits, keep looking this long: it may have lost a start-up
 /// race to another daemon that is about to answer.
 const EXITED_GRACE: Duration = Duration::from_secs(2);
+/// Bound on reaching a daemon over SSH (connect, login, bridge, ping); ssh's own connect
+/// timeout is shorter, so an unreachable host is reported by ssh's words first.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Where the daemon is expected to answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,8 @@ pub enum Endpoint {
     Explicit(String),
     /// The system bus, where a daemon owned the bus name when we looked.
     System,
+    /// Another host's system bus, over SSH (`-H`): never autostarted.
+    Remote(crate::remote::Target),
     /// A user-mode home with its private bus socket.
     User {
         /// `TURBO_HOME` (made absolute) or `~/.turbo`.
@@ -71,6 +76,7 @@ impl Endpoint {
             Endpoint::Explicit(addr) => format!("{addr} (TURBO_BUS_ADDRESS)"),
             Endpoint::System => "the system bus".to_owned(),
             Endpoint::User { address, .. } => address.clone(),
+            Endpoint::Remote(target) => format!("the system bus of {target} (over SSH)"),
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Daemon {
     pub version: String,
     /// Where it answered.
     pub endpoint: Endpoint,
+    /// The ssh child carrying the connection (`-H`), kept as long as the proxy.
+    _session: Option<crate::remote::Session>,
 }
 
 /// What a probe of an endpoint found.
@@ -97,9 +105,23 @@ enum Probe {
     Refused(anyhow::Error),
 }
 
-/// Converts a failed D-Bus call into the one-line error the user sees: the daemon's own message.
+/// Converts a failed D-Bus call into the one-line error the user sees: the daemon's own message;
+/// a refusal of the caller exits with its own code.
 pub fn call_error(err: &zbus::Error) -> anyhow::Error {
-    anyhow!(error_message(err))
+    let error = anyhow!(error_message(err));
+    let denied = match err {
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == format!("{}.AccessDenied", turbo_api::ERROR_PREFIX)
+                || name.as_str() == "org.freedesktop.DBus.Error.AccessDenied"
+        }
+        zbus::Error::FDO(fdo) => matches!(**fdo, zbus::fdo::Error::AccessDenied(_)),
+        _ => false,
+    };
+    if denied {
+        crate::remote::Coded::wrap(error, crate::remote::ExitCode::AccessDenied)
+    } else {
+        error
+    }
 }
 
 /// Connects to the daemon, starting it in user mode when none answers and `autostart` is set.
@@ -107,6 +129,11 @@ pub fn call_error(err: &zbus::Error) -> anyhow::Error {
 /// # Errors
 /// No daemon answers and none could be started, or the bus refused us.
 pub async fn connect(autostart: bool) -> Result<Daemon> {
+    if let Some(target) = crate::remote::current() {
+        return connect_remote(target).await;
+    }
+    // the remote half of `turbo -H HOST logs`: a daemon must already run there
+    let autostart = autostart && env::var_os("TURBO_NO_AUTOSTART").is_none();
     let endpoint = match locate().await? {
         Located::Running(daemon) => return Ok(*daemon),
         Located::Endpoint(endpoint) => endpoint,
@@ -142,6 +169,17 @@ pub fn is_not_found(err: &zbus::Error) -> bool {
 /// # Errors
 /// The bus refused us for another reason than "nobody is there".
 pub async fn find_running() -> Result<Option<Daemon>> {
+    if let Some(target) = crate::remote::current() {
+        return match connect_remote(target).await {
+            Ok(daemon) => Ok(Some(daemon)),
+            Err(err)
+                if crate::remote::exit_code_of(&err) == Some(crate::remote::ExitCode::NoDaemon) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        };
+    }
     let endpoint = match locate().await? {
         Located::Running(daemon) => return Ok(Some(*daemon)),
         Located::Endpoint(endpoint) => endpoint,
@@ -161,15 +199,33 @@ pub async fn find_running() -> Result<Option<Daemon>> {
 /// The daemon still answers pings after [`READY_TIMEOUT`].
 pub async fn wait_until_gone(endpoint: &Endpoint) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    if let Endpoint::Remote(target) = endpoint {
+        // any failure to reach it again (no owner, no bus) means it is gone
+        while connect_remote(target).await.is_ok() {
+            if Instant::now() >= deadline {
+                bail!(
+                    "the daemon on {target} still answers {} s after shutdown",
+                    READY_TIMEOUT.as_secs()
+                );
+            }
+            sleep(POLL).await;
+        }
+        return Ok(());
+    }
     loop {
         let state = probe(endpoint).await;
         let timed_out = Instant::now() >= deadline;
         match state {
             // any failure to even talk to it means it is gone for our purposes
             Err(_) | Ok(Probe::Unreachable(_) | Probe::Refused(_)) => return Ok(()),
-            // on the system bus the bus outlives the daemon; a lingering private bus without its
-            // daemon is also fine once we have waited for it to disappear
-            Ok(Probe::NoOwner) if *endpoint == Endpoint::System || timed_out => return Ok(()),
+            // on the system bus (or a bus named by TURBO_BUS_ADDRESS, which nobody autostarts
+            // into) the bus outlives the daemon; a lingering private bus without its daemon is
+            // also fine once we have waited for it to disappear
+            Ok(Probe::NoOwner)
+                if matches!(endpoint, Endpoint::System | Endpoint::Explicit(_)) || timed_out =>
+            {
+                return Ok(());
+            }
             Ok(Probe::Up(_)) if timed_out => bail!(
                 "the daemon at {} still answers {} s after shutdown",
                 endpoint.describe(),
@@ -239,8 +295,55 @@ pub fn escape_address_value(value: &[u8]) -> String {
     out
 }
 
+/// Connects to the daemon on `target`'s system bus over SSH and pings it.
+async fn connect_remote(target: &crate::remote::Target) -> Result<Daemon> {
+    let attempt = async {
+        let (conn, session) = crate::remote::open_bus(target).await?;
+        let proxy = ManagerProxy::builder(&conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        match proxy.ping().await {
+            Ok(version) => Ok(Daemon {
+                proxy,
+                version,
+                endpoint: Endpoint::Remote(target.clone()),
+                _session: Some(session),
+            }),
+            Err(err) if is_no_owner(&err) => {
+                Err(crate::remote::no_daemon(target, &error_message(&err)))
+            }
+            Err(err) => bail!(
+                "the daemon on {target} did not answer: {}",
+                error_message(&err)
+            ),
+        }
+    };
+    match timeout(REMOTE_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(crate::remote::Coded::wrap(
+            anyhow!(
+                "{target} did not answer over SSH within {} s",
+                REMOTE_TIMEOUT.as_secs()
+            ),
+            crate::remote::ExitCode::Unreachable,
+        )),
+    }
+}
+
 /// Connects and pings, classifying "nobody there" apart from real errors.
 async fn probe(endpoint: &Endpoint) -> Result<Probe> {
+    if let Endpoint::Remote(target) = endpoint {
+        return Ok(match connect_remote(target).await {
+            Ok(daemon) => Probe::Up(Box::new(daemon)),
+            Err(err)
+                if crate::remote::exit_code_of(&err) == Some(crate::remote::ExitCode::NoDaemon) =>
+            {
+                Probe::NoOwner
+            }
+            Err(err) => Probe::Unreachable(format!("{err:#}")),
+        });
+    }
     let what = endpoint.describe();
     let attempt = async {
         let conn = match endpoint {
@@ -248,6 +351,7 @@ async fn probe(endpoint: &Endpoint) -> Result<Probe> {
                 Some(conn) => conn,
                 None => return Ok(Probe::NoOwner),
             },
+            Endpoint::Remote(_) => unreachable!("answered above"),
             Endpoint::Explicit(address) | Endpoint::User { address, .. } => {
                 let conn = match endpoint {
                     Endpoint::User { home, source, .. } => {
@@ -279,6 +383,7 @@ async fn probe(endpoint: &Endpoint) -> Result<Probe> {
                 proxy,
                 version,
                 endpoint: endpoint.clone(),
+                _session: None,
             }))),
             Err(err) if is_no_owner(&err) => Ok(Probe::NoOwner),
             Err(err) if is_absent(&err) => Ok(Probe::Unreachable(error_message(&err))),

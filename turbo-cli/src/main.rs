@@ -9,8 +9,10 @@ mod cli;
 mod commands;
 mod connect;
 mod files;
+mod fleet;
 mod hint;
 mod paths;
+mod remote;
 mod render;
 mod term;
 mod trust;
@@ -21,6 +23,27 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    let hosts = match fleet::hosts(&cli.fleet) {
+        Ok(hosts) => hosts,
+        Err(err) => return report(&err),
+    };
+    if !hosts.is_empty()
+        && let Some(what) = local_only(&cli.command)
+    {
+        return report(&hint::Hinted::wrap(
+            anyhow::anyhow!("turbo {what} acts on this machine, not over -H"),
+            format!("run it on the host itself, e.g. `ssh HOST turbo {what}`"),
+        ));
+    }
+    if hosts.len() > 1 {
+        return match fleet::run(&cli, &hosts) {
+            Ok(code) => ExitCode::from(code),
+            Err(err) => report(&err),
+        };
+    }
+    if let Some(target) = hosts.into_iter().next() {
+        remote::set_current(target);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -33,9 +56,40 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.chain().any(|e| e.is::<term::StdoutClosed>()) => ExitCode::SUCCESS,
-        Err(err) => fail(&format!("{err:#}"), hint::help_of(&err)),
+        Err(err) => report(&err),
     }
+}
+
+/// The commands that never talk to a daemon and so have no meaning with `-H`.
+fn local_only(cmd: &cli::Cmd) -> Option<&'static str> {
+    use cli::Cmd;
+    match cmd {
+        Cmd::Startup(_) => Some("startup"),
+        Cmd::Unstartup(_) => Some("unstartup"),
+        Cmd::Completions(_) => Some("completions"),
+        Cmd::Man(_) => Some("man"),
+        Cmd::Import(_) => Some("import"),
+        _ => None,
+    }
+}
+
+/// Prints `err` (unless it is a closed stdout or a remote turbo's own failure) and returns the
+/// exit code it stands for (docs/fleet.md lists them).
+fn report(err: &anyhow::Error) -> ExitCode {
+    if err.chain().any(|e| e.is::<term::StdoutClosed>()) {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(remote::Exited(code)) = err.chain().find_map(|e| e.downcast_ref::<remote::Exited>())
+    {
+        return ExitCode::from(*code);
+    }
+    let help = hint::help_of(err).or_else(|| {
+        err.chain()
+            .find_map(|e| e.downcast_ref::<remote::Coded>())
+            .and_then(remote::Coded::help)
+    });
+    let printed = fail(&format!("{err:#}"), help);
+    remote::exit_code_of(err).map_or(printed, |code| ExitCode::from(code as u8))
 }
 
 fn fail(message: &str, help: Option<&str>) -> ExitCode {

@@ -99,7 +99,11 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 /// for any JSON reader; outside strings JSON has no such characters, so nothing else changes.
 #[must_use]
 pub fn json_safe(json: String) -> String {
-    if !json.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)) {
+    // DEL is the byte 0x7f and every C1 control starts with 0xc2 in UTF-8: a byte search rules
+    // most documents out without decoding them (a status of 1000 apps is most of a megabyte)
+    if memchr::memchr2(0x7f, 0xc2, json.as_bytes()).is_none()
+        || !json.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c))
+    {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 16);
@@ -809,6 +813,10 @@ mod tests {
         assert_eq!(json, r#"{"l":"\u001b\u007f\u0085é"}"#);
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["l"], "\u{1b}\u{7f}\u{85}é");
+        // each alone is found; a character sharing the C1 lead byte (° is c2 b0) stays
+        assert_eq!(json_safe("\"\u{85}\"".into()), r#""\u0085""#);
+        assert_eq!(json_safe("\"\u{7f}\"".into()), r#""\u007f""#);
+        assert_eq!(json_safe("\"20°\"".into()), "\"20°\"");
         let mut hostile = online(0, "api");
         hostile.state = "\u{1b}[2Jonline".into();
         let table = render_status(&[hostile], &PLAIN);

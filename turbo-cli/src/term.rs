@@ -80,6 +80,18 @@ pub fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }
 
+/// Whether stdout is a terminal.
+#[must_use]
+pub fn stdout_is_terminal() -> bool {
+    io::stdout().is_terminal()
+}
+
+/// Whether stdin is a terminal: someone could answer a prompt (ssh's, for `-H`).
+#[must_use]
+pub fn stdin_is_terminal() -> bool {
+    io::stdin().is_terminal()
+}
+
 /// `NO_COLOR` (any non-empty value, per no-color.org) and `TERM=dumb` turn colour off.
 fn colour_allowed() -> bool {
     let no_color = env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());

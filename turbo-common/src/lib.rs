@@ -43,6 +43,12 @@ pub const MAP_RUNQ: &str = "RUNQ";
 /// `LruHashMap<u32 tid, u64 ktime_ns>`: when each thread of a watched group became runnable
 /// (woken, or preempted while runnable); consumed when it gets a CPU.
 pub const MAP_RUNQ_START: &str = "RUNQ_START";
+/// `HashMap<u32 (family << 16 | port), Listener>`: TCP ports watched apps listen on, so that
+/// connections accepted on them (established in softirq context, where `current` is no one in
+/// particular) are attributed to the app. Written by `inet_sock_set_state` when a watched process
+/// calls `listen()` and when that socket closes; the daemon adds the `listen:` sockets it holds
+/// for apps itself (`sk` 0, never removed by the kernel).
+pub const MAP_LISTENERS: &str = "LISTENERS";
 
 /// Program names in the object (the Rust function names in `turbo-ebpf`); each attaches to the
 /// BTF tracepoint of the same name.
@@ -64,6 +70,8 @@ pub const PROG_SCHED_WAKEUP: &str = "sched_wakeup";
 pub const PROG_SCHED_WAKEUP_NEW: &str = "sched_wakeup_new";
 /// `tp_btf/sched_switch`: a CPU switched threads (run-queue delay ends; preemptions counted).
 pub const PROG_SCHED_SWITCH: &str = "sched_switch";
+/// `tp_btf/inet_sock_set_state`: a TCP socket changed state (listen, connect, accept).
+pub const PROG_INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
 
 /// Load-time globals: kernel struct field offsets read from `/sys/kernel/btf/vmlinux`, because
 /// aya-ebpf has no CO-RE relocations. Zero means "not available": the code needing it is skipped.
@@ -98,6 +106,21 @@ pub const GLOBAL_OFF_PERCPU_COUNTER_COUNT: &str = "OFF_PERCPU_COUNTER_COUNT";
 pub const GLOBAL_OFF_BINPRM_FILENAME: &str = "OFF_BINPRM_FILENAME";
 /// `kernel_siginfo.si_code`.
 pub const GLOBAL_OFF_SIGINFO_CODE: &str = "OFF_SIGINFO_CODE";
+/// `sock_common.skc_family` (offsets in `struct sock`, whose `__sk_common` comes first).
+pub const GLOBAL_OFF_SKC_FAMILY: &str = "OFF_SKC_FAMILY";
+/// `sock_common.skc_num`: the local port, host order.
+pub const GLOBAL_OFF_SKC_NUM: &str = "OFF_SKC_NUM";
+/// `sock_common.skc_dport`: the remote port, network order.
+pub const GLOBAL_OFF_SKC_DPORT: &str = "OFF_SKC_DPORT";
+/// `sock_common.skc_daddr`: the remote IPv4 address. Really at offset 0, so the loader passes
+/// it plus one (0 stays "missing"), and the program subtracts it.
+pub const GLOBAL_OFF_SKC_DADDR_PLUS1: &str = "OFF_SKC_DADDR_PLUS1";
+/// `sock_common.skc_rcv_saddr`: the local IPv4 address.
+pub const GLOBAL_OFF_SKC_RCV_SADDR: &str = "OFF_SKC_RCV_SADDR";
+/// `sock_common.skc_v6_daddr`: the remote IPv6 address.
+pub const GLOBAL_OFF_SKC_V6_DADDR: &str = "OFF_SKC_V6_DADDR";
+/// `sock_common.skc_v6_rcv_saddr`: the local IPv6 address.
+pub const GLOBAL_OFF_SKC_V6_RCV_SADDR: &str = "OFF_SKC_V6_RCV_SADDR";
 /// Bit `n - 1` set: signal `n` is reported by `signal_generate` (see [`REPORTED_SIGNALS`]).
 pub const GLOBAL_SIGNAL_MASK: &str = "SIGNAL_MASK";
 
@@ -171,6 +194,39 @@ pub const EVENT_SIGNAL: u32 = 5;
 pub const EVENT_RSS_OVER: u32 = 6;
 /// A limited process's resident memory fell below 7/8 of its limit after being over ([`RssEvent`]).
 pub const EVENT_RSS_UNDER: u32 = 7;
+
+/// A watched process put a TCP socket in the LISTEN state ([`NetEvent`]).
+pub const EVENT_NET_LISTEN: u32 = 8;
+/// A socket recorded by [`EVENT_NET_LISTEN`] closed ([`NetEvent`]; `hdr.tgid` 0).
+pub const EVENT_NET_UNLISTEN: u32 = 9;
+/// A watched process started a TCP connection (SYN sent; [`NetEvent`], the local port may
+/// still be 0: the kernel picks it after this transition).
+pub const EVENT_NET_CONNECT: u32 = 10;
+/// A connection to a port in [`MAP_LISTENERS`] was established (accepted by the kernel, maybe
+/// not yet by the app; [`NetEvent`], `hdr.tgid` 0: this happens in softirq context).
+pub const EVENT_NET_ACCEPT: u32 = 11;
+
+/// `AF_INET`.
+pub const AF_INET: u16 = 2;
+/// `AF_INET6`.
+pub const AF_INET6: u16 = 10;
+/// TCP states of `inet_sock_set_state` (`include/net/tcp_states.h`).
+pub const TCP_ESTABLISHED: i32 = 1;
+/// See [`TCP_ESTABLISHED`].
+pub const TCP_SYN_SENT: i32 = 2;
+/// See [`TCP_ESTABLISHED`].
+pub const TCP_SYN_RECV: i32 = 3;
+/// See [`TCP_ESTABLISHED`].
+pub const TCP_CLOSE: i32 = 7;
+/// See [`TCP_ESTABLISHED`].
+pub const TCP_LISTEN: i32 = 10;
+
+/// The [`MAP_LISTENERS`] key of a local port.
+#[must_use]
+#[inline(always)]
+pub const fn listener_key(family: u16, port: u16) -> u32 {
+    ((family as u32) << 16) | port as u32
+}
 
 /// [`ForkEvent::flags`]: the child could not be added to [`MAP_WATCHED`] (map full), so its own
 /// children, exit and signals will not be reported.
@@ -300,6 +356,40 @@ pub struct RssEvent {
     pub limit_pages: u64,
 }
 
+/// [`EVENT_NET_LISTEN`], [`EVENT_NET_UNLISTEN`], [`EVENT_NET_CONNECT`], [`EVENT_NET_ACCEPT`].
+/// Addresses are in network order: IPv4 in the first 4 bytes of the 16.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetEvent {
+    /// Common fields (`tgid` 0 when no process of the app was running it).
+    pub hdr: EventHeader,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Local port, host order.
+    pub local_port: u16,
+    /// Remote port, host order (0 for a listener).
+    pub remote_port: u16,
+    /// Explicit padding.
+    pub _pad: u16,
+    /// Local address.
+    pub local_addr: [u8; 16],
+    /// Remote address (zero for a listener).
+    pub remote_addr: [u8; 16],
+}
+
+/// Value of [`MAP_LISTENERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    /// The app key.
+    pub key: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The listening `struct sock *` (so that only its own close removes the entry); 0 for a
+    /// socket the daemon holds.
+    pub sk: u64,
+}
+
 /// Value of [`MAP_RSS_LIMITS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -384,6 +474,8 @@ const _: () = {
     assert!(core::mem::size_of::<SignalEvent>() == 64);
     assert!(core::mem::size_of::<RssEvent>() == 40);
     assert!(core::mem::size_of::<RssLimit>() == 16);
+    assert!(core::mem::size_of::<NetEvent>() == 64);
+    assert!(core::mem::size_of::<Listener>() == 16);
 };
 
 #[cfg(feature = "user")]
@@ -399,6 +491,8 @@ mod pod {
     unsafe impl aya::Pod for super::RssEvent {}
     unsafe impl aya::Pod for super::RssLimit {}
     unsafe impl aya::Pod for super::RunqStats {}
+    unsafe impl aya::Pod for super::NetEvent {}
+    unsafe impl aya::Pod for super::Listener {}
 }
 
 impl ExitEvent {

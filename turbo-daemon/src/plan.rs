@@ -229,6 +229,12 @@ pub fn diff(old: &AppSpec, new: &AppSpec) -> Vec<FieldChange> {
     for ((key, now), (_, before)) in resources.keyed().into_iter().zip(old.resources.keyed()) {
         note(now != before, key, resources_how);
     }
+    // it decides how the cgroup is made, at the start
+    note(
+        resources.best_effort != old.resources.best_effort,
+        "limits_required",
+        How::Restart,
+    );
     // each check reads the spec when it runs; adding or removing one arms or drops its timers,
     // which happens at the start
     note(

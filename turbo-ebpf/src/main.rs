@@ -47,6 +47,18 @@
 //!   whole cost is one [`WATCHED`] lookup (wake-up) or two lookups (switch), with direct,
 //!   verifier-checked loads rather than `bpf_probe_read_kernel`.
 //!
+//! * `inet_sock_set_state(sk, oldstate, newstate)`: the network view. A watched process that
+//!   puts a TCP socket in LISTEN (the `listen()` call runs in its context) is reported and its
+//!   port recorded in [`LISTENERS`]; the close of that very socket (LISTEN to CLOSE) is reported
+//!   and the port forgotten. A watched process that sends a SYN (CLOSE to SYN_SENT, in its
+//!   `connect()`) is reported with the peer. A connection established on a port in
+//!   [`LISTENERS`] (SYN_RECV to ESTABLISHED, in softirq context: `current` is no one in
+//!   particular, so the port is what says whose it is) is reported with the peer. Every other
+//!   transition of the system costs two integer compares; the four above one hash lookup each
+//!   before anything is read. Ports are those of the daemon's network namespace view: an app in
+//!   its own namespace listening on a port another app also uses is attributed to whichever
+//!   listened last.
+//!
 //! When the ring buffer is full an event is counted in [`LOST`] (one per-CPU slot) instead.
 //!
 //! # What it must not do
@@ -85,11 +97,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use turbo_common::{
-    COMM_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_OOM_VICTIM, EVENT_RSS_OVER,
+    AF_INET, AF_INET6, COMM_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_NET_ACCEPT,
+    EVENT_NET_CONNECT, EVENT_NET_LISTEN, EVENT_NET_UNLISTEN, EVENT_OOM_VICTIM, EVENT_RSS_OVER,
     EVENT_RSS_UNDER, EVENT_SIGNAL, EXEC_FILENAME_LEN, EventHeader, ExecEvent, ExitEvent,
-    FORK_UNTRACKED, ForkEvent, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS, OomEvent,
-    RssEvent, RssLimit, RunqStats, SIGCONT, SignalEvent, TRACE_SIGNAL_ALREADY_PENDING,
-    TRACE_SIGNAL_IGNORED, rss_is_under, runq_bucket, signal_bit,
+    FORK_UNTRACKED, ForkEvent, Listener, MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, MM_SWAPENTS,
+    NetEvent, OomEvent, RssEvent, RssLimit, RunqStats, SIGCONT, SignalEvent, TCP_CLOSE,
+    TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_RECV, TCP_SYN_SENT, TRACE_SIGNAL_ALREADY_PENDING,
+    TRACE_SIGNAL_IGNORED, listener_key, rss_is_under, runq_bucket, signal_bit,
 };
 
 /// Ring buffer read by the daemon (256 KiB: ~6.5k exit or fork events, ~880 exec events, in
@@ -123,6 +137,10 @@ static RUNQ: PerCpuHashMap<u32, RunqStats> = PerCpuHashMap::with_max_entries(1_0
 /// that exits while runnable leaves an entry nobody consumes.
 #[map]
 static RUNQ_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Ports watched apps listen on; see `turbo_common::MAP_LISTENERS`.
+#[map]
+static LISTENERS: HashMap<u32, Listener> = HashMap::with_max_entries(4_096, 0);
 
 /// `task_struct.exit_code`.
 #[unsafe(no_mangle)]
@@ -172,6 +190,27 @@ static OFF_BINPRM_FILENAME: Global<u64> = Global::new(0);
 /// `kernel_siginfo.si_code`.
 #[unsafe(no_mangle)]
 static OFF_SIGINFO_CODE: Global<u64> = Global::new(0);
+/// `sock_common.skc_family`.
+#[unsafe(no_mangle)]
+static OFF_SKC_FAMILY: Global<u64> = Global::new(0);
+/// `sock_common.skc_num`.
+#[unsafe(no_mangle)]
+static OFF_SKC_NUM: Global<u64> = Global::new(0);
+/// `sock_common.skc_dport`.
+#[unsafe(no_mangle)]
+static OFF_SKC_DPORT: Global<u64> = Global::new(0);
+/// `sock_common.skc_daddr` plus one (it is at offset 0; 0 means missing).
+#[unsafe(no_mangle)]
+static OFF_SKC_DADDR_PLUS1: Global<u64> = Global::new(0);
+/// `sock_common.skc_rcv_saddr`.
+#[unsafe(no_mangle)]
+static OFF_SKC_RCV_SADDR: Global<u64> = Global::new(0);
+/// `sock_common.skc_v6_daddr`.
+#[unsafe(no_mangle)]
+static OFF_SKC_V6_DADDR: Global<u64> = Global::new(0);
+/// `sock_common.skc_v6_rcv_saddr`.
+#[unsafe(no_mangle)]
+static OFF_SKC_V6_RCV_SADDR: Global<u64> = Global::new(0);
 /// Signals reported by `signal_generate` (bit n - 1 = signal n).
 #[unsafe(no_mangle)]
 static SIGNAL_MASK: Global<u64> = Global::new(0);
@@ -240,6 +279,18 @@ const _: () = {
     assert!(same(abi::GLOBAL_OFF_BINPRM_FILENAME, "OFF_BINPRM_FILENAME"));
     assert!(same(abi::GLOBAL_OFF_SIGINFO_CODE, "OFF_SIGINFO_CODE"));
     assert!(same(abi::GLOBAL_SIGNAL_MASK, "SIGNAL_MASK"));
+    assert!(same(abi::MAP_LISTENERS, "LISTENERS"));
+    assert!(same(abi::PROG_INET_SOCK_SET_STATE, "inet_sock_set_state"));
+    assert!(same(abi::GLOBAL_OFF_SKC_FAMILY, "OFF_SKC_FAMILY"));
+    assert!(same(abi::GLOBAL_OFF_SKC_NUM, "OFF_SKC_NUM"));
+    assert!(same(abi::GLOBAL_OFF_SKC_DPORT, "OFF_SKC_DPORT"));
+    assert!(same(abi::GLOBAL_OFF_SKC_DADDR_PLUS1, "OFF_SKC_DADDR_PLUS1"));
+    assert!(same(abi::GLOBAL_OFF_SKC_RCV_SADDR, "OFF_SKC_RCV_SADDR"));
+    assert!(same(abi::GLOBAL_OFF_SKC_V6_DADDR, "OFF_SKC_V6_DADDR"));
+    assert!(same(
+        abi::GLOBAL_OFF_SKC_V6_RCV_SADDR,
+        "OFF_SKC_V6_RCV_SADDR"
+    ));
 };
 
 /// `tp_btf/sched_process_exit`: see the module documentation.
@@ -302,6 +353,13 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     try_sched_switch(&ctx);
+    0
+}
+
+/// `tp_btf/inet_sock_set_state`: see the module documentation.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    try_inet_sock_set_state(&ctx);
     0
 }
 
@@ -787,6 +845,105 @@ fn try_sched_switch(ctx: &BtfTracePointContext) {
         (*stats).count += 1;
         (*stats).sum_ns += delay;
     }
+}
+
+fn try_inet_sock_set_state(ctx: &BtfTracePointContext) {
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let sk: *const u8 = ctx.arg(0);
+    match (old, new) {
+        (_, TCP_LISTEN) | (TCP_CLOSE, TCP_SYN_SENT) => {
+            let current = bpf_get_current_pid_tgid();
+            let tgid = (current >> 32) as u32;
+            let Some(key) = watched_key(tgid) else {
+                return;
+            };
+            let Some(mut ev) = net_event(sk) else {
+                return;
+            };
+            ev.hdr = header(EVENT_NET_CONNECT, tgid, current as u32, key);
+            if new == TCP_LISTEN {
+                ev.hdr.kind = EVENT_NET_LISTEN;
+                ev.remote_port = 0;
+                ev.remote_addr = [0; 16];
+                let value = Listener {
+                    key,
+                    _pad: 0,
+                    sk: sk as u64,
+                };
+                let _ = LISTENERS.insert(listener_key(ev.family, ev.local_port), value, 0);
+            }
+            emit(ev);
+        }
+        (TCP_SYN_RECV, TCP_ESTABLISHED) | (TCP_LISTEN, TCP_CLOSE) => {
+            let Some((family, port)) = local_port(sk) else {
+                return;
+            };
+            let lkey = listener_key(family, port);
+            let Some(entry) = LISTENERS.get_ptr(lkey) else {
+                return;
+            };
+            // SAFETY: a map value pointer is valid for the program's run; plain integers.
+            let (key, owner) = unsafe { ((*entry).key, (*entry).sk) };
+            let kind = if new == TCP_ESTABLISHED {
+                EVENT_NET_ACCEPT
+            } else if owner == sk as u64 {
+                let _ = LISTENERS.remove(lkey);
+                EVENT_NET_UNLISTEN
+            } else {
+                return; // another socket on that port (or one the daemon holds)
+            };
+            let Some(mut ev) = net_event(sk) else {
+                return;
+            };
+            ev.hdr = header(kind, 0, 0, key);
+            emit(ev);
+        }
+        _ => {}
+    }
+}
+
+/// `(family, local port)` of a TCP socket by direct loads; `None` for other families.
+#[inline(always)]
+fn local_port(sk: *const u8) -> Option<(u16, u16)> {
+    let (off_family, off_num) = (OFF_SKC_FAMILY.load(), OFF_SKC_NUM.load());
+    if off_family == 0 || off_num == 0 || sk.is_null() {
+        return None;
+    }
+    // SAFETY: `sk` is the tracepoint's `struct sock *`; offsets are from BTF (frozen).
+    let (family, port): (u16, u16) = unsafe {
+        (
+            core::ptr::read_volatile(sk.wrapping_add(off_family as usize).cast()),
+            core::ptr::read_volatile(sk.wrapping_add(off_num as usize).cast()),
+        )
+    };
+    (family == AF_INET || family == AF_INET6).then_some((family, port))
+}
+
+/// The addresses and ports of `sk` (header left to the caller).
+#[inline(always)]
+fn net_event(sk: *const u8) -> Option<NetEvent> {
+    let (family, local_port) = local_port(sk)?;
+    let mut ev = NetEvent {
+        family,
+        local_port,
+        ..NetEvent::default()
+    };
+    // SAFETY (all reads): `sk` is a `struct sock *`; offsets are from BTF; failed reads leave
+    // zeros.
+    let dport: u16 = unsafe { read_at(sk, OFF_SKC_DPORT.load()) }.unwrap_or(0);
+    ev.remote_port = u16::from_be(dport);
+    if family == AF_INET {
+        let daddr = OFF_SKC_DADDR_PLUS1.load().wrapping_sub(1);
+        let remote: [u8; 4] = unsafe { read_at(sk, daddr) }.unwrap_or([0; 4]);
+        let local: [u8; 4] = unsafe { read_at(sk, OFF_SKC_RCV_SADDR.load()) }.unwrap_or([0; 4]);
+        ev.remote_addr[..4].copy_from_slice(&remote);
+        ev.local_addr[..4].copy_from_slice(&local);
+    } else {
+        ev.remote_addr = unsafe { read_at(sk, OFF_SKC_V6_DADDR.load()) }.unwrap_or([0; 16]);
+        ev.local_addr = unsafe { read_at(sk, OFF_SKC_V6_RCV_SADDR.load()) }.unwrap_or([0; 16]);
+    }
+    Some(ev)
 }
 
 #[cfg(target_arch = "bpf")]

@@ -47,6 +47,12 @@ const APT: &[(&str, &str)] = &[
     ("lintian", "lintian"),
     ("nsenter", "util-linux"),
     ("mount", "mount"),
+    // the fleet tests run one sshd per network namespace and reach each daemon over SSH
+    // (`turbo -H`, `busctl -H`) through systemd-stdio-bridge
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    ("systemd-stdio-bridge", "systemd"),
+    ("ip", "iproute2"),
 ];
 
 pub fn setup(ctx: &Ctx) -> Result<()> {

@@ -32,7 +32,7 @@ pub const APP_OR_ALL_COMMANDS: [&str; 7] = [
     "stop", "restart", "reload", "delete", "reset", "flush", "status",
 ];
 /// Commands whose first positional argument is one app (name or id).
-pub const APP_COMMANDS: [&str; 4] = ["logs", "crashes", "describe", "scale"];
+pub const APP_COMMANDS: [&str; 5] = ["logs", "crashes", "events", "describe", "scale"];
 /// Subcommands of a command group whose positional is one app: zsh completes them from clap's
 /// nested specs (counted by the tests); the bash wrapper only looks at the first word.
 #[cfg(test)]
@@ -393,7 +393,7 @@ mod tests {
         assert!(s.contains(
             "complete -c turbo -n \"__fish_turbo_using_subcommand stop restart reload delete reset flush status\" -f -a '(__fish_turbo_apps) all'"
         ));
-        assert!(s.contains("__fish_turbo_using_subcommand logs crashes describe scale"));
+        assert!(s.contains("__fish_turbo_using_subcommand logs crashes events describe scale"));
     }
 
     #[test]

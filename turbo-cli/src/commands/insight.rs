@@ -33,6 +33,7 @@ pub fn render_insight(insight: &AppInsight, opts: &RenderOpts) -> String {
     if !insight.unavailable.is_empty() {
         row(&mut out, "unavailable", &insight.unavailable);
         row(&mut out, "exec allow", &allow);
+        render_net(&mut out, insight, opts);
         return out;
     }
     let recent = if insight.recent_window_ms == 0 {
@@ -93,7 +94,60 @@ pub fn render_insight(insight: &AppInsight, opts: &RenderOpts) -> String {
         let tone = if e.allowed { Tone::Dim } else { Tone::Red };
         let _ = writeln!(out, "    {}", paint(opts.color, tone, &line));
     }
+    render_net(&mut out, insight, opts);
     out
+}
+
+/// The TCP view: listening addresses, connections, recent peers, and the accept-queue drops of
+/// the `listen:` sockets the daemon holds.
+fn render_net(out: &mut String, insight: &AppInsight, opts: &RenderOpts) {
+    let row = |out: &mut String, k: &str, v: &str| {
+        let _ = writeln!(out, "  {k:<16}{}", escape_controls(v));
+    };
+    for held in &insight.listen_drops {
+        let drops = format!("{} accept-queue drops", held.drops);
+        let drops = if held.drops > 0 {
+            paint(opts.color, Tone::Red, &drops)
+        } else {
+            drops
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16}{} (held by the daemon; {drops})",
+            "listen:",
+            escape_controls(&held.addr)
+        );
+    }
+    if !insight.net_unavailable.is_empty() {
+        if insight.unavailable.is_empty() {
+            row(out, "network", &insight.net_unavailable);
+        }
+        return;
+    }
+    let listening = if insight.listening.is_empty() {
+        "-".to_owned()
+    } else {
+        insight.listening.join(", ")
+    };
+    row(out, "listening", &listening);
+    row(
+        out,
+        "connections",
+        &format!(
+            "{} out (connect), {} in (accept)",
+            insight.connects_total, insight.accepts_total
+        ),
+    );
+    for p in &insight.recent_peers {
+        let arrow = if p.direction == "accept" { "<-" } else { "->" };
+        let line = format!(
+            "{arrow} {} {} x{}",
+            rfc3339_ms(p.at_ms),
+            escape_controls(&p.peer),
+            p.count
+        );
+        let _ = writeln!(out, "    {}", paint(opts.color, Tone::Dim, &line));
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +206,50 @@ mod tests {
         assert!(
             !text.contains('\x1b'),
             "no control sequence from the kernel's text: {text}"
+        );
+    }
+
+    #[test]
+    fn the_network_view() {
+        let text = render_insight(
+            &AppInsight {
+                listening: vec!["0.0.0.0:8080".into()],
+                connects_total: 3,
+                accepts_total: 5,
+                recent_peers: vec![turbo_api::PeerRecord {
+                    at_ms: 0,
+                    direction: "connect".into(),
+                    peer: "10.0.0.2:5432".into(),
+                    count: 3,
+                }],
+                listen_drops: vec![turbo_api::ListenDrops {
+                    addr: "0.0.0.0:3000".into(),
+                    drops: 2,
+                }],
+                ..AppInsight::default()
+            },
+            &RenderOpts::default(),
+        );
+        assert!(text.contains("listening       0.0.0.0:8080"), "{text}");
+        assert!(text.contains("3 out (connect), 5 in (accept)"), "{text}");
+        assert!(
+            text.contains("-> 1970-01-01T00:00:00.000Z 10.0.0.2:5432 x3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0.0.0.0:3000 (held by the daemon; 2 accept-queue drops)"),
+            "{text}"
+        );
+        let off = render_insight(
+            &AppInsight {
+                net_unavailable: "needs the eBPF event source (off)".into(),
+                ..AppInsight::default()
+            },
+            &RenderOpts::default(),
+        );
+        assert!(
+            off.contains("network         needs the eBPF event source (off)"),
+            "{off}"
         );
     }
 }

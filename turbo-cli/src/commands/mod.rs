@@ -7,6 +7,7 @@ mod apply;
 mod completions;
 mod crashes;
 mod daemon;
+mod events;
 mod flush;
 mod import;
 mod info;
@@ -53,10 +54,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Signal(a) => manage::signal(&a.signal, &a.target).await,
         Cmd::Status(a) => status::run(&a).await,
         Cmd::Info(j) => info::run(j.json).await,
+        Cmd::Logs(_) if crate::remote::current().is_some() => remote_turbo(false),
         Cmd::Logs(args) => logs::run(&args).await,
         Cmd::Flush(t) => flush::run(&t.target).await,
         Cmd::Reset(t) => manage::run(manage::Verb::Reset, &t.target).await,
         Cmd::Crashes(a) => crashes::crashes(&a.name, a.json).await,
+        Cmd::Events(a) => events::events(&a.name, a.follow, a.json).await,
         Cmd::Describe(a) => crashes::describe(&a.name, a.json, a.show_env).await,
         Cmd::Save => persist::save().await,
         Cmd::Resurrect => persist::resurrect().await,
@@ -65,11 +68,34 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Daemon(crate::cli::DaemonCmd::Upgrade) => daemon::upgrade().await,
         Cmd::Startup(args) => startup::startup(&args),
         Cmd::Unstartup(args) => startup::unstartup(&args),
+        Cmd::Monit if crate::remote::current().is_some() => remote_turbo(true),
         Cmd::Monit => monit::run().await,
+        Cmd::WaitReady(a) => wait::ready_all(&a.targets, &a.timeout).await,
         Cmd::Completions(args) => completions::completions(args.shell),
         Cmd::Man(args) => completions::man(args.out_dir.as_deref()),
         Cmd::Import(ImportFrom::Pm2(args)) => import::pm2(&args),
         Cmd::CompleteApps => completions::complete_apps().await,
+    }
+}
+
+/// `logs` and `monit` with `-H`: they read the daemon's log files, which are on its host, so
+/// the remote host's own `turbo` runs them over SSH (docs/fleet.md).
+fn remote_turbo(tty: bool) -> Result<()> {
+    let Some(target) = crate::remote::current() else {
+        anyhow::bail!("no remote host");
+    };
+    if tty && !(term::stdin_is_terminal() && term::stdout_is_terminal()) {
+        anyhow::bail!("turbo -H HOST monit needs a terminal");
+    }
+    let args: Vec<String> = crate::fleet::forwarded_args()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match crate::remote::run_remote_turbo(target, &args, tty)? {
+        0 => Ok(()),
+        code => Err(anyhow::Error::new(crate::remote::Exited(
+            u8::try_from(code).unwrap_or(1),
+        ))),
     }
 }
 

@@ -17,7 +17,10 @@ use crate::{
 pub async fn run(args: &StatusArgs) -> Result<()> {
     let json = args.json;
     let daemon = daemon().await?;
-    let mut apps = daemon.proxy.list_apps().await.map_err(|e| call_error(&e))?;
+    // both calls go out before either answer is awaited: one round trip instead of two
+    let (apps, off_reason) =
+        tokio::join!(daemon.proxy.list_apps(), daemon.proxy.metrics_off_reason());
+    let mut apps = apps.map_err(|e| call_error(&e))?;
     if let Some(target) = &args.target {
         apps.retain(|a| matches(a, target));
         if apps.is_empty() {
@@ -26,7 +29,7 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     }
     sort(&mut apps, args.sort);
     // an exporter that was asked for but could not listen is worth a line (off on purpose is not)
-    if let Ok(why) = daemon.proxy.metrics_off_reason().await
+    if let Ok(why) = off_reason
         && !why.is_empty()
         && why != "--metrics-listen off"
     {

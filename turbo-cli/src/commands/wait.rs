@@ -67,3 +67,21 @@ async fn spin<T>(fut: impl Future<Output = T>, label: &str) -> T {
     let _ = err.flush();
     out
 }
+
+/// `turbo __wait-ready TARGET...`: each target ready within one shared `timeout` (a fleet
+/// rollout runs it on each host before going on).
+///
+/// # Errors
+/// A bad duration, no daemon, or the daemon's reason why one target is not ready.
+pub async fn ready_all(targets: &[String], timeout: &str) -> Result<()> {
+    let total = turbo_api::parse_duration(timeout).ok_or_else(|| {
+        anyhow!("--timeout '{timeout}' is not a duration: use e.g. 30s, 2m or 500ms")
+    })?;
+    let daemon = super::daemon().await?;
+    let deadline = std::time::Instant::now() + total;
+    for target in targets {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        ready(&daemon, target, left).await?;
+    }
+    Ok(())
+}

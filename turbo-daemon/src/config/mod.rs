@@ -460,6 +460,8 @@ struct AppConfig {
     pids_max: Option<i64>,
     /// A size (`256mb`).
     memory_high: Option<Scalar>,
+    /// `false`: start without a limit this host cannot enforce (warned) rather than fail.
+    limits_required: Option<bool>,
     /// Run as this user (name or uid); only root may name another user than itself.
     user: Option<NameOrId>,
     /// Primary group (name or gid); default: the user's.

@@ -154,11 +154,15 @@ fn cgroup_limits_are_read_and_bad_ones_refused_at_their_key() {
             io_weight: Some(200),
             pids_max: Some(20),
             memory_high: Some(64 << 20),
+            best_effort: false,
         }
     );
     let bare = "apps:\n  - name: a\n    cmd: [sleep, '1']\n    cpu_max: 20\n";
     let specs = parse_config(bare, "t.yml", dir.path(), PATH).unwrap();
     assert_eq!(specs[0].resources.cpu_max, Some(20));
+    let lenient = format!("{bare}    limits_required: false\n");
+    let specs = parse_config(&lenient, "t.yml", dir.path(), PATH).unwrap();
+    assert!(specs[0].resources.best_effort);
     for (key, value, says) in [
         ("cpu_max", "0%", "cpu_max '0%' is not a share of one CPU"),
         ("cpu_max", "lots", "cpu_max 'lots' is not"),

@@ -144,6 +144,7 @@ pub(super) fn validate(
         memory_high: app.memory_high,
     };
     super::resources::apply_resources(&limits, &mut spec, &mut errors);
+    spec.resources.best_effort = app.limits_required == Some(false);
     if let Some((k, bad)) = app
         .stop_exit_codes
         .iter()

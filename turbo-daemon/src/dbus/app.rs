@@ -139,6 +139,9 @@ pub async fn publish(conn: zbus::Connection, mut notices: mpsc::UnboundedReceive
             Notice::Exec(name, pid, filename, allowed) => {
                 ManagerIface::app_exec(&manager_emitter, &name, pid, &filename, allowed).await
             }
+            Notice::Event(name, event) => {
+                ManagerIface::app_event(&manager_emitter, &name, event).await
+            }
         };
         if let Err(e) = result {
             tracing::warn!("updating D-Bus objects failed: {e}");
@@ -178,6 +181,7 @@ impl Notice {
             Self::Exec(name, pid, filename, allowed) => {
                 Self::Exec(on_wire(name), pid, on_wire(filename), allowed)
             }
+            Self::Event(name, event) => Self::Event(on_wire(name), on_wire(event)),
         }
     }
 }

@@ -788,6 +788,15 @@ impl ManagerIface {
         allowed: bool,
     ) -> zbus::Result<()>;
 
+    /// Emitted for every event `turbo events` lists (an exec, a signal, an exit, an OOM kill, a
+    /// TCP listen or a connection with a new peer).
+    #[zbus(signal)]
+    async fn app_event(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        event: turbo_api::KernelEvent,
+    ) -> zbus::Result<()>;
+
     /// Emitted for every crash, once its record is complete.
     #[zbus(signal)]
     async fn app_crashed(

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use turbo_api::{
     AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
-    ExecRecord, ExitInfo, FieldChange,
+    ExecRecord, ExitInfo, FieldChange, KernelEvent, ListenDrops, PeerRecord,
 };
 
 /// Longest error message the adapter sends (every line of a config error included).
@@ -149,6 +149,31 @@ impl OnWire for AppInsight {
         self.unavailable.scrub();
         self.exec_allow.scrub();
         self.recent_execs.scrub();
+        self.net_unavailable.scrub();
+        self.listening.scrub();
+        self.recent_peers.scrub();
+        self.listen_drops.scrub();
+        self.events.scrub();
+    }
+}
+
+impl OnWire for KernelEvent {
+    fn scrub(&mut self) {
+        self.kind.scrub();
+        self.detail.scrub();
+    }
+}
+
+impl OnWire for PeerRecord {
+    fn scrub(&mut self) {
+        self.direction.scrub();
+        self.peer.scrub();
+    }
+}
+
+impl OnWire for ListenDrops {
+    fn scrub(&mut self) {
+        self.addr.scrub();
     }
 }
 

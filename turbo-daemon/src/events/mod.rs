@@ -18,7 +18,7 @@ pub mod procfs;
 #[cfg(test)]
 mod tests;
 
-use std::{fmt, time::Duration};
+use std::{fmt, net::SocketAddr, time::Duration};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -158,6 +158,49 @@ pub enum Event {
         /// Who told us.
         source: SourceKind,
     },
+    /// A TCP socket of a watched app changed state (eBPF only).
+    Net {
+        /// The process that did it; 0 for [`NetKind::Accept`] and [`NetKind::Unlisten`], which
+        /// the kernel does outside any process of the app.
+        pid: u32,
+        /// App key.
+        key: u32,
+        /// What happened.
+        kind: NetKind,
+        /// The local address and port (the port may be 0 on a connect: the kernel picks it
+        /// right after).
+        local: SocketAddr,
+        /// The peer (unspecified for a listener).
+        remote: SocketAddr,
+        /// Who told us.
+        source: SourceKind,
+    },
+}
+
+/// What [`Event::Net`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NetKind {
+    /// A process of the app called `listen()`.
+    Listen,
+    /// That listening socket closed.
+    Unlisten,
+    /// A process of the app sent a SYN to `remote`.
+    Connect,
+    /// The kernel established a connection from `remote` on a port the app listens on.
+    Accept,
+}
+
+impl NetKind {
+    /// The name used in JSON, metrics labels and `turbo events`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Listen => "listen",
+            Self::Unlisten => "unlisten",
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+        }
+    }
 }
 
 impl Event {
@@ -170,7 +213,8 @@ impl Event {
             | Self::OomKilled { pid, .. }
             | Self::Signaled { pid, .. }
             | Self::MemoryOver { pid, .. }
-            | Self::MemoryUnder { pid, .. } => pid,
+            | Self::MemoryUnder { pid, .. }
+            | Self::Net { pid, .. } => pid,
             Self::Forked { child, .. } => child,
         }
     }
@@ -185,7 +229,8 @@ impl Event {
             | Self::OomKilled { key, .. }
             | Self::Signaled { key, .. }
             | Self::MemoryOver { key, .. }
-            | Self::MemoryUnder { key, .. } => key,
+            | Self::MemoryUnder { key, .. }
+            | Self::Net { key, .. } => key,
         }
     }
 
@@ -199,7 +244,8 @@ impl Event {
             | Self::OomKilled { source, .. }
             | Self::Signaled { source, .. }
             | Self::MemoryOver { source, .. }
-            | Self::MemoryUnder { source, .. } => source,
+            | Self::MemoryUnder { source, .. }
+            | Self::Net { source, .. } => source,
         }
     }
 
@@ -244,6 +290,7 @@ impl Event {
             Self::Signaled { .. } => "signaled",
             Self::MemoryOver { .. } => "memory_over",
             Self::MemoryUnder { .. } => "memory_under",
+            Self::Net { .. } => "net",
         }
     }
 }
@@ -617,6 +664,17 @@ impl EventSource {
             Some(ebpf) if ebpf.runq_supported() => Ok(ebpf.runq(key)),
             Some(_) => Err("the scheduler eBPF programs are not loaded (see `turbo info`)".into()),
             None => Err(format!("needs the eBPF event source ({})", self.reason)),
+        }
+    }
+
+    /// Why the network view is unavailable, if it is.
+    pub fn net_unavailable(&self) -> Option<String> {
+        match &self.ebpf {
+            Some(ebpf) if ebpf.net_supported() => None,
+            Some(_) => {
+                Some("the inet_sock_set_state eBPF program is not loaded (see `turbo info`)".into())
+            }
+            None => Some(format!("needs the eBPF event source ({})", self.reason)),
         }
     }
 

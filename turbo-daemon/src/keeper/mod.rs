@@ -255,6 +255,10 @@ pub struct Keeper {
     child: Option<Child>,
     pid: u32,
     held: HashMap<u32, Held>,
+    /// The policies this keeper process has opened log files with, by app and instance: the
+    /// same request again would change nothing there, so a restart skips the round trip (the
+    /// keeper may be busy with the dead process's last output, and the replacement waited).
+    opened: HashMap<(String, u32), LogPolicy>,
 }
 
 impl Keeper {
@@ -271,6 +275,7 @@ impl Keeper {
             child: None,
             pid: 0,
             held: HashMap::new(),
+            opened: HashMap::new(),
         };
         k.connect()?;
         Ok(k)
@@ -290,6 +295,8 @@ impl Keeper {
     fn connect(&mut self) -> io::Result<()> {
         self.session = None;
         self.watch = None;
+        // a new keeper process has opened nothing yet
+        self.opened.clear();
         if let Some(child) = &mut self.child
             && child.try_wait().ok().flatten().is_some()
         {
@@ -598,12 +605,18 @@ impl Keeper {
         for h in self.held.values_mut().filter(|h| h.app == app) {
             h.policy = policy.clone();
         }
+        let key = (app.to_owned(), instance);
+        if self.opened.get(&key) == Some(policy) {
+            return Ok(());
+        }
         let req = Request::Policy {
             app: app.to_owned(),
             instance,
             policy: policy.clone(),
         };
-        self.call_ok(&req)
+        self.call_ok(&req)?;
+        self.opened.insert(key, policy.clone());
+        Ok(())
     }
 
     /// One request whose answer is `Ok` or a one-line failure.

@@ -372,6 +372,33 @@ fn record_app(app: &AppMetrics) {
         counter!("turbo_app_execs_unexpected_total", base.clone()).absolute(i.execs_unexpected);
         counter!("turbo_app_involuntary_switches_total", base.clone()).absolute(i.runq.involuntary);
     }
+    if let Some(net) = &app.net {
+        let labelled = |key: &'static str, value: String| {
+            let mut labels = base.clone();
+            labels.push(Label::new(key, value));
+            labels
+        };
+        for addr in &net.listening {
+            gauge!("turbo_app_listen_ports", labelled("addr", addr.to_string())).set(1.0);
+        }
+        counter!(
+            "turbo_app_tcp_connections_total",
+            with("direction", "connect")
+        )
+        .absolute(net.connects);
+        counter!(
+            "turbo_app_tcp_connections_total",
+            with("direction", "accept")
+        )
+        .absolute(net.accepts);
+    }
+    for (addr, drops) in &app.listen_drops {
+        // the socket is the app name's, not an instance's: no instance label
+        let mut labels = vec![Label::new("app", app.name.clone())];
+        labels.extend(app.group.clone().map(|g| Label::new("group", g)));
+        labels.push(Label::new("listen", addr.clone()));
+        counter!("turbo_app_accept_queue_drops_total", labels).absolute(*drops);
+    }
     if let Some(pct) = app.cpu_max_percent {
         gauge!("turbo_app_cpu_limit_cpus", base.clone()).set(f64::from(pct) / 100.0);
     }
@@ -602,6 +629,18 @@ fn describe() {
         "Times the app's threads were taken off a CPU while still runnable (eBPF), since the app was added"
     );
     describe_gauge!(
+        "turbo_app_listen_ports",
+        "1 for each TCP address a process of the app listens on (eBPF), by addr"
+    );
+    describe_counter!(
+        "turbo_app_tcp_connections_total",
+        "TCP connections of the app since it was added (eBPF): connect = SYNs it sent, accept = connections established on ports it listens on"
+    );
+    describe_counter!(
+        "turbo_app_accept_queue_drops_total",
+        "Connection attempts the kernel dropped on a listen: socket the daemon holds for the app, almost all because the accept queue was full (the socket's sk_drops)"
+    );
+    describe_gauge!(
         "process_resident_memory_bytes",
         "Resident memory size of turbo-daemon in bytes"
     );
@@ -747,6 +786,8 @@ mod tests {
             start_time_seconds: None,
             leak: LeakVerdict::UNKNOWN,
             insight: None,
+            net: None,
+            listen_drops: Vec::new(),
             cgroup: None,
             cpu_max_percent: None,
             pids_max: None,

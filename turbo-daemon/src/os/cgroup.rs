@@ -65,6 +65,9 @@ pub struct CgroupRequest {
     pub contain: bool,
     /// Its limits.
     pub limits: CgroupLimits,
+    /// `limits_required: false`: a limit no mounted hierarchy can enforce is left out and
+    /// said so ([`AppCgroup::unenforced`]) instead of failing the cgroup.
+    pub best_effort: bool,
 }
 
 /// The limits of a cgroup; `None`: the kernel's default (no limit, the default weight).
@@ -296,6 +299,8 @@ pub struct AppCgroup {
     members: Option<usize>,
     /// Index in `dirs` of the one of each controller a limit needed.
     controls: Vec<(Control, usize)>,
+    /// The limits left out under [`CgroupRequest::best_effort`], each with why.
+    unenforced: Vec<String>,
 }
 
 impl AppCgroup {
@@ -317,17 +322,26 @@ impl AppCgroup {
             dirs: Vec::new(),
             members: None,
             controls: Vec::new(),
+            unenforced: Vec::new(),
         };
         let limits = &request.limits;
         for control in Control::ALL.into_iter().filter(|c| limits.needs(*c)) {
             let (v2, v1) = (control.v2_name(), control.v1_name());
-            let base = h.with(v2, v1).ok_or_else(|| {
-                unsupported(format!(
+            let missing = || {
+                format!(
                     "{} needs the {v2} cgroup controller, and none is mounted (neither cgroup v2 \
                      with `{v2}` in cgroup.controllers nor a v1 `{v1}` hierarchy)",
                     limits.keys(control)
-                ))
-            })?;
+                )
+            };
+            let base = match h.with(v2, v1) {
+                Some(base) => base,
+                None if request.best_effort => {
+                    cgroup.unenforced.push(missing());
+                    continue;
+                }
+                None => return Err(unsupported(missing())),
+            };
             let dir = make_dir(&base, group, name, Some(v2))?;
             let i = cgroup.add(dir);
             cgroup.controls.push((control, i));
@@ -340,7 +354,18 @@ impl AppCgroup {
                 }
             }
         }
-        cgroup.set(limits)?;
+        if request.best_effort {
+            for (control, i) in cgroup.controls.clone() {
+                match write_limits(&cgroup.dirs[i], control, limits) {
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        cgroup.unenforced.push(e.to_string());
+                    }
+                    other => other?,
+                }
+            }
+        } else {
+            cgroup.set(limits)?;
+        }
         if request.contain {
             let base = h.membership().ok_or_else(|| {
                 unsupported(
@@ -383,14 +408,26 @@ impl AppCgroup {
         Ok(())
     }
 
-    /// Each directory with the hierarchy it is in (`v1 /sys/fs/cgroup/cpu/...`), for
-    /// `describe`.
+    /// Each directory with the hierarchy it is in (`v1 /sys/fs/cgroup/cpu/...`), then each
+    /// limit left unenforced (`unenforced: …`), for `describe`.
     #[must_use]
     pub fn describe(&self) -> Vec<String> {
         self.dirs
             .iter()
             .map(|d| format!("{} {}", d.version.as_str(), d.path.display()))
+            .chain(
+                self.unenforced
+                    .iter()
+                    .map(|why| format!("unenforced: {why}")),
+            )
             .collect()
+    }
+
+    /// The limits left out because this host cannot enforce them (`limits_required: false`),
+    /// each with why; empty otherwise.
+    #[must_use]
+    pub fn unenforced(&self) -> &[String] {
+        &self.unenforced
     }
 
     /// What its directories counted (see [`CgroupStats`]); unreadable files are `None`.
@@ -816,6 +853,7 @@ mod tests {
             &CgroupRequest {
                 contain: true,
                 limits: CgroupLimits::default(),
+                best_effort: false,
             },
         )
         .unwrap_err();
@@ -833,6 +871,7 @@ mod tests {
         let request = CgroupRequest {
             contain: true,
             limits: CgroupLimits::default(),
+            best_effort: false,
         };
         let group = format!("turbo-unit-{}", std::process::id());
         let cg = match AppCgroup::create(&h, &group, "a.0", &request) {
@@ -900,6 +939,7 @@ mod tests {
         let request = CgroupRequest {
             contain: true,
             limits: all_limits(),
+            best_effort: false,
         };
         let cg = AppCgroup::create(&h, "g", "a.0", &request).expect("created");
         // one v2 directory serves every controller and the membership
@@ -985,6 +1025,7 @@ mod tests {
                 io_weight: None,
                 ..all_limits()
             },
+            best_effort: false,
         };
         let cg = AppCgroup::create(&h, "g", "a.0", &request).expect("created");
         let at = |c: &str, f: &str| root.join(c).join("g/a.0").join(f);
@@ -1083,6 +1124,7 @@ mod tests {
             let request = CgroupRequest {
                 contain: false,
                 limits,
+                best_effort: false,
             };
             let err = AppCgroup::create(&h, "g", "a", &request).expect_err(key);
             assert!(
@@ -1102,9 +1144,35 @@ mod tests {
                 io_weight: Some(5),
                 ..CgroupLimits::default()
             },
+            best_effort: false,
         };
         let err = AppCgroup::create(&h, "g", "a", &request).expect_err("no weight file");
         assert!(err.to_string().contains("BFQ"), "{err}");
+        // limits_required: false: made all the same, the limit said to be unenforced
+        let lenient = CgroupRequest {
+            best_effort: true,
+            ..request
+        };
+        let made = AppCgroup::create(&h, "g", "a", &lenient).expect("best effort");
+        assert!(
+            made.unenforced()[0].contains("BFQ"),
+            "{:?}",
+            made.unenforced()
+        );
+        assert!(
+            made.describe()
+                .iter()
+                .any(|l| l.starts_with("unenforced: io_weight")),
+            "{:?}",
+            made.describe()
+        );
+        let none = Hierarchies::parse("", "", |_| None);
+        let made = AppCgroup::create(&none, "g", "a", &lenient).expect("nothing mounted");
+        assert!(
+            made.unenforced()[0].contains("needs the io cgroup controller"),
+            "{:?}",
+            made.unenforced()
+        );
     }
 
     /// The delegated-subtree rule of v2 for real, with the one controller this machine's v2

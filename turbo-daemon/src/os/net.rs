@@ -52,6 +52,44 @@ pub fn take_listener(pid: u32, fd: RawFd, addr: &str) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(listener))
 }
 
+/// Connection attempts the kernel dropped on listening socket `fd` since it was bound: its
+/// `sk_drops`, read with `getsockopt(SO_MEMINFO)` (Linux 4.12). On a listener the kernel counts
+/// there every SYN or handshake it threw away, which is almost always because the accept queue
+/// (the `listen()` backlog) was full: the per-socket twin of `ListenDrops` in
+/// `/proc/net/netstat`. Neither rustix nor nix wraps this option, hence the raw call.
+///
+/// # Errors
+/// The system call's error.
+pub fn listen_drops(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    /// `SK_MEMINFO_VARS` in Linux 4.12 and every kernel since.
+    const VARS: usize = 9;
+    let mut info = [0u32; VARS];
+    let mut len = libc::socklen_t::try_from(size_of_val(&info)).unwrap_or(0);
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the call, and `len` is a
+    // valid in/out length; the kernel writes at most `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (drops + 1) * size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "SO_MEMINFO returned too few counters",
+        ));
+    }
+    Ok(u64::from(info[drops]))
+}
+
 /// Binds the datagram socket apps send `sd_notify` messages to under the abstract name `name`
 /// (`NOTIFY_SOCKET=@name`), non-blocking and with `SO_PASSCRED`, so every datagram carries the
 /// sender's pid as the kernel knows it. An abstract socket has no file and so no permissions:
@@ -126,6 +164,36 @@ mod tests {
         let (n, pid) = recv_with_pid(&sock, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
         assert_eq!(pid, Some(std::process::id()));
+    }
+
+    #[test]
+    fn a_full_accept_queue_counts_drops() {
+        use std::os::fd::AsFd as _;
+        let listener = TcpListener::from(listen_tcp("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(listen_drops(listener.as_fd()).unwrap(), 0);
+        // more clients than the backlog (std's 128, or less with a small somaxconn), never
+        // accepted: the kernel drops the handshakes that find the queue full
+        let clients: Vec<OwnedFd> = (0..300)
+            .map(|_| {
+                let s = rustix::net::socket_with(
+                    rustix::net::AddressFamily::INET,
+                    rustix::net::SocketType::STREAM,
+                    rustix::net::SocketFlags::NONBLOCK,
+                    None,
+                )
+                .unwrap();
+                let _ = rustix::net::connect(&s, &addr); // EINPROGRESS
+                s
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut drops = 0;
+        while drops == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drops = listen_drops(listener.as_fd()).unwrap();
+        }
+        assert!(drops > 0, "no drops with {} clients waiting", clients.len());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Action execution: what the supervisor asks for, done. Timers become tasks that send their
 //! input back to the loop, signals and spawns go through the OS layer (spawns prepared by the
-//! [`super::spawner`]), group waits are polled off the loop, and notifications fan out to the
+//! [`super::spawner`]), group waits end on the events of the last member's reaping (polled off
+//! the loop only where no such event comes), and notifications fan out to the
 //! books (usage counters, crash store, state file) and to the adapters as [`Notice`]s.
 //!
 //! Nothing here decides: every `if` is about whether an effect is possible, not whether it
@@ -92,6 +93,15 @@ impl Runtime {
                     return Some(Input::GroupGone { app, pgid });
                 }
                 self.procs.await_group(app, pgid);
+                // Events end the wait when the daemon reaps the last member: the leader's
+                // reaper task, SIGCHLD for the orphans it adopted as subreaper, and the event
+                // source's descendant exits each check again (check_group_waits). A leader
+                // that is our child and not yet reaped (an eBPF exit notice comes first) needs
+                // nothing more; otherwise (a leader adopted from a previous daemon, reaped by
+                // whoever its parent is; a procfs tree with members left) a poll ends the wait.
+                if os::is_subreaper() && proc::parent_pid(pgid) == Some(std::process::id()) {
+                    return None;
+                }
                 let descendants: Vec<u32> = self.procs.descendants(app).collect();
                 let tx = self.chan.internal_tx.clone();
                 tokio::spawn(async move {

@@ -1,7 +1,8 @@
 //! Insight (issue 22): the book of what the kernel saw each app do. Execs inside its tree (all
 //! of them counted, the latest kept, the ones its `exec_allow` list does not allow counted
-//! apart) and its run-queue delay over a recent window, from the cumulative histogram the eBPF
-//! programs keep.
+//! apart), its run-queue delay over a recent window, from the cumulative histogram the eBPF
+//! programs keep, and its TCP view: the addresses it listens on, its connections counted by
+//! direction, and the latest peers (a bounded list: a busy server's clients never grow it).
 //!
 //! Book-keeping and arithmetic only: the figures come from the eBPF source, passed in. It must
 //! not read `/proc` or estimate: without eBPF an app's insight says why it is unavailable and
@@ -9,11 +10,12 @@
 //! are never booked here.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use turbo_api::{AppInsight, ExecRecord};
+use turbo_api::{AppInsight, ExecRecord, KernelEvent, PeerRecord};
 use turbo_common::{RUNQ_BUCKETS, RunqStats};
 
 use crate::supervisor::AppId;
@@ -37,6 +39,35 @@ struct Book {
     /// older one, so a window never shrinks to nothing right after it is renewed.
     older: Option<(Instant, RunqStats)>,
     newer: Option<(Instant, RunqStats)>,
+    net: Net,
+    /// Oldest first, at most [`AppInsight::RECENT_EVENTS`].
+    events: VecDeque<KernelEvent>,
+}
+
+/// An app's TCP view.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Net {
+    /// Addresses a process of the app listens on.
+    pub listening: BTreeSet<SocketAddr>,
+    /// Connections it started.
+    pub connects: u64,
+    /// Connections established on its ports.
+    pub accepts: u64,
+    /// Newest first, one per (direction, peer), at most [`AppInsight::RECENT_PEERS`].
+    pub peers: VecDeque<PeerRecord>,
+}
+
+/// What a TCP event of an app was (see `crate::events::NetKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetSeen {
+    /// It listens on the address.
+    Listen(SocketAddr),
+    /// It no longer does.
+    Unlisten(SocketAddr),
+    /// It connected to the peer.
+    Connect(SocketAddr),
+    /// The peer connected to it.
+    Accept(SocketAddr),
 }
 
 /// Run-queue figures of a recent window.
@@ -93,6 +124,73 @@ impl Insight {
         base.map_or_else(Recent::default, |(at, before)| {
             recent(&before, &total, now.duration_since(at))
         })
+    }
+
+    /// Books an event of `app` for `turbo events`, dropping the oldest beyond the bound.
+    pub fn event(&mut self, app: AppId, event: KernelEvent) {
+        let events = &mut self.apps.entry(app).or_default().events;
+        if events.len() == AppInsight::RECENT_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// The latest events of `app`, oldest first.
+    #[must_use]
+    pub fn events(&self, app: AppId) -> Vec<KernelEvent> {
+        self.apps
+            .get(&app)
+            .map(|b| b.events.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Books a TCP event of `app` at `at_ms` (Unix ms). True when it is news for `turbo
+    /// events`: a listen or its end, or a connection with a peer not in the recent list.
+    pub fn net(&mut self, app: AppId, seen: NetSeen, at_ms: u64) -> bool {
+        let net = &mut self.apps.entry(app).or_default().net;
+        let (direction, peer) = match seen {
+            NetSeen::Listen(addr) => {
+                net.listening.insert(addr);
+                return true;
+            }
+            NetSeen::Unlisten(addr) => {
+                net.listening.remove(&addr);
+                return true;
+            }
+            NetSeen::Connect(peer) => {
+                net.connects += 1;
+                ("connect", peer.to_string())
+            }
+            NetSeen::Accept(peer) => {
+                net.accepts += 1;
+                ("accept", peer.ip().to_string())
+            }
+        };
+        let count = match net
+            .peers
+            .iter()
+            .position(|p| p.direction == direction && p.peer == peer)
+        {
+            Some(i) => net.peers.remove(i).map_or(0, |p| p.count),
+            None => 0,
+        };
+        net.peers.push_front(PeerRecord {
+            at_ms,
+            direction: direction.to_owned(),
+            peer,
+            count: count + 1,
+        });
+        net.peers.truncate(AppInsight::RECENT_PEERS);
+        count == 0
+    }
+
+    /// The TCP view of `app` (empty when nothing was seen).
+    #[must_use]
+    pub fn net_view(&self, app: AppId) -> Net {
+        self.apps
+            .get(&app)
+            .map(|b| b.net.clone())
+            .unwrap_or_default()
     }
 
     /// Forgets an app that is gone.
@@ -210,6 +308,66 @@ mod tests {
         let t5 = t0 + Duration::from_secs(5);
         let r = book.recent_runq(1, stats(&[(3, 30), (12, 100)], 70_000 + 100_000_000), t5);
         assert_eq!((r.count, r.p99_us, r.mean_us), (20, 8, 1));
+    }
+
+    #[test]
+    fn the_tcp_view_keeps_ports_counts_and_a_bounded_list_of_peers() {
+        let mut book = Insight::default();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        book.net(1, NetSeen::Listen(addr("0.0.0.0:8080")), 1);
+        book.net(1, NetSeen::Listen(addr("[::]:9090")), 1);
+        book.net(1, NetSeen::Unlisten(addr("[::]:9090")), 2);
+        for k in 0..40u16 {
+            book.net(
+                1,
+                NetSeen::Accept(addr(&format!("10.0.0.1:{}", 40000 + k))),
+                3,
+            );
+        }
+        book.net(1, NetSeen::Connect(addr("10.0.0.2:5432")), 4);
+        for k in 0..20u8 {
+            book.net(1, NetSeen::Connect(addr(&format!("10.0.1.{k}:80"))), 5);
+        }
+        let net = book.net_view(1);
+        assert_eq!(
+            net.listening.into_iter().collect::<Vec<_>>(),
+            vec![addr("0.0.0.0:8080")]
+        );
+        assert_eq!((net.accepts, net.connects), (40, 21));
+        assert_eq!(net.peers.len(), AppInsight::RECENT_PEERS);
+        assert_eq!(net.peers[0].peer, "10.0.1.19:80", "newest first");
+        assert!(
+            book.net(1, NetSeen::Accept(addr("10.0.0.1:1")), 6),
+            "news again"
+        );
+        assert!(
+            !book.net(1, NetSeen::Accept(addr("10.0.0.1:2")), 6),
+            "a repeat is not news"
+        );
+        let first = &book.net_view(1).peers[0];
+        assert_eq!(
+            (first.peer.as_str(), first.count),
+            ("10.0.0.1", 2),
+            "fell off, counted anew"
+        );
+        assert_eq!(book.net_view(2), Net::default());
+    }
+
+    #[test]
+    fn the_event_list_is_bounded_and_oldest_first() {
+        let mut book = Insight::default();
+        for k in 0..100u64 {
+            let event = KernelEvent {
+                at_ms: k,
+                kind: "exec".into(),
+                ..KernelEvent::default()
+            };
+            book.event(7, event);
+        }
+        let events = book.events(7);
+        assert_eq!(events.len(), AppInsight::RECENT_EVENTS);
+        assert_eq!(events[0].at_ms, 100 - AppInsight::RECENT_EVENTS as u64);
+        assert_eq!(events.last().map(|e| e.at_ms), Some(99));
     }
 
     #[test]

@@ -66,6 +66,17 @@ impl Listeners {
         taken
     }
 
+    /// The sockets of app `name` with what their accept queues dropped (see
+    /// [`net::listen_drops`]); a socket whose figure cannot be read is left out.
+    #[must_use]
+    pub fn drops(&self, name: &str) -> Vec<(String, u64)> {
+        self.by_app.get(name).map_or_else(Vec::new, |held| {
+            held.iter()
+                .filter_map(|(addr, fd)| Some((addr.clone(), net::listen_drops(fd.as_fd()).ok()?)))
+                .collect()
+        })
+    }
+
     /// Closes the sockets of app `name`.
     pub fn close(&mut self, name: &str) {
         self.by_app.remove(name);

@@ -58,19 +58,20 @@ use std::{
 use tokio::sync::mpsc;
 use turbo_api::{AppStatus, CrashRecord};
 
+pub use self::{
+    insight::Net as NetView,
+    requests::{AppsOp, CrashReport, Described, Reply, Request},
+    usage::{MonitorSettings, RestartReason},
+    view::{AppMetrics, InsightMetrics, MetricsSnapshot},
+};
 use self::{
     requests::Waiter,
     usage::{Reading, Usage},
     view::WallClock,
 };
-pub use self::{
-    requests::{AppsOp, CrashReport, Described, Reply, Request},
-    usage::{MonitorSettings, RestartReason},
-    view::{AppMetrics, InsightMetrics, MetricsSnapshot},
-};
 pub use crate::os::proc::ProcessStats;
 use crate::{
-    events::{Event, EventSource, SourceKind},
+    events::{Event, EventSource, NetKind, SourceKind},
     os::process as os,
     supervisor::{AppId, Command, Input, NotifyMessage, Supervisor, Ticket},
 };
@@ -99,6 +100,8 @@ pub enum Notice {
     Removed(String, u32, AppId),
     /// An exec inside an app's tree (eBPF): app name, pid, filename, allowed by `exec_allow`.
     Exec(String, u32, String, bool),
+    /// An event `turbo events` lists: app name, the event.
+    Event(String, turbo_api::KernelEvent),
 }
 
 /// Where things live.
@@ -356,6 +359,9 @@ impl Runtime {
     }
 
     fn on_event(&mut self, ev: Event) {
+        if let Some((kind, detail)) = timeline_entry(&ev) {
+            self.timeline(ev.key(), ev.pid(), kind, detail);
+        }
         match ev {
             Event::Exited {
                 pid,
@@ -441,6 +447,32 @@ impl Runtime {
                 self.memory_reading(pid, rss);
                 self.feed(Input::MemoryUnder { pid, limit });
             }
+            Event::Net {
+                pid: ev_pid,
+                key,
+                kind,
+                local,
+                remote,
+                ..
+            } => {
+                if self.sup.app(key).is_some() {
+                    let (what, addr) = match kind {
+                        NetKind::Listen | NetKind::Unlisten => (kind, local),
+                        NetKind::Connect | NetKind::Accept => (kind, remote),
+                    };
+                    let seen = match kind {
+                        NetKind::Listen => insight::NetSeen::Listen(local),
+                        NetKind::Unlisten => insight::NetSeen::Unlisten(local),
+                        NetKind::Connect => insight::NetSeen::Connect(remote),
+                        NetKind::Accept => insight::NetSeen::Accept(remote),
+                    };
+                    let at_ms = self.clock.ms(Instant::now());
+                    if self.insight.net(key, seen, at_ms) {
+                        let pid = ev_pid;
+                        self.timeline(key, pid, what.as_str(), addr.to_string());
+                    }
+                }
+            }
         }
     }
 
@@ -470,7 +502,31 @@ impl Runtime {
             allowed,
         };
         self.insight.exec(key, record);
+        let detail = if allowed {
+            filename.clone()
+        } else {
+            format!("{filename} (unexpected)")
+        };
+        self.timeline(key, pid, "exec", detail);
         let _ = (self.chan.notices).send(Notice::Exec(name, pid, filename, allowed));
+    }
+
+    /// Books an event of app `key` for `turbo events` and announces it on the bus (nothing for
+    /// a key that is no app).
+    fn timeline(&mut self, key: u32, pid: u32, kind: &str, detail: String) {
+        let Some(app) = self.sup.app(key) else {
+            return;
+        };
+        let name = app.spec.name.clone();
+        let event = turbo_api::KernelEvent {
+            at_ms: self.clock.ms(Instant::now()),
+            instance: app.instance,
+            kind: kind.to_owned(),
+            pid,
+            detail,
+        };
+        self.insight.event(key, event.clone());
+        let _ = (self.chan.notices).send(Notice::Event(name, event));
     }
 
     /// Reports the waited-for groups (and their apps' descendants) that are gone now.
@@ -788,4 +844,42 @@ impl Runtime {
             self.usage.book_memory(app, pid, Instant::now(), rss);
         }
     }
+}
+
+/// The `turbo events` line of an exit, a signal or an OOM kill (execs and TCP events are booked
+/// where they are judged).
+fn timeline_entry(ev: &Event) -> Option<(&'static str, String)> {
+    let signal = |n: i32| {
+        nix::sys::signal::Signal::try_from(n)
+            .map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_owned())
+    };
+    Some(match ev {
+        Event::Exited { status, .. } => {
+            let how = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(sig)) => format!("killed by {}", signal(sig)),
+                (None, None) => "ended (status unknown)".to_owned(),
+            };
+            ("exit", how)
+        }
+        Event::Signaled {
+            signal: sig,
+            sender,
+            ..
+        } => {
+            let from = sender.as_ref().map_or_else(
+                || "from the kernel".to_owned(),
+                |s| format!("from pid {} ({})", s.pid, s.comm),
+            );
+            ("signal", format!("{} {from}", signal(*sig)))
+        }
+        Event::OomKilled { memory, .. } => (
+            "oom",
+            format!(
+                "chosen by the OOM killer ({} resident bytes)",
+                memory.rss_bytes()
+            ),
+        ),
+        _ => return None,
+    })
 }

@@ -18,7 +18,7 @@ use super::{
     Runtime,
     apply::{ApplyRequest, Chain},
     persist,
-    usage::{PSS_MAX_AGE, Reading},
+    usage::{LIST_MAX_AGE, PSS_MAX_AGE, Reading},
     view::{self, MetricsSnapshot},
 };
 use crate::{
@@ -288,7 +288,7 @@ impl Runtime {
                 let ids: Vec<AppId> = self.sup.apps().map(|a| a.id).collect();
                 let list = ids
                     .into_iter()
-                    .filter_map(|id| self.measured_status(id, Reading::Cheap))
+                    .filter_map(|id| self.measured_status(id, Reading::Recent(LIST_MAX_AGE)))
                     .collect();
                 let _ = tx.send(Ok(list));
             }
@@ -521,6 +521,23 @@ impl Runtime {
                         u64::try_from(recent.window.as_millis()).unwrap_or(u64::MAX);
                 }
             }
+            match self.source.net_unavailable() {
+                Some(why) => report.net_unavailable = why,
+                None => {
+                    let net = self.insight.net_view(id);
+                    report.listening = net.listening.iter().map(ToString::to_string).collect();
+                    report.connects_total = net.connects;
+                    report.accepts_total = net.accepts;
+                    report.recent_peers = net.peers.into_iter().collect();
+                }
+            }
+            report.events = self.insight.events(id);
+            report.listen_drops = self
+                .spawner
+                .listen_drops(&report.name)
+                .into_iter()
+                .map(|(addr, drops)| turbo_api::ListenDrops { addr, drops })
+                .collect();
             out.push(report);
         }
         Ok(out)
@@ -569,6 +586,7 @@ impl Runtime {
             .map(|a| a.id)
             .collect();
         let mut apps = Vec::with_capacity(ids.len());
+        let mut drops_named = std::collections::HashSet::new();
         for id in ids {
             let measured = self.measure(id, now, Reading::WithPss(PSS_MAX_AGE));
             let Some(app) = self.sup.app(id) else {
@@ -592,6 +610,15 @@ impl Runtime {
                     execs_unexpected,
                 }
             });
+            metrics.net = self
+                .source
+                .net_unavailable()
+                .is_none()
+                .then(|| self.insight.net_view(id));
+            // the sockets belong to the app name, shared by its instances: reported once
+            if drops_named.insert(metrics.name.clone()) {
+                metrics.listen_drops = self.spawner.listen_drops(&metrics.name);
+            }
             apps.push(metrics);
         }
         let logs = self.output.counters();

@@ -288,6 +288,7 @@ impl Spawner {
         let request = CgroupRequest {
             contain: self.contain && !self.contain_failed,
             limits,
+            best_effort: spec.resources.best_effort,
         };
         if request == CgroupRequest::default() {
             // the limits were taken out: the old cgroup no longer describes the app
@@ -330,6 +331,13 @@ impl Spawner {
                 return Ok(Vec::new());
             }
         };
+        for why in cgroup.unenforced() {
+            tracing::warn!(
+                app = spec.name,
+                instance,
+                "limit unenforced (limits_required: false): {why}"
+            );
+        }
         self.retire_cgroup(app, Some(&cgroup));
         let seen = cgroup.oom_kills().unwrap_or(0);
         self.cgroups.insert(app, (cgroup, seen));
@@ -365,6 +373,12 @@ impl Spawner {
         };
         let now = cgroup.oom_kills().unwrap_or(*seen);
         std::mem::replace(seen, now) < now
+    }
+
+    /// The `listen:` sockets held for app `name`, with their accept-queue drops.
+    #[must_use]
+    pub fn listen_drops(&self, name: &str) -> Vec<(String, u64)> {
+        self.listeners.drops(name)
     }
 
     /// The cgroup of `app`, if it has one.

@@ -71,8 +71,12 @@ impl Default for MonitorSettings {
 /// How to read an app's process tree.
 #[derive(Clone, Copy, Debug)]
 pub enum Reading {
-    /// `stat` (CPU, RSS) only: status lists and the sampler.
+    /// `stat` (CPU, RSS) only: the sampler.
     Cheap,
+    /// Like `Cheap`, unless a reading of the same process at most this old exists: status
+    /// lists, which many clients may ask for at once (one pass of `/proc` reads serves them
+    /// all). State, pid and restarts are never taken from it: only CPU and memory figures.
+    Recent(Duration),
     /// Also PSS, unless a PSS reading of the same process at most this old exists (PSS costs
     /// ~60 µs per process, five times a `stat`).
     WithPss(Duration),
@@ -80,6 +84,11 @@ pub enum Reading {
 
 /// Scrapes reuse a PSS reading up to this old (`describe` always reads it afresh).
 pub const PSS_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// Status lists reuse a reading up to this old: the CPU figure is an average over
+/// [`MonitorSettings::CPU_WINDOW`] in ticks of 10 ms, so a fresher reading would say nothing
+/// new, and reading `/proc` again for every client was most of the daemon's work per call.
+pub const LIST_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// Every app's books, the counters, and the kept `/proc` files of main processes.
 #[derive(Debug, Default)]
@@ -115,8 +124,23 @@ impl Usage {
         how: Reading,
     ) -> Option<(Measured, u64)> {
         let pid = app.pid()?;
+        if let Reading::Recent(max_age) = how
+            && let Some(recent) = self
+                .books
+                .get(&app.id)
+                .and_then(|u| u.recent(pid, now, max_age))
+        {
+            // as a `Cheap` reading: no PSS in a list, whichever reading this was
+            return Some((
+                Measured {
+                    pss_bytes: None,
+                    ..recent.0
+                },
+                recent.1,
+            ));
+        }
         let cached_pss = match how {
-            Reading::Cheap => None,
+            Reading::Cheap | Reading::Recent(_) => None,
             Reading::WithPss(max_age) => self
                 .books
                 .get(&app.id)
@@ -235,6 +259,9 @@ pub struct AppUsage {
     leak: LeakDetector,
     /// The last PSS reading and when it was taken.
     pss: Option<(Instant, u64)>,
+    /// The last reading of the tree (with the main process's own resident bytes) and when it
+    /// was taken.
+    last: Option<(Instant, Measured, u64)>,
 }
 
 impl AppUsage {
@@ -246,6 +273,7 @@ impl AppUsage {
             high: (0, 0),
             leak: LeakDetector::new(policy),
             pss: None,
+            last: None,
         }
     }
 
@@ -256,7 +284,15 @@ impl AppUsage {
             self.high = (0, 0);
             self.leak.reset();
             self.pss = None;
+            self.last = None;
         }
+    }
+
+    /// The last reading of process `pid`, if taken at most `max_age` before `now`.
+    fn recent(&self, pid: u32, now: Instant, max_age: Duration) -> Option<(Measured, u64)> {
+        self.last
+            .filter(|&(at, ..)| pid == self.pid && now.saturating_duration_since(at) <= max_age)
+            .map(|(_, m, main_rss)| (m, main_rss))
     }
 
     /// The last PSS reading of process `pid`, if taken at most `max_age` before `now`.
@@ -285,14 +321,16 @@ impl AppUsage {
         let hz = proc::clock_ticks() as f64;
         let cpu_percent = self.cpu_percent(now, self.high.0 + self.high.1, uptime, window, hz);
         self.leak.record(now, sample.rss_bytes);
-        Measured {
+        let m = Measured {
             cpu_percent,
             user_seconds: self.high.0 as f64 / hz,
             system_seconds: self.high.1 as f64 / hz,
             rss_bytes: sample.rss_bytes,
             pss_bytes: sample.pss_bytes,
             processes: sample.processes,
-        }
+        };
+        self.last = Some((now, m, sample.main_rss_bytes));
+        m
     }
 
     /// A memory reading from elsewhere (a threshold crossing) for the leak detector.
@@ -566,6 +604,15 @@ mod tests {
         );
         assert!(m.cpu_percent < 0.1, "{m:?}");
         assert!(u.cpu.len() <= 12);
+        // the last reading is reused within its age, for the same process only
+        assert_eq!(u.recent(7, at(31), Duration::ZERO).map(|r| r.0), Some(m));
+        assert_eq!(
+            u.recent(7, at(31) + Duration::from_millis(400), LIST_MAX_AGE)
+                .map(|r| r.0),
+            Some(m)
+        );
+        assert_eq!(u.recent(7, at(32), LIST_MAX_AGE), None);
+        assert_eq!(u.recent(8, at(31), LIST_MAX_AGE), None);
         // PSS readings are kept for reuse, per process
         let with_pss = TreeSample {
             pss_bytes: Some(5),

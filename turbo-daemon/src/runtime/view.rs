@@ -432,6 +432,11 @@ pub struct AppMetrics {
     pub leak: LeakVerdict,
     /// What the kernel saw (eBPF only; `None` otherwise: no series rather than zeros).
     pub insight: Option<InsightMetrics>,
+    /// The TCP view (eBPF with the network program only).
+    pub net: Option<super::NetView>,
+    /// The `listen:` sockets the daemon holds for the app and their accept-queue drops (on one
+    /// instance of each name only: the sockets are shared).
+    pub listen_drops: Vec<(String, u64)>,
     /// What the app's cgroup counted, when it has one.
     pub cgroup: Option<CgroupStats>,
     /// `cpu_max` in percent of one CPU, `pids_max`.
@@ -520,6 +525,8 @@ pub fn app_metrics(
         start_time_seconds: app.since().map(|s| clock.ms(s) as f64 / 1000.0),
         leak,
         insight: None,
+        net: None,
+        listen_drops: Vec::new(),
         cgroup,
         cpu_max_percent: app.spec.resources.cpu_max,
         pids_max: app.spec.resources.pids_max,

@@ -4,18 +4,21 @@
 //! Pure data and the one rule that only reads it: when a schedule fires next after a given wall
 //! time ([`Schedule::next_after`]). The expression is parsed by `croner` (a kept crate: five or
 //! six fields, the seconds field optional) and evaluated in the schedule's `timezone` from the
-//! compiled-in IANA database of `chrono-tz`, so a run in a skipped hour (spring forward) happens
-//! at the first instant after the gap and a run in a repeated hour (fall back) happens once.
+//! IANA database jiff bundles (compiled in, never the host's), so a run in a skipped hour (spring
+//! forward) happens at the first instant after the gap and a run in a repeated hour (fall back)
+//! happens once.
 //! Nothing here reads a clock: the wall time is an argument.
 
 use std::{
     str::FromStr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
-use chrono::{DateTime, TimeZone, Utc};
-use chrono_tz::Tz;
 use croner::Cron;
+use jiff::{
+    Timestamp,
+    tz::{TimeZone, TimeZoneDatabase},
+};
 
 /// What an app is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -142,33 +145,26 @@ impl Schedule {
     #[must_use]
     pub fn next_after(&self, wall: SystemTime) -> Option<SystemTime> {
         let cron = Cron::from_str(&self.expr).ok()?;
-        let since = wall.duration_since(UNIX_EPOCH).ok()?;
-        let secs = i64::try_from(since.as_secs()).ok()?;
-        let utc = DateTime::<Utc>::from_timestamp(secs, since.subsec_nanos())?;
-        let next = match self.timezone.as_deref() {
-            Some(name) => {
-                let tz = zone(name).ok()?;
-                to_system(
-                    &cron
-                        .find_next_occurrence(&utc.with_timezone(&tz), false)
-                        .ok()?,
-                )
-            }
-            None => to_system(&cron.find_next_occurrence(&utc, false).ok()?),
+        let tz = match self.timezone.as_deref() {
+            Some(name) => zone(name).ok()?,
+            None => TimeZone::UTC,
         };
-        Some(next)
+        let start = Timestamp::try_from(wall).ok()?.to_zoned(tz);
+        let next = cron.find_next_occurrence(&start, false).ok()?;
+        Some(SystemTime::from(next.timestamp()))
     }
 }
 
-fn zone(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>().map_err(|_| {
-        format!("timezone '{name}' is not an IANA time zone name (like Europe/Paris or UTC)")
-    })
-}
-
-fn to_system<Z: TimeZone>(t: &DateTime<Z>) -> SystemTime {
-    let secs = u64::try_from(t.timestamp()).unwrap_or(0);
-    UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos())
+/// The zone named exactly `name` (IANA names are case-sensitive, as they were with chrono-tz;
+/// jiff's own lookup is not), from the bundled database.
+fn zone(name: &str) -> Result<TimeZone, String> {
+    TimeZoneDatabase::bundled()
+        .get(name)
+        .ok()
+        .filter(|tz| tz.iana_name() == Some(name) && name != "Etc/Unknown")
+        .ok_or_else(|| {
+            format!("timezone '{name}' is not an IANA time zone name (like Europe/Paris or UTC)")
+        })
 }
 
 /// The keys of an app about jobs, dependencies and schedules, kept together.
@@ -208,12 +204,11 @@ mod tests {
     use super::*;
 
     /// Seconds since the epoch of a UTC civil time.
-    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> SystemTime {
-        let t = Utc
-            .with_ymd_and_hms(y, mo, d, h, mi, s)
-            .single()
+    fn at(y: i16, mo: i8, d: i8, h: i8, mi: i8, s: i8) -> SystemTime {
+        let t = jiff::civil::datetime(y, mo, d, h, mi, s, 0)
+            .to_zoned(TimeZone::UTC)
             .expect("valid");
-        to_system(&t)
+        SystemTime::from(t.timestamp())
     }
 
     fn daily(expr: &str, tz: Option<&str>) -> Schedule {
@@ -291,6 +286,15 @@ mod tests {
         );
         let e = Schedule::check("0 3 * * *", Some("Mars/Olympus")).unwrap_err();
         assert!(e.contains("timezone 'Mars/Olympus'"), "{e}");
+        // names are exact, as the database spells them
+        assert!(Schedule::check("0 3 * * *", Some("UTC")).is_ok());
+        assert!(Schedule::check("0 3 * * *", Some("America/New_York")).is_ok());
+        for wrong in ["europe/paris", "Etc/Unknown", ""] {
+            assert!(
+                Schedule::check("0 3 * * *", Some(wrong)).is_err(),
+                "{wrong}"
+            );
+        }
         assert_eq!("oneshot".parse(), Ok(AppKind::Oneshot));
         assert_eq!(
             "soon".parse::<Condition>(),

@@ -19,6 +19,10 @@ pub struct Resources {
     /// Memory above which the kernel reclaims and throttles the app (v2), or reclaims it
     /// first under host pressure (v1 soft limit); never a kill.
     pub memory_high: Option<u64>,
+    /// `limits_required: false`: a limit this host cannot enforce (its cgroup controller is
+    /// missing, or v1 blkio without BFQ) is left out with a warning instead of failing the
+    /// start. Not a limit itself.
+    pub best_effort: bool,
 }
 
 /// A cgroup controller a limit needs.
@@ -43,7 +47,7 @@ impl Resources {
     /// Whether no limit is set.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.keyed().iter().all(|(_, v)| v.is_none())
     }
 
     /// The controllers these limits need, each once, in a fixed order.
@@ -73,6 +77,7 @@ impl Resources {
             io_weight,
             pids_max,
             memory_high,
+            best_effort: _,
         } = *self;
         [
             ("cpu_max", cpu_max.map(u64::from)),

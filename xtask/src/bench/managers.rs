@@ -126,6 +126,11 @@ pub trait Manager {
     /// The manager's commands that list every app with its state, as (what to call it, the
     /// command, not yet run), for timing them.
     fn status_commands(&mut self) -> Vec<(String, Command)>;
+    /// The CLI doing one trivial call to the daemon (its floor: process start, connecting,
+    /// one round trip), when the manager has one.
+    fn floor_command(&mut self) -> Option<(String, Command)> {
+        None
+    }
     /// The pid the manager reports for the app (`None` when not running).
     fn pid(&mut self, name: &str) -> Result<Option<u32>>;
     /// Where the app's stdout ends up; known before the app starts.
@@ -522,6 +527,13 @@ impl Manager for Turbo {
                 (format!("turbo {}", args.join(" ")), cmd)
             })
             .collect()
+    }
+
+    fn floor_command(&mut self) -> Option<(String, Command)> {
+        Some((
+            "turbo ping".to_owned(),
+            self.base.command(&self.cli, &["ping"]),
+        ))
     }
 
     fn pid(&mut self, name: &str) -> Result<Option<u32>> {

@@ -53,7 +53,7 @@ impl Summary {
 
 /// The `q` quantile of sorted data, interpolating linearly between order statistics (the
 /// "type 7" definition of R and NumPy's default).
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     #[expect(
         clippy::cast_precision_loss,
         clippy::cast_possible_truncation,

@@ -64,7 +64,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &mut Model, theme: Theme) {
     let visible_rows = u16::try_from(model.visible().len().max(1)).unwrap_or(u16::MAX);
     // the table takes what its rows need, up to 40% of the screen
     let table_height = (visible_rows + 3).min((area.height * 2 / 5).max(4));
-    let details_height = if area.height >= TALL { 10 } else { 0 };
+    let details_height = if area.height >= TALL { 11 } else { 0 };
     let [header, table, details, logs, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(table_height),
@@ -462,7 +462,7 @@ fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) 
         Constraint::Length(1),
         Constraint::Length(2),
         Constraint::Length(2),
-        Constraint::Length(2),
+        Constraint::Length(3),
     ])
     .areas(inner);
     frame.render_widget(
@@ -569,7 +569,8 @@ fn insight_line(insight: Option<&turbo_api::AppInsight>, theme: Theme) -> (Strin
         return ("runq -".to_owned(), theme.dim());
     };
     if !i.unavailable.is_empty() {
-        return (format!("runq/execs: {}", i.unavailable), theme.dim());
+        let text = format!("runq/execs: {}\n{}", i.unavailable, net_text(i));
+        return (text, theme.dim());
     }
     let runq = if i.runq_recent_count == 0 {
         "runq -".to_owned()
@@ -590,12 +591,37 @@ fn insight_line(insight: Option<&turbo_api::AppInsight>, theme: Theme) -> (Strin
     if let Some(last) = i.recent_execs.first() {
         text.push_str(&format!(" · {}", escape_controls(&last.filename)));
     }
+    text.push('\n');
+    text.push_str(&net_text(i));
     let style = if i.execs_unexpected > 0 {
         theme.fg(Color::Red)
     } else {
         Style::new()
     };
     (text, style)
+}
+
+/// The TCP part of the kernel line: listening addresses, connections out and in, and the
+/// accept-queue drops of the `listen:` sockets the daemon holds.
+fn net_text(i: &turbo_api::AppInsight) -> String {
+    let drops: u64 = i.listen_drops.iter().map(|l| l.drops).sum();
+    let drops = if i.listen_drops.is_empty() {
+        String::new()
+    } else {
+        format!(" · accept drops {drops}")
+    };
+    if !i.net_unavailable.is_empty() {
+        return format!("tcp -{drops}");
+    }
+    let listening = if i.listening.is_empty() {
+        "-".to_owned()
+    } else {
+        escape_controls(&i.listening.join(" ")).into_owned()
+    };
+    format!(
+        "tcp {listening} · out {} · in {}{drops}",
+        i.connects_total, i.accepts_total
+    )
 }
 
 fn draw_crashes(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
@@ -915,9 +941,22 @@ mod tests {
                 ..turbo_api::AppInsight::default()
             },
         );
+        {
+            let i = m.insight.get_mut(&0).unwrap();
+            i.listening = vec!["0.0.0.0:8080".into()];
+            (i.connects_total, i.accepts_total) = (4, 9);
+            i.listen_drops = vec![turbo_api::ListenDrops {
+                addr: "0.0.0.0:3000".into(),
+                drops: 2,
+            }];
+        }
         let s = screen(&mut m, 120, 40);
         assert!(s.contains("runq p99<8.2ms avg 1.5ms · invol 12"), "{s}");
         assert!(s.contains("execs 3 (1 unexpected) · /bin/sh"), "{s}");
+        assert!(
+            s.contains("tcp 0.0.0.0:8080 · out 4 · in 9 · accept drops 2"),
+            "{s}"
+        );
         m.insight.get_mut(&0).unwrap().unavailable = "needs the eBPF event source".into();
         let s = screen(&mut m, 120, 40);
         assert!(s.contains("runq/execs: needs the eBPF event source"), "{s}");

@@ -67,6 +67,19 @@ const FIELDS: &[(&str, &str, &str)] = &[
     ("kernel_siginfo", "si_code", abi::GLOBAL_OFF_SIGINFO_CODE),
 ];
 
+/// `sock_common` fields the network program reads, and their globals. `struct sock` starts with
+/// its `__sk_common`, so these are offsets in `struct sock` too (the loader adds that member's
+/// offset all the same).
+const SOCK_FIELDS: &[(&str, &str)] = &[
+    ("skc_family", abi::GLOBAL_OFF_SKC_FAMILY),
+    ("skc_num", abi::GLOBAL_OFF_SKC_NUM),
+    ("skc_dport", abi::GLOBAL_OFF_SKC_DPORT),
+    ("skc_daddr", abi::GLOBAL_OFF_SKC_DADDR_PLUS1),
+    ("skc_rcv_saddr", abi::GLOBAL_OFF_SKC_RCV_SADDR),
+    ("skc_v6_daddr", abi::GLOBAL_OFF_SKC_V6_DADDR),
+    ("skc_v6_rcv_saddr", abi::GLOBAL_OFF_SKC_V6_RCV_SADDR),
+];
+
 impl Offsets {
     /// Reads every field; a missing one is `None` (what needs it is disabled later). Fails only
     /// when BTF cannot be read at all.
@@ -112,6 +125,23 @@ impl Offsets {
                 })
             })
             .filter(|s| *s != 0);
+        let sk_common = member(&btf, "sock", "__sk_common").map(|(off, _)| off);
+        for &(field, global) in SOCK_FIELDS {
+            let off = sk_common
+                .zip(member(&btf, "sock_common", field))
+                .map(|(base, (off, _))| base + off);
+            fields.push(Field {
+                ty: "sock_common",
+                field,
+                global,
+                // skc_daddr really is at 0: it travels plus one, so that 0 still means missing
+                value: if global == abi::GLOBAL_OFF_SKC_DADDR_PLUS1 {
+                    off.map(|o| o + 1)
+                } else {
+                    off.filter(|o| *o != 0)
+                },
+            });
+        }
         fields.push(Field {
             ty: "percpu_counter",
             field: "sizeof",

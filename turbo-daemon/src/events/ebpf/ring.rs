@@ -1,6 +1,8 @@
 //! The ring buffer the programs write into, read on the daemon's loop through an `AsyncFd`, and
 //! the decoding of its records into [`Event`]s.
 
+use std::net::{IpAddr, SocketAddr};
+
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -9,7 +11,8 @@ use tokio::{
 use turbo_common as abi;
 
 use super::{EbpfError, Ring, RingReader};
-use crate::events::{Event, ExitMemory, OomMemory, Sender, SourceKind, WaitStatus};
+
+use crate::events::{Event, ExitMemory, NetKind, OomMemory, Sender, SourceKind, WaitStatus};
 
 impl RingReader {
     /// Reads events until `tx` is closed (or, logged, polling the ring fails), sending one
@@ -151,8 +154,38 @@ pub(super) fn decode(bytes: &[u8], page_size: u64) -> Option<Event> {
                 source,
             )
         }
+        abi::EVENT_NET_LISTEN
+        | abi::EVENT_NET_UNLISTEN
+        | abi::EVENT_NET_CONNECT
+        | abi::EVENT_NET_ACCEPT => {
+            let ev: abi::NetEvent = read_record(bytes)?;
+            let kind = match hdr.kind {
+                abi::EVENT_NET_LISTEN => NetKind::Listen,
+                abi::EVENT_NET_UNLISTEN => NetKind::Unlisten,
+                abi::EVENT_NET_CONNECT => NetKind::Connect,
+                _ => NetKind::Accept,
+            };
+            Event::Net {
+                pid,
+                key,
+                kind,
+                local: socket_addr(ev.family, &ev.local_addr, ev.local_port),
+                remote: socket_addr(ev.family, &ev.remote_addr, ev.remote_port),
+                source,
+            }
+        }
         _ => return None,
     })
+}
+
+/// An address in network order (IPv4 in the first 4 bytes) and a port.
+fn socket_addr(family: u16, addr: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == abi::AF_INET6 {
+        IpAddr::from(*addr)
+    } else {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    };
+    SocketAddr::new(ip, port)
 }
 
 pub(super) fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, EbpfError> {

@@ -115,6 +115,37 @@ fn decode_maps_every_kind() {
             source: SourceKind::Ebpf
         })
     );
+    let mut listen = abi::NetEvent {
+        hdr: hdr(abi::EVENT_NET_LISTEN, 43, 5),
+        family: abi::AF_INET,
+        local_port: 8080,
+        ..abi::NetEvent::default()
+    };
+    listen.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    assert_eq!(
+        decode(&bytes_of(&listen), page),
+        Some(Event::Net {
+            pid: 43,
+            key: 5,
+            kind: crate::events::NetKind::Listen,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "0.0.0.0:0".parse().unwrap(),
+            source: SourceKind::Ebpf
+        })
+    );
+    let mut accept = abi::NetEvent {
+        hdr: hdr(abi::EVENT_NET_ACCEPT, 0, 5),
+        family: abi::AF_INET6,
+        local_port: 443,
+        remote_port: 50_000,
+        ..abi::NetEvent::default()
+    };
+    accept.remote_addr[15] = 1;
+    let Some(Event::Net { kind, remote, .. }) = decode(&bytes_of(&accept), page) else {
+        panic!("an accept decodes");
+    };
+    assert_eq!(kind, crate::events::NetKind::Accept);
+    assert_eq!(remote, "[::1]:50000".parse().unwrap());
     let mut comm = [0u8; abi::COMM_LEN];
     comm[..4].copy_from_slice(b"kill");
     let signal = abi::SignalEvent {
@@ -256,9 +287,11 @@ fn loads_every_program_and_reports_what_is_attached() {
                 abi::PROG_SCHED_WAKEUP,
                 abi::PROG_SCHED_WAKEUP_NEW,
                 abi::PROG_SCHED_SWITCH,
+                abi::PROG_INET_SOCK_SET_STATE,
             ]
         );
         assert!(ebpf.fallbacks().is_empty(), "{:?}", ebpf.fallbacks());
+        assert!(ebpf.net_supported());
         assert!(ebpf.runq_supported());
         assert!(!ebpf.rss_stat_attached(), "no limit set: rss_stat is idle");
         assert!(!ebpf.attached().iter().any(|p| p == abi::PROG_RSS_STAT));
@@ -282,7 +315,11 @@ fn a_missing_field_disables_only_what_needs_it() {
         off
     };
     runtime().block_on(async {
-        let off = without(&[abi::GLOBAL_OFF_MM_OWNER, abi::GLOBAL_OFF_BINPRM_FILENAME]);
+        let off = without(&[
+            abi::GLOBAL_OFF_MM_OWNER,
+            abi::GLOBAL_OFF_BINPRM_FILENAME,
+            abi::GLOBAL_OFF_SKC_NUM,
+        ]);
         let (mut ebpf, _ring) =
             load_with(OBJECT, &off, Instant::now()).expect("the source still loads");
         eprintln!("{:?}", ebpf.fallbacks());
@@ -304,8 +341,10 @@ fn a_missing_field_disables_only_what_needs_it() {
             [
                 "sched_process_exec: exec filenames are empty (field missing from BTF)",
                 "rss_stat: kernel BTF has no mm_struct.owner",
+                "inet_sock_set_state: kernel BTF has no sock_common.skc_num",
             ]
         );
+        assert!(!ebpf.net_supported());
         assert!(!ebpf.memory_limits_supported());
         let err = ebpf
             .set_memory_limit(std::process::id(), 1 << 30)

@@ -442,9 +442,11 @@ pub struct SavedResources {
     pub io_weight: Option<u32>,
     pub pids_max: Option<u64>,
     pub memory_high: Option<u64>,
+    /// `limits_required: false` (absent in files written before it existed).
+    pub best_effort: bool,
 }
 
-mirror!(Resources => SavedResources { cpu_max, cpu_weight, io_weight, pids_max, memory_high });
+mirror!(Resources => SavedResources { cpu_max, cpu_weight, io_weight, pids_max, memory_high, best_effort });
 
 impl SavedResources {
     fn is_unset(&self) -> bool {
@@ -611,6 +613,7 @@ mod tests {
             io_weight: Some(200),
             pids_max: Some(64),
             memory_high: Some(128 << 20),
+            best_effort: true,
         };
         let limit = |soft| {
             Some(Rlimit {

@@ -19,6 +19,12 @@
 //!   about elsewhere (pids are reused).
 //! * Needs Linux 5.8+ with BTF, and CAP_BPF + CAP_PERFMON (or root). No tracefs.
 //!
+//! * Layout: this file loads and owns; `programs` is the table of programs and what each needs,
+//!   `btf` reads the field offsets, `ring` decodes the ring buffer (exits, forks, execs,
+//!   signals, OOM victims, memory crossings, TCP events), `memory` runs `rss_stat` and its
+//!   limits, `insight` reads the scheduler programs' map and says whether the network program
+//!   is there.
+//!
 //! This module must not make supervision decisions or act on processes.
 
 use std::{
@@ -30,7 +36,7 @@ use std::{
 use aya::{
     Btf, EbpfLoader,
     maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{BtfTracePoint, ProgramError, tp_btf::BtfTracePointLinkId},
+    programs::{BtfTracePoint, ProgramError},
 };
 use tokio::io::unix::AsyncFd;
 use turbo_common::{self as abi, RssLimit, RunqStats};
@@ -139,15 +145,6 @@ pub struct Ebpf {
     load_time: Duration,
 }
 
-/// The on-demand `rss_stat` program.
-struct RssStat {
-    /// Loaded (verified) and ready to attach.
-    ready: bool,
-    link: Option<BtfTracePointLinkId>,
-    /// Tgids with a limit set by us (the kernel also removes entries on exit: pruned lazily).
-    limited: HashSet<u32>,
-}
-
 /// Reads the ring buffer the programs write into; see [`RingReader::run`].
 pub struct RingReader {
     ring: Ring,
@@ -229,53 +226,6 @@ impl Ebpf {
         self.load_time
     }
 
-    /// Whether the scheduler programs are attached, so [`Ebpf::runq`] measures something.
-    #[must_use]
-    pub fn runq_supported(&self) -> bool {
-        [
-            abi::PROG_SCHED_SWITCH,
-            abi::PROG_SCHED_WAKEUP,
-            abi::PROG_SCHED_WAKEUP_NEW,
-        ]
-        .iter()
-        .all(|p| self.programs.iter().any(|q| q == p))
-    }
-
-    /// The run-queue delay histogram and involuntary switches of app `key` since it was first
-    /// watched, summed over the CPUs; all zero before its threads ran.
-    #[must_use]
-    pub fn runq(&self, key: u32) -> RunqStats {
-        let mut total = RunqStats::default();
-        if let Ok(per_cpu) = self.runq.get(&key, 0) {
-            for cpu in per_cpu.iter() {
-                for (t, b) in total.buckets.iter_mut().zip(cpu.buckets) {
-                    *t += b;
-                }
-                total.count += cpu.count;
-                total.sum_ns += cpu.sum_ns;
-                total.involuntary += cpu.involuntary;
-            }
-        }
-        total
-    }
-
-    /// Drops the run-queue figures of an app that is gone (ignores "not found").
-    pub fn forget_runq(&mut self, key: u32) {
-        match self.runq.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound | MapError::ElementNotFound) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(key, error = %error_chain(&e), "eBPF run-queue removal failed")
-            }
-        }
-    }
-
-    /// Whether [`Ebpf::set_memory_limit`] works (the `rss_stat` program loaded).
-    #[must_use]
-    pub fn memory_limits_supported(&self) -> bool {
-        self.rss.ready
-    }
-
     /// Makes the kernel watch every process the calling thread forks, with `key`, from before
     /// its first instruction, until [`Ebpf::spawned`]: call it around the spawn of an app's
     /// process, so an app that lives 10 µs is still reported. One map update and one removal
@@ -339,113 +289,6 @@ impl Ebpf {
             .map(|per_cpu| per_cpu.iter().copied().fold(0u64, u64::wrapping_add))
             .unwrap_or(0)
     }
-
-    /// Sets (or changes) the resident-memory limit of `tgid`, attaching `rss_stat` if it is the
-    /// first limit. The "over" state is seeded from `/proc/<tgid>/statm`, so a process already
-    /// over the limit is reported by the caller (see [`MemoryLimitChange`]) rather than never.
-    pub fn set_memory_limit(
-        &mut self,
-        tgid: u32,
-        bytes: u64,
-    ) -> Result<MemoryLimitChange, EbpfError> {
-        let fail = |reason: String| EbpfError::Limit { tgid, reason };
-        if !self.rss.ready {
-            return Err(fail("the rss_stat program is not available".into()));
-        }
-        let limit_pages = bytes.div_ceil(self.page_size).max(1);
-        let rss_pages = crate::os::proc::resident_pages(tgid).map_err(|e| fail(e.to_string()))?;
-        let was_over = self
-            .limits
-            .get(&tgid, 0)
-            .map(|l| l.over != 0)
-            .unwrap_or(false);
-        // a new threshold starts fresh: only "already over it" matters, so that moving a
-        // process from one threshold to another is never mistaken for a fall under the old one
-        let over = rss_pages >= limit_pages;
-        let value = RssLimit {
-            limit_pages,
-            over: u32::from(over),
-            _pad: 0,
-        };
-        self.limits
-            .insert(tgid, value, 0)
-            .map_err(|e| fail(error_chain(&e)))?;
-        self.rss.limited.insert(tgid);
-        if let Err(e) = self.attach_rss_stat() {
-            self.rss.limited.remove(&tgid);
-            remove_quietly(&mut self.limits, tgid, "limit");
-            return Err(e);
-        }
-        Ok(MemoryLimitChange {
-            rss_bytes: rss_pages * self.page_size,
-            limit_bytes: limit_pages * self.page_size,
-            was_over,
-            over,
-        })
-    }
-
-    /// Removes the limit of `tgid`; detaches `rss_stat` when no limit is left.
-    pub fn clear_memory_limit(&mut self, tgid: u32) {
-        remove_quietly(&mut self.limits, tgid, "limit");
-        self.rss.limited.remove(&tgid);
-        self.prune_limits();
-        if self.rss.limited.is_empty() {
-            self.detach_rss_stat();
-        }
-    }
-
-    /// Whether `rss_stat` is attached right now.
-    #[must_use]
-    pub fn rss_stat_attached(&self) -> bool {
-        self.rss.link.is_some()
-    }
-
-    /// Forgets limits the kernel removed itself when their process exited.
-    fn prune_limits(&mut self) {
-        let limits = &self.limits;
-        self.rss.limited.retain(|tgid| limits.get(tgid, 0).is_ok());
-    }
-
-    fn rss_program(&mut self) -> Result<&mut BtfTracePoint, EbpfError> {
-        self.bpf
-            .program_mut(abi::PROG_RSS_STAT)
-            .ok_or_else(|| EbpfError::Load("rss_stat is missing from the object".into()))?
-            .try_into()
-            .map_err(|e: ProgramError| EbpfError::Load(error_chain(&e)))
-    }
-
-    fn attach_rss_stat(&mut self) -> Result<(), EbpfError> {
-        if self.rss.link.is_some() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        let link = self
-            .rss_program()?
-            .attach()
-            .map_err(|e| EbpfError::Attach {
-                program: abi::PROG_RSS_STAT.into(),
-                reason: error_chain(&e),
-            })?;
-        self.rss.link = Some(link);
-        tracing::debug!(
-            elapsed_us = started.elapsed().as_micros(),
-            "rss_stat attached (a memory limit is set)"
-        );
-        Ok(())
-    }
-
-    fn detach_rss_stat(&mut self) {
-        let Some(link) = self.rss.link.take() else {
-            return;
-        };
-        match self
-            .rss_program()
-            .and_then(|p| p.detach(link).map_err(|e| EbpfError::Load(error_chain(&e))))
-        {
-            Ok(()) => tracing::debug!("rss_stat detached (no memory limit left)"),
-            Err(e) => tracing::warn!(error = %e, "cannot detach rss_stat"),
-        }
-    }
 }
 
 fn remove_quietly<V: aya::Pod>(map: &mut HashMap<MapData, u32, V>, tgid: u32, what: &str) {
@@ -455,130 +298,6 @@ fn remove_quietly<V: aya::Pod>(map: &mut HashMap<MapData, u32, V>, tgid: u32, wh
         Err(e) => tracing::warn!(tgid, error = %error_chain(&e), "eBPF {what} removal failed"),
     }
 }
-
-/// One program: its name (= tracepoint), the globals it cannot work without, the ones that only
-/// degrade it (with what is lost), and whether the source is useless without it.
-struct ProgramSpec {
-    name: &'static str,
-    required: &'static [&'static str],
-    optional: &'static [(&'static str, &'static str)],
-    essential: bool,
-    attach_at_load: bool,
-}
-
-const PROGRAMS: &[ProgramSpec] = &[
-    ProgramSpec {
-        name: abi::PROG_SCHED_PROCESS_EXIT,
-        required: &[
-            abi::GLOBAL_OFF_TASK_TGID,
-            abi::GLOBAL_OFF_TASK_PID,
-            abi::GLOBAL_OFF_TASK_EXIT_CODE,
-            abi::GLOBAL_OFF_TASK_SIGNAL,
-            abi::GLOBAL_OFF_SIGNAL_GROUP_EXIT_CODE,
-        ],
-        optional: &[
-            (abi::GLOBAL_OFF_TASK_MM, "exits have no memory figures"),
-            (abi::GLOBAL_OFF_MM_RSS_STAT, "exits have no memory figures"),
-            (
-                abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
-                "exits have no memory figures",
-            ),
-            (
-                abi::GLOBAL_OFF_MM_HIWATER_RSS,
-                "exit peaks miss memory freed before the exit",
-            ),
-        ],
-        essential: true,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_SCHED_PROCESS_FORK,
-        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
-        optional: &[],
-        essential: false,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_SCHED_PROCESS_EXEC,
-        required: &[abi::GLOBAL_OFF_TASK_TGID],
-        optional: &[(abi::GLOBAL_OFF_BINPRM_FILENAME, "exec filenames are empty")],
-        essential: false,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_MARK_VICTIM,
-        required: &[abi::GLOBAL_OFF_TASK_TGID],
-        optional: &[
-            (
-                abi::GLOBAL_OFF_TASK_MM,
-                "OOM victims have no memory figures",
-            ),
-            (
-                abi::GLOBAL_OFF_MM_RSS_STAT,
-                "OOM victims have no rss figures",
-            ),
-            (
-                abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
-                "OOM victims have no rss figures",
-            ),
-            (abi::GLOBAL_OFF_MM_TOTAL_VM, "OOM victims have no total_vm"),
-            (
-                abi::GLOBAL_OFF_SIGNAL_OOM_SCORE_ADJ,
-                "OOM victims have no oom_score_adj",
-            ),
-            (abi::GLOBAL_OFF_TASK_COMM, "OOM victims have no comm"),
-        ],
-        essential: false,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_SIGNAL_GENERATE,
-        required: &[abi::GLOBAL_OFF_TASK_TGID],
-        optional: &[(
-            abi::GLOBAL_OFF_SIGINFO_CODE,
-            "si_code reads as 0, so kernel-generated signals look user-sent",
-        )],
-        essential: false,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_RSS_STAT,
-        required: &[
-            abi::GLOBAL_OFF_TASK_TGID,
-            abi::GLOBAL_OFF_MM_OWNER,
-            abi::GLOBAL_OFF_MM_RSS_STAT,
-            abi::GLOBAL_SIZE_PERCPU_COUNTER,
-            abi::GLOBAL_OFF_PERCPU_COUNTER_COUNT,
-        ],
-        optional: &[],
-        essential: false,
-        // Every page fault in the system runs it: attached only while a limit is set.
-        attach_at_load: false,
-    },
-    // Run-queue delay: every wake-up and context switch of the system runs these; for an
-    // unwatched thread that is one or two hash lookups (measured in docs/ebpf.md).
-    ProgramSpec {
-        name: abi::PROG_SCHED_WAKEUP,
-        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
-        optional: &[],
-        essential: false,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_SCHED_WAKEUP_NEW,
-        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
-        optional: &[],
-        essential: false,
-        attach_at_load: true,
-    },
-    ProgramSpec {
-        name: abi::PROG_SCHED_SWITCH,
-        required: &[abi::GLOBAL_OFF_TASK_TGID, abi::GLOBAL_OFF_TASK_PID],
-        optional: &[],
-        essential: false,
-        attach_at_load: true,
-    },
-];
 
 fn load_object(object: &[u8], build_note: &str) -> Result<(Ebpf, RingReader), EbpfError> {
     if object.is_empty() {
@@ -819,11 +538,16 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 mod btf;
+mod insight;
+mod memory;
+mod programs;
 mod ring;
 #[cfg(test)]
 mod tests;
 
 use btf::Offsets;
+use memory::RssStat;
+use programs::PROGRAMS;
 #[cfg(test)]
 use ring::decode;
 use ring::register;
