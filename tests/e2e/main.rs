@@ -34,6 +34,7 @@ mod package;
 mod privileges;
 mod probes;
 mod readiness;
+mod scale;
 mod supervision;
 mod systemd;
 mod watch;

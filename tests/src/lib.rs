@@ -135,12 +135,21 @@ pub struct TestDaemon {
     ebpf: String,
     /// Extra environment of every daemon this harness starts (e.g. `NOTIFY_SOCKET`).
     env: Vec<(String, String)>,
+    /// A command the daemon runs under (`prlimit`, `setpriv`, ...), its binary appended.
+    wrapper: Vec<String>,
 }
 
 impl TestDaemon {
     /// Starts `turbo-daemon` with `TURBO_EBPF=ebpf` and waits until it answers on its bus.
     #[must_use]
     pub fn start(ebpf: &str) -> Self {
+        Self::start_under(ebpf, &[])
+    }
+
+    /// [`Self::start`] with the daemon run under `wrapper` (e.g. `["prlimit", "--nofile=64"]`;
+    /// the daemon's path is appended), also on restarts.
+    #[must_use]
+    pub fn start_under(ebpf: &str, wrapper: &[&str]) -> Self {
         let home = tempfile::Builder::new()
             .prefix("turbo-e2e-")
             .tempdir()
@@ -151,6 +160,7 @@ impl TestDaemon {
             bins: bin_dir(),
             ebpf: ebpf.to_owned(),
             env: Vec::new(),
+            wrapper: wrapper.iter().map(|&w| w.to_owned()).collect(),
         };
         d.launch();
         d
@@ -174,6 +184,7 @@ impl TestDaemon {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            wrapper: Vec::new(),
         };
         d.spawn_daemon();
         d
@@ -198,7 +209,16 @@ impl TestDaemon {
             .append(true)
             .open(self.home().join("daemon.log"))
             .expect("daemon.log");
-        let daemon = Command::new(self.bins.join("turbo-daemon"))
+        let bin = self.bins.join("turbo-daemon");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let daemon = cmd
             .env("TURBO_HOME", self.home())
             .env("TURBO_EBPF", &self.ebpf)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -294,6 +314,7 @@ impl TestDaemon {
             bins: bin_dir(),
             ebpf: "auto".to_owned(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 

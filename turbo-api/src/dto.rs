@@ -187,7 +187,8 @@ pub struct AppStatus {
     pub err_log: String,
     /// The last exit, if any.
     pub last_exit: ExitInfo,
-    /// The last `STATUS=` the app sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
+    /// While `errored`: why (the start's error, the crash loop). Else the last `STATUS=` the app
+    /// sent over `NOTIFY_SOCKET` (`ready: notify`), empty if none.
     pub status_text: String,
     /// While `waiting`: the dependencies not yet met, as `name (condition)`; else empty.
     pub waiting_for: Vec<String>,

@@ -126,6 +126,11 @@ fn main() -> ExitCode {
         );
     }
     if args.log_keeper {
+        // four descriptors per app (docs/architecture.md, "File descriptors"), and no children
+        // that would inherit the raised limit (the daemon raises its own when it needs to)
+        if let Err(e) = turbo_daemon::os::creds::raise_nofile() {
+            tracing::warn!("log keeper: cannot raise its file descriptor limit: {e}");
+        }
         // no tokio runtime: the keeper is a small synchronous loop (turbo_daemon::keeper)
         let home = args.home.unwrap_or_default();
         let log_dir = args.log_dir.unwrap_or_else(|| home.join("logs"));

@@ -21,6 +21,7 @@ mod probes;
 mod process;
 mod report;
 mod restart;
+mod scale;
 mod scrape;
 mod startmany;
 mod stats;
@@ -61,6 +62,7 @@ const METRICS: &[Metric] = &[
     startmany::METRIC,
     memlimit::METRIC,
     scrape::METRIC,
+    scale::METRIC,
 ];
 
 /// The unit of a metric's samples.

@@ -23,7 +23,14 @@ pub fn reexec(bus_env: Option<&str>) -> io::Error {
     if let Some(v) = bus_env {
         cmd.env(super::bus::REEXEC_ENV, v);
     }
-    cmd.exec()
+    // the new image raises it again, and must know what the apps get
+    let raised = crate::os::creds::inherited_nofile().is_some();
+    let _ = crate::os::creds::restore_nofile();
+    let e = cmd.exec();
+    if raised {
+        let _ = crate::os::creds::raise_nofile();
+    }
+    e
 }
 
 /// The daemon binary at its install path: the file this process was started from, or the one

@@ -49,6 +49,24 @@ pub const KEEPER_NAME: &std::ffi::CStr = c"turbo-daemon";
 pub const LOG_FILE: &str = "keeper.log";
 /// How long the daemon waits for a reply before it treats the keeper as gone.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// File descriptors the daemon and the keeper keep free for what is not an app's (bus clients,
+/// scrapes, hooks, the keeper's sessions): a start that would take one of them fails instead,
+/// with the reason, before its process exists (docs/architecture.md, "File descriptors").
+pub const FD_RESERVE: u64 = 64;
+
+/// One line saying that `who` is short of descriptors (`free` left).
+#[must_use]
+pub fn short_of_fds(who: &str, free: u64) -> String {
+    let (soft, _) = crate::os::creds::limit(crate::os::creds::Limit::Nofile);
+    format!(
+        "{who} is out of file descriptors ({free} of {soft} free, {FD_RESERVE} kept for clients): \
+         raise its hard limit (LimitNOFILE= in the unit, ulimit -Hn) or run fewer apps"
+    )
+}
+
+/// Counters per `stats` reply: 1,000 of about 120 bytes fit a message with room to spare.
+pub const STATS_PAGE: usize = 1000;
+
 /// Longest message (a reply with 20 stderr lines of 4 KiB, or the counters of many apps).
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -99,8 +117,13 @@ pub enum Request {
         /// Longest wait for the end of its output.
         wait_ms: u64,
     },
-    /// Byte counters of every app.
-    Stats,
+    /// Byte counters of every app, a page of [`STATS_PAGE`] from `from` on (one message holds
+    /// about two thousand apps' counters).
+    Stats {
+        /// The first counter of the page (0 from a daemon older than paging).
+        #[serde(default)]
+        from: u32,
+    },
     /// A copy of every pipe still open (one `pipe` reply each, then `end`).
     Pipes,
 }
@@ -132,6 +155,10 @@ pub enum Reply {
     Stats {
         /// Per app and stream.
         apps: Vec<AppCounters>,
+        /// Where the next page starts, when there is one (none from a keeper older than paging,
+        /// which sends all at once).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u32>,
     },
     /// One process's pipes, attached in the order of `streams`.
     Pipe {
@@ -197,6 +224,24 @@ struct Held {
     policy: LogPolicy,
     fds: Vec<OwnedFd>,
 }
+
+/// One process's pipes to hand over ([`Keeper::register_all`]).
+#[derive(Debug)]
+pub struct Registration {
+    /// The process and its instance.
+    pub source: Source,
+    /// Its app (the log file names).
+    pub app: String,
+    /// Format and rotation.
+    pub policy: LogPolicy,
+    /// Read end of its stdout.
+    pub stdout: OwnedFd,
+    /// Read end of its stderr.
+    pub stderr: OwnedFd,
+}
+
+/// The outcome of one registration: on failure the error, with both pipes back.
+pub type Registered = Result<(), (io::Error, OwnedFd, OwnedFd)>;
 
 /// The daemon's side of the keeper. See the module docs.
 #[derive(Debug)]
@@ -409,6 +454,87 @@ impl Keeper {
         }
     }
 
+    /// [`Self::register`] for many processes at once (the spawns of one pass of the loop): the
+    /// requests of a window are sent before their replies are read, so the keeper works while
+    /// the daemon sends, one round trip per window rather than per process. Results in order.
+    /// Should the session fail midway, a new one is made and the rest go one by one.
+    pub fn register_all(&mut self, batch: Vec<Registration>) -> Vec<Registered> {
+        const WINDOW: usize = 32;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut rest = batch.into_iter().peekable();
+        while rest.peek().is_some() {
+            let window: Vec<Registration> = rest.by_ref().take(WINDOW).collect();
+            let (replies, broken) = self.pipelined(&window);
+            if broken {
+                // replies still on their way must not answer later requests
+                if let Err(e) = self.connect() {
+                    tracing::warn!("the log keeper did not answer ({e})");
+                }
+            }
+            for (r, reply) in window.into_iter().zip(replies) {
+                results.push(match reply {
+                    Some(Reply::Ok) => {
+                        self.held.insert(
+                            r.source.pid,
+                            Held {
+                                instance: r.source.instance,
+                                app: r.app,
+                                policy: r.policy,
+                                fds: vec![r.stdout, r.stderr],
+                            },
+                        );
+                        Ok(())
+                    }
+                    Some(other) => Err((unexpected(&other), r.stdout, r.stderr)),
+                    None => self.register(r.source, &r.app, &r.policy, r.stdout, r.stderr),
+                });
+            }
+        }
+        results
+    }
+
+    /// Sends the window's requests, then reads their replies: one per request, `None` for
+    /// those not answered; `true` when the session failed on the way.
+    fn pipelined(&self, window: &[Registration]) -> (Vec<Option<Reply>>, bool) {
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(window.len());
+        let Ok(session) = self.session() else {
+            replies.resize_with(window.len(), || None);
+            return (replies, false);
+        };
+        let mut sent = 0;
+        for r in window {
+            let req = Request::Register {
+                pid: r.source.pid,
+                instance: r.source.instance,
+                app: r.app.clone(),
+                policy: r.policy.clone(),
+            };
+            if fdpass::send(
+                session,
+                &to_json(&req),
+                &[r.stdout.as_fd(), r.stderr.as_fd()],
+            )
+            .is_err()
+            {
+                break;
+            }
+            sent += 1;
+        }
+        let mut buf = vec![0; MAX_MESSAGE];
+        let mut broken = sent < window.len();
+        for _ in 0..sent {
+            match fdpass::recv(session, &mut buf) {
+                Ok((n, _)) if n > 0 => replies.push(serde_json::from_slice(&buf[..n]).ok()),
+                _ => {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        replies.resize_with(window.len(), || None);
+        (replies, broken)
+    }
+
     /// Takes a copy of every pipe the keeper reads (after the previous daemon's death or an
     /// upgrade) and returns their pids.
     ///
@@ -518,15 +644,25 @@ impl Keeper {
 
     /// Byte counters of every app (empty when the keeper does not answer).
     pub fn stats(&mut self) -> Vec<AppCounters> {
-        match self.call(&Request::Stats, &[]) {
-            Ok(Reply::Stats { apps }) => apps,
-            Ok(other) => {
-                tracing::warn!("log keeper: {}", unexpected(&other));
-                Vec::new()
-            }
-            Err(e) => {
-                tracing::warn!("log keeper: no counters: {e}");
-                Vec::new()
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            match self.call(&Request::Stats { from }, &[]) {
+                Ok(Reply::Stats { apps, next }) => {
+                    all.extend(apps);
+                    match next {
+                        Some(n) if n > from => from = n,
+                        _ => return all,
+                    }
+                }
+                Ok(other) => {
+                    tracing::warn!("log keeper: {}", unexpected(&other));
+                    return Vec::new();
+                }
+                Err(e) => {
+                    tracing::warn!("log keeper: no counters: {e}");
+                    return Vec::new();
+                }
             }
         }
     }
@@ -785,8 +921,9 @@ mod tests {
         // tagged by the pipe: instance 3, pid 42
         let lines: Vec<&str> = text.lines().map(|l| &l[24..]).collect();
         assert_eq!(lines, ["[3:42] one", "[3:42] two"]);
-        match call(&Request::Stats, &[]) {
-            Reply::Stats { apps } => {
+        match call(&Request::Stats { from: 0 }, &[]) {
+            Reply::Stats { apps, next } => {
+                assert_eq!(next, None, "one page");
                 let out = apps.iter().find(|c| c.stream == Stream::Out).unwrap();
                 assert_eq!((out.written, out.dropped), (text.len() as u64, 0));
             }

@@ -237,6 +237,16 @@ impl Keeper {
             Ok((0, fds)) if fds.is_empty() => return self.drop_client(fd),
             Ok(got) => got,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // the kernel could not give this process the attached pipes (no descriptor
+                // left): only `register` attaches any. The session stays: dropping it would
+                // make the daemon start a second keeper for every process after this one.
+                let (soft, _) = crate::os::creds::limit(crate::os::creds::Limit::Nofile);
+                let error = format!(
+                    "the log keeper has no file descriptor left for the pipes (limit {soft}): {e}"
+                );
+                return self.reply(fd, &Reply::Failed { error });
+            }
             Err(e) => {
                 tracing::debug!("log keeper: a client failed: {e}");
                 return self.drop_client(fd);
@@ -277,10 +287,16 @@ impl Keeper {
                 app,
                 instance,
                 policy,
-            } => match self.logs_of(&app, instance, &policy) {
-                Ok(_) => Reply::Ok,
-                Err(e) => Reply::Failed {
-                    error: e.to_string(),
+            } => match crate::os::creds::short_of_fds(super::FD_RESERVE) {
+                // asked before each start: the pipes and log files of one more process
+                Some(free) => Reply::Failed {
+                    error: super::short_of_fds("the log keeper", free),
+                },
+                None => match self.logs_of(&app, instance, &policy) {
+                    Ok(_) => Reply::Ok,
+                    Err(e) => Reply::Failed {
+                        error: e.to_string(),
+                    },
                 },
             },
             Request::Flush {
@@ -298,9 +314,7 @@ impl Keeper {
                     error: e.to_string(),
                 },
             },
-            Request::Stats => Reply::Stats {
-                apps: self.counters(),
-            },
+            Request::Stats { from } => stats_page(self.counters(), from),
             Request::Pipes => return self.send_pipes(fd),
             Request::Tail { pid, wait_ms } => {
                 self.waits.push(Wait {
@@ -519,5 +533,52 @@ impl Keeper {
         if self.clients.contains_key(&client) {
             self.reply(client, &Reply::End);
         }
+    }
+}
+
+/// The `stats` reply with the counters of `all` from `from` on, at most [`super::STATS_PAGE`].
+fn stats_page(mut all: Vec<AppCounters>, from: u32) -> Reply {
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(all.len());
+    let to = (from + super::STATS_PAGE).min(all.len());
+    let next = (to < all.len()).then(|| u32::try_from(to).unwrap_or(u32::MAX));
+    all.truncate(to);
+    Reply::Stats {
+        apps: all.split_off(from),
+        next,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten thousand apps' counters come in pages that each fit a message, and add up to all.
+    #[test]
+    fn stats_come_in_pages_that_fit_a_message() {
+        let all: Vec<AppCounters> = (0..20_000)
+            .map(|i| AppCounters {
+                app: format!("app-{i:05}"),
+                stream: if i % 2 == 0 { Stream::Out } else { Stream::Err },
+                written: u64::MAX,
+                dropped: u64::MAX,
+                forwarded: Vec::new(),
+            })
+            .collect();
+        let mut got = Vec::new();
+        let mut from = 0;
+        loop {
+            let reply = stats_page(all.clone(), from);
+            let size = serde_json::to_vec(&reply).unwrap().len();
+            assert!(size < super::super::MAX_MESSAGE / 2, "{size} bytes");
+            let Reply::Stats { apps, next } = reply else {
+                panic!("not stats")
+            };
+            got.extend(apps);
+            match next {
+                Some(n) => from = n,
+                None => break,
+            }
+        }
+        assert_eq!(got, all);
     }
 }

@@ -6,7 +6,7 @@
 //! thread another user's file access rights. Through rustix and nix: no hand-written `unsafe`.
 //! Imports no domain module: what these numbers allow is decided in `access`.
 
-use std::io;
+use std::{io, sync::OnceLock};
 
 use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
 use rustix::process::{self, Resource};
@@ -80,6 +80,102 @@ pub fn nr_open() -> Option<u64> {
 #[must_use]
 pub fn unprivileged_port_start() -> u16 {
     read_number("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or(1024)
+}
+
+/// `RLIMIT_NOFILE` as this process found it, before [`raise_nofile`] (what children get back).
+static INHERITED_NOFILE: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// Raises the process's `RLIMIT_NOFILE` to what the host allows, as systemd does for itself:
+/// the hard limit to `nr_open` where the process may (`CAP_SYS_RESOURCE`), else the soft limit
+/// to the hard one. The daemon and the keeper hold a few descriptors per app
+/// (docs/architecture.md, "File descriptors"), so the limit they were started with (often
+/// 1,024) would cap the number of apps. Returns the new (soft, hard); the pair the process
+/// was started with is kept for [`inherited_nofile`] (a second call keeps the first's).
+///
+/// # Errors
+/// When not even the soft limit can be raised to the hard one.
+pub fn raise_nofile() -> io::Result<(u64, u64)> {
+    let old = limit(Limit::Nofile);
+    let _ = INHERITED_NOFILE.set(old);
+    let ceiling = nr_open().unwrap_or(old.1).max(old.1);
+    let set = |n: u64| {
+        process::setrlimit(
+            Resource::Nofile,
+            process::Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            },
+        )
+    };
+    if ceiling > old.1 && set(ceiling).is_ok() {
+        return Ok((ceiling, ceiling));
+    }
+    if old.0 < old.1 {
+        set(old.1)?;
+    }
+    Ok((old.1, old.1))
+}
+
+/// The `RLIMIT_NOFILE` this process was started with, when [`raise_nofile`] changed it: what
+/// its children get (a soft limit above 1,024 breaks programs that use `select`, and some close
+/// every possible descriptor at start, which takes long with a million).
+#[must_use]
+pub fn inherited_nofile() -> Option<(u64, u64)> {
+    INHERITED_NOFILE
+        .get()
+        .copied()
+        .filter(|&old| old != limit(Limit::Nofile))
+}
+
+/// Lowers the process's `RLIMIT_NOFILE` back to what it was started with (before it
+/// re-executes itself, so the new image knows what its apps get).
+///
+/// # Errors
+/// From setrlimit.
+pub fn restore_nofile() -> io::Result<()> {
+    let Some((soft, hard)) = inherited_nofile() else {
+        return Ok(());
+    };
+    process::setrlimit(
+        Resource::Nofile,
+        process::Rlimit {
+            current: Some(soft),
+            maximum: Some(hard),
+        },
+    )?;
+    Ok(())
+}
+
+/// Whether this process has fewer than `reserve` file descriptors left under its soft limit;
+/// then how many it has. Cheap while far from the limit: descriptors are numbered lowest free
+/// first, so the lowest free number (one `fcntl`, which never grows the descriptor table the
+/// way probing a high number would: with a limit of a million that is 8 MB of kernel memory)
+/// is about the count in use. Within twice `reserve` of the limit the open descriptors are
+/// counted (`/proc/self/fd`). A process whose table has holes below many high descriptors may
+/// be found not short when it is; its starts then fail on `EMFILE` instead, as cleanly.
+#[must_use]
+pub fn short_of_fds(reserve: u64) -> Option<u64> {
+    use std::os::fd::AsRawFd as _;
+    // a descriptor to duplicate, opened once
+    static ROOT: OnceLock<Option<std::os::fd::OwnedFd>> = OnceLock::new();
+    let (soft, _) = limit(Limit::Nofile);
+    let root = ROOT.get_or_init(|| {
+        rustix::fs::open(
+            "/",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+    });
+    if let Some(root) = root
+        && let Ok(lowest) = rustix::io::fcntl_dupfd_cloexec(root, 0)
+        && u64::try_from(lowest.as_raw_fd()).unwrap_or(u64::MAX) + 2 * reserve < soft
+    {
+        return None;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let free = soft.saturating_sub(u64::try_from(open).unwrap_or(u64::MAX));
+    (free < reserve).then_some(free)
 }
 
 fn read_number<T: std::str::FromStr>(path: &str) -> Option<T> {

@@ -372,16 +372,25 @@ pub fn image(pid: u32) -> Option<Image> {
 
 /// The open `stat` and `children` files of apps' main processes, so that reading an app
 /// (every `ListApps`, every sampler pass) costs two `pread`s instead of two path lookups,
-/// opens and closes. Descendants come and go too often to be worth keeping open.
+/// opens and closes. Descendants come and go too often to be worth keeping open. At most
+/// [`MainFiles::KEPT`] processes' files are kept: two descriptors per app would otherwise
+/// count against the daemon's limit with thousands of apps (docs/architecture.md, "File
+/// descriptors"); the others are read by path.
 #[derive(Debug, Default)]
 pub struct MainFiles {
     open: HashMap<u32, (File, Option<File>)>,
 }
 
 impl MainFiles {
+    /// Most processes whose files are kept open.
+    pub const KEPT: usize = 1024;
+
     /// `/proc/<pid>/stat` of a main process, through its kept file (opened on first use).
     /// A process gone takes its files with it.
     fn stat(&mut self, pid: u32) -> Option<ProcStat> {
+        if self.open.len() >= Self::KEPT && !self.open.contains_key(&pid) {
+            return read_stat(pid).ok();
+        }
         let text = match self.open.entry(pid) {
             Entry::Occupied(e) => {
                 let text = reread_proc(&e.get().0).ok();
@@ -670,6 +679,29 @@ mod tests {
         files.stat(std::process::id()).unwrap();
         files.keep_only(&HashSet::new());
         assert!(files.open.is_empty());
+    }
+
+    /// Past `KEPT` processes, figures are read by path and no descriptor is kept.
+    #[test]
+    fn kept_files_are_bounded() {
+        let me = std::process::id();
+        let mut files = MainFiles::default();
+        for fake in 0..MainFiles::KEPT {
+            // stand-ins: the entries only count here
+            let f = File::open("/proc/self/stat").unwrap();
+            files
+                .open
+                .insert(u32::MAX - 1 - u32::try_from(fake).unwrap(), (f, None));
+        }
+        let s = files.stat(me).expect("read by path");
+        let direct = read_stat(me).unwrap();
+        assert_eq!((s.ppid, s.start_ticks), (direct.ppid, direct.start_ticks));
+        assert_eq!(
+            files.open.len(),
+            MainFiles::KEPT,
+            "no file kept beyond the bound"
+        );
+        assert!(!files.open.contains_key(&me));
     }
 
     #[test]

@@ -178,6 +178,22 @@ impl Runtime {
 
     fn spawn(&mut self, app: AppId, spec: &AppSpec) -> Result<u32, String> {
         let instance = self.sup.app(app).map_or(0, |a| a.instance);
+        // a start fails whole, before its process exists, rather than leave one running
+        // whose output nobody reads
+        let reserve = crate::keeper::FD_RESERVE;
+        if let Some(free) = crate::os::creds::short_of_fds(reserve) {
+            // raised when first needed, not at start: until then apps inherit the daemon's
+            // limit and start through posix_spawn, which cannot give them back a lower one
+            let (before, _) = crate::os::creds::limit(crate::os::creds::Limit::Nofile);
+            if let Ok((soft, _)) = crate::os::creds::raise_nofile()
+                && soft > before
+            {
+                tracing::info!("raised the file descriptor limit to {soft} ({free} were free)");
+            }
+            if let Some(free) = crate::os::creds::short_of_fds(reserve) {
+                return Err(crate::keeper::short_of_fds("the daemon", free));
+            }
+        }
         self.output.prepare(spec, instance)?;
         self.spawner
             .sync_watcher(app, self.sup.app(app), &self.chan.internal_tx);
@@ -189,8 +205,8 @@ impl Runtime {
         self.source.spawned();
         let child = child?;
         let pid = child.pid;
-        // handed to the keeper once this pass of `feed` is done, so the round trip does not
-        // count in the process's uptime
+        // handed to the keeper with the other spawns of this pass of `feed`, before the
+        // supervisor hears of it (`Runtime::captured`)
         let source = crate::logs::Source { instance, pid };
         self.output.queue(source, spec, child.stdout, child.stderr);
         if let Err(e) = self.watch_process(app, pid, Some(child.pidfd)) {

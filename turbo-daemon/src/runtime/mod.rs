@@ -662,7 +662,19 @@ impl Runtime {
     /// executing produces (a spawn reports back at once), until nothing is left.
     fn feed(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
-        while let Some(input) = queue.pop_front() {
+        // spawns of this pass, told to the supervisor once their output is handed over (in
+        // one batch), so a process whose output cannot be captured fails its start instead
+        let mut spawned = Vec::new();
+        loop {
+            let Some(input) = queue.pop_front() else {
+                // the pipes of the pass's spawns and hooks
+                let lost = self.output.hand_over();
+                if spawned.is_empty() {
+                    break;
+                }
+                queue.extend(spawned.drain(..).map(|s| self.captured(s, &lost)));
+                continue;
+            };
             let exit = match input {
                 Input::Exited {
                     pid,
@@ -702,8 +714,10 @@ impl Runtime {
                 );
             }
             for action in actions {
-                if let Some(next) = self.execute(action) {
-                    queue.push_back(next);
+                match self.execute(action) {
+                    Some(next @ Input::Spawned { .. }) => spawned.push(next),
+                    Some(next) => queue.push_back(next),
+                    None => {}
                 }
             }
             if let Some((pid, ..)) = exit {
@@ -713,7 +727,25 @@ impl Runtime {
                 self.usage.process_gone(pid);
             }
         }
-        self.output.hand_over();
+    }
+
+    /// `spawned` (an [`Input::Spawned`]), or its start failed when its output cannot be
+    /// captured (`lost`, from [`output::Outputs::hand_over`]): the process is killed, and its
+    /// exit, no longer the app's, is ignored.
+    fn captured(&self, spawned: Input, lost: &[(u32, String)]) -> Input {
+        let Input::Spawned { app, pid } = spawned else {
+            return spawned;
+        };
+        match lost.iter().find(|(p, _)| *p == pid) {
+            Some((_, error)) => {
+                let _ = os::signal_group(pid, os::SIGKILL);
+                Input::SpawnFailed {
+                    app,
+                    error: error.clone(),
+                }
+            }
+            None => spawned,
+        }
     }
 
     fn submit(&mut self, command: Command, waiter: Waiter) {

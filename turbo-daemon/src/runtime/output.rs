@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    keeper::{AppCounters, Keeper, TailAsker},
+    keeper::{AppCounters, Keeper, Registration, TailAsker},
     logs,
     spec::{AppSpec, LogPolicy},
 };
@@ -121,46 +121,85 @@ impl Outputs {
         });
     }
 
-    /// Hands the queued pipes to the keeper (or captures them here).
-    pub(super) fn hand_over(&mut self) {
-        for p in std::mem::take(&mut self.pending) {
-            match self.capture_output(p.source, &p.spec, p.stdout, p.stderr) {
+    /// Hands the queued pipes to the keeper in one batch (or captures them here). Returns the
+    /// pids whose output nobody can read (no descriptor left in the keeper nor here), with
+    /// why: the caller ends those processes, whose start fails.
+    pub(super) fn hand_over(&mut self) -> Vec<(u32, String)> {
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut failed = Vec::new();
+        let mut local = Vec::new();
+        match &mut self.keeper {
+            Some(keeper) => {
+                let mut specs = Vec::with_capacity(pending.len());
+                let batch = pending
+                    .into_iter()
+                    .map(|p| {
+                        let r = Registration {
+                            source: p.source,
+                            app: p.spec.name.clone(),
+                            policy: p.spec.log.clone(),
+                            stdout: p.stdout,
+                            stderr: p.stderr,
+                        };
+                        specs.push((p.source, p.spec));
+                        r
+                    })
+                    .collect();
+                let results = keeper.register_all(batch);
+                let asker = keeper.tail_asker();
+                for ((source, spec), result) in specs.into_iter().zip(results) {
+                    match result {
+                        Ok(()) => {
+                            self.procs.insert(source.pid, Output::Kept(asker.clone()));
+                        }
+                        Err((e, stdout, stderr)) => {
+                            tracing::error!(
+                                app = %spec.name,
+                                "the log keeper cannot take the output of pid {} ({e}); the \
+                                 daemon reads it itself, and a daemon crash will lose some of it",
+                                source.pid
+                            );
+                            local.push(Pending {
+                                source,
+                                spec,
+                                stdout,
+                                stderr,
+                            });
+                        }
+                    }
+                }
+            }
+            None => local = pending,
+        }
+        for p in local {
+            match self.capture_here(p.source, &p.spec, p.stdout, p.stderr) {
                 Ok(out) => {
                     self.procs.insert(p.source.pid, out);
                 }
-                // the process runs; its output waits in the pipes' buffer, which it may fill
-                Err(e) => tracing::error!(
-                    app = %p.spec.name,
-                    "cannot capture the output of pid {}: {e}",
-                    p.source.pid
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        app = %p.spec.name,
+                        "cannot capture the output of pid {}: {e}",
+                        p.source.pid
+                    );
+                    failed.push((p.source.pid, format!("cannot capture its output: {e}")));
+                }
             }
         }
+        failed
     }
 
-    /// Hands a new process's pipes to the keeper, or captures them here when there is none.
-    fn capture_output(
+    /// Reads a new process's pipes in this daemon (no keeper, or it could not take them).
+    fn capture_here(
         &mut self,
         source: logs::Source,
         spec: &AppSpec,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<Output, String> {
-        let (stdout, stderr) = match &mut self.keeper {
-            Some(keeper) => match keeper.register(source, &spec.name, &spec.log, stdout, stderr) {
-                Ok(()) => return Ok(Output::Kept(keeper.tail_asker())),
-                Err((e, out, err)) => {
-                    tracing::error!(
-                        app = %spec.name,
-                        "the log keeper cannot take the output of pid {} ({e}); the daemon \
-                         reads it itself, and a daemon crash will lose some of it",
-                        source.pid
-                    );
-                    (out, err)
-                }
-            },
-            None => (stdout, stderr),
-        };
         let app_logs = self
             .local_logs(spec, source.instance)
             .map_err(|e| e.to_string())?;

@@ -113,7 +113,11 @@ pub fn status(
         cwd: app.spec.cwd.display().to_string(),
         out_log: out_log.display().to_string(),
         err_log: err_log.display().to_string(),
-        status_text: app.notify.status.clone().unwrap_or_default(),
+        status_text: match &app.state {
+            // why it is errored (a start that failed, a crash loop), where `describe` shows it
+            State::Errored { reason } => reason.clone(),
+            _ => app.notify.status.clone().unwrap_or_default(),
+        },
         waiting_for: app.jobs.waiting_for.clone(),
         next_run_ms: app.jobs.next_run.map_or(0, |t| {
             t.duration_since(SystemTime::UNIX_EPOCH)

@@ -29,10 +29,10 @@ const SCRAPE_LIMIT: Duration = Duration::from_secs(30);
 const PAUSE: Duration = Duration::from_millis(50);
 
 /// What one scrape answered and cost.
-struct Scrape {
-    wall_ms: f64,
-    cpu_ms: f64,
-    body: String,
+pub struct Scrape {
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    pub body: String,
 }
 
 fn run(env: &mut Env<'_>) -> Result<Outcome> {
@@ -197,13 +197,13 @@ fn size(
 }
 
 /// A loopback address nobody listens on right now.
-fn free_loopback() -> Result<String> {
+pub fn free_loopback() -> Result<String> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;
     Ok(l.local_addr()?.to_string())
 }
 
 /// One `GET /metrics`, timed, with the daemon's CPU time over it.
-fn scrape(addr: &str, daemon: u32) -> Result<Scrape> {
+pub fn scrape(addr: &str, daemon: u32) -> Result<Scrape> {
     let before = sys::thread_cpu_ns(daemon);
     let t = Instant::now();
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;

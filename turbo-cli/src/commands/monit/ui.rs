@@ -1,7 +1,9 @@
 //! Drawing `turbo monit`: a pure function of the [`Model`] and the frame size.
 //!
 //! Top to bottom: a header line; the app table (state with symbol and colour, restarts, CPU and
-//! memory with sparklines of their history, memory against `max_memory`, uptime); the selected
+//! memory with sparklines of their history, memory against `max_memory`, uptime; on a wide
+//! terminal also, top-style, the time `cpu_max` throttled, pids against `pids_max`, the recent
+//! run-queue delay p99 and the latest exec, from the kernel's view); the selected
 //! app's details (memory gauge, larger sparklines) beside its crash timeline; its log lines; a
 //! line of keys and the status message. Narrow or short terminals lose the least useful parts
 //! first (sparkline columns, then the details row) instead of wrapping, so any size draws
@@ -55,6 +57,10 @@ const KEYS_SHORT: &str = "↑↓ r restart s stop S start l logs / filter q quit
 
 /// Below this width the table loses its sparkline columns.
 const WIDE: u16 = 100;
+/// Width from which the table also has the top-style kernel columns.
+const TOP_WIDE: u16 = 150;
+/// The "last exec" column: the program's file name, cut.
+const EXEC_WIDTH: u16 = 16;
 /// Below this height the details row goes.
 const TALL: u16 = 24;
 
@@ -224,6 +230,77 @@ fn cpu_text(app: &AppStatus) -> String {
     }
 }
 
+/// How long `cpu_max` has held the app back (yellow once it has), `-` without a limit.
+fn throttled_cell(app: &AppStatus, theme: Theme) -> Cell<'static> {
+    if app.cpu_max_percent == 0 {
+        return Cell::from(Line::from("-").alignment(Alignment::Right)).style(theme.dim());
+    }
+    let cell =
+        Cell::from(Line::from(throttled_text(app.cpu_throttled_ms)).alignment(Alignment::Right));
+    if app.cpu_throttled_ms > 0 {
+        cell.style(theme.fg(Color::Yellow))
+    } else {
+        cell
+    }
+}
+
+/// Throttled time: tenths of a second under a minute, else a duration.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "milliseconds, shown to a tenth of a second"
+)]
+fn throttled_text(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        human_duration_ms(ms)
+    }
+}
+
+/// The top-style cells from the kernel's view: pids (against `pids_max`), the recent run-queue
+/// delay p99 and the latest exec's file name (red when the allow-list did not allow it).
+fn kernel_cells(
+    app: &AppStatus,
+    insight: Option<&turbo_api::AppInsight>,
+    theme: Theme,
+) -> [Cell<'static>; 3] {
+    let right = |text: String| Cell::from(Line::from(text).alignment(Alignment::Right));
+    let pids = match (app.pids, app.pids_max) {
+        (0, _) => right("-".to_owned()).style(theme.dim()),
+        (n, 0) => right(n.to_string()),
+        (n, max) => {
+            let cell = right(format!("{n}/{max}"));
+            if n * 10 >= max * 9 {
+                cell.style(theme.fg(Color::Yellow))
+            } else {
+                cell
+            }
+        }
+    };
+    let measured = insight.filter(|i| i.unavailable.is_empty());
+    let runq = match measured {
+        Some(i) if i.runq_recent_count > 0 => right(format!(
+            "<{}",
+            crate::commands::insight::human_us(i.runq_recent_p99_us)
+        )),
+        _ => right("-".to_owned()).style(theme.dim()),
+    };
+    let exec = match measured.and_then(|i| i.recent_execs.first()) {
+        Some(e) => {
+            let name = e.filename.rsplit('/').next().unwrap_or(&e.filename);
+            let name: String = name.chars().take(usize::from(EXEC_WIDTH)).collect();
+            let cell = Cell::from(name);
+            if e.allowed {
+                cell
+            } else {
+                cell.style(theme.fg(Color::Red))
+            }
+        }
+        None => Cell::from("-").style(theme.dim()),
+    };
+    [pids, runq, exec]
+}
+
 /// The cgroup line of the details: CPU limit with the time it throttled, pids against
 /// `pids_max`, `memory_high`.
 fn cgroup_text(app: &AppStatus) -> String {
@@ -232,11 +309,7 @@ fn cgroup_text(app: &AppStatus) -> String {
         parts.push(format!(
             "cpu_max {}% · throttled {}",
             app.cpu_max_percent,
-            if app.cpu_throttled_ms < 60_000 {
-                format!("{:.1}s", app.cpu_throttled_ms as f64 / 1000.0)
-            } else {
-                human_duration_ms(app.cpu_throttled_ms)
-            }
+            throttled_text(app.cpu_throttled_ms)
         ));
     }
     match (app.pids, app.pids_max) {
@@ -317,13 +390,24 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
         .unwrap_or(4)
         .clamp(4, 24);
     let wide = area.width >= WIDE;
+    let top = area.width >= TOP_WIDE;
+    let with_cpu_limits = top && visible.iter().any(|a| a.cpu_max_percent > 0);
     // fixed columns, then what is left for the two sparklines
     let mut fixed: u16 = 2 + 3 + 16 + 4 + 7 + 9 + 7; // marker, id, state, ↺, cpu, memory, uptime
     fixed += u16::try_from(name_width).unwrap_or(24);
+    let mut columns: u16 = 9;
     if with_limits {
         fixed += 9;
+        columns += 1;
     }
-    let columns: u16 = if with_limits { 10 } else { 9 };
+    if with_cpu_limits {
+        fixed += 9;
+        columns += 1;
+    }
+    if top {
+        fixed += 9 + 9 + EXEC_WIDTH;
+        columns += 3;
+    }
     let spark = if wide {
         area.width.saturating_sub(fixed + columns + 2) / 2
     } else {
@@ -343,7 +427,23 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
         header.push("of limit");
     }
     header.push("uptime");
-    let numeric = ["id", "↺", "cpu", "memory", "of limit", "uptime"];
+    if with_cpu_limits {
+        header.push("throttled");
+    }
+    if top {
+        header.extend(["pids", "runq p99", "last exec"]);
+    }
+    let numeric = [
+        "id",
+        "↺",
+        "cpu",
+        "memory",
+        "of limit",
+        "uptime",
+        "throttled",
+        "pids",
+        "runq p99",
+    ];
     let header = Row::new(header.into_iter().map(|h| {
         let line = Line::from(h);
         let line = if numeric.contains(&h) {
@@ -400,6 +500,12 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
                 "-".to_owned()
             };
             cells.push(Cell::from(Line::from(uptime).alignment(Alignment::Right)));
+            if with_cpu_limits {
+                cells.push(throttled_cell(app, theme));
+            }
+            if top {
+                cells.extend(kernel_cells(app, model.insight.get(&app.id), theme));
+            }
             Row::new(cells)
         })
         .collect();
@@ -422,6 +528,16 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
         widths.push(Constraint::Length(9));
     }
     widths.push(Constraint::Length(7));
+    if with_cpu_limits {
+        widths.push(Constraint::Length(9));
+    }
+    if top {
+        widths.extend([
+            Constraint::Length(9),
+            Constraint::Length(9),
+            Constraint::Length(EXEC_WIDTH),
+        ]);
+    }
 
     let table = Table::new(rows, widths)
         .header(header)
@@ -918,6 +1034,44 @@ mod tests {
         assert!(line_with(&s, "tick 1").contains("03:04:05"), "{s}");
         assert!(line_with(&s, "oops").contains("err"), "{s}");
         assert!(s.contains("r restart"), "footer: {s}");
+    }
+
+    #[test]
+    fn a_wide_table_has_top_style_kernel_columns() {
+        let mut m = model();
+        m.insight.insert(
+            0,
+            turbo_api::AppInsight {
+                id: 0,
+                runq_recent_count: 5,
+                runq_recent_p99_us: 8_192,
+                recent_execs: vec![turbo_api::ExecRecord {
+                    filename: "/usr/bin/python3".into(),
+                    allowed: true,
+                    ..turbo_api::ExecRecord::default()
+                }],
+                ..turbo_api::AppInsight::default()
+            },
+        );
+        let s = screen(&mut m, 170, 40);
+        let header = line_with(&s, "last exec");
+        for h in ["throttled", "pids", "runq p99"] {
+            assert!(header.contains(h), "{header}");
+        }
+        let ticker = line_with(&s, "ticker");
+        assert!(
+            ticker.contains("<8.2ms") && ticker.contains("python3"),
+            "{ticker}"
+        );
+        let web = line_with(&s, "web");
+        assert!(web.contains("2.5s") && web.contains("3/20"), "{web}");
+        // narrower: the plain table, without them
+        let s = screen(&mut m, 120, 40);
+        let header = line_with(&s, "uptime");
+        assert!(
+            !header.contains("last exec") && !header.contains("pids"),
+            "{header}"
+        );
     }
 
     #[test]

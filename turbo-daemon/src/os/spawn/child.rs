@@ -248,6 +248,20 @@ impl ChildSetup {
         })
     }
 
+    /// Gives the child `RLIMIT_NOFILE` `(soft, hard)` unless the plan sets one (the limit the
+    /// daemon was started with, see [`crate::os::creds::raise_nofile`]).
+    pub(super) fn default_nofile(&mut self, (soft, hard): (u64, u64)) {
+        if !self.rlimits.iter().any(|(r, _)| *r == libc::RLIMIT_NOFILE) {
+            self.rlimits.push((
+                libc::RLIMIT_NOFILE,
+                libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                },
+            ));
+        }
+    }
+
     /// Nothing to do but become a session leader (and close inherited fds): what
     /// [`spawn_session`] does without a fork.
     #[cfg_attr(

@@ -130,6 +130,11 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
         };
         io::Error::new(e.kind(), message)
     };
+    // once the daemon raised its own limit, the child gets the one it was started with, which
+    // posix_spawn cannot set (a `prlimit` after it races with the program reading its limit)
+    if let Some(nofile) = super::creds::inherited_nofile() {
+        setup.default_nofile(nofile);
+    }
     // musl has no posix_spawn_file_actions_addclosefrom_np: the fork path below does the same
     #[cfg(target_env = "gnu")]
     if setup.is_session_only() && plan.stdin.is_none() && Path::new(program).is_absolute() {
@@ -158,7 +163,7 @@ pub fn spawn(plan: &Plan<'_>) -> io::Result<Child> {
     let pid = child.id();
     // The child has not been waited for, so its pid cannot have been reused: pidfd_open is
     // race-free here even if it already exited (it is a zombie until we reap it).
-    let pidfd = pidfd_open(pid)?;
+    let pidfd = pidfd_or_kill(pid)?;
     let stdout = OwnedFd::from(child.stdout.take().expect("stdout was piped"));
     let stderr = OwnedFd::from(child.stderr.take().expect("stderr was piped"));
     // Dropping `child` neither waits nor kills; the pidfd owns the reaping from now on.
@@ -299,7 +304,7 @@ fn spawn_session(
     drop((out_write, err_write));
     let pid = u32::try_from(pid).map_err(|_| io::Error::other("posix_spawn returned no pid"))?;
     // not waited for yet, so the pid cannot have been reused (as in `spawn_with`)
-    let pidfd = pidfd_open(pid)?;
+    let pidfd = pidfd_or_kill(pid)?;
     super::process::claim(pid);
     set_nonblocking(&out_read)?;
     set_nonblocking(&err_read)?;
@@ -308,6 +313,21 @@ fn spawn_session(
         pidfd,
         stdout: out_read,
         stderr: err_read,
+    })
+}
+
+/// The pidfd of `pid`, started just now and not waited for. Without one (no descriptor left:
+/// `EMFILE`) the process is killed and reaped, so the start fails as a whole: nobody would
+/// supervise it, and its pipes close with the error.
+fn pidfd_or_kill(pid: u32) -> io::Result<OwnedFd> {
+    pidfd_open(pid).inspect_err(|_| {
+        if let Some(p) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+        }
     })
 }
 

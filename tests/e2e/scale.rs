@@ -1,0 +1,417 @@
+//! Scale through the real binaries (issue 21): the daemon's file descriptor limit, running out
+//! of descriptors, a thousand apps at once (started, output captured, adopted by a new daemon,
+//! stopped), and an app whose descendants fork without pause. Part of the load suite: sizes
+//! follow `TURBO_LOAD_SCALE` (`ci`, the default: 1,000 apps and 5 s of churn; `full`: 10,000
+//! apps and 30 s). Only correctness is asserted (nothing lost, every app accounted for); the
+//! times printed are for reading, the targets are benchmarks (`cargo xtask bench --only scale`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use turbo_tests::{TestDaemon, is_root, keeper_pid, pid_alive, wait_for};
+
+/// Apps of the thousand-apps scenario and seconds of churn.
+fn sizes() -> (usize, u64) {
+    match std::env::var("TURBO_LOAD_SCALE").as_deref() {
+        Ok("full") => (10_000, 30),
+        Ok("ci") | Err(std::env::VarError::NotPresent) => (1_000, 5),
+        Ok(other) => panic!("TURBO_LOAD_SCALE must be `ci` or `full`, not `{other}`"),
+        Err(e) => panic!("TURBO_LOAD_SCALE: {e}"),
+    }
+}
+
+fn by_name(d: &TestDaemon) -> HashMap<String, Value> {
+    d.status()
+        .into_iter()
+        .map(|a| (a["name"].as_str().unwrap_or_default().to_owned(), a))
+        .collect()
+}
+
+fn pid_of(app: &Value) -> u64 {
+    app["pid"].as_u64().unwrap_or(0)
+}
+
+/// A file of `n` apps named `<prefix>00000`, ... each running `/bin/sh -c <script(name)>`
+/// without restarts; their names and the file.
+fn apps_file(
+    d: &TestDaemon,
+    prefix: &str,
+    n: usize,
+    script: impl Fn(&str) -> String,
+) -> (Vec<String>, PathBuf) {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}")).collect();
+    let mut yml = String::from("apps:\n");
+    for name in &names {
+        yml.push_str(&format!(
+            "  - name: {name}\n    cmd: [/bin/sh, -c, {}]\n    autorestart: never\n",
+            script(name)
+        ));
+    }
+    let file = d.config(prefix, &yml);
+    (names, file)
+}
+
+/// The text of `app`'s stdout log once it contains `needle` (waited for, bounded).
+fn log_with(app: &Value, needle: &str) -> String {
+    let log = PathBuf::from(app["out_log"].as_str().expect("out_log"));
+    wait_for("the app's line in its log", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains(needle))
+    })
+}
+
+/// `(soft, hard)` "Max open files" of `pid`.
+fn nofile_of(pid: u64) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+/// Pids of live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .filter(|&p| pid_alive(p))
+        .collect()
+}
+
+/// Whether this process has `CAP_SYS_RESOURCE` (bit 24 of `CapEff`), which raising a hard
+/// limit needs.
+fn has_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+/// A `sleep` length no other process uses, so the test finds its apps by command line.
+fn mark(n: u32) -> String {
+    format!("{}.{n}", 800_000 + std::process::id() % 90_000)
+}
+
+/// The keeper raises its descriptor limit to what the host allows at start, the daemon when
+/// it first needs to; apps get the limit the daemon was started with, before and after.
+#[test]
+fn the_fd_limit_is_raised_and_apps_get_the_original_back() {
+    // enough apps that the daemon runs short of 200 descriptors
+    const APPS: usize = 80;
+    assert!(
+        is_root(),
+        "raising the hard limit needs root; run the suite as root"
+    );
+    let d = TestDaemon::start_under("auto", &["prlimit", "--nofile=200:4096"]);
+    // the hard limit goes up to nr_open only with CAP_SYS_RESOURCE (some containers' root
+    // lacks it); the soft limit goes up to the hard one in any case
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .expect("nr_open")
+        .trim()
+        .parse()
+        .expect("a number");
+    let ceiling = if has_cap_sys_resource() {
+        nr_open
+    } else {
+        4096
+    };
+    let keeper = keeper_pid(d.home()).expect("a log keeper");
+    assert_eq!(nofile_of(keeper), (ceiling, ceiling), "the keeper's limit");
+    let daemon = u64::from(d.daemon_pid().expect("daemon pid"));
+    assert_eq!(
+        nofile_of(daemon),
+        (200, 4096),
+        "the daemon's, before it needs more"
+    );
+    let sleep = mark(0);
+    let (names, yml) = apps_file(&d, "lim", APPS, |_| {
+        format!("'echo nofile $(ulimit -Sn) $(ulimit -Hn); exec sleep {sleep}'")
+    });
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let all = wait_for("every app online", Duration::from_secs(60), || {
+        let all = by_name(&d);
+        names
+            .iter()
+            .all(|n| all.get(n).is_some_and(|a| a["state"] == "online"))
+            .then_some(all)
+    });
+    assert_eq!(
+        nofile_of(daemon),
+        (ceiling, ceiling),
+        "the daemon raised its limit"
+    );
+    for n in &names {
+        let app = &all[n];
+        assert_eq!(nofile_of(pid_of(app)), (200, 4096), "{n}: {app}");
+        let text = log_with(app, "nofile");
+        assert!(text.contains("nofile 200 4096"), "{n}: {text}");
+    }
+}
+
+/// With too few descriptors (a hard limit the daemon may not raise: no `CAP_SYS_RESOURCE`),
+/// each start that does not fit fails alone, with the reason, before its process exists: no
+/// app runs without its output captured, the keeper is never replaced, the daemon answers.
+#[test]
+fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
+    const APPS: usize = 120;
+    assert!(
+        is_root(),
+        "dropping CAP_SYS_RESOURCE needs root; run the suite as root"
+    );
+    let d = TestDaemon::start_under(
+        "auto",
+        &[
+            "setpriv",
+            "--bounding-set=-sys_resource",
+            "--inh-caps=-sys_resource",
+            "prlimit",
+            "--nofile=300:300",
+        ],
+    );
+    let daemon = u64::from(d.daemon_pid().expect("daemon pid"));
+    assert_eq!(
+        nofile_of(daemon),
+        (300, 300),
+        "the daemon could not raise it"
+    );
+    let keeper = keeper_pid(d.home()).expect("a log keeper");
+    let sleep = mark(1);
+    let (names, yml) = apps_file(&d, "fd", APPS, |n| {
+        format!("'echo hello {n}; exec sleep {sleep}'")
+    });
+    let out = d.turbo(&["start", yml.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let all = wait_for("every start settled", Duration::from_secs(60), || {
+        let all = by_name(&d);
+        names
+            .iter()
+            .all(|n| {
+                all.get(n)
+                    .is_some_and(|a| a["state"] == "online" || a["state"] == "errored")
+            })
+            .then_some(all)
+    });
+    let online: Vec<&String> = names
+        .iter()
+        .filter(|n| all[*n]["state"] == "online")
+        .collect();
+    let errored: Vec<&String> = names
+        .iter()
+        .filter(|n| all[*n]["state"] == "errored")
+        .collect();
+    assert!(
+        !online.is_empty() && !errored.is_empty(),
+        "the limit was not reached ({} online, {} errored): the scenario tests nothing",
+        online.len(),
+        errored.len()
+    );
+    for n in &errored {
+        let a = &all[*n];
+        let why = a["status_text"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("out of file descriptors") || why.contains("cannot capture"),
+            "{n} errored without the reason: {a}"
+        );
+        assert!(a["pid"].is_null(), "{n}: {a}");
+    }
+    assert!(
+        said.contains("out of file descriptors"),
+        "`turbo start` did not say why: {said}"
+    );
+    // every online app's line is in its log
+    for n in &online {
+        log_with(&all[*n], &format!("hello {n}"));
+    }
+    // no process but the online apps'
+    let running: HashSet<u64> = processes_with(&sleep).into_iter().collect();
+    let listed: HashSet<u64> = online.iter().map(|n| pid_of(&all[*n])).collect();
+    assert_eq!(running, listed, "processes running that no online app owns");
+    let log = d.daemon_log();
+    assert!(!log.contains("starting a new one"), "{log}");
+    assert_eq!(
+        keeper_pid(d.home()),
+        Some(keeper),
+        "the keeper was replaced"
+    );
+    d.turbo_ok(&["stop", "all"]);
+    println!(
+        "scale: fd limit 300: {} online with output captured, {} errored with the reason",
+        online.len(),
+        errored.len()
+    );
+}
+
+/// A thousand apps (ten thousand at full scale): all online with a process of their own and
+/// their output captured, all adopted by a daemon started after a `kill -9`, and all stopped by
+/// one `turbo stop all`.
+#[test]
+fn a_thousand_apps_are_all_accounted_for() {
+    let (apps, _) = sizes();
+    let mut d = TestDaemon::start("auto");
+    let sleep = mark(2);
+    let (names, yml) = apps_file(&d, "s", apps, |n| {
+        format!("'echo up {n}; exec sleep {sleep}'")
+    });
+    let t = Instant::now();
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let online = |d: &TestDaemon, what: &str| {
+        wait_for(what, Duration::from_secs(600), || {
+            let all = by_name(d);
+            names
+                .iter()
+                .all(|n| {
+                    all.get(n)
+                        .is_some_and(|a| a["state"] == "online" && pid_of(a) > 0)
+                })
+                .then_some(all)
+        })
+    };
+    let all = online(&d, "every app online");
+    let started = t.elapsed();
+    let pids: HashMap<&String, u64> = names.iter().map(|n| (n, pid_of(&all[n]))).collect();
+    let distinct: HashSet<u64> = pids.values().copied().collect();
+    assert_eq!(distinct.len(), apps, "every app has a process of its own");
+    let running: HashSet<u64> = processes_with(&sleep).into_iter().collect();
+    assert_eq!(running, distinct, "the processes running are the apps'");
+    for n in &names {
+        log_with(&all[n], &format!("up {n}"));
+    }
+    let keeper = keeper_pid(d.home()).expect("a log keeper");
+    // the state file names every pid before the daemon dies
+    wait_for("every pid saved", Duration::from_secs(30), || {
+        let state = std::fs::read_to_string(d.home().join("state.json")).ok()?;
+        pids.values()
+            .all(|p| state.contains(&format!("\"pid\": {p}")))
+            .then_some(())
+    });
+    d.kill9_daemon();
+    let t = Instant::now();
+    d.restart_daemon();
+    let adopted = online(&d, "every app adopted");
+    let adopt_took = t.elapsed();
+    for n in &names {
+        assert_eq!(
+            pid_of(&adopted[n]),
+            pids[n],
+            "{n} was adopted, not restarted"
+        );
+    }
+    assert_eq!(keeper_pid(d.home()), Some(keeper), "the keeper lived on");
+    let log = d.daemon_log();
+    assert!(
+        !log.contains("starting a new one"),
+        "the keeper was replaced"
+    );
+    let t = Instant::now();
+    d.turbo_ok(&["stop", "all"]);
+    let stopped = t.elapsed();
+    let all = by_name(&d);
+    let not_stopped = names
+        .iter()
+        .filter(|n| all[*n]["state"] != "stopped")
+        .count();
+    assert_eq!(
+        not_stopped, 0,
+        "`turbo stop all` returned with apps not stopped"
+    );
+    let left = processes_with(&sleep);
+    assert!(
+        left.is_empty(),
+        "{} processes outlived `turbo stop all`",
+        left.len()
+    );
+    println!(
+        "scale: {apps} apps online in {:.1}s with output captured, adopted after kill -9 in \
+         {:.1}s, stopped in {:.1}s",
+        started.as_secs_f64(),
+        adopt_took.as_secs_f64(),
+        stopped.as_secs_f64()
+    );
+}
+
+/// An app whose descendants fork and exit short processes without pause: events lost in the
+/// ring buffer are counted, the app's own exit is still attributed to it by eBPF, and the daemon
+/// answers throughout.
+#[test]
+fn process_churn_counts_lost_events_and_the_apps_exit_is_attributed() {
+    let (_, seconds) = sizes();
+    assert!(
+        is_root(),
+        "the churn scenario asserts eBPF, which needs root"
+    );
+    let d = TestDaemon::start("require");
+    let info = d.json(&["info"]);
+    assert_eq!(info["event_source"], "ebpf", "{info}");
+    // two shells forking `true` in a loop, then the app exits with 7
+    let script = d.script(
+        "churn.sh",
+        &format!(
+            "end=$(( $(date +%s) + {seconds} ))\nn=0\nloop() {{ while [ \"$(date +%s)\" -lt $end ]; do /bin/true; /bin/true; /bin/true; n=$((n+3)); done; echo forks $n; }}\nloop & loop\nwait\nexit 7\n"
+        ),
+    );
+    let yml = d.config(
+        "churn",
+        &format!(
+            "apps:\n  - name: churn\n    cmd: [{}]\n    autorestart: never\n",
+            script.display()
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let t = Instant::now();
+    let mut answers = 0;
+    while t.elapsed() < Duration::from_secs(seconds) {
+        // the daemon answers during the churn
+        let app = d.app("churn");
+        assert!(
+            app["state"] == "online" || app["state"] == "stopped",
+            "{app}"
+        );
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let app = wait_for("the app's exit", Duration::from_secs(seconds + 30), || {
+        let a = d.app("churn");
+        (a["state"] == "stopped").then_some(a)
+    });
+    assert_eq!(app["last_exit"]["code"], 7, "{app}");
+    assert_eq!(app["last_exit"]["reason"], "exit", "{app}");
+    assert_eq!(app["last_exit"]["source"], "ebpf", "{app}");
+    let info = d.json(&["info"]);
+    assert_eq!(info["event_source"], "ebpf", "{info}");
+    // a daemon not scheduled for a while (a loaded CI host) lets the ring buffer overflow: the
+    // loss is counted (`events_lost`, `turbo_events_lost_total`) and the app's own exit,
+    // asserted above, is still attributed by eBPF; the descendants of lost fork events are not
+    // re-read from /proc yet (issue 21, reported)
+    let lost = info["events_lost"]
+        .as_u64()
+        .expect("events_lost is a count");
+    let log = std::fs::read_to_string(app["out_log"].as_str().expect("out_log")).expect("log");
+    let forks: u64 = log
+        .lines()
+        .filter_map(|l| l.split("forks ").nth(1)?.trim().parse::<u64>().ok())
+        .sum();
+    assert!(
+        forks > 1000,
+        "the app forked only {forks} times: no churn: {log}"
+    );
+    println!(
+        "scale: churn for {seconds}s: {forks} forks (plus `date` each round), {lost} events lost (counted), \
+         exit 7 attributed by eBPF, {answers} status answers during it"
+    );
+}

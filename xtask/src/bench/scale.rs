@@ -1,0 +1,396 @@
+//! Scaling (issue 21): TurboProcess with 10, 100, 1,000 and 10,000 apps. Per size: the start
+//! of all apps from one file, the memory of the daemon, its keeper and its bus beyond the
+//! 10-app run, `turbo status --json`, one Prometheus scrape (time and size), the adoption of
+//! every app by a daemon started after a `kill -9`, and `turbo stop all`; at the largest size the
+//! idle CPU of the three processes. TurboProcess only: the peers are compared elsewhere.
+//!
+//! A size the host cannot hold is left out with the reason: each app costs the log keeper 4 file
+//! descriptors (docs/architecture.md, "File descriptors"), and the keeper can raise its limit
+//! only to the hard limit it inherits unless it has `CAP_SYS_RESOURCE`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::bench::fleet::{sleep_apps, wait_running};
+use crate::bench::json::Json;
+use crate::bench::managers::{CLI_LIMIT, Kind};
+use crate::bench::process::{exec, exec_any};
+use crate::bench::scrape::{free_loopback, scrape};
+use crate::bench::stats::Summary;
+use crate::bench::{Env, Metric, Outcome, Row, Target, Unit, sys};
+
+pub const METRIC: Metric = Metric {
+    id: "scale",
+    title: "Scaling: 10 to 10,000 apps",
+    run,
+};
+
+const SIZES: [usize; 4] = [10, 100, 1000, 10_000];
+/// Timed `turbo status --json` calls per size.
+const STATUS_RUNS: usize = 5;
+/// Descriptors the keeper keeps free, and its own base (`keeper::FD_RESERVE` + a margin).
+const KEEPER_BASE_FDS: u64 = 64 + 32;
+/// Descriptors the keeper holds per app.
+const KEEPER_FDS_PER_APP: u64 = 4;
+
+/// What one size measured (times in ms, memory in bytes).
+#[derive(Default)]
+struct Size {
+    apps: usize,
+    start_ms: f64,
+    rss: u64,
+    pss: u64,
+    status_ms: Vec<f64>,
+    scrape_ms: f64,
+    scrape_bytes: usize,
+    adopt_ms: f64,
+    stop_ms: f64,
+    idle_cpu_s: Option<f64>,
+}
+
+fn run(env: &mut Env<'_>) -> Result<Outcome> {
+    let idle = Duration::from_secs(if env.quick { 10 } else { 60 });
+    let sizes: Vec<usize> = if env.quick {
+        SIZES[..2].to_vec()
+    } else {
+        SIZES.to_vec()
+    };
+    let ceiling = fd_ceiling();
+    let mut measured: Vec<Size> = Vec::new();
+    let mut notes = Vec::new();
+    let largest = sizes
+        .iter()
+        .copied()
+        .filter(|&n| fits(n, ceiling))
+        .max()
+        .unwrap_or(10);
+    for &apps in &sizes {
+        sys::check_interrupted()?;
+        if !fits(apps, ceiling) {
+            notes.push(format!(
+                "{apps} apps were not run: the log keeper holds {KEEPER_FDS_PER_APP} file \
+                 descriptors per app and can raise its limit only to {ceiling} here (the hard \
+                 RLIMIT_NOFILE the bench runs with; more needs CAP_SYS_RESOURCE, which this \
+                 host's root lacks, or a higher hard limit)"
+            ));
+            continue;
+        }
+        println!("scale: {apps} apps");
+        let idle_for = (apps == largest).then_some(idle);
+        measured.push(size(env, apps, idle_for)?);
+    }
+    let base = measured.first().map_or((0, 0), |s| (s.rss, s.pss));
+    let mut rows = Vec::new();
+    for s in &measured {
+        #[expect(clippy::cast_precision_loss, reason = "app counts")]
+        let per_app = |total: u64, base: u64| {
+            (s.apps > 10).then(|| {
+                let extra = total.saturating_sub(base) as f64 / (s.apps - 10) as f64;
+                Json::from((extra / 1024.0 * 10.0).round() / 10.0)
+            })
+        };
+        rows.push(Row {
+            subject: format!("{} apps: `turbo status --json`", s.apps),
+            samples: s.status_ms.clone(),
+            extra: vec![
+                Json::from((s.start_ms).round()),
+                Json::from(s.pss / 1024),
+                per_app(s.pss, base.1).unwrap_or(Json::Null),
+                per_app(s.rss, base.0).unwrap_or(Json::Null),
+                Json::from((s.scrape_ms * 10.0).round() / 10.0),
+                Json::from(s.scrape_bytes / 1024),
+                Json::from(s.adopt_ms.round()),
+                Json::from(s.stop_ms.round()),
+                s.idle_cpu_s.map(|c| (c * 1000.0).round() / 1000.0).into(),
+            ],
+            error: None,
+        });
+    }
+    let top = measured.last();
+    let targets = top
+        .map(|s| {
+            let status = Summary::of(&s.status_ms).map(|x| x.median);
+            #[expect(clippy::cast_precision_loss, reason = "app counts")]
+            let per_app = (s.apps > 10)
+                .then(|| s.pss.saturating_sub(base.1) as f64 / (s.apps - 10) as f64 / 1024.0);
+            let n = s.apps;
+            vec![
+                target(
+                    format!("`status --json` with {n} apps, ms"),
+                    status,
+                    100.0,
+                    "≤ 100",
+                ),
+                target(
+                    format!("daemon + keeper + bus PSS per app beyond 10 apps, {n} apps, KiB"),
+                    per_app,
+                    4.0,
+                    "≤ 4",
+                ),
+                target(
+                    format!("Prometheus scrape with {n} apps, ms"),
+                    Some(s.scrape_ms),
+                    250.0,
+                    "≤ 250",
+                ),
+                #[expect(clippy::cast_precision_loss, reason = "bytes")]
+                target(
+                    format!("Prometheus scrape with {n} apps, MB"),
+                    Some(s.scrape_bytes as f64 / 1e6),
+                    5.0,
+                    "≤ 5",
+                ),
+                target(
+                    format!("adoption of {n} apps after kill -9, s"),
+                    Some(s.adopt_ms / 1000.0),
+                    5.0,
+                    "≤ 5",
+                ),
+                target(
+                    format!("`turbo stop all` with {n} apps, s"),
+                    Some(s.stop_ms / 1000.0),
+                    5.0,
+                    "≤ 5",
+                ),
+                target(
+                    format!(
+                        "idle CPU of daemon + keeper + bus over {}s with {n} apps, s",
+                        idle.as_secs()
+                    ),
+                    s.idle_cpu_s,
+                    0.01,
+                    "≤ 0.01",
+                ),
+            ]
+        })
+        .unwrap_or_default();
+    Ok(Outcome {
+        unit: Unit::Millis,
+        method: vec![
+            "TurboProcess alone (eBPF as the machine offers it), one daemon per size, every app \
+             the bench's static `sleep 100000` from one `turbo start` file. Start: the `turbo \
+             start` command, which returns once every app's spawn has settled. Memory: RSS and \
+             PSS of the daemon, its log keeper and its private `dbus-daemon` \
+             (`/proc/<pid>/smaps_rollup`) 2 s after the start; per app is the growth beyond \
+             the 10-app run divided by the extra apps. Status: `turbo status --json`, median of \
+             the timed runs (the samples). Scrape: one `GET /metrics` after two warm-ups. \
+             Adoption: `kill -9` of the daemon, then a new `turbo-daemon` on the same home, \
+             until `turbo status --json` lists every app online with the same pid. Stop: `turbo \
+             stop all`. Idle CPU: user + system time of the three processes over the idle \
+             period, at the largest size only."
+                .to_owned(),
+            "Process churn (descendants forking without pause) is checked for correctness by \
+             the load suite (`scale::process_churn_counts_lost_events_and_the_apps_exit_is_attributed`: \
+             lost ring-buffer events counted, the exit attributed); its CPU cost is not measured \
+             here yet."
+                .to_owned(),
+        ],
+        params: vec![
+            ("sizes".to_owned(), format!("{sizes:?}")),
+            ("idle period".to_owned(), format!("{} s", idle.as_secs())),
+            (
+                "hard RLIMIT_NOFILE the keeper can reach".to_owned(),
+                ceiling.to_string(),
+            ),
+        ],
+        extra_columns: vec![
+            "start all, ms".to_owned(),
+            "PSS, KiB".to_owned(),
+            "PSS per app, KiB".to_owned(),
+            "RSS per app, KiB".to_owned(),
+            "scrape, ms".to_owned(),
+            "scrape, KiB".to_owned(),
+            "adoption, ms".to_owned(),
+            "stop all, ms".to_owned(),
+            "idle CPU, s".to_owned(),
+        ],
+        rows,
+        ratios: Vec::new(),
+        targets,
+        transcripts: Vec::new(),
+        notes,
+    })
+}
+
+fn target(what: String, value: Option<f64>, limit: f64, limit_shown: &str) -> Target {
+    Target {
+        what,
+        value,
+        limit,
+        shown: value.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.3}")),
+        limit_shown: limit_shown.to_owned(),
+    }
+}
+
+/// The highest `RLIMIT_NOFILE` the keeper can give itself: `nr_open` with
+/// `CAP_SYS_RESOURCE`, else the hard limit it inherits from the bench.
+fn fd_ceiling() -> u64 {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(hard);
+    if caps & (1 << 24) != 0 {
+        nr_open.max(hard)
+    } else {
+        hard
+    }
+}
+
+fn fits(apps: usize, ceiling: u64) -> bool {
+    u64::try_from(apps).unwrap_or(u64::MAX) * KEEPER_FDS_PER_APP + KEEPER_BASE_FDS <= ceiling
+}
+
+/// The `turbo` CLI of the daemon on `home`.
+fn turbo(env: &Env<'_>, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&env.tools.turbo);
+    cmd.args(args)
+        .env("TURBO_HOME", home)
+        .env(
+            "TURBO_BUS_ADDRESS",
+            format!("unix:path={}", home.join("bus.sock").display()),
+        )
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Pids of the apps `turbo status --json` lists online.
+fn online(env: &Env<'_>, home: &Path) -> Result<Vec<u32>> {
+    let Ok(out) = exec_any(&mut turbo(env, home, &["status", "--json"]), CLI_LIMIT) else {
+        return Ok(Vec::new());
+    };
+    if !out.status.success() {
+        return Ok(Vec::new());
+    }
+    let all = Json::parse(&out.stdout).context("`turbo status --json` printed invalid JSON")?;
+    Ok(all
+        .as_array()
+        .context("not an array")?
+        .iter()
+        .filter(|a| a.get("state").and_then(Json::as_str) == Some("online"))
+        .filter_map(|a| a.get("pid").and_then(Json::as_u32))
+        .collect())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> {
+    let sleep = env.tools.sleep.clone();
+    let addr = free_loopback()?;
+    let name = format!("turbo-{apps}");
+    let home: PathBuf = env.dir("scale", &name)?.join("home");
+    let mut m = env.launch_with(
+        Kind::Turbo,
+        "scale",
+        &name,
+        &[("TURBO_METRICS_LISTEN", addr.as_str())],
+    )?;
+    let mut s = Size {
+        apps,
+        ..Size::default()
+    };
+    let t = Instant::now();
+    m.start_all("scale", &sleep_apps("s", apps, &sleep))?;
+    s.start_ms = ms(t.elapsed());
+    wait_running(env, m.as_mut(), apps, &sleep)?;
+    println!("  started in {:.0} ms", s.start_ms);
+    thread::sleep(Duration::from_secs(2));
+    let procs = m.processes();
+    for &(_, pid) in &procs {
+        let (rss, pss) = sys::rss_pss(pid).unwrap_or((0, 0));
+        s.rss += rss;
+        s.pss += pss;
+    }
+    for _ in 0..STATUS_RUNS {
+        let t = Instant::now();
+        exec(&mut turbo(env, &home, &["status", "--json"]), CLI_LIMIT)?;
+        s.status_ms.push(ms(t.elapsed()));
+    }
+    let daemon = procs
+        .first()
+        .map(|&(_, p)| p)
+        .context("the daemon is gone")?;
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(scrape(&addr, daemon)?);
+    }
+    let last = last.context("no scrape")?;
+    s.scrape_ms = last.wall_ms;
+    s.scrape_bytes = last.body.len();
+    if let Some(idle) = idle {
+        let before: u64 = procs.iter().filter_map(|&(_, p)| sys::cpu_ticks(p)).sum();
+        thread::sleep(idle);
+        let after: u64 = procs.iter().filter_map(|&(_, p)| sys::cpu_ticks(p)).sum();
+        #[expect(clippy::cast_precision_loss, reason = "clock ticks")]
+        let cpu = after.saturating_sub(before) as f64 / 100.0;
+        s.idle_cpu_s = Some(cpu);
+        println!("  idle CPU over {}s: {cpu:.3} s", idle.as_secs());
+    }
+    // adoption: the daemon killed, a new one on the same home
+    let pids = online(env, &home)?;
+    sys::send_signal(daemon, sys::SIGKILL)?;
+    thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("daemon.log"))?;
+    let mut second = Command::new(&env.tools.turbo_daemon)
+        .arg("--home")
+        .arg(&home)
+        .env("TURBO_HOME", &home)
+        .env("TURBO_METRICS_LISTEN", &addr)
+        .env_remove("TURBO_BUS_ADDRESS")
+        .env_remove("TURBO_EBPF")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting the second daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        sys::check_interrupted()?;
+        let now = online(env, &home)?;
+        if now.len() >= apps {
+            let mut a = now;
+            let mut b = pids.clone();
+            a.sort_unstable();
+            b.sort_unstable();
+            if a != b {
+                bail!("the second daemon runs other pids than the first: apps were restarted");
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            bail!("only {} of {apps} apps adopted after 300 s", now.len());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    s.adopt_ms = ms(t.elapsed());
+    println!("  adopted in {:.0} ms", s.adopt_ms);
+    let t = Instant::now();
+    exec(&mut turbo(env, &home, &["stop", "all"]), CLI_LIMIT)?;
+    s.stop_ms = ms(t.elapsed());
+    println!("  stopped all in {:.0} ms", s.stop_ms);
+    // `turbo kill` (the manager's shutdown) reaches the second daemon through the same bus
+    m.shutdown()?;
+    let _ = second.wait();
+    Ok(s)
+}
