@@ -53,6 +53,8 @@ const APT: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("systemd-stdio-bridge", "systemd"),
     ("ip", "iproute2"),
+    // the journald destination is read back by a real systemd-journald with journalctl
+    ("journalctl", "systemd"),
 ];
 
 pub fn setup(ctx: &Ctx) -> Result<()> {
