@@ -24,11 +24,12 @@
 //! written out for every app, and its interpreter choice (by extension, `node` for anything
 //! else, `none` for a binary) decides between `script:` and `cmd:`.
 //!
-//! Layout: `model` is what turbo.yml gets (the output types), `pm2` is PM2's vocabulary and the
-//! conversion, this module reads the input and writes the result.
+//! Layout: `model` is what turbo.yml gets (the output types), `pm2_keys` is PM2's vocabulary,
+//! `pm2` the conversion, this module reads the input and writes the result.
 
 mod model;
 mod pm2;
+mod pm2_keys;
 #[cfg(test)]
 mod tests;
 
