@@ -3,8 +3,8 @@
 //! Top to bottom: a header line; the app table (state with symbol and colour, restarts, CPU and
 //! memory with sparklines of their history, memory against `max_memory`, uptime; on a wide
 //! terminal also, top-style, the time `cpu_max` throttled, pids against `pids_max`, the recent
-//! run-queue delay p99 and the latest exec, from the kernel's view); the selected
-//! app's details (memory gauge, larger sparklines) beside its crash timeline; its log lines; a
+//! run-queue delay p99 and the latest exec, from the kernel's view; drawn by `table`); the
+//! selected app's details (memory gauge, larger sparklines) beside its crash timeline; its log lines; a
 //! line of keys and the status message. Narrow or short terminals lose the least useful parts
 //! first (sparkline columns, then the details row) instead of wrapping, so any size draws
 //! cleanly. Nothing here does I/O; [`draw`] only records the log pane's height in the model, for
@@ -15,11 +15,13 @@ use ratatui::{
     layout::{Alignment, Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span, Text},
-    widgets::{Block, Cell, LineGauge, Paragraph, Row, Sparkline, Table, TableState},
+    widgets::{Block, Cell, LineGauge, Paragraph, Sparkline},
 };
 use turbo_api::{AppState, AppStatus};
 
 use super::model::{LogLine, Model, Mood, Sample, Stream};
+
+mod table;
 use crate::render::{
     NO_APPS, escape_controls, human_bytes, human_delay_ms, human_duration_ms, last_exit_text,
 };
@@ -57,10 +59,6 @@ const KEYS_SHORT: &str = "↑↓ r restart s stop S start l logs / filter q quit
 
 /// Below this width the table loses its sparkline columns.
 const WIDE: u16 = 100;
-/// Width from which the table also has the top-style kernel columns.
-const TOP_WIDE: u16 = 150;
-/// The "last exec" column: the program's file name, cut.
-const EXEC_WIDTH: u16 = 16;
 /// Below this height the details row goes.
 const TALL: u16 = 24;
 
@@ -80,7 +78,7 @@ pub fn draw(frame: &mut Frame<'_>, model: &mut Model, theme: Theme) {
     ])
     .areas(area);
     draw_header(frame, header, model, theme);
-    draw_table(frame, table, model, theme);
+    table::draw_table(frame, table, model, theme);
     if details_height > 0 {
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
@@ -230,20 +228,6 @@ fn cpu_text(app: &AppStatus) -> String {
     }
 }
 
-/// How long `cpu_max` has held the app back (yellow once it has), `-` without a limit.
-fn throttled_cell(app: &AppStatus, theme: Theme) -> Cell<'static> {
-    if app.cpu_max_percent == 0 {
-        return Cell::from(Line::from("-").alignment(Alignment::Right)).style(theme.dim());
-    }
-    let cell =
-        Cell::from(Line::from(throttled_text(app.cpu_throttled_ms)).alignment(Alignment::Right));
-    if app.cpu_throttled_ms > 0 {
-        cell.style(theme.fg(Color::Yellow))
-    } else {
-        cell
-    }
-}
-
 /// Throttled time: tenths of a second under a minute, else a duration.
 #[expect(
     clippy::cast_precision_loss,
@@ -255,50 +239,6 @@ fn throttled_text(ms: u64) -> String {
     } else {
         human_duration_ms(ms)
     }
-}
-
-/// The top-style cells from the kernel's view: pids (against `pids_max`), the recent run-queue
-/// delay p99 and the latest exec's file name (red when the allow-list did not allow it).
-fn kernel_cells(
-    app: &AppStatus,
-    insight: Option<&turbo_api::AppInsight>,
-    theme: Theme,
-) -> [Cell<'static>; 3] {
-    let right = |text: String| Cell::from(Line::from(text).alignment(Alignment::Right));
-    let pids = match (app.pids, app.pids_max) {
-        (0, _) => right("-".to_owned()).style(theme.dim()),
-        (n, 0) => right(n.to_string()),
-        (n, max) => {
-            let cell = right(format!("{n}/{max}"));
-            if n * 10 >= max * 9 {
-                cell.style(theme.fg(Color::Yellow))
-            } else {
-                cell
-            }
-        }
-    };
-    let measured = insight.filter(|i| i.unavailable.is_empty());
-    let runq = match measured {
-        Some(i) if i.runq_recent_count > 0 => right(format!(
-            "<{}",
-            crate::commands::insight::human_us(i.runq_recent_p99_us)
-        )),
-        _ => right("-".to_owned()).style(theme.dim()),
-    };
-    let exec = match measured.and_then(|i| i.recent_execs.first()) {
-        Some(e) => {
-            let name = e.filename.rsplit('/').next().unwrap_or(&e.filename);
-            let name: String = name.chars().take(usize::from(EXEC_WIDTH)).collect();
-            let cell = Cell::from(name);
-            if e.allowed {
-                cell
-            } else {
-                cell.style(theme.fg(Color::Red))
-            }
-        }
-        None => Cell::from("-").style(theme.dim()),
-    };
-    [pids, runq, exec]
 }
 
 /// The cgroup line of the details: CPU limit with the time it throttled, pids against
@@ -356,203 +296,6 @@ fn ratio_color(ratio: f64) -> Color {
     } else {
         Color::Green
     }
-}
-
-#[expect(
-    clippy::too_many_lines,
-    reason = "one table, its columns decided together"
-)]
-fn draw_table(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
-    let visible = model.visible();
-    let title = if model.filter.is_empty() {
-        " Apps ".to_owned()
-    } else {
-        format!(" Apps matching /{}/ ", model.filter)
-    };
-    let block = Block::bordered().title(title);
-    if visible.is_empty() {
-        let text = if model.apps.is_empty() {
-            NO_APPS.to_owned()
-        } else {
-            format!("no app matches /{}/ (Esc clears the filter)", model.filter)
-        };
-        frame.render_widget(
-            Paragraph::new(Span::styled(text, theme.dim())).block(block),
-            area,
-        );
-        return;
-    }
-    let with_limits = visible.iter().any(|a| a.memory_limit_bytes > 0);
-    let name_width = visible
-        .iter()
-        .map(|a| a.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .clamp(4, 24);
-    let wide = area.width >= WIDE;
-    let top = area.width >= TOP_WIDE;
-    let with_cpu_limits = top && visible.iter().any(|a| a.cpu_max_percent > 0);
-    // fixed columns, then what is left for the two sparklines
-    let mut fixed: u16 = 2 + 3 + 16 + 4 + 7 + 9 + 7; // marker, id, state, ↺, cpu, memory, uptime
-    fixed += u16::try_from(name_width).unwrap_or(24);
-    let mut columns: u16 = 9;
-    if with_limits {
-        fixed += 9;
-        columns += 1;
-    }
-    if with_cpu_limits {
-        fixed += 9;
-        columns += 1;
-    }
-    if top {
-        fixed += 9 + 9 + EXEC_WIDTH;
-        columns += 3;
-    }
-    let spark = if wide {
-        area.width.saturating_sub(fixed + columns + 2) / 2
-    } else {
-        0
-    };
-    let spark = usize::from(spark.min(60));
-
-    let mut header = vec!["id", "name", "state", "↺", "cpu"];
-    if spark > 0 {
-        header.push("cpu history");
-    }
-    header.push("memory");
-    if spark > 0 {
-        header.push("memory history");
-    }
-    if with_limits {
-        header.push("of limit");
-    }
-    header.push("uptime");
-    if with_cpu_limits {
-        header.push("throttled");
-    }
-    if top {
-        header.extend(["pids", "runq p99", "last exec"]);
-    }
-    let numeric = [
-        "id",
-        "↺",
-        "cpu",
-        "memory",
-        "of limit",
-        "uptime",
-        "throttled",
-        "pids",
-        "runq p99",
-    ];
-    let header = Row::new(header.into_iter().map(|h| {
-        let line = Line::from(h);
-        let line = if numeric.contains(&h) {
-            line.alignment(Alignment::Right)
-        } else {
-            line
-        };
-        Cell::from(line).style(Style::new().add_modifier(Modifier::BOLD))
-    }));
-
-    let rows: Vec<Row<'_>> = visible
-        .iter()
-        .map(|app| {
-            let samples = model.samples(&app.name);
-            let mut cells = vec![
-                Cell::from(Line::from(app.id.to_string()).alignment(Alignment::Right)),
-                Cell::from(app.name.clone()),
-                state_cell(app, theme),
-                Cell::from(Line::from(app.restarts.to_string()).alignment(Alignment::Right)),
-                Cell::from(Line::from(cpu_text(app)).alignment(Alignment::Right)),
-            ];
-            if spark > 0 {
-                cells.push(
-                    Cell::from(spark_text(&cpu_points(&samples), spark, Scale::Cpu))
-                        .style(theme.fg(Color::Cyan)),
-                );
-            }
-            cells.push(Cell::from(
-                Line::from(memory_text(app)).alignment(Alignment::Right),
-            ));
-            if spark > 0 {
-                cells.push(
-                    Cell::from(spark_text(&memory_points(&samples), spark, Scale::Memory))
-                        .style(theme.fg(Color::Magenta)),
-                );
-            }
-            if with_limits {
-                let cell = match memory_ratio(app) {
-                    Some(r) => Cell::from(
-                        Line::from(format!("{:.0}%", r * 100.0)).alignment(Alignment::Right),
-                    )
-                    .style(theme.fg(ratio_color(r))),
-                    None if app.memory_limit_bytes > 0 => {
-                        Cell::from(Line::from("-").alignment(Alignment::Right))
-                    }
-                    None => Cell::from(Line::from("no limit").alignment(Alignment::Right))
-                        .style(theme.dim()),
-                };
-                cells.push(cell);
-            }
-            let uptime = if app.pid != 0 {
-                human_duration_ms(app.uptime_ms)
-            } else {
-                "-".to_owned()
-            };
-            cells.push(Cell::from(Line::from(uptime).alignment(Alignment::Right)));
-            if with_cpu_limits {
-                cells.push(throttled_cell(app, theme));
-            }
-            if top {
-                cells.extend(kernel_cells(app, model.insight.get(&app.id), theme));
-            }
-            Row::new(cells)
-        })
-        .collect();
-
-    let mut widths = vec![
-        Constraint::Length(3),
-        Constraint::Length(u16::try_from(name_width).unwrap_or(24)),
-        Constraint::Length(16),
-        Constraint::Length(4),
-        Constraint::Length(7),
-    ];
-    if spark > 0 {
-        widths.push(Constraint::Length(u16::try_from(spark).unwrap_or(0)));
-    }
-    widths.push(Constraint::Length(9));
-    if spark > 0 {
-        widths.push(Constraint::Length(u16::try_from(spark).unwrap_or(0)));
-    }
-    if with_limits {
-        widths.push(Constraint::Length(9));
-    }
-    widths.push(Constraint::Length(7));
-    if with_cpu_limits {
-        widths.push(Constraint::Length(9));
-    }
-    if top {
-        widths.extend([
-            Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Length(EXEC_WIDTH),
-        ]);
-    }
-
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(block)
-        .column_spacing(1)
-        .highlight_symbol("▶ ")
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default();
-    state.select(
-        model
-            .selected
-            .as_deref()
-            .and_then(|name| visible.iter().position(|a| a.name == name)),
-    );
-    frame.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_details(frame: &mut Frame<'_>, area: Rect, model: &Model, theme: Theme) {
