@@ -10,6 +10,7 @@
 //! removed: the managers shut down when dropped, stray workload processes are killed by pid,
 //! and Ctrl-C is turned into an error that unwinds through the same path.
 
+mod churn;
 mod exitsource;
 mod fleet;
 mod idle;
@@ -63,6 +64,7 @@ const METRICS: &[Metric] = &[
     memlimit::METRIC,
     scrape::METRIC,
     scale::METRIC,
+    churn::METRIC,
 ];
 
 /// The unit of a metric's samples.

@@ -256,7 +256,7 @@ fn fits(apps: usize, ceiling: u64) -> bool {
 }
 
 /// The `turbo` CLI of the daemon on `home`.
-fn turbo(env: &Env<'_>, home: &Path, args: &[&str]) -> Command {
+pub fn turbo(env: &Env<'_>, home: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(&env.tools.turbo);
     cmd.args(args)
         .env("TURBO_HOME", home)

@@ -26,6 +26,7 @@ const WORKLOADS: &[(&str, &str)] = &[
     ("forkexec", "forkexec.c"),
     ("pagefault", "pagefault.c"),
     ("memgrow", "memgrow.c"),
+    ("churn", "churn.c"),
 ];
 
 /// Paths of everything a metric may run.
@@ -45,6 +46,8 @@ pub struct Tools {
     pub pagefault: PathBuf,
     /// `examples/bench/memgrow.c`, compiled.
     pub memgrow: PathBuf,
+    /// `examples/bench/churn.c`, compiled.
+    pub churn: PathBuf,
     pub cat: PathBuf,
     /// `true(1)`, the program the fork/exec workload starts.
     pub true_: PathBuf,
@@ -113,6 +116,7 @@ pub fn prepare(ctx: &Ctx, target: &Path, timings: &mut Timings) -> Result<Tools>
         forkexec: bin.join("forkexec"),
         pagefault: bin.join("pagefault"),
         memgrow: bin.join("memgrow"),
+        churn: bin.join("churn"),
         cat: ctx.which_system("cat").context("no `cat` in PATH")?,
         true_: ctx.which_system("true").context("no `true` in PATH")?,
         sleep: ctx.which_system("sleep").context("no `sleep` in PATH")?,
