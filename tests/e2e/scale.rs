@@ -375,9 +375,11 @@ fn process_churn_counts_lost_events_and_the_apps_exit_is_attributed() {
     d.turbo_ok(&["start", yml.to_str().unwrap()]);
     let t = Instant::now();
     let mut answers = 0;
+    let mut main_pid = None;
     while t.elapsed() < Duration::from_secs(seconds) {
         // the daemon answers during the churn
         let app = d.app("churn");
+        main_pid = main_pid.or_else(|| app["pid"].as_u64());
         assert!(
             app["state"] == "online" || app["state"] == "stopped",
             "{app}"
@@ -409,6 +411,25 @@ fn process_churn_counts_lost_events_and_the_apps_exit_is_attributed() {
     assert!(
         forks > 1000,
         "the app forked only {forks} times: no churn: {log}"
+    );
+    // the descendants' events beyond the timeline's budget are held back and counted; the
+    // app's own exit is there all the same
+    let events = d.json(&["events", "churn"]);
+    let events = events.as_array().expect("an array of events");
+    let held: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "held")
+        .filter_map(|e| e["detail"].as_str()?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        held > 0,
+        "no events held back from {forks} forks: {events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["kind"] == "exit"
+            && e["pid"].as_u64() == main_pid
+            && e["detail"] == "exit code 7"),
+        "the app's own exit is not in its timeline: {events:?}"
     );
     println!(
         "scale: churn for {seconds}s: {forks} forks (plus `date` each round), {lost} events lost (counted), \

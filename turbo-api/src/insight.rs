@@ -46,7 +46,9 @@ pub struct KernelEvent {
     pub at_ms: u64,
     /// The instance it is about.
     pub instance: u32,
-    /// `exec`, `signal`, `exit`, `oom`, `listen`, `unlisten`, `connect` or `accept`.
+    /// `exec`, `signal`, `exit`, `oom`, `listen`, `unlisten`, `connect` or `accept`; `held`
+    /// when events of the app's descendants were held back (more than the daemon keeps a
+    /// second; the detail says how many).
     pub kind: String,
     /// The process (0 when none of the app's processes did it: an accept, a socket's close).
     pub pid: u32,

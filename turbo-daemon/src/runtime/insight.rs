@@ -23,6 +23,15 @@ use crate::supervisor::AppId;
 /// A recent window is renewed once it is this old, so it spans one to two of these.
 const WINDOW: Duration = Duration::from_secs(2);
 
+/// Events of an app's descendants that may enter its timeline (each is also an `AppEvent`
+/// signal on the bus) in a burst, then [`EVENTS_PER_SECOND`]. Beyond that they are counted,
+/// not kept: a tree forking thousands of processes a second must neither flood the bus (and
+/// the daemon, which spent its time on signals nobody read, with `status` waiting behind them)
+/// nor push the app's own events out of the timeline. The main process's events always pass.
+pub const EVENT_BURST: u32 = 64;
+/// See [`EVENT_BURST`].
+pub const EVENTS_PER_SECOND: u32 = 20;
+
 /// The book of every app.
 #[derive(Debug, Default)]
 pub struct Insight {
@@ -42,6 +51,17 @@ struct Book {
     net: Net,
     /// Oldest first, at most [`AppInsight::RECENT_EVENTS`].
     events: VecDeque<KernelEvent>,
+    budget: Budget,
+}
+
+/// A token bucket for the timeline (see [`EVENT_BURST`]).
+#[derive(Debug, Default)]
+struct Budget {
+    tokens: u32,
+    /// When `tokens` was last topped up (`None`: never, the bucket is full).
+    at: Option<Instant>,
+    /// Events held back since the last one that passed.
+    held: u64,
 }
 
 /// An app's TCP view.
@@ -80,6 +100,40 @@ pub struct Recent {
 }
 
 impl Insight {
+    /// Whether an event of `app` at `now` may enter its timeline (`main`: of its main
+    /// process, which always may): `Some(n)` when it may, `n` being the events held back
+    /// before it (the caller says so in the timeline), `None` when it is held back.
+    pub fn admit(&mut self, app: AppId, now: Instant, main: bool) -> Option<u64> {
+        let b = &mut self.apps.entry(app).or_default().budget;
+        match b.at {
+            None => {
+                b.tokens = EVENT_BURST;
+                b.at = Some(now);
+            }
+            Some(at) => {
+                let per_token = Duration::from_secs(1) / EVENTS_PER_SECOND;
+                let elapsed = now.saturating_duration_since(at);
+                let gained =
+                    u32::try_from(elapsed.as_nanos() / per_token.as_nanos()).unwrap_or(u32::MAX);
+                if b.tokens.saturating_add(gained) >= EVENT_BURST {
+                    b.tokens = EVENT_BURST;
+                    b.at = Some(now);
+                } else if gained > 0 {
+                    b.tokens += gained;
+                    b.at = Some(at + per_token * gained);
+                }
+            }
+        }
+        if !main {
+            if b.tokens == 0 {
+                b.held += 1;
+                return None;
+            }
+            b.tokens -= 1;
+        }
+        Some(std::mem::take(&mut b.held))
+    }
+
     /// Books an exec of `app`'s tree.
     pub fn exec(&mut self, app: AppId, record: ExecRecord) {
         let book = self.apps.entry(app).or_default();
@@ -247,6 +301,47 @@ pub const fn bucket_upper_us(i: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_churning_tree_passes_a_burst_then_a_rate_and_the_main_process_always() {
+        let t0 = Instant::now();
+        let mut ins = Insight::default();
+        for _ in 0..EVENT_BURST {
+            assert_eq!(ins.admit(1, t0, false), Some(0));
+        }
+        assert_eq!(ins.admit(1, t0, false), None, "the burst is spent");
+        assert_eq!(ins.admit(1, t0, false), None);
+        assert_eq!(
+            ins.admit(2, t0, false),
+            Some(0),
+            "apps have their own budget"
+        );
+        assert_eq!(
+            ins.admit(1, t0, true),
+            Some(2),
+            "the main process passes, with the count"
+        );
+        let tick = Duration::from_secs(1) / EVENTS_PER_SECOND;
+        assert_eq!(
+            ins.admit(1, t0 + tick / 2, false),
+            None,
+            "half a token is none"
+        );
+        assert_eq!(ins.admit(1, t0 + tick, false), Some(1), "one token a tick");
+        assert_eq!(ins.admit(1, t0 + tick, false), None);
+        // a second's rate, not more, after a second
+        let later = t0 + tick + Duration::from_secs(1);
+        let passed = (0..100)
+            .filter(|_| ins.admit(1, later, false).is_some())
+            .count();
+        assert_eq!(passed, EVENTS_PER_SECOND as usize);
+        // a quiet minute refills the burst, and no more
+        let quiet = later + Duration::from_secs(60);
+        let passed = (0..1000)
+            .filter(|_| ins.admit(1, quiet, false).is_some())
+            .count();
+        assert_eq!(passed, EVENT_BURST as usize);
+    }
 
     fn stats(waits: &[(usize, u64)], sum_ns: u64) -> RunqStats {
         let mut s = RunqStats::default();

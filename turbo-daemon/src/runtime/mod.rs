@@ -383,7 +383,7 @@ impl Runtime {
 
     fn on_event(&mut self, ev: Event) {
         if let Some((kind, detail)) = timeline_entry(&ev) {
-            self.timeline(ev.key(), ev.pid(), kind, detail);
+            let _ = self.timeline(ev.key(), ev.pid(), kind, detail);
         }
         match ev {
             Event::Exited {
@@ -492,7 +492,7 @@ impl Runtime {
                     let at_ms = self.clock.ms(Instant::now());
                     if self.insight.net(key, seen, at_ms) {
                         let pid = ev_pid;
-                        self.timeline(key, pid, what.as_str(), addr.to_string());
+                        let _ = self.timeline(key, pid, what.as_str(), addr.to_string());
                     }
                 }
             }
@@ -530,26 +530,48 @@ impl Runtime {
         } else {
             format!("{filename} (unexpected)")
         };
-        self.timeline(key, pid, "exec", detail);
-        let _ = (self.chan.notices).send(Notice::Exec(name, pid, filename, allowed));
+        if self.timeline(key, pid, "exec", detail) {
+            let _ = (self.chan.notices).send(Notice::Exec(name, pid, filename, allowed));
+        }
     }
 
-    /// Books an event of app `key` for `turbo events` and announces it on the bus (nothing for
-    /// a key that is no app).
-    fn timeline(&mut self, key: u32, pid: u32, kind: &str, detail: String) {
+    /// Books an event of app `key` for `turbo events` and announces it on the bus, unless the
+    /// app's descendants are over their budget ([`insight::EVENT_BURST`]): false then, and for
+    /// a key that is no app.
+    fn timeline(&mut self, key: u32, pid: u32, kind: &str, detail: String) -> bool {
         let Some(app) = self.sup.app(key) else {
-            return;
+            return false;
+        };
+        let now = Instant::now();
+        let Some(held) = self.insight.admit(key, now, app.pid() == Some(pid)) else {
+            return false;
         };
         let name = app.spec.name.clone();
-        let event = turbo_api::KernelEvent {
-            at_ms: self.clock.ms(Instant::now()),
-            instance: app.instance,
-            kind: kind.to_owned(),
-            pid,
-            detail,
+        let at_ms = self.clock.ms(now);
+        let instance = app.instance;
+        let mut book = |kind: &str, pid: u32, detail: String| {
+            let event = turbo_api::KernelEvent {
+                at_ms,
+                instance,
+                kind: kind.to_owned(),
+                pid,
+                detail,
+            };
+            self.insight.event(key, event.clone());
+            let _ = (self.chan.notices).send(Notice::Event(name.clone(), event));
         };
-        self.insight.event(key, event.clone());
-        let _ = (self.chan.notices).send(Notice::Event(name, event));
+        if held > 0 {
+            book(
+                "held",
+                0,
+                format!(
+                    "{held} events of descendants not shown (more than {} a second)",
+                    insight::EVENTS_PER_SECOND
+                ),
+            );
+        }
+        book(kind, pid, detail);
+        true
     }
 
     /// Reports the waited-for groups (and their apps' descendants) that are gone now.
