@@ -382,8 +382,8 @@ impl Runtime {
     }
 
     fn on_event(&mut self, ev: Event) {
-        if let Some((kind, detail)) = timeline_entry(&ev) {
-            let _ = self.timeline(ev.key(), ev.pid(), kind, detail);
+        if let Some(kind) = timeline_kind(&ev) {
+            let _ = self.timeline(ev.key(), ev.pid(), kind, || timeline_detail(&ev));
         }
         match ev {
             Event::Exited {
@@ -492,7 +492,7 @@ impl Runtime {
                     let at_ms = self.clock.ms(Instant::now());
                     if self.insight.net(key, seen, at_ms) {
                         let pid = ev_pid;
-                        let _ = self.timeline(key, pid, what.as_str(), addr.to_string());
+                        let _ = self.timeline(key, pid, what.as_str(), || addr.to_string());
                     }
                 }
             }
@@ -525,10 +525,12 @@ impl Runtime {
             allowed,
         };
         self.insight.exec(key, record);
-        let detail = if allowed {
-            filename.clone()
-        } else {
-            format!("{filename} (unexpected)")
+        let detail = || {
+            if allowed {
+                filename.clone()
+            } else {
+                format!("{filename} (unexpected)")
+            }
         };
         if self.timeline(key, pid, "exec", detail) {
             let _ = (self.chan.notices).send(Notice::Exec(name, pid, filename, allowed));
@@ -537,8 +539,14 @@ impl Runtime {
 
     /// Books an event of app `key` for `turbo events` and announces it on the bus, unless the
     /// app's descendants are over their budget ([`insight::EVENT_BURST`]): false then, and for
-    /// a key that is no app.
-    fn timeline(&mut self, key: u32, pid: u32, kind: &str, detail: String) -> bool {
+    /// a key that is no app. `detail` is only written for an event that is kept.
+    fn timeline(
+        &mut self,
+        key: u32,
+        pid: u32,
+        kind: &str,
+        detail: impl FnOnce() -> String,
+    ) -> bool {
         let Some(app) = self.sup.app(key) else {
             return false;
         };
@@ -570,7 +578,7 @@ impl Runtime {
                 ),
             );
         }
-        book(kind, pid, detail);
+        book(kind, pid, detail());
         true
     }
 
@@ -893,20 +901,27 @@ impl Runtime {
 
 /// The `turbo events` line of an exit, a signal or an OOM kill (execs and TCP events are booked
 /// where they are judged).
-fn timeline_entry(ev: &Event) -> Option<(&'static str, String)> {
+fn timeline_kind(ev: &Event) -> Option<&'static str> {
+    Some(match ev {
+        Event::Exited { .. } => "exit",
+        Event::Signaled { .. } => "signal",
+        Event::OomKilled { .. } => "oom",
+        _ => return None,
+    })
+}
+
+/// The line of an event [`timeline_kind`] names.
+fn timeline_detail(ev: &Event) -> String {
     let signal = |n: i32| {
         nix::sys::signal::Signal::try_from(n)
             .map_or_else(|_| format!("signal {n}"), |s| s.as_str().to_owned())
     };
-    Some(match ev {
-        Event::Exited { status, .. } => {
-            let how = match (status.code(), status.signal()) {
-                (Some(code), _) => format!("exit code {code}"),
-                (None, Some(sig)) => format!("killed by {}", signal(sig)),
-                (None, None) => "ended (status unknown)".to_owned(),
-            };
-            ("exit", how)
-        }
+    match ev {
+        Event::Exited { status, .. } => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by {}", signal(sig)),
+            (None, None) => "ended (status unknown)".to_owned(),
+        },
         Event::Signaled {
             signal: sig,
             sender,
@@ -916,17 +931,14 @@ fn timeline_entry(ev: &Event) -> Option<(&'static str, String)> {
                 || "from the kernel".to_owned(),
                 |s| format!("from pid {} ({})", s.pid, s.comm),
             );
-            ("signal", format!("{} {from}", signal(*sig)))
+            format!("{} {from}", signal(*sig))
         }
-        Event::OomKilled { memory, .. } => (
-            "oom",
-            format!(
-                "chosen by the OOM killer ({} resident bytes)",
-                memory.rss_bytes()
-            ),
+        Event::OomKilled { memory, .. } => format!(
+            "chosen by the OOM killer ({} resident bytes)",
+            memory.rss_bytes()
         ),
-        _ => return None,
-    })
+        _ => String::new(),
+    }
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
