@@ -899,7 +899,7 @@ impl Runtime {
     }
 }
 
-/// The `turbo events` line of an exit, a signal or an OOM kill (execs and TCP events are booked
+/// The `turbo events` kind of an exit, a signal or an OOM kill (execs and TCP events are booked
 /// where they are judged).
 fn timeline_kind(ev: &Event) -> Option<&'static str> {
     Some(match ev {
