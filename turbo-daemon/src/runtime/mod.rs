@@ -199,6 +199,8 @@ pub struct Runtime {
     chan: Channels,
     replies: Replies,
     procs: procs::ProcessTable,
+    /// Running members of groups whose zombie leader another process must reap.
+    census: procs::GroupCensus,
     usage: Usage,
     crashes: crashes::CrashStore,
     insight: insight::Insight,
@@ -250,6 +252,7 @@ impl Runtime {
                 ..Replies::default()
             },
             procs: procs::ProcessTable::default(),
+            census: procs::GroupCensus::default(),
             usage: Usage::default(),
             crashes: crashes::CrashStore::default(),
             insight: insight::Insight::default(),
@@ -376,6 +379,13 @@ impl Runtime {
                     }
                     if source == SourceKind::Ebpf {
                         self.usage.ebpf_exit_events += 1;
+                        // The kernel reports the exit a few microseconds before the process
+                        // is a zombie (its files closed, its parent told), long past by now
+                        // unless it had much memory to free. Reaped here, its group's end is
+                        // known in this pass: a restart spawns at once instead of after the
+                        // reaper task's turn. Its reaper then finds no child: the exit is
+                        // this report's (with the peak memory the kernel gave).
+                        os::reap_if_exited(pid);
                     }
                     self.feed(Input::Exited {
                         pid,
@@ -538,9 +548,11 @@ impl Runtime {
                 .into_iter()
                 .any(crate::os::proc::pid_alive)
         };
+        let census = &mut self.census;
+        let group_alive = |pgid| execute::group_running(census, pgid);
         for (app, pgid) in
             self.procs
-                .finished_waits(os::group_alive, crate::os::proc::pid_alive, cgroup_alive)
+                .finished_waits(group_alive, crate::os::proc::pid_alive, cgroup_alive)
         {
             self.feed(Input::GroupGone { app, pgid });
         }
