@@ -175,6 +175,23 @@ impl Runtime {
         }
     }
 
+    /// Opens the log files of every spawn among `actions` in one exchange with the keeper
+    /// before the first of them, so the spawns do not each wait for the keeper in turn.
+    pub(super) fn prepare_spawns(&mut self, actions: &[Action]) {
+        let batch: Vec<(&AppSpec, u32)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn { app, spec } => {
+                    Some((&**spec, self.sup.app(*app).map_or(0, |a| a.instance)))
+                }
+                _ => None,
+            })
+            .collect();
+        if batch.len() > 1 {
+            self.output.prepare_all(&batch);
+        }
+    }
+
     /// Sends `input` to the loop at `at`.
     fn input_at(&self, at: Instant, input: Input) {
         let tx = self.chan.internal_tx.clone();

@@ -725,6 +725,7 @@ impl Runtime {
                     crashes::describe_status(status)
                 );
             }
+            self.prepare_spawns(&actions);
             for action in actions {
                 match self.execute(action) {
                     Some(next @ Input::Spawned { .. }) => spawned.push(next),

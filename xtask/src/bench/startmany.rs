@@ -149,9 +149,10 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         notes: vec![
             "Where the time goes (the reason when the target is missed): the daemon starts the apps one after another on its \
              one thread, and each costs more than the reference's bare spawn: the spawn \
-             itself (`posix_spawn` for plain apps), two pipes handed to the log keeper, a \
-             pidfd, the eBPF watch, the state bookkeeping and D-Bus signals for each state \
-             change; `turbo start` returns once all are online."
+             itself (`posix_spawn` for plain apps), a pidfd, the eBPF watch, the state \
+             bookkeeping and D-Bus signals for each state change. The log keeper opens every \
+             app's files in one exchange before the spawns and takes their pipes in one \
+             batch after them; `turbo start` returns once all are online."
                 .to_owned(),
         ],
     };
