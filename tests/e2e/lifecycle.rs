@@ -270,3 +270,45 @@ fn status_shows_every_change_at_once_even_right_after_a_reading() {
         );
     }
 }
+
+/// A start from a file opens every app's log files in one exchange with the keeper before the
+/// spawns: an app whose log file cannot be opened fails its own start with the reason, and its
+/// neighbours in the batch start and write their output.
+#[test]
+fn a_batch_start_fails_only_the_app_whose_log_file_cannot_be_opened() {
+    let d = TestDaemon::start("auto");
+    let logs = d.home().join("logs");
+    // a directory where the file must be: opening it for writing fails (EISDIR)
+    std::fs::create_dir_all(logs.join("bad-out.log")).unwrap();
+    let app = |name: &str| {
+        format!("  - name: {name}\n    cmd: [sh, -c, 'echo hi from {name}; exec sleep 1000']\n")
+    };
+    let yml = d.config(
+        "batch",
+        &format!("apps:\n{}{}{}", app("first"), app("bad"), app("last")),
+    );
+    let out = d.turbo(&["start", yml.to_str().unwrap()]);
+    assert!(!out.status.success(), "one app failed: the start says so");
+    let apps = d.status();
+    let state = |name: &str| {
+        apps.iter()
+            .find(|a| a["name"] == name)
+            .map(|a| a["state"].clone())
+    };
+    assert_eq!(state("bad"), Some("errored".into()), "{apps:?}");
+    assert_eq!(state("first"), Some("online".into()), "{apps:?}");
+    assert_eq!(state("last"), Some("online".into()), "{apps:?}");
+    let bad = d.json(&["describe", "bad"]);
+    assert!(
+        bad.to_string().contains("bad-out.log"),
+        "the reason names the file: {bad}"
+    );
+    for name in ["first", "last"] {
+        let path = logs.join(format!("{name}-out.log"));
+        wait_for("the app's line in its log", Duration::from_secs(10), || {
+            std::fs::read_to_string(&path)
+                .is_ok_and(|t| t.contains(&format!("hi from {name}")))
+                .then_some(())
+        });
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use turbo_tests::{TestDaemon, pid_alive, wait_for};
+use turbo_tests::{TestDaemon, bin_dir, pid_alive, wait_for};
 
 /// Parses the RFC 3339 `at` of a crash into milliseconds since the first one compared.
 fn at_ms(crash: &serde_json::Value) -> i64 {
@@ -210,6 +210,56 @@ fn a_new_daemon_adopts_running_apps_instead_of_starting_them_twice() {
     let (_, app) = d.kill9_and_wait_restart("survivor");
     assert_eq!(app["restarts"], 1);
     d.turbo_ok(&["stop", "survivor"]);
+}
+
+/// A stopped app whose zombie only its parent may reap, and that parent is slow (an init
+/// that reaps late, here a wrapper that never does): the stop completes once nothing of the
+/// group runs, not when someone else gets round to the reaping.
+#[test]
+fn stopping_an_adopted_app_does_not_wait_for_another_parent_to_reap_it() {
+    let reaper = bin_dir().join("lazy-reaper");
+    let mut d = TestDaemon::start_under("auto", &[reaper.to_str().unwrap()]);
+    d.turbo_ok(&["start", "sleep", "--name", "orphan", "--", "1000"]);
+    let pid = d.app("orphan")["pid"].as_u64().unwrap();
+    d.wait_saved_pid(pid);
+    let wrapper = d.detach_daemon().expect("the wrapper");
+    let wrapper_pid = u64::from(wrapper.id());
+    let ppid = |p: u64| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+    };
+    let state = |p: u64| -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..].chars().next()
+    };
+    let daemon = ppid(pid).expect("the app's parent");
+    assert_ne!(daemon, wrapper_pid, "the daemon is the app's parent");
+    // SAFETY: kill with a pid and a signal number.
+    assert_eq!(
+        unsafe { libc::kill(i32::try_from(daemon).unwrap(), libc::SIGKILL) },
+        0
+    );
+    wait_for(
+        "the app to be the lazy reaper's",
+        Duration::from_secs(5),
+        || (ppid(pid) == Some(wrapper_pid)).then_some(()),
+    );
+    d.restart_daemon();
+    assert_eq!(d.app("orphan")["pid"], pid, "adopted");
+    d.turbo_ok(&["stop", "orphan"]);
+    let app = d.app("orphan");
+    assert_eq!(app["state"], "stopped", "{app}");
+    assert_eq!(
+        state(pid),
+        Some('Z'),
+        "still a zombie: the stop did not wait for its reaping"
+    );
+    // the wrappers outlive their daemons: ended here, the second once its daemon is gone
+    d.turbo_ok(&["kill"]);
+    for mut w in [Some(wrapper), d.detach_daemon()].into_iter().flatten() {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
 }
 
 #[test]

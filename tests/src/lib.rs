@@ -287,6 +287,12 @@ impl TestDaemon {
         });
     }
 
+    /// Takes the daemon process (or its wrapper) out of the harness, which then starts the next
+    /// one without waiting for it: for a wrapper that outlives its daemon.
+    pub fn detach_daemon(&mut self) -> Option<Child> {
+        self.daemon.take()
+    }
+
     /// Starts a new daemon on the same home without waiting for it to answer (to kill it at a
     /// random moment of its start-up); [`Self::wait_answering`] waits.
     pub fn respawn_daemon(&mut self) {

@@ -619,6 +619,60 @@ impl Keeper {
         Ok(())
     }
 
+    /// [`Self::open_logs`] for the apps of a batch of spawns, with one round trip per window
+    /// of requests instead of one per app: the requests are sent, then their answers read. What
+    /// opened is remembered, so each spawn's own `open_logs` then finds its files open; a
+    /// failure is not, so that call asks again and gets the reason.
+    pub fn open_logs_all(&mut self, apps: &[(&str, u32, &LogPolicy)]) {
+        const WINDOW: usize = 32;
+        let todo: Vec<&(&str, u32, &LogPolicy)> = apps
+            .iter()
+            .filter(|(app, instance, policy)| {
+                self.opened.get(&((*app).to_owned(), *instance)) != Some(*policy)
+            })
+            .collect();
+        let mut buf = vec![0; MAX_MESSAGE];
+        for window in todo.chunks(WINDOW) {
+            let Ok(session) = self.session() else {
+                return;
+            };
+            let mut sent = 0;
+            for (app, instance, policy) in window {
+                let req = Request::Policy {
+                    app: (*app).to_owned(),
+                    instance: *instance,
+                    policy: (*policy).clone(),
+                };
+                if fdpass::send(session, &to_json(&req), &[]).is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            let mut answered = 0;
+            let mut opened = Vec::new();
+            for (app, instance, policy) in &window[..sent] {
+                match fdpass::recv(session, &mut buf) {
+                    Ok((n, _)) if n > 0 => {
+                        answered += 1;
+                        if let Ok(Reply::Ok) = serde_json::from_slice(&buf[..n]) {
+                            opened.push((((*app).to_owned(), *instance), (*policy).clone()));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            self.opened.extend(opened);
+            if answered < window.len() {
+                // answers still on their way must not answer later requests; the spawns' own
+                // calls start a new keeper if this one is gone
+                if let Err(e) = self.connect() {
+                    tracing::warn!("the log keeper did not answer ({e})");
+                }
+                return;
+            }
+        }
+    }
+
     /// One request whose answer is `Ok` or a one-line failure.
     fn call_ok(&mut self, req: &Request) -> Result<(), String> {
         match self.call(req, &[]) {

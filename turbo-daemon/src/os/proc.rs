@@ -204,6 +204,40 @@ pub fn pid_alive(pid: u32) -> bool {
     read_stat(pid).is_ok_and(|st| !st.is_zombie())
 }
 
+/// Whether process `pid` is a zombie whose parent is not this process: it is gone, but only
+/// its parent can remove it (a leader adopted from a previous daemon, re-parented to an init
+/// that may reap seconds later). Until then `kill(-pgid, 0)` still finds its group.
+#[must_use]
+pub fn zombie_of_another(pid: u32) -> bool {
+    read_stat(pid).is_ok_and(|st| st.is_zombie() && st.ppid != std::process::id())
+}
+
+/// The process groups that have a member that is not a zombie: one pass over `/proc` (fields
+/// 3 and 5 of every `stat`). A process that ends during the pass may be counted or not.
+#[must_use]
+pub fn running_groups() -> HashSet<u32> {
+    let Ok(pids) = list_pids() else {
+        return HashSet::new();
+    };
+    pids.into_iter()
+        .filter_map(|pid| {
+            let text = read_proc(&format!("/proc/{pid}/stat")).ok()?;
+            state_and_group(&text)
+        })
+        .filter(|&(state, _)| !matches!(state, b'Z' | b'X'))
+        .map(|(_, pgrp)| pgrp)
+        .collect()
+}
+
+/// The state letter and process group (fields 3 and 5) of a `stat` line.
+fn state_and_group(text: &str) -> Option<(u8, u32)> {
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let mut f = rest.split_ascii_whitespace();
+    let state = *f.next()?.as_bytes().first()?;
+    let pgrp = f.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of `stat`); with the pid it
 /// identifies a process even after the pid is reused.
 #[must_use]
@@ -628,6 +662,24 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(process_age(pid, ticks), None, "gone");
         assert!(!pid_alive(pid));
+    }
+
+    #[test]
+    fn running_groups_count_live_members_only() {
+        assert_eq!(
+            state_and_group("42 (a (b) c) Z 1 42 42 0 -1"),
+            Some((b'Z', 42))
+        );
+        assert_eq!(state_and_group("42 (x) S 1"), None);
+        let own = rustix::process::getpgrp()
+            .as_raw_nonzero()
+            .get()
+            .cast_unsigned();
+        assert!(
+            running_groups().contains(&own),
+            "this test runs in group {own}"
+        );
+        assert!(!zombie_of_another(std::process::id()));
     }
 
     #[test]

@@ -144,6 +144,24 @@ pub fn reap(pidfd: &OwnedFd) -> io::Result<WaitStatus> {
     reap_with_peak(pidfd).map(|(status, _)| status)
 }
 
+/// Reaps our child `pid` if it has exited, without waiting; true when it was reaped here (then
+/// its pidfd's `waitid` finds no child any more: [`is_not_our_child`]). A process that is not
+/// our child, or still runs, is left alone.
+pub fn reap_if_exited(pid: u32) -> bool {
+    let Ok(p) = pid_of(pid) else { return false };
+    let reaped = matches!(
+        rustix::process::waitid(
+            rustix::process::WaitId::Pid(p),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        ),
+        Ok(Some(_))
+    );
+    if reaped {
+        release(pid);
+    }
+    reaped
+}
+
 /// Whether `e` (from [`reap`]) says the process is not our child (`ECHILD`: adopted from a
 /// previous daemon, so someone else reaps it).
 #[must_use]

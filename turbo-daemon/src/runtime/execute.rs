@@ -85,9 +85,10 @@ impl Runtime {
                     c.as_ref()
                         .is_some_and(|c| c.members().into_iter().any(proc::pid_alive))
                 };
+                let census = &mut self.census;
                 if !self
                     .procs
-                    .tree_alive(app, pgid, os::group_alive, proc::pid_alive)
+                    .tree_alive(app, pgid, |g| group_running(census, g), proc::pid_alive)
                     && !cgroup_alive(&cgroup)
                 {
                     return Some(Input::GroupGone { app, pgid });
@@ -107,14 +108,21 @@ impl Runtime {
                 tokio::spawn(async move {
                     // short at first: usually only the not yet reaped leader is left
                     let mut pause = Duration::from_millis(2);
-                    while os::group_alive(pgid)
-                        || descendants.iter().any(|&p| proc::pid_alive(p))
-                        || cgroup_alive(&cgroup)
-                    {
+                    loop {
+                        let group = os::group_alive(pgid);
+                        let rest = descendants.iter().any(|&p| proc::pid_alive(p))
+                            || cgroup_alive(&cgroup);
+                        // a zombie leader that another process reaps (later): the loop's
+                        // census tells whether anything of the group still runs
+                        if !rest && (!group || proc::zombie_of_another(pgid)) {
+                            let _ = tx.send(Internal::CheckGroups);
+                            if !group {
+                                break;
+                            }
+                        }
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(100));
                     }
-                    let _ = tx.send(Internal::CheckGroups);
                 });
                 None
             }
@@ -164,6 +172,23 @@ impl Runtime {
                 self.notify(n);
                 None
             }
+        }
+    }
+
+    /// Opens the log files of every spawn among `actions` in one exchange with the keeper
+    /// before the first of them, so the spawns do not each wait for the keeper in turn.
+    pub(super) fn prepare_spawns(&mut self, actions: &[Action]) {
+        let batch: Vec<(&AppSpec, u32)> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn { app, spec } => {
+                    Some((&**spec, self.sup.app(*app).map_or(0, |a| a.instance)))
+                }
+                _ => None,
+            })
+            .collect();
+        if batch.len() > 1 {
+            self.output.prepare_all(&batch);
         }
     }
 
@@ -436,6 +461,18 @@ impl Runtime {
         view::with_cgroup(&mut st, stats.as_ref());
         Some(st)
     }
+}
+
+/// Whether process group `pgid` has a member that runs: `kill(-pgid, 0)` finds it, and, when
+/// its leader is a zombie another process must reap, `census` saw a running member.
+pub(super) fn group_running(census: &mut super::procs::GroupCensus, pgid: u32) -> bool {
+    census.running(
+        pgid,
+        Instant::now(),
+        os::group_alive,
+        proc::zombie_of_another,
+        proc::running_groups,
+    )
 }
 
 /// Waits for `pid` to exit, reaps it if it is our child, and reports the exit and, when its

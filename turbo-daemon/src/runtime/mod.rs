@@ -201,6 +201,8 @@ pub struct Runtime {
     chan: Channels,
     replies: Replies,
     procs: procs::ProcessTable,
+    /// Running members of groups whose zombie leader another process must reap.
+    census: procs::GroupCensus,
     losses: lost::LossWatch,
     usage: Usage,
     crashes: crashes::CrashStore,
@@ -253,6 +255,7 @@ impl Runtime {
                 ..Replies::default()
             },
             procs: procs::ProcessTable::default(),
+            census: procs::GroupCensus::default(),
             losses: lost::LossWatch::default(),
             usage: Usage::default(),
             crashes: crashes::CrashStore::default(),
@@ -399,6 +402,13 @@ impl Runtime {
                     }
                     if source == SourceKind::Ebpf {
                         self.usage.ebpf_exit_events += 1;
+                        // The kernel reports the exit a few microseconds before the process
+                        // is a zombie (its files closed, its parent told), long past by now
+                        // unless it had much memory to free. Reaped here, its group's end is
+                        // known in this pass: a restart spawns at once instead of after the
+                        // reaper task's turn. Its reaper then finds no child: the exit is
+                        // this report's (with the peak memory the kernel gave).
+                        os::reap_if_exited(pid);
                     }
                     self.feed(Input::Exited {
                         pid,
@@ -591,9 +601,11 @@ impl Runtime {
                 .into_iter()
                 .any(crate::os::proc::pid_alive)
         };
+        let census = &mut self.census;
+        let group_alive = |pgid| execute::group_running(census, pgid);
         for (app, pgid) in
             self.procs
-                .finished_waits(os::group_alive, crate::os::proc::pid_alive, cgroup_alive)
+                .finished_waits(group_alive, crate::os::proc::pid_alive, cgroup_alive)
         {
             self.feed(Input::GroupGone { app, pgid });
         }
@@ -766,6 +778,7 @@ impl Runtime {
                     crashes::describe_status(status)
                 );
             }
+            self.prepare_spawns(&actions);
             for action in actions {
                 match self.execute(action) {
                     Some(next @ Input::Spawned { .. }) => spawned.push(next),

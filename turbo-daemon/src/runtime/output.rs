@@ -105,6 +105,19 @@ impl Outputs {
         }
     }
 
+    /// [`Self::prepare`] ahead for a batch of spawns (`spec`, instance): the keeper opens all
+    /// their files in one exchange. Each spawn still calls `prepare`, which then costs nothing
+    /// (or, for a file that could not be opened, asks again and fails its start).
+    pub(super) fn prepare_all(&mut self, batch: &[(&AppSpec, u32)]) {
+        if let Some(keeper) = &mut self.keeper {
+            let apps: Vec<(&str, u32, &LogPolicy)> = batch
+                .iter()
+                .map(|(spec, instance)| (spec.name.as_str(), *instance, &spec.log))
+                .collect();
+            keeper.open_logs_all(&apps);
+        }
+    }
+
     /// Keeps a new process's pipes (`source`: its instance and pid) until [`Self::hand_over`].
     pub(super) fn queue(
         &mut self,

@@ -24,6 +24,9 @@ pub const DEPARTED_FOR: Duration = Duration::from_secs(10);
 pub const DEPARTED_MAX: usize = 4096;
 /// How far up the parent chain a notify sender is looked for.
 const ANCESTORS: usize = 64;
+/// How long a [`GroupCensus`] pass over `/proc` stands for groups it saw running: passes are
+/// spaced at least this far apart, however many groups wait (a stop of 1,000 adopted apps).
+pub const CENSUS_FRESH: Duration = Duration::from_millis(50);
 
 /// The fatal signal that ended a process, and who sent it.
 pub type FatalSignal = (i32, Option<Sender>);
@@ -136,7 +139,7 @@ impl ProcessTable {
         &self,
         app: AppId,
         pgid: u32,
-        group_alive: impl Fn(u32) -> bool,
+        mut group_alive: impl FnMut(u32) -> bool,
         pid_alive: impl Fn(u32) -> bool,
     ) -> bool {
         group_alive(pgid) || self.descendants(app).any(pid_alive)
@@ -151,7 +154,7 @@ impl ProcessTable {
     /// cgroup still holds a live process (`cgroup_alive`) is not gone.
     pub fn finished_waits(
         &mut self,
-        group_alive: impl Fn(u32) -> bool,
+        mut group_alive: impl FnMut(u32) -> bool,
         pid_alive: impl Fn(u32) -> bool,
         cgroup_alive: impl Fn(AppId) -> bool,
     ) -> Vec<(AppId, u32)> {
@@ -159,7 +162,9 @@ impl ProcessTable {
             .group_waits
             .iter()
             .map(|(&a, &g)| (a, g))
-            .filter(|&(a, g)| !self.tree_alive(a, g, &group_alive, &pid_alive) && !cgroup_alive(a))
+            .filter(|&(a, g)| {
+                !self.tree_alive(a, g, &mut group_alive, &pid_alive) && !cgroup_alive(a)
+            })
             .collect();
         done.sort_unstable();
         for (app, _) in &done {
@@ -256,6 +261,71 @@ impl ProcessTable {
     pub fn remove_app(&mut self, app: AppId) {
         self.tree.remove(&app);
         self.departed.retain(|&(_, a, _)| a != app);
+    }
+}
+
+/// Which process groups still have a running member, for the groups whose leader is a zombie
+/// that another process must reap (an app adopted from a previous daemon: its parent is an init
+/// that may reap seconds later). `kill(-pgid, 0)` finds such a group until then, so `turbo
+/// stop` would wait for someone else's reaping; a pass over `/proc` tells whether any member
+/// still runs. Our own children need none: the daemon reaps them at their exit, and then the
+/// group is gone for `kill` too.
+///
+/// Bookkeeping only, like the table: the checks and the pass are passed in.
+#[derive(Debug, Default)]
+pub struct GroupCensus {
+    /// The last pass: when, and the groups with a running member.
+    seen: Option<(Instant, HashSet<u32>)>,
+    /// When each orphaned group was first asked about: only a pass taken after that can say
+    /// it has no running member (an older one may predate the group's newest members).
+    asked: HashMap<u32, Instant>,
+}
+
+impl GroupCensus {
+    /// Whether group `pgid` has a member that runs. `kill_alive`: `kill(-pgid, 0)` finds it
+    /// (zombies count); `orphaned`: its leader is a zombie another process must reap; `scan`:
+    /// a pass over `/proc`, the groups with a running member.
+    pub fn running(
+        &mut self,
+        pgid: u32,
+        now: Instant,
+        kill_alive: impl FnOnce(u32) -> bool,
+        orphaned: impl FnOnce(u32) -> bool,
+        scan: impl FnOnce() -> HashSet<u32>,
+    ) -> bool {
+        if !kill_alive(pgid) {
+            self.asked.remove(&pgid);
+            return false;
+        }
+        if !orphaned(pgid) {
+            return true;
+        }
+        let asked = *self.asked.entry(pgid).or_insert(now);
+        let (valid, fresh) = match &self.seen {
+            Some((at, groups)) => (
+                (*at >= asked).then_some(groups),
+                now.saturating_duration_since(*at) < CENSUS_FRESH,
+            ),
+            None => (None, false),
+        };
+        let running = match valid {
+            Some(groups) if fresh || !groups.contains(&pgid) => groups.contains(&pgid),
+            // too old to say, and too young to take again: the caller asks again later
+            _ if fresh => true,
+            _ => {
+                let groups = scan();
+                let running = groups.contains(&pgid);
+                self.seen = Some((now, groups));
+                // groups asked about long ago and never again (their app was deleted)
+                self.asked
+                    .retain(|_, at| now.saturating_duration_since(*at) < DEPARTED_FOR);
+                running
+            }
+        };
+        if !running {
+            self.asked.remove(&pgid);
+        }
+        running
     }
 }
 
@@ -365,6 +435,42 @@ mod tests {
         // a process that was never a known descendant is not remembered
         t.descendant_exited(1, 99_999, t0);
         assert_eq!(t.app_of_pid(99_999, |_| None, |_| None), None);
+    }
+
+    #[test]
+    fn orphaned_zombie_groups_end_by_census_and_passes_are_spaced() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut c = GroupCensus::default();
+        let scans = std::cell::Cell::new(0);
+        let scan = |running: &'static [u32]| {
+            || {
+                scans.set(scans.get() + 1);
+                running.iter().copied().collect::<HashSet<u32>>()
+            }
+        };
+        let yes = |_| true;
+        let no = |_| false;
+        // gone for kill, or led by a process that runs or that we reap: no pass
+        assert!(!c.running(50, t0, no, yes, scan(&[])));
+        assert!(c.running(50, t0, yes, no, scan(&[])));
+        assert_eq!(scans.get(), 0);
+        // orphaned zombie leaders: one pass answers every group asked about by then
+        assert!(c.running(60, t0, yes, yes, scan(&[60])));
+        assert!(!c.running(50, t0, yes, yes, scan(&[])), "no running member");
+        assert!(c.running(60, ms(10), yes, yes, scan(&[])));
+        assert_eq!(scans.get(), 1);
+        // group 70 first asked after the pass, which may predate its members: no answer from
+        // it, and no new pass while it is fresh
+        assert!(c.running(70, ms(20), yes, yes, scan(&[])));
+        assert_eq!(scans.get(), 1);
+        // once it is stale, a new pass answers both
+        assert!(!c.running(70, ms(60), yes, yes, scan(&[60])));
+        assert_eq!(scans.get(), 2);
+        assert!(c.running(60, ms(70), yes, yes, scan(&[])));
+        assert!(!c.running(60, ms(200), yes, yes, scan(&[])));
+        assert_eq!(scans.get(), 3);
+        assert!(c.asked.is_empty(), "answered groups are forgotten");
     }
 
     #[test]

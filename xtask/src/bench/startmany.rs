@@ -1,11 +1,12 @@
-//! Time to start 100 apps from one configuration file (issue 10), against a reference that
-//! spawns the same 100 commands directly in a loop, with PM2 and supervisord for context.
+//! Time to start 100 and 1,000 apps from one configuration file (issues 10 and 21), against a
+//! reference that spawns the same commands directly in a loop, with PM2 and supervisord for
+//! context at 100 apps.
 //!
 //! Every app is the stamp program (`examples/bench/stamp.c`) with a file of its own: it writes
-//! `CLOCK_MONOTONIC` there first thing on start. One sample is the latest of the 100 stamps
-//! minus the time read just before the start command (or the reference's first spawn): from
-//! asking to every app having run its first instruction, whatever each manager prints or when
-//! its command returns.
+//! `CLOCK_MONOTONIC` there first thing on start. One sample is the latest of the stamps minus
+//! the time read just before the start command (or the reference's first spawn): from asking
+//! to every app having run its first instruction, whatever each manager prints or when its
+//! command returns.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,27 +24,28 @@ use crate::bench::stats::Summary;
 use crate::bench::{Env, Metric, Outcome, Row, Target, Unit, sys};
 
 pub const METRIC: Metric = Metric {
-    id: "start-100",
-    title: "Time to start 100 apps from a config file",
+    id: "start-many",
+    title: "Time to start 100 and 1,000 apps from a config file",
     run,
 };
 
-/// Apps per start.
-const APPS: usize = 100;
+/// Apps per start: every subject at the first size, TurboProcess and the reference at the
+/// second (the peers need minutes for 1,000 programs and are compared at 100 already).
+const SIZES: [usize; 2] = [100, 1000];
 /// Starts before the measured ones (caches), not counted.
 const WARMUP: usize = 1;
 /// Longest wait for all stamps of one start, and for the apps to be gone after removal.
 const LIMIT: Duration = Duration::from_secs(120);
-/// The target: TurboProcess's median at most this multiple of the reference's.
-const VS_REFERENCE: f64 = 1.3;
-/// The reference's row.
-const REFERENCE: &str = "reference: the 100 commands spawned in a loop";
+/// The targets (issue 21): TurboProcess's median at most this multiple of the reference's,
+/// per size of [`SIZES`].
+const VS_REFERENCE: [f64; 2] = [1.2, 1.3];
 /// The configuration file every manager is given (without extension).
 const FILE: &str = "many";
 
-/// One subject: a manager, or the reference (`kind` None).
+/// One subject: a manager, or the reference (`kind` None), at one size.
 struct Subject {
     kind: Option<Kind>,
+    apps: usize,
     /// The commands and files of its last start.
     transcript: Vec<String>,
     row: Row,
@@ -53,13 +55,24 @@ struct Subject {
 
 fn run(env: &mut Env<'_>) -> Result<Outcome> {
     let starts = if env.quick { 2 } else { 5 };
-    let mut subjects: Vec<Subject> = std::iter::once(None)
-        .chain(Kind::ALL.map(Some))
-        .map(|kind| Subject {
+    let mut subjects: Vec<Subject> = SIZES
+        .iter()
+        .flat_map(|&apps| {
+            let kinds: &[Kind] = if apps == SIZES[0] {
+                &Kind::ALL
+            } else {
+                &[Kind::Turbo]
+            };
+            std::iter::once(None)
+                .chain(kinds.iter().copied().map(Some))
+                .map(move |kind| (kind, apps))
+        })
+        .map(|(kind, apps)| Subject {
             kind,
+            apps,
             transcript: Vec::new(),
             row: Row {
-                subject: kind.map_or(REFERENCE, Kind::label).to_owned(),
+                subject: subject(kind, apps),
                 samples: Vec::new(),
                 extra: vec![Json::Null],
                 error: None,
@@ -67,13 +80,13 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             returned: Vec::new(),
         })
         .collect();
-    println!("start {APPS} apps: {starts} measured starts per subject, in rounds");
+    println!("start {SIZES:?} apps: {starts} measured starts per subject, in rounds");
     let result = rounds(env, starts, &mut subjects);
     let mut rows = Vec::new();
     let mut transcripts = Vec::new();
     for mut s in subjects {
-        if let Some(kind) = s.kind {
-            transcripts.push((kind.label().to_owned(), std::mem::take(&mut s.transcript)));
+        if s.kind.is_some() {
+            transcripts.push((s.row.subject.clone(), std::mem::take(&mut s.transcript)));
         }
         s.row.extra = vec![Summary::of(&s.returned).map(|x| round1(x.median)).into()];
         if let Some(x) = Summary::of(&s.row.samples) {
@@ -86,69 +99,91 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     }
     result?;
     let stamp = env.show(&env.tools.stamp.display().to_string());
+    let [small, large] = SIZES;
     let mut outcome = Outcome {
         unit: Unit::Millis,
         method: vec![
             format!(
                 "Every app is `examples/bench/stamp.c` with a stamp file of its own (`{stamp} \
-                 $DIR/sNNN.txt`): first thing on start it writes `CLOCK_MONOTONIC` there. The \
-                 harness reads the same clock, runs the start command and waits for all {APPS} \
+                 $DIR/sNNNN.txt`): first thing on start it writes `CLOCK_MONOTONIC` there. The \
+                 harness reads the same clock, runs the start command and waits for all the \
                  stamps; one sample is the latest stamp minus the time read before the command, \
                  so from asking to the last app running its first instruction (not until the \
                  command returns, which is shown apart). Then the manager's own view must list \
-                 {APPS} running apps, the daemon is shut down (`turbo kill`, `pm2 kill`, \
-                 `supervisorctl shutdown`) and the harness waits until the {APPS} processes are \
-                 gone. Each start gets a fresh daemon (its start-up is not timed): removing 100 \
+                 every app running, the daemon is shut down (`turbo kill`, `pm2 kill`, \
+                 `supervisorctl shutdown`) and the harness waits until the processes are \
+                 gone. Each start gets a fresh daemon (its start-up is not timed): removing {small} \
                  programs from a running supervisord takes minutes, one pass of its main loop \
                  per program."
             ),
             format!(
-                "TurboProcess: `turbo start many.yml` (one file with the {APPS} apps, \
+                "TurboProcess: `turbo start many.yml` (one file with all the apps, \
                  `autorestart: never`); PM2: `pm2 start many.json` (an ecosystem file, \
-                 `interpreter: none`, fork mode); supervisord: an `[include]`d file with {APPS} \
+                 `interpreter: none`, fork mode); supervisord: an `[include]`d file with {small} \
                  `[program:x]` sections (`startsecs=0`) and `supervisorctl update`. The \
-                 reference is the harness itself spawning the {APPS} commands in a loop \
+                 reference is the harness itself spawning the same commands in a loop \
                  (`std::process::Command::spawn`, output to /dev/null): the cost of the \
-                 fork/exec a manager cannot avoid. {WARMUP} warm-up start per subject, not \
-                 counted; each round starts every subject once, each round starting with a \
-                 different one."
+                 fork/exec a manager cannot avoid. {small} apps: every subject; {large} apps: \
+                 TurboProcess and the reference only (the peers are compared at {small}). \
+                 {WARMUP} warm-up start per subject, not counted; each round starts every \
+                 subject once, each round starting with a different one."
             ),
         ],
         params: vec![
-            ("apps per start".to_owned(), APPS.to_string()),
+            ("apps per start".to_owned(), format!("{small} and {large}")),
             ("measured starts per subject".to_owned(), starts.to_string()),
         ],
         extra_columns: vec!["command returned after (median, ms)".to_owned()],
         rows,
-        ratios: Kind::ALL
+        ratios: SIZES
             .iter()
-            .map(|k| (k.label().to_owned(), REFERENCE.to_owned()))
+            .flat_map(|&apps| {
+                Kind::ALL
+                    .iter()
+                    .filter(move |&&k| apps == small || k == Kind::Turbo)
+                    .map(move |&k| (subject(Some(k), apps), subject(None, apps)))
+            })
             .collect(),
         targets: Vec::new(),
         transcripts,
         notes: vec![
             "Where the time goes (the reason when the target is missed): the daemon starts the apps one after another on its \
              one thread, and each costs more than the reference's bare spawn: the spawn \
-             itself (`posix_spawn` for plain apps), two pipes handed to the log keeper, a \
-             pidfd, the eBPF watch, the state bookkeeping and D-Bus signals for each state \
-             change; `turbo start` returns once all are online. Batching the keeper hand-over \
-             and the signals is what is left to do."
+             itself (`posix_spawn` for plain apps), a pidfd, the eBPF watch, the state \
+             bookkeeping and D-Bus signals for each state change. The log keeper opens every \
+             app's files in one exchange before the spawns and takes their pipes in one \
+             batch after them; `turbo start` returns once all are online."
                 .to_owned(),
         ],
     };
-    let ratio = outcome.ratio(Kind::Turbo.label(), REFERENCE);
-    let med = |s: &str| outcome.summary(s).map(|s| s.median);
-    outcome.targets.push(Target {
-        what: format!("time to start {APPS} apps from a config file, TurboProcess / spawning them in a loop (medians)"),
-        value: ratio,
-        limit: VS_REFERENCE,
-        shown: match (ratio, med(Kind::Turbo.label()), med(REFERENCE)) {
+    for (apps, limit) in SIZES.into_iter().zip(VS_REFERENCE) {
+        let (turbo, reference) = (subject(Some(Kind::Turbo), apps), subject(None, apps));
+        let ratio = outcome.ratio(&turbo, &reference);
+        let med = |s: &str| outcome.summary(s).map(|s| s.median);
+        let shown = match (ratio, med(&turbo), med(&reference)) {
             (Some(r), Some(t), Some(p)) => format!("{r:.2} ({t:.0} ms / {p:.0} ms)"),
             _ => "not measured".to_owned(),
-        },
-        limit_shown: "≤ 1.3".to_owned(),
-    });
+        };
+        outcome.targets.push(Target {
+            what: format!(
+                "time to start {apps} apps from a config file, TurboProcess / spawning them in \
+                 a loop (medians)"
+            ),
+            value: ratio,
+            limit,
+            shown,
+            limit_shown: format!("≤ {limit}"),
+        });
+    }
     Ok(outcome)
+}
+
+/// The row of `kind` (the reference when `None`) at `apps` apps.
+fn subject(kind: Option<Kind>, apps: usize) -> String {
+    match kind {
+        Some(k) => format!("{}, {apps} apps", k.label()),
+        None => format!("reference: the {apps} commands spawned in a loop"),
+    }
 }
 
 fn round1(v: f64) -> f64 {
@@ -165,7 +200,11 @@ fn rounds(env: &mut Env<'_>, starts: usize, subjects: &mut [Subject]) -> Result<
             if s.row.error.is_some() {
                 continue;
             }
-            let name = format!("{}-{round}", s.kind.map_or("reference", Kind::key));
+            let name = format!(
+                "{}-{}-{round}",
+                s.kind.map_or("reference", Kind::key),
+                s.apps
+            );
             match start_once(env, s, &name) {
                 Ok((ms, returned)) if round >= WARMUP => {
                     s.row.samples.push(ms);
@@ -182,10 +221,10 @@ fn rounds(env: &mut Env<'_>, starts: usize, subjects: &mut [Subject]) -> Result<
     Ok(())
 }
 
-/// The stamp files of one start, in `dir`.
-fn stamp_files(dir: &Path) -> Vec<PathBuf> {
-    (0..APPS)
-        .map(|i| dir.join(format!("s{i:03}.txt")))
+/// The stamp files of one start of `apps` apps, in `dir`.
+fn stamp_files(dir: &Path, apps: usize) -> Vec<PathBuf> {
+    (0..apps)
+        .map(|i| dir.join(format!("s{i:04}.txt")))
         .collect()
 }
 
@@ -195,10 +234,10 @@ fn stamp_files(dir: &Path) -> Vec<PathBuf> {
 /// command returned (both in ms after the start).
 fn start_once(env: &mut Env<'_>, s: &mut Subject, name: &str) -> Result<(f64, f64)> {
     let stamp = env.tools.stamp.clone();
-    let dir = env.dir("start-100", name)?;
-    let files = stamp_files(&dir);
+    let dir = env.dir("start-many", name)?;
+    let files = stamp_files(&dir, s.apps);
     let mut mgr = match s.kind {
-        Some(kind) => Some(env.launch_with(kind, "start-100", name, &[])?),
+        Some(kind) => Some(env.launch_with(kind, "start-many", name, &[])?),
         None => None,
     };
     let apps: Vec<App> = files
@@ -206,7 +245,7 @@ fn start_once(env: &mut Env<'_>, s: &mut Subject, name: &str) -> Result<(f64, f6
         .enumerate()
         .map(|(i, f)| {
             App::new(
-                &format!("m{i:03}"),
+                &format!("m{i:04}"),
                 vec![stamp.display().to_string(), f.display().to_string()],
                 Restart::Never,
             )
@@ -256,14 +295,17 @@ fn start_once(env: &mut Env<'_>, s: &mut Subject, name: &str) -> Result<(f64, f6
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            Ok(APPS)
+            Ok(s.apps)
         }
     };
     wait_gone(&pids, &stamp)?;
     let stamps = stamps?;
     let listed = listed?;
-    if listed < APPS {
-        bail!("all {APPS} apps stamped, but the manager lists only {listed} running");
+    if listed < s.apps {
+        bail!(
+            "all {} apps stamped, but the manager lists only {listed} running",
+            s.apps
+        );
     }
     let last = stamps.iter().map(|&(_, ns)| ns).max().context("no stamp")?;
     if last < t0 {
