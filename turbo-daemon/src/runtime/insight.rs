@@ -26,7 +26,9 @@ const WINDOW: Duration = Duration::from_secs(2);
 /// The book of every app.
 #[derive(Debug, Default)]
 pub struct Insight {
-    apps: HashMap<AppId, Book>,
+    /// Boxed, as are the usage books: a table of 1000 entries has 2048 slots, so large values
+    /// inline would be half empty slots.
+    apps: HashMap<AppId, Box<Book>>,
 }
 
 #[derive(Debug, Default)]
