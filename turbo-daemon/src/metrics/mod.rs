@@ -9,7 +9,7 @@
 //!
 //! Rendering ([`render`]) writes the text exposition format ([`text`]) straight from the
 //! snapshot, family by family, with no registry in between: a scrape of 1000 apps is some
-//! 40,000 series, and storing each under a hashed label set before writing it (what a
+//! 67,000 series, and storing each under a hashed label set before writing it (what a
 //! `metrics` recorder does) was most of a scrape's time.
 //!
 //! The server is hyper's HTTP/1 connection driver on a tokio listener (so a scrape can ask the

@@ -3,7 +3,7 @@
 //! A scrape is one pass over a snapshot: each family's `# HELP` and `# TYPE` lines, then its
 //! samples, label values escaped once per app and copied into every line of that app. No
 //! registry, no per-series hashing or sorting, no intermediate strings per line: with 1000 apps
-//! a scrape is some 40,000 lines, and a recorder that stores each series under a hashed key
+//! a scrape is some 67,000 lines, and a recorder that stores each series under a hashed key
 //! before rendering it spent most of a scrape's time doing so. This module knows the format
 //! only; which families exist and what they hold is `metrics/mod.rs`'s.
 //!
