@@ -35,7 +35,9 @@ pub const EVENTS_PER_SECOND: u32 = 20;
 /// The book of every app.
 #[derive(Debug, Default)]
 pub struct Insight {
-    apps: HashMap<AppId, Book>,
+    /// Boxed, as are the usage books: a table of 1000 entries has 2048 slots, so large values
+    /// inline would be half empty slots.
+    apps: HashMap<AppId, Box<Book>>,
 }
 
 #[derive(Debug, Default)]

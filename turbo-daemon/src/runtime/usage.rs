@@ -93,7 +93,9 @@ pub const LIST_MAX_AGE: Duration = Duration::from_millis(500);
 /// Every app's books, the counters, and the kept `/proc` files of main processes.
 #[derive(Debug, Default)]
 pub struct Usage {
-    books: HashMap<AppId, AppUsage>,
+    /// Boxed: a table of 1000 entries has 2048 slots, half of them empty; an `AppUsage` is a
+    /// few hundred bytes.
+    books: HashMap<AppId, Box<AppUsage>>,
     counts: HashMap<AppId, Counts>,
     settings: MonitorSettings,
     files: MainFiles,
@@ -155,7 +157,7 @@ impl Usage {
         let book = self
             .books
             .entry(app.id)
-            .or_insert_with(|| AppUsage::new(pid, leak));
+            .or_insert_with(|| Box::new(AppUsage::new(pid, leak)));
         let mut m = book.observe(pid, now, uptime, &sample, self.settings.cpu_window, deep);
         if !deep {
             m.pss_bytes = cached_pss;
@@ -168,7 +170,7 @@ impl Usage {
         let leak = self.settings.leak;
         self.books
             .entry(id)
-            .or_insert_with(|| AppUsage::new(pid, leak))
+            .or_insert_with(|| Box::new(AppUsage::new(pid, leak)))
             .memory(pid, now, rss);
     }
 

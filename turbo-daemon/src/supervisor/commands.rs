@@ -224,7 +224,7 @@ impl Supervisor {
                 app.notify.ready = true;
                 arm_checks(&mut app, now, false, out);
             }
-            self.apps.insert(id, app);
+            self.apps.insert(id, Box::new(app));
             out.push(Action::Notify(Notification::Added(id)));
             if run {
                 to_start.push(id);

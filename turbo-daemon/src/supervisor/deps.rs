@@ -78,8 +78,7 @@ impl Supervisor {
         for dep in &app.spec.lifecycle.depends_on {
             let label = format!("{} ({})", dep.name, dep.condition.as_str());
             let instances: Vec<&App> = self
-                .apps
-                .values()
+                .apps()
                 .filter(|a| a.spec.name == dep.name && !self.retiring.contains(&a.id))
                 .collect();
             if instances.is_empty() {

@@ -30,7 +30,7 @@ impl Supervisor {
         self.next_id += 1;
         let mut app = App::new(id, spec.clone());
         app.instance = instance;
-        self.apps.insert(id, app);
+        self.apps.insert(id, Box::new(app));
         out.push(Action::Notify(Notification::Added(id)));
         id
     }
