@@ -6,8 +6,9 @@
 //! handed on as it is). A line longer than [`MAX_LINE`] becomes several records of at most that
 //! many bytes, cut on a UTF-8 character boundary when there is one nearby; nothing is dropped.
 //!
-//! A pipe found full is enlarged to 1 MiB ([`BIG_PIPE`]) and read in bigger pieces, so a
-//! flooding app and its reader take turns about 16 times less often.
+//! A pipe found full is enlarged to 1 MiB ([`BIG_PIPE`]) and read in bigger pieces (up to
+//! [`MAX_READ`]), so a flooding app blocks about 16 times less often and its reader makes fewer
+//! system calls.
 //!
 //! This module must not format or write records: it only hands batches of lines on.
 
@@ -34,6 +35,11 @@ pub(super) const READ_SIZE: usize = 64 * 1024;
 /// `pipe-user-pages-soft` (64 MiB by default), every new pipe of that user gets 8 KiB, so
 /// enlarging every app's pipes up front would shrink all the others of a daemon with many apps.
 pub(super) const BIG_PIPE: usize = 1024 * 1024;
+/// The most one read asks for, however big the pipe: what one read brings in, the records made
+/// of it and the kernel's copy of those into the page cache then stay within a core's L2 cache
+/// (512 KiB here), where a 1 MiB read (2.3 MiB with its records) went through memory three times.
+/// The pipe stays [`BIG_PIPE`], so the app still blocks as seldom; the loop only turns more often.
+pub(super) const MAX_READ: usize = 256 * 1024;
 /// A read or format buffer above this capacity, after a burst, is given back.
 pub(super) const SHRINK_ABOVE: usize = 4 * READ_SIZE;
 
@@ -87,7 +93,7 @@ pub(crate) enum Step {
 /// A read asks for [`READ_SIZE`] bytes at first. When one takes everything it asked for, the app
 /// writes faster than the reader wakes up: the pipe is enlarged once to [`BIG_PIPE`] (so the app
 /// blocks less and each wake-up finds more) and reads ask for twice as much, up to the pipe's
-/// size; when reads come back half empty they ask for less again, and buffers grown by a burst
+/// size or [`MAX_READ`]; when reads come back half empty they ask for less again, and buffers grown by a burst
 /// are given back.
 #[derive(Debug)]
 pub(crate) struct Pump {
@@ -146,7 +152,7 @@ impl Pump {
             let size = *self
                 .pipe_size
                 .get_or_insert_with(|| self.big_pipe.enlarge(fd));
-            self.want = (self.want * 2).min(size.max(READ_SIZE));
+            self.want = (self.want * 2).min(size.clamp(READ_SIZE, MAX_READ));
         } else if n < self.want / 4 {
             self.want = (self.want / 2).max(READ_SIZE);
         }
