@@ -111,25 +111,8 @@ fn the_shared_status_list_never_shows_a_state_from_before_a_change() {
 
     // many clients at once after a change: every one sees it
     d.turbo_ok(&["stop", "one"]);
-    let clients: Vec<_> = (0..16)
-        .map(|_| {
-            let cli = turbo_tests::bin_dir().join("turbo");
-            let home = d.home().to_path_buf();
-            std::thread::spawn(move || {
-                let out = std::process::Command::new(cli)
-                    .args(["status", "--json"])
-                    .env("TURBO_HOME", home)
-                    .env_remove("TURBO_BUS_ADDRESS")
-                    .output()
-                    .expect("run turbo status");
-                assert!(out.status.success(), "{out:?}");
-                json(&String::from_utf8_lossy(&out.stdout))
-            })
-        })
-        .collect();
-    for client in clients {
-        let apps = client.join().expect("client thread");
-        assert_eq!(apps[0]["state"], "stopped", "{apps}");
-        assert!(apps[0]["pid"].is_null(), "{apps}");
+    for apps in d.status_from_many(16) {
+        assert_eq!(apps[0]["state"], "stopped", "{apps:?}");
+        assert!(apps[0]["pid"].is_null(), "{apps:?}");
     }
 }
