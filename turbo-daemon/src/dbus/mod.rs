@@ -536,8 +536,8 @@ impl ManagerIface {
     }
 
     /// Every app. State, pid, restarts and every other field an event changes are current;
-    /// CPU, memory and uptime may be up to 500 ms old (one list answers the calls of that time
-    /// while nothing changes).
+    /// CPU, memory and uptime may be up to 1 s old (a reading up to 500 ms old, in a list that
+    /// answers the calls of the next 500 ms while nothing changes).
     #[zbus(out_args("apps"))]
     async fn list_apps(&self) -> Result<snapshot::SharedList, Error> {
         let (apps, built) = self

@@ -6,9 +6,10 @@
 //!
 //! Honest freshness: state, pid, restarts, health, exits and every other field that changes
 //! with an event are never older than the call, because the loop moves the version on before
-//! it handles anything that may change them; only figures that change with time alone (CPU,
-//! memory, uptime) may be up to [`LIST_MAX_AGE`] old, the bound the readings already had
-//! (docs/metrics.md). Nothing else is cached here, and nothing here decides supervision state;
+//! it handles anything that may change them (a scrape's or a describe's fresher reading too);
+//! only figures that change with time alone may be older: uptime up to [`LIST_MAX_AGE`], CPU
+//! and memory up to twice that (a reading reused for that long, in a list served for that
+//! long; docs/metrics.md). Nothing else is cached here, and nothing here decides supervision state;
 //! a held list is dropped once it is too old to serve, so it costs no memory while idle.
 
 use std::{

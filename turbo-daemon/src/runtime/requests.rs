@@ -289,7 +289,10 @@ impl Runtime {
         if self.replies.shutting_down && !is_read_only(&req) {
             return req.refuse(Error::Failed("the daemon is shutting down".into()));
         }
-        if !is_read_only(&req) {
+        // everything but the list itself and `info` may change what a list shows: commands,
+        // and the fresher readings a scrape or a describe takes (a list must never show older
+        // figures than a caller already saw)
+        if !matches!(req, Request::List(_) | Request::Info(_)) {
             self.version.bump();
         }
         match req {
