@@ -242,25 +242,7 @@ fn status_shows_every_change_at_once_even_right_after_a_reading() {
     );
 
     d.turbo_ok(&["stop", "now"]);
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let cli = turbo_tests::bin_dir().join("turbo");
-            let home = d.home().to_path_buf();
-            std::thread::spawn(move || {
-                let out = std::process::Command::new(cli)
-                    .args(["status", "--json"])
-                    .env("TURBO_HOME", home)
-                    .env_remove("TURBO_BUS_ADDRESS")
-                    .env("NO_COLOR", "1")
-                    .output()
-                    .expect("run turbo status");
-                assert!(out.status.success(), "{out:?}");
-                json(&String::from_utf8_lossy(&out.stdout))
-            })
-        })
-        .collect();
-    for client in clients {
-        let apps = client.join().expect("client thread");
+    for apps in d.status_from_many(8) {
         let app = &apps[0];
         assert_eq!(app["state"], "stopped", "{app}");
         assert!(app["pid"].is_null(), "{app}");

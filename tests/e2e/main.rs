@@ -35,6 +35,7 @@ mod privileges;
 mod probes;
 mod readiness;
 mod scale;
+mod status_snapshot;
 mod supervision;
 mod systemd;
 mod watch;

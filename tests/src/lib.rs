@@ -385,6 +385,40 @@ impl TestDaemon {
         }
     }
 
+    /// `turbo status --json` from `clients` processes started at once, each list parsed.
+    ///
+    /// # Panics
+    /// If a client fails or prints something else than an array.
+    #[must_use]
+    pub fn status_from_many(&self, clients: usize) -> Vec<Vec<Value>> {
+        let runs: Vec<_> = (0..clients)
+            .map(|_| {
+                let cli = self.bins.join("turbo");
+                let home = self.home().to_path_buf();
+                std::thread::spawn(move || {
+                    Command::new(cli)
+                        .args(["status", "--json"])
+                        .env("TURBO_HOME", home)
+                        .env_remove("TURBO_BUS_ADDRESS")
+                        .env("NO_COLOR", "1")
+                        .output()
+                        .expect("run turbo status")
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| {
+                let out = run.join().expect("client thread");
+                assert!(out.status.success(), "{out:?}");
+                let text = String::from_utf8_lossy(&out.stdout);
+                match serde_json::from_str(&text) {
+                    Ok(Value::Array(apps)) => apps,
+                    other => panic!("status --json is not an array: {other:?}\n{text}"),
+                }
+            })
+            .collect()
+    }
+
     /// The status object of app `name`.
     ///
     /// # Panics

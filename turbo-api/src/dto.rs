@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use zbus::zvariant::Type;
 
+use crate::status_json::{ExitJson, StatusJson};
+
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -128,16 +130,7 @@ impl ExitInfo {
     /// `null`, or `{code, signal, reason, at, source}` with `at` in RFC 3339.
     #[must_use]
     pub fn to_json(&self) -> Json {
-        if self.reason.is_empty() {
-            return Json::Null;
-        }
-        json!({
-            "code": (self.code >= 0).then_some(self.code),
-            "signal": (self.signal > 0).then_some(self.signal),
-            "reason": self.reason,
-            "at": rfc3339_ms(self.at_ms),
-            "source": self.source,
-        })
+        serde_json::to_value(ExitJson::of(self)).unwrap_or(Json::Null)
     }
 }
 
@@ -216,40 +209,14 @@ impl AppStatus {
     /// The JSON object of the `turbo status --json` contract; absent values are `null`.
     #[must_use]
     pub fn to_json(&self) -> Json {
-        let running = self.pid != 0;
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "instance": self.instance,
-            "state": self.state,
-            "pid": running.then_some(self.pid),
-            "restarts": self.restarts,
-            "uptime_ms": running.then_some(self.uptime_ms),
-            "cpu_percent": (running && self.cpu_percent >= 0.0).then_some(self.cpu_percent),
-            "memory_bytes": (running && self.memory_bytes > 0).then_some(self.memory_bytes),
-            "memory_pss_bytes": (running && self.memory_pss_bytes > 0).then_some(self.memory_pss_bytes),
-            "memory_limit_bytes": (self.memory_limit_bytes > 0).then_some(self.memory_limit_bytes),
-            "leak_suspected": running.then_some(self.leak_suspected),
-            "memory_growth_bytes_per_hour": (running
-                && self.memory_growth_bytes_per_hour != Self::GROWTH_UNKNOWN)
-                .then_some(self.memory_growth_bytes_per_hour),
-            "health": self.health,
-            "next_restart_in_ms": (self.next_restart_in_ms > 0).then_some(self.next_restart_in_ms),
-            "argv": self.argv,
-            "cwd": self.cwd,
-            "out_log": self.out_log,
-            "err_log": self.err_log,
-            "last_exit": self.last_exit.to_json(),
-            "status_text": (!self.status_text.is_empty()).then_some(&self.status_text),
-            "waiting_for": self.waiting_for,
-            "next_run": (self.next_run_ms > 0).then(|| rfc3339_ms(self.next_run_ms)),
-            "cpu_max_percent": (self.cpu_max_percent > 0).then_some(self.cpu_max_percent),
-            "cpu_throttled_ms": (self.cpu_max_percent > 0).then_some(self.cpu_throttled_ms),
-            "pids": (running && self.pids > 0).then_some(self.pids),
-            "pids_max": (self.pids_max > 0).then_some(self.pids_max),
-            "memory_high_bytes": (self.memory_high_bytes > 0).then_some(self.memory_high_bytes),
-            "group": (!self.group.is_empty()).then_some(&self.group),
-        })
+        // a struct of strings, numbers and lists always makes a Value
+        serde_json::to_value(self.json()).unwrap_or(Json::Null)
+    }
+
+    /// The same object as [`AppStatus::to_json`], borrowed, to print without building a tree.
+    #[must_use]
+    pub fn json(&self) -> StatusJson<'_> {
+        StatusJson::from(self)
     }
 }
 

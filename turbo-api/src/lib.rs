@@ -12,6 +12,7 @@ mod dto;
 mod insight;
 pub mod logfmt;
 mod names;
+mod status_json;
 
 pub use dto::{
     AppChange, AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo,
@@ -22,6 +23,7 @@ pub use names::{
     INTERPRETERS, MAX_NAME_LEN, app_path, escape_path_component, instance_path, parse_duration,
     parse_size, validate_app_name,
 };
+pub use status_json::{ExitJson, StatusJson};
 
 /// Well-known bus name of the daemon.
 pub const BUS_NAME: &str = "org.turboprocess.Turbo1";

@@ -7,7 +7,7 @@
 //! clock. Whether to colour and how wide the terminal is are decided by `term` and passed in as
 //! [`RenderOpts`], so the output can be unit-tested byte for byte with colour off.
 
-use std::{borrow::Cow, fmt::Write as _};
+use std::{borrow::Cow, collections::HashMap, fmt::Write as _};
 
 use tabled::{
     Table,
@@ -202,12 +202,13 @@ impl Col {
         )
     }
 
-    fn cell(self, app: &AppStatus, color: bool) -> String {
+    /// The cell of `app` in this column; `name` is its label (see [`instance_labels`]).
+    fn cell(self, app: &AppStatus, name: &str, color: bool) -> String {
         let running = app.pid != 0;
         match self {
             Col::Id => app.id.to_string(),
             // names are validated by the daemon; a state file from elsewhere may still hold anything
-            Col::Name => escape_controls(&app.name).into_owned(),
+            Col::Name => escape_controls(name).into_owned(),
             Col::Group => dash_unless(!app.group.is_empty(), || {
                 format!("@{}", escape_controls(&app.group))
             }),
@@ -248,44 +249,33 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
         return NO_APPS.to_owned();
     }
     // instances of one app show as `name:N`
-    let labelled: Vec<AppStatus> = apps
-        .iter()
-        .zip(instance_labels(apps))
-        .map(|(a, name)| AppStatus { name, ..a.clone() })
-        .collect();
-    let apps = labelled.as_slice();
+    let names = instance_labels(apps);
     // the group column only when some app has a group
     let grouped = apps.iter().any(|a| !a.group.is_empty());
     let mut cols: Vec<Col> = Col::ALL
         .into_iter()
         .filter(|c| *c != Col::Group || grouped)
         .collect();
-    let mut table = status_table(apps, &cols, opts.color);
+    let mut table = status_table(apps, &names, &cols, opts.color);
     if let Some(width) = opts.width {
         for drop in Col::DROP_ORDER {
             if table.total_width() <= width {
                 break;
             }
             cols.retain(|c| *c != drop);
-            table = status_table(apps, &cols, opts.color);
+            table = status_table(apps, &names, &cols, opts.color);
         }
         // still too wide: long names are cut (with "…"), down to MIN_NAME characters
-        let longest = apps
+        let longest = names
             .iter()
-            .map(|a| a.name.chars().count())
+            .map(|name| name.chars().count())
             .max()
             .unwrap_or(0);
         let excess = table.total_width().saturating_sub(width);
         if excess > 0 && longest > MIN_NAME {
             let keep = longest.saturating_sub(excess).max(MIN_NAME);
-            let cut: Vec<AppStatus> = apps
-                .iter()
-                .map(|a| AppStatus {
-                    name: ellipsize(&a.name, keep),
-                    ..a.clone()
-                })
-                .collect();
-            table = status_table(&cut, &cols, opts.color);
+            let cut: Vec<String> = names.iter().map(|name| ellipsize(name, keep)).collect();
+            table = status_table(apps, &cut, &cols, opts.color);
         }
     }
     trim_lines(&table.to_string())
@@ -295,9 +285,15 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
 /// syntax that names one instance).
 #[must_use]
 pub fn instance_labels(apps: &[AppStatus]) -> Vec<String> {
+    // counted once, not per app: comparing every name with every other was a quarter of the
+    // CLI's time with 1000 apps (issue 21)
+    let mut listed: HashMap<&str, usize> = HashMap::with_capacity(apps.len());
+    for app in apps {
+        *listed.entry(app.name.as_str()).or_default() += 1;
+    }
     apps.iter()
         .map(|app| {
-            if apps.iter().filter(|a| a.name == app.name).count() > 1 {
+            if listed.get(app.name.as_str()).copied().unwrap_or(0) > 1 {
                 format!("{}:{}", app.name, app.instance)
             } else {
                 app.name.clone()
@@ -319,11 +315,11 @@ fn ellipsize(text: &str, max: usize) -> String {
     out
 }
 
-fn status_table(apps: &[AppStatus], cols: &[Col], color: bool) -> Table {
+fn status_table(apps: &[AppStatus], names: &[String], cols: &[Col], color: bool) -> Table {
     let mut builder = Builder::with_capacity(apps.len() + 1, cols.len());
     builder.push_record(cols.iter().map(|c| paint(color, Tone::Bold, c.header())));
-    for app in apps {
-        builder.push_record(cols.iter().map(|c| c.cell(app, color)));
+    for (app, name) in apps.iter().zip(names) {
+        builder.push_record(cols.iter().map(|c| c.cell(app, name, color)));
     }
     let mut table = builder.build();
     // docker/kubectl-like: no borders, two spaces between columns, so it greps and fits well
@@ -740,6 +736,22 @@ mod tests {
         assert_eq!(ellipsize("abc", 4), "abc");
     }
 
+    #[test]
+    fn instances_of_one_app_are_labelled_name_colon_n() {
+        let mut apps = vec![online(0, "api"), online(1, "cw"), online(2, "db")];
+        apps.push(AppStatus {
+            instance: 1,
+            ..online(3, "cw")
+        });
+        assert_eq!(instance_labels(&apps), ["api", "cw:0", "db", "cw:1"]);
+        let text = render_status(&apps, &PLAIN);
+        assert_eq!(row(&text, "cw:1").split_whitespace().next(), Some("3"));
+        assert_eq!(row(&text, "api").split_whitespace().next(), Some("0"));
+        let many: Vec<AppStatus> = (0..1000).map(|i| online(i, &format!("s{i:04}"))).collect();
+        let labels = instance_labels(&many);
+        assert_eq!(labels.len(), 1000);
+        assert_eq!(labels[999], "s0999");
+    }
     #[test]
     fn colour_wraps_state_and_header() {
         let text = render_status(

@@ -54,7 +54,7 @@ pub fn emit_bytes(bytes: &[u8]) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// As [`emit`].
-pub fn emit_json(doc: &serde_json::Value) -> anyhow::Result<()> {
+pub fn emit_json(doc: &impl serde::Serialize) -> anyhow::Result<()> {
     emit(&render::json_safe(serde_json::to_string_pretty(doc)?))
 }
 

@@ -302,10 +302,17 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         .clone()
         .map(|path| (path, requests_tx.clone(), validation.path_env.clone()));
     let bus_watch_tx = requests_tx.clone();
+    let state_version = runtime::StateVersion::default();
     let conn = builder
         .serve_at(
             turbo_api::MANAGER_PATH,
-            dbus::ManagerIface::new(requests_tx, policy, validation, exporter.clone()),
+            dbus::ManagerIface::new(
+                requests_tx,
+                policy,
+                validation,
+                exporter.clone(),
+                state_version.clone(),
+            ),
         )?
         .serve_at(turbo_api::ROOT_PATH, zbus::fdo::ObjectManager)?
         .name(turbo_api::BUS_NAME)?
@@ -340,6 +347,7 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
         rt.beat_into(heartbeat, interval);
     }
     rt.monitor(opts.monitor);
+    rt.count_changes_in(state_version);
     if let Some(k) = log_keeper {
         rt.keep_logs_with(k);
     }

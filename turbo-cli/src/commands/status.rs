@@ -4,7 +4,6 @@
 use std::cmp::Reverse;
 
 use anyhow::{Result, bail};
-use serde_json::Value as Json;
 use turbo_api::AppStatus;
 
 use super::{daemon, print_table};
@@ -36,7 +35,8 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
         eprintln!("warning: the metrics exporter is off: {why}");
     }
     if json {
-        let array = Json::Array(apps.iter().map(turbo_api::AppStatus::to_json).collect());
+        // printed from borrowed views: no `Value` tree of 1000 maps first (issue 21)
+        let array: Vec<_> = apps.iter().map(AppStatus::json).collect();
         term::emit_json(&array)
     } else {
         print_table(&apps)

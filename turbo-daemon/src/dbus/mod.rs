@@ -3,7 +3,8 @@
 //!
 //! It is thin on purpose: methods turn their arguments into a runtime [`Request`] and await its
 //! typed answer; app objects are caches refreshed from runtime [`Notice`]s, never read back by
-//! the runtime. It must not hold or decide supervision state.
+//! the runtime, and `ListApps` answers from one list shared while the runtime's state version
+//! stays ([`snapshot`]). It must not hold or decide supervision state.
 //!
 //! It is also the edge where callers' input arrives, so every argument is checked here before
 //! it goes anywhere (`config::input`: sizes, names, paths, targets), mutating calls are
@@ -11,7 +12,7 @@
 //! powers and file access rights, on a blocking thread: the runtime's single loop never waits
 //! for a config file, a user lookup or a credentials switch.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
@@ -23,13 +24,14 @@ use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::O
 use crate::{
     access::Caller,
     config::{self, ConfigError, Document, StartCall, input},
-    runtime::{AppsOp, Notice, Reply, Request, apply::ApplyRequest},
+    runtime::{AppsOp, LIST_MAX_AGE, Notice, Reply, Request, StateVersion, apply::ApplyRequest},
     spec::AppSpec,
 };
 
 mod app;
 pub use app::{AppIface, publish};
 pub mod auth;
+pub mod snapshot;
 pub mod wire;
 
 /// What validating a start call needs besides its arguments.
@@ -47,22 +49,27 @@ pub struct ManagerIface {
     policy: auth::Policy,
     validation: Validation,
     exporter: crate::metrics::Exporter,
+    /// `ListApps`'s answer, shared by the calls it stands for.
+    statuses: Arc<snapshot::StatusCache>,
 }
 
 impl ManagerIface {
-    /// An adapter that forwards to the runtime through `requests`.
+    /// An adapter that forwards to the runtime through `requests`; `version` is the runtime's
+    /// (see [`crate::runtime::Runtime::count_changes_in`]).
     #[must_use]
-    pub const fn new(
+    pub fn new(
         requests: mpsc::UnboundedSender<Request>,
         policy: auth::Policy,
         validation: Validation,
         exporter: crate::metrics::Exporter,
+        version: StateVersion,
     ) -> Self {
         Self {
             requests,
             policy,
             validation,
             exporter,
+            statuses: Arc::new(snapshot::StatusCache::new(version)),
         }
     }
 
@@ -528,10 +535,25 @@ impl ManagerIface {
         )
     }
 
-    /// Every app.
+    /// Every app. State, pid, restarts and every other field an event changes are current;
+    /// CPU, memory and uptime may be up to 1 s old (a reading up to 500 ms old, in a list that
+    /// answers the calls of the next 500 ms while nothing changes).
     #[zbus(out_args("apps"))]
-    async fn list_apps(&self) -> Result<Vec<AppStatus>, Error> {
-        wire::answer(async { self.ask(Request::List).await }.await)
+    async fn list_apps(&self) -> Result<snapshot::SharedList, Error> {
+        let (apps, built) = self
+            .statuses
+            .get_or_build(self.ask(Request::List))
+            .await
+            .map_err(wire::on_wire)?;
+        if let Some(built) = built {
+            // held while it may serve, not while the daemon idles
+            let statuses = Arc::clone(&self.statuses);
+            tokio::spawn(async move {
+                tokio::time::sleep(LIST_MAX_AGE).await;
+                statuses.expire(built);
+            });
+        }
+        Ok(apps)
     }
 
     /// Stops every app, then the daemon.

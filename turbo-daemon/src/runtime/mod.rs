@@ -20,6 +20,7 @@
 //! * [`marks`]: the mark every spawned process carries, and finding marked processes again;
 //! * [`usage`]: resource readings and the books between them (CPU window, leaks, counters);
 //! * [`view`]: the only builder of what callers see (statuses, info, describe, metrics);
+//! * [`version`]: the counter of changes that tells adapters an answer they hold is out of date;
 //! * [`output`]: where app output goes (the log keeper, or this daemon);
 //! * [`listen`], [`watch`], [`probe`]: `listen:` sockets, watch mode, health probes.
 //!
@@ -48,6 +49,7 @@ mod procs;
 pub mod requests;
 mod spawner;
 mod usage;
+mod version;
 mod view;
 pub mod watch;
 
@@ -62,8 +64,9 @@ use turbo_api::{AppStatus, CrashRecord};
 
 pub use self::{
     insight::Net as NetView,
-    requests::{AppsOp, CrashReport, Described, Reply, Request},
-    usage::{MonitorSettings, RestartReason},
+    requests::{AppsOp, CrashReport, Described, Listed, Reply, Request},
+    usage::{LIST_MAX_AGE, MonitorSettings, RestartReason},
+    version::StateVersion,
     view::{AppMetrics, InsightMetrics, MetricsSnapshot},
 };
 use self::{
@@ -221,6 +224,8 @@ pub struct Runtime {
     spawner: spawner::Spawner,
     /// Beaten on every pass of the loop; the systemd watchdog pings only while it moves.
     heartbeat: Option<(crate::host::notify::Heartbeat, Duration)>,
+    /// Moved on before anything that may change what callers see (see [`version`]).
+    version: StateVersion,
 }
 
 impl Runtime {
@@ -269,7 +274,14 @@ impl Runtime {
             insight: insight::Insight::default(),
             alerts: alerts::Alerts::default(),
             heartbeat: None,
+            version: StateVersion::default(),
         }
+    }
+
+    /// Counts the loop's changes in `version`, which the D-Bus adapter reads to know whether
+    /// the status list it holds still stands.
+    pub fn count_changes_in(&mut self, version: StateVersion) {
+        self.version = version;
     }
 
     /// Makes the loop beat `heartbeat` at least every `interval` (for the systemd watchdog).
@@ -406,6 +418,7 @@ impl Runtime {
     }
 
     fn on_event(&mut self, ev: Event) {
+        self.version.bump();
         if let Some(kind) = timeline_kind(&ev) {
             let _ = self.timeline(ev.key(), ev.pid(), kind, || timeline_detail(&ev));
         }
@@ -635,6 +648,7 @@ impl Runtime {
     /// Reaps the exited orphans the daemon adopted as subreaper (nobody else waits for them);
     /// a stop waiting for them may be over now.
     fn reap_orphans(&mut self) {
+        self.version.bump();
         let reaped = os::reap_orphans();
         if !reaped.is_empty() {
             tracing::debug!(?reaped, "reaped orphaned descendants");
@@ -643,6 +657,7 @@ impl Runtime {
     }
 
     fn on_internal(&mut self, msg: Internal) {
+        self.version.bump();
         match msg {
             Internal::Input(input) => {
                 let hook = match &input {
@@ -843,6 +858,7 @@ impl Runtime {
     }
 
     fn begin_shutdown(&mut self, waiter: Waiter) {
+        self.version.bump();
         if self.replies.shutting_down {
             // a second SIGTERM/SIGINT: stop waiting for graceful exits
             tracing::warn!("second termination request: killing every app now");
@@ -890,6 +906,8 @@ impl Runtime {
 
     /// The sampler: one cheap reading (no PSS) of every running app's tree.
     fn sample_all(&mut self) {
+        // new figures: a list built before shows the old ones
+        self.version.bump();
         let now = Instant::now();
         let ids: Vec<AppId> = self.sup.apps().map(|a| a.id).collect();
         for id in ids {
@@ -904,6 +922,7 @@ impl Runtime {
     /// cheap tree reading otherwise). All apps in one wake-up rather than spread out: the
     /// reads cost the same either way, and one wake-up per interval is the cheapest schedule.
     fn sample_leaks(&mut self) {
+        self.version.bump();
         let now = Instant::now();
         let running: Vec<(AppId, u32)> = self
             .sup

@@ -37,6 +37,16 @@ pub type Described = (AppStatus, AppConfigInfo, Vec<CrashRecord>);
 /// `GetCrashes`'s answer: stats and records newest first.
 pub type CrashReport = (CrashStats, Vec<CrashRecord>);
 
+/// `ListApps`'s answer: every app, and the state version it shows (an adapter may hand it to
+/// other callers until the version moves on or it is [`LIST_MAX_AGE`] old).
+#[derive(Debug)]
+pub struct Listed {
+    /// [`super::StateVersion::get`] while the list was built.
+    pub version: u64,
+    /// Every app, by id.
+    pub apps: Vec<AppStatus>,
+}
+
 /// What a caller asks for, with where the typed answer goes.
 #[derive(Debug)]
 pub enum Request {
@@ -44,8 +54,9 @@ pub enum Request {
     Info(Reply<DaemonInfo>),
     /// Everything a metrics scrape reports, measured now.
     Metrics(Reply<MetricsSnapshot>),
-    /// Every app, measured now.
-    List(Reply<Vec<AppStatus>>),
+    /// Every app, measured now (or with a reading up to [`LIST_MAX_AGE`] old), with the
+    /// [`super::StateVersion`] it was built at.
+    List(Reply<Listed>),
     /// One app in detail (name, id or `name:N`).
     Describe(String, Reply<Described>),
     /// One app's crashes.
@@ -122,7 +133,8 @@ impl Request {
         match self {
             Self::Info(tx) => fail(tx, error),
             Self::Metrics(tx) => fail(tx, error),
-            Self::List(tx) | Self::Apps(_, tx) => fail(tx, error),
+            Self::List(tx) => fail(tx, error),
+            Self::Apps(_, tx) => fail(tx, error),
             Self::Apply(_, tx) => fail(tx, error),
             Self::Describe(_, tx) => fail(tx, error),
             Self::Crashes(_, tx) => fail(tx, error),
@@ -277,6 +289,12 @@ impl Runtime {
         if self.replies.shutting_down && !is_read_only(&req) {
             return req.refuse(Error::Failed("the daemon is shutting down".into()));
         }
+        // everything but the list itself and `info` may change what a list shows: commands,
+        // and the fresher readings a scrape or a describe takes (a list must never show older
+        // figures than a caller already saw)
+        if !matches!(req, Request::List(_) | Request::Info(_)) {
+            self.version.bump();
+        }
         match req {
             Request::Info(tx) => {
                 let _ = tx.send(Ok(self.info()));
@@ -285,12 +303,13 @@ impl Runtime {
                 let _ = tx.send(Ok(self.metrics_snapshot()));
             }
             Request::List(tx) => {
+                let version = self.version.get();
                 let ids: Vec<AppId> = self.sup.apps().map(|a| a.id).collect();
-                let list = ids
+                let apps = ids
                     .into_iter()
                     .filter_map(|id| self.measured_status(id, Reading::Recent(LIST_MAX_AGE)))
                     .collect();
-                let _ = tx.send(Ok(list));
+                let _ = tx.send(Ok(Listed { version, apps }));
             }
             Request::Describe(target, tx) => {
                 let _ = tx.send(self.describe(&target));

@@ -72,6 +72,8 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     let mut notes = Vec::new();
     let largest = SIZES[SIZES.len() - 1];
     let mut peers: Vec<String> = Vec::new();
+    // CPU time of one burst client on average (ms), for the burst's floor note
+    let mut client_cpu = None;
     for apps in SIZES {
         sys::check_interrupted()?;
         println!("status latency with {apps} apps: {calls} calls of each command");
@@ -79,8 +81,9 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         let mut subjects = Vec::new();
         let mut measured = size(env, apps, calls, &mut mgrs, &mut subjects);
         if measured.is_ok() && apps == largest {
-            measured = burst(&mut subjects, apps, bursts).map(|row| {
+            measured = burst(&mut subjects, apps, bursts).map(|(row, cpu)| {
                 rows.push(row);
+                client_cpu = cpu;
             });
         }
         for m in &mut mgrs {
@@ -110,6 +113,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     }
     targets.push(flat_target(&rows));
     targets.push(burst_target(&rows, largest));
+    notes.push(burst_floor_note(&rows, largest, client_cpu));
     notes.extend([
         "PM2's CLI is a Node.js program and supervisorctl a Python one: most of their time \
          is the interpreter starting, which a user pays on every call too."
@@ -117,9 +121,14 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         "Where the time goes: the floor (`turbo ping`) is the CLI process starting, connecting \
          to the private bus (authentication, `Hello`) and one round trip through the \
          dbus-daemon; `status` adds one `ListApps` call and one property read (sent together), \
-         the daemon building the reply (per app: two `/proc` reads, `stat` and `children`, \
-         kept open and re-read with `pread`, and the reply's serialisation), the dbus-daemon \
-         copying it, and the CLI decoding and printing it."
+         the daemon's reply (a list built by its loop, per app two `/proc` reads, `stat` and \
+         `children`, kept open and re-read with `pread`; one list answers every call while \
+         nothing changes, for up to 500 ms, so most calls only serialise it), the dbus-daemon \
+         copying it (about 0.8 KB per app), and the CLI decoding and printing it. A profile at \
+         1000 apps before issue 21's last round (release build, `perf record`, CPU per call): \
+         the CLI 18.5 ms for `status --json`, most of it building and printing a JSON tree, \
+         and 20 ms for the table, a quarter of it labelling instances by comparing every name \
+         with every other (both gone since); the daemon 11 ms, the dbus-daemon 2.5 ms."
             .to_owned(),
     ]);
     Ok(Outcome {
@@ -257,8 +266,26 @@ fn last_app(apps: usize) -> String {
     format!("s{:04}", apps - 1)
 }
 
-/// `bursts` times [`CLIENTS`] concurrent runs of the `turbo status --json` subject.
-fn burst(subjects: &mut [Subject], apps: usize, bursts: usize) -> Result<Row> {
+/// CPU time (user + system) of the harness's children it has waited for, in ms, from
+/// `/proc/self/stat` (`cutime` and `cstime`, in clock ticks).
+fn children_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // cutime and cstime are fields 16 and 17 of the line, 14 and 15 of the rest
+    let ticks = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "the ticks of a bench run fit an f64"
+    )]
+    Some(ticks as f64 * 1e3 / hz as f64)
+}
+
+/// `bursts` times [`CLIENTS`] concurrent runs of the `turbo status --json` subject; with the
+/// clients' mean CPU time (ms), when it could be read.
+fn burst(subjects: &mut [Subject], apps: usize, bursts: usize) -> Result<(Row, Option<f64>)> {
     let what = label(TURBO_JSON, apps);
     let Some(s) = subjects.iter_mut().find(|s| s.row.subject == what) else {
         bail!("no `{TURBO_JSON}` subject to run concurrently");
@@ -270,6 +297,7 @@ fn burst(subjects: &mut [Subject], apps: usize, bursts: usize) -> Result<Row> {
         extra: vec![],
         error: None,
     };
+    let cpu_before = children_cpu_ms();
     for _ in 0..bursts {
         sys::check_interrupted()?;
         let gate = Arc::new(Barrier::new(CLIENTS));
@@ -306,7 +334,45 @@ fn burst(subjects: &mut [Subject], apps: usize, bursts: usize) -> Result<Row> {
             row.subject, x.median, x.max, x.n
         );
     }
-    Ok(row)
+    #[expect(clippy::cast_precision_loss, reason = "a few hundred clients")]
+    let cpu = match (cpu_before, children_cpu_ms()) {
+        (Some(a), Some(b)) if b > a => Some((b - a) / (bursts * CLIENTS) as f64),
+        _ => None,
+    };
+    Ok((row, cpu))
+}
+
+/// How fast the burst could be at best here: [`CLIENTS`] clients need their CPU time on the
+/// machine's cores, so the last ones cannot finish before that time divided by the cores.
+fn burst_floor_note(rows: &[Row], apps: usize, client_cpu: Option<f64>) -> String {
+    let cores = thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let one = median(rows, &label(TURBO_JSON, apps));
+    let (Some(cpu), Some(one)) = (client_cpu, one) else {
+        return "The burst's floor was not measured (no burst, or the clients' CPU time could \
+                not be read)."
+            .to_owned();
+    };
+    #[expect(clippy::cast_precision_loss, reason = "small counts")]
+    let (clients, cores_f) = (CLIENTS as f64, cores as f64);
+    let floor = cpu * clients / cores_f;
+    let verdict = if floor > CONCURRENT_VS_ONE * one {
+        format!(
+            "above the target's {CONCURRENT_VS_ONE}× before the daemon or the bus does \
+             anything, so out of reach on {cores} cores however cheap the daemon's answer (it \
+             would take about {:.0} cores, or clients that need less CPU)",
+            (cpu * clients / (CONCURRENT_VS_ONE * one)).ceil()
+        )
+    } else {
+        "within the target: what the burst takes beyond it is queueing in the daemon or the bus"
+            .to_owned()
+    };
+    format!(
+        "The burst's floor here: each `{TURBO_JSON}` client used {cpu:.1} ms of CPU on average \
+         (its own process only, from the harness's children's CPU time; the daemon's and the \
+         dbus-daemon's come on top), so {CLIENTS} of them on {cores} cores cannot all be done \
+         before {floor:.0} ms, {:.1}× one client alone ({one:.1} ms): {verdict}.",
+        floor / one
+    )
 }
 
 /// The same program, arguments and environment (`Command` is not `Clone`).
