@@ -765,52 +765,77 @@ impl Keeper {
     }
 
     /// Takes a copy of every pipe the keepers read (after the previous daemon's death or an
-    /// upgrade), as far as the daemon has descriptors to spare, and returns their pids.
+    /// upgrade), as far as the daemon has descriptors to spare, and returns their pids. A keeper
+    /// that does not answer is left out (its apps are then not known to be read by it).
     ///
     /// # Errors
-    /// When a keeper does not answer.
+    /// When no keeper answers.
     pub fn adopt(&mut self) -> io::Result<HashSet<u32>> {
         let mut pids = HashSet::new();
-        let mut buf = vec![0; MAX_MESSAGE];
+        let mut last = None;
         for shard in 0..self.shards.len() {
-            let session = self.session(shard)?;
-            fdpass::send(session, &to_json(&Request::Pipes), &[])?;
-            let mut got = Vec::new();
-            loop {
-                let (n, fds) = fdpass::recv(session, &mut buf)?;
+            if let Err(e) = self.adopt_from(shard, &mut pids) {
+                tracing::warn!(
+                    "cannot take over the pipes the log keeper of {} reads: {e}",
+                    self.shards[shard].socket
+                );
+                last = Some(e);
+            }
+        }
+        match last {
+            Some(e) if pids.is_empty() => Err(e),
+            _ => Ok(pids),
+        }
+    }
+
+    fn adopt_from(&mut self, shard: usize, pids: &mut HashSet<u32>) -> io::Result<()> {
+        // a descriptor of its own: `held` is filled while it is used
+        let session = self.session(shard)?.try_clone_to_owned()?;
+        fdpass::send(session.as_fd(), &to_json(&Request::Pipes), &[])?;
+        let mut buf = vec![0; MAX_MESSAGE];
+        loop {
+            // the copies and the adopted processes' pidfds may need more than the limit the
+            // daemon was started with (a unit's soft 1,024): raised as a start would
+            if crate::os::creds::short_of_fds(FD_RESERVE).is_some()
+                && let Err(e) = crate::os::creds::raise_nofile()
+            {
+                tracing::warn!("cannot raise the file descriptor limit: {e}");
+            }
+            let (n, fds) = fdpass::recv(session.as_fd(), &mut buf)?;
+            let (pid, instance, app) =
                 match serde_json::from_slice::<Reply>(&buf[..n]).map_err(io::Error::other)? {
                     Reply::Pipe {
                         pid, instance, app, ..
-                    } => got.push((pid, instance, app, fds)),
-                    Reply::End => break,
+                    } => (pid, instance, app),
+                    Reply::End => return Ok(()),
                     other => return Err(unexpected(&other)),
-                }
-            }
-            for (pid, instance, app, fds) in got {
-                pids.insert(pid);
-                self.apps.insert(app.clone(), shard);
-                let n = fds.len() as u64;
-                let fds = if self.copies + n <= copy_budget() {
-                    self.copies += n;
-                    fds
-                } else {
-                    Vec::new()
                 };
-                // the keeper's room, told at `hello`, already left out these pipes
-                self.held.insert(
-                    pid,
-                    Held {
-                        shard,
-                        instance,
-                        app,
-                        policy: LogPolicy::default(),
-                        fds,
-                        counted: false,
-                    },
-                );
+            pids.insert(pid);
+            self.apps.insert(app.clone(), shard);
+            let n = fds.len() as u64;
+            // beyond the budget the copies close at once, one message at a time
+            let fds = if self.copies + n <= copy_budget() {
+                self.copies += n;
+                fds
+            } else {
+                Vec::new()
+            };
+            // the keeper's room, told at `hello`, already left out these pipes
+            let old = self.held.insert(
+                pid,
+                Held {
+                    shard,
+                    instance,
+                    app,
+                    policy: LogPolicy::default(),
+                    fds,
+                    counted: false,
+                },
+            );
+            if let Some(old) = old {
+                self.release(&old);
             }
         }
-        Ok(pids)
     }
 
     /// Whether a keeper reads `pid`'s output (a process adopted from a previous daemon);
@@ -1098,6 +1123,27 @@ mod tests {
     fn pipe() -> (OwnedFd, std::io::PipeWriter) {
         let (r, w) = std::io::pipe().unwrap();
         (r.into(), w)
+    }
+
+    /// A new daemon finds the keepers beyond the first by their sockets, in order of their
+    /// number, and nothing else in the home.
+    #[test]
+    fn the_sockets_of_more_keepers_are_found_in_order() {
+        let home = tempfile::tempdir().unwrap();
+        for name in [
+            SOCKET,
+            "keeper-10.sock",
+            "keeper-2.sock",
+            "keeper-x.sock",
+            "keeper-3.log",
+            "keeper-.sock",
+        ] {
+            std::fs::write(home.path().join(name), b"").unwrap();
+        }
+        assert_eq!(
+            shard_sockets(home.path()),
+            ["keeper-2.sock", "keeper-10.sock"]
+        );
     }
 
     /// Several writers of one app (its instances' own files, or the keeper's and the daemon's)
