@@ -244,15 +244,17 @@ fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
     assert_eq!(running, listed, "processes running that no online app owns");
     let log = d.daemon_log();
     assert!(!log.contains("starting a new one"), "{log}");
-    assert_eq!(
-        keeper_pid(d.home()),
-        Some(keeper),
+    // a second keeper may have started for the apps the first had no room for
+    assert!(
+        pid_alive(keeper) && keepers_of(&d).contains(&keeper),
         "the keeper was replaced"
     );
     d.turbo_ok(&["stop", "all"]);
     println!(
-        "scale: fd limit 300: {} online with output captured, {} errored with the reason",
+        "scale: fd limit 300: {} online with output captured in {} keepers, {} errored with \
+         the reason",
         online.len(),
+        keepers_of(&d).len(),
         errored.len()
     );
 }
