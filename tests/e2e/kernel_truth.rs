@@ -380,3 +380,90 @@ fn stop_reaches_children_forked_before_the_watch_was_set() {
         "stop left the early, setsid'd child {early} running"
     );
 }
+
+/// Events the ring buffer had no room for are counted, and the process trees they described
+/// are taken again from the kernel's map of watched processes: a descendant that left the
+/// process group and its parent, forked while the daemon was frozen (so its fork event was
+/// dropped behind a full ring buffer), is still reached by `turbo stop`.
+#[test]
+fn descendants_behind_lost_events_are_still_stopped() {
+    if skip("descendants_behind_lost_events_are_still_stopped") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    assert_eq!(d.json(&["info"])["event_source"], "ebpf");
+    let go = d.home().join("go");
+    let orphan = d.home().join("orphan");
+    let ready = d.home().join("ready");
+    // waits for `go`, then fills the ring buffer with ~3 events per /bin/true (the daemon is
+    // frozen: nothing drains it), then starts a `sleep` in a session of its own whose parent
+    // exits at once, so neither the process group nor the main process's children hold it
+    let script = d.script(
+        "lossy.sh",
+        &format!(
+            "while [ ! -e {go} ]; do sleep 0.05; done\n\
+             i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done\n\
+             setsid sh -c 'sleep 600 & echo $! > {orphan}.tmp; mv {orphan}.tmp {orphan}' &\n\
+             wait\n\
+             touch {ready}\n\
+             exec sleep 600\n",
+            go = go.display(),
+            orphan = orphan.display(),
+            ready = ready.display()
+        ),
+    );
+    let yml = d.config(
+        "lossy",
+        &format!(
+            "apps:\n  - name: lossy\n    cmd: [sh, {}]\n    autorestart: never\n",
+            script.display()
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    d.wait_app("lossy", "online", |a| a["state"] == "online");
+    let daemon = d.daemon_pid().expect("daemon pid").to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &daemon])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig} {daemon}");
+    };
+    signal("-STOP");
+    std::fs::write(&go, "").expect("go");
+    let made = std::panic::catch_unwind(|| {
+        wait_for(
+            "the orphan behind the full ring buffer",
+            Duration::from_secs(90),
+            || ready.exists().then_some(()),
+        );
+    });
+    signal("-CONT");
+    made.expect("the app made its orphan while the daemon was frozen");
+    let orphan: u64 = std::fs::read_to_string(&orphan)
+        .expect("orphan pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(pid_alive(orphan), "the orphan runs");
+    let lost = wait_for("the loss to be counted", Duration::from_secs(10), || {
+        let n = d.json(&["info"])["events_lost"].as_u64().unwrap_or(0);
+        (n > 0).then_some(n)
+    });
+    wait_for(
+        "the recovery in the daemon log",
+        Duration::from_secs(10),
+        || {
+            d.daemon_log()
+                .contains("read again from the kernel's watch map")
+                .then_some(())
+        },
+    );
+    d.turbo_ok(&["stop", "lossy"]);
+    wait_for(
+        "the stop to reach the orphan",
+        Duration::from_secs(15),
+        || (!pid_alive(orphan)).then_some(()),
+    );
+    println!("kernel_truth: {lost} events lost; the orphan {orphan} was stopped with its app");
+}

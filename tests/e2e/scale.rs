@@ -397,9 +397,9 @@ fn process_churn_counts_lost_events_and_the_apps_exit_is_attributed() {
     let info = d.json(&["info"]);
     assert_eq!(info["event_source"], "ebpf", "{info}");
     // a daemon not scheduled for a while (a loaded CI host) lets the ring buffer overflow: the
-    // loss is counted (`events_lost`, `turbo_events_lost_total`) and the app's own exit,
-    // asserted above, is still attributed by eBPF; the descendants of lost fork events are not
-    // re-read from /proc yet (issue 21, reported)
+    // loss is counted (`events_lost`, `turbo_events_lost_total`), the trees are taken again
+    // from the kernel (kernel_truth::descendants_behind_lost_events_are_still_stopped) and the
+    // app's own exit, asserted above, is still attributed by eBPF
     let lost = info["events_lost"]
         .as_u64()
         .expect("events_lost is a count");

@@ -536,6 +536,13 @@ impl EventSource {
         self.ebpf.as_ref().map_or(0, ebpf::Ebpf::lost_events)
     }
 
+    /// Every process the kernel watches for an app, with the app's key (eBPF only: `None`
+    /// with the procfs fallback, which announces nothing it could lose).
+    #[must_use]
+    pub fn watched_all(&self) -> Option<Vec<(u32, u32)>> {
+        self.ebpf.as_ref().map(ebpf::Ebpf::watched_all)
+    }
+
     /// The eBPF handle, when eBPF is active (load time, attached programs, watched keys).
     #[must_use]
     pub const fn ebpf(&self) -> Option<&ebpf::Ebpf> {

@@ -14,6 +14,7 @@
 //! * [`execute`]: carrying out actions (timers, signals, spawns, notifications);
 //! * [`spawner`]: preparing a spawn plan (environment, identity, sockets, cgroup, watcher);
 //! * [`procs`]: the process table (descendants, group waits, departed pids, crash facts);
+//! * [`lost`]: recovering the process trees after eBPF events were lost;
 //! * [`crashes`]: crash assembly into a domain [`crashes::Crash`] and the crash store;
 //! * [`persist`]: the debounced state file, the dump file, restoring at start-up;
 //! * [`marks`]: the mark every spawned process carries, and finding marked processes again;
@@ -38,6 +39,7 @@ mod execute;
 mod hooks;
 mod insight;
 pub mod listen;
+mod lost;
 mod marks;
 mod output;
 mod persist;
@@ -199,6 +201,7 @@ pub struct Runtime {
     chan: Channels,
     replies: Replies,
     procs: procs::ProcessTable,
+    losses: lost::LossWatch,
     usage: Usage,
     crashes: crashes::CrashStore,
     insight: insight::Insight,
@@ -250,6 +253,7 @@ impl Runtime {
                 ..Replies::default()
             },
             procs: procs::ProcessTable::default(),
+            losses: lost::LossWatch::default(),
             usage: Usage::default(),
             crashes: crashes::CrashStore::default(),
             insight: insight::Insight::default(),
@@ -301,11 +305,15 @@ impl Runtime {
             if let Some((hb, _)) = &self.heartbeat {
                 hb.beat();
             }
+            let loss_check = self.losses.due();
             tokio::select! {
                 // kernel events first: when an eBPF exit and the pidfd are ready together, the
                 // earlier notice should win so `last_exit.source` tells the truth
                 biased;
-                Some(ev) = self.chan.events_rx.recv() => self.on_event(ev),
+                Some(ev) = self.chan.events_rx.recv() => {
+                    self.on_event(ev);
+                    self.after_events();
+                }
                 Some(msg) = self.chan.internal_rx.recv() => self.on_internal(msg),
                 Some(req) = self.chan.requests_rx.recv() => {
                     self.catch_up_events().await;
@@ -320,6 +328,7 @@ impl Runtime {
                     SourceKind::Ebpf => self.sample_leaks(),
                 },
                 () = output::keeper_lost(self.output.keeper()) => self.output.replace_keeper(),
+                () = sleep_until(loss_check) => self.look_for_losses(Instant::now()),
             }
             if self.replies.shutting_down && self.replies.waiters.is_empty() {
                 // the last change must reach the disk, debounce or not
@@ -348,14 +357,28 @@ impl Runtime {
     /// yield lets the runtime poll its drivers and run the reader first.
     async fn catch_up_events(&mut self) {
         tokio::task::yield_now().await;
+        let mut any = false;
         while let Ok(ev) = self.chan.events_rx.try_recv() {
             self.on_event(ev);
+            any = true;
+        }
+        if any {
+            self.after_events();
         }
     }
 
     /// The app whose main process is `pid`.
     fn main_app(&self, pid: u32) -> Option<AppId> {
         self.sup.apps().find(|a| a.pid() == Some(pid)).map(|a| a.id)
+    }
+
+    /// [`Self::main_app`] for an event that names its app's key: one lookup rather than a walk
+    /// of every app, since a churning tree sends thousands of descendant exits a second.
+    fn main_app_keyed(&self, key: u32, pid: u32) -> Option<AppId> {
+        match self.sup.app(key) {
+            Some(app) => (app.pid() == Some(pid)).then_some(app.id),
+            None => self.main_app(pid),
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
@@ -370,7 +393,7 @@ impl Runtime {
                 memory,
                 source,
             } => {
-                if self.main_app(pid).is_some() {
+                if self.main_app_keyed(key, pid).is_some() {
                     if let Some(memory) = memory {
                         self.procs.exit_memory(pid, memory);
                     }
@@ -882,4 +905,12 @@ fn timeline_entry(ev: &Event) -> Option<(&'static str, String)> {
         ),
         _ => return None,
     })
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }

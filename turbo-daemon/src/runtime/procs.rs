@@ -80,6 +80,47 @@ impl ProcessTable {
         true
     }
 
+    /// Replaces every app's descendants with those the kernel watches now (`watched`: tgid
+    /// and app key, after lost events): forks whose events were dropped are added, processes
+    /// whose exits were dropped are forgotten, so a stop neither misses the first nor signals
+    /// a stranger that reused the pid of the second. `main_of` names an app's main process
+    /// (not a descendant); keys of no app are ignored. Returns (added, forgotten).
+    pub fn resync(
+        &mut self,
+        watched: &[(u32, AppId)],
+        main_of: impl Fn(AppId) -> Option<Option<u32>>,
+    ) -> (usize, usize) {
+        let mut fresh: HashMap<AppId, HashSet<u32>> = HashMap::new();
+        for &(pid, app) in watched {
+            match main_of(app) {
+                Some(main) if main != Some(pid) => {
+                    fresh.entry(app).or_default().insert(pid);
+                }
+                _ => {}
+            }
+        }
+        let mut forgotten = 0;
+        for (app, old) in &self.tree {
+            for pid in old {
+                if !fresh.get(app).is_some_and(|n| n.contains(pid)) {
+                    forgotten += 1;
+                    self.fatal_signals.remove(pid);
+                }
+            }
+        }
+        let added = fresh
+            .iter()
+            .map(|(app, new)| {
+                let old = self.tree.get(app);
+                new.iter()
+                    .filter(|p| !old.is_some_and(|o| o.contains(p)))
+                    .count()
+            })
+            .sum();
+        self.tree = fresh;
+        (added, forgotten)
+    }
+
     /// The known descendants of `app`.
     pub fn descendants(&self, app: AppId) -> impl Iterator<Item = u32> + '_ {
         self.tree.get(&app).into_iter().flatten().copied()
@@ -237,6 +278,31 @@ pub struct CrashFacts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resync_takes_the_kernels_view_of_every_tree() {
+        let mut t = ProcessTable::default();
+        t.forked(1, 100); // its exit was lost
+        t.forked(1, 101);
+        t.forked(3, 300); // app 3 is gone
+        t.signaled(100, 9, None);
+        // the kernel: 101 lives, 102 and 201 were forked behind a full ring buffer, 10 and 20
+        // are main processes, 900 belongs to no app
+        let watched = [(10, 1), (101, 1), (102, 1), (20, 2), (201, 2), (900, 9)];
+        let main_of = |app| match app {
+            1 => Some(Some(10)),
+            2 => Some(Some(20)),
+            _ => None,
+        };
+        assert_eq!(t.resync(&watched, main_of), (2, 2));
+        let mut d: Vec<u32> = t.descendants(1).collect();
+        d.sort_unstable();
+        assert_eq!(d, [101, 102]);
+        assert_eq!(t.descendants(2).collect::<Vec<_>>(), [201]);
+        assert!(!t.has_descendants(3));
+        assert!(t.crash_facts(100).fatal_signals.is_empty());
+        assert_eq!(t.resync(&watched, main_of), (0, 0), "nothing changes twice");
+    }
 
     #[test]
     fn descendants_depart_and_are_remembered_for_a_while() {

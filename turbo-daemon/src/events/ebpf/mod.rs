@@ -273,6 +273,15 @@ impl Ebpf {
         self.watched.get(&tgid, 0).ok()
     }
 
+    /// Every watched tgid with its key, as the kernel knows them now: its programs add a
+    /// fork's child and remove an exit's process themselves, so this is the truth even when
+    /// the ring buffer dropped the events that announced them. One map walk (two syscalls an
+    /// entry): for recovering from lost events, not for a hot path.
+    #[must_use]
+    pub fn watched_all(&self) -> Vec<(u32, u32)> {
+        self.watched.iter().filter_map(Result::ok).collect()
+    }
+
     /// Stops reporting it, and clears its memory limit (ignores "not found").
     pub fn unwatch(&mut self, tgid: u32) {
         remove_quietly(&mut self.watched, tgid, "unwatch");
