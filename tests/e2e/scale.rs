@@ -244,15 +244,17 @@ fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
     assert_eq!(running, listed, "processes running that no online app owns");
     let log = d.daemon_log();
     assert!(!log.contains("starting a new one"), "{log}");
-    assert_eq!(
-        keeper_pid(d.home()),
-        Some(keeper),
+    // a second keeper may have started for the apps the first had no room for
+    assert!(
+        pid_alive(keeper) && keepers_of(&d).contains(&keeper),
         "the keeper was replaced"
     );
     d.turbo_ok(&["stop", "all"]);
     println!(
-        "scale: fd limit 300: {} online with output captured, {} errored with the reason",
+        "scale: fd limit 300: {} online with output captured in {} keepers, {} errored with \
+         the reason",
         online.len(),
+        keepers_of(&d).len(),
         errored.len()
     );
 }
@@ -434,5 +436,118 @@ fn process_churn_counts_lost_events_and_the_apps_exit_is_attributed() {
     println!(
         "scale: churn for {seconds}s: {forks} forks (plus `date` each round), {lost} events lost (counted), \
          exit 7 attributed by eBPF, {answers} status answers during it"
+    );
+}
+
+/// Pids of the log keepers of `d`'s home (every shard).
+fn keepers_of(d: &TestDaemon) -> HashSet<u64> {
+    let home = d.home().to_str().expect("a UTF-8 home").to_owned();
+    processes_with("--log-keeper")
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&home))
+        })
+        .collect()
+}
+
+/// When one keeper has too few descriptors for the apps (here a cap of 40 per keeper, 10 apps'
+/// worth, through `TURBO_KEEPER_FDS`; at 10,000 apps the hard limit does it), the daemon starts
+/// more, each app in one: every app's output is captured, a daemon started after a `kill -9`
+/// re-attaches to every keeper without starting one, no line is lost across it, stderr tails
+/// come from the keeper that read them, and an app added later gets a keeper with room.
+#[test]
+fn keepers_are_sharded_by_descriptors_and_no_line_is_lost_across_a_kill_9() {
+    const APPS: usize = 30;
+    let mut d = TestDaemon::spawn_with_env("auto", &[("TURBO_KEEPER_FDS", "40")]);
+    d.wait_answering();
+    let go = d.home().join("go");
+    let script = |n: &str| {
+        format!(
+            "'echo first words {n} >&2; i=0; while [ ! -e {go} ]; do echo $i; i=$((i+1)); \
+             sleep 0.05; done; echo $i; echo last words {n} >&2; exit 3'",
+            go = go.display()
+        )
+    };
+    let (names, yml) = apps_file(&d, "sh", APPS, script);
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let online = |d: &TestDaemon, names: &[String]| {
+        wait_for("every app online", Duration::from_secs(60), || {
+            let all = by_name(d);
+            names
+                .iter()
+                .all(|n| all.get(n).is_some_and(|a| a["state"] == "online"))
+                .then_some(all)
+        })
+    };
+    let all = online(&d, &names);
+    let keepers = keepers_of(&d);
+    assert_eq!(
+        keepers.len(),
+        3,
+        "30 apps at 10 per keeper: {keepers:?}\n{}",
+        d.daemon_log()
+    );
+    for n in &names {
+        log_with(&all[n], "] 2\n");
+    }
+    wait_for("every pid saved", Duration::from_secs(30), || {
+        let state = std::fs::read_to_string(d.home().join("state.json")).ok()?;
+        names
+            .iter()
+            .all(|n| state.contains(&format!("\"pid\": {}", pid_of(&all[n]))))
+            .then_some(())
+    });
+    d.kill9_daemon();
+    // the apps write on while no daemon runs: their keepers read it
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart_daemon();
+    let adopted = online(&d, &names);
+    for n in &names {
+        assert_eq!(pid_of(&adopted[n]), pid_of(&all[n]), "{n} was not adopted");
+    }
+    assert_eq!(
+        keepers_of(&d),
+        keepers,
+        "the keepers lived on, none was added"
+    );
+    let log = d.daemon_log();
+    assert!(
+        !log.contains("starting a new one") && !log.contains("went away"),
+        "a keeper was replaced: {log}"
+    );
+    // the keepers are full: a new app gets a fourth
+    let (late, late_yml) = apps_file(&d, "late", 1, script);
+    d.turbo_ok(&["start", late_yml.to_str().unwrap()]);
+    let late_all = online(&d, &late);
+    log_with(&late_all[&late[0]], "] 2\n");
+    assert_eq!(keepers_of(&d).len(), 4, "{}", d.daemon_log());
+
+    std::fs::write(&go, b"").unwrap();
+    for n in names.iter().chain(&late) {
+        let crashes = wait_for("the crash record", Duration::from_secs(30), || {
+            let c = d.json(&["crashes", n]);
+            (c["stats"]["total"] == 1).then_some(c)
+        });
+        let tail = crashes["crashes"][0]["stderr_tail"].to_string();
+        assert!(
+            tail.contains(&format!("first words {n}")) && tail.contains(&format!("last words {n}")),
+            "{n}: {crashes}"
+        );
+        // every number from 0 to the last, once, in order
+        let text = std::fs::read_to_string(by_name(&d)[n]["out_log"].as_str().expect("out_log"))
+            .expect("the app's log");
+        let numbers: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .collect();
+        let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+        assert_eq!(numbers, expected, "{n}: lines lost or repeated");
+        assert!(numbers.len() > 3, "{n}: {text}");
+    }
+    println!(
+        "scale: {} apps in {} keepers, adopted after kill -9 with no line lost",
+        APPS + 1,
+        keepers_of(&d).len()
     );
 }

@@ -67,6 +67,10 @@ struct Args {
     /// The app log directory (with --log-keeper) [default: <home>/logs]
     #[arg(long, hide = true, requires = "log_keeper")]
     log_dir: Option<PathBuf>,
+    /// The keeper's socket, a file name in --home (with --log-keeper; the daemon starts more
+    /// than one keeper when one has too few file descriptors for the apps) [default: keeper.sock]
+    #[arg(long, hide = true, requires = "log_keeper")]
+    keeper_socket: Option<String>,
 }
 
 /// `--metrics-listen`: an address, or off.
@@ -134,7 +138,10 @@ fn main() -> ExitCode {
         // no tokio runtime: the keeper is a small synchronous loop (turbo_daemon::keeper)
         let home = args.home.unwrap_or_default();
         let log_dir = args.log_dir.unwrap_or_else(|| home.join("logs"));
-        return match turbo_daemon::keeper::server::serve(&home, &log_dir) {
+        let socket = args
+            .keeper_socket
+            .unwrap_or_else(|| turbo_daemon::keeper::SOCKET.to_owned());
+        return match turbo_daemon::keeper::server::serve(&home, &log_dir, &socket) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("turbo-daemon --log-keeper: {e}");

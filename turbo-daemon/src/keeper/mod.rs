@@ -29,6 +29,7 @@ use std::{
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -136,6 +137,10 @@ pub enum Reply {
     Hello {
         /// The keeper's pid.
         pid: u32,
+        /// Descriptors it has free for apps' pipes and log files, beyond its reserve (none from
+        /// a keeper older than shards).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<u64>,
     },
     /// Done.
     Ok,
@@ -216,13 +221,19 @@ pub fn add_counters(all: &mut Vec<AppCounters>, c: AppCounters) {
     }
 }
 
-/// The daemon's copy of one process's pipes, and what re-registering them needs.
+/// What the daemon knows of one process whose pipes a keeper reads.
 #[derive(Debug)]
 struct Held {
+    /// The keeper that reads them (an index of `Keeper::shards`).
+    shard: usize,
     instance: u32,
     app: String,
     policy: LogPolicy,
+    /// The daemon's copies of the read ends, so they outlive that keeper; empty when the
+    /// daemon had no descriptors to spare for them ([`copy_budget`]).
     fds: Vec<OwnedFd>,
+    /// Whether its pipes are counted in its keeper's `used` (registered by this daemon).
+    counted: bool,
 }
 
 /// One process's pipes to hand over ([`Keeper::register_all`]).
@@ -243,26 +254,91 @@ pub struct Registration {
 /// The outcome of one registration: on failure the error, with both pipes back.
 pub type Registered = Result<(), (io::Error, OwnedFd, OwnedFd)>;
 
-/// The daemon's side of the keeper. See the module docs.
+/// Descriptors a keeper process holds per app process at most: the read ends of both pipes,
+/// and the app's two log files (shared by its instances unless `log.per_instance`).
+pub const FDS_PER_PROCESS: u64 = 4;
+
+/// Environment variable that caps the descriptors a keeper reports free for apps' pipes and
+/// log files (it counts those it holds against it), so that a test can make several keepers
+/// with a few dozen apps. Unset in production; the keeper inherits it from the daemon.
+pub const SHARD_FDS_ENV: &str = "TURBO_KEEPER_FDS";
+
+/// The most descriptors the daemon spends on copies of pipes: a quarter of its hard limit, so
+/// that its other per-app descriptor (the pidfd) and the pipes of a batch of spawns still fit
+/// with ten thousand apps under a hard limit of 20,000 (docs/architecture.md, "File
+/// descriptors").
+fn copy_budget() -> u64 {
+    crate::os::creds::limit(crate::os::creds::Limit::Nofile).1 / 4
+}
+
+/// One keeper process (a shard) and the daemon's session with it.
 #[derive(Debug)]
-pub struct Keeper {
-    home: PathBuf,
-    log_dir: PathBuf,
+struct Shard {
+    /// Its socket's file name in the home: [`SOCKET`] for the first, `keeper-<n>.sock` after.
+    socket: String,
     session: Option<OwnedFd>,
     /// A copy of the session, watched by tokio: readable means the keeper went away.
     watch: Option<AsyncFd<OwnedFd>>,
     /// The keeper this daemon started (reaped when it dies).
     child: Option<Child>,
     pid: u32,
-    held: HashMap<u32, Held>,
     /// The policies this keeper process has opened log files with, by app and instance: the
     /// same request again would change nothing there, so a restart skips the round trip (the
     /// keeper may be busy with the dead process's last output, and the replacement waited).
     opened: HashMap<(String, u32), LogPolicy>,
+    /// Descriptors the keeper had free for apps when this daemon connected (none from a keeper
+    /// older than shards: no bound).
+    room: Option<u64>,
+    /// Descriptors this daemon has given it work for since: two per log-file pair it opened,
+    /// two per process registered.
+    used: u64,
+    /// Pipes of processes about to start (two per [`Keeper::open_logs`] since the last
+    /// [`Keeper::settle`]), so that the spawns of one pass do not all land in a keeper that
+    /// has room for one.
+    starting: u64,
+}
+
+impl Shard {
+    fn new(socket: String) -> Self {
+        Self {
+            socket,
+            session: None,
+            watch: None,
+            child: None,
+            pid: 0,
+            opened: HashMap::new(),
+            room: None,
+            used: 0,
+            starting: 0,
+        }
+    }
+
+    /// Whether the keeper's session is gone (it died or was never made).
+    fn is_lost(&self) -> bool {
+        self.watch
+            .as_ref()
+            .is_none_or(|w| fdpass::peer_closed(w.get_ref()))
+    }
+}
+
+/// The daemon's side of the keepers: as many keeper processes (shards) as the descriptors of
+/// the apps need, each app's processes all in one of them. See the module docs.
+#[derive(Debug)]
+pub struct Keeper {
+    home: PathBuf,
+    log_dir: PathBuf,
+    /// The first is always there; more are started when the ones there are have no room.
+    shards: Vec<Shard>,
+    held: HashMap<u32, Held>,
+    /// Which keeper writes each app's log files (one writer per file keeps rotation safe).
+    apps: HashMap<String, usize>,
+    /// Descriptors of the pipe copies in `held`.
+    copies: u64,
 }
 
 impl Keeper {
-    /// Connects to the keeper of `home`, starting one if none runs.
+    /// Connects to the keepers of `home` (those a previous daemon started, after a `kill -9` or
+    /// an upgrade), starting the first if none runs.
     ///
     /// # Errors
     /// When no keeper runs and none can be started (`keeper.log` in the home says why).
@@ -270,54 +346,86 @@ impl Keeper {
         let mut k = Keeper {
             home: home.to_owned(),
             log_dir: log_dir.to_owned(),
-            session: None,
-            watch: None,
-            child: None,
-            pid: 0,
+            shards: vec![Shard::new(SOCKET.to_owned())],
             held: HashMap::new(),
-            opened: HashMap::new(),
+            apps: HashMap::new(),
+            copies: 0,
         };
-        k.connect()?;
+        k.connect(0)?;
+        for socket in shard_sockets(home) {
+            k.shards.push(Shard::new(socket));
+            let i = k.shards.len() - 1;
+            match k.hello(i) {
+                Ok(fd) => k.attach(i, fd)?,
+                Err(e) => {
+                    // a keeper killed with its socket left behind: its pipes are gone with it
+                    tracing::warn!(
+                        "the log keeper of {} does not answer ({e}); removing its socket",
+                        k.shards[i].socket
+                    );
+                    let _ = std::fs::remove_file(k.home.join(&k.shards[i].socket));
+                    k.shards.pop();
+                }
+            }
+        }
         Ok(k)
     }
 
-    /// The keeper's pid.
+    /// The first keeper's pid.
     #[must_use]
-    pub const fn pid(&self) -> u32 {
-        self.pid
+    pub fn pid(&self) -> u32 {
+        self.shards.first().map_or(0, |s| s.pid)
     }
 
-    fn socket(&self) -> PathBuf {
-        self.home.join(SOCKET)
+    /// The number of keeper processes.
+    #[must_use]
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
-    /// Opens the session, starting a keeper when none answers, and hands it every pipe held.
-    fn connect(&mut self) -> io::Result<()> {
-        self.session = None;
-        self.watch = None;
-        // a new keeper process has opened nothing yet
-        self.opened.clear();
-        if let Some(child) = &mut self.child
+    fn socket(&self, shard: usize) -> PathBuf {
+        self.home.join(&self.shards[shard].socket)
+    }
+
+    /// Opens the session with `shard`, starting its keeper when none answers, and hands it
+    /// every pipe held for it.
+    fn connect(&mut self, shard: usize) -> io::Result<()> {
+        let s = &mut self.shards[shard];
+        s.session = None;
+        s.watch = None;
+        if let Some(child) = &mut s.child
             && child.try_wait().ok().flatten().is_some()
         {
-            self.child = None;
+            s.child = None;
         }
-        let fd = match self.hello() {
+        let fd = match self.hello(shard) {
             Ok(fd) => fd,
             Err(_) => {
-                self.spawn()?;
-                self.hello()?
+                self.spawn(shard)?;
+                self.hello(shard)?
             }
         };
+        self.attach(shard, fd)
+    }
+
+    /// Makes `fd` (answered `hello`) the session with `shard`, and hands it every pipe held for
+    /// it (after its keeper died: the new one reads them from here on).
+    fn attach(&mut self, shard: usize, fd: OwnedFd) -> io::Result<()> {
         let copy = fd.try_clone()?;
+        let s = &mut self.shards[shard];
+        // a new keeper process has opened nothing yet
+        s.opened.clear();
         // SAFETY: `copy` is an OwnedFd the AsyncFd owns from here on, so it stays open and the
         // same for the AsyncFd's whole life.
-        self.watch =
+        s.watch =
             unsafe { AsyncFd::register_with_interest(copy, tokio::io::Interest::READABLE) }.ok();
-        self.session = Some(fd);
-        let held: Vec<u32> = self.held.keys().copied().collect();
-        for pid in held {
-            let h = &self.held[&pid];
+        s.session = Some(fd);
+        let mut lost = 0;
+        for (&pid, h) in self.held.iter().filter(|(_, h)| h.shard == shard) {
+            if h.fds.is_empty() {
+                lost += 1;
+                continue;
+            }
             let req = Request::Register {
                 pid,
                 instance: h.instance,
@@ -325,20 +433,30 @@ impl Keeper {
                 policy: h.policy.clone(),
             };
             let fds: Vec<BorrowedFd<'_>> = h.fds.iter().map(AsFd::as_fd).collect();
-            if let Err(e) = self.exchange(&req, &fds) {
+            if let Err(e) = self.exchange(shard, &req, &fds) {
                 tracing::warn!("cannot hand the output of pid {pid} to the log keeper: {e}");
             }
+        }
+        if lost > 0 {
+            tracing::error!(
+                "{lost} processes' output pipes were held by the log keeper alone (the daemon \
+                 had no descriptors to spare for copies): they closed with it, and those \
+                 processes get EPIPE on their next write"
+            );
         }
         Ok(())
     }
 
-    fn hello(&mut self) -> io::Result<OwnedFd> {
-        let fd = fdpass::connect(&self.socket(), CALL_TIMEOUT)?;
+    fn hello(&mut self, shard: usize) -> io::Result<OwnedFd> {
+        let fd = fdpass::connect(&self.socket(shard), CALL_TIMEOUT)?;
         let reply = call_on(fd.as_fd(), &Request::Hello, &[])?;
         match reply {
-            Reply::Hello { pid } => {
-                self.pid = pid;
-                if self.child.is_none() {
+            Reply::Hello { pid, room } => {
+                let s = &mut self.shards[shard];
+                s.pid = pid;
+                s.room = room;
+                s.used = 0;
+                if s.child.is_none() {
                     reap_if_our_child(pid);
                 }
                 Ok(fd)
@@ -349,11 +467,12 @@ impl Keeper {
 
     /// Starts `turbo-daemon --log-keeper` (this very binary, so its code pages are shared with
     /// the daemon's) in a session of its own, and waits until it listens.
-    fn spawn(&mut self) -> io::Result<()> {
+    fn spawn(&mut self, shard: usize) -> io::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.home.join(LOG_FILE))?;
+        let socket = self.socket(shard);
         let mut cmd = Command::new("/proc/self/exe");
         // argv[0] as `ps` and `pgrep -f` show it; the short name (`ps -C`, `pgrep`) would be
         // `exe`, after the path, and the keeper sets it itself (`server::serve`)
@@ -362,10 +481,11 @@ impl Keeper {
             .arg("--home")
             .arg(&self.home)
             .arg("--log-dir")
-            .arg(&self.log_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            .arg(&self.log_dir);
+        if shard > 0 {
+            cmd.arg("--keeper-socket").arg(&self.shards[shard].socket);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         // the keeper is not the service: it must not answer systemd's notify socket
         crate::notify::strip_service_env(&mut cmd);
         // a session of its own: a terminal's or the daemon's process-group signals must not
@@ -375,7 +495,7 @@ impl Keeper {
         // waited for through `child`, not by the daemon's orphan reaper
         crate::os::process::claim(child.id());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while fdpass::connect(&self.socket(), CALL_TIMEOUT).is_err() {
+        while fdpass::connect(&socket, CALL_TIMEOUT).is_err() {
             if let Some(status) = child.try_wait()? {
                 return Err(io::Error::other(format!(
                     "the log keeper exited at start ({status}); see {}",
@@ -387,37 +507,129 @@ impl Keeper {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        tracing::info!(pid = child.id(), "started the log keeper");
-        self.child = Some(child);
+        tracing::info!(
+            pid = child.id(),
+            socket = %self.shards[shard].socket,
+            "started a log keeper"
+        );
+        self.shards[shard].child = Some(child);
         Ok(())
     }
 
-    fn session(&self) -> io::Result<BorrowedFd<'_>> {
-        self.session
+    /// The keeper that writes `app`'s logs: the one it has, else the first with room for one
+    /// more process, else a new one.
+    fn shard_for(&mut self, app: &str) -> io::Result<usize> {
+        if let Some(&i) = self.apps.get(app)
+            && i < self.shards.len()
+        {
+            return Ok(i);
+        }
+        let room = |s: &Shard| s.room.unwrap_or(u64::MAX);
+        let i = match self
+            .shards
+            .iter()
+            .position(|s| s.used + s.starting + FDS_PER_PROCESS <= room(s))
+        {
+            Some(i) => i,
+            None => {
+                let taken: HashSet<&str> = self.shards.iter().map(|s| s.socket.as_str()).collect();
+                let socket = (1..)
+                    .map(|n| format!("keeper-{n}.sock"))
+                    .find(|name| !taken.contains(name.as_str()))
+                    .unwrap_or_default();
+                self.shards.push(Shard::new(socket));
+                let i = self.shards.len() - 1;
+                if let Err(e) = self.connect(i) {
+                    self.shards.pop();
+                    return Err(io::Error::other(format!(
+                        "every log keeper is full and another cannot be started: {e}"
+                    )));
+                }
+                tracing::info!(
+                    "{} log keepers read the apps' output now (each has room for about {} \
+                     processes)",
+                    self.shards.len(),
+                    room(&self.shards[i]) / FDS_PER_PROCESS
+                );
+                i
+            }
+        };
+        self.apps.insert(app.to_owned(), i);
+        Ok(i)
+    }
+
+    fn session(&self, shard: usize) -> io::Result<BorrowedFd<'_>> {
+        self.shards[shard]
+            .session
             .as_ref()
             .map(AsFd::as_fd)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
-    fn exchange(&self, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
-        call_on(self.session()?, req, fds)
+    fn exchange(&self, shard: usize, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
+        call_on(self.session(shard)?, req, fds)
     }
 
-    /// One request on the session; when the keeper is gone, a new one is started (and given
-    /// every pipe held) and the request is sent once more.
-    fn call(&mut self, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
-        match self.exchange(req, fds) {
+    /// One request to `shard`; when its keeper is gone, a new one is started (and given every
+    /// pipe held for it) and the request is sent once more.
+    fn call(&mut self, shard: usize, req: &Request, fds: &[BorrowedFd<'_>]) -> io::Result<Reply> {
+        match self.exchange(shard, req, fds) {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 tracing::warn!("the log keeper did not answer ({e}); starting a new one");
-                self.connect()?;
-                self.exchange(req, fds)
+                self.connect(shard)?;
+                self.exchange(shard, req, fds)
             }
         }
     }
 
-    /// Hands `pid`'s stdout and stderr to the keeper and keeps a copy. On failure the pipes
-    /// come back, for the daemon to read itself.
+    /// Notes that `shard` reads `pid`'s pipes, keeping the daemon's copies when it has
+    /// descriptors to spare for them (else they are closed here: the keeper's are enough
+    /// while it lives).
+    fn hold(
+        &mut self,
+        shard: usize,
+        source: Source,
+        app: String,
+        policy: LogPolicy,
+        fds: Vec<OwnedFd>,
+    ) {
+        let n = fds.len() as u64;
+        let fds = if self.copies + n <= copy_budget() {
+            self.copies += n;
+            fds
+        } else {
+            Vec::new()
+        };
+        self.shards[shard].used += 2;
+        let old = self.held.insert(
+            source.pid,
+            Held {
+                shard,
+                instance: source.instance,
+                app,
+                policy,
+                fds,
+                counted: true,
+            },
+        );
+        if let Some(old) = old {
+            self.release(&old);
+        }
+    }
+
+    /// Gives back what `h` counted.
+    fn release(&mut self, h: &Held) {
+        self.copies = self.copies.saturating_sub(h.fds.len() as u64);
+        if h.counted
+            && let Some(s) = self.shards.get_mut(h.shard)
+        {
+            s.used = s.used.saturating_sub(2);
+        }
+    }
+
+    /// Hands `pid`'s stdout and stderr to its app's keeper and keeps a copy. On failure the
+    /// pipes come back, for the daemon to read itself.
     ///
     /// # Errors
     /// The keeper's error, with both pipes.
@@ -429,23 +641,25 @@ impl Keeper {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<(), (io::Error, OwnedFd, OwnedFd)> {
+        let shard = match self.shard_for(app) {
+            Ok(i) => i,
+            Err(e) => return Err((e, stdout, stderr)),
+        };
         let req = Request::Register {
             pid: source.pid,
             instance: source.instance,
             app: app.to_owned(),
             policy: policy.clone(),
         };
-        let reply = self.call(&req, &[stdout.as_fd(), stderr.as_fd()]);
+        let reply = self.call(shard, &req, &[stdout.as_fd(), stderr.as_fd()]);
         match reply {
             Ok(Reply::Ok) => {
-                self.held.insert(
-                    source.pid,
-                    Held {
-                        instance: source.instance,
-                        app: app.to_owned(),
-                        policy: policy.clone(),
-                        fds: vec![stdout, stderr],
-                    },
+                self.hold(
+                    shard,
+                    source,
+                    app.to_owned(),
+                    policy.clone(),
+                    vec![stdout, stderr],
                 );
                 Ok(())
             }
@@ -454,55 +668,70 @@ impl Keeper {
         }
     }
 
-    /// [`Self::register`] for many processes at once (the spawns of one pass of the loop): the
-    /// requests of a window are sent before their replies are read, so the keeper works while
-    /// the daemon sends, one round trip per window rather than per process. Results in order.
-    /// Should the session fail midway, a new one is made and the rest go one by one.
+    /// [`Self::register`] for many processes at once (the spawns of one pass of the loop): per
+    /// keeper, the requests of a window are sent before their replies are read, so the keeper
+    /// works while the daemon sends, one round trip per window rather than per process.
+    /// Results in order. Should a session fail midway, a new one is made and the rest go one
+    /// by one.
     pub fn register_all(&mut self, batch: Vec<Registration>) -> Vec<Registered> {
         const WINDOW: usize = 32;
-        let mut results = Vec::with_capacity(batch.len());
-        let mut rest = batch.into_iter().peekable();
-        while rest.peek().is_some() {
-            let window: Vec<Registration> = rest.by_ref().take(WINDOW).collect();
-            let (replies, broken) = self.pipelined(&window);
-            if broken {
-                // replies still on their way must not answer later requests
-                if let Err(e) = self.connect() {
-                    tracing::warn!("the log keeper did not answer ({e})");
-                }
-            }
-            for (r, reply) in window.into_iter().zip(replies) {
-                results.push(match reply {
-                    Some(Reply::Ok) => {
-                        self.held.insert(
-                            r.source.pid,
-                            Held {
-                                instance: r.source.instance,
-                                app: r.app,
-                                policy: r.policy,
-                                fds: vec![r.stdout, r.stderr],
-                            },
-                        );
-                        Ok(())
+        let mut results: Vec<Option<Registered>> = Vec::with_capacity(batch.len());
+        results.resize_with(batch.len(), || None);
+        let mut by_shard: Vec<Vec<(usize, Registration)>> = Vec::new();
+        for (at, r) in batch.into_iter().enumerate() {
+            match self.shard_for(&r.app) {
+                Ok(i) => {
+                    if by_shard.len() <= i {
+                        by_shard.resize_with(i + 1, Vec::new);
                     }
-                    Some(other) => Err((unexpected(&other), r.stdout, r.stderr)),
-                    None => self.register(r.source, &r.app, &r.policy, r.stdout, r.stderr),
-                });
+                    by_shard[i].push((at, r));
+                }
+                Err(e) => results[at] = Some(Err((e, r.stdout, r.stderr))),
+            }
+        }
+        for (shard, regs) in by_shard.into_iter().enumerate() {
+            let mut rest = regs.into_iter().peekable();
+            while rest.peek().is_some() {
+                let window: Vec<(usize, Registration)> = rest.by_ref().take(WINDOW).collect();
+                let (replies, broken) = self.pipelined(shard, &window);
+                if broken {
+                    // replies still on their way must not answer later requests
+                    if let Err(e) = self.connect(shard) {
+                        tracing::warn!("the log keeper did not answer ({e})");
+                    }
+                }
+                for ((at, r), reply) in window.into_iter().zip(replies) {
+                    results[at] = Some(match reply {
+                        Some(Reply::Ok) => {
+                            self.hold(shard, r.source, r.app, r.policy, vec![r.stdout, r.stderr]);
+                            Ok(())
+                        }
+                        Some(other) => Err((unexpected(&other), r.stdout, r.stderr)),
+                        None => self.register(r.source, &r.app, &r.policy, r.stdout, r.stderr),
+                    });
+                }
             }
         }
         results
+            .into_iter()
+            .map(|r| r.expect("every registration of a batch gets a result"))
+            .collect()
     }
 
-    /// Sends the window's requests, then reads their replies: one per request, `None` for
-    /// those not answered; `true` when the session failed on the way.
-    fn pipelined(&self, window: &[Registration]) -> (Vec<Option<Reply>>, bool) {
+    /// Sends the window's requests to `shard`, then reads their replies: one per request,
+    /// `None` for those not answered; `true` when the session failed on the way.
+    fn pipelined(
+        &self,
+        shard: usize,
+        window: &[(usize, Registration)],
+    ) -> (Vec<Option<Reply>>, bool) {
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(window.len());
-        let Ok(session) = self.session() else {
+        let Ok(session) = self.session(shard) else {
             replies.resize_with(window.len(), || None);
             return (replies, false);
         };
         let mut sent = 0;
-        for r in window {
+        for (_, r) in window {
             let req = Request::Register {
                 pid: r.source.pid,
                 instance: r.source.instance,
@@ -535,45 +764,81 @@ impl Keeper {
         (replies, broken)
     }
 
-    /// Takes a copy of every pipe the keeper reads (after the previous daemon's death or an
-    /// upgrade) and returns their pids.
+    /// Takes a copy of every pipe the keepers read (after the previous daemon's death or an
+    /// upgrade), as far as the daemon has descriptors to spare, and returns their pids. A keeper
+    /// that does not answer is left out (its apps are then not known to be read by it).
     ///
     /// # Errors
-    /// When the keeper does not answer.
+    /// When no keeper answers.
     pub fn adopt(&mut self) -> io::Result<HashSet<u32>> {
-        // the field, not `self.session()`: `held` is filled while it is borrowed
-        let session = self
-            .session
-            .as_ref()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?
-            .as_fd();
-        fdpass::send(session, &to_json(&Request::Pipes), &[])?;
-        let mut buf = vec![0; MAX_MESSAGE];
         let mut pids = HashSet::new();
+        let mut last = None;
+        for shard in 0..self.shards.len() {
+            if let Err(e) = self.adopt_from(shard, &mut pids) {
+                tracing::warn!(
+                    "cannot take over the pipes the log keeper of {} reads: {e}",
+                    self.shards[shard].socket
+                );
+                last = Some(e);
+            }
+        }
+        match last {
+            Some(e) if pids.is_empty() => Err(e),
+            _ => Ok(pids),
+        }
+    }
+
+    fn adopt_from(&mut self, shard: usize, pids: &mut HashSet<u32>) -> io::Result<()> {
+        // a descriptor of its own: `held` is filled while it is used
+        let session = self.session(shard)?.try_clone_to_owned()?;
+        fdpass::send(session.as_fd(), &to_json(&Request::Pipes), &[])?;
+        let mut buf = vec![0; MAX_MESSAGE];
         loop {
-            let (n, fds) = fdpass::recv(session, &mut buf)?;
-            match serde_json::from_slice::<Reply>(&buf[..n]).map_err(io::Error::other)? {
-                Reply::Pipe {
-                    pid, instance, app, ..
-                } => {
-                    pids.insert(pid);
-                    self.held.insert(
-                        pid,
-                        Held {
-                            instance,
-                            app,
-                            policy: LogPolicy::default(),
-                            fds,
-                        },
-                    );
-                }
-                Reply::End => return Ok(pids),
-                other => return Err(unexpected(&other)),
+            // the copies and the adopted processes' pidfds may need more than the limit the
+            // daemon was started with (a unit's soft 1,024): raised as a start would
+            if crate::os::creds::short_of_fds(FD_RESERVE).is_some()
+                && let Err(e) = crate::os::creds::raise_nofile()
+            {
+                tracing::warn!("cannot raise the file descriptor limit: {e}");
+            }
+            let (n, fds) = fdpass::recv(session.as_fd(), &mut buf)?;
+            let (pid, instance, app) =
+                match serde_json::from_slice::<Reply>(&buf[..n]).map_err(io::Error::other)? {
+                    Reply::Pipe {
+                        pid, instance, app, ..
+                    } => (pid, instance, app),
+                    Reply::End => return Ok(()),
+                    other => return Err(unexpected(&other)),
+                };
+            pids.insert(pid);
+            self.apps.insert(app.clone(), shard);
+            let n = fds.len() as u64;
+            // beyond the budget the copies close at once, one message at a time
+            let fds = if self.copies + n <= copy_budget() {
+                self.copies += n;
+                fds
+            } else {
+                Vec::new()
+            };
+            // the keeper's room, told at `hello`, already left out these pipes
+            let old = self.held.insert(
+                pid,
+                Held {
+                    shard,
+                    instance,
+                    app,
+                    policy: LogPolicy::default(),
+                    fds,
+                    counted: false,
+                },
+            );
+            if let Some(old) = old {
+                self.release(&old);
             }
         }
     }
 
-    /// Whether the keeper reads `pid`'s output (a process adopted from a previous daemon);
+    /// Whether a keeper reads `pid`'s output (a process adopted from a previous daemon);
     /// `policy` is its app's, for a new keeper should this one die.
     pub fn adopted(&mut self, pid: u32, policy: &LogPolicy) -> bool {
         match self.held.get_mut(&pid) {
@@ -587,12 +852,15 @@ impl Keeper {
 
     /// Drops the copy of `pid`'s pipes (its process is gone; the keeper reads them to the end).
     pub fn forget(&mut self, pid: u32) {
-        self.held.remove(&pid);
+        if let Some(h) = self.held.remove(&pid) {
+            self.release(&h);
+        }
     }
 
-    /// Opens `app`'s log files in the keeper (if they are not open yet) and sets their policy
+    /// Opens `app`'s log files in its keeper (if they are not open yet) and sets their policy
     /// (and that of the pipes held for it): done before an app's process is started, so a log
-    /// file that cannot be opened fails the start rather than losing the output.
+    /// file that cannot be opened, or a keeper without room, fails the start rather than
+    /// losing the output.
     ///
     /// # Errors
     /// The keeper's one-line reason (`cannot open log file <path>: ...`).
@@ -605,77 +873,113 @@ impl Keeper {
         for h in self.held.values_mut().filter(|h| h.app == app) {
             h.policy = policy.clone();
         }
+        let shard = self.shard_for(app).map_err(|e| e.to_string())?;
         let key = (app.to_owned(), instance);
-        if self.opened.get(&key) == Some(policy) {
+        let known = self.shards[shard].opened.get(&key);
+        if known == Some(policy) {
+            self.shards[shard].starting += 2;
             return Ok(());
         }
+        let new = known.is_none();
         let req = Request::Policy {
             app: app.to_owned(),
             instance,
             policy: policy.clone(),
         };
-        self.call_ok(&req)?;
-        self.opened.insert(key, policy.clone());
+        self.call_ok(shard, &req)?;
+        let s = &mut self.shards[shard];
+        if new {
+            s.used += 2;
+        }
+        s.starting += 2;
+        s.opened.insert(key, policy.clone());
         Ok(())
     }
 
     /// [`Self::open_logs`] for the apps of a batch of spawns, with one round trip per window
-    /// of requests instead of one per app: the requests are sent, then their answers read. What
-    /// opened is remembered, so each spawn's own `open_logs` then finds its files open; a
+    /// of requests to each keeper instead of one per app: the requests are sent, then their
+    /// answers read. Each app is placed in its keeper as its own `open_logs` would place it, and
+    /// its pipes are counted as starting there, so the next apps of the batch see them taken.
+    /// What opened is remembered, so each spawn's own `open_logs` then finds its files open; a
     /// failure is not, so that call asks again and gets the reason.
     pub fn open_logs_all(&mut self, apps: &[(&str, u32, &LogPolicy)]) {
         const WINDOW: usize = 32;
-        let todo: Vec<&(&str, u32, &LogPolicy)> = apps
-            .iter()
-            .filter(|(app, instance, policy)| {
-                self.opened.get(&((*app).to_owned(), *instance)) != Some(*policy)
-            })
-            .collect();
-        let mut buf = vec![0; MAX_MESSAGE];
-        for window in todo.chunks(WINDOW) {
-            let Ok(session) = self.session() else {
+        let mut by_shard: Vec<Vec<(&str, u32, &LogPolicy)>> = Vec::new();
+        for &(app, instance, policy) in apps {
+            let Ok(shard) = self.shard_for(app) else {
+                // the spawn's own call reports why
                 return;
             };
-            let mut sent = 0;
-            for (app, instance, policy) in window {
-                let req = Request::Policy {
-                    app: (*app).to_owned(),
-                    instance: *instance,
-                    policy: (*policy).clone(),
+            let s = &mut self.shards[shard];
+            if s.opened.get(&(app.to_owned(), instance)) == Some(policy) {
+                continue;
+            }
+            s.starting += 2;
+            if by_shard.len() <= shard {
+                by_shard.resize_with(shard + 1, Vec::new);
+            }
+            by_shard[shard].push((app, instance, policy));
+        }
+        let mut buf = vec![0; MAX_MESSAGE];
+        for (shard, todo) in by_shard.iter().enumerate() {
+            for window in todo.chunks(WINDOW) {
+                let Ok(session) = self.session(shard) else {
+                    break;
                 };
-                if fdpass::send(session, &to_json(&req), &[]).is_err() {
+                let mut sent = 0;
+                for (app, instance, policy) in window {
+                    let req = Request::Policy {
+                        app: (*app).to_owned(),
+                        instance: *instance,
+                        policy: (*policy).clone(),
+                    };
+                    if fdpass::send(session, &to_json(&req), &[]).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                let mut answered = 0;
+                let mut opened = Vec::new();
+                for (app, instance, policy) in &window[..sent] {
+                    match fdpass::recv(session, &mut buf) {
+                        Ok((n, _)) if n > 0 => {
+                            answered += 1;
+                            if let Ok(Reply::Ok) = serde_json::from_slice(&buf[..n]) {
+                                opened.push((((*app).to_owned(), *instance), (*policy).clone()));
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                let s = &mut self.shards[shard];
+                for (key, policy) in opened {
+                    if s.opened.insert(key, policy).is_none() {
+                        s.used += 2;
+                    }
+                }
+                if answered < window.len() {
+                    // answers still on their way must not answer later requests; the spawns'
+                    // own calls start a new keeper if this one is gone
+                    if let Err(e) = self.connect(shard) {
+                        tracing::warn!("the log keeper did not answer ({e})");
+                    }
                     break;
                 }
-                sent += 1;
-            }
-            let mut answered = 0;
-            let mut opened = Vec::new();
-            for (app, instance, policy) in &window[..sent] {
-                match fdpass::recv(session, &mut buf) {
-                    Ok((n, _)) if n > 0 => {
-                        answered += 1;
-                        if let Ok(Reply::Ok) = serde_json::from_slice(&buf[..n]) {
-                            opened.push((((*app).to_owned(), *instance), (*policy).clone()));
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            self.opened.extend(opened);
-            if answered < window.len() {
-                // answers still on their way must not answer later requests; the spawns' own
-                // calls start a new keeper if this one is gone
-                if let Err(e) = self.connect() {
-                    tracing::warn!("the log keeper did not answer ({e})");
-                }
-                return;
             }
         }
     }
 
+    /// The spawns of a pass are over: their pipes are registered from here on (or their
+    /// process never started), and count as `used` once registered.
+    pub fn settle(&mut self) {
+        for s in &mut self.shards {
+            s.starting = 0;
+        }
+    }
+
     /// One request whose answer is `Ok` or a one-line failure.
-    fn call_ok(&mut self, req: &Request) -> Result<(), String> {
-        match self.call(req, &[]) {
+    fn call_ok(&mut self, shard: usize, req: &Request) -> Result<(), String> {
+        match self.call(shard, req, &[]) {
             Ok(Reply::Ok) => Ok(()),
             Ok(Reply::Failed { error }) => Err(error),
             Ok(other) => Err(unexpected(&other).to_string()),
@@ -693,15 +997,26 @@ impl Keeper {
             instance,
             policy: policy.clone(),
         };
-        self.call_ok(&req)
+        let shard = self.shard_for(app).map_err(|e| e.to_string())?;
+        self.call_ok(shard, &req)
     }
 
-    /// Byte counters of every app (empty when the keeper does not answer).
+    /// Byte counters of every app, from every keeper (empty from one that does not answer).
     pub fn stats(&mut self) -> Vec<AppCounters> {
+        let mut all = Vec::new();
+        for shard in 0..self.shards.len() {
+            for c in self.stats_of(shard) {
+                add_counters(&mut all, c);
+            }
+        }
+        all
+    }
+
+    fn stats_of(&mut self, shard: usize) -> Vec<AppCounters> {
         let mut all = Vec::new();
         let mut from = 0;
         loop {
-            match self.call(&Request::Stats { from }, &[]) {
+            match self.call(shard, &Request::Stats { from }, &[]) {
                 Ok(Reply::Stats { apps, next }) => {
                     all.extend(apps);
                     match next {
@@ -721,49 +1036,78 @@ impl Keeper {
         }
     }
 
-    /// What a task needs to ask for a stderr tail off the main loop.
+    /// What a task needs to ask for `pid`'s stderr tail off the main loop (from the keeper that
+    /// reads its pipes).
     #[must_use]
-    pub fn tail_asker(&self) -> TailAsker {
-        TailAsker(self.socket())
+    pub fn tail_asker(&self, pid: u32) -> TailAsker {
+        let shard = self.held.get(&pid).map_or(0, |h| h.shard);
+        TailAsker(self.socket(shard))
     }
 
-    /// Resolves when the keeper's end of the session closes (it died); never when there is
-    /// no session.
+    /// Resolves when a keeper's end of its session closes (it died); never without sessions.
     pub async fn lost(&self) {
-        let Some(watch) = &self.watch else {
-            return std::future::pending().await;
-        };
-        loop {
-            let Ok(mut guard) = watch.readable().await else {
-                return std::future::pending().await;
-            };
-            if fdpass::peer_closed(guard.get_inner()) {
-                return;
+        std::future::poll_fn(|cx| {
+            for w in self.shards.iter().filter_map(|s| s.watch.as_ref()) {
+                while let Poll::Ready(Ok(mut guard)) = w.poll_read_ready(cx) {
+                    if fdpass::peer_closed(guard.get_inner()) {
+                        return Poll::Ready(());
+                    }
+                    guard.clear_ready();
+                }
             }
-            guard.clear_ready();
-        }
+            Poll::Pending
+        })
+        .await;
     }
 
-    /// After [`Self::lost`]: starts a new keeper and hands it every pipe held.
+    /// After [`Self::lost`]: starts a new keeper for each that died and hands it every pipe
+    /// held for it.
     ///
     /// # Errors
-    /// When no keeper can be started.
+    /// When a keeper cannot be started.
     pub fn reconnect(&mut self) -> io::Result<()> {
-        let old = self.pid;
-        self.connect()?;
-        tracing::warn!(
-            "the log keeper (pid {old}) went away; pid {} now reads the {} processes' output \
-             (lines the old one had read but not written are lost)",
-            self.pid,
-            self.held.len()
-        );
+        for shard in 0..self.shards.len() {
+            if !self.shards[shard].is_lost() {
+                continue;
+            }
+            let old = self.shards[shard].pid;
+            self.connect(shard)?;
+            let n = self.held.values().filter(|h| h.shard == shard).count();
+            tracing::warn!(
+                "the log keeper (pid {old}) went away; pid {} now reads the {n} processes' \
+                 output (lines the old one had read but not written are lost)",
+                self.shards[shard].pid,
+            );
+        }
         Ok(())
     }
 
-    /// The daemon stops for good: the keeper exits once the remaining pipes have ended.
+    /// The daemon stops for good: the keepers exit once the remaining pipes have ended.
     pub fn bye(&mut self) {
-        let _ = self.exchange(&Request::Bye, &[]);
+        for shard in 0..self.shards.len() {
+            let _ = self.exchange(shard, &Request::Bye, &[]);
+        }
     }
+}
+
+/// The socket names of keepers beyond the first in `home` (`keeper-<n>.sock`), in order.
+fn shard_sockets(home: &Path) -> Vec<String> {
+    let mut found: Vec<(u32, String)> = std::fs::read_dir(home)
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let n = name
+                    .strip_prefix("keeper-")?
+                    .strip_suffix(".sock")?
+                    .parse()
+                    .ok()?;
+                Some((n, name))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    found.sort_unstable();
+    found.into_iter().map(|(_, name)| name).collect()
 }
 
 /// Asks for a process's stderr tail on a connection of its own (off the main loop).
@@ -854,6 +1198,27 @@ mod tests {
         (r.into(), w)
     }
 
+    /// A new daemon finds the keepers beyond the first by their sockets, in order of their
+    /// number, and nothing else in the home.
+    #[test]
+    fn the_sockets_of_more_keepers_are_found_in_order() {
+        let home = tempfile::tempdir().unwrap();
+        for name in [
+            SOCKET,
+            "keeper-10.sock",
+            "keeper-2.sock",
+            "keeper-x.sock",
+            "keeper-3.log",
+            "keeper-.sock",
+        ] {
+            std::fs::write(home.path().join(name), b"").unwrap();
+        }
+        assert_eq!(
+            shard_sockets(home.path()),
+            ["keeper-2.sock", "keeper-10.sock"]
+        );
+    }
+
     /// Several writers of one app (its instances' own files, or the keeper's and the daemon's)
     /// give one counter per app and stream, so a metric never has two series of one label set.
     #[test]
@@ -918,7 +1283,7 @@ mod tests {
         let logs = home.path().join("logs");
         std::fs::create_dir(&logs).unwrap();
         let (h, l) = (home.path().to_owned(), logs.clone());
-        let keeper = std::thread::spawn(move || server::serve(&h, &l));
+        let keeper = std::thread::spawn(move || server::serve(&h, &l, SOCKET));
         let socket = home.path().join(SOCKET);
         let deadline = Instant::now() + Duration::from_secs(10);
         let session = loop {

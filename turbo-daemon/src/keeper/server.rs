@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{AppCounters, Reply, Request, SOCKET};
+use super::{AppCounters, Reply, Request};
 use crate::{
     logs::{AppLogs, Pump, Records, Source, StderrTail, Step, Stream},
     os::{epoll::Epoll, fdpass, pipe_io},
@@ -94,17 +94,24 @@ struct Keeper {
     uid: u32,
 }
 
-/// Runs the keeper of `home` until it has nothing left to keep.
+/// Runs the keeper of `home` listening on `socket` (a file name in it: [`SOCKET`] for the
+/// first keeper, `keeper-<n>.sock` for the others) until it has nothing left to keep.
 ///
 /// # Errors
 /// When the socket cannot be created (the daemon then says so and captures logs itself).
-pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
+pub fn serve(home: &Path, log_dir: &Path, socket: &str) -> io::Result<()> {
     // exec'd as /proc/self/exe, the kernel named it `exe`: `ps -C turbo-daemon`, `pgrep
     // turbo-daemon` and `top` would miss it
     if let Err(e) = rustix::thread::set_name(super::KEEPER_NAME) {
         tracing::warn!("log keeper: cannot set its process name: {e}");
     }
-    let listener = fdpass::listen(&home.join(SOCKET))?;
+    if socket.contains('/') || !socket.ends_with(".sock") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the keeper socket '{socket}' is not a file name ending in .sock"),
+        ));
+    }
+    let listener = fdpass::listen(&home.join(socket))?;
     let mut k = Keeper {
         epoll: Epoll::new()?,
         listener,
@@ -146,7 +153,7 @@ pub fn serve(home: &Path, log_dir: &Path) -> io::Result<()> {
         };
         if idle_since.is_some_and(|t| t.elapsed() >= IDLE_EXIT) || (k.quit && !busy) {
             // the next daemon starts a fresh keeper; a stale socket would only be refused
-            let _ = std::fs::remove_file(home.join(SOCKET));
+            let _ = std::fs::remove_file(home.join(socket));
             tracing::info!("log keeper: no daemon and no app output left, exiting");
             return Ok(());
         }
@@ -268,6 +275,7 @@ impl Keeper {
                 }
                 Reply::Hello {
                     pid: std::process::id(),
+                    room: Some(self.room()),
                 }
             }
             Request::Bye => {
@@ -326,6 +334,24 @@ impl Keeper {
             }
         };
         self.reply(fd, &reply);
+    }
+
+    /// Descriptors free for apps' pipes and log files: the limit less those open and the
+    /// reserve, or less under [`super::SHARD_FDS_ENV`] (the daemon plans which keeper takes an
+    /// app with it; the check before each start stays).
+    fn room(&self) -> u64 {
+        let (soft, _) = crate::os::creds::limit(crate::os::creds::Limit::Nofile);
+        let open = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+        let free = soft
+            .saturating_sub(u64::try_from(open).unwrap_or(u64::MAX))
+            .saturating_sub(super::FD_RESERVE);
+        let cap = std::env::var(super::SHARD_FDS_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let held = self.pipes.len() + 2 * self.apps.len();
+        cap.map_or(free, |c| {
+            free.min(c.saturating_sub(u64::try_from(held).unwrap_or(u64::MAX)))
+        })
     }
 
     fn logs_of(

@@ -138,6 +138,9 @@ impl Outputs {
     /// pids whose output nobody can read (no descriptor left in the keeper nor here), with
     /// why: the caller ends those processes, whose start fails.
     pub(super) fn hand_over(&mut self) -> Vec<(u32, String)> {
+        if let Some(k) = &mut self.keeper {
+            k.settle();
+        }
         if self.pending.is_empty() {
             return Vec::new();
         }
@@ -162,11 +165,11 @@ impl Outputs {
                     })
                     .collect();
                 let results = keeper.register_all(batch);
-                let asker = keeper.tail_asker();
                 for ((source, spec), result) in specs.into_iter().zip(results) {
                     match result {
                         Ok(()) => {
-                            self.procs.insert(source.pid, Output::Kept(asker.clone()));
+                            let asker = keeper.tail_asker(source.pid);
+                            self.procs.insert(source.pid, Output::Kept(asker));
                         }
                         Err((e, stdout, stderr)) => {
                             tracing::error!(
@@ -254,7 +257,7 @@ impl Outputs {
             return;
         };
         if keeper.adopted(pid, policy) {
-            self.procs.insert(pid, Output::Kept(keeper.tail_asker()));
+            self.procs.insert(pid, Output::Kept(keeper.tail_asker(pid)));
         }
     }
 
