@@ -296,6 +296,9 @@ struct Shard {
     /// [`Keeper::settle`]), so that the spawns of one pass do not all land in a keeper that
     /// has room for one.
     starting: u64,
+    /// Apps whose pipes [`Keeper::open_logs_all`] counted in `starting` already, in this pass:
+    /// their own [`Keeper::open_logs`] must not count them again.
+    reserved: HashSet<(String, u32)>,
 }
 
 impl Shard {
@@ -310,6 +313,7 @@ impl Shard {
             room: None,
             used: 0,
             starting: 0,
+            reserved: HashSet::new(),
         }
     }
 
@@ -877,7 +881,10 @@ impl Keeper {
         let key = (app.to_owned(), instance);
         let known = self.shards[shard].opened.get(&key);
         if known == Some(policy) {
-            self.shards[shard].starting += 2;
+            let s = &mut self.shards[shard];
+            if !s.reserved.remove(&key) {
+                s.starting += 2;
+            }
             return Ok(());
         }
         let new = known.is_none();
@@ -911,10 +918,17 @@ impl Keeper {
                 return;
             };
             let s = &mut self.shards[shard];
-            if s.opened.get(&(app.to_owned(), instance)) == Some(policy) {
+            let key = (app.to_owned(), instance);
+            if s.opened.get(&key) == Some(policy) {
                 continue;
             }
+            // counted now, as its own open_logs would count it, so that the next apps of the
+            // batch see the room taken: its log files (new ones), its pipes
+            if !s.opened.contains_key(&key) {
+                s.used += 2;
+            }
             s.starting += 2;
+            s.reserved.insert(key);
             if by_shard.len() <= shard {
                 by_shard.resize_with(shard + 1, Vec::new);
             }
@@ -951,12 +965,7 @@ impl Keeper {
                         _ => break,
                     }
                 }
-                let s = &mut self.shards[shard];
-                for (key, policy) in opened {
-                    if s.opened.insert(key, policy).is_none() {
-                        s.used += 2;
-                    }
-                }
+                self.shards[shard].opened.extend(opened);
                 if answered < window.len() {
                     // answers still on their way must not answer later requests; the spawns'
                     // own calls start a new keeper if this one is gone
@@ -967,6 +976,19 @@ impl Keeper {
                 }
             }
         }
+        // what did not open is counted again by its own open_logs, which asks again
+        for (shard, todo) in by_shard.iter().enumerate() {
+            let s = &mut self.shards[shard];
+            for &(app, instance, policy) in todo {
+                let key = (app.to_owned(), instance);
+                if s.opened.get(&key) != Some(policy) && s.reserved.remove(&key) {
+                    s.starting -= 2;
+                    if !s.opened.contains_key(&key) {
+                        s.used -= 2;
+                    }
+                }
+            }
+        }
     }
 
     /// The spawns of a pass are over: their pipes are registered from here on (or their
@@ -974,6 +996,7 @@ impl Keeper {
     pub fn settle(&mut self) {
         for s in &mut self.shards {
             s.starting = 0;
+            s.reserved.clear();
         }
     }
 
