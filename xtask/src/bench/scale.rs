@@ -71,6 +71,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
     };
     let ceiling = fd_ceiling();
     let mut measured: Vec<Size> = Vec::new();
+    let mut failed: Vec<usize> = Vec::new();
     let mut notes = Vec::new();
     let largest = sizes
         .iter()
@@ -92,7 +93,19 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         }
         println!("scale: {apps} apps");
         let idle_for = (apps == largest).then_some(idle);
-        measured.push(size(env, apps, idle_for)?);
+        match size(env, apps, idle_for) {
+            Ok(s) => measured.push(s),
+            // the sizes that ran are reported, the one that failed is a missed target
+            Err(e) if !measured.is_empty() => {
+                eprintln!("  {apps} apps: {e:#}");
+                notes.push(format!(
+                    "{apps} apps failed, so the figures and targets are of the largest size \
+                     that ran: {e:#}"
+                ));
+                failed.push(apps);
+            }
+            Err(e) => return Err(e),
+        }
     }
     let base = measured.first().map_or((0, 0), |s| (s.rss, s.pss));
     let mut rows = Vec::new();
@@ -123,7 +136,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         });
     }
     let top = measured.last();
-    let targets = top
+    let mut targets = top
         .map(|s| {
             let status = Summary::of(&s.status_ms).map(|x| x.median);
             #[expect(clippy::cast_precision_loss, reason = "app counts")]
@@ -180,6 +193,13 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             ]
         })
         .unwrap_or_default();
+    #[expect(clippy::cast_precision_loss, reason = "a handful of sizes")]
+    targets.push(target(
+        format!("sizes that failed to run, of {sizes:?}"),
+        Some(failed.len() as f64),
+        0.0,
+        "0",
+    ));
     Ok(Outcome {
         unit: Unit::Millis,
         method: vec![
