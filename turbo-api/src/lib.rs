@@ -15,8 +15,8 @@ mod names;
 mod status_json;
 
 pub use dto::{
-    AppChange, AppConfigInfo, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo, ExitInfo,
-    ExitReason, FieldChange, Health, LogStream, rfc3339_ms,
+    AppChange, AppConfigInfo, AppRow, AppState, AppStatus, CrashRecord, CrashStats, DaemonInfo,
+    ExitInfo, ExitReason, FieldChange, Health, LogStream, rfc3339_ms,
 };
 pub use insight::{AppInsight, ExecRecord, KernelEvent, ListenDrops, PeerRecord};
 pub use names::{
@@ -127,8 +127,8 @@ mod proxy {
     use zbus::zvariant::Value;
 
     use crate::{
-        AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo,
-        KernelEvent,
+        AppChange, AppConfigInfo, AppInsight, AppRow, AppStatus, CrashRecord, CrashStats,
+        DaemonInfo, KernelEvent,
     };
 
     /// Client side of `org.turboprocess.Turbo1.Manager`.
@@ -218,6 +218,9 @@ mod proxy {
 
         /// Every app, ordered by id.
         fn list_apps(&self) -> zbus::Result<Vec<AppStatus>>;
+
+        /// Every app, ordered by id, with only the fields of the `turbo status` table.
+        fn list_app_rows(&self) -> zbus::Result<Vec<AppRow>>;
 
         /// Stops every app, then the daemon.
         fn shutdown(&self) -> zbus::Result<()>;

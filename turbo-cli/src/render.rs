@@ -9,11 +9,6 @@
 
 use std::{borrow::Cow, collections::HashMap, fmt::Write as _};
 
-use tabled::{
-    Table,
-    builder::Builder,
-    settings::{Alignment, Modify, Padding, Style, object::Columns},
-};
 use turbo_api::{AppState, AppStatus, DaemonInfo, ExitInfo, ExitReason, Health};
 
 /// How to render: decided once per command from the terminal, then passed down.
@@ -252,18 +247,17 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
     let names = instance_labels(apps);
     // the group column only when some app has a group
     let grouped = apps.iter().any(|a| !a.group.is_empty());
-    let mut cols: Vec<Col> = Col::ALL
+    let cols: Vec<Col> = Col::ALL
         .into_iter()
         .filter(|c| *c != Col::Group || grouped)
         .collect();
-    let mut table = status_table(apps, &names, &cols, opts.color);
+    let mut grid = Grid::new(apps, &names, cols, opts.color);
     if let Some(width) = opts.width {
         for drop in Col::DROP_ORDER {
-            if table.total_width() <= width {
+            if grid.total_width() <= width {
                 break;
             }
-            cols.retain(|c| *c != drop);
-            table = status_table(apps, &names, &cols, opts.color);
+            grid.drop_col(drop);
         }
         // still too wide: long names are cut (with "…"), down to MIN_NAME characters
         let longest = names
@@ -271,14 +265,14 @@ pub fn render_status(apps: &[AppStatus], opts: &RenderOpts) -> String {
             .map(|name| name.chars().count())
             .max()
             .unwrap_or(0);
-        let excess = table.total_width().saturating_sub(width);
+        let excess = grid.total_width().saturating_sub(width);
         if excess > 0 && longest > MIN_NAME {
             let keep = longest.saturating_sub(excess).max(MIN_NAME);
             let cut: Vec<String> = names.iter().map(|name| ellipsize(name, keep)).collect();
-            table = status_table(apps, &cut, &cols, opts.color);
+            grid.set_names(apps, &cut);
         }
     }
-    trim_lines(&table.to_string())
+    grid.render()
 }
 
 /// Each app's name, with `:instance` when several instances of it are listed (the target
@@ -315,32 +309,129 @@ fn ellipsize(text: &str, max: usize) -> String {
     out
 }
 
-fn status_table(apps: &[AppStatus], names: &[String], cols: &[Col], color: bool) -> Table {
-    let mut builder = Builder::with_capacity(apps.len() + 1, cols.len());
-    builder.push_record(cols.iter().map(|c| paint(color, Tone::Bold, c.header())));
-    for (app, name) in apps.iter().zip(names) {
-        builder.push_record(cols.iter().map(|c| c.cell(app, name, color)));
-    }
-    let mut table = builder.build();
-    // docker/kubectl-like: no borders, two spaces between columns, so it greps and fits well
-    table
-        .with(Style::empty())
-        .with(Padding::new(0, 2, 0, 0))
-        .with(Modify::new(Columns::last()).with(Padding::zero()));
-    for (i, col) in cols.iter().enumerate() {
-        if col.numeric() {
-            table.with(Modify::new(Columns::one(i)).with(Alignment::right()));
-        }
-    }
-    table
+/// The status table's cells, laid out borderless like docker's and kubectl's: columns two
+/// spaces apart (so it greps and fits well), numbers right-aligned, no trailing blanks. Written
+/// out here rather than drawn by a table crate: re-measuring every cell for colour codes was
+/// most of the CLI's time for a table of 1,000 apps (issue 21), and this layout needs only
+/// each cell's width, which is known when the cell is made.
+struct Grid {
+    cols: Vec<Col>,
+    /// The header, then one row per app; `rows[r][c]` is the cell of `cols[c]`.
+    rows: Vec<Vec<Cell>>,
 }
 
-/// Strips the padding tabled leaves after the last column.
-fn trim_lines(text: &str) -> String {
-    text.lines()
-        .map(str::trim_end)
-        .collect::<Vec<_>>()
-        .join("\n")
+/// A cell's text (colour codes included) and its width on a terminal (theirs excluded).
+struct Cell {
+    text: String,
+    width: usize,
+}
+
+impl Cell {
+    fn new(text: String) -> Self {
+        let width = display_width(&text);
+        Self { text, width }
+    }
+}
+
+impl Grid {
+    fn new(apps: &[AppStatus], names: &[String], cols: Vec<Col>, color: bool) -> Self {
+        let mut rows = Vec::with_capacity(apps.len() + 1);
+        rows.push(
+            cols.iter()
+                .map(|c| Cell::new(paint(color, Tone::Bold, c.header())))
+                .collect(),
+        );
+        for (app, name) in apps.iter().zip(names) {
+            rows.push(
+                cols.iter()
+                    .map(|c| Cell::new(c.cell(app, name, color)))
+                    .collect(),
+            );
+        }
+        Self { cols, rows }
+    }
+
+    /// Each column's width: its widest cell.
+    fn widths(&self) -> Vec<usize> {
+        let mut widths = vec![0; self.cols.len()];
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.width);
+            }
+        }
+        widths
+    }
+
+    /// The width of the widest line.
+    fn total_width(&self) -> usize {
+        self.widths().iter().sum::<usize>() + 2 * self.cols.len().saturating_sub(1)
+    }
+
+    /// Leaves out column `col`, if shown.
+    fn drop_col(&mut self, col: Col) {
+        if let Some(i) = self.cols.iter().position(|c| *c == col) {
+            self.cols.remove(i);
+            for row in &mut self.rows {
+                row.remove(i);
+            }
+        }
+    }
+
+    /// Shows `names` in the name column (the header stays).
+    fn set_names(&mut self, apps: &[AppStatus], names: &[String]) {
+        if let Some(i) = self.cols.iter().position(|c| *c == Col::Name) {
+            for ((row, app), name) in self.rows.iter_mut().skip(1).zip(apps).zip(names) {
+                row[i] = Cell::new(Col::Name.cell(app, name, false));
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let widths = self.widths();
+        let mut out = String::with_capacity(self.rows.len() * (widths.iter().sum::<usize>() + 32));
+        for (r, row) in self.rows.iter().enumerate() {
+            if r > 0 {
+                out.push('\n');
+            }
+            let start = out.len();
+            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    out.push_str("  ");
+                }
+                let pad = width - cell.width;
+                if self.cols[i].numeric() {
+                    out.extend(std::iter::repeat_n(' ', pad));
+                    out.push_str(&cell.text);
+                } else {
+                    out.push_str(&cell.text);
+                    out.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            let kept = out[start..].trim_end().len();
+            out.truncate(start + kept);
+        }
+        out
+    }
+}
+
+/// The width of `text` on a terminal: the colour codes [`paint`] adds take none.
+fn display_width(text: &str) -> usize {
+    use unicode_width::UnicodeWidthChar;
+    let mut width = 0;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // an SGR sequence, `ESC [ ... m`
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            width += c.width().unwrap_or(1);
+        }
+    }
+    width
 }
 
 fn state_cell(app: &AppStatus, color: bool) -> String {
@@ -912,5 +1003,59 @@ mod tests {
             assert_ne!(&l[column..=column], " ", "{l}");
         }
         assert!(!text.ends_with('\n'));
+    }
+
+    fn wide_sample() -> Vec<AppStatus> {
+        let mut apps = sample();
+        apps.push(AppStatus {
+            group: "web".into(),
+            name: "名前\tx".into(),
+            ..online(9, "x")
+        });
+        apps.push(AppStatus {
+            memory_limit_bytes: 1 << 30,
+            instance: 2,
+            ..online(10, "api")
+        });
+        apps
+    }
+
+    #[test]
+    fn the_table_is_laid_out_byte_for_byte() {
+        // the layout tabled drew before the table was written out here (issue 21): two spaces
+        // between columns, numbers (headers too) right-aligned, wide characters counted twice
+        let want = concat!(
+            "id  name    group  state               pid  ↺   cpu            memory  uptime  health  last exit\n",
+            " 0  api:0   -      ● online           4242  0  0.3%           12.4 MB      2m  -       -\n",
+            " 1  worker  -      ↻ backoff in 0.8s     -  3     -                 -       -  -       signal 9 (ebpf)\n",
+            " 2  cron    -      ✖ errored             -  0     -                 -       -  -       exit 1\n",
+            " 3  idle    -      ○ stopped             -  0     -                 -       -  -       -\n",
+            " 4  boot    -      … starting            -  0     -                 -       -  -       -\n",
+            " 9  名前\tx  @web   ● online           4242  0  0.3%           12.4 MB      2m  -       -\n",
+            "10  api:2   -      ● online           4242  0  0.3%  12.4 MB / 1.0 GB      2m  -       -",
+        );
+        assert_eq!(render_status(&wide_sample(), &PLAIN), want);
+    }
+
+    #[test]
+    fn colour_codes_take_no_width() {
+        let strip = |text: &str| {
+            let mut out = String::new();
+            let mut chars = text.chars();
+            while let Some(c) = chars.next() {
+                if c == '\x1b' {
+                    chars.by_ref().find(|&c| c == 'm');
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        for width in [None, Some(90), Some(50)] {
+            let plain = render_status(&wide_sample(), &RenderOpts { width, ..PLAIN });
+            let colour = render_status(&wide_sample(), &RenderOpts { color: true, width });
+            assert!(colour.contains('\x1b'));
+            assert_eq!(strip(&colour), plain, "{width:?}");
+        }
     }
 }

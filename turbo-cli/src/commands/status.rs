@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 
 use anyhow::{Result, bail};
-use turbo_api::AppStatus;
+use turbo_api::{AppStatus, ManagerProxy};
 
 use super::{daemon, print_table};
 use crate::{
@@ -17,8 +17,16 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     let json = args.json;
     let daemon = daemon().await?;
     // both calls go out before either answer is awaited: one round trip instead of two
-    let (apps, off_reason) =
-        tokio::join!(daemon.proxy.list_apps(), daemon.proxy.metrics_off_reason());
+    let (apps, off_reason) = tokio::join!(
+        async {
+            if json {
+                daemon.proxy.list_apps().await
+            } else {
+                table_rows(&daemon.proxy).await
+            }
+        },
+        daemon.proxy.metrics_off_reason()
+    );
     let mut apps = apps.map_err(|e| call_error(&e))?;
     if let Some(target) = &args.target {
         apps.retain(|a| matches(a, target));
@@ -41,6 +49,23 @@ pub async fn run(args: &StatusArgs) -> Result<()> {
     } else {
         print_table(&apps)
     }
+}
+
+/// The apps with the fields the table shows (`ListAppRows`: a fifth of `ListApps`'s reply with
+/// 1,000 apps), or all of them from a daemon older than this CLI (a running daemon is replaced
+/// only when it restarts after an upgrade).
+pub async fn table_rows(proxy: &ManagerProxy<'_>) -> zbus::Result<Vec<AppStatus>> {
+    match proxy.list_app_rows().await {
+        Ok(rows) => Ok(rows.into_iter().map(AppStatus::from).collect()),
+        Err(e) if unknown_method(&e) => proxy.list_apps().await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the daemon does not know the method called.
+fn unknown_method(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.DBus.Error.UnknownMethod")
 }
 
 /// Whether `app` is one of `target`: `all`, an id, `@group`, `name:N` or a name (the daemon's

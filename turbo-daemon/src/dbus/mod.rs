@@ -16,8 +16,8 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
-    AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
-    MANAGER_PATH, instance_path,
+    AppChange, AppConfigInfo, AppInsight, AppRow, AppStatus, CrashRecord, CrashStats, DaemonInfo,
+    Error, MANAGER_PATH, instance_path,
 };
 use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
@@ -239,6 +239,24 @@ impl ManagerIface {
             caller,
         };
         self.ask(|reply| Request::Apps(op, reply)).await
+    }
+
+    /// The shared status list (see `snapshot`), built by the loop when none stands.
+    async fn status_list(&self) -> Result<snapshot::SharedList, Error> {
+        let (apps, built) = self
+            .statuses
+            .get_or_build(self.ask(Request::List))
+            .await
+            .map_err(wire::on_wire)?;
+        if let Some(built) = built {
+            // held while it may serve, not while the daemon idles
+            let statuses = Arc::clone(&self.statuses);
+            tokio::spawn(async move {
+                tokio::time::sleep(LIST_MAX_AGE).await;
+                statuses.expire(built);
+            });
+        }
+        Ok(apps)
     }
 }
 
@@ -540,20 +558,13 @@ impl ManagerIface {
     /// answers the calls of the next 500 ms while nothing changes).
     #[zbus(out_args("apps"))]
     async fn list_apps(&self) -> Result<snapshot::SharedList, Error> {
-        let (apps, built) = self
-            .statuses
-            .get_or_build(self.ask(Request::List))
-            .await
-            .map_err(wire::on_wire)?;
-        if let Some(built) = built {
-            // held while it may serve, not while the daemon idles
-            let statuses = Arc::clone(&self.statuses);
-            tokio::spawn(async move {
-                tokio::time::sleep(LIST_MAX_AGE).await;
-                statuses.expire(built);
-            });
-        }
-        Ok(apps)
+        self.status_list().await
+    }
+
+    /// Every app, with only the fields of the `turbo status` table (`ListApps`'s freshness).
+    #[zbus(out_args("rows"))]
+    async fn list_app_rows(&self) -> Result<Vec<AppRow>, Error> {
+        Ok(self.status_list().await?.iter().map(AppRow::from).collect())
     }
 
     /// Stops every app, then the daemon.
