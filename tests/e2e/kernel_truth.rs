@@ -1,7 +1,7 @@
 //! What only the kernel can tell, through the real binaries (eBPF, so root: CI is root): an OOM
 //! kill recorded as such, the sender of a `kill -9` and of a SIGSTOP/SIGCONT, the peak memory
 //! of a memory-limit restart, and a stop that reaches descendants which left the process
-//! group.
+//! group (also while its tree forks without pause).
 
 use std::time::Duration;
 
@@ -379,6 +379,49 @@ fn stop_reaches_children_forked_before_the_watch_was_set() {
         !pid_alive(early),
         "stop left the early, setsid'd child {early} running"
     );
+}
+
+/// Under a flood of descendants' forks and exits the eBPF reader pauses between drains
+/// (`events/ebpf/ring.rs`); a `turbo stop` still reaches a descendant forked during the flood
+/// that left the process group, and the app's tree is gone when it returns.
+#[test]
+fn stop_during_a_fork_flood_reaches_a_descendant_that_left_the_group() {
+    if skip("stop_during_a_fork_flood_reaches_a_descendant_that_left_the_group") {
+        return;
+    }
+    let d = TestDaemon::start("require");
+    let pid_file = d.home().join("flooded.pid");
+    // two loops fork `true` without pause (thousands of events a second, well past the
+    // reader's prompt wake-ups), then a `sleep` in a session of its own joins the tree
+    let script = d.script(
+        "flood.sh",
+        &format!(
+            "flood() {{ while :; do /bin/true; done; }}\n\
+             flood & flood &\n\
+             sleep 1\n\
+             setsid sh -c 'sleep 1000 & echo $! > {pid}.tmp; mv {pid}.tmp {pid}' &\n\
+             wait\n",
+            pid = pid_file.display()
+        ),
+    );
+    let yml = d.config(
+        "flood",
+        &format!(
+            "apps:\n  - name: flood\n    cmd: [sh, {}]\n    autorestart: never\n",
+            script.display()
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let escaped: u64 = wait_for("the setsid'd sleep", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    assert!(pid_alive(escaped));
+    d.turbo_ok(&["stop", "flood"]);
+    assert!(
+        !pid_alive(escaped),
+        "turbo stop returned during a fork flood while the setsid'd {escaped} lived"
+    );
+    assert_eq!(d.app("flood")["state"], "stopped");
 }
 
 /// Events the ring buffer had no room for are counted, and the process trees they described

@@ -536,6 +536,14 @@ impl EventSource {
         self.ebpf.as_ref().map_or(0, ebpf::Ebpf::lost_events)
     }
 
+    /// Makes the eBPF reader pass on every event written so far without its flood pause, for
+    /// a caller that must see them all now (nothing to do with procfs).
+    pub fn hurry(&self) {
+        if let Some(ebpf) = &self.ebpf {
+            ebpf.hurry_reader();
+        }
+    }
+
     /// Every process the kernel watches for an app, with the app's key (eBPF only: `None`
     /// with the procfs fallback, which announces nothing it could lose).
     #[must_use]

@@ -176,6 +176,10 @@ enum Internal {
 /// How long a datagram from an unknown pid waits for the event source to report its fork.
 const NOTIFY_RETRY_AFTER: Duration = Duration::from_millis(100);
 
+/// Events handled in one turn of the loop at most, so a flood cannot hold requests and timers
+/// back for long.
+const EVENTS_PER_PASS: usize = 256;
+
 /// How long a reaped main process waits for eBPF's report of its exit. That report is in the
 /// ring buffer before the pidfd turns readable (the kernel writes it in `do_exit`, before it
 /// tells the parent), but its reader task may not have run yet; only a lost event makes the
@@ -339,6 +343,14 @@ impl Runtime {
                 biased;
                 Some(ev) = self.chan.events_rx.recv() => {
                     self.on_event(ev);
+                    // the rest of a batch in this pass: one turn of this loop per event would
+                    // cost more than the events under a flood of descendants' forks and exits
+                    for _ in 1..EVENTS_PER_PASS {
+                        let Ok(ev) = self.chan.events_rx.try_recv() else {
+                            break;
+                        };
+                        self.on_event(ev);
+                    }
                     self.after_events();
                 }
                 Some(msg) = self.chan.internal_rx.recv() => self.on_internal(msg),
@@ -392,6 +404,7 @@ impl Runtime {
     /// (still in the ring buffer, its reader task not yet run) would complete without it. The
     /// yield lets the runtime poll its drivers and run the reader first.
     async fn catch_up_events(&mut self) {
+        self.source.hurry();
         tokio::task::yield_now().await;
         let mut any = false;
         while let Ok(ev) = self.chan.events_rx.try_recv() {
@@ -418,7 +431,17 @@ impl Runtime {
     }
 
     fn on_event(&mut self, ev: Event) {
-        self.version.bump();
+        // a descendant's fork or exit changes nothing a list shows (the end of a group wait it
+        // brings bumps in `check_group_waits`), and a churning tree sends thousands a second:
+        // bumping for them would rebuild every caller's list each time
+        let descendant = match &ev {
+            Event::Forked { .. } => true,
+            Event::Exited { pid, key, .. } => self.main_app_keyed(*key, *pid).is_none(),
+            _ => false,
+        };
+        if !descendant {
+            self.version.bump();
+        }
         if let Some(kind) = timeline_kind(&ev) {
             let _ = self.timeline(ev.key(), ev.pid(), kind, || timeline_detail(&ev));
         }
@@ -641,6 +664,7 @@ impl Runtime {
             self.procs
                 .finished_waits(group_alive, crate::os::proc::pid_alive, cgroup_alive)
         {
+            self.version.bump();
             self.feed(Input::GroupGone { app, pgid });
         }
     }
@@ -683,7 +707,9 @@ impl Runtime {
                 retried,
             } => {
                 // the kernel's report of the same exit may be waiting: it goes first, so the
-                // record has its sender and its source is the truth
+                // record has its sender and its source is the truth (a reader pausing under a
+                // flood passes it on at once, for the retry below)
+                self.source.hurry();
                 while let Ok(ev) = self.chan.events_rx.try_recv() {
                     self.on_event(ev);
                 }

@@ -143,12 +143,16 @@ pub struct Ebpf {
     rss: RssStat,
     page_size: u64,
     load_time: Duration,
+    /// The reader's hurry handle (see [`Ebpf::hurry_reader`]).
+    hurry: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// Reads the ring buffer the programs write into; see [`RingReader::run`].
 pub struct RingReader {
     ring: Ring,
     page_size: u64,
+    /// Cuts the reader's pause under a flood short (`ring` module docs).
+    hurry: std::sync::Arc<tokio::sync::Notify>,
 }
 
 enum Ring {
@@ -290,6 +294,12 @@ impl Ebpf {
         }
     }
 
+    /// Makes the ring-buffer reader read what the kernel wrote so far now, even if it is
+    /// pausing under a flood of events (see the `ring` module).
+    pub fn hurry_reader(&self) {
+        self.hurry.notify_one();
+    }
+
     /// Events the kernel dropped because the ring buffer was full (for `turbo_events_lost_total`).
     #[must_use]
     pub fn lost_events(&self) -> u64 {
@@ -408,8 +418,14 @@ fn load_with(
         "eBPF programs loaded"
     );
     let page_size = crate::os::proc::page_size();
+    let reader = RingReader {
+        ring,
+        page_size,
+        hurry: std::sync::Arc::default(),
+    };
     Ok((
         Ebpf {
+            hurry: reader.hurry(),
             bpf,
             watched,
             spawners,
@@ -426,7 +442,7 @@ fn load_with(
             page_size,
             load_time,
         },
-        RingReader { ring, page_size },
+        reader,
     ))
 }
 

@@ -1,12 +1,22 @@
 //! The ring buffer the programs write into, read on the daemon's loop through an `AsyncFd`, and
 //! the decoding of its records into [`Event`]s.
+//!
+//! Under a flood (an app whose descendants fork and exit thousands of times a second) the
+//! kernel wakes the reader for nearly every record, because the reader keeps up and so is
+//! always waiting for the next one; each wake-up costs the daemon far more than the record.
+//! [`WakePace`] lets the reader wake up at once while wake-ups are rare, and past a budget of
+//! them makes it pause briefly after each drain so that records gather and are read in one
+//! pass. A caller that must see every record written so far (a request judged against the
+//! processes an app has) cuts the pause short ([`super::Ebpf::hurry_reader`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    sync::mpsc::UnboundedSender,
+    sync::{Notify, mpsc::UnboundedSender},
 };
 use turbo_common as abi;
 
@@ -14,11 +24,62 @@ use super::{EbpfError, Ring, RingReader};
 
 use crate::events::{Event, ExitMemory, NetKind, OomMemory, Sender, SourceKind, WaitStatus};
 
+/// Wake-ups the reader takes at once within [`PACE_WINDOW`]; past them it pauses.
+const PACE_BURST: u32 = 20;
+/// The window [`PACE_BURST`] is counted in: up to 200 prompt wake-ups a second.
+const PACE_WINDOW: Duration = Duration::from_millis(100);
+/// The pause after a drain once the burst is spent. At the ring's size (256 KiB) and a record
+/// of 40 to 300 bytes, a millisecond holds well over a million records a second before the ring
+/// could fill.
+const PACE_PAUSE: Duration = Duration::from_millis(1);
+
+/// When the reader may wait for the next record again: at once while wake-ups are rare, after
+/// [`PACE_PAUSE`] once more than [`PACE_BURST`] came within [`PACE_WINDOW`]. Pure: the caller
+/// passes the time.
+#[derive(Debug)]
+pub(super) struct WakePace {
+    /// Prompt wake-ups left in the window.
+    left: u32,
+    /// When the window began.
+    since: Option<Instant>,
+}
+
+impl WakePace {
+    pub(super) const fn new() -> Self {
+        Self {
+            left: PACE_BURST,
+            since: None,
+        }
+    }
+
+    /// A drain ended at `now`: how long to pause before waiting again.
+    pub(super) fn drained(&mut self, now: Instant) -> Option<Duration> {
+        let fresh = self
+            .since
+            .is_none_or(|at| now.saturating_duration_since(at) >= PACE_WINDOW);
+        if fresh {
+            self.since = Some(now);
+            self.left = PACE_BURST;
+        }
+        if self.left == 0 {
+            return Some(PACE_PAUSE);
+        }
+        self.left -= 1;
+        None
+    }
+}
+
 impl RingReader {
+    /// The handle that cuts the reader's pause short (see the module docs).
+    pub(super) fn hurry(&self) -> Arc<Notify> {
+        Arc::clone(&self.hurry)
+    }
+
     /// Reads events until `tx` is closed (or, logged, polling the ring fails), sending one
     /// [`Event`] per record.
     pub async fn run(self, tx: UnboundedSender<Event>) {
         let page_size = self.page_size;
+        let hurry = self.hurry;
         let mut fd = match self.ring {
             Ring::Registered(fd) => fd,
             Ring::Unregistered(ring) => match register(ring) {
@@ -29,6 +90,7 @@ impl RingReader {
                 }
             },
         };
+        let mut pace = WakePace::new();
         loop {
             let mut guard = tokio::select! {
                 ready = fd.readable_mut() => match ready {
@@ -50,6 +112,15 @@ impl RingReader {
                 }
             }
             guard.clear_ready();
+            if let Some(pause) = pace.drained(Instant::now()) {
+                // records written meanwhile gather; the edge-triggered readiness the kernel
+                // signals for them is kept for the next `readable_mut`
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = hurry.notified() => {}
+                    () = tx.closed() => return,
+                }
+            }
         }
     }
 }
@@ -193,4 +264,28 @@ pub(super) fn register(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData
     // (which owns the RingBuf) is dropped.
     unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| EbpfError::Ring(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_pauses_only_past_its_burst_of_wake_ups_in_a_window() {
+        let t0 = Instant::now();
+        let mut pace = WakePace::new();
+        for i in 0..PACE_BURST {
+            assert_eq!(pace.drained(t0 + Duration::from_micros(u64::from(i))), None);
+        }
+        assert_eq!(
+            pace.drained(t0 + Duration::from_millis(1)),
+            Some(PACE_PAUSE)
+        );
+        assert_eq!(
+            pace.drained(t0 + Duration::from_millis(50)),
+            Some(PACE_PAUSE)
+        );
+        // a new window: prompt again
+        assert_eq!(pace.drained(t0 + PACE_WINDOW), None);
+    }
 }
