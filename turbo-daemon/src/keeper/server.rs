@@ -23,7 +23,7 @@ use std::{
 
 use super::{AppCounters, Reply, Request};
 use crate::{
-    logs::{AppLogs, Pump, Records, Source, StderrTail, Step, Stream},
+    logs::{AppLogs, Pump, Source, StderrTail, Step, Stream, WriteBehind},
     os::{epoll::Epoll, fdpass, pipe_io},
 };
 
@@ -73,8 +73,8 @@ struct Wait {
 struct Scratch {
     buf: Vec<u8>,
     lines: Vec<Range<usize>>,
-    out: Records,
-    err: Records,
+    /// Formatted batches on their way to the files, written on a thread of their own.
+    behind: WriteBehind,
 }
 
 struct Keeper {
@@ -239,6 +239,8 @@ impl Keeper {
         let Some(client) = self.clients.get(&fd) else {
             return;
         };
+        // counters, flushes and tails answer for everything read so far
+        self.scratch.behind.drain();
         let mut buf = vec![0; 64 * 1024];
         let (n, fds) = match fdpass::recv(client.fd.as_fd(), &mut buf) {
             Ok((0, fds)) if fds.is_empty() => return self.drop_client(fd),
@@ -437,15 +439,9 @@ impl Keeper {
             return;
         };
         let tail = self.procs.get(&pipe.source.pid).map(|p| p.tail.clone());
-        let Scratch {
-            buf,
-            lines,
-            out,
-            err,
-        } = &mut self.scratch;
+        let Scratch { buf, lines, behind } = &mut self.scratch;
         let (stream, source) = (pipe.stream, pipe.source);
         let logs = &pipe.logs;
-        let records = if stream == Stream::Out { out } else { err };
         let pipe_fd = pipe.fd.as_fd();
         let step = pipe.pump.step(
             pipe_fd,
@@ -453,7 +449,11 @@ impl Keeper {
             lines,
             |b| pipe_io::read_into(pipe_fd, b),
             &mut |data, lines| {
-                logs.append(source, stream, data, lines, records);
+                let mut records = behind.buffer();
+                match logs.format(source, stream, data, lines, &mut records) {
+                    Some(now) => behind.write(logs, stream, records, now),
+                    None => behind.put_back(records),
+                }
                 if stream == Stream::Err
                     && let Some(t) = &tail
                 {
@@ -462,6 +462,8 @@ impl Keeper {
             },
         );
         if step == Step::End {
+            // the process's output is all in its files before its end is reported
+            behind.drain();
             let pid = pipe.source.pid;
             self.epoll.remove(&pipe.fd);
             self.pipes.remove(&fd);

@@ -17,6 +17,8 @@
 //!   `json`, a change applies from the next read on); the record layout is
 //!   [`turbo_api::logfmt`], shared with the CLI that reads the files.
 //! * `sink`: appending a batch with one `write(2)`, and rotation.
+//! * `behind`: the keeper's writing of batches on a thread of its own, while it reads and
+//!   formats the next ones.
 //! * `compress`: compressing rotated files (`log.compress`) on a thread of its own, off the
 //!   reading of the pipes.
 //! * [`forward`]: sending records to journald and syslog (`log.to`), through bounded queues
@@ -27,6 +29,7 @@
 //! descendants are gone) the capture ends and [`Capture::done`] resolves; what that means is the
 //! supervisor's business. It must not lose output it could keep, nor stop reading (see `sink`).
 
+mod behind;
 pub mod clock;
 mod compress;
 pub(crate) mod format;
@@ -50,10 +53,11 @@ use turbo_api::logfmt;
 
 use self::sink::Sink;
 pub(crate) use self::{
+    behind::WriteBehind,
     format::Records,
     pump::{Pump, Step},
 };
-use crate::spec::LogPolicy;
+use crate::spec::{LogFormat, LogPolicy};
 
 /// Longest line written as one record; longer ones are cut, so memory stays bounded.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -106,16 +110,31 @@ pub use turbo_api::logfmt::Source;
 /// The log files of one app, shared by every capture of its processes. Cloning is cheap (one
 /// `Arc`); all clones write the same files.
 #[derive(Clone, Debug)]
-pub struct AppLogs(Arc<Mutex<Files>>);
+pub struct AppLogs(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    /// The app name as a JSON string, quotes included, ready to copy into json records.
+    app_json: Box<[u8]>,
+    /// What formatting a batch needs, under a lock of its own: formatting one batch never waits
+    /// for the write of the one before ([`WriteBehind`]).
+    head: Mutex<Head>,
+    files: Mutex<Files>,
+}
+
+#[derive(Debug)]
+struct Head {
+    format: LogFormat,
+    /// Whether records go to the files at all (`log.to`).
+    file: bool,
+    /// Where records go besides the files (`None`: nowhere).
+    route: Option<Arc<forward::Route>>,
+}
 
 #[derive(Debug)]
 struct Files {
     app: String,
-    /// The app name as a JSON string, quotes included, ready to copy into json records.
-    app_json: Vec<u8>,
     policy: LogPolicy,
-    /// Where records go besides the files (`None`: nowhere).
-    route: Option<Arc<forward::Route>>,
     forwarded: Arc<forward::Counters>,
     out: Sink,
     /// `None`: stderr goes to `out`'s file too (`log.path`).
@@ -164,15 +183,22 @@ impl AppLogs {
                 );
             }
         }
-        Ok(AppLogs(Arc::new(Mutex::new(Files {
-            app: app.to_owned(),
-            app_json,
-            policy: policy.clone(),
+        let head = Head {
+            format: policy.format,
+            file: policy.file,
             route: forward::Route::of(app, policy, &forwarded),
-            forwarded,
-            out,
-            err,
-        }))))
+        };
+        Ok(AppLogs(Arc::new(Shared {
+            app_json: app_json.into(),
+            head: Mutex::new(head),
+            files: Mutex::new(Files {
+                app: app.to_owned(),
+                policy: policy.clone(),
+                forwarded,
+                out,
+                err,
+            }),
+        })))
     }
 
     /// Whether these are the files `policy` names (else the app's files moved: `log.out`,
@@ -196,7 +222,11 @@ impl AppLogs {
         }
         let fewer = policy.keep < files.policy.keep;
         files.policy = policy.clone();
-        files.route = forward::Route::of(&files.app, policy, &files.forwarded);
+        *lock(&self.0.head) = Head {
+            format: policy.format,
+            file: policy.file,
+            route: forward::Route::of(&files.app, policy, &files.forwarded),
+        };
         if fewer {
             for sink in std::iter::once(&files.out).chain(&files.err) {
                 if let Err(e) = sink::prune(&sink.path, policy.keep) {
@@ -285,8 +315,7 @@ impl AppLogs {
     }
 
     /// Formats and appends one batch of records of `source`'s `stream`, and hands it to the
-    /// other destinations. The lock is held across formatting and writing so the policy, the
-    /// size count and a rotation all see the same state.
+    /// other destinations: [`AppLogs::format`] then [`AppLogs::write`].
     pub(crate) fn append(
         &self,
         source: Source,
@@ -295,30 +324,60 @@ impl AppLogs {
         lines: &[Range<usize>],
         records: &mut Records,
     ) {
+        if let Some(now) = self.format(source, stream, data, lines, records) {
+            self.write(stream, records, now);
+        }
+    }
+
+    /// Hands one batch of `source`'s `stream` to the other destinations and formats it into
+    /// `records`, stamped now; returns that time (log clock, ms), or `None` when the app's
+    /// records go to no file. The lock is held only to read the policy: formatting a batch
+    /// does not hold up the writing of the one before ([`WriteBehind`]).
+    pub(crate) fn format(
+        &self,
+        source: Source,
+        stream: Stream,
+        data: &[u8],
+        lines: &[Range<usize>],
+        records: &mut Records,
+    ) -> Option<i64> {
         let now = clock::now_ms();
+        let format = {
+            let head = lock(&self.0.head);
+            if let Some(route) = &head.route {
+                route.submit(source, stream, now, data, lines);
+            }
+            if !head.file {
+                return None;
+            }
+            head.format
+        };
         let stamp = format::timestamp(now);
-        let mut files = self.lock();
-        let files = &mut *files;
-        if let Some(route) = &files.route {
-            route.submit(source, stream, now, data, lines);
-        }
-        if !files.policy.file {
-            return;
-        }
         records.format(
-            files.policy.format,
+            format,
             &stamp,
-            &files.app_json,
+            &self.0.app_json,
             source,
             stream,
             data,
             lines,
         );
-        let sink = match stream {
-            Stream::Out => &mut files.out,
-            Stream::Err => files.err.as_mut().unwrap_or(&mut files.out),
-        };
-        sink.write_records(records, &files.policy, now);
+        Some(now)
+    }
+
+    /// Appends a batch [`AppLogs::format`] made at `now` to the file of `stream`, rotating it
+    /// when the policy says so. The lock is held across the write, so the policy, the size count
+    /// and a rotation all see the same state.
+    pub(crate) fn write(&self, stream: Stream, records: &mut Records, now: i64) {
+        {
+            let mut files = self.lock();
+            let files = &mut *files;
+            let sink = match stream {
+                Stream::Out => &mut files.out,
+                Stream::Err => files.err.as_mut().unwrap_or(&mut files.out),
+            };
+            sink.write_records(records, &files.policy, now);
+        }
         if records.buf.len() <= pump::READ_SIZE {
             pump::give_back(&mut records.buf, 2 * pump::READ_SIZE);
             pump::give_back(&mut records.ends, 0);
@@ -326,8 +385,7 @@ impl AppLogs {
     }
 
     fn lock(&self) -> MutexGuard<'_, Files> {
-        // a panic while holding the lock leaves consistent enough state: at worst a size count off
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.0.files)
     }
 }
 
@@ -367,6 +425,11 @@ impl StderrTail {
     fn lock(&self) -> MutexGuard<'_, VecDeque<String>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // a panic while holding the lock leaves consistent enough state: at worst a size count off
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn tail_text(line: &[u8]) -> String {

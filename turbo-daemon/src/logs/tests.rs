@@ -860,3 +860,53 @@ async fn per_instance_files_insert_the_instance_before_the_extension() {
     }
     assert!(!dir.path().join("web-out.log").exists());
 }
+
+/// The keeper's write-behind: batches of two apps' files, written on its thread while more are
+/// formatted, land whole and in order, across rotations; once drained, the files and counters
+/// hold every batch given.
+#[test]
+fn batches_written_behind_land_in_order_and_drain_waits_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = policy(LogFormat::Text, 64 * 1024, 100);
+    let apps = [
+        AppLogs::open(dir.path(), "a", 0, &small).unwrap(),
+        AppLogs::open(dir.path(), "b", 0, &LogPolicy::default()).unwrap(),
+    ];
+    let mut behind = WriteBehind::start();
+    let (mut data, mut lines) = (Vec::new(), Vec::new());
+    for batch in 0..200 {
+        data.clear();
+        for n in 0..50 {
+            data.extend_from_slice(format!("batch {batch:03} line {n:02}\n").as_bytes());
+        }
+        split_lines(&data, false, &mut lines);
+        for (i, logs) in apps.iter().enumerate() {
+            let stream = if i == 0 { Stream::Out } else { Stream::Err };
+            let mut records = behind.buffer();
+            let now = logs
+                .format(SOURCE, stream, &data, &lines, &mut records)
+                .expect("text to the files");
+            behind.write(logs, stream, records, now);
+        }
+    }
+    behind.drain();
+    let want: Vec<Vec<u8>> = (0..200)
+        .flat_map(|b| (0..50).map(move |n| format!("batch {b:03} line {n:02}").into_bytes()))
+        .collect();
+    // a's files: rotated (oldest first), then the current one
+    let (a_out, _) = apps[0].paths();
+    let mut a = Vec::new();
+    for (_, old) in rotated(&a_out).unwrap().into_iter().rev() {
+        a.extend(read(&old));
+    }
+    a.extend(read(&a_out));
+    assert!(
+        !rotated(&a_out).unwrap().is_empty(),
+        "a rotated while written behind"
+    );
+    assert_eq!(text_records(&a), want);
+    let (_, b_err) = apps[1].paths();
+    let b = read(&b_err);
+    assert_eq!(text_records(&b), want);
+    assert_eq!(apps[1].counters()[1], (Stream::Err, b.len() as u64, 0));
+}

@@ -120,6 +120,9 @@ struct Acc {
     subject: Subject,
     seconds: Vec<f64>,
     writer_seconds: Vec<f64>,
+    /// Rotating subject: from the writer's first write until the keeper had compressed every
+    /// rotated file it compresses (`.2` and older), which is mostly after the measured time.
+    compressed_seconds: Vec<f64>,
     check: Check,
     incomplete: u64,
     error: Option<String>,
@@ -149,6 +152,7 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             subject,
             seconds: Vec::new(),
             writer_seconds: Vec::new(),
+            compressed_seconds: Vec::new(),
             check: Check::default(),
             incomplete: 0,
             error: None,
@@ -220,7 +224,7 @@ fn rounds(
             match result {
                 Ok(r) => {
                     println!(
-                        "  round {}/{reps} {:<34} {} (writer {:.3} s){}",
+                        "  round {}/{reps} {:<34} {} (writer {:.3} s){}{}",
                         rep + 1,
                         acc.subject.label(),
                         if r.complete {
@@ -229,6 +233,9 @@ fn rounds(
                             "INCOMPLETE".to_owned()
                         },
                         r.writer_seconds,
+                        r.compressed_seconds
+                            .map(|c| format!(" (all compressed at {c:.3} s)"))
+                            .unwrap_or_default(),
                         if r.check.clean() {
                             String::new()
                         } else {
@@ -241,6 +248,7 @@ fn rounds(
                         acc.incomplete += 1;
                     }
                     acc.writer_seconds.push(r.writer_seconds);
+                    acc.compressed_seconds.extend(r.compressed_seconds);
                     acc.check.add(&r.check);
                     if r.check.lost > 0 {
                         acc.lossy_runs += 1;
@@ -260,6 +268,8 @@ fn rounds(
 struct RunResult {
     seconds: f64,
     writer_seconds: f64,
+    /// See [`Acc::compressed_seconds`].
+    compressed_seconds: Option<f64>,
     complete: bool,
     check: Check,
 }
@@ -321,13 +331,15 @@ fn manager_run(
         bail!("the start command failed ({status})");
     }
     if rotating {
-        let check = verify_rotated(&log, lines, subject.prefix())?;
+        let (check, compressed_ns) = verify_rotated(&log, lines, subject.prefix())?;
         m.remove(&app.name)?;
         let _ = fs::remove_file(&marker);
         for f in log_files(&log)? {
             fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
         }
-        return Ok(result(done_ns, writer, check));
+        let mut r = result(done_ns, writer, check);
+        r.compressed_seconds = Some(seconds(writer.0, compressed_ns));
+        return Ok(r);
     }
     let check = verify(&log, offset, lines, subject.prefix())?;
     m.remove(&app.name)?;
@@ -390,15 +402,21 @@ fn reap(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-fn result(done_ns: Option<i64>, (start, end): (i64, i64), check: Check) -> RunResult {
+/// Seconds from `a` to `b` (monotonic nanoseconds).
+fn seconds(a: i64, b: i64) -> f64 {
     #[expect(
         clippy::cast_precision_loss,
         reason = "nanosecond differences far below 2^53"
     )]
-    let secs = |a: i64, b: i64| (b - a) as f64 / 1e9;
+    let s = (b - a) as f64 / 1e9;
+    s
+}
+
+fn result(done_ns: Option<i64>, (start, end): (i64, i64), check: Check) -> RunResult {
     RunResult {
-        seconds: done_ns.map_or(f64::NAN, |d| secs(start, d)),
-        writer_seconds: secs(start, end),
+        seconds: done_ns.map_or(f64::NAN, |d| seconds(start, d)),
+        writer_seconds: seconds(start, end),
+        compressed_seconds: None,
         complete: done_ns.is_some(),
         check,
     }
@@ -508,9 +526,12 @@ fn log_files(log: &Path) -> Result<Vec<std::path::PathBuf>> {
 
 /// Once the keeper has compressed every rotated file but the newest (`.1` stays plain), reads
 /// the run back across all of them, oldest first, decompressing with `zstd -dc`, and checks it.
-fn verify_rotated(log: &Path, lines: u64, prefix: Prefix) -> Result<Check> {
+/// Also returns when the compression was seen finished (monotonic ns, polled every 10 ms).
+fn verify_rotated(log: &Path, lines: u64, prefix: Prefix) -> Result<(Check, i64)> {
     let mut files = Vec::new();
+    let mut finished = sys::mono_ns();
     for _ in 0..3000 {
+        finished = sys::mono_ns();
         files = log_files(log)?;
         let plain_rotated = files
             .iter()
@@ -554,7 +575,8 @@ fn verify_rotated(log: &Path, lines: u64, prefix: Prefix) -> Result<Check> {
         };
         all = Box::new(all.chain(part));
     }
-    check_lines(BufReader::with_capacity(1 << 20, all), lines, prefix)
+    let check = check_lines(BufReader::with_capacity(1 << 20, all), lines, prefix)?;
+    Ok((check, finished))
 }
 
 fn check_lines(mut r: impl std::io::BufRead, lines: u64, prefix: Prefix) -> Result<Check> {
@@ -669,6 +691,7 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
         }
         let s = Summary::of(&acc.seconds);
         let w = Summary::of(&acc.writer_seconds);
+        let z = Summary::of(&acc.compressed_seconds);
         if matches!(
             acc.subject,
             Subject::Manager(Kind::Turbo) | Subject::TurboZstd
@@ -684,6 +707,8 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
             extra: vec![
                 s.map(|s| Json::from((megabytes / s.median).round())).into(),
                 w.map(|w| Json::from((w.median * 1000.0).round() / 1000.0))
+                    .into(),
+                z.map(|z| Json::from((z.median * 1000.0).round() / 1000.0))
                     .into(),
                 Json::from(acc.incomplete),
                 Json::from(acc.check.lost),
@@ -728,7 +753,10 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
                  rotation out of reach), TurboProcess again with `log: {}` (a \
                  daemon of its own: the file rotates about six times a run and the \
                  keeper's compression thread compresses `.2` and older with zstd while the \
-                 app still writes; the time is until the last line is in the current file, \
+                 app still writes; the time is until the last line is in the current file \
+                 (compression that is still going on then is not in it: the column \
+                 \"all rotated files compressed\" says when the last compressed file was seen \
+                 in place, polled every 10 ms from the writer's first write), \
                  and the check reads the run back across every rotated file, decompressed with \
                  `zstd -dc` once the keeper has compressed them; the files are deleted after \
                  each run), PM2 (`autorestart: false`; its default log files \
@@ -757,6 +785,7 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
         extra_columns: vec![
             "MB/s of payload (median)".to_owned(),
             "writer's own time (median, s)".to_owned(),
+            "all rotated files compressed (median, s)".to_owned(),
             "incomplete runs".to_owned(),
             "lines lost".to_owned(),
             "reordered".to_owned(),
