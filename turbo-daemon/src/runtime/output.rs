@@ -134,6 +134,12 @@ impl Outputs {
         });
     }
 
+    /// Whether the pipes queued since the last [`Self::hand_over`] fill the daemon's share for
+    /// them ([`crate::keeper::pass_budget`]): the caller hands them over before the next spawn.
+    pub(super) fn pass_full(&self) -> bool {
+        2 * self.pending.len() as u64 >= crate::keeper::pass_budget()
+    }
+
     /// Hands the queued pipes to the keeper in one batch (or captures them here). Returns the
     /// pids whose output nobody can read (no descriptor left in the keeper nor here), with
     /// why: the caller ends those processes, whose start fails.
