@@ -764,7 +764,7 @@ impl Runtime {
     fn feed(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
         // spawns of this pass, told to the supervisor once their output is handed over (in
-        // one batch), so a process whose output cannot be captured fails its start instead
+        // batches of `keeper::pass_budget`), so a process whose output cannot be captured fails its start instead
         let mut spawned = Vec::new();
         loop {
             let Some(input) = queue.pop_front() else {

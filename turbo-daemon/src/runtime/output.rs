@@ -27,7 +27,8 @@ pub(super) struct Outputs {
     logs: HashMap<(String, Option<u32>), logs::AppLogs>,
     /// The output of each running process (for its crash record's stderr tail).
     procs: HashMap<u32, Output>,
-    /// Pipes of processes spawned in this pass of the loop, handed over at its end.
+    /// Pipes of processes spawned in this pass of the loop, handed over at its end or when
+    /// they fill [`crate::keeper::pass_budget`].
     pending: Vec<Pending>,
 }
 
