@@ -164,16 +164,14 @@ fn the_fd_limit_is_raised_and_apps_get_the_original_back() {
     }
 }
 
-/// With too few descriptors (a hard limit the daemon may not raise: no `CAP_SYS_RESOURCE`),
-/// each start that does not fit fails alone, with the reason, before its process exists: no
-/// app runs without its output captured, the keeper is never replaced, the daemon answers.
-#[test]
-fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
-    const APPS: usize = 120;
+/// A daemon (and its pid) whose `RLIMIT_NOFILE` is `limit`, soft and hard, without the
+/// `CAP_SYS_RESOURCE` that would let it raise that.
+fn daemon_held_to(limit: usize) -> (TestDaemon, u64) {
     assert!(
         is_root(),
         "dropping CAP_SYS_RESOURCE needs root; run the suite as root"
     );
+    let nofile = format!("--nofile={limit}:{limit}");
     let d = TestDaemon::start_under(
         "auto",
         &[
@@ -181,10 +179,20 @@ fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
             "--bounding-set=-sys_resource",
             "--inh-caps=-sys_resource",
             "prlimit",
-            "--nofile=300:300",
+            &nofile,
         ],
     );
     let daemon = u64::from(d.daemon_pid().expect("daemon pid"));
+    (d, daemon)
+}
+
+/// With too few descriptors (a hard limit the daemon may not raise: no `CAP_SYS_RESOURCE`),
+/// each start that does not fit fails alone, with the reason, before its process exists: no
+/// app runs without its output captured, the keeper is never replaced, the daemon answers.
+#[test]
+fn running_out_of_descriptors_fails_single_starts_and_loses_no_output() {
+    const APPS: usize = 120;
+    let (d, daemon) = daemon_held_to(300);
     assert_eq!(
         nofile_of(daemon),
         (300, 300),
@@ -328,22 +336,7 @@ fn a_start_hands_its_pipes_over_as_it_goes_so_apps_that_fit_all_start() {
     const LIMIT: usize = 1600;
     const FIRST: usize = 540;
     const SECOND: usize = 160;
-    assert!(
-        is_root(),
-        "dropping CAP_SYS_RESOURCE needs root; run the suite as root"
-    );
-    let limit = format!("--nofile={LIMIT}:{LIMIT}");
-    let d = TestDaemon::start_under(
-        "auto",
-        &[
-            "setpriv",
-            "--bounding-set=-sys_resource",
-            "--inh-caps=-sys_resource",
-            "prlimit",
-            &limit,
-        ],
-    );
-    let daemon = u64::from(d.daemon_pid().expect("daemon pid"));
+    let (d, daemon) = daemon_held_to(LIMIT);
     let sleep = mark(4);
     let mut names = Vec::new();
     for (prefix, n) in [("pa", FIRST), ("pb", SECOND)] {
