@@ -456,6 +456,13 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
         exec(&mut turbo(env, &home, &["status", "--json"]), CLI_LIMIT)?;
         s.status_ms.push(ms(t.elapsed()));
     }
+    println!(
+        "  memory: RSS {} KiB, PSS {} KiB ({} keepers); status --json: {:?} ms",
+        s.rss / 1024,
+        s.pss / 1024,
+        s.keepers,
+        s.status_ms.iter().map(|m| m.round()).collect::<Vec<_>>()
+    );
     let daemon = procs
         .first()
         .map(|&(_, p)| p)
@@ -467,6 +474,11 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     let last = last.context("no scrape")?;
     s.scrape_ms = last.wall_ms;
     s.scrape_bytes = last.body.len();
+    println!(
+        "  scrape: {:.1} ms, {} KiB",
+        s.scrape_ms,
+        s.scrape_bytes / 1024
+    );
     if let Some(idle) = idle {
         let before: u64 = procs.iter().filter_map(|&(_, p)| sys::cpu_ticks(p)).sum();
         thread::sleep(idle);
@@ -479,7 +491,15 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     // adoption: the daemon killed, a new one on the same home
     let pids = online(env, &home)?;
     sys::send_signal(daemon, sys::SIGKILL)?;
-    thread::sleep(Duration::from_millis(200));
+    // its lock goes with its last descriptor: a loaded host takes more than a moment to close
+    // thousands of them, and a daemon started before would find the home taken
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sys::cmdline(daemon).is_some() {
+        if Instant::now() > deadline {
+            bail!("the daemon still ran 60 s after its kill -9");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
     let t = Instant::now();
     let log = std::fs::OpenOptions::new()
         .create(true)
