@@ -357,6 +357,14 @@ fn fds_by_kind(pid: u32) -> Vec<(String, usize)> {
     all
 }
 
+/// Whether `pid` is gone or a zombie: every descriptor it had is closed.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
+}
+
 /// The `turbo` CLI of the daemon on `home`.
 pub fn turbo(env: &Env<'_>, home: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(&env.tools.turbo);
@@ -491,10 +499,11 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     // adoption: the daemon killed, a new one on the same home
     let pids = online(env, &home)?;
     sys::send_signal(daemon, sys::SIGKILL)?;
-    // its lock goes with its last descriptor: a loaded host takes more than a moment to close
-    // thousands of them, and a daemon started before would find the home taken
+    // its lock goes with its last descriptor, closed only after its memory (and command line)
+    // is gone: a loaded host takes more than a moment to close thousands, and a daemon
+    // started before then finds the home taken by a live pid
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sys::cmdline(daemon).is_some() {
+    while !exited(daemon) {
         if Instant::now() > deadline {
             bail!("the daemon still ran 60 s after its kill -9");
         }
