@@ -357,11 +357,10 @@ fn fds_by_kind(pid: u32) -> Vec<(String, usize)> {
     all
 }
 
-/// Whether `pid` is gone or a zombie: every descriptor it had is closed.
-fn exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+/// Whether nobody holds the `flock` on `path` (taken and let go here at once).
+fn lock_free(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| {
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
     })
 }
 
@@ -499,13 +498,13 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     // adoption: the daemon killed, a new one on the same home
     let pids = online(env, &home)?;
     sys::send_signal(daemon, sys::SIGKILL)?;
-    // its lock goes with its last descriptor, closed only after its memory (and command line)
-    // is gone: a loaded host takes more than a moment to close thousands, and a daemon
-    // started before then finds the home taken by a live pid
+    // its home lock goes with the last thread that shares its descriptors, after its memory,
+    // its command line and its main thread's exit: a loaded host takes more than a moment
+    // to close thousands, and a daemon started before then finds the home taken
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !exited(daemon) {
+    while !lock_free(&home.join("daemon.lock")) {
         if Instant::now() > deadline {
-            bail!("the daemon still ran 60 s after its kill -9");
+            bail!("the home lock was still held 60 s after the daemon's kill -9");
         }
         thread::sleep(Duration::from_millis(10));
     }
