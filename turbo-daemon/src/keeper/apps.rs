@@ -409,7 +409,7 @@ impl Keeper {
         }
     }
 
-    /// The spawns of a pass are over: their pipes are registered from here on (or their
+    /// The spawns of a pass (or of one batch of it) are over: their pipes are registered from here on (or their
     /// process never started), and count as `used` once registered.
     pub fn settle(&mut self) {
         for s in &mut self.shards {

@@ -265,11 +265,20 @@ pub const FDS_PER_PROCESS: u64 = 4;
 pub const SHARD_FDS_ENV: &str = "TURBO_KEEPER_FDS";
 
 /// The most descriptors the daemon spends on copies of pipes: a quarter of its hard limit, so
-/// that its other per-app descriptor (the pidfd) and the pipes of a batch of spawns still fit
-/// with ten thousand apps under a hard limit of 20,000 (docs/architecture.md, "File
-/// descriptors").
+/// that its other per-app descriptor (the pidfd), the kept `/proc` files and the pipes of a
+/// pass of spawns ([`pass_budget`]) still fit with ten thousand apps under a hard limit of
+/// 20,000 (docs/architecture.md, "File descriptors").
 fn copy_budget() -> u64 {
     crate::os::creds::limit(crate::os::creds::Limit::Nofile).1 / 4
+}
+
+/// The most descriptors the pipes of new processes hold in the daemon before they are handed
+/// to the keeper: a sixteenth of its hard limit (1,250 under 20,000; 625 processes), at least
+/// those of one process. A start of thousands hands over every so many spawns instead of once
+/// at its end, so what it holds while it runs is bounded like what it keeps after.
+#[must_use]
+pub fn pass_budget() -> u64 {
+    (crate::os::creds::limit(crate::os::creds::Limit::Nofile).1 / 16).max(2)
 }
 
 /// One keeper process (a shard) and the daemon's session with it.

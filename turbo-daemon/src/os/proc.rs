@@ -429,7 +429,7 @@ pub fn image(pid: u32) -> Option<Image> {
 /// The open `stat` and `children` files of apps' main processes, so that reading an app
 /// (every `ListApps`, every sampler pass) costs two `pread`s instead of two path lookups,
 /// opens and closes. Descendants come and go too often to be worth keeping open. At most
-/// [`MainFiles::KEPT`] processes' files are kept: two descriptors per app would otherwise
+/// [`MainFiles::kept`] processes' files are kept: two descriptors per app would otherwise
 /// count against the daemon's limit with thousands of apps (docs/architecture.md, "File
 /// descriptors"); the others are read by path.
 #[derive(Debug, Default)]
@@ -438,13 +438,22 @@ pub struct MainFiles {
 }
 
 impl MainFiles {
-    /// Most processes whose files are kept open.
+    /// Most processes whose files are kept open, whatever the limit.
     pub const KEPT: usize = 1024;
+
+    /// Most processes whose files are kept open under this process's hard `RLIMIT_NOFILE`:
+    /// [`Self::KEPT`], or fewer when two descriptors each would take more than an eighth of
+    /// the limit (so the daemon's budget is shares of its limit plus one pidfd per app).
+    #[must_use]
+    pub fn kept() -> usize {
+        let (_, hard) = super::creds::limit(super::creds::Limit::Nofile);
+        usize::try_from(hard / 16).map_or(Self::KEPT, |n| n.min(Self::KEPT))
+    }
 
     /// `/proc/<pid>/stat` of a main process, through its kept file (opened on first use).
     /// A process gone takes its files with it.
     fn stat(&mut self, pid: u32) -> Option<ProcStat> {
-        if self.open.len() >= Self::KEPT && !self.open.contains_key(&pid) {
+        if !self.open.contains_key(&pid) && self.open.len() >= Self::kept() {
             return read_stat(pid).ok();
         }
         let text = match self.open.entry(pid) {
@@ -755,12 +764,12 @@ mod tests {
         assert!(files.open.is_empty());
     }
 
-    /// Past `KEPT` processes, figures are read by path and no descriptor is kept.
+    /// Past `kept()` processes, figures are read by path and no descriptor is kept.
     #[test]
     fn kept_files_are_bounded() {
         let me = std::process::id();
         let mut files = MainFiles::default();
-        for fake in 0..MainFiles::KEPT {
+        for fake in 0..MainFiles::kept() {
             // stand-ins: the entries only count here
             let f = File::open("/proc/self/stat").unwrap();
             files
@@ -772,7 +781,7 @@ mod tests {
         assert_eq!((s.ppid, s.start_ticks), (direct.ppid, direct.start_ticks));
         assert_eq!(
             files.open.len(),
-            MainFiles::KEPT,
+            MainFiles::kept(),
             "no file kept beyond the bound"
         );
         assert!(!files.open.contains_key(&me));

@@ -23,6 +23,11 @@ use crate::{
     supervisor::{Action, AppId, Exit, Input, Notification},
 };
 
+/// Descriptors one spawn opens in the daemon at most while it runs: both ends of two pipes,
+/// the pidfd, `/dev/null` for stdin, `cgroup.procs`, the fork path's error pipe. A spawn needs
+/// them free beyond [`crate::keeper::FD_RESERVE`], so it never eats into the clients' share.
+const SPAWN_FDS: u64 = 10;
+
 /// How long a crash record waits for the last stderr lines of its process.
 const STDERR_GRACE: Duration = Duration::from_millis(500);
 
@@ -205,7 +210,7 @@ impl Runtime {
         let instance = self.sup.app(app).map_or(0, |a| a.instance);
         // a start fails whole, before its process exists, rather than leave one running
         // whose output nobody reads
-        let reserve = crate::keeper::FD_RESERVE;
+        let reserve = crate::keeper::FD_RESERVE + SPAWN_FDS;
         if let Some(free) = crate::os::creds::short_of_fds(reserve) {
             // raised when first needed, not at start: until then apps inherit the daemon's
             // limit and start through posix_spawn, which cannot give them back a lower one

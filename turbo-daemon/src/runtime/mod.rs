@@ -790,16 +790,15 @@ impl Runtime {
     fn feed(&mut self, input: Input) {
         let mut queue = VecDeque::from([input]);
         // spawns of this pass, told to the supervisor once their output is handed over (in
-        // one batch), so a process whose output cannot be captured fails its start instead
+        // batches of `keeper::pass_budget`), so a process whose output cannot be captured fails its start instead
         let mut spawned = Vec::new();
         loop {
             let Some(input) = queue.pop_front() else {
-                // the pipes of the pass's spawns and hooks
-                let lost = self.output.hand_over();
-                if spawned.is_empty() {
+                // the pipes of the pass's spawns and hooks; their spawns are told after
+                self.hand_over(&mut spawned, &mut queue);
+                if queue.is_empty() {
                     break;
                 }
-                queue.extend(spawned.drain(..).map(|s| self.captured(s, &lost)));
                 continue;
             };
             let exit = match input {
@@ -843,7 +842,13 @@ impl Runtime {
             self.prepare_spawns(&actions);
             for action in actions {
                 match self.execute(action) {
-                    Some(next @ Input::Spawned { .. }) => spawned.push(next),
+                    Some(next @ Input::Spawned { .. }) => {
+                        spawned.push(next);
+                        // a start of thousands holds the pipes of at most so many at once
+                        if self.output.pass_full() {
+                            self.hand_over(&mut spawned, &mut queue);
+                        }
+                    }
                     Some(next) => queue.push_back(next),
                     None => {}
                 }
@@ -855,6 +860,13 @@ impl Runtime {
                 self.usage.process_gone(pid);
             }
         }
+    }
+
+    /// Hands the queued pipes over and queues the `spawned` inputs whose pipes they were, each
+    /// told as [`Self::captured`] says.
+    fn hand_over(&mut self, spawned: &mut Vec<Input>, queue: &mut VecDeque<Input>) {
+        let lost = self.output.hand_over();
+        queue.extend(spawned.drain(..).map(|s| self.captured(s, &lost)));
     }
 
     /// `spawned` (an [`Input::Spawned`]), or its start failed when its output cannot be

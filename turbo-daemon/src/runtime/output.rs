@@ -27,7 +27,8 @@ pub(super) struct Outputs {
     logs: HashMap<(String, Option<u32>), logs::AppLogs>,
     /// The output of each running process (for its crash record's stderr tail).
     procs: HashMap<u32, Output>,
-    /// Pipes of processes spawned in this pass of the loop, handed over at its end.
+    /// Pipes of processes spawned in this pass of the loop, handed over at its end or when
+    /// they fill [`crate::keeper::pass_budget`].
     pending: Vec<Pending>,
 }
 
@@ -132,6 +133,12 @@ impl Outputs {
             stdout,
             stderr,
         });
+    }
+
+    /// Whether the pipes queued since the last [`Self::hand_over`] fill the daemon's share for
+    /// them ([`crate::keeper::pass_budget`]): the caller hands them over before the next spawn.
+    pub(super) fn pass_full(&self) -> bool {
+        2 * self.pending.len() as u64 >= crate::keeper::pass_budget()
     }
 
     /// Hands the queued pipes to the keeper in one batch (or captures them here). Returns the

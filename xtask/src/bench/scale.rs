@@ -6,9 +6,12 @@
 //!
 //! A size the host cannot hold is left out with the reason. The log keepers are not the bound
 //! (the daemon starts as many as their descriptors need, docs/log-keeper.md); the daemon is: a
-//! pidfd per app, two kept `/proc` files for each of the first 1,024, and copies of pipes in at
-//! most a quarter of its hard limit (docs/architecture.md, "File descriptors"), under the hard
-//! limit it inherits unless it has `CAP_SYS_RESOURCE`.
+//! pidfd per app, two kept `/proc` files for each of the first 1,024 (fewer under a hard limit
+//! below 16,384), copies of pipes in at most a quarter of its hard limit and the pipes of a
+//! start not yet handed over in at most a sixteenth (docs/architecture.md, "File
+//! descriptors"), under the hard limit it inherits unless it has `CAP_SYS_RESOURCE`. The
+//! daemon's descriptors are counted at each size: the most seen while the apps start, and by
+//! kind once they run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,8 +45,10 @@ const STATUS_RUNS: usize = 5;
 const DAEMON_BASE_FDS: u64 = 64 + 100;
 /// Descriptors the daemon holds per app beyond its copies of pipes (the pidfd).
 const DAEMON_FDS_PER_APP: u64 = 1;
-/// Main processes whose `/proc` files the daemon keeps open (two each).
+/// Main processes whose `/proc` files the daemon keeps open (two each), at most.
 const DAEMON_KEPT_PROC_FILES: u64 = 1024;
+/// How often the daemon's descriptors are counted while apps start.
+const FD_SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 /// What one size measured (times in ms, memory in bytes).
 #[derive(Default)]
@@ -60,6 +65,10 @@ struct Size {
     idle_cpu_s: Option<f64>,
     /// Log keeper processes (shards) the daemon ran.
     keepers: usize,
+    /// The most descriptors the daemon held while the apps started.
+    fds_peak: usize,
+    /// The daemon's descriptors by kind once every app ran.
+    fds_after: Vec<(String, usize)>,
 }
 
 fn run(env: &mut Env<'_>) -> Result<Outcome> {
@@ -85,7 +94,8 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             notes.push(format!(
                 "{apps} apps were not run: the daemon holds {DAEMON_FDS_PER_APP} file \
                  descriptor per app, two for each of the first {DAEMON_KEPT_PROC_FILES} and \
-                 copies of pipes in a quarter of its limit, and can raise its limit only to \
+                 copies of pipes in a quarter of its limit and the pipes of a start in a \
+                 sixteenth, and can raise its limit only to \
                  {ceiling} here (the hard RLIMIT_NOFILE the bench runs with; more needs \
                  CAP_SYS_RESOURCE, which this host's root lacks, or a higher hard limit)"
             ));
@@ -94,7 +104,19 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
         println!("scale: {apps} apps");
         let idle_for = (apps == largest).then_some(idle);
         match size(env, apps, idle_for) {
-            Ok(s) => measured.push(s),
+            Ok(s) => {
+                notes.push(format!(
+                    "{apps} apps: the daemon held at most {} file descriptors while they \
+                     started; once they ran: {}",
+                    s.fds_peak,
+                    s.fds_after
+                        .iter()
+                        .map(|(kind, n)| format!("{n} {kind}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                measured.push(s);
+            }
             // the sizes that ran are reported, the one that failed is a missed target
             Err(e) if !measured.is_empty() => {
                 eprintln!("  {apps} apps: {e:#}");
@@ -287,8 +309,59 @@ fn fd_ceiling() -> u64 {
 
 fn fits(apps: usize, ceiling: u64) -> bool {
     let apps = u64::try_from(apps).unwrap_or(u64::MAX);
-    apps * DAEMON_FDS_PER_APP + 2 * apps.min(DAEMON_KEPT_PROC_FILES) + ceiling / 4 + DAEMON_BASE_FDS
-        <= ceiling
+    let kept = apps.min(DAEMON_KEPT_PROC_FILES).min(ceiling / 16);
+    apps * DAEMON_FDS_PER_APP + 2 * kept + ceiling / 4 + ceiling / 16 + DAEMON_BASE_FDS <= ceiling
+}
+
+/// Counts `pid`'s open descriptors every [`FD_SAMPLE_EVERY`] until `stop`; the most seen.
+fn count_fds_until(pid: u32, stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut most = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            most = most.max(dir.count());
+        }
+        thread::sleep(FD_SAMPLE_EVERY);
+    }
+    most
+}
+
+/// `pid`'s open descriptors by kind (pidfd, pipe, socket, `/proc` file, eBPF, other), most
+/// first.
+fn fds_by_kind(pid: u32) -> Vec<(String, usize)> {
+    let mut kinds: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    for entry in dir.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        let kind = if t == "anon_inode:[pidfd]" {
+            "pidfds"
+        } else if t.starts_with("pipe:") {
+            "pipes"
+        } else if t.starts_with("socket:") {
+            "sockets"
+        } else if t.starts_with("/proc/") {
+            "/proc files"
+        } else if t.starts_with("anon_inode:bpf") {
+            "eBPF"
+        } else {
+            "other"
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let mut all: Vec<(String, usize)> = kinds.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+    all.sort_by_key(|k| std::cmp::Reverse(k.1));
+    all
+}
+
+/// Whether nobody holds the `flock` on `path` (taken and let go here at once).
+fn lock_free(path: &Path) -> bool {
+    std::fs::File::open(path).is_ok_and(|f| {
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+    })
 }
 
 /// The `turbo` CLI of the daemon on `home`.
@@ -341,17 +414,39 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
         apps,
         ..Size::default()
     };
-    let t = Instant::now();
-    // a config file holds at most 1 MiB (about 9,000 of these apps): 10,000 take two
-    for (i, chunk) in sleep_apps("s", apps, &sleep).chunks(FILE_APPS).enumerate() {
-        // a start of thousands is what is measured here: it gets more than the 60 s any other
-        // command gets, so that a slow one is a figure rather than an error
-        let mut cmd = m.start_all_command(&format!("scale-{i}"), chunk)?;
-        exec(&mut cmd, START_LIMIT)?;
-    }
-    s.start_ms = ms(t.elapsed());
+    let first = m
+        .processes()
+        .first()
+        .map(|&(_, p)| p)
+        .context("the daemon is not running")?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = thread::scope(|scope| {
+        let census = scope.spawn(|| count_fds_until(first, &stop));
+        let t = Instant::now();
+        let started = (|| -> Result<()> {
+            // a config file holds at most 1 MiB (about 9,000 of these apps): 10,000 take two
+            for (i, chunk) in sleep_apps("s", apps, &sleep).chunks(FILE_APPS).enumerate() {
+                // a start of thousands is what is measured here: it gets more than the 60 s
+                // any other command gets, so that a slow one is a figure rather than an error
+                let mut cmd = m.start_all_command(&format!("scale-{i}"), chunk)?;
+                exec(&mut cmd, START_LIMIT)?;
+            }
+            Ok(())
+        })();
+        s.start_ms = ms(t.elapsed());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        s.fds_peak = census.join().unwrap_or(0);
+        started
+    });
+    println!(
+        "  daemon descriptors during the start: at most {}",
+        s.fds_peak
+    );
+    started?;
     wait_running(env, m.as_mut(), apps, &sleep)?;
     println!("  started in {:.0} ms", s.start_ms);
+    s.fds_after = fds_by_kind(first);
+    println!("  daemon descriptors once running: {:?}", s.fds_after);
     thread::sleep(Duration::from_secs(2));
     let procs = m.processes();
     s.keepers = procs
@@ -368,6 +463,13 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
         exec(&mut turbo(env, &home, &["status", "--json"]), CLI_LIMIT)?;
         s.status_ms.push(ms(t.elapsed()));
     }
+    println!(
+        "  memory: RSS {} KiB, PSS {} KiB ({} keepers); status --json: {:?} ms",
+        s.rss / 1024,
+        s.pss / 1024,
+        s.keepers,
+        s.status_ms.iter().map(|m| m.round()).collect::<Vec<_>>()
+    );
     let daemon = procs
         .first()
         .map(|&(_, p)| p)
@@ -379,6 +481,11 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     let last = last.context("no scrape")?;
     s.scrape_ms = last.wall_ms;
     s.scrape_bytes = last.body.len();
+    println!(
+        "  scrape: {:.1} ms, {} KiB",
+        s.scrape_ms,
+        s.scrape_bytes / 1024
+    );
     if let Some(idle) = idle {
         let before: u64 = procs.iter().filter_map(|&(_, p)| sys::cpu_ticks(p)).sum();
         thread::sleep(idle);
@@ -391,7 +498,16 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     // adoption: the daemon killed, a new one on the same home
     let pids = online(env, &home)?;
     sys::send_signal(daemon, sys::SIGKILL)?;
-    thread::sleep(Duration::from_millis(200));
+    // its home lock goes with the last thread that shares its descriptors, after its memory,
+    // its command line and its main thread's exit: a loaded host takes more than a moment
+    // to close thousands, and a daemon started before then finds the home taken
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lock_free(&home.join("daemon.lock")) {
+        if Instant::now() > deadline {
+            bail!("the home lock was still held 60 s after the daemon's kill -9");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
     let t = Instant::now();
     let log = std::fs::OpenOptions::new()
         .create(true)
