@@ -825,8 +825,7 @@ fn recovering_many_logs_at_once_finds_each_ones_own_files() {
         // the last recovery of a log counts: a compresses
         recovery("a-out.log", Compression::Zstd),
     ]);
-    let queued: Vec<(PathBuf, Compression)> =
-        jobs.iter().map(|j| (j.log.clone(), j.how)).collect();
+    let queued: Vec<(PathBuf, Compression)> = jobs.iter().map(|j| (j.log.clone(), j.how)).collect();
     assert_eq!(queued, [(log("a-out.log"), Compression::Zstd)]);
     let mut names: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
