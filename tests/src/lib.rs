@@ -150,6 +150,7 @@ impl TestDaemon {
     /// the daemon's path is appended), also on restarts.
     #[must_use]
     pub fn start_under(ebpf: &str, wrapper: &[&str]) -> Self {
+        remember_panics();
         let home = tempfile::Builder::new()
             .prefix("turbo-e2e-")
             .tempdir()
@@ -513,8 +514,44 @@ impl Drop for TestDaemon {
                 self.home().display(),
                 self.daemon_log()
             );
+            // the log is long and CI shows its tail: say again why the test failed
+            if let Some(why) = LAST_PANIC.with(|p| p.borrow_mut().take()) {
+                eprintln!("--- the test failed (repeated after the log) ---\n{why}");
+            }
         }
     }
+}
+
+thread_local! {
+    /// The message of the panic this test thread is unwinding from, for [`TestDaemon`]'s drop.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Installs (once per test binary) a panic hook that keeps each thread's panic message in
+/// [`LAST_PANIC`] and then runs the default hook.
+fn remember_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| {
+                    info.payload()
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                })
+                .unwrap_or_default();
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("panicked{at}:\n{message}")));
+            default(info);
+        }));
+    });
 }
 
 /// Parses a JSON document printed by the CLI.

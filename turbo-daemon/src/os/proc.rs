@@ -179,6 +179,28 @@ pub fn own_peak_bytes() -> u64 {
         .map_or(u64::MAX, |kib| kib.saturating_mul(1024))
 }
 
+/// How far two readings of one process's resident memory may disagree with no page mapped or
+/// freed between them. The kernel keeps a process's file, anonymous and shared-memory page
+/// counts in per-CPU counters (since 6.2) and reads them without summing the CPUs' pending
+/// deltas, each below the batch (`max(32, 2 × CPUs)` pages) on every CPU. So a child's
+/// `ru_maxrss` that holds the daemon's image may read a little above the daemon's own
+/// `VmHWM`; a figure within this margin of it says nothing about the child.
+#[must_use]
+pub fn rss_reading_slack() -> u64 {
+    static SLACK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SLACK.get_or_init(|| {
+        use nix::unistd::{SysconfVar, sysconf};
+        let cpus = sysconf(SysconfVar::_NPROCESSORS_CONF)
+            .ok()
+            .flatten()
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(1);
+        // three counters (file, anon, shmem), each off by less than a batch per CPU
+        3 * cpus * (2 * cpus).max(32) * page_size()
+    })
+}
+
 fn status_kib(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let kib: u64 = text

@@ -57,7 +57,10 @@ pub struct Crash {
 /// else what `/proc` says now (`memory_now`), else the last figure seen; a 0 is no figure. The
 /// peak is the exit reporter's (the kernel's high-water mark: `mm->hiwater_rss` at the exit
 /// under eBPF, `ru_maxrss` of the reap), raised to any figure seen: a memory-limit record carries the peak,
-/// not the reading that crossed the limit. The stderr tail is added later.
+/// not the reading that crossed the limit. When the reporter knew no peak (the reap's figure was
+/// not above the daemon's own, or the process was not our child) the peak is unknown (0): the
+/// figures seen are only samples, and one taken early in a process's growth is no peak.
+/// The stderr tail is added later.
 pub fn assemble(
     pid: u32,
     exit: &Exit,
@@ -78,10 +81,14 @@ pub fn assemble(
         .or_else(|| memory_now().filter(|&m| m > 0))
         .or(facts.last_rss)
         .unwrap_or(0);
-    let memory_peak_bytes = exit_memory
-        .peak_bytes
-        .max(memory_bytes)
-        .max(facts.peak_seen.unwrap_or(0));
+    let memory_peak_bytes = if exit_memory.peak_bytes == 0 {
+        0
+    } else {
+        exit_memory
+            .peak_bytes
+            .max(memory_bytes)
+            .max(facts.peak_seen.unwrap_or(0))
+    };
     Crash {
         at_ms,
         status: exit.status,
@@ -355,6 +362,9 @@ mod tests {
         assert_eq!((c.memory_bytes, c.memory_peak_bytes), (400, 400));
         let c = assemble(1, &e, 0, 0, CrashFacts::default(), || None);
         assert_eq!((c.memory_bytes, c.memory_peak_bytes), (0, 0), "unknown");
+        // no peak from the reporter: a sample taken while it grew is no peak
+        let c = assemble(1, &e, 0, 0, facts(0, 0, Some(400)), || None);
+        assert_eq!((c.memory_bytes, c.memory_peak_bytes), (400, 0), "unknown");
     }
 
     #[test]

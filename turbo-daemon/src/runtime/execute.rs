@@ -505,8 +505,9 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal
             }
         };
         // ru_maxrss no higher than the daemon's own high-water mark may be the daemon's (the
-        // image before the exec, see os::proc::own_peak_bytes): then it says nothing
-        let peak_bytes = if peak_bytes > proc::own_peak_bytes() {
+        // image before the exec, see os::proc::own_peak_bytes), give or take the kernel's
+        // counter slack: then it says nothing
+        let peak_bytes = if peak_bytes > proc::own_peak_bytes() + proc::rss_reading_slack() {
             peak_bytes
         } else {
             0
