@@ -174,6 +174,9 @@ pub(super) struct Job {
 /// could starve it for good on a saturated host and leave files plain.
 const COMPRESS_NICE: i32 = 19;
 
+/// How long the worker gathers the logs opened after one it is to recover (see [`send`]).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Queues `job` for the worker.
 pub(super) fn submit(job: Job) {
     send(Work::Compress(job));
@@ -195,6 +198,11 @@ fn send(work: Work) {
                     COMPRESS_NICE,
                 );
                 while let Ok(first) = rx.recv() {
+                    if matches!(first, Work::Recover(_)) {
+                        // logs open in bursts (a start of many apps): what opens meanwhile
+                        // shares the listing, so a burst costs a few listings, not one per log
+                        std::thread::sleep(GATHER);
+                    }
                     let (mut jobs, mut recoveries) = (Vec::new(), Vec::new());
                     for work in std::iter::once(first).chain(rx.try_iter()) {
                         match work {
