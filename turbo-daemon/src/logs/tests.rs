@@ -791,6 +791,62 @@ fn opening_a_log_cleans_up_and_resumes_an_interrupted_compression() {
     assert_eq!(text, "2026-01-02T03:04:05.678Z two\n");
 }
 
+/// The recoveries of many logs opened together list their directory once and still find
+/// each log's own leftovers and plain rotated files, and nobody else's.
+#[test]
+fn recovering_many_logs_at_once_finds_each_ones_own_files() {
+    use turbo_api::logfmt::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| dir.path().join(name);
+    for name in [
+        ".a-out.log.77.packing",
+        "a-out.log.1",
+        "a-out.log.2",
+        "a-out.log.3.gz",
+        // b's: its leftover goes, its plain .2 is not compressed (b does not compress)
+        ".b-out.log.5.packing",
+        "b-out.log.2",
+        // the names of no open log: left alone
+        ".c-out.log.9.packing",
+        "c-out.log.2",
+        "a-out.log.2x",
+        ".a-out.log..packing",
+    ] {
+        fs::write(log(name), name).unwrap();
+    }
+    let recovery = |name: &str, how| super::compress::Recovery {
+        log: log(name),
+        how,
+        lock: std::sync::Arc::default(),
+    };
+    let jobs = super::compress::recover_all(vec![
+        recovery("a-out.log", Compression::None),
+        recovery("b-out.log", Compression::None),
+        // the last recovery of a log counts: a compresses
+        recovery("a-out.log", Compression::Zstd),
+    ]);
+    let queued: Vec<(PathBuf, Compression)> = jobs.iter().map(|j| (j.log.clone(), j.how)).collect();
+    assert_eq!(queued, [(log("a-out.log"), Compression::Zstd)]);
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".a-out.log..packing",
+            ".c-out.log.9.packing",
+            "a-out.log.1",
+            "a-out.log.2",
+            "a-out.log.2x",
+            "a-out.log.3.gz",
+            "b-out.log.2",
+            "c-out.log.2",
+        ]
+    );
+}
+
 /// `log.per_instance`: `-<N>` before the extension of default and custom names alike, and each
 /// instance's writer has files of its own.
 #[tokio::test(flavor = "current_thread")]

@@ -165,12 +165,18 @@ pub fn peak_bytes(pid: u32) -> Option<u64> {
     status_kib(&format!("/proc/{pid}/status"), "VmHWM:")
 }
 
-/// This process's own `VmHWM`. A child's `ru_maxrss` counts the images it had before its
-/// `exec`, and a child started with `vfork` (posix_spawn) had the parent's: a `ru_maxrss` not
-/// above this figure may be the parent's, not the child's.
+/// This process's own peak resident memory (its `ru_maxrss`, `VmHWM` or above). A child's
+/// `ru_maxrss` counts the images it had before its `exec`, and a child started with `vfork`
+/// (posix_spawn) had the parent's: a `ru_maxrss` not above this figure may be the parent's, not
+/// the child's. One `getrusage` call: it is read after every reap of a main process, on the
+/// way to its restart (reading `/proc/self/status` took a dozen system calls there).
 #[must_use]
 pub fn own_peak_bytes() -> u64 {
-    status_kib("/proc/self/status", "VmHWM:").unwrap_or(u64::MAX)
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF)
+        .ok()
+        .and_then(|u| u64::try_from(u.max_rss()).ok())
+        .map_or(u64::MAX, |kib| kib.saturating_mul(1024))
 }
 
 /// How far two readings of one process's resident memory may disagree with no page mapped or
@@ -625,6 +631,13 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    #[test]
+    fn own_peak_is_at_least_the_high_water_mark_the_kernel_shows() {
+        let shown = status_kib("/proc/self/status", "VmHWM:").expect("VmHWM");
+        let peak = own_peak_bytes();
+        assert!(peak >= shown && peak < u64::MAX, "{peak} < {shown}");
+    }
 
     #[test]
     fn stat_fields_with_a_hostile_command_name() {

@@ -2,7 +2,10 @@
 //! and readiness waits), and the deferred replies that wait until every app they touch has
 //! settled.
 
-use std::time::Instant;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
 
 use turbo_api::ExitReason;
 
@@ -20,6 +23,10 @@ pub(super) struct Pending {
     reply: Reply,
     /// Start: a failed first spawn turns the reply into an error.
     fail_on_spawn_error: bool,
+    /// Where in `waiting` the app that held the reply last time is: apps settle about in
+    /// order, so looking from there first makes each check of a start of N apps cheap rather
+    /// than O(N) (which made handling its N spawns quadratic).
+    unsettled_at: usize,
 }
 
 impl Supervisor {
@@ -102,6 +109,7 @@ impl Supervisor {
                     waiting,
                     reply,
                     fail_on_spawn_error,
+                    unsettled_at: 0,
                 });
             }
             Err(e) => out.push(Action::Reply {
@@ -118,18 +126,26 @@ impl Supervisor {
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(Vec<AppId>, Reply, bool), CommandError> {
+        // the apps by name, from one walk of the table rather than one per spec (a file of
+        // 1,000 apps made a start quadratic before its first spawn)
+        let mut by_name: BTreeMap<String, Vec<AppId>> = BTreeMap::new();
+        for a in self.apps.values() {
+            by_name.entry(a.spec.name.clone()).or_default().push(a.id);
+        }
         // validate the whole request before touching anything: all or nothing
-        for (i, spec) in specs.iter().enumerate() {
-            if specs[..i].iter().any(|s| s.name == spec.name) {
+        let mut seen = BTreeSet::new();
+        for spec in &specs {
+            if !seen.insert(spec.name.as_str()) {
                 return Err(CommandError::Duplicate(spec.name.clone()));
             }
-            if exclusive && self.find(&spec.name).is_some() {
+            if exclusive && by_name.contains_key(&spec.name) {
                 return Err(CommandError::AlreadyExists(spec.name.clone()));
             }
         }
         let mut ids = Vec::with_capacity(specs.len());
         for spec in specs {
-            let existing = self.named(&spec.name);
+            // the names are distinct: what this loop adds is never looked up again
+            let existing = by_name.remove(&spec.name).unwrap_or_default();
             if existing.is_empty() {
                 for instance in 0..spec.instances.max(1) {
                     let id = self.add_instance(&spec, instance, out);
@@ -333,17 +349,26 @@ impl Supervisor {
 
     /// Emits the replies whose apps have all settled.
     pub(super) fn settle(&mut self, out: &mut Vec<Action>) {
+        if self.pending.is_empty() {
+            return;
+        }
         let apps = &self.apps;
-        let held: Vec<AppId> = apps
-            .keys()
-            .copied()
-            .filter(|&id| self.is_deferred(id))
-            .collect();
+        let held: BTreeSet<AppId> = self.jobs.deferred_ids().collect();
         let settled =
             |id: &AppId| !held.contains(id) && apps.get(id).is_none_or(|a| a.state.is_settled());
         let mut i = 0;
         while i < self.pending.len() {
-            if self.pending[i].waiting.iter().all(settled) {
+            let p = &mut self.pending[i];
+            // from where it was held last time, then the ones before (settled then, but an
+            // app may have left its settled state since): the same answer as `all`
+            let from = p.unsettled_at.min(p.waiting.len());
+            let unsettled = (p.waiting[from..].iter().position(|id| !settled(id)))
+                .map(|k| from + k)
+                .or_else(|| p.waiting[..from].iter().position(|id| !settled(id)));
+            if let Some(k) = unsettled {
+                p.unsettled_at = k;
+                i += 1;
+            } else {
                 let p = self.pending.swap_remove(i);
                 let failure = p.fail_on_spawn_error.then(|| {
                     p.waiting.iter().find_map(|id| match &apps.get(id)?.state {
@@ -359,8 +384,6 @@ impl Supervisor {
                     ticket: p.ticket,
                     result,
                 });
-            } else {
-                i += 1;
             }
         }
     }

@@ -55,6 +55,13 @@ pub(super) struct Jobs {
     deferred: Vec<Deferred>,
 }
 
+impl Jobs {
+    /// The apps whose stop is held back.
+    pub(super) fn deferred_ids(&self) -> impl Iterator<Item = AppId> + '_ {
+        self.deferred.iter().map(|d| d.id)
+    }
+}
+
 #[derive(Debug)]
 struct Deferred {
     id: AppId,

@@ -173,6 +173,40 @@ fn start_replies_once_the_process_is_spawned() {
     assert_eq!(reply_of(&actions, t), Some(Ok(Reply::Apps(vec![id]))));
 }
 
+/// A start of several apps replies when all of them are settled at once, whatever order they
+/// settle in, and not while one that had settled is on its way again.
+#[test]
+fn a_start_of_many_replies_once_all_are_settled_together() {
+    let mut h = Harness::new();
+    let (t, actions) = h.cmd(Command::Start {
+        specs: vec![spec("a"), spec("b"), spec("c")],
+        exclusive: true,
+    });
+    let ids: Vec<AppId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Spawn { app, .. } => Some(*app),
+            _ => None,
+        })
+        .collect();
+    let [a, b, c] = ids[..] else {
+        panic!("three spawns: {actions:?}")
+    };
+    assert_eq!(reply_of(&h.spawned(b), t), None, "a and c still starting");
+    assert_eq!(reply_of(&h.spawned(a), t), None, "c still starting");
+    // a starts over before c is up: the reply waits for it again
+    let (_, restart) = h.cmd(Command::Restart(Target::Id(a)));
+    assert_eq!(reply_of(&restart, t), None);
+    assert_eq!(reply_of(&h.spawned(c), t), None, "a is stopping");
+    let respawn = h.exit(a, WaitStatus::signaled(15));
+    assert_eq!(spawn_of(&respawn), Some(a), "{respawn:?}");
+    assert_eq!(reply_of(&respawn, t), None, "a is starting");
+    assert_eq!(
+        reply_of(&h.spawned(a), t),
+        Some(Ok(Reply::Apps(vec![a, b, c])))
+    );
+}
+
 #[test]
 fn failed_first_spawn_is_an_error_reply_and_errored_state() {
     let mut h = Harness::new();
