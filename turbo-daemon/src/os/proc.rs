@@ -636,7 +636,12 @@ mod tests {
     fn own_peak_is_at_least_the_high_water_mark_the_kernel_shows() {
         let shown = status_kib("/proc/self/status", "VmHWM:").expect("VmHWM");
         let peak = own_peak_bytes();
-        assert!(peak >= shown && peak < u64::MAX, "{peak} < {shown}");
+        // two readings of the kernel's per-CPU counters differ by up to the slack, and other
+        // test threads map and free memory between them
+        assert!(
+            peak + rss_reading_slack() >= shown && peak < u64::MAX,
+            "{peak} < {shown}"
+        );
     }
 
     #[test]

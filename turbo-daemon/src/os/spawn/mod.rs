@@ -369,12 +369,23 @@ mod tests {
         }
     }
 
+    /// The pipe's text up to its end. The read end is non-blocking, and another test thread's
+    /// fork may hold a copy of the write end until its exec closes it: wait for the end then.
     fn read_all(fd: &OwnedFd) -> String {
-        let mut text = String::new();
-        File::from(fd.try_clone().unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
-        text
+        let mut file = File::from(fd.try_clone().unwrap());
+        let mut bytes = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match file.read_to_end(&mut bytes) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "the pipe never ended");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("reading the pipe: {e}"),
+            }
+        }
+        String::from_utf8(bytes).unwrap()
     }
 
     #[test]
