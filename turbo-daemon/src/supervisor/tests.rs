@@ -182,13 +182,7 @@ fn a_start_of_many_replies_once_all_are_settled_together() {
         specs: vec![spec("a"), spec("b"), spec("c")],
         exclusive: true,
     });
-    let ids: Vec<AppId> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { app, .. } => Some(*app),
-            _ => None,
-        })
-        .collect();
+    let ids = spawns(&actions);
     let [a, b, c] = ids[..] else {
         panic!("three spawns: {actions:?}")
     };
@@ -584,13 +578,7 @@ fn restore_adopts_running_processes_and_starts_the_rest() {
         },
     ];
     let (_, actions) = h.cmd(Command::Restore(restored));
-    let spawns: Vec<AppId> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { app, .. } => Some(*app),
-            _ => None,
-        })
-        .collect();
+    let spawns = spawns(&actions);
     assert_eq!(spawns, [9], "only the dead app that should run is started");
     assert_eq!(h.state(4), AppState::Online);
     assert_eq!(h.sup.app(4).unwrap().pid(), Some(555));
@@ -824,13 +812,7 @@ fn start_cluster(h: &mut Harness, name: &str, n: u32) -> Vec<AppId> {
         specs: vec![s],
         exclusive: true,
     });
-    let ids: Vec<AppId> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Spawn { app, .. } => Some(*app),
-            _ => None,
-        })
-        .collect();
+    let ids = spawns(&actions);
     assert_eq!(ids.len(), n as usize, "one spawn per instance");
     for &id in &ids {
         h.spawned(id);
