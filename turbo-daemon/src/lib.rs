@@ -276,8 +276,9 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             Ok(listener) => {
                 let web = opts.metrics_web.clone();
                 tracing::info!("{}", metrics::describe_listen(&addr, web.as_deref()));
+                let tls = web.as_deref().is_some_and(|w| w.tls().is_some());
                 tokio::spawn(metrics::serve(listener, requests_tx.clone(), web));
-                metrics::Exporter::Serving(addr)
+                metrics::Exporter::Serving { addr, tls }
             }
             Err(e) => {
                 tracing::warn!(
