@@ -139,10 +139,10 @@ fn run(env: &mut Env<'_>) -> Result<Outcome> {
             "Where TurboProcess's time goes (the reason when the target is missed; issue 21: \
              `strace -f -tt -T` of the daemon and `perf record` of the scheduler and system \
              call tracepoints across kills, release build): the daemon's own part, from its \
-             wake-up by the exit (pidfd, eBPF and SIGCHLD together) to `clone3`, is about 30 \
+             wake-up by the exit (pidfd, eBPF and SIGCHLD together) to `clone3`, is about 35 \
              system calls on its one thread (the reap, the group check `kill(-pgid, 0)`, the \
-             stop signal to leftovers, the eBPF unwatch and spawn mark, the descriptor-room \
-             check, two pipes, six `prlimit64` reads) and took about 0.4 ms in the traced \
+             stop signal to leftovers, the eBPF unwatch and spawn mark, one log line, the \
+             descriptor-room check, two pipes, six `prlimit64` reads) and took about 0.4 ms in the traced \
              restarts on a loaded 2-core machine; the state file, D-Bus signals, crash record, /proc reads \
              and log hand-over already come after the spawn. The rest is the kernel's and \
              the program's: the killed process's exit until its pidfd wakes the daemon, the \
