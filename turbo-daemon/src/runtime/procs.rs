@@ -151,17 +151,27 @@ impl ProcessTable {
     }
 
     /// The waited-for groups that are gone now (forgotten as they are returned); an app whose
-    /// cgroup still holds a live process (`cgroup_alive`) is not gone.
+    /// cgroup still holds a live process (`cgroup_alive`) is not gone. `only`: the app whose
+    /// process ended, when the caller knows it; `None` looks at every wait (a pass that costs
+    /// a `kill` per waited-for group, so a stop of N apps must not take one per exit).
     pub fn finished_waits(
         &mut self,
+        only: Option<AppId>,
         mut group_alive: impl FnMut(u32) -> bool,
         pid_alive: impl Fn(u32) -> bool,
         cgroup_alive: impl Fn(AppId) -> bool,
     ) -> Vec<(AppId, u32)> {
-        let mut done: Vec<(AppId, u32)> = self
-            .group_waits
-            .iter()
-            .map(|(&a, &g)| (a, g))
+        let waits: Vec<(AppId, u32)> = match only {
+            Some(app) => self
+                .group_waits
+                .get(&app)
+                .map(|&g| (app, g))
+                .into_iter()
+                .collect(),
+            None => self.group_waits.iter().map(|(&a, &g)| (a, g)).collect(),
+        };
+        let mut done: Vec<(AppId, u32)> = waits
+            .into_iter()
             .filter(|&(a, g)| {
                 !self.tree_alive(a, g, &mut group_alive, &pid_alive) && !cgroup_alive(a)
             })
@@ -483,22 +493,49 @@ mod tests {
         // group 50 is empty but its setsid'd descendant lives on
         assert!(t.tree_alive(1, 50, alive(&[]), alive(&[100])));
         let no_cgroup = |_| false;
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100]), no_cgroup), []);
-        // a process in app 1's cgroup lives on, unseen by the scans
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[]), |a| a == 1), []);
         assert_eq!(
-            t.finished_waits(alive(&[60]), alive(&[]), no_cgroup),
+            t.finished_waits(None, alive(&[60]), alive(&[100]), no_cgroup),
+            []
+        );
+        // a process in app 1's cgroup lives on, unseen by the scans
+        assert_eq!(
+            t.finished_waits(None, alive(&[60]), alive(&[]), |a| a == 1),
+            []
+        );
+        assert_eq!(
+            t.finished_waits(None, alive(&[60]), alive(&[]), no_cgroup),
             [(1, 50)]
         );
         assert_eq!(
-            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
+            t.finished_waits(None, alive(&[]), alive(&[]), no_cgroup),
             [(2, 60)]
         );
         assert_eq!(
-            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
+            t.finished_waits(None, alive(&[]), alive(&[]), no_cgroup),
             [],
             "reported once"
         );
+    }
+
+    #[test]
+    fn a_check_for_one_app_looks_at_its_wait_only() {
+        let mut t = ProcessTable::default();
+        t.await_group(1, 50);
+        t.await_group(2, 60);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let gone = |g: u32| {
+            asked.borrow_mut().push(g);
+            false
+        };
+        let none = |_: u32| false;
+        assert_eq!(t.finished_waits(Some(2), gone, none, |_| false), [(2, 60)]);
+        assert_eq!(*asked.borrow(), [60], "app 1's group was not looked at");
+        assert_eq!(
+            t.finished_waits(Some(3), gone, none, |_| false),
+            [],
+            "no wait"
+        );
+        assert_eq!(t.finished_waits(None, gone, none, |_| false), [(1, 50)]);
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!
 //! Like the rest of the supervisor: no I/O, no clock; the time is the input's.
 
-use std::time::{Instant, SystemTime};
+use std::{
+    collections::HashSet,
+    time::{Instant, SystemTime},
+};
 
 use super::{
     Action, AfterStop, App, AppId, Notification, State, Supervisor, waits::human_duration,
@@ -285,9 +288,21 @@ impl Supervisor {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let held: Vec<AppId> = ids
+        // only an app that another app of `ids` names as a dependency can be held: the names
+        // first, so that a stop of N apps without dependencies is not N walks of `ids`
+        let named: HashSet<&str> = ids
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .flat_map(|a| a.spec.lifecycle.depends_on.iter().map(|d| d.name.as_str()))
+            .collect();
+        let held: HashSet<AppId> = ids
             .iter()
             .copied()
+            .filter(|id| {
+                self.apps
+                    .get(id)
+                    .is_some_and(|a| named.contains(a.spec.name.as_str()))
+            })
             .filter(|&id| self.dependents_in(id, ids).next().is_some())
             .collect();
         for &id in ids {
