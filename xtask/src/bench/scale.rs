@@ -57,8 +57,8 @@ const WHERE_THE_TIME_GOES: [&str; 4] = [
      the supervisor (the app of the pid, waiting jobs, schedules) and every waited-for group \
      in the loop (a `kill` each), and each adopted app's zombie leader took a pass over \
      `/proc`: 23 s for 10,000 apps. Now an exit is a few lookups: 5,000 of the daemon's own \
-     children stop in 1.8 s and 5,000 adopted ones in 3.1 s on the loaded host, and the \
-     profile is flat: a third emitting each app's D-Bus signals and property changes \
+     children stop in 1.8 s, and 10,000 adopted ones (the bench's case) in 3.3 s, on the \
+     loaded host; the profile is flat: a third emitting each app's D-Bus signals and property changes \
      (zbus), a fifth in the kernel (signals, reaping), a tenth allocation.",
     "Where the time goes, `status --json` (5,000 apps; 10,000 is twice each figure): a call \
      that finds no list under 500 ms old costs the daemon 140 ms of CPU: a third reading \
