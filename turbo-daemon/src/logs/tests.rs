@@ -19,6 +19,16 @@ use super::{
 };
 use crate::{os::pipe_io, spec::LogFormat};
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    n.sort();
+    n
+}
+
 /// A pipe whose write end blocks (the writer is a thread), like an app's.
 fn pipe() -> (OwnedFd, PipeWriter) {
     let (r, w) = std::io::pipe().unwrap();
@@ -768,14 +778,7 @@ fn opening_a_log_cleans_up_and_resumes_an_interrupted_compression() {
     p.compress = Compression::Gzip;
     let _logs = AppLogs::open(dir.path(), "k", 0, &p).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let names = || -> Vec<String> {
-        let mut n: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        n.sort();
-        n
-    };
+    let names = || names_in(dir.path());
     while !names().contains(&"k-out.log.2.gz".to_owned()) {
         assert!(std::time::Instant::now() < deadline, "{:?}", names());
         thread::sleep(Duration::from_millis(20));
@@ -1015,14 +1018,7 @@ fn compression_looks_for_a_flood_before_it_starts_and_between_pieces() {
         how: Compression::Zstd,
         lock: std::sync::Arc::default(),
     };
-    let names = || -> Vec<String> {
-        let mut n: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        n.sort();
-        n
-    };
+    let names = || names_in(dir.path());
     let mut seen = Vec::new();
     run(&job, || seen.push(names())).unwrap();
     // once before the temporary file exists, then once per piece (4 pieces) while it is written
