@@ -940,3 +940,87 @@ fn a_log_file_removed_behind_the_keepers_back_is_made_anew_and_loses_nothing_aft
         "consecutive from the reopening on: {after:?}"
     );
 }
+
+#[test]
+fn rotated_files_are_compressed_while_an_app_floods_without_pause() {
+    // 64 KiB of numbered lines every 5 ms (about 13 MB/s): every read of the keeper is a
+    // flood batch and no pause is long enough for the compression worker, which then compresses
+    // each rotated file at most 2 s after its rotation anyway; 1 MB files and keep: 100 keep
+    // each file about 8 s, long past that bound
+    let d = TestDaemon::start("off");
+    let flood = "import os, time\\nn = 0\\nwhile True:\\n    chunk = b''.join(b'%010d %s\\\\n' % (n + i, b'x' * 88) for i in range(655))\\n    os.write(1, chunk)\\n    n += 655\\n    time.sleep(0.005)\\n";
+    let yml = d.config(
+        "flood",
+        &format!(
+            "apps:\n  - name: flood\n    cmd: [python3, -c, \"{flood}\"]\n    log: {{ max_size: 1mb, keep: 100, compress: zstd }}\n"
+        ),
+    );
+    d.turbo_ok(&["start", yml.to_str().unwrap()]);
+    let out = std::path::PathBuf::from(d.app("flood")["out_log"].as_str().unwrap());
+    wait_for(
+        "a rotated file compressed while the app floods",
+        Duration::from_secs(30),
+        || {
+            rotated_names(&out)
+                .iter()
+                .any(|n| n.ends_with(".zst"))
+                .then_some(())
+        },
+    );
+    // the flood went on meanwhile: the app still runs and the log rotates on
+    let rotations = rotated_names(&out).len();
+    assert_eq!(d.app("flood")["state"], "online");
+    wait_for("more rotations", Duration::from_secs(10), || {
+        (rotated_names(&out).len() > rotations + 2).then_some(())
+    });
+    d.turbo_ok(&["stop", "flood"]);
+    // once the flood is over the rest is compressed at once; then the files, oldest first,
+    // hold one run of whole lines
+    let names = wait_for(
+        "every rotated file but .1 compressed",
+        Duration::from_secs(30),
+        || {
+            let names = rotated_names(&out);
+            (names.iter().filter(|n| !n.ends_with(".zst")).count() == 1).then_some(names)
+        },
+    );
+    let mut files: Vec<(u32, String)> = names
+        .into_iter()
+        .map(|n| {
+            let k = n.split('.').nth(2).unwrap().parse().unwrap();
+            (k, n)
+        })
+        .collect();
+    files.sort_unstable_by_key(|&(k, _)| std::cmp::Reverse(k));
+    let dir = out.parent().unwrap();
+    let mut text = Vec::new();
+    for (_, name) in &files {
+        if name.ends_with(".zst") {
+            let plain = Command::new("zstd")
+                .arg("-dc")
+                .arg(dir.join(name))
+                .output()
+                .expect("zstd (Debian package zstd)");
+            assert!(plain.status.success(), "zstd -dc {name}");
+            text.extend(plain.stdout);
+        } else {
+            text.extend(std::fs::read(dir.join(name)).unwrap());
+        }
+    }
+    text.extend(std::fs::read(&out).unwrap());
+    let numbers: Vec<u64> = String::from_utf8_lossy(&text)
+        .lines()
+        .map(|l| {
+            assert!(l.ends_with(&"x".repeat(88)), "{l}");
+            let n = l.rsplit(' ').nth(1).unwrap_or_default();
+            n.parse().unwrap_or_else(|_| panic!("{l}"))
+        })
+        .collect();
+    assert!(files.len() > 5, "{files:?}");
+    let first = numbers[0];
+    let want: Vec<u64> = (first..first + numbers.len() as u64).collect();
+    assert!(
+        numbers == want,
+        "the lines of {files:?} are not one run from {first}"
+    );
+}

@@ -472,6 +472,34 @@ fn a_thousand_apps_are_all_accounted_for() {
         not_stopped, 0,
         "`turbo stop all` returned with apps not stopped"
     );
+    let restarted: Vec<&String> = names.iter().filter(|n| all[*n]["restarts"] != 0).collect();
+    assert!(
+        restarted.is_empty(),
+        "stopped apps were restarted: {restarted:?}"
+    );
+    // the daemon acted on each app's exit once: one `process exited` line per pid
+    let log = d.daemon_log();
+    let mut exits: HashMap<u64, usize> = HashMap::new();
+    for line in log.lines().filter(|l| l.contains("process exited")) {
+        if let Some(pid) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("pid="))
+            .and_then(|p| p.parse().ok())
+        {
+            *exits.entry(pid).or_default() += 1;
+        }
+    }
+    let wrong: Vec<(&String, usize)> = names
+        .iter()
+        .map(|n| (n, exits.get(&pids[n]).copied().unwrap_or(0)))
+        .filter(|&(_, k)| k != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} apps' exits were not handled exactly once (name, times): {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
     let left = processes_with(&sleep);
     assert!(
         left.is_empty(),

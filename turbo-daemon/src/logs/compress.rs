@@ -17,6 +17,14 @@
 //! the plain file in place: when the next keeper opens the log, [`recover`] deletes the
 //! temporary file and queues the plain rotated files that should be compressed again.
 //!
+//! While the process is under a flood (it wrote a batch of at least [`FLOOD_BATCH`] bytes in
+//! the last [`QUIET_MS`] ms), the worker waits before it starts a file and between two pieces
+//! of one, until the flood pauses, but at most [`MAX_DEFER_MS`] ms after the file's rotation:
+//! on a host with few cores a compression running alongside a flood takes CPU that the keeper,
+//! the writing app and the rest need, while after the burst the same work is in nobody's way.
+//! A flood longer than that gets its files compressed anyway (at nice 19), each at most
+//! [`MAX_DEFER_MS`] ms later than without the wait.
+//!
 //! This module must not decide when to rotate or what to keep (that is `sink`).
 
 use std::{
@@ -26,7 +34,12 @@ use std::{
     io::{self, BufWriter, Write as _},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock, PoisonError, mpsc},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
 };
 
 use turbo_api::logfmt::{self, Compression};
@@ -55,8 +68,55 @@ pub(super) struct Recovery {
 
 /// What the worker is sent.
 enum Work {
-    Compress(Job),
+    /// A job, and when it is due at the latest ([`millis`]).
+    Compress(Job, u64),
     Recover(Recovery),
+}
+
+/// A batch at least this big (bytes of records) means an app writes faster than the keeper
+/// wakes up: its reads find the pipe full. A chatty app's batches of a few lines are smaller
+/// and do not hold compression back.
+pub(super) const FLOOD_BATCH: usize = 32 * 1024;
+/// How long after the last flood batch the worker waits before it compresses (ms).
+const QUIET_MS: u64 = 20;
+/// The longest a rotated file waits for a quiet moment (ms): under a longer flood it is
+/// compressed anyway.
+const MAX_DEFER_MS: u64 = 2000;
+/// How much of a file is compressed between two looks at whether a flood started (a fraction
+/// of a millisecond of zstd's time, a few of gzip's).
+pub(super) const PIECE: usize = 256 * 1024;
+
+/// When the last flood batch was written ([`millis`]; 0: never).
+static LAST_FLOOD: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds on the monotonic clock since this process first asked, plus one (so 0 is never
+/// a time).
+fn millis() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// Tells the worker that a batch of `bytes` was just written to a log file.
+pub(super) fn wrote(bytes: usize) {
+    if bytes >= FLOOD_BATCH {
+        LAST_FLOOD.store(millis(), Ordering::Relaxed);
+    }
+}
+
+/// How long the worker should wait at `now` before compressing (more), given the last flood
+/// batch at `flood` and a job due at `due` (all [`millis`]); `None`: go on.
+pub(super) fn pause(now: u64, flood: u64, due: u64) -> Option<Duration> {
+    let quiet_at = flood.saturating_add(QUIET_MS);
+    let until = quiet_at.min(due);
+    (flood != 0 && now < until).then(|| Duration::from_millis(until - now))
+}
+
+/// Waits while the keeper is under a flood, until `due` at the latest.
+fn wait_for_quiet(due: u64) {
+    while let Some(d) = pause(millis(), LAST_FLOOD.load(Ordering::Relaxed), due) {
+        std::thread::sleep(d);
+    }
 }
 
 /// The recoveries of `logs` (the last one per log counts), each directory listed once; returns
@@ -179,7 +239,7 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Queues `job` for the worker.
 pub(super) fn submit(job: Job) {
-    send(Work::Compress(job));
+    send(Work::Compress(job, millis().saturating_add(MAX_DEFER_MS)));
 }
 
 /// Hands `work` to the worker (started on first use). It takes whatever has queued up at
@@ -206,13 +266,14 @@ fn send(work: Work) {
                     let (mut jobs, mut recoveries) = (Vec::new(), Vec::new());
                     for work in std::iter::once(first).chain(rx.try_iter()) {
                         match work {
-                            Work::Compress(job) => jobs.push(job),
+                            Work::Compress(job, due) => jobs.push((job, due)),
                             Work::Recover(r) => recoveries.push(r),
                         }
                     }
-                    jobs.extend(recover_all(recoveries));
-                    for job in jobs {
-                        if let Err(e) = run(&job) {
+                    let due = millis().saturating_add(MAX_DEFER_MS);
+                    jobs.extend(recover_all(recoveries).into_iter().map(|j| (j, due)));
+                    for (job, due) in jobs {
+                        if let Err(e) = run(&job, || wait_for_quiet(due)) {
                             tracing::warn!(
                                 "cannot compress a rotated file of {}: {e}; it stays as it is",
                                 job.log.display()
@@ -230,8 +291,10 @@ fn send(work: Work) {
     let _ = tx.lock().unwrap_or_else(PoisonError::into_inner).send(work);
 }
 
-/// Compresses one file now (the worker's body; also used directly by tests).
-pub(super) fn run(job: &Job) -> io::Result<()> {
+/// Compresses one file (the worker's body), calling `wait` before it starts and between
+/// two pieces of the file.
+pub(super) fn run(job: &Job, mut wait: impl FnMut()) -> io::Result<()> {
+    wait();
     let ino = job.file.metadata()?.ino();
     let dir = job.log.parent().unwrap_or(Path::new("."));
     let name = job.log.file_name().unwrap_or_default().to_string_lossy();
@@ -242,7 +305,7 @@ pub(super) fn run(job: &Job) -> io::Result<()> {
         .mode(0o640)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
         .open(&temp)?;
-    let written = pack(&job.file, &out, job.how).and_then(|()| {
+    let written = pack(&job.file, &out, job.how, wait).and_then(|()| {
         // the plain file's time, for readers that order rotated files by it
         out.set_modified(job.file.metadata()?.modified()?)
     });
@@ -278,19 +341,38 @@ pub(super) fn run(job: &Job) -> io::Result<()> {
     }
 }
 
-fn pack(mut from: &File, to: &File, how: Compression) -> io::Result<()> {
+fn pack(from: &File, to: &File, how: Compression, wait: impl FnMut()) -> io::Result<()> {
     let to = BufWriter::new(to);
     match how {
         Compression::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(to, flate2::Compression::default());
-            io::copy(&mut from, &mut enc)?;
+            copy_in_pieces(from, &mut enc, wait)?;
             enc.finish()?.flush()
         }
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(to, 3)?;
-            io::copy(&mut from, &mut enc)?;
+            copy_in_pieces(from, &mut enc, wait)?;
             enc.finish()?.flush()
         }
         Compression::None => Ok(()),
+    }
+}
+
+/// Copies `from` to its end into `to`, [`PIECE`] bytes at a time, calling `wait` after each.
+fn copy_in_pieces(
+    mut from: &File,
+    to: &mut impl io::Write,
+    mut wait: impl FnMut(),
+) -> io::Result<()> {
+    let mut buf = vec![0; PIECE];
+    loop {
+        let n = match io::Read::read(&mut from, &mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        wait();
     }
 }

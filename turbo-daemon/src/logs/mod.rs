@@ -378,6 +378,8 @@ impl AppLogs {
             };
             sink.write_records(records, &files.policy, now);
         }
+        // a flood holds the compression of rotated files back (`compress`)
+        compress::wrote(records.buf.len());
         if records.buf.len() <= pump::READ_SIZE {
             pump::give_back(&mut records.buf, 2 * pump::READ_SIZE);
             pump::give_back(&mut records.ends, 0);

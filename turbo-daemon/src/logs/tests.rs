@@ -19,6 +19,16 @@ use super::{
 };
 use crate::{os::pipe_io, spec::LogFormat};
 
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    n.sort();
+    n
+}
+
 /// A pipe whose write end blocks (the writer is a thread), like an app's.
 fn pipe() -> (OwnedFd, PipeWriter) {
     let (r, w) = std::io::pipe().unwrap();
@@ -768,14 +778,7 @@ fn opening_a_log_cleans_up_and_resumes_an_interrupted_compression() {
     p.compress = Compression::Gzip;
     let _logs = AppLogs::open(dir.path(), "k", 0, &p).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let names = || -> Vec<String> {
-        let mut n: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        n.sort();
-        n
-    };
+    let names = || names_in(dir.path());
     while !names().contains(&"k-out.log.2.gz".to_owned()) {
         assert!(std::time::Instant::now() < deadline, "{:?}", names());
         thread::sleep(Duration::from_millis(20));
@@ -976,4 +979,60 @@ fn batches_written_behind_land_in_order_and_drain_waits_for_them() {
     let b = read(&b_err);
     assert_eq!(text_records(&b), want);
     assert_eq!(apps[1].counters()[1], (Stream::Err, b.len() as u64, 0));
+}
+
+/// The compression worker's wait under a flood: until [`compress::FLOOD_BATCH`]-sized writes
+/// have paused for a while, but never past the job's due time.
+#[test]
+fn compression_waits_for_a_pause_in_a_flood_but_not_past_its_due_time() {
+    use super::compress::pause;
+    let ms = Duration::from_millis;
+    // no flood yet, or long over: at once
+    assert_eq!(pause(5_000, 0, 7_000), None);
+    assert_eq!(pause(5_000, 4_000, 7_000), None);
+    // a flood batch 5 ms ago: until 20 ms after it
+    assert_eq!(pause(5_000, 4_995, 7_000), Some(ms(15)));
+    assert_eq!(pause(5_000, 5_000, 7_000), Some(ms(20)));
+    // the flood goes on: never past the due time, then at once however recent the flood
+    assert_eq!(pause(6_990, 6_990, 7_000), Some(ms(10)));
+    assert_eq!(pause(7_000, 7_000, 7_000), None);
+    assert_eq!(pause(9_000, 9_000, 7_000), None);
+}
+
+/// A compression asks whether to wait before it writes anything and again after each piece of
+/// the file, and what it writes is the whole file.
+#[test]
+fn compression_looks_for_a_flood_before_it_starts_and_between_pieces() {
+    use super::compress::{Job, PIECE, run};
+    use turbo_api::logfmt::Compression;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("w-out.log");
+    let text: Vec<u8> = (0..)
+        .flat_map(|n| format!("2026-01-02T03:04:05.678Z line {n}\n").into_bytes())
+        .take(3 * PIECE + 100)
+        .collect();
+    fs::write(logfmt::rotated_path(&out, 2), &text).unwrap();
+    let job = Job {
+        file: super::compress::open_plain(&logfmt::rotated_path(&out, 2)).unwrap(),
+        log: out.clone(),
+        how: Compression::Zstd,
+        lock: std::sync::Arc::default(),
+    };
+    let names = || names_in(dir.path());
+    let mut seen = Vec::new();
+    run(&job, || seen.push(names())).unwrap();
+    // once before the temporary file exists, then once per piece (4 pieces) while it is written
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen[0], ["w-out.log.2"]);
+    let packing = format!(".w-out.log.{}.packing", {
+        use std::os::unix::fs::MetadataExt as _;
+        job.file.metadata().unwrap().ino()
+    });
+    for names in &seen[1..] {
+        assert_eq!(names, &[packing.clone(), "w-out.log.2".to_owned()]);
+    }
+    assert_eq!(names(), ["w-out.log.2.zst"]);
+    let back =
+        zstd::decode_all(fs::File::open(dir.path().join("w-out.log.2.zst")).unwrap()).unwrap();
+    assert_eq!(back, text);
 }

@@ -120,7 +120,7 @@ impl Runtime {
                         // a zombie leader that another process reaps (later): the loop's
                         // census tells whether anything of the group still runs
                         if !rest && (!group || proc::zombie_of_another(pgid)) {
-                            let _ = tx.send(Internal::CheckGroups);
+                            let _ = tx.send(Internal::CheckGroup(app));
                             if !group {
                                 break;
                             }
@@ -265,7 +265,12 @@ impl Runtime {
         // an adopted process is still our child after an upgrade's re-exec: reaped here, not by
         // the orphan reaper
         os::claim(pid);
-        tokio::spawn(reap_when_exited(pid, pidfd, self.chan.internal_tx.clone()));
+        tokio::spawn(reap_when_exited(
+            app,
+            pid,
+            pidfd,
+            self.chan.internal_tx.clone(),
+        ));
         Ok(())
     }
 
@@ -482,7 +487,7 @@ pub(super) fn group_running(census: &mut super::procs::GroupCensus, pgid: u32) -
 
 /// Waits for `pid` to exit, reaps it if it is our child, and reports the exit and, when its
 /// process group is empty, that too (saving the group watcher a poll).
-async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal>) {
+async fn reap_when_exited(app: AppId, pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal>) {
     // SAFETY: the AsyncFd owns the pidfd, so the fd stays open and the same while registered.
     let afd = match unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
     {
@@ -518,13 +523,14 @@ async fn reap_when_exited(pid: u32, pidfd: OwnedFd, tx: UnboundedSender<Internal
             0
         };
         let _ = tx.send(Internal::Reaped {
+            app,
             pid,
             status,
             peak_bytes,
             retried: false,
         });
         // the group may be empty now; the loop knows the descendants too
-        let _ = tx.send(Internal::CheckGroups);
+        let _ = tx.send(Internal::CheckGroup(app));
         return;
     }
 }

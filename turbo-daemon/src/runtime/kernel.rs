@@ -83,7 +83,7 @@ impl Runtime {
                         source,
                     });
                 } else if self.procs.descendant_exited(key, pid, Instant::now()) {
-                    self.check_group_waits();
+                    self.check_group_waits(Some(key));
                 }
             }
             Event::Forked { child, key, .. } => {

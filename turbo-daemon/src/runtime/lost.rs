@@ -78,7 +78,7 @@ impl Runtime {
              were read again from the kernel's watch map ({added} descendants found, \
              {forgotten} gone)"
         );
-        self.check_group_waits();
+        self.check_group_waits(None);
     }
 }
 

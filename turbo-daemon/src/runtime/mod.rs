@@ -149,11 +149,13 @@ enum Internal {
     CrashReady(AppId, crashes::Crash),
     /// The debounce delay of the state file passed.
     SaveDue,
-    /// A process was reaped: some awaited process group may be empty now.
-    CheckGroups,
+    /// A process of this app was reaped, or its group looks gone: its awaited process group
+    /// may be empty now.
+    CheckGroup(AppId),
     /// An app's main process was reaped: how it ended, and its peak memory (`ru_maxrss`);
     /// `retried` once it was put back to let eBPF's report of the same exit go first.
     Reaped {
+        app: AppId,
         pid: u32,
         status: crate::events::WaitStatus,
         peak_bytes: u64,
@@ -402,8 +404,9 @@ impl Runtime {
         }
     }
 
-    /// Reports the waited-for groups (and their apps' descendants) that are gone now.
-    fn check_group_waits(&mut self) {
+    /// Reports the waited-for groups (and their apps' descendants) that are gone now: of app
+    /// `only`, or of every app (see [`procs::ProcessTable::finished_waits`]).
+    fn check_group_waits(&mut self, only: Option<AppId>) {
         let spawner = &self.spawner;
         let cgroup_alive = |app| {
             spawner
@@ -415,7 +418,7 @@ impl Runtime {
         let group_alive = |pgid| execute::group_running(census, pgid);
         for (app, pgid) in
             self.procs
-                .finished_waits(group_alive, crate::os::proc::pid_alive, cgroup_alive)
+                .finished_waits(only, group_alive, crate::os::proc::pid_alive, cgroup_alive)
         {
             self.version.bump();
             self.feed(Input::GroupGone { app, pgid });
@@ -429,7 +432,7 @@ impl Runtime {
         let reaped = os::reap_orphans();
         if !reaped.is_empty() {
             tracing::debug!(?reaped, "reaped orphaned descendants");
-            self.check_group_waits();
+            self.check_group_waits(None);
         }
     }
 
@@ -452,8 +455,9 @@ impl Runtime {
                 self.persist.due();
                 self.save_now();
             }
-            Internal::CheckGroups => self.check_group_waits(),
+            Internal::CheckGroup(app) => self.check_group_waits(Some(app)),
             Internal::Reaped {
+                app,
                 pid,
                 status,
                 peak_bytes,
@@ -466,7 +470,8 @@ impl Runtime {
                 while let Ok(ev) = self.chan.events_rx.try_recv() {
                     self.on_event(ev);
                 }
-                if self.main_app(pid).is_none() {
+                // by the app's key: a walk of every app per exit made a stop of N apps quadratic
+                if self.main_app_keyed(app, pid).is_none() {
                     return; // handled already (eBPF was first), or no app's any more
                 }
                 if self.source.kind() == SourceKind::Ebpf && !retried {
@@ -474,6 +479,7 @@ impl Runtime {
                     tokio::spawn(async move {
                         tokio::time::sleep(EBPF_EXIT_WAIT).await;
                         let _ = tx.send(Internal::Reaped {
+                            app,
                             pid,
                             status,
                             peak_bytes,

@@ -27,6 +27,12 @@ const ANCESTORS: usize = 64;
 /// How long a [`GroupCensus`] pass over `/proc` stands for groups it saw running: passes are
 /// spaced at least this far apart, however many groups wait (a stop of 1,000 adopted apps).
 pub const CENSUS_FRESH: Duration = Duration::from_millis(50);
+/// How long an orphaned zombie leader's group is taken as running before a [`GroupCensus`]
+/// pass may be taken for it: its parent (an init) usually reaps it within moments, and then
+/// `kill` says the group is gone for nothing. A pass reads every process's `stat` on the host,
+/// tens of milliseconds with 10,000 processes: taken for each exit of a stop of that many
+/// adopted apps, it made the stop take minutes.
+pub const ZOMBIE_GRACE: Duration = Duration::from_millis(100);
 
 /// The fatal signal that ended a process, and who sent it.
 pub type FatalSignal = (i32, Option<Sender>);
@@ -151,17 +157,27 @@ impl ProcessTable {
     }
 
     /// The waited-for groups that are gone now (forgotten as they are returned); an app whose
-    /// cgroup still holds a live process (`cgroup_alive`) is not gone.
+    /// cgroup still holds a live process (`cgroup_alive`) is not gone. `only`: the app whose
+    /// process ended, when the caller knows it; `None` looks at every wait (a pass that costs
+    /// a `kill` per waited-for group, so a stop of N apps must not take one per exit).
     pub fn finished_waits(
         &mut self,
+        only: Option<AppId>,
         mut group_alive: impl FnMut(u32) -> bool,
         pid_alive: impl Fn(u32) -> bool,
         cgroup_alive: impl Fn(AppId) -> bool,
     ) -> Vec<(AppId, u32)> {
-        let mut done: Vec<(AppId, u32)> = self
-            .group_waits
-            .iter()
-            .map(|(&a, &g)| (a, g))
+        let waits: Vec<(AppId, u32)> = match only {
+            Some(app) => self
+                .group_waits
+                .get(&app)
+                .map(|&g| (app, g))
+                .into_iter()
+                .collect(),
+            None => self.group_waits.iter().map(|(&a, &g)| (a, g)).collect(),
+        };
+        let mut done: Vec<(AppId, u32)> = waits
+            .into_iter()
             .filter(|&(a, g)| {
                 !self.tree_alive(a, g, &mut group_alive, &pid_alive) && !cgroup_alive(a)
             })
@@ -312,6 +328,8 @@ impl GroupCensus {
             Some(groups) if fresh || !groups.contains(&pgid) => groups.contains(&pgid),
             // too old to say, and too young to take again: the caller asks again later
             _ if fresh => true,
+            // its parent may reap it any moment: the caller asks again later
+            _ if now.saturating_duration_since(asked) < ZOMBIE_GRACE => true,
             _ => {
                 let groups = scan();
                 let running = groups.contains(&pgid);
@@ -455,22 +473,52 @@ mod tests {
         assert!(!c.running(50, t0, no, yes, scan(&[])));
         assert!(c.running(50, t0, yes, no, scan(&[])));
         assert_eq!(scans.get(), 0);
-        // orphaned zombie leaders: one pass answers every group asked about by then
+        // an orphaned zombie leader's parent may reap it any moment: no pass during the grace
         assert!(c.running(60, t0, yes, yes, scan(&[60])));
-        assert!(!c.running(50, t0, yes, yes, scan(&[])), "no running member");
-        assert!(c.running(60, ms(10), yes, yes, scan(&[])));
+        assert!(c.running(50, t0, yes, yes, scan(&[])));
+        assert!(c.running(60, ms(99), yes, yes, scan(&[60])));
+        assert_eq!(scans.get(), 0);
+        // after it: one pass answers every group asked about by then
+        let g = |n: u64| ms(100 + n);
+        assert!(c.running(60, g(0), yes, yes, scan(&[60])));
+        assert!(
+            !c.running(50, g(0), yes, yes, scan(&[])),
+            "no running member"
+        );
+        assert!(c.running(60, g(10), yes, yes, scan(&[])));
         assert_eq!(scans.get(), 1);
         // group 70 first asked after the pass, which may predate its members: no answer from
-        // it, and no new pass while it is fresh
-        assert!(c.running(70, ms(20), yes, yes, scan(&[])));
+        // it, and no new pass while it is fresh or within its grace
+        assert!(c.running(70, g(20), yes, yes, scan(&[])));
+        assert!(c.running(70, g(60), yes, yes, scan(&[])));
         assert_eq!(scans.get(), 1);
-        // once it is stale, a new pass answers both
-        assert!(!c.running(70, ms(60), yes, yes, scan(&[60])));
+        // once both passed, a new pass answers both
+        assert!(!c.running(70, g(120), yes, yes, scan(&[60])));
         assert_eq!(scans.get(), 2);
-        assert!(c.running(60, ms(70), yes, yes, scan(&[])));
-        assert!(!c.running(60, ms(200), yes, yes, scan(&[])));
+        assert!(c.running(60, g(130), yes, yes, scan(&[])));
+        assert!(!c.running(60, g(300), yes, yes, scan(&[])));
         assert_eq!(scans.get(), 3);
         assert!(c.asked.is_empty(), "answered groups are forgotten");
+    }
+
+    #[test]
+    fn a_stop_of_many_adopted_apps_takes_no_pass_when_their_parent_reaps_at_once() {
+        let t0 = Instant::now();
+        let mut c = GroupCensus::default();
+        let scans = std::cell::Cell::new(0);
+        let scan = || {
+            scans.set(scans.get() + 1);
+            HashSet::new()
+        };
+        let yes = |_| true;
+        let no = |_| false;
+        for pgid in 1..=10_000 {
+            // each exit seen while its leader is a zombie, then once reaped
+            assert!(c.running(pgid, t0, yes, yes, scan));
+            assert!(!c.running(pgid, t0 + Duration::from_millis(5), no, yes, scan));
+        }
+        assert_eq!(scans.get(), 0);
+        assert!(c.asked.is_empty());
     }
 
     #[test]
@@ -483,22 +531,49 @@ mod tests {
         // group 50 is empty but its setsid'd descendant lives on
         assert!(t.tree_alive(1, 50, alive(&[]), alive(&[100])));
         let no_cgroup = |_| false;
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[100]), no_cgroup), []);
-        // a process in app 1's cgroup lives on, unseen by the scans
-        assert_eq!(t.finished_waits(alive(&[60]), alive(&[]), |a| a == 1), []);
         assert_eq!(
-            t.finished_waits(alive(&[60]), alive(&[]), no_cgroup),
+            t.finished_waits(None, alive(&[60]), alive(&[100]), no_cgroup),
+            []
+        );
+        // a process in app 1's cgroup lives on, unseen by the scans
+        assert_eq!(
+            t.finished_waits(None, alive(&[60]), alive(&[]), |a| a == 1),
+            []
+        );
+        assert_eq!(
+            t.finished_waits(None, alive(&[60]), alive(&[]), no_cgroup),
             [(1, 50)]
         );
         assert_eq!(
-            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
+            t.finished_waits(None, alive(&[]), alive(&[]), no_cgroup),
             [(2, 60)]
         );
         assert_eq!(
-            t.finished_waits(alive(&[]), alive(&[]), no_cgroup),
+            t.finished_waits(None, alive(&[]), alive(&[]), no_cgroup),
             [],
             "reported once"
         );
+    }
+
+    #[test]
+    fn a_check_for_one_app_looks_at_its_wait_only() {
+        let mut t = ProcessTable::default();
+        t.await_group(1, 50);
+        t.await_group(2, 60);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let gone = |g: u32| {
+            asked.borrow_mut().push(g);
+            false
+        };
+        let none = |_: u32| false;
+        assert_eq!(t.finished_waits(Some(2), gone, none, |_| false), [(2, 60)]);
+        assert_eq!(*asked.borrow(), [60], "app 1's group was not looked at");
+        assert_eq!(
+            t.finished_waits(Some(3), gone, none, |_| false),
+            [],
+            "no wait"
+        );
+        assert_eq!(t.finished_waits(None, gone, none, |_| false), [(1, 50)]);
     }
 
     #[test]

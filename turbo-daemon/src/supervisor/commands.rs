@@ -171,6 +171,7 @@ impl Supervisor {
                         ..spec.clone()
                     };
                 app.spec = spec.clone();
+                self.jobs.schedules_changed = true;
                 if !spec.autostart && app.state == State::Stopped {
                     // a start of its file does not start it either: only a start by name
                     continue;
@@ -241,6 +242,7 @@ impl Supervisor {
                 arm_checks(&mut app, now, false, out);
             }
             self.apps.insert(id, Box::new(app));
+            self.jobs.schedules_changed = true;
             out.push(Action::Notify(Notification::Added(id)));
             if run {
                 to_start.push(id);

@@ -17,7 +17,10 @@
 //!
 //! Like the rest of the supervisor: no I/O, no clock; the time is the input's.
 
-use std::time::{Instant, SystemTime};
+use std::{
+    collections::HashSet,
+    time::{Instant, SystemTime},
+};
 
 use super::{
     Action, AfterStop, App, AppId, Notification, State, Supervisor, waits::human_duration,
@@ -53,6 +56,16 @@ pub(super) struct Jobs {
     pub(super) no_deps: bool,
     /// Stops held back until the apps of the same set that depend on them are gone.
     deferred: Vec<Deferred>,
+    /// An app may be `waiting`: set when one is put there, cleared by a pass that finds none.
+    /// Every input ends with `advance_jobs`, and a walk of the whole table per input made any
+    /// command over N apps (a start, a stop: N inputs) quadratic.
+    pub(super) may_wait: bool,
+    /// A job may have a queued run (`overlap: queue`): set when one is queued, cleared by a
+    /// pass that finds none still queued.
+    pub(super) may_queue: bool,
+    /// An app was added or its spec replaced since the schedules were last armed (the same
+    /// walk per input, for `arm_schedules`).
+    pub(super) schedules_changed: bool,
 }
 
 impl Jobs {
@@ -132,6 +145,7 @@ impl Supervisor {
         let deadline = super::after(now, app.spec.lifecycle.depends_timeout);
         app.state = State::Waiting { deadline };
         app.jobs.waiting_for = unmet.into_iter().map(|u| u.label).collect();
+        self.jobs.may_wait = true;
         out.push(Action::SetTimer {
             app: id,
             generation: app.generation,
@@ -202,12 +216,16 @@ impl Supervisor {
     /// dependency that errored or failed fail. Held-back stops whose dependents are gone go on.
     pub(super) fn advance_jobs(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.advance_deferred(now, out);
-        let waiting: Vec<AppId> = self
-            .apps
-            .values()
-            .filter(|a| matches!(a.state, State::Waiting { .. }))
-            .map(|a| a.id)
-            .collect();
+        let waiting: Vec<AppId> = if self.jobs.may_wait {
+            self.apps
+                .values()
+                .filter(|a| matches!(a.state, State::Waiting { .. }))
+                .map(|a| a.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.jobs.may_wait = !waiting.is_empty();
         for id in waiting {
             let unmet = self.unmet(id);
             if unmet.is_empty() {
@@ -236,6 +254,9 @@ impl Supervisor {
             }
         }
         // a queued run of a job starts once the previous one has ended
+        if !self.jobs.may_queue {
+            return;
+        }
         let queued: Vec<AppId> = self
             .apps
             .values()
@@ -258,6 +279,7 @@ impl Supervisor {
             app.desired = super::Desired::Running;
             self.begin_start(id, out);
         }
+        self.jobs.may_queue = self.apps.values().any(|a| a.jobs.queued);
     }
 
     /// The wait of `id` passed `depends_timeout`.
@@ -285,9 +307,21 @@ impl Supervisor {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let held: Vec<AppId> = ids
+        // only an app that another app of `ids` names as a dependency can be held: the names
+        // first, so that a stop of N apps without dependencies is not N walks of `ids`
+        let named: HashSet<&str> = ids
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .flat_map(|a| a.spec.lifecycle.depends_on.iter().map(|d| d.name.as_str()))
+            .collect();
+        let held: HashSet<AppId> = ids
             .iter()
             .copied()
+            .filter(|id| {
+                self.apps
+                    .get(id)
+                    .is_some_and(|a| named.contains(a.spec.name.as_str()))
+            })
             .filter(|&id| self.dependents_in(id, ids).next().is_some())
             .collect();
         for &id in ids {

@@ -31,6 +31,7 @@ impl Supervisor {
         let mut app = App::new(id, spec.clone());
         app.instance = instance;
         self.apps.insert(id, Box::new(app));
+        self.jobs.schedules_changed = true;
         out.push(Action::Notify(Notification::Added(id)));
         id
     }

@@ -60,7 +60,7 @@ mod update;
 mod waits;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::{Duration, Instant},
 };
 
@@ -107,6 +107,9 @@ pub struct Supervisor {
     waits: Vec<ReadyWait>,
     /// Dependencies and schedules (`deps.rs`, `schedule.rs`).
     jobs: deps::Jobs,
+    /// The app each main process was last seen to be: a hint, checked before it is used
+    /// (see [`Self::running_as`]).
+    by_pid: HashMap<u32, AppId>,
 }
 
 impl Supervisor {
@@ -170,12 +173,29 @@ impl Supervisor {
         }
     }
 
-    /// The app whose main process is `pid`.
+    /// The app whose main process is `pid`. From the hint when it still holds; else one walk
+    /// of the table, which makes the hint for every running app: each exit of a stop of N
+    /// apps walked the table before (quadratic).
     fn running_as(&mut self, pid: u32) -> Option<&mut App> {
-        self.apps
-            .values_mut()
-            .find(|a| a.pid() == Some(pid))
-            .map(|a| &mut **a)
+        let hinted = self
+            .by_pid
+            .get(&pid)
+            .copied()
+            .filter(|id| self.apps.get(id).is_some_and(|a| a.pid() == Some(pid)));
+        let id = match hinted {
+            Some(id) => id,
+            None => {
+                self.by_pid.clear();
+                for a in self.apps.values() {
+                    if let Some(p) = a.pid() {
+                        // the first in id order, as a walk would find it
+                        self.by_pid.entry(p).or_insert(a.id);
+                    }
+                }
+                *self.by_pid.get(&pid)?
+            }
+        };
+        self.apps.get_mut(&id).map(|a| &mut **a)
     }
 
     /// Reacts to one input at `now`.

@@ -45,9 +45,13 @@ impl Supervisor {
     /// Arms the timer of every schedule that has none for its current spec (new apps, restored
     /// apps, changed schedules), and forgets those of apps whose schedule was removed.
     pub(super) fn arm_schedules(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.jobs.schedules_changed {
+            return;
+        }
         let Some(wall) = self.wall_at(now) else {
             return; // no wall time given yet: nothing can be placed
         };
+        self.jobs.schedules_changed = false;
         for app in self.apps.values_mut() {
             if app.jobs.armed == app.spec.lifecycle.cron {
                 continue;
@@ -117,7 +121,10 @@ impl Supervisor {
                 }
                 _ => match schedule.overlap {
                     Overlap::Skip => {}
-                    Overlap::Queue => app.jobs.queued = true,
+                    Overlap::Queue => {
+                        app.jobs.queued = true;
+                        self.jobs.may_queue = true;
+                    }
                     Overlap::Replace => self.stop_one(id, AfterStop::Start, now, out),
                 },
             },

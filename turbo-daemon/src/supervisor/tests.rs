@@ -501,6 +501,44 @@ fn stop_during_backoff_cancels_the_restart() {
 }
 
 #[test]
+fn a_stop_of_many_apps_signals_each_once_and_answers_after_the_last_exit_in_any_order() {
+    let mut h = Harness::new();
+    let ids: Vec<AppId> = (0..300).map(|i| h.start_online(&format!("a{i}"))).collect();
+    // restarted once: the pids the exits name are not the first ones any more
+    let (t, _) = h.cmd(Command::Restart(Target::All));
+    for &id in &ids {
+        h.exit(id, WaitStatus::signaled(15));
+    }
+    let mut answer = None;
+    for &id in &ids {
+        answer = answer.or(reply_of(&h.spawned(id), t));
+    }
+    assert_eq!(answer, Some(Ok(Reply::Apps(ids.clone()))));
+    let pids: Vec<u32> = ids.iter().map(|&id| h.pid(id)).collect();
+    let (t, stop) = h.cmd(Command::Stop(Target::All));
+    let mut signalled = signals(&stop);
+    signalled.sort_unstable();
+    let mut expected: Vec<(u32, i32)> = pids.iter().map(|&p| (p, signal::TERM)).collect();
+    expected.sort_unstable();
+    assert_eq!(signalled, expected, "every app signalled once, at once");
+    let mut answers = 0;
+    for (k, &id) in ids.iter().enumerate().rev() {
+        let actions = h.exit(id, WaitStatus::signaled(15));
+        assert!(spawn_of(&actions).is_none(), "a stopped app stays stopped");
+        assert_eq!(h.state(id), AppState::Stopped);
+        match reply_of(&actions, t) {
+            Some(reply) => {
+                assert_eq!(k, 0, "answered before the last exit");
+                assert_eq!(reply, Ok(Reply::Apps(ids.clone())));
+                answers += 1;
+            }
+            None => assert_ne!(k, 0, "no answer after the last exit"),
+        }
+    }
+    assert_eq!(answers, 1);
+}
+
+#[test]
 fn restart_stops_then_spawns_and_counts() {
     let mut h = Harness::new();
     let id = h.start_online("api");

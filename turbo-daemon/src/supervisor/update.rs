@@ -39,6 +39,7 @@ impl Supervisor {
                     instances: app.spec.instances,
                     ..spec.clone()
                 };
+                self.jobs.schedules_changed = true;
                 if let (true, State::Online { pid, .. }, Some(bytes)) =
                     (memory_changed, &app.state, app.spec.memory.warning())
                 {

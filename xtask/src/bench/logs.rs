@@ -38,12 +38,12 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 /// A run whose file has stopped growing this long after the writer finished is incomplete.
 const STALL: Duration = Duration::from_secs(10);
 const REFERENCE: &str = "reference (writer piped into cat)";
-/// TurboProcess rotating and compressing while the flood goes on (issue 20).
+/// TurboProcess rotating and compressing its rotated files (issue 20).
 const ZSTD: &str = "TurboProcess, rotating + zstd";
 
 /// The rotating subject's `log:` settings: about six rotations in a run (20 MB files for 1M
-/// lines, 134 MB of log), `.2` and older compressed by the keeper's compression thread while
-/// the app still writes.
+/// lines, 134 MB of log), `.2` and older compressed by the keeper's compression thread, which
+/// waits for a pause in the flood (at most 2 s after a rotation), so mostly right after it.
 fn zstd_log(lines: u64) -> String {
     let mb = (lines * (LINE + TIMESTAMP + TAG) as u64 / 6_000_000).max(1);
     format!("{{ format: text, max_size: {mb}mb, keep: 20, compress: zstd }}")
@@ -121,7 +121,8 @@ struct Acc {
     seconds: Vec<f64>,
     writer_seconds: Vec<f64>,
     /// Rotating subject: from the writer's first write until the keeper had compressed every
-    /// rotated file it compresses (`.2` and older), which is mostly after the measured time.
+    /// rotated file it compresses (`.2` and older), which is after the measured time (the
+    /// keeper waits for a pause in the flood).
     compressed_seconds: Vec<f64>,
     check: Check,
     incomplete: u64,
@@ -752,8 +753,9 @@ fn outcome(env: &Env<'_>, lines: u64, reps: usize, accs: Vec<Acc>) -> Outcome {
                  same way), TurboProcess (`autorestart: never`, text logs with timestamps, \
                  rotation out of reach), TurboProcess again with `log: {}` (a \
                  daemon of its own: the file rotates about six times a run and the \
-                 keeper's compression thread compresses `.2` and older with zstd while the \
-                 app still writes; the time is until the last line is in the current file \
+                 keeper's compression thread compresses `.2` and older with zstd; it waits \
+                 for a pause in a flood, at most 2 s after a rotation, so here it compresses \
+                 right after the last line; the time is until the last line is in the current file \
                  (compression that is still going on then is not in it: the column \
                  \"all rotated files compressed\" says when the last compressed file was seen \
                  in place, polled every 10 ms from the writer's first write), \
