@@ -116,3 +116,67 @@ fn the_shared_status_list_never_shows_a_state_from_before_a_change() {
         assert!(apps[0]["pid"].is_null(), "{apps:?}");
     }
 }
+
+/// The table comes from `ListAppRows`, whose rows the daemon sends borrowed from the shared
+/// list and the CLI lays out in one buffer (issue 21): each app's row must still show what
+/// `status --json` (`ListApps`) says of it, for every kind of cell (a group, instances, a
+/// pid, an exit and a state other than online).
+#[test]
+fn the_table_shows_each_app_as_the_json_lists_it() {
+    let d = TestDaemon::start("auto");
+    let file = d.config(
+        "rows",
+        concat!(
+            "apps:\n",
+            "  - name: api\n    cmd: [sleep, '1000']\n    app_group: web\n",
+            "  - name: pool\n    cmd: [sleep, '1000']\n    instances: 2\n",
+            "  - name: once\n    cmd: [sh, -c, 'exit 3']\n    autorestart: never\n",
+        ),
+    );
+    d.turbo_ok(&["start", file.to_str().unwrap()]);
+    d.wait_app("once", "`once` to exit", |a| !a["last_exit"].is_null());
+    let listed = d.status();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    let table = d.turbo_ok(&["status"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "id", "name", "group", "state", "pid", "↺", "cpu", "memory", "uptime", "health",
+            "last", "exit"
+        ],
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 5, "a header and four rows: {table}");
+    for app in &listed {
+        let id = app["id"].as_u64().expect("an id").to_string();
+        let row = table
+            .lines()
+            .skip(1)
+            .find(|l| l.split_whitespace().next() == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("no row for id {id} in\n{table}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let name = app["name"].as_str().expect("a name");
+        let label = if name == "pool" {
+            format!("pool:{}", app["instance"])
+        } else {
+            name.to_owned()
+        };
+        assert_eq!(cells[1], label, "{row}");
+        let group = app["group"]
+            .as_str()
+            .map_or("-".to_owned(), |g| format!("@{g}"));
+        assert_eq!(cells[2], group, "{row}");
+        let state = app["state"].as_str().expect("a state");
+        assert_eq!(cells[4], state, "{row}");
+        match app["pid"].as_u64() {
+            Some(pid) => assert_eq!(cells[5], pid.to_string(), "{row}"),
+            None => assert_eq!(cells[5], "-", "{row}"),
+        }
+        if name == "once" {
+            assert!(row.ends_with("exit 3"), "{row}");
+        } else {
+            assert!(row.ends_with('-'), "never exited: {row}");
+        }
+    }
+}

@@ -258,28 +258,6 @@ pub struct AppRow {
     pub last_exit: ExitInfo,
 }
 
-impl From<&AppStatus> for AppRow {
-    fn from(a: &AppStatus) -> Self {
-        Self {
-            id: a.id,
-            name: a.name.clone(),
-            instance: a.instance,
-            group: a.group.clone(),
-            state: a.state.clone(),
-            pid: a.pid,
-            restarts: a.restarts,
-            uptime_ms: a.uptime_ms,
-            cpu_percent: a.cpu_percent,
-            memory_bytes: a.memory_bytes,
-            memory_limit_bytes: a.memory_limit_bytes,
-            health: a.health.clone(),
-            next_restart_in_ms: a.next_restart_in_ms,
-            waiting_for: a.waiting_for.clone(),
-            last_exit: a.last_exit.clone(),
-        }
-    }
-}
-
 impl From<AppRow> for AppStatus {
     /// The status with the row's fields; every other field is its default (so a table drawn
     /// from rows or from full statuses is the same table).

@@ -47,10 +47,21 @@ impl Tone {
 /// Wraps `text` in the escape codes of `tone` when `color` is on.
 #[must_use]
 pub fn paint(color: bool, tone: Tone, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 9);
+    paint_into(&mut out, color, tone, |out| out.push_str(text));
+    out
+}
+
+/// [`paint`] into `out`, the text being what `write` appends.
+fn paint_into(out: &mut String, color: bool, tone: Tone, write: impl FnOnce(&mut String)) {
     if color {
-        format!("\x1b[{}m{text}\x1b[0m", tone.sgr())
-    } else {
-        text.to_owned()
+        out.push_str("\x1b[");
+        out.push_str(tone.sgr());
+        out.push('m');
+    }
+    write(out);
+    if color {
+        out.push_str("\x1b[0m");
     }
 }
 
@@ -197,42 +208,44 @@ impl Col {
         )
     }
 
-    /// The cell of `app` in this column; `name` is its label (see [`instance_labels`]).
-    fn cell(self, app: &AppStatus, name: &str, color: bool) -> String {
+    /// Appends the cell of `app` in this column to `out`; `name` is its label (see
+    /// [`instance_labels`]). Written into the table's one buffer: a `String` per cell was
+    /// 11,000 allocations for a table of 1,000 apps (issue 21).
+    fn write_cell(self, out: &mut String, app: &AppStatus, name: &str, color: bool) {
         let running = app.pid != 0;
         match self {
-            Col::Id => app.id.to_string(),
+            Col::Id => push_num(out, app.id),
             // names are validated by the daemon; a state file from elsewhere may still hold anything
-            Col::Name => escape_controls(name).into_owned(),
-            Col::Group => dash_unless(!app.group.is_empty(), || {
-                format!("@{}", escape_controls(&app.group))
-            }),
-            Col::State => state_cell(app, color),
-            Col::Pid => dash_unless(running, || app.pid.to_string()),
-            Col::Restarts => app.restarts.to_string(),
-            Col::Cpu => dash_unless(running && app.cpu_percent >= 0.0, || {
-                format!("{:.1}%", app.cpu_percent)
-            }),
-            Col::Memory => dash_unless(running && app.memory_bytes > 0, || {
+            Col::Name => out.push_str(&escape_controls(name)),
+            Col::Group if app.group.is_empty() => out.push('-'),
+            Col::Group => {
+                out.push('@');
+                out.push_str(&escape_controls(&app.group));
+            }
+            Col::State => write_state(out, app, color),
+            Col::Pid if running => push_num(out, app.pid),
+            Col::Restarts => push_num(out, app.restarts),
+            Col::Cpu if running && app.cpu_percent >= 0.0 => {
+                let _ = write!(out, "{:.1}%", app.cpu_percent);
+            }
+            Col::Memory if running && app.memory_bytes > 0 => {
+                write_bytes(out, app.memory_bytes);
                 if app.memory_limit_bytes > 0 {
-                    format!(
-                        "{} / {}",
-                        human_bytes(app.memory_bytes),
-                        human_bytes(app.memory_limit_bytes)
-                    )
-                } else {
-                    human_bytes(app.memory_bytes)
+                    out.push_str(" / ");
+                    write_bytes(out, app.memory_limit_bytes);
                 }
-            }),
-            Col::Uptime => dash_unless(running, || human_duration_ms(app.uptime_ms)),
-            Col::Health => health_cell(&app.health, color),
-            Col::LastExit => last_exit_cell(&app.last_exit, color),
+            }
+            Col::Uptime if running => write_duration_ms(out, app.uptime_ms),
+            Col::Health => write_health(out, &app.health, color),
+            Col::LastExit => write_last_exit(out, &app.last_exit, color),
+            Col::Pid | Col::Cpu | Col::Memory | Col::Uptime => out.push('-'),
         }
     }
 }
 
-fn dash_unless(cond: bool, value: impl FnOnce() -> String) -> String {
-    if cond { value() } else { "-".to_owned() }
+/// Appends `n` in decimal.
+fn push_num(out: &mut String, n: u32) {
+    let _ = write!(out, "{n}");
 }
 
 /// The status table of `apps`, without a trailing newline. Columns that do not fit in
@@ -313,50 +326,79 @@ fn ellipsize(text: &str, max: usize) -> String {
 /// spaces apart (so it greps and fits well), numbers right-aligned, no trailing blanks. Written
 /// out here rather than drawn by a table crate: re-measuring every cell for colour codes was
 /// most of the CLI's time for a table of 1,000 apps (issue 21), and this layout needs only
-/// each cell's width, which is known when the cell is made.
+/// each cell's width, which is known when the cell is made. Every cell's text sits in one
+/// buffer, so a table costs a handful of allocations however many apps it has.
 struct Grid {
+    /// The columns the cells were made for, in display order.
     cols: Vec<Col>,
-    /// The header, then one row per app; `rows[r][c]` is the cell of `cols[c]`.
-    rows: Vec<Vec<Cell>>,
-}
-
-/// A cell's text (colour codes included) and its width on a terminal (theirs excluded).
-struct Cell {
+    /// The indices in `cols` of the columns still shown.
+    shown: Vec<usize>,
+    /// Every cell's text (colour codes included), one after another.
     text: String,
-    width: usize,
+    /// The header's cells, then each app's: the cell of row `r` in `cols[c]` is
+    /// `cells[r * cols.len() + c]`.
+    cells: Vec<Cell>,
 }
 
-impl Cell {
-    fn new(text: String) -> Self {
-        let width = display_width(&text);
-        Self { text, width }
-    }
+/// Where a cell's text is in [`Grid::text`], and its width on a terminal (colour codes
+/// excluded).
+#[derive(Clone, Copy)]
+struct Cell {
+    start: usize,
+    end: usize,
+    width: usize,
 }
 
 impl Grid {
     fn new(apps: &[AppStatus], names: &[String], cols: Vec<Col>, color: bool) -> Self {
-        let mut rows = Vec::with_capacity(apps.len() + 1);
-        rows.push(
-            cols.iter()
-                .map(|c| Cell::new(paint(color, Tone::Bold, c.header())))
-                .collect(),
-        );
-        for (app, name) in apps.iter().zip(names) {
-            rows.push(
-                cols.iter()
-                    .map(|c| Cell::new(c.cell(app, name, color)))
-                    .collect(),
-            );
+        let n = cols.len();
+        let mut grid = Self {
+            shown: (0..n).collect(),
+            cols,
+            text: String::with_capacity((apps.len() + 1) * 96),
+            cells: Vec::with_capacity((apps.len() + 1) * n),
+        };
+        for c in 0..n {
+            let header = grid.cols[c].header();
+            grid.push_cell(|out| paint_into(out, color, Tone::Bold, |out| out.push_str(header)));
         }
-        Self { cols, rows }
+        for (app, name) in apps.iter().zip(names) {
+            for c in 0..n {
+                let col = grid.cols[c];
+                grid.push_cell(|out| col.write_cell(out, app, name, color));
+            }
+        }
+        grid
     }
 
-    /// Each column's width: its widest cell.
+    /// Adds the cell that `write` appends to the text.
+    fn push_cell(&mut self, write: impl FnOnce(&mut String)) {
+        let cell = self.write(write);
+        self.cells.push(cell);
+    }
+
+    /// Appends what `write` writes to the text, as a cell.
+    fn write(&mut self, write: impl FnOnce(&mut String)) -> Cell {
+        let start = self.text.len();
+        write(&mut self.text);
+        let end = self.text.len();
+        Cell {
+            start,
+            end,
+            width: display_width(&self.text[start..end]),
+        }
+    }
+
+    fn rows(&self) -> std::slice::Chunks<'_, Cell> {
+        self.cells.chunks(self.cols.len().max(1))
+    }
+
+    /// Each shown column's width: its widest cell.
     fn widths(&self) -> Vec<usize> {
-        let mut widths = vec![0; self.cols.len()];
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.width);
+        let mut widths = vec![0; self.shown.len()];
+        for row in self.rows() {
+            for (w, &c) in widths.iter_mut().zip(&self.shown) {
+                *w = (*w).max(row[c].width);
             }
         }
         widths
@@ -364,46 +406,46 @@ impl Grid {
 
     /// The width of the widest line.
     fn total_width(&self) -> usize {
-        self.widths().iter().sum::<usize>() + 2 * self.cols.len().saturating_sub(1)
+        self.widths().iter().sum::<usize>() + 2 * self.shown.len().saturating_sub(1)
     }
 
     /// Leaves out column `col`, if shown.
     fn drop_col(&mut self, col: Col) {
-        if let Some(i) = self.cols.iter().position(|c| *c == col) {
-            self.cols.remove(i);
-            for row in &mut self.rows {
-                row.remove(i);
-            }
-        }
+        self.shown.retain(|&c| self.cols[c] != col);
     }
 
     /// Shows `names` in the name column (the header stays).
     fn set_names(&mut self, apps: &[AppStatus], names: &[String]) {
-        if let Some(i) = self.cols.iter().position(|c| *c == Col::Name) {
-            for ((row, app), name) in self.rows.iter_mut().skip(1).zip(apps).zip(names) {
-                row[i] = Cell::new(Col::Name.cell(app, name, false));
+        let n = self.cols.len();
+        if let Some(c) = self.cols.iter().position(|c| *c == Col::Name) {
+            for (r, (app, name)) in apps.iter().zip(names).enumerate() {
+                let cell = self.write(|out| Col::Name.write_cell(out, app, name, false));
+                self.cells[(r + 1) * n + c] = cell;
             }
         }
     }
 
     fn render(&self) -> String {
         let widths = self.widths();
-        let mut out = String::with_capacity(self.rows.len() * (widths.iter().sum::<usize>() + 32));
-        for (r, row) in self.rows.iter().enumerate() {
+        let rows = self.cells.len() / self.cols.len().max(1);
+        let mut out = String::with_capacity(rows * (widths.iter().sum::<usize>() + 32));
+        for (r, row) in self.rows().enumerate() {
             if r > 0 {
                 out.push('\n');
             }
             let start = out.len();
-            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            for (i, (&c, width)) in self.shown.iter().zip(&widths).enumerate() {
                 if i > 0 {
                     out.push_str("  ");
                 }
+                let cell = row[c];
+                let text = &self.text[cell.start..cell.end];
                 let pad = width - cell.width;
-                if self.cols[i].numeric() {
+                if self.cols[c].numeric() {
                     out.extend(std::iter::repeat_n(' ', pad));
-                    out.push_str(&cell.text);
+                    out.push_str(text);
                 } else {
-                    out.push_str(&cell.text);
+                    out.push_str(text);
                     out.extend(std::iter::repeat_n(' ', pad));
                 }
             }
@@ -417,6 +459,10 @@ impl Grid {
 /// The width of `text` on a terminal: the colour codes [`paint`] adds take none.
 fn display_width(text: &str) -> usize {
     use unicode_width::UnicodeWidthChar;
+    // ASCII without escapes, most cells: one column per byte (a control counts 1 below too)
+    if text.is_ascii() && !text.contains('\x1b') {
+        return text.len();
+    }
     let mut width = 0;
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -434,9 +480,11 @@ fn display_width(text: &str) -> usize {
     width
 }
 
-fn state_cell(app: &AppStatus, color: bool) -> String {
+fn write_state(out: &mut String, app: &AppStatus, color: bool) {
     let Ok(state) = app.state.parse::<AppState>() else {
-        return format!("? {}", escape_controls(&app.state));
+        out.push_str("? ");
+        out.push_str(&escape_controls(&app.state));
+        return;
     };
     let (symbol, tone) = match state {
         AppState::Online => ("●", Tone::Green),
@@ -446,28 +494,30 @@ fn state_cell(app: &AppStatus, color: bool) -> String {
         AppState::Starting | AppState::Stopping | AppState::Waiting => ("…", Tone::Cyan),
         AppState::Completed => ("✓", Tone::Green),
     };
-    let mut text = format!("{symbol} {state}");
-    if state == AppState::Backoff && app.next_restart_in_ms > 0 {
-        text.push_str(" in ");
-        text.push_str(&human_delay_ms(app.next_restart_in_ms));
-    }
-    if state == AppState::Waiting && !app.waiting_for.is_empty() {
-        // the names come from a config: no control sequences to the terminal
-        text.push_str(" for ");
-        text.push_str(&escape_controls(&app.waiting_for.join(", ")));
-    }
-    paint(color, tone, &text)
+    paint_into(out, color, tone, |out| {
+        let _ = write!(out, "{symbol} {state}");
+        if state == AppState::Backoff && app.next_restart_in_ms > 0 {
+            out.push_str(" in ");
+            out.push_str(&human_delay_ms(app.next_restart_in_ms));
+        }
+        if state == AppState::Waiting && !app.waiting_for.is_empty() {
+            // the names come from a config: no control sequences to the terminal
+            out.push_str(" for ");
+            out.push_str(&escape_controls(&app.waiting_for.join(", ")));
+        }
+    });
 }
 
 /// "-" without a health check; otherwise a symbol and the result.
-fn health_cell(health: &str, color: bool) -> String {
-    match health.parse::<Health>() {
-        Ok(Health::None) => "-".to_owned(),
-        Ok(Health::Healthy) => paint(color, Tone::Green, "✓ healthy"),
-        Ok(Health::Unhealthy) => paint(color, Tone::Red, "✗ unhealthy"),
-        Ok(Health::Unknown) => paint(color, Tone::Dim, "? unknown"),
-        Err(_) => escape_controls(health).into_owned(),
-    }
+fn write_health(out: &mut String, health: &str, color: bool) {
+    let (tone, text) = match health.parse::<Health>() {
+        Ok(Health::None) => return out.push('-'),
+        Ok(Health::Healthy) => (Tone::Green, "✓ healthy"),
+        Ok(Health::Unhealthy) => (Tone::Red, "✗ unhealthy"),
+        Ok(Health::Unknown) => (Tone::Dim, "? unknown"),
+        Err(_) => return out.push_str(&escape_controls(health)),
+    };
+    paint_into(out, color, tone, |out| out.push_str(text));
 }
 
 /// "exit 1", "signal 9 (ebpf)", "oom kill (ebpf)", ... or "-" when the app never exited.
@@ -498,7 +548,10 @@ pub fn last_exit_text(exit: &ExitInfo) -> String {
     }
 }
 
-fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
+fn write_last_exit(out: &mut String, exit: &ExitInfo, color: bool) {
+    if exit.reason.is_empty() {
+        return out.push('-');
+    }
     let text = last_exit_text(exit);
     let tone = match exit.reason.parse::<ExitReason>() {
         Ok(ExitReason::Exit) if exit.code == 0 => None,
@@ -510,8 +563,8 @@ fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
         Err(_) => None,
     };
     match tone {
-        Some(tone) if text != "-" => paint(color, tone, &text),
-        _ => text,
+        Some(tone) => paint_into(out, color, tone, |out| out.push_str(&text)),
+        None => out.push_str(&text),
     }
 }
 
@@ -589,9 +642,17 @@ pub fn render_info(info: &DaemonInfo, metrics_url: &str, opts: &RenderOpts) -> S
 /// Sizes in binary units (like `max_memory: 512mb` in turbo.yml): "512 B", "12.4 MB", "1.5 GB".
 #[must_use]
 pub fn human_bytes(bytes: u64) -> String {
+    let mut out = String::with_capacity(8);
+    write_bytes(&mut out, bytes);
+    out
+}
+
+/// [`human_bytes`], appended to `out`.
+fn write_bytes(out: &mut String, bytes: u64) {
     const UNITS: [&str; 5] = ["KB", "MB", "GB", "TB", "PB"];
     if bytes < 1024 {
-        return format!("{bytes} B");
+        let _ = write!(out, "{bytes} B");
+        return;
     }
     // f64 is exact enough for display: we print at most 3 significant digits
     #[expect(
@@ -604,31 +665,38 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if value >= 99.95 {
-        format!("{value:.0} {}", UNITS[unit])
+    let _ = if value >= 99.95 {
+        write!(out, "{value:.0} {}", UNITS[unit])
     } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+        write!(out, "{value:.1} {}", UNITS[unit])
+    };
 }
 
 /// Coarse durations for uptimes: "3s", "5m", "2h 3m", "4d". Precision drops as the number
 /// grows because nobody cares about the seconds of a four-day uptime.
 #[must_use]
 pub fn human_duration_ms(ms: u64) -> String {
+    let mut out = String::with_capacity(8);
+    write_duration_ms(&mut out, ms);
+    out
+}
+
+/// [`human_duration_ms`], appended to `out`.
+fn write_duration_ms(out: &mut String, ms: u64) {
     let secs = ms / 1000;
     let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
-    if secs < 60 {
-        format!("{secs}s")
+    let _ = if secs < 60 {
+        write!(out, "{secs}s")
     } else if mins < 60 {
-        format!("{mins}m")
+        write!(out, "{mins}m")
     } else if hours < 24 {
         match mins % 60 {
-            0 => format!("{hours}h"),
-            m => format!("{hours}h {m}m"),
+            0 => write!(out, "{hours}h"),
+            m => write!(out, "{hours}h {m}m"),
         }
     } else {
-        format!("{days}d")
-    }
+        write!(out, "{days}d")
+    };
 }
 
 /// Short delays (restart backoff) keep a decimal below ten seconds: "0.8s", "2.5s", "12s".

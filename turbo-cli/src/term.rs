@@ -32,14 +32,29 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     emit_bytes(text.as_bytes())
 }
 
+/// [`emit`] for text the caller owns: the newline is appended to it, so it all goes out in one
+/// `write` (a table of 1,000 apps is about 100 KB; issue 21).
+///
+/// # Errors
+/// As [`emit`].
+pub fn emit_owned(mut text: String) -> anyhow::Result<()> {
+    text.push('\n');
+    write_out(text.as_bytes())
+}
+
 /// [`emit`] for bytes that need not be UTF-8 (`turbo logs --raw`).
 ///
 /// # Errors
 /// As [`emit`].
 pub fn emit_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    write_out(bytes)?;
+    write_out(b"\n")
+}
+
+/// Writes `bytes` to stdout and flushes.
+fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(bytes)
-        .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
         .map_err(|err| {
             if err.kind() == io::ErrorKind::BrokenPipe {
@@ -55,7 +70,7 @@ pub fn emit_bytes(bytes: &[u8]) -> anyhow::Result<()> {
 /// # Errors
 /// As [`emit`].
 pub fn emit_json(doc: &impl serde::Serialize) -> anyhow::Result<()> {
-    emit(&render::json_safe(serde_json::to_string_pretty(doc)?))
+    emit_owned(render::json_safe(serde_json::to_string_pretty(doc)?))
 }
 
 /// Render options for stdout: colour and width only when it is a terminal.

@@ -172,7 +172,7 @@ fn not_found_help(target: &str, names: &[String]) -> String {
 
 /// Prints the status table of `apps` to stdout.
 fn print_table(apps: &[AppStatus]) -> Result<()> {
-    term::emit(&render::render_status(apps, &term::stdout_opts()))
+    term::emit_owned(render::render_status(apps, &term::stdout_opts()))
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot};
 use turbo_api::{
-    AppChange, AppConfigInfo, AppInsight, AppRow, AppStatus, CrashRecord, CrashStats, DaemonInfo,
-    Error, MANAGER_PATH, instance_path,
+    AppChange, AppConfigInfo, AppInsight, AppStatus, CrashRecord, CrashStats, DaemonInfo, Error,
+    MANAGER_PATH, instance_path,
 };
 use zbus::{interface, message::Header, object_server::SignalEmitter, zvariant::OwnedValue};
 
@@ -570,8 +570,8 @@ impl ManagerIface {
 
     /// Every app, with only the fields of the `turbo status` table (`ListApps`'s freshness).
     #[zbus(out_args("rows"))]
-    async fn list_app_rows(&self) -> Result<Vec<AppRow>, Error> {
-        Ok(self.status_list().await?.iter().map(AppRow::from).collect())
+    async fn list_app_rows(&self) -> Result<snapshot::SharedRows, Error> {
+        Ok(snapshot::SharedRows(self.status_list().await?))
     }
 
     /// Stops every app, then the daemon.
