@@ -374,6 +374,9 @@ fn a_protected_exporter_refuses_plain_http_unknown_cas_wrong_passwords_and_missi
     let addr = format!("{HOST2_IP}:{}", free_port());
     let d = host(&addr, Some(&web));
     let url = format!("https://{addr}/metrics");
+    // what `turbo info` tells an operator to scrape is the TLS URL
+    assert_eq!(d.json(&["info"])["metrics_url"], url.as_str());
+    assert!(d.turbo_ok(&["info"]).contains(&url));
     let ca = work.path().join("ca.crt");
     let ca = ca.to_str().unwrap();
     let good = format!("prometheus:{EXAMPLE_PASSWORD}");

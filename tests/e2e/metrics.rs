@@ -329,6 +329,11 @@ fn exporter_serves_the_metric_set_and_promtool_accepts_it() {
     let (d, addr) = daemon_with_metrics("auto", &[]);
     let info = d.json(&["info"]);
     assert_eq!(info["metrics_address"], addr.as_str(), "{info}");
+    assert_eq!(
+        info["metrics_url"],
+        format!("http://{addr}/metrics"),
+        "{info}"
+    );
     assert_eq!(info["metrics_off_reason"], "", "{info}");
     assert!(
         d.turbo_ok(&["info"])

@@ -148,6 +148,11 @@ mod proxy {
         #[zbus(property)]
         fn metrics_address(&self) -> zbus::Result<String>;
 
+        /// The URL the exporter serves (`https://` when it speaks TLS only), empty when it is
+        /// off. Newer than `MetricsAddress`: a daemon before it has no such property.
+        #[zbus(property)]
+        fn metrics_url(&self) -> zbus::Result<String>;
+
         /// Why the exporter is off, empty while it serves.
         #[zbus(property)]
         fn metrics_off_reason(&self) -> zbus::Result<String>;

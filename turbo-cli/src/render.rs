@@ -517,7 +517,7 @@ fn last_exit_cell(exit: &ExitInfo, color: bool) -> String {
 
 /// The `turbo info` page: aligned `key: value` lines, without a trailing newline.
 #[must_use]
-pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
+pub fn render_info(info: &DaemonInfo, metrics_url: &str, opts: &RenderOpts) -> String {
     let source_tone = if info.event_source == "ebpf" {
         Tone::Green
     } else {
@@ -545,7 +545,7 @@ pub fn render_info(info: &DaemonInfo, opts: &RenderOpts) -> String {
         };
         paint(opts.color, Tone::Yellow, &format!("off — {why}"))
     } else {
-        format!("http://{}/metrics", info.metrics_address)
+        metrics_url.to_owned()
     };
     let state = if info.state_error.is_empty() {
         "saved".to_owned()
@@ -974,7 +974,7 @@ mod tests {
             apps: 2,
             ..DaemonInfo::default()
         };
-        let text = render_info(&info, &PLAIN);
+        let text = render_info(&info, "", &PLAIN);
         let line = |key: &str| {
             text.lines()
                 .find(|l| l.starts_with(&format!("{key}:")))
@@ -991,7 +991,7 @@ mod tests {
             state_error: "cannot write /h/state.json: No space left on device".into(),
             ..info.clone()
         };
-        let text = render_info(&failing, &PLAIN);
+        let text = render_info(&failing, "", &PLAIN);
         assert!(
             text.contains("state:            NOT SAVED — cannot write /h/state.json: No space"),
             "{text}"

@@ -97,13 +97,15 @@ pub enum BusMode {
 }
 
 /// How long a start waits for `daemon.lock` when the daemon that wrote `daemon.pid` is gone.
-const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Takes `<home>/daemon.lock`. A daemon killed with SIGKILL releases its lock only when every
 /// copy of the lock's file description is closed, and a process it forked a moment before
-/// (an app between `fork` and `execve`, which closes the copy) may still hold one: when the
-/// daemon named in `daemon.pid` is gone, a held lock is retried for [`LOCK_GRACE`] instead of
-/// refusing at once. A live owner is refused at once.
+/// (an app between `fork` and `execve`, which closes the copy) may still hold one; and the
+/// killed daemon itself holds it until the kernel has closed its descriptors, which takes a
+/// while with thousands of them. So when the daemon named in `daemon.pid` is gone or already
+/// exiting, a held lock is retried for [`LOCK_GRACE`] instead of refusing at once. A living
+/// owner is refused at once.
 fn take_home_lock(home: &Path) -> io::Result<std::fs::File> {
     let path = home.join("daemon.lock");
     let deadline = std::time::Instant::now() + LOCK_GRACE;
@@ -112,8 +114,7 @@ fn take_home_lock(home: &Path) -> io::Result<std::fs::File> {
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     && std::time::Instant::now() < deadline
-                    && recorded_daemon_pid(home)
-                        .is_none_or(|pid| os::process::pidfd_open(pid).is_err()) =>
+                    && recorded_daemon_pid(home).is_none_or(|pid| !os::proc::pid_living(pid)) =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -277,13 +278,14 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
             Ok(listener) => {
                 let web = opts.metrics_web.clone();
                 tracing::info!("{}", metrics::describe_listen(&addr, web.as_deref()));
+                let tls = web.as_deref().is_some_and(|w| w.tls().is_some());
                 tokio::spawn(metrics::serve(
                     listener,
                     requests_tx.clone(),
                     web,
                     opts.metrics_detail,
                 ));
-                metrics::Exporter::Serving(addr)
+                metrics::Exporter::Serving { addr, tls }
             }
             Err(e) => {
                 tracing::warn!(

@@ -279,6 +279,13 @@ impl ManagerIface {
         self.exporter.address().unwrap_or_default()
     }
 
+    /// The URL the exporter serves (`http://127.0.0.1:9464/metrics`, `https://` when it speaks
+    /// TLS only), empty when it is off.
+    #[zbus(property)]
+    fn metrics_url(&self) -> String {
+        self.exporter.url().unwrap_or_default()
+    }
+
     /// Why the exporter is off (`--metrics-listen off`, or why it could not listen), empty
     /// while it serves.
     #[zbus(property)]

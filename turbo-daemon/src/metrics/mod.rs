@@ -308,8 +308,13 @@ pub fn family_names(text: &str) -> Vec<String> {
 /// Manager's `MetricsAddress`/`MetricsOffReason` properties show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exporter {
-    /// Serving on this address.
-    Serving(SocketAddr),
+    /// Serving on this address, over TLS or plain HTTP.
+    Serving {
+        /// Where it listens.
+        addr: SocketAddr,
+        /// Whether it speaks TLS only (`tls_server_config` in `--metrics-web-config`).
+        tls: bool,
+    },
     /// Turned off (`--metrics-listen off`).
     Off,
     /// Asked for, but the address could not be bound: why.
@@ -321,7 +326,19 @@ impl Exporter {
     #[must_use]
     pub fn address(&self) -> Option<String> {
         match self {
-            Self::Serving(addr) => Some(addr.to_string()),
+            Self::Serving { addr, .. } => Some(addr.to_string()),
+            Self::Off | Self::BindFailed(_) => None,
+        }
+    }
+
+    /// The URL a scraper fetches (`https://` when the exporter speaks TLS only).
+    #[must_use]
+    pub fn url(&self) -> Option<String> {
+        match self {
+            Self::Serving { addr, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                Some(format!("{scheme}://{addr}/metrics"))
+            }
             Self::Off | Self::BindFailed(_) => None,
         }
     }
@@ -330,7 +347,7 @@ impl Exporter {
     #[must_use]
     pub fn off_reason(&self) -> Option<String> {
         match self {
-            Self::Serving(_) => None,
+            Self::Serving { .. } => None,
             Self::Off => Some("--metrics-listen off".into()),
             Self::BindFailed(why) => Some(why.clone()),
         }

@@ -61,6 +61,8 @@ pub struct ProcStat {
     pub state: u8,
     /// Parent process id (0 when unknown).
     pub ppid: u32,
+    /// The kernel's `PF_*` flags (field 9).
+    pub flags: u64,
     /// `utime`.
     pub utime: u64,
     /// `stime`.
@@ -86,6 +88,15 @@ impl ProcStat {
     #[must_use]
     pub const fn is_zombie(&self) -> bool {
         matches!(self.state, b'Z' | b'X')
+    }
+
+    /// Past the point of no return: a zombie, or in the kernel's exit path (`PF_EXITING`),
+    /// where a process killed with SIGKILL spends a while closing its descriptors.
+    #[must_use]
+    pub const fn is_exiting(&self) -> bool {
+        /// `PF_EXITING` in include/linux/sched.h.
+        const PF_EXITING: u64 = 0x4;
+        self.is_zombie() || self.flags & PF_EXITING != 0
     }
 
     /// Resident bytes.
@@ -121,6 +132,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         comm,
         state: *f.first()?.as_bytes().first()?,
         ppid: u32::try_from(n(4)?).unwrap_or(0),
+        flags: n(9).unwrap_or(0),
         utime: n(14)?,
         stime: n(15)?,
         cutime: n(16).unwrap_or(0),
@@ -230,6 +242,12 @@ pub fn parent_pid(pid: u32) -> Option<u32> {
 #[must_use]
 pub fn pid_alive(pid: u32) -> bool {
     read_stat(pid).is_ok_and(|st| !st.is_zombie())
+}
+
+/// Whether process `pid` exists and has not begun to exit.
+#[must_use]
+pub fn pid_living(pid: u32) -> bool {
+    read_stat(pid).is_ok_and(|st| !st.is_exiting())
 }
 
 /// Whether process `pid` is a zombie whose parent is not this process: it is gone, but only
@@ -661,6 +679,8 @@ mod tests {
         );
         assert_eq!(st.rss_bytes(), 256 * page_size());
         assert!(!st.is_zombie());
+        assert_eq!(st.flags, 0x40_0100);
+        assert!(!st.is_exiting());
         assert_eq!(st.exit_code, None, "a line without field 52");
         assert!(parse_stat("garbage").is_none());
     }
@@ -677,6 +697,19 @@ mod tests {
         assert_eq!(st.ppid, 4241);
         assert_eq!(st.start_ticks, 98765);
         assert_eq!(st.exit_code, Some(768));
+    }
+
+    #[test]
+    fn a_process_in_the_exit_path_is_exiting_before_it_is_a_zombie() {
+        // A daemon killed with SIGKILL, closing its descriptors: still `R` (or `D`), with
+        // PF_EXITING (0x4) and PF_SIGNALED (0x400) among its flags.
+        let text = "77 (turbo-daemon) R 1 77 77 0 -1 4211716 100 0 0 0 1 2 0 0 20 0 9 0 \
+                    98765 1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let st = parse_stat(text).expect("parses");
+        assert_eq!(st.flags & 0x404, 0x404);
+        assert!(!st.is_zombie());
+        assert!(st.is_exiting());
+        assert!(pid_living(std::process::id()));
     }
 
     #[test]
