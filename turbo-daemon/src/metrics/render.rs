@@ -18,9 +18,9 @@ struct Row<'s> {
     labels: Labels,
 }
 
-/// Bytes of text per app, about (some 2 KB with eBPF, 5 KB with every app's run-queue
+/// Bytes of text per app, about (2.3 KB with eBPF, 5 KB with every app's run-queue
 /// buckets): the buffer is sized once instead of doubling its way there.
-const BYTES_PER_APP: usize = 2 << 10;
+const BYTES_PER_APP: usize = 5 << 9;
 
 /// What a scrape shows beyond the default set (`--metrics-app-histograms`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
