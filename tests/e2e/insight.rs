@@ -112,6 +112,57 @@ fn a_shell_outside_exec_allow_is_signalled_counted_and_warned() {
     );
 }
 
+/// The run-queue buckets are the host's by default (`turbo_runqueue_delay_seconds`), an app's
+/// histogram its `+Inf` bucket, sum and count; `--metrics-app-histograms` adds every app's
+/// buckets.
+#[test]
+fn run_queue_buckets_are_the_hosts_unless_every_apps_are_asked_for() {
+    if skip_without_ebpf("run_queue_buckets_are_the_hosts_unless_every_apps_are_asked_for") {
+        return;
+    }
+    for (env, per_app) in [
+        (&[][..], false),
+        (&[("TURBO_METRICS_APP_HISTOGRAMS", "true")][..], true),
+    ] {
+        let (d, addr) = daemon_with_metrics("require", env);
+        assert_ebpf(&d);
+        d.turbo_ok(&["start", "sleep", "--name", "nap", "--", "1000"]);
+        let app = [("app", "nap"), ("le", "+Inf")];
+        let m = wait_for(
+            "the app's run-queue series",
+            Duration::from_secs(10),
+            || {
+                let m = scrape(&addr);
+                value(&m, "turbo_app_runqueue_delay_seconds_bucket", &app).map(|_| m)
+            },
+        );
+        assert!(
+            value(
+                &m,
+                "turbo_runqueue_delay_seconds_bucket",
+                &[("le", "4.194304")]
+            )
+            .is_some(),
+            "{m}"
+        );
+        assert!(
+            value(
+                &m,
+                "turbo_app_runqueue_delay_seconds_count",
+                &[("app", "nap")]
+            )
+            .is_some(),
+            "{m}"
+        );
+        let bucket = value(
+            &m,
+            "turbo_app_runqueue_delay_seconds_bucket",
+            &[("app", "nap"), ("le", "0.000001")],
+        );
+        assert_eq!(bucket.is_some(), per_app, "{env:?}:\n{m}");
+    }
+}
+
 /// The recent mean run-queue wait of `app` in µs, once the daemon has a window with waits.
 fn recent_mean_us(d: &TestDaemon, app: &str) -> u64 {
     wait_for("a recent run-queue window", Duration::from_secs(10), || {
@@ -214,6 +265,7 @@ fn without_ebpf_insight_is_unavailable_and_has_no_figures() {
         "turbo_app_execs_unexpected_total",
         "turbo_app_involuntary_switches_total",
         "turbo_app_runqueue_delay_seconds",
+        "turbo_runqueue_delay_seconds",
     ] {
         assert!(!m.contains(family), "no {family} without eBPF:\n{m}");
     }

@@ -1193,12 +1193,88 @@ fn health_status_follows_the_check() {
     };
     let text = scrape(&addr);
     assert_eq!(health(&text, "hm", "healthy"), Some(1.0), "{text}");
-    assert_eq!(health(&text, "hm", "unhealthy"), Some(0.0));
+    // one series per app, the current status's: no zeros for the others
+    assert_eq!(health(&text, "hm", "unhealthy"), None, "{text}");
     assert_eq!(health(&text, "plain", "none"), Some(1.0));
     drop(listener);
-    wait_for(
+    let text = wait_for(
         "the metric to say unhealthy",
         Duration::from_secs(10),
-        || (health(&scrape(&addr), "hm", "unhealthy") == Some(1.0)).then_some(()),
+        || {
+            let text = scrape(&addr);
+            (health(&text, "hm", "unhealthy") == Some(1.0)).then_some(text)
+        },
+    );
+    // the status moved: the healthy series is gone, not 0
+    assert_eq!(health(&text, "hm", "healthy"), None, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("turbo_app_health_status{app=\"hm\""))
+            .count(),
+        1,
+        "{text}"
+    );
+}
+
+/// `GET /metrics` with `Accept-Encoding: gzip` as Prometheus sends it: the answer's head and
+/// its body, decompressed.
+fn scrape_gzip(addr: &str) -> (String, usize, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAccept-Encoding: gzip\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read answer");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
+    let head = String::from_utf8(raw[..end].to_vec()).expect("utf-8 head");
+    let body = &raw[end + 4..];
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("the body is not gzip ({e}): {head}"));
+    (head, body.len(), text)
+}
+
+/// The series of an exposition (name and labels), without their values, which move between
+/// two scrapes.
+fn series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_owned()))
+        .collect()
+}
+
+/// Prometheus asks for gzip: it gets the same series compressed, and a client that does not
+/// ask gets plain text.
+#[test]
+fn a_gzip_scrape_decodes_to_the_plain_answer() {
+    let (d, addr) = daemon_with_metrics("auto", &[]);
+    for name in ["one", "two"] {
+        d.turbo_ok(&["start", "sleep", "--name", name, "--", "1000"]);
+    }
+    let plain = scrape(&addr);
+    let (head, wire, text) = scrape_gzip(&addr);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert!(
+        wire * 3 < text.len(),
+        "{wire} bytes on the wire for {}",
+        text.len()
+    );
+    assert_eq!(series(&text), series(&plain), "{text}\n---\n{plain}");
+    assert!(value(&text, "turbo_app_up", &[("app", "two")]) == Some(1.0));
+    let (_, head, _) = http_get(&addr, "/metrics");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-encoding"),
+        "{head}"
     );
 }

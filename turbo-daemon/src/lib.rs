@@ -73,6 +73,8 @@ pub struct Options {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// TLS and basic auth of the exporter (`--metrics-web-config`), checked before the start.
     pub metrics_web: Option<std::sync::Arc<metrics::WebConfig>>,
+    /// What scrapes show beyond the default set (`--metrics-app-histograms`).
+    pub metrics_detail: metrics::Detail,
     /// Resource sampling and leak detection.
     pub monitor: runtime::MonitorSettings,
     /// The daemon's own turbo.yml ([`system_config`]): applied at start and on SIGHUP (with
@@ -277,7 +279,12 @@ pub async fn run(opts: Options) -> Result<(), DaemonError> {
                 let web = opts.metrics_web.clone();
                 tracing::info!("{}", metrics::describe_listen(&addr, web.as_deref()));
                 let tls = web.as_deref().is_some_and(|w| w.tls().is_some());
-                tokio::spawn(metrics::serve(listener, requests_tx.clone(), web));
+                tokio::spawn(metrics::serve(
+                    listener,
+                    requests_tx.clone(),
+                    web,
+                    opts.metrics_detail,
+                ));
                 metrics::Exporter::Serving { addr, tls }
             }
             Err(e) => {

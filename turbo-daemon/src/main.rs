@@ -48,6 +48,11 @@ struct Args {
     /// metrics unprotected instead
     #[arg(long, env = "TURBO_METRICS_WEB_CONFIG", value_name = "FILE")]
     metrics_web_config: Option<PathBuf>,
+    /// Export every app's run-queue delay buckets (24 series per app, half a scrape's size):
+    /// without it, each app has its mean delay (the histogram's sum and count) and the buckets
+    /// are the host's, all apps summed (`turbo_runqueue_delay_seconds`)
+    #[arg(long, env = "TURBO_METRICS_APP_HISTOGRAMS")]
+    metrics_app_histograms: bool,
     /// Interval of the resource sampler (CPU window and leak detection; e.g. 5s, 500ms)
     /// [default: 5s with the procfs fallback; with eBPF, which only needs it for leak
     /// detection, the leak window / 48 (75s)]
@@ -196,6 +201,9 @@ fn main() -> ExitCode {
             |l| l.0,
         ),
         metrics_web,
+        metrics_detail: turbo_daemon::metrics::Detail {
+            app_histograms: args.metrics_app_histograms,
+        },
         monitor: turbo_daemon::runtime::MonitorSettings {
             cpu_window: args.cpu_window,
             sample_interval: args.sample_interval,

@@ -199,25 +199,50 @@ pub struct AppCounters {
     pub forwarded: Vec<crate::logs::forward::ForwardCount>,
 }
 
-/// Adds `c` to the counters of its app and stream in `all` (several writers of one app: the
-/// keeper's and the daemon's, or one per instance with `log.per_instance`).
-pub fn add_counters(all: &mut Vec<AppCounters>, c: AppCounters) {
-    let Some(into) = all
-        .iter_mut()
-        .find(|a| a.app == c.app && a.stream == c.stream)
-    else {
-        all.push(c);
-        return;
-    };
-    into.written += c.written;
-    into.dropped += c.dropped;
-    for f in c.forwarded {
-        match into.forwarded.iter_mut().find(|k| k.to == f.to) {
-            Some(k) => {
-                k.sent += f.sent;
-                k.dropped += f.dropped;
+/// Counters of several writers of one app summed per app and stream (the keeper's and the
+/// daemon's, or one per instance with `log.per_instance`), in the order each pair was first
+/// added. Indexed by app and stream: a scrape of 10,000 apps adds 20,000 counters, and finding
+/// each one's pair by a scan of those already added made a scrape quadratic (seconds).
+#[derive(Debug, Default)]
+pub struct CounterSum {
+    all: Vec<AppCounters>,
+    index: HashMap<(String, Stream), usize>,
+}
+
+impl CounterSum {
+    /// Adds `c` to the counters of its app and stream.
+    pub fn add(&mut self, c: AppCounters) {
+        let key = (c.app.clone(), c.stream);
+        let Some(&at) = self.index.get(&key) else {
+            self.index.insert(key, self.all.len());
+            self.all.push(c);
+            return;
+        };
+        let into = &mut self.all[at];
+        into.written += c.written;
+        into.dropped += c.dropped;
+        for f in c.forwarded {
+            match into.forwarded.iter_mut().find(|k| k.to == f.to) {
+                Some(k) => {
+                    k.sent += f.sent;
+                    k.dropped += f.dropped;
+                }
+                None => into.forwarded.push(f),
             }
-            None => into.forwarded.push(f),
+        }
+    }
+
+    /// The sums, one per app and stream.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<AppCounters> {
+        self.all
+    }
+}
+
+impl Extend<AppCounters> for CounterSum {
+    fn extend<I: IntoIterator<Item = AppCounters>>(&mut self, iter: I) {
+        for c in iter {
+            self.add(c);
         }
     }
 }
@@ -622,12 +647,10 @@ impl Keeper {
     }
 
     /// Byte counters of every app, from every keeper (empty from one that does not answer).
-    pub fn stats(&mut self) -> Vec<AppCounters> {
-        let mut all = Vec::new();
+    pub fn stats(&mut self) -> CounterSum {
+        let mut all = CounterSum::default();
         for shard in 0..self.shards.len() {
-            for c in self.stats_of(shard) {
-                add_counters(&mut all, c);
-            }
+            all.extend(self.stats_of(shard));
         }
         all
     }
@@ -856,24 +879,20 @@ mod tests {
             sent,
             dropped: 0,
         };
-        let mut all = Vec::new();
-        add_counters(
-            &mut all,
+        let mut all = CounterSum::default();
+        all.extend([
             c("a", Stream::Out, 10, vec![sent(Dest::Syslog, 2)]),
-        );
-        add_counters(&mut all, c("a", Stream::Err, 5, vec![]));
-        add_counters(
-            &mut all,
+            c("a", Stream::Err, 5, vec![]),
             c(
                 "a",
                 Stream::Out,
                 7,
                 vec![sent(Dest::Syslog, 3), sent(Dest::Journald, 4)],
             ),
-        );
-        add_counters(&mut all, c("b", Stream::Out, 1, vec![]));
+            c("b", Stream::Out, 1, vec![]),
+        ]);
         assert_eq!(
-            all,
+            all.into_vec(),
             [
                 c(
                     "a",

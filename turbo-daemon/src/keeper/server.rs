@@ -507,23 +507,21 @@ impl Keeper {
 
     /// Per app and stream: the files of an app's instances (`log.per_instance`) add up.
     fn counters(&self) -> Vec<AppCounters> {
-        let mut out: Vec<AppCounters> = Vec::new();
+        let mut sum = super::CounterSum::default();
         for ((app, _), logs) in &self.apps {
             for ((stream, written, dropped), (_, forwarded)) in
                 logs.counters().into_iter().zip(logs.forwarded())
             {
-                super::add_counters(
-                    &mut out,
-                    AppCounters {
-                        app: app.clone(),
-                        stream,
-                        written,
-                        dropped,
-                        forwarded,
-                    },
-                );
+                sum.add(AppCounters {
+                    app: app.clone(),
+                    stream,
+                    written,
+                    dropped,
+                    forwarded,
+                });
             }
         }
+        let mut out = sum.into_vec();
         out.sort_by(|a, b| (&a.app, a.stream.as_str()).cmp(&(&b.app, b.stream.as_str())));
         out
     }

@@ -18,13 +18,22 @@ struct Row<'s> {
     labels: Labels,
 }
 
-/// Bytes of text per app, about (a scrape of 1000 apps with eBPF is some 4.8 MB): the buffer
-/// is sized once instead of doubling its way there.
-const BYTES_PER_APP: usize = 5 << 10;
+/// Bytes of text per app, about (2.3 KB with eBPF, 5 KB with every app's run-queue
+/// buckets): the buffer is sized once instead of doubling its way there.
+const BYTES_PER_APP: usize = 5 << 9;
+
+/// What a scrape shows beyond the default set (`--metrics-app-histograms`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// Every app's run-queue delay buckets (24 series per app). Without it an app's histogram
+    /// has its `+Inf` bucket, sum and count only (its mean delay), and the buckets are the
+    /// host's: `turbo_runqueue_delay_seconds`, all apps summed.
+    pub app_histograms: bool,
+}
 
 /// The exposition text of one snapshot.
 #[must_use]
-pub fn render(s: &MetricsSnapshot) -> String {
+pub fn render(s: &MetricsSnapshot, detail: Detail) -> String {
     let rows: Vec<Row<'_>> = s
         .apps
         .iter()
@@ -38,12 +47,17 @@ pub fn render(s: &MetricsSnapshot) -> String {
             Row { app, labels }
         })
         .collect();
-    let mut t = Text::with_capacity(4096 + rows.len() * BYTES_PER_APP);
+    let per_app = if detail.app_histograms {
+        BYTES_PER_APP + (3 << 10)
+    } else {
+        BYTES_PER_APP
+    };
+    let mut t = Text::with_capacity(4096 + rows.len() * per_app);
     daemon_info(&mut t, s);
     app_state(&mut t, &rows);
     app_counts(&mut t, &rows);
     app_usage(&mut t, &rows);
-    app_insight(&mut t, &rows);
+    app_insight(&mut t, &rows, detail);
     app_cgroup(&mut t, &rows);
     logs(&mut t, s);
     notifications(&mut t, s);
@@ -121,14 +135,13 @@ fn app_state(t: &mut Text, rows: &[Row<'_>]) {
         (
             "turbo_app_state",
             Kind::Gauge,
-            "The app's lifecycle state: 1 for the current state, 0 for the others",
+            "The app's lifecycle state: one series per app, labelled with the current state \
+             (value 1)",
         ),
-        |app, labels, f| {
-            for state in AppState::ALL {
-                let v = flag(*state == app.state);
-                f.sample(labels, Some(("state", state.as_str())), v);
-            }
-        },
+        // one series per app rather than one per possible state (nine): a state change ends
+        // one series and starts another, which `turbo_app_state{state="errored"} == 1` and
+        // `count by (state)` read the same way, for a ninth of the series
+        |app, labels, f| f.sample(labels, Some(("state", app.state.as_str())), 1.0),
     );
     per_app(
         t,
@@ -136,15 +149,10 @@ fn app_state(t: &mut Text, rows: &[Row<'_>]) {
         (
             "turbo_app_health_status",
             Kind::Gauge,
-            "The app's health-check status: 1 for the current status ('none' when no check is \
-             configured)",
+            "The app's health-check status: one series per app, labelled with the current \
+             status (value 1; 'none' when no check is configured)",
         ),
-        |app, labels, f| {
-            for status in turbo_api::Health::ALL {
-                let v = flag(*status == app.health);
-                f.sample(labels, Some(("status", status.as_str())), v);
-            }
-        },
+        |app, labels, f| f.sample(labels, Some(("status", app.health.as_str())), 1.0),
     );
     per_app_value(
         t,
@@ -305,7 +313,7 @@ fn app_usage(t: &mut Text, rows: &[Row<'_>]) {
     );
 }
 
-fn app_insight(t: &mut Text, rows: &[Row<'_>]) {
+fn app_insight(t: &mut Text, rows: &[Row<'_>], detail: Detail) {
     per_app_value(
         t,
         rows,
@@ -338,7 +346,7 @@ fn app_insight(t: &mut Text, rows: &[Row<'_>]) {
         ),
         |app| app.insight.map(|i| i.runq.involuntary),
     );
-    runq_histogram(t, rows);
+    runq_histograms(t, rows, detail);
     per_app(
         t,
         rows,
@@ -388,35 +396,66 @@ fn app_insight(t: &mut Text, rows: &[Row<'_>]) {
     }
 }
 
-/// `turbo_app_runqueue_delay_seconds`, from the kernel's cumulative log2 buckets: bucket `i`
-/// ends at `2^i` µs.
-fn runq_histogram(t: &mut Text, rows: &[Row<'_>]) {
+/// `turbo_runqueue_delay_seconds` (every app's waits summed) and
+/// `turbo_app_runqueue_delay_seconds` (per app: its buckets with [`Detail::app_histograms`],
+/// else `+Inf`, sum and count only), from the kernel's log2 buckets: bucket `i` ends at `2^i` µs.
+fn runq_histograms(t: &mut Text, rows: &[Row<'_>], detail: Detail) {
     // the bounds' text, written once for all apps
     let bounds: Vec<String> = (0..turbo_common::RUNQ_BUCKETS - 1)
         .map(|i| ((1u64 << i) as f64 / 1e6).to_string())
         .collect();
-    per_app(
-        t,
-        rows,
-        (
-            "turbo_app_runqueue_delay_seconds",
-            Kind::Histogram,
-            "Time the app's threads waited on a CPU run queue before running (eBPF; the kernel's \
-             log2 buckets), since the app was added",
-        ),
-        |app, labels, f| {
-            let Some(runq) = app.insight.as_ref().map(|i| &i.runq) else {
-                return;
-            };
+    let mut host = turbo_common::RunqStats::default();
+    let mut any = false;
+    for runq in rows
+        .iter()
+        .filter_map(|r| r.app.insight.as_ref().map(|i| &i.runq))
+    {
+        any = true;
+        for (sum, n) in host.buckets.iter_mut().zip(runq.buckets) {
+            *sum += n;
+        }
+        host.count += runq.count;
+        host.sum_ns += runq.sum_ns;
+    }
+    let write = |f: &mut super::text::Family<'_>,
+                 labels: &Labels,
+                 runq: &turbo_common::RunqStats,
+                 buckets: bool| {
+        if buckets {
             let mut cumulative = 0u64;
             // the last bucket has no upper bound: it only counts in +Inf
             for (n, le) in runq.buckets.iter().zip(&bounds) {
                 cumulative += n;
                 f.line("bucket", labels, Some(("le", le)), cumulative);
             }
-            f.line("bucket", labels, Some(("le", "+Inf")), runq.count);
-            f.line("sum", labels, None, runq.sum_ns as f64 / 1e9);
-            f.line("count", labels, None, runq.count);
+        }
+        f.line("bucket", labels, Some(("le", "+Inf")), runq.count);
+        f.line("sum", labels, None, runq.sum_ns as f64 / 1e9);
+        f.line("count", labels, None, runq.count);
+    };
+    if any {
+        let mut f = t.family(
+            "turbo_runqueue_delay_seconds",
+            Kind::Histogram,
+            "Time the threads of every app's tree waited on a CPU run queue before running \
+             (eBPF; the kernel's log2 buckets), summed over the apps, since each was added",
+        );
+        write(&mut f, &Labels::new(), &host, true);
+    }
+    per_app(
+        t,
+        rows,
+        (
+            "turbo_app_runqueue_delay_seconds",
+            Kind::Histogram,
+            "Time the app's threads waited on a CPU run queue before running (eBPF), since the \
+             app was added; the kernel's log2 buckets with --metrics-app-histograms, else +Inf \
+             only (sum and count: the mean)",
+        ),
+        |app, labels, f| {
+            if let Some(runq) = app.insight.as_ref().map(|i| &i.runq) {
+                write(f, labels, runq, detail.app_histograms);
+            }
         },
     );
 }
@@ -712,7 +751,12 @@ mod tests {
                 },
             ],
         };
-        let text = render(&snapshot);
+        let text = render(
+            &snapshot,
+            Detail {
+                app_histograms: true,
+            },
+        );
         for needle in [
             "# TYPE turbo_app_cpu_seconds_total counter",
             "turbo_app_cpu_seconds_total{app=\"api \\\"quoted\\\"\",app_instance=\"0\",mode=\"user\"} 1.25",
@@ -758,5 +802,85 @@ mod tests {
         assert!(text.contains(
             "turbo_app_exits_total{app=\"worker\",app_instance=\"0\",reason=\"signal\"} 2"
         ));
+        // one state series per app: the current one's
+        let states: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("turbo_app_state{app=\"worker\""))
+            .collect();
+        assert_eq!(
+            states,
+            ["turbo_app_state{app=\"worker\",app_instance=\"0\",state=\"backoff\"} 1"]
+        );
+        assert!(text.contains(
+            "turbo_app_health_status{app=\"worker\",app_instance=\"0\",status=\"none\"} 1\n"
+        ));
+        assert_eq!(text.matches("turbo_app_health_status{").count(), 3);
+        // the host's histogram: every app's buckets summed, always in full
+        assert!(text.contains("turbo_runqueue_delay_seconds_bucket{le=\"0.000008\"} 3\n"));
+        assert!(text.contains("turbo_runqueue_delay_seconds_count 4\n"));
+    }
+
+    /// By default an app's run-queue histogram is its `+Inf` bucket, sum and count (its mean),
+    /// and the buckets are the host's only; an app that changes state moves its one series.
+    #[test]
+    fn default_detail_keeps_per_app_series_few() {
+        let runq = |n: u64, at: usize| {
+            let mut r = turbo_common::RunqStats::default();
+            r.buckets[at] = n;
+            (r.count, r.sum_ns) = (n, n * 1000);
+            crate::runtime::InsightMetrics {
+                runq: r,
+                execs: 1,
+                execs_unexpected: 0,
+            }
+        };
+        let snapshot = |state| MetricsSnapshot {
+            version: "0.1.0",
+            event_source: "ebpf",
+            events_lost: 0,
+            daemon: None,
+            apps: vec![
+                AppMetrics {
+                    insight: Some(runq(2, 1)),
+                    ..app("a", state)
+                },
+                AppMetrics {
+                    insight: Some(runq(3, 4)),
+                    ..app("b", AppState::Online)
+                },
+            ],
+            notifications: Vec::new(),
+            logs: Vec::new(),
+        };
+        let text = render(&snapshot(AppState::Online), Detail::default());
+        assert!(
+            !text.contains(
+                "turbo_app_runqueue_delay_seconds_bucket{app=\"a\",app_instance=\"0\",le=\"0"
+            ),
+            "{text}"
+        );
+        for needle in [
+            "turbo_app_runqueue_delay_seconds_bucket{app=\"a\",app_instance=\"0\",le=\"+Inf\"} 2\n",
+            "turbo_app_runqueue_delay_seconds_count{app=\"b\",app_instance=\"0\"} 3\n",
+            "turbo_runqueue_delay_seconds_bucket{le=\"0.000002\"} 2\n",
+            "turbo_runqueue_delay_seconds_bucket{le=\"0.000016\"} 5\n",
+            "turbo_runqueue_delay_seconds_bucket{le=\"+Inf\"} 5\n",
+            "turbo_runqueue_delay_seconds_sum 0.000005\n",
+            "turbo_app_state{app=\"a\",app_instance=\"0\",state=\"online\"} 1\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+        let after = render(&snapshot(AppState::Errored), Detail::default());
+        let of_a = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with("turbo_app_state{app=\"a\""))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            of_a(&after),
+            ["turbo_app_state{app=\"a\",app_instance=\"0\",state=\"errored\"} 1"]
+        );
+        assert_eq!(of_a(&text).len(), 1);
     }
 }

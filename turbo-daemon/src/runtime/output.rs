@@ -326,19 +326,16 @@ impl Outputs {
             for ((stream, written, dropped), (_, forwarded)) in
                 l.counters().into_iter().zip(l.forwarded())
             {
-                crate::keeper::add_counters(
-                    &mut all,
-                    AppCounters {
-                        app: app.clone(),
-                        stream,
-                        written,
-                        dropped,
-                        forwarded,
-                    },
-                );
+                all.add(AppCounters {
+                    app: app.clone(),
+                    stream,
+                    written,
+                    dropped,
+                    forwarded,
+                });
             }
         }
-        all
+        all.into_vec()
     }
 
     /// After [`keeper_lost`]: a new keeper gets every pipe the daemon holds.

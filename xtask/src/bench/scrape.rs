@@ -32,7 +32,10 @@ const PAUSE: Duration = Duration::from_millis(50);
 pub struct Scrape {
     pub wall_ms: f64,
     pub cpu_ms: f64,
+    /// The text (decompressed, when it came gzip-compressed).
     pub body: String,
+    /// Bytes of the body as sent (compressed, when it came so).
+    pub wire_bytes: usize,
 }
 
 fn run(env: &mut Env<'_>) -> Result<Outcome> {
@@ -202,32 +205,69 @@ pub fn free_loopback() -> Result<String> {
     Ok(l.local_addr()?.to_string())
 }
 
-/// One `GET /metrics`, timed, with the daemon's CPU time over it.
+/// One plain `GET /metrics`, timed, with the daemon's CPU time over it.
 pub fn scrape(addr: &str, daemon: u32) -> Result<Scrape> {
+    fetch(addr, daemon, false)
+}
+
+/// One `GET /metrics` as Prometheus sends it (`Accept-Encoding: gzip`): timed up to the last
+/// compressed byte, the text decompressed afterwards.
+pub fn scrape_gzip(addr: &str, daemon: u32) -> Result<Scrape> {
+    fetch(addr, daemon, true)
+}
+
+fn fetch(addr: &str, daemon: u32, gzip: bool) -> Result<Scrape> {
     let before = sys::thread_cpu_ns(daemon);
     let t = Instant::now();
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(SCRAPE_LIMIT))?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n"
+    )?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
         .with_context(|| format!("reading the answer of {addr}"))?;
     let wall = t.elapsed();
     let after = sys::thread_cpu_ns(daemon);
-    let text = String::from_utf8(raw).context("the answer is not UTF-8")?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let body = &raw[end + 4..];
     if head.split_whitespace().nth(1) != Some("200") {
         bail!(
             "GET /metrics answered `{}`",
             head.lines().next().unwrap_or("")
         );
     }
+    let compressed = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "content-encoding:gzip");
+    if gzip && !compressed {
+        bail!("GET /metrics with Accept-Encoding: gzip answered plain text");
+    }
+    let text = if compressed {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text)
+            .context("the gzip answer does not decompress to UTF-8 text")?;
+        text
+    } else {
+        String::from_utf8(body.to_vec()).context("the answer is not UTF-8")?
+    };
     #[expect(clippy::cast_precision_loss, reason = "nanoseconds of a scrape")]
     let cpu_ms = sys::cpu_ns_between(&before, &after) as f64 / 1e6;
     Ok(Scrape {
         wall_ms: wall.as_secs_f64() * 1e3,
         cpu_ms,
-        body: body.to_owned(),
+        body: text,
+        wire_bytes: body.len(),
     })
 }
