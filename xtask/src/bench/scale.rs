@@ -552,7 +552,8 @@ fn size(env: &mut Env<'_>, apps: usize, idle: Option<Duration>) -> Result<Size> 
     sys::send_signal(daemon, sys::SIGKILL)?;
     // its home lock goes with the last thread that shares its descriptors, after its memory,
     // its command line and its main thread's exit: a loaded host takes more than a moment
-    // to close thousands, and a daemon started before then finds the home taken
+    // to close thousands, and a daemon started before then waits for the lock (up to 5 s),
+    // which is the old daemon's teardown, not adoption
     let deadline = Instant::now() + Duration::from_secs(60);
     while !lock_free(&home.join("daemon.lock")) {
         if Instant::now() > deadline {
