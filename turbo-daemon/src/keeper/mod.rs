@@ -232,6 +232,21 @@ impl CounterSum {
         }
     }
 
+    /// Adds the counters of one writer of `app` (its files, and what it forwarded).
+    pub fn add_logs(&mut self, app: &str, logs: &crate::logs::AppLogs) {
+        for ((stream, written, dropped), (_, forwarded)) in
+            logs.counters().into_iter().zip(logs.forwarded())
+        {
+            self.add(AppCounters {
+                app: app.to_owned(),
+                stream,
+                written,
+                dropped,
+                forwarded,
+            });
+        }
+    }
+
     /// The sums, one per app and stream.
     #[must_use]
     pub fn into_vec(self) -> Vec<AppCounters> {

@@ -509,17 +509,7 @@ impl Keeper {
     fn counters(&self) -> Vec<AppCounters> {
         let mut sum = super::CounterSum::default();
         for ((app, _), logs) in &self.apps {
-            for ((stream, written, dropped), (_, forwarded)) in
-                logs.counters().into_iter().zip(logs.forwarded())
-            {
-                sum.add(AppCounters {
-                    app: app.clone(),
-                    stream,
-                    written,
-                    dropped,
-                    forwarded,
-                });
-            }
+            sum.add_logs(app, logs);
         }
         let mut out = sum.into_vec();
         out.sort_by(|a, b| (&a.app, a.stream.as_str()).cmp(&(&b.app, b.stream.as_str())));

@@ -305,7 +305,7 @@ pub fn family_names(text: &str) -> Vec<String> {
 }
 
 /// Whether the exporter serves, and where; or why not. `turbo info`, `turbo status` and the
-/// Manager's `MetricsAddress`/`MetricsOffReason` properties show it.
+/// Manager's `MetricsAddress`/`MetricsUrl`/`MetricsOffReason` properties show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exporter {
     /// Serving on this address, over TLS or plain HTTP.

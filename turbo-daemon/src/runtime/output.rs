@@ -323,17 +323,7 @@ impl Outputs {
     pub(super) fn counters(&mut self) -> Vec<AppCounters> {
         let mut all = self.keeper.as_mut().map(Keeper::stats).unwrap_or_default();
         for ((app, _), l) in &self.logs {
-            for ((stream, written, dropped), (_, forwarded)) in
-                l.counters().into_iter().zip(l.forwarded())
-            {
-                all.add(AppCounters {
-                    app: app.clone(),
-                    stream,
-                    written,
-                    dropped,
-                    forwarded,
-                });
-            }
+            all.add_logs(app, l);
         }
         all.into_vec()
     }
