@@ -448,16 +448,16 @@ impl Keeper {
             buf,
             lines,
             |b| pipe_io::read_into(pipe_fd, b),
-            &mut |data, lines| {
+            &mut |batch| {
                 let mut records = behind.buffer();
-                match logs.format(source, stream, data, lines, &mut records) {
+                match logs.format(source, stream, batch, &mut records) {
                     Some(now) => behind.write(logs, stream, records, now),
                     None => behind.put_back(records),
                 }
                 if stream == Stream::Err
                     && let Some(t) = &tail
                 {
-                    t.push(data, lines);
+                    t.push(batch);
                 }
             },
         );

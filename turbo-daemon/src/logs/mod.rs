@@ -42,7 +42,6 @@ mod tests;
 use std::{
     collections::VecDeque,
     io,
-    ops::Range,
     os::fd::OwnedFd,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
@@ -55,7 +54,7 @@ use self::sink::Sink;
 pub(crate) use self::{
     behind::WriteBehind,
     format::Records,
-    pump::{Pump, Step},
+    pump::{Batch, Pump, Step},
 };
 use crate::spec::{LogFormat, LogPolicy};
 
@@ -251,12 +250,12 @@ impl AppLogs {
             let logs = &logs;
             let mut out_records = Records::default();
             let mut err_records = Records::default();
-            let out = pump::pump(stdout, move |data, lines| {
-                logs.append(source, Stream::Out, data, lines, &mut out_records);
+            let out = pump::pump(stdout, move |batch| {
+                logs.append(source, Stream::Out, batch, &mut out_records);
             });
-            let err = pump::pump(stderr, move |data, lines| {
-                logs.append(source, Stream::Err, data, lines, &mut err_records);
-                err_tail.push(data, lines);
+            let err = pump::pump(stderr, move |batch| {
+                logs.append(source, Stream::Err, batch, &mut err_records);
+                err_tail.push(batch);
             });
             tokio::join!(out, err);
         });
@@ -320,11 +319,10 @@ impl AppLogs {
         &self,
         source: Source,
         stream: Stream,
-        data: &[u8],
-        lines: &[Range<usize>],
+        batch: &mut Batch<'_>,
         records: &mut Records,
     ) {
-        if let Some(now) = self.format(source, stream, data, lines, records) {
+        if let Some(now) = self.format(source, stream, batch, records) {
             self.write(stream, records, now);
         }
     }
@@ -337,15 +335,15 @@ impl AppLogs {
         &self,
         source: Source,
         stream: Stream,
-        data: &[u8],
-        lines: &[Range<usize>],
+        batch: &mut Batch<'_>,
         records: &mut Records,
     ) -> Option<i64> {
         let now = clock::now_ms();
         let format = {
             let head = lock(&self.0.head);
             if let Some(route) = &head.route {
-                route.submit(source, stream, now, data, lines);
+                let data = batch.data;
+                route.submit(source, stream, now, data, batch.lines());
             }
             if !head.file {
                 return None;
@@ -353,15 +351,7 @@ impl AppLogs {
             head.format
         };
         let stamp = format::timestamp(now);
-        records.format(
-            format,
-            &stamp,
-            &self.0.app_json,
-            source,
-            stream,
-            data,
-            lines,
-        );
+        records.format(format, &stamp, &self.0.app_json, source, stream, batch);
         Some(now)
     }
 
@@ -382,7 +372,6 @@ impl AppLogs {
         compress::wrote(records.buf.len());
         if records.buf.len() <= pump::READ_SIZE {
             pump::give_back(&mut records.buf, 2 * pump::READ_SIZE);
-            pump::give_back(&mut records.ends, 0);
         }
     }
 
@@ -413,7 +402,9 @@ impl StderrTail {
         self.lock().iter().cloned().collect()
     }
 
-    pub(crate) fn push(&self, data: &[u8], lines: &[Range<usize>]) {
+    pub(crate) fn push(&self, batch: &mut Batch<'_>) {
+        let data = batch.data;
+        let lines = batch.lines();
         let mut tail = self.lock();
         // only the batch's last lines can survive, so only they are converted
         for range in &lines[lines.len().saturating_sub(TAIL_LINES)..] {

@@ -10,6 +10,12 @@
 //! [`MAX_READ`]), so a flooding app blocks about 16 times less often and its reader makes fewer
 //! system calls.
 //!
+//! A batch ([`Batch`]) is the bytes of its records, in one slice of the read buffer: writing
+//! text records finds the newlines as it copies the lines, in one pass, so the ranges of the
+//! lines are found only for those who ask ([`Batch::lines`]: json records, forwarding, the
+//! stderr tail). A flood of short lines made a `Vec` of ranges, pushed one by one in the
+//! size-optimised build, a seventh of the keeper's time (`cargo xtask bench --only logs`).
+//!
 //! This module must not format or write records: it only hands batches of lines on.
 
 use std::{
@@ -43,9 +49,9 @@ pub(super) const MAX_READ: usize = 256 * 1024;
 /// A read or format buffer above this capacity, after a burst, is given back.
 pub(super) const SHRINK_ABOVE: usize = 4 * READ_SIZE;
 
-/// Reads `fd` to its end, handing each batch of records (ranges of the buffer, newline excluded)
-/// to `on_batch`: a [`Pump`] driven by tokio's readiness.
-pub(super) async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&[u8], &[Range<usize>])) {
+/// Reads `fd` to its end, handing each batch of records to `on_batch`: a [`Pump`] driven by
+/// tokio's readiness.
+pub(super) async fn pump(fd: OwnedFd, mut on_batch: impl FnMut(&mut Batch<'_>)) {
     let rx = match pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
         Err(e) => {
@@ -125,7 +131,7 @@ impl Pump {
         buf: &mut Vec<u8>,
         lines: &mut Vec<Range<usize>>,
         read: impl FnOnce(&mut Vec<u8>) -> io::Result<usize>,
-        on_batch: &mut impl FnMut(&[u8], &[Range<usize>]),
+        on_batch: &mut impl FnMut(&mut Batch<'_>),
     ) -> Step {
         buf.clear();
         buf.append(&mut self.carry);
@@ -156,9 +162,9 @@ impl Pump {
         } else if n < self.want / 4 {
             self.want = (self.want / 2).max(READ_SIZE);
         }
-        let used = split_lines(buf, false, lines);
-        if !lines.is_empty() {
-            on_batch(buf, lines);
+        let used = batch_end(buf, false);
+        if used > 0 {
+            on_batch(&mut Batch::new(&buf[..used], lines));
         }
         self.carry.extend_from_slice(&buf[used..]);
         if self.want == READ_SIZE {
@@ -173,15 +179,59 @@ impl Pump {
         &mut self,
         buf: &[u8],
         lines: &mut Vec<Range<usize>>,
-        on_batch: &mut impl FnMut(&[u8], &[Range<usize>]),
+        on_batch: &mut impl FnMut(&mut Batch<'_>),
     ) -> Step {
-        split_lines(buf, true, lines);
-        if !lines.is_empty() {
-            on_batch(buf, lines);
+        if !buf.is_empty() {
+            on_batch(&mut Batch::new(buf, lines));
         }
         self.carry = Vec::new();
         Step::End
     }
+}
+
+/// One read's complete records: `data` holds exactly their bytes. Records are the pieces of
+/// `data` between newlines (an empty one too), the last one also when no newline ends it (a
+/// piece of an unfinished line, or the rest at the end of the pipe), each cut into pieces of at
+/// most [`MAX_LINE`] bytes (see [`split_lines`]). So `data` is never empty.
+pub(crate) struct Batch<'a> {
+    pub(crate) data: &'a [u8],
+    ranges: &'a mut Vec<Range<usize>>,
+    split: bool,
+}
+
+impl<'a> Batch<'a> {
+    /// The batch of `data`, whose ranges (when asked for) go into `ranges`.
+    pub(crate) fn new(data: &'a [u8], ranges: &'a mut Vec<Range<usize>>) -> Self {
+        Self {
+            data,
+            ranges,
+            split: false,
+        }
+    }
+
+    /// The records as ranges of `data`, newline excluded; found at the first call.
+    pub(crate) fn lines(&mut self) -> &[Range<usize>] {
+        if !self.split {
+            split_lines(self.data, true, self.ranges);
+            self.split = true;
+        }
+        self.ranges
+    }
+}
+
+/// How many bytes of `buf` the next batch takes ([`split_lines`]'s count, without the
+/// ranges): up to its last newline, then the leading pieces of an unfinished line longer than
+/// [`MAX_LINE`]; at `eof`, everything.
+pub(super) fn batch_end(buf: &[u8], eof: bool) -> usize {
+    if eof {
+        return buf.len();
+    }
+    let mut end = memchr::memrchr(b'\n', buf).map_or(0, |p| p + 1);
+    // as cut_pieces: an unfinished line of exactly MAX_LINE is not cut yet
+    while buf.len() - end > MAX_LINE {
+        end = char_start(buf, end + MAX_LINE, end);
+    }
+    end
 }
 
 /// Fills `lines` with the records of `buf`: each complete line (newline excluded), cut into
@@ -285,12 +335,4 @@ fn cut_pieces(buf: &[u8], mut range: Range<usize>, lines: &mut Vec<Range<usize>>
     range
 }
 
-/// `at`, moved back (by at most 3 bytes, never to `min`) to the start of a UTF-8 character, so a
-/// cut does not split one; unchanged when the bytes there are not UTF-8 anyway.
-pub(super) fn char_start(buf: &[u8], at: usize, min: usize) -> usize {
-    let is_continuation = |i: usize| buf.get(i).is_some_and(|&b| b & 0xC0 == 0x80);
-    (at.saturating_sub(3).max(min + 1)..=at)
-        .rev()
-        .find(|&i| !is_continuation(i))
-        .unwrap_or(at)
-}
+pub(super) use turbo_lines::char_start;

@@ -132,7 +132,7 @@ impl Sink {
     }
 
     /// Appends whole records, rotating before one that would not fit: as many records per
-    /// `write(2)` as fit in the current file.
+    /// `write(2)` as fit in the current file (a batch that fits, the common case, is one).
     pub(super) fn write_records(&mut self, records: &Records, policy: &LogPolicy, now_ms: i64) {
         if now_ms.abs_diff(self.checked_at) >= 1000 {
             self.checked_at = now_ms;
@@ -154,22 +154,27 @@ impl Sink {
         } else {
             policy.max_size
         };
-        let (mut start, mut i) = (0, 0);
-        while i < records.ends.len() {
+        let mut rest = &records.buf[..];
+        while !rest.is_empty() {
             let room = limit.saturating_sub(self.size);
-            let fit = records.ends[i..].partition_point(|&end| (end - start) as u64 <= room);
-            let take = match fit {
-                0 if self.size > 0 => {
-                    self.rotate(policy, now_ms);
-                    continue;
+            let take = if rest.len() as u64 <= room {
+                rest.len()
+            } else {
+                // records end with the only newline they hold: the last newline in the room
+                // ends the last record that fits
+                let fit = memchr::memrchr(b'\n', &rest[..usize::try_from(room).unwrap_or(0)]);
+                match fit {
+                    Some(p) => p + 1,
+                    None if self.size > 0 => {
+                        self.rotate(policy, now_ms);
+                        continue;
+                    }
+                    // a record bigger than a whole file: alone in a fresh file rather than cut
+                    None => memchr::memchr(b'\n', rest).map_or(rest.len(), |p| p + 1),
                 }
-                // a record bigger than a whole file: alone in a fresh file rather than cut
-                0 => 1,
-                n => n,
             };
-            let end = records.ends[i + take - 1];
-            self.write(&records.buf[start..end]);
-            (start, i) = (end, i + take);
+            self.write(&rest[..take]);
+            rest = &rest[take..];
         }
     }
 

@@ -3,6 +3,7 @@
 use std::{
     fs,
     io::{PipeWriter, Write as _},
+    ops::Range,
     os::fd::{AsFd as _, OwnedFd},
     thread,
     time::Duration,
@@ -13,7 +14,10 @@ use turbo_api::logfmt::{self, Record};
 
 use super::{
     format::Records,
-    pump::{BIG_PIPE, READ_SIZE, SHRINK_ABOVE, big_pipe_budget, give_back, split_lines},
+    pump::{
+        BIG_PIPE, Batch, READ_SIZE, SHRINK_ABOVE, batch_end, big_pipe_budget, give_back,
+        split_lines,
+    },
     sink::{Sink, open_append, rotated},
     *,
 };
@@ -121,6 +125,42 @@ fn json_records(bytes: &[u8]) -> Vec<Value> {
 /// The raw bytes of a json record's line.
 fn raw_line(rec: &Value) -> Vec<u8> {
     Record::parse(rec.to_string().as_bytes()).bytes()
+}
+
+/// A batch takes what splitting would (`batch_end` is `split_lines`' count) and its lines are
+/// the ones splitting finds, for reads that end mid-line, at a newline, inside a line longer
+/// than `MAX_LINE` (also next to a multi-byte character) and at the end of the pipe.
+#[test]
+fn a_batch_holds_exactly_the_records_splitting_finds() {
+    let mut reads: Vec<Vec<u8>> = vec![
+        b"a\n\nbc\nde".to_vec(),
+        b"de".to_vec(),
+        Vec::new(),
+        b"\n".to_vec(),
+        vec![b'x'; MAX_LINE],
+        vec![b'x'; MAX_LINE + 1],
+        vec![b'x'; 3 * MAX_LINE + 7],
+    ];
+    let mut accents = b"ok\nx".to_vec();
+    accents.extend("é".repeat(MAX_LINE).as_bytes());
+    reads.push(accents);
+    let mut long_then_short = vec![b'y'; 2 * MAX_LINE + 3];
+    long_then_short.extend_from_slice(b"\nshort\nunfinished");
+    reads.push(long_then_short);
+    let (mut want, mut ranges) = (Vec::new(), Vec::new());
+    for read in &reads {
+        for eof in [false, true] {
+            let used = split_lines(read, eof, &mut want);
+            assert_eq!(
+                batch_end(read, eof),
+                used,
+                "{} bytes, eof {eof}",
+                read.len()
+            );
+            let mut batch = Batch::new(&read[..used], &mut ranges);
+            assert_eq!(batch.lines(), want, "{} bytes, eof {eof}", read.len());
+        }
+    }
 }
 
 #[test]
@@ -592,8 +632,7 @@ fn a_full_disk_drops_and_counts_records_and_writing_resumes_by_itself() {
         b"\"a\"",
         SOURCE,
         Stream::Out,
-        data,
-        &[0..3, 4..7],
+        &mut Batch::new(data, &mut Vec::new()),
     );
     let batch = records.buf.len() as u64;
     // /dev/full: every write fails with ENOSPC
@@ -723,8 +762,7 @@ fn daily_rotation_starts_a_file_at_the_first_write_after_midnight() {
             b"\"d\"",
             SOURCE,
             Stream::Out,
-            data.as_bytes(),
-            std::slice::from_ref(&(0..text.len())),
+            &mut Batch::new(data.as_bytes(), &mut Vec::new()),
         );
         records
     };
@@ -949,12 +987,16 @@ fn batches_written_behind_land_in_order_and_drain_waits_for_them() {
         for n in 0..50 {
             data.extend_from_slice(format!("batch {batch:03} line {n:02}\n").as_bytes());
         }
-        split_lines(&data, false, &mut lines);
         for (i, logs) in apps.iter().enumerate() {
             let stream = if i == 0 { Stream::Out } else { Stream::Err };
             let mut records = behind.buffer();
             let now = logs
-                .format(SOURCE, stream, &data, &lines, &mut records)
+                .format(
+                    SOURCE,
+                    stream,
+                    &mut Batch::new(&data, &mut lines),
+                    &mut records,
+                )
                 .expect("text to the files");
             behind.write(logs, stream, records, now);
         }
