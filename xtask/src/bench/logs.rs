@@ -456,8 +456,24 @@ fn watch(
             }
             if size >= min_size && size != checked {
                 checked = size;
-                if tail(log, last.len())? == last {
-                    break Some(now);
+                match tail(log, last.len()) {
+                    Ok(t) if t == last => break Some(now),
+                    Ok(_) => {}
+                    // a rotation renames the file before it opens a new one of that name: gone
+                    // for that moment (NotFound), or the new one is still shorter than the line
+                    // (InvalidInput from the seek); it is looked at again at the next poll
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput
+                        ) =>
+                    {
+                        checked = 0;
+                    }
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("reading the end of {}", log.display()));
+                    }
                 }
             }
         }
@@ -484,9 +500,11 @@ fn watch(
     bail!("the writer left no marker in {}", marker.display())
 }
 
-fn tail(path: &Path, n: usize) -> Result<Vec<u8>> {
+fn tail(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
     let mut f = File::open(path)?;
-    f.seek(SeekFrom::End(-i64::try_from(n)?))?;
+    f.seek(SeekFrom::End(
+        -i64::try_from(n).map_err(std::io::Error::other)?,
+    ))?;
     let mut buf = Vec::with_capacity(n);
     f.read_to_end(&mut buf)?;
     Ok(buf)
