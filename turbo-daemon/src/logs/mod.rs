@@ -404,7 +404,7 @@ impl StderrTail {
 
     pub(crate) fn push(&self, batch: &mut Batch<'_>) {
         let data = batch.data;
-        let lines = batch.lines();
+        let lines = batch.last_lines(TAIL_LINES);
         let mut tail = self.lock();
         // only the batch's last lines can survive, so only they are converted
         for range in &lines[lines.len().saturating_sub(TAIL_LINES)..] {

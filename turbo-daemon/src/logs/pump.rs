@@ -12,9 +12,10 @@
 //!
 //! A batch ([`Batch`]) is the bytes of its records, in one slice of the read buffer: writing
 //! text records finds the newlines as it copies the lines, in one pass, so the ranges of the
-//! lines are found only for those who ask ([`Batch::lines`]: json records, forwarding, the
-//! stderr tail). A flood of short lines made a `Vec` of ranges, pushed one by one in the
-//! size-optimised build, a seventh of the keeper's time (`cargo xtask bench --only logs`).
+//! lines are found only for those who ask ([`Batch::lines`]: json records, forwarding; the
+//! stderr tail asks for the last few only, [`Batch::last_lines`]). A flood of short lines made
+//! a `Vec` of ranges, pushed one by one in the size-optimised build, a seventh of the keeper's
+//! time (`cargo xtask bench --only logs`).
 //!
 //! This module must not format or write records: it only hands batches of lines on.
 
@@ -29,6 +30,8 @@ use std::{
 };
 
 use tokio::net::unix::pipe;
+
+pub(super) use turbo_lines::char_start;
 
 use super::MAX_LINE;
 use crate::os::pipe_io;
@@ -217,6 +220,34 @@ impl<'a> Batch<'a> {
         }
         self.ranges
     }
+
+    /// At least the last `n` records (all of them when there are fewer), as ranges of `data`,
+    /// ending with the last: only the end of the batch is split, so keeping a tail of a flood
+    /// does not cost a range per line.
+    pub(crate) fn last_lines(&mut self, n: usize) -> &[Range<usize>] {
+        if self.split {
+            return self.ranges;
+        }
+        // the records of a piece that starts where a line starts are the batch's last ones;
+        // n + 1 newlines back (the last one may end the batch) leave at least n whole lines
+        let mut from = self.data.len();
+        for _ in 0..=n {
+            match memchr::memrchr(b'\n', &self.data[..from]) {
+                Some(p) => from = p,
+                None => {
+                    from = 0;
+                    break;
+                }
+            }
+        }
+        let start = if from == 0 { 0 } else { from + 1 };
+        split_lines(&self.data[start..], true, self.ranges);
+        for range in self.ranges.iter_mut() {
+            *range = range.start + start..range.end + start;
+        }
+        // only a part: a later `lines` splits the whole batch
+        self.ranges
+    }
 }
 
 /// How many bytes of `buf` the next batch takes ([`split_lines`]'s count, without the
@@ -334,5 +365,3 @@ fn cut_pieces(buf: &[u8], mut range: Range<usize>, lines: &mut Vec<Range<usize>>
     }
     range
 }
-
-pub(super) use turbo_lines::char_start;

@@ -144,6 +144,8 @@ fn a_batch_holds_exactly_the_records_splitting_finds() {
     let mut accents = b"ok\nx".to_vec();
     accents.extend("é".repeat(MAX_LINE).as_bytes());
     reads.push(accents);
+    reads.push(b"one\ntwo\nthree\n".repeat(30));
+    reads.push(b"\n\n\nx\n\ny".to_vec());
     let mut long_then_short = vec![b'y'; 2 * MAX_LINE + 3];
     long_then_short.extend_from_slice(b"\nshort\nunfinished");
     reads.push(long_then_short);
@@ -159,6 +161,20 @@ fn a_batch_holds_exactly_the_records_splitting_finds() {
             );
             let mut batch = Batch::new(&read[..used], &mut ranges);
             assert_eq!(batch.lines(), want, "{} bytes, eof {eof}", read.len());
+            // the stderr tail's part: the same last records, from the end alone
+            for n in [0, 1, 2, 20] {
+                let mut batch = Batch::new(&read[..used], &mut ranges);
+                let last = batch.last_lines(n).to_vec();
+                let keep = n.min(want.len());
+                assert!(last.len() >= keep, "{} bytes, eof {eof}, n {n}", read.len());
+                assert_eq!(
+                    last[last.len() - keep..],
+                    want[want.len() - keep..],
+                    "{} bytes, eof {eof}, n {n}",
+                    read.len()
+                );
+                assert_eq!(batch.lines(), want, "the whole batch after a tail");
+            }
         }
     }
 }
