@@ -60,6 +60,15 @@ pub fn push_text_records(buf: &mut Vec<u8>, head: &[u8], data: &[u8], max_line: 
     }
 }
 
+/// Where the first record of the line `buf[start..end]` (no newline in it) ends when the line
+/// is longer than `max_line` bytes: `max_line` bytes on, moved back to a character start
+/// ([`char_start`]); `None` when the rest fits in one record. The one rule for cutting lines,
+/// for the records written here and the ranges the daemon splits a batch into.
+#[must_use]
+pub fn next_cut(buf: &[u8], start: usize, end: usize, max_line: usize) -> Option<usize> {
+    (end - start > max_line).then(|| char_start(buf, start + max_line, start))
+}
+
 /// `at`, moved back (by at most 3 bytes, never to `min`) to the start of a UTF-8 character, so a
 /// cut does not split one; unchanged when the bytes there are not UTF-8 anyway.
 #[must_use]
@@ -134,8 +143,7 @@ impl<'a> Put<'a> {
     #[inline(never)]
     fn cut(&mut self, line: &[u8], max_line: usize) {
         let mut start = 0;
-        while line.len() - start > max_line {
-            let cut = char_start(line, start + max_line, start);
+        while let Some(cut) = next_cut(line, start, line.len(), max_line) {
             self.record(&line[start..cut], false);
             start = cut;
         }

@@ -32,6 +32,7 @@ use std::{
 use tokio::net::unix::pipe;
 
 pub(super) use turbo_lines::char_start;
+use turbo_lines::next_cut;
 
 use super::MAX_LINE;
 use crate::os::pipe_io;
@@ -258,9 +259,9 @@ pub(super) fn batch_end(buf: &[u8], eof: bool) -> usize {
         return buf.len();
     }
     let mut end = memchr::memrchr(b'\n', buf).map_or(0, |p| p + 1);
-    // as cut_pieces: an unfinished line of exactly MAX_LINE is not cut yet
-    while buf.len() - end > MAX_LINE {
-        end = char_start(buf, end + MAX_LINE, end);
+    // an unfinished line of exactly MAX_LINE is not cut yet
+    while let Some(cut) = next_cut(buf, end, buf.len(), MAX_LINE) {
+        end = cut;
     }
     end
 }
@@ -358,8 +359,7 @@ impl Drop for BigPipe {
 /// Pushes the leading pieces of `range` while more than [`MAX_LINE`] is left; returns the rest
 /// (not empty when anything was cut).
 fn cut_pieces(buf: &[u8], mut range: Range<usize>, lines: &mut Vec<Range<usize>>) -> Range<usize> {
-    while range.len() > MAX_LINE {
-        let cut = char_start(buf, range.start + MAX_LINE, range.start);
+    while let Some(cut) = next_cut(buf, range.start, range.end, MAX_LINE) {
         lines.push(range.start..cut);
         range.start = cut;
     }
