@@ -15,7 +15,7 @@
 
 /// Bytes copied for a record's head when it is at most this long: a constant, so the copy is a
 /// few vector moves rather than a call; the bytes past the head are overwritten by the line.
-pub const HEAD_BLOCK: usize = 64;
+const HEAD_BLOCK: usize = 64;
 
 /// Appends one text record per line of `data` to `buf`: `head`, the line, a newline.
 ///
